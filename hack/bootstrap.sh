@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Everything a fresh machine needs before the demo or the tests: Debian packages, the virtualenv,
+# kubectl and helm, and the Go-built platform binaries (cached per version under ~/.cache/onair).
+# Safe to run again: each step checks before it works.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="${ONAIR_CACHE:-$HOME/.cache/onair}"
+venv="${ONAIR_VENV:-$root/.venv}"
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+need_apt=()
+command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
+command -v go >/dev/null || need_apt+=(golang-go)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if ((${#need_apt[@]})); then
+  step "Debian packages: ${need_apt[*]}"
+  sudo_cmd=(); [[ $(id -u) == 0 ]] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+stamp="$venv/.onair-installed"
+if [[ ! -f "$stamp" || "$root/pyproject.toml" -nt "$stamp" ]]; then
+  step "Python virtualenv $venv"
+  [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q -e "$root[dev]"
+  touch "$stamp"
+fi
+
+step "kubectl and helm"
+"$root/hack/build/install-kubectl-helm.sh" >/dev/null
+
+step "Kubernetes, etcd and kwok binaries (built from the Go module proxy on first run)"
+"$root/hack/build/build-binaries.sh" all >/dev/null
+echo "bootstrap done" >&2

@@ -1,0 +1,1 @@
+"""onair: live video encoding on Kubernetes."""
