@@ -11,6 +11,9 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 need_apt=()
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 command -v go >/dev/null || need_apt+=(golang-go)
+# The encoder's RTMP front: nginx-rtmp refuses a publisher with the wrong stream key (ffmpeg cannot).
+command -v nginx >/dev/null || need_apt+=(nginx-light)
+[[ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ]] || need_apt+=(libnginx-mod-rtmp)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then
   step "Debian packages: ${need_apt[*]}"

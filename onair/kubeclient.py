@@ -1,0 +1,261 @@
+"""A small asyncio Kubernetes API client on aiohttp, shared by the operator and the gateway.
+
+The official `kubernetes` package is synchronous; a reconcile loop and a watch-fed cache need many
+requests in flight on one event loop. This client does only what onair needs: JSON CRUD, merge
+patches, server-side apply, lists and watches, with kubeconfig or in-cluster credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import ssl
+import tempfile
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import yaml
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+class ApiError(Exception):
+    """A non-2xx answer of the API server, with its Status object."""
+
+    def __init__(self, status: int, body: Mapping[str, Any]) -> None:
+        self.status = status
+        self.body = body
+        self.reason = str(body.get("reason", ""))
+        super().__init__(f"{status} {self.reason}: {body.get('message', '')}")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    server: str
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    token: str | None = None
+    token_file: str | None = None
+    insecure: bool = False
+
+    @classmethod
+    def from_kubeconfig(cls, path: str | None = None, context: str | None = None) -> Credentials:
+        path = path or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or str(Path.home() / ".kube/config")
+        config = yaml.safe_load(Path(path).read_text())
+        base = Path(path).parent
+        context_name = context or config["current-context"]
+        ctx = next(c["context"] for c in config["contexts"] if c["name"] == context_name)
+        cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == ctx["cluster"])
+        user = next((u["user"] for u in config.get("users", []) if u["name"] == ctx.get("user")), {})
+
+        def file_of(entry: Mapping[str, Any], key: str) -> str | None:
+            if entry.get(f"{key}-data"):
+                handle = tempfile.NamedTemporaryFile(prefix="onair-kube-", delete=False)  # noqa: SIM115
+                handle.write(base64.b64decode(entry[f"{key}-data"]))
+                handle.close()
+                os.chmod(handle.name, 0o600)
+                return handle.name
+            if entry.get(key):
+                return str((base / entry[key]).resolve())
+            return None
+
+        return cls(
+            server=cluster["server"].rstrip("/"),
+            ca_file=file_of(cluster, "certificate-authority"),
+            cert_file=file_of(user, "client-certificate"),
+            key_file=file_of(user, "client-key"),
+            token=user.get("token"),
+            token_file=user.get("tokenFile"),
+            insecure=bool(cluster.get("insecure-skip-tls-verify")),
+        )
+
+    @classmethod
+    def in_cluster(cls) -> Credentials:
+        host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
+        if ":" in host:
+            host = f"[{host}]"
+        return cls(
+            server=f"https://{host}:{port}",
+            ca_file=str(SERVICE_ACCOUNT_DIR / "ca.crt"),
+            token_file=str(SERVICE_ACCOUNT_DIR / "token"),
+        )
+
+    @classmethod
+    def discover(cls) -> Credentials:
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and (SERVICE_ACCOUNT_DIR / "token").exists():
+            return cls.in_cluster()
+        return cls.from_kubeconfig()
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        if not self.server.startswith("https"):
+            return False
+        if self.insecure:
+            return False
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file and self.key_file:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+    def bearer(self) -> str | None:
+        if self.token_file:
+            # Projected tokens rotate; read the file each time it is needed.
+            return Path(self.token_file).read_text().strip()
+        return self.token
+
+
+def resource_path(
+    api_version: str, plural: str, namespace: str | None = None, name: str | None = None, sub: str | None = None
+) -> str:
+    """`/api/v1/namespaces/ns/pods/x/status` and the like, from its parts."""
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = prefix + (f"/namespaces/{namespace}" if namespace else "") + f"/{plural}"
+    if name:
+        path += f"/{name}"
+    if sub:
+        path += f"/{sub}"
+    return path
+
+
+class KubeClient:
+    def __init__(self, credentials: Credentials, *, connections: int = 64, field_manager: str = "onair") -> None:
+        self.credentials = credentials
+        self.field_manager = field_manager
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._connections, ssl=self.credentials.ssl_context())
+            self._session = aiohttp.ClientSession(
+                connector=connector, json_serialize=lambda o: json.dumps(o, separators=(",", ":"))
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        token = self.credentials.bearer()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        content_type: str = "application/json",
+        timeout: float = 30,
+    ) -> dict[str, Any]:
+        url = self.credentials.server + path
+        if params:
+            url += "?" + urlencode(params)
+        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        async with self.session.request(
+            method, url, data=data, headers=self._headers(content_type if body is not None else None),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as response:
+            text = await response.text()
+            payload = json.loads(text) if text else {}
+            if response.status >= 400:
+                raise ApiError(response.status, payload if isinstance(payload, dict) else {"message": text})
+            return payload if isinstance(payload, dict) else {"value": payload}
+
+    async def get(self, path: str, **params: str | int) -> dict[str, Any]:
+        return await self.request("GET", path, params=params or None)
+
+    async def get_or_none(self, path: str) -> dict[str, Any] | None:
+        try:
+            return await self.get(path)
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Creates the object; None when it already exists (409), which callers treat as done."""
+        try:
+            return await self.request("POST", path, body, params={"fieldManager": self.field_manager})
+        except ApiError as error:
+            if error.status == 409 and error.reason == "AlreadyExists":
+                return None
+            raise
+
+    async def merge_patch(self, path: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.request("PATCH", path, patch, content_type=MERGE_PATCH,
+                                  params={"fieldManager": self.field_manager})
+
+    async def json_patch(self, path: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self.request("PATCH", path, operations, content_type=JSON_PATCH,
+                                  params={"fieldManager": self.field_manager})
+
+    async def delete(self, path: str, **params: str | int) -> dict[str, Any] | None:
+        try:
+            return await self.request("DELETE", path, params=params or None)
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def list(self, path: str, **params: str | int) -> dict[str, Any]:
+        """All pages of a list, joined (the API server pages with `continue`)."""
+        items: list[dict[str, Any]] = []
+        query: dict[str, str | int] = {"limit": 500, **params}
+        while True:
+            page = await self.get(path, **query)
+            items.extend(page.get("items", []))
+            token = page.get("metadata", {}).get("continue")
+            if not token:
+                page["items"] = items
+                return page
+            query["continue"] = token
+
+    async def watch(
+        self, path: str, resource_version: str, *, timeout_seconds: int = 300, **params: str | int
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The events after `resource_version` until the server ends the watch; ERROR events raise."""
+        query = {"watch": 1, "resourceVersion": resource_version, "timeoutSeconds": timeout_seconds,
+                 "allowWatchBookmarks": "true", **params}
+        url = self.credentials.server + path + "?" + urlencode(query)
+        async with self.session.get(
+            url, headers=self._headers(), timeout=aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30)
+        ) as response:
+            if response.status >= 400:
+                raise ApiError(response.status, await response.json(content_type=None))
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object", {})
+                    raise ApiError(int(status.get("code", 500)), status)
+                yield event
+
+
+async def gather_limited(limit: int, *coroutines: Any) -> list[Any]:
+    """asyncio.gather with at most `limit` coroutines running at once."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def run(coroutine: Any) -> Any:
+        async with semaphore:
+            return await coroutine
+
+    return await asyncio.gather(*(run(c) for c in coroutines))

@@ -1,0 +1,154 @@
+"""Cluster-tier fixtures: the CRDs installed, the operator running as a real process against the
+platform's API server, and a namespace ready for jobs (S3 credentials, a JobTemplate)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from localplatform.platform import PlatformInfo
+from localplatform.processes import ManagedProcess, free_ports, stop_process_group
+from waiting import wait_until
+
+from conftest import test_failed
+
+ROOT = Path(__file__).resolve().parents[2]
+OPERATOR_NAMESPACE = "onair-system"
+LADDER = {
+    "apiVersion": "onair.dev/v1alpha1", "kind": "JobTemplate",
+    "metadata": {"name": "small-ladder"},
+    "spec": {"id": 7, "name": "small ladder", "default": True, "segmentDurationSeconds": 2, "playlistWindow": 5,
+             "renditions": [
+                 {"name": "360p", "width": 640, "height": 360, "fps": 30, "videoBitrate": 800000, "gopSeconds": 2},
+                 {"name": "180p", "width": 320, "height": 180, "fps": 30, "videoBitrate": 300000, "gopSeconds": 2},
+             ]},
+}
+
+
+@pytest.fixture(scope="session")
+def crds(platform: PlatformInfo) -> None:
+    subprocess.run(["kubectl", "apply", "--server-side", "-f", str(ROOT / "crds")], check=True,
+                   capture_output=True, text=True)
+    subprocess.run(["kubectl", "wait", "--for=condition=Established", "--timeout=60s",
+                    "crd/livejobs.onair.dev", "crd/recordjobs.onair.dev", "crd/jobtemplates.onair.dev"],
+                   check=True, capture_output=True, text=True)
+
+
+@dataclass
+class RunningOperator:
+    process: ManagedProcess
+    metrics_url: str
+    health_url: str
+
+    def log_tail(self, lines: int = 80) -> str:
+        return self.process.log_tail(lines)
+
+
+def operator_env(platform: PlatformInfo, health_port: int, metrics_port: int, **extra: str) -> dict[str, str]:
+    encoder = str(Path(sys.executable).parent / "onair-encoder")
+    return {
+        **platform.env(),
+        "ONAIR_STANDALONE": "true",
+        "ONAIR_NAMESPACE": OPERATOR_NAMESPACE,
+        "ONAIR_LISTEN_HOST": "127.0.0.1",
+        "ONAIR_HEALTH_PORT": str(health_port),
+        "ONAIR_METRICS_PORT": str(metrics_port),
+        "ONAIR_INGEST_ADDRESS": "pod-ip",
+        "ONAIR_ENCODER_COMMAND": json.dumps([encoder]),
+        "ONAIR_S3_ENDPOINT": platform.s3_endpoint,
+        "ONAIR_S3_REGION": platform.s3_region,
+        "ONAIR_WEBHOOK_SECRET": "test-webhook-secret",
+        "ONAIR_RESTART_BACKOFF_SECONDS": "0.5",
+        **extra,
+    }
+
+
+def start_operator(platform: PlatformInfo, run_dir: Path, name: str = "operator", **extra: str) -> RunningOperator:
+    health_port, metrics_port = free_ports(2)
+    process = ManagedProcess(
+        name=name, argv=[str(Path(sys.executable).parent / "onair-operator")], run_dir=run_dir,
+        env=operator_env(platform, health_port, metrics_port, **extra),
+    )
+    process.start()
+    operator = RunningOperator(process, f"http://127.0.0.1:{metrics_port}/metrics",
+                               f"http://127.0.0.1:{health_port}/healthz")
+
+    def healthy() -> bool:
+        if process.running_pid() is None:
+            raise AssertionError(f"the operator exited:\n{process.log_tail()}")
+        try:
+            with urllib.request.urlopen(operator.health_url, timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    wait_until(healthy, 60, "the operator's health endpoint")
+    return operator
+
+
+def stop_operator(operator: RunningOperator) -> None:
+    pid = operator.process.running_pid()
+    if pid is not None:
+        stop_process_group(pid, grace_seconds=10)
+
+
+@pytest.fixture(scope="session")
+def operator(platform: PlatformInfo, crds: None, kube: client.ApiClient,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningOperator]:
+    core = client.CoreV1Api(kube)
+    try:
+        core.create_namespace({"metadata": {"name": OPERATOR_NAMESPACE}})
+    except client.ApiException as error:
+        if error.status != 409:
+            raise
+    running = start_operator(platform, tmp_path_factory.mktemp("operator"))
+    yield running
+    stop_operator(running)
+
+
+@pytest.fixture
+def job_namespace(namespace: str, kube: client.ApiClient, platform: PlatformInfo,
+                  operator: RunningOperator, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace with S3 credentials and the test JobTemplate (id 7); prints the operator's and the
+    process node's logs when the test fails."""
+    core = client.CoreV1Api(kube)
+    core.create_namespaced_secret(namespace, {
+        "metadata": {"name": "onair-s3-credentials"},
+        "stringData": {"AWS_ACCESS_KEY_ID": platform.s3_access_key, "AWS_SECRET_ACCESS_KEY": platform.s3_secret_key},
+    })
+    client.CustomObjectsApi(kube).create_namespaced_custom_object("onair.dev", "v1alpha1", namespace,
+                                                                  "jobtemplates", LADDER)
+    yield namespace
+    if test_failed(request):
+        print(f"\n--- operator log ---\n{operator.log_tail()}")
+        node_log = Path(platform.state_dir) / "logs" / "process-node.log"
+        if node_log.exists():
+            print("\n--- process node log ---\n" + "\n".join(node_log.read_text().splitlines()[-40:]))
+        pods_dir = Path(platform.state_dir) / "process-node" / "pods"
+        for log in sorted(pods_dir.glob(f"{namespace}_*/*.log")):
+            print(f"\n--- {log.parent.name}/{log.name} ---\n" + "\n".join(log.read_text().splitlines()[-30:]))
+
+
+def custom(kube: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(kube)
+
+
+def get_job(kube: client.ApiClient, namespace: str, name: str, plural: str = "livejobs") -> dict[str, Any]:
+    return custom(kube).get_namespaced_custom_object("onair.dev", "v1alpha1", namespace, plural, name)
+
+
+def wait_phase(kube: client.ApiClient, namespace: str, name: str, phase: str, timeout: float = 60,
+               plural: str = "livejobs") -> dict[str, Any]:
+    return wait_until(
+        lambda: (job := get_job(kube, namespace, name, plural)).get("status", {}).get("phase") == phase and job,
+        timeout, f"{plural} {namespace}/{name} to reach {phase}",
+    )
+
