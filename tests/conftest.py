@@ -36,12 +36,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def test_failed(request: pytest.FixtureRequest) -> bool:
-    return any(
-        getattr(getattr(request.node, f"report_{when}", None), "failed", False) for when in ("setup", "call")
-    )
-
-
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformInfo]:
     """The real local platform, started once per test session in its own state dir and stopped after."""

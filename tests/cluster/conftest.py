@@ -16,9 +16,8 @@ import pytest
 from kubernetes import client
 from localplatform.platform import PlatformInfo
 from localplatform.processes import ManagedProcess, free_ports, stop_process_group
+from outcome import has_failed
 from waiting import wait_until
-
-from conftest import test_failed
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "onair-system"
@@ -127,7 +126,7 @@ def job_namespace(namespace: str, kube: client.ApiClient, platform: PlatformInfo
     client.CustomObjectsApi(kube).create_namespaced_custom_object("onair.dev", "v1alpha1", namespace,
                                                                   "jobtemplates", LADDER)
     yield namespace
-    if test_failed(request):
+    if has_failed(request):
         print(f"\n--- operator log ---\n{operator.log_tail()}")
         node_log = Path(platform.state_dir) / "logs" / "process-node.log"
         if node_log.exists():

@@ -54,7 +54,8 @@ def test_kubectl_applies_crd_and_rejects_bad_field_and_watches(kubectl: Kubectl,
     assert refused.returncode != 0
     assert "spec.size" in refused.stderr and "less than or equal to 10" in refused.stderr
 
-    listing = json.loads(kubectl("get", "widgets", "-n", namespace, "-o", "json").stdout)
+    # --raw: the API's own list, whose resourceVersion is the collection's (kubectl get builds its own List).
+    listing = json.loads(kubectl("get", "--raw", f"/apis/test.onair.dev/v1/namespaces/{namespace}/widgets").stdout)
     assert [item["metadata"]["name"] for item in listing["items"]] == ["good"]
     resource_version = listing["metadata"]["resourceVersion"]
 

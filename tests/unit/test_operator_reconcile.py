@@ -1,0 +1,253 @@
+"""The reconciler's decisions, from observed state to actions and status, without a cluster."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from onair.models import JobTemplateSpec, LiveJob, RecordJob
+from onair.operator import naming
+from onair.operator.builders import build_encoder_pod, build_ingest_service, build_stream_key_secret
+from onair.operator.config import OperatorConfig
+from onair.operator.reconcile import (
+    TemplateLookup,
+    decide_live_job,
+    decide_record_job,
+    phase_path,
+)
+from onair.phases import LiveJobPhase, can_transition
+
+NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+CONFIG = OperatorConfig(s3_endpoint="http://s3.local:8333", max_restarts=2, restart_backoff_seconds=2)
+TEMPLATE = TemplateLookup(JobTemplateSpec.model_validate({
+    "id": 1, "name": "ladder",
+    "renditions": [{"name": "720p", "width": 1280, "height": 720, "fps": 30, "videoBitrate": 3_000_000},
+                   {"name": "360p", "width": 640, "height": 360, "fps": 30, "videoBitrate": 800_000}],
+}))
+
+
+def live_job(status: dict[str, Any] | None = None, generation: int = 1, **spec: Any) -> LiveJob:
+    body: dict[str, Any] = {
+        "apiVersion": "onair.dev/v1alpha1", "kind": "LiveJob",
+        "metadata": {"name": "news", "namespace": "ns", "uid": "uid-1", "generation": generation,
+                     "resourceVersion": "1"},
+        "spec": {"jobTemplateId": 1, "input": {"serverType": "RTMP"},
+                 "destination": {"bucket": "media", "path": "live/news"}, **spec},
+    }
+    if status is not None:
+        body["status"] = status
+    return LiveJob.model_validate(body)
+
+
+def pod(name: str, phase: str = "Running", ready: bool = True, exit_code: int | None = None,
+        deleting: bool = False, finished_at: dt.datetime | None = None) -> dict[str, Any]:
+    state: dict[str, Any] = {"running": {"startedAt": "2026-11-23T11:59:00Z"}}
+    if exit_code is not None:
+        state = {"terminated": {"exitCode": exit_code, "reason": "Error",
+                                "finishedAt": (finished_at or NOW).strftime("%Y-%m-%dT%H:%M:%SZ")}}
+    metadata: dict[str, Any] = {"name": name, "uid": f"pod-{name}"}
+    if deleting:
+        metadata["deletionTimestamp"] = "2026-11-23T12:00:00Z"
+    return {"metadata": metadata, "spec": {"nodeName": "node"},
+            "status": {"phase": phase, "podIP": "127.1.0.9",
+                       "conditions": [{"type": "PodScheduled", "status": "True"},
+                                      {"type": "Ready", "status": "True" if ready else "False"}],
+                       "containerStatuses": [{"name": "encoder", "state": state}]}}
+
+
+def current_pod_name(attempt: int = 1) -> str:
+    return naming.pod_name("news", "encoder", "uid-1", attempt)
+
+
+def test_phase_path_passes_through_intermediate_phases() -> None:
+    assert phase_path(None, LiveJobPhase.PROVISIONING) == [LiveJobPhase.PENDING, LiveJobPhase.PROVISIONING]
+    assert phase_path(LiveJobPhase.PROVISIONING, LiveJobPhase.LIVE) == [LiveJobPhase.WAITING_FOR_INPUT,
+                                                                          LiveJobPhase.LIVE]
+    assert phase_path(LiveJobPhase.LIVE, LiveJobPhase.LIVE) == []
+    for path in (phase_path(None, target) for target in LiveJobPhase):
+        previous = None
+        for phase in path:
+            assert can_transition(previous, phase)
+            previous = phase
+
+
+def test_new_job_creates_children_and_pod_and_is_provisioning() -> None:
+    decision = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW)
+    assert decision.ensure_children
+    assert decision.create_pod_attempt == 1
+    assert decision.status["phase"] == "Provisioning"
+    assert [t["phase"] for t in decision.status["timings"]] == ["Pending", "Provisioning"]
+    assert decision.status["resourceName"] == current_pod_name()
+    assert decision.status["observedGeneration"] == 1
+
+
+def test_reconciling_the_same_observation_twice_changes_nothing() -> None:
+    first = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW)
+    pending = [pod(current_pod_name(), "Pending", ready=False)]
+    second = decide_live_job(live_job(first.status), TEMPLATE, pending, None, CONFIG, NOW + dt.timedelta(seconds=5))
+    third = decide_live_job(live_job(second.status), TEMPLATE, pending, None, CONFIG, NOW + dt.timedelta(seconds=9))
+    assert second.create_pod_attempt is None and third.create_pod_attempt is None
+    assert second.status["phase"] == "Provisioning"
+    assert third.status == second.status
+
+
+def test_ready_pod_without_input_waits_for_input_and_publishes_urls() -> None:
+    provisioning = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    decision = decide_live_job(live_job(provisioning), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW)
+    status = decision.status
+    assert status["phase"] == "WaitingForInput"
+    service = naming.service_name("news", "uid-1")
+    assert status["urls"]["rtmpServer"] == f"rtmp://{service}.ns.svc:1935/live/"
+    assert status["urls"]["storageMasterFile"] == "http://s3.local:8333/media/live/news/master.m3u8"
+    assert status["urls"]["outputManifests"]["360p"] == "http://s3.local:8333/media/live/news/360p/index.m3u8"
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False"
+
+
+def test_encoder_report_drives_live_and_reconnecting() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    pods = [pod(current_pod_name())]
+    report = {"state": "live", "ingest": {"connected": True, "statistics": {"width": 1280, "height": 720}},
+              "renditions": [{"name": "720p", "segmentsWritten": 3, "status": "Running"}]}
+    live = decide_live_job(live_job(status), TEMPLATE, pods, report, CONFIG, NOW).status
+    assert live["phase"] == "Live"
+    assert live["statistics"] == {"width": 1280, "height": 720}
+    assert live["outputs"][0]["segmentsWritten"] == 3
+    assert next(c for c in live["conditions"] if c["type"] == "Ready")["status"] == "True"
+    dropped = decide_live_job(live_job(live), TEMPLATE, pods, {**report, "state": "reconnecting"}, CONFIG,
+                              NOW).status
+    assert dropped["phase"] == "Reconnecting"
+    back = decide_live_job(live_job(dropped), TEMPLATE, pods, report, CONFIG, NOW).status
+    assert back["phase"] == "Live"
+    assert [t["phase"] for t in back["timings"]][-3:] == ["Live", "Reconnecting", "Live"]
+
+
+def test_crashed_encoder_is_replaced_after_backoff_and_counted() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    status = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW).status
+    crashed = [pod(current_pod_name(), "Failed", ready=False, exit_code=137, finished_at=NOW)]
+    waiting = decide_live_job(live_job(status), TEMPLATE, crashed, None, CONFIG, NOW)
+    assert waiting.create_pod_attempt is None
+    assert waiting.requeue_after == pytest.approx(2.0)
+    later = decide_live_job(live_job(status), TEMPLATE, crashed, None, CONFIG, NOW + dt.timedelta(seconds=3))
+    assert later.create_pod_attempt == 2
+    assert current_pod_name(1) in later.delete_pods
+    assert later.status["restarts"] == 1 and later.status["attempt"] == 2
+    assert later.status["phase"] == "Provisioning"
+    assert later.status["resourceName"] == current_pod_name(2)
+
+
+def test_crash_loop_ends_failed_not_forever() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    status["restarts"] = 2
+    crashed = [pod(current_pod_name(), "Failed", ready=False, exit_code=1, finished_at=NOW)]
+    decision = decide_live_job(live_job(status), TEMPLATE, crashed, None, CONFIG, NOW + dt.timedelta(minutes=5))
+    assert decision.status["phase"] == "Failed"
+    assert decision.create_pod_attempt is None
+    assert "3 times" in decision.status["message"]
+
+
+def test_config_error_exit_code_fails_at_once() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    refused = [pod(current_pod_name(), "Failed", ready=False, exit_code=2, finished_at=NOW)]
+    decision = decide_live_job(live_job(status), TEMPLATE, refused, None, CONFIG, NOW)
+    assert decision.status["phase"] == "Failed"
+    assert next(c for c in decision.status["conditions"] if c["type"] == "EncoderRunning")["reason"] == "SpecInvalid"
+    # Failed stays Failed for this generation; a spec change re-arms it.
+    still = decide_live_job(live_job(decision.status), TEMPLATE, [], None, CONFIG, NOW)
+    assert still.status["phase"] == "Failed" and still.create_pod_attempt is None
+    rearmed = decide_live_job(live_job(decision.status, generation=2), TEMPLATE, [], None, CONFIG, NOW)
+    assert rearmed.status["phase"] == "Provisioning"
+
+
+def test_switching_off_stops_then_goes_offline() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    status = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW).status
+    stopping = decide_live_job(live_job(status, generation=2, online=False), TEMPLATE, [pod(current_pod_name())],
+                               None, CONFIG, NOW)
+    assert stopping.status["phase"] == "Stopping"
+    assert stopping.delete_pods == [current_pod_name()]
+    offline = decide_live_job(live_job(stopping.status, generation=2, online=False), TEMPLATE, [], None, CONFIG, NOW)
+    assert offline.status["phase"] == "Offline"
+    back_on = decide_live_job(live_job(offline.status, generation=3), TEMPLATE, [], None, CONFIG, NOW)
+    assert back_on.status["phase"] == "Provisioning"
+    assert back_on.create_pod_attempt is not None
+
+
+def test_schedule_waits_for_start_and_completes_at_finish() -> None:
+    schedule = {"startDateTime": "2026-11-23T13:00:00Z", "finishDateTime": "2026-11-23T14:00:00Z"}
+    early = decide_live_job(live_job(schedule=schedule), TEMPLATE, [], None, CONFIG, NOW)
+    assert early.status["phase"] == "Pending"
+    assert early.create_pod_attempt is None
+    assert early.requeue_after == pytest.approx(3600)
+    started = decide_live_job(live_job(early.status, schedule=schedule), TEMPLATE, [], None, CONFIG,
+                              NOW + dt.timedelta(hours=1))
+    assert started.status["phase"] == "Provisioning"
+    over = decide_live_job(live_job(started.status, schedule=schedule), TEMPLATE, [], None, CONFIG,
+                           NOW + dt.timedelta(hours=2))
+    assert over.status["phase"] == "Completed"
+
+
+def test_missing_template_keeps_job_pending_with_a_reason() -> None:
+    lookup = TemplateLookup(None, message="no JobTemplate with id 1")
+    decision = decide_live_job(live_job(), lookup, [], None, CONFIG, NOW)
+    assert decision.status["phase"] == "Pending"
+    assert decision.create_pod_attempt is None
+    resolved = next(c for c in decision.status["conditions"] if c["type"] == "TemplateResolved")
+    assert resolved["status"] == "False" and "id 1" in resolved["message"]
+
+
+def test_encoder_pod_is_least_privileged_and_wired_to_its_secrets() -> None:
+    job = live_job()
+    pod_body = build_encoder_pod(job, TEMPLATE.template, CONFIG, 1)
+    assert pod_body["metadata"]["name"] == current_pod_name()
+    assert pod_body["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    spec = pod_body["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    container = spec["containers"][0]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    env = {e["name"]: e for e in container["env"]}
+    assert env["ONAIR_STREAM_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "news-stream-key"
+    assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
+    secret = build_stream_key_secret(job)
+    assert len(secret["stringData"]["streamKey"]) == 36
+    service = build_ingest_service(job, CONFIG)
+    assert service["spec"]["selector"] == {"onair.dev/job": "news", "onair.dev/role": "encoder"}
+
+
+def record_job(status: dict[str, Any] | None = None, **spec: Any) -> RecordJob:
+    body: dict[str, Any] = {
+        "apiVersion": "onair.dev/v1alpha1", "kind": "RecordJob",
+        "metadata": {"name": "rec", "namespace": "ns", "uid": "uid-r", "generation": 1},
+        "spec": {"source": {"streamUrl": "rtmp://origin/live/x"}, "output": {"bucket": "media"}, **spec},
+    }
+    if status is not None:
+        body["status"] = status
+    return RecordJob.model_validate(body)
+
+
+def test_record_job_pauses_resumes_and_completes() -> None:
+    name = naming.pod_name("rec", "recorder", "uid-r", 1)
+    started = decide_record_job(record_job(), None, [], None, CONFIG, NOW)
+    assert started.create_pod_attempt == 1 and started.status["phase"] == "Started"
+    running = [pod(name)]
+    pause = decide_record_job(record_job(started.status, paused=True), None, running,
+                              {"recording": {"paused": False}}, CONFIG, NOW)
+    assert pause.encoder_command == "pause"
+    paused = decide_record_job(record_job(started.status, paused=True), None, running,
+                               {"recording": {"paused": True}}, CONFIG, NOW)
+    assert paused.status["phase"] == "Paused" and paused.encoder_command is None
+    resume = decide_record_job(record_job(paused.status), None, running, {"recording": {"paused": True}}, CONFIG, NOW)
+    assert resume.encoder_command == "resume"
+    done = decide_record_job(record_job(paused.status), None, [pod(name, "Succeeded", ready=False, exit_code=0)],
+                             {"recording": {"paused": False, "progress": 1.0}}, CONFIG, NOW)
+    assert done.status["phase"] == "Completed" and done.status["progress"] == 1.0
+
+
+def test_record_job_of_a_missing_live_job_waits() -> None:
+    decision = decide_record_job(record_job(source={"liveJobRef": "gone"}), None, [], None, CONFIG, NOW)
+    assert decision.status["phase"] == "Initial"
+    assert decision.create_pod_attempt is None
