@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import ssl
 import sys
 import time
@@ -114,6 +115,9 @@ class LocalPlatform:
         self.progress("preparing binaries (built once per version; cached under ~/.cache/onair)")
         binaries = ensure_binaries()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Every start is a fresh cluster: old etcd membership (with old ports) would keep etcd from serving.
+        for data in ("etcd", "seaweedfs", "process-node", "logs"):
+            shutil.rmtree(self.state_dir / data, ignore_errors=True)
         self.pki.ensure(IDENTITIES)
         names = ["etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok",
                  "s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc"]

@@ -1,0 +1,192 @@
+"""Pure functions that return the objects a job owns. No API calls: testable without a cluster."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from onair.models import API_VERSION, JobTemplateSpec, LiveJob, RecordJob
+from onair.operator import naming
+from onair.operator.config import OperatorConfig
+
+ENCODER_ROLE = "encoder"
+RECORDER_ROLE = "recorder"
+STREAM_KEY_FIELD = "streamKey"
+LABEL_JOB = "onair.dev/job"
+LABEL_KIND = "onair.dev/kind"
+LABEL_ROLE = "onair.dev/role"
+LABEL_ATTEMPT = "onair.dev/attempt"
+LABEL_PROJECT = "onair.dev/project-id"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "onair-operator", "app.kubernetes.io/part-of": "onair"}
+
+Job = LiveJob | RecordJob
+
+
+def owner_reference(job: Job) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": job.kind,
+        "name": job.metadata.name,
+        "uid": job.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def child_labels(job: Job, role: str) -> dict[str, str]:
+    labels = {
+        **MANAGED_BY,
+        "app.kubernetes.io/name": f"onair-{role}",
+        LABEL_JOB: str(job.metadata.name),
+        LABEL_KIND: job.kind,
+        LABEL_ROLE: role,
+    }
+    project = job.metadata.labels.get(LABEL_PROJECT)
+    if project:
+        labels[LABEL_PROJECT] = project
+    return labels
+
+
+def _metadata(job: Job, name: str, role: str, **extra_labels: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": job.metadata.namespace,
+        "labels": {**child_labels(job, role), **extra_labels},
+        "ownerReferences": [owner_reference(job)],
+    }
+
+
+def build_stream_key_secret(job: LiveJob, stream_key: str | None = None) -> dict[str, Any]:
+    """The job's publish credential; created once, never rewritten (409 keeps the first key)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(job, naming.stream_key_secret_name(str(job.metadata.name)), ENCODER_ROLE),
+        "type": "Opaque",
+        "stringData": {STREAM_KEY_FIELD: stream_key or str(uuid.uuid4())},
+    }
+
+
+def build_ingest_service(job: LiveJob, config: OperatorConfig) -> dict[str, Any]:
+    name = naming.service_name(str(job.metadata.name), str(job.metadata.uid))
+    ports = [
+        {"name": "rtmp", "port": config.rtmp_port, "targetPort": "rtmp", "protocol": "TCP"},
+        {"name": "srt", "port": config.srt_port, "targetPort": "srt", "protocol": "UDP"},
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(job, name, ENCODER_ROLE),
+        "spec": {
+            "type": config.service_type,
+            "selector": {LABEL_JOB: str(job.metadata.name), LABEL_ROLE: ENCODER_ROLE},
+            "ports": ports,
+        },
+    }
+
+
+def storage_prefix(job: Job) -> str:
+    path = job.spec.destination.path if isinstance(job, LiveJob) else job.spec.output.path
+    return (path or str(job.metadata.name)).strip("/")
+
+
+def build_encoder_config(
+    job: Job, template: JobTemplateSpec | None, config: OperatorConfig, attempt: int,
+    clip: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What the encoder needs to know, passed as ONAIR_JOB_CONFIG (no secrets in it)."""
+    location = job.spec.destination if isinstance(job, LiveJob) else job.spec.output
+    return {
+        "kind": job.kind,
+        "namespace": job.metadata.namespace,
+        "name": job.metadata.name,
+        "attempt": attempt,
+        "spec": job.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "template": None if template is None else template.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "storage": {
+            "endpoint": location.endpoint or config.s3_endpoint,
+            "bucket": location.bucket,
+            "prefix": storage_prefix(job),
+            "region": location.region or config.s3_region,
+        },
+        "clip": clip,
+    }
+
+
+def build_encoder_pod(
+    job: Job, template: JobTemplateSpec | None, config: OperatorConfig, attempt: int,
+    clip: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The encoder (LiveJob) or recorder (RecordJob) Pod of one attempt.
+
+    restartPolicy Never: the operator, not the kubelet, replaces a dead encoder, so every attempt
+    is a new Pod with its own name, restarts are counted in the job's status, and a configuration
+    that can never work (exit code 2) ends the job Failed instead of crash-looping.
+    """
+    role = ENCODER_ROLE if isinstance(job, LiveJob) else RECORDER_ROLE
+    name = naming.pod_name(str(job.metadata.name), role, str(job.metadata.uid), attempt)
+    location = job.spec.destination if isinstance(job, LiveJob) else job.spec.output
+    credentials = location.credentials_secret or config.s3_credentials_secret
+    env: list[dict[str, Any]] = [
+        {"name": "ONAIR_JOB_CONFIG", "value": json.dumps(build_encoder_config(job, template, config, attempt, clip),
+                                                          separators=(",", ":"))},
+        {"name": "ONAIR_LISTEN_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": credentials, "key": "AWS_ACCESS_KEY_ID"}}},
+        {"name": "AWS_SECRET_ACCESS_KEY",
+         "valueFrom": {"secretKeyRef": {"name": credentials, "key": "AWS_SECRET_ACCESS_KEY"}}},
+    ]
+    ports = [{"name": "status", "containerPort": config.status_port, "protocol": "TCP"}]
+    if isinstance(job, LiveJob):
+        env.append({"name": "ONAIR_STREAM_KEY", "valueFrom": {"secretKeyRef": {
+            "name": naming.stream_key_secret_name(str(job.metadata.name)), "key": STREAM_KEY_FIELD}}})
+        passphrase = job.spec.input.srt_passphrase_secret_ref
+        if passphrase is not None:
+            env.append({"name": "ONAIR_SRT_PASSPHRASE",
+                        "valueFrom": {"secretKeyRef": {"name": passphrase.name, "key": passphrase.key}}})
+        ports += [
+            {"name": "rtmp", "containerPort": config.rtmp_port, "protocol": "TCP"},
+            {"name": "srt", "containerPort": config.srt_port, "protocol": "UDP"},
+        ]
+    container = {
+        "name": role,
+        "image": config.encoder_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": list(config.encoder_command),
+        "args": [f"--rtmp-port={config.rtmp_port}", f"--srt-port={config.srt_port}",
+                 f"--status-port={config.status_port}"],
+        "env": env,
+        "ports": ports,
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "status"}, "periodSeconds": 2,
+                           "timeoutSeconds": 1},
+        "resources": config.encoder_resources,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "work", "mountPath": "/tmp"}],
+    }
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        # The encoder talks to the ingest, the bucket and its own status port, never to the API.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": config.encoder_termination_grace_seconds,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": [{"name": "work", "emptyDir": {"sizeLimit": "4Gi"}}],
+    }
+    if config.encoder_service_account:
+        spec["serviceAccountName"] = config.encoder_service_account
+    if config.encoder_node_selector:
+        spec["nodeSelector"] = dict(config.encoder_node_selector)
+    if config.encoder_tolerations:
+        spec["tolerations"] = list(config.encoder_tolerations)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _metadata(job, name, role, **{LABEL_ATTEMPT: str(attempt)}),
+        "spec": spec,
+    }

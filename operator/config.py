@@ -1,0 +1,76 @@
+"""The operator's settings: one model, read from ONAIR_* environment variables (the Helm chart and the
+local platform set them)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ENV_PREFIX = "ONAIR_"
+
+
+class OperatorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespace: str = Field("onair-system", description="The operator's own namespace (fallback JobTemplates).")
+    watch_namespaces: list[str] = Field(default_factory=list, description="Empty: all namespaces.")
+    peering_name: str = Field("onair", description="kopf peering object; replicas with the same name take turns.")
+    standalone: bool = Field(False, description="No peering (a single replica, or the tests).")
+    workers: int = Field(16, ge=1, le=512, description="Reconciles running at once.")
+
+    encoder_image: str = "ghcr.io/onair-dev/onair:0.1.0"
+    encoder_command: list[str] = Field(default_factory=lambda: ["onair-encoder"])
+    encoder_service_account: str = ""
+    encoder_resources: dict[str, Any] = Field(
+        default_factory=lambda: {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}
+    )
+    encoder_node_selector: dict[str, str] = Field(default_factory=dict)
+    encoder_tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    encoder_termination_grace_seconds: int = 30
+    rtmp_port: int = 1935
+    srt_port: int = 9000
+    status_port: int = 8090
+
+    ingest_host: str = Field("", description="Public host in ingest URLs; empty: the Service's cluster DNS name.")
+    ingest_address: Literal["service", "pod-ip"] = Field(
+        "service", description="pod-ip: ingest URLs name the encoder Pod's IP (the dev platform has no Service proxy)."
+    )
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+
+    s3_endpoint: str = ""
+    s3_region: str = "us-east-1"
+    s3_credentials_secret: str = Field(
+        "onair-s3-credentials", description="Secret (in the job's namespace) used when a job names none."
+    )
+    s3_public_base_url: str = Field("", description="Base URL of the bucket for playback; empty: the endpoint.")
+    cdn_base_url: str = ""
+
+    poll_interval_seconds: float = Field(1.0, gt=0, description="How often a running encoder's /status is read.")
+    max_restarts: int = Field(5, ge=0, description="Encoder crashes in a row before the job is Failed.")
+    restart_backoff_seconds: float = Field(2.0, gt=0)
+    restart_backoff_max_seconds: float = Field(60.0, gt=0)
+    webhook_secret: str = Field("", description="HMAC key for webhook signatures (from a Secret).")
+    webhook_attempts: int = Field(6, ge=1)
+    webhook_timeout_seconds: float = Field(5.0, gt=0)
+    listen_host: str = Field("0.0.0.0", description="Address of the health and metrics endpoints.")
+    health_port: int = 8080
+    metrics_port: int = 9090
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> OperatorConfig:
+        """ONAIR_<FIELD> (upper case); lists and dicts as JSON, booleans as true/false."""
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            raw = environ.get(ENV_PREFIX + name.upper())
+            if raw is None:
+                continue
+            annotation = str(field.annotation)
+            if annotation.startswith(("list", "dict")):
+                values[name] = json.loads(raw) if raw.strip().startswith(("[", "{")) else raw.split(",")
+            else:
+                values[name] = raw
+        return cls.model_validate(values)

@@ -1,0 +1,327 @@
+"""The API layer: caches fed by kopf's watch events, a work queue, and the application of each
+reconcile decision (create, delete, status patch, Events, webhooks). Handlers in main.py only feed
+events in; every write to the API server happens here."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pydantic import ValidationError
+
+from onair.kubeclient import ApiError, KubeClient, resource_path
+from onair.models import API_VERSION, JobTemplateSpec, LiveJob, RecordJob, describe_errors
+from onair.operator import builders, metrics, naming
+from onair.operator.config import OperatorConfig
+from onair.operator.encoder_reports import EncoderReports
+from onair.operator.reconcile import Decision, TemplateLookup, clip_request, decide_live_job, decide_record_job
+from onair.operator.webhooks import WebhookSender, build_payload, event_name
+from onair.operator.workqueue import WorkQueue
+from onair.phases import ConditionReason, LiveJobPhase, RecordJobPhase
+
+log = logging.getLogger("onair.operator")
+Key = tuple[str, str, str]  # (kind, namespace, name)
+PLURALS = {"LiveJob": "livejobs", "RecordJob": "recordjobs"}
+# Phase changes worth a Kubernetes Event; the rest are in status.timings.
+EVENT_PHASES = {"Live", "Reconnecting", "Offline", "Completed", "Failed", "Paused", "Started"}
+ALL_PHASES = {str(phase) for phase in (*LiveJobPhase, *RecordJobPhase)}
+ERROR_BACKOFF_MAX = 60.0
+
+
+def _rv(body: dict[str, Any]) -> int:
+    value = body.get("metadata", {}).get("resourceVersion", "")
+    return int(value) if value.isdigit() else -1
+
+
+def merge_patch(old: Any, new: Any) -> Any:
+    """RFC 7386 merge patch turning `old` into `new` (lists are replaced whole)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            patch[key] = merge_patch(old[key], value)
+    return patch
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Controller:
+    def __init__(self, kube: KubeClient, config: OperatorConfig, clock: Callable[[], dt.datetime] = utcnow) -> None:
+        self.kube = kube
+        self.config = config
+        self.clock = clock
+        self.jobs: dict[Key, dict[str, Any]] = {}
+        self.templates: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)  # namespace -> name -> body
+        self.pods: dict[Key, dict[str, dict[str, Any]]] = defaultdict(dict)  # job -> pod name -> body
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self.reports = EncoderReports(config.poll_interval_seconds)
+        self.webhooks = WebhookSender(config.webhook_secret, config.webhook_attempts, config.webhook_timeout_seconds)
+        self._children_ensured: set[str] = set()
+        self._failures: Counter[Key] = Counter()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self.queue.run_workers(self.config.workers, self.reconcile), name="reconcilers"),
+            asyncio.create_task(self.reports.run(), name="encoder-reports"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.queue.close()
+        await self.reports.close()
+        await self.webhooks.close()
+
+    def phase_counts(self) -> Iterable[tuple[str, str, int]]:
+        counts = Counter((key[0], (body.get("status") or {}).get("phase") or "Unknown")
+                         for key, body in list(self.jobs.items()))
+        return [(kind, phase, n) for (kind, phase), n in counts.items()]
+
+    # -- events in ---------------------------------------------------------------------------------
+
+    def on_job_event(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
+        key = (kind, body["metadata"]["namespace"], body["metadata"]["name"])
+        if event_type == "DELETED":
+            self.jobs.pop(key, None)
+            self._children_ensured.discard(body["metadata"].get("uid", ""))
+            return
+        cached = self.jobs.get(key)
+        if cached is not None and cached["metadata"].get("uid") == body["metadata"].get("uid") \
+                and _rv(cached) > _rv(body):
+            return  # our own newer write is already cached
+        self.jobs[key] = body
+        self.queue.add(key)
+        if kind == "LiveJob":
+            # RecordJobs reading from this LiveJob may be waiting for it.
+            for other in list(self.jobs):
+                if other[0] == "RecordJob" and other[1] == key[1]:
+                    ref = (self.jobs[other].get("spec", {}).get("source") or {}).get("liveJobRef")
+                    if ref == key[2]:
+                        self.queue.add(other)
+        metrics.QUEUE_DEPTH.set(len(self.queue))
+
+    def on_template_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        if event_type == "DELETED":
+            self.templates[namespace].pop(name, None)
+        else:
+            self.templates[namespace][name] = body
+        for key in list(self.jobs):
+            if key[1] == namespace or namespace == self.config.namespace:
+                self.queue.add(key)
+
+    def on_pod_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        metadata = body["metadata"]
+        labels = metadata.get("labels") or {}
+        kind, job_name = labels.get(builders.LABEL_KIND), labels.get(builders.LABEL_JOB)
+        if kind not in PLURALS or not job_name:
+            return
+        key = (kind, metadata["namespace"], job_name)
+        if event_type == "DELETED":
+            self.pods[key].pop(metadata["name"], None)
+            self.reports.forget(metadata["uid"])
+        else:
+            cached = self.pods[key].get(metadata["name"])
+            if cached is not None and _rv(cached) > _rv(body):
+                return
+            self.pods[key][metadata["name"]] = body
+            ip = (body.get("status") or {}).get("podIP")
+            if ip and (body.get("status") or {}).get("phase") == "Running" and not metadata.get("deletionTimestamp"):
+                self.reports.track(metadata["uid"], f"http://{ip}:{self.config.status_port}/status",
+                                   lambda: self.queue.add(key))
+            else:
+                self.reports.forget(metadata["uid"])
+        self.queue.add(key)
+
+    # -- reconcile ---------------------------------------------------------------------------------
+
+    async def reconcile(self, key: Key) -> None:
+        started = time.monotonic()
+        result = "ok"
+        try:
+            await self._reconcile(key)
+            self._failures.pop(key, None)
+        except Exception as error:
+            result = "error"
+            self._failures[key] += 1
+            delay = min(2.0 ** self._failures[key] / 4, ERROR_BACKOFF_MAX)
+            if isinstance(error, ApiError) and error.status == 409:
+                log.info("%s %s/%s: conflict, retrying: %s", *key, error)
+            else:
+                log.exception("%s %s/%s: reconcile failed; retrying in %.1fs", *key, delay)
+            self.queue.add_after(key, delay)
+        finally:
+            metrics.RECONCILES.labels(key[0], result).inc()
+            metrics.RECONCILE_SECONDS.labels(key[0]).observe(time.monotonic() - started)
+            metrics.QUEUE_DEPTH.set(len(self.queue))
+
+    async def _reconcile(self, key: Key) -> None:
+        body = self.jobs.get(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return  # owned children go with the job (garbage collection)
+        kind, namespace, _ = key
+        pods = list(self.pods.get(key, {}).values())
+        now = self.clock()
+        try:
+            model = LiveJob if kind == "LiveJob" else RecordJob
+            job: LiveJob | RecordJob = model.model_validate(body)
+        except ValidationError as error:
+            await self._fail_invalid(key, body, describe_errors(error))
+            return
+        if isinstance(job, LiveJob):
+            template = self.find_template(namespace, job.spec.job_template_id)
+            current = naming.pod_name(key[2], builders.ENCODER_ROLE, str(job.metadata.uid),
+                                      max((job.status.attempt if job.status else 0), 1))
+            report = self._report_of(pods, current)
+            decision = decide_live_job(job, template, pods, report, self.config, now)
+        else:
+            source = self._live_job(namespace, job.spec.source.live_job_ref)
+            attempt = (job.status.retries if job.status else 0) + 1
+            current = naming.pod_name(key[2], builders.RECORDER_ROLE, str(job.metadata.uid), attempt)
+            report = self._report_of(pods, current)
+            decision = decide_record_job(job, source, pods, report, self.config, now)
+            template = self.find_template(namespace, job.spec.job_template_id) \
+                if job.spec.job_template_id is not None else TemplateLookup(None)
+        await self._apply(key, job, body, decision, template.template, pods)
+
+    def _report_of(self, pods: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+        pod = next((p for p in pods if p["metadata"]["name"] == name), None)
+        return None if pod is None else self.reports.report(pod["metadata"]["uid"])
+
+    def _live_job(self, namespace: str, name: str | None) -> LiveJob | None:
+        body = self.jobs.get(("LiveJob", namespace, name)) if name else None
+        if body is None:
+            return None
+        try:
+            return LiveJob.model_validate(body)
+        except ValidationError:
+            return None
+
+    def find_template(self, namespace: str, template_id: int | None) -> TemplateLookup:
+        for scope in (namespace, self.config.namespace):
+            matches = []
+            for body in self.templates.get(scope, {}).values():
+                try:
+                    spec = JobTemplateSpec.model_validate(body.get("spec") or {})
+                except ValidationError:
+                    continue
+                if spec.id == template_id:
+                    matches.append(spec)
+            if len(matches) > 1:
+                return TemplateLookup(None, ConditionReason.TEMPLATE_AMBIGUOUS,
+                                      f"{len(matches)} JobTemplates in {scope} have id {template_id}")
+            if matches:
+                return TemplateLookup(matches[0])
+        return TemplateLookup(None, ConditionReason.TEMPLATE_NOT_FOUND,
+                              f"no JobTemplate with id {template_id} in {namespace} or {self.config.namespace}")
+
+    async def _apply(self, key: Key, job: LiveJob | RecordJob, body: dict[str, Any], decision: Decision,
+                     template: JobTemplateSpec | None, pods: list[dict[str, Any]]) -> None:
+        kind, namespace, name = key
+        uid = str(job.metadata.uid)
+        if decision.ensure_children and isinstance(job, LiveJob) and uid not in self._children_ensured:
+            await asyncio.gather(
+                self._create("secrets", namespace, builders.build_stream_key_secret(job)),
+                self._create("services", namespace, builders.build_ingest_service(job, self.config)),
+            )
+            self._children_ensured.add(uid)
+        for pod_name in dict.fromkeys(decision.delete_pods):
+            metrics.API_WRITES.labels("delete", "pods").inc()
+            await self.kube.delete(resource_path("v1", "pods", namespace, pod_name))
+        if decision.create_pod_attempt is not None:
+            clip = clip_request(job, self._live_job(namespace, job.spec.source.live_job_ref)) \
+                if isinstance(job, RecordJob) else None
+            pod = builders.build_encoder_pod(job, template, self.config, decision.create_pod_attempt, clip)
+            created = await self._create("pods", namespace, pod)
+            if created is not None:
+                self.pods[key].setdefault(created["metadata"]["name"], created)
+        if decision.encoder_command is not None:
+            current = next((p for p in pods if p["metadata"]["name"] == decision.status.get("resourceName")), None)
+            if current is not None:
+                await self.reports.send(current["metadata"]["uid"], decision.encoder_command)
+        if decision.status != (body.get("status") or {}):
+            metrics.API_WRITES.labels("patch", f"{PLURALS[kind]}/status").inc()
+            path = resource_path(API_VERSION, PLURALS[kind], namespace, name, "status")
+            patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+                     "status": merge_patch(body.get("status") or {}, decision.status)}
+            updated = await self.kube.merge_patch(path, patch)
+            if self.jobs.get(key, {}).get("metadata", {}).get("uid") == updated["metadata"]["uid"]:
+                self.jobs[key] = updated
+            self._announce(body, decision)
+        if decision.requeue_after is not None:
+            self.queue.add_after(key, decision.requeue_after + 0.05)
+
+    async def _create(self, plural: str, namespace: str, obj: dict[str, Any]) -> dict[str, Any] | None:
+        metrics.API_WRITES.labels("create", plural).inc()
+        return await self.kube.create(resource_path("v1", plural, namespace), obj)
+
+    async def _fail_invalid(self, key: Key, body: dict[str, Any], errors: list[str]) -> None:
+        """An object the API server accepted but our model refuses (a CRD older than the operator)."""
+        kind, namespace, name = key
+        phase = LiveJobPhase.FAILED if kind == "LiveJob" else RecordJobPhase.FAILED
+        message = "invalid spec: " + "; ".join(errors)
+        if (body.get("status") or {}).get("message") == message:
+            return
+        path = resource_path(API_VERSION, PLURALS[kind], namespace, name, "status")
+        await self.kube.merge_patch(path, {"status": {"phase": str(phase), "message": message[:4096]}})
+
+    # -- events out --------------------------------------------------------------------------------
+
+    def _announce(self, body: dict[str, Any], decision: Decision) -> None:
+        previous_phase = (body.get("status") or {}).get("phase")
+        for event_type, reason, message in decision.events:
+            if reason in EVENT_PHASES or reason not in ALL_PHASES:
+                self._spawn(self.post_event(body, event_type, reason, message))
+        url = body["spec"].get("callbackUrl") or body["spec"].get("notifyUrl")
+        previous = None
+        if previous_phase:
+            previous = LiveJobPhase(previous_phase) if body["kind"] == "LiveJob" else RecordJobPhase(previous_phase)
+        for phase in decision.phase_changes:
+            event = event_name(previous, phase)
+            previous = phase
+            if url and event:
+                payload = build_payload(event, body, str(phase), decision.status.get("message", ""))
+                self.webhooks.send(url, payload, lambda t, r, m: self.post_event(body, t, r, m))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def post_event(self, body: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        if reason.startswith("Webhook"):
+            metrics.WEBHOOKS.labels(reason.removeprefix("Webhook").lower()).inc()
+        metadata = body["metadata"]
+        stamp = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
+            "involvedObject": {"apiVersion": API_VERSION, "kind": body["kind"], "name": metadata["name"],
+                               "namespace": metadata["namespace"], "uid": metadata["uid"],
+                               "resourceVersion": metadata.get("resourceVersion")},
+            "reason": reason, "message": message[:1024], "type": event_type,
+            "source": {"component": "onair-operator"}, "reportingComponent": "onair.dev/operator",
+            "reportingInstance": "onair-operator",
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+        }
+        try:
+            metrics.API_WRITES.labels("create", "events").inc()
+            await self.kube.create(resource_path("v1", "events", metadata["namespace"]), event)
+        except (ApiError, OSError) as error:
+            log.warning("could not post Event %s for %s/%s: %s", reason, metadata["namespace"], metadata["name"], error)

@@ -1,0 +1,103 @@
+"""Entry point of the operator: kopf wiring only. Handlers are thin: they hand watch events to the
+controller, which decides and writes (see controller.py)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from onair.kubeclient import Credentials, KubeClient
+from onair.models import GROUP, VERSION
+from onair.operator import metrics
+from onair.operator.builders import MANAGED_BY
+from onair.operator.config import OperatorConfig
+from onair.operator.controller import Controller
+
+FINALIZER = "onair.dev/finalizer"
+ANNOTATION_PREFIX = "onair.dev"
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    config = OperatorConfig.from_env()
+    # Our own names on everything kopf may write, so nothing collides with another kopf operator.
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+    # Watches end on the server side before any proxy cuts them, and kopf reconnects.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.batching.worker_limit = 64
+    settings.posting.level = logging.WARNING
+    settings.peering.name = config.peering_name
+    settings.peering.standalone = config.standalone
+    settings.peering.mandatory = not config.standalone
+    settings.networking.request_timeout = 60
+
+    kube = KubeClient(Credentials.discover(), connections=max(64, config.workers * 2), field_manager="onair-operator")
+    controller = Controller(kube, config)
+    metrics.REGISTRY.register(metrics.JobsByPhase(controller.phase_counts))
+    start_http_server(config.metrics_port, addr=config.listen_host, registry=metrics.REGISTRY)
+    controller.start()
+    memo.controller = controller
+    memo.kube = kube
+    logger.info("onair operator started: %d workers, metrics on :%d", config.workers, config.metrics_port)
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    await memo.controller.stop()
+    await memo.kube.close()
+
+
+@kopf.on.event(GROUP, VERSION, "livejobs")
+async def livejob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo.controller.on_job_event("LiveJob", event.get("type"), event["object"])
+
+
+@kopf.on.event(GROUP, VERSION, "recordjobs")
+async def recordjob_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo.controller.on_job_event("RecordJob", event.get("type"), event["object"])
+
+
+@kopf.on.event(GROUP, VERSION, "jobtemplates")
+async def jobtemplate_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo.controller.on_template_event(event.get("type"), event["object"])
+
+
+@kopf.on.event("", "v1", "pods", labels=dict(MANAGED_BY))
+async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo.controller.on_pod_event(event.get("type"), event["object"])
+
+
+@kopf.on.probe(id="queueDepth")
+async def queue_depth(memo: kopf.Memo, **_: Any) -> int:
+    return len(memo.controller.queue)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="onair-operator", description="The onair operator (kopf).")
+    parser.add_argument("--namespace", action="append", default=[], help="Watch only these (default: all).")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args()
+    config = OperatorConfig.from_env()
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    namespaces = args.namespace or config.watch_namespaces
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=config.standalone,
+        peering_name=config.peering_name,
+        liveness_endpoint=f"http://{config.listen_host}:{config.health_port}/healthz",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Deterministic names for the objects a job owns, so a retried or repeated reconcile finds, rather
+than duplicates, what an earlier one created (the scheme of Argo Workflows' pod_name.go)."""
+
+from __future__ import annotations
+
+MAX_LABEL_NAME = 63  # DNS-1123 label: Pod host names and Service names must fit
+
+
+def fnv32a(text: str) -> int:
+    value = 0x811C9DC5
+    for byte in text.encode():
+        value ^= byte
+        value = (value * 0x01000193) & 0xFFFFFFFF
+    return value
+
+
+def _fit(prefix: str, suffix: str) -> str:
+    prefix = prefix[: MAX_LABEL_NAME - len(suffix) - 1].rstrip("-.")
+    return f"{prefix}-{suffix}"
+
+
+def pod_name(job_name: str, role: str, job_uid: str, attempt: int) -> str:
+    """`<job>-<role>-<fnv32a(uid/attempt)>`: a new name per attempt, the same name for the same attempt."""
+    return _fit(f"{job_name}-{role}", str(fnv32a(f"{job_uid}/{attempt}")))
+
+
+def service_name(job_name: str, job_uid: str) -> str:
+    # Service names are DNS-1035 labels (must start with a letter); job names may be GUIDs.
+    return _fit(f"ingest-{job_name}", str(fnv32a(job_uid)))
+
+
+def stream_key_secret_name(job_name: str) -> str:
+    return f"{job_name}-stream-key"[:253]

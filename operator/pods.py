@@ -1,0 +1,54 @@
+"""Reading a Pod's state the way the reconciler needs it (pure)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PodState:
+    name: str
+    ip: str | None
+    scheduled: bool
+    unschedulable_message: str | None
+    ready: bool
+    running: bool
+    terminating: bool
+    finished: bool
+    exit_code: int | None
+    exit_message: str | None
+    finished_at: dt.datetime | None
+    waiting_reason: str | None
+
+
+def _parse_time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def pod_state(pod: dict[str, Any]) -> PodState:
+    status = pod.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    scheduled = conditions.get("PodScheduled", {})
+    containers = status.get("containerStatuses") or []
+    terminated = next((c["state"]["terminated"] for c in containers if (c.get("state") or {}).get("terminated")), None)
+    waiting = next((c["state"]["waiting"] for c in containers if (c.get("state") or {}).get("waiting")), None)
+    phase = status.get("phase")
+    finished = phase in ("Succeeded", "Failed")
+    return PodState(
+        name=pod["metadata"]["name"],
+        ip=status.get("podIP"),
+        scheduled=bool(pod.get("spec", {}).get("nodeName")) or scheduled.get("status") == "True",
+        unschedulable_message=scheduled.get("message") if scheduled.get("reason") == "Unschedulable" else None,
+        ready=conditions.get("Ready", {}).get("status") == "True" and not finished,
+        running=phase == "Running",
+        terminating=bool(pod["metadata"].get("deletionTimestamp")),
+        finished=finished,
+        exit_code=None if terminated is None else terminated.get("exitCode"),
+        exit_message=None if terminated is None else (terminated.get("message") or terminated.get("reason")),
+        finished_at=None if terminated is None else _parse_time(terminated.get("finishedAt")),
+        waiting_reason=None if waiting is None else waiting.get("reason"),
+    )

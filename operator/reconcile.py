@@ -1,0 +1,526 @@
+"""Decisions, not actions: from what is observed (the job, its Pods, the encoder's report, the time)
+to what should exist and what the status says. Pure, so every transition is unit-testable; the
+controller applies the decision to the API.
+
+Level-based: the same observation always gives the same decision, so reconciling twice is harmless
+and a restarted operator picks up where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from onair.models import (
+    Condition,
+    InputStatistics,
+    JobTemplateSpec,
+    LiveJob,
+    LiveJobStatus,
+    LiveJobTiming,
+    LiveJobUrls,
+    RecordedFile,
+    RecordingFormat,
+    RecordJob,
+    RecordJobStatus,
+    RecordJobTiming,
+    RenditionOutput,
+    append_timing,
+    set_condition,
+)
+from onair.operator import naming
+from onair.operator.builders import ENCODER_ROLE, RECORDER_ROLE, storage_prefix
+from onair.operator.config import OperatorConfig
+from onair.operator.pods import PodState, pod_state
+from onair.phases import (
+    LIVE_JOB_TERMINAL_PHASES,
+    LIVE_JOB_TRANSITIONS,
+    RECORD_JOB_TERMINAL_PHASES,
+    RECORD_JOB_TRANSITIONS,
+    ConditionReason,
+    ConditionStatus,
+    ConditionType,
+    LiveJobPhase,
+    OutputStatus,
+    RecordJobPhase,
+)
+
+# Exit code by which the encoder says its configuration can never work: no restart, the job fails.
+EXIT_CONFIG_ERROR = 2
+TEMPLATE_RETRY_SECONDS = 10.0
+
+Phase = LiveJobPhase | RecordJobPhase
+
+
+@dataclass(frozen=True)
+class TemplateLookup:
+    template: JobTemplateSpec | None
+    reason: ConditionReason = ConditionReason.TEMPLATE_FOUND
+    message: str = ""
+
+
+@dataclass
+class Decision:
+    """What the controller must do for one job, in this order."""
+
+    status: dict[str, Any]
+    ensure_children: bool = False
+    create_pod_attempt: int | None = None
+    delete_pods: list[str] = field(default_factory=list)
+    encoder_command: str | None = None  # "pause" or "resume", sent to the running recorder
+    requeue_after: float | None = None
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    phase_changes: list[Phase] = field(default_factory=list)
+
+
+def phase_path(current: Phase | None, target: Phase) -> list[Phase]:
+    """The phases to pass through from `current` to `target` along the state machine (shortest),
+    excluding `current`. The first phase of a new job is its initial one (Pending, Initial)."""
+    graph = LIVE_JOB_TRANSITIONS if isinstance(target, LiveJobPhase) else RECORD_JOB_TRANSITIONS
+    initial = LiveJobPhase.PENDING if isinstance(target, LiveJobPhase) else RecordJobPhase.INITIAL
+    prefix: list[Phase] = []
+    if current is None:
+        current = initial
+        prefix = [initial]
+    if current == target:
+        return prefix
+    queue: deque[list[Phase]] = deque([[current]])
+    seen = {current}
+    while queue:
+        path = queue.popleft()
+        for nxt in sorted(graph[path[-1]]):  # type: ignore[index]
+            if nxt in seen:
+                continue
+            if nxt == target:
+                return prefix + path[1:] + [nxt]
+            seen.add(nxt)
+            queue.append([*path, nxt])
+    raise ValueError(f"no transition from {current} to {target}")
+
+
+def _condition(type_: ConditionType, ok: bool | None, reason: ConditionReason, message: str, now: dt.datetime,
+               generation: int | None) -> Condition:
+    status = ConditionStatus.UNKNOWN if ok is None else (ConditionStatus.TRUE if ok else ConditionStatus.FALSE)
+    return Condition(type=type_, status=status, reason=reason, message=message, last_transition_time=now,
+                     observed_generation=generation)
+
+
+def _backoff(config: OperatorConfig, restarts: int) -> float:
+    return float(min(config.restart_backoff_seconds * 2**restarts, config.restart_backoff_max_seconds))
+
+
+def _seconds_until(moment: dt.datetime | None, now: dt.datetime) -> float | None:
+    return None if moment is None else max(0.0, (moment - now).total_seconds())
+
+
+def _earliest(*delays: float | None) -> float | None:
+    present = [d for d in delays if d is not None]
+    return min(present) if present else None
+
+
+def _pods_of_attempt(pods: list[dict[str, Any]], name: str) -> tuple[PodState | None, list[str]]:
+    current = next((pod_state(p) for p in pods if p["metadata"]["name"] == name), None)
+    stale = [p["metadata"]["name"] for p in pods
+             if p["metadata"]["name"] != name and not p["metadata"].get("deletionTimestamp")]
+    return current, stale
+
+
+# --- LiveJob -------------------------------------------------------------------------------------
+
+
+def live_job_urls(job: LiveJob, config: OperatorConfig, pod: PodState | None,
+                  template: JobTemplateSpec | None, report: dict[str, Any] | None) -> LiveJobUrls:
+    service = naming.service_name(str(job.metadata.name), str(job.metadata.uid))
+    if config.ingest_address == "pod-ip":
+        host = pod.ip if pod is not None and pod.ip else None
+    else:
+        host = config.ingest_host or f"{service}.{job.metadata.namespace}.svc"
+    server_type = job.spec.input.server_type.value
+    rtmp = f"rtmp://{host}:{config.rtmp_port}/live/" if host and server_type == "RTMP" else None
+    srt = f"srt://{host}:{config.srt_port}" if host and server_type == "SRT" else None
+    ingest = job.spec.input.url if server_type == "HLS" else (rtmp or srt)
+    location = job.spec.destination
+    storage_base = (config.s3_public_base_url or location.endpoint or config.s3_endpoint).rstrip("/")
+    prefix = storage_prefix(job)
+    master_key = (report or {}).get("masterPlaylistKey") or f"{prefix}/master.m3u8"
+    media_keys: dict[str, str] = dict((report or {}).get("mediaPlaylistKeys") or {})
+    for rendition in template.renditions if template else []:
+        media_keys.setdefault(rendition.name, f"{prefix}/{rendition.name}/index.m3u8")
+    bucket_base = f"{storage_base}/{location.bucket}" if storage_base else ""
+    cdn_base = (location.cdn_base_url or config.cdn_base_url).rstrip("/")
+    use_cdn = location.cdn_distribution and bool(cdn_base)
+    play_base = cdn_base if use_cdn else bucket_base
+    return LiveJobUrls(
+        ingest=ingest,
+        rtmp_server=rtmp,
+        srt_url=srt,
+        cdn=f"{cdn_base}/{master_key}" if use_cdn else None,
+        storage_master_file=f"{bucket_base}/{master_key}" if bucket_base else None,
+        output_manifests={name: f"{play_base}/{key}" for name, key in media_keys.items()} if play_base else {},
+    )
+
+
+def _report_outputs(report: dict[str, Any] | None, pod: PodState | None) -> list[RenditionOutput]:
+    outputs = []
+    for rendition in (report or {}).get("renditions") or []:
+        status = rendition.get("status") or OutputStatus.RUNNING
+        outputs.append(RenditionOutput(
+            name=rendition["name"],
+            status=status if status in OutputStatus.__members__.values() else OutputStatus.RUNNING,
+            progress=rendition.get("progress"),
+            segments_written=rendition.get("segmentsWritten") or 0,
+            last_segment_time=rendition.get("lastSegmentTime"),
+            encoder_id=pod.name if pod else None,
+        ))
+    return outputs
+
+
+def _report_statistics(report: dict[str, Any] | None) -> InputStatistics | None:
+    statistics = ((report or {}).get("ingest") or {}).get("statistics")
+    if not statistics:
+        return None
+    known = InputStatistics.model_fields.keys() | {f.alias for f in InputStatistics.model_fields.values() if f.alias}
+    return InputStatistics.model_validate({k: v for k, v in statistics.items() if k in known and v is not None})
+
+
+def decide_live_job(
+    job: LiveJob,
+    template: TemplateLookup,
+    pods: list[dict[str, Any]],
+    report: dict[str, Any] | None,
+    config: OperatorConfig,
+    now: dt.datetime,
+) -> Decision:
+    old = job.status or LiveJobStatus()
+    status = old.model_copy(deep=True)
+    generation = job.metadata.generation
+    decision = Decision(status={})
+    new_generation = status.observed_generation != generation
+
+    # A finished job stays finished until its spec changes.
+    if status.phase in LIVE_JOB_TERMINAL_PHASES and not new_generation:
+        decision.delete_pods = [p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")]
+        decision.status = _dump(status)
+        return decision
+    if status.phase in LIVE_JOB_TERMINAL_PHASES:
+        status.restarts = 0
+        _enter(status, LiveJobPhase.PENDING, now, "SpecChanged", "spec changed: the job runs again", decision)
+
+    attempt = max(status.attempt, 1)
+    current_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid), attempt)
+    pod, stale = _pods_of_attempt(pods, current_name)
+    decision.delete_pods = stale
+    schedule = job.spec.schedule
+    start = schedule.start_date_time if schedule else None
+    finish = schedule.finish_date_time if schedule else None
+    conditions = status.conditions
+
+    def set_cond(type_: ConditionType, ok: bool | None, reason: ConditionReason, message: str = "") -> None:
+        nonlocal conditions
+        conditions = set_condition(conditions, _condition(type_, ok, reason, message, now, generation))
+
+    target: LiveJobPhase
+    reason: str
+    comment: str
+    pod_gone_or_going = pod is None or pod.terminating or pod.finished
+    if template.template is None:
+        set_cond(ConditionType.TEMPLATE_RESOLVED, False, template.reason, template.message)
+    else:
+        set_cond(ConditionType.TEMPLATE_RESOLVED, True, ConditionReason.TEMPLATE_FOUND,
+                 f"JobTemplate {template.template.id} ({template.template.name})")
+
+    if finish is not None and now >= finish:
+        if not pod_gone_or_going and pod is not None:
+            decision.delete_pods.append(pod.name)
+        if pod is not None and not pod.finished:
+            target, reason, comment = LiveJobPhase.STOPPING, "ScheduleFinished", "finishDateTime reached"
+        else:
+            target, reason, comment = LiveJobPhase.COMPLETED, "ScheduleFinished", "finishDateTime reached"
+            status.finished_at = status.finished_at if status.phase == LiveJobPhase.COMPLETED else now
+        set_cond(ConditionType.SCHEDULED, False, ConditionReason.COMPLETED, "the schedule is over")
+    elif not job.spec.online or (start is not None and now < start):
+        switched_off = not job.spec.online
+        if pod is not None and not pod.finished:
+            if not pod.terminating:
+                decision.delete_pods.append(pod.name)
+            target = LiveJobPhase.STOPPING
+        elif switched_off:
+            target = LiveJobPhase.OFFLINE
+        else:
+            target = LiveJobPhase.PENDING
+        reason = "SwitchedOff" if switched_off else "WaitingForStartTime"
+        comment = "spec.online is false" if switched_off else f"starts at {start.isoformat() if start else ''}"
+        if not switched_off:
+            set_cond(ConditionType.SCHEDULED, False, ConditionReason.WAITING_FOR_START_TIME, comment)
+            decision.requeue_after = _seconds_until(start, now)
+        if target == LiveJobPhase.OFFLINE or target == LiveJobPhase.PENDING:
+            # The next attempt starts from a fresh Pod name once the job is switched on again.
+            if pod is not None and pod.finished:
+                decision.delete_pods.append(pod.name)
+                status.attempt = attempt + 1
+    elif template.template is None:
+        target, reason, comment = LiveJobPhase.PENDING, str(template.reason), template.message
+        decision.requeue_after = TEMPLATE_RETRY_SECONDS
+    elif pod is None or pod.terminating or pod.finished:
+        lost = pod is None and status.resource_name == current_name and status.phase in (
+            LiveJobPhase.WAITING_FOR_INPUT, LiveJobPhase.LIVE, LiveJobPhase.RECONNECTING)
+        crashed = pod is not None and (pod.finished or pod.terminating)
+        if crashed and pod is not None and pod.exit_code == EXIT_CONFIG_ERROR:
+            target, reason = LiveJobPhase.FAILED, str(ConditionReason.SPEC_INVALID)
+            comment = f"the encoder refused its configuration: {pod.exit_message or 'exit code 2'}"
+            set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.SPEC_INVALID, comment)
+            status.finished_at = now
+        elif (crashed or lost) and status.restarts >= config.max_restarts:
+            target, reason = LiveJobPhase.FAILED, str(ConditionReason.RETRIES_EXHAUSTED)
+            comment = f"the encoder failed {status.restarts + 1} times in a row; last: {_death(pod)}"
+            set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.RETRIES_EXHAUSTED, comment)
+            status.finished_at = now
+        elif crashed or lost:
+            died_at = (pod.finished_at if pod is not None else None) or now
+            wait = (died_at + dt.timedelta(seconds=_backoff(config, status.restarts)) - now).total_seconds()
+            target, reason = LiveJobPhase.PROVISIONING, str(ConditionReason.ENCODER_CRASHED)
+            comment = f"encoder {current_name} {_death(pod)}"
+            set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.ENCODER_CRASHED, comment)
+            if wait > 0 and pod is not None:
+                decision.requeue_after = wait
+            else:
+                if pod is not None and not pod.terminating:
+                    decision.delete_pods.append(pod.name)
+                status.restarts += 1
+                status.attempt = attempt + 1
+                decision.create_pod_attempt = status.attempt
+                decision.ensure_children = True
+                comment += f"; starting attempt {status.attempt}"
+                decision.events.append(("Warning", "EncoderRestarted", comment))
+        else:
+            target, reason, comment = LiveJobPhase.PROVISIONING, "CreatingEncoder", f"creating Pod {current_name}"
+            status.attempt = attempt
+            decision.create_pod_attempt = attempt
+            decision.ensure_children = True
+            set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.ENCODER_STARTING, comment)
+    else:
+        decision.ensure_children = status.phase in (None, LiveJobPhase.PENDING, LiveJobPhase.OFFLINE)
+        status.attempt = attempt
+        if pod.scheduled:
+            set_cond(ConditionType.SCHEDULED, True, ConditionReason.POD_SCHEDULED, f"Pod {pod.name} is bound")
+        else:
+            set_cond(ConditionType.SCHEDULED, False, ConditionReason.UNSCHEDULABLE, pod.unschedulable_message or "")
+        if not pod.ready:
+            target, reason = LiveJobPhase.PROVISIONING, str(ConditionReason.ENCODER_STARTING)
+            comment = f"waiting for Pod {pod.name}" + (f" ({pod.waiting_reason})" if pod.waiting_reason else "")
+            set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.ENCODER_STARTING, comment)
+        else:
+            set_cond(ConditionType.ENCODER_RUNNING, True, ConditionReason.ENCODER_STARTED, f"Pod {pod.name} is ready")
+            state = (report or {}).get("state", "waiting")
+            ingest = (report or {}).get("ingest") or {}
+            if state == "live":
+                target, reason, comment = LiveJobPhase.LIVE, str(ConditionReason.PUBLISHER_CONNECTED), "input connected"
+                set_cond(ConditionType.INPUT_CONNECTED, True, ConditionReason.PUBLISHER_CONNECTED, comment)
+            elif state == "reconnecting":
+                target, reason = LiveJobPhase.RECONNECTING, str(ConditionReason.PUBLISHER_DISCONNECTED)
+                comment = "input dropped; waiting for the publisher to come back"
+                set_cond(ConditionType.INPUT_CONNECTED, False, ConditionReason.PUBLISHER_DISCONNECTED, comment)
+            else:
+                target, reason = LiveJobPhase.WAITING_FOR_INPUT, str(ConditionReason.WAITING_FOR_PUBLISHER)
+                comment = "the encoder listens; no input yet"
+                set_cond(ConditionType.INPUT_CONNECTED, False, ConditionReason.WAITING_FOR_PUBLISHER, comment)
+            if target == LiveJobPhase.LIVE and status.phase != LiveJobPhase.LIVE:
+                status.started_at = now
+            if ingest.get("statistics"):
+                status.statistics = _report_statistics(report)
+            upload = (report or {}).get("upload") or {}
+            if upload.get("spoolFull"):
+                set_cond(ConditionType.STORAGE_AVAILABLE, False, ConditionReason.BUCKET_UNREACHABLE,
+                         "uploads are failing and the local spool is full")
+            elif report is not None:
+                set_cond(ConditionType.STORAGE_AVAILABLE, True, ConditionReason.BUCKET_REACHABLE, "")
+            outputs = _report_outputs(report, pod)
+            if outputs:
+                status.outputs = outputs
+        decision.requeue_after = _seconds_until(finish, now)
+
+    if status.attempt:
+        status.resource_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid),
+                                               status.attempt)
+    status.service_name = naming.service_name(str(job.metadata.name), str(job.metadata.uid))
+    status.stream_key_secret = naming.stream_key_secret_name(str(job.metadata.name))
+    status.urls = live_job_urls(job, config, pod, template.template, report)
+    ready = target == LiveJobPhase.LIVE
+    conditions = set_condition(conditions, _condition(
+        ConditionType.READY, ready, ConditionReason.LIVE if ready else ConditionReason.NOT_LIVE, comment, now,
+        generation))
+    status.conditions = sorted(conditions, key=lambda c: c.type)
+    status.observed_generation = generation
+    _enter(status, target, now, reason, comment, decision)
+    status.message = comment
+    decision.status = _dump(status)
+    return decision
+
+
+def _death(pod: PodState | None) -> str:
+    if pod is None:
+        return "disappeared"
+    if pod.exit_code is not None:
+        return f"exited with code {pod.exit_code}" + (f" ({pod.exit_message})" if pod.exit_message else "")
+    return "is being deleted"
+
+
+def _enter(status: LiveJobStatus | RecordJobStatus, target: Phase, now: dt.datetime, reason: str, comment: str,
+           decision: Decision) -> None:
+    """Move the phase to `target`, recording every phase passed through in the timings."""
+    current = status.phase
+    for phase in phase_path(current, target):
+        if isinstance(status, LiveJobStatus):
+            assert isinstance(phase, LiveJobPhase)
+            status.timings = append_timing(status.timings, LiveJobTiming(
+                time=now, phase=phase, reason=_reason(reason), comment=comment[:1024]))
+        else:
+            assert isinstance(phase, RecordJobPhase)
+            status.timings = append_timing(status.timings, RecordJobTiming(
+                time=now, phase=phase, reason=_reason(reason), comment=comment[:1024]))
+        decision.phase_changes.append(phase)
+        decision.events.append(("Warning" if phase in ("Failed", "Reconnecting") else "Normal", str(phase), comment))
+        status.phase = phase  # type: ignore[assignment]
+
+
+def _reason(reason: str) -> str | None:
+    return reason if reason and reason[0].isalpha() else None
+
+
+def _dump(status: LiveJobStatus | RecordJobStatus) -> dict[str, Any]:
+    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# --- RecordJob -----------------------------------------------------------------------------------
+
+
+def clip_request(job: RecordJob, source: LiveJob | None) -> dict[str, Any] | None:
+    """A liveJobRef source is read from the LiveJob's stored segments (past range, or following live)."""
+    if job.spec.source.live_job_ref is None or source is None:
+        return None
+    time_range = job.spec.time_range
+    return {
+        "sourcePrefix": storage_prefix(source),
+        "sourceBucket": source.spec.destination.bucket,
+        "start": time_range.start.isoformat() if time_range and time_range.start else None,
+        "end": time_range.end.isoformat() if time_range and time_range.end else None,
+    }
+
+
+def decide_record_job(
+    job: RecordJob,
+    source: LiveJob | None,
+    pods: list[dict[str, Any]],
+    report: dict[str, Any] | None,
+    config: OperatorConfig,
+    now: dt.datetime,
+) -> Decision:
+    old = job.status or RecordJobStatus()
+    status = old.model_copy(deep=True)
+    generation = job.metadata.generation
+    decision = Decision(status={})
+    if status.phase in RECORD_JOB_TERMINAL_PHASES and (
+        status.phase == RecordJobPhase.COMPLETED or status.observed_generation == generation
+    ):
+        decision.delete_pods = [p["metadata"]["name"] for p in pods
+                                if not p["metadata"].get("deletionTimestamp") and not pod_state(p).finished]
+        decision.status = _dump(status)
+        return decision
+    if status.phase == RecordJobPhase.FAILED:
+        status.retries = 0
+        _enter(status, RecordJobPhase.INITIAL, now, "SpecChanged", "spec changed: recording again", decision)
+
+    attempt = status.retries + 1
+    current_name = naming.pod_name(str(job.metadata.name), RECORDER_ROLE, str(job.metadata.uid), attempt)
+    pod, stale = _pods_of_attempt(pods, current_name)
+    decision.delete_pods = stale
+    conditions = status.conditions
+
+    def set_cond(type_: ConditionType, ok: bool | None, reason: ConditionReason, message: str = "") -> None:
+        nonlocal conditions
+        conditions = set_condition(conditions, _condition(type_, ok, reason, message, now, generation))
+
+    time_range = job.spec.time_range
+    start = time_range.start if time_range else None
+    end = time_range.end if time_range else None
+    is_clip = job.spec.source.live_job_ref is not None and end is not None and end <= now
+    recording = report.get("recording") if report else None
+    target: RecordJobPhase
+    if job.spec.source.live_job_ref is not None and source is None:
+        target, reason = RecordJobPhase.INITIAL, str(ConditionReason.LIVE_JOB_NOT_FOUND)
+        comment = f"LiveJob {job.spec.source.live_job_ref} not found"
+        set_cond(ConditionType.SOURCE_AVAILABLE, False, ConditionReason.LIVE_JOB_NOT_FOUND, comment)
+        decision.requeue_after = TEMPLATE_RETRY_SECONDS
+    elif start is not None and now < start and not is_clip:
+        target, reason, comment = RecordJobPhase.INITIAL, "WaitingForStartTime", f"starts at {start.isoformat()}"
+        decision.requeue_after = _seconds_until(start, now)
+    elif pod is None:
+        target = RecordJobPhase.PAUSED if job.spec.paused and not is_clip else RecordJobPhase.STARTED
+        if target == RecordJobPhase.PAUSED and status.phase in (None, RecordJobPhase.INITIAL):
+            reason, comment = str(ConditionReason.PAUSED), "created paused; set spec.paused to false to record"
+        else:
+            reason, comment = "CreatingRecorder", f"creating Pod {current_name}"
+            decision.create_pod_attempt = attempt
+            set_cond(ConditionType.SOURCE_AVAILABLE, True, ConditionReason.SOURCE_REACHABLE, "")
+            if status.started_at is None:
+                status.started_at = now
+    elif pod.finished:
+        if pod.exit_code == 0:
+            target, reason, comment = RecordJobPhase.COMPLETED, str(ConditionReason.COMPLETED), "recording complete"
+            status.progress = 1.0
+            status.finished_at = now
+        elif pod.exit_code == EXIT_CONFIG_ERROR or status.retries >= config.max_restarts:
+            target = RecordJobPhase.FAILED
+            reason = str(ConditionReason.SPEC_INVALID if pod.exit_code == EXIT_CONFIG_ERROR
+                         else ConditionReason.RETRIES_EXHAUSTED)
+            comment = f"recorder {_death(pod)}"
+            status.error_message = comment
+            status.finished_at = now
+        else:
+            target = status.phase or RecordJobPhase.STARTED  # type: ignore[assignment]
+            reason, comment = str(ConditionReason.ENCODER_CRASHED), f"recorder {_death(pod)}"
+            died_at = pod.finished_at or now
+            wait = (died_at + dt.timedelta(seconds=_backoff(config, status.retries)) - now).total_seconds()
+            if wait > 0:
+                decision.requeue_after = wait
+            else:
+                decision.delete_pods.append(pod.name)
+                status.retries += 1
+                decision.create_pod_attempt = status.retries + 1
+                comment += f"; retry {status.retries}"
+                decision.events.append(("Warning", "RecorderRestarted", comment))
+    else:
+        paused_now = bool(recording and recording.get("paused"))
+        if job.spec.paused != paused_now and pod.ready and not is_clip:
+            decision.encoder_command = "pause" if job.spec.paused else "resume"
+        if pod.ready and end is not None and now >= end and not is_clip and not pod.terminating:
+            decision.delete_pods.append(pod.name)  # SIGTERM: the recorder closes its files and exits 0
+        target = RecordJobPhase.PAUSED if paused_now else RecordJobPhase.STARTED
+        if target == RecordJobPhase.STARTED and status.phase == RecordJobPhase.INITIAL and not pod.ready:
+            target = RecordJobPhase.STARTED
+        reason = str(ConditionReason.PAUSED if paused_now else ConditionReason.RECORDING)
+        comment = "paused" if paused_now else ("cutting the clip" if is_clip else "recording")
+        decision.requeue_after = _seconds_until(end, now)
+    if recording:
+        if recording.get("progress") is not None:
+            status.progress = recording["progress"]
+        if recording.get("recordedSeconds") is not None:
+            status.recorded_seconds = recording["recordedSeconds"]
+        files = recording.get("files")
+        if files:
+            status.files = [RecordedFile.model_validate(f) for f in files][:32]
+            status.playback_url = files[0].get("url")
+    elif status.phase is None and job.spec.output.format == RecordingFormat.MP4:
+        pass
+    status.resource_name = current_name
+    ready = target == RecordJobPhase.STARTED
+    conditions = set_condition(conditions, _condition(
+        ConditionType.READY, ready, ConditionReason.RECORDING if ready else ConditionReason(reason)
+        if reason in ConditionReason.__members__.values() else ConditionReason.NOT_LIVE, comment, now, generation))
+    status.conditions = sorted(conditions, key=lambda c: c.type)
+    status.observed_generation = generation
+    _enter(status, target, now, reason, comment, decision)
+    decision.status = _dump(status)
+    return decision

@@ -1,0 +1,154 @@
+"""Signed webhooks: a JSON POST per job event, signed like Livepeer's and Mux's
+(`Onair-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`), retried with exponential
+back-off on 5xx, 429, time-outs and connection errors, delivered in order per job."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from onair.phases import LiveJobPhase, RecordJobPhase
+
+SIGNATURE_HEADER = "Onair-Signature"
+
+# The event a phase change announces, as the issue lists them.
+LIVE_JOB_EVENTS: dict[LiveJobPhase, str] = {
+    LiveJobPhase.WAITING_FOR_INPUT: "started",
+    LiveJobPhase.LIVE: "live",
+    LiveJobPhase.RECONNECTING: "disconnected",
+    LiveJobPhase.OFFLINE: "stopped",
+    LiveJobPhase.COMPLETED: "stopped",
+    LiveJobPhase.FAILED: "failed",
+}
+RECORD_JOB_EVENTS: dict[RecordJobPhase, str] = {
+    RecordJobPhase.STARTED: "record_started",
+    RecordJobPhase.PAUSED: "paused",
+    RecordJobPhase.COMPLETED: "completed",
+    RecordJobPhase.FAILED: "failed",
+}
+
+
+def event_name(previous: LiveJobPhase | RecordJobPhase | None, phase: LiveJobPhase | RecordJobPhase) -> str | None:
+    if isinstance(phase, RecordJobPhase):
+        if phase == RecordJobPhase.STARTED and previous == RecordJobPhase.PAUSED:
+            return "resumed"
+        return RECORD_JOB_EVENTS.get(phase)
+    return LIVE_JOB_EVENTS.get(phase)
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify(secret: str, body: bytes, header: str, tolerance_seconds: int = 300, now: float | None = None) -> bool:
+    """What a receiver does: check the HMAC and that the timestamp is recent (replay protection)."""
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        timestamp, signature = int(parts["t"]), parts["v1"]
+    except (ValueError, KeyError):
+        return False
+    if abs((now or time.time()) - timestamp) > tolerance_seconds:
+        return False
+    expected = sign(secret, body, timestamp).split(",v1=", 1)[1]
+    return hmac.compare_digest(expected, signature)
+
+
+def build_payload(event: str, job: dict[str, Any], phase: str, message: str) -> dict[str, Any]:
+    metadata = job["metadata"]
+    return {
+        "id": str(uuid.uuid4()),
+        "type": f"{job['kind'].lower()}.{event}",
+        "event": event,
+        "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "job": {
+            "kind": job["kind"],
+            "namespace": metadata.get("namespace"),
+            "name": metadata.get("name"),
+            "uid": metadata.get("uid"),
+            "projectId": (metadata.get("labels") or {}).get("onair.dev/project-id"),
+            "phase": phase,
+        },
+        "message": message,
+    }
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    delivered: bool
+    attempts: int
+    last_error: str
+
+
+Reporter = Callable[[str, str, str], Awaitable[None]]  # (event type, reason, message) -> Kubernetes Event
+
+
+class WebhookSender:
+    def __init__(self, secret: str, attempts: int, timeout: float, base_delay: float = 1.0,
+                 max_delay: float = 60.0) -> None:
+        self.secret = secret
+        self.attempts = attempts
+        self.timeout = timeout
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self._session: aiohttp.ClientSession | None = None
+        self._tails: dict[str, asyncio.Task[DeliveryResult]] = {}
+
+    async def close(self) -> None:
+        for task in self._tails.values():
+            task.cancel()
+        if self._session is not None:
+            await self._session.close()
+
+    def send(self, url: str, payload: dict[str, Any], report: Reporter) -> asyncio.Task[DeliveryResult]:
+        """Queue a delivery behind the earlier ones of the same job; returns its task."""
+        key = str(payload["job"]["uid"])
+        previous = self._tails.get(key)
+        task = asyncio.create_task(self._deliver_after(previous, url, payload, report))
+        self._tails[key] = task
+        task.add_done_callback(lambda t: self._tails.pop(key, None) if self._tails.get(key) is t else None)
+        return task
+
+    async def _deliver_after(self, previous: asyncio.Task[DeliveryResult] | None, url: str,
+                             payload: dict[str, Any], report: Reporter) -> DeliveryResult:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        return await self.deliver(url, payload, report)
+
+    async def deliver(self, url: str, payload: dict[str, Any], report: Reporter) -> DeliveryResult:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        error = ""
+        for attempt in range(1, self.attempts + 1):
+            headers = {"Content-Type": "application/json", "User-Agent": "onair-webhooks/1",
+                       SIGNATURE_HEADER: sign(self.secret, body, int(time.time())), "Onair-Event": payload["type"]}
+            retryable = True
+            try:
+                async with self._session.post(url, data=body, headers=headers,
+                                              timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
+                    if 200 <= response.status < 300:
+                        await report("Normal", "WebhookDelivered",
+                                     f"{payload['type']} delivered to {url} (attempt {attempt})")
+                        return DeliveryResult(True, attempt, "")
+                    error = f"HTTP {response.status}"
+                    retryable = response.status >= 500 or response.status == 429
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                error = f"{type(exc).__name__}: {exc}"[:200]
+            if not retryable or attempt == self.attempts:
+                break
+            await report("Warning", "WebhookRetrying",
+                         f"{payload['type']} to {url} failed ({error}), attempt {attempt}/{self.attempts}")
+            await asyncio.sleep(min(self.base_delay * 2 ** (attempt - 1), self.max_delay))
+        await report("Warning", "WebhookFailed",
+                     f"{payload['type']} to {url} gave up after {attempt} attempts: {error}")
+        return DeliveryResult(False, attempt, error)
