@@ -59,7 +59,7 @@ class Credentials:
 
         def file_of(entry: Mapping[str, Any], key: str) -> str | None:
             if entry.get(f"{key}-data"):
-                handle = tempfile.NamedTemporaryFile(prefix="onair-kube-", delete=False)  # noqa: SIM115
+                handle = tempfile.NamedTemporaryFile(prefix="onair-kube-", delete=False)
                 handle.write(base64.b64decode(entry[f"{key}-data"]))
                 handle.close()
                 os.chmod(handle.name, 0o600)
