@@ -22,8 +22,9 @@ TIERS = ("unit", "cluster", "media")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).resolve().parent
     for item in items:
-        tier = Path(str(item.fspath)).parent.name
+        tier = Path(str(item.fspath)).resolve().relative_to(tests_dir).parts[0]
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
 
