@@ -55,7 +55,7 @@ class Credentials:
         context_name = context or config["current-context"]
         ctx = next(c["context"] for c in config["contexts"] if c["name"] == context_name)
         cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == ctx["cluster"])
-        user = next((u["user"] for u in config.get("users", []) if u["name"] == ctx.get("user")), {})
+        user: dict[str, Any] = next((u["user"] for u in config.get("users", []) if u["name"] == ctx.get("user")), {})
 
         def file_of(entry: Mapping[str, Any], key: str) -> str | None:
             if entry.get(f"{key}-data"):

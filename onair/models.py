@@ -943,8 +943,13 @@ class LiveJobStatus(OnairModel):
         description="Name of the Secret holding the stream key (key streamKey).",
         max_length=MAX_NAME_LENGTH,
     )
-    restarts: int = Field(default=0, description="Encoder restarts in the current attempt.", ge=0)
-    attempt: int = Field(default=0, description="Encoder Pods created for this job so far.", ge=0)
+    restarts: int = Field(
+        default=0, description="Encoder Pods that died and were replaced since the spec last changed.", ge=0
+    )
+    attempt: int = Field(default=0, description="Number of the current encoder Pod (its name derives from it).", ge=0)
+    last_restart_time: AwareDatetime | None = Field(
+        default=None, description="When the last encoder Pod died; the next starts after a growing back-off."
+    )
     started_at: AwareDatetime | None = Field(default=None, description="When the job last went Live.")
     finished_at: AwareDatetime | None = Field(default=None, description="When the job became Completed or Failed.")
 

@@ -22,7 +22,7 @@ ANNOTATION_PREFIX = "onair.dev"
 
 
 @kopf.on.startup()
-async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = OperatorConfig.from_env()
     # Our own names on everything kopf may write, so nothing collides with another kopf operator.
     settings.persistence.finalizer = FINALIZER
@@ -47,7 +47,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: loggin
     controller.start()
     memo.controller = controller
     memo.kube = kube
-    logger.info("onair operator started: %d workers, metrics on :%d", config.workers, config.metrics_port)
+    logging.getLogger("onair.operator").info(
+        "onair operator started: %d workers, metrics on :%d", config.workers, config.metrics_port)
 
 
 @kopf.on.cleanup()
@@ -89,6 +90,9 @@ def main() -> None:
     config = OperatorConfig.from_env()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not args.verbose:
+        # kopf logs every handled event at INFO; with thousands of jobs that is most of the CPU.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = args.namespace or config.watch_namespaces
     kopf.run(
         clusterwide=not namespaces,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,8 +79,10 @@ class Decision:
 def phase_path(current: Phase | None, target: Phase) -> list[Phase]:
     """The phases to pass through from `current` to `target` along the state machine (shortest),
     excluding `current`. The first phase of a new job is its initial one (Pending, Initial)."""
-    graph = LIVE_JOB_TRANSITIONS if isinstance(target, LiveJobPhase) else RECORD_JOB_TRANSITIONS
-    initial = LiveJobPhase.PENDING if isinstance(target, LiveJobPhase) else RecordJobPhase.INITIAL
+    graph: Mapping[Phase, frozenset[Phase]] = (
+        LIVE_JOB_TRANSITIONS if isinstance(target, LiveJobPhase) else RECORD_JOB_TRANSITIONS  # type: ignore[assignment]
+    )
+    initial: Phase = LiveJobPhase.PENDING if isinstance(target, LiveJobPhase) else RecordJobPhase.INITIAL
     prefix: list[Phase] = []
     if current is None:
         current = initial
@@ -90,7 +93,7 @@ def phase_path(current: Phase | None, target: Phase) -> list[Phase]:
     seen = {current}
     while queue:
         path = queue.popleft()
-        for nxt in sorted(graph[path[-1]]):  # type: ignore[index]
+        for nxt in sorted(graph[path[-1]]):
             if nxt in seen:
                 continue
             if nxt == target:
@@ -255,48 +258,46 @@ def decide_live_job(
         if not switched_off:
             set_cond(ConditionType.SCHEDULED, False, ConditionReason.WAITING_FOR_START_TIME, comment)
             decision.requeue_after = _seconds_until(start, now)
-        if target == LiveJobPhase.OFFLINE or target == LiveJobPhase.PENDING:
-            # The next attempt starts from a fresh Pod name once the job is switched on again.
+        if target in (LiveJobPhase.OFFLINE, LiveJobPhase.PENDING):
             if pod is not None and pod.finished:
                 decision.delete_pods.append(pod.name)
+            # Switching on again starts a new attempt, with a fresh Pod name.
+            if status.resource_name == current_name:
                 status.attempt = attempt + 1
     elif template.template is None:
         target, reason, comment = LiveJobPhase.PENDING, str(template.reason), template.message
         decision.requeue_after = TEMPLATE_RETRY_SECONDS
-    elif pod is None or pod.terminating or pod.finished:
-        lost = pod is None and status.resource_name == current_name and status.phase in (
-            LiveJobPhase.WAITING_FOR_INPUT, LiveJobPhase.LIVE, LiveJobPhase.RECONNECTING)
-        crashed = pod is not None and (pod.finished or pod.terminating)
-        if crashed and pod is not None and pod.exit_code == EXIT_CONFIG_ERROR:
+    elif pod is not None and (pod.terminating or pod.finished):
+        # The current encoder died (crash, eviction, deletion): count it once, move to the next attempt.
+        if pod.exit_code == EXIT_CONFIG_ERROR:
             target, reason = LiveJobPhase.FAILED, str(ConditionReason.SPEC_INVALID)
             comment = f"the encoder refused its configuration: {pod.exit_message or 'exit code 2'}"
             set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.SPEC_INVALID, comment)
             status.finished_at = now
-        elif (crashed or lost) and status.restarts >= config.max_restarts:
-            target, reason = LiveJobPhase.FAILED, str(ConditionReason.RETRIES_EXHAUSTED)
-            comment = f"the encoder failed {status.restarts + 1} times in a row; last: {_death(pod)}"
-            set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.RETRIES_EXHAUSTED, comment)
-            status.finished_at = now
-        elif crashed or lost:
-            died_at = (pod.finished_at if pod is not None else None) or now
-            wait = (died_at + dt.timedelta(seconds=_backoff(config, status.restarts)) - now).total_seconds()
-            target, reason = LiveJobPhase.PROVISIONING, str(ConditionReason.ENCODER_CRASHED)
-            comment = f"encoder {current_name} {_death(pod)}"
-            set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.ENCODER_CRASHED, comment)
-            if wait > 0 and pod is not None:
-                decision.requeue_after = wait
-            else:
-                if pod is not None and not pod.terminating:
-                    decision.delete_pods.append(pod.name)
-                status.restarts += 1
-                status.attempt = attempt + 1
-                decision.create_pod_attempt = status.attempt
-                decision.ensure_children = True
-                comment += f"; starting attempt {status.attempt}"
-                decision.events.append(("Warning", "EncoderRestarted", comment))
         else:
-            target, reason, comment = LiveJobPhase.PROVISIONING, "CreatingEncoder", f"creating Pod {current_name}"
-            status.attempt = attempt
+            target, reason, comment = _encoder_died(status, config, current_name, _death(pod),
+                                                    pod.finished_at or now, decision)
+            set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason(reason), comment)
+            if status.phase == LiveJobPhase.FAILED or target == LiveJobPhase.FAILED:
+                status.finished_at = now
+        if not pod.terminating:
+            decision.delete_pods.append(pod.name)
+    elif pod is None and status.resource_name == current_name and status.phase in (
+            LiveJobPhase.WAITING_FOR_INPUT, LiveJobPhase.LIVE, LiveJobPhase.RECONNECTING):
+        target, reason, comment = _encoder_died(status, config, current_name, "disappeared", now, decision)
+        set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason(reason), comment)
+    elif pod is None:
+        backoff_ends = None
+        if status.last_restart_time is not None and status.restarts:
+            backoff_ends = status.last_restart_time + dt.timedelta(seconds=_backoff(config, status.restarts - 1))
+        status.attempt = attempt
+        target = LiveJobPhase.PROVISIONING
+        if backoff_ends is not None and now < backoff_ends:
+            reason, comment = str(ConditionReason.ENCODER_CRASHED), (
+                f"restarting the encoder (attempt {attempt}) in {(backoff_ends - now).total_seconds():.1f}s")
+            decision.requeue_after = (backoff_ends - now).total_seconds()
+        else:
+            reason, comment = "CreatingEncoder", f"creating Pod {current_name}"
             decision.create_pod_attempt = attempt
             decision.ensure_children = True
             set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.ENCODER_STARTING, comment)
@@ -341,7 +342,9 @@ def decide_live_job(
                 status.outputs = outputs
         decision.requeue_after = _seconds_until(finish, now)
 
-    if status.attempt:
+    if target in (LiveJobPhase.OFFLINE, LiveJobPhase.PENDING, LiveJobPhase.COMPLETED):
+        status.resource_name = None  # no encoder Pod while the job does not run
+    elif status.attempt:
         status.resource_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid),
                                                status.attempt)
     status.service_name = naming.service_name(str(job.metadata.name), str(job.metadata.uid))
@@ -357,6 +360,22 @@ def decide_live_job(
     status.message = comment
     decision.status = _dump(status)
     return decision
+
+
+def _encoder_died(status: LiveJobStatus, config: OperatorConfig, pod_name: str, how: str, died_at: dt.datetime,
+                  decision: Decision) -> tuple[LiveJobPhase, str, str]:
+    """Count the death and move to the next attempt, or fail when the restarts are used up."""
+    if status.restarts >= config.max_restarts:
+        return (LiveJobPhase.FAILED, str(ConditionReason.RETRIES_EXHAUSTED),
+                f"the encoder failed {status.restarts + 1} times in a row; last: {pod_name} {how}")
+    status.restarts += 1
+    status.attempt = max(status.attempt, 1) + 1
+    status.last_restart_time = died_at
+    delay = _backoff(config, status.restarts - 1)
+    decision.requeue_after = max(0.0, delay)
+    message = f"encoder {pod_name} {how}; attempt {status.attempt} starts after {delay:.1f}s"
+    decision.events.append(("Warning", "EncoderRestarted", message))
+    return LiveJobPhase.PROVISIONING, str(ConditionReason.ENCODER_CRASHED), message
 
 
 def _death(pod: PodState | None) -> str:
@@ -382,7 +401,7 @@ def _enter(status: LiveJobStatus | RecordJobStatus, target: Phase, now: dt.datet
                 time=now, phase=phase, reason=_reason(reason), comment=comment[:1024]))
         decision.phase_changes.append(phase)
         decision.events.append(("Warning" if phase in ("Failed", "Reconnecting") else "Normal", str(phase), comment))
-        status.phase = phase  # type: ignore[assignment]
+        status.phase = phase
 
 
 def _reason(reason: str) -> str | None:
@@ -479,7 +498,7 @@ def decide_record_job(
             status.error_message = comment
             status.finished_at = now
         else:
-            target = status.phase or RecordJobPhase.STARTED  # type: ignore[assignment]
+            target = status.phase or RecordJobPhase.STARTED
             reason, comment = str(ConditionReason.ENCODER_CRASHED), f"recorder {_death(pod)}"
             died_at = pod.finished_at or now
             wait = (died_at + dt.timedelta(seconds=_backoff(config, status.retries)) - now).total_seconds()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,9 +40,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture(scope="session")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformInfo]:
+def run_root() -> Iterator[Path]:
+    """A directory for the session's long-lived processes (platform, operator). Not pytest's tmp_path:
+    pytest prunes old base temp dirs when another session starts, under processes still running."""
+    root = Path(tempfile.mkdtemp(prefix="onair-tests-"))
+    yield root
+    if not os.environ.get("ONAIR_KEEP_TEST_STATE"):
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def platform(run_root: Path) -> Iterator[PlatformInfo]:
     """The real local platform, started once per test session in its own state dir and stopped after."""
-    state_dir = Path(os.environ.get("ONAIR_TEST_STATE_DIR") or tmp_path_factory.mktemp("platform"))
+    state_dir = Path(os.environ.get("ONAIR_TEST_STATE_DIR") or run_root / "platform")
     local = LocalPlatform(state_dir, kwok_nodes=2)
     info = local.up()
     saved = {key: os.environ.get(key) for key in info.env()}

@@ -35,11 +35,11 @@ def main() -> int:
     if args.command == "down":
         platform.down()
         return 0
-    info = platform.info()
-    if info is None:
+    running = platform.info()
+    if running is None:
         print("not running", file=sys.stderr)
         return 1
-    print(json.dumps(asdict(info), indent=2))
+    print(json.dumps(asdict(running), indent=2))
     return 0
 
 

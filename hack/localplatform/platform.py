@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
+
 from localplatform.binaries import Binaries, ensure_binaries
 from localplatform.pki import ClientIdentity, LocalPKI
 from localplatform.processes import (
@@ -91,6 +92,7 @@ class LocalPlatform:
         self.kwok_node_count = kwok_nodes
         self.progress = progress
         self.pki = LocalPKI(self.state_dir / "pki")
+        self._started: dict[str, ManagedProcess] = {}
 
     @property
     def info_file(self) -> Path:
@@ -168,12 +170,18 @@ class LocalPlatform:
                 return
             proc = self._process(log_of, [])
             if proc.running_pid() is None and proc.pid_file.exists():
-                raise RuntimeError(f"{log_of} exited while waiting for {what}:\n{proc.log_tail()}")
+                raise RuntimeError(f"{log_of} exited while waiting for {what} ({proc.diagnose()}):\n{proc.log_tail()}")
             time.sleep(0.2)
         raise TimeoutError(f"{what} not ready after {timeout}s:\n{self._process(log_of, []).log_tail()}")
 
     def _process(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ManagedProcess:
-        return ManagedProcess(name=name, argv=argv, run_dir=self.state_dir, env=env)
+        """The process of that name started by this object, or a new one to start (argv given)."""
+        if not argv and name in self._started:
+            return self._started[name]
+        process = ManagedProcess(name=name, argv=argv, run_dir=self.state_dir, env=env)
+        if argv:
+            self._started[name] = process
+        return process
 
     def _start_etcd(self, binaries: Binaries, ports: dict[str, int]) -> None:
         self.progress("starting etcd")
@@ -404,7 +412,8 @@ class LocalPlatform:
         known = {p.stem for p in pid_dir.glob("*.pid")} if pid_dir.exists() else set()
         for name in [*order, *sorted(known - set(order))]:
             pid_file = pid_dir / f"{name}.pid"
-            pid = running_pid_from_file(pid_file)
+            started = self._started.pop(name, None)
+            pid = started.running_pid() if started is not None else running_pid_from_file(pid_file)
             if pid is not None:
                 self.progress(f"stopping {name}")
                 stop_process_group(pid, grace_seconds=15 if name == "process-node" else 10)

@@ -46,6 +46,7 @@ class ManagedProcess:
     run_dir: Path
     env: dict[str, str] | None = None
     cwd: Path | None = None
+    popen: subprocess.Popen[bytes] | None = None
 
     @property
     def pid_file(self) -> Path:
@@ -69,10 +70,24 @@ class ManagedProcess:
                 start_new_session=True,
             )
         self.pid_file.write_text(f"{proc.pid}\n{self.argv[0]}\n")
+        self.popen = proc
         return proc.pid
 
     def running_pid(self) -> int | None:
+        if self.popen is not None:
+            # Started by this process: the Popen handle knows for sure.
+            return self.popen.pid if self.popen.poll() is None else None
         return running_pid_from_file(self.pid_file)
+
+    def diagnose(self) -> str:
+        try:
+            text = self.pid_file.read_text()
+            pid = int(text.split()[0])
+            stat = Path(f"/proc/{pid}/stat").read_text()[:60]
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()[:120]
+        except (OSError, ValueError, IndexError) as error:
+            return f"pid file {self.pid_file}: {error!r}"
+        return f"pid file {text!r}, stat {stat!r}, cmdline {cmdline!r}"
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -128,7 +128,7 @@ class ProcessNode:
                 "kubernetes.io/arch": "amd64", "onair.dev/process-node": "true"}},
         }
         try:
-            self.core.create_node(body)
+            self.core.create_node(body)  # type: ignore[arg-type]  # the client takes plain dicts too
         except ApiException as error:
             if error.status != 409:
                 raise
@@ -178,7 +178,7 @@ class ProcessNode:
         except ApiException as error:
             if error.status != 404:
                 raise
-            self.coordination.create_namespaced_lease("kube-node-lease", body)
+            self.coordination.create_namespaced_lease("kube-node-lease", body)  # type: ignore[arg-type]
 
     # -- Pods --------------------------------------------------------------------------------------
 
@@ -196,7 +196,8 @@ class ProcessNode:
                     self.on_pod_gone(uid)
                 stream = watch.Watch().stream(
                     self.core.list_pod_for_all_namespaces, field_selector=selector,
-                    resource_version=listing.metadata.resource_version, timeout_seconds=60,
+                    resource_version=listing.metadata.resource_version if listing.metadata else None,
+                    timeout_seconds=60,
                     _preload_content=False, allow_watch_bookmarks=False,
                 )
                 for event in stream:
@@ -219,10 +220,10 @@ class ProcessNode:
             if run is None:
                 if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
                     return
+                namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
                 run = PodRun(
-                    namespace=pod["metadata"]["namespace"], name=pod["metadata"]["name"], uid=uid,
-                    ip=self.addresses.take(), spec=pod["spec"], metadata=pod["metadata"],
-                    directory=self.run_dir / "pods" / f"{pod['metadata']['namespace']}_{pod['metadata']['name']}_{uid[:8]}",
+                    namespace=namespace, name=name, uid=uid, ip=self.addresses.take(), spec=pod["spec"],
+                    metadata=pod["metadata"], directory=self.run_dir / "pods" / f"{namespace}_{name}_{uid[:8]}",
                 )
                 run.directory.mkdir(parents=True, exist_ok=True)
                 self.pods[uid] = run
@@ -505,8 +506,8 @@ class ProcessNode:
         stamped = []
         for condition in conditions:
             old = previous.get(condition["type"])
-            keep = old is not None and old["status"] == condition["status"]
-            stamped.append({**condition, "lastTransitionTime": old["lastTransitionTime"] if keep else now()})
+            kept = old["lastTransitionTime"] if old is not None and old["status"] == condition["status"] else None
+            stamped.append({**condition, "lastTransitionTime": kept or now()})
         try:
             self.core.patch_namespaced_pod_status(
                 run.name, run.namespace, {"status": {**status_body, "conditions": stamped}},

@@ -4,6 +4,7 @@ platform's API server, and a namespace ready for jobs (S3 credentials, a JobTemp
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 import urllib.request
@@ -100,17 +101,61 @@ def stop_operator(operator: RunningOperator) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator(platform: PlatformInfo, crds: None, kube: client.ApiClient,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningOperator]:
-    core = client.CoreV1Api(kube)
+def operator_namespace(kube: client.ApiClient) -> str:
     try:
-        core.create_namespace({"metadata": {"name": OPERATOR_NAMESPACE}})
+        client.CoreV1Api(kube).create_namespace({"metadata": {"name": OPERATOR_NAMESPACE}})
     except client.ApiException as error:
         if error.status != 409:
             raise
-    running = start_operator(platform, tmp_path_factory.mktemp("operator"))
+    return OPERATOR_NAMESPACE
+
+
+@pytest.fixture(scope="session")
+def operator(platform: PlatformInfo, crds: None, operator_namespace: str, run_root: Path) -> Iterator[RunningOperator]:
+    """The operator for jobs whose encoders really run (on the process node): namespaces t-*."""
+    running = start_operator(platform, run_root / "operator",
+                             ONAIR_WATCH_NAMESPACES=json.dumps(["t-*"]))
     yield running
     stop_operator(running)
+
+
+KWOK_PLACEMENT = {
+    "ONAIR_ENCODER_NODE_SELECTOR": json.dumps({"type": "kwok"}),
+    "ONAIR_ENCODER_TOLERATIONS": json.dumps([{"key": "kwok.x-k8s.io/node", "operator": "Exists"}]),
+}
+
+
+@pytest.fixture(scope="session")
+def kwok_operator(platform: PlatformInfo, crds: None, operator_namespace: str,
+                  run_root: Path) -> Iterator[RunningOperator]:
+    """An operator whose encoder Pods go to kwok's simulated nodes (Running, never really encoding):
+    namespaces k-*, for lifecycle and scale tests."""
+    running = start_operator(platform, run_root / "kwok-operator", name="kwok-operator",
+                             ONAIR_WATCH_NAMESPACES=json.dumps(["k-*"]), **KWOK_PLACEMENT)
+    yield running
+    stop_operator(running)
+
+
+@pytest.fixture
+def kwok_namespace(kube: client.ApiClient, kwok_operator: RunningOperator, platform: PlatformInfo,
+                   request: pytest.FixtureRequest) -> Iterator[str]:
+    core = client.CoreV1Api(kube)
+    name = f"k-{secrets.token_hex(4)}"
+    core.create_namespace({"metadata": {"name": name}})
+    prepare_job_namespace(kube, platform, name)
+    yield name
+    if has_failed(request):
+        print(f"\n--- kwok operator log ---\n{kwok_operator.log_tail()}")
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+def prepare_job_namespace(kube: client.ApiClient, platform: PlatformInfo, namespace: str) -> None:
+    client.CoreV1Api(kube).create_namespaced_secret(namespace, {
+        "metadata": {"name": "onair-s3-credentials"},
+        "stringData": {"AWS_ACCESS_KEY_ID": platform.s3_access_key, "AWS_SECRET_ACCESS_KEY": platform.s3_secret_key},
+    })
+    client.CustomObjectsApi(kube).create_namespaced_custom_object("onair.dev", "v1alpha1", namespace,
+                                                                  "jobtemplates", LADDER)
 
 
 @pytest.fixture
@@ -118,13 +163,7 @@ def job_namespace(namespace: str, kube: client.ApiClient, platform: PlatformInfo
                   operator: RunningOperator, request: pytest.FixtureRequest) -> Iterator[str]:
     """A namespace with S3 credentials and the test JobTemplate (id 7); prints the operator's and the
     process node's logs when the test fails."""
-    core = client.CoreV1Api(kube)
-    core.create_namespaced_secret(namespace, {
-        "metadata": {"name": "onair-s3-credentials"},
-        "stringData": {"AWS_ACCESS_KEY_ID": platform.s3_access_key, "AWS_SECRET_ACCESS_KEY": platform.s3_secret_key},
-    })
-    client.CustomObjectsApi(kube).create_namespaced_custom_object("onair.dev", "v1alpha1", namespace,
-                                                                  "jobtemplates", LADDER)
+    prepare_job_namespace(kube, platform, namespace)
     yield namespace
     if has_failed(request):
         print(f"\n--- operator log ---\n{operator.log_tail()}")

@@ -124,19 +124,31 @@ def test_encoder_report_drives_live_and_reconnecting() -> None:
     assert [t["phase"] for t in back["timings"]][-3:] == ["Live", "Reconnecting", "Live"]
 
 
-def test_crashed_encoder_is_replaced_after_backoff_and_counted() -> None:
+def test_crashed_encoder_is_counted_once_and_replaced_after_backoff() -> None:
     status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
     status = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW).status
     crashed = [pod(current_pod_name(), "Failed", ready=False, exit_code=137, finished_at=NOW)]
-    waiting = decide_live_job(live_job(status), TEMPLATE, crashed, None, CONFIG, NOW)
-    assert waiting.create_pod_attempt is None
-    assert waiting.requeue_after == pytest.approx(2.0)
-    later = decide_live_job(live_job(status), TEMPLATE, crashed, None, CONFIG, NOW + dt.timedelta(seconds=3))
+    died = decide_live_job(live_job(status), TEMPLATE, crashed, None, CONFIG, NOW)
+    assert died.status["restarts"] == 1 and died.status["attempt"] == 2
+    assert died.status["phase"] == "Provisioning"
+    assert died.delete_pods == [current_pod_name(1)]
+    assert died.create_pod_attempt is None
+    assert died.requeue_after == pytest.approx(2.0)
+    # The dead Pod is still listed while it goes: no second count.
+    deleting = [pod(current_pod_name(1), "Failed", ready=False, exit_code=137, finished_at=NOW, deleting=True)]
+    during = decide_live_job(live_job(died.status), TEMPLATE, deleting, None, CONFIG, NOW + dt.timedelta(seconds=1))
+    assert during.status["restarts"] == 1 and during.create_pod_attempt is None
+    later = decide_live_job(live_job(during.status), TEMPLATE, [], None, CONFIG, NOW + dt.timedelta(seconds=3))
     assert later.create_pod_attempt == 2
-    assert current_pod_name(1) in later.delete_pods
-    assert later.status["restarts"] == 1 and later.status["attempt"] == 2
-    assert later.status["phase"] == "Provisioning"
     assert later.status["resourceName"] == current_pod_name(2)
+    assert later.status["restarts"] == 1
+
+
+def test_deleted_encoder_pod_counts_as_a_restart() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    status = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW).status
+    gone = decide_live_job(live_job(status), TEMPLATE, [], None, CONFIG, NOW)
+    assert gone.status["restarts"] == 1 and gone.status["attempt"] == 2
 
 
 def test_crash_loop_ends_failed_not_forever() -> None:

@@ -1,0 +1,141 @@
+"""API keys, short-lived JWTs (HS256) and what a token may do.
+
+An API key (kept in a Secret) maps to a set of projects ("*" for every project) and a role:
+read < write < admin. POST /api/v1/login exchanges the key for a JWT carrying the same; every other
+call presents the JWT as `Authorization: Bearer`.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+ISSUER = "onair-gateway"
+AUDIENCE = "onair"
+ALGORITHM = "HS256"
+ALL_PROJECTS = "*"
+
+
+class Role(enum.StrEnum):
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return {"read": 0, "write": 1, "admin": 2}[self.value]
+
+    def allows(self, needed: Role) -> bool:
+        return self.rank >= needed.rank
+
+
+class AuthError(Exception):
+    """401: the caller is not authenticated."""
+
+
+class ForbiddenError(Exception):
+    """403: authenticated, not allowed."""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    key_sha256: str
+    projects: frozenset[str]
+    role: Role
+
+    def matches(self, presented: str) -> bool:
+        digest = hashlib.sha256(presented.encode()).hexdigest()
+        return hmac.compare_digest(digest, self.key_sha256)
+
+
+def parse_api_keys(data: Any) -> list[ApiKey]:
+    """[{name, key | keySha256, projects: [guid|"*"], role}] (or {"keys": [...]}) -> ApiKeys."""
+    if isinstance(data, Mapping):
+        data = data.get("keys", data.get("apiKeys", []))
+    if not isinstance(data, list):
+        raise ValueError("API keys must be a list of {name, key, projects, role}")
+    keys = []
+    for index, entry in enumerate(data):
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"API key {index}: must be an object")
+        digest = entry.get("keySha256") or (
+            hashlib.sha256(str(entry["key"]).encode()).hexdigest() if entry.get("key") else None)
+        if not digest:
+            raise ValueError(f"API key {index}: needs key or keySha256")
+        projects = entry.get("projects") or []
+        if isinstance(projects, str):
+            projects = [projects]
+        keys.append(ApiKey(
+            name=str(entry.get("name") or f"key-{index}"),
+            key_sha256=str(digest).lower(),
+            projects=frozenset(p if p == ALL_PROJECTS else str(p).lower() for p in projects),
+            role=Role(str(entry.get("role", "read")).lower()),
+        ))
+    return keys
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    projects: frozenset[str]
+    role: Role
+
+    def can_see(self, project_id: str) -> bool:
+        return ALL_PROJECTS in self.projects or project_id.lower() in self.projects
+
+    def require(self, role: Role, project_id: str | None = None) -> None:
+        if project_id is not None and not self.can_see(project_id):
+            raise ForbiddenError(f"this token has no access to project {project_id}")
+        if not self.role.allows(role):
+            raise ForbiddenError(f"this token's role is {self.role.value}; the call needs {role.value}")
+
+
+def find_key(keys: Iterable[ApiKey], presented: str) -> ApiKey | None:
+    found = None
+    for key in keys:  # no early exit: the same time for every key
+        if key.matches(presented):
+            found = found or key
+    return found
+
+
+def issue_token(secret: str, key: ApiKey, ttl_seconds: int, now: float | None = None) -> str:
+    issued = int(time.time() if now is None else now)
+    claims = {
+        "iss": ISSUER, "aud": AUDIENCE, "sub": key.name, "iat": issued, "nbf": issued - 5,
+        "exp": issued + ttl_seconds, "projects": sorted(key.projects), "role": key.role.value,
+    }
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_token(secret: str, token: str) -> Principal:
+    try:
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
+                            options={"require": ["exp", "iat", "sub"]})
+    except jwt.ExpiredSignatureError as error:
+        raise AuthError("the token has expired; log in again") from error
+    except jwt.PyJWTError as error:
+        raise AuthError(f"invalid token: {error}") from error
+    try:
+        projects = claims.get("projects") or []
+        if not isinstance(projects, list):
+            raise ValueError("projects")
+        return Principal(str(claims["sub"]), frozenset(str(p).lower() for p in projects), Role(str(claims.get("role"))))
+    except (ValueError, KeyError) as error:
+        raise AuthError("invalid token: bad claims") from error
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise AuthError("missing Authorization: Bearer token (POST /api/v1/login gives one)")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("the Authorization header must be 'Bearer <token>'")
+    return token.strip()

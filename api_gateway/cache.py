@@ -1,0 +1,317 @@
+"""Watch-fed caches: each resource is LISTed once, then WATCHed from that resourceVersion (with
+bookmarks); a 410 Gone relists. Reads never go to the API server. The gateway also puts the objects
+its own writes return into the cache (`upsert`), so a client reads its own writes at once; an older
+watch event never overwrites a newer object.
+
+`Store` keeps the indexes the handlers need: project id -> namespace, per-namespace jobs in a stable
+order (creation time, id, name), integer id -> name, stream key -> job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from bisect import bisect_left, insort
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from onair.api_gateway import mapping
+from onair.api_gateway.query import SortKey
+from onair.kubeclient import ApiError, KubeClient, resource_path
+from onair.models import API_VERSION
+
+log = logging.getLogger("onair.gateway.cache")
+Obj = dict[str, Any]
+Key = tuple[str, str]  # namespace, name
+
+
+def rv_int(obj: Mapping[str, Any]) -> int:
+    text = str((obj.get("metadata") or {}).get("resourceVersion") or "0")
+    return int(text) if text.isdigit() else 0
+
+
+def obj_key(obj: Mapping[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name"))
+
+
+Listener = Callable[[str, Obj | None, Obj | None], None]  # (event, old, new)
+
+
+class WatchCache:
+    """One resource type (optionally label-selected), kept current by list + watch."""
+
+    def __init__(self, name: str, path: str, label_selector: str | None = None) -> None:
+        self.name = name
+        self.path = path
+        self.label_selector = label_selector
+        self.objects: dict[Key, Obj] = {}
+        self.resource_version = ""
+        self.synced = asyncio.Event()
+        self.listeners: list[Listener] = []
+        self.relists = 0
+        self.events = 0
+
+    def get(self, namespace: str, name: str) -> Obj | None:
+        return self.objects.get((namespace, name))
+
+    def values(self) -> Iterator[Obj]:
+        return iter(self.objects.values())
+
+    def _notify(self, event: str, old: Obj | None, new: Obj | None) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event, old, new)
+            except Exception:
+                log.exception("cache %s: listener failed", self.name)
+
+    def upsert(self, obj: Obj) -> bool:
+        """Store `obj` unless the cache already has a newer version; True when stored."""
+        key = obj_key(obj)
+        old = self.objects.get(key)
+        if old is not None and rv_int(old) > rv_int(obj):
+            return False
+        self.objects[key] = obj
+        self._notify("MODIFIED" if old is not None else "ADDED", old, obj)
+        return True
+
+    def remove(self, obj: Mapping[str, Any]) -> None:
+        old = self.objects.pop(obj_key(obj), None)
+        if old is not None:
+            self._notify("DELETED", old, None)
+
+    def replace(self, items: list[Obj], resource_version: str) -> None:
+        fresh = {obj_key(item): item for item in items}
+        for key in [k for k in self.objects if k not in fresh]:
+            self._notify("DELETED", self.objects.pop(key), None)
+        for key, item in fresh.items():
+            old = self.objects.get(key)
+            if old is None or rv_int(old) <= rv_int(item):
+                self.objects[key] = item
+                self._notify("MODIFIED" if old is not None else "ADDED", old, item)
+        self.resource_version = resource_version
+        self.relists += 1
+        self.synced.set()
+
+    def apply_event(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        if kind == "BOOKMARK":
+            if rv:
+                self.resource_version = rv
+            return
+        self.events += 1
+        if kind == "DELETED":
+            current = self.objects.get(obj_key(obj))
+            if current is None or rv_int(current) <= rv_int(obj) or rv_int(obj) == 0:
+                self.remove(obj)
+        elif kind in ("ADDED", "MODIFIED"):
+            self.upsert(obj)
+        if rv:
+            self.resource_version = rv
+
+    async def run(self, kube: KubeClient) -> None:
+        """List, then watch forever; relist on 410 Gone, back off on other failures."""
+        params = {"labelSelector": self.label_selector} if self.label_selector else {}
+        backoff = 0.2
+        need_list = True
+        while True:
+            try:
+                if need_list:
+                    page = await kube.list(self.path, **params)
+                    self.replace(page.get("items", []), str(page.get("metadata", {}).get("resourceVersion", "")))
+                    need_list = False
+                async for event in kube.watch(self.path, self.resource_version, timeout_seconds=240, **params):
+                    self.apply_event(event)
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except ApiError as error:
+                if error.status == 410:
+                    need_list = True
+                    continue
+                log.warning("cache %s: %s; retrying in %.1fs", self.name, error, backoff)
+                need_list = need_list or error.status >= 500
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5)
+            except Exception as error:
+                log.warning("cache %s: %r; retrying in %.1fs", self.name, error, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5)
+
+
+@dataclass
+class JobEntry:
+    obj: Obj
+    facts: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.facts["name"] if "job_id" not in self.facts else self.facts["job_id"])
+
+    @property
+    def id(self) -> int:
+        return int(self.facts["id"])
+
+    @property
+    def sort_key(self) -> SortKey:
+        return (int(self.facts["created_at"]), self.id, self.name)
+
+
+@dataclass
+class JobIndex:
+    """The jobs of one namespace in creation order, with lookups by name and integer id."""
+
+    entries: dict[str, JobEntry] = field(default_factory=dict)
+    keys: list[SortKey] = field(default_factory=list)
+    by_id: dict[int, str] = field(default_factory=dict)
+
+    def put(self, entry: JobEntry) -> None:
+        old = self.entries.get(entry.name)
+        if old is not None:
+            if old.sort_key != entry.sort_key:
+                self._drop_key(old.sort_key)
+                insort(self.keys, entry.sort_key)
+            if old.id != entry.id:
+                self.by_id.pop(old.id, None)
+        else:
+            insort(self.keys, entry.sort_key)
+        self.entries[entry.name] = entry
+        self.by_id[entry.id] = entry.name
+
+    def drop(self, name: str) -> None:
+        old = self.entries.pop(name, None)
+        if old is not None:
+            self._drop_key(old.sort_key)
+            if self.by_id.get(old.id) == name:
+                del self.by_id[old.id]
+
+    def _drop_key(self, key: SortKey) -> None:
+        index = bisect_left(self.keys, key)
+        if index < len(self.keys) and self.keys[index] == key:
+            del self.keys[index]
+
+    def find(self, ident: str) -> JobEntry | None:
+        if ident.isdigit():
+            name = self.by_id.get(int(ident))
+            return self.entries.get(name) if name else None
+        return self.entries.get(ident.lower()) or self.entries.get(ident)
+
+    def ordered(self) -> Iterator[tuple[SortKey, JobEntry]]:
+        entries = self.entries
+        for key in self.keys:
+            yield key, entries[key[2]]
+
+
+class Store:
+    """All caches and indexes of the gateway."""
+
+    def __init__(self, template_namespace: str) -> None:
+        self.template_namespace = template_namespace
+        self.namespaces = WatchCache("namespaces", "/api/v1/namespaces", mapping.LABEL_PROJECT)
+        self.livejobs = WatchCache("livejobs", resource_path(API_VERSION, "livejobs"))
+        self.recordjobs = WatchCache("recordjobs", resource_path(API_VERSION, "recordjobs"))
+        self.templates = WatchCache("jobtemplates", resource_path(API_VERSION, "jobtemplates"))
+        self.secrets = WatchCache("stream-key-secrets", "/api/v1/secrets",
+                                  "onair.dev/kind=LiveJob,onair.dev/role=encoder")
+        self.pods = WatchCache("pods", "/api/v1/pods", "app.kubernetes.io/part-of=onair")
+        self.nodes = WatchCache("nodes", "/api/v1/nodes")
+        self.project_namespace: dict[str, str] = {}
+        self.live: dict[str, JobIndex] = {}
+        self.record: dict[str, JobIndex] = {}
+        self.stream_keys: dict[Key, str] = {}
+        self.by_stream_key: dict[str, Key] = {}
+        self.namespaces.listeners.append(self._on_namespace)
+        self.livejobs.listeners.append(self._job_listener(self.live, mapping.live_job_facts))
+        self.recordjobs.listeners.append(self._job_listener(self.record, mapping.record_job_facts))
+        self.secrets.listeners.append(self._on_secret)
+
+    @property
+    def caches(self) -> list[WatchCache]:
+        return [self.namespaces, self.livejobs, self.recordjobs, self.templates, self.secrets, self.pods, self.nodes]
+
+    @property
+    def core_caches(self) -> list[WatchCache]:
+        return [self.namespaces, self.livejobs, self.recordjobs, self.templates, self.secrets]
+
+    def ready(self) -> bool:
+        return all(cache.synced.is_set() for cache in self.core_caches)
+
+    def _on_namespace(self, event: str, old: Obj | None, new: Obj | None) -> None:
+        if old is not None:
+            project = (old["metadata"].get("labels") or {}).get(mapping.LABEL_PROJECT, "").lower()
+            if self.project_namespace.get(project) == old["metadata"]["name"]:
+                del self.project_namespace[project]
+        if new is not None:
+            project = (new["metadata"].get("labels") or {}).get(mapping.LABEL_PROJECT, "").lower()
+            if project:
+                self.project_namespace[project] = new["metadata"]["name"]
+
+    @staticmethod
+    def _job_listener(indexes: dict[str, JobIndex], facts: Callable[[Obj], dict[str, Any]]) -> Listener:
+        def listener(event: str, old: Obj | None, new: Obj | None) -> None:
+            obj = new or old
+            assert obj is not None
+            namespace = obj["metadata"].get("namespace", "")
+            index = indexes.setdefault(namespace, JobIndex())
+            if new is None:
+                index.drop(str(obj["metadata"]["name"]))
+            else:
+                index.put(JobEntry(new, facts(new)))
+        return listener
+
+    def _on_secret(self, event: str, old: Obj | None, new: Obj | None) -> None:
+        obj = new or old
+        assert obj is not None
+        job = (obj["metadata"].get("labels") or {}).get("onair.dev/job")
+        if not job:
+            return
+        key: Key = (obj["metadata"].get("namespace", ""), job)
+        previous = self.stream_keys.pop(key, None)
+        if previous is not None and self.by_stream_key.get(previous) == key:
+            del self.by_stream_key[previous]
+        if new is not None:
+            stream_key = secret_value(new, "streamKey")
+            if stream_key:
+                self.stream_keys[key] = stream_key
+                self.by_stream_key[stream_key] = key
+
+    def live_index(self, namespace: str) -> JobIndex:
+        return self.live.get(namespace) or JobIndex()
+
+    def record_index(self, namespace: str) -> JobIndex:
+        return self.record.get(namespace) or JobIndex()
+
+    def templates_for(self, namespace: str) -> dict[int, tuple[Obj, bool]]:
+        """Template id -> (object, shared): the project's own override the platform-wide ones."""
+        found: dict[int, tuple[Obj, bool]] = {}
+        for obj in self.templates.values():
+            ns = obj["metadata"].get("namespace")
+            template_id = (obj.get("spec") or {}).get("id")
+            if not isinstance(template_id, int):
+                continue
+            if ns == namespace:
+                found[template_id] = (obj, False)
+            elif ns == self.template_namespace and template_id not in found:
+                found[template_id] = (obj, True)
+        return found
+
+    def max_label_id(self, namespace: str) -> int:
+        ids = [i for i in self.live_index(namespace).by_id if i < mapping.HASHED_ID_BASE]
+        ids += [i for i in self.record_index(namespace).by_id if i < mapping.HASHED_ID_BASE]
+        return max(ids, default=0)
+
+
+def secret_value(secret: Mapping[str, Any], key: str) -> str | None:
+    import base64
+
+    data = secret.get("data") or {}
+    if key in data:
+        try:
+            return base64.b64decode(data[key]).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+    string_data = secret.get("stringData") or {}
+    return string_data.get(key)

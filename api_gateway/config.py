@@ -1,0 +1,82 @@
+"""Gateway configuration, read from ONAIR_GATEWAY_* environment variables."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from onair.api_gateway.auth import ApiKey, Role, parse_api_keys
+
+ENV_PREFIX = "ONAIR_GATEWAY_"
+
+
+@dataclass
+class GatewayConfig:
+    """Everything the app needs; `init_app(config)` takes one of these."""
+
+    host: str = "0.0.0.0"
+    port: int = 8080
+    jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    token_ttl_seconds: int = 900
+    api_keys: list[ApiKey] = field(default_factory=list)
+    cors_origins: tuple[str, ...] = ()
+    # Where platform-wide JobTemplates live (the operator's namespace).
+    template_namespace: str = "onair-system"
+    # Largest accepted request body; bigger ones get 413.
+    max_body_bytes: int = 64 * 1024
+    # Ids are leased from the project namespace's counter annotation this many at a time.
+    id_block_size: int = 50
+    # Seconds the gateway waits for its caches before answering reads with 503.
+    cache_sync_timeout: float = 30.0
+    # Kubernetes access: None discovers in-cluster credentials or KUBECONFIG.
+    kubeconfig: str | None = None
+    # Watch other things (encoder Pods, nodes, stream-key Secrets): off in unit tests that feed caches.
+    watch: bool = True
+    public_metrics: bool = True
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> GatewayConfig:
+        env = dict(os.environ if env is None else env)
+
+        def get(name: str, default: str | None = None) -> str | None:
+            return env.get(ENV_PREFIX + name, default)
+
+        def read_file(name: str) -> str | None:
+            path = get(name)
+            return Path(path).read_text() if path else None
+
+        config = cls()
+        config.host = get("HOST", config.host) or config.host
+        config.port = int(get("PORT", str(config.port)) or config.port)
+        jwt_secret = get("JWT_SECRET") or (read_file("JWT_SECRET_FILE") or "").strip()
+        if jwt_secret:
+            config.jwt_secret = jwt_secret
+        config.token_ttl_seconds = int(get("TOKEN_TTL_SECONDS", str(config.token_ttl_seconds)) or 900)
+        keys_text = get("API_KEYS") or read_file("API_KEYS_FILE")
+        if keys_text:
+            config.api_keys = parse_api_keys(_load_structured(keys_text))
+        origins = get("CORS_ORIGINS") or get("CORS_ORIGIN") or ""
+        config.cors_origins = tuple(o.strip().rstrip("/") for o in origins.split(",") if o.strip())
+        config.template_namespace = get("TEMPLATE_NAMESPACE", config.template_namespace) or config.template_namespace
+        config.max_body_bytes = int(get("MAX_BODY_BYTES", str(config.max_body_bytes)) or config.max_body_bytes)
+        config.id_block_size = int(get("ID_BLOCK_SIZE", str(config.id_block_size)) or config.id_block_size)
+        config.kubeconfig = get("KUBECONFIG") or None
+        config.public_metrics = (get("PUBLIC_METRICS", "true") or "true").lower() in ("1", "true", "yes")
+        return config
+
+
+def _load_structured(text: str) -> Any:
+    text = text.strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return yaml.safe_load(text)
+
+
+__all__ = ["ApiKey", "GatewayConfig", "Role"]

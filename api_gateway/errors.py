@@ -1,0 +1,133 @@
+"""The one error path: every failure becomes the envelope {success: false, errors, messages, result,
+resultInfo} with the right status, rendered by `error_middleware`. Nothing escapes as a 500 page."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from onair.api_gateway.auth import AuthError, ForbiddenError
+from onair.kubeclient import ApiError
+from onair.models import error_path
+
+log = logging.getLogger("onair.gateway")
+
+
+class ApiProblem(Exception):
+    """An answer other than success, with field-named errors ("pageSize: must be 1 to 1000")."""
+
+    def __init__(self, status: int, *errors: str, messages: list[str] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__("; ".join(errors))
+        self.status = status
+        self.errors = list(errors)
+        self.messages = messages or []
+        self.headers = headers or {}
+
+
+def bad_request(*errors: str) -> ApiProblem:
+    return ApiProblem(400, *errors)
+
+
+def not_found(what: str) -> ApiProblem:
+    return ApiProblem(404, f"{what} not found")
+
+
+def envelope(result: Any = None, *, success: bool = True, errors: list[str] | None = None,
+             messages: list[str] | None = None, result_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"success": success, "errors": errors or [], "messages": messages or [], "result": result,
+            "resultInfo": result_info}
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(text=dumps(data), status=status, content_type="application/json", headers=headers)
+
+
+def problem_response(status: int, errors: list[str], messages: list[str] | None = None,
+                     headers: dict[str, str] | None = None) -> web.Response:
+    return json_response(envelope(None, success=False, errors=errors, messages=messages), status, headers)
+
+
+def validation_errors(error: ValidationError, prefix: str = "",
+                      rename: Callable[[str], str] | None = None) -> list[str]:
+    lines = []
+    for detail in error.errors(include_url=False):
+        path = error_path([p for p in detail["loc"] if p != "__root__"])
+        if rename:
+            path = rename(path)
+        path = f"{prefix}{path}" if path else (prefix.rstrip(".") or "body")
+        lines.append(f"{path}: {detail['msg']}")
+    return lines
+
+
+def kube_error_problem(error: ApiError) -> ApiProblem:
+    """The API server's refusal in REST terms: 422 Invalid (CEL rules, schema) -> 400 with causes."""
+    body = error.body or {}
+    message = str(body.get("message") or error)
+    if error.status == 422:
+        causes = (body.get("details") or {}).get("causes") or []
+        lines = [f"{c.get('field', 'body')}: {c.get('message', '')}" for c in causes] or [message]
+        return ApiProblem(400, *lines)
+    if error.status == 409:
+        return ApiProblem(409, f"conflict: {message}")
+    if error.status == 404:
+        return ApiProblem(404, "not found")
+    if error.status in (401, 403):
+        log.error("the API server refused the gateway: %s", message)
+        return ApiProblem(503, "the gateway is not allowed to do this in the cluster; check its RBAC")
+    if error.status == 429:
+        return ApiProblem(503, "the API server is busy; retry", headers={"Retry-After": "1"})
+    return ApiProblem(502, f"the Kubernetes API answered {error.status}")
+
+
+# aiohttp's own errors (router 404/405, 413 from client_max_size) in the envelope.
+_HTTP_MESSAGES = {
+    404: "no such endpoint",
+    405: "method not allowed on this endpoint",
+    413: "request body too large",
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request,
+                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiProblem as problem:
+        return problem_response(problem.status, problem.errors, problem.messages, problem.headers)
+    except AuthError as error:
+        return problem_response(401, [str(error)], headers={"WWW-Authenticate": 'Bearer realm="onair"'})
+    except ForbiddenError as error:
+        return problem_response(403, [str(error)])
+    except ValidationError as error:
+        return problem_response(400, validation_errors(error))
+    except ApiError as error:
+        refusal = kube_error_problem(error)
+        return problem_response(refusal.status, refusal.errors, headers=refusal.headers)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        if error.status == 413:
+            text = f"request body too large (limit {request.app._client_max_size} bytes)"
+        else:
+            text = _HTTP_MESSAGES.get(error.status) or error.reason
+        headers = {k: v for k, v in error.headers.items() if k.lower() in ("allow", "retry-after")}
+        return problem_response(error.status, [text], headers=headers)
+    except (TimeoutError, OSError) as error:
+        log.warning("upstream failure on %s %s: %r", request.method, request.path, error)
+        return problem_response(503, ["the Kubernetes API is unreachable; retry"], headers={"Retry-After": "1"})
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # the contract never shows a 500 page; log it and answer in the envelope
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem_response(500, ["internal error"])

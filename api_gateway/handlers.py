@@ -1,0 +1,773 @@
+"""Request handlers. Reads come from the Store (watch-fed caches); writes go to the API server and
+their results are put into the caches at once (read-your-writes)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from onair.api_gateway import mapping, query
+from onair.api_gateway.auth import (
+    Principal,
+    Role,
+    bearer_token,
+    find_key,
+    issue_token,
+    verify_token,
+)
+from onair.api_gateway.cache import JobEntry, JobIndex, Store, rv_int, secret_value
+from onair.api_gateway.config import GatewayConfig
+from onair.api_gateway.errors import ApiProblem, envelope, json_response, validation_errors
+from onair.api_gateway.routes import JOB_ID_PATTERN, Route
+from onair.api_gateway.schemas import GUID_PATTERN, LiveJobControl, LiveJobCreate, LoginRequest, RecordJobCreate
+from onair.kubeclient import ApiError, KubeClient, resource_path
+from onair.models import API_VERSION, RecordJobSpec
+
+log = logging.getLogger("onair.gateway")
+GUID_RE = __import__("re").compile(GUID_PATTERN)
+MAX_RANGE = timedelta(days=30)
+ID_RE = __import__("re").compile(JOB_ID_PATTERN)
+
+
+@dataclass
+class Ctx:
+    principal: Principal | None
+    project_id: str | None = None
+    namespace: str | None = None
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, store: Store, kube: KubeClient | None) -> None:
+        self.config = config
+        self.store = store
+        self.kube = kube
+        self.openapi_document: dict[str, Any] = {}
+        self.background: set[asyncio.Task[Any]] = set()
+        self.leases: dict[str, tuple[int, int]] = {}
+        self.lease_locks: dict[str, asyncio.Lock] = {}
+        self.server_id = str(uuid.uuid4())
+
+    # --- plumbing ---------------------------------------------------------------------------------
+
+    def wrap(self, route: Route) -> Callable[[web.Request], Any]:
+        handler = getattr(self, route.handler)
+        path_params = [p for p in route.params if p.location == "path"]
+        query_names = route.query_names
+
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            principal = None
+            if route.role is not None:
+                principal = verify_token(self.config.jwt_secret, bearer_token(request.headers.get("Authorization")))
+            errors = []
+            for param in path_params:
+                value = request.match_info.get(param.name, "")
+                if param.name == "version" and value != "1":
+                    raise ApiProblem(404, f"version: API version {value!r} does not exist; use 1")
+                if param.name in ("projectId", "streamKey") and not GUID_RE.match(value):
+                    errors.append(f"{param.name}: must be a GUID like 3fa85f64-5717-4562-b3fc-2c963f66afa6")
+                if param.name == "id" and not ID_RE.match(value):
+                    errors.append("id: must be an integer id or a job name (GUID)")
+                if param.name == "templateId" and not (value.isdigit() and len(value) <= 10):
+                    errors.append("templateId: must be an integer")
+            if not route.filters:
+                unknown = sorted(set(request.query) - query_names)
+                errors.extend(f"{name}: unknown query parameter" for name in unknown)
+            if errors:
+                raise ApiProblem(400, *errors)
+            ctx = Ctx(principal)
+            if principal is not None:
+                project_id = request.match_info.get("projectId")
+                principal.require(route.role or Role.READ, project_id)
+                if project_id is not None:
+                    ctx.project_id = project_id.lower()
+                    self.require_ready()
+                    ctx.namespace = self.store.project_namespace.get(ctx.project_id)
+                    if ctx.namespace is None:
+                        raise ApiProblem(404, f"projectId: project {ctx.project_id} not found")
+            return await handler(request, ctx)
+
+        return wrapped
+
+    def require_ready(self) -> None:
+        if not self.store.ready():
+            raise ApiProblem(503, "the gateway is still loading its caches; retry", headers={"Retry-After": "1"})
+
+    def spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def body(self, request: web.Request, model: type[BaseModel]) -> Any:
+        raw = await request.read()  # 413 beyond client_max_size
+        if not raw.strip():
+            raise ApiProblem(400, "body: a JSON object is required")
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ApiProblem(400, f"body: not valid JSON ({error})") from error
+        if not isinstance(data, dict):
+            raise ApiProblem(400, "body: must be a JSON object")
+        try:
+            return model.model_validate_json(raw, strict=True)
+        except ValidationError as error:
+            raise ApiProblem(400, *validation_errors(error)) from error
+
+    def kube_client(self) -> KubeClient:
+        if self.kube is None:
+            raise ApiProblem(503, "the gateway has no Kubernetes connection")
+        return self.kube
+
+    # --- auth & meta ------------------------------------------------------------------------------
+
+    async def login(self, request: web.Request, ctx: Ctx) -> web.Response:
+        body: LoginRequest = await self.body(request, LoginRequest)
+        key = find_key(self.config.api_keys, body.api_key)
+        if key is None:
+            raise ApiProblem(401, "apiKey: unknown API key")
+        token = issue_token(self.config.jwt_secret, key, self.config.token_ttl_seconds)
+        return json_response(envelope({"token": token, "tokenType": "Bearer",
+                                       "expiresIn": self.config.token_ttl_seconds,
+                                       "role": key.role.value, "projects": sorted(key.projects)}))
+
+    async def openapi(self, request: web.Request, ctx: Ctx) -> web.Response:
+        return json_response(self.openapi_document)
+
+    # --- live jobs --------------------------------------------------------------------------------
+
+    def live_entry(self, ctx: Ctx, ident: str) -> JobEntry:
+        assert ctx.namespace
+        entry = self.store.live_index(ctx.namespace).find(ident)
+        if entry is None:
+            raise ApiProblem(404, f"id: live job {ident} not found")
+        return entry
+
+    def stream_key(self, namespace: str, name: str) -> str | None:
+        return self.store.stream_keys.get((namespace, name))
+
+    async def list_live_jobs(self, request: web.Request, ctx: Ctx) -> web.Response:
+        assert ctx.namespace
+        extra: list[query.Predicate] = []
+        search = request.query.get("search")
+        if search:
+            needle = search.lower()
+            extra.append(lambda facts: needle in facts["search"])
+        namespace = ctx.namespace
+        result, info = run_list(request, self.route_of(request), self.store.live_index(namespace), extra,
+                                default_desc=False,
+                                render=lambda e: mapping.live_job_summary(e.obj, e.facts,
+                                                                          self.stream_key(namespace, e.name)))
+        return json_response(envelope(result, result_info=info))
+
+    def route_of(self, request: web.Request) -> Route:
+        return request.match_info.route.handler.route  # type: ignore[attr-defined]
+
+    async def create_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
+        assert ctx.namespace and ctx.project_id
+        raw = await request.read()
+        body: LiveJobCreate = await self.body(request, LiveJobCreate)
+        spec = mapping.live_job_spec_from_request(body)
+        templates = self.store.templates_for(ctx.namespace)
+        if spec["jobTemplateId"] not in templates:
+            raise ApiProblem(400, f"jobTemplateId: no JobTemplate with id {spec['jobTemplateId']} in this project "
+                                  f"(available: {', '.join(map(str, sorted(templates))) or 'none'})")
+        body_hash = hashlib.sha256(raw).hexdigest()
+        name, idempotent = self.new_name(request, ctx)
+        kube = self.kube_client()
+        existing = self.store.live_index(ctx.namespace).entries.get(name) if idempotent else None
+        if existing is not None:
+            return self.replay(existing, body_hash, ctx, live=True)
+        job_id = await self.allocate_id(ctx.namespace)
+        labels = {mapping.LABEL_PROJECT: ctx.project_id, mapping.LABEL_ID: str(job_id)}
+        obj = {"apiVersion": API_VERSION, "kind": "LiveJob",
+               "metadata": {"name": name, "namespace": ctx.namespace, "labels": labels,
+                            "annotations": {mapping.ANNOTATION_BODY_HASH: body_hash}},
+               "spec": spec}
+        stream_key = str(uuid.uuid4())
+        secret: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret",
+                  "metadata": {"name": f"{name}-stream-key", "namespace": ctx.namespace,
+                               "labels": {"app.kubernetes.io/managed-by": "onair-operator",
+                                          "app.kubernetes.io/part-of": "onair",
+                                          "app.kubernetes.io/name": "onair-encoder",
+                                          "onair.dev/job": name, "onair.dev/kind": "LiveJob",
+                                          "onair.dev/role": "encoder", mapping.LABEL_PROJECT: ctx.project_id}},
+                  "type": "Opaque", "stringData": {"streamKey": stream_key}}
+        job_path = resource_path(API_VERSION, "livejobs", ctx.namespace)
+        secret_path = resource_path("v1", "secrets", ctx.namespace)
+        # The job and its stream key go out together; the Secret gets its ownerReference afterwards.
+        results: list[Any] = list(await asyncio.gather(kube.create(job_path, obj), kube.create(secret_path, secret),
+                                                       return_exceptions=True))
+        created, secret_created = results
+        if isinstance(created, BaseException):
+            if not isinstance(secret_created, BaseException) and secret_created is not None:
+                self.spawn(kube.delete(resource_path("v1", "secrets", ctx.namespace, f"{name}-stream-key")))
+            raise created
+        if created is None:  # AlreadyExists: a retried Idempotency-Key
+            current = await kube.get(resource_path(API_VERSION, "livejobs", ctx.namespace, name))
+            self.store.livejobs.upsert(current)
+            entry = self.store.live_index(ctx.namespace).entries[name]
+            return self.replay(entry, body_hash, ctx, live=True)
+        self.store.livejobs.upsert(created)
+        if isinstance(secret_created, BaseException) or secret_created is None:
+            stored = await kube.get_or_none(resource_path("v1", "secrets", ctx.namespace, f"{name}-stream-key"))
+            if stored is not None:
+                self.store.secrets.upsert(stored)
+                self.spawn(self.adopt_secret(created, stored))
+        else:
+            self.store.secrets.upsert({**secret_created, "stringData": {"streamKey": stream_key}}
+                                      if not secret_created.get("data") else secret_created)
+            self.spawn(self.adopt_secret(created, secret_created))
+        entry = self.store.live_index(ctx.namespace).entries[name]
+        detail = mapping.live_job_detail(entry.obj, entry.facts, self.stream_key(ctx.namespace, name), ctx.project_id)
+        return json_response(envelope(detail, messages=["live job created"]), 201,
+                             headers={"Location": f"{request.path}/{name}"})
+
+    def replay(self, entry: JobEntry, body_hash: str, ctx: Ctx, live: bool) -> web.Response:
+        assert ctx.namespace and ctx.project_id
+        annotations = entry.obj["metadata"].get("annotations") or {}
+        if annotations.get(mapping.ANNOTATION_BODY_HASH) not in (None, body_hash):
+            raise ApiProblem(422, "Idempotency-Key: already used with a different request body")
+        if live:
+            result = mapping.live_job_detail(entry.obj, entry.facts, self.stream_key(ctx.namespace, entry.name),
+                                             ctx.project_id)
+        else:
+            result = mapping.record_job_out(entry.obj, entry.facts, self.template_name(ctx.namespace))
+        return json_response(envelope(result, messages=["replayed: this Idempotency-Key created it before"]), 201,
+                             headers={"Idempotent-Replayed": "true"})
+
+    def new_name(self, request: web.Request, ctx: Ctx) -> tuple[str, bool]:
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            return str(uuid.uuid4()), False
+        if not key.strip() or len(key) > 255:
+            raise ApiProblem(400, "Idempotency-Key: 1 to 255 characters")
+        seed = f"onair:{ctx.project_id}:{request.path}:{key}"
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, seed)), True
+
+    async def adopt_secret(self, job: Mapping[str, Any], secret: Mapping[str, Any]) -> None:
+        owners = secret.get("metadata", {}).get("ownerReferences") or []
+        if owners:
+            return
+        meta = job["metadata"]
+        patch = {"metadata": {"ownerReferences": [{
+            "apiVersion": API_VERSION, "kind": "LiveJob", "name": meta["name"], "uid": meta["uid"],
+            "controller": True, "blockOwnerDeletion": True}]}}
+        try:
+            await self.kube_client().merge_patch(
+                resource_path("v1", "secrets", meta["namespace"], secret["metadata"]["name"]), patch)
+        except Exception as error:  # the operator adopts it otherwise; log and go on
+            log.warning("could not set the owner of %s: %r", secret["metadata"]["name"], error)
+
+    async def allocate_id(self, namespace: str) -> int:
+        """Unique integer ids per project: blocks leased from the namespace's counter annotation
+        with optimistic concurrency (a conflicting lease retries), handed out from memory."""
+        lock = self.lease_locks.setdefault(namespace, asyncio.Lock())
+        async with lock:
+            low, high = self.leases.get(namespace, (0, 0))
+            if low < high:
+                self.leases[namespace] = (low + 1, high)
+                return low
+            kube = self.kube_client()
+            path = resource_path("v1", "namespaces", None, namespace)
+            ns_obj = self.store.namespaces.get("", namespace) or await kube.get(path)
+            for _ in range(20):
+                annotations = ns_obj["metadata"].get("annotations") or {}
+                text = annotations.get(mapping.ANNOTATION_NEXT_ID, "1")
+                start = max(int(text) if text.isdigit() else 1, self.store.max_label_id(namespace) + 1)
+                end = start + self.config.id_block_size
+                if end >= mapping.HASHED_ID_BASE:
+                    raise ApiProblem(507, "this project has used up its integer ids")
+                patch = {"metadata": {"resourceVersion": ns_obj["metadata"]["resourceVersion"],
+                                      "annotations": {mapping.ANNOTATION_NEXT_ID: str(end)}}}
+                try:
+                    updated = await kube.merge_patch(path, patch)
+                except ApiError as error:
+                    if error.status != 409:
+                        raise
+                    ns_obj = await kube.get(path)
+                    continue
+                self.store.namespaces.upsert(updated)
+                self.leases[namespace] = (start + 1, end)
+                return start
+            raise ApiProblem(503, "could not allocate an id (too much contention); retry")
+
+    async def list_outputs(self, request: web.Request, ctx: Ctx) -> web.Response:
+        assert ctx.namespace
+        wanted = query_int(request, "liveJobId", None, 0, 2**31 - 1)
+        rows: list[dict[str, Any]] = []
+        for _, entry in self.store.live_index(ctx.namespace).ordered():
+            if wanted is None or entry.id == wanted:
+                rows.extend(mapping.live_job_outputs(entry.obj, entry.facts))
+        if wanted is not None and not self.store.live_index(ctx.namespace).find(str(wanted)):
+            raise ApiProblem(404, f"liveJobId: live job {wanted} not found")
+        page, info = offset_page(request, rows)
+        return json_response(envelope(page, result_info=info))
+
+    async def control_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
+        assert ctx.namespace and ctx.project_id
+        raw_key = request.match_info["streamKey"]
+        body: LiveJobControl = await self.body(request, LiveJobControl)
+        found = self.store.by_stream_key.get(raw_key.lower()) or self.store.by_stream_key.get(raw_key)
+        index = self.store.live_index(ctx.namespace)
+        entry = index.entries.get(found[1]) if found and found[0] == ctx.namespace else index.find(raw_key)
+        if entry is None:
+            raise ApiProblem(404, "streamKey: no live job with this stream key in the project")
+        start, finish = body.start_date_time, body.finish_date_time
+        now = datetime.now(UTC)
+        if start and finish and finish <= start:
+            raise ApiProblem(400, "finishDateTime: must be after startDateTime")
+        kube = self.kube_client()
+        job_path = resource_path(API_VERSION, "livejobs", ctx.namespace, entry.name)
+        patch: dict[str, Any] = {"spec": {"online": body.online}}
+        clip: dict[str, Any] | None = None
+        if start and finish and finish <= now:
+            clip = await self.create_clip(request, ctx, entry, start, finish)
+        elif start or finish:
+            patch["spec"]["schedule"] = {"startDateTime": start.isoformat() if start else None,
+                                         "finishDateTime": finish.isoformat() if finish else None}
+        updated = await kube.merge_patch(job_path, patch)
+        self.store.livejobs.upsert(updated)
+        urls = (updated.get("status") or {}).get("urls") or {}
+        result = {"online": body.online, "playBackPathURL": urls.get("cdn") or urls.get("storageMasterFile")}
+        if clip is not None:
+            result.update(clip)
+        return json_response(envelope(result, messages=["live cut created" if clip else "live job updated"]), 201)
+
+    async def create_clip(self, request: web.Request, ctx: Ctx, entry: JobEntry, start: datetime,
+                          finish: datetime) -> dict[str, Any]:
+        assert ctx.namespace and ctx.project_id
+        name, _ = self.new_name(request, ctx)
+        spec = entry.obj.get("spec") or {}
+        destination = spec.get("destination") or {}
+        prefix = (destination.get("path") or entry.name).strip("/")
+        output = {"type": "s3", "format": "hls", "bucket": destination.get("bucket"), "path": f"{prefix}/clips/{name}"}
+        for key in ("endpoint", "region", "credentialsSecret"):
+            if destination.get(key):
+                output[key] = destination[key]
+        record_spec = RecordJobSpec.model_validate({
+            "source": {"liveJobRef": entry.name},
+            "timeRange": {"start": start.isoformat(), "end": finish.isoformat()},
+            "output": output}).to_k8s()
+        created = await self.create_record(ctx, name, record_spec, None, "")
+        master = ((entry.obj.get("status") or {}).get("urls") or {}).get("storageMasterFile")
+        suffix = f"/{prefix}/master.m3u8"
+        playback = None
+        if master and master.endswith(suffix):
+            playback = f"{master[:-len(suffix)]}/{output['path']}/master.m3u8"
+        return {"playBackPathURL": playback, "recordJobName": name, "recordJobId": mapping.object_id(created)}
+
+    async def get_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
+        assert ctx.namespace and ctx.project_id
+        entry = self.live_entry(ctx, request.match_info["id"])
+        detail = mapping.live_job_detail(entry.obj, entry.facts, self.stream_key(ctx.namespace, entry.name),
+                                         ctx.project_id)
+        return json_response(envelope(select(request, detail)))
+
+    async def delete_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
+        assert ctx.namespace
+        entry = self.live_entry(ctx, request.match_info["id"])
+        await self.kube_client().delete(resource_path(API_VERSION, "livejobs", ctx.namespace, entry.name))
+        self.store.livejobs.remove(entry.obj)
+        return json_response(envelope(None, messages=["live job deleted"]))
+
+    async def live_job_timings(self, request: web.Request, ctx: Ctx) -> web.Response:
+        entry = self.live_entry(ctx, request.match_info["id"])
+        output_id = query_int(request, "outputId", None, 1, 1000)
+        if output_id is not None and output_id > len((entry.obj.get("status") or {}).get("outputs") or []):
+            raise ApiProblem(404, f"outputId: live job {entry.id} has no output {output_id}")
+        page, info = offset_page(request, mapping.live_job_timings(entry.obj))
+        return json_response(envelope(page, result_info=info))
+
+    async def live_job_stats(self, request: web.Request, ctx: Ctx) -> web.Response:
+        entry = self.live_entry(ctx, request.match_info["id"])
+        stats = (entry.obj.get("status") or {}).get("statistics")
+        rows = [dict(stats)] if stats else []
+        return json_response(envelope(rows, result_info=page_info(len(rows), 1, max(len(rows), 1))))
+
+    # --- record jobs ------------------------------------------------------------------------------
+
+    def template_name(self, namespace: str) -> Callable[[int], str | None]:
+        templates = self.store.templates_for(namespace)
+
+        def name(template_id: int) -> str | None:
+            found = templates.get(template_id)
+            return (found[0].get("spec") or {}).get("name") if found else None
+        return name
+
+    def record_entry(self, ctx: Ctx, ident: str) -> JobEntry:
+        assert ctx.namespace
+        entry = self.store.record_index(ctx.namespace).find(ident)
+        if entry is None:
+            raise ApiProblem(404, f"id: record job {ident} not found")
+        return entry
+
+    async def list_record_jobs(self, request: web.Request, ctx: Ctx) -> web.Response:
+        assert ctx.namespace
+        q = request.query
+        extra: list[query.Predicate] = []
+        errors: list[str] = []
+        for alias, contract in (("PageNo", "pageIndex"), ("PageSize", "pageSize")):
+            if alias in q and contract in q:
+                errors.append(f"{alias}: give {alias} or {contract}, not both")
+        keyword = q.get("Keyword") or q.get("search")
+        if keyword:
+            needle = keyword.lower()
+            extra.append(lambda f: needle in f["search"])
+        start = end = None
+        try:
+            if q.get("StartTime"):
+                start = query.parse_utc_time(q["StartTime"], "StartTime")
+            if q.get("EndTime"):
+                end = query.parse_utc_time(q["EndTime"], "EndTime")
+        except query.QueryError as error:
+            errors.extend(error.errors)
+        if start and end:
+            if end < start:
+                errors.append("EndTime: must not be before StartTime")
+            elif end - start > MAX_RANGE:
+                errors.append("EndTime: at most 30 days after StartTime")
+        if errors:
+            raise ApiProblem(400, *errors)
+        if start:
+            start_ms = query.to_millis(start)
+            extra.append(lambda f: f["created_at"] >= start_ms)
+        if end:
+            end_ms = query.to_millis(end)
+            extra.append(lambda f: f["created_at"] <= end_ms)
+        status = q.get("Status")
+        if status:
+            if status.lower() not in mapping.RECORD_STATUSES:
+                raise ApiProblem(400, f"Status: must be one of {', '.join(mapping.RECORD_STATUSES)}")
+            wanted = status.lower()
+            extra.append(lambda f: f["status"] == wanted)
+        sort_by = q.get("SortBy")
+        if sort_by is not None and sort_by not in ("asc", "desc"):
+            raise ApiProblem(400, "SortBy: must be asc or desc")
+        namespace = ctx.namespace
+        names = self.template_name(namespace)
+        result, info = run_list(request, self.route_of(request), self.store.record_index(namespace), extra,
+                                default_desc=(sort_by or "desc") == "desc",
+                                render=lambda e: mapping.record_job_out(e.obj, e.facts, names),
+                                page_index_name="PageNo" if "PageNo" in q else "pageIndex",
+                                page_size_name="PageSize" if "PageSize" in q else "pageSize")
+        return json_response(envelope(result, result_info=info))
+
+    async def create_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
+        assert ctx.namespace and ctx.project_id
+        raw = await request.read()
+        body: RecordJobCreate = await self.body(request, RecordJobCreate)
+        spec = body.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"name"})
+        try:
+            spec = RecordJobSpec.model_validate(spec).to_k8s()
+        except ValidationError as error:
+            raise ApiProblem(400, *validation_errors(error)) from error
+        source_job = spec["source"].get("liveJobRef")
+        if source_job and self.store.live_index(ctx.namespace).find(source_job) is None:
+            raise ApiProblem(400, f"source.liveJobRef: no live job {source_job} in this project")
+        if source_job:
+            spec["source"]["liveJobRef"] = self.store.live_index(ctx.namespace).find(source_job).name  # type: ignore[union-attr]
+        template_id = spec.get("jobTemplateId")
+        if template_id is not None and template_id not in self.store.templates_for(ctx.namespace):
+            raise ApiProblem(400, f"jobTemplateId: no JobTemplate with id {template_id} in this project")
+        body_hash = hashlib.sha256(raw).hexdigest()
+        name, idempotent = self.new_name(request, ctx)
+        existing = self.store.record_index(ctx.namespace).entries.get(name) if idempotent else None
+        if existing is not None:
+            return self.replay(existing, body_hash, ctx, live=False)
+        created = await self.create_record(ctx, name, spec, body.name, body_hash)
+        entry = self.store.record_index(ctx.namespace).entries[str(created["metadata"]["name"])]
+        if created.get("_replayed"):
+            return self.replay(entry, body_hash, ctx, live=False)
+        result = mapping.record_job_out(entry.obj, entry.facts, self.template_name(ctx.namespace))
+        return json_response(envelope(result, messages=["record job created"]), 201,
+                             headers={"Location": f"{request.path}/{name}"})
+
+    async def create_record(self, ctx: Ctx, name: str, spec: dict[str, Any], display_name: str | None,
+                            body_hash: str) -> dict[str, Any]:
+        assert ctx.namespace and ctx.project_id
+        kube = self.kube_client()
+        job_id = await self.allocate_id(ctx.namespace)
+        annotations = {mapping.ANNOTATION_BODY_HASH: body_hash} if body_hash else {}
+        if display_name:
+            annotations[mapping.ANNOTATION_DISPLAY_NAME] = display_name
+        obj = {"apiVersion": API_VERSION, "kind": "RecordJob",
+               "metadata": {"name": name, "namespace": ctx.namespace, "annotations": annotations,
+                            "labels": {mapping.LABEL_PROJECT: ctx.project_id, mapping.LABEL_ID: str(job_id)}},
+               "spec": spec}
+        created = await kube.create(resource_path(API_VERSION, "recordjobs", ctx.namespace), obj)
+        if created is None:
+            created = await kube.get(resource_path(API_VERSION, "recordjobs", ctx.namespace, name))
+            self.store.recordjobs.upsert(created)
+            return {**created, "_replayed": True}
+        self.store.recordjobs.upsert(created)
+        return created
+
+    async def get_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
+        assert ctx.namespace
+        entry = self.record_entry(ctx, request.match_info["id"])
+        result = mapping.record_job_out(entry.obj, entry.facts, self.template_name(ctx.namespace))
+        return json_response(envelope(select(request, result)))
+
+    async def delete_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
+        assert ctx.namespace
+        entry = self.record_entry(ctx, request.match_info["id"])
+        await self.kube_client().delete(resource_path(API_VERSION, "recordjobs", ctx.namespace, entry.name))
+        self.store.recordjobs.remove(entry.obj)
+        return json_response(envelope(None, messages=["record job deleted"]))
+
+    async def patch_record(self, request: web.Request, ctx: Ctx, spec_patch: dict[str, Any],
+                           message: str) -> web.Response:
+        assert ctx.namespace
+        entry = self.record_entry(ctx, request.match_info["id"])
+        if entry.facts["status"] in ("completed", "failed"):
+            raise ApiProblem(409, f"record job {entry.id} is {entry.facts['status']}; it cannot change any more")
+        updated = await self.kube_client().merge_patch(
+            resource_path(API_VERSION, "recordjobs", ctx.namespace, entry.name), {"spec": spec_patch})
+        self.store.recordjobs.upsert(updated)
+        entry = self.store.record_index(ctx.namespace).entries[entry.name]
+        return json_response(envelope(mapping.record_job_out(entry.obj, entry.facts,
+                                                             self.template_name(ctx.namespace)), messages=[message]))
+
+    async def pause_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
+        return await self.patch_record(request, ctx, {"paused": True}, "record job paused")
+
+    async def resume_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
+        return await self.patch_record(request, ctx, {"paused": False}, "record job resumed")
+
+    async def stop_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
+        entry = self.record_entry(ctx, request.match_info["id"])
+        time_range = (entry.obj.get("spec") or {}).get("timeRange") or {}
+        now = datetime.now(UTC).replace(microsecond=0)
+        start = mapping.parse_time(time_range.get("start"))
+        end = mapping.parse_time(time_range.get("end"))
+        if start is not None and start >= now:
+            raise ApiProblem(409, "the recording has not started yet; delete it instead")
+        if end is not None and end <= now:
+            new_end = end
+        else:
+            new_end = now
+        return await self.patch_record(request, ctx, {"paused": False, "timeRange": {
+            "end": new_end.isoformat().replace("+00:00", "Z")}}, "record job stopping")
+
+    # --- templates --------------------------------------------------------------------------------
+
+    async def list_templates(self, request: web.Request, ctx: Ctx) -> web.Response:
+        assert ctx.namespace
+        templates = self.store.templates_for(ctx.namespace)
+        rows = [{**(obj.get("spec") or {}), "shared": shared} for _, (obj, shared) in sorted(templates.items())]
+        rows.sort(key=lambda r: (not r.get("default", False), r.get("id", 0)))
+        return json_response(envelope(rows, result_info=page_info(len(rows), 1, max(len(rows), 1))))
+
+    async def get_template(self, request: web.Request, ctx: Ctx) -> web.Response:
+        assert ctx.namespace
+        template_id = int(request.match_info["templateId"])
+        found = self.store.templates_for(ctx.namespace).get(template_id)
+        if found is None:
+            raise ApiProblem(404, f"templateId: no JobTemplate with id {template_id}")
+        return json_response(envelope({**(found[0].get("spec") or {}), "shared": found[1]}))
+
+    # --- operations -------------------------------------------------------------------------------
+
+    async def streamers(self, request: web.Request, ctx: Ctx) -> web.Response:
+        node_usage = await self.node_metrics()
+        pods_by_node: dict[str, int] = {}
+        rows: list[dict[str, Any]] = []
+        for pod in self.store.pods.values():
+            meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+            labels = meta.get("labels") or {}
+            role = labels.get("onair.dev/role", "encoder")
+            node = spec.get("nodeName") or ""
+            pods_by_node[node] = pods_by_node.get(node, 0) + 1
+            job_name = labels.get("onair.dev/job", "")
+            job = (self.store.livejobs.get(meta.get("namespace", ""), job_name)
+                   or self.store.recordjobs.get(meta.get("namespace", ""), job_name) or {})
+            job_status = job.get("status") or {}
+            stats = job_status.get("statistics") or {}
+            rows.append({"role": "recorder" if role == "recorder" else "encoder", "hostname": meta["name"],
+                         "labels": labels, "stats": {
+                             "namespace": meta.get("namespace"), "projectId": labels.get(mapping.LABEL_PROJECT),
+                             "job": job_name, "jobPhase": job_status.get("phase"), "podPhase": status.get("phase"),
+                             "node": node or None, "podIp": status.get("podIP"),
+                             "startedAt": status.get("startTime"),
+                             "restarts": sum(c.get("restartCount", 0) for c in status.get("containerStatuses") or []),
+                             "inputKbit": (stats.get("videoDataRate") or 0) + (stats.get("audioDataRate") or 0),
+                             "outputs": len(job_status.get("outputs") or []),
+                         }})
+        for node in self.store.nodes.values():
+            meta, status = node["metadata"], node.get("status") or {}
+            ready = next((c.get("status") == "True" for c in status.get("conditions") or []
+                          if c.get("type") == "Ready"), False)
+            usage = node_usage.get(meta["name"], {})
+            rows.append({"role": "node", "hostname": meta["name"], "labels": meta.get("labels") or {}, "stats": {
+                "ready": ready, "capacity": status.get("capacity") or {},
+                "allocatable": status.get("allocatable") or {},
+                "encoders": pods_by_node.get(meta["name"], 0), "cpuUsage": usage.get("cpu"),
+                "memoryUsage": usage.get("memory"), "kubeletVersion": (status.get("nodeInfo") or {}).get(
+                    "kubeletVersion")}})
+        result = {"estimatedCount": len(rows), "streamers": rows}
+        return json_response(envelope(select(request, result)))
+
+    async def node_metrics(self) -> dict[str, dict[str, str]]:
+        if self.kube is None:
+            return {}
+        try:
+            page = await self.kube.request("GET", "/apis/metrics.k8s.io/v1beta1/nodes", timeout=2)
+        except Exception:
+            return {}
+        return {item["metadata"]["name"]: item.get("usage") or {} for item in page.get("items", [])}
+
+    def health_data(self) -> dict[str, Any]:
+        live = [mapping.LIVE_HEALTH.get(str((o.get("status") or {}).get("phase")), "partial_outage")
+                for o in self.store.livejobs.values()]
+        records = [mapping.RECORD_HEALTH.get(str((o.get("status") or {}).get("phase") or "Initial").lower(),
+                                             "partial_outage") for o in self.store.recordjobs.values()]
+        nodes = []
+        for node in self.store.nodes.values():
+            ready = next((c.get("status") == "True" for c in (node.get("status") or {}).get("conditions") or []
+                          if c.get("type") == "Ready"), False)
+            nodes.append("operational" if ready else "outage")
+        return {"version": "0.1.0", "serverId": self.server_id, "collectedAt": int(time.time() * 1000),
+                "ready": self.store.ready(), "caches": {c.name: c.synced.is_set() for c in self.store.caches},
+                "streamMetricsTotal": mapping.totals(live), "recordMetricsTotal": mapping.totals(records),
+                "streamerMetricsTotal": mapping.totals(nodes)}
+
+    async def health(self, request: web.Request, ctx: Ctx) -> web.Response:
+        data = self.health_data()
+        if request.query.get("format") == "openmetrics":
+            lines = []
+            for metric, key in (("onair_streams", "streamMetricsTotal"), ("onair_record_jobs", "recordMetricsTotal"),
+                                ("onair_streamers", "streamerMetricsTotal")):
+                lines.append(f"# TYPE {metric} gauge")
+                for state, count in data[key].items():
+                    if state != "total":
+                        lines.append(f'{metric}{{state="{state}"}} {count}')
+            lines.append("# TYPE onair_gateway_ready gauge")
+            lines.append(f"onair_gateway_ready {1 if data['ready'] else 0}")
+            lines.append("# EOF")
+            return web.Response(text="\n".join(lines) + "\n",
+                                headers={"Content-Type": "application/openmetrics-text; version=1.0.0; charset=utf-8"})
+        if request.query.get("format") not in (None, "json"):
+            raise ApiProblem(400, "format: must be json or openmetrics")
+        return json_response(envelope(data))
+
+
+# --- list helpers --------------------------------------------------------------------------------
+
+def query_int(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return query.parse_int(raw, name, 0, low, high)
+    except query.QueryError as error:
+        raise ApiProblem(400, *error.errors) from error
+
+
+def page_info(total: int, index: int, size: int, next_token: str | None = None, keyset: bool = False,
+              has_previous: bool | None = None) -> dict[str, Any]:
+    pages = math.ceil(total / size) if size else 0
+    return {"totalCount": total, "pageIndex": 0 if keyset else index, "pageSize": size, "totalPages": pages,
+            "hasNextPage": bool(next_token) if keyset else index < pages,
+            "hasPreviousPage": bool(has_previous) if keyset else index > 1, "nextToken": next_token}
+
+
+def offset_page(request: web.Request, rows: Sequence[Any], index_name: str = "pageIndex",
+                size_name: str = "pageSize") -> tuple[list[Any], dict[str, Any]]:
+    index = query_int(request, index_name, 1, 1, 1_000_000) or 1
+    size = query_int(request, size_name, 10, 1, query.MAX_PAGE_SIZE) or 10
+    page = list(rows[(index - 1) * size: index * size])
+    return page, page_info(len(rows), index, size)
+
+
+def select(request: web.Request, item: dict[str, Any]) -> dict[str, Any]:
+    raw = request.query.get("select")
+    if raw is None:
+        return item
+    try:
+        return query.project(item, query.parse_select(raw, list(item)))
+    except query.QueryError as error:
+        raise ApiProblem(400, *error.errors) from error
+
+
+BRIGHTCOVE_NAMES = {"sort", "sort_dir", "start_token", "page_size", "select"}
+
+
+def run_list(request: web.Request, route: Route, index: JobIndex, extra: list[query.Predicate], default_desc: bool,
+             render: Callable[[JobEntry], dict[str, Any]], page_index_name: str = "pageIndex",
+             page_size_name: str = "pageSize") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Filters (the declared params plus the Brightcove filter fields), sort, offset or keyset paging,
+    and the select= projection, over one namespace's index."""
+    q = request.query
+    declared = {p.name for p in route.params if p.location == "query"} - set(route.filters)
+    filter_pairs = [(k, v) for k, v in q.items() if k not in declared]
+    try:
+        predicates = query.compile_filters(filter_pairs, route.filters) + extra
+        sort = q.get("sort", "created_at")
+        if sort not in ("created_at", "modified_at"):
+            raise query.QueryError("sort: must be created_at or modified_at")
+        sort_dir = q.get("sort_dir")
+        if sort_dir is not None and sort_dir not in ("asc", "desc"):
+            raise query.QueryError("sort_dir: must be asc or desc")
+        descending = default_desc if sort_dir is None else sort_dir == "desc"
+        keyset = "start_token" in q or "page_size" in q
+        if keyset and (page_index_name in q or page_size_name in q):
+            raise query.QueryError(f"start_token: keyset paging (start_token, page_size) does not mix with "
+                                   f"{page_index_name}/{page_size_name}")
+        if "select" in q:
+            paths = query.parse_select(q["select"], [f.alias or n for n, f in route.result.model_fields.items()]
+                                       if route.result else [])
+        else:
+            paths = None
+    except query.QueryError as error:
+        raise ApiProblem(400, *error.errors) from error
+
+    if predicates:
+        matched = [(key, entry) for key, entry in index.ordered() if all(p(entry.facts) for p in predicates)]
+    else:
+        matched = list(index.ordered())
+    if sort == "modified_at":
+        # Kubernetes times have one-second resolution; the resourceVersion orders changes within a second.
+        matched = sorted(((int(e.facts["modified_at"]), rv_int(e.obj), e.name), e) for _, e in matched)
+    keys = [key for key, _ in matched]
+    entries = [entry for _, entry in matched]
+    total = len(entries)
+    if keyset:
+        try:
+            size = query.parse_int(q.get("page_size"), "page_size", 10, 1, query.MAX_PAGE_SIZE)
+            fingerprint = query.fingerprint([(k, v) for k, v in q.items() if k not in ("start_token", "page_size",
+                                                                                      "select")])
+            token = q.get("start_token")
+            after = query.decode_token(token, sort, descending, fingerprint) if token else None
+        except query.QueryError as error:
+            raise ApiProblem(400, *error.errors) from error
+        page, last = query.keyset_page(entries, keys, after, descending, size)
+        token = query.encode_token(sort, descending, last, fingerprint) if last else None
+        info = page_info(total, 0, size, token, keyset=True, has_previous=after is not None)
+    else:
+        if descending:
+            entries.reverse()
+        try:
+            page_index = query.parse_int(q.get(page_index_name), page_index_name, 1, 1, 1_000_000)
+            size = query.parse_int(q.get(page_size_name), page_size_name, 10, 1, query.MAX_PAGE_SIZE)
+        except query.QueryError as error:
+            raise ApiProblem(400, *error.errors) from error
+        page = entries[(page_index - 1) * size: page_index * size]
+        info = page_info(total, page_index, size)
+    rows = [render(entry) for entry in page]
+    if paths is not None:
+        rows = [query.project(row, paths) for row in rows]
+    return rows, info
+
+
+__all__ = ["Gateway", "secret_value"]

@@ -1,0 +1,30 @@
+"""`onair-gateway`: serve the REST gateway with configuration from ONAIR_GATEWAY_* variables."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from aiohttp import web
+
+from onair.api_gateway.app import init_app
+from onair.api_gateway.config import GatewayConfig
+
+# Long enough for every query the OpenAPI document allows (its longest parameters, percent-encoded);
+# aiohttp answers longer lines itself, outside the envelope.
+MAX_LINE, MAX_FIELD = 65536, 16384
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("ONAIR_GATEWAY_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = GatewayConfig.from_env()
+    if not config.api_keys:
+        logging.getLogger("onair.gateway").warning("no API keys configured (ONAIR_GATEWAY_API_KEYS[_FILE]); "
+                                                    "nobody can log in")
+    web.run_app(init_app(config), host=config.host, port=config.port, access_log=None,
+                print=lambda *_: None, max_line_size=MAX_LINE, max_field_size=MAX_FIELD)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,410 @@
+"""CR <-> REST translation, pure functions over the raw objects (dicts as the API server sends them).
+
+LiveJob -> contract fields: status <- status.phase; insertDate <- metadata.creationTimestamp;
+startDateTime/endDateTime <- spec.schedule; filePath <- spec.destination.path; destination and
+bucket <- spec.destination.bucket; serverType/inputClass <- spec.input; callbackUrl <- spec.callbackUrl;
+statistics <- status.statistics; outputs <- status.outputs; timings <- status.timings; the urls from
+status.urls. The integer id is the label onair.dev/id (or, for jobs made with kubectl, a stable hash
+in the upper half of the int32 range, so it never collides with allocated ids).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from onair.api_gateway.errors import ApiProblem, validation_errors
+from onair.api_gateway.query import FieldSpec
+from onair.api_gateway.schemas import INPUT_CLASSES, SERVER_TYPES, LiveJobCreate
+from onair.models import LiveJobSpec
+from onair.phases import LiveJobPhase, OutputStatus, RecordJobPhase
+
+LABEL_PROJECT = "onair.dev/project-id"
+LABEL_ID = "onair.dev/id"
+ANNOTATION_NEXT_ID = "onair.dev/next-id"
+ANNOTATION_BODY_HASH = "onair.dev/request-sha256"
+ANNOTATION_DISPLAY_NAME = "onair.dev/display-name"
+HASHED_ID_BASE = 2**30
+OUTPUT_STATUS_IDS = {status.value: index for index, status in enumerate(OutputStatus)}
+Obj = Mapping[str, Any]
+
+
+def fnv32a(text: str) -> int:
+    value = 0x811C9DC5
+    for byte in text.encode():
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return value
+
+
+def object_id(obj: Obj) -> int:
+    meta = obj.get("metadata") or {}
+    label = (meta.get("labels") or {}).get(LABEL_ID, "")
+    if label.isdigit() and 0 < int(label) < HASHED_ID_BASE:
+        return int(label)
+    return HASHED_ID_BASE + fnv32a(str(meta.get("uid") or meta.get("name"))) % HASHED_ID_BASE
+
+
+def parse_time(text: Any) -> datetime | None:
+    if not text or not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def millis(text: Any) -> int:
+    moment = parse_time(text)
+    return int(moment.timestamp() * 1000) if moment else 0
+
+
+def iso(text: Any) -> str | None:
+    """Kubernetes times are RFC 3339 already; pass them through (or None)."""
+    return text if isinstance(text, str) and text else None
+
+
+def modified_millis(obj: Obj) -> int:
+    meta = obj.get("metadata") or {}
+    times = [millis(meta.get("creationTimestamp"))]
+    times.extend(millis(entry.get("time")) for entry in meta.get("managedFields") or [])
+    timings = (obj.get("status") or {}).get("timings") or []
+    if timings:
+        times.append(millis(timings[-1].get("time")))
+    return max(times)
+
+
+# --- live jobs -----------------------------------------------------------------------------------
+
+LIVE_JOB_FIELDS: dict[str, FieldSpec] = {}
+for _spec in (
+    FieldSpec("state", "enum", "status", tuple(p.value for p in LiveJobPhase), "Phase (status)."),
+    FieldSpec("status", "enum", "status", tuple(p.value for p in LiveJobPhase), "Phase."),
+    FieldSpec("created_at", "time", "created_at", description="Creation time, Unix ms or ISO 8601."),
+    FieldSpec("modified_at", "time", "modified_at", description="Last change, Unix ms or ISO 8601."),
+    FieldSpec("id", "int", "id", description="Integer id."),
+    FieldSpec("name", "str", "name", description="GUID name."),
+    FieldSpec("description", "str", "description"),
+    FieldSpec("file_path", "str", "file_path"),
+    FieldSpec("bucket", "str", "bucket"),
+    FieldSpec("server_type", "enum", "server_type", SERVER_TYPES),
+    FieldSpec("input_class", "enum", "input_class", INPUT_CLASSES),
+    FieldSpec("online", "bool", "online"),
+    FieldSpec("recording", "bool", "recording"),
+    FieldSpec("cdn_distribution", "bool", "cdn_distribution"),
+    FieldSpec("job_template_id", "int", "job_template_id"),
+):
+    LIVE_JOB_FIELDS[_spec.name] = _spec
+for _alias, _target in (("filePath", "file_path"), ("serverType", "server_type"), ("inputClass", "input_class"),
+                        ("jobTemplateId", "job_template_id"), ("cdnDistribution", "cdn_distribution")):
+    LIVE_JOB_FIELDS[_alias] = LIVE_JOB_FIELDS[_target]
+
+
+def live_job_facts(obj: Obj) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    destination = spec.get("destination") or {}
+    inp = spec.get("input") or {}
+    name = str(meta.get("name"))
+    facts = {
+        "id": object_id(obj),
+        "name": name,
+        "status": status.get("phase"),
+        "description": spec.get("description"),
+        "file_path": destination.get("path") or name,
+        "bucket": destination.get("bucket"),
+        "server_type": inp.get("serverType"),
+        "input_class": inp.get("inputClass", "Standard"),
+        "online": spec.get("online", True),
+        "recording": spec.get("recording", False),
+        "cdn_distribution": destination.get("cdnDistribution", False),
+        "job_template_id": spec.get("jobTemplateId"),
+        "created_at": millis(meta.get("creationTimestamp")),
+        "modified_at": modified_millis(obj),
+    }
+    facts["search"] = " ".join(str(facts[k] or "") for k in ("id", "name", "status", "description", "file_path",
+                                                             "bucket")).lower()
+    return facts
+
+
+def live_job_summary(obj: Obj, facts: Mapping[str, Any], key: str | None) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    schedule = (obj.get("spec") or {}).get("schedule") or {}
+    return {
+        "id": facts["id"],
+        "name": facts["name"],
+        "key": key,
+        "status": facts["status"],
+        "description": facts["description"],
+        "filePath": facts["file_path"],
+        "insertDate": iso(meta.get("creationTimestamp")),
+        "startDateTime": iso(schedule.get("startDateTime")),
+        "endDateTime": iso(schedule.get("finishDateTime")),
+        "modifiedDate": _ms_to_iso(facts["modified_at"]),
+    }
+
+
+def _ms_to_iso(ms: int) -> str | None:
+    if not ms:
+        return None
+    from datetime import UTC
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _options(values: tuple[str, ...], chosen: str) -> list[dict[str, Any]]:
+    return [{"id": index, "value": value, "enabled": value == chosen} for index, value in enumerate(values)]
+
+
+def live_job_detail(obj: Obj, facts: Mapping[str, Any], key: str | None, project_id: str) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    urls = status.get("urls") or {}
+    destination = spec.get("destination") or {}
+    inp = spec.get("input") or {}
+    schedule = spec.get("schedule") or {}
+    server_type = str(inp.get("serverType", "RTMP"))
+    input_class = str(inp.get("inputClass", "Standard"))
+    statistics = status.get("statistics")
+    return {
+        "id": facts["id"],
+        "name": facts["name"],
+        "key": key,
+        "destination": destination.get("bucket"),
+        "description": spec.get("description"),
+        "projectId": project_id,
+        "status": status.get("phase"),
+        "startDateTime": iso(schedule.get("startDateTime")),
+        "endDateTime": iso(schedule.get("finishDateTime")),
+        "jobTemplateId": int(spec.get("jobTemplateId", 0)),
+        "argoResourceName": status.get("resourceName"),
+        "resourceName": status.get("resourceName"),
+        "bucket": destination.get("bucket"),
+        "cdnDistribution": bool(destination.get("cdnDistribution", False)),
+        "rtmpServer": urls.get("rtmpServer"),
+        "srtUrl": urls.get("srtUrl"),
+        "webSocketConnection": urls.get("webSocketConnection"),
+        "cdn": urls.get("cdn"),
+        "storageMasterFile": urls.get("storageMasterFile"),
+        "outputManifests": dict(urls.get("outputManifests") or {}),
+        "input": {
+            "filePath": facts["file_path"],
+            "serverType": SERVER_TYPES.index(server_type) if server_type in SERVER_TYPES else 0,
+            "serverTypeOptions": _options(SERVER_TYPES, server_type),
+            "inputClass": INPUT_CLASSES.index(input_class) if input_class in INPUT_CLASSES else 1,
+            "inputClassOptions": _options(INPUT_CLASSES, input_class),
+            "callbackUrl": spec.get("callbackUrl"),
+            "url": inp.get("url"),
+        },
+        "statistics": dict(statistics) if isinstance(statistics, Mapping) else None,
+        "online": bool(spec.get("online", True)),
+        "insertDate": iso(meta.get("creationTimestamp")),
+        "message": status.get("message"),
+    }
+
+
+def live_job_outputs(obj: Obj, facts: Mapping[str, Any]) -> list[dict[str, Any]]:
+    status = obj.get("status") or {}
+    uid = str((obj.get("metadata") or {}).get("uid") or facts["name"])
+    rows = []
+    for index, output in enumerate(status.get("outputs") or [], start=1):
+        progress = output.get("progress")
+        text = str(output.get("status", "Pending"))
+        rows.append({
+            "liveJobId": facts["id"],
+            "outputId": index,
+            "progress": round(float(progress) * 100) if isinstance(progress, int | float) else 0,
+            "status": OUTPUT_STATUS_IDS.get(text, 0),
+            "lockKey": str(uuid.uuid5(uuid.NAMESPACE_URL, f"onair:{uid}:{output.get('name')}")),
+            "counter": int(output.get("segmentsWritten") or 0),
+            "encoderId": int(status.get("attempt") or 0),
+            "name": output.get("name"),
+            "statusText": text,
+        })
+    return rows
+
+
+def live_job_timings(obj: Obj) -> list[dict[str, Any]]:
+    return [{"status": str(t.get("phase")), "childStatus": t.get("reason"), "startDateTime": t.get("time"),
+             "messageComment": t.get("comment")}
+            for t in (obj.get("status") or {}).get("timings") or [] if t.get("time")]
+
+
+# REST field names for the errors of LiveJobSpec validation.
+_SPEC_TO_REST = [
+    ("destination.bucket", "bucket"), ("destination.path", "filePath"), ("destination.endpoint", "endpoint"),
+    ("destination.cdnBaseUrl", "cdnBaseUrl"), ("destination.cdnDistribution", "cdnDistribution"),
+    ("input.serverType", "serverType"), ("input.inputClass", "inputClass"), ("input.url", "url"),
+    ("input", "input"), ("schedule.startDateTime", "startDateTime"), ("schedule.finishDateTime", "endDateTime"),
+    ("callbackUrl", "callbackUrl"), ("jobTemplateId", "jobTemplateId"), ("description", "description"),
+    ("dvrWindowSeconds", "dvrWindowSeconds"),
+]
+
+
+def rest_field_name(spec_path: str) -> str:
+    for prefix, rest in _SPEC_TO_REST:
+        if spec_path == prefix or spec_path.startswith(prefix + ".") or spec_path.startswith(prefix + "["):
+            return rest + spec_path[len(prefix):]
+    return spec_path
+
+
+def _pick(name: str, top: Any, nested: Any, errors: list[str]) -> Any:
+    if top is not None and nested is not None and top != nested:
+        errors.append(f"{name}: given twice (top level and in input) with different values")
+    return nested if nested is not None else top
+
+
+def _choice(value: int | str | None, values: tuple[str, ...], default: str | None) -> str | None:
+    if value is None:
+        return default
+    if isinstance(value, int):
+        return values[value]
+    return value
+
+
+def live_job_spec_from_request(body: LiveJobCreate) -> dict[str, Any]:
+    """The REST create body -> a validated LiveJob spec (JSON dict); 400 with REST field names."""
+    errors: list[str] = []
+    nested = body.input
+    file_path = _pick("filePath", body.file_path, nested.file_path if nested else None, errors)
+    server_type = _pick("serverType", body.server_type, nested.server_type if nested else None, errors)
+    input_class = _pick("inputClass", body.input_class, nested.input_class if nested else None, errors)
+    callback_url = _pick("callbackUrl", body.callback_url, nested.callback_url if nested else None, errors)
+    url = _pick("url", body.url, nested.url if nested else None, errors)
+    if body.bucket and body.destination and body.bucket != body.destination:
+        errors.append("destination: names the bucket; it differs from bucket")
+    bucket = body.bucket or body.destination
+    if not bucket:
+        errors.append("bucket: required (or destination)")
+    if server_type is None:
+        errors.append("serverType: required (0 RTMP, 1 SRT, 2 HLS)")
+    if errors:
+        raise ApiProblem(400, *errors)
+    spec: dict[str, Any] = {
+        "jobTemplateId": body.job_template_id,
+        "input": {"serverType": _choice(server_type, SERVER_TYPES, None),
+                  "inputClass": _choice(input_class, INPUT_CLASSES, "Standard")},
+        "destination": {"bucket": bucket, "path": file_path or ""},
+    }
+    if url is not None:
+        spec["input"]["url"] = url
+    if body.endpoint is not None:
+        spec["destination"]["endpoint"] = body.endpoint
+    if body.cdn_base_url is not None:
+        spec["destination"]["cdnBaseUrl"] = body.cdn_base_url
+    if body.cdn_distribution is not None:
+        spec["destination"]["cdnDistribution"] = body.cdn_distribution
+    for key, value in (("description", body.description), ("callbackUrl", callback_url), ("online", body.online),
+                       ("recording", body.recording), ("dvrWindowSeconds", body.dvr_window_seconds)):
+        if value is not None:
+            spec[key] = value
+    if body.start_date_time or body.end_date_time:
+        spec["schedule"] = {k: v.isoformat() for k, v in (("startDateTime", body.start_date_time),
+                                                          ("finishDateTime", body.end_date_time)) if v}
+    try:
+        return LiveJobSpec.model_validate(spec).to_k8s()
+    except ValidationError as error:
+        raise ApiProblem(400, *validation_errors(error, rename=rest_field_name)) from error
+
+
+# --- record jobs ---------------------------------------------------------------------------------
+
+RECORD_STATUSES = tuple(p.value.lower() for p in RecordJobPhase)
+RECORD_JOB_FIELDS: dict[str, FieldSpec] = {
+    spec.name: spec for spec in (
+        FieldSpec("state", "enum", "status", RECORD_STATUSES, "Status."),
+        FieldSpec("status", "enum", "status", RECORD_STATUSES, "Status."),
+        FieldSpec("created_at", "time", "created_at"),
+        FieldSpec("modified_at", "time", "modified_at"),
+        FieldSpec("id", "int", "id"),
+        FieldSpec("job_id", "str", "job_id"),
+        FieldSpec("name", "str", "name"),
+        FieldSpec("live_job", "str", "live_job"),
+        FieldSpec("output_type", "enum", "output_type", ("s3", "oss", "vod")),
+        FieldSpec("format", "enum", "format", ("hls", "mp4")),
+        FieldSpec("bucket", "str", "bucket"),
+        FieldSpec("template_id", "int", "template_id"),
+        FieldSpec("paused", "bool", "paused"),
+    )
+}
+
+
+def record_job_facts(obj: Obj) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    output = spec.get("output") or {}
+    phase = (obj.get("status") or {}).get("phase") or "Initial"
+    facts = {
+        "id": object_id(obj),
+        "job_id": str(meta.get("name")),
+        "name": (meta.get("annotations") or {}).get(ANNOTATION_DISPLAY_NAME),
+        "status": str(phase).lower(),
+        "created_at": millis(meta.get("creationTimestamp")),
+        "modified_at": modified_millis(obj),
+        "live_job": (spec.get("source") or {}).get("liveJobRef"),
+        "output_type": output.get("type", "s3"),
+        "format": output.get("format", "hls"),
+        "bucket": output.get("bucket"),
+        "template_id": spec.get("jobTemplateId"),
+        "paused": bool(spec.get("paused", False)),
+    }
+    facts["search"] = f"{facts['id']} {facts['job_id']} {facts['name'] or ''}".lower()
+    return facts
+
+
+def record_job_out(obj: Obj, facts: Mapping[str, Any], template_name: Callable[[int], str | None]) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    source = spec.get("source") or {}
+    stream_url = source.get("streamUrl")
+    output = dict(spec.get("output") or {})
+    output.setdefault("type", "s3")
+    output.setdefault("format", "hls")
+    output.setdefault("path", "")
+    template_id = spec.get("jobTemplateId")
+    return {
+        "id": facts["id"],
+        "jobId": facts["job_id"],
+        "name": facts["name"],
+        "status": facts["status"],
+        "createTime": iso(meta.get("creationTimestamp")),
+        "modifiedTime": _ms_to_iso(facts["modified_at"]),
+        "streamInput": {"type": stream_url.split(":", 1)[0] if stream_url else "livejob", "url": stream_url,
+                        "liveJobName": source.get("liveJobRef")},
+        "recordOutput": output,
+        "timeRange": spec.get("timeRange"),
+        "templateId": template_id,
+        "templateName": template_name(template_id) if template_id is not None else None,
+        "notifyUrl": spec.get("notifyUrl"),
+        "paused": facts["paused"],
+        "progress": status.get("progress"),
+        "retries": int(status.get("retries") or 0),
+        "playbackUrl": status.get("playbackUrl"),
+        "files": list(status.get("files") or []),
+        "errorMessage": status.get("errorMessage"),
+    }
+
+
+# --- health --------------------------------------------------------------------------------------
+
+LIVE_HEALTH = {
+    "Live": "operational", "Reconnecting": "degradated", "Pending": "partial_outage",
+    "Provisioning": "partial_outage", "WaitingForInput": "partial_outage", "Stopping": "partial_outage",
+    "Failed": "outage", "Offline": "disabled", "Completed": "disabled",
+}
+RECORD_HEALTH = {"started": "operational", "initial": "partial_outage", "paused": "disabled",
+                 "completed": "disabled", "failed": "outage"}
+
+
+def totals(states: list[str]) -> dict[str, int]:
+    counts = {key: 0 for key in ("operational", "degradated", "partial_outage", "outage", "disabled")}
+    for state in states:
+        counts[state] = counts.get(state, 0) + 1
+    return {"operational": counts["operational"], "degradated": counts["degradated"],
+            "partialOutage": counts["partial_outage"], "outage": counts["outage"], "disabled": counts["disabled"],
+            "total": len(states)}

@@ -1,0 +1,335 @@
+"""List queries, pure functions: the Brightcove filter language, the Flussonic `select=` projection,
+opaque keyset tokens and page parameters. Errors raise QueryError with field-named messages."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
+Kind = Literal["str", "int", "bool", "time", "enum"]
+MAX_PAGE_SIZE = 1000
+OPERATORS = ("gt", "ge", "lt", "le")
+QUOTES = {"'": "'", '"': '"', "\u2018": "\u2019", "\u2019": "\u2019"}
+_INT = re.compile(r"^-?\d{1,18}$")
+_FLOAT = re.compile(r"^-?\d{1,18}\.\d{1,9}$")
+
+
+class QueryError(ValueError):
+    def __init__(self, *errors: str) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = list(errors)
+
+
+@dataclass(frozen=True)
+class Literal_:
+    """One filter value: its inferred type and whether it was quoted."""
+
+    value: str | int | float | bool
+    quoted: bool = False
+
+
+@dataclass(frozen=True)
+class Condition:
+    op: str  # eq, gt, ge, lt, le
+    literal: Literal_
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """A filterable field: its name in the query, its kind and the fact key it reads."""
+
+    name: str
+    kind: Kind
+    fact: str
+    choices: tuple[str, ...] = ()
+    description: str = ""
+
+
+def _split_list(body: str, param: str) -> list[str]:
+    """Split `a,'b,c',d` on commas outside quotes."""
+    parts, current, quote = [], "", ""
+    for char in body:
+        if quote:
+            current += char
+            if char == QUOTES.get(quote, quote) or (quote in "\u2018\u2019" and char in "\u2018\u2019"):
+                quote = ""
+        elif char in QUOTES:
+            quote = char
+            current += char
+        elif char == ",":
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    if quote:
+        raise QueryError(f"{param}: unterminated quoted string")
+    parts.append(current)
+    return parts
+
+
+def parse_literal(text: str, param: str) -> Literal_:
+    text = text.strip()
+    if len(text) >= 2 and text[0] in QUOTES and text[-1] in (QUOTES[text[0]], "\u2019"):
+        return Literal_(text[1:-1], quoted=True)
+    if text and text[0] in QUOTES:
+        raise QueryError(f"{param}: unterminated quoted string")
+    if _INT.match(text):
+        return Literal_(int(text))
+    if _FLOAT.match(text):
+        return Literal_(float(text))
+    if text.lower() in ("true", "false"):
+        return Literal_(text.lower() == "true")
+    return Literal_(text)
+
+
+def parse_condition(text: str, param: str) -> Condition:
+    head, sep, rest = text.partition(":")
+    if sep and head.strip().lower() in OPERATORS and text.strip()[:1] not in QUOTES:
+        if not rest.strip():
+            raise QueryError(f"{param}: a value must follow {head}:")
+        return Condition(head.strip().lower(), parse_literal(rest, param))
+    return Condition("eq", parse_literal(text, param))
+
+
+def parse_filter(raw: str, param: str) -> list[Condition]:
+    """`value`, `op:value`, `'quoted'` or `[v1,v2,...]` (OR) -> the OR-list of conditions."""
+    raw = raw.strip()
+    if not raw:
+        raise QueryError(f"{param}: empty filter value")
+    if raw.startswith("["):
+        if not raw.endswith("]") or len(raw) < 2:
+            raise QueryError(f"{param}: a list must look like [a,b]")
+        items = [item for item in _split_list(raw[1:-1], param)]
+        if not items or any(not item.strip() for item in items):
+            raise QueryError(f"{param}: empty value in the list")
+        if len(items) > 100:
+            raise QueryError(f"{param}: at most 100 values in a list")
+        return [parse_condition(item, param) for item in items]
+    return [parse_condition(raw, param)]
+
+
+def parse_time_value(value: str | int | float | bool, param: str) -> int:
+    """Unix milliseconds, or an ISO 8601 time with a zone -> Unix milliseconds."""
+    if isinstance(value, bool):
+        raise QueryError(f"{param}: expected Unix milliseconds or an ISO 8601 time, got a boolean")
+    if isinstance(value, int | float):
+        return int(value)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as error:
+        raise QueryError(f"{param}: expected Unix milliseconds or an ISO 8601 time") from error
+    if parsed.tzinfo is None:
+        raise QueryError(f"{param}: the time needs a zone (e.g. Z)")
+    return int(parsed.timestamp() * 1000)
+
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+
+def _compare(op: str, left: Any, right: Any) -> bool:
+    if left is None:
+        return False
+    if op == "eq":
+        return bool(left == right)
+    if op == "gt":
+        return bool(left > right)
+    if op == "ge":
+        return bool(left >= right)
+    if op == "lt":
+        return bool(left < right)
+    return bool(left <= right)
+
+
+def _typed_value(spec: FieldSpec, condition: Condition, param: str) -> Any:
+    value = condition.literal.value
+    if spec.kind == "time":
+        return parse_time_value(value, param)
+    if spec.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int) or condition.literal.quoted:
+            raise QueryError(f"{param}: expected an integer")
+        return value
+    if spec.kind == "bool":
+        if not isinstance(value, bool):
+            raise QueryError(f"{param}: expected true or false")
+        if condition.op != "eq":
+            raise QueryError(f"{param}: {condition.op}: does not apply to a boolean")
+        return value
+    text = str(value).lower()
+    if spec.kind == "enum":
+        if spec.choices and text not in {c.lower() for c in spec.choices}:
+            raise QueryError(f"{param}: must be one of {', '.join(spec.choices)}")
+    return text
+
+
+def compile_filter(spec: FieldSpec, raw: str, param: str | None = None) -> Predicate:
+    param = param or spec.name
+    conditions = parse_filter(raw, param)
+    typed = [(c.op, _typed_value(spec, c, param)) for c in conditions]
+    fact = spec.fact
+    if spec.kind in ("str", "enum"):
+        def string_match(facts: Mapping[str, Any]) -> bool:
+            value = facts.get(fact)
+            if value is None:
+                return False
+            text = str(value).lower()
+            return any(_compare(op, text, wanted) for op, wanted in typed)
+        return string_match
+
+    def match(facts: Mapping[str, Any]) -> bool:
+        value = facts.get(fact)
+        return any(_compare(op, value, wanted) for op, wanted in typed)
+    return match
+
+
+def compile_filters(params: Sequence[tuple[str, str]], fields: Mapping[str, FieldSpec]) -> list[Predicate]:
+    """(name, raw) pairs -> predicates, ANDed by the caller. Unknown names are errors."""
+    predicates, errors = [], []
+    for name, raw in params:
+        spec = fields.get(name)
+        if spec is None:
+            errors.append(f"{name}: unknown query parameter or filter field")
+            continue
+        try:
+            predicates.append(compile_filter(spec, raw, name))
+        except QueryError as error:
+            errors.extend(error.errors)
+    if errors:
+        raise QueryError(*errors)
+    return predicates
+
+
+# --- select= projection (Flussonic) ------------------------------------------------------------
+
+def parse_select(raw: str, allowed: Sequence[str]) -> list[tuple[str, ...]]:
+    paths, errors = [], []
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        path = tuple(part.split("."))
+        if any(not p for p in path):
+            errors.append(f"select: bad field path {part!r}")
+        elif path[0] not in allowed:
+            errors.append(f"select: unknown field {path[0]!r}")
+        else:
+            paths.append(path)
+    if errors:
+        raise QueryError(*errors)
+    if not paths:
+        raise QueryError("select: name at least one field")
+    return paths
+
+
+def project(item: Mapping[str, Any], paths: Sequence[tuple[str, ...]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path in paths:
+        value: Any = item
+        for part in path:
+            if not isinstance(value, Mapping) or part not in value:
+                value = _MISSING
+                break
+            value = value[part]
+        if value is _MISSING:
+            continue
+        target = out
+        for part in path[:-1]:
+            existing = target.get(part)
+            if not isinstance(existing, dict):
+                existing = target[part] = {}
+            target = existing
+        target[path[-1]] = value
+    return out
+
+
+_MISSING = object()
+
+
+# --- keyset tokens (Brightcove start_token / next_token) ----------------------------------------
+
+SortKey = tuple[int, int, str]
+
+
+def fingerprint(parts: Sequence[tuple[str, str]]) -> str:
+    digest = hashlib.sha256(json.dumps(sorted(parts)).encode()).hexdigest()
+    return digest[:16]
+
+
+def encode_token(sort: str, descending: bool, last: SortKey, query_fingerprint: str) -> str:
+    data = json.dumps({"v": 1, "s": sort, "d": descending, "k": list(last), "f": query_fingerprint},
+                      separators=(",", ":"))
+    return base64.urlsafe_b64encode(data.encode()).decode().rstrip("=")
+
+
+def decode_token(token: str, sort: str, descending: bool, query_fingerprint: str) -> SortKey:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        if not isinstance(data, dict) or data.get("v") != 1:
+            raise ValueError("version")
+        key = data["k"]
+        if (not isinstance(key, list) or len(key) != 3 or not isinstance(key[0], int)
+                or not isinstance(key[1], int) or not isinstance(key[2], str)):
+            raise ValueError("key")
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError) as error:
+        raise QueryError("start_token: not a token this API gave out") from error
+    if data.get("s") != sort or bool(data.get("d")) != descending or data.get("f") != query_fingerprint:
+        raise QueryError("start_token: belongs to a query with other filters or sort; start again without it")
+    return (key[0], key[1], key[2])
+
+
+def keyset_page(items: Sequence[T], keys: Sequence[SortKey], after: SortKey | None, descending: bool,
+                size: int) -> tuple[list[T], SortKey | None]:
+    """`items` sorted ascending by `keys`; the page after `after` in the given direction and the
+    key to continue from (None at the end). Keys are unique, so nothing repeats or is skipped."""
+    if not descending:
+        start = 0 if after is None else bisect_right(keys, after)
+        page = list(items[start:start + size])
+        more = start + size < len(items)
+        last = keys[start + len(page) - 1] if page and more else None
+        return page, last
+    end = len(items) if after is None else bisect_left(keys, after)
+    begin = max(0, end - size)
+    page = list(reversed(items[begin:end]))
+    last = keys[begin] if page and begin > 0 else None
+    return page, last
+
+
+# --- plain parameters ----------------------------------------------------------------------------
+
+def parse_int(raw: str | None, name: str, default: int, low: int, high: int) -> int:
+    if raw is None or raw == "":
+        return default
+    text = raw.strip()
+    if not _INT.match(text):
+        raise QueryError(f"{name}: must be an integer from {low} to {high}")
+    value = int(text)
+    if not low <= value <= high:
+        raise QueryError(f"{name}: must be an integer from {low} to {high}")
+    return value
+
+
+def parse_utc_time(raw: str, name: str) -> datetime:
+    """Alibaba's yyyy-MM-ddTHH:mm:ssZ (UTC), also with fractional seconds."""
+    if not re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$", raw.strip()):
+        raise QueryError(f"{name}: must be a UTC time like 2022-07-15T08:00:00Z")
+    text = raw.strip()[:-1]
+    if "." in text:
+        head, frac = text.split(".")
+        text = f"{head}.{frac[:6]}"
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC)
+    except ValueError as error:
+        raise QueryError(f"{name}: not a valid date") from error
+
+
+def to_millis(moment: datetime | None) -> int:
+    return 0 if moment is None else int(moment.timestamp() * 1000)

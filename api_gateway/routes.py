@@ -1,0 +1,168 @@
+"""The route table: the single source of truth for the aiohttp router and the OpenAPI document.
+
+Each Route names its handler (a method of onair.api_gateway.handlers.Gateway), the role it needs, its
+path and query parameters (validated from these declarations), its body model and its result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from onair.api_gateway import mapping, schemas
+from onair.api_gateway.auth import Role
+from onair.api_gateway.query import MAX_PAGE_SIZE, FieldSpec
+
+Location = Literal["path", "query", "header"]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    location: Location
+    schema: dict[str, Any]
+    description: str = ""
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: str
+    summary: str
+    tag: str
+    role: Role | None  # None: no token needed
+    params: tuple[Param, ...] = ()
+    body: type[BaseModel] | None = None
+    result: type[BaseModel] | None = None
+    result_is_list: bool = False
+    status: int = 200
+    filters: dict[str, FieldSpec] = field(default_factory=dict)
+    errors: tuple[int, ...] = (400, 401, 403, 404)
+    raw_response: str | None = None  # a non-envelope content type (openapi, metrics)
+    idempotent_post: bool = False
+
+    @property
+    def query_names(self) -> set[str]:
+        return {p.name for p in self.params if p.location == "query"}
+
+
+GUID = {"type": "string", "format": "uuid", "pattern": schemas.GUID_PATTERN}
+VERSION = Param("version", "path", {"type": "string", "enum": ["1"]}, "API version.", True)
+PROJECT = Param("projectId", "path", GUID, "Project id (GUID).", True)
+# The integer id, or the Kubernetes name (a GUID for jobs made through the API; any DNS-1123 name for
+# jobs made with kubectl). GUIDs are matched case-insensitively.
+JOB_ID_PATTERN = r"^([0-9]{1,10}|[A-Za-z0-9]([-A-Za-z0-9.]{0,251}[A-Za-z0-9])?)$"
+JOB_ID = Param("id", "path", {"type": "string", "pattern": JOB_ID_PATTERN},
+               "Integer id, or the job's name (its GUID).", True)
+STREAM_KEY = Param("streamKey", "path", GUID, "Stream key of the live job (its GUID name works too).", True)
+IDEMPOTENCY = Param("Idempotency-Key", "header", {"type": "string", "minLength": 1, "maxLength": 255},
+                    "A retried POST with the same key returns the same job instead of creating another.")
+PAGE_INDEX = Param("pageIndex", "query", {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                   "Page number, from 1.")
+PAGE_SIZE = Param("pageSize", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+                  "Items per page (1 to 1000, default 10).")
+SEARCH = Param("search", "query", {"type": "string", "maxLength": 256},
+               "Substring of the id, name, status, description or file path.")
+SELECT = Param("select", "query", {"type": "string", "maxLength": 1024},
+               "Comma-separated fields (nested with dots) to return, e.g. select=id,name,status.")
+SORT = Param("sort", "query", {"type": "string", "enum": ["created_at", "modified_at"]}, "Sort field.")
+SORT_DIR = Param("sort_dir", "query", {"type": "string", "enum": ["asc", "desc"]}, "Sort direction.")
+START_TOKEN = Param("start_token", "query", {"type": "string", "maxLength": 2048},
+                    "Keyset paging: the next_token (resultInfo.nextToken) of the previous page.")
+KEYSET_SIZE = Param("page_size", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+                    "Keyset paging: items per page (1 to 1000).")
+BRIGHTCOVE = (SORT, SORT_DIR, START_TOKEN, KEYSET_SIZE, SELECT)
+FILTER_DOC = ("Filter: a value, op:value (gt, ge, lt, le), 'quoted string', or [a,b] (OR); "
+              "filters combine with AND.")
+
+
+def filter_params(fields: dict[str, FieldSpec]) -> tuple[Param, ...]:
+    params = []
+    for name, spec in fields.items():
+        if name in ("status",):  # the contract's own names are declared separately where they exist
+            pass
+        params.append(Param(name, "query", {"type": "string", "maxLength": 1024},
+                            f"{spec.description or spec.kind} {FILTER_DOC}".strip()))
+    return tuple(params)
+
+
+LIVE = "/api/v{version}/projects/{projectId}/livejobs"
+RECORD = "/api/v{version}/projects/{projectId}/recordjobs"
+TEMPLATES = "/api/v{version}/projects/{projectId}/jobtemplates"
+ALIBABA = (
+    Param("Keyword", "query", {"type": "string", "maxLength": 256}, "Matches the job id (integer or GUID) or name."),
+    Param("StartTime", "query", {"type": "string", "maxLength": 40},
+          "Created at or after, UTC yyyy-MM-ddTHH:mm:ssZ; at most 30 days before EndTime."),
+    Param("EndTime", "query", {"type": "string", "maxLength": 40}, "Created at or before, UTC yyyy-MM-ddTHH:mm:ssZ."),
+    Param("Status", "query", {"type": "string", "enum": list(mapping.RECORD_STATUSES)}, "initial, started, paused..."),
+    Param("PageNo", "query", {"type": "integer", "minimum": 1, "maximum": 1_000_000}, "Page number, from 1."),
+    Param("PageSize", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}, "Items per page."),
+    Param("SortBy", "query", {"type": "string", "enum": ["asc", "desc"]}, "Creation time order (default desc)."),
+)
+
+ROUTES: tuple[Route, ...] = (
+    Route("POST", "/api/v1/login", "login", "Exchange an API key for a short-lived JWT", "auth", None,
+          body=schemas.LoginRequest, result=schemas.LoginResult, errors=(400, 401)),
+    Route("GET", "/api/openapi.json", "openapi", "This OpenAPI document", "meta", None, errors=(),
+          raw_response="application/json"),
+    Route("GET", LIVE, "list_live_jobs", "List live jobs", "livejobs", Role.READ,
+          (VERSION, PROJECT, SEARCH, PAGE_INDEX, PAGE_SIZE, *BRIGHTCOVE,
+           *filter_params(mapping.LIVE_JOB_FIELDS)),
+          result=schemas.LiveJobSummary, result_is_list=True, filters=mapping.LIVE_JOB_FIELDS),
+    Route("POST", LIVE, "create_live_job", "Create a live job", "livejobs", Role.WRITE, (VERSION, PROJECT, IDEMPOTENCY),
+          body=schemas.LiveJobCreate, result=schemas.LiveJobDetail, status=201, errors=(400, 401, 403, 404, 422),
+          idempotent_post=True),
+    Route("GET", LIVE + "/outputs", "list_outputs", "List the outputs (renditions) of the project's live jobs",
+          "livejobs", Role.READ,
+          (VERSION, PROJECT, Param("liveJobId", "query", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+                                   "Only this live job's outputs."), PAGE_INDEX, PAGE_SIZE),
+          result=schemas.LiveJobOutput, result_is_list=True),
+    Route("POST", LIVE + "/{streamKey}", "control_live_job",
+          "Start or stop encoding; a past start/finish range cuts a clip (a RecordJob)", "livejobs", Role.WRITE,
+          (VERSION, PROJECT, STREAM_KEY, IDEMPOTENCY), body=schemas.LiveJobControl,
+          result=schemas.LiveJobControlResult, status=201, idempotent_post=True),
+    Route("GET", LIVE + "/{id}", "get_live_job", "Get a live job", "livejobs", Role.READ,
+          (VERSION, PROJECT, JOB_ID, SELECT), result=schemas.LiveJobDetail),
+    Route("DELETE", LIVE + "/{id}", "delete_live_job", "Delete a live job", "livejobs", Role.WRITE,
+          (VERSION, PROJECT, JOB_ID), result=None),
+    Route("GET", LIVE + "/{id}/timings", "live_job_timings", "Phase history of a live job", "livejobs", Role.READ,
+          (VERSION, PROJECT, JOB_ID, Param("outputId", "query", {"type": "integer", "minimum": 1, "maximum": 1000},
+                                           "An output id (the history is per job)."), PAGE_INDEX, PAGE_SIZE),
+          result=schemas.LiveJobTimingOut, result_is_list=True),
+    Route("GET", LIVE + "/{id}/stats", "live_job_stats", "Input statistics of a live job", "livejobs", Role.READ,
+          (VERSION, PROJECT, JOB_ID), result=schemas.Statistics, result_is_list=True),
+    Route("GET", RECORD, "list_record_jobs", "List record jobs (Alibaba ListLiveRecordJobs semantics)", "recordjobs",
+          Role.READ, (VERSION, PROJECT, *ALIBABA, SEARCH, PAGE_INDEX, PAGE_SIZE, *BRIGHTCOVE,
+                      *filter_params(mapping.RECORD_JOB_FIELDS)),
+          result=schemas.RecordJobOut, result_is_list=True, filters=mapping.RECORD_JOB_FIELDS),
+    Route("POST", RECORD, "create_record_job", "Create a record job", "recordjobs", Role.WRITE,
+          (VERSION, PROJECT, IDEMPOTENCY), body=schemas.RecordJobCreate, result=schemas.RecordJobOut, status=201,
+          errors=(400, 401, 403, 404, 422), idempotent_post=True),
+    Route("GET", RECORD + "/{id}", "get_record_job", "Get a record job", "recordjobs", Role.READ,
+          (VERSION, PROJECT, JOB_ID, SELECT), result=schemas.RecordJobOut),
+    Route("DELETE", RECORD + "/{id}", "delete_record_job", "Delete a record job", "recordjobs", Role.WRITE,
+          (VERSION, PROJECT, JOB_ID), result=None),
+    Route("POST", RECORD + "/{id}/pause", "pause_record_job", "Pause a record job", "recordjobs", Role.WRITE,
+          (VERSION, PROJECT, JOB_ID), result=schemas.RecordJobOut, errors=(400, 401, 403, 404, 409)),
+    Route("POST", RECORD + "/{id}/resume", "resume_record_job", "Resume a record job", "recordjobs", Role.WRITE,
+          (VERSION, PROJECT, JOB_ID), result=schemas.RecordJobOut, errors=(400, 401, 403, 404, 409)),
+    Route("POST", RECORD + "/{id}/stop", "stop_record_job", "Stop a record job (its time range ends now)",
+          "recordjobs", Role.WRITE, (VERSION, PROJECT, JOB_ID), result=schemas.RecordJobOut,
+          errors=(400, 401, 403, 404, 409)),
+    Route("GET", TEMPLATES, "list_templates", "List the job templates a project can use", "jobtemplates", Role.READ,
+          (VERSION, PROJECT), result=schemas.JobTemplateOut, result_is_list=True),
+    Route("GET", TEMPLATES + "/{templateId}", "get_template", "Get a job template by its id", "jobtemplates",
+          Role.READ, (VERSION, PROJECT, Param("templateId", "path",
+                                              {"type": "string", "pattern": r"^[0-9]{1,10}$"}, "spec.id", True)),
+          result=schemas.JobTemplateOut),
+    Route("GET", "/api/v1/streamers", "streamers", "Encoder Pods and nodes with their current metrics", "operations",
+          Role.ADMIN, (SELECT,), result=schemas.StreamersResult, errors=(400, 401, 403)),
+    Route("GET", "/api/v1/health", "health", "Health of the platform's jobs and of the gateway", "operations",
+          Role.ADMIN, (Param("format", "query", {"type": "string", "enum": ["json", "openmetrics"]},
+                             "openmetrics: the OpenMetrics text format instead of JSON."),),
+          result=schemas.Health, errors=(400, 401, 403)),
+)

@@ -1,0 +1,424 @@
+"""The gateway app over a cache fed directly and an in-memory stand-in for the API server."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import itertools
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from onair.api_gateway import schemas
+from onair.api_gateway.app import STORE_KEY, init_app
+from onair.api_gateway.auth import parse_api_keys
+from onair.api_gateway.cache import Store
+from onair.api_gateway.config import GatewayConfig
+from onair.kubeclient import ApiError
+
+PROJECT = "2e21fae6-af4c-4a4a-e0fc-08d903f55711"
+OTHER_PROJECT = "f5faa2e3-316b-4dd0-8f4d-ab41f6f71bd6"
+NS = "proj-a"
+SECRET = "unit-test-signing-key-of-32-bytes!"
+Client = TestClient[web.Request, web.Application]
+
+
+class FakeKube:
+    """Enough of KubeClient for the handlers: objects in a dict, resourceVersions, 409s."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.rv = itertools.count(100)
+        self.calls: list[tuple[str, str]] = []
+
+    def _stamp(self, obj: dict[str, Any]) -> dict[str, Any]:
+        obj["metadata"]["resourceVersion"] = str(next(self.rv))
+        return copy.deepcopy(obj)
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        self.calls.append(("create", path))
+        key = f"{path}/{body['metadata']['name']}"
+        if key in self.objects:
+            return None
+        obj = copy.deepcopy(body)
+        obj["metadata"].update(uid=str(uuid.uuid4()),
+                               creationTimestamp=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        if "stringData" in obj:
+            obj["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in obj.pop("stringData").items()}
+        self.objects[key] = obj
+        return self._stamp(obj)
+
+    async def get(self, path: str) -> dict[str, Any]:
+        if path not in self.objects:
+            raise ApiError(404, {"reason": "NotFound"})
+        return copy.deepcopy(self.objects[path])
+
+    async def get_or_none(self, path: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.objects.get(path))
+
+    async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("patch", path))
+        obj = self.objects[path]
+        wanted_rv = patch.get("metadata", {}).get("resourceVersion")
+        if wanted_rv and wanted_rv != obj["metadata"]["resourceVersion"]:
+            raise ApiError(409, {"reason": "Conflict"})
+
+        def merge(target: dict[str, Any], source: dict[str, Any]) -> None:
+            for k, v in source.items():
+                if isinstance(v, dict) and isinstance(target.get(k), dict):
+                    merge(target[k], v)
+                elif v is None:
+                    target.pop(k, None)
+                else:
+                    target[k] = copy.deepcopy(v)
+        merge(obj, {k: v for k, v in patch.items()})
+        return self._stamp(obj)
+
+    async def delete(self, path: str) -> dict[str, Any] | None:
+        return self.objects.pop(path, None)
+
+    async def request(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise ApiError(404, {})
+
+
+def live_job(name: str, job_id: int, created: str, phase: str = "Live", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "onair.dev/v1alpha1", "kind": "LiveJob",
+        "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "resourceVersion": "5",
+                     "creationTimestamp": created,
+                     "labels": {"onair.dev/project-id": PROJECT, "onair.dev/id": str(job_id)}},
+        "spec": {"jobTemplateId": 7, "input": {"serverType": "RTMP", "inputClass": "Standard"},
+                 "destination": {"bucket": "media", "path": f"live/{job_id}"}, **spec},
+        "status": {"phase": phase, "statistics": {"width": 1280, "height": 720, "framerate": 30},
+                   "timings": [{"time": created, "phase": "Pending", "reason": "Created"},
+                               {"time": created, "phase": phase, "reason": "PublisherConnected", "comment": "hi"}],
+                   "outputs": [{"name": "720p", "status": "Running", "segmentsWritten": 12, "progress": 0.5}],
+                   "urls": {"rtmpServer": "rtmp://10.0.0.1:1935/live/",
+                            "storageMasterFile": f"http://s3/media/live/{job_id}/master.m3u8"},
+                   "attempt": 1},
+    }
+
+
+def make_store() -> Store:
+    store = Store("onair-system")
+    store.namespaces.replace([
+        {"metadata": {"name": NS, "resourceVersion": "1", "labels": {"onair.dev/project-id": PROJECT}}},
+        {"metadata": {"name": "proj-b", "resourceVersion": "1", "labels": {"onair.dev/project-id": OTHER_PROJECT}}},
+    ], "1")
+    jobs = [live_job(f"00000000-0000-4000-8000-{i:012d}", i, f"2024-01-01T00:00:{i:02d}Z",
+                     phase="Live" if i % 2 else "Offline", description=f"channel {i}") for i in range(1, 26)]
+    store.livejobs.replace(jobs, "5")
+    store.recordjobs.replace([], "5")
+    store.templates.replace([
+        {"metadata": {"name": "ladder", "namespace": "onair-system", "resourceVersion": "1"},
+         "spec": {"id": 7, "name": "shared ladder", "default": True,
+                  "renditions": [{"name": "720p", "width": 1280, "height": 720, "fps": 30, "videoBitrate": 3000000}]}},
+    ], "1")
+    store.secrets.replace([
+        {"metadata": {"name": f"{jobs[0]['metadata']['name']}-stream-key", "namespace": NS, "resourceVersion": "2",
+                      "labels": {"onair.dev/job": jobs[0]["metadata"]["name"]}},
+         "data": {"streamKey": base64.b64encode(b"aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee").decode()}},
+    ], "2")
+    store.nodes.replace([{"metadata": {"name": "node-1", "labels": {}},
+                          "status": {"conditions": [{"type": "Ready", "status": "True"}], "capacity": {"cpu": "2"}}}],
+                        "1")
+    store.pods.replace([], "1")
+    store.namespaces.objects[("", NS)]["metadata"]["annotations"] = {}
+    return store
+
+
+@pytest.fixture
+def kube() -> FakeKube:
+    fake = FakeKube()
+    fake.objects[f"/api/v1/namespaces/{NS}"] = {"metadata": {"name": NS, "resourceVersion": "1",
+                                                             "labels": {"onair.dev/project-id": PROJECT}}}
+    return fake
+
+
+@pytest.fixture
+async def client(aiohttp_client: Callable[..., Awaitable[Client]], kube: FakeKube) -> Client:
+    config = GatewayConfig(jwt_secret=SECRET, watch=False, cors_origins=("https://console.example.com",),
+                           max_body_bytes=4096, api_keys=parse_api_keys([
+                               {"name": "w", "key": "write-key", "projects": [PROJECT], "role": "write"},
+                               {"name": "r", "key": "read-key", "projects": [PROJECT], "role": "read"},
+                               {"name": "a", "key": "admin-key", "projects": ["*"], "role": "admin"},
+                           ]))
+    app = init_app(config, kube=kube, store=make_store())  # type: ignore[arg-type]
+    return await aiohttp_client(app)
+
+
+async def token(client: Client, key: str = "write-key") -> dict[str, str]:
+    response = await client.post("/api/v1/login", json={"apiKey": key})
+    assert response.status == 200, await response.text()
+    return {"Authorization": f"Bearer {(await response.json())['result']['token']}"}
+
+
+def url(suffix: str = "", project: str = PROJECT) -> str:
+    return f"/api/v1/projects/{project}/livejobs{suffix}"
+
+
+async def test_list_contract_fields_and_paging(client: Client) -> None:
+    headers = await token(client, "read-key")
+    response = await client.get(url(), params={"pageIndex": "2", "pageSize": "10"}, headers=headers)
+    body = await response.json()
+    assert response.status == 200 and body["success"] is True
+    assert [row["id"] for row in body["result"]] == list(range(11, 21))
+    assert body["resultInfo"] == {"totalCount": 25, "pageIndex": 2, "pageSize": 10, "totalPages": 3,
+                                  "hasNextPage": True, "hasPreviousPage": True, "nextToken": None}
+    row = body["result"][0]
+    assert set(row) >= {"id", "name", "key", "status", "description", "filePath", "insertDate", "startDateTime",
+                        "endDateTime"}
+    schemas.LiveJobSummary.model_validate(row)
+
+
+async def test_search_filters_and_select(client: Client) -> None:
+    headers = await token(client, "read-key")
+    body = await (await client.get(url(), params={"search": "channel 1", "pageSize": "100"}, headers=headers)).json()
+    assert [r["id"] for r in body["result"]] == [1, *range(10, 20)]
+    body = await (await client.get(url(), params={"state": "[live]", "id": "le:5", "select": "id,status"},
+                                   headers=headers)).json()
+    assert body["result"] == [{"id": 1, "status": "Live"}, {"id": 3, "status": "Live"}, {"id": 5, "status": "Live"}]
+    body = await (await client.get(url(), params={"created_at": "ge:2024-01-01T00:00:24Z", "sort_dir": "desc"},
+                                   headers=headers)).json()
+    assert [r["id"] for r in body["result"]] == [25, 24]
+
+
+async def test_keyset_paging_while_creating(client: Client) -> None:
+    headers = await token(client)
+    seen: list[int] = []
+    params = {"page_size": "7"}
+    created = 0
+    while True:
+        response = await client.get(url(), params=params, headers=headers)
+        body = await response.json()
+        assert response.status == 200, body
+        seen.extend(r["id"] for r in body["result"])
+        if created < 3:
+            new = await client.post(url(), json={"jobTemplateId": 7, "bucket": "media", "serverType": 0},
+                                    headers=headers)
+            assert new.status == 201, await new.text()
+            created += 1
+        token_ = body["resultInfo"]["nextToken"]
+        if not token_:
+            break
+        params = {"page_size": "7", "start_token": token_}
+    assert len(seen) == len(set(seen)) == 28
+    assert seen[:25] == list(range(1, 26))
+
+
+async def test_create_then_get_reads_its_own_write(client: Client, kube: FakeKube) -> None:
+    headers = await token(client)
+    response = await client.post(url(), headers=headers, json={
+        "jobTemplateId": 7, "destination": "media", "bucket": "media", "description": "news",
+        "cdnDistribution": False, "input": {"filePath": "live/news", "serverType": 1, "inputClass": 0,
+                                            "callbackUrl": "https://hooks.example.com/x"}})
+    body = await response.json()
+    assert response.status == 201, body
+    job = body["result"]
+    schemas.LiveJobDetail.model_validate(job)
+    assert uuid.UUID(job["name"]) and uuid.UUID(job["key"])
+    assert job["input"]["serverType"] == 1 and job["input"]["inputClass"] == 0 and job["bucket"] == "media"
+    assert job["id"] >= 26
+    for ident in (job["name"], str(job["id"])):
+        got = await client.get(url(f"/{ident}"), headers=headers)
+        assert (await got.json())["result"]["key"] == job["key"]
+    cr = kube.objects[f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{job['name']}"]
+    assert cr["spec"]["input"] == {"serverType": "SRT", "inputClass": "Single"}
+    assert cr["metadata"]["labels"] == {"onair.dev/project-id": PROJECT, "onair.dev/id": str(job["id"])}
+    assert kube.objects[f"/api/v1/namespaces/{NS}"]["metadata"]["annotations"]["onair.dev/next-id"] == str(
+        job["id"] + 50)
+
+
+async def test_idempotency_key_returns_the_same_job(client: Client) -> None:
+    headers = {**await token(client), "Idempotency-Key": "abc-1"}
+    payload = {"jobTemplateId": 7, "bucket": "media", "serverType": "RTMP"}
+    first = await (await client.post(url(), json=payload, headers=headers)).json()
+    again = await client.post(url(), json=payload, headers=headers)
+    assert again.status == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert (await again.json())["result"]["name"] == first["result"]["name"]
+    other = await client.post(url(), json={**payload, "description": "x"}, headers=headers)
+    assert other.status == 422
+
+
+@pytest.mark.parametrize(("payload", "expected"), [
+    ({"jobTemplateId": "7", "bucket": "media", "serverType": 0}, "jobTemplateId: "),
+    ({"jobTemplateId": 7, "bucket": "media", "serverType": 0, "colour": "red"}, "colour: Extra inputs"),
+    ({"jobTemplateId": 7, "bucket": "Bad_Bucket", "serverType": 0}, "bucket: String should match"),
+    ({"jobTemplateId": 7, "bucket": "media", "serverType": 2}, "url: url is required when serverType is HLS"),
+    ({"jobTemplateId": 7, "bucket": "media"}, "serverType: required"),
+    ({"jobTemplateId": 8, "bucket": "media", "serverType": 0}, "jobTemplateId: no JobTemplate with id 8"),
+    ({"jobTemplateId": 7, "bucket": "media", "serverType": 0, "startDateTime": "2024-01-02T00:00:00Z",
+      "endDateTime": "2024-01-01T00:00:00Z"}, "endDateTime: finishDateTime must be after startDateTime"),
+    ([1, 2], "body: must be a JSON object"),
+])
+async def test_bad_input_gets_400_with_field_names(client: Client, payload: Any, expected: str) -> None:
+    response = await client.post(url(), json=payload, headers=await token(client))
+    body = await response.json()
+    assert response.status == 400, body
+    assert body["success"] is False and body["result"] is None
+    assert any(error.startswith(expected) for error in body["errors"]), body["errors"]
+
+
+async def test_malformed_requests(client: Client) -> None:
+    headers = await token(client)
+    cases = [
+        (client.post(url(), data=b"{not json", headers=headers), 400, "body: not valid JSON"),
+        (client.post(url(), data=b"x" * 10000, headers=headers), 413, "request body too large"),
+        (client.get(url(project="not-a-guid"), headers=headers), 400, "projectId: must be a GUID"),
+        (client.get(url("/-abc"), headers=headers), 400, "id: must be an integer id or a job name"),
+        (client.get(url(), params={"pageSize": "0"}, headers=headers), 400, "pageSize: must be an integer"),
+        (client.get(url(), params={"page_size": "1001"}, headers=headers), 400, "page_size: must be"),
+        (client.get(url(), params={"start_token": "garbage"}, headers=headers), 400, "start_token: "),
+        (client.get(url(), params={"colour": "red"}, headers=headers), 400, "colour: unknown"),
+        (client.get(url(), params={"select": "id,bogus"}, headers=headers), 400, "select: unknown field"),
+        (client.get(url("/999"), headers=headers), 404, "id: live job 999 not found"),
+        (client.get("/api/v2/projects/" + PROJECT + "/livejobs", headers=headers), 404, "version: "),
+        (client.get("/api/v1/nowhere", headers=headers), 404, "no such endpoint"),
+        (client.put(url(), headers=headers), 405, "method not allowed"),
+    ]
+    for request, status, prefix in cases:
+        response = await request
+        body = await response.json()
+        assert response.status == status, (prefix, body)
+        assert body["success"] is False and body["errors"][0].startswith(prefix), body
+
+
+async def test_auth_matrix(client: Client) -> None:
+    expired_config = GatewayConfig(jwt_secret=SECRET)
+    from onair.api_gateway.auth import issue_token
+    expired = issue_token(expired_config.jwt_secret, parse_api_keys([{"key": "x", "projects": ["*"]}])[0], 10, now=1)
+    cases = [
+        ({}, "GET", url(), 401),
+        ({"Authorization": "Bearer nonsense"}, "GET", url(), 401),
+        ({"Authorization": f"Bearer {expired}"}, "GET", url(), 401),
+        (await token(client, "write-key"), "GET", url(project=OTHER_PROJECT), 403),
+        (await token(client, "read-key"), "POST", url(), 403),
+        (await token(client, "write-key"), "GET", "/api/v1/streamers", 403),
+        (await token(client, "admin-key"), "GET", "/api/v1/streamers", 200),
+        (await token(client, "admin-key"), "GET", url(project="11111111-1111-4111-8111-111111111111"), 404),
+    ]
+    for headers, method, path, status in cases:
+        response = await client.request(method, path, headers=headers,
+                                        json={"jobTemplateId": 7, "bucket": "media", "serverType": 0})
+        assert response.status == status, (path, headers, await response.text())
+        if status == 401:
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    bad_login = await client.post("/api/v1/login", json={"apiKey": "nope"})
+    assert bad_login.status == 401
+
+
+async def test_control_start_stop_and_live_cut(client: Client, kube: FakeKube) -> None:
+    headers = await token(client)
+    first = "00000000-0000-4000-8000-000000000001"
+    path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{first}"
+    kube.objects[path] = live_job(first, 1, "2024-01-01T00:00:01Z")
+    key = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
+    response = await client.post(url(f"/{key}"), json={"online": False}, headers=headers)
+    body = await response.json()
+    assert response.status == 201, body
+    assert body["result"] == {"online": False, "playBackPathURL": "http://s3/media/live/1/master.m3u8"}
+    now = datetime.now(UTC)
+    response = await client.post(url(f"/{key}"), headers=headers, json={
+        "online": True, "startDateTime": (now - timedelta(minutes=5)).isoformat(),
+        "finishDateTime": (now - timedelta(minutes=1)).isoformat()})
+    body = await response.json()
+    assert response.status == 201, body
+    clip = body["result"]["recordJobName"]
+    assert body["result"]["playBackPathURL"] == f"http://s3/media/live/1/clips/{clip}/master.m3u8"
+    record = await (await client.get(f"/api/v1/projects/{PROJECT}/recordjobs/{clip}", headers=headers)).json()
+    assert record["result"]["streamInput"]["liveJobName"] == first
+    assert record["result"]["status"] == "initial"
+    schemas.RecordJobOut.model_validate(record["result"])
+    missing = await client.post(url("/99999999-bbbb-4ccc-8ddd-eeeeeeeeeeee"), json={"online": True}, headers=headers)
+    assert missing.status == 404
+
+
+async def test_record_jobs_alibaba_list(client: Client) -> None:
+    headers = await token(client)
+    base = f"/api/v1/projects/{PROJECT}/recordjobs"
+    ids = []
+    for index in range(3):
+        response = await client.post(base, headers=headers, json={
+            "name": f"rec {index}", "source": {"streamUrl": "rtmp://origin.example.com/live/x"},
+            "output": {"bucket": "media", "path": f"rec/{index}"}})
+        assert response.status == 201, await response.text()
+        ids.append((await response.json())["result"]["id"])
+    body = await (await client.get(base, headers=headers)).json()
+    assert [r["id"] for r in body["result"]] == list(reversed(ids))  # newest first by default
+    body = await (await client.get(base, params={"SortBy": "asc", "PageSize": "2", "PageNo": "2"},
+                                   headers=headers)).json()
+    assert [r["id"] for r in body["result"]] == [ids[2]] and body["resultInfo"]["totalCount"] == 3
+    body = await (await client.get(base, params={"Keyword": "rec 1"}, headers=headers)).json()
+    assert [r["name"] for r in body["result"]] == ["rec 1"]
+    paused = await client.post(f"{base}/{ids[0]}/pause", headers=headers)
+    assert (await paused.json())["result"]["paused"] is True
+    body = await (await client.get(base, params={"Status": "initial"}, headers=headers)).json()
+    assert len(body["result"]) == 3
+    for params, error in [({"StartTime": "2024-01-01T00:00:00Z", "EndTime": "2024-03-01T00:00:00Z"},
+                           "EndTime: at most 30"),
+                          ({"StartTime": "2024-01-01 00:00"}, "StartTime: must be a UTC time"),
+                          ({"Status": "sleeping"}, "Status: must be one of"),
+                          ({"PageNo": "1", "pageIndex": "1"}, "PageNo: give")]:
+        response = await client.get(base, params=params, headers=headers)
+        assert response.status == 400 and (await response.json())["errors"][0].startswith(error)
+
+
+async def test_outputs_timings_stats_templates(client: Client) -> None:
+    headers = await token(client, "read-key")
+    body = await (await client.get(url("/outputs"), params={"liveJobId": "3"}, headers=headers)).json()
+    assert body["result"] == [{"liveJobId": 3, "outputId": 1, "progress": 50, "status": 1,
+                               "lockKey": body["result"][0]["lockKey"], "counter": 12, "encoderId": 1,
+                               "name": "720p", "statusText": "Running"}]
+    body = await (await client.get(url("/3/timings"), headers=headers)).json()
+    assert body["result"][1] == {"status": "Live", "childStatus": "PublisherConnected",
+                                 "startDateTime": "2024-01-01T00:00:03Z", "messageComment": "hi"}
+    body = await (await client.get(url("/3/stats"), headers=headers)).json()
+    assert body["result"] == [{"width": 1280, "height": 720, "framerate": 30}]
+    body = await (await client.get(f"/api/v1/projects/{PROJECT}/jobtemplates", headers=headers)).json()
+    assert body["result"][0]["id"] == 7 and body["result"][0]["shared"] is True
+
+
+async def test_operations_cors_openapi_metrics(client: Client) -> None:
+    admin = await token(client, "admin-key")
+    health = await client.get("/api/v1/health", params={"format": "openmetrics"}, headers=admin)
+    text = await health.text()
+    assert health.content_type == "application/openmetrics-text" and text.endswith("# EOF\n")
+    assert 'onair_streams{state="operational"} 13' in text
+    body = await (await client.get("/api/v1/health", headers=admin)).json()
+    assert body["result"]["streamMetricsTotal"]["total"] == 25
+    streamers = await (await client.get("/api/v1/streamers", headers=admin)).json()
+    assert streamers["result"]["streamers"][0]["role"] == "node"
+    preflight = await client.options(url(), headers={"Origin": "https://console.example.com",
+                                                     "Access-Control-Request-Method": "POST"})
+    assert preflight.status == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://console.example.com"
+    denied = await client.options(url(), headers={"Origin": "https://evil.example.com",
+                                                  "Access-Control-Request-Method": "POST"})
+    assert denied.status == 403
+    document = await (await client.get("/api/openapi.json")).json()
+    assert document["openapi"].startswith("3.1")
+    assert "/api/v{version}/projects/{projectId}/livejobs" in document["paths"]
+    metrics = await (await client.get("/metrics")).text()
+    assert "onair_gateway_requests_total" in metrics
+
+
+async def test_watch_events_update_the_cache(client: Client) -> None:
+    store = client.app[STORE_KEY]
+    headers = await token(client, "read-key")
+    job = live_job("00000000-0000-4000-8000-000000000099", 99, "2024-02-01T00:00:00Z")
+    job["metadata"]["resourceVersion"] = "50"
+    store.livejobs.apply_event({"type": "ADDED", "object": job})
+    assert (await client.get(url("/99"), headers=headers)).status == 200
+    stale = copy.deepcopy(job)
+    stale["metadata"]["resourceVersion"] = "40"
+    stale["status"]["phase"] = "Failed"
+    store.livejobs.apply_event({"type": "MODIFIED", "object": stale})
+    assert (await (await client.get(url("/99"), headers=headers)).json())["result"]["status"] == "Live"
+    store.livejobs.apply_event({"type": "DELETED", "object": {**job, "metadata": {**job["metadata"],
+                                                                                   "resourceVersion": "60"}}})
+    assert (await client.get(url("/99"), headers=headers)).status == 404

@@ -1,0 +1,85 @@
+"""API keys, JWT issue and verification, roles and projects."""
+
+from __future__ import annotations
+
+import hashlib
+
+import jwt
+import pytest
+
+from onair.api_gateway.auth import (
+    AuthError,
+    ForbiddenError,
+    Role,
+    bearer_token,
+    find_key,
+    issue_token,
+    parse_api_keys,
+    verify_token,
+)
+from onair.api_gateway.config import GatewayConfig
+
+SECRET = "unit-test-signing-key-of-32-bytes!"
+OTHER = "another-signing-key-of-32-bytes!!"
+PROJECT = "2e21fae6-af4c-4a4a-e0fc-08d903f55711"
+KEYS = parse_api_keys({"keys": [
+    {"name": "console", "key": "k-write", "projects": [PROJECT.upper()], "role": "write"},
+    {"name": "viewer", "keySha256": hashlib.sha256(b"k-read").hexdigest(), "projects": PROJECT, "role": "read"},
+    {"name": "ops", "key": "k-admin", "projects": ["*"], "role": "admin"},
+]})
+
+
+def test_keys_are_found_by_hash_and_projects_are_normalised() -> None:
+    assert find_key(KEYS, "k-write").name == "console"  # type: ignore[union-attr]
+    assert find_key(KEYS, "k-read").name == "viewer"  # type: ignore[union-attr]
+    assert find_key(KEYS, "nope") is None
+    assert KEYS[0].projects == frozenset({PROJECT})
+
+
+def test_token_round_trip_carries_role_and_projects() -> None:
+    principal = verify_token(SECRET, issue_token(SECRET, KEYS[0], 60))
+    assert principal.subject == "console" and principal.role is Role.WRITE
+    principal.require(Role.WRITE, PROJECT)
+    with pytest.raises(ForbiddenError, match="no access"):
+        principal.require(Role.READ, "f5faa2e3-316b-4dd0-8f4d-ab41f6f71bd6")
+    with pytest.raises(ForbiddenError, match="needs admin"):
+        principal.require(Role.ADMIN)
+
+
+def test_read_tokens_cannot_write_and_admin_sees_every_project() -> None:
+    reader = verify_token(SECRET, issue_token(SECRET, KEYS[1], 60))
+    with pytest.raises(ForbiddenError, match="role is read"):
+        reader.require(Role.WRITE, PROJECT)
+    admin = verify_token(SECRET, issue_token(SECRET, KEYS[2], 60))
+    admin.require(Role.WRITE, "f5faa2e3-316b-4dd0-8f4d-ab41f6f71bd6")
+
+
+def test_expired_wrong_key_and_tampered_tokens_are_refused() -> None:
+    with pytest.raises(AuthError, match="expired"):
+        verify_token(SECRET, issue_token(SECRET, KEYS[0], 60, now=1_000_000))
+    with pytest.raises(AuthError, match="invalid"):
+        verify_token(OTHER, issue_token(SECRET, KEYS[0], 60))
+    forged = jwt.encode({"sub": "x", "role": "admin", "projects": ["*"], "iat": 1, "exp": 2**40,
+                         "iss": "onair-gateway", "aud": "onair"}, SECRET * 2, algorithm="HS512")
+    with pytest.raises(AuthError):
+        verify_token(SECRET, forged)
+    none_alg = jwt.encode({"sub": "x"}, None, algorithm="none")  # type: ignore[arg-type]
+    with pytest.raises(AuthError):
+        verify_token(SECRET, none_alg)
+
+
+@pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer", "Bearer  "])
+def test_bearer_header_parsing(header: str | None) -> None:
+    with pytest.raises(AuthError):
+        bearer_token(header)
+
+
+def test_config_from_env(tmp_path: object) -> None:
+    config = GatewayConfig.from_env({
+        "ONAIR_GATEWAY_PORT": "9999", "ONAIR_GATEWAY_JWT_SECRET": "abc",
+        "ONAIR_GATEWAY_API_KEYS": "keys:\n- {name: a, key: x, projects: ['*'], role: admin}\n",
+        "ONAIR_GATEWAY_CORS_ORIGINS": "https://console.example.com/, http://localhost:3000",
+    })
+    assert config.port == 9999 and config.jwt_secret == "abc"
+    assert config.api_keys[0].role is Role.ADMIN
+    assert config.cors_origins == ("https://console.example.com", "http://localhost:3000")

@@ -1,0 +1,143 @@
+"""The Brightcove query language, select= projection, keyset tokens and page parameters."""
+
+from __future__ import annotations
+
+import pytest
+
+from onair.api_gateway import query
+from onair.api_gateway.query import Condition, FieldSpec, Literal_, QueryError
+
+FIELDS = {
+    "state": FieldSpec("state", "enum", "status", ("Live", "Offline", "Pending")),
+    "created_at": FieldSpec("created_at", "time", "created_at"),
+    "id": FieldSpec("id", "int", "id"),
+    "name": FieldSpec("name", "str", "name"),
+    "online": FieldSpec("online", "bool", "online"),
+}
+ROWS = [
+    {"status": "Live", "created_at": 1000, "id": 1, "name": "alpha", "online": True},
+    {"status": "Offline", "created_at": 2000, "id": 2, "name": "1234", "online": False},
+    {"status": "Pending", "created_at": 3000, "id": 3, "name": "gamma, delta", "online": True},
+]
+
+
+def matching(*pairs: tuple[str, str]) -> list[int]:
+    predicates = query.compile_filters(list(pairs), FIELDS)
+    return [int(str(row["id"])) for row in ROWS if all(p(row) for p in predicates)]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("live", [Condition("eq", Literal_("live"))]),
+    ("gt:1514764800000", [Condition("gt", Literal_(1514764800000))]),
+    ("[a,b]", [Condition("eq", Literal_("a")), Condition("eq", Literal_("b"))]),
+    ("'1234'", [Condition("eq", Literal_("1234", quoted=True))]),
+    ("\u20181234\u2019", [Condition("eq", Literal_("1234", quoted=True))]),
+    ("true", [Condition("eq", Literal_(True))]),
+    ("[le:5,'x,y']", [Condition("le", Literal_(5)), Condition("eq", Literal_("x,y", quoted=True))]),
+])
+def test_parse_filter(raw: str, expected: list[Condition]) -> None:
+    assert query.parse_filter(raw, "f") == expected
+
+
+@pytest.mark.parametrize("raw", ["", "[", "[a,", "[a,,b]", "[]", "'open", "gt:", "['a]"])
+def test_parse_filter_rejects_malformed_values(raw: str) -> None:
+    with pytest.raises(QueryError) as error:
+        query.parse_filter(raw, "state")
+    assert error.value.errors[0].startswith("state: ")
+
+
+def test_or_lists_and_across_filters() -> None:
+    assert matching(("state", "[live,offline]")) == [1, 2]
+    assert matching(("state", "[live,offline]"), ("online", "true")) == [1]
+    assert matching(("created_at", "gt:1000")) == [2, 3]
+    assert matching(("created_at", "ge:1000"), ("created_at", "lt:3000")) == [1, 2]
+    assert matching(("id", "le:2"), ("state", "offline")) == [2]
+
+
+def test_quoted_numbers_stay_strings() -> None:
+    assert matching(("name", "'1234'")) == [2]
+    assert matching(("name", "'gamma, delta'")) == [3]
+    with pytest.raises(QueryError, match="id: expected an integer"):
+        matching(("id", "'2'"))
+
+
+def test_times_accept_iso_8601() -> None:
+    assert matching(("created_at", "ge:1970-01-01T00:00:02Z")) == [2, 3]
+    with pytest.raises(QueryError, match="zone"):
+        matching(("created_at", "gt:2020-01-01T00:00:00"))
+
+
+def test_unknown_fields_and_bad_values_are_named() -> None:
+    with pytest.raises(QueryError) as error:
+        matching(("colour", "red"), ("state", "Sleeping"), ("online", "gt:true"))
+    assert error.value.errors == [
+        "colour: unknown query parameter or filter field",
+        "state: must be one of Live, Offline, Pending",
+        "online: gt: does not apply to a boolean",
+    ]
+
+
+def test_select_projection_keeps_nested_fields() -> None:
+    item = {"id": 1, "name": "n", "input": {"serverType": 0, "url": None}, "stats": [1]}
+    paths = query.parse_select("id,input.serverType,input.missing", list(item))
+    assert query.project(item, paths) == {"id": 1, "input": {"serverType": 0}}
+    with pytest.raises(QueryError, match="unknown field 'nope'"):
+        query.parse_select("id,nope", list(item))
+    with pytest.raises(QueryError):
+        query.parse_select(",", list(item))
+
+
+def test_tokens_round_trip_and_refuse_tampering() -> None:
+    token = query.encode_token("created_at", False, (5, 7, "x"), "f1")
+    assert query.decode_token(token, "created_at", False, "f1") == (5, 7, "x")
+    with pytest.raises(QueryError, match="other filters"):
+        query.decode_token(token, "created_at", True, "f1")
+    with pytest.raises(QueryError, match="other filters"):
+        query.decode_token(token, "created_at", False, "f2")
+    for garbage in ("", "!!!", "e30", token[:-3], "bnVsbA"):
+        with pytest.raises(QueryError):
+            query.decode_token(garbage, "created_at", False, "f1")
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_keyset_pages_cover_everything_once(descending: bool) -> None:
+    keys = [(t // 3, t, f"n{t}") for t in range(25)]
+    items = list(range(25))
+    seen: list[int] = []
+    after = None
+    while True:
+        page, after = query.keyset_page(items, keys, after, descending, 7)
+        seen.extend(page)
+        if after is None:
+            break
+    assert seen == (list(reversed(items)) if descending else items)
+
+
+def test_keyset_paging_while_items_are_added() -> None:
+    keys = [(t, t, "n") for t in range(10)]
+    page, after = query.keyset_page(list(range(10)), keys, None, False, 4)
+    assert page == [0, 1, 2, 3]
+    # Items created meanwhile sort after the existing ones; the next pages neither repeat nor skip.
+    keys = keys + [(t, t, "n") for t in range(10, 13)]
+    seen = page
+    while after is not None:
+        page, after = query.keyset_page(list(range(13)), keys, after, False, 4)
+        seen = seen + page
+    assert seen == list(range(13))
+
+
+@pytest.mark.parametrize(("raw", "ok"), [("1", True), ("1000", True), ("0", False), ("1001", False),
+                                         ("-1", False), ("1.5", False), ("ten", False), (" 5", True)])
+def test_page_sizes(raw: str, ok: bool) -> None:
+    if ok:
+        assert query.parse_int(raw, "pageSize", 10, 1, 1000) == int(raw)
+    else:
+        with pytest.raises(QueryError, match="pageSize: must be an integer from 1 to 1000"):
+            query.parse_int(raw, "pageSize", 10, 1, 1000)
+
+
+def test_utc_times_are_alibaba_format() -> None:
+    assert query.parse_utc_time("2022-07-15T08:00:00Z", "StartTime").isoformat() == "2022-07-15T08:00:00+00:00"
+    for bad in ("2022-07-15T08:00:00+08:00", "2022-07-15", "2022-13-15T08:00:00Z", "yesterday"):
+        with pytest.raises(QueryError, match="StartTime"):
+            query.parse_utc_time(bad, "StartTime")
