@@ -75,6 +75,17 @@ class Controller:
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
+    async def sync_caches(self) -> None:
+        """List the Pods and JobTemplates once before any reconcile: a job must never be judged on a
+        cache that has not yet seen its Pod (it would look lost and be replaced) or its template."""
+        pods = await self.kube.list(resource_path("v1", "pods"), labelSelector=",".join(
+            f"{k}={v}" for k, v in builders.MANAGED_BY.items()))
+        for pod in pods["items"]:
+            self.on_pod_event(None, pod)
+        templates = await self.kube.list(resource_path(API_VERSION, "jobtemplates"))
+        for template in templates["items"]:
+            self.on_template_event(None, template)
+
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self.queue.run_workers(self.config.workers, self.reconcile), name="reconcilers"),

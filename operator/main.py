@@ -44,6 +44,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     controller = Controller(kube, config)
     metrics.REGISTRY.register(metrics.JobsByPhase(controller.phase_counts))
     start_http_server(config.metrics_port, addr=config.listen_host, registry=metrics.REGISTRY)
+    await controller.sync_caches()
     controller.start()
     memo.controller = controller
     memo.kube = kube
