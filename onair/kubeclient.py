@@ -174,7 +174,10 @@ class KubeClient:
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as response:
             text = await response.text()
-            payload = json.loads(text) if text else {}
+            try:
+                payload = json.loads(text) if text else {}
+            except json.JSONDecodeError:
+                payload = {"message": text[:1000]}  # e.g. a plain-text 404 for an unknown resource path
             if response.status >= 400:
                 raise ApiError(response.status, payload if isinstance(payload, dict) else {"message": text})
             return payload if isinstance(payload, dict) else {"value": payload}

@@ -271,11 +271,15 @@ class LocalPlatform:
         data = self.state_dir / "seaweedfs"
         data.mkdir(parents=True, exist_ok=True)
         s3_config = self.state_dir / "s3-identities.json"
-        s3_config.write_text(json.dumps({"identities": [{
-            "name": "onair",
-            "credentials": [{"accessKey": info.s3_access_key, "secretKey": info.s3_secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}))
+        s3_config.write_text(json.dumps({"identities": [
+            {
+                "name": "onair",
+                "credentials": [{"accessKey": info.s3_access_key, "secretKey": info.s3_secret_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            },
+            # Players fetch playlists and segments without credentials, as from a public bucket behind a CDN.
+            {"name": "anonymous", "actions": [f"Read:{S3_BUCKET}"]},
+        ]}))
         s3_config.chmod(0o600)
         self._process("seaweedfs", [
             str(binaries.weed), "server", "-s3",

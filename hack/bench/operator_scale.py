@@ -1,0 +1,191 @@
+"""Operator scale benchmark (issue 3).
+
+Creates N LiveJobs at once on kwok nodes and reports the time until every job has its Pod and is
+WaitingForInput, next to the write bound measured in the same run on the same API server: a plain
+async client creating the same N Pods and patching N statuses. Then the operator's RSS with N jobs
+and with --rss-jobs jobs.
+
+    .venv/bin/python hack/bench/operator_scale.py [--jobs 1000] [--rss-jobs 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "hack"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from localplatform.platform import LocalPlatform, PlatformInfo  # noqa: E402
+
+from onair.kubeclient import Credentials, KubeClient, gather_limited, resource_path  # noqa: E402
+from onair.models import API_VERSION, JobTemplateSpec, LiveJob  # noqa: E402
+from onair.operator.builders import build_encoder_pod  # noqa: E402
+from onair.operator.config import OperatorConfig  # noqa: E402
+
+CONCURRENCY = 64
+TEMPLATE = {"id": 1, "name": "bench", "renditions": [
+    {"name": "720p", "width": 1280, "height": 720, "fps": 30, "videoBitrate": 3000000},
+    {"name": "360p", "width": 640, "height": 360, "fps": 30, "videoBitrate": 800000}]}
+KWOK = {"nodeSelector": {"type": "kwok"}, "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}]}
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def live_job(name: str) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": "LiveJob", "metadata": {"name": name},
+            "spec": {"jobTemplateId": 1, "input": {"serverType": "RTMP"},
+                     "destination": {"bucket": "onair", "path": f"live/{name}"}}}
+
+
+async def ensure_namespace(kube: KubeClient, name: str) -> None:
+    await kube.create("/api/v1/namespaces", {"metadata": {"name": name}})
+
+
+async def create_jobs(kube: KubeClient, namespace: str, names: list[str]) -> list[dict[str, Any]]:
+    path = resource_path(API_VERSION, "livejobs", namespace)
+    return await gather_limited(CONCURRENCY, *(kube.create(path, live_job(n)) for n in names))
+
+
+async def write_bound(kube: KubeClient, jobs: int) -> float:
+    """The same Pods the operator would create, and one status patch per job, with no operator."""
+    namespace = "bench-baseline"
+    await ensure_namespace(kube, namespace)
+    created = await create_jobs(kube, namespace, [f"job-{i:05d}" for i in range(jobs)])
+    template = JobTemplateSpec.model_validate(TEMPLATE)
+    config = OperatorConfig(encoder_node_selector=KWOK["nodeSelector"], encoder_tolerations=KWOK["tolerations"])
+    pods = [build_encoder_pod(LiveJob.model_validate({**body, "kind": "LiveJob", "apiVersion": API_VERSION}),
+                              template, config, 1) for body in created if body]
+    started = time.monotonic()
+    await gather_limited(CONCURRENCY, *(kube.create(resource_path("v1", "pods", namespace), p) for p in pods))
+    await gather_limited(CONCURRENCY, *(
+        kube.merge_patch(resource_path(API_VERSION, "livejobs", namespace, b["metadata"]["name"], "status"),
+                         {"status": {"phase": "WaitingForInput"}}) for b in created if b))
+    elapsed = time.monotonic() - started
+    await kube.delete(f"/api/v1/namespaces/{namespace}")
+    return elapsed
+
+
+async def wait_all_waiting(kube: KubeClient, namespace: str, total: int, started: float, timeout: float) -> float:
+    """Watch the jobs (one LIST, then a watch: polling would load the API server it measures) until
+    `total` are WaitingForInput; returns the time since `started`."""
+    path = resource_path(API_VERSION, "livejobs", namespace)
+    listing = await kube.list(path)
+    waiting = {j["metadata"]["name"] for j in listing["items"]
+               if (j.get("status") or {}).get("phase") == "WaitingForInput"}
+    version = listing["metadata"]["resourceVersion"]
+    deadline = time.monotonic() + timeout
+    last_report = time.monotonic()
+    while len(waiting) < total:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(waiting)}/{total} jobs WaitingForInput after {timeout}s")
+        async for event in kube.watch(path, version, timeout_seconds=60):
+            obj = event["object"]
+            version = obj["metadata"]["resourceVersion"]
+            if event["type"] == "BOOKMARK":
+                continue
+            if (obj.get("status") or {}).get("phase") == "WaitingForInput":
+                waiting.add(obj["metadata"]["name"])
+            if time.monotonic() - last_report > 5:
+                say(f"{len(waiting)}/{total} WaitingForInput after {time.monotonic() - started:.1f}s")
+                last_report = time.monotonic()
+            if len(waiting) >= total:
+                break
+    return time.monotonic() - started
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from cluster.conftest import KWOK_PLACEMENT, start_operator, stop_operator
+
+    kube = KubeClient(Credentials.from_kubeconfig(info.kubeconfig), connections=CONCURRENCY)
+    try:
+        await ensure_namespace(kube, "onair-system")
+        await kube.create(resource_path(API_VERSION, "jobtemplates", "onair-system"),
+                          {"apiVersion": API_VERSION, "kind": "JobTemplate", "metadata": {"name": "bench"},
+                           "spec": TEMPLATE})
+        say(f"write bound: {jobs} Pod creates + {jobs} status patches, {CONCURRENCY} in flight")
+        bound = await write_bound(kube, jobs)
+        say(f"write bound: {bound:.2f}s")
+
+        operator = start_operator(info, state / "operator", name="bench-operator",
+                                  ONAIR_WATCH_NAMESPACES=json.dumps(["bench-op"]), ONAIR_WORKERS="32",
+                                  **KWOK_PLACEMENT)
+        pid = operator.process.running_pid()
+        assert pid is not None
+        try:
+            await ensure_namespace(kube, "bench-op")
+            await kube.create(resource_path("v1", "secrets", "bench-op"),
+                              {"metadata": {"name": "onair-s3-credentials"},
+                               "stringData": {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}})
+            say(f"operator: creating {jobs} LiveJobs at once")
+            started = time.monotonic()
+            await create_jobs(kube, "bench-op", [f"job-{i:05d}" for i in range(jobs)])
+            operator_seconds = await wait_all_waiting(kube, "bench-op", jobs, started, timeout=1800)
+            rss_small = rss_mb(pid)
+            say(f"operator: {operator_seconds:.2f}s, RSS {rss_small:.0f} MB")
+            rss_large = float("nan")
+            if rss_jobs > jobs:
+                say(f"creating {rss_jobs - jobs} more LiveJobs for the RSS measurement")
+                started_large = time.monotonic()
+                names = [f"job-{i:05d}" for i in range(jobs, rss_jobs)]
+                await create_jobs(kube, "bench-op", names)
+                await wait_all_waiting(kube, "bench-op", rss_jobs, started_large, timeout=3600)
+                rss_large = rss_mb(pid)
+        finally:
+            stop_operator(operator)
+    finally:
+        await kube.close()
+    print()
+    print(f"jobs                                : {jobs}")
+    print(f"write bound (plain async client)    : {bound:8.2f} s  ({jobs} Pod creates + {jobs} status patches)")
+    print(f"operator (create -> WaitingForInput): {operator_seconds:8.2f} s")
+    print(f"ratio operator / write bound        : {operator_seconds / bound:8.2f}   (goal <= 1.5)")
+    print(f"operator RSS with {jobs:>6} jobs        : {rss_small:8.0f} MB")
+    if rss_jobs > jobs:
+        print(f"operator RSS with {rss_jobs:>6} jobs        : {rss_large:8.0f} MB  (goal <= 200 MB)")
+
+
+def install_crds(info: PlatformInfo) -> None:
+    env = {**os.environ, **info.env()}
+    subprocess.run(["kubectl", "apply", "--server-side", "-f", str(ROOT / "crds")], check=True, capture_output=True,
+                   env=env)
+    subprocess.run(["kubectl", "wait", "--for=condition=Established", "--timeout=60s", "crd/livejobs.onair.dev",
+                    "crd/jobtemplates.onair.dev"], check=True, capture_output=True, env=env)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--rss-jobs", type=int, default=10000, help="0 to skip the large RSS measurement")
+    args = parser.parse_args()
+    state = Path(tempfile.mkdtemp(prefix="onair-bench-"))
+    platform = LocalPlatform(state / "platform", kwok_nodes=2)
+    info = platform.up()
+    try:
+        install_crds(info)
+        asyncio.run(run(info, args.jobs, args.rss_jobs, state))
+    finally:
+        platform.down()
+
+
+if __name__ == "__main__":
+    main()
