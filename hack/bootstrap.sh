@@ -15,6 +15,9 @@ command -v go >/dev/null || need_apt+=(golang-go)
 command -v nginx >/dev/null || need_apt+=(nginx-light)
 [[ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ]] || need_apt+=(libnginx-mod-rtmp)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+# hack/lint.sh: shellcheck for the scripts, promtool (Debian's prometheus) for every /metrics.
+command -v shellcheck >/dev/null || need_apt+=(shellcheck)
+command -v promtool >/dev/null || need_apt+=(prometheus)
 if ((${#need_apt[@]})); then
   step "Debian packages: ${need_apt[*]}"
   sudo_cmd=(); [[ $(id -u) == 0 ]] || sudo_cmd=(sudo)

@@ -6,7 +6,7 @@ import json
 import uuid
 from typing import Any
 
-from onair.models import API_VERSION, JobTemplateSpec, LiveJob, RecordJob
+from onair.models import API_VERSION, InputClass, JobTemplateSpec, LiveJob, RecordJob
 from onair.operator import naming
 from onair.operator.config import OperatorConfig
 
@@ -97,6 +97,8 @@ def build_encoder_config(
 ) -> dict[str, Any]:
     """What the encoder needs to know, passed as ONAIR_JOB_CONFIG (no secrets in it)."""
     location = job.spec.destination if isinstance(job, LiveJob) else job.spec.output
+    if isinstance(job, LiveJob) and job.spec.input.input_class == InputClass.SINGLE:
+        template = None  # the encoder passes the source through (remux, one rendition)
     return {
         "kind": job.kind,
         "namespace": job.metadata.namespace,

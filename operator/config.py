@@ -19,7 +19,7 @@ class OperatorConfig(BaseModel):
     watch_namespaces: list[str] = Field(default_factory=list, description="Empty: all namespaces.")
     peering_name: str = Field("onair", description="kopf peering object; replicas with the same name take turns.")
     standalone: bool = Field(False, description="No peering (a single replica, or the tests).")
-    workers: int = Field(16, ge=1, le=512, description="Reconciles running at once.")
+    workers: int = Field(64, ge=1, le=512, description="Reconciles running at once (each mostly waits on the API).")
 
     encoder_image: str = "ghcr.io/onair-dev/onair:0.1.0"
     encoder_command: list[str] = Field(default_factory=lambda: ["onair-encoder"])

@@ -38,6 +38,25 @@ def _rv(body: dict[str, Any]) -> int:
     return int(value) if value.isdigit() else -1
 
 
+def slim_job(body: dict[str, Any]) -> dict[str, Any]:
+    """The job without managedFields, which the operator never reads: the cache holds every job."""
+    metadata = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
+    return {**body, "metadata": metadata}
+
+
+POD_METADATA = ("name", "namespace", "uid", "labels", "resourceVersion", "deletionTimestamp")
+
+
+def slim_pod(body: dict[str, Any]) -> dict[str, Any]:
+    """What reconciling needs of a Pod (pod_state reads these): a tenth of the whole object."""
+    metadata = body["metadata"]
+    return {
+        "metadata": {k: metadata[k] for k in POD_METADATA if k in metadata},
+        "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
+        "status": body.get("status") or {},
+    }
+
+
 def merge_patch(old: Any, new: Any) -> Any:
     """RFC 7386 merge patch turning `old` into `new` (lists are replaced whole)."""
     if not isinstance(old, dict) or not isinstance(new, dict):
@@ -65,6 +84,7 @@ class Controller:
         self.jobs: dict[Key, dict[str, Any]] = {}
         self.templates: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)  # namespace -> name -> body
         self.pods: dict[Key, dict[str, dict[str, Any]]] = defaultdict(dict)  # job -> pod name -> body
+        self.recordings_of: dict[tuple[str, str], set[Key]] = defaultdict(set)  # (namespace, LiveJob) -> RecordJobs
         self.queue: WorkQueue[Key] = WorkQueue()
         self.reports = EncoderReports(config.poll_interval_seconds)
         self.webhooks = WebhookSender(config.webhook_secret, config.webhook_attempts, config.webhook_timeout_seconds)
@@ -112,20 +132,23 @@ class Controller:
         if event_type == "DELETED":
             self.jobs.pop(key, None)
             self._children_ensured.discard(body["metadata"].get("uid", ""))
+            for recordings in self.recordings_of.values():
+                recordings.discard(key)
             return
         cached = self.jobs.get(key)
         if cached is not None and cached["metadata"].get("uid") == body["metadata"].get("uid") \
                 and _rv(cached) > _rv(body):
             return  # our own newer write is already cached
-        self.jobs[key] = body
+        self.jobs[key] = body = slim_job(body)
         self.queue.add(key)
-        if kind == "LiveJob":
+        if kind == "RecordJob":
+            ref = (body.get("spec", {}).get("source") or {}).get("liveJobRef")
+            if ref:
+                self.recordings_of[(key[1], ref)].add(key)
+        else:
             # RecordJobs reading from this LiveJob may be waiting for it.
-            for other in list(self.jobs):
-                if other[0] == "RecordJob" and other[1] == key[1]:
-                    ref = (self.jobs[other].get("spec", {}).get("source") or {}).get("liveJobRef")
-                    if ref == key[2]:
-                        self.queue.add(other)
+            for recording in self.recordings_of.get((key[1], key[2]), ()):
+                self.queue.add(recording)
         metrics.QUEUE_DEPTH.set(len(self.queue))
 
     def on_template_event(self, event_type: str | None, body: dict[str, Any]) -> None:
@@ -152,7 +175,7 @@ class Controller:
             cached = self.pods[key].get(metadata["name"])
             if cached is not None and _rv(cached) > _rv(body):
                 return
-            self.pods[key][metadata["name"]] = body
+            self.pods[key][metadata["name"]] = slim_pod(body)
             ip = (body.get("status") or {}).get("podIP")
             if ip and (body.get("status") or {}).get("phase") == "Running" and not metadata.get("deletionTimestamp"):
                 self.reports.track(metadata["uid"], f"http://{ip}:{self.config.status_port}/status",
@@ -253,6 +276,10 @@ class Controller:
                 self._create("services", namespace, builders.build_ingest_service(job, self.config)),
             )
             self._children_ensured.add(uid)
+        if decision.finish_before_delete:
+            for pod in pods:
+                if pod["metadata"]["name"] in decision.delete_pods:
+                    await self.reports.send(pod["metadata"]["uid"], "finish")
         for pod_name in dict.fromkeys(decision.delete_pods):
             metrics.API_WRITES.labels("delete", "pods").inc()
             await self.kube.delete(resource_path("v1", "pods", namespace, pod_name))
@@ -262,7 +289,7 @@ class Controller:
             pod = builders.build_encoder_pod(job, template, self.config, decision.create_pod_attempt, clip)
             created = await self._create("pods", namespace, pod)
             if created is not None:
-                self.pods[key].setdefault(created["metadata"]["name"], created)
+                self.pods[key].setdefault(created["metadata"]["name"], slim_pod(created))
         if decision.encoder_command is not None:
             current = next((p for p in pods if p["metadata"]["name"] == decision.status.get("resourceName")), None)
             if current is not None:
@@ -274,7 +301,7 @@ class Controller:
                      "status": merge_patch(body.get("status") or {}, decision.status)}
             updated = await self.kube.merge_patch(path, patch)
             if self.jobs.get(key, {}).get("metadata", {}).get("uid") == updated["metadata"]["uid"]:
-                self.jobs[key] = updated
+                self.jobs[key] = slim_job(updated)
             self._announce(body, decision)
         if decision.requeue_after is not None:
             self.queue.add_after(key, decision.requeue_after + 0.05)

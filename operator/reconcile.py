@@ -71,6 +71,8 @@ class Decision:
     create_pod_attempt: int | None = None
     delete_pods: list[str] = field(default_factory=list)
     encoder_command: str | None = None  # "pause" or "resume", sent to the running recorder
+    # The job ends (switched off, schedule over): the encoder closes its playlists (ENDLIST) before it goes.
+    finish_before_delete: bool = False
     requeue_after: float | None = None
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     phase_changes: list[Phase] = field(default_factory=list)
@@ -237,6 +239,7 @@ def decide_live_job(
     if finish is not None and now >= finish:
         if not pod_gone_or_going and pod is not None:
             decision.delete_pods.append(pod.name)
+            decision.finish_before_delete = True
         if pod is not None and not pod.finished:
             target, reason, comment = LiveJobPhase.STOPPING, "ScheduleFinished", "finishDateTime reached"
         else:
@@ -248,6 +251,7 @@ def decide_live_job(
         if pod is not None and not pod.finished:
             if not pod.terminating:
                 decision.delete_pods.append(pod.name)
+                decision.finish_before_delete = switched_off
             target = LiveJobPhase.STOPPING
         elif switched_off:
             target = LiveJobPhase.OFFLINE

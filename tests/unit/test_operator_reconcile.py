@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -181,6 +182,7 @@ def test_switching_off_stops_then_goes_offline() -> None:
                                None, CONFIG, NOW)
     assert stopping.status["phase"] == "Stopping"
     assert stopping.delete_pods == [current_pod_name()]
+    assert stopping.finish_before_delete  # the encoder writes ENDLIST before it goes
     offline = decide_live_job(live_job(stopping.status, generation=2, online=False), TEMPLATE, [], None, CONFIG, NOW)
     assert offline.status["phase"] == "Offline"
     back_on = decide_live_job(live_job(offline.status, generation=3), TEMPLATE, [], None, CONFIG, NOW)
@@ -228,6 +230,19 @@ def test_encoder_pod_is_least_privileged_and_wired_to_its_secrets() -> None:
     assert len(secret["stringData"]["streamKey"]) == 36
     service = build_ingest_service(job, CONFIG)
     assert service["spec"]["selector"] == {"onair.dev/job": "news", "onair.dev/role": "encoder"}
+
+
+def test_single_input_class_passes_the_source_through() -> None:
+    standard = build_encoder_pod(live_job(), TEMPLATE.template, CONFIG, 1)
+    single = build_encoder_pod(live_job(input={"serverType": "RTMP", "inputClass": "Single"}), TEMPLATE.template,
+                               CONFIG, 1)
+
+    def job_config(pod_body: dict[str, Any]) -> dict[str, Any]:
+        env = {e["name"]: e for e in pod_body["spec"]["containers"][0]["env"]}
+        return dict(json.loads(env["ONAIR_JOB_CONFIG"]["value"]))
+
+    assert [r["name"] for r in job_config(standard)["template"]["renditions"]] == ["720p", "360p"]
+    assert job_config(single)["template"] is None
 
 
 def record_job(status: dict[str, Any] | None = None, **spec: Any) -> RecordJob:

@@ -1,0 +1,161 @@
+"""Clips: a RecordJob on a LiveJob's stored segments. No re-encode: the segments overlapping the
+time range are copied (server side) under the clip's prefix and named by a VOD playlist per
+rendition, plus a master; with format mp4, one MP4 per rendition (ffmpeg -c copy) as well.
+
+A range that ends in the future is followed: the clip waits for the LiveJob to publish the
+segments that cover the end (or to end its playlist).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from onair.models import RecordingFormat
+
+from .config import ClipConfig, JobConfig
+from .pipeline import MASTER_PLAYLIST, FatalConfigError, write_mp4
+from .playlist import (
+    MediaPlaylist,
+    Segment,
+    Variant,
+    parse_master_playlist,
+    parse_media_playlist,
+    render_master_playlist,
+    render_media_playlist,
+    renumbered_for_clip,
+    select_clip_segments,
+)
+from .status import EncoderState, EncoderStatus, RenditionStatus
+from .tracks import EVENT_PLAYLIST, LIVE_PLAYLIST
+from .upload import FINAL_PLAYLIST_CACHE_CONTROL, SEGMENT_CACHE_CONTROL, S3Store
+
+log = logging.getLogger(__name__)
+
+FOLLOW_POLL_SECONDS = 1.0
+
+
+def _join(*parts: str) -> str:
+    return "/".join(part.strip("/") for part in parts if part.strip("/"))
+
+
+class ClipJob:
+    def __init__(self, config: JobConfig, clip: ClipConfig, store: S3Store, status: EncoderStatus, work_dir: Path):
+        self.config = config
+        self.clip = clip
+        self.store = store
+        self.status = status
+        self.work_dir = work_dir
+        self.stop_requested = asyncio.Event()
+
+    def request_stop(self, finishing: bool | None = None) -> None:
+        self.stop_requested.set()
+
+    def _source_playlist(self, rendition_uri: str) -> MediaPlaylist | None:
+        """The rendition's event playlist (every segment, LiveJob recording: true) if there is one,
+        else its live playlist (only what is still in the window)."""
+        directory = rendition_uri.rsplit("/", 1)[0] if "/" in rendition_uri else ""
+        for name in (EVENT_PLAYLIST, LIVE_PLAYLIST):
+            body = self.store.get(_join(self.clip.source_prefix, directory, name))
+            if body:
+                return parse_media_playlist(body.decode())
+        return None
+
+    def _covered(self, playlist: MediaPlaylist) -> bool:
+        if playlist.ended:
+            return True
+        if self.clip.end is None:
+            return False
+        last = playlist.segments[-1].end_time if playlist.segments else None
+        return last is not None and last >= self.clip.end
+
+    async def run(self) -> int:
+        master_body = await asyncio.to_thread(self.store.get, _join(self.clip.source_prefix, MASTER_PLAYLIST))
+        if master_body is None:
+            raise FatalConfigError(f"no master playlist under {self.clip.source_prefix}: nothing to clip")
+        variants = parse_master_playlist(master_body.decode())
+        self.status.set_state(EncoderState.LIVE, "cutting the clip from stored segments")
+        self.status.set_connected(True)
+        self.status.renditions.clear()  # the clip has the source's renditions, whatever the template says
+        chosen: dict[str, tuple[Variant, list[Segment]]] = {}
+        for variant in variants:
+            while True:
+                playlist = await asyncio.to_thread(self._source_playlist, variant.uri)
+                if playlist is None:
+                    raise FatalConfigError(f"the source playlist {variant.uri} is missing")
+                if self._covered(playlist) or not self._may_grow(playlist):
+                    break
+                self.status.set_state(EncoderState.WAITING, "waiting for the live stream to reach the clip's end")
+                try:
+                    await asyncio.wait_for(self.stop_requested.wait(), FOLLOW_POLL_SECONDS)
+                    break
+                except TimeoutError:
+                    continue
+            segments = select_clip_segments(playlist.segments, self.clip.start, self.clip.end)
+            if not segments:
+                raise FatalConfigError("no stored segment overlaps the clip's time range")
+            chosen[variant.uri] = (variant, segments)
+        total = sum(len(segments) for _, segments in chosen.values())
+        done = 0
+        clip_variants = []
+        for uri, (variant, segments) in chosen.items():
+            rendition = uri.rsplit("/", 1)[0] if "/" in uri else "source"
+            source_dir = _join(self.clip.source_prefix, rendition)
+            names = [f"seg_{index:06d}{Path(segment.uri).suffix}" for index, segment in enumerate(segments)]
+            copied_inits: dict[str, str] = {}
+            for segment, name in zip(segments, names, strict=True):
+                if segment.init_uri and segment.init_uri not in copied_inits:
+                    copied_inits[segment.init_uri] = segment.init_uri
+                    await asyncio.to_thread(self.store.copy, _join(source_dir, segment.init_uri),
+                                            self.config.key(rendition, segment.init_uri), SEGMENT_CACHE_CONTROL)
+                await asyncio.to_thread(self.store.copy, _join(source_dir, segment.uri),
+                                        self.config.key(rendition, name), SEGMENT_CACHE_CONTROL)
+                done += 1
+                self.status.recording_progress = done / total
+                self.status.renditions.setdefault(rendition, RenditionStatus(rendition)).segments_written += 1
+            clip_segments = renumbered_for_clip(segments, names)
+            body = render_media_playlist(clip_segments, nominal_duration=1, playlist_type="VOD", ended=True)
+            await asyncio.to_thread(self.store.put, self.config.key(rendition, LIVE_PLAYLIST), body.encode(),
+                                    "application/vnd.apple.mpegurl", FINAL_PLAYLIST_CACHE_CONTROL)
+            clip_variants.append(Variant(f"{rendition}/{LIVE_PLAYLIST}", variant.bandwidth, variant.average_bandwidth,
+                                         variant.codecs, variant.resolution, variant.frame_rate))
+            if self.config.outputs.final_format == RecordingFormat.MP4:
+                await self._write_mp4(rendition, clip_segments)
+        master = render_master_playlist(clip_variants).encode()
+        await asyncio.to_thread(self.store.put, self.config.key(MASTER_PLAYLIST), master,
+                                "application/vnd.apple.mpegurl", FINAL_PLAYLIST_CACHE_CONTROL)
+        for rendition_status in self.status.renditions.values():
+            rendition_status.status = "Completed"
+            rendition_status.progress = 1.0
+        self.status.set_connected(False)
+        self.status.set_state(EncoderState.COMPLETED, f"clip of {total} segments written")
+        return 0
+
+    def _may_grow(self, playlist: MediaPlaylist) -> bool:
+        """Whether waiting can still bring the segments up to the clip's end: the source is not
+        ended, and the end is in the future or the source published a segment recently."""
+        if playlist.ended:
+            return False
+        if self.clip.end is None or self.clip.end > datetime.now(UTC):
+            return True
+        last = playlist.segments[-1].end_time if playlist.segments else None
+        return last is not None and (datetime.now(UTC) - last).total_seconds() < 3 * (playlist.target_duration or 4)
+
+    async def _write_mp4(self, rendition: str, segments: list[Segment]) -> None:
+        directory = self.work_dir / "clip" / rendition
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for segment in segments:
+            for name in filter(None, (segment.init_uri, segment.uri)):
+                target = directory / name
+                if not target.exists():
+                    body = await asyncio.to_thread(self.store.get, self.config.key(rendition, name))
+                    target.write_bytes(body or b"")
+            paths.append(directory / segment.uri)
+        mp4 = directory / f"{rendition}.mp4"
+        if await write_mp4(paths, segments, directory, mp4, time.monotonic() + 120):
+            await asyncio.to_thread(self.store.put, self.config.key(f"{rendition}.mp4"), mp4.read_bytes(),
+                                    "video/mp4", FINAL_PLAYLIST_CACHE_CONTROL)

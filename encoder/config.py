@@ -1,0 +1,228 @@
+"""The encoder's configuration: what the operator passes in the environment, validated with the
+shared pydantic models, and turned into the plan the pipeline runs (ingest, renditions, outputs).
+
+Anything wrong here can never work however often the Pod restarts, so it raises ConfigError and the
+process exits 2 (the operator marks the job Failed without retrying).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
+
+from onair.models import (
+    AudioSettings,
+    JobTemplateSpec,
+    LiveJobSpec,
+    RecordingFormat,
+    RecordJobSpec,
+    Rendition,
+    ServerType,
+)
+
+DEFAULT_SEGMENT_SECONDS = 4
+DEFAULT_PLAYLIST_WINDOW = 6
+PASSTHROUGH_RENDITION = "source"
+
+
+class ConfigError(Exception):
+    """The job's configuration can never work (exit code 2)."""
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class StorageConfig(_Camel):
+    endpoint: str
+    bucket: str
+    prefix: str = ""
+    region: str = "us-east-1"
+
+
+class ClipConfig(_Camel):
+    source_prefix: str
+    start: AwareDatetime | None = None
+    end: AwareDatetime | None = None
+
+
+class JobEnvelope(_Camel):
+    """ONAIR_JOB_CONFIG as the operator writes it."""
+
+    kind: Literal["LiveJob", "RecordJob"]
+    namespace: str
+    name: str
+    attempt: int = 0
+    spec: dict[str, Any]
+    template: dict[str, Any] | None = None
+    storage: StorageConfig
+    clip: ClipConfig | None = None
+
+
+class IngestKind(enum.StrEnum):
+    RTMP_LISTEN = "rtmp-listen"  # publishers push to our nginx-rtmp front
+    SRT_LISTEN = "srt-listen"  # publishers push to ffmpeg's SRT listener
+    PULL = "pull"  # we pull a URL (HLS, or an rtmp/srt URL for a RecordJob)
+    STORED = "stored"  # a RecordJob cutting from a LiveJob's stored segments
+
+
+@dataclass(frozen=True)
+class Ingest:
+    kind: IngestKind
+    url: str | None = None  # the pulled URL
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What the output keeps and how playlists are finished."""
+
+    playlist_window: int
+    keep_all_segments: bool  # recording, RecordJob: never delete, write the event playlist
+    dvr_window_seconds: int
+    event_playlist: bool  # write <rendition>/event.m3u8 naming every segment (EVENT, then VOD)
+    final_format: RecordingFormat = RecordingFormat.HLS
+    pausable: bool = False
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    kind: Literal["LiveJob", "RecordJob"]
+    namespace: str
+    name: str
+    attempt: int
+    ingest: Ingest
+    template: JobTemplateSpec | None  # None: pass the source through (remux, no transcode)
+    storage: StorageConfig
+    outputs: Outputs
+    clip: ClipConfig | None
+    stream_key: str | None
+    srt_passphrase: str | None
+    listen_host: str
+    start_at: datetime | None = None  # a RecordJob's timeRange.start or a LiveJob's schedule start
+    finish_at: datetime | None = None  # a SIGTERM after this is the end of the job: write ENDLIST
+    start_paused: bool = False
+    live_spec: LiveJobSpec | None = None
+    record_spec: RecordJobSpec | None = None
+
+    @property
+    def passthrough(self) -> bool:
+        return self.template is None
+
+    @property
+    def segment_seconds(self) -> int:
+        return self.template.segment_duration_seconds if self.template else DEFAULT_SEGMENT_SECONDS
+
+    @property
+    def renditions(self) -> list[Rendition]:
+        return list(self.template.renditions) if self.template else []
+
+    @property
+    def rendition_names(self) -> list[str]:
+        return [rendition.name for rendition in self.renditions] or [PASSTHROUGH_RENDITION]
+
+    @property
+    def audio(self) -> AudioSettings:
+        return self.template.audio if self.template else AudioSettings()
+
+    def key(self, *parts: str) -> str:
+        """Object key under the job's prefix."""
+        prefix = self.storage.prefix.strip("/")
+        return "/".join(part for part in (prefix, *parts) if part)
+
+
+def _ingest_for_live(spec: LiveJobSpec) -> Ingest:
+    match spec.input.server_type:
+        case ServerType.RTMP:
+            return Ingest(IngestKind.RTMP_LISTEN)
+        case ServerType.SRT:
+            return Ingest(IngestKind.SRT_LISTEN)
+        case ServerType.HLS:
+            return Ingest(IngestKind.PULL, spec.input.url)
+    raise ConfigError(f"unknown serverType {spec.input.server_type}")
+
+
+def load_job_config(environ: Mapping[str, str] | None = None) -> JobConfig:
+    env = os.environ if environ is None else environ
+    raw = env.get("ONAIR_JOB_CONFIG")
+    if not raw:
+        raise ConfigError("ONAIR_JOB_CONFIG is not set")
+    try:
+        envelope = JobEnvelope.model_validate(json.loads(raw))
+        template = JobTemplateSpec.model_validate(envelope.template) if envelope.template is not None else None
+    except (ValueError, ValidationError) as error:
+        raise ConfigError(f"ONAIR_JOB_CONFIG is invalid: {error}") from error
+    listen_host = env.get("ONAIR_LISTEN_HOST") or "127.0.0.1"
+    stream_key = env.get("ONAIR_STREAM_KEY") or None
+    srt_passphrase = env.get("ONAIR_SRT_PASSPHRASE") or None
+    if srt_passphrase is not None and not 10 <= len(srt_passphrase) <= 79:
+        raise ConfigError("ONAIR_SRT_PASSPHRASE must be 10 to 79 characters (an SRT rule)")
+    common: dict[str, Any] = {
+        "namespace": envelope.namespace,
+        "name": envelope.name,
+        "attempt": envelope.attempt,
+        "template": template,
+        "storage": envelope.storage,
+        "clip": envelope.clip,
+        "stream_key": stream_key,
+        "srt_passphrase": srt_passphrase,
+        "listen_host": listen_host,
+    }
+    window = template.playlist_window if template else DEFAULT_PLAYLIST_WINDOW
+    try:
+        if envelope.kind == "LiveJob":
+            live = LiveJobSpec.model_validate(envelope.spec)
+            ingest = _ingest_for_live(live)
+            if ingest.kind == IngestKind.RTMP_LISTEN and not stream_key:
+                raise ConfigError("ONAIR_STREAM_KEY is required for an RTMP LiveJob")
+            outputs = Outputs(
+                playlist_window=window,
+                keep_all_segments=live.recording,
+                dvr_window_seconds=live.dvr_window_seconds,
+                event_playlist=live.recording,
+            )
+            schedule = live.schedule
+            return JobConfig(
+                kind="LiveJob",
+                ingest=ingest,
+                outputs=outputs,
+                start_at=schedule.start_date_time if schedule else None,
+                finish_at=schedule.finish_date_time if schedule else None,
+                live_spec=live,
+                **common,
+            )
+        record = RecordJobSpec.model_validate(envelope.spec)
+    except ValidationError as error:
+        raise ConfigError(f"spec is invalid: {error}") from error
+    if record.source.stream_url:
+        ingest = Ingest(IngestKind.PULL, record.source.stream_url)
+    else:
+        if envelope.clip is None:
+            raise ConfigError("a RecordJob on a liveJobRef needs `clip` (sourcePrefix, start, end)")
+        ingest = Ingest(IngestKind.STORED)
+    outputs = Outputs(
+        playlist_window=window,
+        keep_all_segments=True,
+        dvr_window_seconds=0,
+        event_playlist=False,
+        final_format=record.output.format,
+        pausable=True,
+    )
+    time_range = record.time_range
+    return JobConfig(
+        kind="RecordJob",
+        ingest=ingest,
+        outputs=outputs,
+        start_at=time_range.start if time_range else None,
+        finish_at=time_range.end if time_range else None,
+        start_paused=record.paused,
+        record_spec=record,
+        **common,
+    )

@@ -1,0 +1,354 @@
+"""ffmpeg command lines and ffmpeg output parsing. Pure functions, no processes.
+
+One ffmpeg process per ingest session: it decodes the input once, `split`s the decoded video into
+one scaler and one encoder per rendition, and writes each rendition with its own hls muxer into a
+local directory. The pipeline watches those local playlists and publishes the segments; ffmpeg's
+own playlists never leave the Pod.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from onair.models import AudioCodec, Rendition, VideoCodec
+
+from .config import JobConfig
+
+LOCAL_PLAYLIST = "local.m3u8"
+SEGMENT_PATTERN = "seg_%06d"
+
+# Faster than real time on 2 cores for a 3-rendition 720p ladder (x264 veryfast); the template has
+# no preset field, and quality is steered by bitrate/CRF.
+X264_PRESET = "veryfast"
+X265_PRESET = "ultrafast"
+
+
+@dataclass(frozen=True)
+class SessionOutput:
+    """Where one rendition of one ingest session goes on local disk."""
+
+    rendition: str
+    directory: Path
+    segment_extension: str  # "ts" or "m4s"
+    init_name: str | None  # fMP4 init segment file name, None for MPEG-TS
+
+    @property
+    def local_playlist(self) -> Path:
+        return self.directory / LOCAL_PLAYLIST
+
+
+def uses_fmp4(rendition: Rendition | None, audio_codec: AudioCodec) -> bool:
+    """HEVC and VP9 go in fragmented MP4 (Apple's HLS spec; MPEG-TS cannot carry VP9), as does Opus."""
+    if audio_codec == AudioCodec.OPUS:
+        return True
+    return rendition is not None and rendition.codec in (VideoCodec.HEVC, VideoCodec.VP9)
+
+
+def session_outputs(config: JobConfig, session_dir: Path, session: int) -> list[SessionOutput]:
+    outputs = []
+    renditions: list[Rendition | None] = list(config.renditions) or [None]
+    for rendition, name in zip(renditions, config.rendition_names, strict=True):
+        fmp4 = uses_fmp4(rendition, config.audio.codec) if not config.passthrough else False
+        outputs.append(
+            SessionOutput(
+                rendition=name,
+                directory=session_dir / name,
+                segment_extension="m4s" if fmp4 else "ts",
+                # The session number is in the name: each ffmpeg run has its own init segment.
+                init_name=f"init_{session:04d}.mp4" if fmp4 else None,
+            )
+        )
+    return outputs
+
+
+def gop_seconds(rendition: Rendition, segment_seconds: int) -> float:
+    """Keyframe interval: the template's GOP if it divides the segment duration, else the segment
+    duration, so that every segment boundary falls on a keyframe in every rendition."""
+    gop = rendition.gop_seconds
+    ratio = segment_seconds / gop
+    return gop if abs(ratio - round(ratio)) < 1e-6 else float(segment_seconds)
+
+
+def video_codec_args(rendition: Rendition, segment_seconds: int) -> list[str]:
+    fps = rendition.fps
+    keyint = max(1, round(fps * gop_seconds(rendition, segment_seconds)))
+    bitrate = rendition.video_bitrate
+    stream = ":v"  # per-output options: the one video stream of this rendition's output
+    rate_control: list[str]
+    if rendition.crf is not None:
+        rate_control = [f"-crf{stream}", str(rendition.crf), f"-maxrate{stream}", str(bitrate)]
+    else:
+        rate_control = [f"-b{stream}", str(bitrate), f"-maxrate{stream}", str(round(bitrate * 1.1))]
+    rate_control += [f"-bufsize{stream}", str(bitrate * 2)]
+    # Keyframes on the segment grid in every rendition: one forced at each multiple of the segment
+    # duration, a fixed GOP in between, and no scene-cut keyframes that would drift the GOPs apart.
+    force = ["-force_key_frames" + stream, f"expr:gte(t,n_forced*{segment_seconds})"]
+    match rendition.codec:
+        case VideoCodec.H264:
+            args = ["-c" + stream, "libx264", "-preset" + stream, X264_PRESET]
+            if rendition.profile:
+                args += ["-profile" + stream, rendition.profile.value]
+            args += ["-g" + stream, str(keyint), "-keyint_min" + stream, str(keyint), "-sc_threshold" + stream, "0"]
+            args += ["-pix_fmt" + stream, "yuv420p"]
+        case VideoCodec.HEVC:
+            args = ["-c" + stream, "libx265", "-preset" + stream, X265_PRESET, "-tag" + stream, "hvc1"]
+            if rendition.profile:
+                args += ["-profile" + stream, rendition.profile.value]
+            params = f"keyint={keyint}:min-keyint={keyint}:scenecut=0:open-gop=0:log-level=error"
+            args += ["-x265-params" + stream, params]
+            args += ["-pix_fmt" + stream, "yuv420p10le" if rendition.profile == "main10" else "yuv420p"]
+        case VideoCodec.VP9:
+            args = ["-c" + stream, "libvpx-vp9", "-deadline" + stream, "realtime", "-cpu-used" + stream, "8"]
+            args += ["-row-mt" + stream, "1", "-g" + stream, str(keyint), "-keyint_min" + stream, str(keyint)]
+            args += ["-pix_fmt" + stream, "yuv420p"]
+    return args + rate_control + force
+
+
+def audio_codec_args(config: JobConfig) -> list[str]:
+    audio = config.audio
+    codec = "libopus" if audio.codec == AudioCodec.OPUS else "aac"
+    return ["-c:a", codec, "-b:a", str(audio.bitrate), "-ar", str(audio.sample_rate), "-ac", str(audio.channels)]
+
+
+def hls_muxer_args(output: SessionOutput, segment_seconds: int, start_number: int) -> list[str]:
+    args = [
+        "-f", "hls",
+        "-hls_time", str(segment_seconds),
+        "-hls_list_size", "0",
+        # temp_file: segments and the local playlist appear by rename, so the watcher never reads a
+        # half-written playlist or uploads a half-written segment.
+        "-hls_flags", "program_date_time+independent_segments+temp_file",
+        "-start_number", str(start_number),
+        "-hls_segment_filename", str(output.directory / f"{SEGMENT_PATTERN}.{output.segment_extension}"),
+    ]  # fmt: skip
+    if output.init_name:
+        args += ["-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", output.init_name]
+    return [*args, str(output.local_playlist)]
+
+
+def input_args(input_url: str, *, live_listener: bool) -> list[str]:
+    """Reading the ingest. Short probing: the state turns Live (SRT) when ffmpeg reports the input,
+    and the first segment should not wait for a long analysis."""
+    args = ["-analyzeduration", "1500000", "-probesize", "2000000"]
+    if not live_listener and input_url.startswith(("http://", "https://")):
+        # An HLS pull: start at the live edge rather than three segments back; reconnect on errors.
+        args += ["-live_start_index", "-1", "-reconnect", "1", "-reconnect_streamed", "1"]
+    return [*args, "-i", input_url]
+
+
+def build_session_argv(
+    config: JobConfig,
+    input_url: str,
+    outputs: list[SessionOutput],
+    start_numbers: dict[str, int],
+    *,
+    live_listener: bool,
+    ffmpeg: str = "ffmpeg",
+) -> list[str]:
+    """The whole ffmpeg command of one ingest session."""
+    argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "info", "-nostats", "-progress", "pipe:1"]
+    argv += ["-stats_period", "0.5"]
+    argv += input_args(input_url, live_listener=live_listener)
+    segment_seconds = config.segment_seconds
+    if config.passthrough:
+        output = outputs[0]
+        # Remux only: segments are cut on the source's own keyframes.
+        argv += ["-map", "0:v:0", "-map", "0:a:0?", "-c", "copy"]
+        return argv + hls_muxer_args(output, segment_seconds, start_numbers[output.rendition])
+    renditions = config.renditions
+    graph = [f"[0:v:0]split={len(renditions)}" + "".join(f"[split{index}]" for index in range(len(renditions)))]
+    for index, rendition in enumerate(renditions):
+        graph.append(
+            f"[split{index}]fps={rendition.fps:g},scale={rendition.width}:{rendition.height},setsar=1[video{index}]"
+        )
+    argv += ["-filter_complex", ";".join(graph)]
+    for index, (rendition, output) in enumerate(zip(renditions, outputs, strict=True)):
+        argv += ["-map", f"[video{index}]", "-map", "0:a:0?"]
+        argv += video_codec_args(rendition, segment_seconds)
+        argv += audio_codec_args(config)
+        argv += hls_muxer_args(output, segment_seconds, start_numbers[output.rendition])
+    return argv
+
+
+# --- Parsing ffmpeg's output -------------------------------------------------------------------
+
+# FLV codec ids, which the REST statistics use for every protocol (as the /stats reference does).
+FLV_VIDEO_CODEC_IDS = {"h263": 2, "flv1": 2, "vp6f": 4, "vp6": 4, "h264": 7, "hevc": 12, "av1": 13, "vp9": 14}
+FLV_AUDIO_CODEC_IDS = {"pcm_s16le": 3, "mp3": 2, "nellymoser": 6, "pcm_alaw": 7, "pcm_mulaw": 8, "aac": 10,
+                       "speex": 11, "opus": 13}
+_SAMPLE_BITS = {"u8": 8, "s16": 16, "s16p": 16, "s32": 32, "s32p": 32, "flt": 32, "fltp": 32, "dbl": 64, "dblp": 64}
+
+_STREAM_LINE = re.compile(r"^\s*Stream #0:\d+(?:\[[^\]]*\])?(?:\([^)]*\))?: (Video|Audio): (.*)$")
+
+
+@dataclass
+class InputStatistics:
+    """The ingest statistics of the status endpoint (the fields of the REST /stats resource)."""
+
+    width: int | None = None
+    height: int | None = None
+    framerate: float | None = None
+    video_data_rate: int | None = None  # kbit/s
+    video_codec_id: int | None = None
+    audio_data_rate: int | None = None  # kbit/s
+    audio_sample_rate: int | None = None
+    audio_sample_size: int | None = None
+    audio_codec_id: int | None = None
+    audio_channels: int | None = None
+    stereo: bool | None = None
+    encoder: str | None = None
+    video_codec: str | None = None
+    audio_codec: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "width": self.width,
+            "height": self.height,
+            "framerate": self.framerate,
+            "videoDataRate": self.video_data_rate,
+            "videoCodecId": self.video_codec_id,
+            "audioDataRate": self.audio_data_rate,
+            "audioSampleRate": self.audio_sample_rate,
+            "audioSampleSize": self.audio_sample_size,
+            "audioCodecId": self.audio_codec_id,
+            "audioChannels": self.audio_channels,
+            "stereo": self.stereo,
+            "encoder": self.encoder,
+        }
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split ffmpeg's stream description on commas outside parentheses/brackets."""
+    parts, depth, current = [], 0, ""
+    for character in text:
+        if character in "([":
+            depth += 1
+        elif character in ")]":
+            depth -= 1
+        if character == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += character
+    if current.strip():
+        parts.append(current.strip())
+    return parts
+
+
+def parse_input_statistics(stderr_lines: list[str]) -> InputStatistics | None:
+    """Ingest statistics from ffmpeg's description of input #0 (its stderr at loglevel info). None
+    until ffmpeg has described the input."""
+    statistics: InputStatistics | None = None
+    in_input = in_metadata = False
+    for line in stderr_lines:
+        if line.startswith("Input #0"):
+            statistics, in_input = InputStatistics(), True
+            continue
+        if line.startswith(("Output #", "Input #1", "Stream mapping:")):
+            in_input = False
+        if not in_input or statistics is None:
+            continue
+        stripped = line.strip()
+        if stripped == "Metadata:" and line.startswith("  ") and not line.startswith("    "):
+            in_metadata = True
+            continue
+        if in_metadata and line.startswith("    ") and ":" in stripped:
+            key, value = (part.strip() for part in stripped.split(":", 1))
+            if key == "encoder" and statistics.encoder is None:
+                statistics.encoder = value
+            continue
+        in_metadata = False
+        match = _STREAM_LINE.match(line)
+        if not match:
+            continue
+        kind, description = match.groups()
+        parts = _split_top_level(description)
+        codec = parts[0].split()[0] if parts else ""
+        if kind == "Video" and statistics.video_codec is None:
+            statistics.video_codec = codec
+            statistics.video_codec_id = FLV_VIDEO_CODEC_IDS.get(codec)
+            for part in parts[1:]:
+                size = re.match(r"^(\d+)x(\d+)", part)
+                if size and statistics.width is None:
+                    statistics.width, statistics.height = int(size.group(1)), int(size.group(2))
+                elif part.endswith(" kb/s"):
+                    statistics.video_data_rate = int(float(part.split()[0]))
+                elif part.endswith(" fps"):
+                    statistics.framerate = float(part.split()[0])
+                elif part.endswith(" tbr") and statistics.framerate is None:
+                    statistics.framerate = float(part.split()[0].rstrip("k"))
+        elif kind == "Audio" and statistics.audio_codec is None:
+            statistics.audio_codec = codec
+            statistics.audio_codec_id = FLV_AUDIO_CODEC_IDS.get(codec)
+            for part in parts[1:]:
+                if part.endswith(" Hz"):
+                    statistics.audio_sample_rate = int(part.split()[0])
+                elif part in ("mono", "stereo") or "channels" in part or part.startswith(("5.1", "7.1")):
+                    statistics.audio_channels = {"mono": 1, "stereo": 2}.get(part) or _channel_count(part)
+                    statistics.stereo = part == "stereo"
+                elif part.endswith(" kb/s"):
+                    statistics.audio_data_rate = int(float(part.split()[0]))
+                elif part.split(" ")[0] in _SAMPLE_BITS:
+                    statistics.audio_sample_size = _SAMPLE_BITS[part.split(" ")[0]]
+    return statistics
+
+
+def _channel_count(layout: str) -> int | None:
+    match = re.match(r"^(\d+) channels", layout)
+    if match:
+        return int(match.group(1))
+    match = re.match(r"^(\d+)\.(\d+)", layout)
+    return int(match.group(1)) + int(match.group(2)) if match else None
+
+
+@dataclass
+class Progress:
+    """One block of `-progress` output."""
+
+    values: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def frame(self) -> int:
+        return int(self.values.get("frame", "0") or 0)
+
+    @property
+    def dropped_frames(self) -> int:
+        return int(self.values.get("drop_frames", "0") or 0)
+
+    @property
+    def out_time_seconds(self) -> float | None:
+        micros = self.values.get("out_time_us") or self.values.get("out_time_ms")
+        if micros is None or not micros.lstrip("-").isdigit():
+            return None
+        return int(micros) / 1_000_000
+
+    @property
+    def speed(self) -> float | None:
+        speed = self.values.get("speed", "").rstrip("x").strip()
+        try:
+            return float(speed)
+        except ValueError:
+            return None
+
+    @property
+    def ended(self) -> bool:
+        return self.values.get("progress") == "end"
+
+
+class ProgressParser:
+    """Feeds `-progress pipe:1` lines; returns a Progress at the end of each block."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, str] = {}
+
+    def feed(self, line: str) -> Progress | None:
+        key, _, value = line.strip().partition("=")
+        if not key:
+            return None
+        self._values[key] = value.strip()
+        if key == "progress":
+            block, self._values = Progress(self._values), {}
+            return block
+        return None

@@ -1,0 +1,116 @@
+"""`onair-encoder`: the program inside the encoder Pod.
+
+Exit codes: 0 done (including a clean stop on SIGTERM); 2 the configuration can never work (the
+operator marks the job Failed without retrying); anything else a transient failure (restarted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from aiohttp import web
+
+from .clip import ClipJob
+from .config import ConfigError, IngestKind, JobConfig, load_job_config
+from .pipeline import STOP_GRACE_SECONDS, Encoder, FatalConfigError, Ports, spool_limit_from_env
+from .server import hook_app, status_app
+from .status import EncoderState
+from .upload import S3Store
+
+log = logging.getLogger("onair.encoder")
+
+EXIT_OK = 0
+EXIT_TRANSIENT = 1
+EXIT_BAD_CONFIG = 2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="onair-encoder", description=__doc__)
+    parser.add_argument("--rtmp-port", type=int, default=1935, help="RTMP ingest port (nginx-rtmp front)")
+    parser.add_argument("--srt-port", type=int, default=9000, help="SRT listener port")
+    parser.add_argument("--status-port", type=int, default=8090, help="HTTP port of /status, /metrics, /healthz")
+    return parser.parse_args(argv)
+
+
+async def serve(config: JobConfig, ports: Ports) -> int:
+    own_work_dir = "ONAIR_WORK_DIR" not in os.environ
+    work_dir = Path(os.environ.get("ONAIR_WORK_DIR") or tempfile.mkdtemp(prefix="onair-encoder-"))
+    os.makedirs(work_dir, exist_ok=True)
+    store = S3Store(config.storage.endpoint, config.storage.bucket, config.storage.region)
+    encoder = Encoder(config, ports, work_dir, store, spool_limit_from_env())
+    job: Encoder | ClipJob = encoder
+    if config.ingest.kind == IngestKind.STORED:
+        assert config.clip is not None
+        job = ClipJob(config, config.clip, store, encoder.status, work_dir)
+    runners: list[web.AppRunner] = []
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        log.info("stop requested by signal")
+        job.request_stop()
+        # Whatever happens, be gone before the kubelet's SIGKILL.
+        loop.call_later(STOP_GRACE_SECONDS - 0.5, os._exit, EXIT_OK)
+
+    try:
+        status_runner = web.AppRunner(status_app(job, pausable=config.outputs.pausable), access_log=None)
+        await status_runner.setup()
+        runners.append(status_runner)
+        await web.TCPSite(status_runner, config.listen_host, ports.status).start()
+        if config.ingest.kind == IngestKind.RTMP_LISTEN:
+            hooks_runner = web.AppRunner(hook_app(encoder), access_log=None)
+            await hooks_runner.setup()
+            runners.append(hooks_runner)
+            site = web.TCPSite(hooks_runner, "127.0.0.1", 0)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            encoder.hook_url = f"http://127.0.0.1:{port}"
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal)
+        return await job.run()
+    except FatalConfigError as error:
+        encoder.status.set_state(EncoderState.FAILED, str(error))
+        log.error("%s", error)
+        return EXIT_BAD_CONFIG
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+        if own_work_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(
+        level=os.environ.get("ONAIR_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = parse_args(argv)
+    try:
+        config = load_job_config()
+    except ConfigError as error:
+        log.error("%s", error)
+        sys.exit(EXIT_BAD_CONFIG)
+    missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
+    if missing:
+        log.error("missing in the image: %s", ", ".join(missing))
+        sys.exit(EXIT_BAD_CONFIG)
+    ports = Ports(rtmp=args.rtmp_port, srt=args.srt_port, status=args.status_port)
+    try:
+        code = asyncio.run(serve(config, ports))
+    except OSError as error:  # e.g. a port in use: may clear up on a restart
+        log.error("%s", error)
+        code = EXIT_TRANSIENT
+    except Exception:
+        log.exception("encoder crashed")
+        code = EXIT_TRANSIENT
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

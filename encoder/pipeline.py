@@ -1,0 +1,659 @@
+"""The live pipeline: ingest sessions, one ffmpeg per session, segments published in order.
+
+An ingest session is one publisher connection (RTMP, SRT) or one pull (HLS, or a RecordJob's
+stream URL). Each session runs one ffmpeg that writes every rendition locally with its own hls
+muxer; the pipeline polls those local playlists, numbers each new segment in the job's continuous
+sequence, queues it for upload, then queues the playlists that name it (the queue keeps that order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from onair.models import RecordingFormat
+
+from .config import IngestKind, JobConfig
+from .ffmpeg import ProgressParser, SessionOutput, build_session_argv, parse_input_statistics, session_outputs
+from .playlist import MediaPlaylist, Segment, Variant, codec_tag, parse_media_playlist, render_master_playlist
+from .rtmp import (
+    PLAY_TOKEN_PARAMETER,
+    RTMP_APPLICATION,
+    NginxRtmpFront,
+    RtmpFrontConfig,
+    die_with_parent,
+    find_nginx,
+    find_rtmp_module,
+)
+from .status import EncoderState, EncoderStatus, RenditionStatus
+from .tracks import EVENT_PLAYLIST, LIVE_PLAYLIST, RenditionTrack
+from .upload import (
+    FINAL_PLAYLIST_CACHE_CONTROL,
+    LIVE_PLAYLIST_CACHE_CONTROL,
+    MASTER_PLAYLIST_CACHE_CONTROL,
+    S3Store,
+    UploadQueue,
+)
+
+log = logging.getLogger(__name__)
+
+MASTER_PLAYLIST = "master.m3u8"
+POLL_INTERVAL = 0.05  # local playlist polling; well inside the 300 ms availability budget
+STOP_GRACE_SECONDS = 25.0  # the Pod's grace period is 30 s; leave room for the process to exit
+FFMPEG_STOP_SECONDS = 6.0
+MAX_PULL_BACKOFF = 10.0
+
+
+class FatalConfigError(Exception):
+    """Raised at run time for a problem that can never go away (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    rtmp: int = 1935
+    srt: int = 9000
+    status: int = 8090
+
+
+@dataclass
+class SessionState:
+    outputs: list[SessionOutput]
+    seen: dict[str, int] = field(default_factory=dict)  # local segments handled, per rendition
+    init_keys: dict[str, str] = field(default_factory=dict)  # uploaded init segment per rendition
+    connected: bool = False
+    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
+    stderr_lines: list[str] = field(default_factory=list)
+
+
+@dataclass
+class VariantInfo:
+    codecs: str
+    resolution: tuple[int, int] | None
+    frame_rate: float | None
+    peak_bandwidth: int = 0
+    declared_bandwidth: int | None = None
+
+
+class Encoder:
+    def __init__(self, config: JobConfig, ports: Ports, work_dir: Path, store: S3Store, spool_limit_bytes: int) -> None:
+        self.config = config
+        self.ports = ports
+        self.work_dir = work_dir
+        self.store = store
+        outputs = config.outputs
+        self.tracks = {
+            name: RenditionTrack(
+                name=name,
+                nominal_duration=config.segment_seconds,
+                window=outputs.playlist_window,
+                dvr_seconds=outputs.dvr_window_seconds,
+                keep_all=outputs.keep_all_segments,
+            )
+            for name in config.rendition_names
+        }
+        self.status = EncoderStatus(
+            renditions={name: RenditionStatus(name) for name in config.rendition_names},
+            master_playlist_key=config.key(MASTER_PLAYLIST),
+            media_playlist_keys={name: config.key(name, LIVE_PLAYLIST) for name in config.rendition_names},
+            paused=config.start_paused,
+            recording=config.kind == "RecordJob",
+        )
+        self.uploader = UploadQueue(
+            store, spool_limit_bytes=spool_limit_bytes, on_latency=self.status.metrics.upload_latency.observe
+        )
+        self.status.uploader = self.uploader
+        self.stop_requested = asyncio.Event()
+        self.finishing = False
+        self.session_number = 0
+        self.variants: dict[str, VariantInfo] = {}
+        self.master_body: bytes | None = None
+        self.publisher_active = False
+        self.publish_started = asyncio.Event()
+        self.play_token = secrets.token_hex(16)
+        self.front: NginxRtmpFront | None = None
+        self.hook_url: str | None = None
+        self.keep_local_segments = config.outputs.final_format == RecordingFormat.MP4
+        self.local_segments: dict[str, list[tuple[Segment, Path]]] = {name: [] for name in config.rendition_names}
+        self.started_at = datetime.now(UTC)
+        self._current_process: asyncio.subprocess.Process | None = None
+        self._last_returncode: int | None = None
+        self._probing: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- control from the HTTP server and signals ---------------------------------------------
+
+    def request_stop(self, finishing: bool | None = None) -> None:
+        """SIGTERM, /finish, or the end of the job's time range."""
+        if finishing is None:
+            finish_at = self.config.finish_at
+            finishing = self.config.kind == "RecordJob" or (
+                finish_at is not None and finish_at <= datetime.now(UTC)
+            )
+        self.finishing = self.finishing or finishing
+        if not self.stop_requested.is_set():
+            self.status.set_state(EncoderState.STOPPING, "stopping: flushing the last segment and uploading")
+        self.stop_requested.set()
+
+    def set_paused(self, paused: bool) -> None:
+        self.status.paused = paused
+
+    def on_publish(self, name: str) -> bool:
+        """nginx-rtmp's on_publish: only the job's key, and one publisher at a time."""
+        if self.stop_requested.is_set() or name != self.config.stream_key:
+            log.warning("refused an RTMP publish with a wrong stream key")
+            return False
+        if self.publisher_active:
+            log.warning("refused a second RTMP publisher")
+            return False
+        self.publisher_active = True
+        self._connected(True)
+        self.publish_started.set()
+        return True
+
+    def on_publish_done(self, name: str) -> None:
+        if name != self.config.stream_key or not self.publisher_active:
+            return
+        self.publisher_active = False
+        self._connected(False)
+
+    def allow_play(self, token: str | None) -> bool:
+        return token is not None and secrets.compare_digest(token, self.play_token)
+
+    def _connected(self, connected: bool) -> None:
+        self.status.set_connected(connected)
+        if self.stop_requested.is_set():
+            return
+        if connected:
+            self.status.set_state(EncoderState.LIVE, "publisher connected" if self._is_push() else "source connected")
+        elif self.status.state == EncoderState.LIVE:
+            self.status.set_state(EncoderState.RECONNECTING, "input dropped; waiting for it to come back")
+
+    def _is_push(self) -> bool:
+        return self.config.ingest.kind in (IngestKind.RTMP_LISTEN, IngestKind.SRT_LISTEN)
+
+    # --- the main loop --------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        await asyncio.to_thread(self._resume_from_store)
+        self.uploader.start()
+        watchdog = asyncio.create_task(self._watch_time_range())
+        try:
+            match self.config.ingest.kind:
+                case IngestKind.RTMP_LISTEN:
+                    await self._run_rtmp()
+                case IngestKind.SRT_LISTEN:
+                    await self._run_listener(self._srt_url())
+                case IngestKind.PULL:
+                    await self._run_pull()
+                case _:
+                    raise FatalConfigError(f"ingest {self.config.ingest.kind} is not a live pipeline")
+        finally:
+            watchdog.cancel()
+        return await self._finish()
+
+    async def _watch_time_range(self) -> None:
+        """Stop (and finish) at the end of a RecordJob's time range or a LiveJob's schedule; keep
+        progress figures current."""
+        while not self.stop_requested.is_set():
+            now = datetime.now(UTC)
+            progress = self._progress(now)
+            self.status.recording_progress = progress if self.config.kind == "RecordJob" else None
+            for name, rendition in self.status.renditions.items():
+                rendition.progress = progress
+                rendition.status = self._rendition_status(name, now)
+            self.status.refresh_metrics()
+            if self.config.finish_at is not None and now >= self.config.finish_at:
+                self.request_stop(finishing=True)
+            await asyncio.sleep(0.25)
+
+    def _progress(self, now: datetime) -> float | None:
+        end = self.config.finish_at
+        if end is None:
+            return None
+        start = self.config.start_at or self.started_at
+        total = (end - start).total_seconds()
+        return 1.0 if total <= 0 else min(1.0, max(0.0, (now - start).total_seconds() / total))
+
+    def _rendition_status(self, name: str, now: datetime) -> str:
+        rendition = self.status.renditions[name]
+        if rendition.last_segment_time is None:
+            return "Pending"
+        silent = (now - rendition.last_segment_time).total_seconds()
+        if self.status.connected and silent > 2 * self.config.segment_seconds + 2:
+            return "Stalled"
+        return "Running"
+
+    async def _run_rtmp(self) -> None:
+        nginx, module = find_nginx(), find_rtmp_module()
+        if nginx is None or module is None:
+            raise FatalConfigError("RTMP ingest needs nginx with the nginx-rtmp module (libnginx-mod-rtmp)")
+        assert self.hook_url is not None, "the hook server starts before the pipeline"
+        self.front = NginxRtmpFront(
+            RtmpFrontConfig(self.config.listen_host, self.ports.rtmp, self.hook_url, self.work_dir / "nginx", module),
+            nginx,
+        )
+        await self.front.start()
+        await self.front.wait_listening()
+        host = self._url_host()
+        play_url = (
+            f"rtmp://{host}:{self.ports.rtmp}/{RTMP_APPLICATION}/{self.config.stream_key}"
+            f"?{PLAY_TOKEN_PARAMETER}={self.play_token}"
+        )
+        while not self.stop_requested.is_set():
+            await _wait_any(self.publish_started, self.stop_requested)
+            if self.stop_requested.is_set():
+                break
+            self.publish_started.clear()
+            # nginx registers the stream once our on_publish answer reached it; a play before that
+            # is refused (idle_streams off), so retry while the publisher is there.
+            attempts = 0
+            while self.publisher_active and not self.stop_requested.is_set():
+                await asyncio.sleep(0.1 if attempts == 0 else 0.25)
+                produced = await self._run_session(play_url, listener=False)
+                attempts += 1
+                if produced:
+                    attempts = 0
+
+    def _url_host(self) -> str:
+        host = self.config.listen_host
+        return f"[{host}]" if ":" in host else host
+
+    def _srt_url(self) -> str:
+        url = f"srt://{self._url_host()}:{self.ports.srt}?mode=listener&latency=200000"
+        if self.config.srt_passphrase:
+            url += f"&passphrase={self.config.srt_passphrase}&pbkeylen=16"
+        return url
+
+    async def _run_listener(self, url: str) -> None:
+        """SRT: ffmpeg listens; a session ends when the publisher leaves; listen again."""
+        while not self.stop_requested.is_set():
+            await self._run_session(url, listener=True)
+            if not self.stop_requested.is_set():
+                await asyncio.sleep(0.05)
+
+    async def _run_pull(self) -> None:
+        url = self.config.ingest.url
+        assert url is not None
+        spec = self.config.record_spec
+        start = spec.time_range.start if spec and spec.time_range else None
+        if start is not None and start > datetime.now(UTC):
+            self.status.set_state(EncoderState.WAITING, f"recording starts at {start.isoformat()}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_requested.wait(), (start - datetime.now(UTC)).total_seconds())
+        backoff = 1.0
+        while not self.stop_requested.is_set():
+            if not self.status.connected:
+                waiting = EncoderState.RECONNECTING if self.status.disconnects else EncoderState.WAITING
+                self.status.set_state(waiting, f"pulling {url.split('?')[0]}")
+            produced = await self._run_session(url, listener=False, pull=True)
+            returncode = self._last_returncode
+            if self.stop_requested.is_set():
+                break
+            if self.config.kind == "RecordJob" and produced and returncode == 0 and self.config.finish_at is None:
+                # The source ended (an HLS playlist with ENDLIST, or the stream closed): done.
+                self.request_stop(finishing=True)
+                break
+            backoff = 1.0 if produced else min(backoff * 2, MAX_PULL_BACKOFF)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_requested.wait(), backoff)
+
+    # --- one session ------------------------------------------------------------------------------
+
+    async def _run_session(self, input_url: str, *, listener: bool, pull: bool = False) -> bool:
+        """Runs one ffmpeg until the input ends or a stop; returns whether it produced segments."""
+        self.session_number += 1
+        session_dir = self.work_dir / f"session_{self.session_number:04d}"
+        outputs = session_outputs(self.config, session_dir, self.session_number)
+        for output in outputs:
+            output.directory.mkdir(parents=True, exist_ok=True)
+        for track in self.tracks.values():
+            track.start_session()
+        state = SessionState(outputs=outputs, seen={output.rendition: 0 for output in outputs})
+        argv = build_session_argv(
+            self.config,
+            input_url,
+            outputs,
+            {name: track.next_sequence for name, track in self.tracks.items()},
+            live_listener=listener,
+        )
+        log.info("session %d: %s", self.session_number, " ".join(_redact(argv, self.config.srt_passphrase)))
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # our SIGTERM must not reach ffmpeg before we stop it ourselves
+            preexec_fn=die_with_parent,
+        )
+        self._current_process = process
+        produced_before = sum(status.segments_written for status in self.status.renditions.values())
+        readers = [
+            asyncio.create_task(self._read_progress(process)),
+            asyncio.create_task(self._read_stderr(process, state, announce=listener or pull)),
+        ]
+        watcher = asyncio.create_task(self._watch_outputs(state))
+        exited = asyncio.create_task(process.wait())
+        stop = asyncio.create_task(self.stop_requested.wait())
+        await asyncio.wait({exited, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not exited.done():
+            # SIGINT: ffmpeg closes the current segment and writes its playlist before exiting.
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(asyncio.shield(exited), FFMPEG_STOP_SECONDS)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await exited
+        stop.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await self._scan_outputs(state)  # the segments ffmpeg closed while exiting
+        self._current_process = None
+        self._last_returncode = process.returncode
+        if process.returncode not in (0, 255, -signal.SIGINT) and not self.stop_requested.is_set():
+            log.warning("ffmpeg exited with %s: %s", process.returncode, "\n".join(state.stderr_tail))
+        if state.connected:  # listeners and pulls; RTMP's connection state comes from nginx's hooks
+            self._connected(False)
+        produced = sum(status.segments_written for status in self.status.renditions.values()) > produced_before
+        return produced
+
+    async def _read_progress(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        parser = ProgressParser()
+        base_dropped = self.status.dropped_frames
+        async for raw in process.stdout:
+            block = parser.feed(raw.decode(errors="replace"))
+            if block is not None:
+                self.status.dropped_frames = base_dropped + block.dropped_frames
+                if block.speed is not None:
+                    self.status.metrics.speed.set(block.speed)
+
+    async def _read_stderr(self, process: asyncio.subprocess.Process, state: SessionState, announce: bool) -> None:
+        """Keeps a tail for error messages; turns ffmpeg's description of the input into the ingest
+        statistics and, for listeners and pulls, into the "connected" signal."""
+        assert process.stderr is not None
+        described = False
+        async for raw in process.stderr:
+            line = raw.decode(errors="replace").rstrip("\n")
+            state.stderr_tail.append(line)
+            if described:
+                continue
+            state.stderr_lines.append(line)
+            if line.startswith(("Output #", "Stream mapping:")):
+                described = True
+                statistics = parse_input_statistics(state.stderr_lines)
+                if statistics is not None:
+                    self.status.statistics = statistics
+                    if announce and not state.connected:
+                        state.connected = True
+                        self._connected(True)
+                state.stderr_lines.clear()
+
+    async def _watch_outputs(self, state: SessionState) -> None:
+        while True:
+            await self._scan_outputs(state)
+            await asyncio.sleep(POLL_INTERVAL)
+
+    async def _scan_outputs(self, state: SessionState) -> None:
+        for output in state.outputs:
+            try:
+                text = output.local_playlist.read_text()
+                modified = output.local_playlist.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            local = parse_media_playlist(text)
+            new = local.segments[state.seen[output.rendition] :]
+            for segment in new:
+                state.seen[output.rendition] += 1
+                await self._publish_segment(output, state, segment, modified)
+
+    async def _publish_segment(
+        self, output: SessionOutput, state: SessionState, local: Segment, modified: float
+    ) -> None:
+        name = output.rendition
+        track = self.tracks[name]
+        path = output.directory / local.uri
+        size = path.stat().st_size if path.exists() else 0
+        if self.status.paused:
+            path.unlink(missing_ok=True)
+            track.skip()
+            return
+        if not self.uploader.has_room_for(size):
+            # The spool is full (the store has been failing for long): drop this segment rather than
+            # the disk; the playlist shows a discontinuity where it was.
+            self.status.spool_full = True
+            self.status.metrics.spool_dropped.inc()
+            path.unlink(missing_ok=True)
+            track.skip()
+            return
+        self.status.spool_full = False
+        init_uri = None
+        if output.init_name:
+            if name not in state.init_keys:
+                # Named after the first segment using it: unique across sessions and Pod restarts.
+                init_name = f"init_{track.next_sequence:06d}.mp4"
+                state.init_keys[name] = init_name
+                self.uploader.put_file(self.config.key(name, init_name), output.directory / output.init_name,
+                                       remove_local=False)
+            init_uri = state.init_keys[name]
+        extension = output.segment_extension
+        object_name = f"seg_{track.next_sequence:06d}.{extension}"
+        # Closed when ffmpeg renamed its playlist (temp_file), not when we noticed: latency from there.
+        closed_at = time.monotonic() - max(0.0, time.time() - modified)
+        segment = track.add(local.duration, object_name, local.program_date_time, init_uri, size)
+        self.uploader.put_file(self.config.key(name, object_name), path, remove_local=not self.keep_local_segments)
+        if self.keep_local_segments:
+            self.local_segments[name].append((segment, path))
+        self._queue_playlists(name, closed_at=[closed_at])
+        if name not in self.variants and name not in self._probing:
+            # Probed off the upload path (a hard link survives the uploader removing the file): the
+            # master follows once every rendition is known, and the first segments are not delayed.
+            self._probing.add(name)
+            probe_copy = path.with_name(f"probe_{path.name}")
+            os.link(path, probe_copy)
+            init = output.directory / output.init_name if output.init_name else None
+            task = asyncio.create_task(self._probe_variant(name, probe_copy, init, size, local.duration))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        for expired in track.take_expired():
+            self.uploader.delete(self.config.key(name, expired.uri))
+        variant = self.variants.get(name)
+        if variant is not None and local.duration > 0:
+            bandwidth = int(size * 8 / local.duration)
+            if bandwidth > variant.peak_bandwidth * 1.1 or self.master_body is None:
+                variant.peak_bandwidth = max(variant.peak_bandwidth, bandwidth)
+                self._queue_master()
+        rendition = self.status.renditions[name]
+        rendition.segments_written += 1
+        rendition.last_segment_time = datetime.now(UTC)
+        rendition.status = "Running"
+        self.status.metrics.segments.labels(name).inc()
+
+    def _queue_playlists(self, name: str, closed_at: list[float] | None = None, ended: bool = False) -> None:
+        track = self.tracks[name]
+        cache = FINAL_PLAYLIST_CACHE_CONTROL if ended else LIVE_PLAYLIST_CACHE_CONTROL
+        if self.config.kind == "RecordJob":
+            body = track.event_playlist(ended=ended)
+        else:
+            body = track.live_playlist(ended=ended)
+        self.uploader.put_bytes(self.config.key(name, LIVE_PLAYLIST), body.encode(), cache, closed_at)
+        if self.config.outputs.event_playlist:
+            event = track.event_playlist(ended=ended).encode()
+            self.uploader.put_bytes(self.config.key(name, EVENT_PLAYLIST), event, cache)
+
+    async def _probe_variant(self, name: str, path: Path, init: Path | None, size: int, duration: float) -> None:
+        """CODECS, RESOLUTION and FRAME-RATE of the master from the first segment itself."""
+        probed = [path]
+        if init is not None:  # an fMP4 media segment has no moov: probe it behind its init segment
+            path = await asyncio.to_thread(_join_files, init, path, path.with_name(f"{path.name}.mp4"))
+            probed.append(path)
+        process = await asyncio.create_subprocess_exec(
+            "ffprobe", "-v", "error", "-show_streams", "-of", "json", str(path),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        output, _ = await process.communicate()
+        try:
+            streams = json.loads(output or b"{}").get("streams", [])
+        except ValueError:
+            streams = []
+        tags = [tag for stream in streams if (tag := codec_tag(stream))]
+        video = next((stream for stream in streams if stream.get("codec_type") == "video"), None)
+        resolution = (int(video["width"]), int(video["height"])) if video and video.get("width") else None
+        frame_rate = _frame_rate(video.get("avg_frame_rate") or video.get("r_frame_rate")) if video else None
+        declared = None
+        for rendition in self.config.renditions:
+            if rendition.name == name:
+                declared = rendition.video_bitrate + self.config.audio.bitrate
+        self.variants[name] = VariantInfo(",".join(tags) or "avc1.64001f,mp4a.40.2", resolution, frame_rate,
+                                          peak_bandwidth=int(size * 8 / duration) if duration > 0 else 0,
+                                          declared_bandwidth=declared)
+        for leftover in probed:
+            leftover.unlink(missing_ok=True)
+        self._queue_master()
+
+    def _queue_master(self) -> None:
+        if any(name not in self.variants for name in self.tracks):
+            return  # written once every rendition has its first segment
+        variants = []
+        for name in self.tracks:
+            info = self.variants[name]
+            bandwidth = max(info.peak_bandwidth, info.declared_bandwidth or 0)
+            variants.append(
+                Variant(
+                    uri=f"{name}/{LIVE_PLAYLIST}",
+                    bandwidth=bandwidth,
+                    average_bandwidth=info.declared_bandwidth,
+                    codecs=info.codecs,
+                    resolution=info.resolution,
+                    frame_rate=info.frame_rate,
+                )
+            )
+        body = render_master_playlist(variants).encode()
+        if body != self.master_body:
+            self.master_body = body
+            self.uploader.put_bytes(self.config.key(MASTER_PLAYLIST), body, MASTER_PLAYLIST_CACHE_CONTROL)
+
+    # --- resume and finish ------------------------------------------------------------------------
+
+    def _resume_from_store(self) -> None:
+        """A previous Pod of this job may have published segments: continue its numbering."""
+        for name, track in self.tracks.items():
+            stored_name = EVENT_PLAYLIST if self.config.outputs.event_playlist else LIVE_PLAYLIST
+            try:
+                body = self.store.get(self.config.key(name, stored_name))
+            except Exception as error:  # the store may be down at start: begin afresh, keep going
+                log.warning("could not read the stored playlist of %s: %s", name, error)
+                continue
+            if body:
+                stored: MediaPlaylist = parse_media_playlist(body.decode())
+                RenditionTrack.resume(track, stored)
+                self.status.renditions[name].segments_written = 0
+                log.info("resuming %s at segment %d", name, track.next_sequence)
+
+    async def _finish(self) -> int:
+        deadline = time.monotonic() + STOP_GRACE_SECONDS - 2
+        if self._background:  # first-segment probes still running: the master waits on them
+            await asyncio.wait(self._background, timeout=5)
+        for name, track in self.tracks.items():
+            if track.segments:
+                self._queue_playlists(name, ended=self.finishing)
+        if self.finishing and self.keep_local_segments:
+            await self._write_mp4s(deadline)
+        if self.front is not None:
+            await self.front.stop()
+        uploaded = await asyncio.to_thread(self.uploader.wait_idle, max(0.5, deadline - time.monotonic()))
+        self.uploader.stop()
+        if not uploaded:
+            self.status.set_state(EncoderState.FAILED, "stopped before every segment was uploaded (store down)")
+            log.error("exiting with %d uploads pending", self.uploader.pending())
+            return 0
+        for rendition in self.status.renditions.values():
+            rendition.status = "Completed"
+        self.status.set_state(EncoderState.COMPLETED, "finished" if self.finishing else "stopped")
+        return 0
+
+    async def _write_mp4s(self, deadline: float) -> None:
+        """RecordJob with format mp4: one MP4 per rendition from the recorded segments, no re-encode."""
+        for name, recorded in self.local_segments.items():
+            if not recorded:
+                continue
+            directory = self.work_dir / "mp4" / name
+            directory.mkdir(parents=True, exist_ok=True)
+            await write_mp4(
+                [path for _, path in recorded], [segment for segment, _ in recorded],
+                directory, directory / f"{name}.mp4", deadline,
+            )  # fmt: skip
+            mp4 = directory / f"{name}.mp4"
+            if mp4.exists():
+                self.uploader.put_file(self.config.key(f"{name}.mp4"), mp4)
+
+
+async def write_mp4(paths: list[Path], segments: list[Segment], directory: Path, target: Path, deadline: float) -> bool:
+    """Concatenate HLS segments into an MP4 with `-c copy`, through a local playlist."""
+    from .playlist import render_media_playlist
+
+    local = [
+        Segment(index, segment.duration, str(path), discontinuity=segment.discontinuity,
+                init_uri=str(path.parent / segment.init_uri) if segment.init_uri else None)
+        for index, (segment, path) in enumerate(zip(segments, paths, strict=True))
+    ]
+    playlist = directory / "concat.m3u8"
+    playlist.write_text(render_media_playlist(local, nominal_duration=1, ended=True, playlist_type="VOD"))
+    process = await asyncio.create_subprocess_exec(
+        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        "-allowed_extensions", "ALL", "-protocol_whitelist", "file,crypto",
+        "-i", str(playlist), "-map", "0", "-c", "copy", "-movflags", "+faststart", str(target),
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), max(1.0, deadline - time.monotonic()))
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return False
+    if process.returncode != 0:
+        log.error("MP4 assembly failed: %s", stderr.decode(errors="replace")[-2000:])
+    return process.returncode == 0
+
+
+async def _wait_any(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+def _join_files(first: Path, second: Path, target: Path) -> Path:
+    target.write_bytes(first.read_bytes() + second.read_bytes())
+    return target
+
+
+def _frame_rate(text: str | None) -> float | None:
+    if not text or text in ("0/0",):
+        return None
+    numerator, _, denominator = text.partition("/")
+    try:
+        value = float(numerator) / float(denominator or 1)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return round(value, 3) if value > 0 else None
+
+
+def _redact(argv: list[str], secret: str | None) -> list[str]:
+    return [arg.replace(secret, "***") if secret else arg for arg in argv]
+
+
+def spool_limit_from_env() -> int:
+    return int(os.environ.get("ONAIR_SPOOL_MAX_BYTES", str(2 * 1024**3)))

@@ -1,0 +1,299 @@
+"""HLS playlists: parsing (ffmpeg's local playlists, our own stored ones) and writing (the ones we
+upload). Pure functions and small value types, no I/O.
+
+We write the uploaded playlists ourselves instead of copying ffmpeg's: the encoder owns numbering
+across publisher reconnects and Pod restarts (continuous EXT-X-MEDIA-SEQUENCE, DISCONTINUITY), the
+sliding window, and the rule that a playlist is uploaded only after every segment it names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+HLS_VERSION = 7  # EXT-X-MAP in media playlists without I-frames-only needs 6+; 7 for fMP4 (HEVC/VP9)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One media segment as a playlist names it."""
+
+    sequence: int
+    duration: float
+    uri: str
+    program_date_time: datetime | None = None
+    discontinuity: bool = False
+    init_uri: str | None = None  # EXT-X-MAP of fMP4 segments
+    size_bytes: int | None = None
+
+    @property
+    def end_time(self) -> datetime | None:
+        if self.program_date_time is None:
+            return None
+        return self.program_date_time + timedelta(seconds=self.duration)
+
+
+@dataclass
+class MediaPlaylist:
+    """The parts of a media playlist we read back."""
+
+    segments: list[Segment] = field(default_factory=list)
+    target_duration: int | None = None
+    media_sequence: int = 0
+    discontinuity_sequence: int = 0
+    ended: bool = False
+    playlist_type: str | None = None
+
+
+def format_program_date_time(moment: datetime) -> str:
+    """RFC 3339 with milliseconds and an explicit UTC offset, as HLS requires (ISO 8601 date-time)."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_program_date_time(text: str) -> datetime:
+    """ffmpeg writes `2026-11-23T16:32:12.258+0000`; we write `...Z`. Both become aware datetimes."""
+    text = text.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    elif len(text) > 5 and text[-5] in "+-" and text[-4:].isdigit():
+        text = f"{text[:-2]}:{text[-2:]}"
+    return datetime.fromisoformat(text)
+
+
+def _attribute_list(text: str) -> dict[str, str]:
+    """`URI="init.mp4",BYTERANGE="1@0"` -> {"URI": "init.mp4", ...} (quoted values may hold commas)."""
+    attributes: dict[str, str] = {}
+    position = 0
+    while position < len(text):
+        equals = text.find("=", position)
+        if equals < 0:
+            break
+        name = text[position:equals].strip()
+        if text[equals + 1 : equals + 2] == '"':
+            close = text.index('"', equals + 2)
+            attributes[name] = text[equals + 2 : close]
+            position = close + 2
+        else:
+            comma = text.find(",", equals)
+            end = len(text) if comma < 0 else comma
+            attributes[name] = text[equals + 1 : end]
+            position = end + 1
+    return attributes
+
+
+def parse_media_playlist(text: str) -> MediaPlaylist:
+    """Parse a media playlist. Sequence numbers come from EXT-X-MEDIA-SEQUENCE, as players count."""
+    playlist = MediaPlaylist()
+    duration: float | None = None
+    program_date_time: datetime | None = None
+    discontinuity = False
+    init_uri: str | None = None
+    sequence: int | None = None
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
+        if not line:
+            continue
+        if line.startswith("#EXT-X-TARGETDURATION:"):
+            playlist.target_duration = int(line.split(":", 1)[1])
+        elif line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
+            playlist.media_sequence = int(line.split(":", 1)[1])
+        elif line.startswith("#EXT-X-DISCONTINUITY-SEQUENCE:"):
+            playlist.discontinuity_sequence = int(line.split(":", 1)[1])
+        elif line.startswith("#EXT-X-PLAYLIST-TYPE:"):
+            playlist.playlist_type = line.split(":", 1)[1]
+        elif line == "#EXT-X-ENDLIST":
+            playlist.ended = True
+        elif line == "#EXT-X-DISCONTINUITY":
+            discontinuity = True
+        elif line.startswith("#EXT-X-MAP:"):
+            init_uri = _attribute_list(line.split(":", 1)[1]).get("URI")
+        elif line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+            program_date_time = parse_program_date_time(line.split(":", 1)[1])
+        elif line.startswith("#EXTINF:"):
+            duration = float(line.split(":", 1)[1].split(",", 1)[0])
+        elif not line.startswith("#"):
+            if duration is None:
+                raise ValueError(f"segment {line!r} has no #EXTINF")
+            sequence = playlist.media_sequence if sequence is None else sequence + 1
+            playlist.segments.append(
+                Segment(sequence, duration, line, program_date_time, discontinuity, init_uri)
+            )
+            # PROGRAM-DATE-TIME applies to one segment; later ones follow on from it.
+            if program_date_time is not None:
+                program_date_time += timedelta(seconds=duration)
+            duration, discontinuity = None, False
+    return playlist
+
+
+def target_duration(segments: Iterable[Segment], nominal: float) -> int:
+    """EXT-X-TARGETDURATION: every EXTINF rounded to the nearest integer must be <= it (RFC 8216
+    4.3.3.1). Never below the nominal segment duration, so it does not shrink as segments slide out."""
+    longest = max((round(segment.duration) for segment in segments), default=0)
+    return max(math.ceil(nominal), longest, 1)
+
+
+def render_media_playlist(
+    segments: Sequence[Segment],
+    *,
+    nominal_duration: float,
+    discontinuity_sequence: int = 0,
+    playlist_type: str | None = None,
+    ended: bool = False,
+    independent_segments: bool = True,
+) -> str:
+    """A media playlist naming `segments` (consecutive sequence numbers, oldest first).
+
+    Every segment gets its EXT-X-PROGRAM-DATE-TIME (cheap, and players and clip cutting map wall
+    clock to segments without summing durations); EXT-X-MAP is repeated whenever the init segment
+    changes (a reconnect starts a new ffmpeg, hence a new init segment).
+    """
+    lines = [
+        "#EXTM3U",
+        f"#EXT-X-VERSION:{HLS_VERSION}",
+        f"#EXT-X-TARGETDURATION:{target_duration(segments, nominal_duration)}",
+        f"#EXT-X-MEDIA-SEQUENCE:{segments[0].sequence if segments else 0}",
+    ]
+    if discontinuity_sequence:
+        lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}")
+    if playlist_type:
+        lines.append(f"#EXT-X-PLAYLIST-TYPE:{playlist_type}")
+    if independent_segments:
+        lines.append("#EXT-X-INDEPENDENT-SEGMENTS")
+    current_init: str | None = None
+    for segment in segments:
+        # A tag before the first segment is allowed (RFC 8216 6.2.1); DISCONTINUITY-SEQUENCE counts
+        # only the tags of segments that slid out.
+        if segment.discontinuity:
+            lines.append("#EXT-X-DISCONTINUITY")
+        if segment.init_uri and segment.init_uri != current_init:
+            lines.append(f'#EXT-X-MAP:URI="{segment.init_uri}"')
+            current_init = segment.init_uri
+        if segment.program_date_time is not None:
+            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_program_date_time(segment.program_date_time)}")
+        lines.append(f"#EXTINF:{segment.duration:.3f},")
+        lines.append(segment.uri)
+    if ended:
+        lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One EXT-X-STREAM-INF entry of the master playlist."""
+
+    uri: str
+    bandwidth: int
+    average_bandwidth: int | None
+    codecs: str
+    resolution: tuple[int, int] | None
+    frame_rate: float | None
+
+
+def render_master_playlist(variants: Sequence[Variant], independent_segments: bool = True) -> str:
+    """The master playlist, variants in the given order (the template's order, highest first)."""
+    lines = ["#EXTM3U", f"#EXT-X-VERSION:{HLS_VERSION}"]
+    if independent_segments:
+        lines.append("#EXT-X-INDEPENDENT-SEGMENTS")
+    for variant in variants:
+        attributes = [f"BANDWIDTH={variant.bandwidth}"]
+        if variant.average_bandwidth:
+            attributes.append(f"AVERAGE-BANDWIDTH={variant.average_bandwidth}")
+        attributes.append(f'CODECS="{variant.codecs}"')
+        if variant.resolution:
+            attributes.append(f"RESOLUTION={variant.resolution[0]}x{variant.resolution[1]}")
+        if variant.frame_rate:
+            attributes.append(f"FRAME-RATE={variant.frame_rate:.3f}")
+        lines.append("#EXT-X-STREAM-INF:" + ",".join(attributes))
+        lines.append(variant.uri)
+    return "\n".join(lines) + "\n"
+
+
+def parse_master_playlist(text: str) -> list[Variant]:
+    variants: list[Variant] = []
+    pending: dict[str, str] | None = None
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
+        if line.startswith("#EXT-X-STREAM-INF:"):
+            pending = _attribute_list(line.split(":", 1)[1])
+        elif line and not line.startswith("#") and pending is not None:
+            resolution = None
+            if "RESOLUTION" in pending:
+                width, height = pending["RESOLUTION"].split("x")
+                resolution = (int(width), int(height))
+            variants.append(
+                Variant(
+                    uri=line,
+                    bandwidth=int(pending["BANDWIDTH"]),
+                    average_bandwidth=int(pending["AVERAGE-BANDWIDTH"]) if "AVERAGE-BANDWIDTH" in pending else None,
+                    codecs=pending.get("CODECS", ""),
+                    resolution=resolution,
+                    frame_rate=float(pending["FRAME-RATE"]) if "FRAME-RATE" in pending else None,
+                )
+            )
+            pending = None
+    return variants
+
+
+# --- CODECS attribute ------------------------------------------------------------------------
+
+_H264_PROFILE_IDC = {"Baseline": 66, "Constrained Baseline": 66, "Main": 77, "High": 100, "High 10": 110}
+_H264_CONSTRAINTS = {"Constrained Baseline": 0xC0, "Baseline": 0xC0, "Main": 0x40}
+
+
+def codec_tag(stream: dict[str, object]) -> str | None:
+    """RFC 6381 codec string of one ffprobe stream (`ffprobe -show_streams -of json`), e.g.
+    avc1.64001f, hvc1.1.6.L93.B0, vp09.00.30.08, mp4a.40.2, Opus. None for an unknown codec."""
+    codec = stream.get("codec_name")
+    profile = str(stream.get("profile") or "")
+    level = stream.get("level")
+    if codec == "h264":
+        profile_idc = _H264_PROFILE_IDC.get(profile, 100)
+        constraints = _H264_CONSTRAINTS.get(profile, 0)
+        level_idc = int(level) if isinstance(level, int | str) and str(level).lstrip("-").isdigit() else 31
+        return f"avc1.{profile_idc:02x}{constraints:02x}{max(level_idc, 0):02x}"
+    if codec == "hevc":
+        profile_number = 2 if "10" in profile else 1
+        level_number = int(level) if isinstance(level, int | str) and str(level).lstrip("-").isdigit() else 93
+        return f"hvc1.{profile_number}.{6 if profile_number == 1 else 4}.L{max(level_number, 0)}.B0"
+    if codec == "vp9":
+        # Profile 0, level from the resolution is not exposed by ffprobe; 3.1 covers up to 720p60.
+        bit_depth = 10 if "10" in str(stream.get("pix_fmt", "")) else 8
+        vp9_profile = int(profile[-1]) if profile[-1:].isdigit() else 0
+        return f"vp09.{vp9_profile:02d}.31.{bit_depth:02d}"
+    if codec == "aac":
+        return "mp4a.40.5" if profile == "HE-AAC" else "mp4a.40.2"
+    if codec == "mp3":
+        return "mp4a.40.34"
+    if codec == "opus":
+        return "Opus"
+    return None
+
+
+# --- Clips -----------------------------------------------------------------------------------
+
+
+def select_clip_segments(segments: Sequence[Segment], start: datetime | None, end: datetime | None) -> list[Segment]:
+    """The segments that overlap [start, end): a clip is cut on segment boundaries (no re-encode), so
+    it starts with the segment holding `start` and ends with the one holding the instant before
+    `end`. Segments without a PROGRAM-DATE-TIME cannot be placed and are left out."""
+    chosen = []
+    for segment in segments:
+        begins, ends = segment.program_date_time, segment.end_time
+        if begins is None or ends is None:
+            continue
+        if (end is None or begins < end) and (start is None or ends > start):
+            chosen.append(segment)
+    return chosen
+
+
+def renumbered_for_clip(segments: Sequence[Segment], uris: Sequence[str]) -> list[Segment]:
+    """The clip's own playlist: numbered from 0, with the new object names; a discontinuity wherever
+    the source had one or the sequence numbers jump (segments missing from the source)."""
+    clip: list[Segment] = []
+    for index, (segment, uri) in enumerate(zip(segments, uris, strict=True)):
+        jumped = index > 0 and segment.sequence != segments[index - 1].sequence + 1
+        discontinuity = index > 0 and (segment.discontinuity or jumped)
+        clip.append(replace(segment, sequence=index, uri=uri, discontinuity=discontinuity))
+    return clip

@@ -1,0 +1,88 @@
+"""HTTP endpoints: the status API the operator polls (on the Pod address) and the nginx-rtmp hooks
+(on 127.0.0.1 only, so nothing outside the Pod can fake a publish)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .rtmp import PLAY_TOKEN_PARAMETER
+from .status import EncoderStatus
+
+
+class Controllable(Protocol):
+    status: EncoderStatus
+
+    def request_stop(self, finishing: bool | None = None) -> None: ...
+
+
+class RtmpHooks(Protocol):
+    def on_publish(self, name: str) -> bool: ...
+
+    def on_publish_done(self, name: str) -> None: ...
+
+    def allow_play(self, token: str | None) -> bool: ...
+
+
+def status_app(job: Controllable, *, pausable: bool) -> web.Application:
+    async def get_status(_: web.Request) -> web.Response:
+        return web.json_response(job.status.to_json())
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def metrics(_: web.Request) -> web.Response:
+        job.status.refresh_metrics()
+        body = generate_latest(job.status.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def pause_handler(paused: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(_: web.Request) -> web.Response:
+            if not pausable:
+                return web.json_response({"error": "only a RecordJob can be paused"}, status=409)
+            job.status.paused = paused
+            return web.json_response(job.status.to_json()["recording"])
+
+        return handler
+
+    async def finish(_: web.Request) -> web.Response:
+        # The operator calls this before deleting the Pod when the job is over (online: false,
+        # schedule end): the playlists get EXT-X-ENDLIST. A bare SIGTERM may be an eviction.
+        job.request_stop(finishing=True)
+        return web.json_response({"state": job.status.state.value}, status=202)
+
+    app = web.Application()
+    app.router.add_get("/status", get_status)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/pause", pause_handler(True))
+    app.router.add_post("/resume", pause_handler(False))
+    app.router.add_post("/finish", finish)
+    return app
+
+
+def hook_app(hooks: RtmpHooks) -> web.Application:
+    """nginx-rtmp notify callbacks: any 2xx accepts, anything else refuses the client."""
+
+    async def publish(request: web.Request) -> web.Response:
+        form = await request.post()
+        return web.Response(status=200 if hooks.on_publish(str(form.get("name", ""))) else 403)
+
+    async def publish_done(request: web.Request) -> web.Response:
+        form = await request.post()
+        hooks.on_publish_done(str(form.get("name", "")))
+        return web.Response(status=200)
+
+    async def play(request: web.Request) -> web.Response:
+        form = await request.post()
+        token = form.get(PLAY_TOKEN_PARAMETER)
+        return web.Response(status=200 if hooks.allow_play(str(token) if token is not None else None) else 403)
+
+    app = web.Application()
+    app.router.add_post("/rtmp/publish", publish)
+    app.router.add_post("/rtmp/publish_done", publish_done)
+    app.router.add_post("/rtmp/play", play)
+    return app

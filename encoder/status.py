@@ -1,0 +1,153 @@
+"""What the encoder reports: the /status document the operator polls, and Prometheus metrics."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .ffmpeg import InputStatistics
+from .upload import UploadQueue
+
+
+class EncoderState(enum.StrEnum):
+    WAITING = "waiting"
+    LIVE = "live"
+    RECONNECTING = "reconnecting"
+    STOPPING = "stopping"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+def rfc3339(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass
+class RenditionStatus:
+    name: str
+    segments_written: int = 0
+    last_segment_time: datetime | None = None
+    progress: float | None = None
+    status: str = "Pending"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "segmentsWritten": self.segments_written,
+            "lastSegmentTime": rfc3339(self.last_segment_time),
+            "progress": self.progress,
+            "status": self.status,
+        }
+
+
+class Metrics:
+    """Prometheus metrics in a registry of their own (no default process collectors twice)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.state = Gauge("onair_encoder_state", "1 for the current state", ["state"], registry=self.registry)
+        self.ingest_connected = Gauge("onair_encoder_ingest_connected", "1 while a publisher is connected",
+                                      registry=self.registry)
+        self.disconnects = Counter("onair_encoder_ingest_disconnects", "Publisher disconnects", registry=self.registry)
+        self.segments = Counter("onair_encoder_segments", "Segments published", ["rendition"], registry=self.registry)
+        self.upload_latency = Histogram(
+            "onair_encoder_segment_availability_seconds",
+            "Segment closed on disk to the playlist naming it uploaded",
+            buckets=(0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.upload_failures = Gauge("onair_encoder_upload_failures", "Failed upload attempts so far",
+                                     registry=self.registry)
+        self.spool_bytes = Gauge("onair_encoder_spool_bytes", "Local bytes waiting for upload", registry=self.registry)
+        self.spool_full = Gauge("onair_encoder_spool_full", "1 when the spool is full and segments are dropped",
+                                registry=self.registry)
+        self.spool_dropped = Counter("onair_encoder_spool_dropped_segments", "Segments dropped on a full spool",
+                                     registry=self.registry)
+        self.dropped_frames = Gauge("onair_encoder_dropped_frames", "Frames dropped by ffmpeg", registry=self.registry)
+        self.speed = Gauge("onair_encoder_speed", "Encoding speed (1 = real time)", registry=self.registry)
+
+
+@dataclass
+class EncoderStatus:
+    """The mutable state behind GET /status, changed only from the event loop."""
+
+    renditions: dict[str, RenditionStatus]
+    master_playlist_key: str
+    media_playlist_keys: dict[str, str]
+    uploader: UploadQueue | None = None
+    state: EncoderState = EncoderState.WAITING
+    message: str = "waiting for the publisher"
+    connected: bool = False
+    connected_at: datetime | None = None
+    disconnects: int = 0
+    statistics: InputStatistics = field(default_factory=InputStatistics)
+    dropped_frames: int = 0
+    spool_full: bool = False
+    paused: bool = False
+    recording_progress: float | None = None
+    recording: bool = False
+    metrics: Metrics = field(default_factory=Metrics)
+    changed_at: float = field(default_factory=time.monotonic)
+
+    def set_state(self, state: EncoderState, message: str) -> None:
+        if state != self.state or message != self.message:
+            self.changed_at = time.monotonic()
+        self.state, self.message = state, message
+        for each in EncoderState:
+            self.metrics.state.labels(each.value).set(1 if each == state else 0)
+
+    def set_connected(self, connected: bool) -> None:
+        if connected and not self.connected:
+            self.connected_at = datetime.now(UTC)
+        if not connected and self.connected:
+            self.disconnects += 1
+            self.metrics.disconnects.inc()
+        self.connected = connected
+        self.metrics.ingest_connected.set(1 if connected else 0)
+
+    def to_json(self) -> dict[str, Any]:
+        upload: dict[str, Any] = {"lastLatencyMs": None, "p50LatencyMs": None, "p99LatencyMs": None, "spoolBytes": 0,
+                                  "spoolFull": self.spool_full, "failures": 0, "pending": 0, "lastError": None}
+        if self.uploader is not None:
+            stats = self.uploader.stats
+            upload.update(
+                lastLatencyMs=_round(stats.last_latency_ms),
+                p50LatencyMs=_round(stats.p50_ms()),
+                p99LatencyMs=_round(stats.p99_ms()),
+                spoolBytes=self.uploader.spool_bytes,
+                failures=stats.failures,
+                pending=self.uploader.pending(),
+                lastError=stats.last_error if stats.failing_since is not None else None,
+            )
+        return {
+            "state": self.state.value,
+            "message": self.message,
+            "ingest": {
+                "connected": self.connected,
+                "connectedAt": rfc3339(self.connected_at),
+                "disconnects": self.disconnects,
+                "statistics": self.statistics.to_json(),
+            },
+            "renditions": [rendition.to_json() for rendition in self.renditions.values()],
+            "upload": upload,
+            "droppedFrames": self.dropped_frames,
+            "masterPlaylistKey": self.master_playlist_key,
+            "mediaPlaylistKeys": dict(self.media_playlist_keys),
+            "recording": {"paused": self.paused, "progress": self.recording_progress},
+        }
+
+    def refresh_metrics(self) -> None:
+        if self.uploader is not None:
+            self.metrics.upload_failures.set(self.uploader.stats.failures)
+            self.metrics.spool_bytes.set(self.uploader.spool_bytes)
+        self.metrics.spool_full.set(1 if self.spool_full else 0)
+        self.metrics.dropped_frames.set(self.dropped_frames)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

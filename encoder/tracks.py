@@ -1,0 +1,134 @@
+"""The published state of one rendition: its numbered segments, the live window, what to delete.
+Pure bookkeeping (no I/O), so the numbering and window rules are unit-tested.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .playlist import MediaPlaylist, Segment, render_media_playlist
+
+LIVE_PLAYLIST = "index.m3u8"
+EVENT_PLAYLIST = "event.m3u8"  # every segment of a recorded event (LiveJob recording: true)
+
+
+@dataclass
+class RenditionTrack:
+    """Segments of one rendition across every ingest session and Pod restart of the job.
+
+    Numbers never restart: a new session continues at `next_sequence` and its first segment carries
+    a DISCONTINUITY. The live playlist shows the newest `window` segments (or `dvr_seconds` of
+    them); a segment leaving it is deleted one more window later, so players that fetched the
+    previous playlist can still load it (RFC 8216 6.2.2), unless `keep_all` (recording) holds it.
+    """
+
+    name: str
+    nominal_duration: float
+    window: int
+    dvr_seconds: int = 0
+    keep_all: bool = False
+    segments: list[Segment] = field(default_factory=list)  # in the live window, or all with keep_all
+    next_sequence: int = 0
+    discontinuity_sequence: int = 0  # DISCONTINUITY tags that slid out of the live window
+    pending_discontinuity: bool = False
+    _retired: deque[Segment] = field(default_factory=deque)
+    window_start: int = 0  # index into `segments` of the first segment in the live window
+
+    @classmethod
+    def resume(cls, track: RenditionTrack, stored: MediaPlaylist) -> RenditionTrack:
+        """Continue after a previous Pod of the same job: keep its segments and numbering."""
+        track.segments = list(stored.segments)
+        track.discontinuity_sequence = stored.discontinuity_sequence
+        if stored.segments:
+            track.next_sequence = stored.segments[-1].sequence + 1
+            track.pending_discontinuity = True
+        track._slide()
+        return track
+
+    def start_session(self) -> None:
+        """A new ingest session (new ffmpeg): its first segment is a discontinuity."""
+        if self.segments or self.next_sequence:
+            self.pending_discontinuity = True
+
+    def add(
+        self,
+        duration: float,
+        uri: str,
+        program_date_time: datetime | None,
+        init_uri: str | None = None,
+        size_bytes: int | None = None,
+    ) -> Segment:
+        segment = Segment(
+            sequence=self.next_sequence,
+            duration=duration,
+            uri=uri,
+            program_date_time=program_date_time,
+            discontinuity=self.pending_discontinuity,
+            init_uri=init_uri,
+            size_bytes=size_bytes,
+        )
+        self.next_sequence += 1
+        self.pending_discontinuity = False
+        self.segments.append(segment)
+        self._slide()
+        return segment
+
+    def skip(self) -> None:
+        """A segment that will not be published (recording paused, spool full): the next one that is
+        published follows a gap, so it is a discontinuity. Numbers stay consecutive."""
+        self.pending_discontinuity = True
+
+    def _window_size(self) -> int:
+        if self.dvr_seconds <= 0:
+            return self.window
+        total, count = 0.0, 0
+        for segment in reversed(self.segments):
+            if total >= self.dvr_seconds and count >= self.window:
+                break
+            total += segment.duration
+            count += 1
+        return count
+
+    def _slide(self) -> None:
+        size = self._window_size()
+        new_start = max(0, len(self.segments) - size)
+        for segment in self.segments[self.window_start : new_start]:
+            if segment.discontinuity:
+                self.discontinuity_sequence += 1
+            if not self.keep_all:
+                self._retired.append(segment)
+        if self.keep_all:
+            self.window_start = new_start
+        else:
+            self.segments = self.segments[new_start:]
+            self.window_start = 0
+
+    @property
+    def live_segments(self) -> list[Segment]:
+        return self.segments[self.window_start :]
+
+    def take_expired(self) -> list[Segment]:
+        """Segments out of the live window for more than one window: delete them now."""
+        expired = []
+        while len(self._retired) > self.window:
+            expired.append(self._retired.popleft())
+        return expired
+
+    def live_playlist(self, ended: bool = False) -> str:
+        return render_media_playlist(
+            self.live_segments,
+            nominal_duration=self.nominal_duration,
+            discontinuity_sequence=self.discontinuity_sequence,
+            ended=ended,
+        )
+
+    def event_playlist(self, ended: bool = False) -> str:
+        """Every segment kept (keep_all): an EVENT playlist while live, VOD once ended."""
+        return render_media_playlist(
+            self.segments,
+            nominal_duration=self.nominal_duration,
+            playlist_type="VOD" if ended else "EVENT",
+            ended=ended,
+        )

@@ -1,0 +1,293 @@
+"""Ordered upload to the bucket, with retry and a bounded local spool.
+
+One worker thread takes operations strictly in the order they were queued, so a segment always
+lands before any playlist naming it, and a playlist that drops a segment lands before the delete of
+that segment. When the store fails, the worker retries the same operation with exponential backoff
+and everything behind it waits on local disk (the spool). Only playlists are coalesced: a newer
+version of a playlist replaces an older queued one and moves to the tail, which keeps every
+"segment before playlist" pair in order while an outage does not pile up stale playlists.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+CONTENT_TYPES = {
+    ".m3u8": PLAYLIST_TYPE,
+    ".ts": "video/mp2t",
+    ".m4s": "video/iso.segment",
+    ".mp4": "video/mp4",
+}
+# Segments never change once written; live playlists change every segment (Apple: at most half the
+# target duration); a finished (VOD) playlist never changes again.
+SEGMENT_CACHE_CONTROL = "public, max-age=31536000, immutable"
+LIVE_PLAYLIST_CACHE_CONTROL = "public, max-age=1"
+MASTER_PLAYLIST_CACHE_CONTROL = "public, max-age=5"
+FINAL_PLAYLIST_CACHE_CONTROL = "public, max-age=31536000"
+
+
+def content_type_for(key: str) -> str:
+    suffix = key[key.rfind(".") :] if "." in key else ""
+    return CONTENT_TYPES.get(suffix, "application/octet-stream")
+
+
+class ObjectStore(Protocol):
+    def put(self, key: str, body: bytes, content_type: str, cache_control: str) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+@dataclass
+class Operation:
+    key: str
+    delete: bool = False
+    path: Path | None = None  # a local file (segment) to upload
+    body: bytes | None = None  # in-memory content (playlist)
+    cache_control: str = SEGMENT_CACHE_CONTROL
+    remove_local: bool = True  # delete the local file once uploaded
+    # time.monotonic() of the segments whose availability this operation completes (the playlist
+    # that first names them): upload latency is measured from there.
+    closed_at: list[float] = field(default_factory=list)
+    on_done: Callable[[], None] | None = None
+
+    @property
+    def size(self) -> int:
+        if self.body is not None:
+            return len(self.body)
+        try:
+            return self.path.stat().st_size if self.path else 0
+        except FileNotFoundError:
+            return 0
+
+
+@dataclass
+class UploadStats:
+    last_latency_ms: float | None = None
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
+    failures: int = 0
+    uploaded_objects: int = 0
+    uploaded_bytes: int = 0
+    last_error: str | None = None
+    failing_since: float | None = None
+
+    def p99_ms(self) -> float | None:
+        return percentile(list(self.latencies_ms), 99)
+
+    def p50_ms(self) -> float | None:
+        return percentile(list(self.latencies_ms), 50)
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * pct // 100))
+    return ordered[int(rank) - 1]
+
+
+class UploadQueue:
+    """The ordered queue and its worker thread."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        spool_limit_bytes: int,
+        initial_backoff: float = 0.2,
+        max_backoff: float = 5.0,
+        on_latency: Callable[[float], None] | None = None,
+    ) -> None:
+        self._on_latency = on_latency  # seconds from segment closed to its playlist uploaded
+        self._store = store
+        self._queue: deque[Operation] = deque()
+        self._condition = threading.Condition()
+        self._in_flight: Operation | None = None
+        self._stopping = False
+        self._initial_backoff = initial_backoff
+        self._max_backoff = max_backoff
+        self.spool_limit_bytes = spool_limit_bytes
+        self.stats = UploadStats()
+        self._spool_bytes = 0
+        self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    # --- queueing (any thread) ---------------------------------------------------------------
+
+    @property
+    def spool_bytes(self) -> int:
+        """Bytes of local segment files waiting for upload."""
+        return self._spool_bytes
+
+    def has_room_for(self, size: int) -> bool:
+        return self._spool_bytes + size <= self.spool_limit_bytes
+
+    def put_file(self, key: str, path: Path, *, remove_local: bool = True) -> None:
+        operation = Operation(key=key, path=path, remove_local=remove_local)
+        with self._condition:
+            self._spool_bytes += operation.size
+            operation_size = operation.size
+            operation.on_done = self._release(operation_size)
+            self._queue.append(operation)
+            self._condition.notify_all()
+
+    def _release(self, size: int) -> Callable[[], None]:
+        def release() -> None:
+            self._spool_bytes -= size
+
+        return release
+
+    def put_bytes(self, key: str, body: bytes, cache_control: str, closed_at: list[float] | None = None) -> None:
+        """Queue a playlist; an older queued version of the same key is replaced (see module doc)."""
+        marks = list(closed_at or [])
+        with self._condition:
+            for queued in list(self._queue):
+                if queued.key == key and not queued.delete and queued.body is not None:
+                    marks = queued.closed_at + marks
+                    self._queue.remove(queued)
+            self._queue.append(Operation(key=key, body=body, cache_control=cache_control, closed_at=marks))
+            self._condition.notify_all()
+
+    def delete(self, key: str) -> None:
+        with self._condition:
+            self._queue.append(Operation(key=key, delete=True))
+            self._condition.notify_all()
+
+    def pending(self) -> int:
+        with self._condition:
+            return len(self._queue) + (1 if self._in_flight else 0)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until everything queued so far is uploaded (True) or the timeout passes (False)."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while self._queue or self._in_flight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._condition.wait(remaining)
+            return True
+
+    def stop(self) -> None:
+        with self._condition:
+            self._stopping = True
+            self._condition.notify_all()
+        self._thread.join(timeout=5)
+
+    # --- the worker ----------------------------------------------------------------------------
+
+    def _next(self) -> Operation | None:
+        with self._condition:
+            while not self._queue and not self._stopping:
+                self._condition.wait()
+            if self._stopping:  # stop() comes after wait_idle: whatever is left is abandoned
+                return None
+            self._in_flight = self._queue.popleft()
+            return self._in_flight
+
+    def _run(self) -> None:
+        while (operation := self._next()) is not None:
+            backoff = self._initial_backoff
+            while not self._attempt(operation):
+                with self._condition:
+                    if self._stopping:
+                        break
+                    self._condition.wait(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+            with self._condition:
+                self._in_flight = None
+                self._condition.notify_all()
+
+    def _attempt(self, operation: Operation) -> bool:
+        try:
+            self._perform(operation)
+        except Exception as error:  # any store error: retry the same operation later, keeping the order
+            self.stats.failures += 1
+            self.stats.last_error = f"{operation.key}: {error}"
+            if self.stats.failing_since is None:
+                self.stats.failing_since = time.monotonic()
+            log.warning("upload of %s failed, will retry: %s", operation.key, error)
+            return False
+        self.stats.failing_since = None
+        return True
+
+    def _perform(self, operation: Operation) -> None:
+        if operation.delete:
+            self._store.delete(operation.key)
+        else:
+            if operation.body is not None:
+                body = operation.body
+            else:
+                body = operation.path.read_bytes() if operation.path else b""
+            self._store.put(operation.key, body, content_type_for(operation.key), operation.cache_control)
+            self.stats.uploaded_objects += 1
+            self.stats.uploaded_bytes += len(body)
+            if operation.path is not None and operation.remove_local:
+                operation.path.unlink(missing_ok=True)
+        now = time.monotonic()
+        for closed in operation.closed_at:
+            latency = (now - closed) * 1000
+            self.stats.last_latency_ms = latency
+            self.stats.latencies_ms.append(latency)
+            if self._on_latency is not None:
+                self._on_latency(latency / 1000)
+        if operation.on_done:
+            operation.on_done()
+
+
+class S3Store:
+    """ObjectStore on boto3. Retries are ours (UploadQueue), so botocore's are off."""
+
+    def __init__(self, endpoint: str, bucket: str, region: str, **client_kwargs: Any) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=region,
+            config=Config(
+                retries={"max_attempts": 1, "mode": "standard"},
+                connect_timeout=2,
+                read_timeout=10,
+                s3={"addressing_style": "path"},
+            ),
+            **client_kwargs,
+        )
+
+    def put(self, key: str, body: bytes, content_type: str, cache_control: str) -> None:
+        self.client.put_object(
+            Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, CacheControl=cache_control
+        )
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return bytes(self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def copy(self, source_key: str, key: str, cache_control: str) -> None:
+        self.client.copy_object(
+            Bucket=self.bucket,
+            Key=key,
+            CopySource={"Bucket": self.bucket, "Key": source_key},
+            ContentType=content_type_for(key),
+            CacheControl=cache_control,
+            MetadataDirective="REPLACE",
+        )

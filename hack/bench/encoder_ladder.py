@@ -1,0 +1,197 @@
+"""Encoder ladder benchmark: a 720p30 source through a 3-rendition x264 ladder.
+
+In one run, one after the other on the same machine, with the same source paced in real time:
+  encoder   the onair encoder (RTMP ingest through nginx-rtmp, HLS, upload to SeaweedFS S3)
+  single    one hand-written ffmpeg command doing the same ladder (split + scale, HLS to local disk)
+  separate  one ffmpeg process per rendition (each decodes the source itself)
+It reports CPU seconds (user + system of each process tree), the ratios, and the encoder's segment
+availability latency (segment closed on disk -> object and updated playlist uploaded), p50 and p99.
+
+    .venv/bin/python hack/bench/encoder_ladder.py [--seconds 60]
+Goals (issue 4): encoder <= 1.05 x single, <= 0.8 x separate, p99 <= 300 ms on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import boto3
+
+RENDITIONS = [("720p", 1280, 720, 3_000_000), ("480p", 854, 480, 1_200_000), ("360p", 640, 360, 800_000)]
+SEGMENT_SECONDS = 4
+FPS = 30
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(check: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def cpu_seconds_of(process: subprocess.Popen[bytes]) -> float:
+    """Waits for the process and returns the CPU time of it and every descendant it waited for."""
+    _, _, usage = os.wait4(process.pid, 0)
+    process.returncode = 0
+    return usage.ru_utime + usage.ru_stime
+
+
+def make_source(directory: Path, seconds: int) -> Path:
+    source = directory / "source.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate={FPS}",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
+         "-c:v", "libx264", "-preset", "veryfast", "-b:v", "4M", "-g", str(FPS * 2), "-pix_fmt", "yuv420p",
+         "-c:a", "aac", "-b:a", "128k", str(source)],
+        check=True,
+    )  # fmt: skip
+    return source
+
+
+def x264_args(bitrate: int) -> list[str]:
+    keyint = FPS * 2
+    return ["-c:v", "libx264", "-preset", "veryfast", "-b:v", str(bitrate), "-maxrate", str(int(bitrate * 1.1)),
+            "-bufsize", str(bitrate * 2), "-g", str(keyint), "-keyint_min", str(keyint), "-sc_threshold", "0",
+            "-force_key_frames", f"expr:gte(t,n_forced*{SEGMENT_SECONDS})", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-b:a", "128000", "-ar", "48000", "-ac", "2"]
+
+
+def hls_args(directory: Path) -> list[str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    return ["-f", "hls", "-hls_time", str(SEGMENT_SECONDS), "-hls_list_size", "0",
+            "-hls_segment_filename", str(directory / "seg_%06d.ts"), str(directory / "index.m3u8")]
+
+
+def run_single(source: Path, out: Path) -> float:
+    graph = "[0:v:0]split=3[s0][s1][s2];" + ";".join(
+        f"[s{i}]fps={FPS},scale={w}:{h},setsar=1[v{i}]" for i, (_, w, h, _) in enumerate(RENDITIONS)
+    )
+    argv = ["ffmpeg", "-v", "error", "-nostdin", "-re", "-i", str(source), "-filter_complex", graph]
+    for i, (name, _, _, bitrate) in enumerate(RENDITIONS):
+        argv += ["-map", f"[v{i}]", "-map", "0:a:0", *x264_args(bitrate), *hls_args(out / "single" / name)]
+    return cpu_seconds_of(subprocess.Popen(argv))
+
+
+def run_separate(source: Path, out: Path) -> float:
+    processes = []
+    for name, width, height, bitrate in RENDITIONS:
+        argv = ["ffmpeg", "-v", "error", "-nostdin", "-re", "-i", str(source), "-map", "0:v:0", "-map", "0:a:0",
+                "-vf", f"fps={FPS},scale={width}:{height},setsar=1", *x264_args(bitrate),
+                *hls_args(out / "separate" / name)]
+        processes.append(subprocess.Popen(argv))
+    return sum(cpu_seconds_of(process) for process in processes)
+
+
+def start_seaweedfs(directory: Path) -> tuple[subprocess.Popen[bytes], str, tuple[str, str]]:
+    keys = ("bench", "benchsecret")
+    identities = directory / "identities.json"
+    identities.write_text(json.dumps({"identities": [{"name": "bench", "credentials": [
+        {"accessKey": keys[0], "secretKey": keys[1]}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+    p = {name: free_port() for name in ("m", "mg", "v", "vg", "f", "fg", "s", "sg")}
+    weed = str(Path(sys.executable).parent / "weed")
+    argv = [weed, "server", "-s3", f"-dir={directory}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-master.port={p['m']}", f"-master.port.grpc={p['mg']}", f"-volume.port={p['v']}",
+            f"-volume.port.grpc={p['vg']}", f"-filer.port={p['f']}", f"-filer.port.grpc={p['fg']}",
+            f"-s3.port={p['s']}", f"-s3.port.grpc={p['sg']}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-s3.config={identities}", "-master.volumeSizeLimitMB=256", "-volume.max=16"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=directory)
+    endpoint = f"http://127.0.0.1:{p['s']}"
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=keys[0], aws_secret_access_key=keys[1],
+                          region_name="us-east-1")
+    wait_for(lambda: client.create_bucket(Bucket="bench") or True, 60, "SeaweedFS")
+    return process, endpoint, keys
+
+
+def run_encoder(source: Path, work: Path, endpoint: str, keys: tuple[str, str]) -> tuple[float, dict[str, object]]:
+    host, key = "127.0.0.77", secrets.token_hex(8)
+    ports = {name: free_port() for name in ("rtmp", "srt", "status")}
+    template = {"id": 1, "name": "bench", "segmentDurationSeconds": SEGMENT_SECONDS, "playlistWindow": 6,
+                "renditions": [{"name": n, "width": w, "height": h, "fps": FPS, "videoBitrate": b}
+                               for n, w, h, b in RENDITIONS]}
+    config = {"kind": "LiveJob", "namespace": "bench", "name": "bench", "attempt": 1, "template": template,
+              "spec": {"jobTemplateId": 1, "input": {"serverType": "RTMP"}, "destination": {"bucket": "bench"}},
+              "storage": {"endpoint": endpoint, "bucket": "bench", "prefix": "bench", "region": "us-east-1"}}
+    env = {**os.environ, "ONAIR_JOB_CONFIG": json.dumps(config), "ONAIR_STREAM_KEY": key, "ONAIR_LISTEN_HOST": host,
+           "AWS_ACCESS_KEY_ID": keys[0], "AWS_SECRET_ACCESS_KEY": keys[1], "ONAIR_WORK_DIR": str(work / "encoder"),
+           "ONAIR_LOG_LEVEL": "WARNING"}
+    encoder = subprocess.Popen(
+        [str(Path(sys.executable).parent / "onair-encoder"), "--rtmp-port", str(ports["rtmp"]),
+         "--srt-port", str(ports["srt"]), "--status-port", str(ports["status"])], env=env)  # fmt: skip
+    status_url = f"http://{host}:{ports['status']}/status"
+
+    def status() -> dict[str, object]:
+        with urllib.request.urlopen(status_url, timeout=2) as response:
+            document: dict[str, object] = json.load(response)
+            return document
+
+    wait_for(lambda: status(), 20, "the encoder")
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-re", "-i", str(source), "-c", "copy", "-f", "flv",
+         f"rtmp://{host}:{ports['rtmp']}/live/{key}"], check=False)  # fmt: skip
+    wait_for(lambda: status()["state"] == "reconnecting", 20, "the end of the stream")
+    final = status()
+    encoder.send_signal(signal.SIGTERM)
+    return cpu_seconds_of(encoder), final
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=60, help="length of the source (default 60)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="onair-bench-") as temporary:
+        work = Path(temporary)
+        source = make_source(work, args.seconds)
+        (work / "weed").mkdir()
+        weed, endpoint, keys = start_seaweedfs(work / "weed")
+        try:
+            print(f"source: 1280x720@{FPS} x264 + AAC, {args.seconds} s, paced in real time; ladder: "
+                  + ", ".join(f"{n} {b // 1000} kb/s" for n, _, _, b in RENDITIONS), flush=True)
+            encoder_cpu, final = run_encoder(source, work, endpoint, keys)
+            single_cpu = run_single(source, work)
+            separate_cpu = run_separate(source, work)
+        finally:
+            weed.terminate()
+            try:
+                weed.wait(10)
+            except subprocess.TimeoutExpired:
+                weed.kill()
+                weed.wait()
+    upload = final["upload"]
+    assert isinstance(upload, dict)
+    renditions = final["renditions"]
+    assert isinstance(renditions, list)
+    print(f"encoder   CPU {encoder_cpu:7.1f} s  (segments per rendition: "
+          f"{[r['segmentsWritten'] for r in renditions]}, dropped frames {final['droppedFrames']})")
+    print(f"single    CPU {single_cpu:7.1f} s  (one hand-written ffmpeg)")
+    print(f"separate  CPU {separate_cpu:7.1f} s  (one ffmpeg per rendition)")
+    print(f"encoder / single   = {encoder_cpu / single_cpu:.3f}  (goal <= 1.05)")
+    print(f"encoder / separate = {encoder_cpu / separate_cpu:.3f}  (goal <= 0.80)")
+    print(f"segment availability latency: p50 {upload['p50LatencyMs']} ms, p99 {upload['p99LatencyMs']} ms "
+          "(goal p99 <= 300 ms)")
+
+
+if __name__ == "__main__":
+    main()

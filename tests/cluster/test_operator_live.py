@@ -1,0 +1,98 @@
+"""End to end on the process node: the operator runs the real encoder, a real ffmpeg publishes a
+test pattern over RTMP, and the job's phase follows the ingest within 2 s; the HLS lands in S3."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cluster.conftest import get_job, wait_phase
+from cluster.test_operator_lifecycle import create_live_job, patch_spec
+from kubernetes import client
+from localplatform.platform import PlatformInfo
+from waiting import wait_until
+
+REPORT_DEADLINE = dt.timedelta(seconds=2)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def parse(stamp: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def timing(job: dict[str, Any], phase: str, after: dt.datetime) -> dt.datetime | None:
+    times = [parse(t["time"]) for t in job["status"]["timings"] if t["phase"] == phase]
+    later = [t for t in times if t >= after - dt.timedelta(seconds=1)]
+    return later[-1] if later else None
+
+
+@pytest.fixture
+def publisher() -> Iterator[Any]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def publish(url: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen([
+            "ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
+            "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+            "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-f", "flv", url,
+        ], stdin=subprocess.DEVNULL)
+        started.append(process)
+        return process
+
+    yield publish
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+def test_phases_follow_the_ingest_within_two_seconds(kube: client.ApiClient, job_namespace: str, s3: Any,
+                                                     platform: PlatformInfo, publisher: Any) -> None:
+    create_live_job(kube, job_namespace, "studio")
+    job = wait_phase(kube, job_namespace, "studio", "WaitingForInput", timeout=90)
+    status = job["status"]
+    key = base64.b64decode(client.CoreV1Api(kube).read_namespaced_secret(
+        status["streamKeySecret"], job_namespace).data["streamKey"]).decode()
+    ingest = status["urls"]["rtmpServer"] + key
+
+    first = publisher(ingest)
+    job = wait_phase(kube, job_namespace, "studio", "Live", timeout=60)
+    statistics = job["status"]["statistics"]
+    assert (statistics["width"], statistics["height"]) == (640, 360)
+
+    dropped_at = now()
+    first.kill()
+    first.wait()
+    job = wait_phase(kube, job_namespace, "studio", "Reconnecting", timeout=30)
+    reconnecting = timing(job, "Reconnecting", dropped_at)
+    assert reconnecting is not None and reconnecting - dropped_at <= REPORT_DEADLINE
+
+    publisher(ingest)
+    job = wait_phase(kube, job_namespace, "studio", "Live", timeout=60)
+    phases = [t["phase"] for t in job["status"]["timings"]]
+    assert phases[-3:] == ["Live", "Reconnecting", "Live"]
+
+    prefix = "live/studio/"
+
+    def uploaded() -> set[str]:
+        listing = s3.list_objects_v2(Bucket=platform.s3_bucket, Prefix=prefix)
+        return {o["Key"] for o in listing.get("Contents", [])}
+
+    keys = wait_until(lambda: (k := uploaded()) >= {f"{prefix}master.m3u8", f"{prefix}360p/index.m3u8",
+                                                      f"{prefix}180p/index.m3u8"} and k, 60, "the HLS in S3")
+    assert any(k.startswith(f"{prefix}360p/") and not k.endswith(".m3u8") for k in keys)
+    master = s3.get_object(Bucket=platform.s3_bucket, Key=f"{prefix}master.m3u8")["Body"].read().decode()
+    assert "RESOLUTION=640x360" in master and "RESOLUTION=320x180" in master
+
+    patch_spec(kube, job_namespace, "studio", {"online": False})
+    job = wait_phase(kube, job_namespace, "studio", "Offline", timeout=60)
+    assert [t["phase"] for t in job["status"]["timings"]][-2:] == ["Stopping", "Offline"]
+    assert get_job(kube, job_namespace, "studio")["status"].get("resourceName") is None

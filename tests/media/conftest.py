@@ -1,0 +1,154 @@
+"""Media-tier fixtures: a real SeaweedFS S3 server (behind a TCP proxy the tests can cut to play an
+outage), the real encoder as a subprocess on its own 127.x address, and real ffmpeg publishers."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import secrets
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from media_helpers import (
+    ACCESS_KEY,
+    ENCODER,
+    REGION,
+    SECRET_KEY,
+    WEED,
+    CuttableProxy,
+    EncoderProcess,
+    ObjectStore,
+    free_port,
+)
+from waiting import wait_until
+
+
+@pytest.fixture(scope="session")
+def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStore]:
+    """SeaweedFS `weed server -s3` on free ports in a tmp dir, stopped at the end of the session."""
+    directory = tmp_path_factory.mktemp("seaweedfs")
+    identities = directory / "identities.json"
+    identities.write_text(json.dumps({"identities": [{
+        "name": "onair", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }]}))  # fmt: skip
+    ports = {name: free_port() for name in ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc",
+                                            "s3", "s3_grpc")}
+    argv = [
+        WEED, "server", "-s3", f"-dir={directory}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-master.port={ports['master']}", f"-master.port.grpc={ports['master_grpc']}",
+        f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume_grpc']}",
+        f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer_grpc']}",
+        f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3_grpc']}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        f"-s3.config={identities}", "-master.volumeSizeLimitMB=256", "-volume.max=16",
+    ]  # fmt: skip
+    log = (directory / "weed.log").open("wb")
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
+    direct = f"http://127.0.0.1:{ports['s3']}"
+    client = boto3.client("s3", endpoint_url=direct, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                          region_name=REGION)
+
+    def ready() -> bool:
+        assert process.poll() is None, f"weed exited: {(directory / 'weed.log').read_text()[-3000:]}"
+        try:
+            client.create_bucket(Bucket="ready-check")
+            return True
+        except Exception:
+            return False
+
+    proxy = CuttableProxy(ports["s3"])
+    try:
+        wait_until(ready, 60, "SeaweedFS S3 to accept requests", interval=0.25)
+        client.create_bucket(Bucket="media")
+        yield ObjectStore(f"http://127.0.0.1:{proxy.port}", direct, proxy, client, "media")
+    finally:
+        proxy.stop()
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+_addresses = itertools.count(2)
+
+
+@pytest.fixture
+def start_encoder(
+    object_store: ObjectStore, tmp_path: Path
+) -> Iterator[Callable[..., EncoderProcess]]:
+    started: list[EncoderProcess] = []
+
+    def start(
+        kind: str,
+        spec: dict[str, Any],
+        template: dict[str, Any] | None,
+        *,
+        bucket: str | None = None,
+        prefix: str | None = None,
+        clip: dict[str, Any] | None = None,
+        srt_passphrase: str | None = None,
+        extra_env: dict[str, str] | None = None,
+        wait_healthy: bool = True,
+    ) -> EncoderProcess:
+        number = next(_addresses)
+        host = f"127.0.{number // 250}.{number % 250 + 2}"  # each encoder its own address, as a Pod IP
+        bucket = bucket or object_store.bucket
+        prefix = prefix or f"live/test{number}"
+        stream_key = secrets.token_hex(8)
+        config = {
+            "kind": kind, "namespace": "media", "name": f"job{number}", "attempt": 1, "spec": spec,
+            "template": template, "clip": clip,
+            "storage": {"endpoint": object_store.endpoint, "bucket": bucket, "prefix": prefix, "region": REGION},
+        }  # fmt: skip
+        env = {
+            **os.environ,
+            "ONAIR_JOB_CONFIG": json.dumps(config),
+            "ONAIR_STREAM_KEY": stream_key,
+            "ONAIR_LISTEN_HOST": host,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "ONAIR_WORK_DIR": str(tmp_path / f"work{number}"),
+            **(extra_env or {}),
+        }
+        if srt_passphrase:
+            env["ONAIR_SRT_PASSPHRASE"] = srt_passphrase
+        ports = {name: free_port(host) for name in ("rtmp", "srt", "status")}
+        log_path = tmp_path / f"encoder{number}.log"
+        process = subprocess.Popen(
+            [ENCODER, "--rtmp-port", str(ports["rtmp"]), "--srt-port",
+             str(ports["srt"]), "--status-port", str(ports["status"])],
+            env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        encoder = EncoderProcess(process, host, ports["rtmp"], ports["srt"], ports["status"], stream_key, bucket,
+                                 prefix, log_path)
+        started.append(encoder)
+        if wait_healthy:
+
+            def healthy() -> bool:
+                assert process.poll() is None, f"encoder exited {process.returncode}:\n{encoder.log()[-4000:]}"
+                try:
+                    return requests.get(f"{encoder.base_url}/healthz", timeout=1).status_code == 200
+                except requests.RequestException:
+                    return False
+
+            wait_until(healthy, 20, "the encoder's /healthz")
+        return encoder
+
+    yield start
+    for encoder in started:  # a failed test may leave one running: stop it cleanly, then for sure
+        if encoder.process.poll() is None:
+            encoder.process.terminate()
+            try:
+                encoder.process.wait(30)
+            except subprocess.TimeoutExpired:
+                encoder.process.kill()
+                encoder.process.wait()

@@ -1,0 +1,245 @@
+"""Helpers of the media tests: the S3 server's cuttable proxy, encoder processes, ffmpeg publishers,
+ffprobe checks, job specs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from waiting import wait_until
+
+WEED = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+ENCODER = str(Path(sys.executable).parent / "onair-encoder")  # the console script the Pod runs
+ACCESS_KEY, SECRET_KEY, REGION = "onairtest", "onairtestsecret", "us-east-1"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+class CuttableProxy:
+    """TCP proxy in front of the S3 server. `cut()` closes the listener and every connection (the
+    store is down: connection refused), `restore()` listens again on the same port."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stopped = False
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            # shutdown() first: a bare close() neither wakes the thread blocked in accept() nor stops
+            # the kernel from accepting on that socket.
+            if self._listener is not None:
+                with contextlib.suppress(OSError):
+                    self._listener.shutdown(socket.SHUT_RDWR)
+                self._listener.close()
+                self._listener = None
+            for connection in self._connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+                connection.close()
+            self._connections.clear()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self.cut()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._connections.update((client, upstream))
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(client, selectors.EVENT_READ, upstream)
+        selector.register(upstream, selectors.EVENT_READ, client)
+        try:
+            while True:
+                for key, _ in selector.select(timeout=1):
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    if not data:
+                        return
+                    key.data.sendall(data)
+        except (OSError, ValueError):
+            return
+        finally:
+            selector.close()
+            for sock in (client, upstream):
+                sock.close()
+            with self._lock:
+                self._connections.discard(client)
+                self._connections.discard(upstream)
+
+
+@dataclass
+class ObjectStore:
+    endpoint: str  # through the proxy
+    direct_endpoint: str
+    proxy: CuttableProxy
+    client: Any  # boto3 S3 client, direct (unaffected by cuts)
+
+    bucket: str  # one bucket for the session: SeaweedFS gives every bucket its own volumes, and
+    # -volume.max=16 runs out after a few; tests keep apart by key prefix instead.
+
+    def get_text(self, bucket: str, key: str) -> str | None:
+        try:
+            return str(self.client.get_object(Bucket=bucket, Key=key)["Body"].read().decode())
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def download_prefix(self, bucket: str, prefix: str, target: Path) -> list[str]:
+        keys = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for entry in page.get("Contents", []):
+                key = entry["Key"]
+                path = target / key[len(prefix) :].lstrip("/")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.client.download_file(bucket, key, str(path))
+                keys.append(key)
+        return keys
+
+
+@dataclass
+class EncoderProcess:
+    process: subprocess.Popen[bytes]
+    host: str
+    rtmp_port: int
+    srt_port: int
+    status_port: int
+    stream_key: str
+    bucket: str
+    prefix: str
+    log_path: Path
+    states_seen: list[str] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.status_port}"
+
+    @property
+    def rtmp_url(self) -> str:
+        return f"rtmp://{self.host}:{self.rtmp_port}/live/{self.stream_key}"
+
+    def status(self) -> dict[str, Any]:
+        document: dict[str, Any] = requests.get(f"{self.base_url}/status", timeout=2).json()
+        if not self.states_seen or self.states_seen[-1] != document["state"]:
+            self.states_seen.append(document["state"])
+        return document
+
+    def wait_state(self, state: str, timeout: float) -> dict[str, Any]:
+        return wait_until(lambda: (s := self.status())["state"] == state and s, timeout, f"encoder state {state}",
+                          interval=0.1)
+
+    def post(self, path: str) -> requests.Response:
+        return requests.post(f"{self.base_url}{path}", timeout=5)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def pattern_input(seconds: float, size: str = "640x360", rate: int = 30) -> list[str]:
+    """A generated test pattern with a tone, paced in real time like a live source."""
+    return [
+        "-re", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}",
+        "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        "-t", str(seconds),
+        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", str(rate), "-pix_fmt", "yuv420p",
+        "-c:a", "aac", "-b:a", "96k", "-ac", "2",
+    ]  # fmt: skip
+
+
+def publish(url: str, seconds: float, container: str = "flv", **kwargs: Any) -> subprocess.Popen[bytes]:
+    argv = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", *pattern_input(seconds, **kwargs),
+            "-f", container, url]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def ffprobe(path: Path, *extra: str) -> dict[str, Any]:
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-of", "json", "-show_streams", "-show_format", *extra, str(path)],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
+def first_frame_is_keyframe(path: Path) -> bool:
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "frame=key_frame,pict_type",
+         "-read_intervals", "%+#1", "-of", "json", str(path)],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    frames = json.loads(result.stdout).get("frames", [])
+    return bool(frames) and frames[0].get("key_frame") == 1
+
+
+SEGMENT_SECONDS = 2
+
+
+def ladder_template(*renditions: tuple[str, int, int, str]) -> dict[str, Any]:
+    return {
+        "id": 1,
+        "name": "test ladder",
+        "renditions": [
+            {"name": name, "width": width, "height": height, "fps": 30, "videoBitrate": 400_000 * height // 180,
+             "codec": codec}
+            for name, width, height, codec in renditions
+        ],
+        "audio": {"codec": "AAC", "bitrate": 96000, "sampleRate": 48000, "channels": 2},
+        "segmentDurationSeconds": SEGMENT_SECONDS,
+        "playlistWindow": 5,
+    }
+
+
+H264_LADDER = ladder_template(("360p", 640, 360, "H264"), ("270p", 480, 270, "H264"), ("180p", 320, 180, "H264"))
+
+
+def live_spec(server_type: str = "RTMP", **extra: Any) -> dict[str, Any]:
+    return {
+        "jobTemplateId": 1,
+        "input": {"serverType": server_type},
+        "destination": {"bucket": "ignored", "path": "live/test"},
+        **extra,
+    }

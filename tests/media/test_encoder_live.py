@@ -1,0 +1,166 @@
+"""The encoder with real ffmpeg publishers and a real S3 server: what a user of a LiveJob checks."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from media_helpers import (
+    H264_LADDER,
+    EncoderProcess,
+    ObjectStore,
+    ffprobe,
+    first_frame_is_keyframe,
+    ladder_template,
+    live_spec,
+    publish,
+)
+from waiting import wait_until
+
+from onair.encoder.playlist import parse_master_playlist, parse_media_playlist
+
+
+def check_rendition(store: ObjectStore, encoder: EncoderProcess, name: str, width: int, height: int, codec: str,
+                    target: Path, *, ended: bool) -> list[Path]:
+    """The rendition's playlist parses and every segment it names has the right video, audio and a
+    keyframe first."""
+    text = store.get_text(encoder.bucket, f"{encoder.prefix}/{name}/index.m3u8")
+    assert text is not None, f"no playlist for {name}"
+    playlist = parse_media_playlist(text)
+    assert playlist.segments, text
+    assert playlist.ended == ended
+    assert playlist.target_duration is not None
+    assert all(round(segment.duration) <= playlist.target_duration for segment in playlist.segments)
+    assert all(segment.program_date_time is not None for segment in playlist.segments)
+    numbers = [segment.sequence for segment in playlist.segments]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    paths = []
+    for segment in playlist.segments:
+        path = target / name / segment.uri
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store.client.download_file(encoder.bucket, f"{encoder.prefix}/{name}/{segment.uri}", str(path))
+        if segment.init_uri:
+            init = target / name / segment.init_uri
+            store.client.download_file(encoder.bucket, f"{encoder.prefix}/{name}/{segment.init_uri}", str(init))
+            joined = path.with_suffix(".joined.mp4")
+            joined.write_bytes(init.read_bytes() + path.read_bytes())
+            path = joined
+        probe = ffprobe(path)
+        video = [stream for stream in probe["streams"] if stream["codec_type"] == "video"]
+        audio = [stream for stream in probe["streams"] if stream["codec_type"] == "audio"]
+        assert len(video) == 1 and len(audio) == 1, f"{segment.uri}: {probe['streams']}"
+        assert (video[0]["width"], video[0]["height"], video[0]["codec_name"]) == (width, height, codec)
+        assert audio[0]["codec_name"] == "aac"
+        assert first_frame_is_keyframe(path), f"{name}/{segment.uri} does not start with a keyframe"
+        paths.append(path)
+    return paths
+
+
+def test_rtmp_ladder_playlists_and_segments_validate(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path
+) -> None:
+    encoder = start_encoder("LiveJob", live_spec(), H264_LADDER)
+    assert encoder.status()["state"] == "waiting"
+    publisher = publish(encoder.rtmp_url, 9)
+    connected = time.monotonic()
+    live = encoder.wait_state("live", 3)
+    assert time.monotonic() - connected < 2.5
+    assert live["ingest"]["connected"] is True
+    wait_until(lambda: encoder.status()["ingest"]["statistics"]["width"], 10, "ingest statistics")
+    statistics = encoder.status()["ingest"]["statistics"]
+    assert (statistics["width"], statistics["height"], statistics["videoCodecId"]) == (640, 360, 7)
+    assert (statistics["audioCodecId"], statistics["audioSampleRate"], statistics["audioChannels"]) == (10, 48000, 2)
+    assert statistics["stereo"] is True
+    assert publisher.wait(30) == 0, publisher.stderr.read() if publisher.stderr else ""
+    encoder.wait_state("reconnecting", 5)
+    assert encoder.post("/finish").status_code == 202
+    assert encoder.process.wait(30) == 0, encoder.log()[-3000:]
+
+    master_text = object_store.get_text(encoder.bucket, f"{encoder.prefix}/master.m3u8")
+    assert master_text is not None
+    variants = parse_master_playlist(master_text)
+    assert [variant.uri for variant in variants] == ["360p/index.m3u8", "270p/index.m3u8", "180p/index.m3u8"]
+    assert [variant.resolution for variant in variants] == [(640, 360), (480, 270), (320, 180)]
+    assert all(variant.codecs.startswith("avc1.") and "mp4a.40.2" in variant.codecs for variant in variants)
+    assert all(variant.bandwidth > 0 for variant in variants)
+    head = object_store.client.head_object(Bucket=encoder.bucket, Key=f"{encoder.prefix}/master.m3u8")
+    assert head["ContentType"] == "application/vnd.apple.mpegurl"
+    for name, width, height in (("360p", 640, 360), ("270p", 480, 270), ("180p", 320, 180)):
+        check_rendition(object_store, encoder, name, width, height, "h264", tmp_path, ended=True)
+    segment_head = object_store.client.head_object(Bucket=encoder.bucket, Key=f"{encoder.prefix}/180p/seg_000001.ts")
+    assert segment_head["ContentType"] == "video/mp2t"
+    assert "immutable" in segment_head["CacheControl"]
+
+
+def test_hevc_and_vp9_renditions(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path
+) -> None:
+    template = ladder_template(("hevc", 320, 180, "HEVC"), ("vp9", 256, 144, "VP9"))
+    encoder = start_encoder("LiveJob", live_spec(), template)
+    publisher = publish(encoder.rtmp_url, 6)
+    encoder.wait_state("live", 3)
+    assert publisher.wait(30) == 0
+    encoder.wait_state("reconnecting", 5)
+    assert encoder.post("/finish").status_code == 202
+    assert encoder.process.wait(30) == 0, encoder.log()[-3000:]
+    variants = parse_master_playlist(object_store.get_text(encoder.bucket, f"{encoder.prefix}/master.m3u8") or "")
+    assert [variant.codecs.split(".")[0] for variant in variants] == ["hvc1", "vp09"]
+    check_rendition(object_store, encoder, "hevc", 320, 180, "hevc", tmp_path, ended=True)
+    check_rendition(object_store, encoder, "vp9", 256, 144, "vp9", tmp_path, ended=True)
+
+
+def test_wrong_stream_key_is_refused(start_encoder: Callable[..., EncoderProcess]) -> None:
+    encoder = start_encoder("LiveJob", live_spec(), H264_LADDER)
+    wrong = encoder.rtmp_url.rsplit("/", 1)[0] + "/not-the-key"
+    publisher = publish(wrong, 3)
+    assert publisher.wait(20) != 0
+    status = encoder.status()
+    assert status["state"] == "waiting" and status["ingest"]["connected"] is False
+    assert all(rendition["segmentsWritten"] == 0 for rendition in status["renditions"])
+    assert encoder.stop() == 0
+
+
+def test_reconnect_continues_one_playlist_with_a_discontinuity(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    template = ladder_template(("180p", 320, 180, "H264"))
+    encoder = start_encoder("LiveJob", live_spec(), template)
+    first = publish(encoder.rtmp_url, 5)
+    encoder.wait_state("live", 3)
+    assert first.wait(30) == 0
+    dropped = time.monotonic()
+    encoder.wait_state("reconnecting", 3)
+    assert time.monotonic() - dropped < 2
+    second = publish(encoder.rtmp_url, 5)
+    encoder.wait_state("live", 3)
+    assert second.wait(30) == 0
+    encoder.wait_state("reconnecting", 3)
+    assert encoder.stop() == 0
+    assert encoder.states_seen[:4] == ["waiting", "live", "reconnecting", "live"]
+    playlist = parse_media_playlist(object_store.get_text(encoder.bucket, f"{encoder.prefix}/180p/index.m3u8") or "")
+    numbers = [segment.sequence for segment in playlist.segments]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers
+    discontinuities = [segment.sequence for segment in playlist.segments if segment.discontinuity]
+    # Exactly one: where the second publish starts, after the first publish's segments.
+    assert len(discontinuities) == 1 and numbers[0] < discontinuities[0] <= numbers[-1], (discontinuities, numbers)
+    assert not playlist.ended  # a plain SIGTERM (not /finish) leaves the live playlist open
+
+
+def test_srt_ingest_with_passphrase(start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore) -> None:
+    passphrase = "correct-horse-battery"
+    template = ladder_template(("180p", 320, 180, "H264"))
+    encoder = start_encoder("LiveJob", live_spec("SRT"), template, srt_passphrase=passphrase)
+    base = f"srt://{encoder.host}:{encoder.srt_port}?streamid={encoder.stream_key}&pbkeylen=16"
+    wrong = publish(f"{base}&passphrase=wrong-passphrase-x", 2, container="mpegts")
+    assert wrong.wait(30) != 0
+    assert encoder.status()["ingest"]["connected"] is False
+    publisher = publish(f"{base}&passphrase={passphrase}", 6, container="mpegts")
+    encoder.wait_state("live", 4)
+    wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 1, 15, "a segment over SRT")
+    assert publisher.wait(30) == 0
+    encoder.wait_state("reconnecting", 8)
+    assert encoder.stop() == 0
+    playlist = parse_media_playlist(object_store.get_text(encoder.bucket, f"{encoder.prefix}/180p/index.m3u8") or "")
+    assert math.fsum(segment.duration for segment in playlist.segments) >= 4

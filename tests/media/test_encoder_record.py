@@ -1,0 +1,145 @@
+"""S3 outages, recordings and clips, with real ffmpeg and a real S3 server."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from media_helpers import EncoderProcess, ObjectStore, ffprobe, free_port, ladder_template, live_spec, publish
+from waiting import wait_until
+
+from onair.encoder.playlist import format_program_date_time, parse_master_playlist, parse_media_playlist
+
+SMALL = ladder_template(("180p", 320, 180, "H264"))
+
+
+def named_segments_exist(store: ObjectStore, encoder: EncoderProcess, rendition: str) -> list[int]:
+    """What a player sees: every segment the current playlist names can be fetched."""
+    text = store.get_text(encoder.bucket, f"{encoder.prefix}/{rendition}/index.m3u8")
+    if text is None:
+        return []
+    playlist = parse_media_playlist(text)
+    for segment in playlist.segments:
+        store.client.head_object(Bucket=encoder.bucket, Key=f"{encoder.prefix}/{rendition}/{segment.uri}")
+    return [segment.sequence for segment in playlist.segments]
+
+
+def test_s3_down_for_20_seconds_loses_no_segment(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    spec = live_spec(recording=True)  # keep every segment, so all of them can be counted afterwards
+    encoder = start_encoder("LiveJob", spec, SMALL)
+    publisher = publish(encoder.rtmp_url, 34)
+    encoder.wait_state("live", 3)
+    wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 15, "segments before the outage")
+    object_store.proxy.cut()
+    outage_started = time.monotonic()
+    try:
+        wait_until(lambda: encoder.status()["upload"]["failures"] > 0, 10, "upload failures during the outage")
+        wait_until(lambda: encoder.status()["upload"]["spoolBytes"] > 0, 10, "segments spooled locally")
+        while time.monotonic() - outage_started < 20:
+            assert encoder.status()["state"] == "live"
+            time.sleep(0.5)
+    finally:
+        object_store.proxy.restore()
+    wait_until(lambda: encoder.status()["upload"]["pending"] == 0, 30, "the spool to drain")
+    # While the backlog is uploaded and after, a player never finds a playlist naming a missing segment.
+    for _ in range(10):
+        named_segments_exist(object_store, encoder, "180p")
+    assert publisher.wait(40) == 0
+    encoder.wait_state("reconnecting", 5)
+    assert encoder.post("/finish").status_code == 202
+    assert encoder.process.wait(30) == 0, encoder.log()[-3000:]
+    event = parse_media_playlist(object_store.get_text(encoder.bucket, f"{encoder.prefix}/180p/event.m3u8") or "")
+    numbers = [segment.sequence for segment in event.segments]
+    assert numbers == list(range(len(numbers))), numbers
+    assert not any(segment.discontinuity for segment in event.segments)
+    assert sum(segment.duration for segment in event.segments) > 30
+    for segment in event.segments:
+        object_store.client.head_object(Bucket=encoder.bucket, Key=f"{encoder.prefix}/180p/{segment.uri}")
+
+
+def test_clip_of_a_past_range_plays_as_vod(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path
+) -> None:
+    live = start_encoder("LiveJob", live_spec(recording=True), SMALL)
+    source_prefix, clip_prefix = live.prefix, f"{live.prefix}-clip"
+    publisher = publish(live.rtmp_url, 11)
+    live.wait_state("live", 3)
+    assert publisher.wait(30) == 0
+    live.wait_state("reconnecting", 5)
+    assert live.stop() == 0
+    stored = parse_media_playlist(object_store.get_text(live.bucket, f"{source_prefix}/180p/event.m3u8") or "")
+    assert len(stored.segments) >= 4
+    first, last = stored.segments[1], stored.segments[3]
+    assert first.program_date_time is not None and last.program_date_time is not None
+    # A range starting inside segment 1 and ending inside segment 3: the clip is segments 1 to 3.
+    start = first.program_date_time + timedelta(seconds=0.5)
+    end = last.program_date_time + timedelta(seconds=0.5)
+    record_spec = {"source": {"liveJobRef": "match"}, "timeRange": {"start": start.isoformat(), "end": end.isoformat()},
+                   "output": {"bucket": live.bucket, "path": clip_prefix, "format": "mp4"}}
+    clip = {"sourcePrefix": source_prefix, "start": format_program_date_time(start),
+            "end": format_program_date_time(end)}
+    recorder = start_encoder("RecordJob", record_spec, None, bucket=live.bucket, prefix=clip_prefix, clip=clip,
+                             wait_healthy=False)
+    assert recorder.process.wait(60) == 0, recorder.log()[-3000:]
+    variants = parse_master_playlist(object_store.get_text(live.bucket, f"{clip_prefix}/master.m3u8") or "")
+    assert [variant.uri for variant in variants] == ["180p/index.m3u8"]
+    playlist = parse_media_playlist(object_store.get_text(live.bucket, f"{clip_prefix}/180p/index.m3u8") or "")
+    assert playlist.ended and playlist.playlist_type == "VOD"
+    assert [segment.program_date_time for segment in playlist.segments] == [
+        segment.program_date_time for segment in stored.segments[1:4]
+    ]
+    object_store.download_prefix(live.bucket, clip_prefix, tmp_path)
+    decoded = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(tmp_path / "180p" / "index.m3u8"), "-f", "null", "-"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert decoded.returncode == 0 and not decoded.stderr.strip(), decoded.stderr
+    expected = sum(segment.duration for segment in stored.segments[1:4])
+    mp4 = ffprobe(tmp_path / "180p.mp4")
+    assert abs(float(mp4["format"]["duration"]) - expected) < 0.5
+    assert {stream["codec_type"] for stream in mp4["streams"]} == {"video", "audio"}
+
+
+def test_record_job_pauses_and_resumes(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    # The source: an SRT listener the recorder pulls from (a RecordJob streamUrl), copied as it is.
+    port = free_port()
+    source = publish(f"srt://127.0.0.1:{port}?mode=listener", 40, container="mpegts")
+    spec = {"source": {"streamUrl": f"srt://127.0.0.1:{port}"}, "output": {"bucket": "ignored"}}
+    recorder = start_encoder("RecordJob", spec, None)
+    try:
+        recorder.wait_state("live", 10)
+
+        def segments() -> int:
+            return int(recorder.status()["renditions"][0]["segmentsWritten"])
+
+        wait_until(lambda: segments() >= 2, 20, "recorded segments")
+        paused = recorder.post("/pause").json()
+        assert paused["paused"] is True
+        at_pause = segments()
+        resumed_after = time.monotonic() + 9
+        wait_until(lambda: time.monotonic() > resumed_after, 12, "a paused stretch")
+        assert segments() <= at_pause + 1  # at most the segment that was being written
+        assert recorder.post("/resume").json()["paused"] is False
+        wait_until(lambda: segments() >= at_pause + 3, 20, "segments after resuming")
+        assert recorder.stop() == 0
+    finally:
+        source.kill()
+        source.wait()
+    stored = object_store.get_text(recorder.bucket, f"{recorder.prefix}/source/index.m3u8")
+    playlist = parse_media_playlist(stored or "")
+    assert playlist.ended and playlist.playlist_type == "VOD"
+    numbers = [segment.sequence for segment in playlist.segments]
+    assert numbers == list(range(len(numbers)))
+    gaps = [segment for segment in playlist.segments if segment.discontinuity]
+    assert len(gaps) == 1  # the pause
+    assert gaps[0].program_date_time is not None
+    before = playlist.segments[gaps[0].sequence - 1]
+    assert before.end_time is not None
+    assert (gaps[0].program_date_time - before.end_time).total_seconds() > 5

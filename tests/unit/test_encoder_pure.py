@@ -1,0 +1,341 @@
+"""Pure parts of the encoder: ffmpeg command lines, playlists, numbering, the ordered upload queue."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from onair.encoder.config import ConfigError, IngestKind, load_job_config
+from onair.encoder.ffmpeg import (
+    ProgressParser,
+    build_session_argv,
+    gop_seconds,
+    parse_input_statistics,
+    session_outputs,
+)
+from onair.encoder.playlist import (
+    Segment,
+    Variant,
+    codec_tag,
+    parse_master_playlist,
+    parse_media_playlist,
+    render_master_playlist,
+    render_media_playlist,
+    renumbered_for_clip,
+    select_clip_segments,
+    target_duration,
+)
+from onair.encoder.rtmp import RtmpFrontConfig, render_nginx_config
+from onair.encoder.tracks import RenditionTrack
+from onair.encoder.upload import UploadQueue, content_type_for, percentile
+from onair.models import Rendition
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+TEMPLATE = {
+    "id": 1, "name": "ladder", "segmentDurationSeconds": 4, "playlistWindow": 3,
+    "renditions": [
+        {"name": "720p", "width": 1280, "height": 720, "fps": 30, "videoBitrate": 3_000_000, "profile": "high"},
+        {"name": "480p", "width": 854, "height": 480, "fps": 30, "videoBitrate": 1_200_000, "codec": "HEVC"},
+        {"name": "240p", "width": 426, "height": 240, "fps": 30, "videoBitrate": 400_000, "codec": "VP9"},
+    ],
+}  # fmt: skip
+
+
+def environment(kind: str = "LiveJob", spec: dict[str, object] | None = None, template: object = TEMPLATE,
+                **extra: str) -> dict[str, str]:
+    spec = spec or {"jobTemplateId": 1, "input": {"serverType": "RTMP"}, "destination": {"bucket": "media"}}
+    config = {"kind": kind, "namespace": "ns", "name": "job", "attempt": 1, "spec": spec, "template": template,
+              "storage": {"endpoint": "http://s3:8333", "bucket": "media", "prefix": "live/job", "region": "x"},
+              "clip": None}
+    return {"ONAIR_JOB_CONFIG": json.dumps(config), "ONAIR_STREAM_KEY": "key", "ONAIR_LISTEN_HOST": "127.0.0.9",
+            **extra}
+
+
+# --- configuration ---------------------------------------------------------------------------------
+
+
+def test_config_of_an_rtmp_live_job() -> None:
+    config = load_job_config(environment())
+    assert config.ingest.kind == IngestKind.RTMP_LISTEN
+    assert config.rendition_names == ["720p", "480p", "240p"]
+    assert config.segment_seconds == 4 and config.listen_host == "127.0.0.9"
+    assert config.key("720p", "index.m3u8") == "live/job/720p/index.m3u8"
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {},
+        {"ONAIR_JOB_CONFIG": "not json"},
+        environment(template={"id": 1, "name": "x", "renditions": []}),
+        {**environment(), "ONAIR_STREAM_KEY": ""},
+        environment(kind="RecordJob", spec={"source": {"liveJobRef": "a"}, "output": {"bucket": "media"}}),
+        {**environment(), "ONAIR_SRT_PASSPHRASE": "short"},
+    ],
+    ids=["missing", "not-json", "no-renditions", "rtmp-without-key", "clip-without-clip", "short-passphrase"],
+)
+def test_configs_that_can_never_work_raise_config_error(environ: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        load_job_config(environ)
+
+
+def test_record_job_on_a_stream_url_is_a_pausable_pull() -> None:
+    spec = {"source": {"streamUrl": "srt://source:9000"}, "output": {"bucket": "media", "format": "mp4"},
+            "paused": True}
+    config = load_job_config(environment("RecordJob", spec, None))
+    assert config.ingest.kind == IngestKind.PULL and config.passthrough
+    assert config.outputs.pausable and config.outputs.keep_all_segments and config.start_paused
+
+
+# --- ffmpeg command lines --------------------------------------------------------------------------
+
+
+def test_ladder_is_one_decode_split_into_scaled_renditions_with_aligned_keyframes(tmp_path: Path) -> None:
+    config = load_job_config(environment())
+    outputs = session_outputs(config, tmp_path, 3)
+    argv = build_session_argv(config, "rtmp://in", outputs, {"720p": 7, "480p": 7, "240p": 7}, live_listener=False)
+    assert argv.count("-i") == 1
+    graph = argv[argv.index("-filter_complex") + 1]
+    assert graph.startswith("[0:v:0]split=3[split0][split1][split2]")
+    assert "scale=1280:720" in graph and "scale=854:480" in graph and "scale=426:240" in graph
+    assert argv.count("expr:gte(t,n_forced*4)") == 3  # a keyframe at every segment boundary, every rendition
+    assert argv[argv.index("libx264") + 1 :].count("-sc_threshold:v") >= 1
+    assert "keyint=60:min-keyint=60:scenecut=0" in " ".join(argv)  # x265: 30 fps x 2 s GOP, no scene cuts
+    assert argv.count("-start_number") == 3 and argv[argv.index("-start_number") + 1] == "7"
+    assert [output.segment_extension for output in outputs] == ["ts", "m4s", "m4s"]
+    assert outputs[1].init_name == "init_0003.mp4"
+    assert argv.count("-hls_fmp4_init_filename") == 2
+
+
+def test_passthrough_remuxes_without_transcoding(tmp_path: Path) -> None:
+    config = load_job_config(environment(template=None))
+    outputs = session_outputs(config, tmp_path, 1)
+    argv = build_session_argv(config, "srt://x", outputs, {"source": 0}, live_listener=True)
+    assert "-filter_complex" not in argv and argv[argv.index("-c") + 1] == "copy"
+    assert [output.rendition for output in outputs] == ["source"]
+
+
+def test_gop_must_divide_the_segment_duration() -> None:
+    rendition = Rendition(name="a", width=64, height=64, fps=30, video_bitrate=100_000, gop_seconds=2)
+    assert gop_seconds(rendition, 4) == 2
+    assert gop_seconds(rendition.model_copy(update={"gop_seconds": 3}), 4) == 4
+
+
+STDERR = """Input #0, flv, from 'rtmp://127.0.0.2:1935/live/key':
+  Metadata:
+    |RtmpSampleAccess: true
+    encoder         : obs-output module (libobs version 30.0.2)
+  Duration: 00:00:00.00, start: 0.000000, bitrate: N/A
+  Stream #0:0: Audio: aac (LC), 48000 Hz, stereo, fltp, 160 kb/s
+  Stream #0:1: Video: h264 (High), yuv420p(tv, bt709, progressive), 1280x720 [SAR 1:1 DAR 16:9], 2500 kb/s, 29.97 fps, 29.97 tbr, 1k tbn
+Stream mapping:
+"""  # noqa: E501
+
+
+def test_ingest_statistics_from_ffmpegs_input_description() -> None:
+    statistics = parse_input_statistics(STDERR.splitlines())
+    assert statistics is not None
+    assert statistics.to_json() == {
+        "width": 1280, "height": 720, "framerate": 29.97, "videoDataRate": 2500, "videoCodecId": 7,
+        "audioDataRate": 160, "audioSampleRate": 48000, "audioSampleSize": 32, "audioCodecId": 10,
+        "audioChannels": 2, "stereo": True, "encoder": "obs-output module (libobs version 30.0.2)",
+    }  # fmt: skip
+    assert parse_input_statistics(["[tcp] connecting"]) is None
+
+
+def test_progress_blocks() -> None:
+    parser = ProgressParser()
+    blocks = [parser.feed(line) for line in ["frame=10", "drop_frames=2", "speed=1.01x", "progress=continue"]]
+    assert blocks[:3] == [None, None, None]
+    block = blocks[3]
+    assert block is not None and block.frame == 10 and block.dropped_frames == 2 and block.speed == 1.01
+
+
+# --- playlists -------------------------------------------------------------------------------------
+
+
+def segments(count: int, start: int = 0, duration: float = 4.0) -> list[Segment]:
+    return [Segment(start + i, duration, f"seg_{start + i:06d}.ts", T0 + timedelta(seconds=(start + i) * duration))
+            for i in range(count)]
+
+
+def test_media_playlist_round_trips() -> None:
+    items = segments(3, start=10)
+    items[1] = Segment(11, 4.0, "seg_000011.m4s", items[1].program_date_time, discontinuity=True, init_uri="init.mp4")
+    items[2] = Segment(12, 4.0, "seg_000012.m4s", items[2].program_date_time, init_uri="init.mp4")
+    text = render_media_playlist(items, nominal_duration=4, discontinuity_sequence=2, ended=True)
+    assert "#EXT-X-TARGETDURATION:4" in text and "#EXT-X-MEDIA-SEQUENCE:10" in text
+    assert text.index("#EXT-X-DISCONTINUITY\n") < text.index('#EXT-X-MAP:URI="init.mp4"') < text.index("seg_000011")
+    assert text.count("#EXT-X-PROGRAM-DATE-TIME:2026-01-01T12:00:4") == 3
+    parsed = parse_media_playlist(text)
+    assert parsed.ended and parsed.discontinuity_sequence == 2
+    assert parsed.segments == items
+
+
+def test_parses_ffmpegs_local_playlist() -> None:
+    text = ("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:5\n#EXTINF:2.000000,\n"
+            "#EXT-X-PROGRAM-DATE-TIME:2026-11-23T16:32:12.258+0000\nseg_000005.ts\n#EXTINF:1.5,\nseg_000006.ts\n")
+    parsed = parse_media_playlist(text)
+    assert [(s.sequence, s.duration) for s in parsed.segments] == [(5, 2.0), (6, 1.5)]
+    assert parsed.segments[1].program_date_time == datetime(2026, 11, 23, 16, 32, 14, 258000, tzinfo=UTC)
+
+
+def test_target_duration_covers_every_rounded_segment() -> None:
+    assert target_duration([Segment(0, 4.6, "a")], 4) == 5
+    assert target_duration([Segment(0, 4.4, "a")], 4) == 4
+    assert target_duration([], 2) == 2
+
+
+def test_master_playlist_has_bandwidth_resolution_codecs() -> None:
+    variants = [Variant("720p/index.m3u8", 3_300_000, 3_128_000, "avc1.64001f,mp4a.40.2", (1280, 720), 30.0)]
+    text = render_master_playlist(variants)
+    assert ('#EXT-X-STREAM-INF:BANDWIDTH=3300000,AVERAGE-BANDWIDTH=3128000,CODECS="avc1.64001f,mp4a.40.2",'
+            "RESOLUTION=1280x720,FRAME-RATE=30.000") in text
+    assert parse_master_playlist(text) == variants
+
+
+def test_codec_tags() -> None:
+    assert codec_tag({"codec_name": "h264", "profile": "High", "level": 31}) == "avc1.64001f"
+    assert codec_tag({"codec_name": "h264", "profile": "Constrained Baseline", "level": 30}) == "avc1.42c01e"
+    assert codec_tag({"codec_name": "hevc", "profile": "Main", "level": 93}) == "hvc1.1.6.L93.B0"
+    assert codec_tag({"codec_name": "vp9", "profile": "Profile 0", "pix_fmt": "yuv420p"}) == "vp09.00.31.08"
+    assert codec_tag({"codec_name": "aac", "profile": "LC"}) == "mp4a.40.2"
+
+
+def test_clip_is_exact_to_segment_boundaries() -> None:
+    items = segments(6)
+    chosen = select_clip_segments(items, T0 + timedelta(seconds=5), T0 + timedelta(seconds=13))
+    assert [s.sequence for s in chosen] == [1, 2, 3]  # 4-8, 8-12, 12-16
+    assert [s.sequence for s in select_clip_segments(items, T0 + timedelta(seconds=8), T0 + timedelta(seconds=12))] \
+        == [2]
+    clip = renumbered_for_clip([items[1], items[3]], ["a.ts", "b.ts"])
+    assert [(s.sequence, s.uri, s.discontinuity) for s in clip] == [(0, "a.ts", False), (1, "b.ts", True)]
+
+
+# --- numbering and the window ----------------------------------------------------------------------
+
+
+def test_track_numbers_continue_across_sessions_with_a_discontinuity() -> None:
+    track = RenditionTrack("720p", nominal_duration=4, window=3)
+    track.start_session()
+    for i in range(2):
+        track.add(4, f"seg_{i:06d}.ts", T0)
+    track.start_session()
+    third = track.add(4, "seg_000002.ts", T0)
+    assert third.sequence == 2 and third.discontinuity
+    assert track.add(4, "seg_000003.ts", T0).discontinuity is False
+
+
+def test_sliding_window_deletes_a_window_after_a_segment_leaves() -> None:
+    track = RenditionTrack("720p", nominal_duration=4, window=3)
+    deleted = []
+    for i in range(10):
+        track.add(4, f"seg_{i:06d}.ts", T0)
+        deleted += [s.sequence for s in track.take_expired()]
+    assert [s.sequence for s in track.live_segments] == [7, 8, 9]
+    assert deleted == [0, 1, 2, 3]  # 4, 5, 6 left the window less than a window ago
+    assert "#EXT-X-MEDIA-SEQUENCE:7" in track.live_playlist()
+
+
+def test_discontinuity_sequence_counts_tags_that_slid_out() -> None:
+    track = RenditionTrack("720p", nominal_duration=4, window=2)
+    track.add(4, "a", T0)
+    track.start_session()
+    track.add(4, "b", T0)
+    track.add(4, "c", T0)
+    track.add(4, "d", T0)
+    assert track.discontinuity_sequence == 1
+    assert "#EXT-X-DISCONTINUITY-SEQUENCE:1" in track.live_playlist()
+
+
+def test_recording_keeps_every_segment_and_dvr_keeps_seconds() -> None:
+    recording = RenditionTrack("a", nominal_duration=4, window=2, keep_all=True)
+    dvr = RenditionTrack("b", nominal_duration=4, window=2, dvr_seconds=20)
+    for i in range(10):
+        recording.add(4, f"{i}", T0)
+        dvr.add(4, f"{i}", T0)
+    assert len(recording.segments) == 10 and len(recording.live_segments) == 2 and not recording.take_expired()
+    assert len(dvr.live_segments) == 5
+    assert "#EXT-X-PLAYLIST-TYPE:VOD" in recording.event_playlist(ended=True)
+
+
+def test_resume_continues_a_stored_playlist() -> None:
+    stored = parse_media_playlist(render_media_playlist(segments(3, start=40), nominal_duration=4))
+    track = RenditionTrack.resume(RenditionTrack("a", nominal_duration=4, window=3), stored)
+    segment = track.add(4, "x", T0)
+    assert segment.sequence == 43 and segment.discontinuity
+
+
+# --- the upload queue ------------------------------------------------------------------------------
+
+
+class FlakyStore:
+    """Fails the first `failures` calls, then records what lands."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.landed: list[str] = []
+        self.lock = threading.Lock()
+
+    def put(self, key: str, body: bytes, content_type: str, cache_control: str) -> None:
+        with self.lock:
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("store down")
+            self.landed.append(f"put {key}")
+
+    def delete(self, key: str) -> None:
+        with self.lock:
+            self.landed.append(f"delete {key}")
+
+
+def queue_segments(queue: UploadQueue, tmp_path: Path, count: int) -> None:
+    for i in range(count):
+        path = tmp_path / f"seg{i}.ts"
+        path.write_bytes(b"x" * 100)
+        queue.put_file(f"r/seg{i}.ts", path)
+        queue.put_bytes("r/index.m3u8", f"names seg{i}".encode(), "max-age=1", closed_at=[0.0])
+    queue.delete("r/seg0.ts")
+
+
+def test_outage_keeps_order_and_coalesces_playlists(tmp_path: Path) -> None:
+    store = FlakyStore(failures=3)
+    queue = UploadQueue(store, spool_limit_bytes=10_000, initial_backoff=0.01, max_backoff=0.02)
+    queue_segments(queue, tmp_path, 4)  # queued while "down": the worker has not started yet
+    assert queue.spool_bytes == 400
+    queue.start()
+    assert queue.wait_idle(5)
+    queue.stop()
+    # Every segment, in order; the playlist once, after every segment it names; the delete last.
+    assert store.landed == [
+        "put r/seg0.ts", "put r/seg1.ts", "put r/seg2.ts", "put r/seg3.ts", "put r/index.m3u8", "delete r/seg0.ts"
+    ]  # fmt: skip
+    assert queue.stats.failures == 3 and queue.spool_bytes == 0
+    assert not any(tmp_path.glob("seg*.ts"))  # uploaded files leave the spool
+    assert len(queue.stats.latencies_ms) == 4  # one availability figure per segment, through the coalescing
+
+
+def test_spool_limit(tmp_path: Path) -> None:
+    queue = UploadQueue(FlakyStore(), spool_limit_bytes=250)
+    queue_segments(queue, tmp_path, 2)
+    assert queue.has_room_for(50) and not queue.has_room_for(51)
+
+
+def test_content_types_and_percentiles() -> None:
+    assert content_type_for("a/index.m3u8") == "application/vnd.apple.mpegurl"
+    assert content_type_for("a/seg.m4s") == "video/iso.segment"
+    assert content_type_for("a/seg.ts") == "video/mp2t"
+    assert percentile([float(i) for i in range(1, 101)], 99) == 99.0
+    assert percentile([], 50) is None
+
+
+def test_nginx_front_config_asks_our_hooks() -> None:
+    text = render_nginx_config(RtmpFrontConfig("127.0.0.9", 1935, "http://127.0.0.1:5000", Path("/w"), Path("/m.so")))
+    assert "listen 127.0.0.9:1935;" in text and "on_publish http://127.0.0.1:5000/rtmp/publish;" in text
+    assert "idle_streams off;" in text and "load_module /m.so;" in text
