@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -73,7 +74,12 @@ async def write_bound(kube: KubeClient, jobs: int) -> float:
         kube.merge_patch(resource_path(API_VERSION, "livejobs", namespace, b["metadata"]["name"], "status"),
                          {"status": {"phase": "WaitingForInput"}}) for b in created if b))
     elapsed = time.monotonic() - started
+    say("write bound: removing its objects before the operator runs")
     await kube.delete(f"/api/v1/namespaces/{namespace}")
+    for _ in range(600):
+        if await kube.get_or_none(f"/api/v1/namespaces/{namespace}") is None:
+            break
+        await asyncio.sleep(1)
     return elapsed
 
 
@@ -127,7 +133,7 @@ async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None
         say(f"write bound: {bound:.2f}s")
 
         operator = start_operator(info, state / "operator", name="bench-operator",
-                                  ONAIR_WATCH_NAMESPACES=json.dumps(["bench-op"]), ONAIR_WORKERS="32",
+                                  ONAIR_WATCH_NAMESPACES=json.dumps(["bench-op"]), ONAIR_WORKERS="128",
                                   **KWOK_PLACEMENT)
         pid = operator.process.running_pid()
         assert pid is not None
@@ -177,6 +183,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--rss-jobs", type=int, default=10000, help="0 to skip the large RSS measurement")
     args = parser.parse_args()
+    # A TERM (a timeout, Ctrl-C's cousin) still runs the finally blocks that stop what we started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     state = Path(tempfile.mkdtemp(prefix="onair-bench-"))
     platform = LocalPlatform(state / "platform", kwok_nodes=2)
     info = platform.up()
