@@ -4,7 +4,6 @@
 # Safe to run again: each step checks before it works.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache="${ONAIR_CACHE:-$HOME/.cache/onair}"
 venv="${ONAIR_VENV:-$root/.venv}"
 step() { printf '\n==> %s\n' "$*" >&2; }
 
@@ -30,7 +29,7 @@ if [[ ! -f "$stamp" || "$root/pyproject.toml" -nt "$stamp" ]]; then
   step "Python virtualenv $venv"
   [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q -e "$root[dev]"
+  "$venv/bin/pip" install -q -e "${root}[dev]"
   touch "$stamp"
 fi
 

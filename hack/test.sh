@@ -11,5 +11,7 @@ echo "==> ruff" >&2
 ruff check .
 echo "==> mypy" >&2
 mypy
+echo "==> hadolint, shellcheck, helm lint, promtool" >&2
+bash "$root/hack/lint.sh"
 echo "==> pytest" >&2
 exec pytest "$@"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +20,10 @@ class OperatorConfig(BaseModel):
     watch_namespaces: list[str] = Field(default_factory=list, description="Empty: all namespaces.")
     peering_name: str = Field("onair", description="kopf peering object; replicas with the same name take turns.")
     standalone: bool = Field(False, description="No peering (a single replica, or the tests).")
+    peering_priority: int = Field(
+        default_factory=lambda: secrets.randbelow(2**31),
+        description="kopf peering: the replica with the highest priority acts; equal ones all pause, so random.",
+    )
     workers: int = Field(64, ge=1, le=512, description="Reconciles running at once (each mostly waits on the API).")
 
     encoder_image: str = "ghcr.io/onair-dev/onair:0.1.0"

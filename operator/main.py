@@ -37,6 +37,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.posting.level = logging.WARNING
     settings.peering.name = config.peering_name
     settings.peering.standalone = config.standalone
+    settings.peering.priority = config.peering_priority
     settings.peering.mandatory = not config.standalone
     settings.networking.request_timeout = 60
 
@@ -100,6 +101,7 @@ def main() -> None:
         namespaces=namespaces,
         standalone=config.standalone,
         peering_name=config.peering_name,
+        priority=config.peering_priority,
         liveness_endpoint=f"http://{config.listen_host}:{config.health_port}/healthz",
     )
 

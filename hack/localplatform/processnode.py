@@ -498,7 +498,7 @@ class ProcessNode:
         status_body = {
             "phase": phase, "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
             "podIP": run.ip, "podIPs": [{"ip": run.ip}], "startTime": run.started_at,
-            "conditions": conditions, "containerStatuses": statuses, "qosClass": "BestEffort",
+            "conditions": conditions, "containerStatuses": statuses,
         }
         if status_body == run.last_status:
             return
@@ -519,7 +519,8 @@ class ProcessNode:
             if error.status == 404:
                 run.terminating = run.finished = True
             else:
-                log.warning("pod %s/%s: status update failed: %s", run.namespace, run.name, error.reason)
+                log.warning("pod %s/%s: status update failed: %s %s", run.namespace, run.name, error.reason,
+                            error.body)
 
     def _stop_container(self, container: ContainerRun, grace: float) -> None:
         process = container.process

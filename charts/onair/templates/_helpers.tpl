@@ -1,0 +1,103 @@
+{{/* Names, labels and the image reference shared by every template. */}}
+
+{{- define "onair.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "onair.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "onair.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "onair.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "onair.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "onair.labels" -}}
+helm.sh/chart: {{ include "onair.chart" . }}
+{{ include "onair.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: onair
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Labels of one component: (dict "root" $ "component" "operator") */}}
+{{- define "onair.componentLabels" -}}
+{{ include "onair.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "onair.componentSelector" -}}
+{{ include "onair.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "onair.image" -}}
+{{- $repo := .Values.image.repository -}}
+{{- if .Values.image.registry -}}{{- $repo = printf "%s/%s" .Values.image.registry $repo -}}{{- end -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" $repo .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repo (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "onair.operator.serviceAccountName" -}}
+{{- if .Values.operator.serviceAccount.create -}}
+{{- default (printf "%s-operator" (include "onair.fullname" .)) .Values.operator.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.operator.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "onair.gateway.serviceAccountName" -}}
+{{- if .Values.gateway.serviceAccount.create -}}
+{{- default (printf "%s-gateway" (include "onair.fullname" .)) .Values.gateway.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.gateway.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The namespaces the operator watches: the listed ones plus the release namespace; empty list = all. */}}
+{{- define "onair.watchNamespaces" -}}
+{{- if .Values.operator.watchNamespaces -}}
+{{- toJson (uniq (append .Values.operator.watchNamespaces .Release.Namespace)) -}}
+{{- else -}}
+[]
+{{- end -}}
+{{- end -}}
+
+{{- define "onair.webhookSecretName" -}}
+{{- default (printf "%s-webhooks" (include "onair.fullname" .)) .Values.webhooks.existingSecret -}}
+{{- end -}}
+
+{{- define "onair.gatewaySecretName" -}}
+{{- printf "%s-gateway" (include "onair.fullname" .) -}}
+{{- end -}}
+
+{{/* A random key that survives upgrades: the existing Secret's value when there is one.
+     (dict "root" $ "name" secretName "key" dataKey) */}}
+{{- define "onair.persistentRandom" -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .name -}}
+{{- if and $existing $existing.data (hasKey $existing.data .key) -}}
+{{- index $existing.data .key -}}
+{{- else -}}
+{{- randAlphaNum 48 | b64enc -}}
+{{- end -}}
+{{- end -}}

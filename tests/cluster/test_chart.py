@@ -1,0 +1,374 @@
+"""The Helm chart: lint, render (default and non-default values), and a real install, upgrade and
+uninstall against the local platform.
+
+The platform's process node runs the chart's Pods as local processes, without a ServiceAccount token
+or volumes. The chart's dev-only values make them work there anyway: `dev.operatorKubeconfig` and
+`dev.gatewayKubeconfig` point at kubeconfigs holding a token of the chart's own ServiceAccounts (so
+the chart's RBAC is what is exercised), and `dev.listenOnPodIP` keeps the two programs from fighting
+over one port on the shared loopback."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from localplatform.platform import PlatformInfo
+from waiting import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "onair"
+BIN = Path(sys.executable).parent
+Objects = list[dict[str, Any]]
+
+
+def helm_bin() -> str:
+    found = shutil.which("helm") or next(
+        (str(p) for p in sorted(Path.home().glob(".cache/onair/bin/kubectl-helm-*/helm"))), None)
+    if not found:
+        pytest.skip("helm is not installed (hack/bootstrap.sh)")
+    return found
+
+
+def helm(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([helm_bin(), *args], capture_output=True, text=True, timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}{result.stdout}")
+    return result
+
+
+def render(*args: str, namespace: str = "onair-system") -> Objects:
+    out = helm("template", "onair", str(CHART), "--namespace", namespace, *args).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def find(objects: Objects, kind: str, name: str | None = None) -> dict[str, Any]:
+    matches = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(matches) == 1, f"expected one {kind} {name or ''}, found {[o['metadata']['name'] for o in matches]}"
+    return matches[0]
+
+
+def env_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+# -- lint and render ---------------------------------------------------------------------------------
+
+
+def test_helm_lint_strict() -> None:
+    result = helm("lint", "--strict", str(CHART))
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_render_defaults() -> None:
+    objects = render()
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds.count("Deployment") == 2 and kinds.count("JobTemplate") == 3
+    assert "CustomResourceDefinition" not in kinds, "CRDs come from crds/, installed before the templates"
+
+    operator = find(objects, "Deployment", "onair-operator")
+    assert operator["spec"]["replicas"] == 1
+    env = env_of(operator)
+    assert env["ONAIR_STANDALONE"] == "false" and env["ONAIR_PEERING_NAME"] == "onair"
+    assert env["ONAIR_WATCH_NAMESPACES"] == "[]"
+    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}, "kopf's peer identity is the Pod"
+    assert json.loads(env["ONAIR_ENCODER_COMMAND"]) == ["onair-encoder"]
+    assert env["ONAIR_ENCODER_IMAGE"] == "ghcr.io/onair-dev/onair:0.1.0"
+    assert env["ONAIR_WEBHOOK_SECRET"]["secretKeyRef"]["name"] == "onair-webhooks"
+    assert "KUBECONFIG" not in env
+    find(objects, "ClusterKopfPeering", "onair")
+
+    gateway = find(objects, "Deployment", "onair-gateway")
+    genv = env_of(gateway)
+    assert genv["ONAIR_GATEWAY_JWT_SECRET"]["secretKeyRef"]["name"] == "onair-gateway"
+    assert "ONAIR_GATEWAY_API_KEYS" not in genv
+    for deployment in (operator, gateway):
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        container = pod["containers"][0]
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"] == {"drop": ["ALL"]}
+        assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+        assert container["livenessProbe"] and container["readinessProbe"]
+        assert pod["serviceAccountName"] in ("onair-operator", "onair-gateway")
+    assert find(objects, "Service", "onair-gateway")["spec"]["ports"][0]["port"] == 80
+    pdbs = {o["metadata"]["name"] for o in objects if o["kind"] == "PodDisruptionBudget"}
+    assert pdbs == {"onair-gateway"}, "no PDB for a single operator replica"
+    pdbs = {o["metadata"]["name"] for o in render("--set", "operator.replicas=3") if o["kind"] == "PodDisruptionBudget"}
+    assert pdbs == {"onair-operator", "onair-gateway"}
+
+    # RBAC: the framework's rules apart from the application's.
+    framework = find(objects, "ClusterRole", "onair-operator-framework")
+    assert {g for r in framework["rules"] for g in r["apiGroups"]} == {"apiextensions.k8s.io", "", "kopf.dev",
+                                                                          "events.k8s.io"}
+    app = find(objects, "ClusterRole", "onair-operator")
+    assert not any("kopf.dev" in r["apiGroups"] for r in app["rules"])
+    pod_rule = next(r for r in app["rules"] if r["resources"] == ["pods"])
+    assert set(pod_rule["verbs"]) == {"get", "list", "watch", "create", "delete"}
+    assert all("*" not in r["verbs"] and "*" not in r["resources"] for o in objects
+               if o["kind"] == "ClusterRole" for r in o["rules"])
+    bindings = {o["metadata"]["name"] for o in objects if o["kind"] == "ClusterRoleBinding"}
+    assert bindings == {"onair-operator", "onair-operator-framework", "onair-gateway"}
+
+    templates = {o["spec"]["id"]: o for o in objects if o["kind"] == "JobTemplate"}
+    assert set(templates) == {1, 2, 3}
+    assert all(t["metadata"]["namespace"] == "onair-system" for t in templates.values())
+
+    hook = find(objects, "Pod")
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert not any(o["kind"] in ("Ingress", "ServiceMonitor", "PodMonitor", "ConfigMap") for o in objects)
+
+
+def test_render_non_default_values(tmp_path: Path) -> None:
+    values = {
+        "fullnameOverride": "live",
+        "image": {"registry": "registry.example.com", "repository": "media/onair",
+                  "digest": "sha256:" + "a" * 64},
+        "imagePullSecrets": ["regcred"],
+        "operator": {"replicas": 1, "standalone": True, "watchNamespaces": ["news", "sport"], "workers": 4,
+                     "extraEnv": [{"name": "ONAIR_MAX_RESTARTS", "value": "9"}]},
+        "encoder": {"nodeSelector": {"pool": "encoders"},
+                    "tolerations": [{"key": "encoders", "operator": "Exists", "effect": "NoSchedule"}]},
+        "ingest": {"host": "ingest.example.com", "serviceType": "LoadBalancer"},
+        "s3": {"endpoint": "https://s3.example.com", "region": "eu-west-1"},
+        "webhooks": {"existingSecret": "my-webhook-key"},
+        "gateway": {"replicas": 1, "corsOrigins": ["https://console.example.com"],
+                    "apiKeys": {"keys": [{"name": "ci", "keySha256": "b" * 64, "projects": ["*"], "role": "write"}]},
+                    "ingress": {"enabled": True, "className": "nginx",
+                                "hosts": [{"host": "api.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}],
+                                "tls": [{"hosts": ["api.example.com"], "secretName": "api-tls"}]}},
+        "jobTemplates": {"create": False},
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+                    "podMonitor": {"enabled": True},
+                    "grafanaDashboard": {"enabled": True, "namespace": "monitoring"}},
+        "tests": {"enabled": False},
+    }
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    objects = render("-f", str(path), namespace="media")
+
+    operator = find(objects, "Deployment", "live-operator")
+    assert operator["spec"]["replicas"] == 1
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example.com/media/onair@sha256:" + "a" * 64
+    assert operator["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    env = env_of(operator)
+    assert env["ONAIR_STANDALONE"] == "true"
+    assert json.loads(env["ONAIR_WATCH_NAMESPACES"]) == ["news", "sport", "media"]
+    assert json.loads(env["ONAIR_ENCODER_NODE_SELECTOR"]) == {"pool": "encoders"}
+    assert json.loads(env["ONAIR_ENCODER_TOLERATIONS"])[0]["key"] == "encoders"
+    assert env["ONAIR_INGEST_HOST"] == "ingest.example.com" and env["ONAIR_SERVICE_TYPE"] == "LoadBalancer"
+    assert env["ONAIR_S3_ENDPOINT"] == "https://s3.example.com" and env["ONAIR_MAX_RESTARTS"] == "9"
+    assert env["ONAIR_WEBHOOK_SECRET"]["secretKeyRef"]["name"] == "my-webhook-key"
+    assert not [o for o in objects if o["kind"] in ("ClusterKopfPeering", "KopfPeering")], "standalone: no peering"
+    assert not [o for o in objects if o["kind"] in ("JobTemplate", "PodDisruptionBudget", "Pod")]
+    assert {o["metadata"]["name"] for o in objects if o["kind"] == "Secret"} == {"live-gateway"}
+
+    gateway = find(objects, "Deployment", "live-gateway")
+    genv = env_of(gateway)
+    assert genv["ONAIR_GATEWAY_CORS_ORIGINS"] == "https://console.example.com"
+    assert genv["ONAIR_GATEWAY_API_KEYS"]["secretKeyRef"] == {"name": "live-gateway", "key": "api-keys.yaml"}
+    secret = find(objects, "Secret", "live-gateway")
+    keys = json.loads(base64.b64decode(secret["data"]["api-keys.yaml"]))
+    assert keys == [{"name": "ci", "keySha256": "b" * 64, "projects": ["*"], "role": "write"}]
+
+    ingress = find(objects, "Ingress")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "live-gateway"
+    monitor = find(objects, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"metrics", "http"}
+    assert find(objects, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["port"] == "status"
+    dashboard = find(objects, "ConfigMap")
+    assert dashboard["metadata"]["namespace"] == "monitoring"
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["onair.json"])["uid"] == "onair-overview"
+
+
+def test_render_peering_per_watched_namespace() -> None:
+    objects = render("--set", "operator.watchNamespaces={news,sport}")
+    peerings = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects if o["kind"] == "KopfPeering"}
+    assert peerings == {("news", "onair"), ("sport", "onair"), ("onair-system", "onair")}
+    assert not [o for o in objects if o["kind"] == "ClusterKopfPeering"]
+
+
+@pytest.mark.parametrize(("flag", "message"), [
+    ("operator.replica=2", "replica"),
+    ("gateway.ingres.enabled=true", "ingres"),
+    ("ingest.address=public", "address"),
+    ("imagee.tag=x", "imagee"),
+])
+def test_schema_rejects_misspelled_values(flag: str, message: str) -> None:
+    result = helm("template", "onair", str(CHART), "--set", flag, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_render_refuses_standalone_with_replicas() -> None:
+    result = helm("template", "onair", str(CHART), "--set", "operator.standalone=true,operator.replicas=2", check=False)
+    assert result.returncode != 0 and "replicas to 1" in result.stderr
+
+
+# -- install, upgrade, uninstall on the local platform ------------------------------------------------
+
+
+def sa_kubeconfig(platform: PlatformInfo, kubectl: Callable[..., Any], namespace: str, account: str,
+                  path: Path) -> None:
+    """A kubeconfig carrying a token of the chart's ServiceAccount (what the Pod would have mounted)."""
+    token = kubectl("-n", namespace, "create", "token", account, "--duration=2h").stdout.strip()
+    admin = yaml.safe_load(Path(platform.kubeconfig).read_text())
+    base = Path(platform.kubeconfig).parent
+    cluster = dict(admin["clusters"][0]["cluster"])
+    if cluster.get("certificate-authority"):
+        cluster["certificate-authority"] = str((base / cluster["certificate-authority"]).resolve())
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "platform", "cluster": cluster}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "platform", "user": account}}],
+    }))
+
+
+def get_json(kubectl: Callable[..., Any], *args: str) -> dict[str, Any]:
+    return json.loads(kubectl("get", *args, "-o", "json").stdout)
+
+
+def pods_ready(kubectl: Callable[..., Any], namespace: str, component: str, count: int) -> bool:
+    pods = get_json(kubectl, "pods", "-n", namespace, "-l", f"app.kubernetes.io/component={component}")["items"]
+    ready = [p for p in pods if not p["metadata"].get("deletionTimestamp") and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))]
+    return len(ready) >= count
+
+
+@pytest.fixture
+def release(platform: PlatformInfo, kubectl: Callable[..., Any]) -> Iterator[tuple[str, str]]:
+    """A fresh release namespace (h-*: no test operator watches it) and a job namespace beside it."""
+    suffix = secrets.token_hex(3)
+    system, jobs = f"h-sys-{suffix}", f"h-jobs-{suffix}"
+    kubectl("create", "namespace", jobs)
+    yield system, jobs
+    helm("uninstall", "onair", "-n", system, "--timeout", "60s", check=False)
+    for ns in (system, jobs):
+        kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
+
+
+def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[..., Any], tmp_path: Path,
+                                   release: tuple[str, str]) -> None:
+    system, jobs = release
+    dev_values = tmp_path / "dev-values.yaml"
+    operator_kubeconfig, gateway_kubeconfig = tmp_path / "operator.kubeconfig", tmp_path / "gateway.kubeconfig"
+    # The process node reports every Pod as BestEffort (and the API server refuses that change of
+    # qosClass for a Pod with requests), so the Pods here get none.
+    no_resources = {"requests": None, "limits": None}
+    base: dict[str, Any] = {
+        # The process node runs commands from this machine; the image is ignored there.
+        "operator": {"replicas": 1, "watchNamespaces": [jobs], "command": [str(BIN / "onair-operator")],
+                     "resources": no_resources},
+        "gateway": {"replicas": 1, "command": [str(BIN / "onair-gateway")], "resources": no_resources},
+        "encoder": {"command": [str(BIN / "onair-encoder")], "resources": no_resources},
+        "ingest": {"address": "pod-ip"},
+        "s3": {"endpoint": platform.s3_endpoint, "region": platform.s3_region},
+        "dev": {"listenOnPodIP": True},
+    }
+    dev_values.write_text(yaml.safe_dump(base))
+    helm("install", "onair", str(CHART), "-n", system, "--create-namespace", "-f", str(dev_values),
+         "--timeout", "120s")
+
+    # Everything the chart declares exists, RBAC included; the kopf peering CRDs came from crds/.
+    for kind, name in [("deployment", "onair-operator"), ("deployment", "onair-gateway"),
+                       ("service", "onair-gateway"), ("serviceaccount", "onair-operator"),
+                       ("secret", "onair-webhooks"), ("secret", "onair-gateway"),
+                       ("jobtemplates.onair.dev", "ladder-720p"), ("kopfpeerings.kopf.dev", "onair")]:
+        kubectl("-n", system, "get", kind, name)
+    kubectl("-n", jobs, "get", "kopfpeerings.kopf.dev", "onair")
+    kubectl("get", "crd", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev", "livejobs.onair.dev")
+    for verb, resource, ns in [("create", "pods", jobs), ("patch", "livejobs.onair.dev/status", jobs),
+                               ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
+                               ("patch", "kopfpeerings.kopf.dev", jobs)]:
+        args = ["auth", "can-i", verb, resource, f"--as=system:serviceaccount:{system}:onair-operator"]
+        assert kubectl(*args, *(["-n", ns] if ns else [])).stdout.strip() == "yes", (verb, resource)
+    assert kubectl("auth", "can-i", "delete", "secrets", "-n", jobs,
+                   f"--as=system:serviceaccount:{system}:onair-operator", check=False).stdout.strip() == "no"
+    assert kubectl("auth", "can-i", "create", "livejobs.onair.dev", "-n", jobs,
+                   f"--as=system:serviceaccount:{system}:onair-gateway").stdout.strip() == "yes"
+    webhook_key = get_json(kubectl, "secret", "onair-webhooks", "-n", system)["data"]["webhook-secret"]
+
+    # Upgrade: hand the Pods kubeconfigs with their own ServiceAccounts' tokens (dev only), so they run
+    # on the process node with exactly the chart's RBAC.
+    sa_kubeconfig(platform, kubectl, system, "onair-operator", operator_kubeconfig)
+    sa_kubeconfig(platform, kubectl, system, "onair-gateway", gateway_kubeconfig)
+    base["dev"].update(operatorKubeconfig=str(operator_kubeconfig), gatewayKubeconfig=str(gateway_kubeconfig))
+    dev_values.write_text(yaml.safe_dump(base))
+    helm("upgrade", "onair", str(CHART), "-n", system, "-f", str(dev_values), "--timeout", "120s")
+    assert get_json(kubectl, "secret", "onair-webhooks", "-n", system)["data"]["webhook-secret"] == webhook_key, \
+        "the generated webhook key survives upgrades"
+
+    wait_until(lambda: pods_ready(kubectl, system, "operator", 1), 120, "a ready operator")
+    wait_until(lambda: pods_ready(kubectl, system, "gateway", 1), 120, "a ready gateway (its caches synced)")
+
+    # The operator registered in the chart's peering object (kopf's peering is mandatory here).
+    def peers() -> dict[str, Any]:
+        return get_json(kubectl, "kopfpeerings.kopf.dev", "onair", "-n", jobs).get("status") or {}
+    wait_until(lambda: any(name.startswith("onair-operator-") for name in peers()), 60,
+               "the operator in the KopfPeering")
+
+    # The gateway answers on its Pod IP with the chart's JWT key and its default templates in the cache.
+    pod = get_json(kubectl, "pods", "-n", system, "-l", "app.kubernetes.io/component=gateway")["items"][0]
+    with urllib.request.urlopen(f"http://{pod['status']['podIP']}:8080/readyz", timeout=5) as response:
+        assert json.loads(response.read())["ready"] is True
+
+    # An example LiveJob, reconciled by the chart's operator, reaches WaitingForInput.
+    kubectl("-n", jobs, "create", "secret", "generic", "onair-s3-credentials",
+            f"--from-literal=AWS_ACCESS_KEY_ID={platform.s3_access_key}",
+            f"--from-literal=AWS_SECRET_ACCESS_KEY={platform.s3_secret_key}")
+    job = yaml.safe_load((ROOT / "examples" / "livejob-rtmp.yaml").read_text())
+    job["spec"]["destination"]["bucket"] = platform.s3_bucket
+    kubectl("-n", jobs, "apply", "-f", "-", input=json.dumps(job))
+
+    def phase() -> str | None:
+        return (get_json(kubectl, "livejob", "rtmp-demo", "-n", jobs).get("status") or {}).get("phase")
+    try:
+        wait_until(lambda: phase() == "WaitingForInput", 120, "the example LiveJob to reach WaitingForInput")
+    except AssertionError:
+        log_dir = Path(platform.state_dir) / "process-node" / "pods"
+        for log in sorted(log_dir.glob(f"{system}_*/*.log")) + sorted(log_dir.glob(f"{jobs}_*/*.log")):
+            print(f"--- {log.parent.name}/{log.name}\n" + "\n".join(log.read_text().splitlines()[-30:]))
+        raise
+    status = get_json(kubectl, "livejob", "rtmp-demo", "-n", jobs)["status"]
+    assert status["urls"]["ingest"].startswith("rtmp://")
+    kubectl("-n", jobs, "delete", "livejob", "rtmp-demo", "--wait=false")
+    wait_until(lambda: not get_json(kubectl, "pods", "-n", jobs)["items"], 60, "the encoder Pod to go")
+
+    # Uninstall leaves nothing of the release but the CRDs.
+    helm("uninstall", "onair", "-n", system, "--timeout", "120s")
+    selector = "app.kubernetes.io/instance=onair"
+    kinds = "deployments,services,secrets,serviceaccounts,poddisruptionbudgets,jobtemplates.onair.dev"
+    for ns in (system, jobs):
+        def remaining(ns: str = ns) -> list[str]:
+            items = get_json(kubectl, kinds + ",kopfpeerings.kopf.dev,rolebindings", "-n", ns, "-l", selector)
+            return [f"{i['kind']}/{i['metadata']['name']}" for i in items["items"]
+                    if not i["metadata"].get("deletionTimestamp")]
+        wait_until(lambda: not remaining(), 60, f"nothing of the release left in {ns}")
+    cluster_left = get_json(kubectl, "clusterroles,clusterrolebindings,clusterkopfpeerings.kopf.dev", "-l", selector)
+    assert not cluster_left["items"]
+    kubectl("get", "crd", "livejobs.onair.dev", "kopfpeerings.kopf.dev")
+
+
+def test_pods_need_no_platform_specific_values_by_default() -> None:
+    """The dev-only values stay off by default: nothing in a real cluster points at local paths."""
+    objects = render()
+    rendered = json.dumps(objects)
+    assert os.sep + "work" not in rendered and "status.podIP" not in rendered
