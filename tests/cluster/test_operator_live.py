@@ -64,9 +64,13 @@ def test_phases_follow_the_ingest_within_two_seconds(kube: client.ApiClient, job
     ingest = status["urls"]["rtmpServer"] + key
 
     first = publisher(ingest)
-    job = wait_phase(kube, job_namespace, "studio", "Live", timeout=60)
-    statistics = job["status"]["statistics"]
+    wait_phase(kube, job_namespace, "studio", "Live", timeout=60)
+    # The statistics follow once the encoder has probed the stream.
+    statistics = wait_until(
+        lambda: (get_job(kube, job_namespace, "studio")["status"].get("statistics") or {}).get("width") and
+        get_job(kube, job_namespace, "studio")["status"]["statistics"], 30, "the ingest statistics")
     assert (statistics["width"], statistics["height"]) == (640, 360)
+    assert statistics["videoCodecId"] == 7  # H.264, in FLV's numbering
 
     dropped_at = now()
     first.kill()
