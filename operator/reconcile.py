@@ -419,6 +419,24 @@ def _dump(status: LiveJobStatus | RecordJobStatus) -> dict[str, Any]:
 # --- RecordJob -----------------------------------------------------------------------------------
 
 
+def recorded_files(job: RecordJob, report: dict[str, Any], config: OperatorConfig) -> list[RecordedFile]:
+    """The recording's playlists (and MP4s), from the keys the recorder reports."""
+    location = job.spec.output
+    base = (config.s3_public_base_url or location.endpoint or config.s3_endpoint).rstrip("/")
+
+    def url(key: str) -> str | None:
+        return f"{base}/{location.bucket}/{key}" if base else None
+
+    files = [RecordedFile(name="master", key=report["masterPlaylistKey"], url=url(report["masterPlaylistKey"]),
+                          format=RecordingFormat.HLS)]
+    for name, key in sorted((report.get("mediaPlaylistKeys") or {}).items()):
+        files.append(RecordedFile(name=name, key=key, url=url(key), format=RecordingFormat.HLS))
+        if location.format == RecordingFormat.MP4:
+            mp4 = f"{key.rsplit('/', 2)[0]}/{name}.mp4"
+            files.append(RecordedFile(name=name, key=mp4, url=url(mp4), format=RecordingFormat.MP4))
+    return files[:32]
+
+
 def clip_request(job: RecordJob, source: LiveJob | None) -> dict[str, Any] | None:
     """A liveJobRef source is read from the LiveJob's stored segments (past range, or following live)."""
     if job.spec.source.live_job_ref is None or source is None:
@@ -479,6 +497,12 @@ def decide_record_job(
     elif start is not None and now < start and not is_clip:
         target, reason, comment = RecordJobPhase.INITIAL, "WaitingForStartTime", f"starts at {start.isoformat()}"
         decision.requeue_after = _seconds_until(start, now)
+    elif pod is None and end is not None and now >= end and not is_clip and status.phase in (
+            RecordJobPhase.STARTED, RecordJobPhase.PAUSED):
+        # The recorder was stopped at the end of the range: on SIGTERM it closed its files and went.
+        target, reason, comment = RecordJobPhase.COMPLETED, str(ConditionReason.COMPLETED), "the time range ended"
+        status.progress = 1.0
+        status.finished_at = now
     elif pod is None:
         target = RecordJobPhase.PAUSED if job.spec.paused and not is_clip else RecordJobPhase.STARTED
         if target == RecordJobPhase.PAUSED and status.phase in (None, RecordJobPhase.INITIAL):
@@ -531,12 +555,13 @@ def decide_record_job(
             status.progress = recording["progress"]
         if recording.get("recordedSeconds") is not None:
             status.recorded_seconds = recording["recordedSeconds"]
-        files = recording.get("files")
-        if files:
-            status.files = [RecordedFile.model_validate(f) for f in files][:32]
-            status.playback_url = files[0].get("url")
-    elif status.phase is None and job.spec.output.format == RecordingFormat.MP4:
-        pass
+    if report and report.get("masterPlaylistKey"):
+        status.files = recorded_files(job, report, config)
+    elif target == RecordJobPhase.COMPLETED and not status.files:
+        # A short clip can finish before its first report was read: the master's key is known anyway.
+        status.files = recorded_files(job, {"masterPlaylistKey": f"{storage_prefix(job)}/master.m3u8"}, config)
+    if status.files:
+        status.playback_url = status.files[0].url
     status.resource_name = current_name
     ready = target == RecordJobPhase.STARTED
     conditions = set_condition(conditions, _condition(
