@@ -1,9 +1,13 @@
 """Ordered upload to the bucket, with retry and a bounded local spool.
 
-One worker thread takes operations strictly in the order they were queued, so a segment always
-lands before any playlist naming it, and a playlist that drops a segment lands before the delete of
-that segment. When the store fails, the worker retries the same operation with exponential backoff
-and everything behind it waits on local disk (the spool). Only playlists are coalesced: a newer
+Operations are ordered per lane: the folder of the key (one rendition's segments and playlists).
+Within a lane they go strictly in the order they were queued, so a segment always lands before any
+playlist naming it, and a playlist that drops a segment lands before the delete of that segment; an
+operation in a parent folder (the master playlist) waits for everything queued before it in the
+folders below, and they for it. Lanes upload in parallel (a few worker threads), so three
+renditions whose segments close at the same moment do not queue behind one another. When the store
+fails, a worker retries the same operation with exponential backoff and everything behind it in its
+lane waits on local disk (the spool). Only playlists are coalesced: a newer
 version of a playlist replaces an older queued one and moves to the tail, which keeps every
 "segment before playlist" pair in order while an outage does not pile up stale playlists.
 """
@@ -96,6 +100,16 @@ def percentile(values: list[float], pct: float) -> float | None:
     return ordered[int(rank) - 1]
 
 
+def lane_of(key: str) -> str:
+    """The folder of a key: operations in one folder keep their order."""
+    return key.rsplit("/", 1)[0] if "/" in key else ""
+
+
+def lanes_conflict(lane: str, other: str) -> bool:
+    """Same folder, or one inside the other (the master playlist's folder holds the renditions')."""
+    return lane == other or not lane or not other or other.startswith(lane + "/") or lane.startswith(other + "/")
+
+
 class UploadQueue:
     """The ordered queue and its worker thread."""
 
@@ -107,22 +121,25 @@ class UploadQueue:
         initial_backoff: float = 0.2,
         max_backoff: float = 5.0,
         on_latency: Callable[[float], None] | None = None,
+        workers: int = 4,
     ) -> None:
         self._on_latency = on_latency  # seconds from segment closed to its playlist uploaded
         self._store = store
         self._queue: deque[Operation] = deque()
         self._condition = threading.Condition()
-        self._in_flight: Operation | None = None
+        self._in_flight: list[Operation] = []
         self._stopping = False
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
         self.spool_limit_bytes = spool_limit_bytes
         self.stats = UploadStats()
         self._spool_bytes = 0
-        self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
+        self._threads = [threading.Thread(target=self._run, name=f"uploader-{i}", daemon=True)
+                         for i in range(workers)]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     # --- queueing (any thread) ---------------------------------------------------------------
 
@@ -167,7 +184,7 @@ class UploadQueue:
 
     def pending(self) -> int:
         with self._condition:
-            return len(self._queue) + (1 if self._in_flight else 0)
+            return len(self._queue) + len(self._in_flight)
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until everything queued so far is uploaded (True) or the timeout passes (False)."""
@@ -184,18 +201,32 @@ class UploadQueue:
         with self._condition:
             self._stopping = True
             self._condition.notify_all()
-        self._thread.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
 
     # --- the worker ----------------------------------------------------------------------------
 
     def _next(self) -> Operation | None:
         with self._condition:
-            while not self._queue and not self._stopping:
+            while True:
+                if self._stopping:  # stop() comes after wait_idle: whatever is left is abandoned
+                    return None
+                operation = self._first_ready()
+                if operation is not None:
+                    self._queue.remove(operation)
+                    self._in_flight.append(operation)
+                    return operation
                 self._condition.wait()
-            if self._stopping:  # stop() comes after wait_idle: whatever is left is abandoned
-                return None
-            self._in_flight = self._queue.popleft()
-            return self._in_flight
+
+    def _first_ready(self) -> Operation | None:
+        """The oldest queued operation whose lane has nothing in flight or queued before it."""
+        blocked = [lane_of(op.key) for op in self._in_flight]
+        for operation in self._queue:
+            lane = lane_of(operation.key)
+            if not any(lanes_conflict(lane, other) for other in blocked):
+                return operation
+            blocked.append(lane)
+        return None
 
     def _run(self) -> None:
         while (operation := self._next()) is not None:
@@ -207,7 +238,7 @@ class UploadQueue:
                     self._condition.wait(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
             with self._condition:
-                self._in_flight = None
+                self._in_flight.remove(operation)
                 self._condition.notify_all()
 
     def _attempt(self, operation: Operation) -> bool:

@@ -1,0 +1,56 @@
+"""The uploader's lanes: renditions upload in parallel, each keeps its own order, and the master
+playlist waits for what was queued before it below its folder."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from onair.encoder.upload import UploadQueue, lanes_conflict
+
+
+class SlowStore:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events: list[tuple[str, str, float]] = []
+
+    def put(self, key: str, body: bytes, content_type: str, cache_control: str) -> None:
+        with self.lock:
+            self.events.append(("start", key, time.monotonic()))
+        time.sleep(0.2 if key.endswith(".ts") else 0.01)
+        with self.lock:
+            self.events.append(("end", key, time.monotonic()))
+
+    def delete(self, key: str) -> None:
+        self.put(key, b"", "", "")
+
+    def when(self, what: str, key: str) -> float:
+        return next(t for kind, k, t in self.events if kind == what and k == key)
+
+
+def test_renditions_upload_in_parallel_and_keep_their_order() -> None:
+    store = SlowStore()
+    queue = UploadQueue(store, spool_limit_bytes=10**9)
+    queue.start()
+    for rendition in ("720p", "360p"):
+        queue.put_bytes(f"live/x/{rendition}/seg_1.ts", b"segment", "no-cache")
+    for rendition in ("720p", "360p"):
+        queue.put_bytes(f"live/x/{rendition}/index.m3u8", b"playlist", "no-cache")
+    queue.put_bytes("live/x/master.m3u8", b"master", "no-cache")
+    assert queue.wait_idle(5)
+    queue.stop()
+    # Both segments were uploading at the same time...
+    assert store.when("start", "live/x/360p/seg_1.ts") < store.when("end", "live/x/720p/seg_1.ts")
+    # ...each playlist only after its own segment, and the master after everything below it.
+    for rendition in ("720p", "360p"):
+        playlist, segment = f"live/x/{rendition}/index.m3u8", f"live/x/{rendition}/seg_1.ts"
+        assert store.when("start", playlist) >= store.when("end", segment)
+        assert store.when("start", "live/x/master.m3u8") >= store.when("end", playlist)
+
+
+def test_lanes_conflict_within_a_folder_and_across_parent_folders() -> None:
+    assert lanes_conflict("live/x/720p", "live/x/720p")
+    assert lanes_conflict("live/x", "live/x/720p")
+    assert lanes_conflict("live/x/720p", "live/x")
+    assert not lanes_conflict("live/x/720p", "live/x/360p")
+    assert not lanes_conflict("live/x/720p", "live/x/720p-hd")
