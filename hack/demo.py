@@ -168,6 +168,8 @@ def run(info: PlatformInfo | None, run_dir: Path, processes: list[ManagedProcess
     processes.append(publisher)
     status = wait_for("the job to go Live", lambda: (s := job_status()).get("phase") == "Live" and s, 120)
     master = status["urls"].get("storageMasterFile")
+    # What a player does first: fetch the master playlist, without credentials.
+    wait_for("the master playlist to be readable", lambda: _http_ok(master), 60)
     say("LIVE. Play the HLS ladder (any HLS player, e.g. ffplay, VLC, hls.js):")
     print(f"    {master}")
     for name, url in sorted(status["urls"].get("outputManifests", {}).items()):
