@@ -9,6 +9,7 @@ from aiohttp import web
 
 from onair.api_gateway.app import init_app
 from onair.api_gateway.config import GatewayConfig
+from onair.jsonlog import setup_logging
 
 # Long enough for every query the OpenAPI document allows (its longest parameters, percent-encoded);
 # aiohttp answers longer lines itself, outside the envelope.
@@ -16,8 +17,7 @@ MAX_LINE, MAX_FIELD = 65536, 16384
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("ONAIR_GATEWAY_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(os.environ.get("ONAIR_GATEWAY_LOG_LEVEL", "INFO"))
     config = GatewayConfig.from_env()
     if not config.api_keys:
         logging.getLogger("onair.gateway").warning("no API keys configured (ONAIR_GATEWAY_API_KEYS[_FILE]); "

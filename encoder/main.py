@@ -18,6 +18,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from onair.jsonlog import add_context, setup_logging
+
 from .clip import ClipJob
 from .config import ConfigError, IngestKind, JobConfig, load_job_config
 from .pipeline import STOP_GRACE_SECONDS, Encoder, FatalConfigError, Ports, spool_limit_from_env
@@ -87,15 +89,14 @@ async def serve(config: JobConfig, ports: Ports) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(
-        level=os.environ.get("ONAIR_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(os.environ.get("ONAIR_LOG_LEVEL", "INFO"))
     args = parse_args(argv)
     try:
         config = load_job_config()
     except ConfigError as error:
         log.error("%s", error)
         sys.exit(EXIT_BAD_CONFIG)
+    add_context(kind=config.kind, namespace=config.namespace, job=config.name)
     missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
     if missing:
         log.error("missing in the image: %s", ", ".join(missing))

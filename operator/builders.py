@@ -134,6 +134,7 @@ def build_encoder_pod(
         {"name": "ONAIR_JOB_CONFIG", "value": json.dumps(build_encoder_config(job, template, config, attempt, clip),
                                                           separators=(",", ":"))},
         {"name": "ONAIR_LISTEN_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "ONAIR_LOG_FORMAT", "value": config.log_format},
         {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": credentials, "key": "AWS_ACCESS_KEY_ID"}}},
         {"name": "AWS_SECRET_ACCESS_KEY",
          "valueFrom": {"secretKeyRef": {"name": credentials, "key": "AWS_SECRET_ACCESS_KEY"}}},

@@ -61,6 +61,7 @@ class OperatorConfig(BaseModel):
     webhook_attempts: int = Field(6, ge=1)
     webhook_timeout_seconds: float = Field(5.0, gt=0)
     listen_host: str = Field("0.0.0.0", description="Address of the health and metrics endpoints.")
+    log_format: str = Field("text", pattern="^(text|json)$", description="Passed on to the encoders.")
     health_port: int = 8080
     metrics_port: int = 9090
 

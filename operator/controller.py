@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from onair.jsonlog import job_context
 from onair.kubeclient import ApiError, KubeClient, resource_path
 from onair.models import API_VERSION, JobTemplateSpec, LiveJob, RecordJob, describe_errors
 from onair.operator import builders, metrics, naming
@@ -196,10 +197,11 @@ class Controller:
             result = "error"
             self._failures[key] += 1
             delay = min(2.0 ** self._failures[key] / 4, ERROR_BACKOFF_MAX)
+            context = job_context(*key)
             if isinstance(error, ApiError) and error.status == 409:
-                log.info("%s %s/%s: conflict, retrying: %s", *key, error)
+                log.info("%s %s/%s: conflict, retrying: %s", *key, error, extra=context)
             else:
-                log.exception("%s %s/%s: reconcile failed; retrying in %.1fs", *key, delay)
+                log.exception("%s %s/%s: reconcile failed; retrying in %.1fs", *key, delay, extra=context)
             self.queue.add_after(key, delay)
         finally:
             metrics.RECONCILES.labels(key[0], result).inc()

@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
+from onair.jsonlog import setup_logging
 from onair.kubeclient import Credentials, KubeClient
 from onair.models import GROUP, VERSION
 from onair.operator import metrics
@@ -90,8 +91,7 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     config = OperatorConfig.from_env()
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     if not args.verbose:
         # kopf logs every handled event at INFO; with thousands of jobs that is most of the CPU.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
