@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,9 @@ from onair.api_gateway import mapping
 from onair.api_gateway.query import SortKey
 from onair.kubeclient import ApiError, KubeClient, resource_path
 from onair.models import API_VERSION
+
+# Distinct queries remembered per namespace index (a console's filters are few; a scanner's are not).
+MAX_REMEMBERED_QUERIES = 256
 
 log = logging.getLogger("onair.gateway.cache")
 Obj = dict[str, Any]
@@ -167,8 +170,33 @@ class JobIndex:
     entries: dict[str, JobEntry] = field(default_factory=dict)
     keys: list[SortKey] = field(default_factory=list)
     by_id: dict[int, str] = field(default_factory=dict)
+    version: int = 0  # bumped on every change; list results are remembered per version
+    _matches: dict[Hashable, list[tuple[SortKey, JobEntry]]] = field(default_factory=dict)
+    _matches_version: int = -1
+
+    def matching(self, query_key: Hashable,
+                 predicates: Sequence[Callable[[dict[str, Any]], bool]]) -> list[tuple[SortKey, JobEntry]]:
+        """The entries, in order, that pass every predicate. Remembered until the index changes, so a
+        console polling the same query costs one scan per change, not one per request."""
+        if self._matches_version != self.version:
+            self._matches.clear()
+            self._matches_version = self.version
+        found = self._matches.get(query_key)
+        if found is None:
+            entries = self.entries
+            if len(predicates) == 1:
+                accept = predicates[0]
+                found = [(key, entries[key[2]]) for key in self.keys if accept(entries[key[2]].facts)]
+            else:
+                found = [(key, entries[key[2]]) for key in self.keys
+                         if all(p(entries[key[2]].facts) for p in predicates)]
+            if len(self._matches) >= MAX_REMEMBERED_QUERIES:
+                self._matches.clear()
+            self._matches[query_key] = found
+        return found
 
     def put(self, entry: JobEntry) -> None:
+        self.version += 1
         old = self.entries.get(entry.name)
         if old is not None:
             if old.sort_key != entry.sort_key:
@@ -182,6 +210,7 @@ class JobIndex:
         self.by_id[entry.id] = entry.name
 
     def drop(self, name: str) -> None:
+        self.version += 1
         old = self.entries.pop(name, None)
         if old is not None:
             self._drop_key(old.sort_key)

@@ -733,7 +733,10 @@ def run_list(request: web.Request, route: Route, index: JobIndex, extra: list[qu
         raise ApiProblem(400, *error.errors) from error
 
     if predicates:
-        matched = [(key, entry) for key, entry in index.ordered() if all(p(entry.facts) for p in predicates)]
+        # The query parameters that select (not page or project) determine the predicates.
+        selecting = tuple(sorted((k, v) for k, v in q.items()
+                                 if k not in ("start_token", "page_size", "select", page_index_name, page_size_name)))
+        matched = index.matching((route.path, selecting), predicates)
     else:
         matched = list(index.ordered())
     if sort == "modified_at":
