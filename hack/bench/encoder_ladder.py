@@ -29,6 +29,9 @@ from pathlib import Path
 
 import boto3
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from localplatform import seaweedfs
+
 RENDITIONS = [("720p", 1280, 720, 3_000_000), ("480p", 854, 480, 1_200_000), ("360p", 640, 360, 800_000)]
 SEGMENT_SECONDS = 4
 FPS = 30
@@ -108,17 +111,10 @@ def run_separate(source: Path, out: Path) -> float:
 def start_seaweedfs(directory: Path) -> tuple[subprocess.Popen[bytes], str, tuple[str, str]]:
     keys = ("bench", "benchsecret")
     identities = directory / "identities.json"
-    identities.write_text(json.dumps({"identities": [{"name": "bench", "credentials": [
-        {"accessKey": keys[0], "secretKey": keys[1]}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-    p = {name: free_port() for name in ("m", "mg", "v", "vg", "f", "fg", "s", "sg")}
-    weed = str(Path(sys.executable).parent / "weed")
-    argv = [weed, "server", "-s3", f"-dir={directory}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-master.port={p['m']}", f"-master.port.grpc={p['mg']}", f"-volume.port={p['v']}",
-            f"-volume.port.grpc={p['vg']}", f"-filer.port={p['f']}", f"-filer.port.grpc={p['fg']}",
-            f"-s3.port={p['s']}", f"-s3.port.grpc={p['sg']}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            f"-s3.config={identities}", "-master.volumeSizeLimitMB=256", "-volume.max=16"]
+    seaweedfs.write_identities(identities, *keys)
+    argv = seaweedfs.server_argv(Path(sys.executable).parent / "weed", directory, identities)
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=directory)
-    endpoint = f"http://127.0.0.1:{p['s']}"
+    endpoint = f"http://127.0.0.1:{seaweedfs.s3_port(argv)}"
     client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=keys[0], aws_secret_access_key=keys[1],
                           region_name="us-east-1")
     wait_for(lambda: client.create_bucket(Bucket="bench") or True, 60, "SeaweedFS")

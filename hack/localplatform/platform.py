@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from localplatform import seaweedfs
 from localplatform.binaries import Binaries, ensure_binaries
 from localplatform.pki import ClientIdentity, LocalPKI
 from localplatform.processes import (
@@ -274,27 +275,10 @@ class LocalPlatform:
         data = self.state_dir / "seaweedfs"
         data.mkdir(parents=True, exist_ok=True)
         s3_config = self.state_dir / "s3-identities.json"
-        s3_config.write_text(json.dumps({"identities": [
-            {
-                "name": "onair",
-                "credentials": [{"accessKey": info.s3_access_key, "secretKey": info.s3_secret_key}],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            },
-            # Players fetch playlists and segments without credentials, as from a public bucket behind a CDN.
-            {"name": "anonymous", "actions": [f"Read:{S3_BUCKET}"]},
-        ]}))
-        s3_config.chmod(0o600)
-        self._process("seaweedfs", [
-            str(binaries.weed), "server", "-s3",
-            f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-master.port={ports['master']}", f"-master.port.grpc={ports['master_grpc']}",
-            f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume_grpc']}",
-            f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer_grpc']}",
-            f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3_grpc']}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0",
-            f"-s3.config={s3_config}",
-            "-master.volumeSizeLimitMB=256", "-volume.max=16",
-        ]).start()
+        # Players fetch playlists and segments without credentials, as from a public bucket behind a CDN.
+        seaweedfs.write_identities(s3_config, info.s3_access_key, info.s3_secret_key, public_read_bucket=S3_BUCKET)
+        self._process("seaweedfs", seaweedfs.server_argv(binaries.weed, data, s3_config, {
+            name: ports[name] for name in seaweedfs.PORT_NAMES})).start()
 
     def _start_process_node(self, info: PlatformInfo) -> None:
         self.progress(f"starting the process node {PROCESS_NODE_NAME}")

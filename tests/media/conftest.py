@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import pytest
 import requests
+from localplatform import seaweedfs
 from media_helpers import (
     ACCESS_KEY,
     ENCODER,
@@ -34,20 +35,9 @@ def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectSto
     """SeaweedFS `weed server -s3` on free ports in a tmp dir, stopped at the end of the session."""
     directory = tmp_path_factory.mktemp("seaweedfs")
     identities = directory / "identities.json"
-    identities.write_text(json.dumps({"identities": [{
-        "name": "onair", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }]}))  # fmt: skip
-    ports = {name: free_port() for name in ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc",
-                                            "s3", "s3_grpc")}
-    argv = [
-        WEED, "server", "-s3", f"-dir={directory}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        f"-master.port={ports['master']}", f"-master.port.grpc={ports['master_grpc']}",
-        f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume_grpc']}",
-        f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer_grpc']}",
-        f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3_grpc']}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-        f"-s3.config={identities}", "-master.volumeSizeLimitMB=256", "-volume.max=16",
-    ]  # fmt: skip
+    seaweedfs.write_identities(identities, ACCESS_KEY, SECRET_KEY)
+    argv = seaweedfs.server_argv(WEED, directory, identities)
+    ports = {"s3": seaweedfs.s3_port(argv)}
     log = (directory / "weed.log").open("wb")
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
     direct = f"http://127.0.0.1:{ports['s3']}"
