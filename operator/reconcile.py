@@ -545,8 +545,6 @@ def decide_record_job(
         if pod.ready and end is not None and now >= end and not is_clip and not pod.terminating:
             decision.delete_pods.append(pod.name)  # SIGTERM: the recorder closes its files and exits 0
         target = RecordJobPhase.PAUSED if paused_now else RecordJobPhase.STARTED
-        if target == RecordJobPhase.STARTED and status.phase == RecordJobPhase.INITIAL and not pod.ready:
-            target = RecordJobPhase.STARTED
         reason = str(ConditionReason.PAUSED if paused_now else ConditionReason.RECORDING)
         comment = "paused" if paused_now else ("cutting the clip" if is_clip else "recording")
         decision.requeue_after = _seconds_until(end, now)
@@ -564,9 +562,14 @@ def decide_record_job(
         status.playback_url = status.files[0].url
     status.resource_name = current_name
     ready = target == RecordJobPhase.STARTED
-    conditions = set_condition(conditions, _condition(
-        ConditionType.READY, ready, ConditionReason.RECORDING if ready else ConditionReason(reason)
-        if reason in ConditionReason.__members__.values() else ConditionReason.NOT_LIVE, comment, now, generation))
+    if ready:
+        ready_reason = ConditionReason.RECORDING
+    elif reason in ConditionReason.__members__.values():
+        ready_reason = ConditionReason(reason)
+    else:
+        ready_reason = ConditionReason.NOT_LIVE
+    conditions = set_condition(conditions, _condition(ConditionType.READY, ready, ready_reason, comment, now,
+                                                      generation))
     status.conditions = sorted(conditions, key=lambda c: c.type)
     status.observed_generation = generation
     _enter(status, target, now, reason, comment, decision)
