@@ -26,6 +26,7 @@ from cluster.conftest import (
 from cluster.test_operator_lifecycle import live_job_manifest
 from kubernetes import client
 from localplatform.platform import PlatformInfo
+from prometheus_client.parser import text_string_to_metric_families
 from waiting import wait_until
 
 from onair.operator.webhooks import SIGNATURE_HEADER, verify
@@ -78,8 +79,11 @@ def test_restart_keeps_the_same_pods(kube: client.ApiClient, platform: PlatformI
     try:
         # The new operator has seen and reconciled every job once it reports reconciles and an empty queue.
         def settled() -> bool:
-            text = urlread(second.metrics_url)
-            return "onair_operator_queue_depth 0.0" in text and 'result="ok"} ' in text.replace("} 0.0", "")
+            samples = {(s.name, s.labels.get("result")): s.value
+                       for family in text_string_to_metric_families(urlread(second.metrics_url))
+                       for s in family.samples}
+            reconciled = samples.get(("onair_operator_reconciles_total", "ok"), 0) >= 5
+            return reconciled and samples.get(("onair_operator_queue_depth", None)) == 0
 
         wait_until(settled, 30, "the restarted operator to reconcile")
         after = {p.metadata.name for p in client.CoreV1Api(kube).list_namespaced_pod(resilience_namespace).items}
