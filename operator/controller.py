@@ -83,7 +83,8 @@ class Controller:
         self.config = config
         self.clock = clock
         self.jobs: dict[Key, dict[str, Any]] = {}
-        self.templates: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)  # namespace -> name -> body
+        # namespace -> name -> spec, parsed once when the template arrives (None: a spec the model refuses)
+        self.templates: dict[str, dict[str, JobTemplateSpec | None]] = defaultdict(dict)
         self.pods: dict[Key, dict[str, dict[str, Any]]] = defaultdict(dict)  # job -> pod name -> body
         self.recordings_of: dict[tuple[str, str], set[Key]] = defaultdict(set)  # (namespace, LiveJob) -> RecordJobs
         self.queue: WorkQueue[Key] = WorkQueue()
@@ -133,8 +134,9 @@ class Controller:
         if event_type == "DELETED":
             self.jobs.pop(key, None)
             self._children_ensured.discard(body["metadata"].get("uid", ""))
-            for recordings in self.recordings_of.values():
-                recordings.discard(key)
+            if kind == "RecordJob":
+                for recordings in self.recordings_of.values():
+                    recordings.discard(key)
             return
         cached = self.jobs.get(key)
         if cached is not None and cached["metadata"].get("uid") == body["metadata"].get("uid") \
@@ -157,7 +159,10 @@ class Controller:
         if event_type == "DELETED":
             self.templates[namespace].pop(name, None)
         else:
-            self.templates[namespace][name] = body
+            try:
+                self.templates[namespace][name] = JobTemplateSpec.model_validate(body.get("spec") or {})
+            except ValidationError:
+                self.templates[namespace][name] = None
         for key in list(self.jobs):
             if key[1] == namespace or namespace == self.config.namespace:
                 self.queue.add(key)
@@ -252,14 +257,8 @@ class Controller:
 
     def find_template(self, namespace: str, template_id: int | None) -> TemplateLookup:
         for scope in (namespace, self.config.namespace):
-            matches = []
-            for body in self.templates.get(scope, {}).values():
-                try:
-                    spec = JobTemplateSpec.model_validate(body.get("spec") or {})
-                except ValidationError:
-                    continue
-                if spec.id == template_id:
-                    matches.append(spec)
+            matches = [spec for spec in self.templates.get(scope, {}).values()
+                       if spec is not None and spec.id == template_id]
             if len(matches) > 1:
                 return TemplateLookup(None, ConditionReason.TEMPLATE_AMBIGUOUS,
                                       f"{len(matches)} JobTemplates in {scope} have id {template_id}")
