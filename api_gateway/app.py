@@ -21,6 +21,7 @@ from onair.api_gateway.handlers import Gateway
 from onair.api_gateway.openapi import build_document
 from onair.api_gateway.routes import ROUTES
 from onair.kubeclient import Credentials, KubeClient
+from onair.streamkeys import check_seed
 
 log = logging.getLogger("onair.gateway")
 CONFIG_KEY = web.AppKey("config", GatewayConfig)
@@ -97,7 +98,8 @@ def metrics_middleware(metrics: Metrics) -> Callable[..., Awaitable[web.StreamRe
 def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: Store | None = None) -> web.Application:
     """The gateway app. Without `kube`, one is made from config.kubeconfig (or discovered) at startup;
     with config.watch false no watch task runs (tests feed `store` directly)."""
-    store = store or Store(config.template_namespace)
+    check_seed(config.stream_key_seed, "ONAIR_GATEWAY_STREAM_KEY_SEED")
+    store = store or Store(config.template_namespace, config.stream_key_seed)
     registry = CollectorRegistry()
     metrics = Metrics(registry, store)
     app = web.Application(client_max_size=config.max_body_bytes,

@@ -116,6 +116,11 @@ def issue_token(secret: str, key: ApiKey, ttl_seconds: int, now: float | None = 
 
 
 def verify_token(secret: str, token: str) -> Principal:
+    return _verify(secret, token)[0]
+
+
+def _verify(secret: str, token: str) -> tuple[Principal, float]:
+    """The token's principal and the time it expires."""
     try:
         claims = jwt.decode(token, secret, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
                             options={"require": ["exp", "iat", "sub"]})
@@ -127,9 +132,31 @@ def verify_token(secret: str, token: str) -> Principal:
         projects = claims.get("projects") or []
         if not isinstance(projects, list):
             raise ValueError("projects")
-        return Principal(str(claims["sub"]), frozenset(str(p).lower() for p in projects), Role(str(claims.get("role"))))
-    except (ValueError, KeyError) as error:
+        principal = Principal(str(claims["sub"]), frozenset(str(p).lower() for p in projects),
+                              Role(str(claims.get("role"))))
+        return principal, float(claims["exp"])
+    except (ValueError, KeyError, TypeError) as error:
         raise AuthError("invalid token: bad claims") from error
+
+
+class VerifiedTokens:
+    """Tokens already verified, kept until they expire. A console sends the same token with every
+    request, and checking its signature and claims again costs more than serving a cached list."""
+
+    def __init__(self, secret: str, capacity: int = 4096) -> None:
+        self.secret = secret
+        self.capacity = capacity
+        self._known: dict[str, tuple[Principal, float]] = {}
+
+    def principal(self, token: str, now: float | None = None) -> Principal:
+        known = self._known.get(token)
+        if known is not None and known[1] > (time.time() if now is None else now):
+            return known[0]
+        principal, expires = _verify(self.secret, token)
+        if len(self._known) >= self.capacity:
+            self._known.clear()
+        self._known[token] = (principal, expires)
+        return principal
 
 
 def bearer_token(authorization: str | None) -> str:

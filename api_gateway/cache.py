@@ -11,21 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import accumulate
+from typing import Any, TypeVar, cast
 
 from onair.api_gateway import mapping
+from onair.api_gateway.errors import dumps
 from onair.api_gateway.query import SortKey
 from onair.kubeclient import ApiError, KubeClient, resource_path
 from onair.models import API_VERSION
+from onair.streamkeys import derive_stream_key
 
 # Distinct queries remembered per namespace index (a console's filters are few; a scanner's are not).
 MAX_REMEMBERED_QUERIES = 256
+# Joins the search texts of an index; the texts never contain it (see mapping.search_text).
+SEPARATOR = "\0"
 
 log = logging.getLogger("onair.gateway.cache")
 Obj = dict[str, Any]
+T = TypeVar("T")
 Key = tuple[str, str]  # namespace, name
 
 
@@ -70,10 +76,11 @@ class WatchCache:
                 log.exception("cache %s: listener failed", self.name)
 
     def upsert(self, obj: Obj) -> bool:
-        """Store `obj` unless the cache already has a newer version; True when stored."""
+        """Store `obj` unless the cache already has it or a newer version; True when stored. (The watch
+        event of the gateway's own write brings what `upsert` stored already.)"""
         key = obj_key(obj)
         old = self.objects.get(key)
-        if old is not None and rv_int(old) > rv_int(obj):
+        if old is not None and rv_int(old) >= rv_int(obj) > 0:
             return False
         self.objects[key] = obj
         self._notify("MODIFIED" if old is not None else "ADDED", old, obj)
@@ -147,20 +154,29 @@ class WatchCache:
 
 @dataclass
 class JobEntry:
+    """One version of a job as the lists see it; replaced, never changed, when the job changes."""
+
     obj: Obj
     facts: dict[str, Any]
+    name: str = field(init=False)
+    id: int = field(init=False)
+    sort_key: SortKey = field(init=False)
+    # The list row rendered from this version of the job, what else it was rendered from, and its JSON.
+    _row: tuple[Hashable, dict[str, Any], str] | None = field(default=None, init=False, repr=False, compare=False)
 
-    @property
-    def name(self) -> str:
-        return str(self.facts["name"] if "job_id" not in self.facts else self.facts["job_id"])
+    def __post_init__(self) -> None:
+        facts = self.facts
+        self.name = str(facts["job_id"] if "job_id" in facts else facts["name"])
+        self.id = int(facts["id"])
+        self.sort_key = (int(facts["created_at"]), self.id, self.name)
 
-    @property
-    def id(self) -> int:
-        return int(self.facts["id"])
-
-    @property
-    def sort_key(self) -> SortKey:
-        return (int(self.facts["created_at"]), self.id, self.name)
+    def row(self, depends_on: Hashable, render: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], str]:
+        """The list row and its JSON text, made once per version of the job and of `depends_on` (what
+        else goes into the row). Callers must not change it."""
+        if self._row is None or self._row[0] != depends_on:
+            row = render()
+            self._row = (depends_on, row, dumps(row))
+        return self._row[1], self._row[2]
 
 
 @dataclass
@@ -171,28 +187,61 @@ class JobIndex:
     keys: list[SortKey] = field(default_factory=list)
     by_id: dict[int, str] = field(default_factory=dict)
     version: int = 0  # bumped on every change; list results are remembered per version
-    _matches: dict[Hashable, list[tuple[SortKey, JobEntry]]] = field(default_factory=dict)
-    _matches_version: int = -1
+    _remembered: dict[Hashable, Any] = field(default_factory=dict)
+    _remembered_version: int = -1
+    _haystack: str = ""
+    _starts: list[int] = field(default_factory=list)
+    _haystack_version: int = -1
 
-    def matching(self, query_key: Hashable,
-                 predicates: Sequence[Callable[[dict[str, Any]], bool]]) -> list[tuple[SortKey, JobEntry]]:
-        """The entries, in order, that pass every predicate. Remembered until the index changes, so a
-        console polling the same query costs one scan per change, not one per request."""
-        if self._matches_version != self.version:
-            self._matches.clear()
-            self._matches_version = self.version
-        found = self._matches.get(query_key)
-        if found is None:
+    def remembered(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """compute(), remembered until the index changes: a console polling the same list costs one
+        computation per change, not one per request."""
+        if self._remembered_version != self.version:
+            self._remembered.clear()
+            self._remembered_version = self.version
+        if key in self._remembered:
+            return cast(T, self._remembered[key])
+        value = compute()
+        if len(self._remembered) >= MAX_REMEMBERED_QUERIES:
+            self._remembered.clear()
+        self._remembered[key] = value
+        return value
+
+    def matching(self, query_key: Hashable, predicates: Sequence[Callable[[dict[str, Any]], bool]],
+                 search: str | None = None) -> list[tuple[SortKey, JobEntry]]:
+        """The entries, in order, whose search text contains `search` (lower case) and that pass every
+        predicate; remembered per `query_key`."""
+        def scan() -> list[tuple[SortKey, JobEntry]]:
             entries = self.entries
+            keys = self.keys if search is None else [self.keys[i] for i in self._containing(search)]
+            if not predicates:
+                return [(key, entries[key[2]]) for key in keys]
             if len(predicates) == 1:
                 accept = predicates[0]
-                found = [(key, entries[key[2]]) for key in self.keys if accept(entries[key[2]].facts)]
-            else:
-                found = [(key, entries[key[2]]) for key in self.keys
-                         if all(p(entries[key[2]].facts) for p in predicates)]
-            if len(self._matches) >= MAX_REMEMBERED_QUERIES:
-                self._matches.clear()
-            self._matches[query_key] = found
+                return [(key, entries[key[2]]) for key in keys if accept(entries[key[2]].facts)]
+            return [(key, entries[key[2]]) for key in keys if all(p(entries[key[2]].facts) for p in predicates)]
+        return self.remembered(("matching", query_key), scan)
+
+    def _containing(self, needle: str) -> list[int]:
+        """Positions in `keys` of the entries whose search text contains `needle`. The texts are joined
+        into one string so that str.find (C speed) does the scanning: a fresh search over 10,000 jobs
+        takes well under a millisecond, where a Python loop over the entries takes about 15."""
+        if SEPARATOR in needle:
+            return []
+        if self._haystack_version != self.version:
+            texts = [self.entries[key[2]].facts["search"] for key in self.keys]
+            self._haystack = SEPARATOR.join(texts)
+            self._starts = list(accumulate((len(t) + 1 for t in texts[:-1]), initial=0)) if texts else []
+            self._haystack_version = self.version
+        haystack, starts = self._haystack, self._starts
+        found: list[int] = []
+        position = haystack.find(needle)
+        while position != -1:
+            entry = bisect_right(starts, position) - 1
+            found.append(entry)
+            if entry + 1 >= len(starts):
+                break
+            position = haystack.find(needle, starts[entry + 1])
         return found
 
     def put(self, entry: JobEntry) -> None:
@@ -237,14 +286,13 @@ class JobIndex:
 class Store:
     """All caches and indexes of the gateway."""
 
-    def __init__(self, template_namespace: str) -> None:
+    def __init__(self, template_namespace: str, stream_key_seed: str) -> None:
         self.template_namespace = template_namespace
+        self.stream_key_seed = stream_key_seed
         self.namespaces = WatchCache("namespaces", "/api/v1/namespaces", mapping.LABEL_PROJECT)
         self.livejobs = WatchCache("livejobs", resource_path(API_VERSION, "livejobs"))
         self.recordjobs = WatchCache("recordjobs", resource_path(API_VERSION, "recordjobs"))
         self.templates = WatchCache("jobtemplates", resource_path(API_VERSION, "jobtemplates"))
-        self.secrets = WatchCache("stream-key-secrets", "/api/v1/secrets",
-                                  "onair.dev/kind=LiveJob,onair.dev/role=encoder")
         self.pods = WatchCache("pods", "/api/v1/pods", "app.kubernetes.io/part-of=onair")
         self.nodes = WatchCache("nodes", "/api/v1/nodes")
         self.project_namespace: dict[str, str] = {}
@@ -254,16 +302,16 @@ class Store:
         self.by_stream_key: dict[str, Key] = {}
         self.namespaces.listeners.append(self._on_namespace)
         self.livejobs.listeners.append(self._job_listener(self.live, mapping.live_job_facts))
+        self.livejobs.listeners.append(self._on_live_job)
         self.recordjobs.listeners.append(self._job_listener(self.record, mapping.record_job_facts))
-        self.secrets.listeners.append(self._on_secret)
 
     @property
     def caches(self) -> list[WatchCache]:
-        return [self.namespaces, self.livejobs, self.recordjobs, self.templates, self.secrets, self.pods, self.nodes]
+        return [self.namespaces, self.livejobs, self.recordjobs, self.templates, self.pods, self.nodes]
 
     @property
     def core_caches(self) -> list[WatchCache]:
-        return [self.namespaces, self.livejobs, self.recordjobs, self.templates, self.secrets]
+        return [self.namespaces, self.livejobs, self.recordjobs, self.templates]
 
     def ready(self) -> bool:
         return all(cache.synced.is_set() for cache in self.core_caches)
@@ -291,21 +339,19 @@ class Store:
                 index.put(JobEntry(new, facts(new)))
         return listener
 
-    def _on_secret(self, event: str, old: Obj | None, new: Obj | None) -> None:
+    def _on_live_job(self, event: str, old: Obj | None, new: Obj | None) -> None:
+        """Stream keys are derived from the seed and the job's identity, as the operator derives them."""
         obj = new or old
         assert obj is not None
-        job = (obj["metadata"].get("labels") or {}).get("onair.dev/job")
-        if not job:
-            return
-        key: Key = (obj["metadata"].get("namespace", ""), job)
+        meta = obj["metadata"]
+        key: Key = (str(meta.get("namespace", "")), str(meta["name"]))
         previous = self.stream_keys.pop(key, None)
         if previous is not None and self.by_stream_key.get(previous) == key:
             del self.by_stream_key[previous]
-        if new is not None:
-            stream_key = secret_value(new, "streamKey")
-            if stream_key:
-                self.stream_keys[key] = stream_key
-                self.by_stream_key[stream_key] = key
+        if new is not None and meta.get("uid"):
+            stream_key = derive_stream_key(self.stream_key_seed, key[0], key[1], str(meta["uid"]))
+            self.stream_keys[key] = stream_key
+            self.by_stream_key[stream_key] = key
 
     def live_index(self, namespace: str) -> JobIndex:
         return self.live.get(namespace) or JobIndex()
@@ -331,16 +377,3 @@ class Store:
         ids = [i for i in self.live_index(namespace).by_id if i < mapping.HASHED_ID_BASE]
         ids += [i for i in self.record_index(namespace).by_id if i < mapping.HASHED_ID_BASE]
         return max(ids, default=0)
-
-
-def secret_value(secret: Mapping[str, Any], key: str) -> str | None:
-    import base64
-
-    data = secret.get("data") or {}
-    if key in data:
-        try:
-            return base64.b64decode(data[key]).decode()
-        except (ValueError, UnicodeDecodeError):
-            return None
-    string_data = secret.get("stringData") or {}
-    return string_data.get(key)

@@ -23,6 +23,8 @@ class GatewayConfig:
     host: str = "0.0.0.0"
     port: int = 8080
     jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # Stream keys are derived from this; the operator must have the same seed (the chart shares one Secret).
+    stream_key_seed: str = ""
     token_ttl_seconds: int = 900
     api_keys: list[ApiKey] = field(default_factory=list)
     cors_origins: tuple[str, ...] = ()
@@ -57,6 +59,9 @@ class GatewayConfig:
         jwt_secret = get("JWT_SECRET") or (read_file("JWT_SECRET_FILE") or "").strip()
         if jwt_secret:
             config.jwt_secret = jwt_secret
+        seed = get("STREAM_KEY_SEED") or (read_file("STREAM_KEY_SEED_FILE") or "").strip()
+        if seed:
+            config.stream_key_seed = seed
         config.token_ttl_seconds = int(get("TOKEN_TTL_SECONDS", str(config.token_ttl_seconds)) or 900)
         keys_text = get("API_KEYS") or read_file("API_KEYS_FILE")
         if keys_text:

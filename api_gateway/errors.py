@@ -53,6 +53,18 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return web.Response(text=dumps(data), status=status, content_type="application/json", headers=headers)
 
 
+class EncodedJSON(str):
+    """A result already encoded as JSON text (list rows are encoded once per version of a job)."""
+
+
+def list_response(result: list[Any] | EncodedJSON, result_info: dict[str, Any]) -> web.Response:
+    if not isinstance(result, EncodedJSON):
+        return json_response(envelope(result, result_info=result_info))
+    fields = envelope(None, result_info=result_info)
+    text = ",".join(f"{dumps(name)}:{result if name == 'result' else dumps(value)}" for name, value in fields.items())
+    return web.Response(text="{" + text + "}", content_type="application/json")
+
+
 def problem_response(status: int, errors: list[str], messages: list[str] | None = None,
                      headers: dict[str, str] | None = None) -> web.Response:
     return json_response(envelope(None, success=False, errors=errors, messages=messages), status, headers)

@@ -10,7 +10,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,14 +22,14 @@ from onair.api_gateway import mapping, query
 from onair.api_gateway.auth import (
     Principal,
     Role,
+    VerifiedTokens,
     bearer_token,
     find_key,
     issue_token,
-    verify_token,
 )
-from onair.api_gateway.cache import JobEntry, JobIndex, Store, rv_int, secret_value
+from onair.api_gateway.cache import JobEntry, JobIndex, Store, rv_int
 from onair.api_gateway.config import GatewayConfig
-from onair.api_gateway.errors import ApiProblem, envelope, json_response, validation_errors
+from onair.api_gateway.errors import ApiProblem, EncodedJSON, envelope, json_response, list_response, validation_errors
 from onair.api_gateway.routes import JOB_ID_PATTERN, Route
 from onair.api_gateway.schemas import GUID_PATTERN, LiveJobControl, LiveJobCreate, LoginRequest, RecordJobCreate
 from onair.kubeclient import ApiError, KubeClient, resource_path
@@ -58,6 +58,7 @@ class Gateway:
         self.leases: dict[str, tuple[int, int]] = {}
         self.lease_locks: dict[str, asyncio.Lock] = {}
         self.server_id = str(uuid.uuid4())
+        self.tokens = VerifiedTokens(config.jwt_secret)
 
     # --- plumbing ---------------------------------------------------------------------------------
 
@@ -69,7 +70,7 @@ class Gateway:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             principal = None
             if route.role is not None:
-                principal = verify_token(self.config.jwt_secret, bearer_token(request.headers.get("Authorization")))
+                principal = self.tokens.principal(bearer_token(request.headers.get("Authorization")))
             errors = []
             for param in path_params:
                 value = request.match_info.get(param.name, "")
@@ -158,17 +159,17 @@ class Gateway:
 
     async def list_live_jobs(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace
-        extra: list[query.Predicate] = []
         search = request.query.get("search")
-        if search:
-            needle = search.lower()
-            extra.append(lambda facts: needle in facts["search"])
         namespace = ctx.namespace
-        result, info = run_list(request, self.route_of(request), self.store.live_index(namespace), extra,
-                                default_desc=False,
-                                render=lambda e: mapping.live_job_summary(e.obj, e.facts,
-                                                                          self.stream_key(namespace, e.name)))
-        return json_response(envelope(result, result_info=info))
+        result, info = run_list(request, self.route_of(request), self.store.live_index(namespace), [],
+                                search=search.lower() if search else None, default_desc=False,
+                                render=lambda e: self.live_row(namespace, e)[0],
+                                render_json=lambda e: self.live_row(namespace, e)[1])
+        return list_response(result, info)
+
+    def live_row(self, namespace: str, entry: JobEntry) -> tuple[dict[str, Any], str]:
+        key = self.store.stream_keys.get((namespace, entry.name))
+        return entry.row(key, lambda: mapping.live_job_summary(entry.obj, entry.facts, key))
 
     def route_of(self, request: web.Request) -> Route:
         return request.match_info.route.handler.route  # type: ignore[attr-defined]
@@ -194,40 +195,15 @@ class Gateway:
                "metadata": {"name": name, "namespace": ctx.namespace, "labels": labels,
                             "annotations": {mapping.ANNOTATION_BODY_HASH: body_hash}},
                "spec": spec}
-        stream_key = str(uuid.uuid4())
-        secret: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret",
-                  "metadata": {"name": f"{name}-stream-key", "namespace": ctx.namespace,
-                               "labels": {"app.kubernetes.io/managed-by": "onair-operator",
-                                          "app.kubernetes.io/part-of": "onair",
-                                          "app.kubernetes.io/name": "onair-encoder",
-                                          "onair.dev/job": name, "onair.dev/kind": "LiveJob",
-                                          "onair.dev/role": "encoder", mapping.LABEL_PROJECT: ctx.project_id}},
-                  "type": "Opaque", "stringData": {"streamKey": stream_key}}
-        job_path = resource_path(API_VERSION, "livejobs", ctx.namespace)
-        secret_path = resource_path("v1", "secrets", ctx.namespace)
-        # The job and its stream key go out together; the Secret gets its ownerReference afterwards.
-        results: list[Any] = list(await asyncio.gather(kube.create(job_path, obj), kube.create(secret_path, secret),
-                                                       return_exceptions=True))
-        created, secret_created = results
-        if isinstance(created, BaseException):
-            if not isinstance(secret_created, BaseException) and secret_created is not None:
-                self.spawn(kube.delete(resource_path("v1", "secrets", ctx.namespace, f"{name}-stream-key")))
-            raise created
+        # One write: the stream key is derived from the job's uid (the operator derives the same one
+        # for the encoder's Secret), so nothing else has to be stored before the key can be returned.
+        created = await kube.create(resource_path(API_VERSION, "livejobs", ctx.namespace), obj)
         if created is None:  # AlreadyExists: a retried Idempotency-Key
             current = await kube.get(resource_path(API_VERSION, "livejobs", ctx.namespace, name))
             self.store.livejobs.upsert(current)
             entry = self.store.live_index(ctx.namespace).entries[name]
             return self.replay(entry, body_hash, ctx, live=True)
         self.store.livejobs.upsert(created)
-        if isinstance(secret_created, BaseException) or secret_created is None:
-            stored = await kube.get_or_none(resource_path("v1", "secrets", ctx.namespace, f"{name}-stream-key"))
-            if stored is not None:
-                self.store.secrets.upsert(stored)
-                self.spawn(self.adopt_secret(created, stored))
-        else:
-            self.store.secrets.upsert({**secret_created, "stringData": {"streamKey": stream_key}}
-                                      if not secret_created.get("data") else secret_created)
-            self.spawn(self.adopt_secret(created, secret_created))
         entry = self.store.live_index(ctx.namespace).entries[name]
         detail = mapping.live_job_detail(entry.obj, entry.facts, self.stream_key(ctx.namespace, name), ctx.project_id)
         return json_response(envelope(detail, messages=["live job created"]), 201,
@@ -254,20 +230,6 @@ class Gateway:
             raise ApiProblem(400, "Idempotency-Key: 1 to 255 characters")
         seed = f"onair:{ctx.project_id}:{request.path}:{key}"
         return str(uuid.uuid5(uuid.NAMESPACE_URL, seed)), True
-
-    async def adopt_secret(self, job: Mapping[str, Any], secret: Mapping[str, Any]) -> None:
-        owners = secret.get("metadata", {}).get("ownerReferences") or []
-        if owners:
-            return
-        meta = job["metadata"]
-        patch = {"metadata": {"ownerReferences": [{
-            "apiVersion": API_VERSION, "kind": "LiveJob", "name": meta["name"], "uid": meta["uid"],
-            "controller": True, "blockOwnerDeletion": True}]}}
-        try:
-            await self.kube_client().merge_patch(
-                resource_path("v1", "secrets", meta["namespace"], secret["metadata"]["name"]), patch)
-        except Exception as error:  # the operator adopts it otherwise; log and go on
-            log.warning("could not set the owner of %s: %r", secret["metadata"]["name"], error)
 
     async def allocate_id(self, namespace: str) -> int:
         """Unique integer ids per project: blocks leased from the namespace's counter annotation
@@ -421,9 +383,6 @@ class Gateway:
             if alias in q and contract in q:
                 errors.append(f"{alias}: give {alias} or {contract}, not both")
         keyword = q.get("Keyword") or q.get("search")
-        if keyword:
-            needle = keyword.lower()
-            extra.append(lambda f: needle in f["search"])
         start = end = None
         try:
             if q.get("StartTime"):
@@ -457,11 +416,11 @@ class Gateway:
         namespace = ctx.namespace
         names = self.template_name(namespace)
         result, info = run_list(request, self.route_of(request), self.store.record_index(namespace), extra,
-                                default_desc=(sort_by or "desc") == "desc",
+                                search=keyword.lower() if keyword else None, default_desc=(sort_by or "desc") == "desc",
                                 render=lambda e: mapping.record_job_out(e.obj, e.facts, names),
                                 page_index_name="PageNo" if "PageNo" in q else "pageIndex",
                                 page_size_name="PageSize" if "PageSize" in q else "pageSize")
-        return json_response(envelope(result, result_info=info))
+        return list_response(result, info)
 
     async def create_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace and ctx.project_id
@@ -704,10 +663,25 @@ BRIGHTCOVE_NAMES = {"sort", "sort_dir", "start_token", "page_size", "select"}
 
 
 def run_list(request: web.Request, route: Route, index: JobIndex, extra: list[query.Predicate], default_desc: bool,
-             render: Callable[[JobEntry], dict[str, Any]], page_index_name: str = "pageIndex",
-             page_size_name: str = "pageSize") -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Filters (the declared params plus the Brightcove filter fields), sort, offset or keyset paging,
-    and the select= projection, over one namespace's index."""
+             render: Callable[[JobEntry], dict[str, Any]], search: str | None = None,
+             render_json: Callable[[JobEntry], str] | None = None, page_index_name: str = "pageIndex",
+             page_size_name: str = "pageSize") -> tuple[list[dict[str, Any]] | EncodedJSON, dict[str, Any]]:
+    """A text search (lower case), filters (the declared params plus the Brightcove filter fields), sort,
+    offset or keyset paging, and the select= projection, over one namespace's index. Without select=,
+    `render_json` (a row already encoded) is used when given."""
+    if render_json is None or "select" in request.query:
+        return _run_list(request, route, index, extra, default_desc, render, search, render_json, page_index_name,
+                         page_size_name)
+    # The answer depends only on the query and the index version (stream keys touch the index too).
+    return index.remembered(("page", route.path, tuple(sorted(request.query.items()))),
+                            lambda: _run_list(request, route, index, extra, default_desc, render, search, render_json,
+                                              page_index_name, page_size_name))
+
+
+def _run_list(request: web.Request, route: Route, index: JobIndex, extra: list[query.Predicate], default_desc: bool,
+              render: Callable[[JobEntry], dict[str, Any]], search: str | None,
+              render_json: Callable[[JobEntry], str] | None, page_index_name: str,
+              page_size_name: str) -> tuple[list[dict[str, Any]] | EncodedJSON, dict[str, Any]]:
     q = request.query
     declared = {p.name for p in route.params if p.location == "query"} - set(route.filters)
     filter_pairs = [(k, v) for k, v in q.items() if k not in declared]
@@ -732,19 +706,17 @@ def run_list(request: web.Request, route: Route, index: JobIndex, extra: list[qu
     except query.QueryError as error:
         raise ApiProblem(400, *error.errors) from error
 
-    if predicates:
+    if predicates or search:
         # The query parameters that select (not page or project) determine the predicates.
         selecting = tuple(sorted((k, v) for k, v in q.items()
                                  if k not in ("start_token", "page_size", "select", page_index_name, page_size_name)))
-        matched = index.matching((route.path, selecting), predicates)
+        matched = index.matching((route.path, selecting), predicates, search)
     else:
         matched = list(index.ordered())
     if sort == "modified_at":
         # Kubernetes times have one-second resolution; the resourceVersion orders changes within a second.
         matched = sorted(((int(e.facts["modified_at"]), rv_int(e.obj), e.name), e) for _, e in matched)
-    keys = [key for key, _ in matched]
-    entries = [entry for _, entry in matched]
-    total = len(entries)
+    total = len(matched)
     if keyset:
         try:
             size = query.parse_int(q.get("page_size"), "page_size", 10, 1, query.MAX_PAGE_SIZE)
@@ -754,23 +726,29 @@ def run_list(request: web.Request, route: Route, index: JobIndex, extra: list[qu
             after = query.decode_token(token, sort, descending, fingerprint) if token else None
         except query.QueryError as error:
             raise ApiProblem(400, *error.errors) from error
-        page, last = query.keyset_page(entries, keys, after, descending, size)
+        page, last = query.keyset_page([entry for _, entry in matched], [key for key, _ in matched], after,
+                                       descending, size)
         token = query.encode_token(sort, descending, last, fingerprint) if last else None
         info = page_info(total, 0, size, token, keyset=True, has_previous=after is not None)
     else:
-        if descending:
-            entries.reverse()
         try:
             page_index = query.parse_int(q.get(page_index_name), page_index_name, 1, 1, 1_000_000)
             size = query.parse_int(q.get(page_size_name), page_size_name, 10, 1, query.MAX_PAGE_SIZE)
         except query.QueryError as error:
             raise ApiProblem(400, *error.errors) from error
-        page = entries[(page_index - 1) * size: page_index * size]
+        skip = (page_index - 1) * size
+        if descending:  # page n of the reversed order, without reversing all of it
+            chosen = matched[max(total - skip - size, 0):max(total - skip, 0)][::-1]
+        else:
+            chosen = matched[skip:skip + size]
+        page = [entry for _, entry in chosen]
         info = page_info(total, page_index, size)
+    if paths is None and render_json is not None:
+        return EncodedJSON("[" + ",".join(render_json(entry) for entry in page) + "]"), info
     rows = [render(entry) for entry in page]
     if paths is not None:
         rows = [query.project(row, paths) for row in rows]
     return rows, info
 
 
-__all__ = ["Gateway", "secret_value"]
+__all__ = ["Gateway"]

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from onair.api_gateway.app import init_app
 from onair.api_gateway.config import GatewayConfig
+from onair.gcpolicy import freeze_survivors_of_full_collections
 from onair.jsonlog import setup_logging
 
 # Long enough for every query the OpenAPI document allows (its longest parameters, percent-encoded);
@@ -19,10 +20,15 @@ MAX_LINE, MAX_FIELD = 65536, 16384
 def main() -> None:
     setup_logging(os.environ.get("ONAIR_GATEWAY_LOG_LEVEL", "INFO"))
     config = GatewayConfig.from_env()
+    freeze_survivors_of_full_collections()
     if not config.api_keys:
         logging.getLogger("onair.gateway").warning("no API keys configured (ONAIR_GATEWAY_API_KEYS[_FILE]); "
                                                     "nobody can log in")
-    web.run_app(init_app(config), host=config.host, port=config.port, access_log=None,
+    try:
+        app = init_app(config)
+    except ValueError as error:
+        raise SystemExit(f"onair-gateway: {error}") from None
+    web.run_app(app, host=config.host, port=config.port, access_log=None,
                 print=lambda *_: None, max_line_size=MAX_LINE, max_field_size=MAX_FIELD)
 
 

@@ -126,9 +126,14 @@ def live_job_facts(obj: Obj) -> dict[str, Any]:
         "created_at": millis(meta.get("creationTimestamp")),
         "modified_at": modified_millis(obj),
     }
-    facts["search"] = " ".join(str(facts[k] or "") for k in ("id", "name", "status", "description", "file_path",
-                                                             "bucket")).lower()
+    facts["search"] = search_text(*(facts[k] for k in ("id", "name", "status", "description", "file_path", "bucket")))
     return facts
+
+
+def search_text(*parts: Any) -> str:
+    """What `search` and `Keyword` look in: lower case and without NUL, which the job index uses to
+    join the texts of all jobs into one string."""
+    return " ".join(str(part or "") for part in parts).lower().replace("\0", "")
 
 
 def live_job_summary(obj: Obj, facts: Mapping[str, Any], key: str | None) -> dict[str, Any]:
@@ -352,7 +357,7 @@ def record_job_facts(obj: Obj) -> dict[str, Any]:
         "template_id": spec.get("jobTemplateId"),
         "paused": bool(spec.get("paused", False)),
     }
-    facts["search"] = f"{facts['id']} {facts['job_id']} {facts['name'] or ''}".lower()
+    facts["search"] = search_text(facts["id"], facts["job_id"], facts["name"])
     return facts
 
 

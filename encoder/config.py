@@ -182,6 +182,10 @@ def load_job_config(environ: Mapping[str, str] | None = None) -> JobConfig:
             ingest = _ingest_for_live(live)
             if ingest.kind == IngestKind.RTMP_LISTEN and not stream_key:
                 raise ConfigError("ONAIR_STREAM_KEY is required for an RTMP LiveJob")
+            if ingest.kind == IngestKind.SRT_LISTEN and not (srt_passphrase or stream_key):
+                raise ConfigError("ONAIR_SRT_PASSPHRASE or ONAIR_STREAM_KEY is required for an SRT LiveJob")
+            if ingest.kind == IngestKind.SRT_LISTEN and not srt_passphrase and not 10 <= len(stream_key or "") <= 79:
+                raise ConfigError("ONAIR_STREAM_KEY must be 10 to 79 characters to serve as the SRT passphrase")
             outputs = Outputs(
                 playlist_window=window,
                 keep_all_segments=live.recording,

@@ -268,10 +268,16 @@ class Encoder:
         host = self.config.listen_host
         return f"[{host}]" if ":" in host else host
 
+    @property
+    def srt_passphrase(self) -> str | None:
+        """The job's SRT passphrase, or else its stream key: ffmpeg's listener cannot check a caller's
+        streamid, so knowing the key is enforced by making it the encryption passphrase."""
+        return self.config.srt_passphrase or self.config.stream_key
+
     def _srt_url(self) -> str:
         url = f"srt://{self._url_host()}:{self.ports.srt}?mode=listener&latency=200000"
-        if self.config.srt_passphrase:
-            url += f"&passphrase={self.config.srt_passphrase}&pbkeylen=16"
+        if self.srt_passphrase:
+            url += f"&passphrase={self.srt_passphrase}&pbkeylen=16"
         return url
 
     async def _run_listener(self, url: str) -> None:
@@ -326,7 +332,7 @@ class Encoder:
             {name: track.next_sequence for name, track in self.tracks.items()},
             live_listener=listener,
         )
-        log.info("session %d: %s", self.session_number, " ".join(_redact(argv, self.config.srt_passphrase)))
+        log.info("session %d: %s", self.session_number, " ".join(_redact(argv, self.srt_passphrase)))
         process = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # our SIGTERM must not reach ffmpeg before we stop it ourselves

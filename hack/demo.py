@@ -121,18 +121,20 @@ def run(info: PlatformInfo | None, run_dir: Path, processes: list[ManagedProcess
                           "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "")}})
 
     operator_ports = free_ports(2)
+    stream_key_seed = secrets.token_urlsafe(32)  # shared, as the chart shares one Secret
     operator = ManagedProcess("operator", [str(bin_dir / "onair-operator")], run_dir, env={
         "ONAIR_STANDALONE": "true", "ONAIR_NAMESPACE": OPERATOR_NAMESPACE, "ONAIR_LISTEN_HOST": "127.0.0.1",
         "ONAIR_HEALTH_PORT": str(operator_ports[0]), "ONAIR_METRICS_PORT": str(operator_ports[1]),
         "ONAIR_INGEST_ADDRESS": "pod-ip" if info else "service",
         "ONAIR_ENCODER_COMMAND": json.dumps([str(bin_dir / "onair-encoder")] if info else ["onair-encoder"]),
         "ONAIR_S3_ENDPOINT": s3_endpoint, "ONAIR_WEBHOOK_SECRET": secrets.token_hex(16),
+        "ONAIR_STREAM_KEY_SEED": stream_key_seed,
     })
     api_key = "demo-" + secrets.token_hex(8)
     gateway_port = free_ports(1)[0]
     gateway = ManagedProcess("gateway", [str(bin_dir / "onair-gateway")], run_dir, env={
         "ONAIR_GATEWAY_HOST": "127.0.0.1", "ONAIR_GATEWAY_PORT": str(gateway_port),
-        "ONAIR_GATEWAY_JWT_SECRET": secrets.token_urlsafe(32),
+        "ONAIR_GATEWAY_JWT_SECRET": secrets.token_urlsafe(32), "ONAIR_GATEWAY_STREAM_KEY_SEED": stream_key_seed,
         "ONAIR_GATEWAY_API_KEYS": json.dumps([{"name": "demo", "key": api_key, "projects": [PROJECT_ID],
                                                "role": "write"}]),
     })

@@ -69,7 +69,7 @@ elif which == "gateway":
     from onair.api_gateway.app import Metrics
     from onair.api_gateway.cache import Store
     registry = CollectorRegistry()
-    gateway = Metrics(registry, Store("onair-system"))
+    gateway = Metrics(registry, Store("onair-system", stream_key_seed="x" * 32))
     gateway.requests.labels("GET", "/api/v1/livejobs", "200").inc()
     gateway.latency.labels("GET", "/api/v1/livejobs").observe(0.01)
 else:

@@ -267,7 +267,8 @@ class LiveJobInput(OnairModel):
     server_type: ServerType = Field(
         description=(
             "Ingest protocol. RTMP and SRT: the broadcaster pushes to the URL in status.urls.ingest, "
-            "authenticated by the stream key (RTMP) or the passphrase (SRT). HLS: the encoder pulls "
+            "authenticated by the stream key (RTMP) or the SRT passphrase (the stream key unless "
+            "srtPassphraseSecretRef names another). HLS: the encoder pulls "
             "the playlist at `url`. Immutable."
         ),
         json_schema_extra=cel_rules(SERVER_TYPE_IMMUTABLE),
@@ -294,7 +295,7 @@ class LiveJobInput(OnairModel):
         validate_default=True,
         description=(
             "SRT only: the Secret key holding the SRT passphrase (10 to 79 characters) publishers "
-            "must use. Unset: the SRT listener accepts unencrypted publishers."
+            "must use. Unset: the stream key is the passphrase."
         ),
     )
 
@@ -879,7 +880,8 @@ class LiveJobUrls(OnairModel):
     )
     srt_url: str | None = Field(
         default=None,
-        description="SRT listener URL, e.g. srt://host:9000; publishers set streamid to the stream key.",
+        description="SRT listener URL, e.g. srt://host:9000; publishers set passphrase (and, by convention, "
+                    "streamid) to the stream key, or the job's SRT passphrase when it has one.",
         max_length=MAX_URL_LENGTH,
     )
     web_socket_connection: str | None = Field(

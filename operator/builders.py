@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from onair.models import API_VERSION, InputClass, JobTemplateSpec, LiveJob, RecordJob
 from onair.operator import naming
 from onair.operator.config import OperatorConfig
+from onair.streamkeys import derive_stream_key
 
 ENCODER_ROLE = "encoder"
 RECORDER_ROLE = "recorder"
@@ -57,14 +57,16 @@ def _metadata(job: Job, name: str, role: str, **extra_labels: str) -> dict[str, 
     }
 
 
-def build_stream_key_secret(job: LiveJob, stream_key: str | None = None) -> dict[str, Any]:
-    """The job's publish credential; created once, never rewritten (409 keeps the first key)."""
+def build_stream_key_secret(job: LiveJob, seed: str) -> dict[str, Any]:
+    """The job's publish credential, derived from the seed (the gateway derives the same key)."""
+    meta = job.metadata
+    key = derive_stream_key(seed, str(meta.namespace), str(meta.name), str(meta.uid))
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(job, naming.stream_key_secret_name(str(job.metadata.name)), ENCODER_ROLE),
+        "metadata": _metadata(job, naming.stream_key_secret_name(str(meta.name)), ENCODER_ROLE),
         "type": "Opaque",
-        "stringData": {STREAM_KEY_FIELD: stream_key or str(uuid.uuid4())},
+        "stringData": {STREAM_KEY_FIELD: key},
     }
 
 

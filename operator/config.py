@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from onair.streamkeys import MIN_SEED_LENGTH
+
 ENV_PREFIX = "ONAIR_"
 
 
@@ -58,6 +60,10 @@ class OperatorConfig(BaseModel):
     restart_backoff_seconds: float = Field(2.0, gt=0)
     restart_backoff_max_seconds: float = Field(60.0, gt=0)
     webhook_secret: str = Field("", description="HMAC key for webhook signatures (from a Secret).")
+    stream_key_seed: str = Field(
+        min_length=MIN_SEED_LENGTH, repr=False,
+        description="Seed the stream keys are derived from (from a Secret; the gateway must have the same).",
+    )
     webhook_attempts: int = Field(6, ge=1)
     webhook_timeout_seconds: float = Field(5.0, gt=0)
     listen_host: str = Field("0.0.0.0", description="Address of the health and metrics endpoints.")

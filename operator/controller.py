@@ -273,7 +273,7 @@ class Controller:
         uid = str(job.metadata.uid)
         if decision.ensure_children and isinstance(job, LiveJob) and uid not in self._children_ensured:
             await asyncio.gather(
-                self._create("secrets", namespace, builders.build_stream_key_secret(job)),
+                self._create("secrets", namespace, builders.build_stream_key_secret(job, self.config.stream_key_seed)),
                 self._create("services", namespace, builders.build_ingest_service(job, self.config)),
             )
             self._children_ensured.add(uid)

@@ -9,13 +9,15 @@ from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
+from pydantic import ValidationError
 
+from onair.gcpolicy import freeze_survivors_of_full_collections
 from onair.jsonlog import setup_logging
 from onair.kubeclient import Credentials, KubeClient
 from onair.models import GROUP, VERSION
 from onair.operator import metrics
 from onair.operator.builders import MANAGED_BY
-from onair.operator.config import OperatorConfig
+from onair.operator.config import ENV_PREFIX, OperatorConfig
 from onair.operator.controller import Controller
 
 FINALIZER = "onair.dev/finalizer"
@@ -90,11 +92,16 @@ def main() -> None:
     parser.add_argument("--namespace", action="append", default=[], help="Watch only these (default: all).")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
-    config = OperatorConfig.from_env()
+    try:
+        config = OperatorConfig.from_env()
+    except ValidationError as error:
+        parser.exit(2, "onair-operator: bad configuration:\n" + "\n".join(
+            f"  {ENV_PREFIX}{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors()) + "\n")
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     if not args.verbose:
         # kopf logs every handled event at INFO; with thousands of jobs that is most of the CPU.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    freeze_survivors_of_full_collections()
     namespaces = args.namespace or config.watch_namespaces
     kopf.run(
         clusterwide=not namespaces,

@@ -19,13 +19,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "hack"))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchkit import delete_namespace, rss_mb, say  # noqa: E402
 from localplatform.platform import LocalPlatform, PlatformInfo  # noqa: E402
 
 from onair.kubeclient import Credentials, KubeClient, gather_limited, resource_path  # noqa: E402
@@ -34,14 +38,11 @@ from onair.operator.builders import build_encoder_pod  # noqa: E402
 from onair.operator.config import OperatorConfig  # noqa: E402
 
 CONCURRENCY = 64
+STREAM_KEY_SEED = "bench-stream-key-seed-0123456789abcdef"
 TEMPLATE = {"id": 1, "name": "bench", "renditions": [
     {"name": "720p", "width": 1280, "height": 720, "fps": 30, "videoBitrate": 3000000},
     {"name": "360p", "width": 640, "height": 360, "fps": 30, "videoBitrate": 800000}]}
 KWOK = {"nodeSelector": {"type": "kwok"}, "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}]}
-
-
-def say(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def live_job(name: str) -> dict[str, Any]:
@@ -65,7 +66,8 @@ async def write_bound(kube: KubeClient, jobs: int) -> float:
     await ensure_namespace(kube, namespace)
     created = await create_jobs(kube, namespace, [f"job-{i:05d}" for i in range(jobs)])
     template = JobTemplateSpec.model_validate(TEMPLATE)
-    config = OperatorConfig(encoder_node_selector=KWOK["nodeSelector"], encoder_tolerations=KWOK["tolerations"])
+    config = OperatorConfig(encoder_node_selector=KWOK["nodeSelector"], encoder_tolerations=KWOK["tolerations"],
+                            stream_key_seed=STREAM_KEY_SEED)
     pods = [build_encoder_pod(LiveJob.model_validate({**body, "kind": "LiveJob", "apiVersion": API_VERSION}),
                               template, config, 1) for body in created if body]
     started = time.monotonic()
@@ -75,11 +77,7 @@ async def write_bound(kube: KubeClient, jobs: int) -> float:
                          {"status": {"phase": "WaitingForInput"}}) for b in created if b))
     elapsed = time.monotonic() - started
     say("write bound: removing its objects before the operator runs")
-    await kube.delete(f"/api/v1/namespaces/{namespace}")
-    for _ in range(600):
-        if await kube.get_or_none(f"/api/v1/namespaces/{namespace}") is None:
-            break
-        await asyncio.sleep(1)
+    await delete_namespace(kube, namespace)
     return elapsed
 
 
@@ -111,11 +109,18 @@ async def wait_all_waiting(kube: KubeClient, namespace: str, total: int, started
     return time.monotonic() - started
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def writes_per_job(metrics_url: str, jobs: int) -> dict[str, float]:
+    """The operator's own count of its API writes (onair_operator_api_writes_total), per job."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    writes: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "onair_operator_api_writes":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    name = f"{sample.labels['verb']} {sample.labels['resource']}"
+                    writes[name] = writes.get(name, 0.0) + sample.value / jobs
+    return writes
 
 
 async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None:
@@ -147,6 +152,7 @@ async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None
             await create_jobs(kube, "bench-op", [f"job-{i:05d}" for i in range(jobs)])
             operator_seconds = await wait_all_waiting(kube, "bench-op", jobs, started, timeout=1800)
             rss_small = rss_mb(pid)
+            writes = writes_per_job(operator.metrics_url, jobs)
             say(f"operator: {operator_seconds:.2f}s, RSS {rss_small:.0f} MB")
             rss_large = float("nan")
             if rss_jobs > jobs:
@@ -165,6 +171,8 @@ async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None
     print(f"write bound (plain async client)    : {bound:8.2f} s  ({jobs} Pod creates + {jobs} status patches)")
     print(f"operator (create -> WaitingForInput): {operator_seconds:8.2f} s")
     print(f"ratio operator / write bound        : {operator_seconds / bound:8.2f}   (goal <= 1.5)")
+    print(f"operator writes per job             : {sum(writes.values()):8.2f}   "
+          f"({', '.join(f'{name} {count:.2f}' for name, count in sorted(writes.items()))})")
     print(f"operator RSS with {jobs:>6} jobs        : {rss_small:8.0f} MB")
     if rss_jobs > jobs:
         print(f"operator RSS with {rss_jobs:>6} jobs        : {rss_large:8.0f} MB  (goal <= 200 MB)")

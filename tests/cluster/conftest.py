@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixed_secrets import STREAM_KEY_SEED
 from kubernetes import client
 from localplatform.platform import PlatformInfo
 from localplatform.processes import ManagedProcess, free_ports, stop_process_group
@@ -66,6 +67,7 @@ def operator_env(platform: PlatformInfo, health_port: int, metrics_port: int, **
         "ONAIR_S3_ENDPOINT": platform.s3_endpoint,
         "ONAIR_S3_REGION": platform.s3_region,
         "ONAIR_WEBHOOK_SECRET": "test-webhook-secret",
+        "ONAIR_STREAM_KEY_SEED": STREAM_KEY_SEED,
         "ONAIR_RESTART_BACKOFF_SECONDS": "0.5",
         **extra,
     }

@@ -26,6 +26,8 @@ import yaml
 from localplatform.platform import PlatformInfo
 from waiting import wait_until
 
+from onair.streamkeys import derive_stream_key
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "onair"
 BIN = Path(sys.executable).parent
@@ -93,6 +95,12 @@ def test_render_defaults() -> None:
     genv = env_of(gateway)
     assert genv["ONAIR_GATEWAY_JWT_SECRET"]["secretKeyRef"]["name"] == "onair-gateway"
     assert "ONAIR_GATEWAY_API_KEYS" not in genv
+    # Operator and gateway derive stream keys from one seed, and the gateway may not touch Secrets.
+    seed = {"name": "onair-stream-keys", "key": "stream-key-seed"}
+    assert env["ONAIR_STREAM_KEY_SEED"]["secretKeyRef"] == genv["ONAIR_GATEWAY_STREAM_KEY_SEED"]["secretKeyRef"] == seed
+    assert len(base64.b64decode(find(objects, "Secret", "onair-stream-keys")["data"]["stream-key-seed"])) >= 32
+    gateway_role = find(objects, "ClusterRole", "onair-gateway")
+    assert not any("secrets" in r["resources"] for r in gateway_role["rules"])
     for deployment in (operator, gateway):
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -145,6 +153,7 @@ def test_render_non_default_values(tmp_path: Path) -> None:
         "ingest": {"host": "ingest.example.com", "serviceType": "LoadBalancer"},
         "s3": {"endpoint": "https://s3.example.com", "region": "eu-west-1"},
         "webhooks": {"existingSecret": "my-webhook-key"},
+        "streamKeys": {"existingSecret": "my-stream-keys", "secretKey": "seed"},
         "gateway": {"replicas": 1, "corsOrigins": ["https://console.example.com"],
                     "apiKeys": {"keys": [{"name": "ci", "keySha256": "b" * 64, "projects": ["*"], "role": "write"}]},
                     "ingress": {"enabled": True, "className": "nginx",
@@ -173,6 +182,7 @@ def test_render_non_default_values(tmp_path: Path) -> None:
     assert env["ONAIR_INGEST_HOST"] == "ingest.example.com" and env["ONAIR_SERVICE_TYPE"] == "LoadBalancer"
     assert env["ONAIR_S3_ENDPOINT"] == "https://s3.example.com" and env["ONAIR_MAX_RESTARTS"] == "9"
     assert env["ONAIR_WEBHOOK_SECRET"]["secretKeyRef"]["name"] == "my-webhook-key"
+    assert env["ONAIR_STREAM_KEY_SEED"]["secretKeyRef"] == {"name": "my-stream-keys", "key": "seed"}
     assert not [o for o in objects if o["kind"] in ("ClusterKopfPeering", "KopfPeering")], "standalone: no peering"
     assert not [o for o in objects if o["kind"] in ("JobTemplate", "PodDisruptionBudget", "Pod")]
     assert {o["metadata"]["name"] for o in objects if o["kind"] == "Secret"} == {"live-gateway"}
@@ -180,6 +190,7 @@ def test_render_non_default_values(tmp_path: Path) -> None:
     gateway = find(objects, "Deployment", "live-gateway")
     genv = env_of(gateway)
     assert genv["ONAIR_GATEWAY_CORS_ORIGINS"] == "https://console.example.com"
+    assert genv["ONAIR_GATEWAY_STREAM_KEY_SEED"]["secretKeyRef"] == {"name": "my-stream-keys", "key": "seed"}
     assert genv["ONAIR_GATEWAY_API_KEYS"]["secretKeyRef"] == {"name": "live-gateway", "key": "api-keys.yaml"}
     secret = find(objects, "Secret", "live-gateway")
     keys = json.loads(base64.b64decode(secret["data"]["api-keys.yaml"]))
@@ -304,7 +315,10 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
                    f"--as=system:serviceaccount:{system}:onair-operator", check=False).stdout.strip() == "no"
     assert kubectl("auth", "can-i", "create", "livejobs.onair.dev", "-n", jobs,
                    f"--as=system:serviceaccount:{system}:onair-gateway").stdout.strip() == "yes"
+    assert kubectl("auth", "can-i", "get", "secrets", "-n", jobs, f"--as=system:serviceaccount:{system}:onair-gateway",
+                   check=False).stdout.strip() == "no", "the gateway derives stream keys; it reads no Secrets"
     webhook_key = get_json(kubectl, "secret", "onair-webhooks", "-n", system)["data"]["webhook-secret"]
+    seed = get_json(kubectl, "secret", "onair-stream-keys", "-n", system)["data"]["stream-key-seed"]
 
     # Upgrade: hand the Pods kubeconfigs with their own ServiceAccounts' tokens (dev only), so they run
     # on the process node with exactly the chart's RBAC.
@@ -315,6 +329,8 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
     helm("upgrade", "onair", str(CHART), "-n", system, "-f", str(dev_values), "--timeout", "120s")
     assert get_json(kubectl, "secret", "onair-webhooks", "-n", system)["data"]["webhook-secret"] == webhook_key, \
         "the generated webhook key survives upgrades"
+    assert get_json(kubectl, "secret", "onair-stream-keys", "-n", system)["data"]["stream-key-seed"] == seed, \
+        "the stream-key seed survives upgrades (or every key would change)"
 
     wait_until(lambda: pods_ready(kubectl, system, "operator", 1), 120, "a ready operator")
     wait_until(lambda: pods_ready(kubectl, system, "gateway", 1), 120, "a ready gateway (its caches synced)")
@@ -347,8 +363,13 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
         for log in sorted(log_dir.glob(f"{system}_*/*.log")) + sorted(log_dir.glob(f"{jobs}_*/*.log")):
             print(f"--- {log.parent.name}/{log.name}\n" + "\n".join(log.read_text().splitlines()[-30:]))
         raise
-    status = get_json(kubectl, "livejob", "rtmp-demo", "-n", jobs)["status"]
+    created = get_json(kubectl, "livejob", "rtmp-demo", "-n", jobs)
+    status = created["status"]
     assert status["urls"]["ingest"].startswith("rtmp://")
+    # The encoder's key is the one the gateway shows: both derive it from the chart's seed.
+    key = get_json(kubectl, "secret", status["streamKeySecret"], "-n", jobs)["data"]["streamKey"]
+    assert base64.b64decode(key).decode() == derive_stream_key(base64.b64decode(seed).decode(), jobs, "rtmp-demo",
+                                                               created["metadata"]["uid"])
     kubectl("-n", jobs, "delete", "livejob", "rtmp-demo", "--wait=false")
     wait_until(lambda: not get_json(kubectl, "pods", "-n", jobs)["items"], 60, "the encoder Pod to go")
 

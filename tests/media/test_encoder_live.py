@@ -164,3 +164,18 @@ def test_srt_ingest_with_passphrase(start_encoder: Callable[..., EncoderProcess]
     assert encoder.stop() == 0
     playlist = parse_media_playlist(object_store.get_text(encoder.bucket, f"{encoder.prefix}/180p/index.m3u8") or "")
     assert math.fsum(segment.duration for segment in playlist.segments) >= 4
+
+
+def test_srt_without_a_passphrase_needs_the_stream_key(start_encoder: Callable[..., EncoderProcess]) -> None:
+    """With no passphrase the stream key is the SRT passphrase, so nobody publishes without the key."""
+    template = ladder_template(("180p", 320, 180, "H264"))
+    encoder = start_encoder("LiveJob", live_spec("SRT"), template)
+    base = f"srt://{encoder.host}:{encoder.srt_port}?streamid={encoder.stream_key}"
+    for refused in (base, f"{base}&passphrase=not-the-stream-key&pbkeylen=16"):
+        assert publish(refused, 2, container="mpegts").wait(30) != 0, refused
+        assert encoder.status()["ingest"]["connected"] is False
+    publisher = publish(f"{base}&passphrase={encoder.stream_key}&pbkeylen=16", 4, container="mpegts")
+    encoder.wait_state("live", 4)
+    wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 1, 15, "a segment over SRT")
+    assert publisher.wait(30) == 0
+    assert encoder.stop() == 0

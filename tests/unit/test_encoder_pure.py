@@ -59,6 +59,8 @@ def environment(kind: str = "LiveJob", spec: dict[str, object] | None = None, te
 
 # --- configuration ---------------------------------------------------------------------------------
 
+SRT_SPEC = {"jobTemplateId": 1, "input": {"serverType": "SRT"}, "destination": {"bucket": "media"}}
+
 
 def test_config_of_an_rtmp_live_job() -> None:
     config = load_job_config(environment())
@@ -77,12 +79,21 @@ def test_config_of_an_rtmp_live_job() -> None:
         {**environment(), "ONAIR_STREAM_KEY": ""},
         environment(kind="RecordJob", spec={"source": {"liveJobRef": "a"}, "output": {"bucket": "media"}}),
         {**environment(), "ONAIR_SRT_PASSPHRASE": "short"},
+        {**environment(spec=SRT_SPEC), "ONAIR_STREAM_KEY": ""},
+        {**environment(spec=SRT_SPEC), "ONAIR_STREAM_KEY": "short-key"},
     ],
-    ids=["missing", "not-json", "no-renditions", "rtmp-without-key", "clip-without-clip", "short-passphrase"],
+    ids=["missing", "not-json", "no-renditions", "rtmp-without-key", "clip-without-clip", "short-passphrase",
+         "srt-without-key-or-passphrase", "srt-key-too-short-for-a-passphrase"],
 )
 def test_configs_that_can_never_work_raise_config_error(environ: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
         load_job_config(environ)
+
+
+def test_srt_live_job_needs_a_passphrase_or_a_key_that_can_be_one() -> None:
+    assert load_job_config({**environment(spec=SRT_SPEC), "ONAIR_STREAM_KEY": ""}
+                           | {"ONAIR_SRT_PASSPHRASE": "a-passphrase"}).ingest.kind == IngestKind.SRT_LISTEN
+    assert load_job_config({**environment(spec=SRT_SPEC), "ONAIR_STREAM_KEY": "0" * 36}).srt_passphrase is None
 
 
 def test_record_job_on_a_stream_url_is_a_pausable_pull() -> None:

@@ -20,11 +20,15 @@ from onair.api_gateway.auth import parse_api_keys
 from onair.api_gateway.cache import Store
 from onair.api_gateway.config import GatewayConfig
 from onair.kubeclient import ApiError
+from onair.streamkeys import derive_stream_key
 
 PROJECT = "2e21fae6-af4c-4a4a-e0fc-08d903f55711"
 OTHER_PROJECT = "f5faa2e3-316b-4dd0-8f4d-ab41f6f71bd6"
 NS = "proj-a"
 SECRET = "unit-test-signing-key-of-32-bytes!"
+SEED = "unit-test-stream-key-seed-0123456789abcdef"
+FIRST = "00000000-0000-4000-8000-000000000001"
+FIRST_KEY = derive_stream_key(SEED, NS, FIRST, f"uid-{FIRST}")  # what the operator puts in its Secret
 Client = TestClient[web.Request, web.Application]
 
 
@@ -105,7 +109,7 @@ def live_job(name: str, job_id: int, created: str, phase: str = "Live", **spec: 
 
 
 def make_store() -> Store:
-    store = Store("onair-system")
+    store = Store("onair-system", SEED)
     store.namespaces.replace([
         {"metadata": {"name": NS, "resourceVersion": "1", "labels": {"onair.dev/project-id": PROJECT}}},
         {"metadata": {"name": "proj-b", "resourceVersion": "1", "labels": {"onair.dev/project-id": OTHER_PROJECT}}},
@@ -119,11 +123,6 @@ def make_store() -> Store:
          "spec": {"id": 7, "name": "shared ladder", "default": True,
                   "renditions": [{"name": "720p", "width": 1280, "height": 720, "fps": 30, "videoBitrate": 3000000}]}},
     ], "1")
-    store.secrets.replace([
-        {"metadata": {"name": f"{jobs[0]['metadata']['name']}-stream-key", "namespace": NS, "resourceVersion": "2",
-                      "labels": {"onair.dev/job": jobs[0]["metadata"]["name"]}},
-         "data": {"streamKey": base64.b64encode(b"aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee").decode()}},
-    ], "2")
     store.nodes.replace([{"metadata": {"name": "node-1", "labels": {}},
                           "status": {"conditions": [{"type": "Ready", "status": "True"}], "capacity": {"cpu": "2"}}}],
                         "1")
@@ -142,7 +141,7 @@ def kube() -> FakeKube:
 
 @pytest.fixture
 async def client(aiohttp_client: Callable[..., Awaitable[Client]], kube: FakeKube) -> Client:
-    config = GatewayConfig(jwt_secret=SECRET, watch=False, cors_origins=("https://console.example.com",),
+    config = GatewayConfig(jwt_secret=SECRET, stream_key_seed=SEED, watch=False, cors_origins=("https://console.example.com",),
                            max_body_bytes=4096, api_keys=parse_api_keys([
                                {"name": "w", "key": "write-key", "projects": [PROJECT], "role": "write"},
                                {"name": "r", "key": "read-key", "projects": [PROJECT], "role": "read"},
@@ -174,6 +173,10 @@ async def test_list_contract_fields_and_paging(client: Client) -> None:
     assert set(row) >= {"id", "name", "key", "status", "description", "filePath", "insertDate", "startDateTime",
                         "endDateTime"}
     schemas.LiveJobSummary.model_validate(row)
+    for page, expected in ((1, range(25, 15, -1)), (3, range(5, 0, -1)), (4, [])):
+        body = await (await client.get(url(), params={"pageIndex": str(page), "pageSize": "10", "sort_dir": "desc"},
+                                       headers=headers)).json()
+        assert [row["id"] for row in body["result"]] == list(expected), page
 
 
 async def test_search_filters_and_select(client: Client) -> None:
@@ -317,7 +320,7 @@ async def test_control_start_stop_and_live_cut(client: Client, kube: FakeKube) -
     first = "00000000-0000-4000-8000-000000000001"
     path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{first}"
     kube.objects[path] = live_job(first, 1, "2024-01-01T00:00:01Z")
-    key = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
+    key = FIRST_KEY
     response = await client.post(url(f"/{key}"), json={"online": False}, headers=headers)
     body = await response.json()
     assert response.status == 201, body
@@ -422,3 +425,29 @@ async def test_watch_events_update_the_cache(client: Client) -> None:
     store.livejobs.apply_event({"type": "DELETED", "object": {**job, "metadata": {**job["metadata"],
                                                                                    "resourceVersion": "60"}}})
     assert (await client.get(url("/99"), headers=headers)).status == 404
+
+
+async def test_lists_show_a_changed_job_at_once(client: Client) -> None:
+    """List pages are remembered between requests; a changed or re-created job shows at once, a
+    re-created one with a new stream key."""
+    store = client.app[STORE_KEY]
+    headers = await token(client, "read-key")
+    params = {"pageSize": "3"}
+
+    async def first_row() -> dict[str, Any]:
+        return (await (await client.get(url(), params=params, headers=headers)).json())["result"][0]
+
+    assert (await first_row())["key"] == FIRST_KEY
+    job = copy.deepcopy(store.livejobs.objects[(NS, FIRST)])
+    job["metadata"]["resourceVersion"] = "71"
+    job["spec"]["description"] = "renamed"
+    store.livejobs.apply_event({"type": "MODIFIED", "object": job})
+    assert (await first_row())["description"] == "renamed"
+    store.livejobs.apply_event({"type": "DELETED", "object": job})
+    job["metadata"].update(uid="uid-recreated", resourceVersion="80")
+    store.livejobs.apply_event({"type": "ADDED", "object": job})
+    row = await first_row()
+    assert row["name"] == FIRST and row["key"] == derive_stream_key(SEED, NS, FIRST, "uid-recreated") != FIRST_KEY
+    response = await client.post(url(f"/{FIRST_KEY}"), json={"online": False},
+                                 headers=await token(client, "write-key"))
+    assert response.status == 404, await response.text()  # the old key no longer names a job

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import jwt
 import pytest
 
+from onair.api_gateway.app import init_app
 from onair.api_gateway.auth import (
     AuthError,
     ForbiddenError,
@@ -74,12 +76,20 @@ def test_bearer_header_parsing(header: str | None) -> None:
         bearer_token(header)
 
 
-def test_config_from_env(tmp_path: object) -> None:
+def test_config_from_env(tmp_path: Path) -> None:
+    (tmp_path / "seed").write_text("a-stream-key-seed-from-a-mounted-secret\n")
     config = GatewayConfig.from_env({
         "ONAIR_GATEWAY_PORT": "9999", "ONAIR_GATEWAY_JWT_SECRET": "abc",
         "ONAIR_GATEWAY_API_KEYS": "keys:\n- {name: a, key: x, projects: ['*'], role: admin}\n",
         "ONAIR_GATEWAY_CORS_ORIGINS": "https://console.example.com/, http://localhost:3000",
+        "ONAIR_GATEWAY_STREAM_KEY_SEED_FILE": str(tmp_path / "seed"),
     })
     assert config.port == 9999 and config.jwt_secret == "abc"
+    assert config.stream_key_seed == "a-stream-key-seed-from-a-mounted-secret"
     assert config.api_keys[0].role is Role.ADMIN
     assert config.cors_origins == ("https://console.example.com", "http://localhost:3000")
+
+
+def test_the_gateway_refuses_to_start_without_a_stream_key_seed() -> None:
+    with pytest.raises(ValueError, match="ONAIR_GATEWAY_STREAM_KEY_SEED: the stream-key seed must be at least 32"):
+        init_app(GatewayConfig(stream_key_seed="short"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -19,9 +20,11 @@ from onair.operator.reconcile import (
     phase_path,
 )
 from onair.phases import LiveJobPhase, can_transition
+from onair.streamkeys import derive_stream_key
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
-CONFIG = OperatorConfig(s3_endpoint="http://s3.local:8333", max_restarts=2, restart_backoff_seconds=2)
+CONFIG = OperatorConfig(s3_endpoint="http://s3.local:8333", max_restarts=2, restart_backoff_seconds=2,
+                        stream_key_seed="unit-test-stream-key-seed-0123456789")
 TEMPLATE = TemplateLookup(JobTemplateSpec.model_validate({
     "id": 1, "name": "ladder",
     "renditions": [{"name": "720p", "width": 1280, "height": 720, "fps": 30, "videoBitrate": 3_000_000},
@@ -226,8 +229,13 @@ def test_encoder_pod_is_least_privileged_and_wired_to_its_secrets() -> None:
     env = {e["name"]: e for e in container["env"]}
     assert env["ONAIR_STREAM_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "news-stream-key"
     assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
-    secret = build_stream_key_secret(job)
-    assert len(secret["stringData"]["streamKey"]) == 36
+    secret = build_stream_key_secret(job, CONFIG.stream_key_seed)
+    key = secret["stringData"]["streamKey"]
+    assert uuid.UUID(key).version == 4 and key == str(uuid.UUID(key))
+    assert key == derive_stream_key(CONFIG.stream_key_seed, str(job.metadata.namespace), "news", "uid-1")
+    recreated = job.model_copy(update={"metadata": job.metadata.model_copy(update={"uid": "uid-2"})})
+    assert build_stream_key_secret(recreated, CONFIG.stream_key_seed)["stringData"]["streamKey"] != key
+    assert build_stream_key_secret(job, "another-seed-of-at-least-32-characters")["stringData"]["streamKey"] != key
     service = build_ingest_service(job, CONFIG)
     assert service["spec"]["selector"] == {"onair.dev/job": "news", "onair.dev/role": "encoder"}
 

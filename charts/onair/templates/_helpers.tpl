@@ -87,6 +87,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-webhooks" (include "onair.fullname" .)) .Values.webhooks.existingSecret -}}
 {{- end -}}
 
+{{- define "onair.streamKeySecretName" -}}
+{{- default (printf "%s-stream-keys" (include "onair.fullname" .)) .Values.streamKeys.existingSecret -}}
+{{- end -}}
+
 {{- define "onair.gatewaySecretName" -}}
 {{- printf "%s-gateway" (include "onair.fullname" .) -}}
 {{- end -}}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from fixed_secrets import STREAM_KEY_SEED
 from kubernetes import client
 from localplatform.platform import PlatformInfo
 from localplatform.processes import ManagedProcess, free_ports
@@ -51,7 +52,8 @@ def start_gateway(platform: PlatformInfo, run_dir: Path, **extra: str) -> Runnin
         name="gateway", argv=[str(Path(sys.executable).parent / "onair-gateway")], run_dir=run_dir,
         env={**platform.env(), "ONAIR_GATEWAY_HOST": "127.0.0.1", "ONAIR_GATEWAY_PORT": str(port),
              "ONAIR_GATEWAY_JWT_SECRET": JWT_SECRET, "ONAIR_GATEWAY_API_KEYS": json.dumps(list(KEYS.values())),
-             "ONAIR_GATEWAY_CORS_ORIGINS": "https://console.example.com", **extra})
+             "ONAIR_GATEWAY_CORS_ORIGINS": "https://console.example.com",
+             "ONAIR_GATEWAY_STREAM_KEY_SEED": STREAM_KEY_SEED, **extra})
     process.start()
     gateway = RunningGateway(process, f"http://127.0.0.1:{port}")
 

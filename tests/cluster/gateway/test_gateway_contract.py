@@ -3,18 +3,19 @@ paging while jobs are created, the auth matrix, and the CRs the calls leave behi
 
 from __future__ import annotations
 
-import base64
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
+from fixed_secrets import STREAM_KEY_SEED
 from gateway_support import PINNED_PROJECT, Project, RunningGateway, custom, get_cr, make_project
 from kubernetes import client
 from waiting import wait_until
 
 from onair.api_gateway import schemas
+from onair.streamkeys import derive_stream_key
 
 CREATE: dict[str, Any] = {"jobTemplateId": 7, "destination": "media", "bucket": "media", "description": "evening news",
           "cdnDistribution": False,
@@ -80,20 +81,15 @@ def test_create_returns_the_contract_and_reads_its_own_write(gateway: RunningGat
     assert row["filePath"] == "live/news" and row["key"] == job["key"]
     assert datetime.fromisoformat(row["insertDate"].replace("Z", "+00:00")).tzinfo is not None
 
-    # What the API server holds: the CR with its labels, and the stream-key Secret owned by it.
+    # What the API server holds: the CR with its labels. The key is the one the operator derives for
+    # the encoder's Secret from the shared seed and the CR's uid; the gateway wrote nothing else.
     cr = get_cr(kube, project.namespace, "livejobs", job["name"])
     assert cr["metadata"]["labels"] == {"onair.dev/project-id": project.id, "onair.dev/id": str(job["id"])}
     assert cr["spec"]["input"] == {"serverType": "RTMP", "inputClass": "Standard"}
     assert cr["spec"]["destination"]["path"] == "live/news"
-    core = client.CoreV1Api(kube)
-
-    def owned_secret() -> Any:
-        secret = core.read_namespaced_secret(f"{job['name']}-stream-key", project.namespace)
-        return secret if secret.metadata and secret.metadata.owner_references else None
-
-    secret = wait_until(owned_secret, 15, "the stream-key Secret to get its owner")
-    assert base64.b64decode(secret.data["streamKey"]).decode() == job["key"]
-    assert secret.metadata.owner_references[0].uid == cr["metadata"]["uid"]
+    assert job["key"] == derive_stream_key(STREAM_KEY_SEED, project.namespace, job["name"], cr["metadata"]["uid"])
+    secrets = client.CoreV1Api(kube).list_namespaced_secret(project.namespace, label_selector="onair.dev/job")
+    assert not secrets.items
 
 
 def test_idempotency_key(gateway: RunningGateway, project: Project) -> None:

@@ -1,0 +1,32 @@
+"""Stream keys derived from the installation's seed and the job's identity.
+
+The gateway must answer a create with the job's stream key, and the operator must hand the same
+key to the job's encoder. Deriving it (HMAC-SHA256 of namespace, name and uid under a seed both
+read from one Secret) lets each compute it on its own: a create through the gateway is one write
+(the LiveJob), a job applied with kubectl gets its key the same way, and the gateway needs no access
+to Secrets. The uid makes a re-created job (the way to retire a leaked key) get a new key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+
+MIN_SEED_LENGTH = 32
+
+
+def check_seed(seed: str, variable: str) -> str:
+    if len(seed) < MIN_SEED_LENGTH:
+        raise ValueError(f"{variable}: the stream-key seed must be at least {MIN_SEED_LENGTH} characters "
+                         f"(the Helm chart creates one; operator and gateway must share it)")
+    return seed
+
+
+def derive_stream_key(seed: str, namespace: str, name: str, uid: str) -> str:
+    """A GUID (the form the REST contract gives stream keys)."""
+    digest = hmac.new(seed.encode(), f"{namespace}/{name}/{uid}".encode(), hashlib.sha256).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))
+
+
+__all__ = ["MIN_SEED_LENGTH", "check_seed", "derive_stream_key"]

@@ -1,0 +1,101 @@
+"""The gateway's job index: text search over the joined texts, remembered rows, and the pre-encoded
+list envelope, each checked against the plain way of doing the same thing."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from onair.api_gateway.auth import AuthError, VerifiedTokens, issue_token, parse_api_keys
+from onair.api_gateway.cache import JobEntry, JobIndex
+from onair.api_gateway.errors import EncodedJSON, envelope, json_response, list_response
+from onair.api_gateway.mapping import search_text
+
+
+def entry(number: int, text: str) -> JobEntry:
+    return JobEntry({"metadata": {"name": f"job-{number}"}},
+                    {"name": f"job-{number}", "id": number, "created_at": 1_000 + number, "search": search_text(text)})
+
+
+def test_search_finds_exactly_the_entries_whose_text_contains_the_needle() -> None:
+    chooser = random.Random(7)
+    index = JobIndex()
+    for number in range(1, 400):
+        index.put(entry(number, "".join(chooser.choice("ab c") for _ in range(chooser.randint(0, 12)))))
+    needles = ["a", "ab", "b c", " ", "abab", "c a", "zz"] + ["".join(chooser.choice("abc ") for _ in range(3))
+                                                              for _ in range(30)]
+    for needle in needles:
+        expected = [key for key, e in index.ordered() if needle in e.facts["search"]]
+        found = [key for key, _ in index.matching(("search", needle), [], needle)]
+        assert found == expected, needle
+
+
+def test_search_never_matches_across_two_jobs_and_follows_changes() -> None:
+    index = JobIndex()
+    index.put(entry(1, "ends with ab"))
+    index.put(entry(2, "cd starts the next"))
+    assert index.matching("q1", [], "abcd") == []
+    assert index.matching("q2", [], "ab\0cd") == []
+    assert [e.name for _, e in index.matching("q3", [], "cd")] == ["job-2"]
+    index.put(entry(3, "another cd"))
+    index.drop("job-2")
+    assert [e.name for _, e in index.matching("q3", [], "cd")] == ["job-3"]
+    assert index.matching("q4", [], "\0") == []
+    assert JobIndex().matching("q", [], "x") == []
+
+
+def test_search_text_is_lower_case_without_nul() -> None:
+    assert search_text(12, "Name\0X", None, "Live") == "12 namex  live"
+
+
+def test_search_combines_with_predicates() -> None:
+    index = JobIndex()
+    for number in range(1, 21):
+        index.put(entry(number, f"job {number}"))
+    found = index.matching("q", [lambda facts: facts["id"] % 2 == 0], "1")
+    assert [e.id for _, e in found] == [10, 12, 14, 16, 18]
+
+
+def test_rows_are_rendered_once_per_version_and_what_they_depend_on() -> None:
+    job = entry(1, "one")
+    renders = []
+
+    def render() -> dict[str, object]:
+        renders.append(1)
+        return {"id": 1, "key": f"k{len(renders)}", "text": "é"}
+
+    first = job.row("key-a", render)
+    assert job.row("key-a", render) == first
+    assert len(renders) == 1
+    second = job.row("key-b", render)
+    assert len(renders) == 2 and second[0]["key"] == "k2"
+    assert json.loads(second[1]) == second[0]
+
+
+def test_encoded_list_envelope_equals_the_plain_one() -> None:
+    rows = [{"id": 1, "name": "a \"quoted\" é"}, {"id": 2, "name": None}]
+    info = {"page": 1, "count": 2}
+    plain = json_response(envelope(rows, result_info=info))
+    encoded = list_response(EncodedJSON(json.dumps(rows)), info)
+    assert plain.text is not None and encoded.text is not None
+    assert json.loads(encoded.text) == json.loads(plain.text)
+    assert list(json.loads(encoded.text)) == list(json.loads(plain.text))
+    assert encoded.content_type == "application/json"
+
+
+def test_verified_tokens_are_remembered_only_until_they_expire() -> None:
+    secret = "unit-test-signing-key-of-32-bytes!"
+    key = parse_api_keys([{"key": "k", "projects": ["*"], "role": "read"}])[0]
+    token = issue_token(secret, key, 60, now=1_000_000_000)
+    tokens = VerifiedTokens(secret)
+    with pytest.raises(AuthError, match="expired"):
+        tokens.principal(token)
+    fresh = issue_token(secret, key, 60)
+    principal = tokens.principal(fresh)
+    assert tokens.principal(fresh) is principal
+    after_expiry = tokens._known[fresh][1] + 1
+    assert tokens.principal(fresh, now=after_expiry) is not principal  # verified again, not remembered
+    with pytest.raises(AuthError, match="invalid token"):
+        VerifiedTokens("another-signing-key-of-32-bytes!!").principal(fresh)
