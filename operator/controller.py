@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 from pydantic import ValidationError
 
@@ -39,22 +41,68 @@ def _rv(body: dict[str, Any]) -> int:
     return int(value) if value.isdigit() else -1
 
 
-def slim_job(body: dict[str, Any]) -> dict[str, Any]:
-    """The job without managedFields, which the operator never reads: the cache holds every job."""
-    metadata = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
-    return {**body, "metadata": metadata}
+@dataclass(slots=True)
+class CachedJob:
+    """A job as the cache keeps it: its body as compact JSON (a quarter of the memory of the parsed
+    dicts, which matters with 10,000 jobs; each reconcile parses it again, in about 30 µs), beside
+    the few facts read without parsing."""
+
+    uid: str
+    resource_version: int
+    phase: str
+    deleting: bool
+    live_job_ref: str | None  # a RecordJob's source LiveJob
+    text: str
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> CachedJob:
+        # managedFields: never read, and as big as the rest of the object.
+        metadata = {k: v for k, v in body["metadata"].items() if k != "managedFields"}
+        source = (body.get("spec") or {}).get("source") or {}
+        return cls(uid=str(metadata.get("uid", "")), resource_version=_rv(body),
+                   phase=(body.get("status") or {}).get("phase") or "Unknown",
+                   deleting=bool(metadata.get("deletionTimestamp")),
+                   live_job_ref=source.get("liveJobRef") if isinstance(source, dict) else None,
+                   text=json.dumps({**body, "metadata": metadata}, separators=(",", ":")))
+
+    def body(self) -> dict[str, Any]:
+        return cast(dict[str, Any], json.loads(self.text))
+
+
+@dataclass(slots=True)
+class CachedPod:
+    """A Pod reduced to what reconciling reads (slim_pod), as compact JSON."""
+
+    resource_version: int
+    text: str
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> CachedPod:
+        return cls(_rv(body), json.dumps(slim_pod(body), separators=(",", ":")))
+
+    def body(self) -> dict[str, Any]:
+        return cast(dict[str, Any], json.loads(self.text))
 
 
 POD_METADATA = ("name", "namespace", "uid", "labels", "resourceVersion", "deletionTimestamp")
+POD_CONDITION = ("type", "status", "reason", "message")
 
 
 def slim_pod(body: dict[str, Any]) -> dict[str, Any]:
     """What reconciling needs of a Pod (pod_state reads these): a tenth of the whole object."""
     metadata = body["metadata"]
+    status = body.get("status") or {}
     return {
         "metadata": {k: metadata[k] for k in POD_METADATA if k in metadata},
         "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
-        "status": body.get("status") or {},
+        "status": {
+            "phase": status.get("phase"),
+            "podIP": status.get("podIP"),
+            "conditions": [{k: c[k] for k in POD_CONDITION if k in c} for c in status.get("conditions") or []
+                           if c.get("type") in ("PodScheduled", "Ready")],
+            "containerStatuses": [{"name": c.get("name"), "state": c.get("state") or {}}
+                                  for c in status.get("containerStatuses") or []],
+        },
     }
 
 
@@ -82,10 +130,10 @@ class Controller:
         self.kube = kube
         self.config = config
         self.clock = clock
-        self.jobs: dict[Key, dict[str, Any]] = {}
+        self.jobs: dict[Key, CachedJob] = {}
         # namespace -> name -> spec, parsed once when the template arrives (None: a spec the model refuses)
         self.templates: dict[str, dict[str, JobTemplateSpec | None]] = defaultdict(dict)
-        self.pods: dict[Key, dict[str, dict[str, Any]]] = defaultdict(dict)  # job -> pod name -> body
+        self.pods: dict[Key, dict[str, CachedPod]] = defaultdict(dict)  # job -> pod name -> pod
         self.recordings_of: dict[tuple[str, str], set[Key]] = defaultdict(set)  # (namespace, LiveJob) -> RecordJobs
         self.queue: WorkQueue[Key] = WorkQueue()
         self.reports = EncoderReports(config.poll_interval_seconds)
@@ -123,8 +171,7 @@ class Controller:
         await self.webhooks.close()
 
     def phase_counts(self) -> Iterable[tuple[str, str, int]]:
-        counts = Counter((key[0], (body.get("status") or {}).get("phase") or "Unknown")
-                         for key, body in list(self.jobs.items()))
+        counts = Counter((key[0], cached.phase) for key, cached in list(self.jobs.items()))
         return [(kind, phase, n) for (kind, phase), n in counts.items()]
 
     # -- events in ---------------------------------------------------------------------------------
@@ -139,15 +186,13 @@ class Controller:
                     recordings.discard(key)
             return
         cached = self.jobs.get(key)
-        if cached is not None and cached["metadata"].get("uid") == body["metadata"].get("uid") \
-                and _rv(cached) > _rv(body):
+        if cached is not None and cached.uid == body["metadata"].get("uid") and cached.resource_version > _rv(body):
             return  # our own newer write is already cached
-        self.jobs[key] = body = slim_job(body)
+        self.jobs[key] = cached = CachedJob.of(body)
         self.queue.add(key)
         if kind == "RecordJob":
-            ref = (body.get("spec", {}).get("source") or {}).get("liveJobRef")
-            if ref:
-                self.recordings_of[(key[1], ref)].add(key)
+            if cached.live_job_ref:
+                self.recordings_of[(key[1], cached.live_job_ref)].add(key)
         else:
             # RecordJobs reading from this LiveJob may be waiting for it.
             for recording in self.recordings_of.get((key[1], key[2]), ()):
@@ -179,9 +224,9 @@ class Controller:
             self.reports.forget(metadata["uid"])
         else:
             cached = self.pods[key].get(metadata["name"])
-            if cached is not None and _rv(cached) > _rv(body):
+            if cached is not None and cached.resource_version > _rv(body):
                 return
-            self.pods[key][metadata["name"]] = slim_pod(body)
+            self.pods[key][metadata["name"]] = CachedPod.of(body)
             ip = (body.get("status") or {}).get("podIP")
             if ip and (body.get("status") or {}).get("phase") == "Running" and not metadata.get("deletionTimestamp"):
                 self.reports.track(metadata["uid"], f"http://{ip}:{self.config.status_port}/status",
@@ -214,11 +259,12 @@ class Controller:
             metrics.QUEUE_DEPTH.set(len(self.queue))
 
     async def _reconcile(self, key: Key) -> None:
-        body = self.jobs.get(key)
-        if body is None or body["metadata"].get("deletionTimestamp"):
+        cached = self.jobs.get(key)
+        if cached is None or cached.deleting:
             return  # owned children go with the job (garbage collection)
+        body = cached.body()
         kind, namespace, _ = key
-        pods = list(self.pods.get(key, {}).values())
+        pods = [pod.body() for pod in self.pods.get(key, {}).values()]
         now = self.clock()
         try:
             model = LiveJob if kind == "LiveJob" else RecordJob
@@ -247,11 +293,11 @@ class Controller:
         return None if pod is None else self.reports.report(pod["metadata"]["uid"])
 
     def _live_job(self, namespace: str, name: str | None) -> LiveJob | None:
-        body = self.jobs.get(("LiveJob", namespace, name)) if name else None
-        if body is None:
+        cached = self.jobs.get(("LiveJob", namespace, name)) if name else None
+        if cached is None:
             return None
         try:
-            return LiveJob.model_validate(body)
+            return LiveJob.model_validate(cached.body())
         except ValidationError:
             return None
 
@@ -290,7 +336,7 @@ class Controller:
             pod = builders.build_encoder_pod(job, template, self.config, decision.create_pod_attempt, clip)
             created = await self._create("pods", namespace, pod)
             if created is not None:
-                self.pods[key].setdefault(created["metadata"]["name"], slim_pod(created))
+                self.pods[key].setdefault(created["metadata"]["name"], CachedPod.of(created))
         if decision.encoder_command is not None:
             current = next((p for p in pods if p["metadata"]["name"] == decision.status.get("resourceName")), None)
             if current is not None:
@@ -301,8 +347,9 @@ class Controller:
             patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
                      "status": merge_patch(body.get("status") or {}, decision.status)}
             updated = await self.kube.merge_patch(path, patch)
-            if self.jobs.get(key, {}).get("metadata", {}).get("uid") == updated["metadata"]["uid"]:
-                self.jobs[key] = slim_job(updated)
+            cached = self.jobs.get(key)
+            if cached is not None and cached.uid == updated["metadata"]["uid"]:
+                self.jobs[key] = CachedJob.of(updated)
             self._announce(body, decision)
         if decision.requeue_after is not None:
             self.queue.add_after(key, decision.requeue_after + 0.05)

@@ -1,0 +1,56 @@
+"""The operator's compact caches keep everything the reconciler reads."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from onair.operator.controller import CachedJob, CachedPod, slim_pod
+from onair.operator.pods import pod_state
+
+META: dict[str, Any] = {"name": "news-encoder-1", "namespace": "t", "uid": "u1", "resourceVersion": "7",
+        "labels": {"onair.dev/job": "news"}, "managedFields": [{"manager": "kwok"}]}
+RUNNING: dict[str, Any] = {
+    "metadata": META, "spec": {"nodeName": "kwok-node-0", "containers": [{"name": "encoder", "image": "x"}]},
+    "status": {"phase": "Running", "podIP": "127.2.0.9", "hostIP": "127.0.0.1", "qosClass": "Burstable",
+               "conditions": [{"type": "Initialized", "status": "True"},
+                              {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                              {"type": "PodScheduled", "status": "True"}],
+               "containerStatuses": [{"name": "encoder", "ready": True, "restartCount": 0, "image": "x",
+                                      "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]},
+}
+FAILED = {**RUNNING, "status": {"phase": "Failed", "containerStatuses": [{"name": "encoder", "state": {
+    "terminated": {"exitCode": 2, "message": "bad config", "finishedAt": "2026-01-01T00:01:00Z"}}}]}}
+UNSCHEDULABLE = {**RUNNING, "spec": {}, "status": {"phase": "Pending", "conditions": [
+    {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/2 nodes are available"}]}}
+WAITING = {**RUNNING, "status": {"phase": "Pending", "containerStatuses": [
+    {"name": "encoder", "state": {"waiting": {"reason": "CreateContainerConfigError"}}}]}}
+DELETING = {**RUNNING, "metadata": {**META, "deletionTimestamp": "2026-01-01T00:02:00Z"}}
+
+
+@pytest.mark.parametrize("pod", [RUNNING, FAILED, UNSCHEDULABLE, WAITING, DELETING],
+                         ids=["running", "failed", "unschedulable", "waiting", "deleting"])
+def test_cached_pods_read_the_same_as_whole_ones(pod: dict[str, Any]) -> None:
+    cached = CachedPod.of(copy.deepcopy(pod))
+    assert pod_state(cached.body()) == pod_state(pod)
+    assert cached.resource_version == 7 and cached.body() == slim_pod(pod)
+
+
+
+def test_cached_jobs_keep_the_body_but_not_managed_fields() -> None:
+    body: dict[str, Any] = {"apiVersion": "onair.dev/v1alpha1", "kind": "RecordJob",
+            "metadata": {"name": "clip", "namespace": "t", "uid": "u2", "resourceVersion": "41",
+                         "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"source": {"liveJobRef": "news"}, "output": {"bucket": "media"}},
+            "status": {"phase": "Started", "progress": 0.5}}
+    cached = CachedJob.of(body)
+    assert (cached.uid, cached.resource_version, cached.phase, cached.deleting, cached.live_job_ref) == \
+        ("u2", 41, "Started", False, "news")
+    expected = copy.deepcopy(body)
+    del expected["metadata"]["managedFields"]
+    assert cached.body() == expected
+    assert cached.body() is not cached.body()  # each reconcile gets its own copy to change
+    fresh = CachedJob.of({**body, "metadata": {**body["metadata"], "deletionTimestamp": "x"}, "status": {}})
+    assert fresh.deleting and fresh.phase == "Unknown"
