@@ -35,6 +35,35 @@ if need hadolint; then
   check "hadolint Dockerfile" hadolint Dockerfile
 fi
 
+# The image's build stage installs the project as a wheel (pip install .). onair/operator,
+# onair/api_gateway and onair/encoder are symlinks to the top-level folders; this builds the wheel the
+# same way from the tracked files and checks that all three programs and their entry points are in it.
+# shellcheck disable=SC2317  # called through check()
+wheel_has_the_programs() {
+  local work status
+  work="$(mktemp -d)"
+  git ls-files --cached --others --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C "$work" &&
+    "$venv/bin/pip" wheel --quiet --no-deps "$work" -w "$work/dist" >"$work/log" 2>&1 &&
+    "$venv/bin/python" - "$work"/dist/onair-*.whl <<'PY'
+import sys
+import zipfile
+
+names = set(zipfile.ZipFile(sys.argv[1]).namelist())
+programs = {"operator": "onair-operator", "api_gateway": "onair-gateway", "encoder": "onair-encoder"}
+missing = [f"onair/{package}/main.py" for package in programs if f"onair/{package}/main.py" not in names]
+entry_points = next((n for n in names if n.endswith(".dist-info/entry_points.txt")), None)
+text = zipfile.ZipFile(sys.argv[1]).read(entry_points).decode() if entry_points else ""
+missing += [script for script in programs.values() if f"{script} = " not in text]
+if missing:
+    sys.exit(f"missing from the wheel: {', '.join(missing)}")
+PY
+  status=$?
+  ((status)) && tail -5 "$work/log"
+  rm -rf "$work"
+  return "$status"
+}
+check "wheel holds the three programs" wheel_has_the_programs
+
 if need shellcheck; then
   mapfile -t scripts < <(git ls-files --cached --others --exclude-standard -- '*.sh' | sort -u)
   check "shellcheck (${#scripts[@]} scripts)" shellcheck -x "${scripts[@]}"

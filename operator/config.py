@@ -26,6 +26,9 @@ class OperatorConfig(BaseModel):
         default_factory=lambda: secrets.randbelow(2**31),
         description="kopf peering: the replica with the highest priority acts; equal ones all pause, so random.",
     )
+    peering_lifetime_seconds: int = Field(
+        60, ge=5, description="kopf peering: how long a replica's heartbeat counts; a dead leader's "
+                              "standby takes over within about this long.")
     workers: int = Field(64, ge=1, le=512, description="Reconciles running at once (each mostly waits on the API).")
 
     encoder_image: str = "ghcr.io/onair-dev/onair:0.1.0"

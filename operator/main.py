@@ -41,6 +41,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.peering.name = config.peering_name
     settings.peering.standalone = config.standalone
     settings.peering.priority = config.peering_priority
+    settings.peering.lifetime = config.peering_lifetime_seconds
     settings.peering.mandatory = not config.standalone
     settings.networking.request_timeout = 60
 

@@ -324,8 +324,10 @@ class LocalPlatform:
                 },
                 # Only Pods that ask for simulated nodes land here; real work goes to the process node.
                 "spec": {"taints": [{"key": KWOK_NODE_ANNOTATION, "value": "fake", "effect": "NoSchedule"}]},
-                "status": {"allocatable": {"cpu": "1000", "memory": "4Ti", "pods": "11000"},
-                           "capacity": {"cpu": "1000", "memory": "4Ti", "pods": "11000"}},
+                # Room for the 10,000-job benchmark on two nodes at the encoders' default requests
+                # (500m CPU, 256Mi).
+                "status": {"allocatable": {"cpu": "10000", "memory": "8Ti", "pods": "11000"},
+                           "capacity": {"cpu": "10000", "memory": "8Ti", "pods": "11000"}},
             }
             try:
                 self._api(info, "POST", "/api/v1/nodes", node)
