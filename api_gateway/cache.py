@@ -303,6 +303,7 @@ class Store:
         self.namespaces.listeners.append(self._on_namespace)
         self.livejobs.listeners.append(self._job_listener(self.live, mapping.live_job_facts))
         self.livejobs.listeners.append(self._on_live_job)
+        self.livejobs.listeners.append(self._render_live_row)
         self.recordjobs.listeners.append(self._job_listener(self.record, mapping.record_job_facts))
 
     @property
@@ -352,6 +353,20 @@ class Store:
             stream_key = derive_stream_key(self.stream_key_seed, key[0], key[1], str(meta["uid"]))
             self.stream_keys[key] = stream_key
             self.by_stream_key[stream_key] = key
+
+    def live_row(self, namespace: str, entry: JobEntry) -> tuple[dict[str, Any], str]:
+        """The job's list row and its JSON (with its stream key), made once per version."""
+        key = self.stream_keys.get((namespace, entry.name))
+        return entry.row(key, lambda: mapping.live_job_summary(entry.obj, entry.facts, key))
+
+    def _render_live_row(self, event: str, old: Obj | None, new: Obj | None) -> None:
+        """Rows are rendered as the jobs arrive, so that a list request (above all a new search, which
+        no remembered page answers) only joins rows already encoded."""
+        if new is not None:
+            namespace = str(new["metadata"].get("namespace", ""))
+            entry = self.live_index(namespace).entries.get(str(new["metadata"]["name"]))
+            if entry is not None:
+                self.live_row(namespace, entry)
 
     def live_index(self, namespace: str) -> JobIndex:
         return self.live.get(namespace) or JobIndex()

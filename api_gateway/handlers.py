@@ -163,13 +163,9 @@ class Gateway:
         namespace = ctx.namespace
         result, info = run_list(request, self.route_of(request), self.store.live_index(namespace), [],
                                 search=search.lower() if search else None, default_desc=False,
-                                render=lambda e: self.live_row(namespace, e)[0],
-                                render_json=lambda e: self.live_row(namespace, e)[1])
+                                render=lambda e: self.store.live_row(namespace, e)[0],
+                                render_json=lambda e: self.store.live_row(namespace, e)[1])
         return list_response(result, info)
-
-    def live_row(self, namespace: str, entry: JobEntry) -> tuple[dict[str, Any], str]:
-        key = self.store.stream_keys.get((namespace, entry.name))
-        return entry.row(key, lambda: mapping.live_job_summary(entry.obj, entry.facts, key))
 
     def route_of(self, request: web.Request) -> Route:
         return request.match_info.route.handler.route  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ own playlists never leave the Pod.
 from __future__ import annotations
 
 import re
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,7 +72,22 @@ def gop_seconds(rendition: Rendition, segment_seconds: int) -> float:
     return gop if abs(ratio - round(ratio)) < 1e-6 else float(segment_seconds)
 
 
-def video_codec_args(rendition: Rendition, segment_seconds: int) -> list[str]:
+NVENC_ENCODERS = {VideoCodec.H264: "h264_nvenc", VideoCodec.HEVC: "hevc_nvenc"}
+
+
+def nvenc_available(ffmpeg: str = "ffmpeg", device: Path = Path("/dev/nvidiactl")) -> bool:
+    """An NVIDIA device in the container and an ffmpeg built with NVENC: both are needed."""
+    if not device.exists():
+        return False
+    try:
+        listing = subprocess.run([ffmpeg, "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return all(name in listing.stdout for name in NVENC_ENCODERS.values())
+
+
+def video_codec_args(rendition: Rendition, segment_seconds: int, nvenc: bool = False) -> list[str]:
+    """The encoder options of one rendition's output; `nvenc`: H.264 and HEVC on the GPU."""
     fps = rendition.fps
     keyint = max(1, round(fps * gop_seconds(rendition, segment_seconds)))
     bitrate = rendition.video_bitrate
@@ -85,6 +101,8 @@ def video_codec_args(rendition: Rendition, segment_seconds: int) -> list[str]:
     # Keyframes on the segment grid in every rendition: one forced at each multiple of the segment
     # duration, a fixed GOP in between, and no scene-cut keyframes that would drift the GOPs apart.
     force = ["-force_key_frames" + stream, f"expr:gte(t,n_forced*{segment_seconds})"]
+    if nvenc and rendition.codec in NVENC_ENCODERS:
+        return _nvenc_args(rendition, keyint, bitrate) + force
     match rendition.codec:
         case VideoCodec.H264:
             args = ["-c" + stream, "libx264", "-preset" + stream, X264_PRESET]
@@ -104,6 +122,25 @@ def video_codec_args(rendition: Rendition, segment_seconds: int) -> list[str]:
             args += ["-row-mt" + stream, "1", "-g" + stream, str(keyint), "-keyint_min" + stream, str(keyint)]
             args += ["-pix_fmt" + stream, "yuv420p"]
     return args + rate_control + force
+
+
+def _nvenc_args(rendition: Rendition, keyint: int, bitrate: int) -> list[str]:
+    stream = ":v"
+    args = ["-c" + stream, NVENC_ENCODERS[rendition.codec], "-preset" + stream, "p4", "-tune" + stream, "ll"]
+    if rendition.codec == VideoCodec.HEVC:
+        args += ["-tag" + stream, "hvc1"]
+    if rendition.profile:
+        args += ["-profile" + stream, rendition.profile.value]
+    # Forced keyframes must be IDR frames and no scene cut may add one: aligned segments, as in software.
+    args += ["-g" + stream, str(keyint), "-strict_gop" + stream, "1", "-no-scenecut" + stream, "1",
+             "-forced-idr" + stream, "1"]
+    if rendition.crf is not None:  # constant quality, NVENC's -cq
+        args += ["-rc" + stream, "vbr", "-cq" + stream, str(rendition.crf), "-maxrate" + stream, str(bitrate)]
+    else:
+        args += ["-rc" + stream, "cbr", "-b" + stream, str(bitrate), "-maxrate" + stream, str(bitrate)]
+    args += ["-bufsize" + stream, str(bitrate * 2)]
+    args += ["-pix_fmt" + stream, "p010le" if rendition.profile == "main10" else "yuv420p"]
+    return args
 
 
 def audio_codec_args(config: JobConfig) -> list[str]:
@@ -146,8 +183,10 @@ def build_session_argv(
     *,
     live_listener: bool,
     ffmpeg: str = "ffmpeg",
+    nvenc: bool = False,
 ) -> list[str]:
-    """The whole ffmpeg command of one ingest session."""
+    """The whole ffmpeg command of one ingest session (`nvenc`: the template asks for NVENC and this
+    machine has it)."""
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "info", "-nostats", "-progress", "pipe:1"]
     argv += ["-stats_period", "0.5"]
     argv += input_args(input_url, live_listener=live_listener)
@@ -166,7 +205,7 @@ def build_session_argv(
     argv += ["-filter_complex", ";".join(graph)]
     for index, (rendition, output) in enumerate(zip(renditions, outputs, strict=True)):
         argv += ["-map", f"[video{index}]", "-map", "0:a:0?"]
-        argv += video_codec_args(rendition, segment_seconds)
+        argv += video_codec_args(rendition, segment_seconds, nvenc)
         argv += audio_codec_args(config)
         argv += hls_muxer_args(output, segment_seconds, start_numbers[output.rendition])
     return argv

@@ -21,10 +21,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from onair.models import RecordingFormat
+from onair.models import HardwareAcceleration, RecordingFormat
 
 from .config import IngestKind, JobConfig
-from .ffmpeg import ProgressParser, SessionOutput, build_session_argv, parse_input_statistics, session_outputs
+from .ffmpeg import (
+    ProgressParser,
+    SessionOutput,
+    build_session_argv,
+    nvenc_available,
+    parse_input_statistics,
+    session_outputs,
+)
 from .playlist import MediaPlaylist, Segment, Variant, codec_tag, parse_media_playlist, render_master_playlist
 from .rtmp import (
     PLAY_TOKEN_PARAMETER,
@@ -115,6 +122,7 @@ class Encoder:
         self.stop_requested = asyncio.Event()
         self.finishing = False
         self.session_number = 0
+        self.nvenc = False  # the template asks for NVENC and the Pod has a GPU (see run)
         self.variants: dict[str, VariantInfo] = {}
         self.master_body: bytes | None = None
         self.publisher_active = False
@@ -185,6 +193,12 @@ class Encoder:
 
     async def run(self) -> int:
         await asyncio.to_thread(self._resume_from_store)
+        template = self.config.template
+        if template is not None and template.hardware_acceleration == HardwareAcceleration.NVENC:
+            self.nvenc = await asyncio.to_thread(nvenc_available)
+            if not self.nvenc:
+                log.warning("the template asks for NVENC but this Pod has no usable NVIDIA GPU (no /dev/nvidiactl "
+                            "or no NVENC in ffmpeg): encoding in software")
         self.uploader.start()
         watchdog = asyncio.create_task(self._watch_time_range())
         try:
@@ -331,6 +345,7 @@ class Encoder:
             outputs,
             {name: track.next_sequence for name, track in self.tracks.items()},
             live_listener=listener,
+            nvenc=self.nvenc,
         )
         log.info("session %d: %s", self.session_number, " ".join(_redact(argv, self.srt_passphrase)))
         process = await asyncio.create_subprocess_exec(

@@ -182,6 +182,16 @@ class KubeClient:
                 raise ApiError(response.status, payload if isinstance(payload, dict) else {"message": text})
             return payload if isinstance(payload, dict) else {"value": payload}
 
+    async def get_text(self, path: str) -> str:
+        """A plain-text endpoint of the API server, such as /metrics."""
+        headers = {**self._headers(), "Accept": "text/plain"}
+        async with self.session.get(self.credentials.server + path, headers=headers,
+                                    timeout=aiohttp.ClientTimeout(total=30)) as response:
+            text = await response.text()
+            if response.status >= 400:
+                raise ApiError(response.status, {"message": text[:1000]})
+            return text
+
     async def get(self, path: str, **params: str | int) -> dict[str, Any]:
         return await self.request("GET", path, params=params or None)
 

@@ -204,6 +204,13 @@ class VideoProfile(enum.StrEnum):
     MAIN10 = "main10"
 
 
+class HardwareAcceleration(enum.StrEnum):
+    """Where a template's H.264 and HEVC renditions are encoded."""
+
+    NONE = "None"
+    NVENC = "NVENC"
+
+
 class AudioCodec(enum.StrEnum):
     """Audio codec of every rendition."""
 
@@ -737,6 +744,14 @@ class JobTemplateSpec(OnairModel):
         description="Audio encoding, shared by every rendition.",
         # `default: {}` lets the API server fill in the audio defaults, so they show in kubectl get.
         json_schema_extra={"default": {}},
+    )
+    hardware_acceleration: HardwareAcceleration = Field(
+        default=HardwareAcceleration.NONE,
+        description=(
+            "NVENC: the encoder Pod asks for one NVIDIA GPU and encodes the H.264 and HEVC renditions on "
+            "it (VP9 stays in software). An encoder that finds no usable GPU falls back to the software "
+            "encoders and says so in its log. None: software encoders only."
+        ),
     )
     segment_duration_seconds: int = Field(
         default=4,

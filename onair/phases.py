@@ -115,6 +115,7 @@ class ConditionReason(enum.StrEnum):
     TEMPLATE_AMBIGUOUS = "TemplateAmbiguous"
     # Scheduled
     POD_SCHEDULED = "PodScheduled"
+    SCHEDULING = "Scheduling"  # Unknown: the Pod exists and the scheduler has not decided yet
     UNSCHEDULABLE = "Unschedulable"
     WAITING_FOR_START_TIME = "WaitingForStartTime"
     # EncoderRunning

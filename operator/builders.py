@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from onair.models import API_VERSION, InputClass, JobTemplateSpec, LiveJob, RecordJob
+from onair.models import API_VERSION, HardwareAcceleration, InputClass, JobTemplateSpec, LiveJob, RecordJob
 from onair.operator import naming
 from onair.operator.config import OperatorConfig
 from onair.streamkeys import derive_stream_key
@@ -19,6 +19,7 @@ LABEL_ROLE = "onair.dev/role"
 LABEL_ATTEMPT = "onair.dev/attempt"
 LABEL_PROJECT = "onair.dev/project-id"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "onair-operator", "app.kubernetes.io/part-of": "onair"}
+MANAGED_BY_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
 
 Job = LiveJob | RecordJob
 
@@ -118,6 +119,21 @@ def build_encoder_config(
     }
 
 
+def wants_gpu(job: Job, template: JobTemplateSpec | None) -> bool:
+    """A LiveJob that transcodes with a template asking for NVENC (recorders and passthrough copy)."""
+    return (isinstance(job, LiveJob) and job.spec.input.input_class != InputClass.SINGLE
+            and template is not None and template.hardware_acceleration == HardwareAcceleration.NVENC)
+
+
+def _encoder_resources(gpu: bool, config: OperatorConfig) -> dict[str, Any]:
+    """The configured resources, plus one GPU for NVENC (the Pod then waits for a node that has one,
+    and the job's Scheduled condition says so)."""
+    if not gpu:
+        return config.encoder_resources
+    limits = {**config.encoder_resources.get("limits", {}), config.gpu_resource_name: 1}
+    return {**config.encoder_resources, "limits": limits}
+
+
 def build_encoder_pod(
     job: Job, template: JobTemplateSpec | None, config: OperatorConfig, attempt: int,
     clip: dict[str, Any] | None = None,
@@ -141,6 +157,10 @@ def build_encoder_pod(
         {"name": "AWS_SECRET_ACCESS_KEY",
          "valueFrom": {"secretKeyRef": {"name": credentials, "key": "AWS_SECRET_ACCESS_KEY"}}},
     ]
+    gpu = wants_gpu(job, template)
+    if gpu:
+        # The NVIDIA container runtime exposes NVENC only with the "video" driver capability.
+        env.append({"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "compute,video,utility"})
     ports = [{"name": "status", "containerPort": config.status_port, "protocol": "TCP"}]
     if isinstance(job, LiveJob):
         env.append({"name": "ONAIR_STREAM_KEY", "valueFrom": {"secretKeyRef": {
@@ -164,7 +184,7 @@ def build_encoder_pod(
         "ports": ports,
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "status"}, "periodSeconds": 2,
                            "timeoutSeconds": 1},
-        "resources": config.encoder_resources,
+        "resources": _encoder_resources(gpu, config),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,

@@ -37,6 +37,10 @@ class OperatorConfig(BaseModel):
     encoder_resources: dict[str, Any] = Field(
         default_factory=lambda: {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}
     )
+    gpu_resource_name: str = Field(
+        "nvidia.com/gpu", min_length=1,
+        description="Extended resource an encoder Pod requests (one) when its JobTemplate asks for NVENC.",
+    )
     encoder_node_selector: dict[str, str] = Field(default_factory=dict)
     encoder_tolerations: list[dict[str, Any]] = Field(default_factory=list)
     encoder_termination_grace_seconds: int = 30
@@ -59,6 +63,11 @@ class OperatorConfig(BaseModel):
     cdn_base_url: str = ""
 
     poll_interval_seconds: float = Field(1.0, gt=0, description="How often a running encoder's /status is read.")
+    pod_event_batch_seconds: float = Field(
+        0.3, ge=0, le=5,
+        description="A Pod event reconciles its job after this delay, so that the quick succession of a new "
+                    "Pod's events (bound, started, ready) costs one status write instead of one each.",
+    )
     max_restarts: int = Field(5, ge=0, description="Encoder crashes in a row before the job is Failed.")
     restart_backoff_seconds: float = Field(2.0, gt=0)
     restart_backoff_max_seconds: float = Field(60.0, gt=0)

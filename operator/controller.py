@@ -148,8 +148,7 @@ class Controller:
     async def sync_caches(self) -> None:
         """List the Pods and JobTemplates once before any reconcile: a job must never be judged on a
         cache that has not yet seen its Pod (it would look lost and be replaced) or its template."""
-        pods = await self.kube.list(resource_path("v1", "pods"), labelSelector=",".join(
-            f"{k}={v}" for k, v in builders.MANAGED_BY.items()))
+        pods = await self.kube.list(resource_path("v1", "pods"), labelSelector=builders.MANAGED_BY_SELECTOR)
         for pod in pods["items"]:
             self.on_pod_event(None, pod)
         templates = await self.kube.list(resource_path(API_VERSION, "jobtemplates"))
@@ -233,7 +232,7 @@ class Controller:
                                    lambda: self.queue.add(key))
             else:
                 self.reports.forget(metadata["uid"])
-        self.queue.add(key)
+        self.queue.add_after(key, self.config.pod_event_batch_seconds)
 
     # -- reconcile ---------------------------------------------------------------------------------
 

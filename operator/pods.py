@@ -11,7 +11,7 @@ from typing import Any
 class PodState:
     name: str
     ip: str | None
-    scheduled: bool
+    scheduled: bool | None  # None: the scheduler has not decided yet
     unschedulable_message: str | None
     ready: bool
     running: bool
@@ -29,6 +29,12 @@ def _parse_time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def _scheduled(node_name: str | None, condition_status: str | None) -> bool | None:
+    if node_name or condition_status == "True":
+        return True
+    return False if condition_status == "False" else None
+
+
 def pod_state(pod: dict[str, Any]) -> PodState:
     status = pod.get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
@@ -41,7 +47,7 @@ def pod_state(pod: dict[str, Any]) -> PodState:
     return PodState(
         name=pod["metadata"]["name"],
         ip=status.get("podIP"),
-        scheduled=bool(pod.get("spec", {}).get("nodeName")) or scheduled.get("status") == "True",
+        scheduled=_scheduled(pod.get("spec", {}).get("nodeName"), scheduled.get("status")),
         unschedulable_message=scheduled.get("message") if scheduled.get("reason") == "Unschedulable" else None,
         ready=conditions.get("Ready", {}).get("status") == "True" and not finished,
         running=phase == "Running",

@@ -301,17 +301,23 @@ def decide_live_job(
                 f"restarting the encoder (attempt {attempt}) in {(backoff_ends - now).total_seconds():.1f}s")
             decision.requeue_after = (backoff_ends - now).total_seconds()
         else:
-            reason, comment = "CreatingEncoder", f"creating Pod {current_name}"
+            # The comment the new Pod's first observation gives too (see the branch below).
+            reason, comment = "CreatingEncoder", f"waiting for Pod {current_name}"
             decision.create_pod_attempt = attempt
             decision.ensure_children = True
             set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.ENCODER_STARTING, comment)
+            # What the new Pod's first watch event will show too: that event then needs no status write.
+            set_cond(ConditionType.SCHEDULED, None, ConditionReason.SCHEDULING, _scheduling(current_name))
     else:
         decision.ensure_children = status.phase in (None, LiveJobPhase.PENDING, LiveJobPhase.OFFLINE)
         status.attempt = attempt
         if pod.scheduled:
             set_cond(ConditionType.SCHEDULED, True, ConditionReason.POD_SCHEDULED, f"Pod {pod.name} is bound")
+        elif pod.scheduled is False:
+            set_cond(ConditionType.SCHEDULED, False, ConditionReason.UNSCHEDULABLE,
+                     pod.unschedulable_message or "the scheduler found no node")
         else:
-            set_cond(ConditionType.SCHEDULED, False, ConditionReason.UNSCHEDULABLE, pod.unschedulable_message or "")
+            set_cond(ConditionType.SCHEDULED, None, ConditionReason.SCHEDULING, _scheduling(pod.name))
         if not pod.ready:
             target, reason = LiveJobPhase.PROVISIONING, str(ConditionReason.ENCODER_STARTING)
             comment = f"waiting for Pod {pod.name}" + (f" ({pod.waiting_reason})" if pod.waiting_reason else "")
@@ -364,6 +370,10 @@ def decide_live_job(
     status.message = comment
     decision.status = _dump(status)
     return decision
+
+
+def _scheduling(pod_name: str) -> str:
+    return f"Pod {pod_name} waits for the scheduler"
 
 
 def _encoder_died(status: LiveJobStatus, config: OperatorConfig, pod_name: str, how: str, died_at: dt.datetime,

@@ -60,11 +60,12 @@ async def create_jobs(kube: KubeClient, namespace: str, names: list[str]) -> lis
     return await gather_limited(CONCURRENCY, *(kube.create(path, live_job(n)) for n in names))
 
 
-async def write_bound(kube: KubeClient, jobs: int) -> float:
+async def write_bound(kube: KubeClient, jobs: int) -> tuple[float, str]:
     """The same Pods the operator would create, and one status patch per job, with no operator."""
     namespace = "bench-baseline"
     await ensure_namespace(kube, namespace)
     created = await create_jobs(kube, namespace, [f"job-{i:05d}" for i in range(jobs)])
+    before = await apiserver_writes(kube)
     template = JobTemplateSpec.model_validate(TEMPLATE)
     config = OperatorConfig(encoder_node_selector=KWOK["nodeSelector"], encoder_tolerations=KWOK["tolerations"],
                             stream_key_seed=STREAM_KEY_SEED)
@@ -76,9 +77,10 @@ async def write_bound(kube: KubeClient, jobs: int) -> float:
         kube.merge_patch(resource_path(API_VERSION, "livejobs", namespace, b["metadata"]["name"], "status"),
                          {"status": {"phase": "WaitingForInput"}}) for b in created if b))
     elapsed = time.monotonic() - started
+    writes = per_job(before, await apiserver_writes(kube), jobs)
     say("write bound: removing its objects before the operator runs")
     await delete_namespace(kube, namespace)
-    return elapsed
+    return elapsed, writes
 
 
 async def wait_all_waiting(kube: KubeClient, namespace: str, total: int, started: float, timeout: float) -> float:
@@ -109,6 +111,31 @@ async def wait_all_waiting(kube: KubeClient, namespace: str, total: int, started
     return time.monotonic() - started
 
 
+WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}
+
+
+async def apiserver_writes(kube: KubeClient) -> dict[str, float]:
+    """Every client's writes so far (apiserver_request_total), by resource: the operator's own, and
+    what they cause the scheduler, kwok and the controller manager to write."""
+    writes: dict[str, float] = {}
+    for family in text_string_to_metric_families(await kube.get_text("/metrics")):
+        if family.name != "apiserver_request":
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name.endswith("_total") and labels.get("verb") in WRITE_VERBS:
+                name = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+                writes[name] = writes.get(name, 0.0) + sample.value
+    return writes
+
+
+def per_job(before: dict[str, float], after: dict[str, float], jobs: int) -> str:
+    changes = {name: (after.get(name, 0.0) - before.get(name, 0.0)) / jobs for name in after}
+    shown = sorted(((name, count) for name, count in changes.items() if count >= 0.05), key=lambda item: -item[1])
+    total = sum(count for _, count in shown)
+    return f"{total:5.2f}  (" + ", ".join(f"{name} {count:.2f}" for name, count in shown) + ")"
+
+
 def writes_per_job(metrics_url: str, jobs: int) -> dict[str, float]:
     """The operator's own count of its API writes (onair_operator_api_writes_total), per job."""
     with urllib.request.urlopen(metrics_url, timeout=10) as response:
@@ -134,7 +161,7 @@ async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None
                           {"apiVersion": API_VERSION, "kind": "JobTemplate", "metadata": {"name": "bench"},
                            "spec": TEMPLATE})
         say(f"write bound: {jobs} Pod creates + {jobs} status patches, {CONCURRENCY} in flight")
-        bound = await write_bound(kube, jobs)
+        bound, bound_writes = await write_bound(kube, jobs)
         say(f"write bound: {bound:.2f}s")
 
         operator = start_operator(info, state / "operator", name="bench-operator",
@@ -148,9 +175,14 @@ async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None
                               {"metadata": {"name": "onair-s3-credentials"},
                                "stringData": {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}})
             say(f"operator: creating {jobs} LiveJobs at once")
+            before = await apiserver_writes(kube)
             started = time.monotonic()
             await create_jobs(kube, "bench-op", [f"job-{i:05d}" for i in range(jobs)])
             operator_seconds = await wait_all_waiting(kube, "bench-op", jobs, started, timeout=1800)
+            # Less the LiveJob creates themselves, which the bound's run made before its clock started.
+            after = await apiserver_writes(kube)
+            after["livejobs"] = after.get("livejobs", 0.0) - jobs
+            operator_writes = per_job(before, after, jobs)
             rss_small = rss_mb(pid)
             writes = writes_per_job(operator.metrics_url, jobs)
             say(f"operator: {operator_seconds:.2f}s, RSS {rss_small:.0f} MB")
@@ -173,6 +205,8 @@ async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None
     print(f"ratio operator / write bound        : {operator_seconds / bound:8.2f}   (goal <= 1.5)")
     print(f"operator writes per job             : {sum(writes.values()):8.2f}   "
           f"({', '.join(f'{name} {count:.2f}' for name, count in sorted(writes.items()))})")
+    print(f"API-server writes per job, bound    : {bound_writes}")
+    print(f"API-server writes per job, operator : {operator_writes}")
     print(f"operator RSS with {jobs:>6} jobs        : {rss_small:8.0f} MB")
     if rss_jobs > jobs:
         print(f"operator RSS with {rss_jobs:>6} jobs        : {rss_large:8.0f} MB  (goal <= 200 MB)")

@@ -37,7 +37,10 @@ PROCESS_NODE_NAME = "onair-process-node"
 KWOK_NODE_PREFIX = "kwok-node-"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 SERVICE_CIDR = "10.96.0.0/16"
-KWOK_POD_CIDR = "127.2.0.0/16"
+# Simulated Pods' IPs: Kubernetes refuses loopback addresses in Endpoints and EndpointSlices (its
+# endpoint controllers would retry and post Warning events for every Service, forever), and a private
+# range could reach real hosts of the LAN. 240.0.0.0/4 is reserved: valid for Kubernetes, owned by nobody.
+KWOK_POD_CIDR = "240.2.0.0/16"
 KWOK_STAGES = Path(__file__).resolve().parent / "kwok-stages.yaml"
 S3_BUCKET = "onair"
 S3_REGION = "us-east-1"
@@ -262,7 +265,6 @@ class LocalPlatform:
             f"--kubeconfig={self._kubeconfig_path(KWOK)}",
             f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
             "--manage-all-nodes=false",
-            # Simulated Pods get loopback IPs: nothing here may send traffic to a private range.
             "--node-ip=127.0.0.1",
             f"--cidr={KWOK_POD_CIDR}",
             "--server-address=127.0.0.1:" + str(ports["kwok"]),

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import http.server
 import math
+import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
+import pytest
 from media_helpers import (
     H264_LADDER,
+    SEGMENT_SECONDS,
     EncoderProcess,
     ObjectStore,
     ffprobe,
     first_frame_is_keyframe,
     ladder_template,
     live_spec,
+    pattern_input,
     publish,
 )
 from waiting import wait_until
@@ -179,3 +187,80 @@ def test_srt_without_a_passphrase_needs_the_stream_key(start_encoder: Callable[.
     wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 1, 15, "a segment over SRT")
     assert publisher.wait(30) == 0
     assert encoder.stop() == 0
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def hls_origin(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An HTTP origin serving a directory, as a CDN or packager would serve a live HLS stream."""
+    root = tmp_path / "origin"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", root
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_hls_pull_source_is_encoded_into_the_ladder(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, hls_origin: tuple[str, Path],
+    tmp_path: Path,
+) -> None:
+    base_url, root = hls_origin
+    # A live source: ffmpeg writes a sliding-window HLS stream in real time, the encoder pulls it.
+    source = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", *pattern_input(14, size="480x270"),
+         "-f", "hls", "-hls_time", "1", "-hls_list_size", "6", "-hls_flags", "delete_segments",
+         str(root / "live.m3u8")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: (root / "live.m3u8").exists(), 15, "the origin's first playlist")
+        template = ladder_template(("270p", 480, 270, "H264"), ("180p", 320, 180, "H264"))
+        spec = live_spec(input={"serverType": "HLS", "url": f"{base_url}/live.m3u8"})
+        encoder = start_encoder("LiveJob", spec, template)
+        encoder.wait_state("live", 15)
+        wait_until(lambda: min(r["segmentsWritten"] for r in encoder.status()["renditions"]) >= 2, 30,
+                   "two segments of each rendition from the pulled source")
+        statistics = encoder.status()["ingest"]["statistics"]
+        assert (statistics["width"], statistics["height"]) == (480, 270)
+    finally:
+        source.kill()
+        source.wait(10)
+    assert encoder.stop() == 0, encoder.log()[-3000:]
+    variants = parse_master_playlist(object_store.get_text(encoder.bucket, f"{encoder.prefix}/master.m3u8") or "")
+    assert [variant.resolution for variant in variants] == [(480, 270), (320, 180)]
+    check_rendition(object_store, encoder, "270p", 480, 270, "h264", tmp_path, ended=False)
+    check_rendition(object_store, encoder, "180p", 320, 180, "h264", tmp_path, ended=False)
+
+
+def test_dvr_window_keeps_that_many_seconds_in_the_live_playlist(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    template = {**ladder_template(("180p", 320, 180, "H264")), "playlistWindow": 3}
+    dvr_seconds = 12
+    encoder = start_encoder("LiveJob", live_spec(dvrWindowSeconds=dvr_seconds), template)
+    publisher = publish(encoder.rtmp_url, 22)
+    encoder.wait_state("live", 3)
+    assert publisher.wait(40) == 0
+    encoder.wait_state("reconnecting", 5)
+    assert encoder.stop() == 0, encoder.log()[-3000:]
+    playlist = parse_media_playlist(object_store.get_text(encoder.bucket, f"{encoder.prefix}/180p/index.m3u8") or "")
+    seconds = math.fsum(segment.duration for segment in playlist.segments)
+    # More than the 3-segment sliding window: the DVR window's seconds, and every segment in it playable.
+    assert len(playlist.segments) > 3 and dvr_seconds <= seconds < dvr_seconds + 2 * SEGMENT_SECONDS, (
+        len(playlist.segments), seconds)
+    for segment in playlist.segments:
+        object_store.client.head_object(Bucket=encoder.bucket, Key=f"{encoder.prefix}/180p/{segment.uri}")
+    # What slid out of the DVR window is deleted from the bucket (one window later), not kept forever.
+    assert playlist.media_sequence > 0
+    listed = object_store.client.list_objects_v2(Bucket=encoder.bucket, Prefix=f"{encoder.prefix}/180p/seg_")
+    stored = [item["Key"].rsplit("/", 1)[1] for item in listed.get("Contents", [])]
+    assert "seg_000000.ts" not in stored, stored

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import requests
 from media_helpers import EncoderProcess, ObjectStore, ffprobe, free_port, ladder_template, live_spec, publish
 from waiting import wait_until
 
@@ -143,3 +144,34 @@ def test_record_job_pauses_and_resumes(
     before = playlist.segments[gaps[0].sequence - 1]
     assert before.end_time is not None
     assert (gaps[0].program_date_time - before.end_time).total_seconds() > 5
+
+
+def test_a_full_spool_drops_segments_says_so_and_recovers(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    # Room for about one 180p segment: the outage fills it within seconds.
+    encoder = start_encoder("LiveJob", live_spec(), SMALL, extra_env={"ONAIR_SPOOL_MAX_BYTES": "150000"})
+    publisher = publish(encoder.rtmp_url, 24)
+    encoder.wait_state("live", 3)
+    wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 15, "segments before the outage")
+    object_store.proxy.cut()
+    try:
+        wait_until(lambda: encoder.status()["upload"]["spoolFull"], 20, "the spool to fill during the outage")
+        metrics = requests.get(f"{encoder.base_url}/metrics", timeout=5).text
+        assert "onair_encoder_spool_full 1.0" in metrics
+        dropped = [line for line in metrics.splitlines()
+                   if line.startswith("onair_encoder_spool_dropped_segments_total")]
+        assert dropped and float(dropped[0].split()[-1]) >= 1, dropped
+        assert encoder.status()["state"] == "live"  # the stream goes on; only the oldest unsent media is lost
+    finally:
+        object_store.proxy.restore()
+    wait_until(lambda: not encoder.status()["upload"]["spoolFull"] and encoder.status()["upload"]["pending"] == 0,
+               30, "uploads to resume and the spool to drain")
+    assert publisher.wait(40) == 0
+    encoder.wait_state("reconnecting", 5)
+    assert encoder.stop() == 0, encoder.log()[-3000:]
+    playlist = parse_media_playlist(object_store.get_text(encoder.bucket, f"{encoder.prefix}/180p/index.m3u8") or "")
+    numbers = named_segments_exist(object_store, encoder, "180p")
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers
+    # Where segments were dropped the playlist says so, for players to resynchronise.
+    assert any(segment.discontinuity for segment in playlist.segments) or playlist.discontinuity_sequence > 0

@@ -14,6 +14,7 @@ from onair.encoder.ffmpeg import (
     ProgressParser,
     build_session_argv,
     gop_seconds,
+    nvenc_available,
     parse_input_statistics,
     session_outputs,
 )
@@ -122,6 +123,23 @@ def test_ladder_is_one_decode_split_into_scaled_renditions_with_aligned_keyframe
     assert [output.segment_extension for output in outputs] == ["ts", "m4s", "m4s"]
     assert outputs[1].init_name == "init_0003.mp4"
     assert argv.count("-hls_fmp4_init_filename") == 2
+
+
+def test_nvenc_encodes_h264_and_hevc_on_the_gpu_with_the_same_keyframe_grid(tmp_path: Path) -> None:
+    config = load_job_config(environment())
+    outputs = session_outputs(config, tmp_path, 1)
+    starts = {"720p": 0, "480p": 0, "240p": 0}
+    software = build_session_argv(config, "rtmp://in", outputs, starts, live_listener=False)
+    gpu = build_session_argv(config, "rtmp://in", outputs, starts, live_listener=False, nvenc=True)
+    assert "h264_nvenc" not in software and "hevc_nvenc" not in software
+    assert [gpu[i + 1] for i, arg in enumerate(gpu) if arg == "-c:v"] == ["h264_nvenc", "hevc_nvenc", "libvpx-vp9"]
+    assert gpu.count("-forced-idr:v") == 2 and gpu.count("-no-scenecut:v") == 2
+    assert gpu.count("expr:gte(t,n_forced*4)") == 3  # the same segment-aligned keyframes as in software
+    assert gpu.count("-filter_complex") == 1 and gpu.count("-i") == 1  # still one decode
+
+
+def test_nvenc_needs_the_nvidia_device(tmp_path: Path) -> None:
+    assert nvenc_available(device=tmp_path / "nvidiactl") is False
 
 
 def test_passthrough_remuxes_without_transcoding(tmp_path: Path) -> None:

@@ -97,6 +97,24 @@ def test_reconciling_the_same_observation_twice_changes_nothing() -> None:
     assert third.status == second.status
 
 
+def test_new_pods_first_event_needs_no_status_write_and_scheduling_is_not_called_unschedulable() -> None:
+    created = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    unbound = pod(current_pod_name(), "Pending", ready=False)
+    unbound["spec"] = {}
+    unbound["status"] = {"phase": "Pending"}
+    first_event = decide_live_job(live_job(created), TEMPLATE, [unbound], None, CONFIG, NOW + dt.timedelta(seconds=1))
+    assert first_event.status == created
+    scheduled = next(c for c in created["conditions"] if c["type"] == "Scheduled")
+    assert (scheduled["status"], scheduled["reason"]) == ("Unknown", "Scheduling")
+
+    unbound["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                        "message": "0/3 nodes are available: 3 Insufficient cpu."}]
+    refused = decide_live_job(live_job(created), TEMPLATE, [unbound], None, CONFIG, NOW + dt.timedelta(seconds=2))
+    scheduled = next(c for c in refused.status["conditions"] if c["type"] == "Scheduled")
+    assert (scheduled["status"], scheduled["reason"]) == ("False", "Unschedulable")
+    assert "Insufficient cpu" in scheduled["message"]
+
+
 def test_ready_pod_without_input_waits_for_input_and_publishes_urls() -> None:
     provisioning = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
     decision = decide_live_job(live_job(provisioning), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW)
@@ -214,6 +232,20 @@ def test_missing_template_keeps_job_pending_with_a_reason() -> None:
     assert decision.create_pod_attempt is None
     resolved = next(c for c in decision.status["conditions"] if c["type"] == "TemplateResolved")
     assert resolved["status"] == "False" and "id 1" in resolved["message"]
+
+
+def test_an_nvenc_template_asks_for_one_gpu_for_encoders_only() -> None:
+    nvenc = JobTemplateSpec.model_validate({**TEMPLATE.template.to_k8s(), "hardwareAcceleration": "NVENC"}) \
+        if TEMPLATE.template else None
+    container = build_encoder_pod(live_job(), nvenc, CONFIG, 1)["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["resources"]["limits"]["memory"] == "2Gi"  # the configured limits stay
+    assert {"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "compute,video,utility"} in container["env"]
+    software = build_encoder_pod(live_job(), TEMPLATE.template, CONFIG, 1)["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in software["resources"].get("limits", {})
+    passthrough = live_job(input={"serverType": "RTMP", "inputClass": "Single"})
+    copy = build_encoder_pod(passthrough, nvenc, CONFIG, 1)["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in copy["resources"].get("limits", {})
 
 
 def test_encoder_pod_is_least_privileged_and_wired_to_its_secrets() -> None:
