@@ -187,6 +187,9 @@ class JobIndex:
     keys: list[SortKey] = field(default_factory=list)
     by_id: dict[int, str] = field(default_factory=dict)
     version: int = 0  # bumped on every change; list results are remembered per version
+    # Bumped only when a search text or the order changes: a job's statistics or outputs changing
+    # (the operator writes those all the time) does not rebuild the joined texts.
+    text_version: int = 0
     _remembered: dict[Hashable, Any] = field(default_factory=dict)
     _remembered_version: int = -1
     _haystack: str = ""
@@ -228,11 +231,11 @@ class JobIndex:
         takes well under a millisecond, where a Python loop over the entries takes about 15."""
         if SEPARATOR in needle:
             return []
-        if self._haystack_version != self.version:
+        if self._haystack_version != self.text_version:
             texts = [self.entries[key[2]].facts["search"] for key in self.keys]
             self._haystack = SEPARATOR.join(texts)
             self._starts = list(accumulate((len(t) + 1 for t in texts[:-1]), initial=0)) if texts else []
-            self._haystack_version = self.version
+            self._haystack_version = self.text_version
         haystack, starts = self._haystack, self._starts
         found: list[int] = []
         position = haystack.find(needle)
@@ -251,10 +254,14 @@ class JobIndex:
             if old.sort_key != entry.sort_key:
                 self._drop_key(old.sort_key)
                 insort(self.keys, entry.sort_key)
+                self.text_version += 1
+            elif old.facts["search"] != entry.facts["search"]:
+                self.text_version += 1
             if old.id != entry.id:
                 self.by_id.pop(old.id, None)
         else:
             insort(self.keys, entry.sort_key)
+            self.text_version += 1
         self.entries[entry.name] = entry
         self.by_id[entry.id] = entry.name
 
@@ -262,6 +269,7 @@ class JobIndex:
         self.version += 1
         old = self.entries.pop(name, None)
         if old is not None:
+            self.text_version += 1
             self._drop_key(old.sort_key)
             if self.by_id.get(old.id) == name:
                 del self.by_id[old.id]

@@ -10,6 +10,7 @@ import logging
 import math
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -55,8 +56,9 @@ class Gateway:
         self.kube = kube
         self.openapi_document: dict[str, Any] = {}
         self.background: set[asyncio.Task[Any]] = set()
-        self.leases: dict[str, tuple[int, int]] = {}
+        self.id_pools: dict[str, deque[int]] = {}  # per namespace: leased ids not handed out yet
         self.lease_locks: dict[str, asyncio.Lock] = {}
+        self.refilling: set[str] = set()  # namespaces whose next block is being leased
         self.server_id = str(uuid.uuid4())
         self.tokens = VerifiedTokens(config.jwt_secret)
 
@@ -229,20 +231,41 @@ class Gateway:
 
     async def allocate_id(self, namespace: str) -> int:
         """Unique integer ids per project: blocks leased from the namespace's counter annotation
-        with optimistic concurrency (a conflicting lease retries), handed out from memory."""
+        with optimistic concurrency (a conflicting lease retries), handed out from memory. The next
+        block is leased in the background when half of the current one is used, so a create does not
+        wait for a lease."""
+        pool = self.id_pools.setdefault(namespace, deque())
+        if not pool:
+            await self._lease_ids(namespace)
+        job_id = pool.popleft()
+        if len(pool) < self.config.id_block_size // 2 and namespace not in self.refilling:
+            self.refilling.add(namespace)
+            self.spawn(self._refill_ids(namespace))
+        return job_id
+
+    async def _refill_ids(self, namespace: str) -> None:
+        try:
+            if len(self.id_pools[namespace]) < self.config.id_block_size // 2:
+                await self._lease_ids(namespace)
+        except Exception:  # the next create leases in its own time, and reports what fails
+            log.warning("leasing ids for %s in the background failed", namespace, exc_info=True)
+        finally:
+            self.refilling.discard(namespace)
+
+    async def _lease_ids(self, namespace: str) -> None:
         lock = self.lease_locks.setdefault(namespace, asyncio.Lock())
         async with lock:
-            low, high = self.leases.get(namespace, (0, 0))
-            if low < high:
-                self.leases[namespace] = (low + 1, high)
-                return low
+            pool = self.id_pools[namespace]
+            if len(pool) >= self.config.id_block_size // 2:
+                return  # leased meanwhile
             kube = self.kube_client()
             path = resource_path("v1", "namespaces", None, namespace)
             ns_obj = self.store.namespaces.get("", namespace) or await kube.get(path)
             for _ in range(20):
                 annotations = ns_obj["metadata"].get("annotations") or {}
                 text = annotations.get(mapping.ANNOTATION_NEXT_ID, "1")
-                start = max(int(text) if text.isdigit() else 1, self.store.max_label_id(namespace) + 1)
+                start = max(int(text) if text.isdigit() else 1, self.store.max_label_id(namespace) + 1,
+                            (pool[-1] + 1) if pool else 0)
                 end = start + self.config.id_block_size
                 if end >= mapping.HASHED_ID_BASE:
                     raise ApiProblem(507, "this project has used up its integer ids")
@@ -256,8 +279,8 @@ class Gateway:
                     ns_obj = await kube.get(path)
                     continue
                 self.store.namespaces.upsert(updated)
-                self.leases[namespace] = (start + 1, end)
-                return start
+                pool.extend(range(start, end))
+                return
             raise ApiProblem(503, "could not allocate an id (too much contention); retry")
 
     async def list_outputs(self, request: web.Request, ctx: Ctx) -> web.Response:

@@ -120,7 +120,7 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=1000, help="gateway list requests per concurrency "
                         "(the slower direct LIST gets a fifth as many)")
-    parser.add_argument("--posts", type=int, default=200, help="creates per side")
+    parser.add_argument("--posts", type=int, default=500, help="creates per side")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--keep", action="store_true", help="keep the namespace afterwards")
     args = parser.parse_args()

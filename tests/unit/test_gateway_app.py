@@ -237,6 +237,19 @@ async def test_create_then_get_reads_its_own_write(client: Client, kube: FakeKub
         job["id"] + 50)
 
 
+async def test_ids_stay_unique_and_increasing_across_leased_blocks(client: Client, kube: FakeKube) -> None:
+    headers = await token(client)
+    ids = []
+    for number in range(130):  # more than two blocks of 50, so background leases happen on the way
+        payload = {"jobTemplateId": 7, "bucket": "media", "serverType": 0, "description": f"job {number}"}
+        response = await client.post(url(), headers=headers, json=payload)
+        assert response.status == 201, await response.text()
+        ids.append((await response.json())["result"]["id"])
+    assert ids == sorted(set(ids))
+    counter = int(kube.objects[f"/api/v1/namespaces/{NS}"]["metadata"]["annotations"]["onair.dev/next-id"])
+    assert counter > ids[-1]  # every id handed out was leased first
+
+
 async def test_idempotency_key_returns_the_same_job(client: Client) -> None:
     headers = {**await token(client), "Idempotency-Key": "abc-1"}
     payload = {"jobTemplateId": 7, "bucket": "media", "serverType": "RTMP"}

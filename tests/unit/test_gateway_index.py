@@ -46,6 +46,18 @@ def test_search_never_matches_across_two_jobs_and_follows_changes() -> None:
     assert JobIndex().matching("q", [], "x") == []
 
 
+def test_search_follows_a_job_whose_text_changes_and_one_whose_text_does_not() -> None:
+    index = JobIndex()
+    for number in range(1, 6):
+        index.put(entry(number, f"job {number} waiting"))
+    assert [e.id for _, e in index.matching("q1", [], "live")] == []
+    index.put(entry(3, "job 3 live"))  # the phase is in the search text
+    changed = JobEntry({"metadata": {"name": "job-4", "changed": True}}, dict(index.entries["job-4"].facts))
+    index.put(changed)  # same text, new version of the object
+    assert [e.id for _, e in index.matching("q2", [], "live")] == [3]
+    assert [e.obj for _, e in index.matching("q3", [], "job 4")] == [changed.obj]
+
+
 def test_search_text_is_lower_case_without_nul() -> None:
     assert search_text(12, "Name\0X", None, "Live") == "12 namex  live"
 
