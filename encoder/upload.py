@@ -255,6 +255,7 @@ class UploadQueue:
         return True
 
     def _perform(self, operation: Operation) -> None:
+        started = time.monotonic()
         if operation.delete:
             self._store.delete(operation.key)
         else:
@@ -268,6 +269,9 @@ class UploadQueue:
             if operation.path is not None and operation.remove_local:
                 operation.path.unlink(missing_ok=True)
         now = time.monotonic()
+        log.debug("%s %s in %.0f ms; segments available %s ms after they closed", "deleted" if operation.delete
+                  else "uploaded", operation.key, (now - started) * 1000,
+                  [round((now - closed) * 1000) for closed in operation.closed_at])
         for closed in operation.closed_at:
             latency = (now - closed) * 1000
             self.stats.last_latency_ms = latency
