@@ -9,7 +9,7 @@ from aiohttp import web
 
 from onair.api_gateway.app import init_app
 from onair.api_gateway.config import GatewayConfig
-from onair.gcpolicy import freeze_survivors_of_full_collections
+from onair.gcpolicy import freeze_survivors_of_full_collections, release_free_memory_periodically
 from onair.jsonlog import setup_logging
 
 # Long enough for every query the OpenAPI document allows (its longest parameters, percent-encoded);
@@ -21,6 +21,7 @@ def main() -> None:
     setup_logging(os.environ.get("ONAIR_GATEWAY_LOG_LEVEL", "INFO"))
     config = GatewayConfig.from_env()
     freeze_survivors_of_full_collections()
+    release_free_memory_periodically()
     if not config.api_keys:
         logging.getLogger("onair.gateway").warning("no API keys configured (ONAIR_GATEWAY_API_KEYS[_FILE]); "
                                                     "nobody can log in")

@@ -30,6 +30,11 @@ class OperatorConfig(BaseModel):
         60, ge=5, description="kopf peering: how long a replica's heartbeat counts; a dead leader's "
                               "standby takes over within about this long.")
     workers: int = Field(64, ge=1, le=512, description="Reconciles running at once (each mostly waits on the API).")
+    api_connections: int = Field(
+        64, ge=1, le=512,
+        description="Connections to the API server at most. Each TLS connection holds about 150 KB; the API "
+                    "server, not the number of connections, bounds the write rate.",
+    )
 
     encoder_image: str = "ghcr.io/onair-dev/onair:0.1.0"
     encoder_command: list[str] = Field(default_factory=lambda: ["onair-encoder"])

@@ -226,10 +226,13 @@ class Controller:
             if cached is not None and cached.resource_version > _rv(body):
                 return
             self.pods[key][metadata["name"]] = CachedPod.of(body)
-            ip = (body.get("status") or {}).get("podIP")
-            if ip and (body.get("status") or {}).get("phase") == "Running" and not metadata.get("deletionTimestamp"):
+            status = body.get("status") or {}
+            ip = status.get("podIP")
+            if ip and status.get("phase") == "Running" and not metadata.get("deletionTimestamp"):
+                ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                            for c in status.get("conditions") or [])
                 self.reports.track(metadata["uid"], f"http://{ip}:{self.config.status_port}/status",
-                                   lambda: self.queue.add(key))
+                                   lambda: self.queue.add(key), ready=ready)
             else:
                 self.reports.forget(metadata["uid"])
         self.queue.add_after(key, self.config.pod_event_batch_seconds)

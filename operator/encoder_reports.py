@@ -13,7 +13,8 @@ import aiohttp
 
 from onair.operator.metrics import ENCODER_POLLS
 
-MAX_BACKOFF_SECONDS = 30.0
+# An encoder that never answers is asked every two minutes at most; one that turns ready is asked at once.
+MAX_BACKOFF_SECONDS = 120.0
 
 
 @dataclass
@@ -33,10 +34,14 @@ class EncoderReports:
         self._semaphore = asyncio.Semaphore(concurrency)
         self._session: aiohttp.ClientSession | None = None
 
-    def track(self, pod_uid: str, url: str, on_change: Callable[[], None]) -> None:
+    def track(self, pod_uid: str, url: str, on_change: Callable[[], None], ready: bool = False) -> None:
+        """Poll the Pod's status URL. `ready`: its readiness probe (the encoder's /healthz) passes, so
+        a target that has not answered so far is asked again at once instead of after its backoff."""
         target = self._targets.get(pod_uid)
         if target is None or target.url != url:
             self._targets[pod_uid] = Target(url=url, on_change=on_change)
+        elif ready and target.failures:
+            target.next_poll = 0.0
 
     def forget(self, pod_uid: str) -> None:
         self._targets.pop(pod_uid, None)

@@ -11,7 +11,7 @@ import kopf
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
-from onair.gcpolicy import freeze_survivors_of_full_collections
+from onair.gcpolicy import release_free_memory_periodically
 from onair.jsonlog import setup_logging
 from onair.kubeclient import Credentials, KubeClient
 from onair.models import GROUP, VERSION
@@ -52,7 +52,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.peering.mandatory = not config.standalone
     settings.networking.request_timeout = 60
 
-    kube = KubeClient(Credentials.discover(), connections=max(64, config.workers * 2), field_manager="onair-operator")
+    kube = KubeClient(Credentials.discover(), connections=config.api_connections, field_manager="onair-operator")
     controller = Controller(kube, config)
     metrics.REGISTRY.register(metrics.JobsByPhase(controller.phase_counts))
     start_http_server(config.metrics_port, addr=config.listen_host, registry=metrics.REGISTRY)
@@ -109,7 +109,7 @@ def main() -> None:
     if not args.verbose:
         # kopf logs every handled event at INFO; with thousands of jobs that is most of the CPU.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    freeze_survivors_of_full_collections()
+    release_free_memory_periodically()
     namespaces = args.namespace or config.watch_namespaces
     kopf.run(
         clusterwide=not namespaces,

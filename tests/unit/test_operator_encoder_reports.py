@@ -1,0 +1,59 @@
+"""Reading the encoders' /status: an encoder that did not answer at first is asked again as soon as
+its Pod turns ready, not after its backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+from aiohttp import web
+
+from onair.operator.encoder_reports import EncoderReports
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def wait_for(check: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_a_pod_turning_ready_is_polled_at_once() -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/status"
+    changes: list[int] = []
+    reports = EncoderReports(interval=0.2)
+    runner: web.AppRunner | None = None
+    poller = asyncio.create_task(reports.run())
+    try:
+        reports.track("pod-1", url, lambda: changes.append(1))
+        # Nothing listens yet (the encoder is starting): the target backs off.
+        assert await wait_for(lambda: reports._targets["pod-1"].failures >= 3, 5)
+        async def status(_: web.Request) -> web.Response:
+            return web.json_response({"state": "waiting"})
+
+        app = web.Application()
+        app.router.add_get("/status", status)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        backoff_left = reports._targets["pod-1"].next_poll - time.monotonic()
+        assert backoff_left > 0.5
+        reports.track("pod-1", url, lambda: changes.append(1), ready=True)
+        assert await wait_for(lambda: reports.report("pod-1") == {"state": "waiting"}, 0.5)
+        assert changes == [1]
+    finally:
+        poller.cancel()
+        await asyncio.gather(poller, return_exceptions=True)
+        await reports.close()
+        if runner is not None:
+            await runner.cleanup()
