@@ -232,10 +232,10 @@ class Controller:
                 ready = any(c.get("type") == "Ready" and c.get("status") == "True"
                             for c in status.get("conditions") or [])
                 self.reports.track(metadata["uid"], f"http://{ip}:{self.config.status_port}/status",
-                                   lambda: self.queue.add(key), ready=ready)
+                                   lambda: self.queue.add(key, urgent=True), ready=ready)
             else:
                 self.reports.forget(metadata["uid"])
-        self.queue.add_after(key, self.config.pod_event_batch_seconds)
+        self.queue.add_after(key, self.config.pod_event_batch_seconds, urgent=True)
 
     # -- reconcile ---------------------------------------------------------------------------------
 
