@@ -266,6 +266,13 @@ class Controller:
             return  # owned children go with the job (garbage collection)
         body = cached.body()
         kind, namespace, _ = key
+        expected = (body.get("status") or {}).get("resourceName")
+        if expected and expected not in self.pods.get(key, {}):
+            # The cache may not have seen the Pod yet (a standby replica that has just taken over, a
+            # watch that restarted): read it before the job's encoder is judged lost and replaced.
+            found = await self.kube.get_or_none(resource_path("v1", "pods", namespace, expected))
+            if found is not None:
+                self.on_pod_event(None, found)
         pods = [pod.body() for pod in self.pods.get(key, {}).values()]
         now = self.clock()
         try:
