@@ -245,8 +245,7 @@ class Gateway:
 
     async def _refill_ids(self, namespace: str) -> None:
         try:
-            if len(self.id_pools[namespace]) < self.config.id_block_size // 2:
-                await self._lease_ids(namespace)
+            await self._lease_ids(namespace)
         except Exception:  # the next create leases in its own time, and reports what fails
             log.warning("leasing ids for %s in the background failed", namespace, exc_info=True)
         finally:

@@ -22,6 +22,7 @@ from onair.models import API_VERSION, JobTemplateSpec, LiveJob, RecordJob, descr
 from onair.operator import builders, metrics, naming
 from onair.operator.config import OperatorConfig
 from onair.operator.encoder_reports import EncoderReports
+from onair.operator.pods import pod_state
 from onair.operator.reconcile import Decision, TemplateLookup, clip_request, decide_live_job, decide_record_job
 from onair.operator.webhooks import WebhookSender, build_payload, event_name
 from onair.operator.workqueue import WorkQueue
@@ -226,13 +227,10 @@ class Controller:
             if cached is not None and cached.resource_version > _rv(body):
                 return
             self.pods[key][metadata["name"]] = CachedPod.of(body)
-            status = body.get("status") or {}
-            ip = status.get("podIP")
-            if ip and status.get("phase") == "Running" and not metadata.get("deletionTimestamp"):
-                ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                            for c in status.get("conditions") or [])
-                self.reports.track(metadata["uid"], f"http://{ip}:{self.config.status_port}/status",
-                                   lambda: self.queue.add(key, urgent=True), ready=ready)
+            state = pod_state(body)
+            if state.ip and state.running and not state.terminating:
+                self.reports.track(metadata["uid"], f"http://{state.ip}:{self.config.status_port}/status",
+                                   lambda: self.queue.add(key, urgent=True), ready=state.ready)
             else:
                 self.reports.forget(metadata["uid"])
         self.queue.add_after(key, self.config.pod_event_batch_seconds, urgent=True)

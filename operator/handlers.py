@@ -12,7 +12,7 @@ from prometheus_client import start_http_server
 from onair.kubeclient import Credentials, KubeClient
 from onair.models import GROUP, VERSION
 from onair.operator import metrics
-from onair.operator.builders import MANAGED_BY, MANAGED_BY_SELECTOR
+from onair.operator.builders import MANAGED_BY_SELECTOR
 from onair.operator.config import OperatorConfig
 from onair.operator.controller import Controller
 
@@ -81,7 +81,7 @@ async def jobtemplate_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
     memo.controller.on_template_event(event.get("type"), event["object"])
 
 
-@kopf.on.event("", "v1", "pods", labels=dict(MANAGED_BY))
+@kopf.on.event("", "v1", "pods")  # only ours arrive: see the label selector in start()
 async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     memo.controller.on_pod_event(event.get("type"), event["object"])
 
