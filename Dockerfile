@@ -38,8 +38,9 @@ LABEL org.opencontainers.image.title="onair" \
       org.opencontainers.image.source="https://github.com/onair-dev/onair" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}"
-# ffmpeg: the encoder (libx264, libx265, libvpx, SRT); nginx + nginx-rtmp: the RTMP front that
-# checks stream keys. Debian's packages are tracked by the base image's release, not pinned.
+# ffmpeg: the encoder (libx264, libx265, libvpx, SRT; NVENC, which loads the driver the NVIDIA
+# runtime mounts); nginx + nginx-rtmp: the RTMP front that checks stream keys. Debian's packages are
+# tracked by the base image's release, not pinned.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ffmpeg nginx-light libnginx-mod-rtmp ca-certificates \

@@ -117,15 +117,17 @@ class Gateway:
         if not raw.strip():
             raise ApiProblem(400, "body: a JSON object is required")
         try:
+            return model.model_validate_json(raw, strict=True)
+        except ValidationError as error:
+            invalid = error
+        # Parsed a second time only to say what is wrong with it in plainer words than pydantic's.
+        try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ApiProblem(400, f"body: not valid JSON ({error})") from error
         if not isinstance(data, dict):
             raise ApiProblem(400, "body: must be a JSON object")
-        try:
-            return model.model_validate_json(raw, strict=True)
-        except ValidationError as error:
-            raise ApiProblem(400, *validation_errors(error)) from error
+        raise ApiProblem(400, *validation_errors(invalid)) from invalid
 
     def kube_client(self) -> KubeClient:
         if self.kube is None:

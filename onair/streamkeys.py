@@ -9,7 +9,6 @@ to Secrets. The uid makes a re-created job (the way to retire a leaked key) get 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import uuid
 
@@ -25,7 +24,7 @@ def check_seed(seed: str, variable: str) -> str:
 
 def derive_stream_key(seed: str, namespace: str, name: str, uid: str) -> str:
     """A GUID (the form the REST contract gives stream keys)."""
-    digest = hmac.new(seed.encode(), f"{namespace}/{name}/{uid}".encode(), hashlib.sha256).digest()
+    digest = hmac.digest(seed.encode(), f"{namespace}/{name}/{uid}".encode(), "sha256")
     return str(uuid.UUID(bytes=digest[:16], version=4))
 
 

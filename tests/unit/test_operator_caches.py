@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
 
-from onair.operator.controller import CachedJob, CachedPod, slim_pod
+from onair.operator.controller import CachedJob, CachedPod, PackedJson, slim_pod
 from onair.operator.pods import pod_state
 
 META: dict[str, Any] = {"name": "news-encoder-1", "namespace": "t", "uid": "u1", "resourceVersion": "7",
@@ -54,3 +55,16 @@ def test_cached_jobs_keep_the_body_but_not_managed_fields() -> None:
     assert cached.body() is not cached.body()  # each reconcile gets its own copy to change
     fresh = CachedJob.of({**body, "metadata": {**body["metadata"], "deletionTimestamp": "x"}, "status": {}})
     assert fresh.deleting and fresh.phase == "Unknown"
+
+
+def test_packed_json_gives_back_exactly_what_was_packed() -> None:
+    packer = PackedJson()
+    first = {"kind": "LiveJob", "metadata": {"name": "news"}, "status": {"phase": "Live"}}
+    bigger_than_the_window = {"kind": "LiveJob", "spec": {"description": "ü" * 20_000},
+                              "status": {"timings": [{"n": i} for i in range(500)]}}
+    others = [first, {"kind": "LiveJob", "metadata": {"name": "sport"}}, bigger_than_the_window, {}, {"é": None}]
+    packed = [packer.pack(obj) for obj in others]
+    assert [packer.unpack(p) for p in packed] == others
+    # Objects like the first (the dictionary) pack small: that is the point of the cache.
+    like_first = {**first, "metadata": {"name": "weather"}}
+    assert len(packer.pack(like_first)) < len(json.dumps(like_first)) / 2
