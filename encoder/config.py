@@ -104,6 +104,7 @@ class JobConfig:
     outputs: Outputs
     clip: ClipConfig | None
     stream_key: str | None
+    control_key: str | None  # the operator's bearer token for /finish, /pause, /resume; None: refuse them
     srt_passphrase: str | None
     listen_host: str
     start_at: datetime | None = None  # a RecordJob's timeRange.start or a LiveJob's schedule start
@@ -172,6 +173,7 @@ def load_job_config(environ: Mapping[str, str] | None = None) -> JobConfig:
         "storage": envelope.storage,
         "clip": envelope.clip,
         "stream_key": stream_key,
+        "control_key": env.get("ONAIR_CONTROL_KEY") or None,
         "srt_passphrase": srt_passphrase,
         "listen_host": listen_host,
     }

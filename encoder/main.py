@@ -62,7 +62,8 @@ async def serve(config: JobConfig, ports: Ports) -> int:
         loop.call_later(STOP_GRACE_SECONDS - 0.5, os._exit, EXIT_OK)
 
     try:
-        status_runner = web.AppRunner(status_app(job, pausable=config.outputs.pausable), access_log=None)
+        status = status_app(job, pausable=config.outputs.pausable, control_key=config.control_key)
+        status_runner = web.AppRunner(status, access_log=None)
         await status_runner.setup()
         runners.append(status_runner)
         await web.TCPSite(status_runner, config.listen_host, ports.status).start()

@@ -58,6 +58,7 @@ MASTER_PLAYLIST = "master.m3u8"
 POLL_INTERVAL = 0.05  # local playlist polling; well inside the 300 ms availability budget
 STOP_GRACE_SECONDS = 25.0  # the Pod's grace period is 30 s; leave room for the process to exit
 FFMPEG_STOP_SECONDS = 6.0
+EMPTY_SEGMENT_SECONDS = 0.001  # below ffmpeg's EXTINF precision: a segment with no media time
 MAX_PULL_BACKOFF = 10.0
 
 
@@ -445,6 +446,11 @@ class Encoder:
         track = self.tracks[name]
         path = output.directory / local.uri
         size = path.stat().st_size if path.exists() else 0
+        if local.duration < EMPTY_SEGMENT_SECONDS:
+            # ffmpeg closes a segment with no media time when a session ends just after one began:
+            # nothing to play, and players stall on it. Not a gap either, so no discontinuity.
+            path.unlink(missing_ok=True)
+            return
         if self.status.paused:
             path.unlink(missing_ok=True)
             track.skip()

@@ -1,10 +1,13 @@
-"""HTTP endpoints: the status API the operator polls (on the Pod address) and the nginx-rtmp hooks
-(on 127.0.0.1 only, so nothing outside the Pod can fake a publish)."""
+"""HTTP endpoints: the status API the operator polls (on the Pod address; its commands need the job's
+control key) and the nginx-rtmp hooks (on 127.0.0.1 only, so nothing outside the Pod can fake a
+publish)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Protocol
+
+import secrets
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,7 +30,24 @@ class RtmpHooks(Protocol):
     def allow_play(self, token: str | None) -> bool: ...
 
 
-def status_app(job: Controllable, *, pausable: bool) -> web.Application:
+def status_app(job: Controllable, *, pausable: bool, control_key: str | None) -> web.Application:
+    """Reads are open (state and statistics, no credentials); commands need `Authorization: Bearer
+    <control key>`, and without a control key every command is refused."""
+
+    @web.middleware
+    async def commands_need_the_control_key(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.method == "POST":
+            if control_key is None:
+                return web.json_response({"error": "this encoder has no control key (ONAIR_CONTROL_KEY)"},
+                                         status=403)
+            scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+            if scheme != "Bearer" or not secrets.compare_digest(presented.encode(), control_key.encode()):
+                return web.json_response({"error": "Authorization: Bearer <the job's control key> required"},
+                                         status=401, headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
     async def get_status(_: web.Request) -> web.Response:
         return web.json_response(job.status.to_json())
 
@@ -54,7 +74,7 @@ def status_app(job: Controllable, *, pausable: bool) -> web.Application:
         job.request_stop(finishing=True)
         return web.json_response({"state": job.status.state.value}, status=202)
 
-    app = web.Application()
+    app = web.Application(middlewares=[commands_need_the_control_key])
     app.router.add_get("/status", get_status)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -1,4 +1,5 @@
-"""Stream keys derived from the installation's seed and the job's identity.
+"""Keys derived from the installation's seed and a job's identity: the stream key (a publisher's
+credential) and the control key (the bearer token of the operator's commands to the job's encoder).
 
 The gateway must answer a create with the job's stream key, and the operator must hand the same
 key to the job's encoder. Deriving it (HMAC-SHA256 of namespace, name and uid under a seed both
@@ -28,4 +29,11 @@ def derive_stream_key(seed: str, namespace: str, name: str, uid: str) -> str:
     return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
-__all__ = ["MIN_SEED_LENGTH", "check_seed", "derive_stream_key"]
+def derive_control_key(seed: str, namespace: str, name: str, uid: str) -> str:
+    """What the encoder's /finish, /pause and /resume demand, so that nothing else in the cluster that
+    reaches the Pod's address can stop or pause it. ("control:" cannot begin a namespace, so no stream
+    key is derived from the same text.)"""
+    return hmac.digest(seed.encode(), f"control:{namespace}/{name}/{uid}".encode(), "sha256").hex()
+
+
+__all__ = ["MIN_SEED_LENGTH", "check_seed", "derive_control_key", "derive_stream_key"]

@@ -8,11 +8,12 @@ from typing import Any
 from onair.models import API_VERSION, HardwareAcceleration, InputClass, JobTemplateSpec, LiveJob, RecordJob
 from onair.operator import naming
 from onair.operator.config import OperatorConfig
-from onair.streamkeys import derive_stream_key
+from onair.streamkeys import derive_control_key, derive_stream_key
 
 ENCODER_ROLE = "encoder"
 RECORDER_ROLE = "recorder"
 STREAM_KEY_FIELD = "streamKey"
+CONTROL_KEY_FIELD = "controlKey"
 LABEL_JOB = "onair.dev/job"
 LABEL_KIND = "onair.dev/kind"
 LABEL_ROLE = "onair.dev/role"
@@ -58,16 +59,21 @@ def _metadata(job: Job, name: str, role: str, **extra_labels: str) -> dict[str, 
     }
 
 
-def build_stream_key_secret(job: LiveJob, seed: str) -> dict[str, Any]:
-    """The job's publish credential, derived from the seed (the gateway derives the same key)."""
+def build_job_secret(job: Job, seed: str) -> dict[str, Any]:
+    """The job's keys, derived from the seed: a LiveJob's publish credential (the gateway derives the
+    same key) and, for every job, the control key its encoder demands of the operator's commands."""
     meta = job.metadata
-    key = derive_stream_key(seed, str(meta.namespace), str(meta.name), str(meta.uid))
+    identity = (seed, str(meta.namespace), str(meta.name), str(meta.uid))
+    data = {CONTROL_KEY_FIELD: derive_control_key(*identity)}
+    if isinstance(job, LiveJob):
+        data[STREAM_KEY_FIELD] = derive_stream_key(*identity)
+    role = ENCODER_ROLE if isinstance(job, LiveJob) else RECORDER_ROLE
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(job, naming.stream_key_secret_name(str(meta.name)), ENCODER_ROLE),
+        "metadata": _metadata(job, naming.job_secret_name(job.kind, str(meta.name)), role),
         "type": "Opaque",
-        "stringData": {STREAM_KEY_FIELD: key},
+        "stringData": data,
     }
 
 
@@ -161,6 +167,11 @@ def build_encoder_pod(
     if gpu:
         # The NVIDIA container runtime exposes NVENC only with the "video" driver capability.
         env.append({"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "compute,video,utility"})
+    # Optional: the Secrets of jobs made before control keys existed lack it (their encoders then
+    # refuse every command, and the operator stops them with a plain SIGTERM).
+    env.append({"name": "ONAIR_CONTROL_KEY", "valueFrom": {"secretKeyRef": {
+        "name": naming.job_secret_name(job.kind, str(job.metadata.name)), "key": CONTROL_KEY_FIELD,
+        "optional": True}}})
     ports = [{"name": "status", "containerPort": config.status_port, "protocol": "TCP"}]
     if isinstance(job, LiveJob):
         env.append({"name": "ONAIR_STREAM_KEY", "valueFrom": {"secretKeyRef": {

@@ -28,6 +28,7 @@ from onair.operator.reconcile import Decision, TemplateLookup, clip_request, dec
 from onair.operator.webhooks import WebhookSender, build_payload, event_name
 from onair.operator.workqueue import WorkQueue
 from onair.phases import ConditionReason, LiveJobPhase, RecordJobPhase
+from onair.streamkeys import derive_control_key
 
 log = logging.getLogger("onair.operator")
 Key = tuple[str, str, str]  # (kind, namespace, name)
@@ -352,16 +353,19 @@ class Controller:
                      template: JobTemplateSpec | None, pods: list[dict[str, Any]]) -> None:
         kind, namespace, name = key
         uid = str(job.metadata.uid)
-        if decision.ensure_children and isinstance(job, LiveJob) and uid not in self._children_ensured:
-            await asyncio.gather(
-                self._create("secrets", namespace, builders.build_stream_key_secret(job, self.config.stream_key_seed)),
-                self._create("services", namespace, builders.build_ingest_service(job, self.config)),
-            )
+        live = isinstance(job, LiveJob)
+        if uid not in self._children_ensured and (
+                decision.ensure_children if live else decision.create_pod_attempt is not None):
+            children = [self._create("secrets", namespace, builders.build_job_secret(job, self.config.stream_key_seed))]
+            if isinstance(job, LiveJob):
+                children.append(self._create("services", namespace, builders.build_ingest_service(job, self.config)))
+            await asyncio.gather(*children)
             self._children_ensured.add(uid)
+        control_key = derive_control_key(self.config.stream_key_seed, namespace, name, uid)
         if decision.finish_before_delete:
             for pod in pods:
                 if pod["metadata"]["name"] in decision.delete_pods:
-                    await self.reports.send(pod["metadata"]["uid"], "finish")
+                    await self.reports.send(pod["metadata"]["uid"], "finish", control_key)
         for pod_name in dict.fromkeys(decision.delete_pods):
             metrics.API_WRITES.labels("delete", "pods").inc()
             await self.kube.delete(resource_path("v1", "pods", namespace, pod_name))
@@ -375,7 +379,7 @@ class Controller:
         if decision.encoder_command is not None:
             current = next((p for p in pods if p["metadata"]["name"] == decision.status.get("resourceName")), None)
             if current is not None:
-                await self.reports.send(current["metadata"]["uid"], decision.encoder_command)
+                await self.reports.send(current["metadata"]["uid"], decision.encoder_command, control_key)
         if decision.status != (body.get("status") or {}):
             metrics.API_WRITES.labels("patch", f"{PLURALS[kind]}/status").inc()
             path = resource_path(API_VERSION, PLURALS[kind], namespace, name, "status")

@@ -50,14 +50,16 @@ class EncoderReports:
         target = self._targets.get(pod_uid)
         return None if target is None else target.report
 
-    async def send(self, pod_uid: str, command: str) -> bool:
-        """POST /<command> (pause, resume) to the encoder; True when it answered 2xx."""
+    async def send(self, pod_uid: str, command: str, control_key: str) -> bool:
+        """POST /<command> (finish, pause, resume) to the encoder with the job's control key; True when
+        it answered 2xx."""
         target = self._targets.get(pod_uid)
         if target is None:
             return False
         base = target.url.rsplit("/", 1)[0]
         try:
-            async with self.session.post(f"{base}/{command}", timeout=aiohttp.ClientTimeout(total=2)) as response:
+            async with self.session.post(f"{base}/{command}", headers={"Authorization": f"Bearer {control_key}"},
+                                         timeout=aiohttp.ClientTimeout(total=2)) as response:
                 ok = 200 <= response.status < 300
         except (aiohttp.ClientError, TimeoutError):
             return False

@@ -30,4 +30,14 @@ def service_name(job_name: str, job_uid: str) -> str:
 
 
 def stream_key_secret_name(job_name: str) -> str:
+    """A LiveJob's Secret: its stream key and its encoder's control key."""
     return f"{job_name}-stream-key"[:253]
+
+
+def control_key_secret_name(job_name: str) -> str:
+    """A RecordJob's Secret: its recorder's control key."""
+    return f"{job_name}-control-key"[:253]
+
+
+def job_secret_name(kind: str, job_name: str) -> str:
+    return stream_key_secret_name(job_name) if kind == "LiveJob" else control_key_secret_name(job_name)

@@ -16,6 +16,8 @@ from kubernetes import client
 from localplatform.platform import PlatformInfo
 from waiting import wait_until
 
+from onair.encoder.playlist import parse_media_playlist
+
 REPORT_DEADLINE = dt.timedelta(seconds=2)
 
 
@@ -100,3 +102,9 @@ def test_phases_follow_the_ingest_within_two_seconds(kube: client.ApiClient, job
     job = wait_phase(kube, job_namespace, "studio", "Offline", timeout=60)
     assert [t["phase"] for t in job["status"]["timings"]][-2:] == ["Stopping", "Offline"]
     assert get_job(kube, job_namespace, "studio")["status"].get("resourceName") is None
+    # The operator had the encoder finish (a command only the job's control key opens), not merely
+    # SIGTERMed it: players see the stream end.
+    media = s3.get_object(Bucket=platform.s3_bucket, Key=f"{prefix}360p/index.m3u8")["Body"].read().decode()
+    assert "#EXT-X-ENDLIST" in media
+    # The second session was cut short; it leaves no empty segment behind (players stall on those).
+    assert all(segment.duration > 0 for segment in parse_media_playlist(media).segments), media

@@ -94,6 +94,7 @@ def start_encoder(
         bucket = bucket or object_store.bucket
         prefix = prefix or f"live/test{number}"
         stream_key = secrets.token_hex(8)
+        control_key = secrets.token_hex(32)
         config = {
             "kind": kind, "namespace": "media", "name": f"job{number}", "attempt": 1, "spec": spec,
             "template": template, "clip": clip,
@@ -103,6 +104,7 @@ def start_encoder(
             **os.environ,
             "ONAIR_JOB_CONFIG": json.dumps(config),
             "ONAIR_STREAM_KEY": stream_key,
+            "ONAIR_CONTROL_KEY": control_key,
             "ONAIR_LISTEN_HOST": host,
             "AWS_ACCESS_KEY_ID": ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
@@ -118,8 +120,8 @@ def start_encoder(
              str(ports["srt"]), "--status-port", str(ports["status"])],
             env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
         )  # fmt: skip
-        encoder = EncoderProcess(process, host, ports["rtmp"], ports["srt"], ports["status"], stream_key, bucket,
-                                 prefix, log_path)
+        encoder = EncoderProcess(process, host, ports["rtmp"], ports["srt"], ports["status"], stream_key,
+                                 control_key, bucket, prefix, log_path)
         started.append(encoder)
         if wait_healthy:
 

@@ -144,6 +144,7 @@ class EncoderProcess:
     srt_port: int
     status_port: int
     stream_key: str
+    control_key: str
     bucket: str
     prefix: str
     log_path: Path
@@ -167,8 +168,10 @@ class EncoderProcess:
         return wait_until(lambda: (s := self.status())["state"] == state and s, timeout, f"encoder state {state}",
                           interval=0.1)
 
-    def post(self, path: str) -> requests.Response:
-        return requests.post(f"{self.base_url}{path}", timeout=5)
+    def post(self, path: str, control_key: str | None = None) -> requests.Response:
+        """A command, as the operator sends it: with the job's control key (unless another is given)."""
+        key = self.control_key if control_key is None else control_key
+        return requests.post(f"{self.base_url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=5)
 
     def stop(self, timeout: float = 30) -> int:
         if self.process.poll() is None:

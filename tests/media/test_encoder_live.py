@@ -41,6 +41,7 @@ def check_rendition(store: ObjectStore, encoder: EncoderProcess, name: str, widt
     assert playlist.ended == ended
     assert playlist.target_duration is not None
     assert all(round(segment.duration) <= playlist.target_duration for segment in playlist.segments)
+    assert all(segment.duration > 0 for segment in playlist.segments), text  # no empty segments
     assert all(segment.program_date_time is not None for segment in playlist.segments)
     numbers = [segment.sequence for segment in playlist.segments]
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))

@@ -121,6 +121,9 @@ def test_record_job_pauses_and_resumes(
             return int(recorder.status()["renditions"][0]["segmentsWritten"])
 
         wait_until(lambda: segments() >= 2, 20, "recorded segments")
+        # Only the operator, holding the job's control key, may pause it.
+        assert recorder.post("/pause", control_key="not-the-key").status_code == 401
+        assert recorder.status()["recording"]["paused"] is False
         paused = recorder.post("/pause").json()
         assert paused["paused"] is True
         at_pause = segments()

@@ -11,7 +11,7 @@ import pytest
 
 from onair.models import JobTemplateSpec, LiveJob, RecordJob
 from onair.operator import naming
-from onair.operator.builders import build_encoder_pod, build_ingest_service, build_stream_key_secret
+from onair.operator.builders import build_encoder_pod, build_ingest_service, build_job_secret
 from onair.operator.config import OperatorConfig
 from onair.operator.reconcile import (
     TemplateLookup,
@@ -20,7 +20,7 @@ from onair.operator.reconcile import (
     phase_path,
 )
 from onair.phases import LiveJobPhase, can_transition
-from onair.streamkeys import derive_stream_key
+from onair.streamkeys import derive_control_key, derive_stream_key
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 CONFIG = OperatorConfig(s3_endpoint="http://s3.local:8333", max_restarts=2, restart_backoff_seconds=2,
@@ -261,13 +261,18 @@ def test_encoder_pod_is_least_privileged_and_wired_to_its_secrets() -> None:
     env = {e["name"]: e for e in container["env"]}
     assert env["ONAIR_STREAM_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "news-stream-key"
     assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
-    secret = build_stream_key_secret(job, CONFIG.stream_key_seed)
+    control = env["ONAIR_CONTROL_KEY"]["valueFrom"]["secretKeyRef"]
+    assert control == {"name": "news-stream-key", "key": "controlKey", "optional": True}
+    secret = build_job_secret(job, CONFIG.stream_key_seed)
     key = secret["stringData"]["streamKey"]
     assert uuid.UUID(key).version == 4 and key == str(uuid.UUID(key))
     assert key == derive_stream_key(CONFIG.stream_key_seed, str(job.metadata.namespace), "news", "uid-1")
+    assert secret["stringData"]["controlKey"] == derive_control_key(
+        CONFIG.stream_key_seed, str(job.metadata.namespace), "news", "uid-1")
+    assert secret["stringData"]["controlKey"] != key
     recreated = job.model_copy(update={"metadata": job.metadata.model_copy(update={"uid": "uid-2"})})
-    assert build_stream_key_secret(recreated, CONFIG.stream_key_seed)["stringData"]["streamKey"] != key
-    assert build_stream_key_secret(job, "another-seed-of-at-least-32-characters")["stringData"]["streamKey"] != key
+    assert build_job_secret(recreated, CONFIG.stream_key_seed)["stringData"]["streamKey"] != key
+    assert build_job_secret(job, "another-seed-of-at-least-32-characters")["stringData"]["streamKey"] != key
     service = build_ingest_service(job, CONFIG)
     assert service["spec"]["selector"] == {"onair.dev/job": "news", "onair.dev/role": "encoder"}
 
@@ -312,6 +317,17 @@ def test_record_job_pauses_resumes_and_completes() -> None:
     done = decide_record_job(record_job(paused.status), None, [pod(name, "Succeeded", ready=False, exit_code=0)],
                              {"recording": {"paused": False, "progress": 1.0}}, CONFIG, NOW)
     assert done.status["phase"] == "Completed" and done.status["progress"] == 1.0
+
+
+def test_recorder_gets_only_a_control_key() -> None:
+    job = record_job()
+    secret = build_job_secret(job, CONFIG.stream_key_seed)
+    assert secret["metadata"]["name"] == "rec-control-key"
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-r"
+    assert secret["stringData"] == {"controlKey": derive_control_key(CONFIG.stream_key_seed, "ns", "rec", "uid-r")}
+    env = {e["name"]: e for e in build_encoder_pod(job, None, CONFIG, 1)["spec"]["containers"][0]["env"]}
+    assert env["ONAIR_CONTROL_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "rec-control-key"
+    assert "ONAIR_STREAM_KEY" not in env
 
 
 def test_record_job_of_a_missing_live_job_waits() -> None:
