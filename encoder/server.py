@@ -4,10 +4,9 @@ publish)."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Protocol
-
-import secrets
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
