@@ -58,6 +58,7 @@ MASTER_PLAYLIST = "master.m3u8"
 POLL_INTERVAL = 0.05  # local playlist polling; well inside the 300 ms availability budget
 STOP_GRACE_SECONDS = 25.0  # the Pod's grace period is 30 s; leave room for the process to exit
 FFMPEG_STOP_SECONDS = 6.0
+RTMP_REJOIN_SECONDS = 0.1
 EMPTY_SEGMENT_SECONDS = 0.001  # below ffmpeg's EXTINF precision: a segment with no media time
 MAX_PULL_BACKOFF = 10.0
 
@@ -127,7 +128,6 @@ class Encoder:
         self.variants: dict[str, VariantInfo] = {}
         self.master_body: bytes | None = None
         self.publisher_active = False
-        self.publish_started = asyncio.Event()
         self.play_token = secrets.token_hex(16)
         self.front: NginxRtmpFront | None = None
         self.hook_url: str | None = None
@@ -151,6 +151,9 @@ class Encoder:
         self.finishing = self.finishing or finishing
         if not self.stop_requested.is_set():
             self.status.set_state(EncoderState.STOPPING, "stopping: flushing the last segment and uploading")
+            # ffmpeg may be blocked reading a stalled or idle RTMP stream, where a signal cannot
+            # reach it before the kill: the end of its input does, and it closes its segment.
+            self._end_rtmp_play()
         self.stop_requested.set()
 
     def set_paused(self, paused: bool) -> None:
@@ -166,7 +169,6 @@ class Encoder:
             return False
         self.publisher_active = True
         self._connected(True)
-        self.publish_started.set()
         return True
 
     def on_publish_done(self, name: str) -> None:
@@ -174,6 +176,18 @@ class Encoder:
             return
         self.publisher_active = False
         self._connected(False)
+        self._end_rtmp_play()
+
+    def _end_rtmp_play(self) -> None:
+        """The session's ffmpeg stays on the idle stream after the publisher left: drop it (see rtmp.py)."""
+        if self.front is None or self.config.stream_key is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._drop_rtmp_players(self.front, self.config.stream_key))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _drop_rtmp_players(self, front: NginxRtmpFront, stream: str) -> None:
+        await front.drop_players(stream)
 
     def allow_play(self, token: str | None) -> bool:
         return token is not None and secrets.compare_digest(token, self.play_token)
@@ -265,19 +279,11 @@ class Encoder:
             f"?{PLAY_TOKEN_PARAMETER}={self.play_token}"
         )
         while not self.stop_requested.is_set():
-            await _wait_any(self.publish_started, self.stop_requested)
-            if self.stop_requested.is_set():
-                break
-            self.publish_started.clear()
-            # nginx registers the stream once our on_publish answer reached it; a play before that
-            # is refused (idle_streams off), so retry while the publisher is there.
-            attempts = 0
-            while self.publisher_active and not self.stop_requested.is_set():
-                await asyncio.sleep(0.1 if attempts == 0 else 0.25)
-                produced = await self._run_session(play_url, listener=False)
-                attempts += 1
-                if produced:
-                    attempts = 0
+            # Waiting on the stream before the publisher arrives: each session is one publish,
+            # from its first frame until the publisher leaves (and the play is dropped).
+            produced = await self._run_session(play_url, listener=False)
+            if not produced and not self.stop_requested.is_set():
+                await asyncio.sleep(RTMP_REJOIN_SECONDS)  # a play that fails at once must not spin
 
     def _url_host(self) -> str:
         host = self.config.listen_host
@@ -651,15 +657,6 @@ async def write_mp4(paths: list[Path], segments: list[Segment], directory: Path,
     if process.returncode != 0:
         log.error("MP4 assembly failed: %s", stderr.decode(errors="replace")[-2000:])
     return process.returncode == 0
-
-
-async def _wait_any(*events: asyncio.Event) -> None:
-    waiters = [asyncio.create_task(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 def _join_files(first: Path, second: Path, target: Path) -> Path:

@@ -4,15 +4,26 @@ refused. ffmpeg's own RTMP listener ingests whatever key it is given.
 nginx asks our hook server (on 127.0.0.1, never the Pod address) before every publish and play;
 the hook accepts a publish only for the job's stream key, and a play only with a per-process token
 that the encoder's own ffmpeg presents, so nobody else can watch the raw ingest.
+
+Our ffmpeg joins the stream before a publisher arrives (idle_streams on), so it reads the publish
+from its first frame: a play that follows the publish would start at the next keyframe and lose up
+to a GOP. When the publisher leaves, the encoder drops that player through nginx's control API (a
+Unix socket in the work directory): ffmpeg sees the end of its input and closes its last segment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
+
+import aiohttp
+
+log = logging.getLogger(__name__)
 
 RTMP_APPLICATION = "live"
 NGINX_RTMP_MODULE_PATHS = (
@@ -29,6 +40,10 @@ class RtmpFrontConfig:
     hook_base_url: str  # http://127.0.0.1:<port>
     work_dir: Path
     module_path: Path
+
+    @property
+    def control_socket(self) -> Path:
+        return self.work_dir / "control.sock"
 
 
 def die_with_parent() -> None:
@@ -71,9 +86,10 @@ rtmp {{
         ping_timeout 5s;
         application {RTMP_APPLICATION} {{
             live on;
-            # A publisher leaving ends the play session of our ffmpeg, so a reconnect is a new
+            # Our ffmpeg waits on the stream before the publisher arrives (it gets the first
+            # frame); the encoder drops it when the publisher leaves, so a reconnect is a new
             # session (DISCONTINUITY) rather than a stall.
-            idle_streams off;
+            idle_streams on;
             drop_idle_publisher 10s;
             wait_key on;
             wait_video on;
@@ -82,6 +98,18 @@ rtmp {{
             on_play {hooks}/rtmp/play;
             notify_method post;
         }}
+    }}
+}}
+http {{
+    access_log off;
+    client_body_temp_path {config.work_dir / "http-body"};
+    proxy_temp_path {config.work_dir / "http-proxy"};
+    fastcgi_temp_path {config.work_dir / "http-fastcgi"};
+    uwsgi_temp_path {config.work_dir / "http-uwsgi"};
+    scgi_temp_path {config.work_dir / "http-scgi"};
+    server {{
+        listen unix:{config.control_socket};
+        location /control {{ rtmp_control all; }}
     }}
 }}
 """
@@ -119,6 +147,19 @@ class NginxRtmpFront:
                 if asyncio.get_running_loop().time() > deadline:
                     raise
                 await asyncio.sleep(0.05)
+
+    async def drop_players(self, stream: str) -> int:
+        """Ends the play sessions of `stream` (our ffmpeg's); returns how many there were."""
+        url = f"http://nginx/control/drop/subscriber?app={RTMP_APPLICATION}&name={quote(stream, safe='')}"
+        try:
+            connector = aiohttp.UnixConnector(path=str(self.config.control_socket))
+            async with aiohttp.ClientSession(connector=connector) as session, \
+                    session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+                body = await response.text()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            log.warning("could not end the RTMP play session through nginx: %s", error)
+            return 0
+        return int(body) if body.strip().isdigit() else 0
 
     async def stop(self) -> None:
         if self.process is None or self.process.returncode is not None:

@@ -120,6 +120,29 @@ def test_hevc_and_vp9_renditions(
     check_rendition(object_store, encoder, "vp9", 256, 144, "vp9", tmp_path, ended=True)
 
 
+def test_every_publish_is_encoded_from_its_first_frame(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    """Nothing of the broadcast is lost: the encoder is on the stream before the publisher arrives,
+    so two 4-s publishes (with 1-s GOPs) make 8 s of output, not 8 s less a GOP each."""
+    encoder = start_encoder("LiveJob", live_spec(), ladder_template(("180p", 320, 180, "H264")))
+
+    def encoded_seconds() -> float:
+        text = object_store.get_text(encoder.bucket, f"{encoder.prefix}/180p/index.m3u8") or "#EXTM3U"
+        return math.fsum(segment.duration for segment in parse_media_playlist(text).segments)
+
+    def encoded_at_least(seconds: float) -> bool:
+        return encoded_seconds() >= seconds
+
+    for publishes in (1, 2):
+        publisher = publish(encoder.rtmp_url, 4)
+        encoder.wait_state("live", 5)
+        assert publisher.wait(30) == 0
+        encoder.wait_state("reconnecting", 5)
+        wait_until(partial(encoded_at_least, 4.0 * publishes - 0.1), 20, f"{4 * publishes} s of output")
+    assert encoded_seconds() <= 8.1  # and nothing twice
+
+
 def test_wrong_stream_key_is_refused(start_encoder: Callable[..., EncoderProcess]) -> None:
     encoder = start_encoder("LiveJob", live_spec(), H264_LADDER)
     wrong = encoder.rtmp_url.rsplit("/", 1)[0] + "/not-the-key"
