@@ -8,9 +8,9 @@ a full collection its survivors are moved to the permanent generation (gc.freeze
 collections only walk what is newer. Some survivors may still be parts of cycles that become garbage
 later (exceptions and their frames, say), so every FULL_WALK_SECONDS the permanent generation is
 released and the next full collection walks everything once: one long pause every ten minutes
-instead of one every few seconds under load. (The operator keeps its objects as packed JSON bytes, which
-the collector does not walk, and makes much short-lived cyclic garbage (connections, exceptions) that
-a frozen generation would keep: it does not freeze.)
+instead of one every few seconds under load. (The operator keeps its objects as packed JSON bytes,
+which the collector does not walk, and makes much short-lived cyclic garbage (connections,
+exceptions) that a frozen generation would keep: it does not freeze.)
 
 A burst of events (thousands of objects parsed, handled and dropped) leaves the C heap with free
 memory that glibc keeps for later: `release_free_memory_periodically` hands it back to the system with

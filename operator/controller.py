@@ -353,9 +353,8 @@ class Controller:
                      template: JobTemplateSpec | None, pods: list[dict[str, Any]]) -> None:
         kind, namespace, name = key
         uid = str(job.metadata.uid)
-        live = isinstance(job, LiveJob)
         if uid not in self._children_ensured and (
-                decision.ensure_children if live else decision.create_pod_attempt is not None):
+                decision.ensure_children if isinstance(job, LiveJob) else decision.create_pod_attempt is not None):
             children = [self._create("secrets", namespace, builders.build_job_secret(job, self.config.stream_key_seed))]
             if isinstance(job, LiveJob):
                 children.append(self._create("services", namespace, builders.build_ingest_service(job, self.config)))
