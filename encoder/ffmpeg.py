@@ -16,9 +16,11 @@ from pathlib import Path
 from onair.models import AudioCodec, Rendition, VideoCodec
 
 from .config import JobConfig
+from .playlist import MediaPlaylist, Segment
 
 LOCAL_PLAYLIST = "local.m3u8"
 SEGMENT_PATTERN = "seg_%06d"
+LOCAL_PLAYLIST_ENTRIES = 30
 
 # Faster than real time on 2 cores for a 3-rendition 720p ladder (x264 veryfast); the template has
 # no preset field, and quality is steered by bitrate/CRF.
@@ -153,7 +155,8 @@ def hls_muxer_args(output: SessionOutput, segment_seconds: int, start_number: in
     args = [
         "-f", "hls",
         "-hls_time", str(segment_seconds),
-        "-hls_list_size", "0",
+        # A short local window: the encoder reads it on every change, and keeps the real playlists.
+        "-hls_list_size", str(LOCAL_PLAYLIST_ENTRIES),
         # temp_file: segments and the local playlist appear by rename, so the watcher never reads a
         # half-written playlist or uploads a half-written segment.
         "-hls_flags", "program_date_time+independent_segments+temp_file",
@@ -212,6 +215,15 @@ def build_session_argv(
 
 
 # --- Parsing ffmpeg's output -------------------------------------------------------------------
+
+
+def unhandled_local_segments(local: MediaPlaylist, handled: int | None) -> tuple[list[Segment], range]:
+    """The segments of ffmpeg's local playlist (a sliding window of LOCAL_PLAYLIST_ENTRIES) after the
+    last one handled, and the sequence numbers that slid out of the window unseen (normally none)."""
+    fresh = [segment for segment in local.segments if handled is None or segment.sequence > handled]
+    if handled is None or not fresh:
+        return fresh, range(0)
+    return fresh, range(handled + 1, fresh[0].sequence)
 
 # FLV codec ids, which the REST statistics use for every protocol (as the /stats reference does).
 FLV_VIDEO_CODEC_IDS = {"h263": 2, "flv1": 2, "vp6f": 4, "vp6": 4, "h264": 7, "hevc": 12, "av1": 13, "vp9": 14}

@@ -31,6 +31,7 @@ from .ffmpeg import (
     nvenc_available,
     parse_input_statistics,
     session_outputs,
+    unhandled_local_segments,
 )
 from .playlist import MediaPlaylist, Segment, Variant, codec_tag, parse_media_playlist, render_master_playlist
 from .rtmp import (
@@ -77,7 +78,10 @@ class Ports:
 @dataclass
 class SessionState:
     outputs: list[SessionOutput]
-    seen: dict[str, int] = field(default_factory=dict)  # local segments handled, per rendition
+    # Per rendition: the last local segment handled (ffmpeg's sequence number), and the (mtime, size)
+    # of its local playlist when last read (unchanged: nothing to parse).
+    handled: dict[str, int] = field(default_factory=dict)
+    playlist_stamps: dict[str, tuple[int, int]] = field(default_factory=dict)
     init_keys: dict[str, str] = field(default_factory=dict)  # uploaded init segment per rendition
     connected: bool = False
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
@@ -345,7 +349,7 @@ class Encoder:
             output.directory.mkdir(parents=True, exist_ok=True)
         for track in self.tracks.values():
             track.start_session()
-        state = SessionState(outputs=outputs, seen={output.rendition: 0 for output in outputs})
+        state = SessionState(outputs=outputs)
         argv = build_session_argv(
             self.config,
             input_url,
@@ -434,16 +438,25 @@ class Encoder:
 
     async def _scan_outputs(self, state: SessionState) -> None:
         for output in state.outputs:
+            name = output.rendition
             try:
+                info = output.local_playlist.stat()
+                stamp = (info.st_mtime_ns, info.st_size)
+                if state.playlist_stamps.get(name) == stamp:
+                    continue  # ffmpeg replaces the file (temp_file) only when a segment closes
                 text = output.local_playlist.read_text()
-                modified = output.local_playlist.stat().st_mtime
             except FileNotFoundError:
                 continue
-            local = parse_media_playlist(text)
-            new = local.segments[state.seen[output.rendition] :]
-            for segment in new:
-                state.seen[output.rendition] += 1
-                await self._publish_segment(output, state, segment, modified)
+            state.playlist_stamps[name] = stamp
+            fresh, missed = unhandled_local_segments(parse_media_playlist(text), state.handled.get(name))
+            if missed:
+                # Slid out of ffmpeg's local window before we looked (the loop was stalled for the
+                # length of the whole window): lost, and the playlist says so with a discontinuity.
+                log.error("%s: local segments %d-%d were never seen", name, missed[0], missed[-1])
+                self.tracks[name].skip()
+            for segment in fresh:
+                state.handled[name] = segment.sequence
+                await self._publish_segment(output, state, segment, info.st_mtime)
 
     async def _publish_segment(
         self, output: SessionOutput, state: SessionState, local: Segment, modified: float

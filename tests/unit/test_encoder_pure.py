@@ -17,8 +17,10 @@ from onair.encoder.ffmpeg import (
     nvenc_available,
     parse_input_statistics,
     session_outputs,
+    unhandled_local_segments,
 )
 from onair.encoder.playlist import (
+    MediaPlaylist,
     Segment,
     Variant,
     codec_tag,
@@ -215,6 +217,21 @@ def test_parses_ffmpegs_local_playlist() -> None:
     assert parsed.segments[1].program_date_time == datetime(2026, 11, 23, 16, 32, 14, 258000, tzinfo=UTC)
 
 
+def local_window(first: int, count: int) -> MediaPlaylist:
+    return MediaPlaylist(media_sequence=first, segments=[Segment(first + i, 2.0, f"seg_{first + i:06d}.ts")
+                                                         for i in range(count)])
+
+
+def test_ffmpegs_sliding_local_window_is_read_by_sequence_number() -> None:
+    fresh, missed = unhandled_local_segments(local_window(5, 3), None)  # a session's first look
+    assert [s.sequence for s in fresh] == [5, 6, 7] and not missed
+    fresh, missed = unhandled_local_segments(local_window(6, 3), 7)  # one more closed, one slid out
+    assert [s.sequence for s in fresh] == [8] and not missed
+    assert unhandled_local_segments(local_window(6, 3), 8) == ([], range(0))  # nothing new
+    fresh, missed = unhandled_local_segments(local_window(40, 3), 8)  # stalled for a whole window
+    assert [s.sequence for s in fresh] == [40, 41, 42] and list(missed) == list(range(9, 40))
+
+
 def test_target_duration_covers_every_rounded_segment() -> None:
     assert target_duration([Segment(0, 4.6, "a")], 4) == 5
     assert target_duration([Segment(0, 4.4, "a")], 4) == 4
@@ -367,4 +384,7 @@ def test_content_types_and_percentiles() -> None:
 def test_nginx_front_config_asks_our_hooks() -> None:
     text = render_nginx_config(RtmpFrontConfig("127.0.0.9", 1935, "http://127.0.0.1:5000", Path("/w"), Path("/m.so")))
     assert "listen 127.0.0.9:1935;" in text and "on_publish http://127.0.0.1:5000/rtmp/publish;" in text
-    assert "idle_streams off;" in text and "load_module /m.so;" in text
+    assert "idle_streams on;" in text and "load_module /m.so;" in text  # our ffmpeg waits for the publisher
+    # nginx's control API (it can drop any client) only on a Unix socket in the work directory.
+    assert "listen unix:/w/control.sock;" in text and "rtmp_control all;" in text
+    assert text.count("listen ") == 2
