@@ -211,8 +211,10 @@ class Controller:
             self.jobs.pop(key, None)
             self._children_ensured.discard(body["metadata"].get("uid", ""))
             if kind == "RecordJob":
-                for recordings in self.recordings_of.values():
+                for source, recordings in list(self.recordings_of.items()):
                     recordings.discard(key)
+                    if not recordings:
+                        del self.recordings_of[source]
             return
         cached = self.jobs.get(key)
         if cached is not None and cached.uid == body["metadata"].get("uid") and cached.resource_version > _rv(body):
@@ -249,7 +251,11 @@ class Controller:
             return
         key = (kind, metadata["namespace"], job_name)
         if event_type == "DELETED":
-            self.pods[key].pop(metadata["name"], None)
+            pods = self.pods.get(key)
+            if pods is not None:
+                pods.pop(metadata["name"], None)
+                if not pods:  # an operator that runs for months sees many jobs come and go
+                    del self.pods[key]
             self.reports.forget(metadata["uid"])
         else:
             cached = self.pods[key].get(metadata["name"])

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from onair.operator.controller import CachedJob, CachedPod, PackedJson, slim_pod
+from onair.operator.config import OperatorConfig
+from onair.operator.controller import CachedJob, CachedPod, Controller, PackedJson, slim_pod
 from onair.operator.pods import pod_state
 
 META: dict[str, Any] = {"name": "news-encoder-1", "namespace": "t", "uid": "u1", "resourceVersion": "7",
@@ -68,3 +69,20 @@ def test_packed_json_gives_back_exactly_what_was_packed() -> None:
     # Objects like the first (the dictionary) pack small: that is the point of the cache.
     like_first = {**first, "metadata": {"name": "weather"}}
     assert len(packer.pack(like_first)) < len(json.dumps(like_first)) / 2
+
+
+async def test_jobs_that_come_and_go_leave_nothing_behind() -> None:
+    controller = Controller(None, OperatorConfig(stream_key_seed="unit-test-stream-key-seed-0123456789"))  # type: ignore[arg-type]
+    labels = {"onair.dev/job": "news", "onair.dev/kind": "LiveJob"}
+    pod = {**RUNNING, "metadata": {**META, "labels": labels}}
+    controller.on_pod_event("ADDED", pod)
+    assert list(controller.pods) == [("LiveJob", "t", "news")]
+    record = {"apiVersion": "onair.dev/v1alpha1", "kind": "RecordJob",
+              "metadata": {"name": "clip", "namespace": "t", "uid": "u2", "resourceVersion": "3"},
+              "spec": {"source": {"liveJobRef": "news"}, "output": {"bucket": "media"}}}
+    controller.on_job_event("RecordJob", "ADDED", record)
+    assert controller.recordings_of == {("t", "news"): {("RecordJob", "t", "clip")}}
+
+    controller.on_pod_event("DELETED", pod)
+    controller.on_job_event("RecordJob", "DELETED", record)
+    assert controller.pods == {} and controller.recordings_of == {} and controller.jobs == {}
