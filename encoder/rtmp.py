@@ -81,6 +81,9 @@ events {{ worker_connections 256; }}
 rtmp {{
     server {{
         listen {host}:{config.port};
+        # Else nginx-rtmp opens its compiled-in log path (/var/log/nginx/access.log) at start, which
+        # the Pod's user cannot write (non-root, read-only root filesystem): nginx would exit.
+        access_log off;
         chunk_size 4096;
         ping 10s;
         ping_timeout 5s;
