@@ -225,6 +225,7 @@ def unhandled_local_segments(local: MediaPlaylist, handled: int | None) -> tuple
         return fresh, range(0)
     return fresh, range(handled + 1, fresh[0].sequence)
 
+
 # FLV codec ids, which the REST statistics use for every protocol (as the /stats reference does).
 FLV_VIDEO_CODEC_IDS = {"h263": 2, "flv1": 2, "vp6f": 4, "vp6": 4, "h264": 7, "hevc": 12, "av1": 13, "vp9": 14}
 FLV_AUDIO_CODEC_IDS = {"pcm_s16le": 3, "mp3": 2, "nellymoser": 6, "pcm_alaw": 7, "pcm_mulaw": 8, "aac": 10,

@@ -20,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from onair.models import HardwareAcceleration, RecordingFormat
 
@@ -141,7 +142,7 @@ class Encoder:
         self._current_process: asyncio.subprocess.Process | None = None
         self._last_returncode: int | None = None
         self._probing: set[str] = set()
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
 
     # --- control from the HTTP server and signals ---------------------------------------------
 
@@ -186,12 +187,9 @@ class Encoder:
         """The session's ffmpeg stays on the idle stream after the publisher left: drop it (see rtmp.py)."""
         if self.front is None or self.config.stream_key is None:
             return
-        task = asyncio.get_running_loop().create_task(self._drop_rtmp_players(self.front, self.config.stream_key))
+        task = asyncio.get_running_loop().create_task(self.front.drop_players(self.config.stream_key))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def _drop_rtmp_players(self, front: NginxRtmpFront, stream: str) -> None:
-        await front.drop_players(stream)
 
     def allow_play(self, token: str | None) -> bool:
         return token is not None and secrets.compare_digest(token, self.play_token)
