@@ -36,6 +36,10 @@ def owner_reference(job: Job) -> dict[str, Any]:
     }
 
 
+def role_of(job: Job) -> str:
+    return ENCODER_ROLE if isinstance(job, LiveJob) else RECORDER_ROLE
+
+
 def child_labels(job: Job, role: str) -> dict[str, str]:
     labels = {
         **MANAGED_BY,
@@ -67,11 +71,10 @@ def build_job_secret(job: Job, seed: str) -> dict[str, Any]:
     data = {CONTROL_KEY_FIELD: derive_control_key(*identity)}
     if isinstance(job, LiveJob):
         data[STREAM_KEY_FIELD] = derive_stream_key(*identity)
-    role = ENCODER_ROLE if isinstance(job, LiveJob) else RECORDER_ROLE
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(job, naming.job_secret_name(job.kind, str(meta.name)), role),
+        "metadata": _metadata(job, naming.job_secret_name(job.kind, str(meta.name)), role_of(job)),
         "type": "Opaque",
         "stringData": data,
     }
@@ -150,7 +153,7 @@ def build_encoder_pod(
     is a new Pod with its own name, restarts are counted in the job's status, and a configuration
     that can never work (exit code 2) ends the job Failed instead of crash-looping.
     """
-    role = ENCODER_ROLE if isinstance(job, LiveJob) else RECORDER_ROLE
+    role = role_of(job)
     name = naming.pod_name(str(job.metadata.name), role, str(job.metadata.uid), attempt)
     location = job.spec.destination if isinstance(job, LiveJob) else job.spec.output
     credentials = location.credentials_secret or config.s3_credentials_secret

@@ -359,18 +359,16 @@ class Controller:
                      template: JobTemplateSpec | None, pods: list[dict[str, Any]]) -> None:
         kind, namespace, name = key
         uid = str(job.metadata.uid)
-        if uid not in self._children_ensured and (
-                decision.ensure_children if isinstance(job, LiveJob) else decision.create_pod_attempt is not None):
+        if decision.ensure_children and uid not in self._children_ensured:
             children = [self._create("secrets", namespace, builders.build_job_secret(job, self.config.stream_key_seed))]
             if isinstance(job, LiveJob):
                 children.append(self._create("services", namespace, builders.build_ingest_service(job, self.config)))
             await asyncio.gather(*children)
             self._children_ensured.add(uid)
-        control_key = derive_control_key(self.config.stream_key_seed, namespace, name, uid)
         if decision.finish_before_delete:
             for pod in pods:
                 if pod["metadata"]["name"] in decision.delete_pods:
-                    await self.reports.send(pod["metadata"]["uid"], "finish", control_key)
+                    await self.reports.send(pod["metadata"]["uid"], "finish", self._control_key(key, uid))
         for pod_name in dict.fromkeys(decision.delete_pods):
             metrics.API_WRITES.labels("delete", "pods").inc()
             await self.kube.delete(resource_path("v1", "pods", namespace, pod_name))
@@ -384,7 +382,8 @@ class Controller:
         if decision.encoder_command is not None:
             current = next((p for p in pods if p["metadata"]["name"] == decision.status.get("resourceName")), None)
             if current is not None:
-                await self.reports.send(current["metadata"]["uid"], decision.encoder_command, control_key)
+                await self.reports.send(current["metadata"]["uid"], decision.encoder_command,
+                                        self._control_key(key, uid))
         if decision.status != (body.get("status") or {}):
             metrics.API_WRITES.labels("patch", f"{PLURALS[kind]}/status").inc()
             path = resource_path(API_VERSION, PLURALS[kind], namespace, name, "status")
@@ -397,6 +396,9 @@ class Controller:
             self._announce(body, decision)
         if decision.requeue_after is not None:
             self.queue.add_after(key, decision.requeue_after + 0.05)
+
+    def _control_key(self, key: Key, uid: str) -> str:
+        return derive_control_key(self.config.stream_key_seed, key[1], key[2], uid)
 
     async def _create(self, plural: str, namespace: str, obj: dict[str, Any]) -> dict[str, Any] | None:
         metrics.API_WRITES.labels("create", plural).inc()

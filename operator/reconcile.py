@@ -67,7 +67,7 @@ class Decision:
     """What the controller must do for one job, in this order."""
 
     status: dict[str, Any]
-    ensure_children: bool = False
+    ensure_children: bool = False  # the job's Secret (and a LiveJob's Service) must exist
     create_pod_attempt: int | None = None
     delete_pods: list[str] = field(default_factory=list)
     encoder_command: str | None = None  # "pause" or "resume", sent to the running recorder
@@ -520,6 +520,7 @@ def decide_record_job(
         else:
             reason, comment = "CreatingRecorder", f"creating Pod {current_name}"
             decision.create_pod_attempt = attempt
+            decision.ensure_children = True
             set_cond(ConditionType.SOURCE_AVAILABLE, True, ConditionReason.SOURCE_REACHABLE, "")
             if status.started_at is None:
                 status.started_at = now
@@ -546,6 +547,7 @@ def decide_record_job(
                 decision.delete_pods.append(pod.name)
                 status.retries += 1
                 decision.create_pod_attempt = status.retries + 1
+                decision.ensure_children = True
                 comment += f"; retry {status.retries}"
                 decision.events.append(("Warning", "RecorderRestarted", comment))
     else:
