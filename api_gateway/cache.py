@@ -308,6 +308,8 @@ class Store:
         self.record: dict[str, JobIndex] = {}
         self.stream_keys: dict[Key, str] = {}
         self.by_stream_key: dict[str, Key] = {}
+        self._unrendered: dict[Key, None] = {}  # jobs whose list row is to be rendered, in arrival order
+        self._render_scheduled = False
         self.namespaces.listeners.append(self._on_namespace)
         self.livejobs.listeners.append(self._job_listener(self.live, mapping.live_job_facts))
         self.livejobs.listeners.append(self._on_live_job)
@@ -353,6 +355,8 @@ class Store:
         obj = new or old
         assert obj is not None
         meta = obj["metadata"]
+        if old is not None and new is not None and old["metadata"].get("uid") == meta.get("uid"):
+            return  # the same job changed (most often its status): its key did not
         key: Key = (str(meta.get("namespace", "")), str(meta["name"]))
         previous = self.stream_keys.pop(key, None)
         if previous is not None and self.by_stream_key.get(previous) == key:
@@ -369,10 +373,27 @@ class Store:
 
     def _render_live_row(self, event: str, old: Obj | None, new: Obj | None) -> None:
         """Rows are rendered as the jobs arrive, so that a list request (above all a new search, which
-        no remembered page answers) only joins rows already encoded."""
-        if new is not None:
-            namespace = str(new["metadata"].get("namespace", ""))
-            entry = self.live_index(namespace).entries.get(str(new["metadata"]["name"]))
+        no remembered page answers) only joins rows already encoded. Rendering waits for the event
+        loop's next turn: a create through the gateway answers first (its client is waiting), and a
+        job changed many times in one burst of watch events is rendered once."""
+        if new is None:
+            return
+        self._unrendered[obj_key(new)] = None
+        if self._render_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # fed outside a loop (tests): render now
+            self._render_pending()
+            return
+        self._render_scheduled = True
+        loop.call_soon(self._render_pending)
+
+    def _render_pending(self) -> None:
+        self._render_scheduled = False
+        pending, self._unrendered = self._unrendered, {}
+        for namespace, name in pending:
+            entry = self.live_index(namespace).entries.get(name)
             if entry is not None:
                 self.live_row(namespace, entry)
 

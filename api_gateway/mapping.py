@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -156,7 +156,6 @@ def live_job_summary(obj: Obj, facts: Mapping[str, Any], key: str | None) -> dic
 def _ms_to_iso(ms: int) -> str | None:
     if not ms:
         return None
-    from datetime import UTC
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
