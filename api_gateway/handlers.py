@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
 import uuid
 from collections import deque
@@ -37,9 +38,11 @@ from onair.kubeclient import ApiError, KubeClient, resource_path
 from onair.models import API_VERSION, RecordJobSpec
 
 log = logging.getLogger("onair.gateway")
-GUID_RE = __import__("re").compile(GUID_PATTERN)
+GUID_RE = re.compile(GUID_PATTERN)
 MAX_RANGE = timedelta(days=30)
-ID_RE = __import__("re").compile(JOB_ID_PATTERN)
+ID_RE = re.compile(JOB_ID_PATTERN)
+# str.isdigit() is true for "²", which int() refuses: path numbers are ASCII digits.
+TEMPLATE_ID_RE = re.compile(r"[0-9]{1,10}")
 
 
 @dataclass
@@ -78,11 +81,11 @@ class Gateway:
                 value = request.match_info.get(param.name, "")
                 if param.name == "version" and value != "1":
                     raise ApiProblem(404, f"version: API version {value!r} does not exist; use 1")
-                if param.name in ("projectId", "streamKey") and not GUID_RE.match(value):
+                if param.name in ("projectId", "streamKey") and not GUID_RE.fullmatch(value):
                     errors.append(f"{param.name}: must be a GUID like 3fa85f64-5717-4562-b3fc-2c963f66afa6")
-                if param.name == "id" and not ID_RE.match(value):
+                if param.name == "id" and not ID_RE.fullmatch(value):
                     errors.append("id: must be an integer id or a job name (GUID)")
-                if param.name == "templateId" and not (value.isdigit() and len(value) <= 10):
+                if param.name == "templateId" and not TEMPLATE_ID_RE.fullmatch(value):
                     errors.append("templateId: must be an integer")
             if not route.filters:
                 unknown = sorted(set(request.query) - query_names)

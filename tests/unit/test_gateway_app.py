@@ -399,6 +399,18 @@ async def test_outputs_timings_stats_templates(client: Client) -> None:
     assert body["result"][0]["id"] == 7 and body["result"][0]["shared"] is True
 
 
+async def test_path_numbers_and_ids_outside_their_pattern_are_400s(client: Client) -> None:
+    headers = await token(client, "read-key")
+    # "²" is a digit to str.isdigit() but not to int(); a trailing newline passes re.match with "$".
+    for path, field in ((f"/api/v1/projects/{PROJECT}/jobtemplates/%C2%B2", "templateId"),
+                        (f"/api/v1/projects/{PROJECT}/jobtemplates/7%0A", "templateId"),
+                        (url("/3%0A"), "id"), (f"/api/v1/projects/{PROJECT}%0A/livejobs", "projectId")):
+        response = await client.get(path, headers=headers)
+        body = await response.json()
+        assert response.status == 400, (path, body)
+        assert body["success"] is False and body["errors"][0].startswith(f"{field}:"), body
+
+
 async def test_operations_cors_openapi_metrics(client: Client) -> None:
     admin = await token(client, "admin-key")
     health = await client.get("/api/v1/health", params={"format": "openmetrics"}, headers=admin)
