@@ -126,7 +126,8 @@ def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: St
         ready = store.ready()
         return web.json_response({"ready": ready}, status=200 if ready else 503)
 
-    app.router.add_get("/metrics", metrics_view)
+    if config.public_metrics:  # false where the API port is public and its metrics must not be
+        app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.cleanup_ctx.append(_kube_context(gateway, store, config, kube))

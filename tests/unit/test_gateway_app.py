@@ -476,3 +476,11 @@ async def test_lists_show_a_changed_job_at_once(client: Client) -> None:
     response = await client.post(url(f"/{FIRST_KEY}"), json={"online": False},
                                  headers=await token(client, "write-key"))
     assert response.status == 404, await response.text()  # the old key no longer names a job
+
+
+async def test_public_metrics_false_hides_metrics(aiohttp_client: Callable[..., Awaitable[Client]],
+                                                  kube: FakeKube) -> None:
+    config = GatewayConfig(jwt_secret=SECRET, stream_key_seed=SEED, watch=False, public_metrics=False)
+    client = await aiohttp_client(init_app(config, kube=kube, store=make_store()))  # type: ignore[arg-type]
+    assert (await client.get("/metrics")).status == 404
+    assert (await client.get("/healthz")).status == 200
