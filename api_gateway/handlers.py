@@ -32,17 +32,20 @@ from onair.api_gateway.auth import (
 from onair.api_gateway.cache import JobEntry, JobIndex, Store, rv_int
 from onair.api_gateway.config import GatewayConfig
 from onair.api_gateway.errors import ApiProblem, EncodedJSON, envelope, json_response, list_response, validation_errors
-from onair.api_gateway.routes import JOB_ID_PATTERN, Route
-from onair.api_gateway.schemas import GUID_PATTERN, LiveJobControl, LiveJobCreate, LoginRequest, RecordJobCreate
+from onair.api_gateway.routes import Route
+from onair.api_gateway.schemas import LiveJobControl, LiveJobCreate, LoginRequest, RecordJobCreate
 from onair.kubeclient import ApiError, KubeClient, resource_path
 from onair.models import API_VERSION, RecordJobSpec
 
 log = logging.getLogger("onair.gateway")
-GUID_RE = re.compile(GUID_PATTERN)
 MAX_RANGE = timedelta(days=30)
-ID_RE = re.compile(JOB_ID_PATTERN)
-# str.isdigit() is true for "²", which int() refuses: path numbers are ASCII digits.
-TEMPLATE_ID_RE = re.compile(r"[0-9]{1,10}")
+# What a path value that does not match its parameter's pattern (in the route table) is told.
+PATH_VALUE_ERRORS = {
+    "projectId": "must be a GUID like 3fa85f64-5717-4562-b3fc-2c963f66afa6",
+    "streamKey": "must be a GUID like 3fa85f64-5717-4562-b3fc-2c963f66afa6",
+    "id": "must be an integer id or a job name (GUID)",
+    "templateId": "must be an integer",
+}
 
 
 @dataclass
@@ -70,6 +73,8 @@ class Gateway:
     def wrap(self, route: Route) -> Callable[[web.Request], Any]:
         handler = getattr(self, route.handler)
         path_params = [p for p in route.params if p.location == "path"]
+        # Whole-value matches: "$" alone lets a trailing newline through.
+        path_patterns = [(p.name, re.compile(p.schema["pattern"])) for p in path_params if "pattern" in p.schema]
         query_names = route.query_names
 
         async def wrapped(request: web.Request) -> web.StreamResponse:
@@ -77,16 +82,12 @@ class Gateway:
             if route.role is not None:
                 principal = self.tokens.principal(bearer_token(request.headers.get("Authorization")))
             errors = []
-            for param in path_params:
-                value = request.match_info.get(param.name, "")
-                if param.name == "version" and value != "1":
-                    raise ApiProblem(404, f"version: API version {value!r} does not exist; use 1")
-                if param.name in ("projectId", "streamKey") and not GUID_RE.fullmatch(value):
-                    errors.append(f"{param.name}: must be a GUID like 3fa85f64-5717-4562-b3fc-2c963f66afa6")
-                if param.name == "id" and not ID_RE.fullmatch(value):
-                    errors.append("id: must be an integer id or a job name (GUID)")
-                if param.name == "templateId" and not TEMPLATE_ID_RE.fullmatch(value):
-                    errors.append("templateId: must be an integer")
+            version = request.match_info.get("version")
+            if version is not None and version != "1":
+                raise ApiProblem(404, f"version: API version {version!r} does not exist; use 1")
+            for name, pattern in path_patterns:
+                if not pattern.fullmatch(request.match_info.get(name, "")):
+                    errors.append(f"{name}: {PATH_VALUE_ERRORS.get(name, 'invalid')}")
             if not route.filters:
                 unknown = sorted(set(request.query) - query_names)
                 errors.extend(f"{name}: unknown query parameter" for name in unknown)
