@@ -61,8 +61,11 @@ POLL_INTERVAL = 0.05  # local playlist polling; well inside the 300 ms availabil
 STOP_GRACE_SECONDS = 25.0  # the Pod's grace period is 30 s; leave room for the process to exit
 FFMPEG_STOP_SECONDS = 6.0
 RTMP_REJOIN_SECONDS = 0.1
+PLAYER_JOIN_SECONDS = 5.0  # how long a publish waits (held by nginx) for our ffmpeg to be on the stream
 EMPTY_SEGMENT_SECONDS = 0.001  # below ffmpeg's EXTINF precision: a segment with no media time
 MAX_PULL_BACKOFF = 10.0
+STORE_RETRY_FIRST_SECONDS = 0.5
+STORE_RETRY_MAX_SECONDS = 10.0
 
 
 class FatalConfigError(Exception):
@@ -134,6 +137,7 @@ class Encoder:
         self.master_body: bytes | None = None
         self.publisher_active = False
         self.play_token = secrets.token_hex(16)
+        self.player_joined = asyncio.Event()  # our ffmpeg is on the RTMP stream, waiting for a publish
         self.front: NginxRtmpFront | None = None
         self.hook_url: str | None = None
         self.keep_local_segments = config.outputs.final_format == RecordingFormat.MP4
@@ -164,7 +168,7 @@ class Encoder:
     def set_paused(self, paused: bool) -> None:
         self.status.paused = paused
 
-    def on_publish(self, name: str) -> bool:
+    async def on_publish(self, name: str) -> bool:
         """nginx-rtmp's on_publish: only the job's key, and one publisher at a time."""
         if self.stop_requested.is_set() or name != self.config.stream_key:
             log.warning("refused an RTMP publish with a wrong stream key")
@@ -173,6 +177,16 @@ class Encoder:
             log.warning("refused a second RTMP publisher")
             return False
         self.publisher_active = True
+        # nginx holds the publisher until we answer: a publish accepted before our ffmpeg is on the
+        # stream (the encoder is starting, or rejoining after the last publish) would be read from
+        # its next keyframe and lose up to a GOP.
+        try:
+            await asyncio.wait_for(self.player_joined.wait(), PLAYER_JOIN_SECONDS)
+        except TimeoutError:
+            log.warning("accepted a publish before the encoder joined the stream: its first GOP may be lost")
+        if self.stop_requested.is_set() or not self.publisher_active:
+            self.publisher_active = False
+            return False
         self._connected(True)
         return True
 
@@ -185,6 +199,7 @@ class Encoder:
 
     def _end_rtmp_play(self) -> None:
         """The session's ffmpeg stays on the idle stream after the publisher left: drop it (see rtmp.py)."""
+        self.player_joined.clear()
         if self.front is None or self.config.stream_key is None:
             return
         task = asyncio.get_running_loop().create_task(self.front.drop_players(self.config.stream_key))
@@ -192,7 +207,10 @@ class Encoder:
         task.add_done_callback(self._background.discard)
 
     def allow_play(self, token: str | None) -> bool:
-        return token is not None and secrets.compare_digest(token, self.play_token)
+        allowed = token is not None and secrets.compare_digest(token, self.play_token)
+        if allowed:
+            self.player_joined.set()
+        return allowed
 
     def _connected(self, connected: bool) -> None:
         self.status.set_connected(connected)
@@ -209,7 +227,7 @@ class Encoder:
     # --- the main loop --------------------------------------------------------------------------
 
     async def run(self) -> int:
-        await asyncio.to_thread(self._resume_from_store)
+        await self._resume_from_store()
         template = self.config.template
         if template is not None and template.hardware_acceleration == HardwareAcceleration.NVENC:
             self.nvenc = await asyncio.to_thread(nvenc_available)
@@ -341,6 +359,7 @@ class Encoder:
     async def _run_session(self, input_url: str, *, listener: bool, pull: bool = False) -> bool:
         """Runs one ffmpeg until the input ends or a stop; returns whether it produced segments."""
         self.session_number += 1
+        self.player_joined.clear()  # this session's ffmpeg joins anew
         session_dir = self.work_dir / f"session_{self.session_number:04d}"
         outputs = session_outputs(self.config, session_dir, self.session_number)
         for output in outputs:
@@ -589,20 +608,35 @@ class Encoder:
 
     # --- resume and finish ------------------------------------------------------------------------
 
-    def _resume_from_store(self) -> None:
-        """A previous Pod of this job may have published segments: continue its numbering."""
-        for name, track in self.tracks.items():
-            stored_name = EVENT_PLAYLIST if self.config.outputs.event_playlist else LIVE_PLAYLIST
-            try:
-                body = self.store.get(self.config.key(name, stored_name))
-            except Exception as error:  # the store may be down at start: begin afresh, keep going
-                log.warning("could not read the stored playlist of %s: %s", name, error)
-                continue
-            if body:
-                stored: MediaPlaylist = parse_media_playlist(body.decode())
-                RenditionTrack.resume(track, stored)
-                self.status.renditions[name].segments_written = 0
-                log.info("resuming %s at segment %d", name, track.next_sequence)
+    async def _resume_from_store(self) -> None:
+        """A previous Pod of this job may have published segments: continue its numbering. Only a
+        missing playlist means a fresh start; while the store cannot answer, the encoder does not
+        start, because numbering from 0 would overwrite the published segments."""
+        stored_name = EVENT_PLAYLIST if self.config.outputs.event_playlist else LIVE_PLAYLIST
+        unread = dict(self.tracks)
+        delay = STORE_RETRY_FIRST_SECONDS
+        waiting_message = self.status.message
+        while unread and not self.stop_requested.is_set():
+            for name, track in list(unread.items()):
+                try:
+                    body = await asyncio.to_thread(self.store.get, self.config.key(name, stored_name))
+                except Exception as error:
+                    log.warning("could not read the stored playlist of %s (retrying in %.1fs): %s", name, delay, error)
+                    continue
+                del unread[name]
+                if body:
+                    stored: MediaPlaylist = parse_media_playlist(body.decode())
+                    RenditionTrack.resume(track, stored)
+                    self.status.renditions[name].segments_written = 0
+                    log.info("resuming %s at segment %d", name, track.next_sequence)
+            if unread:
+                self.status.set_state(EncoderState.WAITING, "object storage unreachable: reading the stored "
+                                      "playlists before taking input, so that numbering continues")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop_requested.wait(), delay)
+                delay = min(delay * 2, STORE_RETRY_MAX_SECONDS)
+        if delay > STORE_RETRY_FIRST_SECONDS and not self.stop_requested.is_set():
+            self.status.set_state(EncoderState.WAITING, waiting_message)
 
     async def _finish(self) -> int:
         deadline = time.monotonic() + STOP_GRACE_SECONDS - 2

@@ -22,7 +22,7 @@ class Controllable(Protocol):
 
 
 class RtmpHooks(Protocol):
-    def on_publish(self, name: str) -> bool: ...
+    async def on_publish(self, name: str) -> bool: ...
 
     def on_publish_done(self, name: str) -> None: ...
 
@@ -88,7 +88,7 @@ def hook_app(hooks: RtmpHooks) -> web.Application:
 
     async def publish(request: web.Request) -> web.Response:
         form = await request.post()
-        return web.Response(status=200 if hooks.on_publish(str(form.get("name", ""))) else 403)
+        return web.Response(status=200 if await hooks.on_publish(str(form.get("name", ""))) else 403)
 
     async def publish_done(request: web.Request) -> web.Response:
         form = await request.post()

@@ -187,8 +187,17 @@ def get_job(kube: client.ApiClient, namespace: str, name: str, plural: str = "li
 
 def wait_phase(kube: client.ApiClient, namespace: str, name: str, phase: str, timeout: float = 60,
                plural: str = "livejobs") -> dict[str, Any]:
-    return wait_until(
-        lambda: (job := get_job(kube, namespace, name, plural)).get("status", {}).get("phase") == phase and job,
-        timeout, f"{plural} {namespace}/{name} to reach {phase}",
-    )
+    seen: dict[str, Any] = {}
+
+    def reached() -> dict[str, Any] | None:
+        seen.update(job=get_job(kube, namespace, name, plural))
+        return seen["job"] if seen["job"].get("status", {}).get("phase") == phase else None
+
+    try:
+        return wait_until(reached, timeout, f"{plural} {namespace}/{name} to reach {phase}")
+    except AssertionError as error:
+        status = seen.get("job", {}).get("status", {})
+        summary = {key: status.get(key) for key in ("phase", "conditions", "resourceName", "restarts")}
+        summary["timings"] = (status.get("timings") or [])[-5:]
+        raise AssertionError(f"{error}\nthe job's status then: {json.dumps(summary, indent=1)}") from None
 

@@ -63,6 +63,38 @@ def test_s3_down_for_20_seconds_loses_no_segment(
         object_store.client.head_object(Bucket=encoder.bucket, Key=f"{encoder.prefix}/180p/{segment.uri}")
 
 
+def test_a_store_down_at_start_delays_the_encoder_and_keeps_the_numbering(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    """A replacement Pod that cannot read the job's stored playlist must not start again at segment 0
+    (that would overwrite what players and the CDN hold): it waits for the store."""
+    first = start_encoder("LiveJob", live_spec(), SMALL, prefix="live/restarted")
+    assert publish(first.rtmp_url, 3).wait(30) == 0
+    first.wait_state("reconnecting", 5)
+    assert first.stop() == 0
+    before = parse_media_playlist(object_store.get_text(first.bucket, "live/restarted/180p/index.m3u8") or "")
+    last_before = before.segments[-1].sequence
+
+    object_store.proxy.cut()
+    try:
+        second = start_encoder("LiveJob", live_spec(), SMALL, prefix="live/restarted")
+        wait_until(lambda: "object storage unreachable" in second.status()["message"], 15,
+                   "the encoder to say it waits for the store")
+        refused = publish(second.rtmp_url, 2)
+        assert refused.wait(20) != 0  # no ingest until the numbering is known
+    finally:
+        object_store.proxy.restore()
+    wait_until(lambda: "object storage" not in second.status()["message"], 20, "the store to be read")
+    assert publish(second.rtmp_url, 3).wait(30) == 0
+    second.wait_state("reconnecting", 5)
+    assert second.stop() == 0
+    after = parse_media_playlist(object_store.get_text(second.bucket, "live/restarted/180p/index.m3u8") or "")
+    numbers = [segment.sequence for segment in after.segments]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))) and numbers[-1] > last_before, numbers
+    resumed = [segment for segment in after.segments if segment.sequence == last_before + 1]
+    assert resumed and resumed[0].discontinuity, numbers
+
+
 def test_clip_of_a_past_range_plays_as_vod(
     start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path
 ) -> None:
