@@ -129,7 +129,7 @@ def parse_media_playlist(text: str) -> MediaPlaylist:
 
 def target_duration(segments: Iterable[Segment], nominal: float) -> int:
     """EXT-X-TARGETDURATION: every EXTINF rounded to the nearest integer must be <= it (RFC 8216
-    4.3.3.1). Never below the nominal segment duration, so it does not shrink as segments slide out."""
+    4.3.3.1), and never below the nominal segment duration (or a floor the caller keeps)."""
     longest = max((round(segment.duration) for segment in segments), default=0)
     return max(math.ceil(nominal), longest, 1)
 

@@ -8,7 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .playlist import MediaPlaylist, Segment, render_media_playlist
+from .playlist import MediaPlaylist, Segment, render_media_playlist, target_duration
 
 LIVE_PLAYLIST = "index.m3u8"
 EVENT_PLAYLIST = "event.m3u8"  # every segment of a recorded event (LiveJob recording: true)
@@ -35,12 +35,14 @@ class RenditionTrack:
     pending_discontinuity: bool = False
     _retired: deque[Segment] = field(default_factory=deque)
     window_start: int = 0  # index into `segments` of the first segment in the live window
+    target_floor: int = 0  # the largest EXT-X-TARGETDURATION published: it must never go down
 
     @classmethod
     def resume(cls, track: RenditionTrack, stored: MediaPlaylist) -> RenditionTrack:
         """Continue after a previous Pod of the same job: keep its segments and numbering."""
         track.segments = list(stored.segments)
         track.discontinuity_sequence = stored.discontinuity_sequence
+        track.target_floor = max(track.target_floor, stored.target_duration or 0)
         if stored.segments:
             track.next_sequence = stored.segments[-1].sequence + 1
             track.pending_discontinuity = True
@@ -110,16 +112,29 @@ class RenditionTrack:
         return self.segments[self.window_start :]
 
     def take_expired(self) -> list[Segment]:
-        """Segments out of the live window for more than one window: delete them now."""
-        expired = []
-        while len(self._retired) > self.window:
+        """Segments a player can no longer ask for: delete them now. RFC 8216 6.2.2 keeps a segment
+        removed from the playlist available for its duration plus the playlist's duration; the
+        segments retired after it measure the time since (one is added as one slides out)."""
+        playlist_seconds = sum(segment.duration for segment in self.live_segments)
+        expired: list[Segment] = []
+        retired_after = sum(segment.duration for segment in self._retired)
+        while self._retired:
+            oldest = self._retired[0]
+            retired_after -= oldest.duration
+            if retired_after < oldest.duration + playlist_seconds:
+                break
             expired.append(self._retired.popleft())
         return expired
 
+    def _target(self, segments: list[Segment]) -> int:
+        self.target_floor = max(self.target_floor, target_duration(segments, self.nominal_duration))
+        return self.target_floor
+
     def live_playlist(self, ended: bool = False) -> str:
+        segments = self.live_segments
         return render_media_playlist(
-            self.live_segments,
-            nominal_duration=self.nominal_duration,
+            segments,
+            nominal_duration=self._target(segments),  # a floor that already covers every segment
             discontinuity_sequence=self.discontinuity_sequence,
             ended=ended,
         )

@@ -93,7 +93,16 @@ def test_rtmp_ladder_playlists_and_segments_validate(
     assert [variant.uri for variant in variants] == ["360p/index.m3u8", "270p/index.m3u8", "180p/index.m3u8"]
     assert [variant.resolution for variant in variants] == [(640, 360), (480, 270), (320, 180)]
     assert all(variant.codecs.startswith("avc1.") and "mp4a.40.2" in variant.codecs for variant in variants)
-    assert all(variant.bandwidth > 0 for variant in variants)
+    for variant in variants:  # BANDWIDTH is at least the peak segment bit rate (RFC 8216 4.3.4.2)
+        playlist = parse_media_playlist(object_store.get_text(encoder.bucket, f"{encoder.prefix}/{variant.uri}") or "")
+        assert playlist.target_duration is not None
+        peak = max(
+            object_store.client.head_object(Bucket=encoder.bucket, Key=f"{encoder.prefix}/"
+                                            f"{variant.uri.split('/')[0]}/{segment.uri}")["ContentLength"] * 8
+            / segment.duration
+            for segment in playlist.segments if segment.duration >= playlist.target_duration / 2
+        )
+        assert variant.bandwidth >= peak, (variant.uri, variant.bandwidth, peak)
     head = object_store.client.head_object(Bucket=encoder.bucket, Key=f"{encoder.prefix}/master.m3u8")
     assert head["ContentType"] == "application/vnd.apple.mpegurl"
     for name, width, height in (("360p", 640, 360), ("270p", 480, 270), ("180p", 320, 180)):
@@ -269,9 +278,9 @@ def test_dvr_window_keeps_that_many_seconds_in_the_live_playlist(
     start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
 ) -> None:
     template = {**ladder_template(("180p", 320, 180, "H264")), "playlistWindow": 3}
-    dvr_seconds = 12
+    dvr_seconds = 8
     encoder = start_encoder("LiveJob", live_spec(dvrWindowSeconds=dvr_seconds), template)
-    publisher = publish(encoder.rtmp_url, 22)
+    publisher = publish(encoder.rtmp_url, 26)
     encoder.wait_state("live", 3)
     assert publisher.wait(40) == 0
     encoder.wait_state("reconnecting", 5)
@@ -283,7 +292,8 @@ def test_dvr_window_keeps_that_many_seconds_in_the_live_playlist(
         len(playlist.segments), seconds)
     for segment in playlist.segments:
         object_store.client.head_object(Bucket=encoder.bucket, Key=f"{encoder.prefix}/180p/{segment.uri}")
-    # What slid out of the DVR window is deleted from the bucket (one window later), not kept forever.
+    # What slid out of the DVR window is deleted from the bucket once no player can ask for it (its
+    # duration plus the playlist's later: RFC 8216 6.2.2), not kept forever.
     assert playlist.media_sequence > 0
     listed = object_store.client.list_objects_v2(Bucket=encoder.bucket, Prefix=f"{encoder.prefix}/180p/seg_")
     stored = [item["Key"].rsplit("/", 1)[1] for item in listed.get("Contents", [])]

@@ -278,15 +278,43 @@ def test_track_numbers_continue_across_sessions_with_a_discontinuity() -> None:
     assert track.add(4, "seg_000003.ts", T0).discontinuity is False
 
 
-def test_sliding_window_deletes_a_window_after_a_segment_leaves() -> None:
+def test_sliding_window_deletes_a_segment_once_no_player_can_ask_for_it() -> None:
     track = RenditionTrack("720p", nominal_duration=4, window=3)
     deleted = []
     for i in range(10):
         track.add(4, f"seg_{i:06d}.ts", T0)
         deleted += [s.sequence for s in track.take_expired()]
     assert [s.sequence for s in track.live_segments] == [7, 8, 9]
-    assert deleted == [0, 1, 2, 3]  # 4, 5, 6 left the window less than a window ago
+    # RFC 8216 6.2.2: available for its duration (4 s) plus the playlist's (12 s) after it left.
+    # Segment 3 left when 6 arrived; 7, 8 and 9 since make only 12 s.
+    assert deleted == [0, 1, 2]
     assert "#EXT-X-MEDIA-SEQUENCE:7" in track.live_playlist()
+
+
+def test_a_dvr_window_keeps_its_segments_for_as_long_as_the_playlist_is() -> None:
+    track = RenditionTrack("720p", nominal_duration=2, window=3, dvr_seconds=20)
+    deleted = []
+    for i in range(40):
+        track.add(2, f"seg_{i:06d}.ts", T0)
+        deleted += [s.sequence for s in track.take_expired()]
+    assert [s.sequence for s in track.live_segments] == list(range(30, 40))  # 20 s
+    # Each must stay 2 + 20 s after it left: 19 left when 29 arrived, 20 s ago; 18 left 22 s ago.
+    assert deleted == list(range(19))
+
+
+def test_target_duration_never_goes_down_as_a_long_segment_slides_out() -> None:
+    track = RenditionTrack("720p", nominal_duration=2, window=2)
+    track.add(2, "a", T0)
+    track.add(6.2, "b", T0)  # the last segment of a session that ended mid-GOP
+    assert "#EXT-X-TARGETDURATION:6" in track.live_playlist()
+    track.add(2, "c", T0)
+    track.add(2, "d", T0)
+    assert [s.uri for s in track.live_segments] == ["c", "d"]
+    assert "#EXT-X-TARGETDURATION:6" in track.live_playlist()  # RFC 8216 6.2.1: it MUST NOT change
+    resumed = RenditionTrack.resume(RenditionTrack("720p", nominal_duration=2, window=2),
+                                    parse_media_playlist(track.live_playlist()))
+    resumed.add(2, "e", T0)
+    assert "#EXT-X-TARGETDURATION:6" in resumed.live_playlist()  # and not after a Pod restart either
 
 
 def test_discontinuity_sequence_counts_tags_that_slid_out() -> None:
