@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
 import logging
 import os
@@ -79,6 +80,18 @@ class Ports:
     status: int = 8090
 
 
+class Fate(enum.Enum):
+    PUBLISH = "publish"
+    PAUSED = "paused"  # a RecordJob's pause
+    SPOOL_FULL = "spool full"  # the store has been failing for long: drop rather than fill the disk
+
+
+@dataclass
+class SegmentFate:
+    fate: Fate
+    renditions_to_come: int
+
+
 @dataclass
 class SessionState:
     outputs: list[SessionOutput]
@@ -87,6 +100,10 @@ class SessionState:
     handled: dict[str, int] = field(default_factory=dict)
     playlist_stamps: dict[str, tuple[int, int]] = field(default_factory=dict)
     init_keys: dict[str, str] = field(default_factory=dict)  # uploaded init segment per rendition
+    start_numbers: dict[str, int] = field(default_factory=dict)  # ffmpeg's first local number per rendition
+    # Whether the segments at one position of the session are published, decided by the first
+    # rendition to close it and followed by the others, so the variants stay aligned.
+    fates: dict[int, SegmentFate] = field(default_factory=dict)
     connected: bool = False
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
     stderr_lines: list[str] = field(default_factory=list)
@@ -260,6 +277,7 @@ class Encoder:
             for name, rendition in self.status.renditions.items():
                 rendition.progress = progress
                 rendition.status = self._rendition_status(name, now)
+            self._update_spool_full()
             self.status.refresh_metrics()
             if self.config.finish_at is not None and now >= self.config.finish_at:
                 self.request_stop(finishing=True)
@@ -366,12 +384,13 @@ class Encoder:
             output.directory.mkdir(parents=True, exist_ok=True)
         for track in self.tracks.values():
             track.start_session()
-        state = SessionState(outputs=outputs)
+        state = SessionState(outputs=outputs,
+                             start_numbers={name: track.next_sequence for name, track in self.tracks.items()})
         argv = build_session_argv(
             self.config,
             input_url,
             outputs,
-            {name: track.next_sequence for name, track in self.tracks.items()},
+            state.start_numbers,
             live_listener=listener,
             nvenc=self.nvenc,
         )
@@ -487,19 +506,14 @@ class Encoder:
             # nothing to play, and players stall on it. Not a gap either, so no discontinuity.
             path.unlink(missing_ok=True)
             return
-        if self.status.paused:
+        fate = self._fate(state, name, local, size)
+        if fate != Fate.PUBLISH:
+            # Not published, in every rendition alike; the playlist shows a discontinuity there.
+            if fate == Fate.SPOOL_FULL:
+                self.status.metrics.spool_dropped.inc()
             path.unlink(missing_ok=True)
             track.skip()
             return
-        if not self.uploader.has_room_for(size):
-            # The spool is full (the store has been failing for long): drop this segment rather than
-            # the disk; the playlist shows a discontinuity where it was.
-            self.status.spool_full = True
-            self.status.metrics.spool_dropped.inc()
-            path.unlink(missing_ok=True)
-            track.skip()
-            return
-        self.status.spool_full = False
         init_uri = None
         if output.init_name:
             if name not in state.init_keys:
@@ -541,6 +555,29 @@ class Encoder:
         rendition.last_segment_time = datetime.now(UTC)
         rendition.status = "Running"
         self.status.metrics.segments.labels(name).inc()
+
+    def _fate(self, state: SessionState, name: str, local: Segment, size: int) -> Fate:
+        position = local.sequence - state.start_numbers.get(name, 0)
+        decided = state.fates.get(position)
+        if decided is None:
+            if self.status.paused:
+                fate = Fate.PAUSED
+            elif not self.uploader.has_room_for(size * len(state.outputs)):
+                fate = Fate.SPOOL_FULL
+                self.status.spool_full = True
+            else:
+                fate = Fate.PUBLISH
+            decided = state.fates[position] = SegmentFate(fate, len(state.outputs))
+        decided.renditions_to_come -= 1
+        if decided.renditions_to_come <= 0:
+            del state.fates[position]
+        return decided.fate
+
+    def _update_spool_full(self) -> None:
+        """Set when a segment is dropped; cleared once the spool has drained to half, so the
+        condition does not flap with every segment while the store is still catching up."""
+        if self.status.spool_full and self.uploader.spool_bytes <= self.uploader.spool_limit_bytes // 2:
+            self.status.spool_full = False
 
     def _queue_playlists(self, name: str, closed_at: list[float] | None = None, ended: bool = False) -> None:
         track = self.tracks[name]

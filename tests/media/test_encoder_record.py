@@ -184,8 +184,9 @@ def test_record_job_pauses_and_resumes(
 def test_a_full_spool_drops_segments_says_so_and_recovers(
     start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
 ) -> None:
-    # Room for about one 180p segment: the outage fills it within seconds.
-    encoder = start_encoder("LiveJob", live_spec(), SMALL, extra_env={"ONAIR_SPOOL_MAX_BYTES": "150000"})
+    # Room for about two segments of each rendition: the outage fills it within seconds.
+    ladder = ladder_template(("180p", 320, 180, "H264"), ("144p", 256, 144, "H264"))
+    encoder = start_encoder("LiveJob", live_spec(), ladder, extra_env={"ONAIR_SPOOL_MAX_BYTES": "600000"})
     publisher = publish(encoder.rtmp_url, 24)
     encoder.wait_state("live", 3)
     wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 15, "segments before the outage")
@@ -197,7 +198,7 @@ def test_a_full_spool_drops_segments_says_so_and_recovers(
         dropped = [line for line in metrics.splitlines()
                    if line.startswith("onair_encoder_spool_dropped_segments_total")]
         assert dropped and float(dropped[0].split()[-1]) >= 1, dropped
-        assert encoder.status()["state"] == "live"  # the stream goes on; only the oldest unsent media is lost
+        assert encoder.status()["state"] == "live"  # the stream goes on; only the newest media is dropped
     finally:
         object_store.proxy.restore()
     wait_until(lambda: not encoder.status()["upload"]["spoolFull"] and encoder.status()["upload"]["pending"] == 0,
@@ -210,3 +211,10 @@ def test_a_full_spool_drops_segments_says_so_and_recovers(
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers
     # Where segments were dropped the playlist says so, for players to resynchronise.
     assert any(segment.discontinuity for segment in playlist.segments) or playlist.discontinuity_sequence > 0
+    # The same segments were dropped from every rendition: a player switching variants stays aligned.
+    other = parse_media_playlist(object_store.get_text(encoder.bucket, f"{encoder.prefix}/144p/index.m3u8") or "")
+    assert [(s.sequence, s.discontinuity) for s in other.segments] == [
+        (s.sequence, s.discontinuity) for s in playlist.segments]
+    for ours, theirs in zip(playlist.segments, other.segments, strict=True):
+        assert ours.program_date_time and theirs.program_date_time
+        assert abs(ours.program_date_time - theirs.program_date_time) < timedelta(milliseconds=100)
