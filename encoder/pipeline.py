@@ -67,6 +67,7 @@ EMPTY_SEGMENT_SECONDS = 0.001  # below ffmpeg's EXTINF precision: a segment with
 MAX_PULL_BACKOFF = 10.0
 STORE_RETRY_FIRST_SECONDS = 0.5
 STORE_RETRY_MAX_SECONDS = 10.0
+BANDWIDTH_HEADROOM = 1.1
 
 
 class FatalConfigError(Exception):
@@ -547,8 +548,10 @@ class Encoder:
         variant = self.variants.get(name)
         if variant is not None and local.duration > 0:
             bandwidth = int(size * 8 / local.duration)
-            if bandwidth > variant.peak_bandwidth * 1.1 or self.master_body is None:
-                variant.peak_bandwidth = max(variant.peak_bandwidth, bandwidth)
+            if bandwidth > variant.peak_bandwidth or self.master_body is None:
+                # BANDWIDTH must be at least every segment's bit rate (Apple's authoring rules);
+                # the headroom keeps small excursions from rewriting the master each time.
+                variant.peak_bandwidth = max(variant.peak_bandwidth, int(bandwidth * BANDWIDTH_HEADROOM))
                 self._queue_master()
         rendition = self.status.renditions[name]
         rendition.segments_written += 1

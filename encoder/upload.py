@@ -9,7 +9,9 @@ renditions whose segments close at the same moment do not queue behind one anoth
 fails, a worker retries the same operation with exponential backoff and everything behind it in its
 lane waits on local disk (the spool). Only playlists are coalesced: a newer
 version of a playlist replaces an older queued one and moves to the tail, which keeps every
-"segment before playlist" pair in order while an outage does not pile up stale playlists.
+"segment before playlist" pair in order while an outage does not pile up stale playlists; the
+deletes that were queued behind the replaced version move behind the new one, so no segment is
+deleted while the stored playlist still names it.
 """
 
 from __future__ import annotations
@@ -169,12 +171,22 @@ class UploadQueue:
     def put_bytes(self, key: str, body: bytes, cache_control: str, closed_at: list[float] | None = None) -> None:
         """Queue a playlist; an older queued version of the same key is replaced (see module doc)."""
         marks = list(closed_at or [])
+        lane = lane_of(key)
         with self._condition:
+            replaced = False
+            deferred: list[Operation] = []
             for queued in list(self._queue):
                 if queued.key == key and not queued.delete and queued.body is not None:
                     marks = queued.closed_at + marks
                     self._queue.remove(queued)
+                    replaced = True
+                elif replaced and queued.delete and lane_of(queued.key) == lane:
+                    # A delete queued behind the replaced version counted on it landing first (the
+                    # stored playlist may still name that segment): it follows the new version.
+                    self._queue.remove(queued)
+                    deferred.append(queued)
             self._queue.append(Operation(key=key, body=body, cache_control=cache_control, closed_at=marks))
+            self._queue.extend(deferred)
             self._condition.notify_all()
 
     def delete(self, key: str) -> None:

@@ -54,3 +54,50 @@ def test_lanes_conflict_within_a_folder_and_across_parent_folders() -> None:
     assert lanes_conflict("live/x/720p", "live/x")
     assert not lanes_conflict("live/x/720p", "live/x/360p")
     assert not lanes_conflict("live/x/720p", "live/x/720p-hd")
+
+
+class OutageStore:
+    """Refuses everything while `down`; records each landed operation with the playlist then stored."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.lock = threading.Lock()
+        self.objects: dict[str, bytes] = {}
+        self.deleted_while_named: list[str] = []
+
+    def put(self, key: str, body: bytes, content_type: str, cache_control: str) -> None:
+        if self.down:
+            raise ConnectionError("store down")
+        with self.lock:
+            self.objects[key] = body
+
+    def delete(self, key: str) -> None:
+        if self.down:
+            raise ConnectionError("store down")
+        with self.lock:
+            if key.rsplit("/", 1)[1].encode() in self.objects.get("live/x/180p/index.m3u8", b""):
+                self.deleted_while_named.append(key)
+            self.objects.pop(key, None)
+
+
+def test_after_an_outage_no_segment_is_deleted_while_the_stored_playlist_names_it() -> None:
+    store = OutageStore()
+    queue = UploadQueue(store, spool_limit_bytes=10**9, initial_backoff=0.01, max_backoff=0.02)
+    queue.start()
+    lane = "live/x/180p"
+    queue.put_bytes(f"{lane}/seg_0.ts", b"s0", "immutable")
+    queue.put_bytes(f"{lane}/index.m3u8", b"seg_0.ts", "max-age=1")
+    assert queue.wait_idle(5)
+    store.down = True
+    # What the encoder queues during the outage: each segment, the playlist naming the window, and
+    # the delete of a segment that left the window long enough ago.
+    queue.put_bytes(f"{lane}/seg_1.ts", b"s1", "immutable")
+    queue.put_bytes(f"{lane}/index.m3u8", b"seg_1.ts", "max-age=1")
+    queue.delete(f"{lane}/seg_0.ts")
+    queue.put_bytes(f"{lane}/seg_2.ts", b"s2", "immutable")
+    queue.put_bytes(f"{lane}/index.m3u8", b"seg_2.ts", "max-age=1")
+    store.down = False
+    assert queue.wait_idle(5)
+    queue.stop()
+    assert store.deleted_while_named == []
+    assert store.objects[f"{lane}/index.m3u8"] == b"seg_2.ts" and f"{lane}/seg_0.ts" not in store.objects
