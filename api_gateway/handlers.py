@@ -310,19 +310,19 @@ class Gateway:
         if entry is None:
             raise ApiProblem(404, "streamKey: no live job with this stream key in the project")
         start, finish = body.start_date_time, body.finish_date_time
-        now = datetime.now(UTC)
+        # A range is a live cut, never a schedule: the channel's own schedule is not this call's to change.
+        if start and not finish:
+            raise ApiProblem(400, "finishDateTime: required with startDateTime (a live cut needs both ends)")
+        if finish and not start:
+            raise ApiProblem(400, "startDateTime: required with finishDateTime (a live cut needs both ends)")
         if start and finish and finish <= start:
             raise ApiProblem(400, "finishDateTime: must be after startDateTime")
         kube = self.kube_client()
         job_path = resource_path(API_VERSION, "livejobs", ctx.namespace, entry.name)
-        patch: dict[str, Any] = {"spec": {"online": body.online}}
         clip: dict[str, Any] | None = None
-        if start and finish and finish <= now:
+        if start and finish:  # a finish in the future: the clip's RecordJob waits for the stream to reach it
             clip = await self.create_clip(request, ctx, entry, start, finish)
-        elif start or finish:
-            patch["spec"]["schedule"] = {"startDateTime": start.isoformat() if start else None,
-                                         "finishDateTime": finish.isoformat() if finish else None}
-        updated = await kube.merge_patch(job_path, patch)
+        updated = await kube.merge_patch(job_path, {"spec": {"online": body.online}})
         self.store.livejobs.upsert(updated)
         urls = (updated.get("status") or {}).get("urls") or {}
         result = {"online": body.online, "playBackPathURL": urls.get("cdn") or urls.get("storageMasterFile")}

@@ -122,7 +122,7 @@ ROUTES: tuple[Route, ...] = (
                                    "Only this live job's outputs."), PAGE_INDEX, PAGE_SIZE),
           result=schemas.LiveJobOutput, result_is_list=True),
     Route("POST", LIVE + "/{streamKey}", "control_live_job",
-          "Start or stop encoding; a past start/finish range cuts a clip (a RecordJob)", "livejobs", Role.WRITE,
+          "Start or stop encoding; a start/finish range cuts a clip (a RecordJob)", "livejobs", Role.WRITE,
           (VERSION, PROJECT, STREAM_KEY, IDEMPOTENCY), body=schemas.LiveJobControl,
           result=schemas.LiveJobControlResult, status=201, idempotent_post=True),
     Route("GET", LIVE + "/{id}", "get_live_job", "Get a live job", "livejobs", Role.READ,

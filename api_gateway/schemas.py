@@ -181,8 +181,11 @@ class LiveJobDetail(ResponseModel):
 
 class LiveJobControl(RestModel):
     online: bool = Field(description="true starts the encoder, false stops it.")
-    start_date_time: AwareDatetime | None = Field(default=None, description="Live cut start.")
-    finish_date_time: AwareDatetime | None = Field(default=None, description="Live cut end.")
+    start_date_time: AwareDatetime | None = Field(
+        default=None, description="Live cut start; with finishDateTime (both or neither).")
+    finish_date_time: AwareDatetime | None = Field(
+        default=None, description="Live cut end; may be in the future (the clip waits for the stream to reach it). "
+                                  "The channel's schedule is never changed by a cut.")
 
 
 class LiveJobControlResult(ResponseModel):

@@ -354,6 +354,49 @@ async def test_control_start_stop_and_live_cut(client: Client, kube: FakeKube) -
     assert missing.status == 404
 
 
+async def test_live_cut_ending_in_the_future_is_a_clip_and_leaves_the_schedule_alone(client: Client,
+                                                                                      kube: FakeKube) -> None:
+    headers = await token(client)
+    path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{FIRST}"
+    schedule = {"startDateTime": "2024-01-01T00:00:00Z", "finishDateTime": "2099-01-01T00:00:00Z"}
+    kube.objects[path] = live_job(FIRST, 1, "2024-01-01T00:00:01Z", schedule=schedule)
+    now = datetime.now(UTC).replace(microsecond=0)
+    start, finish = now - timedelta(minutes=5), now + timedelta(minutes=10)
+    response = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json={
+        "online": True, "startDateTime": start.isoformat(), "finishDateTime": finish.isoformat()})
+    body = await response.json()
+    assert response.status == 201, body
+    assert body["messages"] == ["live cut created"]
+    clip = body["result"]["recordJobName"]
+    record = await (await client.get(f"/api/v1/projects/{PROJECT}/recordjobs/{clip}", headers=headers)).json()
+    assert record["result"]["streamInput"]["liveJobName"] == FIRST
+    assert record["result"]["timeRange"] == {"start": start.isoformat().replace("+00:00", "Z"),
+                                             "end": finish.isoformat().replace("+00:00", "Z")}
+    # The channel keeps running to its own schedule: the cut did not write one.
+    assert kube.objects[path]["spec"]["schedule"] == schedule
+    job = await (await client.get(url(f"/{FIRST}"), headers=headers)).json()
+    assert job["result"]["endDateTime"] == "2099-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize(("given", "error"), [
+    ("startDateTime", "finishDateTime: required with startDateTime"),
+    ("finishDateTime", "startDateTime: required with finishDateTime"),
+])
+async def test_live_cut_with_one_end_is_a_400_naming_the_missing_one(client: Client, kube: FakeKube, given: str,
+                                                                    error: str) -> None:
+    headers = await token(client)
+    path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{FIRST}"
+    kube.objects[path] = live_job(FIRST, 1, "2024-01-01T00:00:01Z")
+    moment = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+    response = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json={"online": True, given: moment})
+    body = await response.json()
+    assert response.status == 400, body
+    assert body["success"] is False and body["result"] is None and body["errors"][0].startswith(error)
+    assert "schedule" not in kube.objects[path]["spec"] and ("patch", path) not in kube.calls
+    listed = await (await client.get(f"/api/v1/projects/{PROJECT}/recordjobs", headers=headers)).json()
+    assert listed["result"] == []
+
+
 async def test_record_jobs_alibaba_list(client: Client) -> None:
     headers = await token(client)
     base = f"/api/v1/projects/{PROJECT}/recordjobs"

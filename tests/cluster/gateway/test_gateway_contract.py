@@ -222,6 +222,24 @@ def test_start_stop_and_live_cut(gateway: RunningGateway, project: Project, kube
     bad = requests.post(url, headers=headers, timeout=10, json={
         "online": True, "startDateTime": now.isoformat(), "finishDateTime": (now - timedelta(minutes=1)).isoformat()})
     assert bad.status_code == 400 and bad.json()["errors"] == ["finishDateTime: must be after startDateTime"]
+    # A cut that ends in the future is a clip too (its RecordJob waits for the stream); the channel
+    # gets no schedule, so it does not stop at the cut's end.
+    finish = now + timedelta(minutes=30)
+    response = requests.post(url, headers=headers, timeout=10, json={
+        "online": True, "startDateTime": (now - timedelta(minutes=1)).isoformat(),
+        "finishDateTime": finish.isoformat()})
+    assert response.status_code == 201, response.text
+    waiting = get_cr(kube, project.namespace, "recordjobs", response.json()["result"]["recordJobName"])
+    assert waiting["spec"]["source"] == {"liveJobRef": job["name"]}
+    assert datetime.fromisoformat(waiting["spec"]["timeRange"]["end"].replace("Z", "+00:00")) == finish
+    live = get_cr(kube, project.namespace, "livejobs", job["name"])
+    assert "schedule" not in live["spec"] and live["spec"]["online"] is True
+    got = requests.get(project.url(gateway, f"/livejobs/{job['name']}"), headers=headers, timeout=10).json()
+    assert got["result"]["endDateTime"] is None
+    lone = requests.post(url, headers=headers, timeout=10, json={"online": True, "finishDateTime": finish.isoformat()})
+    assert lone.status_code == 400, lone.text
+    check_envelope(lone.json(), success=False)
+    assert lone.json()["errors"][0].startswith("startDateTime: required with finishDateTime")
 
 
 def test_record_jobs(gateway: RunningGateway, project: Project, kube: client.ApiClient) -> None:
