@@ -1,8 +1,9 @@
 """CR <-> REST translation, pure functions over the raw objects (dicts as the API server sends them).
 
 LiveJob -> contract fields: status <- status.phase; insertDate <- metadata.creationTimestamp;
-startDateTime/endDateTime <- spec.schedule; filePath <- spec.destination.path; destination and
-bucket <- spec.destination.bucket; serverType/inputClass <- spec.input; callbackUrl <- spec.callbackUrl;
+startDateTime/endDateTime <- spec.schedule; destination and filePath <- spec.destination.path (the key
+prefix in the bucket, "the destination in a bucket where chunk files will be saved"); bucket <-
+spec.destination.bucket; serverType/inputClass <- spec.input; callbackUrl <- spec.callbackUrl;
 statistics <- status.statistics; outputs <- status.outputs; timings <- status.timings; the urls from
 status.urls. The integer id is the label onair.dev/id (or, for jobs made with kubectl, a stable hash
 in the upper half of the int32 range, so it never collides with allocated ids).
@@ -178,7 +179,7 @@ def live_job_detail(obj: Obj, facts: Mapping[str, Any], key: str | None, project
         "id": facts["id"],
         "name": facts["name"],
         "key": key,
-        "destination": destination.get("bucket"),
+        "destination": facts["file_path"],
         "description": spec.get("description"),
         "projectId": project_id,
         "status": status.get("phase"),
@@ -279,11 +280,12 @@ def live_job_spec_from_request(body: LiveJobCreate) -> dict[str, Any]:
     input_class = _pick("inputClass", body.input_class, nested.input_class if nested else None, errors)
     callback_url = _pick("callbackUrl", body.callback_url, nested.callback_url if nested else None, errors)
     url = _pick("url", body.url, nested.url if nested else None, errors)
-    if body.bucket and body.destination and body.bucket != body.destination:
-        errors.append("destination: names the bucket; it differs from bucket")
-    bucket = body.bucket or body.destination
-    if not bucket:
-        errors.append("bucket: required (or destination)")
+    # destination is the place inside the bucket (the key prefix), the fact filePath names too.
+    if body.destination is not None and file_path is not None and body.destination != file_path:
+        errors.append("destination: the key prefix in the bucket, which filePath names too; the two differ")
+    path = body.destination if body.destination is not None else file_path
+    if not body.bucket:
+        errors.append("bucket: required (the bucket's name; destination is the key prefix inside it)")
     if server_type is None:
         errors.append("serverType: required (0 RTMP, 1 SRT, 2 HLS)")
     if errors:
@@ -292,7 +294,7 @@ def live_job_spec_from_request(body: LiveJobCreate) -> dict[str, Any]:
         "jobTemplateId": body.job_template_id,
         "input": {"serverType": _choice(server_type, SERVER_TYPES, None),
                   "inputClass": _choice(input_class, INPUT_CLASSES, "Standard")},
-        "destination": {"bucket": bucket, "path": file_path or ""},
+        "destination": {"bucket": body.bucket, "path": path or ""},
     }
     if url is not None:
         spec["input"]["url"] = url
@@ -309,10 +311,17 @@ def live_job_spec_from_request(body: LiveJobCreate) -> dict[str, Any]:
     if body.start_date_time or body.end_date_time:
         spec["schedule"] = {k: v.isoformat() for k, v in (("startDateTime", body.start_date_time),
                                                           ("finishDateTime", body.end_date_time)) if v}
+    path_name = "destination" if body.destination is not None else "filePath"
+
+    def rename(spec_path: str) -> str:
+        if spec_path == "destination.path":
+            return path_name
+        return rest_field_name(spec_path)
+
     try:
         return LiveJobSpec.model_validate(spec).to_k8s()
     except ValidationError as error:
-        raise ApiProblem(400, *validation_errors(error, rename=rest_field_name)) from error
+        raise ApiProblem(400, *validation_errors(error, rename=rename)) from error
 
 
 # --- record jobs ---------------------------------------------------------------------------------

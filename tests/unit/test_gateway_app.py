@@ -217,7 +217,7 @@ async def test_keyset_paging_while_creating(client: Client) -> None:
 async def test_create_then_get_reads_its_own_write(client: Client, kube: FakeKube) -> None:
     headers = await token(client)
     response = await client.post(url(), headers=headers, json={
-        "jobTemplateId": 7, "destination": "media", "bucket": "media", "description": "news",
+        "jobTemplateId": 7, "destination": "live/news", "bucket": "media", "description": "news",
         "cdnDistribution": False, "input": {"filePath": "live/news", "serverType": 1, "inputClass": 0,
                                             "callbackUrl": "https://hooks.example.com/x"}})
     body = await response.json()
@@ -235,6 +235,38 @@ async def test_create_then_get_reads_its_own_write(client: Client, kube: FakeKub
     assert cr["metadata"]["labels"] == {"onair.dev/project-id": PROJECT, "onair.dev/id": str(job["id"])}
     assert kube.objects[f"/api/v1/namespaces/{NS}"]["metadata"]["annotations"]["onair.dev/next-id"] == str(
         job["id"] + 50)
+
+
+async def test_documented_create_body_puts_destination_inside_the_bucket(client: Client, kube: FakeKube) -> None:
+    """The contract's body: bucket names the bucket, destination the place in it for the chunk files."""
+    headers = await token(client)
+    response = await client.post(url(), headers=headers, json={
+        "jobTemplateId": 7, "destination": "events/final", "description": "cup final", "bucket": "media",
+        "cdnDistribution": True, "input": {"serverType": 0, "inputClass": 1, "callbackUrl": "https://hooks.example.com/x"}})
+    body = await response.json()
+    assert response.status == 201, body
+    assert body["result"]["destination"] == "events/final" and body["result"]["bucket"] == "media"
+    name = body["result"]["name"]
+    cr = kube.objects[f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{name}"]
+    assert cr["spec"]["destination"] == {"bucket": "media", "path": "events/final", "cdnDistribution": True}
+    got = (await (await client.get(url(f"/{name}"), headers=headers)).json())["result"]
+    assert (got["destination"], got["bucket"], got["input"]["filePath"]) == ("events/final", "media", "events/final")
+    row = (await (await client.get(url(), params={"search": name}, headers=headers)).json())["result"]
+    assert [r["filePath"] for r in row] == ["events/final"]
+
+
+@pytest.mark.parametrize(("payload", "expected"), [
+    ({"destination": "live/news"}, "bucket: required"),
+    ({"destination": "live/news", "bucket": "media", "filePath": "live/other"}, "destination: the key prefix"),
+    ({"destination": "/live//news", "bucket": "media"}, "destination: String should match"),
+])
+async def test_create_body_destination_and_bucket_errors(client: Client, payload: dict[str, Any],
+                                                         expected: str) -> None:
+    response = await client.post(url(), headers=await token(client),
+                                 json={"jobTemplateId": 7, "serverType": 0, **payload})
+    body = await response.json()
+    assert response.status == 400, body
+    assert body["success"] is False and any(e.startswith(expected) for e in body["errors"]), body["errors"]
 
 
 async def test_ids_stay_unique_and_increasing_across_leased_blocks(client: Client, kube: FakeKube) -> None:

@@ -17,8 +17,8 @@ from waiting import wait_until
 from onair.api_gateway import schemas
 from onair.streamkeys import derive_stream_key
 
-CREATE: dict[str, Any] = {"jobTemplateId": 7, "destination": "media", "bucket": "media", "description": "evening news",
-          "cdnDistribution": False,
+CREATE: dict[str, Any] = {"jobTemplateId": 7, "destination": "live/news", "bucket": "media",
+          "description": "evening news", "cdnDistribution": False,
           "input": {"filePath": "live/news", "serverType": 0, "inputClass": 1,
                     "callbackUrl": "https://hooks.example.com/onair"}}
 ENVELOPE = {"success", "errors", "messages", "result", "resultInfo"}
@@ -59,7 +59,7 @@ def test_create_returns_the_contract_and_reads_its_own_write(gateway: RunningGat
     job = body["result"]
     schemas.LiveJobDetail.model_validate(job)
     assert is_guid(job["name"]) and is_guid(job["key"]) and job["projectId"] == project.id
-    assert job["description"] == "evening news" and job["bucket"] == job["destination"] == "media"
+    assert job["description"] == "evening news" and job["bucket"] == "media" and job["destination"] == "live/news"
     assert job["jobTemplateId"] == 7 and job["cdnDistribution"] is False and isinstance(job["id"], int)
     assert job["input"]["filePath"] == "live/news" and job["input"]["serverType"] == 0
     assert job["input"]["inputClass"] == 1 and job["input"]["callbackUrl"] == "https://hooks.example.com/onair"
@@ -86,7 +86,17 @@ def test_create_returns_the_contract_and_reads_its_own_write(gateway: RunningGat
     cr = get_cr(kube, project.namespace, "livejobs", job["name"])
     assert cr["metadata"]["labels"] == {"onair.dev/project-id": project.id, "onair.dev/id": str(job["id"])}
     assert cr["spec"]["input"] == {"serverType": "RTMP", "inputClass": "Standard"}
-    assert cr["spec"]["destination"]["path"] == "live/news"
+    assert cr["spec"]["destination"]["path"] == "live/news" and cr["spec"]["destination"]["bucket"] == "media"
+    # The contract's body without filePath: destination alone is the place in the bucket, and reads back.
+    documented = {k: v for k, v in CREATE.items() if k != "input"}
+    documented.update(destination="shows/late", input={"serverType": 0, "inputClass": 1})
+    response = requests.post(project.url(gateway, "/livejobs"), json=documented, headers=headers, timeout=10)
+    assert response.status_code == 201, response.text
+    late = response.json()["result"]
+    assert get_cr(kube, project.namespace, "livejobs", late["name"])["spec"]["destination"] == {
+        "bucket": "media", "path": "shows/late", "cdnDistribution": False}
+    got = requests.get(project.url(gateway, f"/livejobs/{late['id']}"), headers=headers, timeout=10).json()["result"]
+    assert (got["destination"], got["bucket"], got["input"]["filePath"]) == ("shows/late", "media", "shows/late")
     assert job["key"] == derive_stream_key(STREAM_KEY_SEED, project.namespace, job["name"], cr["metadata"]["uid"])
     secrets = client.CoreV1Api(kube).list_namespaced_secret(project.namespace, label_selector="onair.dev/job")
     assert not secrets.items
