@@ -406,7 +406,9 @@ class Gateway:
         for alias, contract in (("PageNo", "pageIndex"), ("PageSize", "pageSize")):
             if alias in q and contract in q:
                 errors.append(f"{alias}: give {alias} or {contract}, not both")
-        keyword = q.get("Keyword") or q.get("search")
+        # Keyword and search look in the same text; given both, a job must contain both (AND).
+        needles = [text.lower() for text in (q.get("Keyword"), q.get("search")) if text]
+        extra.extend(query.contains("search", needle) for needle in needles[1:])
         start = end = None
         try:
             if q.get("StartTime"):
@@ -440,7 +442,7 @@ class Gateway:
         namespace = ctx.namespace
         names = self.template_name(namespace)
         result, info = run_list(request, self.route_of(request), self.store.record_index(namespace), extra,
-                                search=keyword.lower() if keyword else None, default_desc=(sort_by or "desc") == "desc",
+                                search=needles[0] if needles else None, default_desc=(sort_by or "desc") == "desc",
                                 render=lambda e: mapping.record_job_out(e.obj, e.facts, names),
                                 page_index_name="PageNo" if "PageNo" in q else "pageIndex",
                                 page_size_name="PageSize" if "PageSize" in q else "pageSize")
@@ -613,8 +615,8 @@ class Gateway:
     def health_data(self) -> dict[str, Any]:
         live = [mapping.LIVE_HEALTH.get(str((o.get("status") or {}).get("phase")), "partial_outage")
                 for o in self.store.livejobs.values()]
-        records = [mapping.RECORD_HEALTH.get(str((o.get("status") or {}).get("phase") or "Initial").lower(),
-                                             "partial_outage") for o in self.store.recordjobs.values()]
+        records = [mapping.RECORD_HEALTH.get(mapping.record_status(o), "partial_outage")
+                   for o in self.store.recordjobs.values()]
         nodes = []
         for node in self.store.nodes.values():
             ready = next((c.get("status") == "True" for c in (node.get("status") or {}).get("conditions") or []

@@ -346,16 +346,28 @@ RECORD_JOB_FIELDS: dict[str, FieldSpec] = {
 }
 
 
+def record_status(obj: Obj) -> str:
+    """The Alibaba status of a record job: its phase, except that spec.paused (what the caller set, and
+    where the operator takes the phase next) decides paused or not at once for a job still running: a job
+    just paused is "paused", a job just resumed is "started", before the operator reports either."""
+    spec = obj.get("spec") or {}
+    status = str((obj.get("status") or {}).get("phase") or "Initial").lower()
+    if status in ("completed", "failed"):
+        return status
+    if spec.get("paused"):
+        return "paused"
+    return "started" if status == "paused" else status
+
+
 def record_job_facts(obj: Obj) -> dict[str, Any]:
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     output = spec.get("output") or {}
-    phase = (obj.get("status") or {}).get("phase") or "Initial"
     facts = {
         "id": object_id(obj),
         "job_id": str(meta.get("name")),
         "name": (meta.get("annotations") or {}).get(ANNOTATION_DISPLAY_NAME),
-        "status": str(phase).lower(),
+        "status": record_status(obj),
         "created_at": millis(meta.get("creationTimestamp")),
         "modified_at": modified_millis(obj),
         "live_job": (spec.get("source") or {}).get("liveJobRef"),

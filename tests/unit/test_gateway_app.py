@@ -448,8 +448,20 @@ async def test_record_jobs_alibaba_list(client: Client) -> None:
     assert [r["name"] for r in body["result"]] == ["rec 1"]
     paused = await client.post(f"{base}/{ids[0]}/pause", headers=headers)
     assert (await paused.json())["result"]["paused"] is True
+    # Paused at once, before the operator moves the phase: the filter and the row say so.
+    body = await (await client.get(base, params={"Status": "paused"}, headers=headers)).json()
+    assert [(r["id"], r["status"]) for r in body["result"]] == [(ids[0], "paused")]
     body = await (await client.get(base, params={"Status": "initial"}, headers=headers)).json()
-    assert len(body["result"]) == 3
+    assert [r["id"] for r in body["result"]] == [ids[2], ids[1]]
+    resumed = await client.post(f"{base}/{ids[0]}/resume", headers=headers)
+    assert (await resumed.json())["result"]["status"] == "initial"
+    assert (await (await client.get(base, params={"Status": "paused"}, headers=headers)).json())["result"] == []
+    # Keyword and search together: both apply.
+    for params, names in (({"Keyword": "rec", "search": "rec 2"}, ["rec 2"]),
+                          ({"Keyword": "rec 1", "search": "rec 2"}, []),
+                          ({"search": "rec 0"}, ["rec 0"])):
+        body = await (await client.get(base, params=params, headers=headers)).json()
+        assert [r["name"] for r in body["result"]] == names, params
     for params, error in [({"StartTime": "2024-01-01T00:00:00Z", "EndTime": "2024-03-01T00:00:00Z"},
                            "EndTime: at most 30"),
                           ({"StartTime": "2024-01-01 00:00"}, "StartTime: must be a UTC time"),
@@ -457,6 +469,14 @@ async def test_record_jobs_alibaba_list(client: Client) -> None:
                           ({"PageNo": "1", "pageIndex": "1"}, "PageNo: give")]:
         response = await client.get(base, params=params, headers=headers)
         assert response.status == 400 and (await response.json())["errors"][0].startswith(error)
+
+
+def test_record_status_follows_spec_paused_until_the_job_ends() -> None:
+    from onair.api_gateway.mapping import record_status
+    for phase, paused, expected in (("Started", True, "paused"), ("Paused", False, "started"),
+                                    ("Initial", False, "initial"), ("Completed", True, "completed"),
+                                    ("Failed", True, "failed"), (None, True, "paused")):
+        assert record_status({"spec": {"paused": paused}, "status": {"phase": phase}}) == expected, phase
 
 
 async def test_outputs_timings_stats_templates(client: Client) -> None:

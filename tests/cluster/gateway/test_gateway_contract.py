@@ -285,6 +285,11 @@ def test_record_jobs(gateway: RunningGateway, project: Project, kube: client.Api
     paused = requests.post(f"{url}/{first}/pause", headers=headers, timeout=10).json()["result"]
     assert paused["paused"] is True
     assert get_cr(kube, project.namespace, "recordjobs", made[0]["jobId"])["spec"]["paused"] is True
+    # No waiting: the just-paused job is found by Status=paused at once, and only it.
+    just_paused = requests.get(url, params={"Status": "paused"}, headers=headers, timeout=10).json()["result"]
+    assert [(r["jobId"], r["status"]) for r in just_paused] == [(made[0]["jobId"], "paused")]
+    both = requests.get(url, params={"Keyword": "record", "search": "record 2"}, headers=headers, timeout=10).json()
+    assert [r["name"] for r in both["result"]] == ["record 2"]
     assert requests.post(f"{url}/{first}/resume", headers=headers, timeout=10).json()["result"]["paused"] is False
     stopped = requests.post(f"{url}/{first}/stop", headers=headers, timeout=10)
     assert stopped.status_code == 200, stopped.text
