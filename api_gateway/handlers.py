@@ -372,7 +372,7 @@ class Gateway:
         output_id = query_int(request, "outputId", None, 1, 1000)
         if output_id is not None and output_id > len((entry.obj.get("status") or {}).get("outputs") or []):
             raise ApiProblem(404, f"outputId: live job {entry.id} has no output {output_id}")
-        page, info = offset_page(request, mapping.live_job_timings(entry.obj))
+        page, info = offset_page(request, mapping.live_job_timings(entry.obj, output_id))
         return json_response(envelope(page, result_info=info))
 
     async def live_job_stats(self, request: web.Request, ctx: Ctx) -> web.Response:

@@ -233,10 +233,27 @@ def live_job_outputs(obj: Obj, facts: Mapping[str, Any]) -> list[dict[str, Any]]
     return rows
 
 
-def live_job_timings(obj: Obj) -> list[dict[str, Any]]:
-    return [{"status": str(t.get("phase")), "childStatus": t.get("reason"), "startDateTime": t.get("time"),
+def live_job_timings(obj: Obj, output_id: int | None = None) -> list[dict[str, Any]]:
+    """The job's phase history, oldest first. With `output_id` (1-based, as live_job_outputs numbers
+    them): the history of that output, i.e. the job's phases (every output goes through them) followed
+    by the output's own state: status its status (Running, Stalled...), childStatus its rendition name,
+    startDateTime its last segment's time. The operator keeps no per-rendition history."""
+    status = obj.get("status") or {}
+    rows = [{"status": str(t.get("phase")), "childStatus": t.get("reason"), "startDateTime": t.get("time"),
              "messageComment": t.get("comment")}
-            for t in (obj.get("status") or {}).get("timings") or [] if t.get("time")]
+            for t in status.get("timings") or [] if t.get("time")]
+    if output_id is None:
+        return rows
+    outputs = status.get("outputs") or []
+    if not 1 <= output_id <= len(outputs):
+        return []
+    output = outputs[output_id - 1]
+    since = output.get("lastSegmentTime") or (rows[-1]["startDateTime"] if rows else None)
+    if since:
+        written = int(output.get("segmentsWritten") or 0)
+        rows.append({"status": str(output.get("status", "Pending")), "childStatus": output.get("name"),
+                     "startDateTime": since, "messageComment": f"segments written: {written}"})
+    return rows
 
 
 # REST field names for the errors of LiveJobSpec validation.

@@ -488,6 +488,14 @@ async def test_outputs_timings_stats_templates(client: Client) -> None:
     body = await (await client.get(url("/3/timings"), headers=headers)).json()
     assert body["result"][1] == {"status": "Live", "childStatus": "PublisherConnected",
                                  "startDateTime": "2024-01-01T00:00:03Z", "messageComment": "hi"}
+    job_rows = (await (await client.get(url("/3/timings"), headers=headers)).json())["result"]
+    assert [r["childStatus"] for r in job_rows] == ["Created", "PublisherConnected"]
+    body = await (await client.get(url("/3/timings"), params={"outputId": "1"}, headers=headers)).json()
+    assert body["result"][:2] == job_rows  # the job's phases apply to each of its outputs
+    assert body["result"][2:] == [{"status": "Running", "childStatus": "720p", "startDateTime": "2024-01-01T00:00:03Z",
+                                   "messageComment": "segments written: 12"}]
+    missing = await client.get(url("/3/timings"), params={"outputId": "2"}, headers=headers)
+    assert missing.status == 404 and (await missing.json())["errors"][0].startswith("outputId: ")
     body = await (await client.get(url("/3/stats"), headers=headers)).json()
     assert body["result"] == [{"width": 1280, "height": 720, "framerate": 30}]
     body = await (await client.get(f"/api/v1/projects/{PROJECT}/jobtemplates", headers=headers)).json()

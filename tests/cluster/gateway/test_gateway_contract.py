@@ -127,7 +127,8 @@ def test_jobs_made_with_kubectl_and_status_from_the_operator_show_up(gateway: Ru
     custom(kube).patch_namespaced_custom_object_status("onair.dev", "v1alpha1", project.namespace, "livejobs", name, {
         "status": {"phase": "Live", "timings": [{"time": now, "phase": "Live", "reason": "PublisherConnected"}],
                    "statistics": {"width": 1920, "height": 1080, "framerate": 25, "videoCodecId": 7},
-                   "outputs": [{"name": "360p", "status": "Running", "segmentsWritten": 3}],
+                   "outputs": [{"name": "360p", "status": "Running", "segmentsWritten": 3},
+                               {"name": "720p", "status": "Stalled", "segmentsWritten": 1, "lastSegmentTime": now}],
                    "urls": {"srtUrl": "srt://10.0.0.9:9000", "storageMasterFile": "http://s3/media/x/master.m3u8"}}})
     wait_until(lambda: requests.get(project.url(gateway, f"/livejobs/{job['id']}"), headers=headers, timeout=5)
                .json()["result"]["status"] == "Live", 15, "the status to reach the gateway")
@@ -136,9 +137,18 @@ def test_jobs_made_with_kubectl_and_status_from_the_operator_show_up(gateway: Ru
     timings = requests.get(project.url(gateway, f"/livejobs/{name}/timings"), headers=headers, timeout=5).json()
     assert timings["result"] == [{"status": "Live", "childStatus": "PublisherConnected", "startDateTime": now,
                                   "messageComment": None}]
+    # outputId: the job's phases, then that output's own state.
+    stalled = requests.get(project.url(gateway, f"/livejobs/{name}/timings"), params={"outputId": "2"},
+                           headers=headers, timeout=5).json()
+    assert stalled["result"] == [*timings["result"], {"status": "Stalled", "childStatus": "720p",
+                                                      "startDateTime": now, "messageComment": "segments written: 1"}]
+    running = requests.get(project.url(gateway, f"/livejobs/{name}/timings"), params={"outputId": "1"},
+                           headers=headers, timeout=5).json()
+    assert [(r["status"], r["childStatus"]) for r in running["result"]] == [("Live", "PublisherConnected"),
+                                                                            ("Running", "360p")]
     outputs = requests.get(project.url(gateway, "/livejobs/outputs"), headers=headers, timeout=5).json()
     assert [(o["liveJobId"], o["outputId"], o["status"], o["counter"]) for o in outputs["result"]] == [
-        (job["id"], 1, 1, 3)]
+        (job["id"], 1, 1, 3), (job["id"], 2, 2, 1)]
     for row in outputs["result"]:
         schemas.LiveJobOutput.model_validate(row)
         assert is_guid(row["lockKey"])
