@@ -57,12 +57,18 @@ class FakeKube:
         self.objects[key] = obj
         return self._stamp(obj)
 
-    async def get(self, path: str) -> dict[str, Any]:
+    async def get(self, path: str, **params: Any) -> dict[str, Any]:
+        self.calls.append(("get", path))
+        if "labelSelector" in params:  # a list of the collection, one label=value
+            label, value = str(params["labelSelector"]).split("=")
+            return {"items": [copy.deepcopy(obj) for key, obj in self.objects.items()
+                              if key.rsplit("/", 1)[0] == path and obj["metadata"]["labels"].get(label) == value]}
         if path not in self.objects:
             raise ApiError(404, {"reason": "NotFound"})
         return copy.deepcopy(self.objects[path])
 
     async def get_or_none(self, path: str) -> dict[str, Any] | None:
+        self.calls.append(("get", path))
         return copy.deepcopy(self.objects.get(path))
 
     async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
@@ -579,6 +585,63 @@ async def test_lists_show_a_changed_job_at_once(client: Client) -> None:
     response = await client.post(url(f"/{FIRST_KEY}"), json={"online": False},
                                  headers=await token(client, "write-key"))
     assert response.status == 404, await response.text()  # the old key no longer names a job
+
+
+async def test_a_job_made_through_another_replica_is_read_from_the_api_server(client: Client,
+                                                                              kube: FakeKube) -> None:
+    """This replica's watch has not brought the job yet: a GET by name or id asks the API server once."""
+    store = client.app[STORE_KEY]
+    headers = await token(client)
+    name = "00000000-0000-4000-8000-0000000000aa"
+    path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{name}"
+    kube.objects[path] = live_job(name, 77, "2024-03-01T00:00:00Z")
+    assert (NS, name) not in store.livejobs.objects
+    got = await client.get(url(f"/{name.upper()}"), headers=headers)
+    body = await got.json()
+    assert got.status == 200, body
+    assert body["result"]["id"] == 77 and body["result"]["key"] == derive_stream_key(SEED, NS, name, f"uid-{name}")
+    assert kube.calls.count(("get", path)) == 1
+    listed = await (await client.get(url(), params={"id": "77"}, headers=headers)).json()
+    assert [r["name"] for r in listed["result"]] == [name]  # now in the cache: lists show it too
+    # By integer id: one label-selected request in the project's namespace.
+    other = "00000000-0000-4000-8000-0000000000bb"
+    kube.objects[f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{other}"] = live_job(other, 78,
+                                                                                         "2024-03-01T00:00:01Z")
+    got = await client.get(url("/78/stats"), headers=headers)
+    assert got.status == 200, await got.text()
+    assert (await client.get(url("/78"), headers=headers)).status == 200
+    # Record jobs alike.
+    record_name = "00000000-0000-4000-8000-0000000000cc"
+    record_path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/recordjobs/{record_name}"
+    kube.objects[record_path] = {
+        "metadata": {"name": record_name, "namespace": NS, "uid": "u-rec", "resourceVersion": "9",
+                     "creationTimestamp": "2024-03-01T00:00:02Z", "labels": {"onair.dev/project-id": PROJECT,
+                                                                              "onair.dev/id": "79"}},
+        "spec": {"source": {"liveJobRef": name}, "output": {"bucket": "media"}}}
+    got = await client.get(f"/api/v1/projects/{PROJECT}/recordjobs/{record_name}", headers=headers)
+    assert got.status == 200 and (await got.json())["result"]["id"] == 79
+    # A job the API server does not have either stays a 404, in the envelope.
+    missing = await client.get(url("/00000000-0000-4000-8000-0000000000dd"), headers=headers)
+    body = await missing.json()
+    assert missing.status == 404 and body["success"] is False and body["errors"][0].startswith("id: live job")
+    assert (await client.get(url("/4242"), headers=headers)).status == 404
+
+
+async def test_a_copy_read_before_a_delete_does_not_bring_the_job_back(client: Client, kube: FakeKube) -> None:
+    store = client.app[STORE_KEY]
+    headers = await token(client, "read-key")
+    name = "00000000-0000-4000-8000-0000000000ee"
+    stale = live_job(name, 80, "2024-03-01T00:00:00Z")
+    stale["metadata"]["resourceVersion"] = "90"
+    kube.objects[f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{name}"] = stale  # what a slow GET returns
+    store.livejobs.apply_event({"type": "DELETED", "object": {**stale, "metadata": {**stale["metadata"],
+                                                                                   "resourceVersion": "95"}}})
+    assert (await client.get(url(f"/{name}"), headers=headers)).status == 404
+    assert (await client.get(url("/80"), headers=headers)).status == 404
+    recreated = copy.deepcopy(stale)
+    recreated["metadata"].update(uid="uid-again", resourceVersion="99")
+    store.livejobs.apply_event({"type": "ADDED", "object": recreated})
+    assert (await client.get(url(f"/{name}"), headers=headers)).status == 200
 
 
 async def test_public_metrics_false_hides_metrics(aiohttp_client: Callable[..., Awaitable[Client]],
