@@ -28,6 +28,8 @@ from onair.streamkeys import derive_stream_key
 MAX_REMEMBERED_QUERIES = 256
 # Joins the search texts of an index; the texts never contain it (see mapping.search_text).
 SEPARATOR = "\0"
+# Deleted objects remembered per cache, so that a late copy of one is not cached again.
+MAX_TOMBSTONES = 10_000
 
 log = logging.getLogger("onair.gateway.cache")
 Obj = dict[str, Any]
@@ -61,6 +63,9 @@ class WatchCache:
         self.listeners: list[Listener] = []
         self.relists = 0
         self.events = 0
+        # resourceVersion at which an object was deleted: an older copy (a GET that crossed the delete)
+        # must not bring it back. Bounded; a relist clears it.
+        self.tombstones: dict[Key, int] = {}
 
     def get(self, namespace: str, name: str) -> Obj | None:
         return self.objects.get((namespace, name))
@@ -82,17 +87,30 @@ class WatchCache:
         old = self.objects.get(key)
         if old is not None and rv_int(old) >= rv_int(obj) > 0:
             return False
+        deleted_at = self.tombstones.get(key)
+        if deleted_at is not None:
+            if rv_int(obj) <= deleted_at:
+                return False
+            del self.tombstones[key]
         self.objects[key] = obj
         self._notify("MODIFIED" if old is not None else "ADDED", old, obj)
         return True
 
     def remove(self, obj: Mapping[str, Any]) -> None:
-        old = self.objects.pop(obj_key(obj), None)
+        key = obj_key(obj)
+        old = self.objects.pop(key, None)
+        deleted_at = max(rv_int(obj), rv_int(old or {}))
+        if deleted_at > 0:
+            self.tombstones.pop(key, None)
+            self.tombstones[key] = deleted_at
+            if len(self.tombstones) > MAX_TOMBSTONES:
+                del self.tombstones[next(iter(self.tombstones))]
         if old is not None:
             self._notify("DELETED", old, None)
 
     def replace(self, items: list[Obj], resource_version: str) -> None:
         fresh = {obj_key(item): item for item in items}
+        self.tombstones.clear()
         for key in [k for k in self.objects if k not in fresh]:
             self._notify("DELETED", self.objects.pop(key), None)
         for key, item in fresh.items():

@@ -33,11 +33,12 @@ from onair.api_gateway.cache import JobEntry, JobIndex, Store, rv_int
 from onair.api_gateway.config import GatewayConfig
 from onair.api_gateway.errors import ApiProblem, EncodedJSON, envelope, json_response, list_response, validation_errors
 from onair.api_gateway.routes import Route
-from onair.api_gateway.schemas import LiveJobControl, LiveJobCreate, LoginRequest, RecordJobCreate
+from onair.api_gateway.schemas import GUID_PATTERN, LiveJobControl, LiveJobCreate, LoginRequest, RecordJobCreate
 from onair.kubeclient import ApiError, KubeClient, resource_path
 from onair.models import API_VERSION, RecordJobSpec
 
 log = logging.getLogger("onair.gateway")
+GUID_RE = re.compile(GUID_PATTERN)
 MAX_RANGE = timedelta(days=30)
 # What a path value that does not match its parameter's pattern (in the route table) is told.
 PATH_VALUE_ERRORS = {
@@ -155,12 +156,34 @@ class Gateway:
 
     # --- live jobs --------------------------------------------------------------------------------
 
-    def live_entry(self, ctx: Ctx, ident: str) -> JobEntry:
-        assert ctx.namespace
-        entry = self.store.live_index(ctx.namespace).find(ident)
+    async def live_entry(self, ctx: Ctx, ident: str) -> JobEntry:
+        entry = await self.find_job(ctx, ident, live=True)
         if entry is None:
             raise ApiProblem(404, f"id: live job {ident} not found")
         return entry
+
+    async def find_job(self, ctx: Ctx, ident: str, live: bool) -> JobEntry | None:
+        """The job from the cache; on a miss, from the API server (one request in the project's
+        namespace), put into the cache. Another replica may have created the job a moment ago and this
+        replica's watch not have brought it yet: a client still reads its own write."""
+        assert ctx.namespace
+        cache = self.store.livejobs if live else self.store.recordjobs
+        index_of = self.store.live_index if live else self.store.record_index
+        entry = index_of(ctx.namespace).find(ident)
+        if entry is not None or self.kube is None:
+            return entry
+        plural = "livejobs" if live else "recordjobs"
+        found: dict[str, Any] | None = None
+        if GUID_RE.fullmatch(ident):
+            found = await self.kube.get_or_none(resource_path(API_VERSION, plural, ctx.namespace, ident.lower()))
+        elif ident.isdigit() and 0 < int(ident) < mapping.HASHED_ID_BASE:  # an allocated id (a label)
+            page = await self.kube.get(resource_path(API_VERSION, plural, ctx.namespace),
+                                       labelSelector=f"{mapping.LABEL_ID}={int(ident)}")
+            found = next(iter(page.get("items") or []), None)
+        if found is None:
+            return None
+        cache.upsert(found)  # refused when the cache has it newer, or saw it deleted
+        return index_of(ctx.namespace).find(ident)
 
     def stream_key(self, namespace: str, name: str) -> str | None:
         return self.store.stream_keys.get((namespace, name))
@@ -306,23 +329,26 @@ class Gateway:
         body: LiveJobControl = await self.body(request, LiveJobControl)
         found = self.store.by_stream_key.get(raw_key.lower()) or self.store.by_stream_key.get(raw_key)
         index = self.store.live_index(ctx.namespace)
-        entry = index.entries.get(found[1]) if found and found[0] == ctx.namespace else index.find(raw_key)
+        if found and found[0] == ctx.namespace:
+            entry = index.entries.get(found[1])
+        else:  # the job's name works too
+            entry = await self.find_job(ctx, raw_key, live=True)
         if entry is None:
             raise ApiProblem(404, "streamKey: no live job with this stream key in the project")
         start, finish = body.start_date_time, body.finish_date_time
-        now = datetime.now(UTC)
+        # A range is a live cut, never a schedule: the channel's own schedule is not this call's to change.
+        if start and not finish:
+            raise ApiProblem(400, "finishDateTime: required with startDateTime (a live cut needs both ends)")
+        if finish and not start:
+            raise ApiProblem(400, "startDateTime: required with finishDateTime (a live cut needs both ends)")
         if start and finish and finish <= start:
             raise ApiProblem(400, "finishDateTime: must be after startDateTime")
         kube = self.kube_client()
         job_path = resource_path(API_VERSION, "livejobs", ctx.namespace, entry.name)
-        patch: dict[str, Any] = {"spec": {"online": body.online}}
         clip: dict[str, Any] | None = None
-        if start and finish and finish <= now:
+        if start and finish:  # a finish in the future: the clip's RecordJob waits for the stream to reach it
             clip = await self.create_clip(request, ctx, entry, start, finish)
-        elif start or finish:
-            patch["spec"]["schedule"] = {"startDateTime": start.isoformat() if start else None,
-                                         "finishDateTime": finish.isoformat() if finish else None}
-        updated = await kube.merge_patch(job_path, patch)
+        updated = await kube.merge_patch(job_path, {"spec": {"online": body.online}})
         self.store.livejobs.upsert(updated)
         urls = (updated.get("status") or {}).get("urls") or {}
         result = {"online": body.online, "playBackPathURL": urls.get("cdn") or urls.get("storageMasterFile")}
@@ -355,28 +381,28 @@ class Gateway:
 
     async def get_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace and ctx.project_id
-        entry = self.live_entry(ctx, request.match_info["id"])
+        entry = await self.live_entry(ctx, request.match_info["id"])
         detail = mapping.live_job_detail(entry.obj, entry.facts, self.stream_key(ctx.namespace, entry.name),
                                          ctx.project_id)
         return json_response(envelope(select(request, detail)))
 
     async def delete_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace
-        entry = self.live_entry(ctx, request.match_info["id"])
+        entry = await self.live_entry(ctx, request.match_info["id"])
         await self.kube_client().delete(resource_path(API_VERSION, "livejobs", ctx.namespace, entry.name))
         self.store.livejobs.remove(entry.obj)
         return json_response(envelope(None, messages=["live job deleted"]))
 
     async def live_job_timings(self, request: web.Request, ctx: Ctx) -> web.Response:
-        entry = self.live_entry(ctx, request.match_info["id"])
+        entry = await self.live_entry(ctx, request.match_info["id"])
         output_id = query_int(request, "outputId", None, 1, 1000)
         if output_id is not None and output_id > len((entry.obj.get("status") or {}).get("outputs") or []):
             raise ApiProblem(404, f"outputId: live job {entry.id} has no output {output_id}")
-        page, info = offset_page(request, mapping.live_job_timings(entry.obj))
+        page, info = offset_page(request, mapping.live_job_timings(entry.obj, output_id))
         return json_response(envelope(page, result_info=info))
 
     async def live_job_stats(self, request: web.Request, ctx: Ctx) -> web.Response:
-        entry = self.live_entry(ctx, request.match_info["id"])
+        entry = await self.live_entry(ctx, request.match_info["id"])
         stats = (entry.obj.get("status") or {}).get("statistics")
         rows = [dict(stats)] if stats else []
         return json_response(envelope(rows, result_info=page_info(len(rows), 1, max(len(rows), 1))))
@@ -391,9 +417,8 @@ class Gateway:
             return (found[0].get("spec") or {}).get("name") if found else None
         return name
 
-    def record_entry(self, ctx: Ctx, ident: str) -> JobEntry:
-        assert ctx.namespace
-        entry = self.store.record_index(ctx.namespace).find(ident)
+    async def record_entry(self, ctx: Ctx, ident: str) -> JobEntry:
+        entry = await self.find_job(ctx, ident, live=False)
         if entry is None:
             raise ApiProblem(404, f"id: record job {ident} not found")
         return entry
@@ -406,7 +431,9 @@ class Gateway:
         for alias, contract in (("PageNo", "pageIndex"), ("PageSize", "pageSize")):
             if alias in q and contract in q:
                 errors.append(f"{alias}: give {alias} or {contract}, not both")
-        keyword = q.get("Keyword") or q.get("search")
+        # Keyword and search look in the same text; given both, a job must contain both (AND).
+        needles = [text.lower() for text in (q.get("Keyword"), q.get("search")) if text]
+        extra.extend(query.contains("search", needle) for needle in needles[1:])
         start = end = None
         try:
             if q.get("StartTime"):
@@ -440,7 +467,7 @@ class Gateway:
         namespace = ctx.namespace
         names = self.template_name(namespace)
         result, info = run_list(request, self.route_of(request), self.store.record_index(namespace), extra,
-                                search=keyword.lower() if keyword else None, default_desc=(sort_by or "desc") == "desc",
+                                search=needles[0] if needles else None, default_desc=(sort_by or "desc") == "desc",
                                 render=lambda e: mapping.record_job_out(e.obj, e.facts, names),
                                 page_index_name="PageNo" if "PageNo" in q else "pageIndex",
                                 page_size_name="PageSize" if "PageSize" in q else "pageSize")
@@ -456,10 +483,11 @@ class Gateway:
         except ValidationError as error:
             raise ApiProblem(400, *validation_errors(error)) from error
         source_job = spec["source"].get("liveJobRef")
-        if source_job and self.store.live_index(ctx.namespace).find(source_job) is None:
-            raise ApiProblem(400, f"source.liveJobRef: no live job {source_job} in this project")
         if source_job:
-            spec["source"]["liveJobRef"] = self.store.live_index(ctx.namespace).find(source_job).name  # type: ignore[union-attr]
+            source = await self.find_job(ctx, source_job, live=True)
+            if source is None:
+                raise ApiProblem(400, f"source.liveJobRef: no live job {source_job} in this project")
+            spec["source"]["liveJobRef"] = source.name
         template_id = spec.get("jobTemplateId")
         if template_id is not None and template_id not in self.store.templates_for(ctx.namespace):
             raise ApiProblem(400, f"jobTemplateId: no JobTemplate with id {template_id} in this project")
@@ -498,13 +526,13 @@ class Gateway:
 
     async def get_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace
-        entry = self.record_entry(ctx, request.match_info["id"])
+        entry = await self.record_entry(ctx, request.match_info["id"])
         result = mapping.record_job_out(entry.obj, entry.facts, self.template_name(ctx.namespace))
         return json_response(envelope(select(request, result)))
 
     async def delete_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace
-        entry = self.record_entry(ctx, request.match_info["id"])
+        entry = await self.record_entry(ctx, request.match_info["id"])
         await self.kube_client().delete(resource_path(API_VERSION, "recordjobs", ctx.namespace, entry.name))
         self.store.recordjobs.remove(entry.obj)
         return json_response(envelope(None, messages=["record job deleted"]))
@@ -512,7 +540,7 @@ class Gateway:
     async def patch_record(self, request: web.Request, ctx: Ctx, spec_patch: dict[str, Any],
                            message: str) -> web.Response:
         assert ctx.namespace
-        entry = self.record_entry(ctx, request.match_info["id"])
+        entry = await self.record_entry(ctx, request.match_info["id"])
         if entry.facts["status"] in ("completed", "failed"):
             raise ApiProblem(409, f"record job {entry.id} is {entry.facts['status']}; it cannot change any more")
         updated = await self.kube_client().merge_patch(
@@ -529,7 +557,7 @@ class Gateway:
         return await self.patch_record(request, ctx, {"paused": False}, "record job resumed")
 
     async def stop_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
-        entry = self.record_entry(ctx, request.match_info["id"])
+        entry = await self.record_entry(ctx, request.match_info["id"])
         time_range = (entry.obj.get("spec") or {}).get("timeRange") or {}
         now = datetime.now(UTC).replace(microsecond=0)
         start = mapping.parse_time(time_range.get("start"))
@@ -613,8 +641,8 @@ class Gateway:
     def health_data(self) -> dict[str, Any]:
         live = [mapping.LIVE_HEALTH.get(str((o.get("status") or {}).get("phase")), "partial_outage")
                 for o in self.store.livejobs.values()]
-        records = [mapping.RECORD_HEALTH.get(str((o.get("status") or {}).get("phase") or "Initial").lower(),
-                                             "partial_outage") for o in self.store.recordjobs.values()]
+        records = [mapping.RECORD_HEALTH.get(mapping.record_status(o), "partial_outage")
+                   for o in self.store.recordjobs.values()]
         nodes = []
         for node in self.store.nodes.values():
             ready = next((c.get("status") == "True" for c in (node.get("status") or {}).get("conditions") or []

@@ -1,8 +1,9 @@
 """CR <-> REST translation, pure functions over the raw objects (dicts as the API server sends them).
 
 LiveJob -> contract fields: status <- status.phase; insertDate <- metadata.creationTimestamp;
-startDateTime/endDateTime <- spec.schedule; filePath <- spec.destination.path; destination and
-bucket <- spec.destination.bucket; serverType/inputClass <- spec.input; callbackUrl <- spec.callbackUrl;
+startDateTime/endDateTime <- spec.schedule; destination and filePath <- spec.destination.path (the key
+prefix in the bucket, "the destination in a bucket where chunk files will be saved"); bucket <-
+spec.destination.bucket; serverType/inputClass <- spec.input; callbackUrl <- spec.callbackUrl;
 statistics <- status.statistics; outputs <- status.outputs; timings <- status.timings; the urls from
 status.urls. The integer id is the label onair.dev/id (or, for jobs made with kubectl, a stable hash
 in the upper half of the int32 range, so it never collides with allocated ids).
@@ -178,7 +179,7 @@ def live_job_detail(obj: Obj, facts: Mapping[str, Any], key: str | None, project
         "id": facts["id"],
         "name": facts["name"],
         "key": key,
-        "destination": destination.get("bucket"),
+        "destination": facts["file_path"],
         "description": spec.get("description"),
         "projectId": project_id,
         "status": status.get("phase"),
@@ -232,10 +233,27 @@ def live_job_outputs(obj: Obj, facts: Mapping[str, Any]) -> list[dict[str, Any]]
     return rows
 
 
-def live_job_timings(obj: Obj) -> list[dict[str, Any]]:
-    return [{"status": str(t.get("phase")), "childStatus": t.get("reason"), "startDateTime": t.get("time"),
+def live_job_timings(obj: Obj, output_id: int | None = None) -> list[dict[str, Any]]:
+    """The job's phase history, oldest first. With `output_id` (1-based, as live_job_outputs numbers
+    them): the history of that output, i.e. the job's phases (every output goes through them) followed
+    by the output's own state: status its status (Running, Stalled...), childStatus its rendition name,
+    startDateTime its last segment's time. The operator keeps no per-rendition history."""
+    status = obj.get("status") or {}
+    rows = [{"status": str(t.get("phase")), "childStatus": t.get("reason"), "startDateTime": t.get("time"),
              "messageComment": t.get("comment")}
-            for t in (obj.get("status") or {}).get("timings") or [] if t.get("time")]
+            for t in status.get("timings") or [] if t.get("time")]
+    if output_id is None:
+        return rows
+    outputs = status.get("outputs") or []
+    if not 1 <= output_id <= len(outputs):
+        return []
+    output = outputs[output_id - 1]
+    since = output.get("lastSegmentTime") or (rows[-1]["startDateTime"] if rows else None)
+    if since:
+        written = int(output.get("segmentsWritten") or 0)
+        rows.append({"status": str(output.get("status", "Pending")), "childStatus": output.get("name"),
+                     "startDateTime": since, "messageComment": f"segments written: {written}"})
+    return rows
 
 
 # REST field names for the errors of LiveJobSpec validation.
@@ -279,11 +297,12 @@ def live_job_spec_from_request(body: LiveJobCreate) -> dict[str, Any]:
     input_class = _pick("inputClass", body.input_class, nested.input_class if nested else None, errors)
     callback_url = _pick("callbackUrl", body.callback_url, nested.callback_url if nested else None, errors)
     url = _pick("url", body.url, nested.url if nested else None, errors)
-    if body.bucket and body.destination and body.bucket != body.destination:
-        errors.append("destination: names the bucket; it differs from bucket")
-    bucket = body.bucket or body.destination
-    if not bucket:
-        errors.append("bucket: required (or destination)")
+    # destination is the place inside the bucket (the key prefix), the fact filePath names too.
+    if body.destination is not None and file_path is not None and body.destination != file_path:
+        errors.append("destination: the key prefix in the bucket, which filePath names too; the two differ")
+    path = body.destination if body.destination is not None else file_path
+    if not body.bucket:
+        errors.append("bucket: required (the bucket's name; destination is the key prefix inside it)")
     if server_type is None:
         errors.append("serverType: required (0 RTMP, 1 SRT, 2 HLS)")
     if errors:
@@ -292,7 +311,7 @@ def live_job_spec_from_request(body: LiveJobCreate) -> dict[str, Any]:
         "jobTemplateId": body.job_template_id,
         "input": {"serverType": _choice(server_type, SERVER_TYPES, None),
                   "inputClass": _choice(input_class, INPUT_CLASSES, "Standard")},
-        "destination": {"bucket": bucket, "path": file_path or ""},
+        "destination": {"bucket": body.bucket, "path": path or ""},
     }
     if url is not None:
         spec["input"]["url"] = url
@@ -309,10 +328,17 @@ def live_job_spec_from_request(body: LiveJobCreate) -> dict[str, Any]:
     if body.start_date_time or body.end_date_time:
         spec["schedule"] = {k: v.isoformat() for k, v in (("startDateTime", body.start_date_time),
                                                           ("finishDateTime", body.end_date_time)) if v}
+    path_name = "destination" if body.destination is not None else "filePath"
+
+    def rename(spec_path: str) -> str:
+        if spec_path == "destination.path":
+            return path_name
+        return rest_field_name(spec_path)
+
     try:
         return LiveJobSpec.model_validate(spec).to_k8s()
     except ValidationError as error:
-        raise ApiProblem(400, *validation_errors(error, rename=rest_field_name)) from error
+        raise ApiProblem(400, *validation_errors(error, rename=rename)) from error
 
 
 # --- record jobs ---------------------------------------------------------------------------------
@@ -337,16 +363,28 @@ RECORD_JOB_FIELDS: dict[str, FieldSpec] = {
 }
 
 
+def record_status(obj: Obj) -> str:
+    """The Alibaba status of a record job: its phase, except that spec.paused (what the caller set, and
+    where the operator takes the phase next) decides paused or not at once for a job still running: a job
+    just paused is "paused", a job just resumed is "started", before the operator reports either."""
+    spec = obj.get("spec") or {}
+    status = str((obj.get("status") or {}).get("phase") or "Initial").lower()
+    if status in ("completed", "failed"):
+        return status
+    if spec.get("paused"):
+        return "paused"
+    return "started" if status == "paused" else status
+
+
 def record_job_facts(obj: Obj) -> dict[str, Any]:
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     output = spec.get("output") or {}
-    phase = (obj.get("status") or {}).get("phase") or "Initial"
     facts = {
         "id": object_id(obj),
         "job_id": str(meta.get("name")),
         "name": (meta.get("annotations") or {}).get(ANNOTATION_DISPLAY_NAME),
-        "status": str(phase).lower(),
+        "status": record_status(obj),
         "created_at": millis(meta.get("creationTimestamp")),
         "modified_at": modified_millis(obj),
         "live_job": (spec.get("source") or {}).get("liveJobRef"),

@@ -135,6 +135,11 @@ def parse_time_value(value: str | int | float | bool, param: str) -> int:
 Predicate = Callable[[Mapping[str, Any]], bool]
 
 
+def contains(fact: str, needle: str) -> Predicate:
+    """The fact (a lower-case text) contains `needle`."""
+    return lambda facts: needle in facts[fact]
+
+
 def _compare(op: str, left: Any, right: Any) -> bool:
     if left is None:
         return False

@@ -104,6 +104,10 @@ ALIBABA = (
     Param("SortBy", "query", {"type": "string", "enum": ["asc", "desc"]}, "Creation time order (default desc)."),
 )
 
+OUTPUT_ID = Param("outputId", "query", {"type": "integer", "minimum": 1, "maximum": 1000},
+                  "Only this output (its outputId in …/livejobs/outputs): the job's phases, then the output's own "
+                  "state (status, its rendition as childStatus, its last segment's time).")
+
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/v1/login", "login", "Exchange an API key for a short-lived JWT", "auth", None,
           body=schemas.LoginRequest, result=schemas.LoginResult, errors=(400, 401)),
@@ -122,7 +126,7 @@ ROUTES: tuple[Route, ...] = (
                                    "Only this live job's outputs."), PAGE_INDEX, PAGE_SIZE),
           result=schemas.LiveJobOutput, result_is_list=True),
     Route("POST", LIVE + "/{streamKey}", "control_live_job",
-          "Start or stop encoding; a past start/finish range cuts a clip (a RecordJob)", "livejobs", Role.WRITE,
+          "Start or stop encoding; a start/finish range cuts a clip (a RecordJob)", "livejobs", Role.WRITE,
           (VERSION, PROJECT, STREAM_KEY, IDEMPOTENCY), body=schemas.LiveJobControl,
           result=schemas.LiveJobControlResult, status=201, idempotent_post=True),
     Route("GET", LIVE + "/{id}", "get_live_job", "Get a live job", "livejobs", Role.READ,
@@ -130,8 +134,7 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", LIVE + "/{id}", "delete_live_job", "Delete a live job", "livejobs", Role.WRITE,
           (VERSION, PROJECT, JOB_ID), result=None),
     Route("GET", LIVE + "/{id}/timings", "live_job_timings", "Phase history of a live job", "livejobs", Role.READ,
-          (VERSION, PROJECT, JOB_ID, Param("outputId", "query", {"type": "integer", "minimum": 1, "maximum": 1000},
-                                           "An output id (the history is per job)."), PAGE_INDEX, PAGE_SIZE),
+          (VERSION, PROJECT, JOB_ID, OUTPUT_ID, PAGE_INDEX, PAGE_SIZE),
           result=schemas.LiveJobTimingOut, result_is_list=True),
     Route("GET", LIVE + "/{id}/stats", "live_job_stats", "Input statistics of a live job", "livejobs", Role.READ,
           (VERSION, PROJECT, JOB_ID), result=schemas.Statistics, result_is_list=True),

@@ -95,14 +95,18 @@ class LiveJobCreate(RestModel):
     parameter table lists them."""
 
     job_template_id: int = Field(description="spec.id of the JobTemplate.", ge=0, le=2**31 - 1)
-    destination: str | None = Field(default=None, description="Bucket the HLS output is written to (as bucket).",
-                                    max_length=63)
-    bucket: str | None = Field(default=None, description="Bucket name; required unless destination is given.",
+    destination: str | None = Field(
+        default=None, description="The destination in the bucket where the chunk files are saved: the key "
+                                  "prefix (spec.destination.path), e.g. live/news; the same as filePath. "
+                                  "Default: the job name.",
+        max_length=MAX_DESCRIPTION_LENGTH)
+    bucket: str | None = Field(default=None, description="Bucket name (spec.destination.bucket); required.",
                                max_length=63)
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_LENGTH)
     cdn_distribution: bool | None = Field(default=None, description="Publish playback URLs through the CDN.")
     input: LiveJobCreateInput | None = None
-    file_path: str | None = Field(default=None, description="Key prefix in the bucket (default: the job name).",
+    file_path: str | None = Field(default=None, description="Key prefix in the bucket, as destination "
+                                                            "(default: the job name).",
                                   max_length=MAX_DESCRIPTION_LENGTH)
     server_type: ServerTypeIn | None = Field(default=None, description="0 RTMP, 1 SRT, 2 HLS (or the name).")
     input_class: InputClassIn | None = Field(default=None, description="0 Single, 1 Standard (or the name).")
@@ -155,7 +159,7 @@ class LiveJobDetail(ResponseModel):
     id: int
     name: str
     key: str | None
-    destination: str | None
+    destination: str | None = Field(description="Key prefix in the bucket where the chunk files are saved.")
     description: str | None
     project_id: str
     status: str | None
@@ -164,7 +168,7 @@ class LiveJobDetail(ResponseModel):
     job_template_id: int
     argo_resource_name: str | None
     resource_name: str | None
-    bucket: str | None
+    bucket: str | None = Field(description="Bucket name.")
     cdn_distribution: bool
     rtmp_server: str | None
     srt_url: str | None = None
@@ -181,8 +185,11 @@ class LiveJobDetail(ResponseModel):
 
 class LiveJobControl(RestModel):
     online: bool = Field(description="true starts the encoder, false stops it.")
-    start_date_time: AwareDatetime | None = Field(default=None, description="Live cut start.")
-    finish_date_time: AwareDatetime | None = Field(default=None, description="Live cut end.")
+    start_date_time: AwareDatetime | None = Field(
+        default=None, description="Live cut start; with finishDateTime (both or neither).")
+    finish_date_time: AwareDatetime | None = Field(
+        default=None, description="Live cut end; may be in the future (the clip waits for the stream to reach it). "
+                                  "The channel's schedule is never changed by a cut.")
 
 
 class LiveJobControlResult(ResponseModel):

@@ -57,12 +57,18 @@ class FakeKube:
         self.objects[key] = obj
         return self._stamp(obj)
 
-    async def get(self, path: str) -> dict[str, Any]:
+    async def get(self, path: str, **params: Any) -> dict[str, Any]:
+        self.calls.append(("get", path))
+        if "labelSelector" in params:  # a list of the collection, one label=value
+            label, value = str(params["labelSelector"]).split("=")
+            return {"items": [copy.deepcopy(obj) for key, obj in self.objects.items()
+                              if key.rsplit("/", 1)[0] == path and obj["metadata"]["labels"].get(label) == value]}
         if path not in self.objects:
             raise ApiError(404, {"reason": "NotFound"})
         return copy.deepcopy(self.objects[path])
 
     async def get_or_none(self, path: str) -> dict[str, Any] | None:
+        self.calls.append(("get", path))
         return copy.deepcopy(self.objects.get(path))
 
     async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
@@ -217,7 +223,7 @@ async def test_keyset_paging_while_creating(client: Client) -> None:
 async def test_create_then_get_reads_its_own_write(client: Client, kube: FakeKube) -> None:
     headers = await token(client)
     response = await client.post(url(), headers=headers, json={
-        "jobTemplateId": 7, "destination": "media", "bucket": "media", "description": "news",
+        "jobTemplateId": 7, "destination": "live/news", "bucket": "media", "description": "news",
         "cdnDistribution": False, "input": {"filePath": "live/news", "serverType": 1, "inputClass": 0,
                                             "callbackUrl": "https://hooks.example.com/x"}})
     body = await response.json()
@@ -235,6 +241,38 @@ async def test_create_then_get_reads_its_own_write(client: Client, kube: FakeKub
     assert cr["metadata"]["labels"] == {"onair.dev/project-id": PROJECT, "onair.dev/id": str(job["id"])}
     assert kube.objects[f"/api/v1/namespaces/{NS}"]["metadata"]["annotations"]["onair.dev/next-id"] == str(
         job["id"] + 50)
+
+
+async def test_documented_create_body_puts_destination_inside_the_bucket(client: Client, kube: FakeKube) -> None:
+    """The contract's body: bucket names the bucket, destination the place in it for the chunk files."""
+    headers = await token(client)
+    response = await client.post(url(), headers=headers, json={
+        "jobTemplateId": 7, "destination": "events/final", "description": "cup final", "bucket": "media",
+        "cdnDistribution": True, "input": {"serverType": 0, "inputClass": 1, "callbackUrl": "https://hooks.example.com/x"}})
+    body = await response.json()
+    assert response.status == 201, body
+    assert body["result"]["destination"] == "events/final" and body["result"]["bucket"] == "media"
+    name = body["result"]["name"]
+    cr = kube.objects[f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{name}"]
+    assert cr["spec"]["destination"] == {"bucket": "media", "path": "events/final", "cdnDistribution": True}
+    got = (await (await client.get(url(f"/{name}"), headers=headers)).json())["result"]
+    assert (got["destination"], got["bucket"], got["input"]["filePath"]) == ("events/final", "media", "events/final")
+    row = (await (await client.get(url(), params={"search": name}, headers=headers)).json())["result"]
+    assert [r["filePath"] for r in row] == ["events/final"]
+
+
+@pytest.mark.parametrize(("payload", "expected"), [
+    ({"destination": "live/news"}, "bucket: required"),
+    ({"destination": "live/news", "bucket": "media", "filePath": "live/other"}, "destination: the key prefix"),
+    ({"destination": "/live//news", "bucket": "media"}, "destination: String should match"),
+])
+async def test_create_body_destination_and_bucket_errors(client: Client, payload: dict[str, Any],
+                                                         expected: str) -> None:
+    response = await client.post(url(), headers=await token(client),
+                                 json={"jobTemplateId": 7, "serverType": 0, **payload})
+    body = await response.json()
+    assert response.status == 400, body
+    assert body["success"] is False and any(e.startswith(expected) for e in body["errors"]), body["errors"]
 
 
 async def test_ids_stay_unique_and_increasing_across_leased_blocks(client: Client, kube: FakeKube) -> None:
@@ -354,6 +392,49 @@ async def test_control_start_stop_and_live_cut(client: Client, kube: FakeKube) -
     assert missing.status == 404
 
 
+async def test_live_cut_ending_in_the_future_is_a_clip_and_leaves_the_schedule_alone(client: Client,
+                                                                                      kube: FakeKube) -> None:
+    headers = await token(client)
+    path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{FIRST}"
+    schedule = {"startDateTime": "2024-01-01T00:00:00Z", "finishDateTime": "2099-01-01T00:00:00Z"}
+    kube.objects[path] = live_job(FIRST, 1, "2024-01-01T00:00:01Z", schedule=schedule)
+    now = datetime.now(UTC).replace(microsecond=0)
+    start, finish = now - timedelta(minutes=5), now + timedelta(minutes=10)
+    response = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json={
+        "online": True, "startDateTime": start.isoformat(), "finishDateTime": finish.isoformat()})
+    body = await response.json()
+    assert response.status == 201, body
+    assert body["messages"] == ["live cut created"]
+    clip = body["result"]["recordJobName"]
+    record = await (await client.get(f"/api/v1/projects/{PROJECT}/recordjobs/{clip}", headers=headers)).json()
+    assert record["result"]["streamInput"]["liveJobName"] == FIRST
+    assert record["result"]["timeRange"] == {"start": start.isoformat().replace("+00:00", "Z"),
+                                             "end": finish.isoformat().replace("+00:00", "Z")}
+    # The channel keeps running to its own schedule: the cut did not write one.
+    assert kube.objects[path]["spec"]["schedule"] == schedule
+    job = await (await client.get(url(f"/{FIRST}"), headers=headers)).json()
+    assert job["result"]["endDateTime"] == "2099-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize(("given", "error"), [
+    ("startDateTime", "finishDateTime: required with startDateTime"),
+    ("finishDateTime", "startDateTime: required with finishDateTime"),
+])
+async def test_live_cut_with_one_end_is_a_400_naming_the_missing_one(client: Client, kube: FakeKube, given: str,
+                                                                    error: str) -> None:
+    headers = await token(client)
+    path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{FIRST}"
+    kube.objects[path] = live_job(FIRST, 1, "2024-01-01T00:00:01Z")
+    moment = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+    response = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json={"online": True, given: moment})
+    body = await response.json()
+    assert response.status == 400, body
+    assert body["success"] is False and body["result"] is None and body["errors"][0].startswith(error)
+    assert "schedule" not in kube.objects[path]["spec"] and ("patch", path) not in kube.calls
+    listed = await (await client.get(f"/api/v1/projects/{PROJECT}/recordjobs", headers=headers)).json()
+    assert listed["result"] == []
+
+
 async def test_record_jobs_alibaba_list(client: Client) -> None:
     headers = await token(client)
     base = f"/api/v1/projects/{PROJECT}/recordjobs"
@@ -373,8 +454,20 @@ async def test_record_jobs_alibaba_list(client: Client) -> None:
     assert [r["name"] for r in body["result"]] == ["rec 1"]
     paused = await client.post(f"{base}/{ids[0]}/pause", headers=headers)
     assert (await paused.json())["result"]["paused"] is True
+    # Paused at once, before the operator moves the phase: the filter and the row say so.
+    body = await (await client.get(base, params={"Status": "paused"}, headers=headers)).json()
+    assert [(r["id"], r["status"]) for r in body["result"]] == [(ids[0], "paused")]
     body = await (await client.get(base, params={"Status": "initial"}, headers=headers)).json()
-    assert len(body["result"]) == 3
+    assert [r["id"] for r in body["result"]] == [ids[2], ids[1]]
+    resumed = await client.post(f"{base}/{ids[0]}/resume", headers=headers)
+    assert (await resumed.json())["result"]["status"] == "initial"
+    assert (await (await client.get(base, params={"Status": "paused"}, headers=headers)).json())["result"] == []
+    # Keyword and search together: both apply.
+    for params, names in (({"Keyword": "rec", "search": "rec 2"}, ["rec 2"]),
+                          ({"Keyword": "rec 1", "search": "rec 2"}, []),
+                          ({"search": "rec 0"}, ["rec 0"])):
+        body = await (await client.get(base, params=params, headers=headers)).json()
+        assert [r["name"] for r in body["result"]] == names, params
     for params, error in [({"StartTime": "2024-01-01T00:00:00Z", "EndTime": "2024-03-01T00:00:00Z"},
                            "EndTime: at most 30"),
                           ({"StartTime": "2024-01-01 00:00"}, "StartTime: must be a UTC time"),
@@ -382,6 +475,14 @@ async def test_record_jobs_alibaba_list(client: Client) -> None:
                           ({"PageNo": "1", "pageIndex": "1"}, "PageNo: give")]:
         response = await client.get(base, params=params, headers=headers)
         assert response.status == 400 and (await response.json())["errors"][0].startswith(error)
+
+
+def test_record_status_follows_spec_paused_until_the_job_ends() -> None:
+    from onair.api_gateway.mapping import record_status
+    for phase, paused, expected in (("Started", True, "paused"), ("Paused", False, "started"),
+                                    ("Initial", False, "initial"), ("Completed", True, "completed"),
+                                    ("Failed", True, "failed"), (None, True, "paused")):
+        assert record_status({"spec": {"paused": paused}, "status": {"phase": phase}}) == expected, phase
 
 
 async def test_outputs_timings_stats_templates(client: Client) -> None:
@@ -393,6 +494,14 @@ async def test_outputs_timings_stats_templates(client: Client) -> None:
     body = await (await client.get(url("/3/timings"), headers=headers)).json()
     assert body["result"][1] == {"status": "Live", "childStatus": "PublisherConnected",
                                  "startDateTime": "2024-01-01T00:00:03Z", "messageComment": "hi"}
+    job_rows = (await (await client.get(url("/3/timings"), headers=headers)).json())["result"]
+    assert [r["childStatus"] for r in job_rows] == ["Created", "PublisherConnected"]
+    body = await (await client.get(url("/3/timings"), params={"outputId": "1"}, headers=headers)).json()
+    assert body["result"][:2] == job_rows  # the job's phases apply to each of its outputs
+    assert body["result"][2:] == [{"status": "Running", "childStatus": "720p", "startDateTime": "2024-01-01T00:00:03Z",
+                                   "messageComment": "segments written: 12"}]
+    missing = await client.get(url("/3/timings"), params={"outputId": "2"}, headers=headers)
+    assert missing.status == 404 and (await missing.json())["errors"][0].startswith("outputId: ")
     body = await (await client.get(url("/3/stats"), headers=headers)).json()
     assert body["result"] == [{"width": 1280, "height": 720, "framerate": 30}]
     body = await (await client.get(f"/api/v1/projects/{PROJECT}/jobtemplates", headers=headers)).json()
@@ -476,6 +585,63 @@ async def test_lists_show_a_changed_job_at_once(client: Client) -> None:
     response = await client.post(url(f"/{FIRST_KEY}"), json={"online": False},
                                  headers=await token(client, "write-key"))
     assert response.status == 404, await response.text()  # the old key no longer names a job
+
+
+async def test_a_job_made_through_another_replica_is_read_from_the_api_server(client: Client,
+                                                                              kube: FakeKube) -> None:
+    """This replica's watch has not brought the job yet: a GET by name or id asks the API server once."""
+    store = client.app[STORE_KEY]
+    headers = await token(client)
+    name = "00000000-0000-4000-8000-0000000000aa"
+    path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{name}"
+    kube.objects[path] = live_job(name, 77, "2024-03-01T00:00:00Z")
+    assert (NS, name) not in store.livejobs.objects
+    got = await client.get(url(f"/{name.upper()}"), headers=headers)
+    body = await got.json()
+    assert got.status == 200, body
+    assert body["result"]["id"] == 77 and body["result"]["key"] == derive_stream_key(SEED, NS, name, f"uid-{name}")
+    assert kube.calls.count(("get", path)) == 1
+    listed = await (await client.get(url(), params={"id": "77"}, headers=headers)).json()
+    assert [r["name"] for r in listed["result"]] == [name]  # now in the cache: lists show it too
+    # By integer id: one label-selected request in the project's namespace.
+    other = "00000000-0000-4000-8000-0000000000bb"
+    kube.objects[f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{other}"] = live_job(other, 78,
+                                                                                         "2024-03-01T00:00:01Z")
+    got = await client.get(url("/78/stats"), headers=headers)
+    assert got.status == 200, await got.text()
+    assert (await client.get(url("/78"), headers=headers)).status == 200
+    # Record jobs alike.
+    record_name = "00000000-0000-4000-8000-0000000000cc"
+    record_path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/recordjobs/{record_name}"
+    kube.objects[record_path] = {
+        "metadata": {"name": record_name, "namespace": NS, "uid": "u-rec", "resourceVersion": "9",
+                     "creationTimestamp": "2024-03-01T00:00:02Z", "labels": {"onair.dev/project-id": PROJECT,
+                                                                              "onair.dev/id": "79"}},
+        "spec": {"source": {"liveJobRef": name}, "output": {"bucket": "media"}}}
+    got = await client.get(f"/api/v1/projects/{PROJECT}/recordjobs/{record_name}", headers=headers)
+    assert got.status == 200 and (await got.json())["result"]["id"] == 79
+    # A job the API server does not have either stays a 404, in the envelope.
+    missing = await client.get(url("/00000000-0000-4000-8000-0000000000dd"), headers=headers)
+    body = await missing.json()
+    assert missing.status == 404 and body["success"] is False and body["errors"][0].startswith("id: live job")
+    assert (await client.get(url("/4242"), headers=headers)).status == 404
+
+
+async def test_a_copy_read_before_a_delete_does_not_bring_the_job_back(client: Client, kube: FakeKube) -> None:
+    store = client.app[STORE_KEY]
+    headers = await token(client, "read-key")
+    name = "00000000-0000-4000-8000-0000000000ee"
+    stale = live_job(name, 80, "2024-03-01T00:00:00Z")
+    stale["metadata"]["resourceVersion"] = "90"
+    kube.objects[f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{name}"] = stale  # what a slow GET returns
+    store.livejobs.apply_event({"type": "DELETED", "object": {**stale, "metadata": {**stale["metadata"],
+                                                                                   "resourceVersion": "95"}}})
+    assert (await client.get(url(f"/{name}"), headers=headers)).status == 404
+    assert (await client.get(url("/80"), headers=headers)).status == 404
+    recreated = copy.deepcopy(stale)
+    recreated["metadata"].update(uid="uid-again", resourceVersion="99")
+    store.livejobs.apply_event({"type": "ADDED", "object": recreated})
+    assert (await client.get(url(f"/{name}"), headers=headers)).status == 200
 
 
 async def test_public_metrics_false_hides_metrics(aiohttp_client: Callable[..., Awaitable[Client]],

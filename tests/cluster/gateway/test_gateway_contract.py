@@ -17,8 +17,8 @@ from waiting import wait_until
 from onair.api_gateway import schemas
 from onair.streamkeys import derive_stream_key
 
-CREATE: dict[str, Any] = {"jobTemplateId": 7, "destination": "media", "bucket": "media", "description": "evening news",
-          "cdnDistribution": False,
+CREATE: dict[str, Any] = {"jobTemplateId": 7, "destination": "live/news", "bucket": "media",
+          "description": "evening news", "cdnDistribution": False,
           "input": {"filePath": "live/news", "serverType": 0, "inputClass": 1,
                     "callbackUrl": "https://hooks.example.com/onair"}}
 ENVELOPE = {"success", "errors", "messages", "result", "resultInfo"}
@@ -59,7 +59,7 @@ def test_create_returns_the_contract_and_reads_its_own_write(gateway: RunningGat
     job = body["result"]
     schemas.LiveJobDetail.model_validate(job)
     assert is_guid(job["name"]) and is_guid(job["key"]) and job["projectId"] == project.id
-    assert job["description"] == "evening news" and job["bucket"] == job["destination"] == "media"
+    assert job["description"] == "evening news" and job["bucket"] == "media" and job["destination"] == "live/news"
     assert job["jobTemplateId"] == 7 and job["cdnDistribution"] is False and isinstance(job["id"], int)
     assert job["input"]["filePath"] == "live/news" and job["input"]["serverType"] == 0
     assert job["input"]["inputClass"] == 1 and job["input"]["callbackUrl"] == "https://hooks.example.com/onair"
@@ -86,7 +86,17 @@ def test_create_returns_the_contract_and_reads_its_own_write(gateway: RunningGat
     cr = get_cr(kube, project.namespace, "livejobs", job["name"])
     assert cr["metadata"]["labels"] == {"onair.dev/project-id": project.id, "onair.dev/id": str(job["id"])}
     assert cr["spec"]["input"] == {"serverType": "RTMP", "inputClass": "Standard"}
-    assert cr["spec"]["destination"]["path"] == "live/news"
+    assert cr["spec"]["destination"]["path"] == "live/news" and cr["spec"]["destination"]["bucket"] == "media"
+    # The contract's body without filePath: destination alone is the place in the bucket, and reads back.
+    documented = {k: v for k, v in CREATE.items() if k != "input"}
+    documented.update(destination="shows/late", input={"serverType": 0, "inputClass": 1})
+    response = requests.post(project.url(gateway, "/livejobs"), json=documented, headers=headers, timeout=10)
+    assert response.status_code == 201, response.text
+    late = response.json()["result"]
+    assert get_cr(kube, project.namespace, "livejobs", late["name"])["spec"]["destination"] == {
+        "bucket": "media", "path": "shows/late", "cdnDistribution": False}
+    got = requests.get(project.url(gateway, f"/livejobs/{late['id']}"), headers=headers, timeout=10).json()["result"]
+    assert (got["destination"], got["bucket"], got["input"]["filePath"]) == ("shows/late", "media", "shows/late")
     assert job["key"] == derive_stream_key(STREAM_KEY_SEED, project.namespace, job["name"], cr["metadata"]["uid"])
     secrets = client.CoreV1Api(kube).list_namespaced_secret(project.namespace, label_selector="onair.dev/job")
     assert not secrets.items
@@ -117,7 +127,8 @@ def test_jobs_made_with_kubectl_and_status_from_the_operator_show_up(gateway: Ru
     custom(kube).patch_namespaced_custom_object_status("onair.dev", "v1alpha1", project.namespace, "livejobs", name, {
         "status": {"phase": "Live", "timings": [{"time": now, "phase": "Live", "reason": "PublisherConnected"}],
                    "statistics": {"width": 1920, "height": 1080, "framerate": 25, "videoCodecId": 7},
-                   "outputs": [{"name": "360p", "status": "Running", "segmentsWritten": 3}],
+                   "outputs": [{"name": "360p", "status": "Running", "segmentsWritten": 3},
+                               {"name": "720p", "status": "Stalled", "segmentsWritten": 1, "lastSegmentTime": now}],
                    "urls": {"srtUrl": "srt://10.0.0.9:9000", "storageMasterFile": "http://s3/media/x/master.m3u8"}}})
     wait_until(lambda: requests.get(project.url(gateway, f"/livejobs/{job['id']}"), headers=headers, timeout=5)
                .json()["result"]["status"] == "Live", 15, "the status to reach the gateway")
@@ -126,9 +137,18 @@ def test_jobs_made_with_kubectl_and_status_from_the_operator_show_up(gateway: Ru
     timings = requests.get(project.url(gateway, f"/livejobs/{name}/timings"), headers=headers, timeout=5).json()
     assert timings["result"] == [{"status": "Live", "childStatus": "PublisherConnected", "startDateTime": now,
                                   "messageComment": None}]
+    # outputId: the job's phases, then that output's own state.
+    stalled = requests.get(project.url(gateway, f"/livejobs/{name}/timings"), params={"outputId": "2"},
+                           headers=headers, timeout=5).json()
+    assert stalled["result"] == [*timings["result"], {"status": "Stalled", "childStatus": "720p",
+                                                      "startDateTime": now, "messageComment": "segments written: 1"}]
+    running = requests.get(project.url(gateway, f"/livejobs/{name}/timings"), params={"outputId": "1"},
+                           headers=headers, timeout=5).json()
+    assert [(r["status"], r["childStatus"]) for r in running["result"]] == [("Live", "PublisherConnected"),
+                                                                            ("Running", "360p")]
     outputs = requests.get(project.url(gateway, "/livejobs/outputs"), headers=headers, timeout=5).json()
     assert [(o["liveJobId"], o["outputId"], o["status"], o["counter"]) for o in outputs["result"]] == [
-        (job["id"], 1, 1, 3)]
+        (job["id"], 1, 1, 3), (job["id"], 2, 2, 1)]
     for row in outputs["result"]:
         schemas.LiveJobOutput.model_validate(row)
         assert is_guid(row["lockKey"])
@@ -222,6 +242,24 @@ def test_start_stop_and_live_cut(gateway: RunningGateway, project: Project, kube
     bad = requests.post(url, headers=headers, timeout=10, json={
         "online": True, "startDateTime": now.isoformat(), "finishDateTime": (now - timedelta(minutes=1)).isoformat()})
     assert bad.status_code == 400 and bad.json()["errors"] == ["finishDateTime: must be after startDateTime"]
+    # A cut that ends in the future is a clip too (its RecordJob waits for the stream); the channel
+    # gets no schedule, so it does not stop at the cut's end.
+    finish = now + timedelta(minutes=30)
+    response = requests.post(url, headers=headers, timeout=10, json={
+        "online": True, "startDateTime": (now - timedelta(minutes=1)).isoformat(),
+        "finishDateTime": finish.isoformat()})
+    assert response.status_code == 201, response.text
+    waiting = get_cr(kube, project.namespace, "recordjobs", response.json()["result"]["recordJobName"])
+    assert waiting["spec"]["source"] == {"liveJobRef": job["name"]}
+    assert datetime.fromisoformat(waiting["spec"]["timeRange"]["end"].replace("Z", "+00:00")) == finish
+    live = get_cr(kube, project.namespace, "livejobs", job["name"])
+    assert "schedule" not in live["spec"] and live["spec"]["online"] is True
+    got = requests.get(project.url(gateway, f"/livejobs/{job['name']}"), headers=headers, timeout=10).json()
+    assert got["result"]["endDateTime"] is None
+    lone = requests.post(url, headers=headers, timeout=10, json={"online": True, "finishDateTime": finish.isoformat()})
+    assert lone.status_code == 400, lone.text
+    check_envelope(lone.json(), success=False)
+    assert lone.json()["errors"][0].startswith("startDateTime: required with finishDateTime")
 
 
 def test_record_jobs(gateway: RunningGateway, project: Project, kube: client.ApiClient) -> None:
@@ -257,6 +295,11 @@ def test_record_jobs(gateway: RunningGateway, project: Project, kube: client.Api
     paused = requests.post(f"{url}/{first}/pause", headers=headers, timeout=10).json()["result"]
     assert paused["paused"] is True
     assert get_cr(kube, project.namespace, "recordjobs", made[0]["jobId"])["spec"]["paused"] is True
+    # No waiting: the just-paused job is found by Status=paused at once, and only it.
+    just_paused = requests.get(url, params={"Status": "paused"}, headers=headers, timeout=10).json()["result"]
+    assert [(r["jobId"], r["status"]) for r in just_paused] == [(made[0]["jobId"], "paused")]
+    both = requests.get(url, params={"Keyword": "record", "search": "record 2"}, headers=headers, timeout=10).json()
+    assert [r["name"] for r in both["result"]] == ["record 2"]
     assert requests.post(f"{url}/{first}/resume", headers=headers, timeout=10).json()["result"]["paused"] is False
     stopped = requests.post(f"{url}/{first}/stop", headers=headers, timeout=10)
     assert stopped.status_code == 200, stopped.text
