@@ -68,6 +68,9 @@ MAX_PULL_BACKOFF = 10.0
 STORE_RETRY_FIRST_SECONDS = 0.5
 STORE_RETRY_MAX_SECONDS = 10.0
 BANDWIDTH_HEADROOM = 1.1
+# A pulled source that gives no new segment for this long (and at least the minimum) is reconnected.
+FROZEN_SOURCE_SEGMENTS = 3
+FROZEN_SOURCE_MIN_SECONDS = 6.0
 
 
 class FatalConfigError(Exception):
@@ -106,6 +109,7 @@ class SessionState:
     # rendition to close it and followed by the others, so the variants stay aligned.
     fates: dict[int, SegmentFate] = field(default_factory=dict)
     connected: bool = False
+    last_media: float = field(default_factory=time.monotonic)  # when ffmpeg last closed a segment
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
     stderr_lines: list[str] = field(default_factory=list)
 
@@ -410,7 +414,10 @@ class Encoder:
         watcher = asyncio.create_task(self._watch_outputs(state))
         exited = asyncio.create_task(process.wait())
         stop = asyncio.create_task(self.stop_requested.wait())
-        await asyncio.wait({exited, stop}, return_when=asyncio.FIRST_COMPLETED)
+        ending = {exited, stop}
+        if pull:
+            ending.add(asyncio.create_task(self._watch_for_a_frozen_source(state)))
+        await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
         if not exited.done():
             # SIGINT: ffmpeg closes the current segment and writes its playlist before exiting.
             with contextlib.suppress(ProcessLookupError):
@@ -421,7 +428,8 @@ class Encoder:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await exited
-        stop.cancel()
+        for task in ending:
+            task.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -435,6 +443,16 @@ class Encoder:
             self._connected(False)
         produced = sum(status.segments_written for status in self.status.renditions.values()) > produced_before
         return produced
+
+    async def _watch_for_a_frozen_source(self, state: SessionState) -> None:
+        """Returns when a pulled source has stopped giving media: an HLS playlist that is no longer
+        updated (the origin died without ENDLIST) keeps ffmpeg reloading it for many minutes."""
+        limit = max(FROZEN_SOURCE_MIN_SECONDS, FROZEN_SOURCE_SEGMENTS * self.config.segment_seconds)
+        while True:
+            await asyncio.sleep(POLL_INTERVAL * 10)
+            if state.connected and time.monotonic() - state.last_media > limit:
+                log.warning("the source gave no media for %.0fs: reconnecting", limit)
+                return
 
     async def _read_progress(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
@@ -465,6 +483,7 @@ class Encoder:
                     self.status.statistics = statistics
                     if announce and not state.connected:
                         state.connected = True
+                        state.last_media = time.monotonic()
                         self._connected(True)
                 state.stderr_lines.clear()
 
@@ -491,6 +510,8 @@ class Encoder:
                 # length of the whole window): lost, and the playlist says so with a discontinuity.
                 log.error("%s: local segments %d-%d were never seen", name, missed[0], missed[-1])
                 self.tracks[name].skip()
+            if fresh:
+                state.last_media = time.monotonic()
             for segment in fresh:
                 state.handled[name] = segment.sequence
                 await self._publish_segment(output, state, segment, info.st_mtime)

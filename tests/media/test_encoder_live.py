@@ -242,18 +242,22 @@ def hls_origin(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         server.server_close()
 
 
-def test_hls_pull_source_is_encoded_into_the_ladder(
+def test_hls_pull_is_encoded_into_the_ladder_and_a_frozen_source_is_pulled_again(
     start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, hls_origin: tuple[str, Path],
     tmp_path: Path,
 ) -> None:
     base_url, root = hls_origin
-    # A live source: ffmpeg writes a sliding-window HLS stream in real time, the encoder pulls it.
-    source = subprocess.Popen(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", *pattern_input(14, size="480x270"),
-         "-f", "hls", "-hls_time", "1", "-hls_list_size", "6", "-hls_flags", "delete_segments",
-         str(root / "live.m3u8")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+
+    def start_origin() -> subprocess.Popen[bytes]:
+        """A live source: ffmpeg writes a sliding-window HLS stream in real time, the encoder pulls it."""
+        return subprocess.Popen(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", *pattern_input(14, size="480x270"),
+             "-f", "hls", "-hls_time", "1", "-hls_list_size", "6", "-hls_flags", "delete_segments",
+             str(root / "live.m3u8")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+
+    source = start_origin()
     try:
         wait_until(lambda: (root / "live.m3u8").exists(), 15, "the origin's first playlist")
         template = ladder_template(("270p", 480, 270, "H264"), ("180p", 320, 180, "H264"))
@@ -264,6 +268,13 @@ def test_hls_pull_source_is_encoded_into_the_ladder(
                    "two segments of each rendition from the pulled source")
         statistics = encoder.status()["ingest"]["statistics"]
         assert (statistics["width"], statistics["height"]) == (480, 270)
+        # The origin dies without ENDLIST: its playlist stays, frozen. The job says so, and pulls
+        # again until the origin is back.
+        source.kill()
+        source.wait(10)
+        encoder.wait_state("reconnecting", 20)
+        source = start_origin()
+        encoder.wait_state("live", 20)
     finally:
         source.kill()
         source.wait(10)
