@@ -414,7 +414,7 @@ class Encoder:
         watcher = asyncio.create_task(self._watch_outputs(state))
         exited = asyncio.create_task(process.wait())
         stop = asyncio.create_task(self.stop_requested.wait())
-        ending = {exited, stop}
+        ending: set[asyncio.Task[Any]] = {exited, stop}
         if pull:
             ending.add(asyncio.create_task(self._watch_for_a_frozen_source(state)))
         await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
