@@ -12,12 +12,14 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from onair.models import RecordingFormat
 
 from .config import ClipConfig, JobConfig
-from .pipeline import MASTER_PLAYLIST, FatalConfigError, write_mp4
+from .mp4 import fetch_segment, write_mp4
+from .pipeline import MASTER_PLAYLIST, FatalConfigError
 from .playlist import (
     MediaPlaylist,
     Segment,
@@ -147,14 +149,8 @@ class ClipJob:
     async def _write_mp4(self, rendition: str, segments: list[Segment]) -> None:
         directory = self.work_dir / "clip" / rendition
         directory.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for segment in segments:
-            for name in filter(None, (segment.init_uri, segment.uri)):
-                target = directory / name
-                if not target.exists():
-                    body = await asyncio.to_thread(self.store.get, self.config.key(rendition, name))
-                    target.write_bytes(body or b"")
-            paths.append(directory / segment.uri)
+        paths = [await asyncio.to_thread(fetch_segment, self.store, partial(self.config.key, rendition), segment,
+                                         directory) for segment in segments]
         mp4 = directory / f"{rendition}.mp4"
         if await write_mp4(paths, segments, directory, mp4, time.monotonic() + 120):
             await asyncio.to_thread(self.store.put, self.config.key(f"{rendition}.mp4"), mp4.read_bytes(),

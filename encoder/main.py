@@ -18,6 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_TRANSIENT
 from onair.jsonlog import add_context, setup_logging
 
 from .clip import ClipJob
@@ -29,9 +30,6 @@ from .upload import S3Store
 
 log = logging.getLogger("onair.encoder")
 
-EXIT_OK = 0
-EXIT_TRANSIENT = 1
-EXIT_BAD_CONFIG = 2
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,7 +57,7 @@ async def serve(config: JobConfig, ports: Ports) -> int:
         log.info("stop requested by signal")
         job.request_stop()
         # Whatever happens, be gone before the kubelet's SIGKILL.
-        loop.call_later(STOP_GRACE_SECONDS - 0.5, os._exit, EXIT_OK)
+        loop.call_later(STOP_GRACE_SECONDS - 0.5, lambda: os._exit(encoder.exit_code()))
 
     try:
         status = status_app(job, pausable=config.outputs.pausable, control_key=config.control_key)

@@ -20,9 +20,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from onair.exitcodes import EXIT_INTERRUPTED, EXIT_OK
 from onair.models import HardwareAcceleration, RecordingFormat
 
 from .config import IngestKind, JobConfig
@@ -35,6 +37,7 @@ from .ffmpeg import (
     session_outputs,
     unhandled_local_segments,
 )
+from .mp4 import fetch_segment, join_files, write_mp4
 from .playlist import MediaPlaylist, Segment, Variant, codec_tag, parse_media_playlist, render_master_playlist
 from .rtmp import (
     PLAY_TOKEN_PARAMETER,
@@ -174,11 +177,9 @@ class Encoder:
 
     def request_stop(self, finishing: bool | None = None) -> None:
         """SIGTERM, /finish, or the end of the job's time range."""
-        if finishing is None:
+        if finishing is None:  # a signal: finishing only once the job's time is up
             finish_at = self.config.finish_at
-            finishing = self.config.kind == "RecordJob" or (
-                finish_at is not None and finish_at <= datetime.now(UTC)
-            )
+            finishing = finish_at is not None and finish_at <= datetime.now(UTC)
         self.finishing = self.finishing or finishing
         if not self.stop_requested.is_set():
             self.status.set_state(EncoderState.STOPPING, "stopping: flushing the last segment and uploading")
@@ -619,7 +620,7 @@ class Encoder:
         """CODECS, RESOLUTION and FRAME-RATE of the master from the first segment itself."""
         probed = [path]
         if init is not None:  # an fMP4 media segment has no moov: probe it behind its init segment
-            path = await asyncio.to_thread(_join_files, init, path, path.with_name(f"{path.name}.mp4"))
+            path = await asyncio.to_thread(join_files, init, path, path.with_name(f"{path.name}.mp4"))
             probed.append(path)
         process = await asyncio.create_subprocess_exec(
             "ffprobe", "-v", "error", "-show_streams", "-of", "json", str(path),
@@ -715,59 +716,42 @@ class Encoder:
         if not uploaded:
             self.status.set_state(EncoderState.FAILED, "stopped before every segment was uploaded (store down)")
             log.error("exiting with %d uploads pending", self.uploader.pending())
-            return 0
+            return self.exit_code()
         for rendition in self.status.renditions.values():
             rendition.status = "Completed"
         self.status.set_state(EncoderState.COMPLETED, "finished" if self.finishing else "stopped")
-        return 0
+        return self.exit_code()
+
+    def exit_code(self) -> int:
+        """A recording stopped before its end (a bare SIGTERM: an eviction, a drain) is not done: the
+        operator starts another attempt, which continues its playlists."""
+        if self.config.kind == "RecordJob" and not self.finishing:
+            return EXIT_INTERRUPTED
+        return EXIT_OK
 
     async def _write_mp4s(self, deadline: float) -> None:
-        """RecordJob with format mp4: one MP4 per rendition from the recorded segments, no re-encode."""
-        for name, recorded in self.local_segments.items():
-            if not recorded:
+        """RecordJob with format mp4: one MP4 per rendition from the recorded segments, no re-encode.
+        Segments an earlier attempt recorded (before an eviction) are fetched back from the store."""
+        for name, track in self.tracks.items():
+            if not track.segments:
                 continue
             directory = self.work_dir / "mp4" / name
             directory.mkdir(parents=True, exist_ok=True)
-            await write_mp4(
-                [path for _, path in recorded], [segment for segment, _ in recorded],
-                directory, directory / f"{name}.mp4", deadline,
-            )  # fmt: skip
+            recorded = {segment.sequence: path for segment, path in self.local_segments[name]}
+            paths: list[Path] = []
+            try:
+                for segment in track.segments:
+                    path = recorded.get(segment.sequence)
+                    if path is None:
+                        path = await asyncio.to_thread(fetch_segment, self.store, partial(self.config.key, name),
+                                                       segment, directory)
+                    paths.append(path)
+            except Exception as error:  # the HLS recording stands; only its MP4 copy is missing
+                log.error("no MP4 of %s: %s", name, error)
+                continue
             mp4 = directory / f"{name}.mp4"
-            if mp4.exists():
+            if await write_mp4(paths, list(track.segments), directory, mp4, deadline):
                 self.uploader.put_file(self.config.key(f"{name}.mp4"), mp4)
-
-
-async def write_mp4(paths: list[Path], segments: list[Segment], directory: Path, target: Path, deadline: float) -> bool:
-    """Concatenate HLS segments into an MP4 with `-c copy`, through a local playlist."""
-    from .playlist import render_media_playlist
-
-    local = [
-        Segment(index, segment.duration, str(path), discontinuity=segment.discontinuity,
-                init_uri=str(path.parent / segment.init_uri) if segment.init_uri else None)
-        for index, (segment, path) in enumerate(zip(segments, paths, strict=True))
-    ]
-    playlist = directory / "concat.m3u8"
-    playlist.write_text(render_media_playlist(local, nominal_duration=1, ended=True, playlist_type="VOD"))
-    process = await asyncio.create_subprocess_exec(
-        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        "-allowed_extensions", "ALL", "-protocol_whitelist", "file,crypto",
-        "-i", str(playlist), "-map", "0", "-c", "copy", "-movflags", "+faststart", str(target),
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        _, stderr = await asyncio.wait_for(process.communicate(), max(1.0, deadline - time.monotonic()))
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        return False
-    if process.returncode != 0:
-        log.error("MP4 assembly failed: %s", stderr.decode(errors="replace")[-2000:])
-    return process.returncode == 0
-
-
-def _join_files(first: Path, second: Path, target: Path) -> Path:
-    target.write_bytes(first.read_bytes() + second.read_bytes())
-    return target
 
 
 def _frame_rate(text: str | None) -> float | None:

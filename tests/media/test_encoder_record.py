@@ -13,6 +13,7 @@ from media_helpers import EncoderProcess, ObjectStore, ffprobe, free_port, ladde
 from waiting import wait_until
 
 from onair.encoder.playlist import format_program_date_time, parse_master_playlist, parse_media_playlist
+from onair.exitcodes import EXIT_INTERRUPTED
 
 SMALL = ladder_template(("180p", 320, 180, "H264"))
 
@@ -164,7 +165,8 @@ def test_record_job_pauses_and_resumes(
         assert segments() <= at_pause + 1  # at most the segment that was being written
         assert recorder.post("/resume").json()["paused"] is False
         wait_until(lambda: segments() >= at_pause + 3, 20, "segments after resuming")
-        assert recorder.stop() == 0
+        assert recorder.post("/finish").status_code == 202  # what the operator sends when the job ends
+        assert recorder.process.wait(30) == 0, recorder.log()[-3000:]
     finally:
         source.kill()
         source.wait()
@@ -179,6 +181,51 @@ def test_record_job_pauses_and_resumes(
     before = playlist.segments[gaps[0].sequence - 1]
     assert before.end_time is not None
     assert (gaps[0].program_date_time - before.end_time).total_seconds() > 5
+
+
+def test_an_evicted_recording_is_continued_by_the_next_attempt_into_one_mp4(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path
+) -> None:
+    """A bare SIGTERM (eviction, node drain) is not the end of a recording: the recorder exits
+    EXIT_INTERRUPTED with its playlist still open; the next attempt continues it, and the finished
+    MP4 holds both attempts' media."""
+    prefix = "rec/evicted"
+
+    def record(seconds: float) -> tuple[EncoderProcess, subprocess.Popen[bytes]]:
+        port = free_port()
+        source = publish(f"srt://127.0.0.1:{port}?mode=listener", seconds, container="mpegts")
+        spec = {"source": {"streamUrl": f"srt://127.0.0.1:{port}"}, "output": {"bucket": "ignored", "format": "mp4"}}
+        recorder = start_encoder("RecordJob", spec, None, prefix=prefix)
+        recorder.wait_state("live", 10)
+        wait_until(lambda: recorder.status()["renditions"][0]["segmentsWritten"] >= 3, 20, "recorded segments")
+        return recorder, source
+
+    first, source = record(30)
+    assert first.stop() == EXIT_INTERRUPTED, first.log()[-3000:]
+    source.kill()
+    source.wait()
+    playlist = parse_media_playlist(object_store.get_text(first.bucket, f"{prefix}/source/index.m3u8") or "")
+    assert not playlist.ended and playlist.playlist_type == "EVENT"
+    assert object_store.get_text(first.bucket, f"{prefix}/source.mp4") is None
+    first_attempt = len(playlist.segments)
+
+    second, source = record(30)
+    try:
+        assert second.post("/finish").status_code == 202
+        assert second.process.wait(30) == 0, second.log()[-3000:]
+    finally:
+        source.kill()
+        source.wait()
+    playlist = parse_media_playlist(object_store.get_text(second.bucket, f"{prefix}/source/index.m3u8") or "")
+    assert playlist.ended and playlist.playlist_type == "VOD"
+    numbers = [segment.sequence for segment in playlist.segments]
+    assert numbers == list(range(len(numbers))) and len(numbers) > first_attempt, numbers
+    assert [segment.sequence for segment in playlist.segments if segment.discontinuity] == [first_attempt]
+    object_store.client.download_file(second.bucket, f"{prefix}/source.mp4", str(tmp_path / "source.mp4"))
+    mp4 = ffprobe(tmp_path / "source.mp4")
+    recorded = sum(segment.duration for segment in playlist.segments)
+    assert abs(float(mp4["format"]["duration"]) - recorded) < 1.0, (mp4["format"]["duration"], recorded)
+    assert {stream["codec_type"] for stream in mp4["streams"]} == {"video", "audio"}
 
 
 def test_a_full_spool_drops_segments_says_so_and_recovers(

@@ -1,0 +1,67 @@
+"""MP4 files from recorded HLS segments, with no re-encode: RecordJob `format: mp4` and clips."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .playlist import Segment
+from .upload import S3Store
+
+log = logging.getLogger(__name__)
+
+
+class MissingSegmentError(Exception):
+    """A segment a playlist names is not in the bucket."""
+
+
+def join_files(first: Path, second: Path, target: Path) -> Path:
+    target.write_bytes(first.read_bytes() + second.read_bytes())
+    return target
+
+
+def fetch_segment(store: S3Store, key: Callable[[str], str], segment: Segment, directory: Path) -> Path:
+    """Downloads a segment (and its init segment) into `directory`, unless already there."""
+    for uri in filter(None, (segment.init_uri, segment.uri)):
+        target = directory / uri
+        if not target.exists():
+            body = store.get(key(uri))
+            if body is None:
+                raise MissingSegmentError(f"{key(uri)} is missing from the bucket")
+            target.write_bytes(body)
+    return directory / segment.uri
+
+
+async def write_mp4(paths: list[Path], segments: list[Segment], directory: Path, target: Path, deadline: float) -> bool:
+    """Concatenates segments into an MP4 with `-c copy`. The concat demuxer places each file after the
+    previous one's duration, so timestamps that restart (a publisher's reconnect, a second attempt
+    after an eviction) still make one continuous file. fMP4 segments are joined to their init
+    segment first (found next to the segment, or in `directory`)."""
+    lines = ["ffconcat version 1.0"]
+    for index, (segment, path) in enumerate(zip(segments, paths, strict=True)):
+        if segment.init_uri:
+            init = path.parent / segment.init_uri
+            if not init.exists():
+                init = directory / segment.init_uri
+            path = await asyncio.to_thread(join_files, init, path, directory / f"joined_{index:06d}.mp4")
+        lines += [f"file '{path.resolve()}'", f"duration {segment.duration:.6f}"]
+    listing = directory / "concat.txt"
+    listing.write_text("\n".join(lines) + "\n")
+    process = await asyncio.create_subprocess_exec(
+        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        "-f", "concat", "-safe", "0", "-i", str(listing),
+        "-map", "0", "-c", "copy", "-movflags", "+faststart", str(target),
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), max(1.0, deadline - time.monotonic()))
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return False
+    if process.returncode != 0:
+        log.error("MP4 assembly failed: %s", stderr.decode(errors="replace")[-2000:])
+    return process.returncode == 0
