@@ -231,7 +231,11 @@ def decide_live_job(
     comment: str
     pod_gone_or_going = pod is None or pod.terminating or pod.finished
     if template.template is None:
-        set_cond(ConditionType.TEMPLATE_RESOLVED, False, template.reason, template.message)
+        # Only a Pod about to be created needs the template: a running encoder keeps the configuration
+        # it was started with, and the condition warns that the next one could not start.
+        warning = template.message if pod_gone_or_going else (
+            f"{template.message}; the running encoder keeps its configuration, a replacement would wait")
+        set_cond(ConditionType.TEMPLATE_RESOLVED, False, template.reason, warning)
     else:
         set_cond(ConditionType.TEMPLATE_RESOLVED, True, ConditionReason.TEMPLATE_FOUND,
                  f"JobTemplate {template.template.id} ({template.template.name})")
@@ -268,9 +272,6 @@ def decide_live_job(
             # Switching on again starts a new attempt, with a fresh Pod name.
             if status.resource_name == current_name:
                 status.attempt = attempt + 1
-    elif template.template is None:
-        target, reason, comment = LiveJobPhase.PENDING, str(template.reason), template.message
-        decision.requeue_after = TEMPLATE_RETRY_SECONDS
     elif pod is not None and (pod.terminating or pod.finished):
         # The current encoder died (crash, eviction, deletion): count it once, move to the next attempt.
         if pod.exit_code == EXIT_CONFIG_ERROR:
@@ -290,6 +291,16 @@ def decide_live_job(
             LiveJobPhase.WAITING_FOR_INPUT, LiveJobPhase.LIVE, LiveJobPhase.RECONNECTING):
         target, reason, comment = _encoder_died(status, config, current_name, "disappeared", now, decision)
         set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason(reason), comment)
+    elif pod is None and template.template is None:
+        # A Pod must be created and cannot be: a new job waits in Pending, a restarting one in Provisioning.
+        starting = status.phase in (None, LiveJobPhase.PENDING, LiveJobPhase.OFFLINE)
+        target = LiveJobPhase.PENDING if starting else LiveJobPhase.PROVISIONING
+        reason, comment = str(template.reason), template.message
+        if not starting:
+            status.attempt = attempt
+            set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.ENCODER_STARTING,
+                     f"waiting for the JobTemplate: {template.message}")
+        decision.requeue_after = TEMPLATE_RETRY_SECONDS
     elif pod is None:
         backoff_ends = None
         if status.last_restart_time is not None and status.restarts:
@@ -359,7 +370,12 @@ def decide_live_job(
                                                status.attempt)
     status.service_name = naming.service_name(str(job.metadata.name), str(job.metadata.uid))
     status.stream_key_secret = naming.stream_key_secret_name(str(job.metadata.name))
-    status.urls = live_job_urls(job, config, pod, template.template, report)
+    urls = live_job_urls(job, config, pod, template.template, report)
+    if template.template is None and status.urls is not None:
+        # The renditions a running encoder was started with still play from where they did.
+        urls = urls.model_copy(update={"output_manifests": {**status.urls.output_manifests,
+                                                            **urls.output_manifests}})
+    status.urls = urls
     ready = target == LiveJobPhase.LIVE
     conditions = set_condition(conditions, _condition(
         ConditionType.READY, ready, ConditionReason.LIVE if ready else ConditionReason.NOT_LIVE, comment, now,

@@ -19,7 +19,7 @@ from onair.operator.reconcile import (
     decide_record_job,
     phase_path,
 )
-from onair.phases import LiveJobPhase, can_transition
+from onair.phases import ConditionReason, LiveJobPhase, can_transition
 from onair.streamkeys import derive_control_key, derive_stream_key
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
@@ -334,3 +334,38 @@ def test_record_job_of_a_missing_live_job_waits() -> None:
     decision = decide_record_job(record_job(source={"liveJobRef": "gone"}), None, [], None, CONFIG, NOW)
     assert decision.status["phase"] == "Initial"
     assert decision.create_pod_attempt is None
+
+
+def test_template_gone_while_live_keeps_the_running_encoder() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    running = [pod(current_pod_name())]
+    report = {"state": "live", "renditions": [{"name": "720p", "segmentsWritten": 3, "status": "Running"}]}
+    live = decide_live_job(live_job(status), TEMPLATE, running, report, CONFIG, NOW).status
+    assert live["phase"] == "Live"
+    for gone in (TemplateLookup(None, ConditionReason.TEMPLATE_NOT_FOUND, "no JobTemplate with id 1"),
+                 TemplateLookup(None, ConditionReason.TEMPLATE_AMBIGUOUS, "2 JobTemplates in ns have id 1")):
+        later = decide_live_job(live_job(live), gone, running, report, CONFIG, NOW + dt.timedelta(minutes=1))
+        assert later.status["phase"] == "Live"
+        assert later.delete_pods == [] and later.create_pod_attempt is None
+        assert later.status["resourceName"] == current_pod_name()
+        assert [t["phase"] for t in later.status["timings"]] == [t["phase"] for t in live["timings"]]
+        assert later.status["urls"]["outputManifests"] == live["urls"]["outputManifests"]
+        resolved = next(c for c in later.status["conditions"] if c["type"] == "TemplateResolved")
+        assert resolved["status"] == "False" and resolved["reason"] == str(gone.reason)
+        assert "running encoder keeps" in resolved["message"]
+
+
+def test_template_gone_when_the_encoder_must_be_replaced_waits_in_provisioning() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    status = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW).status
+    gone = TemplateLookup(None, ConditionReason.TEMPLATE_NOT_FOUND, "no JobTemplate with id 1")
+    crashed = [pod(current_pod_name(), "Failed", ready=False, exit_code=137, finished_at=NOW)]
+    died = decide_live_job(live_job(status), gone, crashed, None, CONFIG, NOW)
+    assert died.status["phase"] == "Provisioning" and died.status["attempt"] == 2
+    waiting = decide_live_job(live_job(died.status), gone, [], None, CONFIG, NOW + dt.timedelta(minutes=1))
+    assert waiting.status["phase"] == "Provisioning"
+    assert waiting.create_pod_attempt is None
+    assert "no JobTemplate with id 1" in waiting.status["message"]
+    back = decide_live_job(live_job(waiting.status), TEMPLATE, [], None, CONFIG, NOW + dt.timedelta(minutes=2))
+    assert back.create_pod_attempt == 2
+    assert "Failed" not in [t["phase"] for t in back.status["timings"]]
