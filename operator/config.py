@@ -74,6 +74,11 @@ class OperatorConfig(BaseModel):
                     "Pod's events (bound, started, ready) costs one status write instead of one each.",
     )
     max_restarts: int = Field(5, ge=0, description="Encoder crashes in a row before the job is Failed.")
+    healthy_run_seconds: float = Field(
+        600.0, gt=0,
+        description="An encoder that ran this long before it died was healthy: its death starts a new streak "
+                    "(the back-off and max_restarts count deaths in a row, not a 24/7 channel's evictions).",
+    )
     restart_backoff_seconds: float = Field(2.0, gt=0)
     restart_backoff_max_seconds: float = Field(60.0, gt=0)
     webhook_secret: str = Field("", description="HMAC key for webhook signatures (from a Secret).")

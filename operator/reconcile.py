@@ -51,6 +51,8 @@ from onair.phases import (
 # Exit code by which the encoder says its configuration can never work: no restart, the job fails.
 EXIT_CONFIG_ERROR = 2
 TEMPLATE_RETRY_SECONDS = 10.0
+# Phases in which the job's encoder is up (ready).
+RUNNING_PHASES = frozenset({LiveJobPhase.WAITING_FOR_INPUT, LiveJobPhase.LIVE, LiveJobPhase.RECONNECTING})
 
 Phase = LiveJobPhase | RecordJobPhase
 
@@ -210,7 +212,7 @@ def decide_live_job(
         decision.status = _dump(status)
         return decision
     if status.phase in LIVE_JOB_TERMINAL_PHASES:
-        status.restarts = 0
+        status.consecutive_failures = 0  # status.restarts stays the lifetime count
         _enter(status, LiveJobPhase.PENDING, now, "SpecChanged", "spec changed: the job runs again", decision)
 
     attempt = max(status.attempt, 1)
@@ -281,6 +283,7 @@ def decide_live_job(
             status.finished_at = now
         else:
             target, reason, comment = _encoder_died(status, config, current_name, _death(pod),
+                                                    pod.started_at or _encoder_up_since(status),
                                                     pod.finished_at or now, decision)
             set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason(reason), comment)
             if status.phase == LiveJobPhase.FAILED or target == LiveJobPhase.FAILED:
@@ -289,7 +292,8 @@ def decide_live_job(
             decision.delete_pods.append(pod.name)
     elif pod is None and status.resource_name == current_name and status.phase in (
             LiveJobPhase.WAITING_FOR_INPUT, LiveJobPhase.LIVE, LiveJobPhase.RECONNECTING):
-        target, reason, comment = _encoder_died(status, config, current_name, "disappeared", now, decision)
+        target, reason, comment = _encoder_died(status, config, current_name, "disappeared",
+                                                _encoder_up_since(status), now, decision)
         set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason(reason), comment)
     elif pod is None and template.template is None:
         # A Pod must be created and cannot be: a new job waits in Pending, a restarting one in Provisioning.
@@ -303,8 +307,9 @@ def decide_live_job(
         decision.requeue_after = TEMPLATE_RETRY_SECONDS
     elif pod is None:
         backoff_ends = None
-        if status.last_restart_time is not None and status.restarts:
-            backoff_ends = status.last_restart_time + dt.timedelta(seconds=_backoff(config, status.restarts - 1))
+        if status.last_restart_time is not None and status.consecutive_failures:
+            backoff_ends = status.last_restart_time + dt.timedelta(
+                seconds=_backoff(config, status.consecutive_failures - 1))
         status.attempt = attempt
         target = LiveJobPhase.PROVISIONING
         if backoff_ends is not None and now < backoff_ends:
@@ -392,16 +397,34 @@ def _scheduling(pod_name: str) -> str:
     return f"Pod {pod_name} waits for the scheduler"
 
 
-def _encoder_died(status: LiveJobStatus, config: OperatorConfig, pod_name: str, how: str, died_at: dt.datetime,
+def _encoder_up_since(status: LiveJobStatus) -> dt.datetime | None:
+    """When the current encoder came up, from the timings (for a Pod that is gone): the first running
+    phase since the job last provisioned."""
+    since = None
+    for timing in reversed(status.timings):
+        if timing.phase not in RUNNING_PHASES:
+            break
+        since = timing.time
+    return since
+
+
+def _encoder_died(status: LiveJobStatus, config: OperatorConfig, pod_name: str, how: str,
+                  started_at: dt.datetime | None, died_at: dt.datetime,
                   decision: Decision) -> tuple[LiveJobPhase, str, str]:
-    """Count the death and move to the next attempt, or fail when the restarts are used up."""
-    if status.restarts >= config.max_restarts:
+    """Count the death and move to the next attempt, or fail when the encoder died too often in a row.
+
+    Only deaths in a row count: an encoder that ran for `healthy_run_seconds` before it died was
+    healthy, so a 24/7 channel whose Pod is evicted now and then never runs out of restarts."""
+    if started_at is not None and (died_at - started_at).total_seconds() >= config.healthy_run_seconds:
+        status.consecutive_failures = 0
+    if status.consecutive_failures >= config.max_restarts:
         return (LiveJobPhase.FAILED, str(ConditionReason.RETRIES_EXHAUSTED),
-                f"the encoder failed {status.restarts + 1} times in a row; last: {pod_name} {how}")
+                f"the encoder failed {status.consecutive_failures + 1} times in a row; last: {pod_name} {how}")
     status.restarts += 1
+    status.consecutive_failures += 1
     status.attempt = max(status.attempt, 1) + 1
     status.last_restart_time = died_at
-    delay = _backoff(config, status.restarts - 1)
+    delay = _backoff(config, status.consecutive_failures - 1)
     decision.requeue_after = max(0.0, delay)
     message = f"encoder {pod_name} {how}; attempt {status.attempt} starts after {delay:.1f}s"
     decision.events.append(("Warning", "EncoderRestarted", message))

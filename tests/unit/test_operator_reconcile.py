@@ -175,7 +175,7 @@ def test_deleted_encoder_pod_counts_as_a_restart() -> None:
 
 def test_crash_loop_ends_failed_not_forever() -> None:
     status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
-    status["restarts"] = 2
+    status["restarts"] = status["consecutiveFailures"] = 2
     crashed = [pod(current_pod_name(), "Failed", ready=False, exit_code=1, finished_at=NOW)]
     decision = decide_live_job(live_job(status), TEMPLATE, crashed, None, CONFIG, NOW + dt.timedelta(minutes=5))
     assert decision.status["phase"] == "Failed"
@@ -369,3 +369,56 @@ def test_template_gone_when_the_encoder_must_be_replaced_waits_in_provisioning()
     back = decide_live_job(live_job(waiting.status), TEMPLATE, [], None, CONFIG, NOW + dt.timedelta(minutes=2))
     assert back.create_pod_attempt == 2
     assert "Failed" not in [t["phase"] for t in back.status["timings"]]
+
+
+def evicted(name: str, started: dt.datetime, died: dt.datetime) -> dict[str, Any]:
+    """A Pod the kubelet evicted: Failed, its container terminated (137) after running since `started`."""
+    body = pod(name, "Failed", ready=False, exit_code=137, finished_at=died)
+    body["status"]["containerStatuses"][0]["state"]["terminated"]["startedAt"] = started.strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    return body
+
+
+def run_until_death(status: dict[str, Any], start: dt.datetime, runs_for: dt.timedelta,
+                    dead_pod: bool = True) -> tuple[dict[str, Any], dt.datetime]:
+    """Create the next encoder, let it run for `runs_for`, then let it die (evicted, or vanished)."""
+    job = live_job(status)
+    created = decide_live_job(job, TEMPLATE, [], None, CONFIG, start)
+    assert created.create_pod_attempt is not None, created.status
+    name = current_pod_name(created.create_pod_attempt)
+    up = decide_live_job(live_job(created.status), TEMPLATE, [pod(name)], {"state": "live"}, CONFIG, start)
+    assert up.status["phase"] == "Live"
+    died_at = start + runs_for
+    pods = [evicted(name, start, died_at)] if dead_pod else []
+    died = decide_live_job(live_job(up.status), TEMPLATE, pods, None, CONFIG, died_at)
+    return died.status, died_at + dt.timedelta(minutes=2)  # after the back-off
+
+
+@pytest.mark.parametrize("dead_pod", [True, False], ids=["evicted", "vanished"])
+def test_a_24_7_channel_evicted_now_and_then_never_runs_out_of_restarts(dead_pod: bool) -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    status["attempt"] = 0  # run_until_death creates attempt 1
+    moment = NOW
+    for _ in range(10):  # CONFIG allows 2 deaths in a row; ten evictions, days apart
+        status, moment = run_until_death(status, moment, dt.timedelta(days=3), dead_pod)
+        assert status["phase"] == "Provisioning"
+        assert status["consecutiveFailures"] == 1
+        # The back-off starts over too: the next encoder comes after the first step (2s), not 2**n.
+        waiting = decide_live_job(live_job(status), TEMPLATE, [], None, CONFIG,
+                                  dt.datetime.fromisoformat(status["lastRestartTime"]) + dt.timedelta(seconds=2.5))
+        assert waiting.create_pod_attempt is not None
+    assert status["restarts"] == 10  # the lifetime count stays visible
+
+
+def test_deaths_in_a_row_still_end_failed_after_a_healthy_run() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    status["attempt"] = 0
+    status, moment = run_until_death(status, NOW, dt.timedelta(hours=5))
+    assert (status["restarts"], status["consecutiveFailures"]) == (1, 1)
+    status, moment = run_until_death(status, moment, dt.timedelta(seconds=30))
+    assert (status["restarts"], status["consecutiveFailures"]) == (2, 2)
+    status, moment = run_until_death(status, moment, dt.timedelta(minutes=9))  # under the healthy run (10 min)
+    assert status["phase"] == "Failed"
+    assert "3 times in a row" in status["message"]
+    rearmed = decide_live_job(live_job(status, generation=2), TEMPLATE, [], None, CONFIG, moment)
+    assert rearmed.status["phase"] == "Provisioning" and rearmed.status["consecutiveFailures"] == 0
