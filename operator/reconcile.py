@@ -52,6 +52,12 @@ from onair.phases import (
 EXIT_CONFIG_ERROR = 2
 TEMPLATE_RETRY_SECONDS = 10.0
 # Phases in which the job's encoder is up (ready).
+# Why a Pod may never start. They may clear without a spec change (an image pushed late, a registry
+# back, a Secret created, a node added), so they fail the job only after provisioning_timeout_seconds...
+START_ERRORS = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "CreateContainerConfigError",
+                          "CreateContainerError", "RunContainerError", "Unschedulable"})
+# ...except a malformed image reference, which only a change of the operator's configuration can mend.
+START_ERRORS_AT_ONCE = frozenset({"InvalidImageName"})
 RUNNING_PHASES = frozenset({LiveJobPhase.WAITING_FOR_INPUT, LiveJobPhase.LIVE, LiveJobPhase.RECONNECTING})
 
 Phase = LiveJobPhase | RecordJobPhase
@@ -213,6 +219,8 @@ def decide_live_job(
         return decision
     if status.phase in LIVE_JOB_TERMINAL_PHASES:
         status.consecutive_failures = 0  # status.restarts stays the lifetime count
+        # A fresh Pod name: the last attempt's Pod may still be going, and must not count as a death.
+        status.attempt = max(status.attempt, 1) + 1
         _enter(status, LiveJobPhase.PENDING, now, "SpecChanged", "spec changed: the job runs again", decision)
 
     attempt = max(status.attempt, 1)
@@ -334,7 +342,21 @@ def decide_live_job(
                      pod.unschedulable_message or "the scheduler found no node")
         else:
             set_cond(ConditionType.SCHEDULED, None, ConditionReason.SCHEDULING, _scheduling(pod.name))
-        if not pod.ready:
+        stuck = None if pod.ready or pod.terminating else _start_error(pod)
+        start_deadline = None
+        if stuck is not None and pod.created_at is not None:
+            start_deadline = pod.created_at + dt.timedelta(seconds=config.provisioning_timeout_seconds)
+        if stuck is not None and (stuck[0] in START_ERRORS_AT_ONCE or (start_deadline and now >= start_deadline)):
+            target, reason = LiveJobPhase.FAILED, stuck[0]
+            waited = "" if stuck[0] in START_ERRORS_AT_ONCE else \
+                f" for {config.provisioning_timeout_seconds:.0f}s"
+            comment = f"encoder Pod {pod.name} could not start{waited}: {stuck[0]}: {stuck[1]}"
+            set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.ENCODER_START_FAILED, comment)
+            decision.events.append(("Warning", stuck[0], comment))
+            decision.delete_pods.append(pod.name)
+            status.finished_at = now
+            start_deadline = None
+        elif not pod.ready:
             target, reason = LiveJobPhase.PROVISIONING, str(ConditionReason.ENCODER_STARTING)
             comment = f"waiting for Pod {pod.name}" + (f" ({pod.waiting_reason})" if pod.waiting_reason else "")
             set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.ENCODER_STARTING, comment)
@@ -366,7 +388,7 @@ def decide_live_job(
             outputs = _report_outputs(report, pod)
             if outputs:
                 status.outputs = outputs
-        decision.requeue_after = _seconds_until(finish, now)
+        decision.requeue_after = _earliest(_seconds_until(finish, now), _seconds_until(start_deadline, now))
 
     if target in (LiveJobPhase.OFFLINE, LiveJobPhase.PENDING, LiveJobPhase.COMPLETED):
         status.resource_name = None  # no encoder Pod while the job does not run
@@ -391,6 +413,15 @@ def decide_live_job(
     status.message = comment
     decision.status = _dump(status)
     return decision
+
+
+def _start_error(pod: PodState) -> tuple[str, str] | None:
+    """Why the Pod cannot start, when it says so: (Kubernetes reason, message)."""
+    if pod.scheduled is False:
+        return "Unschedulable", pod.unschedulable_message or "the scheduler found no node"
+    if pod.waiting_reason in START_ERRORS or pod.waiting_reason in START_ERRORS_AT_ONCE:
+        return pod.waiting_reason, pod.waiting_message or pod.waiting_reason
+    return None
 
 
 def _scheduling(pod_name: str) -> str:

@@ -422,3 +422,51 @@ def test_deaths_in_a_row_still_end_failed_after_a_healthy_run() -> None:
     assert "3 times in a row" in status["message"]
     rearmed = decide_live_job(live_job(status, generation=2), TEMPLATE, [], None, CONFIG, moment)
     assert rearmed.status["phase"] == "Provisioning" and rearmed.status["consecutiveFailures"] == 0
+
+
+def stuck_pod(name: str, reason: str, message: str, created: dt.datetime = NOW) -> dict[str, Any]:
+    """A Pod that never starts, as the kubelet (or the scheduler, for Unschedulable) reports it."""
+    body = pod(name, "Pending", ready=False)
+    body["metadata"]["creationTimestamp"] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if reason == "Unschedulable":
+        body["spec"] = {}
+        body["status"] = {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]}
+    else:
+        body["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": reason, "message": message}}
+    return body
+
+
+@pytest.mark.parametrize(("reason", "message"), [
+    ("ImagePullBackOff", 'Back-off pulling image "registry.local/onair:9.9"'),
+    ("CreateContainerConfigError", 'secret "onair-s3-credentials" not found'),
+    ("Unschedulable", "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."),
+])
+def test_a_pod_that_cannot_start_fails_the_job_after_the_provisioning_timeout(reason: str, message: str) -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    stuck = [stuck_pod(current_pod_name(), reason, message)]
+    early = decide_live_job(live_job(status), TEMPLATE, stuck, None, CONFIG, NOW + dt.timedelta(minutes=1))
+    assert early.status["phase"] == "Provisioning" and early.delete_pods == []
+    assert early.requeue_after == pytest.approx(240)  # woken when the 5 minutes are over
+    late = decide_live_job(live_job(early.status), TEMPLATE, stuck, None, CONFIG, NOW + dt.timedelta(minutes=5))
+    assert late.status["phase"] == "Failed"
+    assert late.status["timings"][-1]["reason"] == reason
+    assert reason in late.status["message"] and message in late.status["message"]
+    running = next(c for c in late.status["conditions"] if c["type"] == "EncoderRunning")
+    assert (running["status"], running["reason"]) == ("False", "EncoderStartFailed")
+    assert ("Warning", reason, late.status["message"]) in late.events
+    assert late.delete_pods == [current_pod_name()]
+    # A spec change tries again, with a new Pod (the stuck one may still be going).
+    again = decide_live_job(live_job(late.status, generation=2), TEMPLATE, [], None, CONFIG, NOW)
+    assert again.status["phase"] == "Provisioning" and again.create_pod_attempt == 2
+
+
+def test_an_invalid_image_name_fails_at_once_and_a_slow_start_does_not() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    invalid = [stuck_pod(current_pod_name(), "InvalidImageName", 'Failed to apply default image tag "Bad:Image"')]
+    failed = decide_live_job(live_job(status), TEMPLATE, invalid, None, CONFIG, NOW + dt.timedelta(seconds=2))
+    assert failed.status["phase"] == "Failed"
+    assert "InvalidImageName" in failed.status["message"]
+    slow = [stuck_pod(current_pod_name(), "ContainerCreating", "")]
+    waiting = decide_live_job(live_job(status), TEMPLATE, slow, None, CONFIG, NOW + dt.timedelta(hours=1))
+    assert waiting.status["phase"] == "Provisioning"
