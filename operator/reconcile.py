@@ -396,7 +396,7 @@ def decide_live_job(
         status.resource_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid),
                                                status.attempt)
     status.service_name = naming.service_name(str(job.metadata.name), str(job.metadata.uid))
-    status.stream_key_secret = naming.stream_key_secret_name(str(job.metadata.name))
+    status.stream_key_secret = naming.stream_key_secret_name(str(job.metadata.name), str(job.metadata.uid))
     urls = live_job_urls(job, config, pod, template.template, report)
     if template.template is None and status.urls is not None:
         # The renditions a running encoder was started with still play from where they did.

@@ -194,3 +194,37 @@ def test_metrics_count_jobs_by_phase(kube: client.ApiClient, kwok_namespace: str
                       10, "the jobs-by-phase gauge")
     assert 'onair_operator_reconciles_total{kind="LiveJob",result="ok"}' in text
     assert "onair_operator_reconcile_duration_seconds_bucket" in text
+
+
+def test_a_job_re_created_with_the_same_name_gets_its_own_secret(kube: client.ApiClient,
+                                                                  kwok_namespace: str) -> None:
+    """The old job's Secret lingers (a finalizer here; a slow garbage collector in life): the new job
+    must not take it for its own, with the old keys and the old owner."""
+    core = client.CoreV1Api(kube)
+    api = client.CustomObjectsApi(kube)
+    old = create_live_job(kube, kwok_namespace, "again")
+    old_secret = wait_phase(kube, kwok_namespace, "again", "WaitingForInput")["status"]["streamKeySecret"]
+    core.patch_namespaced_secret(old_secret, kwok_namespace, {"metadata": {"finalizers": ["onair.dev/test-hold"]}})
+    try:
+        api.delete_namespaced_custom_object("onair.dev", "v1alpha1", kwok_namespace, "livejobs", "again")
+
+        def job_gone() -> bool:
+            try:
+                get_job(kube, kwok_namespace, "again")
+            except client.ApiException as error:
+                return error.status == 404
+            return False
+
+        wait_until(job_gone, 30, "the old job to be deleted")
+        new = create_live_job(kube, kwok_namespace, "again")
+        status = wait_phase(kube, kwok_namespace, "again", "WaitingForInput")["status"]
+        secret = core.read_namespaced_secret(status["streamKeySecret"], kwok_namespace)
+        assert secret.metadata.owner_references[0].uid == new["metadata"]["uid"] != old["metadata"]["uid"]
+        assert secret.metadata.deletion_timestamp is None
+        pod = core.read_namespaced_pod(status["resourceName"], kwok_namespace)
+        env = {e.name: e for e in pod.spec.containers[0].env}
+        assert env["ONAIR_STREAM_KEY"].value_from.secret_key_ref.name == secret.metadata.name
+        old_key = base64.b64decode(core.read_namespaced_secret(old_secret, kwok_namespace).data["streamKey"])
+        assert base64.b64decode(secret.data["streamKey"]) != old_key
+    finally:
+        core.patch_namespaced_secret(old_secret, kwok_namespace, {"metadata": {"finalizers": None}})

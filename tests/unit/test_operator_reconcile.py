@@ -259,11 +259,13 @@ def test_encoder_pod_is_least_privileged_and_wired_to_its_secrets() -> None:
     container = spec["containers"][0]
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     env = {e["name"]: e for e in container["env"]}
-    assert env["ONAIR_STREAM_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "news-stream-key"
+    secret_name = naming.stream_key_secret_name("news", "uid-1")
+    assert env["ONAIR_STREAM_KEY"]["valueFrom"]["secretKeyRef"]["name"] == secret_name
     assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
     control = env["ONAIR_CONTROL_KEY"]["valueFrom"]["secretKeyRef"]
-    assert control == {"name": "news-stream-key", "key": "controlKey", "optional": True}
+    assert control == {"name": secret_name, "key": "controlKey", "optional": True}
     secret = build_job_secret(job, CONFIG.stream_key_seed)
+    assert secret["metadata"]["name"] == secret_name
     key = secret["stringData"]["streamKey"]
     assert uuid.UUID(key).version == 4 and key == str(uuid.UUID(key))
     assert key == derive_stream_key(CONFIG.stream_key_seed, str(job.metadata.namespace), "news", "uid-1")
@@ -322,11 +324,11 @@ def test_record_job_pauses_resumes_and_completes() -> None:
 def test_recorder_gets_only_a_control_key() -> None:
     job = record_job()
     secret = build_job_secret(job, CONFIG.stream_key_seed)
-    assert secret["metadata"]["name"] == "rec-control-key"
+    assert secret["metadata"]["name"] == naming.control_key_secret_name("rec", "uid-r")
     assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-r"
     assert secret["stringData"] == {"controlKey": derive_control_key(CONFIG.stream_key_seed, "ns", "rec", "uid-r")}
     env = {e["name"]: e for e in build_encoder_pod(job, None, CONFIG, 1)["spec"]["containers"][0]["env"]}
-    assert env["ONAIR_CONTROL_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "rec-control-key"
+    assert env["ONAIR_CONTROL_KEY"]["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
     assert "ONAIR_STREAM_KEY" not in env
 
 
@@ -470,3 +472,23 @@ def test_an_invalid_image_name_fails_at_once_and_a_slow_start_does_not() -> None
     slow = [stuck_pod(current_pod_name(), "ContainerCreating", "")]
     waiting = decide_live_job(live_job(status), TEMPLATE, slow, None, CONFIG, NOW + dt.timedelta(hours=1))
     assert waiting.status["phase"] == "Provisioning"
+
+
+def test_a_job_re_created_with_the_same_name_never_shares_the_old_jobs_secret() -> None:
+    """The old job's Secret may still exist (garbage collection takes a while): the new job's name differs."""
+    old, new = live_job(), live_job()
+    new = new.model_copy(update={"metadata": new.metadata.model_copy(update={"uid": "uid-2"})})
+    old_secret = build_job_secret(old, CONFIG.stream_key_seed)["metadata"]["name"]
+    new_secret = build_job_secret(new, CONFIG.stream_key_seed)
+    assert new_secret["metadata"]["name"] != old_secret
+    assert new_secret["metadata"]["ownerReferences"][0]["uid"] == "uid-2"
+    # The new job's status and its encoder name its own Secret.
+    status = decide_live_job(new, TEMPLATE, [], None, CONFIG, NOW).status
+    assert status["streamKeySecret"] == new_secret["metadata"]["name"]
+    env = {e["name"]: e for e in build_encoder_pod(new, TEMPLATE.template, CONFIG, 1)["spec"]["containers"][0]["env"]}
+    assert env["ONAIR_STREAM_KEY"]["valueFrom"]["secretKeyRef"]["name"] == new_secret["metadata"]["name"]
+    assert env["ONAIR_CONTROL_KEY"]["valueFrom"]["secretKeyRef"]["name"] == new_secret["metadata"]["name"]
+    recorder = record_job()
+    recreated = recorder.model_copy(update={"metadata": recorder.metadata.model_copy(update={"uid": "uid-r2"})})
+    assert (build_job_secret(recorder, CONFIG.stream_key_seed)["metadata"]["name"]
+            != build_job_secret(recreated, CONFIG.stream_key_seed)["metadata"]["name"])
