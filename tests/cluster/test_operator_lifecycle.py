@@ -228,3 +228,32 @@ def test_a_job_re_created_with_the_same_name_gets_its_own_secret(kube: client.Ap
         assert base64.b64decode(secret.data["streamKey"]) != old_key
     finally:
         core.patch_namespaced_secret(old_secret, kwok_namespace, {"metadata": {"finalizers": None}})
+
+
+def test_a_running_encoder_outlives_its_template(kube: client.ApiClient, kwok_namespace: str) -> None:
+    """The JobTemplate goes (deleted, then made ambiguous by two of the same id): the running encoder
+    keeps running and the job keeps its phase; TemplateResolved says what is wrong."""
+    api = client.CustomObjectsApi(kube)
+    create_live_job(kube, kwok_namespace, "orphan")
+    job = wait_phase(kube, kwok_namespace, "orphan", "WaitingForInput")
+    pod_name = job["status"]["resourceName"]
+
+    def template_condition(reason: str) -> dict[str, Any] | None:
+        status = get_job(kube, kwok_namespace, "orphan")["status"]
+        resolved = {c["type"]: c for c in status["conditions"]}["TemplateResolved"]
+        return status if resolved["reason"] == reason else None
+
+    api.delete_namespaced_custom_object("onair.dev", "v1alpha1", kwok_namespace, "jobtemplates", "small-ladder")
+    gone = wait_until(lambda: template_condition("TemplateNotFound"), 30, "TemplateResolved=False")
+    ladder = {"apiVersion": "onair.dev/v1alpha1", "kind": "JobTemplate",
+              "spec": {"id": 7, "name": "twin", "renditions": [
+                  {"name": "240p", "width": 426, "height": 240, "fps": 25, "videoBitrate": 400000}]}}
+    for name in ("twin-a", "twin-b"):
+        api.create_namespaced_custom_object("onair.dev", "v1alpha1", kwok_namespace, "jobtemplates",
+                                            {**ladder, "metadata": {"name": name}})
+    ambiguous = wait_until(lambda: template_condition("TemplateAmbiguous"), 30, "TemplateAmbiguous")
+    for status in (gone, ambiguous):
+        assert status["phase"] == "WaitingForInput"
+        assert status["resourceName"] == pod_name
+        assert "Failed" not in [t["phase"] for t in status["timings"]]
+    assert [p.metadata.name for p in encoder_pods(kube, kwok_namespace, "orphan")] == [pod_name]
