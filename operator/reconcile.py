@@ -51,13 +51,13 @@ from onair.phases import (
 # Exit code by which the encoder says its configuration can never work: no restart, the job fails.
 EXIT_CONFIG_ERROR = 2
 TEMPLATE_RETRY_SECONDS = 10.0
-# Phases in which the job's encoder is up (ready).
 # Why a Pod may never start. They may clear without a spec change (an image pushed late, a registry
 # back, a Secret created, a node added), so they fail the job only after provisioning_timeout_seconds...
 START_ERRORS = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "CreateContainerConfigError",
                           "CreateContainerError", "RunContainerError", "Unschedulable"})
 # ...except a malformed image reference, which only a change of the operator's configuration can mend.
 START_ERRORS_AT_ONCE = frozenset({"InvalidImageName"})
+# Phases in which the job's encoder is up (ready).
 RUNNING_PHASES = frozenset({LiveJobPhase.WAITING_FOR_INPUT, LiveJobPhase.LIVE, LiveJobPhase.RECONNECTING})
 
 Phase = LiveJobPhase | RecordJobPhase
