@@ -961,7 +961,16 @@ class LiveJobStatus(OnairModel):
         max_length=MAX_NAME_LENGTH,
     )
     restarts: int = Field(
-        default=0, description="Encoder Pods that died and were replaced since the spec last changed.", ge=0
+        default=0, ge=0,
+        description="Encoder Pods that died and were replaced over the job's lifetime (never reset; see "
+                    "consecutiveFailures for the crash-loop count).",
+    )
+    consecutive_failures: int = Field(
+        default=0, ge=0,
+        description="Encoder deaths in a row. An encoder that ran for the operator's healthy-run time "
+                    "(ONAIR_HEALTHY_RUN_SECONDS, 10 minutes by default) before it died starts a new streak at 1; "
+                    "the restart back-off grows with this count, and a death after maxRestarts in a row "
+                    "(ONAIR_MAX_RESTARTS, 5 by default) fails the job. A spec change of a Failed job resets it.",
     )
     attempt: int = Field(default=0, description="Number of the current encoder Pod (its name derives from it).", ge=0)
     last_restart_time: AwareDatetime | None = Field(

@@ -123,6 +123,7 @@ class ConditionReason(enum.StrEnum):
     ENCODER_STARTED = "EncoderStarted"
     ENCODER_CRASHED = "EncoderCrashed"
     ENCODER_STOPPED = "EncoderStopped"
+    ENCODER_START_FAILED = "EncoderStartFailed"  # the Pod never started (image, config, no node): Failed
     # InputConnected
     WAITING_FOR_PUBLISHER = "WaitingForPublisher"
     PUBLISHER_CONNECTED = "PublisherConnected"

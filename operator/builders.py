@@ -74,7 +74,7 @@ def build_job_secret(job: Job, seed: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(job, naming.job_secret_name(job.kind, str(meta.name)), role_of(job)),
+        "metadata": _metadata(job, naming.job_secret_name(job.kind, str(meta.name), str(meta.uid)), role_of(job)),
         "type": "Opaque",
         "stringData": data,
     }
@@ -173,12 +173,14 @@ def build_encoder_pod(
     # Optional: the Secrets of jobs made before control keys existed lack it (their encoders then
     # refuse every command, and the operator stops them with a plain SIGTERM).
     env.append({"name": "ONAIR_CONTROL_KEY", "valueFrom": {"secretKeyRef": {
-        "name": naming.job_secret_name(job.kind, str(job.metadata.name)), "key": CONTROL_KEY_FIELD,
+        "name": naming.job_secret_name(job.kind, str(job.metadata.name), str(job.metadata.uid)),
+        "key": CONTROL_KEY_FIELD,
         "optional": True}}})
     ports = [{"name": "status", "containerPort": config.status_port, "protocol": "TCP"}]
     if isinstance(job, LiveJob):
         env.append({"name": "ONAIR_STREAM_KEY", "valueFrom": {"secretKeyRef": {
-            "name": naming.stream_key_secret_name(str(job.metadata.name)), "key": STREAM_KEY_FIELD}}})
+            "name": naming.stream_key_secret_name(str(job.metadata.name), str(job.metadata.uid)),
+            "key": STREAM_KEY_FIELD}}})
         passphrase = job.spec.input.srt_passphrase_secret_ref
         if passphrase is not None:
             env.append({"name": "ONAIR_SRT_PASSPHRASE",

@@ -74,6 +74,17 @@ class OperatorConfig(BaseModel):
                     "Pod's events (bound, started, ready) costs one status write instead of one each.",
     )
     max_restarts: int = Field(5, ge=0, description="Encoder crashes in a row before the job is Failed.")
+    healthy_run_seconds: float = Field(
+        600.0, gt=0,
+        description="An encoder that ran this long before it died was healthy: its death starts a new streak "
+                    "(the back-off and max_restarts count deaths in a row, not a 24/7 channel's evictions).",
+    )
+    provisioning_timeout_seconds: float = Field(
+        300.0, gt=0,
+        description="An encoder Pod stuck this long after its creation on an error that may still clear "
+                    "(image pull failing, a missing Secret, no node for it) fails the job; InvalidImageName "
+                    "fails it at once.",
+    )
     restart_backoff_seconds: float = Field(2.0, gt=0)
     restart_backoff_max_seconds: float = Field(60.0, gt=0)
     webhook_secret: str = Field("", description="HMAC key for webhook signatures (from a Secret).")

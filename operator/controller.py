@@ -114,7 +114,7 @@ class CachedPod:
         return cast(dict[str, Any], _PODS.unpack(self.packed))
 
 
-POD_METADATA = ("name", "namespace", "uid", "labels", "resourceVersion", "deletionTimestamp")
+POD_METADATA = ("name", "namespace", "uid", "labels", "resourceVersion", "deletionTimestamp", "creationTimestamp")
 POD_CONDITION = ("type", "status", "reason", "message")
 
 

@@ -4,6 +4,7 @@ than duplicates, what an earlier one created (the scheme of Argo Workflows' pod_
 from __future__ import annotations
 
 MAX_LABEL_NAME = 63  # DNS-1123 label: Pod host names and Service names must fit
+MAX_SUBDOMAIN_NAME = 253  # DNS-1123 subdomain: most other objects' names (Secrets)
 
 
 def fnv32a(text: str) -> int:
@@ -14,8 +15,8 @@ def fnv32a(text: str) -> int:
     return value
 
 
-def _fit(prefix: str, suffix: str) -> str:
-    prefix = prefix[: MAX_LABEL_NAME - len(suffix) - 1].rstrip("-.")
+def _fit(prefix: str, suffix: str, limit: int = MAX_LABEL_NAME) -> str:
+    prefix = prefix[: limit - len(suffix) - 1].rstrip("-.")
     return f"{prefix}-{suffix}"
 
 
@@ -29,15 +30,19 @@ def service_name(job_name: str, job_uid: str) -> str:
     return _fit(f"ingest-{job_name}", str(fnv32a(job_uid)))
 
 
-def stream_key_secret_name(job_name: str) -> str:
-    """A LiveJob's Secret: its stream key and its encoder's control key."""
-    return f"{job_name}-stream-key"[:253]
+# The job's uid is in its Secret's name: a job deleted and re-created with the same name must never
+# pick up the old job's Secret (with the old keys and owner) while the garbage collector removes it.
 
 
-def control_key_secret_name(job_name: str) -> str:
-    """A RecordJob's Secret: its recorder's control key."""
-    return f"{job_name}-control-key"[:253]
+def stream_key_secret_name(job_name: str, job_uid: str) -> str:
+    """A LiveJob's Secret, `<job>-stream-key-<fnv32a(uid)>`: its stream key and its encoder's control key."""
+    return _fit(f"{job_name}-stream-key", str(fnv32a(job_uid)), MAX_SUBDOMAIN_NAME)
 
 
-def job_secret_name(kind: str, job_name: str) -> str:
-    return stream_key_secret_name(job_name) if kind == "LiveJob" else control_key_secret_name(job_name)
+def control_key_secret_name(job_name: str, job_uid: str) -> str:
+    """A RecordJob's Secret, `<job>-control-key-<fnv32a(uid)>`: its recorder's control key."""
+    return _fit(f"{job_name}-control-key", str(fnv32a(job_uid)), MAX_SUBDOMAIN_NAME)
+
+
+def job_secret_name(kind: str, job_name: str, job_uid: str) -> str:
+    return (stream_key_secret_name if kind == "LiveJob" else control_key_secret_name)(job_name, job_uid)

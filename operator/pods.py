@@ -21,6 +21,9 @@ class PodState:
     exit_message: str | None
     finished_at: dt.datetime | None
     waiting_reason: str | None
+    waiting_message: str | None = None
+    created_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None  # when the container started (running or terminated since)
 
 
 def _parse_time(value: str | None) -> dt.datetime | None:
@@ -41,6 +44,7 @@ def pod_state(pod: dict[str, Any]) -> PodState:
     scheduled = conditions.get("PodScheduled", {})
     containers = status.get("containerStatuses") or []
     terminated = next((c["state"]["terminated"] for c in containers if (c.get("state") or {}).get("terminated")), None)
+    running = next((c["state"]["running"] for c in containers if (c.get("state") or {}).get("running")), None)
     waiting = next((c["state"]["waiting"] for c in containers if (c.get("state") or {}).get("waiting")), None)
     phase = status.get("phase")
     finished = phase in ("Succeeded", "Failed")
@@ -57,4 +61,7 @@ def pod_state(pod: dict[str, Any]) -> PodState:
         exit_message=None if terminated is None else (terminated.get("message") or terminated.get("reason")),
         finished_at=None if terminated is None else _parse_time(terminated.get("finishedAt")),
         waiting_reason=None if waiting is None else waiting.get("reason"),
+        waiting_message=None if waiting is None else waiting.get("message"),
+        created_at=_parse_time(pod["metadata"].get("creationTimestamp")),
+        started_at=_parse_time((terminated or running or {}).get("startedAt")),
     )

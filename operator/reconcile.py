@@ -51,6 +51,14 @@ from onair.phases import (
 # Exit code by which the encoder says its configuration can never work: no restart, the job fails.
 EXIT_CONFIG_ERROR = 2
 TEMPLATE_RETRY_SECONDS = 10.0
+# Why a Pod may never start. They may clear without a spec change (an image pushed late, a registry
+# back, a Secret created, a node added), so they fail the job only after provisioning_timeout_seconds...
+START_ERRORS = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "CreateContainerConfigError",
+                          "CreateContainerError", "RunContainerError", "Unschedulable"})
+# ...except a malformed image reference, which only a change of the operator's configuration can mend.
+START_ERRORS_AT_ONCE = frozenset({"InvalidImageName"})
+# Phases in which the job's encoder is up (ready).
+RUNNING_PHASES = frozenset({LiveJobPhase.WAITING_FOR_INPUT, LiveJobPhase.LIVE, LiveJobPhase.RECONNECTING})
 
 Phase = LiveJobPhase | RecordJobPhase
 
@@ -210,7 +218,9 @@ def decide_live_job(
         decision.status = _dump(status)
         return decision
     if status.phase in LIVE_JOB_TERMINAL_PHASES:
-        status.restarts = 0
+        status.consecutive_failures = 0  # status.restarts stays the lifetime count
+        # A fresh Pod name: the last attempt's Pod may still be going, and must not count as a death.
+        status.attempt = max(status.attempt, 1) + 1
         _enter(status, LiveJobPhase.PENDING, now, "SpecChanged", "spec changed: the job runs again", decision)
 
     attempt = max(status.attempt, 1)
@@ -231,7 +241,11 @@ def decide_live_job(
     comment: str
     pod_gone_or_going = pod is None or pod.terminating or pod.finished
     if template.template is None:
-        set_cond(ConditionType.TEMPLATE_RESOLVED, False, template.reason, template.message)
+        # Only a Pod about to be created needs the template: a running encoder keeps the configuration
+        # it was started with, and the condition warns that the next one could not start.
+        warning = template.message if pod_gone_or_going else (
+            f"{template.message}; the running encoder keeps its configuration, a replacement would wait")
+        set_cond(ConditionType.TEMPLATE_RESOLVED, False, template.reason, warning)
     else:
         set_cond(ConditionType.TEMPLATE_RESOLVED, True, ConditionReason.TEMPLATE_FOUND,
                  f"JobTemplate {template.template.id} ({template.template.name})")
@@ -268,9 +282,6 @@ def decide_live_job(
             # Switching on again starts a new attempt, with a fresh Pod name.
             if status.resource_name == current_name:
                 status.attempt = attempt + 1
-    elif template.template is None:
-        target, reason, comment = LiveJobPhase.PENDING, str(template.reason), template.message
-        decision.requeue_after = TEMPLATE_RETRY_SECONDS
     elif pod is not None and (pod.terminating or pod.finished):
         # The current encoder died (crash, eviction, deletion): count it once, move to the next attempt.
         if pod.exit_code == EXIT_CONFIG_ERROR:
@@ -280,6 +291,7 @@ def decide_live_job(
             status.finished_at = now
         else:
             target, reason, comment = _encoder_died(status, config, current_name, _death(pod),
+                                                    pod.started_at or _encoder_up_since(status),
                                                     pod.finished_at or now, decision)
             set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason(reason), comment)
             if status.phase == LiveJobPhase.FAILED or target == LiveJobPhase.FAILED:
@@ -288,12 +300,24 @@ def decide_live_job(
             decision.delete_pods.append(pod.name)
     elif pod is None and status.resource_name == current_name and status.phase in (
             LiveJobPhase.WAITING_FOR_INPUT, LiveJobPhase.LIVE, LiveJobPhase.RECONNECTING):
-        target, reason, comment = _encoder_died(status, config, current_name, "disappeared", now, decision)
+        target, reason, comment = _encoder_died(status, config, current_name, "disappeared",
+                                                _encoder_up_since(status), now, decision)
         set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason(reason), comment)
+    elif pod is None and template.template is None:
+        # A Pod must be created and cannot be: a new job waits in Pending, a restarting one in Provisioning.
+        starting = status.phase in (None, LiveJobPhase.PENDING, LiveJobPhase.OFFLINE)
+        target = LiveJobPhase.PENDING if starting else LiveJobPhase.PROVISIONING
+        reason, comment = str(template.reason), template.message
+        if not starting:
+            status.attempt = attempt
+            set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.ENCODER_STARTING,
+                     f"waiting for the JobTemplate: {template.message}")
+        decision.requeue_after = TEMPLATE_RETRY_SECONDS
     elif pod is None:
         backoff_ends = None
-        if status.last_restart_time is not None and status.restarts:
-            backoff_ends = status.last_restart_time + dt.timedelta(seconds=_backoff(config, status.restarts - 1))
+        if status.last_restart_time is not None and status.consecutive_failures:
+            backoff_ends = status.last_restart_time + dt.timedelta(
+                seconds=_backoff(config, status.consecutive_failures - 1))
         status.attempt = attempt
         target = LiveJobPhase.PROVISIONING
         if backoff_ends is not None and now < backoff_ends:
@@ -318,7 +342,21 @@ def decide_live_job(
                      pod.unschedulable_message or "the scheduler found no node")
         else:
             set_cond(ConditionType.SCHEDULED, None, ConditionReason.SCHEDULING, _scheduling(pod.name))
-        if not pod.ready:
+        stuck = None if pod.ready or pod.terminating else _start_error(pod)
+        start_deadline = None
+        if stuck is not None and pod.created_at is not None:
+            start_deadline = pod.created_at + dt.timedelta(seconds=config.provisioning_timeout_seconds)
+        if stuck is not None and (stuck[0] in START_ERRORS_AT_ONCE or (start_deadline and now >= start_deadline)):
+            target, reason = LiveJobPhase.FAILED, stuck[0]
+            waited = "" if stuck[0] in START_ERRORS_AT_ONCE else \
+                f" for {config.provisioning_timeout_seconds:.0f}s"
+            comment = f"encoder Pod {pod.name} could not start{waited}: {stuck[0]}: {stuck[1]}"
+            set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.ENCODER_START_FAILED, comment)
+            decision.events.append(("Warning", stuck[0], comment))
+            decision.delete_pods.append(pod.name)
+            status.finished_at = now
+            start_deadline = None
+        elif not pod.ready:
             target, reason = LiveJobPhase.PROVISIONING, str(ConditionReason.ENCODER_STARTING)
             comment = f"waiting for Pod {pod.name}" + (f" ({pod.waiting_reason})" if pod.waiting_reason else "")
             set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.ENCODER_STARTING, comment)
@@ -350,7 +388,7 @@ def decide_live_job(
             outputs = _report_outputs(report, pod)
             if outputs:
                 status.outputs = outputs
-        decision.requeue_after = _seconds_until(finish, now)
+        decision.requeue_after = _earliest(_seconds_until(finish, now), _seconds_until(start_deadline, now))
 
     if target in (LiveJobPhase.OFFLINE, LiveJobPhase.PENDING, LiveJobPhase.COMPLETED):
         status.resource_name = None  # no encoder Pod while the job does not run
@@ -358,8 +396,13 @@ def decide_live_job(
         status.resource_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid),
                                                status.attempt)
     status.service_name = naming.service_name(str(job.metadata.name), str(job.metadata.uid))
-    status.stream_key_secret = naming.stream_key_secret_name(str(job.metadata.name))
-    status.urls = live_job_urls(job, config, pod, template.template, report)
+    status.stream_key_secret = naming.stream_key_secret_name(str(job.metadata.name), str(job.metadata.uid))
+    urls = live_job_urls(job, config, pod, template.template, report)
+    if template.template is None and status.urls is not None:
+        # The renditions a running encoder was started with still play from where they did.
+        urls = urls.model_copy(update={"output_manifests": {**status.urls.output_manifests,
+                                                            **urls.output_manifests}})
+    status.urls = urls
     ready = target == LiveJobPhase.LIVE
     conditions = set_condition(conditions, _condition(
         ConditionType.READY, ready, ConditionReason.LIVE if ready else ConditionReason.NOT_LIVE, comment, now,
@@ -372,20 +415,47 @@ def decide_live_job(
     return decision
 
 
+def _start_error(pod: PodState) -> tuple[str, str] | None:
+    """Why the Pod cannot start, when it says so: (Kubernetes reason, message)."""
+    if pod.scheduled is False:
+        return "Unschedulable", pod.unschedulable_message or "the scheduler found no node"
+    if pod.waiting_reason in START_ERRORS or pod.waiting_reason in START_ERRORS_AT_ONCE:
+        return pod.waiting_reason, pod.waiting_message or pod.waiting_reason
+    return None
+
+
 def _scheduling(pod_name: str) -> str:
     return f"Pod {pod_name} waits for the scheduler"
 
 
-def _encoder_died(status: LiveJobStatus, config: OperatorConfig, pod_name: str, how: str, died_at: dt.datetime,
+def _encoder_up_since(status: LiveJobStatus) -> dt.datetime | None:
+    """When the current encoder came up, from the timings (for a Pod that is gone): the first running
+    phase since the job last provisioned."""
+    since = None
+    for timing in reversed(status.timings):
+        if timing.phase not in RUNNING_PHASES:
+            break
+        since = timing.time
+    return since
+
+
+def _encoder_died(status: LiveJobStatus, config: OperatorConfig, pod_name: str, how: str,
+                  started_at: dt.datetime | None, died_at: dt.datetime,
                   decision: Decision) -> tuple[LiveJobPhase, str, str]:
-    """Count the death and move to the next attempt, or fail when the restarts are used up."""
-    if status.restarts >= config.max_restarts:
+    """Count the death and move to the next attempt, or fail when the encoder died too often in a row.
+
+    Only deaths in a row count: an encoder that ran for `healthy_run_seconds` before it died was
+    healthy, so a 24/7 channel whose Pod is evicted now and then never runs out of restarts."""
+    if started_at is not None and (died_at - started_at).total_seconds() >= config.healthy_run_seconds:
+        status.consecutive_failures = 0
+    if status.consecutive_failures >= config.max_restarts:
         return (LiveJobPhase.FAILED, str(ConditionReason.RETRIES_EXHAUSTED),
-                f"the encoder failed {status.restarts + 1} times in a row; last: {pod_name} {how}")
+                f"the encoder failed {status.consecutive_failures + 1} times in a row; last: {pod_name} {how}")
     status.restarts += 1
+    status.consecutive_failures += 1
     status.attempt = max(status.attempt, 1) + 1
     status.last_restart_time = died_at
-    delay = _backoff(config, status.restarts - 1)
+    delay = _backoff(config, status.consecutive_failures - 1)
     decision.requeue_after = max(0.0, delay)
     message = f"encoder {pod_name} {how}; attempt {status.attempt} starts after {delay:.1f}s"
     decision.events.append(("Warning", "EncoderRestarted", message))

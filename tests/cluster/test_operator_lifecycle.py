@@ -194,3 +194,66 @@ def test_metrics_count_jobs_by_phase(kube: client.ApiClient, kwok_namespace: str
                       10, "the jobs-by-phase gauge")
     assert 'onair_operator_reconciles_total{kind="LiveJob",result="ok"}' in text
     assert "onair_operator_reconcile_duration_seconds_bucket" in text
+
+
+def test_a_job_re_created_with_the_same_name_gets_its_own_secret(kube: client.ApiClient,
+                                                                  kwok_namespace: str) -> None:
+    """The old job's Secret lingers (a finalizer here; a slow garbage collector in life): the new job
+    must not take it for its own, with the old keys and the old owner."""
+    core = client.CoreV1Api(kube)
+    api = client.CustomObjectsApi(kube)
+    old = create_live_job(kube, kwok_namespace, "again")
+    old_secret = wait_phase(kube, kwok_namespace, "again", "WaitingForInput")["status"]["streamKeySecret"]
+    core.patch_namespaced_secret(old_secret, kwok_namespace, {"metadata": {"finalizers": ["onair.dev/test-hold"]}})
+    try:
+        api.delete_namespaced_custom_object("onair.dev", "v1alpha1", kwok_namespace, "livejobs", "again")
+
+        def job_gone() -> bool:
+            try:
+                get_job(kube, kwok_namespace, "again")
+            except client.ApiException as error:
+                return error.status == 404
+            return False
+
+        wait_until(job_gone, 30, "the old job to be deleted")
+        new = create_live_job(kube, kwok_namespace, "again")
+        status = wait_phase(kube, kwok_namespace, "again", "WaitingForInput")["status"]
+        secret = core.read_namespaced_secret(status["streamKeySecret"], kwok_namespace)
+        assert secret.metadata.owner_references[0].uid == new["metadata"]["uid"] != old["metadata"]["uid"]
+        assert secret.metadata.deletion_timestamp is None
+        pod = core.read_namespaced_pod(status["resourceName"], kwok_namespace)
+        env = {e.name: e for e in pod.spec.containers[0].env}
+        assert env["ONAIR_STREAM_KEY"].value_from.secret_key_ref.name == secret.metadata.name
+        old_key = base64.b64decode(core.read_namespaced_secret(old_secret, kwok_namespace).data["streamKey"])
+        assert base64.b64decode(secret.data["streamKey"]) != old_key
+    finally:
+        core.patch_namespaced_secret(old_secret, kwok_namespace, {"metadata": {"finalizers": None}})
+
+
+def test_a_running_encoder_outlives_its_template(kube: client.ApiClient, kwok_namespace: str) -> None:
+    """The JobTemplate goes (deleted, then made ambiguous by two of the same id): the running encoder
+    keeps running and the job keeps its phase; TemplateResolved says what is wrong."""
+    api = client.CustomObjectsApi(kube)
+    create_live_job(kube, kwok_namespace, "orphan")
+    job = wait_phase(kube, kwok_namespace, "orphan", "WaitingForInput")
+    pod_name = job["status"]["resourceName"]
+
+    def template_condition(reason: str) -> dict[str, Any] | None:
+        status = get_job(kube, kwok_namespace, "orphan")["status"]
+        resolved = {c["type"]: c for c in status["conditions"]}["TemplateResolved"]
+        return status if resolved["reason"] == reason else None
+
+    api.delete_namespaced_custom_object("onair.dev", "v1alpha1", kwok_namespace, "jobtemplates", "small-ladder")
+    gone = wait_until(lambda: template_condition("TemplateNotFound"), 30, "TemplateResolved=False")
+    ladder = {"apiVersion": "onair.dev/v1alpha1", "kind": "JobTemplate",
+              "spec": {"id": 7, "name": "twin", "renditions": [
+                  {"name": "240p", "width": 426, "height": 240, "fps": 25, "videoBitrate": 400000}]}}
+    for name in ("twin-a", "twin-b"):
+        api.create_namespaced_custom_object("onair.dev", "v1alpha1", kwok_namespace, "jobtemplates",
+                                            {**ladder, "metadata": {"name": name}})
+    ambiguous = wait_until(lambda: template_condition("TemplateAmbiguous"), 30, "TemplateAmbiguous")
+    for status in (gone, ambiguous):
+        assert status["phase"] == "WaitingForInput"
+        assert status["resourceName"] == pod_name
+        assert "Failed" not in [t["phase"] for t in status["timings"]]
+    assert [p.metadata.name for p in encoder_pods(kube, kwok_namespace, "orphan")] == [pod_name]

@@ -26,3 +26,11 @@ def test_long_names_fit_a_dns_label_and_stay_distinct() -> None:
 def test_service_name_starts_with_a_letter_for_guid_job_names() -> None:
     name = naming.service_name("3fa85f64-5717-4562-b3fc-2c963f66afa6", "uid")
     assert name[0].isalpha() and len(name) <= 63
+
+
+def test_secret_names_carry_the_job_uid_and_fit_a_subdomain() -> None:
+    assert naming.stream_key_secret_name("news", "uid-1") == f"news-stream-key-{naming.fnv32a('uid-1')}"
+    assert naming.stream_key_secret_name("news", "uid-1") != naming.stream_key_secret_name("news", "uid-2")
+    assert naming.control_key_secret_name("rec", "uid-1") == f"rec-control-key-{naming.fnv32a('uid-1')}"
+    long = naming.stream_key_secret_name("x" * 253, "uid-1")
+    assert len(long) <= 253 and long.endswith(str(naming.fnv32a("uid-1")))

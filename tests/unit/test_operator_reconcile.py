@@ -19,7 +19,7 @@ from onair.operator.reconcile import (
     decide_record_job,
     phase_path,
 )
-from onair.phases import LiveJobPhase, can_transition
+from onair.phases import ConditionReason, LiveJobPhase, can_transition
 from onair.streamkeys import derive_control_key, derive_stream_key
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
@@ -175,7 +175,7 @@ def test_deleted_encoder_pod_counts_as_a_restart() -> None:
 
 def test_crash_loop_ends_failed_not_forever() -> None:
     status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
-    status["restarts"] = 2
+    status["restarts"] = status["consecutiveFailures"] = 2
     crashed = [pod(current_pod_name(), "Failed", ready=False, exit_code=1, finished_at=NOW)]
     decision = decide_live_job(live_job(status), TEMPLATE, crashed, None, CONFIG, NOW + dt.timedelta(minutes=5))
     assert decision.status["phase"] == "Failed"
@@ -259,11 +259,13 @@ def test_encoder_pod_is_least_privileged_and_wired_to_its_secrets() -> None:
     container = spec["containers"][0]
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     env = {e["name"]: e for e in container["env"]}
-    assert env["ONAIR_STREAM_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "news-stream-key"
+    secret_name = naming.stream_key_secret_name("news", "uid-1")
+    assert env["ONAIR_STREAM_KEY"]["valueFrom"]["secretKeyRef"]["name"] == secret_name
     assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
     control = env["ONAIR_CONTROL_KEY"]["valueFrom"]["secretKeyRef"]
-    assert control == {"name": "news-stream-key", "key": "controlKey", "optional": True}
+    assert control == {"name": secret_name, "key": "controlKey", "optional": True}
     secret = build_job_secret(job, CONFIG.stream_key_seed)
+    assert secret["metadata"]["name"] == secret_name
     key = secret["stringData"]["streamKey"]
     assert uuid.UUID(key).version == 4 and key == str(uuid.UUID(key))
     assert key == derive_stream_key(CONFIG.stream_key_seed, str(job.metadata.namespace), "news", "uid-1")
@@ -322,11 +324,11 @@ def test_record_job_pauses_resumes_and_completes() -> None:
 def test_recorder_gets_only_a_control_key() -> None:
     job = record_job()
     secret = build_job_secret(job, CONFIG.stream_key_seed)
-    assert secret["metadata"]["name"] == "rec-control-key"
+    assert secret["metadata"]["name"] == naming.control_key_secret_name("rec", "uid-r")
     assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-r"
     assert secret["stringData"] == {"controlKey": derive_control_key(CONFIG.stream_key_seed, "ns", "rec", "uid-r")}
     env = {e["name"]: e for e in build_encoder_pod(job, None, CONFIG, 1)["spec"]["containers"][0]["env"]}
-    assert env["ONAIR_CONTROL_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "rec-control-key"
+    assert env["ONAIR_CONTROL_KEY"]["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
     assert "ONAIR_STREAM_KEY" not in env
 
 
@@ -334,3 +336,159 @@ def test_record_job_of_a_missing_live_job_waits() -> None:
     decision = decide_record_job(record_job(source={"liveJobRef": "gone"}), None, [], None, CONFIG, NOW)
     assert decision.status["phase"] == "Initial"
     assert decision.create_pod_attempt is None
+
+
+def test_template_gone_while_live_keeps_the_running_encoder() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    running = [pod(current_pod_name())]
+    report = {"state": "live", "renditions": [{"name": "720p", "segmentsWritten": 3, "status": "Running"}]}
+    live = decide_live_job(live_job(status), TEMPLATE, running, report, CONFIG, NOW).status
+    assert live["phase"] == "Live"
+    for gone in (TemplateLookup(None, ConditionReason.TEMPLATE_NOT_FOUND, "no JobTemplate with id 1"),
+                 TemplateLookup(None, ConditionReason.TEMPLATE_AMBIGUOUS, "2 JobTemplates in ns have id 1")):
+        later = decide_live_job(live_job(live), gone, running, report, CONFIG, NOW + dt.timedelta(minutes=1))
+        assert later.status["phase"] == "Live"
+        assert later.delete_pods == [] and later.create_pod_attempt is None
+        assert later.status["resourceName"] == current_pod_name()
+        assert [t["phase"] for t in later.status["timings"]] == [t["phase"] for t in live["timings"]]
+        assert later.status["urls"]["outputManifests"] == live["urls"]["outputManifests"]
+        resolved = next(c for c in later.status["conditions"] if c["type"] == "TemplateResolved")
+        assert resolved["status"] == "False" and resolved["reason"] == str(gone.reason)
+        assert "running encoder keeps" in resolved["message"]
+
+
+def test_template_gone_when_the_encoder_must_be_replaced_waits_in_provisioning() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    status = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW).status
+    gone = TemplateLookup(None, ConditionReason.TEMPLATE_NOT_FOUND, "no JobTemplate with id 1")
+    crashed = [pod(current_pod_name(), "Failed", ready=False, exit_code=137, finished_at=NOW)]
+    died = decide_live_job(live_job(status), gone, crashed, None, CONFIG, NOW)
+    assert died.status["phase"] == "Provisioning" and died.status["attempt"] == 2
+    waiting = decide_live_job(live_job(died.status), gone, [], None, CONFIG, NOW + dt.timedelta(minutes=1))
+    assert waiting.status["phase"] == "Provisioning"
+    assert waiting.create_pod_attempt is None
+    assert "no JobTemplate with id 1" in waiting.status["message"]
+    back = decide_live_job(live_job(waiting.status), TEMPLATE, [], None, CONFIG, NOW + dt.timedelta(minutes=2))
+    assert back.create_pod_attempt == 2
+    assert "Failed" not in [t["phase"] for t in back.status["timings"]]
+
+
+def evicted(name: str, started: dt.datetime, died: dt.datetime) -> dict[str, Any]:
+    """A Pod the kubelet evicted: Failed, its container terminated (137) after running since `started`."""
+    body = pod(name, "Failed", ready=False, exit_code=137, finished_at=died)
+    body["status"]["containerStatuses"][0]["state"]["terminated"]["startedAt"] = started.strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    return body
+
+
+def run_until_death(status: dict[str, Any], start: dt.datetime, runs_for: dt.timedelta,
+                    dead_pod: bool = True) -> tuple[dict[str, Any], dt.datetime]:
+    """Create the next encoder, let it run for `runs_for`, then let it die (evicted, or vanished)."""
+    job = live_job(status)
+    created = decide_live_job(job, TEMPLATE, [], None, CONFIG, start)
+    assert created.create_pod_attempt is not None, created.status
+    name = current_pod_name(created.create_pod_attempt)
+    up = decide_live_job(live_job(created.status), TEMPLATE, [pod(name)], {"state": "live"}, CONFIG, start)
+    assert up.status["phase"] == "Live"
+    died_at = start + runs_for
+    pods = [evicted(name, start, died_at)] if dead_pod else []
+    died = decide_live_job(live_job(up.status), TEMPLATE, pods, None, CONFIG, died_at)
+    return died.status, died_at + dt.timedelta(minutes=2)  # after the back-off
+
+
+@pytest.mark.parametrize("dead_pod", [True, False], ids=["evicted", "vanished"])
+def test_a_24_7_channel_evicted_now_and_then_never_runs_out_of_restarts(dead_pod: bool) -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    status["attempt"] = 0  # run_until_death creates attempt 1
+    moment = NOW
+    for _ in range(10):  # CONFIG allows 2 deaths in a row; ten evictions, days apart
+        status, moment = run_until_death(status, moment, dt.timedelta(days=3), dead_pod)
+        assert status["phase"] == "Provisioning"
+        assert status["consecutiveFailures"] == 1
+        # The back-off starts over too: the next encoder comes after the first step (2s), not 2**n.
+        waiting = decide_live_job(live_job(status), TEMPLATE, [], None, CONFIG,
+                                  dt.datetime.fromisoformat(status["lastRestartTime"]) + dt.timedelta(seconds=2.5))
+        assert waiting.create_pod_attempt is not None
+    assert status["restarts"] == 10  # the lifetime count stays visible
+
+
+def test_deaths_in_a_row_still_end_failed_after_a_healthy_run() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    status["attempt"] = 0
+    status, moment = run_until_death(status, NOW, dt.timedelta(hours=5))
+    assert (status["restarts"], status["consecutiveFailures"]) == (1, 1)
+    status, moment = run_until_death(status, moment, dt.timedelta(seconds=30))
+    assert (status["restarts"], status["consecutiveFailures"]) == (2, 2)
+    status, moment = run_until_death(status, moment, dt.timedelta(minutes=9))  # under the healthy run (10 min)
+    assert status["phase"] == "Failed"
+    assert "3 times in a row" in status["message"]
+    rearmed = decide_live_job(live_job(status, generation=2), TEMPLATE, [], None, CONFIG, moment)
+    assert rearmed.status["phase"] == "Provisioning" and rearmed.status["consecutiveFailures"] == 0
+
+
+def stuck_pod(name: str, reason: str, message: str, created: dt.datetime = NOW) -> dict[str, Any]:
+    """A Pod that never starts, as the kubelet (or the scheduler, for Unschedulable) reports it."""
+    body = pod(name, "Pending", ready=False)
+    body["metadata"]["creationTimestamp"] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if reason == "Unschedulable":
+        body["spec"] = {}
+        body["status"] = {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]}
+    else:
+        body["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": reason, "message": message}}
+    return body
+
+
+@pytest.mark.parametrize(("reason", "message"), [
+    ("ImagePullBackOff", 'Back-off pulling image "registry.local/onair:9.9"'),
+    ("CreateContainerConfigError", 'secret "onair-s3-credentials" not found'),
+    ("Unschedulable", "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."),
+])
+def test_a_pod_that_cannot_start_fails_the_job_after_the_provisioning_timeout(reason: str, message: str) -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    stuck = [stuck_pod(current_pod_name(), reason, message)]
+    early = decide_live_job(live_job(status), TEMPLATE, stuck, None, CONFIG, NOW + dt.timedelta(minutes=1))
+    assert early.status["phase"] == "Provisioning" and early.delete_pods == []
+    assert early.requeue_after == pytest.approx(240)  # woken when the 5 minutes are over
+    late = decide_live_job(live_job(early.status), TEMPLATE, stuck, None, CONFIG, NOW + dt.timedelta(minutes=5))
+    assert late.status["phase"] == "Failed"
+    assert late.status["timings"][-1]["reason"] == reason
+    assert reason in late.status["message"] and message in late.status["message"]
+    running = next(c for c in late.status["conditions"] if c["type"] == "EncoderRunning")
+    assert (running["status"], running["reason"]) == ("False", "EncoderStartFailed")
+    assert ("Warning", reason, late.status["message"]) in late.events
+    assert late.delete_pods == [current_pod_name()]
+    # A spec change tries again, with a new Pod (the stuck one may still be going).
+    again = decide_live_job(live_job(late.status, generation=2), TEMPLATE, [], None, CONFIG, NOW)
+    assert again.status["phase"] == "Provisioning" and again.create_pod_attempt == 2
+
+
+def test_an_invalid_image_name_fails_at_once_and_a_slow_start_does_not() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    invalid = [stuck_pod(current_pod_name(), "InvalidImageName", 'Failed to apply default image tag "Bad:Image"')]
+    failed = decide_live_job(live_job(status), TEMPLATE, invalid, None, CONFIG, NOW + dt.timedelta(seconds=2))
+    assert failed.status["phase"] == "Failed"
+    assert "InvalidImageName" in failed.status["message"]
+    slow = [stuck_pod(current_pod_name(), "ContainerCreating", "")]
+    waiting = decide_live_job(live_job(status), TEMPLATE, slow, None, CONFIG, NOW + dt.timedelta(hours=1))
+    assert waiting.status["phase"] == "Provisioning"
+
+
+def test_a_job_re_created_with_the_same_name_never_shares_the_old_jobs_secret() -> None:
+    """The old job's Secret may still exist (garbage collection takes a while): the new job's name differs."""
+    old, new = live_job(), live_job()
+    new = new.model_copy(update={"metadata": new.metadata.model_copy(update={"uid": "uid-2"})})
+    old_secret = build_job_secret(old, CONFIG.stream_key_seed)["metadata"]["name"]
+    new_secret = build_job_secret(new, CONFIG.stream_key_seed)
+    assert new_secret["metadata"]["name"] != old_secret
+    assert new_secret["metadata"]["ownerReferences"][0]["uid"] == "uid-2"
+    # The new job's status and its encoder name its own Secret.
+    status = decide_live_job(new, TEMPLATE, [], None, CONFIG, NOW).status
+    assert status["streamKeySecret"] == new_secret["metadata"]["name"]
+    env = {e["name"]: e for e in build_encoder_pod(new, TEMPLATE.template, CONFIG, 1)["spec"]["containers"][0]["env"]}
+    assert env["ONAIR_STREAM_KEY"]["valueFrom"]["secretKeyRef"]["name"] == new_secret["metadata"]["name"]
+    assert env["ONAIR_CONTROL_KEY"]["valueFrom"]["secretKeyRef"]["name"] == new_secret["metadata"]["name"]
+    recorder = record_job()
+    recreated = recorder.model_copy(update={"metadata": recorder.metadata.model_copy(update={"uid": "uid-r2"})})
+    assert (build_job_secret(recorder, CONFIG.stream_key_seed)["metadata"]["name"]
+            != build_job_secret(recreated, CONFIG.stream_key_seed)["metadata"]["name"])

@@ -1,0 +1,91 @@
+"""An encoder Pod that can never start (no node for it, its image cannot be pulled) fails its LiveJob
+after the provisioning timeout instead of leaving it Provisioning forever. Each test runs its own
+operator (namespaces s-*) with a provisioning timeout of a few seconds."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster.conftest import KWOK_PLACEMENT, get_job, prepare_job_namespace, start_operator, stop_operator, wait_phase
+from cluster.test_operator_lifecycle import create_live_job
+from kubernetes import client
+from localplatform.platform import PlatformInfo
+from waiting import wait_until
+
+TIMEOUT = "3"
+
+
+@pytest.fixture
+def stuck_namespace(kube: client.ApiClient, platform: PlatformInfo, crds: None,
+                    operator_namespace: str) -> Iterator[str]:
+    name = f"s-{secrets.token_hex(4)}"
+    client.CoreV1Api(kube).create_namespace({"metadata": {"name": name}})
+    prepare_job_namespace(kube, platform, name)
+    yield name
+    client.CoreV1Api(kube).delete_namespace(name, propagation_policy="Background")
+
+
+def job_events(kube: client.ApiClient, namespace: str, job: str) -> dict[str, str]:
+    events = client.CoreV1Api(kube).list_namespaced_event(namespace).items
+    return {e.reason: e.message for e in events if e.involved_object.name == job}
+
+
+def assert_failed_naming(kube: client.ApiClient, namespace: str, job: dict[str, Any], reason: str,
+                         detail: str) -> None:
+    status = job["status"]
+    assert status["timings"][-1]["reason"] == reason
+    assert reason in status["message"] and detail in status["message"], status["message"]
+    running = {c["type"]: c for c in status["conditions"]}["EncoderRunning"]
+    assert (running["status"], running["reason"]) == ("False", "EncoderStartFailed")
+    name = job["metadata"]["name"]
+    events = wait_until(lambda: (e := job_events(kube, namespace, name)).keys() >= {reason, "Failed"} and e, 20,
+                        f"the {reason} and Failed Events on the job")
+    assert detail in events[reason]
+    pods = client.CoreV1Api(kube).list_namespaced_pod(namespace, label_selector=f"onair.dev/job={name}").items
+    assert all(p.metadata.deletion_timestamp is not None for p in pods)  # the stuck Pod is removed
+
+
+def test_an_unschedulable_encoder_fails_the_job(kube: client.ApiClient, platform: PlatformInfo, run_root: Path,
+                                                stuck_namespace: str) -> None:
+    """The real scheduler finds no node with the label the operator asks for."""
+    operator = start_operator(platform, run_root / "stuck-unschedulable", name="stuck-unschedulable",
+                              ONAIR_WATCH_NAMESPACES=json.dumps(["s-*"]), ONAIR_PROVISIONING_TIMEOUT_SECONDS=TIMEOUT,
+                              ONAIR_ENCODER_NODE_SELECTOR=json.dumps({"onair.dev/no-such-node": "true"}))
+    try:
+        create_live_job(kube, stuck_namespace, "nowhere")
+        job = wait_phase(kube, stuck_namespace, "nowhere", "Failed", timeout=60)
+        assert "Provisioning" in [t["phase"] for t in job["status"]["timings"]]
+        assert_failed_naming(kube, stuck_namespace, job, "Unschedulable", "node(s)")
+        scheduled = {c["type"]: c for c in job["status"]["conditions"]}["Scheduled"]
+        assert (scheduled["status"], scheduled["reason"]) == ("False", "Unschedulable")
+    finally:
+        stop_operator(operator)
+
+
+def test_an_image_that_cannot_be_pulled_fails_the_job(kube: client.ApiClient, platform: PlatformInfo,
+                                                      run_root: Path, stuck_namespace: str) -> None:
+    """The Pod's container reports ImagePullBackOff (written here as a kubelet would: kwok's nodes pull
+    nothing). Its phase stays Running so that kwok's pod-ready stage leaves the status alone."""
+    operator = start_operator(platform, run_root / "stuck-image", name="stuck-image",
+                              ONAIR_WATCH_NAMESPACES=json.dumps(["s-*"]), ONAIR_PROVISIONING_TIMEOUT_SECONDS=TIMEOUT,
+                              **KWOK_PLACEMENT)
+    try:
+        create_live_job(kube, stuck_namespace, "no-image")
+        pod_name = wait_phase(kube, stuck_namespace, "no-image", "WaitingForInput")["status"]["resourceName"]
+        message = 'Back-off pulling image "ghcr.io/onair-dev/onair:0.1.0"'
+        client.CoreV1Api(kube).patch_namespaced_pod_status(pod_name, stuck_namespace, {"status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}],
+            "containerStatuses": [{"name": "encoder", "image": "ghcr.io/onair-dev/onair:0.1.0", "imageID": "",
+                                   "ready": False, "restartCount": 0,
+                                   "state": {"waiting": {"reason": "ImagePullBackOff", "message": message}}}]}})
+        job = wait_phase(kube, stuck_namespace, "no-image", "Failed", timeout=60)
+        assert_failed_naming(kube, stuck_namespace, job, "ImagePullBackOff", message)
+        assert get_job(kube, stuck_namespace, "no-image")["status"]["phase"] == "Failed"
+    finally:
+        stop_operator(operator)
