@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from onair.exitcodes import EXIT_BAD_CONFIG
 from onair.models import (
     Condition,
     InputStatistics,
@@ -49,7 +50,6 @@ from onair.phases import (
 )
 
 # Exit code by which the encoder says its configuration can never work: no restart, the job fails.
-EXIT_CONFIG_ERROR = 2
 TEMPLATE_RETRY_SECONDS = 10.0
 # Why a Pod may never start. They may clear without a spec change (an image pushed late, a registry
 # back, a Secret created, a node added), so they fail the job only after provisioning_timeout_seconds...
@@ -284,7 +284,7 @@ def decide_live_job(
                 status.attempt = attempt + 1
     elif pod is not None and (pod.terminating or pod.finished):
         # The current encoder died (crash, eviction, deletion): count it once, move to the next attempt.
-        if pod.exit_code == EXIT_CONFIG_ERROR:
+        if pod.exit_code == EXIT_BAD_CONFIG:
             target, reason = LiveJobPhase.FAILED, str(ConditionReason.SPEC_INVALID)
             comment = f"the encoder refused its configuration: {pod.exit_message or 'exit code 2'}"
             set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.SPEC_INVALID, comment)
@@ -599,9 +599,9 @@ def decide_record_job(
             target, reason, comment = RecordJobPhase.COMPLETED, str(ConditionReason.COMPLETED), "recording complete"
             status.progress = 1.0
             status.finished_at = now
-        elif pod.exit_code == EXIT_CONFIG_ERROR or status.retries >= config.max_restarts:
+        elif pod.exit_code == EXIT_BAD_CONFIG or status.retries >= config.max_restarts:
             target = RecordJobPhase.FAILED
-            reason = str(ConditionReason.SPEC_INVALID if pod.exit_code == EXIT_CONFIG_ERROR
+            reason = str(ConditionReason.SPEC_INVALID if pod.exit_code == EXIT_BAD_CONFIG
                          else ConditionReason.RETRIES_EXHAUSTED)
             comment = f"recorder {_death(pod)}"
             status.error_message = comment
@@ -625,7 +625,10 @@ def decide_record_job(
         if job.spec.paused != paused_now and pod.ready and not is_clip:
             decision.encoder_command = "pause" if job.spec.paused else "resume"
         if pod.ready and end is not None and now >= end and not is_clip and not pod.terminating:
-            decision.delete_pods.append(pod.name)  # SIGTERM: the recorder closes its files and exits 0
+            # The end of the range (or a stop, which moves the end to now): /finish first, so the
+            # recorder closes its playlists as VOD and exits 0; a bare SIGTERM is an interruption.
+            decision.finish_before_delete = True
+            decision.delete_pods.append(pod.name)
         target = RecordJobPhase.PAUSED if paused_now else RecordJobPhase.STARTED
         reason = str(ConditionReason.PAUSED if paused_now else ConditionReason.RECORDING)
         comment = "paused" if paused_now else ("cutting the clip" if is_clip else "recording")

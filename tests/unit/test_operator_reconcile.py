@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from onair.exitcodes import EXIT_INTERRUPTED
 from onair.models import JobTemplateSpec, LiveJob, RecordJob
 from onair.operator import naming
 from onair.operator.builders import build_encoder_pod, build_ingest_service, build_job_secret
@@ -319,6 +320,24 @@ def test_record_job_pauses_resumes_and_completes() -> None:
     done = decide_record_job(record_job(paused.status), None, [pod(name, "Succeeded", ready=False, exit_code=0)],
                              {"recording": {"paused": False, "progress": 1.0}}, CONFIG, NOW)
     assert done.status["phase"] == "Completed" and done.status["progress"] == 1.0
+
+
+def test_the_end_of_a_recording_finishes_the_recorder_before_deleting_it() -> None:
+    name = naming.pod_name("rec", "recorder", "uid-r", 1)
+    started = decide_record_job(record_job(), None, [], None, CONFIG, NOW)
+    ended = record_job(started.status, timeRange={"end": (NOW - dt.timedelta(seconds=1)).isoformat()})
+    decision = decide_record_job(ended, None, [pod(name)], {"recording": {"paused": False}}, CONFIG, NOW)
+    # A bare SIGTERM would be an interruption (the recorder leaves its playlists open, exits 3).
+    assert decision.delete_pods == [name] and decision.finish_before_delete
+
+
+def test_an_interrupted_recorder_is_continued_not_completed() -> None:
+    name = naming.pod_name("rec", "recorder", "uid-r", 1)
+    started = decide_record_job(record_job(), None, [], None, CONFIG, NOW)
+    evicted = pod(name, "Failed", ready=False, exit_code=EXIT_INTERRUPTED, finished_at=NOW - dt.timedelta(minutes=1))
+    decision = decide_record_job(record_job(started.status), None, [evicted], None, CONFIG, NOW)
+    assert decision.status["phase"] == "Started" and decision.status["retries"] == 1
+    assert decision.create_pod_attempt == 2 and decision.delete_pods == [name]
 
 
 def test_recorder_gets_only_a_control_key() -> None:
