@@ -12,10 +12,10 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -38,6 +38,7 @@ from onair.kubeclient import ApiError, KubeClient, resource_path
 from onair.models import API_VERSION, RecordJobSpec
 
 log = logging.getLogger("onair.gateway")
+T = TypeVar("T")
 GUID_RE = re.compile(GUID_PATTERN)
 MAX_RANGE = timedelta(days=30)
 # What a path value that does not match its parameter's pattern (in the route table) is told.
@@ -314,13 +315,14 @@ class Gateway:
     async def list_outputs(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace
         wanted = query_int(request, "liveJobId", None, 0, 2**31 - 1)
-        rows: list[dict[str, Any]] = []
-        for _, entry in self.store.live_index(ctx.namespace).ordered():
-            if wanted is None or entry.id == wanted:
-                rows.extend(mapping.live_job_outputs(entry.obj, entry.facts))
-        if wanted is not None and not self.store.live_index(ctx.namespace).find(str(wanted)):
+        index = self.store.live_index(ctx.namespace)
+        if wanted is not None and not index.find(str(wanted)):
             raise ApiProblem(404, f"liveJobId: live job {wanted} not found")
-        page, info = offset_page(request, rows)
+        rows: list[Row] = []
+        for _, entry in index.ordered():
+            if wanted is None or entry.id == wanted:
+                rows.extend(mapping.output_rows(entry.obj, entry.facts))
+        page, info = run_rows(request, self.route_of(request), rows)
         return json_response(envelope(page, result_info=info))
 
     async def control_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
@@ -398,14 +400,13 @@ class Gateway:
         output_id = query_int(request, "outputId", None, 1, 1000)
         if output_id is not None and output_id > len((entry.obj.get("status") or {}).get("outputs") or []):
             raise ApiProblem(404, f"outputId: live job {entry.id} has no output {output_id}")
-        page, info = offset_page(request, mapping.live_job_timings(entry.obj, output_id))
+        page, info = run_rows(request, self.route_of(request), mapping.timing_rows(entry.obj, output_id))
         return json_response(envelope(page, result_info=info))
 
     async def live_job_stats(self, request: web.Request, ctx: Ctx) -> web.Response:
         entry = await self.live_entry(ctx, request.match_info["id"])
-        stats = (entry.obj.get("status") or {}).get("statistics")
-        rows = [dict(stats)] if stats else []
-        return json_response(envelope(rows, result_info=page_info(len(rows), 1, max(len(rows), 1))))
+        page, info = run_rows(request, self.route_of(request), mapping.stats_rows(entry.obj, entry.facts))
+        return json_response(envelope(page, result_info=info))
 
     # --- record jobs ------------------------------------------------------------------------------
 
@@ -575,10 +576,9 @@ class Gateway:
 
     async def list_templates(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace
-        templates = self.store.templates_for(ctx.namespace)
-        rows = [{**(obj.get("spec") or {}), "shared": shared} for _, (obj, shared) in sorted(templates.items())]
-        rows.sort(key=lambda r: (not r.get("default", False), r.get("id", 0)))
-        return json_response(envelope(rows, result_info=page_info(len(rows), 1, max(len(rows), 1))))
+        rows = mapping.template_rows(self.store.templates_for(ctx.namespace))
+        page, info = run_rows(request, self.route_of(request), rows)
+        return json_response(envelope(page, result_info=info))
 
     async def get_template(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace
@@ -591,43 +591,62 @@ class Gateway:
     # --- operations -------------------------------------------------------------------------------
 
     async def streamers(self, request: web.Request, ctx: Ctx) -> web.Response:
+        """Encoder and recorder Pods (the job Pods the operator made; not the gateway's or operator's own),
+        then nodes. Filters, sort, paging and select= apply to the rows in "streamers"; estimatedCount
+        counts the rows that match."""
         node_usage = await self.node_metrics()
-        pods_by_node: dict[str, int] = {}
-        rows: list[dict[str, Any]] = []
+        jobs_by_node: dict[str, int] = {}
+        rows: list[Row] = []
         for pod in self.store.pods.values():
             meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
             labels = meta.get("labels") or {}
-            role = labels.get("onair.dev/role", "encoder")
+            role = labels.get("onair.dev/role")
+            if role not in ("encoder", "recorder"):
+                continue
             node = spec.get("nodeName") or ""
-            pods_by_node[node] = pods_by_node.get(node, 0) + 1
+            if node:
+                jobs_by_node[node] = jobs_by_node.get(node, 0) + 1
+            namespace = str(meta.get("namespace") or "")
             job_name = labels.get("onair.dev/job", "")
-            job = (self.store.livejobs.get(meta.get("namespace", ""), job_name)
-                   or self.store.recordjobs.get(meta.get("namespace", ""), job_name) or {})
+            job = (self.store.livejobs.get(namespace, job_name) if role == "encoder"
+                   else self.store.recordjobs.get(namespace, job_name)) or {}
             job_status = job.get("status") or {}
             stats = job_status.get("statistics") or {}
-            rows.append({"role": "recorder" if role == "recorder" else "encoder", "hostname": meta["name"],
-                         "labels": labels, "stats": {
-                             "namespace": meta.get("namespace"), "projectId": labels.get(mapping.LABEL_PROJECT),
+            project_id = labels.get(mapping.LABEL_PROJECT)
+            created, modified = mapping.millis(meta.get("creationTimestamp")), mapping.modified_millis(pod)
+            rows.append(({"role": role, "hostname": meta["name"], "node": node or None,
+                          "status": status.get("phase"), "job": job_name, "namespace": namespace,
+                          "project_id": project_id, "created_at": created, "modified_at": modified,
+                          "_keys": {"created_at": created, "modified_at": modified}, "_order": 0,
+                          "_id": f"{role}/{namespace}/{meta['name']}"},
+                         {"role": role, "hostname": meta["name"], "labels": labels, "stats": {
+                             "namespace": namespace, "projectId": project_id,
                              "job": job_name, "jobPhase": job_status.get("phase"), "podPhase": status.get("phase"),
                              "node": node or None, "podIp": status.get("podIP"),
                              "startedAt": status.get("startTime"),
                              "restarts": sum(c.get("restartCount", 0) for c in status.get("containerStatuses") or []),
                              "inputKbit": (stats.get("videoDataRate") or 0) + (stats.get("audioDataRate") or 0),
                              "outputs": len(job_status.get("outputs") or []),
-                         }})
-        for node in self.store.nodes.values():
-            meta, status = node["metadata"], node.get("status") or {}
+                         }}))
+        for node_obj in self.store.nodes.values():
+            meta, status = node_obj["metadata"], node_obj.get("status") or {}
             ready = next((c.get("status") == "True" for c in status.get("conditions") or []
                           if c.get("type") == "Ready"), False)
             usage = node_usage.get(meta["name"], {})
-            rows.append({"role": "node", "hostname": meta["name"], "labels": meta.get("labels") or {}, "stats": {
-                "ready": ready, "capacity": status.get("capacity") or {},
-                "allocatable": status.get("allocatable") or {},
-                "encoders": pods_by_node.get(meta["name"], 0), "cpuUsage": usage.get("cpu"),
-                "memoryUsage": usage.get("memory"), "kubeletVersion": (status.get("nodeInfo") or {}).get(
-                    "kubeletVersion")}})
-        result = {"estimatedCount": len(rows), "streamers": rows}
-        return json_response(envelope(select(request, result)))
+            created, modified = mapping.millis(meta.get("creationTimestamp")), mapping.modified_millis(node_obj)
+            rows.append(({"role": "node", "hostname": meta["name"], "node": meta["name"],
+                          "status": "Ready" if ready else "NotReady", "job": None, "namespace": None,
+                          "project_id": None, "created_at": created, "modified_at": modified,
+                          "_keys": {"created_at": created, "modified_at": modified}, "_order": 1,
+                          "_id": f"node//{meta['name']}"},
+                         {"role": "node", "hostname": meta["name"], "labels": meta.get("labels") or {}, "stats": {
+                             "ready": ready, "capacity": status.get("capacity") or {},
+                             "allocatable": status.get("allocatable") or {},
+                             "encoders": jobs_by_node.get(meta["name"], 0), "cpuUsage": usage.get("cpu"),
+                             "memoryUsage": usage.get("memory"),
+                             "kubeletVersion": (status.get("nodeInfo") or {}).get("kubeletVersion")}}))
+        page, info = run_rows(request, self.route_of(request), rows)
+        return json_response(envelope({"estimatedCount": info["totalCount"], "streamers": page}, result_info=info))
 
     async def node_metrics(self) -> dict[str, dict[str, str]]:
         if self.kube is None:
@@ -693,14 +712,6 @@ def page_info(total: int, index: int, size: int, next_token: str | None = None, 
             "hasPreviousPage": bool(has_previous) if keyset else index > 1, "nextToken": next_token}
 
 
-def offset_page(request: web.Request, rows: Sequence[Any], index_name: str = "pageIndex",
-                size_name: str = "pageSize") -> tuple[list[Any], dict[str, Any]]:
-    index = query_int(request, index_name, 1, 1, 1_000_000) or 1
-    size = query_int(request, size_name, 10, 1, query.MAX_PAGE_SIZE) or 10
-    page = list(rows[(index - 1) * size: index * size])
-    return page, page_info(len(rows), index, size)
-
-
 def select(request: web.Request, item: dict[str, Any]) -> dict[str, Any]:
     raw = request.query.get("select")
     if raw is None:
@@ -709,9 +720,6 @@ def select(request: web.Request, item: dict[str, Any]) -> dict[str, Any]:
         return query.project(item, query.parse_select(raw, list(item)))
     except query.QueryError as error:
         raise ApiProblem(400, *error.errors) from error
-
-
-BRIGHTCOVE_NAMES = {"sort", "sort_dir", "start_token", "page_size", "select"}
 
 
 def run_list(request: web.Request, route: Route, index: JobIndex, extra: list[query.Predicate], default_desc: bool,
@@ -730,18 +738,36 @@ def run_list(request: web.Request, route: Route, index: JobIndex, extra: list[qu
                                               page_index_name, page_size_name))
 
 
-def _run_list(request: web.Request, route: Route, index: JobIndex, extra: list[query.Predicate], default_desc: bool,
-              render: Callable[[JobEntry], dict[str, Any]], search: str | None,
-              render_json: Callable[[JobEntry], str] | None, page_index_name: str,
-              page_size_name: str) -> tuple[list[dict[str, Any]] | EncodedJSON, dict[str, Any]]:
+@dataclass
+class ListQuery:
+    """The parsed list parameters of one request: filters, sort, paging and select=."""
+
+    predicates: list[query.Predicate]
+    sort: str
+    descending: bool
+    keyset: bool
+    size: int
+    page_index: int
+    after: query.SortKey | None
+    fingerprint: str
+    paths: list[tuple[str, ...]] | None
+    selecting: tuple[tuple[str, str], ...]  # the parameters that decide which rows match
+
+
+def parse_list_query(request: web.Request, route: Route, extra: list[query.Predicate], default_desc: bool,
+                     page_index_name: str = "pageIndex", page_size_name: str = "pageSize") -> ListQuery:
+    """The query language every list shares; a bad parameter is a 400 naming it."""
     q = request.query
-    declared = {p.name for p in route.params if p.location == "query"} - set(route.filters)
+    declared = route.query_names - set(route.filters)
     filter_pairs = [(k, v) for k, v in q.items() if k not in declared]
+    paging = ("start_token", "page_size", "select", page_index_name, page_size_name)
     try:
         predicates = query.compile_filters(filter_pairs, route.filters) + extra
-        sort = q.get("sort", "created_at")
-        if sort not in ("created_at", "modified_at"):
-            raise query.QueryError("sort: must be created_at or modified_at")
+        sort = q.get("sort", route.sorts[0])
+        if sort not in route.sorts:
+            choices = route.sorts[0] if len(route.sorts) == 1 else (
+                ", ".join(route.sorts[:-1]) + " or " + route.sorts[-1])
+            raise query.QueryError(f"sort: must be {choices}")
         sort_dir = q.get("sort_dir")
         if sort_dir is not None and sort_dir not in ("asc", "desc"):
             raise query.QueryError("sort_dir: must be asc or desc")
@@ -750,57 +776,77 @@ def _run_list(request: web.Request, route: Route, index: JobIndex, extra: list[q
         if keyset and (page_index_name in q or page_size_name in q):
             raise query.QueryError(f"start_token: keyset paging (start_token, page_size) does not mix with "
                                    f"{page_index_name}/{page_size_name}")
-        if "select" in q:
-            paths = query.parse_select(q["select"], [f.alias or n for n, f in route.result.model_fields.items()]
-                                       if route.result else [])
-        else:
-            paths = None
-    except query.QueryError as error:
-        raise ApiProblem(400, *error.errors) from error
-
-    if predicates or search:
-        # The query parameters that select (not page or project) determine the predicates.
-        selecting = tuple(sorted((k, v) for k, v in q.items()
-                                 if k not in ("start_token", "page_size", "select", page_index_name, page_size_name)))
-        matched = index.matching((route.path, selecting), predicates, search)
-    else:
-        matched = list(index.ordered())
-    if sort == "modified_at":
-        # Kubernetes times have one-second resolution; the resourceVersion orders changes within a second.
-        matched = sorted(((int(e.facts["modified_at"]), rv_int(e.obj), e.name), e) for _, e in matched)
-    total = len(matched)
-    if keyset:
-        try:
-            size = query.parse_int(q.get("page_size"), "page_size", 10, 1, query.MAX_PAGE_SIZE)
-            fingerprint = query.fingerprint([(k, v) for k, v in q.items() if k not in ("start_token", "page_size",
-                                                                                      "select")])
+        paths = query.parse_select(q["select"], route.row_fields) if "select" in q else None
+        fingerprint = query.fingerprint([(k, v) for k, v in q.items() if k not in ("start_token", "page_size",
+                                                                                  "select")])
+        if keyset:
+            size = query.parse_int(q.get("page_size"), "page_size", route.default_page_size, 1, query.MAX_PAGE_SIZE)
             token = q.get("start_token")
             after = query.decode_token(token, sort, descending, fingerprint) if token else None
-        except query.QueryError as error:
-            raise ApiProblem(400, *error.errors) from error
-        page, last = query.keyset_page([entry for _, entry in matched], [key for key, _ in matched], after,
-                                       descending, size)
-        token = query.encode_token(sort, descending, last, fingerprint) if last else None
-        info = page_info(total, 0, size, token, keyset=True, has_previous=after is not None)
-    else:
-        try:
-            page_index = query.parse_int(q.get(page_index_name), page_index_name, 1, 1, 1_000_000)
-            size = query.parse_int(q.get(page_size_name), page_size_name, 10, 1, query.MAX_PAGE_SIZE)
-        except query.QueryError as error:
-            raise ApiProblem(400, *error.errors) from error
-        skip = (page_index - 1) * size
-        if descending:  # page n of the reversed order, without reversing all of it
-            chosen = matched[max(total - skip - size, 0):max(total - skip, 0)][::-1]
+            page_index = 0
         else:
-            chosen = matched[skip:skip + size]
-        page = [entry for _, entry in chosen]
-        info = page_info(total, page_index, size)
-    if paths is None and render_json is not None:
+            page_index = query.parse_int(q.get(page_index_name), page_index_name, 1, 1, 1_000_000)
+            size = query.parse_int(q.get(page_size_name), page_size_name, route.default_page_size, 1,
+                                   query.MAX_PAGE_SIZE)
+            after = None
+    except query.QueryError as error:
+        raise ApiProblem(400, *error.errors) from error
+    selecting = tuple(sorted((k, v) for k, v in q.items() if k not in paging))
+    return ListQuery(predicates, sort, descending, keyset, size, page_index, after, fingerprint, paths, selecting)
+
+
+def page_of(lq: ListQuery, matched: Sequence[tuple[query.SortKey, T]]) -> tuple[list[T], dict[str, Any]]:
+    """One page of `matched` (sorted ascending by its unique keys): keyset or offset paging."""
+    total = len(matched)
+    if lq.keyset:
+        page, last = query.keyset_page([item for _, item in matched], [key for key, _ in matched], lq.after,
+                                       lq.descending, lq.size)
+        token = query.encode_token(lq.sort, lq.descending, last, lq.fingerprint) if last else None
+        return page, page_info(total, 0, lq.size, token, keyset=True, has_previous=lq.after is not None)
+    skip = (lq.page_index - 1) * lq.size
+    if lq.descending:  # page n of the reversed order, without reversing all of it
+        chosen = matched[max(total - skip - lq.size, 0):max(total - skip, 0)][::-1]
+    else:
+        chosen = matched[skip:skip + lq.size]
+    return [item for _, item in chosen], page_info(total, lq.page_index, lq.size)
+
+
+def _run_list(request: web.Request, route: Route, index: JobIndex, extra: list[query.Predicate], default_desc: bool,
+              render: Callable[[JobEntry], dict[str, Any]], search: str | None,
+              render_json: Callable[[JobEntry], str] | None, page_index_name: str,
+              page_size_name: str) -> tuple[list[dict[str, Any]] | EncodedJSON, dict[str, Any]]:
+    lq = parse_list_query(request, route, extra, default_desc, page_index_name, page_size_name)
+    if lq.predicates or search:
+        matched = index.matching((route.path, lq.selecting), lq.predicates, search)
+    else:
+        matched = list(index.ordered())
+    if lq.sort == "modified_at":
+        # Kubernetes times have one-second resolution; the resourceVersion orders changes within a second.
+        matched = sorted(((int(e.facts["modified_at"]), rv_int(e.obj), e.name), e) for _, e in matched)
+    page, info = page_of(lq, matched)
+    if lq.paths is None and render_json is not None:
         return EncodedJSON("[" + ",".join(render_json(entry) for entry in page) + "]"), info
     rows = [render(entry) for entry in page]
-    if paths is not None:
-        rows = [query.project(row, paths) for row in rows]
+    if lq.paths is not None:
+        rows = [query.project(row, lq.paths) for row in rows]
     return rows, info
+
+
+Row = tuple[Mapping[str, Any], dict[str, Any]]
+
+
+def run_rows(request: web.Request, route: Route, rows: Sequence[Row], default_desc: bool = False
+             ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The same query language as run_list over rows built for this request: (facts, row) pairs whose
+    facts hold the filter values, "_keys" (a sort value per accepted sort), "_order" and "_id" (ties,
+    unique per row: keyset pages neither repeat nor skip a row)."""
+    lq = parse_list_query(request, route, [], default_desc)
+    matched = sorted((((int(facts["_keys"][lq.sort]), int(facts["_order"]), str(facts["_id"])), row)
+                      for facts, row in rows if all(p(facts) for p in lq.predicates)), key=lambda pair: pair[0])
+    page, info = page_of(lq, matched)
+    if lq.paths is not None:
+        page = [query.project(row, lq.paths) for row in page]
+    return page, info
 
 
 __all__ = ["Gateway"]

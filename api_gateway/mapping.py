@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from onair.api_gateway.errors import ApiProblem, validation_errors
 from onair.api_gateway.query import FieldSpec
 from onair.api_gateway.schemas import INPUT_CLASSES, SERVER_TYPES, LiveJobCreate
-from onair.models import LiveJobSpec
+from onair.models import InputStatistics, LiveJobSpec
 from onair.phases import LiveJobPhase, OutputStatus, RecordJobPhase
 
 LABEL_PROJECT = "onair.dev/project-id"
@@ -174,7 +174,6 @@ def live_job_detail(obj: Obj, facts: Mapping[str, Any], key: str | None, project
     schedule = spec.get("schedule") or {}
     server_type = str(inp.get("serverType", "RTMP"))
     input_class = str(inp.get("inputClass", "Standard"))
-    statistics = status.get("statistics")
     return {
         "id": facts["id"],
         "name": facts["name"],
@@ -205,7 +204,7 @@ def live_job_detail(obj: Obj, facts: Mapping[str, Any], key: str | None, project
             "callbackUrl": spec.get("callbackUrl"),
             "url": inp.get("url"),
         },
-        "statistics": dict(statistics) if isinstance(statistics, Mapping) else None,
+        "statistics": statistics(obj),
         "online": bool(spec.get("online", True)),
         "insertDate": iso(meta.get("creationTimestamp")),
         "message": status.get("message"),
@@ -231,6 +230,137 @@ def live_job_outputs(obj: Obj, facts: Mapping[str, Any]) -> list[dict[str, Any]]
             "statusText": text,
         })
     return rows
+
+
+# --- rows of the smaller lists: (facts, row) pairs for handlers.run_rows ----------------------------
+#
+# Each row's facts hold its filter values, "_keys" (its sort values, in Unix ms or an order number),
+# "_order" and "_id" (which make its keyset position unique and stable as other rows come and go).
+
+OUTPUT_STATUSES = tuple(status.value for status in OutputStatus)
+OUTPUT_FIELDS: dict[str, FieldSpec] = {
+    spec.name: spec for spec in (
+        FieldSpec("status", "enum", "status", OUTPUT_STATUSES, "Output status (statusText): "
+                  + ", ".join(OUTPUT_STATUSES) + "."),
+        FieldSpec("statusText", "enum", "status", OUTPUT_STATUSES, "Same as status."),
+        FieldSpec("name", "str", "name", description="Rendition name, e.g. 720p."),
+        FieldSpec("rendition", "str", "name", description="Same as name."),
+        FieldSpec("jobId", "int", "job_id", description="The live job's integer id (liveJobId)."),
+        FieldSpec("job", "str", "job", description="The live job's name (GUID)."),
+        FieldSpec("outputId", "int", "output_id", description="Output number within its job, from 1."),
+        FieldSpec("progress", "num", "progress", description="Percent, 0 to 100."),
+        FieldSpec("counter", "int", "counter", description="Segments written."),
+        FieldSpec("created_at", "time", "created_at", description="The job's creation time, Unix ms or ISO 8601."),
+        FieldSpec("modified_at", "time", "modified_at", description="The job's last change, Unix ms or ISO 8601."),
+    )
+}
+
+
+def output_rows(obj: Obj, facts: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The outputs of a live job with their facts. Order: the job's sort value, its id, the output number."""
+    pairs = []
+    for row in live_job_outputs(obj, facts):
+        created, modified = int(facts["created_at"]), int(facts["modified_at"])
+        pairs.append(({"status": row["statusText"], "name": row["name"], "job_id": row["liveJobId"],
+                       "job": facts["name"], "output_id": row["outputId"], "progress": row["progress"],
+                       "counter": row["counter"], "created_at": created, "modified_at": modified,
+                       "_keys": {"created_at": created, "modified_at": modified},
+                       "_order": row["liveJobId"], "_id": f"{facts['name']}/{row['outputId']:06d}"}, row))
+    return pairs
+
+
+TIMING_FIELDS: dict[str, FieldSpec] = {
+    spec.name: spec for spec in (
+        FieldSpec("status", "str", "status", description="The phase (or, with outputId, the output's status)."),
+        FieldSpec("childStatus", "str", "child_status", description="The reason (or the rendition)."),
+        FieldSpec("startDateTime", "time", "created_at", description="When, Unix ms or ISO 8601."),
+        FieldSpec("created_at", "time", "created_at", description="Same as startDateTime."),
+    )
+}
+
+
+def timing_rows(obj: Obj, output_id: int | None = None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The timings with their facts. Sort created_at is the row's startDateTime; rows of the same time
+    keep their order in the history."""
+    pairs = []
+    for position, row in enumerate(live_job_timings(obj, output_id)):
+        when = millis(row["startDateTime"])
+        pairs.append(({"status": row["status"], "child_status": row["childStatus"], "created_at": when,
+                       "_keys": {"created_at": when}, "_order": position, "_id": ""}, row))
+    return pairs
+
+
+STATISTICS_FIELDS = ("width", "height", "framerate", "videoDataRate", "videoCodecId", "audioDataRate",
+                     "audioSampleRate", "audioSampleSize", "audioCodecId", "audioChannels", "stereo", "encoder")
+_STATISTICS_DOC = {field.alias or name: field.description or "" for name, field in InputStatistics.model_fields.items()}
+STATS_FIELDS: dict[str, FieldSpec] = {
+    name: FieldSpec(name, "bool" if name == "stereo" else "str" if name == "encoder" else "num", name,
+                    description=_STATISTICS_DOC.get(name, ""))
+    for name in STATISTICS_FIELDS
+}
+
+
+def statistics(obj: Obj) -> dict[str, Any]:
+    """The documented statistics object: every field, null until the encoder has reported it (a job that
+    is pending, offline or waiting for its publisher has none yet)."""
+    reported = (obj.get("status") or {}).get("statistics")
+    out: dict[str, Any] = dict.fromkeys(STATISTICS_FIELDS)
+    if isinstance(reported, Mapping):
+        out.update({k: v for k, v in reported.items() if k in out and v is not None})
+    return out
+
+
+def stats_rows(obj: Obj, facts: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    row = statistics(obj)
+    return [({**{name: row.get(name) for name in STATISTICS_FIELDS},
+              "_keys": {"created_at": int(facts["created_at"]), "modified_at": int(facts["modified_at"])},
+              "_order": 0, "_id": ""}, row)]
+
+
+TEMPLATE_FIELDS: dict[str, FieldSpec] = {
+    spec.name: spec for spec in (
+        FieldSpec("id", "int", "id", description="Template id (spec.id)."),
+        FieldSpec("name", "str", "name", description="Display name."),
+        FieldSpec("default", "bool", "default", description="The project's default template."),
+        FieldSpec("shared", "bool", "shared", description="A platform-wide template."),
+        FieldSpec("created_at", "time", "created_at", description="Creation time, Unix ms or ISO 8601."),
+        FieldSpec("modified_at", "time", "modified_at", description="Last change, Unix ms or ISO 8601."),
+    )
+}
+
+
+def template_rows(templates: Mapping[int, tuple[Obj, bool]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Sort default (the default): the default template first, then by id; sort id: by id."""
+    pairs = []
+    for template_id, (obj, shared) in templates.items():
+        spec = obj.get("spec") or {}
+        row = {**spec, "shared": shared}
+        created = millis((obj.get("metadata") or {}).get("creationTimestamp"))
+        modified = modified_millis(obj)
+        default = bool(spec.get("default", False))
+        pairs.append(({"id": template_id, "name": spec.get("name"), "default": default, "shared": shared,
+                       "created_at": created, "modified_at": modified,
+                       "_keys": {"default": 0 if default else 1, "id": template_id, "created_at": created,
+                                 "modified_at": modified},
+                       "_order": template_id, "_id": ""}, row))
+    return pairs
+
+
+STREAMER_ROLES = ("node", "encoder", "recorder")
+STREAMER_FIELDS: dict[str, FieldSpec] = {
+    spec.name: spec for spec in (
+        FieldSpec("role", "enum", "role", STREAMER_ROLES, "node, encoder or recorder."),
+        FieldSpec("hostname", "str", "hostname", description="Pod or node name."),
+        FieldSpec("node", "str", "node", description="The node (for a node: its own name)."),
+        FieldSpec("status", "str", "status", description="A Pod's phase (Running, Pending...); a node's Ready "
+                                                        "or NotReady."),
+        FieldSpec("job", "str", "job", description="The job (its name) an encoder or recorder runs."),
+        FieldSpec("namespace", "str", "namespace", description="An encoder's or recorder's namespace."),
+        FieldSpec("projectId", "str", "project_id", description="An encoder's or recorder's project (GUID)."),
+        FieldSpec("created_at", "time", "created_at", description="Creation time, Unix ms or ISO 8601."),
+        FieldSpec("modified_at", "time", "modified_at", description="Last change, Unix ms or ISO 8601."),
+    )
+}
 
 
 def live_job_timings(obj: Obj, output_id: int | None = None) -> list[dict[str, Any]]:

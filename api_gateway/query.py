@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 T = TypeVar("T")
-Kind = Literal["str", "int", "bool", "time", "enum"]
+Kind = Literal["str", "int", "num", "bool", "time", "enum"]
 MAX_PAGE_SIZE = 1000
 OPERATORS = ("gt", "ge", "lt", "le")
 QUOTES = {"'": "'", '"': '"', "\u2018": "\u2019", "\u2019": "\u2019"}
@@ -161,6 +161,10 @@ def _typed_value(spec: FieldSpec, condition: Condition, param: str) -> Any:
     if spec.kind == "int":
         if isinstance(value, bool) or not isinstance(value, int) or condition.literal.quoted:
             raise QueryError(f"{param}: expected an integer")
+        return value
+    if spec.kind == "num":
+        if isinstance(value, bool) or not isinstance(value, int | float) or condition.literal.quoted:
+            raise QueryError(f"{param}: expected a number")
         return value
     if spec.kind == "bool":
         if not isinstance(value, bool):

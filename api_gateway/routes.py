@@ -44,6 +44,16 @@ class Route:
     errors: tuple[int, ...] = (400, 401, 403, 404)
     raw_response: str | None = None  # a non-envelope content type (openapi, metrics)
     idempotent_post: bool = False
+    # Lists: the accepted sort values (the first is the default) and the model of one row (select=
+    # names its fields) when the result is not itself the list of rows.
+    sorts: tuple[str, ...] = ("created_at", "modified_at")
+    row_model: type[BaseModel] | None = None
+    default_page_size: int = 10  # rows per page when pageSize / page_size are not given
+
+    @property
+    def row_fields(self) -> list[str]:
+        model = self.row_model or self.result
+        return [f.alias or n for n, f in model.model_fields.items()] if model else []
 
     @property
     def query_names(self) -> set[str]:
@@ -81,13 +91,35 @@ FILTER_DOC = ("Filter: a value, op:value (gt, ge, lt, le), 'quoted string', or [
 
 
 def filter_params(fields: dict[str, FieldSpec]) -> tuple[Param, ...]:
-    params = []
-    for name, spec in fields.items():
-        if name in ("status",):  # the contract's own names are declared separately where they exist
-            pass
-        params.append(Param(name, "query", {"type": "string", "maxLength": 1024},
-                            f"{spec.description or spec.kind} {FILTER_DOC}".strip()))
-    return tuple(params)
+    return tuple(Param(name, "query", {"type": "string", "maxLength": 1024},
+                       f"{spec.description or spec.kind} {FILTER_DOC}".strip()) for name, spec in fields.items())
+
+
+def list_params(fields: dict[str, FieldSpec], sorts: tuple[str, ...], order: str,
+                default_size: int = 10) -> tuple[Param, ...]:
+    """What every list accepts: offset paging (pageIndex, pageSize), keyset paging (start_token,
+    page_size), sort and sort_dir, select= over the row fields, and its filter fields."""
+    sort = Param("sort", "query", {"type": "string", "enum": list(sorts)},
+                 f"Sort field (default {sorts[0]}). {order}")
+    page_size, keyset_size = PAGE_SIZE, KEYSET_SIZE
+    if default_size != 10:
+        page_size = Param("pageSize", "query", PAGE_SIZE.schema, f"Items per page (1 to 1000, default {default_size}).")
+        keyset_size = Param("page_size", "query", KEYSET_SIZE.schema,
+                            f"Keyset paging: items per page (1 to 1000, default {default_size}).")
+    return (PAGE_INDEX, page_size, sort, SORT_DIR, START_TOKEN, keyset_size, SELECT, *filter_params(fields))
+
+
+OUTPUT_SORTS = ("created_at", "modified_at")
+OUTPUT_ORDER = ("created_at/modified_at are the live job's; a job's outputs follow each other by outputId "
+                "(ties: the job's id).")
+TIMING_SORTS = ("created_at",)
+TIMING_ORDER = "created_at is the row's startDateTime; rows of the same time keep their order in the history."
+STATS_SORTS = ("created_at", "modified_at")
+STATS_ORDER = "One row (the job's input statistics): created_at/modified_at are the job's."
+TEMPLATE_SORTS = ("default", "id", "created_at", "modified_at")
+TEMPLATE_ORDER = "default: the default template first, then by id; id: by id; created_at/modified_at: ties by id."
+STREAMER_SORTS = ("created_at", "modified_at")
+STREAMER_ORDER = "The Pod's or node's; ties by role, namespace and name."
 
 
 LIVE = "/api/v{version}/projects/{projectId}/livejobs"
@@ -123,8 +155,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", LIVE + "/outputs", "list_outputs", "List the outputs (renditions) of the project's live jobs",
           "livejobs", Role.READ,
           (VERSION, PROJECT, Param("liveJobId", "query", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
-                                   "Only this live job's outputs."), PAGE_INDEX, PAGE_SIZE),
-          result=schemas.LiveJobOutput, result_is_list=True),
+                                   "Only this live job's outputs (404 when there is no such job)."),
+           *list_params(mapping.OUTPUT_FIELDS, OUTPUT_SORTS, OUTPUT_ORDER)),
+          result=schemas.LiveJobOutput, result_is_list=True, filters=mapping.OUTPUT_FIELDS, sorts=OUTPUT_SORTS),
     Route("POST", LIVE + "/{streamKey}", "control_live_job",
           "Start or stop encoding; a start/finish range cuts a clip (a RecordJob)", "livejobs", Role.WRITE,
           (VERSION, PROJECT, STREAM_KEY, IDEMPOTENCY), body=schemas.LiveJobControl,
@@ -134,10 +167,14 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", LIVE + "/{id}", "delete_live_job", "Delete a live job", "livejobs", Role.WRITE,
           (VERSION, PROJECT, JOB_ID), result=None),
     Route("GET", LIVE + "/{id}/timings", "live_job_timings", "Phase history of a live job", "livejobs", Role.READ,
-          (VERSION, PROJECT, JOB_ID, OUTPUT_ID, PAGE_INDEX, PAGE_SIZE),
-          result=schemas.LiveJobTimingOut, result_is_list=True),
-    Route("GET", LIVE + "/{id}/stats", "live_job_stats", "Input statistics of a live job", "livejobs", Role.READ,
-          (VERSION, PROJECT, JOB_ID), result=schemas.Statistics, result_is_list=True),
+          (VERSION, PROJECT, JOB_ID, OUTPUT_ID, *list_params(mapping.TIMING_FIELDS, TIMING_SORTS, TIMING_ORDER)),
+          result=schemas.LiveJobTimingOut, result_is_list=True, filters=mapping.TIMING_FIELDS, sorts=TIMING_SORTS),
+    Route("GET", LIVE + "/{id}/stats", "live_job_stats",
+          "Input statistics of a live job: one row with every field, null until the encoder reports it",
+          "livejobs", Role.READ,
+          (VERSION, PROJECT, JOB_ID, *list_params(mapping.STATS_FIELDS, STATS_SORTS, STATS_ORDER, MAX_PAGE_SIZE)),
+          result=schemas.Statistics, result_is_list=True, filters=mapping.STATS_FIELDS, sorts=STATS_SORTS,
+          default_page_size=MAX_PAGE_SIZE),
     Route("GET", RECORD, "list_record_jobs", "List record jobs (Alibaba ListLiveRecordJobs semantics)", "recordjobs",
           Role.READ, (VERSION, PROJECT, *ALIBABA, SEARCH, PAGE_INDEX, PAGE_SIZE, *BRIGHTCOVE,
                       *filter_params(mapping.RECORD_JOB_FIELDS)),
@@ -157,13 +194,17 @@ ROUTES: tuple[Route, ...] = (
           "recordjobs", Role.WRITE, (VERSION, PROJECT, JOB_ID), result=schemas.RecordJobOut,
           errors=(400, 401, 403, 404, 409)),
     Route("GET", TEMPLATES, "list_templates", "List the job templates a project can use", "jobtemplates", Role.READ,
-          (VERSION, PROJECT), result=schemas.JobTemplateOut, result_is_list=True),
+          (VERSION, PROJECT, *list_params(mapping.TEMPLATE_FIELDS, TEMPLATE_SORTS, TEMPLATE_ORDER, MAX_PAGE_SIZE)),
+          result=schemas.JobTemplateOut, result_is_list=True, filters=mapping.TEMPLATE_FIELDS, sorts=TEMPLATE_SORTS,
+          default_page_size=MAX_PAGE_SIZE),
     Route("GET", TEMPLATES + "/{templateId}", "get_template", "Get a job template by its id", "jobtemplates",
           Role.READ, (VERSION, PROJECT, Param("templateId", "path",
                                               {"type": "string", "pattern": r"^[0-9]{1,10}$"}, "spec.id", True)),
           result=schemas.JobTemplateOut),
     Route("GET", "/api/v1/streamers", "streamers", "Encoder Pods and nodes with their current metrics", "operations",
-          Role.ADMIN, (SELECT,), result=schemas.StreamersResult, errors=(400, 401, 403)),
+          Role.ADMIN, list_params(mapping.STREAMER_FIELDS, STREAMER_SORTS, STREAMER_ORDER, MAX_PAGE_SIZE),
+          result=schemas.StreamersResult, errors=(400, 401, 403), filters=mapping.STREAMER_FIELDS,
+          sorts=STREAMER_SORTS, row_model=schemas.Streamer, default_page_size=MAX_PAGE_SIZE),
     Route("GET", "/api/v1/health", "health", "Health of the platform's jobs and of the gateway", "operations",
           Role.ADMIN, (Param("format", "query", {"type": "string", "enum": ["json", "openmetrics"]},
                              "openmetrics: the OpenMetrics text format instead of JSON."),),

@@ -503,7 +503,10 @@ async def test_outputs_timings_stats_templates(client: Client) -> None:
     missing = await client.get(url("/3/timings"), params={"outputId": "2"}, headers=headers)
     assert missing.status == 404 and (await missing.json())["errors"][0].startswith("outputId: ")
     body = await (await client.get(url("/3/stats"), headers=headers)).json()
-    assert body["result"] == [{"width": 1280, "height": 720, "framerate": 30}]
+    assert body["result"] == [{"width": 1280, "height": 720, "framerate": 30, "videoDataRate": None,
+                               "videoCodecId": None, "audioDataRate": None, "audioSampleRate": None,
+                               "audioSampleSize": None, "audioCodecId": None, "audioChannels": None,
+                               "stereo": None, "encoder": None}]
     body = await (await client.get(f"/api/v1/projects/{PROJECT}/jobtemplates", headers=headers)).json()
     assert body["result"][0]["id"] == 7 and body["result"][0]["shared"] is True
 
@@ -650,3 +653,266 @@ async def test_public_metrics_false_hides_metrics(aiohttp_client: Callable[..., 
     client = await aiohttp_client(init_app(config, kube=kube, store=make_store()))  # type: ignore[arg-type]
     assert (await client.get("/metrics")).status == 404
     assert (await client.get("/healthz")).status == 200
+
+
+# --- every list: the Brightcove query language, select=, keyset and offset paging -------------------
+
+def set_status(store: Store, job_id: int, rv: str, **status: Any) -> None:
+    """A new version of live job `job_id` with these status fields (as a watch event brings it)."""
+    job = copy.deepcopy(store.livejobs.objects[(NS, f"00000000-0000-4000-8000-{job_id:012d}")])
+    job["metadata"]["resourceVersion"] = rv
+    job["status"].update(status)
+    store.livejobs.apply_event({"type": "MODIFIED", "object": job})
+
+
+async def all_pages(client: Client, path: str, headers: dict[str, str], params: dict[str, str],
+                    rows_of: Callable[[dict[str, Any]], list[Any]] = lambda body: body["result"]) -> list[Any]:
+    """Follows next_token from the first page to the last; every page is a 200."""
+    rows: list[Any] = []
+    token_ = None
+    for _ in range(100):
+        response = await client.get(path, params={**params, **({"start_token": token_} if token_ else {})},
+                                    headers=headers)
+        body = await response.json()
+        assert response.status == 200, body
+        rows.extend(rows_of(body))
+        token_ = body["resultInfo"]["nextToken"]
+        assert body["resultInfo"]["hasNextPage"] is bool(token_)
+        if not token_:
+            return rows
+    raise AssertionError("next_token never ended")
+
+
+async def assert_400(client: Client, path: str, headers: dict[str, str], params: dict[str, str],
+                     field: str) -> None:
+    response = await client.get(path, params=params, headers=headers)
+    body = await response.json()
+    assert response.status == 400, (params, body)
+    assert body["success"] is False and body["result"] is None, body
+    assert body["errors"] and body["errors"][0].startswith(f"{field}:"), (params, body["errors"])
+
+
+THREE_OUTPUTS = [{"name": "1080p", "status": "Running", "segmentsWritten": 30, "progress": 0.9},
+                 {"name": "720p", "status": "Stalled", "segmentsWritten": 20, "progress": 0.4},
+                 {"name": "480p", "status": "Pending", "segmentsWritten": 0}]
+
+
+async def test_outputs_list_filters_selects_and_pages(client: Client) -> None:
+    store = client.app[STORE_KEY]
+    for job_id in (2, 24):
+        set_status(store, job_id, f"6{job_id}", outputs=THREE_OUTPUTS)
+    headers = await token(client, "read-key")
+    path = url("/outputs")
+
+    async def rows(**params: str) -> list[tuple[int, str]]:
+        response = await client.get(path, params=params, headers=headers)
+        body = await response.json()
+        assert response.status == 200, body
+        return [(r["liveJobId"], r.get("name")) for r in body["result"]]
+
+    # 23 jobs with one 720p output, 2 with three: 29 outputs.
+    everything = await rows(pageSize="1000")
+    assert len(everything) == 29 and len(set(everything)) == 29
+    assert await rows(status="Stalled") == [(2, "720p"), (24, "720p")]
+    assert await rows(status="[Stalled,Pending]") == [(2, "720p"), (2, "480p"), (24, "720p"), (24, "480p")]
+    assert await rows(jobId="ge:24", name="'1080p'") == [(24, "1080p")]
+    assert await rows(rendition="[1080p,480p]", jobId="le:2") == [(2, "1080p"), (2, "480p")]
+    assert await rows(counter="gt:25") == [(2, "1080p"), (24, "1080p")]
+    assert await rows(liveJobId="24", status="Pending") == [(24, "480p")]
+    assert (await rows(sort_dir="desc", pageSize="3")) == [(25, "720p"), (24, "480p"), (24, "720p")]
+    selected = await (await client.get(path, params={"select": "liveJobId,statusText", "jobId": "2"},
+                                       headers=headers)).json()
+    assert selected["result"] == [{"liveJobId": 2, "statusText": s} for s in ("Running", "Stalled", "Pending")]
+    # Keyset paging over every output: the same rows as one big page, none twice, none left out.
+    for direction in ("asc", "desc"):
+        paged = await all_pages(client, path, headers, {"page_size": "4", "sort_dir": direction})
+        listed = [(r["liveJobId"], r["name"]) for r in paged]
+        assert listed == (everything if direction == "asc" else everything[::-1])
+    first = await (await client.get(path, params={"page_size": "4"}, headers=headers)).json()
+    assert first["resultInfo"]["totalCount"] == 29 and first["resultInfo"]["pageIndex"] == 0
+    for params, field in (({"status": "Broken"}, "status"), ({"jobId": "abc"}, "jobId"),
+                          ({"sort": "name"}, "sort"), ({"page_size": "0"}, "page_size"),
+                          ({"page_size": "1001"}, "page_size"), ({"select": "nope"}, "select"),
+                          ({"start_token": "Zm9v"}, "start_token"), ({"bogus": "1"}, "bogus"),
+                          ({"status": "[Running,"}, "status"), ({"progress": "gt:"}, "progress"),
+                          ({"pageSize": "2", "page_size": "2"}, "start_token")):
+        await assert_400(client, path, headers, params, field)
+    # A token belongs to its query: with other filters it is refused, not misread.
+    other = first["resultInfo"]["nextToken"]
+    await assert_400(client, path, headers, {"start_token": other, "status": "Running"}, "start_token")
+
+
+async def test_timings_list_filters_sorts_and_pages(client: Client) -> None:
+    store = client.app[STORE_KEY]
+    history = [{"time": f"2024-01-01T00:0{minute}:00Z", "phase": phase, "reason": reason}
+               for minute, (phase, reason) in enumerate([("Pending", "Created"), ("Provisioning", "PodScheduled"),
+                                                         ("WaitingForInput", "EncoderReady"),
+                                                         ("Live", "PublisherConnected"),
+                                                         ("Reconnecting", "PublisherLost"),
+                                                         ("Live", "PublisherConnected")])]
+    set_status(store, 5, "75", timings=history)
+    headers = await token(client, "read-key")
+    path = url("/5/timings")
+
+    async def reasons(**params: str) -> list[str]:
+        response = await client.get(path, params=params, headers=headers)
+        body = await response.json()
+        assert response.status == 200, body
+        return [r["childStatus"] for r in body["result"]]
+
+    assert await reasons() == ["Created", "PodScheduled", "EncoderReady", "PublisherConnected", "PublisherLost",
+                               "PublisherConnected"]
+    assert await reasons(status="Live") == ["PublisherConnected", "PublisherConnected"]
+    assert await reasons(status="[Pending,Reconnecting]") == ["Created", "PublisherLost"]
+    assert await reasons(startDateTime="ge:2024-01-01T00:04:00Z") == ["PublisherLost", "PublisherConnected"]
+    assert await reasons(created_at=f"lt:{1704067260000}") == ["Created"]  # before 00:01:00
+    assert await reasons(sort="created_at", sort_dir="desc", pageSize="2") == ["PublisherConnected",
+                                                                                "PublisherLost"]
+    body = await (await client.get(path, params={"select": "status", "pageIndex": "2", "pageSize": "4"},
+                                   headers=headers)).json()
+    assert body["result"] == [{"status": "Reconnecting"}, {"status": "Live"}]
+    assert body["resultInfo"]["totalCount"] == 6 and body["resultInfo"]["totalPages"] == 2
+    paged = await all_pages(client, path, headers, {"page_size": "4", "sort_dir": "desc"})
+    assert [r["status"] for r in paged] == ["Live", "Reconnecting", "Live", "WaitingForInput", "Provisioning",
+                                            "Pending"]
+    for params, field in (({"sort": "modified_at"}, "sort"), ({"startDateTime": "gt:soon"}, "startDateTime"),
+                          ({"select": "phase"}, "select"), ({"outputId": "0"}, "outputId"),
+                          ({"pageIndex": "0"}, "pageIndex")):
+        await assert_400(client, path, headers, params, field)
+
+
+async def test_stats_is_one_row_of_every_field_in_every_state(client: Client) -> None:
+    store = client.app[STORE_KEY]
+    set_status(store, 6, "76", phase="Pending", statistics=None)
+    set_status(store, 8, "78", statistics={})
+    headers = await token(client, "read-key")
+    empty = dict.fromkeys(["width", "height", "framerate", "videoDataRate", "videoCodecId", "audioDataRate",
+                           "audioSampleRate", "audioSampleSize", "audioCodecId", "audioChannels", "stereo",
+                           "encoder"])
+    for job_id in (6, 8):  # no statistics yet: the documented row, every value null
+        body = await (await client.get(url(f"/{job_id}/stats"), headers=headers)).json()
+        assert body["result"] == [empty] and body["resultInfo"]["totalCount"] == 1
+        detail = await (await client.get(url(f"/{job_id}"), headers=headers)).json()
+        assert detail["result"]["statistics"] == empty
+        schemas.LiveJobDetail.model_validate(detail["result"])
+    body = await (await client.get(url("/3/stats"), params={"select": "width,height"}, headers=headers)).json()
+    assert body["result"] == [{"width": 1280, "height": 720}]
+    assert len((await (await client.get(url("/3/stats"), params={"width": "ge:1280", "framerate": "[25,30]"},
+                                        headers=headers)).json())["result"]) == 1
+    assert (await (await client.get(url("/3/stats"), params={"height": "gt:1000"},
+                                    headers=headers)).json())["result"] == []
+    await assert_400(client, url("/3/stats"), headers, {"width": "wide"}, "width")
+    await assert_400(client, url("/3/stats"), headers, {"select": "bitrate"}, "select")
+
+
+async def test_templates_list_filters_sorts_and_pages(client: Client) -> None:
+    store = client.app[STORE_KEY]
+
+    def template(name: str, namespace: str, template_id: int, created: str, default: bool = False) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": namespace, "resourceVersion": "2",
+                             "creationTimestamp": created},
+                "spec": {"id": template_id, "name": name, "default": default,
+                         "renditions": [{"name": "360p", "width": 640, "height": 360, "fps": 30,
+                                         "videoBitrate": 800000}]}}
+
+    store.templates.replace([
+        template("ladder", "onair-system", 7, "2024-01-03T00:00:00Z", default=True),
+        template("HD ladder", NS, 3, "2024-01-05T00:00:00Z"),
+        template("mobile", "onair-system", 9, "2024-01-01T00:00:00Z"),
+        template("audio", NS, 12, "2024-01-02T00:00:00Z"),
+    ], "3")
+    headers = await token(client, "read-key")
+    path = f"/api/v1/projects/{PROJECT}/jobtemplates"
+
+    async def ids(**params: str) -> list[int]:
+        response = await client.get(path, params=params, headers=headers)
+        body = await response.json()
+        assert response.status == 200, body
+        return [r["id"] for r in body["result"]]
+
+    assert await ids() == [7, 3, 9, 12]  # the default template first, then by id
+    assert await ids(sort="id") == [3, 7, 9, 12]
+    assert await ids(sort="created_at") == [9, 12, 7, 3]
+    assert await ids(sort="created_at", sort_dir="desc") == [3, 7, 12, 9]
+    assert await ids(default="true") == [7]
+    assert await ids(shared="false") == [3, 12]
+    assert await ids(name="'HD ladder'") == [3]
+    assert await ids(id="[9,12]") == [9, 12]
+    assert await ids(id="gt:7", created_at="lt:2024-01-02T00:00:00Z") == [9]
+    body = await (await client.get(path, params={"select": "id,name", "pageSize": "2", "pageIndex": "2"},
+                                   headers=headers)).json()
+    assert body["result"] == [{"id": 9, "name": "mobile"}, {"id": 12, "name": "audio"}]
+    assert body["resultInfo"]["totalCount"] == 4 and body["resultInfo"]["hasPreviousPage"] is True
+    assert [r["id"] for r in await all_pages(client, path, headers, {"page_size": "1"})] == [7, 3, 9, 12]
+    assert [r["id"] for r in await all_pages(client, path, headers, {"page_size": "3", "sort_dir": "desc"})] == [
+        12, 9, 3, 7]
+    # Without paging parameters the whole list, as before this list could page (up to 1000 rows).
+    store.templates.replace([template(f"t{i}", NS, 100 + i, "2024-02-01T00:00:00Z") for i in range(15)], "4")
+    body = await (await client.get(path, headers=headers)).json()
+    assert len(body["result"]) == 15 and body["resultInfo"]["pageSize"] == 1000
+    assert body["resultInfo"]["hasNextPage"] is False
+    assert len(await ids(pageSize="10")) == 10
+    for params, field in (({"default": "maybe"}, "default"), ({"default": "gt:true"}, "default"),
+                          ({"sort": "name"}, "sort"), ({"id": "'7'"}, "id"), ({"select": ""}, "select")):
+        await assert_400(client, path, headers, params, field)
+
+
+async def test_streamers_rows_filter_select_and_page(client: Client) -> None:
+    store = client.app[STORE_KEY]
+
+    def pod(name: str, role: str | None, node: str, phase: str, job_id: int, created: str) -> dict[str, Any]:
+        labels = {"app.kubernetes.io/part-of": "onair"}
+        if role:
+            labels |= {"onair.dev/role": role, "onair.dev/job": f"00000000-0000-4000-8000-{job_id:012d}",
+                       "onair.dev/project-id": PROJECT}
+        return {"metadata": {"name": name, "namespace": NS if role else "onair-system", "labels": labels,
+                             "resourceVersion": "1", "creationTimestamp": created},
+                "spec": {"nodeName": node}, "status": {"phase": phase}}
+
+    store.pods.replace([
+        pod("enc-1", "encoder", "node-1", "Running", 1, "2024-01-01T00:01:00Z"),
+        pod("enc-2", "encoder", "node-1", "Pending", 2, "2024-01-01T00:02:00Z"),
+        pod("rec-1", "recorder", "node-1", "Running", 3, "2024-01-01T00:03:00Z"),
+        pod("onair-gateway-5d8f", None, "node-1", "Running", 0, "2024-01-01T00:00:30Z"),  # not a streamer
+    ], "2")
+    headers = await token(client, "admin-key")
+    path = "/api/v1/streamers"
+
+    async def hosts(**params: str) -> list[str]:
+        response = await client.get(path, params=params, headers=headers)
+        body = await response.json()
+        assert response.status == 200, body
+        assert body["result"]["estimatedCount"] == body["resultInfo"]["totalCount"]
+        schemas.StreamersResult.model_validate(body["result"])
+        return [s["hostname"] for s in body["result"]["streamers"]]
+
+    assert await hosts() == ["node-1", "enc-1", "enc-2", "rec-1"]  # by creation (the node has no time)
+    assert await hosts(role="encoder") == ["enc-1", "enc-2"]
+    assert await hosts(role="[recorder,node]") == ["node-1", "rec-1"]
+    assert await hosts(status="Running", role="encoder") == ["enc-1"]
+    assert await hosts(node="node-1", job="'00000000-0000-4000-8000-000000000003'") == ["rec-1"]
+    assert await hosts(created_at="ge:2024-01-01T00:02:00Z", sort_dir="desc") == ["rec-1", "enc-2"]
+    body = await (await client.get(path, params={"select": "hostname,stats.encoders", "role": "node"},
+                                   headers=headers)).json()
+    assert body["result"]["streamers"] == [{"hostname": "node-1", "stats": {"encoders": 3}}]
+    paged = await all_pages(client, path, headers, {"page_size": "3"},
+                            rows_of=lambda b: [s["hostname"] for s in b["result"]["streamers"]])
+    assert paged == ["node-1", "enc-1", "enc-2", "rec-1"]
+    for params, field in (({"select": "estimatedCount"}, "select"), ({"role": "gateway"}, "role"),
+                          ({"sort": "hostname"}, "sort"), ({"page_size": "x"}, "page_size")):
+        await assert_400(client, path, headers, params, field)
+
+
+def test_every_list_declares_its_query_language_in_the_openapi_document() -> None:
+    from onair.api_gateway.openapi import build_document
+    document = build_document()
+    lists = {"/api/v{version}/projects/{projectId}/livejobs/outputs": {"status", "name", "jobId"},
+             "/api/v{version}/projects/{projectId}/livejobs/{id}/timings": {"status", "startDateTime"},
+             "/api/v{version}/projects/{projectId}/livejobs/{id}/stats": {"width", "encoder"},
+             "/api/v{version}/projects/{projectId}/jobtemplates": {"id", "name", "default"},
+             "/api/v1/streamers": {"node", "status", "job", "role"}}
+    for path, filters in lists.items():
+        declared = {p["name"]: p for p in document["paths"][path]["get"]["parameters"]}
+        assert {"pageIndex", "pageSize", "sort", "sort_dir", "start_token", "page_size", "select"} <= set(declared)
+        assert filters <= set(declared), path
+        assert declared["sort"]["schema"]["enum"], path

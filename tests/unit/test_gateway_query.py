@@ -141,3 +141,20 @@ def test_utc_times_are_alibaba_format() -> None:
     for bad in ("2022-07-15T08:00:00+08:00", "2022-07-15", "2022-13-15T08:00:00Z", "yesterday"):
         with pytest.raises(QueryError, match="StartTime"):
             query.parse_utc_time(bad, "StartTime")
+
+
+def test_number_filters_take_integers_and_decimals_but_not_text() -> None:
+    """Statistics such as framerate are decimals: gt:29.5 finds 29.97, [25,30] finds 30; '30' is text."""
+    spec = {"framerate": FieldSpec("framerate", "num", "framerate")}
+    rows = [{"framerate": 25}, {"framerate": 29.97}, {"framerate": 30}, {"framerate": None}]
+
+    def found(raw: str) -> list[object]:
+        (predicate,) = query.compile_filters([("framerate", raw)], spec)
+        return [row["framerate"] for row in rows if predicate(row)]
+
+    assert found("gt:29.5") == [29.97, 30]
+    assert found("[25,30]") == [25, 30]
+    assert found("le:25") == [25]
+    for bad in ("'30'", "fast", "true"):
+        with pytest.raises(QueryError, match=r"^framerate: expected a number"):
+            found(bad)

@@ -22,6 +22,9 @@ CREATE: dict[str, Any] = {"jobTemplateId": 7, "destination": "live/news", "bucke
           "input": {"filePath": "live/news", "serverType": 0, "inputClass": 1,
                     "callbackUrl": "https://hooks.example.com/onair"}}
 ENVELOPE = {"success", "errors", "messages", "result", "resultInfo"}
+STATISTICS_NULL = dict.fromkeys(["width", "height", "framerate", "videoDataRate", "videoCodecId", "audioDataRate",
+                                 "audioSampleRate", "audioSampleSize", "audioCodecId", "audioChannels", "stereo",
+                                 "encoder"])
 RESULT_INFO = {"totalCount": int, "pageIndex": int, "pageSize": int, "totalPages": int, "hasNextPage": bool,
                "hasPreviousPage": bool}
 
@@ -133,7 +136,7 @@ def test_jobs_made_with_kubectl_and_status_from_the_operator_show_up(gateway: Ru
     wait_until(lambda: requests.get(project.url(gateway, f"/livejobs/{job['id']}"), headers=headers, timeout=5)
                .json()["result"]["status"] == "Live", 15, "the status to reach the gateway")
     stats = requests.get(project.url(gateway, f"/livejobs/{name}/stats"), headers=headers, timeout=5).json()
-    assert stats["result"] == [{"width": 1920, "height": 1080, "framerate": 25, "videoCodecId": 7}]
+    assert stats["result"] == [{**STATISTICS_NULL, "width": 1920, "height": 1080, "framerate": 25, "videoCodecId": 7}]
     timings = requests.get(project.url(gateway, f"/livejobs/{name}/timings"), headers=headers, timeout=5).json()
     assert timings["result"] == [{"status": "Live", "childStatus": "PublisherConnected", "startDateTime": now,
                                   "messageComment": None}]
@@ -395,3 +398,78 @@ def test_templates_operations_and_metrics(gateway: RunningGateway, project: Proj
         "Access-Control-Request-Headers": "authorization,content-type"})
     assert preflight.status_code == 204
     assert preflight.headers["Access-Control-Allow-Origin"] == "https://console.example.com"
+
+
+def test_templates_outputs_and_stats_speak_the_list_query_language(gateway: RunningGateway, project: Project,
+                                                                   kube: client.ApiClient) -> None:
+    """Filters ([a,b], op:value, quotes), sort, select= and keyset paging on the smaller lists too, over
+    what the API server holds; a bad parameter is a 400 naming it."""
+    for name, template_id in (("gw-hd", 3), ("gw-audio", 12)):
+        custom(kube).create_namespaced_custom_object("onair.dev", "v1alpha1", project.namespace, "jobtemplates", {
+            "apiVersion": "onair.dev/v1alpha1", "kind": "JobTemplate", "metadata": {"name": name},
+            "spec": {"id": template_id, "name": name, "renditions": [
+                {"name": "360p", "width": 640, "height": 360, "fps": 30, "videoBitrate": 800000}]}})
+    headers = gateway.headers("read")
+    templates_url = project.url(gateway, "/jobtemplates")
+
+    def template_ids(**params: str) -> list[int]:
+        response = requests.get(templates_url, params=params, headers=headers, timeout=5)
+        assert response.status_code == 200, response.text
+        return [t["id"] for t in response.json()["result"]]
+
+    wait_until(lambda: len(template_ids()) == 3, 15, "the gateway to see the new templates")
+    assert template_ids() == [7, 3, 12]  # the default first, then by id
+    assert template_ids(sort="id", sort_dir="desc") == [12, 7, 3]
+    assert template_ids(id="[3,12]", default="false") == [3, 12]
+    assert template_ids(name="'gw-hd'") == [3]
+    assert template_ids(id="ge:7") == [7, 12]
+    pages, token = [], None
+    while True:
+        body = requests.get(templates_url, params={"page_size": "2", "select": "id",
+                                                   **({"start_token": token} if token else {})},
+                            headers=headers, timeout=5).json()
+        pages.append(body["result"])
+        token = body["resultInfo"]["nextToken"]
+        if not token:
+            break
+    assert pages == [[{"id": 7}, {"id": 3}], [{"id": 12}]]
+
+    name = "outputs-by-kubectl"
+    custom(kube).create_namespaced_custom_object("onair.dev", "v1alpha1", project.namespace, "livejobs", {
+        "apiVersion": "onair.dev/v1alpha1", "kind": "LiveJob", "metadata": {"name": name},
+        "spec": {"jobTemplateId": 7, "input": {"serverType": "RTMP"}, "destination": {"bucket": "media"}}})
+    job = wait_until(lambda: requests.get(project.url(gateway, f"/livejobs/{name}"), headers=headers, timeout=5)
+                     .json()["result"], 15, "the gateway to see the kubectl-made job")
+    stats = requests.get(project.url(gateway, f"/livejobs/{name}/stats"), headers=headers, timeout=5).json()
+    assert stats["result"] == [STATISTICS_NULL]  # no media yet: the documented row, every value null
+    custom(kube).patch_namespaced_custom_object_status("onair.dev", "v1alpha1", project.namespace, "livejobs", name, {
+        "status": {"phase": "Live", "outputs": [{"name": "1080p", "status": "Running", "segmentsWritten": 9},
+                                                {"name": "720p", "status": "Stalled", "segmentsWritten": 4},
+                                                {"name": "480p", "status": "Pending"}]}})
+    outputs_url = project.url(gateway, "/livejobs/outputs")
+    wait_until(lambda: requests.get(outputs_url, headers=headers, timeout=5).json()["resultInfo"]["totalCount"] == 3,
+               15, "the outputs to reach the gateway")
+
+    def outputs(**params: str) -> list[Any]:
+        response = requests.get(outputs_url, params=params, headers=headers, timeout=5)
+        assert response.status_code == 200, response.text
+        return list(response.json()["result"])
+
+    assert [o["name"] for o in outputs(status="[Stalled,Pending]")] == ["720p", "480p"]
+    assert [o["name"] for o in outputs(counter="gt:4", jobId=str(job["id"]))] == ["1080p"]
+    assert outputs(rendition="'720p'", select="outputId,statusText") == [{"outputId": 2, "statusText": "Stalled"}]
+    first = requests.get(outputs_url, params={"page_size": "2"}, headers=headers, timeout=5).json()
+    rest = requests.get(outputs_url, params={"page_size": "2", "start_token": first["resultInfo"]["nextToken"]},
+                        headers=headers, timeout=5).json()
+    assert [o["outputId"] for o in first["result"] + rest["result"]] == [1, 2, 3]
+    assert rest["resultInfo"]["nextToken"] is None
+    for target, params, prefix in ((outputs_url, {"status": "Broken"}, "status: must be one of"),
+                                   (outputs_url, {"select": "nope"}, "select: unknown field"),
+                                   (templates_url, {"sort": "name"}, "sort: must be"),
+                                   (templates_url, {"id": "gt:x"}, "id: expected an integer"),
+                                   (project.url(gateway, f"/livejobs/{name}/timings"), {"sort": "modified_at"},
+                                    "sort: must be created_at")):
+        response = requests.get(target, params=params, headers=headers, timeout=5)
+        assert response.status_code == 400, response.text
+        check_envelope(response.json(), success=False)
+        assert response.json()["errors"][0].startswith(prefix), response.json()["errors"]
