@@ -126,6 +126,12 @@ def test_render_defaults() -> None:
     assert not any("kopf.dev" in r["apiGroups"] for r in app["rules"])
     pod_rule = next(r for r in app["rules"] if r["resources"] == ["pods"])
     assert set(pod_rule["verbs"]) == {"get", "list", "watch", "create", "delete"}
+    # Least privilege: the keys' Secrets and the ingest Services are created, never read or changed;
+    # of the jobs only the status is written.
+    assert {verb for r in app["rules"] if {"secrets", "services"} & set(r["resources"]) for verb in r["verbs"]} \
+        == {"create"}
+    assert {resource for r in app["rules"] if {"patch", "update"} & set(r["verbs"]) for resource in r["resources"]} \
+        == {"livejobs/status", "recordjobs/status"}
     assert all("*" not in r["verbs"] and "*" not in r["resources"] for o in objects
                if o["kind"] == "ClusterRole" for r in o["rules"])
     bindings = {o["metadata"]["name"] for o in objects if o["kind"] == "ClusterRoleBinding"}
@@ -306,13 +312,15 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
         kubectl("-n", system, "get", kind, name)
     kubectl("-n", jobs, "get", "kopfpeerings.kopf.dev", "onair")
     kubectl("get", "crd", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev", "livejobs.onair.dev")
-    for verb, resource, ns in [("create", "pods", jobs), ("patch", "livejobs.onair.dev/status", jobs),
+    for verb, resource, ns in [("create", "pods", jobs), ("patch", "livejobs.onair.dev --subresource=status", jobs),
                                ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
                                ("patch", "kopfpeerings.kopf.dev", jobs)]:
-        args = ["auth", "can-i", verb, resource, f"--as=system:serviceaccount:{system}:onair-operator"]
+        args = ["auth", "can-i", verb, *resource.split(), f"--as=system:serviceaccount:{system}:onair-operator"]
         assert kubectl(*args, *(["-n", ns] if ns else [])).stdout.strip() == "yes", (verb, resource)
-    assert kubectl("auth", "can-i", "delete", "secrets", "-n", jobs,
-                   f"--as=system:serviceaccount:{system}:onair-operator", check=False).stdout.strip() == "no"
+    for verb, resource in [("delete", "secrets"), ("get", "secrets"), ("patch", "livejobs.onair.dev")]:
+        answer = kubectl("auth", "can-i", verb, resource, "-n", jobs,
+                         f"--as=system:serviceaccount:{system}:onair-operator", check=False).stdout.strip()
+        assert answer == "no", (verb, resource)
     assert kubectl("auth", "can-i", "create", "livejobs.onair.dev", "-n", jobs,
                    f"--as=system:serviceaccount:{system}:onair-gateway").stdout.strip() == "yes"
     assert kubectl("auth", "can-i", "get", "secrets", "-n", jobs, f"--as=system:serviceaccount:{system}:onair-gateway",
