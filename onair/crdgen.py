@@ -120,12 +120,23 @@ class PrinterColumn:
 AGE_COLUMN = PrinterColumn("Age", "date", ".metadata.creationTimestamp", "Time since the object was created.")
 
 
+# A job's name labels its Pods (a label value: at most 63 characters) and names its ingest Service (a
+# DNS label: no dots): refused at apply time rather than retried for ever by the operator.
+JOB_NAME_RULE: Mapping[str, str] = {
+    "rule": "self.metadata.name.size() <= 63 && !self.metadata.name.contains('.')",
+    "message": "metadata.name: at most 63 characters and no dots (a DNS label): it labels the job's Pods and "
+               "names its ingest Service",
+}
+
+
 @dataclass(frozen=True)
 class CustomResource:
-    """What the CRD of one kind is made of: its model and its `kubectl get` columns."""
+    """What the CRD of one kind is made of: its model, its `kubectl get` columns and the CEL rules on
+    the whole object (those that look at metadata)."""
 
     model: type[Resource]
     printer_columns: tuple[PrinterColumn, ...]
+    root_rules: tuple[Mapping[str, str], ...] = ()
 
     @property
     def names(self) -> ResourceNames:
@@ -149,6 +160,7 @@ CUSTOM_RESOURCES: tuple[CustomResource, ...] = (
             PrinterColumn("Online", "boolean", ".spec.online", "Whether the job is switched on.", priority=1),
             AGE_COLUMN,
         ),
+        (JOB_NAME_RULE,),
     ),
     CustomResource(
         RecordJob,
@@ -159,6 +171,7 @@ CUSTOM_RESOURCES: tuple[CustomResource, ...] = (
             PrinterColumn("Source", "string", ".spec.source.*", "Stream URL or LiveJob recorded."),
             AGE_COLUMN,
         ),
+        (JOB_NAME_RULE,),
     ),
     CustomResource(
         JobTemplate,
@@ -306,6 +319,9 @@ def build_crd(resource: CustomResource) -> dict[str, Any]:
         "storage": True,
         "schema": {"openAPIV3Schema": structural_schema(resource.model)},
     }
+    if resource.root_rules:
+        schema = version["schema"]["openAPIV3Schema"]
+        schema[CEL_RULES_KEY] = [*schema.get(CEL_RULES_KEY, []), *(dict(rule) for rule in resource.root_rules)]
     if resource.has_status:
         version["subresources"] = {"status": {}}
     version["additionalPrinterColumns"] = [column.to_crd() for column in resource.printer_columns]

@@ -169,6 +169,13 @@ def test_invalid_manifests_are_refused_naming_the_field(kubectl: Kubectl, kwok_n
         result = kubectl("apply", "-n", kwok_namespace, "-f", "-", input=json.dumps(manifest), check=False)
         assert result.returncode != 0, field
         assert field in result.stderr, (field, result.stderr)
+    # Names the Pods' labels and the ingest Service could not carry are refused, not retried for ever.
+    for name in ("x" * 64, "studio.one"):
+        manifest = live_job_manifest(name)
+        result = kubectl("apply", "-n", kwok_namespace, "-f", "-", input=json.dumps(manifest), check=False)
+        assert result.returncode != 0 and "metadata.name" in result.stderr, (name, result.stderr)
+    accepted = live_job_manifest("x" * 63)
+    kubectl("apply", "--dry-run=server", "-n", kwok_namespace, "-f", "-", input=json.dumps(accepted))
 
 
 def test_frozen_fields_cannot_change_while_running(kubectl: Kubectl, kube: client.ApiClient,
