@@ -432,7 +432,7 @@ def _field_rows(
 
 def _kind_section(resource: CustomResource) -> list[str]:
     names = resource.names
-    schema = structural_schema(resource.model)
+    schema = build_crd(resource)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     lines = [
         f"## {names.kind}",
         "",
@@ -462,7 +462,8 @@ def _kind_section(resource: CustomResource) -> list[str]:
         lines += ["| Field | Rule | Message |", "|---|---|---|"]
         for path, rule in rules:
             field = f"{path}{rule.get('fieldPath', '')}".lstrip(".")
-            lines.append(f"| `{field}` | `{_cell(rule['rule'])}` | {_cell(rule['message'])} |")
+            lines.append(f"| {f'`{field}`' if field else '(the object)'} | `{_cell(rule['rule'])}` | "
+                         f"{_cell(rule['message'])} |")
     return [*lines, ""]
 
 
