@@ -23,6 +23,7 @@ from onair.models import API_VERSION, JobTemplateSpec, LiveJob, RecordJob, descr
 from onair.operator import builders, metrics, naming
 from onair.operator.config import OperatorConfig
 from onair.operator.encoder_reports import EncoderReports
+from onair.operator.leadership import Leadership
 from onair.operator.pods import pod_state
 from onair.operator.reconcile import Decision, TemplateLookup, clip_request, decide_live_job, decide_record_job
 from onair.operator.webhooks import WebhookSender, build_payload, event_name
@@ -156,10 +157,12 @@ def utcnow() -> dt.datetime:
 
 
 class Controller:
-    def __init__(self, kube: KubeClient, config: OperatorConfig, clock: Callable[[], dt.datetime] = utcnow) -> None:
+    def __init__(self, kube: KubeClient, config: OperatorConfig, clock: Callable[[], dt.datetime] = utcnow,
+                 leadership: Leadership | None = None) -> None:
         self.kube = kube
         self.config = config
         self.clock = clock
+        self.leadership = leadership  # None: always acts (a single replica)
         self.jobs: dict[Key, CachedJob] = {}
         # namespace -> name -> spec, parsed once when the template arrives (None: a spec the model refuses)
         self.templates: dict[str, dict[str, JobTemplateSpec | None]] = defaultdict(dict)
@@ -190,6 +193,13 @@ class Controller:
             asyncio.create_task(self.queue.run_workers(self.config.workers, self.reconcile), name="reconcilers"),
             asyncio.create_task(self.reports.run(), name="encoder-reports"),
         ]
+        if self.leadership is not None:
+            self._tasks.append(asyncio.create_task(self.leadership.run(self.resync), name="leadership"))
+
+    def resync(self) -> None:
+        """Everything is looked at again: a replica taking over may have missed what changed meanwhile."""
+        for key in list(self.jobs):
+            self.queue.add(key)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -273,6 +283,9 @@ class Controller:
     # -- reconcile ---------------------------------------------------------------------------------
 
     async def reconcile(self, key: Key) -> None:
+        if self.leadership is not None:
+            # A replica standing by acts on nothing: not its timers' keys, nor its encoders' reports.
+            await self.leadership.active.wait()
         started = time.monotonic()
         result = "ok"
         try:

@@ -4,6 +4,7 @@ decides and writes (see controller.py). Importing this module registers them (ma
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -15,6 +16,7 @@ from onair.operator import metrics
 from onair.operator.builders import MANAGED_BY_SELECTOR
 from onair.operator.config import OperatorConfig
 from onair.operator.controller import Controller
+from onair.operator.leadership import Leadership
 
 FINALIZER = "onair.dev/finalizer"
 ANNOTATION_PREFIX = "onair.dev"
@@ -49,7 +51,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.networking.request_timeout = 60
 
     kube = KubeClient(Credentials.discover(), connections=config.api_connections, field_manager="onair-operator")
-    controller = Controller(kube, config)
+    # POD_ID is kopf's name for this replica in the peering objects (main.py sets it when the chart did not).
+    leadership = Leadership(kube, standalone=config.standalone, peering_name=config.peering_name,
+                            priority=config.peering_priority, own_id=os.environ.get("POD_ID", ""))
+    controller = Controller(kube, config, leadership=leadership)
     metrics.REGISTRY.register(metrics.JobsByPhase(controller.phase_counts))
     start_http_server(config.metrics_port, addr=config.listen_host, registry=metrics.REGISTRY)
     await controller.sync_caches()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
 import sys
 
 from pydantic import ValidationError
@@ -37,6 +39,9 @@ def main() -> None:
 
     from onair.operator import handlers  # noqa: F401  (registers the handlers with kopf)
 
+    # kopf names this replica in the peering objects after POD_ID (the chart sets the Pod's name); the
+    # controller reads the same name to tell its own record from its peers'.
+    os.environ.setdefault("POD_ID", f"{socket.gethostname()}-{os.getpid()}")
     namespaces = args.namespace or config.watch_namespaces
     kopf.run(
         clusterwide=not namespaces,

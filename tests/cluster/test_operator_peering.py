@@ -3,6 +3,7 @@ first dies (issue 3: "peering so two replicas never both act")."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import secrets
@@ -35,6 +36,13 @@ def reconciles(operator: RunningOperator) -> float:
         families = text_string_to_metric_families(response.read().decode())
     return sum(sample.value for family in families if family.name == "onair_operator_reconciles"
                for sample in family.samples if sample.name.endswith("_total"))
+
+
+def acting(replica: RunningOperator) -> bool:
+    """kopf's own word in the replica's log: it resumed after its last pause."""
+    log = replica.process.log_file.read_text(errors="replace")
+    resumed = log.rfind("Resuming operations after the pause")
+    return resumed > max(log.rfind("Pausing operations in favour of"), log.rfind("Pausing all operators"))
 
 
 def live_job(name: str) -> dict[str, object]:
@@ -82,11 +90,6 @@ def test_one_replica_acts_and_the_other_takes_over(platform: PlatformInfo, kube:
                 "kopf.dev", "v1", peered_namespace, "kopfpeerings", "onair")
             return len(peering.get("status") or {})
 
-        def acting(replica: RunningOperator) -> bool:
-            log = replica.process.log_file.read_text(errors="replace")
-            resumed = log.rfind("Resuming operations after the pause")
-            return resumed > max(log.rfind("Pausing operations in favour of"), log.rfind("Pausing all operators"))
-
         try:
             wait_until(lambda: peers_in_peering_object() == 2 and [acting(r) for r in replicas] == [False, True], 90,
                        "both replicas in the peering object and only the higher priority one acting")
@@ -115,6 +118,40 @@ def test_one_replica_acts_and_the_other_takes_over(platform: PlatformInfo, kube:
         wait_phase(kube, peered_namespace, "after-failover", "WaitingForInput", timeout=LIFETIME * 3 + 30)
         assert reconciles(standby) > before[replicas.index(standby)]
         assert len(client.CoreV1Api(kube).list_namespaced_pod(peered_namespace).items) == len(names) + 1
+    finally:
+        for replica in replicas:
+            stop_operator(replica)
+
+
+def test_a_replica_that_stands_by_stops_acting_on_its_own_timers(platform: PlatformInfo, kube: client.ApiClient,
+                                                                 peered_namespace: str, run_root: Path) -> None:
+    """kopf pauses a replica's event handling when a peer with a higher priority appears; its work queue
+    and timers (a schedule's end) must stand by too, or both replicas act."""
+    settings = {"ONAIR_STANDALONE": "false", "ONAIR_PEERING_NAME": "onair",
+                "ONAIR_PEERING_LIFETIME_SECONDS": str(LIFETIME),
+                "ONAIR_WATCH_NAMESPACES": json.dumps([peered_namespace]), **KWOK_PLACEMENT}
+    first = start_operator(platform, run_root / f"first-{peered_namespace}", name="first",
+                           ONAIR_PEERING_PRIORITY="100", **settings)
+    replicas = [first]
+    try:
+        wait_until(lambda: acting(first), 60, "the first replica to act")
+        finish = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=45)
+        job = live_job("scheduled")
+        job["spec"]["schedule"] = {"finishDateTime": finish.isoformat()}  # type: ignore[index]
+        client.CustomObjectsApi(kube).create_namespaced_custom_object("onair.dev", "v1alpha1", peered_namespace,
+                                                                      "livejobs", job)
+        wait_phase(kube, peered_namespace, "scheduled", "WaitingForInput", timeout=30)  # a timer set for `finish`
+
+        second = start_operator(platform, run_root / f"second-{peered_namespace}", name="second",
+                                ONAIR_PEERING_PRIORITY="200", **settings)
+        replicas.append(second)
+        wait_until(lambda: acting(second) and not acting(first) and
+                   "standing by" in first.process.log_file.read_text(errors="replace"), 30,
+                   "the second replica to act and the first to stand by")
+        assert dt.datetime.now(dt.UTC) < finish - dt.timedelta(seconds=5), "the test's timing no longer holds"
+        before = reconciles(first)
+        wait_phase(kube, peered_namespace, "scheduled", "Completed", timeout=90)  # the second replica ended it
+        assert reconciles(first) == before, "the replica standing by reconciled when its timer fired"
     finally:
         for replica in replicas:
             stop_operator(replica)
