@@ -574,6 +574,14 @@ def decide_record_job(
         comment = f"LiveJob {job.spec.source.live_job_ref} not found"
         set_cond(ConditionType.SOURCE_AVAILABLE, False, ConditionReason.LIVE_JOB_NOT_FOUND, comment)
         decision.requeue_after = TEMPLATE_RETRY_SECONDS
+    elif job.spec.source.stream_url is not None and end is not None and now >= end and pod is None and \
+            status.phase in (None, RecordJobPhase.INITIAL):
+        # Nothing was recorded and the range is over: a stream can only be recorded while it is live.
+        target, reason = RecordJobPhase.FAILED, str(ConditionReason.SPEC_INVALID)
+        comment = ("timeRange ended before recording began: a streamUrl is recorded live; a past range can "
+                   "only be cut from a LiveJob's stored segments (source.liveJobRef)")
+        status.error_message = comment
+        status.finished_at = now
     elif start is not None and now < start and not is_clip:
         target, reason, comment = RecordJobPhase.INITIAL, "WaitingForStartTime", f"starts at {start.isoformat()}"
         decision.requeue_after = _seconds_until(start, now)

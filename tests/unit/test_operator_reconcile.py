@@ -340,6 +340,13 @@ def test_an_interrupted_recorder_is_continued_not_completed() -> None:
     assert decision.create_pod_attempt == 2 and decision.delete_pods == [name]
 
 
+def test_a_past_range_on_a_stream_url_fails_instead_of_completing_empty() -> None:
+    past = {"start": (NOW - dt.timedelta(hours=2)).isoformat(), "end": (NOW - dt.timedelta(hours=1)).isoformat()}
+    decision = decide_record_job(record_job(timeRange=past), None, [], None, CONFIG, NOW)
+    assert decision.status["phase"] == "Failed" and decision.create_pod_attempt is None
+    assert "liveJobRef" in decision.status["errorMessage"]
+
+
 def test_recorder_gets_only_a_control_key() -> None:
     job = record_job()
     secret = build_job_secret(job, CONFIG.stream_key_seed)
