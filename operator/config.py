@@ -94,6 +94,10 @@ class OperatorConfig(BaseModel):
     )
     webhook_attempts: int = Field(6, ge=1)
     webhook_timeout_seconds: float = Field(5.0, gt=0)
+    webhook_allow_private_addresses: bool = Field(
+        False, description="Let callbackUrl/notifyUrl reach loopback, private and link-local addresses (the "
+                           "cluster's own services, cloud metadata): only where every job author is trusted.",
+    )
     listen_host: str = Field("0.0.0.0", description="Address of the health and metrics endpoints.")
     log_format: str = Field("text", pattern="^(text|json)$", description="Passed on to the encoders.")
     health_port: int = 8080

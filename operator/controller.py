@@ -170,7 +170,8 @@ class Controller:
         self.recordings_of: dict[tuple[str, str], set[Key]] = defaultdict(set)  # (namespace, LiveJob) -> RecordJobs
         self.queue: WorkQueue[Key] = WorkQueue()
         self.reports = EncoderReports(config.poll_interval_seconds)
-        self.webhooks = WebhookSender(config.webhook_secret, config.webhook_attempts, config.webhook_timeout_seconds)
+        self.webhooks = WebhookSender(config.webhook_secret, config.webhook_attempts, config.webhook_timeout_seconds,
+                                      allow_private=config.webhook_allow_private_addresses)
         self._children_ensured: set[str] = set()
         self._failures: Counter[Key] = Counter()
         self._tasks: list[asyncio.Task[Any]] = []

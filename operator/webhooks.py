@@ -7,14 +7,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from onair.phases import LiveJobPhase, RecordJobPhase
 
@@ -82,6 +86,49 @@ def build_payload(event: str, job: dict[str, Any], phase: str, message: str) -> 
     }
 
 
+def is_public(address: str) -> bool:
+    """Whether a webhook may go to this address: not loopback, private, link-local (cloud metadata),
+    multicast or reserved, where a job's author could otherwise reach the cluster's own services."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+class NotPublicError(OSError):
+    """The webhook's host is (or resolves to) an address jobs may not reach."""
+
+
+class PublicAddressesOnly(AbstractResolver):
+    """Resolves like aiohttp does, then keeps only public addresses: the check holds for the address
+    actually connected to (no DNS rebinding between a check and the connection)."""
+
+    def __init__(self) -> None:
+        self._resolver = aiohttp.ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+                      ) -> list[ResolveResult]:
+        results = [r for r in await self._resolver.resolve(host, port, family) if is_public(r["host"])]
+        if not results:
+            raise NotPublicError(f"{host} resolves to no public address (private targets are refused)")
+        return results
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
+def refused_target(url: str, allow_private: bool) -> str | None:
+    """Why a webhook URL is refused before any connection (an IP literal that is not public)."""
+    if allow_private:
+        return None
+    host = urlsplit(url).hostname or ""
+    try:
+        public = is_public(host)
+    except ValueError:
+        return None  # a name: checked when it is resolved
+    return None if public else f"{host} is not a public address (private targets are refused)"
+
+
 @dataclass(frozen=True)
 class DeliveryResult:
     delivered: bool
@@ -94,8 +141,9 @@ Reporter = Callable[[str, str, str], Awaitable[None]]  # (event type, reason, me
 
 class WebhookSender:
     def __init__(self, secret: str, attempts: int, timeout: float, base_delay: float = 1.0,
-                 max_delay: float = 60.0) -> None:
+                 max_delay: float = 60.0, allow_private: bool = False) -> None:
         self.secret = secret
+        self.allow_private = allow_private
         self.attempts = attempts
         self.timeout = timeout
         self.base_delay = base_delay
@@ -126,8 +174,13 @@ class WebhookSender:
 
     async def deliver(self, url: str, payload: dict[str, Any], report: Reporter) -> DeliveryResult:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            resolver = None if self.allow_private else PublicAddressesOnly()
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver))
         body = json.dumps(payload, separators=(",", ":")).encode()
+        refused = refused_target(url, self.allow_private)
+        if refused is not None:
+            await report("Warning", "WebhookRefused", f"{payload['type']} not sent to {url}: {refused}")
+            return DeliveryResult(False, 0, refused)
         error = ""
         for attempt in range(1, self.attempts + 1):
             headers = {"Content-Type": "application/json", "User-Agent": "onair-webhooks/1",
@@ -144,6 +197,9 @@ class WebhookSender:
                     retryable = response.status >= 500 or response.status == 429
             except (aiohttp.ClientError, TimeoutError) as exc:
                 error = f"{type(exc).__name__}: {exc}"[:200]
+                if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, NotPublicError):
+                    await report("Warning", "WebhookRefused", f"{payload['type']} not sent to {url}: {exc.os_error}")
+                    return DeliveryResult(False, attempt, str(exc.os_error))
             if not retryable or attempt == self.attempts:
                 break
             await report("Warning", "WebhookRetrying",

@@ -1,7 +1,19 @@
+import asyncio
 import time
 
+from aiohttp import web
+
 from onair.operator.controller import merge_patch
-from onair.operator.webhooks import build_payload, event_name, sign, verify
+from onair.operator.webhooks import (
+    DeliveryResult,
+    WebhookSender,
+    build_payload,
+    event_name,
+    is_public,
+    refused_target,
+    sign,
+    verify,
+)
 from onair.phases import LiveJobPhase, RecordJobPhase
 
 
@@ -43,3 +55,51 @@ def test_merge_patch_removes_and_replaces() -> None:
     new = {"phase": "Live", "urls": {"a": 1, "c": 3}, "outputs": [1]}
     assert merge_patch(old, new) == {"urls": {"b": None, "c": 3}, "outputs": [1], "gone": None}
     assert merge_patch(old, old) == {}
+
+
+def test_private_and_metadata_addresses_are_not_public() -> None:
+    for address in ("127.0.0.1", "10.1.2.3", "192.168.0.10", "169.254.169.254", "::1", "::ffff:127.0.0.1",
+                    "fd00::1", "0.0.0.0", "224.0.0.1"):
+        assert not is_public(address), address
+    assert is_public("93.184.216.34") and is_public("2606:4700::1111")
+    assert refused_target("http://169.254.169.254/latest/meta-data", allow_private=False)
+    assert refused_target("http://[::1]:8080/hook", allow_private=False)
+    assert refused_target("http://169.254.169.254/x", allow_private=True) is None
+    assert refused_target("https://hooks.example.com/x", allow_private=False) is None  # checked once resolved
+
+
+def test_a_webhook_to_a_private_address_is_refused_unless_allowed() -> None:
+    async def scenario(allow_private: bool) -> tuple[DeliveryResult, int, list[str]]:
+        hits = 0
+
+        async def receive(request: web.Request) -> web.Response:
+            nonlocal hits
+            hits += 1
+            return web.Response()
+
+        app = web.Application()
+        app.router.add_post("/hook", receive)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        reasons: list[str] = []
+
+        async def report(event_type: str, reason: str, message: str) -> None:
+            reasons.append(reason)
+
+        sender = WebhookSender("s", attempts=2, timeout=2, base_delay=0.01, allow_private=allow_private)
+        payload = build_payload("live", {"kind": "LiveJob", "metadata": {"name": "n", "uid": "u"}}, "Live", "")
+        try:
+            # A name that resolves to loopback, as a job's author could point callbackUrl at the cluster.
+            result = await sender.deliver(f"http://localhost:{port}/hook", payload, report)
+        finally:
+            await sender.close()
+            await runner.cleanup()
+        return result, hits, reasons
+
+    refused, hits, reasons = asyncio.run(scenario(allow_private=False))
+    assert not refused.delivered and hits == 0 and reasons == ["WebhookRefused"]
+    delivered, hits, reasons = asyncio.run(scenario(allow_private=True))
+    assert delivered.delivered and hits == 1 and reasons == ["WebhookDelivered"]
