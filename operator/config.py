@@ -68,6 +68,11 @@ class OperatorConfig(BaseModel):
     cdn_base_url: str = ""
 
     poll_interval_seconds: float = Field(1.0, gt=0, description="How often a running encoder's /status is read.")
+    resync_seconds: float = Field(
+        300.0, gt=0,
+        description="How often the Pods and jobs are listed to drop from the caches what was deleted while a "
+                    "watch was away (a watch that reconnects lists again, but reports no such deletion).",
+    )
     pod_event_batch_seconds: float = Field(
         0.3, ge=0, le=5,
         description="A Pod event reconciles its job after this delay, so that the quick succession of a new "

@@ -196,6 +196,37 @@ class Controller:
         ]
         if self.leadership is not None:
             self._tasks.append(asyncio.create_task(self.leadership.run(self.resync), name="leadership"))
+        self._tasks.append(asyncio.create_task(self._drop_vanished_periodically(), name="drop-vanished"))
+
+    async def _drop_vanished_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resync_seconds)
+            try:
+                await self.drop_vanished()
+            except Exception:  # the next round tries again; the caches are only as stale as before
+                log.warning("listing to drop vanished Pods and jobs failed", exc_info=True)
+
+    async def drop_vanished(self) -> None:
+        """A watch that reconnects lists again but reports no deletion that happened while it was away:
+        a cached Pod or job the API server no longer has is dropped, and its job looks again (a lost
+        Pod is replaced instead of being waited on for ever). Only what the list could have seen:
+        something cached at a newer resourceVersion was created after the list was made."""
+        pods = await self.kube.list(resource_path("v1", "pods"), labelSelector=builders.MANAGED_BY_SELECTOR)
+        listed = _rv(pods)
+        present = {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in pods["items"]}
+        for key, cached_pods in list(self.pods.items()):
+            for name, cached in list(cached_pods.items()):
+                if (key[1], name) not in present and cached.resource_version <= listed:
+                    log.info("%s %s/%s: Pod %s is gone (deleted while the watch was away)", *key, name)
+                    self.on_pod_event("DELETED", cached.body())
+        for kind, plural in PLURALS.items():
+            jobs = await self.kube.list(resource_path(API_VERSION, plural))
+            listed = _rv(jobs)
+            present = {(j["metadata"]["namespace"], j["metadata"]["name"]) for j in jobs["items"]}
+            for key, cached_job in list(self.jobs.items()):
+                if key[0] == kind and key[1:] not in present and cached_job.resource_version <= listed:
+                    log.info("%s %s/%s is gone (deleted while the watch was away)", *key)
+                    self.on_job_event(kind, "DELETED", cached_job.body())
 
     def resync(self) -> None:
         """Everything is looked at again: a replica taking over may have missed what changed meanwhile."""
@@ -403,7 +434,13 @@ class Controller:
             path = resource_path(API_VERSION, PLURALS[kind], namespace, name, "status")
             patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
                      "status": merge_patch(body.get("status") or {}, decision.status)}
-            updated = await self.kube.merge_patch(path, patch)
+            try:
+                updated = await self.kube.merge_patch(path, patch)
+            except ApiError as error:
+                if error.status != 404:
+                    raise
+                self.on_job_event(kind, "DELETED", body)  # gone, and the watch did not say so
+                return
             cached = self.jobs.get(key)
             if cached is not None and cached.uid == updated["metadata"]["uid"]:
                 self.jobs[key] = CachedJob.of(updated)

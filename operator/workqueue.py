@@ -62,6 +62,10 @@ class WorkQueue(Generic[K]):
     def __len__(self) -> int:
         return len(self._queued)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether `key` waits to be processed, now or after a delay."""
+        return key in self._queued or key in self._timers
+
     async def run_workers(self, count: int, process: Callable[[K], Awaitable[None]]) -> None:
         await asyncio.gather(*(self._worker(process) for _ in range(count)))
 

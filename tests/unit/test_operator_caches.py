@@ -86,3 +86,40 @@ async def test_jobs_that_come_and_go_leave_nothing_behind() -> None:
     controller.on_pod_event("DELETED", pod)
     controller.on_job_event("RecordJob", "DELETED", record)
     assert controller.pods == {} and controller.recordings_of == {} and controller.jobs == {}
+
+
+class ListingOnly:
+    """The API server's answer to the lists drop_vanished makes."""
+
+    def __init__(self, listings: dict[str, dict[str, Any]]) -> None:
+        self.listings = listings
+
+    async def list(self, path: str, **params: str) -> dict[str, Any]:
+        return self.listings[path.rsplit("/", 1)[1]]
+
+
+async def test_what_was_deleted_while_the_watch_was_away_is_dropped() -> None:
+    """A watch that reconnects lists again but reports no deletion that happened meanwhile."""
+    labels = {"onair.dev/job": "news", "onair.dev/kind": "LiveJob"}
+    gone = {**RUNNING, "metadata": {**META, "labels": labels, "name": "news-encoder-1", "resourceVersion": "7"}}
+    newer = {**RUNNING, "metadata": {**META, "labels": labels, "name": "news-encoder-2", "uid": "u3",
+                                     "resourceVersion": "99"}}  # created after the list was made
+    job = {"apiVersion": "onair.dev/v1alpha1", "kind": "LiveJob",
+           "metadata": {"name": "news", "namespace": "t", "uid": "j1", "resourceVersion": "5"},
+           "spec": {"jobTemplateId": 1, "input": {"serverType": "RTMP"}, "destination": {"bucket": "media"}}}
+    deleted = {**job, "metadata": {**job["metadata"], "name": "old", "uid": "j0", "resourceVersion": "4"}}
+    listings = {
+        "pods": {"metadata": {"resourceVersion": "50"}, "items": []},
+        "livejobs": {"metadata": {"resourceVersion": "50"}, "items": [job]},
+        "recordjobs": {"metadata": {"resourceVersion": "50"}, "items": []},
+    }
+    controller = Controller(ListingOnly(listings), OperatorConfig(  # type: ignore[arg-type]
+        stream_key_seed="unit-test-stream-key-seed-0123456789"))
+    for pod in (gone, newer):
+        controller.on_pod_event("ADDED", pod)
+    for body in (job, deleted):
+        controller.on_job_event("LiveJob", "ADDED", body)
+    await controller.drop_vanished()
+    assert list(controller.pods[("LiveJob", "t", "news")]) == ["news-encoder-2"]
+    assert list(controller.jobs) == [("LiveJob", "t", "news")]
+    assert ("LiveJob", "t", "news") in controller.queue  # looks again, and replaces its lost Pod
