@@ -49,7 +49,6 @@ from onair.phases import (
     RecordJobPhase,
 )
 
-# Exit code by which the encoder says its configuration can never work: no restart, the job fails.
 TEMPLATE_RETRY_SECONDS = 10.0
 # Why a Pod may never start. They may clear without a spec change (an image pushed late, a registry
 # back, a Secret created, a node added), so they fail the job only after provisioning_timeout_seconds...
