@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,16 @@ def kwok_namespace(kube: client.ApiClient, kwok_operator: RunningOperator, platf
     if has_failed(request):
         print(f"\n--- kwok operator log ---\n{kwok_operator.log_tail()}")
     core.delete_namespace(name, propagation_policy="Background")
+
+
+@contextmanager
+def own_job_namespace(kube: client.ApiClient, platform: PlatformInfo, prefix: str) -> Iterator[str]:
+    """A fresh namespace `<prefix>-<random>` ready for jobs (for a test's own operator to watch), deleted after."""
+    name = f"{prefix}-{secrets.token_hex(4)}"
+    client.CoreV1Api(kube).create_namespace({"metadata": {"name": name}})
+    prepare_job_namespace(kube, platform, name)
+    yield name
+    client.CoreV1Api(kube).delete_namespace(name, propagation_policy="Background")
 
 
 def prepare_job_namespace(kube: client.ApiClient, platform: PlatformInfo, namespace: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import secrets
 import signal
 import threading
 from collections import Counter
@@ -19,7 +18,7 @@ import pytest
 from cluster.conftest import (
     KWOK_PLACEMENT,
     RunningOperator,
-    prepare_job_namespace,
+    own_job_namespace,
     start_operator,
     stop_operator,
 )
@@ -37,11 +36,8 @@ WATCH = json.dumps(["r-*"])
 @pytest.fixture
 def resilience_namespace(kube: client.ApiClient, platform: PlatformInfo, crds: None,
                          operator_namespace: str) -> Iterator[str]:
-    name = f"r-{secrets.token_hex(4)}"
-    client.CoreV1Api(kube).create_namespace({"metadata": {"name": name}})
-    prepare_job_namespace(kube, platform, name)
-    yield name
-    client.CoreV1Api(kube).delete_namespace(name, propagation_policy="Background")
+    with own_job_namespace(kube, platform, "r") as name:
+        yield name
 
 
 def own_operator(platform: PlatformInfo, run_root: Path, name: str) -> RunningOperator:

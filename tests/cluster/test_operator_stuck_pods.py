@@ -5,13 +5,12 @@ operator (namespaces s-*) with a provisioning timeout of a few seconds."""
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster.conftest import KWOK_PLACEMENT, get_job, prepare_job_namespace, start_operator, stop_operator, wait_phase
+from cluster.conftest import KWOK_PLACEMENT, get_job, own_job_namespace, start_operator, stop_operator, wait_phase
 from cluster.test_operator_lifecycle import create_live_job
 from kubernetes import client
 from localplatform.platform import PlatformInfo
@@ -23,11 +22,8 @@ TIMEOUT = "3"
 @pytest.fixture
 def stuck_namespace(kube: client.ApiClient, platform: PlatformInfo, crds: None,
                     operator_namespace: str) -> Iterator[str]:
-    name = f"s-{secrets.token_hex(4)}"
-    client.CoreV1Api(kube).create_namespace({"metadata": {"name": name}})
-    prepare_job_namespace(kube, platform, name)
-    yield name
-    client.CoreV1Api(kube).delete_namespace(name, propagation_policy="Background")
+    with own_job_namespace(kube, platform, "s") as name:
+        yield name
 
 
 def job_events(kube: client.ApiClient, namespace: str, job: str) -> dict[str, str]:
