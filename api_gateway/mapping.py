@@ -205,10 +205,21 @@ def live_job_detail(obj: Obj, facts: Mapping[str, Any], key: str | None, project
             "url": inp.get("url"),
         },
         "statistics": statistics(obj),
+        "tags": pricing_tags(spec),
         "online": bool(spec.get("online", True)),
         "insertDate": iso(meta.get("creationTimestamp")),
         "message": status.get("message"),
     }
+
+
+def pricing_tags(spec: Mapping[str, Any]) -> str:
+    """The contract's `tags`: what the job is billed by (see schemas.LiveJobDetail.tags)."""
+    inp = spec.get("input") or {}
+    tags = [str(inp.get("inputClass", "Standard")).lower(), str(inp.get("serverType", "RTMP")).lower(),
+            f"jobTemplateId:{int(spec.get('jobTemplateId', 0))}"]
+    if (spec.get("destination") or {}).get("cdnDistribution"):
+        tags.append("cdn")
+    return ",".join(tags)
 
 
 def live_job_outputs(obj: Obj, facts: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -178,6 +178,9 @@ class LiveJobDetail(ResponseModel):
     output_manifests: dict[str, str]
     input: LiveJobDetailInput
     statistics: Statistics | None
+    tags: str = Field(description="Pricing tags: what the job is billed by, comma-separated: its input class "
+                                  "(standard transcodes a ladder, single passes the source through), server type, "
+                                  "jobTemplateId, and cdn when it is distributed through the CDN.")
     online: bool
     insert_date: datetime | None = None
     message: str | None = None

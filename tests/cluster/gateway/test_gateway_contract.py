@@ -68,6 +68,7 @@ def test_create_returns_the_contract_and_reads_its_own_write(gateway: RunningGat
     assert job["input"]["inputClass"] == 1 and job["input"]["callbackUrl"] == "https://hooks.example.com/onair"
     assert [o["value"] for o in job["input"]["serverTypeOptions"]] == ["RTMP", "SRT", "HLS"]
     assert [o["enabled"] for o in job["input"]["inputClassOptions"]] == [False, True]
+    assert job["tags"] == "standard,rtmp,jobTemplateId:7"  # the documented pricing tags
 
     # Read-your-writes: no waiting between the POST and these GETs.
     for ident in (job["name"], str(job["id"])):
