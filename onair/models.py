@@ -1013,7 +1013,14 @@ class RecordJobStatus(OnairModel):
         le=1,
     )
     recorded_seconds: float | None = Field(default=None, description="Seconds recorded so far.", ge=0)
-    retries: int = Field(default=0, description="Times the recorder was restarted after a failure.", ge=0)
+    retries: int = Field(
+        default=0, ge=0,
+        description="Times the recorder was restarted (a crash, an eviction). After the operator's maxRestarts "
+                    "(ONAIR_MAX_RESTARTS) the job fails, unless the recorder that died had run for the healthy-run "
+                    "time (ONAIR_HEALTHY_RUN_SECONDS): a long recording is continued however often it is evicted. "
+                    "A recorder Pod that cannot start (image, Secret, no node) fails the job after "
+                    "ONAIR_PROVISIONING_TIMEOUT_SECONDS.",
+    )
     files: list[RecordedFile] = Field(
         default_factory=list,
         description="The recording's playlists or MP4 files.",

@@ -423,6 +423,13 @@ def _start_error(pod: PodState) -> tuple[str, str] | None:
     return None
 
 
+def _ran_healthy(pod: PodState, config: OperatorConfig, now: dt.datetime) -> bool:
+    """A recorder that ran for the healthy-run time before it died made progress: it is retried even
+    past max_restarts (a day-long recording may be evicted more often than that)."""
+    return pod.started_at is not None and (
+        (pod.finished_at or now) - pod.started_at).total_seconds() >= config.healthy_run_seconds
+
+
 def _scheduling(pod_name: str) -> str:
     return f"Pod {pod_name} waits for the scheduler"
 
@@ -567,6 +574,11 @@ def decide_record_job(
     end = time_range.end if time_range else None
     is_clip = job.spec.source.live_job_ref is not None and end is not None and end <= now
     recording = report.get("recording") if report else None
+    # Why the recorder Pod cannot start, if it says so, and when that fails the job.
+    stuck = _start_error(pod) if pod is not None and not (pod.ready or pod.terminating or pod.finished) else None
+    start_deadline = None
+    if stuck is not None and pod is not None and pod.created_at is not None:
+        start_deadline = pod.created_at + dt.timedelta(seconds=config.provisioning_timeout_seconds)
     target: RecordJobPhase
     if job.spec.source.live_job_ref is not None and source is None:
         target, reason = RecordJobPhase.INITIAL, str(ConditionReason.LIVE_JOB_NOT_FOUND)
@@ -606,7 +618,8 @@ def decide_record_job(
             target, reason, comment = RecordJobPhase.COMPLETED, str(ConditionReason.COMPLETED), "recording complete"
             status.progress = 1.0
             status.finished_at = now
-        elif pod.exit_code == EXIT_BAD_CONFIG or status.retries >= config.max_restarts:
+        elif pod.exit_code == EXIT_BAD_CONFIG or (status.retries >= config.max_restarts and not _ran_healthy(
+                pod, config, now)):
             target = RecordJobPhase.FAILED
             reason = str(ConditionReason.SPEC_INVALID if pod.exit_code == EXIT_BAD_CONFIG
                          else ConditionReason.RETRIES_EXHAUSTED)
@@ -627,6 +640,14 @@ def decide_record_job(
                 decision.ensure_children = True
                 comment += f"; retry {status.retries}"
                 decision.events.append(("Warning", "RecorderRestarted", comment))
+    elif stuck is not None and (stuck[0] in START_ERRORS_AT_ONCE or (start_deadline and now >= start_deadline)):
+        # As for a LiveJob's encoder: a recorder that can never start fails the job, with the cause.
+        target, reason = RecordJobPhase.FAILED, stuck[0]
+        comment = f"recorder Pod {pod.name} could not start: {stuck[0]}: {stuck[1]}"
+        status.error_message = comment
+        status.finished_at = now
+        decision.events.append(("Warning", stuck[0], comment))
+        decision.delete_pods.append(pod.name)
     else:
         paused_now = bool(recording and recording.get("paused"))
         if job.spec.paused != paused_now and pod.ready and not is_clip:
@@ -639,7 +660,7 @@ def decide_record_job(
         target = RecordJobPhase.PAUSED if paused_now else RecordJobPhase.STARTED
         reason = str(ConditionReason.PAUSED if paused_now else ConditionReason.RECORDING)
         comment = "paused" if paused_now else ("cutting the clip" if is_clip else "recording")
-        decision.requeue_after = _seconds_until(end, now)
+        decision.requeue_after = _earliest(_seconds_until(end, now), _seconds_until(start_deadline, now))
     if recording:
         if recording.get("progress") is not None:
             status.progress = recording["progress"]

@@ -500,6 +500,34 @@ def test_an_invalid_image_name_fails_at_once_and_a_slow_start_does_not() -> None
     assert waiting.status["phase"] == "Provisioning"
 
 
+def test_a_recorder_that_cannot_start_fails_the_record_job_too() -> None:
+    name = naming.pod_name("rec", "recorder", "uid-r", 1)
+    started = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
+    stuck = [stuck_pod(name, "ErrImagePull", 'pull access denied for "registry.local/onair"')]
+    early = decide_record_job(record_job(started), None, stuck, None, CONFIG, NOW + dt.timedelta(minutes=1))
+    assert early.status["phase"] == "Started" and early.delete_pods == []
+    assert early.requeue_after == pytest.approx(240)  # woken when the 5 minutes are over
+    late = decide_record_job(record_job(early.status), None, stuck, None, CONFIG, NOW + dt.timedelta(minutes=5))
+    assert late.status["phase"] == "Failed" and "ErrImagePull" in late.status["errorMessage"]
+    assert late.delete_pods == [name] and ("Warning", "ErrImagePull", late.status["errorMessage"]) in late.events
+    invalid = [stuck_pod(name, "InvalidImageName", 'Failed to apply default image tag "Bad:Image"')]
+    at_once = decide_record_job(record_job(started), None, invalid, None, CONFIG, NOW + dt.timedelta(seconds=2))
+    assert at_once.status["phase"] == "Failed"
+
+
+def test_a_long_recording_evicted_more_often_than_max_restarts_goes_on() -> None:
+    status = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
+    status = {**status, "retries": CONFIG.max_restarts}
+    name = naming.pod_name("rec", "recorder", "uid-r", CONFIG.max_restarts + 1)
+    evicted = pod(name, "Failed", ready=False, exit_code=EXIT_INTERRUPTED, finished_at=NOW - dt.timedelta(minutes=1))
+    evicted["status"]["containerStatuses"][0]["state"]["terminated"]["startedAt"] = "2026-11-23T06:00:00Z"
+    after_hours = decide_record_job(record_job(status), None, [evicted], None, CONFIG, NOW)
+    assert after_hours.status["phase"] == "Started" and after_hours.create_pod_attempt == CONFIG.max_restarts + 2
+    crashed = pod(name, "Failed", ready=False, exit_code=1, finished_at=NOW - dt.timedelta(minutes=1))
+    crash_loop = decide_record_job(record_job(status), None, [crashed], None, CONFIG, NOW)
+    assert crash_loop.status["phase"] == "Failed"  # a recorder that dies at once is not retried for ever
+
+
 def test_a_job_re_created_with_the_same_name_never_shares_the_old_jobs_secret() -> None:
     """The old job's Secret may still exist (garbage collection takes a while): the new job's name differs."""
     old, new = live_job(), live_job()
