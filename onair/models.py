@@ -853,6 +853,20 @@ class RenditionOutput(OnairModel):
     )
 
 
+class EncoderHealth(OnairModel):
+    """How the running encoder keeps up, from its reports: frames it dropped and how fast segments reach
+    the bucket. Unset until the encoder has reported."""
+
+    dropped_frames: int = Field(default=0, description="Frames the encoder dropped (it could not keep up).", ge=0)
+    last_upload_latency_ms: float | None = Field(
+        default=None, ge=0,
+        description="Last segment: from closed on the encoder's disk to its playlist readable in the bucket.")
+    upload_latency_p99_ms: float | None = Field(
+        default=None, ge=0, description="99th percentile of that latency over the encoder's recent segments.")
+    upload_failures: int = Field(default=0, description="Failed uploads, each retried.", ge=0)
+    spool_bytes: int = Field(default=0, description="Segment bytes waiting on local disk for the bucket.", ge=0)
+
+
 class InputStatistics(OnairModel):
     """Properties of the incoming stream, as the REST API reports them. Unset until media arrives."""
 
@@ -944,6 +958,7 @@ class LiveJobStatus(OnairModel):
         max_length=MAX_OUTPUTS,
     )
     statistics: InputStatistics | None = Field(default=None, description="Properties of the incoming stream.")
+    encoder: EncoderHealth | None = Field(default=None, description="How the running encoder keeps up.")
     urls: LiveJobUrls | None = Field(default=None, description="Where to publish to and play from.")
     resource_name: str | None = Field(
         default=None,

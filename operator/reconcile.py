@@ -17,6 +17,7 @@ from typing import Any
 from onair.exitcodes import EXIT_BAD_CONFIG
 from onair.models import (
     Condition,
+    EncoderHealth,
     InputStatistics,
     JobTemplateSpec,
     LiveJob,
@@ -187,6 +188,17 @@ def _report_outputs(report: dict[str, Any] | None, pod: PodState | None) -> list
             encoder_id=pod.name if pod else None,
         ))
     return outputs
+
+
+def _report_health(report: dict[str, Any]) -> EncoderHealth:
+    upload = report.get("upload") or {}
+    return EncoderHealth(
+        dropped_frames=int(report.get("droppedFrames") or 0),
+        last_upload_latency_ms=upload.get("lastLatencyMs"),
+        upload_latency_p99_ms=upload.get("p99LatencyMs"),
+        upload_failures=int(upload.get("failures") or 0),
+        spool_bytes=int(upload.get("spoolBytes") or 0),
+    )
 
 
 def _report_statistics(report: dict[str, Any] | None) -> InputStatistics | None:
@@ -387,10 +399,13 @@ def decide_live_job(
             outputs = _report_outputs(report, pod)
             if outputs:
                 status.outputs = outputs
+            if report is not None:
+                status.encoder = _report_health(report)
         decision.requeue_after = _earliest(_seconds_until(finish, now), _seconds_until(start_deadline, now))
 
     if target in (LiveJobPhase.OFFLINE, LiveJobPhase.PENDING, LiveJobPhase.COMPLETED):
         status.resource_name = None  # no encoder Pod while the job does not run
+        status.encoder = None
     elif status.attempt:
         status.resource_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid),
                                                status.attempt)

@@ -95,6 +95,11 @@ def test_phases_follow_the_ingest_within_two_seconds(kube: client.ApiClient, job
     keys = wait_until(lambda: (k := uploaded()) >= {f"{prefix}master.m3u8", f"{prefix}360p/index.m3u8",
                                                       f"{prefix}180p/index.m3u8"} and k, 60, "the HLS in S3")
     assert any(k.startswith(f"{prefix}360p/") and not k.endswith(".m3u8") for k in keys)
+    # The encoder's health reaches the job's status: how fast its segments reach the bucket.
+    health = wait_until(lambda: (get_job(kube, job_namespace, "studio")["status"].get("encoder") or {}).get(
+        "lastUploadLatencyMs") is not None and get_job(kube, job_namespace, "studio")["status"]["encoder"], 30,
+        "the encoder's health in the status")
+    assert 0 < health["lastUploadLatencyMs"] < 5000 and health["droppedFrames"] >= 0
     master = s3.get_object(Bucket=platform.s3_bucket, Key=f"{prefix}master.m3u8")["Body"].read().decode()
     assert "RESOLUTION=640x360" in master and "RESOLUTION=320x180" in master
 

@@ -147,6 +147,19 @@ def test_encoder_report_drives_live_and_reconnecting() -> None:
     assert [t["phase"] for t in back["timings"]][-3:] == ["Live", "Reconnecting", "Live"]
 
 
+def test_the_encoders_health_is_in_the_status_while_it_runs() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    pods = [pod(current_pod_name())]
+    report = {"state": "live", "ingest": {"connected": True}, "droppedFrames": 12,
+              "upload": {"lastLatencyMs": 84.5, "p99LatencyMs": 231.0, "failures": 2, "spoolBytes": 1024},
+              "renditions": [{"name": "720p", "segmentsWritten": 3, "status": "Running"}]}
+    live = decide_live_job(live_job(status), TEMPLATE, pods, report, CONFIG, NOW).status
+    assert live["encoder"] == {"droppedFrames": 12, "lastUploadLatencyMs": 84.5, "uploadLatencyP99Ms": 231.0,
+                               "uploadFailures": 2, "spoolBytes": 1024}
+    off = decide_live_job(live_job(live, online=False), TEMPLATE, [], None, CONFIG, NOW).status
+    assert off["phase"] == "Offline" and "encoder" not in off
+
+
 def test_crashed_encoder_is_counted_once_and_replaced_after_backoff() -> None:
     status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
     status = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW).status
