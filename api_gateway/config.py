@@ -25,6 +25,8 @@ class GatewayConfig:
     jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     # Stream keys are derived from this; the operator must have the same seed (the chart shares one Secret).
     stream_key_seed: str = ""
+    # The operator's webhook secret (the chart shares its Secret): projects' signing keys derive from it.
+    webhook_secret: str = ""
     token_ttl_seconds: int = 900
     api_keys: list[ApiKey] = field(default_factory=list)
     cors_origins: tuple[str, ...] = ()
@@ -62,6 +64,7 @@ class GatewayConfig:
         seed = get("STREAM_KEY_SEED") or (read_file("STREAM_KEY_SEED_FILE") or "").strip()
         if seed:
             config.stream_key_seed = seed
+        config.webhook_secret = get("WEBHOOK_SECRET") or (read_file("WEBHOOK_SECRET_FILE") or "").strip()
         config.token_ttl_seconds = int(get("TOKEN_TTL_SECONDS", str(config.token_ttl_seconds)) or 900)
         keys_text = get("API_KEYS") or read_file("API_KEYS_FILE")
         if keys_text:

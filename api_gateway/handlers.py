@@ -36,6 +36,7 @@ from onair.api_gateway.routes import Route
 from onair.api_gateway.schemas import GUID_PATTERN, LiveJobControl, LiveJobCreate, LoginRequest, RecordJobCreate
 from onair.kubeclient import ApiError, KubeClient, resource_path
 from onair.models import API_VERSION, RecordJobSpec
+from onair.streamkeys import WEBHOOK_SIGNATURE_HEADER, derive_webhook_key
 
 log = logging.getLogger("onair.gateway")
 T = TypeVar("T")
@@ -587,6 +588,20 @@ class Gateway:
         if found is None:
             raise ApiProblem(404, f"templateId: no JobTemplate with id {template_id}")
         return json_response(envelope({**(found[0].get("spec") or {}), "shared": found[1]}))
+
+    # --- webhooks ---------------------------------------------------------------------------------
+
+    async def webhook_signing_key(self, request: web.Request, ctx: Ctx) -> web.Response:
+        assert ctx.namespace
+        if not self.config.webhook_secret:
+            raise ApiProblem(404, "webhooks: this installation signs no webhooks (the gateway has no "
+                                  "ONAIR_GATEWAY_WEBHOOK_SECRET)")
+        return json_response(envelope({
+            "signingKey": derive_webhook_key(self.config.webhook_secret, ctx.namespace),
+            "header": WEBHOOK_SIGNATURE_HEADER,
+            "scheme": 't=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>"> under signingKey; refuse a t '
+                      "more than 5 minutes old",
+        }))
 
     # --- operations -------------------------------------------------------------------------------
 

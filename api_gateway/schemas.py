@@ -74,6 +74,12 @@ class LoginResult(ResponseModel):
     projects: list[str] = Field(description="Project ids the token may use; \"*\" is every project.")
 
 
+class WebhookSigningKey(ResponseModel):
+    signing_key: str = Field(description="This project's key: the HMAC-SHA256 key of its webhooks' signatures.")
+    header: str = Field(description="The request header that carries the signature.")
+    scheme: str = Field(description="How the header is made and checked.")
+
+
 # --- live jobs ---------------------------------------------------------------------------------
 
 ServerTypeIn = Annotated[int, Field(ge=0, le=2)] | Literal["RTMP", "SRT", "HLS"]

@@ -1,5 +1,6 @@
-"""Keys derived from the installation's seed and a job's identity: the stream key (a publisher's
-credential) and the control key (the bearer token of the operator's commands to the job's encoder).
+"""Keys derived from the installation's secrets: from the seed and a job's identity, the stream key (a
+publisher's credential) and the control key (the bearer token of the operator's commands to the job's
+encoder); from the webhook secret and a project, that project's webhook signing key.
 
 The gateway must answer a create with the job's stream key, and the operator must hand the same
 key to the job's encoder. Deriving it (HMAC-SHA256 of namespace, name and uid under a seed both
@@ -36,4 +37,15 @@ def derive_control_key(seed: str, namespace: str, name: str, uid: str) -> str:
     return hmac.digest(seed.encode(), f"control:{namespace}/{name}/{uid}".encode(), "sha256").hex()
 
 
-__all__ = ["MIN_SEED_LENGTH", "check_seed", "derive_control_key", "derive_stream_key"]
+WEBHOOK_SIGNATURE_HEADER = "Onair-Signature"  # carries the signature made with derive_webhook_key
+
+
+def derive_webhook_key(secret: str, namespace: str) -> str:
+    """The key a project's webhooks are signed with: one per project (namespace), derived from the
+    installation's webhook secret, so a receiver of one project cannot forge another project's events.
+    The operator signs with it; the gateway hands it to the project's writers."""
+    return hmac.digest(secret.encode(), f"webhook:{namespace}".encode(), "sha256").hex()
+
+
+__all__ = ["MIN_SEED_LENGTH", "WEBHOOK_SIGNATURE_HEADER", "check_seed", "derive_control_key", "derive_stream_key",
+           "derive_webhook_key"]

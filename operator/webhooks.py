@@ -1,6 +1,7 @@
 """Signed webhooks: a JSON POST per job event, signed like Livepeer's and Mux's
-(`Onair-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`), retried with exponential
-back-off on 5xx, 429, time-outs and connection errors, delivered in order per job."""
+(`Onair-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`) with the job's project's own
+key (streamkeys.derive_webhook_key), retried with exponential back-off on 5xx, 429, time-outs and
+connection errors, delivered in order per job."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from onair.phases import LiveJobPhase, RecordJobPhase
+from onair.streamkeys import WEBHOOK_SIGNATURE_HEADER, derive_webhook_key
 
-SIGNATURE_HEADER = "Onair-Signature"
+SIGNATURE_HEADER = WEBHOOK_SIGNATURE_HEADER
 
 # The event a phase change announces, as the issue lists them.
 LIVE_JOB_EVENTS: dict[LiveJobPhase, str] = {
@@ -182,9 +184,10 @@ class WebhookSender:
             await report("Warning", "WebhookRefused", f"{payload['type']} not sent to {url}: {refused}")
             return DeliveryResult(False, 0, refused)
         error = ""
+        key = derive_webhook_key(self.secret, str(payload["job"].get("namespace") or ""))
         for attempt in range(1, self.attempts + 1):
             headers = {"Content-Type": "application/json", "User-Agent": "onair-webhooks/1",
-                       SIGNATURE_HEADER: sign(self.secret, body, int(time.time())), "Onair-Event": payload["type"]}
+                       SIGNATURE_HEADER: sign(key, body, int(time.time())), "Onair-Event": payload["type"]}
             retryable = True
             try:
                 async with self._session.post(url, data=body, headers=headers,

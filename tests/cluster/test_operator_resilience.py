@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from waiting import wait_until
 
 from onair.operator.webhooks import SIGNATURE_HEADER, verify
+from onair.streamkeys import derive_webhook_key
 
 WATCH = json.dumps(["r-*"])
 
@@ -118,7 +119,10 @@ class WebhookReceiver(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        verified = verify("test-webhook-secret", body, self.headers.get(SIGNATURE_HEADER, ""))
+        namespace = json.loads(body).get("job", {}).get("namespace", "")
+        # Each project's webhooks are signed with its own key (what GET …/webhooks/signingkey gives it).
+        verified = verify(derive_webhook_key("test-webhook-secret", namespace), body,
+                          self.headers.get(SIGNATURE_HEADER, ""))
         if WebhookReceiver.failures_left > 0:
             WebhookReceiver.failures_left -= 1
             self.send_response(500)

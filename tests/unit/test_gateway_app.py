@@ -20,7 +20,7 @@ from onair.api_gateway.auth import parse_api_keys
 from onair.api_gateway.cache import Store
 from onair.api_gateway.config import GatewayConfig
 from onair.kubeclient import ApiError
-from onair.streamkeys import derive_stream_key
+from onair.streamkeys import derive_stream_key, derive_webhook_key
 
 PROJECT = "2e21fae6-af4c-4a4a-e0fc-08d903f55711"
 OTHER_PROJECT = "f5faa2e3-316b-4dd0-8f4d-ab41f6f71bd6"
@@ -136,6 +136,8 @@ def make_store() -> Store:
     store.namespaces.objects[("", NS)]["metadata"]["annotations"] = {}
     return store
 
+WEBHOOK_SECRET = "unit-test-webhook-secret"
+
 
 @pytest.fixture
 def kube() -> FakeKube:
@@ -148,7 +150,7 @@ def kube() -> FakeKube:
 @pytest.fixture
 async def client(aiohttp_client: Callable[..., Awaitable[Client]], kube: FakeKube) -> Client:
     config = GatewayConfig(jwt_secret=SECRET, stream_key_seed=SEED, watch=False, cors_origins=("https://console.example.com",),
-                           max_body_bytes=4096, api_keys=parse_api_keys([
+                           max_body_bytes=4096, webhook_secret=WEBHOOK_SECRET, api_keys=parse_api_keys([
                                {"name": "w", "key": "write-key", "projects": [PROJECT], "role": "write"},
                                {"name": "r", "key": "read-key", "projects": [PROJECT], "role": "read"},
                                {"name": "a", "key": "admin-key", "projects": ["*"], "role": "admin"},
@@ -916,3 +918,24 @@ def test_every_list_declares_its_query_language_in_the_openapi_document() -> Non
         assert {"pageIndex", "pageSize", "sort", "sort_dir", "start_token", "page_size", "select"} <= set(declared)
         assert filters <= set(declared), path
         assert declared["sort"]["schema"]["enum"], path
+
+
+async def test_a_project_gets_its_own_webhook_signing_key(client: Client,
+                                                          aiohttp_client: Callable[..., Awaitable[Client]]) -> None:
+    path = f"/api/v1/projects/{PROJECT}/webhooks/signingkey"
+    response = await client.get(path, headers=await token(client))
+    assert response.status == 200, await response.text()
+    result = (await response.json())["result"]
+    assert result["signingKey"] == derive_webhook_key(WEBHOOK_SECRET, NS) != derive_webhook_key(WEBHOOK_SECRET, "other")
+    assert result["header"] == "Onair-Signature"
+    # A key that signs events is a writer's: a read-only token is refused, and so is another project.
+    assert (await client.get(path, headers=await token(client, "read-key"))).status == 403
+    other = f"/api/v1/projects/{uuid.uuid4()}/webhooks/signingkey"
+    assert (await client.get(other, headers=await token(client))).status == 403
+    unsigned = await aiohttp_client(init_app(GatewayConfig(jwt_secret=SECRET, stream_key_seed=SEED, watch=False,
+                                                           api_keys=parse_api_keys([{"name": "w", "key": "write-key",
+                                                                                     "projects": [PROJECT],
+                                                                                     "role": "write"}])),
+                                             kube=FakeKube(), store=make_store()))  # type: ignore[arg-type]
+    missing = await unsigned.get(path, headers=await token(unsigned))
+    assert missing.status == 404 and "ONAIR_GATEWAY_WEBHOOK_SECRET" in (await missing.json())["errors"][0]

@@ -5,6 +5,7 @@ from aiohttp import web
 
 from onair.operator.controller import merge_patch
 from onair.operator.webhooks import (
+    SIGNATURE_HEADER,
     DeliveryResult,
     WebhookSender,
     build_payload,
@@ -15,6 +16,7 @@ from onair.operator.webhooks import (
     verify,
 )
 from onair.phases import LiveJobPhase, RecordJobPhase
+from onair.streamkeys import derive_webhook_key
 
 
 def test_signature_verifies_and_detects_tampering_and_replay() -> None:
@@ -103,3 +105,40 @@ def test_a_webhook_to_a_private_address_is_refused_unless_allowed() -> None:
     assert not refused.delivered and hits == 0 and reasons == ["WebhookRefused"]
     delivered, hits, reasons = asyncio.run(scenario(allow_private=True))
     assert delivered.delivered and hits == 1 and reasons == ["WebhookDelivered"]
+
+
+def test_each_project_has_its_own_signing_key() -> None:
+    """A receiver of one project cannot forge (or accept) another project's events."""
+
+    async def deliver(namespace: str) -> tuple[bytes, str]:
+        received: list[tuple[bytes, str]] = []
+
+        async def receive(request: web.Request) -> web.Response:
+            received.append((await request.read(), request.headers.get(SIGNATURE_HEADER, "")))
+            return web.Response()
+
+        app = web.Application()
+        app.router.add_post("/hook", receive)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        sender = WebhookSender("installation-secret", attempts=1, timeout=2, allow_private=True)
+
+        async def report(event_type: str, reason: str, message: str) -> None:
+            return None
+
+        job = {"kind": "LiveJob", "metadata": {"name": "n", "namespace": namespace, "uid": "u"}}
+        try:
+            assert (await sender.deliver(f"http://127.0.0.1:{port}/hook", build_payload("live", job, "Live", ""),
+                                         report)).delivered
+        finally:
+            await sender.close()
+            await runner.cleanup()
+        return received[0]
+
+    body, header = asyncio.run(deliver("news"))
+    assert verify(derive_webhook_key("installation-secret", "news"), body, header)
+    assert not verify(derive_webhook_key("installation-secret", "sport"), body, header)
+    assert not verify("installation-secret", body, header)  # the installation's secret itself signs nothing
