@@ -1,5 +1,7 @@
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -70,36 +72,48 @@ def test_private_and_metadata_addresses_are_not_public() -> None:
     assert refused_target("https://hooks.example.com/x", allow_private=False) is None  # checked once resolved
 
 
+@contextlib.asynccontextmanager
+async def receiver() -> AsyncIterator[tuple[int, list[tuple[bytes, str]]]]:
+    """A webhook receiver on 127.0.0.1: its port, and the (body, signature header) of each request."""
+    received: list[tuple[bytes, str]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        received.append((await request.read(), request.headers.get(SIGNATURE_HEADER, "")))
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield site._server.sockets[0].getsockname()[1], received  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
+async def deliver(sender: WebhookSender, url: str, namespace: str = "news") -> tuple[DeliveryResult, list[str]]:
+    """One delivery of a "live" event; returns its result and the Event reasons it reported."""
+    reasons: list[str] = []
+
+    async def report(event_type: str, reason: str, message: str) -> None:
+        reasons.append(reason)
+
+    job = {"kind": "LiveJob", "metadata": {"name": "n", "namespace": namespace, "uid": "u"}}
+    try:
+        return await sender.deliver(url, build_payload("live", job, "Live", ""), report), reasons
+    finally:
+        await sender.close()
+
+
 def test_a_webhook_to_a_private_address_is_refused_unless_allowed() -> None:
     async def scenario(allow_private: bool) -> tuple[DeliveryResult, int, list[str]]:
-        hits = 0
-
-        async def receive(request: web.Request) -> web.Response:
-            nonlocal hits
-            hits += 1
-            return web.Response()
-
-        app = web.Application()
-        app.router.add_post("/hook", receive)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        reasons: list[str] = []
-
-        async def report(event_type: str, reason: str, message: str) -> None:
-            reasons.append(reason)
-
-        sender = WebhookSender("s", attempts=2, timeout=2, base_delay=0.01, allow_private=allow_private)
-        payload = build_payload("live", {"kind": "LiveJob", "metadata": {"name": "n", "uid": "u"}}, "Live", "")
-        try:
+        async with receiver() as (port, received):
+            sender = WebhookSender("s", attempts=2, timeout=2, base_delay=0.01, allow_private=allow_private)
             # A name that resolves to loopback, as a job's author could point callbackUrl at the cluster.
-            result = await sender.deliver(f"http://localhost:{port}/hook", payload, report)
-        finally:
-            await sender.close()
-            await runner.cleanup()
-        return result, hits, reasons
+            result, reasons = await deliver(sender, f"http://localhost:{port}/hook")
+            return result, len(received), reasons
 
     refused, hits, reasons = asyncio.run(scenario(allow_private=False))
     assert not refused.delivered and hits == 0 and reasons == ["WebhookRefused"]
@@ -110,35 +124,14 @@ def test_a_webhook_to_a_private_address_is_refused_unless_allowed() -> None:
 def test_each_project_has_its_own_signing_key() -> None:
     """A receiver of one project cannot forge (or accept) another project's events."""
 
-    async def deliver(namespace: str) -> tuple[bytes, str]:
-        received: list[tuple[bytes, str]] = []
+    async def scenario() -> tuple[bytes, str]:
+        async with receiver() as (port, received):
+            sender = WebhookSender("installation-secret", attempts=1, timeout=2, allow_private=True)
+            result, _ = await deliver(sender, f"http://127.0.0.1:{port}/hook", namespace="news")
+            assert result.delivered
+            return received[0]
 
-        async def receive(request: web.Request) -> web.Response:
-            received.append((await request.read(), request.headers.get(SIGNATURE_HEADER, "")))
-            return web.Response()
-
-        app = web.Application()
-        app.router.add_post("/hook", receive)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        sender = WebhookSender("installation-secret", attempts=1, timeout=2, allow_private=True)
-
-        async def report(event_type: str, reason: str, message: str) -> None:
-            return None
-
-        job = {"kind": "LiveJob", "metadata": {"name": "n", "namespace": namespace, "uid": "u"}}
-        try:
-            assert (await sender.deliver(f"http://127.0.0.1:{port}/hook", build_payload("live", job, "Live", ""),
-                                         report)).delivered
-        finally:
-            await sender.close()
-            await runner.cleanup()
-        return received[0]
-
-    body, header = asyncio.run(deliver("news"))
+    body, header = asyncio.run(scenario())
     assert verify(derive_webhook_key("installation-secret", "news"), body, header)
     assert not verify(derive_webhook_key("installation-secret", "sport"), body, header)
     assert not verify("installation-secret", body, header)  # the installation's secret itself signs nothing
