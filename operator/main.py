@@ -37,7 +37,12 @@ def main() -> None:
     sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
     import kopf
 
-    from onair.operator import handlers  # noqa: F401  (registers the handlers with kopf)
+    from onair.operator import (
+        handlers,  # noqa: F401  (registers the handlers with kopf)
+        kopf_fixes,
+    )
+
+    kopf_fixes.apply()
 
     # kopf names this replica in the peering objects after POD_ID (the chart sets the Pod's name); the
     # controller reads the same name to tell its own record from its peers'.

@@ -164,8 +164,7 @@ async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None
         bound, bound_writes = await write_bound(kube, jobs)
         say(f"write bound: {bound:.2f}s")
 
-        # The namespace exists before the operator starts, as in a cluster: one run in which kopf was
-        # started first never began watching the namespace created a moment later (not understood yet).
+        # The namespace exists before the operator starts, as in a cluster.
         await ensure_namespace(kube, "bench-op")
         await kube.create(resource_path("v1", "secrets", "bench-op"),
                           {"metadata": {"name": "onair-s3-credentials"},
