@@ -12,7 +12,7 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -319,7 +319,7 @@ class Gateway:
         index = self.store.live_index(ctx.namespace)
         if wanted is not None and not index.find(str(wanted)):
             raise ApiProblem(404, f"liveJobId: live job {wanted} not found")
-        rows: list[Row] = []
+        rows: list[mapping.ListRow] = []
         for _, entry in index.ordered():
             if wanted is None or entry.id == wanted:
                 rows.extend(mapping.output_rows(entry.obj, entry.facts))
@@ -611,7 +611,7 @@ class Gateway:
         counts the rows that match."""
         node_usage = await self.node_metrics()
         jobs_by_node: dict[str, int] = {}
-        rows: list[Row] = []
+        rows: list[mapping.ListRow] = []
         for pod in self.store.pods.values():
             meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
             labels = meta.get("labels") or {}
@@ -628,38 +628,39 @@ class Gateway:
             job_status = job.get("status") or {}
             stats = job_status.get("statistics") or {}
             project_id = labels.get(mapping.LABEL_PROJECT)
-            created, modified = mapping.millis(meta.get("creationTimestamp")), mapping.modified_millis(pod)
-            rows.append(({"role": role, "hostname": meta["name"], "node": node or None,
-                          "status": status.get("phase"), "job": job_name, "namespace": namespace,
-                          "project_id": project_id, "created_at": created, "modified_at": modified,
-                          "_keys": {"created_at": created, "modified_at": modified}, "_order": 0,
-                          "_id": f"{role}/{namespace}/{meta['name']}"},
-                         {"role": role, "hostname": meta["name"], "labels": labels, "stats": {
-                             "namespace": namespace, "projectId": project_id,
-                             "job": job_name, "jobPhase": job_status.get("phase"), "podPhase": status.get("phase"),
-                             "node": node or None, "podIp": status.get("podIP"),
-                             "startedAt": status.get("startTime"),
-                             "restarts": sum(c.get("restartCount", 0) for c in status.get("containerStatuses") or []),
-                             "inputKbit": (stats.get("videoDataRate") or 0) + (stats.get("audioDataRate") or 0),
-                             "outputs": len(job_status.get("outputs") or []),
-                         }}))
+            keys = {"created_at": mapping.millis(meta.get("creationTimestamp")),
+                    "modified_at": mapping.modified_millis(pod)}
+            rows.append(mapping.ListRow(
+                {"role": role, "hostname": meta["name"], "labels": labels, "stats": {
+                    "namespace": namespace, "projectId": project_id,
+                    "job": job_name, "jobPhase": job_status.get("phase"), "podPhase": status.get("phase"),
+                    "node": node or None, "podIp": status.get("podIP"),
+                    "startedAt": status.get("startTime"),
+                    "restarts": sum(c.get("restartCount", 0) for c in status.get("containerStatuses") or []),
+                    "inputKbit": (stats.get("videoDataRate") or 0) + (stats.get("audioDataRate") or 0),
+                    "outputs": len(job_status.get("outputs") or []),
+                }},
+                {"role": role, "hostname": meta["name"], "node": node or None, "status": status.get("phase"),
+                 "job": job_name, "namespace": namespace, "project_id": project_id, **keys},
+                keys, 0, f"{role}/{namespace}/{meta['name']}"))
         for node_obj in self.store.nodes.values():
             meta, status = node_obj["metadata"], node_obj.get("status") or {}
             ready = next((c.get("status") == "True" for c in status.get("conditions") or []
                           if c.get("type") == "Ready"), False)
             usage = node_usage.get(meta["name"], {})
-            created, modified = mapping.millis(meta.get("creationTimestamp")), mapping.modified_millis(node_obj)
-            rows.append(({"role": "node", "hostname": meta["name"], "node": meta["name"],
-                          "status": "Ready" if ready else "NotReady", "job": None, "namespace": None,
-                          "project_id": None, "created_at": created, "modified_at": modified,
-                          "_keys": {"created_at": created, "modified_at": modified}, "_order": 1,
-                          "_id": f"node//{meta['name']}"},
-                         {"role": "node", "hostname": meta["name"], "labels": meta.get("labels") or {}, "stats": {
-                             "ready": ready, "capacity": status.get("capacity") or {},
-                             "allocatable": status.get("allocatable") or {},
-                             "encoders": jobs_by_node.get(meta["name"], 0), "cpuUsage": usage.get("cpu"),
-                             "memoryUsage": usage.get("memory"),
-                             "kubeletVersion": (status.get("nodeInfo") or {}).get("kubeletVersion")}}))
+            keys = {"created_at": mapping.millis(meta.get("creationTimestamp")),
+                    "modified_at": mapping.modified_millis(node_obj)}
+            rows.append(mapping.ListRow(
+                {"role": "node", "hostname": meta["name"], "labels": meta.get("labels") or {}, "stats": {
+                    "ready": ready, "capacity": status.get("capacity") or {},
+                    "allocatable": status.get("allocatable") or {},
+                    "encoders": jobs_by_node.get(meta["name"], 0), "cpuUsage": usage.get("cpu"),
+                    "memoryUsage": usage.get("memory"),
+                    "kubeletVersion": (status.get("nodeInfo") or {}).get("kubeletVersion")}},
+                {"role": "node", "hostname": meta["name"], "node": meta["name"],
+                 "status": "Ready" if ready else "NotReady", "job": None, "namespace": None, "project_id": None,
+                 **keys},
+                keys, 1, f"node//{meta['name']}"))
         page, info = run_rows(request, self.route_of(request), rows)
         return json_response(envelope({"estimatedCount": info["totalCount"], "streamers": page}, result_info=info))
 
@@ -847,17 +848,12 @@ def _run_list(request: web.Request, route: Route, index: JobIndex, extra: list[q
     return rows, info
 
 
-Row = tuple[Mapping[str, Any], dict[str, Any]]
-
-
-def run_rows(request: web.Request, route: Route, rows: Sequence[Row], default_desc: bool = False
+def run_rows(request: web.Request, route: Route, rows: Sequence[mapping.ListRow], default_desc: bool = False
              ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The same query language as run_list over rows built for this request: (facts, row) pairs whose
-    facts hold the filter values, "_keys" (a sort value per accepted sort), "_order" and "_id" (ties,
-    unique per row: keyset pages neither repeat nor skip a row)."""
+    """The same query language as run_list over rows built for this request (see mapping.ListRow)."""
     lq = parse_list_query(request, route, [], default_desc)
-    matched = sorted((((int(facts["_keys"][lq.sort]), int(facts["_order"]), str(facts["_id"])), row)
-                      for facts, row in rows if all(p(facts) for p in lq.predicates)), key=lambda pair: pair[0])
+    matched = sorted((((int(r.keys[lq.sort]), r.order, r.ident), r.row)
+                      for r in rows if all(p(r.facts) for p in lq.predicates)), key=lambda pair: pair[0])
     page, info = page_of(lq, matched)
     if lq.paths is not None:
         page = [query.project(row, lq.paths) for row in page]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -243,10 +244,19 @@ def live_job_outputs(obj: Obj, facts: Mapping[str, Any]) -> list[dict[str, Any]]
     return rows
 
 
-# --- rows of the smaller lists: (facts, row) pairs for handlers.run_rows ----------------------------
-#
-# Each row's facts hold its filter values, "_keys" (its sort values, in Unix ms or an order number),
-# "_order" and "_id" (which make its keyset position unique and stable as other rows come and go).
+# --- rows of the smaller lists, for handlers.run_rows ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ListRow:
+    """One row of a smaller list and what the query language reads of it."""
+
+    row: dict[str, Any]  # what the client gets
+    facts: Mapping[str, Any]  # the filter values (FieldSpec attributes)
+    keys: Mapping[str, int]  # a sort value per accepted sort: Unix ms or an order number
+    # Ties are broken by order, then ident: unique per row, so keyset pages neither repeat nor skip one.
+    order: int = 0
+    ident: str = ""
 
 OUTPUT_STATUSES = tuple(status.value for status in OutputStatus)
 OUTPUT_FIELDS: dict[str, FieldSpec] = {
@@ -267,17 +277,15 @@ OUTPUT_FIELDS: dict[str, FieldSpec] = {
 }
 
 
-def output_rows(obj: Obj, facts: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """The outputs of a live job with their facts. Order: the job's sort value, its id, the output number."""
-    pairs = []
-    for row in live_job_outputs(obj, facts):
-        created, modified = int(facts["created_at"]), int(facts["modified_at"])
-        pairs.append(({"status": row["statusText"], "name": row["name"], "job_id": row["liveJobId"],
-                       "job": facts["name"], "output_id": row["outputId"], "progress": row["progress"],
-                       "counter": row["counter"], "created_at": created, "modified_at": modified,
-                       "_keys": {"created_at": created, "modified_at": modified},
-                       "_order": row["liveJobId"], "_id": f"{facts['name']}/{row['outputId']:06d}"}, row))
-    return pairs
+def output_rows(obj: Obj, facts: Mapping[str, Any]) -> list[ListRow]:
+    """The outputs of a live job. Order: the job's sort value, its id, the output number."""
+    created, modified = int(facts["created_at"]), int(facts["modified_at"])
+    return [ListRow(row, {"status": row["statusText"], "name": row["name"], "job_id": row["liveJobId"],
+                          "job": facts["name"], "output_id": row["outputId"], "progress": row["progress"],
+                          "counter": row["counter"], "created_at": created, "modified_at": modified},
+                    {"created_at": created, "modified_at": modified},
+                    row["liveJobId"], f"{facts['name']}/{row['outputId']:06d}")
+            for row in live_job_outputs(obj, facts)]
 
 
 TIMING_FIELDS: dict[str, FieldSpec] = {
@@ -290,15 +298,14 @@ TIMING_FIELDS: dict[str, FieldSpec] = {
 }
 
 
-def timing_rows(obj: Obj, output_id: int | None = None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """The timings with their facts. Sort created_at is the row's startDateTime; rows of the same time
-    keep their order in the history."""
-    pairs = []
+def timing_rows(obj: Obj, output_id: int | None = None) -> list[ListRow]:
+    """Sort created_at is the row's startDateTime; rows of the same time keep their order in the history."""
+    rows = []
     for position, row in enumerate(live_job_timings(obj, output_id)):
         when = millis(row["startDateTime"])
-        pairs.append(({"status": row["status"], "child_status": row["childStatus"], "created_at": when,
-                       "_keys": {"created_at": when}, "_order": position, "_id": ""}, row))
-    return pairs
+        rows.append(ListRow(row, {"status": row["status"], "child_status": row["childStatus"], "created_at": when},
+                            {"created_at": when}, position))
+    return rows
 
 
 STATISTICS_FIELDS = ("width", "height", "framerate", "videoDataRate", "videoCodecId", "audioDataRate",
@@ -321,11 +328,9 @@ def statistics(obj: Obj) -> dict[str, Any]:
     return out
 
 
-def stats_rows(obj: Obj, facts: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def stats_rows(obj: Obj, facts: Mapping[str, Any]) -> list[ListRow]:
     row = statistics(obj)
-    return [({**{name: row.get(name) for name in STATISTICS_FIELDS},
-              "_keys": {"created_at": int(facts["created_at"]), "modified_at": int(facts["modified_at"])},
-              "_order": 0, "_id": ""}, row)]
+    return [ListRow(row, row, {"created_at": int(facts["created_at"]), "modified_at": int(facts["modified_at"])})]
 
 
 TEMPLATE_FIELDS: dict[str, FieldSpec] = {
@@ -340,21 +345,21 @@ TEMPLATE_FIELDS: dict[str, FieldSpec] = {
 }
 
 
-def template_rows(templates: Mapping[int, tuple[Obj, bool]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def template_rows(templates: Mapping[int, tuple[Obj, bool]]) -> list[ListRow]:
     """Sort default (the default): the default template first, then by id; sort id: by id."""
-    pairs = []
+    rows = []
     for template_id, (obj, shared) in templates.items():
         spec = obj.get("spec") or {}
-        row = {**spec, "shared": shared}
         created = millis((obj.get("metadata") or {}).get("creationTimestamp"))
         modified = modified_millis(obj)
         default = bool(spec.get("default", False))
-        pairs.append(({"id": template_id, "name": spec.get("name"), "default": default, "shared": shared,
-                       "created_at": created, "modified_at": modified,
-                       "_keys": {"default": 0 if default else 1, "id": template_id, "created_at": created,
-                                 "modified_at": modified},
-                       "_order": template_id, "_id": ""}, row))
-    return pairs
+        rows.append(ListRow({**spec, "shared": shared},
+                            {"id": template_id, "name": spec.get("name"), "default": default, "shared": shared,
+                             "created_at": created, "modified_at": modified},
+                            {"default": 0 if default else 1, "id": template_id, "created_at": created,
+                             "modified_at": modified},
+                            template_id))
+    return rows
 
 
 STREAMER_ROLES = ("node", "encoder", "recorder")
