@@ -26,6 +26,7 @@ from onair.models import (
     RecordJobSpec,
     Rendition,
     ServerType,
+    StorageType,
 )
 
 DEFAULT_SEGMENT_SECONDS = 4
@@ -46,6 +47,8 @@ class StorageConfig(_Camel):
     bucket: str
     prefix: str = ""
     region: str = "us-east-1"
+    # "virtual" (bucket.endpoint-host) for stores that refuse path-style requests, such as Alibaba OSS.
+    addressing_style: Literal["path", "virtual"] = "path"
 
 
 class ClipConfig(_Camel):
@@ -90,6 +93,9 @@ class Outputs:
     event_playlist: bool  # write <rendition>/event.m3u8 naming every segment (EVENT, then VOD)
     final_format: RecordingFormat = RecordingFormat.HLS
     pausable: bool = False
+    # A video-library asset (RecordJob output type vod): the master playlist, its entry point, is
+    # written only once the recording is complete, so a library never picks up a half-made asset.
+    master_at_completion: bool = False
 
 
 @dataclass(frozen=True)
@@ -220,6 +226,7 @@ def load_job_config(environ: Mapping[str, str] | None = None) -> JobConfig:
         event_playlist=False,
         final_format=record.output.format,
         pausable=True,
+        master_at_completion=record.output.type == StorageType.VOD,
     )
     time_range = record.time_range
     return JobConfig(

@@ -44,7 +44,8 @@ async def serve(config: JobConfig, ports: Ports) -> int:
     own_work_dir = "ONAIR_WORK_DIR" not in os.environ
     work_dir = Path(os.environ.get("ONAIR_WORK_DIR") or tempfile.mkdtemp(prefix="onair-encoder-"))
     os.makedirs(work_dir, exist_ok=True)
-    store = S3Store(config.storage.endpoint, config.storage.bucket, config.storage.region)
+    store = S3Store(config.storage.endpoint, config.storage.bucket, config.storage.region,
+                    config.storage.addressing_style)
     encoder = Encoder(config, ports, work_dir, store, spool_limit_from_env())
     job: Encoder | ClipJob = encoder
     if config.ingest.kind == IngestKind.STORED:

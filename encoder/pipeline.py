@@ -646,9 +646,11 @@ class Encoder:
             leftover.unlink(missing_ok=True)
         self._queue_master()
 
-    def _queue_master(self) -> None:
+    def _queue_master(self, complete: bool = False) -> None:
         if any(name not in self.variants for name in self.tracks):
             return  # written once every rendition has its first segment
+        if self.config.outputs.master_at_completion and not complete:
+            return
         variants = []
         for name in self.tracks:
             info = self.variants[name]
@@ -707,6 +709,8 @@ class Encoder:
         for name, track in self.tracks.items():
             if track.segments:
                 self._queue_playlists(name, ended=self.finishing)
+        if self.finishing:
+            self._queue_master(complete=True)
         if self.finishing and self.keep_local_segments:
             await self._write_mp4s(deadline)
         if self.front is not None:

@@ -298,7 +298,8 @@ class UploadQueue:
 class S3Store:
     """ObjectStore on boto3. Retries are ours (UploadQueue), so botocore's are off."""
 
-    def __init__(self, endpoint: str, bucket: str, region: str, **client_kwargs: Any) -> None:
+    def __init__(self, endpoint: str, bucket: str, region: str, addressing_style: str = "path",
+                 **client_kwargs: Any) -> None:
         import boto3
         from botocore.config import Config
 
@@ -311,7 +312,7 @@ class S3Store:
                 retries={"max_attempts": 1, "mode": "standard"},
                 connect_timeout=2,
                 read_timeout=10,
-                s3={"addressing_style": "path"},
+                s3={"addressing_style": addressing_style},
             ),
             **client_kwargs,
         )

@@ -570,8 +570,9 @@ class RecordOutput(BucketLocation):
         default=StorageType.S3,
         description=(
             "s3: any S3-compatible store (path-style addressing). oss: Alibaba OSS (virtual-hosted "
-            "addressing). vod: like s3, and the playlist is closed as a VOD playlist "
-            "(EXT-X-PLAYLIST-TYPE:VOD) for a video library."
+            "addressing, bucket.endpoint-host). vod: like s3, for a video library: the master playlist, "
+            "the asset's entry point, is written only when the recording completes. Every recording's "
+            "media playlists are EVENT playlists while it records and VOD (with ENDLIST) once complete."
         ),
     )
     format: RecordingFormat = Field(

@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from onair.models import API_VERSION, HardwareAcceleration, InputClass, JobTemplateSpec, LiveJob, RecordJob
+from onair.models import (
+    API_VERSION,
+    HardwareAcceleration,
+    InputClass,
+    JobTemplateSpec,
+    LiveJob,
+    RecordJob,
+    StorageType,
+)
 from onair.operator import naming
 from onair.operator.config import OperatorConfig
 from onair.streamkeys import derive_control_key, derive_stream_key
@@ -123,6 +131,9 @@ def build_encoder_config(
             "bucket": location.bucket,
             "prefix": storage_prefix(job),
             "region": location.region or config.s3_region,
+            # Alibaba OSS refuses path-style requests.
+            "addressingStyle": "virtual" if isinstance(job, RecordJob) and job.spec.output.type == StorageType.OSS
+                               else "path",
         },
         "clip": clip,
     }

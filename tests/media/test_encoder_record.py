@@ -183,6 +183,32 @@ def test_record_job_pauses_and_resumes(
     assert (gaps[0].program_date_time - before.end_time).total_seconds() > 5
 
 
+def test_a_vod_recording_appears_in_the_library_only_when_complete(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    port = free_port()
+    source = publish(f"srt://127.0.0.1:{port}?mode=listener", 30, container="mpegts")
+    spec = {"source": {"streamUrl": f"srt://127.0.0.1:{port}"}, "output": {"bucket": "ignored", "type": "vod"}}
+    recorder = start_encoder("RecordJob", spec, None)
+    master_key = f"{recorder.prefix}/master.m3u8"
+    try:
+        recorder.wait_state("live", 10)
+        wait_until(lambda: int(recorder.status()["renditions"][0]["segmentsWritten"]) >= 2, 20, "recorded segments")
+        # The segments and the growing media playlist are stored, but not the asset's entry point.
+        assert object_store.get_text(recorder.bucket, f"{recorder.prefix}/source/index.m3u8")
+        assert object_store.get_text(recorder.bucket, master_key) is None
+        assert recorder.post("/finish").status_code == 202
+        assert recorder.process.wait(30) == 0, recorder.log()[-3000:]
+    finally:
+        source.kill()
+        source.wait()
+    master = object_store.get_text(recorder.bucket, master_key)
+    assert master is not None and "source/index.m3u8" in master
+    stored = object_store.get_text(recorder.bucket, f"{recorder.prefix}/source/index.m3u8")
+    playlist = parse_media_playlist(stored or "")
+    assert playlist.ended and playlist.playlist_type == "VOD" and playlist.segments
+
+
 def test_an_evicted_recording_is_continued_by_the_next_attempt_into_one_mp4(
     start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path
 ) -> None:

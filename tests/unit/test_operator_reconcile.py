@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from onair.encoder.config import load_job_config
+from onair.encoder.upload import S3Store
 from onair.exitcodes import EXIT_INTERRUPTED
 from onair.models import JobTemplateSpec, LiveJob, RecordJob
 from onair.operator import naming
@@ -315,6 +317,23 @@ def record_job(status: dict[str, Any] | None = None, **spec: Any) -> RecordJob:
     if status is not None:
         body["status"] = status
     return RecordJob.model_validate(body)
+
+
+@pytest.mark.parametrize(("output_type", "url_start", "master_at_completion"), [
+    ("s3", "https://oss-cn-hangzhou.aliyuncs.com/imsbucket1/rec/x.ts", False),
+    ("oss", "https://imsbucket1.oss-cn-hangzhou.aliyuncs.com/rec/x.ts", False),
+    ("vod", "https://oss-cn-hangzhou.aliyuncs.com/imsbucket1/rec/x.ts", True),
+])
+def test_the_output_type_reaches_the_recorder(output_type: str, url_start: str, master_at_completion: bool) -> None:
+    job = record_job(output={"type": output_type, "bucket": "imsbucket1",
+                             "endpoint": "https://oss-cn-hangzhou.aliyuncs.com", "region": "cn-hangzhou"})
+    env = {e["name"]: e for e in build_encoder_pod(job, None, CONFIG, 1)["spec"]["containers"][0]["env"]}
+    config = load_job_config({"ONAIR_JOB_CONFIG": env["ONAIR_JOB_CONFIG"]["value"]})
+    store = S3Store(config.storage.endpoint, config.storage.bucket, config.storage.region,
+                    config.storage.addressing_style, aws_access_key_id="a", aws_secret_access_key="b")
+    url = store.client.generate_presigned_url("get_object", Params={"Bucket": "imsbucket1", "Key": config.key("x.ts")})
+    assert url.startswith(url_start)
+    assert config.outputs.master_at_completion is master_at_completion
 
 
 def test_record_job_pauses_resumes_and_completes() -> None:
