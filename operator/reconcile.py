@@ -30,6 +30,7 @@ from onair.models import (
     RecordJobStatus,
     RecordJobTiming,
     RenditionOutput,
+    StorageType,
     append_timing,
     set_condition,
 )
@@ -523,10 +524,16 @@ def _dump(status: LiveJobStatus | RecordJobStatus) -> dict[str, Any]:
 def recorded_files(job: RecordJob, report: dict[str, Any], config: OperatorConfig) -> list[RecordedFile]:
     """The recording's playlists (and MP4s), from the keys the recorder reports."""
     location = job.spec.output
-    base = (config.s3_public_base_url or location.endpoint or config.s3_endpoint).rstrip("/")
+    if location.type == StorageType.OSS and location.endpoint:
+        # Virtual-hosted, as OSS serves it: https://<bucket>.<endpoint host>/<key>.
+        scheme, _, host = location.endpoint.rstrip("/").partition("://")
+        bucket_base = f"{scheme}://{location.bucket}.{host}"
+    else:
+        base = (config.s3_public_base_url or location.endpoint or config.s3_endpoint).rstrip("/")
+        bucket_base = f"{base}/{location.bucket}" if base else ""
 
     def url(key: str) -> str | None:
-        return f"{base}/{location.bucket}/{key}" if base else None
+        return f"{bucket_base}/{key}" if bucket_base else None
 
     files = [RecordedFile(name="master", key=report["masterPlaylistKey"], url=url(report["masterPlaylistKey"]),
                           format=RecordingFormat.HLS)]
@@ -681,7 +688,9 @@ def decide_record_job(
             status.progress = recording["progress"]
         if recording.get("recordedSeconds") is not None:
             status.recorded_seconds = recording["recordedSeconds"]
-    if report and report.get("masterPlaylistKey"):
+    # A vod asset's master playlist is written when the recording completes, not before.
+    listed = job.spec.output.type != StorageType.VOD or target == RecordJobPhase.COMPLETED
+    if listed and report and report.get("masterPlaylistKey"):
         status.files = recorded_files(job, report, config)
     elif target == RecordJobPhase.COMPLETED and not status.files:
         # A short clip can finish before its first report was read: the master's key is known anyway.

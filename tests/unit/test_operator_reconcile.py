@@ -336,6 +336,29 @@ def test_the_output_type_reaches_the_recorder(output_type: str, url_start: str, 
     assert config.outputs.master_at_completion is master_at_completion
 
 
+@pytest.mark.parametrize(("output_type", "master_url", "listed_while_recording"), [
+    ("s3", "https://oss-cn-hangzhou.aliyuncs.com/imsbucket1/rec/master.m3u8", True),
+    ("oss", "https://imsbucket1.oss-cn-hangzhou.aliyuncs.com/rec/master.m3u8", True),
+    ("vod", "https://oss-cn-hangzhou.aliyuncs.com/imsbucket1/rec/master.m3u8", False),
+])
+def test_the_recording_is_listed_where_and_when_its_store_serves_it(
+    output_type: str, master_url: str, listed_while_recording: bool
+) -> None:
+    output = {"type": output_type, "bucket": "imsbucket1", "endpoint": "https://oss-cn-hangzhou.aliyuncs.com"}
+    name = naming.pod_name("rec", "recorder", "uid-r", 1)
+    report = {"masterPlaylistKey": "rec/master.m3u8", "mediaPlaylistKeys": {"source": "rec/source/index.m3u8"},
+              "recording": {"paused": False}}
+    started = decide_record_job(record_job(output=output), None, [], None, CONFIG, NOW).status
+    recording = decide_record_job(record_job(started, output=output), None, [pod(name)], report, CONFIG, NOW).status
+    assert bool(recording.get("files")) is listed_while_recording
+    done = decide_record_job(record_job(recording, output=output), None,
+                             [pod(name, "Succeeded", ready=False, exit_code=0)],
+                             {**report, "recording": {"paused": False, "progress": 1.0}}, CONFIG, NOW).status
+    assert done["phase"] == "Completed"
+    assert done["files"][0]["url"] == done["playbackUrl"] == master_url
+    assert done["files"][1]["url"] == master_url.replace("master.m3u8", "source/index.m3u8")
+
+
 def test_record_job_pauses_resumes_and_completes() -> None:
     name = naming.pod_name("rec", "recorder", "uid-r", 1)
     started = decide_record_job(record_job(), None, [], None, CONFIG, NOW)
