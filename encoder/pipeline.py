@@ -356,7 +356,7 @@ class Encoder:
                 if not self.stop_requested.is_set():
                     await asyncio.sleep(0.05)  # an ffmpeg that fails at once must not spin
         finally:
-            await asyncio.to_thread(gate.close)
+            await gate.close()
 
     async def _feed_from_srt(self, gate: SrtGate, pipe: int) -> None:
         """Waits for the next admitted publisher and relays it into the session's ffmpeg; the pipe is

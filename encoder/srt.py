@@ -26,6 +26,7 @@ import secrets
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -56,6 +57,7 @@ LATENCY_MS = 200
 PBKEYLEN = 16  # AES-128, as the ffmpeg listener had
 RECEIVE_TIMEOUT_MS = 250  # how soon a relay notices a stop while the publisher sends nothing
 ACCEPT_BACKLOG = 4
+ACCEPT_RETRY_SECONDS = 0.2
 MAX_STREAMID = 512  # SRT's limit
 
 
@@ -228,20 +230,20 @@ class SrtGate:
         self._accept_thread = threading.Thread(target=self._accept_loop, name="srt-accept", daemon=True)
         self._accept_thread.start()
 
-    def close(self) -> None:
-        """Stops accepting and ends every publisher (their relays close their pipes)."""
+    async def close(self) -> None:
+        """Stops accepting and ends every publisher (a relay closes its pipe)."""
         with self._lock:
-            self._closing = True
+            self._closing = True  # from here the accept thread queues nobody
             publisher = self._publisher
         if publisher is not None:
             publisher.stop.set()
         if self._listener != SRT_INVALID_SOCK:
             self.lib.srt_close(self._listener)  # wakes the blocked srt_accept
-        while not self._accepted.empty():
-            self.lib.srt_close(self._accepted.get_nowait().socket_id)
-        for thread in [self._accept_thread, *self._relays]:
+        for thread in (self._accept_thread, *self._relays):
             if thread is not None:
-                thread.join(timeout=2)
+                await asyncio.to_thread(thread.join, 2)
+        while not self._accepted.empty():  # admitted while the last session was ending
+            self.lib.srt_close(self._accepted.get_nowait().socket_id)
 
     def _set(self, option: int, value: int | str) -> None:
         if isinstance(value, str):
@@ -284,6 +286,7 @@ class SrtGate:
                     if self._closing:
                         return
                 log.warning("SRT accept failed: %s", self._last_error())
+                time.sleep(ACCEPT_RETRY_SECONDS)  # a failing listener must not spin
                 continue
             publisher = Publisher(socket_id)
             with self._lock:
