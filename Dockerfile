@@ -39,11 +39,13 @@ LABEL org.opencontainers.image.title="onair" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}"
 # ffmpeg: the encoder (libx264, libx265, libvpx, SRT; NVENC, which loads the driver the NVIDIA
-# runtime mounts); nginx + nginx-rtmp: the RTMP front that checks stream keys. Debian's packages are
-# tracked by the base image's release, not pinned.
+# runtime mounts); nginx + nginx-rtmp: the RTMP front that checks stream keys; libsrt: the SRT
+# listener that checks streamids (onair/encoder/srt.py loads it; ffmpeg links the same one). Debian's
+# packages are tracked by the base image's release, not pinned.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ffmpeg nginx-light libnginx-mod-rtmp ca-certificates \
+ && apt-get install -y --no-install-recommends ffmpeg nginx-light libnginx-mod-rtmp libsrt1.5-gnutls \
+      ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 onair \
  && useradd --system --uid 10001 --gid onair --home-dir /tmp --shell /usr/sbin/nologin onair

@@ -177,7 +177,9 @@ class LiveJobDetail(ResponseModel):
     bucket: str | None = Field(description="Bucket name.")
     cdn_distribution: bool
     rtmp_server: str | None
-    srt_url: str | None = None
+    srt_url: str | None = Field(default=None, description="SRT jobs: the URL up to the stream key, e.g. "
+                                "srt://host:9000?streamid=; append `key`, and &passphrase= with the SRT passphrase "
+                                "(`key` too, unless the job names another).")
     web_socket_connection: str | None
     cdn: str | None
     storage_master_file: str | None

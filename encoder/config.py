@@ -72,7 +72,7 @@ class JobEnvelope(_Camel):
 
 class IngestKind(enum.StrEnum):
     RTMP_LISTEN = "rtmp-listen"  # publishers push to our nginx-rtmp front
-    SRT_LISTEN = "srt-listen"  # publishers push to ffmpeg's SRT listener
+    SRT_LISTEN = "srt-listen"  # publishers push to our SRT listener (srt.py), which checks the streamid
     PULL = "pull"  # we pull a URL (HLS, or an rtmp/srt URL for a RecordJob)
     STORED = "stored"  # a RecordJob cutting from a LiveJob's stored segments
 
@@ -188,10 +188,8 @@ def load_job_config(environ: Mapping[str, str] | None = None) -> JobConfig:
         if envelope.kind == "LiveJob":
             live = LiveJobSpec.model_validate(envelope.spec)
             ingest = _ingest_for_live(live)
-            if ingest.kind == IngestKind.RTMP_LISTEN and not stream_key:
-                raise ConfigError("ONAIR_STREAM_KEY is required for an RTMP LiveJob")
-            if ingest.kind == IngestKind.SRT_LISTEN and not (srt_passphrase or stream_key):
-                raise ConfigError("ONAIR_SRT_PASSPHRASE or ONAIR_STREAM_KEY is required for an SRT LiveJob")
+            if ingest.kind in (IngestKind.RTMP_LISTEN, IngestKind.SRT_LISTEN) and not stream_key:
+                raise ConfigError(f"ONAIR_STREAM_KEY is required for an {live.input.server_type.value} LiveJob")
             if ingest.kind == IngestKind.SRT_LISTEN and not srt_passphrase and not 10 <= len(stream_key or "") <= 79:
                 raise ConfigError("ONAIR_STREAM_KEY must be 10 to 79 characters to serve as the SRT passphrase")
             outputs = Outputs(

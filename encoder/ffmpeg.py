@@ -168,10 +168,12 @@ def hls_muxer_args(output: SessionOutput, segment_seconds: int, start_number: in
     return [*args, str(output.local_playlist)]
 
 
-def input_args(input_url: str, *, live_listener: bool) -> list[str]:
+def input_args(input_url: str, *, live_listener: bool, input_format: str | None = None) -> list[str]:
     """Reading the ingest. Short probing: the state turns Live (SRT) when ffmpeg reports the input,
     and the first segment should not wait for a long analysis."""
     args = ["-analyzeduration", "1500000", "-probesize", "2000000"]
+    if input_format:  # a pipe has no name to guess the format from
+        args += ["-f", input_format]
     if not live_listener and input_url.startswith(("http://", "https://")):
         # An HLS pull: start at the live edge rather than three segments back; reconnect on errors.
         args += ["-live_start_index", "-1", "-reconnect", "1", "-reconnect_streamed", "1"]
@@ -185,14 +187,15 @@ def build_session_argv(
     start_numbers: dict[str, int],
     *,
     live_listener: bool,
+    input_format: str | None = None,
     ffmpeg: str = "ffmpeg",
     nvenc: bool = False,
 ) -> list[str]:
     """The whole ffmpeg command of one ingest session (`nvenc`: the template asks for NVENC and this
-    machine has it)."""
+    machine has it; `input_format`: the input's demuxer, for a pipe)."""
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "info", "-nostats", "-progress", "pipe:1"]
     argv += ["-stats_period", "0.5"]
-    argv += input_args(input_url, live_listener=live_listener)
+    argv += input_args(input_url, live_listener=live_listener, input_format=input_format)
     segment_seconds = config.segment_seconds
     if config.passthrough:
         output = outputs[0]

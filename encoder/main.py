@@ -25,11 +25,11 @@ from .clip import ClipJob
 from .config import ConfigError, IngestKind, JobConfig, load_job_config
 from .pipeline import STOP_GRACE_SECONDS, Encoder, FatalConfigError, Ports, spool_limit_from_env
 from .server import hook_app, status_app
+from .srt import SrtUnavailable, load_libsrt
 from .status import EncoderState
 from .upload import S3Store
 
 log = logging.getLogger("onair.encoder")
-
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -101,6 +101,12 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         log.error("missing in the image: %s", ", ".join(missing))
         sys.exit(EXIT_BAD_CONFIG)
+    if config.ingest.kind == IngestKind.SRT_LISTEN:
+        try:
+            load_libsrt()
+        except SrtUnavailable as error:
+            log.error("%s", error)
+            sys.exit(EXIT_BAD_CONFIG)
     ports = Ports(rtmp=args.rtmp_port, srt=args.srt_port, status=args.status_port)
     try:
         code = asyncio.run(serve(config, ports))

@@ -48,6 +48,7 @@ from .rtmp import (
     find_nginx,
     find_rtmp_module,
 )
+from .srt import SrtGate, SrtUnavailable, load_libsrt
 from .status import EncoderState, EncoderStatus, RenditionStatus
 from .tracks import EVENT_PLAYLIST, LIVE_PLAYLIST, RenditionTrack
 from .upload import (
@@ -74,6 +75,7 @@ BANDWIDTH_HEADROOM = 1.1
 # A pulled source that gives no new segment for this long (and at least the minimum) is reconnected.
 FROZEN_SOURCE_SEGMENTS = 3
 FROZEN_SOURCE_MIN_SECONDS = 6.0
+SRT_PIPE_INPUT = "pipe:0"  # the SRT gate relays the publisher's MPEG-TS into ffmpeg's standard input
 
 
 class FatalConfigError(Exception):
@@ -264,7 +266,7 @@ class Encoder:
                 case IngestKind.RTMP_LISTEN:
                     await self._run_rtmp()
                 case IngestKind.SRT_LISTEN:
-                    await self._run_listener(self._srt_url())
+                    await self._run_srt()
                 case IngestKind.PULL:
                     await self._run_pull()
                 case _:
@@ -335,22 +337,36 @@ class Encoder:
 
     @property
     def srt_passphrase(self) -> str | None:
-        """The job's SRT passphrase, or else its stream key: ffmpeg's listener cannot check a caller's
-        streamid, so knowing the key is enforced by making it the encryption passphrase."""
+        """The job's SRT passphrase, or else its stream key: SRT is encrypted unless told otherwise."""
         return self.config.srt_passphrase or self.config.stream_key
 
-    def _srt_url(self) -> str:
-        url = f"srt://{self._url_host()}:{self.ports.srt}?mode=listener&latency=200000"
-        if self.srt_passphrase:
-            url += f"&passphrase={self.srt_passphrase}&pbkeylen=16"
-        return url
+    async def _run_srt(self) -> None:
+        """SRT: our gate listens and checks each caller's streamid (see srt.py); each session is one
+        ffmpeg reading a pipe, waiting before the publisher arrives as with RTMP, until it leaves."""
+        try:
+            library = load_libsrt()
+        except SrtUnavailable as error:
+            raise FatalConfigError(str(error)) from error
+        assert self.config.stream_key is not None, "the configuration requires it for SRT"
+        gate = SrtGate(library, self.config.listen_host, self.ports.srt, self.config.stream_key, self.srt_passphrase)
+        gate.open()
+        try:
+            while not self.stop_requested.is_set():
+                await self._run_session(SRT_PIPE_INPUT, listener=True, srt=gate)
+                if not self.stop_requested.is_set():
+                    await asyncio.sleep(0.05)  # an ffmpeg that fails at once must not spin
+        finally:
+            await gate.close()
 
-    async def _run_listener(self, url: str) -> None:
-        """SRT: ffmpeg listens; a session ends when the publisher leaves; listen again."""
-        while not self.stop_requested.is_set():
-            await self._run_session(url, listener=True)
-            if not self.stop_requested.is_set():
-                await asyncio.sleep(0.05)
+    async def _feed_from_srt(self, gate: SrtGate, pipe: int) -> None:
+        """Waits for the next admitted publisher and relays it into the session's ffmpeg; the pipe is
+        closed at the end either way, so ffmpeg sees the end of its input."""
+        try:
+            publisher = await gate.next_publisher()
+        except asyncio.CancelledError:
+            os.close(pipe)
+            raise
+        await gate.relay(publisher, pipe)
 
     async def _run_pull(self) -> None:
         url = self.config.ingest.url
@@ -380,8 +396,11 @@ class Encoder:
 
     # --- one session ------------------------------------------------------------------------------
 
-    async def _run_session(self, input_url: str, *, listener: bool, pull: bool = False) -> bool:
-        """Runs one ffmpeg until the input ends or a stop; returns whether it produced segments."""
+    async def _run_session(
+        self, input_url: str, *, listener: bool, pull: bool = False, srt: SrtGate | None = None
+    ) -> bool:
+        """Runs one ffmpeg until the input ends or a stop; returns whether it produced segments.
+        `srt`: the input is the pipe that gate's next publisher is relayed into."""
         self.session_number += 1
         self.player_joined.clear()  # this session's ffmpeg joins anew
         session_dir = self.work_dir / f"session_{self.session_number:04d}"
@@ -398,14 +417,27 @@ class Encoder:
             outputs,
             state.start_numbers,
             live_listener=listener,
+            input_format="mpegts" if srt is not None else None,
             nvenc=self.nvenc,
         )
-        log.info("session %d: %s", self.session_number, " ".join(_redact(argv, self.srt_passphrase)))
-        process = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # our SIGTERM must not reach ffmpeg before we stop it ourselves
-            preexec_fn=die_with_parent,
-        )
+        log.info("session %d: %s", self.session_number, " ".join(argv))
+        stdin: int = asyncio.subprocess.DEVNULL
+        if srt is not None:
+            stdin, pipe = os.pipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv, stdin=stdin, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,  # our SIGTERM must not reach ffmpeg before we stop it ourselves
+                preexec_fn=die_with_parent,
+            )
+        except BaseException:
+            if srt is not None:
+                os.close(pipe)
+            raise
+        finally:
+            if srt is not None:
+                os.close(stdin)  # ffmpeg has its copy: the pipe ends when the relay closes its side
+        feeder = asyncio.create_task(self._feed_from_srt(srt, pipe)) if srt is not None else None
         self._current_process = process
         produced_before = sum(status.segments_written for status in self.status.renditions.values())
         readers = [
@@ -419,6 +451,10 @@ class Encoder:
         if pull:
             ending.add(asyncio.create_task(self._watch_for_a_frozen_source(state)))
         await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
+        if feeder is not None:
+            # ffmpeg blocked reading an idle pipe does not notice a signal; the end of its input it does.
+            feeder.cancel()
+            await asyncio.gather(feeder, return_exceptions=True)
         if not exited.done():
             # SIGINT: ffmpeg closes the current segment and writes its playlist before exiting.
             with contextlib.suppress(ProcessLookupError):
@@ -767,10 +803,6 @@ def _frame_rate(text: str | None) -> float | None:
     except (ValueError, ZeroDivisionError):
         return None
     return round(value, 3) if value > 0 else None
-
-
-def _redact(argv: list[str], secret: str | None) -> list[str]:
-    return [arg.replace(secret, "***") if secret else arg for arg in argv]
 
 
 def spool_limit_from_env() -> int:

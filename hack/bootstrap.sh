@@ -13,6 +13,9 @@ command -v go >/dev/null || need_apt+=(golang-go)
 # The encoder's RTMP front: nginx-rtmp refuses a publisher with the wrong stream key (ffmpeg cannot).
 command -v nginx >/dev/null || need_apt+=(nginx-light)
 [[ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ]] || need_apt+=(libnginx-mod-rtmp)
+# The encoder's SRT listener checks streamids through libsrt (ffmpeg's own listener cannot).
+python3 -c 'import ctypes.util, sys; sys.exit(not ctypes.util.find_library("srt-gnutls"))' \
+  || need_apt+=(libsrt1.5-gnutls)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 # hack/lint.sh: shellcheck for the scripts, promtool (Debian's prometheus) for every /metrics.
 command -v shellcheck >/dev/null || need_apt+=(shellcheck)

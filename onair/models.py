@@ -273,8 +273,9 @@ class LiveJobInput(OnairModel):
 
     server_type: ServerType = Field(
         description=(
-            "Ingest protocol. RTMP and SRT: the broadcaster pushes to the URL in status.urls.ingest, "
-            "authenticated by the stream key (RTMP) or the SRT passphrase (the stream key unless "
+            "Ingest protocol. RTMP and SRT: the broadcaster pushes to the URL in status.urls.ingest with "
+            "the stream key appended (RTMP: the stream name; SRT: the streamid, bare or as "
+            "#!::r=<key>,m=publish), and over SRT also the passphrase (the stream key unless "
             "srtPassphraseSecretRef names another). HLS: the encoder pulls "
             "the playlist at `url`. Immutable."
         ),
@@ -302,7 +303,7 @@ class LiveJobInput(OnairModel):
         validate_default=True,
         description=(
             "SRT only: the Secret key holding the SRT passphrase (10 to 79 characters) publishers "
-            "must use. Unset: the stream key is the passphrase."
+            "must use, besides the stream key as streamid. Unset: the stream key is the passphrase."
         ),
     )
 
@@ -910,8 +911,8 @@ class LiveJobUrls(OnairModel):
     )
     srt_url: str | None = Field(
         default=None,
-        description="SRT listener URL, e.g. srt://host:9000; publishers set passphrase (and, by convention, "
-                    "streamid) to the stream key, or the job's SRT passphrase when it has one.",
+        description="SRT URL up to the stream key, e.g. srt://host:9000?streamid=; append the stream key and "
+                    "&passphrase= with the SRT passphrase (the stream key, unless the job names another).",
         max_length=MAX_URL_LENGTH,
     )
     web_socket_connection: str | None = Field(

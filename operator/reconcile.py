@@ -153,7 +153,9 @@ def live_job_urls(job: LiveJob, config: OperatorConfig, pod: PodState | None,
         host = config.ingest_host or f"{service}.{job.metadata.namespace}.svc"
     server_type = job.spec.input.server_type.value
     rtmp = f"rtmp://{host}:{config.rtmp_port}/live/" if host and server_type == "RTMP" else None
-    srt = f"srt://{host}:{config.srt_port}" if host and server_type == "SRT" else None
+    # Like the RTMP server URL, up to the stream key, which the publisher appends (it is in the job's
+    # Secret, never in status): the encoder admits an SRT caller by its streamid.
+    srt = f"srt://{host}:{config.srt_port}?streamid=" if host and server_type == "SRT" else None
     ingest = job.spec.input.url if server_type == "HLS" else (rtmp or srt)
     location = job.spec.destination
     storage_base = (config.s3_public_base_url or location.endpoint or config.s3_endpoint).rstrip("/")

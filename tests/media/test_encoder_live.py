@@ -222,6 +222,95 @@ def test_srt_without_a_passphrase_needs_the_stream_key(start_encoder: Callable[.
     assert encoder.stop() == 0
 
 
+def srt_publish_url(encoder: EncoderProcess, streamid: str | None, passphrase: str | None = None) -> str:
+    """What a publisher gives ffmpeg: the job's SRT listener, a streamid and the passphrase (by default
+    the stream key). ffmpeg takes the streamid as written, up to the next `&`."""
+    passphrase = encoder.stream_key if passphrase is None else passphrase
+    options = ([f"streamid={streamid}"] if streamid is not None else []) + [f"passphrase={passphrase}"]
+    return f"srt://{encoder.host}:{encoder.srt_port}?{'&'.join(options)}"
+
+
+SRT_CALLBACK_REJECTION = b"Application-defined rejection reason"  # what ffmpeg's libsrt prints
+
+
+def test_srt_caller_without_the_stream_key_in_its_streamid_is_rejected_in_the_handshake(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    """Each caller has the right passphrase (the stream key), so only the streamid check can refuse it,
+    and it does so in the handshake: ffmpeg reports the listener's rejection, not a time-out or a drop."""
+    encoder = start_encoder("LiveJob", live_spec("SRT"), ladder_template(("180p", 320, 180, "H264")))
+    key = encoder.stream_key
+    refused = [None, "", "not-the-key", f"{key}x", "#!::r=not-the-key,m=publish", f"#!::u={key},m=publish",
+               f"#!::r={key},m=request", f"#!::r={key},m=bidirectional"]
+    for streamid in refused:
+        publisher = publish(srt_publish_url(encoder, streamid), 3, container="mpegts")
+        assert publisher.wait(20) != 0, streamid
+        stderr = publisher.stderr.read() if publisher.stderr else b""
+        assert SRT_CALLBACK_REJECTION in stderr, (streamid, stderr)
+    status = encoder.status()
+    assert status["state"] == "waiting" and status["ingest"]["connected"] is False
+    assert all(rendition["segmentsWritten"] == 0 for rendition in status["renditions"])
+    listing = object_store.client.list_objects_v2(Bucket=encoder.bucket, Prefix=f"{encoder.prefix}/")
+    assert listing["KeyCount"] == 0, [entry["Key"] for entry in listing.get("Contents", [])]
+    # The same listener takes the key: the refusals were the streamid check, not a broken ingest.
+    publisher = publish(srt_publish_url(encoder, key), 3, container="mpegts")
+    encoder.wait_state("live", 5)
+    assert publisher.wait(30) == 0
+    assert encoder.stop() == 0
+
+
+def test_srt_publishes_with_either_streamid_form_and_a_reconnect_is_a_discontinuity(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path
+) -> None:
+    """The bare stream key, then the SRT Access Control form (other keys ignored): both publish into
+    one playlist per rendition, the second after a discontinuity, and the ladder validates."""
+    encoder = start_encoder("LiveJob", live_spec("SRT"), {**H264_LADDER, "playlistWindow": 20})  # keeps all
+    key = encoder.stream_key
+    for number, streamid in enumerate((key, f"#!::u=reporter,r={key},m=publish,h=ingest.example"), start=1):
+        publisher = publish(srt_publish_url(encoder, streamid), 5, container="mpegts")
+        encoder.wait_state("live", 5)
+        if number == 1:
+            wait_until(lambda: encoder.status()["ingest"]["statistics"]["width"], 10, "ingest statistics")
+            statistics = encoder.status()["ingest"]["statistics"]
+            assert (statistics["width"], statistics["height"], statistics["videoCodecId"]) == (640, 360, 7)
+            assert (statistics["audioCodecId"], statistics["audioChannels"]) == (10, 2)
+        assert publisher.wait(30) == 0, publisher.stderr.read() if publisher.stderr else ""
+        encoder.wait_state("reconnecting", 8)
+    assert encoder.post("/finish").status_code == 202
+    assert encoder.process.wait(30) == 0, encoder.log()[-3000:]
+    assert encoder.states_seen[:4] == ["waiting", "live", "reconnecting", "live"]
+
+    variants = parse_master_playlist(object_store.get_text(encoder.bucket, f"{encoder.prefix}/master.m3u8") or "")
+    assert [variant.resolution for variant in variants] == [(640, 360), (480, 270), (320, 180)]
+    for name, width, height in (("360p", 640, 360), ("270p", 480, 270), ("180p", 320, 180)):
+        check_rendition(object_store, encoder, name, width, height, "h264", tmp_path, ended=True)
+        text = object_store.get_text(encoder.bucket, f"{encoder.prefix}/{name}/index.m3u8") or ""
+        playlist = parse_media_playlist(text)
+        numbers = [segment.sequence for segment in playlist.segments]
+        discontinuities = [segment.sequence for segment in playlist.segments if segment.discontinuity]
+        # Exactly one: where the second publish starts, after the first publish's segments.
+        assert len(discontinuities) == 1 and numbers[0] < discontinuities[0] <= numbers[-1], (name, text)
+        assert numbers[0] == 0 and math.fsum(segment.duration for segment in playlist.segments) >= 8, (name, text)
+
+
+def test_srt_second_publisher_is_refused_while_one_publishes(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    encoder = start_encoder("LiveJob", live_spec("SRT"), ladder_template(("180p", 320, 180, "H264")))
+    first = publish(srt_publish_url(encoder, encoder.stream_key), 6, container="mpegts")
+    encoder.wait_state("live", 5)
+    second = publish(srt_publish_url(encoder, encoder.stream_key), 3, container="mpegts")
+    assert second.wait(20) != 0
+    assert SRT_CALLBACK_REJECTION in (second.stderr.read() if second.stderr else b"")
+    assert encoder.status()["state"] == "live"
+    assert first.wait(30) == 0  # undisturbed to its end
+    encoder.wait_state("reconnecting", 8)
+    assert encoder.stop() == 0
+    playlist = parse_media_playlist(object_store.get_text(encoder.bucket, f"{encoder.prefix}/180p/index.m3u8") or "")
+    assert not any(segment.discontinuity for segment in playlist.segments)
+    assert math.fsum(segment.duration for segment in playlist.segments) >= 5
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -136,7 +136,7 @@ def test_dockerfile_final_stage_is_slim_and_non_root() -> None:
     assert re.search(r"^USER 10001", final, re.M), "the final stage runs as a non-root uid"
     for tool in ("gcc", "build-essential", "git ", "pip install"):
         assert tool not in final, f"{tool!r} in the final stage"
-    assert "ffmpeg" in final and "libnginx-mod-rtmp" in final
+    assert "ffmpeg" in final and "libnginx-mod-rtmp" in final and "libsrt1.5-gnutls" in final
     assert "COPY --from=build /opt/onair /opt/onair" in final
     scripts = yaml.safe_load(
         re.search(r"\[project\.scripts\]\n(.*?)\n\n", (ROOT / "pyproject.toml").read_text(), re.S).group(1)  # type: ignore[union-attr]

@@ -83,18 +83,20 @@ def test_config_of_an_rtmp_live_job() -> None:
         environment(kind="RecordJob", spec={"source": {"liveJobRef": "a"}, "output": {"bucket": "media"}}),
         {**environment(), "ONAIR_SRT_PASSPHRASE": "short"},
         {**environment(spec=SRT_SPEC), "ONAIR_STREAM_KEY": ""},
+        {**environment(spec=SRT_SPEC), "ONAIR_STREAM_KEY": "", "ONAIR_SRT_PASSPHRASE": "a-passphrase"},
         {**environment(spec=SRT_SPEC), "ONAIR_STREAM_KEY": "short-key"},
     ],
     ids=["missing", "not-json", "no-renditions", "rtmp-without-key", "clip-without-clip", "short-passphrase",
-         "srt-without-key-or-passphrase", "srt-key-too-short-for-a-passphrase"],
+         "srt-without-key-or-passphrase", "srt-without-key-for-the-streamid", "srt-key-too-short-for-a-passphrase"],
 )
 def test_configs_that_can_never_work_raise_config_error(environ: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
         load_job_config(environ)
 
 
-def test_srt_live_job_needs_a_passphrase_or_a_key_that_can_be_one() -> None:
-    assert load_job_config({**environment(spec=SRT_SPEC), "ONAIR_STREAM_KEY": ""}
+def test_srt_live_job_needs_the_key_and_a_passphrase_or_a_key_that_can_be_one() -> None:
+    """The streamid is checked against the key; the passphrase is the job's, else the key itself."""
+    assert load_job_config({**environment(spec=SRT_SPEC), "ONAIR_STREAM_KEY": "key"}
                            | {"ONAIR_SRT_PASSPHRASE": "a-passphrase"}).ingest.kind == IngestKind.SRT_LISTEN
     assert load_job_config({**environment(spec=SRT_SPEC), "ONAIR_STREAM_KEY": "0" * 36}).srt_passphrase is None
 

@@ -131,6 +131,16 @@ def test_ready_pod_without_input_waits_for_input_and_publishes_urls() -> None:
     assert ready["status"] == "False"
 
 
+def test_srt_ingest_url_ends_where_the_publisher_appends_the_stream_key() -> None:
+    srt = live_job(input={"serverType": "SRT"})
+    provisioning = decide_live_job(srt, TEMPLATE, [], None, CONFIG, NOW).status
+    srt_waiting = live_job(provisioning, input={"serverType": "SRT"})
+    urls = decide_live_job(srt_waiting, TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW).status["urls"]
+    service = naming.service_name("news", "uid-1")
+    assert urls["srtUrl"] == urls["ingest"] == f"srt://{service}.ns.svc:9000?streamid="
+    assert urls.get("rtmpServer") is None
+
+
 def test_encoder_report_drives_live_and_reconnecting() -> None:
     status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
     pods = [pod(current_pod_name())]
