@@ -591,8 +591,11 @@ class Encoder:
                 # Named after the first segment using it: unique across sessions and Pod restarts.
                 init_name = f"init_{track.next_sequence:06d}.mp4"
                 state.init_keys[name] = init_name
-                self.uploader.put_file(self.config.key(name, init_name), output.directory / output.init_name,
-                                       remove_local=False)
+                local_init = output.directory / output.init_name
+                if self.keep_local_segments:  # the MP4 is joined from the local segments and the init
+                    # they name in the playlist (mp4.write_mp4 looks for it beside them)
+                    os.link(local_init, output.directory / init_name)
+                self.uploader.put_file(self.config.key(name, init_name), local_init, remove_local=False)
             init_uri = state.init_keys[name]
         extension = output.segment_extension
         object_name = f"seg_{track.next_sequence:06d}.{extension}"
