@@ -18,8 +18,7 @@ from media_helpers import (
     SEGMENT_SECONDS,
     EncoderProcess,
     ObjectStore,
-    ffprobe,
-    first_frame_is_keyframe,
+    check_rendition,
     ladder_template,
     live_spec,
     pattern_input,
@@ -28,43 +27,6 @@ from media_helpers import (
 from waiting import wait_until
 
 from onair.encoder.playlist import parse_master_playlist, parse_media_playlist
-
-
-def check_rendition(store: ObjectStore, encoder: EncoderProcess, name: str, width: int, height: int, codec: str,
-                    target: Path, *, ended: bool) -> list[Path]:
-    """The rendition's playlist parses and every segment it names has the right video, audio and a
-    keyframe first."""
-    text = store.get_text(encoder.bucket, f"{encoder.prefix}/{name}/index.m3u8")
-    assert text is not None, f"no playlist for {name}"
-    playlist = parse_media_playlist(text)
-    assert playlist.segments, text
-    assert playlist.ended == ended
-    assert playlist.target_duration is not None
-    assert all(round(segment.duration) <= playlist.target_duration for segment in playlist.segments)
-    assert all(segment.duration > 0 for segment in playlist.segments), text  # no empty segments
-    assert all(segment.program_date_time is not None for segment in playlist.segments)
-    numbers = [segment.sequence for segment in playlist.segments]
-    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
-    paths = []
-    for segment in playlist.segments:
-        path = target / name / segment.uri
-        path.parent.mkdir(parents=True, exist_ok=True)
-        store.client.download_file(encoder.bucket, f"{encoder.prefix}/{name}/{segment.uri}", str(path))
-        if segment.init_uri:
-            init = target / name / segment.init_uri
-            store.client.download_file(encoder.bucket, f"{encoder.prefix}/{name}/{segment.init_uri}", str(init))
-            joined = path.with_suffix(".joined.mp4")
-            joined.write_bytes(init.read_bytes() + path.read_bytes())
-            path = joined
-        probe = ffprobe(path)
-        video = [stream for stream in probe["streams"] if stream["codec_type"] == "video"]
-        audio = [stream for stream in probe["streams"] if stream["codec_type"] == "audio"]
-        assert len(video) == 1 and len(audio) == 1, f"{segment.uri}: {probe['streams']}"
-        assert (video[0]["width"], video[0]["height"], video[0]["codec_name"]) == (width, height, codec)
-        assert audio[0]["codec_name"] == "aac"
-        assert first_frame_is_keyframe(path), f"{name}/{segment.uri} does not start with a keyframe"
-        paths.append(path)
-    return paths
 
 
 def test_rtmp_ladder_playlists_and_segments_validate(
