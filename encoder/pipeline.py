@@ -487,6 +487,9 @@ class Encoder:
                     asyncio.create_task(self._read_progress(packager)),
                     asyncio.create_task(self._read_stderr(packager, state, announce=False, describes_input=False)),
                 ]
+        except OSError as error:  # the packager could not start: end the session, the next one retries
+            log.error("session %d: the packager did not start: %s", self.session_number, error)
+            processes.kill()
         finally:
             processes.close()
         await processes.wait()
