@@ -117,11 +117,14 @@ def test_single_hevc_is_fmp4_hls_with_a_new_map_per_session_and_clips_as_vod(
     assert {stream["codec_name"] for stream in mp4["streams"]} == {"hevc", "aac"}
 
 
-def test_single_h264_stays_mpeg_ts(
+def test_single_h264_over_rtmp_stays_mpeg_ts(
     start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path
 ) -> None:
-    encoder = start_encoder("LiveJob", single_srt_spec(), None, srt_passphrase=PASSPHRASE)
-    publish_session(encoder, 4, size="320x180")
+    encoder = start_encoder("LiveJob", live_spec(input={"serverType": "RTMP", "inputClass": "Single"}), None)
+    publisher = publish(encoder.rtmp_url, 4, size="320x180")
+    encoder.wait_state("live", 3)
+    assert publisher.wait(30) == 0
+    encoder.wait_state("reconnecting", 5)
     assert encoder.stop() == 0, encoder.log()[-3000:]
     text = object_store.get_text(encoder.bucket, f"{encoder.prefix}/source/index.m3u8") or ""
     assert "#EXT-X-MAP" not in text
