@@ -334,10 +334,13 @@ class PassthroughProcesses:
         self._reader: socket.socket | None = reader
 
     @classmethod
-    async def start(cls, remux_argv: list[str], preexec: Callable[[], None]) -> PassthroughProcesses:
+    async def start(
+        cls, remux_argv: list[str], preexec: Callable[[], None], stdin: int = asyncio.subprocess.DEVNULL
+    ) -> PassthroughProcesses:
+        """Starts the remux (`stdin`: for a source that comes in on the remux's standard input)."""
         reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            remux = await _spawn(remux_argv, stdin=asyncio.subprocess.DEVNULL, stdout=writer.fileno(), preexec=preexec)
+            remux = await _spawn(remux_argv, stdin=stdin, stdout=writer.fileno(), preexec=preexec)
         except BaseException:
             reader.close()
             raise
