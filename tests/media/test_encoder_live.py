@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import http.server
 import math
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-import pytest
 from media_helpers import (
     H264_LADDER,
     SEGMENT_SECONDS,
@@ -182,26 +178,6 @@ def test_srt_without_a_passphrase_needs_the_stream_key(start_encoder: Callable[.
     wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 1, 15, "a segment over SRT")
     assert publisher.wait(30) == 0
     assert encoder.stop() == 0
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def hls_origin(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """An HTTP origin serving a directory, as a CDN or packager would serve a live HLS stream."""
-    root = tmp_path / "origin"
-    root.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", root
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_hls_pull_is_encoded_into_the_ladder_and_a_frozen_source_is_pulled_again(

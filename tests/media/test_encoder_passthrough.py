@@ -16,6 +16,7 @@ from media_helpers import (
     ffprobe,
     free_port,
     live_spec,
+    pattern_input,
     publish,
 )
 from waiting import wait_until
@@ -164,3 +165,31 @@ def test_hevc_recording_with_mp2_audio_gets_aac_and_an_mp4(
     mp4 = ffprobe(tmp_path / "source.mp4")
     assert {stream["codec_name"] for stream in mp4["streams"]} == {"hevc", "aac"}
     assert abs(float(mp4["format"]["duration"]) - sum(segment.duration for segment in playlist.segments)) < 1.0
+
+
+def test_a_pulled_hevc_hls_source_is_passed_through_as_fmp4(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, hls_origin: tuple[str, Path],
+    tmp_path: Path,
+) -> None:
+    """A LiveJob pulling an HEVC HLS stream (itself fMP4, as an Apple-conformant origin serves it)."""
+    base_url, root = hls_origin
+    origin = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
+         *pattern_input(10, size="320x180", video="hevc"), "-tag:v", "hvc1",
+         "-f", "hls", "-hls_time", "1", "-hls_list_size", "6", "-hls_flags", "delete_segments",
+         "-hls_segment_type", "fmp4", str(root / "live.m3u8")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: (root / "live.m3u8").exists(), 15, "the origin's first playlist")
+        spec = live_spec(input={"serverType": "HLS", "inputClass": "Single", "url": f"{base_url}/live.m3u8"})
+        encoder = start_encoder("LiveJob", spec, None)
+        encoder.wait_state("live", 15)
+        wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 30, "two pulled segments")
+    finally:
+        origin.kill()
+        origin.wait(10)
+    assert encoder.stop() == 0, encoder.log()[-3000:]
+    text = object_store.get_text(encoder.bucket, f"{encoder.prefix}/source/index.m3u8") or ""
+    assert text.count("#EXT-X-MAP:") >= 1 and ".m4s" in text, text
+    check_rendition(object_store, encoder, "source", 320, 180, "hevc", tmp_path, ended=False, video_tag="hvc1")
