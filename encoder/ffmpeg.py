@@ -2,8 +2,8 @@
 
 One ffmpeg process per ingest session: it decodes the input once, `split`s the decoded video into
 one scaler and one encoder per rendition, and writes each rendition with its own hls muxer into a
-local directory. The pipeline watches those local playlists and publishes the segments; ffmpeg's
-own playlists never leave the Pod.
+local directory (a passthrough is two processes instead: passthrough.py). The pipeline watches those
+local playlists and publishes the segments; ffmpeg's own playlists never leave the Pod.
 """
 
 from __future__ import annotations
@@ -49,11 +49,14 @@ def uses_fmp4(rendition: Rendition | None, audio_codec: AudioCodec) -> bool:
     return rendition is not None and rendition.codec in (VideoCodec.HEVC, VideoCodec.VP9)
 
 
-def session_outputs(config: JobConfig, session_dir: Path, session: int) -> list[SessionOutput]:
+def session_outputs(
+    config: JobConfig, session_dir: Path, session: int, passthrough_fmp4: bool = False
+) -> list[SessionOutput]:
+    """`passthrough_fmp4`: a passthrough's segment type, which its source's codec decides (passthrough.py)."""
     outputs = []
     renditions: list[Rendition | None] = list(config.renditions) or [None]
     for rendition, name in zip(renditions, config.rendition_names, strict=True):
-        fmp4 = uses_fmp4(rendition, config.audio.codec) if not config.passthrough else False
+        fmp4 = passthrough_fmp4 if config.passthrough else uses_fmp4(rendition, config.audio.codec)
         outputs.append(
             SessionOutput(
                 rendition=name,
@@ -198,10 +201,7 @@ def build_session_argv(
     argv += input_args(input_url, live_listener=live_listener, input_format=input_format)
     segment_seconds = config.segment_seconds
     if config.passthrough:
-        output = outputs[0]
-        # Remux only: segments are cut on the source's own keyframes.
-        argv += ["-map", "0:v:0", "-map", "0:a:0?", "-c", "copy"]
-        return argv + hls_muxer_args(output, segment_seconds, start_numbers[output.rendition])
+        raise ValueError("a passthrough session is a remux and a packager process: see passthrough.py")
     renditions = config.renditions
     graph = [f"[0:v:0]split={len(renditions)}" + "".join(f"[split{index}]" for index in range(len(renditions)))]
     for index, rendition in enumerate(renditions):

@@ -38,6 +38,14 @@ from .ffmpeg import (
     unhandled_local_segments,
 )
 from .mp4 import fetch_segment, join_files, write_mp4
+from .passthrough import (
+    OneProcess,
+    PassthroughProcesses,
+    SessionProcesses,
+    build_packager_argv,
+    build_remux_argv,
+    packaging_for,
+)
 from .playlist import MediaPlaylist, Segment, Variant, codec_tag, parse_media_playlist, render_master_playlist
 from .rtmp import (
     PLAY_TOKEN_PARAMETER,
@@ -170,7 +178,6 @@ class Encoder:
         self.keep_local_segments = config.outputs.final_format == RecordingFormat.MP4
         self.local_segments: dict[str, list[tuple[Segment, Path]]] = {name: [] for name in config.rendition_names}
         self.started_at = datetime.now(UTC)
-        self._current_process: asyncio.subprocess.Process | None = None
         self._last_returncode: int | None = None
         self._probing: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
@@ -399,37 +406,54 @@ class Encoder:
     async def _run_session(
         self, input_url: str, *, listener: bool, pull: bool = False, srt: SrtGate | None = None
     ) -> bool:
-        """Runs one ffmpeg until the input ends or a stop; returns whether it produced segments.
-        `srt`: the input is the pipe that gate's next publisher is relayed into."""
+        """Runs one ffmpeg (a passthrough: two) until the input ends or a stop; returns whether it
+        produced segments. `srt`: the input is the pipe that gate's next publisher is relayed into."""
         self.session_number += 1
         self.player_joined.clear()  # this session's ffmpeg joins anew
         session_dir = self.work_dir / f"session_{self.session_number:04d}"
-        outputs = session_outputs(self.config, session_dir, self.session_number)
-        for output in outputs:
-            output.directory.mkdir(parents=True, exist_ok=True)
         for track in self.tracks.values():
             track.start_session()
-        state = SessionState(outputs=outputs,
+        state = SessionState(outputs=[],
                              start_numbers={name: track.next_sequence for name, track in self.tracks.items()})
-        argv = build_session_argv(
-            self.config,
-            input_url,
-            outputs,
-            state.start_numbers,
-            live_listener=listener,
-            input_format="mpegts" if srt is not None else None,
-            nvenc=self.nvenc,
-        )
-        log.info("session %d: %s", self.session_number, " ".join(argv))
+        announce = listener or pull
+        readers: list[asyncio.Task[Any]] = []
+        processes: SessionProcesses
+        input_format = "mpegts" if srt is not None else None  # a pipe has no name to guess it from
         stdin: int = asyncio.subprocess.DEVNULL
         if srt is not None:
             stdin, pipe = os.pipe()
         try:
-            process = await asyncio.create_subprocess_exec(
-                *argv, stdin=stdin, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,  # our SIGTERM must not reach ffmpeg before we stop it ourselves
-                preexec_fn=die_with_parent,
-            )
+            if self.config.passthrough:
+                argv = build_remux_argv(input_url, live_listener=listener, input_format=input_format)
+                log.info("session %d: %s", self.session_number, " ".join(argv))
+                passthrough = await PassthroughProcesses.start(argv, die_with_parent, stdin=stdin)
+                readers.append(asyncio.create_task(self._read_stderr(passthrough.remux, state, announce=announce)))
+                processes = passthrough
+                exited: asyncio.Task[Any] = asyncio.create_task(
+                    self._package_passthrough(passthrough, state, session_dir, readers))
+            else:
+                state.outputs = self._make_outputs(session_dir)
+                argv = build_session_argv(
+                    self.config,
+                    input_url,
+                    state.outputs,
+                    state.start_numbers,
+                    live_listener=listener,
+                    input_format=input_format,
+                    nvenc=self.nvenc,
+                )
+                log.info("session %d: %s", self.session_number, " ".join(argv))
+                process = await asyncio.create_subprocess_exec(
+                    *argv, stdin=stdin, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                    start_new_session=True,  # our SIGTERM must not reach ffmpeg before we stop it ourselves
+                    preexec_fn=die_with_parent,
+                )  # fmt: skip
+                readers += [
+                    asyncio.create_task(self._read_progress(process)),
+                    asyncio.create_task(self._read_stderr(process, state, announce=announce)),
+                ]
+                processes = OneProcess(process)
+                exited = asyncio.create_task(process.wait())
         except BaseException:
             if srt is not None:
                 os.close(pipe)
@@ -438,14 +462,8 @@ class Encoder:
             if srt is not None:
                 os.close(stdin)  # ffmpeg has its copy: the pipe ends when the relay closes its side
         feeder = asyncio.create_task(self._feed_from_srt(srt, pipe)) if srt is not None else None
-        self._current_process = process
         produced_before = sum(status.segments_written for status in self.status.renditions.values())
-        readers = [
-            asyncio.create_task(self._read_progress(process)),
-            asyncio.create_task(self._read_stderr(process, state, announce=listener or pull)),
-        ]
         watcher = asyncio.create_task(self._watch_outputs(state))
-        exited = asyncio.create_task(process.wait())
         stop = asyncio.create_task(self.stop_requested.wait())
         ending: set[asyncio.Task[Any]] = {exited, stop}
         if pull:
@@ -457,13 +475,11 @@ class Encoder:
             await asyncio.gather(feeder, return_exceptions=True)
         if not exited.done():
             # SIGINT: ffmpeg closes the current segment and writes its playlist before exiting.
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGINT)
+            processes.interrupt()
             try:
                 await asyncio.wait_for(asyncio.shield(exited), FFMPEG_STOP_SECONDS)
             except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
+                processes.kill()
                 await exited
         for task in ending:
             task.cancel()
@@ -472,14 +488,46 @@ class Encoder:
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         await self._scan_outputs(state)  # the segments ffmpeg closed while exiting
-        self._current_process = None
-        self._last_returncode = process.returncode
-        if process.returncode not in (0, 255, -signal.SIGINT) and not self.stop_requested.is_set():
-            log.warning("ffmpeg exited with %s: %s", process.returncode, "\n".join(state.stderr_tail))
+        self._last_returncode = processes.returncode
+        if self._last_returncode not in (0, 255, -signal.SIGINT) and not self.stop_requested.is_set():
+            log.warning("ffmpeg exited with %s: %s", self._last_returncode, "\n".join(state.stderr_tail))
         if state.connected:  # listeners and pulls; RTMP's connection state comes from nginx's hooks
             self._connected(False)
         produced = sum(status.segments_written for status in self.status.renditions.values()) > produced_before
         return produced
+
+    def _make_outputs(self, session_dir: Path, passthrough_fmp4: bool = False) -> list[SessionOutput]:
+        outputs = session_outputs(self.config, session_dir, self.session_number, passthrough_fmp4)
+        for output in outputs:
+            output.directory.mkdir(parents=True, exist_ok=True)
+        return outputs
+
+    async def _package_passthrough(self, processes: PassthroughProcesses, state: SessionState, session_dir: Path,
+                                   readers: list[asyncio.Task[Any]]) -> None:
+        """A passthrough session once its remux runs: the segment type from the program it writes,
+        then the packager. Returns when both have exited (or the remux ended before a program)."""
+        try:
+            program = await processes.read_program()
+            if program is not None:
+                packaging = packaging_for(program, self.config.audio)
+                outputs = self._make_outputs(session_dir, packaging.fmp4)
+                output = outputs[0]
+                argv = build_packager_argv(output, packaging, self.config.segment_seconds,
+                                           state.start_numbers[output.rendition])
+                log.info("session %d: %s video, %s audio in %s segments: %s", self.session_number, program.video,
+                         program.audio, "fMP4" if packaging.fmp4 else "MPEG-TS", " ".join(argv))
+                packager = await processes.start_packager(argv, die_with_parent)
+                state.outputs = outputs
+                readers += [
+                    asyncio.create_task(self._read_progress(packager)),
+                    asyncio.create_task(self._read_stderr(packager, state, announce=False, describes_input=False)),
+                ]
+        except OSError as error:  # the packager could not start: end the session, the next one retries
+            log.error("session %d: the packager did not start: %s", self.session_number, error)
+            processes.kill()
+        finally:
+            processes.close()
+        await processes.wait()
 
     async def _watch_for_a_frozen_source(self, state: SessionState) -> None:
         """Returns when a pulled source has stopped giving media: an HLS playlist that is no longer
@@ -502,11 +550,13 @@ class Encoder:
                 if block.speed is not None:
                     self.status.metrics.speed.set(block.speed)
 
-    async def _read_stderr(self, process: asyncio.subprocess.Process, state: SessionState, announce: bool) -> None:
+    async def _read_stderr(self, process: asyncio.subprocess.Process, state: SessionState, announce: bool,
+                           describes_input: bool = True) -> None:
         """Keeps a tail for error messages; turns ffmpeg's description of the input into the ingest
-        statistics and, for listeners and pulls, into the "connected" signal."""
+        statistics and, for listeners and pulls, into the "connected" signal (`describes_input`: the
+        process reads the source itself, not a passthrough's remuxed copy)."""
         assert process.stderr is not None
-        described = False
+        described = not describes_input
         async for raw in process.stderr:
             line = raw.decode(errors="replace").rstrip("\n")
             state.stderr_tail.append(line)
@@ -579,8 +629,11 @@ class Encoder:
                 # Named after the first segment using it: unique across sessions and Pod restarts.
                 init_name = f"init_{track.next_sequence:06d}.mp4"
                 state.init_keys[name] = init_name
-                self.uploader.put_file(self.config.key(name, init_name), output.directory / output.init_name,
-                                       remove_local=False)
+                local_init = output.directory / output.init_name
+                if self.keep_local_segments:  # the MP4 is joined from the local segments and the init
+                    # they name in the playlist (mp4.write_mp4 looks for it beside them)
+                    os.link(local_init, output.directory / init_name)
+                self.uploader.put_file(self.config.key(name, init_name), local_init, remove_local=False)
             init_uri = state.init_keys[name]
         extension = output.segment_extension
         object_name = f"seg_{track.next_sequence:06d}.{extension}"
@@ -601,8 +654,11 @@ class Encoder:
             task = asyncio.create_task(self._probe_variant(name, probe_copy, init, size, local.duration))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-        for expired in track.take_expired():
-            self.uploader.delete(self.config.key(name, expired.uri))
+        expired = track.take_expired()
+        for segment_gone in expired:
+            self.uploader.delete(self.config.key(name, segment_gone.uri))
+        for init_gone in track.unused_init_segments(expired):
+            self.uploader.delete(self.config.key(name, init_gone))
         variant = self.variants.get(name)
         if variant is not None and local.duration > 0:
             bandwidth = int(size * 8 / local.duration)

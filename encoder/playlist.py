@@ -244,7 +244,7 @@ _H264_CONSTRAINTS = {"Constrained Baseline": 0xC0, "Baseline": 0xC0, "Main": 0x4
 
 def codec_tag(stream: dict[str, object]) -> str | None:
     """RFC 6381 codec string of one ffprobe stream (`ffprobe -show_streams -of json`), e.g.
-    avc1.64001f, hvc1.1.6.L93.B0, vp09.00.30.08, mp4a.40.2, Opus. None for an unknown codec."""
+    avc1.64001f, hvc1.1.6.L93.B0, vp09.00.30.08, mp4a.40.2, Opus, ac-3, ec-3. None for an unknown codec."""
     codec = stream.get("codec_name")
     profile = str(stream.get("profile") or "")
     level = stream.get("level")
@@ -268,6 +268,10 @@ def codec_tag(stream: dict[str, object]) -> str | None:
         return "mp4a.40.34"
     if codec == "opus":
         return "Opus"
+    if codec == "ac3":
+        return "ac-3"
+    if codec == "eac3":
+        return "ec-3"
     return None
 
 

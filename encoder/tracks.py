@@ -126,6 +126,12 @@ class RenditionTrack:
             expired.append(self._retired.popleft())
         return expired
 
+    def unused_init_segments(self, expired: list[Segment]) -> list[str]:
+        """The init segments (EXT-X-MAP) of `expired` segments that no segment still in the playlist
+        or still fetchable uses: they go with them. Each session has its own, so they would pile up."""
+        in_use = {segment.init_uri for segment in (*self.segments, *self._retired)}
+        return sorted({segment.init_uri for segment in expired if segment.init_uri and segment.init_uri not in in_use})
+
     def _target(self, segments: list[Segment]) -> int:
         self.target_floor = max(self.target_floor, target_duration(segments, self.nominal_duration))
         return self.target_floor

@@ -3,12 +3,15 @@ outage), the real encoder as a subprocess on its own 127.x address, and real ffm
 
 from __future__ import annotations
 
+import http.server
 import itertools
 import json
 import os
 import secrets
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +147,23 @@ def start_encoder(
             except subprocess.TimeoutExpired:
                 encoder.process.kill()
                 encoder.process.wait()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def hls_origin(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An HTTP origin serving a directory, as a CDN or packager would serve a live HLS stream."""
+    root = tmp_path / "origin"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", root
+    finally:
+        server.shutdown()
+        server.server_close()

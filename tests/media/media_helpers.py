@@ -19,6 +19,8 @@ from typing import Any
 import requests
 from waiting import wait_until
 
+from onair.encoder.playlist import parse_media_playlist
+
 WEED = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
 ENCODER = str(Path(sys.executable).parent / "onair-encoder")  # the console script the Pod runs
 ACCESS_KEY, SECRET_KEY, REGION = "onairtest", "onairtestsecret", "us-east-1"
@@ -182,14 +184,21 @@ class EncoderProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def pattern_input(seconds: float, size: str = "640x360", rate: int = 30) -> list[str]:
-    """A generated test pattern with a tone, paced in real time like a live source."""
+def pattern_input(seconds: float, size: str = "640x360", rate: int = 30, video: str = "h264",
+                  audio: str = "aac") -> list[str]:
+    """A generated test pattern with a tone, paced in real time like a live source; `video` h264 or
+    hevc (a 1-s GOP either way), `audio` an ffmpeg encoder name (aac, mp2, ac3...)."""
+    if video == "hevc":
+        video_args = ["-c:v", "libx265", "-preset", "ultrafast", "-tune", "zerolatency",
+                      "-x265-params", f"keyint={rate}:min-keyint={rate}:scenecut=0:log-level=error"]
+    else:
+        video_args = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", str(rate)]
     return [
         "-re", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}",
         "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
         "-t", str(seconds),
-        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", str(rate), "-pix_fmt", "yuv420p",
-        "-c:a", "aac", "-b:a", "96k", "-ac", "2",
+        *video_args, "-pix_fmt", "yuv420p",
+        "-c:a", audio, "-b:a", "96k", "-ac", "2",
     ]  # fmt: skip
 
 
@@ -216,6 +225,44 @@ def first_frame_is_keyframe(path: Path) -> bool:
     )  # fmt: skip
     frames = json.loads(result.stdout).get("frames", [])
     return bool(frames) and frames[0].get("key_frame") == 1
+
+
+def check_rendition(store: ObjectStore, encoder: EncoderProcess, name: str, width: int, height: int, codec: str,
+                    target: Path, *, ended: bool, video_tag: str | None = None) -> list[Path]:
+    """The rendition's playlist parses and every segment it names has the right video (and sample
+    entry `video_tag`), AAC audio and a keyframe first."""
+    text = store.get_text(encoder.bucket, f"{encoder.prefix}/{name}/index.m3u8")
+    assert text is not None, f"no playlist for {name}"
+    playlist = parse_media_playlist(text)
+    assert playlist.segments, text
+    assert playlist.ended == ended
+    assert playlist.target_duration is not None
+    assert all(round(segment.duration) <= playlist.target_duration for segment in playlist.segments)
+    assert all(segment.duration > 0 for segment in playlist.segments), text  # no empty segments
+    assert all(segment.program_date_time is not None for segment in playlist.segments)
+    numbers = [segment.sequence for segment in playlist.segments]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    paths = []
+    for segment in playlist.segments:
+        path = target / name / segment.uri
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store.client.download_file(encoder.bucket, f"{encoder.prefix}/{name}/{segment.uri}", str(path))
+        if segment.init_uri:
+            init = target / name / segment.init_uri
+            store.client.download_file(encoder.bucket, f"{encoder.prefix}/{name}/{segment.init_uri}", str(init))
+            joined = path.with_suffix(".joined.mp4")
+            joined.write_bytes(init.read_bytes() + path.read_bytes())
+            path = joined
+        probe = ffprobe(path)
+        video = [stream for stream in probe["streams"] if stream["codec_type"] == "video"]
+        audio = [stream for stream in probe["streams"] if stream["codec_type"] == "audio"]
+        assert len(video) == 1 and len(audio) == 1, f"{segment.uri}: {probe['streams']}"
+        assert (video[0]["width"], video[0]["height"], video[0]["codec_name"]) == (width, height, codec)
+        assert video_tag is None or video[0]["codec_tag_string"] == video_tag, video[0]
+        assert audio[0]["codec_name"] == "aac"
+        assert first_frame_is_keyframe(path), f"{name}/{segment.uri} does not start with a keyframe"
+        paths.append(path)
+    return paths
 
 
 SEGMENT_SECONDS = 2

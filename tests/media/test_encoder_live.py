@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import http.server
 import math
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
-import pytest
 from media_helpers import (
     H264_LADDER,
     SEGMENT_SECONDS,
     EncoderProcess,
     ObjectStore,
-    ffprobe,
-    first_frame_is_keyframe,
+    check_rendition,
     ladder_template,
     live_spec,
     pattern_input,
@@ -28,43 +23,6 @@ from media_helpers import (
 from waiting import wait_until
 
 from onair.encoder.playlist import parse_master_playlist, parse_media_playlist
-
-
-def check_rendition(store: ObjectStore, encoder: EncoderProcess, name: str, width: int, height: int, codec: str,
-                    target: Path, *, ended: bool) -> list[Path]:
-    """The rendition's playlist parses and every segment it names has the right video, audio and a
-    keyframe first."""
-    text = store.get_text(encoder.bucket, f"{encoder.prefix}/{name}/index.m3u8")
-    assert text is not None, f"no playlist for {name}"
-    playlist = parse_media_playlist(text)
-    assert playlist.segments, text
-    assert playlist.ended == ended
-    assert playlist.target_duration is not None
-    assert all(round(segment.duration) <= playlist.target_duration for segment in playlist.segments)
-    assert all(segment.duration > 0 for segment in playlist.segments), text  # no empty segments
-    assert all(segment.program_date_time is not None for segment in playlist.segments)
-    numbers = [segment.sequence for segment in playlist.segments]
-    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
-    paths = []
-    for segment in playlist.segments:
-        path = target / name / segment.uri
-        path.parent.mkdir(parents=True, exist_ok=True)
-        store.client.download_file(encoder.bucket, f"{encoder.prefix}/{name}/{segment.uri}", str(path))
-        if segment.init_uri:
-            init = target / name / segment.init_uri
-            store.client.download_file(encoder.bucket, f"{encoder.prefix}/{name}/{segment.init_uri}", str(init))
-            joined = path.with_suffix(".joined.mp4")
-            joined.write_bytes(init.read_bytes() + path.read_bytes())
-            path = joined
-        probe = ffprobe(path)
-        video = [stream for stream in probe["streams"] if stream["codec_type"] == "video"]
-        audio = [stream for stream in probe["streams"] if stream["codec_type"] == "audio"]
-        assert len(video) == 1 and len(audio) == 1, f"{segment.uri}: {probe['streams']}"
-        assert (video[0]["width"], video[0]["height"], video[0]["codec_name"]) == (width, height, codec)
-        assert audio[0]["codec_name"] == "aac"
-        assert first_frame_is_keyframe(path), f"{name}/{segment.uri} does not start with a keyframe"
-        paths.append(path)
-    return paths
 
 
 def test_rtmp_ladder_playlists_and_segments_validate(
@@ -309,26 +267,6 @@ def test_srt_second_publisher_is_refused_while_one_publishes(
     playlist = parse_media_playlist(object_store.get_text(encoder.bucket, f"{encoder.prefix}/180p/index.m3u8") or "")
     assert not any(segment.discontinuity for segment in playlist.segments)
     assert math.fsum(segment.duration for segment in playlist.segments) >= 5
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def hls_origin(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """An HTTP origin serving a directory, as a CDN or packager would serve a live HLS stream."""
-    root = tmp_path / "origin"
-    root.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", root
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_hls_pull_is_encoded_into_the_ladder_and_a_frozen_source_is_pulled_again(

@@ -146,14 +146,6 @@ def test_nvenc_needs_the_nvidia_device(tmp_path: Path) -> None:
     assert nvenc_available(device=tmp_path / "nvidiactl") is False
 
 
-def test_passthrough_remuxes_without_transcoding(tmp_path: Path) -> None:
-    config = load_job_config(environment(template=None))
-    outputs = session_outputs(config, tmp_path, 1)
-    argv = build_session_argv(config, "srt://x", outputs, {"source": 0}, live_listener=True)
-    assert "-filter_complex" not in argv and argv[argv.index("-c") + 1] == "copy"
-    assert [output.rendition for output in outputs] == ["source"]
-
-
 def test_gop_must_divide_the_segment_duration() -> None:
     rendition = Rendition(name="a", width=64, height=64, fps=30, video_bitrate=100_000, gop_seconds=2)
     assert gop_seconds(rendition, 4) == 2
@@ -254,6 +246,8 @@ def test_codec_tags() -> None:
     assert codec_tag({"codec_name": "hevc", "profile": "Main", "level": 93}) == "hvc1.1.6.L93.B0"
     assert codec_tag({"codec_name": "vp9", "profile": "Profile 0", "pix_fmt": "yuv420p"}) == "vp09.00.31.08"
     assert codec_tag({"codec_name": "aac", "profile": "LC"}) == "mp4a.40.2"
+    assert codec_tag({"codec_name": "hevc", "profile": "Main 10", "level": 120}) == "hvc1.2.4.L120.B0"
+    assert (codec_tag({"codec_name": "ac3"}), codec_tag({"codec_name": "eac3"})) == ("ac-3", "ec-3")
 
 
 def test_clip_is_exact_to_segment_boundaries() -> None:
