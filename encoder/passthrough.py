@@ -37,8 +37,10 @@ TS_PACKET = 188
 TS_SYNC = 0x47
 PAT_PID = 0x0000
 # ffmpeg writes SDT, PAT and PMT before the first media packet: a few hundred bytes. Past this many
-# bytes with no PMT, the stream is not what we expect: package it as MPEG-TS, as before.
-PROGRAM_SEARCH_BYTES = 64 * 1024
+# bytes with no PMT, the stream is not what we expect: package it as MPEG-TS, as before. Well below
+# what the socket holds of the remux's small writes (about 52 KB of 188-byte ones), or the remux
+# would block before the peek could see this many.
+PROGRAM_SEARCH_BYTES = 16 * 1024
 PEEK_INTERVAL_SECONDS = 0.02
 # After the packager ended (an error, or the end of the stream) the remux has nobody to write to.
 REMUX_EXIT_SECONDS = 3.0
@@ -234,13 +236,14 @@ class Packaging:
         return "m4s" if self.fmp4 else "ts"
 
 
-def packaging_for(program: ProgramStreams, audio: AudioSettings) -> Packaging:
-    """HEVC: fMP4 with the `hvc1` sample entry (Apple plays HEVC only so: parameter sets in the sample
-    description), AAC moved from ADTS framing to the MP4 AudioSpecificConfig, AC-3/E-AC-3 as they
-    are, any other audio re-encoded to AAC. Anything else: MPEG-TS, everything copied, as before."""
-    if program.video not in FMP4_VIDEO_CODECS:
+def packaging_for(program: ProgramStreams, audio: AudioSettings, fmp4: bool = False) -> Packaging:
+    """HEVC (or any source, with `fmp4`: the playlist already holds fMP4 segments): fMP4, HEVC with
+    the `hvc1` sample entry (Apple plays HEVC only so: parameter sets in the sample description), AAC
+    moved from ADTS framing to the MP4 AudioSpecificConfig, AC-3/E-AC-3 as they are, any other audio
+    re-encoded to AAC. Anything else: MPEG-TS, everything copied, as before."""
+    if program.video not in FMP4_VIDEO_CODECS and not fmp4:
         return Packaging(fmp4=False, codec_args=[])
-    args = ["-tag:v", "hvc1"]
+    args = ["-tag:v", "hvc1"] if program.video == "hevc" else []
     if program.audio == "aac":
         args += ["-bsf:a", "aac_adtstoasc"]
     elif program.audio is not None and program.audio not in FMP4_AUDIO_COPY:
@@ -357,6 +360,7 @@ class PassthroughProcesses:
         reader = self._reader
         assert reader is not None
         loop = asyncio.get_running_loop()
+        seen = -1
         while True:
             readable: asyncio.Future[None] = loop.create_future()
             loop.add_reader(reader.fileno(), _resolve, readable)
@@ -376,6 +380,9 @@ class PassthroughProcesses:
             if len(data) >= PROGRAM_SEARCH_BYTES:
                 log.warning("no PMT in the first %d bytes of the remuxed source", len(data))
                 return ProgramStreams("unknown", "unknown")
+            if self.remux.returncode is not None and len(data) == seen:
+                return None  # a peek never sees the end of the stream: the remux is gone, nothing comes
+            seen = len(data)
             await asyncio.sleep(PEEK_INTERVAL_SECONDS)  # readable stays true until more bytes arrive
 
     async def start_packager(self, argv: list[str], preexec: Callable[[], None]) -> asyncio.subprocess.Process:

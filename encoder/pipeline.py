@@ -83,6 +83,7 @@ BANDWIDTH_HEADROOM = 1.1
 # A pulled source that gives no new segment for this long (and at least the minimum) is reconnected.
 FROZEN_SOURCE_SEGMENTS = 3
 FROZEN_SOURCE_MIN_SECONDS = 6.0
+FEEDER_STOP_SECONDS = 2.0
 SRT_PIPE_INPUT = "pipe:0"  # the SRT gate relays the publisher's MPEG-TS into ffmpeg's standard input
 
 
@@ -356,8 +357,8 @@ class Encoder:
             raise FatalConfigError(str(error)) from error
         assert self.config.stream_key is not None, "the configuration requires it for SRT"
         gate = SrtGate(library, self.config.listen_host, self.ports.srt, self.config.stream_key, self.srt_passphrase)
-        gate.open()
         try:
+            gate.open()
             while not self.stop_requested.is_set():
                 await self._run_session(SRT_PIPE_INPUT, listener=True, srt=gate)
                 if not self.stop_requested.is_set():
@@ -365,15 +366,17 @@ class Encoder:
         finally:
             await gate.close()
 
-    async def _feed_from_srt(self, gate: SrtGate, pipe: int) -> None:
-        """Waits for the next admitted publisher and relays it into the session's ffmpeg; the pipe is
-        closed at the end either way, so ffmpeg sees the end of its input."""
-        try:
-            publisher = await gate.next_publisher()
-        except asyncio.CancelledError:
-            os.close(pipe)
-            raise
-        await gate.relay(publisher, pipe)
+    def _loggable(self, argv: list[str]) -> str:
+        """The command line for the log, without the credentials in it (the RTMP play URL carries the
+        stream key and the play token)."""
+        return redacted(argv, self.config.stream_key, self.play_token, self.srt_passphrase)
+
+    async def _feed_from_srt(self, gate: SrtGate, unclaimed_pipe: list[int]) -> None:
+        """Waits for the next admitted publisher and relays it into the session's ffmpeg. The relay
+        takes the pipe (and closes it when the publisher leaves); until then it stays in
+        `unclaimed_pipe` for the session to close, also when this task is cancelled before it ran."""
+        publisher = await gate.next_publisher()
+        await gate.relay(publisher, unclaimed_pipe.pop())
 
     async def _run_pull(self) -> None:
         url = self.config.ingest.url
@@ -425,7 +428,7 @@ class Encoder:
         try:
             if self.config.passthrough:
                 argv = build_remux_argv(input_url, live_listener=listener, input_format=input_format)
-                log.info("session %d: %s", self.session_number, " ".join(argv))
+                log.info("session %d: %s", self.session_number, self._loggable(argv))
                 passthrough = await PassthroughProcesses.start(argv, die_with_parent, stdin=stdin)
                 readers.append(asyncio.create_task(self._read_stderr(passthrough.remux, state, announce=announce)))
                 processes = passthrough
@@ -442,7 +445,7 @@ class Encoder:
                     input_format=input_format,
                     nvenc=self.nvenc,
                 )
-                log.info("session %d: %s", self.session_number, " ".join(argv))
+                log.info("session %d: %s", self.session_number, self._loggable(argv))
                 process = await asyncio.create_subprocess_exec(
                     *argv, stdin=stdin, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                     start_new_session=True,  # our SIGTERM must not reach ffmpeg before we stop it ourselves
@@ -461,7 +464,8 @@ class Encoder:
         finally:
             if srt is not None:
                 os.close(stdin)  # ffmpeg has its copy: the pipe ends when the relay closes its side
-        feeder = asyncio.create_task(self._feed_from_srt(srt, pipe)) if srt is not None else None
+        unclaimed_pipe = [pipe] if srt is not None else []
+        feeder = asyncio.create_task(self._feed_from_srt(srt, unclaimed_pipe)) if srt is not None else None
         produced_before = sum(status.segments_written for status in self.status.renditions.values())
         watcher = asyncio.create_task(self._watch_outputs(state))
         stop = asyncio.create_task(self.stop_requested.wait())
@@ -471,8 +475,14 @@ class Encoder:
         await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
         if feeder is not None:
             # ffmpeg blocked reading an idle pipe does not notice a signal; the end of its input it does.
+            # A relay blocked writing to an ffmpeg that no longer reads is freed by killing ffmpeg (EPIPE).
             feeder.cancel()
-            await asyncio.gather(feeder, return_exceptions=True)
+            done, _ = await asyncio.wait({feeder}, timeout=FEEDER_STOP_SECONDS)
+            if not done:
+                processes.kill()
+                await asyncio.gather(feeder, return_exceptions=True)
+            for fd in unclaimed_pipe:  # no publisher came: ffmpeg sees the end of its input
+                os.close(fd)
         if not exited.done():
             # SIGINT: ffmpeg closes the current segment and writes its playlist before exiting.
             processes.interrupt()
@@ -509,7 +519,12 @@ class Encoder:
         try:
             program = await processes.read_program()
             if program is not None:
-                packaging = packaging_for(program, self.config.audio)
+                # A playlist that names an fMP4 segment stays fMP4: an EXT-X-MAP applies to every segment
+                # after it, so MPEG-TS segments cannot follow (a reconnect with H.264 after HEVC).
+                in_fmp4 = any(segment.init_uri for track in self.tracks.values() for segment in track.segments)
+                packaging = packaging_for(program, self.config.audio, fmp4=in_fmp4)
+                for track_name in self.tracks:  # the codecs may have changed: the master is probed again
+                    self.variants.pop(track_name, None)
                 outputs = self._make_outputs(session_dir, packaging.fmp4)
                 output = outputs[0]
                 argv = build_packager_argv(output, packaging, self.config.segment_seconds,
@@ -801,10 +816,11 @@ class Encoder:
         for name, track in self.tracks.items():
             if track.segments:
                 self._queue_playlists(name, ended=self.finishing)
-        if self.finishing:
-            self._queue_master(complete=True)
         if self.finishing and self.keep_local_segments:
             await self._write_mp4s(deadline)
+        if self.finishing:  # after the MP4s: a vod asset's master says it is complete
+            await self._probe_stored_variants()
+            self._queue_master(complete=True)
         if self.front is not None:
             await self.front.stop()
         uploaded = await asyncio.to_thread(self.uploader.wait_idle, max(0.5, deadline - time.monotonic()))
@@ -817,6 +833,24 @@ class Encoder:
             rendition.status = "Completed"
         self.status.set_state(EncoderState.COMPLETED, "finished" if self.finishing else "stopped")
         return self.exit_code()
+
+    async def _probe_stored_variants(self) -> None:
+        """The master needs every rendition probed. One this process published nothing of (a recording
+        continued after an eviction that ends at once) is probed from its last stored segment."""
+        for name, track in self.tracks.items():
+            if name in self.variants or name in self._probing or not track.segments:
+                continue
+            segment = track.segments[-1]
+            directory = self.work_dir / "probe" / name
+            directory.mkdir(parents=True, exist_ok=True)
+            try:
+                path = await asyncio.to_thread(fetch_segment, self.store, partial(self.config.key, name), segment,
+                                               directory)
+            except Exception as error:
+                log.error("no master: %s could not be probed from the bucket: %s", name, error)
+                continue
+            init = directory / segment.init_uri if segment.init_uri else None
+            await self._probe_variant(name, path, init, path.stat().st_size, segment.duration)
 
     def exit_code(self) -> int:
         """A recording stopped before its end (a bare SIGTERM: an eviction, a drain) is not done: the
@@ -859,6 +893,13 @@ def _frame_rate(text: str | None) -> float | None:
     except (ValueError, ZeroDivisionError):
         return None
     return round(value, 3) if value > 0 else None
+
+
+def redacted(argv: list[str], *secrets: str | None) -> str:
+    text = " ".join(argv)
+    for secret in filter(None, secrets):
+        text = text.replace(secret, "***")
+    return text
 
 
 def spool_limit_from_env() -> int:

@@ -58,6 +58,7 @@ PBKEYLEN = 16  # AES-128, as the ffmpeg listener had
 RECEIVE_TIMEOUT_MS = 250  # how soon a relay notices a stop while the publisher sends nothing
 ACCEPT_BACKLOG = 4
 ACCEPT_RETRY_SECONDS = 0.2
+ACCEPT_RETRY_MAX_SECONDS = 5.0
 MAX_STREAMID = 512  # SRT's limit
 
 
@@ -279,15 +280,18 @@ class SrtGate:
         return -1
 
     def _accept_loop(self) -> None:
+        retry = ACCEPT_RETRY_SECONDS
         while True:
             socket_id = self.lib.srt_accept(self._listener, None, None)
             if socket_id == SRT_INVALID_SOCK:
                 with self._lock:
                     if self._closing:
                         return
-                log.warning("SRT accept failed: %s", self._last_error())
-                time.sleep(ACCEPT_RETRY_SECONDS)  # a failing listener must not spin
+                log.warning("SRT accept failed (trying again in %.1fs): %s", retry, self._last_error())
+                time.sleep(retry)  # a failing listener must neither spin nor flood the log
+                retry = min(retry * 2, ACCEPT_RETRY_MAX_SECONDS)
                 continue
+            retry = ACCEPT_RETRY_SECONDS
             publisher = Publisher(socket_id)
             with self._lock:
                 # Two callers can pass the callback together, before either is accepted.
@@ -314,7 +318,16 @@ class SrtGate:
         publisher.ended = loop.create_future()
         thread = threading.Thread(target=self._relay, args=(publisher, pipe, loop), name="srt-relay", daemon=True)
         self._relays.add(thread)
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:  # no relay: the pipe and the caller end here, and the stream is free again
+            self._relays.discard(thread)
+            os.close(pipe)
+            self.lib.srt_close(publisher.socket_id)
+            with self._lock:
+                if self._publisher is publisher:
+                    self._publisher = None
+            raise
         try:
             return await asyncio.shield(publisher.ended)
         except asyncio.CancelledError:

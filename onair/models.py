@@ -285,7 +285,9 @@ class LiveJobInput(OnairModel):
         default=InputClass.STANDARD,
         description=(
             "Standard: one decode feeds every rendition of the JobTemplate (the ABR ladder). "
-            "Single: the source is passed through as one rendition (remuxed to HLS, not transcoded)."
+            "Single: the source is passed through as one rendition (remuxed to HLS, not transcoded: "
+            "H.264 in MPEG-TS segments, HEVC in fMP4 with hvc1, where audio other than AAC, AC-3 "
+            "and E-AC-3 is re-encoded to AAC for Apple players)."
         ),
     )
     url: str | None = Field(

@@ -526,9 +526,10 @@ def _dump(status: LiveJobStatus | RecordJobStatus) -> dict[str, Any]:
 def recorded_files(job: RecordJob, report: dict[str, Any], config: OperatorConfig) -> list[RecordedFile]:
     """The recording's playlists (and MP4s), from the keys the recorder reports."""
     location = job.spec.output
-    if location.type == StorageType.OSS and location.endpoint:
-        # Virtual-hosted, as OSS serves it: https://<bucket>.<endpoint host>/<key>.
-        scheme, _, host = location.endpoint.rstrip("/").partition("://")
+    oss_endpoint = (location.endpoint or config.s3_endpoint).rstrip("/")
+    if location.type == StorageType.OSS and oss_endpoint:
+        # Virtual-hosted, as the recorder writes it and OSS serves it: https://<bucket>.<endpoint host>/<key>.
+        scheme, _, host = oss_endpoint.partition("://")
         bucket_base = f"{scheme}://{location.bucket}.{host}"
     else:
         base = (config.s3_public_base_url or location.endpoint or config.s3_endpoint).rstrip("/")

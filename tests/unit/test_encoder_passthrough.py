@@ -3,7 +3,9 @@ and the fMP4 bookkeeping of a track (init segments per session, deleted with the
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -118,8 +120,16 @@ def test_the_stream_may_start_mid_packet() -> None:
 
 
 def test_the_search_limit_fits_what_the_socket_can_hold() -> None:
-    # The remux blocks when the socket is full: the peek must decide within what it can see.
-    assert PROGRAM_SEARCH_BYTES <= 128 * 1024
+    # The remux blocks when the socket is full: the peek must be able to see PROGRAM_SEARCH_BYTES of
+    # its packet-sized writes (-flush_packets 1), which a socket accounts for per write.
+    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with reader, writer:
+        writer.setblocking(False)
+        held = 0
+        with contextlib.suppress(BlockingIOError):
+            while held < 4 * PROGRAM_SEARCH_BYTES:
+                held += writer.send(bytes(188))
+        assert len(reader.recv(PROGRAM_SEARCH_BYTES, socket.MSG_PEEK)) == PROGRAM_SEARCH_BYTES
 
 
 # --- packaging -------------------------------------------------------------------------------------
@@ -133,6 +143,12 @@ def test_hevc_goes_to_fmp4_with_hvc1_and_h264_stays_in_mpeg_ts() -> None:
     h264 = packaging_for(ProgramStreams("h264", "mp2/mp3"), audio)
     assert not h264.fmp4 and h264.segment_extension == "ts" and h264.codec_args == []  # MP3 plays from TS
     assert not packaging_for(ProgramStreams("unknown", "unknown"), audio).fmp4
+
+
+def test_a_playlist_already_in_fmp4_stays_in_fmp4() -> None:
+    # An EXT-X-MAP applies to every later segment: H.264 after HEVC (a reconnect) cannot go back to TS.
+    h264 = packaging_for(ProgramStreams("h264", "mp2/mp3"), AudioSettings(bitrate=96_000), fmp4=True)
+    assert h264.fmp4 and h264.codec_args == ["-c:a", "aac", "-b:a", "96000"]
 
 
 @pytest.mark.parametrize("audio", ["mp2/mp3", "aac_latm", "opus", "dts"])

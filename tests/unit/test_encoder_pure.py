@@ -19,6 +19,7 @@ from onair.encoder.ffmpeg import (
     session_outputs,
     unhandled_local_segments,
 )
+from onair.encoder.pipeline import redacted
 from onair.encoder.playlist import (
     MediaPlaylist,
     Segment,
@@ -412,3 +413,9 @@ def test_nginx_front_config_asks_our_hooks() -> None:
     # nginx's control API (it can drop any client) only on a Unix socket in the work directory.
     assert "listen unix:/w/control.sock;" in text and "rtmp_control all;" in text
     assert text.count("listen ") == 2
+
+
+def test_logged_command_lines_carry_no_credentials() -> None:
+    argv = ["ffmpeg", "-i", "rtmp://127.0.0.9:1935/live/stream-key-guid?token=play-token", "out.m3u8"]
+    text = redacted(argv, "stream-key-guid", "play-token", None)
+    assert text == "ffmpeg -i rtmp://127.0.0.9:1935/live/***?token=*** out.m3u8"

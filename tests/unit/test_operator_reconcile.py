@@ -369,6 +369,15 @@ def test_the_recording_is_listed_where_and_when_its_store_serves_it(
     assert done["files"][1]["url"] == master_url.replace("master.m3u8", "source/index.m3u8")
 
 
+def test_an_oss_recording_on_the_default_endpoint_is_listed_virtual_hosted() -> None:
+    output = {"type": "oss", "bucket": "imsbucket1"}
+    name = naming.pod_name("rec", "recorder", "uid-r", 1)
+    report = {"masterPlaylistKey": "rec/master.m3u8", "recording": {"paused": False}}
+    started = decide_record_job(record_job(output=output), None, [], None, CONFIG, NOW).status
+    status = decide_record_job(record_job(started, output=output), None, [pod(name)], report, CONFIG, NOW).status
+    assert status["playbackUrl"] == "http://imsbucket1.s3.local:8333/rec/master.m3u8"
+
+
 def test_record_job_pauses_resumes_and_completes() -> None:
     name = naming.pod_name("rec", "recorder", "uid-r", 1)
     started = decide_record_job(record_job(), None, [], None, CONFIG, NOW)

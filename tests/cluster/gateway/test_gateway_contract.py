@@ -133,7 +133,7 @@ def test_jobs_made_with_kubectl_and_status_from_the_operator_show_up(gateway: Ru
                    "statistics": {"width": 1920, "height": 1080, "framerate": 25, "videoCodecId": 7},
                    "outputs": [{"name": "360p", "status": "Running", "segmentsWritten": 3},
                                {"name": "720p", "status": "Stalled", "segmentsWritten": 1, "lastSegmentTime": now}],
-                   "urls": {"srtUrl": "srt://10.0.0.9:9000", "storageMasterFile": "http://s3/media/x/master.m3u8"}}})
+                   "urls": {"srtUrl": "srt://10.0.0.9:9000?streamid=", "storageMasterFile": "http://s3/media/x/master.m3u8"}}})
     wait_until(lambda: requests.get(project.url(gateway, f"/livejobs/{job['id']}"), headers=headers, timeout=5)
                .json()["result"]["status"] == "Live", 15, "the status to reach the gateway")
     stats = requests.get(project.url(gateway, f"/livejobs/{name}/stats"), headers=headers, timeout=5).json()
