@@ -209,6 +209,36 @@ def test_a_vod_recording_appears_in_the_library_only_when_complete(
     assert playlist.ended and playlist.playlist_type == "VOD" and playlist.segments
 
 
+def test_a_vod_recording_completed_by_an_attempt_that_recorded_nothing_gets_its_master(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    """The first attempt is evicted before completion (no master: a vod asset is not complete); the
+    next finds the source gone and is told to finish: the master is made from the stored segments."""
+    prefix = "rec/vod-evicted"
+    port = free_port()
+    source = publish(f"srt://127.0.0.1:{port}?mode=listener", 30, container="mpegts")
+    spec = {"source": {"streamUrl": f"srt://127.0.0.1:{port}"}, "output": {"bucket": "ignored", "type": "vod"}}
+    first = start_encoder("RecordJob", spec, None, prefix=prefix)
+    try:
+        first.wait_state("live", 10)
+        wait_until(lambda: int(first.status()["renditions"][0]["segmentsWritten"]) >= 2, 20, "recorded segments")
+        assert first.stop() == EXIT_INTERRUPTED, first.log()[-3000:]
+    finally:
+        source.kill()
+        source.wait()
+    assert object_store.get_text(first.bucket, f"{prefix}/master.m3u8") is None
+
+    second = start_encoder("RecordJob", spec, None, prefix=prefix)
+    wait_until(lambda: "resuming source at segment" in second.log(), 20, "the second attempt to read the recording")
+    assert second.post("/finish").status_code == 202
+    assert second.process.wait(30) == 0, second.log()[-3000:]
+    variants = parse_master_playlist(object_store.get_text(second.bucket, f"{prefix}/master.m3u8") or "")
+    assert [variant.uri for variant in variants] == ["source/index.m3u8"]
+    assert variants[0].codecs.startswith("avc1.") and variants[0].resolution == (640, 360)
+    playlist = parse_media_playlist(object_store.get_text(second.bucket, f"{prefix}/source/index.m3u8") or "")
+    assert playlist.ended and len(playlist.segments) >= 2
+
+
 def test_an_evicted_recording_is_continued_by_the_next_attempt_into_one_mp4(
     start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path
 ) -> None:
