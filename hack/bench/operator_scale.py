@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
 import signal
@@ -111,6 +112,46 @@ async def wait_all_waiting(kube: KubeClient, namespace: str, total: int, started
     return time.monotonic() - started
 
 
+def _seconds(stamp: str | None, zero: float) -> float | None:
+    if not stamp:
+        return None
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() - zero
+
+
+async def stages(kube: KubeClient, namespace: str, zero: float) -> str:
+    """When each step of the jobs happened, in seconds after the creates began (the 50th and 90th
+    percentiles, and the last): where a slow burst waits. API-server stamps are whole seconds."""
+    jobs = (await kube.list(resource_path(API_VERSION, "livejobs", namespace)))["items"]
+    pods = (await kube.list(resource_path("v1", "pods", namespace)))["items"]
+    steps: dict[str, list[float]] = {name: [] for name in (
+        "job created", "Provisioning written", "Pod created", "Pod bound", "Pod ready", "WaitingForInput written")}
+
+    def add(step: str, value: float | None) -> None:
+        if value is not None:
+            steps[step].append(value)
+
+    for job in jobs:
+        add("job created", _seconds(job["metadata"].get("creationTimestamp"), zero))
+        for timing in (job.get("status") or {}).get("timings") or []:
+            if timing["phase"] in ("Provisioning", "WaitingForInput"):
+                add(f"{timing['phase']} written", _seconds(timing["time"], zero))
+    for pod in pods:
+        add("Pod created", _seconds(pod["metadata"].get("creationTimestamp"), zero))
+        for condition in (pod.get("status") or {}).get("conditions") or []:
+            if condition["type"] in ("PodScheduled", "Ready") and condition.get("status") == "True":
+                step = "Pod bound" if condition["type"] == "PodScheduled" else "Pod ready"
+                add(step, _seconds(condition.get("lastTransitionTime"), zero))
+
+    def line(step: str, values: list[float]) -> str:
+        values.sort()
+        if not values:
+            return f"  {step:24s}: none"
+        return (f"  {step:24s}: p50 {values[len(values) // 2]:6.1f}  p90 {values[len(values) * 9 // 10]:6.1f}"
+                f"  last {values[-1]:6.1f}")
+
+    return "\n".join(line(step, values) for step, values in steps.items())
+
+
 WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}
 
 
@@ -150,6 +191,21 @@ def writes_per_job(metrics_url: str, jobs: int) -> dict[str, float]:
     return writes
 
 
+def reconciles_per_job(metrics_url: str, jobs: int) -> str:
+    """How many reconciles the operator ran per job, and how long one took on average."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    count = seconds = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "onair_operator_reconcile_duration_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_count"):
+                    count += sample.value
+                elif sample.name.endswith("_sum"):
+                    seconds += sample.value
+    return f"{count / jobs:.2f} per job, {1000 * seconds / max(count, 1):.0f} ms each on average"
+
+
 async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from cluster.conftest import KWOK_PLACEMENT, start_operator, stop_operator
@@ -177,7 +233,7 @@ async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None
         try:
             say(f"operator: creating {jobs} LiveJobs at once")
             before = await apiserver_writes(kube)
-            started = time.monotonic()
+            started, started_wall = time.monotonic(), time.time()
             await create_jobs(kube, "bench-op", [f"job-{i:05d}" for i in range(jobs)])
             operator_seconds = await wait_all_waiting(kube, "bench-op", jobs, started, timeout=1800)
             # Less the LiveJob creates themselves, which the bound's run made before its clock started.
@@ -185,7 +241,9 @@ async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None
             after["livejobs"] = after.get("livejobs", 0.0) - jobs
             operator_writes = per_job(before, after, jobs)
             rss_small = rss_mb(pid)
+            timeline = await stages(kube, "bench-op", started_wall)
             writes = writes_per_job(operator.metrics_url, jobs)
+            reconciles = reconciles_per_job(operator.metrics_url, jobs)
             say(f"operator: {operator_seconds:.2f}s, RSS {rss_small:.0f} MB")
             rss_large = float("nan")
             if rss_jobs > jobs:
@@ -206,8 +264,11 @@ async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None
     print(f"ratio operator / write bound        : {operator_seconds / bound:8.2f}   (goal <= 1.5)")
     print(f"operator writes per job             : {sum(writes.values()):8.2f}   "
           f"({', '.join(f'{name} {count:.2f}' for name, count in sorted(writes.items()))})")
+    print(f"operator reconciles                 : {reconciles}")
     print(f"API-server writes per job, bound    : {bound_writes}")
     print(f"API-server writes per job, operator : {operator_writes}")
+    print("when each step happened (s after the creates began):")
+    print(timeline)
     print(f"operator RSS with {jobs:>6} jobs        : {rss_small:8.0f} MB")
     if rss_jobs > jobs:
         print(f"operator RSS with {rss_jobs:>6} jobs        : {rss_large:8.0f} MB  (goal <= 200 MB)")
