@@ -137,6 +137,10 @@ def slim_pod(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _events_to_post(decision: Decision) -> list[tuple[str, str, str]]:
+    return [event for event in decision.events if event[1] in EVENT_PHASES or event[1] not in ALL_PHASES]
+
+
 def merge_patch(old: Any, new: Any) -> Any:
     """RFC 7386 merge patch turning `old` into `new` (lists are replaced whole)."""
     if not isinstance(old, dict) or not isinstance(new, dict):
@@ -172,7 +176,10 @@ class Controller:
         self.reports = EncoderReports(config.poll_interval_seconds)
         self.webhooks = WebhookSender(config.webhook_secret, config.webhook_attempts, config.webhook_timeout_seconds,
                                       allow_private=config.webhook_allow_private_addresses)
-        self._children_ensured: set[str] = set()
+        self._children_ensured: set[str] = set()  # job uids
+        self._services_ensured: set[str] = set()
+        # job -> until when its new Pod's Provisioning status may wait (see _holds_status)
+        self._status_held_until: dict[Key, float] = {}
         self._failures: Counter[Key] = Counter()
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -252,6 +259,8 @@ class Controller:
         if event_type == "DELETED":
             self.jobs.pop(key, None)
             self._children_ensured.discard(body["metadata"].get("uid", ""))
+            self._services_ensured.discard(body["metadata"].get("uid", ""))
+            self._status_held_until.pop(key, None)
             if kind == "RecordJob":
                 for source, recordings in list(self.recordings_of.items()):
                     recordings.discard(key)
@@ -405,11 +414,11 @@ class Controller:
         kind, namespace, name = key
         uid = str(job.metadata.uid)
         if decision.ensure_children and uid not in self._children_ensured:
-            children = [self._create("secrets", namespace, builders.build_job_secret(job, self.config.stream_key_seed))]
-            if isinstance(job, LiveJob):
-                children.append(self._create("services", namespace, builders.build_ingest_service(job, self.config)))
-            await asyncio.gather(*children)
+            await self._create("secrets", namespace, builders.build_job_secret(job, self.config.stream_key_seed))
             self._children_ensured.add(uid)
+        if decision.ensure_service and isinstance(job, LiveJob) and uid not in self._services_ensured:
+            await self._create("services", namespace, builders.build_ingest_service(job, self.config))
+            self._services_ensured.add(uid)
         if decision.finish_before_delete:
             for pod in pods:
                 if pod["metadata"]["name"] in decision.delete_pods:
@@ -424,11 +433,16 @@ class Controller:
             created = await self._create("pods", namespace, pod)
             if created is not None:
                 self.pods[key].setdefault(created["metadata"]["name"], CachedPod.of(created))
+                if self.config.provisioning_status_delay_seconds > 0:
+                    self._status_held_until[key] = time.monotonic() + self.config.provisioning_status_delay_seconds
         if decision.encoder_command is not None:
             current = next((p for p in pods if p["metadata"]["name"] == decision.status.get("resourceName")), None)
             if current is not None:
                 await self.reports.send(current["metadata"]["uid"], decision.encoder_command,
                                         self._control_key(key, uid))
+        if decision.status != (body.get("status") or {}) and self._holds_status(key, decision):
+            return
+        self._status_held_until.pop(key, None)
         if decision.status != (body.get("status") or {}):
             metrics.API_WRITES.labels("patch", f"{PLURALS[kind]}/status").inc()
             path = resource_path(API_VERSION, PLURALS[kind], namespace, name, "status")
@@ -447,6 +461,20 @@ class Controller:
             self._announce(body, decision)
         if decision.requeue_after is not None:
             self.queue.add_after(key, decision.requeue_after + 0.05)
+
+    def _holds_status(self, key: Key, decision: Decision) -> bool:
+        """Whether the status write waits: a new Pod that is only Provisioning is usually ready
+        within seconds, and then one write says WaitingForInput (the timings still list
+        Provisioning) where two would have been made. Held at most provisioning_status_delay_seconds
+        after the Pod's creation, and never for anything else (a failure, a Pod that cannot start)."""
+        until = self._status_held_until.get(key)
+        if until is None or decision.status.get("phase") != LiveJobPhase.PROVISIONING or _events_to_post(decision):
+            return False
+        remaining = until - time.monotonic()
+        if remaining <= 0:
+            return False
+        self.queue.add_after(key, remaining + 0.05)
+        return True
 
     def _control_key(self, key: Key, uid: str) -> str:
         return derive_control_key(self.config.stream_key_seed, key[1], key[2], uid)
@@ -469,9 +497,8 @@ class Controller:
 
     def _announce(self, body: dict[str, Any], decision: Decision) -> None:
         previous_phase = (body.get("status") or {}).get("phase")
-        for event_type, reason, message in decision.events:
-            if reason in EVENT_PHASES or reason not in ALL_PHASES:
-                self._spawn(self.post_event(body, event_type, reason, message))
+        for event_type, reason, message in _events_to_post(decision):
+            self._spawn(self.post_event(body, event_type, reason, message))
         url = body["spec"].get("callbackUrl") or body["spec"].get("notifyUrl")
         previous = None
         if previous_phase:

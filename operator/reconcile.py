@@ -75,7 +75,10 @@ class Decision:
     """What the controller must do for one job, in this order."""
 
     status: dict[str, Any]
-    ensure_children: bool = False  # the job's Secret (and a LiveJob's Service) must exist
+    ensure_children: bool = False  # the job's Secret must exist
+    # A LiveJob's ingest Service must exist: once its encoder is ready, so that the Service's
+    # Endpoints and EndpointSlice are written once, with the ready Pod, rather than empty first.
+    ensure_service: bool = False
     create_pod_attempt: int | None = None
     delete_pods: list[str] = field(default_factory=list)
     encoder_command: str | None = None  # "pause" or "resume", sent to the running recorder
@@ -372,6 +375,7 @@ def decide_live_job(
             comment = f"waiting for Pod {pod.name}" + (f" ({pod.waiting_reason})" if pod.waiting_reason else "")
             set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.ENCODER_STARTING, comment)
         else:
+            decision.ensure_service = status.phase not in RUNNING_PHASES
             set_cond(ConditionType.ENCODER_RUNNING, True, ConditionReason.ENCODER_STARTED, f"Pod {pod.name} is ready")
             state = (report or {}).get("state", "waiting")
             ingest = (report or {}).get("ingest") or {}
@@ -423,6 +427,12 @@ def decide_live_job(
         generation))
     status.conditions = sorted(conditions, key=lambda c: c.type)
     status.observed_generation = generation
+    if pod is not None and pod.created_at is not None and target in RUNNING_PHASES and status.phase in (
+            None, LiveJobPhase.PENDING, LiveJobPhase.OFFLINE):
+        # The Pod was ready before Provisioning was written (the controller holds that write a few
+        # seconds): the timings still say when provisioning began.
+        _enter(status, LiveJobPhase.PROVISIONING, min(pod.created_at, now), "CreatingEncoder",
+               f"waiting for Pod {pod.name}", decision)
     _enter(status, target, now, reason, comment, decision)
     status.message = comment
     decision.status = _dump(status)

@@ -116,6 +116,31 @@ def test_new_pods_first_event_needs_no_status_write_and_scheduling_is_not_called
     assert "Insufficient cpu" in scheduled["message"]
 
 
+def test_the_ingest_service_is_made_once_the_encoder_is_ready() -> None:
+    """Made with the ready Pod, the Service's Endpoints and EndpointSlice are written once each."""
+    created = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW)
+    assert created.ensure_children and not created.ensure_service
+    starting = decide_live_job(live_job(created.status), TEMPLATE, [pod(current_pod_name(), "Pending", ready=False)],
+                               None, CONFIG, NOW)
+    assert not starting.ensure_service
+    ready = decide_live_job(live_job(created.status), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW)
+    assert ready.ensure_service
+    waiting = decide_live_job(live_job(ready.status), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW)
+    assert not waiting.ensure_service
+
+
+def test_a_pod_ready_before_provisioning_was_written_keeps_provisioning_in_the_timings() -> None:
+    """The controller may hold a new Pod's Provisioning write; the one write that follows still lists
+    Provisioning, at the Pod's creation."""
+    ready = pod(current_pod_name())
+    ready["metadata"]["creationTimestamp"] = "2026-11-23T11:59:57Z"
+    status = decide_live_job(live_job(), TEMPLATE, [ready], None, CONFIG, NOW).status
+    assert status["phase"] == "WaitingForInput"
+    assert [(t["phase"], t["time"]) for t in status["timings"]] == [
+        ("Pending", "2026-11-23T11:59:57Z"), ("Provisioning", "2026-11-23T11:59:57Z"),
+        ("WaitingForInput", "2026-11-23T12:00:00Z")]
+
+
 def test_ready_pod_without_input_waits_for_input_and_publishes_urls() -> None:
     provisioning = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
     decision = decide_live_job(live_job(provisioning), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW)
