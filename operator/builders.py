@@ -86,16 +86,17 @@ def build_ingest_service(job: LiveJob, config: OperatorConfig) -> dict[str, Any]
         {"name": "rtmp", "port": config.rtmp_port, "targetPort": "rtmp", "protocol": "TCP"},
         {"name": "srt", "port": config.srt_port, "targetPort": "srt", "protocol": "UDP"},
     ]
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _metadata(job, name, ENCODER_ROLE),
-        "spec": {
-            "type": config.service_type,
-            "selector": {LABEL_JOB: str(job.metadata.name), LABEL_ROLE: ENCODER_ROLE},
-            "ports": ports,
-        },
+    spec: dict[str, Any] = {
+        "type": config.service_type,
+        "selector": {LABEL_JOB: str(job.metadata.name), LABEL_ROLE: ENCODER_ROLE},
+        "ports": ports,
     }
+    if config.service_type == "ClusterIP":
+        # Headless: the name resolves to the one encoder Pod, which listens on the same ports. A
+        # virtual IP would add nothing for a single Pod, and costs an address allocation (an
+        # IPAddress object) and kube-proxy rules per job.
+        spec["clusterIP"] = "None"
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _metadata(job, name, ENCODER_ROLE), "spec": spec}
 
 
 def storage_prefix(job: Job) -> str:

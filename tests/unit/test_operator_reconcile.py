@@ -316,6 +316,12 @@ def test_encoder_pod_is_least_privileged_and_wired_to_its_secrets() -> None:
     assert build_job_secret(job, "another-seed-of-at-least-32-characters")["stringData"]["streamKey"] != key
     service = build_ingest_service(job, CONFIG)
     assert service["spec"]["selector"] == {"onair.dev/job": "news", "onair.dev/role": "encoder"}
+    # Headless: the name resolves to the Pod, so the Service's ports must be the ones the Pod listens on.
+    assert service["spec"]["clusterIP"] == "None"
+    listening = {(p["name"], p["containerPort"], p["protocol"]) for p in container["ports"]}
+    assert {(p["name"], p["port"], p["protocol"]) for p in service["spec"]["ports"]} <= listening
+    balanced = build_ingest_service(job, CONFIG.model_copy(update={"service_type": "LoadBalancer"}))
+    assert "clusterIP" not in balanced["spec"]
 
 
 def test_single_input_class_passes_the_source_through() -> None:
