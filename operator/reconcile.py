@@ -427,10 +427,11 @@ def decide_live_job(
         generation))
     status.conditions = sorted(conditions, key=lambda c: c.type)
     status.observed_generation = generation
-    if pod is not None and pod.created_at is not None and target in RUNNING_PHASES and status.phase in (
-            None, LiveJobPhase.PENDING, LiveJobPhase.OFFLINE):
-        # The Pod was ready before Provisioning was written (the controller holds that write a few
-        # seconds): the timings still say when provisioning began.
+    not_yet_provisioning = status.phase in (None, LiveJobPhase.PENDING, LiveJobPhase.OFFLINE)
+    if pod is not None and pod.created_at is not None and not_yet_provisioning and target in (
+            *RUNNING_PHASES, LiveJobPhase.PROVISIONING):
+        # Provisioning is written after the Pod was created (the controller holds that write a few
+        # seconds, and the Pod may be ready by then): the timings still say when it began.
         _enter(status, LiveJobPhase.PROVISIONING, min(pod.created_at, now), "CreatingEncoder",
                f"waiting for Pod {pod.name}", decision)
     _enter(status, target, now, reason, comment, decision)

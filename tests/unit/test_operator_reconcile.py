@@ -139,6 +139,11 @@ def test_a_pod_ready_before_provisioning_was_written_keeps_provisioning_in_the_t
     assert [(t["phase"], t["time"]) for t in status["timings"]] == [
         ("Pending", "2026-11-23T11:59:57Z"), ("Provisioning", "2026-11-23T11:59:57Z"),
         ("WaitingForInput", "2026-11-23T12:00:00Z")]
+    starting = pod(current_pod_name(), "Pending", ready=False)
+    starting["metadata"]["creationTimestamp"] = "2026-11-23T11:59:57Z"
+    status = decide_live_job(live_job(), TEMPLATE, [starting], None, CONFIG, NOW).status
+    assert [(t["phase"], t["time"]) for t in status["timings"]] == [
+        ("Pending", "2026-11-23T11:59:57Z"), ("Provisioning", "2026-11-23T11:59:57Z")]
 
 
 def test_ready_pod_without_input_waits_for_input_and_publishes_urls() -> None:
