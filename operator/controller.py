@@ -11,7 +11,7 @@ import logging
 import time
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -135,6 +135,10 @@ def slim_pod(body: dict[str, Any]) -> dict[str, Any]:
                                   for c in status.get("containerStatuses") or []],
         },
     }
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _events_to_post(decision: Decision) -> list[tuple[str, str, str]]:
@@ -413,9 +417,6 @@ class Controller:
                      template: JobTemplateSpec | None, pods: list[dict[str, Any]]) -> None:
         kind, namespace, name = key
         uid = str(job.metadata.uid)
-        if decision.ensure_children and uid not in self._children_ensured:
-            await self._create("secrets", namespace, builders.build_job_secret(job, self.config.stream_key_seed))
-            self._children_ensured.add(uid)
         if decision.ensure_service and isinstance(job, LiveJob) and uid not in self._services_ensured:
             await self._create("services", namespace, builders.build_ingest_service(job, self.config))
             self._services_ensured.add(uid)
@@ -426,15 +427,31 @@ class Controller:
         for pod_name in dict.fromkeys(decision.delete_pods):
             metrics.API_WRITES.labels("delete", "pods").inc()
             await self.kube.delete(resource_path("v1", "pods", namespace, pod_name))
+        secret: Awaitable[dict[str, Any] | None] = _nothing()
+        new_pod: Awaitable[dict[str, Any] | None] = _nothing()
+        making_secret = decision.ensure_children and uid not in self._children_ensured
+        if making_secret:
+            secret = self._create("secrets", namespace, builders.build_job_secret(job, self.config.stream_key_seed))
         if decision.create_pod_attempt is not None:
             clip = clip_request(job, self._live_job(namespace, job.spec.source.live_job_ref)) \
                 if isinstance(job, RecordJob) else None
-            pod = builders.build_encoder_pod(job, template, self.config, decision.create_pod_attempt, clip)
-            created = await self._create("pods", namespace, pod)
-            if created is not None:
-                self.pods[key].setdefault(created["metadata"]["name"], CachedPod.of(created))
-                if self.config.provisioning_status_delay_seconds > 0:
-                    self._status_held_until[key] = time.monotonic() + self.config.provisioning_status_delay_seconds
+            new_pod = self._create("pods", namespace, builders.build_encoder_pod(
+                job, template, self.config, decision.create_pod_attempt, clip))
+        # The Secret and the Pod that reads it are created at once (one round trip, not two): the
+        # Pod is bound, then started by its node's kubelet, several API round trips after its
+        # creation, by which time the Secret exists (and a kubelet that came first retries).
+        outcomes: list[dict[str, Any] | BaseException | None] = list(
+            await asyncio.gather(secret, new_pod, return_exceptions=True))
+        pod_made = outcomes[1]
+        if isinstance(pod_made, dict):
+            self.pods[key].setdefault(pod_made["metadata"]["name"], CachedPod.of(pod_made))
+            if self.config.provisioning_status_delay_seconds > 0:
+                self._status_held_until[key] = time.monotonic() + self.config.provisioning_status_delay_seconds
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        if making_secret:
+            self._children_ensured.add(uid)
         if decision.encoder_command is not None:
             current = next((p for p in pods if p["metadata"]["name"] == decision.status.get("resourceName")), None)
             if current is not None:
