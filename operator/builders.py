@@ -18,6 +18,7 @@ LABEL_JOB = "onair.dev/job"
 LABEL_KIND = "onair.dev/kind"
 LABEL_ROLE = "onair.dev/role"
 LABEL_ATTEMPT = "onair.dev/attempt"
+LABEL_SPEC_GENERATION = "onair.dev/spec-generation"  # the job's metadata.generation its Pod was made from
 LABEL_PROJECT = "onair.dev/project-id"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "onair-operator", "app.kubernetes.io/part-of": "onair"}
 MANAGED_BY_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
@@ -229,6 +230,7 @@ def build_encoder_pod(
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": _metadata(job, name, role, **{LABEL_ATTEMPT: str(attempt)}),
+        "metadata": _metadata(job, name, role, **{LABEL_ATTEMPT: str(attempt),
+                                                   LABEL_SPEC_GENERATION: str(job.metadata.generation or 0)}),
         "spec": spec,
     }

@@ -457,7 +457,7 @@ class Controller:
             if current is not None:
                 await self.reports.send(current["metadata"]["uid"], decision.encoder_command,
                                         self._control_key(key, uid))
-        if decision.status != (body.get("status") or {}) and self._holds_status(key, decision):
+        if decision.status != (body.get("status") or {}) and self._holds_status(key, body, decision):
             return
         self._status_held_until.pop(key, None)
         if decision.status != (body.get("status") or {}):
@@ -479,13 +479,16 @@ class Controller:
         if decision.requeue_after is not None:
             self.queue.add_after(key, decision.requeue_after + 0.05)
 
-    def _holds_status(self, key: Key, decision: Decision) -> bool:
+    def _holds_status(self, key: Key, body: dict[str, Any], decision: Decision) -> bool:
         """Whether the status write waits: a new Pod that is only Provisioning is usually ready
         within seconds, and then one write says WaitingForInput (the timings still list
         Provisioning) where two would have been made. Held at most provisioning_status_delay_seconds
-        after the Pod's creation, and never for anything else (a failure, a Pod that cannot start)."""
+        after the Pod's creation, and never for anything else (a failure, a Pod that cannot start, a
+        new attempt: the attempt a Pod is named after is written before the next reconcile)."""
         until = self._status_held_until.get(key)
         if until is None or decision.status.get("phase") != LiveJobPhase.PROVISIONING or _events_to_post(decision):
+            return False
+        if decision.status.get("attempt", 0) != max((body.get("status") or {}).get("attempt", 0), 1):
             return False
         remaining = until - time.monotonic()
         if remaining <= 0:

@@ -240,6 +240,15 @@ def decide_live_job(
     attempt = max(status.attempt, 1)
     current_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid), attempt)
     pod, stale = _pods_of_attempt(pods, current_name)
+    if (pod is not None and status.phase in (None, LiveJobPhase.PENDING, LiveJobPhase.OFFLINE)
+            and pod.spec_generation is not None and pod.spec_generation != generation):
+        # The spec changed after this Pod was made and before Provisioning was written (the phase
+        # from which the CRD refuses such changes; the controller may hold that write a few
+        # seconds): it runs the old spec. Nothing was published yet: the next attempt replaces it.
+        attempt += 1
+        status.attempt = attempt
+        current_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid), attempt)
+        pod, stale = _pods_of_attempt(pods, current_name)
     decision.delete_pods = stale
     schedule = job.spec.schedule
     start = schedule.start_date_time if schedule else None

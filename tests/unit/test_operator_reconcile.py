@@ -146,6 +146,20 @@ def test_a_pod_ready_before_provisioning_was_written_keeps_provisioning_in_the_t
         ("Pending", "2026-11-23T11:59:57Z"), ("Provisioning", "2026-11-23T11:59:57Z")]
 
 
+def test_a_pod_made_from_a_spec_changed_before_provisioning_was_written_is_replaced() -> None:
+    """The CRD refuses input changes only from Provisioning on; the Provisioning write may be held a
+    few seconds after the Pod's creation, so a spec changed meanwhile gets a new attempt's Pod."""
+    made = build_encoder_pod(live_job(), TEMPLATE.template, CONFIG, 1)
+    assert made["metadata"]["labels"]["onair.dev/spec-generation"] == "1"
+    old = {**pod(current_pod_name(), "Pending", ready=False), "metadata": {**made["metadata"], "uid": "p1"}}
+    changed = decide_live_job(live_job(generation=2), TEMPLATE, [old], None, CONFIG, NOW)
+    assert changed.delete_pods == [current_pod_name()]
+    assert changed.create_pod_attempt == 2
+    assert changed.status["attempt"] == 2 and changed.status.get("restarts", 0) == 0
+    same = decide_live_job(live_job(), TEMPLATE, [old], None, CONFIG, NOW)
+    assert same.delete_pods == [] and same.create_pod_attempt is None
+
+
 def test_ready_pod_without_input_waits_for_input_and_publishes_urls() -> None:
     provisioning = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
     decision = decide_live_job(live_job(provisioning), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW)
