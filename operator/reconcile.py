@@ -437,10 +437,10 @@ def decide_live_job(
     status.conditions = sorted(conditions, key=lambda c: c.type)
     status.observed_generation = generation
     not_yet_provisioning = status.phase in (None, LiveJobPhase.PENDING, LiveJobPhase.OFFLINE)
-    if pod is not None and pod.created_at is not None and not_yet_provisioning and target in (
-            *RUNNING_PHASES, LiveJobPhase.PROVISIONING):
+    if pod is not None and pod.created_at is not None and not_yet_provisioning and target not in (
+            LiveJobPhase.PENDING, LiveJobPhase.OFFLINE):
         # Provisioning is written after the Pod was created (the controller holds that write a few
-        # seconds, and the Pod may be ready by then): the timings still say when it began.
+        # seconds, and the Pod may be ready, or failed, by then): the timings still say when it began.
         _enter(status, LiveJobPhase.PROVISIONING, min(pod.created_at, now), "CreatingEncoder",
                f"waiting for Pod {pod.name}", decision)
     _enter(status, target, now, reason, comment, decision)

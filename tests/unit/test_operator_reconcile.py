@@ -144,6 +144,9 @@ def test_a_pod_ready_before_provisioning_was_written_keeps_provisioning_in_the_t
     status = decide_live_job(live_job(), TEMPLATE, [starting], None, CONFIG, NOW).status
     assert [(t["phase"], t["time"]) for t in status["timings"]] == [
         ("Pending", "2026-11-23T11:59:57Z"), ("Provisioning", "2026-11-23T11:59:57Z")]
+    starting["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": "InvalidImageName"}}
+    status = decide_live_job(live_job(), TEMPLATE, [starting], None, CONFIG, NOW).status
+    assert [t["phase"] for t in status["timings"]] == ["Pending", "Provisioning", "Failed"]
 
 
 def test_a_pod_made_from_a_spec_changed_before_provisioning_was_written_is_replaced() -> None:
