@@ -88,7 +88,16 @@ async def wait_all_waiting(kube: KubeClient, namespace: str, total: int, started
     """Watch the jobs (one LIST, then a watch: polling would load the API server it measures) until
     `total` are WaitingForInput; returns the time since `started`."""
     path = resource_path(API_VERSION, "livejobs", namespace)
-    listing = await kube.list(path)
+    for attempt in range(3):
+        try:
+            # Small pages: an API server busy with a burst of thousands of jobs took over the client's
+            # 30 s for one page of 500 (a whole run lost to it).
+            listing = await kube.list(path, limit=100)
+            break
+        except TimeoutError:
+            if attempt == 2:
+                raise
+            say("listing the jobs timed out; again")
     waiting = {j["metadata"]["name"] for j in listing["items"]
                if (j.get("status") or {}).get("phase") == "WaitingForInput"}
     version = listing["metadata"]["resourceVersion"]
