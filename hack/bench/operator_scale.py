@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from benchkit import delete_namespace, rss_mb, say  # noqa: E402
 from localplatform.platform import LocalPlatform, PlatformInfo  # noqa: E402
 
-from onair.kubeclient import Credentials, KubeClient, gather_limited, resource_path  # noqa: E402
+from onair.kubeclient import ApiError, Credentials, KubeClient, gather_limited, resource_path  # noqa: E402
 from onair.models import API_VERSION, JobTemplateSpec, LiveJob  # noqa: E402
 from onair.operator.builders import build_encoder_pod  # noqa: E402
 from onair.operator.config import OperatorConfig  # noqa: E402
@@ -88,16 +88,18 @@ async def wait_all_waiting(kube: KubeClient, namespace: str, total: int, started
     """Watch the jobs (one LIST, then a watch: polling would load the API server it measures) until
     `total` are WaitingForInput; returns the time since `started`."""
     path = resource_path(API_VERSION, "livejobs", namespace)
-    for attempt in range(3):
+    for attempt in range(6):
         try:
             # Small pages: an API server busy with a burst of thousands of jobs took over the client's
-            # 30 s for one page of 500 (a whole run lost to it).
+            # 30 s for one page of 500, or answered a later page 504 (its watch cache behind the
+            # continue token): a whole run was lost to each.
             listing = await kube.list(path, limit=100)
             break
-        except TimeoutError:
-            if attempt == 2:
+        except (TimeoutError, ApiError) as error:
+            if attempt == 5 or (isinstance(error, ApiError) and error.status != 504):
                 raise
-            say("listing the jobs timed out; again")
+            say(f"listing the jobs failed ({error}); again")
+            await asyncio.sleep(2)
     waiting = {j["metadata"]["name"] for j in listing["items"]
                if (j.get("status") or {}).get("phase") == "WaitingForInput"}
     version = listing["metadata"]["resourceVersion"]
