@@ -84,42 +84,53 @@ async def write_bound(kube: KubeClient, jobs: int) -> tuple[float, str]:
     return elapsed, writes
 
 
-async def wait_all_waiting(kube: KubeClient, namespace: str, total: int, started: float, timeout: float) -> float:
-    """Watch the jobs (one LIST, then a watch: polling would load the API server it measures) until
-    `total` are WaitingForInput; returns the time since `started`."""
-    path = resource_path(API_VERSION, "livejobs", namespace)
+async def list_jobs(kube: KubeClient, path: str) -> dict[str, Any]:
     for attempt in range(6):
         try:
             # Small pages: an API server busy with a burst of thousands of jobs took over the client's
             # 30 s for one page of 500, or answered a later page 504 (its watch cache behind the
             # continue token): a whole run was lost to each.
-            listing = await kube.list(path, limit=100)
-            break
+            return await kube.list(path, limit=100)
         except (TimeoutError, ApiError) as error:
             if attempt == 5 or (isinstance(error, ApiError) and error.status != 504):
                 raise
             say(f"listing the jobs failed ({error}); again")
             await asyncio.sleep(2)
-    waiting = {j["metadata"]["name"] for j in listing["items"]
-               if (j.get("status") or {}).get("phase") == "WaitingForInput"}
-    version = listing["metadata"]["resourceVersion"]
+    raise AssertionError("unreachable")
+
+
+async def wait_all_waiting(kube: KubeClient, namespace: str, total: int, started: float, timeout: float) -> float:
+    """Watch the jobs (one LIST, then a watch: polling would load the API server it measures) until
+    `total` are WaitingForInput; returns the time since `started`."""
+    path = resource_path(API_VERSION, "livejobs", namespace)
     deadline = time.monotonic() + timeout
     last_report = time.monotonic()
+    waiting: set[str] = set()
     while len(waiting) < total:
         if time.monotonic() > deadline:
             raise TimeoutError(f"only {len(waiting)}/{total} jobs WaitingForInput after {timeout}s")
-        async for event in kube.watch(path, version, timeout_seconds=60):
-            obj = event["object"]
-            version = obj["metadata"]["resourceVersion"]
-            if event["type"] == "BOOKMARK":
-                continue
-            if (obj.get("status") or {}).get("phase") == "WaitingForInput":
-                waiting.add(obj["metadata"]["name"])
-            if time.monotonic() - last_report > 5:
-                say(f"{len(waiting)}/{total} WaitingForInput after {time.monotonic() - started:.1f}s")
-                last_report = time.monotonic()
-            if len(waiting) >= total:
-                break
+        listing = await list_jobs(kube, path)
+        waiting = {j["metadata"]["name"] for j in listing["items"]
+                   if (j.get("status") or {}).get("phase") == "WaitingForInput"}
+        version = listing["metadata"]["resourceVersion"]
+        try:
+            while len(waiting) < total and time.monotonic() <= deadline:
+                async for event in kube.watch(path, version, timeout_seconds=60):
+                    obj = event["object"]
+                    version = obj["metadata"]["resourceVersion"]
+                    if event["type"] == "BOOKMARK":
+                        continue
+                    if (obj.get("status") or {}).get("phase") == "WaitingForInput":
+                        waiting.add(obj["metadata"]["name"])
+                    if time.monotonic() - last_report > 5:
+                        say(f"{len(waiting)}/{total} WaitingForInput after {time.monotonic() - started:.1f}s")
+                        last_report = time.monotonic()
+                    if len(waiting) >= total:
+                        break
+        except ApiError as error:
+            if error.status != 410:
+                raise
+            say("the watch expired (410, the API server far behind a burst); listing again")
     return time.monotonic() - started
 
 
