@@ -26,6 +26,7 @@ LABEL_JOB = "onair.dev/job"
 LABEL_KIND = "onair.dev/kind"
 LABEL_ROLE = "onair.dev/role"
 LABEL_ATTEMPT = "onair.dev/attempt"
+LABEL_SPEC_GENERATION = "onair.dev/spec-generation"  # the job's metadata.generation its Pod was made from
 LABEL_PROJECT = "onair.dev/project-id"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "onair-operator", "app.kubernetes.io/part-of": "onair"}
 MANAGED_BY_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
@@ -94,16 +95,17 @@ def build_ingest_service(job: LiveJob, config: OperatorConfig) -> dict[str, Any]
         {"name": "rtmp", "port": config.rtmp_port, "targetPort": "rtmp", "protocol": "TCP"},
         {"name": "srt", "port": config.srt_port, "targetPort": "srt", "protocol": "UDP"},
     ]
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _metadata(job, name, ENCODER_ROLE),
-        "spec": {
-            "type": config.service_type,
-            "selector": {LABEL_JOB: str(job.metadata.name), LABEL_ROLE: ENCODER_ROLE},
-            "ports": ports,
-        },
+    spec: dict[str, Any] = {
+        "type": config.service_type,
+        "selector": {LABEL_JOB: str(job.metadata.name), LABEL_ROLE: ENCODER_ROLE},
+        "ports": ports,
     }
+    if config.service_type == "ClusterIP":
+        # Headless: the name resolves to the one encoder Pod, which listens on the same ports. A
+        # virtual IP would add nothing for a single Pod, and costs an address allocation (an
+        # IPAddress object) and kube-proxy rules per job.
+        spec["clusterIP"] = "None"
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _metadata(job, name, ENCODER_ROLE), "spec": spec}
 
 
 def storage_prefix(job: Job) -> str:
@@ -239,6 +241,7 @@ def build_encoder_pod(
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": _metadata(job, name, role, **{LABEL_ATTEMPT: str(attempt)}),
+        "metadata": _metadata(job, name, role, **{LABEL_ATTEMPT: str(attempt),
+                                                   LABEL_SPEC_GENERATION: str(job.metadata.generation or 0)}),
         "spec": spec,
     }

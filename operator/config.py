@@ -78,6 +78,12 @@ class OperatorConfig(BaseModel):
         description="A Pod event reconciles its job after this delay, so that the quick succession of a new "
                     "Pod's events (bound, started, ready) costs one status write instead of one each.",
     )
+    provisioning_status_delay_seconds: float = Field(
+        5.0, ge=0, le=60,
+        description="A job whose new encoder Pod is not ready yet is written Provisioning after this delay: a "
+                    "Pod ready sooner costs one status write (WaitingForInput, the timings still listing "
+                    "Provisioning) instead of two. 0: at once.",
+    )
     max_restarts: int = Field(5, ge=0, description="Encoder crashes in a row before the job is Failed.")
     healthy_run_seconds: float = Field(
         600.0, gt=0,

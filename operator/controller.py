@@ -11,7 +11,7 @@ import logging
 import time
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -137,6 +137,14 @@ def slim_pod(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def _nothing() -> None:
+    return None
+
+
+def _events_to_post(decision: Decision) -> list[tuple[str, str, str]]:
+    return [event for event in decision.events if event[1] in EVENT_PHASES or event[1] not in ALL_PHASES]
+
+
 def merge_patch(old: Any, new: Any) -> Any:
     """RFC 7386 merge patch turning `old` into `new` (lists are replaced whole)."""
     if not isinstance(old, dict) or not isinstance(new, dict):
@@ -172,7 +180,10 @@ class Controller:
         self.reports = EncoderReports(config.poll_interval_seconds)
         self.webhooks = WebhookSender(config.webhook_secret, config.webhook_attempts, config.webhook_timeout_seconds,
                                       allow_private=config.webhook_allow_private_addresses)
-        self._children_ensured: set[str] = set()
+        self._children_ensured: set[str] = set()  # job uids
+        self._services_ensured: set[str] = set()
+        # job -> until when its new Pod's Provisioning status may wait (see _holds_status)
+        self._status_held_until: dict[Key, float] = {}
         self._failures: Counter[Key] = Counter()
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -252,6 +263,8 @@ class Controller:
         if event_type == "DELETED":
             self.jobs.pop(key, None)
             self._children_ensured.discard(body["metadata"].get("uid", ""))
+            self._services_ensured.discard(body["metadata"].get("uid", ""))
+            self._status_held_until.pop(key, None)
             if kind == "RecordJob":
                 for source, recordings in list(self.recordings_of.items()):
                     recordings.discard(key)
@@ -404,12 +417,9 @@ class Controller:
                      template: JobTemplateSpec | None, pods: list[dict[str, Any]]) -> None:
         kind, namespace, name = key
         uid = str(job.metadata.uid)
-        if decision.ensure_children and uid not in self._children_ensured:
-            children = [self._create("secrets", namespace, builders.build_job_secret(job, self.config.stream_key_seed))]
-            if isinstance(job, LiveJob):
-                children.append(self._create("services", namespace, builders.build_ingest_service(job, self.config)))
-            await asyncio.gather(*children)
-            self._children_ensured.add(uid)
+        if decision.ensure_service and isinstance(job, LiveJob) and uid not in self._services_ensured:
+            await self._create("services", namespace, builders.build_ingest_service(job, self.config))
+            self._services_ensured.add(uid)
         if decision.finish_before_delete:
             for pod in pods:
                 if pod["metadata"]["name"] in decision.delete_pods:
@@ -417,18 +427,39 @@ class Controller:
         for pod_name in dict.fromkeys(decision.delete_pods):
             metrics.API_WRITES.labels("delete", "pods").inc()
             await self.kube.delete(resource_path("v1", "pods", namespace, pod_name))
+        secret: Awaitable[dict[str, Any] | None] = _nothing()
+        new_pod: Awaitable[dict[str, Any] | None] = _nothing()
+        making_secret = decision.ensure_children and uid not in self._children_ensured
+        if making_secret:
+            secret = self._create("secrets", namespace, builders.build_job_secret(job, self.config.stream_key_seed))
         if decision.create_pod_attempt is not None:
             clip = clip_request(job, self._live_job(namespace, job.spec.source.live_job_ref)) \
                 if isinstance(job, RecordJob) else None
-            pod = builders.build_encoder_pod(job, template, self.config, decision.create_pod_attempt, clip)
-            created = await self._create("pods", namespace, pod)
-            if created is not None:
-                self.pods[key].setdefault(created["metadata"]["name"], CachedPod.of(created))
+            new_pod = self._create("pods", namespace, builders.build_encoder_pod(
+                job, template, self.config, decision.create_pod_attempt, clip))
+        # The Secret and the Pod that reads it are created at once (one round trip, not two): the
+        # Pod is bound, then started by its node's kubelet, several API round trips after its
+        # creation, by which time the Secret exists (and a kubelet that came first retries).
+        outcomes: list[dict[str, Any] | BaseException | None] = list(
+            await asyncio.gather(secret, new_pod, return_exceptions=True))
+        pod_made = outcomes[1]
+        if isinstance(pod_made, dict):
+            self.pods[key].setdefault(pod_made["metadata"]["name"], CachedPod.of(pod_made))
+            if self.config.provisioning_status_delay_seconds > 0:
+                self._status_held_until[key] = time.monotonic() + self.config.provisioning_status_delay_seconds
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        if making_secret:
+            self._children_ensured.add(uid)
         if decision.encoder_command is not None:
             current = next((p for p in pods if p["metadata"]["name"] == decision.status.get("resourceName")), None)
             if current is not None:
                 await self.reports.send(current["metadata"]["uid"], decision.encoder_command,
                                         self._control_key(key, uid))
+        if decision.status != (body.get("status") or {}) and self._holds_status(key, body, decision):
+            return
+        self._status_held_until.pop(key, None)
         if decision.status != (body.get("status") or {}):
             metrics.API_WRITES.labels("patch", f"{PLURALS[kind]}/status").inc()
             path = resource_path(API_VERSION, PLURALS[kind], namespace, name, "status")
@@ -447,6 +478,23 @@ class Controller:
             self._announce(body, decision)
         if decision.requeue_after is not None:
             self.queue.add_after(key, decision.requeue_after + 0.05)
+
+    def _holds_status(self, key: Key, body: dict[str, Any], decision: Decision) -> bool:
+        """Whether the status write waits: a new Pod that is only Provisioning is usually ready
+        within seconds, and then one write says WaitingForInput (the timings still list
+        Provisioning) where two would have been made. Held at most provisioning_status_delay_seconds
+        after the Pod's creation, and never for anything else (a failure, a Pod that cannot start, a
+        new attempt: the attempt a Pod is named after is written before the next reconcile)."""
+        until = self._status_held_until.get(key)
+        if until is None or decision.status.get("phase") != LiveJobPhase.PROVISIONING or _events_to_post(decision):
+            return False
+        if decision.status.get("attempt", 0) != max((body.get("status") or {}).get("attempt", 0), 1):
+            return False
+        remaining = until - time.monotonic()
+        if remaining <= 0:
+            return False
+        self.queue.add_after(key, remaining + 0.05)
+        return True
 
     def _control_key(self, key: Key, uid: str) -> str:
         return derive_control_key(self.config.stream_key_seed, key[1], key[2], uid)
@@ -469,9 +517,8 @@ class Controller:
 
     def _announce(self, body: dict[str, Any], decision: Decision) -> None:
         previous_phase = (body.get("status") or {}).get("phase")
-        for event_type, reason, message in decision.events:
-            if reason in EVENT_PHASES or reason not in ALL_PHASES:
-                self._spawn(self.post_event(body, event_type, reason, message))
+        for event_type, reason, message in _events_to_post(decision):
+            self._spawn(self.post_event(body, event_type, reason, message))
         url = body["spec"].get("callbackUrl") or body["spec"].get("notifyUrl")
         previous = None
         if previous_phase:

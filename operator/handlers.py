@@ -12,7 +12,7 @@ from prometheus_client import start_http_server
 
 from onair.kubeclient import Credentials, KubeClient
 from onair.models import GROUP, VERSION
-from onair.operator import metrics
+from onair.operator import kopf_fixes, metrics
 from onair.operator.builders import MANAGED_BY_SELECTOR
 from onair.operator.config import OperatorConfig
 from onair.operator.controller import Controller
@@ -28,8 +28,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # Our own names on everything kopf may write, so nothing collides with another kopf operator.
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = kopf_fixes.diffbase_storage(ANNOTATION_PREFIX, "last-handled-configuration")
     # Watches end on the server side before any proxy cuts them, and kopf reconnects.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

@@ -6,6 +6,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from onair.operator.builders import LABEL_SPEC_GENERATION
+
 
 @dataclass(frozen=True)
 class PodState:
@@ -24,6 +26,7 @@ class PodState:
     waiting_message: str | None = None
     created_at: dt.datetime | None = None
     started_at: dt.datetime | None = None  # when the container started (running or terminated since)
+    spec_generation: int | None = None  # the job's generation the Pod was made from (older Pods: None)
 
 
 def _parse_time(value: str | None) -> dt.datetime | None:
@@ -64,4 +67,6 @@ def pod_state(pod: dict[str, Any]) -> PodState:
         waiting_message=None if waiting is None else waiting.get("message"),
         created_at=_parse_time(pod["metadata"].get("creationTimestamp")),
         started_at=_parse_time((terminated or running or {}).get("startedAt")),
+        spec_generation=int(generation) if (generation := (pod["metadata"].get("labels") or {}).get(
+            LABEL_SPEC_GENERATION, "")).isdigit() else None,
     )

@@ -76,7 +76,10 @@ class Decision:
     """What the controller must do for one job, in this order."""
 
     status: dict[str, Any]
-    ensure_children: bool = False  # the job's Secret (and a LiveJob's Service) must exist
+    ensure_children: bool = False  # the job's Secret must exist
+    # A LiveJob's ingest Service must exist: once its encoder is ready, so that the Service's
+    # Endpoints and EndpointSlice are written once, with the ready Pod, rather than empty first.
+    ensure_service: bool = False
     create_pod_attempt: int | None = None
     delete_pods: list[str] = field(default_factory=list)
     encoder_command: str | None = None  # "pause" or "resume", sent to the running recorder
@@ -240,6 +243,15 @@ def decide_live_job(
     attempt = max(status.attempt, 1)
     current_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid), attempt)
     pod, stale = _pods_of_attempt(pods, current_name)
+    if (pod is not None and status.phase in (None, LiveJobPhase.PENDING, LiveJobPhase.OFFLINE)
+            and pod.spec_generation is not None and pod.spec_generation != generation):
+        # The spec changed after this Pod was made and before Provisioning was written (the phase
+        # from which the CRD refuses such changes; the controller may hold that write a few
+        # seconds): it runs the old spec. Nothing was published yet: the next attempt replaces it.
+        attempt += 1
+        status.attempt = attempt
+        current_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid), attempt)
+        pod, stale = _pods_of_attempt(pods, current_name)
     decision.delete_pods = stale
     schedule = job.spec.schedule
     start = schedule.start_date_time if schedule else None
@@ -375,6 +387,7 @@ def decide_live_job(
             comment = f"waiting for Pod {pod.name}" + (f" ({pod.waiting_reason})" if pod.waiting_reason else "")
             set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.ENCODER_STARTING, comment)
         else:
+            decision.ensure_service = status.phase not in RUNNING_PHASES
             set_cond(ConditionType.ENCODER_RUNNING, True, ConditionReason.ENCODER_STARTED, f"Pod {pod.name} is ready")
             state = (report or {}).get("state", "waiting")
             ingest = (report or {}).get("ingest") or {}
@@ -426,6 +439,13 @@ def decide_live_job(
         generation))
     status.conditions = sorted(conditions, key=lambda c: c.type)
     status.observed_generation = generation
+    not_yet_provisioning = status.phase in (None, LiveJobPhase.PENDING, LiveJobPhase.OFFLINE)
+    if pod is not None and pod.created_at is not None and not_yet_provisioning and target not in (
+            LiveJobPhase.PENDING, LiveJobPhase.OFFLINE):
+        # Provisioning is written after the Pod was created (the controller holds that write a few
+        # seconds, and the Pod may be ready, or failed, by then): the timings still say when it began.
+        _enter(status, LiveJobPhase.PROVISIONING, min(pod.created_at, now), "CreatingEncoder",
+               f"waiting for Pod {pod.name}", decision)
     _enter(status, target, now, reason, comment, decision)
     status.message = comment
     decision.status = _dump(status)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
 import signal
@@ -32,7 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from benchkit import delete_namespace, rss_mb, say  # noqa: E402
 from localplatform.platform import LocalPlatform, PlatformInfo  # noqa: E402
 
-from onair.kubeclient import Credentials, KubeClient, gather_limited, resource_path  # noqa: E402
+from onair.kubeclient import ApiError, Credentials, KubeClient, gather_limited, resource_path  # noqa: E402
 from onair.models import API_VERSION, JobTemplateSpec, LiveJob  # noqa: E402
 from onair.operator.builders import build_encoder_pod  # noqa: E402
 from onair.operator.config import OperatorConfig  # noqa: E402
@@ -83,32 +84,94 @@ async def write_bound(kube: KubeClient, jobs: int) -> tuple[float, str]:
     return elapsed, writes
 
 
+async def list_jobs(kube: KubeClient, path: str) -> dict[str, Any]:
+    for attempt in range(6):
+        try:
+            # Small pages: an API server busy with a burst of thousands of jobs took over the client's
+            # 30 s for one page of 500, or answered a later page 504 (its watch cache behind the
+            # continue token): a whole run was lost to each.
+            return await kube.list(path, limit=100)
+        except (TimeoutError, ApiError) as error:
+            if attempt == 5 or (isinstance(error, ApiError) and error.status != 504):
+                raise
+            say(f"listing the jobs failed ({error}); again")
+            await asyncio.sleep(2)
+    raise AssertionError("unreachable")
+
+
 async def wait_all_waiting(kube: KubeClient, namespace: str, total: int, started: float, timeout: float) -> float:
     """Watch the jobs (one LIST, then a watch: polling would load the API server it measures) until
     `total` are WaitingForInput; returns the time since `started`."""
     path = resource_path(API_VERSION, "livejobs", namespace)
-    listing = await kube.list(path)
-    waiting = {j["metadata"]["name"] for j in listing["items"]
-               if (j.get("status") or {}).get("phase") == "WaitingForInput"}
-    version = listing["metadata"]["resourceVersion"]
     deadline = time.monotonic() + timeout
     last_report = time.monotonic()
+    waiting: set[str] = set()
     while len(waiting) < total:
         if time.monotonic() > deadline:
             raise TimeoutError(f"only {len(waiting)}/{total} jobs WaitingForInput after {timeout}s")
-        async for event in kube.watch(path, version, timeout_seconds=60):
-            obj = event["object"]
-            version = obj["metadata"]["resourceVersion"]
-            if event["type"] == "BOOKMARK":
-                continue
-            if (obj.get("status") or {}).get("phase") == "WaitingForInput":
-                waiting.add(obj["metadata"]["name"])
-            if time.monotonic() - last_report > 5:
-                say(f"{len(waiting)}/{total} WaitingForInput after {time.monotonic() - started:.1f}s")
-                last_report = time.monotonic()
-            if len(waiting) >= total:
-                break
+        listing = await list_jobs(kube, path)
+        waiting = {j["metadata"]["name"] for j in listing["items"]
+                   if (j.get("status") or {}).get("phase") == "WaitingForInput"}
+        version = listing["metadata"]["resourceVersion"]
+        try:
+            while len(waiting) < total and time.monotonic() <= deadline:
+                async for event in kube.watch(path, version, timeout_seconds=60):
+                    obj = event["object"]
+                    version = obj["metadata"]["resourceVersion"]
+                    if event["type"] == "BOOKMARK":
+                        continue
+                    if (obj.get("status") or {}).get("phase") == "WaitingForInput":
+                        waiting.add(obj["metadata"]["name"])
+                    if time.monotonic() - last_report > 5:
+                        say(f"{len(waiting)}/{total} WaitingForInput after {time.monotonic() - started:.1f}s")
+                        last_report = time.monotonic()
+                    if len(waiting) >= total:
+                        break
+        except ApiError as error:
+            if error.status != 410:
+                raise
+            say("the watch expired (410, the API server far behind a burst); listing again")
     return time.monotonic() - started
+
+
+def _seconds(stamp: str | None, zero: float) -> float | None:
+    if not stamp:
+        return None
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() - zero
+
+
+async def stages(kube: KubeClient, namespace: str, zero: float) -> str:
+    """When each step of the jobs happened, in seconds after the creates began (the 50th and 90th
+    percentiles, and the last): where a slow burst waits. API-server stamps are whole seconds."""
+    jobs = (await kube.list(resource_path(API_VERSION, "livejobs", namespace)))["items"]
+    pods = (await kube.list(resource_path("v1", "pods", namespace)))["items"]
+    steps: dict[str, list[float]] = {name: [] for name in (
+        "job created", "Provisioning written", "Pod created", "Pod bound", "Pod ready", "WaitingForInput written")}
+
+    def add(step: str, value: float | None) -> None:
+        if value is not None:
+            steps[step].append(value)
+
+    for job in jobs:
+        add("job created", _seconds(job["metadata"].get("creationTimestamp"), zero))
+        for timing in (job.get("status") or {}).get("timings") or []:
+            if timing["phase"] in ("Provisioning", "WaitingForInput"):
+                add(f"{timing['phase']} written", _seconds(timing["time"], zero))
+    for pod in pods:
+        add("Pod created", _seconds(pod["metadata"].get("creationTimestamp"), zero))
+        for condition in (pod.get("status") or {}).get("conditions") or []:
+            if condition["type"] in ("PodScheduled", "Ready") and condition.get("status") == "True":
+                step = "Pod bound" if condition["type"] == "PodScheduled" else "Pod ready"
+                add(step, _seconds(condition.get("lastTransitionTime"), zero))
+
+    def line(step: str, values: list[float]) -> str:
+        values.sort()
+        if not values:
+            return f"  {step:24s}: none"
+        return (f"  {step:24s}: p50 {values[len(values) // 2]:6.1f}  p90 {values[len(values) * 9 // 10]:6.1f}"
+                f"  last {values[-1]:6.1f}")
+
+    return "\n".join(line(step, values) for step, values in steps.items())
 
 
 WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}
@@ -150,6 +213,21 @@ def writes_per_job(metrics_url: str, jobs: int) -> dict[str, float]:
     return writes
 
 
+def reconciles_per_job(metrics_url: str, jobs: int) -> str:
+    """How many reconciles the operator ran per job, and how long one took on average."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    count = seconds = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "onair_operator_reconcile_duration_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_count"):
+                    count += sample.value
+                elif sample.name.endswith("_sum"):
+                    seconds += sample.value
+    return f"{count / jobs:.2f} per job, {1000 * seconds / max(count, 1):.0f} ms each on average"
+
+
 async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from cluster.conftest import KWOK_PLACEMENT, start_operator, stop_operator
@@ -177,7 +255,7 @@ async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None
         try:
             say(f"operator: creating {jobs} LiveJobs at once")
             before = await apiserver_writes(kube)
-            started = time.monotonic()
+            started, started_wall = time.monotonic(), time.time()
             await create_jobs(kube, "bench-op", [f"job-{i:05d}" for i in range(jobs)])
             operator_seconds = await wait_all_waiting(kube, "bench-op", jobs, started, timeout=1800)
             # Less the LiveJob creates themselves, which the bound's run made before its clock started.
@@ -185,7 +263,9 @@ async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None
             after["livejobs"] = after.get("livejobs", 0.0) - jobs
             operator_writes = per_job(before, after, jobs)
             rss_small = rss_mb(pid)
+            timeline = await stages(kube, "bench-op", started_wall)
             writes = writes_per_job(operator.metrics_url, jobs)
+            reconciles = reconciles_per_job(operator.metrics_url, jobs)
             say(f"operator: {operator_seconds:.2f}s, RSS {rss_small:.0f} MB")
             rss_large = float("nan")
             if rss_jobs > jobs:
@@ -206,8 +286,11 @@ async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None
     print(f"ratio operator / write bound        : {operator_seconds / bound:8.2f}   (goal <= 1.5)")
     print(f"operator writes per job             : {sum(writes.values()):8.2f}   "
           f"({', '.join(f'{name} {count:.2f}' for name, count in sorted(writes.items()))})")
+    print(f"operator reconciles                 : {reconciles}")
     print(f"API-server writes per job, bound    : {bound_writes}")
     print(f"API-server writes per job, operator : {operator_writes}")
+    print("when each step happened (s after the creates began):")
+    print(timeline)
     print(f"operator RSS with {jobs:>6} jobs        : {rss_small:8.0f} MB")
     if rss_jobs > jobs:
         print(f"operator RSS with {rss_jobs:>6} jobs        : {rss_large:8.0f} MB  (goal <= 200 MB)")

@@ -28,3 +28,30 @@ def test_a_namespace_only_in_the_watchs_own_listing_is_watched() -> None:
         return set(insights.namespaces)
 
     assert asyncio.run(scenario()) == {"t-late"}
+
+
+def test_the_cheap_diff_base_only_while_no_handler_needs_diffs() -> None:
+    """The operator's handlers (all on.event) get the diff base that copies nothing; a change handler
+    added later gets kopf's own, so its diffs still work."""
+    import kopf
+    from kopf._cogs.structs import bodies
+
+    from onair.operator import handlers  # noqa: F401  (registers the operator's handlers)
+
+    job = bodies.Body({"apiVersion": "onair.dev/v1alpha1", "kind": "LiveJob",
+                       "metadata": {"name": "a", "namespace": "n"}, "spec": {"online": True}})
+    storage = kopf_fixes.diffbase_storage("onair.dev", "last-handled-configuration")
+    assert isinstance(storage, kopf_fixes.EventHandlersOnlyDiffBase)
+    assert storage.build(body=job) == {}
+    assert storage.fetch(body=job) is None
+
+    saved = kopf.get_default_registry()
+    registry = kopf.OperatorRegistry()
+    kopf.set_default_registry(registry)
+    try:
+        kopf.on.update("onair.dev", "v1alpha1", "livejobs", registry=registry)(lambda **_: None)
+        storage = kopf_fixes.diffbase_storage("onair.dev", "last-handled-configuration")
+        assert not isinstance(storage, kopf_fixes.EventHandlersOnlyDiffBase)
+        assert storage.build(body=job)["spec"] == {"online": True}
+    finally:
+        kopf.set_default_registry(saved)

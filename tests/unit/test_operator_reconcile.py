@@ -118,6 +118,53 @@ def test_new_pods_first_event_needs_no_status_write_and_scheduling_is_not_called
     assert "Insufficient cpu" in scheduled["message"]
 
 
+def test_the_ingest_service_is_made_once_the_encoder_is_ready() -> None:
+    """Made with the ready Pod, the Service's Endpoints and EndpointSlice are written once each."""
+    created = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW)
+    assert created.ensure_children and not created.ensure_service
+    starting = decide_live_job(live_job(created.status), TEMPLATE, [pod(current_pod_name(), "Pending", ready=False)],
+                               None, CONFIG, NOW)
+    assert not starting.ensure_service
+    ready = decide_live_job(live_job(created.status), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW)
+    assert ready.ensure_service
+    waiting = decide_live_job(live_job(ready.status), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW)
+    assert not waiting.ensure_service
+
+
+def test_a_pod_ready_before_provisioning_was_written_keeps_provisioning_in_the_timings() -> None:
+    """The controller may hold a new Pod's Provisioning write; the one write that follows still lists
+    Provisioning, at the Pod's creation."""
+    ready = pod(current_pod_name())
+    ready["metadata"]["creationTimestamp"] = "2026-11-23T11:59:57Z"
+    status = decide_live_job(live_job(), TEMPLATE, [ready], None, CONFIG, NOW).status
+    assert status["phase"] == "WaitingForInput"
+    assert [(t["phase"], t["time"]) for t in status["timings"]] == [
+        ("Pending", "2026-11-23T11:59:57Z"), ("Provisioning", "2026-11-23T11:59:57Z"),
+        ("WaitingForInput", "2026-11-23T12:00:00Z")]
+    starting = pod(current_pod_name(), "Pending", ready=False)
+    starting["metadata"]["creationTimestamp"] = "2026-11-23T11:59:57Z"
+    status = decide_live_job(live_job(), TEMPLATE, [starting], None, CONFIG, NOW).status
+    assert [(t["phase"], t["time"]) for t in status["timings"]] == [
+        ("Pending", "2026-11-23T11:59:57Z"), ("Provisioning", "2026-11-23T11:59:57Z")]
+    starting["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": "InvalidImageName"}}
+    status = decide_live_job(live_job(), TEMPLATE, [starting], None, CONFIG, NOW).status
+    assert [t["phase"] for t in status["timings"]] == ["Pending", "Provisioning", "Failed"]
+
+
+def test_a_pod_made_from_a_spec_changed_before_provisioning_was_written_is_replaced() -> None:
+    """The CRD refuses input changes only from Provisioning on; the Provisioning write may be held a
+    few seconds after the Pod's creation, so a spec changed meanwhile gets a new attempt's Pod."""
+    made = build_encoder_pod(live_job(), TEMPLATE.template, CONFIG, 1)
+    assert made["metadata"]["labels"]["onair.dev/spec-generation"] == "1"
+    old = {**pod(current_pod_name(), "Pending", ready=False), "metadata": {**made["metadata"], "uid": "p1"}}
+    changed = decide_live_job(live_job(generation=2), TEMPLATE, [old], None, CONFIG, NOW)
+    assert changed.delete_pods == [current_pod_name()]
+    assert changed.create_pod_attempt == 2
+    assert changed.status["attempt"] == 2 and changed.status.get("restarts", 0) == 0
+    same = decide_live_job(live_job(), TEMPLATE, [old], None, CONFIG, NOW)
+    assert same.delete_pods == [] and same.create_pod_attempt is None
+
+
 def test_ready_pod_without_input_waits_for_input_and_publishes_urls() -> None:
     provisioning = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
     decision = decide_live_job(live_job(provisioning), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW)
@@ -303,6 +350,12 @@ def test_encoder_pod_is_least_privileged_and_wired_to_its_secrets() -> None:
     assert build_job_secret(job, "another-seed-of-at-least-32-characters")["stringData"]["streamKey"] != key
     service = build_ingest_service(job, CONFIG)
     assert service["spec"]["selector"] == {"onair.dev/job": "news", "onair.dev/role": "encoder"}
+    # Headless: the name resolves to the Pod, so the Service's ports must be the ones the Pod listens on.
+    assert service["spec"]["clusterIP"] == "None"
+    listening = {(p["name"], p["containerPort"], p["protocol"]) for p in container["ports"]}
+    assert {(p["name"], p["port"], p["protocol"]) for p in service["spec"]["ports"]} <= listening
+    balanced = build_ingest_service(job, CONFIG.model_copy(update={"service_type": "LoadBalancer"}))
+    assert "clusterIP" not in balanced["spec"]
 
 
 def test_single_input_class_passes_the_source_through() -> None:
