@@ -139,9 +139,17 @@ def run_encoder(source: Path, work: Path, endpoint: str, keys: tuple[str, str]) 
     env = {**os.environ, "ONAIR_JOB_CONFIG": json.dumps(config), "ONAIR_STREAM_KEY": key, "ONAIR_LISTEN_HOST": host,
            "AWS_ACCESS_KEY_ID": keys[0], "AWS_SECRET_ACCESS_KEY": keys[1], "ONAIR_WORK_DIR": str(work / "encoder"),
            "ONAIR_LOG_LEVEL": os.environ.get("ONAIR_LOG_LEVEL", "WARNING")}
+    command = [str(Path(sys.executable).parent / "onair-encoder")]
+    return encode_one_publish(command, env, host, ports, source, "flv", f"rtmp://{host}:{ports['rtmp']}/live/{key}")
+
+
+def encode_one_publish(command: list[str], env: dict[str, str], host: str, ports: dict[str, int], source: Path,
+                       container: str, ingest_url: str) -> tuple[float, dict[str, object]]:
+    """Starts the encoder (`command`), publishes `source` once in real time to `ingest_url`, waits for
+    the encoder to see the publisher leave, stops it: its CPU seconds and its last status."""
     encoder = subprocess.Popen(
-        [str(Path(sys.executable).parent / "onair-encoder"), "--rtmp-port", str(ports["rtmp"]),
-         "--srt-port", str(ports["srt"]), "--status-port", str(ports["status"])], env=env)  # fmt: skip
+        [*command, "--rtmp-port", str(ports["rtmp"]), "--srt-port", str(ports["srt"]),
+         "--status-port", str(ports["status"])], env=env)  # fmt: skip
     status_url = f"http://{host}:{ports['status']}/status"
 
     def status() -> dict[str, object]:
@@ -150,9 +158,8 @@ def run_encoder(source: Path, work: Path, endpoint: str, keys: tuple[str, str]) 
             return document
 
     wait_for(lambda: status(), 20, "the encoder")
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-nostdin", "-re", "-i", str(source), "-c", "copy", "-f", "flv",
-         f"rtmp://{host}:{ports['rtmp']}/live/{key}"], check=False)  # fmt: skip
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-re", "-i", str(source), "-c", "copy", "-f", container,
+                    ingest_url], check=False)  # fmt: skip
     wait_for(lambda: status()["state"] == "reconnecting", 20, "the end of the stream")
     final = status()
     encoder.send_signal(signal.SIGTERM)

@@ -20,14 +20,12 @@ import argparse
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
-from encoder_ladder import cpu_seconds_of, free_port, start_seaweedfs, wait_for
+from encoder_ladder import cpu_seconds_of, encode_one_publish, free_port, start_seaweedfs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from onair.encoder.ffmpeg import SessionOutput, hls_muxer_args
@@ -99,24 +97,8 @@ def run_encoder(
     if checkout is not None:
         command = [sys.executable, "-m", "onair.encoder.main"]
         env["PYTHONPATH"] = str(checkout)
-    encoder = subprocess.Popen(
-        [*command, "--rtmp-port", str(ports["rtmp"]), "--srt-port", str(ports["srt"]),
-         "--status-port", str(ports["status"])], env=env)  # fmt: skip
-    status_url = f"http://{host}:{ports['status']}/status"
-
-    def status() -> dict[str, object]:
-        with urllib.request.urlopen(status_url, timeout=2) as response:
-            document: dict[str, object] = json.load(response)
-            return document
-
-    wait_for(lambda: status(), 20, "the encoder")
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-nostdin", "-re", "-i", str(source), "-c", "copy", "-f", "mpegts",
-         f"srt://{host}:{ports['srt']}?streamid={key}&passphrase={key}&pbkeylen=16"], check=False)  # fmt: skip
-    wait_for(lambda: status()["state"] == "reconnecting", 20, "the end of the stream")
-    final = status()
-    encoder.send_signal(signal.SIGTERM)
-    return cpu_seconds_of(encoder), final
+    srt_url = f"srt://{host}:{ports['srt']}?streamid={key}&passphrase={key}&pbkeylen=16"
+    return encode_one_publish(command, env, host, ports, source, "mpegts", srt_url)
 
 
 def main() -> None:
