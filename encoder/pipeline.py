@@ -198,9 +198,6 @@ class Encoder:
             self._end_rtmp_play()
         self.stop_requested.set()
 
-    def set_paused(self, paused: bool) -> None:
-        self.status.paused = paused
-
     async def on_publish(self, name: str) -> bool:
         """nginx-rtmp's on_publish: only the job's key, and one publisher at a time."""
         if self.stop_requested.is_set() or name != self.config.stream_key:

@@ -127,6 +127,15 @@ def start_seaweedfs(directory: Path) -> tuple[subprocess.Popen[bytes], str, tupl
     return process, endpoint, keys
 
 
+def stop_seaweedfs(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def run_encoder(source: Path, work: Path, endpoint: str, keys: tuple[str, str]) -> tuple[float, dict[str, object]]:
     host, key = "127.0.0.77", secrets.token_hex(8)
     ports = {name: free_port() for name in ("rtmp", "srt", "status")}
@@ -182,12 +191,7 @@ def main() -> None:
             single_cpu = run_single(source, work)
             separate_cpu = run_separate(source, work)
         finally:
-            weed.terminate()
-            try:
-                weed.wait(10)
-            except subprocess.TimeoutExpired:
-                weed.kill()
-                weed.wait()
+            stop_seaweedfs(weed)
     upload = final["upload"]
     assert isinstance(upload, dict)
     renditions = final["renditions"]

@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from encoder_ladder import cpu_seconds_of, encode_one_publish, free_port, start_seaweedfs
+from encoder_ladder import cpu_seconds_of, encode_one_publish, free_port, start_seaweedfs, stop_seaweedfs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from onair.encoder.ffmpeg import SessionOutput, hls_muxer_args
@@ -130,12 +130,7 @@ def main() -> None:
                     print(f"{codec}: baseline encoder ({args.baseline}) in all {baseline:5.2f} s; availability p50 "
                           f"{upload['p50LatencyMs']} ms, p99 {upload['p99LatencyMs']} ms", flush=True)
         finally:
-            weed.terminate()
-            try:
-                weed.wait(10)
-            except subprocess.TimeoutExpired:
-                weed.kill()
-                weed.wait()
+            stop_seaweedfs(weed)
 
 
 if __name__ == "__main__":
