@@ -129,8 +129,11 @@ class RenditionTrack:
     def unused_init_segments(self, expired: list[Segment]) -> list[str]:
         """The init segments (EXT-X-MAP) of `expired` segments that no segment still in the playlist
         or still fetchable uses: they go with them. Each session has its own, so they would pile up."""
+        maps = {segment.init_uri for segment in expired if segment.init_uri}
+        if not maps:  # the common case (MPEG-TS, or nothing expired): no walk over a long recording's segments
+            return []
         in_use = {segment.init_uri for segment in (*self.segments, *self._retired)}
-        return sorted({segment.init_uri for segment in expired if segment.init_uri and segment.init_uri not in in_use})
+        return sorted(maps - in_use)
 
     def _target(self, segments: list[Segment]) -> int:
         self.target_floor = max(self.target_floor, target_duration(segments, self.nominal_duration))
