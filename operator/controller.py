@@ -434,16 +434,18 @@ class Controller:
         for pod_name in dict.fromkeys(decision.delete_pods):
             metrics.API_WRITES.labels("delete", "pods").inc()
             await self.kube.delete(resource_path("v1", "pods", namespace, pod_name))
-        secret: Awaitable[dict[str, Any] | None] = _nothing()
-        new_pod: Awaitable[dict[str, Any] | None] = _nothing()
         making_secret = decision.ensure_children and uid not in self._children_ensured
-        if making_secret:
-            secret = self._create("secrets", namespace, builders.build_job_secret(job, self.config.stream_key_seed))
+        pod_body: dict[str, Any] | None = None
         if decision.create_pod_attempt is not None:
             clip = clip_request(job, self._live_job(namespace, job.spec.source.live_job_ref)) \
                 if isinstance(job, RecordJob) else None
-            new_pod = self._create("pods", namespace, builders.build_encoder_pod(
-                job, template, self.config, decision.create_pod_attempt, clip))
+            pod_body = builders.build_encoder_pod(job, template, self.config, decision.create_pod_attempt, clip)
+        # Coroutines made only to be awaited next (one made and dropped is a warning in the log).
+        secret: Awaitable[dict[str, Any] | None] = self._create(
+            "secrets", namespace, builders.build_job_secret(job, self.config.stream_key_seed)) \
+            if making_secret else _nothing()
+        new_pod: Awaitable[dict[str, Any] | None] = \
+            self._create("pods", namespace, pod_body) if pod_body is not None else _nothing()
         # The Secret and the Pod that reads it are created at once (one round trip, not two): the
         # Pod is bound, then started by its node's kubelet, several API round trips after its
         # creation, by which time the Secret exists (and a kubelet that came first retries).
