@@ -57,6 +57,7 @@ def main() -> None:
         peering_name=config.peering_name,
         priority=config.peering_priority,
         liveness_endpoint=f"http://{config.listen_host}:{config.health_port}/healthz",
+        memories=kopf_fixes.memories(),
     )
 
 
