@@ -25,6 +25,8 @@ import yaml
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+# A list whose items are the objects' metadata only (the API server's PartialObjectMetadataList).
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 
 
 class ApiError(Exception):
@@ -146,8 +148,8 @@ class KubeClient:
             await self._session.close()
             self._session = None
 
-    def _headers(self, content_type: str | None = None) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
+    def _headers(self, content_type: str | None = None, accept: str = "application/json") -> dict[str, str]:
+        headers = {"Accept": accept}
         token = self.credentials.bearer()
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -164,13 +166,14 @@ class KubeClient:
         params: Mapping[str, str | int] | None = None,
         content_type: str = "application/json",
         timeout: float = 30,
+        accept: str = "application/json",
     ) -> dict[str, Any]:
         url = self.credentials.server + path
         if params:
             url += "?" + urlencode(params)
         data = None if body is None else json.dumps(body, separators=(",", ":"))
         async with self.session.request(
-            method, url, data=data, headers=self._headers(content_type if body is not None else None),
+            method, url, data=data, headers=self._headers(content_type if body is not None else None, accept),
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as response:
             text = await response.text()
@@ -231,14 +234,25 @@ class KubeClient:
     async def list(self, path: str, **params: str | int) -> dict[str, Any]:
         """All pages of a list, joined (the API server pages with `continue`)."""
         items: list[dict[str, Any]] = []
+        page: dict[str, Any] = {}
+        async for page in self.pages(path, metadata_only=False, **params):
+            items.extend(page.get("items") or ())  # a metadata-only list of nothing has "items": null
+        page["items"] = items
+        return page
+
+    async def pages(self, path: str, *, metadata_only: bool = False, **params: str | int
+                    ) -> AsyncIterator[dict[str, Any]]:
+        """The pages of a list one by one, all of one snapshot (one resourceVersion): a caller that
+        keeps only what it needs of each page never holds the whole list. `metadata_only`: the items
+        are the objects' metadata, not the whole objects."""
         query: dict[str, str | int] = {"limit": 500, **params}
+        accept = METADATA_ONLY if metadata_only else "application/json"
         while True:
-            page = await self.get(path, **query)
-            items.extend(page.get("items", []))
+            page = await self.request("GET", path, params=query, accept=accept)
+            yield page
             token = page.get("metadata", {}).get("continue")
             if not token:
-                page["items"] = items
-                return page
+                return
             query["continue"] = token
 
     async def watch(

@@ -15,6 +15,10 @@ from onair.operator.metrics import ENCODER_POLLS
 
 # An encoder that never answers is asked every two minutes at most; one that turns ready is asked at once.
 MAX_BACKOFF_SECONDS = 120.0
+# An idle connection is closed after this many poll intervals: an encoder read every interval keeps
+# its own, one backing off lets it go. With aiohttp's 15 s, the Pods that had not answered yet (or
+# had no encoder behind their address, on kwok) held thousands of idle connections, 8 kB each.
+KEEPALIVE_INTERVALS = 2.5
 
 
 @dataclass
@@ -70,7 +74,8 @@ class EncoderReports:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+                limit=0, keepalive_timeout=KEEPALIVE_INTERVALS * self.interval))
         return self._session
 
     async def close(self) -> None:

@@ -12,6 +12,7 @@ import sys
 from pydantic import ValidationError
 
 from onair.gcpolicy import release_free_memory_periodically
+from onair.heapprofile import install_from_env as install_heap_profile
 from onair.jsonlog import setup_logging
 from onair.operator.config import ENV_PREFIX, OperatorConfig
 
@@ -31,6 +32,7 @@ def main() -> None:
         # kopf logs every handled event at INFO; with thousands of jobs that is most of the CPU.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     release_free_memory_periodically()
+    install_heap_profile()
     # kopf imports the official Kubernetes client whenever it is installed, to recognise its objects
     # and to borrow its login. The operator uses neither (kopf logs in with the kubeconfig or the
     # ServiceAccount itself), and loading that client costs about 30 MB.
@@ -55,6 +57,7 @@ def main() -> None:
         peering_name=config.peering_name,
         priority=config.peering_priority,
         liveness_endpoint=f"http://{config.listen_host}:{config.health_port}/healthz",
+        memories=kopf_fixes.memories(),
     )
 
 

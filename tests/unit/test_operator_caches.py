@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -89,13 +90,16 @@ async def test_jobs_that_come_and_go_leave_nothing_behind() -> None:
 
 
 class ListingOnly:
-    """The API server's answer to the lists drop_vanished makes."""
+    """The API server's answer to the lists drop_vanished makes: metadata only, one item a page."""
 
     def __init__(self, listings: dict[str, dict[str, Any]]) -> None:
         self.listings = listings
 
-    async def list(self, path: str, **params: str) -> dict[str, Any]:
-        return self.listings[path.rsplit("/", 1)[1]]
+    async def pages(self, path: str, *, metadata_only: bool = False, **params: str) -> AsyncIterator[dict[str, Any]]:
+        assert metadata_only  # whole objects, 10,000 at a time, are what it must not read
+        listing = self.listings[path.rsplit("/", 1)[1]]
+        for item in listing["items"] or [None]:
+            yield {"metadata": listing["metadata"], "items": [{"metadata": item["metadata"]}] if item else []}
 
 
 async def test_what_was_deleted_while_the_watch_was_away_is_dropped() -> None:

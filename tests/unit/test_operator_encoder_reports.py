@@ -57,3 +57,43 @@ async def test_a_pod_turning_ready_is_polled_at_once() -> None:
         await reports.close()
         if runner is not None:
             await runner.cleanup()
+
+
+async def test_an_encoder_backing_off_holds_no_idle_connection_and_a_healthy_one_keeps_its_own() -> None:
+    """Thousands of Pods not answering yet must not hold thousands of idle connections, and an
+    encoder read every interval must not pay a new connection each time."""
+
+    async def healthy(_: web.Request) -> web.Response:
+        return web.json_response({"state": "waiting"})
+
+    async def not_yet(_: web.Request) -> web.Response:
+        return web.Response(status=404)
+
+    runners: list[web.AppRunner] = []
+    urls = []
+    for handler in (healthy, not_yet):
+        app = web.Application()
+        app.router.add_get("/status", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runners.append(runner)
+        urls.append(f"http://127.0.0.1:{port}/status")
+    reports = EncoderReports(interval=0.2)
+    poller = asyncio.create_task(reports.run())
+    try:
+        reports.track("healthy", urls[0], lambda: None)
+        reports.track("not-yet", urls[1], lambda: None)
+        # Backing off 1.6 s and more between reads: its connection, idle longer than 0.5 s, is closed.
+        assert await wait_for(lambda: reports._targets["not-yet"].failures >= 4, 5)
+        assert await wait_for(lambda: not runners[1].server.connections, 1.5)  # type: ignore[union-attr]
+        assert reports.report("healthy") == {"state": "waiting"}
+        assert len(runners[0].server.connections) == 1  # type: ignore[union-attr]
+        assert runners[0].server.requests_count >= 10  # type: ignore[union-attr]
+    finally:
+        poller.cancel()
+        await asyncio.gather(poller, return_exceptions=True)
+        await reports.close()
+        for runner in runners:
+            await runner.cleanup()

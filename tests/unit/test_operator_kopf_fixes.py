@@ -55,3 +55,32 @@ def test_the_cheap_diff_base_only_while_no_handler_needs_diffs() -> None:
         assert storage.build(body=job)["spec"] == {"online": True}
     finally:
         kopf.set_default_registry(saved)
+
+
+def test_no_per_object_memories_kept_while_no_handler_reads_them_back() -> None:
+    """kopf's record of every object seen (1 kB each) is not kept for the operator's event handlers,
+    which still get the operator's memo; a daemon or change handler added later gets kopf's own."""
+    import kopf
+    from kopf._cogs.structs import ephemera
+
+    from onair.operator import handlers  # noqa: F401  (registers the operator's handlers)
+
+    async def recall(memories: kopf_fixes.inventory.ResourceMemories) -> tuple[object, int]:
+        memobase = ephemera.AnyMemo(kopf.Memo(controller="the controller"))
+        memory = await memories.recall({"metadata": {"uid": "u1"}}, memobase=memobase)
+        return memory.memo.controller, len(list(memories.iter_all_memories()))
+
+    memories = kopf_fixes.memories()
+    assert isinstance(memories, kopf_fixes.EventHandlersOnlyMemories)
+    assert asyncio.run(recall(memories)) == ("the controller", 0)
+
+    saved = kopf.get_default_registry()
+    registry = kopf.OperatorRegistry()
+    kopf.set_default_registry(registry)
+    try:
+        kopf.daemon("onair.dev", "v1alpha1", "livejobs", registry=registry)(lambda **_: None)
+        memories = kopf_fixes.memories()
+        assert not isinstance(memories, kopf_fixes.EventHandlersOnlyMemories)
+        assert asyncio.run(recall(memories)) == ("the controller", 1)
+    finally:
+        kopf.set_default_registry(saved)
