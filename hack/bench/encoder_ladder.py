@@ -21,7 +21,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,16 +34,11 @@ import boto3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from localplatform import seaweedfs
+from localplatform.processes import free_port, stop_child
 
 RENDITIONS = [("720p", 1280, 720, 3_000_000), ("480p", 854, 480, 1_200_000), ("360p", 640, 360, 800_000)]
 SEGMENT_SECONDS = 4
 FPS = 30
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for(check: Callable[[], object], timeout: float, what: str) -> None:
@@ -136,15 +130,6 @@ def start_seaweedfs(directory: Path) -> tuple[subprocess.Popen[bytes], str, tupl
     return process, endpoint, keys
 
 
-def stop_seaweedfs(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def run_encoder(source: Path, work: Path, endpoint: str, keys: tuple[str, str]) -> tuple[float, dict[str, object]]:
     host, key = "127.0.0.77", secrets.token_hex(8)
     ports = {name: free_port() for name in ("rtmp", "srt", "status")}
@@ -201,7 +186,7 @@ def main() -> None:
             separate_cpu = run_separate(source, work)
             decode_cpu = run_decode_only(source)
         finally:
-            stop_seaweedfs(weed)
+            stop_child(weed)
     upload = final["upload"]
     assert isinstance(upload, dict)
     renditions = final["renditions"]

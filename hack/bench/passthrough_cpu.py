@@ -25,7 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from encoder_ladder import cpu_seconds_of, encode_one_publish, free_port, start_seaweedfs, stop_seaweedfs
+from encoder_ladder import cpu_seconds_of, encode_one_publish, start_seaweedfs
+from localplatform.processes import free_port, stop_child
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from onair.encoder.ffmpeg import SessionOutput, hls_muxer_args
@@ -130,7 +131,7 @@ def main() -> None:
                     print(f"{codec}: baseline encoder ({args.baseline}) in all {baseline:5.2f} s; availability p50 "
                           f"{upload['p50LatencyMs']} ms, p99 {upload['p99LatencyMs']} ms", flush=True)
         finally:
-            stop_seaweedfs(weed)
+            stop_child(weed)
 
 
 if __name__ == "__main__":

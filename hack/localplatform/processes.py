@@ -113,6 +113,16 @@ def running_pid_from_file(pid_file: Path) -> int | None:
     return None if state == "Z" else pid
 
 
+def stop_child(process: subprocess.Popen[bytes], grace_seconds: float = 10.0) -> None:
+    """TERM a child started in our own group, wait for it, then KILL it if it is still there."""
+    process.terminate()
+    try:
+        process.wait(grace_seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def stop_process_group(pid: int, grace_seconds: float = 10.0) -> None:
     """TERM the whole group, wait for it to go, then KILL what is left."""
     try:

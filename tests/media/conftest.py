@@ -19,6 +19,7 @@ import boto3
 import pytest
 import requests
 from localplatform import seaweedfs
+from localplatform.processes import stop_child
 from media_helpers import (
     ACCESS_KEY,
     ENCODER,
@@ -62,12 +63,7 @@ def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectSto
         yield ObjectStore(f"http://127.0.0.1:{proxy.port}", direct, proxy, client, "media")
     finally:
         proxy.stop()
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_child(process, 5)
         log.close()
 
 
@@ -141,12 +137,7 @@ def start_encoder(
     yield start
     for encoder in started:  # a failed test may leave one running: stop it cleanly, then for sure
         if encoder.process.poll() is None:
-            encoder.process.terminate()
-            try:
-                encoder.process.wait(30)
-            except subprocess.TimeoutExpired:
-                encoder.process.kill()
-                encoder.process.wait()
+            stop_child(encoder.process, 30)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
