@@ -30,6 +30,41 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_by_program() -> dict[str, float]:
+    """CPU seconds used so far by every process on the machine, summed by program name, so that a
+    phase's share of each (API server, etcd, scheduler, operator...) is the difference of two calls."""
+    totals: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone since the listing
+            continue
+        name, rest = text[text.index("(") + 1:].rsplit(")", 1)
+        fields = rest.split()
+        if name.startswith("python"):
+            name = _python_program(stat.parent) or name
+        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return totals
+
+
+def _python_program(proc: Path) -> str | None:
+    """`onair.operator.main` for `python -m onair.operator.main`, `operator_scale.py` for a script."""
+    try:
+        argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    if "-m" in argv[:-1]:
+        return argv[argv.index("-m") + 1]
+    return next((Path(arg).name for arg in argv[1:] if arg.endswith(".py")), None)
+
+
+def cpu_used_since(before: dict[str, float], top: int = 6) -> str:
+    """The programs that used the most CPU since `before` (a cpu_by_program() snapshot)."""
+    after = cpu_by_program()
+    used = sorted(((after[name] - before.get(name, 0.0), name) for name in after), reverse=True)
+    return ", ".join(f"{name} {seconds:.1f}" for seconds, name in used[:top] if seconds >= 0.05)
+
+
 async def delete_namespace(kube: KubeClient, name: str, timeout: float = 900) -> None:
     await kube.delete(f"/api/v1/namespaces/{name}")
     started = time.monotonic()

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "hack"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from benchkit import delete_namespace, rss_mb, say  # noqa: E402
+from benchkit import cpu_by_program, cpu_used_since, delete_namespace, rss_mb, say  # noqa: E402
 from localplatform.platform import LocalPlatform, PlatformInfo  # noqa: E402
 
 from onair.kubeclient import ApiError, Credentials, KubeClient, gather_limited, resource_path  # noqa: E402
@@ -61,7 +61,7 @@ async def create_jobs(kube: KubeClient, namespace: str, names: list[str]) -> lis
     return await gather_limited(CONCURRENCY, *(kube.create(path, live_job(n)) for n in names))
 
 
-async def write_bound(kube: KubeClient, jobs: int) -> tuple[float, str]:
+async def write_bound(kube: KubeClient, jobs: int) -> tuple[float, str, str]:
     """The same Pods the operator would create, and one status patch per job, with no operator."""
     namespace = "bench-baseline"
     await ensure_namespace(kube, namespace)
@@ -72,16 +72,17 @@ async def write_bound(kube: KubeClient, jobs: int) -> tuple[float, str]:
                             stream_key_seed=STREAM_KEY_SEED)
     pods = [build_encoder_pod(LiveJob.model_validate({**body, "kind": "LiveJob", "apiVersion": API_VERSION}),
                               template, config, 1) for body in created if body]
-    started = time.monotonic()
+    started, cpu_before = time.monotonic(), cpu_by_program()
     await gather_limited(CONCURRENCY, *(kube.create(resource_path("v1", "pods", namespace), p) for p in pods))
     await gather_limited(CONCURRENCY, *(
         kube.merge_patch(resource_path(API_VERSION, "livejobs", namespace, b["metadata"]["name"], "status"),
                          {"status": {"phase": "WaitingForInput"}}) for b in created if b))
     elapsed = time.monotonic() - started
+    cpu = cpu_used_since(cpu_before)
     writes = per_job(before, await apiserver_writes(kube), jobs)
     say("write bound: removing its objects before the operator runs")
     await delete_namespace(kube, namespace)
-    return elapsed, writes
+    return elapsed, writes, cpu
 
 
 async def list_jobs(kube: KubeClient, path: str) -> dict[str, Any]:
@@ -239,7 +240,7 @@ async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None
                           {"apiVersion": API_VERSION, "kind": "JobTemplate", "metadata": {"name": "bench"},
                            "spec": TEMPLATE})
         say(f"write bound: {jobs} Pod creates + {jobs} status patches, {CONCURRENCY} in flight")
-        bound, bound_writes = await write_bound(kube, jobs)
+        bound, bound_writes, bound_cpu = await write_bound(kube, jobs)
         say(f"write bound: {bound:.2f}s")
 
         # The namespace exists before the operator starts, as in a cluster.
@@ -255,9 +256,10 @@ async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None
         try:
             say(f"operator: creating {jobs} LiveJobs at once")
             before = await apiserver_writes(kube)
-            started, started_wall = time.monotonic(), time.time()
+            started, started_wall, cpu_before = time.monotonic(), time.time(), cpu_by_program()
             await create_jobs(kube, "bench-op", [f"job-{i:05d}" for i in range(jobs)])
             operator_seconds = await wait_all_waiting(kube, "bench-op", jobs, started, timeout=1800)
+            operator_cpu = cpu_used_since(cpu_before)
             # Less the LiveJob creates themselves, which the bound's run made before its clock started.
             after = await apiserver_writes(kube)
             after["livejobs"] = after.get("livejobs", 0.0) - jobs
@@ -289,6 +291,8 @@ async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None
     print(f"operator reconciles                 : {reconciles}")
     print(f"API-server writes per job, bound    : {bound_writes}")
     print(f"API-server writes per job, operator : {operator_writes}")
+    print(f"CPU seconds by program, bound       : {bound_cpu}")
+    print(f"CPU seconds by program, operator    : {operator_cpu}")
     print("when each step happened (s after the creates began):")
     print(timeline)
     print(f"operator RSS with {jobs:>6} jobs        : {rss_small:8.0f} MB")
