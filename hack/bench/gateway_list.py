@@ -9,7 +9,8 @@ synced, then measures in the same run:
   the same label selector (onair.dev/project-id=..., limit=100): p50 and p99 one request at a time
   (latency), requests per second with --concurrency in flight (throughput), and the gateway's CPU
   time per request;
-- POST .../livejobs through the gateway vs a direct LiveJob create, one at a time: p50, p99;
+- POST .../livejobs through the gateway vs a direct create of the LiveJob the gateway makes of the
+  same body, one at a time: p50, p99;
 and prints the ratios. The two sides alternate in rounds so that background work falls on both.
 
 Usage: KUBECONFIG=... python hack/bench/gateway_list.py [--jobs 10000] [--requests 1000]
@@ -20,18 +21,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
-import socket
 import statistics
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from benchkit import cpu_seconds, delete_namespace, rss_mb, say
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from localplatform.processes import free_port
+
+from onair.api_gateway import mapping
+from onair.api_gateway.schemas import LiveJobCreate
 from onair.kubeclient import Credentials, KubeClient, gather_limited, resource_path
 from onair.models import API_VERSION
 
@@ -59,6 +66,23 @@ def job_body(project: str, index: int) -> dict[str, Any]:
                      "input": {"serverType": "RTMP"}, "destination": {"bucket": "bench", "path": f"b/{index}"}}}
 
 
+def post_body(index: int) -> dict[str, Any]:
+    return {"jobTemplateId": 7, "bucket": "bench", "serverType": 0, "description": f"post {index}"}
+
+
+def created_by_gateway(project: str, index: int) -> dict[str, Any]:
+    """The LiveJob the gateway writes for post_body(index) (its spec, labels and annotation), so that
+    the direct create sends the API server the same object to validate and store."""
+    body = post_body(index)
+    spec = mapping.live_job_spec_from_request(LiveJobCreate.model_validate(body))
+    digest = hashlib.sha256(json.dumps(body).encode()).hexdigest()
+    return {"apiVersion": API_VERSION, "kind": "LiveJob",
+            "metadata": {"name": str(uuid.uuid4()),
+                         "labels": {mapping.LABEL_PROJECT: project, mapping.LABEL_ID: str(index + 1)},
+                         "annotations": {mapping.ANNOTATION_BODY_HASH: digest}},
+            "spec": spec}
+
+
 def summary(name: str, samples: list[float], elapsed: float) -> dict[str, float]:
     ordered = sorted(samples)
     p50 = statistics.median(ordered) * 1000
@@ -79,12 +103,6 @@ async def timed(requests: int, concurrency: int, call: Any) -> tuple[list[float]
     started = time.perf_counter()
     await gather_limited(concurrency, *(one(i) for i in range(requests)))
     return samples, time.perf_counter() - started
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def start_gateway() -> tuple[asyncio.subprocess.Process, str]:
@@ -175,12 +193,11 @@ async def main() -> None:
                 await measure("direct list cN", max(4, args.requests // 5 // ROUNDS), args.concurrency, direct_list)
 
             async def gateway_post(i: int) -> None:
-                body = {"jobTemplateId": 7, "bucket": "bench", "serverType": 0, "description": f"post {i}"}
-                async with http.post(url, json=body, headers=headers) as response:
+                async with http.post(url, json=post_body(i), headers=headers) as response:
                     assert response.status == 201, await response.text()
 
             async def direct_create(i: int) -> None:
-                await kube.create(jobs_path, job_body(project, args.jobs + 10_000 + i))
+                await kube.create(jobs_path, created_by_gateway(project, args.jobs + 10_000 + i))
 
             post_cpu = 0.0
             for _ in range(ROUNDS):
