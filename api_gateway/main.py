@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+import uvloop
 from aiohttp import web
 
 from onair.api_gateway.app import init_app
@@ -29,7 +30,8 @@ def main() -> None:
         app = init_app(config)
     except ValueError as error:
         raise SystemExit(f"onair-gateway: {error}") from None
-    web.run_app(app, host=config.host, port=config.port, access_log=None,
+    # uvloop: its transports (TLS to the API server above all) cost less CPU per request than asyncio's.
+    web.run_app(app, host=config.host, port=config.port, access_log=None, loop=uvloop.new_event_loop(),
                 print=lambda *_: None, max_line_size=MAX_LINE, max_field_size=MAX_FIELD)
 
 
