@@ -26,7 +26,12 @@ def rss_mb(pid: int) -> float:
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat").read_text())
+
+
+def _stat_cpu_seconds(stat: str) -> float:
+    """utime + stime of a /proc/<pid>/stat line (the fields after the parenthesised name)."""
+    fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -39,11 +44,10 @@ def cpu_by_program() -> dict[str, float]:
             text = stat.read_text()
         except OSError:  # gone since the listing
             continue
-        name, rest = text[text.index("(") + 1:].rsplit(")", 1)
-        fields = rest.split()
+        name = text[text.index("(") + 1:text.rindex(")")]
         if name.startswith("python"):
             name = _python_program(stat.parent) or name
-        totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        totals[name] = totals.get(name, 0.0) + _stat_cpu_seconds(text)
     return totals
 
 
