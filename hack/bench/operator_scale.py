@@ -3,7 +3,8 @@
 Creates N LiveJobs at once on kwok nodes and reports the time until every job has its Pod and is
 WaitingForInput, next to the write bound measured in the same run on the same API server: a plain
 async client creating the same N Pods and patching N statuses. Then the operator's RSS with N jobs
-and with --rss-jobs jobs.
+and with --rss-jobs jobs. The operator runs as the chart deploys it: with a token of its
+ServiceAccount and the chart's RBAC, not the platform's admin certificate.
 
     .venv/bin/python hack/bench/operator_scale.py [--jobs 1000] [--rss-jobs 10000]
 """
@@ -229,7 +230,7 @@ def reconciles_per_job(metrics_url: str, jobs: int) -> str:
     return f"{count / jobs:.2f} per job, {1000 * seconds / max(count, 1):.0f} ms each on average"
 
 
-async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None:
+async def run(info: PlatformInfo, operator_kubeconfig: Path, jobs: int, rss_jobs: int, state: Path) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from cluster.conftest import KWOK_PLACEMENT, start_operator, stop_operator
 
@@ -249,6 +250,7 @@ async def run(info: PlatformInfo, jobs: int, rss_jobs: int, state: Path) -> None
                           {"metadata": {"name": "onair-s3-credentials"},
                            "stringData": {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}})
         operator = start_operator(info, state / "operator", name="bench-operator",
+                                  KUBECONFIG=str(operator_kubeconfig),
                                   ONAIR_WATCH_NAMESPACES=json.dumps(["bench-op"]), ONAIR_WORKERS="128",
                                   **KWOK_PLACEMENT)
         pid = operator.process.running_pid()
@@ -308,6 +310,19 @@ def install_crds(info: PlatformInfo) -> None:
                     "crd/jobtemplates.onair.dev"], check=True, capture_output=True, env=env)
 
 
+def operator_identity(platform: LocalPlatform, info: PlatformInfo, state: Path) -> Path:
+    """The chart's ServiceAccount and RBAC for the operator (rendered by helm), and a kubeconfig with a
+    token of that ServiceAccount."""
+    env = {**os.environ, **info.env()}
+    rbac = subprocess.run(["helm", "template", "onair", str(ROOT / "charts" / "onair"), "--namespace", "onair-system",
+                           "--show-only", "templates/operator-rbac.yaml",
+                           "--set", "operator.watchNamespaces={bench-op}"],
+                          check=True, capture_output=True, text=True, env=env).stdout
+    subprocess.run(["kubectl", "create", "namespace", "onair-system"], check=True, capture_output=True, env=env)
+    subprocess.run(["kubectl", "apply", "-f", "-"], input=rbac, check=True, capture_output=True, text=True, env=env)
+    return platform.service_account_kubeconfig(info, "onair-system", "onair-operator", state / "operator.kubeconfig")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000)
@@ -320,7 +335,8 @@ def main() -> None:
     info = platform.up()
     try:
         install_crds(info)
-        asyncio.run(run(info, args.jobs, args.rss_jobs, state))
+        kubeconfig = operator_identity(platform, info, state)
+        asyncio.run(run(info, kubeconfig, args.jobs, args.rss_jobs, state))
     finally:
         platform.down()
 

@@ -378,6 +378,26 @@ class LocalPlatform:
         except (botocore.exceptions.BotoCoreError, OSError):
             return False
 
+    def service_account_kubeconfig(self, info: PlatformInfo, namespace: str, account: str, path: Path,
+                                   seconds: int = 7200) -> Path:
+        """A kubeconfig holding a token of the ServiceAccount (what its Pod would have mounted), to run
+        a component as it is deployed: with its own RBAC, not the platform's admin certificate."""
+        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                   "spec": {"expirationSeconds": seconds}}
+        granted = self._api(info, "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token", request)
+        assert isinstance(granted, dict)
+        config = {
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "onair-local", "cluster": {
+                "server": info.apiserver_url, "certificate-authority": str(self.pki.path("ca.crt"))}}],
+            "users": [{"name": account, "user": {"token": granted["status"]["token"]}}],
+            "contexts": [{"name": "onair-local", "context": {"cluster": "onair-local", "user": account}}],
+            "current-context": "onair-local",
+        }
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
     def _kubeconfig_path(self, identity: ClientIdentity) -> Path:
         return self.state_dir / f"{identity.file_stem}.kubeconfig"
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from localplatform.platform import PlatformInfo
+from localplatform.platform import LocalPlatform, PlatformInfo
 from waiting import wait_until
 
 from onair.streamkeys import derive_stream_key
@@ -242,23 +242,6 @@ def test_render_refuses_standalone_with_replicas() -> None:
 # -- install, upgrade, uninstall on the local platform ------------------------------------------------
 
 
-def sa_kubeconfig(platform: PlatformInfo, kubectl: Callable[..., Any], namespace: str, account: str,
-                  path: Path) -> None:
-    """A kubeconfig carrying a token of the chart's ServiceAccount (what the Pod would have mounted)."""
-    token = kubectl("-n", namespace, "create", "token", account, "--duration=2h").stdout.strip()
-    admin = yaml.safe_load(Path(platform.kubeconfig).read_text())
-    base = Path(platform.kubeconfig).parent
-    cluster = dict(admin["clusters"][0]["cluster"])
-    if cluster.get("certificate-authority"):
-        cluster["certificate-authority"] = str((base / cluster["certificate-authority"]).resolve())
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "platform", "cluster": cluster}],
-        "users": [{"name": account, "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "platform", "user": account}}],
-    }))
-
-
 def get_json(kubectl: Callable[..., Any], *args: str) -> dict[str, Any]:
     return json.loads(kubectl("get", *args, "-o", "json").stdout)
 
@@ -330,8 +313,9 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
 
     # Upgrade: hand the Pods kubeconfigs with their own ServiceAccounts' tokens (dev only), so they run
     # on the process node with exactly the chart's RBAC.
-    sa_kubeconfig(platform, kubectl, system, "onair-operator", operator_kubeconfig)
-    sa_kubeconfig(platform, kubectl, system, "onair-gateway", gateway_kubeconfig)
+    local = LocalPlatform(Path(platform.state_dir))
+    local.service_account_kubeconfig(platform, system, "onair-operator", operator_kubeconfig)
+    local.service_account_kubeconfig(platform, system, "onair-gateway", gateway_kubeconfig)
     base["dev"].update(operatorKubeconfig=str(operator_kubeconfig), gatewayKubeconfig=str(gateway_kubeconfig))
     dev_values.write_text(yaml.safe_dump(base))
     helm("upgrade", "onair", str(CHART), "-n", system, "-f", str(dev_values), "--timeout", "120s")
