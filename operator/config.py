@@ -68,6 +68,12 @@ class OperatorConfig(BaseModel):
     cdn_base_url: str = ""
 
     poll_interval_seconds: float = Field(1.0, gt=0, description="How often a running encoder's /status is read.")
+    status_progress_interval_seconds: float = Field(
+        10.0, ge=0, le=300,
+        description="A job's status is written at most this often when only its progress moved (segments "
+                    "written, upload latency, input statistics, recorded seconds); a phase, a condition or "
+                    "anything else is written at once. 0: every change at once.",
+    )
     resync_seconds: float = Field(
         300.0, gt=0,
         description="How often the Pods and jobs are listed to drop from the caches what was deleted while a "

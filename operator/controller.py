@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import math
 import time
 import zlib
 from collections import Counter, defaultdict
@@ -25,7 +26,14 @@ from onair.operator.config import OperatorConfig
 from onair.operator.encoder_reports import EncoderReports
 from onair.operator.leadership import Leadership
 from onair.operator.pods import pod_state
-from onair.operator.reconcile import Decision, TemplateLookup, clip_request, decide_live_job, decide_record_job
+from onair.operator.reconcile import (
+    Decision,
+    TemplateLookup,
+    clip_request,
+    decide_live_job,
+    decide_record_job,
+    progress_only,
+)
 from onair.operator.webhooks import WebhookSender, build_payload, event_name
 from onair.operator.workqueue import WorkQueue
 from onair.phases import ConditionReason, LiveJobPhase, RecordJobPhase
@@ -184,6 +192,7 @@ class Controller:
         self._services_ensured: set[str] = set()
         # job -> until when its new Pod's Provisioning status may wait (see _holds_status)
         self._status_held_until: dict[Key, float] = {}
+        self._status_written_at: dict[Key, float] = {}  # monotonic time of each job's last status write
         self._failures: Counter[Key] = Counter()
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -272,6 +281,7 @@ class Controller:
             self._children_ensured.discard(body["metadata"].get("uid", ""))
             self._services_ensured.discard(body["metadata"].get("uid", ""))
             self._status_held_until.pop(key, None)
+            self._status_written_at.pop(key, None)
             if kind == "RecordJob":
                 for source, recordings in list(self.recordings_of.items()):
                     recordings.discard(key)
@@ -466,10 +476,13 @@ class Controller:
             if current is not None:
                 await self.reports.send(current["metadata"]["uid"], decision.encoder_command,
                                         self._control_key(key, uid))
-        if decision.status != (body.get("status") or {}) and self._holds_status(key, body, decision):
+        status_changed = decision.status != (body.get("status") or {})
+        if status_changed and self._holds_status(key, body, decision):
             return
         self._status_held_until.pop(key, None)
-        if decision.status != (body.get("status") or {}):
+        if status_changed and self._progress_waits(key, body, decision):
+            return
+        if status_changed:
             metrics.API_WRITES.labels("patch", f"{PLURALS[kind]}/status").inc()
             path = resource_path(API_VERSION, PLURALS[kind], namespace, name, "status")
             patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
@@ -481,6 +494,7 @@ class Controller:
                     raise
                 self.on_job_event(kind, "DELETED", body)  # gone, and the watch did not say so
                 return
+            self._status_written_at[key] = time.monotonic()
             cached = self.jobs.get(key)
             if cached is not None and cached.uid == updated["metadata"]["uid"]:
                 self.jobs[key] = CachedJob.of(updated)
@@ -503,6 +517,21 @@ class Controller:
         if remaining <= 0:
             return False
         self.queue.add_after(key, remaining + 0.05)
+        return True
+
+    def _progress_waits(self, key: Key, body: dict[str, Any], decision: Decision) -> bool:
+        """Whether the status write waits: when only the job's progress moved (reconciled once a second
+        from its encoder's reports while it runs), it is written at most every
+        status_progress_interval_seconds; the reconcile comes back when that is up."""
+        interval = self.config.status_progress_interval_seconds
+        if interval <= 0 or not progress_only(key[0], body.get("status") or {}, decision.status):
+            return False
+        remaining = self._status_written_at.get(key, -math.inf) + interval - time.monotonic()
+        if remaining <= 0:
+            return False
+        self.queue.add_after(key, remaining + 0.05)
+        if decision.requeue_after is not None:
+            self.queue.add_after(key, decision.requeue_after + 0.05)
         return True
 
     def _control_key(self, key: Key, uid: str) -> str:

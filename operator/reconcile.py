@@ -540,6 +540,35 @@ def _dump(status: LiveJobStatus | RecordJobStatus) -> dict[str, Any]:
     return status.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+# The status fields that move all the time while a job runs, by kind: fields of the status, and
+# fields of the items of one of its lists. Written on every change, a thousand live jobs would
+# patch their status hundreds of times a second.
+PROGRESS_FIELDS: dict[str, tuple[tuple[str, ...], str, tuple[str, ...]]] = {
+    "LiveJob": (("encoder", "statistics"), "outputs", ("progress", "segmentsWritten", "lastSegmentTime")),
+    "RecordJob": (("progress", "recordedSeconds"), "files", ("sizeBytes", "durationSeconds")),
+}
+
+
+def progress_only(kind: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether the status `new` differs from `old` only in how far the job got: the progress fields
+    moved, and none of them appeared or went away (a first segment or first statistics count as news)."""
+    return _without_progress(kind, old) == _without_progress(kind, new)
+
+
+def _without_progress(kind: str, status: dict[str, Any]) -> dict[str, Any]:
+    """`status` with each progress field that is there replaced by True."""
+    fields, list_name, item_fields = PROGRESS_FIELDS[kind]
+
+    def trim(values: dict[str, Any], progress: tuple[str, ...]) -> dict[str, Any]:
+        return {name: True if name in progress else value for name, value in values.items()}
+
+    trimmed = trim(status, fields)
+    items = status.get(list_name)
+    if isinstance(items, list):
+        trimmed[list_name] = [trim(item, item_fields) if isinstance(item, dict) else item for item in items]
+    return trimmed
+
+
 # --- RecordJob -----------------------------------------------------------------------------------
 
 

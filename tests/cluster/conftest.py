@@ -114,11 +114,17 @@ def operator_namespace(kube: client.ApiClient) -> str:
     return OPERATOR_NAMESPACE
 
 
+# The operator of the live tests writes a job's moving counters at most this often (seconds): short,
+# so that a test sees several writes quickly; long enough to tell from the encoder's once-a-second reports.
+STATUS_PROGRESS_INTERVAL = 4.0
+
+
 @pytest.fixture(scope="session")
 def operator(platform: PlatformInfo, crds: None, operator_namespace: str, run_root: Path) -> Iterator[RunningOperator]:
     """The operator for jobs whose encoders really run (on the process node): namespaces t-*."""
     running = start_operator(platform, run_root / "operator",
-                             ONAIR_WATCH_NAMESPACES=json.dumps(["t-*"]))
+                             ONAIR_WATCH_NAMESPACES=json.dumps(["t-*"]),
+                             ONAIR_STATUS_PROGRESS_INTERVAL_SECONDS=str(STATUS_PROGRESS_INTERVAL))
     yield running
     stop_operator(running)
 

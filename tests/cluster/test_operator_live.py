@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cluster.conftest import get_job, wait_phase
+from cluster.conftest import STATUS_PROGRESS_INTERVAL, get_job, wait_phase
 from cluster.test_operator_lifecycle import create_live_job, patch_spec
-from kubernetes import client
+from kubernetes import client, watch
 from localplatform.platform import PlatformInfo
 from waiting import wait_until
 
@@ -56,14 +56,17 @@ def publisher() -> Iterator[Any]:
         process.wait()
 
 
+def ingest_url(kube: client.ApiClient, namespace: str, status: dict[str, Any]) -> str:
+    key = base64.b64decode(client.CoreV1Api(kube).read_namespaced_secret(
+        status["streamKeySecret"], namespace).data["streamKey"]).decode()
+    return str(status["urls"]["rtmpServer"]) + key
+
+
 def test_phases_follow_the_ingest_within_two_seconds(kube: client.ApiClient, job_namespace: str, s3: Any,
                                                      platform: PlatformInfo, publisher: Any) -> None:
     create_live_job(kube, job_namespace, "studio")
     job = wait_phase(kube, job_namespace, "studio", "WaitingForInput", timeout=90)
-    status = job["status"]
-    key = base64.b64decode(client.CoreV1Api(kube).read_namespaced_secret(
-        status["streamKeySecret"], job_namespace).data["streamKey"]).decode()
-    ingest = status["urls"]["rtmpServer"] + key
+    ingest = ingest_url(kube, job_namespace, job["status"])
 
     first = publisher(ingest)
     wait_phase(kube, job_namespace, "studio", "Live", timeout=60)
@@ -113,3 +116,29 @@ def test_phases_follow_the_ingest_within_two_seconds(kube: client.ApiClient, job
     assert "#EXT-X-ENDLIST" in media
     # The second session was cut short; it leaves no empty segment behind (players stall on those).
     assert all(segment.duration > 0 for segment in parse_media_playlist(media).segments), media
+
+
+def segments_written(job: dict[str, Any]) -> int:
+    return sum(int(output.get("segmentsWritten", 0)) for output in job.get("status", {}).get("outputs", []))
+
+
+def test_a_live_jobs_progress_is_written_at_most_once_an_interval(kube: client.ApiClient, job_namespace: str,
+                                                                   publisher: Any) -> None:
+    """The encoder's counters move every second while it is live (2 s segments, 2 renditions); the
+    job's status follows them, but is written at most every status-progress interval."""
+    create_live_job(kube, job_namespace, "ticker")
+    job = wait_phase(kube, job_namespace, "ticker", "WaitingForInput", timeout=90)
+    publisher(ingest_url(kube, job_namespace, job["status"]))
+    wait_phase(kube, job_namespace, "ticker", "Live", timeout=60)
+    start = wait_until(lambda: segments_written(job := get_job(kube, job_namespace, "ticker")) > 0 and job, 30,
+                       "segments in the status")
+
+    window = 4 * STATUS_PROGRESS_INTERVAL
+    writes = [event["object"] for event in watch.Watch().stream(
+        client.CustomObjectsApi(kube).list_namespaced_custom_object, "onair.dev", "v1alpha1", job_namespace,
+        "livejobs", field_selector="metadata.name=ticker", resource_version=start["metadata"]["resourceVersion"],
+        timeout_seconds=int(window)) if event["type"] == "MODIFIED"]
+    assert [w["status"]["phase"] for w in writes] == ["Live"] * len(writes)
+    assert 2 <= len(writes) <= window / STATUS_PROGRESS_INTERVAL + 1, \
+        f"{len(writes)} status writes in {window:.0f} s"
+    assert segments_written(writes[-1]) > segments_written(start), "the progress still reaches the status"

@@ -21,6 +21,7 @@ from onair.operator.reconcile import (
     decide_live_job,
     decide_record_job,
     phase_path,
+    progress_only,
 )
 from onair.phases import ConditionReason, LiveJobPhase, can_transition
 from onair.streamkeys import derive_control_key, derive_stream_key
@@ -217,6 +218,46 @@ def test_the_encoders_health_is_in_the_status_while_it_runs() -> None:
                                "uploadFailures": 2, "spoolBytes": 1024}
     off = decide_live_job(live_job(live, online=False), TEMPLATE, [], None, CONFIG, NOW).status
     assert off["phase"] == "Offline" and "encoder" not in off
+
+
+def test_a_running_jobs_moving_counters_are_progress_only_and_news_is_not() -> None:
+    """What the controller writes at once and what at most every status_progress_interval_seconds."""
+    waiting = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    pods = [pod(current_pod_name())]
+
+    def report(segments: int, latency: float, bitrate: int | None = 2500, state: str = "live",
+               rendition_status: str = "Running") -> dict[str, Any]:
+        statistics = {"width": 1280, "height": 720, "videoDataRate": bitrate} if bitrate else None
+        return {"state": state, "ingest": {"connected": state == "live", "statistics": statistics},
+                "upload": {"lastLatencyMs": latency}, "renditions": [
+                    {"name": "720p", "segmentsWritten": segments, "status": rendition_status,
+                     "lastSegmentTime": f"2026-11-23T12:00:{segments:02d}Z"}]}
+
+    live = decide_live_job(live_job(waiting), TEMPLATE, pods, report(3, 84.5), CONFIG, NOW).status
+    later = NOW + dt.timedelta(seconds=5)
+
+    def next_status(**changes: Any) -> dict[str, Any]:
+        return decide_live_job(live_job(live), TEMPLATE, pods, report(**{"segments": 5, "latency": 91.0, **changes}),
+                               CONFIG, later).status
+
+    moved = next_status(bitrate=2610)
+    assert moved != live and moved["outputs"][0]["segmentsWritten"] == 5
+    assert progress_only("LiveJob", live, moved)
+    assert not progress_only("LiveJob", live, next_status(state="reconnecting")), "a phase is news"
+    assert not progress_only("LiveJob", live, next_status(rendition_status="Stalled")), "a rendition's state is news"
+    no_statistics = decide_live_job(live_job(waiting), TEMPLATE, pods, report(3, 84.5, bitrate=None), CONFIG,
+                                    NOW).status
+    assert "statistics" not in no_statistics
+    assert not progress_only("LiveJob", no_statistics, next_status()), "the first statistics are news"
+
+    recording = {"phase": "Started", "progress": 0.25, "recordedSeconds": 15.0,
+                 "files": [{"name": "master", "key": "r/master.m3u8", "format": "hls", "sizeBytes": 1000}]}
+    further = {**recording, "progress": 0.5, "recordedSeconds": 30.0,
+               "files": [{**recording["files"][0], "sizeBytes": 2000}]}
+    assert progress_only("RecordJob", recording, further)
+    another_file = {**further, "files": [*further["files"], {"name": "720p", "key": "r/720p.mp4", "format": "mp4"}]}
+    assert not progress_only("RecordJob", recording, another_file), "a new file is news"
+    assert not progress_only("RecordJob", recording, {**further, "phase": "Paused"})
 
 
 def test_crashed_encoder_is_counted_once_and_replaced_after_backoff() -> None:
