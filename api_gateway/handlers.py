@@ -219,11 +219,7 @@ class Gateway:
         if existing is not None:
             return self.replay(existing, body_hash, ctx, live=True)
         job_id = await self.allocate_id(ctx.namespace)
-        labels = {mapping.LABEL_PROJECT: ctx.project_id, mapping.LABEL_ID: str(job_id)}
-        obj = {"apiVersion": API_VERSION, "kind": "LiveJob",
-               "metadata": {"name": name, "namespace": ctx.namespace, "labels": labels,
-                            "annotations": {mapping.ANNOTATION_BODY_HASH: body_hash}},
-               "spec": spec}
+        obj = mapping.live_job_object(name, ctx.namespace, ctx.project_id, job_id, spec, body_hash)
         # One write: the stream key is derived from the job's uid (the operator derives the same one
         # for the encoder's Secret), so nothing else has to be stored before the key can be returned.
         created = await kube.create(resource_path(API_VERSION, "livejobs", ctx.namespace), obj)

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from onair.api_gateway.errors import ApiProblem, validation_errors
 from onair.api_gateway.query import FieldSpec
 from onair.api_gateway.schemas import INPUT_CLASSES, SERVER_TYPES, LiveJobCreate
-from onair.models import InputStatistics, LiveJobSpec
+from onair.models import API_VERSION, InputStatistics, LiveJobSpec
 from onair.phases import LiveJobPhase, OutputStatus, RecordJobPhase
 
 LABEL_PROJECT = "onair.dev/project-id"
@@ -432,6 +432,17 @@ def _choice(value: int | str | None, values: tuple[str, ...], default: str | Non
     if isinstance(value, int):
         return values[value]
     return value
+
+
+def live_job_object(name: str, namespace: str, project_id: str, job_id: int, spec: dict[str, Any],
+                    body_hash: str) -> dict[str, Any]:
+    """The LiveJob a REST create writes: its project and integer id as labels, and the hash of the
+    request body (a retried Idempotency-Key with another body is refused)."""
+    return {"apiVersion": API_VERSION, "kind": "LiveJob",
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {LABEL_PROJECT: project_id, LABEL_ID: str(job_id)},
+                         "annotations": {ANNOTATION_BODY_HASH: body_hash}},
+            "spec": spec}
 
 
 def live_job_spec_from_request(body: LiveJobCreate) -> dict[str, Any]:

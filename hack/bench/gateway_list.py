@@ -70,17 +70,13 @@ def post_body(index: int) -> dict[str, Any]:
     return {"jobTemplateId": 7, "bucket": "bench", "serverType": 0, "description": f"post {index}"}
 
 
-def created_by_gateway(project: str, index: int) -> dict[str, Any]:
-    """The LiveJob the gateway writes for post_body(index) (its spec, labels and annotation), so that
-    the direct create sends the API server the same object to validate and store."""
+def created_by_gateway(project: str, namespace: str, index: int) -> dict[str, Any]:
+    """The LiveJob the gateway writes for post_body(index), so that the direct create sends the API
+    server the same object to validate and store."""
     body = post_body(index)
     spec = mapping.live_job_spec_from_request(LiveJobCreate.model_validate(body))
-    digest = hashlib.sha256(json.dumps(body).encode()).hexdigest()
-    return {"apiVersion": API_VERSION, "kind": "LiveJob",
-            "metadata": {"name": str(uuid.uuid4()),
-                         "labels": {mapping.LABEL_PROJECT: project, mapping.LABEL_ID: str(index + 1)},
-                         "annotations": {mapping.ANNOTATION_BODY_HASH: digest}},
-            "spec": spec}
+    return mapping.live_job_object(str(uuid.uuid4()), namespace, project, index + 1, spec,
+                                   hashlib.sha256(json.dumps(body).encode()).hexdigest())
 
 
 def summary(name: str, samples: list[float], elapsed: float) -> dict[str, float]:
@@ -197,7 +193,7 @@ async def main() -> None:
                     assert response.status == 201, await response.text()
 
             async def direct_create(i: int) -> None:
-                await kube.create(jobs_path, created_by_gateway(project, args.jobs + 10_000 + i))
+                await kube.create(jobs_path, created_by_gateway(project, namespace, args.jobs + 10_000 + i))
 
             post_cpu = 0.0
             for _ in range(ROUNDS):

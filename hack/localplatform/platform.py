@@ -386,16 +386,7 @@ class LocalPlatform:
                    "spec": {"expirationSeconds": seconds}}
         granted = self._api(info, "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token", request)
         assert isinstance(granted, dict)
-        config = {
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "onair-local", "cluster": {
-                "server": info.apiserver_url, "certificate-authority": str(self.pki.path("ca.crt"))}}],
-            "users": [{"name": account, "user": {"token": granted["status"]["token"]}}],
-            "contexts": [{"name": "onair-local", "context": {"cluster": "onair-local", "user": account}}],
-            "current-context": "onair-local",
-        }
-        path.write_text(yaml.safe_dump(config))
-        path.chmod(0o600)
+        self._save_kubeconfig(path, info.apiserver_url, account, {"token": granted["status"]["token"]})
         return path
 
     def _kubeconfig_path(self, identity: ClientIdentity) -> Path:
@@ -403,17 +394,20 @@ class LocalPlatform:
 
     def _write_kubeconfig(self, identity: ClientIdentity, server: str) -> None:
         pki = self.pki.path
+        self._save_kubeconfig(self._kubeconfig_path(identity), server, identity.user, {
+            "client-certificate": str(pki(f"{identity.file_stem}.crt")),
+            "client-key": str(pki(f"{identity.file_stem}.key"))})
+
+    def _save_kubeconfig(self, path: Path, server: str, user_name: str, credentials: dict[str, str]) -> None:
+        """A kubeconfig for the platform's API server (trusting its CA) as one user, readable by us only."""
         config = {
             "apiVersion": "v1", "kind": "Config",
             "clusters": [{"name": "onair-local", "cluster": {
-                "server": server, "certificate-authority": str(pki("ca.crt"))}}],
-            "users": [{"name": identity.user, "user": {
-                "client-certificate": str(pki(f"{identity.file_stem}.crt")),
-                "client-key": str(pki(f"{identity.file_stem}.key"))}}],
-            "contexts": [{"name": "onair-local", "context": {"cluster": "onair-local", "user": identity.user}}],
+                "server": server, "certificate-authority": str(self.pki.path("ca.crt"))}}],
+            "users": [{"name": user_name, "user": credentials}],
+            "contexts": [{"name": "onair-local", "context": {"cluster": "onair-local", "user": user_name}}],
             "current-context": "onair-local",
         }
-        path = self._kubeconfig_path(identity)
         path.write_text(yaml.safe_dump(config))
         path.chmod(0o600)
 
