@@ -1,9 +1,10 @@
-"""HTTP endpoints: the status API the operator polls (on the Pod address; its commands need the job's
+"""HTTP endpoints: the status API the operator reads (on the Pod address; its commands need the job's
 control key) and the nginx-rtmp hooks (on 127.0.0.1 only, so nothing outside the Pod can fake a
 publish)."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -11,8 +12,15 @@ from typing import Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from onair.statusread import HEADLINE_HEADER, MAX_WAIT_SECONDS
+
 from .rtmp import PLAY_TOKEN_PARAMETER
-from .status import EncoderStatus
+from .status import EncoderState, EncoderStatus, headline_digest
+
+# How often a held read looks at the headline: the state is changed from many places in the encoder,
+# and looking 10 times a second costs less than having each of them notify, with a bounded delay.
+HEADLINE_CHECK_SECONDS = 0.1
+FINAL_STATES = (EncoderState.COMPLETED, EncoderState.FAILED)
 
 
 class Controllable(Protocol):
@@ -47,8 +55,30 @@ def status_app(job: Controllable, *, pausable: bool, control_key: str | None) ->
                                          status=401, headers={"WWW-Authenticate": "Bearer"})
         return await handler(request)
 
-    async def get_status(_: web.Request) -> web.Response:
-        return web.json_response(job.status.to_json())
+    async def get_status(request: web.Request) -> web.Response:
+        seen = request.query.get("seen")
+        try:
+            wait = float(request.query.get("wait", "0"))
+        except ValueError:
+            wait = -1.0
+        if not 0 <= wait <= MAX_WAIT_SECONDS:  # also NaN
+            return web.json_response({"error": f"wait: seconds from 0 to {MAX_WAIT_SECONDS:g}"}, status=400)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        parts = job.status.headline_parts()
+        unchanged = seen is not None and headline_digest(parts) == seen
+
+        def hold() -> bool:
+            # Not for a reader that has gone, nor while the server shuts down or the encoder has finished:
+            # no change is coming, and the encoder must not wait for held reads to exit.
+            transport = request.transport
+            return (unchanged and job.status.headline_parts() == parts and loop.time() < deadline
+                    and not closing and job.status.state not in FINAL_STATES
+                    and transport is not None and not transport.is_closing())
+
+        while hold():  # noqa: ASYNC110 -- see HEADLINE_CHECK_SECONDS
+            await asyncio.sleep(min(HEADLINE_CHECK_SECONDS, deadline - loop.time()))
+        return web.json_response(job.status.to_json(), headers={HEADLINE_HEADER: job.status.headline()})
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -73,7 +103,14 @@ def status_app(job: Controllable, *, pausable: bool, control_key: str | None) ->
         job.request_stop(finishing=True)
         return web.json_response({"state": job.status.state.value}, status=202)
 
+    closing = False
+
+    async def release_held_reads(_: web.Application) -> None:
+        nonlocal closing
+        closing = True
+
     app = web.Application(middlewares=[commands_need_the_control_key])
+    app.on_shutdown.append(release_held_reads)
     app.router.add_get("/status", get_status)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -1,8 +1,9 @@
-"""What the encoder reports: the /status document the operator polls, and Prometheus metrics."""
+"""What the encoder reports: the /status document the operator reads, and Prometheus metrics."""
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,6 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .ffmpeg import InputStatistics
 from .upload import UploadQueue
+
+NO_STATISTICS = InputStatistics()
 
 
 class EncoderState(enum.StrEnum):
@@ -110,6 +113,22 @@ class EncoderStatus:
         self.connected = connected
         self.metrics.ingest_connected.set(1 if connected else 0)
 
+    def headline_parts(self) -> tuple[object, ...]:
+        """What the operator acts on at once: the state and its message, the publisher's connection,
+        pause, a full spool, the playlists, each rendition's status, and whether segments, statistics
+        and a recording's progress exist yet. Not how far they got: those counters move all the time,
+        and the operator writes them at its own pace."""
+        return (
+            self.state, self.message, self.connected, self.connected_at, self.disconnects, self.paused,
+            self.spool_full, self.recording_progress is not None, self.statistics != NO_STATISTICS,
+            tuple((r.name, r.status, r.segments_written > 0) for r in self.renditions.values()),
+            self.master_playlist_key, tuple(sorted(self.media_playlist_keys.items())),
+        )
+
+    def headline(self) -> str:
+        """A digest of headline_parts(): GET /status?wait=...&seen=<headline> answers when it changes."""
+        return headline_digest(self.headline_parts())
+
     def to_json(self) -> dict[str, Any]:
         upload: dict[str, Any] = {"lastLatencyMs": None, "p50LatencyMs": None, "p99LatencyMs": None, "spoolBytes": 0,
                                   "spoolFull": self.spool_full, "failures": 0, "pending": 0, "lastError": None}
@@ -147,6 +166,10 @@ class EncoderStatus:
             self.metrics.spool_bytes.set(self.uploader.spool_bytes)
         self.metrics.spool_full.set(1 if self.spool_full else 0)
         self.metrics.dropped_frames.set(self.dropped_frames)
+
+
+def headline_digest(parts: tuple[object, ...]) -> str:
+    return hashlib.blake2b(repr(parts).encode(), digest_size=8).hexdigest()
 
 
 def _round(value: float | None) -> float | None:

@@ -67,7 +67,12 @@ class OperatorConfig(BaseModel):
     s3_public_base_url: str = Field("", description="Base URL of the bucket for playback; empty: the endpoint.")
     cdn_base_url: str = ""
 
-    poll_interval_seconds: float = Field(1.0, gt=0, description="How often a running encoder's /status is read.")
+    poll_interval_seconds: float = Field(
+        1.0, gt=0,
+        description="The shortest time between two reads of an encoder's /status whose answer did not change, "
+                    "and the period for an encoder that does not hold reads (each read is held until the "
+                    "encoder's state changes or the status progress interval has passed).",
+    )
     status_progress_interval_seconds: float = Field(
         10.0, ge=0, le=300,
         description="A job's status is written at most this often when only its progress moved (segments "

@@ -185,7 +185,9 @@ class Controller:
         self.pods: dict[Key, dict[str, CachedPod]] = defaultdict(dict)  # job -> pod name -> pod
         self.recordings_of: dict[tuple[str, str], set[Key]] = defaultdict(set)  # (namespace, LiveJob) -> RecordJobs
         self.queue: WorkQueue[Key] = WorkQueue()
-        self.reports = EncoderReports(config.poll_interval_seconds)
+        # The operator needs an encoder's moving counters no more often than it writes them.
+        self.reports = EncoderReports(config.poll_interval_seconds,
+                                      wait=max(config.status_progress_interval_seconds, config.poll_interval_seconds))
         self.webhooks = WebhookSender(config.webhook_secret, config.webhook_attempts, config.webhook_timeout_seconds,
                                       allow_private=config.webhook_allow_private_addresses)
         self._children_ensured: set[str] = set()  # job uids
@@ -212,7 +214,6 @@ class Controller:
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self.queue.run_workers(self.config.workers, self.reconcile), name="reconcilers"),
-            asyncio.create_task(self.reports.run(), name="encoder-reports"),
         ]
         if self.leadership is not None:
             self._tasks.append(asyncio.create_task(self.leadership.run(self.resync), name="leadership"))
@@ -520,8 +521,8 @@ class Controller:
         return True
 
     def _progress_waits(self, key: Key, body: dict[str, Any], decision: Decision) -> bool:
-        """Whether the status write waits: when only the job's progress moved (reconciled once a second
-        from its encoder's reports while it runs), it is written at most every
+        """Whether the status write waits: when only the job's progress moved (its encoder's reports
+        while it runs), it is written at most every
         status_progress_interval_seconds; the reconcile comes back when that is up."""
         interval = self.config.status_progress_interval_seconds
         if interval <= 0 or not progress_only(key[0], body.get("status") or {}, decision.status):

@@ -1,17 +1,24 @@
 """Reads each running encoder's /status. The encoder needs no API access at all (tight RBAC): the
-operator asks it, once a second, and a change wakes the job's reconcile."""
+operator asks it, and a change wakes the job's reconcile.
+
+Each encoder has one reader task. The read is held by the encoder until what the operator acts on
+changes, or until `wait` seconds (the status progress interval) have passed (onair/statusread.py):
+a running encoder costs one request per interval, and a state change arrives at once. An encoder
+that does not hold reads is read every `interval`."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
 from onair.operator.metrics import ENCODER_POLLS
+from onair.statusread import HEADLINE_HEADER, MAX_WAIT_SECONDS
 
 # An encoder that never answers is asked every two minutes at most; one that turns ready is asked at once.
 MAX_BACKOFF_SECONDS = 120.0
@@ -26,29 +33,42 @@ class Target:
     url: str
     on_change: Callable[[], None]
     report: dict[str, Any] | None = None
+    headline: str | None = None  # the encoder's last headline; None: it does not hold reads (or never answered)
     failures: int = 0
-    next_poll: float = 0.0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # read again now, whatever the backoff
+    task: asyncio.Task[None] | None = None
 
 
 class EncoderReports:
-    def __init__(self, interval: float, concurrency: int = 64, timeout: float = 0.8) -> None:
+    def __init__(self, interval: float, wait: float = 0.0, concurrency: int = 64, timeout: float = 0.8) -> None:
+        """`interval`: the shortest time between two reads of an encoder whose headline did not change,
+        and the period of an encoder that does not hold reads; `wait`: how long an encoder may hold a
+        read (0: reads are never held)."""
         self.interval = interval
+        self.wait = min(wait, MAX_WAIT_SECONDS)
         self.timeout = timeout
         self._targets: dict[str, Target] = {}
+        # Bounds the reads that are answered at once (first reads, retries): thousands of Pods
+        # turning ready together do not open thousands of connections at once. Held reads are not
+        # counted: each running encoder always has one.
         self._semaphore = asyncio.Semaphore(concurrency)
         self._session: aiohttp.ClientSession | None = None
 
     def track(self, pod_uid: str, url: str, on_change: Callable[[], None], ready: bool = False) -> None:
-        """Poll the Pod's status URL. `ready`: its readiness probe (the encoder's /healthz) passes, so
+        """Read the Pod's status URL. `ready`: its readiness probe (the encoder's /healthz) passes, so
         a target that has not answered so far is asked again at once instead of after its backoff."""
         target = self._targets.get(pod_uid)
         if target is None or target.url != url:
-            self._targets[pod_uid] = Target(url=url, on_change=on_change)
+            self.forget(pod_uid)
+            target = self._targets[pod_uid] = Target(url=url, on_change=on_change)
+            target.task = asyncio.create_task(self._follow(pod_uid, target), name=f"encoder-report-{pod_uid}")
         elif ready and target.failures:
-            target.next_poll = 0.0
+            target.wake.set()
 
     def forget(self, pod_uid: str) -> None:
-        self._targets.pop(pod_uid, None)
+        target = self._targets.pop(pod_uid, None)
+        if target is not None and target.task is not None:
+            target.task.cancel()
 
     def report(self, pod_uid: str) -> dict[str, Any] | None:
         target = self._targets.get(pod_uid)
@@ -68,7 +88,7 @@ class EncoderReports:
         except (aiohttp.ClientError, TimeoutError):
             return False
         if ok:
-            target.next_poll = 0.0  # read the new state right away
+            target.wake.set()  # read the new state right away (a held read returns by itself)
         return ok
 
     @property
@@ -79,33 +99,56 @@ class EncoderReports:
         return self._session
 
     async def close(self) -> None:
+        tasks = [target.task for target in self._targets.values() if target.task is not None]
+        self._targets.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
-    async def run(self) -> None:
-        while True:
+    async def _follow(self, pod_uid: str, target: Target) -> None:
+        while self._targets.get(pod_uid) is target:
             started = time.monotonic()
-            due = [(uid, t) for uid, t in self._targets.items() if t.next_poll <= started]
-            if due:
-                await asyncio.gather(*(self._poll(uid, t) for uid, t in due))
-            await asyncio.sleep(max(0.05, self.interval - (time.monotonic() - started)))
+            seen = target.headline
+            target.wake.clear()  # a wake from here on (a command sent, the Pod turning ready) cuts the next pause
+            report, headline = await self._read(target, seen)
+            if report is None:
+                ENCODER_POLLS.labels("unreachable").inc()
+                target.failures += 1
+                target.headline = None
+                # An encoder that does not answer (starting, or a simulated Pod) is asked less and less often.
+                await self._pause(target, min(self.interval * 2**target.failures, MAX_BACKOFF_SECONDS))
+                continue
+            ENCODER_POLLS.labels("ok").inc()
+            target.failures = 0
+            target.headline = headline
+            if self._targets.get(pod_uid) is target and report != target.report:
+                target.report = report
+                target.on_change()
+            if headline is None or headline == seen:
+                # Not held (an encoder that does not hold reads, or one that has finished), or held
+                # until `wait` ran out: no faster than one read an interval.
+                await self._pause(target, self.interval - (time.monotonic() - started))
 
-    async def _poll(self, pod_uid: str, target: Target) -> None:
-        async with self._semaphore:
-            try:
-                async with self.session.get(target.url, timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
-                    report = await response.json() if response.status == 200 else None
-            except (aiohttp.ClientError, TimeoutError, ValueError):
-                report = None
-        if report is None:
-            ENCODER_POLLS.labels("unreachable").inc()
-            target.failures += 1
-            # An encoder that does not answer (starting, or a simulated Pod) is asked less and less often.
-            target.next_poll = time.monotonic() + min(self.interval * 2**target.failures, MAX_BACKOFF_SECONDS)
-            return
-        ENCODER_POLLS.labels("ok").inc()
-        target.failures = 0
-        target.next_poll = time.monotonic() + self.interval
-        if self._targets.get(pod_uid) is target and report != target.report:
-            target.report = report
-            target.on_change()
+    async def _read(self, target: Target, seen: str | None) -> tuple[dict[str, Any] | None, str | None]:
+        held = seen is not None and self.wait > 0
+        params = {"wait": f"{self.wait:g}", "seen": seen} if held and seen is not None else None
+        timeout = aiohttp.ClientTimeout(total=self.timeout + (self.wait if held else 0))
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if not held:
+                    await stack.enter_async_context(self._semaphore)
+                response = await stack.enter_async_context(self.session.get(target.url, params=params,
+                                                                            timeout=timeout))
+                if response.status != 200:
+                    return None, None
+                return await response.json(), response.headers.get(HEADLINE_HEADER)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None, None
+
+    @staticmethod
+    async def _pause(target: Target, seconds: float) -> None:
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(target.wake.wait(), seconds)

@@ -114,8 +114,9 @@ def operator_namespace(kube: client.ApiClient) -> str:
     return OPERATOR_NAMESPACE
 
 
-# The operator of the live tests writes a job's moving counters at most this often (seconds): short,
-# so that a test sees several writes quickly; long enough to tell from the encoder's once-a-second reports.
+# The operator of the live tests writes a job's moving counters at most this often (seconds), and reads
+# a running encoder about as often: short, so that a test sees several writes quickly; long enough to
+# tell from the encoder's counters, which move every second.
 STATUS_PROGRESS_INTERVAL = 4.0
 
 

@@ -1,7 +1,10 @@
-"""The encoder's status port: anyone who reaches the Pod may read it, only the operator may command it."""
+"""The encoder's status port: anyone who reaches the Pod may read it, only the operator may command it;
+a read may wait for the state to change."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,7 +13,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from onair.encoder.server import status_app
-from onair.encoder.status import EncoderStatus
+from onair.encoder.status import EncoderState, EncoderStatus, RenditionStatus
+from onair.statusread import HEADLINE_HEADER
 
 pytestmark = pytest.mark.unit
 KEY = "c0ffee" * 10
@@ -19,8 +23,8 @@ Client = TestClient[web.Request, web.Application]
 
 class Job:
     def __init__(self) -> None:
-        self.status = EncoderStatus(renditions={}, master_playlist_key="live/m.m3u8", media_playlist_keys={},
-                                    recording=True)
+        self.status = EncoderStatus(renditions={"720p": RenditionStatus("720p")}, master_playlist_key="live/m.m3u8",
+                                    media_playlist_keys={}, recording=True)
         self.stops: list[bool | None] = []
 
     def request_stop(self, finishing: bool | None = None) -> None:
@@ -68,3 +72,61 @@ async def test_reads_need_no_key(aiohttp_client: Callable[..., Awaitable[Client]
     client = await client_for(aiohttp_client, Job(), KEY)
     assert (await client.get("/status")).status == 200
     assert (await client.get("/healthz")).status == 200
+
+
+async def test_a_held_read_answers_a_state_change_at_once(aiohttp_client: Callable[..., Awaitable[Client]]) -> None:
+    job = Job()
+    client = await client_for(aiohttp_client, job, KEY)
+    first = await client.get("/status")
+    seen = first.headers[HEADLINE_HEADER]
+    asyncio.get_running_loop().call_later(0.3, job.status.set_state, EncoderState.LIVE, "publisher connected")
+    started = time.monotonic()
+    held = await client.get("/status", params={"wait": "30", "seen": seen})
+    assert (await held.json())["state"] == "live"
+    assert time.monotonic() - started < 20  # the change, not the 30 s wait, ended it
+    assert held.headers[HEADLINE_HEADER] != seen
+
+
+@pytest.mark.parametrize(("change", "news"), [
+    (lambda status: setattr(status.renditions["720p"], "segments_written", 2), False),
+    (lambda status: setattr(status, "dropped_frames", 5), False),
+    (lambda status: setattr(status.renditions["720p"], "segments_written", 1), True),  # the first segment
+    (lambda status: setattr(status, "paused", True), True),
+    (lambda status: status.set_connected(True), True),
+    (lambda status: setattr(status, "spool_full", True), True),
+], ids=["more-segments", "dropped-frames", "first-segment", "paused", "connected", "spool-full"])
+async def test_only_news_ends_a_held_read(aiohttp_client: Callable[..., Awaitable[Client]],
+                                          change: Callable[[EncoderStatus], None], news: bool) -> None:
+    """How far the encoder got (segments, frames) does not end a held read; what the operator acts on
+    (a first segment, pause, a publisher, a full spool) does."""
+    job = Job()
+    if not news:
+        job.status.renditions["720p"].segments_written = 1
+    client = await client_for(aiohttp_client, job, KEY)
+    seen = (await client.get("/status")).headers[HEADLINE_HEADER]
+    change(job.status)
+    started = time.monotonic()
+    response = await client.get("/status", params={"wait": "0.6" if not news else "30", "seen": seen})
+    waited = time.monotonic() - started
+    assert response.status == 200
+    if news:
+        assert response.headers[HEADLINE_HEADER] != seen and waited < 20
+    else:
+        assert response.headers[HEADLINE_HEADER] == seen and waited >= 0.55
+
+
+async def test_a_finished_encoder_holds_no_read(aiohttp_client: Callable[..., Awaitable[Client]]) -> None:
+    job = Job()
+    job.status.set_state(EncoderState.COMPLETED, "stopped")
+    client = await client_for(aiohttp_client, job, KEY)
+    seen = (await client.get("/status")).headers[HEADLINE_HEADER]
+    started = time.monotonic()
+    assert (await client.get("/status", params={"wait": "30", "seen": seen})).status == 200
+    assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize("wait", ["-1", "61", "nan", "soon"])
+async def test_a_wait_out_of_range_is_refused(aiohttp_client: Callable[..., Awaitable[Client]], wait: str) -> None:
+    client = await client_for(aiohttp_client, Job(), KEY)
+    response = await client.get("/status", params={"wait": wait, "seen": "x"})
+    assert response.status == 400 and "wait" in (await response.json())["error"]
