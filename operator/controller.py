@@ -214,6 +214,7 @@ class Controller:
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self.queue.run_workers(self.config.workers, self.reconcile), name="reconcilers"),
+            asyncio.create_task(self.reports.run(), name="encoder-reports"),
         ]
         if self.leadership is not None:
             self._tasks.append(asyncio.create_task(self.leadership.run(self.resync), name="leadership"))

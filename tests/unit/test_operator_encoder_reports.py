@@ -37,6 +37,7 @@ async def test_a_pod_turning_ready_is_polled_at_once() -> None:
     changes: list[int] = []
     reports = EncoderReports(interval=0.2)
     runner: web.AppRunner | None = None
+    scheduler = asyncio.create_task(reports.run())
     try:
         reports.track("pod-1", url, lambda: changes.append(1))
         # Nothing listens yet (the encoder is starting): the target backs off, 3.2 s after the 4th failure.
@@ -55,6 +56,8 @@ async def test_a_pod_turning_ready_is_polled_at_once() -> None:
         assert await wait_for(lambda: reports.report("pod-1") == {"state": "waiting"}, 0.5)
         assert changes == [1]
     finally:
+        scheduler.cancel()
+        await asyncio.gather(scheduler, return_exceptions=True)
         await reports.close()
         if runner is not None:
             await runner.cleanup()
@@ -82,6 +85,7 @@ async def test_an_encoder_backing_off_holds_no_idle_connection_and_a_healthy_one
         runners.append(runner)
         urls.append(f"http://127.0.0.1:{port}/status")
     reports = EncoderReports(interval=0.2, wait=30)
+    scheduler = asyncio.create_task(reports.run())
     try:
         reports.track("healthy", urls[0], lambda: None)
         reports.track("not-yet", urls[1], lambda: None)
@@ -97,6 +101,8 @@ async def test_an_encoder_backing_off_holds_no_idle_connection_and_a_healthy_one
         assert await wait_for(lambda: server.requests_count >= more, 10)
         assert server.connections == [kept]
     finally:
+        scheduler.cancel()
+        await asyncio.gather(scheduler, return_exceptions=True)
         await reports.close()
         for runner in runners:
             await runner.cleanup()
@@ -124,6 +130,7 @@ async def test_a_running_encoder_is_read_once_a_wait_and_its_state_changes_arriv
     assert server is not None
     reports = EncoderReports(interval=0.1, wait=30)
     states: list[str] = []
+    scheduler = asyncio.create_task(reports.run())
     try:
         reports.track("pod-1", f"http://127.0.0.1:{port}/status",
                       lambda: states.append((reports.report("pod-1") or {})["state"]))
@@ -140,5 +147,7 @@ async def test_a_running_encoder_is_read_once_a_wait_and_its_state_changes_arriv
         assert await wait_for(lambda: states[-1:] == ["live"], 10)
         assert reports.report("pod-1")["renditions"][0]["segmentsWritten"] == 21  # type: ignore[index]
     finally:
+        scheduler.cancel()
+        await asyncio.gather(scheduler, return_exceptions=True)
         await reports.close()
         await runner.cleanup()
