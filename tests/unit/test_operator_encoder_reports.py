@@ -151,3 +151,33 @@ async def test_a_running_encoder_is_read_once_a_wait_and_its_state_changes_arriv
         await asyncio.gather(scheduler, return_exceptions=True)
         await reports.close()
         await runner.cleanup()
+
+
+async def test_an_encoder_that_goes_away_is_read_again_when_it_is_back() -> None:
+    """A restarted encoder process (same Pod, same address): its held read fails, the reader backs off,
+    and follows it again once it answers."""
+    port = free_port()
+    encoder = LiveEncoder()
+
+    async def serve() -> web.AppRunner:
+        runner = web.AppRunner(status_app(encoder, pausable=False, control_key=None))
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        return runner
+
+    runner = await serve()
+    reports = EncoderReports(interval=0.1, wait=30)
+    scheduler = asyncio.create_task(reports.run())
+    try:
+        reports.track("pod-1", f"http://127.0.0.1:{port}/status", lambda: None)
+        assert await wait_for(lambda: reports.report("pod-1") is not None, 5)
+        await runner.cleanup()  # releases the held read
+        assert await wait_for(lambda: reports._targets["pod-1"].failures >= 1, 5)
+        encoder.status.set_state(EncoderState.LIVE, "publisher connected")
+        runner = await serve()
+        assert await wait_for(lambda: (reports.report("pod-1") or {}).get("state") == "live", 10)
+    finally:
+        scheduler.cancel()
+        await asyncio.gather(scheduler, return_exceptions=True)
+        await reports.close()
+        await runner.cleanup()
