@@ -126,6 +126,7 @@ async def measure(count: int, seconds: float, hold: bool) -> dict[str, float]:
         return next((at for at, state in seen.get(flip["index"], []) if state == flip["state"] and at >= flip["at"]),
                     float("inf"))
 
+    scheduler = asyncio.create_task(reports.run())
     for index, port in enumerate(ports):
         reports.track(str(index), f"http://127.0.0.1:{port}/status", partial(on_change, index), ready=True)
     say(f"{'held' if hold else 'baseline'}: {count} encoders; settling for {WAIT + 2:.0f} s")
@@ -152,6 +153,7 @@ async def measure(count: int, seconds: float, hold: bool) -> dict[str, float]:
     process.kill()
     await process.wait()
     collector.cancel()
+    scheduler.cancel()
     await reports.close()
     measured = [flip for flip in flips if measured_from <= flip["at"] <= measured_to]
     latencies = sorted((seen_after(flip) - flip["at"]) * 1000 for flip in measured)
