@@ -55,6 +55,12 @@ def status_app(job: Controllable, *, pausable: bool, control_key: str | None) ->
                                          status=401, headers={"WWW-Authenticate": "Bearer"})
         return await handler(request)
 
+    closing = False
+
+    async def release_held_reads(_: web.Application) -> None:
+        nonlocal closing
+        closing = True
+
     async def get_status(request: web.Request) -> web.Response:
         seen = request.query.get("seen")
         try:
@@ -102,12 +108,6 @@ def status_app(job: Controllable, *, pausable: bool, control_key: str | None) ->
         # schedule end): the playlists get EXT-X-ENDLIST. A bare SIGTERM may be an eviction.
         job.request_stop(finishing=True)
         return web.json_response({"state": job.status.state.value}, status=202)
-
-    closing = False
-
-    async def release_held_reads(_: web.Application) -> None:
-        nonlocal closing
-        closing = True
 
     app = web.Application(middlewares=[commands_need_the_control_key])
     app.on_shutdown.append(release_held_reads)
