@@ -17,9 +17,10 @@ from onair.statusread import HEADLINE_HEADER, MAX_WAIT_SECONDS
 from .rtmp import PLAY_TOKEN_PARAMETER
 from .status import EncoderState, EncoderStatus, headline_digest
 
-# How often a held read looks at the headline: the state is changed from many places in the encoder,
-# and looking 10 times a second costs less than having each of them notify, with a bounded delay.
-HEADLINE_CHECK_SECONDS = 0.1
+# A held read answers at once when the state, the publisher's connection or pause change (they are
+# announced); the rest of the headline (a first segment, statistics, a full spool, a stalled
+# rendition) is set from many places in the encoder, and is looked at this often.
+HEADLINE_CHECK_SECONDS = 0.5
 FINAL_STATES = (EncoderState.COMPLETED, EncoderState.FAILED)
 
 
@@ -82,8 +83,8 @@ def status_app(job: Controllable, *, pausable: bool, control_key: str | None) ->
                     and not closing and job.status.state not in FINAL_STATES
                     and transport is not None and not transport.is_closing())
 
-        while hold():  # noqa: ASYNC110 -- see HEADLINE_CHECK_SECONDS
-            await asyncio.sleep(min(HEADLINE_CHECK_SECONDS, deadline - loop.time()))
+        while hold():
+            await job.status.wait_for_news(min(HEADLINE_CHECK_SECONDS, deadline - loop.time()))
         return web.json_response(job.status.to_json(), headers={HEADLINE_HEADER: job.status.headline()})
 
     async def healthz(_: web.Request) -> web.Response:
@@ -99,6 +100,7 @@ def status_app(job: Controllable, *, pausable: bool, control_key: str | None) ->
             if not pausable:
                 return web.json_response({"error": "only a RecordJob can be paused"}, status=409)
             job.status.paused = paused
+            job.status.announce()
             return web.json_response(job.status.to_json()["recording"])
 
         return handler

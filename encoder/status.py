@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import time
@@ -96,13 +97,34 @@ class EncoderStatus:
     recording: bool = False
     metrics: Metrics = field(default_factory=Metrics)
     changed_at: float = field(default_factory=time.monotonic)
+    _news_waiters: set[asyncio.Future[None]] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def set_state(self, state: EncoderState, message: str) -> None:
         if state != self.state or message != self.message:
             self.changed_at = time.monotonic()
+            self.announce()
         self.state, self.message = state, message
         for each in EncoderState:
             self.metrics.state.labels(each.value).set(1 if each == state else 0)
+
+    def announce(self) -> None:
+        """Wakes every wait_for_news: called on the changes a reader must see at once (the state, the
+        publisher's connection, pause)."""
+        for waiter in self._news_waiters:
+            _settle(waiter)
+
+    async def wait_for_news(self, timeout: float) -> None:
+        """Returns at the next announce(), or after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._news_waiters.add(waiter)
+        # A timer rather than asyncio.wait_for: no task per wait.
+        timer = loop.call_later(timeout, _settle, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._news_waiters.discard(waiter)
 
     def set_connected(self, connected: bool) -> None:
         if connected and not self.connected:
@@ -110,6 +132,8 @@ class EncoderStatus:
         if not connected and self.connected:
             self.disconnects += 1
             self.metrics.disconnects.inc()
+        if connected != self.connected:
+            self.announce()
         self.connected = connected
         self.metrics.ingest_connected.set(1 if connected else 0)
 
@@ -166,6 +190,11 @@ class EncoderStatus:
             self.metrics.spool_bytes.set(self.uploader.spool_bytes)
         self.metrics.spool_full.set(1 if self.spool_full else 0)
         self.metrics.dropped_frames.set(self.dropped_frames)
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def headline_digest(parts: tuple[object, ...]) -> str:

@@ -130,3 +130,25 @@ async def test_a_wait_out_of_range_is_refused(aiohttp_client: Callable[..., Awai
     client = await client_for(aiohttp_client, Job(), KEY)
     response = await client.get("/status", params={"wait": wait, "seen": "x"})
     assert response.status == 400 and "wait" in (await response.json())["error"]
+
+
+async def test_state_connection_and_pause_are_announced_and_counters_are_not() -> None:
+    status = Job().status
+
+    async def woken_by(change: Callable[[], object]) -> bool:
+        waiting = asyncio.create_task(status.wait_for_news(30))
+        await asyncio.sleep(0)  # the wait has begun
+        change()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        woken = waiting.done()
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        return woken
+
+    assert not await woken_by(lambda: setattr(status, "dropped_frames", 3))
+    assert not await woken_by(lambda: status.set_state(status.state, status.message))  # no change
+    assert await woken_by(lambda: status.set_state(EncoderState.LIVE, "publisher connected"))
+    assert await woken_by(lambda: status.set_connected(True))
+    assert not await woken_by(lambda: status.set_connected(True))  # still connected
+    assert await woken_by(status.announce)  # what the pause command calls
