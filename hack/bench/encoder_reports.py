@@ -3,7 +3,8 @@ status within 2 s"), with N live encoders at once.
 
 A second process runs N real encoder status servers (onair.encoder.server.status_app) whose counters
 move every second, as a live encoder's do (a segment every 2 s, input data rates, dropped frames),
-and switches one encoder a time between waiting and live. This process runs the operator's reader
+and switches one encoder at a time between live and reconnecting, 4 a second (a publisher
+connecting or dropping). This process runs the operator's reader
 (onair.operator.encoder_reports, configured as the operator configures it: interval 1 s, wait = the
 status progress interval, 10 s) against them, in two phases of the same run:
 
