@@ -122,7 +122,8 @@ class EncoderReports:
     async def _first_read(self, pod_uid: str, target: Target) -> None:
         async with self._semaphore:
             answer = await self._read(target, None)
-        if self._took(pod_uid, target, *answer):
+        # A Pod forgotten (or tracked at a new address) meanwhile gets no follower.
+        if self._took(pod_uid, target, *answer) and self._targets.get(pod_uid) is target:
             target.follower = asyncio.create_task(self._follow(pod_uid, target), name=f"encoder-report-{pod_uid}")
 
     async def _follow(self, pod_uid: str, target: Target) -> None:

@@ -181,3 +181,34 @@ async def test_an_encoder_that_goes_away_is_read_again_when_it_is_back() -> None
         await asyncio.gather(scheduler, return_exceptions=True)
         await reports.close()
         await runner.cleanup()
+
+
+async def test_a_pod_forgotten_during_its_first_read_is_not_followed() -> None:
+    answering = asyncio.Event()
+    requests: list[str] = []
+
+    async def slow_status(request: web.Request) -> web.Response:
+        requests.append(request.path_qs)
+        answering.set()
+        await asyncio.sleep(0.3)
+        return web.json_response({"state": "waiting"}, headers={"Onair-Status-Headline": "h1"})
+
+    app = web.Application()
+    app.router.add_get("/status", slow_status)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    reports = EncoderReports(interval=0.1, wait=30)
+    scheduler = asyncio.create_task(reports.run())
+    try:
+        reports.track("pod-1", f"http://127.0.0.1:{port}/status", lambda: None)
+        await asyncio.wait_for(answering.wait(), 5)
+        reports.forget("pod-1")  # the Pod was deleted while its encoder answered
+        await asyncio.sleep(0.5)  # a follower, were there one, would ask again at once
+        assert requests == ["/status"]
+    finally:
+        scheduler.cancel()
+        await asyncio.gather(scheduler, return_exceptions=True)
+        await reports.close()
+        await runner.cleanup()
