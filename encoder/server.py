@@ -61,6 +61,7 @@ def status_app(job: Controllable, *, pausable: bool, control_key: str | None) ->
     async def release_held_reads(_: web.Application) -> None:
         nonlocal closing
         closing = True
+        job.status.announce()
 
     async def get_status(request: web.Request) -> web.Response:
         seen = request.query.get("seen")

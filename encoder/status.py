@@ -100,12 +100,14 @@ class EncoderStatus:
     _news_waiters: set[asyncio.Future[None]] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def set_state(self, state: EncoderState, message: str) -> None:
-        if state != self.state or message != self.message:
+        changed = state != self.state or message != self.message
+        if changed:
             self.changed_at = time.monotonic()
-            self.announce()
         self.state, self.message = state, message
         for each in EncoderState:
             self.metrics.state.labels(each.value).set(1 if each == state else 0)
+        if changed:
+            self.announce()
 
     def announce(self) -> None:
         """Wakes every wait_for_news: called on the changes a reader must see at once (the state, the
@@ -132,10 +134,11 @@ class EncoderStatus:
         if not connected and self.connected:
             self.disconnects += 1
             self.metrics.disconnects.inc()
-        if connected != self.connected:
-            self.announce()
+        changed = connected != self.connected
         self.connected = connected
         self.metrics.ingest_connected.set(1 if connected else 0)
+        if changed:
+            self.announce()
 
     def headline_parts(self) -> tuple[object, ...]:
         """What the operator acts on at once: the state and its message, the publisher's connection,
