@@ -15,13 +15,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from onair.statusread import HEADLINE_HEADER, MAX_WAIT_SECONDS
 
 from .rtmp import PLAY_TOKEN_PARAMETER
-from .status import EncoderState, EncoderStatus, headline_digest
+from .status import FINAL_STATES, EncoderStatus, headline_digest
 
 # A held read answers at once when the state, the publisher's connection or pause change (they are
 # announced); the rest of the headline (a first segment, statistics, a full spool, a stalled
 # rendition) is set from many places in the encoder, and is looked at this often.
 HEADLINE_CHECK_SECONDS = 0.5
-FINAL_STATES = (EncoderState.COMPLETED, EncoderState.FAILED)
 
 
 class Controllable(Protocol):

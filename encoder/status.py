@@ -27,6 +27,9 @@ class EncoderState(enum.StrEnum):
     FAILED = "failed"
 
 
+FINAL_STATES = frozenset({EncoderState.COMPLETED, EncoderState.FAILED})  # nothing changes after these
+
+
 def rfc3339(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 

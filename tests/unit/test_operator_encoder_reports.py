@@ -6,20 +6,17 @@ reads is read every interval."""
 from __future__ import annotations
 
 import asyncio
-import socket
+import contextlib
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+from localplatform.processes import free_port, free_ports
 
 from onair.encoder.server import status_app
 from onair.encoder.status import EncoderState, EncoderStatus, RenditionStatus
 from onair.operator.encoder_reports import EncoderReports
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from onair.statusread import HEADLINE_HEADER
 
 
 async def wait_for(check: object, timeout: float) -> bool:
@@ -31,34 +28,56 @@ async def wait_for(check: object, timeout: float) -> bool:
     return False
 
 
-async def test_a_pod_turning_ready_is_polled_at_once() -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/status"
-    changes: list[int] = []
-    reports = EncoderReports(interval=0.2)
-    runner: web.AppRunner | None = None
+def status_only(handler: Callable[[web.Request], Awaitable[web.Response]]) -> web.Application:
+    app = web.Application()
+    app.router.add_get("/status", handler)
+    return app
+
+
+async def serve(app: web.Application, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+def status_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/status"
+
+
+@contextlib.asynccontextmanager
+async def reading(reports: EncoderReports) -> AsyncIterator[EncoderReports]:
+    """`reports` with its scheduler running, closed afterwards."""
     scheduler = asyncio.create_task(reports.run())
     try:
-        reports.track("pod-1", url, lambda: changes.append(1))
-        # Nothing listens yet (the encoder is starting): the target backs off, 3.2 s after the 4th failure.
-        assert await wait_for(lambda: reports._targets["pod-1"].failures >= 4, 5)
-        backing_off_since = time.monotonic()
-        async def status(_: web.Request) -> web.Response:
-            return web.json_response({"state": "waiting"})
-
-        app = web.Application()
-        app.router.add_get("/status", status)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        assert time.monotonic() - backing_off_since < 2.0, "the machine is too slow for this test"
-        reports.track("pod-1", url, lambda: changes.append(1), ready=True)
-        assert await wait_for(lambda: reports.report("pod-1") == {"state": "waiting"}, 0.5)
-        assert changes == [1]
+        yield reports
     finally:
         scheduler.cancel()
         await asyncio.gather(scheduler, return_exceptions=True)
         await reports.close()
+
+
+async def test_a_pod_turning_ready_is_polled_at_once() -> None:
+    port = free_port()
+    url = status_url(port)
+    changes: list[int] = []
+    runner: web.AppRunner | None = None
+    try:
+        async with reading(EncoderReports(interval=0.2)) as reports:
+            reports.track("pod-1", url, lambda: changes.append(1))
+            # Nothing listens yet (the encoder is starting): the target backs off, 3.2 s after the 4th failure.
+            assert await wait_for(lambda: reports._targets["pod-1"].failures >= 4, 5)
+            backing_off_since = time.monotonic()
+
+            async def status(_: web.Request) -> web.Response:
+                return web.json_response({"state": "waiting"})
+
+            runner = await serve(status_only(status), port)
+            assert time.monotonic() - backing_off_since < 2.0, "the machine is too slow for this test"
+            reports.track("pod-1", url, lambda: changes.append(1), ready=True)
+            assert await wait_for(lambda: reports.report("pod-1") == {"state": "waiting"}, 0.5)
+            assert changes == [1]
+    finally:
         if runner is not None:
             await runner.cleanup()
 
@@ -73,37 +92,24 @@ async def test_an_encoder_backing_off_holds_no_idle_connection_and_a_healthy_one
     async def not_yet(_: web.Request) -> web.Response:
         return web.Response(status=404)
 
-    runners: list[web.AppRunner] = []
-    urls = []
-    for handler in (healthy, not_yet):
-        app = web.Application()
-        app.router.add_get("/status", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        runners.append(runner)
-        urls.append(f"http://127.0.0.1:{port}/status")
-    reports = EncoderReports(interval=0.2, wait=30)
-    scheduler = asyncio.create_task(reports.run())
+    ports = free_ports(2)
+    runners = [await serve(status_only(handler), port) for handler, port in zip((healthy, not_yet), ports, strict=True)]
     try:
-        reports.track("healthy", urls[0], lambda: None)
-        reports.track("not-yet", urls[1], lambda: None)
-        # Backing off 1.6 s and more between reads: its connection, idle longer than 0.5 s, is closed.
-        assert await wait_for(lambda: reports._targets["not-yet"].failures >= 4, 5)
-        assert await wait_for(lambda: not runners[1].server.connections, 1.5)  # type: ignore[union-attr]
-        assert reports.report("healthy") == {"state": "waiting"}
-        server = runners[0].server
-        assert server is not None and len(server.connections) == 1
-        kept = server.connections[0]
-        # Ten more reads (however slowly a loaded machine makes them), all over that one connection.
-        more = server.requests_count + 10
-        assert await wait_for(lambda: server.requests_count >= more, 10)
-        assert server.connections == [kept]
+        async with reading(EncoderReports(interval=0.2, wait=30)) as reports:
+            reports.track("healthy", status_url(ports[0]), lambda: None)
+            reports.track("not-yet", status_url(ports[1]), lambda: None)
+            # Backing off 1.6 s and more between reads: its connection, idle longer than 0.5 s, is closed.
+            assert await wait_for(lambda: reports._targets["not-yet"].failures >= 4, 5)
+            assert await wait_for(lambda: not runners[1].server.connections, 1.5)  # type: ignore[union-attr]
+            assert reports.report("healthy") == {"state": "waiting"}
+            server = runners[0].server
+            assert server is not None and len(server.connections) == 1
+            kept = server.connections[0]
+            # Ten more reads (however slowly a loaded machine makes them), all over that one connection.
+            more = server.requests_count + 10
+            assert await wait_for(lambda: server.requests_count >= more, 10)
+            assert server.connections == [kept]
     finally:
-        scheduler.cancel()
-        await asyncio.gather(scheduler, return_exceptions=True)
-        await reports.close()
         for runner in runners:
             await runner.cleanup()
 
@@ -122,34 +128,27 @@ class LiveEncoder:
 async def test_a_running_encoder_is_read_once_a_wait_and_its_state_changes_arrive_at_once() -> None:
     encoder = LiveEncoder()
     encoder.status.renditions["720p"].segments_written = 1
-    runner = web.AppRunner(status_app(encoder, pausable=False, control_key=None))
-    await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner = await serve(status_app(encoder, pausable=False, control_key=None), port)
     server = runner.server
     assert server is not None
-    reports = EncoderReports(interval=0.1, wait=30)
     states: list[str] = []
-    scheduler = asyncio.create_task(reports.run())
     try:
-        reports.track("pod-1", f"http://127.0.0.1:{port}/status",
-                      lambda: states.append((reports.report("pod-1") or {})["state"]))
-        assert await wait_for(lambda: states == ["waiting"], 5)
-        # Two seconds of segments and upload figures: what moved is progress, and the held read stays
-        # held (read every 0.1 s, this would be 20 reads).
-        for segment in range(2, 22):
-            encoder.status.renditions["720p"].segments_written = segment
-            encoder.status.dropped_frames = segment
-            await asyncio.sleep(0.1)
-        assert server.requests_count <= 2  # the first read, and the one held since
-        encoder.status.set_state(EncoderState.LIVE, "publisher connected")
-        # Long before the 30 s wait is up: the held read answers the change.
-        assert await wait_for(lambda: states[-1:] == ["live"], 10)
-        assert reports.report("pod-1")["renditions"][0]["segmentsWritten"] == 21  # type: ignore[index]
+        async with reading(EncoderReports(interval=0.1, wait=30)) as reports:
+            reports.track("pod-1", status_url(port), lambda: states.append((reports.report("pod-1") or {})["state"]))
+            assert await wait_for(lambda: states == ["waiting"], 5)
+            # Two seconds of segments and upload figures: what moved is progress, and the held read stays
+            # held (read every 0.1 s, this would be 20 reads).
+            for segment in range(2, 22):
+                encoder.status.renditions["720p"].segments_written = segment
+                encoder.status.dropped_frames = segment
+                await asyncio.sleep(0.1)
+            assert server.requests_count <= 2  # the first read, and the one held since
+            encoder.status.set_state(EncoderState.LIVE, "publisher connected")
+            # Long before the 30 s wait is up: the held read answers the change.
+            assert await wait_for(lambda: states[-1:] == ["live"], 10)
+            assert reports.report("pod-1")["renditions"][0]["segmentsWritten"] == 21  # type: ignore[index]
     finally:
-        scheduler.cancel()
-        await asyncio.gather(scheduler, return_exceptions=True)
-        await reports.close()
         await runner.cleanup()
 
 
@@ -158,28 +157,17 @@ async def test_an_encoder_that_goes_away_is_read_again_when_it_is_back() -> None
     and follows it again once it answers."""
     port = free_port()
     encoder = LiveEncoder()
-
-    async def serve() -> web.AppRunner:
-        runner = web.AppRunner(status_app(encoder, pausable=False, control_key=None))
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        return runner
-
-    runner = await serve()
-    reports = EncoderReports(interval=0.1, wait=30)
-    scheduler = asyncio.create_task(reports.run())
+    runner = await serve(status_app(encoder, pausable=False, control_key=None), port)
     try:
-        reports.track("pod-1", f"http://127.0.0.1:{port}/status", lambda: None)
-        assert await wait_for(lambda: reports.report("pod-1") is not None, 5)
-        await runner.cleanup()  # releases the held read
-        assert await wait_for(lambda: reports._targets["pod-1"].failures >= 1, 5)
-        encoder.status.set_state(EncoderState.LIVE, "publisher connected")
-        runner = await serve()
-        assert await wait_for(lambda: (reports.report("pod-1") or {}).get("state") == "live", 10)
+        async with reading(EncoderReports(interval=0.1, wait=30)) as reports:
+            reports.track("pod-1", status_url(port), lambda: None)
+            assert await wait_for(lambda: reports.report("pod-1") is not None, 5)
+            await runner.cleanup()  # releases the held read
+            assert await wait_for(lambda: reports._targets["pod-1"].failures >= 1, 5)
+            encoder.status.set_state(EncoderState.LIVE, "publisher connected")
+            runner = await serve(status_app(encoder, pausable=False, control_key=None), port)
+            assert await wait_for(lambda: (reports.report("pod-1") or {}).get("state") == "live", 10)
     finally:
-        scheduler.cancel()
-        await asyncio.gather(scheduler, return_exceptions=True)
-        await reports.close()
         await runner.cleanup()
 
 
@@ -191,24 +179,16 @@ async def test_a_pod_forgotten_during_its_first_read_is_not_followed() -> None:
         requests.append(request.path_qs)
         answering.set()
         await asyncio.sleep(0.3)
-        return web.json_response({"state": "waiting"}, headers={"Onair-Status-Headline": "h1"})
+        return web.json_response({"state": "waiting"}, headers={HEADLINE_HEADER: "h1"})
 
-    app = web.Application()
-    app.router.add_get("/status", slow_status)
-    runner = web.AppRunner(app)
-    await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    reports = EncoderReports(interval=0.1, wait=30)
-    scheduler = asyncio.create_task(reports.run())
+    runner = await serve(status_only(slow_status), port)
     try:
-        reports.track("pod-1", f"http://127.0.0.1:{port}/status", lambda: None)
-        await asyncio.wait_for(answering.wait(), 5)
-        reports.forget("pod-1")  # the Pod was deleted while its encoder answered
-        await asyncio.sleep(0.5)  # a follower, were there one, would ask again at once
-        assert requests == ["/status"]
+        async with reading(EncoderReports(interval=0.1, wait=30)) as reports:
+            reports.track("pod-1", status_url(port), lambda: None)
+            await asyncio.wait_for(answering.wait(), 5)
+            reports.forget("pod-1")  # the Pod was deleted while its encoder answered
+            await asyncio.sleep(0.5)  # a follower, were there one, would ask again at once
+            assert requests == ["/status"]
     finally:
-        scheduler.cancel()
-        await asyncio.gather(scheduler, return_exceptions=True)
-        await reports.close()
         await runner.cleanup()
