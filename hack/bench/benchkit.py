@@ -69,6 +69,33 @@ def cpu_used_since(before: dict[str, float], top: int = 6) -> str:
     return ", ".join(f"{name} {seconds:.1f}" for seconds, name in used[:top] if seconds >= 0.05)
 
 
+PLATFORM_PROGRAMS = ("kube-apiserver", "etcd", "kube-controller", "kube-scheduler", "kwok")
+
+
+async def wait_until_platform_quiet(threshold: float = 0.1, timeout: float = 180) -> float:
+    """Wait until the platform's programs (API server, etcd, controllers, kwok) together use less
+    than `threshold` of a core over a second, so that a measurement does not share the machine with
+    the after-effects of a burst (controllers and the API server still digesting thousands of new
+    objects). Returns the seconds waited; gives up (and says so) after `timeout`."""
+    started = time.monotonic()
+    last_report = started
+    before = cpu_by_program()
+    while True:
+        await asyncio.sleep(1)
+        after = cpu_by_program()
+        busy = sum(after.get(name, 0.0) - before.get(name, 0.0) for name in PLATFORM_PROGRAMS)
+        before = after
+        waited = time.monotonic() - started
+        if busy < threshold:
+            return waited
+        if waited > timeout:
+            say(f"the platform is still busy after {waited:.0f}s ({busy:.2f} of a core); measuring anyway")
+            return waited
+        if time.monotonic() - last_report > 10:
+            say(f"waiting for the platform to go quiet: {busy:.2f} of a core after {waited:.0f}s")
+            last_report = time.monotonic()
+
+
 async def delete_namespace(kube: KubeClient, name: str, timeout: float = 900) -> None:
     await kube.delete(f"/api/v1/namespaces/{name}")
     started = time.monotonic()

@@ -11,7 +11,9 @@ synced, then measures in the same run:
   time per request;
 - POST .../livejobs through the gateway vs a direct create of the LiveJob the gateway makes of the
   same body, one at a time: p50, p99;
-and prints the ratios. The two sides alternate in rounds so that background work falls on both.
+and prints the ratios, and the API server's CPU per request on each side (the gateway's lists are
+served from its cache: none). The two sides alternate in rounds, each starting on a quiet platform
+(no round inherits the API server's garbage collection after the other side's LISTs).
 
 Usage: KUBECONFIG=... python hack/bench/gateway_list.py [--jobs 10000] [--requests 1000]
 (the CRDs must be installed; `python -m localplatform up` gives a platform).
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from benchkit import cpu_seconds, delete_namespace, rss_mb, say
+from benchkit import cpu_by_program, cpu_seconds, delete_namespace, rss_mb, say, wait_until_platform_quiet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from localplatform.processes import free_port
@@ -153,6 +155,8 @@ async def main() -> None:
         say(f"created {args.jobs} LiveJobs in {time.perf_counter() - started:.1f}s")
 
         gateway, base = await start_gateway()
+        say("waiting for the API server and controllers to finish with the new jobs")
+        say(f"quiet after {await wait_until_platform_quiet():.0f}s")
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{base}/api/v1/login", json={"apiKey": "bench"}) as response:
                 token = (await response.json())["result"]["token"]
@@ -173,11 +177,18 @@ async def main() -> None:
             # controllers still digesting the jobs just created) falls on both alike.
             samples: dict[str, list[float]] = {}
             seconds: dict[str, float] = {}
+            apiserver_cpu: dict[str, float] = {}
 
             async def measure(name: str, requests: int, concurrency: int, call: Any) -> None:
+                # Each side starts on a quiet platform, so that what the other left running (the API
+                # server's garbage collection after a round of LISTs) does not land on it.
+                await wait_until_platform_quiet()
+                cpu_before = cpu_by_program().get("kube-apiserver", 0.0)
                 got, elapsed = await timed(requests, concurrency, call)
                 samples.setdefault(name, []).extend(got)
                 seconds[name] = seconds.get(name, 0.0) + elapsed
+                apiserver_cpu[name] = (apiserver_cpu.get(name, 0.0)
+                                       + cpu_by_program().get("kube-apiserver", 0.0) - cpu_before)
 
             gateway_cpu = 0.0
             for _ in range(ROUNDS):
@@ -213,6 +224,9 @@ async def main() -> None:
         post_gw, post_direct = figures["gateway POST"], figures["direct create"]
         print(f"gateway: {gateway_cpu * 1000 / len(samples['gateway list cN']):.2f} ms CPU per list request, "
               f"{post_cpu * 1000 / len(samples['gateway POST']):.2f} ms CPU per POST, RSS {rss:.0f} MB")
+        per_request = {name: apiserver_cpu[name] * 1000 / len(samples[name]) for name in LABELS}
+        print(f"API server CPU per request: gateway list {per_request['gateway list c1']:.3f} ms, "
+              f"direct LIST {per_request['direct list c1']:.2f} ms (one at a time)")
         print(f"list p99 (one at a time) {gw1['p99']:.2f} ms (goal <= 20 ms); "
               f"{args.concurrency} in flight: {gwn['p99']:.2f} ms")
         print(f"faster than the direct LIST (goal >= 20x): p50 {direct1['p50'] / gw1['p50']:.1f}x, "
