@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -41,8 +42,20 @@ def not_found(what: str) -> ApiProblem:
 
 def envelope(result: Any = None, *, success: bool = True, errors: list[str] | None = None,
              messages: list[str] | None = None, result_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The reference shows resultInfo on every successful answer, a single object's too: there it
+    describes a page of that one object (or of none)."""
+    if success and result_info is None:
+        result_info = page_info(0 if result is None else 1, 1, 1)
     return {"success": success, "errors": errors or [], "messages": messages or [], "result": result,
             "resultInfo": result_info}
+
+
+def page_info(total: int, index: int, size: int, next_token: str | None = None, keyset: bool = False,
+              has_previous: bool | None = None) -> dict[str, Any]:
+    pages = math.ceil(total / size) if size else 0
+    return {"totalCount": total, "pageIndex": 0 if keyset else index, "pageSize": size, "totalPages": pages,
+            "hasNextPage": bool(next_token) if keyset else index < pages,
+            "hasPreviousPage": bool(has_previous) if keyset else index > 1, "nextToken": next_token}
 
 
 def dumps(data: Any) -> str:

@@ -7,7 +7,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import math
 import re
 import time
 import uuid
@@ -31,7 +30,15 @@ from onair.api_gateway.auth import (
 )
 from onair.api_gateway.cache import JobEntry, JobIndex, Store, rv_int
 from onair.api_gateway.config import GatewayConfig
-from onair.api_gateway.errors import ApiProblem, EncodedJSON, envelope, json_response, list_response, validation_errors
+from onair.api_gateway.errors import (
+    ApiProblem,
+    EncodedJSON,
+    envelope,
+    json_response,
+    list_response,
+    page_info,
+    validation_errors,
+)
 from onair.api_gateway.routes import Route
 from onair.api_gateway.schemas import GUID_PATTERN, LiveJobControl, LiveJobCreate, LoginRequest, RecordJobCreate
 from onair.kubeclient import ApiError, KubeClient, resource_path
@@ -340,43 +347,27 @@ class Gateway:
             raise ApiProblem(400, "finishDateTime: required with startDateTime (a live cut needs both ends)")
         if finish and not start:
             raise ApiProblem(400, "startDateTime: required with finishDateTime (a live cut needs both ends)")
-        if start and finish and finish <= start:
-            raise ApiProblem(400, "finishDateTime: must be after startDateTime")
+        # Both ends equal, as in the reference's own example body, is an empty range: it cuts nothing,
+        # and the call only starts or stops the job.
+        # The clip is validated before anything is written, and created after the online switch: a
+        # retry after a failure repeats the switch harmlessly instead of cutting a second clip.
+        clip_name, _ = self.new_name(request, ctx)
+        clip_spec = None
+        if start is not None and finish is not None and finish != start:
+            if finish < start:
+                raise ApiProblem(400, "finishDateTime: must be after startDateTime")
+            clip_spec = mapping.clip_record_spec(entry.obj, clip_name, start, finish)
         kube = self.kube_client()
         job_path = resource_path(API_VERSION, "livejobs", ctx.namespace, entry.name)
-        clip: dict[str, Any] | None = None
-        if start and finish:  # a finish in the future: the clip's RecordJob waits for the stream to reach it
-            clip = await self.create_clip(request, ctx, entry, start, finish)
         updated = await kube.merge_patch(job_path, {"spec": {"online": body.online}})
         self.store.livejobs.upsert(updated)
         urls = (updated.get("status") or {}).get("urls") or {}
         result = {"online": body.online, "playBackPathURL": urls.get("cdn") or urls.get("storageMasterFile")}
-        if clip is not None:
-            result.update(clip)
-        return json_response(envelope(result, messages=["live cut created" if clip else "live job updated"]), 201)
-
-    async def create_clip(self, request: web.Request, ctx: Ctx, entry: JobEntry, start: datetime,
-                          finish: datetime) -> dict[str, Any]:
-        assert ctx.namespace and ctx.project_id
-        name, _ = self.new_name(request, ctx)
-        spec = entry.obj.get("spec") or {}
-        destination = spec.get("destination") or {}
-        prefix = (destination.get("path") or entry.name).strip("/")
-        output = {"type": "s3", "format": "hls", "bucket": destination.get("bucket"), "path": f"{prefix}/clips/{name}"}
-        for key in ("endpoint", "region", "credentialsSecret"):
-            if destination.get(key):
-                output[key] = destination[key]
-        record_spec = RecordJobSpec.model_validate({
-            "source": {"liveJobRef": entry.name},
-            "timeRange": {"start": start.isoformat(), "end": finish.isoformat()},
-            "output": output}).to_k8s()
-        created = await self.create_record(ctx, name, record_spec, None, "")
-        master = ((entry.obj.get("status") or {}).get("urls") or {}).get("storageMasterFile")
-        suffix = f"/{prefix}/master.m3u8"
-        playback = None
-        if master and master.endswith(suffix):
-            playback = f"{master[:-len(suffix)]}/{output['path']}/master.m3u8"
-        return {"playBackPathURL": playback, "recordJobName": name, "recordJobId": mapping.object_id(created)}
+        if clip_spec is not None:
+            created = await self.create_record(ctx, clip_name, clip_spec, None, "")
+            result.update(playBackPathURL=mapping.clip_playback_url(entry.obj, clip_spec), recordJobName=clip_name,
+                          recordJobId=mapping.object_id(created))
+        return json_response(envelope(result, messages=["live cut created" if clip_spec else "live job updated"]), 201)
 
     async def get_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace and ctx.project_id
@@ -716,14 +707,6 @@ def query_int(request: web.Request, name: str, default: int | None, low: int, hi
         raise ApiProblem(400, *error.errors) from error
 
 
-def page_info(total: int, index: int, size: int, next_token: str | None = None, keyset: bool = False,
-              has_previous: bool | None = None) -> dict[str, Any]:
-    pages = math.ceil(total / size) if size else 0
-    return {"totalCount": total, "pageIndex": 0 if keyset else index, "pageSize": size, "totalPages": pages,
-            "hasNextPage": bool(next_token) if keyset else index < pages,
-            "hasPreviousPage": bool(has_previous) if keyset else index > 1, "nextToken": next_token}
-
-
 def select(request: web.Request, item: dict[str, Any]) -> dict[str, Any]:
     raw = request.query.get("select")
     if raw is None:
@@ -789,8 +772,9 @@ def parse_list_query(request: web.Request, route: Route, extra: list[query.Predi
             raise query.QueryError(f"start_token: keyset paging (start_token, page_size) does not mix with "
                                    f"{page_index_name}/{page_size_name}")
         paths = query.parse_select(q["select"], route.row_fields) if "select" in q else None
-        fingerprint = query.fingerprint([(k, v) for k, v in q.items() if k not in ("start_token", "page_size",
-                                                                                  "select")])
+        # Paging is not part of the query a token belongs to: an offset page's next_token continues
+        # in keyset paging.
+        fingerprint = query.fingerprint([(k, v) for k, v in q.items() if k not in paging])
         if keyset:
             size = query.parse_int(q.get("page_size"), "page_size", route.default_page_size, 1, query.MAX_PAGE_SIZE)
             token = q.get("start_token")
@@ -820,7 +804,10 @@ def page_of(lq: ListQuery, matched: Sequence[tuple[query.SortKey, T]]) -> tuple[
         chosen = matched[max(total - skip - lq.size, 0):max(total - skip, 0)][::-1]
     else:
         chosen = matched[skip:skip + lq.size]
-    return [item for _, item in chosen], page_info(total, lq.page_index, lq.size)
+    # Brightcove: every answer with more results after it carries a next_token.
+    more = chosen and skip + lq.size < total
+    token = query.encode_token(lq.sort, lq.descending, chosen[-1][0], lq.fingerprint) if more else None
+    return [item for _, item in chosen], page_info(total, lq.page_index, lq.size, token)
 
 
 def _run_list(request: web.Request, route: Route, index: JobIndex, extra: list[query.Predicate], default_desc: bool,

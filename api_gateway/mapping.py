@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from onair.api_gateway.errors import ApiProblem, validation_errors
 from onair.api_gateway.query import FieldSpec
 from onair.api_gateway.schemas import INPUT_CLASSES, SERVER_TYPES, LiveJobCreate
-from onair.models import API_VERSION, InputStatistics, LiveJobSpec
+from onair.models import API_VERSION, InputStatistics, LiveJobSpec, RecordJobSpec
 from onair.phases import LiveJobPhase, OutputStatus, RecordJobPhase
 
 LABEL_PROJECT = "onair.dev/project-id"
@@ -443,6 +443,37 @@ def live_job_object(name: str, namespace: str, project_id: str, job_id: int, spe
                          "labels": {LABEL_PROJECT: project_id, LABEL_ID: str(job_id)},
                          "annotations": {ANNOTATION_BODY_HASH: body_hash}},
             "spec": spec}
+
+
+def clip_record_spec(live_job: Obj, clip_name: str, start: datetime, finish: datetime) -> dict[str, Any]:
+    """The RecordJob spec of a live cut: the range of `live_job`, into clips/<clip_name> under the
+    job's own prefix in its bucket (and store). A finish in the future is allowed: the clip's
+    RecordJob waits for the stream to reach it."""
+    destination = (live_job.get("spec") or {}).get("destination") or {}
+    output = {"type": "s3", "format": "hls", "bucket": destination.get("bucket"),
+              "path": f"{_live_job_prefix(live_job)}/clips/{clip_name}"}
+    for key in ("endpoint", "region", "credentialsSecret"):
+        if destination.get(key):
+            output[key] = destination[key]
+    return RecordJobSpec.model_validate({
+        "source": {"liveJobRef": live_job["metadata"]["name"]},
+        "timeRange": {"start": start.isoformat(), "end": finish.isoformat()},
+        "output": output}).to_k8s()
+
+
+def clip_playback_url(live_job: Obj, clip_spec: Mapping[str, Any]) -> str | None:
+    """Where the clip's master playlist will be read: beside the live job's own master, or None
+    while the job has no master URL yet."""
+    master = ((live_job.get("status") or {}).get("urls") or {}).get("storageMasterFile")
+    suffix = f"/{_live_job_prefix(live_job)}/master.m3u8"
+    if not master or not master.endswith(suffix):
+        return None
+    return f"{master[:-len(suffix)]}/{clip_spec['output']['path']}/master.m3u8"
+
+
+def _live_job_prefix(live_job: Obj) -> str:
+    destination = (live_job.get("spec") or {}).get("destination") or {}
+    return str(destination.get("path") or live_job["metadata"]["name"]).strip("/")
 
 
 def live_job_spec_from_request(body: LiveJobCreate) -> dict[str, Any]:

@@ -66,8 +66,7 @@ def build_document(routes: tuple[Route, ...] = ROUTES, server_url: str = "/") ->
                                        "errors": {"type": "array", "items": {"type": "string"}},
                                        "messages": {"type": "array", "items": {"type": "string"}},
                                        "result": result,
-                                       "resultInfo": {"anyOf": [{"$ref": REF.format(model="ResultInfo")},
-                                                                {"type": "null"}]}}}
+                                       "resultInfo": {"$ref": REF.format(model="ResultInfo")}}}
             content: dict[str, Any] = {"application/json": {"schema": envelope}}
             if route.handler == "health":
                 content["application/openmetrics-text"] = {"schema": {"type": "string"}}

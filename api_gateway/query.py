@@ -239,27 +239,37 @@ def parse_select(raw: str, allowed: Sequence[str]) -> list[tuple[str, ...]]:
 
 
 def project(item: Mapping[str, Any], paths: Sequence[tuple[str, ...]]) -> dict[str, Any]:
+    """The fields `paths` name, nested as in `item`; a path through a list applies to each of its
+    elements (input.serverTypeOptions.value keeps the value of every option). A path to nothing
+    adds nothing."""
     out: dict[str, Any] = {}
     for path in paths:
-        value: Any = item
-        for part in path:
-            if not isinstance(value, Mapping) or part not in value:
-                value = _MISSING
-                break
-            value = value[part]
-        if value is _MISSING:
-            continue
-        target = out
-        for part in path[:-1]:
-            existing = target.get(part)
-            if not isinstance(existing, dict):
-                existing = target[part] = {}
-            target = existing
-        target[path[-1]] = value
+        picked = _pick(item, path)
+        if picked is not _MISSING:
+            out = _merge(out, picked)
     return out
 
 
 _MISSING = object()
+
+
+def _pick(value: Any, path: tuple[str, ...]) -> Any:
+    if not path:
+        return value
+    if isinstance(value, list):  # one entry per element, so that two paths into it line up
+        return [{} if (inner := _pick(element, path)) is _MISSING else inner for element in value]
+    if not isinstance(value, Mapping) or path[0] not in value:
+        return _MISSING
+    inner = _pick(value[path[0]], path[1:])
+    return _MISSING if inner is _MISSING else {path[0]: inner}
+
+
+def _merge(into: Any, more: Any) -> Any:
+    if isinstance(into, dict) and isinstance(more, dict):
+        return {**into, **{key: _merge(into[key], value) if key in into else value for key, value in more.items()}}
+    if isinstance(into, list) and isinstance(more, list) and len(into) == len(more):
+        return [_merge(a, b) for a, b in zip(into, more, strict=True)]
+    return more
 
 
 # --- keyset tokens (Brightcove start_token / next_token) ----------------------------------------

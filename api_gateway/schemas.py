@@ -47,7 +47,9 @@ class ResultInfo(ResponseModel):
     total_pages: int = Field(description="Number of pages.")
     has_next_page: bool
     has_previous_page: bool
-    next_token: str | None = Field(default=None, description="Keyset paging: pass as start_token for the next page.")
+    next_token: str | None = Field(
+        default=None, description="Set when more results follow this page (in either paging mode): pass it as "
+                                  "start_token, with page_size, for the results after it.")
 
 
 class ErrorEnvelope(ResponseModel):

@@ -175,8 +175,13 @@ async def test_list_contract_fields_and_paging(client: Client) -> None:
     body = await response.json()
     assert response.status == 200 and body["success"] is True
     assert [row["id"] for row in body["result"]] == list(range(11, 21))
+    next_token = body["resultInfo"].pop("nextToken")
     assert body["resultInfo"] == {"totalCount": 25, "pageIndex": 2, "pageSize": 10, "totalPages": 3,
-                                  "hasNextPage": True, "hasPreviousPage": True, "nextToken": None}
+                                  "hasNextPage": True, "hasPreviousPage": True}
+    # Brightcove: an answer with more after it has a next_token, in offset paging too; it continues there.
+    rest = await (await client.get(url(), params={"start_token": next_token, "page_size": "10"},
+                                   headers=headers)).json()
+    assert [row["id"] for row in rest["result"]] == list(range(21, 26)) and rest["resultInfo"]["nextToken"] is None
     row = body["result"][0]
     assert set(row) >= {"id", "name", "key", "status", "description", "filePath", "insertDate", "startDateTime",
                         "endDateTime"}
@@ -185,6 +190,12 @@ async def test_list_contract_fields_and_paging(client: Client) -> None:
         body = await (await client.get(url(), params={"pageIndex": str(page), "pageSize": "10", "sort_dir": "desc"},
                                        headers=headers)).json()
         assert [row["id"] for row in body["result"]] == list(expected), page
+        assert (body["resultInfo"]["nextToken"] is not None) == (page < 3), page
+    first = await (await client.get(url(), params={"pageSize": "10", "sort_dir": "desc"}, headers=headers)).json()
+    rest = await (await client.get(url(), params={"sort_dir": "desc", "page_size": "7",
+                                                  "start_token": first["resultInfo"]["nextToken"]},
+                                   headers=headers)).json()
+    assert [row["id"] for row in rest["result"]] == list(range(15, 8, -1))
 
 
 async def test_search_filters_and_select(client: Client) -> None:
@@ -435,6 +446,38 @@ async def test_live_cut_with_one_end_is_a_400_naming_the_missing_one(client: Cli
     assert "schedule" not in kube.objects[path]["spec"] and ("patch", path) not in kube.calls
     listed = await (await client.get(f"/api/v1/projects/{PROJECT}/recordjobs", headers=headers)).json()
     assert listed["result"] == []
+
+
+async def test_reference_example_body_with_equal_ends_switches_without_a_cut(client: Client, kube: FakeKube) -> None:
+    """The reference's own example sends startDateTime == finishDateTime: an empty range, no clip."""
+    headers = await token(client)
+    path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{FIRST}"
+    kube.objects[path] = live_job(FIRST, 1, "2024-01-01T00:00:01Z")
+    response = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json={
+        "online": True, "startDateTime": "2022-01-28T23:33:39.961Z", "finishDateTime": "2022-01-28T23:33:39.961Z"})
+    body = await response.json()
+    assert response.status == 201, body
+    assert body["messages"] == ["live job updated"]
+    assert body["result"] == {"online": True, "playBackPathURL": "http://s3/media/live/1/master.m3u8"}
+    assert kube.objects[path]["spec"]["online"] is True
+    listed = await (await client.get(f"/api/v1/projects/{PROJECT}/recordjobs", headers=headers)).json()
+    assert listed["result"] == []
+
+
+async def test_single_object_answers_carry_a_result_info_as_the_reference_shows(client: Client,
+                                                                               kube: FakeKube) -> None:
+    headers = await token(client)
+    kube.objects[f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{FIRST}"] = live_job(FIRST, 1,
+                                                                                           "2024-01-01T00:00:01Z")
+    one = {"totalCount": 1, "pageIndex": 1, "pageSize": 1, "totalPages": 1, "hasNextPage": False,
+           "hasPreviousPage": False, "nextToken": None}
+    got = await (await client.get(url(f"/{FIRST}"), headers=headers)).json()
+    switched = await (await client.post(url(f"/{FIRST_KEY}"), json={"online": False}, headers=headers)).json()
+    assert got["resultInfo"] == one and switched["resultInfo"] == one
+    deleted = await (await client.delete(url(f"/{FIRST}"), headers=headers)).json()
+    assert deleted["result"] is None and deleted["resultInfo"] == {**one, "totalCount": 0, "totalPages": 0}
+    missing = await (await client.get(url(f"/{FIRST}"), headers=headers)).json()
+    assert missing["success"] is False and missing["resultInfo"] is None
 
 
 async def test_record_jobs_alibaba_list(client: Client) -> None:

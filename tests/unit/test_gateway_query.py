@@ -81,6 +81,12 @@ def test_select_projection_keeps_nested_fields() -> None:
     item = {"id": 1, "name": "n", "input": {"serverType": 0, "url": None}, "stats": [1]}
     paths = query.parse_select("id,input.serverType,input.missing", list(item))
     assert query.project(item, paths) == {"id": 1, "input": {"serverType": 0}}
+    # Flussonic: "including nested", through lists too: each element keeps what the paths name.
+    options = {"input": {"serverTypeOptions": [{"id": 0, "value": "RTMP", "enabled": True},
+                                               {"id": 1, "value": "SRT", "enabled": False}]}}
+    paths = query.parse_select("input.serverTypeOptions.value,input.serverTypeOptions.enabled", ["input"])
+    assert query.project(options, paths) == {"input": {"serverTypeOptions": [{"value": "RTMP", "enabled": True},
+                                                                             {"value": "SRT", "enabled": False}]}}
     with pytest.raises(QueryError, match="unknown field 'nope'"):
         query.parse_select("id,nope", list(item))
     with pytest.raises(QueryError):

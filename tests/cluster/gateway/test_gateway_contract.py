@@ -40,9 +40,12 @@ def check_envelope(body: dict[str, Any], success: bool = True) -> None:
     assert set(body) == ENVELOPE
     assert body["success"] is success
     assert isinstance(body["errors"], list) and isinstance(body["messages"], list)
-    if body["resultInfo"] is not None:
-        for name, kind in RESULT_INFO.items():
-            assert isinstance(body["resultInfo"][name], kind), name
+    if not success:
+        assert body["resultInfo"] is None
+        return
+    # The reference shows resultInfo on every success, a single object's too.
+    for name, kind in RESULT_INFO.items():
+        assert isinstance(body["resultInfo"][name], kind), name
 
 
 def create(gateway: RunningGateway, project: Project, headers: dict[str, str], **changes: Any) -> dict[str, Any]:
@@ -74,6 +77,7 @@ def test_create_returns_the_contract_and_reads_its_own_write(gateway: RunningGat
     for ident in (job["name"], str(job["id"])):
         got = requests.get(project.url(gateway, f"/livejobs/{ident}"), headers=headers, timeout=10)
         assert got.status_code == 200, got.text
+        check_envelope(got.json())
         assert got.json()["result"]["key"] == job["key"]
     listed = requests.get(project.url(gateway, "/livejobs"), params={"search": job["name"][:13]}, headers=headers,
                           timeout=10).json()
