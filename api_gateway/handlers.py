@@ -86,8 +86,14 @@ class Gateway:
         # Whole-value matches: "$" alone lets a trailing newline through.
         path_patterns = [(p.name, re.compile(p.schema["pattern"])) for p in path_params if "pattern" in p.schema]
         query_names = route.query_names
+        # The reference spells its parameters both ways (pageIndex in the URL, PageIndex in its
+        # table), and the .NET servers it describes match them in any case: so does the gateway.
+        spelled = {name.lower(): name for name in query_names}
 
         async def wrapped(request: web.Request) -> web.StreamResponse:
+            if any(name not in query_names and name.lower() in spelled for name in request.query):
+                renamed = [(spelled.get(name.lower(), name), value) for name, value in request.query.items()]
+                request = request.clone(rel_url=request.rel_url.with_query(renamed))
             principal = None
             if route.role is not None:
                 principal = self.tokens.principal(bearer_token(request.headers.get("Authorization")))

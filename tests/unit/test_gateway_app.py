@@ -198,6 +198,18 @@ async def test_list_contract_fields_and_paging(client: Client) -> None:
     assert [row["id"] for row in rest["result"]] == list(range(15, 8, -1))
 
 
+async def test_query_parameters_match_in_any_case_as_the_reference_spells_them(client: Client) -> None:
+    """The reference's table writes PageIndex, PageSize and Search; its URL pageIndex and search."""
+    headers = await token(client, "read-key")
+    camel = await (await client.get(url(), params={"search": "channel 1", "pageIndex": "2", "pageSize": "5"},
+                                    headers=headers)).json()
+    pascal = await (await client.get(url(), params={"Search": "channel 1", "PageIndex": "2", "PageSize": "5"},
+                                     headers=headers)).json()
+    assert pascal == camel and [row["id"] for row in pascal["result"]] == [14, 15, 16, 17, 18]
+    unknown = await client.get(url(), params={"PageNumber": "2"}, headers=headers)
+    assert unknown.status == 400
+
+
 async def test_search_filters_and_select(client: Client) -> None:
     headers = await token(client, "read-key")
     body = await (await client.get(url(), params={"search": "channel 1", "pageSize": "100"}, headers=headers)).json()
