@@ -119,8 +119,12 @@ def video_codec_args(rendition: Rendition, segment_seconds: int, nvenc: bool = F
             args = ["-c" + stream, "libx265", "-preset" + stream, X265_PRESET, "-tag" + stream, "hvc1"]
             if rendition.profile:
                 args += ["-profile" + stream, rendition.profile.value]
-            params = f"keyint={keyint}:min-keyint={keyint}:scenecut=0:open-gop=0:log-level=error"
-            args += ["-x265-params" + stream, params]
+            # x265 ignores a forced keyframe closer than min-keyint to the last one, and at 29.97 fps
+            # the grid's keyframes are sometimes one frame closer than round(fps * gop): its GOP would
+            # drift off the grid (a frame every 33 s). scenecut=0 keeps it from adding keyframes of
+            # its own; forced ones are IDR, as segment starts must be.
+            params = f"keyint={keyint}:min-keyint=1:scenecut=0:open-gop=0:log-level=error"
+            args += ["-x265-params" + stream, params, "-forced-idr" + stream, "1"]
             args += ["-pix_fmt" + stream, "yuv420p10le" if rendition.profile == "main10" else "yuv420p"]
         case VideoCodec.VP9:
             args = ["-c" + stream, "libvpx-vp9", "-deadline" + stream, "realtime", "-cpu-used" + stream, "8"]

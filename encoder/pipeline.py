@@ -46,7 +46,15 @@ from .passthrough import (
     build_remux_argv,
     packaging_for,
 )
-from .playlist import MediaPlaylist, Segment, Variant, codec_tag, parse_media_playlist, render_master_playlist
+from .playlist import (
+    MediaPlaylist,
+    Segment,
+    Variant,
+    codec_tag,
+    fallback_codecs,
+    parse_media_playlist,
+    render_master_playlist,
+)
 from .rtmp import (
     PLAY_TOKEN_PARAMETER,
     RTMP_APPLICATION,
@@ -672,13 +680,11 @@ class Encoder:
         for init_gone in track.unused_init_segments(expired):
             self.uploader.delete(self.config.key(name, init_gone))
         variant = self.variants.get(name)
-        if variant is not None and local.duration > 0:
-            bandwidth = int(size * 8 / local.duration)
-            if bandwidth > variant.peak_bandwidth or self.master_body is None:
-                # BANDWIDTH must be at least every segment's bit rate (Apple's authoring rules);
-                # the headroom keeps small excursions from rewriting the master each time.
-                variant.peak_bandwidth = max(variant.peak_bandwidth, int(bandwidth * BANDWIDTH_HEADROOM))
-                self._queue_master()
+        if variant is not None and (track.peak_bit_rate > variant.peak_bandwidth or self.master_body is None):
+            # BANDWIDTH must be at least the peak segment bit rate (RFC 8216 4.3.4.2); the headroom
+            # keeps small excursions from rewriting the master each time.
+            variant.peak_bandwidth = max(variant.peak_bandwidth, int(track.peak_bit_rate * BANDWIDTH_HEADROOM))
+            self._queue_master()
         rendition = self.status.renditions[name]
         rendition.segments_written += 1
         rendition.last_segment_time = datetime.now(UTC)
@@ -710,7 +716,10 @@ class Encoder:
 
     def _queue_playlists(self, name: str, closed_at: list[float] | None = None, ended: bool = False) -> None:
         track = self.tracks[name]
-        cache = FINAL_PLAYLIST_CACHE_CONTROL if ended else LIVE_PLAYLIST_CACHE_CONTROL
+        # Only a recording is ever final: a LiveJob that ended can be switched on again and continue
+        # these playlists, and a year-long cache would keep its viewers on the ended version.
+        final = ended and self.config.kind == "RecordJob"
+        cache = FINAL_PLAYLIST_CACHE_CONTROL if final else LIVE_PLAYLIST_CACHE_CONTROL
         if self.config.kind == "RecordJob":
             body = track.event_playlist(ended=ended)
         else:
@@ -740,11 +749,16 @@ class Encoder:
         resolution = (int(video["width"]), int(video["height"])) if video and video.get("width") else None
         frame_rate = _frame_rate(video.get("avg_frame_rate") or video.get("r_frame_rate")) if video else None
         declared = None
+        configured = None
         for rendition in self.config.renditions:
             if rendition.name == name:
                 declared = rendition.video_bitrate + self.config.audio.bitrate
-        self.variants[name] = VariantInfo(",".join(tags) or "avc1.64001f,mp4a.40.2", resolution, frame_rate,
-                                          peak_bandwidth=int(size * 8 / duration) if duration > 0 else 0,
+                configured = rendition.codec
+        # The peak of the segments published while this probe ran too (they found no variant to raise).
+        peak = self.tracks[name].peak_bit_rate or (int(size * 8 / duration) if duration > 0 else 0)
+        codecs = ",".join(tags) or fallback_codecs(configured, self.config.audio.codec)
+        self.variants[name] = VariantInfo(codecs, resolution, frame_rate,
+                                          peak_bandwidth=int(peak * BANDWIDTH_HEADROOM),
                                           declared_bandwidth=declared)
         for leftover in probed:
             leftover.unlink(missing_ok=True)
@@ -763,7 +777,8 @@ class Encoder:
                 Variant(
                     uri=f"{name}/{LIVE_PLAYLIST}",
                     bandwidth=bandwidth,
-                    average_bandwidth=info.declared_bandwidth,
+                    # A passthrough declares no bit rate: what its segments measure so far.
+                    average_bandwidth=info.declared_bandwidth or self.tracks[name].average_bit_rate(),
                     codecs=info.codecs,
                     resolution=info.resolution,
                     frame_rate=info.frame_rate,
@@ -780,21 +795,24 @@ class Encoder:
         """A previous Pod of this job may have published segments: continue its numbering. Only a
         missing playlist means a fresh start; while the store cannot answer, the encoder does not
         start, because numbering from 0 would overwrite the published segments."""
-        stored_name = EVENT_PLAYLIST if self.config.outputs.event_playlist else LIVE_PLAYLIST
+        # The event playlist has every segment, the live one only the window, but it is uploaded first:
+        # it can name a newer segment.
+        stored_names = (EVENT_PLAYLIST, LIVE_PLAYLIST) if self.config.outputs.event_playlist else (LIVE_PLAYLIST,)
         unread = dict(self.tracks)
         delay = STORE_RETRY_FIRST_SECONDS
         waiting_message = self.status.message
         while unread and not self.stop_requested.is_set():
             for name, track in list(unread.items()):
                 try:
-                    body = await asyncio.to_thread(self.store.get, self.config.key(name, stored_name))
+                    bodies = [await asyncio.to_thread(self.store.get, self.config.key(name, stored_name))
+                              for stored_name in stored_names]
                 except Exception as error:
                     log.warning("could not read the stored playlist of %s (retrying in %.1fs): %s", name, delay, error)
                     continue
                 del unread[name]
-                if body:
-                    stored: MediaPlaylist = parse_media_playlist(body.decode())
-                    RenditionTrack.resume(track, stored)
+                stored: list[MediaPlaylist] = [parse_media_playlist(body.decode()) for body in bodies if body]
+                if stored:
+                    RenditionTrack.resume(track, *stored)
                     self.status.renditions[name].segments_written = 0
                     log.info("resuming %s at segment %d", name, track.next_sequence)
             if unread:

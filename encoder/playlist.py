@@ -130,8 +130,14 @@ def parse_media_playlist(text: str) -> MediaPlaylist:
 def target_duration(segments: Iterable[Segment], nominal: float) -> int:
     """EXT-X-TARGETDURATION: every EXTINF rounded to the nearest integer must be <= it (RFC 8216
     4.3.3.1), and never below the nominal segment duration (or a floor the caller keeps)."""
-    longest = max((round(segment.duration) for segment in segments), default=0)
+    # Rounded as a player rounds what it reads: the EXTINF as written, halves up (4.5 -> 5).
+    longest = max((math.floor(float(extinf(segment.duration)) + 0.5) for segment in segments), default=0)
     return max(math.ceil(nominal), longest, 1)
+
+
+def extinf(duration: float) -> str:
+    """The duration as EXTINF writes it."""
+    return f"{duration:.3f}"
 
 
 def render_media_playlist(
@@ -172,7 +178,7 @@ def render_media_playlist(
             current_init = segment.init_uri
         if segment.program_date_time is not None:
             lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_program_date_time(segment.program_date_time)}")
-        lines.append(f"#EXTINF:{segment.duration:.3f},")
+        lines.append(f"#EXTINF:{extinf(segment.duration)},")
         lines.append(segment.uri)
     if ended:
         lines.append("#EXT-X-ENDLIST")
@@ -238,8 +244,40 @@ def parse_master_playlist(text: str) -> list[Variant]:
 
 # --- CODECS attribute ------------------------------------------------------------------------
 
-_H264_PROFILE_IDC = {"Baseline": 66, "Constrained Baseline": 66, "Main": 77, "High": 100, "High 10": 110}
+_H264_PROFILE_IDC = {"Baseline": 66, "Constrained Baseline": 66, "Main": 77, "High": 100, "High 10": 110,
+                     "High 4:2:2": 122, "High 4:4:4 Predictive": 244}
 _H264_CONSTRAINTS = {"Constrained Baseline": 0xC0, "Baseline": 0xC0, "Main": 0x40}
+# VP9 levels (the VP9 bitstream spec, Annex A): the smallest whose picture size and luma sample rate
+# cover the stream.
+_VP9_LEVELS = ((10, 36864, 829440), (11, 73728, 2764800), (20, 122880, 4608000), (21, 245760, 9216000),
+               (30, 552960, 20736000), (31, 983040, 36864000), (40, 2228224, 83558400),
+               (41, 2228224, 160432128), (50, 8912896, 311951360), (51, 8912896, 588251136),
+               (52, 8912896, 1176502272), (60, 35651584, 1176502272), (61, 35651584, 2353004544),
+               (62, 35651584, 4706009088))
+
+
+# What the master says when the first segment cannot be probed: the template's codecs at common
+# profiles and levels (a passthrough, with no template codec, is most often H.264).
+_FALLBACK_VIDEO = {"H264": "avc1.64001f", "HEVC": "hvc1.1.6.L93.B0", "VP9": "vp09.00.31.08"}
+_FALLBACK_AUDIO = {"AAC": "mp4a.40.2", "OPUS": "Opus"}
+
+
+def fallback_codecs(video: str | None, audio: str | None) -> str:
+    return f"{_FALLBACK_VIDEO.get(str(video), 'avc1.64001f')},{_FALLBACK_AUDIO.get(str(audio), 'mp4a.40.2')}"
+
+
+def _vp9_level(stream: dict[str, object]) -> int:
+    """ffprobe gives no VP9 level: the smallest that covers the picture size and frame rate (3.1,
+    up to 720p30, when they are unknown)."""
+    try:
+        picture = int(str(stream["width"])) * int(str(stream["height"]))
+        numerator, _, denominator = str(stream.get("avg_frame_rate") or stream.get("r_frame_rate") or "").partition("/")
+        rate = float(numerator) / float(denominator or 1)
+    except (KeyError, ValueError, ZeroDivisionError):
+        return 31
+    if picture <= 0 or not 0 < rate < 1000:
+        return 31
+    return next((level for level, size, samples in _VP9_LEVELS if picture <= size and picture * rate <= samples), 62)
 
 
 def codec_tag(stream: dict[str, object]) -> str | None:
@@ -258,12 +296,11 @@ def codec_tag(stream: dict[str, object]) -> str | None:
         level_number = int(level) if isinstance(level, int | str) and str(level).lstrip("-").isdigit() else 93
         return f"hvc1.{profile_number}.{6 if profile_number == 1 else 4}.L{max(level_number, 0)}.B0"
     if codec == "vp9":
-        # Profile 0, level from the resolution is not exposed by ffprobe; 3.1 covers up to 720p60.
         bit_depth = 10 if "10" in str(stream.get("pix_fmt", "")) else 8
         vp9_profile = int(profile[-1]) if profile[-1:].isdigit() else 0
-        return f"vp09.{vp9_profile:02d}.31.{bit_depth:02d}"
+        return f"vp09.{vp9_profile:02d}.{_vp9_level(stream)}.{bit_depth:02d}"
     if codec == "aac":
-        return "mp4a.40.5" if profile == "HE-AAC" else "mp4a.40.2"
+        return {"HE-AAC": "mp4a.40.5", "HE-AACv2": "mp4a.40.29"}.get(profile, "mp4a.40.2")
     if codec == "mp3":
         return "mp4a.40.34"
     if codec == "opus":

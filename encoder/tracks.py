@@ -36,15 +36,23 @@ class RenditionTrack:
     _retired: deque[Segment] = field(default_factory=deque)
     window_start: int = 0  # index into `segments` of the first segment in the live window
     target_floor: int = 0  # the largest EXT-X-TARGETDURATION published: it must never go down
+    peak_bit_rate: int = 0  # the highest newest_bit_rate() of this Pod's segments so far (BANDWIDTH)
 
     @classmethod
-    def resume(cls, track: RenditionTrack, stored: MediaPlaylist) -> RenditionTrack:
-        """Continue after a previous Pod of the same job: keep its segments and numbering."""
+    def resume(cls, track: RenditionTrack, stored: MediaPlaylist, *also_stored: MediaPlaylist) -> RenditionTrack:
+        """Continue after a previous Pod of the same job: keep its segments and numbering. The
+        segments that `also_stored` playlists name after `stored`'s last are added: a Pod can stop
+        between uploading one of its playlists and the next, and a number one of them published is
+        never used again."""
         track.segments = list(stored.segments)
+        for other in also_stored:
+            last = track.segments[-1].sequence if track.segments else -1
+            track.segments += [segment for segment in other.segments if segment.sequence > last]
+            track.target_floor = max(track.target_floor, other.target_duration or 0)
         track.discontinuity_sequence = stored.discontinuity_sequence
         track.target_floor = max(track.target_floor, stored.target_duration or 0)
-        if stored.segments:
-            track.next_sequence = stored.segments[-1].sequence + 1
+        if track.segments:
+            track.next_sequence = track.segments[-1].sequence + 1
             track.pending_discontinuity = True
         track._slide()
         return track
@@ -74,8 +82,32 @@ class RenditionTrack:
         self.next_sequence += 1
         self.pending_discontinuity = False
         self.segments.append(segment)
+        self.peak_bit_rate = max(self.peak_bit_rate, self.newest_bit_rate() or 0)
         self._slide()
         return segment
+
+    def newest_bit_rate(self) -> int | None:
+        """The bit rate of the newest segments, for BANDWIDTH: over the shortest run ending with the
+        newest segment that lasts at least half the target duration. RFC 8216 4.1 takes the peak over
+        runs of 0.5 to 1.5 target durations, so a short segment (the last one before a publisher
+        drops can be a single frame) counts together with the one before it. None while there is no
+        such run, or a segment's size is unknown (published by an earlier Pod)."""
+        half_target = max(self.target_floor, self.nominal_duration) / 2
+        bits, seconds = 0, 0.0
+        for segment in reversed(self.segments):
+            if segment.size_bytes is None:
+                return None
+            bits += segment.size_bytes * 8
+            seconds += segment.duration
+            if seconds >= half_target:
+                return int(bits / seconds)
+        return None
+
+    def average_bit_rate(self) -> int | None:
+        """The mean bit rate of the segments whose size is known, for AVERAGE-BANDWIDTH."""
+        sized = [segment for segment in self.segments if segment.size_bytes is not None]
+        seconds = sum(segment.duration for segment in sized)
+        return int(sum(segment.size_bytes or 0 for segment in sized) * 8 / seconds) if seconds > 0 else None
 
     def skip(self) -> None:
         """A segment that will not be published (recording paused, spool full): the next one that is
@@ -83,19 +115,28 @@ class RenditionTrack:
         self.pending_discontinuity = True
 
     def _window_size(self) -> int:
-        if self.dvr_seconds <= 0:
-            return self.window
-        total, count = 0.0, 0
-        for segment in reversed(self.segments):
-            if total >= self.dvr_seconds and count >= self.window:
+        count = self.window
+        if self.dvr_seconds > 0:
+            total, count = 0.0, 0
+            for segment in reversed(self.segments):
+                if total >= self.dvr_seconds and count >= self.window:
+                    break
+                total += segment.duration
+                count += 1
+        # RFC 8216 6.2.2: no segment leaves a live playlist that would then last less than three
+        # target durations (a long GOP raises the target above the nominal segment).
+        while count < len(self.segments):
+            newest = self.segments[-count:]
+            target = max(self.target_floor, target_duration(newest, self.nominal_duration))
+            if sum(segment.duration for segment in newest) >= 3 * target:
                 break
-            total += segment.duration
             count += 1
         return count
 
     def _slide(self) -> None:
         size = self._window_size()
-        new_start = max(0, len(self.segments) - size)
+        # The window only moves on: what slid out stays out (a recording keeps it in `segments`).
+        new_start = max(self.window_start, len(self.segments) - size)
         for segment in self.segments[self.window_start : new_start]:
             if segment.discontinuity:
                 self.discontinuity_sequence += 1
@@ -149,10 +190,11 @@ class RenditionTrack:
         )
 
     def event_playlist(self, ended: bool = False) -> str:
-        """Every segment kept (keep_all): an EVENT playlist while live, VOD once ended."""
+        """Every segment kept (keep_all): an EVENT playlist, closed with ENDLIST once ended (its type
+        stays: RFC 8216 6.2.1 allows a published playlist no change but appending and ENDLIST)."""
         return render_media_playlist(
             self.segments,
             nominal_duration=self.nominal_duration,
-            playlist_type="VOD" if ended else "EVENT",
+            playlist_type="EVENT",
             ended=ended,
         )

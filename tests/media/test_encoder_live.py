@@ -23,6 +23,7 @@ from media_helpers import (
 from waiting import wait_until
 
 from onair.encoder.playlist import parse_master_playlist, parse_media_playlist
+from onair.encoder.upload import LIVE_PLAYLIST_CACHE_CONTROL
 
 
 def test_rtmp_ladder_playlists_and_segments_validate(
@@ -68,6 +69,9 @@ def test_rtmp_ladder_playlists_and_segments_validate(
     segment_head = object_store.client.head_object(Bucket=encoder.bucket, Key=f"{encoder.prefix}/180p/seg_000001.ts")
     assert segment_head["ContentType"] == "video/mp2t"
     assert "immutable" in segment_head["CacheControl"]
+    # Ended, but a LiveJob can be switched on again and continue it: never cached as final.
+    playlist_head = object_store.client.head_object(Bucket=encoder.bucket, Key=f"{encoder.prefix}/180p/index.m3u8")
+    assert playlist_head["CacheControl"] == LIVE_PLAYLIST_CACHE_CONTROL
 
 
 def test_hevc_and_vp9_renditions(

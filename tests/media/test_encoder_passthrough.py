@@ -85,6 +85,8 @@ def test_single_hevc_is_fmp4_hls_with_a_new_map_per_session_and_clips_as_vod(
     variants = parse_master_playlist(object_store.get_text(encoder.bucket, f"{encoder.prefix}/master.m3u8") or "")
     assert len(variants) == 1 and variants[0].codecs.startswith("hvc1.") and "mp4a.40.2" in variants[0].codecs
     assert variants[0].resolution == (480, 270)
+    # No template bit rate to declare: the average its segments measured, under the peak.
+    assert variants[0].average_bandwidth and 0 < variants[0].average_bandwidth <= variants[0].bandwidth
     # Every segment behind its init segment: HEVC in an hvc1 sample entry, AAC, a keyframe first.
     check_rendition(object_store, encoder, "source", 480, 270, "hevc", tmp_path / "live", ended=True,
                     video_tag="hvc1")

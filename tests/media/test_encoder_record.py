@@ -13,6 +13,7 @@ from media_helpers import EncoderProcess, ObjectStore, ffprobe, free_port, ladde
 from waiting import wait_until
 
 from onair.encoder.playlist import format_program_date_time, parse_master_playlist, parse_media_playlist
+from onair.encoder.upload import FINAL_PLAYLIST_CACHE_CONTROL
 from onair.exitcodes import EXIT_INTERRUPTED
 
 SMALL = ladder_template(("180p", 320, 180, "H264"))
@@ -172,7 +173,9 @@ def test_record_job_pauses_and_resumes(
         source.wait()
     stored = object_store.get_text(recorder.bucket, f"{recorder.prefix}/source/index.m3u8")
     playlist = parse_media_playlist(stored or "")
-    assert playlist.ended and playlist.playlist_type == "VOD"
+    assert playlist.ended and playlist.playlist_type == "EVENT"
+    head = object_store.client.head_object(Bucket=recorder.bucket, Key=f"{recorder.prefix}/source/index.m3u8")
+    assert head["CacheControl"] == FINAL_PLAYLIST_CACHE_CONTROL  # a completed recording never changes
     numbers = [segment.sequence for segment in playlist.segments]
     assert numbers == list(range(len(numbers)))
     gaps = [segment for segment in playlist.segments if segment.discontinuity]
@@ -206,7 +209,7 @@ def test_a_vod_recording_appears_in_the_library_only_when_complete(
     assert master is not None and "source/index.m3u8" in master
     stored = object_store.get_text(recorder.bucket, f"{recorder.prefix}/source/index.m3u8")
     playlist = parse_media_playlist(stored or "")
-    assert playlist.ended and playlist.playlist_type == "VOD" and playlist.segments
+    assert playlist.ended and playlist.playlist_type == "EVENT" and playlist.segments
 
 
 def test_a_vod_recording_completed_by_an_attempt_that_recorded_nothing_gets_its_master(
@@ -273,7 +276,7 @@ def test_an_evicted_recording_is_continued_by_the_next_attempt_into_one_mp4(
         source.kill()
         source.wait()
     playlist = parse_media_playlist(object_store.get_text(second.bucket, f"{prefix}/source/index.m3u8") or "")
-    assert playlist.ended and playlist.playlist_type == "VOD"
+    assert playlist.ended and playlist.playlist_type == "EVENT"
     numbers = [segment.sequence for segment in playlist.segments]
     assert numbers == list(range(len(numbers))) and len(numbers) > first_attempt, numbers
     assert [segment.sequence for segment in playlist.segments if segment.discontinuity] == [first_attempt]

@@ -219,9 +219,9 @@ def test_each_session_has_its_own_map_and_a_stored_playlist_resumes_with_it() ->
 
 
 def test_an_init_segment_is_deleted_with_the_last_segment_that_uses_it() -> None:
-    track = RenditionTrack("source", nominal_duration=2, window=2)
+    track = RenditionTrack("source", nominal_duration=2, window=3)
     deleted_inits: list[str] = []
-    for _ in range(4):
+    for _ in range(5):
         track.start_session()
         init = f"init_{track.next_sequence:06d}.mp4"
         for _ in range(3):

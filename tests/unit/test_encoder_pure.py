@@ -25,6 +25,7 @@ from onair.encoder.playlist import (
     Segment,
     Variant,
     codec_tag,
+    fallback_codecs,
     parse_master_playlist,
     parse_media_playlist,
     render_master_playlist,
@@ -36,7 +37,7 @@ from onair.encoder.playlist import (
 from onair.encoder.rtmp import RtmpFrontConfig, render_nginx_config
 from onair.encoder.tracks import RenditionTrack
 from onair.encoder.upload import UploadQueue, content_type_for, percentile
-from onair.models import Rendition
+from onair.models import AudioCodec, Rendition, VideoCodec
 
 pytestmark = pytest.mark.unit
 
@@ -123,7 +124,9 @@ def test_ladder_is_one_decode_split_into_scaled_renditions_with_aligned_keyframe
     assert "scale=1280:720" in graph and "scale=854:480" in graph and "scale=426:240" in graph
     assert argv.count("expr:gte(t,n_forced*4)") == 3  # a keyframe at every segment boundary, every rendition
     assert argv[argv.index("libx264") + 1 :].count("-sc_threshold:v") >= 1
-    assert "keyint=60:min-keyint=60:scenecut=0" in " ".join(argv)  # x265: 30 fps x 2 s GOP, no scene cuts
+    # x265: 30 fps x 2 s GOP, no scene cuts, forced keyframes IDR (tests/media/test_keyframe_grid.py
+    # shows they stay on the grid)
+    assert "keyint=60:min-keyint=1:scenecut=0" in " ".join(argv) and "-forced-idr:v" in argv
     assert argv.count("-start_number") == 3 and argv[argv.index("-start_number") + 1] == "7"
     assert [output.segment_extension for output in outputs] == ["ts", "m4s", "m4s"]
     assert outputs[1].init_name == "init_0003.mp4"
@@ -230,6 +233,11 @@ def test_ffmpegs_sliding_local_window_is_read_by_sequence_number() -> None:
 def test_target_duration_covers_every_rounded_segment() -> None:
     assert target_duration([Segment(0, 4.6, "a")], 4) == 5
     assert target_duration([Segment(0, 4.4, "a")], 4) == 4
+    # A player rounds the EXTINF it reads, halves up: 4.5 needs 5 (Python's round() gives 4), and
+    # 4.4996 is written 4.500.
+    assert target_duration([Segment(0, 4.5, "a")], 4) == 5
+    assert target_duration([Segment(0, 6.5, "a")], 4) == 7
+    assert target_duration([Segment(0, 4.4996, "a")], 4) == 5
     assert target_duration([], 2) == 2
 
 
@@ -246,6 +254,16 @@ def test_codec_tags() -> None:
     assert codec_tag({"codec_name": "h264", "profile": "Constrained Baseline", "level": 30}) == "avc1.42c01e"
     assert codec_tag({"codec_name": "hevc", "profile": "Main", "level": 93}) == "hvc1.1.6.L93.B0"
     assert codec_tag({"codec_name": "vp9", "profile": "Profile 0", "pix_fmt": "yuv420p"}) == "vp09.00.31.08"
+    # VP9's level from the picture size and frame rate (ffprobe reports none)
+    vp9 = {"codec_name": "vp9", "profile": "Profile 0", "pix_fmt": "yuv420p"}
+    assert codec_tag({**vp9, "width": 640, "height": 360, "avg_frame_rate": "30/1"}) == "vp09.00.21.08"
+    assert codec_tag({**vp9, "width": 1920, "height": 1080, "avg_frame_rate": "30/1"}) == "vp09.00.40.08"
+    assert codec_tag({**vp9, "width": 1920, "height": 1080, "avg_frame_rate": "60000/1001"}) == "vp09.00.41.08"
+    assert codec_tag({"codec_name": "aac", "profile": "HE-AACv2"}) == "mp4a.40.29"
+    # Unprobed, the master names the template's codecs, not always H.264 and AAC
+    assert fallback_codecs(VideoCodec.HEVC, AudioCodec.OPUS) == "hvc1.1.6.L93.B0,Opus"
+    assert fallback_codecs(None, AudioCodec.AAC) == "avc1.64001f,mp4a.40.2"
+    assert codec_tag({"codec_name": "h264", "profile": "High 4:2:2", "level": 41}) == "avc1.7a0029"
     assert codec_tag({"codec_name": "aac", "profile": "LC"}) == "mp4a.40.2"
     assert codec_tag({"codec_name": "hevc", "profile": "Main 10", "level": 120}) == "hvc1.2.4.L120.B0"
     assert (codec_tag({"codec_name": "ac3"}), codec_tag({"codec_name": "eac3"})) == ("ac-3", "ec-3")
@@ -300,40 +318,98 @@ def test_a_dvr_window_keeps_its_segments_for_as_long_as_the_playlist_is() -> Non
 
 
 def test_target_duration_never_goes_down_as_a_long_segment_slides_out() -> None:
-    track = RenditionTrack("720p", nominal_duration=2, window=2)
+    track = RenditionTrack("720p", nominal_duration=2, window=3)
     track.add(2, "a", T0)
     track.add(6.2, "b", T0)  # the last segment of a session that ended mid-GOP
     assert "#EXT-X-TARGETDURATION:6" in track.live_playlist()
-    track.add(2, "c", T0)
-    track.add(2, "d", T0)
-    assert [s.uri for s in track.live_segments] == ["c", "d"]
+    newer = [f"n{i}" for i in range(9)]
+    for uri in newer:
+        track.add(2, uri, T0)
+        track.live_playlist()
+    # b slides out only once the playlist lasts three target durations without it (RFC 8216 6.2.2)
+    assert [s.uri for s in track.live_segments] == newer
     assert "#EXT-X-TARGETDURATION:6" in track.live_playlist()  # RFC 8216 6.2.1: it MUST NOT change
-    resumed = RenditionTrack.resume(RenditionTrack("720p", nominal_duration=2, window=2),
+    resumed = RenditionTrack.resume(RenditionTrack("720p", nominal_duration=2, window=3),
                                     parse_media_playlist(track.live_playlist()))
     resumed.add(2, "e", T0)
     assert "#EXT-X-TARGETDURATION:6" in resumed.live_playlist()  # and not after a Pod restart either
 
 
 def test_discontinuity_sequence_counts_tags_that_slid_out() -> None:
-    track = RenditionTrack("720p", nominal_duration=4, window=2)
+    track = RenditionTrack("720p", nominal_duration=4, window=3)
     track.add(4, "a", T0)
     track.start_session()
-    track.add(4, "b", T0)
-    track.add(4, "c", T0)
-    track.add(4, "d", T0)
+    for uri in "bcde":
+        track.add(4, uri, T0)
     assert track.discontinuity_sequence == 1
     assert "#EXT-X-DISCONTINUITY-SEQUENCE:1" in track.live_playlist()
 
 
+def test_peak_bit_rate_counts_a_short_segment_with_the_one_before_it() -> None:
+    """RFC 8216 4.1: the peak is over runs of 0.5 to 1.5 target durations. A single-frame segment
+    (what ffmpeg closes when the publisher drops) alone would claim 24 Mbit/s for a 4 Mbit/s stream."""
+    track = RenditionTrack("a", nominal_duration=4, window=5)
+    track.add(0.033, "tiny-first", T0, size_bytes=100_000)
+    assert track.newest_bit_rate() is None  # no run of half a target duration yet
+    track.add(4, "full", T0, size_bytes=2_000_000)
+    assert track.newest_bit_rate() == track.peak_bit_rate == 4_000_000
+    track.add(0.033, "tiny", T0, size_bytes=100_000)
+    assert track.newest_bit_rate() == track.peak_bit_rate == int((2_000_000 + 100_000) * 8 / 4.033)
+    track.add(2.5, "short-but-long-enough", T0, size_bytes=1_000_000)
+    assert track.newest_bit_rate() == 3_200_000  # the peak stays the highest so far
+    assert track.peak_bit_rate == int((2_000_000 + 100_000) * 8 / 4.033)
+    resumed = RenditionTrack.resume(RenditionTrack("b", nominal_duration=4, window=5),
+                                    parse_media_playlist(render_media_playlist(segments(3), nominal_duration=4)))
+    resumed.add(0.5, "after-a-restart", T0, size_bytes=100_000)
+    assert resumed.newest_bit_rate() is None  # the sizes of an earlier Pod's segments are not known
+    assert resumed.average_bit_rate() == 1_600_000  # the mean of those it knows
+    assert track.average_bit_rate() == int(3_200_000 * 8 / (0.033 + 4 + 0.033 + 2.5))
+
+
+def test_a_live_window_lasts_at_least_three_target_durations() -> None:
+    """RFC 8216 6.2.2: a segment stays while the playlist would last less than three target
+    durations without it; a long GOP raises the target above the nominal segment."""
+    track = RenditionTrack("a", nominal_duration=2, window=3)
+    for uri, seconds in (("a", 2), ("b", 7), ("c", 2), ("d", 2)):
+        track.add(seconds, uri, T0)
+        track.live_playlist()
+    live = parse_media_playlist(track.live_playlist())
+    assert live.target_duration == 7 and [s.uri for s in live.segments] == ["a", "b", "c", "d"]
+    for index in range(20):
+        track.add(2, f"n{index}", T0)
+        live = parse_media_playlist(track.live_playlist())
+        if live.media_sequence > 0:  # something was removed: what is left lasts three targets
+            assert sum(s.duration for s in live.segments) >= 3 * (live.target_duration or 0), index
+    assert len(live.segments) == 11  # 22 s >= 21 s, where 10 segments (20 s) would be too short
+
+
 def test_recording_keeps_every_segment_and_dvr_keeps_seconds() -> None:
-    recording = RenditionTrack("a", nominal_duration=4, window=2, keep_all=True)
-    dvr = RenditionTrack("b", nominal_duration=4, window=2, dvr_seconds=20)
+    recording = RenditionTrack("a", nominal_duration=4, window=3, keep_all=True)
+    dvr = RenditionTrack("b", nominal_duration=4, window=3, dvr_seconds=20)
     for i in range(10):
         recording.add(4, f"{i}", T0)
         dvr.add(4, f"{i}", T0)
-    assert len(recording.segments) == 10 and len(recording.live_segments) == 2 and not recording.take_expired()
+    assert len(recording.segments) == 10 and len(recording.live_segments) == 3 and not recording.take_expired()
     assert len(dvr.live_segments) == 5
-    assert "#EXT-X-PLAYLIST-TYPE:VOD" in recording.event_playlist(ended=True)
+    # Closed with ENDLIST, its type unchanged (RFC 8216 6.2.1): EVENT while recording and after.
+    ended = recording.event_playlist(ended=True)
+    assert ended == recording.event_playlist() + "#EXT-X-ENDLIST\n"
+    assert "#EXT-X-PLAYLIST-TYPE:EVENT" in ended
+
+
+def test_resume_never_reuses_a_number_the_live_playlist_published_after_the_event_playlist() -> None:
+    """A recording LiveJob uploads index.m3u8, then event.m3u8: a Pod stopped between the two
+    leaves the event playlist a segment behind. The next Pod continues after the newer one."""
+    track = RenditionTrack("v", nominal_duration=4, window=6, keep_all=True)
+    for i in range(5):
+        track.add(4, f"seg_{i:06d}.ts", T0)
+    event_stored = parse_media_playlist(track.event_playlist())
+    track.add(4, "seg_000005.ts", T0)
+    index_stored = parse_media_playlist(track.live_playlist())
+    resumed = RenditionTrack.resume(RenditionTrack("v", nominal_duration=4, window=6, keep_all=True),
+                                    event_stored, index_stored)
+    assert resumed.next_sequence == 6
+    assert [segment.uri for segment in resumed.segments] == [f"seg_{i:06d}.ts" for i in range(6)]
 
 
 def test_resume_continues_a_stored_playlist() -> None:
