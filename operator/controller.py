@@ -567,7 +567,9 @@ class Controller:
             event = event_name(previous, phase)
             previous = phase
             if url and event:
-                payload = build_payload(event, body, str(phase), decision.status.get("message", ""))
+                # A RecordJob says why in errorMessage (the Alibaba field), a LiveJob in message.
+                reason = decision.status.get("message") or decision.status.get("errorMessage") or ""
+                payload = build_payload(event, body, str(phase), reason)
                 self.webhooks.send(url, payload, lambda t, r, m: self.post_event(body, t, r, m))
 
     def _spawn(self, coroutine: Any) -> None:

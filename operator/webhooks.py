@@ -190,13 +190,17 @@ class WebhookSender:
                        SIGNATURE_HEADER: sign(key, body, int(time.time())), "Onair-Event": payload["type"]}
             retryable = True
             try:
-                async with self._session.post(url, data=body, headers=headers,
+                # Redirects are not followed: the next hop could be a private address, checked by
+                # nothing (an IP literal never reaches the resolver).
+                async with self._session.post(url, data=body, headers=headers, allow_redirects=False,
                                               timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
                     if 200 <= response.status < 300:
                         await report("Normal", "WebhookDelivered",
                                      f"{payload['type']} delivered to {url} (attempt {attempt})")
                         return DeliveryResult(True, attempt, "")
                     error = f"HTTP {response.status}"
+                    if 300 <= response.status < 400:
+                        error += " (a redirect: webhooks do not follow them)"
                     retryable = response.status >= 500 or response.status == 429
             except (aiohttp.ClientError, TimeoutError) as exc:
                 error = f"{type(exc).__name__}: {exc}"[:200]

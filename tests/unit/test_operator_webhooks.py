@@ -121,6 +121,39 @@ def test_a_webhook_to_a_private_address_is_refused_unless_allowed() -> None:
     assert delivered.delivered and hits == 1 and reasons == ["WebhookDelivered"]
 
 
+def test_a_redirecting_receiver_is_not_followed() -> None:
+    """A public receiver answering 307 to a private address would otherwise get the signed POST
+    there: the next hop is never checked (an IP literal never reaches the resolver)."""
+    async def scenario() -> tuple[DeliveryResult, list[str], int]:
+        internal: list[str] = []
+
+        async def redirect(request: web.Request) -> web.Response:
+            raise web.HTTPTemporaryRedirect("/internal")
+
+        async def record(request: web.Request) -> web.Response:
+            internal.append(request.method)
+            return web.Response()
+
+        app = web.Application()
+        app.router.add_post("/hook", redirect)
+        app.router.add_route("*", "/internal", record)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            sender = WebhookSender("s", attempts=3, timeout=2, base_delay=0.01, allow_private=True)
+            result, reasons = await deliver(sender, f"http://127.0.0.1:{port}/hook")
+        finally:
+            await runner.cleanup()
+        return result, reasons, len(internal)
+
+    result, reasons, internal_hits = asyncio.run(scenario())
+    assert not result.delivered and internal_hits == 0 and reasons == ["WebhookFailed"]
+    assert result.attempts == 1 and "redirect" in result.last_error
+
+
 def test_each_project_has_its_own_signing_key() -> None:
     """A receiver of one project cannot forge (or accept) another project's events."""
 
