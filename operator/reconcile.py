@@ -32,6 +32,7 @@ from onair.models import (
     RenditionOutput,
     StorageType,
     append_timing,
+    find_condition,
     set_condition,
 )
 from onair.operator import naming
@@ -236,6 +237,7 @@ def decide_live_job(
         return decision
     if status.phase in LIVE_JOB_TERMINAL_PHASES:
         status.consecutive_failures = 0  # status.restarts stays the lifetime count
+        status.finished_at = None  # the last run's; this one has not finished
         # A fresh Pod name: the last attempt's Pod may still be going, and must not count as a death.
         status.attempt = max(status.attempt, 1) + 1
         _enter(status, LiveJobPhase.PENDING, now, "SpecChanged", "spec changed: the job runs again", decision)
@@ -308,6 +310,13 @@ def decide_live_job(
             # Switching on again starts a new attempt, with a fresh Pod name.
             if status.resource_name == current_name:
                 status.attempt = attempt + 1
+    elif pod is not None and (pod.terminating or pod.finished) and status.phase == LiveJobPhase.STOPPING:
+        # Switched on again while the encoder it stopped still flushes: a stop is not a death. The
+        # next encoder starts once this one is gone (two would race on the same playlists).
+        target, reason = LiveJobPhase.STOPPING, "SwitchedOn"
+        comment = f"spec.online is true again: waiting for Pod {pod.name} to finish before starting anew"
+        if not pod.terminating:
+            decision.delete_pods.append(pod.name)
     elif pod is not None and (pod.terminating or pod.finished):
         # The current encoder died (crash, eviction, deletion): count it once, move to the next attempt.
         if pod.exit_code == EXIT_BAD_CONFIG:
@@ -340,6 +349,10 @@ def decide_live_job(
                      f"waiting for the JobTemplate: {template.message}")
         decision.requeue_after = TEMPLATE_RETRY_SECONDS
     elif pod is None:
+        if status.phase == LiveJobPhase.STOPPING and status.resource_name == current_name:
+            # The encoder a stop ended is gone and the job is on again: a new attempt, a fresh Pod name.
+            attempt += 1
+            current_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid), attempt)
         backoff_ends = None
         if status.last_restart_time is not None and status.consecutive_failures:
             backoff_ends = status.last_restart_time + dt.timedelta(
@@ -419,6 +432,17 @@ def decide_live_job(
                 status.encoder = _report_health(report)
         decision.requeue_after = _earliest(_seconds_until(finish, now), _seconds_until(start_deadline, now))
 
+    if target not in RUNNING_PHASES:
+        # No encoder takes input now: what the last one reported must not still read as true.
+        for type_ in (ConditionType.ENCODER_RUNNING, ConditionType.INPUT_CONNECTED):
+            held = find_condition(conditions, type_)
+            if held is not None and held.status == "True":
+                set_cond(type_, False, ConditionReason.ENCODER_STOPPED, f"no encoder runs ({target})")
+        if target in (LiveJobPhase.OFFLINE, LiveJobPhase.COMPLETED, LiveJobPhase.FAILED):
+            ended = OutputStatus.FAILED if target == LiveJobPhase.FAILED else OutputStatus.COMPLETED
+            status.outputs = [output.model_copy(update={"status": ended})
+                              if output.status in (OutputStatus.RUNNING, OutputStatus.STALLED, OutputStatus.PENDING)
+                              else output for output in status.outputs]
     if target in (LiveJobPhase.OFFLINE, LiveJobPhase.PENDING, LiveJobPhase.COMPLETED):
         status.resource_name = None  # no encoder Pod while the job does not run
         status.encoder = None
@@ -631,6 +655,7 @@ def decide_record_job(
         return decision
     if status.phase == RecordJobPhase.FAILED:
         status.retries = 0
+        status.error_message = status.finished_at = None  # the last run's outcome
         _enter(status, RecordJobPhase.INITIAL, now, "SpecChanged", "spec changed: recording again", decision)
 
     attempt = status.retries + 1
@@ -654,8 +679,12 @@ def decide_record_job(
     if stuck is not None and pod is not None and pod.created_at is not None:
         start_deadline = pod.created_at + dt.timedelta(seconds=config.provisioning_timeout_seconds)
     target: RecordJobPhase
-    if job.spec.source.live_job_ref is not None and source is None:
-        target, reason = RecordJobPhase.INITIAL, str(ConditionReason.LIVE_JOB_NOT_FOUND)
+    if job.spec.source.live_job_ref is not None and source is None and pod is None:
+        # Only a recorder about to be made needs the LiveJob (one running reads the bucket, and is
+        # judged by its Pod); a job that has started waits in its phase for it.
+        started = status.phase in (RecordJobPhase.STARTED, RecordJobPhase.PAUSED)
+        target = status.phase if started and status.phase is not None else RecordJobPhase.INITIAL
+        reason = str(ConditionReason.LIVE_JOB_NOT_FOUND)
         comment = f"LiveJob {job.spec.source.live_job_ref} not found"
         set_cond(ConditionType.SOURCE_AVAILABLE, False, ConditionReason.LIVE_JOB_NOT_FOUND, comment)
         decision.requeue_after = TEMPLATE_RETRY_SECONDS
@@ -670,6 +699,13 @@ def decide_record_job(
     elif start is not None and now < start and not is_clip:
         target, reason, comment = RecordJobPhase.INITIAL, "WaitingForStartTime", f"starts at {start.isoformat()}"
         decision.requeue_after = _seconds_until(start, now)
+    elif pod is None and end is not None and now >= end and not is_clip and status.phase in (
+            RecordJobPhase.STARTED, RecordJobPhase.PAUSED) and status.started_at is None:
+        # Created paused and never resumed: the range is over with nothing recorded.
+        target, reason = RecordJobPhase.FAILED, str(ConditionReason.SPEC_INVALID)
+        comment = "timeRange ended while the job was paused from its creation: nothing was recorded"
+        status.error_message = comment
+        status.finished_at = now
     elif pod is None and end is not None and now >= end and not is_clip and status.phase in (
             RecordJobPhase.STARTED, RecordJobPhase.PAUSED):
         # The recorder was stopped at the end of the range: on SIGTERM it closed its files and went.
@@ -724,17 +760,27 @@ def decide_record_job(
         decision.delete_pods.append(pod.name)
     else:
         paused_now = bool(recording and recording.get("paused"))
-        if job.spec.paused != paused_now and pod.ready and not is_clip:
+        ending = pod.ready and end is not None and now >= end and not is_clip
+        if job.spec.paused != paused_now and pod.ready and not is_clip and not ending:
+            # Not at the end: a stop clears paused, and a resume there would let paused content in
+            # while the recorder flushes.
             decision.encoder_command = "pause" if job.spec.paused else "resume"
-        if pod.ready and end is not None and now >= end and not is_clip and not pod.terminating:
+        if ending and not pod.terminating:
             # The end of the range (or a stop, which moves the end to now): /finish first, so the
             # recorder closes its playlists as VOD and exits 0; a bare SIGTERM is an interruption.
             decision.finish_before_delete = True
             decision.delete_pods.append(pod.name)
+        elif (is_clip and pod.ready and not pod.terminating and (report or {}).get("state") == "waiting"
+              and pod.spec_generation is not None and pod.spec_generation != generation):
+            # A recording that follows its LiveJob, stopped (a stop moves the end to now): the recorder
+            # still waits for the end it was started with. /finish: it cuts what is stored and completes.
+            decision.encoder_command = "finish"
         target = RecordJobPhase.PAUSED if paused_now else RecordJobPhase.STARTED
         reason = str(ConditionReason.PAUSED if paused_now else ConditionReason.RECORDING)
         comment = "paused" if paused_now else ("cutting the clip" if is_clip else "recording")
-        decision.requeue_after = _earliest(_seconds_until(end, now), _seconds_until(start_deadline, now))
+        # Past the end, the recorder's own exit (a Pod event) moves the job on: no timer.
+        upcoming_end = _seconds_until(end, now) if end is not None and end > now else None
+        decision.requeue_after = _earliest(upcoming_end, _seconds_until(start_deadline, now))
     if recording:
         if recording.get("progress") is not None:
             status.progress = recording["progress"]
@@ -749,7 +795,9 @@ def decide_record_job(
         status.files = recorded_files(job, {"masterPlaylistKey": f"{storage_prefix(job)}/master.m3u8"}, config)
     if status.files:
         status.playback_url = status.files[0].url
-    status.resource_name = current_name
+    # The Pod of the attempt running or about to start (a retry above has moved on to the next one).
+    status.resource_name = naming.pod_name(str(job.metadata.name), RECORDER_ROLE, str(job.metadata.uid),
+                                           status.retries + 1)
     ready = target == RecordJobPhase.STARTED
     if ready:
         ready_reason = ConditionReason.RECORDING

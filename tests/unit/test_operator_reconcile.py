@@ -207,6 +207,23 @@ def test_encoder_report_drives_live_and_reconnecting() -> None:
     assert [t["phase"] for t in back["timings"]][-3:] == ["Live", "Reconnecting", "Live"]
 
 
+def test_a_stopped_job_no_longer_says_its_encoder_runs_or_its_input_is_connected() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    report = {"state": "live", "renditions": [{"name": "720p", "segmentsWritten": 3, "status": "Running"}]}
+    live = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], report, CONFIG, NOW).status
+
+    def conditions(job_status: dict[str, Any]) -> dict[str, tuple[str, int]]:
+        return {c["type"]: (c["status"], c["observedGeneration"]) for c in job_status["conditions"]}
+
+    assert conditions(live)["EncoderRunning"] == conditions(live)["InputConnected"] == ("True", 1)
+    stopping = decide_live_job(live_job(live, generation=2, online=False), TEMPLATE, [pod(current_pod_name())],
+                               report, CONFIG, NOW).status
+    offline = decide_live_job(live_job(stopping, generation=2, online=False), TEMPLATE, [], None, CONFIG, NOW).status
+    assert offline["phase"] == "Offline"
+    assert conditions(offline)["EncoderRunning"] == conditions(offline)["InputConnected"] == ("False", 2)
+    assert [output["status"] for output in offline["outputs"]] == ["Completed"]
+
+
 def test_the_encoders_health_is_in_the_status_while_it_runs() -> None:
     status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
     pods = [pod(current_pod_name())]
@@ -308,6 +325,7 @@ def test_config_error_exit_code_fails_at_once() -> None:
     assert still.status["phase"] == "Failed" and still.create_pod_attempt is None
     rearmed = decide_live_job(live_job(decision.status, generation=2), TEMPLATE, [], None, CONFIG, NOW)
     assert rearmed.status["phase"] == "Provisioning"
+    assert decision.status["finishedAt"] and "finishedAt" not in rearmed.status  # the last run's, not this one's
 
 
 def test_switching_off_stops_then_goes_offline() -> None:
@@ -323,6 +341,25 @@ def test_switching_off_stops_then_goes_offline() -> None:
     back_on = decide_live_job(live_job(offline.status, generation=3), TEMPLATE, [], None, CONFIG, NOW)
     assert back_on.status["phase"] == "Provisioning"
     assert back_on.create_pod_attempt is not None
+
+
+@pytest.mark.parametrize("old_pod", ["terminating", "exited"])
+def test_switching_on_again_before_the_stopped_encoder_is_gone_is_not_a_crash(old_pod: str) -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    status = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW).status
+    status["consecutiveFailures"] = CONFIG.max_restarts  # one more death would fail the job
+    stopping = decide_live_job(live_job(status, generation=2, online=False), TEMPLATE, [pod(current_pod_name())],
+                               None, CONFIG, NOW)
+    going = (pod(current_pod_name(), deleting=True) if old_pod == "terminating"
+             else pod(current_pod_name(), "Succeeded", ready=False, exit_code=0))
+    on = decide_live_job(live_job(stopping.status, generation=3), TEMPLATE, [going], None, CONFIG, NOW)
+    assert on.status["phase"] == "Stopping" and not on.phase_changes and not on.events
+    assert on.status.get("restarts", 0) == 0 and on.status["consecutiveFailures"] == CONFIG.max_restarts
+    assert on.create_pod_attempt is None  # not while the stopped encoder still writes the playlists
+    assert on.delete_pods == ([] if old_pod == "terminating" else [current_pod_name()])
+    started = decide_live_job(live_job(on.status, generation=3), TEMPLATE, [], None, CONFIG, NOW)
+    assert started.status["phase"] == "Provisioning" and started.create_pod_attempt == 2
+    assert started.status["resourceName"] == current_pod_name(2)
 
 
 def test_schedule_waits_for_start_and_completes_at_finish() -> None:
@@ -423,6 +460,21 @@ def record_job(status: dict[str, Any] | None = None, **spec: Any) -> RecordJob:
     return RecordJob.model_validate(body)
 
 
+def test_a_record_job_retried_or_re_armed_names_its_new_pod_and_forgets_the_old_error() -> None:
+    first, second = (naming.pod_name("rec", "recorder", "uid-r", attempt) for attempt in (1, 2))
+    status = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
+    crashed = [pod(first, "Failed", ready=False, exit_code=1, finished_at=NOW - dt.timedelta(minutes=1))]
+    retry = decide_record_job(record_job(status), None, crashed, None, CONFIG, NOW)
+    assert retry.create_pod_attempt == 2 and retry.status["resourceName"] == second
+    refused = decide_record_job(record_job(status), None, [pod(first, "Failed", ready=False, exit_code=2)], None,
+                                CONFIG, NOW).status
+    assert refused["phase"] == "Failed" and refused["errorMessage"] and refused["finishedAt"]
+    body = record_job(refused).model_dump(mode="json", by_alias=True, exclude_none=True)
+    body["metadata"]["generation"] = 2
+    again = decide_record_job(RecordJob.model_validate(body), None, [], None, CONFIG, NOW).status
+    assert again["phase"] != "Failed" and "errorMessage" not in again and "finishedAt" not in again
+
+
 @pytest.mark.parametrize(("output_type", "url_start", "master_at_completion"), [
     ("s3", "https://oss-cn-hangzhou.aliyuncs.com/imsbucket1/rec/x.ts", False),
     ("oss", "https://imsbucket1.oss-cn-hangzhou.aliyuncs.com/rec/x.ts", False),
@@ -490,6 +542,27 @@ def test_record_job_pauses_resumes_and_completes() -> None:
     assert done.status["phase"] == "Completed" and done.status["progress"] == 1.0
 
 
+def test_a_paused_recording_stopped_is_finished_without_a_resume_first() -> None:
+    name = naming.pod_name("rec", "recorder", "uid-r", 1)
+    started = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
+    paused = decide_record_job(record_job(started, paused=True), None, [pod(name)], {"recording": {"paused": True}},
+                               CONFIG, NOW).status
+    # The gateway's stop: paused back to false and the end moved to now.
+    stop = decide_record_job(record_job(paused, timeRange={"end": NOW.isoformat()}), None, [pod(name)],
+                             {"recording": {"paused": True}}, CONFIG, NOW + dt.timedelta(seconds=1))
+    assert stop.finish_before_delete and stop.delete_pods == [name] and stop.encoder_command is None
+
+
+def test_a_recording_created_paused_whose_range_ends_unrecorded_fails() -> None:
+    window = {"end": (NOW + dt.timedelta(minutes=1)).isoformat()}
+    waiting = decide_record_job(record_job(paused=True, timeRange=window), None, [], None, CONFIG, NOW)
+    assert waiting.status["phase"] == "Paused" and waiting.create_pod_attempt is None
+    over = decide_record_job(record_job(waiting.status, paused=True, timeRange=window), None, [], None, CONFIG,
+                             NOW + dt.timedelta(minutes=2))
+    assert over.status["phase"] == "Failed" and "nothing was recorded" in over.status["errorMessage"]
+    assert not over.status.get("files") and over.status.get("progress") != 1.0
+
+
 def test_the_end_of_a_recording_finishes_the_recorder_before_deleting_it() -> None:
     name = naming.pod_name("rec", "recorder", "uid-r", 1)
     started = decide_record_job(record_job(), None, [], None, CONFIG, NOW)
@@ -530,6 +603,49 @@ def test_record_job_of_a_missing_live_job_waits() -> None:
     decision = decide_record_job(record_job(source={"liveJobRef": "gone"}), None, [], None, CONFIG, NOW)
     assert decision.status["phase"] == "Initial"
     assert decision.create_pod_attempt is None
+
+
+def test_a_recorder_whose_live_job_is_deleted_under_it_runs_on_and_completes() -> None:
+    recorder = naming.pod_name("rec", "recorder", "uid-r", 1)
+    status = decide_record_job(record_job(source={"liveJobRef": "news"}), live_job(), [], None, CONFIG, NOW).status
+    status = decide_record_job(record_job(status, source={"liveJobRef": "news"}), live_job(), [pod(recorder)], None,
+                               CONFIG, NOW).status
+    gone = decide_record_job(record_job(status, source={"liveJobRef": "news"}), None, [pod(recorder)], None,
+                             CONFIG, NOW)
+    assert gone.status["phase"] == "Started" and not gone.phase_changes and not gone.events
+    done = [pod(recorder, "Succeeded", ready=False, exit_code=0)]
+    completed = decide_record_job(record_job(gone.status, source={"liveJobRef": "news"}), None, done, None,
+                                  CONFIG, NOW)
+    assert completed.status["phase"] == "Completed"
+
+
+def test_stopping_a_recording_that_follows_its_live_job_finishes_the_recorder_without_spinning() -> None:
+    recorder = naming.pod_name("rec", "recorder", "uid-r", 1)
+    source = live_job()
+    status = decide_record_job(record_job(source={"liveJobRef": "news"}), source, [], None, CONFIG, NOW).status
+
+    def made_from(generation: int) -> dict[str, Any]:
+        running = pod(recorder)
+        running["metadata"]["labels"] = {"onair.dev/spec-generation": str(generation)}
+        return running
+
+    following = {"state": "waiting", "recording": {"paused": False}}
+    status = decide_record_job(record_job(status, source={"liveJobRef": "news"}), source, [made_from(1)],
+                               following, CONFIG, NOW).status
+    assert status["phase"] == "Started"
+    # The gateway's stop moves the end to now: a new generation the recorder was not made from.
+    body = record_job(status, source={"liveJobRef": "news"}, timeRange={"end": NOW.isoformat()}).model_dump(
+        mode="json", by_alias=True, exclude_none=True)
+    body["metadata"]["generation"] = 2
+    stopped = decide_record_job(RecordJob.model_validate(body), source, [made_from(1)], following, CONFIG,
+                                NOW + dt.timedelta(seconds=1))
+    assert stopped.encoder_command == "finish" and not stopped.delete_pods
+    assert stopped.requeue_after is None  # its exit moves the job on, not a timer re-run at once
+    # A clip made with its end already set waits for the stream to reach it: not cut short.
+    body["metadata"]["generation"] = 1
+    clip = decide_record_job(RecordJob.model_validate(body), source, [made_from(1)], following, CONFIG,
+                             NOW + dt.timedelta(seconds=1))
+    assert clip.encoder_command is None
 
 
 def test_template_gone_while_live_keeps_the_running_encoder() -> None:
