@@ -172,6 +172,15 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def listed_namespaces(watched: list[str]) -> list[str | None]:
+    """Where the start-up sync and the re-list look: each watched namespace by name, so that the
+    chart can bind the operator's RBAC per namespace; the whole cluster (None) when no names are
+    given or one is a pattern (t-*, !name)."""
+    if not watched or any(set(name) & set("*?[]!") for name in watched):
+        return [None]
+    return list(dict.fromkeys(watched))
+
+
 class Controller:
     def __init__(self, kube: KubeClient, config: OperatorConfig, clock: Callable[[], dt.datetime] = utcnow,
                  leadership: Leadership | None = None) -> None:
@@ -204,12 +213,14 @@ class Controller:
     async def sync_caches(self) -> None:
         """List the Pods and JobTemplates once before any reconcile: a job must never be judged on a
         cache that has not yet seen its Pod (it would look lost and be replaced) or its template."""
-        async for page in self.kube.pages(resource_path("v1", "pods"), labelSelector=builders.MANAGED_BY_SELECTOR):
-            for pod in page["items"]:
-                self.on_pod_event(None, pod)
-        templates = await self.kube.list(resource_path(API_VERSION, "jobtemplates"))
-        for template in templates["items"]:
-            self.on_template_event(None, template)
+        for namespace in listed_namespaces(self.config.watch_namespaces):
+            async for page in self.kube.pages(resource_path("v1", "pods", namespace),
+                                              labelSelector=builders.MANAGED_BY_SELECTOR):
+                for pod in page["items"]:
+                    self.on_pod_event(None, pod)
+            templates = await self.kube.list(resource_path(API_VERSION, "jobtemplates", namespace))
+            for template in templates["items"]:
+                self.on_template_event(None, template)
 
     def start(self) -> None:
         self._tasks = [
@@ -233,19 +244,24 @@ class Controller:
         a cached Pod or job the API server no longer has is dropped, and its job looks again (a lost
         Pod is replaced instead of being waited on for ever). Only what the list could have seen:
         something cached at a newer resourceVersion was created after the list was made."""
-        listed, present = await self._listed_names(resource_path("v1", "pods"),
-                                                   labelSelector=builders.MANAGED_BY_SELECTOR)
-        for key, cached_pods in list(self.pods.items()):
-            for name, cached in list(cached_pods.items()):
-                if (key[1], name) not in present and cached.resource_version <= listed:
-                    log.info("%s %s/%s: Pod %s is gone (deleted while the watch was away)", *key, name)
-                    self.on_pod_event("DELETED", cached.body())
-        for kind, plural in PLURALS.items():
-            listed, present = await self._listed_names(resource_path(API_VERSION, plural))
-            for key, cached_job in list(self.jobs.items()):
-                if key[0] == kind and key[1:] not in present and cached_job.resource_version <= listed:
-                    log.info("%s %s/%s is gone (deleted while the watch was away)", *key)
-                    self.on_job_event(kind, "DELETED", cached_job.body())
+        for namespace in listed_namespaces(self.config.watch_namespaces):
+            listed, present = await self._listed_names(resource_path("v1", "pods", namespace),
+                                                       labelSelector=builders.MANAGED_BY_SELECTOR)
+            for key, cached_pods in list(self.pods.items()):
+                if namespace is not None and key[1] != namespace:
+                    continue  # another list's (and resourceVersion's) to judge
+                for name, cached in list(cached_pods.items()):
+                    if (key[1], name) not in present and cached.resource_version <= listed:
+                        log.info("%s %s/%s: Pod %s is gone (deleted while the watch was away)", *key, name)
+                        self.on_pod_event("DELETED", cached.body())
+            for kind, plural in PLURALS.items():
+                listed, present = await self._listed_names(resource_path(API_VERSION, plural, namespace))
+                for key, cached_job in list(self.jobs.items()):
+                    if namespace is not None and key[1] != namespace:
+                        continue
+                    if key[0] == kind and key[1:] not in present and cached_job.resource_version <= listed:
+                        log.info("%s %s/%s is gone (deleted while the watch was away)", *key)
+                        self.on_job_event(kind, "DELETED", cached_job.body())
 
     async def _listed_names(self, path: str, **params: str) -> tuple[int, set[tuple[str, str]]]:
         """The namespace and name of every object of a list, and the list's resourceVersion. Read as

@@ -4,6 +4,7 @@ handlers.py."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import socket
@@ -50,6 +51,8 @@ def main() -> None:
     # controller reads the same name to tell its own record from its peers'.
     os.environ.setdefault("POD_ID", f"{socket.gethostname()}-{os.getpid()}")
     namespaces = args.namespace or config.watch_namespaces
+    # The controller, configured in kopf's start-up handler, lists where kopf watches.
+    os.environ[f"{ENV_PREFIX}WATCH_NAMESPACES"] = json.dumps(namespaces)
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,

@@ -318,7 +318,9 @@ def operator_identity(platform: LocalPlatform, info: PlatformInfo, state: Path) 
                            "--show-only", "templates/operator-rbac.yaml",
                            "--set", "operator.watchNamespaces={bench-op}"],
                           check=True, capture_output=True, text=True, env=env).stdout
-    subprocess.run(["kubectl", "create", "namespace", "onair-system"], check=True, capture_output=True, env=env)
+    # With the watched namespace named, the chart binds the operator's rights in it: it must exist.
+    for namespace in ("onair-system", "bench-op"):
+        subprocess.run(["kubectl", "create", "namespace", namespace], check=True, capture_output=True, env=env)
     subprocess.run(["kubectl", "apply", "-f", "-"], input=rbac, check=True, capture_output=True, text=True, env=env)
     return platform.service_account_kubeconfig(info, "onair-system", "onair-operator", state / "operator.kubeconfig")
 

@@ -220,6 +220,11 @@ def test_render_peering_per_watched_namespace() -> None:
     peerings = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects if o["kind"] == "KopfPeering"}
     assert peerings == {("news", "onair"), ("sport", "onair"), ("onair-system", "onair")}
     assert not [o for o in objects if o["kind"] == "ClusterKopfPeering"]
+    # Named namespaces: the operator's application rules are bound in those only.
+    bound = {(o["metadata"]["namespace"], o["roleRef"]["name"]) for o in objects if o["kind"] == "RoleBinding"}
+    assert bound == {("news", "onair-operator"), ("sport", "onair-operator"), ("onair-system", "onair-operator")}
+    cluster_wide = {o["metadata"]["name"] for o in objects if o["kind"] == "ClusterRoleBinding"}
+    assert "onair-operator" not in cluster_wide and "onair-operator-framework" in cluster_wide
 
 
 @pytest.mark.parametrize(("flag", "message"), [
@@ -304,6 +309,11 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
         answer = kubectl("auth", "can-i", verb, resource, "-n", jobs,
                          f"--as=system:serviceaccount:{system}:onair-operator", check=False).stdout.strip()
         assert answer == "no", (verb, resource)
+    # Only the watched namespaces: none of its rights in a namespace it does not watch.
+    for verb, resource in [("create", "pods"), ("create", "secrets"), ("list", "pods")]:
+        answer = kubectl("auth", "can-i", verb, resource, "-n", "default",
+                         f"--as=system:serviceaccount:{system}:onair-operator", check=False).stdout.strip()
+        assert answer == "no", (verb, resource, "default")
     assert kubectl("auth", "can-i", "create", "livejobs.onair.dev", "-n", jobs,
                    f"--as=system:serviceaccount:{system}:onair-gateway").stdout.strip() == "yes"
     assert kubectl("auth", "can-i", "get", "secrets", "-n", jobs, f"--as=system:serviceaccount:{system}:onair-gateway",

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from onair.operator.config import OperatorConfig
-from onair.operator.controller import CachedJob, CachedPod, Controller, PackedJson, slim_pod
+from onair.operator.controller import CachedJob, CachedPod, Controller, PackedJson, listed_namespaces, slim_pod
 from onair.operator.pods import pod_state
 
 META: dict[str, Any] = {"name": "news-encoder-1", "namespace": "t", "uid": "u1", "resourceVersion": "7",
@@ -94,15 +94,18 @@ class ListingOnly:
 
     def __init__(self, listings: dict[str, dict[str, Any]]) -> None:
         self.listings = listings
+        self.paths: list[str] = []
 
     async def pages(self, path: str, *, metadata_only: bool = False, **params: str) -> AsyncIterator[dict[str, Any]]:
         assert metadata_only  # whole objects, 10,000 at a time, are what it must not read
+        self.paths.append(path)
         listing = self.listings[path.rsplit("/", 1)[1]]
         for item in listing["items"] or [None]:
             yield {"metadata": listing["metadata"], "items": [{"metadata": item["metadata"]}] if item else []}
 
 
-async def test_what_was_deleted_while_the_watch_was_away_is_dropped() -> None:
+@pytest.mark.parametrize("watched", [[], ["t", "other"]])
+async def test_what_was_deleted_while_the_watch_was_away_is_dropped(watched: list[str]) -> None:
     """A watch that reconnects lists again but reports no deletion that happened meanwhile."""
     labels = {"onair.dev/job": "news", "onair.dev/kind": "LiveJob"}
     gone = {**RUNNING, "metadata": {**META, "labels": labels, "name": "news-encoder-1", "resourceVersion": "7"}}
@@ -117,8 +120,9 @@ async def test_what_was_deleted_while_the_watch_was_away_is_dropped() -> None:
         "livejobs": {"metadata": {"resourceVersion": "50"}, "items": [job]},
         "recordjobs": {"metadata": {"resourceVersion": "50"}, "items": []},
     }
-    controller = Controller(ListingOnly(listings), OperatorConfig(  # type: ignore[arg-type]
-        stream_key_seed="unit-test-stream-key-seed-0123456789"))
+    kube = ListingOnly(listings)
+    controller = Controller(kube, OperatorConfig(  # type: ignore[arg-type]
+        stream_key_seed="unit-test-stream-key-seed-0123456789", watch_namespaces=watched))
     for pod in (gone, newer):
         controller.on_pod_event("ADDED", pod)
     for body in (job, deleted):
@@ -127,3 +131,12 @@ async def test_what_was_deleted_while_the_watch_was_away_is_dropped() -> None:
     assert list(controller.pods[("LiveJob", "t", "news")]) == ["news-encoder-2"]
     assert list(controller.jobs) == [("LiveJob", "t", "news")]
     assert ("LiveJob", "t", "news") in controller.queue  # looks again, and replaces its lost Pod
+    # Named namespaces are listed one by one (the chart binds the operator's rights in those only).
+    scopes = {path.split("/namespaces/")[1].split("/")[0] if "/namespaces/" in path else None for path in kube.paths}
+    assert scopes == (set(watched) if watched else {None})
+
+
+def test_namespace_patterns_are_listed_cluster_wide() -> None:
+    assert listed_namespaces([]) == [None]
+    assert listed_namespaces(["news", "sport", "news"]) == ["news", "sport"]
+    assert listed_namespaces(["news", "t-*"]) == [None] and listed_namespaces(["!kube-system"]) == [None]
