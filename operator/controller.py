@@ -234,10 +234,7 @@ class Controller:
     async def _drop_vanished_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.config.resync_seconds)
-            try:
-                await self.drop_vanished()
-            except Exception:  # the next round tries again; the caches are only as stale as before
-                log.warning("listing to drop vanished Pods and jobs failed", exc_info=True)
+            await self._drop_vanished_now()
 
     async def drop_vanished(self) -> None:
         """A watch that reconnects lists again but reports no deletion that happened while it was away:
@@ -274,9 +271,18 @@ class Controller:
         return listed, present
 
     def resync(self) -> None:
-        """Everything is looked at again: a replica taking over may have missed what changed meanwhile."""
+        """Everything is looked at again: a replica taking over may have missed what changed meanwhile,
+        deletions included (a Pod deleted while it stood by would otherwise stay in its cache until the
+        next periodic re-list, and its job would wait that long for a replacement)."""
         for key in list(self.jobs):
             self.queue.add(key)
+        self._spawn(self._drop_vanished_now())
+
+    async def _drop_vanished_now(self) -> None:
+        try:
+            await self.drop_vanished()
+        except Exception:  # the next round tries again; the caches are only as stale as before
+            log.warning("listing to drop vanished Pods and jobs failed", exc_info=True)
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from collections.abc import AsyncIterator
@@ -134,6 +135,20 @@ async def test_what_was_deleted_while_the_watch_was_away_is_dropped(watched: lis
     # Named namespaces are listed one by one (the chart binds the operator's rights in those only).
     scopes = {path.split("/namespaces/")[1].split("/")[0] if "/namespaces/" in path else None for path in kube.paths}
     assert scopes == (set(watched) if watched else {None})
+
+
+async def test_a_replica_taking_over_drops_what_was_deleted_while_it_stood_by() -> None:
+    labels = {"onair.dev/job": "news", "onair.dev/kind": "LiveJob"}
+    gone = {**RUNNING, "metadata": {**META, "labels": labels, "name": "news-encoder-1", "resourceVersion": "7"}}
+    listings = {"pods": {"metadata": {"resourceVersion": "50"}, "items": []},
+                "livejobs": {"metadata": {"resourceVersion": "50"}, "items": []},
+                "recordjobs": {"metadata": {"resourceVersion": "50"}, "items": []}}
+    controller = Controller(ListingOnly(listings), OperatorConfig(  # type: ignore[arg-type]
+        stream_key_seed="unit-test-stream-key-seed-0123456789"))
+    controller.on_pod_event("ADDED", gone)
+    controller.resync()  # what the leadership loop calls on taking over
+    await asyncio.gather(*controller._background)
+    assert not controller.pods.get(("LiveJob", "t", "news"))  # not waited on until the periodic re-list
 
 
 def test_namespace_patterns_are_listed_cluster_wide() -> None:
