@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from onair.jsonlog import job_context
 from onair.kubeclient import ApiError, KubeClient, resource_path
-from onair.models import API_VERSION, JobTemplateSpec, LiveJob, RecordJob, describe_errors
+from onair.models import API_VERSION, MAX_MESSAGE_LENGTH, JobTemplateSpec, LiveJob, RecordJob, describe_errors
 from onair.operator import builders, metrics, naming
 from onair.operator.config import OperatorConfig
 from onair.operator.encoder_reports import EncoderReports
@@ -569,11 +569,20 @@ class Controller:
         """An object the API server accepted but our model refuses (a CRD older than the operator)."""
         kind, namespace, name = key
         phase = LiveJobPhase.FAILED if kind == "LiveJob" else RecordJobPhase.FAILED
-        message = "invalid spec: " + "; ".join(errors)
-        if (body.get("status") or {}).get("message") == message:
+        message = ("invalid spec: " + "; ".join(errors))[:MAX_MESSAGE_LENGTH]
+        field = "message" if kind == "LiveJob" else "errorMessage"  # the Alibaba name, on a RecordJob
+        # Failed means stopped: an encoder of an earlier, valid spec does not run on unreported.
+        for pod_name, cached in list(self.pods.get(key, {}).items()):
+            if not cached.body()["metadata"].get("deletionTimestamp"):
+                metrics.API_WRITES.labels("delete", "pods").inc()
+                await self.kube.delete(resource_path("v1", "pods", namespace, pod_name))
+        status = body.get("status") or {}
+        if status.get(field) == message and status.get("phase") == str(phase):
             return
+        generation = (body.get("metadata") or {}).get("generation")
+        patch = {"phase": str(phase), field: message, "observedGeneration": generation}
         path = resource_path(API_VERSION, PLURALS[kind], namespace, name, "status")
-        await self.kube.merge_patch(path, {"status": {"phase": str(phase), "message": message[:4096]}})
+        await self.kube.merge_patch(path, {"status": patch})
 
     # -- events out --------------------------------------------------------------------------------
 

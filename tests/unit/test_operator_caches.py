@@ -151,6 +151,41 @@ async def test_a_replica_taking_over_drops_what_was_deleted_while_it_stood_by() 
     assert not controller.pods.get(("LiveJob", "t", "news"))  # not waited on until the periodic re-list
 
 
+class Writes:
+    """Records the deletes and status patches the controller sends."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any]] = []
+
+    async def delete(self, path: str) -> None:
+        self.calls.append(("delete", path, None))
+
+    async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("patch", path, patch))
+        return patch
+
+
+@pytest.mark.parametrize("kind", ["LiveJob", "RecordJob"])
+async def test_a_job_our_model_refuses_is_failed_with_its_encoder_stopped(kind: str) -> None:
+    """A CRD older than the operator can let through a spec the operator's model refuses."""
+    kube = Writes()
+    controller = Controller(kube, OperatorConfig(  # type: ignore[arg-type]
+        stream_key_seed="unit-test-stream-key-seed-0123456789"))
+    labels = {"onair.dev/job": "news", "onair.dev/kind": kind}
+    controller.on_pod_event("ADDED", {**RUNNING, "metadata": {**META, "labels": labels}})
+    key = (kind, "t", "news")
+    body = {"kind": kind, "metadata": {"name": "news", "namespace": "t", "generation": 4}, "status": {}}
+    await controller._fail_invalid(key, body, ["spec.input.serverType: unknown"])
+    plural = "livejobs" if kind == "LiveJob" else "recordjobs"
+    field = "message" if kind == "LiveJob" else "errorMessage"
+    assert kube.calls == [
+        ("delete", "/api/v1/namespaces/t/pods/news-encoder-1", None),
+        ("patch", f"/apis/onair.dev/v1alpha1/namespaces/t/{plural}/news/status",
+         {"status": {"phase": "Failed", field: "invalid spec: spec.input.serverType: unknown",
+                     "observedGeneration": 4}}),
+    ]
+
+
 def test_namespace_patterns_are_listed_cluster_wide() -> None:
     assert listed_namespaces([]) == [None]
     assert listed_namespaces(["news", "sport", "news"]) == ["news", "sport"]
