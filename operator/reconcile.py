@@ -437,7 +437,7 @@ def decide_live_job(
         for type_ in (ConditionType.ENCODER_RUNNING, ConditionType.INPUT_CONNECTED):
             held = find_condition(conditions, type_)
             if held is not None and held.status == "True":
-                set_cond(type_, False, ConditionReason.ENCODER_STOPPED, f"no encoder runs ({target})")
+                set_cond(type_, False, ConditionReason.ENCODER_STOPPED, f"no encoder takes input ({target})")
         if target in (LiveJobPhase.OFFLINE, LiveJobPhase.COMPLETED, LiveJobPhase.FAILED):
             ended = OutputStatus.FAILED if target == LiveJobPhase.FAILED else OutputStatus.COMPLETED
             status.outputs = [output.model_copy(update={"status": ended})
@@ -682,8 +682,9 @@ def decide_record_job(
     if job.spec.source.live_job_ref is not None and source is None and pod is None:
         # Only a recorder about to be made needs the LiveJob (one running reads the bucket, and is
         # judged by its Pod); a job that has started waits in its phase for it.
-        started = status.phase in (RecordJobPhase.STARTED, RecordJobPhase.PAUSED)
-        target = status.phase if started and status.phase is not None else RecordJobPhase.INITIAL
+        target = RecordJobPhase.INITIAL
+        if status.phase in (RecordJobPhase.STARTED, RecordJobPhase.PAUSED):
+            target = status.phase
         reason = str(ConditionReason.LIVE_JOB_NOT_FOUND)
         comment = f"LiveJob {job.spec.source.live_job_ref} not found"
         set_cond(ConditionType.SOURCE_AVAILABLE, False, ConditionReason.LIVE_JOB_NOT_FOUND, comment)
