@@ -353,12 +353,12 @@ class Gateway:
             raise ApiProblem(400, "finishDateTime: required with startDateTime (a live cut needs both ends)")
         if finish and not start:
             raise ApiProblem(400, "startDateTime: required with finishDateTime (a live cut needs both ends)")
-        # Both ends equal, as in the reference's own example body, is an empty range: it cuts nothing,
-        # and the call only starts or stops the job.
         # The clip is validated before anything is written, and created after the online switch: a
         # retry after a failure repeats the switch harmlessly instead of cutting a second clip.
         clip_name, _ = self.new_name(request, ctx)
         clip_spec = None
+        # Both ends equal, as in the reference's own example body, is an empty range: it cuts nothing,
+        # and the call only starts or stops the job.
         if start is not None and finish is not None and finish != start:
             if finish < start:
                 raise ApiProblem(400, "finishDateTime: must be after startDateTime")

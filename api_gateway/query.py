@@ -257,7 +257,10 @@ def _pick(value: Any, path: tuple[str, ...]) -> Any:
     if not path:
         return value
     if isinstance(value, list):  # one entry per element, so that two paths into it line up
-        return [{} if (inner := _pick(element, path)) is _MISSING else inner for element in value]
+        picked = [_pick(element, path) for element in value]
+        if all(inner is _MISSING for inner in picked):
+            return _MISSING
+        return [{} if inner is _MISSING else inner for inner in picked]
     if not isinstance(value, Mapping) or path[0] not in value:
         return _MISSING
     inner = _pick(value[path[0]], path[1:])

@@ -87,6 +87,7 @@ def test_select_projection_keeps_nested_fields() -> None:
     paths = query.parse_select("input.serverTypeOptions.value,input.serverTypeOptions.enabled", ["input"])
     assert query.project(options, paths) == {"input": {"serverTypeOptions": [{"value": "RTMP", "enabled": True},
                                                                              {"value": "SRT", "enabled": False}]}}
+    assert query.project(options, query.parse_select("input.serverTypeOptions.nope", ["input"])) == {}
     with pytest.raises(QueryError, match="unknown field 'nope'"):
         query.parse_select("id,nope", list(item))
     with pytest.raises(QueryError):
