@@ -490,6 +490,8 @@ transition):
 
 - LiveJob: `Pending` → `Provisioning` → `WaitingForInput` → `Live` ⇄ `Reconnecting`, then
   `Stopping` → `Offline` (switched off; can be switched on again) or `Completed` (schedule over);
+  switched on again while `Stopping`, it stays there until the stopped encoder is gone, then goes
+  `Offline` → `Provisioning` with a new attempt (the stream did stop; no restart is counted);
   `Failed` from any phase. `Completed` and `Failed` are re-armed (back to `Pending`) only by a spec change.
 - RecordJob: `Initial` → `Started` ⇄ `Paused` → `Completed`, or `Failed`.
 
