@@ -213,11 +213,14 @@ class Controller:
     async def sync_caches(self) -> None:
         """List the Pods and JobTemplates once before any reconcile: a job must never be judged on a
         cache that has not yet seen its Pod (it would look lost and be replaced) or its template."""
-        for namespace in listed_namespaces(self.config.watch_namespaces):
+        scopes = listed_namespaces(self.config.watch_namespaces)
+        for namespace in scopes:
             async for page in self.kube.pages(resource_path("v1", "pods", namespace),
                                               labelSelector=builders.MANAGED_BY_SELECTOR):
                 for pod in page["items"]:
                     self.on_pod_event(None, pod)
+        # The operator's own namespace holds the fallback templates, watched or not.
+        for namespace in scopes if scopes == [None] else dict.fromkeys([*scopes, self.config.namespace]):
             templates = await self.kube.list(resource_path(API_VERSION, "jobtemplates", namespace))
             for template in templates["items"]:
                 self.on_template_event(None, template)

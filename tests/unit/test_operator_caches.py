@@ -186,6 +186,35 @@ async def test_a_job_our_model_refuses_is_failed_with_its_encoder_stopped(kind: 
     ]
 
 
+class Lists:
+    """Empty answers to the start-up sync's lists, and the paths it asked for."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    async def pages(self, path: str, **params: str) -> AsyncIterator[dict[str, Any]]:
+        self.paths.append(path)
+        yield {"metadata": {"resourceVersion": "1"}, "items": []}
+
+    async def list(self, path: str, **params: str) -> dict[str, Any]:
+        self.paths.append(path)
+        return {"metadata": {"resourceVersion": "1"}, "items": []}
+
+
+@pytest.mark.parametrize(("watched", "expected"), [
+    ([], ["/api/v1/pods", "/apis/onair.dev/v1alpha1/jobtemplates"]),
+    (["news"], ["/api/v1/namespaces/news/pods", "/apis/onair.dev/v1alpha1/namespaces/news/jobtemplates",
+                "/apis/onair.dev/v1alpha1/namespaces/onair-system/jobtemplates"]),
+])
+async def test_the_start_up_sync_lists_where_the_operator_may_and_its_fallback_templates(
+        watched: list[str], expected: list[str]) -> None:
+    kube = Lists()
+    controller = Controller(kube, OperatorConfig(  # type: ignore[arg-type]
+        stream_key_seed="unit-test-stream-key-seed-0123456789", watch_namespaces=watched))
+    await controller.sync_caches()
+    assert kube.paths == expected
+
+
 def test_namespace_patterns_are_listed_cluster_wide() -> None:
     assert listed_namespaces([]) == [None]
     assert listed_namespaces(["news", "sport", "news"]) == ["news", "sport"]
