@@ -97,7 +97,9 @@ cat >&2 <<TEXT
   Publish (in another shell; ingest URLs name 127.0.0.1, so forward the job's Service first):
     kubectl --context $context -n $demo port-forward \\
       "service/\$(kubectl --context $context -n $demo get livejob rtmp-demo -o jsonpath='{.status.serviceName}')" 1935:1935
+    secret=\$(kubectl --context $context -n $demo get livejob rtmp-demo -o jsonpath='{.status.streamKeySecret}')
+    key=\$(kubectl --context $context -n $demo get secret "\$secret" -o jsonpath='{.data.streamKey}' | base64 -d)
     ffmpeg -re -i input.mp4 -c copy -f flv \\
-      "\$(kubectl --context $context -n $demo get livejob rtmp-demo -o jsonpath='{.status.urls.ingest}')"
+      "\$(kubectl --context $context -n $demo get livejob rtmp-demo -o jsonpath='{.status.urls.ingest}')\$key"
 TEXT
 exec kubectl --context "$context" -n "$namespace" port-forward service/onair-gateway "$gateway_port:80"
