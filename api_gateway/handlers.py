@@ -355,13 +355,13 @@ class Gateway:
             raise ApiProblem(400, "startDateTime: required with finishDateTime (a live cut needs both ends)")
         # The clip is validated before anything is written, and created after the online switch: a
         # retry after a failure repeats the switch harmlessly instead of cutting a second clip.
-        clip_name, _ = self.new_name(request, ctx)
-        clip_spec = None
+        clip_name, clip_spec = "", None
         # Both ends equal, as in the reference's own example body, is an empty range: it cuts nothing,
         # and the call only starts or stops the job.
         if start is not None and finish is not None and finish != start:
             if finish < start:
                 raise ApiProblem(400, "finishDateTime: must be after startDateTime")
+            clip_name, _ = self.new_name(request, ctx)
             clip_spec = mapping.clip_record_spec(entry.obj, clip_name, start, finish)
         kube = self.kube_client()
         job_path = resource_path(API_VERSION, "livejobs", ctx.namespace, entry.name)

@@ -126,7 +126,7 @@ class RenditionTrack:
         # RFC 8216 6.2.2: no segment leaves a live playlist that would then last less than three
         # target durations (a long GOP raises the target above the nominal segment).
         while count < len(self.segments):
-            newest = self.segments[-count:]
+            newest = self.segments[len(self.segments) - count:]
             target = max(self.target_floor, target_duration(newest, self.nominal_duration))
             if sum(segment.duration for segment in newest) >= 3 * target:
                 break
