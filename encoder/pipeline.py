@@ -815,6 +815,7 @@ class Encoder:
                     RenditionTrack.resume(track, *stored)
                     self.status.renditions[name].segments_written = 0
                     log.info("resuming %s at segment %d", name, track.next_sequence)
+                    await self._delete_orphans_later(name, track)
             if unread:
                 self.status.set_state(EncoderState.WAITING, "object storage unreachable: reading the stored "
                                       "playlists before taking input, so that numbering continues")
@@ -823,6 +824,29 @@ class Encoder:
                 delay = min(delay * 2, STORE_RETRY_MAX_SECONDS)
         if delay > STORE_RETRY_FIRST_SECONDS and not self.stop_requested.is_set():
             self.status.set_state(EncoderState.WAITING, waiting_message)
+
+    async def _delete_orphans_later(self, name: str, track: RenditionTrack) -> None:
+        """Deletes what the previous Pod retired from the live window and did not live to delete, once
+        a player can no longer ask for it. When it left the playlist is not known: it stays fetchable
+        for as long as a segment leaving the window now would. Left for the next Pod when the store
+        cannot list it now, or this Pod stops before then."""
+        if track.keep_all:
+            return
+        try:
+            names = await asyncio.to_thread(self.store.list_names, self.config.key(name))
+        except Exception as error:
+            log.warning("could not list the stored segments of %s to delete what an earlier Pod left: %s",
+                        name, error)
+            return
+        orphans = track.orphans(names)
+        if orphans:
+            log.info("deleting %d segments of %s that an earlier Pod retired, in %.0fs", len(orphans), name,
+                     track.retention_seconds())
+            asyncio.get_running_loop().call_later(track.retention_seconds(), self._delete_objects, name, orphans)
+
+    def _delete_objects(self, rendition: str, names: list[str]) -> None:
+        for name in names:
+            self.uploader.delete(self.config.key(rendition, name))
 
     async def _finish(self) -> int:
         deadline = time.monotonic() + STOP_GRACE_SECONDS - 2

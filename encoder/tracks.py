@@ -4,7 +4,9 @@ Pure bookkeeping (no I/O), so the numbering and window rules are unit-tested.
 
 from __future__ import annotations
 
+import re
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -12,6 +14,9 @@ from .playlist import MediaPlaylist, Segment, render_media_playlist, target_dura
 
 LIVE_PLAYLIST = "index.m3u8"
 EVENT_PLAYLIST = "event.m3u8"  # every segment of a recorded event (LiveJob recording: true)
+# What the encoder names the objects of a rendition: seg_<number>.<ts|m4s>, and init_<number>.mp4 after
+# the first segment that uses it.
+NUMBERED_OBJECT = re.compile(r"(?:seg_(\d+)\.(?:ts|m4s)|init_(\d+)\.mp4)")
 
 
 @dataclass
@@ -147,6 +152,29 @@ class RenditionTrack:
         else:
             self.segments = self.segments[new_start:]
             self.window_start = 0
+
+    def orphans(self, stored_names: Iterable[str]) -> list[str]:
+        """The objects of this rendition (`stored_names`, its folder's listing) that an earlier Pod took
+        out of its live window and did not live to delete: a Pod that stops leaves the segments it
+        retired less than a playlist's duration ago. They are numbered before every segment this track
+        holds; an init segment named so is one only if no segment held uses it. None while every
+        segment is kept (a recording)."""
+        held = [*self._retired, *self.segments]
+        if self.keep_all or not held:
+            return []
+        oldest = min(segment.sequence for segment in held)
+        in_use = {segment.init_uri for segment in held if segment.init_uri}
+        found = []
+        for name in stored_names:
+            match = NUMBERED_OBJECT.fullmatch(name)
+            if match and int(match[1] or match[2]) < oldest and name not in in_use:
+                found.append(name)
+        return found
+
+    def retention_seconds(self) -> float:
+        """How long a segment stays fetchable after it leaves the live playlist: its duration plus the
+        playlist's (RFC 8216 6.2.2), for a segment of the nominal duration."""
+        return self.nominal_duration + sum(segment.duration for segment in self.live_segments)
 
     @property
     def live_segments(self) -> list[Segment]:

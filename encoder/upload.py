@@ -331,6 +331,15 @@ class S3Store:
         except self.client.exceptions.NoSuchKey:
             return None
 
+    def list_names(self, folder: str) -> list[str]:
+        """The names of the objects directly in `folder` (a key prefix without its trailing slash)."""
+        prefix = folder.rstrip("/") + "/"
+        names: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix,
+                                                                           Delimiter="/"):
+            names += [entry["Key"][len(prefix):] for entry in page.get("Contents", [])]
+        return names
+
     def copy(self, source_key: str, key: str, cache_control: str) -> None:
         self.client.copy_object(
             Bucket=self.bucket,

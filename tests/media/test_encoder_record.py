@@ -97,6 +97,31 @@ def test_a_store_down_at_start_delays_the_encoder_and_keeps_the_numbering(
     assert resumed and resumed[0].discontinuity, numbers
 
 
+def test_the_next_pod_deletes_the_segments_an_earlier_pod_retired_but_left(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    """A Pod stops with the segments it took out of the live window less than a playlist's duration ago
+    still in the bucket (players may still fetch them). The job's next Pod deletes them once no player
+    can, rather than leaving them there for ever; the live window stays."""
+    folder = "live/orphans/180p"
+    first = start_encoder("LiveJob", live_spec(), SMALL, prefix="live/orphans")
+    assert publish(first.rtmp_url, 16).wait(40) == 0
+    first.wait_state("reconnecting", 5)
+    assert first.stop() == 0
+    window = parse_media_playlist(object_store.get_text(first.bucket, f"{folder}/index.m3u8") or "")
+
+    def stored_segments() -> set[str]:
+        listed = object_store.client.list_objects_v2(Bucket=first.bucket, Prefix=f"{folder}/seg_")
+        return {item["Key"].rsplit("/", 1)[1] for item in listed.get("Contents", [])}
+
+    left = {name for name in stored_segments() if int(name[4:10]) < window.media_sequence}
+    assert left, (window.media_sequence, stored_segments())
+    second = start_encoder("LiveJob", live_spec(), SMALL, prefix="live/orphans")
+    wait_until(lambda: not stored_segments() & left, 40, f"the segments the first Pod left ({sorted(left)}) to go")
+    assert {segment.uri for segment in window.segments} <= stored_segments()
+    assert second.stop() == 0
+
+
 def test_clip_of_a_past_range_plays_as_vod(
     start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path
 ) -> None:

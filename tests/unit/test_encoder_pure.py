@@ -397,6 +397,21 @@ def test_recording_keeps_every_segment_and_dvr_keeps_seconds() -> None:
     assert "#EXT-X-PLAYLIST-TYPE:EVENT" in ended
 
 
+def test_what_an_earlier_pod_retired_and_left_is_found_among_the_stored_objects() -> None:
+    stored = MediaPlaylist(target_duration=4, media_sequence=5, segments=[
+        Segment(sequence=n, duration=4, uri=f"seg_{n:06d}.m4s", program_date_time=T0, init_uri="init_000003.mp4")
+        for n in (5, 6, 7)])
+    listing = ["index.m3u8", "init_000000.mp4", "init_000003.mp4", "seg_000002.m4s", "seg_000003.m4s",
+               "seg_000004.m4s", "seg_000005.m4s", "seg_000007.m4s", "seg_000008.m4s", "notes.txt"]
+    resumed = RenditionTrack.resume(RenditionTrack("v", nominal_duration=4, window=3), stored)
+    # Numbered before the oldest segment held, and no init segment a held segment still uses; a segment
+    # numbered after the window (uploaded before the playlist naming it) is overwritten, not deleted.
+    assert resumed.orphans(listing) == ["init_000000.mp4", "seg_000002.m4s", "seg_000003.m4s", "seg_000004.m4s"]
+    assert resumed.retention_seconds() == 4 + 12
+    recording = RenditionTrack.resume(RenditionTrack("v", nominal_duration=4, window=3, keep_all=True), stored)
+    assert recording.orphans(listing) == []
+
+
 def test_resume_never_reuses_a_number_the_live_playlist_published_after_the_event_playlist() -> None:
     """A recording LiveJob uploads index.m3u8, then event.m3u8: a Pod stopped between the two
     leaves the event playlist a segment behind. The next Pod continues after the newer one."""
