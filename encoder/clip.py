@@ -75,7 +75,16 @@ class ClipJob:
         return last is not None and last >= self.clip.end
 
     async def run(self) -> int:
-        master_body = await asyncio.to_thread(self.store.get, _join(self.clip.source_prefix, MASTER_PLAYLIST))
+        master_key = _join(self.clip.source_prefix, MASTER_PLAYLIST)
+        master_body = await asyncio.to_thread(self.store.get, master_key)
+        while master_body is None and (self.clip.end is None or self.clip.end > datetime.now(UTC)):
+            # A recording that follows its LiveJob may begin before the stream's first segments.
+            self.status.set_state(EncoderState.WAITING, "waiting for the live stream's first segments")
+            try:
+                await asyncio.wait_for(self.stop_requested.wait(), FOLLOW_POLL_SECONDS)
+                break
+            except TimeoutError:
+                master_body = await asyncio.to_thread(self.store.get, master_key)
         if master_body is None:
             raise FatalConfigError(f"no master playlist under {self.clip.source_prefix}: nothing to clip")
         variants = parse_master_playlist(master_body.decode())
@@ -96,8 +105,11 @@ class ClipJob:
                     break
                 except TimeoutError:
                     continue
-            segments = select_clip_segments(playlist.segments, self.clip.start, self.clip.end)
+            segments = select_clip_segments(playlist.segments, self.clip.start, self.clip.end,
+                                            self.status.paused_ranges)
             if not segments:
+                if select_clip_segments(playlist.segments, self.clip.start, self.clip.end):
+                    raise FatalConfigError("the recording was paused for the whole of its time range")
                 raise FatalConfigError("no stored segment overlaps the clip's time range")
             chosen[variant.uri] = (variant, segments)
         total = sum(len(segments) for _, segments in chosen.values())

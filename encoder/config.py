@@ -22,6 +22,7 @@ from onair.models import (
     AudioSettings,
     JobTemplateSpec,
     LiveJobSpec,
+    PausedRange,
     RecordingFormat,
     RecordJobSpec,
     Rendition,
@@ -55,6 +56,7 @@ class ClipConfig(_Camel):
     source_prefix: str
     start: AwareDatetime | None = None
     end: AwareDatetime | None = None
+    paused_ranges: list[PausedRange] = []  # what an earlier Pod of the recording reported
 
 
 class JobEnvelope(_Camel):

@@ -166,9 +166,12 @@ class Encoder:
             renditions={name: RenditionStatus(name) for name in config.rendition_names},
             master_playlist_key=config.key(MASTER_PLAYLIST),
             media_playlist_keys={name: config.key(name, LIVE_PLAYLIST) for name in config.rendition_names},
-            paused=config.start_paused,
             recording=config.kind == "RecordJob",
         )
+        if config.clip is not None:  # the pauses of an earlier Pod of this recording
+            self.status.paused_ranges = [(paused.start, paused.end) for paused in config.clip.paused_ranges]
+            self.status.paused = bool(self.status.paused_ranges) and self.status.paused_ranges[-1][1] is None
+        self.status.set_paused(config.start_paused)
         self.uploader = UploadQueue(
             store, spool_limit_bytes=spool_limit_bytes, on_latency=self.status.metrics.upload_latency.observe
         )

@@ -315,14 +315,18 @@ def codec_tag(stream: dict[str, object]) -> str | None:
 # --- Clips -----------------------------------------------------------------------------------
 
 
-def select_clip_segments(segments: Sequence[Segment], start: datetime | None, end: datetime | None) -> list[Segment]:
+def select_clip_segments(segments: Sequence[Segment], start: datetime | None, end: datetime | None,
+                         paused: Sequence[tuple[datetime, datetime | None]] = ()) -> list[Segment]:
     """The segments that overlap [start, end): a clip is cut on segment boundaries (no re-encode), so
     it starts with the segment holding `start` and ends with the one holding the instant before
-    `end`. Segments without a PROGRAM-DATE-TIME cannot be placed and are left out."""
+    `end`. A pause (from, until; until None: still paused) cuts the same way: the segments wholly
+    inside it are left out. Segments without a PROGRAM-DATE-TIME cannot be placed and are left out."""
     chosen = []
     for segment in segments:
         begins, ends = segment.program_date_time, segment.end_time
         if begins is None or ends is None:
+            continue
+        if any(since <= begins and (until is None or ends <= until) for since, until in paused):
             continue
         if (end is None or begins < end) and (start is None or ends > start):
             chosen.append(segment)

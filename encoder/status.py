@@ -12,6 +12,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from onair.models import MAX_PAUSED_RANGES
+
 from .ffmpeg import InputStatistics
 from .upload import UploadQueue
 
@@ -32,6 +34,11 @@ FINAL_STATES = frozenset({EncoderState.COMPLETED, EncoderState.FAILED})  # nothi
 
 def rfc3339(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _precise(moment: datetime | None) -> str | None:
+    """To the millisecond, as a segment's PROGRAM-DATE-TIME: a pause is compared with those."""
+    return None if moment is None else moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -96,6 +103,9 @@ class EncoderStatus:
     dropped_frames: int = 0
     spool_full: bool = False
     paused: bool = False
+    # Each pause, and the resume that ended it (None while paused): a recording that follows its
+    # LiveJob leaves these stretches out when it cuts, and reports them so that a new Pod continues.
+    paused_ranges: list[tuple[datetime, datetime | None]] = field(default_factory=list)
     recording_progress: float | None = None
     recording: bool = False
     metrics: Metrics = field(default_factory=Metrics)
@@ -130,6 +140,22 @@ class EncoderStatus:
         finally:
             timer.cancel()
             self._news_waiters.discard(waiter)
+
+    def set_paused(self, paused: bool) -> bool:
+        """Pauses or resumes, noting when; False when no further pause can be noted (the status keeps
+        at most MAX_PAUSED_RANGES)."""
+        if paused == self.paused:
+            return True
+        now = datetime.now(UTC)
+        if paused:
+            if len(self.paused_ranges) >= MAX_PAUSED_RANGES:
+                return False
+            self.paused_ranges.append((now, None))
+        elif self.paused_ranges and self.paused_ranges[-1][1] is None:
+            self.paused_ranges[-1] = (self.paused_ranges[-1][0], now)
+        self.paused = paused
+        self.announce()
+        return True
 
     def set_connected(self, connected: bool) -> None:
         if connected and not self.connected:
@@ -187,7 +213,9 @@ class EncoderStatus:
             "droppedFrames": self.dropped_frames,
             "masterPlaylistKey": self.master_playlist_key,
             "mediaPlaylistKeys": dict(self.media_playlist_keys),
-            "recording": {"paused": self.paused, "progress": self.recording_progress},
+            "recording": {"paused": self.paused, "progress": self.recording_progress,
+                          "pausedRanges": [{"start": _precise(start), "end": _precise(end)}
+                                           for start, end in self.paused_ranges]},
         }
 
     def refresh_metrics(self) -> None:

@@ -58,6 +58,7 @@ MAX_CONDITIONS = 16
 MAX_RENDITIONS = 8
 MAX_OUTPUTS = 2 * MAX_RENDITIONS  # room for two pipelines' renditions during an encoder hand-over
 MAX_RECORDED_FILES = 32
+MAX_PAUSED_RANGES = 100
 
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 HTTP_URL_PATTERN = r"^https?://[^\s/?#]+[^\s]*$"
@@ -623,7 +624,8 @@ class RecordJobSpec(OnairModel):
     )
     paused: bool = Field(
         default=False,
-        description="true pauses the recording (phase Paused); false resumes it.",
+        description="true pauses the recording (phase Paused); false resumes it. A recording that follows its "
+                    "LiveJob (source.liveJobRef) pauses until its range's end; a range already past is cut at once.",
     )
 
 
@@ -1010,6 +1012,14 @@ class RecordedFile(OnairModel):
     duration_seconds: float | None = Field(default=None, description="Duration in seconds.", ge=0)
 
 
+class PausedRange(OnairModel):
+    """A stretch during which a recording that follows its LiveJob was paused: the segments wholly
+    inside it are left out of the recording."""
+
+    start: AwareDatetime = Field(description="When the recording was paused.")
+    end: AwareDatetime | None = Field(default=None, description="When it was resumed; unset while it is paused.")
+
+
 class RecordJobStatus(OnairModel):
     """Observed state of a RecordJob, written by the operator."""
 
@@ -1044,6 +1054,14 @@ class RecordJobStatus(OnairModel):
         default_factory=list,
         description="The recording's playlists or MP4 files.",
         max_length=MAX_RECORDED_FILES,
+    )
+    paused_ranges: list[PausedRange] = Field(
+        default_factory=list,
+        description="The stretches the recording was paused, as its recorder reports them. A recording of a "
+                    "streamUrl leaves a pause out as it records; one that follows its LiveJob (source.liveJobRef) "
+                    "leaves out the segments wholly inside them when it cuts, and a new recorder Pod continues "
+                    "from them.",
+        max_length=MAX_PAUSED_RANGES,
     )
     playback_url: str | None = Field(
         default=None,

@@ -24,6 +24,7 @@ from onair.models import (
     LiveJobStatus,
     LiveJobTiming,
     LiveJobUrls,
+    PausedRange,
     RecordedFile,
     RecordingFormat,
     RecordJob,
@@ -631,6 +632,8 @@ def clip_request(job: RecordJob, source: LiveJob | None) -> dict[str, Any] | Non
         "sourceBucket": source.spec.destination.bucket,
         "start": time_range.start.isoformat() if time_range and time_range.start else None,
         "end": time_range.end.isoformat() if time_range and time_range.end else None,
+        # A new recorder Pod leaves out what an earlier one was paused for.
+        "pausedRanges": [paused.model_dump(mode="json") for paused in job.status.paused_ranges] if job.status else [],
     }
 
 
@@ -762,7 +765,10 @@ def decide_record_job(
     else:
         paused_now = bool(recording and recording.get("paused"))
         ending = pod.ready and end is not None and now >= end and not is_clip
-        if job.spec.paused != paused_now and pod.ready and not is_clip and not ending:
+        # A clip's recorder is paused while it follows its LiveJob, waiting for the end of the range:
+        # what is stored meanwhile is left out when it cuts. A past range is cut at once.
+        following = is_clip and (report or {}).get("state") == "waiting"
+        if job.spec.paused != paused_now and pod.ready and (following or not is_clip) and not ending:
             # Not at the end: a stop clears paused, and a resume there would let paused content in
             # while the recorder flushes.
             decision.encoder_command = "pause" if job.spec.paused else "resume"
@@ -783,6 +789,8 @@ def decide_record_job(
         upcoming_end = _seconds_until(end, now) if end is not None and end > now else None
         decision.requeue_after = _earliest(upcoming_end, _seconds_until(start_deadline, now))
     if recording:
+        if recording.get("pausedRanges") is not None:
+            status.paused_ranges = [PausedRange.model_validate(paused) for paused in recording["pausedRanges"]]
         if recording.get("progress") is not None:
             status.progress = recording["progress"]
         if recording.get("recordedSeconds") is not None:

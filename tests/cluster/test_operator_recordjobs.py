@@ -66,6 +66,39 @@ def test_clip_of_a_past_range_is_a_vod_playlist(kube: client.ApiClient, job_name
     assert job["status"]["files"][0]["key"] == "clips/highlight/master.m3u8"
 
 
+def test_a_recording_that_follows_its_live_job_pauses_and_leaves_the_pause_out(
+    kube: client.ApiClient, job_namespace: str, s3: Any, platform: PlatformInfo, publisher: Any  # noqa: F811
+) -> None:
+    create_live_job(kube, job_namespace, "match", recording=True)
+    status = wait_phase(kube, job_namespace, "match", "WaitingForInput", timeout=90)["status"]
+    key = base64.b64decode(client.CoreV1Api(kube).read_namespaced_secret(
+        status["streamKeySecret"], job_namespace).data["streamKey"]).decode()
+    publisher(status["urls"]["rtmpServer"] + key)
+    wait_phase(kube, job_namespace, "match", "Live", timeout=60)
+    create_record_job(kube, job_namespace, "second-half", {
+        "source": {"liveJobRef": "match"},
+        "timeRange": {"start": stamp(dt.datetime.now(dt.UTC))},
+        "output": {"bucket": platform.s3_bucket, "path": "clips/second-half"},
+    })
+    wait_phase(kube, job_namespace, "second-half", "Started", timeout=60, plural="recordjobs")
+    patch_record_job(kube, job_namespace, "second-half", {"paused": True})
+    paused = wait_phase(kube, job_namespace, "second-half", "Paused", timeout=30, plural="recordjobs")["status"]
+    assert [r.get("end") for r in paused["pausedRanges"]] == [None]
+    # Paused while about three segments of the LiveJob are stored.
+    wait_until(lambda: dt.datetime.now(dt.UTC) > dt.datetime.fromisoformat(paused["pausedRanges"][0]["start"])
+               + dt.timedelta(seconds=12), 20, "a paused stretch")
+    patch_record_job(kube, job_namespace, "second-half", {"paused": False})
+    resumed = wait_phase(kube, job_namespace, "second-half", "Started", timeout=30, plural="recordjobs")["status"]
+    assert resumed["pausedRanges"][0].get("end")
+    wait_until(lambda: dt.datetime.now(dt.UTC) > dt.datetime.fromisoformat(resumed["pausedRanges"][0]["end"])
+               + dt.timedelta(seconds=6), 20, "recorded seconds after the resume")
+    patch_record_job(kube, job_namespace, "second-half", {"timeRange": {"end": stamp(dt.datetime.now(dt.UTC))}})
+    job = wait_phase(kube, job_namespace, "second-half", "Completed", timeout=90, plural="recordjobs")
+    assert [t["phase"] for t in job["status"]["timings"]] == ["Initial", "Started", "Paused", "Started", "Completed"]
+    media = s3.get_object(Bucket=platform.s3_bucket, Key="clips/second-half/360p/index.m3u8")["Body"].read().decode()
+    assert "#EXT-X-PLAYLIST-TYPE:VOD" in media and media.count("#EXT-X-DISCONTINUITY\n") == 1, media
+
+
 @pytest.fixture
 def rtmp_source() -> Iterator[str]:
     """A stream URL to record: ffmpeg serving a test pattern to one RTMP client (listen mode)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
@@ -17,6 +17,7 @@ from onair.encoder.upload import FINAL_PLAYLIST_CACHE_CONTROL
 from onair.exitcodes import EXIT_INTERRUPTED
 
 SMALL = ladder_template(("180p", 320, 180, "H264"))
+SEGMENT = SMALL["segmentDurationSeconds"]
 
 
 def named_segments_exist(store: ObjectStore, encoder: EncoderProcess, rendition: str) -> list[int]:
@@ -163,6 +164,51 @@ def test_clip_of_a_past_range_plays_as_vod(
     mp4 = ffprobe(tmp_path / "180p.mp4")
     assert abs(float(mp4["format"]["duration"]) - expected) < 0.5
     assert {stream["codec_type"] for stream in mp4["streams"]} == {"video", "audio"}
+
+
+def test_a_recording_that_follows_its_live_job_leaves_out_what_it_was_paused_for(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    live = start_encoder("LiveJob", live_spec(recording=True), SMALL)
+    clip_prefix = f"{live.prefix}-paused-clip"
+    publisher = publish(live.rtmp_url, 34)
+    try:
+        live.wait_state("live", 5)
+        start = datetime.now(UTC)
+        end = start + timedelta(seconds=24)
+        record_spec = {"source": {"liveJobRef": "match"},
+                       "timeRange": {"start": start.isoformat(), "end": end.isoformat()},
+                       "output": {"bucket": live.bucket, "path": clip_prefix}}
+        clip = {"sourcePrefix": live.prefix, "start": format_program_date_time(start),
+                "end": format_program_date_time(end)}
+        recorder = start_encoder("RecordJob", record_spec, None, bucket=live.bucket, prefix=clip_prefix, clip=clip)
+        recorder.wait_state("waiting", 10)  # following the live stream to the end of the range
+        wait_until(lambda: datetime.now(UTC) > start + timedelta(seconds=5), 10, "some recorded seconds")
+        assert recorder.post("/pause").json()["paused"] is True
+        wait_until(lambda: datetime.now(UTC) > start + timedelta(seconds=15), 15, "a paused stretch")
+        resumed = recorder.post("/resume").json()
+        assert resumed["paused"] is False and len(resumed["pausedRanges"]) == 1
+        paused_from, paused_until = (datetime.fromisoformat(resumed["pausedRanges"][0][edge].replace("Z", "+00:00"))
+                                     for edge in ("start", "end"))
+        assert recorder.process.wait(40) == 0, recorder.log()[-3000:]
+    finally:
+        publisher.kill()
+        publisher.wait()
+    playlist = parse_media_playlist(object_store.get_text(live.bucket, f"{clip_prefix}/180p/index.m3u8") or "")
+    assert playlist.ended and playlist.playlist_type == "VOD"
+    placed = [(s.program_date_time, s.end_time) for s in playlist.segments]
+    assert all(begins is not None and ends is not None for begins, ends in placed)
+    # Nothing wholly inside the pause, which leaves a discontinuity: the segments on either side of it
+    # are those holding the pause's ends (a clip is cut on segment boundaries).
+    inside = [(b, e) for b, e in placed if b is not None and e is not None and paused_from <= b and e <= paused_until]
+    assert not inside, (paused_from, paused_until, placed)
+    gaps = [segment for segment in playlist.segments if segment.discontinuity]
+    assert len(gaps) == 1, placed
+    before = playlist.segments[playlist.segments.index(gaps[0]) - 1]
+    assert before.end_time is not None and gaps[0].program_date_time is not None
+    assert before.end_time > paused_from - timedelta(seconds=SEGMENT) and before.end_time <= paused_until
+    assert gaps[0].program_date_time < paused_until + timedelta(seconds=0.001)
+    assert (gaps[0].program_date_time - before.end_time).total_seconds() > 4  # about ten seconds left out
 
 
 def test_record_job_pauses_and_resumes(

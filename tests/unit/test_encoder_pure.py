@@ -279,6 +279,15 @@ def test_clip_is_exact_to_segment_boundaries() -> None:
     assert [(s.sequence, s.uri, s.discontinuity) for s in clip] == [(0, "a.ts", False), (1, "b.ts", True)]
 
 
+def test_a_pause_leaves_out_the_segments_wholly_inside_it() -> None:
+    items = segments(6)  # 0-4, 4-8, ... 20-24
+    # Paused at 5, resumed at 13: like a range's ends, the segments holding those instants stay.
+    paused = [(T0 + timedelta(seconds=5), T0 + timedelta(seconds=13))]
+    assert [s.sequence for s in select_clip_segments(items, T0, None, paused)] == [0, 1, 3, 4, 5]
+    still_paused = [(T0 + timedelta(seconds=3), T0 + timedelta(seconds=4)), (T0 + timedelta(seconds=16), None)]
+    assert [s.sequence for s in select_clip_segments(items, T0, None, still_paused)] == [0, 1, 2, 3]
+
+
 # --- numbering and the window ----------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from onair.encoder.config import load_job_config
+from onair.encoder.config import ClipConfig, load_job_config
 from onair.encoder.upload import S3Store
 from onair.exitcodes import EXIT_INTERRUPTED
 from onair.models import JobTemplateSpec, LiveJob, RecordJob
@@ -18,6 +18,7 @@ from onair.operator.builders import build_encoder_pod, build_ingest_service, bui
 from onair.operator.config import OperatorConfig
 from onair.operator.reconcile import (
     TemplateLookup,
+    clip_request,
     decide_live_job,
     decide_record_job,
     phase_path,
@@ -617,6 +618,37 @@ def test_a_recorder_whose_live_job_is_deleted_under_it_runs_on_and_completes() -
     completed = decide_record_job(record_job(gone.status, source={"liveJobRef": "news"}), None, done, None,
                                   CONFIG, NOW)
     assert completed.status["phase"] == "Completed"
+
+
+def test_a_recording_that_follows_its_live_job_is_paused_and_a_new_recorder_continues_its_pauses() -> None:
+    recorder = naming.pod_name("rec", "recorder", "uid-r", 1)
+    source = live_job()
+    follow = {"source": {"liveJobRef": "news"}, "timeRange": {"end": (NOW + dt.timedelta(hours=1)).isoformat()}}
+    status = decide_record_job(record_job(**follow), source, [], None, CONFIG, NOW).status
+    waiting = {"state": "waiting", "recording": {"paused": False, "pausedRanges": []}}
+    status = decide_record_job(record_job(status, **follow), source, [pod(recorder)], waiting, CONFIG, NOW).status
+    paused = decide_record_job(record_job(status, paused=True, **follow), source, [pod(recorder)], waiting, CONFIG,
+                               NOW)
+    assert paused.encoder_command == "pause"
+    ranges = [{"start": "2026-11-23T12:00:01.250Z", "end": "2026-11-23T12:00:09.500Z"},
+              {"start": "2026-11-23T12:00:20Z", "end": None}]
+    reported = {"state": "waiting", "recording": {"paused": True, "pausedRanges": ranges}}
+    now_paused = decide_record_job(record_job(paused.status, paused=True, **follow), source, [pod(recorder)],
+                                   reported, CONFIG, NOW)
+    assert now_paused.status["phase"] == "Paused" and now_paused.encoder_command is None
+    assert [r.get("end") for r in now_paused.status["pausedRanges"]] == ["2026-11-23T12:00:09.500000Z", None]
+    # The recorder Pod of a retry is told them, and leaves them out too.
+    job = record_job(now_paused.status, paused=True, **follow)
+    clip = clip_request(job, source)
+    assert clip is not None
+    told = ClipConfig.model_validate(clip).paused_ranges
+    assert [(r.start, r.end) for r in told] == [(NOW + dt.timedelta(seconds=1.25), NOW + dt.timedelta(seconds=9.5)),
+                                                (NOW + dt.timedelta(seconds=20), None)]
+    # A range already past is cut at once: nothing to pause.
+    past = {"source": {"liveJobRef": "news"}, "timeRange": {"end": (NOW - dt.timedelta(hours=1)).isoformat()}}
+    cutting = {"state": "live", "recording": {"paused": False}}
+    assert decide_record_job(record_job(status, paused=True, **past), source, [pod(recorder)], cutting, CONFIG,
+                             NOW).encoder_command is None
 
 
 def test_stopping_a_recording_that_follows_its_live_job_finishes_the_recorder_without_spinning() -> None:
