@@ -1,7 +1,8 @@
 """CR <-> REST translation, pure functions over the raw objects (dicts as the API server sends them).
 
 LiveJob -> contract fields: status <- status.phase; insertDate <- metadata.creationTimestamp;
-startDateTime/endDateTime <- spec.schedule; destination and filePath <- spec.destination.path (the key
+startDateTime/endDateTime <- spec.schedule, else when it last went Live and when it ended
+(status.startedAt, status.finishedAt); destination and filePath <- spec.destination.path (the key
 prefix in the bucket, "the destination in a bucket where chunk files will be saved"); bucket <-
 spec.destination.bucket; serverType/inputClass <- spec.input; callbackUrl <- spec.callbackUrl;
 statistics <- status.statistics; outputs <- status.outputs; timings <- status.timings; the urls from
@@ -138,9 +139,18 @@ def search_text(*parts: Any) -> str:
     return " ".join(str(part or "") for part in parts).lower().replace("\0", "")
 
 
+def live_job_times(obj: Obj) -> tuple[str | None, str | None]:
+    """startDateTime and endDateTime: the schedule's, else when the job last went Live and when it
+    ended (the reference: "the date when that live job has started")."""
+    schedule = (obj.get("spec") or {}).get("schedule") or {}
+    status = obj.get("status") or {}
+    return (iso(schedule.get("startDateTime") or status.get("startedAt")),
+            iso(schedule.get("finishDateTime") or status.get("finishedAt")))
+
+
 def live_job_summary(obj: Obj, facts: Mapping[str, Any], key: str | None) -> dict[str, Any]:
     meta = obj.get("metadata") or {}
-    schedule = (obj.get("spec") or {}).get("schedule") or {}
+    start, end = live_job_times(obj)
     return {
         "id": facts["id"],
         "name": facts["name"],
@@ -149,8 +159,8 @@ def live_job_summary(obj: Obj, facts: Mapping[str, Any], key: str | None) -> dic
         "description": facts["description"],
         "filePath": facts["file_path"],
         "insertDate": iso(meta.get("creationTimestamp")),
-        "startDateTime": iso(schedule.get("startDateTime")),
-        "endDateTime": iso(schedule.get("finishDateTime")),
+        "startDateTime": start,
+        "endDateTime": end,
         "modifiedDate": _ms_to_iso(facts["modified_at"]),
     }
 
@@ -172,7 +182,7 @@ def live_job_detail(obj: Obj, facts: Mapping[str, Any], key: str | None, project
     urls = status.get("urls") or {}
     destination = spec.get("destination") or {}
     inp = spec.get("input") or {}
-    schedule = spec.get("schedule") or {}
+    start, end = live_job_times(obj)
     server_type = str(inp.get("serverType", "RTMP"))
     input_class = str(inp.get("inputClass", "Standard"))
     return {
@@ -183,8 +193,8 @@ def live_job_detail(obj: Obj, facts: Mapping[str, Any], key: str | None, project
         "description": spec.get("description"),
         "projectId": project_id,
         "status": status.get("phase"),
-        "startDateTime": iso(schedule.get("startDateTime")),
-        "endDateTime": iso(schedule.get("finishDateTime")),
+        "startDateTime": start,
+        "endDateTime": end,
         "jobTemplateId": int(spec.get("jobTemplateId", 0)),
         "argoResourceName": status.get("resourceName"),
         "resourceName": status.get("resourceName"),
@@ -325,6 +335,8 @@ def statistics(obj: Obj) -> dict[str, Any]:
     out: dict[str, Any] = dict.fromkeys(STATISTICS_FIELDS)
     if isinstance(reported, Mapping):
         out.update({k: v for k, v in reported.items() if k in out and v is not None})
+    if out["framerate"] is not None:  # the reference's int32: 29.97 fps is 30
+        out["framerate"] = int(out["framerate"] + 0.5)
     return out
 
 

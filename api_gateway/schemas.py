@@ -138,8 +138,10 @@ class LiveJobSummary(ResponseModel):
     description: str | None
     file_path: str | None
     insert_date: datetime | None
-    start_date_time: datetime | None
-    end_date_time: datetime | None
+    start_date_time: datetime | None = Field(description="The scheduled start; for a job with no schedule, when it "
+                                                         "last went Live (null before).")
+    end_date_time: datetime | None = Field(description="The scheduled finish; for a job with no schedule, when it "
+                                                       "ended (null while it runs).")
     modified_date: datetime | None = None
 
 
@@ -160,7 +162,9 @@ class LiveJobDetailInput(ResponseModel):
 
 
 class Statistics(InputStatistics):
-    pass
+    framerate: int | None = Field(
+        default=None, ge=0, description="Frames per second, rounded: an integer, as the reference has it "
+                                        "(the LiveJob's status.statistics keeps the exact rate, e.g. 29.97).")
 
 
 class LiveJobDetail(ResponseModel):
@@ -171,8 +175,10 @@ class LiveJobDetail(ResponseModel):
     description: str | None
     project_id: str
     status: str | None
-    start_date_time: datetime | None
-    end_date_time: datetime | None
+    start_date_time: datetime | None = Field(description="The scheduled start; for a job with no schedule, when it "
+                                                         "last went Live (null before).")
+    end_date_time: datetime | None = Field(description="The scheduled finish; for a job with no schedule, when it "
+                                                       "ended (null while it runs).")
     job_template_id: int
     argo_resource_name: str | None
     resource_name: str | None

@@ -104,7 +104,8 @@ def live_job(name: str, job_id: int, created: str, phase: str = "Live", **spec: 
                      "labels": {"onair.dev/project-id": PROJECT, "onair.dev/id": str(job_id)}},
         "spec": {"jobTemplateId": 7, "input": {"serverType": "RTMP", "inputClass": "Standard"},
                  "destination": {"bucket": "media", "path": f"live/{job_id}"}, **spec},
-        "status": {"phase": phase, "statistics": {"width": 1280, "height": 720, "framerate": 30},
+        "status": {"phase": phase, "statistics": {"width": 1280, "height": 720, "framerate": 29.97},
+                   **({"startedAt": created} if phase == "Live" else {}),
                    "timings": [{"time": created, "phase": "Pending", "reason": "Created"},
                                {"time": created, "phase": phase, "reason": "PublisherConnected", "comment": "hi"}],
                    "outputs": [{"name": "720p", "status": "Running", "segmentsWritten": 12, "progress": 0.5}],
@@ -185,6 +186,9 @@ async def test_list_contract_fields_and_paging(client: Client) -> None:
     row = body["result"][0]
     assert set(row) >= {"id", "name", "key", "status", "description", "filePath", "insertDate", "startDateTime",
                         "endDateTime"}
+    # No schedule: when the job went Live, and null for one that never did.
+    assert (row["id"], row["startDateTime"], row["endDateTime"]) == (11, "2024-01-01T00:00:11Z", None)
+    assert body["result"][1]["startDateTime"] is None
     schemas.LiveJobSummary.model_validate(row)
     for page, expected in ((1, range(25, 15, -1)), (3, range(5, 0, -1)), (4, [])):
         body = await (await client.get(url(), params={"pageIndex": str(page), "pageSize": "10", "sort_dir": "desc"},
@@ -560,6 +564,7 @@ async def test_outputs_timings_stats_templates(client: Client) -> None:
     missing = await client.get(url("/3/timings"), params={"outputId": "2"}, headers=headers)
     assert missing.status == 404 and (await missing.json())["errors"][0].startswith("outputId: ")
     body = await (await client.get(url("/3/stats"), headers=headers)).json()
+    # 29.97 fps as the reference's int32
     assert body["result"] == [{"width": 1280, "height": 720, "framerate": 30, "videoDataRate": None,
                                "videoCodecId": None, "audioDataRate": None, "audioSampleRate": None,
                                "audioSampleSize": None, "audioCodecId": None, "audioChannels": None,
