@@ -11,7 +11,7 @@ import enum
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -56,7 +56,6 @@ class ClipConfig(_Camel):
     source_prefix: str
     start: AwareDatetime | None = None
     end: AwareDatetime | None = None
-    paused_ranges: list[PausedRange] = []  # what an earlier Pod of the recording reported
 
 
 class JobEnvelope(_Camel):
@@ -70,6 +69,7 @@ class JobEnvelope(_Camel):
     template: dict[str, Any] | None = None
     storage: StorageConfig
     clip: ClipConfig | None = None
+    paused_ranges: list[PausedRange] = []  # a RecordJob's, as its earlier recorder Pods reported them
 
 
 class IngestKind(enum.StrEnum):
@@ -118,6 +118,7 @@ class JobConfig:
     start_at: datetime | None = None  # a RecordJob's timeRange.start or a LiveJob's schedule start
     finish_at: datetime | None = None  # a SIGTERM after this is the end of the job: write ENDLIST
     start_paused: bool = False
+    paused_ranges: list[PausedRange] = field(default_factory=list)
     live_spec: LiveJobSpec | None = None
     record_spec: RecordJobSpec | None = None
 
@@ -236,6 +237,7 @@ def load_job_config(environ: Mapping[str, str] | None = None) -> JobConfig:
         start_at=time_range.start if time_range else None,
         finish_at=time_range.end if time_range else None,
         start_paused=record.paused,
+        paused_ranges=envelope.paused_ranges,
         record_spec=record,
         **common,
     )

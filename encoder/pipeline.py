@@ -168,9 +168,10 @@ class Encoder:
             media_playlist_keys={name: config.key(name, LIVE_PLAYLIST) for name in config.rendition_names},
             recording=config.kind == "RecordJob",
         )
-        if config.clip is not None:  # the pauses of an earlier Pod of this recording
-            self.status.paused_ranges = [(paused.start, paused.end) for paused in config.clip.paused_ranges]
-            self.status.paused = bool(self.status.paused_ranges) and self.status.paused_ranges[-1][1] is None
+        # The pauses of the recording's earlier Pods: a recording that follows its LiveJob leaves
+        # them out, and every recording keeps reporting them.
+        self.status.paused_ranges = [(paused.start, paused.end) for paused in config.paused_ranges]
+        self.status.paused = bool(self.status.paused_ranges) and self.status.paused_ranges[-1][1] is None
         self.status.set_paused(config.start_paused)
         self.uploader = UploadQueue(
             store, spool_limit_bytes=spool_limit_bytes, on_latency=self.status.metrics.upload_latency.observe

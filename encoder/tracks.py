@@ -160,7 +160,10 @@ class RenditionTrack:
         holds; an init segment named so is one only if no segment held uses it. None while every
         segment is kept (a recording)."""
         held = [*self._retired, *self.segments]
-        if self.keep_all or not held:
+        stored_names = list(stored_names)
+        if self.keep_all or not held or EVENT_PLAYLIST in stored_names:
+            # An event playlist names every segment of a recording the job made (recording: true) even
+            # after the job stopped recording: none of them is left over.
             return []
         oldest = min(segment.sequence for segment in held)
         in_use = {segment.init_uri for segment in held if segment.init_uri}

@@ -138,6 +138,9 @@ def build_encoder_config(
                                else "path",
         },
         "clip": clip,
+        # A new recorder Pod continues the pauses of the earlier ones (a clip leaves them out).
+        "pausedRanges": [paused.model_dump(mode="json") for paused in job.status.paused_ranges]
+        if isinstance(job, RecordJob) and job.status else [],
     }
 
 

@@ -632,8 +632,6 @@ def clip_request(job: RecordJob, source: LiveJob | None) -> dict[str, Any] | Non
         "sourceBucket": source.spec.destination.bucket,
         "start": time_range.start.isoformat() if time_range and time_range.start else None,
         "end": time_range.end.isoformat() if time_range and time_range.end else None,
-        # A new recorder Pod leaves out what an earlier one was paused for.
-        "pausedRanges": [paused.model_dump(mode="json") for paused in job.status.paused_ranges] if job.status else [],
     }
 
 

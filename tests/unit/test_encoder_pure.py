@@ -419,6 +419,8 @@ def test_what_an_earlier_pod_retired_and_left_is_found_among_the_stored_objects(
     assert resumed.retention_seconds() == 4 + 12
     recording = RenditionTrack.resume(RenditionTrack("v", nominal_duration=4, window=3, keep_all=True), stored)
     assert recording.orphans(listing) == []
+    # A job that recorded once (its event playlist names every segment) and no longer does.
+    assert resumed.orphans([*listing, "event.m3u8"]) == []
 
 
 def test_resume_never_reuses_a_number_the_live_playlist_published_after_the_event_playlist() -> None:

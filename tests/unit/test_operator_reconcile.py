@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from onair.encoder.config import ClipConfig, load_job_config
+from onair.encoder.config import load_job_config
 from onair.encoder.upload import S3Store
 from onair.exitcodes import EXIT_INTERRUPTED
 from onair.models import JobTemplateSpec, LiveJob, RecordJob
@@ -639,9 +639,9 @@ def test_a_recording_that_follows_its_live_job_is_paused_and_a_new_recorder_cont
     assert [r.get("end") for r in now_paused.status["pausedRanges"]] == ["2026-11-23T12:00:09.500000Z", None]
     # The recorder Pod of a retry is told them, and leaves them out too.
     job = record_job(now_paused.status, paused=True, **follow)
-    clip = clip_request(job, source)
-    assert clip is not None
-    told = ClipConfig.model_validate(clip).paused_ranges
+    env = {e["name"]: e for e in build_encoder_pod(job, None, CONFIG, 2, clip_request(job, source))["spec"][
+        "containers"][0]["env"]}
+    told = load_job_config({"ONAIR_JOB_CONFIG": env["ONAIR_JOB_CONFIG"]["value"]}).paused_ranges
     assert [(r.start, r.end) for r in told] == [(NOW + dt.timedelta(seconds=1.25), NOW + dt.timedelta(seconds=9.5)),
                                                 (NOW + dt.timedelta(seconds=20), None)]
     # A range already past is cut at once: nothing to pause.
