@@ -201,6 +201,7 @@ class Controller:
                                       allow_private=config.webhook_allow_private_addresses)
         self._children_ensured: set[str] = set()  # job uids
         self._services_ensured: set[str] = set()
+        self._node_ports: dict[str, dict[str, int]] = {}  # job uid -> its NodePort Service's node ports
         # job -> until when its new Pod's Provisioning status may wait (see _holds_status)
         self._status_held_until: dict[Key, float] = {}
         self._status_written_at: dict[Key, float] = {}  # monotonic time of each job's last status write
@@ -307,6 +308,7 @@ class Controller:
             self.jobs.pop(key, None)
             self._children_ensured.discard(body["metadata"].get("uid", ""))
             self._services_ensured.discard(body["metadata"].get("uid", ""))
+            self._node_ports.pop(body["metadata"].get("uid", ""), None)
             self._status_held_until.pop(key, None)
             self._status_written_at.pop(key, None)
             if kind == "RecordJob":
@@ -421,7 +423,14 @@ class Controller:
             current = naming.pod_name(key[2], builders.ENCODER_ROLE, str(job.metadata.uid),
                                       max((job.status.attempt if job.status else 0), 1))
             report = self._report_of(pods, current)
-            decision = decide_live_job(job, template, pods, report, self.config, now)
+            uid = str(job.metadata.uid)
+            service = (body.get("status") or {}).get("serviceName")
+            if self.config.service_type == "NodePort" and uid not in self._node_ports and service:
+                # After a restart: the ports of the Service an earlier operator made.
+                found = await self.kube.get_or_none(resource_path("v1", "services", namespace, service))
+                if found is not None:
+                    self._remember_node_ports(uid, found)
+            decision = decide_live_job(job, template, pods, report, self.config, now, self._node_ports.get(uid))
         else:
             source = self._live_job(namespace, job.spec.source.live_job_ref)
             attempt = (job.status.retries if job.status else 0) + 1
@@ -462,8 +471,14 @@ class Controller:
         kind, namespace, name = key
         uid = str(job.metadata.uid)
         if decision.ensure_service and isinstance(job, LiveJob) and uid not in self._services_ensured:
-            await self._create("services", namespace, builders.build_ingest_service(job, self.config))
+            service = builders.build_ingest_service(job, self.config)
+            created = await self._create("services", namespace, service)
             self._services_ensured.add(uid)
+            if self.config.service_type == "NodePort":
+                # Allocated by the API server: the ingest URL names them, so the job looks again.
+                self._remember_node_ports(uid, created or await self.kube.get(
+                    resource_path("v1", "services", namespace, service["metadata"]["name"])))
+                self.queue.add(key)
         if decision.finish_before_delete:
             for pod in pods:
                 if pod["metadata"]["name"] in decision.delete_pods:
@@ -528,6 +543,10 @@ class Controller:
             self._announce(body, decision)
         if decision.requeue_after is not None:
             self.queue.add_after(key, decision.requeue_after + 0.05)
+
+    def _remember_node_ports(self, uid: str, service: dict[str, Any]) -> None:
+        self._node_ports[uid] = {port["name"]: port["nodePort"] for port in service["spec"].get("ports") or []
+                                 if port.get("nodePort")}
 
     def _holds_status(self, key: Key, body: dict[str, Any], decision: Decision) -> bool:
         """Whether the status write waits: a new Pod that is only Provisioning is usually ready

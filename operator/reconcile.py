@@ -150,17 +150,23 @@ def _pods_of_attempt(pods: list[dict[str, Any]], name: str) -> tuple[PodState | 
 
 
 def live_job_urls(job: LiveJob, config: OperatorConfig, pod: PodState | None,
-                  template: JobTemplateSpec | None, report: dict[str, Any] | None) -> LiveJobUrls:
+                  template: JobTemplateSpec | None, report: dict[str, Any] | None,
+                  node_ports: Mapping[str, int] | None = None) -> LiveJobUrls:
+    """`node_ports`: the node port of each port of the job's NodePort Service (rtmp, srt), which a
+    publisher outside the cluster reaches at ingest_host."""
     service = naming.service_name(str(job.metadata.name), str(job.metadata.uid))
+    ports = {"rtmp": config.rtmp_port, "srt": config.srt_port}
     if config.ingest_address == "pod-ip":
         host = pod.ip if pod is not None and pod.ip else None
     else:
         host = config.ingest_host or f"{service}.{job.metadata.namespace}.svc"
+        if config.ingest_host and node_ports:
+            ports.update(node_ports)
     server_type = job.spec.input.server_type.value
-    rtmp = f"rtmp://{host}:{config.rtmp_port}/live/" if host and server_type == "RTMP" else None
+    rtmp = f"rtmp://{host}:{ports['rtmp']}/live/" if host and server_type == "RTMP" else None
     # Like the RTMP server URL, up to the stream key, which the publisher appends (it is in the job's
     # Secret, never in status): the encoder admits an SRT caller by its streamid.
-    srt = f"srt://{host}:{config.srt_port}?streamid=" if host and server_type == "SRT" else None
+    srt = f"srt://{host}:{ports['srt']}?streamid=" if host and server_type == "SRT" else None
     ingest = job.spec.input.url if server_type == "HLS" else (rtmp or srt)
     location = job.spec.destination
     storage_base = (config.s3_public_base_url or location.endpoint or config.s3_endpoint).rstrip("/")
@@ -224,6 +230,7 @@ def decide_live_job(
     report: dict[str, Any] | None,
     config: OperatorConfig,
     now: dt.datetime,
+    node_ports: Mapping[str, int] | None = None,
 ) -> Decision:
     old = job.status or LiveJobStatus()
     status = old.model_copy(deep=True)
@@ -452,7 +459,7 @@ def decide_live_job(
                                                status.attempt)
     status.service_name = naming.service_name(str(job.metadata.name), str(job.metadata.uid))
     status.stream_key_secret = naming.stream_key_secret_name(str(job.metadata.name), str(job.metadata.uid))
-    urls = live_job_urls(job, config, pod, template.template, report)
+    urls = live_job_urls(job, config, pod, template.template, report, node_ports)
     if template.template is None and status.urls is not None:
         # The renditions a running encoder was started with still play from where they did.
         urls = urls.model_copy(update={"output_manifests": {**status.urls.output_manifests,

@@ -62,6 +62,39 @@ def pods_by_job(kube: client.ApiClient, namespace: str) -> Counter[str]:
     return Counter(p.metadata.labels["onair.dev/job"] for p in pods)
 
 
+def test_a_node_port_ingest_url_names_the_services_node_port_also_after_a_restart(
+        kube: client.ApiClient, platform: PlatformInfo, run_root: Path, resilience_namespace: str) -> None:
+    public = {"ONAIR_SERVICE_TYPE": "NodePort", "ONAIR_INGEST_ADDRESS": "service",
+              "ONAIR_INGEST_HOST": "ingest.example.net"}
+    api = client.CustomObjectsApi(kube)
+
+    def job() -> dict[str, Any]:
+        return api.get_namespaced_custom_object("onair.dev", "v1alpha1", resilience_namespace, "livejobs", "np")
+
+    first = start_operator(platform, run_root / "nodeport-a", name="nodeport-a", ONAIR_WATCH_NAMESPACES=WATCH,
+                           **KWOK_PLACEMENT, **public)
+    try:
+        create_jobs(kube, resilience_namespace, ["np"])
+        status = wait_until(lambda: (s := job().get("status") or {}).get("phase") == "WaitingForInput" and s, 60,
+                            "the job waiting for input")
+        service = client.CoreV1Api(kube).read_namespaced_service(status["serviceName"], resilience_namespace)
+        node_port = next(p.node_port for p in service.spec.ports if p.name == "rtmp")
+        expected = f"rtmp://ingest.example.net:{node_port}/live/"
+        wait_until(lambda: job()["status"]["urls"]["ingest"] == expected, 10, f"the ingest URL {expected}")
+    finally:
+        stop_operator(first)
+    second = start_operator(platform, run_root / "nodeport-b", name="nodeport-b", ONAIR_WATCH_NAMESPACES=WATCH,
+                            **KWOK_PLACEMENT, **public)
+    try:
+        # A spec change makes the new operator write the status again: with the node port it read back.
+        api.patch_namespaced_custom_object("onair.dev", "v1alpha1", resilience_namespace, "livejobs", "np",
+                                           {"spec": {"description": "after a restart"}})
+        wait_until(lambda: job()["status"].get("observedGeneration") == 2, 30, "the new generation reconciled")
+        assert job()["status"]["urls"]["ingest"] == expected
+    finally:
+        stop_operator(second)
+
+
 def test_restart_keeps_the_same_pods(kube: client.ApiClient, platform: PlatformInfo, run_root: Path,
                                      resilience_namespace: str) -> None:
     names = [f"keep-{i}" for i in range(5)]

@@ -180,6 +180,19 @@ def test_ready_pod_without_input_waits_for_input_and_publishes_urls() -> None:
     assert ready["status"] == "False"
 
 
+def test_a_node_port_service_puts_its_node_ports_into_the_ingest_urls_at_the_public_host() -> None:
+    provisioning = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    waiting = live_job(provisioning)
+    ports = {"rtmp": 31935, "srt": 31900}
+    public = CONFIG.model_copy(update={"service_type": "NodePort", "ingest_host": "ingest.example.net"})
+    urls = decide_live_job(waiting, TEMPLATE, [pod(current_pod_name())], None, public, NOW, ports).status["urls"]
+    assert urls["rtmpServer"] == urls["ingest"] == "rtmp://ingest.example.net:31935/live/"
+    # Inside the cluster (no public host) the Service's own port is the one to use.
+    inside = CONFIG.model_copy(update={"service_type": "NodePort"})
+    urls = decide_live_job(waiting, TEMPLATE, [pod(current_pod_name())], None, inside, NOW, ports).status["urls"]
+    assert urls["rtmpServer"] == f"rtmp://{naming.service_name('news', 'uid-1')}.ns.svc:1935/live/"
+
+
 def test_srt_ingest_url_ends_where_the_publisher_appends_the_stream_key() -> None:
     srt = live_job(input={"serverType": "SRT"})
     provisioning = decide_live_job(srt, TEMPLATE, [], None, CONFIG, NOW).status
