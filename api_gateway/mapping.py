@@ -139,13 +139,21 @@ def search_text(*parts: Any) -> str:
     return " ".join(str(part or "") for part in parts).lower().replace("\0", "")
 
 
+ENDED_PHASES = ("Offline", "Completed", "Failed")
+
+
 def live_job_times(obj: Obj) -> tuple[str | None, str | None]:
-    """startDateTime and endDateTime: the schedule's, else when the job last went Live and when it
-    ended (the reference: "the date when that live job has started")."""
+    """startDateTime and endDateTime: the schedule's, else when the job last went Live and, once it
+    is Offline, Completed or Failed, when it became so (the reference: "the date when that live job
+    has started")."""
     schedule = (obj.get("spec") or {}).get("schedule") or {}
     status = obj.get("status") or {}
+    ended = None
+    if status.get("phase") in ENDED_PHASES:
+        entered = [t.get("time") for t in status.get("timings") or [] if t.get("phase") == status["phase"]]
+        ended = entered[-1] if entered else status.get("finishedAt")
     return (iso(schedule.get("startDateTime") or status.get("startedAt")),
-            iso(schedule.get("finishDateTime") or status.get("finishedAt")))
+            iso(schedule.get("finishDateTime") or ended))
 
 
 def live_job_summary(obj: Obj, facts: Mapping[str, Any], key: str | None) -> dict[str, Any]:

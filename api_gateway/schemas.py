@@ -141,7 +141,7 @@ class LiveJobSummary(ResponseModel):
     start_date_time: datetime | None = Field(description="The scheduled start; for a job with no schedule, when it "
                                                          "last went Live (null before).")
     end_date_time: datetime | None = Field(description="The scheduled finish; for a job with no schedule, when it "
-                                                       "ended (null while it runs).")
+                                                       "went Offline, Completed or Failed (null while it runs).")
     modified_date: datetime | None = None
 
 
@@ -178,7 +178,7 @@ class LiveJobDetail(ResponseModel):
     start_date_time: datetime | None = Field(description="The scheduled start; for a job with no schedule, when it "
                                                          "last went Live (null before).")
     end_date_time: datetime | None = Field(description="The scheduled finish; for a job with no schedule, when it "
-                                                       "ended (null while it runs).")
+                                                       "went Offline, Completed or Failed (null while it runs).")
     job_template_id: int
     argo_resource_name: str | None
     resource_name: str | None

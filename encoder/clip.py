@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+from onair.exitcodes import EXIT_INTERRUPTED
 from onair.models import RecordingFormat
 
 from .config import ClipConfig, JobConfig
@@ -52,8 +53,10 @@ class ClipJob:
         self.status = status
         self.work_dir = work_dir
         self.stop_requested = asyncio.Event()
+        self.finishing = False
 
     def request_stop(self, finishing: bool | None = None) -> None:
+        self.finishing = self.finishing or bool(finishing)
         self.stop_requested.set()
 
     def _source_playlist(self, rendition_uri: str) -> MediaPlaylist | None:
@@ -86,6 +89,8 @@ class ClipJob:
             except TimeoutError:
                 master_body = await asyncio.to_thread(self.store.get, master_key)
         if master_body is None:
+            if self.stop_requested.is_set() and not self.finishing:
+                return EXIT_INTERRUPTED  # an eviction: the next Pod waits on
             raise FatalConfigError(f"no master playlist under {self.clip.source_prefix}: nothing to clip")
         variants = parse_master_playlist(master_body.decode())
         self.status.set_state(EncoderState.LIVE, "cutting the clip from stored segments")

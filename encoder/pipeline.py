@@ -18,6 +18,7 @@ import secrets
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -172,7 +173,10 @@ class Encoder:
         # them out, and every recording keeps reporting them.
         self.status.paused_ranges = [(paused.start, paused.end) for paused in config.paused_ranges]
         self.status.paused = bool(self.status.paused_ranges) and self.status.paused_ranges[-1][1] is None
-        self.status.set_paused(config.start_paused)
+        # Created paused, a recording that follows its LiveJob leaves out its range from the start.
+        since = (config.start_at or datetime.min.replace(tzinfo=UTC)) \
+            if config.ingest.kind == IngestKind.STORED and not config.paused_ranges else None
+        self.status.set_paused(config.start_paused, since)
         self.uploader = UploadQueue(
             store, spool_limit_bytes=spool_limit_bytes, on_latency=self.status.metrics.upload_latency.observe
         )
@@ -194,6 +198,7 @@ class Encoder:
         self._last_returncode: int | None = None
         self._probing: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
+        self._sweeps: set[asyncio.Task[None]] = set()  # deleting what earlier Pods left (see _sweep_leftovers)
 
     # --- control from the HTTP server and signals ---------------------------------------------
 
@@ -819,7 +824,11 @@ class Encoder:
                     RenditionTrack.resume(track, *stored)
                     self.status.renditions[name].segments_written = 0
                     log.info("resuming %s at segment %d", name, track.next_sequence)
-                    await self._delete_orphans_later(name, track)
+                    if not track.keep_all:
+                        sweep = asyncio.create_task(self._sweep_leftovers(name, track.orphans,
+                                                                          track.retention_seconds()))
+                        self._sweeps.add(sweep)
+                        sweep.add_done_callback(self._sweeps.discard)
             if unread:
                 self.status.set_state(EncoderState.WAITING, "object storage unreachable: reading the stored "
                                       "playlists before taking input, so that numbering continues")
@@ -829,31 +838,29 @@ class Encoder:
         if delay > STORE_RETRY_FIRST_SECONDS and not self.stop_requested.is_set():
             self.status.set_state(EncoderState.WAITING, waiting_message)
 
-    async def _delete_orphans_later(self, name: str, track: RenditionTrack) -> None:
-        """Deletes what the previous Pod retired from the live window and did not live to delete, once
-        a player can no longer ask for it. When it left the playlist is not known: it stays fetchable
-        for as long as a segment leaving the window now would. Left for the next Pod when the store
-        cannot list it now, or this Pod stops before then."""
-        if track.keep_all:
-            return
+    async def _sweep_leftovers(self, name: str, orphans: Callable[[list[str]], list[str]], wait: float) -> None:
+        """Deletes what an earlier Pod retired from the live window and did not live to delete, once a
+        player can no longer ask for it (`wait`: when it left the playlist is not known). In the
+        background, beside the upload lanes: the ingest does not wait for the listing, and a DVR
+        window's worth of deletes does not hold up the segments queued behind it. Left for the next
+        Pod when the store cannot answer, or this Pod stops first."""
         try:
-            names = await asyncio.to_thread(self.store.list_names, self.config.key(name))
+            # A job that once recorded: its event playlist names every segment (and the folder is big).
+            if await asyncio.to_thread(self.store.exists, self.config.key(name, EVENT_PLAYLIST)):
+                return
+            leftovers = orphans(await asyncio.to_thread(self.store.list_names, self.config.key(name)))
+            if not leftovers:
+                return
+            log.info("deleting %d objects of %s that an earlier Pod retired, in %.0fs", len(leftovers), name, wait)
+            await asyncio.sleep(wait)
+            await asyncio.to_thread(self.store.delete_many, [self.config.key(name, left) for left in leftovers])
         except Exception as error:
-            log.warning("could not list the stored segments of %s to delete what an earlier Pod left: %s",
-                        name, error)
-            return
-        orphans = track.orphans(names)
-        if orphans:
-            log.info("deleting %d segments of %s that an earlier Pod retired, in %.0fs", len(orphans), name,
-                     track.retention_seconds())
-            asyncio.get_running_loop().call_later(track.retention_seconds(), self._delete_objects, name, orphans)
-
-    def _delete_objects(self, rendition: str, names: list[str]) -> None:
-        for name in names:
-            self.uploader.delete(self.config.key(rendition, name))
+            log.warning("could not delete what an earlier Pod left of %s: %s", name, error)
 
     async def _finish(self) -> int:
         deadline = time.monotonic() + STOP_GRACE_SECONDS - 2
+        for sweep in self._sweeps:
+            sweep.cancel()
         if self._background:  # first-segment probes still running: the master waits on them
             await asyncio.wait(self._background, timeout=5)
         for name, track in self.tracks.items():

@@ -99,8 +99,7 @@ def status_app(job: Controllable, *, pausable: bool, control_key: str | None) ->
         async def handler(_: web.Request) -> web.Response:
             if not pausable:
                 return web.json_response({"error": "only a RecordJob can be paused"}, status=409)
-            if not job.status.set_paused(paused):
-                return web.json_response({"error": "the recording was paused as often as it can be"}, status=409)
+            job.status.set_paused(paused)
             return web.json_response(job.status.to_json()["recording"])
 
         return handler

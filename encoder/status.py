@@ -141,21 +141,19 @@ class EncoderStatus:
             timer.cancel()
             self._news_waiters.discard(waiter)
 
-    def set_paused(self, paused: bool) -> bool:
-        """Pauses or resumes, noting when; False when no further pause can be noted (the status keeps
-        at most MAX_PAUSED_RANGES)."""
+    def set_paused(self, paused: bool, since: datetime | None = None) -> None:
+        """Pauses (`since`: from then, else now) or resumes, noting when. Past MAX_PAUSED_RANGES (the
+        size of the job's status) a pause is no longer noted: it still pauses a recording of a stream,
+        not one that follows its LiveJob."""
         if paused == self.paused:
-            return True
+            return
         now = datetime.now(UTC)
-        if paused:
-            if len(self.paused_ranges) >= MAX_PAUSED_RANGES:
-                return False
-            self.paused_ranges.append((now, None))
-        elif self.paused_ranges and self.paused_ranges[-1][1] is None:
+        if paused and len(self.paused_ranges) < MAX_PAUSED_RANGES:
+            self.paused_ranges.append((since or now, None))
+        elif not paused and self.paused_ranges and self.paused_ranges[-1][1] is None:
             self.paused_ranges[-1] = (self.paused_ranges[-1][0], now)
         self.paused = paused
         self.announce()
-        return True
 
     def set_connected(self, connected: bool) -> None:
         if connected and not self.connected:

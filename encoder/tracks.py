@@ -176,8 +176,9 @@ class RenditionTrack:
 
     def retention_seconds(self) -> float:
         """How long a segment stays fetchable after it leaves the live playlist: its duration plus the
-        playlist's (RFC 8216 6.2.2), for a segment of the nominal duration."""
-        return self.nominal_duration + sum(segment.duration for segment in self.live_segments)
+        playlist's (RFC 8216 6.2.2), for a segment of the nominal duration. Right after a resume, the
+        playlist is the one stored, even when this track's window is shorter (a template changed)."""
+        return self.nominal_duration + sum(segment.duration for segment in (*self._retired, *self.segments))
 
     @property
     def live_segments(self) -> list[Segment]:

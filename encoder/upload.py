@@ -331,6 +331,21 @@ class S3Store:
         except self.client.exceptions.NoSuchKey:
             return None
 
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except self.client.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def delete_many(self, keys: list[str]) -> None:
+        """DeleteObjects, a thousand keys a request (its limit)."""
+        for first in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[first:first + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
     def list_names(self, folder: str) -> list[str]:
         """The names of the objects directly in `folder` (a key prefix without its trailing slash)."""
         prefix = folder.rstrip("/") + "/"

@@ -20,7 +20,15 @@ from pydantic import ValidationError
 
 from onair.jsonlog import job_context
 from onair.kubeclient import ApiError, KubeClient, resource_path
-from onair.models import API_VERSION, MAX_MESSAGE_LENGTH, JobTemplateSpec, LiveJob, RecordJob, describe_errors
+from onair.models import (
+    API_VERSION,
+    MAX_MESSAGE_LENGTH,
+    JobTemplateSpec,
+    LiveJob,
+    RecordJob,
+    RecordJobStatus,
+    describe_errors,
+)
 from onair.operator import builders, metrics, naming
 from onair.operator.config import OperatorConfig
 from onair.operator.encoder_reports import EncoderReports
@@ -491,7 +499,10 @@ class Controller:
         if decision.create_pod_attempt is not None:
             clip = clip_request(job, self._live_job(namespace, job.spec.source.live_job_ref)) \
                 if isinstance(job, RecordJob) else None
-            pod_body = builders.build_encoder_pod(job, template, self.config, decision.create_pod_attempt, clip)
+            # With the status decided: the paused ranges the dead recorder reported last.
+            decided = job.model_copy(update={"status": RecordJobStatus.model_validate(decision.status)}) \
+                if isinstance(job, RecordJob) else job
+            pod_body = builders.build_encoder_pod(decided, template, self.config, decision.create_pod_attempt, clip)
         # Coroutines made only to be awaited next (one made and dropped is a warning in the log).
         secret: Awaitable[dict[str, Any] | None] = self._create(
             "secrets", namespace, builders.build_job_secret(job, self.config.stream_key_seed)) \

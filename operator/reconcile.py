@@ -722,7 +722,10 @@ def decide_record_job(
         status.progress = 1.0
         status.finished_at = now
     elif pod is None:
-        target = RecordJobPhase.PAUSED if job.spec.paused and not is_clip else RecordJobPhase.STARTED
+        # A recording of a stream waits for its resume with no recorder. One that follows its LiveJob
+        # gets its recorder at once: it cuts from what is stored, leaving out what it was paused for.
+        waits = job.spec.paused and job.spec.source.live_job_ref is None
+        target = RecordJobPhase.PAUSED if waits else RecordJobPhase.STARTED
         if target == RecordJobPhase.PAUSED and status.phase in (None, RecordJobPhase.INITIAL):
             reason, comment = str(ConditionReason.PAUSED), "created paused; set spec.paused to false to record"
         else:

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from onair.encoder.server import status_app
 from onair.encoder.status import EncoderState, EncoderStatus, RenditionStatus
+from onair.models import MAX_PAUSED_RANGES
 from onair.statusread import HEADLINE_HEADER
 
 pytestmark = pytest.mark.unit
@@ -33,6 +34,18 @@ class Job:
 
 async def client_for(aiohttp_client: Callable[..., Awaitable[Client]], job: Job, key: str | None) -> Client:
     return await aiohttp_client(status_app(job, pausable=True, control_key=key))  # type: ignore[arg-type]
+
+
+def test_pauses_are_noted_up_to_the_status_limit_and_a_pause_past_it_still_pauses() -> None:
+    status = Job().status
+    for _ in range(MAX_PAUSED_RANGES):
+        status.set_paused(True)
+        status.set_paused(False)
+    status.set_paused(True)
+    assert status.paused and len(status.paused_ranges) == MAX_PAUSED_RANGES
+    assert all(end is not None for _, end in status.paused_ranges)
+    status.set_paused(False)
+    assert not status.paused and len(status.to_json()["recording"]["pausedRanges"]) == MAX_PAUSED_RANGES
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}],

@@ -186,9 +186,9 @@ async def test_list_contract_fields_and_paging(client: Client) -> None:
     row = body["result"][0]
     assert set(row) >= {"id", "name", "key", "status", "description", "filePath", "insertDate", "startDateTime",
                         "endDateTime"}
-    # No schedule: when the job went Live, and null for one that never did.
+    # No schedule: when the job went Live (null for one that never did), and when it went Offline.
     assert (row["id"], row["startDateTime"], row["endDateTime"]) == (11, "2024-01-01T00:00:11Z", None)
-    assert body["result"][1]["startDateTime"] is None
+    assert (body["result"][1]["startDateTime"], body["result"][1]["endDateTime"]) == (None, "2024-01-01T00:00:12Z")
     schemas.LiveJobSummary.model_validate(row)
     for page, expected in ((1, range(25, 15, -1)), (3, range(5, 0, -1)), (4, [])):
         body = await (await client.get(url(), params={"pageIndex": str(page), "pageSize": "10", "sort_dir": "desc"},

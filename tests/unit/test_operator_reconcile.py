@@ -657,11 +657,27 @@ def test_a_recording_that_follows_its_live_job_is_paused_and_a_new_recorder_cont
     told = load_job_config({"ONAIR_JOB_CONFIG": env["ONAIR_JOB_CONFIG"]["value"]}).paused_ranges
     assert [(r.start, r.end) for r in told] == [(NOW + dt.timedelta(seconds=1.25), NOW + dt.timedelta(seconds=9.5)),
                                                 (NOW + dt.timedelta(seconds=20), None)]
-    # A range already past is cut at once: nothing to pause.
-    past = {"source": {"liveJobRef": "news"}, "timeRange": {"end": (NOW - dt.timedelta(hours=1)).isoformat()}}
+    # A range that ended while the recorder still follows the stream to it can be paused too; one
+    # already being cut cannot.
+    past = {"source": {"liveJobRef": "news"}, "timeRange": {"end": (NOW - dt.timedelta(seconds=5)).isoformat()}}
+    assert decide_record_job(record_job(status, paused=True, **past), source, [pod(recorder)], waiting, CONFIG,
+                             NOW).encoder_command == "pause"
     cutting = {"state": "live", "recording": {"paused": False}}
     assert decide_record_job(record_job(status, paused=True, **past), source, [pod(recorder)], cutting, CONFIG,
                              NOW).encoder_command is None
+
+
+def test_a_recording_that_follows_its_live_job_created_paused_gets_its_recorder_at_once() -> None:
+    """The recorder notes the pause from the start of the range: a recorder made at the resume would
+    cut the whole range, the paused part too."""
+    follow = {"source": {"liveJobRef": "news"}, "timeRange": {"start": NOW.isoformat()}, "paused": True}
+    decision = decide_record_job(record_job(**follow), live_job(), [], None, CONFIG, NOW)
+    assert decision.create_pod_attempt == 1
+    env = {e["name"]: e for e in build_encoder_pod(record_job(**follow), None, CONFIG, 1, clip_request(
+        record_job(**follow), live_job()))["spec"]["containers"][0]["env"]}
+    assert load_job_config({"ONAIR_JOB_CONFIG": env["ONAIR_JOB_CONFIG"]["value"]}).start_paused
+    stream = decide_record_job(record_job(paused=True), None, [], None, CONFIG, NOW)
+    assert stream.create_pod_attempt is None and stream.status["phase"] == "Paused"
 
 
 def test_stopping_a_recording_that_follows_its_live_job_finishes_the_recorder_without_spinning() -> None:
