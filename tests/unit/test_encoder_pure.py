@@ -19,7 +19,7 @@ from onair.encoder.ffmpeg import (
     session_outputs,
     unhandled_local_segments,
 )
-from onair.encoder.pipeline import redacted
+from onair.encoder.pipeline import Encoder, Ports, redacted
 from onair.encoder.playlist import (
     MediaPlaylist,
     Segment,
@@ -101,6 +101,24 @@ def test_srt_live_job_needs_the_key_and_a_passphrase_or_a_key_that_can_be_one() 
     assert load_job_config({**environment(spec=SRT_SPEC), "ONAIR_STREAM_KEY": "key"}
                            | {"ONAIR_SRT_PASSPHRASE": "a-passphrase"}).ingest.kind == IngestKind.SRT_LISTEN
     assert load_job_config({**environment(spec=SRT_SPEC), "ONAIR_STREAM_KEY": "0" * 36}).srt_passphrase is None
+
+
+async def test_a_recording_that_follows_its_live_job_created_paused_is_paused_from_its_start(tmp_path: Path) -> None:
+    spec = {"source": {"liveJobRef": "news"}, "timeRange": {"start": "2026-11-23T12:00:00Z"},
+            "output": {"bucket": "media"}, "paused": True}
+    env = environment("RecordJob", spec, None)
+    envelope = json.loads(env["ONAIR_JOB_CONFIG"])
+    envelope["clip"] = {"sourcePrefix": "live/news", "start": "2026-11-23T12:00:00Z"}
+    following = load_job_config({**env, "ONAIR_JOB_CONFIG": json.dumps(envelope)})
+    status = Encoder(following, Ports(), tmp_path, None, 10**6).status  # type: ignore[arg-type]
+    assert status.paused and status.paused_ranges == [(datetime(2026, 11, 23, 12, tzinfo=UTC), None)]
+    # A retry continues the ranges it is given, the open one included.
+    envelope["pausedRanges"] = [{"start": "2026-11-23T12:00:00Z", "end": "2026-11-23T12:05:00Z"},
+                                {"start": "2026-11-23T12:09:00Z"}]
+    retried = load_job_config({**env, "ONAIR_JOB_CONFIG": json.dumps(envelope)})
+    status = Encoder(retried, Ports(), tmp_path, None, 10**6).status  # type: ignore[arg-type]
+    assert status.paused and [end for _, end in status.paused_ranges] == [datetime(2026, 11, 23, 12, 5, tzinfo=UTC),
+                                                                          None]
 
 
 def test_record_job_on_a_stream_url_is_a_pausable_pull() -> None:
