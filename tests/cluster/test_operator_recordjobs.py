@@ -39,14 +39,19 @@ def objects(s3: Any, bucket: str, prefix: str) -> set[str]:
     return {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])}
 
 
+def recorded_live_job(kube: client.ApiClient, namespace: str, name: str, publisher: Any) -> None:  # noqa: F811
+    """A LiveJob that records (recording: true), Live with a publisher."""
+    create_live_job(kube, namespace, name, recording=True)
+    status = wait_phase(kube, namespace, name, "WaitingForInput", timeout=90)["status"]
+    key = base64.b64decode(client.CoreV1Api(kube).read_namespaced_secret(
+        status["streamKeySecret"], namespace).data["streamKey"]).decode()
+    publisher(status["urls"]["rtmpServer"] + key)
+    wait_phase(kube, namespace, name, "Live", timeout=60)
+
+
 def test_clip_of_a_past_range_is_a_vod_playlist(kube: client.ApiClient, job_namespace: str, s3: Any,
                                                 platform: PlatformInfo, publisher: Any) -> None:  # noqa: F811
-    create_live_job(kube, job_namespace, "event", recording=True)
-    status = wait_phase(kube, job_namespace, "event", "WaitingForInput", timeout=90)["status"]
-    key = base64.b64decode(client.CoreV1Api(kube).read_namespaced_secret(
-        status["streamKeySecret"], job_namespace).data["streamKey"]).decode()
-    publisher(status["urls"]["rtmpServer"] + key)
-    wait_phase(kube, job_namespace, "event", "Live", timeout=60)
+    recorded_live_job(kube, job_namespace, "event", publisher)
     started = dt.datetime.now(dt.UTC)
     segments = wait_until(
         lambda: len(k := [o for o in objects(s3, platform.s3_bucket, "live/event/360p/") if o.endswith(".ts")]) >= 5
@@ -69,12 +74,7 @@ def test_clip_of_a_past_range_is_a_vod_playlist(kube: client.ApiClient, job_name
 def test_a_recording_that_follows_its_live_job_pauses_and_leaves_the_pause_out(
     kube: client.ApiClient, job_namespace: str, s3: Any, platform: PlatformInfo, publisher: Any  # noqa: F811
 ) -> None:
-    create_live_job(kube, job_namespace, "match", recording=True)
-    status = wait_phase(kube, job_namespace, "match", "WaitingForInput", timeout=90)["status"]
-    key = base64.b64decode(client.CoreV1Api(kube).read_namespaced_secret(
-        status["streamKeySecret"], job_namespace).data["streamKey"]).decode()
-    publisher(status["urls"]["rtmpServer"] + key)
-    wait_phase(kube, job_namespace, "match", "Live", timeout=60)
+    recorded_live_job(kube, job_namespace, "match", publisher)
     create_record_job(kube, job_namespace, "second-half", {
         "source": {"liveJobRef": "match"},
         "timeRange": {"start": stamp(dt.datetime.now(dt.UTC))},
