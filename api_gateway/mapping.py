@@ -1,8 +1,8 @@
 """CR <-> REST translation, pure functions over the raw objects (dicts as the API server sends them).
 
 LiveJob -> contract fields: status <- status.phase; insertDate <- metadata.creationTimestamp;
-startDateTime/endDateTime <- spec.schedule, else when it last went Live and when it ended
-(status.startedAt, status.finishedAt); destination and filePath <- spec.destination.path (the key
+startDateTime/endDateTime <- spec.schedule, else status.startedAt and the time the job went Offline,
+Completed or Failed (live_job_times); destination and filePath <- spec.destination.path (the key
 prefix in the bucket, "the destination in a bucket where chunk files will be saved"); bucket <-
 spec.destination.bucket; serverType/inputClass <- spec.input; callbackUrl <- spec.callbackUrl;
 statistics <- status.statistics; outputs <- status.outputs; timings <- status.timings; the urls from

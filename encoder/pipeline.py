@@ -845,9 +845,6 @@ class Encoder:
         window's worth of deletes does not hold up the segments queued behind it. Left for the next
         Pod when the store cannot answer, or this Pod stops first."""
         try:
-            # A job that once recorded: its event playlist names every segment (and the folder is big).
-            if await asyncio.to_thread(self.store.exists, self.config.key(name, EVENT_PLAYLIST)):
-                return
             leftovers = orphans(await asyncio.to_thread(self.store.list_names, self.config.key(name)))
             if not leftovers:
                 return

@@ -32,13 +32,8 @@ class EncoderState(enum.StrEnum):
 FINAL_STATES = frozenset({EncoderState.COMPLETED, EncoderState.FAILED})  # nothing changes after these
 
 
-def rfc3339(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _precise(moment: datetime | None) -> str | None:
-    """To the millisecond, as a segment's PROGRAM-DATE-TIME: a pause is compared with those."""
-    return None if moment is None else moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def rfc3339(moment: datetime | None, timespec: str = "seconds") -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 @dataclass
@@ -212,8 +207,9 @@ class EncoderStatus:
             "masterPlaylistKey": self.master_playlist_key,
             "mediaPlaylistKeys": dict(self.media_playlist_keys),
             "recording": {"paused": self.paused, "progress": self.recording_progress,
-                          "pausedRanges": [{"start": _precise(start), "end": _precise(end)}
-                                           for start, end in self.paused_ranges]},
+                          # To the millisecond, as a segment's PROGRAM-DATE-TIME: a pause is compared with those.
+                          "pausedRanges": [{"start": rfc3339(start, "milliseconds"),
+                                            "end": rfc3339(end, "milliseconds")} for start, end in self.paused_ranges]},
         }
 
     def refresh_metrics(self) -> None:

@@ -331,15 +331,6 @@ class S3Store:
         except self.client.exceptions.NoSuchKey:
             return None
 
-    def exists(self, key: str) -> bool:
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-        except self.client.exceptions.ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
-        return True
-
     def delete_many(self, keys: list[str]) -> None:
         """DeleteObjects, a thousand keys a request (its limit)."""
         for first in range(0, len(keys), 1000):

@@ -434,10 +434,10 @@ class Controller:
             uid = str(job.metadata.uid)
             service = (body.get("status") or {}).get("serviceName")
             if self.config.service_type == "NodePort" and uid not in self._node_ports and service:
-                # After a restart: the ports of the Service an earlier operator made.
+                # After a restart: the ports of the Service an earlier operator made (none yet: the
+                # Service is made when the encoder is ready, and its ports remembered then).
                 found = await self.kube.get_or_none(resource_path("v1", "services", namespace, service))
-                if found is not None:
-                    self._remember_node_ports(uid, found)
+                self._remember_node_ports(uid, found or {"spec": {}})
             decision = decide_live_job(job, template, pods, report, self.config, now, self._node_ports.get(uid))
         else:
             source = self._live_job(namespace, job.spec.source.live_job_ref)

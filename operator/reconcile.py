@@ -785,7 +785,7 @@ def decide_record_job(
             # recorder closes its playlists as VOD and exits 0; a bare SIGTERM is an interruption.
             decision.finish_before_delete = True
             decision.delete_pods.append(pod.name)
-        elif (is_clip and pod.ready and not pod.terminating and (report or {}).get("state") == "waiting"
+        elif (following and pod.ready and not pod.terminating
               and pod.spec_generation is not None and pod.spec_generation != generation):
             # A recording that follows its LiveJob, stopped (a stop moves the end to now): the recorder
             # still waits for the end it was started with. /finish: it cuts what is stored and completes.
