@@ -42,6 +42,7 @@ from onair.operator.reconcile import (
     decide_record_job,
     progress_only,
 )
+from onair.operator.services import ServiceEndpoint, service_endpoint
 from onair.operator.webhooks import WebhookSender, build_payload, event_name
 from onair.operator.workqueue import WorkQueue
 from onair.phases import ConditionReason, LiveJobPhase, RecordJobPhase
@@ -209,7 +210,8 @@ class Controller:
                                       allow_private=config.webhook_allow_private_addresses)
         self._children_ensured: set[str] = set()  # job uids
         self._services_ensured: set[str] = set()
-        self._node_ports: dict[str, dict[str, int]] = {}  # job uid -> its NodePort Service's node ports
+        # job uid -> how its ingest Service is reached from outside (NodePort and LoadBalancer only)
+        self._ingest_endpoints: dict[str, ServiceEndpoint] = {}
         # job -> until when its new Pod's Provisioning status may wait (see _holds_status)
         self._status_held_until: dict[Key, float] = {}
         self._status_written_at: dict[Key, float] = {}  # monotonic time of each job's last status write
@@ -233,6 +235,13 @@ class Controller:
             templates = await self.kube.list(resource_path(API_VERSION, "jobtemplates", namespace))
             for template in templates["items"]:
                 self.on_template_event(None, template)
+        if self.config.service_type != "ClusterIP":
+            # The ingest URL names what the Services say (node ports, a load balancer's address).
+            for namespace in scopes:
+                async for page in self.kube.pages(resource_path("v1", "services", namespace),
+                                                  labelSelector=builders.MANAGED_BY_SELECTOR):
+                    for service in page["items"]:
+                        self.on_service_event(None, service)
 
     def start(self) -> None:
         self._tasks = [
@@ -316,7 +325,7 @@ class Controller:
             self.jobs.pop(key, None)
             self._children_ensured.discard(body["metadata"].get("uid", ""))
             self._services_ensured.discard(body["metadata"].get("uid", ""))
-            self._node_ports.pop(body["metadata"].get("uid", ""), None)
+            self._ingest_endpoints.pop(body["metadata"].get("uid", ""), None)
             self._status_held_until.pop(key, None)
             self._status_written_at.pop(key, None)
             if kind == "RecordJob":
@@ -379,6 +388,22 @@ class Controller:
                 self.reports.forget(metadata["uid"])
         self.queue.add_after(key, self.config.pod_event_batch_seconds, urgent=True)
 
+    def on_service_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """A job's ingest Service (watched unless the Services are ClusterIP): its node ports once it is
+        made, its load balancer's address once the cloud gave it one."""
+        metadata = body["metadata"]
+        owner = next((o for o in metadata.get("ownerReferences") or () if o.get("kind") == "LiveJob"), None)
+        if owner is None:
+            return
+        endpoint = None if event_type == "DELETED" else service_endpoint(body)
+        if self._ingest_endpoints.get(owner["uid"]) == endpoint:
+            return
+        if endpoint is None:
+            del self._ingest_endpoints[owner["uid"]]
+        else:
+            self._ingest_endpoints[owner["uid"]] = endpoint
+        self.queue.add(("LiveJob", metadata["namespace"], owner["name"]), urgent=True)
+
     # -- reconcile ---------------------------------------------------------------------------------
 
     async def reconcile(self, key: Key) -> None:
@@ -431,14 +456,8 @@ class Controller:
             current = naming.pod_name(key[2], builders.ENCODER_ROLE, str(job.metadata.uid),
                                       max((job.status.attempt if job.status else 0), 1))
             report = self._report_of(pods, current)
-            uid = str(job.metadata.uid)
-            service = (body.get("status") or {}).get("serviceName")
-            if self.config.service_type == "NodePort" and uid not in self._node_ports and service:
-                # After a restart: the ports of the Service an earlier operator made (none yet: the
-                # Service is made when the encoder is ready, and its ports remembered then).
-                found = await self.kube.get_or_none(resource_path("v1", "services", namespace, service))
-                self._remember_node_ports(uid, found or {"spec": {}})
-            decision = decide_live_job(job, template, pods, report, self.config, now, self._node_ports.get(uid))
+            decision = decide_live_job(job, template, pods, report, self.config, now,
+                                       self._ingest_endpoints.get(str(job.metadata.uid)))
         else:
             source = self._live_job(namespace, job.spec.source.live_job_ref)
             attempt = (job.status.retries if job.status else 0) + 1
@@ -482,11 +501,9 @@ class Controller:
             service = builders.build_ingest_service(job, self.config)
             created = await self._create("services", namespace, service)
             self._services_ensured.add(uid)
-            if self.config.service_type == "NodePort":
-                # Allocated by the API server: the ingest URL names them, so the job looks again.
-                self._remember_node_ports(uid, created or await self.kube.get(
-                    resource_path("v1", "services", namespace, service["metadata"]["name"])))
-                self.queue.add(key)
+            if created is not None and self.config.service_type != "ClusterIP":
+                # The node ports the API server allocated, without waiting for the watch to bring them.
+                self.on_service_event(None, created)
         if decision.finish_before_delete:
             for pod in pods:
                 if pod["metadata"]["name"] in decision.delete_pods:
@@ -554,10 +571,6 @@ class Controller:
             self._announce(body, decision)
         if decision.requeue_after is not None:
             self.queue.add_after(key, decision.requeue_after + 0.05)
-
-    def _remember_node_ports(self, uid: str, service: dict[str, Any]) -> None:
-        self._node_ports[uid] = {port["name"]: port["nodePort"] for port in service["spec"].get("ports") or []
-                                 if port.get("nodePort")}
 
     def _holds_status(self, key: Key, body: dict[str, Any], decision: Decision) -> bool:
         """Whether the status write waits: a new Pod that is only Provisioning is usually ready

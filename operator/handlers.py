@@ -41,6 +41,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # Only our Pods come over the wire: kopf's handler filter alone would still receive (and keep
     # per-object state for) every Pod of the cluster.
     settings.watching.label_selectors["v1", "pods"] = MANAGED_BY_SELECTOR
+    settings.watching.label_selectors["v1", "services"] = MANAGED_BY_SELECTOR
     settings.posting.level = logging.WARNING
     settings.peering.name = config.peering_name
     settings.peering.standalone = config.standalone
@@ -88,6 +89,17 @@ async def jobtemplate_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
 @kopf.on.event("", "v1", "pods")  # only ours arrive: see the label selector in start()
 async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     memo.controller.on_pod_event(event.get("type"), event["object"])
+
+
+async def service_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo.controller.on_service_event(event.get("type"), event["object"])
+
+
+def watch_ingest_services() -> None:
+    """Registers the watch of the jobs' ingest Services, which only NodePort and LoadBalancer Services
+    need (their node ports and addresses go into the ingest URLs): with ClusterIP the operator neither
+    watches them nor may (the chart grants list and watch of Services only then)."""
+    kopf.on.event("", "v1", "services")(service_event)
 
 
 @kopf.on.probe(id="queueDepth")

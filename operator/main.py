@@ -42,11 +42,13 @@ def main() -> None:
     import kopf
 
     from onair.operator import (
-        handlers,  # noqa: F401  (registers the handlers with kopf)
+        handlers,  # registers the handlers with kopf
         kopf_fixes,
     )
 
     kopf_fixes.apply()
+    if config.service_type != "ClusterIP":
+        handlers.watch_ingest_services()
 
     # kopf names this replica in the peering objects after POD_ID (the chart sets the Pod's name); the
     # controller reads the same name to tell its own record from its peers'.

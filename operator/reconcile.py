@@ -40,6 +40,7 @@ from onair.operator import naming
 from onair.operator.builders import ENCODER_ROLE, RECORDER_ROLE, storage_prefix
 from onair.operator.config import OperatorConfig
 from onair.operator.pods import PodState, pod_state
+from onair.operator.services import ServiceEndpoint
 from onair.phases import (
     LIVE_JOB_TERMINAL_PHASES,
     LIVE_JOB_TRANSITIONS,
@@ -151,17 +152,20 @@ def _pods_of_attempt(pods: list[dict[str, Any]], name: str) -> tuple[PodState | 
 
 def live_job_urls(job: LiveJob, config: OperatorConfig, pod: PodState | None,
                   template: JobTemplateSpec | None, report: dict[str, Any] | None,
-                  node_ports: Mapping[str, int] | None = None) -> LiveJobUrls:
-    """`node_ports`: the node port of each port of the job's NodePort Service (rtmp, srt), which a
-    publisher outside the cluster reaches at ingest_host."""
+                  endpoint: ServiceEndpoint | None = None) -> LiveJobUrls:
+    """`endpoint`: how the job's Service is reached from outside. A load balancer's address, once it
+    has one, is the host (on the Service's ports); a NodePort Service's node ports go with ingest_host,
+    the name that reaches the nodes."""
     service = naming.service_name(str(job.metadata.name), str(job.metadata.uid))
     ports = {"rtmp": config.rtmp_port, "srt": config.srt_port}
     if config.ingest_address == "pod-ip":
         host = pod.ip if pod is not None and pod.ip else None
+    elif config.service_type == "LoadBalancer" and endpoint is not None and endpoint.load_balancer:
+        host = endpoint.load_balancer
     else:
         host = config.ingest_host or f"{service}.{job.metadata.namespace}.svc"
-        if config.ingest_host and node_ports:
-            ports.update(node_ports)
+        if config.service_type == "NodePort" and config.ingest_host and endpoint is not None:
+            ports.update(endpoint.node_ports)
     server_type = job.spec.input.server_type.value
     rtmp = f"rtmp://{host}:{ports['rtmp']}/live/" if host and server_type == "RTMP" else None
     # Like the RTMP server URL, up to the stream key, which the publisher appends (it is in the job's
@@ -230,7 +234,7 @@ def decide_live_job(
     report: dict[str, Any] | None,
     config: OperatorConfig,
     now: dt.datetime,
-    node_ports: Mapping[str, int] | None = None,
+    endpoint: ServiceEndpoint | None = None,
 ) -> Decision:
     old = job.status or LiveJobStatus()
     status = old.model_copy(deep=True)
@@ -459,7 +463,7 @@ def decide_live_job(
                                                status.attempt)
     status.service_name = naming.service_name(str(job.metadata.name), str(job.metadata.uid))
     status.stream_key_secret = naming.stream_key_secret_name(str(job.metadata.name), str(job.metadata.uid))
-    urls = live_job_urls(job, config, pod, template.template, report, node_ports)
+    urls = live_job_urls(job, config, pod, template.template, report, endpoint)
     if template.template is None and status.urls is not None:
         # The renditions a running encoder was started with still play from where they did.
         urls = urls.model_copy(update={"output_manifests": {**status.urls.output_manifests,

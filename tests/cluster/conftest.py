@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,13 @@ from typing import Any
 import pytest
 from fixed_secrets import STREAM_KEY_SEED
 from kubernetes import client
-from localplatform.platform import PlatformInfo
+from localplatform.platform import LocalPlatform, PlatformInfo
 from localplatform.processes import ManagedProcess, free_ports, stop_process_group
 from outcome import has_failed
 from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "onair"
 OPERATOR_NAMESPACE = "onair-system"
 LADDER = {
     "apiVersion": "onair.dev/v1alpha1", "kind": "JobTemplate",
@@ -96,6 +98,37 @@ def start_operator(platform: PlatformInfo, run_dir: Path, name: str = "operator"
 
     wait_until(healthy, 60, "the operator's health endpoint")
     return operator
+
+
+def helm_bin() -> str:
+    found = shutil.which("helm") or next(
+        (str(p) for p in sorted(Path.home().glob(".cache/onair/bin/kubectl-helm-*/helm"))), None)
+    if not found:
+        pytest.skip("helm is not installed (hack/bootstrap.sh)")
+    return found
+
+
+@contextmanager
+def chart_operator_identity(platform: PlatformInfo, kubectl: Callable[..., Any], run_dir: Path, namespace: str,
+                            **values: str) -> Iterator[dict[str, str]]:
+    """For a test's own operator that must run as deployed: the chart's operator RBAC rendered with
+    `values` (helm --set) for an operator that lives in and watches `namespace`, and the environment
+    that runs it with a token of the chart's ServiceAccount instead of the admin certificate."""
+    release = f"rbac-{secrets.token_hex(3)}"
+    sets = [f"operator.watchNamespaces={{{namespace}}}", *(f"{key}={value}" for key, value in values.items())]
+    rendered = subprocess.run(
+        [helm_bin(), "template", release, str(CHART), "--namespace", namespace,
+         "--show-only", "templates/operator-rbac.yaml", *(arg for item in sets for arg in ("--set", item))],
+        check=True, capture_output=True, text=True).stdout
+    kubectl("apply", "-f", "-", input=rendered)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        kubeconfig = LocalPlatform(Path(platform.state_dir)).service_account_kubeconfig(
+            platform, namespace, f"{release}-onair-operator", run_dir / "operator.kubeconfig")
+        yield {"KUBECONFIG": str(kubeconfig), "ONAIR_NAMESPACE": namespace,
+               "ONAIR_WATCH_NAMESPACES": json.dumps([namespace])}
+    finally:  # what the namespace's deletion does not take
+        kubectl("delete", "clusterrole,clusterrolebinding", "-l", f"app.kubernetes.io/instance={release}")
 
 
 def stop_operator(operator: RunningOperator) -> None:

@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import urllib.request
@@ -23,23 +22,15 @@ from typing import Any
 
 import pytest
 import yaml
+from cluster.conftest import CHART, helm_bin
 from localplatform.platform import LocalPlatform, PlatformInfo
 from waiting import wait_until
 
 from onair.streamkeys import derive_stream_key
 
 ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "onair"
 BIN = Path(sys.executable).parent
 Objects = list[dict[str, Any]]
-
-
-def helm_bin() -> str:
-    found = shutil.which("helm") or next(
-        (str(p) for p in sorted(Path.home().glob(".cache/onair/bin/kubectl-helm-*/helm"))), None)
-    if not found:
-        pytest.skip("helm is not installed (hack/bootstrap.sh)")
-    return found
 
 
 def helm(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -186,6 +177,10 @@ def test_render_non_default_values(tmp_path: Path) -> None:
     assert json.loads(env["ONAIR_ENCODER_NODE_SELECTOR"]) == {"pool": "encoders"}
     assert json.loads(env["ONAIR_ENCODER_TOLERATIONS"])[0]["key"] == "encoders"
     assert env["ONAIR_INGEST_HOST"] == "ingest.example.com" and env["ONAIR_SERVICE_TYPE"] == "LoadBalancer"
+    # The load balancers' addresses go into the ingest URLs: the operator may list and watch Services.
+    app = find(objects, "ClusterRole", "live-operator")
+    assert {verb for r in app["rules"] if "services" in r["resources"] for verb in r["verbs"]} \
+        == {"create", "list", "watch"}
     assert env["ONAIR_S3_ENDPOINT"] == "https://s3.example.com" and env["ONAIR_MAX_RESTARTS"] == "9"
     assert env["ONAIR_WEBHOOK_SECRET"]["secretKeyRef"]["name"] == "my-webhook-key"
     assert env["ONAIR_STREAM_KEY_SEED"]["secretKeyRef"] == {"name": "my-stream-keys", "key": "seed"}

@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import pytest
 from cluster.conftest import (
     KWOK_PLACEMENT,
     RunningOperator,
+    chart_operator_identity,
     own_job_namespace,
     start_operator,
     stop_operator,
@@ -62,37 +63,67 @@ def pods_by_job(kube: client.ApiClient, namespace: str) -> Counter[str]:
     return Counter(p.metadata.labels["onair.dev/job"] for p in pods)
 
 
-def test_a_node_port_ingest_url_names_the_services_node_port_also_after_a_restart(
-        kube: client.ApiClient, platform: PlatformInfo, run_root: Path, resilience_namespace: str) -> None:
-    public = {"ONAIR_SERVICE_TYPE": "NodePort", "ONAIR_INGEST_ADDRESS": "service",
-              "ONAIR_INGEST_HOST": "ingest.example.net"}
+def live_job_reader(kube: client.ApiClient, namespace: str, name: str) -> Callable[[], dict[str, Any]]:
     api = client.CustomObjectsApi(kube)
+    return lambda: api.get_namespaced_custom_object("onair.dev", "v1alpha1", namespace, "livejobs", name)
 
-    def job() -> dict[str, Any]:
-        return api.get_namespaced_custom_object("onair.dev", "v1alpha1", resilience_namespace, "livejobs", "np")
 
-    first = start_operator(platform, run_root / "nodeport-a", name="nodeport-a", ONAIR_WATCH_NAMESPACES=WATCH,
-                           **KWOK_PLACEMENT, **public)
-    try:
-        create_jobs(kube, resilience_namespace, ["np"])
-        status = wait_until(lambda: (s := job().get("status") or {}).get("phase") == "WaitingForInput" and s, 60,
-                            "the job waiting for input")
-        service = client.CoreV1Api(kube).read_namespaced_service(status["serviceName"], resilience_namespace)
-        node_port = next(p.node_port for p in service.spec.ports if p.name == "rtmp")
-        expected = f"rtmp://ingest.example.net:{node_port}/live/"
-        wait_until(lambda: job()["status"]["urls"]["ingest"] == expected, 10, f"the ingest URL {expected}")
-    finally:
-        stop_operator(first)
-    second = start_operator(platform, run_root / "nodeport-b", name="nodeport-b", ONAIR_WATCH_NAMESPACES=WATCH,
-                            **KWOK_PLACEMENT, **public)
-    try:
-        # A spec change makes the new operator write the status again: with the node port it read back.
-        api.patch_namespaced_custom_object("onair.dev", "v1alpha1", resilience_namespace, "livejobs", "np",
-                                           {"spec": {"description": "after a restart"}})
-        wait_until(lambda: job()["status"].get("observedGeneration") == 2, 30, "the new generation reconciled")
-        assert job()["status"]["urls"]["ingest"] == expected
-    finally:
-        stop_operator(second)
+def test_a_node_port_ingest_url_names_the_services_node_port_also_after_a_restart(
+        kube: client.ApiClient, platform: PlatformInfo, kubectl: Callable[..., Any], run_root: Path,
+        resilience_namespace: str) -> None:
+    job = live_job_reader(kube, resilience_namespace, "np")
+    # As the chart deploys it: the operator reads the Services its RBAC lets it read.
+    with chart_operator_identity(platform, kubectl, run_root / "nodeport", resilience_namespace,
+                                 **{"ingest.serviceType": "NodePort"}) as identity:
+        public = {"ONAIR_SERVICE_TYPE": "NodePort", "ONAIR_INGEST_ADDRESS": "service",
+                  "ONAIR_INGEST_HOST": "ingest.example.net", **identity, **KWOK_PLACEMENT}
+        first = start_operator(platform, run_root / "nodeport-a", name="nodeport-a", **public)
+        try:
+            create_jobs(kube, resilience_namespace, ["np"])
+            status = wait_until(lambda: (s := job().get("status") or {}).get("phase") == "WaitingForInput" and s,
+                                60, "the job waiting for input")
+            service = client.CoreV1Api(kube).read_namespaced_service(status["serviceName"], resilience_namespace)
+            node_port = next(p.node_port for p in service.spec.ports if p.name == "rtmp")
+            expected = f"rtmp://ingest.example.net:{node_port}/live/"
+            wait_until(lambda: job()["status"]["urls"]["ingest"] == expected, 10, f"the ingest URL {expected}")
+        finally:
+            stop_operator(first)
+        second = start_operator(platform, run_root / "nodeport-b", name="nodeport-b", **public)
+        try:
+            # A spec change makes the new operator write the status again: with the node port it read back.
+            client.CustomObjectsApi(kube).patch_namespaced_custom_object(
+                "onair.dev", "v1alpha1", resilience_namespace, "livejobs", "np",
+                {"spec": {"description": "after a restart"}})
+            wait_until(lambda: job()["status"].get("observedGeneration") == 2, 30, "the new generation reconciled")
+            assert job()["status"]["urls"]["ingest"] == expected
+        finally:
+            stop_operator(second)
+
+
+def test_a_load_balancer_ingest_url_names_the_address_the_cloud_gives_it(
+        kube: client.ApiClient, platform: PlatformInfo, kubectl: Callable[..., Any], run_root: Path,
+        resilience_namespace: str) -> None:
+    job = live_job_reader(kube, resilience_namespace, "lb")
+    with chart_operator_identity(platform, kubectl, run_root / "loadbalancer", resilience_namespace,
+                                 **{"ingest.serviceType": "LoadBalancer"}) as identity:
+        operator = start_operator(platform, run_root / "loadbalancer", name="loadbalancer",
+                                  ONAIR_SERVICE_TYPE="LoadBalancer", ONAIR_INGEST_ADDRESS="service",
+                                  **identity, **KWOK_PLACEMENT)
+        try:
+            create_jobs(kube, resilience_namespace, ["lb"])
+            status = wait_until(lambda: (s := job().get("status") or {}).get("phase") == "WaitingForInput" and s,
+                                60, "the job waiting for input")
+            service = status["serviceName"]
+            assert status["urls"]["ingest"] == f"rtmp://{service}.{resilience_namespace}.svc:1935/live/", \
+                "before the load balancer has an address, the name that works inside the cluster"
+            # What a cloud's service controller writes once the job's load balancer is up.
+            client.CoreV1Api(kube).patch_namespaced_service_status(
+                service, resilience_namespace, {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}})
+            expected = "rtmp://203.0.113.7:1935/live/"
+            wait_until(lambda: job()["status"]["urls"]["ingest"] == expected, 10, f"the ingest URL {expected}")
+            assert job()["status"]["urls"]["rtmpServer"] == expected
+        finally:
+            stop_operator(operator)
 
 
 def test_restart_keeps_the_same_pods(kube: client.ApiClient, platform: PlatformInfo, run_root: Path,

@@ -24,6 +24,7 @@ from onair.operator.reconcile import (
     phase_path,
     progress_only,
 )
+from onair.operator.services import ServiceEndpoint, service_endpoint
 from onair.phases import ConditionReason, LiveJobPhase, can_transition
 from onair.streamkeys import derive_control_key, derive_stream_key
 
@@ -183,7 +184,7 @@ def test_ready_pod_without_input_waits_for_input_and_publishes_urls() -> None:
 def test_a_node_port_service_puts_its_node_ports_into_the_ingest_urls_at_the_public_host() -> None:
     provisioning = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
     waiting = live_job(provisioning)
-    ports = {"rtmp": 31935, "srt": 31900}
+    ports = ServiceEndpoint(node_ports={"rtmp": 31935, "srt": 31900})
     public = CONFIG.model_copy(update={"service_type": "NodePort", "ingest_host": "ingest.example.net"})
     urls = decide_live_job(waiting, TEMPLATE, [pod(current_pod_name())], None, public, NOW, ports).status["urls"]
     assert urls["rtmpServer"] == urls["ingest"] == "rtmp://ingest.example.net:31935/live/"
@@ -191,6 +192,24 @@ def test_a_node_port_service_puts_its_node_ports_into_the_ingest_urls_at_the_pub
     inside = CONFIG.model_copy(update={"service_type": "NodePort"})
     urls = decide_live_job(waiting, TEMPLATE, [pod(current_pod_name())], None, inside, NOW, ports).status["urls"]
     assert urls["rtmpServer"] == f"rtmp://{naming.service_name('news', 'uid-1')}.ns.svc:1935/live/"
+
+
+def test_a_load_balancers_address_is_the_ingest_host_once_the_cloud_gave_one() -> None:
+    waiting = live_job(decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status)
+    balanced = CONFIG.model_copy(update={"service_type": "LoadBalancer", "ingest_host": "ingest.example.net"})
+    service = {"spec": {"type": "LoadBalancer", "ports": [{"name": "rtmp", "port": 1935, "nodePort": 31935}]},
+               "status": {"loadBalancer": {}}}
+
+    def ingest() -> str:
+        decision = decide_live_job(waiting, TEMPLATE, [pod(current_pod_name())], None, balanced, NOW,
+                                   service_endpoint(service))
+        return str(decision.status["urls"]["ingest"])
+
+    assert ingest() == "rtmp://ingest.example.net:1935/live/", "no address yet: the configured host"
+    service["status"] = {"loadBalancer": {"ingress": [{"hostname": "a1b2.elb.example.com"}]}}
+    assert ingest() == "rtmp://a1b2.elb.example.com:1935/live/", "on the Service's port, not a node port"
+    service["status"] = {"loadBalancer": {"ingress": [{"ip": "203.0.113.7", "hostname": "lb.example.com"}]}}
+    assert ingest() == "rtmp://203.0.113.7:1935/live/"
 
 
 def test_srt_ingest_url_ends_where_the_publisher_appends_the_stream_key() -> None:
