@@ -70,12 +70,17 @@ class EncodedJSON(str):
     """A result already encoded as JSON text (list rows are encoded once per version of a job)."""
 
 
-def list_response(result: list[Any] | EncodedJSON, result_info: dict[str, Any]) -> web.Response:
+def list_body(result: list[Any] | EncodedJSON, result_info: dict[str, Any]) -> bytes:
+    """A page's envelope, encoded: kept as it is while the page does not change."""
     if not isinstance(result, EncodedJSON):
-        return json_response(envelope(result, result_info=result_info))
+        return dumps(envelope(result, result_info=result_info)).encode()
     fields = envelope(None, result_info=result_info)
     text = ",".join(f"{dumps(name)}:{result if name == 'result' else dumps(value)}" for name, value in fields.items())
-    return web.Response(text="{" + text + "}", content_type="application/json")
+    return ("{" + text + "}").encode()
+
+
+def list_response(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 def problem_response(status: int, errors: list[str], messages: list[str] | None = None,

@@ -35,6 +35,7 @@ from onair.api_gateway.errors import (
     EncodedJSON,
     envelope,
     json_response,
+    list_body,
     list_response,
     page_info,
     validation_errors,
@@ -207,11 +208,10 @@ class Gateway:
         assert ctx.namespace
         search = request.query.get("search")
         namespace = ctx.namespace
-        result, info = run_list(request, self.route_of(request), self.store.live_index(namespace), [],
-                                search=search.lower() if search else None, default_desc=False,
-                                render=lambda e: self.store.live_row(namespace, e)[0],
-                                render_json=lambda e: self.store.live_row(namespace, e)[1])
-        return list_response(result, info)
+        return list_response(run_list(request, self.route_of(request), self.store.live_index(namespace), [],
+                                      search=search.lower() if search else None, default_desc=False,
+                                      render=lambda e: self.store.live_row(namespace, e)[0],
+                                      render_json=lambda e: self.store.live_row(namespace, e)[1]))
 
     def route_of(self, request: web.Request) -> Route:
         return request.match_info.route.handler.route  # type: ignore[attr-defined]
@@ -461,12 +461,12 @@ class Gateway:
             raise ApiProblem(400, "SortBy: must be asc or desc")
         namespace = ctx.namespace
         names = self.template_name(namespace)
-        result, info = run_list(request, self.route_of(request), self.store.record_index(namespace), extra,
-                                search=needles[0] if needles else None, default_desc=(sort_by or "desc") == "desc",
-                                render=lambda e: mapping.record_job_out(e.obj, e.facts, names),
-                                page_index_name="PageNo" if "PageNo" in q else "pageIndex",
-                                page_size_name="PageSize" if "PageSize" in q else "pageSize")
-        return list_response(result, info)
+        return list_response(run_list(
+            request, self.route_of(request), self.store.record_index(namespace), extra,
+            search=needles[0] if needles else None, default_desc=(sort_by or "desc") == "desc",
+            render=lambda e: mapping.record_job_out(e.obj, e.facts, names),
+            page_index_name="PageNo" if "PageNo" in q else "pageIndex",
+            page_size_name="PageSize" if "PageSize" in q else "pageSize"))
 
     async def create_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace and ctx.project_id
@@ -726,17 +726,17 @@ def select(request: web.Request, item: dict[str, Any]) -> dict[str, Any]:
 def run_list(request: web.Request, route: Route, index: JobIndex, extra: list[query.Predicate], default_desc: bool,
              render: Callable[[JobEntry], dict[str, Any]], search: str | None = None,
              render_json: Callable[[JobEntry], str] | None = None, page_index_name: str = "pageIndex",
-             page_size_name: str = "pageSize") -> tuple[list[dict[str, Any]] | EncodedJSON, dict[str, Any]]:
-    """A text search (lower case), filters (the declared params plus the Brightcove filter fields), sort,
-    offset or keyset paging, and the select= projection, over one namespace's index. Without select=,
-    `render_json` (a row already encoded) is used when given."""
+             page_size_name: str = "pageSize") -> bytes:
+    """The encoded envelope of one page: a text search (lower case), filters (the declared params plus
+    the Brightcove filter fields), sort, offset or keyset paging, and the select= projection, over one
+    namespace's index. Without select=, `render_json` (a row already encoded) is used when given."""
     if render_json is None or "select" in request.query:
-        return _run_list(request, route, index, extra, default_desc, render, search, render_json, page_index_name,
-                         page_size_name)
+        return list_body(*_run_list(request, route, index, extra, default_desc, render, search, render_json,
+                                    page_index_name, page_size_name))
     # The answer depends only on the query and the index version (stream keys touch the index too).
     return index.remembered(("page", route.path, tuple(sorted(request.query.items()))),
-                            lambda: _run_list(request, route, index, extra, default_desc, render, search, render_json,
-                                              page_index_name, page_size_name))
+                            lambda: list_body(*_run_list(request, route, index, extra, default_desc, render, search,
+                                                         render_json, page_index_name, page_size_name)))
 
 
 @dataclass

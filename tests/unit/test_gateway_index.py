@@ -10,7 +10,7 @@ import pytest
 
 from onair.api_gateway.auth import AuthError, VerifiedTokens, issue_token, parse_api_keys
 from onair.api_gateway.cache import JobEntry, JobIndex
-from onair.api_gateway.errors import EncodedJSON, envelope, json_response, list_response
+from onair.api_gateway.errors import EncodedJSON, envelope, json_response, list_body, list_response
 from onair.api_gateway.mapping import search_text
 
 
@@ -90,11 +90,12 @@ def test_encoded_list_envelope_equals_the_plain_one() -> None:
     rows = [{"id": 1, "name": "a \"quoted\" é"}, {"id": 2, "name": None}]
     info = {"page": 1, "count": 2}
     plain = json_response(envelope(rows, result_info=info))
-    encoded = list_response(EncodedJSON(json.dumps(rows)), info)
+    encoded = list_response(list_body(EncodedJSON(json.dumps(rows)), info))
     assert plain.text is not None and encoded.text is not None
-    assert json.loads(encoded.text) == json.loads(plain.text)
+    assert json.loads(encoded.text) == json.loads(plain.text) == json.loads(list_body(rows, info))
     assert list(json.loads(encoded.text)) == list(json.loads(plain.text))
-    assert encoded.content_type == "application/json"
+    assert encoded.content_type == plain.content_type == "application/json"
+    assert encoded.charset == plain.charset == "utf-8"
 
 
 def test_verified_tokens_are_remembered_only_until_they_expire() -> None:
