@@ -8,7 +8,8 @@ synced, then measures in the same run:
 - GET .../livejobs?pageSize=100&search=... through the gateway, and a direct API-server LIST with
   the same label selector (onair.dev/project-id=..., limit=100): p50 and p99 one request at a time
   (latency), requests per second with --concurrency in flight (throughput), and the gateway's CPU
-  time per request;
+  time per request; and the floor under the list latency: a bare aiohttp server (http_floor.py)
+  answering the gateway's own response bytes to the same client;
 - POST .../livejobs through the gateway vs a direct create of the LiveJob the gateway makes of the
   same body, one at a time: p50, p99;
 and prints the ratios, and the API server's CPU per request on each side (the gateway's lists are
@@ -28,6 +29,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -52,6 +54,7 @@ TEMPLATE = {"apiVersion": API_VERSION, "kind": "JobTemplate", "metadata": {"name
 ROUNDS = 5
 LABELS = {
     "gateway list c1": "gateway list, 1 in flight",
+    "floor list c1": "bare aiohttp, same bytes, 1",
     "direct list c1": "direct LIST, 1 in flight",
     "gateway list cN": "gateway list, N in flight",
     "direct list cN": "direct LIST, N in flight",
@@ -103,6 +106,38 @@ async def timed(requests: int, concurrency: int, call: Any) -> tuple[list[float]
     return samples, time.perf_counter() - started
 
 
+async def wait_ready(process: asyncio.subprocess.Process, url: str, what: str) -> None:
+    started = time.perf_counter()
+    async with aiohttp.ClientSession() as http:
+        while True:
+            if process.returncode is not None:
+                raise SystemExit(f"{what} exited with {process.returncode}")
+            try:
+                async with http.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.perf_counter() - started > 120:
+                raise SystemExit(f"{what} did not become ready in 120 s")
+            await asyncio.sleep(0.1)
+
+
+async def start_floor(body: bytes) -> tuple[asyncio.subprocess.Process, str]:
+    """http_floor.py answering with `body`: what any aiohttp server costs to answer those bytes."""
+    port = free_port()
+    with tempfile.NamedTemporaryFile(prefix="gateway-list-body-", delete=False) as file:
+        file.write(body)
+    process = await asyncio.create_subprocess_exec(sys.executable, str(Path(__file__).with_name("http_floor.py")),
+                                                   str(port), file.name)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(process, f"{base}/", "the bare aiohttp server")
+    finally:
+        os.unlink(file.name)  # read at its start
+    return process, base
+
+
 async def start_gateway() -> tuple[asyncio.subprocess.Process, str]:
     """The gateway as it is deployed: its own process (and so its own core), KUBECONFIG from ours."""
     port = free_port()
@@ -114,19 +149,7 @@ async def start_gateway() -> tuple[asyncio.subprocess.Process, str]:
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "onair.api_gateway.main", env=env)
     base = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
-    async with aiohttp.ClientSession() as http:
-        while True:
-            if process.returncode is not None:
-                raise SystemExit(f"the gateway exited with {process.returncode}")
-            try:
-                async with http.get(f"{base}/readyz") as response:
-                    if response.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            if time.perf_counter() - started > 120:
-                raise SystemExit("the gateway did not become ready in 120 s")
-            await asyncio.sleep(0.1)
+    await wait_ready(process, f"{base}/readyz", "the gateway")
     say(f"gateway ready (caches synced) in {time.perf_counter() - started:.1f}s")
     return process, base
 
@@ -147,7 +170,7 @@ async def main() -> None:
     await kube.create("/api/v1/namespaces", {"metadata": {"name": namespace,
                                                           "labels": {"onair.dev/project-id": project}}})
     jobs_path = resource_path(API_VERSION, "livejobs", namespace)
-    gateway = None
+    gateway = floor = None
     try:
         await kube.create(resource_path(API_VERSION, "jobtemplates", namespace), TEMPLATE)
         started = time.perf_counter()
@@ -163,9 +186,20 @@ async def main() -> None:
             headers = {"Authorization": f"Bearer {token}"}
             url = f"{base}/api/v1/projects/{project}/livejobs"
 
+            def list_params(i: int) -> dict[str, str]:
+                return {"pageSize": "100", "search": f"bench job {i % 100}", "pageIndex": "1"}
+
             async def gateway_list(i: int) -> None:
-                params = {"pageSize": "100", "search": f"bench job {i % 100}", "pageIndex": "1"}
-                async with http.get(url, params=params, headers=headers) as response:
+                async with http.get(url, params=list_params(i), headers=headers) as response:
+                    assert response.status == 200, await response.text()
+                    await response.read()
+
+            async with http.get(url, params=list_params(0), headers=headers) as response:
+                floor, floor_base = await start_floor(await response.read())
+            floor_url = floor_base + url.removeprefix(base)
+
+            async def floor_list(i: int) -> None:
+                async with http.get(floor_url, params=list_params(i), headers=headers) as response:
                     assert response.status == 200, await response.text()
                     await response.read()
 
@@ -193,6 +227,7 @@ async def main() -> None:
             gateway_cpu = 0.0
             for _ in range(ROUNDS):
                 await measure("gateway list c1", args.requests // ROUNDS, 1, gateway_list)
+                await measure("floor list c1", args.requests // ROUNDS, 1, floor_list)
                 await measure("direct list c1", max(4, args.requests // 5 // ROUNDS), 1, direct_list)
                 cpu_before = cpu_seconds(gateway.pid)
                 await measure("gateway list cN", args.requests // ROUNDS, args.concurrency, gateway_list)
@@ -213,13 +248,14 @@ async def main() -> None:
                 post_cpu += cpu_seconds(gateway.pid) - cpu_before
                 await measure("direct create", args.posts // ROUNDS, 1, direct_create)
             rss = rss_mb(gateway.pid)
-        gateway.terminate()
-        await gateway.wait()
+        for process in (gateway, floor):
+            process.terminate()
+            await process.wait()
 
         print(f"\n10,000-job project: {args.jobs} LiveJobs; list = GET livejobs?pageSize=100&search=...; "
               f"direct = LIST with the project's label selector, limit=100")
         figures = {name: summary(LABELS[name], samples[name], seconds[name]) for name in LABELS}
-        gw1, direct1 = figures["gateway list c1"], figures["direct list c1"]
+        gw1, direct1, floor1 = figures["gateway list c1"], figures["direct list c1"], figures["floor list c1"]
         gwn, directn = figures["gateway list cN"], figures["direct list cN"]
         post_gw, post_direct = figures["gateway POST"], figures["direct create"]
         print(f"gateway: {gateway_cpu * 1000 / len(samples['gateway list cN']):.2f} ms CPU per list request, "
@@ -232,11 +268,15 @@ async def main() -> None:
         print(f"faster than the direct LIST (goal >= 20x): p50 {direct1['p50'] / gw1['p50']:.1f}x, "
               f"p99 {direct1['p99'] / gw1['p99']:.1f}x one at a time; "
               f"requests/s {gwn['rps'] / directn['rps']:.1f}x with {args.concurrency} in flight")
+        print(f"floor: a bare aiohttp server answering the same bytes to the same client, p50 {floor1['p50']:.2f} ms "
+              f"(the gateway's own share {gw1['p50'] - floor1['p50']:.2f} ms); no aiohttp server can be more than "
+              f"{direct1['p50'] / floor1['p50']:.1f}x faster than the direct LIST at p50 on this machine")
         print(f"POST gateway / direct create (goal <= 1.3x): p50 {post_gw['p50'] / post_direct['p50']:.2f}x, "
               f"p99 {post_gw['p99'] / post_direct['p99']:.2f}x")
     finally:
-        if gateway is not None and gateway.returncode is None:
-            gateway.kill()
+        for process in (gateway, floor):
+            if process is not None and process.returncode is None:
+                process.kill()
         if not args.keep:
             await delete_namespace(kube, namespace)
         await kube.close()
