@@ -38,8 +38,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # a burst). Our handlers only hand the event to the controller's queue, so a worker may go at once.
     settings.queueing.worker_limit = 256
     settings.queueing.idle_timeout = 0.1
-    # Only our Pods come over the wire: kopf's handler filter alone would still receive (and keep
-    # per-object state for) every Pod of the cluster.
+    # Only our Pods (and Services) come over the wire: kopf's handler filter alone would still receive
+    # (and keep per-object state for) every Pod of the cluster.
     settings.watching.label_selectors["v1", "pods"] = MANAGED_BY_SELECTOR
     settings.watching.label_selectors["v1", "services"] = MANAGED_BY_SELECTOR
     settings.posting.level = logging.WARNING

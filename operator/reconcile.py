@@ -161,7 +161,8 @@ def live_job_urls(job: LiveJob, config: OperatorConfig, pod: PodState | None,
     if config.ingest_address == "pod-ip":
         host = pod.ip if pod is not None and pod.ip else None
     elif config.service_type == "LoadBalancer" and endpoint is not None and endpoint.load_balancer:
-        host = endpoint.load_balancer
+        address = endpoint.load_balancer
+        host = f"[{address}]" if ":" in address else address  # an IPv6 address, bracketed in a URL
     else:
         host = config.ingest_host or f"{service}.{job.metadata.namespace}.svc"
         if config.service_type == "NodePort" and config.ingest_host and endpoint is not None:

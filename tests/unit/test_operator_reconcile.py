@@ -210,6 +210,8 @@ def test_a_load_balancers_address_is_the_ingest_host_once_the_cloud_gave_one() -
     assert ingest() == "rtmp://a1b2.elb.example.com:1935/live/", "on the Service's port, not a node port"
     service["status"] = {"loadBalancer": {"ingress": [{"ip": "203.0.113.7", "hostname": "lb.example.com"}]}}
     assert ingest() == "rtmp://203.0.113.7:1935/live/"
+    service["status"] = {"loadBalancer": {"ingress": [{"ip": "2001:db8::7"}]}}
+    assert ingest() == "rtmp://[2001:db8::7]:1935/live/"
 
 
 def test_srt_ingest_url_ends_where_the_publisher_appends_the_stream_key() -> None:
