@@ -24,7 +24,7 @@ from onair.api_gateway.errors import ApiProblem, validation_errors
 from onair.api_gateway.query import FieldSpec
 from onair.api_gateway.schemas import INPUT_CLASSES, SERVER_TYPES, LiveJobCreate
 from onair.models import API_VERSION, InputStatistics, LiveJobSpec, RecordJobSpec
-from onair.phases import LiveJobPhase, OutputStatus, RecordJobPhase
+from onair.phases import LIVE_JOB_TERMINAL_PHASES, LiveJobPhase, OutputStatus, RecordJobPhase
 
 LABEL_PROJECT = "onair.dev/project-id"
 LABEL_ID = "onair.dev/id"
@@ -139,7 +139,8 @@ def search_text(*parts: Any) -> str:
     return " ".join(str(part or "") for part in parts).lower().replace("\0", "")
 
 
-ENDED_PHASES = ("Offline", "Completed", "Failed")
+# A job that no longer runs: endDateTime is when it became so.
+ENDED_PHASES = LIVE_JOB_TERMINAL_PHASES | {LiveJobPhase.OFFLINE}
 
 
 def live_job_times(obj: Obj) -> tuple[str | None, str | None]:
