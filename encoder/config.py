@@ -115,6 +115,7 @@ class JobConfig:
     control_key: str | None  # the operator's bearer token for /finish, /pause, /resume; None: refuse them
     srt_passphrase: str | None
     listen_host: str
+    preview_key: str | None = None  # a LiveJob's live preview (preview.py) is served only with one
     start_at: datetime | None = None  # a RecordJob's timeRange.start or a LiveJob's schedule start
     finish_at: datetime | None = None  # a SIGTERM after this is the end of the job: write ENDLIST
     start_paused: bool = False
@@ -185,6 +186,7 @@ def load_job_config(environ: Mapping[str, str] | None = None) -> JobConfig:
         "control_key": env.get("ONAIR_CONTROL_KEY") or None,
         "srt_passphrase": srt_passphrase,
         "listen_host": listen_host,
+        "preview_key": env.get("ONAIR_PREVIEW_KEY") or None,
     }
     window = template.playlist_window if template else DEFAULT_PLAYLIST_WINDOW
     try:

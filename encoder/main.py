@@ -24,6 +24,7 @@ from onair.jsonlog import add_context, setup_logging
 from .clip import ClipJob
 from .config import ConfigError, IngestKind, JobConfig, load_job_config
 from .pipeline import STOP_GRACE_SECONDS, Encoder, FatalConfigError, Ports, spool_limit_from_env
+from .preview import preview_app
 from .server import hook_app, status_app
 from .srt import SrtUnavailable, load_libsrt
 from .status import EncoderState
@@ -37,6 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rtmp-port", type=int, default=1935, help="RTMP ingest port (nginx-rtmp front)")
     parser.add_argument("--srt-port", type=int, default=9000, help="SRT listener port")
     parser.add_argument("--status-port", type=int, default=8090, help="HTTP port of /status, /metrics, /healthz")
+    parser.add_argument("--preview-port", type=int, default=8091,
+                        help="HTTP port of a LiveJob's live preview over WebSocket (with ONAIR_PREVIEW_KEY)")
     return parser.parse_args(argv)
 
 
@@ -66,6 +69,13 @@ async def serve(config: JobConfig, ports: Ports) -> int:
         await status_runner.setup()
         runners.append(status_runner)
         await web.TCPSite(status_runner, config.listen_host, ports.status).start()
+        if config.kind == "LiveJob" and config.preview_key:
+            # A short shutdown: the viewers are told to go (on_shutdown), nothing of theirs is worth waiting for.
+            preview_runner = web.AppRunner(preview_app(encoder.preview, config.preview_key), access_log=None,
+                                           shutdown_timeout=1.0)
+            await preview_runner.setup()
+            runners.append(preview_runner)
+            await web.TCPSite(preview_runner, config.listen_host, ports.preview).start()
         if config.ingest.kind == IngestKind.RTMP_LISTEN:
             hooks_runner = web.AppRunner(hook_app(encoder), access_log=None)
             await hooks_runner.setup()
@@ -107,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         except SrtUnavailable as error:
             log.error("%s", error)
             sys.exit(EXIT_BAD_CONFIG)
-    ports = Ports(rtmp=args.rtmp_port, srt=args.srt_port, status=args.status_port)
+    ports = Ports(rtmp=args.rtmp_port, srt=args.srt_port, status=args.status_port, preview=args.preview_port)
     try:
         code = asyncio.run(serve(config, ports))
     except OSError as error:  # e.g. a port in use: may clear up on a restart

@@ -56,6 +56,7 @@ from .playlist import (
     parse_media_playlist,
     render_master_playlist,
 )
+from .preview import PreviewHub, ProcessFeed, remux_to_ts_argv
 from .rtmp import (
     PLAY_TOKEN_PARAMETER,
     RTMP_APPLICATION,
@@ -105,6 +106,7 @@ class Ports:
     rtmp: int = 1935
     srt: int = 9000
     status: int = 8090
+    preview: int = 8091
 
 
 class Fate(enum.Enum):
@@ -189,6 +191,8 @@ class Encoder:
         self.master_body: bytes | None = None
         self.publisher_active = False
         self.play_token = secrets.token_hex(16)
+        self.preview_play_token = secrets.token_hex(16)  # the preview's own RTMP play (see preview.py)
+        self.preview = PreviewHub(self._preview_feed())
         self.player_joined = asyncio.Event()  # our ffmpeg is on the RTMP stream, waiting for a publish
         self.front: NginxRtmpFront | None = None
         self.hook_url: str | None = None
@@ -254,10 +258,24 @@ class Encoder:
         task.add_done_callback(self._background.discard)
 
     def allow_play(self, token: str | None) -> bool:
-        allowed = token is not None and secrets.compare_digest(token, self.play_token)
+        if token is None:
+            return False
+        if secrets.compare_digest(token, self.preview_play_token):
+            return True
+        allowed = secrets.compare_digest(token, self.play_token)
         if allowed:
             self.player_joined.set()
         return allowed
+
+    def _preview_feed(self) -> ProcessFeed | None:
+        """What feeds the preview while somebody watches (SRT's relay feeds it itself)."""
+        match self.config.ingest.kind:
+            case IngestKind.RTMP_LISTEN:
+                return ProcessFeed(lambda: remux_to_ts_argv(self._rtmp_play_url(self.preview_play_token)),
+                                   die_with_parent)
+            case IngestKind.PULL if self.config.ingest.url:
+                return ProcessFeed(partial(remux_to_ts_argv, self.config.ingest.url), die_with_parent)
+        return None
 
     def _connected(self, connected: bool) -> None:
         self.status.set_connected(connected)
@@ -341,11 +359,7 @@ class Encoder:
         )
         await self.front.start()
         await self.front.wait_listening()
-        host = self._url_host()
-        play_url = (
-            f"rtmp://{host}:{self.ports.rtmp}/{RTMP_APPLICATION}/{self.config.stream_key}"
-            f"?{PLAY_TOKEN_PARAMETER}={self.play_token}"
-        )
+        play_url = self._rtmp_play_url(self.play_token)
         while not self.stop_requested.is_set():
             # Waiting on the stream before the publisher arrives: each session is one publish,
             # from its first frame until the publisher leaves (and the play is dropped).
@@ -356,6 +370,10 @@ class Encoder:
     def _url_host(self) -> str:
         host = self.config.listen_host
         return f"[{host}]" if ":" in host else host
+
+    def _rtmp_play_url(self, token: str) -> str:
+        return (f"rtmp://{self._url_host()}:{self.ports.rtmp}/{RTMP_APPLICATION}/{self.config.stream_key}"
+                f"?{PLAY_TOKEN_PARAMETER}={token}")
 
     @property
     def srt_passphrase(self) -> str | None:
@@ -370,7 +388,8 @@ class Encoder:
         except SrtUnavailable as error:
             raise FatalConfigError(str(error)) from error
         assert self.config.stream_key is not None, "the configuration requires it for SRT"
-        gate = SrtGate(library, self.config.listen_host, self.ports.srt, self.config.stream_key, self.srt_passphrase)
+        gate = SrtGate(library, self.config.listen_host, self.ports.srt, self.config.stream_key, self.srt_passphrase,
+                       tap=self.preview.publish_threadsafe)
         try:
             gate.open()
             while not self.stop_requested.is_set():

@@ -27,6 +27,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -187,8 +188,12 @@ class Publisher:
 class SrtGate:
     """Listens on host:port; hands accepted publishers to the pipeline one at a time."""
 
-    def __init__(self, library: ctypes.CDLL, host: str, port: int, stream_key: str, passphrase: str | None) -> None:
+    def __init__(self, library: ctypes.CDLL, host: str, port: int, stream_key: str, passphrase: str | None,
+                 tap: Callable[[memoryview], None] | None = None) -> None:
+        """`tap`: called from the relay's thread with each payload the publisher sends (the preview),
+        in a buffer that the next payload overwrites."""
         self.lib = library
+        self.tap = tap
         self.host = host
         self.port = port
         self.stream_key = stream_key
@@ -351,6 +356,8 @@ class SrtGate:
                     reason = f"publisher left ({self._last_error()})"
                     break
                 view = memoryview(buffer)[:size]
+                if self.tap is not None:
+                    self.tap(view)
                 while view:
                     view = view[os.write(pipe, view):]
         except OSError as failure:  # the pipe's reader (ffmpeg) is gone

@@ -176,6 +176,8 @@ def run(info: PlatformInfo | None, run_dir: Path, processes: list[ManagedProcess
     print(f"    {master}")
     for name, url in sorted(status["urls"].get("outputManifests", {}).items()):
         print(f"    {name:>5}: {url}")
+    if status["urls"].get("webSocketConnection"):
+        print(f"    live preview (MPEG-TS over WebSocket, e.g. mpegts.js): {status['urls']['webSocketConnection']}")
     print(f"\n    REST gateway: http://127.0.0.1:{gateway_port}  (API key: {api_key})")
     base = f"http://127.0.0.1:{gateway_port}"
     print(f"      curl -s -X POST {base}/api/v1/login -H 'Content-Type: application/json' \\")

@@ -921,7 +921,8 @@ class LiveJobUrls(OnairModel):
     )
     web_socket_connection: str | None = Field(
         default=None,
-        description="WebSocket URL for low-latency preview, when offered.",
+        description="Live preview: a WebSocket of the ingest copied into MPEG-TS (no re-encode), for a player "
+                    "such as mpegts.js. Its key lets the holder watch, nothing more.",
         max_length=MAX_URL_LENGTH,
     )
     cdn: str | None = Field(default=None, description="Master playlist URL through the CDN.", max_length=MAX_URL_LENGTH)

@@ -37,6 +37,16 @@ def derive_control_key(seed: str, namespace: str, name: str, uid: str) -> str:
     return hmac.digest(seed.encode(), f"control:{namespace}/{name}/{uid}".encode(), "sha256").hex()
 
 
+PREVIEW_PATH = "/websocketplay"  # the encoder serves a LiveJob's live preview at PREVIEW_PATH/<preview key>
+
+
+def derive_preview_key(seed: str, namespace: str, name: str, uid: str) -> str:
+    """The key in a LiveJob's preview URL (status.urls.webSocketConnection): it lets its holder watch the
+    ingest, nothing more, and is as public as the job's status. Another text than the stream key's, so
+    neither gives away the other."""
+    return hmac.digest(seed.encode(), f"preview:{namespace}/{name}/{uid}".encode(), "sha256")[:16].hex()
+
+
 WEBHOOK_SIGNATURE_HEADER = "Onair-Signature"  # carries the signature made with derive_webhook_key
 
 
@@ -47,5 +57,5 @@ def derive_webhook_key(secret: str, namespace: str) -> str:
     return hmac.digest(secret.encode(), f"webhook:{namespace}".encode(), "sha256").hex()
 
 
-__all__ = ["MIN_SEED_LENGTH", "WEBHOOK_SIGNATURE_HEADER", "check_seed", "derive_control_key", "derive_stream_key",
-           "derive_webhook_key"]
+__all__ = ["MIN_SEED_LENGTH", "PREVIEW_PATH", "WEBHOOK_SIGNATURE_HEADER", "check_seed", "derive_control_key",
+           "derive_preview_key", "derive_stream_key", "derive_webhook_key"]

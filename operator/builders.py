@@ -16,7 +16,7 @@ from onair.models import (
 )
 from onair.operator import naming
 from onair.operator.config import OperatorConfig
-from onair.streamkeys import derive_control_key, derive_stream_key
+from onair.streamkeys import derive_control_key, derive_preview_key, derive_stream_key
 
 ENCODER_ROLE = "encoder"
 RECORDER_ROLE = "recorder"
@@ -94,6 +94,7 @@ def build_ingest_service(job: LiveJob, config: OperatorConfig) -> dict[str, Any]
     ports = [
         {"name": "rtmp", "port": config.rtmp_port, "targetPort": "rtmp", "protocol": "TCP"},
         {"name": "srt", "port": config.srt_port, "targetPort": "srt", "protocol": "UDP"},
+        {"name": "preview", "port": config.preview_port, "targetPort": "preview", "protocol": "TCP"},
     ]
     spec: dict[str, Any] = {
         "type": config.service_type,
@@ -201,9 +202,13 @@ def build_encoder_pod(
         if passphrase is not None:
             env.append({"name": "ONAIR_SRT_PASSPHRASE",
                         "valueFrom": {"secretKeyRef": {"name": passphrase.name, "key": passphrase.key}}})
+        # As public as the job's status, which names it in the preview URL: no Secret needed.
+        env.append({"name": "ONAIR_PREVIEW_KEY", "value": derive_preview_key(
+            config.stream_key_seed, str(job.metadata.namespace), str(job.metadata.name), str(job.metadata.uid))})
         ports += [
             {"name": "rtmp", "containerPort": config.rtmp_port, "protocol": "TCP"},
             {"name": "srt", "containerPort": config.srt_port, "protocol": "UDP"},
+            {"name": "preview", "containerPort": config.preview_port, "protocol": "TCP"},
         ]
     container = {
         "name": role,
@@ -211,7 +216,7 @@ def build_encoder_pod(
         "imagePullPolicy": "IfNotPresent",
         "command": list(config.encoder_command),
         "args": [f"--rtmp-port={config.rtmp_port}", f"--srt-port={config.srt_port}",
-                 f"--status-port={config.status_port}"],
+                 f"--status-port={config.status_port}", f"--preview-port={config.preview_port}"],
         "env": env,
         "ports": ports,
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "status"}, "periodSeconds": 2,

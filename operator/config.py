@@ -52,6 +52,7 @@ class OperatorConfig(BaseModel):
     rtmp_port: int = 1935
     srt_port: int = 9000
     status_port: int = 8090
+    preview_port: int = Field(8091, description="Port of a LiveJob encoder's live preview over WebSocket.")
 
     ingest_host: str = Field("", description="Public host in ingest URLs; empty: the Service's cluster DNS name.")
     ingest_address: Literal["service", "pod-ip"] = Field(

@@ -53,6 +53,7 @@ from onair.phases import (
     OutputStatus,
     RecordJobPhase,
 )
+from onair.streamkeys import PREVIEW_PATH, derive_preview_key
 
 TEMPLATE_RETRY_SECONDS = 10.0
 # Why a Pod may never start. They may clear without a spec change (an image pushed late, a registry
@@ -157,7 +158,7 @@ def live_job_urls(job: LiveJob, config: OperatorConfig, pod: PodState | None,
     has one, is the host (on the Service's ports); a NodePort Service's node ports go with ingest_host,
     the name that reaches the nodes."""
     service = naming.service_name(str(job.metadata.name), str(job.metadata.uid))
-    ports = {"rtmp": config.rtmp_port, "srt": config.srt_port}
+    ports = {"rtmp": config.rtmp_port, "srt": config.srt_port, "preview": config.preview_port}
     if config.ingest_address == "pod-ip":
         host = pod.ip if pod is not None and pod.ip else None
     elif config.service_type == "LoadBalancer" and endpoint is not None and endpoint.load_balancer:
@@ -173,6 +174,12 @@ def live_job_urls(job: LiveJob, config: OperatorConfig, pod: PodState | None,
     # Secret, never in status): the encoder admits an SRT caller by its streamid.
     srt = f"srt://{host}:{ports['srt']}?streamid=" if host and server_type == "SRT" else None
     ingest = job.spec.input.url if server_type == "HLS" else (rtmp or srt)
+    preview = None
+    # A NodePort Service made before the preview existed has no node port for it: no URL then.
+    if host and (endpoint is None or not endpoint.node_ports or "preview" in endpoint.node_ports):
+        preview_key = derive_preview_key(config.stream_key_seed, str(job.metadata.namespace), str(job.metadata.name),
+                                         str(job.metadata.uid))
+        preview = f"ws://{host}:{ports['preview']}{PREVIEW_PATH}/{preview_key}"
     location = job.spec.destination
     storage_base = (config.s3_public_base_url or location.endpoint or config.s3_endpoint).rstrip("/")
     prefix = storage_prefix(job)
@@ -188,6 +195,7 @@ def live_job_urls(job: LiveJob, config: OperatorConfig, pod: PodState | None,
         ingest=ingest,
         rtmp_server=rtmp,
         srt_url=srt,
+        web_socket_connection=preview,
         cdn=f"{cdn_base}/{master_key}" if use_cdn else None,
         storage_master_file=f"{bucket_base}/{master_key}" if bucket_base else None,
         output_manifests={name: f"{play_base}/{key}" for name, key in media_keys.items()} if play_base else {},

@@ -13,6 +13,7 @@ import pytest
 from cluster.conftest import STATUS_PROGRESS_INTERVAL, get_job, wait_phase
 from cluster.test_operator_lifecycle import create_live_job, patch_spec
 from kubernetes import client, watch
+from livepreview import receive_preview
 from localplatform.platform import PlatformInfo
 from waiting import wait_until
 
@@ -88,6 +89,8 @@ def test_phases_follow_the_ingest_within_two_seconds(kube: client.ApiClient, job
     job = wait_phase(kube, job_namespace, "studio", "Live", timeout=60)
     phases = [t["phase"] for t in job["status"]["timings"]]
     assert phases[-3:] == ["Live", "Reconnecting", "Live"]
+    # The live preview the status names (a console's player) plays the publisher's stream.
+    assert len(receive_preview(job["status"]["urls"]["webSocketConnection"], 100_000)) >= 100_000
 
     prefix = "live/studio/"
 

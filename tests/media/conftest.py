@@ -94,6 +94,7 @@ def start_encoder(
         prefix = prefix or f"live/test{number}"
         stream_key = secrets.token_hex(8)
         control_key = secrets.token_hex(32)
+        preview_key = secrets.token_hex(16)
         config = {
             "kind": kind, "namespace": "media", "name": f"job{number}", "attempt": 1, "spec": spec,
             "template": template, "clip": clip,
@@ -104,6 +105,7 @@ def start_encoder(
             "ONAIR_JOB_CONFIG": json.dumps(config),
             "ONAIR_STREAM_KEY": stream_key,
             "ONAIR_CONTROL_KEY": control_key,
+            "ONAIR_PREVIEW_KEY": preview_key,
             "ONAIR_LISTEN_HOST": host,
             "AWS_ACCESS_KEY_ID": ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
@@ -112,15 +114,15 @@ def start_encoder(
         }
         if srt_passphrase:
             env["ONAIR_SRT_PASSPHRASE"] = srt_passphrase
-        ports = {name: free_port(host) for name in ("rtmp", "srt", "status")}
+        ports = {name: free_port(host) for name in ("rtmp", "srt", "status", "preview")}
         log_path = tmp_path / f"encoder{number}.log"
         process = subprocess.Popen(
             [ENCODER, "--rtmp-port", str(ports["rtmp"]), "--srt-port",
-             str(ports["srt"]), "--status-port", str(ports["status"])],
+             str(ports["srt"]), "--status-port", str(ports["status"]), "--preview-port", str(ports["preview"])],
             env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
         )  # fmt: skip
         encoder = EncoderProcess(process, host, ports["rtmp"], ports["srt"], ports["status"], stream_key,
-                                 control_key, bucket, prefix, log_path)
+                                 control_key, bucket, prefix, log_path, ports["preview"], preview_key)
         started.append(encoder)
         if wait_healthy:
 

@@ -150,11 +150,16 @@ class EncoderProcess:
     bucket: str
     prefix: str
     log_path: Path
+    preview_port: int
+    preview_key: str
     states_seen: list[str] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.status_port}"
+
+    def preview_url(self, key: str | None = None) -> str:
+        return f"ws://{self.host}:{self.preview_port}/websocketplay/{self.preview_key if key is None else key}"
 
     @property
     def rtmp_url(self) -> str:

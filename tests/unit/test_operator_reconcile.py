@@ -26,7 +26,7 @@ from onair.operator.reconcile import (
 )
 from onair.operator.services import ServiceEndpoint, service_endpoint
 from onair.phases import ConditionReason, LiveJobPhase, can_transition
-from onair.streamkeys import derive_control_key, derive_stream_key
+from onair.streamkeys import derive_control_key, derive_preview_key, derive_stream_key
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 CONFIG = OperatorConfig(s3_endpoint="http://s3.local:8333", max_restarts=2, restart_backoff_seconds=2,
@@ -469,6 +469,31 @@ def test_encoder_pod_is_least_privileged_and_wired_to_its_secrets() -> None:
     assert {(p["name"], p["port"], p["protocol"]) for p in service["spec"]["ports"]} <= listening
     balanced = build_ingest_service(job, CONFIG.model_copy(update={"service_type": "LoadBalancer"}))
     assert "clusterIP" not in balanced["spec"]
+
+
+def test_the_preview_url_names_the_key_the_encoder_is_given_on_its_own_port() -> None:
+    job = live_job(decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status)
+    container = build_encoder_pod(job, TEMPLATE.template, CONFIG, 1)["spec"]["containers"][0]
+    key = {e["name"]: e for e in container["env"]}["ONAIR_PREVIEW_KEY"]["value"]
+    assert key == derive_preview_key(CONFIG.stream_key_seed, "ns", "news", "uid-1")
+    assert key not in (derive_stream_key(CONFIG.stream_key_seed, "ns", "news", "uid-1"),
+                       derive_control_key(CONFIG.stream_key_seed, "ns", "news", "uid-1"))
+    assert "--preview-port=8091" in container["args"]
+    assert ("preview", 8091, "TCP") in {(p["name"], p["containerPort"], p["protocol"]) for p in container["ports"]}
+    assert ("preview", 8091) in {(p["name"], p["port"]) for p in build_ingest_service(job, CONFIG)["spec"]["ports"]}
+    urls = decide_live_job(job, TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW).status["urls"]
+    service = naming.service_name("news", "uid-1")
+    assert urls["webSocketConnection"] == f"ws://{service}.ns.svc:8091/websocketplay/{key}"
+    public = CONFIG.model_copy(update={"service_type": "NodePort", "ingest_host": "ingest.example.net"})
+
+    def preview_url(node_ports: dict[str, int]) -> str | None:
+        decision = decide_live_job(job, TEMPLATE, [pod(current_pod_name())], None, public, NOW,
+                                   ServiceEndpoint(node_ports=node_ports))
+        return decision.status["urls"].get("webSocketConnection")
+
+    assert preview_url({"rtmp": 31935, "srt": 31900, "preview": 31991}) == \
+        f"ws://ingest.example.net:31991/websocketplay/{key}"
+    assert preview_url({"rtmp": 31935, "srt": 31900}) is None, "a Service without the port: no URL that fails"
 
 
 def test_single_input_class_passes_the_source_through() -> None:

@@ -1,0 +1,218 @@
+"""Live preview over WebSocket: the job's source, copied into MPEG-TS without re-encoding, for a
+console's player (mpegts.js and its kind play MPEG-TS from a WebSocket). It is the REST contract's
+`webSocketConnection`, "the web socket endpoint to view live streaming".
+
+Nothing runs while nobody watches: the first viewer starts the feed, the last one to leave stops it.
+- RTMP: an ffmpeg plays the stream from the local nginx-rtmp (with a play token of its own) and
+  copies it into MPEG-TS.
+- HLS pull: an ffmpeg pulls the source URL likewise (a second pull, while somebody watches).
+- SRT: the relay hands over the publisher's payload, MPEG-TS already, as it copies it to the
+  encoder's ffmpeg.
+
+A viewer that cannot keep up is closed, not buffered for without bound. The URL carries the job's
+preview key, which is good for watching only (derived like the stream key, from other text):
+whoever has the URL can watch, as whoever has the CDN URL can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import WSMsgType, web
+
+from onair.streamkeys import PREVIEW_PATH
+
+log = logging.getLogger(__name__)
+
+TS_PACKET_BYTES = 188
+MAX_VIEWERS = 8
+# About 30 s of a 4 Mbit/s source in the chunks an ffmpeg pipe gives: a viewer this far behind is gone.
+MAX_QUEUED_CHUNKS = 256
+FEED_RESTART_SECONDS = 1.0
+READ_BYTES = 65536
+
+
+@dataclass(eq=False)
+class Viewer:
+    # An empty chunk ends the viewer: it fell behind, or the encoder is stopping.
+    queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(MAX_QUEUED_CHUNKS))
+
+    def end(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(b"")
+
+
+class TooManyViewers(Exception):
+    pass
+
+
+class PreviewHub:
+    """The viewers of one job and the feed that runs while there are any. `feed`: started with the
+    hub's `publish` when the first viewer joins, stopped when the last leaves; None when the bytes
+    are pushed (SRT's relay calls `publish_threadsafe`)."""
+
+    def __init__(self, feed: ProcessFeed | None = None, max_viewers: int = MAX_VIEWERS) -> None:
+        self.feed = feed
+        self.max_viewers = max_viewers
+        self.viewers: set[Viewer] = set()
+        self._partial = b""
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def watched(self) -> bool:
+        return bool(self.viewers)
+
+    def join(self) -> Viewer:
+        if len(self.viewers) >= self.max_viewers:
+            raise TooManyViewers(f"at most {self.max_viewers} viewers")
+        self._loop = asyncio.get_running_loop()
+        viewer = Viewer()
+        self.viewers.add(viewer)
+        if len(self.viewers) == 1:
+            self._partial = b""
+            if self.feed is not None:
+                self.feed.start(self.publish, self.restart)
+        return viewer
+
+    def leave(self, viewer: Viewer) -> None:
+        self.viewers.discard(viewer)
+        if not self.viewers and self.feed is not None:
+            self.feed.stop()
+
+    def restart(self) -> None:
+        """A new source begins (the feed's ffmpeg started again): no half packet carries over."""
+        self._partial = b""
+
+    def publish(self, data: bytes) -> None:
+        """Whole TS packets to every viewer, so that one who joins mid-stream starts on a packet."""
+        data = self._partial + data
+        whole = len(data) - len(data) % TS_PACKET_BYTES
+        self._partial = data[whole:]
+        if not whole:
+            return
+        chunk = data[:whole]
+        for viewer in list(self.viewers):
+            try:
+                viewer.queue.put_nowait(chunk)
+            except asyncio.QueueFull:
+                log.info("closed a preview viewer that fell behind")
+                self.viewers.discard(viewer)
+                viewer.end()
+        if not self.viewers and self.feed is not None:
+            self.feed.stop()
+
+    def publish_threadsafe(self, data: memoryview) -> None:
+        """From the SRT relay's thread (copied: the relay reuses its buffer); dropped while nobody watches."""
+        loop = self._loop
+        if self.viewers and loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self.publish, bytes(data))
+
+    def close(self) -> None:
+        for viewer in list(self.viewers):
+            viewer.end()
+        self.viewers.clear()
+        if self.feed is not None:
+            self.feed.stop()
+
+
+class ProcessFeed:
+    """Runs the command `argv()` gives (an ffmpeg writing MPEG-TS to its stdout) while started, and
+    runs it again when it ends (the publisher left, and the next one will come)."""
+
+    def __init__(self, argv: Callable[[], list[str]], preexec_fn: Callable[[], None] | None = None) -> None:
+        self.argv = argv
+        self.preexec_fn = preexec_fn
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self, publish: Callable[[bytes], None], restart: Callable[[], None]) -> None:
+        if not self.running:
+            self._task = asyncio.get_running_loop().create_task(self._run(publish, restart))
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self, publish: Callable[[bytes], None], restart: Callable[[], None]) -> None:
+        while True:
+            process = await asyncio.create_subprocess_exec(
+                *self.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL, preexec_fn=self.preexec_fn)
+            assert process.stdout is not None
+            restart()
+            try:
+                while chunk := await process.stdout.read(READ_BYTES):
+                    publish(chunk)
+            finally:
+                if process.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                await process.wait()
+            await asyncio.sleep(FEED_RESTART_SECONDS)
+
+
+def remux_to_ts_argv(input_url: str) -> list[str]:
+    """Every video and audio stream of the input, copied into MPEG-TS on stdout."""
+    return ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", input_url, "-map", "0:v?", "-map", "0:a?",
+            "-c", "copy", "-f", "mpegts", "pipe:1"]
+
+
+def preview_app(hub: PreviewHub, preview_key: str) -> web.Application:
+    """GET /websocketplay/<preview key>: a WebSocket of binary MPEG-TS messages."""
+
+    async def watch(request: web.Request) -> web.StreamResponse:
+        if not secrets.compare_digest(request.match_info["key"].encode(), preview_key.encode()):
+            raise web.HTTPNotFound(text="no such stream\n")
+        try:
+            viewer = hub.join()
+        except TooManyViewers as error:
+            raise web.HTTPServiceUnavailable(text=f"{error}\n", headers={"Retry-After": "10"}) from None
+        socket = web.WebSocketResponse(heartbeat=30)
+        try:
+            await socket.prepare(request)
+            receiving = asyncio.create_task(_until_closed(socket))
+            try:
+                while True:
+                    next_chunk = asyncio.create_task(viewer.queue.get())
+                    await asyncio.wait({next_chunk, receiving}, return_when=asyncio.FIRST_COMPLETED)
+                    if not next_chunk.done():
+                        next_chunk.cancel()
+                        break  # the viewer closed
+                    chunk = next_chunk.result()
+                    if not chunk:
+                        break  # fell behind, or the encoder stops
+                    await socket.send_bytes(chunk)
+            finally:
+                receiving.cancel()
+        except ConnectionError:
+            pass  # the viewer went away mid-send
+        finally:
+            hub.leave(viewer)
+        if not socket.closed:
+            await socket.close()
+        return socket
+
+    async def close_viewers(_: web.Application) -> None:
+        hub.close()
+
+    app = web.Application()
+    app.router.add_get(PREVIEW_PATH + "/{key}", watch)
+    app.on_shutdown.append(close_viewers)
+    return app
+
+
+async def _until_closed(socket: web.WebSocketResponse) -> None:
+    async for message in socket:  # a viewer has nothing to say; reading answers pings and sees a close
+        if message.type == WSMsgType.ERROR:
+            break

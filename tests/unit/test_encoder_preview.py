@@ -1,0 +1,87 @@
+"""The live preview's hub and WebSocket endpoint, fed by hand: what a viewer receives, when the feed
+runs, and who is turned away."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from onair.encoder.preview import MAX_QUEUED_CHUNKS, PreviewHub, TooManyViewers, preview_app
+
+Client = TestClient[web.Request, web.Application]
+PACKET = bytes([0x47]) + bytes(187)
+
+
+class RecordingFeed:
+    """Stands in for the ffmpeg a feed runs: records when the hub starts and stops it."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def start(self, publish: Callable[[bytes], None], restart: Callable[[], None]) -> None:
+        self.events.append("start")
+
+    def stop(self) -> None:
+        self.events.append("stop")
+
+
+async def test_viewers_get_whole_packets_and_the_feed_runs_while_anybody_watches() -> None:
+    feed = RecordingFeed()
+    hub = PreviewHub(feed)  # type: ignore[arg-type]
+    first = hub.join()
+    second = hub.join()
+    assert feed.events == ["start"]
+    hub.publish(PACKET + PACKET[:100])
+    hub.publish(PACKET[100:] + PACKET)
+    for viewer in (first, second):
+        assert viewer.queue.get_nowait() == PACKET
+        assert viewer.queue.get_nowait() == PACKET * 2
+    hub.leave(first)
+    assert feed.events == ["start"]
+    hub.leave(second)
+    assert feed.events == ["start", "stop"]
+
+
+async def test_a_viewer_that_falls_behind_is_closed_and_the_rest_are_served() -> None:
+    feed = RecordingFeed()
+    hub = PreviewHub(feed)  # type: ignore[arg-type]
+    slow = hub.join()
+    for _ in range(MAX_QUEUED_CHUNKS + 1):
+        hub.publish(PACKET)
+    assert slow.queue.get_nowait() == b"" and slow.queue.empty(), "told to end, its backlog dropped"
+    assert not hub.watched and feed.events == ["start", "stop"]
+
+
+async def test_viewers_beyond_the_limit_are_turned_away() -> None:
+    hub = PreviewHub(max_viewers=2)
+    hub.join()
+    hub.join()
+    with pytest.raises(TooManyViewers):
+        hub.join()
+
+
+async def test_the_endpoint_streams_to_the_right_key_only(aiohttp_client: Callable[..., Awaitable[Client]]) -> None:
+    hub = PreviewHub()
+    client = await aiohttp_client(preview_app(hub, "the-preview-key"))
+    assert (await client.get("/websocketplay/not-the-key")).status == 404
+    socket: Any = await client.ws_connect("/websocketplay/the-preview-key")
+    hub.publish(PACKET * 3)
+    message = await socket.receive(timeout=5)
+    assert message.type == aiohttp.WSMsgType.BINARY and message.data == PACKET * 3
+    hub.close()  # the encoder stops
+    assert (await socket.receive(timeout=5)).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert not hub.watched
+
+
+async def test_a_full_house_is_answered_503(aiohttp_client: Callable[..., Awaitable[Client]]) -> None:
+    hub = PreviewHub(max_viewers=1)
+    client = await aiohttp_client(preview_app(hub, "key"))
+    first: Any = await client.ws_connect("/websocketplay/key")
+    response = await client.get("/websocketplay/key")
+    assert response.status == 503 and response.headers["Retry-After"]
+    await first.close()
