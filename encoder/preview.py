@@ -31,8 +31,7 @@ log = logging.getLogger(__name__)
 
 TS_PACKET_BYTES = 188
 MAX_VIEWERS = 8
-# About 30 s of a 4 Mbit/s source in the chunks an ffmpeg pipe gives: a viewer this far behind is gone.
-MAX_QUEUED_CHUNKS = 256
+MAX_BEHIND_BYTES = 16 * 1024 * 1024  # some 30 s of a 4 Mbit/s source: a viewer this far behind is gone
 FEED_RESTART_SECONDS = 1.0
 READ_BYTES = 65536
 
@@ -40,11 +39,32 @@ READ_BYTES = 65536
 @dataclass(eq=False)
 class Viewer:
     # An empty chunk ends the viewer: it fell behind, or the encoder is stopping.
-    queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(MAX_QUEUED_CHUNKS))
+    queue: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
+    behind: int = 0  # bytes queued and not yet sent
+
+    def offer(self, chunk: bytes) -> bool:
+        """Queues `chunk`, unless that puts the viewer more than MAX_BEHIND_BYTES behind."""
+        if self.behind + len(chunk) > MAX_BEHIND_BYTES:
+            return False
+        self.behind += len(chunk)
+        self.queue.put_nowait(chunk)
+        return True
+
+    async def next_chunk(self) -> bytes:
+        """What is queued, as one chunk (SRT's payloads come 1,316 bytes at a time); empty: the end."""
+        chunks = [await self.queue.get()]
+        while chunks[-1] and not self.queue.empty():
+            chunks.append(self.queue.get_nowait())
+        if not chunks[-1]:
+            return b""
+        data = b"".join(chunks)
+        self.behind -= len(data)
+        return data
 
     def end(self) -> None:
         while not self.queue.empty():
             self.queue.get_nowait()
+        self.behind = 0
         self.queue.put_nowait(b"")
 
 
@@ -98,9 +118,7 @@ class PreviewHub:
             return
         chunk = data[:whole]
         for viewer in list(self.viewers):
-            try:
-                viewer.queue.put_nowait(chunk)
-            except asyncio.QueueFull:
+            if not viewer.offer(chunk):
                 log.info("closed a preview viewer that fell behind")
                 self.viewers.discard(viewer)
                 viewer.end()
@@ -184,7 +202,7 @@ def preview_app(hub: PreviewHub, preview_key: str) -> web.Application:
             receiving = asyncio.create_task(_until_closed(socket))
             try:
                 while True:
-                    next_chunk = asyncio.create_task(viewer.queue.get())
+                    next_chunk = asyncio.create_task(viewer.next_chunk())
                     await asyncio.wait({next_chunk, receiving}, return_when=asyncio.FIRST_COMPLETED)
                     if not next_chunk.done():
                         next_chunk.cancel()

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from onair.encoder.preview import MAX_QUEUED_CHUNKS, PreviewHub, TooManyViewers, preview_app
+from onair.encoder.preview import MAX_BEHIND_BYTES, PreviewHub, TooManyViewers, preview_app
 
 Client = TestClient[web.Request, web.Application]
 PACKET = bytes([0x47]) + bytes(187)
@@ -39,8 +39,7 @@ async def test_viewers_get_whole_packets_and_the_feed_runs_while_anybody_watches
     hub.publish(PACKET + PACKET[:100])
     hub.publish(PACKET[100:] + PACKET)
     for viewer in (first, second):
-        assert viewer.queue.get_nowait() == PACKET
-        assert viewer.queue.get_nowait() == PACKET * 2
+        assert await viewer.next_chunk() == PACKET * 3, "what was queued, in one message"
     hub.leave(first)
     assert feed.events == ["start"]
     hub.leave(second)
@@ -51,10 +50,17 @@ async def test_a_viewer_that_falls_behind_is_closed_and_the_rest_are_served() ->
     feed = RecordingFeed()
     hub = PreviewHub(feed)  # type: ignore[arg-type]
     slow = hub.join()
-    for _ in range(MAX_QUEUED_CHUNKS + 1):
-        hub.publish(PACKET)
-    assert slow.queue.get_nowait() == b"" and slow.queue.empty(), "told to end, its backlog dropped"
-    assert not hub.watched and feed.events == ["start", "stop"]
+    keeping_up = hub.join()
+    chunk = PACKET * 1000
+    for _ in range(MAX_BEHIND_BYTES // len(chunk)):
+        hub.publish(chunk)
+        assert await keeping_up.next_chunk() == chunk
+    assert slow in hub.viewers, "up to the limit behind"
+    hub.publish(chunk)
+    assert await slow.next_chunk() == b"" and slow.queue.empty(), "told to end, its backlog dropped"
+    assert hub.viewers == {keeping_up} and await keeping_up.next_chunk() == chunk
+    hub.leave(keeping_up)
+    assert feed.events == ["start", "stop"]
 
 
 async def test_viewers_beyond_the_limit_are_turned_away() -> None:
