@@ -60,7 +60,7 @@ def test_live_job_gets_its_children_and_waits_for_input(kube: client.ApiClient, 
     assert len(stream_key) == 36
     assert stream_key not in str(status)  # the key never shows in status
     service = core.read_namespaced_service(status["serviceName"], kwok_namespace)
-    assert {p.name for p in service.spec.ports} == {"rtmp", "srt"}
+    assert {p.name for p in service.spec.ports} == {"rtmp", "srt", "preview"}
     # The test operator names the Pod IP (ONAIR_INGEST_ADDRESS=pod-ip): the dev platform has no Service proxy.
     assert status["urls"]["rtmpServer"] == f"rtmp://{pod.status.pod_ip}:1935/live/"
     assert status["urls"]["outputManifests"].keys() == {"360p", "180p"}

@@ -18,6 +18,8 @@ from localplatform.platform import PlatformInfo
 from localplatform.processes import free_port
 from waiting import wait_until
 
+from onair.encoder.playlist import parse_media_playlist
+
 API = ("onair.dev", "v1alpha1")
 
 
@@ -75,12 +77,24 @@ def test_a_recording_that_follows_its_live_job_pauses_and_leaves_the_pause_out(
     kube: client.ApiClient, job_namespace: str, s3: Any, platform: PlatformInfo, publisher: Any  # noqa: F811
 ) -> None:
     recorded_live_job(kube, job_namespace, "match", publisher)
+    start = dt.datetime.now(dt.UTC)
     create_record_job(kube, job_namespace, "second-half", {
         "source": {"liveJobRef": "match"},
-        "timeRange": {"start": stamp(dt.datetime.now(dt.UTC))},
+        "timeRange": {"start": stamp(start)},
         "output": {"bucket": platform.s3_bucket, "path": "clips/second-half"},
     })
     wait_phase(kube, job_namespace, "second-half", "Started", timeout=60, plural="recordjobs")
+
+    def stored_segment_starts() -> list[dt.datetime]:
+        try:
+            body = s3.get_object(Bucket=platform.s3_bucket, Key="live/match/360p/index.m3u8")["Body"].read().decode()
+        except s3.exceptions.NoSuchKey:
+            return []  # no segment yet
+        return [segment.program_date_time for segment in parse_media_playlist(body).segments
+                if segment.program_date_time is not None]
+
+    # Something to record before the pause: a stored segment that begins in the range.
+    wait_until(lambda: any(begun >= start for begun in stored_segment_starts()), 30, "a segment in the range")
     patch_record_job(kube, job_namespace, "second-half", {"paused": True})
     paused = wait_phase(kube, job_namespace, "second-half", "Paused", timeout=30, plural="recordjobs")["status"]
     assert [r.get("end") for r in paused["pausedRanges"]] == [None]
