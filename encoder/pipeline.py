@@ -193,6 +193,7 @@ class Encoder:
         self.play_token = secrets.token_hex(16)
         self.preview_play_token = secrets.token_hex(16)  # the preview's own RTMP play (see preview.py)
         self.preview = PreviewHub(self._preview_feed())
+        self.status.metrics.preview_viewers.set_function(lambda: len(self.preview.viewers))
         self.player_joined = asyncio.Event()  # our ffmpeg is on the RTMP stream, waiting for a publish
         self.front: NginxRtmpFront | None = None
         self.hook_url: str | None = None

@@ -79,6 +79,8 @@ class Metrics:
                                      registry=self.registry)
         self.dropped_frames = Gauge("onair_encoder_dropped_frames", "Frames dropped by ffmpeg", registry=self.registry)
         self.speed = Gauge("onair_encoder_speed", "Encoding speed (1 = real time)", registry=self.registry)
+        self.preview_viewers = Gauge("onair_encoder_preview_viewers", "Viewers of the live preview",
+                                     registry=self.registry)
 
 
 @dataclass

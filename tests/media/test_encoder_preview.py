@@ -76,6 +76,8 @@ def test_preview_streams_the_source_while_somebody_watches(
 
         def one_feed_runs() -> None:
             assert len(preview_ffmpegs(encoder)) == feeders
+            metrics = requests.get(f"{encoder.base_url}/metrics", timeout=5).text
+            assert "onair_encoder_preview_viewers 1.0" in metrics.splitlines()
 
         check_preview(receive_preview(encoder.preview_url(), WATCHED_BYTES, while_watching=one_feed_runs),
                       tmp_path / "preview.ts")
