@@ -269,7 +269,9 @@ class Encoder:
         return allowed
 
     def _preview_feed(self) -> ProcessFeed | None:
-        """What feeds the preview while somebody watches (SRT's relay feeds it itself)."""
+        """What feeds the preview while somebody watches (SRT's relay feeds it itself). LiveJobs only."""
+        if self.config.kind != "LiveJob":
+            return None
         match self.config.ingest.kind:
             case IngestKind.RTMP_LISTEN:
                 return ProcessFeed(lambda: remux_to_ts_argv(self._rtmp_play_url(self.preview_play_token)),

@@ -84,10 +84,6 @@ class PreviewHub:
         self._partial = b""
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    @property
-    def watched(self) -> bool:
-        return bool(self.viewers)
-
     def join(self) -> Viewer:
         if len(self.viewers) >= self.max_viewers:
             raise TooManyViewers(f"at most {self.max_viewers} viewers")

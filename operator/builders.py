@@ -89,6 +89,11 @@ def build_job_secret(job: Job, seed: str) -> dict[str, Any]:
     }
 
 
+def preview_key(job: LiveJob, seed: str) -> str:
+    """The key of the job's live preview: in its encoder's environment and its status URL."""
+    return derive_preview_key(seed, str(job.metadata.namespace), str(job.metadata.name), str(job.metadata.uid))
+
+
 def build_ingest_service(job: LiveJob, config: OperatorConfig) -> dict[str, Any]:
     name = naming.service_name(str(job.metadata.name), str(job.metadata.uid))
     ports = [
@@ -203,8 +208,7 @@ def build_encoder_pod(
             env.append({"name": "ONAIR_SRT_PASSPHRASE",
                         "valueFrom": {"secretKeyRef": {"name": passphrase.name, "key": passphrase.key}}})
         # As public as the job's status, which names it in the preview URL: no Secret needed.
-        env.append({"name": "ONAIR_PREVIEW_KEY", "value": derive_preview_key(
-            config.stream_key_seed, str(job.metadata.namespace), str(job.metadata.name), str(job.metadata.uid))})
+        env.append({"name": "ONAIR_PREVIEW_KEY", "value": preview_key(job, config.stream_key_seed)})
         ports += [
             {"name": "rtmp", "containerPort": config.rtmp_port, "protocol": "TCP"},
             {"name": "srt", "containerPort": config.srt_port, "protocol": "UDP"},

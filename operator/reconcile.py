@@ -37,7 +37,7 @@ from onair.models import (
     set_condition,
 )
 from onair.operator import naming
-from onair.operator.builders import ENCODER_ROLE, RECORDER_ROLE, storage_prefix
+from onair.operator.builders import ENCODER_ROLE, RECORDER_ROLE, preview_key, storage_prefix
 from onair.operator.config import OperatorConfig
 from onair.operator.pods import PodState, pod_state
 from onair.operator.services import ServiceEndpoint
@@ -53,7 +53,7 @@ from onair.phases import (
     OutputStatus,
     RecordJobPhase,
 )
-from onair.streamkeys import PREVIEW_PATH, derive_preview_key
+from onair.streamkeys import PREVIEW_PATH
 
 TEMPLATE_RETRY_SECONDS = 10.0
 # Why a Pod may never start. They may clear without a spec change (an image pushed late, a registry
@@ -177,9 +177,7 @@ def live_job_urls(job: LiveJob, config: OperatorConfig, pod: PodState | None,
     preview = None
     # A NodePort Service made before the preview existed has no node port for it: no URL then.
     if host and (endpoint is None or not endpoint.node_ports or "preview" in endpoint.node_ports):
-        preview_key = derive_preview_key(config.stream_key_seed, str(job.metadata.namespace), str(job.metadata.name),
-                                         str(job.metadata.uid))
-        preview = f"ws://{host}:{ports['preview']}{PREVIEW_PATH}/{preview_key}"
+        preview = f"ws://{host}:{ports['preview']}{PREVIEW_PATH}/{preview_key(job, config.stream_key_seed)}"
     location = job.spec.destination
     storage_base = (config.s3_public_base_url or location.endpoint or config.s3_endpoint).rstrip("/")
     prefix = storage_prefix(job)

@@ -207,8 +207,7 @@ async def main() -> None:
 
             direct_url = f"{kube.credentials.server}{jobs_path}"
             direct_params = {"labelSelector": f"onair.dev/project-id={project}", "limit": "100"}
-            direct_headers = {"Accept": "application/json", **({"Authorization": f"Bearer {bearer}"}
-                                                                if (bearer := kube.credentials.bearer()) else {})}
+            direct_headers = kube._headers()  # what the client sends on its own requests
 
             async def direct_list(i: int) -> None:
                 # Bytes, as on the gateway's side: the client's JSON decoding is not the server's time.

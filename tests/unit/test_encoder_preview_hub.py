@@ -81,7 +81,7 @@ async def test_the_endpoint_streams_to_the_right_key_only(aiohttp_client: Callab
     assert message.type == aiohttp.WSMsgType.BINARY and message.data == PACKET * 3
     hub.close()  # the encoder stops
     assert (await socket.receive(timeout=5)).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-    assert not hub.watched
+    assert not hub.viewers
 
 
 async def test_a_full_house_is_answered_503(aiohttp_client: Callable[..., Awaitable[Client]]) -> None:
