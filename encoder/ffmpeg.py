@@ -1,13 +1,16 @@
 """ffmpeg command lines and ffmpeg output parsing. Pure functions, no processes.
 
 One ffmpeg process per ingest session: it decodes the input once, `split`s the decoded video into
-one scaler and one encoder per rendition, and writes each rendition with its own hls muxer into a
-local directory (a passthrough is two processes instead: passthrough.py). The pipeline watches those
+one scaler and one encoder per rendition, encodes the audio once, and writes each rendition (its video
+and that one audio) with its own hls muxer, behind a tee, into a local directory (a passthrough is two
+processes instead: passthrough.py). The pipeline watches those
 local playlists and publishes the segments; ffmpeg's own playlists never leave the Pod.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -91,12 +94,36 @@ def nvenc_available(ffmpeg: str = "ffmpeg", device: Path = Path("/dev/nvidiactl"
     return all(name in listing.stdout for name in NVENC_ENCODERS.values())
 
 
-def video_codec_args(rendition: Rendition, segment_seconds: int, nvenc: bool = False) -> list[str]:
-    """The encoder options of one rendition's output; `nvenc`: H.264 and HEVC on the GPU."""
+def available_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> float:
+    """The CPUs this process may use: its affinity, capped by its cgroup's CPU quota (a Pod's limit),
+    which the thread counts of libraries that count the machine's cores do not see."""
+    cpus = float(len(os.sched_getaffinity(0)))
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()
+        if quota != "max":
+            cpus = min(cpus, int(quota) / int(period))
+    except (OSError, ValueError):
+        pass
+    return max(1.0, cpus)
+
+
+def x264_threads(renditions: list[Rendition], cpus: float) -> list[int]:
+    """Threads for each rendition's encoder. x264 alone takes 1.5 threads per core, counting the
+    node's cores, not the Pod's CPU limit: a 3-rendition ladder on a 64-core node would start nearly
+    300 threads for 2 CPUs. Each encoder gets that budget for the CPUs this process may use, in
+    proportion to its share of the ladder's pixel rate, at least one."""
+    rates = [rendition.width * rendition.height * rendition.fps for rendition in renditions]
+    return [max(1, math.floor(1.5 * cpus * rate / sum(rates) + 0.5)) for rate in rates]
+
+
+def video_codec_args(
+    rendition: Rendition, segment_seconds: int, nvenc: bool = False, *, stream: str = ":v", threads: int | None = None
+) -> list[str]:
+    """The encoder options of one rendition's video stream (`stream`: its specifier in the output);
+    `nvenc`: H.264 and HEVC on the GPU; `threads`: libx264's thread count (None: its own default)."""
     fps = rendition.fps
     keyint = max(1, round(fps * gop_seconds(rendition, segment_seconds)))
     bitrate = rendition.video_bitrate
-    stream = ":v"  # per-output options: the one video stream of this rendition's output
     rate_control: list[str]
     if rendition.crf is not None:
         rate_control = [f"-crf{stream}", str(rendition.crf), f"-maxrate{stream}", str(bitrate)]
@@ -107,10 +134,12 @@ def video_codec_args(rendition: Rendition, segment_seconds: int, nvenc: bool = F
     # duration, a fixed GOP in between, and no scene-cut keyframes that would drift the GOPs apart.
     force = ["-force_key_frames" + stream, f"expr:gte(t,n_forced*{segment_seconds})"]
     if nvenc and rendition.codec in NVENC_ENCODERS:
-        return _nvenc_args(rendition, keyint, bitrate) + force
+        return _nvenc_args(rendition, keyint, bitrate, stream) + force
     match rendition.codec:
         case VideoCodec.H264:
             args = ["-c" + stream, "libx264", "-preset" + stream, X264_PRESET]
+            if threads is not None:
+                args += ["-threads" + stream, str(threads)]
             if rendition.profile:
                 args += ["-profile" + stream, rendition.profile.value]
             args += ["-g" + stream, str(keyint), "-keyint_min" + stream, str(keyint), "-sc_threshold" + stream, "0"]
@@ -133,8 +162,7 @@ def video_codec_args(rendition: Rendition, segment_seconds: int, nvenc: bool = F
     return args + rate_control + force
 
 
-def _nvenc_args(rendition: Rendition, keyint: int, bitrate: int) -> list[str]:
-    stream = ":v"
+def _nvenc_args(rendition: Rendition, keyint: int, bitrate: int, stream: str) -> list[str]:
     args = ["-c" + stream, NVENC_ENCODERS[rendition.codec], "-preset" + stream, "p4", "-tune" + stream, "ll"]
     if rendition.codec == VideoCodec.HEVC:
         args += ["-tag" + stream, "hvc1"]
@@ -158,21 +186,47 @@ def audio_codec_args(config: JobConfig) -> list[str]:
     return ["-c:a", codec, "-b:a", str(audio.bitrate), "-ar", str(audio.sample_rate), "-ac", str(audio.channels)]
 
 
-def hls_muxer_args(output: SessionOutput, segment_seconds: int, start_number: int) -> list[str]:
-    args = [
-        "-f", "hls",
-        "-hls_time", str(segment_seconds),
+def hls_muxer_options(output: SessionOutput, segment_seconds: int, start_number: int) -> list[tuple[str, str]]:
+    """The hls muxer's options for one rendition's local directory."""
+    options = [
+        ("hls_time", str(segment_seconds)),
         # A short local window: the encoder reads it on every change, and keeps the real playlists.
-        "-hls_list_size", str(LOCAL_PLAYLIST_ENTRIES),
+        ("hls_list_size", str(LOCAL_PLAYLIST_ENTRIES)),
         # temp_file: segments and the local playlist appear by rename, so the watcher never reads a
         # half-written playlist or uploads a half-written segment.
-        "-hls_flags", "program_date_time+independent_segments+temp_file",
-        "-start_number", str(start_number),
-        "-hls_segment_filename", str(output.directory / f"{SEGMENT_PATTERN}.{output.segment_extension}"),
-    ]  # fmt: skip
+        ("hls_flags", "program_date_time+independent_segments+temp_file"),
+        ("start_number", str(start_number)),
+        ("hls_segment_filename", str(output.directory / f"{SEGMENT_PATTERN}.{output.segment_extension}")),
+    ]
     if output.init_name:
-        args += ["-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", output.init_name]
+        options += [("hls_segment_type", "fmp4"), ("hls_fmp4_init_filename", output.init_name)]
+    return options
+
+
+def hls_muxer_args(output: SessionOutput, segment_seconds: int, start_number: int) -> list[str]:
+    """One output file of hls: the muxer's options on the command line."""
+    args = ["-f", "hls"]
+    for name, value in hls_muxer_options(output, segment_seconds, start_number):
+        args += ["-" + name, value]
     return [*args, str(output.local_playlist)]
+
+
+# What a backslash escapes: in a tee slave's option value, and in a slave within the tee's list.
+TEE_OPTION_SPECIAL = "\\':=[]|"
+TEE_SLAVE_SPECIAL = "\\'|"
+
+
+def _escaped(text: str, special: str) -> str:
+    return "".join("\\" + character if character in special else character for character in text)
+
+
+def tee_slave(output: SessionOutput, streams: str, segment_seconds: int, start_number: int) -> str:
+    """One hls output of a tee muxer: the streams it takes (`streams`, a stream specifier list such as
+    "v:1,a") and the muxer's options. Option values are escaped for the tee's option parser, and the
+    whole slave for its splitting on "|" (libavformat/tee.c: both levels take backslash escapes)."""
+    options = [("select", streams), ("f", "hls"), *hls_muxer_options(output, segment_seconds, start_number)]
+    inner = ":".join(f"{name}={_escaped(value, TEE_OPTION_SPECIAL)}" for name, value in options)
+    return _escaped(f"[{inner}]{output.local_playlist}", TEE_SLAVE_SPECIAL)
 
 
 def input_args(input_url: str, *, live_listener: bool, input_format: str | None = None) -> list[str]:
@@ -197,9 +251,11 @@ def build_session_argv(
     input_format: str | None = None,
     ffmpeg: str = "ffmpeg",
     nvenc: bool = False,
+    cpus: float = 2.0,
 ) -> list[str]:
     """The whole ffmpeg command of one ingest session (`nvenc`: the template asks for NVENC and this
-    machine has it; `input_format`: the input's demuxer, for a pipe)."""
+    machine has it; `input_format`: the input's demuxer, for a pipe; `cpus`: what the encoders may use,
+    available_cpus())."""
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "info", "-nostats", "-progress", "pipe:1"]
     argv += ["-stats_period", "0.5"]
     argv += input_args(input_url, live_listener=live_listener, input_format=input_format)
@@ -213,12 +269,19 @@ def build_session_argv(
             f"[split{index}]fps={rendition.fps:g},scale={rendition.width}:{rendition.height},setsar=1[video{index}]"
         )
     argv += ["-filter_complex", ";".join(graph)]
-    for index, (rendition, output) in enumerate(zip(renditions, outputs, strict=True)):
-        argv += ["-map", f"[video{index}]", "-map", "0:a:0?"]
-        argv += video_codec_args(rendition, segment_seconds, nvenc)
-        argv += audio_codec_args(config)
-        argv += hls_muxer_args(output, segment_seconds, start_numbers[output.rendition])
-    return argv
+    # One output, a tee: video stream i is rendition i's, and the one audio stream, encoded once, goes
+    # into every rendition (each rendition's segments carry audio and video, as players expect of a
+    # ladder without separate audio renditions).
+    for index in range(len(renditions)):
+        argv += ["-map", f"[video{index}]"]
+    argv += ["-map", "0:a:0?"]
+    threads = x264_threads(list(renditions), cpus)
+    for index, rendition in enumerate(renditions):
+        argv += video_codec_args(rendition, segment_seconds, nvenc, stream=f":v:{index}", threads=threads[index])
+    argv += audio_codec_args(config)
+    slaves = [tee_slave(output, f"v:{index},a", segment_seconds, start_numbers[output.rendition])
+              for index, output in enumerate(outputs)]
+    return [*argv, "-f", "tee", "|".join(slaves)]
 
 
 # --- Parsing ffmpeg's output -------------------------------------------------------------------

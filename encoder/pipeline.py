@@ -32,6 +32,7 @@ from .config import IngestKind, JobConfig
 from .ffmpeg import (
     ProgressParser,
     SessionOutput,
+    available_cpus,
     build_session_argv,
     nvenc_available,
     parse_input_statistics,
@@ -95,6 +96,14 @@ FROZEN_SOURCE_SEGMENTS = 3
 FROZEN_SOURCE_MIN_SECONDS = 6.0
 FEEDER_STOP_SECONDS = 2.0
 SRT_PIPE_INPUT = "pipe:0"  # the SRT gate relays the publisher's MPEG-TS into ffmpeg's standard input
+# The transcode runs below the encoder's own threads: on full cores the uploader, which makes each
+# segment available, and the status server go first; ffmpeg has buffers and catches up.
+TRANSCODER_NICENESS = 5
+
+
+def transcoder_preexec() -> None:
+    die_with_parent()
+    os.nice(TRANSCODER_NICENESS)
 
 
 class FatalConfigError(Exception):
@@ -187,6 +196,7 @@ class Encoder:
         self.finishing = False
         self.session_number = 0
         self.nvenc = False  # the template asks for NVENC and the Pod has a GPU (see run)
+        self.cpus = available_cpus()
         self.variants: dict[str, VariantInfo] = {}
         self.master_body: bytes | None = None
         self.publisher_active = False
@@ -480,12 +490,13 @@ class Encoder:
                     live_listener=listener,
                     input_format=input_format,
                     nvenc=self.nvenc,
+                    cpus=self.cpus,
                 )
                 log.info("session %d: %s", self.session_number, self._loggable(argv))
                 process = await asyncio.create_subprocess_exec(
                     *argv, stdin=stdin, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                     start_new_session=True,  # our SIGTERM must not reach ffmpeg before we stop it ourselves
-                    preexec_fn=die_with_parent,
+                    preexec_fn=transcoder_preexec,
                 )  # fmt: skip
                 readers += [
                     asyncio.create_task(self._read_progress(process)),

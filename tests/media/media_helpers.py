@@ -298,3 +298,25 @@ def live_spec(server_type: str = "RTMP", **extra: Any) -> dict[str, Any]:
         "destination": {"bucket": "ignored", "path": "live/test"},
         **extra,
     }
+
+
+def children_named(pid: int, name: str) -> dict[int, list[str]]:
+    """The processes called `name` whose parent is `pid`: their command lines."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            command = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if text[text.index("(") + 1 : text.rindex(")")] == name and int(text[text.rindex(")") + 2 :].split()[1]) == pid:
+            found[int(stat.parent.name)] = [part.decode() for part in command if part]
+    return found
+
+
+def job_environment(template: dict[str, object]) -> dict[str, str]:
+    """The encoder's environment for a LiveJob on `template`, for building its commands (nothing runs)."""
+    job = {"kind": "LiveJob", "namespace": "ns", "name": "job", "attempt": 1, "spec": live_spec(), "template": template,
+           "storage": {"endpoint": "http://s3:8333", "bucket": "media", "prefix": "live/job", "region": "x"},
+           "clip": None}
+    return {"ONAIR_JOB_CONFIG": json.dumps(job), "ONAIR_STREAM_KEY": "key", "ONAIR_LISTEN_HOST": "127.0.0.9"}

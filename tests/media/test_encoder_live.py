@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from media_helpers import (
     EncoderProcess,
     ObjectStore,
     check_rendition,
+    children_named,
     ladder_template,
     live_spec,
     pattern_input,
@@ -41,6 +43,9 @@ def test_rtmp_ladder_playlists_and_segments_validate(
     assert (statistics["width"], statistics["height"], statistics["videoCodecId"]) == (640, 360, 7)
     assert (statistics["audioCodecId"], statistics["audioSampleRate"], statistics["audioChannels"]) == (10, 48000, 2)
     assert statistics["stereo"] is True
+    # One ffmpeg encodes the ladder, below the encoder's priority (its uploader goes first on full cores).
+    [transcoder] = [pid for pid, argv in children_named(encoder.process.pid, "ffmpeg").items() if "tee" in argv]
+    assert os.getpriority(os.PRIO_PROCESS, transcoder) == os.getpriority(os.PRIO_PROCESS, encoder.process.pid) + 5
     assert publisher.wait(30) == 0, publisher.stderr.read() if publisher.stderr else ""
     encoder.wait_state("reconnecting", 5)
     assert encoder.post("/finish").status_code == 202

@@ -4,12 +4,11 @@ CUDA is one a GPU node would run. With a GPU the same command must encode."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 
 import pytest
-from media_helpers import ladder_template, live_spec, pattern_input
+from media_helpers import job_environment, ladder_template, pattern_input
 
 from onair.encoder.config import load_job_config
 from onair.encoder.ffmpeg import NVENC_ENCODERS, build_session_argv, session_outputs
@@ -24,13 +23,6 @@ OPTION_ERRORS = ("Unrecognized option", "Error setting option", "Unable to parse
 def ffmpeg_has_nvenc() -> bool:
     listing = subprocess.run(["ffmpeg", "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=30)
     return all(name in listing.stdout for name in NVENC_ENCODERS.values())
-
-
-def job_environment(template: dict[str, object]) -> dict[str, str]:
-    job = {"kind": "LiveJob", "namespace": "ns", "name": "job", "attempt": 1, "spec": live_spec(), "template": template,
-           "storage": {"endpoint": "http://s3:8333", "bucket": "media", "prefix": "live/job", "region": "x"},
-           "clip": None}
-    return {"ONAIR_JOB_CONFIG": json.dumps(job), "ONAIR_STREAM_KEY": "key", "ONAIR_LISTEN_HOST": "127.0.0.9"}
 
 
 @pytest.mark.skipif(not ffmpeg_has_nvenc(), reason="this ffmpeg is built without NVENC")

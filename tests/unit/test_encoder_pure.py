@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,12 +13,14 @@ import pytest
 from onair.encoder.config import ConfigError, IngestKind, load_job_config
 from onair.encoder.ffmpeg import (
     ProgressParser,
+    available_cpus,
     build_session_argv,
     gop_seconds,
     nvenc_available,
     parse_input_statistics,
     session_outputs,
     unhandled_local_segments,
+    x264_threads,
 )
 from onair.encoder.pipeline import Encoder, Ports, redacted
 from onair.encoder.playlist import (
@@ -141,14 +144,43 @@ def test_ladder_is_one_decode_split_into_scaled_renditions_with_aligned_keyframe
     assert graph.startswith("[0:v:0]split=3[split0][split1][split2]")
     assert "scale=1280:720" in graph and "scale=854:480" in graph and "scale=426:240" in graph
     assert argv.count("expr:gte(t,n_forced*4)") == 3  # a keyframe at every segment boundary, every rendition
-    assert argv[argv.index("libx264") + 1 :].count("-sc_threshold:v") >= 1
+    codecs = [argv[i + 1] for i, arg in enumerate(argv) if arg.startswith("-c:v:")]
+    assert codecs == ["libx264", "libx265", "libvpx-vp9"]
+    assert argv[argv.index("-sc_threshold:v:0") + 1] == "0"
     # x265: 30 fps x 2 s GOP, no scene cuts, forced keyframes IDR (tests/media/test_keyframe_grid.py
     # shows they stay on the grid)
-    assert "keyint=60:min-keyint=1:scenecut=0" in " ".join(argv) and "-forced-idr:v" in argv
-    assert argv.count("-start_number") == 3 and argv[argv.index("-start_number") + 1] == "7"
+    assert "keyint=60:min-keyint=1:scenecut=0" in " ".join(argv) and "-forced-idr:v:1" in argv
+    # One audio encoder, and one tee output whose hls muxers each take a video stream and that audio
+    # (tests/media/test_ladder_command.py runs it).
+    assert argv.count("-c:a") == 1 and argv.count("-map") == 4 and argv[-3:-1] == ["-f", "tee"]
+    slaves = argv[-1].split("|")
+    assert [slave[: slave.index(":f=hls")] for slave in slaves] == [f"[select=v\\\\:{i},a" for i in range(3)]
+    assert all(":start_number=7:" in slave for slave in slaves)
     assert [output.segment_extension for output in outputs] == ["ts", "m4s", "m4s"]
     assert outputs[1].init_name == "init_0003.mp4"
-    assert argv.count("-hls_fmp4_init_filename") == 2
+    assert [":hls_fmp4_init_filename=init_0003.mp4]" in slave for slave in slaves] == [False, True, True]
+
+
+def test_each_x264_gets_threads_by_its_share_of_the_ladder(tmp_path: Path) -> None:
+    ladder = [Rendition(name=name, width=width, height=height, fps=fps, video_bitrate=1_000_000)
+              for name, width, height, fps in (("720p", 1280, 720, 30), ("480p", 854, 480, 30), ("360p", 640, 360, 30))]
+    assert x264_threads(ladder, 2) == [2, 1, 1]  # x264 alone would take 3 threads each
+    assert x264_threads(ladder, 8) == [7, 3, 2]
+    assert x264_threads(ladder[:1], 2) == [3]  # a single rendition: x264's own default, 1.5 per core
+    config = load_job_config(environment())
+    argv = build_session_argv(config, "rtmp://in", session_outputs(config, tmp_path, 1),
+                              {"720p": 0, "480p": 0, "240p": 0}, live_listener=False, cpus=4)
+    assert argv[argv.index("-threads:v:0") + 1] == "4"
+    assert "-threads:v:1" not in argv and "-threads:v:2" not in argv  # x265 and VP9 keep their own
+
+
+def test_available_cpus_are_capped_by_the_cgroup_quota(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("150000 100000\n")
+    assert available_cpus(cpu_max) == min(1.5, len(os.sched_getaffinity(0)))
+    cpu_max.write_text("max 100000\n")
+    assert available_cpus(cpu_max) == len(os.sched_getaffinity(0))
+    assert available_cpus(tmp_path / "absent") == len(os.sched_getaffinity(0))
 
 
 def test_nvenc_encodes_h264_and_hevc_on_the_gpu_with_the_same_keyframe_grid(tmp_path: Path) -> None:
@@ -158,8 +190,9 @@ def test_nvenc_encodes_h264_and_hevc_on_the_gpu_with_the_same_keyframe_grid(tmp_
     software = build_session_argv(config, "rtmp://in", outputs, starts, live_listener=False)
     gpu = build_session_argv(config, "rtmp://in", outputs, starts, live_listener=False, nvenc=True)
     assert "h264_nvenc" not in software and "hevc_nvenc" not in software
-    assert [gpu[i + 1] for i, arg in enumerate(gpu) if arg == "-c:v"] == ["h264_nvenc", "hevc_nvenc", "libvpx-vp9"]
-    assert gpu.count("-forced-idr:v") == 2 and gpu.count("-no-scenecut:v") == 2
+    assert [gpu[i + 1] for i, arg in enumerate(gpu) if arg.startswith("-c:v:")] == ["h264_nvenc", "hevc_nvenc",
+                                                                                     "libvpx-vp9"]
+    assert "-forced-idr:v:0" in gpu and "-no-scenecut:v:0" in gpu and "-no-scenecut:v:1" in gpu
     assert gpu.count("expr:gte(t,n_forced*4)") == 3  # the same segment-aligned keyframes as in software
     assert gpu.count("-filter_complex") == 1 and gpu.count("-i") == 1  # still one decode
 
