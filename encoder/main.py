@@ -44,9 +44,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def serve(config: JobConfig, ports: Ports) -> int:
-    own_work_dir = "ONAIR_WORK_DIR" not in os.environ
-    work_dir = Path(os.environ.get("ONAIR_WORK_DIR") or tempfile.mkdtemp(prefix="onair-encoder-"))
-    os.makedirs(work_dir, exist_ok=True)
+    # A directory of its own for every run, also inside a given ONAIR_WORK_DIR: the local playlists and
+    # segments a killed run left there are never taken for this run's.
+    parent = os.environ.get("ONAIR_WORK_DIR") or None
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(prefix="onair-", dir=parent))  # short: it holds a Unix socket
     store = S3Store(config.storage.endpoint, config.storage.bucket, config.storage.region,
                     config.storage.addressing_style)
     encoder = Encoder(config, ports, work_dir, store, spool_limit_from_env())
@@ -94,8 +97,7 @@ async def serve(config: JobConfig, ports: Ports) -> int:
     finally:
         for runner in runners:
             await runner.cleanup()
-        if own_work_dir:
-            shutil.rmtree(work_dir, ignore_errors=True)
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -96,6 +96,7 @@ FROZEN_SOURCE_SEGMENTS = 3
 FROZEN_SOURCE_MIN_SECONDS = 6.0
 FEEDER_STOP_SECONDS = 2.0
 SRT_PIPE_INPUT = "pipe:0"  # the SRT gate relays the publisher's MPEG-TS into ffmpeg's standard input
+UNIX_SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the terminating NUL
 # The transcode runs below the encoder's own threads: on full cores the uploader, which makes each
 # segment available, and the status server go first; ffmpeg has buffers and catches up.
 TRANSCODER_NICENESS = 5
@@ -366,10 +367,12 @@ class Encoder:
         if nginx is None or module is None:
             raise FatalConfigError("RTMP ingest needs nginx with the nginx-rtmp module (libnginx-mod-rtmp)")
         assert self.hook_url is not None, "the hook server starts before the pipeline"
-        self.front = NginxRtmpFront(
-            RtmpFrontConfig(self.config.listen_host, self.ports.rtmp, self.hook_url, self.work_dir / "nginx", module),
-            nginx,
-        )
+        front = RtmpFrontConfig(self.config.listen_host, self.ports.rtmp, self.hook_url, self.work_dir / "nginx",
+                                module)
+        if len(os.fsencode(front.control_socket)) > UNIX_SOCKET_PATH_MAX:
+            raise FatalConfigError(f"ONAIR_WORK_DIR: too long for nginx's control socket {front.control_socket} "
+                                   f"(a Unix socket path has at most {UNIX_SOCKET_PATH_MAX} bytes)")
+        self.front = NginxRtmpFront(front, nginx)
         await self.front.start()
         await self.front.wait_listening()
         play_url = self._rtmp_play_url(self.play_token)

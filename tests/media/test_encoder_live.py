@@ -10,6 +10,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import pytest
 from media_helpers import (
     H264_LADDER,
     SEGMENT_SECONDS,
@@ -17,6 +18,7 @@ from media_helpers import (
     ObjectStore,
     check_rendition,
     children_named,
+    ffprobe,
     ladder_template,
     live_spec,
     pattern_input,
@@ -26,6 +28,7 @@ from waiting import wait_until
 
 from onair.encoder.playlist import parse_master_playlist, parse_media_playlist
 from onair.encoder.upload import LIVE_PLAYLIST_CACHE_CONTROL
+from onair.exitcodes import EXIT_BAD_CONFIG
 
 
 def test_rtmp_ladder_playlists_and_segments_validate(
@@ -77,6 +80,38 @@ def test_rtmp_ladder_playlists_and_segments_validate(
     # Ended, but a LiveJob can be switched on again and continue it: never cached as final.
     playlist_head = object_store.client.head_object(Bucket=encoder.bucket, Key=f"{encoder.prefix}/180p/index.m3u8")
     assert playlist_head["CacheControl"] == LIVE_PLAYLIST_CACHE_CONTROL
+
+
+def test_an_encoder_in_the_work_directory_of_a_killed_one_encodes_only_its_own_segments(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path
+) -> None:
+    shared = {"ONAIR_WORK_DIR": str(tmp_path / "w")}
+    killed = start_encoder("LiveJob", live_spec(), H264_LADDER, extra_env=shared)
+    first = publish(killed.rtmp_url, 30)
+    wait_until(lambda: killed.status()["renditions"][0]["segmentsWritten"] >= 2, 20, "the first run's segments")
+    killed.process.kill()  # its local playlists and segments stay where it left them
+    killed.process.wait(10)
+    first.kill()
+
+    encoder = start_encoder("LiveJob", live_spec(), H264_LADDER, extra_env=shared)
+    publisher = publish(encoder.rtmp_url, 5)
+    assert publisher.wait(30) == 0, publisher.stderr.read() if publisher.stderr else ""
+    encoder.wait_state("reconnecting", 5)
+    assert encoder.post("/finish").status_code == 202
+    assert encoder.process.wait(30) == 0, encoder.log()[-3000:]
+
+    segments = check_rendition(object_store, encoder, "360p", 640, 360, "h264", tmp_path, ended=True)
+    assert sum(float(ffprobe(path)["format"]["duration"]) for path in segments) == pytest.approx(5, abs=1.5)
+    assert list((tmp_path / "w").iterdir()) != [], "the killed run's directory is left alone"
+
+
+def test_a_work_directory_too_long_for_the_rtmp_front_s_socket_is_named_in_a_clear_error(
+    start_encoder: Callable[..., EncoderProcess], tmp_path: Path
+) -> None:
+    long_path = {"ONAIR_WORK_DIR": str(tmp_path / ("w" * 100))}
+    encoder = start_encoder("LiveJob", live_spec(), H264_LADDER, extra_env=long_path, wait_healthy=False)
+    assert encoder.process.wait(20) == EXIT_BAD_CONFIG
+    assert "ONAIR_WORK_DIR: too long for nginx's control socket" in encoder.log()
 
 
 def test_hevc_and_vp9_renditions(
