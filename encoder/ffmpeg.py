@@ -3,8 +3,8 @@
 One ffmpeg process per ingest session: it decodes the input once, `split`s the decoded video into
 one scaler and one encoder per rendition, encodes the audio once, and writes each rendition (its video
 and that one audio) with its own hls muxer, behind a tee, into a local directory (a passthrough is two
-processes instead: passthrough.py). The pipeline watches those
-local playlists and publishes the segments; ffmpeg's own playlists never leave the Pod.
+processes instead: passthrough.py). The pipeline watches those local playlists and publishes the
+segments; ffmpeg's own playlists never leave the Pod.
 """
 
 from __future__ import annotations
