@@ -6,13 +6,15 @@ that a machine whose speed drifts during the run (a shared host) weighs on each 
   encoder   the onair encoder (RTMP ingest through nginx-rtmp, HLS, upload to SeaweedFS S3)
   single    one hand-written ffmpeg command doing the same ladder (split + scale, HLS to local disk)
   separate  one ffmpeg process per rendition (each decodes the source itself)
+  baseline  with --baseline CHECKOUT: the encoder of another checkout, in every round as well
   decode    one decode of the source alone (not paced): what a shared decode saves per process, and so the best
             ratio to `separate` any one-decode ladder can reach on this source and machine
-It reports CPU seconds (user + system of each process tree), the ratios, and the encoder's segment
-availability latency (segment closed on disk -> object and updated playlist uploaded), p50 and p99.
+It reports CPU seconds (user + system of each process tree; for the encoder also its ffmpeg's alone, sampled
+from /proc until it exits), the ratios, and the encoder's segment availability latency (segment closed on
+disk -> object and updated playlist uploaded), p50 and p99.
 The bucket is warmed first (SeaweedFS allocates a new bucket's volumes on the first writes).
 
-    .venv/bin/python hack/bench/encoder_ladder.py [--seconds 60] [--rounds 2]
+    .venv/bin/python hack/bench/encoder_ladder.py [--seconds 60] [--rounds 2] [--baseline CHECKOUT]
 Goals (issue 4): encoder <= 1.05 x single, <= 0.8 x separate, p99 <= 300 ms on loopback.
 """
 
@@ -26,12 +28,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import boto3
 
@@ -61,6 +64,41 @@ def cpu_seconds_of(process: subprocess.Popen[bytes]) -> float:
     _, _, usage = os.wait4(process.pid, 0)
     process.returncode = 0
     return usage.ru_utime + usage.ru_stime
+
+
+def cpu_seconds_now(pid: int) -> float | None:
+    """The CPU time of a running process so far; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuSampler:
+    """The CPU time of processes that another process will reap, read from /proc until they exit: at most
+    one interval's worth short."""
+
+    def __init__(self, pids: set[int], interval: float = 0.1) -> None:
+        self.last = dict.fromkeys(pids, 0.0)
+        self._interval = interval
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        alive = set(self.last)
+        while alive:
+            for pid in list(alive):
+                seconds = cpu_seconds_now(pid)
+                if seconds is None:
+                    alive.discard(pid)
+                else:
+                    self.last[pid] = seconds
+            time.sleep(self._interval)
+
+    def total(self) -> float:
+        self._thread.join()
+        return sum(self.last.values())
 
 
 def ffmpeg_children(pid: int) -> set[int]:
@@ -147,8 +185,15 @@ def start_seaweedfs(directory: Path) -> tuple[subprocess.Popen[bytes], str, tupl
     return process, endpoint, keys
 
 
-def run_encoder(source: Path, work: Path, endpoint: str, keys: tuple[str, str],
-                prefix: str) -> tuple[float, dict[str, object]]:
+class EncoderRun(NamedTuple):
+    cpu: float  # the encoder's whole process tree
+    ffmpeg_cpu: float  # the ffmpeg of the publish alone
+    final: dict[str, Any]  # its last /status
+
+
+def run_encoder(source: Path, work: Path, endpoint: str, keys: tuple[str, str], prefix: str,
+                checkout: Path | None = None) -> EncoderRun:
+    """The encoder of this checkout, or (`checkout`) of another one, ingesting `source` over RTMP."""
     host, key = "127.0.0.77", secrets.token_hex(8)
     ports = {name: free_port() for name in ("rtmp", "srt", "status")}
     template = {"id": 1, "name": "bench", "segmentDurationSeconds": SEGMENT_SECONDS, "playlistWindow": 6,
@@ -158,18 +203,21 @@ def run_encoder(source: Path, work: Path, endpoint: str, keys: tuple[str, str],
               "spec": {"jobTemplateId": 1, "input": {"serverType": "RTMP"}, "destination": {"bucket": "bench"}},
               "storage": {"endpoint": endpoint, "bucket": "bench", "prefix": prefix, "region": "us-east-1"}}
     env = {**os.environ, "ONAIR_JOB_CONFIG": json.dumps(config), "ONAIR_STREAM_KEY": key, "ONAIR_LISTEN_HOST": host,
-           "AWS_ACCESS_KEY_ID": keys[0], "AWS_SECRET_ACCESS_KEY": keys[1], "ONAIR_WORK_DIR": str(work / "encoder"),
+           "AWS_ACCESS_KEY_ID": keys[0], "AWS_SECRET_ACCESS_KEY": keys[1], "ONAIR_WORK_DIR": str(work / prefix),
            "ONAIR_LOG_LEVEL": os.environ.get("ONAIR_LOG_LEVEL", "WARNING")}
     command = [str(Path(sys.executable).parent / "onair-encoder")]
+    if checkout is not None:
+        command = [sys.executable, "-m", "onair.encoder.main"]
+        env["PYTHONPATH"] = str(checkout)
     return encode_one_publish(command, env, host, ports, source, "flv", f"rtmp://{host}:{ports['rtmp']}/live/{key}")
 
 
 def encode_one_publish(command: list[str], env: dict[str, str], host: str, ports: dict[str, int], source: Path,
-                       container: str, ingest_url: str) -> tuple[float, dict[str, object]]:
+                       container: str, ingest_url: str) -> EncoderRun:
     """Starts the encoder (`command`), publishes `source` once in real time to `ingest_url`, waits for
     the encoder to see the publisher leave and to finish encoding what it received (an ffmpeg that fell
     behind the live stream works on after the publisher left; stopping it then would leave that work
-    out of the figure), stops it: its CPU seconds and its last status."""
+    out of the figure), stops it: its CPU seconds, its ffmpeg's, and its last status."""
     encoder = subprocess.Popen(
         [*command, "--rtmp-port", str(ports["rtmp"]), "--srt-port", str(ports["srt"]),
          "--status-port", str(ports["status"])], env=env)  # fmt: skip
@@ -185,21 +233,26 @@ def encode_one_publish(command: list[str], env: dict[str, str], host: str, ports
                                   "-f", container, ingest_url])  # fmt: skip
     wait_for(lambda: status()["state"] == "live", 20, "the publisher to connect")
     session = ffmpeg_children(encoder.pid)  # the ffmpeg encoding this publish
+    sampler = CpuSampler(session)
     publisher.wait()
     wait_for(lambda: status()["state"] == "reconnecting", 20, "the end of the stream")
     wait_for(lambda: not session & ffmpeg_children(encoder.pid), 120, "the encoder to finish the stream")
     final = status()
     encoder.send_signal(signal.SIGTERM)
-    return cpu_seconds_of(encoder), final
+    return EncoderRun(cpu_seconds_of(encoder), sampler.total(), final)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=60, help="length of the source (default 60)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the three runs (default 2)")
+    parser.add_argument("--baseline", type=Path, help="another checkout whose encoder runs in every round as well")
     args = parser.parse_args()
     cpu = {"encoder": 0.0, "single": 0.0, "separate": 0.0}
-    finals: list[dict[str, Any]] = []
+    if args.baseline:
+        cpu["baseline"] = 0.0
+    ffmpeg_cpu = {"encoder": 0.0, "baseline": 0.0}
+    finals: dict[str, list[dict[str, Any]]] = {"encoder": [], "baseline": []}
     single_segments: list[int] = []
     with tempfile.TemporaryDirectory(prefix="onair-bench-") as temporary:
         work = Path(temporary)
@@ -212,9 +265,12 @@ def main() -> None:
             for number in range(1, args.rounds + 1):
                 out = work / f"round-{number}"
                 for side in list(cpu) if number % 2 else reversed(cpu):
-                    if side == "encoder":
-                        seconds, final = run_encoder(source, out, endpoint, keys, prefix=f"bench-{number}")
-                        finals.append(final)
+                    if side in ("encoder", "baseline"):
+                        checkout = args.baseline.resolve() if side == "baseline" else None
+                        run = run_encoder(source, out, endpoint, keys, f"{side}-{number}", checkout)
+                        seconds = run.cpu
+                        ffmpeg_cpu[side] += run.ffmpeg_cpu
+                        finals[side].append(run.final)
                     elif side == "single":
                         seconds = run_single(source, out)
                         # What the encoder's segment counts are checked against: the whole source's.
@@ -229,13 +285,18 @@ def main() -> None:
             stop_child(weed)
     encoder_cpu, single_cpu, separate_cpu = cpu["encoder"], cpu["single"], cpu["separate"]
     rounds = f"{args.rounds} round{'s' if args.rounds > 1 else ''}"
-    segments = [[r["segmentsWritten"] for r in final["renditions"]] for final in finals]
-    print(f"encoder   CPU {encoder_cpu:7.1f} s  ({rounds}; segments per rendition: {segments}, dropped frames "
-          f"{[final['droppedFrames'] for final in finals]})")
+    for side in ("encoder", "baseline") if args.baseline else ("encoder",):
+        segments = [[r["segmentsWritten"] for r in final["renditions"]] for final in finals[side]]
+        print(f"{side:9} CPU {cpu[side]:7.1f} s  ({rounds}; its ffmpeg {ffmpeg_cpu[side]:.1f} s, the rest "
+              f"{cpu[side] - ffmpeg_cpu[side]:.1f} s; segments per rendition: {segments}, dropped frames "
+              f"{[final['droppedFrames'] for final in finals[side]]})")
     print(f"single    CPU {single_cpu:7.1f} s  (one hand-written ffmpeg; segments per rendition: {single_segments})")
     print(f"separate  CPU {separate_cpu:7.1f} s  (one ffmpeg per rendition)")
     print(f"encoder / single   = {encoder_cpu / single_cpu:.3f}  (goal <= 1.05)")
     print(f"encoder / separate = {encoder_cpu / separate_cpu:.3f}  (goal <= 0.80)")
+    print(f"encoder's ffmpeg / single = {ffmpeg_cpu['encoder'] / single_cpu:.3f}")
+    if args.baseline:
+        print(f"encoder / baseline = {encoder_cpu / cpu['baseline']:.3f}  (baseline: {args.baseline})")
     # What sharing one decode can save at most: `single` is the one-decode ladder with nothing else, and
     # `separate` pays for len(RENDITIONS) - 1 more decodes than it.
     saved = (len(RENDITIONS) - 1) * decode_cpu * args.rounds
@@ -243,8 +304,10 @@ def main() -> None:
           f"{saved:.1f} s over the rounds, so the best a one-decode ladder can do is single / (single + {saved:.1f} s)"
           f" = {single_cpu / (single_cpu + saved):.3f} of one ffmpeg per rendition (separate measured "
           f"{separate_cpu / single_cpu:.3f} x single)")
-    latency = "; ".join(f"p50 {f['upload']['p50LatencyMs']} ms, p99 {f['upload']['p99LatencyMs']} ms" for f in finals)
-    print(f"segment availability latency (each encoder run): {latency} (goal p99 <= 300 ms)")
+    for side in ("encoder", "baseline") if args.baseline else ("encoder",):
+        latency = "; ".join(f"p50 {f['upload']['p50LatencyMs']} ms, p99 {f['upload']['p99LatencyMs']} ms"
+                            for f in finals[side])
+        print(f"segment availability latency (each {side} run): {latency} (goal p99 <= 300 ms)")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from encoder_ladder import cpu_seconds_of, encode_one_publish, start_seaweedfs
+from encoder_ladder import EncoderRun, cpu_seconds_of, encode_one_publish, start_seaweedfs
 from localplatform.processes import free_port, stop_child
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -80,7 +80,7 @@ def run_two(source: Path, codec: str, work: Path) -> float:
 
 def run_encoder(
     source: Path, work: Path, endpoint: str, keys: tuple[str, str], checkout: Path | None = None
-) -> tuple[float, dict[str, object]]:
+) -> EncoderRun:
     """The encoder of this checkout, or (`checkout`) of another one, ingesting `source` over SRT."""
     host, key = "127.0.0.78", secrets.token_hex(8)
     run = secrets.token_hex(3)
@@ -117,17 +117,15 @@ def main() -> None:
             for codec, source in sources.items():
                 one = run_one(source, codec, work)
                 two = run_two(source, codec, work)
-                encoder, final = run_encoder(source, work, endpoint, keys)
+                encoder, _, final = run_encoder(source, work, endpoint, keys)
                 upload = final["upload"]
-                assert isinstance(upload, dict)
                 print(f"{codec}: one ffmpeg {one:5.2f} s, remux + packager {two:5.2f} s "
                       f"(+{two - one:.2f} s, {(two - one) / args.seconds * 100:.2f}% of a core); "
                       f"encoder in all {encoder:5.2f} s; availability p50 {upload['p50LatencyMs']} ms, "
                       f"p99 {upload['p99LatencyMs']} ms", flush=True)
                 if args.baseline:
-                    baseline, final = run_encoder(source, work, endpoint, keys, args.baseline.resolve())
+                    baseline, _, final = run_encoder(source, work, endpoint, keys, args.baseline.resolve())
                     upload = final["upload"]
-                    assert isinstance(upload, dict)
                     print(f"{codec}: baseline encoder ({args.baseline}) in all {baseline:5.2f} s; availability p50 "
                           f"{upload['p50LatencyMs']} ms, p99 {upload['p99LatencyMs']} ms", flush=True)
         finally:

@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 import requests
 from livepreview import receive_preview
-from media_helpers import EncoderProcess, ffprobe, ladder_template, live_spec, pattern_input, publish
+from media_helpers import (
+    EncoderProcess,
+    children_named,
+    ffprobe,
+    ladder_template,
+    live_spec,
+    pattern_input,
+    publish,
+)
 from waiting import wait_until
 
 TEMPLATE = ladder_template(("180p", 320, 180, "H264"))
@@ -19,18 +27,8 @@ WATCHED_BYTES = 300_000
 
 def preview_ffmpegs(encoder: EncoderProcess) -> list[int]:
     """The encoder's ffmpeg children that copy a stream into MPEG-TS on their stdout: the preview's."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-            argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue  # gone meanwhile
-        parent = int(text[text.rindex(")") + 2:].split()[1])
-        copies_to_stdout = argv[-4:-1] == [b"-f", b"mpegts", b"pipe:1"]
-        if parent == encoder.process.pid and argv[0].endswith(b"ffmpeg") and copies_to_stdout:
-            found.append(int(stat.parent.name))
-    return found
+    return [pid for pid, argv in children_named(encoder.process.pid, "ffmpeg").items()
+            if argv[-3:] == ["-f", "mpegts", "pipe:1"]]
 
 
 def check_preview(data: bytes, path: Path) -> None:
