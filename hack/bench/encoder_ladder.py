@@ -205,19 +205,20 @@ def run_encoder(source: Path, work: Path, endpoint: str, keys: tuple[str, str], 
     env = {**os.environ, "ONAIR_JOB_CONFIG": json.dumps(config), "ONAIR_STREAM_KEY": key, "ONAIR_LISTEN_HOST": host,
            "AWS_ACCESS_KEY_ID": keys[0], "AWS_SECRET_ACCESS_KEY": keys[1], "ONAIR_WORK_DIR": str(work / prefix),
            "ONAIR_LOG_LEVEL": os.environ.get("ONAIR_LOG_LEVEL", "WARNING")}
+    return encode_one_publish(env, host, ports, source, "flv", f"rtmp://{host}:{ports['rtmp']}/live/{key}", checkout)
+
+
+def encode_one_publish(env: dict[str, str], host: str, ports: dict[str, int], source: Path, container: str,
+                       ingest_url: str, checkout: Path | None = None) -> EncoderRun:
+    """Starts the encoder of this checkout, or (`checkout`) of another one, publishes `source` once in
+    real time to `ingest_url`, waits for the encoder to see the publisher leave and to finish encoding
+    what it received (an ffmpeg that fell behind the live stream works on after the publisher left;
+    stopping it then would leave that work out of the figure), stops it: its CPU seconds, its ffmpeg's,
+    and its last status."""
     command = [str(Path(sys.executable).parent / "onair-encoder")]
     if checkout is not None:
         command = [sys.executable, "-m", "onair.encoder.main"]
-        env["PYTHONPATH"] = str(checkout)
-    return encode_one_publish(command, env, host, ports, source, "flv", f"rtmp://{host}:{ports['rtmp']}/live/{key}")
-
-
-def encode_one_publish(command: list[str], env: dict[str, str], host: str, ports: dict[str, int], source: Path,
-                       container: str, ingest_url: str) -> EncoderRun:
-    """Starts the encoder (`command`), publishes `source` once in real time to `ingest_url`, waits for
-    the encoder to see the publisher leave and to finish encoding what it received (an ffmpeg that fell
-    behind the live stream works on after the publisher left; stopping it then would leave that work
-    out of the figure), stops it: its CPU seconds, its ffmpeg's, and its last status."""
+        env = {**env, "PYTHONPATH": str(checkout)}
     encoder = subprocess.Popen(
         [*command, "--rtmp-port", str(ports["rtmp"]), "--srt-port", str(ports["srt"]),
          "--status-port", str(ports["status"])], env=env)  # fmt: skip
@@ -245,14 +246,15 @@ def encode_one_publish(command: list[str], env: dict[str, str], host: str, ports
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=60, help="length of the source (default 60)")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of the three runs (default 2)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the runs (default 2)")
     parser.add_argument("--baseline", type=Path, help="another checkout whose encoder runs in every round as well")
     args = parser.parse_args()
     cpu = {"encoder": 0.0, "single": 0.0, "separate": 0.0}
     if args.baseline:
         cpu["baseline"] = 0.0
-    ffmpeg_cpu = {"encoder": 0.0, "baseline": 0.0}
-    finals: dict[str, list[dict[str, Any]]] = {"encoder": [], "baseline": []}
+    encoders = [side for side in cpu if side in ("encoder", "baseline")]
+    ffmpeg_cpu = dict.fromkeys(encoders, 0.0)
+    finals: dict[str, list[dict[str, Any]]] = {side: [] for side in encoders}
     single_segments: list[int] = []
     with tempfile.TemporaryDirectory(prefix="onair-bench-") as temporary:
         work = Path(temporary)
@@ -265,7 +267,7 @@ def main() -> None:
             for number in range(1, args.rounds + 1):
                 out = work / f"round-{number}"
                 for side in list(cpu) if number % 2 else reversed(cpu):
-                    if side in ("encoder", "baseline"):
+                    if side in encoders:
                         checkout = args.baseline.resolve() if side == "baseline" else None
                         run = run_encoder(source, out, endpoint, keys, f"{side}-{number}", checkout)
                         seconds = run.cpu
@@ -285,7 +287,7 @@ def main() -> None:
             stop_child(weed)
     encoder_cpu, single_cpu, separate_cpu = cpu["encoder"], cpu["single"], cpu["separate"]
     rounds = f"{args.rounds} round{'s' if args.rounds > 1 else ''}"
-    for side in ("encoder", "baseline") if args.baseline else ("encoder",):
+    for side in encoders:
         segments = [[r["segmentsWritten"] for r in final["renditions"]] for final in finals[side]]
         print(f"{side:9} CPU {cpu[side]:7.1f} s  ({rounds}; its ffmpeg {ffmpeg_cpu[side]:.1f} s, the rest "
               f"{cpu[side] - ffmpeg_cpu[side]:.1f} s; segments per rendition: {segments}, dropped frames "
@@ -304,7 +306,7 @@ def main() -> None:
           f"{saved:.1f} s over the rounds, so the best a one-decode ladder can do is single / (single + {saved:.1f} s)"
           f" = {single_cpu / (single_cpu + saved):.3f} of one ffmpeg per rendition (separate measured "
           f"{separate_cpu / single_cpu:.3f} x single)")
-    for side in ("encoder", "baseline") if args.baseline else ("encoder",):
+    for side in encoders:
         latency = "; ".join(f"p50 {f['upload']['p50LatencyMs']} ms, p99 {f['upload']['p99LatencyMs']} ms"
                             for f in finals[side])
         print(f"segment availability latency (each {side} run): {latency} (goal p99 <= 300 ms)")

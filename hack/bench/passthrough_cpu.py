@@ -94,12 +94,8 @@ def run_encoder(
            "AWS_ACCESS_KEY_ID": keys[0], "AWS_SECRET_ACCESS_KEY": keys[1],
            "ONAIR_WORK_DIR": str(work / f"encoder_{source.stem}_{run}"),
            "ONAIR_LOG_LEVEL": os.environ.get("ONAIR_LOG_LEVEL", "WARNING")}
-    command = [str(Path(sys.executable).parent / "onair-encoder")]
-    if checkout is not None:
-        command = [sys.executable, "-m", "onair.encoder.main"]
-        env["PYTHONPATH"] = str(checkout)
     srt_url = f"srt://{host}:{ports['srt']}?streamid={key}&passphrase={key}&pbkeylen=16"
-    return encode_one_publish(command, env, host, ports, source, "mpegts", srt_url)
+    return encode_one_publish(env, host, ports, source, "mpegts", srt_url, checkout)
 
 
 def main() -> None:
