@@ -100,11 +100,19 @@ UNIX_SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the terminating NUL
 # The transcode runs below the encoder's own threads: on full cores the uploader, which makes each
 # segment available, and the status server go first; ffmpeg has buffers and catches up.
 TRANSCODER_NICENESS = 5
+# The master's probes (one ffprobe per rendition, all at the first segment, ~0.1 CPU-s each) run below
+# the transcode too: at nice 0 they took the CPU from the first segments' uploads, the slowest of a run.
+PROBE_NICENESS = 10
 
 
 def transcoder_preexec() -> None:
     die_with_parent()
     os.nice(TRANSCODER_NICENESS)
+
+
+def probe_preexec() -> None:
+    die_with_parent()
+    os.nice(PROBE_NICENESS)
 
 
 class FatalConfigError(Exception):
@@ -782,7 +790,7 @@ class Encoder:
             probed.append(path)
         process = await asyncio.create_subprocess_exec(
             "ffprobe", "-v", "error", "-show_streams", "-of", "json", str(path),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, preexec_fn=probe_preexec,
         )  # fmt: skip
         output, _ = await process.communicate()
         try:

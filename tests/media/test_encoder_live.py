@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -34,7 +36,15 @@ from onair.exitcodes import EXIT_BAD_CONFIG
 def test_rtmp_ladder_playlists_and_segments_validate(
     start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path
 ) -> None:
-    encoder = start_encoder("LiveJob", live_spec(), H264_LADDER)
+    # Every ffprobe the encoder runs (the master's probes) notes its niceness, then probes.
+    probe_niceness, wrappers, real_ffprobe = tmp_path / "probe-niceness", tmp_path / "bin", shutil.which("ffprobe")
+    assert real_ffprobe is not None
+    wrappers.mkdir()
+    (wrappers / "ffprobe").write_text(f"#!/bin/sh\ncut -d' ' -f19 /proc/$$/stat >> {shlex.quote(str(probe_niceness))}\n"
+                                      f"exec {shlex.quote(real_ffprobe)} \"$@\"\n")
+    (wrappers / "ffprobe").chmod(0o755)
+    encoder = start_encoder("LiveJob", live_spec(), H264_LADDER,
+                            extra_env={"PATH": f"{wrappers}{os.pathsep}{os.environ['PATH']}"})
     assert encoder.status()["state"] == "waiting"
     publisher = publish(encoder.rtmp_url, 9)
     connected = time.monotonic()
@@ -48,7 +58,8 @@ def test_rtmp_ladder_playlists_and_segments_validate(
     assert statistics["stereo"] is True
     # One ffmpeg encodes the ladder, below the encoder's priority (its uploader goes first on full cores).
     [transcoder] = [pid for pid, argv in children_named(encoder.process.pid, "ffmpeg").items() if "tee" in argv]
-    assert os.getpriority(os.PRIO_PROCESS, transcoder) == os.getpriority(os.PRIO_PROCESS, encoder.process.pid) + 5
+    encoder_niceness = os.getpriority(os.PRIO_PROCESS, encoder.process.pid)
+    assert os.getpriority(os.PRIO_PROCESS, transcoder) == encoder_niceness + 5
     assert publisher.wait(30) == 0, publisher.stderr.read() if publisher.stderr else ""
     encoder.wait_state("reconnecting", 5)
     assert encoder.post("/finish").status_code == 202
@@ -56,6 +67,8 @@ def test_rtmp_ladder_playlists_and_segments_validate(
 
     master_text = object_store.get_text(encoder.bucket, f"{encoder.prefix}/master.m3u8")
     assert master_text is not None
+    # One probe per rendition, below the transcode: they must not delay the first segments' uploads.
+    assert probe_niceness.read_text().split() == [str(encoder_niceness + 10)] * 3
     variants = parse_master_playlist(master_text)
     assert [variant.uri for variant in variants] == ["360p/index.m3u8", "270p/index.m3u8", "180p/index.m3u8"]
     assert [variant.resolution for variant in variants] == [(640, 360), (480, 270), (320, 180)]
