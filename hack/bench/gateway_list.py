@@ -11,7 +11,9 @@ synced, then measures in the same run:
   time per request; and the floor under the list latency: a bare aiohttp server (http_floor.py)
   answering the gateway's own response bytes to the same client;
 - POST .../livejobs through the gateway vs a direct create of the LiveJob the gateway makes of the
-  same body, one at a time: p50, p99;
+  same body, one at a time: p50, p99; and the floor under any gateway's create: the bare aiohttp
+  server forwarding that LiveJob, ready-made, to the API server (two HTTP hops instead of one, and one
+  more process to wake);
 and prints the ratios, and the API server's CPU per request on each side (the gateway's lists are
 served from its cache: none). The two sides alternate in rounds, each starting on a quiet platform
 (no round inherits the API server's garbage collection after the other side's LISTs). The client
@@ -35,6 +37,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import uvloop
@@ -61,6 +64,7 @@ LABELS = {
     "gateway list cN": "gateway list, N in flight",
     "direct list cN": "direct LIST, N in flight",
     "gateway POST": "gateway POST livejobs",
+    "floor POST": "bare aiohttp, forwarding",
     "direct create": "direct create LiveJob",
 }
 
@@ -250,11 +254,20 @@ async def main() -> None:
             async def direct_create(i: int) -> None:
                 await kube.create(jobs_path, created_by_gateway(project, namespace, args.jobs + 10_000 + i))
 
+            forward_url = f"{floor_base}{jobs_path}?{urlencode({'fieldManager': 'onair-gateway'})}"
+
+            async def floor_post(i: int) -> None:
+                # The job the gateway would make, sent ready-made: the floor does nothing but forward it.
+                job = created_by_gateway(project, namespace, args.jobs + 20_000 + i)
+                async with http.post(forward_url, json=job) as response:
+                    assert response.status == 201, await response.text()
+
             post_cpu = 0.0
             for _ in range(ROUNDS):
                 cpu_before = cpu_seconds(gateway.pid)
                 await measure("gateway POST", args.posts // ROUNDS, 1, gateway_post)
                 post_cpu += cpu_seconds(gateway.pid) - cpu_before
+                await measure("floor POST", args.posts // ROUNDS, 1, floor_post)
                 await measure("direct create", args.posts // ROUNDS, 1, direct_create)
             rss = rss_mb(gateway.pid)
         for process in (gateway, floor):
@@ -282,6 +295,11 @@ async def main() -> None:
               f"{direct1['p50'] / floor1['p50']:.1f}x faster than the direct LIST at p50 on this machine")
         print(f"POST gateway / direct create (goal <= 1.3x): p50 {post_gw['p50'] / post_direct['p50']:.2f}x, "
               f"p99 {post_gw['p99'] / post_direct['p99']:.2f}x")
+        post_floor = figures["floor POST"]
+        print(f"POST floor: a bare aiohttp server forwarding the ready-made job, p50 {post_floor['p50']:.2f} ms = "
+              f"{post_floor['p50'] / post_direct['p50']:.2f}x the direct create (the gateway's own share "
+              f"{post_gw['p50'] - post_floor['p50']:.2f} ms); no gateway in front of the API server can be "
+              f"faster than that on this machine")
     finally:
         for process in (gateway, floor):
             if process is not None and process.returncode is None:
