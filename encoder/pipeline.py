@@ -105,14 +105,10 @@ TRANSCODER_NICENESS = 5
 PROBE_NICENESS = 10
 
 
-def transcoder_preexec() -> None:
+def niced_child(niceness: int) -> None:
+    """The preexec_fn of a child that dies with the encoder and runs `niceness` below it."""
     die_with_parent()
-    os.nice(TRANSCODER_NICENESS)
-
-
-def probe_preexec() -> None:
-    die_with_parent()
-    os.nice(PROBE_NICENESS)
+    os.nice(niceness)
 
 
 class FatalConfigError(Exception):
@@ -507,7 +503,7 @@ class Encoder:
                 process = await asyncio.create_subprocess_exec(
                     *argv, stdin=stdin, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                     start_new_session=True,  # our SIGTERM must not reach ffmpeg before we stop it ourselves
-                    preexec_fn=transcoder_preexec,
+                    preexec_fn=partial(niced_child, TRANSCODER_NICENESS),
                 )  # fmt: skip
                 readers += [
                     asyncio.create_task(self._read_progress(process)),
@@ -790,7 +786,8 @@ class Encoder:
             probed.append(path)
         process = await asyncio.create_subprocess_exec(
             "ffprobe", "-v", "error", "-show_streams", "-of", "json", str(path),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, preexec_fn=probe_preexec,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            preexec_fn=partial(niced_child, PROBE_NICENESS),
         )  # fmt: skip
         output, _ = await process.communicate()
         try:
