@@ -95,7 +95,8 @@ def metrics_middleware(metrics: Metrics) -> Callable[..., Awaitable[web.StreamRe
     return middleware
 
 
-def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: Store | None = None) -> web.Application:
+def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: Store | None = None,
+             clock: Callable[[], float] = time.time) -> web.Application:
     """The gateway app. Without `kube`, one is made from config.kubeconfig (or discovered) at startup;
     with config.watch false no watch task runs (tests feed `store` directly)."""
     check_seed(config.stream_key_seed, "ONAIR_GATEWAY_STREAM_KEY_SEED")
@@ -105,7 +106,7 @@ def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: St
     app = web.Application(client_max_size=config.max_body_bytes,
                           middlewares=[metrics_middleware(metrics), cors_middleware(config.cors_origins),
                                        error_middleware])
-    gateway = Gateway(config, store, kube)
+    gateway = Gateway(config, store, kube, clock)
     gateway.openapi_document = build_document(ROUTES)
     app[CONFIG_KEY] = config
     app[STORE_KEY] = store

@@ -36,6 +36,9 @@ class GatewayConfig:
     max_body_bytes: int = 64 * 1024
     # Ids are leased from the project namespace's counter annotation this many at a time.
     id_block_size: int = 50
+    # Ascending keyset pages by creation leave out jobs created within the last second plus this
+    # many seconds: room for a create to commit and for another replica's job to reach this cache.
+    keyset_settle_seconds: float = 2.0
     # Seconds the gateway waits for its caches before answering reads with 503.
     cache_sync_timeout: float = 30.0
     # Kubernetes access: None discovers in-cluster credentials or KUBECONFIG.
@@ -74,6 +77,8 @@ class GatewayConfig:
         config.template_namespace = get("TEMPLATE_NAMESPACE", config.template_namespace) or config.template_namespace
         config.max_body_bytes = int(get("MAX_BODY_BYTES", str(config.max_body_bytes)) or config.max_body_bytes)
         config.id_block_size = int(get("ID_BLOCK_SIZE", str(config.id_block_size)) or config.id_block_size)
+        config.keyset_settle_seconds = float(get("KEYSET_SETTLE_SECONDS", str(config.keyset_settle_seconds))
+                                             or config.keyset_settle_seconds)
         config.kubeconfig = get("KUBECONFIG") or None
         config.public_metrics = (get("PUBLIC_METRICS", "true") or "true").lower() in ("1", "true", "yes")
         return config

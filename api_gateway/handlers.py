@@ -67,8 +67,10 @@ class Ctx:
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, store: Store, kube: KubeClient | None) -> None:
+    def __init__(self, config: GatewayConfig, store: Store, kube: KubeClient | None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        self.clock = clock
         self.store = store
         self.kube = kube
         self.openapi_document: dict[str, Any] = {}
@@ -87,6 +89,8 @@ class Gateway:
         # Whole-value matches: "$" alone lets a trailing newline through.
         path_patterns = [(p.name, re.compile(p.schema["pattern"])) for p in path_params if "pattern" in p.schema]
         query_names = route.query_names
+        length_limits = {p.name: p.schema["maxLength"] for p in route.params
+                         if p.location == "query" and "maxLength" in p.schema}
         # The reference spells its parameters both ways (pageIndex in the URL, PageIndex in its
         # table), and the .NET servers it describes match them in any case: so does the gateway.
         spelled = {name.lower(): name for name in query_names}
@@ -105,6 +109,8 @@ class Gateway:
             for name, pattern in path_patterns:
                 if not pattern.fullmatch(request.match_info.get(name, "")):
                     errors.append(f"{name}: {PATH_VALUE_ERRORS.get(name, 'invalid')}")
+            errors.extend(f"{name}: at most {length_limits[name]} characters" for name, value in request.query.items()
+                          if name in length_limits and len(value) > length_limits[name])
             if not route.filters:
                 unknown = sorted(set(request.query) - query_names)
                 errors.extend(f"{name}: unknown query parameter" for name in unknown)
@@ -146,6 +152,8 @@ class Gateway:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ApiProblem(400, f"body: not valid JSON ({error})") from error
+        except RecursionError as error:  # pydantic stops at its own depth limit; json.loads overflows
+            raise ApiProblem(400, "body: nested too deeply") from error
         if not isinstance(data, dict):
             raise ApiProblem(400, "body: must be a JSON object")
         raise ApiProblem(400, *validation_errors(invalid)) from invalid
@@ -209,9 +217,17 @@ class Gateway:
         search = request.query.get("search")
         namespace = ctx.namespace
         return list_response(run_list(request, self.route_of(request), self.store.live_index(namespace), [],
+                                      newest_settled_ms=self.newest_settled_ms(),
                                       search=search.lower() if search else None, default_desc=False,
                                       render=lambda e: self.store.live_row(namespace, e)[0],
                                       render_json=lambda e: self.store.live_row(namespace, e)[1]))
+
+    def newest_settled_ms(self) -> int:
+        """The creation time (ms) up to which every job is in the cache by now. Kubernetes stamps
+        creation in whole seconds, a create commits a moment after its stamp, and another replica's
+        (or kubectl's) job reaches this cache through its watch: a job stamped second S is settled
+        once S + 1 + keyset_settle_seconds has passed here."""
+        return int((self.clock() - 1 - self.config.keyset_settle_seconds) * 1000)
 
     def route_of(self, request: web.Request) -> Route:
         return request.match_info.route.handler.route  # type: ignore[attr-defined]
@@ -249,9 +265,7 @@ class Gateway:
 
     def replay(self, entry: JobEntry, body_hash: str, ctx: Ctx, live: bool) -> web.Response:
         assert ctx.namespace and ctx.project_id
-        annotations = entry.obj["metadata"].get("annotations") or {}
-        if annotations.get(mapping.ANNOTATION_BODY_HASH) not in (None, body_hash):
-            raise ApiProblem(422, "Idempotency-Key: already used with a different request body")
+        require_same_body(entry.obj, body_hash)
         if live:
             result = mapping.live_job_detail(entry.obj, entry.facts, self.stream_key(ctx.namespace, entry.name),
                                              ctx.project_id)
@@ -266,7 +280,8 @@ class Gateway:
             return str(uuid.uuid4()), False
         if not key.strip() or len(key) > 255:
             raise ApiProblem(400, "Idempotency-Key: 1 to 255 characters")
-        seed = f"onair:{ctx.project_id}:{request.path}:{key}"
+        # Lower case: the ids in the path (project, job, stream key) match in any case.
+        seed = f"onair:{ctx.project_id}:{request.path.lower()}:{key}"
         return str(uuid.uuid5(uuid.NAMESPACE_URL, seed)), True
 
     async def allocate_id(self, namespace: str) -> int:
@@ -338,6 +353,7 @@ class Gateway:
     async def control_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace and ctx.project_id
         raw_key = request.match_info["streamKey"]
+        raw = await request.read()
         body: LiveJobControl = await self.body(request, LiveJobControl)
         found = self.store.by_stream_key.get(raw_key.lower()) or self.store.by_stream_key.get(raw_key)
         index = self.store.live_index(ctx.namespace)
@@ -356,13 +372,17 @@ class Gateway:
         # The clip is validated before anything is written, and created after the online switch: a
         # retry after a failure repeats the switch harmlessly instead of cutting a second clip.
         clip_name, clip_spec = "", None
+        body_hash = hashlib.sha256(raw).hexdigest()
         # Both ends equal, as in the reference's own example body, is an empty range: it cuts nothing,
         # and the call only starts or stops the job.
         if start is not None and finish is not None and finish != start:
             if finish < start:
                 raise ApiProblem(400, "finishDateTime: must be after startDateTime")
-            clip_name, _ = self.new_name(request, ctx)
+            clip_name, idempotent = self.new_name(request, ctx)
             clip_spec = mapping.clip_record_spec(entry.obj, clip_name, start, finish)
+            earlier = self.store.record_index(ctx.namespace).entries.get(clip_name) if idempotent else None
+            if earlier is not None:
+                require_same_body(earlier.obj, body_hash)
         kube = self.kube_client()
         job_path = resource_path(API_VERSION, "livejobs", ctx.namespace, entry.name)
         updated = await kube.merge_patch(job_path, {"spec": {"online": body.online}})
@@ -370,7 +390,9 @@ class Gateway:
         urls = (updated.get("status") or {}).get("urls") or {}
         result = {"online": body.online, "playBackPathURL": urls.get("cdn") or urls.get("storageMasterFile")}
         if clip_spec is not None:
-            created = await self.create_record(ctx, clip_name, clip_spec, None, "")
+            created = await self.create_record(ctx, clip_name, clip_spec, None, body_hash)
+            if created.get("_replayed"):  # made by another replica, or before this one's cache saw it
+                require_same_body(created, body_hash)
             result.update(playBackPathURL=mapping.clip_playback_url(entry.obj, clip_spec), recordJobName=clip_name,
                           recordJobId=mapping.object_id(created))
         return json_response(envelope(result, messages=["live cut created" if clip_spec else "live job updated"]), 201)
@@ -466,7 +488,7 @@ class Gateway:
             search=needles[0] if needles else None, default_desc=(sort_by or "desc") == "desc",
             render=lambda e: mapping.record_job_out(e.obj, e.facts, names),
             page_index_name="PageNo" if "PageNo" in q else "pageIndex",
-            page_size_name="PageSize" if "PageSize" in q else "pageSize"))
+            page_size_name="PageSize" if "PageSize" in q else "pageSize", newest_settled_ms=self.newest_settled_ms()))
 
     async def create_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace and ctx.project_id
@@ -703,6 +725,13 @@ class Gateway:
 
 # --- list helpers --------------------------------------------------------------------------------
 
+def require_same_body(obj: dict[str, Any], body_hash: str) -> None:
+    """A retried Idempotency-Key must carry the body that made `obj`; another body is a 422."""
+    annotations = obj["metadata"].get("annotations") or {}
+    if annotations.get(mapping.ANNOTATION_BODY_HASH) not in (None, body_hash):
+        raise ApiProblem(422, "Idempotency-Key: already used with a different request body")
+
+
 def query_int(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
     raw = request.query.get(name)
     if raw is None:
@@ -726,17 +755,21 @@ def select(request: web.Request, item: dict[str, Any]) -> dict[str, Any]:
 def run_list(request: web.Request, route: Route, index: JobIndex, extra: list[query.Predicate], default_desc: bool,
              render: Callable[[JobEntry], dict[str, Any]], search: str | None = None,
              render_json: Callable[[JobEntry], str] | None = None, page_index_name: str = "pageIndex",
-             page_size_name: str = "pageSize") -> bytes:
+             page_size_name: str = "pageSize", newest_settled_ms: int | None = None) -> bytes:
     """The encoded envelope of one page: a text search (lower case), filters (the declared params plus
     the Brightcove filter fields), sort, offset or keyset paging, and the select= projection, over one
-    namespace's index. Without select=, `render_json` (a row already encoded) is used when given."""
-    if render_json is None or "select" in request.query:
+    namespace's index. Without select=, `render_json` (a row already encoded) is used when given.
+    Ascending keyset pages by creation end before jobs created after `newest_settled_ms`."""
+    def compute() -> bytes:
         return list_body(*_run_list(request, route, index, extra, default_desc, render, search, render_json,
-                                    page_index_name, page_size_name))
-    # The answer depends only on the query and the index version (stream keys touch the index too).
-    return index.remembered(("page", route.path, tuple(sorted(request.query.items()))),
-                            lambda: list_body(*_run_list(request, route, index, extra, default_desc, render, search,
-                                                         render_json, page_index_name, page_size_name)))
+                                    page_index_name, page_size_name, newest_settled_ms))
+    if render_json is None or "select" in request.query:
+        return compute()
+    # The answer depends only on the query, the index version (stream keys touch the index too) and,
+    # for keyset pages, which jobs have settled.
+    settled = newest_settled_ms // 1000 if newest_settled_ms is not None and (
+        "start_token" in request.query or "page_size" in request.query) else None
+    return index.remembered(("page", route.path, tuple(sorted(request.query.items())), settled), compute)
 
 
 @dataclass
@@ -797,12 +830,20 @@ def parse_list_query(request: web.Request, route: Route, extra: list[query.Predi
     return ListQuery(predicates, sort, descending, keyset, size, page_index, after, fingerprint, paths, selecting)
 
 
-def page_of(lq: ListQuery, matched: Sequence[tuple[query.SortKey, T]]) -> tuple[list[T], dict[str, Any]]:
-    """One page of `matched` (sorted ascending by its unique keys): keyset or offset paging."""
+def page_of(lq: ListQuery, matched: Sequence[tuple[query.SortKey, T]], newest_settled_ms: int | None = None
+            ) -> tuple[list[T], dict[str, Any]]:
+    """One page of `matched` (sorted ascending by its unique keys): keyset or offset paging. With
+    `newest_settled_ms`, an ascending keyset page by creation time ends before the jobs created after
+    it, and its token waits there: a job that reaches the cache later may sort before them, and a
+    token past it would skip it. (Descending, a late job sorts ahead of the pages still to come.)"""
     total = len(matched)
     if lq.keyset:
-        page, last = query.keyset_page([item for _, item in matched], [key for key, _ in matched], lq.after,
-                                       lq.descending, lq.size)
+        keys = [key for key, _ in matched]
+        settled = None
+        if newest_settled_ms is not None and lq.sort == "created_at" and not lq.descending:
+            settled = query.settled_count(keys, newest_settled_ms)
+        page, last = query.keyset_page([item for _, item in matched], keys, lq.after, lq.descending, lq.size,
+                                       settled)
         token = query.encode_token(lq.sort, lq.descending, last, lq.fingerprint) if last else None
         return page, page_info(total, 0, lq.size, token, keyset=True, has_previous=lq.after is not None)
     skip = (lq.page_index - 1) * lq.size
@@ -819,7 +860,8 @@ def page_of(lq: ListQuery, matched: Sequence[tuple[query.SortKey, T]]) -> tuple[
 def _run_list(request: web.Request, route: Route, index: JobIndex, extra: list[query.Predicate], default_desc: bool,
               render: Callable[[JobEntry], dict[str, Any]], search: str | None,
               render_json: Callable[[JobEntry], str] | None, page_index_name: str,
-              page_size_name: str) -> tuple[list[dict[str, Any]] | EncodedJSON, dict[str, Any]]:
+              page_size_name: str, newest_settled_ms: int | None
+              ) -> tuple[list[dict[str, Any]] | EncodedJSON, dict[str, Any]]:
     lq = parse_list_query(request, route, extra, default_desc, page_index_name, page_size_name)
     if lq.predicates or search:
         matched = index.matching((route.path, lq.selecting), lq.predicates, search)
@@ -828,7 +870,7 @@ def _run_list(request: web.Request, route: Route, index: JobIndex, extra: list[q
     if lq.sort == "modified_at":
         # Kubernetes times have one-second resolution; the resourceVersion orders changes within a second.
         matched = sorted(((int(e.facts["modified_at"]), rv_int(e.obj), e.name), e) for _, e in matched)
-    page, info = page_of(lq, matched)
+    page, info = page_of(lq, matched, newest_settled_ms)
     if lq.paths is None and render_json is not None:
         return EncodedJSON("[" + ",".join(render_json(entry) for entry in page) + "]"), info
     rows = [render(entry) for entry in page]

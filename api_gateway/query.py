@@ -301,28 +301,43 @@ def decode_token(token: str, sort: str, descending: bool, query_fingerprint: str
         if (not isinstance(key, list) or len(key) != 3 or not isinstance(key[0], int)
                 or not isinstance(key[1], int) or not isinstance(key[2], str)):
             raise ValueError("key")
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError) as error:
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError, RecursionError) as error:
         raise QueryError("start_token: not a token this API gave out") from error
     if data.get("s") != sort or bool(data.get("d")) != descending or data.get("f") != query_fingerprint:
         raise QueryError("start_token: belongs to a query with other filters or sort; start again without it")
     return (key[0], key[1], key[2])
 
 
+# Where a token points when nothing has been returned yet: before every key.
+BEFORE_ALL: SortKey = (-1, -1, "")
+
+
 def keyset_page(items: Sequence[T], keys: Sequence[SortKey], after: SortKey | None, descending: bool,
-                size: int) -> tuple[list[T], SortKey | None]:
+                size: int, settled: int | None = None) -> tuple[list[T], SortKey | None]:
     """`items` sorted ascending by `keys`; the page after `after` in the given direction and the
-    key to continue from (None at the end). Keys are unique, so nothing repeats or is skipped."""
+    key to continue from (None at the end). Keys are unique, so nothing repeats or is skipped.
+
+    `settled`: how many of the first items (ascending) may be returned yet. A job that becomes visible
+    later can still sort before the rest, so an ascending page stops there and its token waits
+    before them rather than passing them (see settled_count)."""
     if not descending:
         start = 0 if after is None else bisect_right(keys, after)
-        page = list(items[start:start + size])
-        more = start + size < len(items)
-        last = keys[start + len(page) - 1] if page and more else None
-        return page, last
+        end = len(items) if settled is None else max(start, settled)
+        page = list(items[start:min(start + size, end)])
+        if start + len(page) >= len(items):
+            return page, None
+        return page, keys[start + len(page) - 1] if page else (after or BEFORE_ALL)
     end = len(items) if after is None else bisect_left(keys, after)
     begin = max(0, end - size)
     page = list(reversed(items[begin:end]))
     last = keys[begin] if page and begin > 0 else None
     return page, last
+
+
+def settled_count(keys: Sequence[SortKey], newest_settled_ms: int) -> int:
+    """How many of `keys` (ascending, creation time in ms first) were created at `newest_settled_ms`
+    or before."""
+    return bisect_right(keys, newest_settled_ms, key=lambda k: k[0])
 
 
 # --- plain parameters ----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import itertools
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -140,6 +141,21 @@ def make_store() -> Store:
 WEBHOOK_SECRET = "unit-test-webhook-secret"
 
 
+class Clock:
+    """The gateway's clock: real time plus what a test skips ahead."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.skipped
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
 @pytest.fixture
 def kube() -> FakeKube:
     fake = FakeKube()
@@ -149,14 +165,14 @@ def kube() -> FakeKube:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Callable[..., Awaitable[Client]], kube: FakeKube) -> Client:
+async def client(aiohttp_client: Callable[..., Awaitable[Client]], kube: FakeKube, clock: Clock) -> Client:
     config = GatewayConfig(jwt_secret=SECRET, stream_key_seed=SEED, watch=False, cors_origins=("https://console.example.com",),
                            max_body_bytes=4096, webhook_secret=WEBHOOK_SECRET, api_keys=parse_api_keys([
                                {"name": "w", "key": "write-key", "projects": [PROJECT], "role": "write"},
                                {"name": "r", "key": "read-key", "projects": [PROJECT], "role": "read"},
                                {"name": "a", "key": "admin-key", "projects": ["*"], "role": "admin"},
                            ]))
-    app = init_app(config, kube=kube, store=make_store())  # type: ignore[arg-type]
+    app = init_app(config, kube=kube, store=make_store(), clock=clock)  # type: ignore[arg-type]
     return await aiohttp_client(app)
 
 
@@ -226,7 +242,7 @@ async def test_search_filters_and_select(client: Client) -> None:
     assert [r["id"] for r in body["result"]] == [25, 24]
 
 
-async def test_keyset_paging_while_creating(client: Client) -> None:
+async def test_keyset_paging_while_creating(client: Client, clock: Clock) -> None:
     headers = await token(client)
     seen: list[int] = []
     params = {"page_size": "7"}
@@ -236,6 +252,9 @@ async def test_keyset_paging_while_creating(client: Client) -> None:
         body = await response.json()
         assert response.status == 200, body
         seen.extend(r["id"] for r in body["result"])
+        if not body["result"]:  # only jobs too new to settle are left: a client polls until they have
+            assert body["resultInfo"]["hasNextPage"] is True
+            clock.skipped += GatewayConfig.keyset_settle_seconds + 1
         if created < 3:
             new = await client.post(url(), json={"jobTemplateId": 7, "bucket": "media", "serverType": 0},
                                     headers=headers)
@@ -247,6 +266,28 @@ async def test_keyset_paging_while_creating(client: Client) -> None:
         params = {"page_size": "7", "start_token": token_}
     assert len(seen) == len(set(seen)) == 28
     assert seen[:25] == list(range(1, 26))
+
+
+async def test_keyset_paging_does_not_pass_a_job_that_reaches_the_cache_late(client: Client, clock: Clock) -> None:
+    """Two jobs stamped in the same second: id 27 is in the cache first, id 26 a moment later (a slower
+    create, or another replica's, coming through the watch). A client paging up the list meanwhile
+    still gets both, in order."""
+    store = client.app[STORE_KEY]
+    stamp = datetime.fromtimestamp(clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    store.livejobs.upsert(live_job("00000000-0000-4000-8000-000000000027", 27, stamp))
+    headers = await token(client)
+    seen: list[int] = []
+    params = {"page_size": "5"}
+    for _ in range(20):
+        body = await (await client.get(url(), params=params, headers=headers)).json()
+        seen.extend(row["id"] for row in body["result"])
+        if seen[-1:] == [25] and not body["result"]:
+            store.livejobs.upsert(live_job("00000000-0000-4000-8000-000000000026", 26, stamp))
+            clock.skipped += GatewayConfig.keyset_settle_seconds + 1
+        if not body["resultInfo"]["nextToken"]:
+            break
+        params = {"page_size": "5", "start_token": body["resultInfo"]["nextToken"]}
+    assert seen == list(range(1, 28))
 
 
 async def test_create_then_get_reads_its_own_write(client: Client, kube: FakeKube) -> None:
@@ -328,6 +369,16 @@ async def test_idempotency_key_returns_the_same_job(client: Client) -> None:
     assert other.status == 422
 
 
+
+async def test_idempotency_key_matches_the_project_id_in_any_case(client: Client) -> None:
+    headers = {**await token(client), "Idempotency-Key": "case-1"}
+    payload = {"jobTemplateId": 7, "bucket": "media", "serverType": "RTMP"}
+    first = await client.post(url(), json=payload, headers=headers)
+    again = await client.post(url(project=PROJECT.upper()), json=payload, headers=headers)
+    assert first.status == 201 and again.status == 201
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert (await again.json())["result"]["id"] == (await first.json())["result"]["id"]
+
 @pytest.mark.parametrize(("payload", "expected"), [
     ({"jobTemplateId": "7", "bucket": "media", "serverType": 0}, "jobTemplateId: "),
     ({"jobTemplateId": 7, "bucket": "media", "serverType": 0, "colour": "red"}, "colour: Extra inputs"),
@@ -357,6 +408,11 @@ async def test_malformed_requests(client: Client) -> None:
         (client.get(url(), params={"pageSize": "0"}, headers=headers), 400, "pageSize: must be an integer"),
         (client.get(url(), params={"page_size": "1001"}, headers=headers), 400, "page_size: must be"),
         (client.get(url(), params={"start_token": "garbage"}, headers=headers), 400, "start_token: "),
+        (client.get(url(), params={"page_size": "5", "start_token": "e" * 2049}, headers=headers), 400,
+         "start_token: at most 2048 characters"),
+        (client.post(url(), data=b"[" * 1500 + b"]" * 1500, headers=headers), 400, "body: "),
+        (client.post("/api/v1/login", data=b'{"apiKey":' + b"[" * 1500 + b"]" * 1500 + b"}"), 400, "body: "),
+        (client.get(url(), params={"search": "x" * 257}, headers=headers), 400, "search: at most 256 characters"),
         (client.get(url(), params={"colour": "red"}, headers=headers), 400, "colour: unknown"),
         (client.get(url(), params={"select": "id,bogus"}, headers=headers), 400, "select: unknown field"),
         (client.get(url("/999"), headers=headers), 404, "id: live job 999 not found"),
@@ -420,6 +476,26 @@ async def test_control_start_stop_and_live_cut(client: Client, kube: FakeKube) -
     missing = await client.post(url("/99999999-bbbb-4ccc-8ddd-eeeeeeeeeeee"), json={"online": True}, headers=headers)
     assert missing.status == 404
 
+
+
+async def test_live_cut_idempotency_key_replays_the_same_range_and_refuses_another(client: Client,
+                                                                                   kube: FakeKube) -> None:
+    headers = {**await token(client), "Idempotency-Key": "cut-1"}
+    path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{FIRST}"
+    kube.objects[path] = live_job(FIRST, 1, "2024-01-01T00:00:01Z")
+    now = datetime.now(UTC).replace(microsecond=0)
+    cut = {"online": True, "startDateTime": (now - timedelta(minutes=5)).isoformat(),
+           "finishDateTime": (now - timedelta(minutes=4)).isoformat()}
+    first = await (await client.post(url(f"/{FIRST_KEY}"), headers=headers, json=cut)).json()
+    again = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json=cut)
+    assert again.status == 201 and (await again.json())["result"]["recordJobName"] == first["result"]["recordJobName"]
+    other = {**cut, "startDateTime": (now - timedelta(minutes=3)).isoformat(),
+             "finishDateTime": (now - timedelta(minutes=2)).isoformat()}
+    refused = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json=other)
+    body = await refused.json()
+    assert refused.status == 422 and body["errors"][0].startswith("Idempotency-Key: already used"), body
+    listed = await (await client.get(f"/api/v1/projects/{PROJECT}/recordjobs", headers=await token(client))).json()
+    assert [job["timeRange"]["start"] for job in listed["result"]] == [cut["startDateTime"].replace("+00:00", "Z")]
 
 async def test_live_cut_ending_in_the_future_is_a_clip_and_leaves_the_schedule_alone(client: Client,
                                                                                       kube: FakeKube) -> None:

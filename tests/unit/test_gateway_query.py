@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from onair.api_gateway import query
@@ -101,7 +103,8 @@ def test_tokens_round_trip_and_refuse_tampering() -> None:
         query.decode_token(token, "created_at", True, "f1")
     with pytest.raises(QueryError, match="other filters"):
         query.decode_token(token, "created_at", False, "f2")
-    for garbage in ("", "!!!", "e30", token[:-3], "bnVsbA"):
+    nested = base64.urlsafe_b64encode(b"[" * 3000 + b"]" * 3000).decode()  # deeper than json.loads goes
+    for garbage in ("", "!!!", "e30", token[:-3], "bnVsbA", nested):
         with pytest.raises(QueryError):
             query.decode_token(garbage, "created_at", False, "f1")
 
