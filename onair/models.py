@@ -1051,6 +1051,11 @@ class RecordJobStatus(OnairModel):
                     "A recorder Pod that cannot start (image, Secret, no node) fails the job after "
                     "ONAIR_PROVISIONING_TIMEOUT_SECONDS.",
     )
+    attempt: int = Field(
+        default=0, ge=0,
+        description="Number of the current recorder Pod (its name derives from it): a restart, a spec change "
+                    "after a failure and a new start time each make a new one.",
+    )
     files: list[RecordedFile] = Field(
         default_factory=list,
         description="The recording's playlists or MP4 files.",

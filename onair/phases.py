@@ -18,7 +18,8 @@ class LiveJobPhase(enum.StrEnum):
     """Lifecycle of a LiveJob (`status.phase`)."""
 
     PENDING = "Pending"
-    """Accepted; waiting for `spec.schedule.startDateTime`, the job template, or the first reconcile."""
+    """Accepted; waiting for `spec.schedule.startDateTime`, the job template, or the first reconcile.
+    A running job whose startDateTime is moved into the future comes back here once its encoder is gone."""
     PROVISIONING = "Provisioning"
     """The encoder Pod, ingest Service and stream-key Secret are being created or recreated."""
     WAITING_FOR_INPUT = "WaitingForInput"
@@ -45,7 +46,8 @@ class RecordJobPhase(enum.StrEnum):
     """
 
     INITIAL = "Initial"
-    """Accepted, not started (waiting for `spec.timeRange.start` or the first reconcile)."""
+    """Accepted, not started (waiting for `spec.timeRange.start` or the first reconcile); also a
+    started job whose `timeRange.start` was moved into the future (its recorder is stopped)."""
     STARTED = "Started"
     """Recording (or cutting a clip from stored segments)."""
     PAUSED = "Paused"
@@ -164,14 +166,19 @@ LIVE_JOB_TRANSITIONS: Mapping[LiveJobPhase, frozenset[LiveJobPhase]] = {
     # finish time already passed -> Completed; unusable template -> Failed.
     _P.PENDING: frozenset({_P.PROVISIONING, _P.OFFLINE, _P.COMPLETED, _P.FAILED}),
     # Encoder up -> WaitingForInput; switched off / schedule over during start-up -> Stopping.
-    _P.PROVISIONING: frozenset({_P.WAITING_FOR_INPUT, _P.STOPPING, _P.FAILED}),
-    # The encoder Pod may be lost in any running phase: back to Provisioning recreates it.
-    _P.WAITING_FOR_INPUT: frozenset({_P.LIVE, _P.PROVISIONING, _P.STOPPING, _P.FAILED}),
-    _P.LIVE: frozenset({_P.RECONNECTING, _P.PROVISIONING, _P.STOPPING, _P.FAILED}),
+    # Pending: startDateTime moved into the future while no encoder runs (a restart's back-off, a
+    # missing template); an encoder that does run is stopped first (Stopping).
+    _P.PROVISIONING: frozenset({_P.PENDING, _P.WAITING_FOR_INPUT, _P.STOPPING, _P.FAILED}),
+    # The encoder Pod may be lost in any running phase: back to Provisioning recreates it. Pending as
+    # above, when the encoder was already gone as the job was rescheduled.
+    _P.WAITING_FOR_INPUT: frozenset({_P.PENDING, _P.LIVE, _P.PROVISIONING, _P.STOPPING, _P.FAILED}),
+    _P.LIVE: frozenset({_P.PENDING, _P.RECONNECTING, _P.PROVISIONING, _P.STOPPING, _P.FAILED}),
     # Input back -> Live; reconnect grace period over but still online -> WaitingForInput.
-    _P.RECONNECTING: frozenset({_P.LIVE, _P.WAITING_FOR_INPUT, _P.PROVISIONING, _P.STOPPING, _P.FAILED}),
-    # Switched off -> Offline; schedule finished -> Completed.
-    _P.STOPPING: frozenset({_P.OFFLINE, _P.COMPLETED, _P.FAILED}),
+    _P.RECONNECTING: frozenset({_P.PENDING, _P.LIVE, _P.WAITING_FOR_INPUT, _P.PROVISIONING, _P.STOPPING,
+                                _P.FAILED}),
+    # Switched off -> Offline; schedule finished -> Completed; startDateTime moved into the future
+    # -> Pending, to start again then.
+    _P.STOPPING: frozenset({_P.PENDING, _P.OFFLINE, _P.COMPLETED, _P.FAILED}),
     # Switched on again -> Provisioning (or Pending when the start time is in the future).
     _P.OFFLINE: frozenset({_P.PENDING, _P.PROVISIONING, _P.COMPLETED, _P.FAILED}),
     _P.COMPLETED: frozenset({_P.PENDING}),
@@ -188,10 +195,11 @@ _R = RecordJobPhase
 RECORD_JOB_TRANSITIONS: Mapping[RecordJobPhase, frozenset[RecordJobPhase]] = {
     # A RecordJob created with `paused: true` goes straight to Paused.
     _R.INITIAL: frozenset({_R.STARTED, _R.PAUSED, _R.FAILED}),
-    # End of timeRange or end of the live source -> Completed.
-    _R.STARTED: frozenset({_R.PAUSED, _R.COMPLETED, _R.FAILED}),
+    # End of timeRange or end of the live source -> Completed. timeRange.start moved into the future
+    # -> Initial: the recorder is stopped, and a new one starts then.
+    _R.STARTED: frozenset({_R.INITIAL, _R.PAUSED, _R.COMPLETED, _R.FAILED}),
     # The time range may end while paused: what was recorded so far is the result.
-    _R.PAUSED: frozenset({_R.STARTED, _R.COMPLETED, _R.FAILED}),
+    _R.PAUSED: frozenset({_R.INITIAL, _R.STARTED, _R.COMPLETED, _R.FAILED}),
     # A completed recording is an artifact and is never rewritten; a failed one is retried after a
     # spec change (new metadata.generation).
     _R.COMPLETED: frozenset(),

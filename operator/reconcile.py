@@ -56,6 +56,8 @@ from onair.phases import (
 from onair.streamkeys import PREVIEW_PATH
 
 TEMPLATE_RETRY_SECONDS = 10.0
+# A Pod's deletion wakes its job anyway; this is in case that event is missed.
+TERMINATING_POD_RETRY_SECONDS = 5.0
 # Why a Pod may never start. They may clear without a spec change (an image pushed late, a registry
 # back, a Secret created, a node added), so they fail the job only after provisioning_timeout_seconds...
 START_ERRORS = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "CreateContainerConfigError",
@@ -96,9 +98,15 @@ class Decision:
 
 def phase_path(current: Phase | None, target: Phase) -> list[Phase]:
     """The phases to pass through from `current` to `target` along the state machine (shortest),
-    excluding `current`. The first phase of a new job is its initial one (Pending, Initial)."""
+    excluding `current`. The first phase of a new job is its initial one (Pending, Initial).
+
+    Never through a terminal phase: each phase passed gets a timing, an Event and a webhook, and a
+    job that goes on did not complete or fail."""
     graph: Mapping[Phase, frozenset[Phase]] = (
         LIVE_JOB_TRANSITIONS if isinstance(target, LiveJobPhase) else RECORD_JOB_TRANSITIONS  # type: ignore[assignment]
+    )
+    terminal: frozenset[Phase] = (
+        LIVE_JOB_TERMINAL_PHASES if isinstance(target, LiveJobPhase) else RECORD_JOB_TERMINAL_PHASES
     )
     initial: Phase = LiveJobPhase.PENDING if isinstance(target, LiveJobPhase) else RecordJobPhase.INITIAL
     prefix: list[Phase] = []
@@ -117,7 +125,8 @@ def phase_path(current: Phase | None, target: Phase) -> list[Phase]:
             if nxt == target:
                 return prefix + path[1:] + [nxt]
             seen.add(nxt)
-            queue.append([*path, nxt])
+            if nxt not in terminal:
+                queue.append([*path, nxt])
     raise ValueError(f"no transition from {current} to {target}")
 
 
@@ -139,6 +148,12 @@ def _seconds_until(moment: dt.datetime | None, now: dt.datetime) -> float | None
 def _earliest(*delays: float | None) -> float | None:
     present = [d for d in delays if d is not None]
     return min(present) if present else None
+
+
+def _pods_still_going(pods: list[dict[str, Any]]) -> list[str]:
+    """The Pods being deleted whose containers may still run (their grace period): the next attempt's
+    Pod waits for them, or two would serve the Service and write the same playlists."""
+    return [state.name for state in map(pod_state, pods) if state.terminating and not state.finished]
 
 
 def _pods_of_attempt(pods: list[dict[str, Any]], name: str) -> tuple[PodState | None, list[str]]:
@@ -322,7 +337,9 @@ def decide_live_job(
         comment = "spec.online is false" if switched_off else f"starts at {start.isoformat() if start else ''}"
         if not switched_off:
             set_cond(ConditionType.SCHEDULED, False, ConditionReason.WAITING_FOR_START_TIME, comment)
-            decision.requeue_after = _seconds_until(start, now)
+        # Switched off, the finish time is still due: the job completes then, not on some later event.
+        decision.requeue_after = _earliest(None if switched_off else _seconds_until(start, now),
+                                           _seconds_until(finish, now))
         if target in (LiveJobPhase.OFFLINE, LiveJobPhase.PENDING):
             if pod is not None and pod.finished:
                 decision.delete_pods.append(pod.name)
@@ -378,10 +395,15 @@ def decide_live_job(
                 seconds=_backoff(config, status.consecutive_failures - 1))
         status.attempt = attempt
         target = LiveJobPhase.PROVISIONING
+        still_going = _pods_still_going(pods)
         if backoff_ends is not None and now < backoff_ends:
             reason, comment = str(ConditionReason.ENCODER_CRASHED), (
                 f"restarting the encoder (attempt {attempt}) in {(backoff_ends - now).total_seconds():.1f}s")
             decision.requeue_after = (backoff_ends - now).total_seconds()
+        elif still_going:
+            reason = "WaitingForPreviousPod"
+            comment = f"waiting for Pod {', '.join(still_going)} to terminate before starting {current_name}"
+            decision.requeue_after = TERMINATING_POD_RETRY_SECONDS
         else:
             # The comment the new Pod's first observation gives too (see the branch below).
             reason, comment = "CreatingEncoder", f"waiting for Pod {current_name}"
@@ -672,12 +694,16 @@ def decide_record_job(
                                 if not p["metadata"].get("deletionTimestamp") and not pod_state(p).finished]
         decision.status = _dump(status)
         return decision
+    # Statuses written before `attempt` existed named the Pod after the retries.
+    attempt = status.attempt or status.retries + 1
     if status.phase == RecordJobPhase.FAILED:
+        # A new attempt, so a fresh Pod name: the failed run's Pod, kept for its logs, is then deleted
+        # as stale instead of being found, and judged, again.
+        attempt += 1
         status.retries = 0
         status.error_message = status.finished_at = None  # the last run's outcome
         _enter(status, RecordJobPhase.INITIAL, now, "SpecChanged", "spec changed: recording again", decision)
-
-    attempt = status.retries + 1
+    status.attempt = attempt
     current_name = naming.pod_name(str(job.metadata.name), RECORDER_ROLE, str(job.metadata.uid), attempt)
     pod, stale = _pods_of_attempt(pods, current_name)
     decision.delete_pods = stale
@@ -719,6 +745,12 @@ def decide_record_job(
     elif start is not None and now < start and not is_clip:
         target, reason, comment = RecordJobPhase.INITIAL, "WaitingForStartTime", f"starts at {start.isoformat()}"
         decision.requeue_after = _seconds_until(start, now)
+        if pod is not None:
+            # Rescheduled while recording: no recorder runs until the new start, and the one made then
+            # is a new attempt, so that this one, maybe still going, is never taken for it.
+            status.attempt += 1
+            if not pod.terminating:
+                decision.delete_pods.append(pod.name)
     elif pod is None and end is not None and now >= end and not is_clip and status.phase in (
             RecordJobPhase.STARTED, RecordJobPhase.PAUSED) and status.started_at is None:
         # Created paused and never resumed: the range is over with nothing recorded.
@@ -737,8 +769,15 @@ def decide_record_job(
         # gets its recorder at once: it cuts from what is stored, leaving out what it was paused for.
         waits = job.spec.paused and job.spec.source.live_job_ref is None
         target = RecordJobPhase.PAUSED if waits else RecordJobPhase.STARTED
+        still_going = _pods_still_going(pods)
         if target == RecordJobPhase.PAUSED and status.phase in (None, RecordJobPhase.INITIAL):
             reason, comment = str(ConditionReason.PAUSED), "created paused; set spec.paused to false to record"
+        elif still_going:
+            # Two recorders would write the same files: the new one starts once the old one is gone.
+            target = status.phase or RecordJobPhase.INITIAL
+            reason = "WaitingForPreviousPod"
+            comment = f"waiting for Pod {', '.join(still_going)} to terminate before starting {current_name}"
+            decision.requeue_after = TERMINATING_POD_RETRY_SECONDS
         else:
             reason, comment = "CreatingRecorder", f"creating Pod {current_name}"
             decision.create_pod_attempt = attempt
@@ -764,12 +803,18 @@ def decide_record_job(
             reason, comment = str(ConditionReason.ENCODER_CRASHED), f"recorder {_death(pod)}"
             died_at = pod.finished_at or now
             wait = (died_at + dt.timedelta(seconds=_backoff(config, status.retries)) - now).total_seconds()
+            still_going = _pods_still_going(pods)
             if wait > 0:
                 decision.requeue_after = wait
+            elif still_going:
+                # Counted when the next recorder is made, so once however long this takes.
+                comment += f"; the retry waits for Pod {', '.join(still_going)} to terminate"
+                decision.requeue_after = TERMINATING_POD_RETRY_SECONDS
             else:
                 decision.delete_pods.append(pod.name)
                 status.retries += 1
-                decision.create_pod_attempt = status.retries + 1
+                status.attempt += 1
+                decision.create_pod_attempt = status.attempt
                 decision.ensure_children = True
                 comment += f"; retry {status.retries}"
                 decision.events.append(("Warning", "RecorderRestarted", comment))
@@ -825,7 +870,7 @@ def decide_record_job(
         status.playback_url = status.files[0].url
     # The Pod of the attempt running or about to start (a retry above has moved on to the next one).
     status.resource_name = naming.pod_name(str(job.metadata.name), RECORDER_ROLE, str(job.metadata.uid),
-                                           status.retries + 1)
+                                           status.attempt)
     ready = target == RecordJobPhase.STARTED
     if ready:
         ready_reason = ConditionReason.RECORDING

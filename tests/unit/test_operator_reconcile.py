@@ -17,6 +17,7 @@ from onair.operator import naming
 from onair.operator.builders import build_encoder_pod, build_ingest_service, build_job_secret
 from onair.operator.config import OperatorConfig
 from onair.operator.reconcile import (
+    Decision,
     TemplateLookup,
     clip_request,
     decide_live_job,
@@ -25,7 +26,15 @@ from onair.operator.reconcile import (
     progress_only,
 )
 from onair.operator.services import ServiceEndpoint, service_endpoint
-from onair.phases import ConditionReason, LiveJobPhase, can_transition
+from onair.operator.webhooks import event_name
+from onair.phases import (
+    LIVE_JOB_TERMINAL_PHASES,
+    RECORD_JOB_TERMINAL_PHASES,
+    ConditionReason,
+    LiveJobPhase,
+    RecordJobPhase,
+    can_transition,
+)
 from onair.streamkeys import derive_control_key, derive_preview_key, derive_stream_key
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
@@ -71,6 +80,20 @@ def current_pod_name(attempt: int = 1) -> str:
     return naming.pod_name("news", "encoder", "uid-1", attempt)
 
 
+def announced(previous: str | None, decision: Decision) -> list[str]:
+    """The webhook events a decision's phase changes send, as the controller sends them."""
+    phase_type = LiveJobPhase if decision.phase_changes and isinstance(decision.phase_changes[0], LiveJobPhase) \
+        else RecordJobPhase
+    last = phase_type(previous) if previous else None
+    events = []
+    for phase in decision.phase_changes:
+        event = event_name(last, phase)
+        if event:
+            events.append(event)
+        last = phase
+    return events
+
+
 def test_phase_path_passes_through_intermediate_phases() -> None:
     assert phase_path(None, LiveJobPhase.PROVISIONING) == [LiveJobPhase.PENDING, LiveJobPhase.PROVISIONING]
     assert phase_path(LiveJobPhase.PROVISIONING, LiveJobPhase.LIVE) == [LiveJobPhase.WAITING_FOR_INPUT,
@@ -81,6 +104,22 @@ def test_phase_path_passes_through_intermediate_phases() -> None:
         for phase in path:
             assert can_transition(previous, phase)
             previous = phase
+
+
+@pytest.mark.parametrize("phase_type", [LiveJobPhase, RecordJobPhase])
+def test_phase_path_between_phases_that_go_on_never_passes_a_terminal_phase(phase_type: type) -> None:
+    """Each phase passed is a timing, an Event and a webhook: a job that goes on never says it completed
+    or failed on the way."""
+    terminal = LIVE_JOB_TERMINAL_PHASES if phase_type is LiveJobPhase else RECORD_JOB_TERMINAL_PHASES
+    going_on = [phase for phase in phase_type if phase not in terminal]
+    for current in [None, *going_on]:
+        for target in going_on:
+            path = phase_path(current, target)
+            assert not terminal & set(path), f"{current} -> {target}: {path}"
+            previous = current
+            for phase in path:
+                assert can_transition(previous, phase), f"{current} -> {target}: {path}"
+                previous = phase
 
 
 def test_new_job_creates_children_and_pod_and_is_provisioning() -> None:
@@ -397,6 +436,68 @@ def test_switching_on_again_before_the_stopped_encoder_is_gone_is_not_a_crash(ol
     assert started.status["resourceName"] == current_pod_name(2)
 
 
+def test_an_encoder_pod_being_deleted_is_replaced_only_once_it_is_gone() -> None:
+    """kubectl delete pod, an eviction or a drain: the Pod runs on through its grace period, still
+    serving the Service and writing the playlists, so its successor must not start before it ends."""
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    status = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], {"state": "live"}, CONFIG,
+                             NOW).status
+    deleting = [pod(current_pod_name(1), deleting=True)]
+    died = decide_live_job(live_job(status), TEMPLATE, deleting, {"state": "live"}, CONFIG,
+                           NOW + dt.timedelta(seconds=1))
+    assert died.status["phase"] == "Provisioning" and died.status["restarts"] == 1
+    assert died.create_pod_attempt is None and died.delete_pods == []
+    # The back-off (2s) is over; the old encoder is still in its grace period.
+    waiting = decide_live_job(live_job(died.status), TEMPLATE, deleting, None, CONFIG, NOW + dt.timedelta(seconds=4))
+    assert waiting.create_pod_attempt is None
+    assert waiting.requeue_after is not None and waiting.requeue_after <= 5
+    assert waiting.status["phase"] == "Provisioning" and current_pod_name(1) in waiting.status["message"]
+    assert waiting.status["restarts"] == 1 and not waiting.phase_changes
+    # Its container exited (the Pod object may linger a moment): nothing of it runs any more.
+    exited = [pod(current_pod_name(1), "Failed", ready=False, exit_code=137, deleting=True)]
+    for pods in (exited, []):
+        replaced = decide_live_job(live_job(waiting.status), TEMPLATE, pods, None, CONFIG,
+                                   NOW + dt.timedelta(seconds=9))
+        assert replaced.create_pod_attempt == 2 and replaced.status["resourceName"] == current_pod_name(2)
+        assert replaced.status["restarts"] == 1  # one death, counted once
+
+
+def test_a_live_job_rescheduled_into_the_future_waits_in_pending_without_saying_it_stopped_or_failed() -> None:
+    later = {"startDateTime": (NOW + dt.timedelta(hours=1)).isoformat()}
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    live = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], {"state": "live"}, CONFIG,
+                           NOW).status
+    stopping = decide_live_job(live_job(live, generation=2, schedule=later), TEMPLATE, [pod(current_pod_name())],
+                               {"state": "live"}, CONFIG, NOW + dt.timedelta(seconds=1))
+    assert stopping.status["phase"] == "Stopping" and stopping.delete_pods == [current_pod_name()]
+    pending = decide_live_job(live_job(stopping.status, generation=2, schedule=later), TEMPLATE, [], None, CONFIG,
+                              NOW + dt.timedelta(seconds=30))
+    assert pending.phase_changes == [LiveJobPhase.PENDING]
+    assert announced("Stopping", pending) == []  # no "stopped": the stream goes on at its new start
+    assert [reason for _, reason, _ in pending.events] == ["Pending"]
+    assert pending.requeue_after == pytest.approx(3600 - 30)
+    assert "finishedAt" not in pending.status
+
+    # Rescheduled during a restart's back-off (no encoder runs): straight back to Pending.
+    crashed = [pod(current_pod_name(), "Failed", ready=False, exit_code=1)]
+    backoff = decide_live_job(live_job(live), TEMPLATE, crashed, None, CONFIG, NOW).status
+    assert backoff["phase"] == "Provisioning"
+    rescheduled = decide_live_job(live_job(backoff, generation=2, schedule=later), TEMPLATE, [], None, CONFIG,
+                                  NOW + dt.timedelta(seconds=1))
+    assert rescheduled.phase_changes == [LiveJobPhase.PENDING] and announced("Provisioning", rescheduled) == []
+    assert rescheduled.create_pod_attempt is None
+
+
+def test_a_switched_off_job_completes_at_its_finish_time_without_waiting_for_another_event() -> None:
+    schedule = {"finishDateTime": (NOW + dt.timedelta(hours=1)).isoformat()}
+    offline = decide_live_job(live_job(online=False, schedule=schedule), TEMPLATE, [], None, CONFIG, NOW)
+    assert offline.status["phase"] == "Offline" and offline.create_pod_attempt is None
+    assert offline.requeue_after == pytest.approx(3600)
+    woken = decide_live_job(live_job(offline.status, online=False, schedule=schedule), TEMPLATE, [], None, CONFIG,
+                            NOW + dt.timedelta(seconds=offline.requeue_after))
+    assert woken.status["phase"] == "Completed" and announced("Offline", woken) == ["stopped"]
+
+
 def test_schedule_waits_for_start_and_completes_at_finish() -> None:
     schedule = {"startDateTime": "2026-11-23T13:00:00Z", "finishDateTime": "2026-11-23T14:00:00Z"}
     early = decide_live_job(live_job(schedule=schedule), TEMPLATE, [], None, CONFIG, NOW)
@@ -509,10 +610,10 @@ def test_single_input_class_passes_the_source_through() -> None:
     assert job_config(single)["template"] is None
 
 
-def record_job(status: dict[str, Any] | None = None, **spec: Any) -> RecordJob:
+def record_job(status: dict[str, Any] | None = None, generation: int = 1, **spec: Any) -> RecordJob:
     body: dict[str, Any] = {
         "apiVersion": "onair.dev/v1alpha1", "kind": "RecordJob",
-        "metadata": {"name": "rec", "namespace": "ns", "uid": "uid-r", "generation": 1},
+        "metadata": {"name": "rec", "namespace": "ns", "uid": "uid-r", "generation": generation},
         "spec": {"source": {"streamUrl": "rtmp://origin/live/x"}, "output": {"bucket": "media"}, **spec},
     }
     if status is not None:
@@ -533,6 +634,79 @@ def test_a_record_job_retried_or_re_armed_names_its_new_pod_and_forgets_the_old_
     body["metadata"]["generation"] = 2
     again = decide_record_job(RecordJob.model_validate(body), None, [], None, CONFIG, NOW).status
     assert again["phase"] != "Failed" and "errorMessage" not in again and "finishedAt" not in again
+
+
+def test_a_record_job_status_from_before_attempts_finds_its_recorder_by_its_retries() -> None:
+    status = {**decide_record_job(record_job(), None, [], None, CONFIG, NOW).status, "retries": 2}
+    status.pop("attempt")
+    third = naming.pod_name("rec", "recorder", "uid-r", 3)
+    recording = decide_record_job(record_job(status), None, [pod(third)], {"recording": {"paused": False}}, CONFIG,
+                                  NOW)
+    assert recording.delete_pods == [] and recording.create_pod_attempt is None
+    assert recording.status["attempt"] == 3 and recording.status["resourceName"] == third
+
+
+def test_a_record_job_whose_recorder_refused_its_spec_records_again_once_the_spec_is_fixed() -> None:
+    """The refused recorder's Pod is kept while the job is Failed (its logs say why): the fixed spec
+    gets a new recorder, not that Pod's verdict again."""
+    first, second = (naming.pod_name("rec", "recorder", "uid-r", attempt) for attempt in (1, 2))
+    status = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
+    refused = [pod(first, "Failed", ready=False, exit_code=2)]
+    failed = decide_record_job(record_job(status), None, refused, None, CONFIG, NOW).status
+    assert failed["phase"] == "Failed"
+    assert decide_record_job(record_job(failed), None, refused, None, CONFIG, NOW).delete_pods == []
+    fixed = decide_record_job(record_job(failed, generation=2), None, refused, None, CONFIG,
+                              NOW + dt.timedelta(minutes=1))
+    assert fixed.status["phase"] == "Started" and "errorMessage" not in fixed.status
+    assert fixed.phase_changes == [RecordJobPhase.INITIAL, RecordJobPhase.STARTED]
+    assert fixed.create_pod_attempt == 2 and fixed.status["resourceName"] == second
+    assert fixed.status["retries"] == 0  # a fixed spec gets the restart allowance of a new job
+    assert fixed.delete_pods == [first]
+    # The next observation: the old Pod going, the new one recording.
+    pods = [pod(first, "Failed", ready=False, exit_code=2, deleting=True), pod(second)]
+    recording = decide_record_job(record_job(fixed.status, generation=2), None, pods,
+                                  {"recording": {"paused": False}}, CONFIG, NOW + dt.timedelta(minutes=1, seconds=5))
+    assert recording.status["phase"] == "Started" and not recording.phase_changes
+    assert recording.create_pod_attempt is None and recording.delete_pods == []
+
+
+def test_a_recording_rescheduled_into_the_future_stops_its_recorder_and_starts_anew_then() -> None:
+    first, second = (naming.pod_name("rec", "recorder", "uid-r", attempt) for attempt in (1, 2))
+    status = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
+    for paused in (False, True):
+        running = decide_record_job(record_job(status, paused=paused), None, [pod(first)],
+                                    {"recording": {"paused": paused}}, CONFIG, NOW).status
+        assert running["phase"] == ("Paused" if paused else "Started")
+        window = {"start": (NOW + dt.timedelta(minutes=1)).isoformat()}
+        later = decide_record_job(record_job(running, generation=2, paused=paused, timeRange=window), None,
+                                  [pod(first)], {"recording": {"paused": paused}}, CONFIG,
+                                  NOW + dt.timedelta(seconds=1))
+        assert later.phase_changes == [RecordJobPhase.INITIAL] and announced(running["phase"], later) == []
+        assert [reason for _, reason, _ in later.events] == ["Initial"]
+        assert later.delete_pods == [first]  # no recording while the status says Initial
+        assert later.requeue_after == pytest.approx(59)
+    # The new start comes while the old recorder is still in its grace period: the new one waits for it.
+    window = {"start": (NOW + dt.timedelta(minutes=1)).isoformat()}
+    going = [pod(first, deleting=True)]
+    waiting = decide_record_job(record_job(later.status, generation=2, timeRange=window), None, going, None, CONFIG,
+                                NOW + dt.timedelta(minutes=1))
+    assert waiting.create_pod_attempt is None and waiting.status["phase"] == "Initial"
+    assert waiting.requeue_after is not None and waiting.requeue_after <= 5
+    started = decide_record_job(record_job(waiting.status, generation=2, timeRange=window), None, [], None, CONFIG,
+                                NOW + dt.timedelta(minutes=1, seconds=5))
+    assert started.status["phase"] == "Started" and started.create_pod_attempt == 2
+    assert started.status["resourceName"] == second
+
+
+def test_a_recorder_retry_waits_for_an_older_recorder_still_terminating() -> None:
+    first, second = (naming.pod_name("rec", "recorder", "uid-r", attempt) for attempt in (1, 2))
+    status = {**decide_record_job(record_job(), None, [], None, CONFIG, NOW).status, "retries": 1, "attempt": 2}
+    crashed = pod(second, "Failed", ready=False, exit_code=1, finished_at=NOW - dt.timedelta(minutes=1))
+    waiting = decide_record_job(record_job(status), None, [pod(first, deleting=True), crashed], None, CONFIG, NOW)
+    assert waiting.create_pod_attempt is None and waiting.status["retries"] == 1
+    assert waiting.status["phase"] == "Started" and waiting.requeue_after is not None
+    retried = decide_record_job(record_job(waiting.status), None, [crashed], None, CONFIG, NOW)
+    assert retried.create_pod_attempt == 3 and retried.status["retries"] == 2  # the death counted once
 
 
 @pytest.mark.parametrize(("output_type", "url_start", "master_at_completion"), [
@@ -908,7 +1082,7 @@ def test_a_recorder_that_cannot_start_fails_the_record_job_too() -> None:
 
 def test_a_long_recording_evicted_more_often_than_max_restarts_goes_on() -> None:
     status = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
-    status = {**status, "retries": CONFIG.max_restarts}
+    status = {**status, "retries": CONFIG.max_restarts, "attempt": CONFIG.max_restarts + 1}
     name = naming.pod_name("rec", "recorder", "uid-r", CONFIG.max_restarts + 1)
     evicted = pod(name, "Failed", ready=False, exit_code=EXIT_INTERRUPTED, finished_at=NOW - dt.timedelta(minutes=1))
     evicted["status"]["containerStatuses"][0]["state"]["terminated"]["startedAt"] = "2026-11-23T06:00:00Z"
