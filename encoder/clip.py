@@ -107,9 +107,11 @@ class ClipJob:
                 self.status.set_state(EncoderState.WAITING, "waiting for the live stream to reach the clip's end")
                 try:
                     await asyncio.wait_for(self.stop_requested.wait(), FOLLOW_POLL_SECONDS)
-                    break
                 except TimeoutError:
                     continue
+                if not self.finishing:
+                    return EXIT_INTERRUPTED  # an eviction: the next Pod follows the stream on to the end
+                break  # finishing now: the clip ends with what the stream has published
             segments = select_clip_segments(playlist.segments, self.clip.start, self.clip.end,
                                             self.status.paused_ranges)
             if not segments:

@@ -23,7 +23,7 @@ from onair.jsonlog import add_context, setup_logging
 
 from .clip import ClipJob
 from .config import ConfigError, IngestKind, JobConfig, load_job_config
-from .pipeline import STOP_GRACE_SECONDS, Encoder, FatalConfigError, Ports, spool_limit_from_env
+from .pipeline import Encoder, FatalConfigError, Ports, spool_limit_from_env
 from .preview import preview_app
 from .server import hook_app, status_app
 from .srt import SrtUnavailable, load_libsrt
@@ -64,7 +64,7 @@ async def serve(config: JobConfig, ports: Ports) -> int:
         log.info("stop requested by signal")
         job.request_stop()
         # Whatever happens, be gone before the kubelet's SIGKILL.
-        loop.call_later(STOP_GRACE_SECONDS - 0.5, lambda: os._exit(encoder.exit_code()))
+        loop.call_later(encoder.stop_grace_seconds - 0.5, lambda: os._exit(encoder.exit_code()))
 
     try:
         status = status_app(job, pausable=config.outputs.pausable, control_key=config.control_key)

@@ -83,6 +83,9 @@ log = logging.getLogger(__name__)
 MASTER_PLAYLIST = "master.m3u8"
 POLL_INTERVAL = 0.05  # local playlist polling; well inside the 300 ms availability budget
 STOP_GRACE_SECONDS = 25.0  # the Pod's grace period is 30 s; leave room for the process to exit
+# What a stop's uploads leave of the grace period: for the uploader's workers, the HTTP servers and
+# the process to end before main's safety exit, half a second before the grace period ends.
+STOP_SPARE_SECONDS = 2.0
 FFMPEG_STOP_SECONDS = 6.0
 RTMP_REJOIN_SECONDS = 0.1
 PLAYER_JOIN_SECONDS = 5.0  # how long a publish waits (held by nginx) for our ffmpeg to be on the stream
@@ -163,8 +166,10 @@ class VariantInfo:
 
 
 class Encoder:
-    def __init__(self, config: JobConfig, ports: Ports, work_dir: Path, store: S3Store, spool_limit_bytes: int) -> None:
+    def __init__(self, config: JobConfig, ports: Ports, work_dir: Path, store: S3Store, spool_limit_bytes: int,
+                 *, stop_grace_seconds: float = STOP_GRACE_SECONDS) -> None:
         self.config = config
+        self.stop_grace_seconds = stop_grace_seconds
         self.ports = ports
         self.work_dir = work_dir
         self.store = store
@@ -198,6 +203,7 @@ class Encoder:
         )
         self.status.uploader = self.uploader
         self.stop_requested = asyncio.Event()
+        self.signalled_at: float | None = None  # time.monotonic() of the first SIGTERM: the grace period runs from it
         self.finishing = False
         self.session_number = 0
         self.nvenc = False  # the template asks for NVENC and the Pod has a GPU (see run)
@@ -216,7 +222,10 @@ class Encoder:
         self.local_segments: dict[str, list[tuple[Segment, Path]]] = {name: [] for name in config.rendition_names}
         self.started_at = datetime.now(UTC)
         self._last_returncode: int | None = None
-        self._probing: set[str] = set()
+        self._probing: set[str] = set()  # renditions whose first segment ffprobe is reading
+        # Counts the passthrough sessions that made the variants start over (see _forget_variants): a
+        # probe of an earlier session that ends late must not bring its codecs back.
+        self._variants_generation = 0
         self._background: set[asyncio.Task[Any]] = set()
         self._sweeps: set[asyncio.Task[None]] = set()  # deleting what earlier Pods left (see _sweep_leftovers)
 
@@ -225,6 +234,8 @@ class Encoder:
     def request_stop(self, finishing: bool | None = None) -> None:
         """SIGTERM, /finish, or the end of the job's time range."""
         if finishing is None:  # a signal: finishing only once the job's time is up
+            if self.signalled_at is None:
+                self.signalled_at = time.monotonic()
             finish_at = self.config.finish_at
             finishing = finish_at is not None and finish_at <= datetime.now(UTC)
         self.finishing = self.finishing or finishing
@@ -577,8 +588,7 @@ class Encoder:
                 # after it, so MPEG-TS segments cannot follow (a reconnect with H.264 after HEVC).
                 in_fmp4 = any(segment.init_uri for track in self.tracks.values() for segment in track.segments)
                 packaging = packaging_for(program, self.config.audio, fmp4=in_fmp4)
-                for track_name in self.tracks:  # the codecs may have changed: the master is probed again
-                    self.variants.pop(track_name, None)
+                self._forget_variants()
                 outputs = self._make_outputs(session_dir, packaging.fmp4)
                 output = outputs[0]
                 argv = build_packager_argv(output, packaging, self.config.segment_seconds,
@@ -708,19 +718,22 @@ class Encoder:
         object_name = f"seg_{track.next_sequence:06d}.{extension}"
         # Closed when ffmpeg renamed its playlist (temp_file), not when we noticed: latency from there.
         closed_at = time.monotonic() - max(0.0, time.time() - modified)
+        probe_copy = None
+        if name not in self.variants and name not in self._probing:
+            # Probed off the upload path: the master follows once every rendition is known, and the
+            # first segments are not delayed. Linked before the upload is queued, which removes the file.
+            probe_copy = path.with_name(f"probe_{path.name}")
+            os.link(path, probe_copy)
         segment = track.add(local.duration, object_name, local.program_date_time, init_uri, size)
         self.uploader.put_file(self.config.key(name, object_name), path, remove_local=not self.keep_local_segments)
         if self.keep_local_segments:
             self.local_segments[name].append((segment, path))
         self._queue_playlists(name, closed_at=[closed_at])
-        if name not in self.variants and name not in self._probing:
-            # Probed off the upload path (a hard link survives the uploader removing the file): the
-            # master follows once every rendition is known, and the first segments are not delayed.
+        if probe_copy is not None:
             self._probing.add(name)
-            probe_copy = path.with_name(f"probe_{path.name}")
-            os.link(path, probe_copy)
             init = output.directory / output.init_name if output.init_name else None
-            task = asyncio.create_task(self._probe_variant(name, probe_copy, init, size, local.duration))
+            task = asyncio.create_task(self._probe_variant(name, probe_copy, init, size, local.duration,
+                                                           self._variants_generation))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         expired = track.take_expired()
@@ -778,18 +791,35 @@ class Encoder:
             event = track.event_playlist(ended=ended).encode()
             self.uploader.put_bytes(self.config.key(name, EVENT_PLAYLIST), event, cache)
 
-    async def _probe_variant(self, name: str, path: Path, init: Path | None, size: int, duration: float) -> None:
-        """CODECS, RESOLUTION and FRAME-RATE of the master from the first segment itself."""
+    def _forget_variants(self) -> None:
+        """The codecs may have changed (a passthrough's new session): every rendition is probed again,
+        from the new session's first segment."""
+        self.variants.clear()
+        self._probing.clear()
+        self._variants_generation += 1
+
+    async def _probe_variant(self, name: str, path: Path, init: Path | None, size: int, duration: float,
+                             generation: int) -> None:
+        """CODECS, RESOLUTION and FRAME-RATE of the master from the first segment itself (`generation`:
+        of the variants when the segment was published)."""
         probed = [path]
-        if init is not None:  # an fMP4 media segment has no moov: probe it behind its init segment
-            path = await asyncio.to_thread(join_files, init, path, path.with_name(f"{path.name}.mp4"))
-            probed.append(path)
-        process = await asyncio.create_subprocess_exec(
-            "ffprobe", "-v", "error", "-show_streams", "-of", "json", str(path),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-            preexec_fn=partial(niced_child, PROBE_NICENESS),
-        )  # fmt: skip
-        output, _ = await process.communicate()
+        try:
+            if init is not None:  # an fMP4 media segment has no moov: probe it behind its init segment
+                path = await asyncio.to_thread(join_files, init, path, path.with_name(f"{path.name}.mp4"))
+                probed.append(path)
+            process = await asyncio.create_subprocess_exec(
+                "ffprobe", "-v", "error", "-show_streams", "-of", "json", str(path),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+                preexec_fn=partial(niced_child, PROBE_NICENESS),
+            )  # fmt: skip
+            output, _ = await process.communicate()
+        finally:
+            for leftover in probed:
+                leftover.unlink(missing_ok=True)
+            if generation == self._variants_generation:
+                self._probing.discard(name)  # a probe that failed is tried again with the next segment
+        if generation != self._variants_generation:
+            return  # an older session's codecs: the new session's own probe tells the master
         try:
             streams = json.loads(output or b"{}").get("streams", [])
         except ValueError:
@@ -810,8 +840,6 @@ class Encoder:
         self.variants[name] = VariantInfo(codecs, resolution, frame_rate,
                                           peak_bandwidth=int(peak * BANDWIDTH_HEADROOM),
                                           declared_bandwidth=declared)
-        for leftover in probed:
-            leftover.unlink(missing_ok=True)
         self._queue_master()
 
     def _queue_master(self, complete: bool = False) -> None:
@@ -896,11 +924,15 @@ class Encoder:
             log.warning("could not delete what an earlier Pod left of %s: %s", name, error)
 
     async def _finish(self) -> int:
-        deadline = time.monotonic() + STOP_GRACE_SECONDS - 2
+        # The grace period runs from the signal (the session's ffmpeg took part of it to stop), or from
+        # here when nothing signalled: /finish, the job's end time, the source's end.
+        started = time.monotonic()
+        grace_from = min(started, self.signalled_at) if self.signalled_at is not None else started
+        deadline = grace_from + self.stop_grace_seconds - STOP_SPARE_SECONDS
         for sweep in self._sweeps:
             sweep.cancel()
         if self._background:  # first-segment probes still running: the master waits on them
-            await asyncio.wait(self._background, timeout=5)
+            await asyncio.wait(self._background, timeout=max(0.0, min(5.0, deadline - time.monotonic())))
         for name, track in self.tracks.items():
             if track.segments:
                 self._queue_playlists(name, ended=self.finishing)
@@ -911,8 +943,10 @@ class Encoder:
             self._queue_master(complete=True)
         if self.front is not None:
             await self.front.stop()
-        uploaded = await asyncio.to_thread(self.uploader.wait_idle, max(0.5, deadline - time.monotonic()))
-        self.uploader.stop()
+        uploaded = await asyncio.to_thread(self.uploader.wait_idle, max(0.0, deadline - time.monotonic()))
+        # Off the loop, which must stay free to run main's safety exit; a worker stuck in a request the
+        # store never answers is left to its daemon thread rather than waited for past the deadline.
+        await asyncio.to_thread(self.uploader.stop, max(0.0, deadline - time.monotonic()))
         if not uploaded:
             self.status.set_state(EncoderState.FAILED, "stopped before every segment was uploaded (store down)")
             log.error("exiting with %d uploads pending", self.uploader.pending())
@@ -938,7 +972,8 @@ class Encoder:
                 log.error("no master: %s could not be probed from the bucket: %s", name, error)
                 continue
             init = directory / segment.init_uri if segment.init_uri else None
-            await self._probe_variant(name, path, init, path.stat().st_size, segment.duration)
+            await self._probe_variant(name, path, init, path.stat().st_size, segment.duration,
+                                      self._variants_generation)
 
     def exit_code(self) -> int:
         """A recording stopped before its end (a bare SIGTERM: an eviction, a drain) is not done: the

@@ -7,11 +7,12 @@ operation in a parent folder (the master playlist) waits for everything queued b
 folders below, and they for it. Lanes upload in parallel (a few worker threads), so three
 renditions whose segments close at the same moment do not queue behind one another. When the store
 fails, a worker retries the same operation with exponential backoff and everything behind it in its
-lane waits on local disk (the spool). Only playlists are coalesced: a newer
-version of a playlist replaces an older queued one and moves to the tail, which keeps every
-"segment before playlist" pair in order while an outage does not pile up stale playlists; the
-deletes that were queued behind the replaced version move behind the new one, so no segment is
-deleted while the stored playlist still names it.
+lane waits on local disk (the spool). Only playlists are coalesced, so that an outage does not
+pile up stale playlists: a newer version of a playlist takes the place of the older queued one, the
+files its folder queued since (the segments it names) move ahead of it and the deletes stay behind
+it. So every segment lands before a playlist naming it, no segment is deleted while the stored
+playlist still names it, and a master queued after the older version still lands after a version of
+every playlist it names.
 """
 
 from __future__ import annotations
@@ -155,38 +156,39 @@ class UploadQueue:
 
     def put_file(self, key: str, path: Path, *, remove_local: bool = True) -> None:
         operation = Operation(key=key, path=path, remove_local=remove_local)
+        # Sized outside the lock: the stat releases the GIL, and the count changes only under the lock,
+        # here and when a worker has uploaded a file, so that neither change is lost.
+        size = operation.size
+        operation.on_done = self._release(size)
         with self._condition:
-            self._spool_bytes += operation.size
-            operation_size = operation.size
-            operation.on_done = self._release(operation_size)
+            self._spool_bytes += size
             self._queue.append(operation)
             self._condition.notify_all()
 
     def _release(self, size: int) -> Callable[[], None]:
         def release() -> None:
-            self._spool_bytes -= size
+            with self._condition:
+                self._spool_bytes -= size
 
         return release
 
     def put_bytes(self, key: str, body: bytes, cache_control: str, closed_at: list[float] | None = None) -> None:
         """Queue a playlist; an older queued version of the same key is replaced (see module doc)."""
-        marks = list(closed_at or [])
         lane = lane_of(key)
         with self._condition:
-            replaced = False
-            deferred: list[Operation] = []
-            for queued in list(self._queue):
-                if queued.key == key and not queued.delete and queued.body is not None:
-                    marks = queued.closed_at + marks
-                    self._queue.remove(queued)
-                    replaced = True
-                elif replaced and queued.delete and lane_of(queued.key) == lane:
-                    # A delete queued behind the replaced version counted on it landing first (the
-                    # stored playlist may still name that segment): it follows the new version.
-                    self._queue.remove(queued)
-                    deferred.append(queued)
-            self._queue.append(Operation(key=key, body=body, cache_control=cache_control, closed_at=marks))
-            self._queue.extend(deferred)
+            queued = list(self._queue)
+            older = next((index for index, operation in enumerate(queued)
+                          if operation.key == key and not operation.delete and operation.body is not None), None)
+            if older is None:
+                self._queue.append(Operation(key=key, body=body, cache_control=cache_control,
+                                             closed_at=list(closed_at or [])))
+            else:
+                marks = queued[older].closed_at + list(closed_at or [])
+                since = queued[older + 1:]
+                ahead = [operation for operation in since if lane_of(operation.key) == lane and not operation.delete]
+                behind = [operation for operation in since if lane_of(operation.key) != lane or operation.delete]
+                newer = Operation(key=key, body=body, cache_control=cache_control, closed_at=marks)
+                self._queue = deque([*queued[:older], *ahead, newer, *behind])
             self._condition.notify_all()
 
     def delete(self, key: str) -> None:
@@ -209,12 +211,15 @@ class UploadQueue:
                 self._condition.wait(remaining)
             return True
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ends the workers once their current operation is done, waiting for them `timeout` in all
+        (a worker stuck in a store request is left to its daemon thread)."""
+        deadline = time.monotonic() + timeout
         with self._condition:
             self._stopping = True
             self._condition.notify_all()
         for thread in self._threads:
-            thread.join(timeout=5)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     # --- the worker ----------------------------------------------------------------------------
 

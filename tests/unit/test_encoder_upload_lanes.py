@@ -1,10 +1,13 @@
 """The uploader's lanes: renditions upload in parallel, each keeps its own order, and the master
-playlist waits for what was queued before it below its folder."""
+playlist waits for what was queued before it below its folder; the spool's count survives lanes that
+end uploads while others queue."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path, PosixPath
 
 from onair.encoder.upload import UploadQueue, lanes_conflict
 
@@ -101,3 +104,83 @@ def test_after_an_outage_no_segment_is_deleted_while_the_stored_playlist_names_i
     queue.stop()
     assert store.deleted_while_named == []
     assert store.objects[f"{lane}/index.m3u8"] == b"seg_2.ts" and f"{lane}/seg_0.ts" not in store.objects
+
+
+class OrderStore:
+    """Records what lands, in order."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.landed: list[tuple[str, bytes]] = []
+
+    def put(self, key: str, body: bytes, content_type: str, cache_control: str) -> None:
+        with self.lock:
+            self.landed.append((key, body))
+
+    def delete(self, key: str) -> None:
+        self.put(key, b"", "", "")
+
+
+def test_after_an_outage_the_master_lands_after_a_version_of_every_playlist_it_names() -> None:
+    store = OrderStore()
+    queue = UploadQueue(store, spool_limit_bytes=10**9)
+    # Queued during an outage (the workers have not started): each rendition's first segment and
+    # playlist, the master once both are known, then the next segment of one rendition.
+    for rendition in ("a", "b"):
+        queue.put_bytes(f"live/x/{rendition}/seg_0.ts", b"s0", "immutable")
+        queue.put_bytes(f"live/x/{rendition}/index.m3u8", b"seg_0.ts", "max-age=1")
+    queue.put_bytes("live/x/master.m3u8", b"a/index.m3u8\nb/index.m3u8", "max-age=5")
+    queue.put_bytes("live/x/a/seg_1.ts", b"s1", "immutable")
+    queue.put_bytes("live/x/a/index.m3u8", b"seg_0.ts\nseg_1.ts", "max-age=1")
+    queue.start()
+    assert queue.wait_idle(5)
+    queue.stop()
+    keys = [key for key, _ in store.landed]
+    for rendition in ("a", "b"):
+        assert keys.index(f"live/x/{rendition}/index.m3u8") < keys.index("live/x/master.m3u8")
+    for position, (key, body) in enumerate(store.landed):  # and every playlist after the segments it names
+        if key.endswith("index.m3u8"):
+            folder = key.rsplit("/", 1)[0]
+            assert all(f"{folder}/{name}" in keys[:position] for name in body.decode().split())
+
+
+class WaitingStore:
+    """Holds the first upload until told it may finish."""
+
+    def __init__(self) -> None:
+        self.uploading = threading.Event()
+        self.may_finish = threading.Event()
+
+    def put(self, key: str, body: bytes, content_type: str, cache_control: str) -> None:
+        self.uploading.set()
+        self.may_finish.wait(5)
+
+    def delete(self, key: str) -> None:
+        pass
+
+
+def test_the_spool_count_keeps_an_upload_that_ends_while_another_file_is_queued(tmp_path: Path) -> None:
+    """A file is sized (a stat: other threads run meanwhile) while another lane's upload ends."""
+    one_file = 1_000_000
+    store = WaitingStore()
+    queue = UploadQueue(store, spool_limit_bytes=one_file)
+
+    class SizedWhileAnUploadEnds(PosixPath):
+        def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+            if not store.may_finish.is_set():
+                store.may_finish.set()
+                deadline = time.monotonic() + 5
+                while queue.spool_bytes and time.monotonic() < deadline:  # the other upload has ended
+                    time.sleep(0.001)
+            return super().stat(follow_symlinks=follow_symlinks)
+
+    for name in ("a.ts", "b.ts"):
+        (tmp_path / name).write_bytes(b"x" * one_file)
+    queue.start()
+    queue.put_file("live/x/720p/a.ts", tmp_path / "a.ts")
+    assert store.uploading.wait(5)
+    queue.put_file("live/x/360p/b.ts", SizedWhileAnUploadEnds(tmp_path / "b.ts"))
+    assert queue.wait_idle(5)
+    queue.stop()
+    assert queue.spool_bytes == 0 and queue.has_room_for(one_file)  # the next segments are not dropped
+

@@ -1,0 +1,149 @@
+"""Stopping: a bare SIGTERM (an eviction) leaves a clip that follows the live stream for the next attempt,
+and a stop ends within the Pod's grace period even when the store never answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from onair.encoder.clip import ClipJob
+from onair.encoder.config import load_job_config
+from onair.encoder.pipeline import STOP_SPARE_SECONDS, Encoder, Ports
+from onair.encoder.playlist import Segment, parse_media_playlist, render_media_playlist
+from onair.encoder.status import EncoderState
+from onair.exitcodes import EXIT_INTERRUPTED, EXIT_OK
+
+pytestmark = pytest.mark.unit
+
+
+async def eventually(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+# --- a clip whose end is still to come ---------------------------------------------------------------
+
+
+class LiveBucket:
+    """A LiveJob's stored stream (one rendition, segments up to 8 s ago), and what the clip writes."""
+
+    def __init__(self, now: datetime) -> None:
+        segments = [Segment(i, 4.0, f"seg_{i:06d}.ts", now - timedelta(seconds=40 - 4 * i)) for i in range(8)]
+        self.objects = {
+            "live/news/master.m3u8": b'#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000,CODECS="avc1.64001f,mp4a.40.2"\n'
+                                     b"720p/index.m3u8\n",
+            "live/news/720p/index.m3u8": render_media_playlist(segments, nominal_duration=4).encode(),
+        }
+        self.objects.update({f"live/news/720p/{segment.uri}": b"media" for segment in segments})
+
+    def get(self, key: str) -> bytes | None:
+        return self.objects.get(key)
+
+    def put(self, key: str, body: bytes, content_type: str, cache_control: str) -> None:
+        self.objects[key] = body
+
+    def copy(self, source_key: str, key: str, cache_control: str) -> None:
+        self.objects[key] = self.objects[source_key]
+
+    def clip_keys(self) -> list[str]:
+        return sorted(key for key in self.objects if key.startswith("clips/c/"))
+
+
+@pytest.mark.parametrize("finishing", [None, True], ids=["sigterm", "finish"])
+async def test_a_clip_waiting_for_its_end_is_left_for_the_next_attempt_by_a_sigterm(
+    tmp_path: Path, finishing: bool | None
+) -> None:
+    now = datetime.now(UTC)
+    envelope = {"kind": "RecordJob", "namespace": "ns", "name": "clip", "template": None,
+                "spec": {"source": {"liveJobRef": "news"}, "output": {"bucket": "media"}},
+                "storage": {"endpoint": "http://s3", "bucket": "media", "prefix": "clips/c"},
+                "clip": {"sourcePrefix": "live/news", "start": (now - timedelta(seconds=30)).isoformat(),
+                         "end": (now + timedelta(seconds=60)).isoformat()}}
+    config = load_job_config({"ONAIR_JOB_CONFIG": json.dumps(envelope)})
+    bucket = LiveBucket(now)
+    status = Encoder(config, Ports(), tmp_path, bucket, 10**9).status  # as main.py makes it
+    job = ClipJob(config, config.clip, bucket, status, tmp_path)
+    run = asyncio.create_task(job.run())
+    await eventually(lambda: "reach the clip's end" in status.message, "the clip to wait for the stream")
+    job.request_stop(finishing)  # None: main.py's SIGTERM handler; True: the operator's POST /finish
+    code = await asyncio.wait_for(run, 5)
+    if finishing:  # the end of the job: the clip is what the stream has so far, for good
+        assert code == EXIT_OK and status.state == EncoderState.COMPLETED
+        assert parse_media_playlist(bucket.objects["clips/c/720p/index.m3u8"].decode()).ended
+    else:  # an eviction: nothing final is written, and the operator starts the next attempt
+        assert code == EXIT_INTERRUPTED and status.state != EncoderState.COMPLETED
+        assert bucket.clip_keys() == []
+
+
+# --- a store that never answers ---------------------------------------------------------------------
+
+
+class UnansweringStore:
+    """Accepts the request and never answers (until the test ends): botocore would wait 10 s a try."""
+
+    def __init__(self) -> None:
+        self.answer = threading.Event()
+        self.lock = threading.Lock()
+        self.waiting = 0
+
+    def put(self, key: str, body: bytes, content_type: str, cache_control: str) -> None:
+        with self.lock:
+            self.waiting += 1
+        self.answer.wait(30)
+
+    def delete(self, key: str) -> None:
+        self.put(key, b"", "", "")
+
+
+async def test_a_sigterm_ends_within_the_grace_period_counted_from_the_signal_when_the_store_never_answers(
+    tmp_path: Path,
+) -> None:
+    uploads_share = 0.6  # of the grace period; main's os._exit comes 0.5 s before its end
+    grace = uploads_share + STOP_SPARE_SECONDS
+    envelope = {"kind": "LiveJob", "namespace": "ns", "name": "j",
+                "spec": {"jobTemplateId": 1, "input": {"serverType": "RTMP"}, "destination": {"bucket": "media"}},
+                "template": {"id": 1, "name": "l", "segmentDurationSeconds": 4, "playlistWindow": 3, "renditions": [
+                    {"name": name, "width": 320, "height": 240, "fps": 30, "videoBitrate": 400000}
+                    for name in ("a", "b", "c")]},
+                "storage": {"endpoint": "http://s3", "bucket": "media", "prefix": "live/j"}}
+    config = load_job_config({"ONAIR_JOB_CONFIG": json.dumps(envelope), "ONAIR_STREAM_KEY": "key"})
+    store = UnansweringStore()
+    encoder = Encoder(config, Ports(), tmp_path, store, 10**9, stop_grace_seconds=grace)
+    encoder.uploader.start()
+    for name in ("a", "b", "c"):
+        encoder.uploader.put_bytes(f"live/j/{name}/index.m3u8", b"#EXTM3U\n", "no-cache")
+    longest_stall = 0.0
+
+    async def heartbeat() -> None:  # what main's safety exit needs: a loop that runs its callbacks
+        nonlocal longest_stall
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(0.01)
+            longest_stall = max(longest_stall, time.monotonic() - before)
+
+    beating = asyncio.create_task(heartbeat())
+    try:
+        await eventually(lambda: store.waiting == 3, "every rendition's upload to hang")
+        encoder.request_stop()  # main.py's SIGTERM handler
+        signalled = time.monotonic()
+        await asyncio.sleep(0.4)  # the session's ffmpeg closing its last segment takes part of the grace period
+        code = await encoder._finish()
+        stopped_after = time.monotonic() - signalled
+    finally:
+        beating.cancel()
+        store.answer.set()
+    assert code == EXIT_OK and encoder.status.state == EncoderState.FAILED
+    assert "uploaded" in encoder.status.message
+    assert stopped_after < uploads_share + 0.2  # counted from the signal, not from the end of the session
+    assert longest_stall < 0.2
+
