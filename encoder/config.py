@@ -117,7 +117,9 @@ class JobConfig:
     listen_host: str
     preview_key: str | None = None  # a LiveJob's live preview (preview.py) is served only with one
     start_at: datetime | None = None  # a RecordJob's timeRange.start or a LiveJob's schedule start
-    finish_at: datetime | None = None  # a SIGTERM after this is the end of the job: write ENDLIST
+    # The end when the Pod started; the encoder holds the current one (status.finish_at, POST /finish-at).
+    # A SIGTERM after it is the end of the job: write ENDLIST.
+    finish_at: datetime | None = None
     start_paused: bool = False
     paused_ranges: list[PausedRange] = field(default_factory=list)
     live_spec: LiveJobSpec | None = None

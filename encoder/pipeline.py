@@ -189,6 +189,7 @@ class Encoder:
             master_playlist_key=config.key(MASTER_PLAYLIST),
             media_playlist_keys={name: config.key(name, LIVE_PLAYLIST) for name in config.rendition_names},
             recording=config.kind == "RecordJob",
+            finish_at=config.finish_at,
         )
         # The pauses of the recording's earlier Pods: a recording that follows its LiveJob leaves
         # them out, and every recording keeps reporting them.
@@ -236,7 +237,7 @@ class Encoder:
         if finishing is None:  # a signal: finishing only once the job's time is up
             if self.signalled_at is None:
                 self.signalled_at = time.monotonic()
-            finish_at = self.config.finish_at
+            finish_at = self.status.finish_at
             finishing = finish_at is not None and finish_at <= datetime.now(UTC)
         self.finishing = self.finishing or finishing
         if not self.stop_requested.is_set():
@@ -356,12 +357,12 @@ class Encoder:
                 rendition.status = self._rendition_status(name, now)
             self._update_spool_full()
             self.status.refresh_metrics()
-            if self.config.finish_at is not None and now >= self.config.finish_at:
+            if self.status.finish_at is not None and now >= self.status.finish_at:
                 self.request_stop(finishing=True)
             await asyncio.sleep(0.25)
 
     def _progress(self, now: datetime) -> float | None:
-        end = self.config.finish_at
+        end = self.status.finish_at
         if end is None:
             return None
         start = self.config.start_at or self.started_at
@@ -460,7 +461,7 @@ class Encoder:
             returncode = self._last_returncode
             if self.stop_requested.is_set():
                 break
-            if self.config.kind == "RecordJob" and produced and returncode == 0 and self.config.finish_at is None:
+            if self.config.kind == "RecordJob" and produced and returncode == 0 and self.status.finish_at is None:
                 # The source ended (an HLS playlist with ENDLIST, or the stream closed): done.
                 self.request_stop(finishing=True)
                 break

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Protocol
 
 from aiohttp import web
@@ -15,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from onair.statusread import HEADLINE_HEADER, MAX_WAIT_SECONDS
 
 from .rtmp import PLAY_TOKEN_PARAMETER
-from .status import FINAL_STATES, EncoderStatus, headline_digest
+from .status import FINAL_STATES, EncoderStatus, headline_digest, rfc3339
 
 # A held read answers at once when the state, the publisher's connection or pause change (they are
 # announced); the rest of the headline (a first segment, statistics, a full spool, a stalled
@@ -104,6 +105,21 @@ def status_app(job: Controllable, *, pausable: bool, control_key: str | None) ->
 
         return handler
 
+    async def finish_at(request: web.Request) -> web.Response:
+        # The operator moves the end when the spec's finish time changes under a running encoder; at
+        # the old one the encoder would have ended the job early.
+        raw = request.query.get("at", "")
+        try:
+            when = datetime.fromisoformat(raw) if raw else None
+        except ValueError:
+            when = None
+        if raw and (when is None or when.tzinfo is None):
+            return web.json_response({"error": "at: an RFC 3339 time with its offset, or empty for none"},
+                                     status=400)
+        job.status.finish_at = when
+        job.status.announce()
+        return web.json_response({"finishAt": rfc3339(when)})
+
     async def finish(_: web.Request) -> web.Response:
         # The operator calls this before deleting the Pod when the job is over (online: false,
         # schedule end): the playlists get EXT-X-ENDLIST. A bare SIGTERM may be an eviction.
@@ -118,6 +134,7 @@ def status_app(job: Controllable, *, pausable: bool, control_key: str | None) ->
     app.router.add_post("/pause", pause_handler(True))
     app.router.add_post("/resume", pause_handler(False))
     app.router.add_post("/finish", finish)
+    app.router.add_post("/finish-at", finish_at)
     return app
 
 

@@ -105,6 +105,9 @@ class EncoderStatus:
     paused_ranges: list[tuple[datetime, datetime | None]] = field(default_factory=list)
     recording_progress: float | None = None
     recording: bool = False
+    # When the job ends (its schedule's finishDateTime, its timeRange.end): the spec's at the Pod's
+    # start, then whatever the operator sets when the spec changes (POST /finish-at).
+    finish_at: datetime | None = None
     metrics: Metrics = field(default_factory=Metrics)
     changed_at: float = field(default_factory=time.monotonic)
     _news_waiters: set[asyncio.Future[None]] = field(default_factory=set, init=False, repr=False, compare=False)
@@ -166,12 +169,12 @@ class EncoderStatus:
 
     def headline_parts(self) -> tuple[object, ...]:
         """What the operator acts on at once: the state and its message, the publisher's connection,
-        pause, a full spool, the playlists, each rendition's status, and whether segments, statistics
+        pause, the finish time, a full spool, the playlists, each rendition's status, and whether segments, statistics
         and a recording's progress exist yet. Not how far they got: those counters move all the time,
         and the operator writes them at its own pace."""
         return (
             self.state, self.message, self.connected, self.connected_at, self.disconnects, self.paused,
-            self.spool_full, self.recording_progress is not None, self.statistics != NO_STATISTICS,
+            self.finish_at, self.spool_full, self.recording_progress is not None, self.statistics != NO_STATISTICS,
             tuple((r.name, r.status, r.segments_written > 0) for r in self.renditions.values()),
             self.master_playlist_key, tuple(sorted(self.media_playlist_keys.items())),
         )
@@ -206,6 +209,7 @@ class EncoderStatus:
             "renditions": [rendition.to_json() for rendition in self.renditions.values()],
             "upload": upload,
             "droppedFrames": self.dropped_frames,
+            "finishAt": rfc3339(self.finish_at),
             "masterPlaylistKey": self.master_playlist_key,
             "mediaPlaylistKeys": dict(self.media_playlist_keys),
             "recording": {"paused": self.paused, "progress": self.recording_progress,

@@ -126,6 +126,7 @@ class ConditionReason(enum.StrEnum):
     ENCODER_CRASHED = "EncoderCrashed"
     ENCODER_STOPPED = "EncoderStopped"
     ENCODER_START_FAILED = "EncoderStartFailed"  # the Pod never started (image, config, no node): Failed
+    ENCODER_UNRESPONSIVE = "EncoderUnresponsive"  # running, but failing its readiness check
     # InputConnected
     WAITING_FOR_PUBLISHER = "WaitingForPublisher"
     PUBLISHER_CONNECTED = "PublisherConnected"

@@ -41,6 +41,7 @@ from onair.operator.reconcile import (
     decide_live_job,
     decide_record_job,
     progress_only,
+    record_attempt,
 )
 from onair.operator.services import ServiceEndpoint, service_endpoint
 from onair.operator.webhooks import WebhookSender, build_payload, event_name
@@ -460,12 +461,13 @@ class Controller:
                                        self._ingest_endpoints.get(str(job.metadata.uid)))
         else:
             source = self._live_job(namespace, job.spec.source.live_job_ref)
-            attempt = (job.status.retries if job.status else 0) + 1
-            current = naming.pod_name(key[2], builders.RECORDER_ROLE, str(job.metadata.uid), attempt)
+            current = naming.pod_name(key[2], builders.RECORDER_ROLE, str(job.metadata.uid),
+                                      record_attempt(job.status))
             report = self._report_of(pods, current)
-            decision = decide_record_job(job, source, pods, report, self.config, now)
             template = self.find_template(namespace, job.spec.job_template_id) \
                 if job.spec.job_template_id is not None else TemplateLookup(None)
+            decision = decide_record_job(job, source, pods, report, self.config, now,
+                                         template if job.spec.job_template_id is not None else None)
         await self._apply(key, job, body, decision, template.template, pods)
 
     def _report_of(self, pods: list[dict[str, Any]], name: str) -> dict[str, Any] | None:

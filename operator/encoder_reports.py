@@ -77,8 +77,8 @@ class EncoderReports:
         return None if target is None else target.report
 
     async def send(self, pod_uid: str, command: str, control_key: str) -> bool:
-        """POST /<command> (finish, pause, resume) to the encoder with the job's control key; True when
-        it answered 2xx."""
+        """POST /<command> (finish, pause, resume, finish-at?at=...) to the encoder with the job's control
+        key; True when it answered 2xx."""
         target = self._targets.get(pod_uid)
         if target is None:
             return False

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from onair.exitcodes import EXIT_BAD_CONFIG
 from onair.models import (
@@ -148,6 +149,26 @@ def _seconds_until(moment: dt.datetime | None, now: dt.datetime) -> float | None
 def _earliest(*delays: float | None) -> float | None:
     present = [d for d in delays if d is not None]
     return min(present) if present else None
+
+
+def record_attempt(status: RecordJobStatus | None) -> int:
+    """The number the RecordJob's current recorder Pod is named after. Statuses written before
+    `attempt` existed named it after the retries."""
+    if status is None:
+        return 1
+    return status.attempt or status.retries + 1
+
+
+def _finish_time_command(report: dict[str, Any] | None, finish: dt.datetime | None) -> str | None:
+    """The command that moves a running encoder's end to the spec's finish time, or None when it holds
+    that one already (to the second, as it reports it) or does not say (an encoder from before
+    /finish-at). The encoder ends the job at its end by itself: an end moved later must reach it."""
+    if not report or "finishAt" not in report:
+        return None
+    held = dt.datetime.fromisoformat(report["finishAt"]) if report["finishAt"] else None
+    if held == (finish.replace(microsecond=0) if finish else None):
+        return None
+    return "finish-at?" + urlencode({"at": finish.isoformat() if finish else ""})
 
 
 def _pods_still_going(pods: list[dict[str, Any]]) -> list[str]:
@@ -436,6 +457,12 @@ def decide_live_job(
             decision.delete_pods.append(pod.name)
             status.finished_at = now
             start_deadline = None
+        elif not pod.ready and pod.running and status.phase in RUNNING_PHASES:
+            # A running encoder failing its readiness check for a while (a slow health check under load,
+            # its node NotReady) has not restarted: the job keeps its phase, its timings and webhooks.
+            target, reason = status.phase, str(ConditionReason.ENCODER_UNRESPONSIVE)
+            comment = f"Pod {pod.name} runs but fails its readiness check"
+            set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.ENCODER_UNRESPONSIVE, comment)
         elif not pod.ready:
             target, reason = LiveJobPhase.PROVISIONING, str(ConditionReason.ENCODER_STARTING)
             comment = f"waiting for Pod {pod.name}" + (f" ({pod.waiting_reason})" if pod.waiting_reason else "")
@@ -471,6 +498,7 @@ def decide_live_job(
                 status.outputs = outputs
             if report is not None:
                 status.encoder = _report_health(report)
+            decision.encoder_command = _finish_time_command(report, finish)
         decision.requeue_after = _earliest(_seconds_until(finish, now), _seconds_until(start_deadline, now))
 
     if target not in RUNNING_PHASES:
@@ -682,7 +710,9 @@ def decide_record_job(
     report: dict[str, Any] | None,
     config: OperatorConfig,
     now: dt.datetime,
+    template: TemplateLookup | None = None,
 ) -> Decision:
+    """`template`: the lookup of spec.jobTemplateId (None when the job names none: a copy)."""
     old = job.status or RecordJobStatus()
     status = old.model_copy(deep=True)
     generation = job.metadata.generation
@@ -694,8 +724,7 @@ def decide_record_job(
                                 if not p["metadata"].get("deletionTimestamp") and not pod_state(p).finished]
         decision.status = _dump(status)
         return decision
-    # Statuses written before `attempt` existed named the Pod after the retries.
-    attempt = status.attempt or status.retries + 1
+    attempt = record_attempt(status)
     if status.phase == RecordJobPhase.FAILED:
         # A new attempt, so a fresh Pod name: the failed run's Pod, kept for its logs, is then deleted
         # as stale instead of being found, and judged, again.
@@ -778,6 +807,11 @@ def decide_record_job(
             reason = "WaitingForPreviousPod"
             comment = f"waiting for Pod {', '.join(still_going)} to terminate before starting {current_name}"
             decision.requeue_after = TERMINATING_POD_RETRY_SECONDS
+        elif template is not None and template.template is None:
+            # Recording without the template asked for would be a copy nobody asked for: wait for it.
+            target = status.phase or RecordJobPhase.INITIAL
+            reason, comment = str(template.reason), template.message
+            decision.requeue_after = TEMPLATE_RETRY_SECONDS
         else:
             reason, comment = "CreatingRecorder", f"creating Pod {current_name}"
             decision.create_pod_attempt = attempt
@@ -810,6 +844,9 @@ def decide_record_job(
                 # Counted when the next recorder is made, so once however long this takes.
                 comment += f"; the retry waits for Pod {', '.join(still_going)} to terminate"
                 decision.requeue_after = TERMINATING_POD_RETRY_SECONDS
+            elif template is not None and template.template is None:
+                comment += f"; the retry waits: {template.message}"
+                decision.requeue_after = TEMPLATE_RETRY_SECONDS
             else:
                 decision.delete_pods.append(pod.name)
                 status.retries += 1
@@ -836,6 +873,8 @@ def decide_record_job(
             # Not at the end: a stop clears paused, and a resume there would let paused content in
             # while the recorder flushes.
             decision.encoder_command = "pause" if job.spec.paused else "resume"
+        elif pod.ready and not pod.terminating and not is_clip and not ending:
+            decision.encoder_command = _finish_time_command(report, end)
         if ending and not pod.terminating:
             # The end of the range (or a stop, which moves the end to now): /finish first, so the
             # recorder closes its playlists as VOD and exits 0; a bare SIGTERM is an interruption.

@@ -55,10 +55,27 @@ async def test_commands_without_the_control_key_are_refused(
 ) -> None:
     job = Job()
     client = await client_for(aiohttp_client, job, KEY)
-    for command in ("/finish", "/pause", "/resume"):
+    for command in ("/finish", "/pause", "/resume", "/finish-at?at="):
         response = await client.post(command, headers=headers)
         assert response.status == 401 and response.headers["WWW-Authenticate"] == "Bearer"
-    assert job.stops == [] and job.status.paused is False
+    assert job.stops == [] and job.status.paused is False and job.status.finish_at is None
+
+
+async def test_the_operator_moves_the_finish_time_and_reads_it_back(
+    aiohttp_client: Callable[..., Awaitable[Client]],
+) -> None:
+    job = Job()
+    client = await client_for(aiohttp_client, job, KEY)
+    bearer = {"Authorization": f"Bearer {KEY}"}
+    moved = await client.post("/finish-at", params={"at": "2026-11-23T15:30:00+01:00"}, headers=bearer)
+    assert moved.status == 200 and (await moved.json())["finishAt"] == "2026-11-23T14:30:00Z"
+    assert (await (await client.get("/status")).json())["finishAt"] == "2026-11-23T14:30:00Z"
+    for bad in ("tomorrow", "2026-11-23T15:30:00"):  # a time without its offset is no time
+        refused = await client.post("/finish-at", params={"at": bad}, headers=bearer)
+        assert refused.status == 400 and "at: " in (await refused.json())["error"]
+    assert (await (await client.get("/status")).json())["finishAt"] == "2026-11-23T14:30:00Z"
+    cleared = await client.post("/finish-at", params={"at": ""}, headers=bearer)
+    assert cleared.status == 200 and job.status.finish_at is None
 
 
 async def test_the_operator_with_the_key_is_obeyed(aiohttp_client: Callable[..., Awaitable[Client]]) -> None:

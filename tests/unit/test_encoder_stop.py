@@ -147,3 +147,33 @@ async def test_a_sigterm_ends_within_the_grace_period_counted_from_the_signal_wh
     assert stopped_after < uploads_share + 0.2  # counted from the signal, not from the end of the session
     assert longest_stall < 0.2
 
+
+# --- an end moved while the encoder runs -------------------------------------------------------------
+
+
+async def test_the_encoder_ends_at_the_finish_time_it_holds_now_not_the_one_it_started_with(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    envelope = {"kind": "LiveJob", "namespace": "ns", "name": "j",
+                "spec": {"jobTemplateId": 1, "input": {"serverType": "RTMP"}, "destination": {"bucket": "media"},
+                         "schedule": {"finishDateTime": (now - timedelta(seconds=1)).isoformat()}},
+                "template": {"id": 1, "name": "l", "segmentDurationSeconds": 4, "playlistWindow": 3, "renditions": [
+                    {"name": "a", "width": 320, "height": 240, "fps": 30, "videoBitrate": 400000}]},
+                "storage": {"endpoint": "http://s3", "bucket": "media", "prefix": "live/j"}}
+    config = load_job_config({"ONAIR_JOB_CONFIG": json.dumps(envelope), "ONAIR_STREAM_KEY": "key"})
+    encoder = Encoder(config, Ports(), tmp_path, UnansweringStore(), 10**9)
+    assert encoder.status.finish_at == config.finish_at
+    encoder.status.finish_at = now + timedelta(hours=1)  # the operator's POST /finish-at: overtime
+    watching = asyncio.create_task(encoder._watch_time_range())
+    try:
+        # Progress is set on each look at the clock, just before the end is checked.
+        await eventually(lambda: encoder.status.renditions["a"].progress is not None, "a look at the clock")
+        assert not encoder.stop_requested.is_set()
+        encoder.status.finish_at = now - timedelta(seconds=1)  # and the end brought back
+        await eventually(encoder.stop_requested.is_set, "the encoder to end the job at the end it holds")
+        assert encoder.finishing is True
+    finally:
+        watching.cancel()
+    evicted = Encoder(config, Ports(), tmp_path / "evicted", UnansweringStore(), 10**9)
+    evicted.status.finish_at = now + timedelta(hours=1)
+    evicted.request_stop()  # a SIGTERM before the moved end is an eviction, not the end of the job
+    assert evicted.finishing is False

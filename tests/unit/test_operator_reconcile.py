@@ -281,6 +281,22 @@ def test_encoder_report_drives_live_and_reconnecting() -> None:
     assert [t["phase"] for t in back["timings"]][-3:] == ["Live", "Reconnecting", "Live"]
 
 
+def test_a_live_encoder_failing_its_readiness_check_for_a_while_is_not_a_restart() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    report = {"state": "live"}
+    live = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], report, CONFIG, NOW).status
+    assert live["phase"] == "Live"
+    slow = decide_live_job(live_job(live), TEMPLATE, [pod(current_pod_name(), ready=False)], report, CONFIG,
+                           NOW + dt.timedelta(seconds=10))
+    assert slow.status["phase"] == "Live" and slow.phase_changes == [] and slow.events == []
+    running = next(c for c in slow.status["conditions"] if c["type"] == "EncoderRunning")
+    assert (running["status"], running["reason"]) == ("False", "EncoderUnresponsive")
+    assert slow.create_pod_attempt is None and slow.delete_pods == []
+    back = decide_live_job(live_job(slow.status), TEMPLATE, [pod(current_pod_name())], report, CONFIG,
+                           NOW + dt.timedelta(seconds=20))
+    assert back.phase_changes == [] and back.status["timings"] == live["timings"]
+    assert back.status["startedAt"] == live["startedAt"]
+
 def test_a_stopped_job_no_longer_says_its_encoder_runs_or_its_input_is_connected() -> None:
     status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
     report = {"state": "live", "renditions": [{"name": "720p", "segmentsWritten": 3, "status": "Running"}]}
@@ -512,6 +528,40 @@ def test_schedule_waits_for_start_and_completes_at_finish() -> None:
     assert over.status["phase"] == "Completed"
 
 
+def test_a_finish_time_moved_under_a_running_encoder_is_sent_to_it() -> None:
+    """The encoder ends the job at the finish time it holds: a game in overtime, the end moved an hour
+    later, must not end at the old one."""
+    schedule = {"finishDateTime": "2026-11-23T13:00:00Z"}
+    status = decide_live_job(live_job(schedule=schedule), TEMPLATE, [], None, CONFIG, NOW).status
+    pods = [pod(current_pod_name())]
+    holding = {"state": "live", "finishAt": "2026-11-23T13:00:00Z"}
+    live = decide_live_job(live_job(status, schedule=schedule), TEMPLATE, pods, holding, CONFIG, NOW)
+    assert live.status["phase"] == "Live" and live.encoder_command is None
+    later = {"finishDateTime": "2026-11-23T14:00:00Z"}
+    moved = decide_live_job(live_job(live.status, generation=2, schedule=later), TEMPLATE, pods, holding, CONFIG,
+                            NOW)
+    assert moved.encoder_command == "finish-at?at=2026-11-23T14%3A00%3A00%2B00%3A00"
+    assert moved.status["phase"] == "Live" and moved.delete_pods == []
+    dropped = decide_live_job(live_job(live.status, generation=2), TEMPLATE, pods, holding, CONFIG, NOW)
+    assert dropped.encoder_command == "finish-at?at="
+    older_encoder = decide_live_job(live_job(live.status, generation=2, schedule=later), TEMPLATE, pods,
+                                    {"state": "live"}, CONFIG, NOW)
+    assert older_encoder.encoder_command is None
+
+
+def test_a_recordings_end_moved_while_it_records_is_sent_to_the_recorder() -> None:
+    window = {"end": "2026-11-23T13:00:00Z"}
+    first = naming.pod_name("rec", "recorder", "uid-r", 1)
+    status = decide_record_job(record_job(timeRange=window), None, [], None, CONFIG, NOW).status
+    report = {"recording": {"paused": False}, "finishAt": "2026-11-23T13:00:00Z"}
+    recording = decide_record_job(record_job(status, timeRange=window), None, [pod(first)], report, CONFIG, NOW)
+    assert recording.status["phase"] == "Started" and recording.encoder_command is None
+    later = {"end": "2026-11-23T15:30:00Z"}
+    moved = decide_record_job(record_job(recording.status, generation=2, timeRange=later), None, [pod(first)],
+                              report, CONFIG, NOW)
+    assert moved.encoder_command == "finish-at?at=2026-11-23T15%3A30%3A00%2B00%3A00"
+    assert moved.delete_pods == [] and moved.status["phase"] == "Started"
+
 def test_missing_template_keeps_job_pending_with_a_reason() -> None:
     lookup = TemplateLookup(None, message="no JobTemplate with id 1")
     decision = decide_live_job(live_job(), lookup, [], None, CONFIG, NOW)
@@ -635,6 +685,15 @@ def test_a_record_job_retried_or_re_armed_names_its_new_pod_and_forgets_the_old_
     again = decide_record_job(RecordJob.model_validate(body), None, [], None, CONFIG, NOW).status
     assert again["phase"] != "Failed" and "errorMessage" not in again and "finishedAt" not in again
 
+
+def test_a_record_job_naming_a_missing_template_waits_for_it_instead_of_copying() -> None:
+    missing = TemplateLookup(None, ConditionReason.TEMPLATE_NOT_FOUND, "no JobTemplate with id 999 in ns")
+    waiting = decide_record_job(record_job(jobTemplateId=999), None, [], None, CONFIG, NOW, missing)
+    assert waiting.create_pod_attempt is None and waiting.status["phase"] == "Initial"
+    assert waiting.status["timings"][-1]["reason"] == "TemplateNotFound"
+    assert waiting.requeue_after is not None
+    found = decide_record_job(record_job(waiting.status, jobTemplateId=999), None, [], None, CONFIG, NOW, TEMPLATE)
+    assert found.create_pod_attempt == 1 and found.status["phase"] == "Started"
 
 def test_a_record_job_status_from_before_attempts_finds_its_recorder_by_its_retries() -> None:
     status = {**decide_record_job(record_job(), None, [], None, CONFIG, NOW).status, "retries": 2}
