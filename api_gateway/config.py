@@ -34,8 +34,10 @@ class GatewayConfig:
     template_namespace: str = "onair-system"
     # Largest accepted request body; bigger ones get 413.
     max_body_bytes: int = 64 * 1024
-    # Ids are leased from the project namespace's counter annotation this many at a time.
+    # Ids are leased this many at a time from the counters of this ConfigMap (one key per project
+    # namespace), in template_namespace: the only object the gateway writes besides jobs.
     id_block_size: int = 50
+    id_counter_configmap: str = "onair-gateway-ids"
     # Ascending keyset pages by creation leave out jobs created within the last second plus this
     # many seconds: room for a create to commit and for another replica's job to reach this cache.
     keyset_settle_seconds: float = 2.0
@@ -77,6 +79,7 @@ class GatewayConfig:
         config.template_namespace = get("TEMPLATE_NAMESPACE", config.template_namespace) or config.template_namespace
         config.max_body_bytes = int(get("MAX_BODY_BYTES", str(config.max_body_bytes)) or config.max_body_bytes)
         config.id_block_size = int(get("ID_BLOCK_SIZE", str(config.id_block_size)) or config.id_block_size)
+        config.id_counter_configmap = get("ID_COUNTER_CONFIGMAP") or config.id_counter_configmap
         config.keyset_settle_seconds = float(get("KEYSET_SETTLE_SECONDS", str(config.keyset_settle_seconds))
                                              or config.keyset_settle_seconds)
         config.kubeconfig = get("KUBECONFIG") or None

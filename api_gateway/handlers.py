@@ -78,6 +78,7 @@ class Gateway:
         self.id_pools: dict[str, deque[int]] = {}  # per namespace: leased ids not handed out yet
         self.lease_locks: dict[str, asyncio.Lock] = {}
         self.refilling: set[str] = set()  # namespaces whose next block is being leased
+        self.id_counters: dict[str, Any] | None = None  # the id ConfigMap as this gateway last wrote or read it
         self.server_id = str(uuid.uuid4())
         self.tokens = VerifiedTokens(config.jwt_secret)
 
@@ -285,8 +286,8 @@ class Gateway:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, seed)), True
 
     async def allocate_id(self, namespace: str) -> int:
-        """Unique integer ids per project: blocks leased from the namespace's counter annotation
-        with optimistic concurrency (a conflicting lease retries), handed out from memory. The next
+        """Unique integer ids per project: blocks leased from the project's counter in the id
+        ConfigMap with optimistic concurrency (a conflicting lease retries), handed out from memory. The next
         block is leased in the background when half of the current one is used, so a create does not
         wait for a lease."""
         pool = self.id_pools.setdefault(namespace, deque())
@@ -313,29 +314,45 @@ class Gateway:
             if len(pool) >= self.config.id_block_size // 2:
                 return  # leased meanwhile
             kube = self.kube_client()
-            path = resource_path("v1", "namespaces", None, namespace)
-            ns_obj = self.store.namespaces.get("", namespace) or await kube.get(path)
+            namespaces = resource_path("v1", "configmaps", self.config.template_namespace)
+            path = f"{namespaces}/{self.config.id_counter_configmap}"
+            counters = self.id_counters or await kube.get_or_none(path)
+            # Counters kept by gateways before the ConfigMap (a namespace annotation) still count.
+            annotations = (self.store.namespaces.get("", namespace) or {}).get("metadata", {}).get("annotations") or {}
             for _ in range(20):
-                annotations = ns_obj["metadata"].get("annotations") or {}
-                text = annotations.get(mapping.ANNOTATION_NEXT_ID, "1")
-                start = max(int(text) if text.isdigit() else 1, self.store.max_label_id(namespace) + 1,
-                            (pool[-1] + 1) if pool else 0)
+                if counters is None:  # the chart makes it; a gateway run without the chart makes its own
+                    counters = await self._create_id_counters(namespaces, path)
+                floors = [(counters.get("data") or {}).get(namespace, ""),
+                          annotations.get(mapping.ANNOTATION_NEXT_ID, "")]
+                # Above every id in use too: a counter lost with its ConfigMap starts over past them.
+                start = max(*(int(text) for text in floors if text.isdigit()),
+                            self.store.max_label_id(namespace) + 1, (pool[-1] + 1) if pool else 1)
                 end = start + self.config.id_block_size
                 if end >= mapping.HASHED_ID_BASE:
                     raise ApiProblem(507, "this project has used up its integer ids")
-                patch = {"metadata": {"resourceVersion": ns_obj["metadata"]["resourceVersion"],
-                                      "annotations": {mapping.ANNOTATION_NEXT_ID: str(end)}}}
+                patch = {"metadata": {"resourceVersion": counters["metadata"]["resourceVersion"]},
+                         "data": {namespace: str(end)}}
                 try:
-                    updated = await kube.merge_patch(path, patch)
+                    self.id_counters = await kube.merge_patch(path, patch)
                 except ApiError as error:
                     if error.status != 409:
                         raise
-                    ns_obj = await kube.get(path)
+                    self.id_counters = counters = await kube.get(path)
                     continue
-                self.store.namespaces.upsert(updated)
                 pool.extend(range(start, end))
                 return
             raise ApiProblem(503, "could not allocate an id (too much contention); retry")
+
+    async def _create_id_counters(self, namespaces: str, path: str) -> dict[str, Any]:
+        kube = self.kube_client()
+        try:
+            created = await kube.create(namespaces, {"apiVersion": "v1", "kind": "ConfigMap",
+                                                     "metadata": {"name": self.config.id_counter_configmap}})
+        except ApiError as error:  # not the client's fault: a 503 that says what the platform lacks
+            log.error("cannot make the id ConfigMap %s: %s", path, error)
+            raise ApiProblem(503, f"the gateway cannot keep job ids: ConfigMap {self.config.id_counter_configmap} "
+                                  f"in namespace {self.config.template_namespace}: {error}") from error
+        return created or await kube.get(path)
 
     async def list_outputs(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace

@@ -28,7 +28,7 @@ from onair.phases import LIVE_JOB_TERMINAL_PHASES, LiveJobPhase, OutputStatus, R
 
 LABEL_PROJECT = "onair.dev/project-id"
 LABEL_ID = "onair.dev/id"
-ANNOTATION_NEXT_ID = "onair.dev/next-id"
+ANNOTATION_NEXT_ID = "onair.dev/next-id"  # where gateways before the id ConfigMap kept a project's counter
 ANNOTATION_BODY_HASH = "onair.dev/request-sha256"
 ANNOTATION_DISPLAY_NAME = "onair.dev/display-name"
 HASHED_ID_BASE = 2**30

@@ -171,6 +171,8 @@ async def main() -> None:
     args = parser.parse_args()
 
     kube = KubeClient(Credentials.discover(), connections=64)
+    # The gateway's own namespace, as in a deployment: its id counters live there.
+    await kube.create("/api/v1/namespaces", {"metadata": {"name": "onair-system"}})
     project = str(uuid.uuid4())
     namespace = f"bench-{project[:8]}"
     await kube.create("/api/v1/namespaces", {"metadata": {"name": namespace,

@@ -134,7 +134,14 @@ def test_render_defaults() -> None:
 
     hook = find(objects, "Pod")
     assert hook["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    assert not any(o["kind"] in ("Ingress", "ServiceMonitor", "PodMonitor", "ConfigMap") for o in objects)
+    assert not any(o["kind"] in ("Ingress", "ServiceMonitor", "PodMonitor") for o in objects)
+    # The one ConfigMap: the gateway's id counters, which the gateway may get and patch, and nothing else.
+    assert find(objects, "ConfigMap")["metadata"]["name"] == "onair-gateway-ids"
+    ids_role = find(objects, "Role", "onair-gateway-ids")
+    assert ids_role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                                  "resourceNames": ["onair-gateway-ids"], "verbs": ["get", "patch"]}]
+    assert env_of(find(objects, "Deployment", "onair-gateway"))["ONAIR_GATEWAY_ID_COUNTER_CONFIGMAP"] == \
+        "onair-gateway-ids"
 
 
 def test_render_non_default_values(tmp_path: Path) -> None:
@@ -204,7 +211,7 @@ def test_render_non_default_values(tmp_path: Path) -> None:
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"metrics", "http"}
     assert find(objects, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["port"] == "status"
-    dashboard = find(objects, "ConfigMap")
+    dashboard = find(objects, "ConfigMap", "live-dashboard")
     assert dashboard["metadata"]["namespace"] == "monitoring"
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["onair.json"])["uid"] == "onair-overview"
@@ -217,7 +224,8 @@ def test_render_peering_per_watched_namespace() -> None:
     assert not [o for o in objects if o["kind"] == "ClusterKopfPeering"]
     # Named namespaces: the operator's application rules are bound in those only.
     bound = {(o["metadata"]["namespace"], o["roleRef"]["name"]) for o in objects if o["kind"] == "RoleBinding"}
-    assert bound == {("news", "onair-operator"), ("sport", "onair-operator"), ("onair-system", "onair-operator")}
+    assert bound == {("news", "onair-operator"), ("sport", "onair-operator"), ("onair-system", "onair-operator"),
+                     ("onair-system", "onair-gateway-ids")}
     cluster_wide = {o["metadata"]["name"] for o in objects if o["kind"] == "ClusterRoleBinding"}
     assert "onair-operator" not in cluster_wide and "onair-operator-framework" in cluster_wide
 
@@ -273,11 +281,14 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
     # The process node reports every Pod as BestEffort (and the API server refuses that change of
     # qosClass for a Pod with requests), so the Pods here get none.
     no_resources = {"requests": None, "limits": None}
+    api_key, project = secrets.token_urlsafe(24), "8f2c4d1e-3b6a-4c9d-8e7f-1a2b3c4d5e6f"
+    kubectl("label", "namespace", jobs, f"onair.dev/project-id={project}")
     base: dict[str, Any] = {
         # The process node runs commands from this machine; the image is ignored there.
         "operator": {"replicas": 1, "watchNamespaces": [jobs], "command": [str(BIN / "onair-operator")],
                      "resources": no_resources},
-        "gateway": {"replicas": 1, "command": [str(BIN / "onair-gateway")], "resources": no_resources},
+        "gateway": {"replicas": 1, "command": [str(BIN / "onair-gateway")], "resources": no_resources,
+                    "apiKeys": {"keys": [{"name": "t", "key": api_key, "projects": ["*"], "role": "write"}]}},
         "encoder": {"command": [str(BIN / "onair-encoder")], "resources": no_resources},
         "ingest": {"address": "pod-ip"},
         "s3": {"endpoint": platform.s3_endpoint, "region": platform.s3_region},
@@ -313,6 +324,14 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
                    f"--as=system:serviceaccount:{system}:onair-gateway").stdout.strip() == "yes"
     assert kubectl("auth", "can-i", "get", "secrets", "-n", jobs, f"--as=system:serviceaccount:{system}:onair-gateway",
                    check=False).stdout.strip() == "no", "the gateway derives stream keys; it reads no Secrets"
+    # Of all it may write besides jobs, one ConfigMap (its id counters): not a namespace, not another ConfigMap.
+    for verb, resource, ns, allowed in [("patch", "configmaps/onair-gateway-ids", system, "yes"),
+                                        ("patch", "configmaps/other", system, "no"),
+                                        ("create", "configmaps", system, "no"),
+                                        ("patch", f"namespaces/{jobs}", None, "no")]:
+        answer = kubectl("auth", "can-i", verb, resource, *(["-n", ns] if ns else []),
+                         f"--as=system:serviceaccount:{system}:onair-gateway", check=False).stdout.strip()
+        assert answer == allowed, (verb, resource)
     webhook_key = get_json(kubectl, "secret", "onair-webhooks", "-n", system)["data"]["webhook-secret"]
     seed = get_json(kubectl, "secret", "onair-stream-keys", "-n", system)["data"]["stream-key-seed"]
 
@@ -340,8 +359,17 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
 
     # The gateway answers on its Pod IP with the chart's JWT key and its default templates in the cache.
     pod = get_json(kubectl, "pods", "-n", system, "-l", "app.kubernetes.io/component=gateway")["items"][0]
-    with urllib.request.urlopen(f"http://{pod['status']['podIP']}:8080/readyz", timeout=5) as response:
+    gateway = f"http://{pod['status']['podIP']}:8080"
+    with urllib.request.urlopen(f"{gateway}/readyz", timeout=5) as response:
         assert json.loads(response.read())["ready"] is True
+    # A create through it, with nothing but the chart's RBAC: the job, and its id leased from the ConfigMap.
+    token = post_json(f"{gateway}/api/v1/login", {"apiKey": api_key})["result"]["token"]
+    made = post_json(f"{gateway}/api/v1/projects/{project}/livejobs",
+                     {"jobTemplateId": 2, "bucket": platform.s3_bucket, "serverType": 0, "online": False},
+                     token)["result"]
+    counters = get_json(kubectl, "configmap", "onair-gateway-ids", "-n", system)["data"]
+    assert int(counters[jobs]) > made["id"] >= 1
+    kubectl("-n", jobs, "delete", "livejob", made["name"])
 
     # An example LiveJob, reconciled by the chart's operator, reaches WaitingForInput.
     kubectl("-n", jobs, "create", "secret", "generic", "onair-s3-credentials",
@@ -383,6 +411,13 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
     cluster_left = get_json(kubectl, "clusterroles,clusterrolebindings,clusterkopfpeerings.kopf.dev", "-l", selector)
     assert not cluster_left["items"]
     kubectl("get", "crd", "livejobs.onair.dev", "kopfpeerings.kopf.dev")
+
+
+def post_json(url: str, body: dict[str, Any], token: str | None = None) -> Any:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
 
 
 def test_pods_need_no_platform_specific_values_by_default() -> None:

@@ -309,7 +309,7 @@ async def test_create_then_get_reads_its_own_write(client: Client, kube: FakeKub
     cr = kube.objects[f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{job['name']}"]
     assert cr["spec"]["input"] == {"serverType": "SRT", "inputClass": "Single"}
     assert cr["metadata"]["labels"] == {"onair.dev/project-id": PROJECT, "onair.dev/id": str(job["id"])}
-    assert kube.objects[f"/api/v1/namespaces/{NS}"]["metadata"]["annotations"]["onair.dev/next-id"] == str(
+    assert kube.objects["/api/v1/namespaces/onair-system/configmaps/onair-gateway-ids"]["data"][NS] == str(
         job["id"] + 50)
 
 
@@ -354,9 +354,17 @@ async def test_ids_stay_unique_and_increasing_across_leased_blocks(client: Clien
         assert response.status == 201, await response.text()
         ids.append((await response.json())["result"]["id"])
     assert ids == sorted(set(ids))
-    counter = int(kube.objects[f"/api/v1/namespaces/{NS}"]["metadata"]["annotations"]["onair.dev/next-id"])
+    counter = int(kube.objects["/api/v1/namespaces/onair-system/configmaps/onair-gateway-ids"]["data"][NS])
     assert counter > ids[-1]  # every id handed out was leased first
+    assert ("patch", f"/api/v1/namespaces/{NS}") not in kube.calls  # a project's namespace is only read
 
+
+async def test_ids_continue_past_a_counter_kept_in_the_namespace_by_an_older_gateway(client: Client,
+                                                                                    kube: FakeKube) -> None:
+    client.app[STORE_KEY].namespaces.objects[("", NS)]["metadata"]["annotations"] = {"onair.dev/next-id": "500"}
+    payload = {"jobTemplateId": 7, "bucket": "media", "serverType": 0}
+    response = await client.post(url(), headers=await token(client), json=payload)
+    assert (await response.json())["result"]["id"] == 500
 
 async def test_idempotency_key_returns_the_same_job(client: Client) -> None:
     headers = {**await token(client), "Idempotency-Key": "abc-1"}

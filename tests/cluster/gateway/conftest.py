@@ -13,7 +13,9 @@ from outcome import has_failed
 
 
 @pytest.fixture(scope="session")
-def gateway(platform: PlatformInfo, crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+def gateway(platform: PlatformInfo, crds: None, operator_namespace: str,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    # operator_namespace: the gateway's own namespace in a deployment, where it keeps its id counters.
     running = start_gateway(platform, tmp_path_factory.mktemp("gateway"))
     yield running
     pid = running.process.running_pid()
