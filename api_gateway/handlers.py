@@ -59,6 +59,29 @@ PATH_VALUE_ERRORS = {
 }
 
 
+# Reads of jobs the cache lacks go to the API server (another replica may have just made them): at most
+# this many a second per project, with bursts of twice as many, so that a client asking for ids that do
+# not exist cannot turn reads into API-server requests. Past the budget the answer is the cache's.
+MISS_LOOKUPS_PER_SECOND = 20.0
+
+
+@dataclass
+class LookupBudget:
+    """A token bucket: `take()` is true while the rate allows one more lookup."""
+
+    rate: float
+    tokens: float
+    at: float
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(2 * self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 @dataclass
 class Ctx:
     principal: Principal | None
@@ -78,6 +101,7 @@ class Gateway:
         self.id_pools: dict[str, deque[int]] = {}  # per namespace: leased ids not handed out yet
         self.lease_locks: dict[str, asyncio.Lock] = {}
         self.refilling: set[str] = set()  # namespaces whose next block is being leased
+        self.miss_budgets: dict[str, LookupBudget] = {}
         self.id_counters: dict[str, Any] | None = None  # the id ConfigMap as this gateway last wrote or read it
         self.server_id = str(uuid.uuid4())
         self.tokens = VerifiedTokens(config.jwt_secret)
@@ -197,6 +221,11 @@ class Gateway:
         entry = index_of(ctx.namespace).find(ident)
         if entry is not None or self.kube is None:
             return entry
+        now = self.clock()
+        budget = self.miss_budgets.setdefault(
+            ctx.namespace, LookupBudget(MISS_LOOKUPS_PER_SECOND, 2 * MISS_LOOKUPS_PER_SECOND, now))
+        if not budget.take(now):
+            return None
         plural = "livejobs" if live else "recordjobs"
         found: dict[str, Any] | None = None
         if GUID_RE.fullmatch(ident):

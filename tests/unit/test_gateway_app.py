@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from onair.api_gateway import schemas
+from onair.api_gateway import handlers, schemas
 from onair.api_gateway.app import STORE_KEY, init_app
 from onair.api_gateway.auth import parse_api_keys
 from onair.api_gateway.cache import Store
@@ -142,13 +142,14 @@ WEBHOOK_SECRET = "unit-test-webhook-secret"
 
 
 class Clock:
-    """The gateway's clock: real time plus what a test skips ahead."""
+    """The gateway's clock: real time plus what a test skips ahead, or a time the test stopped it at."""
 
     def __init__(self) -> None:
         self.skipped = 0.0
+        self.stopped_at: float | None = None
 
     def __call__(self) -> float:
-        return time.time() + self.skipped
+        return self.stopped_at if self.stopped_at is not None else time.time() + self.skipped
 
 
 @pytest.fixture
@@ -289,6 +290,23 @@ async def test_keyset_paging_does_not_pass_a_job_that_reaches_the_cache_late(cli
         params = {"page_size": "5", "start_token": body["resultInfo"]["nextToken"]}
     assert seen == list(range(1, 28))
 
+
+async def test_reads_of_unknown_jobs_reach_the_api_server_at_a_bounded_rate(client: Client, kube: FakeKube,
+                                                                           clock: Clock) -> None:
+    headers = await token(client)
+
+    def lookups() -> int:
+        return sum(1 for verb, path in kube.calls if verb == "get" and path.endswith("/livejobs"))
+
+    clock.stopped_at = time.time()
+    for number in range(200):
+        response = await client.get(url(f"/{100_000 + number}"), headers=headers)
+        assert response.status == 404
+    assert lookups() == 2 * handlers.MISS_LOOKUPS_PER_SECOND  # the burst, then the cache's answer
+    clock.stopped_at += 1
+    for number in range(200):
+        await client.get(url(f"/{200_000 + number}"), headers=headers)
+    assert lookups() == 3 * handlers.MISS_LOOKUPS_PER_SECOND  # a second later, a second's worth more
 
 async def test_create_then_get_reads_its_own_write(client: Client, kube: FakeKube) -> None:
     headers = await token(client)
