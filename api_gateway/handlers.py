@@ -10,6 +10,7 @@ import logging
 import re
 import time
 import uuid
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,9 @@ PATH_VALUE_ERRORS = {
 # this many a second per project, with bursts of twice as many, so that a client asking for ids that do
 # not exist cannot turn reads into API-server requests. Past the budget the answer is the cache's.
 MISS_LOOKUPS_PER_SECOND = 20.0
+# How far past the highest id in use a lost counter starts again, in blocks: past any block another
+# replica may still hold (each holds at most two).
+LOST_COUNTER_GAP_BLOCKS = 100
 
 
 @dataclass
@@ -74,7 +78,8 @@ class LookupBudget:
     at: float
 
     def take(self, now: float) -> bool:
-        self.tokens = min(2 * self.rate, self.tokens + (now - self.at) * self.rate)
+        # A wall clock stepped back refills nothing, and takes nothing back.
+        self.tokens = min(2 * self.rate, self.tokens + max(0.0, now - self.at) * self.rate)
         self.at = now
         if self.tokens < 1:
             return False
@@ -353,9 +358,13 @@ class Gateway:
                     counters = await self._create_id_counters(namespaces, path)
                 floors = [(counters.get("data") or {}).get(namespace, ""),
                           annotations.get(mapping.ANNOTATION_NEXT_ID, "")]
-                # Above every id in use too: a counter lost with its ConfigMap starts over past them.
-                start = max(*(int(text) for text in floors if text.isdigit()),
-                            self.store.max_label_id(namespace) + 1, (pool[-1] + 1) if pool else 1)
+                highest = self.store.max_label_id(namespace)
+                if highest and not any(text.isdigit() for text in floors):
+                    # The counter was lost (its ConfigMap deleted): other replicas may still hold blocks
+                    # past the highest id in use, so the ids go on well clear of them.
+                    highest += LOST_COUNTER_GAP_BLOCKS * self.config.id_block_size
+                start = max(*(int(text) for text in floors if text.isdigit()), highest + 1,
+                            (pool[-1] + 1) if pool else 1)
                 end = start + self.config.id_block_size
                 if end >= mapping.HASHED_ID_BASE:
                     raise ApiProblem(507, "this project has used up its integer ids")
@@ -364,9 +373,9 @@ class Gateway:
                 try:
                     self.id_counters = await kube.merge_patch(path, patch)
                 except ApiError as error:
-                    if error.status != 409:
+                    if error.status not in (404, 409):
                         raise
-                    self.id_counters = counters = await kube.get(path)
+                    self.id_counters = counters = await kube.get_or_none(path)  # None: made again above
                     continue
                 pool.extend(range(start, end))
                 return
@@ -812,9 +821,9 @@ def run_list(request: web.Request, route: Route, index: JobIndex, extra: list[qu
     if render_json is None or "select" in request.query:
         return compute()
     # The answer depends only on the query, the index version (stream keys touch the index too) and,
-    # for keyset pages, which jobs have settled.
-    settled = newest_settled_ms // 1000 if newest_settled_ms is not None and (
-        "start_token" in request.query or "page_size" in request.query) else None
+    # while some jobs are still settling, which ones have.
+    settling = newest_settled_ms is not None and bool(index.keys) and index.keys[-1][0] > newest_settled_ms
+    settled = newest_settled_ms // 1000 if settling and newest_settled_ms is not None else None
     return index.remembered(("page", route.path, tuple(sorted(request.query.items())), settled), compute)
 
 
@@ -899,7 +908,16 @@ def page_of(lq: ListQuery, matched: Sequence[tuple[query.SortKey, T]], newest_se
         chosen = matched[skip:skip + lq.size]
     # Brightcove: every answer with more results after it carries a next_token.
     more = chosen and skip + lq.size < total
-    token = query.encode_token(lq.sort, lq.descending, chosen[-1][0], lq.fingerprint) if more else None
+    token = None
+    if more:
+        after = chosen[-1][0]
+        if newest_settled_ms is not None and lq.sort == "created_at" and not lq.descending:
+            # It continues in keyset paging: from the jobs still settling, as a keyset page's would,
+            # so a late job is not passed (those on this page may come again).
+            settled = bisect_right(matched, newest_settled_ms, key=lambda pair: pair[0][0])
+            if settled <= skip + len(chosen) - 1:
+                after = matched[settled - 1][0] if settled else query.BEFORE_ALL
+        token = query.encode_token(lq.sort, lq.descending, after, lq.fingerprint)
     return [item for _, item in chosen], page_info(total, lq.page_index, lq.size, token)
 
 

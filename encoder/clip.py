@@ -54,6 +54,13 @@ class ClipJob:
         self.work_dir = work_dir
         self.stop_requested = asyncio.Event()
         self.finishing = False
+        self.status.finish_at = clip.end
+
+    @property
+    def end(self) -> datetime | None:
+        """Where the clip ends: its range's end, or where the operator moved it since (POST /finish-at)
+        while the clip follows the live stream."""
+        return self.status.finish_at
 
     def request_stop(self, finishing: bool | None = None) -> None:
         self.finishing = self.finishing or bool(finishing)
@@ -72,15 +79,15 @@ class ClipJob:
     def _covered(self, playlist: MediaPlaylist) -> bool:
         if playlist.ended:
             return True
-        if self.clip.end is None:
+        if self.end is None:
             return False
         last = playlist.segments[-1].end_time if playlist.segments else None
-        return last is not None and last >= self.clip.end
+        return last is not None and last >= self.end
 
     async def run(self) -> int:
         master_key = _join(self.clip.source_prefix, MASTER_PLAYLIST)
         master_body = await asyncio.to_thread(self.store.get, master_key)
-        while master_body is None and (self.clip.end is None or self.clip.end > datetime.now(UTC)):
+        while master_body is None and (self.end is None or self.end > datetime.now(UTC)):
             # A recording that follows its LiveJob may begin before the stream's first segments.
             self.status.set_state(EncoderState.WAITING, "waiting for the live stream's first segments")
             try:
@@ -112,10 +119,10 @@ class ClipJob:
                 if not self.finishing:
                     return EXIT_INTERRUPTED  # an eviction: the next Pod follows the stream on to the end
                 break  # finishing now: the clip ends with what the stream has published
-            segments = select_clip_segments(playlist.segments, self.clip.start, self.clip.end,
+            segments = select_clip_segments(playlist.segments, self.clip.start, self.end,
                                             self.status.paused_ranges)
             if not segments:
-                if select_clip_segments(playlist.segments, self.clip.start, self.clip.end):
+                if select_clip_segments(playlist.segments, self.clip.start, self.end):
                     raise FatalConfigError("the recording was paused for the whole of its time range")
                 raise FatalConfigError("no stored segment overlaps the clip's time range")
             chosen[variant.uri] = (variant, segments)
@@ -160,7 +167,7 @@ class ClipJob:
         ended, and the end is in the future or the source published a segment recently."""
         if playlist.ended:
             return False
-        if self.clip.end is None or self.clip.end > datetime.now(UTC):
+        if self.end is None or self.end > datetime.now(UTC):
             return True
         last = playlist.segments[-1].end_time if playlist.segments else None
         return last is not None and (datetime.now(UTC) - last).total_seconds() < 3 * (playlist.target_duration or 4)

@@ -612,8 +612,9 @@ class RecordJobSpec(OnairModel):
     job_template_id: int | None = Field(
         default=None,
         description=(
-            "spec.id of the JobTemplate to transcode with; the recorder waits while no such template exists. "
-            "Unset: a copy, no re-encode (a liveJobRef source keeps the LiveJob's renditions as they are)."
+            "spec.id of the JobTemplate a streamUrl recording is transcoded with; the recorder waits while no "
+            "such template exists. Unset: a copy, no re-encode. A liveJobRef recording always keeps the "
+            "LiveJob's renditions as they are."
         ),
         ge=0,
         le=2**31 - 1,

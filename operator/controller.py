@@ -466,8 +466,10 @@ class Controller:
             report = self._report_of(pods, current)
             template = self.find_template(namespace, job.spec.job_template_id) \
                 if job.spec.job_template_id is not None else TemplateLookup(None)
+            # Only a streamUrl recording is transcoded; one that follows its LiveJob keeps its renditions.
+            transcoded = job.spec.job_template_id is not None and job.spec.source.stream_url is not None
             decision = decide_record_job(job, source, pods, report, self.config, now,
-                                         template if job.spec.job_template_id is not None else None)
+                                         template if transcoded else None)
         await self._apply(key, job, body, decision, template.template, pods)
 
     def _report_of(self, pods: list[dict[str, Any]], name: str) -> dict[str, Any] | None:

@@ -27,6 +27,8 @@ class PodState:
     created_at: dt.datetime | None = None
     started_at: dt.datetime | None = None  # when the container started (running or terminated since)
     spec_generation: int | None = None  # the job's generation the Pod was made from (older Pods: None)
+    # deletionTimestamp: when the grace period of a Pod being deleted ends and the kubelet kills it.
+    killed_by: dt.datetime | None = None
 
 
 def _parse_time(value: str | None) -> dt.datetime | None:
@@ -59,6 +61,7 @@ def pod_state(pod: dict[str, Any]) -> PodState:
         ready=conditions.get("Ready", {}).get("status") == "True" and not finished,
         running=phase == "Running",
         terminating=bool(pod["metadata"].get("deletionTimestamp")),
+        killed_by=_parse_time(pod["metadata"].get("deletionTimestamp")),
         finished=finished,
         exit_code=None if terminated is None else terminated.get("exitCode"),
         exit_message=None if terminated is None else (terminated.get("message") or terminated.get("reason")),

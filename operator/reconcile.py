@@ -59,6 +59,9 @@ from onair.streamkeys import PREVIEW_PATH
 TEMPLATE_RETRY_SECONDS = 10.0
 # A Pod's deletion wakes its job anyway; this is in case that event is missed.
 TERMINATING_POD_RETRY_SECONDS = 5.0
+# After a Pod's deletionTimestamp (the end of its grace period), how long its object may remain before
+# it is taken for one on a lost node, no longer waited for.
+STUCK_TERMINATING_SECONDS = 30.0
 # Why a Pod may never start. They may clear without a spec change (an image pushed late, a registry
 # back, a Secret created, a node added), so they fail the job only after provisioning_timeout_seconds...
 START_ERRORS = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "CreateContainerConfigError",
@@ -171,10 +174,18 @@ def _finish_time_command(report: dict[str, Any] | None, finish: dt.datetime | No
     return "finish-at?" + urlencode({"at": finish.isoformat() if finish else ""})
 
 
-def _pods_still_going(pods: list[dict[str, Any]]) -> list[str]:
-    """The Pods being deleted whose containers may still run (their grace period): the next attempt's
-    Pod waits for them, or two would serve the Service and write the same playlists."""
-    return [state.name for state in map(pod_state, pods) if state.terminating and not state.finished]
+def _pods_still_going(pods: list[dict[str, Any]], now: dt.datetime, deleting: list[str] | None = None) -> list[str]:
+    """The Pods being deleted (or about to be, `deleting`) whose containers may still run: the next
+    attempt's Pod waits for them, or two would serve the Service and write the same playlists. Not
+    for ever: past its grace period the kubelet has killed it, and a Pod object still there then is on a
+    node that is gone (a kubelet that never reports back)."""
+    going = []
+    for state in map(pod_state, pods):
+        if state.finished or not (state.terminating or state.name in (deleting or ())):
+            continue
+        if state.killed_by is None or now < state.killed_by + dt.timedelta(seconds=STUCK_TERMINATING_SECONDS):
+            going.append(state.name)
+    return going
 
 
 def _pods_of_attempt(pods: list[dict[str, Any]], name: str) -> tuple[PodState | None, list[str]]:
@@ -416,7 +427,7 @@ def decide_live_job(
                 seconds=_backoff(config, status.consecutive_failures - 1))
         status.attempt = attempt
         target = LiveJobPhase.PROVISIONING
-        still_going = _pods_still_going(pods)
+        still_going = _pods_still_going(pods, now, decision.delete_pods)
         if backoff_ends is not None and now < backoff_ends:
             reason, comment = str(ConditionReason.ENCODER_CRASHED), (
                 f"restarting the encoder (attempt {attempt}) in {(backoff_ends - now).total_seconds():.1f}s")
@@ -798,7 +809,7 @@ def decide_record_job(
         # gets its recorder at once: it cuts from what is stored, leaving out what it was paused for.
         waits = job.spec.paused and job.spec.source.live_job_ref is None
         target = RecordJobPhase.PAUSED if waits else RecordJobPhase.STARTED
-        still_going = _pods_still_going(pods)
+        still_going = _pods_still_going(pods, now, decision.delete_pods)
         if target == RecordJobPhase.PAUSED and status.phase in (None, RecordJobPhase.INITIAL):
             reason, comment = str(ConditionReason.PAUSED), "created paused; set spec.paused to false to record"
         elif still_going:
@@ -837,7 +848,7 @@ def decide_record_job(
             reason, comment = str(ConditionReason.ENCODER_CRASHED), f"recorder {_death(pod)}"
             died_at = pod.finished_at or now
             wait = (died_at + dt.timedelta(seconds=_backoff(config, status.retries)) - now).total_seconds()
-            still_going = _pods_still_going(pods)
+            still_going = _pods_still_going(pods, now, decision.delete_pods)
             if wait > 0:
                 decision.requeue_after = wait
             elif still_going:

@@ -85,6 +85,26 @@ async def test_a_clip_waiting_for_its_end_is_left_for_the_next_attempt_by_a_sigt
         assert bucket.clip_keys() == []
 
 
+async def test_a_following_clip_ends_where_the_operator_moved_its_end(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("onair.encoder.clip.FOLLOW_POLL_SECONDS", 0.02)
+    now = datetime.now(UTC)
+    envelope = {"kind": "RecordJob", "namespace": "ns", "name": "clip", "template": None,
+                "spec": {"source": {"liveJobRef": "news"}, "output": {"bucket": "media"}},
+                "storage": {"endpoint": "http://s3", "bucket": "media", "prefix": "clips/c"},
+                "clip": {"sourcePrefix": "live/news", "start": (now - timedelta(seconds=30)).isoformat(),
+                         "end": (now + timedelta(seconds=60)).isoformat()}}
+    config = load_job_config({"ONAIR_JOB_CONFIG": json.dumps(envelope)})
+    bucket = LiveBucket(now)
+    status = Encoder(config, Ports(), tmp_path, bucket, 10**9).status
+    job = ClipJob(config, config.clip, bucket, status, tmp_path)
+    run = asyncio.create_task(job.run())
+    await eventually(lambda: "reach the clip's end" in status.message, "the clip to wait for the stream")
+    status.finish_at = now - timedelta(seconds=14)  # the operator's POST /finish-at: the range cut short
+    assert await asyncio.wait_for(run, 5) == EXIT_OK and status.state == EncoderState.COMPLETED
+    clip = parse_media_playlist(bucket.objects["clips/c/720p/index.m3u8"].decode())
+    assert clip.ended and clip.segments[-1].program_date_time < now - timedelta(seconds=14)
+
 # --- a store that never answers ---------------------------------------------------------------------
 
 

@@ -61,14 +61,15 @@ def live_job(status: dict[str, Any] | None = None, generation: int = 1, **spec: 
 
 
 def pod(name: str, phase: str = "Running", ready: bool = True, exit_code: int | None = None,
-        deleting: bool = False, finished_at: dt.datetime | None = None) -> dict[str, Any]:
+        deleting: bool = False, finished_at: dt.datetime | None = None,
+        killed_by: dt.datetime = NOW + dt.timedelta(seconds=30)) -> dict[str, Any]:
     state: dict[str, Any] = {"running": {"startedAt": "2026-11-23T11:59:00Z"}}
     if exit_code is not None:
         state = {"terminated": {"exitCode": exit_code, "reason": "Error",
                                 "finishedAt": (finished_at or NOW).strftime("%Y-%m-%dT%H:%M:%SZ")}}
     metadata: dict[str, Any] = {"name": name, "uid": f"pod-{name}"}
     if deleting:
-        metadata["deletionTimestamp"] = "2026-11-23T12:00:00Z"
+        metadata["deletionTimestamp"] = killed_by.strftime("%Y-%m-%dT%H:%M:%SZ")  # the end of its grace period
     return {"metadata": metadata, "spec": {"nodeName": "node"},
             "status": {"phase": phase, "podIP": "127.1.0.9",
                        "conditions": [{"type": "PodScheduled", "status": "True"},
@@ -201,8 +202,11 @@ def test_a_pod_made_from_a_spec_changed_before_provisioning_was_written_is_repla
     old = {**pod(current_pod_name(), "Pending", ready=False), "metadata": {**made["metadata"], "uid": "p1"}}
     changed = decide_live_job(live_job(generation=2), TEMPLATE, [old], None, CONFIG, NOW)
     assert changed.delete_pods == [current_pod_name()]
-    assert changed.create_pod_attempt == 2
+    assert changed.create_pod_attempt is None  # not while the old one may still run
     assert changed.status["attempt"] == 2 and changed.status.get("restarts", 0) == 0
+    replaced = decide_live_job(live_job(changed.status, generation=2), TEMPLATE, [], None, CONFIG,
+                               NOW + dt.timedelta(seconds=1))
+    assert replaced.create_pod_attempt == 2 and replaced.status.get("restarts", 0) == 0
     same = decide_live_job(live_job(), TEMPLATE, [old], None, CONFIG, NOW)
     assert same.delete_pods == [] and same.create_pod_attempt is None
 
@@ -478,6 +482,18 @@ def test_an_encoder_pod_being_deleted_is_replaced_only_once_it_is_gone() -> None
         assert replaced.status["restarts"] == 1  # one death, counted once
 
 
+def test_a_pod_left_terminating_on_a_lost_node_is_not_waited_for_past_its_grace_period() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    status = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], {"state": "live"}, CONFIG,
+                             NOW).status
+    lost = [pod(current_pod_name(), ready=False, deleting=True, killed_by=NOW + dt.timedelta(seconds=30))]
+    died = decide_live_job(live_job(status), TEMPLATE, lost, None, CONFIG, NOW + dt.timedelta(seconds=10))
+    status = died.status
+    waiting = decide_live_job(live_job(status), TEMPLATE, lost, None, CONFIG, NOW + dt.timedelta(seconds=45))
+    assert waiting.create_pod_attempt is None  # in its grace period, and a little after
+    replaced = decide_live_job(live_job(waiting.status), TEMPLATE, lost, None, CONFIG, NOW + dt.timedelta(minutes=2))
+    assert replaced.create_pod_attempt == 2  # its node is gone: the job goes on without it
+
 def test_a_live_job_rescheduled_into_the_future_waits_in_pending_without_saying_it_stopped_or_failed() -> None:
     later = {"startDateTime": (NOW + dt.timedelta(hours=1)).isoformat()}
     status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
@@ -746,7 +762,7 @@ def test_a_recording_rescheduled_into_the_future_stops_its_recorder_and_starts_a
         assert later.requeue_after == pytest.approx(59)
     # The new start comes while the old recorder is still in its grace period: the new one waits for it.
     window = {"start": (NOW + dt.timedelta(minutes=1)).isoformat()}
-    going = [pod(first, deleting=True)]
+    going = [pod(first, deleting=True, killed_by=NOW + dt.timedelta(minutes=1, seconds=20))]
     waiting = decide_record_job(record_job(later.status, generation=2, timeRange=window), None, going, None, CONFIG,
                                 NOW + dt.timedelta(minutes=1))
     assert waiting.create_pod_attempt is None and waiting.status["phase"] == "Initial"
