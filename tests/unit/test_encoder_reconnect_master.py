@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from waiting import eventually
 
 from onair.encoder import pipeline
 from onair.encoder.config import JobConfig, load_job_config
@@ -138,14 +138,6 @@ def master_codecs(bucket: Bucket) -> list[str]:
 def probes_running(tmp_path: Path) -> bool:
     """A probe removes its copy of the segment once ffprobe has answered."""
     return any((tmp_path / "work").rglob("probe_*"))
-
-
-async def eventually(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def test_a_vod_recording_whose_source_reconnected_gets_its_master(

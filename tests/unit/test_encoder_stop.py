@@ -7,11 +7,11 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from waiting import eventually
 
 from onair.encoder.clip import ClipJob
 from onair.encoder.config import load_job_config
@@ -21,14 +21,6 @@ from onair.encoder.status import EncoderState
 from onair.exitcodes import EXIT_INTERRUPTED, EXIT_OK
 
 pytestmark = pytest.mark.unit
-
-
-async def eventually(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 # --- a clip whose end is still to come ---------------------------------------------------------------
@@ -59,11 +51,9 @@ class LiveBucket:
         return sorted(key for key in self.objects if key.startswith("clips/c/"))
 
 
-@pytest.mark.parametrize("finishing", [None, True], ids=["sigterm", "finish"])
-async def test_a_clip_waiting_for_its_end_is_left_for_the_next_attempt_by_a_sigterm(
-    tmp_path: Path, finishing: bool | None
-) -> None:
-    now = datetime.now(UTC)
+async def clip_waiting_for_its_end(tmp_path: Path, now: datetime) -> tuple[ClipJob, LiveBucket, asyncio.Task[int]]:
+    """A recording of the LiveJob's range from 30 s ago to a minute from now, run until it waits for
+    the stream to get there."""
     envelope = {"kind": "RecordJob", "namespace": "ns", "name": "clip", "template": None,
                 "spec": {"source": {"liveJobRef": "news"}, "output": {"bucket": "media"}},
                 "storage": {"endpoint": "http://s3", "bucket": "media", "prefix": "clips/c"},
@@ -72,9 +62,18 @@ async def test_a_clip_waiting_for_its_end_is_left_for_the_next_attempt_by_a_sigt
     config = load_job_config({"ONAIR_JOB_CONFIG": json.dumps(envelope)})
     bucket = LiveBucket(now)
     status = Encoder(config, Ports(), tmp_path, bucket, 10**9).status  # as main.py makes it
+    assert config.clip is not None
     job = ClipJob(config, config.clip, bucket, status, tmp_path)
     run = asyncio.create_task(job.run())
     await eventually(lambda: "reach the clip's end" in status.message, "the clip to wait for the stream")
+    return job, bucket, run
+
+@pytest.mark.parametrize("finishing", [None, True], ids=["sigterm", "finish"])
+async def test_a_clip_waiting_for_its_end_is_left_for_the_next_attempt_by_a_sigterm(
+    tmp_path: Path, finishing: bool | None
+) -> None:
+    job, bucket, run = await clip_waiting_for_its_end(tmp_path, datetime.now(UTC))
+    status = job.status
     job.request_stop(finishing)  # None: main.py's SIGTERM handler; True: the operator's POST /finish
     code = await asyncio.wait_for(run, 5)
     if finishing:  # the end of the job: the clip is what the stream has so far, for good
@@ -89,21 +88,13 @@ async def test_a_following_clip_ends_where_the_operator_moved_its_end(tmp_path: 
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("onair.encoder.clip.FOLLOW_POLL_SECONDS", 0.02)
     now = datetime.now(UTC)
-    envelope = {"kind": "RecordJob", "namespace": "ns", "name": "clip", "template": None,
-                "spec": {"source": {"liveJobRef": "news"}, "output": {"bucket": "media"}},
-                "storage": {"endpoint": "http://s3", "bucket": "media", "prefix": "clips/c"},
-                "clip": {"sourcePrefix": "live/news", "start": (now - timedelta(seconds=30)).isoformat(),
-                         "end": (now + timedelta(seconds=60)).isoformat()}}
-    config = load_job_config({"ONAIR_JOB_CONFIG": json.dumps(envelope)})
-    bucket = LiveBucket(now)
-    status = Encoder(config, Ports(), tmp_path, bucket, 10**9).status
-    job = ClipJob(config, config.clip, bucket, status, tmp_path)
-    run = asyncio.create_task(job.run())
-    await eventually(lambda: "reach the clip's end" in status.message, "the clip to wait for the stream")
+    job, bucket, run = await clip_waiting_for_its_end(tmp_path, now)
+    status = job.status
     status.finish_at = now - timedelta(seconds=14)  # the operator's POST /finish-at: the range cut short
     assert await asyncio.wait_for(run, 5) == EXIT_OK and status.state == EncoderState.COMPLETED
     clip = parse_media_playlist(bucket.objects["clips/c/720p/index.m3u8"].decode())
     assert clip.ended and clip.segments[-1].program_date_time < now - timedelta(seconds=14)
+
 
 # --- a store that never answers ---------------------------------------------------------------------
 
