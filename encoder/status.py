@@ -169,9 +169,9 @@ class EncoderStatus:
 
     def headline_parts(self) -> tuple[object, ...]:
         """What the operator acts on at once: the state and its message, the publisher's connection,
-        pause, the finish time, a full spool, the playlists, each rendition's status, and whether segments, statistics
-        and a recording's progress exist yet. Not how far they got: those counters move all the time,
-        and the operator writes them at its own pace."""
+        pause, the finish time, a full spool, the playlists, each rendition's status, and whether
+        segments, statistics and a recording's progress exist yet. Not how far they got: those counters
+        move all the time, and the operator writes them at its own pace."""
         return (
             self.state, self.message, self.connected, self.connected_at, self.disconnects, self.paused,
             self.finish_at, self.spool_full, self.recording_progress is not None, self.statistics != NO_STATISTICS,
