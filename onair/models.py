@@ -591,8 +591,18 @@ OUTPUT_IMMUTABLE = CelRule(
 )
 
 
+TEMPLATE_ONLY_FOR_STREAMS = CelRule(
+    rule="!has(self.jobTemplateId) || has(self.source.streamUrl)",
+    message="jobTemplateId transcodes a streamUrl recording; a liveJobRef recording keeps the LiveJob's renditions",
+    field_path=".jobTemplateId",
+    reason="FieldValueForbidden",
+)
+
+
 class RecordJobSpec(OnairModel):
     """Desired state of a RecordJob."""
+
+    model_config = ConfigDict(json_schema_extra=cel_rules(TEMPLATE_ONLY_FOR_STREAMS))
 
     source: RecordSource = Field(
         description="What to record: exactly one of streamUrl or liveJobRef. Immutable.",
@@ -613,8 +623,8 @@ class RecordJobSpec(OnairModel):
         default=None,
         description=(
             "spec.id of the JobTemplate a streamUrl recording is transcoded with; the recorder waits while no "
-            "such template exists. Unset: a copy, no re-encode. A liveJobRef recording always keeps the "
-            "LiveJob's renditions as they are."
+            "such template exists. Unset: a copy, no re-encode. Not with liveJobRef: such a recording keeps "
+            "the LiveJob's renditions as they are."
         ),
         ge=0,
         le=2**31 - 1,
@@ -628,6 +638,14 @@ class RecordJobSpec(OnairModel):
         description="true pauses the recording (phase Paused); false resumes it. A recording that follows its "
                     "LiveJob (source.liveJobRef) pauses until its range's end; a range already past is cut at once.",
     )
+
+    @field_validator("job_template_id")
+    @classmethod
+    def _template_only_for_streams(cls, template_id: int | None, info: ValidationInfo) -> int | None:
+        source = info.data.get("source")
+        if template_id is not None and source is not None and source.stream_url is None:
+            raise TEMPLATE_ONLY_FOR_STREAMS.error()
+        return template_id
 
 
 # --- JobTemplate spec --------------------------------------------------------------------------

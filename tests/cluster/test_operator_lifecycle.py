@@ -176,6 +176,14 @@ def test_invalid_manifests_are_refused_naming_the_field(kubectl: Kubectl, kwok_n
         assert result.returncode != 0 and "metadata.name" in result.stderr, (name, result.stderr)
     accepted = live_job_manifest("x" * 63)
     kubectl("apply", "--dry-run=server", "-n", kwok_namespace, "-f", "-", input=json.dumps(accepted))
+    # A template transcodes a recorded stream; a recording of a LiveJob keeps its renditions.
+    recording = {"apiVersion": "onair.dev/v1alpha1", "kind": "RecordJob", "metadata": {"name": "cut"},
+                 "spec": {"source": {"liveJobRef": "news"}, "output": {"bucket": "media"}, "jobTemplateId": 2}}
+    result = kubectl("apply", "--dry-run=server", "-n", kwok_namespace, "-f", "-", input=json.dumps(recording),
+                     check=False)
+    assert result.returncode != 0 and "spec.jobTemplateId" in result.stderr, result.stderr
+    recording["spec"]["source"] = {"streamUrl": "rtmp://origin.example.com/live/news"}
+    kubectl("apply", "--dry-run=server", "-n", kwok_namespace, "-f", "-", input=json.dumps(recording))
 
 
 def test_frozen_fields_cannot_change_while_running(kubectl: Kubectl, kube: client.ApiClient,

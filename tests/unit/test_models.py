@@ -179,8 +179,9 @@ VALID_OBJECTS: dict[str, Obj] = {
         "status": full_live_job_status(),
     },
     "record job clipping a live job": record_job(
-        timeRange={"start": "2024-05-01T12:00:00Z", "end": "2024-05-01T12:05:00Z"}, jobTemplateId=2
+        timeRange={"start": "2024-05-01T12:00:00Z", "end": "2024-05-01T12:05:00Z"}
     ),
+    "record job transcoding a stream": record_job(source={"streamUrl": "rtmp://example.com/live/a"}, jobTemplateId=2),
     "record job of an rtmp url": record_job(
         source={"streamUrl": "rtmp://example-live.com/live/stream1"},
         output={"type": "oss", "bucket": "imsbucket1", "endpoint": "https://oss-cn-hangzhou.aliyuncs.com"},
@@ -394,6 +395,11 @@ INVALID_OBJECTS: dict[str, tuple[Obj, str, str | None]] = {
         record_job(source={"liveJobRef": "news", "streamUrl": "rtmp://example.com/live/a"}),
         "spec.source",
         models.EXACTLY_ONE_SOURCE.message,
+    ),
+    "record job of a live job with a template": (
+        record_job(jobTemplateId=2),
+        "spec.jobTemplateId",
+        models.TEMPLATE_ONLY_FOR_STREAMS.message,
     ),
     "record job of an mp4 url": (
         record_job(source={"streamUrl": "https://example.com/video.mp4"}),
