@@ -10,7 +10,6 @@ import logging
 import re
 import time
 import uuid
-from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -348,14 +347,14 @@ class Gateway:
             if len(pool) >= self.config.id_block_size // 2:
                 return  # leased meanwhile
             kube = self.kube_client()
-            namespaces = resource_path("v1", "configmaps", self.config.template_namespace)
-            path = f"{namespaces}/{self.config.id_counter_configmap}"
+            configmaps = resource_path("v1", "configmaps", self.config.template_namespace)
+            path = resource_path("v1", "configmaps", self.config.template_namespace, self.config.id_counter_configmap)
             counters = self.id_counters or await kube.get_or_none(path)
             # Counters kept by gateways before the ConfigMap (a namespace annotation) still count.
             annotations = (self.store.namespaces.get("", namespace) or {}).get("metadata", {}).get("annotations") or {}
             for _ in range(20):
                 if counters is None:  # the chart makes it; a gateway run without the chart makes its own
-                    counters = await self._create_id_counters(namespaces, path)
+                    counters = await self._create_id_counters(configmaps, path)
                 floors = [(counters.get("data") or {}).get(namespace, ""),
                           annotations.get(mapping.ANNOTATION_NEXT_ID, "")]
                 highest = self.store.max_label_id(namespace)
@@ -381,10 +380,10 @@ class Gateway:
                 return
             raise ApiProblem(503, "could not allocate an id (too much contention); retry")
 
-    async def _create_id_counters(self, namespaces: str, path: str) -> dict[str, Any]:
+    async def _create_id_counters(self, configmaps: str, path: str) -> dict[str, Any]:
         kube = self.kube_client()
         try:
-            created = await kube.create(namespaces, {"apiVersion": "v1", "kind": "ConfigMap",
+            created = await kube.create(configmaps, {"apiVersion": "v1", "kind": "ConfigMap",
                                                      "metadata": {"name": self.config.id_counter_configmap}})
         except ApiError as error:  # not the client's fault: a 503 that says what the platform lacks
             log.error("cannot make the id ConfigMap %s: %s", path, error)
@@ -892,13 +891,12 @@ def page_of(lq: ListQuery, matched: Sequence[tuple[query.SortKey, T]], newest_se
     it, and its token waits there: a job that reaches the cache later may sort before them, and a
     token past it would skip it. (Descending, a late job sorts ahead of the pages still to come.)"""
     total = len(matched)
+    settled = None  # how many of the first jobs have settled, when it matters
+    if newest_settled_ms is not None and lq.sort == "created_at" and not lq.descending:
+        settled = query.settled_count(matched, newest_settled_ms)
     if lq.keyset:
-        keys = [key for key, _ in matched]
-        settled = None
-        if newest_settled_ms is not None and lq.sort == "created_at" and not lq.descending:
-            settled = query.settled_count(keys, newest_settled_ms)
-        page, last = query.keyset_page([item for _, item in matched], keys, lq.after, lq.descending, lq.size,
-                                       settled)
+        page, last = query.keyset_page([item for _, item in matched], [key for key, _ in matched], lq.after,
+                                       lq.descending, lq.size, settled)
         token = query.encode_token(lq.sort, lq.descending, last, lq.fingerprint) if last else None
         return page, page_info(total, 0, lq.size, token, keyset=True, has_previous=lq.after is not None)
     skip = (lq.page_index - 1) * lq.size
@@ -911,12 +909,10 @@ def page_of(lq: ListQuery, matched: Sequence[tuple[query.SortKey, T]], newest_se
     token = None
     if more:
         after = chosen[-1][0]
-        if newest_settled_ms is not None and lq.sort == "created_at" and not lq.descending:
+        if settled is not None and settled <= skip + len(chosen) - 1:
             # It continues in keyset paging: from the jobs still settling, as a keyset page's would,
             # so a late job is not passed (those on this page may come again).
-            settled = bisect_right(matched, newest_settled_ms, key=lambda pair: pair[0][0])
-            if settled <= skip + len(chosen) - 1:
-                after = matched[settled - 1][0] if settled else query.BEFORE_ALL
+            after = matched[settled - 1][0] if settled else query.BEFORE_ALL
         token = query.encode_token(lq.sort, lq.descending, after, lq.fingerprint)
     return [item for _, item in chosen], page_info(total, lq.page_index, lq.size, token)
 

@@ -334,10 +334,10 @@ def keyset_page(items: Sequence[T], keys: Sequence[SortKey], after: SortKey | No
     return page, last
 
 
-def settled_count(keys: Sequence[SortKey], newest_settled_ms: int) -> int:
-    """How many of `keys` (ascending, creation time in ms first) were created at `newest_settled_ms`
-    or before."""
-    return bisect_right(keys, newest_settled_ms, key=lambda k: k[0])
+def settled_count(matched: Sequence[tuple[SortKey, Any]], newest_settled_ms: int) -> int:
+    """How many of `matched` (ascending by key, creation time in ms first) were created at
+    `newest_settled_ms` or before."""
+    return bisect_right(matched, newest_settled_ms, key=lambda pair: pair[0][0])
 
 
 # --- plain parameters ----------------------------------------------------------------------------
