@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -25,12 +26,14 @@ from .playlist import (
     MediaPlaylist,
     Segment,
     Variant,
+    measured_bit_rates,
     parse_master_playlist,
     parse_media_playlist,
     render_master_playlist,
     render_media_playlist,
     renumbered_for_clip,
     select_clip_segments,
+    target_duration,
 )
 from .status import EncoderState, EncoderStatus, RenditionStatus
 from .tracks import EVENT_PLAYLIST, LIVE_PLAYLIST
@@ -144,11 +147,17 @@ class ClipJob:
                 done += 1
                 self.status.recording_progress = done / total
                 self.status.renditions.setdefault(rendition, RenditionStatus(rendition)).segments_written += 1
-            clip_segments = renumbered_for_clip(segments, names)
+            sizes = await asyncio.to_thread(self.store.sizes, source_dir)
+            clip_segments = renumbered_for_clip([replace(segment, size_bytes=sizes.get(segment.uri))
+                                                 for segment in segments], names)
             body = render_media_playlist(clip_segments, nominal_duration=1, playlist_type="VOD", ended=True)
             await asyncio.to_thread(self.store.put, self.config.key(rendition, LIVE_PLAYLIST), body.encode(),
                                     "application/vnd.apple.mpegurl", FINAL_PLAYLIST_CACHE_CONTROL)
-            clip_variants.append(Variant(f"{rendition}/{LIVE_PLAYLIST}", variant.bandwidth, variant.average_bandwidth,
+            # A VOD master states what its own segments measure, not the live stream's figures.
+            measured = measured_bit_rates(clip_segments, target_duration(clip_segments, 1))
+            clip_variants.append(Variant(f"{rendition}/{LIVE_PLAYLIST}",
+                                         measured.peak if measured else variant.bandwidth,
+                                         measured.average if measured else variant.average_bandwidth,
                                          variant.codecs, variant.resolution, variant.frame_rate))
             if self.config.outputs.final_format == RecordingFormat.MP4:
                 await self._write_mp4(rendition, clip_segments)

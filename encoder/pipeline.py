@@ -849,15 +849,21 @@ class Encoder:
         if self.config.outputs.master_at_completion and not complete:
             return
         variants = []
-        for name in self.tracks:
+        for name, track in self.tracks.items():
             info = self.variants[name]
             bandwidth = max(info.peak_bandwidth, info.declared_bandwidth or 0)
+            # A passthrough declares no bit rate: what its segments measure so far.
+            average = info.declared_bandwidth or track.average_bit_rate()
+            # A vod asset is finished: its master states what all of its segments measure (Apple's
+            # authoring rules for VOD want both within 10%), not the ladder's nominal rates.
+            measured = track.measured_bit_rates() if complete and self.config.outputs.master_at_completion else None
+            if measured is not None:
+                bandwidth, average = measured.peak, measured.average
             variants.append(
                 Variant(
                     uri=f"{name}/{LIVE_PLAYLIST}",
                     bandwidth=bandwidth,
-                    # A passthrough declares no bit rate: what its segments measure so far.
-                    average_bandwidth=info.declared_bandwidth or self.tracks[name].average_bit_rate(),
+                    average_bandwidth=average,
                     codecs=info.codecs,
                     resolution=info.resolution,
                     frame_rate=info.frame_rate,
@@ -941,6 +947,8 @@ class Encoder:
             await self._write_mp4s(deadline)
         if self.finishing:  # after the MP4s: a vod asset's master says it is complete
             await self._probe_stored_variants()
+            if self.config.outputs.master_at_completion:
+                await self._size_stored_segments(deadline)
             self._queue_master(complete=True)
         if self.front is not None:
             await self.front.stop()
@@ -975,6 +983,20 @@ class Encoder:
             init = directory / segment.init_uri if segment.init_uri else None
             await self._probe_variant(name, path, init, path.stat().st_size, segment.duration,
                                       self._variants_generation)
+
+    async def _size_stored_segments(self, deadline: float) -> None:
+        """The sizes of the segments earlier Pods recorded, for the measured bit rates of a vod asset's
+        master; without them (the store cannot list in time) the master keeps the nominal rates."""
+        for name, track in self.tracks.items():
+            if all(segment.size_bytes is not None for segment in track.segments):
+                continue
+            try:
+                sizes = await asyncio.wait_for(asyncio.to_thread(self.store.sizes, self.config.key(name)),
+                                               max(0.1, min(10.0, deadline - time.monotonic())))
+            except Exception as error:
+                log.warning("the master of %s states nominal bit rates: the store did not list it: %r", name, error)
+                continue
+            track.add_stored_sizes(sizes)
 
     def exit_code(self) -> int:
         """A recording stopped before its end (a bare SIGTERM: an eviction, a drain) is not done: the

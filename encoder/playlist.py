@@ -135,6 +135,37 @@ def target_duration(segments: Iterable[Segment], nominal: float) -> int:
     return max(math.ceil(nominal), longest, 1)
 
 
+@dataclass(frozen=True)
+class MeasuredBitRates:
+    peak: int  # BANDWIDTH
+    average: int  # AVERAGE-BANDWIDTH
+
+
+def measured_bit_rates(segments: Sequence[Segment], target: int) -> MeasuredBitRates | None:
+    """The bit rates a finished (VOD) playlist's master must state, measured from its segments' sizes:
+    Apple's HLS authoring rules want both within 10% of what the segments measure. The peak is RFC 8216
+    4.1's: the highest bit rate of any run of consecutive segments lasting 0.5 to 1.5 target durations
+    (a short playlist's whole length when no run is that long). None when a size is unknown."""
+    if not segments or any(segment.size_bytes is None for segment in segments):
+        return None
+    bits = [(segment.size_bytes or 0) * 8 for segment in segments]
+    seconds = sum(segment.duration for segment in segments)
+    if seconds <= 0:
+        return None
+    average = int(sum(bits) / seconds)
+    peak = 0
+    for first in range(len(segments)):
+        run_bits, run_seconds = 0, 0.0
+        for index in range(first, len(segments)):
+            run_bits += bits[index]
+            run_seconds += segments[index].duration
+            if run_seconds > 1.5 * target:
+                break
+            if run_seconds >= 0.5 * target:
+                peak = max(peak, int(run_bits / run_seconds))
+    return MeasuredBitRates(peak=max(peak, average) if peak else average, average=average)
+
+
 def extinf(duration: float) -> str:
     """The duration as EXTINF writes it."""
     return f"{duration:.3f}"

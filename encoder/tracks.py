@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from .playlist import MediaPlaylist, Segment, render_media_playlist, target_duration
+from .playlist import (
+    MeasuredBitRates,
+    MediaPlaylist,
+    Segment,
+    measured_bit_rates,
+    render_media_playlist,
+    target_duration,
+)
 
 LIVE_PLAYLIST = "index.m3u8"
 EVENT_PLAYLIST = "event.m3u8"  # every segment of a recorded event (LiveJob recording: true)
@@ -113,6 +120,17 @@ class RenditionTrack:
         sized = [segment for segment in self.segments if segment.size_bytes is not None]
         seconds = sum(segment.duration for segment in sized)
         return int(sum(segment.size_bytes or 0 for segment in sized) * 8 / seconds) if seconds > 0 else None
+
+    def add_stored_sizes(self, sizes: Mapping[str, int]) -> None:
+        """The sizes of segments an earlier Pod published (the store's listing: name -> bytes)."""
+        for index, segment in enumerate(self.segments):
+            if segment.size_bytes is None and segment.uri in sizes:
+                self.segments[index] = replace(segment, size_bytes=sizes[segment.uri])
+
+    def measured_bit_rates(self) -> MeasuredBitRates | None:
+        """BANDWIDTH and AVERAGE-BANDWIDTH as the segments held measure them (None while a size is unknown)."""
+        return measured_bit_rates(self.segments, max(self.target_floor,
+                                                     target_duration(self.segments, self.nominal_duration)))
 
     def skip(self) -> None:
         """A segment that will not be published (recording paused, spool full): the next one that is

@@ -344,12 +344,16 @@ class S3Store:
 
     def list_names(self, folder: str) -> list[str]:
         """The names of the objects directly in `folder` (a key prefix without its trailing slash)."""
+        return list(self.sizes(folder))
+
+    def sizes(self, folder: str) -> dict[str, int]:
+        """The objects directly in `folder`: name -> size in bytes."""
         prefix = folder.rstrip("/") + "/"
-        names: list[str] = []
+        sizes: dict[str, int] = {}
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix,
                                                                            Delimiter="/"):
-            names += [entry["Key"][len(prefix):] for entry in page.get("Contents", [])]
-        return names
+            sizes.update((entry["Key"][len(prefix):], int(entry["Size"])) for entry in page.get("Contents", []))
+        return sizes
 
     def copy(self, source_key: str, key: str, cache_control: str) -> None:
         self.client.copy_object(

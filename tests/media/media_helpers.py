@@ -19,7 +19,7 @@ from typing import Any
 import requests
 from waiting import wait_until
 
-from onair.encoder.playlist import parse_media_playlist
+from onair.encoder.playlist import parse_master_playlist, parse_media_playlist
 
 WEED = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
 ENCODER = str(Path(sys.executable).parent / "onair-encoder")  # the console script the Pod runs
@@ -124,6 +124,29 @@ class ObjectStore:
             return str(self.client.get_object(Bucket=bucket, Key=key)["Body"].read().decode())
         except self.client.exceptions.NoSuchKey:
             return None
+
+    def size(self, bucket: str, key: str) -> int:
+        return int(self.client.head_object(Bucket=bucket, Key=key)["ContentLength"])
+
+    def assert_vod_master_states_measured_bit_rates(self, bucket: str, prefix: str) -> None:
+        """Apple's HLS authoring rules for VOD: each variant's AVERAGE-BANDWIDTH within 10% of the mean
+        bit rate of its segments, and BANDWIDTH within 10% of the peak. The peak (RFC 8216 4.1: over runs of
+        segments lasting 0.5 to 1.5 target durations) is at least the rate of any segment that lasts half
+        a target duration, and at most the highest rate of any one segment."""
+        variants = parse_master_playlist(self.get_text(bucket, f"{prefix}/master.m3u8") or "")
+        assert variants
+        for variant in variants:
+            playlist = parse_media_playlist(self.get_text(bucket, f"{prefix}/{variant.uri}") or "")
+            folder = f"{prefix}/{variant.uri.rsplit('/', 1)[0]}"
+            bits = [self.size(bucket, f"{folder}/{segment.uri}") * 8 for segment in playlist.segments]
+            average = sum(bits) / sum(segment.duration for segment in playlist.segments)
+            assert variant.average_bandwidth is not None, variant
+            assert abs(variant.average_bandwidth - average) <= 0.1 * average, (variant, average)
+            rates = [(size / segment.duration, segment.duration)
+                     for size, segment in zip(bits, playlist.segments, strict=True)]
+            least = max(rate for rate, duration in rates if duration >= (playlist.target_duration or 1) / 2)
+            most = max(rate for rate, _ in rates)
+            assert 0.9 * least <= variant.bandwidth <= 1.1 * most, (variant, least, most)
 
     def download_prefix(self, bucket: str, prefix: str, target: Path) -> list[str]:
         keys = []

@@ -151,6 +151,7 @@ def test_clip_of_a_past_range_plays_as_vod(
     assert [variant.uri for variant in variants] == ["180p/index.m3u8"]
     playlist = parse_media_playlist(object_store.get_text(live.bucket, f"{clip_prefix}/180p/index.m3u8") or "")
     assert playlist.ended and playlist.playlist_type == "VOD"
+    object_store.assert_vod_master_states_measured_bit_rates(live.bucket, clip_prefix)
     assert [segment.program_date_time for segment in playlist.segments] == [
         segment.program_date_time for segment in stored.segments[1:4]
     ]
@@ -281,6 +282,7 @@ def test_a_vod_recording_appears_in_the_library_only_when_complete(
     stored = object_store.get_text(recorder.bucket, f"{recorder.prefix}/source/index.m3u8")
     playlist = parse_media_playlist(stored or "")
     assert playlist.ended and playlist.playlist_type == "EVENT" and playlist.segments
+    object_store.assert_vod_master_states_measured_bit_rates(recorder.bucket, recorder.prefix)
 
 
 def test_a_vod_recording_completed_by_an_attempt_that_recorded_nothing_gets_its_master(
@@ -311,6 +313,8 @@ def test_a_vod_recording_completed_by_an_attempt_that_recorded_nothing_gets_its_
     assert variants[0].codecs.startswith("avc1.") and variants[0].resolution == (640, 360)
     playlist = parse_media_playlist(object_store.get_text(second.bucket, f"{prefix}/source/index.m3u8") or "")
     assert playlist.ended and len(playlist.segments) >= 2
+    # Every segment was recorded by the first attempt: the second measures them in the store.
+    object_store.assert_vod_master_states_measured_bit_rates(second.bucket, prefix)
 
 
 def test_an_evicted_recording_is_continued_by_the_next_attempt_into_one_mp4(

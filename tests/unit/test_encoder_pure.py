@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,11 +25,13 @@ from onair.encoder.ffmpeg import (
 )
 from onair.encoder.pipeline import Encoder, Ports, redacted
 from onair.encoder.playlist import (
+    MeasuredBitRates,
     MediaPlaylist,
     Segment,
     Variant,
     codec_tag,
     fallback_codecs,
+    measured_bit_rates,
     parse_master_playlist,
     parse_media_playlist,
     render_master_playlist,
@@ -424,6 +427,32 @@ def test_peak_bit_rate_counts_a_short_segment_with_the_one_before_it() -> None:
     assert resumed.newest_bit_rate() is None  # the sizes of an earlier Pod's segments are not known
     assert resumed.average_bit_rate() == 1_600_000  # the mean of those it knows
     assert track.average_bit_rate() == int(3_200_000 * 8 / (0.033 + 4 + 0.033 + 2.5))
+
+
+def test_a_finished_playlist_measures_its_peak_over_runs_of_half_to_one_and_a_half_targets() -> None:
+    """The VOD master's BANDWIDTH and AVERAGE-BANDWIDTH (RFC 8216 4.1's peak; Apple's authoring rules
+    want both within 10% of what the segments measure)."""
+    sized = [replace(segment, size_bytes=size) for segment, size in
+             zip(segments(4), [1_000_000, 2_000_000, 1_000_000, 500_000], strict=True)]
+    assert measured_bit_rates(sized, 4) == MeasuredBitRates(peak=4_000_000, average=int(4_500_000 * 8 / 16))
+    # A one-frame last segment counts with the one before it, not alone (2 MB in 0.04 s: 400 Mbit/s).
+    tail = Segment(4, 0.04, "seg_000004.ts", None, size_bytes=2_000_000)
+    assert measured_bit_rates([*sized, tail], 4) == MeasuredBitRates(
+        peak=int((500_000 + 2_000_000) * 8 / 4.04), average=int(6_500_000 * 8 / 16.04))
+    # Shorter than half a target in all: its only run is the whole of it.
+    assert measured_bit_rates([tail], 4) == MeasuredBitRates(peak=400_000_000, average=400_000_000)
+    assert measured_bit_rates([*sized, replace(tail, size_bytes=None)], 4) is None
+    assert measured_bit_rates([], 4) is None
+
+
+def test_a_track_measures_an_earlier_pods_segments_from_the_stores_sizes() -> None:
+    track = RenditionTrack.resume(RenditionTrack("a", nominal_duration=4, window=5, keep_all=True),
+                                  parse_media_playlist(render_media_playlist(segments(2), nominal_duration=4)))
+    track.add(4, "seg_000002.ts", T0, size_bytes=2_000_000)
+    assert track.measured_bit_rates() is None
+    track.add_stored_sizes({"seg_000000.ts": 1_000_000, "seg_000001.ts": 1_500_000, "seg_000002.ts": 1})
+    assert [segment.size_bytes for segment in track.segments] == [1_000_000, 1_500_000, 2_000_000]
+    assert track.measured_bit_rates() == MeasuredBitRates(peak=4_000_000, average=int(4_500_000 * 8 / 12))
 
 
 def test_a_live_window_lasts_at_least_three_target_durations() -> None:
