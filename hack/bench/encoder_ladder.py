@@ -8,7 +8,9 @@ that a machine whose speed drifts during the run (a shared host) weighs on each 
   separate  one ffmpeg process per rendition (each decodes the source itself)
   baseline  with --baseline CHECKOUT: the encoder of another checkout, in every round as well
   decode    one decode of the source alone (not paced): what a shared decode saves per process, and so the best
-            ratio to `separate` any one-decode ladder can reach on this source and machine
+            ratio to `separate` a one-decode ladder doing `single`'s work can reach on this source and machine
+            (the encoder does less: it encodes the audio once for every rendition, where `single` and
+            `separate` encode it once per rendition, and sizes x264's threads to the CPUs it may use)
 It reports CPU seconds (user + system of each process tree; for the encoder also its ffmpeg's alone, sampled
 from /proc until it exits), the ratios, and the encoder's segment availability latency (segment closed on
 disk -> object and updated playlist uploaded), p50 and p99.
@@ -300,12 +302,13 @@ def main() -> None:
     if args.baseline:
         print(f"encoder / baseline = {encoder_cpu / cpu['baseline']:.3f}  (baseline: {args.baseline})")
     # What sharing one decode can save at most: `single` is the one-decode ladder with nothing else, and
-    # `separate` pays for len(RENDITIONS) - 1 more decodes than it.
+    # `separate` pays for len(RENDITIONS) - 1 more decodes than it. The encoder also saves on the audio.
     saved = (len(RENDITIONS) - 1) * decode_cpu * args.rounds
     print(f"one decode    CPU {decode_cpu:7.1f} s  (the source decoded once, nothing else): sharing it saves "
-          f"{saved:.1f} s over the rounds, so the best a one-decode ladder can do is single / (single + {saved:.1f} s)"
-          f" = {single_cpu / (single_cpu + saved):.3f} of one ffmpeg per rendition (separate measured "
-          f"{separate_cpu / single_cpu:.3f} x single)")
+          f"{saved:.1f} s over the rounds, so a one-decode ladder doing single's work can do at best single / "
+          f"(single + {saved:.1f} s) = {single_cpu / (single_cpu + saved):.3f} of one ffmpeg per rendition "
+          f"(separate measured {separate_cpu / single_cpu:.3f} x single); the encoder does less than single: "
+          f"the audio encoded once for every rendition, x264's threads sized to its CPUs")
     for side in encoders:
         latency = "; ".join(f"p50 {f['upload']['p50LatencyMs']} ms, p99 {f['upload']['p99LatencyMs']} ms"
                             for f in finals[side])
