@@ -47,6 +47,11 @@ class LiveBucket:
     def copy(self, source_key: str, key: str, cache_control: str) -> None:
         self.objects[key] = self.objects[source_key]
 
+    def sizes(self, folder: str) -> dict[str, int]:
+        prefix = folder.rstrip("/") + "/"
+        return {key[len(prefix):]: len(body) for key, body in self.objects.items()
+                if key.startswith(prefix) and "/" not in key[len(prefix):]}
+
     def clip_keys(self) -> list[str]:
         return sorted(key for key in self.objects if key.startswith("clips/c/"))
 
