@@ -54,6 +54,7 @@ class ClipJob:
         self.clip = clip
         self.store = store
         self.status = status
+        self.status.store_read = True  # a clip takes no input: nothing to hold its readiness for
         self.work_dir = work_dir
         self.stop_requested = asyncio.Event()
         self.finishing = False

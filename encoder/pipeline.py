@@ -27,6 +27,7 @@ from typing import Any
 
 from onair.exitcodes import EXIT_INTERRUPTED, EXIT_OK
 from onair.models import HardwareAcceleration, RecordingFormat
+from onair.phases import ConditionReason
 
 from .config import IngestKind, JobConfig
 from .ffmpeg import (
@@ -76,6 +77,7 @@ from .upload import (
     MASTER_PLAYLIST_CACHE_CONTROL,
     S3Store,
     UploadQueue,
+    storage_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -194,6 +196,7 @@ class Encoder:
         # The pauses of the recording's earlier Pods: a recording that follows its LiveJob leaves
         # them out, and every recording keeps reporting them.
         self.status.paused_ranges = [(paused.start, paused.end) for paused in config.paused_ranges]
+        self.status.store_read = False  # until _resume_from_store
         self.status.paused = bool(self.status.paused_ranges) and self.status.paused_ranges[-1][1] is None
         # Created paused, a recording that follows its LiveJob leaves out its range from the start.
         since = (config.start_at or datetime.min.replace(tzinfo=UTC)) \
@@ -886,6 +889,7 @@ class Encoder:
         unread = dict(self.tracks)
         delay = STORE_RETRY_FIRST_SECONDS
         waiting_message = self.status.message
+        problem = (ConditionReason.BUCKET_UNREACHABLE, "the store did not answer")
         while unread and not self.stop_requested.is_set():
             for name, track in list(unread.items()):
                 try:
@@ -893,6 +897,7 @@ class Encoder:
                               for stored_name in stored_names]
                 except Exception as error:
                     log.warning("could not read the stored playlist of %s (retrying in %.1fs): %s", name, delay, error)
+                    problem = storage_problem(error, self.config.storage.bucket)
                     continue
                 del unread[name]
                 stored: list[MediaPlaylist] = [parse_media_playlist(body.decode()) for body in bodies if body]
@@ -906,11 +911,15 @@ class Encoder:
                         self._sweeps.add(sweep)
                         sweep.add_done_callback(self._sweeps.discard)
             if unread:
-                self.status.set_state(EncoderState.WAITING, "object storage unreachable: reading the stored "
-                                      "playlists before taking input, so that numbering continues")
+                # Before the state: a reader woken by the state sees the reason with it.
+                self.status.set_storage_problem((str(problem[0]), problem[1]))
+                self.status.set_state(EncoderState.WAITING, f"{problem[1]}: the encoder reads the stored playlists "
+                                      "before it takes input, so that numbering continues")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop_requested.wait(), delay)
                 delay = min(delay * 2, STORE_RETRY_MAX_SECONDS)
+        self.status.set_storage_problem(None)
+        self.status.store_read = True
         if delay > STORE_RETRY_FIRST_SECONDS and not self.stop_requested.is_set():
             self.status.set_state(EncoderState.WAITING, waiting_message)
 

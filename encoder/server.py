@@ -89,6 +89,8 @@ def status_app(job: Controllable, *, pausable: bool, control_key: str | None) ->
         return web.json_response(job.status.to_json(), headers={HEADLINE_HEADER: job.status.headline()})
 
     async def healthz(_: web.Request) -> web.Response:
+        if not job.status.store_read:
+            return web.Response(status=503, text="reading the stored playlists before taking input")
         return web.Response(text="ok")
 
     async def metrics(_: web.Request) -> web.Response:

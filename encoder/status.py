@@ -99,6 +99,11 @@ class EncoderStatus:
     statistics: InputStatistics = field(default_factory=InputStatistics)
     dropped_frames: int = 0
     spool_full: bool = False
+    # Why the store cannot be used (a StorageAvailable reason and a message), while the encoder waits on it.
+    storage_problem: tuple[str, str] | None = None
+    # False while a job's encoder reads its stored playlists at start: it takes no input before, so its
+    # readiness probe fails (and no Service routes a publisher to it).
+    store_read: bool = True
     paused: bool = False
     # Each pause, and the resume that ended it (None while paused): a recording that follows its
     # LiveJob leaves these stretches out when it cuts, and reports them so that a new Pod continues.
@@ -119,6 +124,12 @@ class EncoderStatus:
         self.state, self.message = state, message
         for each in EncoderState:
             self.metrics.state.labels(each.value).set(1 if each == state else 0)
+        if changed:
+            self.announce()
+
+    def set_storage_problem(self, problem: tuple[str, str] | None) -> None:
+        changed = problem != self.storage_problem
+        self.storage_problem = problem
         if changed:
             self.announce()
 
@@ -174,7 +185,8 @@ class EncoderStatus:
         move all the time, and the operator writes them at its own pace."""
         return (
             self.state, self.message, self.connected, self.connected_at, self.disconnects, self.paused,
-            self.finish_at, self.spool_full, self.recording_progress is not None, self.statistics != NO_STATISTICS,
+            self.finish_at, self.spool_full, self.storage_problem, self.recording_progress is not None,
+            self.statistics != NO_STATISTICS,
             tuple((r.name, r.status, r.segments_written > 0) for r in self.renditions.values()),
             self.master_playlist_key, tuple(sorted(self.media_playlist_keys.items())),
         )
@@ -208,6 +220,9 @@ class EncoderStatus:
             },
             "renditions": [rendition.to_json() for rendition in self.renditions.values()],
             "upload": upload,
+            "storage": {"available": self.storage_problem is None,
+                        "reason": self.storage_problem[0] if self.storage_problem else None,
+                        "message": self.storage_problem[1] if self.storage_problem else None},
             "droppedFrames": self.dropped_frames,
             "finishAt": rfc3339(self.finish_at),
             "masterPlaylistKey": self.master_playlist_key,

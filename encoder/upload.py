@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from onair.phases import ConditionReason
+
 log = logging.getLogger(__name__)
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
@@ -41,11 +43,25 @@ SEGMENT_CACHE_CONTROL = "public, max-age=31536000, immutable"
 LIVE_PLAYLIST_CACHE_CONTROL = "public, max-age=1"
 MASTER_PLAYLIST_CACHE_CONTROL = "public, max-age=5"
 FINAL_PLAYLIST_CACHE_CONTROL = "public, max-age=31536000"
+# S3 error codes of a refused identity or signature (AWS S3, SeaweedFS and OSS answer with these).
+ACCESS_DENIED_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
+                                 "ExpiredToken", "AllAccessDisabled"})
 
 
 def content_type_for(key: str) -> str:
     suffix = key[key.rfind(".") :] if "." in key else ""
     return CONTENT_TYPES.get(suffix, "application/octet-stream")
+
+
+def storage_problem(error: BaseException, bucket: str) -> tuple[ConditionReason, str]:
+    """What a failed store request says to a user: the StorageAvailable reason and a message."""
+    response = getattr(error, "response", None)
+    code = str(((response or {}).get("Error") or {}).get("Code") or "") if isinstance(response, dict) else ""
+    if code == "NoSuchBucket":
+        return ConditionReason.BUCKET_NOT_FOUND, f"bucket {bucket!r} does not exist"
+    if code in ACCESS_DENIED_CODES:
+        return ConditionReason.ACCESS_DENIED, f"bucket {bucket!r} refused the credentials ({code}): {error}"
+    return ConditionReason.BUCKET_UNREACHABLE, f"bucket {bucket!r}: {error}"
 
 
 class ObjectStore(Protocol):

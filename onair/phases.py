@@ -127,6 +127,8 @@ class ConditionReason(enum.StrEnum):
     ENCODER_STOPPED = "EncoderStopped"
     ENCODER_START_FAILED = "EncoderStartFailed"  # the Pod never started (image, config, no node): Failed
     ENCODER_UNRESPONSIVE = "EncoderUnresponsive"  # running, but failing its readiness check
+    # The encoder runs but takes no input until it has read its stored playlists (Provisioning).
+    WAITING_FOR_STORAGE = "WaitingForStorage"
     # InputConnected
     WAITING_FOR_PUBLISHER = "WaitingForPublisher"
     PUBLISHER_CONNECTED = "PublisherConnected"
@@ -136,6 +138,7 @@ class ConditionReason(enum.StrEnum):
     # StorageAvailable
     BUCKET_REACHABLE = "BucketReachable"
     BUCKET_UNREACHABLE = "BucketUnreachable"
+    BUCKET_NOT_FOUND = "BucketNotFound"
     CREDENTIALS_MISSING = "CredentialsMissing"
     ACCESS_DENIED = "AccessDenied"
     # SourceAvailable (RecordJob)

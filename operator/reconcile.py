@@ -295,6 +295,7 @@ def decide_live_job(
     generation = job.metadata.generation
     decision = Decision(status={})
     new_generation = status.observed_generation != generation
+    storage_down = False  # a running encoder that cannot read its bucket yet
 
     # A finished job stays finished until its spec changes.
     if status.phase in LIVE_JOB_TERMINAL_PHASES and not new_generation:
@@ -474,6 +475,13 @@ def decide_live_job(
             target, reason = status.phase, str(ConditionReason.ENCODER_UNRESPONSIVE)
             comment = f"Pod {pod.name} runs but fails its readiness check"
             set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.ENCODER_UNRESPONSIVE, comment)
+        elif not pod.ready and (storage := _storage_problem(report)) is not None:
+            # The encoder runs but is not ready: it takes no input before it has read its stored playlists.
+            storage_down = True
+            target, reason = LiveJobPhase.PROVISIONING, str(ConditionReason.WAITING_FOR_STORAGE)
+            comment = f"the encoder waits for its bucket before it takes input: {storage[1]}"
+            set_cond(ConditionType.ENCODER_RUNNING, True, ConditionReason.WAITING_FOR_STORAGE, comment)
+            set_cond(ConditionType.STORAGE_AVAILABLE, False, storage[0], storage[1])
         elif not pod.ready:
             target, reason = LiveJobPhase.PROVISIONING, str(ConditionReason.ENCODER_STARTING)
             comment = f"waiting for Pod {pod.name}" + (f" ({pod.waiting_reason})" if pod.waiting_reason else "")
@@ -512,7 +520,7 @@ def decide_live_job(
             decision.encoder_command = _finish_time_command(report, finish)
         decision.requeue_after = _earliest(_seconds_until(finish, now), _seconds_until(start_deadline, now))
 
-    if target not in RUNNING_PHASES:
+    if target not in RUNNING_PHASES and not storage_down:
         # No encoder takes input now: what the last one reported must not still read as true.
         for type_ in (ConditionType.ENCODER_RUNNING, ConditionType.INPUT_CONNECTED):
             held = find_condition(conditions, type_)
@@ -554,6 +562,19 @@ def decide_live_job(
     status.message = comment
     decision.status = _dump(status)
     return decision
+
+
+def _storage_problem(report: dict[str, Any] | None) -> tuple[ConditionReason, str] | None:
+    """Why the encoder cannot use its bucket, when it says so: (StorageAvailable reason, message). A
+    reason this operator does not know (another encoder version) reads as unreachable."""
+    storage = (report or {}).get("storage") or {}
+    if storage.get("available") is not False:
+        return None
+    try:
+        reason = ConditionReason(str(storage.get("reason")))
+    except ValueError:
+        reason = ConditionReason.BUCKET_UNREACHABLE
+    return reason, str(storage.get("message") or "the store does not answer")
 
 
 def _start_error(pod: PodState) -> tuple[str, str] | None:

@@ -121,6 +121,25 @@ def test_phases_follow_the_ingest_within_two_seconds(kube: client.ApiClient, job
     assert all(segment.duration > 0 for segment in parse_media_playlist(media).segments), media
 
 
+def test_a_job_whose_bucket_is_missing_says_so_and_does_not_claim_to_wait_for_input(
+        kube: client.ApiClient, job_namespace: str) -> None:
+    create_live_job(kube, job_namespace, "nobucket", destination={"bucket": "no-such-bucket", "path": "live/x"})
+
+    def told() -> dict[str, Any] | None:
+        status = get_job(kube, job_namespace, "nobucket").get("status") or {}
+        conditions = {c["type"]: c for c in status.get("conditions", [])}
+        storage = conditions.get("StorageAvailable") or {}
+        return status if storage.get("reason") == "BucketNotFound" else None
+
+    status = wait_until(told, 90, "the job to name its missing bucket")
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["StorageAvailable"]["status"] == "False"
+    assert "no-such-bucket" in conditions["StorageAvailable"]["message"]
+    assert status["phase"] == "Provisioning" and "no-such-bucket" in status["message"]
+    assert conditions["EncoderRunning"]["status"] == "True"
+    assert "WaitingForInput" not in [t["phase"] for t in status["timings"]]
+
+
 def segments_written(job: dict[str, Any]) -> int:
     return sum(int(output.get("segmentsWritten", 0)) for output in job.get("status", {}).get("outputs", []))
 

@@ -194,6 +194,13 @@ class EncoderProcess:
             self.states_seen.append(document["state"])
         return document
 
+    def storage_once_answering(self) -> dict[str, Any] | None:
+        """The status' storage part; None while the encoder does not answer yet (its server is starting)."""
+        try:
+            return dict(self.status()["storage"])
+        except requests.ConnectionError:
+            return None
+
     def wait_state(self, state: str, timeout: float) -> dict[str, Any]:
         return wait_until(lambda: (s := self.status())["state"] == state and s, timeout, f"encoder state {state}",
                           interval=0.1)

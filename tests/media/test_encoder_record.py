@@ -80,14 +80,17 @@ def test_a_store_down_at_start_delays_the_encoder_and_keeps_the_numbering(
 
     object_store.proxy.cut()
     try:
-        second = start_encoder("LiveJob", live_spec(), SMALL, prefix="live/restarted")
-        wait_until(lambda: "object storage unreachable" in second.status()["message"], 15,
-                   "the encoder to say it waits for the store")
+        second = start_encoder("LiveJob", live_spec(), SMALL, prefix="live/restarted", wait_healthy=False)
+        storage = wait_until(lambda: (s := second.storage_once_answering()) and s["reason"] == "BucketUnreachable"
+                             and s, 15, "the encoder to say it waits for the store")
+        assert storage["available"] is False and second.bucket in storage["message"]
         refused = publish(second.rtmp_url, 2)
         assert refused.wait(20) != 0  # no ingest until the numbering is known
     finally:
         object_store.proxy.restore()
-    wait_until(lambda: "object storage" not in second.status()["message"], 20, "the store to be read")
+    wait_until(lambda: second.status()["storage"]["available"], 20, "the store to be read")
+    wait_until(lambda: requests.get(f"{second.base_url}/healthz", timeout=2).ok, 5, "the encoder to turn ready")
+    assert second.bucket not in second.status()["message"]
     assert publish(second.rtmp_url, 3).wait(30) == 0
     second.wait_state("reconnecting", 5)
     assert second.stop() == 0
@@ -96,6 +99,20 @@ def test_a_store_down_at_start_delays_the_encoder_and_keeps_the_numbering(
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers))) and numbers[-1] > last_before, numbers
     resumed = [segment for segment in after.segments if segment.sequence == last_before + 1]
     assert resumed and resumed[0].discontinuity, numbers
+
+
+def test_a_missing_bucket_is_named_and_no_input_is_taken(start_encoder: Callable[..., EncoderProcess]) -> None:
+    encoder = start_encoder("LiveJob", live_spec(), SMALL, bucket="no-such-bucket", prefix="live/nobucket",
+                            wait_healthy=False)
+    storage = wait_until(lambda: (s := encoder.storage_once_answering()) and s["reason"] == "BucketNotFound" and s,
+                         15, "the encoder to name the missing bucket")
+    assert storage == {"available": False, "reason": "BucketNotFound",
+                       "message": "bucket 'no-such-bucket' does not exist"}
+    assert encoder.status()["state"] == "waiting" and "no-such-bucket" in encoder.status()["message"]
+    # Not ready (its Pod's readiness probe): it takes no input yet.
+    assert requests.get(f"{encoder.base_url}/healthz", timeout=2).status_code == 503
+    assert publish(encoder.rtmp_url, 2).wait(20) != 0
+    assert encoder.stop() == 0
 
 
 def test_the_next_pod_deletes_the_segments_an_earlier_pod_retired_but_left(

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from onair.encoder.config import ConfigError, IngestKind, load_job_config
 from onair.encoder.ffmpeg import (
@@ -42,7 +43,7 @@ from onair.encoder.playlist import (
 )
 from onair.encoder.rtmp import RtmpFrontConfig, render_nginx_config
 from onair.encoder.tracks import RenditionTrack
-from onair.encoder.upload import UploadQueue, content_type_for, percentile
+from onair.encoder.upload import UploadQueue, content_type_for, percentile, storage_problem
 from onair.models import AudioCodec, Rendition, VideoCodec
 
 pytestmark = pytest.mark.unit
@@ -453,6 +454,17 @@ def test_a_track_measures_an_earlier_pods_segments_from_the_stores_sizes() -> No
     track.add_stored_sizes({"seg_000000.ts": 1_000_000, "seg_000001.ts": 1_500_000, "seg_000002.ts": 1})
     assert [segment.size_bytes for segment in track.segments] == [1_000_000, 1_500_000, 2_000_000]
     assert track.measured_bit_rates() == MeasuredBitRates(peak=4_000_000, average=int(4_500_000 * 8 / 12))
+
+
+def test_a_store_error_names_the_buckets_problem() -> None:
+    def client_error(code: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": "refused"}}, "GetObject")
+
+    assert storage_problem(client_error("NoSuchBucket"), "media") == ("BucketNotFound", "bucket 'media' does not exist")
+    reason, message = storage_problem(client_error("InvalidAccessKeyId"), "media")
+    assert reason == "AccessDenied" and "InvalidAccessKeyId" in message
+    reason, message = storage_problem(EndpointConnectionError(endpoint_url="http://s3:8333"), "media")
+    assert reason == "BucketUnreachable" and "http://s3:8333" in message
 
 
 def test_a_live_window_lasts_at_least_three_target_durations() -> None:

@@ -285,6 +285,35 @@ def test_encoder_report_drives_live_and_reconnecting() -> None:
     assert [t["phase"] for t in back["timings"]][-3:] == ["Live", "Reconnecting", "Live"]
 
 
+def test_an_encoder_waiting_for_a_missing_bucket_is_provisioning_and_says_why() -> None:
+    """The encoder takes no input before it has read its stored playlists (its readiness probe fails
+    meanwhile): not WaitingForInput, and the conditions name the bucket's problem."""
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    unready = [pod(current_pod_name(), ready=False)]
+    missing = {"state": "waiting", "storage": {"available": False, "reason": "BucketNotFound",
+                                               "message": "bucket 'onair-live' does not exist"}}
+    waiting = decide_live_job(live_job(status), TEMPLATE, unready, missing, CONFIG, NOW).status
+    conditions = {c["type"]: c for c in waiting["conditions"]}
+    assert waiting["phase"] == "Provisioning"
+    assert conditions["StorageAvailable"]["status"] == "False"
+    assert conditions["StorageAvailable"]["reason"] == "BucketNotFound"
+    assert "onair-live" in conditions["StorageAvailable"]["message"]
+    assert conditions["EncoderRunning"]["status"] == "True"
+    assert conditions["EncoderRunning"]["reason"] == "WaitingForStorage"
+    assert "onair-live" in waiting["message"] and "onair-live" in conditions["Ready"]["message"]
+    # A reason this operator does not know (another encoder version) still reads as unreachable.
+    odd = {**missing, "storage": {**missing["storage"], "reason": "SomethingNew"}}
+    unknown = decide_live_job(live_job(status), TEMPLATE, unready, odd, CONFIG, NOW).status
+    assert {c["type"]: c for c in unknown["conditions"]}["StorageAvailable"]["reason"] == "BucketUnreachable"
+    # The bucket made: the encoder turns ready and listens.
+    listening = {"state": "waiting", "storage": {"available": True, "reason": None, "message": None}}
+    ready = decide_live_job(live_job(waiting), TEMPLATE, [pod(current_pod_name())], listening, CONFIG, NOW).status
+    conditions = {c["type"]: c for c in ready["conditions"]}
+    assert ready["phase"] == "WaitingForInput"
+    assert conditions["StorageAvailable"]["status"] == "True"
+    assert conditions["InputConnected"]["reason"] == "WaitingForPublisher"
+
+
 def test_a_live_encoder_failing_its_readiness_check_for_a_while_is_not_a_restart() -> None:
     status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
     report = {"state": "live"}
