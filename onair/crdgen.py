@@ -496,7 +496,8 @@ transition):
 - RecordJob: `Initial` → `Started` ⇄ `Paused` → `Completed`, or `Failed`.
 
 Conditions (`status.conditions`, one per type): `Ready`, `TemplateResolved`, `Scheduled`,
-`EncoderRunning`, `InputConnected`, `StorageAvailable` (LiveJob), `SourceAvailable` (RecordJob).
+`EncoderRunning`, `InputConnected`, `StorageAvailable` (a LiveJob's; a RecordJob's while its recorder
+cannot read its bucket), `SourceAvailable` (RecordJob).
 """
 
 

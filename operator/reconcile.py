@@ -757,6 +757,7 @@ def decide_record_job(
         decision.status = _dump(status)
         return decision
     attempt = record_attempt(status)
+    storage_waiting = False  # a running recorder that cannot read its bucket yet
     if status.phase == RecordJobPhase.FAILED:
         # A new attempt, so a fresh Pod name: the failed run's Pod, kept for its logs, is then deleted
         # as stale instead of being found, and judged, again.
@@ -920,6 +921,15 @@ def decide_record_job(
         target = RecordJobPhase.PAUSED if paused_now else RecordJobPhase.STARTED
         reason = str(ConditionReason.PAUSED if paused_now else ConditionReason.RECORDING)
         comment = "paused" if paused_now else ("cutting the clip" if is_clip else "recording")
+        storage = None if pod.ready else _storage_problem(report)
+        if storage is not None:
+            # Not ready: the recorder reads its stored playlists (an earlier attempt's) before it records.
+            storage_waiting = True
+            reason = str(ConditionReason.WAITING_FOR_STORAGE)
+            comment = f"the recorder waits for its bucket before it records: {storage[1]}"
+            set_cond(ConditionType.STORAGE_AVAILABLE, False, storage[0], storage[1])
+        elif pod.ready and find_condition(conditions, ConditionType.STORAGE_AVAILABLE) is not None:
+            set_cond(ConditionType.STORAGE_AVAILABLE, True, ConditionReason.BUCKET_REACHABLE, "")
         # Past the end, the recorder's own exit (a Pod event) moves the job on: no timer.
         upcoming_end = _seconds_until(end, now) if end is not None and end > now else None
         decision.requeue_after = _earliest(upcoming_end, _seconds_until(start_deadline, now))
@@ -942,7 +952,7 @@ def decide_record_job(
     # The Pod of the attempt running or about to start (a retry above has moved on to the next one).
     status.resource_name = naming.pod_name(str(job.metadata.name), RECORDER_ROLE, str(job.metadata.uid),
                                            status.attempt)
-    ready = target == RecordJobPhase.STARTED
+    ready = target == RecordJobPhase.STARTED and not storage_waiting
     if ready:
         ready_reason = ConditionReason.RECORDING
     elif reason in ConditionReason.__members__.values():

@@ -731,6 +731,23 @@ def test_a_record_job_retried_or_re_armed_names_its_new_pod_and_forgets_the_old_
     assert again["phase"] != "Failed" and "errorMessage" not in again and "finishedAt" not in again
 
 
+def test_a_recorder_waiting_for_its_bucket_is_not_ready_and_says_why() -> None:
+    first = naming.pod_name("rec", "recorder", "uid-r", 1)
+    status = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
+    denied = {"state": "waiting", "storage": {"available": False, "reason": "AccessDenied",
+                                              "message": "bucket 'media' refused the credentials (InvalidAccessKeyId)"}}
+    waiting = decide_record_job(record_job(status), None, [pod(first, ready=False)], denied, CONFIG, NOW).status
+    conditions = {c["type"]: c for c in waiting["conditions"]}
+    assert conditions["Ready"]["status"] == "False" and conditions["Ready"]["reason"] == "WaitingForStorage"
+    assert conditions["StorageAvailable"]["status"] == "False"
+    assert conditions["StorageAvailable"]["reason"] == "AccessDenied"
+    assert "InvalidAccessKeyId" in conditions["Ready"]["message"]
+    recording = decide_record_job(record_job(waiting), None, [pod(first)], {"state": "live"}, CONFIG, NOW).status
+    conditions = {c["type"]: c for c in recording["conditions"]}
+    assert recording["phase"] == "Started" and conditions["Ready"]["status"] == "True"
+    assert conditions["StorageAvailable"]["status"] == "True"
+
+
 def test_a_record_job_naming_a_missing_template_waits_for_it_instead_of_copying() -> None:
     missing = TemplateLookup(None, ConditionReason.TEMPLATE_NOT_FOUND, "no JobTemplate with id 999 in ns")
     waiting = decide_record_job(record_job(jobTemplateId=999), None, [], None, CONFIG, NOW, missing)
