@@ -62,13 +62,17 @@ def test_kubectl_applies_crd_and_rejects_bad_field_and_watches(kubectl: Kubectl,
     # A watch from that resourceVersion sees only what happened after it.
     watcher = subprocess.Popen(
         ["kubectl", "get", "--raw",
-         f"/apis/test.onair.dev/v1/namespaces/{namespace}/widgets?watch=1&resourceVersion={resource_version}"],
+         # The server ends the watch after 30 s: a missing event fails the test instead of hanging it.
+         f"/apis/test.onair.dev/v1/namespaces/{namespace}/widgets?watch=1&resourceVersion={resource_version}"
+         "&timeoutSeconds=30"],
         stdout=subprocess.PIPE, text=True,
     )
     try:
         kubectl("apply", "-n", namespace, "-f", "-", input=widget("later", 5))
         assert watcher.stdout is not None
-        event = json.loads(watcher.stdout.readline())
+        line = watcher.stdout.readline()
+        assert line, "the watch ended without an event"
+        event = json.loads(line)
         assert event["type"] == "ADDED"
         assert event["object"]["metadata"]["name"] == "later"
     finally:

@@ -109,6 +109,15 @@ class CuttableProxy:
                 self._connections.discard(upstream)
 
 
+def max_age(cache_control: str) -> int:
+    """The max-age of a Cache-Control header, in seconds (0 when it has none)."""
+    for directive in cache_control.split(","):
+        name, _, value = directive.strip().partition("=")
+        if name == "max-age":
+            return int(value)
+    return 0
+
+
 @dataclass
 class ObjectStore:
     endpoint: str  # through the proxy

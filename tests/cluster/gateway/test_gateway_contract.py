@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -174,8 +175,10 @@ def test_paging_while_jobs_are_created(gateway: RunningGateway, project: Project
         while not stop.is_set() and len(added) < 20:
             added.append(create(gateway, project, headers, description="during")["id"])
 
-    creator = threading.Thread(target=keep_creating)
-    creator.start()
+    pool = ThreadPoolExecutor(1)
+    creating = pool.submit(keep_creating)
+    # Paging starts once creates are under way, so that the two overlap.
+    wait_until(lambda: added or creating.done(), 30, "the first job created while paging")
     try:
         for params, order in (({"page_size": "5"}, "asc"), ({"page_size": "5", "sort_dir": "desc"}, "desc")):
             seen: list[int] = []
@@ -195,7 +198,9 @@ def test_paging_while_jobs_are_created(gateway: RunningGateway, project: Project
                 assert seen[:len(existing)] == existing
     finally:
         stop.set()
-        creator.join()
+        pool.shutdown()
+    creating.result()  # a create that failed fails the test
+    assert added
 
 
 def test_filters_sort_and_select(gateway: RunningGateway, project: Project, kube: client.ApiClient) -> None:
