@@ -705,6 +705,7 @@ class Encoder:
                 self.status.metrics.spool_dropped.inc()
             path.unlink(missing_ok=True)
             track.skip()
+            self.status.renditions[name].segments_skipped += 1
             return
         init_uri = None
         if output.init_name:

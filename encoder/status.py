@@ -40,6 +40,7 @@ def rfc3339(moment: datetime | None, timespec: str = "seconds") -> str | None:
 class RenditionStatus:
     name: str
     segments_written: int = 0
+    segments_skipped: int = 0  # closed but left out: recording paused, or the spool full
     last_segment_time: datetime | None = None
     progress: float | None = None
     status: str = "Pending"
@@ -48,6 +49,7 @@ class RenditionStatus:
         return {
             "name": self.name,
             "segmentsWritten": self.segments_written,
+            "segmentsSkipped": self.segments_skipped,
             "lastSegmentTime": rfc3339(self.last_segment_time),
             "progress": self.progress,
             "status": self.status,

@@ -254,11 +254,12 @@ def get_json(kubectl: Callable[..., Any], *args: str) -> dict[str, Any]:
     return json.loads(kubectl("get", *args, "-o", "json").stdout)
 
 
-def pods_ready(kubectl: Callable[..., Any], namespace: str, component: str, count: int) -> bool:
+def pods_ready(kubectl: Callable[..., Any], namespace: str, component: str, count: int) -> list[dict[str, Any]]:
+    """The component's ready Pods, once there are `count` of them (else none)."""
     pods = get_json(kubectl, "pods", "-n", namespace, "-l", f"app.kubernetes.io/component={component}")["items"]
     ready = [p for p in pods if not p["metadata"].get("deletionTimestamp") and any(
         c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))]
-    return len(ready) >= count
+    return ready if len(ready) >= count else []
 
 
 @pytest.fixture
@@ -349,7 +350,7 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
         "the stream-key seed survives upgrades (or every key would change)"
 
     wait_until(lambda: pods_ready(kubectl, system, "operator", 1), 120, "a ready operator")
-    wait_until(lambda: pods_ready(kubectl, system, "gateway", 1), 120, "a ready gateway (its caches synced)")
+    gateways = wait_until(lambda: pods_ready(kubectl, system, "gateway", 1), 120, "a ready gateway (its caches synced)")
 
     # The operator registered in the chart's peering object (kopf's peering is mandatory here).
     def peers() -> dict[str, Any]:
@@ -358,8 +359,8 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
                "the operator in the KopfPeering")
 
     # The gateway answers on its Pod IP with the chart's JWT key and its default templates in the cache.
-    pod = get_json(kubectl, "pods", "-n", system, "-l", "app.kubernetes.io/component=gateway")["items"][0]
-    gateway = f"http://{pod['status']['podIP']}:8080"
+    # The ready one: the Pod from before the upgrade (no credentials, never ready) may still be there.
+    gateway = f"http://{gateways[0]['status']['podIP']}:8080"
     with urllib.request.urlopen(f"{gateway}/readyz", timeout=5) as response:
         assert json.loads(response.read())["ready"] is True
     # A create through it, with nothing but the chart's RBAC: the job, and its id leased from the ConfigMap.
