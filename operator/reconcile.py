@@ -295,7 +295,6 @@ def decide_live_job(
     generation = job.metadata.generation
     decision = Decision(status={})
     new_generation = status.observed_generation != generation
-    storage_down = False  # a running encoder that cannot read its bucket yet
 
     # A finished job stays finished until its spec changes.
     if status.phase in LIVE_JOB_TERMINAL_PHASES and not new_generation:
@@ -477,7 +476,6 @@ def decide_live_job(
             set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.ENCODER_UNRESPONSIVE, comment)
         elif not pod.ready and (storage := _storage_problem(report)) is not None:
             # The encoder runs but is not ready: it takes no input before it has read its stored playlists.
-            storage_down = True
             target, reason = LiveJobPhase.PROVISIONING, str(ConditionReason.WAITING_FOR_STORAGE)
             comment = f"the encoder waits for its bucket before it takes input: {storage[1]}"
             set_cond(ConditionType.ENCODER_RUNNING, True, ConditionReason.WAITING_FOR_STORAGE, comment)
@@ -520,7 +518,7 @@ def decide_live_job(
             decision.encoder_command = _finish_time_command(report, finish)
         decision.requeue_after = _earliest(_seconds_until(finish, now), _seconds_until(start_deadline, now))
 
-    if target not in RUNNING_PHASES and not storage_down:
+    if target not in RUNNING_PHASES and reason != ConditionReason.WAITING_FOR_STORAGE:
         # No encoder takes input now: what the last one reported must not still read as true.
         for type_ in (ConditionType.ENCODER_RUNNING, ConditionType.INPUT_CONNECTED):
             held = find_condition(conditions, type_)
@@ -757,7 +755,6 @@ def decide_record_job(
         decision.status = _dump(status)
         return decision
     attempt = record_attempt(status)
-    storage_waiting = False  # a running recorder that cannot read its bucket yet
     if status.phase == RecordJobPhase.FAILED:
         # A new attempt, so a fresh Pod name: the failed run's Pod, kept for its logs, is then deleted
         # as stale instead of being found, and judged, again.
@@ -924,7 +921,6 @@ def decide_record_job(
         storage = None if pod.ready else _storage_problem(report)
         if storage is not None:
             # Not ready: the recorder reads its stored playlists (an earlier attempt's) before it records.
-            storage_waiting = True
             reason = str(ConditionReason.WAITING_FOR_STORAGE)
             comment = f"the recorder waits for its bucket before it records: {storage[1]}"
             set_cond(ConditionType.STORAGE_AVAILABLE, False, storage[0], storage[1])
@@ -952,7 +948,7 @@ def decide_record_job(
     # The Pod of the attempt running or about to start (a retry above has moved on to the next one).
     status.resource_name = naming.pod_name(str(job.metadata.name), RECORDER_ROLE, str(job.metadata.uid),
                                            status.attempt)
-    ready = target == RecordJobPhase.STARTED and not storage_waiting
+    ready = target == RecordJobPhase.STARTED and reason != ConditionReason.WAITING_FOR_STORAGE
     if ready:
         ready_reason = ConditionReason.RECORDING
     elif reason in ConditionReason.__members__.values():

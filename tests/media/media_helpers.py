@@ -134,8 +134,13 @@ class ObjectStore:
         except self.client.exceptions.NoSuchKey:
             return None
 
-    def size(self, bucket: str, key: str) -> int:
-        return int(self.client.head_object(Bucket=bucket, Key=key)["ContentLength"])
+    def sizes(self, bucket: str, folder: str) -> dict[str, int]:
+        """The objects directly in `folder`: name -> size in bytes (one listing, not a HEAD each)."""
+        prefix = folder.rstrip("/") + "/"
+        sizes: dict[str, int] = {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+            sizes.update((entry["Key"][len(prefix):], int(entry["Size"])) for entry in page.get("Contents", []))
+        return sizes
 
     def assert_vod_master_states_measured_bit_rates(self, bucket: str, prefix: str) -> None:
         """Apple's HLS authoring rules for VOD: each variant's AVERAGE-BANDWIDTH within 10% of the mean
@@ -147,7 +152,8 @@ class ObjectStore:
         for variant in variants:
             playlist = parse_media_playlist(self.get_text(bucket, f"{prefix}/{variant.uri}") or "")
             folder = f"{prefix}/{variant.uri.rsplit('/', 1)[0]}"
-            bits = [self.size(bucket, f"{folder}/{segment.uri}") * 8 for segment in playlist.segments]
+            stored = self.sizes(bucket, folder)
+            bits = [stored[segment.uri] * 8 for segment in playlist.segments]
             average = sum(bits) / sum(segment.duration for segment in playlist.segments)
             assert variant.average_bandwidth is not None, variant
             assert abs(variant.average_bandwidth - average) <= 0.1 * average, (variant, average)
