@@ -19,9 +19,10 @@ from onair.api_gateway.config import GatewayConfig
 from onair.api_gateway.errors import error_middleware, problem_response
 from onair.api_gateway.handlers import Gateway
 from onair.api_gateway.openapi import build_document
+from onair.api_gateway.preview_relay import PreviewRelay
 from onair.api_gateway.routes import ROUTES
 from onair.kubeclient import Credentials, KubeClient
-from onair.streamkeys import check_seed
+from onair.streamkeys import PREVIEW_PATH, check_seed
 
 log = logging.getLogger("onair.gateway")
 CONFIG_KEY = web.AppKey("config", GatewayConfig)
@@ -34,7 +35,7 @@ CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key"
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry, store: Store) -> None:
+    def __init__(self, registry: CollectorRegistry, store: Store, relay: PreviewRelay) -> None:
         self.requests = Counter("onair_gateway_requests_total", "HTTP requests", ["method", "route", "status"],
                                 registry=registry)
         self.latency = Histogram("onair_gateway_request_seconds", "Request latency", ["method", "route"],
@@ -44,6 +45,8 @@ class Metrics:
         for cache in store.caches:
             cached.labels(cache.name).set_function(partial(_size, cache))
             synced.labels(cache.name).set_function(partial(_synced, cache))
+        Gauge("onair_gateway_preview_viewers", "Live preview viewers the gateway relays",
+              registry=registry).set_function(lambda: relay.viewers)
 
 
 def _size(cache: WatchCache) -> float:
@@ -91,7 +94,8 @@ def metrics_middleware(metrics: Metrics) -> Callable[..., Awaitable[web.StreamRe
             info = request.match_info.route.resource
             route = info.canonical if info is not None else "unmatched"
             metrics.requests.labels(request.method, route, str(status)).inc()
-            metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
+            if status != 101:  # a WebSocket's time is how long its viewer watched, not a latency
+                metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
     return middleware
 
 
@@ -102,7 +106,8 @@ def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: St
     check_seed(config.stream_key_seed, "ONAIR_GATEWAY_STREAM_KEY_SEED")
     store = store or Store(config.template_namespace, config.stream_key_seed)
     registry = CollectorRegistry()
-    metrics = Metrics(registry, store)
+    relay = PreviewRelay(store, config.preview_port)
+    metrics = Metrics(registry, store, relay)
     app = web.Application(client_max_size=config.max_body_bytes,
                           middlewares=[metrics_middleware(metrics), cors_middleware(config.cors_origins),
                                        error_middleware])
@@ -131,7 +136,9 @@ def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: St
         app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get(PREVIEW_PATH + "/{key}", relay.handle)
     app.cleanup_ctx.append(_kube_context(gateway, store, config, kube))
+    app.cleanup_ctx.append(relay.client_session)
     return app
 
 

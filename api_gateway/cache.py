@@ -22,7 +22,7 @@ from onair.api_gateway.errors import dumps
 from onair.api_gateway.query import SortKey
 from onair.kubeclient import ApiError, KubeClient, resource_path
 from onair.models import API_VERSION
-from onair.streamkeys import derive_stream_key
+from onair.streamkeys import derive_preview_key, derive_stream_key
 
 # Distinct queries remembered per namespace index (a console's filters are few; a scanner's are not).
 MAX_REMEMBERED_QUERIES = 256
@@ -326,6 +326,8 @@ class Store:
         self.record: dict[str, JobIndex] = {}
         self.stream_keys: dict[Key, str] = {}
         self.by_stream_key: dict[str, Key] = {}
+        self.preview_keys: dict[Key, str] = {}
+        self.by_preview_key: dict[str, Key] = {}
         self._unrendered: dict[Key, None] = {}  # jobs whose list row is to be rendered, in arrival order
         self._render_scheduled = False
         self.namespaces.listeners.append(self._on_namespace)
@@ -369,20 +371,23 @@ class Store:
         return listener
 
     def _on_live_job(self, event: str, old: Obj | None, new: Obj | None) -> None:
-        """Stream keys are derived from the seed and the job's identity, as the operator derives them."""
+        """Stream and preview keys are derived from the seed and the job's identity, as the operator
+        derives them."""
         obj = new or old
         assert obj is not None
         meta = obj["metadata"]
         if old is not None and new is not None and old["metadata"].get("uid") == meta.get("uid"):
-            return  # the same job changed (most often its status): its key did not
-        key: Key = (str(meta.get("namespace", "")), str(meta["name"]))
-        previous = self.stream_keys.pop(key, None)
-        if previous is not None and self.by_stream_key.get(previous) == key:
-            del self.by_stream_key[previous]
-        if new is not None and meta.get("uid"):
-            stream_key = derive_stream_key(self.stream_key_seed, key[0], key[1], str(meta["uid"]))
-            self.stream_keys[key] = stream_key
-            self.by_stream_key[stream_key] = key
+            return  # the same job changed (most often its status): its keys did not
+        job: Key = (str(meta.get("namespace", "")), str(meta["name"]))
+        for derive, keys, by_key in ((derive_stream_key, self.stream_keys, self.by_stream_key),
+                                     (derive_preview_key, self.preview_keys, self.by_preview_key)):
+            previous = keys.pop(job, None)
+            if previous is not None and by_key.get(previous) == job:
+                del by_key[previous]
+            if new is not None and meta.get("uid"):
+                key = derive(self.stream_key_seed, job[0], job[1], str(meta["uid"]))
+                keys[job] = key
+                by_key[key] = job
 
     def live_row(self, namespace: str, entry: JobEntry) -> tuple[dict[str, Any], str]:
         """The job's list row and its JSON (with its stream key), made once per version."""

@@ -48,6 +48,8 @@ class GatewayConfig:
     # Watch other things (encoder Pods, nodes, stream-key Secrets): off in unit tests that feed caches.
     watch: bool = True
     public_metrics: bool = True
+    # The port encoders serve the live preview on (the operator's preview_port): the relay's target.
+    preview_port: int = 8091
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> GatewayConfig:
@@ -84,6 +86,7 @@ class GatewayConfig:
                                              or config.keyset_settle_seconds)
         config.kubeconfig = get("KUBECONFIG") or None
         config.public_metrics = (get("PUBLIC_METRICS", "true") or "true").lower() in ("1", "true", "yes")
+        config.preview_port = int(get("PREVIEW_PORT", str(config.preview_port)) or config.preview_port)
         return config
 
 

@@ -97,8 +97,10 @@ if which == "operator":
 elif which == "gateway":
     from onair.api_gateway.app import Metrics
     from onair.api_gateway.cache import Store
+    from onair.api_gateway.preview_relay import PreviewRelay
     registry = CollectorRegistry()
-    gateway = Metrics(registry, Store("onair-system", stream_key_seed="x" * 32))
+    store = Store("onair-system", stream_key_seed="x" * 32)
+    gateway = Metrics(registry, store, PreviewRelay(store, 8091))
     gateway.requests.labels("GET", "/api/v1/livejobs", "200").inc()
     gateway.latency.labels("GET", "/api/v1/livejobs").observe(0.01)
 else:

@@ -53,6 +53,12 @@ class OperatorConfig(BaseModel):
     srt_port: int = 9000
     status_port: int = 8090
     preview_port: int = Field(8091, description="Port of a LiveJob encoder's live preview over WebSocket.")
+    preview_base_url: str = Field(
+        "", pattern=r"^(wss?://[^/?#\s]+(/[^?#\s]*)?)?$",
+        description="Base of the live preview's URL when the gateway relays it (wss://<the gateway's public "
+                    "host>): a console served over https may open only wss://. Empty: each encoder's own ws:// "
+                    "address.",
+    )
 
     ingest_host: str = Field("", description="Public host in ingest URLs; empty: the Service's cluster DNS name.")
     ingest_address: Literal["service", "pod-ip"] = Field(

@@ -222,9 +222,12 @@ def live_job_urls(job: LiveJob, config: OperatorConfig, pod: PodState | None,
     srt = f"srt://{host}:{ports['srt']}?streamid=" if host and server_type == "SRT" else None
     ingest = job.spec.input.url if server_type == "HLS" else (rtmp or srt)
     preview = None
+    preview_path = f"{PREVIEW_PATH}/{preview_key(job, config.stream_key_seed)}"
+    if config.preview_base_url:
+        preview = config.preview_base_url.rstrip("/") + preview_path  # the gateway finds the encoder Pod
     # A NodePort Service made before the preview existed has no node port for it: no URL then.
-    if host and (endpoint is None or not endpoint.node_ports or "preview" in endpoint.node_ports):
-        preview = f"ws://{host}:{ports['preview']}{PREVIEW_PATH}/{preview_key(job, config.stream_key_seed)}"
+    elif host and (endpoint is None or not endpoint.node_ports or "preview" in endpoint.node_ports):
+        preview = f"ws://{host}:{ports['preview']}{preview_path}"
     location = job.spec.destination
     storage_base = (config.s3_public_base_url or location.endpoint or config.s3_endpoint).rstrip("/")
     prefix = storage_prefix(job)

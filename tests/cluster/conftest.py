@@ -229,6 +229,28 @@ def job_namespace(namespace: str, kube: client.ApiClient, platform: PlatformInfo
             print(f"\n--- {log.parent.name}/{log.name} ---\n" + "\n".join(log.read_text().splitlines()[-30:]))
 
 
+@pytest.fixture
+def publisher() -> Iterator[Any]:
+    """publish(url): a real ffmpeg publishing a 640x360 test pattern with audio over RTMP, killed after the test."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def publish(url: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen([
+            "ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
+            "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+            "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-f", "flv", url,
+        ], stdin=subprocess.DEVNULL)
+        started.append(process)
+        return process
+
+    yield publish
+    for process in started:
+        process.kill()
+        process.wait()
+
+
 def custom(kube: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(kube)
 

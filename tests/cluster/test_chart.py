@@ -154,7 +154,8 @@ def test_render_non_default_values(tmp_path: Path) -> None:
                      "extraEnv": [{"name": "ONAIR_MAX_RESTARTS", "value": "9"}]},
         "encoder": {"nodeSelector": {"pool": "encoders"},
                     "tolerations": [{"key": "encoders", "operator": "Exists", "effect": "NoSchedule"}]},
-        "ingest": {"host": "ingest.example.com", "serviceType": "LoadBalancer"},
+        "ingest": {"host": "ingest.example.com", "serviceType": "LoadBalancer", "previewPort": 8191,
+                   "previewBaseUrl": "wss://api.example.com"},
         "s3": {"endpoint": "https://s3.example.com", "region": "eu-west-1"},
         "webhooks": {"existingSecret": "my-webhook-key"},
         "streamKeys": {"existingSecret": "my-stream-keys", "secretKey": "seed"},
@@ -184,6 +185,8 @@ def test_render_non_default_values(tmp_path: Path) -> None:
     assert json.loads(env["ONAIR_ENCODER_NODE_SELECTOR"]) == {"pool": "encoders"}
     assert json.loads(env["ONAIR_ENCODER_TOLERATIONS"])[0]["key"] == "encoders"
     assert env["ONAIR_INGEST_HOST"] == "ingest.example.com" and env["ONAIR_SERVICE_TYPE"] == "LoadBalancer"
+    # Previews relayed by the gateway, on the Ingress's host: it connects to the port encoders serve them on.
+    assert env["ONAIR_PREVIEW_BASE_URL"] == "wss://api.example.com" and env["ONAIR_PREVIEW_PORT"] == "8191"
     # The load balancers' addresses go into the ingest URLs: the operator may list and watch Services.
     app = find(objects, "ClusterRole", "live-operator")
     assert {verb for r in app["rules"] if "services" in r["resources"] for verb in r["verbs"]} \
@@ -198,6 +201,7 @@ def test_render_non_default_values(tmp_path: Path) -> None:
     gateway = find(objects, "Deployment", "live-gateway")
     genv = env_of(gateway)
     assert genv["ONAIR_GATEWAY_CORS_ORIGINS"] == "https://console.example.com"
+    assert genv["ONAIR_GATEWAY_PREVIEW_PORT"] == "8191"
     assert genv["ONAIR_GATEWAY_STREAM_KEY_SEED"]["secretKeyRef"] == {"name": "my-stream-keys", "key": "seed"}
     assert genv["ONAIR_GATEWAY_API_KEYS"]["secretKeyRef"] == {"name": "live-gateway", "key": "api-keys.yaml"}
     secret = find(objects, "Secret", "live-gateway")
@@ -245,6 +249,15 @@ def test_schema_rejects_misspelled_values(flag: str, message: str) -> None:
 def test_render_refuses_standalone_with_replicas() -> None:
     result = helm("template", "onair", str(CHART), "--set", "operator.standalone=true,operator.replicas=2", check=False)
     assert result.returncode != 0 and "replicas to 1" in result.stderr
+
+
+def test_render_refuses_a_preview_relay_without_the_gateway() -> None:
+    result = helm("template", "onair", str(CHART), "--set", "ingest.previewBaseUrl=wss://api.example.com",
+                  "--set", "gateway.enabled=false", check=False)
+    assert result.returncode != 0 and "needs gateway.enabled" in result.stderr
+    result = helm("template", "onair", str(CHART), "--set", "ingest.previewBaseUrl=https://api.example.com",
+                  check=False)
+    assert result.returncode != 0 and "previewBaseUrl" in result.stderr
 
 
 # -- install, upgrade, uninstall on the local platform ------------------------------------------------

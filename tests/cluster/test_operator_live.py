@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import subprocess
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from cluster.conftest import STATUS_PROGRESS_INTERVAL, get_job, wait_phase
 from cluster.test_operator_lifecycle import create_live_job, patch_spec
 from kubernetes import client, watch
@@ -34,27 +31,6 @@ def timing(job: dict[str, Any], phase: str, after: dt.datetime) -> dt.datetime |
     times = [parse(t["time"]) for t in job["status"]["timings"] if t["phase"] == phase]
     later = [t for t in times if t >= after - dt.timedelta(seconds=1)]
     return later[-1] if later else None
-
-
-@pytest.fixture
-def publisher() -> Iterator[Any]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def publish(url: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen([
-            "ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
-            "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
-            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-            "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-f", "flv", url,
-        ], stdin=subprocess.DEVNULL)
-        started.append(process)
-        return process
-
-    yield publish
-    for process in started:
-        process.kill()
-        process.wait()
 
 
 def ingest_url(kube: client.ApiClient, namespace: str, status: dict[str, Any]) -> str:

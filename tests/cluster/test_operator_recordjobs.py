@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from cluster.conftest import get_job, wait_phase
 from cluster.test_operator_lifecycle import create_live_job
-from cluster.test_operator_live import publisher  # noqa: F401 - the fixture
 from kubernetes import client
 from localplatform.platform import PlatformInfo
 from localplatform.processes import free_port
@@ -41,7 +40,7 @@ def objects(s3: Any, bucket: str, prefix: str) -> set[str]:
     return {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])}
 
 
-def recorded_live_job(kube: client.ApiClient, namespace: str, name: str, publisher: Any) -> None:  # noqa: F811
+def recorded_live_job(kube: client.ApiClient, namespace: str, name: str, publisher: Any) -> None:
     """A LiveJob that records (recording: true), Live with a publisher."""
     create_live_job(kube, namespace, name, recording=True)
     status = wait_phase(kube, namespace, name, "WaitingForInput", timeout=90)["status"]
@@ -52,7 +51,7 @@ def recorded_live_job(kube: client.ApiClient, namespace: str, name: str, publish
 
 
 def test_clip_of_a_past_range_is_a_vod_playlist(kube: client.ApiClient, job_namespace: str, s3: Any,
-                                                platform: PlatformInfo, publisher: Any) -> None:  # noqa: F811
+                                                platform: PlatformInfo, publisher: Any) -> None:
     recorded_live_job(kube, job_namespace, "event", publisher)
     started = dt.datetime.now(dt.UTC)
     segments = wait_until(
@@ -74,7 +73,7 @@ def test_clip_of_a_past_range_is_a_vod_playlist(kube: client.ApiClient, job_name
 
 
 def test_a_recording_that_follows_its_live_job_pauses_and_leaves_the_pause_out(
-    kube: client.ApiClient, job_namespace: str, s3: Any, platform: PlatformInfo, publisher: Any  # noqa: F811
+    kube: client.ApiClient, job_namespace: str, s3: Any, platform: PlatformInfo, publisher: Any
 ) -> None:
     recorded_live_job(kube, job_namespace, "match", publisher)
     start = dt.datetime.now(dt.UTC)

@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from onair.encoder.config import load_job_config
 from onair.encoder.upload import S3Store
@@ -690,6 +691,18 @@ def test_the_preview_url_names_the_key_the_encoder_is_given_on_its_own_port() ->
     assert preview_url({"rtmp": 31935, "srt": 31900, "preview": 31991}) == \
         f"ws://ingest.example.net:31991/websocketplay/{key}"
     assert preview_url({"rtmp": 31935, "srt": 31900}) is None, "a Service without the port: no URL that fails"
+    # Relayed by the gateway: its public host and TLS, whatever the ingest's address.
+    relayed = CONFIG.model_copy(update={"preview_base_url": "wss://onair.example.com/", "ingest_address": "pod-ip"})
+    urls = decide_live_job(job, TEMPLATE, [pod(current_pod_name())], None, relayed, NOW).status["urls"]
+    assert urls["webSocketConnection"] == f"wss://onair.example.com/websocketplay/{key}"
+
+
+def test_a_preview_base_that_is_not_a_websocket_url_is_refused() -> None:
+    seed = {"ONAIR_STREAM_KEY_SEED": CONFIG.stream_key_seed}
+    for bad in ("https://onair.example.com", "wss://", "wss://host/path?query", "onair.example.com"):
+        with pytest.raises(ValidationError, match="preview_base_url"):
+            OperatorConfig.from_env({**seed, "ONAIR_PREVIEW_BASE_URL": bad})
+    assert OperatorConfig.from_env({**seed, "ONAIR_PREVIEW_BASE_URL": "ws://gateway:8080"}).preview_base_url
 
 
 def test_single_input_class_passes_the_source_through() -> None:
