@@ -46,7 +46,7 @@ class Metrics:
             cached.labels(cache.name).set_function(partial(_size, cache))
             synced.labels(cache.name).set_function(partial(_synced, cache))
         Gauge("onair_gateway_preview_viewers", "Live preview viewers the gateway relays",
-              registry=registry).set_function(lambda: relay.viewers)
+              registry=registry).set_function(lambda: len(relay.viewers))
 
 
 def _size(cache: WatchCache) -> float:
@@ -139,6 +139,7 @@ def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: St
     app.router.add_get(PREVIEW_PATH + "/{key}", relay.handle)
     app.cleanup_ctx.append(_kube_context(gateway, store, config, kube))
     app.cleanup_ctx.append(relay.client_session)
+    app.on_shutdown.append(relay.close_viewers)
     return app
 
 

@@ -39,7 +39,7 @@ class PreviewRelay:
         self.store = store
         self.preview_port = preview_port
         self.session: aiohttp.ClientSession | None = None
-        self.viewers = 0
+        self.viewers: set[web.WebSocketResponse] = set()
 
     def encoder_url(self, key: str) -> str | web.Response:
         """The preview URL on the job's encoder Pod, or the answer to give instead."""
@@ -59,6 +59,9 @@ class PreviewRelay:
         target = self.encoder_url(request.match_info["key"])
         if isinstance(target, web.Response):
             return target
+        viewer = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS)
+        if not viewer.can_prepare(request).ok:
+            return problem_response(400, ["the preview is a WebSocket: a GET with Upgrade: websocket"])
         assert self.session is not None, "the relay's client session starts with the app"
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
@@ -73,9 +76,8 @@ class PreviewRelay:
             log.info("preview of %s: the encoder did not answer: %s", target.rsplit("/", 1)[0], error)
             return problem_response(502, ["the job's encoder did not answer"], headers={"Retry-After": "5"})
         async with upstream:
-            viewer = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS)
             await viewer.prepare(request)
-            self.viewers += 1
+            self.viewers.add(viewer)
             try:
                 copying = asyncio.create_task(_copy(upstream, viewer))
                 watching = asyncio.create_task(_until_closed(viewer))
@@ -85,7 +87,7 @@ class PreviewRelay:
                     with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                         await task
             finally:
-                self.viewers -= 1
+                self.viewers.discard(viewer)
             if not viewer.closed:
                 await viewer.close()
         return viewer
@@ -95,6 +97,12 @@ class PreviewRelay:
         self.session = aiohttp.ClientSession()
         yield
         await self.session.close()
+
+    async def close_viewers(self, app: web.Application) -> None:
+        """on_shutdown: a gateway going away closes its viewers (their players reconnect to another
+        replica) instead of holding its shutdown until they leave."""
+        for viewer in list(self.viewers):
+            await viewer.close(code=aiohttp.WSCloseCode.GOING_AWAY)
 
 
 async def _copy(upstream: aiohttp.ClientWebSocketResponse, viewer: web.WebSocketResponse) -> None:

@@ -23,6 +23,9 @@ SEED = "unit-test-stream-key-seed-0123456789abcdef"
 NS, JOB, UID, POD = "proj-a", "studio", "uid-studio", "studio-encoder-1a2b3c4d"
 KEY = derive_preview_key(SEED, NS, JOB, UID)  # what the operator gives the encoder and puts in the URL
 Client = TestClient[web.Request, web.Application]
+# A WebSocket handshake's request, sent as a plain GET so that a refusal's status and body can be read.
+UPGRADE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+           "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
 
 
 def packets(count: int, marker: int) -> bytes:
@@ -118,11 +121,27 @@ async def test_what_cannot_be_relayed_is_answered_in_the_envelope(gateway: Calla
     # As many viewers as the encoder serves: the next is told to come back, not left hanging.
     async with client.ws_connect(f"/websocketplay/{KEY}"), client.ws_connect(f"/websocketplay/{KEY}"):
         await wait_for(lambda: len(encoder.hub.viewers) == 2, "two relayed viewers")
-        full = await client.get(f"/websocketplay/{KEY}", headers={
-            "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+        full = await client.get(f"/websocketplay/{KEY}", headers=UPGRADE)
         assert full.status == 503 and full.headers["Retry-After"]
         assert (await full.json())["success"] is False
+
+
+async def test_a_gateway_shutting_down_closes_its_viewers_as_going_away(
+        gateway: Callable[..., Awaitable[Client]], encoder: Encoder) -> None:
+    client = await gateway()
+    async with client.ws_connect(f"/websocketplay/{KEY}") as viewer:
+        await wait_for(lambda: len(encoder.hub.viewers) == 1, "the relay joined the encoder's viewers")
+        await client.app.shutdown()  # what a rolling update's SIGTERM starts
+        message = await asyncio.wait_for(viewer.receive(), 5)
+        assert message.type == aiohttp.WSMsgType.CLOSE and message.data == aiohttp.WSCloseCode.GOING_AWAY
+    await wait_for(lambda: not encoder.hub.viewers, "the relay left the encoder's viewers")
+
+
+async def test_a_plain_get_of_a_preview_is_400(gateway: Callable[..., Awaitable[Client]], encoder: Encoder) -> None:
+    client = await gateway()
+    response = await client.get(f"/websocketplay/{KEY}")
+    assert response.status == 400 and "WebSocket" in (await response.json())["errors"][0]
+    assert not encoder.hub.viewers
 
 
 async def test_a_job_whose_encoder_has_no_address_yet_is_503(gateway: Callable[..., Awaitable[Client]]) -> None:
@@ -136,6 +155,6 @@ async def test_an_encoder_that_does_not_answer_is_502(gateway: Callable[..., Awa
                                                       encoder: Encoder) -> None:
     await encoder.server.close()  # the Pod's address, with nothing listening any more
     client = await gateway()
-    response = await client.get(f"/websocketplay/{KEY}")
+    response = await client.get(f"/websocketplay/{KEY}", headers=UPGRADE)
     assert response.status == 502
     assert (await response.json())["errors"] == ["the job's encoder did not answer"]
