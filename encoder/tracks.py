@@ -63,6 +63,15 @@ class RenditionTrack:
             track.target_floor = max(track.target_floor, other.target_duration or 0)
         track.discontinuity_sequence = stored.discontinuity_sequence
         track.target_floor = max(track.target_floor, stored.target_duration or 0)
+        live = next((playlist for playlist in (stored, *also_stored) if playlist.playlist_type != "EVENT"), None)
+        if track.keep_all and live is not None and live is not stored:
+            # The live window goes on where the stored live playlist left it: its MEDIA-SEQUENCE and
+            # DISCONTINUITY-SEQUENCE never go back (RFC 8216 6.2.1). The event playlist starts both at 0,
+            # and the window the previous Pod grew (a long segment raises the target) cannot be redrawn
+            # from the segments alone.
+            track.window_start = next((index for index, segment in enumerate(track.segments)
+                                       if segment.sequence >= live.media_sequence), len(track.segments))
+            track.discontinuity_sequence = live.discontinuity_sequence
         if track.segments:
             track.next_sequence = track.segments[-1].sequence + 1
             track.pending_discontinuity = True

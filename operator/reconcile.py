@@ -432,8 +432,11 @@ def decide_live_job(
         target = LiveJobPhase.PROVISIONING
         still_going = _pods_still_going(pods, now, decision.delete_pods)
         if backoff_ends is not None and now < backoff_ends:
+            # The time it is due, not the seconds left: a comment that changed on every reconcile would
+            # write the status again on each watch event of the last write.
+            due = backoff_ends.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
             reason, comment = str(ConditionReason.ENCODER_CRASHED), (
-                f"restarting the encoder (attempt {attempt}) in {(backoff_ends - now).total_seconds():.1f}s")
+                f"restarting the encoder (attempt {attempt}) at {due}")
             decision.requeue_after = (backoff_ends - now).total_seconds()
         elif still_going:
             reason = "WaitingForPreviousPod"
@@ -490,7 +493,12 @@ def decide_live_job(
         else:
             decision.ensure_service = status.phase not in RUNNING_PHASES
             set_cond(ConditionType.ENCODER_RUNNING, True, ConditionReason.ENCODER_STARTED, f"Pod {pod.name} is ready")
-            state = (report or {}).get("state", "waiting")
+            state = (report or {}).get("state")
+            if state not in ("live", "reconnecting", "waiting"):
+                # Not read yet (an operator that has just started) or on its way out (the Pod's end
+                # decides what follows): the phase the job has stands, with no false started or live.
+                state = {LiveJobPhase.LIVE: "live", LiveJobPhase.RECONNECTING: "reconnecting"}.get(
+                    status.phase or LiveJobPhase.PENDING, "waiting")
             ingest = (report or {}).get("ingest") or {}
             if state == "live":
                 target, reason, comment = LiveJobPhase.LIVE, str(ConditionReason.PUBLISHER_CONNECTED), "input connected"
@@ -832,7 +840,9 @@ def decide_record_job(
         waits = job.spec.paused and job.spec.source.live_job_ref is None
         target = RecordJobPhase.PAUSED if waits else RecordJobPhase.STARTED
         still_going = _pods_still_going(pods, now, decision.delete_pods)
-        if target == RecordJobPhase.PAUSED and status.phase in (None, RecordJobPhase.INITIAL):
+        never_started = status.phase in (None, RecordJobPhase.INITIAL) or (
+            status.phase == RecordJobPhase.PAUSED and status.started_at is None)  # its own Paused read back
+        if target == RecordJobPhase.PAUSED and never_started:
             reason, comment = str(ConditionReason.PAUSED), "created paused; set spec.paused to false to record"
         elif still_going:
             # Two recorders would write the same files: the new one starts once the old one is gone.

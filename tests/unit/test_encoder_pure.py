@@ -456,6 +456,29 @@ def test_a_track_measures_an_earlier_pods_segments_from_the_stores_sizes() -> No
     assert track.measured_bit_rates() == MeasuredBitRates(peak=4_000_000, average=int(4_500_000 * 8 / 12))
 
 
+def test_a_recording_resumed_by_a_new_pod_continues_its_live_playlists_sequence_numbers() -> None:
+    # A publisher reconnect, then a segment longer than the target: the window grew, and what had slid
+    # out stays out. A new Pod reads the event playlist (every segment) and the live one.
+    old = RenditionTrack("720p", nominal_duration=2, window=3, keep_all=True)
+    moment = T0
+    for number, duration in enumerate([2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 4.6]):
+        if number == 2:
+            old.start_session()
+        old.add(duration, f"seg_{number:06d}.ts", moment)
+        moment += timedelta(seconds=duration)
+    stored = parse_media_playlist(old.live_playlist())
+    assert (stored.media_sequence, stored.discontinuity_sequence) == (3, 1)
+    new = RenditionTrack.resume(RenditionTrack("720p", nominal_duration=2, window=3, keep_all=True),
+                                parse_media_playlist(old.event_playlist()), stored)
+    new.start_session()
+    new.add(2.0, "seg_000007.ts", moment)
+    continued = parse_media_playlist(new.live_playlist())
+    # RFC 8216 6.2.1: neither number goes back, and no segment that slid out comes back.
+    assert (continued.media_sequence, continued.discontinuity_sequence) == (3, 1)
+    assert [segment.uri for segment in continued.segments] == [f"seg_{n:06d}.ts" for n in range(3, 8)]
+    assert len(parse_media_playlist(new.event_playlist()).segments) == 8
+
+
 def test_a_store_error_names_the_buckets_problem() -> None:
     def client_error(code: str) -> ClientError:
         return ClientError({"Error": {"Code": code, "Message": "refused"}}, "GetObject")

@@ -705,6 +705,38 @@ def test_a_preview_base_that_is_not_a_websocket_url_is_refused() -> None:
     assert OperatorConfig.from_env({**seed, "ONAIR_PREVIEW_BASE_URL": "ws://gateway:8080"}).preview_base_url
 
 
+def test_a_job_whose_encoder_has_not_been_read_yet_keeps_its_phase() -> None:
+    """An operator that has just started knows the Pods before their encoders' reports; an encoder on its
+    way out reports stopping, failed or completed. Neither is a return to WaitingForInput."""
+    name = current_pod_name()
+    started = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    for state, phase in (("live", "Live"), ("reconnecting", "Reconnecting")):
+        running = decide_live_job(live_job(started), TEMPLATE, [pod(name)], {"state": state}, CONFIG, NOW).status
+        assert running["phase"] == phase
+        for report in (None, {"state": "stopping"}, {"state": "failed"}, {"state": "completed"}):
+            later = decide_live_job(live_job(running), TEMPLATE, [pod(name)], report, CONFIG,
+                                    NOW + dt.timedelta(hours=1))
+            assert later.status["phase"] == phase and not later.phase_changes, (state, report)
+            assert later.status.get("startedAt") == running.get("startedAt")
+
+
+def test_waiting_out_a_restart_back_off_writes_the_status_once() -> None:
+    """Each status write comes back as a watch event and a reconcile: the status it decides then must be
+    the same, or the job writes itself in a loop for the whole back-off."""
+    name = current_pod_name()
+    config = CONFIG.model_copy(update={"restart_backoff_seconds": 20.0})
+    live = decide_live_job(live_job(), TEMPLATE, [], None, config, NOW).status
+    live = decide_live_job(live_job(live), TEMPLATE, [pod(name)], {"state": "live"}, config, NOW).status
+    died = decide_live_job(live_job(live), TEMPLATE, [pod(name, "Failed", ready=False, exit_code=1)], None, config,
+                           NOW).status
+    gone = pod(name, "Failed", ready=False, exit_code=1, deleting=True)
+    waiting = decide_live_job(live_job(died), TEMPLATE, [gone], None, config, NOW + dt.timedelta(seconds=0.2)).status
+    assert "restarting the encoder (attempt 2) at 2026-" in waiting["message"], waiting["message"]
+    for seconds in (0.4, 1.5, 9.0):
+        again = decide_live_job(live_job(waiting), TEMPLATE, [gone], None, config, NOW + dt.timedelta(seconds=seconds))
+        assert again.status == waiting and again.create_pod_attempt is None
+
+
 def test_single_input_class_passes_the_source_through() -> None:
     standard = build_encoder_pod(live_job(), TEMPLATE.template, CONFIG, 1)
     single = build_encoder_pod(live_job(input={"serverType": "RTMP", "inputClass": "Single"}), TEMPLATE.template,
@@ -929,6 +961,16 @@ def test_a_recording_created_paused_whose_range_ends_unrecorded_fails() -> None:
                              NOW + dt.timedelta(minutes=2))
     assert over.status["phase"] == "Failed" and "nothing was recorded" in over.status["errorMessage"]
     assert not over.status.get("files") and over.status.get("progress") != 1.0
+
+
+def test_a_stream_recording_created_paused_still_waits_when_it_reads_its_own_paused_back() -> None:
+    window = {"end": (NOW + dt.timedelta(hours=1)).isoformat()}
+    waiting = decide_record_job(record_job(paused=True, timeRange=window), None, [], None, CONFIG, NOW)
+    # The watch event of that write: the same job, now Paused, no recorder.
+    again = decide_record_job(record_job(waiting.status, paused=True, timeRange=window), None, [], None, CONFIG,
+                              NOW + dt.timedelta(seconds=1))
+    assert again.status["phase"] == "Paused" and again.create_pod_attempt is None
+    assert again.status.get("startedAt") is None
 
 
 def test_the_end_of_a_recording_finishes_the_recorder_before_deleting_it() -> None:
