@@ -890,6 +890,13 @@ def decide_record_job(
             elif template is not None and template.template is None:
                 comment += f"; the retry waits: {template.message}"
                 decision.requeue_after = TEMPLATE_RETRY_SECONDS
+            elif job.spec.source.live_job_ref is not None and source is None:
+                # A recorder of a LiveJob is made from it (its bucket and the clip): without it the
+                # retry would be refused as a bad config and fail the job for good.
+                comment += f"; the retry waits for LiveJob {job.spec.source.live_job_ref}"
+                set_cond(ConditionType.SOURCE_AVAILABLE, False, ConditionReason.LIVE_JOB_NOT_FOUND,
+                         f"LiveJob {job.spec.source.live_job_ref} not found")
+                decision.requeue_after = TEMPLATE_RETRY_SECONDS
             else:
                 decision.delete_pods.append(pod.name)
                 status.retries += 1

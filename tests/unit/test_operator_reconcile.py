@@ -973,6 +973,27 @@ def test_a_stream_recording_created_paused_still_waits_when_it_reads_its_own_pau
     assert again.status.get("startedAt") is None
 
 
+def test_a_recorder_of_a_live_job_that_died_waits_for_its_live_job_before_the_retry() -> None:
+    follow = {"source": {"liveJobRef": "news"},
+              "timeRange": {"start": (NOW - dt.timedelta(minutes=10)).isoformat(),
+                            "end": (NOW + dt.timedelta(hours=1)).isoformat()}}
+    started = decide_record_job(record_job(**follow), live_job(), [], None, CONFIG, NOW)
+    assert started.create_pod_attempt == 1
+    evicted = pod(naming.pod_name("rec", "recorder", "uid-r", 1), "Failed", ready=False, exit_code=3,
+                  finished_at=NOW + dt.timedelta(minutes=1))
+    # The LiveJob is not in the cache (deleted, or an operator that has just started): no recorder
+    # that the encoder would refuse, no failure; the retry comes once the LiveJob is there.
+    waiting = decide_record_job(record_job(started.status, **follow), None, [evicted], None, CONFIG,
+                                NOW + dt.timedelta(minutes=2))
+    assert waiting.create_pod_attempt is None and waiting.status["phase"] == "Started"
+    conditions = {condition["type"]: condition for condition in waiting.status["conditions"]}
+    assert "waits for LiveJob news" in conditions["Ready"]["message"] and waiting.requeue_after
+    assert conditions["SourceAvailable"]["reason"] == "LiveJobNotFound"
+    retried = decide_record_job(record_job(waiting.status, **follow), live_job(), [evicted], None, CONFIG,
+                                NOW + dt.timedelta(minutes=3))
+    assert retried.create_pod_attempt == 2 and retried.status["phase"] == "Started"
+
+
 def test_the_end_of_a_recording_finishes_the_recorder_before_deleting_it() -> None:
     name = naming.pod_name("rec", "recorder", "uid-r", 1)
     started = decide_record_job(record_job(), None, [], None, CONFIG, NOW)
