@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -188,6 +188,13 @@ def _pods_still_going(pods: list[dict[str, Any]], now: dt.datetime, deleting: li
     return going
 
 
+def _lost_with_its_node(pod: PodState, now: dt.datetime) -> bool:
+    """A Pod being deleted that is still there well past its grace period: the kubelet that would
+    report its end is gone with its node, and what the Pod ran has ended."""
+    return pod.terminating and not pod.finished and pod.killed_by is not None and \
+        now >= pod.killed_by + dt.timedelta(seconds=STUCK_TERMINATING_SECONDS)
+
+
 def _pods_of_attempt(pods: list[dict[str, Any]], name: str) -> tuple[PodState | None, list[str]]:
     current = next((pod_state(p) for p in pods if p["metadata"]["name"] == name), None)
     stale = [p["metadata"]["name"] for p in pods
@@ -324,6 +331,12 @@ def decide_live_job(
         current_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid), attempt)
         pod, stale = _pods_of_attempt(pods, current_name)
     decision.delete_pods = stale
+    lost = pod is not None and _lost_with_its_node(pod, now)
+    lost_check = None  # when a Pod being deleted would count as lost: looked at again then, event or not
+    if pod is not None and lost:
+        pod = replace(pod, finished=True, ready=False, running=False)  # a stop waits for it no longer
+    elif pod is not None and pod.terminating and not pod.finished and pod.killed_by is not None:
+        lost_check = _seconds_until(pod.killed_by + dt.timedelta(seconds=STUCK_TERMINATING_SECONDS), now)
     schedule = job.spec.schedule
     start = schedule.start_date_time if schedule else None
     finish = schedule.finish_date_time if schedule else None
@@ -386,7 +399,11 @@ def decide_live_job(
         # next encoder starts once this one is gone (two would race on the same playlists).
         target, reason = LiveJobPhase.STOPPING, "SwitchedOn"
         comment = f"spec.online is true again: waiting for Pod {pod.name} to finish before starting anew"
-        if not pod.terminating:
+        if lost:
+            # Its object may never go: the next attempt, with a fresh Pod name, starts now.
+            target, comment = LiveJobPhase.PENDING, f"spec.online is true again; Pod {pod.name} is lost with its node"
+            status.attempt = attempt + 1
+        elif not pod.terminating:
             decision.delete_pods.append(pod.name)
     elif pod is not None and (pod.terminating or pod.finished):
         # The current encoder died (crash, eviction, deletion): count it once, move to the next attempt.
@@ -569,6 +586,7 @@ def decide_live_job(
                f"waiting for Pod {pod.name}", decision)
     _enter(status, target, now, reason, comment, decision)
     status.message = comment
+    decision.requeue_after = _earliest(decision.requeue_after, lost_check)
     decision.status = _dump(status)
     return decision
 

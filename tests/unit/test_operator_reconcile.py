@@ -18,6 +18,7 @@ from onair.operator import naming
 from onair.operator.builders import build_encoder_pod, build_ingest_service, build_job_secret
 from onair.operator.config import OperatorConfig
 from onair.operator.reconcile import (
+    STUCK_TERMINATING_SECONDS,
     Decision,
     TemplateLookup,
     clip_request,
@@ -735,6 +736,33 @@ def test_waiting_out_a_restart_back_off_writes_the_status_once() -> None:
     for seconds in (0.4, 1.5, 9.0):
         again = decide_live_job(live_job(waiting), TEMPLATE, [gone], None, config, NOW + dt.timedelta(seconds=seconds))
         assert again.status == waiting and again.create_pod_attempt is None
+
+
+def test_a_stop_does_not_wait_for_ever_on_a_pod_lost_with_its_node() -> None:
+    """The kubelet that would report the end of a Pod being deleted is gone with its node: past its
+    grace period (and a margin) the Pod counts as ended, as it does when it died on its own."""
+    name = current_pod_name()
+    live = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    live = decide_live_job(live_job(live), TEMPLATE, [pod(name)], {"state": "live"}, CONFIG, NOW).status
+    stopping = decide_live_job(live_job(live, generation=2, online=False), TEMPLATE, [pod(name)], None, CONFIG,
+                               NOW).status
+    assert stopping["phase"] == "Stopping"
+    deleting = pod(name, deleting=True, killed_by=NOW + dt.timedelta(seconds=30))
+    waits = decide_live_job(live_job(stopping, generation=2, online=False), TEMPLATE, [deleting], None, CONFIG,
+                            NOW + dt.timedelta(seconds=1))
+    assert waits.status["phase"] == "Stopping"
+    assert waits.requeue_after == 30 + STUCK_TERMINATING_SECONDS - 1, "looked at again when it would be lost"
+    lost_at = NOW + dt.timedelta(seconds=30 + STUCK_TERMINATING_SECONDS)
+    off = decide_live_job(live_job(stopping, generation=2, online=False), TEMPLATE, [deleting], None, CONFIG, lost_at)
+    assert off.status["phase"] == "Offline"
+    finished = decide_live_job(live_job(stopping, generation=2, schedule={"finishDateTime": NOW.isoformat()}),
+                               TEMPLATE, [deleting], None, CONFIG, lost_at)
+    assert finished.status["phase"] == "Completed"
+    # Switched on again: the next attempt starts under a fresh name, whether or not the old object goes.
+    again = decide_live_job(live_job(stopping, generation=3), TEMPLATE, [deleting], None, CONFIG, lost_at)
+    assert again.status["phase"] == "Pending" and again.create_pod_attempt is None
+    started = decide_live_job(live_job(again.status, generation=3), TEMPLATE, [deleting], None, CONFIG, lost_at)
+    assert started.create_pod_attempt == 2 and started.status["restarts"] == live.get("restarts", 0)
 
 
 def test_single_input_class_passes_the_source_through() -> None:
