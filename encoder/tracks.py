@@ -46,6 +46,10 @@ class RenditionTrack:
     discontinuity_sequence: int = 0  # DISCONTINUITY tags that slid out of the live window
     pending_discontinuity: bool = False
     _retired: deque[Segment] = field(default_factory=deque)
+    # For each of `_retired`, the value of `_media_seconds` from which a player can no longer ask for it.
+    _deletable_at: deque[float] = field(default_factory=deque)
+    _media_seconds: float = 0.0  # the duration of every segment this track added: its clock
+    _longest_playlist_seconds: float = 0.0
     window_start: int = 0  # index into `segments` of the first segment in the live window
     target_floor: int = 0  # the largest EXT-X-TARGETDURATION published: it must never go down
     peak_bit_rate: int = 0  # the highest newest_bit_rate() of this Pod's segments so far (BANDWIDTH)
@@ -103,8 +107,9 @@ class RenditionTrack:
         self.next_sequence += 1
         self.pending_discontinuity = False
         self.segments.append(segment)
+        self._media_seconds += duration
         self.peak_bit_rate = max(self.peak_bit_rate, self.newest_bit_rate() or 0)
-        self._slide()
+        self._slide(added=True)
         return segment
 
     def newest_bit_rate(self) -> int | None:
@@ -165,15 +170,25 @@ class RenditionTrack:
             count += 1
         return count
 
-    def _slide(self) -> None:
+    def _slide(self, added: bool = False) -> None:
+        """`added`: a segment was just added, which no playlist published so far names."""
         size = self._window_size()
         # The window only moves on: what slid out stays out (a recording keeps it in `segments`).
         new_start = max(self.window_start, len(self.segments) - size)
+        if not self.keep_all:
+            # What leaves stays fetchable for its duration plus the longest playlist that named it (RFC
+            # 8216 6.2.2): the longest this track published (or read back at a resume), a bound that
+            # errs on keeping a segment a little longer.
+            published = self.segments[self.window_start : len(self.segments) - (1 if added else 0)]
+            self._longest_playlist_seconds = max(self._longest_playlist_seconds,
+                                                 sum(segment.duration for segment in published),
+                                                 sum(segment.duration for segment in self.segments[new_start:]))
         for segment in self.segments[self.window_start : new_start]:
             if segment.discontinuity:
                 self.discontinuity_sequence += 1
             if not self.keep_all:
                 self._retired.append(segment)
+                self._deletable_at.append(self._media_seconds + segment.duration + self._longest_playlist_seconds)
         if self.keep_all:
             self.window_start = new_start
         else:
@@ -213,16 +228,12 @@ class RenditionTrack:
 
     def take_expired(self) -> list[Segment]:
         """Segments a player can no longer ask for: delete them now. RFC 8216 6.2.2 keeps a segment
-        removed from the playlist available for its duration plus the playlist's duration; the
-        segments retired after it measure the time since (one is added as one slides out)."""
-        playlist_seconds = sum(segment.duration for segment in self.live_segments)
+        removed from the playlist available for its duration plus the duration of the longest playlist
+        that named it; the media added since it left measures the time (segments left together, at a
+        resume with a shorter window, have each waited nothing yet)."""
         expired: list[Segment] = []
-        retired_after = sum(segment.duration for segment in self._retired)
-        while self._retired:
-            oldest = self._retired[0]
-            retired_after -= oldest.duration
-            if retired_after < oldest.duration + playlist_seconds:
-                break
+        while self._retired and self._deletable_at[0] <= self._media_seconds:
+            self._deletable_at.popleft()
             expired.append(self._retired.popleft())
         return expired
 

@@ -370,6 +370,23 @@ def test_sliding_window_deletes_a_segment_once_no_player_can_ask_for_it() -> Non
     assert "#EXT-X-MEDIA-SEQUENCE:7" in track.live_playlist()
 
 
+def test_segments_a_resume_with_a_shorter_window_takes_out_wait_as_long_as_the_stored_playlist() -> None:
+    # The stored playlist lasted 60 s (10 x 6 s); the template now keeps 3. Players that hold the stored
+    # playlist may ask for any of its segments for 6 + 60 s after the new Pod took them out.
+    old = RenditionTrack("a", nominal_duration=6, window=10)
+    for number in range(20):
+        old.add(6, f"seg_{number:06d}.ts", T0)
+    new = RenditionTrack.resume(RenditionTrack("a", nominal_duration=6, window=3),
+                                parse_media_playlist(old.live_playlist()))
+    deleted: list[int] = []
+    for number in range(20, 31):
+        new.add(6, f"seg_{number:06d}.ts", T0)
+        deleted += [segment.sequence for segment in new.take_expired()]
+        if number == 29:  # 60 s of new media: nothing taken out at the resume may go yet
+            assert deleted == [], deleted
+    assert deleted[:1] == [10], "66 s after it left, the first of them goes"
+
+
 def test_a_dvr_window_keeps_its_segments_for_as_long_as_the_playlist_is() -> None:
     track = RenditionTrack("720p", nominal_duration=2, window=3, dvr_seconds=20)
     deleted = []
