@@ -394,9 +394,10 @@ def decide_live_job(
             # Switching on again starts a new attempt, with a fresh Pod name.
             if status.resource_name == current_name:
                 status.attempt = attempt + 1
-    elif pod is not None and (pod.terminating or pod.finished) and status.phase == LiveJobPhase.STOPPING:
-        # Switched on again while the encoder it stopped still flushes: a stop is not a death. The
-        # next encoder starts once this one is gone (two would race on the same playlists).
+    elif pod is not None and status.phase == LiveJobPhase.STOPPING:
+        # Switched on again while the encoder it stopped still flushes (its deletion may not have
+        # reached the cache yet): a stop is not a death. The next encoder starts once this one is
+        # gone (two would race on the same playlists).
         target, reason = LiveJobPhase.STOPPING, "SwitchedOn"
         comment = f"spec.online is true again: waiting for Pod {pod.name} to finish before starting anew"
         if lost:

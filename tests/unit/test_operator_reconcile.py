@@ -738,6 +738,23 @@ def test_waiting_out_a_restart_back_off_writes_the_status_once() -> None:
         assert again.status == waiting and again.create_pod_attempt is None
 
 
+def test_switched_on_again_before_the_stopped_pods_deletion_is_seen_is_not_a_crash() -> None:
+    name = current_pod_name()
+    live = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    live = decide_live_job(live_job(live), TEMPLATE, [pod(name)], {"state": "live"}, CONFIG, NOW).status
+    stopping = decide_live_job(live_job(live, generation=2, online=False), TEMPLATE, [pod(name)], {"state": "live"},
+                               CONFIG, NOW).status
+    # online: true again; the cache still shows the Pod as it was before the delete.
+    on_again = decide_live_job(live_job(stopping, generation=3), TEMPLATE, [pod(name)], {"state": "live"}, CONFIG,
+                               NOW)
+    assert on_again.status["phase"] == "Stopping" and not on_again.phase_changes
+    deleted = decide_live_job(live_job(on_again.status, generation=3), TEMPLATE, [pod(name, deleting=True)], None,
+                              CONFIG, NOW)
+    assert deleted.status["phase"] == "Stopping"
+    assert deleted.status.get("restarts", 0) == live.get("restarts", 0)
+    assert "EncoderRestarted" not in [event[1] for event in deleted.events]
+
+
 def test_a_stop_does_not_wait_for_ever_on_a_pod_lost_with_its_node() -> None:
     """The kubelet that would report the end of a Pod being deleted is gone with its node: past its
     grace period (and a margin) the Pod counts as ended, as it does when it died on its own."""
