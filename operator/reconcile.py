@@ -183,7 +183,7 @@ def _pods_still_going(pods: list[dict[str, Any]], now: dt.datetime, deleting: li
     for state in map(pod_state, pods):
         if state.finished or not (state.terminating or state.name in (deleting or ())):
             continue
-        if state.killed_by is None or now < state.killed_by + dt.timedelta(seconds=STUCK_TERMINATING_SECONDS):
+        if not _lost_with_its_node(state, now):
             going.append(state.name)
     return going
 
