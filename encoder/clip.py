@@ -36,7 +36,7 @@ from .playlist import (
     target_duration,
 )
 from .status import EncoderState, EncoderStatus, RenditionStatus
-from .tracks import EVENT_PLAYLIST, LIVE_PLAYLIST
+from .tracks import EVENT_PLAYLIST, LIVE_PLAYLIST, numbered_by_name
 from .upload import FINAL_PLAYLIST_CACHE_CONTROL, SEGMENT_CACHE_CONTROL, S3Store
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,21 @@ FOLLOW_POLL_SECONDS = 1.0
 
 def _join(*parts: str) -> str:
     return "/".join(part.strip("/") for part in parts if part.strip("/"))
+
+
+def stored_segments(event: MediaPlaylist | None, live: MediaPlaylist | None) -> MediaPlaylist | None:
+    """One playlist of the segments both name, each once, in order. A job that stopped recording
+    (recording: true, then false) has an event playlist that ends where it stopped, and a live window
+    past it; one that records has both, the live one at most a segment ahead."""
+    if event is None or live is None:
+        return event or live
+    last = event.segments[-1].sequence if event.segments else -1
+    newer = [segment for segment in live.segments if segment.sequence > last]
+    # Ended as the playlist with the newest segment says: a stale event playlist is never closed.
+    ended = live.ended if newer or not event.segments else event.ended or live.ended
+    return MediaPlaylist(segments=[*event.segments, *newer],
+                         target_duration=max(event.target_duration or 0, live.target_duration or 0) or None,
+                         ended=ended, playlist_type=event.playlist_type)
 
 
 class ClipJob:
@@ -71,14 +86,13 @@ class ClipJob:
         self.stop_requested.set()
 
     def _source_playlist(self, rendition_uri: str) -> MediaPlaylist | None:
-        """The rendition's event playlist (every segment, LiveJob recording: true) if there is one,
-        else its live playlist (only what is still in the window)."""
+        """What the rendition still has stored: every segment its event playlist names (LiveJob
+        recording: true), and the live window."""
         directory = rendition_uri.rsplit("/", 1)[0] if "/" in rendition_uri else ""
-        for name in (EVENT_PLAYLIST, LIVE_PLAYLIST):
-            body = self.store.get(_join(self.clip.source_prefix, directory, name))
-            if body:
-                return parse_media_playlist(body.decode())
-        return None
+        event, live = [numbered_by_name(parse_media_playlist(body.decode())) if body else None
+                       for body in (self.store.get(_join(self.clip.source_prefix, directory, name))
+                                    for name in (EVENT_PLAYLIST, LIVE_PLAYLIST))]
+        return stored_segments(event, live)
 
     def _covered(self, playlist: MediaPlaylist) -> bool:
         if playlist.ended:

@@ -70,7 +70,7 @@ from .rtmp import (
 )
 from .srt import SrtGate, SrtUnavailable, load_libsrt
 from .status import EncoderState, EncoderStatus, RenditionStatus
-from .tracks import EVENT_PLAYLIST, LIVE_PLAYLIST, RenditionTrack
+from .tracks import EVENT_PLAYLIST, LIVE_PLAYLIST, RenditionTrack, numbered_by_name, recorded_objects
 from .upload import (
     FINAL_PLAYLIST_CACHE_CONTROL,
     LIVE_PLAYLIST_CACHE_CONTROL,
@@ -884,9 +884,6 @@ class Encoder:
         """A previous Pod of this job may have published segments: continue its numbering. Only a
         missing playlist means a fresh start; while the store cannot answer, the encoder does not
         start, because numbering from 0 would overwrite the published segments."""
-        # The event playlist has every segment, the live one only the window, but it is uploaded first:
-        # it can name a newer segment.
-        stored_names = (EVENT_PLAYLIST, LIVE_PLAYLIST) if self.config.outputs.event_playlist else (LIVE_PLAYLIST,)
         unread = dict(self.tracks)
         delay = STORE_RETRY_FIRST_SECONDS
         waiting_message = self.status.message
@@ -894,14 +891,21 @@ class Encoder:
         while unread and not self.stop_requested.is_set():
             for name, track in list(unread.items()):
                 try:
-                    bodies = [await asyncio.to_thread(self.store.get, self.config.key(name, stored_name))
-                              for stored_name in stored_names]
+                    event, live = [await asyncio.to_thread(self._stored_playlist, name, stored_name)
+                                   for stored_name in (EVENT_PLAYLIST, LIVE_PLAYLIST)]
                 except Exception as error:
                     log.warning("could not read the stored playlist of %s (retrying in %.1fs): %s", name, delay, error)
                     problem = storage_problem(error, self.config.storage.bucket)
                     continue
                 del unread[name]
-                stored: list[MediaPlaylist] = [parse_media_playlist(body.decode()) for body in bodies if body]
+                if self.config.outputs.event_playlist:
+                    # The event playlist has every segment, the live one only the window, but it is
+                    # uploaded first: it can name a newer segment.
+                    stored = [playlist for playlist in (event, live) if playlist]
+                else:
+                    # A job that recorded before and no longer does: the recording stays as it is.
+                    track.recorded = recorded_objects(event) if event else frozenset()
+                    stored = [playlist for playlist in (live or event,) if playlist]
                 if stored:
                     RenditionTrack.resume(track, *stored)
                     self.status.renditions[name].segments_written = 0
@@ -923,6 +927,10 @@ class Encoder:
         self.status.store_read = True
         if delay > STORE_RETRY_FIRST_SECONDS and not self.stop_requested.is_set():
             self.status.set_state(EncoderState.WAITING, waiting_message)
+
+    def _stored_playlist(self, rendition: str, name: str) -> MediaPlaylist | None:
+        body = self.store.get(self.config.key(rendition, name))
+        return numbered_by_name(parse_media_playlist(body.decode())) if body else None
 
     async def _sweep_leftovers(self, name: str, orphans: Callable[[list[str]], list[str]], wait: float) -> None:
         """Deletes what an earlier Pod retired from the live window and did not live to delete, once a

@@ -180,7 +180,8 @@ def render_media_playlist(
     ended: bool = False,
     independent_segments: bool = True,
 ) -> str:
-    """A media playlist naming `segments` (consecutive sequence numbers, oldest first).
+    """A media playlist naming `segments` (oldest first). Their numbers are consecutive but where a
+    recording left out what was streamed while it did not record: a DISCONTINUITY marks that gap.
 
     Every segment gets its EXT-X-PROGRAM-DATE-TIME (cheap, and players and clip cutting map wall
     clock to segments without summing durations); EXT-X-MAP is repeated whenever the init segment
@@ -199,10 +200,11 @@ def render_media_playlist(
     if independent_segments:
         lines.append("#EXT-X-INDEPENDENT-SEGMENTS")
     current_init: str | None = None
+    previous: Segment | None = None
     for segment in segments:
         # A tag before the first segment is allowed (RFC 8216 6.2.1); DISCONTINUITY-SEQUENCE counts
         # only the tags of segments that slid out.
-        if segment.discontinuity:
+        if segment.discontinuity or (previous is not None and segment.sequence != previous.sequence + 1):
             lines.append("#EXT-X-DISCONTINUITY")
         if segment.init_uri and segment.init_uri != current_init:
             lines.append(f'#EXT-X-MAP:URI="{segment.init_uri}"')
@@ -211,6 +213,7 @@ def render_media_playlist(
             lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_program_date_time(segment.program_date_time)}")
         lines.append(f"#EXTINF:{extinf(segment.duration)},")
         lines.append(segment.uri)
+        previous = segment
     if ended:
         lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"

@@ -26,6 +26,23 @@ EVENT_PLAYLIST = "event.m3u8"  # every segment of a recorded event (LiveJob reco
 NUMBERED_OBJECT = re.compile(r"(?:seg_(\d+)\.(?:ts|m4s)|init_(\d+)\.mp4)")
 
 
+def numbered_by_name(playlist: MediaPlaylist) -> MediaPlaylist:
+    """A playlist this encoder stored, each segment numbered as its object's name says. A player
+    numbers segments by their place, which is the same in a live playlist; but a recording switched
+    off and on again leaves out of its event playlist what was streamed in between, and the numbers
+    after that gap go on from the names (the objects a new Pod must neither reuse nor delete)."""
+    segments = []
+    for segment in playlist.segments:
+        match = NUMBERED_OBJECT.fullmatch(segment.uri)
+        segments.append(replace(segment, sequence=int(match[1])) if match and match[1] else segment)
+    return replace(playlist, segments=segments)
+
+
+def recorded_objects(event: MediaPlaylist) -> frozenset[str]:
+    """The objects an event playlist names: a recording's segments and their init segments."""
+    return frozenset(name for segment in event.segments for name in (segment.uri, segment.init_uri) if name)
+
+
 @dataclass
 class RenditionTrack:
     """Segments of one rendition across every ingest session and Pod restart of the job.
@@ -51,6 +68,9 @@ class RenditionTrack:
     _media_seconds: float = 0.0  # the duration of every segment this track added: its clock
     _longest_playlist_seconds: float = 0.0
     window_start: int = 0  # index into `segments` of the first segment in the live window
+    # What an earlier recording of the job keeps (its event playlist names them) while this track does not
+    # record: the live window slides past them, but they stay in the bucket.
+    recorded: frozenset[str] = frozenset()
     target_floor: int = 0  # the largest EXT-X-TARGETDURATION published: it must never go down
     peak_bit_rate: int = 0  # the highest newest_bit_rate() of this Pod's segments so far (BANDWIDTH)
 
@@ -202,17 +222,15 @@ class RenditionTrack:
         holds; an init segment named so is one only if no segment held uses it. None while every
         segment is kept (a recording)."""
         held = [*self._retired, *self.segments]
-        stored_names = list(stored_names)
-        if self.keep_all or not held or EVENT_PLAYLIST in stored_names:
-            # An event playlist names every segment of a recording the job made (recording: true) even
-            # after the job stopped recording: none of them is left over.
+        if self.keep_all or not held:
             return []
         oldest = min(segment.sequence for segment in held)
-        in_use = {segment.init_uri for segment in held if segment.init_uri}
+        # The segments of a recording the job made before (recording: true, then false) are no leftovers.
+        kept = self.recorded | {segment.init_uri for segment in held if segment.init_uri}
         found = []
         for name in stored_names:
             match = NUMBERED_OBJECT.fullmatch(name)
-            if match and int(match[1] or match[2]) < oldest and name not in in_use:
+            if match and int(match[1] or match[2]) < oldest and name not in kept:
                 found.append(name)
         return found
 
@@ -234,7 +252,9 @@ class RenditionTrack:
         expired: list[Segment] = []
         while self._retired and self._deletable_at[0] <= self._media_seconds:
             self._deletable_at.popleft()
-            expired.append(self._retired.popleft())
+            segment = self._retired.popleft()
+            if segment.uri not in self.recorded:
+                expired.append(segment)
         return expired
 
     def unused_init_segments(self, expired: list[Segment]) -> list[str]:
@@ -244,7 +264,7 @@ class RenditionTrack:
         if not maps:  # the common case (MPEG-TS, or nothing expired): no walk over a long recording's segments
             return []
         in_use = {segment.init_uri for segment in (*self.segments, *self._retired)}
-        return sorted(maps - in_use)
+        return sorted(maps - in_use - self.recorded)
 
     def _target(self, segments: list[Segment]) -> int:
         self.target_floor = max(self.target_floor, target_duration(segments, self.nominal_duration))

@@ -21,7 +21,13 @@ from media_helpers import (
 )
 from waiting import wait_until
 
-from onair.encoder.playlist import format_program_date_time, parse_master_playlist, parse_media_playlist
+from onair.encoder.playlist import (
+    MediaPlaylist,
+    format_program_date_time,
+    parse_master_playlist,
+    parse_media_playlist,
+)
+from onair.encoder.tracks import numbered_by_name
 from onair.exitcodes import EXIT_INTERRUPTED
 
 SMALL = ladder_template(("180p", 320, 180, "H264"))
@@ -194,6 +200,68 @@ def test_clip_of_a_past_range_plays_as_vod(
     mp4 = ffprobe(tmp_path / "180p.mp4")
     assert abs(float(mp4["format"]["duration"]) - expected) < 0.5
     assert {stream["codec_type"] for stream in mp4["streams"]} == {"video", "audio"}
+
+
+def test_a_job_that_stops_recording_keeps_its_recording_and_records_on_after_a_gap(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    """recording: true, then false, then true again (each a new Pod, as a spec change makes). The live
+    window slides past the recording without deleting it; a clip of the time in between is cut from
+    the live window; the recording goes on after a gap that a DISCONTINUITY marks."""
+    template = {**SMALL, "playlistWindow": 3}  # a short window, so it slides past the recording soon
+    prefix = "live/toggled"
+    folder = f"{prefix}/180p"
+
+    def stored(name: str) -> MediaPlaylist:
+        return numbered_by_name(parse_media_playlist(object_store.get_text(recording.bucket, f"{folder}/{name}") or ""))
+
+    def assert_stored(playlist: MediaPlaylist) -> None:
+        for segment in playlist.segments:
+            object_store.client.head_object(Bucket=recording.bucket, Key=f"{folder}/{segment.uri}")
+
+    recording = start_encoder("LiveJob", live_spec(recording=True), template, prefix=prefix)
+    assert publish(recording.rtmp_url, 6).wait(30) == 0
+    recording.wait_state("reconnecting", 5)
+    assert recording.stop() == 0
+    recorded = stored("event.m3u8")
+    assert len(recorded.segments) >= 3
+
+    streaming = start_encoder("LiveJob", live_spec(), template, prefix=prefix)
+    assert publish(streaming.rtmp_url, 18).wait(40) == 0
+    streaming.wait_state("reconnecting", 5)
+    assert streaming.stop() == 0
+    window = stored("index.m3u8")
+    assert window.segments[0].sequence > recorded.segments[-1].sequence + 3, "the window did not slide past"
+    assert stored("event.m3u8").segments == recorded.segments
+    assert_stored(recorded)
+
+    start = window.segments[0].program_date_time
+    end = window.segments[1].program_date_time
+    assert start is not None and end is not None
+    start, end = start + timedelta(seconds=0.5), end + timedelta(seconds=0.5)
+    clip_prefix = f"{prefix}-clip"
+    record_spec = {"source": {"liveJobRef": "toggled"},
+                   "timeRange": {"start": start.isoformat(), "end": end.isoformat()},
+                   "output": {"bucket": recording.bucket, "path": clip_prefix}}
+    clip = {"sourcePrefix": prefix, "start": format_program_date_time(start), "end": format_program_date_time(end)}
+    recorder = start_encoder("RecordJob", record_spec, None, bucket=recording.bucket, prefix=clip_prefix, clip=clip,
+                             wait_healthy=False)
+    assert recorder.process.wait(60) == 0, recorder.log()[-3000:]
+    cut = parse_media_playlist(object_store.get_text(recording.bucket, f"{clip_prefix}/180p/index.m3u8") or "")
+    assert [segment.program_date_time for segment in cut.segments] == [
+        segment.program_date_time for segment in window.segments[:2]]
+
+    recording_again = start_encoder("LiveJob", live_spec(recording=True), template, prefix=prefix)
+    assert publish(recording_again.rtmp_url, 4).wait(30) == 0
+    recording_again.wait_state("reconnecting", 5)
+    assert recording_again.stop() == 0
+    event = stored("event.m3u8")
+    assert event.segments[: len(recorded.segments)] == recorded.segments
+    joined = event.segments[len(recorded.segments)]
+    assert joined.sequence == window.segments[0].sequence and joined.discontinuity
+    numbers = [segment.sequence for segment in event.segments[len(recorded.segments):]]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))) and numbers[-1] > window.segments[-1].sequence
+    assert_stored(event)
 
 
 def test_a_recording_that_follows_its_live_job_leaves_out_what_it_was_paused_for(

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from onair.encoder.clip import stored_segments
 from onair.encoder.config import ConfigError, IngestKind, load_job_config
 from onair.encoder.ffmpeg import (
     ProgressParser,
@@ -42,7 +43,7 @@ from onair.encoder.playlist import (
     target_duration,
 )
 from onair.encoder.rtmp import RtmpFrontConfig, render_nginx_config
-from onair.encoder.tracks import RenditionTrack
+from onair.encoder.tracks import RenditionTrack, numbered_by_name, recorded_objects
 from onair.encoder.upload import UploadQueue, content_type_for, percentile, storage_problem
 from onair.models import AudioCodec, Rendition, VideoCodec
 
@@ -551,8 +552,67 @@ def test_what_an_earlier_pod_retired_and_left_is_found_among_the_stored_objects(
     assert resumed.retention_seconds() == 4 + 12
     recording = RenditionTrack.resume(RenditionTrack("v", nominal_duration=4, window=3, keep_all=True), stored)
     assert recording.orphans(listing) == []
-    # A job that recorded once (its event playlist names every segment) and no longer does.
-    assert resumed.orphans([*listing, "event.m3u8"]) == []
+    # A job that recorded once and no longer does: what its event playlist names is no leftover.
+    resumed.recorded = frozenset({"init_000000.mp4", "seg_000002.m4s", "seg_000003.m4s"})
+    assert resumed.orphans([*listing, "event.m3u8"]) == ["seg_000004.m4s"]
+
+
+def recorded_then_not(recorded_until: int, live_from: int, live_count: int) -> tuple[MediaPlaylist, MediaPlaylist]:
+    """The stored playlists of a job that recorded segments 0 to `recorded_until`, then stopped
+    recording and streamed on: the event playlist and the live window as the bucket holds them."""
+    track = RenditionTrack("v", nominal_duration=4, window=3, keep_all=True)
+    for n in range(recorded_until + 1):
+        track.add(4, f"seg_{n:06d}.ts", T0 + timedelta(seconds=4 * n))
+    event = parse_media_playlist(track.event_playlist())
+    window = range(live_from, live_from + live_count)
+    live = parse_media_playlist(render_media_playlist(
+        [Segment(n, 4, f"seg_{n:06d}.ts", T0 + timedelta(seconds=4 * n)) for n in window], nominal_duration=4))
+    return event, live
+
+
+def test_a_job_that_stopped_recording_slides_past_the_recording_without_deleting_it() -> None:
+    event, live = recorded_then_not(recorded_until=5, live_from=3, live_count=3)  # the window when it stopped
+    track = RenditionTrack.resume(RenditionTrack("v", nominal_duration=4, window=3), live)
+    track.recorded = recorded_objects(event)
+    deleted: list[int] = []
+    for n in range(6, 20):
+        track.add(4, f"seg_{n:06d}.ts", T0)
+        deleted += [segment.sequence for segment in track.take_expired()]
+    assert deleted and min(deleted) == 6 and deleted == list(range(6, 6 + len(deleted)))
+
+
+def test_recording_switched_on_again_goes_on_after_a_gap_with_a_discontinuity() -> None:
+    event, live = recorded_then_not(recorded_until=2, live_from=10, live_count=3)
+    track = RenditionTrack.resume(RenditionTrack("v", nominal_duration=4, window=3, keep_all=True), event, live)
+    assert track.next_sequence == 13
+    # The live window is the one stored, unchanged: no tag before its first segment.
+    assert "#EXT-X-DISCONTINUITY\n" not in track.live_playlist()
+    assert parse_media_playlist(track.live_playlist()).media_sequence == 10
+    track.add(4, "seg_000013.ts", T0)
+    stored_event = parse_media_playlist(track.event_playlist())
+    assert [segment.discontinuity for segment in stored_event.segments] == [False] * 3 + [True] + [False, False, True]
+    # Read back by the next Pod, the event playlist keeps the numbers its object names carry.
+    numbered = numbered_by_name(stored_event)
+    assert [segment.sequence for segment in numbered.segments] == [0, 1, 2, 10, 11, 12, 13]
+    again = RenditionTrack.resume(RenditionTrack("v", nominal_duration=4, window=3, keep_all=True), numbered,
+                                  parse_media_playlist(track.live_playlist()))
+    assert again.next_sequence == 14 and len(again.segments) == 7
+
+
+def test_a_clip_reads_the_recording_and_the_live_window_after_it() -> None:
+    event, live = recorded_then_not(recorded_until=2, live_from=10, live_count=3)
+    live.ended = True
+    joined = stored_segments(numbered_by_name(event), numbered_by_name(live))
+    assert joined is not None and joined.ended  # the stale event playlist never says so
+    assert [segment.sequence for segment in joined.segments] == [0, 1, 2, 10, 11, 12]
+    chosen = select_clip_segments(joined.segments, T0 + timedelta(seconds=5), T0 + timedelta(seconds=45))
+    assert [(s.sequence, s.discontinuity) for s in renumbered_for_clip(chosen, ["a", "b", "c", "d"])] == [
+        (0, False), (1, False), (2, True), (3, False)]
+    # A job recording now: the live window is at most a segment ahead of its event playlist.
+    event, live = recorded_then_not(recorded_until=5, live_from=3, live_count=4)
+    joined = stored_segments(event, live)
+    assert joined is not None and [segment.sequence for segment in joined.segments] == list(range(7))
+    assert stored_segments(None, live) is live and stored_segments(event, None) is event
 
 
 def test_resume_never_reuses_a_number_the_live_playlist_published_after_the_event_playlist() -> None:
