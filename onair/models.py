@@ -59,6 +59,7 @@ MAX_RENDITIONS = 8
 MAX_OUTPUTS = 2 * MAX_RENDITIONS  # room for two pipelines' renditions during an encoder hand-over
 MAX_RECORDED_FILES = 32
 MAX_PAUSED_RANGES = 100
+MAX_PENDING_WEBHOOKS = 20
 
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 HTTP_URL_PATTERN = r"^https?://[^\s/?#]+[^\s]*$"
@@ -858,6 +859,23 @@ class RecordJobTiming(_Timing):
     phase: RecordJobPhase = Field(description="Phase entered.")
 
 
+class PendingWebhook(OnairModel):
+    """A webhook the job's phase changes owe: written with the phase, removed once delivered or given up,
+    so an operator that stops first (a crash, a rolling update) leaves it to the next one."""
+
+    id: str = Field(description="The event's id, the same in every delivery of it (receivers deduplicate by it).",
+                    min_length=1, max_length=64)
+    event: str = Field(description="The event, e.g. live.", min_length=1, max_length=32)
+    phase: str = Field(description="The phase that caused it.", max_length=32)
+    message: str | None = Field(default=None, description="The job's message then.", max_length=MAX_MESSAGE_LENGTH)
+    created_at: AwareDatetime = Field(description="When the phase changed.")
+
+
+_PENDING_WEBHOOKS_DESCRIPTION = (
+    f"Webhooks not yet delivered (nor given up), oldest first; at most {MAX_PENDING_WEBHOOKS}, the oldest dropped. "
+    "Delivered at least once: an operator that stops before it is done leaves them to the next.")
+
+
 class RenditionOutput(OnairModel):
     """Progress of one rendition of a running LiveJob."""
 
@@ -1019,6 +1037,8 @@ class LiveJobStatus(OnairModel):
     )
     started_at: AwareDatetime | None = Field(default=None, description="When the job last went Live.")
     finished_at: AwareDatetime | None = Field(default=None, description="When the job became Completed or Failed.")
+    pending_webhooks: list[PendingWebhook] = Field(default_factory=list, description=_PENDING_WEBHOOKS_DESCRIPTION,
+                                                   max_length=MAX_PENDING_WEBHOOKS)
 
 
 class RecordedFile(OnairModel):
@@ -1106,6 +1126,8 @@ class RecordJobStatus(OnairModel):
     )
     started_at: AwareDatetime | None = Field(default=None, description="When recording started.")
     finished_at: AwareDatetime | None = Field(default=None, description="When the job became Completed or Failed.")
+    pending_webhooks: list[PendingWebhook] = Field(default_factory=list, description=_PENDING_WEBHOOKS_DESCRIPTION,
+                                                   max_length=MAX_PENDING_WEBHOOKS)
 
 
 # --- Whole objects -----------------------------------------------------------------------------

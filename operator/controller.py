@@ -12,8 +12,9 @@ import math
 import time
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 from pydantic import ValidationError
@@ -23,6 +24,7 @@ from onair.kubeclient import ApiError, KubeClient, resource_path
 from onair.models import (
     API_VERSION,
     MAX_MESSAGE_LENGTH,
+    MAX_PENDING_WEBHOOKS,
     JobTemplateSpec,
     LiveJob,
     RecordJob,
@@ -44,7 +46,7 @@ from onair.operator.reconcile import (
     record_attempt,
 )
 from onair.operator.services import ServiceEndpoint, service_endpoint
-from onair.operator.webhooks import WebhookSender, build_payload, event_name
+from onair.operator.webhooks import WebhookSender, build_payload, event_name, pending_webhook
 from onair.operator.workqueue import WorkQueue
 from onair.phases import ConditionReason, LiveJobPhase, RecordJobPhase
 from onair.streamkeys import derive_control_key
@@ -219,6 +221,9 @@ class Controller:
         self._failures: Counter[Key] = Counter()
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Task[Any]] = set()
+        # job -> ids of its pendingWebhooks this process has queued for delivery (kept until the cached
+        # status no longer lists them, so that a reconcile in between does not send them again)
+        self._webhooks_queued: dict[Key, set[str]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -329,6 +334,7 @@ class Controller:
             self._ingest_endpoints.pop(body["metadata"].get("uid", ""), None)
             self._status_held_until.pop(key, None)
             self._status_written_at.pop(key, None)
+            self._webhooks_queued.pop(key, None)
             if kind == "RecordJob":
                 for source, recordings in list(self.recordings_of.items()):
                     recordings.discard(key)
@@ -436,6 +442,7 @@ class Controller:
         if cached is None or cached.deleting:
             return  # owned children go with the job (garbage collection)
         body = cached.body()
+        self._deliver_pending_webhooks(key, body)  # those an operator before this one did not finish
         kind, namespace, _ = key
         expected = (body.get("status") or {}).get("resourceName")
         if expected and expected not in self.pods.get(key, {}):
@@ -550,6 +557,11 @@ class Controller:
             if current is not None:
                 await self.reports.send(current["metadata"]["uid"], decision.encoder_command,
                                         self._control_key(key, uid))
+        owed = self._webhooks_owed(body, decision)
+        if owed:
+            # Written with the phase that owes them: a webhook is never lost between the two.
+            earlier = decision.status.get("pendingWebhooks") or []
+            decision.status["pendingWebhooks"] = [*earlier, *owed][-MAX_PENDING_WEBHOOKS:]
         status_changed = decision.status != (body.get("status") or {})
         if status_changed and self._holds_status(key, body, decision):
             return
@@ -572,7 +584,9 @@ class Controller:
             cached = self.jobs.get(key)
             if cached is not None and cached.uid == updated["metadata"]["uid"]:
                 self.jobs[key] = CachedJob.of(updated)
-            self._announce(body, decision)
+            for event_type, reason, message in _events_to_post(decision):
+                self._spawn(self.post_event(body, event_type, reason, message))
+            self._deliver_pending_webhooks(key, updated, owed)
         if decision.requeue_after is not None:
             self.queue.add_after(key, decision.requeue_after + 0.05)
 
@@ -636,22 +650,82 @@ class Controller:
 
     # -- events out --------------------------------------------------------------------------------
 
-    def _announce(self, body: dict[str, Any], decision: Decision) -> None:
+    def _webhooks_owed(self, body: dict[str, Any], decision: Decision) -> list[dict[str, Any]]:
+        """The pendingWebhooks entries of the phases the decision passes through (none without a URL)."""
+        if not (body["spec"].get("callbackUrl") or body["spec"].get("notifyUrl")):
+            return []
         previous_phase = (body.get("status") or {}).get("phase")
-        for event_type, reason, message in _events_to_post(decision):
-            self._spawn(self.post_event(body, event_type, reason, message))
-        url = body["spec"].get("callbackUrl") or body["spec"].get("notifyUrl")
         previous = None
         if previous_phase:
             previous = LiveJobPhase(previous_phase) if body["kind"] == "LiveJob" else RecordJobPhase(previous_phase)
+        # A RecordJob says why in errorMessage (the Alibaba field), a LiveJob in message.
+        reason = decision.status.get("message") or decision.status.get("errorMessage") or ""
+        owed = []
         for phase in decision.phase_changes:
             event = event_name(previous, phase)
             previous = phase
-            if url and event:
-                # A RecordJob says why in errorMessage (the Alibaba field), a LiveJob in message.
-                reason = decision.status.get("message") or decision.status.get("errorMessage") or ""
-                payload = build_payload(event, body, str(phase), reason)
-                self.webhooks.send(url, payload, lambda t, r, m: self.post_event(body, t, r, m))
+            if event:
+                owed.append(pending_webhook(event, str(phase), reason, self.clock()))
+        return owed
+
+    def _deliver_pending_webhooks(self, key: Key, body: dict[str, Any], owed: Sequence[dict[str, Any]] = ()) -> None:
+        """Queues the job's pendingWebhooks not queued yet, in order behind its earlier ones; each
+        leaves the status once delivered or given up. A job that no longer has a URL drops them.
+        `owed`: those just written, sent even if the status did not keep them (a CRD older than the
+        operator prunes the field: then they are delivered at most once, as before it)."""
+        pending = (body.get("status") or {}).get("pendingWebhooks") or []
+        kept = {entry["id"] for entry in pending}
+        pending = [*pending, *(entry for entry in owed if entry["id"] not in kept)]
+        queued = self._webhooks_queued.setdefault(key, set())
+        queued.intersection_update(entry["id"] for entry in pending)
+        url = body["spec"].get("callbackUrl") or body["spec"].get("notifyUrl")
+        uid = body["metadata"]["uid"]
+        for entry in pending:
+            if entry["id"] in queued:
+                continue
+            queued.add(entry["id"])
+            if not url:
+                self._spawn(self._forget_webhook(key, uid, entry["id"]))
+                continue
+            delivery = self.webhooks.send(url, build_payload(body, entry),
+                                          lambda t, r, m: self.post_event(body, t, r, m))
+            delivery.add_done_callback(partial(self._webhook_done, key, uid, entry["id"]))
+        if not queued:
+            self._webhooks_queued.pop(key, None)
+
+    def _webhook_done(self, key: Key, uid: str, webhook_id: str, delivery: asyncio.Task[Any]) -> None:
+        if not delivery.cancelled():  # cancelled: this operator is stopping, and the next one delivers it
+            self._spawn(self._forget_webhook(key, uid, webhook_id))
+
+    async def _forget_webhook(self, key: Key, uid: str, webhook_id: str) -> None:
+        """Removes a delivered (or given up) webhook from the job's pendingWebhooks. A JSON patch that
+        tests the list as read: an entry a reconcile adds meanwhile is never lost with it."""
+        kind, namespace, name = key
+        for _ in range(5):
+            current = await self.kube.get_or_none(resource_path(API_VERSION, PLURALS[kind], namespace, name))
+            if current is None or current["metadata"]["uid"] != uid:
+                return
+            pending = (current.get("status") or {}).get("pendingWebhooks") or []
+            if not any(entry["id"] == webhook_id for entry in pending):
+                return
+            left = [entry for entry in pending if entry["id"] != webhook_id]
+            operations: list[dict[str, Any]] = [{"op": "test", "path": "/status/pendingWebhooks", "value": pending}]
+            operations.append({"op": "replace", "path": "/status/pendingWebhooks", "value": left} if left
+                              else {"op": "remove", "path": "/status/pendingWebhooks"})
+            metrics.API_WRITES.labels("patch", f"{PLURALS[kind]}/status").inc()
+            try:
+                await self.kube.json_patch(resource_path(API_VERSION, PLURALS[kind], namespace, name, "status"),
+                                           operations)
+                return
+            except ApiError as error:
+                if error.status == 404:
+                    return
+                if error.status not in (409, 422):
+                    log.warning("could not remove delivered webhook %s from %s/%s: %s", webhook_id, namespace,
+                                name, error, extra=job_context(*key))
+                    return
+        log.warning("could not remove delivered webhook %s from %s/%s: the status kept changing", webhook_id,
+                    namespace, name, extra=job_context(*key))
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)

@@ -690,7 +690,10 @@ def _reason(reason: str) -> str | None:
 
 
 def _dump(status: LiveJobStatus | RecordJobStatus) -> dict[str, Any]:
-    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    dumped = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if not dumped.get("pendingWebhooks"):
+        dumped.pop("pendingWebhooks", None)  # what the operator removes once none is left
+    return dumped
 
 
 # The status fields that move all the time while a job runs, by kind: fields of the status, and

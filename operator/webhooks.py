@@ -15,12 +15,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from onair.models import PendingWebhook
 from onair.phases import LiveJobPhase, RecordJobPhase
 from onair.streamkeys import WEBHOOK_SIGNATURE_HEADER, derive_webhook_key
 
@@ -69,22 +71,30 @@ def verify(secret: str, body: bytes, header: str, tolerance_seconds: int = 300, 
     return hmac.compare_digest(expected, signature)
 
 
-def build_payload(event: str, job: dict[str, Any], phase: str, message: str) -> dict[str, Any]:
+def pending_webhook(event: str, phase: str, message: str, now: datetime) -> dict[str, Any]:
+    """The status entry (pendingWebhooks) of an event a phase change owes, with the id every delivery of it carries."""
+    entry = PendingWebhook(id=str(uuid.uuid4()), event=event, phase=phase, message=message or None,
+                           created_at=now.replace(microsecond=0))
+    return entry.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def build_payload(job: dict[str, Any], pending: dict[str, Any]) -> dict[str, Any]:
+    """The body of the webhook a job's `pendingWebhooks` entry stands for."""
     metadata = job["metadata"]
     return {
-        "id": str(uuid.uuid4()),
-        "type": f"{job['kind'].lower()}.{event}",
-        "event": event,
-        "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "id": pending["id"],
+        "type": f"{job['kind'].lower()}.{pending['event']}",
+        "event": pending["event"],
+        "createdAt": pending["createdAt"],
         "job": {
             "kind": job["kind"],
             "namespace": metadata.get("namespace"),
             "name": metadata.get("name"),
             "uid": metadata.get("uid"),
             "projectId": (metadata.get("labels") or {}).get("onair.dev/project-id"),
-            "phase": phase,
+            "phase": pending["phase"],
         },
-        "message": message,
+        "message": pending.get("message") or "",
     }
 
 

@@ -227,6 +227,60 @@ def test_webhook_is_signed_and_retried_after_500(kube: client.ApiClient, platfor
         server.shutdown()
 
 
+class ReceiverDownThenUp(http.server.BaseHTTPRequestHandler):
+    """Answers 503 until `up`, then takes every webhook."""
+
+    up = False
+    attempts = 0
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        ReceiverDownThenUp.attempts += 1
+        if ReceiverDownThenUp.up:
+            ReceiverDownThenUp.received.append(body)
+        self.send_response(204 if ReceiverDownThenUp.up else 503)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_webhook_the_operator_stopped_before_delivering_is_delivered_by_the_next_one(
+        kube: client.ApiClient, platform: PlatformInfo, run_root: Path, resilience_namespace: str) -> None:
+    """A rolling update (or a crash) while the receiver is down: the event is in the job's status with
+    its phase, and the next operator delivers it, with the same id, once."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ReceiverDownThenUp)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    job = live_job_reader(kube, resilience_namespace, "owed")
+
+    def pending() -> list[dict[str, Any]]:
+        return list((job().get("status") or {}).get("pendingWebhooks") or [])
+
+    first = own_operator(platform, run_root, "webhooks-first")
+    try:
+        manifest = live_job_manifest("owed")
+        manifest["spec"]["callbackUrl"] = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        client.CustomObjectsApi(kube).create_namespaced_custom_object(
+            "onair.dev", "v1alpha1", resilience_namespace, "livejobs", manifest)
+        owed = wait_until(lambda: [entry for entry in pending() if entry["event"] == "started"], 30,
+                          "the 'started' webhook in the job's status")
+        wait_until(lambda: ReceiverDownThenUp.attempts > 0, 15, "a delivery attempt the receiver refuses")
+    finally:
+        stop_operator(first)
+    assert [entry["id"] for entry in pending()] == [entry["id"] for entry in owed]
+    ReceiverDownThenUp.up = True
+    second = own_operator(platform, run_root, "webhooks-second")
+    try:
+        wait_until(lambda: not pending(), 30, "the delivered webhook to leave the status")
+        started = [body for body in ReceiverDownThenUp.received if body["event"] == "started"]
+        assert [body["id"] for body in started] == [owed[0]["id"]]
+        assert started[0]["createdAt"] == owed[0]["createdAt"] and started[0]["job"]["phase"] == "WaitingForInput"
+    finally:
+        stop_operator(second)
+        server.shutdown()
+
+
 def urlread(url: str) -> str:
     import urllib.request
 

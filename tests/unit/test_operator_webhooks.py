@@ -2,6 +2,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 from aiohttp import web
 
@@ -13,6 +14,7 @@ from onair.operator.webhooks import (
     build_payload,
     event_name,
     is_public,
+    pending_webhook,
     refused_target,
     sign,
     verify,
@@ -48,8 +50,11 @@ def test_events_named_as_the_issue_lists_them() -> None:
 def test_payload_names_the_job() -> None:
     job = {"kind": "LiveJob", "metadata": {"name": "n", "namespace": "ns", "uid": "u",
                                              "labels": {"onair.dev/project-id": "p"}}}
-    payload = build_payload("live", job, "Live", "input connected")
-    assert payload["type"] == "livejob.live"
+    pending = pending_webhook("live", "Live", "input connected", datetime(2026, 12, 4, 21, 0, 0, 123456, UTC))
+    assert pending["createdAt"] == "2026-12-04T21:00:00Z"
+    payload = build_payload(job, pending)
+    assert payload["type"] == "livejob.live" and payload["id"] == pending["id"]
+    assert payload["createdAt"] == "2026-12-04T21:00:00Z" and payload["message"] == "input connected"
     assert payload["job"] == {"kind": "LiveJob", "namespace": "ns", "name": "n", "uid": "u", "projectId": "p",
                               "phase": "Live"}
 
@@ -101,8 +106,9 @@ async def deliver(sender: WebhookSender, url: str, namespace: str = "news") -> t
         reasons.append(reason)
 
     job = {"kind": "LiveJob", "metadata": {"name": "n", "namespace": namespace, "uid": "u"}}
+    payload = build_payload(job, pending_webhook("live", "Live", "", datetime.now(UTC)))
     try:
-        return await sender.deliver(url, build_payload("live", job, "Live", ""), report), reasons
+        return await sender.deliver(url, payload, report), reasons
     finally:
         await sender.close()
 
