@@ -65,7 +65,9 @@ def cors_middleware(origins: tuple[str, ...]) -> Callable[..., Awaitable[web.Str
         allowed = origin and ("*" in origins or origin in origins)
         if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
             if not allowed:
-                return problem_response(403, [f"Origin: {origin or '(none)'} is not allowed"])
+                # Escaped: an Origin may hold bytes that are not UTF-8, and the answer must still encode.
+                shown = origin.encode("ascii", "backslashreplace").decode() if origin else "(none)"
+                return problem_response(403, [f"Origin: {shown} is not allowed"])
             response: web.StreamResponse = web.Response(status=204)
             response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
             response.headers["Access-Control-Allow-Headers"] = CORS_HEADERS

@@ -121,6 +121,8 @@ def verify_token(secret: str, token: str) -> Principal:
 
 def _verify(secret: str, token: str) -> tuple[Principal, float]:
     """The token's principal and the time it expires."""
+    if not token.isascii():  # a JWT is base64url and dots; other bytes would fail as they are encoded
+        raise AuthError("invalid token: not a JWT")
     try:
         claims = jwt.decode(token, secret, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
                             options={"require": ["exp", "iat", "sub"]})

@@ -153,6 +153,12 @@ async def error_middleware(request: web.Request,
             text = _HTTP_MESSAGES.get(error.status) or error.reason
         headers = {k: v for k, v in error.headers.items() if k.lower() in ("allow", "retry-after")}
         return problem_response(error.status, [text], headers=headers)
+    except web.RequestPayloadError as error:  # a body its Content-Encoding does not decode, or cut short
+        return problem_response(400, [f"body: could not be read ({error})"])
+    except UnicodeError:
+        # Bytes a header or the path held that are not UTF-8 (aiohttp keeps them as surrogates), met
+        # where the text is encoded again.
+        return problem_response(400, ["the request holds bytes that are not UTF-8"])
     except (TimeoutError, OSError) as error:
         log.warning("upstream failure on %s %s: %r", request.method, request.path, error)
         return problem_response(503, ["the Kubernetes API is unreachable; retry"], headers={"Retry-After": "1"})

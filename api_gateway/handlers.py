@@ -312,8 +312,8 @@ class Gateway:
         key = request.headers.get("Idempotency-Key")
         if key is None:
             return str(uuid.uuid4()), False
-        if not key.strip() or len(key) > 255:
-            raise ApiProblem(400, "Idempotency-Key: 1 to 255 characters")
+        if not key.strip() or len(key) > 255 or not key.isascii() or not key.isprintable():
+            raise ApiProblem(400, "Idempotency-Key: 1 to 255 printable ASCII characters")
         # Lower case: the ids in the path (project, job, stream key) match in any case.
         seed = f"onair:{ctx.project_id}:{request.path.lower()}:{key}"
         return str(uuid.uuid5(uuid.NAMESPACE_URL, seed)), True

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import itertools
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -488,6 +490,42 @@ async def test_malformed_requests(client: Client) -> None:
         body = await response.json()
         assert response.status == status, (prefix, body)
         assert body["success"] is False and body["errors"][0].startswith(prefix), body
+
+
+async def raw_request(client: Client, method: str, path: str, headers: bytes, body: bytes = b"") -> tuple[int, Any]:
+    """A request sent as bytes: headers that are not UTF-8, or a body its Content-Encoding does not
+    decode, as a client library would never send them."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {len(body)}\r\n"
+                 .encode() + headers + b"\r\n" + body)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(payload)
+
+
+async def test_undecodable_bytes_get_an_answer_in_the_envelope(client: Client, kube: FakeKube) -> None:
+    kube.objects[f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{FIRST}"] = live_job(FIRST, 1,
+                                                                                           "2024-01-01T00:00:01Z")
+    bearer = b"Authorization: " + (await token(client))["Authorization"].encode() + b"\r\n"
+    create = b'{"jobTemplateId":7,"bucket":"media","serverType":0}'
+    cut = b'{"online":true,"startDateTime":"2024-01-01T00:00:00Z","finishDateTime":"2024-01-01T00:01:00Z"}'
+    cases = [
+        ("POST", url(), bearer + b"Idempotency-Key: k\xff\r\n", create, 400, "Idempotency-Key: "),
+        ("POST", url(f"/{FIRST_KEY}"), bearer + b"Idempotency-Key: k\xff\r\n", cut, 400, "Idempotency-Key: "),
+        ("GET", url(), b"Authorization: Bearer abc\xff\r\n", b"", 401, "invalid token"),
+        ("POST", url(), bearer + b"Content-Type: application/json\r\nContent-Encoding: gzip\r\n",
+         b"not gzip at all", 400, "body: could not be read"),
+        ("OPTIONS", url(), b"Origin: https://e\xff.com\r\nAccess-Control-Request-Method: GET\r\n", b"", 403,
+         "Origin: https://e\\udcff.com is not allowed"),
+    ]
+    for method, path, headers, body, status, prefix in cases:
+        answer = await raw_request(client, method, path, headers, body)
+        assert answer[0] == status and answer[1]["success"] is False, (prefix, answer)
+        assert answer[1]["errors"][0].startswith(prefix), answer
+    # Nothing was written on the way to those refusals: no job made, the cut's job not switched.
+    assert not [call for call in kube.calls if call[0] in ("create", "patch")], kube.calls
 
 
 async def test_auth_matrix(client: Client) -> None:
