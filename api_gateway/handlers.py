@@ -11,7 +11,7 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -120,9 +120,7 @@ class Gateway:
         query_names = route.query_names
         length_limits = {p.name: p.schema["maxLength"] for p in route.params
                          if p.location == "query" and "maxLength" in p.schema}
-        # The reference spells its parameters both ways (pageIndex in the URL, PageIndex in its
-        # table), and the .NET servers it describes match them in any case: so does the gateway.
-        spelled = {name.lower(): name for name in query_names}
+        spelled = query_spellings(query_names)
 
         async def wrapped(request: web.Request) -> web.StreamResponse:
             if any(name not in query_names and name.lower() in spelled for name in request.query):
@@ -252,7 +250,7 @@ class Gateway:
         namespace = ctx.namespace
         return list_response(run_list(request, self.route_of(request), self.store.live_index(namespace), [],
                                       newest_settled_ms=self.newest_settled_ms(),
-                                      search=search.lower() if search else None, default_desc=False,
+                                      search=mapping.search_needle(search) if search else None, default_desc=False,
                                       render=lambda e: self.store.live_row(namespace, e)[0],
                                       render_json=lambda e: self.store.live_row(namespace, e)[1]))
 
@@ -456,7 +454,7 @@ class Gateway:
         entry = await self.live_entry(ctx, request.match_info["id"])
         detail = mapping.live_job_detail(entry.obj, entry.facts, self.stream_key(ctx.namespace, entry.name),
                                          ctx.project_id)
-        return json_response(envelope(select(request, detail)))
+        return json_response(envelope(select(request, detail, self.route_of(request).select_fields)))
 
     async def delete_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace
@@ -503,7 +501,7 @@ class Gateway:
             if alias in q and contract in q:
                 errors.append(f"{alias}: give {alias} or {contract}, not both")
         # Keyword and search look in the same text; given both, a job must contain both (AND).
-        needles = [text.lower() for text in (q.get("Keyword"), q.get("search")) if text]
+        needles = [mapping.search_needle(text) for text in (q.get("Keyword"), q.get("search")) if text]
         extra.extend(query.contains("search", needle) for needle in needles[1:])
         start = end = None
         try:
@@ -599,7 +597,7 @@ class Gateway:
         assert ctx.namespace
         entry = await self.record_entry(ctx, request.match_info["id"])
         result = mapping.record_job_out(entry.obj, entry.facts, self.template_name(ctx.namespace))
-        return json_response(envelope(select(request, result)))
+        return json_response(envelope(select(request, result, self.route_of(request).select_fields)))
 
     async def delete_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace
@@ -796,12 +794,21 @@ def query_int(request: web.Request, name: str, default: int | None, low: int, hi
         raise ApiProblem(400, *error.errors) from error
 
 
-def select(request: web.Request, item: dict[str, Any]) -> dict[str, Any]:
+def query_spellings(declared: Iterable[str]) -> dict[str, str]:
+    """The declared query name each spelling in lower case stands for. The reference spells its
+    parameters both ways (pageIndex in the URL, PageIndex in its table), and the .NET servers it
+    describes match them in any case: so does the gateway. Where two declared names differ only in
+    case (the record jobs' PageSize and pageSize, Status and status), another spelling is the one
+    that begins in lower case, whatever order the names come in (the same in every replica)."""
+    return {name.lower(): name for name in sorted(declared, key=lambda name: (name[:1].islower(), name))}
+
+
+def select(request: web.Request, item: dict[str, Any], allowed: query.SelectTree) -> dict[str, Any]:
     raw = request.query.get("select")
     if raw is None:
         return item
     try:
-        return query.project(item, query.parse_select(raw, list(item)))
+        return query.project(item, query.parse_select(raw, allowed))
     except query.QueryError as error:
         raise ApiProblem(400, *error.errors) from error
 
@@ -864,7 +871,7 @@ def parse_list_query(request: web.Request, route: Route, extra: list[query.Predi
         if keyset and (page_index_name in q or page_size_name in q):
             raise query.QueryError(f"start_token: keyset paging (start_token, page_size) does not mix with "
                                    f"{page_index_name}/{page_size_name}")
-        paths = query.parse_select(q["select"], route.row_fields) if "select" in q else None
+        paths = query.parse_select(q["select"], route.select_fields) if "select" in q else None
         # Paging is not part of the query a token belongs to: an offset page's next_token continues
         # in keyset paging.
         fingerprint = query.fingerprint([(k, v) for k, v in q.items() if k not in paging])

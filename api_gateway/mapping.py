@@ -133,10 +133,22 @@ def live_job_facts(obj: Obj) -> dict[str, Any]:
     return facts
 
 
+# Between the fields of one job's search text: a search matches within a field (the id, or the name,
+# ...), never text that spans two of them.
+FIELD_SEPARATOR = "\x1f"
+
+
 def search_text(*parts: Any) -> str:
     """What `search` and `Keyword` look in: lower case and without NUL, which the job index uses to
     join the texts of all jobs into one string."""
-    return " ".join(str(part or "") for part in parts).lower().replace("\0", "")
+    fields = (str(part or "").replace("\0", "").replace(FIELD_SEPARATOR, "") for part in parts)
+    return FIELD_SEPARATOR.join(fields).lower()
+
+
+def search_needle(text: str) -> str:
+    """What a search looks for in search texts: lower case; a FIELD_SEPARATOR in it becomes NUL, which
+    no search text holds, so that nothing matches across two fields."""
+    return text.lower().replace(FIELD_SEPARATOR, "\0")
 
 
 # A job that no longer runs: endDateTime is when it became so.

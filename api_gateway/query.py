@@ -218,7 +218,15 @@ def compile_filters(params: Sequence[tuple[str, str]], fields: Mapping[str, Fiel
 
 # --- select= projection (Flussonic) ------------------------------------------------------------
 
-def parse_select(raw: str, allowed: Sequence[str]) -> list[tuple[str, ...]]:
+# The fields select= may name: each with the fields below it ({} for a plain value), or None where
+# anything below goes (a free-form object).
+SelectTree = Mapping[str, "SelectTree | None"]
+
+
+def parse_select(raw: str, allowed: SelectTree | Sequence[str]) -> list[tuple[str, ...]]:
+    """The paths of select=; `allowed` a tree of the fields (or only the top-level names, with
+    anything below them)."""
+    tree: SelectTree = allowed if isinstance(allowed, Mapping) else dict.fromkeys(allowed)
     paths, errors = [], []
     for part in raw.split(","):
         part = part.strip()
@@ -227,8 +235,8 @@ def parse_select(raw: str, allowed: Sequence[str]) -> list[tuple[str, ...]]:
         path = tuple(part.split("."))
         if any(not p for p in path):
             errors.append(f"select: bad field path {part!r}")
-        elif path[0] not in allowed:
-            errors.append(f"select: unknown field {path[0]!r}")
+        elif (unknown := _unknown_field(path, tree)) is not None:
+            errors.append(f"select: unknown field {unknown!r}")
         else:
             paths.append(path)
     if errors:
@@ -236,6 +244,18 @@ def parse_select(raw: str, allowed: Sequence[str]) -> list[tuple[str, ...]]:
     if not paths:
         raise QueryError("select: name at least one field")
     return paths
+
+
+def _unknown_field(path: tuple[str, ...], tree: SelectTree) -> str | None:
+    """The first part of `path` that `tree` does not have, with the parts before it."""
+    node: SelectTree | None = tree
+    for depth, name in enumerate(path):
+        if node is None:
+            return None
+        if name not in node:
+            return ".".join(path[:depth + 1])
+        node = node[name]
+    return None
 
 
 def project(item: Mapping[str, Any], paths: Sequence[tuple[str, ...]]) -> dict[str, Any]:

@@ -6,14 +6,15 @@ path and query parameters (validated from these declarations), its body model an
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
 from onair.api_gateway import mapping, schemas
 from onair.api_gateway.auth import Role
-from onair.api_gateway.query import MAX_PAGE_SIZE, FieldSpec
+from onair.api_gateway.query import MAX_PAGE_SIZE, FieldSpec, SelectTree
 
 Location = Literal["path", "query", "header"]
 
@@ -51,13 +52,35 @@ class Route:
     default_page_size: int = 10  # rows per page when pageSize / page_size are not given
 
     @property
-    def row_fields(self) -> list[str]:
+    def select_fields(self) -> SelectTree:
+        """What select= may name: the fields of a list's rows, or of the one object answered."""
         model = self.row_model or self.result
-        return [f.alias or n for n, f in model.model_fields.items()] if model else []
+        return select_tree(model) if model else {}
 
     @property
     def query_names(self) -> set[str]:
         return {p.name for p in self.params if p.location == "query"}
+
+
+def select_tree(model: type[BaseModel], seen: frozenset[type[BaseModel]] = frozenset()) -> dict[str, Any]:
+    """The fields of `model` by their JSON names, each with the fields below it (select=)."""
+    seen = seen | {model}
+    return {f.alias or name: _fields_below(f.annotation, seen) for name, f in model.model_fields.items()}
+
+
+def _fields_below(annotation: Any, seen: frozenset[type[BaseModel]]) -> dict[str, Any] | None:
+    """{} for a plain value; None for a free-form object (a dict, Any) or a model met again."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return None if annotation in seen else select_tree(annotation, seen)
+    if annotation is Any or get_origin(annotation) in (dict, Mapping) or annotation is dict:
+        return None
+    merged: dict[str, Any] = {}
+    for argument in get_args(annotation):  # Optional[...], list[...], Annotated[...], unions
+        below = _fields_below(argument, seen)
+        if below is None:
+            return None
+        merged.update(below)
+    return merged
 
 
 GUID = {"type": "string", "format": "uuid", "pattern": schemas.GUID_PATTERN}

@@ -706,6 +706,9 @@ async def test_record_jobs_alibaba_list(client: Client) -> None:
                           ({"search": "rec 0"}, ["rec 0"])):
         body = await (await client.get(base, params=params, headers=headers)).json()
         assert [r["name"] for r in body["result"]] == names, params
+    # Status (Alibaba's) and status (the filter) differ only in case: another spelling is the filter.
+    body = await (await client.get(base, params={"STATUS": "[initial,paused]"}, headers=headers)).json()
+    assert [r["id"] for r in body["result"]] == [ids[2], ids[1], ids[0]], body
     for params, error in [({"StartTime": "2024-01-01T00:00:00Z", "EndTime": "2024-03-01T00:00:00Z"},
                            "EndTime: at most 30"),
                           ({"StartTime": "2024-01-01 00:00"}, "StartTime: must be a UTC time"),
@@ -713,6 +716,27 @@ async def test_record_jobs_alibaba_list(client: Client) -> None:
                           ({"PageNo": "1", "pageIndex": "1"}, "PageNo: give")]:
         response = await client.get(base, params=params, headers=headers)
         assert response.status == 400 and (await response.json())["errors"][0].startswith(error)
+
+
+def test_query_names_in_another_case_stand_for_the_same_declared_name_in_any_order() -> None:
+    for declared in (["Status", "status", "PageSize", "pageSize", "Keyword"],
+                     ["pageSize", "Keyword", "status", "PageSize", "Status"]):
+        assert handlers.query_spellings(declared) == {"status": "status", "pagesize": "pageSize",
+                                                      "keyword": "Keyword"}
+
+
+async def test_select_names_nested_fields_that_exist(client: Client) -> None:
+    headers = await token(client)
+    for path, select, error in [(url(), "id.bogus", "select: unknown field 'id.bogus'"),
+                                (url("/1"), "statistics.nope", "select: unknown field 'statistics.nope'"),
+                                (url("/1"), "input.serverTypeOptions.nope",
+                                 "select: unknown field 'input.serverTypeOptions.nope'")]:
+        response = await client.get(path, params={"select": select}, headers=headers)
+        body = await response.json()
+        assert response.status == 400 and body["errors"] == [error], body
+    body = await (await client.get(url("/1"), params={"select": "id,statistics.width,input.serverTypeOptions.value"},
+                                   headers=headers)).json()
+    assert set(body["result"]) == {"id", "statistics", "input"} and set(body["result"]["statistics"]) == {"width"}
 
 
 def test_record_status_follows_spec_paused_until_the_job_ends() -> None:

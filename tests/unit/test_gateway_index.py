@@ -11,7 +11,7 @@ import pytest
 from onair.api_gateway.auth import AuthError, VerifiedTokens, issue_token, parse_api_keys
 from onair.api_gateway.cache import JobEntry, JobIndex
 from onair.api_gateway.errors import EncodedJSON, envelope, json_response, list_body, list_response
-from onair.api_gateway.mapping import search_text
+from onair.api_gateway.mapping import search_needle, search_text
 
 
 def entry(number: int, text: str) -> JobEntry:
@@ -58,8 +58,16 @@ def test_search_follows_a_job_whose_text_changes_and_one_whose_text_does_not() -
     assert [e.obj for _, e in index.matching("q3", [], "job 4")] == [changed.obj]
 
 
-def test_search_text_is_lower_case_without_nul() -> None:
-    assert search_text(12, "Name\0X", None, "Live") == "12 namex  live"
+def test_search_text_is_lower_case_without_nul_and_keeps_its_fields_apart() -> None:
+    text = search_text(12, "Name\0X", None, "Live\x1f")
+    assert text == "12\x1fnamex\x1f\x1flive"
+    index = JobIndex()
+    index.put(JobEntry({"metadata": {"name": "job-3"}}, {"id": 3, "name": "job-3", "created_at": 0,
+                                                        "search": search_text(3, "00000000-abc", "Live")}))
+    assert [e.id for _, e in index.matching("whole", [], search_needle("00000000"))] == [3]
+    # Text that spans two fields (the id and the name) is neither the one nor the other.
+    for spanning in ("3 00000000", "3\x1f00000000"):
+        assert index.matching(spanning, [], search_needle(spanning)) == []
 
 
 def test_search_combines_with_predicates() -> None:
