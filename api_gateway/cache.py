@@ -205,6 +205,9 @@ class JobIndex:
     keys: list[SortKey] = field(default_factory=list)
     by_id: dict[int, str] = field(default_factory=dict)
     version: int = 0  # bumped on every change; list results are remembered per version
+    # The newest stamp (creation or change, ms) of any job put: while it has not settled, a list
+    # answer depends on the time too (see handlers.page_of).
+    newest_stamp_ms: int = -1
     # Bumped only when a search text or the order changes: a job's statistics or outputs changing
     # (the operator writes those all the time) does not rebuild the joined texts.
     text_version: int = 0
@@ -267,6 +270,7 @@ class JobIndex:
 
     def put(self, entry: JobEntry) -> None:
         self.version += 1
+        self.newest_stamp_ms = max(self.newest_stamp_ms, entry.sort_key[0], int(entry.facts.get("modified_at") or 0))
         old = self.entries.get(entry.name)
         if old is not None:
             if old.sort_key != entry.sort_key:

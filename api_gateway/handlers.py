@@ -828,7 +828,7 @@ def run_list(request: web.Request, route: Route, index: JobIndex, extra: list[qu
         return compute()
     # The answer depends only on the query, the index version (stream keys touch the index too) and,
     # while some jobs are still settling, which ones have.
-    settling = newest_settled_ms is not None and bool(index.keys) and index.keys[-1][0] > newest_settled_ms
+    settling = newest_settled_ms is not None and index.newest_stamp_ms > newest_settled_ms
     settled = newest_settled_ms // 1000 if settling and newest_settled_ms is not None else None
     return index.remembered(("page", route.path, tuple(sorted(request.query.items())), settled), compute)
 
@@ -844,6 +844,7 @@ class ListQuery:
     size: int
     page_index: int
     after: query.SortKey | None
+    walk: query.DescendingWalk | None  # a keyset walk newest first by creation, from its token
     fingerprint: str
     paths: list[tuple[str, ...]] | None
     selecting: tuple[tuple[str, str], ...]  # the parameters that decide which rows match
@@ -878,33 +879,43 @@ def parse_list_query(request: web.Request, route: Route, extra: list[query.Predi
         if keyset:
             size = query.parse_int(q.get("page_size"), "page_size", route.default_page_size, 1, query.MAX_PAGE_SIZE)
             token = q.get("start_token")
-            after = query.decode_token(token, sort, descending, fingerprint) if token else None
+            after, walk = query.decode_walk_token(token, sort, descending, fingerprint) if token else (None, None)
             page_index = 0
         else:
             page_index = query.parse_int(q.get(page_index_name), page_index_name, 1, 1, 1_000_000)
             size = query.parse_int(q.get(page_size_name), page_size_name, route.default_page_size, 1,
                                    query.MAX_PAGE_SIZE)
-            after = None
+            after = walk = None
     except query.QueryError as error:
         raise ApiProblem(400, *error.errors) from error
     selecting = tuple(sorted((k, v) for k, v in q.items() if k not in paging))
-    return ListQuery(predicates, sort, descending, keyset, size, page_index, after, fingerprint, paths, selecting)
+    return ListQuery(predicates, sort, descending, keyset, size, page_index, after, walk, fingerprint, paths,
+                     selecting)
 
 
 def page_of(lq: ListQuery, matched: Sequence[tuple[query.SortKey, T]], newest_settled_ms: int | None = None
             ) -> tuple[list[T], dict[str, Any]]:
-    """One page of `matched` (sorted ascending by its unique keys): keyset or offset paging. With
-    `newest_settled_ms`, an ascending keyset page by creation time ends before the jobs created after
-    it, and its token waits there: a job that reaches the cache later may sort before them, and a
-    token past it would skip it. (Descending, a late job sorts ahead of the pages still to come.)"""
+    """One page of `matched` (sorted ascending by its unique keys): keyset or offset paging.
+
+    `newest_settled_ms`: every job created up to then is in the cache; one created later may reach it
+    after another stamped later still (a slower create, another replica's). Ascending by creation, a
+    keyset page ends before the jobs still settling and its token waits there, so a late job is not
+    passed. Newest first, where a late job sorts among those already given, the token carries the walk
+    (query.DescendingWalk) and a later page gives the late job first."""
     total = len(matched)
+    # Either sort (created_at, modified_at) is by a stamp a change gets before it reaches the cache.
+    by_creation = newest_settled_ms is not None
     settled = None  # how many of the first jobs have settled, when it matters
-    if newest_settled_ms is not None and lq.sort == "created_at" and not lq.descending:
+    if by_creation and newest_settled_ms is not None and not lq.descending:
         settled = query.settled_count(matched, newest_settled_ms)
     if lq.keyset:
-        page, last = query.keyset_page([item for _, item in matched], [key for key, _ in matched], lq.after,
-                                       lq.descending, lq.size, settled)
-        token = query.encode_token(lq.sort, lq.descending, last, lq.fingerprint) if last else None
+        items, keys = [item for _, item in matched], [key for key, _ in matched]
+        walk = None
+        if by_creation and newest_settled_ms is not None and lq.descending:
+            page, last, walk = query.descending_walk_page(items, keys, lq.after, lq.walk, lq.size, newest_settled_ms)
+        else:
+            page, last = query.keyset_page(items, keys, lq.after, lq.descending, lq.size, settled)
+        token = query.encode_token(lq.sort, lq.descending, last, lq.fingerprint, walk) if last else None
         return page, page_info(total, 0, lq.size, token, keyset=True, has_previous=lq.after is not None)
     skip = (lq.page_index - 1) * lq.size
     if lq.descending:  # page n of the reversed order, without reversing all of it
@@ -916,11 +927,14 @@ def page_of(lq: ListQuery, matched: Sequence[tuple[query.SortKey, T]], newest_se
     token = None
     if more:
         after = chosen[-1][0]
+        walk = None
         if settled is not None and settled <= skip + len(chosen) - 1:
             # It continues in keyset paging: from the jobs still settling, as a keyset page's would,
             # so a late job is not passed (those on this page may come again).
             after = matched[settled - 1][0] if settled else query.BEFORE_ALL
-        token = query.encode_token(lq.sort, lq.descending, after, lq.fingerprint)
+        elif by_creation and newest_settled_ms is not None and lq.descending:
+            walk = query.walk_state(None, [key for key, _ in chosen], newest_settled_ms)
+        token = query.encode_token(lq.sort, lq.descending, after, lq.fingerprint, walk)
     return [item for _, item in chosen], page_info(total, lq.page_index, lq.size, token)
 
 

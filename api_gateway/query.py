@@ -8,6 +8,7 @@ import binascii
 import hashlib
 import json
 import re
+import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -305,13 +306,43 @@ def fingerprint(parts: Sequence[tuple[str, str]]) -> str:
     return digest[:16]
 
 
-def encode_token(sort: str, descending: bool, last: SortKey, query_fingerprint: str) -> str:
-    data = json.dumps({"v": 1, "s": sort, "d": descending, "k": list(last), "f": query_fingerprint},
-                      separators=(",", ":"))
+@dataclass(frozen=True)
+class DescendingWalk:
+    """Where a walk down the jobs newest first (keyset paging by created_at or modified_at) stands,
+    beyond its cursor. A job reaches the cache up to a settling time after its stamp (another
+    replica's create, a slower one), so it can turn up below jobs the walk already gave: a later page
+    gives it rather than pass it. Kept only while a job the walk gave is still settling."""
+
+    top_ms: int  # the stamp of the first job the walk gave: late jobs are stamped up to it
+    settled_ms: int  # when the token was issued, every job created up to here was in the cache
+    # The jobs given that were still settling then, as (stamp ms, checksum of the name): they do not
+    # come again (short, so that a token holds many).
+    seen: tuple[tuple[int, int], ...] = ()
+
+
+def _walk_mark(key: SortKey) -> tuple[int, int]:
+    return key[0], zlib.crc32(key[2].encode())
+
+
+# A token carries at most this many settling jobs it gave; beyond, the oldest may come again.
+MAX_SEEN_IN_TOKEN = 32
+
+
+def encode_token(sort: str, descending: bool, last: SortKey, query_fingerprint: str,
+                 walk: DescendingWalk | None = None) -> str:
+    fields: dict[str, Any] = {"v": 1, "s": sort, "d": descending, "k": list(last), "f": query_fingerprint}
+    if walk is not None:
+        fields["w"] = [walk.top_ms, walk.settled_ms, [[ms - walk.settled_ms, ident] for ms, ident in walk.seen]]
+    data = json.dumps(fields, separators=(",", ":"))
     return base64.urlsafe_b64encode(data.encode()).decode().rstrip("=")
 
 
 def decode_token(token: str, sort: str, descending: bool, query_fingerprint: str) -> SortKey:
+    return decode_walk_token(token, sort, descending, query_fingerprint)[0]
+
+
+def decode_walk_token(token: str, sort: str, descending: bool, query_fingerprint: str
+                      ) -> tuple[SortKey, DescendingWalk | None]:
     try:
         padded = token + "=" * (-len(token) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
@@ -321,11 +352,59 @@ def decode_token(token: str, sort: str, descending: bool, query_fingerprint: str
         if (not isinstance(key, list) or len(key) != 3 or not isinstance(key[0], int)
                 or not isinstance(key[1], int) or not isinstance(key[2], str)):
             raise ValueError("key")
+        walk = _walk(data["w"]) if "w" in data else None
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError, RecursionError) as error:
         raise QueryError("start_token: not a token this API gave out") from error
     if data.get("s") != sort or bool(data.get("d")) != descending or data.get("f") != query_fingerprint:
         raise QueryError("start_token: belongs to a query with other filters or sort; start again without it")
-    return (key[0], key[1], key[2])
+    return (key[0], key[1], key[2]), walk
+
+
+def _walk(raw: Any) -> DescendingWalk:
+    top, settled, seen = raw
+    if not (isinstance(top, int) and isinstance(settled, int) and isinstance(seen, list)
+            and all(isinstance(pair, list) and len(pair) == 2 and all(isinstance(n, int) for n in pair)
+                    for pair in seen)):
+        raise ValueError("walk")
+    return DescendingWalk(top, settled, tuple((settled + offset, ident) for offset, ident in seen))
+
+
+def descending_walk_page(items: Sequence[T], keys: Sequence[SortKey], after: SortKey | None,
+                         walk: DescendingWalk | None, size: int, settled_ms: int
+                         ) -> tuple[list[T], SortKey | None, DescendingWalk | None]:
+    """A keyset page newest first (`keys` ascending, the stamp in ms first): the jobs that turned up
+    among those already given since the last page, then those below the cursor. Returns the page, the
+    cursor to continue from (None: the walk is done) and the walk's state."""
+    cursor_at = len(keys) if after is None else bisect_left(keys, after)
+    late: list[int] = []
+    if walk is not None:
+        seen = set(walk.seen)
+        # Created after the last page's settled time (so not in the cache then, unless given) and
+        # not after the walk's first job (newer ones sort above everything it gave: not passed).
+        late_from = max(cursor_at, bisect_right(keys, (walk.settled_ms, 2**63)))
+        late_to = bisect_right(keys, (walk.top_ms, 2**63))
+        late = [index for index in range(late_to - 1, late_from - 1, -1) if _walk_mark(keys[index]) not in seen]
+    chosen = late[:size]
+    late_left = len(late) > len(chosen)
+    below_from = max(0, cursor_at - (size - len(chosen)))
+    chosen += range(cursor_at - 1, below_from - 1, -1)
+    page = [items[index] for index in chosen]
+    cursor = keys[below_from] if below_from < cursor_at else after
+    state = walk_state(walk, [keys[index] for index in chosen], settled_ms)
+    if below_from == 0 and not late_left and state is None:
+        return page, None, None  # nothing below, and no job can still turn up among those given
+    return page, cursor or BEFORE_ALL, state
+
+
+def walk_state(walk: DescendingWalk | None, given: Sequence[SortKey], settled_ms: int) -> DescendingWalk | None:
+    """The walk after a page newest first that gave `given` (a first page: `walk` None); None once
+    every job it gave has settled, when none can turn up among them any more."""
+    top_ms = walk.top_ms if walk is not None else (given[0][0] if given else -1)
+    if settled_ms >= top_ms:
+        return None
+    pairs = (*(walk.seen if walk else ()), *(_walk_mark(key) for key in given))
+    settling = sorted({pair for pair in pairs if pair[0] > settled_ms})
+    return DescendingWalk(top_ms, settled_ms, tuple(settling[-MAX_SEEN_IN_TOKEN:]))
 
 
 # Where a token points when nothing has been returned yet: before every key.

@@ -327,6 +327,37 @@ async def test_an_offset_pages_token_does_not_pass_a_job_that_reaches_the_cache_
                                    headers=headers)).json()
     assert [row["id"] for row in rest["result"]] == [26, 27, 28]
 
+@pytest.mark.parametrize("params", [{"sort_dir": "desc"}, {"sort": "modified_at", "sort_dir": "desc"},
+                                    {"sort": "modified_at"}], ids=["newest-first", "changed-newest-first",
+                                                                   "changed-oldest-first"])
+async def test_paging_newest_first_gives_a_job_that_reaches_the_cache_late_once(client: Client, clock: Clock,
+                                                                                  params: dict[str, str]) -> None:
+    """Jobs 27 and 28 stamped in one second are in the cache; 26, stamped earlier, turns up after the
+    client's first page. Newest first it sorts among the jobs already given: a later page gives it, and
+    the walk ends once nothing it gave can be joined by a late job any more."""
+    store = client.app[STORE_KEY]
+    now = clock()
+    for number, seconds_ago in ((27, 1), (28, 0)):
+        stamp = datetime.fromtimestamp(now - seconds_ago, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        store.livejobs.upsert(live_job(f"00000000-0000-4000-8000-0000000000{number}", number, stamp))
+    headers = await token(client)
+    seen: list[int] = []
+    query_params = {**params, "page_size": "3"}
+    for _ in range(30):
+        body = await (await client.get(url(), params=query_params, headers=headers)).json()
+        seen.extend(row["id"] for row in body["result"])
+        if len(seen) == 6 and 26 not in seen:
+            late_stamp = datetime.fromtimestamp(now - 1, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            store.livejobs.upsert(live_job("00000000-0000-4000-8000-000000000026", 26, late_stamp))
+        if not body["result"]:
+            clock.skipped += GatewayConfig.keyset_settle_seconds + 1  # a client polls until the jobs settle
+        if not body["resultInfo"]["nextToken"]:
+            break
+        query_params = {**params, "page_size": "3", "start_token": body["resultInfo"]["nextToken"]}
+    assert sorted(seen) == list(range(1, 29)) and len(seen) == 28, seen
+    assert body["resultInfo"]["nextToken"] is None
+
+
 def test_a_lookup_budget_survives_the_wall_clock_stepping_back() -> None:
     budget = handlers.LookupBudget(rate=20, tokens=0, at=1000.0)
     assert not budget.take(400.0)  # the clock stepped back ten minutes: nothing refilled, nothing owed
