@@ -903,15 +903,14 @@ def page_of(lq: ListQuery, matched: Sequence[tuple[query.SortKey, T]], newest_se
     passed. Newest first, where a late job sorts among those already given, the token carries the walk
     (query.DescendingWalk) and a later page gives the late job first."""
     total = len(matched)
-    # Either sort (created_at, modified_at) is by a stamp a change gets before it reaches the cache.
-    by_creation = newest_settled_ms is not None
     settled = None  # how many of the first jobs have settled, when it matters
-    if by_creation and newest_settled_ms is not None and not lq.descending:
+    if newest_settled_ms is not None and not lq.descending and lq.sort == "created_at":
+        # Not by modified_at: running jobs change all the time, and a walk held for them would not end.
         settled = query.settled_count(matched, newest_settled_ms)
     if lq.keyset:
         items, keys = [item for _, item in matched], [key for key, _ in matched]
         walk = None
-        if by_creation and newest_settled_ms is not None and lq.descending:
+        if newest_settled_ms is not None and lq.descending:
             page, last, walk = query.descending_walk_page(items, keys, lq.after, lq.walk, lq.size, newest_settled_ms)
         else:
             page, last = query.keyset_page(items, keys, lq.after, lq.descending, lq.size, settled)
@@ -932,7 +931,7 @@ def page_of(lq: ListQuery, matched: Sequence[tuple[query.SortKey, T]], newest_se
             # It continues in keyset paging: from the jobs still settling, as a keyset page's would,
             # so a late job is not passed (those on this page may come again).
             after = matched[settled - 1][0] if settled else query.BEFORE_ALL
-        elif by_creation and newest_settled_ms is not None and lq.descending:
+        elif newest_settled_ms is not None and lq.descending:
             walk = query.walk_state(None, [key for key, _ in chosen], newest_settled_ms)
         token = query.encode_token(lq.sort, lq.descending, after, lq.fingerprint, walk)
     return [item for _, item in chosen], page_info(total, lq.page_index, lq.size, token)
