@@ -844,7 +844,7 @@ class ListQuery:
     size: int
     page_index: int
     after: query.SortKey | None
-    walk: query.DescendingWalk | None  # a keyset walk newest first by creation, from its token
+    walk: query.DescendingWalk | None  # a keyset walk newest first: where it stands, from its token
     fingerprint: str
     paths: list[tuple[str, ...]] | None
     selecting: tuple[tuple[str, str], ...]  # the parameters that decide which rows match
