@@ -324,7 +324,7 @@ def _walk_mark(key: SortKey) -> tuple[int, int]:
     return key[0], zlib.crc32(key[2].encode())
 
 
-# A token carries at most this many settling jobs it gave; beyond, the oldest may come again.
+# A token carries at most this many settling jobs the walk gave (see walk_state).
 MAX_SEEN_IN_TOKEN = 32
 
 
@@ -390,21 +390,29 @@ def descending_walk_page(items: Sequence[T], keys: Sequence[SortKey], after: Sor
     chosen += range(cursor_at - 1, below_from - 1, -1)
     page = [items[index] for index in chosen]
     cursor = keys[below_from] if below_from < cursor_at else after
-    state = walk_state(walk, [keys[index] for index in chosen], settled_ms)
+    state = walk_state(walk, [keys[index] for index in chosen], settled_ms, late_left)
     if below_from == 0 and not late_left and state is None:
         return page, None, None  # nothing below, and no job can still turn up among those given
     return page, cursor or BEFORE_ALL, state
 
 
-def walk_state(walk: DescendingWalk | None, given: Sequence[SortKey], settled_ms: int) -> DescendingWalk | None:
+def walk_state(walk: DescendingWalk | None, given: Sequence[SortKey], settled_ms: int,
+               late_left: bool = False) -> DescendingWalk | None:
     """The walk after a page newest first that gave `given` (a first page: `walk` None); None once
-    every job it gave has settled, when none can turn up among them any more."""
+    every job it gave has settled, when none can turn up among them any more. `late_left`: late jobs
+    the page had no room for, found again next time from the same settled time."""
+    if late_left and walk is not None:
+        settled_ms = walk.settled_ms
     top_ms = walk.top_ms if walk is not None else (given[0][0] if given else -1)
     if settled_ms >= top_ms:
         return None
     pairs = (*(walk.seen if walk else ()), *(_walk_mark(key) for key in given))
     settling = sorted({pair for pair in pairs if pair[0] > settled_ms})
-    return DescendingWalk(top_ms, settled_ms, tuple(settling[-MAX_SEEN_IN_TOKEN:]))
+    if len(settling) > MAX_SEEN_IN_TOKEN:
+        # More jobs settling than a token holds (a burst of creates): the walk goes on as a plain
+        # keyset walk, which may pass a late job, rather than give jobs again or never end.
+        return None
+    return DescendingWalk(top_ms, settled_ms, tuple(settling))
 
 
 # Where a token points when nothing has been returned yet: before every key.

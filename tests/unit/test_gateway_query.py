@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import random
 
 import pytest
 
@@ -134,6 +135,41 @@ def test_keyset_paging_while_items_are_added() -> None:
         page, after = query.keyset_page(list(range(13)), keys, after, False, 4)
         seen = seen + page
     assert seen == list(range(13))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_walk_newest_first_gives_every_job_once_however_late_it_reaches_the_cache(seed: int) -> None:
+    """Jobs stamped in whole seconds reach the cache up to SETTLE ms after their stamp, in any order.
+    A client walks newest first, a page every few hundred ms, its token passed through text as a
+    client would. Every job there when the walk began, and every later one stamped no later than the
+    first job given, is given exactly once."""
+    settle = 3000
+    rng = random.Random(seed)
+    start = 100_000
+    jobs = []  # (stamp ms, id, name, arrival ms)
+    for ident in range(rng.randint(5, 60)):
+        stamp = rng.randint(start - 6000, start + 4000) // 1000 * 1000
+        jobs.append((stamp, ident, f"job-{ident:03d}", stamp + rng.randint(0, settle - 1)))
+    now, after, walk = start, None, None
+    given: list[str] = []
+    first_stamp = None
+    for _ in range(500):
+        present = sorted((stamp, ident, name) for stamp, ident, name, arrival in jobs if arrival <= now)
+        page, after, walk = query.descending_walk_page([key[2] for key in present], present, after, walk,
+                                                       rng.randint(1, 4), now - 1000 - settle + 1000)
+        given += page
+        if first_stamp is None and page:
+            first_stamp = next(key[0] for key in present if key[2] == page[0])
+        if after is None:
+            break
+        token = query.encode_token("created_at", True, after, "f", walk)
+        after, walk = query.decode_walk_token(token, "created_at", True, "f")
+        now += rng.randint(50, 700)
+    assert after is None, "the walk did not end"
+    assert len(given) == len(set(given)), given
+    owed = {name for stamp, _, name, arrival in jobs
+            if arrival <= start or (first_stamp is not None and stamp <= first_stamp and arrival <= now)}
+    assert owed <= set(given), sorted(owed - set(given))
 
 
 @pytest.mark.parametrize(("raw", "ok"), [("1", True), ("1000", True), ("0", False), ("1001", False),
