@@ -911,7 +911,8 @@ def page_of(lq: ListQuery, matched: Sequence[tuple[query.SortKey, T]], newest_se
         items, keys = [item for _, item in matched], [key for key, _ in matched]
         walk = None
         if newest_settled_ms is not None and lq.descending:
-            page, last, walk = query.descending_walk_page(items, keys, lq.after, lq.walk, lq.size, newest_settled_ms)
+            page, last, walk = query.descending_walk_page(items, keys, lq.after, lq.walk, lq.size, newest_settled_ms,
+                                                          changes=lq.sort == "modified_at")
         else:
             page, last = query.keyset_page(items, keys, lq.after, lq.descending, lq.size, settled)
         token = query.encode_token(lq.sort, lq.descending, last, lq.fingerprint, walk) if last else None
@@ -931,7 +932,7 @@ def page_of(lq: ListQuery, matched: Sequence[tuple[query.SortKey, T]], newest_se
             # It continues in keyset paging: from the jobs still settling, as a keyset page's would,
             # so a late job is not passed (those on this page may come again).
             after = matched[settled - 1][0] if settled else query.BEFORE_ALL
-        elif newest_settled_ms is not None and lq.descending:
+        elif newest_settled_ms is not None and lq.descending and skip == 0:  # the walk's first page
             walk = query.walk_state(None, [key for key, _ in chosen], newest_settled_ms)
         token = query.encode_token(lq.sort, lq.descending, after, lq.fingerprint, walk)
     return [item for _, item in chosen], page_info(total, lq.page_index, lq.size, token)

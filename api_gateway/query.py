@@ -8,7 +8,6 @@ import binascii
 import hashlib
 import json
 import re
-import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -315,13 +314,13 @@ class DescendingWalk:
 
     top_ms: int  # the stamp of the first job the walk gave: late jobs are stamped up to it
     settled_ms: int  # when the token was issued, every job created up to here was in the cache
-    # The jobs given that were still settling then, as (stamp ms, checksum of the name): they do not
-    # come again (short, so that a token holds many).
+    # The jobs given that were still settling then, as (stamp ms, 48-bit hash of the name): they do
+    # not come again, also after a change (short, so that a token holds many).
     seen: tuple[tuple[int, int], ...] = ()
 
 
 def _walk_mark(key: SortKey) -> tuple[int, int]:
-    return key[0], zlib.crc32(key[2].encode())
+    return key[0], int.from_bytes(hashlib.blake2b(key[2].encode(), digest_size=6).digest())
 
 
 # A token carries at most this many settling jobs the walk gave (see walk_state).
@@ -370,27 +369,31 @@ def _walk(raw: Any) -> DescendingWalk:
 
 
 def descending_walk_page(items: Sequence[T], keys: Sequence[SortKey], after: SortKey | None,
-                         walk: DescendingWalk | None, size: int, settled_ms: int
+                         walk: DescendingWalk | None, size: int, settled_ms: int, changes: bool = False
                          ) -> tuple[list[T], SortKey | None, DescendingWalk | None]:
     """A keyset page newest first (`keys` ascending, the stamp in ms first): the jobs that turned up
     among those already given since the last page, then those below the cursor. Returns the page, the
-    cursor to continue from (None: the walk is done) and the walk's state."""
+    cursor to continue from (None: the walk is done) and the walk's state. `changes`: the stamps are
+    of the jobs' last change (modified_at), and one in the top's own second may be a change made after
+    the walk began (a job that moved up, not a late one)."""
     cursor_at = len(keys) if after is None else bisect_left(keys, after)
     late: list[int] = []
     if walk is not None:
-        seen = set(walk.seen)
+        seen = {name for _, name in walk.seen}
         # Created after the last page's settled time (so not in the cache then, unless given) and
         # not after the walk's first job (newer ones sort above everything it gave: not passed).
         late_from = max(cursor_at, bisect_right(keys, (walk.settled_ms, 2**63)))
-        late_to = bisect_right(keys, (walk.top_ms, 2**63))
-        late = [index for index in range(late_to - 1, late_from - 1, -1) if _walk_mark(keys[index]) not in seen]
+        late_to = bisect_left(keys, (walk.top_ms,)) if changes else bisect_right(keys, (walk.top_ms, 2**63))
+        late = [index for index in range(late_to - 1, late_from - 1, -1) if _walk_mark(keys[index])[1] not in seen]
     chosen = late[:size]
     late_left = len(late) > len(chosen)
     below_from = max(0, cursor_at - (size - len(chosen)))
     chosen += range(cursor_at - 1, below_from - 1, -1)
     page = [items[index] for index in chosen]
     cursor = keys[below_from] if below_from < cursor_at else after
-    state = walk_state(walk, [keys[index] for index in chosen], settled_ms, late_left)
+    # Only a walk's first page starts one: further down, the jobs above the cursor are not known.
+    state = walk_state(walk, [keys[index] for index in chosen], settled_ms, late_left) \
+        if walk is not None or after is None else None
     if below_from == 0 and not late_left and state is None:
         return page, None, None  # nothing below, and no job can still turn up among those given
     return page, cursor or BEFORE_ALL, state

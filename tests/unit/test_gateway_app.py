@@ -358,6 +358,50 @@ async def test_paging_newest_first_gives_a_job_that_reaches_the_cache_late_once(
     assert body["resultInfo"]["nextToken"] is None
 
 
+async def test_newest_first_paging_never_gives_a_job_twice(client: Client, clock: Clock) -> None:
+    """More jobs settling than a token tracks (a burst of creates), the token of a later offset page,
+    and a job changed in the second of the newest change: each job comes once."""
+    store = client.app[STORE_KEY]
+    started = clock.stopped_at = clock()
+    now = datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for number in range(100, 150):
+        store.livejobs.upsert(live_job(f"00000000-0000-4000-8000-{number:012d}", number, now))
+    headers = await token(client, "read-key")
+
+    async def walk(params: dict[str, str], on_page: Callable[[int], None] = lambda page: None) -> list[int]:
+        given: list[int] = []
+        query_params = dict(params)
+        for page in range(60):
+            body = await (await client.get(url(), params=query_params, headers=headers)).json()
+            given += [row["id"] for row in body["result"]]
+            on_page(page)
+            if not body["result"]:
+                assert clock.stopped_at is not None
+                clock.stopped_at += GatewayConfig.keyset_settle_seconds + 1
+            if not body["resultInfo"]["nextToken"]:
+                return given
+            query_params = {**params, "start_token": body["resultInfo"]["nextToken"]}
+        raise AssertionError("the walk did not end")
+
+    burst = await walk({"sort_dir": "desc", "page_size": "40"})
+    assert sorted(burst) == [*range(1, 26), *range(100, 150)] and len(burst) == 75
+    clock.stopped_at = started  # the burst still settling, for the next walks
+    second = await (await client.get(url(), params={"pageIndex": "2", "pageSize": "3", "sort_dir": "desc"},
+                                      headers=headers)).json()
+    rest = await walk({"sort_dir": "desc", "page_size": "10", "start_token": second["resultInfo"]["nextToken"]})
+    assert rest == [*range(143, 99, -1), *range(25, 0, -1)]
+
+    def change_job_25(page: int) -> None:
+        if page == 0:  # its status written in the second of the newest change
+            changed = copy.deepcopy(store.livejobs.objects[(NS, "00000000-0000-4000-8000-000000000025")])
+            changed["metadata"]["resourceVersion"] = "60"
+            changed["status"]["timings"].append({"time": now, "phase": "Live", "reason": "PublisherConnected"})
+            assert store.livejobs.upsert(changed)
+
+    changed = await walk({"sort": "modified_at", "sort_dir": "desc", "page_size": "30"}, change_job_25)
+    assert len(changed) == len(set(changed)), changed
+
+
 def test_a_lookup_budget_survives_the_wall_clock_stepping_back() -> None:
     budget = handlers.LookupBudget(rate=20, tokens=0, at=1000.0)
     assert not budget.take(400.0)  # the clock stepped back ten minutes: nothing refilled, nothing owed
