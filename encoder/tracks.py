@@ -96,6 +96,11 @@ class RenditionTrack:
             track.window_start = next((index for index, segment in enumerate(track.segments)
                                        if segment.sequence >= live.media_sequence), len(track.segments))
             track.discontinuity_sequence = live.discontinuity_sequence
+            # And its tags as the live playlist has them: the event playlist also tags the gap where
+            # the job did not record, which the live stream never had.
+            published = {segment.sequence: segment.discontinuity for segment in live.segments}
+            track.segments = [replace(segment, discontinuity=published[segment.sequence])
+                              if segment.sequence in published else segment for segment in track.segments]
         if track.segments:
             track.next_sequence = track.segments[-1].sequence + 1
             track.pending_discontinuity = True

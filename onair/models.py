@@ -142,6 +142,14 @@ class OnairModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+class StatusModel(OnairModel):
+    """Base of the status models: fields it does not know are ignored, not refused. The status is the
+    operator's own record, and one written by a newer operator (a rollback, an old replica during a
+    rolling update) must not make this one fail the job as invalid."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
 def _url_field(description: str, **kwargs: Any) -> Any:
     return Field(description=description, max_length=MAX_URL_LENGTH, pattern=HTTP_URL_PATTERN, **kwargs)
 
@@ -807,7 +815,7 @@ class JobTemplateSpec(OnairModel):
 # --- Status ------------------------------------------------------------------------------------
 
 
-class Condition(OnairModel):
+class Condition(StatusModel):
     """One aspect of the job's state, as metav1.Condition."""
 
     type: str = Field(
@@ -835,7 +843,7 @@ class Condition(OnairModel):
     )
 
 
-class _Timing(OnairModel):
+class _Timing(StatusModel):
     time: AwareDatetime = Field(description="When it happened.")
     phase: str = Field(description="Phase entered.", max_length=32)
     reason: str | None = Field(
@@ -859,7 +867,7 @@ class RecordJobTiming(_Timing):
     phase: RecordJobPhase = Field(description="Phase entered.")
 
 
-class PendingWebhook(OnairModel):
+class PendingWebhook(StatusModel):
     """A webhook the job's phase changes owe: written with the phase, removed once delivered or given up,
     so an operator that stops first (a crash, a rolling update) leaves it to the next one."""
 
@@ -876,7 +884,7 @@ _PENDING_WEBHOOKS_DESCRIPTION = (
     "Delivered at least once: an operator that stops before it is done leaves them to the next.")
 
 
-class RenditionOutput(OnairModel):
+class RenditionOutput(StatusModel):
     """Progress of one rendition of a running LiveJob."""
 
     name: str = Field(description="Rendition name from the JobTemplate.", min_length=1, max_length=32)
@@ -896,7 +904,7 @@ class RenditionOutput(OnairModel):
     )
 
 
-class EncoderHealth(OnairModel):
+class EncoderHealth(StatusModel):
     """How the running encoder keeps up, from its reports: frames it dropped and how fast segments reach
     the bucket. Unset until the encoder has reported."""
 
@@ -910,7 +918,7 @@ class EncoderHealth(OnairModel):
     spool_bytes: int = Field(default=0, description="Segment bytes waiting on local disk for the bucket.", ge=0)
 
 
-class InputStatistics(OnairModel):
+class InputStatistics(StatusModel):
     """Properties of the incoming stream, as the REST API reports them. Unset until media arrives."""
 
     width: int | None = Field(default=None, description="Video width in pixels.", ge=0)
@@ -937,7 +945,7 @@ class InputStatistics(OnairModel):
     )
 
 
-class LiveJobUrls(OnairModel):
+class LiveJobUrls(StatusModel):
     """Where to publish to and play from. None of these URLs contains the stream key or passphrase."""
 
     ingest: str | None = Field(
@@ -975,7 +983,7 @@ class LiveJobUrls(OnairModel):
     )
 
 
-class LiveJobStatus(OnairModel):
+class LiveJobStatus(StatusModel):
     """Observed state of a LiveJob, written by the operator."""
 
     phase: LiveJobPhase | None = Field(default=None, description="Lifecycle phase.")
@@ -1041,7 +1049,7 @@ class LiveJobStatus(OnairModel):
                                                    max_length=MAX_PENDING_WEBHOOKS)
 
 
-class RecordedFile(OnairModel):
+class RecordedFile(StatusModel):
     """One file of a recording (a playlist or an MP4), not every segment."""
 
     name: str = Field(description="Rendition name, or 'master' for the master playlist.", min_length=1, max_length=32)
@@ -1052,7 +1060,7 @@ class RecordedFile(OnairModel):
     duration_seconds: float | None = Field(default=None, description="Duration in seconds.", ge=0)
 
 
-class PausedRange(OnairModel):
+class PausedRange(StatusModel):
     """A stretch during which a recording that follows its LiveJob was paused: the segments wholly
     inside it are left out of the recording."""
 
@@ -1060,7 +1068,7 @@ class PausedRange(OnairModel):
     end: AwareDatetime | None = Field(default=None, description="When it was resumed; unset while it is paused.")
 
 
-class RecordJobStatus(OnairModel):
+class RecordJobStatus(StatusModel):
     """Observed state of a RecordJob, written by the operator."""
 
     phase: RecordJobPhase | None = Field(default=None, description="Lifecycle phase.")

@@ -165,6 +165,11 @@ def _events_to_post(decision: Decision) -> list[tuple[str, str, str]]:
     return [event for event in decision.events if event[1] in EVENT_PHASES or event[1] not in ALL_PHASES]
 
 
+# Tries to remove a delivered webhook from the status (about three minutes with the back-off).
+FORGET_WEBHOOK_ATTEMPTS = 10
+FORGET_WEBHOOK_FIRST_DELAY_SECONDS = 1.0
+
+
 def merge_patch(old: Any, new: Any) -> Any:
     """RFC 7386 merge patch turning `old` into `new` (lists are replaced whole)."""
     if not isinstance(old, dict) or not isinstance(new, dict):
@@ -699,33 +704,42 @@ class Controller:
 
     async def _forget_webhook(self, key: Key, uid: str, webhook_id: str) -> None:
         """Removes a delivered (or given up) webhook from the job's pendingWebhooks. A JSON patch that
-        tests the list as read: an entry a reconcile adds meanwhile is never lost with it."""
+        tests the list as read: an entry a reconcile adds meanwhile is never lost with it. An API
+        server that does not answer is asked again with a back-off; one that never does leaves the
+        entry to a later reconcile, which sends it again (at least once) and removes it then."""
         kind, namespace, name = key
-        for _ in range(5):
-            current = await self.kube.get_or_none(resource_path(API_VERSION, PLURALS[kind], namespace, name))
-            if current is None or current["metadata"]["uid"] != uid:
-                return
-            pending = (current.get("status") or {}).get("pendingWebhooks") or []
-            if not any(entry["id"] == webhook_id for entry in pending):
-                return
-            left = [entry for entry in pending if entry["id"] != webhook_id]
-            operations: list[dict[str, Any]] = [{"op": "test", "path": "/status/pendingWebhooks", "value": pending}]
-            operations.append({"op": "replace", "path": "/status/pendingWebhooks", "value": left} if left
-                              else {"op": "remove", "path": "/status/pendingWebhooks"})
-            metrics.API_WRITES.labels("patch", f"{PLURALS[kind]}/status").inc()
+        delay = FORGET_WEBHOOK_FIRST_DELAY_SECONDS
+        for _ in range(FORGET_WEBHOOK_ATTEMPTS):
             try:
+                current = await self.kube.get_or_none(resource_path(API_VERSION, PLURALS[kind], namespace, name))
+                if current is None or current["metadata"]["uid"] != uid:
+                    return
+                pending = (current.get("status") or {}).get("pendingWebhooks") or []
+                if not any(entry["id"] == webhook_id for entry in pending):
+                    return
+                left = [entry for entry in pending if entry["id"] != webhook_id]
+                operations: list[dict[str, Any]] = [{"op": "test", "path": "/status/pendingWebhooks", "value": pending}]
+                operations.append({"op": "replace", "path": "/status/pendingWebhooks", "value": left} if left
+                                  else {"op": "remove", "path": "/status/pendingWebhooks"})
+                metrics.API_WRITES.labels("patch", f"{PLURALS[kind]}/status").inc()
                 await self.kube.json_patch(resource_path(API_VERSION, PLURALS[kind], namespace, name, "status"),
                                            operations)
                 return
             except ApiError as error:
                 if error.status == 404:
                     return
-                if error.status not in (409, 422):
-                    log.warning("could not remove delivered webhook %s from %s/%s: %s", webhook_id, namespace,
-                                name, error, extra=job_context(*key))
-                    return
-        log.warning("could not remove delivered webhook %s from %s/%s: the status kept changing", webhook_id,
-                    namespace, name, extra=job_context(*key))
+                if error.status in (409, 422):
+                    continue  # the status changed since it was read: read it again
+                problem: Exception = error
+            except (OSError, TimeoutError) as error:
+                problem = error
+            log.warning("could not remove delivered webhook %s from %s/%s (again in %.0fs): %s", webhook_id,
+                        namespace, name, delay, problem, extra=job_context(*key))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+        log.warning("gave up removing delivered webhook %s from %s/%s: a later reconcile sends it again",
+                    webhook_id, namespace, name, extra=job_context(*key))
+        self._webhooks_queued.get(key, set()).discard(webhook_id)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)

@@ -599,6 +599,23 @@ def test_recording_switched_on_again_goes_on_after_a_gap_with_a_discontinuity() 
     assert again.next_sequence == 14 and len(again.segments) == 7
 
 
+def test_a_recording_resumed_after_its_gap_publishes_the_same_live_window() -> None:
+    """The event playlist tags the gap where the job did not record; the live stream never had that
+    tag, so a Pod resuming from the event playlist must not add it to the live window (RFC 8216 6.2.1)
+    nor count it in DISCONTINUITY-SEQUENCE when the segment slides out."""
+    event, live = recorded_then_not(recorded_until=2, live_from=10, live_count=3)
+    first = RenditionTrack.resume(RenditionTrack("v", nominal_duration=4, window=3, keep_all=True), event, live)
+    published = first.live_playlist()
+    stored_event = numbered_by_name(parse_media_playlist(first.event_playlist()))
+    assert stored_event.segments[3].sequence == 10 and stored_event.segments[3].discontinuity
+    again = RenditionTrack.resume(RenditionTrack("v", nominal_duration=4, window=3, keep_all=True), stored_event,
+                                  parse_media_playlist(published))
+    assert again.live_playlist() == published
+    for n in range(13, 16):  # segment 10 slides out; 13 starts a new session, its tag still in the window
+        again.add(4, f"seg_{n:06d}.ts", T0)
+    assert parse_media_playlist(again.live_playlist()).discontinuity_sequence == 0
+
+
 def test_a_clip_reads_the_recording_and_the_live_window_after_it() -> None:
     event, live = recorded_then_not(recorded_until=2, live_from=10, live_count=3)
     live.ended = True

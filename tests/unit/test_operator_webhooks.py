@@ -1,12 +1,18 @@
 import asyncio
 import contextlib
+import copy
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 from aiohttp import web
 
-from onair.operator.controller import merge_patch
+from onair.kubeclient import ApiError
+from onair.operator import controller as controller_module
+from onair.operator.config import OperatorConfig
+from onair.operator.controller import Controller, merge_patch
 from onair.operator.webhooks import (
     SIGNATURE_HEADER,
     DeliveryResult,
@@ -174,3 +180,40 @@ def test_each_project_has_its_own_signing_key() -> None:
     assert verify(derive_webhook_key("installation-secret", "news"), body, header)
     assert not verify(derive_webhook_key("installation-secret", "sport"), body, header)
     assert not verify("installation-secret", body, header)  # the installation's secret itself signs nothing
+
+
+class StatusStore:
+    """The API server as _forget_webhook uses it: the job, and a JSON patch that fails first."""
+
+    def __init__(self, job: dict[str, Any], failure: BaseException) -> None:
+        self.job = job
+        self.failure: BaseException | None = failure
+        self.patches = 0
+
+    async def get_or_none(self, path: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.job)
+
+    async def json_patch(self, path: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
+        self.patches += 1
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise failure
+        assert operations[0] == {"op": "test", "path": "/status/pendingWebhooks",
+                                 "value": self.job["status"]["pendingWebhooks"]}
+        self.job["status"].pop("pendingWebhooks")
+        return self.job
+
+
+@pytest.mark.parametrize("failure", [ApiError(503, {"reason": "ServiceUnavailable"}), ConnectionResetError("reset")],
+                         ids=["503", "connection-reset"])
+async def test_a_delivered_webhook_leaves_the_status_after_the_api_server_failed_once(
+        failure: BaseException, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(controller_module, "FORGET_WEBHOOK_FIRST_DELAY_SECONDS", 0.01)
+    entry = pending_webhook("live", "Live", "input connected", datetime.now(UTC))
+    job = {"kind": "LiveJob", "metadata": {"name": "news", "namespace": "t", "uid": "u1", "resourceVersion": "7"},
+           "spec": {"callbackUrl": "https://hooks.example.com/x"}, "status": {"phase": "Live",
+                                                                             "pendingWebhooks": [entry]}}
+    store = StatusStore(copy.deepcopy(job), failure)
+    controller = Controller(store, OperatorConfig(stream_key_seed="unit-test-stream-key-seed-0123456789"))  # type: ignore[arg-type]
+    await controller._forget_webhook(("LiveJob", "t", "news"), "u1", entry["id"])
+    assert store.patches == 2 and "pendingWebhooks" not in store.job["status"]
