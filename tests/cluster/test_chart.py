@@ -239,6 +239,9 @@ def test_render_peering_per_watched_namespace() -> None:
     ("gateway.ingres.enabled=true", "ingres"),
     ("ingest.address=public", "address"),
     ("imagee.tag=x", "imagee"),
+    ("operator.watchNamespaces={Team_A}", "/operator/watchNamespaces/0"),
+    ("gateway.apiKeys.keys[0].name=console,gateway.apiKeys.keys[0].role=admin", "/gateway/apiKeys/keys/0"),
+    ("operator.podDisruptionBudget.maxUnavailable=0", "/operator/podDisruptionBudget/maxUnavailable"),
 ])
 def test_schema_rejects_misspelled_values(flag: str, message: str) -> None:
     result = helm("template", "onair", str(CHART), "--set", flag, check=False)
