@@ -106,7 +106,7 @@ def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: St
     """The gateway app. Without `kube`, one is made from config.kubeconfig (or discovered) at startup;
     with config.watch false no watch task runs (tests feed `store` directly)."""
     check_seed(config.stream_key_seed, "ONAIR_GATEWAY_STREAM_KEY_SEED")
-    store = store or Store(config.template_namespace, config.stream_key_seed)
+    store = store or Store(config.template_namespace, config.stream_key_seed, config.pod_namespaces)
     registry = CollectorRegistry()
     relay = PreviewRelay(store, config.preview_port)
     metrics = Metrics(registry, store, relay)

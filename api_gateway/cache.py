@@ -14,7 +14,7 @@ import logging
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, chain
 from typing import Any, TypeVar, cast
 
 from onair.api_gateway import mapping
@@ -170,6 +170,34 @@ class WatchCache:
                 backoff = min(backoff * 2, 5)
 
 
+class NamespacedCaches:
+    """One resource type watched cluster-wide, or in each of the given namespaces only (when RBAC grants
+    it in those alone), read and fed as one cache."""
+
+    def __init__(self, name: str, resource: str, label_selector: str | None, namespaces: Sequence[str]) -> None:
+        self.caches: dict[str | None, WatchCache] = (
+            {ns: WatchCache(f"{name}/{ns}", f"/api/v1/namespaces/{ns}/{resource}", label_selector) for ns in namespaces}
+            or {None: WatchCache(name, f"/api/v1/{resource}", label_selector)})
+
+    def _cache_of(self, namespace: str) -> WatchCache | None:
+        return self.caches.get(namespace) or self.caches.get(None)
+
+    def get(self, namespace: str, name: str) -> Obj | None:
+        cache = self._cache_of(namespace)
+        return cache.get(namespace, name) if cache else None
+
+    def values(self) -> Iterator[Obj]:
+        return chain.from_iterable(cache.values() for cache in self.caches.values())
+
+    def upsert(self, obj: Obj) -> bool:
+        cache = self._cache_of(obj_key(obj)[0])
+        return cache.upsert(obj) if cache else False
+
+    def replace(self, items: list[Obj], resource_version: str) -> None:
+        for namespace, cache in self.caches.items():
+            cache.replace([item for item in items if namespace in (None, obj_key(item)[0])], resource_version)
+
+
 @dataclass
 class JobEntry:
     """One version of a job as the lists see it; replaced, never changed, when the job changes."""
@@ -316,14 +344,14 @@ class JobIndex:
 class Store:
     """All caches and indexes of the gateway."""
 
-    def __init__(self, template_namespace: str, stream_key_seed: str) -> None:
+    def __init__(self, template_namespace: str, stream_key_seed: str, pod_namespaces: Sequence[str] = ()) -> None:
         self.template_namespace = template_namespace
         self.stream_key_seed = stream_key_seed
         self.namespaces = WatchCache("namespaces", "/api/v1/namespaces", mapping.LABEL_PROJECT)
         self.livejobs = WatchCache("livejobs", resource_path(API_VERSION, "livejobs"))
         self.recordjobs = WatchCache("recordjobs", resource_path(API_VERSION, "recordjobs"))
         self.templates = WatchCache("jobtemplates", resource_path(API_VERSION, "jobtemplates"))
-        self.pods = WatchCache("pods", "/api/v1/pods", "app.kubernetes.io/part-of=onair")
+        self.pods = NamespacedCaches("pods", "pods", "app.kubernetes.io/part-of=onair", pod_namespaces)
         self.nodes = WatchCache("nodes", "/api/v1/nodes")
         self.project_namespace: dict[str, str] = {}
         self.live: dict[str, JobIndex] = {}
@@ -342,7 +370,8 @@ class Store:
 
     @property
     def caches(self) -> list[WatchCache]:
-        return [self.namespaces, self.livejobs, self.recordjobs, self.templates, self.pods, self.nodes]
+        return [self.namespaces, self.livejobs, self.recordjobs, self.templates, *self.pods.caches.values(),
+                self.nodes]
 
     @property
     def core_caches(self) -> list[WatchCache]:

@@ -336,10 +336,6 @@ def encode_token(sort: str, descending: bool, last: SortKey, query_fingerprint: 
     return base64.urlsafe_b64encode(data.encode()).decode().rstrip("=")
 
 
-def decode_token(token: str, sort: str, descending: bool, query_fingerprint: str) -> SortKey:
-    return decode_walk_token(token, sort, descending, query_fingerprint)[0]
-
-
 def decode_walk_token(token: str, sort: str, descending: bool, query_fingerprint: str
                       ) -> tuple[SortKey, DescendingWalk | None]:
     try:

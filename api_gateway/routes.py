@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
@@ -62,6 +63,7 @@ class Route:
         return {p.name for p in self.params if p.location == "query"}
 
 
+@cache  # models do not change: one tree each, not one per request (callers must not change it)
 def select_tree(model: type[BaseModel], seen: frozenset[type[BaseModel]] = frozenset()) -> dict[str, Any]:
     """The fields of `model` by their JSON names, each with the fields below it (select=)."""
     seen = seen | {model}

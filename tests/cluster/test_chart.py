@@ -81,6 +81,10 @@ def test_render_defaults() -> None:
     assert env["ONAIR_WEBHOOK_SECRET"]["secretKeyRef"]["name"] == "onair-webhooks"
     assert "KUBECONFIG" not in env
     find(objects, "ClusterKopfPeering", "onair")
+    # Of the peering objects, only its own is written: other kopf operators' stay theirs.
+    peering_writes = [r for r in find(objects, "ClusterRole", "onair-operator-framework")["rules"]
+                      if "kopf.dev" in r["apiGroups"] and "patch" in r["verbs"]]
+    assert [r.get("resourceNames") for r in peering_writes] == [["onair"]]
 
     gateway = find(objects, "Deployment", "onair-gateway")
     genv = env_of(gateway)
@@ -126,7 +130,8 @@ def test_render_defaults() -> None:
     assert all("*" not in r["verbs"] and "*" not in r["resources"] for o in objects
                if o["kind"] == "ClusterRole" for r in o["rules"])
     bindings = {o["metadata"]["name"] for o in objects if o["kind"] == "ClusterRoleBinding"}
-    assert bindings == {"onair-operator", "onair-operator-framework", "onair-gateway"}
+    assert bindings == {"onair-operator", "onair-operator-framework", "onair-gateway", "onair-gateway-pods"}
+    assert "ONAIR_GATEWAY_POD_NAMESPACES" not in genv, "all namespaces watched: the gateway reads Pods in all"
 
     templates = {o["spec"]["id"]: o for o in objects if o["kind"] == "JobTemplate"}
     assert set(templates) == {1, 2, 3}
@@ -135,6 +140,9 @@ def test_render_defaults() -> None:
     hook = find(objects, "Pod")
     assert hook["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert not any(o["kind"] in ("Ingress", "ServiceMonitor", "PodMonitor") for o in objects)
+    # Enabled with its default paths, the Ingress publishes the API and the preview relay, not /metrics.
+    ingress = find(render("--set", "gateway.ingress.enabled=true"), "Ingress")
+    assert [p["path"] for p in ingress["spec"]["rules"][0]["http"]["paths"]] == ["/api", "/websocketplay"]
     # The one ConfigMap: the gateway's id counters, which the gateway may get and patch, and nothing else.
     assert find(objects, "ConfigMap")["metadata"]["name"] == "onair-gateway-ids"
     ids_role = find(objects, "Role", "onair-gateway-ids")
@@ -227,11 +235,17 @@ def test_render_peering_per_watched_namespace() -> None:
     assert peerings == {("news", "onair"), ("sport", "onair"), ("onair-system", "onair")}
     assert not [o for o in objects if o["kind"] == "ClusterKopfPeering"]
     # Named namespaces: the operator's application rules are bound in those only.
+    # Named namespaces: the operator's application rules, and the gateway's read of the encoder Pods,
+    # are bound in those only.
     bound = {(o["metadata"]["namespace"], o["roleRef"]["name"]) for o in objects if o["kind"] == "RoleBinding"}
-    assert bound == {("news", "onair-operator"), ("sport", "onair-operator"), ("onair-system", "onair-operator"),
-                     ("onair-system", "onair-gateway-ids")}
+    watched = ("news", "sport", "onair-system")
+    assert bound == {(ns, role) for ns in watched for role in ("onair-operator", "onair-gateway-pods")} | \
+        {("onair-system", "onair-gateway-ids")}
     cluster_wide = {o["metadata"]["name"] for o in objects if o["kind"] == "ClusterRoleBinding"}
-    assert "onair-operator" not in cluster_wide and "onair-operator-framework" in cluster_wide
+    assert cluster_wide == {"onair-operator-framework", "onair-gateway"}
+    assert not any("pods" in r["resources"] for r in find(objects, "ClusterRole", "onair-gateway")["rules"])
+    gateway_env = env_of(find(objects, "Deployment", "onair-gateway"))
+    assert gateway_env["ONAIR_GATEWAY_POD_NAMESPACES"] == "news,sport,onair-system"
 
 
 @pytest.mark.parametrize(("flag", "message"), [
@@ -242,6 +256,10 @@ def test_render_peering_per_watched_namespace() -> None:
     ("operator.watchNamespaces={Team_A}", "/operator/watchNamespaces/0"),
     ("gateway.apiKeys.keys[0].name=console,gateway.apiKeys.keys[0].role=admin", "/gateway/apiKeys/keys/0"),
     ("operator.podDisruptionBudget.maxUnavailable=0", "/operator/podDisruptionBudget/maxUnavailable"),
+    ("encoder.resources.requests.cpu=half", "/encoder/resources/requests/cpu"),
+    ("gateway.resources.limits.memory=512MB", "/gateway/resources/limits/memory"),
+    ("s3.credentialsSecret=", "/s3/credentialsSecret"),
+    ("ingest.previewPort=8090", "ingest.statusPort (8090) and ingest.previewPort (8090) must differ"),
 ])
 def test_schema_rejects_misspelled_values(flag: str, message: str) -> None:
     result = helm("template", "onair", str(CHART), "--set", flag, check=False)
@@ -305,7 +323,7 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
         "operator": {"replicas": 1, "watchNamespaces": [jobs], "command": [str(BIN / "onair-operator")],
                      "resources": no_resources},
         "gateway": {"replicas": 1, "command": [str(BIN / "onair-gateway")], "resources": no_resources,
-                    "apiKeys": {"keys": [{"name": "t", "key": api_key, "projects": ["*"], "role": "write"}]}},
+                    "apiKeys": {"keys": [{"name": "t", "key": api_key, "projects": ["*"], "role": "admin"}]}},
         "encoder": {"command": [str(BIN / "onair-encoder")], "resources": no_resources},
         "ingest": {"address": "pod-ip"},
         "s3": {"endpoint": platform.s3_endpoint, "region": platform.s3_region},
@@ -325,10 +343,11 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
     kubectl("get", "crd", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev", "livejobs.onair.dev")
     for verb, resource, ns in [("create", "pods", jobs), ("patch", "livejobs.onair.dev --subresource=status", jobs),
                                ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
-                               ("patch", "kopfpeerings.kopf.dev", jobs)]:
+                               ("patch", "kopfpeerings.kopf.dev/onair", jobs)]:
         args = ["auth", "can-i", verb, *resource.split(), f"--as=system:serviceaccount:{system}:onair-operator"]
         assert kubectl(*args, *(["-n", ns] if ns else [])).stdout.strip() == "yes", (verb, resource)
-    for verb, resource in [("delete", "secrets"), ("get", "secrets"), ("patch", "livejobs.onair.dev")]:
+    for verb, resource in [("delete", "secrets"), ("get", "secrets"), ("patch", "livejobs.onair.dev"),
+                           ("patch", "kopfpeerings.kopf.dev/another-operator")]:
         answer = kubectl("auth", "can-i", verb, resource, "-n", jobs,
                          f"--as=system:serviceaccount:{system}:onair-operator", check=False).stdout.strip()
         assert answer == "no", (verb, resource)
@@ -341,6 +360,11 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
                    f"--as=system:serviceaccount:{system}:onair-gateway").stdout.strip() == "yes"
     assert kubectl("auth", "can-i", "get", "secrets", "-n", jobs, f"--as=system:serviceaccount:{system}:onair-gateway",
                    check=False).stdout.strip() == "no", "the gateway derives stream keys; it reads no Secrets"
+    # The encoder Pods are read where the operator makes them, not in every namespace.
+    for ns, allowed in [(jobs, "yes"), ("default", "no")]:
+        answer = kubectl("auth", "can-i", "list", "pods", "-n", ns,
+                         f"--as=system:serviceaccount:{system}:onair-gateway", check=False).stdout.strip()
+        assert answer == allowed, ("gateway list pods", ns)
     # Of all it may write besides jobs, one ConfigMap (its id counters): not a namespace, not another ConfigMap.
     for verb, resource, ns, allowed in [("patch", "configmaps/onair-gateway-ids", system, "yes"),
                                         ("patch", "configmaps/other", system, "no"),
@@ -412,6 +436,13 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
     key = get_json(kubectl, "secret", status["streamKeySecret"], "-n", jobs)["data"]["streamKey"]
     assert base64.b64decode(key).decode() == derive_stream_key(base64.b64decode(seed).decode(), jobs, "rtmp-demo",
                                                                created["metadata"]["uid"])
+    # The gateway's streamers view finds the encoder Pod with nothing but the chart's namespaced Pod read.
+    def streamer_jobs() -> list[str]:
+        request = urllib.request.Request(f"{gateway}/api/v1/streamers", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return [row["stats"]["job"] for row in json.loads(response.read())["result"]["streamers"]
+                    if row["role"] == "encoder"]
+    wait_until(lambda: "rtmp-demo" in streamer_jobs(), 30, "the encoder Pod in the gateway's streamers view")
     kubectl("-n", jobs, "delete", "livejob", "rtmp-demo", "--wait=false")
     wait_until(lambda: not get_json(kubectl, "pods", "-n", jobs)["items"], 60, "the encoder Pod to go")
 

@@ -1241,6 +1241,26 @@ async def test_streamers_rows_filter_select_and_page(client: Client) -> None:
         await assert_400(client, path, headers, params, field)
 
 
+def test_encoder_pods_are_watched_in_the_named_namespaces_only() -> None:
+    """With the operator's namespaces named, the chart grants the Pod read in those alone: the gateway
+    watches each of them (a cluster-wide watch would be refused) and reads them as one cache."""
+    config = GatewayConfig.from_env({"ONAIR_GATEWAY_POD_NAMESPACES": "news, sport"})
+    store = Store("onair-system", "seed-" * 8, config.pod_namespaces)
+    paths = {cache.name: cache.path for cache in store.caches if cache.name.startswith("pods")}
+    assert paths == {"pods/news": "/api/v1/namespaces/news/pods", "pods/sport": "/api/v1/namespaces/sport/pods"}
+
+    def pod(namespace: str, name: str) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": namespace, "resourceVersion": "3"}}
+
+    store.pods.replace([pod("news", "enc-1"), pod("sport", "enc-2")], "3")
+    store.pods.upsert(pod("sport", "enc-3"))
+    assert not store.pods.upsert(pod("elsewhere", "enc-4")), "not watched there"
+    assert sorted(p["metadata"]["name"] for p in store.pods.values()) == ["enc-1", "enc-2", "enc-3"]
+    assert store.pods.get("sport", "enc-3") and store.pods.get("news", "enc-3") is None
+    everywhere = Store("onair-system", "seed-" * 8, GatewayConfig.from_env({}).pod_namespaces)
+    assert [c.path for c in everywhere.caches if c.name.startswith("pods")] == ["/api/v1/pods"]
+
+
 def test_every_list_declares_its_query_language_in_the_openapi_document() -> None:
     from onair.api_gateway.openapi import build_document
     document = build_document()

@@ -99,15 +99,15 @@ def test_select_projection_keeps_nested_fields() -> None:
 
 def test_tokens_round_trip_and_refuse_tampering() -> None:
     token = query.encode_token("created_at", False, (5, 7, "x"), "f1")
-    assert query.decode_token(token, "created_at", False, "f1") == (5, 7, "x")
+    assert query.decode_walk_token(token, "created_at", False, "f1") == ((5, 7, "x"), None)
     with pytest.raises(QueryError, match="other filters"):
-        query.decode_token(token, "created_at", True, "f1")
+        query.decode_walk_token(token, "created_at", True, "f1")
     with pytest.raises(QueryError, match="other filters"):
-        query.decode_token(token, "created_at", False, "f2")
+        query.decode_walk_token(token, "created_at", False, "f2")
     nested = base64.urlsafe_b64encode(b"[" * 3000 + b"]" * 3000).decode()  # deeper than json.loads goes
     for garbage in ("", "!!!", "e30", token[:-3], "bnVsbA", nested):
         with pytest.raises(QueryError):
-            query.decode_token(garbage, "created_at", False, "f1")
+            query.decode_walk_token(garbage, "created_at", False, "f1")
 
 
 @pytest.mark.parametrize("descending", [False, True])

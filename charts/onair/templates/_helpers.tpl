@@ -83,6 +83,19 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
+{{/* The watched namespaces when every one is a name (RBAC is then granted in those alone); [] when
+    all namespaces or any pattern (t-*) is watched, whose namespaces are not known when the chart is rendered. */}}
+{{- define "onair.namedWatchNamespaces" -}}
+{{- $watch := fromJsonArray (include "onair.watchNamespaces" .) -}}
+{{- $patterns := false -}}
+{{- range $ns := $watch }}{{ if regexMatch "[*?!\\[]" $ns }}{{ $patterns = true }}{{ end }}{{ end }}
+{{- if $patterns -}}
+[]
+{{- else -}}
+{{- toJson $watch -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "onair.webhookSecretName" -}}
 {{- default (printf "%s-webhooks" (include "onair.fullname" .)) .Values.webhooks.existingSecret -}}
 {{- end -}}
