@@ -910,11 +910,9 @@ class Encoder:
                     RenditionTrack.resume(track, *stored)
                     self.status.renditions[name].segments_written = 0
                     log.info("resuming %s at segment %d", name, track.next_sequence)
-                    if not track.keep_all:
-                        sweep = asyncio.create_task(self._sweep_leftovers(name, track.orphans,
-                                                                          track.retention_seconds()))
-                        self._sweeps.add(sweep)
-                        sweep.add_done_callback(self._sweeps.discard)
+                    sweep = asyncio.create_task(self._sweep_leftovers(name, track.orphans, track.retention_seconds()))
+                    self._sweeps.add(sweep)
+                    sweep.add_done_callback(self._sweeps.discard)
             if unread:
                 # Before the state: a reader woken by the state sees the reason with it.
                 self.status.set_storage_problem((str(problem[0]), problem[1]))

@@ -224,18 +224,19 @@ class RenditionTrack:
         """The objects of this rendition (`stored_names`, its folder's listing) that an earlier Pod took
         out of its live window and did not live to delete: a Pod that stops leaves the segments it
         retired less than a playlist's duration ago. They are numbered before every segment this track
-        holds; an init segment named so is one only if no segment held uses it. None while every
-        segment is kept (a recording)."""
+        holds (with keep_all, before its newest: a recording holds what it names, and the segments an
+        earlier Pod published while the job did not record lie between them, named by no playlist);
+        an init segment named so is one only if no segment held uses it."""
         held = [*self._retired, *self.segments]
-        if self.keep_all or not held:
+        if not held:
             return []
-        oldest = min(segment.sequence for segment in held)
+        below = max(s.sequence for s in held) if self.keep_all else min(s.sequence for s in held)
         # The segments of a recording the job made before (recording: true, then false) are no leftovers.
-        kept = self.recorded | {segment.init_uri for segment in held if segment.init_uri}
+        kept = self.recorded | {segment.uri for segment in held} | {s.init_uri for s in held if s.init_uri}
         found = []
         for name in stored_names:
             match = NUMBERED_OBJECT.fullmatch(name)
-            if match and int(match[1] or match[2]) < oldest and name not in kept:
+            if match and int(match[1] or match[2]) < below and name not in kept:
                 found.append(name)
         return found
 
@@ -243,7 +244,7 @@ class RenditionTrack:
         """How long a segment stays fetchable after it leaves the live playlist: its duration plus the
         playlist's (RFC 8216 6.2.2), for a segment of the nominal duration. Right after a resume, the
         playlist is the one stored, even when this track's window is shorter (a template changed)."""
-        return self.nominal_duration + sum(segment.duration for segment in (*self._retired, *self.segments))
+        return self.nominal_duration + sum(segment.duration for segment in (*self._retired, *self.live_segments))
 
     @property
     def live_segments(self) -> list[Segment]:

@@ -550,8 +550,10 @@ def test_what_an_earlier_pod_retired_and_left_is_found_among_the_stored_objects(
     # numbered after the window (uploaded before the playlist naming it) is overwritten, not deleted.
     assert resumed.orphans(listing) == ["init_000000.mp4", "seg_000002.m4s", "seg_000003.m4s", "seg_000004.m4s"]
     assert resumed.retention_seconds() == 4 + 12
+    # Recording switched on: the new recording starts with the window; what the window left before is
+    # named by no playlist either.
     recording = RenditionTrack.resume(RenditionTrack("v", nominal_duration=4, window=3, keep_all=True), stored)
-    assert recording.orphans(listing) == []
+    assert recording.orphans(listing) == ["init_000000.mp4", "seg_000002.m4s", "seg_000003.m4s", "seg_000004.m4s"]
     # A job that recorded once and no longer does: what its event playlist names is no leftover.
     resumed.recorded = frozenset({"init_000000.mp4", "seg_000002.m4s", "seg_000003.m4s"})
     assert resumed.orphans([*listing, "event.m3u8"]) == ["seg_000004.m4s"]
@@ -597,6 +599,22 @@ def test_recording_switched_on_again_goes_on_after_a_gap_with_a_discontinuity() 
     again = RenditionTrack.resume(RenditionTrack("v", nominal_duration=4, window=3, keep_all=True), numbered,
                                   parse_media_playlist(track.live_playlist()))
     assert again.next_sequence == 14 and len(again.segments) == 7
+
+
+def test_a_recording_resumed_after_a_gap_deletes_what_the_gap_left_and_nothing_it_names() -> None:
+    """Recording on, off (its Pod retired segments 3 to 9 from the window and stopped before deleting
+    the last of them), on again: the new recording Pod deletes those, a window's time after, and keeps
+    every segment the event playlist or the live window names."""
+    event, live = recorded_then_not(recorded_until=2, live_from=10, live_count=3)
+    track = RenditionTrack.resume(RenditionTrack("v", nominal_duration=4, window=3, keep_all=True), event, live)
+    listing = ["event.m3u8", "index.m3u8", *(f"seg_{n:06d}.ts" for n in (0, 1, 2, 7, 8, 9, 10, 11, 12, 13))]
+    assert track.orphans(listing) == ["seg_000007.ts", "seg_000008.ts", "seg_000009.ts"]
+    for n in range(13, 20):  # recording on: what it adds is held, never found
+        track.add(4, f"seg_{n:06d}.ts", T0)
+    assert track.orphans([*listing, *(f"seg_{n:06d}.ts" for n in range(14, 20))]) == [
+        "seg_000007.ts", "seg_000008.ts", "seg_000009.ts"]
+    # The wait is the live window's (RFC 8216 6.2.2), not the whole recording's.
+    assert track.retention_seconds() == 4 + 3 * 4
 
 
 def test_a_recording_resumed_after_its_gap_publishes_the_same_live_window() -> None:
