@@ -22,6 +22,7 @@ from onair.api_gateway.openapi import build_document
 from onair.api_gateway.preview_relay import PreviewRelay
 from onair.api_gateway.routes import ROUTES
 from onair.kubeclient import Credentials, KubeClient
+from onair.processmetrics import register_process_metrics
 from onair.streamkeys import PREVIEW_PATH, check_seed
 
 log = logging.getLogger("onair.gateway")
@@ -108,6 +109,7 @@ def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: St
     check_seed(config.stream_key_seed, "ONAIR_GATEWAY_STREAM_KEY_SEED")
     store = store or Store(config.template_namespace, config.stream_key_seed, config.pod_namespaces)
     registry = CollectorRegistry()
+    register_process_metrics(registry)
     relay = PreviewRelay(store, config.preview_port)
     metrics = Metrics(registry, store, relay)
     app = web.Application(client_max_size=config.max_body_bytes,

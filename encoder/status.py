@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from onair.models import MAX_PAUSED_RANGES
+from onair.processmetrics import register_process_metrics
 
 from .ffmpeg import InputStatistics
 from .upload import UploadQueue
@@ -57,10 +58,11 @@ class RenditionStatus:
 
 
 class Metrics:
-    """Prometheus metrics in a registry of their own (no default process collectors twice)."""
+    """Prometheus metrics in a registry of their own (one per Metrics: tests make several in a process)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        register_process_metrics(self.registry)
         self.state = Gauge("onair_encoder_state", "1 for the current state", ["state"], registry=self.registry)
         self.ingest_connected = Gauge("onair_encoder_ingest_connected", "1 while a publisher is connected",
                                       registry=self.registry)

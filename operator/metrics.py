@@ -8,7 +8,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from onair.processmetrics import register_process_metrics
+
 REGISTRY = CollectorRegistry(auto_describe=True)
+register_process_metrics(REGISTRY)
 
 RECONCILES = Counter("onair_operator_reconciles", "Reconciles run, by kind and result.", ["kind", "result"],
                      registry=REGISTRY)
