@@ -234,7 +234,6 @@ def test_render_peering_per_watched_namespace() -> None:
     peerings = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects if o["kind"] == "KopfPeering"}
     assert peerings == {("news", "onair"), ("sport", "onair"), ("onair-system", "onair")}
     assert not [o for o in objects if o["kind"] == "ClusterKopfPeering"]
-    # Named namespaces: the operator's application rules are bound in those only.
     # Named namespaces: the operator's application rules, and the gateway's read of the encoder Pods,
     # are bound in those only.
     bound = {(o["metadata"]["namespace"], o["roleRef"]["name"]) for o in objects if o["kind"] == "RoleBinding"}
