@@ -107,7 +107,7 @@ def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: St
     """The gateway app. Without `kube`, one is made from config.kubeconfig (or discovered) at startup;
     with config.watch false no watch task runs (tests feed `store` directly)."""
     check_seed(config.stream_key_seed, "ONAIR_GATEWAY_STREAM_KEY_SEED")
-    store = store or Store(config.template_namespace, config.stream_key_seed, config.pod_namespaces)
+    store = store or Store(config.template_namespace, config.stream_key_seed, config.watch_namespaces)
     registry = CollectorRegistry()
     register_process_metrics(registry)
     relay = PreviewRelay(store, config.preview_port)

@@ -344,14 +344,15 @@ class JobIndex:
 class Store:
     """All caches and indexes of the gateway."""
 
-    def __init__(self, template_namespace: str, stream_key_seed: str, pod_namespaces: Sequence[str] = ()) -> None:
+    def __init__(self, template_namespace: str, stream_key_seed: str, watch_namespaces: Sequence[str] = ()) -> None:
         self.template_namespace = template_namespace
         self.stream_key_seed = stream_key_seed
+        self.watch_namespaces = frozenset(watch_namespaces)
         self.namespaces = WatchCache("namespaces", "/api/v1/namespaces", mapping.LABEL_PROJECT)
         self.livejobs = WatchCache("livejobs", resource_path(API_VERSION, "livejobs"))
         self.recordjobs = WatchCache("recordjobs", resource_path(API_VERSION, "recordjobs"))
         self.templates = WatchCache("jobtemplates", resource_path(API_VERSION, "jobtemplates"))
-        self.pods = NamespacedCaches("pods", "pods", "app.kubernetes.io/part-of=onair", pod_namespaces)
+        self.pods = NamespacedCaches("pods", "pods", "app.kubernetes.io/part-of=onair", watch_namespaces)
         self.nodes = WatchCache("nodes", "/api/v1/nodes")
         self.project_namespace: dict[str, str] = {}
         self.live: dict[str, JobIndex] = {}
@@ -387,7 +388,9 @@ class Store:
                 del self.project_namespace[project]
         if new is not None:
             project = (new["metadata"].get("labels") or {}).get(mapping.LABEL_PROJECT, "").lower()
-            if project:
+            # A project the operator does not watch is not served: its jobs would never run.
+            served = not self.watch_namespaces or new["metadata"]["name"] in self.watch_namespaces
+            if project and served:
                 self.project_namespace[project] = new["metadata"]["name"]
 
     @staticmethod

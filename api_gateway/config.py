@@ -48,9 +48,10 @@ class GatewayConfig:
     # Watch other things (encoder Pods, nodes, stream-key Secrets): off in unit tests that feed caches.
     watch: bool = True
     public_metrics: bool = True
-    # The namespaces whose encoder Pods the streamers view and the preview relay read (the operator's
-    # watched namespaces, where the chart grants the read); empty: every namespace.
-    pod_namespaces: tuple[str, ...] = ()
+    # The operator's watched namespaces (empty: every namespace): the projects served are the labelled
+    # namespaces among them (a job elsewhere would never be reconciled), and the encoder Pods are read
+    # in those only (where the chart grants the read).
+    watch_namespaces: tuple[str, ...] = ()
     # The port encoders serve the live preview on (the operator's preview_port): the relay's target.
     preview_port: int = 8091
 
@@ -89,7 +90,7 @@ class GatewayConfig:
                                              or config.keyset_settle_seconds)
         config.kubeconfig = get("KUBECONFIG") or None
         config.public_metrics = (get("PUBLIC_METRICS", "true") or "true").lower() in ("1", "true", "yes")
-        config.pod_namespaces = tuple(ns.strip() for ns in (get("POD_NAMESPACES") or "").split(",") if ns.strip())
+        config.watch_namespaces = tuple(ns.strip() for ns in (get("WATCH_NAMESPACES") or "").split(",") if ns.strip())
         config.preview_port = int(get("PREVIEW_PORT", str(config.preview_port)) or config.preview_port)
         return config
 

@@ -131,7 +131,7 @@ def test_render_defaults() -> None:
                if o["kind"] == "ClusterRole" for r in o["rules"])
     bindings = {o["metadata"]["name"] for o in objects if o["kind"] == "ClusterRoleBinding"}
     assert bindings == {"onair-operator", "onair-operator-framework", "onair-gateway", "onair-gateway-pods"}
-    assert "ONAIR_GATEWAY_POD_NAMESPACES" not in genv, "all namespaces watched: the gateway reads Pods in all"
+    assert "ONAIR_GATEWAY_WATCH_NAMESPACES" not in genv, "all namespaces watched: the gateway reads Pods in all"
 
     templates = {o["spec"]["id"]: o for o in objects if o["kind"] == "JobTemplate"}
     assert set(templates) == {1, 2, 3}
@@ -244,7 +244,7 @@ def test_render_peering_per_watched_namespace() -> None:
     assert cluster_wide == {"onair-operator-framework", "onair-gateway"}
     assert not any("pods" in r["resources"] for r in find(objects, "ClusterRole", "onair-gateway")["rules"])
     gateway_env = env_of(find(objects, "Deployment", "onair-gateway"))
-    assert gateway_env["ONAIR_GATEWAY_POD_NAMESPACES"] == "news,sport,onair-system"
+    assert gateway_env["ONAIR_GATEWAY_WATCH_NAMESPACES"] == "news,sport,onair-system"
 
 
 @pytest.mark.parametrize(("flag", "message"), [

@@ -1241,11 +1241,17 @@ async def test_streamers_rows_filter_select_and_page(client: Client) -> None:
         await assert_400(client, path, headers, params, field)
 
 
-def test_encoder_pods_are_watched_in_the_named_namespaces_only() -> None:
-    """With the operator's namespaces named, the chart grants the Pod read in those alone: the gateway
-    watches each of them (a cluster-wide watch would be refused) and reads them as one cache."""
-    config = GatewayConfig.from_env({"ONAIR_GATEWAY_POD_NAMESPACES": "news, sport"})
-    store = Store("onair-system", "seed-" * 8, config.pod_namespaces)
+def test_with_named_namespaces_only_their_projects_and_encoder_pods_are_served() -> None:
+    """With the operator's namespaces named, a project elsewhere is not served (its jobs would never
+    run), and the chart grants the Pod read in those alone: the gateway watches each of them (a
+    cluster-wide watch would be refused) and reads them as one cache."""
+    config = GatewayConfig.from_env({"ONAIR_GATEWAY_WATCH_NAMESPACES": "news, sport"})
+    store = Store("onair-system", "seed-" * 8, config.watch_namespaces)
+    project_a, project_b = str(uuid.uuid4()), str(uuid.uuid4())
+    store.namespaces.replace([
+        {"metadata": {"name": ns, "resourceVersion": "2", "labels": {"onair.dev/project-id": project}}}
+        for ns, project in (("news", project_a), ("elsewhere", project_b))], "2")
+    assert store.project_namespace == {project_a: "news"}
     paths = {cache.name: cache.path for cache in store.caches if cache.name.startswith("pods")}
     assert paths == {"pods/news": "/api/v1/namespaces/news/pods", "pods/sport": "/api/v1/namespaces/sport/pods"}
 
@@ -1257,7 +1263,7 @@ def test_encoder_pods_are_watched_in_the_named_namespaces_only() -> None:
     assert not store.pods.upsert(pod("elsewhere", "enc-4")), "not watched there"
     assert sorted(p["metadata"]["name"] for p in store.pods.values()) == ["enc-1", "enc-2", "enc-3"]
     assert store.pods.get("sport", "enc-3") and store.pods.get("news", "enc-3") is None
-    everywhere = Store("onair-system", "seed-" * 8, GatewayConfig.from_env({}).pod_namespaces)
+    everywhere = Store("onair-system", "seed-" * 8, GatewayConfig.from_env({}).watch_namespaces)
     assert [c.path for c in everywhere.caches if c.name.startswith("pods")] == ["/api/v1/pods"]
 
 
