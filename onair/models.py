@@ -502,8 +502,10 @@ def _frozen_while_running(field: str) -> CelRule:
     )
 
 
+# The spec fields (by their manifest names) an encoder takes at its start and keeps.
+LIVE_JOB_FIELDS_FROZEN_WHILE_RUNNING = ("input", "destination", "jobTemplateId", "dvrWindowSeconds", "recording")
 LIVE_JOB_FROZEN_WHILE_RUNNING: tuple[CelRule, ...] = tuple(
-    _frozen_while_running(field) for field in ("input", "destination", "jobTemplateId")
+    _frozen_while_running(field) for field in LIVE_JOB_FIELDS_FROZEN_WHILE_RUNNING
 )
 
 
@@ -1092,11 +1094,16 @@ class RecordJobStatus(StatusModel):
     recorded_seconds: float | None = Field(default=None, description="Seconds recorded so far.", ge=0)
     retries: int = Field(
         default=0, ge=0,
-        description="Times the recorder was restarted (a crash, an eviction). After the operator's maxRestarts "
-                    "(ONAIR_MAX_RESTARTS) the job fails, unless the recorder that died had run for the healthy-run "
-                    "time (ONAIR_HEALTHY_RUN_SECONDS): a long recording is continued however often it is evicted. "
-                    "A recorder Pod that cannot start (image, Secret, no node) fails the job after "
+        description="Times the recorder was restarted (a crash, an eviction, its node lost), over the job's "
+                    "life. A recorder Pod that cannot start (image, Secret, no node) fails the job after "
                     "ONAIR_PROVISIONING_TIMEOUT_SECONDS.",
+    )
+    consecutive_failures: int = Field(
+        default=0, ge=0,
+        description="Recorder deaths in a row. A recorder that ran for the operator's healthy-run time "
+                    "(ONAIR_HEALTHY_RUN_SECONDS) before it died starts a new streak at 1, so a long recording is "
+                    "continued however often it is evicted; the restart back-off grows with this count, and a "
+                    "death after maxRestarts in a row (ONAIR_MAX_RESTARTS) fails the job.",
     )
     attempt: int = Field(
         default=0, ge=0,
@@ -1259,13 +1266,10 @@ def update_violations(old: Resource, new: Resource) -> list[str]:
         if old.spec.input.server_type != new.spec.input.server_type:
             messages.append(SERVER_TYPE_IMMUTABLE.message)
         if old.status is not None and old.status.phase in LIVE_JOB_ENCODER_PHASES:
-            input_rule, destination_rule, template_rule = LIVE_JOB_FROZEN_WHILE_RUNNING
-            if old.spec.input != new.spec.input:
-                messages.append(input_rule.message)
-            if old.spec.destination != new.spec.destination:
-                messages.append(destination_rule.message)
-            if old.spec.job_template_id != new.spec.job_template_id:
-                messages.append(template_rule.message)
+            old_spec, new_spec = (job.spec.model_dump(mode="json", by_alias=True) for job in (old, new))
+            messages.extend(rule.message for field, rule in zip(LIVE_JOB_FIELDS_FROZEN_WHILE_RUNNING,
+                                                                LIVE_JOB_FROZEN_WHILE_RUNNING, strict=True)
+                            if old_spec.get(field) != new_spec.get(field))
     elif isinstance(old, RecordJob) and isinstance(new, RecordJob):
         if old.spec.source != new.spec.source:
             messages.append(SOURCE_IMMUTABLE.message)

@@ -127,6 +127,8 @@ class ConditionReason(enum.StrEnum):
     ENCODER_STOPPED = "EncoderStopped"
     ENCODER_START_FAILED = "EncoderStartFailed"  # the Pod never started (image, config, no node): Failed
     ENCODER_UNRESPONSIVE = "EncoderUnresponsive"  # running, but failing its readiness check
+    # The API server refused the Pod (a ResourceQuota, an admission policy): retried while the job waits.
+    POD_REFUSED = "PodRefused"
     # The encoder runs but takes no input until it has read its stored playlists (Provisioning).
     WAITING_FOR_STORAGE = "WaitingForStorage"
     # InputConnected

@@ -187,6 +187,9 @@ def build_encoder_pod(
         {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": credentials, "key": "AWS_ACCESS_KEY_ID"}}},
         {"name": "AWS_SECRET_ACCESS_KEY",
          "valueFrom": {"secretKeyRef": {"name": credentials, "key": "AWS_SECRET_ACCESS_KEY"}}},
+        # Temporary credentials (STS) come with a token; boto3 reads it from the environment.
+        {"name": "AWS_SESSION_TOKEN",
+         "valueFrom": {"secretKeyRef": {"name": credentials, "key": "AWS_SESSION_TOKEN", "optional": True}}},
     ]
     gpu = wants_gpu(job, template)
     if gpu:

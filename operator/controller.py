@@ -44,9 +44,10 @@ from onair.operator.reconcile import (
     decide_record_job,
     progress_only,
     record_attempt,
+    refused_pod_status,
 )
 from onair.operator.services import ServiceEndpoint, service_endpoint
-from onair.operator.webhooks import WebhookSender, build_payload, event_name, pending_webhook
+from onair.operator.webhooks import WebhookSender, build_payload, events_announced, pending_webhook
 from onair.operator.workqueue import WorkQueue
 from onair.phases import ConditionReason, LiveJobPhase, RecordJobPhase
 from onair.streamkeys import derive_control_key
@@ -58,6 +59,9 @@ PLURALS = {"LiveJob": "livejobs", "RecordJob": "recordjobs"}
 EVENT_PHASES = {"Live", "Reconnecting", "Offline", "Completed", "Failed", "Paused", "Started"}
 ALL_PHASES = {str(phase) for phase in (*LiveJobPhase, *RecordJobPhase)}
 ERROR_BACKOFF_MAX = 60.0
+# A Pod the API server refuses (quota exceeded, an admission policy) is asked for again this often.
+POD_REFUSALS = frozenset({400, 403, 422})
+POD_REFUSED_RETRY_SECONDS = 10.0
 
 
 def _rv(body: dict[str, Any]) -> int:
@@ -397,7 +401,7 @@ class Controller:
                 self.reports.track(metadata["uid"], f"http://{state.ip}:{self.config.status_port}/status",
                                    lambda: self.queue.add(key, urgent=True), ready=state.ready)
             else:
-                self.reports.forget(metadata["uid"])
+                self.reports.stop(metadata["uid"])
         self.queue.add_after(key, self.config.pod_event_batch_seconds, urgent=True)
 
     def on_service_event(self, event_type: str | None, body: dict[str, Any]) -> None:
@@ -548,7 +552,14 @@ class Controller:
         outcomes: list[dict[str, Any] | BaseException | None] = list(
             await asyncio.gather(secret, new_pod, return_exceptions=True))
         pod_made = outcomes[1]
-        if isinstance(pod_made, dict):
+        if isinstance(pod_made, ApiError) and pod_made.status in POD_REFUSALS and pod_body is not None:
+            # Not a failure of the operator's: the job says why, and the creation is tried again.
+            why = str(pod_made.body.get("message") or pod_made)
+            decision.status = refused_pod_status(job, decision.status, pod_body["metadata"]["name"], why, self.clock())
+            decision.events.append(("Warning", "FailedCreate", f"Pod {pod_body['metadata']['name']}: {why}"))
+            decision.requeue_after = POD_REFUSED_RETRY_SECONDS
+            outcomes[1] = None
+        elif isinstance(pod_made, dict):
             self.pods[key].setdefault(pod_made["metadata"]["name"], CachedPod.of(pod_made))
             if self.config.provisioning_status_delay_seconds > 0:
                 self._status_held_until[key] = time.monotonic() + self.config.provisioning_status_delay_seconds
@@ -665,13 +676,9 @@ class Controller:
             previous = LiveJobPhase(previous_phase) if body["kind"] == "LiveJob" else RecordJobPhase(previous_phase)
         # A RecordJob says why in errorMessage (the Alibaba field), a LiveJob in message.
         reason = decision.status.get("message") or decision.status.get("errorMessage") or ""
-        owed = []
-        for phase in decision.phase_changes:
-            event = event_name(previous, phase)
-            previous = phase
-            if event:
-                owed.append(pending_webhook(event, str(phase), reason, self.clock()))
-        return owed
+        recorded_before = bool((body.get("status") or {}).get("startedAt"))
+        return [pending_webhook(event, str(phase), reason, self.clock())
+                for event, phase in events_announced(previous, decision.phase_changes, recorded_before)]
 
     def _deliver_pending_webhooks(self, key: Key, body: dict[str, Any], owed: Sequence[dict[str, Any]] = ()) -> None:
         """Queues the job's pendingWebhooks not queued yet, in order behind its earlier ones; each

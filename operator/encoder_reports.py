@@ -36,6 +36,7 @@ class Target:
     next_read: float = 0.0  # when the scheduler reads it next (while it has no follower)
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # the follower reads again now, whatever its pause
     follower: asyncio.Task[None] | None = None
+    stopped: bool = False  # its Pod's container ended or is going: no more reads, the last report kept
 
 
 class EncoderReports:
@@ -61,11 +62,22 @@ class EncoderReports:
         """Read the Pod's status URL. `ready`: its readiness probe (the encoder's /healthz) passes, so
         a target that has not answered so far is asked again at once instead of after its backoff."""
         target = self._targets.get(pod_uid)
-        if target is None or target.url != url:
+        if target is None or target.url != url or target.stopped:
             self.forget(pod_uid)
             self._targets[pod_uid] = Target(url=url, on_change=on_change)
         elif ready and target.failures:
             target.next_read = 0.0
+
+    def stop(self, pod_uid: str) -> None:
+        """No more reads of the Pod, whose container ended or is being stopped; its last report stays
+        until `forget` (the Pod's deletion): what a finished recorder wrote is listed from it."""
+        target = self._targets.get(pod_uid)
+        if target is None:
+            return
+        target.stopped = True
+        if target.follower is not None:
+            target.follower.cancel()
+            target.follower = None
 
     def forget(self, pod_uid: str) -> None:
         target = self._targets.pop(pod_uid, None)
@@ -80,7 +92,7 @@ class EncoderReports:
         """POST /<command> (finish, pause, resume, finish-at?at=...) to the encoder with the job's control
         key; True when it answered 2xx."""
         target = self._targets.get(pod_uid)
-        if target is None:
+        if target is None or target.stopped:
             return False
         base = target.url.rsplit("/", 1)[0]
         try:
@@ -114,7 +126,8 @@ class EncoderReports:
         """The scheduler: reads the encoders that have no follower when they are due."""
         while True:
             started = time.monotonic()
-            due = [(uid, t) for uid, t in self._targets.items() if t.follower is None and t.next_read <= started]
+            due = [(uid, t) for uid, t in self._targets.items()
+                   if t.follower is None and not t.stopped and t.next_read <= started]
             if due:
                 await asyncio.gather(*(self._first_read(uid, t) for uid, t in due))
             await asyncio.sleep(max(0.05, self.interval - (time.monotonic() - started)))
@@ -123,7 +136,7 @@ class EncoderReports:
         async with self._semaphore:
             answer = await self._read(target, None)
         # A Pod forgotten (or tracked at a new address) meanwhile gets no follower.
-        if self._took(pod_uid, target, *answer) and self._targets.get(pod_uid) is target:
+        if self._took(pod_uid, target, *answer) and self._targets.get(pod_uid) is target and not target.stopped:
             target.follower = asyncio.create_task(self._follow(pod_uid, target), name=f"encoder-report-{pod_uid}")
 
     async def _follow(self, pod_uid: str, target: Target) -> None:

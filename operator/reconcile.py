@@ -195,6 +195,17 @@ def _lost_with_its_node(pod: PodState, now: dt.datetime) -> bool:
         now >= pod.killed_by + dt.timedelta(seconds=STUCK_TERMINATING_SECONDS)
 
 
+def _judge_lost(pod: PodState | None, now: dt.datetime) -> tuple[PodState | None, bool, float | None]:
+    """The current Pod as the job should see it: one lost with its node counts as ended (what it ran
+    has, and a stop or a replacement waits for it no longer). Also whether it is lost, and in how many
+    seconds a Pod still being deleted would count as lost (its job is looked at again then, event or not)."""
+    if pod is not None and _lost_with_its_node(pod, now):
+        return replace(pod, finished=True, ready=False, running=False), True, None
+    if pod is not None and pod.terminating and not pod.finished and pod.killed_by is not None:
+        return pod, False, _seconds_until(pod.killed_by + dt.timedelta(seconds=STUCK_TERMINATING_SECONDS), now)
+    return pod, False, None
+
+
 def _pods_of_attempt(pods: list[dict[str, Any]], name: str) -> tuple[PodState | None, list[str]]:
     current = next((pod_state(p) for p in pods if p["metadata"]["name"] == name), None)
     stale = [p["metadata"]["name"] for p in pods
@@ -305,10 +316,15 @@ def decide_live_job(
     generation = job.metadata.generation
     decision = Decision(status={})
     new_generation = status.observed_generation != generation
+    schedule = job.spec.schedule
+    start = schedule.start_date_time if schedule else None
+    finish = schedule.finish_date_time if schedule else None
 
-    # A finished job stays finished until its spec changes.
-    if status.phase in LIVE_JOB_TERMINAL_PHASES and not new_generation:
+    # A finished job stays finished until its spec changes, and a change that leaves its finish time
+    # in the past (a description, online toggled) does not run it again only to complete it again.
+    if status.phase in LIVE_JOB_TERMINAL_PHASES and (not new_generation or (finish is not None and now >= finish)):
         decision.delete_pods = [p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")]
+        status.observed_generation = generation
         decision.status = _dump(status)
         return decision
     if status.phase in LIVE_JOB_TERMINAL_PHASES:
@@ -331,15 +347,7 @@ def decide_live_job(
         current_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid), attempt)
         pod, stale = _pods_of_attempt(pods, current_name)
     decision.delete_pods = stale
-    lost = pod is not None and _lost_with_its_node(pod, now)
-    lost_check = None  # when a Pod being deleted would count as lost: looked at again then, event or not
-    if pod is not None and lost:
-        pod = replace(pod, finished=True, ready=False, running=False)  # a stop waits for it no longer
-    elif pod is not None and pod.terminating and not pod.finished and pod.killed_by is not None:
-        lost_check = _seconds_until(pod.killed_by + dt.timedelta(seconds=STUCK_TERMINATING_SECONDS), now)
-    schedule = job.spec.schedule
-    start = schedule.start_date_time if schedule else None
-    finish = schedule.finish_date_time if schedule else None
+    pod, lost, lost_check = _judge_lost(pod, now)
     conditions = status.conditions
 
     def set_cond(type_: ConditionType, ok: bool | None, reason: ConditionReason, message: str = "") -> None:
@@ -554,10 +562,17 @@ def decide_live_job(
             if held is not None and held.status == "True":
                 set_cond(type_, False, ConditionReason.ENCODER_STOPPED, f"no encoder takes input ({target})")
         if target in (LiveJobPhase.OFFLINE, LiveJobPhase.COMPLETED, LiveJobPhase.FAILED):
+            scheduled = find_condition(conditions, ConditionType.SCHEDULED)
+            if scheduled is not None and scheduled.status != "False":
+                set_cond(ConditionType.SCHEDULED, False, ConditionReason.ENCODER_STOPPED, f"no encoder Pod ({target})")
             ended = OutputStatus.FAILED if target == LiveJobPhase.FAILED else OutputStatus.COMPLETED
             status.outputs = [output.model_copy(update={"status": ended})
                               if output.status in (OutputStatus.RUNNING, OutputStatus.STALLED, OutputStatus.PENDING)
                               else output for output in status.outputs]
+    if target in (LiveJobPhase.OFFLINE, LiveJobPhase.PENDING):
+        # status.streamKeySecret names it: it exists before the job first runs, so that the publisher
+        # can be set up with the key while the job waits for its start time or to be switched on.
+        decision.ensure_children = True
     if target in (LiveJobPhase.OFFLINE, LiveJobPhase.PENDING, LiveJobPhase.COMPLETED):
         status.resource_name = None  # no encoder Pod while the job does not run
         status.encoder = None
@@ -590,6 +605,24 @@ def decide_live_job(
     decision.requeue_after = _earliest(decision.requeue_after, lost_check)
     decision.status = _dump(status)
     return decision
+
+
+def refused_pod_status(job: LiveJob | RecordJob, decided: dict[str, Any], pod_name: str, why: str,
+                       now: dt.datetime) -> dict[str, Any]:
+    """The decided status of a job whose new Pod the API server refused (a ResourceQuota, an admission
+    policy): Ready (and a LiveJob's EncoderRunning and message) say why while the creation is retried."""
+    status: LiveJobStatus | RecordJobStatus = (
+        LiveJobStatus.model_validate(decided) if isinstance(job, LiveJob) else RecordJobStatus.model_validate(decided))
+    message = f"Pod {pod_name} was refused: {why}"[:1024]
+    kinds = (ConditionType.READY, ConditionType.ENCODER_RUNNING) if isinstance(job, LiveJob) else (ConditionType.READY,)
+    conditions = status.conditions
+    for type_ in kinds:
+        conditions = set_condition(conditions, _condition(type_, False, ConditionReason.POD_REFUSED, message, now,
+                                                          job.metadata.generation))
+    status.conditions = sorted(conditions, key=lambda c: c.type)
+    if isinstance(status, LiveJobStatus):
+        status.message = message
+    return _dump(status)
 
 
 def _storage_problem(report: dict[str, Any] | None) -> tuple[ConditionReason, str] | None:
@@ -792,13 +825,14 @@ def decide_record_job(
         # A new attempt, so a fresh Pod name: the failed run's Pod, kept for its logs, is then deleted
         # as stale instead of being found, and judged, again.
         attempt += 1
-        status.retries = 0
+        status.retries = status.consecutive_failures = 0
         status.error_message = status.finished_at = None  # the last run's outcome
         _enter(status, RecordJobPhase.INITIAL, now, "SpecChanged", "spec changed: recording again", decision)
     status.attempt = attempt
     current_name = naming.pod_name(str(job.metadata.name), RECORDER_ROLE, str(job.metadata.uid), attempt)
     pod, stale = _pods_of_attempt(pods, current_name)
     decision.delete_pods = stale
+    pod, _, lost_check = _judge_lost(pod, now)
     conditions = status.conditions
 
     def set_cond(type_: ConditionType, ok: bool | None, reason: ConditionReason, message: str = "") -> None:
@@ -854,7 +888,6 @@ def decide_record_job(
             RecordJobPhase.STARTED, RecordJobPhase.PAUSED):
         # The recorder was stopped at the end of the range: on SIGTERM it closed its files and went.
         target, reason, comment = RecordJobPhase.COMPLETED, str(ConditionReason.COMPLETED), "the time range ended"
-        status.progress = 1.0
         status.finished_at = now
     elif pod is None:
         # A recording of a stream waits for its resume with no recorder. One that follows its LiveJob
@@ -884,13 +917,14 @@ def decide_record_job(
             set_cond(ConditionType.SOURCE_AVAILABLE, True, ConditionReason.SOURCE_REACHABLE, "")
             if status.started_at is None:
                 status.started_at = now
+    elif pod.finished and pod.exit_code == 0:
+        target, reason, comment = RecordJobPhase.COMPLETED, str(ConditionReason.COMPLETED), "recording complete"
+        status.finished_at = now
     elif pod.finished:
-        if pod.exit_code == 0:
-            target, reason, comment = RecordJobPhase.COMPLETED, str(ConditionReason.COMPLETED), "recording complete"
-            status.progress = 1.0
-            status.finished_at = now
-        elif pod.exit_code == EXIT_BAD_CONFIG or (status.retries >= config.max_restarts and not _ran_healthy(
-                pod, config, now)):
+        # Only deaths in a row count: a recorder that ran for the healthy-run time made progress, so a
+        # day-long recording evicted now and then is continued however often that happens.
+        in_a_row = 0 if _ran_healthy(pod, config, now) else status.consecutive_failures
+        if pod.exit_code == EXIT_BAD_CONFIG or in_a_row >= config.max_restarts:
             target = RecordJobPhase.FAILED
             reason = str(ConditionReason.SPEC_INVALID if pod.exit_code == EXIT_BAD_CONFIG
                          else ConditionReason.RETRIES_EXHAUSTED)
@@ -900,8 +934,8 @@ def decide_record_job(
         else:
             target = status.phase or RecordJobPhase.STARTED
             reason, comment = str(ConditionReason.ENCODER_CRASHED), f"recorder {_death(pod)}"
-            died_at = pod.finished_at or now
-            wait = (died_at + dt.timedelta(seconds=_backoff(config, status.retries)) - now).total_seconds()
+            died_at = pod.finished_at or pod.killed_by or now  # killed_by: one lost with its node
+            wait = (died_at + dt.timedelta(seconds=_backoff(config, in_a_row)) - now).total_seconds()
             still_going = _pods_still_going(pods, now, decision.delete_pods)
             if wait > 0:
                 decision.requeue_after = wait
@@ -920,8 +954,10 @@ def decide_record_job(
                          f"LiveJob {job.spec.source.live_job_ref} not found")
                 decision.requeue_after = TEMPLATE_RETRY_SECONDS
             else:
-                decision.delete_pods.append(pod.name)
+                if not pod.terminating:
+                    decision.delete_pods.append(pod.name)
                 status.retries += 1
+                status.consecutive_failures = in_a_row + 1
                 status.attempt += 1
                 decision.create_pod_attempt = status.attempt
                 decision.ensure_children = True
@@ -936,7 +972,9 @@ def decide_record_job(
         decision.events.append(("Warning", stuck[0], comment))
         decision.delete_pods.append(pod.name)
     else:
-        paused_now = bool(recording and recording.get("paused"))
+        # A recorder not read yet (an operator that has just started) is taken to be as the job says
+        # it was: not read, a Paused job would announce a resume that never happened.
+        paused_now = bool(recording.get("paused")) if recording is not None else status.phase == RecordJobPhase.PAUSED
         ending = pod.ready and end is not None and now >= end and not is_clip
         # A clip's recorder is paused while it follows its LiveJob, waiting for the end of the range:
         # what is stored meanwhile is left out when it cuts. A past range is cut at once.
@@ -966,6 +1004,9 @@ def decide_record_job(
             reason = str(ConditionReason.WAITING_FOR_STORAGE)
             comment = f"the recorder waits for its bucket before it records: {storage[1]}"
             set_cond(ConditionType.STORAGE_AVAILABLE, False, storage[0], storage[1])
+        elif not pod.ready and not pod.terminating:
+            reason = str(ConditionReason.ENCODER_STARTING)
+            comment = f"waiting for Pod {pod.name}" + (f" ({pod.waiting_reason})" if pod.waiting_reason else "")
         elif pod.ready and find_condition(conditions, ConditionType.STORAGE_AVAILABLE) is not None:
             set_cond(ConditionType.STORAGE_AVAILABLE, True, ConditionReason.BUCKET_REACHABLE, "")
         # Past the end, the recorder's own exit (a Pod event) moves the job on: no timer.
@@ -978,6 +1019,8 @@ def decide_record_job(
             status.progress = recording["progress"]
         if recording.get("recordedSeconds") is not None:
             status.recorded_seconds = recording["recordedSeconds"]
+    if target == RecordJobPhase.COMPLETED:
+        status.progress = 1.0  # the recorder's last report may be from before its last segment
     # A vod asset's master playlist is written when the recording completes, not before.
     listed = job.spec.output.type != StorageType.VOD or target == RecordJobPhase.COMPLETED
     if listed and report and report.get("masterPlaylistKey"):
@@ -990,11 +1033,14 @@ def decide_record_job(
     # The Pod of the attempt running or about to start (a retry above has moved on to the next one).
     status.resource_name = naming.pod_name(str(job.metadata.name), RECORDER_ROLE, str(job.metadata.uid),
                                            status.attempt)
-    ready = target == RecordJobPhase.STARTED and reason != ConditionReason.WAITING_FOR_STORAGE
+    # Ready: a recorder records, not one still to be made or starting, nor one that died.
+    ready = target == RecordJobPhase.STARTED and pod is not None and pod.ready and not pod.finished
     if ready:
         ready_reason = ConditionReason.RECORDING
     elif reason in ConditionReason.__members__.values():
         ready_reason = ConditionReason(reason)
+    elif target == RecordJobPhase.STARTED:
+        ready_reason = ConditionReason.ENCODER_STARTING
     else:
         ready_reason = ConditionReason.NOT_LIVE
     conditions = set_condition(conditions, _condition(ConditionType.READY, ready, ready_reason, comment, now,
@@ -1002,5 +1048,6 @@ def decide_record_job(
     status.conditions = sorted(conditions, key=lambda c: c.type)
     status.observed_generation = generation
     _enter(status, target, now, reason, comment, decision)
+    decision.requeue_after = _earliest(decision.requeue_after, lost_check)
     decision.status = _dump(status)
     return decision

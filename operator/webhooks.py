@@ -45,12 +45,28 @@ RECORD_JOB_EVENTS: dict[RecordJobPhase, str] = {
 }
 
 
-def event_name(previous: LiveJobPhase | RecordJobPhase | None, phase: LiveJobPhase | RecordJobPhase) -> str | None:
+def event_name(previous: LiveJobPhase | RecordJobPhase | None, phase: LiveJobPhase | RecordJobPhase,
+               recorded_before: bool = True) -> str | None:
+    """`recorded_before`: whether the RecordJob has recorded (been Started) before; one created paused
+    that is resumed for the first time starts recording, it does not resume."""
     if isinstance(phase, RecordJobPhase):
-        if phase == RecordJobPhase.STARTED and previous == RecordJobPhase.PAUSED:
+        if phase == RecordJobPhase.STARTED and previous == RecordJobPhase.PAUSED and recorded_before:
             return "resumed"
         return RECORD_JOB_EVENTS.get(phase)
     return LIVE_JOB_EVENTS.get(phase)
+
+
+def events_announced(previous: LiveJobPhase | RecordJobPhase | None,
+                     phases: list[LiveJobPhase] | list[RecordJobPhase] | list[LiveJobPhase | RecordJobPhase],
+                     recorded_before: bool) -> list[tuple[str, LiveJobPhase | RecordJobPhase]]:
+    """The events (with the phase of each) that passing from `previous` through `phases` announces."""
+    events = []
+    for phase in phases:
+        event = event_name(previous, phase, recorded_before)
+        previous = phase
+        if event:
+            events.append((event, phase))
+    return events
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:

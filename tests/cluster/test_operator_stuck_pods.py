@@ -1,5 +1,6 @@
 """An encoder Pod that can never start (no node for it, its image cannot be pulled) fails its LiveJob
-after the provisioning timeout instead of leaving it Provisioning forever. Each test runs its own
+after the provisioning timeout instead of leaving it Provisioning forever; one the API server refuses
+(a ResourceQuota) is asked for again, and the job says why meanwhile. Each test runs its own
 operator (namespaces s-*) with a provisioning timeout of a few seconds."""
 
 from __future__ import annotations
@@ -83,5 +84,34 @@ def test_an_image_that_cannot_be_pulled_fails_the_job(kube: client.ApiClient, pl
         job = wait_phase(kube, stuck_namespace, "no-image", "Failed", timeout=60)
         assert_failed_naming(kube, stuck_namespace, job, "ImagePullBackOff", message)
         assert get_job(kube, stuck_namespace, "no-image")["status"]["phase"] == "Failed"
+    finally:
+        stop_operator(operator)
+
+
+def test_an_encoder_pod_a_quota_refuses_is_said_in_the_job_and_made_once_the_quota_allows(
+        kube: client.ApiClient, platform: PlatformInfo, run_root: Path, stuck_namespace: str) -> None:
+    core = client.CoreV1Api(kube)
+    core.create_namespaced_resource_quota(stuck_namespace, {"metadata": {"name": "no-pods"},
+                                                            "spec": {"hard": {"pods": "0"}}})
+    operator = start_operator(platform, run_root / "stuck-quota", name="stuck-quota",
+                              ONAIR_WATCH_NAMESPACES=json.dumps(["s-*"]), **KWOK_PLACEMENT)
+    try:
+        create_live_job(kube, stuck_namespace, "over-quota")
+
+        def refused() -> dict[str, Any] | None:
+            conditions = (get_job(kube, stuck_namespace, "over-quota").get("status") or {}).get("conditions") or []
+            ready = {c["type"]: c for c in conditions}.get("Ready")
+            return ready if ready is not None and ready["reason"] == "PodRefused" else None
+
+        ready = wait_until(refused, 30, "Ready: PodRefused on the job")
+        # "exceeded quota: no-pods, ..." (or "status unknown for quota: no-pods" before the quota's first count)
+        assert ready["status"] == "False" and "quota: no-pods" in ready["message"], ready
+        assert "quota: no-pods" in get_job(kube, stuck_namespace, "over-quota")["status"]["message"]
+        events = wait_until(lambda: (e := job_events(kube, stuck_namespace, "over-quota")).get("FailedCreate") and e,
+                            20, "a FailedCreate Event on the job")
+        assert "quota: no-pods" in events["FailedCreate"]
+        core.delete_namespaced_resource_quota("no-pods", stuck_namespace)
+        job = wait_phase(kube, stuck_namespace, "over-quota", "WaitingForInput", timeout=60)
+        assert "Failed" not in [t["phase"] for t in job["status"]["timings"]]
     finally:
         stop_operator(operator)

@@ -564,6 +564,13 @@ def test_input_destination_and_template_frozen_while_the_encoder_runs() -> None:
     assert update_violations(old, live(None, online=False, description="switched off")) == []
 
 
+def test_the_dvr_window_and_recording_are_frozen_while_the_encoder_runs() -> None:
+    """The encoder takes them at its start: changed under it, they would be ignored without a word."""
+    messages = update_violations(live(LiveJobPhase.LIVE), live(None, dvrWindowSeconds=600, recording=True))
+    assert [message.split(" ", 1)[0] for message in messages] == ["spec.dvrWindowSeconds", "spec.recording"]
+    assert update_violations(live(LiveJobPhase.OFFLINE), live(None, dvrWindowSeconds=600, recording=True)) == []
+
+
 def test_record_job_source_and_output_are_immutable() -> None:
     old = parse_resource(record_job())
     new = parse_resource(record_job(source={"liveJobRef": "other"}, output={"bucket": "abc"}))

@@ -192,3 +192,29 @@ async def test_a_pod_forgotten_during_its_first_read_is_not_followed() -> None:
             assert requests == ["/status"]
     finally:
         await runner.cleanup()
+
+
+async def test_a_pod_whose_container_ended_keeps_its_last_report_and_is_read_no_more() -> None:
+    """What a finished recorder last reported (the playlists it wrote) is what its job lists."""
+    requests: list[str] = []
+
+    async def status(request: web.Request) -> web.Response:
+        requests.append(request.path_qs)
+        return web.json_response({"state": "finished", "masterPlaylistKey": "rec/master.m3u8"})
+
+    port = free_port()
+    runner = await serve(status_only(status), port)
+    try:
+        async with reading(EncoderReports(interval=0.05)) as reports:
+            reports.track("pod-1", status_url(port), lambda: None)
+            assert await wait_for(lambda: reports.report("pod-1") is not None, 5)
+            reports.stop("pod-1")
+            asked = len(requests)
+            await asyncio.sleep(0.3)  # six intervals: a target still read would have been asked again
+            assert len(requests) == asked
+            assert reports.report("pod-1") == {"state": "finished", "masterPlaylistKey": "rec/master.m3u8"}
+            assert not await reports.send("pod-1", "finish", "key")  # nothing runs there to be told
+            reports.forget("pod-1")  # the Pod's deletion
+            assert reports.report("pod-1") is None
+    finally:
+        await runner.cleanup()

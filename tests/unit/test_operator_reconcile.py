@@ -26,9 +26,10 @@ from onair.operator.reconcile import (
     decide_record_job,
     phase_path,
     progress_only,
+    refused_pod_status,
 )
 from onair.operator.services import ServiceEndpoint, service_endpoint
-from onair.operator.webhooks import event_name
+from onair.operator.webhooks import events_announced
 from onair.phases import (
     LIVE_JOB_TERMINAL_PHASES,
     RECORD_JOB_TERMINAL_PHASES,
@@ -83,18 +84,12 @@ def current_pod_name(attempt: int = 1) -> str:
     return naming.pod_name("news", "encoder", "uid-1", attempt)
 
 
-def announced(previous: str | None, decision: Decision) -> list[str]:
+def announced(previous: str | None, decision: Decision, recorded_before: bool = True) -> list[str]:
     """The webhook events a decision's phase changes send, as the controller sends them."""
     phase_type = LiveJobPhase if decision.phase_changes and isinstance(decision.phase_changes[0], LiveJobPhase) \
         else RecordJobPhase
     last = phase_type(previous) if previous else None
-    events = []
-    for phase in decision.phase_changes:
-        event = event_name(last, phase)
-        if event:
-            events.append(event)
-        last = phase
-    return events
+    return [event for event, _ in events_announced(last, decision.phase_changes, recorded_before)]
 
 
 def test_phase_path_passes_through_intermediate_phases() -> None:
@@ -646,6 +641,9 @@ def test_encoder_pod_is_least_privileged_and_wired_to_its_secrets() -> None:
     secret_name = naming.stream_key_secret_name("news", "uid-1")
     assert env["ONAIR_STREAM_KEY"]["valueFrom"]["secretKeyRef"]["name"] == secret_name
     assert "value" not in env["AWS_SECRET_ACCESS_KEY"]
+    # Temporary (STS) credentials carry a session token; long-lived keys have none.
+    token = env["AWS_SESSION_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert token["name"] == env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] and token["optional"]
     control = env["ONAIR_CONTROL_KEY"]["valueFrom"]["secretKeyRef"]
     assert control == {"name": secret_name, "key": "controlKey", "optional": True}
     secret = build_job_secret(job, CONFIG.stream_key_seed)
@@ -1324,7 +1322,8 @@ def test_a_recorder_that_cannot_start_fails_the_record_job_too() -> None:
 
 def test_a_long_recording_evicted_more_often_than_max_restarts_goes_on() -> None:
     status = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
-    status = {**status, "retries": CONFIG.max_restarts, "attempt": CONFIG.max_restarts + 1}
+    status = {**status, "retries": CONFIG.max_restarts, "consecutiveFailures": CONFIG.max_restarts,
+              "attempt": CONFIG.max_restarts + 1}
     name = naming.pod_name("rec", "recorder", "uid-r", CONFIG.max_restarts + 1)
     evicted = pod(name, "Failed", ready=False, exit_code=EXIT_INTERRUPTED, finished_at=NOW - dt.timedelta(minutes=1))
     evicted["status"]["containerStatuses"][0]["state"]["terminated"]["startedAt"] = "2026-11-23T06:00:00Z"
@@ -1353,3 +1352,158 @@ def test_a_job_re_created_with_the_same_name_never_shares_the_old_jobs_secret() 
     recreated = recorder.model_copy(update={"metadata": recorder.metadata.model_copy(update={"uid": "uid-r2"})})
     assert (build_job_secret(recorder, CONFIG.stream_key_seed)["metadata"]["name"]
             != build_job_secret(recreated, CONFIG.stream_key_seed)["metadata"]["name"])
+
+
+def recorder_run(status: dict[str, Any], start: dt.datetime,
+                 runs_for: dt.timedelta) -> tuple[dict[str, Any], dt.datetime]:
+    """The RecordJob's next recorder: made at `start` (after any back-off), records for `runs_for`, is evicted."""
+    made = decide_record_job(record_job(status), None, [], None, CONFIG, start)
+    assert made.create_pod_attempt is not None, made.status
+    name = naming.pod_name("rec", "recorder", "uid-r", made.create_pod_attempt)
+    died_at = start + runs_for
+    dead = evicted(name, start, died_at)
+    retried = decide_record_job(record_job(made.status), None, [dead], None, CONFIG, died_at + dt.timedelta(minutes=5))
+    return retried.status, died_at + dt.timedelta(minutes=5)
+
+
+def test_a_recorder_crash_loop_after_a_long_healthy_recording_gets_its_retries_again() -> None:
+    """Deaths in a row count, as for a LiveJob: a day of evictions does not use up the retries of
+    the next crash loop, nor grow its back-off."""
+    status = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
+    status["attempt"] = 0  # recorder_run makes attempt 1
+    moment = NOW
+    for _ in range(5):  # evicted after hours of recording, more often than max_restarts (2)
+        status, moment = recorder_run(status, moment, dt.timedelta(hours=4))
+        assert status["phase"] == "Started" and status["consecutiveFailures"] == 1
+    assert status["retries"] == 5
+    name = naming.pod_name("rec", "recorder", "uid-r", status["attempt"])
+    crashed = evicted(name, moment, moment + dt.timedelta(seconds=5))
+    early = decide_record_job(record_job(status), None, [crashed], None, CONFIG, moment + dt.timedelta(seconds=8))
+    assert early.create_pod_attempt is None and early.requeue_after == pytest.approx(1)
+    # The second death in a row waits 4s (2s, doubled once), not 2s doubled for every retry so far.
+    first = decide_record_job(record_job(status), None, [crashed], None, CONFIG, moment + dt.timedelta(seconds=9))
+    assert first.status["phase"] == "Started" and first.create_pod_attempt == status["attempt"] + 1
+    status = first.status
+    name = naming.pod_name("rec", "recorder", "uid-r", status["attempt"])
+    crashed = evicted(name, moment, moment + dt.timedelta(seconds=10))
+    failed = decide_record_job(record_job(status), None, [crashed], None, CONFIG, moment + dt.timedelta(minutes=1))
+    assert failed.status["phase"] == "Failed" and failed.status["consecutiveFailures"] == CONFIG.max_restarts
+
+
+def test_a_recorder_left_terminating_on_a_lost_node_is_replaced_after_its_grace_period() -> None:
+    first = naming.pod_name("rec", "recorder", "uid-r", 1)
+    status = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
+    status = decide_record_job(record_job(status), None, [pod(first)], {"recording": {"paused": False}}, CONFIG,
+                               NOW).status
+    lost = [pod(first, deleting=True, killed_by=NOW + dt.timedelta(seconds=30))]
+    in_grace = decide_record_job(record_job(status), None, lost, None, CONFIG, NOW + dt.timedelta(seconds=10))
+    assert in_grace.create_pod_attempt is None and in_grace.status["phase"] == "Started"
+    # Looked at again once it would count as lost, whether or not an event comes.
+    assert in_grace.requeue_after == pytest.approx(50)
+    replaced = decide_record_job(record_job(in_grace.status), None, lost, None, CONFIG, NOW + dt.timedelta(minutes=2))
+    assert replaced.create_pod_attempt == 2 and replaced.status["retries"] == 1
+    assert first not in replaced.delete_pods  # deleted already; its object goes with its node
+
+
+def test_a_paused_recording_whose_recorder_is_not_read_yet_stays_paused_and_announces_nothing() -> None:
+    """An operator that has just started has not read the recorder: no resume that never happened."""
+    name = naming.pod_name("rec", "recorder", "uid-r", 1)
+    started = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
+    paused = decide_record_job(record_job(started, paused=True), None, [pod(name)], {"recording": {"paused": True}},
+                               CONFIG, NOW).status
+    unread = decide_record_job(record_job(paused, paused=True), None, [pod(name)], None, CONFIG,
+                               NOW + dt.timedelta(seconds=5))
+    assert unread.status["phase"] == "Paused" and unread.phase_changes == [] and unread.encoder_command is None
+
+
+def test_a_record_job_is_ready_only_once_its_recorder_is() -> None:
+    name = naming.pod_name("rec", "recorder", "uid-r", 1)
+
+    def ready(status: dict[str, Any]) -> tuple[str, str]:
+        condition = next(c for c in status["conditions"] if c["type"] == "Ready")
+        return condition["status"], condition["reason"]
+
+    creating = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
+    assert ready(creating) == ("False", "EncoderStarting")
+    pulling = decide_record_job(record_job(creating), None, [stuck_pod(name, "ContainerCreating", "")], None, CONFIG,
+                                NOW).status
+    assert ready(pulling) == ("False", "EncoderStarting") and "waiting for Pod" in next(
+        c for c in pulling["conditions"] if c["type"] == "Ready")["message"]
+    recording = decide_record_job(record_job(pulling), None, [pod(name)], {"recording": {"paused": False}}, CONFIG,
+                                  NOW).status
+    assert ready(recording) == ("True", "Recording")
+
+
+def test_a_record_job_created_paused_announces_its_first_recording_as_started_not_resumed() -> None:
+    name = naming.pod_name("rec", "recorder", "uid-r", 1)
+    waiting = decide_record_job(record_job(paused=True), None, [], None, CONFIG, NOW).status
+    assert waiting["phase"] == "Paused" and not waiting.get("startedAt")
+    resumed = decide_record_job(record_job(waiting), None, [], None, CONFIG, NOW + dt.timedelta(minutes=1))
+    assert announced("Paused", resumed, recorded_before=bool(waiting.get("startedAt"))) == ["record_started"]
+    # Paused and resumed after it recorded: a resume.
+    paused = decide_record_job(record_job(resumed.status, paused=True), None, [pod(name)],
+                               {"recording": {"paused": True}}, CONFIG, NOW + dt.timedelta(minutes=2))
+    again = decide_record_job(record_job(paused.status), None, [pod(name)], {"recording": {"paused": False}}, CONFIG,
+                              NOW + dt.timedelta(minutes=3))
+    assert announced("Paused", again, recorded_before=bool(paused.status.get("startedAt"))) == ["resumed"]
+
+
+def test_a_finished_mp4_recording_lists_every_file_its_recorder_reported() -> None:
+    name = naming.pod_name("rec", "recorder", "uid-r", 1)
+    output = {"bucket": "media", "type": "vod", "format": "mp4"}
+    started = decide_record_job(record_job(output=output), None, [], None, CONFIG, NOW).status
+    report = {"masterPlaylistKey": "rec/master.m3u8", "mediaPlaylistKeys": {"720p": "rec/720p/index.m3u8"},
+              "recording": {"paused": False, "progress": 0.97}}
+    recording = decide_record_job(record_job(started, output=output), None, [pod(name)], report, CONFIG, NOW).status
+    assert not recording.get("files")  # a vod asset's playlists are written at the end
+    done = decide_record_job(record_job(recording, output=output), None,
+                             [pod(name, "Succeeded", ready=False, exit_code=0)], report, CONFIG, NOW).status
+    assert done["phase"] == "Completed" and done["progress"] == 1.0
+    assert [(f["name"], f["format"]) for f in done["files"]] == [("master", "hls"), ("720p", "hls"), ("720p", "mp4")]
+
+
+def test_a_completed_live_job_edited_after_its_finish_time_stays_completed() -> None:
+    over = {"finishDateTime": (NOW - dt.timedelta(minutes=1)).isoformat()}
+    completed = decide_live_job(live_job(schedule=over), TEMPLATE, [], None, CONFIG, NOW).status
+    assert completed["phase"] == "Completed"
+    edited = decide_live_job(live_job(completed, generation=2, schedule=over, description="the final"), TEMPLATE, [],
+                             None, CONFIG, NOW + dt.timedelta(hours=1))
+    assert edited.phase_changes == [] and edited.status["finishedAt"] == completed["finishedAt"]
+    assert edited.status["observedGeneration"] == 2
+    # Moving the finish time on runs it again.
+    later = {"finishDateTime": (NOW + dt.timedelta(hours=2)).isoformat()}
+    rerun = decide_live_job(live_job(completed, generation=3, schedule=later), TEMPLATE, [], None, CONFIG,
+                            NOW + dt.timedelta(hours=1))
+    assert rerun.create_pod_attempt is not None and rerun.status["phase"] == "Provisioning"
+
+
+def test_a_switched_off_job_no_longer_says_its_encoder_is_scheduled() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    status = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], {"state": "live"}, CONFIG,
+                             NOW).status
+    stopping = decide_live_job(live_job(status, generation=2, online=False), TEMPLATE, [pod(current_pod_name())],
+                               {"state": "live"}, CONFIG, NOW).status
+    offline = decide_live_job(live_job(stopping, generation=2, online=False), TEMPLATE, [], None, CONFIG, NOW).status
+    assert offline["phase"] == "Offline"
+    scheduled = next(c for c in offline["conditions"] if c["type"] == "Scheduled")
+    assert scheduled["status"] == "False"
+
+
+def test_a_job_created_switched_off_has_its_stream_key_secret_made_at_once() -> None:
+    """So the publisher can be set up with the key before the job is switched on."""
+    offline = decide_live_job(live_job(online=False), TEMPLATE, [], None, CONFIG, NOW)
+    assert offline.status["phase"] == "Offline" and offline.ensure_children
+    assert offline.status["streamKeySecret"] == naming.stream_key_secret_name("news", "uid-1")
+    later = {"startDateTime": (NOW + dt.timedelta(hours=1)).isoformat()}
+    assert decide_live_job(live_job(schedule=later), TEMPLATE, [], None, CONFIG, NOW).ensure_children
+
+
+def test_a_pod_the_api_server_refuses_is_said_in_the_status() -> None:
+    decided = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW)
+    why = 'pods "x" is forbidden: exceeded quota: compute, requested: pods=1, used: pods=4, limited: pods=4'
+    refused = refused_pod_status(live_job(), decided.status, current_pod_name(), why, NOW)
+    conditions = {c["type"]: c for c in refused["conditions"]}
+    for type_ in ("Ready", "EncoderRunning"):
+        assert (conditions[type_]["status"], conditions[type_]["reason"]) == ("False", "PodRefused")
+        assert "exceeded quota" in conditions[type_]["message"]
+    assert "exceeded quota" in refused["message"] and refused["phase"] == decided.status["phase"]
