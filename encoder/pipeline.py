@@ -40,6 +40,7 @@ from .ffmpeg import (
     session_outputs,
     unhandled_local_segments,
 )
+from .hlssource import hls_source_ended, is_hls_url
 from .mp4 import fetch_segment, join_files, write_mp4
 from .passthrough import (
     OneProcess,
@@ -355,9 +356,9 @@ class Encoder:
             now = datetime.now(UTC)
             progress = self._progress(now)
             self.status.recording_progress = progress if self.config.kind == "RecordJob" else None
-            for name, rendition in self.status.renditions.items():
+            for rendition in self.status.renditions.values():
                 rendition.progress = progress
-                rendition.status = self._rendition_status(name, now)
+                rendition.status = rendition.state(self.status.connected, self.config.segment_seconds, now)
             self._update_spool_full()
             self.status.refresh_metrics()
             if self.status.finish_at is not None and now >= self.status.finish_at:
@@ -371,15 +372,6 @@ class Encoder:
         start = self.config.start_at or self.started_at
         total = (end - start).total_seconds()
         return 1.0 if total <= 0 else min(1.0, max(0.0, (now - start).total_seconds() / total))
-
-    def _rendition_status(self, name: str, now: datetime) -> str:
-        rendition = self.status.renditions[name]
-        if rendition.last_segment_time is None:
-            return "Pending"
-        silent = (now - rendition.last_segment_time).total_seconds()
-        if self.status.connected and silent > 2 * self.config.segment_seconds + 2:
-            return "Stalled"
-        return "Running"
 
     async def _run_rtmp(self) -> None:
         nginx, module = find_nginx(), find_rtmp_module()
@@ -464,8 +456,10 @@ class Encoder:
             returncode = self._last_returncode
             if self.stop_requested.is_set():
                 break
-            if self.config.kind == "RecordJob" and produced and returncode == 0 and self.status.finish_at is None:
-                # The source ended (an HLS playlist with ENDLIST, or the stream closed): done.
+            if self.config.kind == "RecordJob" and produced and returncode == 0 and (
+                    self.status.finish_at is None or (is_hls_url(url) and await hls_source_ended(url))):
+                # The source ended (an HLS playlist with ENDLIST, or, with no end to the range, the stream
+                # closed): done. A stream may come back before the end; an ended playlist does not.
                 self.request_stop(finishing=True)
                 break
             backoff = 1.0 if produced else min(backoff * 2, MAX_PULL_BACKOFF)
@@ -698,6 +692,7 @@ class Encoder:
             # nothing to play, and players stall on it. Not a gap either, so no discontinuity.
             path.unlink(missing_ok=True)
             return
+        self.status.renditions[name].last_closed_time = datetime.now(UTC)
         fate = self._fate(state, name, local, size)
         if fate != Fate.PUBLISH:
             # Not published, in every rendition alike; the playlist shows a discontinuity there.
@@ -743,9 +738,11 @@ class Encoder:
             task.add_done_callback(self._background.discard)
         expired = track.take_expired()
         for segment_gone in expired:
-            self.uploader.delete(self.config.key(name, segment_gone.uri))
+            self.uploader.delete(self.config.key(name, segment_gone.uri), track.hold_seconds(segment_gone))
         for init_gone in track.unused_init_segments(expired):
-            self.uploader.delete(self.config.key(name, init_gone))
+            # It goes with the last of its segments, when that one goes.
+            self.uploader.delete(self.config.key(name, init_gone), track.hold_seconds(expired[-1]),
+                                 self.config.key(name, expired[-1].uri))
         variant = self.variants.get(name)
         if variant is not None and (track.peak_bit_rate > variant.peak_bandwidth or self.master_body is None):
             # BANDWIDTH must be at least the peak segment bit rate (RFC 8216 4.3.4.2); the headroom
@@ -791,7 +788,8 @@ class Encoder:
             body = track.event_playlist(ended=ended)
         else:
             body = track.live_playlist(ended=ended)
-        self.uploader.put_bytes(self.config.key(name, LIVE_PLAYLIST), body.encode(), cache, closed_at)
+        unnamed = [self.config.key(name, uri) for uri in track.take_unnamed()]
+        self.uploader.put_bytes(self.config.key(name, LIVE_PLAYLIST), body.encode(), cache, closed_at, unnamed)
         if self.config.outputs.event_playlist:
             event = track.event_playlist(ended=ended).encode()
             self.uploader.put_bytes(self.config.key(name, EVENT_PLAYLIST), event, cache)

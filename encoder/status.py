@@ -43,8 +43,20 @@ class RenditionStatus:
     segments_written: int = 0
     segments_skipped: int = 0  # closed but left out: recording paused, or the spool full
     last_segment_time: datetime | None = None
+    # The last segment ffmpeg closed, published or left out: a paused recording still encodes.
+    last_closed_time: datetime | None = None
     progress: float | None = None
     status: str = "Pending"
+
+    def state(self, connected: bool, segment_seconds: float, now: datetime) -> str:
+        """Pending before its first segment; Stalled when the input is connected and no segment was
+        closed for two segment durations (and a little); Running otherwise."""
+        if self.last_segment_time is None:
+            return "Pending"
+        last = max(self.last_segment_time, self.last_closed_time or self.last_segment_time)
+        if connected and (now - last).total_seconds() > 2 * segment_seconds + 2:
+            return "Stalled"
+        return "Running"
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -67,6 +67,7 @@ class RenditionTrack:
     _deletable_at: deque[float] = field(default_factory=deque)
     _media_seconds: float = 0.0  # the duration of every segment this track added: its clock
     _longest_playlist_seconds: float = 0.0
+    _unnamed: list[str] = field(default_factory=list)  # retired since the last live playlist was rendered
     window_start: int = 0  # index into `segments` of the first segment in the live window
     # What an earlier recording of the job keeps (its event playlist names them) while this track does not
     # record: the live window slides past them, but they stay in the bucket.
@@ -214,6 +215,8 @@ class RenditionTrack:
             if not self.keep_all:
                 self._retired.append(segment)
                 self._deletable_at.append(self._media_seconds + segment.duration + self._longest_playlist_seconds)
+                if segment.uri not in self.recorded:
+                    self._unnamed.append(segment.uri)
         if self.keep_all:
             self.window_start = new_start
         else:
@@ -262,6 +265,17 @@ class RenditionTrack:
             if segment.uri not in self.recorded:
                 expired.append(segment)
         return expired
+
+    def hold_seconds(self, segment: Segment) -> float:
+        """How long `segment` stays fetchable once a stored playlist no longer names it: what take_expired
+        waits for on the media clock (its duration plus the longest playlist's)."""
+        return segment.duration + self._longest_playlist_seconds
+
+    def take_unnamed(self) -> list[str]:
+        """The segments that left the live window since the last call: the next live playlist is the
+        first without them, and their hold (retention_seconds) starts once it is stored."""
+        unnamed, self._unnamed = self._unnamed, []
+        return unnamed
 
     def unused_init_segments(self, expired: list[Segment]) -> list[str]:
         """The init segments (EXT-X-MAP) of `expired` segments that no segment still in the playlist

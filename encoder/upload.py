@@ -13,6 +13,11 @@ files its folder queued since (the segments it names) move ahead of it and the d
 it. So every segment lands before a playlist naming it, no segment is deleted while the stored
 playlist still names it, and a master queued after the older version still lands after a version of
 every playlist it names.
+
+A segment that leaves the live playlist stays fetchable for a while (`hold`) after the first stored
+playlist without it landed (RFC 8216 6.2.2): players that loaded the previous one may still ask for
+it. Normally that playlist landed long before the delete is queued; after an outage it lands just
+now, and the delete waits its hold, without holding up its folder meanwhile.
 """
 
 from __future__ import annotations
@@ -82,6 +87,13 @@ class Operation:
     # that first names them): upload latency is measured from there.
     closed_at: list[float] = field(default_factory=list)
     on_done: Callable[[], None] | None = None
+    # A playlist: the keys of the segments its version (or the versions it replaced) no longer names.
+    unnames: list[str] = field(default_factory=list)
+    # A delete: seconds it waits after the first stored playlist without `unnamed_key` (by default its
+    # own key) landed, and the time.monotonic() that makes, once known.
+    hold: float = 0.0
+    unnamed_key: str | None = None
+    not_before: float | None = None
 
     @property
     def size(self) -> int:
@@ -153,6 +165,9 @@ class UploadQueue:
         self.spool_limit_bytes = spool_limit_bytes
         self.stats = UploadStats()
         self._spool_bytes = 0
+        # When the first stored playlist without each key landed, until that key's delete is done.
+        self._unnamed_since: dict[str, float] = {}
+        self._draining = False  # every delete is due: the encoder is stopping
         self._threads = [threading.Thread(target=self._run, name=f"uploader-{i}", daemon=True)
                          for i in range(workers)]
 
@@ -188,8 +203,10 @@ class UploadQueue:
 
         return release
 
-    def put_bytes(self, key: str, body: bytes, cache_control: str, closed_at: list[float] | None = None) -> None:
-        """Queue a playlist; an older queued version of the same key is replaced (see module doc)."""
+    def put_bytes(self, key: str, body: bytes, cache_control: str, closed_at: list[float] | None = None,
+                  unnames: list[str] | None = None) -> None:
+        """Queue a playlist; an older queued version of the same key is replaced (see module doc).
+        `unnames`: the segment keys the previous version named and this one does not."""
         lane = lane_of(key)
         with self._condition:
             queued = list(self._queue)
@@ -197,19 +214,22 @@ class UploadQueue:
                           if operation.key == key and not operation.delete and operation.body is not None), None)
             if older is None:
                 self._queue.append(Operation(key=key, body=body, cache_control=cache_control,
-                                             closed_at=list(closed_at or [])))
+                                             closed_at=list(closed_at or []), unnames=list(unnames or [])))
             else:
                 marks = queued[older].closed_at + list(closed_at or [])
                 since = queued[older + 1:]
                 ahead = [operation for operation in since if lane_of(operation.key) == lane and not operation.delete]
                 behind = [operation for operation in since if lane_of(operation.key) != lane or operation.delete]
-                newer = Operation(key=key, body=body, cache_control=cache_control, closed_at=marks)
+                newer = Operation(key=key, body=body, cache_control=cache_control, closed_at=marks,
+                                  unnames=queued[older].unnames + list(unnames or []))
                 self._queue = deque([*queued[:older], *ahead, newer, *behind])
             self._condition.notify_all()
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, hold: float = 0.0, unnamed_key: str | None = None) -> None:
+        """Queue a delete, due `hold` seconds after the first stored playlist that no longer names
+        `unnamed_key` (by default `key`; an init segment goes with the segments that use it) landed."""
         with self._condition:
-            self._queue.append(Operation(key=key, delete=True))
+            self._queue.append(Operation(key=key, delete=True, hold=hold, unnamed_key=unnamed_key or key))
             self._condition.notify_all()
 
     def pending(self) -> int:
@@ -220,12 +240,18 @@ class UploadQueue:
         """Block until everything queued so far is uploaded (True) or the timeout passes (False)."""
         deadline = time.monotonic() + timeout
         with self._condition:
-            while self._queue or self._in_flight:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._condition.wait(remaining)
-            return True
+            # Whatever a delete still waits for, nothing will serve its players once the encoder has gone.
+            self._draining = True
+            self._condition.notify_all()
+            try:
+                while self._queue or self._in_flight:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._condition.wait(remaining)
+                return True
+            finally:
+                self._draining = False
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ends the workers once their current operation is done, waiting for them `timeout` in all
@@ -244,22 +270,32 @@ class UploadQueue:
             while True:
                 if self._stopping:  # stop() comes after wait_idle: whatever is left is abandoned
                     return None
-                operation = self._first_ready()
+                operation, wake_at = self._first_ready(time.monotonic())
                 if operation is not None:
                     self._queue.remove(operation)
                     self._in_flight.append(operation)
                     return operation
-                self._condition.wait()
+                self._condition.wait(None if wake_at is None else max(0.0, wake_at - time.monotonic()))
 
-    def _first_ready(self) -> Operation | None:
-        """The oldest queued operation whose lane has nothing in flight or queued before it."""
+    def _first_ready(self, now: float) -> tuple[Operation | None, float | None]:
+        """The oldest queued operation whose lane has nothing in flight or queued before it (a delete
+        also waits for its hold, holding up nothing behind it); else when a waiting delete is due."""
         blocked = [lane_of(op.key) for op in self._in_flight]
+        wake_at = None
         for operation in self._queue:
             lane = lane_of(operation.key)
-            if not any(lanes_conflict(lane, other) for other in blocked):
-                return operation
-            blocked.append(lane)
-        return None
+            if any(lanes_conflict(lane, other) for other in blocked):
+                blocked.append(lane)
+                continue
+            if operation.delete and not self._draining:
+                if operation.not_before is None:  # what unnamed it has landed: its hold starts there
+                    since = self._unnamed_since.get(operation.unnamed_key or operation.key)
+                    operation.not_before = since + operation.hold if since is not None else now
+                if operation.not_before > now:
+                    wake_at = operation.not_before if wake_at is None else min(wake_at, operation.not_before)
+                    continue
+            return operation, None
+        return None, wake_at
 
     def _run(self) -> None:
         while (operation := self._next()) is not None:
@@ -291,6 +327,8 @@ class UploadQueue:
         started = time.monotonic()
         if operation.delete:
             self._store.delete(operation.key)
+            with self._condition:
+                self._unnamed_since.pop(operation.key, None)
         else:
             if operation.body is not None:
                 body = operation.body
@@ -302,6 +340,10 @@ class UploadQueue:
             if operation.path is not None and operation.remove_local:
                 operation.path.unlink(missing_ok=True)
         now = time.monotonic()
+        if operation.unnames:
+            with self._condition:
+                for key in operation.unnames:
+                    self._unnamed_since.setdefault(key, now)
         if log.isEnabledFor(logging.DEBUG):  # every upload passes here
             log.debug("%s %s in %.0f ms; segments available %s ms after they closed",
                       "deleted" if operation.delete else "uploaded", operation.key, (now - started) * 1000,

@@ -517,3 +517,27 @@ def test_a_full_spool_drops_segments_says_so_and_recovers(
     for ours, theirs in zip(playlist.segments, other.segments, strict=True):
         assert ours.program_date_time and theirs.program_date_time
         assert abs(ours.program_date_time - theirs.program_date_time) < timedelta(milliseconds=100)
+
+
+def test_an_hls_source_that_ended_before_the_end_of_the_range_is_recorded_once(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, hls_origin: tuple[str, Path],
+) -> None:
+    """A stream that closes may come back before timeRange.end, so it is pulled again; a playlist
+    with ENDLIST pulled again would be read from its first segment and recorded twice."""
+    base_url, root = hls_origin
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
+         "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30", "-f", "lavfi", "-i", "sine=frequency=440",
+         "-t", "4", "-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-c:a", "aac",
+         "-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod", str(root / "vod.m3u8")],
+        check=True, timeout=60,
+    )  # fmt: skip
+    end = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    spec = {"source": {"streamUrl": f"{base_url}/vod.m3u8"}, "output": {"bucket": "ignored"},
+            "timeRange": {"end": end}}
+    recorder = start_encoder("RecordJob", spec, None)
+    assert recorder.process.wait(60) == 0, recorder.log()[-3000:]  # done, not waiting for the end
+    playlist = parse_media_playlist(object_store.get_text(recorder.bucket, f"{recorder.prefix}/source/index.m3u8")
+                                    or "")
+    assert playlist.ended
+    assert 3 < sum(segment.duration for segment in playlist.segments) < 6  # the 4 s, once

@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from botocore.exceptions import ClientError, EndpointConnectionError
+from localplatform.processes import free_port
 
 from onair.encoder.clip import stored_segments
 from onair.encoder.config import ConfigError, IngestKind, load_job_config
@@ -25,6 +27,7 @@ from onair.encoder.ffmpeg import (
     unhandled_local_segments,
     x264_threads,
 )
+from onair.encoder.hlssource import hls_source_ended, is_hls_url
 from onair.encoder.pipeline import Encoder, Ports, redacted
 from onair.encoder.playlist import (
     MeasuredBitRates,
@@ -43,6 +46,7 @@ from onair.encoder.playlist import (
     target_duration,
 )
 from onair.encoder.rtmp import RtmpFrontConfig, render_nginx_config
+from onair.encoder.status import RenditionStatus
 from onair.encoder.tracks import RenditionTrack, numbered_by_name, recorded_objects
 from onair.encoder.upload import UploadQueue, content_type_for, percentile, storage_problem
 from onair.models import AudioCodec, Rendition, VideoCodec
@@ -369,6 +373,22 @@ def test_sliding_window_deletes_a_segment_once_no_player_can_ask_for_it() -> Non
     # Segment 3 left when 6 arrived; 7, 8 and 9 since make only 12 s.
     assert deleted == [0, 1, 2]
     assert "#EXT-X-MEDIA-SEQUENCE:7" in track.live_playlist()
+
+
+def test_each_live_playlist_says_which_segments_it_no_longer_names_and_for_how_long_they_stay() -> None:
+    """What the uploader needs to start a segment's hold when that playlist lands, not before."""
+    track = RenditionTrack("720p", nominal_duration=4, window=3)
+    unnamed = []
+    for i in range(5):
+        track.add(4, f"seg_{i:06d}.ts", T0)
+        unnamed.append(track.take_unnamed())
+    assert unnamed == [[], [], [], ["seg_000000.ts"], ["seg_000001.ts"]]
+    # Its duration plus the longest playlist's, the wait take_expired keeps on the media clock.
+    assert track.hold_seconds(track.live_segments[0]) == 4 + 12
+    recording = RenditionTrack("720p", nominal_duration=4, window=3, keep_all=True)
+    for i in range(5):
+        recording.add(4, f"seg_{i:06d}.ts", T0)
+    assert recording.take_unnamed() == []  # a recording keeps every segment
 
 
 def test_segments_a_resume_with_a_shorter_window_takes_out_wait_as_long_as_the_stored_playlist() -> None:
@@ -748,3 +768,47 @@ def test_logged_command_lines_carry_no_credentials() -> None:
     argv = ["ffmpeg", "-i", "rtmp://127.0.0.9:1935/live/stream-key-guid?token=play-token", "out.m3u8"]
     text = redacted(argv, "stream-key-guid", "play-token", None)
     assert text == "ffmpeg -i rtmp://127.0.0.9:1935/live/***?token=*** out.m3u8"
+
+
+def test_a_rendition_of_a_paused_recording_is_running_not_stalled() -> None:
+    """Paused, its segments are closed and left out: the encoder is not stuck. Stalled is for no
+    segment at all while the input is connected."""
+    start = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    rendition = RenditionStatus(name="720p")
+    assert rendition.state(True, 2.0, start) == "Pending"
+    rendition.last_segment_time = rendition.last_closed_time = start
+    paused_minute = start + timedelta(minutes=1)
+    rendition.last_closed_time = paused_minute - timedelta(seconds=1)  # left out, paused
+    assert rendition.state(True, 2.0, paused_minute) == "Running"
+    assert rendition.state(True, 2.0, paused_minute + timedelta(seconds=7)) == "Stalled"  # nothing closed since
+    assert rendition.state(False, 2.0, paused_minute + timedelta(minutes=5)) == "Running"  # no input: not stuck
+
+
+async def test_an_ended_hls_source_is_told_from_one_still_going_through_its_master() -> None:
+    playlists = {
+        "/ended/master.m3u8": '#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\n360p/index.m3u8\n',
+        "/ended/360p/index.m3u8": "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nseg_0.ts\n#EXT-X-ENDLIST\n",
+        "/live/master.m3u8": '#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\n360p/index.m3u8\n',
+        "/live/360p/index.m3u8": "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nseg_0.ts\n",
+    }
+
+    async def serve(request: web.Request) -> web.Response:
+        if request.path not in playlists:
+            raise web.HTTPNotFound()
+        return web.Response(text=playlists[request.path])
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert await hls_source_ended(f"{base}/ended/master.m3u8")
+        assert await hls_source_ended(f"{base}/ended/360p/index.m3u8")
+        assert not await hls_source_ended(f"{base}/live/master.m3u8")
+        assert not await hls_source_ended(f"{base}/gone/master.m3u8")  # unreadable: not known to have ended
+    finally:
+        await runner.cleanup()
+    assert is_hls_url("https://cdn.example/live.m3u8") and not is_hls_url("rtmp://origin/live/x")

@@ -106,6 +106,62 @@ def test_after_an_outage_no_segment_is_deleted_while_the_stored_playlist_names_i
     assert store.objects[f"{lane}/index.m3u8"] == b"seg_2.ts" and f"{lane}/seg_0.ts" not in store.objects
 
 
+class ClockedStore(OutageStore):
+    """An OutageStore that notes when each key landed or was deleted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.landed: dict[str, float] = {}
+        self.deleted: dict[str, float] = {}
+
+    def put(self, key: str, body: bytes, content_type: str, cache_control: str) -> None:
+        super().put(key, body, content_type, cache_control)
+        self.landed[key] = time.monotonic()
+
+    def delete(self, key: str) -> None:
+        super().delete(key)
+        self.deleted[key] = time.monotonic()
+
+
+def wait_for(check: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_after_an_outage_a_segment_stays_fetchable_for_its_hold_once_the_playlist_without_it_landed() -> None:
+    """Players loaded the playlist stored before the outage, which names it: the outage did not count
+    as its hold. And its folder's later uploads do not wait behind it."""
+    store = ClockedStore()
+    queue = UploadQueue(store, spool_limit_bytes=10**9, initial_backoff=0.01, max_backoff=0.02)
+    queue.start()
+    lane = "live/x/180p"
+    queue.put_bytes(f"{lane}/seg_0.ts", b"s0", "immutable")
+    queue.put_bytes(f"{lane}/index.m3u8", b"seg_0.ts", "max-age=1")
+    assert queue.wait_idle(5)
+    store.down = True
+    queue.put_bytes(f"{lane}/seg_1.ts", b"s1", "immutable")
+    queue.put_bytes(f"{lane}/index.m3u8", b"seg_1.ts", "max-age=1", unnames=[f"{lane}/seg_0.ts"])
+    queue.delete(f"{lane}/seg_0.ts", hold=0.5)  # its hold is over on the media clock: the outage lasted
+    store.down = False
+    assert wait_for(lambda: f"{lane}/seg_1.ts" in store.landed and f"{lane}/seg_0.ts" in store.deleted, 5)
+    playlist_landed = store.landed[f"{lane}/index.m3u8"]
+    assert store.deleted[f"{lane}/seg_0.ts"] - playlist_landed >= 0.5
+    # Meanwhile the next segment and playlist went up, not held behind the waiting delete.
+    queue.put_bytes(f"{lane}/seg_2.ts", b"s2", "immutable")
+    queue.put_bytes(f"{lane}/index.m3u8", b"seg_2.ts", "max-age=1", unnames=[f"{lane}/seg_1.ts"])
+    queue.delete(f"{lane}/seg_1.ts", hold=30)
+    queue.put_bytes(f"{lane}/seg_3.ts", b"s3", "immutable")  # queued behind the delete
+    assert wait_for(lambda: f"{lane}/seg_3.ts" in store.landed, 5)
+    assert f"{lane}/seg_1.ts" not in store.deleted and queue.pending() == 1  # its 30 s are not over
+    assert queue.wait_idle(5)  # a stopping encoder does not wait for holds: it deletes at once
+    queue.stop()
+    assert f"{lane}/seg_1.ts" in store.deleted and store.deleted_while_named == []
+
+
 class OrderStore:
     """Records what lands, in order."""
 
