@@ -67,6 +67,21 @@ spec:
   ports: [{name: s3, port: 8333, targetPort: s3}]
 YAML
 
+step "bucket onair-live (the examples' destination)"
+kc -n "$namespace" rollout status deployment/seaweedfs --timeout=180s
+# The S3 gateway answers a little after the Pod is ready: retry until the bucket exists.
+for attempt in $(seq 1 30); do
+  if echo "s3.bucket.create -name onair-live" | kc -n "$namespace" exec -i deploy/seaweedfs -- weed shell \
+       -master=localhost:9333 >/dev/null 2>&1 \
+     && echo "s3.bucket.list" | kc -n "$namespace" exec -i deploy/seaweedfs -- weed shell -master=localhost:9333 \
+       2>/dev/null | grep -q onair-live; then
+    break
+  fi
+  [[ $attempt == 30 ]] && die "could not create bucket onair-live in SeaweedFS"
+  printf '  S3 not answering yet (%s/30)\n' "$attempt" >&2
+  sleep 2
+done
+
 step "installing the chart (release onair)"
 repository="${image%:*}"
 tag="${image##*:}"
@@ -81,6 +96,8 @@ helm upgrade --install onair "$root/charts/onair" --kube-context "$context" \
 
 step "a sample LiveJob in namespace $demo"
 kc create namespace "$demo" --dry-run=client -o yaml | kc apply -f -
+# A project of the REST gateway is a namespace carrying its id.
+kc label namespace "$demo" onair.dev/project-id=6f1d2c3b-4a5e-4f60-9a7b-8c9d0e1f2a3b --overwrite
 kc -n "$demo" create secret generic onair-s3-credentials \
   --from-literal=AWS_ACCESS_KEY_ID=any --from-literal=AWS_SECRET_ACCESS_KEY=any \
   --dry-run=client -o yaml | kc apply -f -
@@ -94,6 +111,9 @@ cat >&2 <<TEXT
   curl -s http://127.0.0.1:$gateway_port/readyz
   curl -s -X POST http://127.0.0.1:$gateway_port/api/v1/login -H 'Content-Type: application/json' \\
     -d '{"apiKey": "demo-key-change-me-0000"}'
+  Namespace $demo is project 6f1d2c3b-4a5e-4f60-9a7b-8c9d0e1f2a3b:
+  curl -s http://127.0.0.1:$gateway_port/api/v1/projects/6f1d2c3b-4a5e-4f60-9a7b-8c9d0e1f2a3b/livejobs \\
+    -H "Authorization: Bearer <token from the login>"
   Publish (in another shell; ingest URLs name 127.0.0.1, so forward the job's Service first):
     kubectl --context $context -n $demo port-forward \\
       "service/\$(kubectl --context $context -n $demo get livejob rtmp-demo -o jsonpath='{.status.serviceName}')" 1935:1935
