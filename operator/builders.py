@@ -217,6 +217,7 @@ def build_encoder_pod(
             {"name": "srt", "containerPort": config.srt_port, "protocol": "UDP"},
             {"name": "preview", "containerPort": config.preview_port, "protocol": "TCP"},
         ]
+    env += [dict(entry) for entry in config.encoder_env]
     container = {
         "name": role,
         "image": config.encoder_image,
@@ -245,7 +246,7 @@ def build_encoder_pod(
         "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
-        "volumes": [{"name": "work", "emptyDir": {"sizeLimit": "4Gi"}}],
+        "volumes": [{"name": "work", "emptyDir": {"sizeLimit": config.encoder_work_dir_size}}],
     }
     if config.encoder_service_account:
         spec["serviceAccountName"] = config.encoder_service_account

@@ -8,11 +8,17 @@ import os
 import secrets
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from onair.streamkeys import MIN_SEED_LENGTH
 
 ENV_PREFIX = "ONAIR_"
+# The encoder Pod's environment that each job's own settings and Secrets make.
+ENCODER_ENV_SET_BY_OPERATOR = frozenset({
+    "ONAIR_JOB_CONFIG", "ONAIR_LISTEN_HOST", "ONAIR_LOG_FORMAT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN", "NVIDIA_DRIVER_CAPABILITIES", "ONAIR_CONTROL_KEY", "ONAIR_STREAM_KEY", "ONAIR_PREVIEW_KEY",
+    "ONAIR_SRT_PASSPHRASE",
+})
 
 
 class OperatorConfig(BaseModel):
@@ -49,6 +55,16 @@ class OperatorConfig(BaseModel):
     encoder_node_selector: dict[str, str] = Field(default_factory=dict)
     encoder_tolerations: list[dict[str, Any]] = Field(default_factory=list)
     encoder_termination_grace_seconds: int = 30
+    encoder_work_dir_size: str = Field(
+        "4Gi", pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$",
+        description="Size limit of an encoder Pod's scratch volume (emptyDir): the spool, and an MP4 "
+                    "recording's segments until it is joined (a long MP4 recording needs more).",
+    )
+    encoder_env: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Extra environment of the encoder Pods (name/value or name/valueFrom), e.g. "
+                    "ONAIR_SPOOL_MAX_BYTES or ONAIR_LOG_LEVEL; not the variables the operator sets itself.",
+    )
     rtmp_port: int = 1935
     srt_port: int = 9000
     status_port: int = 8090
@@ -131,6 +147,17 @@ class OperatorConfig(BaseModel):
     log_format: str = Field("text", pattern="^(text|json)$", description="Passed on to the encoders.")
     health_port: int = 8080
     metrics_port: int = 9090
+
+    @field_validator("encoder_env")
+    @classmethod
+    def _encoder_env_names(cls, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for entry in entries:
+            name = entry.get("name")
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"each entry needs a name: {entry}")
+            if name in ENCODER_ENV_SET_BY_OPERATOR:
+                raise ValueError(f"{name} is set by the operator for each job")
+        return entries
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorConfig:

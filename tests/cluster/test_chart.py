@@ -259,6 +259,8 @@ def test_render_peering_per_watched_namespace() -> None:
     ("gateway.resources.limits.memory=512MB", "/gateway/resources/limits/memory"),
     ("s3.credentialsSecret=", "/s3/credentialsSecret"),
     ("ingest.previewPort=8090", "ingest.statusPort (8090) and ingest.previewPort (8090) must differ"),
+    ("encoder.extraEnv[0].name=ONAIR_JOB_CONFIG,encoder.extraEnv[0].value=x", "/encoder/extraEnv/0/name"),
+    ("encoder.workDirSizeLimit=lots", "/encoder/workDirSizeLimit"),
 ])
 def test_schema_rejects_misspelled_values(flag: str, message: str) -> None:
     result = helm("template", "onair", str(CHART), "--set", flag, check=False)

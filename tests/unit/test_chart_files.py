@@ -14,6 +14,7 @@ import yaml
 
 from onair import crdgen
 from onair.models import JobTemplate, JobTemplateSpec, LiveJob, RecordJob
+from onair.operator.config import ENCODER_ENV_SET_BY_OPERATOR
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "onair"
@@ -103,6 +104,12 @@ def test_values_schema_lists_every_value() -> None:
             check(child, node["properties"][key], f"{path}.{key}")
 
     check(values, schema, "")
+
+
+def test_the_schema_refuses_the_encoder_variables_the_operator_sets() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    name = schema["properties"]["encoder"]["properties"]["extraEnv"]["items"]["properties"]["name"]
+    assert set(name["not"]["enum"]) == ENCODER_ENV_SET_BY_OPERATOR
 
 
 KNOWN_METRICS = re.compile(r"\bonair_[a-z_]+")

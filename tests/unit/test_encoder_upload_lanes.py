@@ -83,15 +83,21 @@ class OutageStore:
             self.objects.pop(key, None)
 
 
-def test_after_an_outage_no_segment_is_deleted_while_the_stored_playlist_names_it() -> None:
-    store = OutageStore()
+def down_after_one_segment(store: OutageStore, lane: str) -> UploadQueue:
+    """A running queue that stored a segment and the playlist naming it, and then the store went down."""
     queue = UploadQueue(store, spool_limit_bytes=10**9, initial_backoff=0.01, max_backoff=0.02)
     queue.start()
-    lane = "live/x/180p"
     queue.put_bytes(f"{lane}/seg_0.ts", b"s0", "immutable")
     queue.put_bytes(f"{lane}/index.m3u8", b"seg_0.ts", "max-age=1")
     assert queue.wait_idle(5)
     store.down = True
+    return queue
+
+
+def test_after_an_outage_no_segment_is_deleted_while_the_stored_playlist_names_it() -> None:
+    store = OutageStore()
+    lane = "live/x/180p"
+    queue = down_after_one_segment(store, lane)
     # What the encoder queues during the outage: each segment, the playlist naming the window, and
     # the delete of a segment that left the window long enough ago.
     queue.put_bytes(f"{lane}/seg_1.ts", b"s1", "immutable")
@@ -136,13 +142,8 @@ def test_after_an_outage_a_segment_stays_fetchable_for_its_hold_once_the_playlis
     """Players loaded the playlist stored before the outage, which names it: the outage did not count
     as its hold. And its folder's later uploads do not wait behind it."""
     store = ClockedStore()
-    queue = UploadQueue(store, spool_limit_bytes=10**9, initial_backoff=0.01, max_backoff=0.02)
-    queue.start()
     lane = "live/x/180p"
-    queue.put_bytes(f"{lane}/seg_0.ts", b"s0", "immutable")
-    queue.put_bytes(f"{lane}/index.m3u8", b"seg_0.ts", "max-age=1")
-    assert queue.wait_idle(5)
-    store.down = True
+    queue = down_after_one_segment(store, lane)
     queue.put_bytes(f"{lane}/seg_1.ts", b"s1", "immutable")
     queue.put_bytes(f"{lane}/index.m3u8", b"seg_1.ts", "max-age=1", unnames=[f"{lane}/seg_0.ts"])
     queue.delete(f"{lane}/seg_0.ts", hold=0.5)  # its hold is over on the media clock: the outage lasted

@@ -13,10 +13,10 @@ from pydantic import ValidationError
 from onair.encoder.config import load_job_config
 from onair.encoder.upload import S3Store
 from onair.exitcodes import EXIT_INTERRUPTED
-from onair.models import JobTemplateSpec, LiveJob, RecordJob
+from onair.models import HardwareAcceleration, JobTemplateSpec, LiveJob, RecordJob
 from onair.operator import naming
 from onair.operator.builders import build_encoder_pod, build_ingest_service, build_job_secret
-from onair.operator.config import OperatorConfig
+from onair.operator.config import ENCODER_ENV_SET_BY_OPERATOR, OperatorConfig
 from onair.operator.reconcile import (
     STUCK_TERMINATING_SECONDS,
     Decision,
@@ -1507,3 +1507,26 @@ def test_a_pod_the_api_server_refuses_is_said_in_the_status() -> None:
         assert (conditions[type_]["status"], conditions[type_]["reason"]) == ("False", "PodRefused")
         assert "exceeded quota" in conditions[type_]["message"]
     assert "exceeded quota" in refused["message"] and refused["phase"] == decided.status["phase"]
+
+
+def test_encoder_pods_take_the_configured_scratch_size_and_extra_environment() -> None:
+    config = CONFIG.model_copy(update={"encoder_work_dir_size": "20Gi",
+                                       "encoder_env": [{"name": "ONAIR_SPOOL_MAX_BYTES", "value": "8000000000"}]})
+    pod_body = build_encoder_pod(live_job(), TEMPLATE.template, config, 1)
+    assert pod_body["spec"]["volumes"][0]["emptyDir"]["sizeLimit"] == "20Gi"
+    env = {e["name"]: e for e in pod_body["spec"]["containers"][0]["env"]}
+    assert env["ONAIR_SPOOL_MAX_BYTES"]["value"] == "8000000000"
+    with pytest.raises(ValidationError, match="ONAIR_JOB_CONFIG is set by the operator"):
+        OperatorConfig.from_env({"ONAIR_STREAM_KEY_SEED": CONFIG.stream_key_seed,
+                                 "ONAIR_ENCODER_ENV": '[{"name": "ONAIR_JOB_CONFIG", "value": "{}"}]'})
+
+
+def test_the_operator_sets_only_the_encoder_variables_it_reserves() -> None:
+    """The chart refuses these names in encoder.extraEnv: the list must hold every one the builder sets."""
+    srt = live_job(input={"serverType": "SRT", "srtPassphraseSecretRef": {"name": "pass", "key": "p"}})
+    nvenc = TEMPLATE.template.model_copy(update={"hardware_acceleration": HardwareAcceleration.NVENC}) \
+        if TEMPLATE.template else None
+    names = set()
+    for job, template in ((live_job(), TEMPLATE.template), (srt, nvenc), (record_job(), None)):
+        names |= {e["name"] for e in build_encoder_pod(job, template, CONFIG, 1)["spec"]["containers"][0]["env"]}
+    assert names == ENCODER_ENV_SET_BY_OPERATOR
