@@ -273,7 +273,7 @@ class RenditionTrack:
 
     def take_unnamed(self) -> list[str]:
         """The segments that left the live window since the last call: the next live playlist is the
-        first without them, and their hold (retention_seconds) starts once it is stored."""
+        first without them, and their hold (hold_seconds) starts once it is stored."""
         unnamed, self._unnamed = self._unnamed, []
         return unnamed
 
