@@ -371,6 +371,44 @@ def test_hls_pull_is_encoded_into_the_ladder_and_a_frozen_source_is_pulled_again
     check_rendition(object_store, encoder, "180p", 320, 180, "h264", tmp_path, ended=False)
 
 
+def test_an_hls_source_that_ended_its_broadcast_is_not_replayed_and_is_pulled_when_live_again(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, hls_origin: tuple[str, Path],
+) -> None:
+    """Pulled again, a playlist with ENDLIST is read from its first segment: the viewers would see the
+    broadcast once more, and again after each pull. The job waits for the source to go live again."""
+    base_url, root = hls_origin
+
+    def broadcast(seconds: float, segment_names: str, ended: bool) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", *pattern_input(seconds, size="320x180"),
+             "-f", "hls", "-hls_time", "1", "-hls_list_size", "0" if ended else "6",
+             "-hls_segment_filename", str(root / segment_names), str(root / "source.m3u8")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+
+    first = broadcast(4, "first_%03d.ts", ended=True)  # ffmpeg closes the playlist with ENDLIST when done
+    wait_until(lambda: (root / "source.m3u8").exists(), 15, "the source's first playlist")
+    template = ladder_template(("180p", 320, 180, "H264"))
+    encoder = start_encoder("LiveJob", live_spec(input={"serverType": "HLS", "url": f"{base_url}/source.m3u8"},
+                                                 recording=True), template)
+    encoder.wait_state("live", 15)
+    assert first.wait(30) == 0
+    assert "#EXT-X-ENDLIST" in (root / "source.m3u8").read_text()
+    wait_until(lambda: "has ended" in encoder.status()["message"], 30, "the job to say its source ended")
+    second = broadcast(30, "second_%03d.ts", ended=False)
+    try:
+        encoder.wait_state("live", 30)
+        wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 8, 30, "the second broadcast")
+    finally:
+        second.kill()
+        second.wait(10)
+    assert encoder.stop() == 0, encoder.log()[-3000:]
+    event = parse_media_playlist(object_store.get_text(encoder.bucket, f"{encoder.prefix}/180p/event.m3u8") or "")
+    breaks = [index for index, segment in enumerate(event.segments) if segment.discontinuity]
+    assert len(breaks) == 1, [(segment.uri, segment.discontinuity) for segment in event.segments]
+    assert math.fsum(segment.duration for segment in event.segments[:breaks[0]]) < 6  # the first 4 s, once
+
+
 def test_dvr_window_keeps_that_many_seconds_in_the_live_playlist(
     start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
 ) -> None:

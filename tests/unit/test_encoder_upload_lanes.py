@@ -158,9 +158,28 @@ def test_after_an_outage_a_segment_stays_fetchable_for_its_hold_once_the_playlis
     queue.put_bytes(f"{lane}/seg_3.ts", b"s3", "immutable")  # queued behind the delete
     assert wait_for(lambda: f"{lane}/seg_3.ts" in store.landed, 5)
     assert f"{lane}/seg_1.ts" not in store.deleted and queue.pending() == 1  # its 30 s are not over
-    assert queue.wait_idle(5)  # a stopping encoder does not wait for holds: it deletes at once
+    # A stopping encoder neither waits for the hold nor cuts it short: players may still ask for the
+    # segment from the bucket, and the job's next Pod deletes what no stored playlist names.
+    started = time.monotonic()
+    assert queue.wait_idle(5)
+    assert time.monotonic() - started < 1
     queue.stop()
-    assert f"{lane}/seg_1.ts" in store.deleted and store.deleted_while_named == []
+    assert f"{lane}/seg_1.ts" not in store.deleted and store.deleted_while_named == []
+
+
+def test_a_stop_waits_for_the_playlist_that_starts_a_hold_but_not_for_the_hold() -> None:
+    """The playlist that unnames a segment is still queued when the encoder stops: it is uploaded,
+    and the delete behind it, whose hold only starts then, is left."""
+    store = ClockedStore()
+    lane = "live/x/180p"
+    queue = down_after_one_segment(store, lane)
+    queue.put_bytes(f"{lane}/seg_1.ts", b"s1", "immutable")
+    queue.put_bytes(f"{lane}/index.m3u8", b"seg_1.ts", "max-age=1", unnames=[f"{lane}/seg_0.ts"])
+    queue.delete(f"{lane}/seg_0.ts", hold=30)
+    store.down = False
+    assert queue.wait_idle(5)
+    queue.stop()
+    assert f"{lane}/index.m3u8" in store.landed and f"{lane}/seg_0.ts" not in store.deleted
 
 
 class OrderStore:
