@@ -176,6 +176,7 @@ async def client(aiohttp_client: Callable[..., Awaitable[Client]], kube: FakeKub
                                {"name": "w", "key": "write-key", "projects": [PROJECT], "role": "write"},
                                {"name": "r", "key": "read-key", "projects": [PROJECT], "role": "read"},
                                {"name": "a", "key": "admin-key", "projects": ["*"], "role": "admin"},
+                               {"name": "o", "key": "other-admin-key", "projects": [OTHER_PROJECT], "role": "admin"},
                            ]))
     app = init_app(config, kube=kube, store=make_store(), clock=clock)  # type: ignore[arg-type]
     return await aiohttp_client(app)
@@ -420,9 +421,12 @@ async def test_create_then_get_reads_its_own_write(client: Client, kube: FakeKub
     assert uuid.UUID(job["name"]) and uuid.UUID(job["key"])
     assert job["input"]["serverType"] == 1 and job["input"]["inputClass"] == 0 and job["bucket"] == "media"
     assert job["id"] >= 26
+    assert job["status"] == "Pending"  # before the operator writes the job's first status
     for ident in (job["name"], str(job["id"])):
         got = await client.get(url(f"/{ident}"), headers=headers)
         assert (await got.json())["result"]["key"] == job["key"]
+    pending = await client.get(url(), params={"state": "Pending", "select": "name,status"}, headers=headers)
+    assert (await pending.json())["result"] == [{"name": job["name"], "status": "Pending"}]
     cr = kube.objects[f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{job['name']}"]
     assert cr["spec"]["input"] == {"serverType": "SRT", "inputClass": "Single"}
     assert cr["metadata"]["labels"] == {"onair.dev/project-id": PROJECT, "onair.dev/id": str(job["id"])}
@@ -695,6 +699,48 @@ async def test_live_cut_ending_in_the_future_is_a_clip_and_leaves_the_schedule_a
     assert kube.objects[path]["spec"]["schedule"] == schedule
     job = await (await client.get(url(f"/{FIRST}"), headers=headers)).json()
     assert job["result"]["endDateTime"] == "2099-01-01T00:00:00Z"
+
+
+async def test_a_cut_before_the_job_existed_and_a_start_after_its_schedule_are_refused(
+    client: Client, kube: FakeKube
+) -> None:
+    headers = await token(client)
+    path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{FIRST}"
+    kube.objects[path] = live_job(FIRST, 1, "2024-01-01T00:00:01Z",
+                                  schedule={"finishDateTime": "2024-01-02T00:00:00Z"})
+    kube.objects[path]["metadata"]["resourceVersion"] = "6"  # newer than the cache's
+    client.app[STORE_KEY].livejobs.upsert(copy.deepcopy(kube.objects[path]))
+    before = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json={
+        "online": False, "startDateTime": "2023-12-31T00:00:00Z", "finishDateTime": "2024-01-01T00:00:00Z"})
+    body = await before.json()
+    assert before.status == 400 and body["errors"][0].startswith("finishDateTime: the live job was created"), body
+    late = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json={"online": True})
+    body = await late.json()
+    assert late.status == 409 and body["errors"][0].startswith("online: the job's schedule finished"), body
+    assert ("patch", path) not in kube.calls
+    stopped = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json={"online": False})
+    assert stopped.status == 201  # switching it off is still fine
+    listed = await (await client.get(f"/api/v1/projects/{PROJECT}/recordjobs", headers=headers)).json()
+    assert listed["result"] == []
+
+
+async def test_a_cut_of_a_job_played_through_its_cdn_is_played_through_the_cdn(client: Client,
+                                                                                kube: FakeKube) -> None:
+    headers = await token(client)
+    path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{FIRST}"
+    job = live_job(FIRST, 1, "2024-01-01T00:00:01Z")
+    job["status"]["urls"]["cdn"] = "https://cdn.example.com/live/1/master.m3u8"
+    job["metadata"]["resourceVersion"] = "6"  # newer than the cache's
+    kube.objects[path] = job
+    client.app[STORE_KEY].livejobs.upsert(copy.deepcopy(job))
+    now = datetime.now(UTC)
+    response = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json={
+        "online": True, "startDateTime": (now - timedelta(minutes=5)).isoformat(),
+        "finishDateTime": (now - timedelta(minutes=1)).isoformat()})
+    body = await response.json()
+    assert response.status == 201, body
+    clip = body["result"]["recordJobName"]
+    assert body["result"]["playBackPathURL"] == f"https://cdn.example.com/live/1/clips/{clip}/master.m3u8"
 
 
 @pytest.mark.parametrize(("given", "error"), [
@@ -1239,6 +1285,22 @@ async def test_streamers_rows_filter_select_and_page(client: Client) -> None:
     for params, field in (({"select": "estimatedCount"}, "select"), ({"role": "gateway"}, "role"),
                           ({"sort": "hostname"}, "sort"), ({"page_size": "x"}, "page_size")):
         await assert_400(client, path, headers, params, field)
+
+
+async def test_an_admin_token_of_some_projects_sees_only_their_jobs_and_pods(client: Client) -> None:
+    store = client.app[STORE_KEY]
+    store.pods.replace([{"metadata": {"name": "enc-1", "namespace": NS, "resourceVersion": "1",
+                                      "labels": {"app.kubernetes.io/part-of": "onair", "onair.dev/role": "encoder",
+                                                 "onair.dev/job": FIRST, "onair.dev/project-id": PROJECT}},
+                         "spec": {"nodeName": "node-1"}, "status": {"phase": "Running"}}], "2")
+    for key, encoders, streams in (("admin-key", ["enc-1"], 25), ("other-admin-key", [], 0)):
+        headers = await token(client, key)
+        body = await (await client.get("/api/v1/streamers", headers=headers)).json()
+        rows = body["result"]["streamers"]
+        assert [row["hostname"] for row in rows if row["role"] == "encoder"] == encoders, key
+        assert [row["stats"]["encoders"] for row in rows if row["role"] == "node"] == [len(encoders)], key
+        health = await (await client.get("/api/v1/health", headers=headers)).json()
+        assert health["result"]["streamMetricsTotal"]["total"] == streams, key
 
 
 def test_with_named_namespaces_only_their_projects_and_encoder_pods_are_served() -> None:

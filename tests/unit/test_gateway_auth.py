@@ -76,6 +76,13 @@ def test_bearer_header_parsing(header: str | None) -> None:
         bearer_token(header)
 
 
+def test_an_id_block_size_below_two_is_refused_at_start() -> None:
+    """Ids are leased in blocks, the next once half of one is handed out: a block of 1 never leases."""
+    with pytest.raises(ValueError, match="ONAIR_GATEWAY_ID_BLOCK_SIZE must be at least 2"):
+        GatewayConfig.from_env({"ONAIR_GATEWAY_ID_BLOCK_SIZE": "1"})
+    assert GatewayConfig.from_env({"ONAIR_GATEWAY_ID_BLOCK_SIZE": "2"}).id_block_size == 2
+
+
 def test_config_from_env(tmp_path: Path) -> None:
     (tmp_path / "seed").write_text("a-stream-key-seed-from-a-mounted-secret\n")
     config = GatewayConfig.from_env({
