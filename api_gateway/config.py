@@ -85,6 +85,8 @@ class GatewayConfig:
         config.template_namespace = get("TEMPLATE_NAMESPACE", config.template_namespace) or config.template_namespace
         config.max_body_bytes = int(get("MAX_BODY_BYTES", str(config.max_body_bytes)) or config.max_body_bytes)
         config.id_block_size = int(get("ID_BLOCK_SIZE", str(config.id_block_size)) or config.id_block_size)
+        if config.id_block_size < 2:  # the next block is leased once half of one is handed out
+            raise ValueError(f"{ENV_PREFIX}ID_BLOCK_SIZE must be at least 2, not {config.id_block_size}")
         config.id_counter_configmap = get("ID_COUNTER_CONFIGMAP") or config.id_counter_configmap
         config.keyset_settle_seconds = float(get("KEYSET_SETTLE_SECONDS", str(config.keyset_settle_seconds))
                                              or config.keyset_settle_seconds)

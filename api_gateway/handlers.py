@@ -11,7 +11,7 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from onair.api_gateway import mapping, query
 from onair.api_gateway.auth import (
+    ALL_PROJECTS,
     Principal,
     Role,
     VerifiedTokens,
@@ -156,6 +157,13 @@ class Gateway:
             return await handler(request, ctx)
 
         return wrapped
+
+    def visible_namespaces(self, principal: Principal | None) -> frozenset[str] | None:
+        """The namespaces of the projects a token may see (its jobs, their Pods); None: all of them."""
+        if principal is None or ALL_PROJECTS in principal.projects:
+            return None
+        return frozenset(namespace for project, namespace in self.store.project_namespace.items()
+                         if principal.can_see(project))
 
     def require_ready(self) -> None:
         if not self.store.ready():
@@ -430,11 +438,21 @@ class Gateway:
         if start is not None and finish is not None and finish != start:
             if finish < start:
                 raise ApiProblem(400, "finishDateTime: must be after startDateTime")
+            created = entry.obj["metadata"].get("creationTimestamp")
+            if (created_at := mapping.parse_time(created)) is not None and finish <= created_at:
+                raise ApiProblem(400, f"finishDateTime: the live job was created at {created}: "
+                                      "it streamed nothing before, so the range has nothing to cut")
             clip_name, idempotent = self.new_name(request, ctx)
             clip_spec = mapping.clip_record_spec(entry.obj, clip_name, start, finish)
             earlier = self.store.record_index(ctx.namespace).entries.get(clip_name) if idempotent else None
             if earlier is not None:
                 require_same_body(earlier.obj, body_hash)
+        if body.online and clip_spec is None:
+            finish_text = ((entry.obj.get("spec") or {}).get("schedule") or {}).get("finishDateTime")
+            scheduled_finish = mapping.parse_time(finish_text)
+            if scheduled_finish is not None and scheduled_finish <= datetime.fromtimestamp(self.clock(), UTC):
+                raise ApiProblem(409, f"online: the job's schedule finished at {finish_text}; it cannot go "
+                                      "online again (move schedule.finishDateTime, or create a job)")
         kube = self.kube_client()
         job_path = resource_path(API_VERSION, "livejobs", ctx.namespace, entry.name)
         updated = await kube.merge_patch(job_path, {"spec": {"online": body.online}})
@@ -677,13 +695,14 @@ class Gateway:
         then nodes. Filters, sort, paging and select= apply to the rows in "streamers"; estimatedCount
         counts the rows that match."""
         node_usage = await self.node_metrics()
+        visible = self.visible_namespaces(ctx.principal)
         jobs_by_node: dict[str, int] = {}
         rows: list[mapping.ListRow] = []
         for pod in self.store.pods.values():
             meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
             labels = meta.get("labels") or {}
             role = labels.get("onair.dev/role")
-            if role not in ("encoder", "recorder"):
+            if role not in ("encoder", "recorder") or (visible is not None and meta.get("namespace") not in visible):
                 continue
             node = spec.get("nodeName") or ""
             if node:
@@ -740,11 +759,17 @@ class Gateway:
             return {}
         return {item["metadata"]["name"]: item.get("usage") or {} for item in page.get("items", [])}
 
-    def health_data(self) -> dict[str, Any]:
-        live = [mapping.LIVE_HEALTH.get(str((o.get("status") or {}).get("phase")), "partial_outage")
-                for o in self.store.livejobs.values()]
+    def health_data(self, principal: Principal | None) -> dict[str, Any]:
+        """Job counts of the projects the token may see; nodes and the gateway's own state of all."""
+        visible = self.visible_namespaces(principal)
+
+        def seen(jobs: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            return (job for job in jobs if visible is None or job["metadata"].get("namespace") in visible)
+
+        live = [mapping.LIVE_HEALTH.get(mapping.live_phase(o), "partial_outage")
+                for o in seen(self.store.livejobs.values())]
         records = [mapping.RECORD_HEALTH.get(mapping.record_status(o), "partial_outage")
-                   for o in self.store.recordjobs.values()]
+                   for o in seen(self.store.recordjobs.values())]
         nodes = []
         for node in self.store.nodes.values():
             ready = next((c.get("status") == "True" for c in (node.get("status") or {}).get("conditions") or []
@@ -756,7 +781,7 @@ class Gateway:
                 "streamerMetricsTotal": mapping.totals(nodes)}
 
     async def health(self, request: web.Request, ctx: Ctx) -> web.Response:
-        data = self.health_data()
+        data = self.health_data(ctx.principal)
         if request.query.get("format") == "openmetrics":
             lines = []
             for metric, key in (("onair_streams", "streamMetricsTotal"), ("onair_record_jobs", "recordMetricsTotal"),

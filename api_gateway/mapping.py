@@ -106,17 +106,22 @@ for _alias, _target in (("filePath", "file_path"), ("serverType", "server_type")
     LIVE_JOB_FIELDS[_alias] = LIVE_JOB_FIELDS[_target]
 
 
+def live_phase(obj: Obj) -> str:
+    """A LiveJob's phase; Pending until the operator has written its first status (a job the gateway
+    just created is listed, and filtered, as Pending rather than with no status)."""
+    return str((obj.get("status") or {}).get("phase") or LiveJobPhase.PENDING)
+
+
 def live_job_facts(obj: Obj) -> dict[str, Any]:
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
     destination = spec.get("destination") or {}
     inp = spec.get("input") or {}
     name = str(meta.get("name"))
     facts = {
         "id": object_id(obj),
         "name": name,
-        "status": status.get("phase"),
+        "status": live_phase(obj),
         "description": spec.get("description"),
         "file_path": destination.get("path") or name,
         "bucket": destination.get("bucket"),
@@ -213,7 +218,7 @@ def live_job_detail(obj: Obj, facts: Mapping[str, Any], key: str | None, project
         "destination": facts["file_path"],
         "description": spec.get("description"),
         "projectId": project_id,
-        "status": status.get("phase"),
+        "status": live_phase(obj),
         "startDateTime": start,
         "endDateTime": end,
         "jobTemplateId": int(spec.get("jobTemplateId", 0)),
@@ -495,9 +500,10 @@ def clip_record_spec(live_job: Obj, clip_name: str, start: datetime, finish: dat
 
 
 def clip_playback_url(live_job: Obj, clip_spec: Mapping[str, Any]) -> str | None:
-    """Where the clip's master playlist will be read: beside the live job's own master, or None
-    while the job has no master URL yet."""
-    master = ((live_job.get("status") or {}).get("urls") or {}).get("storageMasterFile")
+    """Where the clip's master playlist will be played: beside the live job's own master, through its
+    CDN when it has one (as the job's own playBackPathURL), or None while the job has no master URL yet."""
+    urls = (live_job.get("status") or {}).get("urls") or {}
+    master = urls.get("cdn") or urls.get("storageMasterFile")
     suffix = f"/{_live_job_prefix(live_job)}/master.m3u8"
     if not master or not master.endswith(suffix):
         return None

@@ -456,15 +456,30 @@ class Encoder:
             returncode = self._last_returncode
             if self.stop_requested.is_set():
                 break
-            if self.config.kind == "RecordJob" and produced and returncode == 0 and (
-                    self.status.finish_at is None or (is_hls_url(url) and await hls_source_ended(url))):
+            # An ended playlist pulled again is read from its first segment: it would be encoded twice.
+            source_ended = returncode == 0 and is_hls_url(url) and await hls_source_ended(url)
+            if self.config.kind == "RecordJob" and returncode == 0 and (
+                    source_ended or (produced and self.status.finish_at is None)):
                 # The source ended (an HLS playlist with ENDLIST, or, with no end to the range, the stream
                 # closed): done. A stream may come back before the end; an ended playlist does not.
                 self.request_stop(finishing=True)
                 break
+            if source_ended:  # a LiveJob's source ended its broadcast: wait for it to go live again
+                await self._wait_while_source_ended(url)
+                continue
             backoff = 1.0 if produced else min(backoff * 2, MAX_PULL_BACKOFF)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_requested.wait(), backoff)
+
+    async def _wait_while_source_ended(self, url: str) -> None:
+        state = EncoderState.RECONNECTING if self.status.disconnects else EncoderState.WAITING
+        self.status.set_state(state, f"the source playlist {url.split('?')[0]} has ended (EXT-X-ENDLIST): "
+                                     "waiting for it to go live again")
+        delay = 1.0
+        while not self.stop_requested.is_set() and await hls_source_ended(url):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_requested.wait(), delay)
+            delay = min(delay * 2, MAX_PULL_BACKOFF)
 
     # --- one session ------------------------------------------------------------------------------
 
@@ -974,6 +989,8 @@ class Encoder:
             self.status.set_state(EncoderState.FAILED, "stopped before every segment was uploaded (store down)")
             log.error("exiting with %d uploads pending", self.uploader.pending())
             return self.exit_code()
+        if held := self.uploader.pending():
+            log.info("leaving %d deletes of retired segments still in their hold to the job's next Pod", held)
         for rendition in self.status.renditions.values():
             rendition.status = "Completed"
         self.status.set_state(EncoderState.COMPLETED, "finished" if self.finishing else "stopped")

@@ -167,7 +167,7 @@ class UploadQueue:
         self._spool_bytes = 0
         # When the first stored playlist without each key landed, until that key's delete is done.
         self._unnamed_since: dict[str, float] = {}
-        self._draining = False  # every delete is due: the encoder is stopping
+        self._idle_waiters = 0  # wait_idle callers, woken when a delete's hold becomes known
         self._threads = [threading.Thread(target=self._run, name=f"uploader-{i}", daemon=True)
                          for i in range(workers)]
 
@@ -237,21 +237,27 @@ class UploadQueue:
             return len(self._queue) + len(self._in_flight)
 
     def wait_idle(self, timeout: float) -> bool:
-        """Block until everything queued so far is uploaded (True) or the timeout passes (False)."""
+        """Block until everything queued so far is uploaded (True) or the timeout passes (False).
+        Deletes still in their hold are not waited for: players may still ask for those segments
+        after the encoder has gone (the bucket serves them), and the job's next Pod deletes what no
+        stored playlist names. `stop()` then abandons them."""
         deadline = time.monotonic() + timeout
         with self._condition:
-            # Whatever a delete still waits for, nothing will serve its players once the encoder has gone.
-            self._draining = True
-            self._condition.notify_all()
+            self._idle_waiters += 1
             try:
-                while self._queue or self._in_flight:
+                while self._in_flight or any(not self._in_hold(operation, time.monotonic())
+                                             for operation in self._queue):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
                     self._condition.wait(remaining)
                 return True
             finally:
-                self._draining = False
+                self._idle_waiters -= 1
+
+    @staticmethod
+    def _in_hold(operation: Operation, now: float) -> bool:
+        return operation.delete and operation.not_before is not None and operation.not_before > now
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ends the workers once their current operation is done, waiting for them `timeout` in all
@@ -287,10 +293,12 @@ class UploadQueue:
             if any(lanes_conflict(lane, other) for other in blocked):
                 blocked.append(lane)
                 continue
-            if operation.delete and not self._draining:
+            if operation.delete:
                 if operation.not_before is None:  # what unnamed it has landed: its hold starts there
                     since = self._unnamed_since.get(operation.unnamed_key or operation.key)
                     operation.not_before = since + operation.hold if since is not None else now
+                    if self._idle_waiters:
+                        self._condition.notify_all()
                 if operation.not_before > now:
                     wake_at = operation.not_before if wake_at is None else min(wake_at, operation.not_before)
                     continue

@@ -447,7 +447,8 @@ class LiveJobSpec(OnairModel):
         max_length=MAX_DESCRIPTION_LENGTH,
     )
     callback_url: str | None = _url_field(
-        "http(s) URL that receives a signed webhook (POST, JSON) on every phase change.",
+        "http(s) URL that receives a signed webhook (POST, JSON) when the job enters a phase that has "
+        "an event (docs/rest-api.md lists them).",
         default=None,
     )
     online: bool = Field(
@@ -641,7 +642,8 @@ class RecordJobSpec(OnairModel):
         le=2**31 - 1,
     )
     notify_url: str | None = _url_field(
-        "http(s) URL that receives a signed webhook (POST, JSON) on every phase change.",
+        "http(s) URL that receives a signed webhook (POST, JSON) when the job enters a phase that has "
+        "an event (docs/rest-api.md lists them).",
         default=None,
     )
     paused: bool = Field(

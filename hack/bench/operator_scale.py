@@ -304,8 +304,8 @@ async def run(info: PlatformInfo, operator_kubeconfig: Path, jobs: int, rss_jobs
 
 def install_crds(info: PlatformInfo) -> None:
     env = {**os.environ, **info.env()}
-    subprocess.run(["kubectl", "apply", "--server-side", "-f", str(ROOT / "crds")], check=True, capture_output=True,
-                   env=env)
+    subprocess.run(["kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")],
+                   check=True, capture_output=True, env=env)
     subprocess.run(["kubectl", "wait", "--for=condition=Established", "--timeout=60s", "crd/livejobs.onair.dev",
                     "crd/jobtemplates.onair.dev"], check=True, capture_output=True, env=env)
 
