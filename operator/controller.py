@@ -555,7 +555,7 @@ class Controller:
         if isinstance(pod_made, ApiError) and pod_made.status in POD_REFUSALS and pod_body is not None:
             # Not a failure of the operator's: the job says why, and the creation is tried again.
             why = str(pod_made.body.get("message") or pod_made)
-            decision.status = refused_pod_status(job, decision.status, pod_body["metadata"]["name"], why, self.clock())
+            refused_pod_status(job, decision, pod_body["metadata"]["name"], why, self.clock())
             decision.events.append(("Warning", "FailedCreate", f"Pod {pod_body['metadata']['name']}: {why}"))
             decision.requeue_after = POD_REFUSED_RETRY_SECONDS
             outcomes[1] = None

@@ -607,13 +607,22 @@ def decide_live_job(
     return decision
 
 
-def refused_pod_status(job: LiveJob | RecordJob, decided: dict[str, Any], pod_name: str, why: str,
-                       now: dt.datetime) -> dict[str, Any]:
-    """The decided status of a job whose new Pod the API server refused (a ResourceQuota, an admission
-    policy): Ready (and a LiveJob's EncoderRunning and message) say why while the creation is retried."""
+def refused_pod_status(job: LiveJob | RecordJob, decision: Decision, pod_name: str, why: str,
+                       now: dt.datetime) -> None:
+    """The decision for a job whose new Pod the API server refused (a ResourceQuota, an admission
+    policy): Ready (and a LiveJob's EncoderRunning and message) say why while the creation is retried.
+    A RecordJob that had not started stays Initial: nothing records, so nothing is announced."""
     status: LiveJobStatus | RecordJobStatus = (
-        LiveJobStatus.model_validate(decided) if isinstance(job, LiveJob) else RecordJobStatus.model_validate(decided))
+        LiveJobStatus.model_validate(decision.status) if isinstance(job, LiveJob)
+        else RecordJobStatus.model_validate(decision.status))
     message = f"Pod {pod_name} was refused: {why}"[:1024]
+    if isinstance(status, RecordJobStatus) and status.phase == RecordJobPhase.STARTED:
+        before = job.status if isinstance(job.status, RecordJobStatus) else RecordJobStatus()
+        if before.phase in (None, RecordJobPhase.INITIAL):
+            status.phase, status.timings, status.started_at = before.phase, before.timings, before.started_at
+            decision.phase_changes = [p for p in decision.phase_changes if p != RecordJobPhase.STARTED]
+            decision.events = [e for e in decision.events if e[1] != RecordJobPhase.STARTED]
+            _enter(status, RecordJobPhase.INITIAL, now, ConditionReason.POD_REFUSED, message, decision)
     kinds = (ConditionType.READY, ConditionType.ENCODER_RUNNING) if isinstance(job, LiveJob) else (ConditionType.READY,)
     conditions = status.conditions
     for type_ in kinds:
@@ -622,7 +631,7 @@ def refused_pod_status(job: LiveJob | RecordJob, decided: dict[str, Any], pod_na
     status.conditions = sorted(conditions, key=lambda c: c.type)
     if isinstance(status, LiveJobStatus):
         status.message = message
-    return _dump(status)
+    decision.status = _dump(status)
 
 
 def _storage_problem(report: dict[str, Any] | None) -> tuple[ConditionReason, str] | None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from cluster.conftest import KWOK_PLACEMENT, get_job, own_job_namespace, start_operator, stop_operator, wait_phase
 from cluster.test_operator_lifecycle import create_live_job
+from cluster.test_operator_recordjobs import create_record_job
 from kubernetes import client
 from localplatform.platform import PlatformInfo
 from waiting import wait_until
@@ -97,6 +98,8 @@ def test_an_encoder_pod_a_quota_refuses_is_said_in_the_job_and_made_once_the_quo
                               ONAIR_WATCH_NAMESPACES=json.dumps(["s-*"]), **KWOK_PLACEMENT)
     try:
         create_live_job(kube, stuck_namespace, "over-quota")
+        create_record_job(kube, stuck_namespace, "recording-over-quota",
+                          {"source": {"streamUrl": "rtmp://origin.example.com/live/x"}, "output": {"bucket": "media"}})
 
         def refused() -> dict[str, Any] | None:
             conditions = (get_job(kube, stuck_namespace, "over-quota").get("status") or {}).get("conditions") or []
@@ -110,8 +113,15 @@ def test_an_encoder_pod_a_quota_refuses_is_said_in_the_job_and_made_once_the_quo
         events = wait_until(lambda: (e := job_events(kube, stuck_namespace, "over-quota")).get("FailedCreate") and e,
                             20, "a FailedCreate Event on the job")
         assert "quota: no-pods" in events["FailedCreate"]
+        # A recording that has no recorder has not started (nor said so to its notifyUrl).
+        recording = wait_until(
+            lambda: (j := get_job(kube, stuck_namespace, "recording-over-quota", "recordjobs")).get("status") and any(
+                c["reason"] == "PodRefused" for c in j["status"].get("conditions", [])) and j,
+            30, "Ready: PodRefused on the RecordJob")
+        assert recording["status"]["phase"] == "Initial" and "startedAt" not in recording["status"]
         core.delete_namespaced_resource_quota("no-pods", stuck_namespace)
         job = wait_phase(kube, stuck_namespace, "over-quota", "WaitingForInput", timeout=60)
         assert "Failed" not in [t["phase"] for t in job["status"]["timings"]]
+        wait_phase(kube, stuck_namespace, "recording-over-quota", "Started", timeout=60, plural="recordjobs")
     finally:
         stop_operator(operator)

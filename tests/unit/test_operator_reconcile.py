@@ -1501,12 +1501,35 @@ def test_a_job_created_switched_off_has_its_stream_key_secret_made_at_once() -> 
 def test_a_pod_the_api_server_refuses_is_said_in_the_status() -> None:
     decided = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW)
     why = 'pods "x" is forbidden: exceeded quota: compute, requested: pods=1, used: pods=4, limited: pods=4'
-    refused = refused_pod_status(live_job(), decided.status, current_pod_name(), why, NOW)
+    phase = decided.status["phase"]
+    refused_pod_status(live_job(), decided, current_pod_name(), why, NOW)
+    refused = decided.status
     conditions = {c["type"]: c for c in refused["conditions"]}
     for type_ in ("Ready", "EncoderRunning"):
         assert (conditions[type_]["status"], conditions[type_]["reason"]) == ("False", "PodRefused")
         assert "exceeded quota" in conditions[type_]["message"]
-    assert "exceeded quota" in refused["message"] and refused["phase"] == decided.status["phase"]
+    assert "exceeded quota" in refused["message"] and refused["phase"] == phase
+
+
+def test_a_record_job_whose_first_pod_is_refused_has_not_started() -> None:
+    """No recorder runs: the job is not Started, and record_started is not announced, until its Pod is made."""
+    for status in (None, {"phase": "Initial"}):
+        decided = decide_record_job(record_job(status, notifyUrl="https://hooks.example.com/r"), None, [], None,
+                                    CONFIG, NOW)
+        assert decided.status["phase"] == "Started" and decided.create_pod_attempt == 1
+        refused_pod_status(record_job(status), decided, "rec-recorder-1", "exceeded quota: no-pods", NOW)
+        assert decided.status["phase"] == "Initial" and "startedAt" not in decided.status
+        assert "Started" not in [t["phase"] for t in decided.status.get("timings", [])]
+        assert events_announced(None, decided.phase_changes, False) == []
+        ready = {c["type"]: c for c in decided.status["conditions"]}["Ready"]
+        assert (ready["status"], ready["reason"]) == ("False", "PodRefused")
+    # One that recorded before (a retry after a crash) stays Started: it did record.
+    started = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
+    crashed = [pod(naming.pod_name("rec", "recorder", "uid-r", 1), "Failed", ready=False, exit_code=1,
+                   finished_at=NOW - dt.timedelta(minutes=1))]
+    retry = decide_record_job(record_job(started), None, crashed, None, CONFIG, NOW)
+    refused_pod_status(record_job(started), retry, "rec-recorder-2", "exceeded quota: no-pods", NOW)
+    assert retry.status["phase"] == "Started" and retry.status["startedAt"] == started["startedAt"]
 
 
 def test_encoder_pods_take_the_configured_scratch_size_and_extra_environment() -> None:
