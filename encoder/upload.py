@@ -69,8 +69,12 @@ def storage_problem(error: BaseException, bucket: str) -> tuple[ConditionReason,
     return ConditionReason.BUCKET_UNREACHABLE, f"bucket {bucket!r}: {error}"
 
 
+# A file this large (an MP4 of a recording) is streamed from disk in parts, never read into memory.
+LARGE_FILE_BYTES = 32 * 1024 * 1024
+
+
 class ObjectStore(Protocol):
-    def put(self, key: str, body: bytes, content_type: str, cache_control: str) -> None: ...
+    def put(self, key: str, body: bytes | Path, content_type: str, cache_control: str) -> None: ...
 
     def delete(self, key: str) -> None: ...
 
@@ -338,13 +342,16 @@ class UploadQueue:
             with self._condition:
                 self._unnamed_since.pop(operation.key, None)
         else:
+            body: bytes | Path
             if operation.body is not None:
                 body = operation.body
+            elif operation.path is not None and operation.size > LARGE_FILE_BYTES:
+                body = operation.path
             else:
                 body = operation.path.read_bytes() if operation.path else b""
             self._store.put(operation.key, body, content_type_for(operation.key), operation.cache_control)
             self.stats.uploaded_objects += 1
-            self.stats.uploaded_bytes += len(body)
+            self.stats.uploaded_bytes += len(body) if isinstance(body, bytes) else operation.size
             if operation.path is not None and operation.remove_local:
                 operation.path.unlink(missing_ok=True)
         now = time.monotonic()
@@ -388,7 +395,16 @@ class S3Store:
             **client_kwargs,
         )
 
-    def put(self, key: str, body: bytes, content_type: str, cache_control: str) -> None:
+    def put(self, key: str, body: bytes | Path, content_type: str, cache_control: str) -> None:
+        if isinstance(body, Path):  # multipart, a part at a time from disk
+            from boto3.s3.transfer import TransferConfig
+
+            self.client.upload_file(
+                str(body), self.bucket, key, ExtraArgs={"ContentType": content_type, "CacheControl": cache_control},
+                Config=TransferConfig(multipart_threshold=LARGE_FILE_BYTES, multipart_chunksize=16 * 1024 * 1024,
+                                      max_concurrency=4),
+            )
+            return
         self.client.put_object(
             Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, CacheControl=cache_control
         )
