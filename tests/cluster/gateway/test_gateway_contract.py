@@ -243,9 +243,13 @@ def test_start_stop_and_live_cut(gateway: RunningGateway, project: Project, kube
     assert response.json()["result"]["online"] is False
     assert get_cr(kube, project.namespace, "livejobs", job["name"])["spec"]["online"] is False
     now = datetime.now(UTC)
-    response = requests.post(url, headers=headers, timeout=10, json={
+    before = requests.post(url, headers=headers, timeout=10, json={
         "online": True, "startDateTime": (now - timedelta(minutes=10)).isoformat(),
         "finishDateTime": (now - timedelta(minutes=2)).isoformat()})
+    assert before.status_code == 400, before.text  # the job did not exist yet: nothing to cut
+    assert before.json()["errors"][0].startswith("finishDateTime: the live job was created at")
+    response = requests.post(url, headers=headers, timeout=10, json={
+        "online": True, "startDateTime": (now - timedelta(minutes=10)).isoformat(), "finishDateTime": now.isoformat()})
     assert response.status_code == 201, response.text
     clip = response.json()["result"]["recordJobName"]
     record = get_cr(kube, project.namespace, "recordjobs", clip)
