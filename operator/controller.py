@@ -42,9 +42,9 @@ from onair.operator.reconcile import (
     clip_request,
     decide_live_job,
     decide_record_job,
+    mark_pod_refused,
     progress_only,
     record_attempt,
-    refused_pod_status,
 )
 from onair.operator.services import ServiceEndpoint, service_endpoint
 from onair.operator.webhooks import WebhookSender, build_payload, events_announced, pending_webhook
@@ -555,7 +555,7 @@ class Controller:
         if isinstance(pod_made, ApiError) and pod_made.status in POD_REFUSALS and pod_body is not None:
             # Not a failure of the operator's: the job says why, and the creation is tried again.
             why = str(pod_made.body.get("message") or pod_made)
-            refused_pod_status(job, decision, pod_body["metadata"]["name"], why, self.clock())
+            mark_pod_refused(job, decision, pod_body["metadata"]["name"], why, self.clock())
             decision.events.append(("Warning", "FailedCreate", f"Pod {pod_body['metadata']['name']}: {why}"))
             decision.requeue_after = POD_REFUSED_RETRY_SECONDS
             outcomes[1] = None

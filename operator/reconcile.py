@@ -607,7 +607,7 @@ def decide_live_job(
     return decision
 
 
-def refused_pod_status(job: LiveJob | RecordJob, decision: Decision, pod_name: str, why: str,
+def mark_pod_refused(job: LiveJob | RecordJob, decision: Decision, pod_name: str, why: str,
                        now: dt.datetime) -> None:
     """The decision for a job whose new Pod the API server refused (a ResourceQuota, an admission
     policy): Ready (and a LiveJob's EncoderRunning and message) say why while the creation is retried.

@@ -24,9 +24,9 @@ from onair.operator.reconcile import (
     clip_request,
     decide_live_job,
     decide_record_job,
+    mark_pod_refused,
     phase_path,
     progress_only,
-    refused_pod_status,
 )
 from onair.operator.services import ServiceEndpoint, service_endpoint
 from onair.operator.webhooks import events_announced
@@ -1502,7 +1502,7 @@ def test_a_pod_the_api_server_refuses_is_said_in_the_status() -> None:
     decided = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW)
     why = 'pods "x" is forbidden: exceeded quota: compute, requested: pods=1, used: pods=4, limited: pods=4'
     phase = decided.status["phase"]
-    refused_pod_status(live_job(), decided, current_pod_name(), why, NOW)
+    mark_pod_refused(live_job(), decided, current_pod_name(), why, NOW)
     refused = decided.status
     conditions = {c["type"]: c for c in refused["conditions"]}
     for type_ in ("Ready", "EncoderRunning"):
@@ -1517,7 +1517,7 @@ def test_a_record_job_whose_first_pod_is_refused_has_not_started() -> None:
         decided = decide_record_job(record_job(status, notifyUrl="https://hooks.example.com/r"), None, [], None,
                                     CONFIG, NOW)
         assert decided.status["phase"] == "Started" and decided.create_pod_attempt == 1
-        refused_pod_status(record_job(status), decided, "rec-recorder-1", "exceeded quota: no-pods", NOW)
+        mark_pod_refused(record_job(status), decided, "rec-recorder-1", "exceeded quota: no-pods", NOW)
         assert decided.status["phase"] == "Initial" and "startedAt" not in decided.status
         assert "Started" not in [t["phase"] for t in decided.status.get("timings", [])]
         assert events_announced(None, decided.phase_changes, False) == []
@@ -1528,7 +1528,7 @@ def test_a_record_job_whose_first_pod_is_refused_has_not_started() -> None:
     crashed = [pod(naming.pod_name("rec", "recorder", "uid-r", 1), "Failed", ready=False, exit_code=1,
                    finished_at=NOW - dt.timedelta(minutes=1))]
     retry = decide_record_job(record_job(started), None, crashed, None, CONFIG, NOW)
-    refused_pod_status(record_job(started), retry, "rec-recorder-2", "exceeded quota: no-pods", NOW)
+    mark_pod_refused(record_job(started), retry, "rec-recorder-2", "exceeded quota: no-pods", NOW)
     assert retry.status["phase"] == "Started" and retry.status["startedAt"] == started["startedAt"]
 
 
