@@ -641,12 +641,7 @@ async def test_control_start_stop_and_live_cut(client: Client, kube: FakeKube) -
     body = await response.json()
     assert response.status == 201, body
     assert body["result"] == {"online": False, "playBackPathURL": "http://s3/media/live/1/master.m3u8"}
-    now = datetime.now(UTC)
-    response = await client.post(url(f"/{key}"), headers=headers, json={
-        "online": True, "startDateTime": (now - timedelta(minutes=5)).isoformat(),
-        "finishDateTime": (now - timedelta(minutes=1)).isoformat()})
-    body = await response.json()
-    assert response.status == 201, body
+    body = await cut_the_last_minutes(client, headers, key)
     clip = body["result"]["recordJobName"]
     assert body["result"]["playBackPathURL"] == f"http://s3/media/live/1/clips/{clip}/master.m3u8"
     record = await (await client.get(f"/api/v1/projects/{PROJECT}/recordjobs/{clip}", headers=headers)).json()
@@ -701,6 +696,17 @@ async def test_live_cut_ending_in_the_future_is_a_clip_and_leaves_the_schedule_a
     assert job["result"]["endDateTime"] == "2099-01-01T00:00:00Z"
 
 
+async def cut_the_last_minutes(client: Client, headers: dict[str, str], stream_key: str) -> dict[str, Any]:
+    """A live cut of the range from 5 to 1 minutes ago: its 201 answer."""
+    now = datetime.now(UTC)
+    response = await client.post(url(f"/{stream_key}"), headers=headers, json={
+        "online": True, "startDateTime": (now - timedelta(minutes=5)).isoformat(),
+        "finishDateTime": (now - timedelta(minutes=1)).isoformat()})
+    body: dict[str, Any] = await response.json()
+    assert response.status == 201, body
+    return body
+
+
 async def test_a_cut_before_the_job_existed_and_a_start_after_its_schedule_are_refused(
     client: Client, kube: FakeKube
 ) -> None:
@@ -733,12 +739,7 @@ async def test_a_cut_of_a_job_played_through_its_cdn_is_played_through_the_cdn(c
     job["metadata"]["resourceVersion"] = "6"  # newer than the cache's
     kube.objects[path] = job
     client.app[STORE_KEY].livejobs.upsert(copy.deepcopy(job))
-    now = datetime.now(UTC)
-    response = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json={
-        "online": True, "startDateTime": (now - timedelta(minutes=5)).isoformat(),
-        "finishDateTime": (now - timedelta(minutes=1)).isoformat()})
-    body = await response.json()
-    assert response.status == 201, body
+    body = await cut_the_last_minutes(client, headers, FIRST_KEY)
     clip = body["result"]["recordJobName"]
     assert body["result"]["playBackPathURL"] == f"https://cdn.example.com/live/1/clips/{clip}/master.m3u8"
 
