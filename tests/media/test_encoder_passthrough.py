@@ -125,7 +125,7 @@ def test_single_h264_over_rtmp_stays_mpeg_ts(
 ) -> None:
     encoder = start_encoder("LiveJob", live_spec(input={"serverType": "RTMP", "inputClass": "Single"}), None)
     publisher = publish(encoder.rtmp_url, 4, size="320x180")
-    encoder.wait_state("live", 3)
+    encoder.wait_state("live", 10)
     assert publisher.wait(30) == 0
     encoder.wait_state("reconnecting", 5)
     assert encoder.stop() == 0, encoder.log()[-3000:]

@@ -51,7 +51,7 @@ def test_s3_down_for_20_seconds_loses_no_segment(
     spec = live_spec(recording=True)  # keep every segment, so all of them can be counted afterwards
     encoder = start_encoder("LiveJob", spec, SMALL)
     publisher = publish(encoder.rtmp_url, 34)
-    encoder.wait_state("live", 3)
+    encoder.wait_state("live", 10)
     wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 15, "segments before the outage")
     object_store.proxy.cut()
     outage_started = time.monotonic()
@@ -164,7 +164,7 @@ def test_clip_of_a_past_range_plays_as_vod(
     live = start_encoder("LiveJob", live_spec(recording=True), SMALL)
     source_prefix, clip_prefix = live.prefix, f"{live.prefix}-clip"
     publisher = publish(live.rtmp_url, 11)
-    live.wait_state("live", 3)
+    live.wait_state("live", 10)
     assert publisher.wait(30) == 0
     live.wait_state("reconnecting", 5)
     assert live.stop() == 0
@@ -283,7 +283,7 @@ def test_a_recording_that_follows_its_live_job_leaves_out_what_it_was_paused_for
     clip_prefix = f"{live.prefix}-paused-clip"
     publisher = publish(live.rtmp_url, 34)
     try:
-        live.wait_state("live", 5)
+        live.wait_state("live", 10)
         start = datetime.now(UTC)
         end = start + timedelta(seconds=24)
         record_spec = {"source": {"liveJobRef": "match"},
@@ -486,7 +486,7 @@ def test_a_full_spool_drops_segments_says_so_and_recovers(
     ladder = ladder_template(("180p", 320, 180, "H264"), ("144p", 256, 144, "H264"))
     encoder = start_encoder("LiveJob", live_spec(), ladder, extra_env={"ONAIR_SPOOL_MAX_BYTES": "600000"})
     publisher = publish(encoder.rtmp_url, 24)
-    encoder.wait_state("live", 3)
+    encoder.wait_state("live", 10)
     wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 15, "segments before the outage")
     object_store.proxy.cut()
     try:
