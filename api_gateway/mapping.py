@@ -218,7 +218,7 @@ def live_job_detail(obj: Obj, facts: Mapping[str, Any], key: str | None, project
         "destination": facts["file_path"],
         "description": spec.get("description"),
         "projectId": project_id,
-        "status": live_phase(obj),
+        "status": facts["status"],
         "startDateTime": start,
         "endDateTime": end,
         "jobTemplateId": int(spec.get("jobTemplateId", 0)),

@@ -450,8 +450,7 @@ class Encoder:
         backoff = 1.0
         while not self.stop_requested.is_set():
             if not self.status.connected:
-                waiting = EncoderState.RECONNECTING if self.status.disconnects else EncoderState.WAITING
-                self.status.set_state(waiting, f"pulling {url.split('?')[0]}")
+                self.status.set_state(self._pull_waiting_state(), f"pulling {url.split('?')[0]}")
             produced = await self._run_session(url, listener=False, pull=True)
             returncode = self._last_returncode
             if self.stop_requested.is_set():
@@ -471,10 +470,12 @@ class Encoder:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_requested.wait(), backoff)
 
+    def _pull_waiting_state(self) -> EncoderState:
+        return EncoderState.RECONNECTING if self.status.disconnects else EncoderState.WAITING
+
     async def _wait_while_source_ended(self, url: str) -> None:
-        state = EncoderState.RECONNECTING if self.status.disconnects else EncoderState.WAITING
-        self.status.set_state(state, f"the source playlist {url.split('?')[0]} has ended (EXT-X-ENDLIST): "
-                                     "waiting for it to go live again")
+        self.status.set_state(self._pull_waiting_state(), f"the source playlist {url.split('?')[0]} has ended "
+                                                          "(EXT-X-ENDLIST): waiting for it to go live again")
         delay = 1.0
         while not self.stop_requested.is_set() and await hls_source_ended(url):
             with contextlib.suppress(TimeoutError):
