@@ -247,16 +247,19 @@ class JobIndex:
 
     def remembered(self, key: Hashable, compute: Callable[[], T]) -> T:
         """compute(), remembered until the index changes: a console polling the same list costs one
-        computation per change, not one per request."""
+        computation per change, not one per request. The least recently used are forgotten first, so
+        that a client trying many searches once does not push out the lists consoles keep asking for."""
+        remembered = self._remembered
         if self._remembered_version != self.version:
-            self._remembered.clear()
+            remembered.clear()
             self._remembered_version = self.version
-        if key in self._remembered:
-            return cast(T, self._remembered[key])
+        if key in remembered:
+            value = remembered[key] = remembered.pop(key)  # now the most recently used
+            return cast(T, value)
         value = compute()
-        if len(self._remembered) >= MAX_REMEMBERED_QUERIES:
-            self._remembered.clear()
-        self._remembered[key] = value
+        if len(remembered) >= MAX_REMEMBERED_QUERIES:
+            del remembered[next(iter(remembered))]
+        remembered[key] = value
         return value
 
     def matching(self, query_key: Hashable, predicates: Sequence[Callable[[dict[str, Any]], bool]],

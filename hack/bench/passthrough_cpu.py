@@ -113,15 +113,15 @@ def main() -> None:
             for codec, source in sources.items():
                 one = run_one(source, codec, work)
                 two = run_two(source, codec, work)
-                encoder, _, final = run_encoder(source, work, endpoint, keys)
-                upload = final["upload"]
+                run = run_encoder(source, work, endpoint, keys)
+                encoder, upload = run.cpu + run.startup_cpu, run.final["upload"]
                 print(f"{codec}: one ffmpeg {one:5.2f} s, remux + packager {two:5.2f} s "
                       f"(+{two - one:.2f} s, {(two - one) / args.seconds * 100:.2f}% of a core); "
                       f"encoder in all {encoder:5.2f} s; availability p50 {upload['p50LatencyMs']} ms, "
                       f"p99 {upload['p99LatencyMs']} ms", flush=True)
                 if args.baseline:
-                    baseline, _, final = run_encoder(source, work, endpoint, keys, args.baseline.resolve())
-                    upload = final["upload"]
+                    run = run_encoder(source, work, endpoint, keys, args.baseline.resolve())
+                    baseline, upload = run.cpu + run.startup_cpu, run.final["upload"]
                     print(f"{codec}: baseline encoder ({args.baseline}) in all {baseline:5.2f} s; availability p50 "
                           f"{upload['p50LatencyMs']} ms, p99 {upload['p99LatencyMs']} ms", flush=True)
         finally:

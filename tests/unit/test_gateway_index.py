@@ -9,7 +9,7 @@ import random
 import pytest
 
 from onair.api_gateway.auth import AuthError, VerifiedTokens, issue_token, parse_api_keys
-from onair.api_gateway.cache import JobEntry, JobIndex
+from onair.api_gateway.cache import MAX_REMEMBERED_QUERIES, JobEntry, JobIndex
 from onair.api_gateway.errors import EncodedJSON, envelope, json_response, list_body, list_response
 from onair.api_gateway.mapping import search_needle, search_text
 
@@ -44,6 +44,27 @@ def test_search_never_matches_across_two_jobs_and_follows_changes() -> None:
     assert [e.name for _, e in index.matching("q3", [], "cd")] == ["job-3"]
     assert index.matching("q4", [], "\0") == []
     assert JobIndex().matching("q", [], "x") == []
+
+
+def test_a_polled_list_stays_remembered_while_many_other_searches_come_and_go() -> None:
+    index = JobIndex()
+    index.put(entry(1, "one job"))
+    computed: list[str] = []
+
+    def ask(query: str) -> str:
+        return index.remembered(query, lambda: computed.append(query) or query.upper())
+
+    assert ask("polled") == "POLLED"
+    for number in range(3 * MAX_REMEMBERED_QUERIES):
+        ask(f"search {number}")
+        if number % 50 == 0:
+            assert ask("polled") == "POLLED"
+    assert computed.count("polled") == 1  # never forgotten: asked again before 256 others came
+    ask("search 0")
+    assert computed.count("search 0") == 2  # asked once, long ago: forgotten
+    index.put(entry(2, "another job"))
+    ask("polled")
+    assert computed.count("polled") == 2  # the index changed: computed again
 
 
 def test_search_follows_a_job_whose_text_changes_and_one_whose_text_does_not() -> None:
