@@ -28,6 +28,12 @@ from onair.streamkeys import derive_preview_key, derive_stream_key
 MAX_REMEMBERED_QUERIES = 256
 # Joins the search texts of an index; the texts never contain it (see mapping.search_text).
 SEPARATOR = "\0"
+# Length of the substrings (n-grams) the index keeps the jobs of: a search at least this long reads
+# only the jobs that hold all of its n-grams; a shorter one scans every job's text.
+GRAM = 3
+# Above this share of the jobs holding its rarest n-gram, a search scans the joined texts instead:
+# reading a job through the postings costs more than passing it in the scan.
+GRAM_SCAN_SHARE = 1 / 16
 # Deleted objects remembered per cache, so that a late copy of one is not cached again.
 MAX_TOMBSTONES = 10_000
 
@@ -45,6 +51,11 @@ def rv_int(obj: Mapping[str, Any]) -> int:
 def obj_key(obj: Mapping[str, Any]) -> Key:
     meta = obj.get("metadata") or {}
     return str(meta.get("namespace") or ""), str(meta.get("name"))
+
+
+def grams(text: str) -> set[str]:
+    """The distinct substrings of GRAM characters in `text`."""
+    return {text[i:i + GRAM] for i in range(len(text) - GRAM + 1)}
 
 
 Listener = Callable[[str, Obj | None, Obj | None], None]  # (event, old, new)
@@ -244,6 +255,8 @@ class JobIndex:
     _haystack: str = ""
     _starts: list[int] = field(default_factory=list)
     _haystack_version: int = -1
+    # n-gram -> names of the jobs whose search text holds it
+    _postings: dict[str, set[str]] = field(default_factory=dict)
 
     def remembered(self, key: Hashable, compute: Callable[[], T]) -> T:
         """compute(), remembered until the index changes: a console polling the same list costs one
@@ -268,7 +281,7 @@ class JobIndex:
         predicate; remembered per `query_key`."""
         def scan() -> list[tuple[SortKey, JobEntry]]:
             entries = self.entries
-            keys = self.keys if search is None else [self.keys[i] for i in self._containing(search)]
+            keys = self.keys if search is None else self._keys_containing(search)
             if not predicates:
                 return [(key, entries[key[2]]) for key in keys]
             if len(predicates) == 1:
@@ -276,6 +289,45 @@ class JobIndex:
                 return [(key, entries[key[2]]) for key in keys if accept(entries[key[2]].facts)]
             return [(key, entries[key[2]]) for key in keys if all(p(entries[key[2]].facts) for p in predicates)]
         return self.remembered(("matching", query_key), scan)
+
+    def _keys_containing(self, needle: str) -> list[SortKey]:
+        """The keys, in order, of the entries whose search text contains `needle`. A needle of GRAM
+        characters or more is looked up in the n-gram postings: only the jobs holding all its n-grams
+        are read (a search matching 11 of 10,000 jobs reads about as many, instead of scanning all),
+        unless even its rarest n-gram is common."""
+        if SEPARATOR in needle:
+            return []
+        if len(needle) < GRAM:
+            return [self.keys[i] for i in self._containing(needle)]
+        sets = []
+        for gram in grams(needle):
+            posting = self._postings.get(gram)
+            if not posting:
+                return []
+            sets.append(posting)
+        sets.sort(key=len)
+        if len(sets[0]) > len(self.entries) * GRAM_SCAN_SHARE:
+            return [self.keys[i] for i in self._containing(needle)]
+        names = sets[0].intersection(*sets[1:])
+        entries = self.entries
+        if len(needle) > GRAM:  # all its n-grams, but perhaps not in a row
+            names = {name for name in names if needle in entries[name].facts["search"]}
+        return sorted(entries[name].sort_key for name in names)
+
+    def _index_text(self, name: str, old: str, new: str) -> None:
+        postings = self._postings
+        was, now = grams(old), grams(new)
+        for gram in was - now:
+            posting = postings[gram]
+            posting.discard(name)
+            if not posting:
+                del postings[gram]
+        for gram in now - was:
+            holders = postings.get(gram)
+            if holders is None:
+                postings[gram] = {name}
+            else:
+                holders.add(name)
 
     def _containing(self, needle: str) -> list[int]:
         """Positions in `keys` of the entries whose search text contains `needle`. The texts are joined
@@ -312,9 +364,12 @@ class JobIndex:
                 self.text_version += 1
             if old.id != entry.id:
                 self.by_id.pop(old.id, None)
+            if old.facts["search"] != entry.facts["search"]:
+                self._index_text(entry.name, old.facts["search"], entry.facts["search"])
         else:
             insort(self.keys, entry.sort_key)
             self.text_version += 1
+            self._index_text(entry.name, "", entry.facts["search"])
         self.entries[entry.name] = entry
         self.by_id[entry.id] = entry.name
 
@@ -323,6 +378,7 @@ class JobIndex:
         old = self.entries.pop(name, None)
         if old is not None:
             self.text_version += 1
+            self._index_text(name, old.facts["search"], "")
             self._drop_key(old.sort_key)
             if self.by_id.get(old.id) == name:
                 del self.by_id[old.id]

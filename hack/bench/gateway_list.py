@@ -12,7 +12,8 @@ synced, then measures in the same run:
   answering the gateway's own response bytes to the same client. Two kinds of gateway list: a query
   asked before (a console polling its list: the gateway keeps each page it answered until a job
   changes; every round asks its 100 queries once untimed first) and a fresh search, never asked
-  before in the run (each one scans the search texts of all 10,000 jobs);
+  before in the run (looked up in the gateway's n-gram postings, or, when even its rarest n-gram is
+  common, a scan of all 10,000 jobs' search texts);
 - POST .../livejobs through the gateway vs a direct create of the LiveJob the gateway makes of the
   same body, one at a time: p50, p99; and the floor under any gateway's create: the bare aiohttp
   server forwarding that LiveJob, ready-made, to the API server (two HTTP hops instead of one, and one

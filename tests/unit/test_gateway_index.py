@@ -32,6 +32,27 @@ def test_search_finds_exactly_the_entries_whose_text_contains_the_needle() -> No
         assert found == expected, needle
 
 
+def test_search_stays_exact_while_texts_change_and_jobs_go() -> None:
+    """Long needles come from the n-gram postings, short ones from the scan: both follow every change."""
+    chooser = random.Random(11)
+    index = JobIndex()
+
+    def text() -> str:
+        return "".join(chooser.choice("abc d") for _ in range(chooser.randint(0, 10)))
+
+    needles = ["a", "ab", "abc", "b d", "abca", "c d a", "dd", "ddd"]
+    for step in range(600):
+        number = chooser.randint(1, 60)
+        if chooser.random() < 0.2:
+            index.drop(f"job-{number}")
+        else:
+            index.put(entry(number, text()))
+        if step % 25 == 0:
+            for needle in needles:
+                expected = [key for key, e in index.ordered() if needle in e.facts["search"]]
+                assert [key for key, _ in index.matching(("s", needle), [], needle)] == expected, (step, needle)
+
+
 def test_search_never_matches_across_two_jobs_and_follows_changes() -> None:
     index = JobIndex()
     index.put(entry(1, "ends with ab"))
