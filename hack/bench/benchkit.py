@@ -26,28 +26,48 @@ def rss_mb(pid: int) -> float:
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time the process has used so far."""
-    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat").read_text())
+    return _own_cpu_seconds(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split())
 
 
-def _stat_cpu_seconds(stat: str) -> float:
-    """utime + stime of a /proc/<pid>/stat line (the fields after the parenthesised name)."""
-    fields = stat.rsplit(")", 1)[1].split()
+def _own_cpu_seconds(fields: list[str]) -> float:
+    """utime + stime of the fields of a /proc/<pid>/stat line after the parenthesised name."""
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_table() -> dict[int, tuple[str, list[str]]]:
+    """Every process now: pid -> (its name, the fields of /proc/<pid>/stat after the name, from the
+    state on: [1] is the parent, [11:15] utime, stime, cutime, cstime)."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone since the listing
+            continue
+        table[int(stat.parent.name)] = (text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split())
+    return table
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """The CPU time so far of `pid` and of its descendants, with the children each of them has reaped:
+    what os.wait4 on `pid` will count of that time once the tree has exited."""
+    table = process_table()
+    tree, grew = {pid}, True
+    while grew:
+        found = {child for child, (_, fields) in table.items() if int(fields[1]) in tree} - tree
+        tree |= found
+        grew = bool(found)
+    ticks = sum(sum(int(value) for value in table[member][1][11:15]) for member in tree if member in table)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_by_program() -> dict[str, float]:
     """CPU seconds used so far by every process on the machine, summed by program name, so that a
     phase's share of each (API server, etcd, scheduler, operator...) is the difference of two calls."""
     totals: dict[str, float] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # gone since the listing
-            continue
-        name = text[text.index("(") + 1:text.rindex(")")]
+    for pid, (name, fields) in process_table().items():
         if name.startswith("python"):
-            name = _python_program(stat.parent) or name
-        totals[name] = totals.get(name, 0.0) + _stat_cpu_seconds(text)
+            name = _python_program(Path(f"/proc/{pid}")) or name
+        totals[name] = totals.get(name, 0.0) + _own_cpu_seconds(fields)
     return totals
 
 

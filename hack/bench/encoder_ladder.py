@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import boto3
+from benchkit import cpu_seconds, process_table, tree_cpu_seconds
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from localplatform import seaweedfs
@@ -71,39 +72,12 @@ def cpu_seconds_of(process: subprocess.Popen[bytes]) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def process_table() -> dict[int, tuple[str, list[str]]]:
-    """Every process now: pid -> (its name, the fields of /proc/<pid>/stat after the name, from the
-    state on: [1] is the parent, [11:15] utime, stime, cutime, cstime)."""
-    table = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue  # gone meanwhile
-        table[int(stat.parent.name)] = (text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split())
-    return table
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """The CPU time so far of `pid` and of its descendants, with the children each of them has reaped:
-    what os.wait4 on `pid` will count of that time once the tree has exited."""
-    table = process_table()
-    tree, grew = {pid}, True
-    while grew:
-        found = {child for child, (_, fields) in table.items() if int(fields[1]) in tree} - tree
-        tree |= found
-        grew = bool(found)
-    ticks = sum(sum(int(value) for value in table[member][1][11:15]) for member in tree if member in table)
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def cpu_seconds_now(pid: int) -> float | None:
     """The CPU time of a running process so far; None once it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return cpu_seconds(pid)
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuSampler:
