@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -33,6 +34,7 @@ KUBE_KEY = web.AppKey("kube", KubeClient)
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 CORS_METHODS = "GET, POST, DELETE, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Metrics:
@@ -48,6 +50,19 @@ class Metrics:
             synced.labels(cache.name).set_function(partial(_synced, cache))
         Gauge("onair_gateway_preview_viewers", "Live preview viewers the gateway relays",
               registry=registry).set_function(lambda: len(relay.viewers))
+        # (method, route, status) -> its two series: a label lookup costs about as much as a cached page
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        # Any other method is one label value: a client's made-up methods must not grow the series.
+        method = method if method in KNOWN_METHODS else "OTHER"
+        series = self._series.get((method, route, status))
+        if series is None:
+            series = self._series[(method, route, status)] = (
+                self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
+        series[0].inc()
+        if status != 101:  # a WebSocket's time is how long its viewer watched, not a latency
+            series[1].observe(seconds)
 
 
 def _size(cache: WatchCache) -> float:
@@ -96,9 +111,7 @@ def metrics_middleware(metrics: Metrics) -> Callable[..., Awaitable[web.StreamRe
         finally:
             info = request.match_info.route.resource
             route = info.canonical if info is not None else "unmatched"
-            metrics.requests.labels(request.method, route, str(status)).inc()
-            if status != 101:  # a WebSocket's time is how long its viewer watched, not a latency
-                metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
+            metrics.observe(request.method, route, status, time.perf_counter() - started)
     return middleware
 
 

@@ -299,20 +299,23 @@ class JobIndex:
             return []
         if len(needle) < GRAM:
             return self._scan(needle)
+        postings = self._postings
         sets = []
         for gram in grams(needle):
-            posting = self._postings.get(gram)
+            posting = postings.get(gram)
             if not posting:
                 return []
             sets.append(posting)
         sets.sort(key=len)
         if len(sets[0]) > len(self.entries) * GRAM_SCAN_SHARE:
             return self._scan(needle)
-        names = sets[0].intersection(*sets[1:])
         entries = self.entries
-        if len(needle) > GRAM:  # all its n-grams, but perhaps not in a row
-            names = {name for name in names if needle in entries[name].facts["search"]}
-        return sorted(entries[name].sort_key for name in names)
+        # The two rarest n-grams narrow it down about as far as all of them, at a fraction of the cost;
+        # the text itself decides (the n-grams may be there but not in a row).
+        narrowed = sets[0] & sets[1] if len(sets) > 1 else sets[0]
+        if len(needle) == GRAM:
+            return sorted(entries[name].sort_key for name in narrowed)
+        return sorted(entry.sort_key for name in narrowed if needle in (entry := entries[name]).facts["search"])
 
     def _index_text(self, name: str, old: str, new: str) -> None:
         postings = self._postings
@@ -421,6 +424,7 @@ class Store:
         self.by_preview_key: dict[str, Key] = {}
         self._unrendered: dict[Key, None] = {}  # jobs whose list row is to be rendered, in arrival order
         self._render_scheduled = False
+        self._ready = False
         self.namespaces.listeners.append(self._on_namespace)
         self.livejobs.listeners.append(self._job_listener(self.live, mapping.live_job_facts))
         self.livejobs.listeners.append(self._on_live_job)
@@ -437,7 +441,9 @@ class Store:
         return [self.namespaces, self.livejobs, self.recordjobs, self.templates]
 
     def ready(self) -> bool:
-        return all(cache.synced.is_set() for cache in self.core_caches)
+        if not self._ready:  # a cache, once listed, stays synced: asked once per request until then
+            self._ready = all(cache.synced.is_set() for cache in self.core_caches)
+        return self._ready
 
     def _on_namespace(self, event: str, old: Obj | None, new: Obj | None) -> None:
         if old is not None:

@@ -70,13 +70,19 @@ class EncodedJSON(str):
     """A result already encoded as JSON text (list rows are encoded once per version of a job)."""
 
 
+# Stands for the result while the envelope around it is encoded: it comes before resultInfo, whose
+# strings (a next token: base64url) cannot hold it.
+RESULT_MARK = "\0result\0"
+_ENCODED_RESULT_MARK = dumps(RESULT_MARK)
+
+
 def list_body(result: list[Any] | EncodedJSON, result_info: dict[str, Any]) -> bytes:
     """A page's envelope, encoded: kept as it is while the page does not change."""
     if not isinstance(result, EncodedJSON):
         return dumps(envelope(result, result_info=result_info)).encode()
-    fields = envelope(None, result_info=result_info)
-    text = ",".join(f"{dumps(name)}:{result if name == 'result' else dumps(value)}" for name, value in fields.items())
-    return ("{" + text + "}").encode()
+    # The rest of the envelope is encoded as one object, and the rows spliced in where its result is.
+    encoded = dumps(envelope(RESULT_MARK, result_info=result_info))
+    return encoded.replace(_ENCODED_RESULT_MARK, result, 1).encode()
 
 
 def list_response(body: bytes) -> web.Response:

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -870,9 +871,13 @@ class ListQuery:
     page_index: int
     after: query.SortKey | None
     walk: query.DescendingWalk | None  # a keyset walk newest first: where it stands, from its token
-    fingerprint: str
+    query_parts: list[tuple[str, str]]  # what a token's fingerprint is of
     paths: list[tuple[str, ...]] | None
     selecting: tuple[tuple[str, str], ...]  # the parameters that decide which rows match
+
+    @cached_property  # needed only for a token: most pages of a search have none
+    def fingerprint(self) -> str:
+        return query.fingerprint(self.query_parts)
 
 
 def parse_list_query(request: web.Request, route: Route, extra: list[query.Predicate], default_desc: bool,
@@ -900,11 +905,12 @@ def parse_list_query(request: web.Request, route: Route, extra: list[query.Predi
         paths = query.parse_select(q["select"], route.select_fields) if "select" in q else None
         # Paging is not part of the query a token belongs to: an offset page's next_token continues
         # in keyset paging.
-        fingerprint = query.fingerprint([(k, v) for k, v in q.items() if k not in paging])
+        query_parts = [(k, v) for k, v in q.items() if k not in paging]
         if keyset:
             size = query.parse_int(q.get("page_size"), "page_size", route.default_page_size, 1, query.MAX_PAGE_SIZE)
             token = q.get("start_token")
-            after, walk = query.decode_walk_token(token, sort, descending, fingerprint) if token else (None, None)
+            after, walk = (query.decode_walk_token(token, sort, descending, query.fingerprint(query_parts)) if token
+                           else (None, None))
             page_index = 0
         else:
             page_index = query.parse_int(q.get(page_index_name), page_index_name, 1, 1, 1_000_000)
@@ -914,7 +920,7 @@ def parse_list_query(request: web.Request, route: Route, extra: list[query.Predi
     except query.QueryError as error:
         raise ApiProblem(400, *error.errors) from error
     selecting = tuple(sorted((k, v) for k, v in q.items() if k not in paging))
-    return ListQuery(predicates, sort, descending, keyset, size, page_index, after, walk, fingerprint, paths,
+    return ListQuery(predicates, sort, descending, keyset, size, page_index, after, walk, query_parts, paths,
                      selecting)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
@@ -58,9 +58,9 @@ class Route:
         model = self.row_model or self.result
         return select_tree(model) if model else {}
 
-    @property
-    def query_names(self) -> set[str]:
-        return {p.name for p in self.params if p.location == "query"}
+    @cached_property  # asked on every list request; routes do not change
+    def query_names(self) -> frozenset[str]:
+        return frozenset(p.name for p in self.params if p.location == "query")
 
 
 @cache  # models do not change: one tree each, not one per request (callers must not change it)

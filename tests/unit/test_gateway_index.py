@@ -40,7 +40,7 @@ def test_search_stays_exact_while_texts_change_and_jobs_go() -> None:
     def text() -> str:
         return "".join(chooser.choice("abc d") for _ in range(chooser.randint(0, 10)))
 
-    needles = ["a", "ab", "abc", "b d", "abca", "c d a", "dd", "ddd"]
+    needles = ["a", "ab", "abc", "b d", "abca", "c d a", "dd", "ddd", "dddd", "abcab"]
     for step in range(600):
         number = chooser.randint(1, 60)
         if chooser.random() < 0.2:
@@ -65,6 +65,20 @@ def test_search_never_matches_across_two_jobs_and_follows_changes() -> None:
     assert [e.name for _, e in index.matching("q3", [], "cd")] == ["job-3"]
     assert index.matching("q4", [], "\0") == []
     assert JobIndex().matching("q", [], "x") == []
+
+
+def test_a_search_whose_ngrams_repeat_needs_them_in_a_row() -> None:
+    """ "aaaa" has one n-gram, "aaa": a job holding "aaa" holds that n-gram without holding "aaaa"."""
+    index = JobIndex()
+    for number in range(1, 41):  # enough other jobs that the rare n-grams are looked up, not scanned
+        index.put(entry(number, f"channel {number}"))
+    index.put(entry(41, "aaa b"))
+    index.put(entry(42, "baaaa"))
+    index.put(entry(43, "xyzzy and xyz"))
+    assert [e.name for _, e in index.matching("q1", [], "aaaa")] == ["job-42"]
+    assert [e.name for _, e in index.matching("q2", [], "aaa")] == ["job-41", "job-42"]
+    assert [e.name for _, e in index.matching("q3", [], "xyzx")] == []
+    assert [e.name for _, e in index.matching("q4", [], "zy and xy")] == ["job-43"]
 
 
 def test_a_polled_list_stays_remembered_while_many_other_searches_come_and_go() -> None:
