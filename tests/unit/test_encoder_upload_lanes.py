@@ -8,8 +8,9 @@ import os
 import threading
 import time
 from pathlib import Path, PosixPath
+from typing import Any
 
-from onair.encoder.upload import UploadQueue, lanes_conflict
+from onair.encoder.upload import S3Store, UploadQueue, lanes_conflict
 
 
 class SlowStore:
@@ -260,3 +261,39 @@ def test_the_spool_count_keeps_an_upload_that_ends_while_another_file_is_queued(
     queue.stop()
     assert queue.spool_bytes == 0 and queue.has_room_for(one_file)  # the next segments are not dropped
 
+
+
+def test_the_s3_client_sends_a_checksum_only_where_s3_requires_one() -> None:
+    """What the store receives, caught before it is sent: no CRC32 (nor its aws-chunked trailer, which
+    many S3-compatible stores refuse) on a segment's put; the batch delete, which S3 refuses without
+    one, still carries it."""
+    from botocore.awsrequest import AWSResponse
+
+    store = S3Store("http://127.0.0.1:9", "media", "us-east-1", aws_access_key_id="k", aws_secret_access_key="s")
+    sent: list[tuple[str, dict[str, str]]] = []
+
+    def answer(request: Any, **_: Any) -> AWSResponse:
+        sent.append((request.method, {name.lower(): str(value) for name, value in request.headers.items()}))
+        body = (b'<?xml version="1.0" encoding="UTF-8"?><DeleteResult></DeleteResult>' if request.method == "POST"
+                else b"")
+        return AWSResponse(request.url, 200, {}, _Raw(body))
+
+    store.client.meta.events.register("before-send.s3", answer)
+    store.put("live/720p/seg_000001.ts", b"\x47" * 188 * 100, "video/mp2t", "max-age=31536000, immutable")
+    store.delete_many(["live/720p/seg_000000.ts"])
+    (put_method, put_headers), (delete_method, delete_headers) = sent
+    assert put_method == "PUT" and not any(name.startswith("x-amz-checksum") for name in put_headers), put_headers
+    assert "aws-chunked" not in put_headers.get("content-encoding", "")
+    assert put_headers["x-amz-content-sha256"] != "UNSIGNED-PAYLOAD"  # over HTTP SigV4 signs the body
+    assert delete_method == "POST"
+    assert "content-md5" in delete_headers or any(name.startswith("x-amz-checksum") for name in delete_headers)
+
+
+class _Raw:
+    """The raw stream botocore reads a response body from."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_: Any) -> Any:
+        yield self.body

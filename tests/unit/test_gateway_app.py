@@ -931,7 +931,7 @@ async def test_operations_cors_openapi_metrics(client: Client) -> None:
     made_up = [await client.request(method, "/api/v1/health") for method in ("PROPFIND", "MKCOL", "PROPFIND")]
     assert [response.status for response in made_up] == [405, 405, 405]
     metrics = await (await client.get("/metrics")).text()
-    # Every request counted and timed, each method a client makes up as the one value OTHER.
+    # Every request counted and timed, each method the gateway does not serve as the one value OTHER.
     assert 'onair_gateway_requests_total{method="OTHER",route="unmatched",status="405"} 3.0' in metrics
     assert "PROPFIND" not in metrics and "MKCOL" not in metrics
     assert 'onair_gateway_request_seconds_count{method="GET",route="/api/openapi.json"} 1.0' in metrics
