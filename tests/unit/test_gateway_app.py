@@ -1369,3 +1369,22 @@ async def test_a_project_gets_its_own_webhook_signing_key(client: Client,
                                              kube=FakeKube(), store=make_store()))  # type: ignore[arg-type]
     missing = await unsigned.get(path, headers=await token(unsigned))
     assert missing.status == 404 and "ONAIR_GATEWAY_WEBHOOK_SECRET" in (await missing.json())["errors"][0]
+
+
+@pytest.mark.parametrize("value", [
+    {"name": "Café Noir \u2028 </script>", "control": "\x00\x1f\t", "emoji": "📺", "empty": {}, "list": []},
+    {"framerate": 29.97, "tiny": 1e-7, "huge": 1e16, "negative zero": -0.0, "big": 2**70, "flag": True, "none": None},
+    [{"id": 1, "rows": [[1, "a"], {"nested": {"deeper": ["x", 2.5]}}]}],
+])
+def test_answers_are_encoded_as_json_dumps_would(value: Any) -> None:
+    """The fast encoder writes what the standard library writes, compact and in UTF-8; only a float's
+    exponent may be spelled otherwise (1e-7 for 1e-07), the same number."""
+    from onair.api_gateway.errors import encode_json
+    encoded, standard = encode_json(value), json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    assert json.loads(encoded) == value and encoded.decode().replace("e-7", "e-07") == standard.decode()
+
+
+def test_text_that_is_not_utf8_fails_to_encode_as_the_error_middleware_expects() -> None:
+    from onair.api_gateway.errors import encode_json
+    with pytest.raises(UnicodeEncodeError):
+        encode_json({"errors": ["path: bad byte \udcff"]})
