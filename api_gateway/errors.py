@@ -86,7 +86,7 @@ class EncodedJSON(str):
 # Stands for the result while the envelope around it is encoded: it comes before resultInfo, whose
 # strings (a next token: base64url) cannot hold it.
 RESULT_MARK = "\0result\0"
-_ENCODED_RESULT_MARK = dumps(RESULT_MARK)
+_ENCODED_RESULT_MARK = encode_json(RESULT_MARK)
 
 
 def list_body(result: list[Any] | EncodedJSON, result_info: dict[str, Any]) -> bytes:
@@ -94,8 +94,7 @@ def list_body(result: list[Any] | EncodedJSON, result_info: dict[str, Any]) -> b
     if not isinstance(result, EncodedJSON):
         return encode_json(envelope(result, result_info=result_info))
     # The rest of the envelope is encoded as one object, and the rows spliced in where its result is.
-    encoded = dumps(envelope(RESULT_MARK, result_info=result_info))
-    return encoded.replace(_ENCODED_RESULT_MARK, result, 1).encode()
+    return encode_json(envelope(RESULT_MARK, result_info=result_info)).replace(_ENCODED_RESULT_MARK, result.encode(), 1)
 
 
 def list_response(body: bytes) -> web.Response:

@@ -908,20 +908,20 @@ def parse_list_query(request: web.Request, route: Route, extra: list[query.Predi
         query_parts = [(k, v) for k, v in q.items() if k not in paging]
         if keyset:
             size = query.parse_int(q.get("page_size"), "page_size", route.default_page_size, 1, query.MAX_PAGE_SIZE)
-            token = q.get("start_token")
-            after, walk = (query.decode_walk_token(token, sort, descending, query.fingerprint(query_parts)) if token
-                           else (None, None))
             page_index = 0
         else:
             page_index = query.parse_int(q.get(page_index_name), page_index_name, 1, 1, 1_000_000)
             size = query.parse_int(q.get(page_size_name), page_size_name, route.default_page_size, 1,
                                    query.MAX_PAGE_SIZE)
-            after = walk = None
+        selecting = tuple(sorted((k, v) for k, v in q.items() if k not in paging))
+        lq = ListQuery(predicates, sort, descending, keyset, size, page_index, None, None, query_parts, paths,
+                       selecting)
+        if keyset and (token := q.get("start_token")):
+            # The fingerprint made here is the one this page's own token carries on.
+            lq.after, lq.walk = query.decode_walk_token(token, sort, descending, lq.fingerprint)
     except query.QueryError as error:
         raise ApiProblem(400, *error.errors) from error
-    selecting = tuple(sorted((k, v) for k, v in q.items() if k not in paging))
-    return ListQuery(predicates, sort, descending, keyset, size, page_index, after, walk, query_parts, paths,
-                     selecting)
+    return lq
 
 
 def page_of(lq: ListQuery, matched: Sequence[tuple[query.SortKey, T]], newest_settled_ms: int | None = None

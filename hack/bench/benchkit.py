@@ -26,7 +26,12 @@ def rss_mb(pid: int) -> float:
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time the process has used so far."""
-    return _own_cpu_seconds(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split())
+    return _own_cpu_seconds(_stat_fields(Path(f"/proc/{pid}/stat").read_text()))
+
+
+def _stat_fields(stat: str) -> list[str]:
+    """The fields of a /proc/<pid>/stat line after the parenthesised name (which may hold spaces)."""
+    return stat[stat.rindex(")") + 2:].split()
 
 
 def _own_cpu_seconds(fields: list[str]) -> float:
@@ -43,7 +48,7 @@ def process_table() -> dict[int, tuple[str, list[str]]]:
             text = stat.read_text()
         except OSError:  # gone since the listing
             continue
-        table[int(stat.parent.name)] = (text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split())
+        table[int(stat.parent.name)] = (text[text.index("(") + 1:text.rindex(")")], _stat_fields(text))
     return table
 
 
