@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from onair.api_gateway.apikeys import ApiKeysSecret
 from onair.api_gateway.cache import Store, WatchCache
 from onair.api_gateway.config import GatewayConfig
 from onair.api_gateway.errors import error_middleware, problem_response
@@ -130,6 +131,8 @@ def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: St
                                        error_middleware])
     gateway = Gateway(config, store, kube, clock)
     gateway.openapi_document = build_document(ROUTES)
+    api_keys = (ApiKeysSecret(*config.api_keys_secret_ref, config.api_keys_secret_key, gateway.tokens, registry)
+                if config.api_keys_secret else None)
     app[CONFIG_KEY] = config
     app[STORE_KEY] = store
     app[GATEWAY_KEY] = gateway
@@ -146,7 +149,7 @@ def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: St
         return web.json_response({"ok": True})
 
     async def readyz(request: web.Request) -> web.Response:
-        ready = store.ready()
+        ready = store.ready() and (api_keys is None or api_keys.cache.synced.is_set())
         return web.json_response({"ready": ready}, status=200 if ready else 503)
 
     if config.public_metrics:  # false where the API port is public and its metrics must not be
@@ -154,14 +157,14 @@ def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: St
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get(PREVIEW_PATH + "/{key}", relay.handle)
-    app.cleanup_ctx.append(_kube_context(gateway, store, config, kube))
+    app.cleanup_ctx.append(_kube_context(gateway, store, config, kube, api_keys))
     app.cleanup_ctx.append(relay.client_session)
     app.on_shutdown.append(relay.close_viewers)
     return app
 
 
-def _kube_context(gateway: Gateway, store: Store, config: GatewayConfig,
-                  given: KubeClient | None) -> Callable[[web.Application], AsyncIterator[None]]:
+def _kube_context(gateway: Gateway, store: Store, config: GatewayConfig, given: KubeClient | None,
+                  api_keys: ApiKeysSecret | None) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         kube = given
         own = False
@@ -175,12 +178,16 @@ def _kube_context(gateway: Gateway, store: Store, config: GatewayConfig,
             app[KUBE_KEY] = kube
         tasks = []
         if kube is not None and config.watch:
-            tasks = [asyncio.create_task(cache.run(kube), name=f"watch-{cache.name}") for cache in store.caches]
+            own_caches = [api_keys.cache] if api_keys else []
+            tasks = [asyncio.create_task(cache.run(kube), name=f"watch-{cache.name}")
+                     for cache in [*store.caches, *own_caches]]
             try:
-                await asyncio.wait_for(asyncio.gather(*(c.synced.wait() for c in store.core_caches)),
+                await asyncio.wait_for(asyncio.gather(*(c.synced.wait() for c in [*store.core_caches, *own_caches])),
                                        config.cache_sync_timeout)
             except TimeoutError:
                 log.warning("caches not synced after %.0fs; serving 503 until they are", config.cache_sync_timeout)
+            if api_keys:
+                api_keys.warn_if_missing()
         yield
         for task in tasks:
             task.cancel()

@@ -2,7 +2,8 @@
 
 An API key (kept in a Secret) maps to a set of projects ("*" for every project) and a role:
 read < write < admin. POST /api/v1/login exchanges the key for a JWT carrying the same; every other
-call presents the JWT as `Authorization: Bearer`.
+call presents the JWT as `Authorization: Bearer`. A token also carries its key's grant (a digest of the
+key, its role and its projects): once that key is removed or changed, its tokens are refused.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import jwt
+import yaml
 
 ISSUER = "onair-gateway"
 AUDIENCE = "onair"
@@ -55,11 +59,32 @@ class ApiKey:
         digest = hashlib.sha256(presented.encode()).hexdigest()
         return hmac.compare_digest(digest, self.key_sha256)
 
+    @cached_property
+    def grant(self) -> str:
+        """What the tokens of this key are worth: another key, role or set of projects gives another
+        grant, so that rotating a key (or narrowing it) revokes the tokens issued for it. Not the key's
+        digest itself: a token is readable by whoever holds it."""
+        text = "\n".join([self.key_sha256, self.role.value, *sorted(self.projects)])
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def load_api_keys(text: str) -> list[ApiKey]:
+    """The keys of a JSON or YAML document (an environment variable, a file, a Secret's value)."""
+    text = text.strip()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ValueError(f"API keys: neither JSON nor YAML ({error})") from error
+    return parse_api_keys(data)
+
 
 def parse_api_keys(data: Any) -> list[ApiKey]:
     """[{name, key | keySha256, projects: [guid|"*"], role}] (or {"keys": [...]}) -> ApiKeys."""
     if isinstance(data, Mapping):
-        data = data.get("keys", data.get("apiKeys", []))
+        data = data.get("keys", data.get("apiKeys"))
     if not isinstance(data, list):
         raise ValueError("API keys must be a list of {name, key, projects, role}")
     keys = []
@@ -73,6 +98,8 @@ def parse_api_keys(data: Any) -> list[ApiKey]:
         projects = entry.get("projects") or []
         if isinstance(projects, str):
             projects = [projects]
+        if not isinstance(projects, list):
+            raise ValueError(f"API key {index}: projects must be a list of project ids or \"*\"")
         keys.append(ApiKey(
             name=str(entry.get("name") or f"key-{index}"),
             key_sha256=str(digest).lower(),
@@ -87,6 +114,7 @@ class Principal:
     subject: str
     projects: frozenset[str]
     role: Role
+    grant: str = ""  # the grant of the key the token was issued for
 
     def can_see(self, project_id: str) -> bool:
         return ALL_PROJECTS in self.projects or project_id.lower() in self.projects
@@ -111,6 +139,7 @@ def issue_token(secret: str, key: ApiKey, ttl_seconds: int, now: float | None = 
     claims = {
         "iss": ISSUER, "aud": AUDIENCE, "sub": key.name, "iat": issued, "nbf": issued - 5,
         "exp": issued + ttl_seconds, "projects": sorted(key.projects), "role": key.role.value,
+        "grant": key.grant,
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
@@ -135,29 +164,41 @@ def _verify(secret: str, token: str) -> tuple[Principal, float]:
         if not isinstance(projects, list):
             raise ValueError("projects")
         principal = Principal(str(claims["sub"]), frozenset(str(p).lower() for p in projects),
-                              Role(str(claims.get("role"))))
+                              Role(str(claims.get("role"))), str(claims.get("grant") or ""))
         return principal, float(claims["exp"])
     except (ValueError, KeyError, TypeError) as error:
         raise AuthError("invalid token: bad claims") from error
 
 
 class VerifiedTokens:
-    """Tokens already verified, kept until they expire. A console sends the same token with every
-    request, and checking its signature and claims again costs more than serving a cached list."""
+    """The API keys in force, and the tokens already verified, kept until they expire. A console sends
+    the same token with every request, and checking its signature and claims again costs more than
+    serving a cached list. A token is accepted only while the key it was issued for is in force as it
+    was then (its grant)."""
 
-    def __init__(self, secret: str, capacity: int = 4096) -> None:
+    def __init__(self, secret: str, api_keys: Iterable[ApiKey], capacity: int = 4096) -> None:
         self.secret = secret
         self.capacity = capacity
         self._known: dict[str, tuple[Principal, float]] = {}
+        self.use_keys(api_keys)
+
+    def use_keys(self, api_keys: Iterable[ApiKey]) -> None:
+        """Puts these keys in force, in place of the ones before: the tokens of a key that is gone or
+        changed are refused from now on."""
+        self.api_keys = tuple(api_keys)
+        self._grants = frozenset(key.grant for key in self.api_keys)
 
     def principal(self, token: str, now: float | None = None) -> Principal:
         known = self._known.get(token)
         if known is not None and known[1] > (time.time() if now is None else now):
-            return known[0]
-        principal, expires = _verify(self.secret, token)
-        if len(self._known) >= self.capacity:
-            self._known.clear()
-        self._known[token] = (principal, expires)
+            principal = known[0]
+        else:
+            principal, expires = _verify(self.secret, token)
+            if len(self._known) >= self.capacity:
+                self._known.clear()
+            self._known[token] = (principal, expires)
+        if principal.grant not in self._grants:
+            raise AuthError("the API key this token was issued for has been removed or changed; log in again")
         return principal
 
 

@@ -62,12 +62,14 @@ Listener = Callable[[str, Obj | None, Obj | None], None]  # (event, old, new)
 
 
 class WatchCache:
-    """One resource type (optionally label-selected), kept current by list + watch."""
+    """One resource type (optionally label- or field-selected), kept current by list + watch."""
 
-    def __init__(self, name: str, path: str, label_selector: str | None = None) -> None:
+    def __init__(self, name: str, path: str, label_selector: str | None = None,
+                 field_selector: str | None = None) -> None:
         self.name = name
         self.path = path
         self.label_selector = label_selector
+        self.field_selector = field_selector
         self.objects: dict[Key, Obj] = {}
         self.resource_version = ""
         self.synced = asyncio.Event()
@@ -153,7 +155,8 @@ class WatchCache:
 
     async def run(self, kube: KubeClient) -> None:
         """List, then watch forever; relist on 410 Gone, back off on other failures."""
-        params = {"labelSelector": self.label_selector} if self.label_selector else {}
+        params = {name: value for name, value in (("labelSelector", self.label_selector),
+                                                  ("fieldSelector", self.field_selector)) if value}
         backoff = 0.2
         need_list = True
         while True:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from onair.api_gateway.auth import ApiKey, Role, parse_api_keys
+from onair.api_gateway.auth import ApiKey, Role, load_api_keys
 
 ENV_PREFIX = "ONAIR_GATEWAY_"
 
@@ -29,6 +25,10 @@ class GatewayConfig:
     webhook_secret: str = ""
     token_ttl_seconds: int = 900
     api_keys: list[ApiKey] = field(default_factory=list)
+    # Or the Secret holding them ("name" in template_namespace, or "namespace/name"), watched: keys
+    # added, rotated or removed there take effect without a restart.
+    api_keys_secret: str = ""
+    api_keys_secret_key: str = "api-keys.yaml"
     cors_origins: tuple[str, ...] = ()
     # Where platform-wide JobTemplates live (the operator's namespace).
     template_namespace: str = "onair-system"
@@ -79,7 +79,11 @@ class GatewayConfig:
         config.token_ttl_seconds = int(get("TOKEN_TTL_SECONDS", str(config.token_ttl_seconds)) or 900)
         keys_text = get("API_KEYS") or read_file("API_KEYS_FILE")
         if keys_text:
-            config.api_keys = parse_api_keys(_load_structured(keys_text))
+            config.api_keys = load_api_keys(keys_text)
+        config.api_keys_secret = get("API_KEYS_SECRET") or ""
+        config.api_keys_secret_key = get("API_KEYS_SECRET_KEY") or config.api_keys_secret_key
+        if config.api_keys_secret and keys_text:
+            raise ValueError(f"set {ENV_PREFIX}API_KEYS_SECRET or {ENV_PREFIX}API_KEYS[_FILE], not both")
         origins = get("CORS_ORIGINS") or get("CORS_ORIGIN") or ""
         config.cors_origins = tuple(o.strip().rstrip("/") for o in origins.split(",") if o.strip())
         config.template_namespace = get("TEMPLATE_NAMESPACE", config.template_namespace) or config.template_namespace
@@ -96,13 +100,11 @@ class GatewayConfig:
         config.preview_port = int(get("PREVIEW_PORT", str(config.preview_port)) or config.preview_port)
         return config
 
-
-def _load_structured(text: str) -> Any:
-    text = text.strip()
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return yaml.safe_load(text)
+    @property
+    def api_keys_secret_ref(self) -> tuple[str, str]:
+        """(namespace, name) of the API keys Secret."""
+        namespace, _, name = self.api_keys_secret.rpartition("/")
+        return namespace or self.template_namespace, name
 
 
 __all__ = ["ApiKey", "GatewayConfig", "Role"]

@@ -110,7 +110,7 @@ class Gateway:
         self.miss_budgets: dict[str, LookupBudget] = {}
         self.id_counters: dict[str, Any] | None = None  # the id ConfigMap as this gateway last wrote or read it
         self.server_id = str(uuid.uuid4())
-        self.tokens = VerifiedTokens(config.jwt_secret)
+        self.tokens = VerifiedTokens(config.jwt_secret, config.api_keys)
 
     # --- plumbing ---------------------------------------------------------------------------------
 
@@ -203,7 +203,7 @@ class Gateway:
 
     async def login(self, request: web.Request, ctx: Ctx) -> web.Response:
         body: LoginRequest = await self.body(request, LoginRequest)
-        key = find_key(self.config.api_keys, body.api_key)
+        key = find_key(self.tokens.api_keys, body.api_key)
         if key is None:
             raise ApiProblem(401, "apiKey: unknown API key")
         token = issue_token(self.config.jwt_secret, key, self.config.token_ttl_seconds)

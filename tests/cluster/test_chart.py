@@ -15,6 +15,7 @@ import os
 import secrets
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -89,7 +90,8 @@ def test_render_defaults() -> None:
     gateway = find(objects, "Deployment", "onair-gateway")
     genv = env_of(gateway)
     assert genv["ONAIR_GATEWAY_JWT_SECRET"]["secretKeyRef"]["name"] == "onair-gateway"
-    assert "ONAIR_GATEWAY_API_KEYS" not in genv
+    assert "ONAIR_GATEWAY_API_KEYS" not in genv and "ONAIR_GATEWAY_API_KEYS_SECRET" not in genv
+    assert not [o for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == "onair-gateway-api-keys"]
     # Operator and gateway derive stream keys from one seed, and the gateway may not touch Secrets.
     seed = {"name": "onair-stream-keys", "key": "stream-key-seed"}
     assert env["ONAIR_STREAM_KEY_SEED"]["secretKeyRef"] == genv["ONAIR_GATEWAY_STREAM_KEY_SEED"]["secretKeyRef"] == seed
@@ -211,7 +213,16 @@ def test_render_non_default_values(tmp_path: Path) -> None:
     assert genv["ONAIR_GATEWAY_CORS_ORIGINS"] == "https://console.example.com"
     assert genv["ONAIR_GATEWAY_PREVIEW_PORT"] == "8191"
     assert genv["ONAIR_GATEWAY_STREAM_KEY_SEED"]["secretKeyRef"] == {"name": "my-stream-keys", "key": "seed"}
-    assert genv["ONAIR_GATEWAY_API_KEYS"]["secretKeyRef"] == {"name": "live-gateway", "key": "api-keys.yaml"}
+    # The API keys are read from their Secret through the API, by name: no hash of them in the Pod template.
+    assert genv["ONAIR_GATEWAY_API_KEYS_SECRET"] == "live-gateway"
+    assert genv["ONAIR_GATEWAY_API_KEYS_SECRET_KEY"] == "api-keys.yaml"
+    assert "ONAIR_GATEWAY_API_KEYS" not in genv
+    assert "annotations" not in gateway["spec"]["template"]["metadata"]
+    assert find(objects, "Role", "live-gateway-api-keys")["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["live-gateway"],
+         "verbs": ["get", "list", "watch"]}]
+    binding = find(objects, "RoleBinding", "live-gateway-api-keys")
+    assert binding["subjects"][0]["name"] == "live-gateway" and binding["metadata"]["namespace"] == "media"
     secret = find(objects, "Secret", "live-gateway")
     keys = json.loads(base64.b64decode(secret["data"]["api-keys.yaml"]))
     assert keys == [{"name": "ci", "keySha256": "b" * 64, "projects": ["*"], "role": "write"}]
@@ -361,6 +372,12 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
                    f"--as=system:serviceaccount:{system}:onair-gateway").stdout.strip() == "yes"
     assert kubectl("auth", "can-i", "get", "secrets", "-n", jobs, f"--as=system:serviceaccount:{system}:onair-gateway",
                    check=False).stdout.strip() == "no", "the gateway derives stream keys; it reads no Secrets"
+    # Of the Secrets, its API keys alone, by name.
+    for verb, resource, allowed in [("watch", "secrets/onair-gateway", "yes"), ("get", "secrets/onair-webhooks", "no"),
+                                    ("list", "secrets", "no"), ("patch", "secrets/onair-gateway", "no")]:
+        answer = kubectl("auth", "can-i", verb, resource, "-n", system,
+                         f"--as=system:serviceaccount:{system}:onair-gateway", check=False).stdout.strip()
+        assert answer == allowed, (verb, resource)
     # The encoder Pods are read where the operator makes them, not in every namespace.
     for ns, allowed in [(jobs, "yes"), ("default", "no")]:
         answer = kubectl("auth", "can-i", "list", "pods", "-n", ns,
@@ -413,6 +430,19 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
     assert int(counters[jobs]) > made["id"] >= 1
     kubectl("-n", jobs, "delete", "livejob", made["name"])
 
+    # A key rotated in the Secret is in force within seconds, without a restart, and the tokens of the key
+    # it replaced are refused from then on.
+    rotated_key = secrets.token_urlsafe(24)
+    rotated = json.dumps([{"name": "t", "key": rotated_key, "projects": ["*"], "role": "admin"}])
+    kubectl("-n", system, "patch", "secret", "onair-gateway", "--type=merge",
+            "-p", json.dumps({"stringData": {"api-keys.yaml": rotated}}))
+    wait_until(lambda: status_of(f"{gateway}/api/v1/login", {"apiKey": rotated_key}) == 200, 30,
+               "the rotated key to be in force")
+    assert status_of(f"{gateway}/api/v1/login", {"apiKey": api_key}) == 401
+    assert status_of(f"{gateway}/api/v1/projects/{project}/livejobs", token=token) == 401
+    assert pods_ready(kubectl, system, "gateway", 1)[0]["metadata"]["uid"] == gateways[0]["metadata"]["uid"]
+    token = post_json(f"{gateway}/api/v1/login", {"apiKey": rotated_key})["result"]["token"]
+
     # An example LiveJob, reconciled by the chart's operator, reaches WaitingForInput.
     kubectl("-n", jobs, "create", "secret", "generic", "onair-s3-credentials",
             f"--from-literal=AWS_ACCESS_KEY_ID={platform.s3_access_key}",
@@ -460,6 +490,18 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
     cluster_left = get_json(kubectl, "clusterroles,clusterrolebindings,clusterkopfpeerings.kopf.dev", "-l", selector)
     assert not cluster_left["items"]
     kubectl("get", "crd", "livejobs.onair.dev", "kopfpeerings.kopf.dev")
+
+
+def status_of(url: str, body: dict[str, Any] | None = None, token: str | None = None) -> int:
+    """The HTTP status of a GET (or, with a body, a POST)."""
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), headers=headers,
+                                     method="GET" if body is None else "POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
 
 
 def post_json(url: str, body: dict[str, Any], token: str | None = None) -> Any:

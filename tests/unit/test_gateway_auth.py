@@ -13,9 +13,11 @@ from onair.api_gateway.auth import (
     AuthError,
     ForbiddenError,
     Role,
+    VerifiedTokens,
     bearer_token,
     find_key,
     issue_token,
+    load_api_keys,
     parse_api_keys,
     verify_token,
 )
@@ -70,6 +72,47 @@ def test_expired_wrong_key_and_tampered_tokens_are_refused() -> None:
         verify_token(SECRET, none_alg)
 
 
+def test_a_token_is_refused_once_its_key_is_removed_rotated_or_narrowed() -> None:
+    tokens = VerifiedTokens(SECRET, KEYS)
+    console, viewer = issue_token(SECRET, KEYS[0], 60), issue_token(SECRET, KEYS[1], 60)
+    assert tokens.principal(console).subject == "console"  # verified, and remembered
+    tokens.use_keys(KEYS[1:])  # the console's key removed
+    with pytest.raises(AuthError, match="removed or changed; log in again"):
+        tokens.principal(console)
+    assert tokens.principal(viewer).subject == "viewer"  # the others' tokens keep working
+
+    rotated = parse_api_keys([{"name": "viewer", "key": "k-read-2", "projects": [PROJECT], "role": "read"}])
+    narrowed = parse_api_keys([{"name": "viewer", "keySha256": KEYS[1].key_sha256, "projects": [], "role": "read"}])
+    widened = parse_api_keys([{"name": "viewer", "keySha256": KEYS[1].key_sha256, "projects": [PROJECT],
+                               "role": "write"}])
+    for changed in (rotated, narrowed, widened):  # the same name: another key, other projects, another role
+        tokens.use_keys(changed)
+        with pytest.raises(AuthError, match="removed or changed"):
+            tokens.principal(viewer)
+    tokens.use_keys([*parse_api_keys([{"name": "renamed", "keySha256": KEYS[1].key_sha256,
+                                       "projects": [PROJECT], "role": "read"}])])
+    assert tokens.principal(viewer).role is Role.READ  # only its name changed: what it grants did not
+
+
+def test_a_token_without_a_grant_is_refused() -> None:
+    """Tokens are signed: the grant cannot be forged, only left out (a token of another gateway version)."""
+    claims = jwt.decode(issue_token(SECRET, KEYS[2], 60), options={"verify_signature": False})
+    del claims["grant"]
+    with pytest.raises(AuthError, match="removed or changed"):
+        VerifiedTokens(SECRET, KEYS).principal(jwt.encode(claims, SECRET, algorithm="HS256"))
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("keys: [", "neither JSON nor YAML"),
+    ("[{name: a, key: x, projects: 5}]", "API key 0: projects must be a list"),
+    ("[{name: a, projects: ['*']}]", "API key 0: needs key or keySha256"),
+    ("name: a", "must be a list"),
+])
+def test_api_keys_that_do_not_parse_say_why(text: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        load_api_keys(text)
+
+
 @pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer", "Bearer  "])
 def test_bearer_header_parsing(header: str | None) -> None:
     with pytest.raises(AuthError):
@@ -95,6 +138,17 @@ def test_config_from_env(tmp_path: Path) -> None:
     assert config.stream_key_seed == "a-stream-key-seed-from-a-mounted-secret"
     assert config.api_keys[0].role is Role.ADMIN
     assert config.cors_origins == ("https://console.example.com", "http://localhost:3000")
+
+
+def test_config_names_the_api_keys_secret() -> None:
+    config = GatewayConfig.from_env({"ONAIR_GATEWAY_API_KEYS_SECRET": "onair-gateway",
+                                     "ONAIR_GATEWAY_TEMPLATE_NAMESPACE": "media"})
+    assert config.api_keys_secret_ref == ("media", "onair-gateway") and config.api_keys_secret_key == "api-keys.yaml"
+    other = GatewayConfig.from_env({"ONAIR_GATEWAY_API_KEYS_SECRET": "ops/keys",
+                                    "ONAIR_GATEWAY_API_KEYS_SECRET_KEY": "keys.json"})
+    assert other.api_keys_secret_ref == ("ops", "keys") and other.api_keys_secret_key == "keys.json"
+    with pytest.raises(ValueError, match="API_KEYS_SECRET or ONAIR_GATEWAY_API_KEYS"):
+        GatewayConfig.from_env({"ONAIR_GATEWAY_API_KEYS_SECRET": "keys", "ONAIR_GATEWAY_API_KEYS": "[]"})
 
 
 def test_the_gateway_refuses_to_start_without_a_stream_key_seed() -> None:

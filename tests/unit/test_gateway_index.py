@@ -166,7 +166,7 @@ def test_verified_tokens_are_remembered_only_until_they_expire() -> None:
     secret = "unit-test-signing-key-of-32-bytes!"
     key = parse_api_keys([{"key": "k", "projects": ["*"], "role": "read"}])[0]
     token = issue_token(secret, key, 60, now=1_000_000_000)
-    tokens = VerifiedTokens(secret)
+    tokens = VerifiedTokens(secret, [key])
     with pytest.raises(AuthError, match="expired"):
         tokens.principal(token)
     fresh = issue_token(secret, key, 60)
@@ -175,4 +175,4 @@ def test_verified_tokens_are_remembered_only_until_they_expire() -> None:
     after_expiry = tokens._known[fresh][1] + 1
     assert tokens.principal(fresh, now=after_expiry) is not principal  # verified again, not remembered
     with pytest.raises(AuthError, match="invalid token"):
-        VerifiedTokens("another-signing-key-of-32-bytes!!").principal(fresh)
+        VerifiedTokens("another-signing-key-of-32-bytes!!", [key]).principal(fresh)

@@ -108,6 +108,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-gateway" (include "onair.fullname" .) -}}
 {{- end -}}
 
+{{/* The Secret the gateway reads its API keys from: the user's, or the chart's own. */}}
+{{- define "onair.gatewayApiKeysSecretName" -}}
+{{- default (include "onair.gatewaySecretName" .) .Values.gateway.apiKeys.existingSecret -}}
+{{- end -}}
+
 {{/* A random key that survives upgrades: the existing Secret's value when there is one.
      (dict "root" $ "name" secretName "key" dataKey) */}}
 {{- define "onair.persistentRandom" -}}
