@@ -14,7 +14,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from onair.api_gateway.auth import VerifiedTokens, load_api_keys
-from onair.api_gateway.cache import WatchCache
+from onair.api_gateway.cache import WatchCache, rv_int
 
 log = logging.getLogger("onair.gateway")
 
@@ -40,6 +40,8 @@ class ApiKeysSecret:
             log.warning("the API keys Secret %s was deleted: no API key is in force, nobody can log in", self.where)
             self.tokens.use_keys([])
             self.updates.labels("removed").inc()
+            return
+        if old is not None and rv_int(old) == rv_int(new):  # a relist of the watch: nothing changed
             return
         encoded = (new.get("data") or {}).get(self.data_key)
         try:
