@@ -30,6 +30,7 @@ import json
 import os
 import secrets
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -248,6 +249,7 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="another checkout whose encoder runs in every round as well")
     args = parser.parse_args()
     cpu = {"encoder": 0.0, "single": 0.0, "separate": 0.0}
+    per_round: dict[str, list[float]] = {"encoder": [], "single": [], "separate": []}
     if args.baseline:
         cpu["baseline"] = 0.0
     encoders = [side for side in cpu if side in ("encoder", "baseline")]
@@ -281,6 +283,7 @@ def main() -> None:
                     else:
                         seconds = run_separate(source, out)
                     cpu[side] += seconds
+                    per_round.setdefault(side, []).append(seconds)
                     print(f"  round {number}/{args.rounds}: {side:8} CPU {seconds:6.1f} s", flush=True)
             decode_cpu = run_decode_only(source)
         finally:
@@ -297,6 +300,11 @@ def main() -> None:
     print(f"separate  CPU {separate_cpu:7.1f} s  (one ffmpeg per rendition)")
     print(f"encoder / single   = {encoder_cpu / single_cpu:.3f}  (goal <= 1.05)")
     print(f"encoder / separate = {encoder_cpu / separate_cpu:.3f}  (goal <= 0.80)")
+    if args.rounds > 1:  # how far a shared host moved the figures from round to round
+        for baseline in ("single", "separate"):
+            ratios = [e / b for e, b in zip(per_round["encoder"], per_round[baseline], strict=True)]
+            print(f"  encoder / {baseline} by round: {', '.join(f'{r:.3f}' for r in ratios)} "
+                  f"(median {statistics.median(ratios):.3f})")
     with_startup = encoder_cpu + startup_cpu["encoder"]
     print(f"with the encoder's start-up counted too: / single = {with_startup / single_cpu:.3f}, "
           f"/ separate = {with_startup / separate_cpu:.3f}")
