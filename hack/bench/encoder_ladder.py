@@ -248,11 +248,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the runs (default 2)")
     parser.add_argument("--baseline", type=Path, help="another checkout whose encoder runs in every round as well")
     args = parser.parse_args()
-    cpu = {"encoder": 0.0, "single": 0.0, "separate": 0.0}
-    per_round: dict[str, list[float]] = {"encoder": [], "single": [], "separate": []}
+    per_round: dict[str, list[float]] = {"encoder": [], "single": [], "separate": []}  # CPU seconds, by round
     if args.baseline:
-        cpu["baseline"] = 0.0
-    encoders = [side for side in cpu if side in ("encoder", "baseline")]
+        per_round["baseline"] = []
+    encoders = [side for side in per_round if side in ("encoder", "baseline")]
     ffmpeg_cpu = dict.fromkeys(encoders, 0.0)
     startup_cpu = dict.fromkeys(encoders, 0.0)
     finals: dict[str, list[dict[str, Any]]] = {side: [] for side in encoders}
@@ -267,7 +266,7 @@ def main() -> None:
                   + ", ".join(f"{n} {b // 1000} kb/s" for n, _, _, b in RENDITIONS), flush=True)
             for number in range(1, args.rounds + 1):
                 out = work / f"round-{number}"
-                for side in list(cpu) if number % 2 else reversed(cpu):
+                for side in list(per_round) if number % 2 else reversed(per_round):
                     if side in encoders:
                         checkout = args.baseline.resolve() if side == "baseline" else None
                         run = run_encoder(source, out, endpoint, keys, f"{side}-{number}", checkout)
@@ -282,12 +281,12 @@ def main() -> None:
                                            for name, *_ in RENDITIONS]
                     else:
                         seconds = run_separate(source, out)
-                    cpu[side] += seconds
-                    per_round.setdefault(side, []).append(seconds)
+                    per_round[side].append(seconds)
                     print(f"  round {number}/{args.rounds}: {side:8} CPU {seconds:6.1f} s", flush=True)
             decode_cpu = run_decode_only(source)
         finally:
             stop_child(weed)
+    cpu = {side: sum(seconds) for side, seconds in per_round.items()}
     encoder_cpu, single_cpu, separate_cpu = cpu["encoder"], cpu["single"], cpu["separate"]
     rounds = f"{args.rounds} round{'s' if args.rounds > 1 else ''}"
     for side in encoders:
