@@ -45,7 +45,7 @@ from onair.api_gateway.errors import (
 from onair.api_gateway.routes import Route
 from onair.api_gateway.schemas import GUID_PATTERN, LiveJobControl, LiveJobCreate, LoginRequest, RecordJobCreate
 from onair.kubeclient import ApiError, KubeClient, resource_path
-from onair.models import API_VERSION, RecordJobSpec
+from onair.models import API_VERSION, JobTemplateSpec, LiveJobSpec, RecordJobSpec
 from onair.streamkeys import WEBHOOK_SIGNATURE_HEADER, derive_webhook_key
 
 log = logging.getLogger("onair.gateway")
@@ -411,6 +411,34 @@ class Gateway:
         page, info = run_rows(request, self.route_of(request), rows)
         return json_response(envelope(page, result_info=info))
 
+    def require_kept(self, namespace: str, entry: JobEntry, start: datetime, finish: datetime) -> None:
+        """400 for a live cut of a job that will no longer keep the start of the range when the clip is
+        cut: one that does not record keeps only its live window (LiveJobSpec.kept_seconds). The clip
+        is cut once the stream reaches `finish`, by a Pod that has to start first: the range must lie
+        a segment inside the window, for the window's slide meanwhile."""
+        try:
+            spec = LiveJobSpec.model_validate(entry.obj.get("spec") or {})
+            found = self.store.templates_for(namespace).get(spec.job_template_id)
+            if found is None:
+                return  # the job waits for its template; what it will keep is not known yet
+            template = JobTemplateSpec.model_validate(found[0].get("spec") or {})
+        except ValidationError:
+            return  # the operator reports what is wrong with the job or its template
+        kept = spec.kept_seconds(template)
+        if kept is None:
+            return
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        earliest = max(now, finish) - timedelta(seconds=kept - spec.segment_seconds(template))
+        if start >= earliest:
+            return
+        ending = "now" if finish <= now else f"at {finish.isoformat().replace('+00:00', 'Z')}"
+        shown = (earliest + timedelta(microseconds=999_999)).replace(microsecond=0)  # a start that is accepted
+        raise ApiProblem(400, f"startDateTime: the live job does not record (recording: false) and keeps only the "
+                              f"last {kept} s of its stream (its live window: dvrWindowSeconds, or the template's "
+                              f"playlistWindow segments), so a cut ending {ending} can start at "
+                              f"{shown.isoformat().replace('+00:00', 'Z')} at the earliest; set recording: true, "
+                              "or a longer dvrWindowSeconds, to cut from further back")
+
     async def control_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace and ctx.project_id
         raw_key = request.match_info["streamKey"]
@@ -448,6 +476,8 @@ class Gateway:
             earlier = self.store.record_index(ctx.namespace).entries.get(clip_name) if idempotent else None
             if earlier is not None:
                 require_same_body(earlier.obj, body_hash)
+            else:  # a replay answers what was cut, however far the window has moved since
+                self.require_kept(ctx.namespace, entry, max(start, created_at or start), finish)
         if body.online and clip_spec is None:
             finish_text = ((entry.obj.get("spec") or {}).get("schedule") or {}).get("finishDateTime")
             scheduled_finish = mapping.parse_time(finish_text)

@@ -63,6 +63,16 @@ def stored_segments(event: MediaPlaylist | None, live: MediaPlaylist | None) -> 
                          ended=ended, playlist_type=event.playlist_type)
 
 
+def lost_beginning(stored: MediaPlaylist, start: datetime | None) -> datetime | None:
+    """Where the stored segments begin, when that is after `start` and earlier segments had been
+    written (the numbers do not begin at 0): a job that does not record keeps only its live window, and
+    the clip of an older range lacks its beginning. None when the stored segments cover `start`."""
+    first = stored.segments[0] if stored.segments else None
+    if start is None or first is None or first.sequence == 0 or first.program_date_time is None:
+        return None
+    return first.program_date_time if first.program_date_time > start else None
+
+
 class ClipJob:
     def __init__(self, config: JobConfig, clip: ClipConfig, store: S3Store, status: EncoderStatus, work_dir: Path):
         self.config = config
@@ -122,6 +132,7 @@ class ClipJob:
         self.status.set_connected(True)
         self.status.renditions.clear()  # the clip has the source's renditions, whatever the template says
         chosen: dict[str, tuple[Variant, list[Segment]]] = {}
+        lost_until: datetime | None = None
         for variant in variants:
             while True:
                 playlist = await asyncio.to_thread(self._source_playlist, variant.uri)
@@ -144,6 +155,7 @@ class ClipJob:
                     raise FatalConfigError("the recording was paused for the whole of its time range")
                 raise FatalConfigError("no stored segment overlaps the clip's time range")
             chosen[variant.uri] = (variant, segments)
+            lost_until = lost_until or lost_beginning(playlist, self.clip.start)
         total = sum(len(segments) for _, segments in chosen.values())
         done = 0
         clip_variants = []
@@ -183,7 +195,12 @@ class ClipJob:
             rendition_status.status = "Completed"
             rendition_status.progress = 1.0
         self.status.set_connected(False)
-        self.status.set_state(EncoderState.COMPLETED, f"clip of {total} segments written")
+        message = f"clip of {total} segments written"
+        if lost_until is not None and self.clip.start is not None:
+            message += (f"; it begins at {lost_until.isoformat()}, not at {self.clip.start.isoformat()}: the older "
+                        "segments had left the LiveJob's live window (recording: true keeps them all)")
+            log.warning("%s", message)
+        self.status.set_state(EncoderState.COMPLETED, message)
         return 0
 
     def _may_grow(self, playlist: MediaPlaylist) -> bool:

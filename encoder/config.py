@@ -19,6 +19,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 from onair.models import (
+    PASSTHROUGH_PLAYLIST_WINDOW,
+    PASSTHROUGH_SEGMENT_SECONDS,
     AudioSettings,
     JobTemplateSpec,
     LiveJobSpec,
@@ -30,8 +32,6 @@ from onair.models import (
     StorageType,
 )
 
-DEFAULT_SEGMENT_SECONDS = 4
-DEFAULT_PLAYLIST_WINDOW = 6
 PASSTHROUGH_RENDITION = "source"
 
 
@@ -131,7 +131,7 @@ class JobConfig:
 
     @property
     def segment_seconds(self) -> int:
-        return self.template.segment_duration_seconds if self.template else DEFAULT_SEGMENT_SECONDS
+        return self.template.segment_duration_seconds if self.template else PASSTHROUGH_SEGMENT_SECONDS
 
     @property
     def renditions(self) -> list[Rendition]:
@@ -190,7 +190,7 @@ def load_job_config(environ: Mapping[str, str] | None = None) -> JobConfig:
         "listen_host": listen_host,
         "preview_key": env.get("ONAIR_PREVIEW_KEY") or None,
     }
-    window = template.playlist_window if template else DEFAULT_PLAYLIST_WINDOW
+    window = template.playlist_window if template else PASSTHROUGH_PLAYLIST_WINDOW
     try:
         if envelope.kind == "LiveJob":
             live = LiveJobSpec.model_validate(envelope.spec)

@@ -428,6 +428,12 @@ class LiveJobSchedule(OnairModel):
         return finish
 
 
+# A job that passes its source through (inputClass Single) has no template: its segments and live
+# playlist are these.
+PASSTHROUGH_SEGMENT_SECONDS = 4
+PASSTHROUGH_PLAYLIST_WINDOW = 6
+
+
 class LiveJobSpec(OnairModel):
     """Desired state of a LiveJob."""
 
@@ -478,6 +484,21 @@ class LiveJobSpec(OnairModel):
             "so RecordJobs can cut clips from it after the fact."
         ),
     )
+
+    def kept_seconds(self, template: JobTemplateSpec) -> int | None:
+        """How many seconds of its past stream the job keeps in its bucket for clips to be cut from:
+        its live window, the DVR window and at least the playlist of segments of `template` (its
+        JobTemplate) or of a pass-through. None when it records: it keeps every segment."""
+        if self.recording:
+            return None
+        return max(self.dvr_window_seconds, self.segment_seconds(template) * (
+            PASSTHROUGH_PLAYLIST_WINDOW if self.input.input_class == InputClass.SINGLE else template.playlist_window))
+
+    def segment_seconds(self, template: JobTemplateSpec) -> int:
+        """The nominal duration of the job's segments, with `template` its JobTemplate."""
+        if self.input.input_class == InputClass.SINGLE:
+            return PASSTHROUGH_SEGMENT_SECONDS
+        return template.segment_duration_seconds
 
 
 # Changing these while an encoder runs would split the output or strand the publisher, so the API

@@ -202,6 +202,34 @@ def test_clip_of_a_past_range_plays_as_vod(
     assert {stream["codec_type"] for stream in mp4["streams"]} == {"video", "audio"}
 
 
+def test_a_clip_older_than_the_live_window_of_a_job_that_does_not_record_says_where_it_begins(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    live = start_encoder("LiveJob", live_spec(), SMALL)
+    source_prefix, clip_prefix = live.prefix, f"{live.prefix}-clip"
+    publisher = publish(live.rtmp_url, 11)
+    live.wait_state("live", 10)
+    assert publisher.wait(30) == 0
+    live.wait_state("reconnecting", 5)
+    assert live.stop() == 0
+    window = parse_media_playlist(object_store.get_text(live.bucket, f"{source_prefix}/180p/index.m3u8") or "")
+    oldest = window.segments[0]
+    assert oldest.sequence > 0 and oldest.program_date_time is not None  # the window slid on: older ones are gone
+    start, end = oldest.program_date_time - timedelta(seconds=3 * SEGMENT), oldest.end_time
+    assert end is not None
+    record_spec = {"source": {"liveJobRef": "match"}, "timeRange": {"start": start.isoformat(), "end": end.isoformat()},
+                   "output": {"bucket": live.bucket, "path": clip_prefix}}
+    clip = {"sourcePrefix": source_prefix, "start": format_program_date_time(start),
+            "end": format_program_date_time(end)}
+    recorder = start_encoder("RecordJob", record_spec, None, bucket=live.bucket, prefix=clip_prefix, clip=clip,
+                             wait_healthy=False)
+    assert recorder.process.wait(60) == 0, recorder.log()[-3000:]
+    playlist = parse_media_playlist(object_store.get_text(live.bucket, f"{clip_prefix}/180p/index.m3u8") or "")
+    assert [segment.program_date_time for segment in playlist.segments] == [oldest.program_date_time]
+    assert (f"it begins at {oldest.program_date_time.isoformat()}, not at {start.isoformat()}: the older segments "
+            "had left the LiveJob's live window") in recorder.log(), recorder.log()[-3000:]
+
+
 def test_a_job_that_stops_recording_keeps_its_recording_and_records_on_after_a_gap(
     start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
 ) -> None:

@@ -14,7 +14,7 @@ from aiohttp import web
 from botocore.exceptions import ClientError, EndpointConnectionError
 from localplatform.processes import free_port
 
-from onair.encoder.clip import stored_segments
+from onair.encoder.clip import lost_beginning, stored_segments
 from onair.encoder.config import ConfigError, IngestKind, load_job_config
 from onair.encoder.ffmpeg import (
     ProgressParser,
@@ -668,6 +668,18 @@ def test_a_clip_reads_the_recording_and_the_live_window_after_it() -> None:
     joined = stored_segments(event, live)
     assert joined is not None and [segment.sequence for segment in joined.segments] == list(range(7))
     assert stored_segments(None, live) is live and stored_segments(event, None) is event
+
+
+def test_a_clip_says_when_the_live_window_had_slid_past_its_start() -> None:
+    event, live = recorded_then_not(recorded_until=2, live_from=10, live_count=3)
+    joined = stored_segments(event, live)
+    assert joined is not None
+    assert lost_beginning(joined, T0 + timedelta(seconds=5)) is None  # the recording holds it
+    assert lost_beginning(live, T0 + timedelta(seconds=41)) is None  # segment 10 holds it
+    assert lost_beginning(live, T0 + timedelta(seconds=30)) == T0 + timedelta(seconds=40)  # 7 to 9 are gone
+    # A stream that began after the range's start lost nothing: its first segment is still there.
+    _, young = recorded_then_not(recorded_until=0, live_from=0, live_count=3)
+    assert lost_beginning(young, T0 - timedelta(minutes=5)) is None
 
 
 def test_resume_never_reuses_a_number_the_live_playlist_published_after_the_event_playlist() -> None:

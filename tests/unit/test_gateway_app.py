@@ -634,8 +634,7 @@ async def test_auth_matrix(client: Client) -> None:
 async def test_control_start_stop_and_live_cut(client: Client, kube: FakeKube) -> None:
     headers = await token(client)
     first = "00000000-0000-4000-8000-000000000001"
-    path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{first}"
-    kube.objects[path] = live_job(first, 1, "2024-01-01T00:00:01Z")
+    put_job(client, kube, live_job(first, 1, "2024-01-01T00:00:01Z", recording=True))
     key = FIRST_KEY
     response = await client.post(url(f"/{key}"), json={"online": False}, headers=headers)
     body = await response.json()
@@ -656,8 +655,7 @@ async def test_control_start_stop_and_live_cut(client: Client, kube: FakeKube) -
 async def test_live_cut_idempotency_key_replays_the_same_range_and_refuses_another(client: Client,
                                                                                    kube: FakeKube) -> None:
     headers = {**await token(client), "Idempotency-Key": "cut-1"}
-    path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{FIRST}"
-    kube.objects[path] = live_job(FIRST, 1, "2024-01-01T00:00:01Z")
+    put_job(client, kube, live_job(FIRST, 1, "2024-01-01T00:00:01Z", recording=True))
     now = datetime.now(UTC).replace(microsecond=0)
     cut = {"online": True, "startDateTime": (now - timedelta(minutes=5)).isoformat(),
            "finishDateTime": (now - timedelta(minutes=4)).isoformat()}
@@ -677,7 +675,7 @@ async def test_live_cut_ending_in_the_future_is_a_clip_and_leaves_the_schedule_a
     headers = await token(client)
     path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{FIRST}"
     schedule = {"startDateTime": "2024-01-01T00:00:00Z", "finishDateTime": "2099-01-01T00:00:00Z"}
-    kube.objects[path] = live_job(FIRST, 1, "2024-01-01T00:00:01Z", schedule=schedule)
+    put_job(client, kube, live_job(FIRST, 1, "2024-01-01T00:00:01Z", schedule=schedule, recording=True))
     now = datetime.now(UTC).replace(microsecond=0)
     start, finish = now - timedelta(minutes=5), now + timedelta(minutes=10)
     response = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json={
@@ -694,6 +692,54 @@ async def test_live_cut_ending_in_the_future_is_a_clip_and_leaves_the_schedule_a
     assert kube.objects[path]["spec"]["schedule"] == schedule
     job = await (await client.get(url(f"/{FIRST}"), headers=headers)).json()
     assert job["result"]["endDateTime"] == "2099-01-01T00:00:00Z"
+
+
+def put_job(client: Client, kube: FakeKube, job: dict[str, Any]) -> None:
+    """`job` as the API server has it, and as the gateway's cache saw it (newer than the cache's own)."""
+    cached = client.app[STORE_KEY].livejobs.get(NS, job["metadata"]["name"])
+    job["metadata"]["resourceVersion"] = str(int(cached["metadata"]["resourceVersion"]) + 1 if cached else 6)
+    kube.objects[f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{job['metadata']['name']}"] = job
+    client.app[STORE_KEY].livejobs.upsert(copy.deepcopy(job))
+
+
+async def test_a_cut_the_live_window_no_longer_holds_is_refused_unless_the_job_records(
+    client: Client, kube: FakeKube, clock: Clock
+) -> None:
+    """The shared template keeps 6 segments of 4 s: a job that does not record keeps 24 s of its stream, and
+    a cut must lie a segment inside that (the window slides on while the clip's Pod starts)."""
+    headers = await token(client)
+    clock.stopped_at = time.time()
+    now = datetime.fromtimestamp(clock.stopped_at, UTC)
+
+    async def cut(start: timedelta, finish: timedelta) -> tuple[int, dict[str, Any]]:
+        response = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json={
+            "online": True, "startDateTime": (now + start).isoformat(), "finishDateTime": (now + finish).isoformat()})
+        return response.status, await response.json()
+
+    put_job(client, kube, live_job(FIRST, 1, "2024-01-01T00:00:01Z"))
+    status, body = await cut(-timedelta(minutes=5), -timedelta(minutes=1))
+    assert status == 400, body
+    earliest = (now - timedelta(seconds=20) + timedelta(microseconds=999_999)).replace(microsecond=0)
+    assert body["errors"][0].startswith("startDateTime: the live job does not record (recording: false) and keeps "
+                                        "only the last 24 s of its stream"), body
+    shown = earliest.isoformat().replace("+00:00", "Z")
+    assert f"a cut ending now can start at {shown} at the earliest" in body["errors"][0], body
+    # Ending 30 s from now, the clip is cut then: the window will hold 20 s before that, not 40.
+    status, body = await cut(-timedelta(seconds=10), timedelta(seconds=30))
+    assert status == 400 and "a cut ending at " in body["errors"][0], body
+    assert not [call for call in kube.calls if call[0] in ("create", "patch")], kube.calls
+    status, body = await cut(earliest - now, -timedelta(seconds=1))  # the start it gave is accepted
+    assert status == 201, body
+    # A job created a moment ago has streamed only since: all of that is in its window.
+    put_job(client, kube, live_job(FIRST, 1, (now - timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")))
+    status, body = await cut(-timedelta(minutes=10), timedelta(0))
+    assert status == 201, body
+    for spec in ({"dvrWindowSeconds": 600}, {"recording": True}):
+        put_job(client, kube, live_job(FIRST, 1, "2024-01-01T00:00:01Z", **spec))
+        status, body = await cut(-timedelta(minutes=5), -timedelta(minutes=1))
+        assert status == 201, (spec, body)
+    records = client.app[STORE_KEY].recordjobs.objects
+    assert len(records) == 4, records  # the earliest start, the young job's, and with a DVR window or recording
 
 
 async def cut_the_last_minutes(client: Client, headers: dict[str, str], stream_key: str) -> dict[str, Any]:
@@ -733,12 +779,9 @@ async def test_a_cut_before_the_job_existed_and_a_start_after_its_schedule_are_r
 async def test_a_cut_of_a_job_played_through_its_cdn_is_played_through_the_cdn(client: Client,
                                                                                 kube: FakeKube) -> None:
     headers = await token(client)
-    path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{FIRST}"
-    job = live_job(FIRST, 1, "2024-01-01T00:00:01Z")
+    job = live_job(FIRST, 1, "2024-01-01T00:00:01Z", recording=True)
     job["status"]["urls"]["cdn"] = "https://cdn.example.com/live/1/master.m3u8"
-    job["metadata"]["resourceVersion"] = "6"  # newer than the cache's
-    kube.objects[path] = job
-    client.app[STORE_KEY].livejobs.upsert(copy.deepcopy(job))
+    put_job(client, kube, job)
     body = await cut_the_last_minutes(client, headers, FIRST_KEY)
     clip = body["result"]["recordJobName"]
     assert body["result"]["playBackPathURL"] == f"https://cdn.example.com/live/1/clips/{clip}/master.m3u8"

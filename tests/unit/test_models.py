@@ -18,7 +18,9 @@ from onair.models import (
     CelRule,
     Condition,
     JobTemplate,
+    JobTemplateSpec,
     LiveJob,
+    LiveJobSpec,
     LiveJobStatus,
     LiveJobTiming,
     OnairModel,
@@ -714,3 +716,20 @@ def test_status_vocabulary_is_camel_case(vocabulary: type[enum.StrEnum]) -> None
     for member in vocabulary:
         assert re.fullmatch(models.CONDITION_REASON_PATTERN, member.value), member
         assert member.value[0].isupper(), member
+
+
+def test_what_a_live_job_keeps_for_clips_is_its_live_window_unless_it_records() -> None:
+    template = JobTemplateSpec.model_validate({"id": 1, "name": "ladder", "segmentDurationSeconds": 2,
+                                               "playlistWindow": 10, "renditions": [
+                                                   {"name": "720p", "width": 1280, "height": 720, "fps": 30,
+                                                    "videoBitrate": 3_000_000}]})
+
+    def kept(input_class: str, **spec: Any) -> int | None:
+        job = live_job(input={"serverType": "RTMP", "inputClass": input_class}, **spec)
+        return LiveJobSpec.model_validate(job["spec"]).kept_seconds(template)
+
+    assert kept("Standard") == 20  # 10 segments of 2 s
+    assert kept("Single") == 24  # a pass-through's own 6 segments of 4 s, whatever the template says
+    assert kept("Standard", dvrWindowSeconds=3600) == 3600
+    assert kept("Standard", dvrWindowSeconds=5) == 20  # the live playlist still holds its segments
+    assert kept("Standard", recording=True, dvrWindowSeconds=60) is None

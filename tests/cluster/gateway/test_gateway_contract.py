@@ -235,7 +235,7 @@ def test_filters_sort_and_select(gateway: RunningGateway, project: Project, kube
 
 def test_start_stop_and_live_cut(gateway: RunningGateway, project: Project, kube: client.ApiClient) -> None:
     headers = gateway.headers()
-    job = create(gateway, project, headers)
+    job = create(gateway, project, headers, recording=True)
     url = project.url(gateway, f"/livejobs/{job['key']}")
     response = requests.post(url, json={"online": False}, headers=headers, timeout=10)
     assert response.status_code == 201, response.text
@@ -279,6 +279,16 @@ def test_start_stop_and_live_cut(gateway: RunningGateway, project: Project, kube
     assert lone.status_code == 400, lone.text
     check_envelope(lone.json(), success=False)
     assert lone.json()["errors"][0].startswith("startDateTime: required with finishDateTime")
+    # A job that does not record keeps only its live window: a cut that the window will not hold when
+    # the clip is cut is refused, and nothing is made or switched.
+    brief = create(gateway, project, headers)
+    refused = requests.post(project.url(gateway, f"/livejobs/{brief['key']}"), headers=headers, timeout=10, json={
+        "online": False, "startDateTime": now.isoformat(), "finishDateTime": finish.isoformat()})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["errors"][0].startswith("startDateTime: the live job does not record"), refused.text
+    assert get_cr(kube, project.namespace, "livejobs", brief["name"])["spec"]["online"] is True
+    records = custom(kube).list_namespaced_custom_object("onair.dev", "v1alpha1", project.namespace, "recordjobs")
+    assert not [record for record in records["items"] if record["spec"]["source"].get("liveJobRef") == brief["name"]]
 
 
 def test_record_jobs(gateway: RunningGateway, project: Project, kube: client.ApiClient) -> None:
