@@ -33,6 +33,10 @@ from onair.models import (
 )
 
 PASSTHROUGH_RENDITION = "source"
+# The Pod's grace period when the operator does not say (ONAIR_TERMINATION_GRACE_SECONDS), and the least
+# it may say: a stop's uploads need some of it, and the process 5 s to exit.
+DEFAULT_TERMINATION_GRACE_SECONDS = 30
+MIN_TERMINATION_GRACE_SECONDS = 10
 
 
 class ConfigError(Exception):
@@ -124,6 +128,7 @@ class JobConfig:
     paused_ranges: list[PausedRange] = field(default_factory=list)
     live_spec: LiveJobSpec | None = None
     record_spec: RecordJobSpec | None = None
+    termination_grace_seconds: int = DEFAULT_TERMINATION_GRACE_SECONDS  # the Pod's: a stop must fit in it
 
     @property
     def passthrough(self) -> bool:
@@ -177,6 +182,10 @@ def load_job_config(environ: Mapping[str, str] | None = None) -> JobConfig:
     srt_passphrase = env.get("ONAIR_SRT_PASSPHRASE") or None
     if srt_passphrase is not None and not 10 <= len(srt_passphrase) <= 79:
         raise ConfigError("ONAIR_SRT_PASSPHRASE must be 10 to 79 characters (an SRT rule)")
+    grace = env.get("ONAIR_TERMINATION_GRACE_SECONDS") or str(DEFAULT_TERMINATION_GRACE_SECONDS)
+    if not (grace.isascii() and grace.isdigit()) or int(grace) < MIN_TERMINATION_GRACE_SECONDS:
+        raise ConfigError(f"ONAIR_TERMINATION_GRACE_SECONDS must be whole seconds, at least "
+                          f"{MIN_TERMINATION_GRACE_SECONDS} (the Pod's terminationGracePeriodSeconds), not {grace!r}")
     common: dict[str, Any] = {
         "namespace": envelope.namespace,
         "name": envelope.name,
@@ -189,6 +198,7 @@ def load_job_config(environ: Mapping[str, str] | None = None) -> JobConfig:
         "srt_passphrase": srt_passphrase,
         "listen_host": listen_host,
         "preview_key": env.get("ONAIR_PREVIEW_KEY") or None,
+        "termination_grace_seconds": int(grace),
     }
     window = template.playlist_window if template else PASSTHROUGH_PLAYLIST_WINDOW
     try:

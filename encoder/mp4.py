@@ -55,13 +55,19 @@ async def write_mp4(paths: list[Path], segments: list[Segment], directory: Path,
         "-f", "concat", "-safe", "0", "-i", str(listing),
         "-map", "0", "-c", "copy", "-movflags", "+faststart", str(target),
         stderr=asyncio.subprocess.PIPE,
+        # The stop that asked for the MP4 may be signalled to the whole process group (an init that
+        # forwards it, or a node that signals the group): this ffmpeg must finish regardless.
+        start_new_session=True,
     )  # fmt: skip
     try:
         _, stderr = await asyncio.wait_for(process.communicate(), max(1.0, deadline - time.monotonic()))
     except TimeoutError:
         process.kill()
         await process.wait()
+        log.error("no %s: joining its segments did not end within the stop's time, the Pod's grace period less "
+                  "5 s (for a RecordJob with format mp4, the chart's encoder.mp4RecorderTerminationGracePeriodSeconds)",
+                  target.name)
         return False
     if process.returncode != 0:
-        log.error("MP4 assembly failed: %s", stderr.decode(errors="replace")[-2000:])
+        log.error("MP4 assembly failed (exit %s): %s", process.returncode, stderr.decode(errors="replace")[-2000:])
     return process.returncode == 0

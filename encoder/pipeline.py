@@ -85,7 +85,7 @@ log = logging.getLogger(__name__)
 
 MASTER_PLAYLIST = "master.m3u8"
 POLL_INTERVAL = 0.05  # local playlist polling; well inside the 300 ms availability budget
-STOP_GRACE_SECONDS = 25.0  # the Pod's grace period is 30 s; leave room for the process to exit
+STOP_EXIT_SECONDS = 5.0  # of the Pod's grace period, left for the process to exit
 # What a stop's uploads leave of the grace period: for the uploader's workers, the HTTP servers and
 # the process to end before main's safety exit, half a second before the grace period ends.
 STOP_SPARE_SECONDS = 2.0
@@ -170,9 +170,11 @@ class VariantInfo:
 
 class Encoder:
     def __init__(self, config: JobConfig, ports: Ports, work_dir: Path, store: S3Store, spool_limit_bytes: int,
-                 *, stop_grace_seconds: float = STOP_GRACE_SECONDS) -> None:
+                 *, stop_grace_seconds: float | None = None) -> None:
         self.config = config
-        self.stop_grace_seconds = stop_grace_seconds
+        # How long a stop may take, from its signal: all but the end of the Pod's grace period.
+        self.stop_grace_seconds = (config.termination_grace_seconds - STOP_EXIT_SECONDS
+                                   if stop_grace_seconds is None else stop_grace_seconds)
         self.ports = ports
         self.work_dir = work_dir
         self.store = store

@@ -11,6 +11,7 @@ from onair.models import (
     InputClass,
     JobTemplateSpec,
     LiveJob,
+    RecordingFormat,
     RecordJob,
     StorageType,
 )
@@ -165,6 +166,14 @@ def _encoder_resources(gpu: bool, config: OperatorConfig) -> dict[str, Any]:
     return {**config.encoder_resources, "limits": limits}
 
 
+def termination_grace_seconds(job: Job, config: OperatorConfig) -> int:
+    """The grace period of the job's Pod, which its encoder is told: a stop's work must fit in it. A
+    recorder that joins its segments into MP4s at its end gets the longer one."""
+    if isinstance(job, RecordJob) and job.spec.output.format == RecordingFormat.MP4:
+        return max(config.encoder_termination_grace_seconds, config.mp4_recorder_termination_grace_seconds)
+    return config.encoder_termination_grace_seconds
+
+
 def build_encoder_pod(
     job: Job, template: JobTemplateSpec | None, config: OperatorConfig, attempt: int,
     clip: dict[str, Any] | None = None,
@@ -184,6 +193,7 @@ def build_encoder_pod(
                                                           separators=(",", ":"))},
         {"name": "ONAIR_LISTEN_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "ONAIR_LOG_FORMAT", "value": config.log_format},
+        {"name": "ONAIR_TERMINATION_GRACE_SECONDS", "value": str(termination_grace_seconds(job, config))},
         {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": credentials, "key": "AWS_ACCESS_KEY_ID"}}},
         {"name": "AWS_SECRET_ACCESS_KEY",
          "valueFrom": {"secretKeyRef": {"name": credentials, "key": "AWS_SECRET_ACCESS_KEY"}}},
@@ -242,7 +252,7 @@ def build_encoder_pod(
         # The encoder talks to the ingest, the bucket and its own status port, never to the API.
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": config.encoder_termination_grace_seconds,
+        "terminationGracePeriodSeconds": termination_grace_seconds(job, config),
         "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],

@@ -17,7 +17,7 @@ ENV_PREFIX = "ONAIR_"
 ENCODER_ENV_SET_BY_OPERATOR = frozenset({
     "ONAIR_JOB_CONFIG", "ONAIR_LISTEN_HOST", "ONAIR_LOG_FORMAT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN", "NVIDIA_DRIVER_CAPABILITIES", "ONAIR_CONTROL_KEY", "ONAIR_STREAM_KEY", "ONAIR_PREVIEW_KEY",
-    "ONAIR_SRT_PASSPHRASE",
+    "ONAIR_SRT_PASSPHRASE", "ONAIR_TERMINATION_GRACE_SECONDS",
 })
 
 
@@ -54,7 +54,17 @@ class OperatorConfig(BaseModel):
     )
     encoder_node_selector: dict[str, str] = Field(default_factory=dict)
     encoder_tolerations: list[dict[str, Any]] = Field(default_factory=list)
-    encoder_termination_grace_seconds: int = 30
+    encoder_termination_grace_seconds: int = Field(
+        30, ge=10, le=3600,
+        description="Grace period of an encoder or recorder Pod: a stop uploads the last segments and playlists "
+                    "in it (the encoder is told it and leaves itself 5 s to exit).",
+    )
+    mp4_recorder_termination_grace_seconds: int = Field(
+        600, ge=10, le=86400,
+        description="Grace period of the Pod of a RecordJob with output format mp4 (the longer of this and the "
+                    "encoder's): at its end the recorder joins every segment into one MP4 per rendition and "
+                    "uploads them, minutes for a recording of hours. It exits as soon as that is done.",
+    )
     encoder_work_dir_size: str = Field(
         "4Gi", pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$",
         description="Size limit of an encoder Pod's scratch volume (emptyDir): the spool, and an MP4 "

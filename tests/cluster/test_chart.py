@@ -79,6 +79,9 @@ def test_render_defaults() -> None:
     assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}, "kopf's peer identity is the Pod"
     assert json.loads(env["ONAIR_ENCODER_COMMAND"]) == ["onair-encoder"]
     assert env["ONAIR_ENCODER_IMAGE"] == "ghcr.io/onair-dev/onair:0.1.0"
+    # An MP4 recorder's Pod gets minutes to join and upload its MP4s at its end; the others half a minute.
+    grace = (env["ONAIR_ENCODER_TERMINATION_GRACE_SECONDS"], env["ONAIR_MP4_RECORDER_TERMINATION_GRACE_SECONDS"])
+    assert grace == ("30", "600")
     assert env["ONAIR_WEBHOOK_SECRET"]["secretKeyRef"]["name"] == "onair-webhooks"
     assert "KUBECONFIG" not in env
     find(objects, "ClusterKopfPeering", "onair")

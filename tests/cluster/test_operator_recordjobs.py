@@ -134,9 +134,15 @@ def test_recording_pauses_resumes_and_completes_at_the_end_of_its_range(
 ) -> None:
     create_record_job(kube, job_namespace, "tape", {
         "source": {"streamUrl": rtmp_source},
-        "output": {"bucket": platform.s3_bucket, "path": "recordings/tape"},
+        "output": {"bucket": platform.s3_bucket, "path": "recordings/tape", "format": "mp4"},
     })
     wait_phase(kube, job_namespace, "tape", "Started", timeout=60, plural="recordjobs")
+    # Joining and uploading the MP4s is the stop's work at the end: the recorder's Pod gets minutes for it,
+    # and the recorder is told how long it has.
+    recorder = client.CoreV1Api(kube).list_namespaced_pod(job_namespace, label_selector="onair.dev/job=tape").items[0]
+    assert recorder.spec.termination_grace_period_seconds == 600
+    assert {"ONAIR_TERMINATION_GRACE_SECONDS": "600"}.items() <= {e.name: e.value for e in
+                                                                  recorder.spec.containers[0].env}.items()
     wait_until(lambda: [o for o in objects(s3, platform.s3_bucket, "recordings/tape/") if o.endswith(".ts")], 60,
                "recorded segments")
     patch_record_job(kube, job_namespace, "tape", {"paused": True})
@@ -147,7 +153,10 @@ def test_recording_pauses_resumes_and_completes_at_the_end_of_its_range(
     job = wait_phase(kube, job_namespace, "tape", "Completed", timeout=60, plural="recordjobs")
     phases = [t["phase"] for t in job["status"]["timings"]]
     assert phases == ["Initial", "Started", "Paused", "Started", "Completed"]
-    key = next(f["key"] for f in job["status"]["files"] if f["name"] != "master")
+    files = job["status"]["files"]
+    key = next(f["key"] for f in files if f["name"] != "master" and f["format"] == "hls")
     media = s3.get_object(Bucket=platform.s3_bucket, Key=key)["Body"].read().decode()
     assert "#EXT-X-ENDLIST" in media
+    mp4 = next(f["key"] for f in files if f["format"] == "mp4")
+    assert s3.head_object(Bucket=platform.s3_bucket, Key=mp4)["ContentLength"] > 0
     assert get_job(kube, job_namespace, "tape", "recordjobs")["status"]["phase"] == "Completed"

@@ -99,9 +99,12 @@ def test_config_of_an_rtmp_live_job() -> None:
         {**environment(spec=SRT_SPEC), "ONAIR_STREAM_KEY": ""},
         {**environment(spec=SRT_SPEC), "ONAIR_STREAM_KEY": "", "ONAIR_SRT_PASSPHRASE": "a-passphrase"},
         {**environment(spec=SRT_SPEC), "ONAIR_STREAM_KEY": "short-key"},
+        {**environment(), "ONAIR_TERMINATION_GRACE_SECONDS": "9"},
+        {**environment(), "ONAIR_TERMINATION_GRACE_SECONDS": "30s"},
     ],
     ids=["missing", "not-json", "no-renditions", "rtmp-without-key", "clip-without-clip", "short-passphrase",
-         "srt-without-key-or-passphrase", "srt-without-key-for-the-streamid", "srt-key-too-short-for-a-passphrase"],
+         "srt-without-key-or-passphrase", "srt-without-key-for-the-streamid", "srt-key-too-short-for-a-passphrase",
+         "grace-period-too-short", "grace-period-not-seconds"],
 )
 def test_configs_that_can_never_work_raise_config_error(environ: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
@@ -131,6 +134,14 @@ async def test_a_recording_that_follows_its_live_job_created_paused_is_paused_fr
     status = Encoder(retried, Ports(), tmp_path, None, 10**6).status  # type: ignore[arg-type]
     assert status.paused and [end for _, end in status.paused_ranges] == [datetime(2026, 11, 23, 12, 5, tzinfo=UTC),
                                                                           None]
+
+
+def test_a_stop_takes_all_but_five_seconds_of_the_pods_grace_period(tmp_path: Path) -> None:
+    assert Encoder(load_job_config(environment()), Ports(), tmp_path, None,  # type: ignore[arg-type]
+                   10**6).stop_grace_seconds == 25
+    config = load_job_config({**environment(), "ONAIR_TERMINATION_GRACE_SECONDS": "600"})
+    assert config.termination_grace_seconds == 600
+    assert Encoder(config, Ports(), tmp_path, None, 10**6).stop_grace_seconds == 595  # type: ignore[arg-type]
 
 
 def test_record_job_on_a_stream_url_is_a_pausable_pull() -> None:

@@ -793,6 +793,20 @@ def test_single_input_class_passes_the_source_through() -> None:
     assert job_config(single)["template"] is None
 
 
+def test_a_recorder_that_joins_mp4s_at_its_end_gets_the_longer_grace_period_and_is_told_it() -> None:
+    def grace(job: LiveJob | RecordJob, config: OperatorConfig = CONFIG) -> tuple[int, str]:
+        spec = build_encoder_pod(job, TEMPLATE.template, config, 1)["spec"]
+        env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+        return spec["terminationGracePeriodSeconds"], env["ONAIR_TERMINATION_GRACE_SECONDS"]
+
+    assert grace(live_job()) == (30, "30")
+    assert grace(record_job()) == (30, "30")  # HLS: the stop uploads the last segments only
+    mp4 = record_job(output={"bucket": "media", "format": "mp4"})
+    assert grace(mp4) == (600, "600")
+    longer = CONFIG.model_copy(update={"encoder_termination_grace_seconds": 900})
+    assert grace(mp4, longer) == (900, "900") and grace(live_job(), longer) == (900, "900")
+
+
 def record_job(status: dict[str, Any] | None = None, generation: int = 1, **spec: Any) -> RecordJob:
     body: dict[str, Any] = {
         "apiVersion": "onair.dev/v1alpha1", "kind": "RecordJob",
