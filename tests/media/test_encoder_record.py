@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import requests
 from media_helpers import (
@@ -158,30 +159,42 @@ def test_the_next_pod_deletes_the_segments_an_earlier_pod_retired_but_left(
     assert second.stop() == 0
 
 
-def test_clip_of_a_past_range_plays_as_vod(
-    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path
-) -> None:
-    live = start_encoder("LiveJob", live_spec(recording=True), SMALL)
-    source_prefix, clip_prefix = live.prefix, f"{live.prefix}-clip"
+def streamed_then_stopped(start_encoder: Callable[..., EncoderProcess], spec: dict[str, Any]) -> EncoderProcess:
+    """A LiveJob (the SMALL ladder) that streamed 11 s and was stopped."""
+    live = start_encoder("LiveJob", spec, SMALL)
     publisher = publish(live.rtmp_url, 11)
     live.wait_state("live", 10)
     assert publisher.wait(30) == 0
     live.wait_state("reconnecting", 5)
     assert live.stop() == 0
-    stored = parse_media_playlist(object_store.get_text(live.bucket, f"{source_prefix}/180p/event.m3u8") or "")
+    return live
+
+
+def cut_clip(start_encoder: Callable[..., EncoderProcess], live: EncoderProcess, start: datetime, end: datetime,
+             **output: str) -> tuple[EncoderProcess, str]:
+    """The clip of [start, end) of `live`'s stored segments, cut to its end: the recorder and the clip's prefix."""
+    clip_prefix = f"{live.prefix}-clip"
+    record_spec = {"source": {"liveJobRef": "match"}, "timeRange": {"start": start.isoformat(), "end": end.isoformat()},
+                   "output": {"bucket": live.bucket, "path": clip_prefix, **output}}
+    clip = {"sourcePrefix": live.prefix, "start": format_program_date_time(start), "end": format_program_date_time(end)}
+    recorder = start_encoder("RecordJob", record_spec, None, bucket=live.bucket, prefix=clip_prefix, clip=clip,
+                             wait_healthy=False)
+    assert recorder.process.wait(60) == 0, recorder.log()[-3000:]
+    return recorder, clip_prefix
+
+
+def test_clip_of_a_past_range_plays_as_vod(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path
+) -> None:
+    live = streamed_then_stopped(start_encoder, live_spec(recording=True))
+    stored = parse_media_playlist(object_store.get_text(live.bucket, f"{live.prefix}/180p/event.m3u8") or "")
     assert len(stored.segments) >= 4
     first, last = stored.segments[1], stored.segments[3]
     assert first.program_date_time is not None and last.program_date_time is not None
     # A range starting inside segment 1 and ending inside segment 3: the clip is segments 1 to 3.
     start = first.program_date_time + timedelta(seconds=0.5)
     end = last.program_date_time + timedelta(seconds=0.5)
-    record_spec = {"source": {"liveJobRef": "match"}, "timeRange": {"start": start.isoformat(), "end": end.isoformat()},
-                   "output": {"bucket": live.bucket, "path": clip_prefix, "format": "mp4"}}
-    clip = {"sourcePrefix": source_prefix, "start": format_program_date_time(start),
-            "end": format_program_date_time(end)}
-    recorder = start_encoder("RecordJob", record_spec, None, bucket=live.bucket, prefix=clip_prefix, clip=clip,
-                             wait_healthy=False)
-    assert recorder.process.wait(60) == 0, recorder.log()[-3000:]
+    _, clip_prefix = cut_clip(start_encoder, live, start, end, format="mp4")
     variants = parse_master_playlist(object_store.get_text(live.bucket, f"{clip_prefix}/master.m3u8") or "")
     assert [variant.uri for variant in variants] == ["180p/index.m3u8"]
     playlist = parse_media_playlist(object_store.get_text(live.bucket, f"{clip_prefix}/180p/index.m3u8") or "")
@@ -205,25 +218,13 @@ def test_clip_of_a_past_range_plays_as_vod(
 def test_a_clip_older_than_the_live_window_of_a_job_that_does_not_record_says_where_it_begins(
     start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
 ) -> None:
-    live = start_encoder("LiveJob", live_spec(), SMALL)
-    source_prefix, clip_prefix = live.prefix, f"{live.prefix}-clip"
-    publisher = publish(live.rtmp_url, 11)
-    live.wait_state("live", 10)
-    assert publisher.wait(30) == 0
-    live.wait_state("reconnecting", 5)
-    assert live.stop() == 0
-    window = parse_media_playlist(object_store.get_text(live.bucket, f"{source_prefix}/180p/index.m3u8") or "")
+    live = streamed_then_stopped(start_encoder, live_spec())
+    window = parse_media_playlist(object_store.get_text(live.bucket, f"{live.prefix}/180p/index.m3u8") or "")
     oldest = window.segments[0]
     assert oldest.sequence > 0 and oldest.program_date_time is not None  # the window slid on: older ones are gone
     start, end = oldest.program_date_time - timedelta(seconds=3 * SEGMENT), oldest.end_time
     assert end is not None
-    record_spec = {"source": {"liveJobRef": "match"}, "timeRange": {"start": start.isoformat(), "end": end.isoformat()},
-                   "output": {"bucket": live.bucket, "path": clip_prefix}}
-    clip = {"sourcePrefix": source_prefix, "start": format_program_date_time(start),
-            "end": format_program_date_time(end)}
-    recorder = start_encoder("RecordJob", record_spec, None, bucket=live.bucket, prefix=clip_prefix, clip=clip,
-                             wait_healthy=False)
-    assert recorder.process.wait(60) == 0, recorder.log()[-3000:]
+    recorder, clip_prefix = cut_clip(start_encoder, live, start, end)
     playlist = parse_media_playlist(object_store.get_text(live.bucket, f"{clip_prefix}/180p/index.m3u8") or "")
     assert [segment.program_date_time for segment in playlist.segments] == [oldest.program_date_time]
     assert (f"it begins at {oldest.program_date_time.isoformat()}, not at {start.isoformat()}: the older segments "
