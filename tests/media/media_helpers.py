@@ -217,8 +217,12 @@ class EncoderProcess:
             return None
 
     def wait_state(self, state: str, timeout: float) -> dict[str, Any]:
-        return wait_until(lambda: (s := self.status())["state"] == state and s, timeout, f"encoder state {state}",
-                          interval=0.1)
+        try:
+            return wait_until(lambda: (s := self.status())["state"] == state and s, timeout,
+                              f"encoder state {state}", interval=0.1)
+        except AssertionError as error:  # what the encoder went through instead says why
+            raise AssertionError(f"{error}; states seen {self.states_seen}; the encoder's log ends:\n"
+                                 f"{self.log()[-3000:]}") from None
 
     def post(self, path: str, control_key: str | None = None) -> requests.Response:
         """A command, as the operator sends it: with the job's control key (unless another is given)."""
