@@ -188,12 +188,13 @@ def build_encoder_pod(
     name = naming.pod_name(str(job.metadata.name), role, str(job.metadata.uid), attempt)
     location = job.spec.destination if isinstance(job, LiveJob) else job.spec.output
     credentials = location.credentials_secret or config.s3_credentials_secret
+    grace = termination_grace_seconds(job, config)
     env: list[dict[str, Any]] = [
         {"name": "ONAIR_JOB_CONFIG", "value": json.dumps(build_encoder_config(job, template, config, attempt, clip),
                                                           separators=(",", ":"))},
         {"name": "ONAIR_LISTEN_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "ONAIR_LOG_FORMAT", "value": config.log_format},
-        {"name": "ONAIR_TERMINATION_GRACE_SECONDS", "value": str(termination_grace_seconds(job, config))},
+        {"name": "ONAIR_TERMINATION_GRACE_SECONDS", "value": str(grace)},
         {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": credentials, "key": "AWS_ACCESS_KEY_ID"}}},
         {"name": "AWS_SECRET_ACCESS_KEY",
          "valueFrom": {"secretKeyRef": {"name": credentials, "key": "AWS_SECRET_ACCESS_KEY"}}},
@@ -252,7 +253,7 @@ def build_encoder_pod(
         # The encoder talks to the ingest, the bucket and its own status port, never to the API.
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": termination_grace_seconds(job, config),
+        "terminationGracePeriodSeconds": grace,
         "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
