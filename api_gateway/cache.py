@@ -260,6 +260,11 @@ class JobIndex:
     _haystack_version: int = -1
     # n-gram -> names of the jobs whose search text holds it
     _postings: dict[str, set[str]] = field(default_factory=dict)
+    # name -> the search text the postings hold for it, for the jobs whose text changed since. Updating
+    # the postings (about 0.1 ms a job) waits for the next search or the event loop's next turn, so that
+    # a create through the gateway answers without it.
+    _unposted: dict[str, str] = field(default_factory=dict)
+    _posting_scheduled: bool = False
 
     def remembered(self, key: Hashable, compute: Callable[[], T]) -> T:
         """compute(), remembered until the index changes: a console polling the same list costs one
@@ -302,6 +307,8 @@ class JobIndex:
             return []
         if len(needle) < GRAM:
             return self._scan(needle)
+        if self._unposted:
+            self.update_postings()
         postings = self._postings
         sets = []
         for gram in grams(needle):
@@ -319,6 +326,25 @@ class JobIndex:
         if len(needle) == GRAM:
             return sorted(entries[name].sort_key for name in narrowed)
         return sorted(entry.sort_key for name in narrowed if needle in (entry := entries[name]).facts["search"])
+
+    def update_postings(self) -> None:
+        self._posting_scheduled = False
+        unposted, self._unposted = self._unposted, {}
+        for name, posted in unposted.items():
+            entry = self.entries.get(name)
+            self._index_text(name, posted, entry.facts["search"] if entry is not None else "")
+
+    def _post_later(self, name: str, posted: str) -> None:
+        self._unposted.setdefault(name, posted)
+        if self._posting_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # fed outside a loop (tests): now
+            self.update_postings()
+            return
+        self._posting_scheduled = True
+        loop.call_soon(self.update_postings)
 
     def _index_text(self, name: str, old: str, new: str) -> None:
         postings = self._postings
@@ -360,30 +386,29 @@ class JobIndex:
         self.version += 1
         self.newest_stamp_ms = max(self.newest_stamp_ms, entry.sort_key[0], int(entry.facts.get("modified_at") or 0))
         old = self.entries.get(entry.name)
+        text_changed = old is None or old.facts["search"] != entry.facts["search"]
         if old is not None:
-            text_changed = old.facts["search"] != entry.facts["search"]
             if old.sort_key != entry.sort_key:
                 self._drop_key(old.sort_key)
                 insort(self.keys, entry.sort_key)
             if old.sort_key != entry.sort_key or text_changed:
                 self.text_version += 1
-            if text_changed:
-                self._index_text(entry.name, old.facts["search"], entry.facts["search"])
             if old.id != entry.id:
                 self.by_id.pop(old.id, None)
         else:
             insort(self.keys, entry.sort_key)
             self.text_version += 1
-            self._index_text(entry.name, "", entry.facts["search"])
         self.entries[entry.name] = entry
         self.by_id[entry.id] = entry.name
+        if text_changed:
+            self._post_later(entry.name, old.facts["search"] if old is not None else "")
 
     def drop(self, name: str) -> None:
         self.version += 1
         old = self.entries.pop(name, None)
         if old is not None:
             self.text_version += 1
-            self._index_text(name, old.facts["search"], "")
+            self._post_later(name, old.facts["search"])
             self._drop_key(old.sort_key)
             if self.by_id.get(old.id) == name:
                 del self.by_id[old.id]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import os
 import ssl
@@ -21,6 +22,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 import yaml
+from pydantic_core import from_json, to_json
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MERGE_PATCH = "application/merge-patch+json"
@@ -127,6 +129,22 @@ def resource_path(
     return path
 
 
+def parse_json(raw: bytes) -> Any:
+    """pydantic-core's parser, about twice as fast as json.loads on Kubernetes objects (a create's answer
+    and its watch event, on every create through the gateway). json.loads is left for what it refuses:
+    the API server never writes a lone surrogate escape, but json.loads decides what is not JSON at all."""
+    try:
+        return from_json(raw)
+    except ValueError:
+        return json.loads(raw)
+
+
+@functools.lru_cache(maxsize=16)
+def _total_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """One ClientTimeout per distinct value (they are frozen), not one per request."""
+    return aiohttp.ClientTimeout(total=seconds)
+
+
 class KubeClient:
     def __init__(self, credentials: Credentials, *, connections: int = 64, field_manager: str = "onair") -> None:
         self.credentials = credentials
@@ -171,18 +189,21 @@ class KubeClient:
         url = self.credentials.server + path
         if params:
             url += "?" + urlencode(params)
-        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        # Bytes both ways: aiohttp's str payloads and response.text() look up charsets on every request.
+        data = None if body is None else to_json(body)
         async with self.session.request(
             method, url, data=data, headers=self._headers(content_type if body is not None else None, accept),
-            timeout=aiohttp.ClientTimeout(total=timeout),
+            timeout=_total_timeout(timeout),
         ) as response:
-            text = await response.text()
+            raw = await response.read()
             try:
-                payload = json.loads(text) if text else {}
-            except json.JSONDecodeError:
-                payload = {"message": text[:1000]}  # e.g. a plain-text 404 for an unknown resource path
+                payload = parse_json(raw) if raw else {}
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                # e.g. a plain-text 404 for an unknown resource path
+                payload = {"message": raw[:1000].decode(errors="replace")}
             if response.status >= 400:
-                raise ApiError(response.status, payload if isinstance(payload, dict) else {"message": text})
+                raise ApiError(response.status, payload if isinstance(payload, dict)
+                               else {"message": raw[:1000].decode(errors="replace")})
             return payload if isinstance(payload, dict) else {"value": payload}
 
     async def get_text(self, path: str) -> str:
@@ -270,7 +291,7 @@ class KubeClient:
             async for line in response.content:
                 if not line.strip():
                     continue
-                event = json.loads(line)
+                event = parse_json(line)
                 if event.get("type") == "ERROR":
                     status = event.get("object", {})
                     raise ApiError(int(status.get("code", 500)), status)

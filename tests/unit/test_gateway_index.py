@@ -3,6 +3,7 @@ list envelope, each checked against the plain way of doing the same thing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 
@@ -32,8 +33,10 @@ def test_search_finds_exactly_the_entries_whose_text_contains_the_needle() -> No
         assert found == expected, needle
 
 
-def test_search_stays_exact_while_texts_change_and_jobs_go() -> None:
-    """Long needles come from the n-gram postings, short ones from the scan: both follow every change."""
+@pytest.mark.parametrize("loop_turns", [False, True], ids=["searched-before-the-loop-turns", "loop-turns-between"])
+async def test_search_stays_exact_while_texts_change_and_jobs_go(loop_turns: bool) -> None:
+    """Long needles come from the n-gram postings, short ones from the scan: both follow every change.
+    In the event loop the postings catch up on its next turn, or at the next search if that comes first."""
     chooser = random.Random(11)
     index = JobIndex()
 
@@ -47,6 +50,8 @@ def test_search_stays_exact_while_texts_change_and_jobs_go() -> None:
             index.drop(f"job-{number}")
         else:
             index.put(entry(number, text()))
+        if loop_turns and step % 3 == 0:
+            await asyncio.sleep(0)
         if step % 25 == 0:
             for needle in needles:
                 expected = [key for key, e in index.ordered() if needle in e.facts["search"]]
