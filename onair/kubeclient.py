@@ -156,8 +156,10 @@ class KubeClient:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._connections, ssl=self.credentials.ssl_context())
+            # No cookie jar: the API server sets no cookies, and a jar is consulted on every request.
             self._session = aiohttp.ClientSession(
-                connector=connector, json_serialize=lambda o: json.dumps(o, separators=(",", ":"))
+                connector=connector, json_serialize=lambda o: json.dumps(o, separators=(",", ":")),
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
