@@ -1,10 +1,11 @@
 """The benchmarks' HTTP client: keep-alive HTTP/1.1 over asyncio streams and nothing else.
 
-aiohttp's client spends about 0.15-0.2 ms of its own per request on this machine (on uvloop, against
-a bare server answering 80 KB), as much as the gateway's whole answer to a list. A client adds the same
-time to every side it measures, so a heavy one shrinks the ratio between two servers towards 1; this
-one adds about 0.05 ms. It sends what it is given (no Accept-Encoding: no side compresses), reads
-Content-Length and chunked bodies, and returns the bytes undecoded.
+Against a bare aiohttp server answering 80 KB on this machine, a request took 0.14-0.15 ms (p50) with
+this client and 0.28-0.37 ms with aiohttp's, both on uvloop, in the same run: aiohttp's client spends
+as much of its own as the gateway's whole answer to a list. A client adds the same time to every side
+it measures, so a heavy one pulls the ratio between two servers towards 1. This one sends what it is
+given (no Accept-Encoding: no side compresses), reads Content-Length and chunked bodies, and returns
+the bytes undecoded.
 """
 
 from __future__ import annotations
