@@ -328,6 +328,7 @@ class JobIndex:
         return sorted(entry.sort_key for name in narrowed if needle in (entry := entries[name]).facts["search"])
 
     def update_postings(self) -> None:
+        """Bring the n-gram postings up to date with the jobs' search texts."""
         self._posting_scheduled = False
         unposted, self._unposted = self._unposted, {}
         for name, posted in unposted.items():

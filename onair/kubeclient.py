@@ -131,8 +131,9 @@ def resource_path(
 
 def parse_json(raw: bytes) -> Any:
     """pydantic-core's parser, about twice as fast as json.loads on Kubernetes objects (a create's answer
-    and its watch event, on every create through the gateway). json.loads is left for what it refuses:
-    the API server never writes a lone surrogate escape, but json.loads decides what is not JSON at all."""
+    and its watch event, on every create through the gateway). What it refuses goes to json.loads, which
+    reads a lone surrogate escape (the API server never writes one) and raises JSONDecodeError for what
+    is not JSON at all."""
     try:
         return from_json(raw)
     except ValueError:

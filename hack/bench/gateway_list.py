@@ -258,7 +258,7 @@ async def main() -> None:
 
             selector = {"labelSelector": f"onair.dev/project-id={project}", "limit": "100"}
             direct_target = f"{jobs_path}?{urlencode(selector)}"
-            direct_headers = kube._headers()  # what the operator's client sends on its own requests
+            direct_headers = kube._headers()  # what onair's Kubernetes client sends on its own requests
 
             async def direct_list(i: int) -> None:
                 await ok(200, to_apiserver.get(direct_target, direct_headers))
