@@ -15,6 +15,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 from aiohttp import web
 
@@ -31,6 +32,22 @@ from .status import EncoderState
 from .upload import S3Store
 
 log = logging.getLogger("onair.encoder")
+TERMINATION_LOG = "/dev/termination-log"  # the kubelet's default terminationMessagePath
+TERMINATION_MESSAGE_BYTES = 4096  # what the kubelet keeps of it
+
+
+def write_termination_message(text: str) -> None:
+    """The last word of the run, for its Pod's status (terminated.message): the operator puts a clip's
+    (where it begins, when older segments had gone) in its RecordJob's status. The kubelet mounts the
+    file; ONAIR_TERMINATION_MESSAGE_PATH names another. Where neither is there, nothing is written."""
+    path = os.environ.get("ONAIR_TERMINATION_MESSAGE_PATH") or (
+        TERMINATION_LOG if os.path.exists(TERMINATION_LOG) else None)
+    if not path or not text:
+        return
+    try:
+        Path(path).write_bytes(text.encode()[:TERMINATION_MESSAGE_BYTES])
+    except OSError as error:
+        log.warning("could not write the termination message to %s: %s", path, error)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -98,6 +115,14 @@ async def serve(config: JobConfig, ports: Ports) -> int:
         for runner in runners:
             await runner.cleanup()
         shutil.rmtree(work_dir, ignore_errors=True)
+        write_termination_message(encoder.status.message)
+
+
+def refuse(why: str) -> NoReturn:
+    """A configuration that can never work: said in the log and the termination message, exit 2."""
+    log.error("%s", why)
+    write_termination_message(why)
+    sys.exit(EXIT_BAD_CONFIG)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,19 +131,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         config = load_job_config()
     except ConfigError as error:
-        log.error("%s", error)
-        sys.exit(EXIT_BAD_CONFIG)
+        refuse(str(error))
     add_context(kind=config.kind, namespace=config.namespace, job=config.name)
     missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
     if missing:
-        log.error("missing in the image: %s", ", ".join(missing))
-        sys.exit(EXIT_BAD_CONFIG)
+        refuse(f"missing in the image: {', '.join(missing)}")
     if config.ingest.kind == IngestKind.SRT_LISTEN:
         try:
             load_libsrt()
         except SrtUnavailable as error:
-            log.error("%s", error)
-            sys.exit(EXIT_BAD_CONFIG)
+            refuse(str(error))
     ports = Ports(rtmp=args.rtmp_port, srt=args.srt_port, status=args.status_port, preview=args.preview_port)
     try:
         code = asyncio.run(serve(config, ports))

@@ -29,6 +29,7 @@ class PodState:
     spec_generation: int | None = None  # the job's generation the Pod was made from (older Pods: None)
     # deletionTimestamp: when the grace period of a Pod being deleted ends and the kubelet kills it.
     killed_by: dt.datetime | None = None
+    termination_message: str | None = None  # what the container wrote at its terminationMessagePath
 
 
 def _parse_time(value: str | None) -> dt.datetime | None:
@@ -65,6 +66,7 @@ def pod_state(pod: dict[str, Any]) -> PodState:
         finished=finished,
         exit_code=None if terminated is None else terminated.get("exitCode"),
         exit_message=None if terminated is None else (terminated.get("message") or terminated.get("reason")),
+        termination_message=None if terminated is None else (terminated.get("message") or None),
         finished_at=None if terminated is None else _parse_time(terminated.get("finishedAt")),
         waiting_reason=None if waiting is None else waiting.get("reason"),
         waiting_message=None if waiting is None else waiting.get("message"),

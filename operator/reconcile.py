@@ -928,6 +928,9 @@ def decide_record_job(
                 status.started_at = now
     elif pod.finished and pod.exit_code == 0:
         target, reason, comment = RecordJobPhase.COMPLETED, str(ConditionReason.COMPLETED), "recording complete"
+        if job.spec.source.live_job_ref is not None and pod.termination_message:
+            # The cut's own account: how many segments, and where it begins when older ones had gone.
+            comment = f"recording complete: {pod.termination_message}"
         status.finished_at = now
     elif pod.finished:
         # Only deaths in a row count: a recorder that ran for the healthy-run time made progress, so a

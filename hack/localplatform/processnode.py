@@ -4,7 +4,9 @@ It stands in for a kubelet on a machine without a container runtime: it register
 Lease fresh, runs each container's command with the Pod's environment (values, Secrets, ConfigMaps,
 the downward API), and writes phase, readiness, restarts and exit codes back to the Pod status. Each
 Pod gets its own loopback address as its Pod IP, so two Pods can listen on the same port. Images are
-not pulled: a container must name its command, and that command must exist on this machine.
+not pulled: a container must name its command, and that command must exist on this machine. Nothing is
+mounted either: in place of the kubelet's file at the container's terminationMessagePath, each container
+gets a file of its own named in ONAIR_TERMINATION_MESSAGE_PATH, read back into terminated.message.
 
 A real cluster (kind, any cloud) runs the same Pods as containers; nothing in onair depends on this.
 """
@@ -74,6 +76,14 @@ class LoopbackAddresses:
 
 class ConfigError(Exception):
     """The Pod refers to a Secret, ConfigMap or key that is not there (CreateContainerConfigError)."""
+
+
+def termination_message(path: Path) -> str:
+    """What a container left in its termination-message file, cut as the kubelet cuts it (4096 bytes)."""
+    try:
+        return path.read_bytes()[:4096].decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 @dataclass
@@ -289,6 +299,9 @@ class ProcessNode:
                 "exitCode": code, "reason": "Completed" if code == 0 else "Error",
                 "startedAt": container.started_at, "finishedAt": finished_at,
             }
+            message = termination_message(run.directory / f"{container.name}.termination-log")
+            if message:
+                container.last_exit["message"] = message
             container.process = None
             container.ready = False
             log.info("pod %s/%s container %s exited %s", run.namespace, run.name, container.name, code)
@@ -334,6 +347,9 @@ class ProcessNode:
             raise ConfigError(f"container {spec['name']}: the process node needs an explicit command "
                               f"(it does not read image {spec.get('image')!r})")
         env = self._container_env(run, spec)
+        message_file = run.directory / f"{spec['name']}.termination-log"
+        message_file.unlink(missing_ok=True)  # a restarted container's message is its own
+        env["ONAIR_TERMINATION_MESSAGE_PATH"] = str(message_file)
         argv = [expand_vars(part, env) for part in [*spec["command"], *spec.get("args", [])]]
         resolved = shutil.which(argv[0], path=env.get("PATH")) or argv[0]
         cwd = spec.get("workingDir") or str(run.directory)

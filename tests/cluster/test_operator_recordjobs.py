@@ -70,6 +70,9 @@ def test_clip_of_a_past_range_is_a_vod_playlist(kube: client.ApiClient, job_name
     assert "#EXT-X-PLAYLIST-TYPE:VOD" in media and "#EXT-X-ENDLIST" in media
     assert "clips/highlight/master.m3u8" in objects(s3, platform.s3_bucket, "clips/highlight/")
     assert job["status"]["files"][0]["key"] == "clips/highlight/master.m3u8"
+    # the recorder's termination message, through its Pod's status
+    ready = {c["type"]: c for c in job["status"]["conditions"]}["Ready"]
+    assert ready["message"].startswith("recording complete: clip of ") and "segments written" in ready["message"]
 
 
 def test_a_recording_that_follows_its_live_job_pauses_and_leaves_the_pause_out(

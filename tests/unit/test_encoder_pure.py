@@ -14,6 +14,7 @@ from aiohttp import web
 from botocore.exceptions import ClientError, EndpointConnectionError
 from localplatform.processes import free_port
 
+from onair.encoder import main as encoder_main
 from onair.encoder.clip import lost_beginning, stored_segments
 from onair.encoder.config import ConfigError, IngestKind, load_job_config
 from onair.encoder.ffmpeg import (
@@ -835,3 +836,23 @@ async def test_an_ended_hls_source_is_told_from_one_still_going_through_its_mast
     finally:
         await runner.cleanup()
     assert is_hls_url("https://cdn.example/live.m3u8") and not is_hls_url("rtmp://origin/live/x")
+
+
+def test_the_last_word_of_a_run_goes_where_its_pod_status_reads_it(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kubelet's file at /dev/termination-log, or the one ONAIR_TERMINATION_MESSAGE_PATH names; cut
+    to what the kubelet keeps; and nothing written where neither is there."""
+    kubelets = tmp_path / "termination-log"
+    monkeypatch.setattr(encoder_main, "TERMINATION_LOG", str(kubelets))
+    monkeypatch.delenv("ONAIR_TERMINATION_MESSAGE_PATH", raising=False)
+    encoder_main.write_termination_message("clip of 7 segments written")
+    assert not kubelets.exists()  # no kubelet mounted one: nothing is made
+    kubelets.touch()
+    encoder_main.write_termination_message("clip of 7 segments written")
+    assert kubelets.read_text() == "clip of 7 segments written"
+
+    named = tmp_path / "named"
+    monkeypatch.setenv("ONAIR_TERMINATION_MESSAGE_PATH", str(named))
+    encoder_main.write_termination_message("x" * 5000)
+    assert named.read_bytes() == b"x" * encoder_main.TERMINATION_MESSAGE_BYTES
+    assert kubelets.read_text() == "clip of 7 segments written"

@@ -65,11 +65,13 @@ def live_job(status: dict[str, Any] | None = None, generation: int = 1, **spec: 
 
 def pod(name: str, phase: str = "Running", ready: bool = True, exit_code: int | None = None,
         deleting: bool = False, finished_at: dt.datetime | None = None,
-        killed_by: dt.datetime = NOW + dt.timedelta(seconds=30)) -> dict[str, Any]:
+        killed_by: dt.datetime = NOW + dt.timedelta(seconds=30), message: str | None = None) -> dict[str, Any]:
     state: dict[str, Any] = {"running": {"startedAt": "2026-11-23T11:59:00Z"}}
     if exit_code is not None:
         state = {"terminated": {"exitCode": exit_code, "reason": "Error",
                                 "finishedAt": (finished_at or NOW).strftime("%Y-%m-%dT%H:%M:%SZ")}}
+        if message is not None:  # the container's termination message
+            state["terminated"]["message"] = message
     metadata: dict[str, Any] = {"name": name, "uid": f"pod-{name}"}
     if deleting:
         metadata["deletionTimestamp"] = killed_by.strftime("%Y-%m-%dT%H:%M:%SZ")  # the end of its grace period
@@ -1105,6 +1107,28 @@ def test_a_recorder_whose_live_job_is_deleted_under_it_runs_on_and_completes() -
     completed = decide_record_job(record_job(gone.status, source={"liveJobRef": "news"}), None, done, None,
                                   CONFIG, NOW)
     assert completed.status["phase"] == "Completed"
+
+
+def test_a_cut_that_completes_tells_in_its_status_what_its_recorder_said_last() -> None:
+    """The recorder's termination message: how many segments, and where the clip begins when older ones
+    had left the live window. A recording of a stream keeps its own words."""
+    recorder = naming.pod_name("rec", "recorder", "uid-r", 1)
+    said = ("clip of 7 segments written; it begins at 2026-11-23T11:58:30+00:00, not at 2026-11-23T11:50:00+00:00: "
+            "the older segments had left the LiveJob's live window (recording: true keeps them all)")
+    cut = {"source": {"liveJobRef": "news"}, "timeRange": {"start": (NOW - dt.timedelta(minutes=10)).isoformat(),
+                                                           "end": (NOW - dt.timedelta(minutes=1)).isoformat()}}
+    status = decide_record_job(record_job(**cut), live_job(), [], None, CONFIG, NOW).status
+    done = decide_record_job(record_job(status, **cut), live_job(),
+                             [pod(recorder, "Succeeded", ready=False, exit_code=0, message=said)], None, CONFIG, NOW)
+    ready = {c["type"]: c for c in done.status["conditions"]}["Ready"]
+    assert done.status["phase"] == "Completed" and ready["message"] == f"recording complete: {said}"
+    assert done.status["timings"][-1]["comment"] == ready["message"]
+
+    status = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
+    stream = decide_record_job(record_job(status), None,
+                               [pod(recorder, "Succeeded", ready=False, exit_code=0, message="stopped")], None,
+                               CONFIG, NOW)
+    assert stream.status["phase"] == "Completed" and stream.status["timings"][-1]["comment"] == "recording complete"
 
 
 def test_a_recording_that_follows_its_live_job_is_paused_and_a_new_recorder_continues_its_pauses() -> None:
