@@ -106,16 +106,17 @@ async def serve(config: JobConfig, ports: Ports) -> int:
             encoder.hook_url = f"http://127.0.0.1:{port}"
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal)
-        return await job.run()
+        code = await job.run()
     except FatalConfigError as error:
         encoder.status.set_state(EncoderState.FAILED, str(error))
         log.error("%s", error)
-        return EXIT_BAD_CONFIG
+        code = EXIT_BAD_CONFIG
     finally:
         for runner in runners:
             await runner.cleanup()
         shutil.rmtree(work_dir, ignore_errors=True)
-        write_termination_message(encoder.status.message)
+    write_termination_message(encoder.status.message)
+    return code
 
 
 def refuse(why: str) -> NoReturn:
@@ -146,9 +147,11 @@ def main(argv: list[str] | None = None) -> None:
         code = asyncio.run(serve(config, ports))
     except OSError as error:  # e.g. a port in use: may clear up on a restart
         log.error("%s", error)
+        write_termination_message(str(error))
         code = EXIT_TRANSIENT
-    except Exception:
+    except Exception as error:
         log.exception("encoder crashed")
+        write_termination_message(f"encoder crashed: {error!r}")
         code = EXIT_TRANSIENT
     sys.exit(code)
 
