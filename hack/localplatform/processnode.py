@@ -78,6 +78,10 @@ class ConfigError(Exception):
     """The Pod refers to a Secret, ConfigMap or key that is not there (CreateContainerConfigError)."""
 
 
+def termination_message_file(pod_directory: Path, container: str) -> Path:
+    return pod_directory / f"{container}.termination-log"
+
+
 def termination_message(path: Path) -> str:
     """What a container left in its termination-message file, cut as the kubelet cuts it (4096 bytes)."""
     try:
@@ -299,7 +303,7 @@ class ProcessNode:
                 "exitCode": code, "reason": "Completed" if code == 0 else "Error",
                 "startedAt": container.started_at, "finishedAt": finished_at,
             }
-            message = termination_message(run.directory / f"{container.name}.termination-log")
+            message = termination_message(termination_message_file(run.directory, container.name))
             if message:
                 container.last_exit["message"] = message
             container.process = None
@@ -347,7 +351,7 @@ class ProcessNode:
             raise ConfigError(f"container {spec['name']}: the process node needs an explicit command "
                               f"(it does not read image {spec.get('image')!r})")
         env = self._container_env(run, spec)
-        message_file = run.directory / f"{spec['name']}.termination-log"
+        message_file = termination_message_file(run.directory, spec["name"])
         message_file.unlink(missing_ok=True)  # a restarted container's message is its own
         env["ONAIR_TERMINATION_MESSAGE_PATH"] = str(message_file)
         argv = [expand_vars(part, env) for part in [*spec["command"], *spec.get("args", [])]]
