@@ -53,6 +53,18 @@ def obj_key(obj: Mapping[str, Any]) -> Key:
     return str(meta.get("namespace") or ""), str(meta.get("name"))
 
 
+def run_soon(callback: Callable[[], None]) -> bool:
+    """`callback` on the event loop's next turn, after what runs now (a create's answer); outside a loop
+    (tests feeding the caches), at once. True when it waits for the loop."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        callback()
+        return False
+    loop.call_soon(callback)
+    return True
+
+
 def grams(text: str) -> set[str]:
     """The distinct substrings of GRAM characters in `text`."""
     return {text[i:i + GRAM] for i in range(len(text) - GRAM + 1)}
@@ -337,15 +349,8 @@ class JobIndex:
 
     def _post_later(self, name: str, posted: str) -> None:
         self._unposted.setdefault(name, posted)
-        if self._posting_scheduled:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # fed outside a loop (tests): now
-            self.update_postings()
-            return
-        self._posting_scheduled = True
-        loop.call_soon(self.update_postings)
+        if not self._posting_scheduled:
+            self._posting_scheduled = run_soon(self.update_postings)
 
     def _index_text(self, name: str, old: str, new: str) -> None:
         postings = self._postings
@@ -531,15 +536,8 @@ class Store:
         if new is None:
             return
         self._unrendered[obj_key(new)] = None
-        if self._render_scheduled:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # fed outside a loop (tests): render now
-            self._render_pending()
-            return
-        self._render_scheduled = True
-        loop.call_soon(self._render_pending)
+        if not self._render_scheduled:
+            self._render_scheduled = run_soon(self._render_pending)
 
     def _render_pending(self) -> None:
         self._render_scheduled = False

@@ -158,10 +158,7 @@ class KubeClient:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._connections, ssl=self.credentials.ssl_context())
             # No cookie jar: the API server sets no cookies, and a jar is consulted on every request.
-            self._session = aiohttp.ClientSession(
-                connector=connector, json_serialize=lambda o: json.dumps(o, separators=(",", ":")),
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
+            self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
     async def close(self) -> None:
