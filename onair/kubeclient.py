@@ -1,15 +1,15 @@
-"""A small asyncio Kubernetes API client on aiohttp, shared by the operator and the gateway.
+"""A small asyncio Kubernetes API client, shared by the operator and the gateway.
 
 The official `kubernetes` package is synchronous; a reconcile loop and a watch-fed cache need many
 requests in flight on one event loop. This client does only what onair needs: JSON CRUD, merge
-patches, server-side apply, lists and watches, with kubeconfig or in-cluster credentials.
+patches, server-side apply, lists and watches, with kubeconfig or in-cluster credentials. Requests
+with a whole answer go over onair.http1's kept-alive connections; watches over aiohttp's client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import json
 import os
 import ssl
@@ -23,6 +23,8 @@ from urllib.parse import urlencode
 import aiohttp
 import yaml
 from pydantic_core import from_json, to_json
+
+from onair.http1 import Http1Pool
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MERGE_PATCH = "application/merge-patch+json"
@@ -140,21 +142,25 @@ def parse_json(raw: bytes) -> Any:
         return json.loads(raw)
 
 
-@functools.lru_cache(maxsize=16)
-def _total_timeout(seconds: float) -> aiohttp.ClientTimeout:
-    """One ClientTimeout per distinct value (they are frozen), not one per request."""
-    return aiohttp.ClientTimeout(total=seconds)
-
-
 class KubeClient:
     def __init__(self, credentials: Credentials, *, connections: int = 64, field_manager: str = "onair") -> None:
         self.credentials = credentials
         self.field_manager = field_manager
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
+        self._pool: Http1Pool | None = None
+
+    @property
+    def pool(self) -> Http1Pool:
+        """Requests with a whole answer (see onair.http1 for why not aiohttp's client)."""
+        if self._pool is None:
+            self._pool = Http1Pool(self.credentials.server, ssl_context=self.credentials.ssl_context(),
+                                   connections=self._connections)
+        return self._pool
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        """Watches: streams read line by line for as long as the server keeps them open."""
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._connections, ssl=self.credentials.ssl_context())
             # No cookie jar: the API server sets no cookies, and a jar is consulted on every request.
@@ -165,6 +171,9 @@ class KubeClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     def _headers(self, content_type: str | None = None, accept: str = "application/json") -> dict[str, str]:
         headers = {"Accept": accept}
@@ -186,35 +195,27 @@ class KubeClient:
         timeout: float = 30,
         accept: str = "application/json",
     ) -> dict[str, Any]:
-        url = self.credentials.server + path
-        if params:
-            url += "?" + urlencode(params)
-        # Bytes both ways: aiohttp's str payloads and response.text() look up charsets on every request.
-        data = None if body is None else to_json(body)
-        async with self.session.request(
-            method, url, data=data, headers=self._headers(content_type if body is not None else None, accept),
-            timeout=_total_timeout(timeout),
-        ) as response:
-            raw = await response.read()
-            try:
-                payload = parse_json(raw) if raw else {}
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                # e.g. a plain-text 404 for an unknown resource path
-                payload = {"message": raw[:1000].decode(errors="replace")}
-            if response.status >= 400:
-                raise ApiError(response.status, payload if isinstance(payload, dict)
-                               else {"message": raw[:1000].decode(errors="replace")})
-            return payload if isinstance(payload, dict) else {"value": payload}
+        target = path + ("?" + urlencode(params) if params else "")
+        status, raw = await self.pool.request(
+            method, target, self._headers(content_type if body is not None else None, accept),
+            b"" if body is None else to_json(body), timeout=timeout)
+        try:
+            payload = parse_json(raw) if raw else {}
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            # e.g. a plain-text 404 for an unknown resource path
+            payload = {"message": raw[:1000].decode(errors="replace")}
+        if status >= 400:
+            raise ApiError(status, payload if isinstance(payload, dict)
+                           else {"message": raw[:1000].decode(errors="replace")})
+        return payload if isinstance(payload, dict) else {"value": payload}
 
     async def get_text(self, path: str) -> str:
         """A plain-text endpoint of the API server, such as /metrics."""
-        headers = {**self._headers(), "Accept": "text/plain"}
-        async with self.session.get(self.credentials.server + path, headers=headers,
-                                    timeout=aiohttp.ClientTimeout(total=30)) as response:
-            text = await response.text()
-            if response.status >= 400:
-                raise ApiError(response.status, {"message": text[:1000]})
-            return text
+        status, raw = await self.pool.request("GET", path, self._headers(accept="text/plain"), timeout=30)
+        text = raw.decode(errors="replace")
+        if status >= 400:
+            raise ApiError(status, {"message": text[:1000]})
+        return text
 
     async def get(self, path: str, **params: str | int) -> dict[str, Any]:
         return await self.request("GET", path, params=params or None)

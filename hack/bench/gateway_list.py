@@ -21,9 +21,10 @@ synced, then measures in the same run:
 and prints the ratios, and the API server's CPU per request on each side (the gateway's lists are
 served from its cache: none). The two sides alternate in rounds, each starting on a quiet platform
 (no round inherits the API server's garbage collection after the other side's LISTs). The client
-is the same for every side and reads the response bytes without decoding them: leanhttp.py, a
-keep-alive HTTP/1.1 client on uvloop whose own cost per request is about a third of aiohttp's
-(`--client aiohttp` measures with aiohttp's client instead, as runs before G did).
+is the same for every side and reads the response bytes without decoding them: onair.http1, the
+keep-alive HTTP/1.1 client on uvloop that the gateway's Kubernetes client uses too, whose own cost
+per request is about a third of aiohttp's (`--client aiohttp` measures with aiohttp's client
+instead, as runs before G did).
 
 Usage: KUBECONFIG=... python hack/bench/gateway_list.py [--jobs 10000] [--requests 1000] [--client lean]
 (the CRDs must be installed; `python -m localplatform up` gives a platform).
@@ -49,13 +50,13 @@ from urllib.parse import urlencode
 import aiohttp
 import uvloop
 from benchkit import cpu_by_program, cpu_seconds, delete_namespace, rss_mb, say, wait_until_platform_quiet
-from leanhttp import LeanHttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from localplatform.processes import free_port
 
 from onair.api_gateway import mapping
 from onair.api_gateway.schemas import LiveJobCreate
+from onair.http1 import Http1Pool
 from onair.kubeclient import Credentials, KubeClient, gather_limited, resource_path
 from onair.models import API_VERSION
 
@@ -105,7 +106,7 @@ def created_by_gateway(project: str, namespace: str, index: int) -> dict[str, An
 
 
 class AiohttpClient:
-    """LeanHttp's interface over aiohttp's client: the client of the runs before G."""
+    """Http1Pool's interface over aiohttp's client: the client of the runs before G."""
 
     def __init__(self, session: aiohttp.ClientSession, origin: str) -> None:
         self.session, self.origin = session, origin
@@ -114,9 +115,6 @@ class AiohttpClient:
                       body: bytes = b"") -> tuple[int, bytes]:
         async with self.session.request(method, self.origin + target, headers=headers, data=body or None) as response:
             return response.status, await response.read()
-
-    async def get(self, target: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-        return await self.request("GET", target, headers)
 
     async def close(self) -> None:
         pass
@@ -200,7 +198,7 @@ async def main() -> None:
     parser.add_argument("--posts", type=int, default=500, help="creates per side")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--client", choices=("lean", "aiohttp"), default="lean",
-                        help="the client every side is measured with (default: leanhttp.py)")
+                        help="the client every side is measured with (default: onair.http1)")
     parser.add_argument("--keep", action="store_true", help="keep the namespace afterwards")
     args = parser.parse_args()
 
@@ -230,10 +228,10 @@ async def main() -> None:
             async with http.get(base + path, params=list_params(0), headers=headers) as response:
                 floor, floor_base = await start_floor(await response.read())
 
-            def client(origin: str, ssl_context: ssl.SSLContext | bool = False) -> LeanHttp | AiohttpClient:
+            def client(origin: str, ssl_context: ssl.SSLContext | bool = False) -> Http1Pool | AiohttpClient:
                 if args.client == "aiohttp":
                     return AiohttpClient(kube.session if ssl_context else http, origin)
-                return LeanHttp(origin, ssl_context=ssl_context, connections=args.concurrency)
+                return Http1Pool(origin, ssl_context=ssl_context, connections=args.concurrency)
 
             to_gateway, to_floor = client(base), client(floor_base)
             to_apiserver = client(kube.credentials.server, kube.credentials.ssl_context())
@@ -244,24 +242,24 @@ async def main() -> None:
                 assert status == expected, body[:500]
 
             async def gateway_list(i: int) -> None:
-                await ok(200, to_gateway.get(f"{path}?{urlencode(list_params(i))}", headers))
+                await ok(200, to_gateway.request("GET", f"{path}?{urlencode(list_params(i))}", headers))
 
             fresh_searches = iter(range(10**9))
 
             async def gateway_fresh(i: int) -> None:
                 # "bench job 7" matches 1,111 jobs, "bench job 70" 111, "bench job 700" 11: a mix.
                 params = {"pageSize": "100", "search": f"bench job {next(fresh_searches)}", "pageIndex": "1"}
-                await ok(200, to_gateway.get(f"{path}?{urlencode(params)}", headers))
+                await ok(200, to_gateway.request("GET", f"{path}?{urlencode(params)}", headers))
 
             async def floor_list(i: int) -> None:
-                await ok(200, to_floor.get(f"{path}?{urlencode(list_params(i))}", headers))
+                await ok(200, to_floor.request("GET", f"{path}?{urlencode(list_params(i))}", headers))
 
             selector = {"labelSelector": f"onair.dev/project-id={project}", "limit": "100"}
             direct_target = f"{jobs_path}?{urlencode(selector)}"
             direct_headers = kube._headers()  # what onair's Kubernetes client sends on its own requests
 
             async def direct_list(i: int) -> None:
-                await ok(200, to_apiserver.get(direct_target, direct_headers))
+                await ok(200, to_apiserver.request("GET", direct_target, direct_headers))
 
             await timed(20, 2, gateway_list)  # warm-up
             # Both sides alternate in rounds, so that any background work of the API server (its

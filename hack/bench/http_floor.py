@@ -31,9 +31,9 @@ def main() -> None:
         return web.Response(body=body, content_type="application/json", charset="utf-8")
 
     async def forward(request: web.Request) -> web.Response:
-        async with kube.session.post(kube.credentials.server + request.path_qs, data=await request.read(),
-                                     headers=kube._headers("application/json")) as response:
-            return web.Response(body=await response.read(), status=response.status, content_type="application/json")
+        status, reply = await kube.pool.request("POST", request.path_qs, kube._headers("application/json"),
+                                                await request.read())
+        return web.Response(body=reply, status=status, content_type="application/json")
 
     async def close_kube(app: web.Application) -> AsyncIterator[None]:
         yield
