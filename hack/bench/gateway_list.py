@@ -26,7 +26,7 @@ keep-alive HTTP/1.1 client on uvloop that the gateway's Kubernetes client uses t
 per request is about a third of aiohttp's (`--client aiohttp` measures with aiohttp's client
 instead, as runs before G did).
 
-Usage: KUBECONFIG=... python hack/bench/gateway_list.py [--jobs 10000] [--requests 1000] [--client lean]
+Usage: KUBECONFIG=... python hack/bench/gateway_list.py [--jobs 10000] [--requests 1000] [--client http1]
 (the CRDs must be installed; `python -m localplatform up` gives a platform).
 """
 
@@ -197,7 +197,7 @@ async def main() -> None:
                         "(and as many direct LISTs: each side's p99 is then its tenth-worst of 1,000)")
     parser.add_argument("--posts", type=int, default=500, help="creates per side")
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--client", choices=("lean", "aiohttp"), default="lean",
+    parser.add_argument("--client", choices=("http1", "aiohttp"), default="http1",
                         help="the client every side is measured with (default: onair.http1)")
     parser.add_argument("--keep", action="store_true", help="keep the namespace afterwards")
     args = parser.parse_args()
