@@ -14,6 +14,7 @@ import json
 import os
 import ssl
 import tempfile
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,9 @@ from pydantic_core import from_json, to_json
 
 from onair.http1 import Http1Pool
 
+# How long a token read from a file is used before the file is read again, as client-go does: the kubelet
+# rotates a projected token long before the old one expires, and a read per request is I/O on every call.
+TOKEN_REREAD_SECONDS = 60.0
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -113,7 +117,7 @@ class Credentials:
 
     def bearer(self) -> str | None:
         if self.token_file:
-            # Projected tokens rotate; read the file each time it is needed.
+            # Projected tokens rotate: read the file again (KubeClient does, at most once a minute).
             return Path(self.token_file).read_text().strip()
         return self.token
 
@@ -149,6 +153,8 @@ class KubeClient:
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
         self._pool: Http1Pool | None = None
+        self._token: str | None = None
+        self._token_read_at = 0.0
 
     @property
     def pool(self) -> Http1Pool:
@@ -177,12 +183,20 @@ class KubeClient:
 
     def _headers(self, content_type: str | None = None, accept: str = "application/json") -> dict[str, str]:
         headers = {"Accept": accept}
-        token = self.credentials.bearer()
+        token = self._bearer()
         if token:
             headers["Authorization"] = f"Bearer {token}"
         if content_type:
             headers["Content-Type"] = content_type
         return headers
+
+    def _bearer(self) -> str | None:
+        if not self.credentials.token_file:
+            return self.credentials.token
+        now = time.monotonic()
+        if self._token is None or now - self._token_read_at >= TOKEN_REREAD_SECONDS:
+            self._token, self._token_read_at = self.credentials.bearer(), now
+        return self._token
 
     async def request(
         self,
