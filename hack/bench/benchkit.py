@@ -29,6 +29,26 @@ def cpu_seconds(pid: int) -> float:
     return _own_cpu_seconds(_stat_fields(Path(f"/proc/{pid}/stat").read_text()))
 
 
+def cpu_wait_seconds(pid: int) -> float:
+    """How long the process's threads have waited so far for a CPU while ready to run (the
+    scheduler's run-queue wait, /proc/<pid>/task/*/schedstat): what a busy machine adds to its
+    latency. NaN where the kernel does not keep it."""
+    if not Path(f"/proc/{pid}/schedstat").exists():
+        return float("nan")
+    total = 0.0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(stat.read_text().split()[1]) / 1e9
+        except OSError:  # the thread has exited since the listing
+            continue
+    return total
+
+
+def pid_of(program: str) -> int | None:
+    """The pid of the first running process named `program` (as in /proc/<pid>/stat)."""
+    return next((pid for pid, (name, _) in process_table().items() if name == program), None)
+
+
 def _stat_fields(stat: str) -> list[str]:
     """The fields of a /proc/<pid>/stat line after the parenthesised name (which may hold spaces)."""
     return stat[stat.rindex(")") + 2:].split()

@@ -18,8 +18,10 @@ synced, then measures in the same run:
   same body, one at a time: p50, p99; and the floor under any gateway's create: the bare aiohttp
   server forwarding that LiveJob, ready-made, to the API server (two HTTP hops instead of one, and one
   more process to wake);
-and prints the ratios, and the API server's CPU per request on each side (the gateway's lists are
-served from its cache: none). The two sides alternate in rounds, each starting on a quiet platform
+and prints the ratios, the API server's CPU per request on each side (the gateway's lists are
+served from its cache: none), and for each side of the POSTs how long the client, the server in
+front (gateway or floor) and the API server waited for a CPU while ready to run (the machine's load,
+which no code in the gateway removes). The two sides alternate in rounds, each starting on a quiet platform
 (no round inherits the API server's garbage collection after the other side's LISTs). The client
 is the same for every side and reads the response bytes without decoding them: onair.http1, the
 keep-alive HTTP/1.1 client on uvloop that the gateway's Kubernetes client uses too, whose own cost
@@ -49,7 +51,16 @@ from urllib.parse import urlencode
 
 import aiohttp
 import uvloop
-from benchkit import cpu_by_program, cpu_seconds, delete_namespace, rss_mb, say, wait_until_platform_quiet
+from benchkit import (
+    cpu_by_program,
+    cpu_seconds,
+    cpu_wait_seconds,
+    delete_namespace,
+    pid_of,
+    rss_mb,
+    say,
+    wait_until_platform_quiet,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from localplatform.processes import free_port
@@ -268,6 +279,14 @@ async def main() -> None:
             seconds: dict[str, float] = {}
             apiserver_cpu: dict[str, float] = {}
             server_cpu: dict[str, float] = {}  # the gateway's or the floor's own, per side
+            # Per side, how long each process waited for a CPU while ready to run: what the machine's
+            # load, not the code, adds to the latency.
+            cpu_waits: dict[str, dict[str, float]] = {}
+            apiserver_pid = pid_of("kube-apiserver")
+
+            def waits_now(server: asyncio.subprocess.Process | None) -> dict[str, float]:
+                pids = {"client": os.getpid(), "server": server.pid if server else None, "API server": apiserver_pid}
+                return {who: cpu_wait_seconds(pid) for who, pid in pids.items() if pid is not None}
 
             async def measure(name: str, requests: int, concurrency: int, call: Any, warm: bool = False,
                               server: asyncio.subprocess.Process | None = None) -> None:
@@ -278,7 +297,11 @@ async def main() -> None:
                     await timed(100, 1, call)
                 cpu_before = cpu_by_program().get("kube-apiserver", 0.0)
                 server_before = cpu_seconds(server.pid) if server else 0.0
+                waits_before = waits_now(server)
                 got, elapsed = await timed(requests, concurrency, call)
+                side_waits = cpu_waits.setdefault(name, {})
+                for who, waited in waits_now(server).items():
+                    side_waits[who] = side_waits.get(who, 0.0) + waited - waits_before[who]
                 samples.setdefault(name, []).extend(got)
                 seconds[name] = seconds.get(name, 0.0) + elapsed
                 apiserver_cpu[name] = (apiserver_cpu.get(name, 0.0)
@@ -354,6 +377,10 @@ async def main() -> None:
               f"{post_floor['p50'] / post_direct['p50']:.2f}x the direct create (the gateway's own share "
               f"{post_gw['p50'] - post_floor['p50']:.2f} ms); no gateway in front of the API server can be "
               f"faster than that on this machine")
+        print("waiting for a CPU while ready to run, per create: " + "; ".join(
+            f"{side} " + ", ".join(f"{who} {waited * 1000 / len(samples[side]):.2f} ms"
+                                   for who, waited in cpu_waits[side].items())
+            for side in ("gateway POST", "floor POST", "direct create")))
     finally:
         for process in (gateway, floor):
             if process is not None and process.returncode is None:
