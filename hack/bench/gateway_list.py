@@ -20,13 +20,13 @@ synced, then measures in the same run:
   more process to wake);
 and prints the ratios, the API server's CPU per request on each side (the gateway's lists are
 served from its cache: none), and for each side of the POSTs how long the client, the server in
-front (gateway or floor) and the API server waited for a CPU while ready to run (the machine's load,
-which no code in the gateway removes). The two sides alternate in rounds, each starting on a quiet platform
-(no round inherits the API server's garbage collection after the other side's LISTs). The client
-is the same for every side and reads the response bytes without decoding them: onair.http1, the
-keep-alive HTTP/1.1 client on uvloop that the gateway's Kubernetes client uses too, whose own cost
-per request is about a third of aiohttp's (`--client aiohttp` measures with aiohttp's client
-instead, as runs before G did).
+front (gateway or floor) and the API server waited for a CPU while ready to run: what the load on
+the machine's CPUs, the gateway's own work among it, adds to the latency. The two sides alternate in
+rounds, each starting on a quiet platform (no round inherits the API server's garbage collection
+after the other side's LISTs). The client is the same for every side and reads the response bytes
+without decoding them: onair.http1, the keep-alive HTTP/1.1 client on uvloop that the gateway's
+Kubernetes client uses too, whose own cost per request is about a third of aiohttp's (`--client
+aiohttp` measures with aiohttp's client instead, as runs before G did).
 
 Usage: KUBECONFIG=... python hack/bench/gateway_list.py [--jobs 10000] [--requests 1000] [--client http1]
 (the CRDs must be installed; `python -m localplatform up` gives a platform).
@@ -279,8 +279,8 @@ async def main() -> None:
             seconds: dict[str, float] = {}
             apiserver_cpu: dict[str, float] = {}
             server_cpu: dict[str, float] = {}  # the gateway's or the floor's own, per side
-            # Per side, how long each process waited for a CPU while ready to run: what the machine's
-            # load, not the code, adds to the latency.
+            # Per side, how long each process waited for a CPU while ready to run: what the load on the
+            # machine's CPUs adds to the latency, apart from the work each process does.
             cpu_waits: dict[str, dict[str, float]] = {}
             apiserver_pid = pid_of("kube-apiserver")
 
