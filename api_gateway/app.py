@@ -15,7 +15,6 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from onair.api_gateway.apikeys import ApiKeysSecret
 from onair.api_gateway.cache import Store, WatchCache
 from onair.api_gateway.config import GatewayConfig
 from onair.api_gateway.errors import error_middleware, problem_response
@@ -23,6 +22,7 @@ from onair.api_gateway.handlers import Gateway
 from onair.api_gateway.openapi import build_document
 from onair.api_gateway.preview_relay import PreviewRelay
 from onair.api_gateway.routes import ROUTES
+from onair.api_gateway.watched_secrets import ApiKeysSecret, SigningKeySecret, WatchedSecret
 from onair.kubeclient import Credentials, KubeClient
 from onair.processmetrics import register_process_metrics
 from onair.streamkeys import PREVIEW_PATH, check_seed
@@ -131,8 +131,13 @@ def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: St
                                        error_middleware])
     gateway = Gateway(config, store, kube, clock)
     gateway.openapi_document = build_document(ROUTES)
-    api_keys = (ApiKeysSecret(*config.api_keys_secret_ref, config.api_keys_secret_key, gateway.tokens, registry)
-                if config.api_keys_secret else None)
+    watched: list[WatchedSecret] = []
+    if config.api_keys_secret:
+        watched.append(ApiKeysSecret(*config.api_keys_secret_ref, config.api_keys_secret_key, gateway.tokens,
+                                     registry))
+    if config.jwt_secret_secret:
+        watched.append(SigningKeySecret(*config.jwt_secret_secret_ref, config.jwt_secret_secret_key,
+                                        gateway.tokens, registry))
     app[CONFIG_KEY] = config
     app[STORE_KEY] = store
     app[GATEWAY_KEY] = gateway
@@ -149,7 +154,7 @@ def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: St
         return web.json_response({"ok": True})
 
     async def readyz(request: web.Request) -> web.Response:
-        ready = store.ready() and (api_keys is None or api_keys.cache.synced.is_set())
+        ready = store.ready() and all(secret.cache.synced.is_set() for secret in watched)
         return web.json_response({"ready": ready}, status=200 if ready else 503)
 
     if config.public_metrics:  # false where the API port is public and its metrics must not be
@@ -157,14 +162,14 @@ def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: St
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get(PREVIEW_PATH + "/{key}", relay.handle)
-    app.cleanup_ctx.append(_kube_context(gateway, store, config, kube, api_keys))
+    app.cleanup_ctx.append(_kube_context(gateway, store, config, kube, watched))
     app.cleanup_ctx.append(relay.client_session)
     app.on_shutdown.append(relay.close_viewers)
     return app
 
 
 def _kube_context(gateway: Gateway, store: Store, config: GatewayConfig, given: KubeClient | None,
-                  api_keys: ApiKeysSecret | None) -> Callable[[web.Application], AsyncIterator[None]]:
+                  watched: list[WatchedSecret]) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         kube = given
         own = False
@@ -178,7 +183,7 @@ def _kube_context(gateway: Gateway, store: Store, config: GatewayConfig, given: 
             app[KUBE_KEY] = kube
         tasks = []
         if kube is not None and config.watch:
-            own_caches = [api_keys.cache] if api_keys else []
+            own_caches = [secret.cache for secret in watched]
             tasks = [asyncio.create_task(cache.run(kube), name=f"watch-{cache.name}")
                      for cache in [*store.caches, *own_caches]]
             try:
@@ -186,8 +191,8 @@ def _kube_context(gateway: Gateway, store: Store, config: GatewayConfig, given: 
                                        config.cache_sync_timeout)
             except TimeoutError:
                 log.warning("caches not synced after %.0fs; serving 503 until they are", config.cache_sync_timeout)
-            if api_keys:
-                api_keys.warn_if_missing()
+            for secret in watched:
+                secret.warn_if_missing()
         yield
         for task in tasks:
             task.cancel()

@@ -171,13 +171,13 @@ def _verify(secret: str, token: str) -> tuple[Principal, float]:
 
 
 class VerifiedTokens:
-    """The API keys in force, and the tokens already verified, kept until they expire. A console sends
-    the same token with every request, and checking its signature and claims again costs more than
-    serving a cached list. A token is accepted only while the key it was issued for is in force as it
-    was then (its grant)."""
+    """The API keys and the signing key in force, and the tokens already verified, kept until they
+    expire. A console sends the same token with every request, and checking its signature and claims
+    again costs more than serving a cached list. A token is accepted only while the key it was issued
+    for is in force as it was then (its grant), and only with the rights of that key."""
 
-    def __init__(self, secret: str, api_keys: Iterable[ApiKey], capacity: int = 4096) -> None:
-        self.secret = secret
+    def __init__(self, signing_key: str, api_keys: Iterable[ApiKey], capacity: int = 4096) -> None:
+        self.signing_key = signing_key
         self.capacity = capacity
         self._known: dict[str, tuple[Principal, float]] = {}
         self.use_keys(api_keys)
@@ -186,18 +186,36 @@ class VerifiedTokens:
         """Puts these keys in force, in place of the ones before: the tokens of a key that is gone or
         changed are refused from now on."""
         self.api_keys = tuple(api_keys)
-        self._grants = frozenset(key.grant for key in self.api_keys)
+        self._by_grant = {key.grant: key for key in self.api_keys}
+
+    def use_signing_key(self, signing_key: str) -> bool:
+        """Signs and verifies with `signing_key` from now on; False when it is the key in force. Every
+        token signed with the one before is refused at once: a signing key is changed because it may
+        have leaked, and whoever holds it can sign any claims. Clients log in again."""
+        if signing_key == self.signing_key:
+            return False
+        self.signing_key = signing_key
+        self._known.clear()
+        return True
+
+    def issue(self, key: ApiKey, ttl_seconds: int, now: float | None = None) -> str:
+        return issue_token(self.signing_key, key, ttl_seconds, now)
 
     def principal(self, token: str, now: float | None = None) -> Principal:
         known = self._known.get(token)
         if known is not None and known[1] > (time.time() if now is None else now):
             principal = known[0]
         else:
-            principal, expires = _verify(self.secret, token)
+            principal, expires = _verify(self.signing_key, token)
+            key = self._by_grant.get(principal.grant)
+            if key is not None and (principal.role is not key.role or principal.projects != key.projects):
+                # The grant is derived from the key's role and projects: claims that differ were not
+                # issued here.
+                raise AuthError("invalid token: its role or projects are not its key's")
             if len(self._known) >= self.capacity:
                 self._known.clear()
             self._known[token] = (principal, expires)
-        if principal.grant not in self._grants:
+        if principal.grant not in self._by_grant:
             raise AuthError("the API key this token was issued for has been removed or changed; log in again")
         return principal
 

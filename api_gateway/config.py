@@ -29,6 +29,10 @@ class GatewayConfig:
     # added, rotated or removed there take effect without a restart.
     api_keys_secret: str = ""
     api_keys_secret_key: str = "api-keys.yaml"
+    # The Secret (as api_keys_secret) holding the JWT signing key, watched: a new key there is in force
+    # without a restart (jwt_secret is the key until the Secret is read).
+    jwt_secret_secret: str = ""
+    jwt_secret_secret_key: str = "jwt-secret"
     cors_origins: tuple[str, ...] = ()
     # Where platform-wide JobTemplates live (the operator's namespace).
     template_namespace: str = "onair-system"
@@ -84,6 +88,8 @@ class GatewayConfig:
         config.api_keys_secret_key = get("API_KEYS_SECRET_KEY") or config.api_keys_secret_key
         if config.api_keys_secret and keys_text:
             raise ValueError(f"set {ENV_PREFIX}API_KEYS_SECRET or {ENV_PREFIX}API_KEYS[_FILE], not both")
+        config.jwt_secret_secret = get("JWT_SECRET_SECRET") or ""
+        config.jwt_secret_secret_key = get("JWT_SECRET_SECRET_KEY") or config.jwt_secret_secret_key
         origins = get("CORS_ORIGINS") or get("CORS_ORIGIN") or ""
         config.cors_origins = tuple(o.strip().rstrip("/") for o in origins.split(",") if o.strip())
         config.template_namespace = get("TEMPLATE_NAMESPACE", config.template_namespace) or config.template_namespace
@@ -103,7 +109,15 @@ class GatewayConfig:
     @property
     def api_keys_secret_ref(self) -> tuple[str, str]:
         """(namespace, name) of the API keys Secret."""
-        namespace, _, name = self.api_keys_secret.rpartition("/")
+        return self._secret_ref(self.api_keys_secret)
+
+    @property
+    def jwt_secret_secret_ref(self) -> tuple[str, str]:
+        """(namespace, name) of the JWT signing key's Secret."""
+        return self._secret_ref(self.jwt_secret_secret)
+
+    def _secret_ref(self, text: str) -> tuple[str, str]:
+        namespace, _, name = text.rpartition("/")
         return namespace or self.template_namespace, name
 
 

@@ -28,7 +28,6 @@ from onair.api_gateway.auth import (
     VerifiedTokens,
     bearer_token,
     find_key,
-    issue_token,
 )
 from onair.api_gateway.cache import JobEntry, JobIndex, Store, rv_int
 from onair.api_gateway.config import GatewayConfig
@@ -206,7 +205,7 @@ class Gateway:
         key = find_key(self.tokens.api_keys, body.api_key)
         if key is None:
             raise ApiProblem(401, "apiKey: unknown API key")
-        token = issue_token(self.config.jwt_secret, key, self.config.token_ttl_seconds)
+        token = self.tokens.issue(key, self.config.token_ttl_seconds)
         return json_response(envelope({"token": token, "tokenType": "Bearer",
                                        "expiresIn": self.config.token_ttl_seconds,
                                        "role": key.role.value, "projects": sorted(key.projects)}))

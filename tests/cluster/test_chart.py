@@ -95,7 +95,14 @@ def test_render_defaults() -> None:
     assert genv["ONAIR_GATEWAY_JWT_SECRET"]["secretKeyRef"]["name"] == "onair-gateway"
     assert "ONAIR_GATEWAY_API_KEYS" not in genv and "ONAIR_GATEWAY_API_KEYS_SECRET" not in genv
     assert not [o for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == "onair-gateway-api-keys"]
-    # Operator and gateway derive stream keys from one seed, and the gateway may not touch Secrets.
+    # The signing key is given at startup and watched through the API, by name.
+    assert genv["ONAIR_GATEWAY_JWT_SECRET_SECRET"] == "onair-gateway"
+    assert genv["ONAIR_GATEWAY_JWT_SECRET_SECRET_KEY"] == "jwt-secret"
+    assert find(objects, "Role", "onair-gateway-signing-key")["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["onair-gateway"],
+         "verbs": ["get", "list", "watch"]}]
+    assert find(objects, "RoleBinding", "onair-gateway-signing-key")["subjects"][0]["name"] == "onair-gateway"
+    # Operator and gateway derive stream keys from one seed, and the gateway reads no Secret but its own.
     seed = {"name": "onair-stream-keys", "key": "stream-key-seed"}
     assert env["ONAIR_STREAM_KEY_SEED"]["secretKeyRef"] == genv["ONAIR_GATEWAY_STREAM_KEY_SEED"]["secretKeyRef"] == seed
     assert len(base64.b64decode(find(objects, "Secret", "onair-stream-keys")["data"]["stream-key-seed"])) >= 32
@@ -224,6 +231,7 @@ def test_render_non_default_values(tmp_path: Path) -> None:
     assert find(objects, "Role", "live-gateway-api-keys")["rules"] == [
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["live-gateway"],
          "verbs": ["get", "list", "watch"]}]
+    assert find(objects, "Role", "live-gateway-signing-key")["rules"][0]["resourceNames"] == ["live-gateway"]
     binding = find(objects, "RoleBinding", "live-gateway-api-keys")
     assert binding["subjects"][0]["name"] == "live-gateway" and binding["metadata"]["namespace"] == "media"
     secret = find(objects, "Secret", "live-gateway")
@@ -253,7 +261,7 @@ def test_render_peering_per_watched_namespace() -> None:
     bound = {(o["metadata"]["namespace"], o["roleRef"]["name"]) for o in objects if o["kind"] == "RoleBinding"}
     watched = ("news", "sport", "onair-system")
     assert bound == {(ns, role) for ns in watched for role in ("onair-operator", "onair-gateway-pods")} | \
-        {("onair-system", "onair-gateway-ids")}
+        {("onair-system", "onair-gateway-ids"), ("onair-system", "onair-gateway-signing-key")}
     cluster_wide = {o["metadata"]["name"] for o in objects if o["kind"] == "ClusterRoleBinding"}
     assert cluster_wide == {"onair-operator-framework", "onair-gateway"}
     assert not any("pods" in r["resources"] for r in find(objects, "ClusterRole", "onair-gateway")["rules"])
@@ -375,7 +383,7 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
                    f"--as=system:serviceaccount:{system}:onair-gateway").stdout.strip() == "yes"
     assert kubectl("auth", "can-i", "get", "secrets", "-n", jobs, f"--as=system:serviceaccount:{system}:onair-gateway",
                    check=False).stdout.strip() == "no", "the gateway derives stream keys; it reads no Secrets"
-    # Of the Secrets, its API keys alone, by name.
+    # Of the Secrets, its own alone (the JWT signing key and the API keys), by name.
     for verb, resource, allowed in [("watch", "secrets/onair-gateway", "yes"), ("get", "secrets/onair-webhooks", "no"),
                                     ("list", "secrets", "no"), ("patch", "secrets/onair-gateway", "no")]:
         answer = kubectl("auth", "can-i", verb, resource, "-n", system,
@@ -445,6 +453,15 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
     assert status_of(f"{gateway}/api/v1/projects/{project}/livejobs", token=token) == 401
     assert pods_ready(kubectl, system, "gateway", 1)[0]["metadata"]["uid"] == gateways[0]["metadata"]["uid"]
     token = post_json(f"{gateway}/api/v1/login", {"apiKey": rotated_key})["result"]["token"]
+
+    # So is a new JWT signing key, and every token signed with the one before is refused: clients log in again.
+    kubectl("-n", system, "patch", "secret", "onair-gateway", "--type=merge",
+            "-p", json.dumps({"stringData": {"jwt-secret": secrets.token_urlsafe(36)}}))
+    wait_until(lambda: status_of(f"{gateway}/api/v1/projects/{project}/livejobs", token=token) == 401, 30,
+               "the tokens of the old signing key to be refused")
+    token = post_json(f"{gateway}/api/v1/login", {"apiKey": rotated_key})["result"]["token"]
+    assert status_of(f"{gateway}/api/v1/projects/{project}/livejobs", token=token) == 200
+    assert pods_ready(kubectl, system, "gateway", 1)[0]["metadata"]["uid"] == gateways[0]["metadata"]["uid"]
 
     # An example LiveJob, reconciled by the chart's operator, reaches WaitingForInput.
     kubectl("-n", jobs, "create", "secret", "generic", "onair-s3-credentials",

@@ -9,8 +9,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from onair.api_gateway.apikeys import ApiKeysSecret
 from onair.api_gateway.auth import VerifiedTokens
+from onair.api_gateway.watched_secrets import ApiKeysSecret
 
 SECRET = "unit-test-signing-key-of-32-bytes!"
 

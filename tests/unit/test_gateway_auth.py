@@ -102,6 +102,29 @@ def test_a_token_without_a_grant_is_refused() -> None:
         VerifiedTokens(SECRET, KEYS).principal(jwt.encode(claims, SECRET, algorithm="HS256"))
 
 
+
+@pytest.mark.parametrize("change", [{"role": "admin"}, {"projects": ["*"]}, {"projects": []}])
+def test_a_token_whose_claims_are_not_its_keys_is_refused(change: dict[str, object]) -> None:
+    """Only the holder of the signing key can sign claims; the gateway still grants what the key grants,
+    never more nor less than the token says."""
+    claims = jwt.decode(issue_token(SECRET, KEYS[1], 60), options={"verify_signature": False})
+    with pytest.raises(AuthError, match="role or projects are not its key's"):
+        VerifiedTokens(SECRET, KEYS).principal(jwt.encode({**claims, **change}, SECRET, algorithm="HS256"))
+
+
+def test_a_new_signing_key_refuses_every_token_of_the_one_before() -> None:
+    tokens = VerifiedTokens(SECRET, KEYS)
+    before = tokens.issue(KEYS[0], 60)
+    assert tokens.principal(before).subject == "console"  # verified, and remembered
+    assert tokens.use_signing_key(OTHER) is True
+    with pytest.raises(AuthError, match="invalid token: Signature verification failed"):
+        tokens.principal(before)
+    after = tokens.issue(KEYS[0], 60)
+    assert tokens.principal(after).subject == "console"
+    assert verify_token(OTHER, after).subject == "console"
+    assert tokens.use_signing_key(OTHER) is False  # the key in force: nothing changes
+    assert tokens.principal(after).subject == "console"
+
 @pytest.mark.parametrize(("text", "error"), [
     ("keys: [", "neither JSON nor YAML"),
     ("[{name: a, key: x, projects: 5}]", "API key 0: projects must be a list"),

@@ -108,6 +108,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-gateway" (include "onair.fullname" .) -}}
 {{- end -}}
 
+{{/* The Secret holding the gateway's JWT signing key: the user's, or the chart's own. */}}
+{{- define "onair.gatewayJwtSecretName" -}}
+{{- default (include "onair.gatewaySecretName" .) .Values.gateway.jwtSecret.existingSecret -}}
+{{- end -}}
+
 {{/* The Secret the gateway reads its API keys from: the user's, or the chart's own. */}}
 {{- define "onair.gatewayApiKeysSecretName" -}}
 {{- default (include "onair.gatewaySecretName" .) .Values.gateway.apiKeys.existingSecret -}}
