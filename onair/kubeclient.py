@@ -115,12 +115,6 @@ class Credentials:
             context.load_cert_chain(self.cert_file, self.key_file)
         return context
 
-    def bearer(self) -> str | None:
-        if self.token_file:
-            # Projected tokens rotate: read the file again (KubeClient does, at most once a minute).
-            return Path(self.token_file).read_text().strip()
-        return self.token
-
 
 def resource_path(
     api_version: str, plural: str, namespace: str | None = None, name: str | None = None, sub: str | None = None
@@ -191,11 +185,13 @@ class KubeClient:
         return headers
 
     def _bearer(self) -> str | None:
-        if not self.credentials.token_file:
+        token_file = self.credentials.token_file
+        if not token_file:
             return self.credentials.token
         now = time.monotonic()
         if self._token is None or now - self._token_read_at >= TOKEN_REREAD_SECONDS:
-            self._token, self._token_read_at = self.credentials.bearer(), now
+            # Projected tokens rotate: the file is read again once TOKEN_REREAD_SECONDS have passed.
+            self._token, self._token_read_at = Path(token_file).read_text().strip(), now
         return self._token
 
     async def request(
