@@ -291,6 +291,14 @@ class KubeClient:
         self, path: str, resource_version: str, *, timeout_seconds: int = 300, **params: str | int
     ) -> AsyncIterator[dict[str, Any]]:
         """The events after `resource_version` until the server ends the watch; ERROR events raise."""
+        async for line in self.watch_lines(path, resource_version, timeout_seconds=timeout_seconds, **params):
+            yield parse_watch_event(line)
+
+    async def watch_lines(
+        self, path: str, resource_version: str, *, timeout_seconds: int = 300, **params: str | int
+    ) -> AsyncIterator[bytes]:
+        """`watch`'s events as the server's JSON lines, unparsed: a caller that already holds an
+        event's object (its own write) need not parse it. Give each to `parse_watch_event`."""
         query = {"watch": 1, "resourceVersion": resource_version, "timeoutSeconds": timeout_seconds,
                  "allowWatchBookmarks": "true", **params}
         url = self.credentials.server + path + "?" + urlencode(query)
@@ -300,13 +308,17 @@ class KubeClient:
             if response.status >= 400:
                 raise ApiError(response.status, await response.json(content_type=None))
             async for line in response.content:
-                if not line.strip():
-                    continue
-                event = parse_json(line)
-                if event.get("type") == "ERROR":
-                    status = event.get("object", {})
-                    raise ApiError(int(status.get("code", 500)), status)
-                yield event
+                if line.strip():
+                    yield line
+
+
+def parse_watch_event(line: bytes) -> dict[str, Any]:
+    """One watch event from its JSON line; an ERROR event raises its status as an ApiError."""
+    event: dict[str, Any] = parse_json(line)
+    if event.get("type") == "ERROR":
+        status = event.get("object", {})
+        raise ApiError(int(status.get("code", 500)), status)
+    return event
 
 
 async def gather_limited(limit: int, *coroutines: Any) -> list[Any]:
