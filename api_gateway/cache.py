@@ -134,9 +134,9 @@ class WatchCache:
         version; True when stored. Its watch event, when it comes, is then skipped unparsed."""
         if not self._store(obj):
             return False
-        version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        version = rv_int(obj)
         if version:
-            self.stored_ahead[version] = None
+            self.stored_ahead[str(version)] = None
             if len(self.stored_ahead) > MAX_STORED_AHEAD:
                 del self.stored_ahead[next(iter(self.stored_ahead))]
         return True
