@@ -52,10 +52,11 @@ T = TypeVar("T")
 GUID_RE = re.compile(GUID_PATTERN)
 MAX_RANGE = timedelta(days=30)
 # What a path value that does not match its parameter's pattern (in the route table) is told.
-PATH_VALUE_ERRORS = {
+PARAM_VALUE_ERRORS = {
     "projectId": "must be a GUID like 3fa85f64-5717-4562-b3fc-2c963f66afa6",
     "streamKey": "must be a GUID like 3fa85f64-5717-4562-b3fc-2c963f66afa6",
     "id": "must be an integer id or a job name (GUID)",
+    "liveJobId": "must be an integer id or a job name (GUID)",
     "templateId": "must be an integer",
 }
 
@@ -115,9 +116,11 @@ class Gateway:
 
     def wrap(self, route: Route) -> Callable[[web.Request], Any]:
         handler = getattr(self, route.handler)
-        path_params = [p for p in route.params if p.location == "path"]
         # Whole-value matches: "$" alone lets a trailing newline through.
-        path_patterns = [(p.name, re.compile(p.schema["pattern"])) for p in path_params if "pattern" in p.schema]
+        path_patterns = [(p.name, re.compile(p.schema["pattern"])) for p in route.params
+                         if p.location == "path" and "pattern" in p.schema]
+        query_patterns = [(p.name, re.compile(p.schema["pattern"])) for p in route.params
+                          if p.location == "query" and "pattern" in p.schema]
         query_names = route.query_names
         length_limits = {p.name: p.schema["maxLength"] for p in route.params
                          if p.location == "query" and "maxLength" in p.schema}
@@ -136,7 +139,10 @@ class Gateway:
                 raise ApiProblem(404, f"version: API version {version!r} does not exist; use 1")
             for name, pattern in path_patterns:
                 if not pattern.fullmatch(request.match_info.get(name, "")):
-                    errors.append(f"{name}: {PATH_VALUE_ERRORS.get(name, 'invalid')}")
+                    errors.append(f"{name}: {PARAM_VALUE_ERRORS.get(name, 'invalid')}")
+            for name, pattern in query_patterns:
+                if (value := request.query.get(name)) is not None and not pattern.fullmatch(value):
+                    errors.append(f"{name}: {PARAM_VALUE_ERRORS.get(name, 'invalid')}")
             errors.extend(f"{name}: at most {length_limits[name]} characters" for name, value in request.query.items()
                           if name in length_limits and len(value) > length_limits[name])
             if not route.filters:
@@ -399,13 +405,14 @@ class Gateway:
 
     async def list_outputs(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace
-        wanted = query_int(request, "liveJobId", None, 0, 2**31 - 1)
-        index = self.store.live_index(ctx.namespace)
-        if wanted is not None and not index.find(str(wanted)):
-            raise ApiProblem(404, f"liveJobId: live job {wanted} not found")
         rows: list[mapping.ListRow] = []
-        for _, entry in index.ordered():
-            if wanted is None or entry.id == wanted:
+        if (wanted := request.query.get("liveJobId")) is not None:
+            # As GET …/livejobs/{id} finds it: a job another replica has just made is asked of the API server.
+            if (entry := await self.find_job(ctx, wanted, live=True)) is None:
+                raise ApiProblem(404, f"liveJobId: live job {wanted} not found")
+            rows.extend(mapping.output_rows(entry.obj, entry.facts))
+        else:
+            for _, entry in self.store.live_index(ctx.namespace).ordered():
                 rows.extend(mapping.output_rows(entry.obj, entry.facts))
         page, info = run_rows(request, self.route_of(request), rows)
         return json_response(envelope(page, result_info=info))

@@ -918,6 +918,9 @@ async def test_outputs_timings_stats_templates(client: Client) -> None:
     assert body["result"] == [{"liveJobId": 3, "outputId": 1, "progress": 50, "status": 1,
                                "lockKey": body["result"][0]["lockKey"], "counter": 12, "encoderId": 1,
                                "name": "720p", "statusText": "Running"}]
+    for unknown in ("4242", "00000000-0000-4000-8000-0000000000dd"):
+        missing = await client.get(url("/outputs"), params={"liveJobId": unknown}, headers=headers)
+        assert missing.status == 404 and (await missing.json())["errors"][0].startswith("liveJobId: live job")
     body = await (await client.get(url("/3/timings"), headers=headers)).json()
     assert body["result"][1] == {"status": "Live", "childStatus": "PublisherConnected",
                                  "startDateTime": "2024-01-01T00:00:03Z", "messageComment": "hi"}
@@ -1045,6 +1048,15 @@ async def test_a_job_made_through_another_replica_is_read_from_the_api_server(cl
                                                                                          "2024-03-01T00:00:01Z")
     got = await client.get(url("/78/stats"), headers=headers)
     assert got.status == 200, await got.text()
+    # Its outputs too, by id or by name (the reference's example gives a GUID for liveJobId).
+    third = "00000000-0000-4000-8000-0000000000ab"
+    kube.objects[f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{third}"] = live_job(third, 76,
+                                                                                         "2024-03-01T00:00:02Z")
+    for wanted in ("76", third.upper()):
+        got = await client.get(url("/outputs"), params={"liveJobId": wanted}, headers=headers)
+        body = await got.json()
+        assert got.status == 200, body
+        assert [row["liveJobId"] for row in body["result"]] == [76]
     assert (await client.get(url("/78"), headers=headers)).status == 200
     # Record jobs alike.
     record_name = "00000000-0000-4000-8000-0000000000cc"
@@ -1143,9 +1155,11 @@ async def test_outputs_list_filters_selects_and_pages(client: Client) -> None:
         assert response.status == 200, body
         return [(r["liveJobId"], r.get("name")) for r in body["result"]]
 
-    # 23 jobs with one 720p output, 2 with three: 29 outputs.
-    everything = await rows(pageSize="1000")
+    # 23 jobs with one 720p output, 2 with three: 29 outputs. Without paging parameters, all of them
+    # (the reference's "get all" has none).
+    everything = await rows()
     assert len(everything) == 29 and len(set(everything)) == 29
+    assert await rows(pageSize="1000") == everything
     assert await rows(status="Stalled") == [(2, "720p"), (24, "720p")]
     assert await rows(status="[Stalled,Pending]") == [(2, "720p"), (2, "480p"), (24, "720p"), (24, "480p")]
     assert await rows(jobId="ge:24", name="'1080p'") == [(24, "1080p")]
@@ -1168,7 +1182,8 @@ async def test_outputs_list_filters_selects_and_pages(client: Client) -> None:
                           ({"page_size": "1001"}, "page_size"), ({"select": "nope"}, "select"),
                           ({"start_token": "Zm9v"}, "start_token"), ({"bogus": "1"}, "bogus"),
                           ({"status": "[Running,"}, "status"), ({"progress": "gt:"}, "progress"),
-                          ({"pageSize": "2", "page_size": "2"}, "start_token")):
+                          ({"pageSize": "2", "page_size": "2"}, "start_token"), ({"liveJobId": "2 "}, "liveJobId"),
+                          ({"liveJobId": "-2"}, "liveJobId")):
         await assert_400(client, path, headers, params, field)
     # A token belongs to its query: with other filters it is refused, not misread.
     other = first["resultInfo"]["nextToken"]
