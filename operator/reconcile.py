@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from onair.exitcodes import EXIT_BAD_CONFIG
 from onair.models import (
+    MAX_MESSAGE_LENGTH,
     Condition,
     EncoderHealth,
     InputStatistics,
@@ -601,7 +602,7 @@ def decide_live_job(
         _enter(status, LiveJobPhase.PROVISIONING, min(pod.created_at, now), "CreatingEncoder",
                f"waiting for Pod {pod.name}", decision)
     _enter(status, target, now, reason, comment, decision)
-    status.message = comment
+    status.message = clipped(comment)
     decision.requeue_after = _earliest(decision.requeue_after, lost_check)
     decision.status = _dump(status)
     return decision
@@ -731,6 +732,11 @@ def _reason(reason: str) -> str | None:
     return reason if reason and reason[0].isalpha() else None
 
 
+def clipped(message: str) -> str:
+    """A status message the CRD takes: what a Pod or the bucket says may be long."""
+    return message if len(message) <= MAX_MESSAGE_LENGTH else message[:MAX_MESSAGE_LENGTH - 1] + "…"
+
+
 def _dump(status: LiveJobStatus | RecordJobStatus) -> dict[str, Any]:
     dumped = status.model_dump(mode="json", by_alias=True, exclude_none=True)
     if not dumped.get("pendingWebhooks"):
@@ -827,6 +833,7 @@ def decide_record_job(
     ):
         decision.delete_pods = [p["metadata"]["name"] for p in pods
                                 if not p["metadata"].get("deletionTimestamp") and not pod_state(p).finished]
+        status.observed_generation = generation  # seen, if changing nothing: a finished recording stays as it is
         decision.status = _dump(status)
         return decision
     attempt = record_attempt(status)
@@ -875,7 +882,7 @@ def decide_record_job(
         target, reason = RecordJobPhase.FAILED, str(ConditionReason.SPEC_INVALID)
         comment = ("timeRange ended before recording began: a streamUrl is recorded live; a past range can "
                    "only be cut from a LiveJob's stored segments (source.liveJobRef)")
-        status.error_message = comment
+        status.error_message = clipped(comment)
         status.finished_at = now
     elif start is not None and now < start and not is_clip:
         target, reason, comment = RecordJobPhase.INITIAL, "WaitingForStartTime", f"starts at {start.isoformat()}"
@@ -891,7 +898,7 @@ def decide_record_job(
         # Created paused and never resumed: the range is over with nothing recorded.
         target, reason = RecordJobPhase.FAILED, str(ConditionReason.SPEC_INVALID)
         comment = "timeRange ended while the job was paused from its creation: nothing was recorded"
-        status.error_message = comment
+        status.error_message = clipped(comment)
         status.finished_at = now
     elif pod is None and end is not None and now >= end and not is_clip and status.phase in (
             RecordJobPhase.STARTED, RecordJobPhase.PAUSED):
@@ -908,6 +915,8 @@ def decide_record_job(
             status.phase == RecordJobPhase.PAUSED and status.started_at is None)  # its own Paused read back
         if target == RecordJobPhase.PAUSED and never_started:
             reason, comment = str(ConditionReason.PAUSED), "created paused; set spec.paused to false to record"
+            if end is not None:  # still paused then, it fails: nothing else would look at it again
+                decision.requeue_after = _seconds_until(end, now)
         elif still_going:
             # Two recorders would write the same files: the new one starts once the old one is gone.
             target = status.phase or RecordJobPhase.INITIAL
@@ -941,7 +950,7 @@ def decide_record_job(
             reason = str(ConditionReason.SPEC_INVALID if pod.exit_code == EXIT_BAD_CONFIG
                          else ConditionReason.RETRIES_EXHAUSTED)
             comment = f"recorder {_death(pod)}"
-            status.error_message = comment
+            status.error_message = clipped(comment)
             status.finished_at = now
         else:
             target = status.phase or RecordJobPhase.STARTED
@@ -979,7 +988,7 @@ def decide_record_job(
         # As for a LiveJob's encoder: a recorder that can never start fails the job, with the cause.
         target, reason = RecordJobPhase.FAILED, stuck[0]
         comment = f"recorder Pod {pod.name} could not start: {stuck[0]}: {stuck[1]}"
-        status.error_message = comment
+        status.error_message = clipped(comment)
         status.finished_at = now
         decision.events.append(("Warning", stuck[0], comment))
         decision.delete_pods.append(pod.name)

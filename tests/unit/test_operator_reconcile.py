@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from onair.encoder.config import load_job_config
 from onair.encoder.upload import S3Store
 from onair.exitcodes import EXIT_INTERRUPTED
-from onair.models import HardwareAcceleration, JobTemplateSpec, LiveJob, RecordJob
+from onair.models import HardwareAcceleration, JobTemplateSpec, LiveJob, LiveJobStatus, RecordJob, RecordJobStatus
 from onair.operator import naming
 from onair.operator.builders import build_encoder_pod, build_ingest_service, build_job_secret
 from onair.operator.config import ENCODER_ENV_SET_BY_OPERATOR, OperatorConfig
@@ -1016,6 +1016,7 @@ def test_a_recording_created_paused_whose_range_ends_unrecorded_fails() -> None:
     window = {"end": (NOW + dt.timedelta(minutes=1)).isoformat()}
     waiting = decide_record_job(record_job(paused=True, timeRange=window), None, [], None, CONFIG, NOW)
     assert waiting.status["phase"] == "Paused" and waiting.create_pod_attempt is None
+    assert waiting.requeue_after == 60  # nothing else looks at a job nobody touches: its own timer, at the end
     over = decide_record_job(record_job(waiting.status, paused=True, timeRange=window), None, [], None, CONFIG,
                              NOW + dt.timedelta(minutes=2))
     assert over.status["phase"] == "Failed" and "nothing was recorded" in over.status["errorMessage"]
@@ -1030,6 +1031,41 @@ def test_a_stream_recording_created_paused_still_waits_when_it_reads_its_own_pau
                               NOW + dt.timedelta(seconds=1))
     assert again.status["phase"] == "Paused" and again.create_pod_attempt is None
     assert again.status.get("startedAt") is None
+    assert again.requeue_after == 3599  # the timer for the end of the range stays set
+
+
+def test_a_completed_recording_observes_a_later_spec_change_and_stays_completed() -> None:
+    name = naming.pod_name("rec", "recorder", "uid-r", 1)
+    started = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
+    done = decide_record_job(record_job(started), None, [pod(name, "Succeeded", ready=False, exit_code=0)], None,
+                             CONFIG, NOW).status
+    assert done["phase"] == "Completed" and done["observedGeneration"] == 1
+    edited = decide_record_job(record_job(done, generation=2, notifyUrl="https://hooks.example.com/x"), None, [],
+                               None, CONFIG, NOW + dt.timedelta(minutes=1))
+    assert edited.status["phase"] == "Completed" and edited.status["observedGeneration"] == 2
+    assert edited.create_pod_attempt is None and edited.status["finishedAt"] == done["finishedAt"]
+
+
+@pytest.mark.parametrize("kind", ["LiveJob", "RecordJob"])
+def test_a_pods_long_last_words_are_clipped_to_what_the_status_takes(kind: str) -> None:
+    """An encoder may leave up to 4 KiB at its terminationMessagePath: the message built around it still
+    fits the CRD's limit, or every later status write would be refused."""
+    last_words = "x" * 4090
+    if kind == "LiveJob":
+        first = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW)
+        running = decide_live_job(live_job(first.status), TEMPLATE, [pod(current_pod_name())], {"state": "live"},
+                                  CONFIG, NOW).status
+        died = [pod(current_pod_name(), "Failed", ready=False, exit_code=1, message=last_words)]
+        status = decide_live_job(live_job(running), TEMPLATE, died, None, CONFIG, NOW).status
+        assert last_words[:100] in status["message"]
+        LiveJobStatus.model_validate(status)
+    else:
+        started = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
+        died = [pod(naming.pod_name("rec", "recorder", "uid-r", 1), "Failed", ready=False, exit_code=2,
+                    message=last_words)]
+        status = decide_record_job(record_job(started), None, died, None, CONFIG, NOW).status
+        assert status["phase"] == "Failed" and last_words[:100] in status["errorMessage"]
+        RecordJobStatus.model_validate(status)
 
 
 def test_a_recorder_of_a_live_job_that_died_waits_for_its_live_job_before_the_retry() -> None:
