@@ -562,10 +562,13 @@ def decide_live_job(
             held = find_condition(conditions, type_)
             if held is not None and held.status == "True":
                 set_cond(type_, False, ConditionReason.ENCODER_STOPPED, f"no encoder takes input ({target})")
-        if target in (LiveJobPhase.OFFLINE, LiveJobPhase.COMPLETED, LiveJobPhase.FAILED):
-            scheduled = find_condition(conditions, ConditionType.SCHEDULED)
-            if scheduled is not None and scheduled.status != "False":
-                set_cond(ConditionType.SCHEDULED, False, ConditionReason.ENCODER_STOPPED, f"no encoder Pod ({target})")
+        scheduled = find_condition(conditions, ConditionType.SCHEDULED)
+        stopped = target in (LiveJobPhase.OFFLINE, LiveJobPhase.COMPLETED, LiveJobPhase.FAILED)
+        # Between two encoders (a back-off, a wait for the template) the Pod it was bound with is gone.
+        if scheduled is not None and ((stopped and scheduled.status != "False")
+                                      or (scheduled.status == "True" and (pod is None or pod.finished))):
+            set_cond(ConditionType.SCHEDULED, False, ConditionReason.ENCODER_STOPPED, f"no encoder Pod ({target})")
+        if stopped:
             ended = OutputStatus.FAILED if target == LiveJobPhase.FAILED else OutputStatus.COMPLETED
             status.outputs = [output.model_copy(update={"status": ended})
                               if output.status in (OutputStatus.RUNNING, OutputStatus.STALLED, OutputStatus.PENDING)

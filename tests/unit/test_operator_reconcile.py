@@ -399,13 +399,20 @@ def test_a_running_jobs_moving_counters_are_progress_only_and_news_is_not() -> N
     assert not progress_only("RecordJob", recording, {**further, "phase": "Paused"})
 
 
+def scheduled(status: dict[str, Any]) -> tuple[str, str]:
+    condition = next(c for c in status["conditions"] if c["type"] == "Scheduled")
+    return condition["status"], condition["message"]
+
+
 def test_crashed_encoder_is_counted_once_and_replaced_after_backoff() -> None:
     status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
     status = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW).status
     crashed = [pod(current_pod_name(), "Failed", ready=False, exit_code=137, finished_at=NOW)]
+    assert scheduled(status) == ("True", f"Pod {current_pod_name(1)} is bound")
     died = decide_live_job(live_job(status), TEMPLATE, crashed, None, CONFIG, NOW)
     assert died.status["restarts"] == 1 and died.status["attempt"] == 2
     assert died.status["phase"] == "Provisioning"
+    assert scheduled(died.status) == ("False", "no encoder Pod (Provisioning)")  # not the dead one's binding
     assert died.delete_pods == [current_pod_name(1)]
     assert died.create_pod_attempt is None
     assert died.requeue_after == pytest.approx(2.0)
@@ -415,6 +422,7 @@ def test_crashed_encoder_is_counted_once_and_replaced_after_backoff() -> None:
     assert during.status["restarts"] == 1 and during.create_pod_attempt is None
     later = decide_live_job(live_job(during.status), TEMPLATE, [], None, CONFIG, NOW + dt.timedelta(seconds=3))
     assert later.create_pod_attempt == 2
+    assert scheduled(later.status) == ("Unknown", f"Pod {current_pod_name(2)} waits for the scheduler")
     assert later.status["resourceName"] == current_pod_name(2)
     assert later.status["restarts"] == 1
 
