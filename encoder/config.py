@@ -20,6 +20,7 @@ from pydantic.alias_generators import to_camel
 
 from onair.models import (
     PASSTHROUGH_PLAYLIST_WINDOW,
+    PASSTHROUGH_RENDITION,
     PASSTHROUGH_SEGMENT_SECONDS,
     AudioSettings,
     JobTemplateSpec,
@@ -32,7 +33,6 @@ from onair.models import (
     StorageType,
 )
 
-PASSTHROUGH_RENDITION = "source"
 # The Pod's grace period when the operator does not say (ONAIR_TERMINATION_GRACE_SECONDS), and the least
 # it may say: a stop's uploads need some of it, and the process 5 s to exit.
 DEFAULT_TERMINATION_GRACE_SECONDS = 30

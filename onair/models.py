@@ -432,6 +432,7 @@ class LiveJobSchedule(OnairModel):
 # playlist are these.
 PASSTHROUGH_SEGMENT_SECONDS = 4
 PASSTHROUGH_PLAYLIST_WINDOW = 6
+PASSTHROUGH_RENDITION = "source"  # its one rendition: <prefix>/source/index.m3u8
 
 
 class LiveJobSpec(OnairModel):

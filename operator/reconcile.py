@@ -18,8 +18,10 @@ from urllib.parse import urlencode
 from onair.exitcodes import EXIT_BAD_CONFIG
 from onair.models import (
     MAX_MESSAGE_LENGTH,
+    PASSTHROUGH_RENDITION,
     Condition,
     EncoderHealth,
+    InputClass,
     InputStatistics,
     JobTemplateSpec,
     LiveJob,
@@ -252,8 +254,12 @@ def live_job_urls(job: LiveJob, config: OperatorConfig, pod: PodState | None,
     prefix = storage_prefix(job)
     master_key = (report or {}).get("masterPlaylistKey") or f"{prefix}/master.m3u8"
     media_keys: dict[str, str] = dict((report or {}).get("mediaPlaylistKeys") or {})
-    for rendition in template.renditions if template else []:
-        media_keys.setdefault(rendition.name, f"{prefix}/{rendition.name}/index.m3u8")
+    if job.spec.input.input_class == InputClass.SINGLE:
+        renditions = [PASSTHROUGH_RENDITION]  # the source passes through: the template's ladder is not made
+    else:
+        renditions = [rendition.name for rendition in template.renditions] if template else []
+    for rendition_name in renditions:
+        media_keys.setdefault(rendition_name, f"{prefix}/{rendition_name}/index.m3u8")
     bucket_base = f"{storage_base}/{location.bucket}" if storage_base else ""
     cdn_base = (location.cdn_base_url or config.cdn_base_url).rstrip("/")
     use_cdn = location.cdn_distribution and bool(cdn_base)
@@ -359,11 +365,14 @@ def decide_live_job(
     reason: str
     comment: str
     pod_gone_or_going = pod is None or pod.terminating or pod.finished
+    passthrough = job.spec.input.input_class == InputClass.SINGLE  # its encoder uses no template
     if template.template is None:
         # Only a Pod about to be created needs the template: a running encoder keeps the configuration
         # it was started with, and the condition warns that the next one could not start.
         warning = template.message if pod_gone_or_going else (
             f"{template.message}; the running encoder keeps its configuration, a replacement would wait")
+        if passthrough:
+            warning = f"{template.message} (not needed while inputClass is Single: the source passes through)"
         set_cond(ConditionType.TEMPLATE_RESOLVED, False, template.reason, warning)
     else:
         set_cond(ConditionType.TEMPLATE_RESOLVED, True, ConditionReason.TEMPLATE_FOUND,
@@ -436,7 +445,7 @@ def decide_live_job(
         target, reason, comment = _encoder_died(status, config, current_name, "disappeared",
                                                 _encoder_up_since(status), now, decision)
         set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason(reason), comment)
-    elif pod is None and template.template is None:
+    elif pod is None and template.template is None and not passthrough:
         # A Pod must be created and cannot be: a new job waits in Pending, a restarting one in Provisioning.
         starting = status.phase in (None, LiveJobPhase.PENDING, LiveJobPhase.OFFLINE)
         target = LiveJobPhase.PENDING if starting else LiveJobPhase.PROVISIONING
@@ -586,7 +595,7 @@ def decide_live_job(
     status.service_name = naming.service_name(str(job.metadata.name), str(job.metadata.uid))
     status.stream_key_secret = naming.stream_key_secret_name(str(job.metadata.name), str(job.metadata.uid))
     urls = live_job_urls(job, config, pod, template.template, report, endpoint)
-    if template.template is None and status.urls is not None:
+    if template.template is None and status.urls is not None and not passthrough:
         # The renditions a running encoder was started with still play from where they did.
         urls = urls.model_copy(update={"output_manifests": {**status.urls.output_manifests,
                                                             **urls.output_manifests}})

@@ -623,6 +623,20 @@ def test_missing_template_keeps_job_pending_with_a_reason() -> None:
     assert resolved["status"] == "False" and "id 1" in resolved["message"]
 
 
+def test_a_passthrough_job_lists_its_one_rendition_and_does_not_wait_for_a_template() -> None:
+    """inputClass Single passes the source through: the template's ladder is never made."""
+    single = {"input": {"serverType": "RTMP", "inputClass": "Single"}}
+    first = decide_live_job(live_job(**single), TEMPLATE, [], None, CONFIG, NOW)
+    assert first.create_pod_attempt == 1
+    assert first.status["urls"]["outputManifests"] == {
+        "source": "http://s3.local:8333/media/live/news/source/index.m3u8"}
+    missing = TemplateLookup(None, ConditionReason.TEMPLATE_NOT_FOUND, "no JobTemplate with id 1")
+    anyway = decide_live_job(live_job(**single), missing, [], None, CONFIG, NOW)
+    assert anyway.create_pod_attempt == 1 and anyway.status["phase"] == "Provisioning"
+    resolved = next(c for c in anyway.status["conditions"] if c["type"] == "TemplateResolved")
+    assert resolved["status"] == "False" and "not needed while inputClass is Single" in resolved["message"]
+
+
 def test_an_nvenc_template_asks_for_one_gpu_for_encoders_only() -> None:
     nvenc = JobTemplateSpec.model_validate({**TEMPLATE.template.to_k8s(), "hardwareAcceleration": "NVENC"}) \
         if TEMPLATE.template else None
