@@ -56,6 +56,10 @@ def rv_int(obj: Mapping[str, Any]) -> int:
     return int(text) if text.isdigit() else 0
 
 
+def uid_of(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("uid") or "")
+
+
 def obj_key(obj: Mapping[str, Any]) -> Key:
     meta = obj.get("metadata") or {}
     return str(meta.get("namespace") or ""), str(meta.get("name"))
@@ -109,9 +113,11 @@ class WatchCache:
         self.listeners: list[Listener] = []
         self.relists = 0
         self.events = 0
-        # resourceVersion at which an object was deleted: an older copy (a GET that crossed the delete)
-        # must not bring it back. Bounded; a relist clears it.
-        self.tombstones: dict[Key, int] = {}
+        # resourceVersion at which an object was deleted, and its uid: an older copy (a GET that crossed
+        # the delete), or a later version of the same object (a delete through the gateway leaves it with
+        # its finalizers a while, and a status write may still be on its way), must not bring it back. A
+        # new object of that name has another uid. Bounded; a relist clears it.
+        self.tombstones: dict[Key, tuple[int, str]] = {}
         # resourceVersions that `upsert` stored and the watch has not brought yet (insertion-ordered).
         # Each names one write of one object: etcd gives every write its own revision.
         self.stored_ahead: dict[str, None] = {}
@@ -146,9 +152,10 @@ class WatchCache:
         old = self.objects.get(key)
         if old is not None and rv_int(old) >= rv_int(obj) > 0:
             return False
-        deleted_at = self.tombstones.get(key)
-        if deleted_at is not None:
-            if rv_int(obj) <= deleted_at:
+        tombstone = self.tombstones.get(key)
+        if tombstone is not None:
+            deleted_at, uid = tombstone
+            if rv_int(obj) <= deleted_at or (uid and uid_of(obj) == uid):
                 return False
             del self.tombstones[key]
         self.objects[key] = obj
@@ -161,7 +168,7 @@ class WatchCache:
         deleted_at = max(rv_int(obj), rv_int(old or {}))
         if deleted_at > 0:
             self.tombstones.pop(key, None)
-            self.tombstones[key] = deleted_at
+            self.tombstones[key] = (deleted_at, uid_of(obj) or uid_of(old or {}))
             if len(self.tombstones) > MAX_TOMBSTONES:
                 del self.tombstones[next(iter(self.tombstones))]
         if old is not None:

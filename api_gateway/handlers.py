@@ -514,8 +514,9 @@ class Gateway:
     async def delete_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace
         entry = await self.live_entry(ctx, request.match_info["id"])
-        await self.kube_client().delete(resource_path(API_VERSION, "livejobs", ctx.namespace, entry.name))
-        self.store.livejobs.remove(entry.obj)
+        # The API server's answer is the job as it is deleted: newer than the cache's copy may be.
+        deleted = await self.kube_client().delete(resource_path(API_VERSION, "livejobs", ctx.namespace, entry.name))
+        self.store.livejobs.remove(deleted if deleted and deleted.get("metadata") else entry.obj)
         return json_response(envelope(None, messages=["live job deleted"]))
 
     async def live_job_timings(self, request: web.Request, ctx: Ctx) -> web.Response:
@@ -657,8 +658,9 @@ class Gateway:
     async def delete_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace
         entry = await self.record_entry(ctx, request.match_info["id"])
-        await self.kube_client().delete(resource_path(API_VERSION, "recordjobs", ctx.namespace, entry.name))
-        self.store.recordjobs.remove(entry.obj)
+        # The API server's answer is the job as it is deleted: newer than the cache's copy may be.
+        deleted = await self.kube_client().delete(resource_path(API_VERSION, "recordjobs", ctx.namespace, entry.name))
+        self.store.recordjobs.remove(deleted if deleted and deleted.get("metadata") else entry.obj)
         return json_response(envelope(None, messages=["record job deleted"]))
 
     async def patch_record(self, request: web.Request, ctx: Ctx, spec_patch: dict[str, Any],
@@ -939,9 +941,11 @@ def parse_list_query(request: web.Request, route: Route, extra: list[query.Predi
             raise query.QueryError(f"start_token: keyset paging (start_token, page_size) does not mix with "
                                    f"{page_index_name}/{page_size_name}")
         paths = query.parse_select(q["select"], route.select_fields) if "select" in q else None
-        # Paging is not part of the query a token belongs to: an offset page's next_token continues
-        # in keyset paging.
-        query_parts = [(k, v) for k, v in q.items() if k not in paging]
+        # A token belongs to its list (the path: the route, the project, the job) and its filters. Paging
+        # is not part of it (an offset page's next_token continues in keyset paging), nor how the sort is
+        # spelled: the token carries the sort itself.
+        query_parts = [("~path", request.path.lower()),
+                       *((k, v) for k, v in q.items() if k not in paging and k not in ("sort", "sort_dir"))]
         if keyset:
             size = query.parse_int(q.get("page_size"), "page_size", route.default_page_size, 1, query.MAX_PAGE_SIZE)
             page_index = 0

@@ -93,8 +93,8 @@ for _spec in (
     FieldSpec("description", "str", "description"),
     FieldSpec("file_path", "str", "file_path"),
     FieldSpec("bucket", "str", "bucket"),
-    FieldSpec("server_type", "enum", "server_type", SERVER_TYPES),
-    FieldSpec("input_class", "enum", "input_class", INPUT_CLASSES),
+    FieldSpec("server_type", "enum", "server_type", SERVER_TYPES, numbered=True),
+    FieldSpec("input_class", "enum", "input_class", INPUT_CLASSES, numbered=True),
     FieldSpec("online", "bool", "online"),
     FieldSpec("recording", "bool", "recording"),
     FieldSpec("cdn_distribution", "bool", "cdn_distribution"),
@@ -144,16 +144,16 @@ FIELD_SEPARATOR = "\x1f"
 
 
 def search_text(*parts: Any) -> str:
-    """What `search` and `Keyword` look in: lower case and without NUL, which the job index uses to
-    join the texts of all jobs into one string."""
+    """What `search` and `Keyword` look in: case-folded (STRASSE finds Straße) and without NUL, which
+    the job index uses to join the texts of all jobs into one string."""
     fields = (str(part or "").replace("\0", "").replace(FIELD_SEPARATOR, "") for part in parts)
-    return FIELD_SEPARATOR.join(fields).lower()
+    return FIELD_SEPARATOR.join(fields).casefold()
 
 
 def search_needle(text: str) -> str:
-    """What a search looks for in search texts: lower case; a FIELD_SEPARATOR in it becomes NUL, which
+    """What a search looks for in search texts: case-folded; a FIELD_SEPARATOR in it becomes NUL, which
     no search text holds, so that nothing matches across two fields."""
-    return text.lower().replace(FIELD_SEPARATOR, "\0")
+    return text.casefold().replace(FIELD_SEPARATOR, "\0")
 
 
 # A job that no longer runs: endDateTime is when it became so.

@@ -52,6 +52,7 @@ class FieldSpec:
     fact: str
     choices: tuple[str, ...] = ()
     description: str = ""
+    numbered: bool = False  # the API answers an enum as the index of its choice: that index is accepted too
 
 
 def _split_list(body: str, param: str) -> list[str]:
@@ -62,7 +63,7 @@ def _split_list(body: str, param: str) -> list[str]:
             current += char
             if char == QUOTES.get(quote, quote) or (quote in "\u2018\u2019" and char in "\u2018\u2019"):
                 quote = ""
-        elif char in QUOTES:
+        elif char in QUOTES and not current.strip():  # a quote opens an item; inside one it is text (Joe's)
             quote = char
             current += char
         elif char == ",":
@@ -172,9 +173,13 @@ def _typed_value(spec: FieldSpec, condition: Condition, param: str) -> Any:
         if condition.op != "eq":
             raise QueryError(f"{param}: {condition.op}: does not apply to a boolean")
         return value
-    text = str(value).lower()
+    if spec.numbered and isinstance(value, int) and not isinstance(value, bool) and not condition.literal.quoted:
+        if not 0 <= value < len(spec.choices):
+            raise QueryError(f"{param}: must be one of {', '.join(spec.choices)}, or 0 to {len(spec.choices) - 1}")
+        value = spec.choices[value]
+    text = str(value).casefold()
     if spec.kind == "enum":
-        if spec.choices and text not in {c.lower() for c in spec.choices}:
+        if spec.choices and text not in {c.casefold() for c in spec.choices}:
             raise QueryError(f"{param}: must be one of {', '.join(spec.choices)}")
     return text
 
@@ -189,7 +194,7 @@ def compile_filter(spec: FieldSpec, raw: str, param: str | None = None) -> Predi
             value = facts.get(fact)
             if value is None:
                 return False
-            text = str(value).lower()
+            text = str(value).casefold()
             return any(_compare(op, text, wanted) for op, wanted in typed)
         return string_match
 

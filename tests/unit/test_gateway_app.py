@@ -1092,6 +1092,33 @@ async def test_a_copy_read_before_a_delete_does_not_bring_the_job_back(client: C
     assert (await client.get(url(f"/{name}"), headers=headers)).status == 200
 
 
+async def test_a_job_deleted_through_the_gateway_stays_gone_while_its_last_writes_come_in(
+        client: Client, kube: FakeKube) -> None:
+    """After a 200 DELETE the job is not listed or found again: not by a status write the operator made
+    just before it (a higher resourceVersion), nor by the job's own deletion in progress (finalizers)."""
+    store = client.app[STORE_KEY]
+    headers = await token(client)
+    name = "00000000-0000-4000-8000-0000000000ef"
+    job = live_job(name, 81, "2024-03-01T00:00:00Z")
+    job["metadata"]["resourceVersion"] = "100"
+    store.livejobs.apply_event({"type": "ADDED", "object": job})
+    path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{name}"
+    being_deleted = copy.deepcopy(job)
+    being_deleted["metadata"].update(resourceVersion="102", deletionTimestamp="2024-03-01T00:01:00Z",
+                                     finalizers=["onair.dev/cleanup"])
+    kube.objects[path] = being_deleted  # what the API server answers the DELETE with
+    assert (await client.delete(url(f"/{name}"), headers=headers)).status == 200
+    status_write = copy.deepcopy(job)
+    status_write["metadata"]["resourceVersion"] = "101"
+    finalized = copy.deepcopy(being_deleted)
+    finalized["metadata"].update(resourceVersion="103", finalizers=[])
+    for late in (status_write, being_deleted, finalized):
+        store.livejobs.apply_event({"type": "MODIFIED", "object": late})
+        listed = await (await client.get(url(), params={"id": "81"}, headers=headers)).json()
+        assert listed["result"] == [], late["metadata"]
+        assert (await client.get(url("/81"), headers=headers)).status == 404
+
+
 async def test_public_metrics_false_hides_metrics(aiohttp_client: Callable[..., Awaitable[Client]],
                                                   kube: FakeKube) -> None:
     config = GatewayConfig(jwt_secret=SECRET, stream_key_seed=SEED, watch=False, public_metrics=False)
@@ -1188,6 +1215,15 @@ async def test_outputs_list_filters_selects_and_pages(client: Client) -> None:
     # A token belongs to its query: with other filters it is refused, not misread.
     other = first["resultInfo"]["nextToken"]
     await assert_400(client, path, headers, {"start_token": other, "status": "Running"}, "start_token")
+    # And to its list: the live jobs' token does not page the outputs. The default sort spelled out is
+    # the same query.
+    jobs = await (await client.get(url(), params={"page_size": "4"}, headers=headers)).json()
+    await assert_400(client, path, headers, {"start_token": jobs["resultInfo"]["nextToken"], "page_size": "4"},
+                     "start_token")
+    spelled = await client.get(path, params={"start_token": other, "page_size": "4", "sort": "created_at",
+                                             "sort_dir": "asc"}, headers=headers)
+    assert spelled.status == 200, await spelled.text()
+    assert [(r["liveJobId"], r["name"]) for r in (await spelled.json())["result"]] == everything[4:8]
 
 
 async def test_timings_list_filters_sorts_and_pages(client: Client) -> None:

@@ -131,6 +131,16 @@ def test_search_text_is_lower_case_without_nul_and_keeps_its_fields_apart() -> N
         assert index.matching(spanning, [], search_needle(spanning)) == []
 
 
+def test_search_ignores_case_beyond_ascii() -> None:
+    """Case-folded, not only lower-cased: a final sigma and the German sharp s match their capitals."""
+    index = JobIndex()
+    for number, description in ((1, "Οδυσσέας live"), (2, "Hauptstraße cam"), (3, "plain")):
+        index.put(entry(number, description))
+    for needle, expected in (("ΟΔΥΣΣΈΑΣ", [1]), ("οδυσσέας", [1]), ("HAUPTSTRASSE", [2]), ("straße", [2]),
+                             ("PLAIN", [3])):
+        assert [e.id for _, e in index.matching(needle, [], search_needle(needle))] == expected, needle
+
+
 def test_search_combines_with_predicates() -> None:
     index = JobIndex()
     for number in range(1, 21):

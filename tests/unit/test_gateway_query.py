@@ -37,6 +37,10 @@ def matching(*pairs: tuple[str, str]) -> list[int]:
     ("\u20181234\u2019", [Condition("eq", Literal_("1234", quoted=True))]),
     ("true", [Condition("eq", Literal_(True))]),
     ("[le:5,'x,y']", [Condition("le", Literal_(5)), Condition("eq", Literal_("x,y", quoted=True))]),
+    # An apostrophe inside an item is text: only one that opens the item quotes it.
+    ("[Joe's show,Ann\u2019s show]",
+     [Condition("eq", Literal_("Joe's show")), Condition("eq", Literal_("Ann\u2019s show"))]),
+    ("[Joe's show,'a,b']", [Condition("eq", Literal_("Joe's show")), Condition("eq", Literal_("a,b", quoted=True))]),
 ])
 def test_parse_filter(raw: str, expected: list[Condition]) -> None:
     assert query.parse_filter(raw, "f") == expected
@@ -55,6 +59,23 @@ def test_or_lists_and_across_filters() -> None:
     assert matching(("created_at", "gt:1000")) == [2, 3]
     assert matching(("created_at", "ge:1000"), ("created_at", "lt:3000")) == [1, 2]
     assert matching(("id", "le:2"), ("state", "offline")) == [2]
+
+
+def test_an_enum_the_api_answers_as_a_number_is_filtered_by_that_number_too() -> None:
+    """serverType and inputClass: the API gives their index (0 RTMP, 1 SRT, 2 HLS); a filter takes
+    either, the name in any case."""
+    fields = {"serverType": FieldSpec("serverType", "enum", "server_type", ("RTMP", "SRT", "HLS"), numbered=True)}
+    rows = [{"server_type": "RTMP"}, {"server_type": "SRT"}, {"server_type": "HLS"}]
+
+    def matched(raw: str) -> list[int]:
+        predicates = query.compile_filters([("serverType", raw)], fields)
+        return [i for i, row in enumerate(rows) if all(p(row) for p in predicates)]
+
+    assert matched("1") == matched("srt") == matched("SRT") == [1]
+    assert matched("[0,hls]") == [0, 2]
+    for refused in ("3", "'1'", "-1"):
+        with pytest.raises(QueryError, match="serverType: must be one of RTMP, SRT, HLS"):
+            matched(refused)
 
 
 def test_quoted_numbers_stay_strings() -> None:
