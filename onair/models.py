@@ -683,6 +683,25 @@ class RecordJobSpec(OnairModel):
         return template_id
 
 
+# One recording has one ladder: a recorder keeps the template it started with, and its next attempt
+# would write another ladder into the same recording.
+_RECORDING_PHASES = (RecordJobPhase.STARTED.value, RecordJobPhase.PAUSED.value)
+RECORD_TEMPLATE_FROZEN_WHILE_RECORDING = CelRule(
+    rule=(
+        "!(has(oldSelf.status) && has(oldSelf.status.phase) && oldSelf.status.phase in ["
+        + ", ".join(f"'{phase}'" for phase in _RECORDING_PHASES) + "]) || "
+        "(has(self.spec.jobTemplateId) == has(oldSelf.spec.jobTemplateId) && "
+        "(!has(self.spec.jobTemplateId) || self.spec.jobTemplateId == oldSelf.spec.jobTemplateId))"
+    ),
+    message=(
+        f"spec.jobTemplateId cannot change while the job records (phase {', '.join(_RECORDING_PHASES)}): one "
+        "recording has one ladder; create a new RecordJob to record with another template"
+    ),
+    field_path=".spec.jobTemplateId",
+    reason="FieldValueForbidden",
+)
+
+
 # --- JobTemplate spec --------------------------------------------------------------------------
 
 PROFILE_MATCHES_CODEC = CelRule(
@@ -787,8 +806,8 @@ class JobTemplateSpec(OnairModel):
         default=False,
         alias="default",
         description=(
-            "Offered first by the REST gateway, and used by RecordJobs on a streamUrl without "
-            "jobTemplateId. Mark one template per namespace."
+            "Offered first by the REST gateway (its template list puts it first). A RecordJob without "
+            "jobTemplateId is a copy, not transcoded with it. Mark one template per namespace."
         ),
     )
     renditions: list[Rendition] = Field(
@@ -1224,6 +1243,7 @@ class RecordJob(OnairModel):
     bucket as HLS or MP4."""
 
     names: ClassVar[ResourceNames] = ResourceNames("RecordJob", "recordjobs", "recordjob", "rj")
+    model_config = ConfigDict(json_schema_extra=cel_rules(RECORD_TEMPLATE_FROZEN_WHILE_RECORDING))
 
     api_version: ApiVersion = Field(default=API_VERSION, description="onair.dev/v1alpha1")
     kind: Literal["RecordJob"] = Field(default="RecordJob", description="RecordJob")
@@ -1299,6 +1319,9 @@ def update_violations(old: Resource, new: Resource) -> list[str]:
             messages.append(SOURCE_IMMUTABLE.message)
         if old.spec.output != new.spec.output:
             messages.append(OUTPUT_IMMUTABLE.message)
+        recording = old.status is not None and old.status.phase in _RECORDING_PHASES
+        if recording and old.spec.job_template_id != new.spec.job_template_id:
+            messages.append(RECORD_TEMPLATE_FROZEN_WHILE_RECORDING.message)
     elif isinstance(old, JobTemplate) and isinstance(new, JobTemplate):
         if old.spec.id != new.spec.id:
             messages.append(TEMPLATE_ID_IMMUTABLE.message)

@@ -311,6 +311,7 @@ def rules_at(kind: str, path: str) -> list[str]:
         ("RecordJob", ".spec.source", models.SOURCE_IMMUTABLE),
         ("RecordJob", ".spec.output", models.OUTPUT_IMMUTABLE),
         ("RecordJob", ".spec.timeRange", models.END_AFTER_START),
+        ("RecordJob", "", models.RECORD_TEMPLATE_FROZEN_WHILE_RECORDING),
         ("JobTemplate", ".spec.renditions[]", models.PROFILE_MATCHES_CODEC),
         ("JobTemplate", ".spec.id", models.TEMPLATE_ID_IMMUTABLE),
     ],

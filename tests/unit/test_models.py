@@ -573,6 +573,24 @@ def test_the_dvr_window_and_recording_are_frozen_while_the_encoder_runs() -> Non
     assert update_violations(live(LiveJobPhase.OFFLINE), live(None, dvrWindowSeconds=600, recording=True)) == []
 
 
+def test_a_record_jobs_template_is_frozen_while_it_records() -> None:
+    """One recording has one ladder: the next recorder attempt would otherwise write another."""
+    def recording(phase: str | None, **spec: Any) -> Any:
+        obj = record_job(source={"streamUrl": "rtmp://origin/live/x"}, **spec)
+        if phase is not None:
+            obj["status"] = {"phase": phase}
+        return parse_resource(obj)
+
+    for phase in ("Started", "Paused"):
+        for before, after in (({"jobTemplateId": 1}, {"jobTemplateId": 2}), ({"jobTemplateId": 1}, {}),
+                              ({}, {"jobTemplateId": 2})):
+            assert update_violations(recording(phase, **before), recording(None, **after)) == [
+                models.RECORD_TEMPLATE_FROZEN_WHILE_RECORDING.message], (phase, before, after)
+        assert update_violations(recording(phase, jobTemplateId=1), recording(None, jobTemplateId=1, paused=True)) == []
+    for phase in (None, "Initial", "Completed", "Failed"):
+        assert update_violations(recording(phase, jobTemplateId=1), recording(None, jobTemplateId=2)) == []
+
+
 def test_record_job_source_and_output_are_immutable() -> None:
     old = parse_resource(record_job())
     new = parse_resource(record_job(source={"liveJobRef": "other"}, output={"bucket": "abc"}))
