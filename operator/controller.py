@@ -60,8 +60,9 @@ EVENT_PHASES = {"Live", "Reconnecting", "Offline", "Completed", "Failed", "Pause
 ALL_PHASES = {str(phase) for phase in (*LiveJobPhase, *RecordJobPhase)}
 ERROR_BACKOFF_MAX = 60.0
 # A Pod the API server refuses (quota exceeded, an admission policy) is asked for again this often.
-POD_REFUSALS = frozenset({400, 403, 422})
-POD_REFUSED_RETRY_SECONDS = 10.0
+# A child the API server refuses (a quota, an admission policy): the job says why, and it is tried again.
+CREATE_REFUSALS = frozenset({400, 403, 422})
+REFUSED_RETRY_SECONDS = 10.0
 
 
 def _rv(body: dict[str, Any]) -> int:
@@ -222,6 +223,10 @@ class Controller:
                                       allow_private=config.webhook_allow_private_addresses)
         self._children_ensured: set[str] = set()  # job uids
         self._services_ensured: set[str] = set()
+        # Job uids whose Secret or ingest Service the API server refused: made again at each reconcile,
+        # whatever the decision, until it takes them.
+        self._secrets_refused: set[str] = set()
+        self._services_refused: set[str] = set()
         # job uid -> how its ingest Service is reached from outside (NodePort and LoadBalancer only)
         self._ingest_endpoints: dict[str, ServiceEndpoint] = {}
         # job -> until when its new Pod's Provisioning status may wait (see _holds_status)
@@ -340,6 +345,8 @@ class Controller:
             self.jobs.pop(key, None)
             self._children_ensured.discard(body["metadata"].get("uid", ""))
             self._services_ensured.discard(body["metadata"].get("uid", ""))
+            self._services_refused.discard(body["metadata"].get("uid", ""))
+            self._secrets_refused.discard(body["metadata"].get("uid", ""))
             self._ingest_endpoints.pop(body["metadata"].get("uid", ""), None)
             self._status_held_until.pop(key, None)
             self._status_written_at.pop(key, None)
@@ -488,6 +495,14 @@ class Controller:
                                          template if transcoded else None)
         await self._apply(key, job, body, decision, template.template, pods)
 
+    @staticmethod
+    def _refused(decision: Decision, child: str, error: ApiError) -> str:
+        """A child the API server refused: a FailedCreate Event on the job, and another try soon."""
+        why = str(error.body.get("message") or error)
+        decision.events.append(("Warning", "FailedCreate", f"{child}: {why}"))
+        decision.requeue_after = min(decision.requeue_after or REFUSED_RETRY_SECONDS, REFUSED_RETRY_SECONDS)
+        return why
+
     def _report_of(self, pods: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
         pod = next((p for p in pods if p["metadata"]["name"] == name), None)
         return None if pod is None else self.reports.report(pod["metadata"]["uid"])
@@ -517,13 +532,22 @@ class Controller:
                      template: JobTemplateSpec | None, pods: list[dict[str, Any]]) -> None:
         kind, namespace, name = key
         uid = str(job.metadata.uid)
-        if decision.ensure_service and isinstance(job, LiveJob) and uid not in self._services_ensured:
+        wants_service = decision.ensure_service or uid in self._services_refused
+        if wants_service and isinstance(job, LiveJob) and uid not in self._services_ensured:
             service = builders.build_ingest_service(job, self.config)
-            created = await self._create("services", namespace, service)
-            self._services_ensured.add(uid)
-            if created is not None and self.config.service_type != "ClusterIP":
-                # The node ports the API server allocated, without waiting for the watch to bring them.
-                self.on_service_event(None, created)
+            try:
+                created = await self._create("services", namespace, service)
+            except ApiError as error:
+                if error.status not in CREATE_REFUSALS:
+                    raise
+                self._refused(decision, f"Service {service['metadata']['name']}", error)
+                self._services_refused.add(uid)
+            else:
+                self._services_ensured.add(uid)
+                self._services_refused.discard(uid)
+                if created is not None and self.config.service_type != "ClusterIP":
+                    # The node ports the API server allocated, without waiting for the watch to bring them.
+                    self.on_service_event(None, created)
         if decision.finish_before_delete:
             for pod in pods:
                 if pod["metadata"]["name"] in decision.delete_pods:
@@ -531,7 +555,7 @@ class Controller:
         for pod_name in dict.fromkeys(decision.delete_pods):
             metrics.API_WRITES.labels("delete", "pods").inc()
             await self.kube.delete(resource_path("v1", "pods", namespace, pod_name))
-        making_secret = decision.ensure_children and uid not in self._children_ensured
+        making_secret = (decision.ensure_children or uid in self._secrets_refused) and uid not in self._children_ensured
         pod_body: dict[str, Any] | None = None
         if decision.create_pod_attempt is not None:
             clip = clip_request(job, self._live_job(namespace, job.spec.source.live_job_ref)) \
@@ -551,13 +575,17 @@ class Controller:
         # creation, by which time the Secret exists (and a kubelet that came first retries).
         outcomes: list[dict[str, Any] | BaseException | None] = list(
             await asyncio.gather(secret, new_pod, return_exceptions=True))
-        pod_made = outcomes[1]
-        if isinstance(pod_made, ApiError) and pod_made.status in POD_REFUSALS and pod_body is not None:
+        secret_made, pod_made = outcomes
+        if isinstance(secret_made, ApiError) and secret_made.status in CREATE_REFUSALS:
+            # Made again at the next reconcile (not marked ensured below); the Pod waits for it meanwhile.
+            self._refused(decision, f"Secret {naming.stream_key_secret_name(name, uid)}", secret_made)
+            self._secrets_refused.add(uid)
+            making_secret = False
+            outcomes[0] = None
+        if isinstance(pod_made, ApiError) and pod_made.status in CREATE_REFUSALS and pod_body is not None:
             # Not a failure of the operator's: the job says why, and the creation is tried again.
-            why = str(pod_made.body.get("message") or pod_made)
+            why = self._refused(decision, f"Pod {pod_body['metadata']['name']}", pod_made)
             mark_pod_refused(job, decision, pod_body["metadata"]["name"], why, self.clock())
-            decision.events.append(("Warning", "FailedCreate", f"Pod {pod_body['metadata']['name']}: {why}"))
-            decision.requeue_after = POD_REFUSED_RETRY_SECONDS
             outcomes[1] = None
         elif isinstance(pod_made, dict):
             self.pods[key].setdefault(pod_made["metadata"]["name"], CachedPod.of(pod_made))
@@ -568,6 +596,7 @@ class Controller:
                 raise outcome
         if making_secret:
             self._children_ensured.add(uid)
+            self._secrets_refused.discard(uid)
         if decision.encoder_command is not None:
             current = next((p for p in pods if p["metadata"]["name"] == decision.status.get("resourceName")), None)
             if current is not None:

@@ -125,3 +125,34 @@ def test_an_encoder_pod_a_quota_refuses_is_said_in_the_job_and_made_once_the_quo
         wait_phase(kube, stuck_namespace, "recording-over-quota", "Started", timeout=60, plural="recordjobs")
     finally:
         stop_operator(operator)
+
+
+def test_an_ingest_service_and_key_secret_a_quota_refuses_are_said_and_made_once_it_allows(
+        kube: client.ApiClient, platform: PlatformInfo, run_root: Path, stuck_namespace: str) -> None:
+    """The job still runs and reports its status meanwhile (a refused child once stopped every status
+    write of it), with a FailedCreate Event naming the child; both are made once the quota allows."""
+    core = client.CoreV1Api(kube)
+    core.create_namespaced_resource_quota(stuck_namespace, {"metadata": {"name": "no-services"},
+                                                            "spec": {"hard": {"services": "0", "secrets": "0"}}})
+    operator = start_operator(platform, run_root / "stuck-service", name="stuck-service",
+                              ONAIR_WATCH_NAMESPACES=json.dumps(["s-*"]), **KWOK_PLACEMENT)
+    try:
+        create_live_job(kube, stuck_namespace, "no-ingest")
+
+        def refusals() -> list[str]:
+            return [e.message for e in core.list_namespaced_event(stuck_namespace).items
+                    if e.involved_object.name == "no-ingest" and e.reason == "FailedCreate"]
+
+        job = wait_phase(kube, stuck_namespace, "no-ingest", "WaitingForInput", timeout=60)
+        service, secret = job["status"]["serviceName"], job["status"]["streamKeySecret"]
+        messages = wait_until(lambda: (m := refusals()) and any(f"Service {service}" in text for text in m) and m,
+                              30, "a FailedCreate Event naming the Service")
+        assert any(f"Secret {secret}" in text and "quota: no-services" in text for text in messages), messages
+        core.delete_namespaced_resource_quota("no-services", stuck_namespace)
+        wait_until(lambda: {s.metadata.name for s in core.list_namespaced_service(stuck_namespace).items} >= {service},
+                   60, f"Service {service} made once the quota is gone")
+        wait_until(lambda: secret in {s.metadata.name for s in core.list_namespaced_secret(stuck_namespace).items},
+                   60, f"Secret {secret} made once the quota is gone")
+        assert get_job(kube, stuck_namespace, "no-ingest")["status"]["phase"] == "WaitingForInput"
+    finally:
+        stop_operator(operator)
