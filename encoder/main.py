@@ -80,8 +80,8 @@ async def serve(config: JobConfig, ports: Ports) -> int:
     def on_signal() -> None:
         log.info("stop requested by signal")
         job.request_stop()
-        # Whatever happens, be gone before the kubelet's SIGKILL.
-        loop.call_later(encoder.stop_grace_seconds - 0.5, lambda: os._exit(encoder.exit_code()))
+        # Whatever happens, be gone before the kubelet's SIGKILL: a recording cut short there is not done.
+        loop.call_later(encoder.stop_grace_seconds - 0.5, lambda: os._exit(encoder.exit_code(uploaded=False)))
 
     try:
         status = status_app(job, pausable=config.outputs.pausable, control_key=config.control_key)

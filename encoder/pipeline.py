@@ -991,7 +991,7 @@ class Encoder:
         if not uploaded:
             self.status.set_state(EncoderState.FAILED, "stopped before every segment was uploaded (store down)")
             log.error("exiting with %d uploads pending", self.uploader.pending())
-            return self.exit_code()
+            return self.exit_code(uploaded=False)
         if held := self.uploader.pending():
             log.info("leaving %d deletes of retired segments still in their hold to the job's next Pod", held)
         for rendition in self.status.renditions.values():
@@ -1032,10 +1032,12 @@ class Encoder:
                 continue
             track.add_stored_sizes(sizes)
 
-    def exit_code(self) -> int:
-        """A recording stopped before its end (a bare SIGTERM: an eviction, a drain) is not done: the
-        operator starts another attempt, which continues its playlists."""
-        if self.config.kind == "RecordJob" and not self.finishing:
+    def exit_code(self, uploaded: bool = True) -> int:
+        """A recording stopped before its end (a bare SIGTERM: an eviction, a drain), or at its end
+        with uploads left behind (the store down: the closed playlists, the MP4s, a vod asset's master),
+        is not done: the operator starts another attempt, which continues its playlists from the
+        bucket, and finishes them, its end being past."""
+        if self.config.kind == "RecordJob" and not (self.finishing and uploaded):
             return EXIT_INTERRUPTED
         return EXIT_OK
 

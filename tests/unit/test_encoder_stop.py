@@ -164,6 +164,45 @@ async def test_a_sigterm_ends_within_the_grace_period_counted_from_the_signal_wh
     assert longest_stall < 0.2
 
 
+class DownStore:
+    """A store that refuses every write and has nothing stored."""
+
+    def put(self, *args: object, **kwargs: object) -> None:
+        raise ConnectionError("store down")
+
+    def delete(self, key: str) -> None:
+        raise ConnectionError("store down")
+
+    def get(self, key: str) -> None:
+        return None
+
+    def list_names(self, folder: str) -> list[str]:
+        return []
+
+    def sizes(self, folder: str) -> dict[str, int]:
+        raise ConnectionError("store down")
+
+
+async def test_a_recording_that_ends_while_the_store_is_down_is_not_done(tmp_path: Path) -> None:
+    """Its closed playlist and its master never reached the bucket: exit 0 would make the job Completed
+    with neither. The next attempt finishes it from what the bucket has."""
+    envelope = {"kind": "RecordJob", "namespace": "ns", "name": "rec", "template": None,
+                "spec": {"source": {"streamUrl": "http://origin/live.m3u8"}, "output": {"bucket": "media",
+                                                                                       "type": "vod"}},
+                "storage": {"endpoint": "http://s3", "bucket": "media", "prefix": "out"}}
+    config = load_job_config({"ONAIR_JOB_CONFIG": json.dumps(envelope)})
+    encoder = Encoder(config, Ports(), tmp_path, DownStore(), 10**9, stop_grace_seconds=STOP_SPARE_SECONDS + 0.5)
+    encoder.uploader.start()
+    segment = tmp_path / "seg_000000.ts"
+    segment.write_bytes(b"x" * 100)
+    encoder.tracks["source"].add(4.0, segment.name, datetime.now(UTC), size_bytes=100)
+    encoder.uploader.put_file(config.key("source", segment.name), segment)
+    encoder.request_stop(finishing=True)  # the end of its range (the operator's POST /finish)
+    code = await encoder._finish()
+    assert code == EXIT_INTERRUPTED and encoder.status.state == EncoderState.FAILED
+    assert encoder.exit_code(uploaded=False) == EXIT_INTERRUPTED  # main's safety exit says the same
+
+
 # --- an end moved while the encoder runs -------------------------------------------------------------
 
 
