@@ -220,5 +220,6 @@ class ClipJob:
                                          directory) for segment in segments]
         mp4 = directory / f"{rendition}.mp4"
         if await write_mp4(paths, segments, directory, mp4, time.monotonic() + 120):
-            await asyncio.to_thread(self.store.put, self.config.key(f"{rendition}.mp4"), mp4.read_bytes(),
-                                    "video/mp4", FINAL_PLAYLIST_CACHE_CONTROL)
+            # From disk, in parts: a long clip's MP4 may be larger than the Pod's memory.
+            await asyncio.to_thread(self.store.put, self.config.key(f"{rendition}.mp4"), mp4, "video/mp4",
+                                    FINAL_PLAYLIST_CACHE_CONTROL)
