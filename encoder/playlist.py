@@ -356,10 +356,16 @@ def select_clip_segments(segments: Sequence[Segment], start: datetime | None, en
     `end`. A pause (from, until; until None: still paused) cuts the same way: the segments wholly
     inside it are left out. Segments without a PROGRAM-DATE-TIME cannot be placed and are left out."""
     chosen = []
-    for segment in segments:
+    for index, segment in enumerate(segments):
         begins, ends = segment.program_date_time, segment.end_time
         if begins is None or ends is None:
             continue
+        following = segments[index + 1] if index + 1 < len(segments) else None
+        if (following is not None and following.program_date_time is not None and not following.discontinuity
+                and following.sequence == segment.sequence + 1 and begins < following.program_date_time < ends):
+            # ffmpeg rounds each PROGRAM-DATE-TIME to the millisecond, and EXTINF is rounded too: the
+            # next segment's own start is where this one ends, not a millisecond into the next.
+            ends = following.program_date_time
         if any(since <= begins and (until is None or ends <= until) for since, until in paused):
             continue
         if (end is None or begins < end) and (start is None or ends > start):

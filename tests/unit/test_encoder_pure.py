@@ -351,6 +351,22 @@ def test_clip_is_exact_to_segment_boundaries() -> None:
     assert [(s.sequence, s.uri, s.discontinuity) for s in clip] == [(0, "a.ts", False), (1, "b.ts", True)]
 
 
+def test_a_clip_starting_at_a_segments_own_time_starts_with_that_segment() -> None:
+    """ffmpeg stamps each PROGRAM-DATE-TIME to the millisecond, and EXTINF is rounded too: 29.97 fps
+    segments of 60 and 61 frames put a segment's computed end a millisecond past the next one's start."""
+    first = Segment(0, 2.002, "seg_000000.ts", T0)
+    second = Segment(1, 2.035, "seg_000001.ts", T0 + timedelta(seconds=2.001))
+    third = Segment(2, 2.002, "seg_000002.ts", T0 + timedelta(seconds=4.035), discontinuity=True)
+    items = [first, second, third]
+    assert first.end_time and second.program_date_time and first.end_time > second.program_date_time
+    assert select_clip_segments(items, second.program_date_time, None) == [second, third]
+    assert select_clip_segments(items, T0 + timedelta(seconds=2.0015), None) == [second, third]
+    assert select_clip_segments(items, T0 + timedelta(seconds=2.0005), None) == items  # still in the first
+    assert select_clip_segments(items, T0, second.program_date_time) == [first]
+    # Across a discontinuity the next start says nothing about this segment's end.
+    assert select_clip_segments(items, T0 + timedelta(seconds=4.0355), None) == [second, third]
+
+
 def test_a_pause_leaves_out_the_segments_wholly_inside_it() -> None:
     items = segments(6)  # 0-4, 4-8, ... 20-24
     # Paused at 5, resumed at 13: like a range's ends, the segments holding those instants stay.
