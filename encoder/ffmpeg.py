@@ -13,6 +13,7 @@ import math
 import os
 import re
 import subprocess
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,13 +54,18 @@ def uses_fmp4(rendition: Rendition | None, audio_codec: AudioCodec) -> bool:
 
 
 def session_outputs(
-    config: JobConfig, session_dir: Path, session: int, passthrough_fmp4: bool = False
+    config: JobConfig, session_dir: Path, session: int, passthrough_fmp4: bool = False,
+    staying_fmp4: Collection[str] = (),
 ) -> list[SessionOutput]:
-    """`passthrough_fmp4`: a passthrough's segment type, which its source's codec decides (passthrough.py)."""
+    """`passthrough_fmp4`: a passthrough's segment type, which its source's codec decides (passthrough.py).
+    `staying_fmp4`: renditions whose playlists name an fMP4 segment already. They stay fMP4 (H.264 too):
+    an EXT-X-MAP applies to every segment after it, so MPEG-TS segments cannot follow (the template
+    changed from HEVC to H.264 under a job whose next Pod continues its playlists)."""
     outputs = []
     renditions: list[Rendition | None] = list(config.renditions) or [None]
     for rendition, name in zip(renditions, config.rendition_names, strict=True):
-        fmp4 = passthrough_fmp4 if config.passthrough else uses_fmp4(rendition, config.audio.codec)
+        fmp4 = passthrough_fmp4 if config.passthrough else (
+            uses_fmp4(rendition, config.audio.codec) or name in staying_fmp4)
         outputs.append(
             SessionOutput(
                 rendition=name,

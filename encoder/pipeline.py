@@ -18,7 +18,7 @@ import secrets
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -515,7 +515,7 @@ class Encoder:
                 exited: asyncio.Task[Any] = asyncio.create_task(
                     self._package_passthrough(passthrough, state, session_dir, readers))
             else:
-                state.outputs = self._make_outputs(session_dir)
+                state.outputs = self._make_outputs(session_dir, staying_fmp4=self.renditions_in_fmp4())
                 argv = build_session_argv(
                     self.config,
                     input_url,
@@ -587,8 +587,14 @@ class Encoder:
         produced = sum(status.segments_written for status in self.status.renditions.values()) > produced_before
         return produced
 
-    def _make_outputs(self, session_dir: Path, passthrough_fmp4: bool = False) -> list[SessionOutput]:
-        outputs = session_outputs(self.config, session_dir, self.session_number, passthrough_fmp4)
+    def renditions_in_fmp4(self) -> list[str]:
+        """The renditions whose playlists name an fMP4 segment. They stay fMP4: an EXT-X-MAP applies to
+        every segment after it, so MPEG-TS segments cannot follow."""
+        return [name for name, track in self.tracks.items() if any(segment.init_uri for segment in track.segments)]
+
+    def _make_outputs(self, session_dir: Path, passthrough_fmp4: bool = False,
+                      staying_fmp4: Collection[str] = ()) -> list[SessionOutput]:
+        outputs = session_outputs(self.config, session_dir, self.session_number, passthrough_fmp4, staying_fmp4)
         for output in outputs:
             output.directory.mkdir(parents=True, exist_ok=True)
         return outputs
@@ -600,10 +606,8 @@ class Encoder:
         try:
             program = await processes.read_program()
             if program is not None:
-                # A playlist that names an fMP4 segment stays fMP4: an EXT-X-MAP applies to every segment
-                # after it, so MPEG-TS segments cannot follow (a reconnect with H.264 after HEVC).
-                in_fmp4 = any(segment.init_uri for track in self.tracks.values() for segment in track.segments)
-                packaging = packaging_for(program, self.config.audio, fmp4=in_fmp4)
+                # A reconnect with H.264 after HEVC stays fMP4 (see renditions_in_fmp4).
+                packaging = packaging_for(program, self.config.audio, fmp4=bool(self.renditions_in_fmp4()))
                 self._forget_variants()
                 outputs = self._make_outputs(session_dir, packaging.fmp4)
                 output = outputs[0]

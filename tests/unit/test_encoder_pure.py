@@ -182,6 +182,22 @@ def test_ladder_is_one_decode_split_into_scaled_renditions_with_aligned_keyframe
     assert [":hls_fmp4_init_filename=init_0003.mp4]" in slave for slave in slaves] == [False, True, True]
 
 
+def test_a_rendition_whose_playlist_names_fmp4_segments_stays_fmp4(tmp_path: Path) -> None:
+    """The template went from HEVC to H.264 under the job: the next Pod continues the stored playlist,
+    whose EXT-X-MAP would cover MPEG-TS segments after it. H.264 goes into fMP4 there instead."""
+    config = load_job_config(environment())
+    encoder = Encoder(config, Ports(), tmp_path, None, 10**6)  # type: ignore[arg-type]
+    assert encoder.renditions_in_fmp4() == []
+    encoder.tracks["720p"].add(4.0, "seg_000000.m4s", T0, init_uri="init_000000.mp4")  # resumed from the store
+    assert encoder.renditions_in_fmp4() == ["720p"]
+    outputs = session_outputs(config, tmp_path, 4, staying_fmp4=encoder.renditions_in_fmp4())
+    assert [(output.segment_extension, output.init_name) for output in outputs] == [
+        ("m4s", "init_0004.mp4"), ("m4s", "init_0004.mp4"), ("m4s", "init_0004.mp4")]
+    slaves = build_session_argv(config, "rtmp://in", outputs, {"720p": 1, "480p": 1, "240p": 1},
+                                live_listener=False)[-1].split("|")
+    assert "hls_segment_type=fmp4" in slaves[0]
+
+
 def test_each_x264_gets_threads_by_its_share_of_the_ladder(tmp_path: Path) -> None:
     ladder = [Rendition(name=name, width=width, height=height, fps=fps, video_bitrate=1_000_000)
               for name, width, height, fps in (("720p", 1280, 720, 30), ("480p", 854, 480, 30), ("360p", 640, 360, 30))]
