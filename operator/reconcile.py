@@ -209,6 +209,16 @@ def _judge_lost(pod: PodState | None, now: dt.datetime) -> tuple[PodState | None
     return pod, False, None
 
 
+def _with_a_pod_made_ahead(pods: list[dict[str, Any]], job: LiveJob | RecordJob, role: str, attempt: int) -> int:
+    """`attempt`, or the next one when its Pod exists already. A reconcile that moves on to a new
+    attempt creates its Pod before it writes the new number into the status: a write lost between the
+    two (a conflict with another write, an operator restart) leaves that Pod, which is the job's
+    current one, not a stale one to delete."""
+    following = naming.pod_name(str(job.metadata.name), role, str(job.metadata.uid), attempt + 1)
+    made_ahead = any(p["metadata"]["name"] == following and not p["metadata"].get("deletionTimestamp") for p in pods)
+    return attempt + 1 if made_ahead else attempt
+
+
 def _pods_of_attempt(pods: list[dict[str, Any]], name: str) -> tuple[PodState | None, list[str]]:
     current = next((pod_state(p) for p in pods if p["metadata"]["name"] == name), None)
     stale = [p["metadata"]["name"] for p in pods
@@ -341,7 +351,8 @@ def decide_live_job(
         status.attempt = max(status.attempt, 1) + 1
         _enter(status, LiveJobPhase.PENDING, now, "SpecChanged", "spec changed: the job runs again", decision)
 
-    attempt = max(status.attempt, 1)
+    attempt = _with_a_pod_made_ahead(pods, job, ENCODER_ROLE, max(status.attempt, 1))
+    made_ahead = attempt > max(status.attempt, 1)  # the next encoder, not the one a stop was for
     current_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid), attempt)
     pod, stale = _pods_of_attempt(pods, current_name)
     if (pod is not None and status.phase in (None, LiveJobPhase.PENDING, LiveJobPhase.OFFLINE)
@@ -412,7 +423,7 @@ def decide_live_job(
             # Switching on again starts a new attempt, with a fresh Pod name.
             if status.resource_name == current_name:
                 status.attempt = attempt + 1
-    elif pod is not None and status.phase == LiveJobPhase.STOPPING:
+    elif pod is not None and status.phase == LiveJobPhase.STOPPING and not made_ahead:
         # Switched on again while the encoder it stopped still flushes (its deletion may not have
         # reached the cache yet): a stop is not a death. The next encoder starts once this one is
         # gone (two would race on the same playlists).
@@ -856,6 +867,7 @@ def decide_record_job(
         status.retries = status.consecutive_failures = 0
         status.error_message = status.finished_at = None  # the last run's outcome
         _enter(status, RecordJobPhase.INITIAL, now, "SpecChanged", "spec changed: recording again", decision)
+    attempt = _with_a_pod_made_ahead(pods, job, RECORDER_ROLE, attempt)
     status.attempt = attempt
     current_name = naming.pod_name(str(job.metadata.name), RECORDER_ROLE, str(job.metadata.uid), attempt)
     pod, stale = _pods_of_attempt(pods, current_name)

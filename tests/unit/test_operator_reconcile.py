@@ -857,6 +857,34 @@ def test_a_record_job_retried_or_re_armed_names_its_new_pod_and_forgets_the_old_
     assert again["phase"] != "Failed" and "errorMessage" not in again and "finishedAt" not in again
 
 
+def test_a_new_attempts_pod_whose_status_write_was_lost_is_the_current_one_not_a_stale_one() -> None:
+    """The Pod of a new attempt is created before its number is written into the status: a write
+    lost between the two (a conflict, an operator restart) must not get that Pod deleted."""
+    first, second = (naming.pod_name("rec", "recorder", "uid-r", attempt) for attempt in (1, 2))
+    status = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
+    crashed = pod(first, "Failed", ready=False, exit_code=1, finished_at=NOW - dt.timedelta(minutes=1))
+    retry = decide_record_job(record_job(status), None, [crashed], None, CONFIG, NOW)
+    assert retry.create_pod_attempt == 2 and retry.status["attempt"] == 2
+    # The status write of `retry` failed: the job still says attempt 1, and both Pods are there.
+    again = decide_record_job(record_job(status), None, [crashed, pod(second)], {"recording": {"paused": False}},
+                              CONFIG, NOW + dt.timedelta(seconds=1))
+    assert second not in again.delete_pods and again.create_pod_attempt is None
+    assert again.status["attempt"] == 2 and again.status["resourceName"] == second
+    assert again.status["phase"] == "Started"
+    # A LiveJob switched on again while its stopped encoder went: the next encoder's Pod is made in
+    # the same reconcile that numbers it.
+    live = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    live = decide_live_job(live_job(live), TEMPLATE, [pod(current_pod_name())], {"state": "live"}, CONFIG, NOW).status
+    stopping = decide_live_job(live_job(live, generation=2, online=False), TEMPLATE, [pod(current_pod_name())],
+                               {"state": "live"}, CONFIG, NOW).status
+    on_again = decide_live_job(live_job(stopping, generation=3), TEMPLATE, [], None, CONFIG, NOW)
+    assert on_again.create_pod_attempt == 2
+    lost_write = decide_live_job(live_job(stopping, generation=3), TEMPLATE, [pod(current_pod_name(2), ready=False)],
+                                 None, CONFIG, NOW + dt.timedelta(seconds=1))
+    assert lost_write.delete_pods == [] and lost_write.status["attempt"] == 2
+    assert lost_write.status["phase"] == "Provisioning" and lost_write.status.get("restarts", 0) == 0
+
+
 def test_a_recorder_waiting_for_its_bucket_is_not_ready_and_says_why() -> None:
     first = naming.pod_name("rec", "recorder", "uid-r", 1)
     status = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
