@@ -51,7 +51,7 @@ log = logging.getLogger("onair.gateway")
 T = TypeVar("T")
 GUID_RE = re.compile(GUID_PATTERN)
 MAX_RANGE = timedelta(days=30)
-# What a path value that does not match its parameter's pattern (in the route table) is told.
+# What a path or query value that does not match its parameter's pattern (in the route table) is told.
 PARAM_VALUE_ERRORS = {
     "projectId": "must be a GUID like 3fa85f64-5717-4562-b3fc-2c963f66afa6",
     "streamKey": "must be a GUID like 3fa85f64-5717-4562-b3fc-2c963f66afa6",

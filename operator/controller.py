@@ -59,7 +59,6 @@ PLURALS = {"LiveJob": "livejobs", "RecordJob": "recordjobs"}
 EVENT_PHASES = {"Live", "Reconnecting", "Offline", "Completed", "Failed", "Paused", "Started"}
 ALL_PHASES = {str(phase) for phase in (*LiveJobPhase, *RecordJobPhase)}
 ERROR_BACKOFF_MAX = 60.0
-# A Pod the API server refuses (quota exceeded, an admission policy) is asked for again this often.
 # A child the API server refuses (a quota, an admission policy): the job says why, and it is tried again.
 CREATE_REFUSALS = frozenset({400, 403, 422})
 REFUSED_RETRY_SECONDS = 10.0
@@ -500,7 +499,8 @@ class Controller:
         """A child the API server refused: a FailedCreate Event on the job, and another try soon."""
         why = str(error.body.get("message") or error)
         decision.events.append(("Warning", "FailedCreate", f"{child}: {why}"))
-        decision.requeue_after = min(decision.requeue_after or REFUSED_RETRY_SECONDS, REFUSED_RETRY_SECONDS)
+        decision.requeue_after = REFUSED_RETRY_SECONDS if decision.requeue_after is None else min(
+            decision.requeue_after, REFUSED_RETRY_SECONDS)
         return why
 
     def _report_of(self, pods: list[dict[str, Any]], name: str) -> dict[str, Any] | None:

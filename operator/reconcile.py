@@ -625,7 +625,7 @@ def decide_live_job(
         _enter(status, LiveJobPhase.PROVISIONING, min(pod.created_at, now), "CreatingEncoder",
                f"waiting for Pod {pod.name}", decision)
     _enter(status, target, now, reason, comment, decision)
-    status.message = clipped(comment)
+    status.message = _clipped(comment)
     decision.requeue_after = _earliest(decision.requeue_after, lost_check)
     decision.status = _dump(status)
     return decision
@@ -755,7 +755,7 @@ def _reason(reason: str) -> str | None:
     return reason if reason and reason[0].isalpha() else None
 
 
-def clipped(message: str) -> str:
+def _clipped(message: str) -> str:
     """A status message the CRD takes: what a Pod or the bucket says may be long."""
     return message if len(message) <= MAX_MESSAGE_LENGTH else message[:MAX_MESSAGE_LENGTH - 1] + "…"
 
@@ -906,7 +906,7 @@ def decide_record_job(
         target, reason = RecordJobPhase.FAILED, str(ConditionReason.SPEC_INVALID)
         comment = ("timeRange ended before recording began: a streamUrl is recorded live; a past range can "
                    "only be cut from a LiveJob's stored segments (source.liveJobRef)")
-        status.error_message = clipped(comment)
+        status.error_message = comment
         status.finished_at = now
     elif start is not None and now < start and not is_clip:
         target, reason, comment = RecordJobPhase.INITIAL, "WaitingForStartTime", f"starts at {start.isoformat()}"
@@ -922,7 +922,7 @@ def decide_record_job(
         # Created paused and never resumed: the range is over with nothing recorded.
         target, reason = RecordJobPhase.FAILED, str(ConditionReason.SPEC_INVALID)
         comment = "timeRange ended while the job was paused from its creation: nothing was recorded"
-        status.error_message = clipped(comment)
+        status.error_message = comment
         status.finished_at = now
     elif pod is None and end is not None and now >= end and not is_clip and status.phase in (
             RecordJobPhase.STARTED, RecordJobPhase.PAUSED):
@@ -974,7 +974,7 @@ def decide_record_job(
             reason = str(ConditionReason.SPEC_INVALID if pod.exit_code == EXIT_BAD_CONFIG
                          else ConditionReason.RETRIES_EXHAUSTED)
             comment = f"recorder {_death(pod)}"
-            status.error_message = clipped(comment)
+            status.error_message = _clipped(comment)
             status.finished_at = now
         else:
             target = status.phase or RecordJobPhase.STARTED
@@ -1012,7 +1012,7 @@ def decide_record_job(
         # As for a LiveJob's encoder: a recorder that can never start fails the job, with the cause.
         target, reason = RecordJobPhase.FAILED, stuck[0]
         comment = f"recorder Pod {pod.name} could not start: {stuck[0]}: {stuck[1]}"
-        status.error_message = clipped(comment)
+        status.error_message = _clipped(comment)
         status.finished_at = now
         decision.events.append(("Warning", stuck[0], comment))
         decision.delete_pods.append(pod.name)
