@@ -21,7 +21,7 @@ from onair.models import RecordingFormat
 
 from .config import ClipConfig, JobConfig
 from .mp4 import fetch_segment, write_mp4
-from .pipeline import MASTER_PLAYLIST, FatalConfigError
+from .pipeline import MASTER_PLAYLIST, PROBE_NICENESS, FatalConfigError, niced_child
 from .playlist import (
     MediaPlaylist,
     Segment,
@@ -35,6 +35,7 @@ from .playlist import (
     select_clip_segments,
     target_duration,
 )
+from .probe import Probed, probe_segment
 from .status import EncoderState, EncoderStatus, RenditionStatus
 from .tracks import EVENT_PLAYLIST, LIVE_PLAYLIST, numbered_by_name
 from .upload import FINAL_PLAYLIST_CACHE_CONTROL, SEGMENT_CACHE_CONTROL, S3Store
@@ -42,6 +43,8 @@ from .upload import FINAL_PLAYLIST_CACHE_CONTROL, SEGMENT_CACHE_CONTROL, S3Store
 log = logging.getLogger(__name__)
 
 FOLLOW_POLL_SECONDS = 1.0
+# A clip spanning many reconnects: its master lists the codecs of the first sessions probed.
+MAX_PROBED_SESSIONS = 8
 
 
 def _join(*parts: str) -> str:
@@ -180,12 +183,16 @@ class ClipJob:
             body = render_media_playlist(clip_segments, nominal_duration=1, playlist_type="VOD", ended=True)
             await asyncio.to_thread(self.store.put, self.config.key(rendition, LIVE_PLAYLIST), body.encode(),
                                     "application/vnd.apple.mpegurl", FINAL_PLAYLIST_CACHE_CONTROL)
-            # A VOD master states what its own segments measure, not the live stream's figures.
+            # A VOD master states what its own segments measure and hold, not the live stream's figures
+            # and codecs (a reconnect since the clip's range may have changed them).
             measured = measured_bit_rates(clip_segments, target_duration(clip_segments, 1))
+            probed = await self._probe(rendition, clip_segments)
             clip_variants.append(Variant(f"{rendition}/{LIVE_PLAYLIST}",
                                          measured.peak if measured else variant.bandwidth,
                                          measured.average if measured else variant.average_bandwidth,
-                                         variant.codecs, variant.resolution, variant.frame_rate))
+                                         ",".join(probed.codecs) if probed.codecs else variant.codecs,
+                                         probed.resolution or variant.resolution,
+                                         probed.frame_rate or variant.frame_rate))
             if self.config.outputs.final_format == RecordingFormat.MP4:
                 await self._write_mp4(rendition, clip_segments)
         master = render_master_playlist(clip_variants).encode()
@@ -212,6 +219,29 @@ class ClipJob:
             return True
         last = playlist.segments[-1].end_time if playlist.segments else None
         return last is not None and (datetime.now(UTC) - last).total_seconds() < 3 * (playlist.target_duration or 4)
+
+    async def _probe(self, rendition: str, segments: list[Segment]) -> Probed:
+        """What the clip's segments hold: the first of each of its sessions (a discontinuity starts one)
+        is probed, and their codecs are listed together (RFC 8216 4.3.4.2: every format present).
+        Nothing probed (the store or ffprobe failed): empty, and the source master's figures stay."""
+        directory = self.work_dir / "probe" / rendition
+        directory.mkdir(parents=True, exist_ok=True)
+        firsts = [segment for index, segment in enumerate(segments) if index == 0 or segment.discontinuity]
+        results = []
+        for segment in firsts[:MAX_PROBED_SESSIONS]:
+            try:
+                path = await asyncio.to_thread(fetch_segment, self.store, partial(self.config.key, rendition),
+                                               segment, directory)
+            except Exception as error:
+                log.warning("could not fetch %s of %s to probe it: %s", segment.uri, rendition, error)
+                continue
+            init = directory / segment.init_uri if segment.init_uri else None
+            results.append(await probe_segment(path, init, partial(niced_child, PROBE_NICENESS)))
+        resolutions = [result.resolution for result in results if result.resolution]
+        frame_rates = [result.frame_rate for result in results if result.frame_rate]
+        return Probed(tuple(dict.fromkeys(tag for result in results for tag in result.codecs)),
+                      max(resolutions, key=lambda size: size[0] * size[1]) if resolutions else None,
+                      max(frame_rates) if frame_rates else None)
 
     async def _write_mp4(self, rendition: str, segments: list[Segment]) -> None:
         directory = self.work_dir / "clip" / rendition

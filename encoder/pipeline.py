@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import json
 import logging
 import os
 import secrets
@@ -41,7 +40,7 @@ from .ffmpeg import (
     unhandled_local_segments,
 )
 from .hlssource import hls_source_ended, is_hls_url
-from .mp4 import fetch_segment, join_files, write_mp4
+from .mp4 import fetch_segment, write_mp4
 from .passthrough import (
     OneProcess,
     PassthroughProcesses,
@@ -54,12 +53,12 @@ from .playlist import (
     MediaPlaylist,
     Segment,
     Variant,
-    codec_tag,
     fallback_codecs,
     parse_media_playlist,
     render_master_playlist,
 )
 from .preview import PreviewHub, ProcessFeed, remux_to_ts_argv
+from .probe import probe_segment
 from .rtmp import (
     PLAY_TOKEN_PARAMETER,
     RTMP_APPLICATION,
@@ -827,32 +826,13 @@ class Encoder:
                              generation: int) -> None:
         """CODECS, RESOLUTION and FRAME-RATE of the master from the first segment itself (`generation`:
         of the variants when the segment was published)."""
-        probed = [path]
         try:
-            if init is not None:  # an fMP4 media segment has no moov: probe it behind its init segment
-                path = await asyncio.to_thread(join_files, init, path, path.with_name(f"{path.name}.mp4"))
-                probed.append(path)
-            process = await asyncio.create_subprocess_exec(
-                "ffprobe", "-v", "error", "-show_streams", "-of", "json", str(path),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-                preexec_fn=partial(niced_child, PROBE_NICENESS),
-            )  # fmt: skip
-            output, _ = await process.communicate()
+            probed = await probe_segment(path, init, partial(niced_child, PROBE_NICENESS))
         finally:
-            for leftover in probed:
-                leftover.unlink(missing_ok=True)
             if generation == self._variants_generation:
                 self._probing.discard(name)  # a probe that failed is tried again with the next segment
         if generation != self._variants_generation:
             return  # an older session's codecs: the new session's own probe tells the master
-        try:
-            streams = json.loads(output or b"{}").get("streams", [])
-        except ValueError:
-            streams = []
-        tags = [tag for stream in streams if (tag := codec_tag(stream))]
-        video = next((stream for stream in streams if stream.get("codec_type") == "video"), None)
-        resolution = (int(video["width"]), int(video["height"])) if video and video.get("width") else None
-        frame_rate = _frame_rate(video.get("avg_frame_rate") or video.get("r_frame_rate")) if video else None
         declared = None
         configured = None
         for rendition in self.config.renditions:
@@ -861,8 +841,8 @@ class Encoder:
                 configured = rendition.codec
         # The peak of the segments published while this probe ran too (they found no variant to raise).
         peak = self.tracks[name].peak_bit_rate or (int(size * 8 / duration) if duration > 0 else 0)
-        codecs = ",".join(tags) or fallback_codecs(configured, self.config.audio.codec)
-        self.variants[name] = VariantInfo(codecs, resolution, frame_rate,
+        codecs = ",".join(probed.codecs) or fallback_codecs(configured, self.config.audio.codec)
+        self.variants[name] = VariantInfo(codecs, probed.resolution, probed.frame_rate,
                                           peak_bandwidth=int(peak * BANDWIDTH_HEADROOM),
                                           declared_bandwidth=declared)
         self._queue_master()
@@ -1068,17 +1048,6 @@ class Encoder:
             mp4 = directory / f"{name}.mp4"
             if await write_mp4(paths, list(track.segments), directory, mp4, deadline):
                 self.uploader.put_file(self.config.key(f"{name}.mp4"), mp4)
-
-
-def _frame_rate(text: str | None) -> float | None:
-    if not text or text in ("0/0",):
-        return None
-    numerator, _, denominator = text.partition("/")
-    try:
-        value = float(numerator) / float(denominator or 1)
-    except (ValueError, ZeroDivisionError):
-        return None
-    return round(value, 3) if value > 0 else None
 
 
 def redacted(argv: list[str], *secrets: str | None) -> str:

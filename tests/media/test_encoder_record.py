@@ -189,6 +189,14 @@ def test_clip_of_a_past_range_plays_as_vod(
     live = streamed_then_stopped(start_encoder, live_spec(recording=True))
     stored = parse_media_playlist(object_store.get_text(live.bucket, f"{live.prefix}/180p/event.m3u8") or "")
     assert len(stored.segments) >= 4
+    # The publisher came back with HEVC at 1080p after the range: the live master says so now. The
+    # clip's master states what its own segments hold.
+    master_key = f"{live.prefix}/master.m3u8"
+    live_master = object_store.get_text(live.bucket, master_key) or ""
+    assert "CODECS=\"avc1." in live_master and "RESOLUTION=320x180" in live_master, live_master
+    changed = live_master.replace("RESOLUTION=320x180", "RESOLUTION=1920x1080").replace(
+        "CODECS=\"avc1.", "CODECS=\"hvc1.1.6.L120.B0,x-avc1.")
+    object_store.client.put_object(Bucket=live.bucket, Key=master_key, Body=changed.encode())
     first, last = stored.segments[1], stored.segments[3]
     assert first.program_date_time is not None and last.program_date_time is not None
     # A range starting inside segment 1 and ending inside segment 3: the clip is segments 1 to 3.
@@ -197,6 +205,8 @@ def test_clip_of_a_past_range_plays_as_vod(
     _, clip_prefix = cut_clip(start_encoder, live, start, end, format="mp4")
     variants = parse_master_playlist(object_store.get_text(live.bucket, f"{clip_prefix}/master.m3u8") or "")
     assert [variant.uri for variant in variants] == ["180p/index.m3u8"]
+    assert variants[0].codecs.startswith("avc1.") and "mp4a.40.2" in variants[0].codecs, variants[0]
+    assert "hvc1" not in variants[0].codecs and variants[0].resolution == (320, 180), variants[0]
     playlist = parse_media_playlist(object_store.get_text(live.bucket, f"{clip_prefix}/180p/index.m3u8") or "")
     assert playlist.ended and playlist.playlist_type == "VOD"
     object_store.assert_vod_master_states_measured_bit_rates(live.bucket, clip_prefix)
