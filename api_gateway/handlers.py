@@ -417,7 +417,8 @@ class Gateway:
         page, info = run_rows(request, self.route_of(request), rows)
         return json_response(envelope(page, result_info=info))
 
-    def require_kept(self, namespace: str, entry: JobEntry, start: datetime, finish: datetime) -> None:
+    def require_kept(self, namespace: str, entry: JobEntry, start: datetime, finish: datetime,
+                     start_field: str = "startDateTime") -> None:
         """400 for a live cut of a job that will no longer keep the start of the range when the clip is
         cut: one that does not record keeps only its live window (LiveJobSpec.kept_seconds). The clip
         is cut once the stream reaches `finish`, by a Pod that has to start first: the range must lie
@@ -439,11 +440,39 @@ class Gateway:
             return
         ending = "now" if finish <= now else f"at {finish.isoformat().replace('+00:00', 'Z')}"
         shown = (earliest + timedelta(microseconds=999_999)).replace(microsecond=0)  # a start that is accepted
-        raise ApiProblem(400, f"startDateTime: the live job does not record (recording: false) and keeps only the "
+        raise ApiProblem(400, f"{start_field}: the live job does not record (recording: false) and keeps only the "
                               f"last {kept} s of its stream (its live window: dvrWindowSeconds, or the template's "
                               f"playlistWindow segments), so a cut ending {ending} can start at "
                               f"{shown.isoformat().replace('+00:00', 'Z')} at the earliest; set recording: true, "
                               "or a longer dvrWindowSeconds, to cut from further back")
+
+    def require_cuttable(self, namespace: str, entry: JobEntry, start: datetime | None, finish: datetime | None,
+                         fields: tuple[str, str]) -> None:
+        """400 for a range of a live job that has nothing to cut, or whose start the job no longer keeps
+        when the clip is cut (`fields`: how the request names the range's start and end)."""
+        created = entry.obj["metadata"].get("creationTimestamp")
+        created_at = mapping.parse_time(created)
+        if finish is not None and created_at is not None and finish <= created_at:
+            raise ApiProblem(400, f"{fields[1]}: the live job was created at {created}: "
+                                  "it streamed nothing before, so the range has nothing to cut")
+        schedule = (entry.obj.get("spec") or {}).get("schedule") or {}
+        scheduled_finish = mapping.parse_time(schedule.get("finishDateTime"))
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        if (start is not None and scheduled_finish is not None and scheduled_finish <= now
+                and start >= scheduled_finish):
+            raise ApiProblem(400, f"{fields[0]}: the live job's schedule finished at {schedule['finishDateTime']}: "
+                                  "it streamed nothing after, so the range has nothing to cut")
+        if start is not None and finish is not None:
+            self.require_kept(namespace, entry, max(start, created_at or start), finish, fields[0])
+
+    async def earlier_record(self, ctx: Ctx, name: str) -> dict[str, Any] | None:
+        """The record job an Idempotency-Key made before: from the cache, or from the API server when
+        another replica made it a moment ago (a retry must be checked before anything is written)."""
+        assert ctx.namespace
+        earlier = self.store.record_index(ctx.namespace).entries.get(name)
+        if earlier is not None:
+            return earlier.obj
+        return await self.kube_client().get_or_none(resource_path(API_VERSION, "recordjobs", ctx.namespace, name))
 
     async def control_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace and ctx.project_id
@@ -473,17 +502,13 @@ class Gateway:
         if start is not None and finish is not None and finish != start:
             if finish < start:
                 raise ApiProblem(400, "finishDateTime: must be after startDateTime")
-            created = entry.obj["metadata"].get("creationTimestamp")
-            if (created_at := mapping.parse_time(created)) is not None and finish <= created_at:
-                raise ApiProblem(400, f"finishDateTime: the live job was created at {created}: "
-                                      "it streamed nothing before, so the range has nothing to cut")
             clip_name, idempotent = self.new_name(request, ctx)
             clip_spec = mapping.clip_record_spec(entry.obj, clip_name, start, finish)
-            earlier = self.store.record_index(ctx.namespace).entries.get(clip_name) if idempotent else None
-            if earlier is not None:
-                require_same_body(earlier.obj, body_hash)
-            else:  # a replay answers what was cut, however far the window has moved since
-                self.require_kept(ctx.namespace, entry, max(start, created_at or start), finish)
+            earlier = await self.earlier_record(ctx, clip_name) if idempotent else None
+            if earlier is not None:  # a replay answers what was cut, however far the window has moved since
+                require_same_body(earlier, body_hash)
+            else:
+                self.require_cuttable(ctx.namespace, entry, start, finish, ("startDateTime", "finishDateTime"))
         if body.online and clip_spec is None:
             finish_text = ((entry.obj.get("spec") or {}).get("schedule") or {}).get("finishDateTime")
             scheduled_finish = mapping.parse_time(finish_text)
@@ -603,16 +628,28 @@ class Gateway:
         raw = await request.read()
         body: RecordJobCreate = await self.body(request, RecordJobCreate)
         spec = body.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"name"})
+        reference = (spec.get("source") or {}).get("liveJobRef")
+        if isinstance(reference, str) and GUID_RE.fullmatch(reference):
+            spec["source"]["liveJobRef"] = reference.lower()  # GUIDs match in any case, as in the paths
         try:
             spec = RecordJobSpec.model_validate(spec).to_k8s()
         except ValidationError as error:
             raise ApiProblem(400, *validation_errors(error)) from error
+        time_range = spec.get("timeRange") or {}
+        start, end = mapping.parse_time(time_range.get("start")), mapping.parse_time(time_range.get("end"))
         source_job = spec["source"].get("liveJobRef")
         if source_job:
             source = await self.find_job(ctx, source_job, live=True)
             if source is None:
                 raise ApiProblem(400, f"source.liveJobRef: no live job {source_job} in this project")
             spec["source"]["liveJobRef"] = source.name
+            self.require_cuttable(ctx.namespace, source, start, end, ("timeRange.start", "timeRange.end"))
+            if spec.get("paused") and end is not None and end <= datetime.fromtimestamp(self.clock(), UTC):
+                raise ApiProblem(400, "paused: a past range is cut at once; a clip pauses only while it follows its "
+                                      "live job")
+        elif end is not None and end <= datetime.fromtimestamp(self.clock(), UTC):
+            raise ApiProblem(400, "timeRange.end: has passed; a stream is recorded live, and a past range can only "
+                                  "be cut from a live job's stored segments (source.liveJobRef)")
         template_id = spec.get("jobTemplateId")
         if template_id is not None and template_id not in self.store.templates_for(ctx.namespace):
             raise ApiProblem(400, f"jobTemplateId: no JobTemplate with id {template_id} in this project")
@@ -677,6 +714,12 @@ class Gateway:
                                                              self.template_name(ctx.namespace)), messages=[message]))
 
     async def pause_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
+        entry = await self.record_entry(ctx, request.match_info["id"])
+        spec = entry.obj.get("spec") or {}
+        end = mapping.parse_time((spec.get("timeRange") or {}).get("end"))
+        if (spec.get("source") or {}).get("liveJobRef") and end is not None and \
+                end <= datetime.fromtimestamp(self.clock(), UTC):
+            raise ApiProblem(409, "a clip of a past range is cut at once; it cannot pause (delete it instead)")
         return await self.patch_record(request, ctx, {"paused": True}, "record job paused")
 
     async def resume_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
@@ -688,7 +731,11 @@ class Gateway:
         now = datetime.now(UTC).replace(microsecond=0)
         start = mapping.parse_time(time_range.get("start"))
         end = mapping.parse_time(time_range.get("end"))
-        if start is not None and start >= now:
+        status = entry.obj.get("status") or {}
+        # A stream recording that has recorded nothing: stopping it would fail it (nothing recorded).
+        unrecorded = ((entry.obj.get("spec") or {}).get("source", {}).get("streamUrl") and not status.get("startedAt")
+                      and status.get("phase") not in ("Completed", "Failed"))
+        if (start is not None and start >= now) or unrecorded:
             raise ApiProblem(409, "the recording has not started yet; delete it instead")
         if end is not None and end <= now:
             new_end = end

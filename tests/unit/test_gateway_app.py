@@ -669,6 +669,14 @@ async def test_live_cut_idempotency_key_replays_the_same_range_and_refuses_anoth
     assert refused.status == 422 and body["errors"][0].startswith("Idempotency-Key: already used"), body
     listed = await (await client.get(f"/api/v1/projects/{PROJECT}/recordjobs", headers=await token(client))).json()
     assert [job["timeRange"]["start"] for job in listed["result"]] == [cut["startDateTime"].replace("+00:00", "Z")]
+    # Asked of a replica whose cache has not seen the clip yet: refused before the job is switched.
+    store = client.app[STORE_KEY]
+    store.recordjobs.remove(store.recordjobs.get(NS, first["result"]["recordJobName"]) or {})
+    store.recordjobs.tombstones.clear()  # that replica never saw the clip at all
+    refused = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json={**other, "online": False})
+    assert refused.status == 422, await refused.text()
+    assert kube.objects[f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{FIRST}"]["spec"]["online"] is True
+
 
 async def test_live_cut_ending_in_the_future_is_a_clip_and_leaves_the_schedule_alone(client: Client,
                                                                                       kube: FakeKube) -> None:
@@ -881,6 +889,76 @@ async def test_record_jobs_alibaba_list(client: Client) -> None:
                           ({"PageNo": "1", "pageIndex": "1"}, "PageNo: give")]:
         response = await client.get(base, params=params, headers=headers)
         assert response.status == 400 and (await response.json())["errors"][0].startswith(error)
+
+
+async def test_a_record_job_that_can_never_record_is_a_400_not_a_201(client: Client) -> None:
+    """As for a live cut: a stream's range that has passed, a clip of the time before its live job
+    existed or after its schedule finished, and a paused clip of a past range are refused up front,
+    instead of a 201 for a job the operator then fails."""
+    headers = await token(client)
+    base = f"/api/v1/projects/{PROJECT}/recordjobs"
+    hour_ago, now = datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC)
+
+    def iso(moment: datetime) -> str:
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    stream = {"streamUrl": "rtmp://origin.example.com/live/x"}
+    clip = {"liveJobRef": FIRST.upper()}  # a GUID in any case, as in the paths
+    finished = "00000000-0000-4000-8000-000000000002"
+    store = client.app[STORE_KEY]
+    ended = copy.deepcopy(store.livejobs.get(NS, finished))
+    ended["spec"]["schedule"] = {"finishDateTime": "2024-01-02T00:00:00Z"}
+    ended["metadata"]["resourceVersion"] = "50"
+    store.livejobs.upsert(ended)
+    recorded = copy.deepcopy(store.livejobs.get(NS, FIRST))
+    recorded["spec"]["recording"] = True  # keeps every segment: any range since its creation can be cut
+    recorded["metadata"]["resourceVersion"] = "51"
+    store.livejobs.upsert(recorded)
+    for source, extra, field in (
+            (stream, {"timeRange": {"start": iso(hour_ago - timedelta(hours=1)), "end": iso(hour_ago)}},
+             "timeRange.end"),
+            (clip, {"timeRange": {"start": "2023-06-01T00:00:00Z", "end": "2023-06-02T00:00:00Z"}}, "timeRange.end"),
+            ({"liveJobRef": finished}, {"timeRange": {"start": "2024-06-01T00:00:00Z", "end": "2024-06-02T00:00:00Z"}},
+             "timeRange.start"),
+            (clip, {"timeRange": {"start": iso(hour_ago), "end": iso(now - timedelta(minutes=1))}, "paused": True},
+             "paused")):
+        response = await client.post(base, headers=headers, json={"source": source, "output": {"bucket": "media"},
+                                                                  **extra})
+        body = await response.json()
+        assert response.status == 400 and body["errors"][0].startswith(f"{field}: "), (source, extra, body)
+    made = await client.post(base, headers=headers, json={
+        "source": clip, "output": {"bucket": "media"}, "timeRange": {"start": iso(hour_ago), "end": iso(now)}})
+    assert made.status == 201, await made.text()
+    cut = (await made.json())["result"]
+    # A clip of a past range is cut at once: it cannot pause.
+    paused = await client.post(f"{base}/{cut['id']}/pause", headers=headers)
+    assert paused.status == 409 and "cannot pause" in (await paused.json())["errors"][0]
+    # The same live cut through the live job's own call says the same about a finished schedule.
+    key = derive_stream_key(SEED, NS, finished, f"uid-{finished}")
+    response = await client.post(url(f"/{key}"), headers=headers, json={
+        "online": True, "startDateTime": "2024-06-01T00:00:00Z", "finishDateTime": "2024-06-02T00:00:00Z"})
+    assert response.status == 400 and (await response.json())["errors"][0].startswith("startDateTime: "), \
+        await response.text()
+
+
+async def test_stopping_a_stream_recording_that_has_recorded_nothing_is_a_409(client: Client, kube: FakeKube) -> None:
+    """Its stop would only fail it (nothing recorded): it is deleted instead. Once its recorder ran,
+    the stop ends it."""
+    headers = await token(client)
+    base = f"/api/v1/projects/{PROJECT}/recordjobs"
+    for extra in ({"paused": True}, {}):
+        made = await (await client.post(base, headers=headers, json={
+            "source": {"streamUrl": "rtmp://origin.example.com/live/x"}, "output": {"bucket": "media"},
+            **extra})).json()
+        stop = await client.post(f"{base}/{made['result']['id']}/stop", headers=headers)
+        assert stop.status == 409 and "delete it instead" in (await stop.json())["errors"][0], extra
+    name = made["result"]["jobId"]
+    path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/recordjobs/{name}"
+    recording = kube.objects[path]
+    recording["status"] = {"phase": "Started", "startedAt": "2024-01-01T00:00:00Z"}
+    client.app[STORE_KEY].recordjobs.upsert(kube._stamp(recording))
+    stop = await client.post(f"{base}/{made['result']['id']}/stop", headers=headers)
+    assert stop.status == 200, await stop.text()
 
 
 def test_query_names_in_another_case_stand_for_the_same_declared_name_in_any_order() -> None:
