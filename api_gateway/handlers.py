@@ -731,11 +731,7 @@ class Gateway:
         now = datetime.now(UTC).replace(microsecond=0)
         start = mapping.parse_time(time_range.get("start"))
         end = mapping.parse_time(time_range.get("end"))
-        status = entry.obj.get("status") or {}
-        # A stream recording that has recorded nothing: stopping it would fail it (nothing recorded).
-        unrecorded = ((entry.obj.get("spec") or {}).get("source", {}).get("streamUrl") and not status.get("startedAt")
-                      and status.get("phase") not in ("Completed", "Failed"))
-        if (start is not None and start >= now) or unrecorded:
+        if start is not None and start >= now:
             raise ApiProblem(409, "the recording has not started yet; delete it instead")
         if end is not None and end <= now:
             new_end = end

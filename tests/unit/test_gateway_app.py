@@ -941,26 +941,6 @@ async def test_a_record_job_that_can_never_record_is_a_400_not_a_201(client: Cli
         await response.text()
 
 
-async def test_stopping_a_stream_recording_that_has_recorded_nothing_is_a_409(client: Client, kube: FakeKube) -> None:
-    """Its stop would only fail it (nothing recorded): it is deleted instead. Once its recorder ran,
-    the stop ends it."""
-    headers = await token(client)
-    base = f"/api/v1/projects/{PROJECT}/recordjobs"
-    for extra in ({"paused": True}, {}):
-        made = await (await client.post(base, headers=headers, json={
-            "source": {"streamUrl": "rtmp://origin.example.com/live/x"}, "output": {"bucket": "media"},
-            **extra})).json()
-        stop = await client.post(f"{base}/{made['result']['id']}/stop", headers=headers)
-        assert stop.status == 409 and "delete it instead" in (await stop.json())["errors"][0], extra
-    name = made["result"]["jobId"]
-    path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/recordjobs/{name}"
-    recording = kube.objects[path]
-    recording["status"] = {"phase": "Started", "startedAt": "2024-01-01T00:00:00Z"}
-    client.app[STORE_KEY].recordjobs.upsert(kube._stamp(recording))
-    stop = await client.post(f"{base}/{made['result']['id']}/stop", headers=headers)
-    assert stop.status == 200, await stop.text()
-
-
 def test_query_names_in_another_case_stand_for_the_same_declared_name_in_any_order() -> None:
     for declared in (["Status", "status", "PageSize", "pageSize", "Keyword"],
                      ["pageSize", "Keyword", "status", "PageSize", "Status"]):
