@@ -262,9 +262,15 @@ class Gateway:
         assert ctx.namespace
         search = request.query.get("search")
         namespace = ctx.namespace
+        needle = mapping.search_needle(search) if search else None
+        if not shows_stream_keys(ctx):
+            # Rows without the key, made for this request: the kept rows and pages carry it.
+            return list_response(run_list(request, self.route_of(request), self.store.live_index(namespace), [],
+                                          newest_settled_ms=self.newest_settled_ms(), search=needle,
+                                          default_desc=False,
+                                          render=lambda e: mapping.live_job_summary(e.obj, e.facts, None)))
         return list_response(run_list(request, self.route_of(request), self.store.live_index(namespace), [],
-                                      newest_settled_ms=self.newest_settled_ms(),
-                                      search=mapping.search_needle(search) if search else None, default_desc=False,
+                                      newest_settled_ms=self.newest_settled_ms(), search=needle, default_desc=False,
                                       render=lambda e: self.store.live_row(namespace, e)[0],
                                       render_json=lambda e: self.store.live_row(namespace, e)[1]))
 
@@ -532,8 +538,8 @@ class Gateway:
     async def get_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace and ctx.project_id
         entry = await self.live_entry(ctx, request.match_info["id"])
-        detail = mapping.live_job_detail(entry.obj, entry.facts, self.stream_key(ctx.namespace, entry.name),
-                                         ctx.project_id)
+        key = self.stream_key(ctx.namespace, entry.name) if shows_stream_keys(ctx) else None
+        detail = mapping.live_job_detail(entry.obj, entry.facts, key, ctx.project_id)
         return json_response(envelope(select(request, detail, self.route_of(request).select_fields)))
 
     async def delete_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
@@ -883,6 +889,12 @@ class Gateway:
 
 
 # --- list helpers --------------------------------------------------------------------------------
+
+def shows_stream_keys(ctx: Ctx) -> bool:
+    """A stream key lets its holder publish into the channel: only a token that may write the
+    project's jobs (write, admin) is given it. A read-only token (a dashboard) gets null."""
+    return ctx.principal is None or ctx.principal.role.allows(Role.WRITE)
+
 
 def require_same_body(obj: dict[str, Any], body_hash: str) -> None:
     """A retried Idempotency-Key must carry the body that made `obj`; another body is a 422."""

@@ -1058,11 +1058,29 @@ async def test_watch_events_update_the_cache(client: Client) -> None:
     assert (await client.get(url("/99"), headers=headers)).status == 404
 
 
+async def test_a_read_only_token_is_not_given_stream_keys(client: Client) -> None:
+    """A stream key lets its holder publish into the channel: a dashboard's read-only token gets null,
+    also from a page a writer's request left remembered."""
+    writer, reader = await token(client, "write-key"), await token(client, "read-key")
+    params = {"pageSize": "3"}
+    written = await (await client.get(url(), params=params, headers=writer)).json()
+    assert written["result"][0]["key"] == FIRST_KEY
+    read = await (await client.get(url(), params=params, headers=reader)).json()
+    assert [row["key"] for row in read["result"]] == [None, None, None]
+    assert [row["id"] for row in read["result"]] == [row["id"] for row in written["result"]]
+    for path, select in ((url(f"/{FIRST}"), None), (url(), "id,key")):
+        answer = await (await client.get(path, params={"select": select} if select else {}, headers=reader)).json()
+        rows = answer["result"] if isinstance(answer["result"], list) else [answer["result"]]
+        assert rows and all(row.get("key") is None for row in rows), answer
+    detail = await (await client.get(url(f"/{FIRST}"), headers=writer)).json()
+    assert detail["result"]["key"] == FIRST_KEY
+
+
 async def test_lists_show_a_changed_job_at_once(client: Client) -> None:
     """List pages are remembered between requests; a changed or re-created job shows at once, a
     re-created one with a new stream key."""
     store = client.app[STORE_KEY]
-    headers = await token(client, "read-key")
+    headers = await token(client, "write-key")
     params = {"pageSize": "3"}
 
     async def first_row() -> dict[str, Any]:
