@@ -153,7 +153,13 @@ def refused_target(url: str, allow_private: bool) -> str | None:
     try:
         public = is_public(host)
     except ValueError:
-        return None  # a name: checked when it is resolved
+        try:
+            # The forms inet_aton also reads (2130706433, 127.1, 0x7f.1, 017700000001): some HTTP clients
+            # connect to them as addresses without asking the resolver, which would have refused them.
+            address = socket.inet_ntoa(socket.inet_aton(host))
+        except OSError:
+            return None  # a name: checked when it is resolved
+        public = is_public(address)
     return None if public else f"{host} is not a public address (private targets are refused)"
 
 

@@ -79,6 +79,9 @@ def test_private_and_metadata_addresses_are_not_public() -> None:
     assert is_public("93.184.216.34") and is_public("2606:4700::1111")
     assert refused_target("http://169.254.169.254/latest/meta-data", allow_private=False)
     assert refused_target("http://[::1]:8080/hook", allow_private=False)
+    # Loopback in the forms inet_aton reads, which some HTTP clients connect to without resolving them.
+    for loopback in ("2130706433", "127.1", "017700000001", "0x7f.1"):
+        assert refused_target(f"http://{loopback}:8080/hook", allow_private=False), loopback
     assert refused_target("http://169.254.169.254/x", allow_private=True) is None
     assert refused_target("https://hooks.example.com/x", allow_private=False) is None  # checked once resolved
 
