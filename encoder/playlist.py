@@ -85,6 +85,15 @@ def _attribute_list(text: str) -> dict[str, str]:
 
 def parse_media_playlist(text: str) -> MediaPlaylist:
     """Parse a media playlist. Sequence numbers come from EXT-X-MEDIA-SEQUENCE, as players count."""
+    try:
+        return _parse_media_playlist(text)
+    except ValueError as error:
+        # Not the body's own text: it may be whatever a job's URL made the encoder fetch, and the
+        # message ends up in the job's status.
+        raise ValueError("not an HLS media playlist") from error
+
+
+def _parse_media_playlist(text: str) -> MediaPlaylist:
     playlist = MediaPlaylist()
     duration: float | None = None
     program_date_time: datetime | None = None
@@ -251,6 +260,13 @@ def render_master_playlist(variants: Sequence[Variant], independent_segments: bo
 
 
 def parse_master_playlist(text: str) -> list[Variant]:
+    try:
+        return _parse_master_playlist(text)
+    except (ValueError, KeyError) as error:
+        raise ValueError("not an HLS master playlist") from error  # as parse_media_playlist: no body text
+
+
+def _parse_master_playlist(text: str) -> list[Variant]:
     variants: list[Variant] = []
     pending: dict[str, str] | None = None
     for raw_line in text.splitlines():

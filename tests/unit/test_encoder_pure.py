@@ -282,6 +282,18 @@ def segments(count: int, start: int = 0, duration: float = 4.0) -> list[Segment]
             for i in range(count)]
 
 
+def test_a_body_that_is_not_a_playlist_is_refused_without_quoting_it() -> None:
+    """A job's URL may point the encoder at any server: what it answered must not reach the job's
+    status (which the REST API shows) through the parse error."""
+    for parse, body in ((parse_media_playlist, "db_password=hunter2\n"),
+                        (parse_media_playlist, "#EXTM3U\n#EXTINF:secret,\nx.ts\n"),
+                        (parse_master_playlist, "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=secret\nv.m3u8\n")):
+        with pytest.raises(ValueError) as error:
+            parse(body)
+        assert "secret" not in str(error.value) and "hunter2" not in str(error.value)
+        assert str(error.value).startswith("not an HLS ")
+
+
 def test_media_playlist_round_trips() -> None:
     items = segments(3, start=10)
     items[1] = Segment(11, 4.0, "seg_000011.m4s", items[1].program_date_time, discontinuity=True, init_uri="init.mp4")
