@@ -504,6 +504,9 @@ class Store:
         self.pods = NamespacedCaches("pods", "pods", "app.kubernetes.io/part-of=onair", watch_namespaces)
         self.nodes = WatchCache("nodes", "/api/v1/nodes")
         self.project_namespace: dict[str, str] = {}
+        # project id -> the served namespaces labelled with it: a project is served only while exactly
+        # one carries its id (another one labelled with it must not take its requests over).
+        self.project_claims: dict[str, set[str]] = {}
         self.live: dict[str, JobIndex] = {}
         self.record: dict[str, JobIndex] = {}
         self.stream_keys: dict[Key, str] = {}
@@ -536,14 +539,29 @@ class Store:
     def _on_namespace(self, event: str, old: Obj | None, new: Obj | None) -> None:
         if old is not None:
             project = (old["metadata"].get("labels") or {}).get(mapping.LABEL_PROJECT, "").lower()
-            if self.project_namespace.get(project) == old["metadata"]["name"]:
-                del self.project_namespace[project]
+            claims = self.project_claims.get(project)
+            if claims is not None:
+                claims.discard(old["metadata"]["name"])
+                self._serve(project)
         if new is not None:
             project = (new["metadata"].get("labels") or {}).get(mapping.LABEL_PROJECT, "").lower()
             # A project the operator does not watch is not served: its jobs would never run.
             served = not self.watch_namespaces or new["metadata"]["name"] in self.watch_namespaces
             if project and served:
-                self.project_namespace[project] = new["metadata"]["name"]
+                self.project_claims.setdefault(project, set()).add(new["metadata"]["name"])
+                self._serve(project)
+
+    def _serve(self, project: str) -> None:
+        claims = self.project_claims.get(project) or set()
+        if len(claims) == 1:
+            self.project_namespace[project] = next(iter(claims))
+            return
+        self.project_namespace.pop(project, None)
+        if claims:
+            log.warning("project %s is not served: namespaces %s all carry its id (%s); leave it on one",
+                        project, ", ".join(sorted(claims)), mapping.LABEL_PROJECT)
+        else:
+            del self.project_claims[project]
 
     @staticmethod
     def _job_listener(indexes: dict[str, JobIndex], facts: Callable[[Obj], dict[str, Any]]) -> Listener:

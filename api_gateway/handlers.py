@@ -158,6 +158,9 @@ class Gateway:
                     ctx.project_id = project_id.lower()
                     self.require_ready()
                     ctx.namespace = self.store.project_namespace.get(ctx.project_id)
+                    if ctx.namespace is None and len(self.store.project_claims.get(ctx.project_id) or ()) > 1:
+                        raise ApiProblem(409, f"projectId: project {ctx.project_id} is claimed by more than one "
+                                              "namespace; it is served again once only one carries its id")
                     if ctx.namespace is None:
                         raise ApiProblem(404, f"projectId: project {ctx.project_id} not found")
             return await handler(request, ctx)

@@ -1058,6 +1058,24 @@ async def test_watch_events_update_the_cache(client: Client) -> None:
     assert (await client.get(url("/99"), headers=headers)).status == 404
 
 
+async def test_a_second_namespace_labelled_with_a_project_does_not_take_its_requests(client: Client) -> None:
+    """Whoever may label a namespace with another team's project id gets neither that team's jobs nor
+    its new ones: the project is not served while two namespaces carry its id."""
+    store = client.app[STORE_KEY]
+    headers = await token(client)
+    impostor = {"metadata": {"name": "tenant-x", "resourceVersion": "90", "labels": {"onair.dev/project-id": PROJECT}}}
+    store.namespaces.apply_event({"type": "ADDED", "object": impostor})
+    refused = await client.get(url(), headers=headers)
+    assert refused.status == 409 and "more than one namespace" in (await refused.json())["errors"][0]
+    created = await client.post(url(), headers=headers, json={"jobTemplateId": 7, "bucket": "media", "serverType": 0})
+    assert created.status == 409
+    store.namespaces.apply_event({"type": "DELETED", "object": {**impostor, "metadata": {
+        **impostor["metadata"], "resourceVersion": "91"}}})
+    listed = await client.get(url(), headers=headers)
+    assert listed.status == 200 and (await listed.json())["result"], await listed.text()
+    assert store.project_namespace[PROJECT] == NS
+
+
 async def test_a_read_only_token_is_not_given_stream_keys(client: Client) -> None:
     """A stream key lets its holder publish into the channel: a dashboard's read-only token gets null,
     also from a page a writer's request left remembered."""
