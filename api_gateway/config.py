@@ -9,6 +9,9 @@ from pathlib import Path
 
 from onair.api_gateway.auth import ApiKey, Role, load_api_keys
 
+# An HS256 key shorter than its 32-byte hash is weaker than the hash (RFC 7518 3.2).
+MIN_SIGNING_KEY_LENGTH = 32
+
 ENV_PREFIX = "ONAIR_GATEWAY_"
 
 
@@ -75,6 +78,9 @@ class GatewayConfig:
         config.port = int(get("PORT", str(config.port)) or config.port)
         jwt_secret = get("JWT_SECRET") or (read_file("JWT_SECRET_FILE") or "").strip()
         if jwt_secret:
+            if len(jwt_secret) < MIN_SIGNING_KEY_LENGTH:
+                raise ValueError(f"{ENV_PREFIX}JWT_SECRET has {len(jwt_secret)} characters; at least "
+                                 f"{MIN_SIGNING_KEY_LENGTH} are needed")
             config.jwt_secret = jwt_secret
         seed = get("STREAM_KEY_SEED") or (read_file("STREAM_KEY_SEED_FILE") or "").strip()
         if seed:

@@ -21,11 +21,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from onair.api_gateway.auth import VerifiedTokens, load_api_keys
 from onair.api_gateway.cache import WatchCache, rv_int
+from onair.api_gateway.config import MIN_SIGNING_KEY_LENGTH
 
 log = logging.getLogger("onair.gateway")
-
-# An HS256 key shorter than its 32-byte hash is weaker than the hash (RFC 7518 3.2).
-MIN_SIGNING_KEY_LENGTH = 32
 
 
 class WatchedSecret:

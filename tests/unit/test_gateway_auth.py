@@ -152,15 +152,21 @@ def test_an_id_block_size_below_two_is_refused_at_start() -> None:
 def test_config_from_env(tmp_path: Path) -> None:
     (tmp_path / "seed").write_text("a-stream-key-seed-from-a-mounted-secret\n")
     config = GatewayConfig.from_env({
-        "ONAIR_GATEWAY_PORT": "9999", "ONAIR_GATEWAY_JWT_SECRET": "abc",
+        "ONAIR_GATEWAY_PORT": "9999", "ONAIR_GATEWAY_JWT_SECRET": "a-signing-key-of-at-least-32-characters",
         "ONAIR_GATEWAY_API_KEYS": "keys:\n- {name: a, key: x, projects: ['*'], role: admin}\n",
         "ONAIR_GATEWAY_CORS_ORIGINS": "https://console.example.com/, http://localhost:3000",
         "ONAIR_GATEWAY_STREAM_KEY_SEED_FILE": str(tmp_path / "seed"),
     })
-    assert config.port == 9999 and config.jwt_secret == "abc"
+    assert config.port == 9999 and config.jwt_secret == "a-signing-key-of-at-least-32-characters"
     assert config.stream_key_seed == "a-stream-key-seed-from-a-mounted-secret"
     assert config.api_keys[0].role is Role.ADMIN
     assert config.cors_origins == ("https://console.example.com", "http://localhost:3000")
+
+
+def test_a_short_jwt_signing_key_is_refused_at_start() -> None:
+    """As a rotated key is (watched_secrets): an HS256 key shorter than its hash weakens every token."""
+    with pytest.raises(ValueError, match="ONAIR_GATEWAY_JWT_SECRET has 3 characters; at least 32"):
+        GatewayConfig.from_env({"ONAIR_GATEWAY_JWT_SECRET": "abc"})
 
 
 def test_config_names_the_api_keys_secret() -> None:
