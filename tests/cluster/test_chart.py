@@ -142,7 +142,8 @@ def test_render_defaults() -> None:
     assert all("*" not in r["verbs"] and "*" not in r["resources"] for o in objects
                if o["kind"] == "ClusterRole" for r in o["rules"])
     bindings = {o["metadata"]["name"] for o in objects if o["kind"] == "ClusterRoleBinding"}
-    assert bindings == {"onair-operator", "onair-operator-framework", "onair-gateway", "onair-gateway-pods"}
+    assert bindings == {"onair-operator", "onair-operator-framework", "onair-gateway", "onair-gateway-pods",
+                        "onair-gateway-jobs"}
     assert "ONAIR_GATEWAY_WATCH_NAMESPACES" not in genv, "all namespaces watched: the gateway reads Pods in all"
 
     templates = {o["spec"]["id"]: o for o in objects if o["kind"] == "JobTemplate"}
@@ -256,15 +257,19 @@ def test_render_peering_per_watched_namespace() -> None:
     peerings = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects if o["kind"] == "KopfPeering"}
     assert peerings == {("news", "onair"), ("sport", "onair"), ("onair-system", "onair")}
     assert not [o for o in objects if o["kind"] == "ClusterKopfPeering"]
-    # Named namespaces: the operator's application rules, and the gateway's read of the encoder Pods,
-    # are bound in those only.
+    # Named namespaces: the operator's application rules, the gateway's writes of jobs and its read of
+    # the encoder Pods are bound in those only.
     bound = {(o["metadata"]["namespace"], o["roleRef"]["name"]) for o in objects if o["kind"] == "RoleBinding"}
     watched = ("news", "sport", "onair-system")
-    assert bound == {(ns, role) for ns in watched for role in ("onair-operator", "onair-gateway-pods")} | \
+    assert bound == {(ns, role) for ns in watched
+                     for role in ("onair-operator", "onair-gateway-pods", "onair-gateway-jobs")} | \
         {("onair-system", "onair-gateway-ids"), ("onair-system", "onair-gateway-signing-key")}
     cluster_wide = {o["metadata"]["name"] for o in objects if o["kind"] == "ClusterRoleBinding"}
     assert cluster_wide == {"onair-operator-framework", "onair-gateway"}
-    assert not any("pods" in r["resources"] for r in find(objects, "ClusterRole", "onair-gateway")["rules"])
+    gateway_rules = find(objects, "ClusterRole", "onair-gateway")["rules"]
+    assert not any("pods" in r["resources"] for r in gateway_rules)
+    assert {verb for r in gateway_rules if "livejobs" in r["resources"] for verb in r["verbs"]} == {"get", "list",
+                                                                                                    "watch"}
     gateway_env = env_of(find(objects, "Deployment", "onair-gateway"))
     assert gateway_env["ONAIR_GATEWAY_WATCH_NAMESPACES"] == "news,sport,onair-system"
 
