@@ -232,11 +232,10 @@ class ClipJob:
             try:
                 path = await asyncio.to_thread(fetch_segment, self.store, partial(self.config.key, rendition),
                                                segment, directory)
-            except Exception as error:
-                log.warning("could not fetch %s of %s to probe it: %s", segment.uri, rendition, error)
-                continue
-            init = directory / segment.init_uri if segment.init_uri else None
-            results.append(await probe_segment(path, init, partial(niced_child, PROBE_NICENESS)))
+                init = directory / segment.init_uri if segment.init_uri else None
+                results.append(await probe_segment(path, init, partial(niced_child, PROBE_NICENESS)))
+            except Exception as error:  # the clip stands without it: the source master's figures stay
+                log.warning("could not probe %s of %s: %s", segment.uri, rendition, error)
         resolutions = [result.resolution for result in results if result.resolution]
         frame_rates = [result.frame_rate for result in results if result.frame_rate]
         return Probed(tuple(dict.fromkeys(tag for result in results for tag in result.codecs)),
