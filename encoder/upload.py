@@ -384,7 +384,7 @@ class S3Store:
         self.bucket = bucket
         self.client = boto3.client(
             "s3",
-            endpoint_url=endpoint,
+            endpoint_url=endpoint or None,  # none given: AWS S3 of the region
             region_name=region,
             config=Config(
                 retries={"max_attempts": 1, "mode": "standard"},

@@ -282,6 +282,13 @@ def segments(count: int, start: int = 0, duration: float = 4.0) -> list[Segment]
             for i in range(count)]
 
 
+def test_no_s3_endpoint_means_aws_s3_of_the_region() -> None:
+    """The chart's default s3.endpoint is empty: the encoder then talks to AWS S3, not crash on it."""
+    from onair.encoder.upload import S3Store
+    assert S3Store("", "media", "eu-west-1").client.meta.endpoint_url == "https://s3.eu-west-1.amazonaws.com"
+    assert S3Store("http://s3.local:8333", "media", "us-east-1").client.meta.endpoint_url == "http://s3.local:8333"
+
+
 def test_a_body_that_is_not_a_playlist_is_refused_without_quoting_it() -> None:
     """A job's URL may point the encoder at any server: what it answered must not reach the job's
     status (which the REST API shows) through the parse error."""
