@@ -235,6 +235,9 @@ def tee_slave(output: SessionOutput, streams: str, segment_seconds: int, start_n
     return _escaped(f"[{inner}]{output.local_playlist}", TEE_SLAVE_SPECIAL)
 
 
+PULL_READ_TIMEOUT_US = 10_000_000  # ffmpeg's -rw_timeout, in microseconds
+
+
 def input_args(input_url: str, *, live_listener: bool, input_format: str | None = None) -> list[str]:
     """Reading the ingest. Short probing: the state turns Live (SRT) when ffmpeg reports the input,
     and the first segment should not wait for a long analysis."""
@@ -242,8 +245,10 @@ def input_args(input_url: str, *, live_listener: bool, input_format: str | None 
     if input_format:  # a pipe has no name to guess the format from
         args += ["-f", input_format]
     if not live_listener and input_url.startswith(("http://", "https://")):
-        # An HLS pull: start at the live edge rather than three segments back; reconnect on errors.
-        args += ["-live_start_index", "-1", "-reconnect", "1", "-reconnect_streamed", "1"]
+        # An HLS pull: start at the live edge rather than three segments back; reconnect on errors; an
+        # origin that takes the request and never answers ends the session (and the pull is tried again).
+        args += ["-live_start_index", "-1", "-reconnect", "1", "-reconnect_streamed", "1",
+                 "-rw_timeout", str(PULL_READ_TIMEOUT_US)]
     return [*args, "-i", input_url]
 
 

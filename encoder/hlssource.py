@@ -28,15 +28,15 @@ def first_variant(text: str) -> str | None:
     return None
 
 
-async def hls_source_ended(url: str, timeout: float = 5.0) -> bool:
-    """Whether the media playlist at `url` (a master's first variant) has ended. A playlist that
-    cannot be read is not known to have ended."""
+async def hls_source_ended(url: str, timeout: float = 5.0) -> bool | None:
+    """Whether the media playlist at `url` (a master's first variant) has ended: True, False (it is
+    live), or None when it cannot be read (not known either way)."""
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
             for _ in range(2):  # a master, then its variant
                 async with session.get(url) as response:
                     if response.status != 200:
-                        return False
+                        return None
                     text = await response.text()
                 if ENDLIST in text:
                     return True
@@ -45,5 +45,5 @@ async def hls_source_ended(url: str, timeout: float = 5.0) -> bool:
                     return False
                 url = urljoin(url, variant)
     except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
-        return False
+        return None
     return False

@@ -389,6 +389,11 @@ class Encoder:
         await self.front.wait_listening()
         play_url = self._rtmp_play_url(self.play_token)
         while not self.stop_requested.is_set():
+            front_exit = self.front.process.returncode if self.front.process is not None else None
+            if front_exit is not None:
+                # No publisher can reach the encoder without it, and the one that was is gone: the
+                # Pod restarts (exit 1) instead of reporting the stream as live forever.
+                raise RuntimeError(f"the RTMP front (nginx) exited with code {front_exit}")
             # Waiting on the stream before the publisher arrives: each session is one publish,
             # from its first frame until the publisher leaves (and the play is dropped).
             produced = await self._run_session(play_url, listener=False)
@@ -449,6 +454,10 @@ class Encoder:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_requested.wait(), (start - datetime.now(UTC)).total_seconds())
         backoff = 1.0
+        hls = is_hls_url(url)
+        if hls and self.config.kind == "LiveJob" and await hls_source_ended(url):
+            # A Pod started after the broadcast ended: pulled, it would be read from its first segment.
+            await self._wait_while_source_ended(url)
         while not self.stop_requested.is_set():
             if not self.status.connected:
                 self.status.set_state(self._pull_waiting_state(), f"pulling {url.split('?')[0]}")
@@ -457,11 +466,13 @@ class Encoder:
             if self.stop_requested.is_set():
                 break
             # An ended playlist pulled again is read from its first segment: it would be encoded twice.
-            source_ended = returncode == 0 and is_hls_url(url) and await hls_source_ended(url)
+            # ffmpeg also ends with 0 when the playlist cannot be reloaded for a few seconds (an origin's
+            # 503s): only the playlist itself, read again, says whether the source ended.
+            source_ended = returncode == 0 and hls and await self._hls_source_ended_known(url)
             if self.config.kind == "RecordJob" and returncode == 0 and (
-                    source_ended or (produced and self.status.finish_at is None)):
-                # The source ended (an HLS playlist with ENDLIST, or, with no end to the range, the stream
-                # closed): done. A stream may come back before the end; an ended playlist does not.
+                    source_ended or (not hls and produced and self.status.finish_at is None)):
+                # The source ended (an HLS playlist with ENDLIST, or, with no end to the range, a pushed
+                # stream closed): done. A stream may come back before the end; an ended playlist does not.
                 self.request_stop(finishing=True)
                 break
             if source_ended:  # a LiveJob's source ended its broadcast: wait for it to go live again
@@ -475,13 +486,27 @@ class Encoder:
         return EncoderState.RECONNECTING if self.status.disconnects else EncoderState.WAITING
 
     async def _wait_while_source_ended(self, url: str) -> None:
+        """Until the source playlist is read without EXT-X-ENDLIST: one that cannot be read meanwhile
+        may still be the ended one."""
         self.status.set_state(self._pull_waiting_state(), f"the source playlist {url.split('?')[0]} has ended "
                                                           "(EXT-X-ENDLIST): waiting for it to go live again")
         delay = 1.0
-        while not self.stop_requested.is_set() and await hls_source_ended(url):
+        while not self.stop_requested.is_set() and await hls_source_ended(url) is not False:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_requested.wait(), delay)
             delay = min(delay * 2, MAX_PULL_BACKOFF)
+
+    async def _hls_source_ended_known(self, url: str) -> bool:
+        """Whether the source ended, asked again while its playlist cannot be read (False once stopping)."""
+        delay = 1.0
+        while not self.stop_requested.is_set():
+            ended = await hls_source_ended(url)
+            if ended is not None:
+                return ended
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_requested.wait(), delay)
+            delay = min(delay * 2, MAX_PULL_BACKOFF)
+        return False
 
     # --- one session ------------------------------------------------------------------------------
 

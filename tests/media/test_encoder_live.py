@@ -6,6 +6,7 @@ import math
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable
 from functools import partial
@@ -175,6 +176,25 @@ def test_wrong_stream_key_is_refused(start_encoder: Callable[..., EncoderProcess
     assert status["state"] == "waiting" and status["ingest"]["connected"] is False
     assert all(rendition["segmentsWritten"] == 0 for rendition in status["renditions"])
     assert encoder.stop() == 0
+
+
+def test_an_encoder_whose_rtmp_front_died_exits_instead_of_staying_live(
+        start_encoder: Callable[..., EncoderProcess]) -> None:
+    """No publisher reaches the encoder without nginx, and the one that was is gone: the encoder exits 1
+    (its Pod restarts) rather than saying `live` for ever."""
+    encoder = start_encoder("LiveJob", live_spec(), ladder_template(("180p", 320, 180, "H264")))
+    publisher = publish(encoder.rtmp_url, 60)
+    try:
+        encoder.wait_state("live", 15)
+        front = subprocess.run(["pgrep", "-P", str(encoder.process.pid), "-x", "nginx"], capture_output=True,
+                               text=True, check=True).stdout.split()
+        assert len(front) == 1, front  # the front's master process, started by the encoder
+        os.kill(int(front[0]), signal.SIGKILL)
+        assert encoder.process.wait(20) == 1, encoder.log()[-3000:]
+        assert "the RTMP front (nginx) exited" in encoder.log()
+    finally:
+        publisher.kill()
+        publisher.wait(10)
 
 
 def test_reconnect_continues_one_playlist_with_a_discontinuity(

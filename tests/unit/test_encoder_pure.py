@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -280,6 +281,66 @@ def test_progress_blocks() -> None:
 def segments(count: int, start: int = 0, duration: float = 4.0) -> list[Segment]:
     return [Segment(start + i, duration, f"seg_{start + i:06d}.ts", T0 + timedelta(seconds=(start + i) * duration))
             for i in range(count)]
+
+
+def test_an_hls_pull_gives_up_on_an_origin_that_never_answers() -> None:
+    """ffmpeg waits for ever on a request an origin took and does not answer: the pull's read timeout
+    ends the session, and the pull is tried again."""
+    from onair.encoder.ffmpeg import PULL_READ_TIMEOUT_US, input_args
+    pulled = input_args("https://origin.example/live.m3u8", live_listener=False)
+    assert pulled[pulled.index("-rw_timeout") + 1] == str(PULL_READ_TIMEOUT_US) == "10000000"
+    assert "-rw_timeout" not in input_args("rtmp://127.0.0.1/live/key", live_listener=False)
+
+
+class AtOnce(asyncio.Event):
+    """A stop event whose waits (the pull's back-offs) end at once; whether it is set stays true."""
+
+    async def wait(self) -> bool:
+        await asyncio.sleep(0)
+        return True
+
+
+@pytest.mark.parametrize(("kind", "answers", "pulls", "finished"), [
+    # ffmpeg also ends with 0 when an origin answers 503 for a few seconds: a recording with no end
+    # goes on while the playlist cannot be read (None) or is live (False), and ends at its ENDLIST.
+    ("RecordJob", [None, False, None, True], 2, True),
+    # A LiveJob whose Pod starts after its source ended waits (no pull from the first segment), also
+    # while the playlist cannot be read; pulled once it is live; waits again once it ends.
+    ("LiveJob", [True, None, False, None, True, None, True], 1, False),
+])
+async def test_a_pull_ends_only_when_its_source_playlist_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, answers: list[bool | None], pulls: int,
+        finished: bool) -> None:
+    from onair.encoder import pipeline
+    url = "https://origin.example/live.m3u8"
+    if kind == "RecordJob":
+        spec: dict[str, object] = {"source": {"streamUrl": url}, "output": {"bucket": "media"}}
+    else:
+        spec = {"jobTemplateId": 1, "input": {"serverType": "HLS", "url": url}, "destination": {"bucket": "media"}}
+    encoder = Encoder(load_job_config(environment(kind, spec, None if kind == "RecordJob" else TEMPLATE)), Ports(),
+                      tmp_path, None, 10**6)  # type: ignore[arg-type]
+    encoder.stop_requested = AtOnce()
+    told = iter(answers)
+    sessions = 0
+
+    async def session(url: str, *, listener: bool, pull: bool = False) -> bool:
+        nonlocal sessions
+        sessions += 1
+        encoder._last_returncode = 0  # as ffmpeg ends after a reload failure, or at an ENDLIST
+        return True
+
+    async def asked(url: str) -> bool | None:
+        try:
+            return next(told)
+        except StopIteration:
+            encoder.stop_requested.set()  # every answer given: the job is stopped
+            return True
+
+    monkeypatch.setattr(encoder, "_run_session", session)
+    monkeypatch.setattr(pipeline, "hls_source_ended", asked)
+    await asyncio.wait_for(encoder._run_pull(), 5)
+    assert (sessions, encoder.finishing) == (pulls, finished)
+    assert next(told, "all asked") == "all asked"
 
 
 def test_no_s3_endpoint_means_aws_s3_of_the_region() -> None:
@@ -882,8 +943,8 @@ async def test_an_ended_hls_source_is_told_from_one_still_going_through_its_mast
     try:
         assert await hls_source_ended(f"{base}/ended/master.m3u8")
         assert await hls_source_ended(f"{base}/ended/360p/index.m3u8")
-        assert not await hls_source_ended(f"{base}/live/master.m3u8")
-        assert not await hls_source_ended(f"{base}/gone/master.m3u8")  # unreadable: not known to have ended
+        assert await hls_source_ended(f"{base}/live/master.m3u8") is False
+        assert await hls_source_ended(f"{base}/gone/master.m3u8") is None  # unreadable: not known either way
     finally:
         await runner.cleanup()
     assert is_hls_url("https://cdn.example/live.m3u8") and not is_hls_url("rtmp://origin/live/x")
