@@ -29,12 +29,15 @@ def first_variant(text: str) -> str | None:
 
 
 async def hls_source_ended(url: str, timeout: float = 5.0) -> bool | None:
-    """Whether the media playlist at `url` (a master's first variant) has ended: True, False (it is
-    live), or None when it cannot be read (not known either way)."""
+    """Whether the media playlist at `url` (a master's first variant) has ended: True (EXT-X-ENDLIST,
+    or the playlist is gone: 404, 410), False (it is live), or None when it cannot be read now (an
+    error status, no answer: not known either way)."""
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
             for _ in range(2):  # a master, then its variant
                 async with session.get(url) as response:
+                    if response.status in (404, 410):
+                        return True  # origins take an event's playlist down once it is over
                     if response.status != 200:
                         return None
                     text = await response.text()

@@ -471,8 +471,8 @@ class Encoder:
             source_ended = returncode == 0 and hls and await self._hls_source_ended_known(url)
             if self.config.kind == "RecordJob" and returncode == 0 and (
                     source_ended or (not hls and produced and self.status.finish_at is None)):
-                # The source ended (an HLS playlist with ENDLIST, or, with no end to the range, a pushed
-                # stream closed): done. A stream may come back before the end; an ended playlist does not.
+                # The source ended (an HLS playlist with ENDLIST, or, with no end to the range, an RTMP or
+                # SRT stream closed): done. A stream may come back before the end; an ended playlist does not.
                 self.request_stop(finishing=True)
                 break
             if source_ended:  # a LiveJob's source ended its broadcast: wait for it to go live again

@@ -929,6 +929,8 @@ async def test_an_ended_hls_source_is_told_from_one_still_going_through_its_mast
     }
 
     async def serve(request: web.Request) -> web.Response:
+        if request.path.startswith("/failing/"):
+            raise web.HTTPServiceUnavailable()
         if request.path not in playlists:
             raise web.HTTPNotFound()
         return web.Response(text=playlists[request.path])
@@ -944,7 +946,8 @@ async def test_an_ended_hls_source_is_told_from_one_still_going_through_its_mast
         assert await hls_source_ended(f"{base}/ended/master.m3u8")
         assert await hls_source_ended(f"{base}/ended/360p/index.m3u8")
         assert await hls_source_ended(f"{base}/live/master.m3u8") is False
-        assert await hls_source_ended(f"{base}/gone/master.m3u8") is None  # unreadable: not known either way
+        assert await hls_source_ended(f"{base}/gone/master.m3u8")  # taken down (404): over
+        assert await hls_source_ended(f"{base}/failing/master.m3u8") is None  # 503: not known either way
     finally:
         await runner.cleanup()
     assert is_hls_url("https://cdn.example/live.m3u8") and not is_hls_url("rtmp://origin/live/x")
