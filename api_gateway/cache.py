@@ -537,19 +537,21 @@ class Store:
         return self._ready
 
     def _on_namespace(self, event: str, old: Obj | None, new: Obj | None) -> None:
+        changed = set()  # the projects whose claims this event touches, each settled once
         if old is not None:
             project = (old["metadata"].get("labels") or {}).get(mapping.LABEL_PROJECT, "").lower()
-            claims = self.project_claims.get(project)
-            if claims is not None:
-                claims.discard(old["metadata"]["name"])
-                self._serve(project)
+            if project in self.project_claims:
+                self.project_claims[project].discard(old["metadata"]["name"])
+                changed.add(project)
         if new is not None:
             project = (new["metadata"].get("labels") or {}).get(mapping.LABEL_PROJECT, "").lower()
             # A project the operator does not watch is not served: its jobs would never run.
             served = not self.watch_namespaces or new["metadata"]["name"] in self.watch_namespaces
             if project and served:
                 self.project_claims.setdefault(project, set()).add(new["metadata"]["name"])
-                self._serve(project)
+                changed.add(project)
+        for project in changed:
+            self._serve(project)
 
     def _serve(self, project: str) -> None:
         claims = self.project_claims.get(project) or set()

@@ -265,17 +265,23 @@ class Gateway:
         assert ctx.namespace
         search = request.query.get("search")
         namespace = ctx.namespace
-        needle = mapping.search_needle(search) if search else None
-        if not shows_stream_keys(ctx):
-            # Rows without the key, made for this request: the kept rows and pages carry it.
-            return list_response(run_list(request, self.route_of(request), self.store.live_index(namespace), [],
-                                          newest_settled_ms=self.newest_settled_ms(), search=needle,
-                                          default_desc=False,
-                                          render=lambda e: mapping.live_job_summary(e.obj, e.facts, None)))
+
+        def row(entry: JobEntry) -> dict[str, Any]:
+            return self.store.live_row(namespace, entry)[0]
+
+        def row_json(entry: JobEntry) -> str:
+            return self.store.live_row(namespace, entry)[1]
+
+        def keyless_row(entry: JobEntry) -> dict[str, Any]:
+            return mapping.live_job_summary(entry.obj, entry.facts, None)
+
+        # A read-only token's rows, without the key, are made for its request: the kept rows and pages
+        # carry the key.
+        keyed = shows_stream_keys(ctx)
         return list_response(run_list(request, self.route_of(request), self.store.live_index(namespace), [],
-                                      newest_settled_ms=self.newest_settled_ms(), search=needle, default_desc=False,
-                                      render=lambda e: self.store.live_row(namespace, e)[0],
-                                      render_json=lambda e: self.store.live_row(namespace, e)[1]))
+                                      newest_settled_ms=self.newest_settled_ms(),
+                                      search=mapping.search_needle(search) if search else None, default_desc=False,
+                                      render=row if keyed else keyless_row, render_json=row_json if keyed else None))
 
     def newest_settled_ms(self) -> int:
         """The creation time (ms) up to which every job is in the cache by now. Kubernetes stamps
@@ -646,6 +652,7 @@ class Gateway:
             raise ApiProblem(400, *validation_errors(error)) from error
         time_range = spec.get("timeRange") or {}
         start, end = mapping.parse_time(time_range.get("start")), mapping.parse_time(time_range.get("end"))
+        ended = end is not None and end <= datetime.fromtimestamp(self.clock(), UTC)
         source_job = spec["source"].get("liveJobRef")
         if source_job:
             source = await self.find_job(ctx, source_job, live=True)
@@ -653,10 +660,10 @@ class Gateway:
                 raise ApiProblem(400, f"source.liveJobRef: no live job {source_job} in this project")
             spec["source"]["liveJobRef"] = source.name
             self.require_cuttable(ctx.namespace, source, start, end, ("timeRange.start", "timeRange.end"))
-            if spec.get("paused") and end is not None and end <= datetime.fromtimestamp(self.clock(), UTC):
+            if spec.get("paused") and ended:
                 raise ApiProblem(400, "paused: a past range is cut at once; a clip pauses only while it follows its "
                                       "live job")
-        elif end is not None and end <= datetime.fromtimestamp(self.clock(), UTC):
+        elif ended:
             raise ApiProblem(400, "timeRange.end: has passed; a stream is recorded live, and a past range can only "
                                   "be cut from a live job's stored segments (source.liveJobRef)")
         template_id = spec.get("jobTemplateId")
@@ -709,10 +716,9 @@ class Gateway:
         self.store.recordjobs.remove(deleted if deleted and deleted.get("metadata") else entry.obj)
         return json_response(envelope(None, messages=["record job deleted"]))
 
-    async def patch_record(self, request: web.Request, ctx: Ctx, spec_patch: dict[str, Any],
-                           message: str) -> web.Response:
+    async def patch_record(self, ctx: Ctx, entry: JobEntry, spec_patch: dict[str, Any], message: str
+                           ) -> web.Response:
         assert ctx.namespace
-        entry = await self.record_entry(ctx, request.match_info["id"])
         if entry.facts["status"] in ("completed", "failed"):
             raise ApiProblem(409, f"record job {entry.id} is {entry.facts['status']}; it cannot change any more")
         updated = await self.kube_client().merge_patch(
@@ -729,10 +735,11 @@ class Gateway:
         if (spec.get("source") or {}).get("liveJobRef") and end is not None and \
                 end <= datetime.fromtimestamp(self.clock(), UTC):
             raise ApiProblem(409, "a clip of a past range is cut at once; it cannot pause (delete it instead)")
-        return await self.patch_record(request, ctx, {"paused": True}, "record job paused")
+        return await self.patch_record(ctx, entry, {"paused": True}, "record job paused")
 
     async def resume_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
-        return await self.patch_record(request, ctx, {"paused": False}, "record job resumed")
+        entry = await self.record_entry(ctx, request.match_info["id"])
+        return await self.patch_record(ctx, entry, {"paused": False}, "record job resumed")
 
     async def stop_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         entry = await self.record_entry(ctx, request.match_info["id"])
@@ -746,7 +753,7 @@ class Gateway:
             new_end = end
         else:
             new_end = now
-        return await self.patch_record(request, ctx, {"paused": False, "timeRange": {
+        return await self.patch_record(ctx, entry, {"paused": False, "timeRange": {
             "end": new_end.isoformat().replace("+00:00", "Z")}}, "record job stopping")
 
     # --- templates --------------------------------------------------------------------------------

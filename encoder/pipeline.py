@@ -490,23 +490,24 @@ class Encoder:
         may still be the ended one."""
         self.status.set_state(self._pull_waiting_state(), f"the source playlist {url.split('?')[0]} has ended "
                                                           "(EXT-X-ENDLIST): waiting for it to go live again")
-        delay = 1.0
-        while not self.stop_requested.is_set() and await hls_source_ended(url) is not False:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_requested.wait(), delay)
-            delay = min(delay * 2, MAX_PULL_BACKOFF)
+        await self._hls_source_ended_until(url, lambda ended: ended is False)
 
     async def _hls_source_ended_known(self, url: str) -> bool:
         """Whether the source ended, asked again while its playlist cannot be read (False once stopping)."""
+        return bool(await self._hls_source_ended_until(url, lambda ended: ended is not None))
+
+    async def _hls_source_ended_until(self, url: str, answered: Callable[[bool | None], bool]) -> bool | None:
+        """hls_source_ended(url), asked again (every 1 s, backing off to 10 s) until `answered` takes
+        its answer or the job stops (None then)."""
         delay = 1.0
         while not self.stop_requested.is_set():
             ended = await hls_source_ended(url)
-            if ended is not None:
+            if answered(ended):
                 return ended
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_requested.wait(), delay)
             delay = min(delay * 2, MAX_PULL_BACKOFF)
-        return False
+        return None
 
     # --- one session ------------------------------------------------------------------------------
 
