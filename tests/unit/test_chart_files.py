@@ -126,6 +126,16 @@ def test_dashboard_queries_documented_metrics() -> None:
             assert base in docs, f"dashboard uses {name}, not documented in docs/observability.md"
 
 
+def test_dashboard_filters_by_project_namespace_only_per_job_series() -> None:
+    # Only encoder series carry a job's namespace; the operator's and gateway's carry their own.
+    dashboard = json.loads((CHART / "files" / "dashboards" / "onair.json").read_text())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            if "$namespace" in target["expr"]:
+                names = KNOWN_METRICS.findall(target["expr"])
+                assert all(name.startswith("onair_encoder_") for name in names), (panel["title"], names)
+
+
 def dockerfile_stages() -> list[list[str]]:
     stages: list[list[str]] = []
     for line in (ROOT / "Dockerfile").read_text().splitlines():
