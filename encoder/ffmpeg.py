@@ -236,6 +236,13 @@ def tee_slave(output: SessionOutput, streams: str, segment_seconds: int, start_n
 
 
 PULL_READ_TIMEOUT_US = 10_000_000  # ffmpeg's -rw_timeout, in microseconds
+# A live HLS source with no new segment for this many of its target durations has frozen (its origin
+# died without EXT-X-ENDLIST).
+FROZEN_SOURCE_SEGMENTS = 3
+# ffmpeg reloads a playlist with no new segment every half target duration; after this many reloads
+# it ends its input, as at an ENDLIST, and closes the segment it was writing. Stopped by us instead, it
+# would not: one SIGINT does not interrupt the demuxer's reload wait, and it is killed.
+PULL_HOLD_RELOADS = 2 * FROZEN_SOURCE_SEGMENTS
 
 
 def input_args(input_url: str, *, live_listener: bool, input_format: str | None = None) -> list[str]:
@@ -246,9 +253,10 @@ def input_args(input_url: str, *, live_listener: bool, input_format: str | None 
         args += ["-f", input_format]
     if not live_listener and input_url.startswith(("http://", "https://")):
         # An HLS pull: start at the live edge rather than three segments back; reconnect on errors; an
-        # origin that takes the request and never answers ends the session (and the pull is tried again).
+        # origin that takes the request and never answers ends the session (and the pull is tried again),
+        # and so does a playlist that stopped giving new segments.
         args += ["-live_start_index", "-1", "-reconnect", "1", "-reconnect_streamed", "1",
-                 "-rw_timeout", str(PULL_READ_TIMEOUT_US)]
+                 "-rw_timeout", str(PULL_READ_TIMEOUT_US), "-m3u8_hold_counters", str(PULL_HOLD_RELOADS)]
     return [*args, "-i", input_url]
 
 

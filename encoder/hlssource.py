@@ -1,14 +1,19 @@
-"""An HLS source's end: whether the playlist a recorder pulls has ended (EXT-X-ENDLIST).
+"""An HLS source's playlist as a pull reads it between sessions: whether it ended (EXT-X-ENDLIST), and
+its newest segment.
 
 ffmpeg exits 0 both when an HLS source ended and when a stream it pulled closed. A stream may come
 back before the end of the recording's range, so it is pulled again; an ended playlist pulled again
-is read from its first segment, which would record it twice."""
+is read from its first segment, which would record it twice, and a frozen one (its origin died) from
+its newest segment, which would encode that segment again at each pull."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import urljoin
 
 import aiohttp
+
+from .playlist import parse_media_playlist
 
 ENDLIST = "#EXT-X-ENDLIST"
 STREAM_INF = "#EXT-X-STREAM-INF"
@@ -28,25 +33,44 @@ def first_variant(text: str) -> str | None:
     return None
 
 
-async def hls_source_ended(url: str, timeout: float = 5.0) -> bool | None:
-    """Whether the media playlist at `url` (a master's first variant) has ended: True (EXT-X-ENDLIST,
-    or the playlist is gone: 404, 410), False (it is live), or None when it cannot be read now (an
+@dataclass(frozen=True)
+class HlsSource:
+    """What a pull needs to know of its source's media playlist, read now."""
+
+    ended: bool  # EXT-X-ENDLIST, or the playlist is gone (404, 410)
+    target_duration: float = 0.0
+    newest_segment: tuple[int, str] | None = None  # sequence number and URI of its last segment
+
+    @classmethod
+    def from_media_playlist(cls, text: str) -> HlsSource | None:
+        """None for a body that is not a media playlist (not known what the source is doing)."""
+        if ENDLIST in text:
+            return cls(ended=True)
+        try:
+            playlist = parse_media_playlist(text)
+        except ValueError:
+            return None
+        newest = playlist.segments[-1] if playlist.segments else None
+        return cls(ended=False, target_duration=float(playlist.target_duration or 0),
+                   newest_segment=(newest.sequence, newest.uri) if newest else None)
+
+
+async def read_hls_source(url: str, timeout: float = 5.0) -> HlsSource | None:
+    """The media playlist at `url` (a master's first variant), or None when it cannot be read now (an
     error status, no answer: not known either way)."""
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
             for _ in range(2):  # a master, then its variant
                 async with session.get(url) as response:
                     if response.status in (404, 410):
-                        return True  # origins take an event's playlist down once it is over
+                        return HlsSource(ended=True)  # origins take an event's playlist down once it is over
                     if response.status != 200:
                         return None
                     text = await response.text()
-                if ENDLIST in text:
-                    return True
                 variant = first_variant(text)
                 if variant is None:
-                    return False
+                    return HlsSource.from_media_playlist(text)
                 url = urljoin(url, variant)
     except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
         return None
-    return False
+    return None  # a master whose first variant is a master again

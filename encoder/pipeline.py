@@ -30,6 +30,7 @@ from onair.phases import ConditionReason
 
 from .config import IngestKind, JobConfig
 from .ffmpeg import (
+    FROZEN_SOURCE_SEGMENTS,
     ProgressParser,
     SessionOutput,
     available_cpus,
@@ -39,7 +40,7 @@ from .ffmpeg import (
     session_outputs,
     unhandled_local_segments,
 )
-from .hlssource import hls_source_ended, is_hls_url
+from .hlssource import HlsSource, is_hls_url, read_hls_source
 from .mp4 import fetch_segment, write_mp4
 from .passthrough import (
     OneProcess,
@@ -96,8 +97,8 @@ MAX_PULL_BACKOFF = 10.0
 STORE_RETRY_FIRST_SECONDS = 0.5
 STORE_RETRY_MAX_SECONDS = 10.0
 BANDWIDTH_HEADROOM = 1.1
-# A pulled source that gives no new segment for this long (and at least the minimum) is reconnected.
-FROZEN_SOURCE_SEGMENTS = 3
+# A pulled source that gives no new segment for FROZEN_SOURCE_SEGMENTS of ours or of its own (and at
+# least the minimum) is reconnected; ffmpeg ends an HLS pull itself a little earlier (PULL_HOLD_RELOADS).
 FROZEN_SOURCE_MIN_SECONDS = 6.0
 FEEDER_STOP_SECONDS = 2.0
 SRT_PIPE_INPUT = "pipe:0"  # the SRT gate relays the publisher's MPEG-TS into ffmpeg's standard input
@@ -455,20 +456,28 @@ class Encoder:
                 await asyncio.wait_for(self.stop_requested.wait(), (start - datetime.now(UTC)).total_seconds())
         backoff = 1.0
         hls = is_hls_url(url)
-        if hls and self.config.kind == "LiveJob" and await hls_source_ended(url):
+        source = await read_hls_source(url) if hls else None
+        if source is not None and source.ended and self.config.kind == "LiveJob":
             # A Pod started after the broadcast ended: pulled, it would be read from its first segment.
-            await self._wait_while_source_ended(url)
+            source = await self._wait_while_source_ended(url)
         while not self.stop_requested.is_set():
             if not self.status.connected:
                 self.status.set_state(self._pull_waiting_state(), f"pulling {url.split('?')[0]}")
-            produced = await self._run_session(url, listener=False, pull=True)
+            target = source.target_duration if source is not None else 0.0
+            produced = await self._run_session(url, listener=False, pull=True, source_target_duration=target)
             returncode = self._last_returncode
             if self.stop_requested.is_set():
                 break
-            # An ended playlist pulled again is read from its first segment: it would be encoded twice.
-            # ffmpeg also ends with 0 when the playlist cannot be reloaded for a few seconds (an origin's
-            # 503s): only the playlist itself, read again, says whether the source ended.
-            source_ended = returncode == 0 and hls and await self._hls_source_ended_known(url)
+            if hls:
+                # An ended playlist pulled again is read from its first segment: it would be encoded twice.
+                # ffmpeg also ends with 0 when the playlist cannot be reloaded for a few seconds (an origin's
+                # 503s): only the playlist itself, read again, says whether the source ended.
+                source = await (self._hls_source_known(url) if returncode == 0 else read_hls_source(url))
+                if source is not None and not source.ended:
+                    # Live, yet the session ended: the source froze (or failed). Pulled now, its newest
+                    # segment would be encoded again, and the job would say `live` with nothing new.
+                    source = await self._wait_for_a_new_segment(url, source)
+            source_ended = returncode == 0 and source is not None and source.ended
             if self.config.kind == "RecordJob" and returncode == 0 and (
                     source_ended or (not hls and produced and self.status.finish_at is None)):
                 # The source ended (an HLS playlist with ENDLIST, or, with no end to the range, an RTMP or
@@ -476,7 +485,7 @@ class Encoder:
                 self.request_stop(finishing=True)
                 break
             if source_ended:  # a LiveJob's source ended its broadcast: wait for it to go live again
-                await self._wait_while_source_ended(url)
+                source = await self._wait_while_source_ended(url)
                 continue
             backoff = 1.0 if produced else min(backoff * 2, MAX_PULL_BACKOFF)
             with contextlib.suppress(TimeoutError):
@@ -485,25 +494,35 @@ class Encoder:
     def _pull_waiting_state(self) -> EncoderState:
         return EncoderState.RECONNECTING if self.status.disconnects else EncoderState.WAITING
 
-    async def _wait_while_source_ended(self, url: str) -> None:
+    async def _wait_while_source_ended(self, url: str) -> HlsSource | None:
         """Until the source playlist is read without EXT-X-ENDLIST: one that cannot be read meanwhile
         may still be the ended one."""
         self.status.set_state(self._pull_waiting_state(), f"the source playlist {url.split('?')[0]} has ended "
                                                           "(EXT-X-ENDLIST): waiting for it to go live again")
-        await self._hls_source_ended_until(url, lambda ended: ended is False)
+        return await self._read_hls_source_until(url, lambda source: source is not None and not source.ended)
 
-    async def _hls_source_ended_known(self, url: str) -> bool:
-        """Whether the source ended, asked again while its playlist cannot be read (False once stopping)."""
-        return bool(await self._hls_source_ended_until(url, lambda ended: ended is not None))
+    async def _wait_for_a_new_segment(self, url: str, source: HlsSource) -> HlsSource | None:
+        """Until the live source playlist names a segment newer than `source`'s newest, or ends."""
+        if source.newest_segment is not None:
+            self.status.set_state(self._pull_waiting_state(),
+                                  f"no new segment in the source playlist {url.split('?')[0]} after "
+                                  f"{source.newest_segment[1].split('?')[0]}: waiting for one")
+        return await self._read_hls_source_until(
+            url, lambda now: now is not None and (now.ended or now.newest_segment != source.newest_segment))
 
-    async def _hls_source_ended_until(self, url: str, answered: Callable[[bool | None], bool]) -> bool | None:
-        """hls_source_ended(url), asked again (every 1 s, backing off to 10 s) until `answered` takes
+    async def _hls_source_known(self, url: str) -> HlsSource | None:
+        """The source playlist, read again while it cannot be read (None once stopping)."""
+        return await self._read_hls_source_until(url, lambda source: source is not None)
+
+    async def _read_hls_source_until(self, url: str,
+                                     answered: Callable[[HlsSource | None], bool]) -> HlsSource | None:
+        """read_hls_source(url), asked again (every 1 s, backing off to 10 s) until `answered` takes
         its answer or the job stops (None then)."""
         delay = 1.0
         while not self.stop_requested.is_set():
-            ended = await hls_source_ended(url)
-            if answered(ended):
-                return ended
+            source = await read_hls_source(url)
+            if answered(source):
+                return source
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_requested.wait(), delay)
             delay = min(delay * 2, MAX_PULL_BACKOFF)
@@ -512,10 +531,12 @@ class Encoder:
     # --- one session ------------------------------------------------------------------------------
 
     async def _run_session(
-        self, input_url: str, *, listener: bool, pull: bool = False, srt: SrtGate | None = None
+        self, input_url: str, *, listener: bool, pull: bool = False, srt: SrtGate | None = None,
+        source_target_duration: float = 0.0,
     ) -> bool:
         """Runs one ffmpeg (a passthrough: two) until the input ends or a stop; returns whether it
-        produced segments. `srt`: the input is the pipe that gate's next publisher is relayed into."""
+        produced segments. `srt`: the input is the pipe that gate's next publisher is relayed into;
+        `source_target_duration`: a pulled HLS source's, when known."""
         self.session_number += 1
         self.player_joined.clear()  # this session's ffmpeg joins anew
         session_dir = self.work_dir / f"session_{self.session_number:04d}"
@@ -577,7 +598,7 @@ class Encoder:
         stop = asyncio.create_task(self.stop_requested.wait())
         ending: set[asyncio.Task[Any]] = {exited, stop}
         if pull:
-            ending.add(asyncio.create_task(self._watch_for_a_frozen_source(state)))
+            ending.add(asyncio.create_task(self._watch_for_a_frozen_source(state, source_target_duration)))
         await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
         if feeder is not None:
             # ffmpeg blocked reading an idle pipe does not notice a signal; the end of its input it does.
@@ -653,10 +674,12 @@ class Encoder:
             processes.close()
         await processes.wait()
 
-    async def _watch_for_a_frozen_source(self, state: SessionState) -> None:
-        """Returns when a pulled source has stopped giving media: an HLS playlist that is no longer
-        updated (the origin died without ENDLIST) keeps ffmpeg reloading it for many minutes."""
-        limit = max(FROZEN_SOURCE_MIN_SECONDS, FROZEN_SOURCE_SEGMENTS * self.config.segment_seconds)
+    async def _watch_for_a_frozen_source(self, state: SessionState, source_target_duration: float) -> None:
+        """Returns when a pulled source has stopped giving media: a stream that stalled, or an HLS
+        playlist that ffmpeg did not give up on itself (its reloads take one or two extra target
+        durations beyond FROZEN_SOURCE_SEGMENTS of them)."""
+        limit = max(FROZEN_SOURCE_MIN_SECONDS, FROZEN_SOURCE_SEGMENTS * self.config.segment_seconds,
+                    (FROZEN_SOURCE_SEGMENTS + 2) * source_target_duration)
         while True:
             await asyncio.sleep(POLL_INTERVAL * 10)
             if state.connected and time.monotonic() - state.last_media > limit:

@@ -142,21 +142,42 @@ def start_encoder(
             stop_child(encoder.process, 30)
 
 
+class _OriginServer(http.server.ThreadingHTTPServer):
+    requested: list[str]  # the paths asked for, in order
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    server: _OriginServer
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        self.server.requested.append(self.path)
+
 
 @pytest.fixture
-def hls_origin(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """An HTTP origin serving a directory, as a CDN or packager would serve a live HLS stream."""
+def _hls_origin_server(tmp_path: Path) -> Iterator[_OriginServer]:
     root = tmp_path / "origin"
     root.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
+    server = _OriginServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
+    server.requested = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", root
+        yield server
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def hls_origin(_hls_origin_server: _OriginServer, tmp_path: Path) -> tuple[str, Path]:
+    """An HTTP origin serving a directory, as a CDN or packager would serve a live HLS stream."""
+    return f"http://127.0.0.1:{_hls_origin_server.server_address[1]}", tmp_path / "origin"
+
+
+@pytest.fixture
+def hls_origin_requests(_hls_origin_server: _OriginServer) -> list[str]:
+    """The paths hls_origin was asked for, in order."""
+    return _hls_origin_server.requested

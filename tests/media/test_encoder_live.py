@@ -345,7 +345,7 @@ def test_srt_second_publisher_is_refused_while_one_publishes(
 
 def test_hls_pull_is_encoded_into_the_ladder_and_a_frozen_source_is_pulled_again(
     start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, hls_origin: tuple[str, Path],
-    tmp_path: Path,
+    hls_origin_requests: list[str], tmp_path: Path,
 ) -> None:
     base_url, root = hls_origin
 
@@ -374,6 +374,18 @@ def test_hls_pull_is_encoded_into_the_ladder_and_a_frozen_source_is_pulled_again
         source.kill()
         source.wait(10)
         encoder.wait_state("reconnecting", 20)
+        wait_until(lambda: "no new segment" in encoder.status()["message"], 10, "the job to say its source froze")
+        # ffmpeg gave the frozen playlist up itself, its last segment closed, instead of being killed;
+        # the playlist is then only watched: pulled, its newest segment would be encoded again.
+        assert "ffmpeg exited with" not in encoder.log()
+        written = [rendition["segmentsWritten"] for rendition in encoder.status()["renditions"]]
+        asked = len(hls_origin_requests)
+        wait_until(lambda: hls_origin_requests[asked:].count("/live.m3u8") >= 2, 15,
+                   "two more reads of the frozen playlist")
+        assert not [path for path in hls_origin_requests[asked:] if path != "/live.m3u8"]
+        status = encoder.status()
+        assert status["state"] == "reconnecting"
+        assert [rendition["segmentsWritten"] for rendition in status["renditions"]] == written
         source = start_origin()
         encoder.wait_state("live", 20)
     finally:

@@ -29,7 +29,7 @@ from onair.encoder.ffmpeg import (
     unhandled_local_segments,
     x264_threads,
 )
-from onair.encoder.hlssource import hls_source_ended, is_hls_url
+from onair.encoder.hlssource import HlsSource, is_hls_url, read_hls_source
 from onair.encoder.pipeline import Encoder, Ports, redacted
 from onair.encoder.playlist import (
     MeasuredBitRates,
@@ -289,6 +289,8 @@ def test_an_hls_pull_gives_up_on_an_origin_that_never_answers() -> None:
     from onair.encoder.ffmpeg import PULL_READ_TIMEOUT_US, input_args
     pulled = input_args("https://origin.example/live.m3u8", live_listener=False)
     assert pulled[pulled.index("-rw_timeout") + 1] == str(PULL_READ_TIMEOUT_US) == "10000000"
+    # A playlist with no new segment for 3 of its target durations (6 reloads, half one apart) ends it too.
+    assert pulled[pulled.index("-m3u8_hold_counters") + 1] == "6"
     assert "-rw_timeout" not in input_args("rtmp://127.0.0.1/live/key", live_listener=False)
 
 
@@ -300,16 +302,25 @@ class AtOnce(asyncio.Event):
         return True
 
 
+LIVE_AT_5 = HlsSource(ended=False, target_duration=4.0, newest_segment=(5, "seg_5.ts"))
+LIVE_AT_6 = HlsSource(ended=False, target_duration=4.0, newest_segment=(6, "seg_6.ts"))
+ENDED = HlsSource(ended=True)
+
+
 @pytest.mark.parametrize(("kind", "answers", "pulls", "finished"), [
     # ffmpeg also ends with 0 when an origin answers 503 for a few seconds: a recording with no end
-    # goes on while the playlist cannot be read (None) or is live (False), and ends at its ENDLIST.
-    ("RecordJob", [None, False, None, True], 2, True),
+    # goes on while the playlist cannot be read (None) or is live, and ends at its ENDLIST.
+    ("RecordJob", [LIVE_AT_5, None, LIVE_AT_5, LIVE_AT_6, None, ENDED], 2, True),
     # A LiveJob whose Pod starts after its source ended waits (no pull from the first segment), also
     # while the playlist cannot be read; pulled once it is live; waits again once it ends.
-    ("LiveJob", [True, None, False, None, True, None, True], 1, False),
+    ("LiveJob", [ENDED, None, LIVE_AT_5, None, ENDED, None, ENDED], 1, False),
+    # A frozen source (live, no new segment) is not pulled again, which would encode its newest segment
+    # again, until it has a new one.
+    ("LiveJob", [LIVE_AT_5, LIVE_AT_5, LIVE_AT_5, None, LIVE_AT_5, LIVE_AT_6], 2, False),
+    ("RecordJob", [LIVE_AT_5, LIVE_AT_5, LIVE_AT_5, None, ENDED], 1, True),  # it ended while frozen
 ])
 async def test_a_pull_ends_only_when_its_source_playlist_says_so(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, answers: list[bool | None], pulls: int,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, answers: list[HlsSource | None], pulls: int,
         finished: bool) -> None:
     from onair.encoder import pipeline
     url = "https://origin.example/live.m3u8"
@@ -323,21 +334,22 @@ async def test_a_pull_ends_only_when_its_source_playlist_says_so(
     told = iter(answers)
     sessions = 0
 
-    async def session(url: str, *, listener: bool, pull: bool = False) -> bool:
+    async def session(url: str, *, listener: bool, pull: bool = False, source_target_duration: float = 0.0) -> bool:
         nonlocal sessions
         sessions += 1
-        encoder._last_returncode = 0  # as ffmpeg ends after a reload failure, or at an ENDLIST
+        assert source_target_duration == 4.0  # the source's, read before: the frozen-source watchdog's unit
+        encoder._last_returncode = 0  # as ffmpeg ends after a reload failure, a frozen playlist, an ENDLIST
         return True
 
-    async def asked(url: str) -> bool | None:
+    async def asked(url: str) -> HlsSource | None:
         try:
             return next(told)
         except StopIteration:
             encoder.stop_requested.set()  # every answer given: the job is stopped
-            return True
+            return ENDED
 
     monkeypatch.setattr(encoder, "_run_session", session)
-    monkeypatch.setattr(pipeline, "hls_source_ended", asked)
+    monkeypatch.setattr(pipeline, "read_hls_source", asked)
     await asyncio.wait_for(encoder._run_pull(), 5)
     assert (sessions, encoder.finishing) == (pulls, finished)
     assert next(told, "all asked") == "all asked"
@@ -925,7 +937,9 @@ async def test_an_ended_hls_source_is_told_from_one_still_going_through_its_mast
         "/ended/master.m3u8": '#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\n360p/index.m3u8\n',
         "/ended/360p/index.m3u8": "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nseg_0.ts\n#EXT-X-ENDLIST\n",
         "/live/master.m3u8": '#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\n360p/index.m3u8\n',
-        "/live/360p/index.m3u8": "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nseg_0.ts\n",
+        "/live/360p/index.m3u8": "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n"
+                                 "#EXTINF:2,\nseg_7.ts\n#EXTINF:2,\nseg_8.ts\n",
+        "/garbage.m3u8": "<html>an error page</html>",
     }
 
     async def serve(request: web.Request) -> web.Response:
@@ -943,11 +957,13 @@ async def test_an_ended_hls_source_is_told_from_one_still_going_through_its_mast
     await web.TCPSite(runner, "127.0.0.1", port).start()
     base = f"http://127.0.0.1:{port}"
     try:
-        assert await hls_source_ended(f"{base}/ended/master.m3u8")
-        assert await hls_source_ended(f"{base}/ended/360p/index.m3u8")
-        assert await hls_source_ended(f"{base}/live/master.m3u8") is False
-        assert await hls_source_ended(f"{base}/gone/master.m3u8")  # taken down (404): over
-        assert await hls_source_ended(f"{base}/failing/master.m3u8") is None  # 503: not known either way
+        assert await read_hls_source(f"{base}/ended/master.m3u8") == ENDED
+        assert await read_hls_source(f"{base}/ended/360p/index.m3u8") == ENDED
+        assert await read_hls_source(f"{base}/live/master.m3u8") == HlsSource(ended=False, target_duration=2.0,
+                                                                              newest_segment=(8, "seg_8.ts"))
+        assert await read_hls_source(f"{base}/gone/master.m3u8") == ENDED  # taken down (404): over
+        assert await read_hls_source(f"{base}/failing/master.m3u8") is None  # 503: not known either way
+        assert await read_hls_source(f"{base}/garbage.m3u8") is None
     finally:
         await runner.cleanup()
     assert is_hls_url("https://cdn.example/live.m3u8") and not is_hls_url("rtmp://origin/live/x")
