@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,13 @@ BANDWIDTH_HEADROOM = 1.1
 # A pulled source that gives no new segment for FROZEN_SOURCE_SEGMENTS of ours or of its own (and at
 # least the minimum) is reconnected; ffmpeg ends an HLS pull itself a little earlier (PULL_HOLD_RELOADS).
 FROZEN_SOURCE_MIN_SECONDS = 6.0
+NO_VIDEO_INPUT = "the input has no video stream: the ladder is encoded from video, so send video with the audio"
+# nginx holds an RTMP publish back until its first video key frame (wait_video, wait_key): a publisher
+# that sends audio alone, or key frames further apart than this, has nothing encoded for this long.
+NO_KEY_FRAME_SECONDS = 10
+NO_KEY_FRAME = (f"the publisher is connected, but no video key frame has come in {NO_KEY_FRAME_SECONDS} s: the ladder "
+                "is encoded from video (audio alone is not enough; a key frame every 2 s is best)")
+PUBLISHER_CONNECTED = "publisher connected"
 FEEDER_STOP_SECONDS = 2.0
 SRT_PIPE_INPUT = "pipe:0"  # the SRT gate relays the publisher's MPEG-TS into ffmpeg's standard input
 UNIX_SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the terminating NUL
@@ -154,6 +161,7 @@ class SessionState:
     # rendition to close it and followed by the others, so the variants stay aligned.
     fates: dict[int, SegmentFate] = field(default_factory=dict)
     connected: bool = False
+    input_described: bool = False  # ffmpeg has described its input (and starts its output)
     last_media: float = field(default_factory=time.monotonic)  # when ffmpeg last closed a segment
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
     stderr_lines: list[str] = field(default_factory=list)
@@ -229,6 +237,9 @@ class Encoder:
         self.local_segments: dict[str, list[tuple[Segment, Path]]] = {name: [] for name in config.rendition_names}
         self.started_at = datetime.now(UTC)
         self._last_returncode: int | None = None
+        # Why the last session's input could not be encoded (its own fault, not ours): the job says so
+        # while the next sessions try again.
+        self._unusable_input: str | None = None
         self._probing: set[str] = set()  # renditions whose first segment ffprobe is reading
         # Counts the passthrough sessions that made the variants start over (see _forget_variants): a
         # probe of an earlier session that ends late must not bring its codecs back.
@@ -318,7 +329,7 @@ class Encoder:
         if self.stop_requested.is_set():
             return
         if connected:
-            self.status.set_state(EncoderState.LIVE, "publisher connected" if self._is_push() else "source connected")
+            self.status.set_state(EncoderState.LIVE, PUBLISHER_CONNECTED if self._is_push() else "source connected")
         elif self.status.state == EncoderState.LIVE:
             self.status.set_state(EncoderState.RECONNECTING, "input dropped; waiting for it to come back")
 
@@ -461,7 +472,7 @@ class Encoder:
             # A Pod started after the broadcast ended: pulled, it would be read from its first segment.
             source = await self._wait_while_source_ended(url)
         while not self.stop_requested.is_set():
-            if not self.status.connected:
+            if not self.status.connected and self._unusable_input is None:
                 self.status.set_state(self._pull_waiting_state(), f"pulling {url.split('?')[0]}")
             target = source.target_duration if source is not None else 0.0
             produced = await self._run_session(url, listener=False, pull=True, source_target_duration=target)
@@ -599,6 +610,8 @@ class Encoder:
         ending: set[asyncio.Task[Any]] = {exited, stop}
         if pull:
             ending.add(asyncio.create_task(self._watch_for_a_frozen_source(state, source_target_duration)))
+        # Cancelled when the session ends, as `ending` is; their end does not end it.
+        hints = [] if pull or listener else [asyncio.create_task(self._say_when_no_key_frame_comes(state))]
         await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
         if feeder is not None:
             # ffmpeg blocked reading an idle pipe does not notice a signal; the end of its input it does.
@@ -618,9 +631,9 @@ class Encoder:
             except TimeoutError:
                 processes.kill()
                 await exited
-        for task in ending:
+        for task in (*ending, *hints):
             task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
+        await asyncio.gather(*readers, *hints, return_exceptions=True)
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
@@ -631,7 +644,21 @@ class Encoder:
         if state.connected:  # listeners and pulls; RTMP's connection state comes from nginx's hooks
             self._connected(False)
         produced = sum(status.segments_written for status in self.status.renditions.values()) > produced_before
+        self._unusable_input = None if produced or self.stop_requested.is_set() else self._input_fault(state)
+        if self._unusable_input is not None:
+            log.warning("session %d: %s", self.session_number, self._unusable_input)
+            self.status.set_state(self.status.state, self._unusable_input)
         return produced
+
+    def _input_fault(self, state: SessionState) -> str | None:
+        """What ffmpeg's description of an input it then could not encode says is wrong with it."""
+        if self.config.passthrough:
+            return None  # a remux packages whatever streams there are
+        described = parse_input_statistics(state.stderr_lines)  # kept until ffmpeg starts its output
+        if described is None or described.video_codec is not None:
+            return None
+        self.status.statistics = described
+        return NO_VIDEO_INPUT
 
     def renditions_in_fmp4(self) -> list[str]:
         """The renditions whose playlists name an fMP4 segment. They stay fMP4: an EXT-X-MAP applies to
@@ -686,6 +713,17 @@ class Encoder:
                 log.warning("the source gave no media for %.0fs: reconnecting", limit)
                 return
 
+    async def _say_when_no_key_frame_comes(self, state: SessionState) -> None:
+        """An RTMP session: the job says so when its publisher gets nothing encoded (see NO_KEY_FRAME)."""
+        while not state.input_described:
+            connected_at = self.status.connected_at
+            if (self.status.connected and connected_at is not None and not self.stop_requested.is_set()
+                    and datetime.now(UTC) - connected_at > timedelta(seconds=NO_KEY_FRAME_SECONDS)):
+                log.warning("session %d: %s", self.session_number, NO_KEY_FRAME)
+                self.status.set_state(self.status.state, NO_KEY_FRAME)
+                return
+            await asyncio.sleep(POLL_INTERVAL * 10)
+
     async def _read_progress(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
         parser = ProgressParser()
@@ -711,7 +749,9 @@ class Encoder:
                 continue
             state.stderr_lines.append(line)
             if line.startswith(("Output #", "Stream mapping:")):
-                described = True
+                described = state.input_described = True
+                if self.status.message == NO_KEY_FRAME:  # it came late
+                    self.status.set_state(self.status.state, PUBLISHER_CONNECTED)
                 statistics = parse_input_statistics(state.stderr_lines)
                 if statistics is not None:
                     self.status.statistics = statistics

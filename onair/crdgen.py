@@ -498,6 +498,9 @@ transition):
 Conditions (`status.conditions`, one per type): `Ready`, `TemplateResolved`, `Scheduled`,
 `EncoderRunning`, `InputConnected`, `StorageAvailable` (a LiveJob's; a RecordJob's while its recorder
 cannot read its bucket), `SourceAvailable` (RecordJob).
+While a LiveJob's encoder runs, its `status.message` (and `InputConnected`'s) is what the encoder
+says of its input: what it pulls or waits for ("the source playlist ... has ended"), or what is
+wrong with it ("the input has no video stream ...").
 """
 
 

@@ -541,22 +541,26 @@ def decide_live_job(
             decision.ensure_service = status.phase not in RUNNING_PHASES
             set_cond(ConditionType.ENCODER_RUNNING, True, ConditionReason.ENCODER_STARTED, f"Pod {pod.name} is ready")
             state = (report or {}).get("state")
+            # The encoder says what it waits for or what is wrong with its input ("the source playlist
+            # ... has ended", "the input has no video stream ..."), which the job shows.
+            said = str((report or {}).get("message") or "")
             if state not in ("live", "reconnecting", "waiting"):
                 # Not read yet (an operator that has just started) or on its way out (the Pod's end
                 # decides what follows): the phase the job has stands, with no false started or live.
-                state = {LiveJobPhase.LIVE: "live", LiveJobPhase.RECONNECTING: "reconnecting"}.get(
-                    status.phase or LiveJobPhase.PENDING, "waiting")
+                state, said = {LiveJobPhase.LIVE: "live", LiveJobPhase.RECONNECTING: "reconnecting"}.get(
+                    status.phase or LiveJobPhase.PENDING, "waiting"), ""
             ingest = (report or {}).get("ingest") or {}
             if state == "live":
-                target, reason, comment = LiveJobPhase.LIVE, str(ConditionReason.PUBLISHER_CONNECTED), "input connected"
+                target, reason = LiveJobPhase.LIVE, str(ConditionReason.PUBLISHER_CONNECTED)
+                comment = said or "input connected"
                 set_cond(ConditionType.INPUT_CONNECTED, True, ConditionReason.PUBLISHER_CONNECTED, comment)
             elif state == "reconnecting":
                 target, reason = LiveJobPhase.RECONNECTING, str(ConditionReason.PUBLISHER_DISCONNECTED)
-                comment = "input dropped; waiting for the publisher to come back"
+                comment = said or "input dropped; waiting for the publisher to come back"
                 set_cond(ConditionType.INPUT_CONNECTED, False, ConditionReason.PUBLISHER_DISCONNECTED, comment)
             else:
                 target, reason = LiveJobPhase.WAITING_FOR_INPUT, str(ConditionReason.WAITING_FOR_PUBLISHER)
-                comment = "the encoder listens; no input yet"
+                comment = said or "the encoder listens; no input yet"
                 set_cond(ConditionType.INPUT_CONNECTED, False, ConditionReason.WAITING_FOR_PUBLISHER, comment)
             if target == LiveJobPhase.LIVE and status.phase != LiveJobPhase.LIVE:
                 status.started_at = now

@@ -46,7 +46,8 @@ def test_phases_follow_the_ingest_within_two_seconds(kube: client.ApiClient, job
     ingest = ingest_url(kube, job_namespace, job["status"])
 
     first = publisher(ingest)
-    wait_phase(kube, job_namespace, "studio", "Live", timeout=60)
+    job = wait_phase(kube, job_namespace, "studio", "Live", timeout=60)
+    assert job["status"]["message"] == "publisher connected"  # the encoder's word on its input
     # The statistics follow once the encoder has probed the stream.
     statistics = wait_until(
         lambda: (get_job(kube, job_namespace, "studio")["status"].get("statistics") or {}).get("width") and
@@ -60,6 +61,7 @@ def test_phases_follow_the_ingest_within_two_seconds(kube: client.ApiClient, job
     job = wait_phase(kube, job_namespace, "studio", "Reconnecting", timeout=30)
     reconnecting = timing(job, "Reconnecting", dropped_at)
     assert reconnecting is not None and reconnecting - dropped_at <= REPORT_DEADLINE
+    assert job["status"]["message"] == "input dropped; waiting for it to come back"
 
     publisher(ingest)
     job = wait_phase(kube, job_namespace, "studio", "Live", timeout=60)

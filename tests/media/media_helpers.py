@@ -238,18 +238,21 @@ class EncoderProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def pattern_input(seconds: float, size: str = "640x360", rate: int = 30, video: str = "h264",
+def pattern_input(seconds: float, size: str = "640x360", rate: int = 30, video: str | None = "h264",
                   audio: str = "aac") -> list[str]:
     """A generated test pattern with a tone, paced in real time like a live source; `video` h264 or
-    hevc (a 1-s GOP either way), `audio` an ffmpeg encoder name (aac, mp2, ac3...)."""
+    hevc (a 1-s GOP either way), or None for the tone alone; `audio` an ffmpeg encoder name (aac, mp2,
+    ac3...)."""
+    tone = ["-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
+    if video is None:
+        return [*tone, "-t", str(seconds), "-c:a", audio, "-b:a", "96k", "-ac", "2"]
     if video == "hevc":
         video_args = ["-c:v", "libx265", "-preset", "ultrafast", "-tune", "zerolatency",
                       "-x265-params", f"keyint={rate}:min-keyint={rate}:scenecut=0:log-level=error"]
     else:
         video_args = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", str(rate)]
     return [
-        "-re", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}",
-        "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        "-re", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}", *tone,
         "-t", str(seconds),
         *video_args, "-pix_fmt", "yuv420p",
         "-c:a", audio, "-b:a", "96k", "-ac", "2",

@@ -178,6 +178,43 @@ def test_wrong_stream_key_is_refused(start_encoder: Callable[..., EncoderProcess
     assert encoder.stop() == 0
 
 
+def test_an_rtmp_publisher_without_video_is_told_why_nothing_is_encoded(
+        start_encoder: Callable[..., EncoderProcess]) -> None:
+    """nginx holds a publish back until its first video key frame: audio alone never reaches ffmpeg."""
+    encoder = start_encoder("LiveJob", live_spec(), ladder_template(("180p", 320, 180, "H264")))
+    publisher = publish(encoder.rtmp_url, 60, video=None)
+    try:
+        wait_until(lambda: "no video key frame" in encoder.status()["message"], 25, "a message: no video came")
+        status = encoder.status()
+        assert status["state"] == "live"  # the publisher is connected: it is its stream that cannot be used
+        assert all(rendition["segmentsWritten"] == 0 for rendition in status["renditions"])
+    finally:
+        publisher.kill()
+        publisher.wait(10)
+    encoder.wait_state("reconnecting", 10)
+    with_video = publish(encoder.rtmp_url, 4)
+    encoder.wait_state("live", 15)
+    assert with_video.wait(30) == 0
+    assert encoder.status()["message"] == "input dropped; waiting for it to come back"
+    assert encoder.stop() == 0
+
+
+def test_an_srt_publisher_without_video_is_told_why_nothing_is_encoded(
+        start_encoder: Callable[..., EncoderProcess]) -> None:
+    encoder = start_encoder("LiveJob", live_spec("SRT"), ladder_template(("180p", 320, 180, "H264")))
+    publisher = publish(srt_publish_url(encoder, encoder.stream_key), 60, container="mpegts", video=None)
+    try:
+        wait_until(lambda: "no video stream" in encoder.status()["message"], 20, "a message: the input has no video")
+        status = encoder.status()
+        assert status["ingest"]["statistics"]["audioChannels"] == 2  # what it does send
+        assert status["ingest"]["statistics"]["width"] is None
+        assert all(rendition["segmentsWritten"] == 0 for rendition in status["renditions"])
+    finally:
+        publisher.kill()
+        publisher.wait(10)
+    assert encoder.stop() == 0
+
+
 def test_an_encoder_whose_rtmp_front_died_exits_instead_of_staying_live(
         start_encoder: Callable[..., EncoderProcess]) -> None:
     """No publisher reaches the encoder without nginx, and the one that was is gone: the encoder exits 1

@@ -284,6 +284,22 @@ def test_encoder_report_drives_live_and_reconnecting() -> None:
     assert [t["phase"] for t in back["timings"]][-3:] == ["Live", "Reconnecting", "Live"]
 
 
+def test_the_job_says_what_its_encoder_says_about_its_input() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    pods = [pod(current_pod_name())]
+    for state, phase, said in (
+            ("waiting", "WaitingForInput", "the source playlist https://origin/live.m3u8 has ended (EXT-X-ENDLIST)"),
+            ("reconnecting", "Reconnecting", "no new segment in the source playlist https://origin/live.m3u8"),
+            ("live", "Live", "the input has no video stream: the ladder is encoded from video")):
+        status = decide_live_job(live_job(status), TEMPLATE, pods, {"state": state, "message": said}, CONFIG,
+                                 NOW).status
+        input_connected = next(c for c in status["conditions"] if c["type"] == "InputConnected")
+        assert (status["phase"], status["message"], input_connected["message"]) == (phase, said, said)
+    # An encoder that says nothing (an older one) still gets a message.
+    silent = decide_live_job(live_job(status), TEMPLATE, pods, {"state": "live"}, CONFIG, NOW).status
+    assert silent["message"] == "input connected"
+
+
 def test_an_encoder_waiting_for_a_missing_bucket_is_provisioning_and_says_why() -> None:
     """The encoder takes no input before it has read its stored playlists (its readiness probe fails
     meanwhile): not WaitingForInput, and the conditions name the bucket's problem."""
