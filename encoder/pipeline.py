@@ -514,7 +514,7 @@ class Encoder:
 
     async def _wait_for_a_new_segment(self, url: str, source: HlsSource) -> HlsSource | None:
         """Until the live source playlist names a segment newer than `source`'s newest, or ends."""
-        if source.newest_segment is not None:
+        if source.newest_segment is not None and self._unusable_input is None:  # that says more
             self.status.set_state(self._pull_waiting_state(),
                                   f"no new segment in the source playlist {url.split('?')[0]} after "
                                   f"{source.newest_segment[1].split('?')[0]}: waiting for one")

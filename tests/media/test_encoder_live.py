@@ -215,6 +215,30 @@ def test_an_srt_publisher_without_video_is_told_why_nothing_is_encoded(
     assert encoder.stop() == 0
 
 
+def test_a_pulled_source_without_video_is_told_why_nothing_is_encoded(
+        start_encoder: Callable[..., EncoderProcess], hls_origin: tuple[str, Path]) -> None:
+    base_url, root = hls_origin
+    source = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", *pattern_input(60, video=None),
+         "-f", "hls", "-hls_time", "1", "-hls_list_size", "6", str(root / "radio.m3u8")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: (root / "radio.m3u8").exists(), 15, "the origin's first playlist")
+        spec = live_spec(input={"serverType": "HLS", "url": f"{base_url}/radio.m3u8"})
+        encoder = start_encoder("LiveJob", spec, ladder_template(("180p", 320, 180, "H264")))
+        wait_until(lambda: "no video stream" in encoder.status()["message"], 20, "a message: the input has no video")
+        # Pulled again (each time the source has a new segment), it keeps saying so.
+        wait_until(lambda: encoder.log().count("the input has no video stream") >= 2, 20, "a second try")
+        status = encoder.status()
+        assert "no video stream" in status["message"] and status["ingest"]["statistics"]["audioChannels"] == 2
+        assert all(rendition["segmentsWritten"] == 0 for rendition in status["renditions"])
+    finally:
+        source.kill()
+        source.wait(10)
+    assert encoder.stop() == 0
+
+
 def test_an_encoder_whose_rtmp_front_died_exits_instead_of_staying_live(
         start_encoder: Callable[..., EncoderProcess]) -> None:
     """No publisher reaches the encoder without nginx, and the one that was is gone: the encoder exits 1
