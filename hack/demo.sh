@@ -5,7 +5,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/hack/bootstrap.sh"
 # shellcheck source=/dev/null
-source "$root/.venv/bin/activate"
+source "${ONAIR_VENV:-$root/.venv}/bin/activate"
 PATH="$("$root/hack/build/install-kubectl-helm.sh"):$PATH"
 export PATH
 exec python "$root/hack/demo.py" "$@"

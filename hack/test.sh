@@ -6,7 +6,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 "$root/hack/bootstrap.sh"
 # shellcheck source=/dev/null
-source "$root/.venv/bin/activate"
+source "${ONAIR_VENV:-$root/.venv}/bin/activate"
 echo "==> ruff" >&2
 ruff check .
 echo "==> mypy" >&2

@@ -4,6 +4,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${ONAIR_CACHE:-$HOME/.cache/onair}"
+PATH="$("$here/ensure-go.sh"):$PATH"
+export GOTOOLCHAIN=local  # the Go ensure-go.sh chose
 export GOFLAGS="-mod=mod"
 export GOCACHE="${GOCACHE:-$cache/go-build}"
 export GOPATH="${GOPATH:-$(go env GOPATH)}"

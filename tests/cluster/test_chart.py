@@ -138,7 +138,10 @@ def test_render_defaults() -> None:
     assert {verb for r in app["rules"] if {"secrets", "services"} & set(r["resources"]) for verb in r["verbs"]} \
         == {"create"}
     assert {resource for r in app["rules"] if {"patch", "update"} & set(r["verbs"]) for resource in r["resources"]} \
-        == {"livejobs/status", "recordjobs/status"}
+        == {"livejobs/status", "recordjobs/status", "livejobs/finalizers", "recordjobs/finalizers"}
+    # Owner-reference permission enforcement (OpenShift): blockOwnerDeletion on a child needs update on
+    # its owner's finalizers.
+    assert {"update"} == {verb for r in app["rules"] if "livejobs/finalizers" in r["resources"] for verb in r["verbs"]}
     assert all("*" not in r["verbs"] and "*" not in r["resources"] for o in objects
                if o["kind"] == "ClusterRole" for r in o["rules"])
     bindings = {o["metadata"]["name"] for o in objects if o["kind"] == "ClusterRoleBinding"}
@@ -293,6 +296,16 @@ def test_schema_rejects_misspelled_values(flag: str, message: str) -> None:
     result = helm("template", "onair", str(CHART), "--set", flag, check=False)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+@pytest.mark.parametrize("component", ["operator", "gateway"])
+def test_render_refuses_an_existing_service_account_without_its_name(component: str) -> None:
+    """Not the namespace's default ServiceAccount: every Pod running as that one would get the rules."""
+    result = helm("template", "onair", str(CHART), "--set", f"{component}.serviceAccount.create=false", check=False)
+    assert result.returncode != 0 and f"{component}.serviceAccount.name" in result.stderr
+    named = render("--set", f"{component}.serviceAccount.create=false", "--set", f"{component}.serviceAccount.name=ops")
+    binding = find(named, "ClusterRoleBinding", f"onair-{component}")
+    assert binding["subjects"][0]["name"] == "ops"
 
 
 def test_render_refuses_standalone_with_replicas() -> None:

@@ -62,7 +62,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.operator.serviceAccount.create -}}
 {{- default (printf "%s-operator" (include "onair.fullname" .)) .Values.operator.serviceAccount.name -}}
 {{- else -}}
-{{- default "default" .Values.operator.serviceAccount.name -}}
+{{- /* The operator's rules would go to every Pod of the namespace that runs as "default". */ -}}
+{{- required "operator.serviceAccount.name: the ServiceAccount to bind the operator's rules to (serviceAccount.create is false)" .Values.operator.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
 
@@ -70,7 +71,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.gateway.serviceAccount.create -}}
 {{- default (printf "%s-gateway" (include "onair.fullname" .)) .Values.gateway.serviceAccount.name -}}
 {{- else -}}
-{{- default "default" .Values.gateway.serviceAccount.name -}}
+{{- /* The gateway's rules would go to every Pod of the namespace that runs as "default". */ -}}
+{{- required "gateway.serviceAccount.name: the ServiceAccount to bind the gateway's rules to (serviceAccount.create is false)" .Values.gateway.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
 
