@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -160,6 +161,8 @@ class ClipJob:
             chosen[variant.uri] = (variant, segments)
             lost_until = lost_until or lost_beginning(playlist, self.clip.start)
         total = sum(len(segments) for _, segments in chosen.values())
+        self.status.recorded_seconds = math.fsum(segment.duration for segment in next(iter(chosen.values()))[1]) \
+            if chosen else 0.0
         done = 0
         clip_variants = []
         for uri, (variant, segments) in chosen.items():

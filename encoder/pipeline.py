@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 import os
 import secrets
 import signal
@@ -835,6 +836,8 @@ class Encoder:
             probe_copy = path.with_name(f"probe_{path.name}")
             os.link(path, probe_copy)
         segment = track.add(local.duration, object_name, local.program_date_time, init_uri, size)
+        if self.config.kind == "RecordJob" and name == next(iter(self.tracks)):
+            self.status.recorded_seconds = (self.status.recorded_seconds or 0.0) + local.duration
         self.uploader.put_file(self.config.key(name, object_name), path, remove_local=not self.keep_local_segments)
         if self.keep_local_segments:
             self.local_segments[name].append((segment, path))
@@ -997,6 +1000,8 @@ class Encoder:
                     stored = [playlist for playlist in (live or event,) if playlist]
                 if stored:
                     RenditionTrack.resume(track, *stored)
+                    if self.config.kind == "RecordJob" and name == next(iter(self.tracks)):
+                        self.status.recorded_seconds = math.fsum(segment.duration for segment in track.segments)
                     self.status.renditions[name].segments_written = 0
                     log.info("resuming %s at segment %d", name, track.next_sequence)
                     sweep = asyncio.create_task(self._sweep_leftovers(name, track.orphans, track.retention_seconds()))

@@ -365,6 +365,11 @@ def codec_tag(stream: dict[str, object]) -> str | None:
 # --- Clips -----------------------------------------------------------------------------------
 
 
+# A range that ends a millisecond or two past a segment's PROGRAM-DATE-TIME ends with the segment before:
+# ffmpeg truncates the stamp to the millisecond, so that end is where the segment really starts.
+CLIP_END_TOLERANCE = timedelta(milliseconds=2)
+
+
 def select_clip_segments(segments: Sequence[Segment], start: datetime | None, end: datetime | None,
                          paused: Sequence[tuple[datetime, datetime | None]] = ()) -> list[Segment]:
     """The segments that overlap [start, end): a clip is cut on segment boundaries (no re-encode), so
@@ -384,7 +389,7 @@ def select_clip_segments(segments: Sequence[Segment], start: datetime | None, en
             ends = following.program_date_time
         if any(since <= begins and (until is None or ends <= until) for since, until in paused):
             continue
-        if (end is None or begins < end) and (start is None or ends > start):
+        if (end is None or begins < end - CLIP_END_TOLERANCE) and (start is None or ends > start):
             chosen.append(segment)
     return chosen
 

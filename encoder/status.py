@@ -125,6 +125,7 @@ class EncoderStatus:
     # LiveJob leaves these stretches out when it cuts, and reports them so that a new Pod continues.
     paused_ranges: list[tuple[datetime, datetime | None]] = field(default_factory=list)
     recording_progress: float | None = None
+    recorded_seconds: float | None = None  # a RecordJob's: the media time of what its first rendition holds
     recording: bool = False
     # When the job ends (its schedule's finishDateTime, its timeRange.end): the spec's at the Pod's
     # start, then whatever the operator sets when the spec changes (POST /finish-at).
@@ -244,6 +245,7 @@ class EncoderStatus:
             "masterPlaylistKey": self.master_playlist_key,
             "mediaPlaylistKeys": dict(self.media_playlist_keys),
             "recording": {"paused": self.paused, "progress": self.recording_progress,
+                          "recordedSeconds": None if self.recorded_seconds is None else round(self.recorded_seconds, 3),
                           # To the millisecond, as a segment's PROGRAM-DATE-TIME: a pause is compared with those.
                           "pausedRanges": [{"start": rfc3339(start, "milliseconds"),
                                             "end": rfc3339(end, "milliseconds")} for start, end in self.paused_ranges]},

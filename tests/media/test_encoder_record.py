@@ -498,9 +498,12 @@ def test_an_evicted_recording_is_continued_by_the_next_attempt_into_one_mp4(
     assert not playlist.ended and playlist.playlist_type == "EVENT"
     assert object_store.get_text(first.bucket, f"{prefix}/source.mp4") is None
     first_attempt = len(playlist.segments)
+    first_seconds = sum(segment.duration for segment in playlist.segments)
 
     second, source = record(30)
     try:
+        # What it has recorded counts the first attempt's media too (status.recordedSeconds).
+        assert second.status()["recording"]["recordedSeconds"] >= first_seconds + 2
         assert second.post("/finish").status_code == 202
         assert second.process.wait(30) == 0, second.log()[-3000:]
     finally:

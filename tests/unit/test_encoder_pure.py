@@ -471,6 +471,10 @@ def test_a_clip_starting_at_a_segments_own_time_starts_with_that_segment() -> No
     assert select_clip_segments(items, T0 + timedelta(seconds=2.0015), None) == [second, third]
     assert select_clip_segments(items, T0 + timedelta(seconds=2.0005), None) == items  # still in the first
     assert select_clip_segments(items, T0, second.program_date_time) == [first]
+    # An end on a segment's own (truncated) stamp, give or take its millisecond, does not take it.
+    stamped = [Segment(0, 2.0, "a.ts", T0), Segment(1, 2.0, "b.ts", T0 + timedelta(seconds=1.999))]
+    assert select_clip_segments(stamped, T0, T0 + timedelta(seconds=2)) == stamped[:1]
+    assert select_clip_segments(stamped, T0, T0 + timedelta(seconds=2.5)) == stamped
     # Across a discontinuity the next start says nothing about this segment's end.
     assert select_clip_segments(items, T0 + timedelta(seconds=4.0355), None) == [second, third]
 
