@@ -114,12 +114,25 @@ def build_payload(job: dict[str, Any], pending: dict[str, Any]) -> dict[str, Any
     }
 
 
+# IPv6 addresses that carry an IPv4 one in their last 32 bits: NAT64's well-known prefix (RFC 6052) and
+# the deprecated IPv4-compatible addresses. A NAT64 gateway takes 64:ff9b::a9fe:a9fe to 169.254.169.254.
+IPV4_IN_LAST_32_BITS = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::/96"))
+LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: the IPv4 part may sit anywhere
+
+
 def is_public(address: str) -> bool:
     """Whether a webhook may go to this address: not loopback, private, link-local (cloud metadata),
-    multicast or reserved, where a job's author could otherwise reach the cluster's own services."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    multicast or reserved, where a job's author could otherwise reach the cluster's own services. An
+    IPv6 address that wraps an IPv4 one (mapped, 6to4, NAT64) is judged by the IPv4 one."""
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in LOCAL_NAT64:
+            return False
+        wrapped = ip.ipv4_mapped or ip.sixtofour
+        if wrapped is None and any(ip in network for network in IPV4_IN_LAST_32_BITS):
+            wrapped = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if wrapped is not None:
+            ip = wrapped
     return ip.is_global and not ip.is_multicast
 
 

@@ -76,7 +76,12 @@ def test_private_and_metadata_addresses_are_not_public() -> None:
     for address in ("127.0.0.1", "10.1.2.3", "192.168.0.10", "169.254.169.254", "::1", "::ffff:127.0.0.1",
                     "fd00::1", "0.0.0.0", "224.0.0.1"):
         assert not is_public(address), address
+    # IPv6 that a NAT64 gateway, a 6to4 relay or a dual stack takes to a private IPv4 address.
+    for address in ("64:ff9b::a9fe:a9fe", "64:ff9b::a00:1", "2002:a00:1::", "::a00:1", "64:ff9b:1::a00:1"):
+        assert not is_public(address), address
+    assert refused_target("http://[64:ff9b::a9fe:a9fe]/latest/meta-data", allow_private=False)
     assert is_public("93.184.216.34") and is_public("2606:4700::1111")
+    assert is_public("64:ff9b::5db8:d822") and is_public("2002:5db8:d822::")  # 93.184.216.34 wrapped
     assert refused_target("http://169.254.169.254/latest/meta-data", allow_private=False)
     assert refused_target("http://[::1]:8080/hook", allow_private=False)
     # Loopback in the forms inet_aton reads, which some HTTP clients connect to without resolving them.
