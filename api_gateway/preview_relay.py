@@ -27,9 +27,9 @@ from onair.streamkeys import PREVIEW_PATH
 
 log = logging.getLogger("onair.gateway.preview")
 
-# The encoder sends what a viewer has queued as one message, so one can be as large as the encoder
-# lets a viewer fall behind (16 MiB): room for that, not aiohttp's 4 MiB default.
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+# The encoder sends what a viewer has queued in messages of at most its MESSAGE_BYTES and one read
+# (256 + 64 KiB): a message is held whole here, once per viewer, so that bounds the relay's memory.
+MAX_MESSAGE_BYTES = 1024 * 1024
 CONNECT_TIMEOUT_SECONDS = 5.0
 HEARTBEAT_SECONDS = 30.0
 

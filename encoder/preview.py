@@ -34,6 +34,9 @@ MAX_VIEWERS = 8
 MAX_BEHIND_BYTES = 16 * 1024 * 1024  # some 30 s of a 4 Mbit/s source: a viewer this far behind is gone
 FEED_RESTART_SECONDS = 1.0
 READ_BYTES = 65536
+# What a viewer has queued goes out in messages of about this size at most: the gateway's relay holds a
+# message whole, once per viewer, so the size of a backlog must not become the size of one message.
+MESSAGE_BYTES = 256 * 1024
 
 
 @dataclass(eq=False)
@@ -51,10 +54,13 @@ class Viewer:
         return True
 
     async def next_chunk(self) -> bytes:
-        """What is queued, as one chunk (SRT's payloads come 1,316 bytes at a time); empty: the end."""
+        """What is queued, as one chunk of about MESSAGE_BYTES at most (SRT's payloads come 1,316 bytes
+        at a time, the feed's READ_BYTES); empty: the end."""
         chunks = [await self.queue.get()]
-        while chunks[-1] and not self.queue.empty():
+        size = len(chunks[0])
+        while chunks[-1] and not self.queue.empty() and size < MESSAGE_BYTES:
             chunks.append(self.queue.get_nowait())
+            size += len(chunks[-1])
         if not chunks[-1]:
             return b""
         data = b"".join(chunks)

@@ -11,7 +11,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from onair.encoder.preview import MAX_BEHIND_BYTES, PreviewHub, TooManyViewers, preview_app
+from onair.api_gateway.preview_relay import MAX_MESSAGE_BYTES
+from onair.encoder.preview import (
+    MAX_BEHIND_BYTES,
+    MESSAGE_BYTES,
+    TS_PACKET_BYTES,
+    PreviewHub,
+    TooManyViewers,
+    preview_app,
+)
 
 Client = TestClient[web.Request, web.Application]
 PACKET = bytes([0x47]) + bytes(187)
@@ -44,6 +52,21 @@ async def test_viewers_get_whole_packets_and_the_feed_runs_while_anybody_watches
     assert feed.events == ["start"]
     hub.leave(second)
     assert feed.events == ["start", "stop"]
+
+
+async def test_a_backlog_goes_out_in_bounded_messages() -> None:
+    """The gateway holds a message whole per viewer: a slow viewer's backlog must not be one message."""
+    hub = PreviewHub(RecordingFeed())  # type: ignore[arg-type]
+    viewer = hub.join()
+    chunk = PACKET * 348  # about 64 KiB, one read of the feed
+    for _ in range(100):
+        hub.publish(chunk)
+    sizes = []
+    while not viewer.queue.empty():
+        sizes.append(len(await viewer.next_chunk()))
+    assert sum(sizes) == 100 * len(chunk)
+    assert max(sizes) <= MESSAGE_BYTES + len(chunk) <= MAX_MESSAGE_BYTES
+    assert all(size % TS_PACKET_BYTES == 0 for size in sizes)
 
 
 async def test_a_viewer_that_falls_behind_is_closed_and_the_rest_are_served() -> None:
