@@ -332,7 +332,17 @@ class Controller:
         await self.reports.close()
         await self.webhooks.close()
 
+    @property
+    def acting(self) -> bool:
+        """Whether this replica does the work (a standby's caches and queue are not kept current)."""
+        return self.leadership is None or self.leadership.active.is_set()
+
+    def queue_depth(self) -> int:
+        return len(self.queue) if self.acting else 0
+
     def phase_counts(self) -> Iterable[tuple[str, str, int]]:
+        if not self.acting:
+            return []  # the acting replica counts; a standby's figures would be stale, not zero
         counts = Counter((key[0], cached.phase) for key, cached in list(self.jobs.items()))
         return [(kind, phase, n) for (kind, phase), n in counts.items()]
 
@@ -368,7 +378,6 @@ class Controller:
             # RecordJobs reading from this LiveJob may be waiting for it.
             for recording in self.recordings_of.get((key[1], key[2]), ()):
                 self.queue.add(recording)
-        metrics.QUEUE_DEPTH.set(len(self.queue))
 
     def on_template_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
@@ -450,7 +459,6 @@ class Controller:
         finally:
             metrics.RECONCILES.labels(key[0], result).inc()
             metrics.RECONCILE_SECONDS.labels(key[0]).observe(time.monotonic() - started)
-            metrics.QUEUE_DEPTH.set(len(self.queue))
 
     async def _reconcile(self, key: Key) -> None:
         cached = self.jobs.get(key)

@@ -56,6 +56,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
                             priority=config.peering_priority, own_id=os.environ.get("POD_ID", ""))
     controller = Controller(kube, config, leadership=leadership)
     metrics.REGISTRY.register(metrics.JobsByPhase(controller.phase_counts))
+    metrics.QUEUE_DEPTH.set_function(controller.queue_depth)
     start_http_server(config.metrics_port, addr=config.listen_host, registry=metrics.REGISTRY)
     await controller.sync_caches()
     controller.start()

@@ -12,6 +12,7 @@ import pytest
 
 from onair.operator.config import OperatorConfig
 from onair.operator.controller import CachedJob, CachedPod, Controller, PackedJson, listed_namespaces, slim_pod
+from onair.operator.leadership import Leadership
 from onair.operator.pods import pod_state
 
 META: dict[str, Any] = {"name": "news-encoder-1", "namespace": "t", "uid": "u1", "resourceVersion": "7",
@@ -88,6 +89,21 @@ async def test_jobs_that_come_and_go_leave_nothing_behind() -> None:
     controller.on_pod_event("DELETED", pod)
     controller.on_job_event("RecordJob", "DELETED", record)
     assert controller.pods == {} and controller.recordings_of == {} and controller.jobs == {}
+
+
+async def test_a_standby_replica_reports_no_jobs_and_no_queue() -> None:
+    """The acting replica counts; a standby's caches are not kept current, so it reports nothing."""
+    leadership = Leadership(None, standalone=False, peering_name="onair", priority=0, own_id="b")  # type: ignore[arg-type]
+    leadership.active.set()
+    controller = Controller(None, OperatorConfig(stream_key_seed="unit-test-stream-key-seed-0123456789"),  # type: ignore[arg-type]
+                            leadership=leadership)
+    job = {"apiVersion": "onair.dev/v1alpha1", "kind": "RecordJob",
+           "metadata": {"name": "clip", "namespace": "t", "uid": "u2", "resourceVersion": "3"},
+           "spec": {"source": {"liveJobRef": "news"}, "output": {"bucket": "media"}}}
+    controller.on_job_event("RecordJob", "ADDED", job)
+    assert list(controller.phase_counts()) and controller.queue_depth() == 1
+    leadership.active.clear()  # another replica took over
+    assert list(controller.phase_counts()) == [] and controller.queue_depth() == 0
 
 
 class ListingOnly:
