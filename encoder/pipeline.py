@@ -241,6 +241,9 @@ class Encoder:
         # Why the last session's input could not be encoded (its own fault, not ours): the job says so
         # while the next sessions try again.
         self._unusable_input: str | None = None
+        # A RecordJob whose stored playlist has ENDLIST: an earlier attempt recorded it to its end (and
+        # exited before its other files were up). This one finishes them and records nothing more.
+        self._stored_recording_ended = False
         self._probing: set[str] = set()  # renditions whose first segment ffprobe is reading
         # Counts the passthrough sessions that made the variants start over (see _forget_variants): a
         # probe of an earlier session that ends late must not bring its codecs back.
@@ -348,6 +351,9 @@ class Encoder:
                 log.warning("the template asks for NVENC but this Pod has no usable NVIDIA GPU (no /dev/nvidiactl "
                             "or no NVENC in ffmpeg): encoding in software")
         self.uploader.start()
+        if self._stored_recording_ended:
+            log.info("an earlier attempt recorded to the end: finishing its files, recording nothing more")
+            self.request_stop(finishing=True)
         watchdog = asyncio.create_task(self._watch_time_range())
         try:
             match self.config.ingest.kind:
@@ -472,6 +478,11 @@ class Encoder:
         if source is not None and source.ended and self.config.kind == "LiveJob":
             # A Pod started after the broadcast ended: pulled, it would be read from its first segment.
             source = await self._wait_while_source_ended(url)
+        elif source is not None and source.ended and any(track.segments for track in self.tracks.values()):
+            # A recording continued after its source ended (its last Pod was evicted meanwhile): pulled,
+            # the ended playlist would be recorded again from its first segment.
+            log.info("the source ended while no recorder ran: finishing what was recorded")
+            self.request_stop(finishing=True)
         while not self.stop_requested.is_set():
             if not self.status.connected and self._unusable_input is None:
                 self.status.set_state(self._pull_waiting_state(), f"pulling {url.split('?')[0]}")
@@ -999,6 +1010,7 @@ class Encoder:
                     track.recorded = recorded_objects(event) if event else frozenset()
                     stored = [playlist for playlist in (live or event,) if playlist]
                 if stored:
+                    self._stored_recording_ended |= self.config.kind == "RecordJob" and stored[0].ended
                     RenditionTrack.resume(track, *stored)
                     if self.config.kind == "RecordJob" and name == next(iter(self.tracks)):
                         self.status.recorded_seconds = math.fsum(segment.duration for segment in track.segments)

@@ -563,6 +563,7 @@ def test_a_full_spool_drops_segments_says_so_and_recovers(
 
 def test_an_hls_source_that_ended_before_the_end_of_the_range_is_recorded_once(
     start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, hls_origin: tuple[str, Path],
+    hls_origin_requests: list[str],
 ) -> None:
     """A stream that closes may come back before timeRange.end, so it is pulled again; a playlist
     with ENDLIST pulled again would be read from its first segment and recorded twice."""
@@ -577,9 +578,17 @@ def test_an_hls_source_that_ended_before_the_end_of_the_range_is_recorded_once(
     end = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
     spec = {"source": {"streamUrl": f"{base_url}/vod.m3u8"}, "output": {"bucket": "ignored"},
             "timeRange": {"end": end}}
-    recorder = start_encoder("RecordJob", spec, None)
+    recorder = start_encoder("RecordJob", spec, None, prefix="rec/ended")
     assert recorder.process.wait(60) == 0, recorder.log()[-3000:]  # done, not waiting for the end
     playlist = parse_media_playlist(object_store.get_text(recorder.bucket, f"{recorder.prefix}/source/index.m3u8")
                                     or "")
     assert playlist.ended
     assert 3 < sum(segment.duration for segment in playlist.segments) < 6  # the 4 s, once
+    # Another attempt (the first exited before all its files were up, say) finishes what is stored; it
+    # neither pulls the ended source again nor reopens the closed playlist.
+    asked = len(hls_origin_requests)
+    again = start_encoder("RecordJob", spec, None, prefix="rec/ended")
+    assert again.process.wait(60) == 0, again.log()[-3000:]
+    assert not [path for path in hls_origin_requests[asked:] if not path.endswith(".m3u8")]
+    stored = parse_media_playlist(object_store.get_text(again.bucket, f"{again.prefix}/source/index.m3u8") or "")
+    assert stored.ended and stored.segments == playlist.segments

@@ -355,6 +355,30 @@ async def test_a_pull_ends_only_when_its_source_playlist_says_so(
     assert next(told, "all asked") == "all asked"
 
 
+async def test_a_recording_continued_after_its_source_ended_finishes_without_pulling_it_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its last Pod was evicted, and the source ended meanwhile: pulled, the ended playlist would be
+    recorded again from its first segment."""
+    from onair.encoder import pipeline
+    spec = {"source": {"streamUrl": "https://origin.example/live.m3u8"}, "output": {"bucket": "media"}}
+    encoder = Encoder(load_job_config(environment("RecordJob", spec, None)), Ports(), tmp_path, None, 10**6)  # type: ignore[arg-type]
+    encoder.stop_requested = AtOnce()
+    sessions: list[str] = []
+
+    async def session(url: str, **options: object) -> bool:
+        sessions.append(url)
+        return True
+
+    async def ended(url: str) -> HlsSource:
+        return ENDED
+
+    monkeypatch.setattr(encoder, "_run_session", session)
+    monkeypatch.setattr(pipeline, "read_hls_source", ended)
+    next(iter(encoder.tracks.values())).add(2.0, "seg_000000.ts", T0)  # what the evicted Pod recorded
+    await asyncio.wait_for(encoder._run_pull(), 5)
+    assert sessions == [] and encoder.finishing
+
+
 def test_no_s3_endpoint_means_aws_s3_of_the_region() -> None:
     """The chart's default s3.endpoint is empty: the encoder then talks to AWS S3, not crash on it."""
     from onair.encoder.upload import S3Store
