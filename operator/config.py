@@ -147,7 +147,7 @@ class OperatorConfig(BaseModel):
         min_length=MIN_SEED_LENGTH, repr=False,
         description="Seed the stream keys are derived from (from a Secret; the gateway must have the same).",
     )
-    webhook_attempts: int = Field(6, ge=1)
+    webhook_attempts: int = Field(12, ge=1)  # with the back-off (1 s doubling to 5 min), some 20 minutes
     webhook_timeout_seconds: float = Field(5.0, gt=0)
     webhook_allow_private_addresses: bool = Field(
         False, description="Let callbackUrl/notifyUrl reach loopback, private and link-local addresses (the "

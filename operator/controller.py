@@ -268,7 +268,7 @@ class Controller:
             asyncio.create_task(self.reports.run(), name="encoder-reports"),
         ]
         if self.leadership is not None:
-            self._tasks.append(asyncio.create_task(self.leadership.run(self.resync), name="leadership"))
+            self._tasks.append(asyncio.create_task(self.leadership.run(self.resync, self._stand_by), name="leadership"))
         self._tasks.append(asyncio.create_task(self._drop_vanished_periodically(), name="drop-vanished"))
 
     async def _drop_vanished_periodically(self) -> None:
@@ -742,7 +742,12 @@ class Controller:
         if not queued:
             self._webhooks_queued.pop(key, None)
 
-    def _webhook_done(self, key: Key, uid: str, webhook_id: str, delivery: asyncio.Task[Any]) -> None:
+    def _stand_by(self) -> None:
+        """Another replica acts now and sends the jobs' pending webhooks: ours would go twice, out of order."""
+        self._webhooks_queued.clear()
+        self._spawn(self.webhooks.cancel_queued())
+
+    def _webhook_done(self, key: Key, uid: str, webhook_id: str, delivery: asyncio.Future[Any]) -> None:
         if not delivery.cancelled():  # cancelled: this operator is stopping, and the next one delivers it
             self._spawn(self._forget_webhook(key, uid, webhook_id))
 

@@ -65,8 +65,9 @@ class Leadership:
                                          fieldSelector=f"metadata.name={self.peering_name}")
         return found + list(namespaced.get("items") or [])
 
-    async def run(self, on_resume: Callable[[], None]) -> None:
-        """Keeps `active` current; calls `on_resume()` when this replica takes over."""
+    async def run(self, on_resume: Callable[[], None], on_stand_by: Callable[[], None] = lambda: None) -> None:
+        """Keeps `active` current; calls `on_resume()` when this replica takes over, `on_stand_by()` when
+        another one does."""
         if self.standalone:
             return
         while True:
@@ -82,4 +83,5 @@ class Leadership:
                 elif not acting and self.active.is_set():
                     log.info("standing by: a live peer has a higher or the same priority")
                     self.active.clear()
+                    on_stand_by()
             await asyncio.sleep(self.interval)

@@ -10,9 +10,11 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +27,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from onair.models import PendingWebhook
 from onair.phases import LiveJobPhase, RecordJobPhase
 from onair.streamkeys import WEBHOOK_SIGNATURE_HEADER, derive_webhook_key
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = WEBHOOK_SIGNATURE_HEADER
 
@@ -186,9 +190,22 @@ class DeliveryResult:
 Reporter = Callable[[str, str, str], Awaitable[None]]  # (event type, reason, message) -> Kubernetes Event
 
 
+# A job's deliveries wait behind its earlier ones (in order); while its receiver is down, at most this
+# many wait, as many as its status keeps pending: a newer one drops the oldest waiting.
+MAX_WAITING_PER_JOB = 20
+
+
+@dataclass(frozen=True)
+class QueuedDelivery:
+    url: str
+    payload: dict[str, Any]
+    report: Reporter
+    result: asyncio.Future[DeliveryResult]
+
+
 class WebhookSender:
     def __init__(self, secret: str, attempts: int, timeout: float, base_delay: float = 1.0,
-                 max_delay: float = 60.0, allow_private: bool = False) -> None:
+                 max_delay: float = 300.0, allow_private: bool = False) -> None:
         self.secret = secret
         self.allow_private = allow_private
         self.attempts = attempts
@@ -196,28 +213,60 @@ class WebhookSender:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self._session: aiohttp.ClientSession | None = None
-        self._tails: dict[str, asyncio.Task[DeliveryResult]] = {}
+        self._waiting: dict[str, deque[QueuedDelivery]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
 
     async def close(self) -> None:
-        for task in self._tails.values():
-            task.cancel()
+        await self.cancel_queued()
         if self._session is not None:
             await self._session.close()
 
-    def send(self, url: str, payload: dict[str, Any], report: Reporter) -> asyncio.Task[DeliveryResult]:
-        """Queue a delivery behind the earlier ones of the same job; returns its task."""
-        key = str(payload["job"]["uid"])
-        previous = self._tails.get(key)
-        task = asyncio.create_task(self._deliver_after(previous, url, payload, report))
-        self._tails[key] = task
-        task.add_done_callback(lambda t: self._tails.pop(key, None) if self._tails.get(key) is t else None)
-        return task
+    async def cancel_queued(self) -> None:
+        """Cancels what is queued and in flight (their results are cancelled: whichever operator acts
+        next sends them from the jobs' pendingWebhooks)."""
+        workers = list(self._workers.values())
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        for waiting in self._waiting.values():
+            for queued in waiting:
+                queued.result.cancel()
+        self._waiting.clear()
 
-    async def _deliver_after(self, previous: asyncio.Task[DeliveryResult] | None, url: str,
-                             payload: dict[str, Any], report: Reporter) -> DeliveryResult:
-        if previous is not None:
-            await asyncio.gather(previous, return_exceptions=True)
-        return await self.deliver(url, payload, report)
+    def send(self, url: str, payload: dict[str, Any], report: Reporter) -> asyncio.Future[DeliveryResult]:
+        """Queue a delivery behind the earlier ones of the same job; returns its result."""
+        key = str(payload["job"]["uid"])
+        queued = QueuedDelivery(url, payload, report, asyncio.get_running_loop().create_future())
+        waiting = self._waiting.setdefault(key, deque())
+        waiting.append(queued)
+        if len(waiting) > MAX_WAITING_PER_JOB:
+            dropped = waiting.popleft()
+            log.warning("webhook %s to %s dropped: %d newer events of the job wait behind it",
+                        dropped.payload["type"], dropped.url, MAX_WAITING_PER_JOB)
+            dropped.result.set_result(DeliveryResult(False, 0, "dropped: too many newer events waiting"))
+        if key not in self._workers:
+            self._workers[key] = asyncio.create_task(self._deliver_in_order(key))
+        return queued.result
+
+    async def _deliver_in_order(self, key: str) -> None:
+        waiting = self._waiting[key]
+        try:
+            while waiting:
+                queued = waiting.popleft()
+                try:
+                    result = await self.deliver(queued.url, queued.payload, queued.report)
+                except asyncio.CancelledError:
+                    queued.result.cancel()
+                    raise
+                except Exception as error:  # a bug: the job's later deliveries still go
+                    log.exception("webhook %s to %s failed", queued.payload["type"], queued.url)
+                    result = DeliveryResult(False, 0, f"{type(error).__name__}: {error}")
+                if not queued.result.done():
+                    queued.result.set_result(result)
+        finally:
+            self._workers.pop(key, None)
+            if not waiting:
+                self._waiting.pop(key, None)
 
     async def deliver(self, url: str, payload: dict[str, Any], report: Reporter) -> DeliveryResult:
         if self._session is None:

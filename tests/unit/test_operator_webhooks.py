@@ -14,6 +14,7 @@ from onair.operator import controller as controller_module
 from onair.operator.config import OperatorConfig
 from onair.operator.controller import Controller, merge_patch
 from onair.operator.webhooks import (
+    MAX_WAITING_PER_JOB,
     SIGNATURE_HEADER,
     DeliveryResult,
     WebhookSender,
@@ -125,6 +126,46 @@ async def deliver(sender: WebhookSender, url: str, namespace: str = "news") -> t
         return await sender.deliver(url, payload, report), reasons
     finally:
         await sender.close()
+
+
+async def test_a_jobs_webhooks_go_in_order_and_a_dead_receiver_holds_a_bounded_backlog() -> None:
+    """A flapping job whose receiver is down: its newest events wait (as many as its status keeps),
+    older waiting ones are dropped, and stopping the operator cancels what is left cleanly."""
+    release = asyncio.Event()
+    delivered: list[str] = []
+
+    async def slow(url: str, payload: dict[str, Any], report: Any) -> DeliveryResult:
+        await release.wait()
+        delivered.append(payload["id"])
+        return DeliveryResult(True, 1, "")
+
+    async def report(event_type: str, reason: str, message: str) -> None:
+        pass
+
+    job = {"kind": "LiveJob", "metadata": {"name": "n", "namespace": "news", "uid": "u"}}
+    sender = WebhookSender("s", attempts=1, timeout=1)
+    sender.deliver = slow  # type: ignore[method-assign]
+    payloads = [build_payload(job, pending_webhook("live", "Live", "", datetime.now(UTC))) for _ in range(1000)]
+    results = [sender.send("http://receiver.example/", payloads[0], report)]
+    await asyncio.sleep(0)  # in flight
+    results += [sender.send("http://receiver.example/", payload, report) for payload in payloads[1:]]
+    dropped = [result for result in results if result.done()]
+    assert len(dropped) == 1000 - 1 - MAX_WAITING_PER_JOB  # one in flight, twenty waiting
+    assert not any(result.result().delivered for result in dropped)
+    release.set()
+    await asyncio.gather(*results)
+    assert delivered == [payload["id"] for payload in [payloads[0], *payloads[-MAX_WAITING_PER_JOB:]]]
+
+    release.clear()
+    results = [sender.send("http://receiver.example/", payloads[0], report)]
+    await asyncio.sleep(0)
+    results += [sender.send("http://receiver.example/", payload, report) for payload in payloads[1:]]
+    await sender.cancel_queued()  # stood by: the acting replica sends them (a chain of a thousand was a RecursionError)
+    assert all(result.done() for result in results)
+    assert sum(result.cancelled() for result in results) == 1 + MAX_WAITING_PER_JOB  # the next operator sends them
+    release.set()  # acting again, it delivers
+    assert (await sender.send("http://receiver.example/", payloads[0], report)).delivered
+    await sender.close()
 
 
 def test_a_webhook_to_a_private_address_is_refused_unless_allowed() -> None:
