@@ -351,6 +351,7 @@ class Controller:
     def on_job_event(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
         key = (kind, body["metadata"]["namespace"], body["metadata"]["name"])
         if event_type == "DELETED":
+            self._announce_deletion(body)
             self.jobs.pop(key, None)
             self._children_ensured.discard(body["metadata"].get("uid", ""))
             self._services_ensured.discard(body["metadata"].get("uid", ""))
@@ -741,6 +742,17 @@ class Controller:
             delivery.add_done_callback(partial(self._webhook_done, key, uid, entry["id"]))
         if not queued:
             self._webhooks_queued.pop(key, None)
+
+    def _announce_deletion(self, body: dict[str, Any]) -> None:
+        """A `deleted` webhook, once (the job and its pendingWebhooks are gone: no later operator could
+        send it again), after the job's earlier ones: a receiver that saw `live` sees it go."""
+        spec = body.get("spec") or {}
+        url = spec.get("callbackUrl") or spec.get("notifyUrl")
+        if not url or not self.acting:
+            return
+        phase = (body.get("status") or {}).get("phase") or ""
+        entry = pending_webhook("deleted", phase or "Deleted", "the job was deleted", self.clock())
+        self.webhooks.send(url, build_payload(body, entry), lambda t, r, m: self.post_event(body, t, r, m))
 
     def _stand_by(self) -> None:
         """Another replica acts now and sends the jobs' pending webhooks: ours would go twice, out of order."""

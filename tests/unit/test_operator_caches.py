@@ -106,6 +106,30 @@ async def test_a_standby_replica_reports_no_jobs_and_no_queue() -> None:
     assert list(controller.phase_counts()) == [] and controller.queue_depth() == 0
 
 
+async def test_a_deleted_job_with_a_webhook_url_announces_its_deletion() -> None:
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    class Sender:
+        def send(self, url: str, payload: dict[str, Any], report: Any) -> None:
+            sent.append((url, payload))
+
+    controller = Controller(None, OperatorConfig(stream_key_seed="unit-test-stream-key-seed-0123456789"))  # type: ignore[arg-type]
+    controller.webhooks = Sender()  # type: ignore[assignment]
+    live = {"apiVersion": "onair.dev/v1alpha1", "kind": "LiveJob",
+            "metadata": {"name": "news", "namespace": "t", "uid": "u1", "resourceVersion": "9"},
+            "spec": {"jobTemplateId": 1, "destination": {"bucket": "media"},
+                     "callbackUrl": "https://receiver.example/hook"},
+            "status": {"phase": "Live"}}
+    controller.on_job_event("LiveJob", "ADDED", live)
+    assert sent == []
+    controller.on_job_event("LiveJob", "DELETED", live)
+    assert [(url, payload["type"], payload["job"]["phase"]) for url, payload in sent] == [
+        ("https://receiver.example/hook", "livejob.deleted", "Live")]
+    quiet = {**live, "spec": {**live["spec"], "callbackUrl": None}}
+    controller.on_job_event("LiveJob", "DELETED", quiet)
+    assert len(sent) == 1
+
+
 class ListingOnly:
     """The API server's answer to the lists drop_vanished makes: metadata only, one item a page."""
 
