@@ -274,6 +274,8 @@ class WebhookSender:
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver))
         body = json.dumps(payload, separators=(",", ":")).encode()
         refused = refused_target(url, self.allow_private)
+        if not self.secret:  # a key derived from nothing is anybody's: the receiver could be sent forgeries
+            refused = "the operator has no webhook secret (ONAIR_WEBHOOK_SECRET) to sign it with"
         if refused is not None:
             await report("Warning", "WebhookRefused", f"{payload['type']} not sent to {url}: {refused}")
             return DeliveryResult(False, 0, refused)

@@ -168,6 +168,16 @@ async def test_a_jobs_webhooks_go_in_order_and_a_dead_receiver_holds_a_bounded_b
     await sender.close()
 
 
+def test_no_webhook_is_sent_unsigned_by_an_operator_without_a_secret() -> None:
+    async def run() -> None:
+        async with receiver() as (port, received):
+            sender = WebhookSender("", attempts=1, timeout=2, allow_private=True)
+            result, reasons = await deliver(sender, f"http://127.0.0.1:{port}/hook")
+            assert not result.delivered and reasons == ["WebhookRefused"] and received == []
+            assert "ONAIR_WEBHOOK_SECRET" in result.last_error
+    asyncio.run(run())
+
+
 def test_a_webhook_to_a_private_address_is_refused_unless_allowed() -> None:
     async def scenario(allow_private: bool) -> tuple[DeliveryResult, int, list[str]]:
         async with receiver() as (port, received):
