@@ -196,8 +196,13 @@ class ClipJob:
                                          ",".join(probed.codecs) if probed.codecs else variant.codecs,
                                          probed.resolution or variant.resolution,
                                          probed.frame_rate or variant.frame_rate))
-            if self.config.outputs.final_format == RecordingFormat.MP4:
-                await self._write_mp4(rendition, clip_segments)
+            if self.config.outputs.final_format == RecordingFormat.MP4 and not await self._write_mp4(
+                    rendition, clip_segments):
+                # Not complete without the MP4 its status names: the next attempt cuts it again.
+                self.status.set_state(EncoderState.FAILED, f"the MP4 of {rendition} could not be written "
+                                                           "(see the log): the next attempt tries again")
+                log.error("%s", self.status.message)
+                return EXIT_INTERRUPTED
         master = render_master_playlist(clip_variants).encode()
         await asyncio.to_thread(self.store.put, self.config.key(MASTER_PLAYLIST), master,
                                 "application/vnd.apple.mpegurl", FINAL_PLAYLIST_CACHE_CONTROL)
@@ -245,13 +250,15 @@ class ClipJob:
                       max(resolutions, key=lambda size: size[0] * size[1]) if resolutions else None,
                       max(frame_rates) if frame_rates else None)
 
-    async def _write_mp4(self, rendition: str, segments: list[Segment]) -> None:
+    async def _write_mp4(self, rendition: str, segments: list[Segment]) -> bool:
         directory = self.work_dir / "clip" / rendition
         directory.mkdir(parents=True, exist_ok=True)
         paths = [await asyncio.to_thread(fetch_segment, self.store, partial(self.config.key, rendition), segment,
                                          directory) for segment in segments]
         mp4 = directory / f"{rendition}.mp4"
-        if await write_mp4(paths, segments, directory, mp4, time.monotonic() + 120):
-            # From disk, in parts: a long clip's MP4 may be larger than the Pod's memory.
-            await asyncio.to_thread(self.store.put, self.config.key(f"{rendition}.mp4"), mp4, "video/mp4",
-                                    FINAL_PLAYLIST_CACHE_CONTROL)
+        if not await write_mp4(paths, segments, directory, mp4, time.monotonic() + 120):
+            return False
+        # From disk, in parts: a long clip's MP4 may be larger than the Pod's memory.
+        await asyncio.to_thread(self.store.put, self.config.key(f"{rendition}.mp4"), mp4, "video/mp4",
+                                FINAL_PLAYLIST_CACHE_CONTROL)
+        return True

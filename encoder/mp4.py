@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -35,12 +36,29 @@ def fetch_segment(store: S3Store, key: Callable[[str], str], segment: Segment, d
     return directory / segment.uri
 
 
+StreamLayout = tuple[tuple[object, ...], ...]
+
+
+async def stream_layout(path: Path) -> StreamLayout:
+    """The audio and video streams of a media file, as far as one MP4 track can carry them on."""
+    process = await asyncio.create_subprocess_exec(
+        "ffprobe", "-v", "error", "-show_entries", "stream=codec_type,codec_name,width,height,sample_rate,channels",
+        "-of", "json", str(path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    output, _ = await process.communicate()
+    streams = json.loads(output or b"{}").get("streams", [])
+    return tuple((stream.get("codec_type"), stream.get("codec_name"), stream.get("width"), stream.get("height"),
+                  stream.get("sample_rate"), stream.get("channels"))
+                 for stream in streams if stream.get("codec_type") in ("video", "audio"))
+
+
 async def write_mp4(paths: list[Path], segments: list[Segment], directory: Path, target: Path, deadline: float) -> bool:
     """Concatenates segments into an MP4 with `-c copy`. The concat demuxer places each file after the
     previous one's duration, so timestamps that restart (a publisher's reconnect, a second attempt
     after an eviction) still make one continuous file. fMP4 segments are joined to their init
     segment first (found next to the segment, or in `directory`)."""
     lines = ["ffconcat version 1.0"]
+    sessions: list[tuple[int, Path]] = []  # the first file of each run of segments with no discontinuity
     for index, (segment, path) in enumerate(zip(segments, paths, strict=True)):
         if segment.init_uri:
             init = path.parent / segment.init_uri
@@ -48,6 +66,16 @@ async def write_mp4(paths: list[Path], segments: list[Segment], directory: Path,
                 init = directory / segment.init_uri
             path = await asyncio.to_thread(join_files, init, path, directory / f"joined_{index:06d}.mp4")
         lines += [f"file '{path.resolve()}'", f"duration {segment.duration:.6f}"]
+        if index == 0 or segment.discontinuity:
+            sessions.append((index, path))
+    # One MP4 keeps the first file's tracks: a later session with another codec, size or sample rate
+    # (a publisher that came back with other settings) would be joined into a broken file.
+    layouts = [await stream_layout(path) for _, path in sessions]
+    for (index, _), layout in zip(sessions[1:], layouts[1:], strict=True):
+        if layout != layouts[0]:
+            log.error("no %s: its media changes at segment %d (%s, before it %s); one MP4 cannot hold both",
+                      target.name, index, layout, layouts[0])
+            return False
     listing = directory / "concat.txt"
     listing.write_text("\n".join(lines) + "\n")
     process = await asyncio.create_subprocess_exec(

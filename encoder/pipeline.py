@@ -244,6 +244,7 @@ class Encoder:
         # A RecordJob whose stored playlist has ENDLIST: an earlier attempt recorded it to its end (and
         # exited before its other files were up). This one finishes them and records nothing more.
         self._stored_recording_ended = False
+        self._mp4s_missing: list[str] = []  # renditions whose MP4 could not be written at the finish
         self._probing: set[str] = set()  # renditions whose first segment ffprobe is reading
         # Counts the passthrough sessions that made the variants start over (see _forget_variants): a
         # probe of an earlier session that ends late must not bring its codecs back.
@@ -1084,6 +1085,12 @@ class Encoder:
             return self.exit_code(uploaded=False)
         if held := self.uploader.pending():
             log.info("leaving %d deletes of retired segments still in their hold to the job's next Pod", held)
+        if self._mp4s_missing:
+            # Not complete without the MP4 its status names: the next attempt finishes the files again.
+            self.status.set_state(EncoderState.FAILED, f"the MP4 of {', '.join(self._mp4s_missing)} could not be "
+                                                       "written (see the log): the next attempt tries again")
+            log.error("%s", self.status.message)
+            return EXIT_INTERRUPTED
         for rendition in self.status.renditions.values():
             rendition.status = "Completed"
         self.status.set_state(EncoderState.COMPLETED, "finished" if self.finishing else "stopped")
@@ -1150,10 +1157,13 @@ class Encoder:
                     paths.append(path)
             except Exception as error:  # the HLS recording stands; only its MP4 copy is missing
                 log.error("no MP4 of %s: %s", name, error)
+                self._mp4s_missing.append(name)
                 continue
             mp4 = directory / f"{name}.mp4"
             if await write_mp4(paths, list(track.segments), directory, mp4, deadline):
                 self.uploader.put_file(self.config.key(f"{name}.mp4"), mp4)
+            else:
+                self._mp4s_missing.append(name)
 
 
 def redacted(argv: list[str], *secrets: str | None) -> str:

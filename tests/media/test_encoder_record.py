@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from collections.abc import Callable
@@ -22,8 +23,10 @@ from media_helpers import (
 )
 from waiting import wait_until
 
+from onair.encoder.mp4 import write_mp4
 from onair.encoder.playlist import (
     MediaPlaylist,
+    Segment,
     format_program_date_time,
     parse_master_playlist,
     parse_media_playlist,
@@ -519,6 +522,57 @@ def test_an_evicted_recording_is_continued_by_the_next_attempt_into_one_mp4(
     recorded = sum(segment.duration for segment in playlist.segments)
     assert abs(float(mp4["format"]["duration"]) - recorded) < 1.0, (mp4["format"]["duration"], recorded)
     assert {stream["codec_type"] for stream in mp4["streams"]} == {"video", "audio"}
+
+
+def test_a_recording_whose_mp4_cannot_be_written_is_not_completed(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore,
+) -> None:
+    """Its status would name an MP4 that is not there: the recorder exits EXIT_INTERRUPTED, saying why,
+    and the next attempt tries again."""
+    prefix = "rec/no-mp4"
+
+    def record() -> tuple[EncoderProcess, subprocess.Popen[bytes]]:
+        port = free_port()
+        source = publish(f"srt://127.0.0.1:{port}?mode=listener", 30, container="mpegts")
+        spec = {"source": {"streamUrl": f"srt://127.0.0.1:{port}"}, "output": {"bucket": "ignored", "format": "mp4"}}
+        recorder = start_encoder("RecordJob", spec, None, prefix=prefix)
+        wait_until(lambda: recorder.status()["renditions"][0]["segmentsWritten"] >= 2, 30, "recorded segments")
+        return recorder, source
+
+    first, source = record()
+    assert first.stop() == EXIT_INTERRUPTED, first.log()[-3000:]
+    source.kill()
+    source.wait()
+    playlist = parse_media_playlist(object_store.get_text(first.bucket, f"{prefix}/source/index.m3u8") or "")
+    # An object of the first attempt's is gone from the bucket (a lifecycle rule, a hand): no MP4 of all.
+    object_store.client.delete_object(Bucket=first.bucket, Key=f"{prefix}/source/{playlist.segments[0].uri}")
+    second, source = record()
+    try:
+        assert second.post("/finish").status_code == 202
+        assert second.process.wait(30) == EXIT_INTERRUPTED, second.log()[-3000:]
+    finally:
+        source.kill()
+        source.wait()
+    assert "the MP4 of source could not be written" in second.log()
+    assert object_store.get_text(second.bucket, f"{prefix}/source.mp4") is None
+
+
+def test_sessions_with_other_media_are_not_joined_into_one_broken_mp4(tmp_path: Path) -> None:
+    """A publisher back at another size: `-c copy` would keep the first session's track for both."""
+    def segment(name: str, size: str) -> Path:
+        path = tmp_path / name
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30", "-t", "2",
+                        "-c:v", "libx264", "-preset", "ultrafast", "-f", "mpegts", str(path)], check=True, timeout=60)
+        return path
+
+    small, large, small_again = segment("a.ts", "320x180"), segment("b.ts", "640x360"), segment("c.ts", "320x180")
+    resized = [Segment(0, 2.0, "a.ts"), Segment(1, 2.0, "b.ts", discontinuity=True)]
+    deadline = time.monotonic() + 60
+    assert not asyncio.run(write_mp4([small, large], resized, tmp_path, tmp_path / "resized.mp4", deadline))
+    assert not (tmp_path / "resized.mp4").exists()
+    reconnected = [Segment(0, 2.0, "a.ts"), Segment(1, 2.0, "c.ts", discontinuity=True)]
+    assert asyncio.run(write_mp4([small, small_again], reconnected, tmp_path, tmp_path / "joined.mp4", deadline))
+    assert abs(float(ffprobe(tmp_path / "joined.mp4")["format"]["duration"]) - 4.0) < 0.5
 
 
 def test_a_full_spool_drops_segments_says_so_and_recovers(
