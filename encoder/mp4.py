@@ -15,7 +15,11 @@ from .upload import S3Store
 log = logging.getLogger(__name__)
 
 
-class MissingSegmentError(Exception):
+class Mp4Impossible(Exception):
+    """No attempt can ever make this MP4: a segment is gone from the bucket, or the media changes."""
+
+
+class MissingSegmentError(Mp4Impossible):
     """A segment a playlist names is not in the bucket."""
 
 
@@ -53,7 +57,8 @@ async def stream_layout(path: Path) -> StreamLayout:
 
 
 async def write_mp4(paths: list[Path], segments: list[Segment], directory: Path, target: Path, deadline: float) -> bool:
-    """Concatenates segments into an MP4 with `-c copy`. The concat demuxer places each file after the
+    """Concatenates segments into an MP4 with `-c copy`; False when ffmpeg fails or runs out of time,
+    Mp4Impossible when no attempt could make it. The concat demuxer places each file after the
     previous one's duration, so timestamps that restart (a publisher's reconnect, a second attempt
     after an eviction) still make one continuous file. fMP4 segments are joined to their init
     segment first (found next to the segment, or in `directory`)."""
@@ -73,9 +78,8 @@ async def write_mp4(paths: list[Path], segments: list[Segment], directory: Path,
     layouts = [await stream_layout(path) for _, path in sessions]
     for (index, _), layout in zip(sessions[1:], layouts[1:], strict=True):
         if layout != layouts[0]:
-            log.error("no %s: its media changes at segment %d (%s, before it %s); one MP4 cannot hold both",
-                      target.name, index, layout, layouts[0])
-            return False
+            raise Mp4Impossible(f"its media changes at segment {index} ({layout}, before it {layouts[0]}): one MP4 "
+                                "cannot hold both")
     listing = directory / "concat.txt"
     listing.write_text("\n".join(lines) + "\n")
     process = await asyncio.create_subprocess_exec(

@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from onair.exitcodes import EXIT_INTERRUPTED, EXIT_OK
+from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_INTERRUPTED, EXIT_OK
 from onair.models import HardwareAcceleration, RecordingFormat
 from onair.phases import ConditionReason
 
@@ -42,7 +42,7 @@ from .ffmpeg import (
     unhandled_local_segments,
 )
 from .hlssource import HlsSource, is_hls_url, read_hls_source
-from .mp4 import fetch_segment, write_mp4
+from .mp4 import Mp4Impossible, fetch_segment, write_mp4
 from .passthrough import (
     OneProcess,
     PassthroughProcesses,
@@ -245,6 +245,7 @@ class Encoder:
         # exited before its other files were up). This one finishes them and records nothing more.
         self._stored_recording_ended = False
         self._mp4s_missing: list[str] = []  # renditions whose MP4 could not be written at the finish
+        self._mp4s_impossible: list[str] = []  # and why no attempt ever could (Mp4Impossible)
         self._probing: set[str] = set()  # renditions whose first segment ffprobe is reading
         # Counts the passthrough sessions that made the variants start over (see _forget_variants): a
         # probe of an earlier session that ends late must not bring its codecs back.
@@ -1085,6 +1086,11 @@ class Encoder:
             return self.exit_code(uploaded=False)
         if held := self.uploader.pending():
             log.info("leaving %d deletes of retired segments still in their hold to the job's next Pod", held)
+        if self._mp4s_impossible:
+            # The HLS recording stands; its MP4 never can: a job Failed for that, not retried.
+            self.status.set_state(EncoderState.FAILED, f"no MP4 of {'; '.join(self._mp4s_impossible)}")
+            log.error("%s", self.status.message)
+            return EXIT_BAD_CONFIG
         if self._mp4s_missing:
             # Not complete without the MP4 its status names: the next attempt finishes the files again.
             self.status.set_state(EncoderState.FAILED, f"the MP4 of {', '.join(self._mp4s_missing)} could not be "
@@ -1155,14 +1161,16 @@ class Encoder:
                         path = await asyncio.to_thread(fetch_segment, self.store, partial(self.config.key, name),
                                                        segment, directory)
                     paths.append(path)
-            except Exception as error:  # the HLS recording stands; only its MP4 copy is missing
+                mp4 = directory / f"{name}.mp4"
+                if await write_mp4(paths, list(track.segments), directory, mp4, deadline):
+                    self.uploader.put_file(self.config.key(f"{name}.mp4"), mp4)
+                else:
+                    self._mp4s_missing.append(name)
+            except Mp4Impossible as error:  # the HLS recording stands; only its MP4 copy is missing
                 log.error("no MP4 of %s: %s", name, error)
-                self._mp4s_missing.append(name)
-                continue
-            mp4 = directory / f"{name}.mp4"
-            if await write_mp4(paths, list(track.segments), directory, mp4, deadline):
-                self.uploader.put_file(self.config.key(f"{name}.mp4"), mp4)
-            else:
+                self._mp4s_impossible.append(f"{name}: {error}")
+            except Exception as error:
+                log.error("no MP4 of %s: %s", name, error)
                 self._mp4s_missing.append(name)
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from media_helpers import (
     EncoderProcess,
@@ -23,7 +24,7 @@ from media_helpers import (
 )
 from waiting import wait_until
 
-from onair.encoder.mp4 import write_mp4
+from onair.encoder.mp4 import Mp4Impossible, write_mp4
 from onair.encoder.playlist import (
     MediaPlaylist,
     Segment,
@@ -32,7 +33,7 @@ from onair.encoder.playlist import (
     parse_media_playlist,
 )
 from onair.encoder.tracks import numbered_by_name
-from onair.exitcodes import EXIT_INTERRUPTED
+from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_INTERRUPTED
 
 SMALL = ladder_template(("180p", 320, 180, "H264"))
 SEGMENT = SMALL["segmentDurationSeconds"]
@@ -527,8 +528,8 @@ def test_an_evicted_recording_is_continued_by_the_next_attempt_into_one_mp4(
 def test_a_recording_whose_mp4_cannot_be_written_is_not_completed(
     start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore,
 ) -> None:
-    """Its status would name an MP4 that is not there: the recorder exits EXIT_INTERRUPTED, saying why,
-    and the next attempt tries again."""
+    """Its status would name an MP4 that is not there: the recorder says why and exits EXIT_BAD_CONFIG
+    (no attempt could ever write it: the job fails, its HLS recording kept)."""
     prefix = "rec/no-mp4"
 
     def record() -> tuple[EncoderProcess, subprocess.Popen[bytes]]:
@@ -549,11 +550,11 @@ def test_a_recording_whose_mp4_cannot_be_written_is_not_completed(
     second, source = record()
     try:
         assert second.post("/finish").status_code == 202
-        assert second.process.wait(30) == EXIT_INTERRUPTED, second.log()[-3000:]
+        assert second.process.wait(30) == EXIT_BAD_CONFIG, second.log()[-3000:]
     finally:
         source.kill()
         source.wait()
-    assert "the MP4 of source could not be written" in second.log()
+    assert "no MP4 of source: " in second.log() and "is missing from the bucket" in second.log()
     assert object_store.get_text(second.bucket, f"{prefix}/source.mp4") is None
 
 
@@ -568,7 +569,8 @@ def test_sessions_with_other_media_are_not_joined_into_one_broken_mp4(tmp_path: 
     small, large, small_again = segment("a.ts", "320x180"), segment("b.ts", "640x360"), segment("c.ts", "320x180")
     resized = [Segment(0, 2.0, "a.ts"), Segment(1, 2.0, "b.ts", discontinuity=True)]
     deadline = time.monotonic() + 60
-    assert not asyncio.run(write_mp4([small, large], resized, tmp_path, tmp_path / "resized.mp4", deadline))
+    with pytest.raises(Mp4Impossible, match="media changes at segment 1"):
+        asyncio.run(write_mp4([small, large], resized, tmp_path, tmp_path / "resized.mp4", deadline))
     assert not (tmp_path / "resized.mp4").exists()
     reconnected = [Segment(0, 2.0, "a.ts"), Segment(1, 2.0, "c.ts", discontinuity=True)]
     assert asyncio.run(write_mp4([small, small_again], reconnected, tmp_path, tmp_path / "joined.mp4", deadline))
