@@ -5,7 +5,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${ONAIR_CACHE:-$HOME/.cache/onair}"
 PATH="$("$here/ensure-go.sh"):$PATH"
-export GOTOOLCHAIN=local  # the Go ensure-go.sh chose
+export GOTOOLCHAIN=auto  # a module that needs a newer Go than ensure-go.sh chose (kwok) gets it from the proxy too
 export GOFLAGS="-mod=mod"
 export GOCACHE="${GOCACHE:-$cache/go-build}"
 export GOPATH="${GOPATH:-$(go env GOPATH)}"
