@@ -74,6 +74,7 @@ class JobEnvelope(_Camel):
     storage: StorageConfig
     clip: ClipConfig | None = None
     paused_ranges: list[PausedRange] = []  # a RecordJob's, as its earlier recorder Pods reported them
+    started_at: AwareDatetime | None = None  # when a RecordJob's first recorder was made
 
 
 class IngestKind(enum.StrEnum):
@@ -121,6 +122,7 @@ class JobConfig:
     listen_host: str
     preview_key: str | None = None  # a LiveJob's live preview (preview.py) is served only with one
     start_at: datetime | None = None  # a RecordJob's timeRange.start or a LiveJob's schedule start
+    first_started_at: datetime | None = None  # a RecordJob's first recorder's start: later ones go on from it
     # The end when the Pod started; the encoder holds the current one (status.finish_at, POST /finish-at).
     # A SIGTERM after it is the end of the job: write ENDLIST.
     finish_at: datetime | None = None
@@ -249,6 +251,7 @@ def load_job_config(environ: Mapping[str, str] | None = None) -> JobConfig:
         ingest=ingest,
         outputs=outputs,
         start_at=time_range.start if time_range else None,
+        first_started_at=envelope.started_at,
         finish_at=time_range.end if time_range else None,
         start_paused=record.paused,
         paused_ranges=envelope.paused_ranges,

@@ -391,7 +391,7 @@ class Encoder:
         end = self.status.finish_at
         if end is None:
             return None
-        start = self.config.start_at or self.started_at
+        start = self.config.start_at or self.config.first_started_at or self.started_at
         total = (end - start).total_seconds()
         return 1.0 if total <= 0 else min(1.0, max(0.0, (now - start).total_seconds() / total))
 

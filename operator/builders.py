@@ -148,6 +148,9 @@ def build_encoder_config(
         # A new recorder Pod continues the pauses of the earlier ones (a clip leaves them out).
         "pausedRanges": [paused.model_dump(mode="json") for paused in job.status.paused_ranges]
         if isinstance(job, RecordJob) and job.status else [],
+        # A new recorder Pod's progress goes on from the first one's start (a range with no start).
+        "startedAt": job.status.started_at.isoformat()
+        if isinstance(job, RecordJob) and job.status and job.status.started_at else None,
     }
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from onair.encoder.config import load_job_config
+from onair.encoder.pipeline import Encoder, Ports
 from onair.encoder.upload import S3Store
 from onair.exitcodes import EXIT_INTERRUPTED
 from onair.models import HardwareAcceleration, JobTemplateSpec, LiveJob, LiveJobStatus, RecordJob, RecordJobStatus
@@ -831,6 +833,19 @@ def test_single_input_class_passes_the_source_through() -> None:
 
     assert [r["name"] for r in job_config(standard)["template"]["renditions"]] == ["720p", "360p"]
     assert job_config(single)["template"] is None
+
+
+def test_a_later_recorder_goes_on_with_the_progress_of_a_range_with_no_start() -> None:
+    """Progress of a timeRange with an end only runs from the first recorder's start, not the current one's."""
+    end = NOW + dt.timedelta(hours=1)
+    job = record_job({"phase": "Started", "startedAt": (NOW - dt.timedelta(hours=1)).isoformat(), "attempt": 1},
+                     timeRange={"end": end.isoformat()})
+    env = {e["name"]: e.get("value") for e in build_encoder_pod(job, None, CONFIG, 2)["spec"]["containers"][0]["env"]}
+    config = load_job_config({"ONAIR_JOB_CONFIG": env["ONAIR_JOB_CONFIG"], "ONAIR_LISTEN_HOST": "127.0.0.9"})
+    assert config.first_started_at == NOW - dt.timedelta(hours=1)
+    encoder = Encoder(config, Ports(), Path("/nonexistent"), None, 10**6)  # type: ignore[arg-type]
+    encoder.status.finish_at = end
+    assert encoder._progress(NOW) == 0.5  # half of the two hours, though this recorder has just started
 
 
 def test_a_recorder_that_joins_mp4s_at_its_end_gets_the_longer_grace_period_and_is_told_it() -> None:
