@@ -51,9 +51,18 @@ async def stream_layout(path: Path) -> StreamLayout:
     )  # fmt: skip
     output, _ = await process.communicate()
     streams = json.loads(output or b"{}").get("streams", [])
+    # A segment whose audio has not started yet says sample_rate "0", channels 0: not known, not other.
     return tuple((stream.get("codec_type"), stream.get("codec_name"), stream.get("width"), stream.get("height"),
-                  stream.get("sample_rate"), stream.get("channels"))
+                  None if str(stream.get("sample_rate") or "0") == "0" else stream.get("sample_rate"),
+                  stream.get("channels") or None)
                  for stream in streams if stream.get("codec_type") in ("video", "audio"))
+
+
+def same_media(first: StreamLayout, other: StreamLayout) -> bool:
+    """Whether one MP4's tracks can carry both: the same streams, each field equal where both know it."""
+    return len(first) == len(other) and all(
+        a == b or a is None or b is None
+        for one, two in zip(first, other, strict=True) for a, b in zip(one, two, strict=True))
 
 
 async def write_mp4(paths: list[Path], segments: list[Segment], directory: Path, target: Path, deadline: float) -> bool:
@@ -77,7 +86,7 @@ async def write_mp4(paths: list[Path], segments: list[Segment], directory: Path,
     # (a publisher that came back with other settings) would be joined into a broken file.
     layouts = [await stream_layout(path) for _, path in sessions]
     for (index, _), layout in zip(sessions[1:], layouts[1:], strict=True):
-        if layout != layouts[0]:
+        if not same_media(layouts[0], layout):
             raise Mp4Impossible(f"its media changes at segment {index} ({layout}, before it {layouts[0]}): one MP4 "
                                 "cannot hold both")
     listing = directory / "concat.txt"

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_INTERRUPTED, EXIT_OK
 from onair.models import HardwareAcceleration, RecordingFormat
@@ -41,7 +42,7 @@ from .ffmpeg import (
     session_outputs,
     unhandled_local_segments,
 )
-from .hlssource import HlsSource, is_hls_url, read_hls_source
+from .hlssource import HlsSource, is_hls_url, read_hls_source, shown_url
 from .mp4 import Mp4Impossible, fetch_segment, write_mp4
 from .passthrough import (
     OneProcess,
@@ -455,8 +456,10 @@ class Encoder:
 
     def _loggable(self, argv: list[str]) -> str:
         """The command line for the log, without the credentials in it (the RTMP play URL carries the
-        stream key and the play token)."""
-        return redacted(argv, self.config.stream_key, self.play_token, self.srt_passphrase)
+        stream key and the play token; a pulled URL may carry a user's password)."""
+        source = urlsplit(self.config.ingest.url) if self.config.ingest.url else None
+        return redacted(argv, self.config.stream_key, self.play_token, self.srt_passphrase,
+                        source.password if source else None)
 
     async def _feed_from_srt(self, gate: SrtGate, unclaimed_pipe: list[int]) -> None:
         """Waits for the next admitted publisher and relays it into the session's ffmpeg. The relay
@@ -487,7 +490,7 @@ class Encoder:
             self.request_stop(finishing=True)
         while not self.stop_requested.is_set():
             if not self.status.connected and self._unusable_input is None:
-                self.status.set_state(self._pull_waiting_state(), f"pulling {url.split('?')[0]}")
+                self.status.set_state(self._pull_waiting_state(), f"pulling {shown_url(url)}")
             target = source.target_duration if source is not None else 0.0
             produced = await self._run_session(url, listener=False, pull=True, source_target_duration=target)
             returncode = self._last_returncode
@@ -502,9 +505,9 @@ class Encoder:
                     # Live, yet the session ended: the source froze (or failed). Pulled now, its newest
                     # segment would be encoded again, and the job would say `live` with nothing new.
                     source = await self._wait_for_a_new_segment(url, source)
-            source_ended = returncode == 0 and source is not None and source.ended
-            if self.config.kind == "RecordJob" and returncode == 0 and (
-                    source_ended or (not hls and produced and self.status.finish_at is None)):
+            source_ended = source is not None and source.ended  # whatever ended the session
+            if self.config.kind == "RecordJob" and (
+                    source_ended or (returncode == 0 and not hls and produced and self.status.finish_at is None)):
                 # The source ended (an HLS playlist with ENDLIST, or, with no end to the range, an RTMP or
                 # SRT stream closed): done. A stream may come back before the end; an ended playlist does not.
                 self.request_stop(finishing=True)
@@ -522,7 +525,7 @@ class Encoder:
     async def _wait_while_source_ended(self, url: str) -> HlsSource | None:
         """Until the source playlist is read without EXT-X-ENDLIST: one that cannot be read meanwhile
         may still be the ended one."""
-        self.status.set_state(self._pull_waiting_state(), f"the source playlist {url.split('?')[0]} has ended "
+        self.status.set_state(self._pull_waiting_state(), f"the source playlist {shown_url(url)} has ended "
                                                           "(EXT-X-ENDLIST): waiting for it to go live again")
         return await self._read_hls_source_until(url, lambda source: source is not None and not source.ended)
 
@@ -530,8 +533,8 @@ class Encoder:
         """Until the live source playlist names a segment newer than `source`'s newest, or ends."""
         if source.newest_segment is not None and self._unusable_input is None:  # that says more
             self.status.set_state(self._pull_waiting_state(),
-                                  f"no new segment in the source playlist {url.split('?')[0]} after "
-                                  f"{source.newest_segment[1].split('?')[0]}: waiting for one")
+                                  f"no new segment in the source playlist {shown_url(url)} after "
+                                  f"{shown_url(source.newest_segment[1])}: waiting for one")
         return await self._read_hls_source_until(
             url, lambda now: now is not None and (now.ended or now.newest_segment != source.newest_segment))
 
@@ -729,10 +732,12 @@ class Encoder:
 
     async def _say_when_no_key_frame_comes(self, state: SessionState) -> None:
         """An RTMP session: the job says so when its publisher gets nothing encoded (see NO_KEY_FRAME)."""
+        session_started = datetime.now(UTC)  # a new ffmpeg under a publisher who stays waits for a key frame too
+        patience = timedelta(seconds=NO_KEY_FRAME_SECONDS)
         while not state.input_described:
             connected_at = self.status.connected_at
             if (self.status.connected and connected_at is not None and not self.stop_requested.is_set()
-                    and datetime.now(UTC) - connected_at > timedelta(seconds=NO_KEY_FRAME_SECONDS)):
+                    and datetime.now(UTC) - max(connected_at, session_started) > patience):
                 log.warning("session %d: %s", self.session_number, NO_KEY_FRAME)
                 self.status.set_state(self.status.state, NO_KEY_FRAME)
                 return
@@ -1089,6 +1094,13 @@ class Encoder:
         if self._mp4s_impossible:
             # The HLS recording stands; its MP4 never can: a job Failed for that, not retried.
             self.status.set_state(EncoderState.FAILED, f"no MP4 of {'; '.join(self._mp4s_impossible)}")
+            log.error("%s", self.status.message)
+            return EXIT_BAD_CONFIG
+        if self._mp4s_missing and self._stored_recording_ended:
+            # This attempt did nothing but finish the files, and failed at it again: another would too
+            # (a join longer than the grace period), each fetching the whole recording anew.
+            self.status.set_state(EncoderState.FAILED, f"the MP4 of {', '.join(self._mp4s_missing)} could not be "
+                                                       "written again (see the log); the HLS recording is complete")
             log.error("%s", self.status.message)
             return EXIT_BAD_CONFIG
         if self._mp4s_missing:

@@ -351,8 +351,9 @@ class Controller:
     def on_job_event(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
         key = (kind, body["metadata"]["namespace"], body["metadata"]["name"])
         if event_type == "DELETED":
-            self._announce_deletion(body)
-            self.jobs.pop(key, None)
+            cached = self.jobs.pop(key, None)
+            if cached is not None and cached.uid == body["metadata"].get("uid"):
+                self._announce_deletion(body)  # once: a 404 on a status write and the watch both say so
             self._children_ensured.discard(body["metadata"].get("uid", ""))
             self._services_ensured.discard(body["metadata"].get("uid", ""))
             self._services_refused.discard(body["metadata"].get("uid", ""))

@@ -118,9 +118,11 @@ def build_payload(job: dict[str, Any], pending: dict[str, Any]) -> dict[str, Any
     }
 
 
-# IPv6 addresses that carry an IPv4 one in their last 32 bits: NAT64's well-known prefix (RFC 6052) and
-# the deprecated IPv4-compatible addresses. A NAT64 gateway takes 64:ff9b::a9fe:a9fe to 169.254.169.254.
-IPV4_IN_LAST_32_BITS = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::/96"))
+# IPv6 addresses that carry an IPv4 one in their last 32 bits: NAT64's well-known prefix (RFC 6052),
+# the deprecated IPv4-compatible addresses and IPv4-translated ones. A NAT64 gateway takes
+# 64:ff9b::a9fe:a9fe to 169.254.169.254.
+IPV4_IN_LAST_32_BITS = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::/96"),
+                        ipaddress.ip_network("::ffff:0:0:0/96"))  # the last: SIIT (RFC 2765)
 LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: the IPv4 part may sit anywhere
 
 
@@ -225,6 +227,7 @@ class WebhookSender:
         """Cancels what is queued and in flight (their results are cancelled: whichever operator acts
         next sends them from the jobs' pendingWebhooks)."""
         workers = list(self._workers.values())
+        self._workers.clear()  # a worker cancelled before it ran never reaches its own cleanup
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
@@ -249,7 +252,7 @@ class WebhookSender:
         return queued.result
 
     async def _deliver_in_order(self, key: str) -> None:
-        waiting = self._waiting[key]
+        waiting = self._waiting.get(key, deque())
         try:
             while waiting:
                 queued = waiting.popleft()
@@ -264,9 +267,10 @@ class WebhookSender:
                 if not queued.result.done():
                     queued.result.set_result(result)
         finally:
-            self._workers.pop(key, None)
-            if not waiting:
-                self._waiting.pop(key, None)
+            if self._workers.get(key) is asyncio.current_task():
+                del self._workers[key]
+            if not waiting and self._waiting.get(key) is waiting:
+                del self._waiting[key]
 
     async def deliver(self, url: str, payload: dict[str, Any], report: Reporter) -> DeliveryResult:
         if self._session is None:

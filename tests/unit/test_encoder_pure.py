@@ -307,21 +307,25 @@ LIVE_AT_6 = HlsSource(ended=False, target_duration=4.0, newest_segment=(6, "seg_
 ENDED = HlsSource(ended=True)
 
 
-@pytest.mark.parametrize(("kind", "answers", "pulls", "finished"), [
+@pytest.mark.parametrize(("kind", "answers", "pulls", "finished", "returncode"), [
+    # The playlist ended while a session that failed (or that the watchdog stopped) was being replaced:
+    # not pulled again, which would record it again from its first segment.
+    ("RecordJob", [LIVE_AT_5, LIVE_AT_5, ENDED], 1, True, 255),
+    ("LiveJob", [LIVE_AT_5, LIVE_AT_5, ENDED, None, ENDED], 1, False, 255),
     # ffmpeg also ends with 0 when an origin answers 503 for a few seconds: a recording with no end
     # goes on while the playlist cannot be read (None) or is live, and ends at its ENDLIST.
-    ("RecordJob", [LIVE_AT_5, None, LIVE_AT_5, LIVE_AT_6, None, ENDED], 2, True),
+    ("RecordJob", [LIVE_AT_5, None, LIVE_AT_5, LIVE_AT_6, None, ENDED], 2, True, 0),
     # A LiveJob whose Pod starts after its source ended waits (no pull from the first segment), also
     # while the playlist cannot be read; pulled once it is live; waits again once it ends.
-    ("LiveJob", [ENDED, None, LIVE_AT_5, None, ENDED, None, ENDED], 1, False),
+    ("LiveJob", [ENDED, None, LIVE_AT_5, None, ENDED, None, ENDED], 1, False, 0),
     # A frozen source (live, no new segment) is not pulled again, which would encode its newest segment
     # again, until it has a new one.
-    ("LiveJob", [LIVE_AT_5, LIVE_AT_5, LIVE_AT_5, None, LIVE_AT_5, LIVE_AT_6], 2, False),
-    ("RecordJob", [LIVE_AT_5, LIVE_AT_5, LIVE_AT_5, None, ENDED], 1, True),  # it ended while frozen
+    ("LiveJob", [LIVE_AT_5, LIVE_AT_5, LIVE_AT_5, None, LIVE_AT_5, LIVE_AT_6], 2, False, 0),
+    ("RecordJob", [LIVE_AT_5, LIVE_AT_5, LIVE_AT_5, None, ENDED], 1, True, 0),  # it ended while frozen
 ])
 async def test_a_pull_ends_only_when_its_source_playlist_says_so(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, answers: list[HlsSource | None], pulls: int,
-        finished: bool) -> None:
+        finished: bool, returncode: int) -> None:
     from onair.encoder import pipeline
     url = "https://origin.example/live.m3u8"
     if kind == "RecordJob":
@@ -338,7 +342,7 @@ async def test_a_pull_ends_only_when_its_source_playlist_says_so(
         nonlocal sessions
         sessions += 1
         assert source_target_duration == 4.0  # the source's, read before: the frozen-source watchdog's unit
-        encoder._last_returncode = 0  # as ffmpeg ends after a reload failure, a frozen playlist, an ENDLIST
+        encoder._last_returncode = returncode  # 0: as ffmpeg ends after a reload failure, a frozen playlist, an ENDLIST
         return True
 
     async def asked(url: str) -> HlsSource | None:
@@ -377,6 +381,28 @@ async def test_a_recording_continued_after_its_source_ended_finishes_without_pul
     next(iter(encoder.tracks.values())).add(2.0, "seg_000000.ts", T0)  # what the evicted Pod recorded
     await asyncio.wait_for(encoder._run_pull(), 5)
     assert sessions == [] and encoder.finishing
+
+
+def test_a_source_url_is_shown_without_its_credentials() -> None:
+    """Messages with the URL reach the job's status and its webhooks; the log shows the command line."""
+    from onair.encoder.hlssource import shown_url
+    assert shown_url("https://user:s3cret@origin.example:8443/live/index.m3u8?token=t0ken") \
+        == "https://origin.example:8443/live/index.m3u8"
+    assert shown_url("http://[::1]/a.m3u8") == "http://[::1]/a.m3u8" and shown_url("seg_5.ts?k=1") == "seg_5.ts"
+    spec = {"source": {"streamUrl": "https://user:s3cret@origin.example/live.m3u8"}, "output": {"bucket": "media"}}
+    encoder = Encoder(load_job_config(environment("RecordJob", spec, None)), Ports(), Path("/nonexistent"), None,
+                      10**6)  # type: ignore[arg-type]
+    assert "s3cret" not in encoder._loggable(["ffmpeg", "-i", "https://user:s3cret@origin.example/live.m3u8"])
+
+
+def test_one_mp4_takes_sessions_whose_media_match_where_both_say() -> None:
+    from onair.encoder.mp4 import same_media
+    first = (("video", "h264", 320, 180, None, None), ("audio", "aac", None, None, "48000", 2))
+    audio_not_started = (("video", "h264", 320, 180, None, None), ("audio", "aac", None, None, None, None))
+    assert same_media(first, audio_not_started)
+    assert not same_media(first, (("video", "h264", 640, 360, None, None), first[1]))
+    assert not same_media(first, (first[0], ("audio", "aac", None, None, "44100", 2)))
+    assert not same_media(first, first[:1])
 
 
 def test_no_s3_endpoint_means_aws_s3_of_the_region() -> None:

@@ -78,7 +78,8 @@ def test_private_and_metadata_addresses_are_not_public() -> None:
                     "fd00::1", "0.0.0.0", "224.0.0.1"):
         assert not is_public(address), address
     # IPv6 that a NAT64 gateway, a 6to4 relay or a dual stack takes to a private IPv4 address.
-    for address in ("64:ff9b::a9fe:a9fe", "64:ff9b::a00:1", "2002:a00:1::", "::a00:1", "64:ff9b:1::a00:1"):
+    for address in ("64:ff9b::a9fe:a9fe", "64:ff9b::a00:1", "2002:a00:1::", "::a00:1", "64:ff9b:1::a00:1",
+                    "::ffff:0:a00:1", "::ffff:0:7f00:1"):
         assert not is_public(address), address
     assert refused_target("http://[64:ff9b::a9fe:a9fe]/latest/meta-data", allow_private=False)
     assert is_public("93.184.216.34") and is_public("2606:4700::1111")
@@ -165,6 +166,10 @@ async def test_a_jobs_webhooks_go_in_order_and_a_dead_receiver_holds_a_bounded_b
     assert sum(result.cancelled() for result in results) == 1 + MAX_WAITING_PER_JOB  # the next operator sends them
     release.set()  # acting again, it delivers
     assert (await sender.send("http://receiver.example/", payloads[0], report)).delivered
+    # Cancelled before its worker ever ran, a job's queue does not keep it: later deliveries go.
+    sender.send("http://receiver.example/", payloads[1], report)
+    await sender.cancel_queued()
+    assert (await asyncio.wait_for(sender.send("http://receiver.example/", payloads[2], report), 5)).delivered
     await sender.close()
 
 
