@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_INTERRUPTED
+from onair.exitcodes import EXIT_INTERRUPTED
 from onair.models import RecordingFormat
 
 from .config import ClipConfig, JobConfig
-from .mp4 import Mp4Impossible, fetch_segment, write_mp4
+from .mp4 import Mp4Impossible, fetch_segment, unwritten_mp4s, write_mp4
 from .pipeline import MASTER_PLAYLIST, PROBE_NICENESS, FatalConfigError, niced_child
 from .playlist import (
     MediaPlaylist,
@@ -198,16 +198,14 @@ class ClipJob:
                                          probed.frame_rate or variant.frame_rate))
             if self.config.outputs.final_format == RecordingFormat.MP4:
                 try:
-                    written = await self._write_mp4(rendition, clip_segments)
-                except Mp4Impossible as error:  # the clip's HLS stands; its MP4 never can
-                    self.status.set_state(EncoderState.FAILED, f"no MP4 of {rendition}: {error}")
-                    log.error("%s", self.status.message)
-                    return EXIT_BAD_CONFIG
-                if not written:  # not complete without the MP4 its status names: the next attempt cuts it again
-                    self.status.set_state(EncoderState.FAILED, f"the MP4 of {rendition} could not be written "
-                                                               "(see the log): the next attempt tries again")
-                    log.error("%s", self.status.message)
-                    return EXIT_INTERRUPTED
+                    unwritten = None if await self._write_mp4(rendition, clip_segments) else unwritten_mp4s(
+                        [rendition], [])
+                except Mp4Impossible as error:
+                    unwritten = unwritten_mp4s([], [f"{rendition}: {error}"])
+                if unwritten is not None:
+                    self.status.set_state(EncoderState.FAILED, unwritten[0])
+                    log.error("%s", unwritten[0])
+                    return unwritten[1]
         master = render_master_playlist(clip_variants).encode()
         await asyncio.to_thread(self.store.put, self.config.key(MASTER_PLAYLIST), master,
                                 "application/vnd.apple.mpegurl", FINAL_PLAYLIST_CACHE_CONTROL)

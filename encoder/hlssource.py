@@ -9,7 +9,7 @@ its newest segment, which would encode that segment again at each pull."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -23,11 +23,7 @@ def shown_url(url: str) -> str:
     """A source URL as a status message, a webhook or a log may show it: no user:password, no query
     (either may hold the origin's credentials)."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else url.split("?")[0]
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def is_hls_url(url: str) -> bool:

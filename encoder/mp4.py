@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_INTERRUPTED
+
 from .playlist import Segment
 from .upload import S3Store
 
@@ -38,6 +40,22 @@ def fetch_segment(store: S3Store, key: Callable[[str], str], segment: Segment, d
                 raise MissingSegmentError(f"{key(uri)} is missing from the bucket")
             target.write_bytes(body)
     return directory / segment.uri
+
+
+def unwritten_mp4s(missing: list[str], impossible: list[str], retried: bool = False) -> tuple[str, int] | None:
+    """The status message and exit code of a finish without all its MP4s (None: all written). `missing`:
+    renditions whose join failed; `impossible`: "<rendition>: <why>" of those no attempt could make;
+    `retried`: this attempt did nothing but finish the files, so another would fail the same way (a join
+    longer than the grace period), each fetching the whole recording anew."""
+    if impossible:  # the HLS recording stands; its MP4 never can: the job fails, it is not retried
+        return f"no MP4 of {'; '.join(impossible)}", EXIT_BAD_CONFIG
+    if missing and retried:
+        return (f"the MP4 of {', '.join(missing)} could not be written again (see the log); the HLS recording "
+                "is complete"), EXIT_BAD_CONFIG
+    if missing:  # not complete without the MP4 its status names: the next attempt finishes the files again
+        return f"the MP4 of {', '.join(missing)} could not be written (see the log): the next attempt tries again", \
+            EXIT_INTERRUPTED
+    return None
 
 
 StreamLayout = tuple[tuple[object, ...], ...]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_INTERRUPTED, EXIT_OK
+from onair.exitcodes import EXIT_INTERRUPTED, EXIT_OK
 from onair.models import HardwareAcceleration, RecordingFormat
 from onair.phases import ConditionReason
 
@@ -43,7 +43,7 @@ from .ffmpeg import (
     unhandled_local_segments,
 )
 from .hlssource import HlsSource, is_hls_url, read_hls_source, shown_url
-from .mp4 import Mp4Impossible, fetch_segment, write_mp4
+from .mp4 import Mp4Impossible, fetch_segment, unwritten_mp4s, write_mp4
 from .passthrough import (
     OneProcess,
     PassthroughProcesses,
@@ -245,8 +245,6 @@ class Encoder:
         # A RecordJob whose stored playlist has ENDLIST: an earlier attempt recorded it to its end (and
         # exited before its other files were up). This one finishes them and records nothing more.
         self._stored_recording_ended = False
-        self._mp4s_missing: list[str] = []  # renditions whose MP4 could not be written at the finish
-        self._mp4s_impossible: list[str] = []  # and why no attempt ever could (Mp4Impossible)
         self._probing: set[str] = set()  # renditions whose first segment ffprobe is reading
         # Counts the passthrough sessions that made the variants start over (see _forget_variants): a
         # probe of an earlier session that ends late must not bring its codecs back.
@@ -1072,8 +1070,9 @@ class Encoder:
         for name, track in self.tracks.items():
             if track.segments:
                 self._queue_playlists(name, ended=self.finishing)
+        unwritten = None
         if self.finishing and self.keep_local_segments:
-            await self._write_mp4s(deadline)
+            unwritten = unwritten_mp4s(*await self._write_mp4s(deadline), retried=self._stored_recording_ended)
         if self.finishing:  # after the MP4s: a vod asset's master says it is complete
             await self._probe_stored_variants()
             if self.config.outputs.master_at_completion:
@@ -1091,24 +1090,10 @@ class Encoder:
             return self.exit_code(uploaded=False)
         if held := self.uploader.pending():
             log.info("leaving %d deletes of retired segments still in their hold to the job's next Pod", held)
-        if self._mp4s_impossible:
-            # The HLS recording stands; its MP4 never can: a job Failed for that, not retried.
-            self.status.set_state(EncoderState.FAILED, f"no MP4 of {'; '.join(self._mp4s_impossible)}")
-            log.error("%s", self.status.message)
-            return EXIT_BAD_CONFIG
-        if self._mp4s_missing and self._stored_recording_ended:
-            # This attempt did nothing but finish the files, and failed at it again: another would too
-            # (a join longer than the grace period), each fetching the whole recording anew.
-            self.status.set_state(EncoderState.FAILED, f"the MP4 of {', '.join(self._mp4s_missing)} could not be "
-                                                       "written again (see the log); the HLS recording is complete")
-            log.error("%s", self.status.message)
-            return EXIT_BAD_CONFIG
-        if self._mp4s_missing:
-            # Not complete without the MP4 its status names: the next attempt finishes the files again.
-            self.status.set_state(EncoderState.FAILED, f"the MP4 of {', '.join(self._mp4s_missing)} could not be "
-                                                       "written (see the log): the next attempt tries again")
-            log.error("%s", self.status.message)
-            return EXIT_INTERRUPTED
+        if unwritten is not None:
+            self.status.set_state(EncoderState.FAILED, unwritten[0])
+            log.error("%s", unwritten[0])
+            return unwritten[1]
         for rendition in self.status.renditions.values():
             rendition.status = "Completed"
         self.status.set_state(EncoderState.COMPLETED, "finished" if self.finishing else "stopped")
@@ -1156,9 +1141,12 @@ class Encoder:
             return EXIT_INTERRUPTED
         return EXIT_OK
 
-    async def _write_mp4s(self, deadline: float) -> None:
+    async def _write_mp4s(self, deadline: float) -> tuple[list[str], list[str]]:
         """RecordJob with format mp4: one MP4 per rendition from the recorded segments, no re-encode.
-        Segments an earlier attempt recorded (before an eviction) are fetched back from the store."""
+        Segments an earlier attempt recorded (before an eviction) are fetched back from the store.
+        Returns those not written, as unwritten_mp4s takes them."""
+        missing: list[str] = []
+        impossible: list[str] = []
         for name, track in self.tracks.items():
             if not track.segments:
                 continue
@@ -1177,13 +1165,14 @@ class Encoder:
                 if await write_mp4(paths, list(track.segments), directory, mp4, deadline):
                     self.uploader.put_file(self.config.key(f"{name}.mp4"), mp4)
                 else:
-                    self._mp4s_missing.append(name)
+                    missing.append(name)
             except Mp4Impossible as error:  # the HLS recording stands; only its MP4 copy is missing
                 log.error("no MP4 of %s: %s", name, error)
-                self._mp4s_impossible.append(f"{name}: {error}")
+                impossible.append(f"{name}: {error}")
             except Exception as error:
                 log.error("no MP4 of %s: %s", name, error)
-                self._mp4s_missing.append(name)
+                missing.append(name)
+        return missing, impossible
 
 
 def redacted(argv: list[str], *secrets: str | None) -> str:
