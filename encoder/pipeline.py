@@ -250,6 +250,9 @@ class Encoder:
         # probe of an earlier session that ends late must not bring its codecs back.
         self._variants_generation = 0
         self._background: set[asyncio.Task[Any]] = set()
+        # Per rendition, the close times of segments a RecordJob's playlist named only after a while (its
+        # event playlist is uploaded again when due): they are marked on the playlist that names them.
+        self._closed_at_unpublished: dict[str, list[float]] = {}
         self._sweeps: set[asyncio.Task[None]] = set()  # deleting what earlier Pods left (see _sweep_leftovers)
 
     # --- control from the HTTP server and signals ---------------------------------------------
@@ -907,19 +910,28 @@ class Encoder:
         if self.status.spool_full and self.uploader.spool_bytes <= self.uploader.spool_limit_bytes // 2:
             self.status.spool_full = False
 
-    def _queue_playlists(self, name: str, closed_at: list[float] | None = None, ended: bool = False) -> None:
+    def _queue_playlists(self, name: str, closed_at: list[float] | None = None, ended: bool = False,
+                         every: bool = False) -> None:
+        """The rendition's playlists after a new segment; `every`: also a large event playlist that is not
+        due yet (a Pod stopping leaves every playlist naming all it published)."""
         track = self.tracks[name]
         # Only a recording is ever final: a LiveJob that ended can be switched on again and continue
         # these playlists, and a year-long cache would keep its viewers on the ended version.
         final = ended and self.config.kind == "RecordJob"
         cache = FINAL_PLAYLIST_CACHE_CONTROL if final else LIVE_PLAYLIST_CACHE_CONTROL
+        event_due = every or ended or track.event_playlist_due(
+            beside_live_playlist=self.config.outputs.event_playlist)
         if self.config.kind == "RecordJob":
+            if not event_due:  # its playlist is the event playlist: the close times wait for the next one
+                self._closed_at_unpublished.setdefault(name, []).extend(closed_at or [])
+                return
+            closed_at = [*self._closed_at_unpublished.pop(name, []), *(closed_at or [])]
             body = track.event_playlist(ended=ended)
         else:
             body = track.live_playlist(ended=ended)
         unnamed = [self.config.key(name, uri) for uri in track.take_unnamed()]
         self.uploader.put_bytes(self.config.key(name, LIVE_PLAYLIST), body.encode(), cache, closed_at, unnamed)
-        if self.config.outputs.event_playlist:
+        if self.config.outputs.event_playlist and event_due:
             event = track.event_playlist(ended=ended).encode()
             self.uploader.put_bytes(self.config.key(name, EVENT_PLAYLIST), event, cache)
 
@@ -1069,7 +1081,7 @@ class Encoder:
             await asyncio.wait(self._background, timeout=max(0.0, min(5.0, deadline - time.monotonic())))
         for name, track in self.tracks.items():
             if track.segments:
-                self._queue_playlists(name, ended=self.finishing)
+                self._queue_playlists(name, ended=self.finishing, every=True)
         unwritten = None
         if self.finishing and self.keep_local_segments:
             unwritten = unwritten_mp4s(*await self._write_mp4s(deadline), retried=self._stored_recording_ended)

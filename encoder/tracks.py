@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from .playlist import (
+    GrowingPlaylist,
     MeasuredBitRates,
     MediaPlaylist,
     Segment,
@@ -23,6 +24,13 @@ LIVE_PLAYLIST = "index.m3u8"
 EVENT_PLAYLIST = "event.m3u8"  # every segment of a recorded event (LiveJob recording: true)
 # What the encoder names the objects of a rendition: seg_<number>.<ts|m4s>, and init_<number>.mp4 after
 # the first segment that uses it.
+# An event playlist names every segment of its recording and is uploaded whole: about 80 bytes a
+# segment, 3.4 MB for a day of 2 s segments. Uploaded again with each segment, it would come to fill
+# its rendition's upload lane (the next segment waits behind it) and the bucket's traffic, so once it
+# is large it is uploaded again only after enough media for this rate: a 512 KiB playlist with each 2 s
+# segment, a day's (3.4 MB) every 13 s, and always before a segment it does not name leaves the live
+# window (clips read the two together).
+EVENT_PLAYLIST_BYTES_PER_SECOND = 256 * 1024
 NUMBERED_OBJECT = re.compile(r"(?:seg_(\d+)\.(?:ts|m4s)|init_(\d+)\.mp4)")
 
 
@@ -74,6 +82,9 @@ class RenditionTrack:
     recorded: frozenset[str] = frozenset()
     target_floor: int = 0  # the largest EXT-X-TARGETDURATION published: it must never go down
     peak_bit_rate: int = 0  # the highest newest_bit_rate() of this Pod's segments so far (BANDWIDTH)
+    _event: GrowingPlaylist | None = None  # the event playlist's text so far (keep_all)
+    # When (`_media_seconds`) the event playlist was last rendered, its bytes and how many segments it named.
+    _event_rendered: tuple[float, int, int] | None = None
 
     @classmethod
     def resume(cls, track: RenditionTrack, stored: MediaPlaylist, *also_stored: MediaPlaylist) -> RenditionTrack:
@@ -82,6 +93,7 @@ class RenditionTrack:
         between uploading one of its playlists and the next, and a number one of them published is
         never used again."""
         track.segments = list(stored.segments)
+        track._event = None
         for other in also_stored:
             last = track.segments[-1].sequence if track.segments else -1
             track.segments += [segment for segment in other.segments if segment.sequence > last]
@@ -302,9 +314,20 @@ class RenditionTrack:
     def event_playlist(self, ended: bool = False) -> str:
         """Every segment kept (keep_all): an EVENT playlist, closed with ENDLIST once ended (its type
         stays: RFC 8216 6.2.1 allows a published playlist no change but appending and ENDLIST)."""
-        return render_media_playlist(
-            self.segments,
-            nominal_duration=self.nominal_duration,
-            playlist_type="EVENT",
-            ended=ended,
-        )
+        if self._event is None:
+            self._event = GrowingPlaylist(self.nominal_duration, playlist_type="EVENT")
+        text = self._event.render(self.segments, ended=ended)
+        self._event_rendered = (self._media_seconds, len(text), len(self.segments))
+        return text
+
+    def event_playlist_due(self, beside_live_playlist: bool) -> bool:
+        """Whether enough media came since the event playlist was last rendered to upload it again
+        (EVENT_PLAYLIST_BYTES_PER_SECOND), or, `beside_live_playlist` (a LiveJob's recording), whether
+        the oldest segment of the live window is one it does not name: the next to leave the window,
+        after which no playlist would name it for a while. The end of a recording is uploaded whatever
+        this says."""
+        if self._event_rendered is None:
+            return True
+        rendered_at, size, named = self._event_rendered
+        return (self._media_seconds - rendered_at >= size / EVENT_PLAYLIST_BYTES_PER_SECOND
+                or (beside_live_playlist and named <= self.window_start))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import threading
@@ -49,7 +50,12 @@ from onair.encoder.playlist import (
 )
 from onair.encoder.rtmp import RtmpFrontConfig, render_nginx_config
 from onair.encoder.status import RenditionStatus
-from onair.encoder.tracks import RenditionTrack, numbered_by_name, recorded_objects
+from onair.encoder.tracks import (
+    EVENT_PLAYLIST_BYTES_PER_SECOND,
+    RenditionTrack,
+    numbered_by_name,
+    recorded_objects,
+)
 from onair.encoder.upload import UploadQueue, content_type_for, percentile, storage_problem
 from onair.models import AudioCodec, Rendition, VideoCodec
 
@@ -747,6 +753,89 @@ def test_recording_keeps_every_segment_and_dvr_keeps_seconds() -> None:
     ended = recording.event_playlist(ended=True)
     assert ended == recording.event_playlist() + "#EXT-X-ENDLIST\n"
     assert "#EXT-X-PLAYLIST-TYPE:EVENT" in ended
+
+
+def test_a_growing_event_playlist_reads_as_one_rendered_whole_after_every_segment() -> None:
+    """The event playlist is written segment by segment (GrowingPlaylist), not rendered whole each
+    time; what it says must still be exactly the whole rendering: gaps, new init segments (a new
+    session), a long segment that raises the target, and a list replaced by a resume."""
+    track = RenditionTrack("v", nominal_duration=4, window=3, keep_all=True)
+    texts = []
+    for n in range(30):
+        if n in (7, 19):
+            track.start_session()  # a reconnect: a new ffmpeg and its own init segment
+        if n == 12:
+            track.skip()  # a paused or dropped segment: the next one follows a gap
+        duration = 9.6 if n == 15 else 4.0
+        track.add(duration, f"seg_{n:06d}.m4s", T0 + timedelta(seconds=4 * n), init_uri=f"init_{(n // 7) * 7:06d}.mp4")
+        texts.append(track.event_playlist())
+        whole = render_media_playlist(track.segments, nominal_duration=4, playlist_type="EVENT")
+        assert texts[-1] == whole
+        assert track.event_playlist(ended=True) == whole + "#EXT-X-ENDLIST\n"
+    assert "#EXT-X-TARGETDURATION:10" in texts[-1] and texts[-1].count("#EXT-X-DISCONTINUITY\n") == 3
+    # A resume replaces the segments it grew from: the text starts over from them.
+    resumed = RenditionTrack.resume(track, parse_media_playlist(texts[10]))
+    assert resumed.event_playlist() == texts[10]
+    resumed.add(4, "seg_000011.m4s", T0 + timedelta(seconds=44), init_uri="init_000011.mp4")
+    assert resumed.event_playlist() == render_media_playlist(resumed.segments, nominal_duration=4,
+                                                             playlist_type="EVENT")
+
+
+def test_a_long_recordings_event_playlist_is_rendered_again_once_enough_media_came_for_its_size() -> None:
+    track = RenditionTrack("v", nominal_duration=2, window=3, keep_all=True)
+    renders: list[tuple[int, int]] = []  # (segments, bytes)
+    for n in range(3000):
+        track.add(2.0, f"{'long-name-' * 40}{n:06d}.ts", T0 + timedelta(seconds=2 * n))
+        if track.event_playlist_due(beside_live_playlist=False):
+            renders.append((n + 1, len(track.event_playlist())))
+    # Each segment while the playlist is small enough to go out every 2 s at the rate...
+    small = [count for count, size in renders if size <= 2 * EVENT_PLAYLIST_BYTES_PER_SECOND]
+    assert small == list(range(1, len(small) + 1)) and len(small) > 100
+    # ...then only once the media since the last one is worth its size: a fraction of the segments.
+    for (count, size), (next_count, _) in itertools.pairwise(renders):
+        assert 2.0 * (next_count - count) >= size / EVENT_PLAYLIST_BYTES_PER_SECOND
+    assert renders[-1][1] > 2 * 2 * EVENT_PLAYLIST_BYTES_PER_SECOND and len(renders) < 3000 * 2 // 3
+
+
+@pytest.mark.parametrize("kind", ["LiveJob", "RecordJob"])
+def test_a_large_event_playlist_goes_out_when_due_and_whole_when_the_pod_stops(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    if kind == "LiveJob":
+        spec: dict[str, object] = {"jobTemplateId": 1, "input": {"serverType": "RTMP"},
+                                   "destination": {"bucket": "media"}, "recording": True}
+        event_key = "event.m3u8"
+    else:
+        spec = {"source": {"streamUrl": "rtmp://origin/live/a"}, "output": {"bucket": "media"}}
+        event_key = "index.m3u8"  # a recording's only playlist
+    encoder = Encoder(load_job_config(environment(kind, spec, TEMPLATE if kind == "LiveJob" else None)), Ports(),
+                      tmp_path, None, 10**6)  # type: ignore[arg-type]
+    uploaded: list[tuple[str, bytes, list[float]]] = []
+    monkeypatch.setattr(encoder.uploader, "put_bytes", lambda key, body, cache, closed_at=None, unnames=None:
+                        uploaded.append((key.rsplit("/", 1)[1], body, list(closed_at or []))))
+    name, track = next(iter(encoder.tracks.items()))
+    count = 1200
+    # About 3 KB a segment, 3.6 MB in all: at the end, what the rate allows lags more than the live
+    # window's 12 s (3 target durations) behind.
+    for n in range(count):
+        track.add(2.0, f"{'long-name-' * 300}{n:06d}.ts", T0 + timedelta(seconds=2 * n))
+        encoder._queue_playlists(name, closed_at=[float(n)])
+    events = [body for key, body, _ in uploaded if key == event_key]
+    assert len(parse_media_playlist(events[0].decode()).segments) == 1 and len(events) < count * 2 // 3
+    if kind == "LiveJob":  # the live window goes out with every segment
+        assert len([key for key, _, _ in uploaded if key == "index.m3u8"]) == count
+        # and a segment leaves it only once the event playlist names it: a clip, which reads the two, finds
+        # every segment.
+        stored: dict[str, MediaPlaylist] = {}
+        for key, body, _ in uploaded:
+            stored[key] = parse_media_playlist(body.decode())
+            if len(stored) == 2:
+                assert stored["event.m3u8"].segments[-1].sequence + 1 >= stored["index.m3u8"].media_sequence
+    encoder._queue_playlists(name, every=True)  # the Pod stops: every playlist names all it published
+    last = uploaded[-1] if kind == "RecordJob" else next(item for item in reversed(uploaded) if item[0] == event_key)
+    assert last[0] == event_key and len(parse_media_playlist(last[1].decode()).segments) == count
+    # Each segment's close time is marked once, on the first playlist that names it (its latency).
+    marks = [mark for key, _, closed_at in uploaded if key == "index.m3u8" for mark in closed_at]
+    assert marks == [float(n) for n in range(count)]
 
 
 def test_what_an_earlier_pod_retired_and_left_is_found_among_the_stored_objects() -> None:
