@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -55,7 +55,8 @@ def _join(*parts: str) -> str:
 def stored_segments(event: MediaPlaylist | None, live: MediaPlaylist | None) -> MediaPlaylist | None:
     """One playlist of the segments both name, each once, in order. A job that stopped recording
     (recording: true, then false) has an event playlist that ends where it stopped, and a live window
-    past it; one that records has both, the live one at most a segment ahead."""
+    past it; one that records has both, the live one ahead by less than its window (the event
+    playlist of a long recording is uploaded less often, but before a segment leaves the window)."""
     if event is None or live is None:
         return event or live
     last = event.segments[-1].sequence if event.segments else -1
@@ -75,6 +76,21 @@ def lost_beginning(stored: MediaPlaylist, start: datetime | None) -> datetime | 
     if start is None or first is None or first.sequence == 0 or first.program_date_time is None:
         return None
     return first.program_date_time if first.program_date_time > start else None
+
+
+def to_common_end(variants: list[list[Segment]]) -> list[list[Segment]]:
+    """Each variant's segments up to where all of them reach: the variants' playlists are read one
+    after another, and a clip cut while its LiveJob streams on (/finish, or a stream that stopped
+    short of the clip's end) may find a segment more in those read last. A segment that starts less
+    than half its duration before the earliest end is left out (renditions cut their segments at the
+    same moments, give or take a frame). Variants without PROGRAM-DATE-TIME are left as they are."""
+    ends = [segments[-1].end_time for segments in variants if segments]
+    if not ends or any(end is None for end in ends) or len(ends) < len(variants):
+        return variants
+    common = min(end for end in ends if end is not None)
+    return [[segment for segment in segments if segment.program_date_time is None
+             or segment.program_date_time + timedelta(seconds=segment.duration / 2) < common]
+            for segments in variants]
 
 
 class ClipJob:
@@ -160,6 +176,11 @@ class ClipJob:
                 raise FatalConfigError("no stored segment overlaps the clip's time range")
             chosen[variant.uri] = (variant, segments)
             lost_until = lost_until or lost_beginning(playlist, self.clip.start)
+        aligned = to_common_end([segments for _, segments in chosen.values()])
+        if not all(aligned):
+            raise FatalConfigError("the renditions' stored segments do not overlap in the clip's time range")
+        chosen = {uri: (variant, segments)
+                  for (uri, (variant, _)), segments in zip(chosen.items(), aligned, strict=True)}
         total = sum(len(segments) for _, segments in chosen.values())
         self.status.recorded_seconds = math.fsum(segment.duration for segment in next(iter(chosen.values()))[1]) \
             if chosen else 0.0

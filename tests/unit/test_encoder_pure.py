@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from localplatform.processes import free_port
 
 from onair.encoder import main as encoder_main
-from onair.encoder.clip import lost_beginning, stored_segments
+from onair.encoder.clip import lost_beginning, stored_segments, to_common_end
 from onair.encoder.config import ConfigError, IngestKind, load_job_config
 from onair.encoder.ffmpeg import (
     ProgressParser,
@@ -836,6 +836,20 @@ def test_a_large_event_playlist_goes_out_when_due_and_whole_when_the_pod_stops(
     # Each segment's close time is marked once, on the first playlist that names it (its latency).
     marks = [mark for key, _, closed_at in uploaded if key == "index.m3u8" for mark in closed_at]
     assert marks == [float(n) for n in range(count)]
+
+
+def test_a_clip_cut_while_the_stream_goes_on_ends_all_its_variants_at_the_same_segment() -> None:
+    """/finish: the variants' playlists are read one after another, and the one read last may have a
+    segment more. Renditions cut at the same moments give or take a frame."""
+    def run(count: int, jitter: float) -> list[Segment]:
+        return [Segment(n, 4.0, f"seg_{n:06d}.ts", T0 + timedelta(seconds=4 * n + jitter)) for n in range(count)]
+
+    first, second, third = run(5, 0.0), run(6, 0.02), run(6, -0.02)
+    assert to_common_end([first, second, third]) == [first, second[:5], third[:5]]
+    # Already at one end: nothing is left out; without PROGRAM-DATE-TIME, nothing is compared.
+    assert to_common_end([first, run(5, 0.03)]) == [first, run(5, 0.03)]
+    undated = [Segment(n, 4.0, f"seg_{n:06d}.ts") for n in range(6)]
+    assert to_common_end([first, undated]) == [first, undated]
 
 
 def test_what_an_earlier_pod_retired_and_left_is_found_among_the_stored_objects() -> None:
