@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from onair.api_gateway import mapping, query
+from onair.api_gateway import mapping, query, schemas
 from onair.api_gateway.auth import (
     ALL_PROJECTS,
     Principal,
@@ -790,7 +790,7 @@ class Gateway:
 
     async def streamers(self, request: web.Request, ctx: Ctx) -> web.Response:
         """Encoder and recorder Pods (the job Pods the operator made; not the gateway's or operator's own),
-        then nodes. Filters, sort, paging and select= apply to the rows in "streamers"; estimatedCount
+        then nodes. Filters, sort, paging and select= apply to the rows in "streamers"; estimated_count
         counts the rows that match."""
         node_usage = await self.node_metrics()
         visible = self.visible_namespaces(ctx.principal)
@@ -814,16 +814,16 @@ class Gateway:
             project_id = labels.get(mapping.LABEL_PROJECT)
             keys = {"created_at": mapping.millis(meta.get("creationTimestamp")),
                     "modified_at": mapping.modified_millis(pod)}
+            encoder_stats = schemas.EncoderStats(
+                namespace=namespace, project_id=project_id, job=job_name, job_phase=job_status.get("phase"),
+                pod_phase=status.get("phase"), node=node or None, pod_ip=status.get("podIP"),
+                started_at=status.get("startTime"),
+                restarts=sum(c.get("restartCount", 0) for c in status.get("containerStatuses") or []),
+                input_kbit=(stats.get("videoDataRate") or 0) + (stats.get("audioDataRate") or 0),
+                outputs=len(job_status.get("outputs") or []))
             rows.append(mapping.ListRow(
-                {"role": role, "hostname": meta["name"], "labels": labels, "stats": {
-                    "namespace": namespace, "projectId": project_id,
-                    "job": job_name, "jobPhase": job_status.get("phase"), "podPhase": status.get("phase"),
-                    "node": node or None, "podIp": status.get("podIP"),
-                    "startedAt": status.get("startTime"),
-                    "restarts": sum(c.get("restartCount", 0) for c in status.get("containerStatuses") or []),
-                    "inputKbit": (stats.get("videoDataRate") or 0) + (stats.get("audioDataRate") or 0),
-                    "outputs": len(job_status.get("outputs") or []),
-                }},
+                schemas.Streamer(role=role, hostname=meta["name"], labels=labels,
+                                 stats=encoder_stats).model_dump(mode="json"),
                 {"role": role, "hostname": meta["name"], "node": node or None, "status": status.get("phase"),
                  "job": job_name, "namespace": namespace, "project_id": project_id, **keys},
                 keys, 0, f"{role}/{namespace}/{meta['name']}"))
@@ -834,19 +834,19 @@ class Gateway:
             usage = node_usage.get(meta["name"], {})
             keys = {"created_at": mapping.millis(meta.get("creationTimestamp")),
                     "modified_at": mapping.modified_millis(node_obj)}
+            node_stats = schemas.NodeStats(
+                ready=ready, capacity=status.get("capacity") or {}, allocatable=status.get("allocatable") or {},
+                encoders=jobs_by_node.get(meta["name"], 0), cpu_usage=usage.get("cpu"),
+                memory_usage=usage.get("memory"), kubelet_version=(status.get("nodeInfo") or {}).get("kubeletVersion"))
             rows.append(mapping.ListRow(
-                {"role": "node", "hostname": meta["name"], "labels": meta.get("labels") or {}, "stats": {
-                    "ready": ready, "capacity": status.get("capacity") or {},
-                    "allocatable": status.get("allocatable") or {},
-                    "encoders": jobs_by_node.get(meta["name"], 0), "cpuUsage": usage.get("cpu"),
-                    "memoryUsage": usage.get("memory"),
-                    "kubeletVersion": (status.get("nodeInfo") or {}).get("kubeletVersion")}},
+                schemas.Streamer(role="node", hostname=meta["name"], labels=meta.get("labels") or {},
+                                 stats=node_stats).model_dump(mode="json"),
                 {"role": "node", "hostname": meta["name"], "node": meta["name"],
                  "status": "Ready" if ready else "NotReady", "job": None, "namespace": None, "project_id": None,
                  **keys},
                 keys, 1, f"node//{meta['name']}"))
         page, info = run_rows(request, self.route_of(request), rows)
-        return json_response(envelope({"estimatedCount": info["totalCount"], "streamers": page}, result_info=info))
+        return json_response(envelope({"estimated_count": info["totalCount"], "streamers": page}, result_info=info))
 
     async def node_metrics(self) -> dict[str, dict[str, str]]:
         if self.kube is None:
@@ -857,7 +857,7 @@ class Gateway:
             return {}
         return {item["metadata"]["name"]: item.get("usage") or {} for item in page.get("items", [])}
 
-    def health_data(self, principal: Principal | None) -> dict[str, Any]:
+    def health_data(self, principal: Principal | None) -> schemas.Health:
         """Job counts of the projects the token may see; nodes and the gateway's own state of all."""
         visible = self.visible_namespaces(principal)
 
@@ -873,29 +873,29 @@ class Gateway:
             ready = next((c.get("status") == "True" for c in (node.get("status") or {}).get("conditions") or []
                           if c.get("type") == "Ready"), False)
             nodes.append("operational" if ready else "outage")
-        return {"version": "0.1.0", "serverId": self.server_id, "collectedAt": int(time.time() * 1000),
-                "ready": self.store.ready(), "caches": {c.name: c.synced.is_set() for c in self.store.caches},
-                "streamMetricsTotal": mapping.totals(live), "recordMetricsTotal": mapping.totals(records),
-                "streamerMetricsTotal": mapping.totals(nodes)}
+        return schemas.Health(version="0.1.0", server_id=self.server_id, collected_at=int(time.time() * 1000),
+                              ready=self.store.ready(), caches={c.name: c.synced.is_set() for c in self.store.caches},
+                              stream_metrics_total=mapping.totals(live), record_metrics_total=mapping.totals(records),
+                              streamer_metrics_total=mapping.totals(nodes))
 
     async def health(self, request: web.Request, ctx: Ctx) -> web.Response:
         data = self.health_data(ctx.principal)
         if request.query.get("format") == "openmetrics":
             lines = []
-            for metric, key in (("onair_streams", "streamMetricsTotal"), ("onair_record_jobs", "recordMetricsTotal"),
-                                ("onair_streamers", "streamerMetricsTotal")):
+            for metric, totals in (("onair_streams", data.stream_metrics_total),
+                                   ("onair_record_jobs", data.record_metrics_total),
+                                   ("onair_streamers", data.streamer_metrics_total)):
                 lines.append(f"# TYPE {metric} gauge")
-                for state, count in data[key].items():
-                    if state != "total":
-                        lines.append(f'{metric}{{state="{state}"}} {count}')
+                for state, count in totals.model_dump(exclude={"total"}).items():
+                    lines.append(f'{metric}{{state="{state}"}} {count}')
             lines.append("# TYPE onair_gateway_ready gauge")
-            lines.append(f"onair_gateway_ready {1 if data['ready'] else 0}")
+            lines.append(f"onair_gateway_ready {1 if data.ready else 0}")
             lines.append("# EOF")
             return web.Response(text="\n".join(lines) + "\n",
                                 headers={"Content-Type": "application/openmetrics-text; version=1.0.0; charset=utf-8"})
         if request.query.get("format") not in (None, "json"):
             raise ApiProblem(400, "format: must be json or openmetrics")
-        return json_response(envelope(data))
+        return json_response(envelope(data.model_dump(mode="json")))
 
 
 # --- list helpers --------------------------------------------------------------------------------

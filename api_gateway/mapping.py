@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from onair.api_gateway.errors import ApiProblem, validation_errors
 from onair.api_gateway.query import FieldSpec
-from onair.api_gateway.schemas import INPUT_CLASSES, SERVER_TYPES, LiveJobCreate
+from onair.api_gateway.schemas import INPUT_CLASSES, SERVER_TYPES, LiveJobCreate, StateTotals
 from onair.models import API_VERSION, InputStatistics, LiveJobSpec, RecordJobSpec
 from onair.phases import LIVE_JOB_TERMINAL_PHASES, LiveJobPhase, OutputStatus, RecordJobPhase
 
@@ -670,10 +670,8 @@ RECORD_HEALTH = {"started": "operational", "initial": "partial_outage", "paused"
                  "completed": "disabled", "failed": "outage"}
 
 
-def totals(states: list[str]) -> dict[str, int]:
+def totals(states: list[str]) -> StateTotals:
     counts = {key: 0 for key in ("operational", "degradated", "partial_outage", "outage", "disabled")}
     for state in states:
         counts[state] = counts.get(state, 0) + 1
-    return {"operational": counts["operational"], "degradated": counts["degradated"],
-            "partialOutage": counts["partial_outage"], "outage": counts["outage"], "disabled": counts["disabled"],
-            "total": len(states)}
+    return StateTotals(**counts, total=len(states))

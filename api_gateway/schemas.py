@@ -280,19 +280,48 @@ class JobTemplateOut(JobTemplateSpec):
     shared: bool = Field(description="true: a platform-wide template from the operator's namespace.")
 
 
-class Streamer(ResponseModel):
+class OperationsModel(BaseModel):
+    """/streamers and /health answer in Flussonic Watcher's own field names (snake_case, as its admin
+    API has them), so that what monitors its streamers and health reads ours too."""
+
+
+class EncoderStats(OperationsModel):
+    namespace: str
+    project_id: str | None
+    job: str
+    job_phase: str | None
+    pod_phase: str | None
+    node: str | None
+    pod_ip: str | None
+    started_at: str | None
+    restarts: int
+    input_kbit: int = Field(description="The input's video and audio data rate (kbit/s), as the encoder measures it.")
+    outputs: int
+
+
+class NodeStats(OperationsModel):
+    ready: bool
+    capacity: dict[str, str]
+    allocatable: dict[str, str]
+    encoders: int = Field(description="Encoder and recorder Pods on the node.")
+    cpu_usage: str | None = Field(description="metrics.k8s.io usage, when the platform has it.")
+    memory_usage: str | None
+    kubelet_version: str | None
+
+
+class Streamer(OperationsModel):
     role: Literal["node", "encoder", "recorder"]
     hostname: str
     labels: dict[str, str] = Field(default_factory=dict)
-    stats: dict[str, Any]
+    stats: EncoderStats | NodeStats
 
 
-class StreamersResult(ResponseModel):
+class StreamersResult(OperationsModel):
     estimated_count: int
     streamers: list[Streamer]
 
 
-class StateTotals(ResponseModel):
+class StateTotals(OperationsModel):
     operational: int
     degradated: int
     partial_outage: int
@@ -301,7 +330,7 @@ class StateTotals(ResponseModel):
     total: int
 
 
-class Health(ResponseModel):
+class Health(OperationsModel):
     version: str
     server_id: str
     collected_at: int

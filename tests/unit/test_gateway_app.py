@@ -1018,10 +1018,17 @@ async def test_operations_cors_openapi_metrics(client: Client) -> None:
     text = await health.text()
     assert health.content_type == "application/openmetrics-text" and text.endswith("# EOF\n")
     assert 'onair_streams{state="operational"} 13' in text
+    assert 'onair_streams{state="partial_outage"}' in text
     body = await (await client.get("/api/v1/health", headers=admin)).json()
-    assert body["result"]["streamMetricsTotal"]["total"] == 25
+    assert body["result"]["stream_metrics_total"]["total"] == 25
+    # Flussonic Watcher's own names (its admin API's /health and /streamers), for what monitors it.
+    totals = {"operational", "degradated", "partial_outage", "outage", "disabled", "total"}
+    assert {"version", "server_id", "collected_at", "stream_metrics_total", "streamer_metrics_total"} <= set(
+        body["result"]) and set(body["result"]["stream_metrics_total"]) == totals
     streamers = await (await client.get("/api/v1/streamers", headers=admin)).json()
-    assert streamers["result"]["streamers"][0]["role"] == "node"
+    assert set(streamers["result"]) == {"estimated_count", "streamers"}
+    node = streamers["result"]["streamers"][0]
+    assert node["role"] == "node" and {"cpu_usage", "memory_usage", "kubelet_version"} <= set(node["stats"])
     preflight = await client.options(url(), headers={"Origin": "https://console.example.com",
                                                      "Access-Control-Request-Method": "POST"})
     assert preflight.status == 204
@@ -1460,7 +1467,7 @@ async def test_streamers_rows_filter_select_and_page(client: Client) -> None:
         response = await client.get(path, params=params, headers=headers)
         body = await response.json()
         assert response.status == 200, body
-        assert body["result"]["estimatedCount"] == body["resultInfo"]["totalCount"]
+        assert body["result"]["estimated_count"] == body["resultInfo"]["totalCount"]
         schemas.StreamersResult.model_validate(body["result"])
         return [s["hostname"] for s in body["result"]["streamers"]]
 
@@ -1476,7 +1483,7 @@ async def test_streamers_rows_filter_select_and_page(client: Client) -> None:
     paged = await all_pages(client, path, headers, {"page_size": "3"},
                             rows_of=lambda b: [s["hostname"] for s in b["result"]["streamers"]])
     assert paged == ["node-1", "enc-1", "enc-2", "rec-1"]
-    for params, field in (({"select": "estimatedCount"}, "select"), ({"role": "gateway"}, "role"),
+    for params, field in (({"select": "estimated_count"}, "select"), ({"role": "gateway"}, "role"),
                           ({"sort": "hostname"}, "sort"), ({"page_size": "x"}, "page_size")):
         await assert_400(client, path, headers, params, field)
 
@@ -1494,7 +1501,7 @@ async def test_an_admin_token_of_some_projects_sees_only_their_jobs_and_pods(cli
         assert [row["hostname"] for row in rows if row["role"] == "encoder"] == encoders, key
         assert [row["stats"]["encoders"] for row in rows if row["role"] == "node"] == [len(encoders)], key
         health = await (await client.get("/api/v1/health", headers=headers)).json()
-        assert health["result"]["streamMetricsTotal"]["total"] == streams, key
+        assert health["result"]["stream_metrics_total"]["total"] == streams, key
 
 
 def test_with_named_namespaces_only_their_projects_and_encoder_pods_are_served() -> None:

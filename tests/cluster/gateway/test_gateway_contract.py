@@ -412,7 +412,7 @@ def test_templates_operations_and_metrics(gateway: RunningGateway, project: Proj
     nodes = [s for s in streamers["result"]["streamers"] if s["role"] == "node"]
     assert nodes and all("ready" in node["stats"] for node in nodes)
     health = requests.get(f"{gateway.base}/api/v1/health", headers=headers, timeout=10).json()
-    assert health["result"]["ready"] is True and health["result"]["streamerMetricsTotal"]["total"] == len(nodes)
+    assert health["result"]["ready"] is True and health["result"]["streamer_metrics_total"]["total"] == len(nodes)
     text = requests.get(f"{gateway.base}/api/v1/health", params={"format": "openmetrics"}, headers=headers,
                         timeout=10)
     assert text.headers["Content-Type"].startswith("application/openmetrics-text")
