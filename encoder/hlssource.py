@@ -9,7 +9,7 @@ its newest segment, which would encode that segment again at each pull."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin
 
 import aiohttp
 
@@ -17,13 +17,6 @@ from .playlist import parse_media_playlist
 
 ENDLIST = "#EXT-X-ENDLIST"
 STREAM_INF = "#EXT-X-STREAM-INF"
-
-
-def shown_url(url: str) -> str:
-    """A source URL as a status message, a webhook or a log may show it: no user:password, no query
-    (either may hold the origin's credentials)."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def is_hls_url(url: str) -> bool:

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from onair.exitcodes import EXIT_INTERRUPTED, EXIT_OK
 from onair.models import HardwareAcceleration, RecordingFormat
 from onair.phases import ConditionReason
+from onair.urls import shown_url
 
 from .config import IngestKind, JobConfig
 from .ffmpeg import (
@@ -42,7 +43,7 @@ from .ffmpeg import (
     session_outputs,
     unhandled_local_segments,
 )
-from .hlssource import HlsSource, is_hls_url, read_hls_source, shown_url
+from .hlssource import HlsSource, is_hls_url, read_hls_source
 from .mp4 import Mp4Impossible, fetch_segment, unwritten_mp4s, write_mp4
 from .passthrough import (
     OneProcess,

@@ -27,6 +27,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from onair.models import PendingWebhook
 from onair.phases import LiveJobPhase, RecordJobPhase
 from onair.streamkeys import WEBHOOK_SIGNATURE_HEADER, derive_webhook_key
+from onair.urls import shown_url
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +246,7 @@ class WebhookSender:
         if len(waiting) > MAX_WAITING_PER_JOB:
             dropped = waiting.popleft()
             log.warning("webhook %s to %s dropped: %d newer events of the job wait behind it",
-                        dropped.payload["type"], dropped.url, MAX_WAITING_PER_JOB)
+                        dropped.payload["type"], shown_url(dropped.url), MAX_WAITING_PER_JOB)
             dropped.result.set_result(DeliveryResult(False, 0, "dropped: too many newer events waiting"))
         if key not in self._workers:
             self._workers[key] = asyncio.create_task(self._deliver_in_order(key))
@@ -262,7 +263,7 @@ class WebhookSender:
                     queued.result.cancel()
                     raise
                 except Exception as error:  # a bug: the job's later deliveries still go
-                    log.exception("webhook %s to %s failed", queued.payload["type"], queued.url)
+                    log.exception("webhook %s to %s failed", queued.payload["type"], shown_url(queued.url))
                     result = DeliveryResult(False, 0, f"{type(error).__name__}: {error}")
                 if not queued.result.done():
                     queued.result.set_result(result)
@@ -277,11 +278,12 @@ class WebhookSender:
             resolver = None if self.allow_private else PublicAddressesOnly()
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver))
         body = json.dumps(payload, separators=(",", ":")).encode()
+        shown = shown_url(url)  # Events are readable by more than the job's owner: no credentials in them
         refused = refused_target(url, self.allow_private)
         if not self.secret:  # a key derived from nothing is anybody's: the receiver could be sent forgeries
             refused = "the operator has no webhook secret (ONAIR_WEBHOOK_SECRET) to sign it with"
         if refused is not None:
-            await report("Warning", "WebhookRefused", f"{payload['type']} not sent to {url}: {refused}")
+            await report("Warning", "WebhookRefused", f"{payload['type']} not sent to {shown}: {refused}")
             return DeliveryResult(False, 0, refused)
         error = ""
         key = derive_webhook_key(self.secret, str(payload["job"].get("namespace") or ""))
@@ -296,22 +298,22 @@ class WebhookSender:
                                               timeout=aiohttp.ClientTimeout(total=self.timeout)) as response:
                     if 200 <= response.status < 300:
                         await report("Normal", "WebhookDelivered",
-                                     f"{payload['type']} delivered to {url} (attempt {attempt})")
+                                     f"{payload['type']} delivered to {shown} (attempt {attempt})")
                         return DeliveryResult(True, attempt, "")
                     error = f"HTTP {response.status}"
                     if 300 <= response.status < 400:
                         error += " (a redirect: webhooks do not follow them)"
                     retryable = response.status >= 500 or response.status == 429
             except (aiohttp.ClientError, TimeoutError) as exc:
-                error = f"{type(exc).__name__}: {exc}"[:200]
+                error = f"{type(exc).__name__}: {exc}".replace(url, shown)[:200]
                 if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(exc.os_error, NotPublicError):
-                    await report("Warning", "WebhookRefused", f"{payload['type']} not sent to {url}: {exc.os_error}")
+                    await report("Warning", "WebhookRefused", f"{payload['type']} not sent to {shown}: {exc.os_error}")
                     return DeliveryResult(False, attempt, str(exc.os_error))
             if not retryable or attempt == self.attempts:
                 break
             await report("Warning", "WebhookRetrying",
-                         f"{payload['type']} to {url} failed ({error}), attempt {attempt}/{self.attempts}")
+                         f"{payload['type']} to {shown} failed ({error}), attempt {attempt}/{self.attempts}")
             await asyncio.sleep(min(self.base_delay * 2 ** (attempt - 1), self.max_delay))
         await report("Warning", "WebhookFailed",
-                     f"{payload['type']} to {url} gave up after {attempt} attempts: {error}")
+                     f"{payload['type']} to {shown} gave up after {attempt} attempts: {error}")
         return DeliveryResult(False, attempt, error)

@@ -391,7 +391,7 @@ async def test_a_recording_continued_after_its_source_ended_finishes_without_pul
 
 def test_a_source_url_is_shown_without_its_credentials() -> None:
     """Messages with the URL reach the job's status and its webhooks; the log shows the command line."""
-    from onair.encoder.hlssource import shown_url
+    from onair.urls import shown_url
     assert shown_url("https://user:s3cret@origin.example:8443/live/index.m3u8?token=t0ken") \
         == "https://origin.example:8443/live/index.m3u8"
     assert shown_url("http://[::1]/a.m3u8") == "http://[::1]/a.m3u8" and shown_url("seg_5.ts?k=1") == "seg_5.ts"

@@ -114,12 +114,16 @@ async def receiver() -> AsyncIterator[tuple[int, list[tuple[bytes, str]]]]:
         await runner.cleanup()
 
 
-async def deliver(sender: WebhookSender, url: str, namespace: str = "news") -> tuple[DeliveryResult, list[str]]:
-    """One delivery of a "live" event; returns its result and the Event reasons it reported."""
+async def deliver(sender: WebhookSender, url: str, namespace: str = "news",
+                  messages: list[str] | None = None) -> tuple[DeliveryResult, list[str]]:
+    """One delivery of a "live" event; returns its result and the Event reasons it reported (and their
+    messages into `messages`)."""
     reasons: list[str] = []
 
     async def report(event_type: str, reason: str, message: str) -> None:
         reasons.append(reason)
+        if messages is not None:
+            messages.append(message)
 
     job = {"kind": "LiveJob", "metadata": {"name": "n", "namespace": namespace, "uid": "u"}}
     payload = build_payload(job, pending_webhook("live", "Live", "", datetime.now(UTC)))
@@ -195,6 +199,25 @@ def test_a_webhook_to_a_private_address_is_refused_unless_allowed() -> None:
     assert not refused.delivered and hits == 0 and reasons == ["WebhookRefused"]
     delivered, hits, reasons = asyncio.run(scenario(allow_private=True))
     assert delivered.delivered and hits == 1 and reasons == ["WebhookDelivered"]
+
+
+def test_the_events_of_a_webhook_name_its_url_without_the_credentials_it_carries() -> None:
+    """Events are read by whoever may list a namespace's Events, not only the job's author: a receiver's
+    user:password or token in the query stays out of them."""
+    async def run() -> None:
+        async with receiver() as (port, received):
+            sender = WebhookSender("s", attempts=1, timeout=2, allow_private=True)
+            messages: list[str] = []
+            url = f"http://hook:s3cret@127.0.0.1:{port}/hook?token=t0ken"
+            result, reasons = await deliver(sender, url, messages=messages)
+            assert result.delivered and len(received) == 1 and reasons == ["WebhookDelivered"]
+            refusing = WebhookSender("s", attempts=2, timeout=2, base_delay=0.01, allow_private=True)
+            result, reasons = await deliver(refusing, f"http://hook:s3cret@127.0.0.1:{port}/missing?token=t0ken",
+                                            messages=messages)
+            assert not result.delivered and reasons == ["WebhookFailed"]
+            assert all(f"http://127.0.0.1:{port}/" in message for message in messages), messages
+            assert not any("s3cret" in text or "t0ken" in text for text in [*messages, result.last_error]), messages
+    asyncio.run(run())
 
 
 def test_a_redirecting_receiver_is_not_followed() -> None:
