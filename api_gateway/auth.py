@@ -68,6 +68,11 @@ class ApiKey:
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+# Login has no rate limit (behind an ingress every client comes from its address, so one guesser would
+# lock everybody out); a key's length is what makes guessing it hopeless. The chart's schema asks the same.
+MIN_API_KEY_LENGTH = 16
+
+
 def load_api_keys(text: str) -> list[ApiKey]:
     """The keys of a JSON or YAML document (an environment variable, a file, a Secret's value)."""
     text = text.strip()
@@ -91,6 +96,9 @@ def parse_api_keys(data: Any) -> list[ApiKey]:
     for index, entry in enumerate(data):
         if not isinstance(entry, Mapping):
             raise ValueError(f"API key {index}: must be an object")
+        if entry.get("key") and len(str(entry["key"])) < MIN_API_KEY_LENGTH:
+            raise ValueError(f"API key {index}: key must be at least {MIN_API_KEY_LENGTH} characters, and random "
+                             "(e.g. `openssl rand -hex 24`): login answers whoever presents it")
         digest = entry.get("keySha256") or (
             hashlib.sha256(str(entry["key"]).encode()).hexdigest() if entry.get("key") else None)
         if not digest:

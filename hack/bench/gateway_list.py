@@ -190,7 +190,7 @@ async def start_gateway() -> tuple[asyncio.subprocess.Process, str]:
     port = free_port()
     env = {**os.environ, "ONAIR_GATEWAY_HOST": "127.0.0.1", "ONAIR_GATEWAY_PORT": str(port),
            "ONAIR_GATEWAY_JWT_SECRET": "bench-signing-key-0123456789abcdefghij",
-           "ONAIR_GATEWAY_API_KEYS": json.dumps([{"key": "bench", "projects": ["*"], "role": "write"}]),
+           "ONAIR_GATEWAY_API_KEYS": json.dumps([{"key": "bench-key-0123456789", "projects": ["*"], "role": "write"}]),
            "ONAIR_GATEWAY_STREAM_KEY_SEED": "bench-stream-key-seed-0123456789abcdef",
            "ONAIR_GATEWAY_LOG_LEVEL": "WARNING"}
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "onair.api_gateway.main", env=env)
@@ -232,7 +232,7 @@ async def main() -> None:
         say("waiting for the API server and controllers to finish with the new jobs")
         say(f"quiet after {await wait_until_platform_quiet():.0f}s")
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"{base}/api/v1/login", json={"apiKey": "bench"}) as response:
+            async with http.post(f"{base}/api/v1/login", json={"apiKey": "bench-key-0123456789"}) as response:
                 token = (await response.json())["result"]["token"]
             headers = {"Authorization": f"Bearer {token}"}
             path = f"/api/v1/projects/{project}/livejobs"

@@ -21,7 +21,8 @@ def secret(keys_text: str, resource_version: int) -> dict[str, Any]:
 
 
 def keys(*names: str) -> str:
-    return json.dumps([{"name": name, "key": f"{name}-key", "projects": ["*"], "role": "read"} for name in names])
+    return json.dumps([{"name": name, "key": f"{name}-key-0123456789", "projects": ["*"], "role": "read"}
+                       for name in names])
 
 
 def test_each_change_of_the_secret_and_only_a_change_counts() -> None:

@@ -173,16 +173,17 @@ def kube() -> FakeKube:
 async def client(aiohttp_client: Callable[..., Awaitable[Client]], kube: FakeKube, clock: Clock) -> Client:
     config = GatewayConfig(jwt_secret=SECRET, stream_key_seed=SEED, watch=False, cors_origins=("https://console.example.com",),
                            max_body_bytes=4096, webhook_secret=WEBHOOK_SECRET, api_keys=parse_api_keys([
-                               {"name": "w", "key": "write-key", "projects": [PROJECT], "role": "write"},
-                               {"name": "r", "key": "read-key", "projects": [PROJECT], "role": "read"},
-                               {"name": "a", "key": "admin-key", "projects": ["*"], "role": "admin"},
-                               {"name": "o", "key": "other-admin-key", "projects": [OTHER_PROJECT], "role": "admin"},
+                               {"name": "w", "key": "write-key-0123456789", "projects": [PROJECT], "role": "write"},
+                               {"name": "r", "key": "read-key-0123456789", "projects": [PROJECT], "role": "read"},
+                               {"name": "a", "key": "admin-key-0123456789", "projects": ["*"], "role": "admin"},
+                               {"name": "o", "key": "other-admin-key-0123456789", "projects": [OTHER_PROJECT],
+                                "role": "admin"},
                            ]))
     app = init_app(config, kube=kube, store=make_store(), clock=clock)  # type: ignore[arg-type]
     return await aiohttp_client(app)
 
 
-async def token(client: Client, key: str = "write-key") -> dict[str, str]:
+async def token(client: Client, key: str = "write-key-0123456789") -> dict[str, str]:
     response = await client.post("/api/v1/login", json={"apiKey": key})
     assert response.status == 200, await response.text()
     return {"Authorization": f"Bearer {(await response.json())['result']['token']}"}
@@ -193,7 +194,7 @@ def url(suffix: str = "", project: str = PROJECT) -> str:
 
 
 async def test_list_contract_fields_and_paging(client: Client) -> None:
-    headers = await token(client, "read-key")
+    headers = await token(client, "read-key-0123456789")
     response = await client.get(url(), params={"pageIndex": "2", "pageSize": "10"}, headers=headers)
     body = await response.json()
     assert response.status == 200 and body["success"] is True
@@ -226,7 +227,7 @@ async def test_list_contract_fields_and_paging(client: Client) -> None:
 
 async def test_query_parameters_match_in_any_case_as_the_reference_spells_them(client: Client) -> None:
     """The reference's table writes PageIndex, PageSize and Search; its URL pageIndex and search."""
-    headers = await token(client, "read-key")
+    headers = await token(client, "read-key-0123456789")
     camel = await (await client.get(url(), params={"search": "channel 1", "pageIndex": "2", "pageSize": "5"},
                                     headers=headers)).json()
     pascal = await (await client.get(url(), params={"Search": "channel 1", "PageIndex": "2", "PageSize": "5"},
@@ -237,7 +238,7 @@ async def test_query_parameters_match_in_any_case_as_the_reference_spells_them(c
 
 
 async def test_search_filters_and_select(client: Client) -> None:
-    headers = await token(client, "read-key")
+    headers = await token(client, "read-key-0123456789")
     body = await (await client.get(url(), params={"search": "channel 1", "pageSize": "100"}, headers=headers)).json()
     assert [r["id"] for r in body["result"]] == [1, *range(10, 20)]
     body = await (await client.get(url(), params={"state": "[live]", "id": "le:5", "select": "id,status"},
@@ -367,7 +368,7 @@ async def test_newest_first_paging_never_gives_a_job_twice(client: Client, clock
     now = datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     for number in range(100, 150):
         store.livejobs.upsert(live_job(f"00000000-0000-4000-8000-{number:012d}", number, now))
-    headers = await token(client, "read-key")
+    headers = await token(client, "read-key-0123456789")
 
     async def walk(params: dict[str, str], on_page: Callable[[int], None] = lambda page: None) -> list[int]:
         given: list[int] = []
@@ -610,16 +611,17 @@ async def test_undecodable_bytes_get_an_answer_in_the_envelope(client: Client, k
 async def test_auth_matrix(client: Client) -> None:
     expired_config = GatewayConfig(jwt_secret=SECRET)
     from onair.api_gateway.auth import issue_token
-    expired = issue_token(expired_config.jwt_secret, parse_api_keys([{"key": "x", "projects": ["*"]}])[0], 10, now=1)
+    any_key = parse_api_keys([{"key": "x-0123456789abcdef", "projects": ["*"]}])[0]
+    expired = issue_token(expired_config.jwt_secret, any_key, 10, now=1)
     cases = [
         ({}, "GET", url(), 401),
         ({"Authorization": "Bearer nonsense"}, "GET", url(), 401),
         ({"Authorization": f"Bearer {expired}"}, "GET", url(), 401),
-        (await token(client, "write-key"), "GET", url(project=OTHER_PROJECT), 403),
-        (await token(client, "read-key"), "POST", url(), 403),
-        (await token(client, "write-key"), "GET", "/api/v1/streamers", 403),
-        (await token(client, "admin-key"), "GET", "/api/v1/streamers", 200),
-        (await token(client, "admin-key"), "GET", url(project="11111111-1111-4111-8111-111111111111"), 404),
+        (await token(client, "write-key-0123456789"), "GET", url(project=OTHER_PROJECT), 403),
+        (await token(client, "read-key-0123456789"), "POST", url(), 403),
+        (await token(client, "write-key-0123456789"), "GET", "/api/v1/streamers", 403),
+        (await token(client, "admin-key-0123456789"), "GET", "/api/v1/streamers", 200),
+        (await token(client, "admin-key-0123456789"), "GET", url(project="11111111-1111-4111-8111-111111111111"), 404),
     ]
     for headers, method, path, status in cases:
         response = await client.request(method, path, headers=headers,
@@ -971,7 +973,7 @@ def test_record_status_follows_spec_paused_until_the_job_ends() -> None:
 
 
 async def test_outputs_timings_stats_templates(client: Client) -> None:
-    headers = await token(client, "read-key")
+    headers = await token(client, "read-key-0123456789")
     body = await (await client.get(url("/outputs"), params={"liveJobId": "3"}, headers=headers)).json()
     assert body["result"] == [{"liveJobId": 3, "outputId": 1, "progress": 50, "status": 1,
                                "lockKey": body["result"][0]["lockKey"], "counter": 12, "encoderId": 1,
@@ -1001,7 +1003,7 @@ async def test_outputs_timings_stats_templates(client: Client) -> None:
 
 
 async def test_path_numbers_and_ids_outside_their_pattern_are_400s(client: Client) -> None:
-    headers = await token(client, "read-key")
+    headers = await token(client, "read-key-0123456789")
     # "²" is a digit to str.isdigit() but not to int(); a trailing newline passes re.match with "$".
     for path, field in ((f"/api/v1/projects/{PROJECT}/jobtemplates/%C2%B2", "templateId"),
                         (f"/api/v1/projects/{PROJECT}/jobtemplates/7%0A", "templateId"),
@@ -1013,7 +1015,7 @@ async def test_path_numbers_and_ids_outside_their_pattern_are_400s(client: Clien
 
 
 async def test_operations_cors_openapi_metrics(client: Client) -> None:
-    admin = await token(client, "admin-key")
+    admin = await token(client, "admin-key-0123456789")
     health = await client.get("/api/v1/health", params={"format": "openmetrics"}, headers=admin)
     text = await health.text()
     assert health.content_type == "application/openmetrics-text" and text.endswith("# EOF\n")
@@ -1050,7 +1052,7 @@ async def test_operations_cors_openapi_metrics(client: Client) -> None:
 
 async def test_watch_events_update_the_cache(client: Client) -> None:
     store = client.app[STORE_KEY]
-    headers = await token(client, "read-key")
+    headers = await token(client, "read-key-0123456789")
     job = live_job("00000000-0000-4000-8000-000000000099", 99, "2024-02-01T00:00:00Z")
     job["metadata"]["resourceVersion"] = "50"
     store.livejobs.apply_event({"type": "ADDED", "object": job})
@@ -1086,7 +1088,7 @@ async def test_a_second_namespace_labelled_with_a_project_does_not_take_its_requ
 async def test_a_read_only_token_is_not_given_stream_keys(client: Client) -> None:
     """A stream key lets its holder publish into the channel: a dashboard's read-only token gets null,
     also from a page a writer's request left remembered."""
-    writer, reader = await token(client, "write-key"), await token(client, "read-key")
+    writer, reader = await token(client, "write-key-0123456789"), await token(client, "read-key-0123456789")
     params = {"pageSize": "3"}
     written = await (await client.get(url(), params=params, headers=writer)).json()
     assert written["result"][0]["key"] == FIRST_KEY
@@ -1105,7 +1107,7 @@ async def test_lists_show_a_changed_job_at_once(client: Client) -> None:
     """List pages are remembered between requests; a changed or re-created job shows at once, a
     re-created one with a new stream key."""
     store = client.app[STORE_KEY]
-    headers = await token(client, "write-key")
+    headers = await token(client, "write-key-0123456789")
     params = {"pageSize": "3"}
 
     async def first_row() -> dict[str, Any]:
@@ -1123,7 +1125,7 @@ async def test_lists_show_a_changed_job_at_once(client: Client) -> None:
     row = await first_row()
     assert row["name"] == FIRST and row["key"] == derive_stream_key(SEED, NS, FIRST, "uid-recreated") != FIRST_KEY
     response = await client.post(url(f"/{FIRST_KEY}"), json={"online": False},
-                                 headers=await token(client, "write-key"))
+                                 headers=await token(client, "write-key-0123456789"))
     assert response.status == 404, await response.text()  # the old key no longer names a job
 
 
@@ -1178,7 +1180,7 @@ async def test_a_job_made_through_another_replica_is_read_from_the_api_server(cl
 
 async def test_a_copy_read_before_a_delete_does_not_bring_the_job_back(client: Client, kube: FakeKube) -> None:
     store = client.app[STORE_KEY]
-    headers = await token(client, "read-key")
+    headers = await token(client, "read-key-0123456789")
     name = "00000000-0000-4000-8000-0000000000ee"
     stale = live_job(name, 80, "2024-03-01T00:00:00Z")
     stale["metadata"]["resourceVersion"] = "90"
@@ -1274,7 +1276,7 @@ async def test_outputs_list_filters_selects_and_pages(client: Client) -> None:
     store = client.app[STORE_KEY]
     for job_id in (2, 24):
         set_status(store, job_id, f"6{job_id}", outputs=THREE_OUTPUTS)
-    headers = await token(client, "read-key")
+    headers = await token(client, "read-key-0123456789")
     path = url("/outputs")
 
     async def rows(**params: str) -> list[tuple[int, str]]:
@@ -1336,7 +1338,7 @@ async def test_timings_list_filters_sorts_and_pages(client: Client) -> None:
                                                          ("Reconnecting", "PublisherLost"),
                                                          ("Live", "PublisherConnected")])]
     set_status(store, 5, "75", timings=history)
-    headers = await token(client, "read-key")
+    headers = await token(client, "read-key-0123456789")
     path = url("/5/timings")
 
     async def reasons(**params: str) -> list[str]:
@@ -1370,7 +1372,7 @@ async def test_stats_is_one_row_of_every_field_in_every_state(client: Client) ->
     store = client.app[STORE_KEY]
     set_status(store, 6, "76", phase="Pending", statistics=None)
     set_status(store, 8, "78", statistics={})
-    headers = await token(client, "read-key")
+    headers = await token(client, "read-key-0123456789")
     empty = dict.fromkeys(["width", "height", "framerate", "videoDataRate", "videoCodecId", "audioDataRate",
                            "audioSampleRate", "audioSampleSize", "audioCodecId", "audioChannels", "stereo",
                            "encoder"])
@@ -1406,7 +1408,7 @@ async def test_templates_list_filters_sorts_and_pages(client: Client) -> None:
         template("mobile", "onair-system", 9, "2024-01-01T00:00:00Z"),
         template("audio", NS, 12, "2024-01-02T00:00:00Z"),
     ], "3")
-    headers = await token(client, "read-key")
+    headers = await token(client, "read-key-0123456789")
     path = f"/api/v1/projects/{PROJECT}/jobtemplates"
 
     async def ids(**params: str) -> list[int]:
@@ -1460,7 +1462,7 @@ async def test_streamers_rows_filter_select_and_page(client: Client) -> None:
         pod("rec-1", "recorder", "node-1", "Running", 3, "2024-01-01T00:03:00Z"),
         pod("onair-gateway-5d8f", None, "node-1", "Running", 0, "2024-01-01T00:00:30Z"),  # not a streamer
     ], "2")
-    headers = await token(client, "admin-key")
+    headers = await token(client, "admin-key-0123456789")
     path = "/api/v1/streamers"
 
     async def hosts(**params: str) -> list[str]:
@@ -1494,7 +1496,7 @@ async def test_an_admin_token_of_some_projects_sees_only_their_jobs_and_pods(cli
                                       "labels": {"app.kubernetes.io/part-of": "onair", "onair.dev/role": "encoder",
                                                  "onair.dev/job": FIRST, "onair.dev/project-id": PROJECT}},
                          "spec": {"nodeName": "node-1"}, "status": {"phase": "Running"}}], "2")
-    for key, encoders, streams in (("admin-key", ["enc-1"], 25), ("other-admin-key", [], 0)):
+    for key, encoders, streams in (("admin-key-0123456789", ["enc-1"], 25), ("other-admin-key-0123456789", [], 0)):
         headers = await token(client, key)
         body = await (await client.get("/api/v1/streamers", headers=headers)).json()
         rows = body["result"]["streamers"]
@@ -1554,11 +1556,12 @@ async def test_a_project_gets_its_own_webhook_signing_key(client: Client,
     assert result["signingKey"] == derive_webhook_key(WEBHOOK_SECRET, NS) != derive_webhook_key(WEBHOOK_SECRET, "other")
     assert result["header"] == "Onair-Signature"
     # A key that signs events is a writer's: a read-only token is refused, and so is another project.
-    assert (await client.get(path, headers=await token(client, "read-key"))).status == 403
+    assert (await client.get(path, headers=await token(client, "read-key-0123456789"))).status == 403
     other = f"/api/v1/projects/{uuid.uuid4()}/webhooks/signingkey"
     assert (await client.get(other, headers=await token(client))).status == 403
     unsigned = await aiohttp_client(init_app(GatewayConfig(jwt_secret=SECRET, stream_key_seed=SEED, watch=False,
-                                                           api_keys=parse_api_keys([{"name": "w", "key": "write-key",
+                                                           api_keys=parse_api_keys([{"name": "w",
+                                                                                     "key": "write-key-0123456789",
                                                                                      "projects": [PROJECT],
                                                                                      "role": "write"}])),
                                              kube=FakeKube(), store=make_store()))  # type: ignore[arg-type]

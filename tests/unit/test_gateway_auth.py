@@ -27,15 +27,16 @@ SECRET = "unit-test-signing-key-of-32-bytes!"
 OTHER = "another-signing-key-of-32-bytes!!"
 PROJECT = "2e21fae6-af4c-4a4a-e0fc-08d903f55711"
 KEYS = parse_api_keys({"keys": [
-    {"name": "console", "key": "k-write", "projects": [PROJECT.upper()], "role": "write"},
-    {"name": "viewer", "keySha256": hashlib.sha256(b"k-read").hexdigest(), "projects": PROJECT, "role": "read"},
-    {"name": "ops", "key": "k-admin", "projects": ["*"], "role": "admin"},
+    {"name": "console", "key": "k-write-0123456789", "projects": [PROJECT.upper()], "role": "write"},
+    {"name": "viewer", "keySha256": hashlib.sha256(b"k-read-0123456789").hexdigest(), "projects": PROJECT,
+     "role": "read"},
+    {"name": "ops", "key": "k-admin-0123456789", "projects": ["*"], "role": "admin"},
 ]})
 
 
 def test_keys_are_found_by_hash_and_projects_are_normalised() -> None:
-    assert find_key(KEYS, "k-write").name == "console"  # type: ignore[union-attr]
-    assert find_key(KEYS, "k-read").name == "viewer"  # type: ignore[union-attr]
+    assert find_key(KEYS, "k-write-0123456789").name == "console"  # type: ignore[union-attr]
+    assert find_key(KEYS, "k-read-0123456789").name == "viewer"  # type: ignore[union-attr]
     assert find_key(KEYS, "nope") is None
     assert KEYS[0].projects == frozenset({PROJECT})
 
@@ -81,7 +82,7 @@ def test_a_token_is_refused_once_its_key_is_removed_rotated_or_narrowed() -> Non
         tokens.principal(console)
     assert tokens.principal(viewer).subject == "viewer"  # the others' tokens keep working
 
-    rotated = parse_api_keys([{"name": "viewer", "key": "k-read-2", "projects": [PROJECT], "role": "read"}])
+    rotated = parse_api_keys([{"name": "viewer", "key": "k-read-2-0123456789", "projects": [PROJECT], "role": "read"}])
     narrowed = parse_api_keys([{"name": "viewer", "keySha256": KEYS[1].key_sha256, "projects": [], "role": "read"}])
     widened = parse_api_keys([{"name": "viewer", "keySha256": KEYS[1].key_sha256, "projects": [PROJECT],
                                "role": "write"}])
@@ -127,8 +128,11 @@ def test_a_new_signing_key_refuses_every_token_of_the_one_before() -> None:
 
 @pytest.mark.parametrize(("text", "error"), [
     ("keys: [", "neither JSON nor YAML"),
-    ("[{name: a, key: x, projects: 5}]", "API key 0: projects must be a list"),
+    ("[{name: a, key: x-0123456789abcdef, projects: 5}]", "API key 0: projects must be a list"),
     ("[{name: a, projects: ['*']}]", "API key 0: needs key or keySha256"),
+    # Login has no rate limit: a key short enough to guess is refused (a digest cannot be checked).
+    ("[{name: a, key: x-0123456789abcdef, projects: ['*']}, {name: b, key: guessable, projects: ['*']}]",
+     "API key 1: key must be at least 16 characters"),
     ("name: a", "must be a list"),
 ])
 def test_api_keys_that_do_not_parse_say_why(text: str, error: str) -> None:
@@ -153,7 +157,7 @@ def test_config_from_env(tmp_path: Path) -> None:
     (tmp_path / "seed").write_text("a-stream-key-seed-from-a-mounted-secret\n")
     config = GatewayConfig.from_env({
         "ONAIR_GATEWAY_PORT": "9999", "ONAIR_GATEWAY_JWT_SECRET": "a-signing-key-of-at-least-32-characters",
-        "ONAIR_GATEWAY_API_KEYS": "keys:\n- {name: a, key: x, projects: ['*'], role: admin}\n",
+        "ONAIR_GATEWAY_API_KEYS": "keys:\n- {name: a, key: x-0123456789abcdef, projects: ['*'], role: admin}\n",
         "ONAIR_GATEWAY_CORS_ORIGINS": "https://console.example.com/, http://localhost:3000",
         "ONAIR_GATEWAY_STREAM_KEY_SEED_FILE": str(tmp_path / "seed"),
     })

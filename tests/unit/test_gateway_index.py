@@ -179,7 +179,7 @@ def test_encoded_list_envelope_equals_the_plain_one() -> None:
 
 def test_verified_tokens_are_remembered_only_until_they_expire() -> None:
     secret = "unit-test-signing-key-of-32-bytes!"
-    key = parse_api_keys([{"key": "k", "projects": ["*"], "role": "read"}])[0]
+    key = parse_api_keys([{"key": "reader-key-0123456789", "projects": ["*"], "role": "read"}])[0]
     token = issue_token(secret, key, 60, now=1_000_000_000)
     tokens = VerifiedTokens(secret, [key])
     with pytest.raises(AuthError, match="expired"):

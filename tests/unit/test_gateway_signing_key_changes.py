@@ -14,7 +14,7 @@ from onair.api_gateway.watched_secrets import SigningKeySecret
 
 STARTUP_KEY = "signing-key-given-at-startup-0123456789"
 NEW_KEY = "signing-key-written-into-the-secret-later"
-KEYS = parse_api_keys([{"name": "console", "key": "k", "projects": ["*"], "role": "write"}])
+KEYS = parse_api_keys([{"name": "console", "key": "console-key-0123456789", "projects": ["*"], "role": "write"}])
 
 
 def secret(value: str, resource_version: int, data_key: str = "jwt-secret") -> dict[str, Any]:

@@ -20,10 +20,10 @@ from waiting import wait_until
 JWT_SECRET = "cluster-test-signing-key-0123456789abcdef"
 PINNED_PROJECT = "0b7c6a3e-8f51-4c2e-9d0a-5e2f1a9b7c11"  # the only project the "pinned" key may use
 KEYS = {
-    "write": {"name": "writer", "key": "key-write-all", "projects": ["*"], "role": "write"},
-    "read": {"name": "reader", "key": "key-read-all", "projects": ["*"], "role": "read"},
-    "admin": {"name": "ops", "key": "key-admin", "projects": ["*"], "role": "admin"},
-    "pinned": {"name": "pinned", "key": "key-write-pinned", "projects": [PINNED_PROJECT], "role": "write"},
+    "write": {"name": "writer", "key": "key-write-all-0123456789", "projects": ["*"], "role": "write"},
+    "read": {"name": "reader", "key": "key-read-all-0123456789", "projects": ["*"], "role": "read"},
+    "admin": {"name": "ops", "key": "key-admin-0123456789", "projects": ["*"], "role": "admin"},
+    "pinned": {"name": "pinned", "key": "key-write-pinned-0123456789", "projects": [PINNED_PROJECT], "role": "write"},
 }
 TEMPLATE = {
     "apiVersion": "onair.dev/v1alpha1", "kind": "JobTemplate", "metadata": {"name": "gw-ladder"},
