@@ -94,10 +94,14 @@ def to_common_end(variants: list[list[Segment]]) -> list[list[Segment]]:
 
 
 class ClipJob:
-    def __init__(self, config: JobConfig, clip: ClipConfig, store: S3Store, status: EncoderStatus, work_dir: Path):
+    def __init__(self, config: JobConfig, clip: ClipConfig, store: S3Store, status: EncoderStatus, work_dir: Path,
+                 source: S3Store | None = None):
+        """`store`: the clip's own bucket; `source`: the LiveJob's (by default the same)."""
         self.config = config
         self.clip = clip
         self.store = store
+        self.source = source or store
+        self.source_bucket = source.bucket if source is not None else None  # for copies into `store`
         self.status = status
         self.status.store_read = True  # a clip takes no input: nothing to hold its readiness for
         self.work_dir = work_dir
@@ -120,7 +124,7 @@ class ClipJob:
         recording: true), and the live window."""
         directory = rendition_uri.rsplit("/", 1)[0] if "/" in rendition_uri else ""
         event, live = [numbered_by_name(parse_media_playlist(body.decode())) if body else None
-                       for body in (self.store.get(_join(self.clip.source_prefix, directory, name))
+                       for body in (self.source.get(_join(self.clip.source_prefix, directory, name))
                                     for name in (EVENT_PLAYLIST, LIVE_PLAYLIST))]
         return stored_segments(event, live)
 
@@ -134,7 +138,7 @@ class ClipJob:
 
     async def run(self) -> int:
         master_key = _join(self.clip.source_prefix, MASTER_PLAYLIST)
-        master_body = await asyncio.to_thread(self.store.get, master_key)
+        master_body = await asyncio.to_thread(self.source.get, master_key)
         while master_body is None and (self.end is None or self.end > datetime.now(UTC)):
             # A recording that follows its LiveJob may begin before the stream's first segments.
             self.status.set_state(EncoderState.WAITING, "waiting for the live stream's first segments")
@@ -142,7 +146,7 @@ class ClipJob:
                 await asyncio.wait_for(self.stop_requested.wait(), FOLLOW_POLL_SECONDS)
                 break
             except TimeoutError:
-                master_body = await asyncio.to_thread(self.store.get, master_key)
+                master_body = await asyncio.to_thread(self.source.get, master_key)
         if master_body is None:
             if self.stop_requested.is_set() and not self.finishing:
                 return EXIT_INTERRUPTED  # an eviction: the next Pod waits on
@@ -195,13 +199,14 @@ class ClipJob:
                 if segment.init_uri and segment.init_uri not in copied_inits:
                     copied_inits[segment.init_uri] = segment.init_uri
                     await asyncio.to_thread(self.store.copy, _join(source_dir, segment.init_uri),
-                                            self.config.key(rendition, segment.init_uri), SEGMENT_CACHE_CONTROL)
+                                            self.config.key(rendition, segment.init_uri), SEGMENT_CACHE_CONTROL,
+                                            self.source_bucket)
                 await asyncio.to_thread(self.store.copy, _join(source_dir, segment.uri),
-                                        self.config.key(rendition, name), SEGMENT_CACHE_CONTROL)
+                                        self.config.key(rendition, name), SEGMENT_CACHE_CONTROL, self.source_bucket)
                 done += 1
                 self.status.recording_progress = done / total
                 self.status.renditions.setdefault(rendition, RenditionStatus(rendition)).segments_written += 1
-            sizes = await asyncio.to_thread(self.store.sizes, source_dir)
+            sizes = await asyncio.to_thread(self.source.sizes, source_dir)
             clip_segments = renumbered_for_clip([replace(segment, size_bytes=sizes.get(segment.uri))
                                                  for segment in segments], names)
             body = render_media_playlist(clip_segments, nominal_duration=1, playlist_type="VOD", ended=True)

@@ -58,6 +58,9 @@ class StorageConfig(_Camel):
 
 class ClipConfig(_Camel):
     source_prefix: str
+    # The LiveJob's bucket, on the same store as the output (None: the output's bucket). A clip may be
+    # written to another bucket than the one its LiveJob streams to.
+    source_bucket: str | None = None
     start: AwareDatetime | None = None
     end: AwareDatetime | None = None
 

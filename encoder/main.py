@@ -73,7 +73,9 @@ async def serve(config: JobConfig, ports: Ports) -> int:
     job: Encoder | ClipJob = encoder
     if config.ingest.kind == IngestKind.STORED:
         assert config.clip is not None
-        job = ClipJob(config, config.clip, store, encoder.status, work_dir)
+        source = config.clip.source_bucket
+        job = ClipJob(config, config.clip, store, encoder.status, work_dir,
+                      store.in_bucket(source) if source and source != store.bucket else None)
     runners: list[web.AppRunner] = []
     loop = asyncio.get_running_loop()
 

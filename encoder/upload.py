@@ -22,6 +22,7 @@ now, and the delete waits its hold, without holding up its folder meanwhile.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -442,11 +443,18 @@ class S3Store:
             sizes.update((entry["Key"][len(prefix):], int(entry["Size"])) for entry in page.get("Contents", []))
         return sizes
 
-    def copy(self, source_key: str, key: str, cache_control: str) -> None:
+    def in_bucket(self, bucket: str) -> S3Store:
+        """The same store (endpoint, credentials, client) for another of its buckets."""
+        other = copy.copy(self)
+        other.bucket = bucket
+        return other
+
+    def copy(self, source_key: str, key: str, cache_control: str, source_bucket: str | None = None) -> None:
+        """Copies `source_key` (of `source_bucket`, by default this one) to `key` in this bucket."""
         self.client.copy_object(
             Bucket=self.bucket,
             Key=key,
-            CopySource={"Bucket": self.bucket, "Key": source_key},
+            CopySource={"Bucket": source_bucket or self.bucket, "Key": source_key},
             ContentType=content_type_for(key),
             CacheControl=cache_control,
             MetadataDirective="REPLACE",

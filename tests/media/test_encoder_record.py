@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
 from collections.abc import Callable
@@ -175,13 +176,16 @@ def streamed_then_stopped(start_encoder: Callable[..., EncoderProcess], spec: di
 
 
 def cut_clip(start_encoder: Callable[..., EncoderProcess], live: EncoderProcess, start: datetime, end: datetime,
-             **output: str) -> tuple[EncoderProcess, str]:
-    """The clip of [start, end) of `live`'s stored segments, cut to its end: the recorder and the clip's prefix."""
+             bucket: str | None = None, **output: str) -> tuple[EncoderProcess, str]:
+    """The clip of [start, end) of `live`'s stored segments, cut to its end (into `bucket`, by default the
+    LiveJob's): the recorder and the clip's prefix."""
     clip_prefix = f"{live.prefix}-clip"
+    bucket = bucket or live.bucket
     record_spec = {"source": {"liveJobRef": "match"}, "timeRange": {"start": start.isoformat(), "end": end.isoformat()},
-                   "output": {"bucket": live.bucket, "path": clip_prefix, **output}}
-    clip = {"sourcePrefix": live.prefix, "start": format_program_date_time(start), "end": format_program_date_time(end)}
-    recorder = start_encoder("RecordJob", record_spec, None, bucket=live.bucket, prefix=clip_prefix, clip=clip,
+                   "output": {"bucket": bucket, "path": clip_prefix, **output}}
+    clip = {"sourcePrefix": live.prefix, "sourceBucket": live.bucket, "start": format_program_date_time(start),
+            "end": format_program_date_time(end)}
+    recorder = start_encoder("RecordJob", record_spec, None, bucket=bucket, prefix=clip_prefix, clip=clip,
                              wait_healthy=False)
     assert recorder.process.wait(60) == 0, recorder.log()[-3000:]
     return recorder, clip_prefix
@@ -206,18 +210,23 @@ def test_clip_of_a_past_range_plays_as_vod(
     # A range starting inside segment 1 and ending inside segment 3: the clip is segments 1 to 3.
     start = first.program_date_time + timedelta(seconds=0.5)
     end = last.program_date_time + timedelta(seconds=0.5)
-    _, clip_prefix = cut_clip(start_encoder, live, start, end, format="mp4")
-    variants = parse_master_playlist(object_store.get_text(live.bucket, f"{clip_prefix}/master.m3u8") or "")
+    # Into a bucket of its own (examples/recordjob-clip.yaml): read from the LiveJob's, written to its own.
+    clips = "clips"
+    with contextlib.suppress(object_store.client.exceptions.BucketAlreadyOwnedByYou):
+        object_store.client.create_bucket(Bucket=clips)
+    _, clip_prefix = cut_clip(start_encoder, live, start, end, bucket=clips, format="mp4")
+    assert object_store.get_text(live.bucket, f"{clip_prefix}/master.m3u8") is None
+    variants = parse_master_playlist(object_store.get_text(clips, f"{clip_prefix}/master.m3u8") or "")
     assert [variant.uri for variant in variants] == ["180p/index.m3u8"]
     assert variants[0].codecs.startswith("avc1.") and "mp4a.40.2" in variants[0].codecs, variants[0]
     assert "hvc1" not in variants[0].codecs and variants[0].resolution == (320, 180), variants[0]
-    playlist = parse_media_playlist(object_store.get_text(live.bucket, f"{clip_prefix}/180p/index.m3u8") or "")
+    playlist = parse_media_playlist(object_store.get_text(clips, f"{clip_prefix}/180p/index.m3u8") or "")
     assert playlist.ended and playlist.playlist_type == "VOD"
-    object_store.assert_vod_master_states_measured_bit_rates(live.bucket, clip_prefix)
+    object_store.assert_vod_master_states_measured_bit_rates(clips, clip_prefix)
     assert [segment.program_date_time for segment in playlist.segments] == [
         segment.program_date_time for segment in stored.segments[1:4]
     ]
-    object_store.download_prefix(live.bucket, clip_prefix, tmp_path)
+    object_store.download_prefix(clips, clip_prefix, tmp_path)
     decoded = subprocess.run(
         ["ffmpeg", "-v", "error", "-i", str(tmp_path / "180p" / "index.m3u8"), "-f", "null", "-"],
         capture_output=True, text=True, timeout=60,

@@ -44,7 +44,7 @@ class LiveBucket:
     def put(self, key: str, body: bytes, content_type: str, cache_control: str) -> None:
         self.objects[key] = body
 
-    def copy(self, source_key: str, key: str, cache_control: str) -> None:
+    def copy(self, source_key: str, key: str, cache_control: str, source_bucket: str | None = None) -> None:
         self.objects[key] = self.objects[source_key]
 
     def sizes(self, folder: str) -> dict[str, int]:
