@@ -62,6 +62,7 @@ ERROR_BACKOFF_MAX = 60.0
 # A child the API server refuses (a quota, an admission policy): the job says why, and it is tried again.
 CREATE_REFUSALS = frozenset({400, 403, 422})
 REFUSED_RETRY_SECONDS = 10.0
+COMMAND_RETRY_SECONDS = 3.0  # an encoder command (pause, resume, finish, finish-at) not taken is sent again
 
 
 def _rv(body: dict[str, Any]) -> int:
@@ -609,9 +610,13 @@ class Controller:
             self._secrets_refused.discard(uid)
         if decision.encoder_command is not None:
             current = next((p for p in pods if p["metadata"]["name"] == decision.status.get("resourceName")), None)
-            if current is not None:
-                await self.reports.send(current["metadata"]["uid"], decision.encoder_command,
-                                        self._control_key(key, uid))
+            sent = current is not None and await self.reports.send(
+                current["metadata"]["uid"], decision.encoder_command, self._control_key(key, uid))
+            if not sent:
+                # Not taken (the encoder busy, just restarted, or out of reach): asked again soon. Nothing
+                # else would: a paused recorder's reports do not change, and a lost resume would keep it paused.
+                decision.requeue_after = COMMAND_RETRY_SECONDS if decision.requeue_after is None else min(
+                    decision.requeue_after, COMMAND_RETRY_SECONDS)
         owed = self._webhooks_owed(body, decision)
         if owed:
             # Written with the phase that owes them: a webhook is never lost between the two.

@@ -41,7 +41,13 @@ from onair.models import (
     set_condition,
 )
 from onair.operator import naming
-from onair.operator.builders import ENCODER_ROLE, RECORDER_ROLE, preview_key, storage_prefix
+from onair.operator.builders import (
+    ENCODER_ROLE,
+    RECORDER_ROLE,
+    preview_key,
+    storage_prefix,
+    termination_grace_seconds,
+)
 from onair.operator.config import OperatorConfig
 from onair.operator.pods import PodState, pod_state
 from onair.operator.services import ServiceEndpoint
@@ -62,6 +68,10 @@ from onair.streamkeys import PREVIEW_PATH
 TEMPLATE_RETRY_SECONDS = 10.0
 # A Pod's deletion wakes its job anyway; this is in case that event is missed.
 TERMINATING_POD_RETRY_SECONDS = 5.0
+# A recorder told /finish at the end of its range exits by itself within its grace period: looked at
+# this often meanwhile, and stopped if it is still running this long after the grace period.
+FINISH_CHECK_SECONDS = 5.0
+FINISH_SLACK_SECONDS = 30
 # After a Pod's deletionTimestamp (the end of its grace period), how long its object may remain before
 # it is taken for one on a lost node, no longer waited for.
 STUCK_TERMINATING_SECONDS = 30.0
@@ -1024,7 +1034,8 @@ def decide_record_job(
         # A recorder not read yet (an operator that has just started) is taken to be as the job says
         # it was: not read, a Paused job would announce a resume that never happened.
         paused_now = bool(recording.get("paused")) if recording is not None else status.phase == RecordJobPhase.PAUSED
-        ending = pod.ready and end is not None and now >= end and not is_clip
+        past_end = end is not None and now >= end and not is_clip
+        ending = pod.ready and past_end
         # A clip's recorder is paused while it follows its LiveJob, waiting for the end of the range:
         # what is stored meanwhile is left out when it cuts. A past range is cut at once.
         following = is_clip and (report or {}).get("state") == "waiting"
@@ -1032,23 +1043,33 @@ def decide_record_job(
             # Not at the end: a stop clears paused, and a resume there would let paused content in
             # while the recorder flushes.
             decision.encoder_command = "pause" if job.spec.paused else "resume"
-        elif pod.ready and not pod.terminating and not is_clip and not ending:
+        elif pod.ready and not pod.terminating and (following or not is_clip) and not ending:
+            # The end moved (a stop moves it to now): the recorder ends at the one it holds, and a clip
+            # that follows its LiveJob cuts there. Only a change of the end moves it, not any change of
+            # the spec (a pause and resume bump the generation too).
             decision.encoder_command = _finish_time_command(report, end)
-        if ending and not pod.terminating:
-            # The end of the range (or a stop, which moves the end to now): /finish first, so the
-            # recorder closes its playlists as VOD and exits 0; a bare SIGTERM is an interruption.
+        finish_by = end + dt.timedelta(seconds=termination_grace_seconds(job, config) + FINISH_SLACK_SECONDS) \
+            if end is not None else None
+        finish_check = None
+        if past_end and not pod.terminating and finish_by is not None and now < finish_by:
+            # The end of the range (or a stop, which moves the end to now): /finish, and the recorder
+            # closes its playlists as VOD (and writes its MP4s) and exits by itself, within its grace
+            # period. Its exit code then says how that went (3: to be finished by another attempt; 2: no
+            # MP4): a Pod deleted at once is gone before its code is read, and it would count as done.
+            if pod.ready:
+                decision.encoder_command = "finish"
+            finish_check = min(FINISH_CHECK_SECONDS, (finish_by - now).total_seconds())
+        elif past_end and not pod.terminating:
+            # Still running after its grace period: stopped, /finish first (a bare SIGTERM is an interruption).
             decision.finish_before_delete = True
             decision.delete_pods.append(pod.name)
-        elif (following and pod.ready and not pod.terminating
-              and pod.spec_generation is not None and pod.spec_generation != generation):
-            # A recording that follows its LiveJob, stopped (a stop moves the end to now): the recorder
-            # still waits for the end it was started with. /finish: it cuts what is stored and completes.
-            decision.encoder_command = "finish"
         target = RecordJobPhase.PAUSED if paused_now else RecordJobPhase.STARTED
         reason = str(ConditionReason.PAUSED if paused_now else ConditionReason.RECORDING)
         comment = "paused" if paused_now else ("cutting the clip" if is_clip else "recording")
         storage = None if pod.ready else _storage_problem(report)
-        if storage is not None:
+        if past_end and not pod.terminating:
+            comment = f"the time range ended: recorder Pod {pod.name} finishes its files"
+        elif storage is not None:
             # Not ready: the recorder reads its stored playlists (an earlier attempt's) before it records.
             reason = str(ConditionReason.WAITING_FOR_STORAGE)
             comment = f"the recorder waits for its bucket before it records: {storage[1]}"
@@ -1058,9 +1079,9 @@ def decide_record_job(
             comment = f"waiting for Pod {pod.name}" + (f" ({pod.waiting_reason})" if pod.waiting_reason else "")
         elif pod.ready and find_condition(conditions, ConditionType.STORAGE_AVAILABLE) is not None:
             set_cond(ConditionType.STORAGE_AVAILABLE, True, ConditionReason.BUCKET_REACHABLE, "")
-        # Past the end, the recorder's own exit (a Pod event) moves the job on: no timer.
+        # Past the end, the recorder's own exit (a Pod event) moves the job on, or its deadline to finish.
         upcoming_end = _seconds_until(end, now) if end is not None and end > now else None
-        decision.requeue_after = _earliest(upcoming_end, _seconds_until(start_deadline, now))
+        decision.requeue_after = _earliest(upcoming_end, _seconds_until(start_deadline, now), finish_check)
     if recording:
         if recording.get("pausedRanges") is not None:
             status.paused_ranges = [PausedRange.model_validate(paused) for paused in recording["pausedRanges"]]

@@ -10,10 +10,20 @@ from typing import Any
 
 import pytest
 
+from onair.models import RecordJob
 from onair.operator.config import OperatorConfig
-from onair.operator.controller import CachedJob, CachedPod, Controller, PackedJson, listed_namespaces, slim_pod
+from onair.operator.controller import (
+    COMMAND_RETRY_SECONDS,
+    CachedJob,
+    CachedPod,
+    Controller,
+    PackedJson,
+    listed_namespaces,
+    slim_pod,
+)
 from onair.operator.leadership import Leadership
 from onair.operator.pods import pod_state
+from onair.operator.reconcile import Decision
 
 META: dict[str, Any] = {"name": "news-encoder-1", "namespace": "t", "uid": "u1", "resourceVersion": "7",
         "labels": {"onair.dev/job": "news"}, "managedFields": [{"manager": "kwok"}]}
@@ -261,3 +271,18 @@ def test_namespace_patterns_are_listed_cluster_wide() -> None:
     assert listed_namespaces([]) == [None]
     assert listed_namespaces(["news", "sport", "news"]) == ["news", "sport"]
     assert listed_namespaces(["news", "t-*"]) == [None] and listed_namespaces(["!kube-system"]) == [None]
+
+
+async def test_an_encoder_command_not_taken_is_sent_again_soon() -> None:
+    """A resume the recorder did not take (busy, restarting, out of reach) is not lost: nothing else would
+    look at a paused recording again, its reports do not change."""
+    controller = Controller(Writes(), OperatorConfig(  # type: ignore[arg-type]
+        stream_key_seed="unit-test-stream-key-seed-0123456789"))
+    body = {"apiVersion": "onair.dev/v1alpha1", "kind": "RecordJob",
+            "metadata": {"name": "news", "namespace": "t", "uid": "u-job", "generation": 2, "resourceVersion": "9"},
+            "spec": {"source": {"streamUrl": "rtmp://origin/live/a"}, "output": {"bucket": "media"}},
+            "status": {"phase": "Paused", "resourceName": "news-encoder-1"}}
+    key = ("RecordJob", "t", "news")
+    decision = Decision(status=copy.deepcopy(body["status"]), encoder_command="resume")
+    await controller._apply(key, RecordJob.model_validate(body), body, decision, None, [RUNNING])
+    assert decision.requeue_after == COMMAND_RETRY_SECONDS and key in controller.queue

@@ -7,6 +7,7 @@ import json
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from pydantic import ValidationError
@@ -14,10 +15,10 @@ from pydantic import ValidationError
 from onair.encoder.config import load_job_config
 from onair.encoder.pipeline import Encoder, Ports
 from onair.encoder.upload import S3Store
-from onair.exitcodes import EXIT_INTERRUPTED
+from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_INTERRUPTED
 from onair.models import HardwareAcceleration, JobTemplateSpec, LiveJob, LiveJobStatus, RecordJob, RecordJobStatus
 from onair.operator import naming
-from onair.operator.builders import build_encoder_pod, build_ingest_service, build_job_secret
+from onair.operator.builders import build_encoder_pod, build_ingest_service, build_job_secret, termination_grace_seconds
 from onair.operator.config import ENCODER_ENV_SET_BY_OPERATOR, OperatorConfig
 from onair.operator.reconcile import (
     STUCK_TERMINATING_SECONDS,
@@ -1090,7 +1091,7 @@ def test_a_paused_recording_stopped_is_finished_without_a_resume_first() -> None
     # The gateway's stop: paused back to false and the end moved to now.
     stop = decide_record_job(record_job(paused, timeRange={"end": NOW.isoformat()}), None, [pod(name)],
                              {"recording": {"paused": True}}, CONFIG, NOW + dt.timedelta(seconds=1))
-    assert stop.finish_before_delete and stop.delete_pods == [name] and stop.encoder_command is None
+    assert stop.encoder_command == "finish" and not stop.delete_pods
 
 
 def test_a_recording_created_paused_whose_range_ends_unrecorded_fails() -> None:
@@ -1170,13 +1171,27 @@ def test_a_recorder_of_a_live_job_that_died_waits_for_its_live_job_before_the_re
     assert retried.create_pod_attempt == 2 and retried.status["phase"] == "Started"
 
 
-def test_the_end_of_a_recording_finishes_the_recorder_before_deleting_it() -> None:
+def test_the_end_of_a_recording_finishes_the_recorder_which_exits_by_itself_and_says_how_it_went() -> None:
     name = naming.pod_name("rec", "recorder", "uid-r", 1)
     started = decide_record_job(record_job(), None, [], None, CONFIG, NOW)
-    ended = record_job(started.status, timeRange={"end": (NOW - dt.timedelta(seconds=1)).isoformat()})
+    end = NOW - dt.timedelta(seconds=1)
+    ended = record_job(started.status, timeRange={"end": end.isoformat()})
     decision = decide_record_job(ended, None, [pod(name)], {"recording": {"paused": False}}, CONFIG, NOW)
-    # A bare SIGTERM would be an interruption (the recorder leaves its playlists open, exits 3).
-    assert decision.delete_pods == [name] and decision.finish_before_delete
+    # Not deleted: a Pod deleted at once is gone before its exit code is read, and the job would be
+    # Completed whatever the recorder said.
+    assert decision.encoder_command == "finish" and not decision.delete_pods and decision.requeue_after
+    assert "finishes its files" in decision.status["conditions"][0]["message"]
+    # Its code says how the finish went: 3, its uploads not done, is continued by another attempt; 2, an
+    # MP4 it could not write, fails the job; 0 completes it.
+    for code, phase, attempt in ((EXIT_INTERRUPTED, "Started", 2), (EXIT_BAD_CONFIG, "Failed", 1), (0, "Completed", 1)):
+        exited = pod(name, "Failed" if code else "Succeeded", ready=False, exit_code=code, finished_at=NOW)
+        judged = decide_record_job(ended, None, [exited], {"recording": {"paused": False}}, CONFIG,
+                                   NOW + dt.timedelta(seconds=5))
+        assert (judged.status["phase"], judged.status["attempt"]) == (phase, attempt), code
+    # Still running long after its grace period: stopped, /finish first (a bare SIGTERM is an interruption).
+    late = end + dt.timedelta(seconds=termination_grace_seconds(ended, CONFIG) + 31)
+    stopped = decide_record_job(ended, None, [pod(name)], {"recording": {"paused": False}}, CONFIG, late)
+    assert stopped.delete_pods == [name] and stopped.finish_before_delete
 
 
 def test_an_interrupted_recorder_is_continued_not_completed() -> None:
@@ -1295,7 +1310,7 @@ def test_a_recording_that_follows_its_live_job_created_paused_gets_its_recorder_
     assert stream.create_pod_attempt is None and stream.status["phase"] == "Paused"
 
 
-def test_stopping_a_recording_that_follows_its_live_job_finishes_the_recorder_without_spinning() -> None:
+def test_stopping_a_recording_that_follows_its_live_job_moves_its_end_and_nothing_else_does() -> None:
     recorder = naming.pod_name("rec", "recorder", "uid-r", 1)
     source = live_job()
     status = decide_record_job(record_job(source={"liveJobRef": "news"}), source, [], None, CONFIG, NOW).status
@@ -1305,23 +1320,27 @@ def test_stopping_a_recording_that_follows_its_live_job_finishes_the_recorder_wi
         running["metadata"]["labels"] = {"onair.dev/spec-generation": str(generation)}
         return running
 
-    following = {"state": "waiting", "recording": {"paused": False}}
-    status = decide_record_job(record_job(status, source={"liveJobRef": "news"}), source, [made_from(1)],
-                               following, CONFIG, NOW).status
+    def spec(generation: int, **changes: Any) -> RecordJob:
+        body = record_job(status, source={"liveJobRef": "news"}, **changes).model_dump(
+            mode="json", by_alias=True, exclude_none=True)
+        body["metadata"]["generation"] = generation
+        return RecordJob.model_validate(body)
+
+    following = {"state": "waiting", "recording": {"paused": False}, "finishAt": None}  # no end: until stopped
+    status = decide_record_job(spec(1), source, [made_from(1)], following, CONFIG, NOW).status
     assert status["phase"] == "Started"
-    # The gateway's stop moves the end to now: a new generation the recorder was not made from.
-    body = record_job(status, source={"liveJobRef": "news"}, timeRange={"end": NOW.isoformat()}).model_dump(
-        mode="json", by_alias=True, exclude_none=True)
-    body["metadata"]["generation"] = 2
-    stopped = decide_record_job(RecordJob.model_validate(body), source, [made_from(1)], following, CONFIG,
-                                NOW + dt.timedelta(seconds=1))
-    assert stopped.encoder_command == "finish" and not stopped.delete_pods
+    # The gateway's stop moves the end to now: the clip cuts there.
+    stopped = decide_record_job(spec(2, timeRange={"end": NOW.isoformat()}), source, [made_from(1)], following,
+                                CONFIG, NOW + dt.timedelta(seconds=1))
+    assert stopped.encoder_command == "finish-at?" + urlencode({"at": NOW.isoformat()}) and not stopped.delete_pods
     assert stopped.requeue_after is None  # its exit moves the job on, not a timer re-run at once
-    # A clip made with its end already set waits for the stream to reach it: not cut short.
-    body["metadata"]["generation"] = 1
-    clip = decide_record_job(RecordJob.model_validate(body), source, [made_from(1)], following, CONFIG,
-                             NOW + dt.timedelta(seconds=1))
-    assert clip.encoder_command is None
+    held = {**following, "finishAt": NOW.isoformat()}
+    assert decide_record_job(spec(2, timeRange={"end": NOW.isoformat()}), source, [made_from(1)], held, CONFIG,
+                             NOW + dt.timedelta(seconds=2)).encoder_command is None
+    # A pause and a resume since the recorder was made (a new generation) leave its end alone: not cut short.
+    paused_and_resumed = decide_record_job(spec(3), source, [made_from(1)], following, CONFIG,
+                                           NOW + dt.timedelta(seconds=3))
+    assert paused_and_resumed.encoder_command is None
 
 
 def test_template_gone_while_live_keeps_the_running_encoder() -> None:
