@@ -1020,6 +1020,8 @@ def decide_record_job(
                 status.attempt += 1
                 decision.create_pod_attempt = status.attempt
                 decision.ensure_children = True
+                if job.spec.source.live_job_ref is not None:  # made from the LiveJob, which may have been away
+                    set_cond(ConditionType.SOURCE_AVAILABLE, True, ConditionReason.SOURCE_REACHABLE, "")
                 comment += f"; retry {status.retries}"
                 decision.events.append(("Warning", "RecorderRestarted", comment))
     elif stuck is not None and (stuck[0] in START_ERRORS_AT_ONCE or (start_deadline and now >= start_deadline)):

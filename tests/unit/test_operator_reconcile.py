@@ -1169,6 +1169,8 @@ def test_a_recorder_of_a_live_job_that_died_waits_for_its_live_job_before_the_re
     retried = decide_record_job(record_job(waiting.status, **follow), live_job(), [evicted], None, CONFIG,
                                 NOW + dt.timedelta(minutes=3))
     assert retried.create_pod_attempt == 2 and retried.status["phase"] == "Started"
+    conditions = {condition["type"]: condition for condition in retried.status["conditions"]}
+    assert conditions["SourceAvailable"]["status"] == "True"  # back, and the retry made from it
 
 
 def test_the_end_of_a_recording_finishes_the_recorder_which_exits_by_itself_and_says_how_it_went() -> None:
