@@ -251,7 +251,7 @@ class GrowingPlaylist:
     """render_media_playlist's text of a list of segments that only grows at its end (an EVENT
     playlist): each segment's lines are written once, so rendering a long recording again after each
     new segment costs that segment, not the whole recording (at 43,200 segments, a day of 2 s ones,
-    rendering all again took about 110 ms). `render` starts over when the list is not the one it
+    rendering all again took 110-220 ms here). `render` starts over when the list is not the one it
     grew from (a resume replaced it)."""
 
     nominal_duration: float

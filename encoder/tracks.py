@@ -22,8 +22,6 @@ from .playlist import (
 
 LIVE_PLAYLIST = "index.m3u8"
 EVENT_PLAYLIST = "event.m3u8"  # every segment of a recorded event (LiveJob recording: true)
-# What the encoder names the objects of a rendition: seg_<number>.<ts|m4s>, and init_<number>.mp4 after
-# the first segment that uses it.
 # An event playlist names every segment of its recording and is uploaded whole: about 80 bytes a
 # segment, 3.4 MB for a day of 2 s segments. Uploaded again with each segment, it would come to fill
 # its rendition's upload lane (the next segment waits behind it) and the bucket's traffic, so once it
@@ -31,6 +29,8 @@ EVENT_PLAYLIST = "event.m3u8"  # every segment of a recorded event (LiveJob reco
 # segment, a day's (3.4 MB) every 13 s, and always before a segment it does not name leaves the live
 # window (clips read the two together).
 EVENT_PLAYLIST_BYTES_PER_SECOND = 256 * 1024
+# What the encoder names the objects of a rendition: seg_<number>.<ts|m4s>, and init_<number>.mp4 after
+# the first segment that uses it.
 NUMBERED_OBJECT = re.compile(r"(?:seg_(\d+)\.(?:ts|m4s)|init_(\d+)\.mp4)")
 
 
@@ -93,7 +93,7 @@ class RenditionTrack:
         between uploading one of its playlists and the next, and a number one of them published is
         never used again."""
         track.segments = list(stored.segments)
-        track._event = None
+        track._event, track._event_rendered = None, None
         for other in also_stored:
             last = track.segments[-1].sequence if track.segments else -1
             track.segments += [segment for segment in other.segments if segment.sequence > last]
