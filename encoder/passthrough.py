@@ -251,7 +251,9 @@ def packaging_for(program: ProgramStreams, audio: AudioSettings, fmp4: bool = Fa
     return Packaging(fmp4=True, codec_args=args)
 
 
-PASSTHROUGH_MAPS = ["-map", "0:v:0", "-map", "0:a:0?"]
+# Either stream may be missing: a source of sound alone is passed through (a video the remux could not
+# label is refused by the pipeline, not dropped).
+PASSTHROUGH_MAPS = ["-map", "0:v:0?", "-map", "0:a:0?"]
 
 
 def build_remux_argv(

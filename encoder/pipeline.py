@@ -48,6 +48,7 @@ from .mp4 import Mp4Impossible, fetch_segment, unwritten_mp4s, write_mp4
 from .passthrough import (
     OneProcess,
     PassthroughProcesses,
+    ProgramStreams,
     SessionProcesses,
     build_packager_argv,
     build_remux_argv,
@@ -111,6 +112,7 @@ NO_KEY_FRAME = (f"the publisher is connected, but no video key frame has come in
                 "is encoded from video (audio alone is not enough; a key frame every 2 s is best)")
 PUBLISHER_CONNECTED = "publisher connected"
 FEEDER_STOP_SECONDS = 2.0
+PASSTHROUGH_DESCRIPTION_SECONDS = 2.0  # how long a passthrough waits for ffmpeg's description of its input
 SRT_PIPE_INPUT = "pipe:0"  # the SRT gate relays the publisher's MPEG-TS into ffmpeg's standard input
 UNIX_SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the terminating NUL
 # The transcode runs below the encoder's own threads: on full cores the uploader, which makes each
@@ -164,7 +166,8 @@ class SessionState:
     # rendition to close it and followed by the others, so the variants stay aligned.
     fates: dict[int, SegmentFate] = field(default_factory=dict)
     connected: bool = False
-    input_described: bool = False  # ffmpeg has described its input (and starts its output)
+    input_described: asyncio.Event = field(default_factory=asyncio.Event)  # ffmpeg described its input (and writes)
+    input_fault: str | None = None  # why a passthrough's input cannot be packaged (its packager not started)
     last_media: float = field(default_factory=time.monotonic)  # when ffmpeg last closed a segment
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
     stderr_lines: list[str] = field(default_factory=list)
@@ -672,7 +675,7 @@ class Encoder:
     def _input_fault(self, state: SessionState) -> str | None:
         """What ffmpeg's description of an input it then could not encode says is wrong with it."""
         if self.config.passthrough:
-            return None  # a remux packages whatever streams there are
+            return state.input_fault  # otherwise a remux packages whatever streams there are
         described = parse_input_statistics(state.stderr_lines)  # kept until ffmpeg starts its output
         if described is None or described.video_codec is not None:
             return None
@@ -698,6 +701,10 @@ class Encoder:
         try:
             program = await processes.read_program()
             if program is not None:
+                state.input_fault = await self._passthrough_refusal(program, state)
+            if state.input_fault is not None:
+                processes.kill()
+            elif program is not None:
                 # A reconnect with H.264 after HEVC stays fMP4 (see renditions_in_fmp4).
                 packaging = packaging_for(program, self.config.audio, fmp4=bool(self.renditions_in_fmp4()))
                 self._forget_variants()
@@ -720,6 +727,24 @@ class Encoder:
             processes.close()
         await processes.wait()
 
+    async def _passthrough_refusal(self, program: ProgramStreams, state: SessionState) -> str | None:
+        """Why the remuxed program cannot be passed through, if it cannot: a video stream the MPEG-TS
+        remux could not label (VP9, AV1) comes out as data, and packaged without it the channel would
+        go on as sound alone. A source of sound alone (radio) is passed through as it is."""
+        if program.video is not None:
+            return None
+        # ffmpeg describes its input before it writes: the description is on its way, if not read yet.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.input_described.wait(), PASSTHROUGH_DESCRIPTION_SECONDS)
+        described = state.input_described.is_set() and self.status.statistics is not None
+        video = self.status.statistics.video_codec if described and self.status.statistics else None
+        if video is not None:
+            return (f"the source's video is {video}, which inputClass Single cannot pass through (H.264 and HEVC it "
+                    "can): give the job a jobTemplateId to encode it")
+        if program.audio is None:
+            return "the input has neither video nor audio"
+        return None
+
     async def _watch_for_a_frozen_source(self, state: SessionState, source_target_duration: float) -> None:
         """Returns when a pulled source has stopped giving media: a stream that stalled, or an HLS
         playlist that ffmpeg did not give up on itself (its reloads take one or two extra target
@@ -736,7 +761,7 @@ class Encoder:
         """An RTMP session: the job says so when its publisher gets nothing encoded (see NO_KEY_FRAME)."""
         session_started = datetime.now(UTC)  # a new ffmpeg under a publisher who stays waits for a key frame too
         patience = timedelta(seconds=NO_KEY_FRAME_SECONDS)
-        while not state.input_described:
+        while not state.input_described.is_set():
             connected_at = self.status.connected_at
             if (self.status.connected and connected_at is not None and not self.stop_requested.is_set()
                     and datetime.now(UTC) - max(connected_at, session_started) > patience):
@@ -770,7 +795,8 @@ class Encoder:
                 continue
             state.stderr_lines.append(line)
             if line.startswith(("Output #", "Stream mapping:")):
-                described = state.input_described = True
+                described = True
+                state.input_described.set()
                 if self.status.message == NO_KEY_FRAME:  # it came late
                     self.status.set_state(self.status.state, PUBLISHER_CONNECTED)
                 statistics = parse_input_statistics(state.stderr_lines)

@@ -195,3 +195,48 @@ def test_a_pulled_hevc_hls_source_is_passed_through_as_fmp4(
     text = object_store.get_text(encoder.bucket, f"{encoder.prefix}/source/index.m3u8") or ""
     assert text.count("#EXT-X-MAP:") >= 1 and ".m4s" in text, text
     check_rendition(object_store, encoder, "source", 320, 180, "hevc", tmp_path, ended=False, video_tag="hvc1")
+
+
+def test_a_source_of_sound_alone_is_passed_through(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    """A radio-style SRT publisher: inputClass Single copies what there is, the master says audio."""
+    encoder = start_encoder("LiveJob", single_srt_spec(), None, srt_passphrase=PASSPHRASE)
+    publisher = publish(srt_publish_url(encoder), 30, container="mpegts", video=None)
+    try:
+        encoder.wait_state("live", 8)
+        wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 20, "segments of sound")
+    finally:
+        publisher.kill()
+        publisher.wait()
+    assert encoder.stop() == 0, encoder.log()[-3000:]
+    variants = parse_master_playlist(object_store.get_text(encoder.bucket, f"{encoder.prefix}/master.m3u8") or "")
+    assert [(variant.codecs, variant.resolution) for variant in variants] == [("mp4a.40.2", None)]
+
+
+def test_a_pulled_vp9_source_is_refused_with_its_reason_not_passed_on_as_sound(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, hls_origin: tuple[str, Path],
+) -> None:
+    """VP9 (as AV1) cannot go through the MPEG-TS remux: without a refusal the channel would go on as
+    sound alone."""
+    base_url, root = hls_origin
+    origin = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-f", "lavfi",
+         "-i", "testsrc2=size=320x180:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+         "-t", "30", "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-g", "25", "-b:v", "300k",
+         "-c:a", "aac", "-f", "hls", "-hls_time", "1", "-hls_list_size", "6", "-hls_segment_type", "fmp4",
+         str(root / "live.m3u8")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: (root / "live.m3u8").exists(), 15, "the origin's first playlist")
+        spec = live_spec(input={"serverType": "HLS", "inputClass": "Single", "url": f"{base_url}/live.m3u8"})
+        encoder = start_encoder("LiveJob", spec, None)
+        message = wait_until(lambda: (m := encoder.status()["message"]) and "vp9" in m and m, 30, "the refusal")
+        assert "jobTemplateId" in message
+        assert encoder.status()["renditions"][0]["segmentsWritten"] == 0
+    finally:
+        origin.kill()
+        origin.wait(10)
+    assert encoder.stop() == 0, encoder.log()[-3000:]
+    assert object_store.get_text(encoder.bucket, f"{encoder.prefix}/master.m3u8") is None
