@@ -61,6 +61,10 @@ FMP4_VIDEO_CODECS = {"hevc"}
 # Audio copied into fMP4 as it is. MP2/MP3, AAC-LATM, Opus and anything else are re-encoded to AAC:
 # Apple players do not play them from fMP4, and re-encoding the audio alone is cheap.
 FMP4_AUDIO_COPY = {"aac", "ac3", "eac3"}
+# Audio copied into MPEG-TS as it is; AAC-LATM, Opus, DTS, TrueHD and the unknown are re-encoded to AAC,
+# which players play from TS (Apple lists AAC, MP3, AC-3 and E-AC-3; hls.js plays no Opus from TS).
+# MPEG-1 Layer II and III share their stream types: both are copied (MP3 plays, MP2 on fewer players).
+TS_AUDIO_COPY = {"aac", "ac3", "eac3", "mp2/mp3"}
 
 
 @dataclass(frozen=True)
@@ -240,9 +244,11 @@ def packaging_for(program: ProgramStreams, audio: AudioSettings, fmp4: bool = Fa
     """HEVC (or any source, with `fmp4`: the playlist already holds fMP4 segments): fMP4, HEVC with
     the `hvc1` sample entry (Apple plays HEVC only so: parameter sets in the sample description), AAC
     moved from ADTS framing to the MP4 AudioSpecificConfig, AC-3/E-AC-3 as they are, any other audio
-    re-encoded to AAC. Anything else: MPEG-TS, everything copied, as before."""
+    re-encoded to AAC. Anything else: MPEG-TS, the video copied, and the audio unless TS_AUDIO_COPY
+    leaves it out."""
     if program.video not in FMP4_VIDEO_CODECS and not fmp4:
-        return Packaging(fmp4=False, codec_args=[])
+        copied = program.audio is None or program.audio in TS_AUDIO_COPY
+        return Packaging(fmp4=False, codec_args=[] if copied else ["-c:a", "aac", "-b:a", str(audio.bitrate)])
     args = ["-tag:v", "hvc1"] if program.video == "hevc" else []
     if program.audio == "aac":
         args += ["-bsf:a", "aac_adtstoasc"]

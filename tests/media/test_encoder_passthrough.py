@@ -240,3 +240,19 @@ def test_a_pulled_vp9_source_is_refused_with_its_reason_not_passed_on_as_sound(
         origin.wait(10)
     assert encoder.stop() == 0, encoder.log()[-3000:]
     assert object_store.get_text(encoder.bucket, f"{encoder.prefix}/master.m3u8") is None
+
+
+def test_opus_over_srt_with_h264_gets_aac_in_mpeg_ts(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path
+) -> None:
+    """OBS sends Opus over SRT: copied into MPEG-TS, players would play the picture in silence."""
+    encoder = start_encoder("LiveJob", single_srt_spec(), None, srt_passphrase=PASSPHRASE)
+    publisher = publish(srt_publish_url(encoder), 30, container="mpegts", audio="libopus", size="320x180")
+    try:
+        encoder.wait_state("live", 8)
+        wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 20, "two segments")
+    finally:
+        publisher.kill()
+        publisher.wait()
+    assert encoder.stop() == 0, encoder.log()[-3000:]
+    check_rendition(object_store, encoder, "source", 320, 180, "h264", tmp_path, ended=False)  # AAC audio

@@ -145,6 +145,13 @@ def test_hevc_goes_to_fmp4_with_hvc1_and_h264_stays_in_mpeg_ts() -> None:
     assert not packaging_for(ProgramStreams("unknown", "unknown"), audio).fmp4
 
 
+@pytest.mark.parametrize(("audio", "copied"), [("aac", True), ("mp2/mp3", True), ("ac3", True), ("aac_latm", False),
+                                               ("opus", False), ("dts", False), (None, True)])
+def test_in_mpeg_ts_audio_players_cannot_play_is_re_encoded_to_aac(audio: str | None, copied: bool) -> None:
+    packaging = packaging_for(ProgramStreams("h264", audio), AudioSettings(bitrate=96_000))
+    assert not packaging.fmp4 and packaging.codec_args == ([] if copied else ["-c:a", "aac", "-b:a", "96000"])
+
+
 def test_a_playlist_already_in_fmp4_stays_in_fmp4() -> None:
     # An EXT-X-MAP applies to every later segment: H.264 after HEVC (a reconnect) cannot go back to TS.
     h264 = packaging_for(ProgramStreams("h264", "mp2/mp3"), AudioSettings(bitrate=96_000), fmp4=True)
