@@ -254,9 +254,6 @@ class Encoder:
         # probe of an earlier session that ends late must not bring its codecs back.
         self._variants_generation = 0
         self._background: set[asyncio.Task[Any]] = set()
-        # Per rendition, the close times of segments a RecordJob's playlist named only after a while (its
-        # event playlist is uploaded again when due): they are marked on the playlist that names them.
-        self._closed_at_unpublished: dict[str, list[float]] = {}
         self._sweeps: set[asyncio.Task[None]] = set()  # deleting what earlier Pods left (see _sweep_leftovers)
 
     # --- control from the HTTP server and signals ---------------------------------------------
@@ -939,28 +936,23 @@ class Encoder:
 
     def _queue_playlists(self, name: str, closed_at: list[float] | None = None, ended: bool = False,
                          every: bool = False) -> None:
-        """The rendition's playlists after a new segment; `every`: also a large event playlist that is not
-        due yet (a Pod stopping leaves every playlist naming all it published)."""
+        """The rendition's playlists after a new segment; `every`: also a LiveJob's large event playlist
+        that is not due yet (a Pod stopping leaves every playlist naming all it published)."""
         track = self.tracks[name]
         # Only a recording is ever final: a LiveJob that ended can be switched on again and continue
         # these playlists, and a year-long cache would keep its viewers on the ended version.
         final = ended and self.config.kind == "RecordJob"
         cache = FINAL_PLAYLIST_CACHE_CONTROL if final else LIVE_PLAYLIST_CACHE_CONTROL
-        event_due = every or ended or track.event_playlist_due(
-            beside_live_playlist=self.config.outputs.event_playlist)
-        if self.config.kind == "RecordJob":
-            if not event_due:  # its playlist is the event playlist: the close times wait for the next one
-                self._closed_at_unpublished.setdefault(name, []).extend(closed_at or [])
-                return
-            closed_at = [*self._closed_at_unpublished.pop(name, []), *(closed_at or [])]
-            body = track.event_playlist(ended=ended)
-        else:
-            body = track.live_playlist(ended=ended)
-        unnamed = [self.config.key(name, uri) for uri in track.take_unnamed()]
-        self.uploader.put_bytes(self.config.key(name, LIVE_PLAYLIST), body.encode(), cache, closed_at, unnamed)
-        if self.config.outputs.event_playlist and event_due:
+        if self.config.outputs.event_playlist and (every or ended or track.event_playlist_due()):
+            # Before the live playlist: a segment leaving the live window is in the stored event
+            # playlist by then, also when the window moves by more than one (a short segment).
             event = track.event_playlist(ended=ended).encode()
             self.uploader.put_bytes(self.config.key(name, EVENT_PLAYLIST), event, cache)
+        # A RecordJob's only playlist, the one its viewers reload: with every segment (RFC 8216 6.2.1).
+        body = (track.event_playlist(ended=ended) if self.config.kind == "RecordJob"
+                else track.live_playlist(ended=ended))
+        unnamed = [self.config.key(name, uri) for uri in track.take_unnamed()]
+        self.uploader.put_bytes(self.config.key(name, LIVE_PLAYLIST), body.encode(), cache, closed_at, unnamed)
 
     def _forget_variants(self) -> None:
         """The codecs may have changed (a passthrough's new session): every rendition is probed again,
@@ -1046,8 +1038,9 @@ class Encoder:
                     continue
                 del unread[name]
                 if self.config.outputs.event_playlist:
-                    # The event playlist has every segment, the live one only the window, but it is
-                    # uploaded first: it can name a newer segment.
+                    # The event playlist has every segment, the live one only the window, but either can
+                    # name a segment the other does not: the event playlist, once large, is uploaded less
+                    # often, and before the live one.
                     stored = [playlist for playlist in (event, live) if playlist]
                 else:
                     # A job that recorded before and no longer does: the recording stays as it is.

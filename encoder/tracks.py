@@ -320,14 +320,11 @@ class RenditionTrack:
         self._event_rendered = (self._media_seconds, len(text), len(self.segments))
         return text
 
-    def event_playlist_due(self, beside_live_playlist: bool) -> bool:
-        """Whether enough media came since the event playlist was last rendered to upload it again
-        (EVENT_PLAYLIST_BYTES_PER_SECOND), or, `beside_live_playlist` (a LiveJob's recording), whether
-        the oldest segment of the live window is one it does not name: the next to leave the window,
-        after which no playlist would name it for a while. The end of a recording is uploaded whatever
-        this says."""
+    def event_playlist_due(self) -> bool:
+        """Whether a LiveJob's event playlist (beside its live one) is to be uploaded again: enough media
+        came since it was last rendered (EVENT_PLAYLIST_BYTES_PER_SECOND), or the live window no longer
+        names a segment it does not name. The end of a recording is uploaded whatever this says."""
         if self._event_rendered is None:
             return True
         rendered_at, size, named = self._event_rendered
-        return (self._media_seconds - rendered_at >= size / EVENT_PLAYLIST_BYTES_PER_SECOND
-                or (beside_live_playlist and named <= self.window_start))
+        return self._media_seconds - rendered_at >= size / EVENT_PLAYLIST_BYTES_PER_SECOND or named < self.window_start

@@ -838,6 +838,20 @@ def recorded_files(job: RecordJob, report: dict[str, Any], config: OperatorConfi
     return files[:32]
 
 
+def _on_another_store(job: RecordJob, source: LiveJob, config: OperatorConfig) -> str | None:
+    """How a clip's output differs from its LiveJob's store (endpoint, region, credentials), if it does:
+    the buckets may differ, the store may not."""
+    output, live = job.spec.output, source.spec.destination
+    differences = [
+        f"{field} {mine or default!r}, not {theirs or default!r}"
+        for field, mine, theirs, default in (
+            ("endpoint", output.endpoint, live.endpoint, config.s3_endpoint),
+            ("region", output.region, live.region, config.s3_region),
+            ("credentialsSecret", output.credentials_secret, live.credentials_secret, config.s3_credentials_secret))
+        if (mine or default) != (theirs or default)]
+    return "; ".join(differences) or None
+
+
 def clip_request(job: RecordJob, source: LiveJob | None) -> dict[str, Any] | None:
     """A liveJobRef source is read from the LiveJob's stored segments (past range, or following live)."""
     if job.spec.source.live_job_ref is None or source is None:
@@ -914,6 +928,13 @@ def decide_record_job(
         comment = f"LiveJob {job.spec.source.live_job_ref} not found"
         set_cond(ConditionType.SOURCE_AVAILABLE, False, ConditionReason.LIVE_JOB_NOT_FOUND, comment)
         decision.requeue_after = TEMPLATE_RETRY_SECONDS
+    elif source is not None and pod is None and status.phase in (None, RecordJobPhase.INITIAL) and \
+            (elsewhere := _on_another_store(job, source, config)) is not None:
+        # A clip copies the LiveJob's segments within one store, with its own output's credentials.
+        target, reason = RecordJobPhase.FAILED, str(ConditionReason.SPEC_INVALID)
+        comment = f"output: a clip is written to the store of its LiveJob {source.metadata.name}: {elsewhere}"
+        status.error_message = comment
+        status.finished_at = now
     elif job.spec.source.stream_url is not None and end is not None and now >= end and pod is None and \
             status.phase in (None, RecordJobPhase.INITIAL):
         # Nothing was recorded and the range is over: a stream can only be recorded while it is live.
@@ -1050,8 +1071,10 @@ def decide_record_job(
             # that follows its LiveJob cuts there. Only a change of the end moves it, not any change of
             # the spec (a pause and resume bump the generation too).
             decision.encoder_command = _finish_time_command(report, end)
-        finish_by = end + dt.timedelta(seconds=termination_grace_seconds(job, config) + FINISH_SLACK_SECONDS) \
-            if end is not None else None
+        # From the end, or from the Pod's creation for an attempt made after it (one that finishes what an
+        # earlier attempt could not): each recorder gets its whole grace period to finish.
+        finish_by = max(end, pod.created_at or end) + dt.timedelta(
+            seconds=termination_grace_seconds(job, config) + FINISH_SLACK_SECONDS) if end is not None else None
         finish_check = None
         if past_end and not pod.terminating and finish_by is not None and now < finish_by:
             # The end of the range (or a stop, which moves the end to now): /finish, and the recorder
@@ -1061,8 +1084,9 @@ def decide_record_job(
             if pod.ready:
                 decision.encoder_command = "finish"
             finish_check = min(FINISH_CHECK_SECONDS, (finish_by - now).total_seconds())
-        elif past_end and not pod.terminating:
+        elif ending and not pod.terminating:
             # Still running after its grace period: stopped, /finish first (a bare SIGTERM is an interruption).
+            # One that never became ready is left to the start deadline (start_deadline).
             decision.finish_before_delete = True
             decision.delete_pods.append(pod.name)
         target = RecordJobPhase.PAUSED if paused_now else RecordJobPhase.STARTED

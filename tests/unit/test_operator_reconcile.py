@@ -1194,6 +1194,16 @@ def test_the_end_of_a_recording_finishes_the_recorder_which_exits_by_itself_and_
     late = end + dt.timedelta(seconds=termination_grace_seconds(ended, CONFIG) + 31)
     stopped = decide_record_job(ended, None, [pod(name)], {"recording": {"paused": False}}, CONFIG, late)
     assert stopped.delete_pods == [name] and stopped.finish_before_delete
+    # An attempt made that late (after one that exited 3) gets its own grace period from its creation,
+    # starting or not: it is there to finish the files.
+    retry = naming.pod_name("rec", "recorder", "uid-r", 2)
+    for ready in (False, True):
+        made_late = pod(retry, ready=ready)
+        made_late["metadata"]["creationTimestamp"] = late.isoformat().replace("+00:00", "Z")
+        kept = decide_record_job(ended, None, [made_late], {"recording": {"paused": False}}, CONFIG,
+                                 late + dt.timedelta(seconds=2))
+        assert not kept.delete_pods and kept.status["phase"] == "Started", ready
+        assert kept.encoder_command == ("finish" if ready else None)
 
 
 def test_an_interrupted_recorder_is_continued_not_completed() -> None:
@@ -1729,3 +1739,18 @@ def test_the_operator_sets_only_the_encoder_variables_it_reserves() -> None:
     for job, template in ((live_job(), TEMPLATE.template), (srt, nvenc), (record_job(), None)):
         names |= {e["name"] for e in build_encoder_pod(job, template, CONFIG, 1)["spec"]["containers"][0]["env"]}
     assert names == ENCODER_ENV_SET_BY_OPERATOR
+
+
+def test_a_clip_into_another_bucket_of_its_live_jobs_store_is_made_and_onto_another_store_refused() -> None:
+    """A clip copies the LiveJob's segments within one store, with its output's credentials."""
+    follow = {"source": {"liveJobRef": "news"}, "timeRange": {"start": NOW.isoformat()}}
+    clips = decide_record_job(record_job(**follow, output={"bucket": "clips"}), live_job(), [], None, CONFIG, NOW)
+    assert clips.create_pod_attempt == 1
+    assert clip_request(record_job(**follow, output={"bucket": "clips"}), live_job())["sourceBucket"] == "media"
+    elsewhere = record_job(**follow, output={"bucket": "clips", "endpoint": "https://s3.other.example",
+                                             "credentialsSecret": "other-keys"})
+    refused = decide_record_job(elsewhere, live_job(), [], None, CONFIG, NOW)
+    assert refused.create_pod_attempt is None and refused.status["phase"] == "Failed"
+    message = refused.status["errorMessage"]
+    assert message.startswith("output: ") and "endpoint 'https://s3.other.example'" in message
+    assert "credentialsSecret 'other-keys'" in message
