@@ -3,8 +3,9 @@ HEVC is packaged as Apple's HLS authoring rules ask (fMP4, `hvc1`); H.264 stays 
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -169,47 +170,59 @@ def test_hevc_recording_with_mp2_audio_gets_aac_and_an_mp4(
     assert abs(float(mp4["format"]["duration"]) - sum(segment.duration for segment in playlist.segments)) < 1.0
 
 
-def test_a_pulled_hevc_hls_source_is_passed_through_as_fmp4(
-    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, hls_origin: tuple[str, Path],
-    tmp_path: Path,
-) -> None:
-    """A LiveJob pulling an HEVC HLS stream (itself fMP4, as an Apple-conformant origin serves it)."""
+@contextlib.contextmanager
+def fmp4_hls_origin(hls_origin: tuple[str, Path], source: list[str]) -> Iterator[dict[str, Any]]:
+    """An origin serving a live fMP4 HLS stream ffmpeg makes of `source` (its input and codec options),
+    while the block runs: the spec of a Single LiveJob that pulls it."""
     base_url, root = hls_origin
     origin = subprocess.Popen(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
-         *pattern_input(10, size="320x180", video="hevc"), "-tag:v", "hvc1",
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", *source,
          "-f", "hls", "-hls_time", "1", "-hls_list_size", "6", "-hls_flags", "delete_segments",
          "-hls_segment_type", "fmp4", str(root / "live.m3u8")],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
         wait_until(lambda: (root / "live.m3u8").exists(), 15, "the origin's first playlist")
-        spec = live_spec(input={"serverType": "HLS", "inputClass": "Single", "url": f"{base_url}/live.m3u8"})
-        encoder = start_encoder("LiveJob", spec, None)
-        encoder.wait_state("live", 15)
-        wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 30, "two pulled segments")
+        yield live_spec(input={"serverType": "HLS", "inputClass": "Single", "url": f"{base_url}/live.m3u8"})
     finally:
         origin.kill()
         origin.wait(10)
+
+
+def test_a_pulled_hevc_hls_source_is_passed_through_as_fmp4(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, hls_origin: tuple[str, Path],
+    tmp_path: Path,
+) -> None:
+    """A LiveJob pulling an HEVC HLS stream (itself fMP4, as an Apple-conformant origin serves it)."""
+    with fmp4_hls_origin(hls_origin, [*pattern_input(10, size="320x180", video="hevc"), "-tag:v", "hvc1"]) as spec:
+        encoder = start_encoder("LiveJob", spec, None)
+        encoder.wait_state("live", 15)
+        wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 30, "two pulled segments")
     assert encoder.stop() == 0, encoder.log()[-3000:]
     text = object_store.get_text(encoder.bucket, f"{encoder.prefix}/source/index.m3u8") or ""
     assert text.count("#EXT-X-MAP:") >= 1 and ".m4s" in text, text
     check_rendition(object_store, encoder, "source", 320, 180, "hevc", tmp_path, ended=False, video_tag="hvc1")
 
 
-def test_a_source_of_sound_alone_is_passed_through(
-    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
-) -> None:
-    """A radio-style SRT publisher: inputClass Single copies what there is, the master says audio."""
+def two_segments_over_srt(start_encoder: Callable[..., EncoderProcess], **pattern: Any) -> EncoderProcess:
+    """A Single job over SRT that published two segments of `pattern`, then stopped."""
     encoder = start_encoder("LiveJob", single_srt_spec(), None, srt_passphrase=PASSPHRASE)
-    publisher = publish(srt_publish_url(encoder), 30, container="mpegts", video=None)
+    publisher = publish(srt_publish_url(encoder), 30, container="mpegts", **pattern)
     try:
         encoder.wait_state("live", 8)
-        wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 20, "segments of sound")
+        wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 20, "two segments")
     finally:
         publisher.kill()
         publisher.wait()
     assert encoder.stop() == 0, encoder.log()[-3000:]
+    return encoder
+
+
+def test_a_source_of_sound_alone_is_passed_through(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    """A radio-style SRT publisher: inputClass Single copies what there is, the master says audio."""
+    encoder = two_segments_over_srt(start_encoder, video=None)
     variants = parse_master_playlist(object_store.get_text(encoder.bucket, f"{encoder.prefix}/master.m3u8") or "")
     assert [(variant.codecs, variant.resolution) for variant in variants] == [("mp4a.40.2", None)]
 
@@ -219,25 +232,14 @@ def test_a_pulled_vp9_source_is_refused_with_its_reason_not_passed_on_as_sound(
 ) -> None:
     """VP9 (as AV1) cannot go through the MPEG-TS remux: without a refusal the channel would go on as
     sound alone."""
-    base_url, root = hls_origin
-    origin = subprocess.Popen(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-f", "lavfi",
-         "-i", "testsrc2=size=320x180:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-         "-t", "30", "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-g", "25", "-b:v", "300k",
-         "-c:a", "aac", "-f", "hls", "-hls_time", "1", "-hls_list_size", "6", "-hls_segment_type", "fmp4",
-         str(root / "live.m3u8")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        wait_until(lambda: (root / "live.m3u8").exists(), 15, "the origin's first playlist")
-        spec = live_spec(input={"serverType": "HLS", "inputClass": "Single", "url": f"{base_url}/live.m3u8"})
+    vp9 = ["-re", "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25", "-f", "lavfi",
+           "-i", "sine=frequency=440:sample_rate=48000", "-t", "30", "-c:v", "libvpx-vp9", "-deadline", "realtime",
+           "-cpu-used", "8", "-g", "25", "-b:v", "300k", "-c:a", "aac"]
+    with fmp4_hls_origin(hls_origin, vp9) as spec:
         encoder = start_encoder("LiveJob", spec, None)
         message = wait_until(lambda: (m := encoder.status()["message"]) and "vp9" in m and m, 30, "the refusal")
         assert "jobTemplateId" in message
         assert encoder.status()["renditions"][0]["segmentsWritten"] == 0
-    finally:
-        origin.kill()
-        origin.wait(10)
     assert encoder.stop() == 0, encoder.log()[-3000:]
     assert object_store.get_text(encoder.bucket, f"{encoder.prefix}/master.m3u8") is None
 
@@ -246,13 +248,5 @@ def test_opus_over_srt_with_h264_gets_aac_in_mpeg_ts(
     start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path
 ) -> None:
     """OBS sends Opus over SRT: copied into MPEG-TS, players would play the picture in silence."""
-    encoder = start_encoder("LiveJob", single_srt_spec(), None, srt_passphrase=PASSPHRASE)
-    publisher = publish(srt_publish_url(encoder), 30, container="mpegts", audio="libopus", size="320x180")
-    try:
-        encoder.wait_state("live", 8)
-        wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 20, "two segments")
-    finally:
-        publisher.kill()
-        publisher.wait()
-    assert encoder.stop() == 0, encoder.log()[-3000:]
+    encoder = two_segments_over_srt(start_encoder, audio="libopus", size="320x180")
     check_rendition(object_store, encoder, "source", 320, 180, "h264", tmp_path, ended=False)  # AAC audio
