@@ -1084,9 +1084,9 @@ def decide_record_job(
             if pod.ready:
                 decision.encoder_command = "finish"
             finish_check = min(FINISH_CHECK_SECONDS, (finish_by - now).total_seconds())
-        elif ending and not pod.terminating:
+        elif past_end and pod.running and not pod.terminating:
             # Still running after its grace period: stopped, /finish first (a bare SIGTERM is an interruption).
-            # One that never became ready is left to the start deadline (start_deadline).
+            # One whose container never started is left to the start deadline (start_deadline).
             decision.finish_before_delete = True
             decision.delete_pods.append(pod.name)
         target = RecordJobPhase.PAUSED if paused_now else RecordJobPhase.STARTED
