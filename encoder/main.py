@@ -74,8 +74,7 @@ async def serve(config: JobConfig, ports: Ports) -> int:
     if config.ingest.kind == IngestKind.STORED:
         assert config.clip is not None
         source = config.clip.source_bucket
-        job = ClipJob(config, config.clip, store, encoder.status, work_dir,
-                      store.in_bucket(source) if source and source != store.bucket else None)
+        job = ClipJob(config, config.clip, store, encoder.status, work_dir, store.in_bucket(source) if source else None)
     runners: list[web.AppRunner] = []
     loop = asyncio.get_running_loop()
 

@@ -733,8 +733,8 @@ class Encoder:
         # ffmpeg describes its input before it writes: the description is on its way, if not read yet.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.input_described.wait(), PASSTHROUGH_DESCRIPTION_SECONDS)
-        described = state.input_described.is_set() and self.status.statistics is not None
-        video = self.status.statistics.video_codec if described and self.status.statistics else None
+        statistics = self.status.statistics if state.input_described.is_set() else None  # this session's
+        video = statistics.video_codec if statistics is not None else None
         if video is not None:
             return (f"the source's video is {video}, which inputClass Single cannot pass through (H.264 and HEVC it "
                     "can): give the job a jobTemplateId to encode it")
