@@ -204,7 +204,14 @@ class EncoderProcess:
         return f"rtmp://{self.host}:{self.rtmp_port}/live/{self.stream_key}"
 
     def status(self) -> dict[str, Any]:
-        document: dict[str, Any] = requests.get(f"{self.base_url}/status", timeout=2).json()
+        try:
+            document: dict[str, Any] = requests.get(f"{self.base_url}/status", timeout=2).json()
+        except requests.ConnectionError:
+            if self.process.poll() is None:
+                raise
+            # Gone: its exit code and log say why, not the refused connection.
+            raise AssertionError(f"the encoder exited {self.process.returncode}; its log ends:\n"
+                                 f"{self.log()[-4000:]}") from None
         if not self.states_seen or self.states_seen[-1] != document["state"]:
             self.states_seen.append(document["state"])
         return document
