@@ -1137,9 +1137,9 @@ class RecordJobStatus(StatusModel):
     recorded_seconds: float | None = Field(default=None, description="Seconds recorded so far.", ge=0)
     retries: int = Field(
         default=0, ge=0,
-        description="Times the recorder was restarted (a crash, an eviction, its node lost), over the job's "
-                    "life. A recorder Pod that cannot start (image, Secret, no node) fails the job after "
-                    "ONAIR_PROVISIONING_TIMEOUT_SECONDS.",
+        description="Times the recorder was restarted (a crash, an eviction, its node lost, its Pod deleted "
+                    "while it recorded), over the job's life. A recorder Pod that cannot start (image, Secret, "
+                    "no node) fails the job after ONAIR_PROVISIONING_TIMEOUT_SECONDS.",
     )
     consecutive_failures: int = Field(
         default=0, ge=0,

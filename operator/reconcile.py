@@ -694,11 +694,14 @@ def _start_error(pod: PodState) -> tuple[str, str] | None:
     return None
 
 
-def _ran_healthy(pod: PodState, config: OperatorConfig, now: dt.datetime) -> bool:
+def _ran_healthy(pod: PodState | None, recording_since: dt.datetime | None, config: OperatorConfig,
+                 now: dt.datetime) -> bool:
     """A recorder that ran for the healthy-run time before it died made progress: it is retried even
-    past max_restarts (a day-long recording may be evicted more often than that)."""
-    return pod.started_at is not None and (
-        (pod.finished_at or now) - pod.started_at).total_seconds() >= config.healthy_run_seconds
+    past max_restarts (a day-long recording may be evicted more often than that). For a Pod that
+    vanished, the time it was seen recording from is all there is."""
+    started_at = pod.started_at if pod is not None else recording_since
+    died_at = (pod.finished_at if pod is not None else None) or now
+    return started_at is not None and (died_at - started_at).total_seconds() >= config.healthy_run_seconds
 
 
 def _scheduling(pod_name: str) -> str:
@@ -917,8 +920,17 @@ def decide_record_job(
     start_deadline = None
     if stuck is not None and pod is not None and pod.created_at is not None:
         start_deadline = pod.created_at + dt.timedelta(seconds=config.provisioning_timeout_seconds)
+    ready_before = find_condition(conditions, ConditionType.READY)
+    # Since when the current recorder has been recording, as the last reconcile saw it.
+    recording_since = ready_before.last_transition_time if ready_before is not None and \
+        ready_before.status == "True" and status.resource_name == current_name else None
+    # The recorder was recording and its Pod is gone without a word (kubectl delete, a drain that removed
+    # it before its exit was read): a death like a crash, counted as one. At the end of the range it
+    # was told to finish, and what it wrote is judged as before.
+    vanished = pod is None and recording_since is not None and status.phase == RecordJobPhase.STARTED and \
+        not (end is not None and now >= end)
     target: RecordJobPhase
-    if job.spec.source.live_job_ref is not None and source is None and pod is None:
+    if job.spec.source.live_job_ref is not None and source is None and pod is None and not vanished:
         # Only a recorder about to be made needs the LiveJob (one running reads the bucket, and is
         # judged by its Pod); a job that has started waits in its phase for it.
         target = RecordJobPhase.INITIAL
@@ -964,7 +976,7 @@ def decide_record_job(
         # The recorder was stopped at the end of the range: on SIGTERM it closed its files and went.
         target, reason, comment = RecordJobPhase.COMPLETED, str(ConditionReason.COMPLETED), "the time range ended"
         status.finished_at = now
-    elif pod is None:
+    elif pod is None and not vanished:
         # A recording of a stream waits for its resume with no recorder. One that follows its LiveJob
         # gets its recorder at once: it cuts from what is stored, leaving out what it was paused for.
         waits = job.spec.paused and job.spec.source.live_job_ref is None
@@ -994,19 +1006,20 @@ def decide_record_job(
             set_cond(ConditionType.SOURCE_AVAILABLE, True, ConditionReason.SOURCE_REACHABLE, "")
             if status.started_at is None:
                 status.started_at = now
-    elif pod.finished and pod.exit_code == 0:
+    elif pod is not None and pod.finished and pod.exit_code == 0:
         target, reason, comment = RecordJobPhase.COMPLETED, str(ConditionReason.COMPLETED), "recording complete"
         if job.spec.source.live_job_ref is not None and pod.termination_message:
             # The cut's own account: how many segments, and where it begins when older ones had gone.
             comment = f"recording complete: {pod.termination_message}"
         status.finished_at = now
-    elif pod.finished:
+    elif pod is None or pod.finished:  # no Pod here: one that vanished
         # Only deaths in a row count: a recorder that ran for the healthy-run time made progress, so a
         # day-long recording evicted now and then is continued however often that happens.
-        in_a_row = 0 if _ran_healthy(pod, config, now) else status.consecutive_failures
-        if pod.exit_code == EXIT_BAD_CONFIG or in_a_row >= config.max_restarts:
+        exit_code = pod.exit_code if pod is not None else None
+        in_a_row = 0 if _ran_healthy(pod, recording_since, config, now) else status.consecutive_failures
+        if exit_code == EXIT_BAD_CONFIG or in_a_row >= config.max_restarts:
             target = RecordJobPhase.FAILED
-            reason = str(ConditionReason.SPEC_INVALID if pod.exit_code == EXIT_BAD_CONFIG
+            reason = str(ConditionReason.SPEC_INVALID if exit_code == EXIT_BAD_CONFIG
                          else ConditionReason.RETRIES_EXHAUSTED)
             comment = f"recorder {_death(pod)}"
             status.error_message = _clipped(comment)
@@ -1014,8 +1027,11 @@ def decide_record_job(
         else:
             target = status.phase or RecordJobPhase.STARTED
             reason, comment = str(ConditionReason.ENCODER_CRASHED), f"recorder {_death(pod)}"
-            died_at = pod.finished_at or pod.killed_by or now  # killed_by: one lost with its node
-            wait = (died_at + dt.timedelta(seconds=_backoff(config, in_a_row)) - now).total_seconds()
+            # A Pod that vanished is replaced at once: with no Pod left to date its death, a wait would
+            # be forgotten on the next reconcile. killed_by: one lost with its node.
+            wait = 0.0 if pod is None else (
+                (pod.finished_at or pod.killed_by or now) + dt.timedelta(seconds=_backoff(config, in_a_row))
+                - now).total_seconds()
             still_going = _pods_still_going(pods, now, decision.delete_pods)
             if wait > 0:
                 decision.requeue_after = wait
@@ -1034,7 +1050,7 @@ def decide_record_job(
                          f"LiveJob {job.spec.source.live_job_ref} not found")
                 decision.requeue_after = TEMPLATE_RETRY_SECONDS
             else:
-                if not pod.terminating:
+                if pod is not None and not pod.terminating:
                     decision.delete_pods.append(pod.name)
                 status.retries += 1
                 status.consecutive_failures = in_a_row + 1
@@ -1054,6 +1070,10 @@ def decide_record_job(
         decision.events.append(("Warning", stuck[0], comment))
         decision.delete_pods.append(pod.name)
     else:
+        if status.started_at is None:
+            # The write that made the Pod and dated the start was lost (a conflict, an operator restart):
+            # the Pod dates it. Without it, a Pod gone at the end would read as "nothing was recorded".
+            status.started_at = pod.created_at or now
         # A recorder not read yet (an operator that has just started) is taken to be as the job says
         # it was: not read, a Paused job would announce a resume that never happened.
         paused_now = bool(recording.get("paused")) if recording is not None else status.phase == RecordJobPhase.PAUSED

@@ -81,6 +81,24 @@ def test_deleted_encoder_pod_is_replaced_and_counted(kube: client.ApiClient, kwo
     assert "Provisioning" in [t["phase"] for t in job["status"]["timings"][3:]]
 
 
+def test_deleted_recorder_pod_is_replaced_and_counted(kube: client.ApiClient, kwok_namespace: str) -> None:
+    client.CustomObjectsApi(kube).create_namespaced_custom_object(
+        "onair.dev", "v1alpha1", kwok_namespace, "recordjobs", {
+            "apiVersion": "onair.dev/v1alpha1", "kind": "RecordJob", "metadata": {"name": "tape"},
+            "spec": {"source": {"streamUrl": "rtmp://origin.example/live/tape"}, "output": {"bucket": "onair"}}})
+
+    def recording() -> dict[str, Any] | None:
+        job = get_job(kube, kwok_namespace, "tape", "recordjobs")
+        ready = [c for c in job.get("status", {}).get("conditions", []) if c["type"] == "Ready"]
+        return job if ready and ready[0]["status"] == "True" else None
+
+    first = wait_until(recording, 60, "a recording recorder")["status"]["resourceName"]
+    client.CoreV1Api(kube).delete_namespaced_pod(first, kwok_namespace, grace_period_seconds=0)
+    job = wait_until(lambda: (j := recording()) and j["status"].get("retries") == 1 and j, 60, "a replacement recorder")
+    assert job["status"]["resourceName"] != first and job["status"]["phase"] == "Started"
+    assert [p.metadata.name for p in encoder_pods(kube, kwok_namespace, "tape")] == [job["status"]["resourceName"]]
+
+
 def test_crash_looping_encoder_ends_failed(kube: client.ApiClient, kwok_namespace: str) -> None:
     """Each attempt's Pod reports a crash (as a kubelet would); after max restarts the job fails."""
     create_live_job(kube, kwok_namespace, "crashy")

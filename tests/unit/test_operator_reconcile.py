@@ -1754,3 +1754,57 @@ def test_a_clip_into_another_bucket_of_its_live_jobs_store_is_made_and_onto_anot
     message = refused.status["errorMessage"]
     assert message.startswith("output: ") and "endpoint 'https://s3.other.example'" in message
     assert "credentialsSecret 'other-keys'" in message
+
+
+def test_a_recorder_pod_that_vanished_while_recording_is_a_death_counted_and_replaced() -> None:
+    """kubectl delete, or a drain that removed the Pod before its exit code was read: as a LiveJob counts
+    its vanished encoder, a recording counts its recorder, so that something deleting it again and again
+    ends the job instead of going on unseen."""
+    first, second = (naming.pod_name("rec", "recorder", "uid-r", attempt) for attempt in (1, 2))
+    status = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
+    # Made, then seen recording: Ready since NOW.
+    status = decide_record_job(record_job(status), None, [pod(first)], {"recording": {"paused": False}}, CONFIG,
+                               NOW).status
+    vanished = decide_record_job(record_job(status), None, [], None, CONFIG, NOW + dt.timedelta(seconds=20))
+    assert vanished.status["phase"] == "Started" and vanished.status["retries"] == 1
+    assert vanished.create_pod_attempt == 2 and vanished.status["resourceName"] == second
+    assert ("Warning", "RecorderRestarted", "recorder disappeared; retry 1") in vanished.events
+    # The replacement's Pod not seen yet: it is being made, not another death.
+    again = decide_record_job(record_job(vanished.status), None, [], None, CONFIG, NOW + dt.timedelta(seconds=21))
+    assert again.status["retries"] == 1 and again.status["resourceName"] == second
+    # Deleted as soon as it records, again and again: the job fails instead of recording nothing for ever.
+    status, moment = vanished.status, NOW + dt.timedelta(seconds=21)
+    for attempt in range(2, 2 + CONFIG.max_restarts):
+        name = naming.pod_name("rec", "recorder", "uid-r", attempt)
+        status = decide_record_job(record_job(status), None, [pod(name)], {"recording": {"paused": False}}, CONFIG,
+                                   moment).status
+        status = decide_record_job(record_job(status), None, [], None, CONFIG, moment + dt.timedelta(seconds=5)).status
+        moment += dt.timedelta(seconds=10)
+    assert status["phase"] == "Failed" and "disappeared" in status["errorMessage"]
+
+
+def test_a_recorder_pod_that_vanished_after_a_healthy_run_is_replaced_however_often() -> None:
+    name = naming.pod_name("rec", "recorder", "uid-r", 1)
+    status = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
+    status = {**status, "consecutiveFailures": CONFIG.max_restarts}
+    status = decide_record_job(record_job(status), None, [pod(name)], {"recording": {"paused": False}}, CONFIG,
+                               NOW).status
+    later = NOW + dt.timedelta(seconds=CONFIG.healthy_run_seconds + 1)
+    replaced = decide_record_job(record_job(status), None, [], None, CONFIG, later)
+    assert replaced.status["phase"] == "Started" and replaced.create_pod_attempt == 2
+    assert replaced.status["consecutiveFailures"] == 1
+
+
+def test_a_recorders_start_lost_with_its_status_write_is_dated_by_its_pod() -> None:
+    """The reconcile that made the Pod dated the start; that write lost, the next one finds the Pod."""
+    name = naming.pod_name("rec", "recorder", "uid-r", 1)
+    made = pod(name)
+    made["metadata"]["creationTimestamp"] = "2026-11-23T11:59:30Z"
+    found = decide_record_job(record_job(), None, [made], {"recording": {"paused": False}}, CONFIG,
+                              NOW + dt.timedelta(seconds=5))
+    assert found.status["phase"] == "Started" and found.status["startedAt"] == "2026-11-23T11:59:30Z"
+    # So a Pod gone at the end is a recording that ended, not one that never began.
+    end = NOW + dt.timedelta(minutes=1)
+    ended = decide_record_job(record_job(found.status, timeRange={"end": end.isoformat()}), None, [], None, CONFIG,
+                              end + dt.timedelta(seconds=1))
+    assert ended.status["phase"] == "Completed"
