@@ -24,6 +24,7 @@ from onair.api_gateway.errors import dumps
 from onair.api_gateway.query import SortKey
 from onair.kubeclient import ApiError, KubeClient, parse_watch_event, resource_path
 from onair.models import API_VERSION
+from onair.namespaces import listed_namespaces, watches
 from onair.streamkeys import derive_preview_key, derive_stream_key
 
 # Distinct queries remembered per namespace index (a console's filters are few; a scanner's are not).
@@ -496,12 +497,13 @@ class Store:
     def __init__(self, template_namespace: str, stream_key_seed: str, watch_namespaces: Sequence[str] = ()) -> None:
         self.template_namespace = template_namespace
         self.stream_key_seed = stream_key_seed
-        self.watch_namespaces = frozenset(watch_namespaces)
+        self.watch_namespaces = tuple(watch_namespaces)
         self.namespaces = WatchCache("namespaces", "/api/v1/namespaces", mapping.LABEL_PROJECT)
         self.livejobs = WatchCache("livejobs", resource_path(API_VERSION, "livejobs"))
         self.recordjobs = WatchCache("recordjobs", resource_path(API_VERSION, "recordjobs"))
         self.templates = WatchCache("jobtemplates", resource_path(API_VERSION, "jobtemplates"))
-        self.pods = NamespacedCaches("pods", "pods", "app.kubernetes.io/part-of=onair", watch_namespaces)
+        self.pods = NamespacedCaches("pods", "pods", "app.kubernetes.io/part-of=onair",
+                                     [ns for ns in listed_namespaces(watch_namespaces) if ns is not None])
         self.nodes = WatchCache("nodes", "/api/v1/nodes")
         self.project_namespace: dict[str, str] = {}
         # project id -> the served namespaces labelled with it: a project is served only while exactly
@@ -546,7 +548,7 @@ class Store:
         if new is not None:
             project = (new["metadata"].get("labels") or {}).get(mapping.LABEL_PROJECT, "").lower()
             # A project the operator does not watch is not served: its jobs would never run.
-            served = not self.watch_namespaces or new["metadata"]["name"] in self.watch_namespaces
+            served = watches(self.watch_namespaces, new["metadata"]["name"])
             if project and served:
                 self.project_claims.setdefault(project, set()).add(new["metadata"]["name"])
                 changed.add(project)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -55,9 +56,10 @@ class GatewayConfig:
     # Watch other things (encoder Pods, nodes, stream-key Secrets): off in unit tests that feed caches.
     watch: bool = True
     public_metrics: bool = True
-    # The operator's watched namespaces (empty: every namespace): the projects served are the labelled
-    # namespaces among them (a job elsewhere would never be reconciled), and the encoder Pods are read
-    # in those only (where the chart grants the read).
+    # The operator's watched namespaces, names or kopf patterns (empty: every namespace): the projects
+    # served are the labelled namespaces among them (a job elsewhere would never be reconciled), and the
+    # encoder Pods are read in the named ones only (where the chart grants the read), cluster-wide with
+    # a pattern.
     watch_namespaces: tuple[str, ...] = ()
     # The port encoders serve the live preview on (the operator's preview_port): the relay's target.
     preview_port: int = 8091
@@ -108,7 +110,7 @@ class GatewayConfig:
                                              or config.keyset_settle_seconds)
         config.kubeconfig = get("KUBECONFIG") or None
         config.public_metrics = (get("PUBLIC_METRICS", "true") or "true").lower() in ("1", "true", "yes")
-        config.watch_namespaces = tuple(ns.strip() for ns in (get("WATCH_NAMESPACES") or "").split(",") if ns.strip())
+        config.watch_namespaces = watch_list(get("WATCH_NAMESPACES") or "")
         config.preview_port = int(get("PREVIEW_PORT", str(config.preview_port)) or config.preview_port)
         return config
 
@@ -128,3 +130,17 @@ class GatewayConfig:
 
 
 __all__ = ["ApiKey", "GatewayConfig", "Role"]
+
+
+def watch_list(value: str) -> tuple[str, ...]:
+    """The operator's watch list: a JSON array as the operator is given it (kopf patterns, whose own
+    commas join the parts of one pattern: "t-*, !t-test"), or names separated by commas."""
+    if value.lstrip().startswith("["):
+        try:
+            entries = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{ENV_PREFIX}WATCH_NAMESPACES: not a JSON array: {error}") from None
+        if not isinstance(entries, list) or not all(isinstance(entry, str) for entry in entries):
+            raise ValueError(f"{ENV_PREFIX}WATCH_NAMESPACES: a JSON array of strings, not {value!r}")
+        return tuple(entry.strip() for entry in entries if entry.strip())
+    return tuple(name.strip() for name in value.split(",") if name.strip())

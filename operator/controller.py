@@ -31,6 +31,7 @@ from onair.models import (
     RecordJobStatus,
     describe_errors,
 )
+from onair.namespaces import listed_namespaces
 from onair.operator import builders, metrics, naming
 from onair.operator.config import OperatorConfig
 from onair.operator.encoder_reports import EncoderReports
@@ -192,15 +193,6 @@ def merge_patch(old: Any, new: Any) -> Any:
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def listed_namespaces(watched: list[str]) -> list[str | None]:
-    """Where the start-up sync and the re-list look: each watched namespace by name, so that the
-    chart can bind the operator's RBAC per namespace; the whole cluster (None) when no names are
-    given or one is a pattern (t-*, !name)."""
-    if not watched or any(set(name) & set("*?[]!") for name in watched):
-        return [None]
-    return list(dict.fromkeys(watched))
 
 
 class Controller:

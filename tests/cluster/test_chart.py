@@ -127,9 +127,10 @@ def test_render_defaults() -> None:
 
     # RBAC: the framework's rules apart from the application's.
     framework = find(objects, "ClusterRole", "onair-operator-framework")
-    assert {g for r in framework["rules"] for g in r["apiGroups"]} == {"apiextensions.k8s.io", "", "kopf.dev",
-                                                                          "events.k8s.io"}
+    assert {g for r in framework["rules"] for g in r["apiGroups"]} == {"apiextensions.k8s.io", "", "kopf.dev"}
+    assert not any("events" in r["resources"] for r in framework["rules"]), "Events go where the jobs are"
     app = find(objects, "ClusterRole", "onair-operator")
+    assert {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]} in app["rules"]
     assert not any("kopf.dev" in r["apiGroups"] for r in app["rules"])
     pod_rule = next(r for r in app["rules"] if r["resources"] == ["pods"])
     assert set(pod_rule["verbs"]) == {"get", "list", "watch", "create", "delete"}
@@ -274,7 +275,19 @@ def test_render_peering_per_watched_namespace() -> None:
     assert {verb for r in gateway_rules if "livejobs" in r["resources"] for verb in r["verbs"]} == {"get", "list",
                                                                                                     "watch"}
     gateway_env = env_of(find(objects, "Deployment", "onair-gateway"))
-    assert gateway_env["ONAIR_GATEWAY_WATCH_NAMESPACES"] == "news,sport,onair-system"
+    assert json.loads(gateway_env["ONAIR_GATEWAY_WATCH_NAMESPACES"]) == ["news", "sport", "onair-system"]
+
+
+def test_render_namespace_patterns_reach_the_gateway_as_the_operator_gets_them() -> None:
+    """With a pattern the gateway serves the namespaces the operator's kopf matches, no others (a job
+    it took elsewhere would never run), and reads the encoder Pods cluster-wide."""
+    objects = render("--set", "operator.watchNamespaces={t-*}", "--set", "operator.createPeering=false")
+    operator_env = env_of(find(objects, "Deployment", "onair-operator"))
+    gateway_env = env_of(find(objects, "Deployment", "onair-gateway"))
+    assert json.loads(gateway_env["ONAIR_GATEWAY_WATCH_NAMESPACES"]) == json.loads(
+        operator_env["ONAIR_WATCH_NAMESPACES"]) == ["t-*", "onair-system"]
+    cluster_wide = {o["roleRef"]["name"] for o in objects if o["kind"] == "ClusterRoleBinding"}
+    assert {"onair-operator", "onair-gateway-pods", "onair-gateway-jobs"} <= cluster_wide
 
 
 @pytest.mark.parametrize(("flag", "message"), [
@@ -288,6 +301,8 @@ def test_render_peering_per_watched_namespace() -> None:
     ("encoder.resources.requests.cpu=half", "/encoder/resources/requests/cpu"),
     ("gateway.resources.limits.memory=512MB", "/gateway/resources/limits/memory"),
     ("s3.credentialsSecret=", "/s3/credentialsSecret"),
+    ("gateway.apiKeys.existingSecret=other-ns/keys", "/gateway/apiKeys/existingSecret"),  # its Role: here
+    ("gateway.jwtSecret.existingSecret=Bad_Name", "/gateway/jwtSecret/existingSecret"),
     ("ingest.previewPort=8090", "ingest.statusPort (8090) and ingest.previewPort (8090) must differ"),
     ("encoder.extraEnv[0].name=ONAIR_JOB_CONFIG,encoder.extraEnv[0].value=x", "/encoder/extraEnv/0/name"),
     ("encoder.workDirSizeLimit=lots", "/encoder/workDirSizeLimit"),
@@ -393,10 +408,12 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
                          f"--as=system:serviceaccount:{system}:onair-operator", check=False).stdout.strip()
         assert answer == "no", (verb, resource)
     # Only the watched namespaces: none of its rights in a namespace it does not watch.
-    for verb, resource in [("create", "pods"), ("create", "secrets"), ("list", "pods")]:
+    for verb, resource in [("create", "pods"), ("create", "secrets"), ("list", "pods"), ("create", "events")]:
         answer = kubectl("auth", "can-i", verb, resource, "-n", "default",
                          f"--as=system:serviceaccount:{system}:onair-operator", check=False).stdout.strip()
         assert answer == "no", (verb, resource, "default")
+    assert kubectl("auth", "can-i", "create", "events", "-n", jobs,
+                   f"--as=system:serviceaccount:{system}:onair-operator").stdout.strip() == "yes"
     assert kubectl("auth", "can-i", "create", "livejobs.onair.dev", "-n", jobs,
                    f"--as=system:serviceaccount:{system}:onair-gateway").stdout.strip() == "yes"
     assert kubectl("auth", "can-i", "get", "secrets", "-n", jobs, f"--as=system:serviceaccount:{system}:onair-gateway",

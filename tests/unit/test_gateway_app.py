@@ -1532,6 +1532,23 @@ def test_with_named_namespaces_only_their_projects_and_encoder_pods_are_served()
     assert [c.path for c in everywhere.caches if c.name.startswith("pods")] == ["/api/v1/pods"]
 
 
+def test_with_namespace_patterns_only_the_namespaces_the_operator_watches_are_served() -> None:
+    """The operator is given the chart's list as a JSON array of kopf patterns: the gateway reads the
+    same list the same way, and reads the encoder Pods cluster-wide (the chart binds its role so)."""
+    watched = '["t-*, !t-test", "onair-system"]'
+    config = GatewayConfig.from_env({"ONAIR_GATEWAY_WATCH_NAMESPACES": watched})
+    assert config.watch_namespaces == ("t-*, !t-test", "onair-system")
+    store = Store("onair-system", "seed-" * 8, config.watch_namespaces)
+    projects = {ns: str(uuid.uuid4()) for ns in ("t-news", "t-test", "prod-x")}
+    store.namespaces.replace([
+        {"metadata": {"name": ns, "resourceVersion": "2", "labels": {"onair.dev/project-id": project}}}
+        for ns, project in projects.items()], "2")
+    assert store.project_namespace == {projects["t-news"]: "t-news"}
+    assert [c.path for c in store.caches if c.name.startswith("pods")] == ["/api/v1/pods"]
+    with pytest.raises(ValueError, match="WATCH_NAMESPACES"):
+        GatewayConfig.from_env({"ONAIR_GATEWAY_WATCH_NAMESPACES": '["t-*", 7]'})
+
+
 def test_every_list_declares_its_query_language_in_the_openapi_document() -> None:
     from onair.api_gateway.openapi import build_document
     document = build_document()

@@ -18,7 +18,6 @@ from onair.operator.controller import (
     CachedPod,
     Controller,
     PackedJson,
-    listed_namespaces,
     slim_pod,
 )
 from onair.operator.leadership import Leadership
@@ -265,12 +264,6 @@ async def test_the_start_up_sync_lists_where_the_operator_may_and_its_fallback_t
         stream_key_seed="unit-test-stream-key-seed-0123456789", watch_namespaces=watched))
     await controller.sync_caches()
     assert kube.paths == expected
-
-
-def test_namespace_patterns_are_listed_cluster_wide() -> None:
-    assert listed_namespaces([]) == [None]
-    assert listed_namespaces(["news", "sport", "news"]) == ["news", "sport"]
-    assert listed_namespaces(["news", "t-*"]) == [None] and listed_namespaces(["!kube-system"]) == [None]
 
 
 async def test_an_encoder_command_not_taken_is_sent_again_soon() -> None:

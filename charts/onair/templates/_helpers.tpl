@@ -86,11 +86,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/* The watched namespaces when every one is a name (RBAC is then granted in those alone); [] when
-    all namespaces or any pattern (t-*) is watched, whose namespaces are not known when the chart is rendered. */}}
+    all namespaces or any pattern (t-*, or kopf's comma-joined parts) is watched, whose namespaces are
+    not known when the chart is rendered. */}}
 {{- define "onair.namedWatchNamespaces" -}}
 {{- $watch := fromJsonArray (include "onair.watchNamespaces" .) -}}
 {{- $patterns := false -}}
-{{- range $ns := $watch }}{{ if regexMatch "[*?!\\[]" $ns }}{{ $patterns = true }}{{ end }}{{ end }}
+{{- range $ns := $watch }}{{ if regexMatch "[*?!,\\[]" $ns }}{{ $patterns = true }}{{ end }}{{ end }}
 {{- if $patterns -}}
 []
 {{- else -}}
