@@ -76,6 +76,8 @@ if need helm; then
     --set metrics.serviceMonitor.enabled=true,metrics.podMonitor.enabled=true \
     --set metrics.grafanaDashboard.enabled=true,gateway.apiKeys.existingSecret=keys
   check "chart CRDs up to date" "$venv/bin/python" -m onair.crdgen --check --crd-dir charts/onair/crds
+  check "chart values schema up to date" "$venv/bin/python" -m onair.crdgen --check \
+    --values-schema charts/onair/values.schema.json
 fi
 
 # Each program's registry, with a sample of every labelled series, as its /metrics serves it.

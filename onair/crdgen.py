@@ -4,6 +4,8 @@
     python -m onair.crdgen --docs           # also write docs/crd-reference.md
     python -m onair.crdgen --check [--docs] # exit 1 if the files on disk are not what would be written
     python -m onair.crdgen --crd-dir charts/onair/crds   # write the CRDs somewhere else too
+    python -m onair.crdgen --values-schema charts/onair/values.schema.json
+                                            # the chart's jobTemplates values checked as the CRD checks them
 
 pydantic emits JSON Schema 2020-12; Kubernetes wants a *structural* OpenAPI v3 schema: every node
 typed, no $ref, no anyOf/oneOf for optional values, no `additionalProperties: false`, booleans for
@@ -38,6 +40,8 @@ from onair.models import (
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CRD_DIR = REPO_ROOT / "crds"
 DEFAULT_DOCS_PATH = REPO_ROOT / "docs" / "crd-reference.md"
+# Where, in the chart's values schema, a JobTemplate spec is described.
+VALUES_TEMPLATE_SPEC_PATH = ("properties", "jobTemplates", "properties", "items", "items", "properties", "spec")
 
 # Date-time strings have a bounded length already; the bound only helps the CEL cost estimator and
 # the "every string has maxLength" rule. RFC 3339 with nanoseconds and an offset is 35 characters.
@@ -511,14 +515,53 @@ def render_docs() -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+# --- The chart's values schema ----------------------------------------------------------------
+
+
+def values_schema_of(structural: Mapping[str, Any]) -> dict[str, Any]:
+    """A structural schema as the chart's values schema says it (JSON Schema, checked by helm before
+    anything is sent): unknown fields refused, the Kubernetes extensions (CEL rules, which helm cannot
+    run) left to the API server."""
+    schema: dict[str, Any] = {}
+    for key, value in structural.items():
+        if key.startswith("x-kubernetes-"):
+            continue
+        if key == "properties":
+            schema[key] = {name: values_schema_of(child) for name, child in value.items()}
+        elif key == "items" and isinstance(value, Mapping):
+            schema[key] = values_schema_of(value)
+        else:
+            schema[key] = value
+    if "properties" in schema:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def render_values_schema(current: str) -> str:
+    """The chart's values schema with its JobTemplate spec generated from the model, so that a template
+    the CRD refuses is refused by `helm install` with the value's path, before anything is installed."""
+    schema = json.loads(current)
+    node = schema
+    for key in VALUES_TEMPLATE_SPEC_PATH[:-1]:
+        node = node[key]
+    resource = next(r for r in CUSTOM_RESOURCES if r.model is JobTemplate)
+    spec = structural_schema(resource.model)["properties"]["spec"]
+    node[VALUES_TEMPLATE_SPEC_PATH[-1]] = values_schema_of(spec)
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
 # --- Command line ------------------------------------------------------------------------------
 
 
-def generated_files(crd_dir: Path, docs_path: Path | None) -> dict[Path, str]:
+def generated_files(crd_dir: Path | None, docs_path: Path | None = None,
+                    values_schema: Path | None = None) -> dict[Path, str]:
     """Every file this module writes, with its content."""
-    files = {crd_dir / crd_file_name(resource): render_crd(resource) for resource in CUSTOM_RESOURCES}
+    files = {crd_dir / crd_file_name(resource): render_crd(resource)
+             for resource in CUSTOM_RESOURCES} if crd_dir is not None else {}
     if docs_path is not None:
         files[docs_path] = render_docs()
+    if values_schema is not None:
+        files[values_schema] = render_values_schema(values_schema.read_text())
     return files
 
 
@@ -532,9 +575,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--docs", action="store_true", help=f"also generate {DEFAULT_DOCS_PATH.relative_to(REPO_ROOT)}")
     parser.add_argument("--crd-dir", type=Path, default=DEFAULT_CRD_DIR, help="where the CRD files go (default: crds/)")
     parser.add_argument("--docs-path", type=Path, default=DEFAULT_DOCS_PATH, help="where the reference page goes")
+    parser.add_argument("--values-schema", type=Path, help="a chart's values.schema.json: rewrite its JobTemplate "
+                                                              "spec (instead of the CRDs)")
     args = parser.parse_args(argv)
 
-    files = generated_files(args.crd_dir, args.docs_path if args.docs else None)
+    files = (generated_files(None, values_schema=args.values_schema) if args.values_schema
+             else generated_files(args.crd_dir, args.docs_path if args.docs else None))
     if args.check:
         stale = stale_files(files)
         for path in stale:

@@ -313,6 +313,26 @@ def test_schema_rejects_misspelled_values(flag: str, message: str) -> None:
     assert message in result.stderr
 
 
+def test_job_templates_are_checked_as_the_crd_checks_them_before_anything_is_installed(tmp_path: Path) -> None:
+    ladder = {"name": "hd", "width": 1280, "height": 720, "fps": 30, "videoBitrate": 3_000_000}
+
+    def values(*specs: dict[str, Any]) -> str:
+        path = tmp_path / f"values-{len(list(tmp_path.iterdir()))}.yaml"
+        path.write_text(yaml.safe_dump({"jobTemplates": {"items": [
+            {"name": f"t-{index}", "spec": {"name": "T", "renditions": [ladder], **spec}}
+            for index, spec in enumerate(specs)]}}))
+        return str(path)
+
+    gpu = render("-f", values({"id": 1, "hardwareAcceleration": "NVENC"}))
+    assert find(gpu, "JobTemplate", "t-0")["spec"]["hardwareAcceleration"] == "NVENC"
+    for specs, message in [(({"id": 1, "playlistWindow": 1},), "/jobTemplates/items/0/spec/playlistWindow"),
+                           (({"id": 1}, {"id": 2, "segmentDurationSeconds": 60}),
+                            "/jobTemplates/items/1/spec/segmentDurationSeconds"),
+                           (({"id": 3}, {"id": 3}), "t-0 and t-1 both have spec.id 3")]:
+        result = helm("template", "onair", str(CHART), "-f", values(*specs), check=False)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("component", ["operator", "gateway"])
 def test_render_refuses_an_existing_service_account_without_its_name(component: str) -> None:
     """Not the namespace's default ServiceAccount: every Pod running as that one would get the rules."""

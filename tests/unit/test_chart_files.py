@@ -9,8 +9,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from onair import crdgen
 from onair.models import JobTemplate, JobTemplateSpec, LiveJob, RecordJob
@@ -25,6 +27,24 @@ MODELS = {"LiveJob": LiveJob, "RecordJob": RecordJob, "JobTemplate": JobTemplate
 def test_chart_crds_are_up_to_date() -> None:
     stale = crdgen.stale_files(crdgen.generated_files(CHART / "crds", None))
     assert not stale, f"run: python -m onair.crdgen --crd-dir {CHART / 'crds'} (stale: {stale})"
+
+
+def test_chart_values_schema_describes_job_templates_as_the_crd_does() -> None:
+    schema_path = CHART / "values.schema.json"
+    stale = crdgen.stale_files(crdgen.generated_files(None, values_schema=schema_path))
+    assert not stale, f"run: python -m onair.crdgen --values-schema {schema_path}"
+    # What the CRD refuses, the chart refuses before installing anything; and a GPU template is a template.
+    spec = json.loads(schema_path.read_text())
+    for key in crdgen.VALUES_TEMPLATE_SPEC_PATH:
+        spec = spec[key]
+    ladder = {"name": "hd", "width": 1280, "height": 720, "fps": 30, "videoBitrate": 3_000_000}
+    good = {"id": 1, "name": "HD", "renditions": [ladder], "hardwareAcceleration": "NVENC"}
+    assert jsonschema_rs.is_valid(spec, good)
+    for bad in ({**good, "playlistWindow": 1}, {**good, "segmentDurationSeconds": 60}, {**good, "colour": "red"},
+                {**good, "renditions": [{**ladder, "width": 1281}]}, {**good, "renditions": [{**ladder, "fps": 500}]}):
+        assert not jsonschema_rs.is_valid(spec, bad), bad
+        with pytest.raises(ValidationError):
+            JobTemplateSpec.model_validate(bad)
 
 
 def test_chart_ships_kopf_peering_crds() -> None:
