@@ -63,8 +63,9 @@ FMP4_VIDEO_CODECS = {"hevc"}
 FMP4_AUDIO_COPY = {"aac", "ac3", "eac3"}
 # Audio copied into MPEG-TS as it is; AAC-LATM, Opus, DTS, TrueHD and the unknown are re-encoded to AAC,
 # which players play from TS (Apple lists AAC, MP3, AC-3 and E-AC-3; hls.js plays no Opus from TS).
-# MPEG-1 Layer II and III share their stream types: both are copied (MP3 plays, MP2 on fewer players).
-TS_AUDIO_COPY = {"aac", "ac3", "eac3", "mp2/mp3"}
+# MPEG-1 Layer II (broadcast contribution feeds) and Layer III share their stream types, and Safari
+# plays no MP2: both are re-encoded, which costs little next to the copied video.
+TS_AUDIO_COPY = {"aac", "ac3", "eac3"}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from media_helpers import (
     EncoderProcess,
     ObjectStore,
@@ -244,9 +245,11 @@ def test_a_pulled_vp9_source_is_refused_with_its_reason_not_passed_on_as_sound(
     assert object_store.get_text(encoder.bucket, f"{encoder.prefix}/master.m3u8") is None
 
 
-def test_opus_over_srt_with_h264_gets_aac_in_mpeg_ts(
-    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path
+@pytest.mark.parametrize("audio", ["libopus", "mp2"], ids=["Opus", "MP2"])
+def test_audio_players_cannot_play_from_mpeg_ts_gets_aac(
+    audio: str, start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path
 ) -> None:
-    """OBS sends Opus over SRT: copied into MPEG-TS, players would play the picture in silence."""
-    encoder = two_segments_over_srt(start_encoder, audio="libopus", size="320x180")
+    """OBS sends Opus over SRT, a contribution encoder MP2: copied into MPEG-TS, players would play the
+    picture in silence (Safari plays no MP2, hls.js no Opus)."""
+    encoder = two_segments_over_srt(start_encoder, audio=audio, size="320x180")
     check_rendition(object_store, encoder, "source", 320, 180, "h264", tmp_path, ended=False)  # AAC audio

@@ -140,12 +140,12 @@ def test_hevc_goes_to_fmp4_with_hvc1_and_h264_stays_in_mpeg_ts() -> None:
     hevc = packaging_for(ProgramStreams("hevc", "aac"), audio)
     assert hevc.fmp4 and hevc.segment_extension == "m4s"
     assert hevc.codec_args == ["-tag:v", "hvc1", "-bsf:a", "aac_adtstoasc"]  # ADTS framing is not MP4's
-    h264 = packaging_for(ProgramStreams("h264", "mp2/mp3"), audio)
-    assert not h264.fmp4 and h264.segment_extension == "ts" and h264.codec_args == []  # MP3 plays from TS
+    h264 = packaging_for(ProgramStreams("h264", "aac"), audio)
+    assert not h264.fmp4 and h264.segment_extension == "ts" and h264.codec_args == []
     assert not packaging_for(ProgramStreams("unknown", "unknown"), audio).fmp4
 
 
-@pytest.mark.parametrize(("audio", "copied"), [("aac", True), ("mp2/mp3", True), ("ac3", True), ("aac_latm", False),
+@pytest.mark.parametrize(("audio", "copied"), [("aac", True), ("mp2/mp3", False), ("ac3", True), ("aac_latm", False),
                                                ("opus", False), ("dts", False), (None, True)])
 def test_in_mpeg_ts_audio_players_cannot_play_is_re_encoded_to_aac(audio: str | None, copied: bool) -> None:
     packaging = packaging_for(ProgramStreams("h264", audio), AudioSettings(bitrate=96_000))
