@@ -36,7 +36,7 @@ from .playlist import (
     select_clip_segments,
     target_duration,
 )
-from .probe import Probed, probe_segment
+from .probe import Probed, merge_probes, probe_segment
 from .status import EncoderState, EncoderStatus, RenditionStatus
 from .tracks import EVENT_PLAYLIST, LIVE_PLAYLIST, numbered_by_name
 from .upload import FINAL_PLAYLIST_CACHE_CONTROL, SEGMENT_CACHE_CONTROL, S3Store
@@ -273,11 +273,7 @@ class ClipJob:
                 results.append(await probe_segment(path, init, partial(niced_child, PROBE_NICENESS)))
             except Exception as error:  # the clip stands without it: the source master's figures stay
                 log.warning("could not probe %s of %s: %s", segment.uri, rendition, error)
-        resolutions = [result.resolution for result in results if result.resolution]
-        frame_rates = [result.frame_rate for result in results if result.frame_rate]
-        return Probed(tuple(dict.fromkeys(tag for result in results for tag in result.codecs)),
-                      max(resolutions, key=lambda size: size[0] * size[1]) if resolutions else None,
-                      max(frame_rates) if frame_rates else None)
+        return merge_probes(results)
 
     async def _write_mp4(self, rendition: str, segments: list[Segment]) -> bool:
         directory = self.work_dir / "clip" / rendition

@@ -63,7 +63,7 @@ from .playlist import (
     render_master_playlist,
 )
 from .preview import PreviewHub, ProcessFeed, remux_to_ts_argv
-from .probe import probe_segment
+from .probe import Probed, merge_probes, probe_segment
 from .rtmp import (
     PLAY_TOKEN_PARAMETER,
     RTMP_APPLICATION,
@@ -175,11 +175,25 @@ class SessionState:
 
 @dataclass
 class VariantInfo:
-    codecs: str
-    resolution: tuple[int, int] | None
-    frame_rate: float | None
+    # What each session of this Pod holds, by the sequence number of its first segment (the one probed).
+    sessions: dict[int, Probed]
+    fallback_codecs: str  # when ffprobe could read no codec
     peak_bandwidth: int = 0
     declared_bandwidth: int | None = None
+
+    def described(self, oldest_named: int | None) -> tuple[str, tuple[int, int] | None, float | None]:
+        """CODECS, RESOLUTION and FRAME-RATE of the sessions the rendition's playlist still names, from
+        `oldest_named` (the sequence of its first segment) on: every format in the variant (RFC 8216
+        4.3.4.2), the largest picture and rate. Sessions before it are forgotten."""
+        firsts = sorted(self.sessions)
+        named = [first for first in firsts if oldest_named is None or first > oldest_named]
+        holding_oldest = [first for first in firsts if oldest_named is not None and first <= oldest_named]
+        if holding_oldest:  # the session the oldest named segment belongs to
+            named.insert(0, holding_oldest[-1])
+            for gone in holding_oldest[:-1]:
+                del self.sessions[gone]
+        merged = merge_probes([self.sessions[first] for first in named])
+        return ",".join(merged.codecs) or self.fallback_codecs, merged.resolution, merged.frame_rate
 
 
 class Encoder:
@@ -250,8 +264,11 @@ class Encoder:
         # exited before its other files were up). This one finishes them and records nothing more.
         self._stored_recording_ended = False
         self._probing: set[str] = set()  # renditions whose first segment ffprobe is reading
-        # Counts the passthrough sessions that made the variants start over (see _forget_variants): a
-        # probe of an earlier session that ends late must not bring its codecs back.
+        # Renditions whose session has not been probed yet (a passthrough's new session may bring other
+        # codecs: see _probe_new_session).
+        self._unprobed: set[str] = set(self.tracks)
+        # Counts the passthrough sessions: a probe of an earlier one that ends late tells about its own
+        # segments only, not that the current session is known.
         self._variants_generation = 0
         self._background: set[asyncio.Task[Any]] = set()
         self._sweeps: set[asyncio.Task[None]] = set()  # deleting what earlier Pods left (see _sweep_leftovers)
@@ -704,7 +721,7 @@ class Encoder:
             elif program is not None:
                 # A reconnect with H.264 after HEVC stays fMP4 (see renditions_in_fmp4).
                 packaging = packaging_for(program, self.config.audio, fmp4=bool(self.renditions_in_fmp4()))
-                self._forget_variants()
+                self._probe_new_session()
                 outputs = self._make_outputs(session_dir, packaging.fmp4)
                 output = outputs[0]
                 argv = build_packager_argv(output, packaging, self.config.segment_seconds,
@@ -873,7 +890,7 @@ class Encoder:
         # Closed when ffmpeg renamed its playlist (temp_file), not when we noticed: latency from there.
         closed_at = time.monotonic() - max(0.0, time.time() - modified)
         probe_copy = None
-        if name not in self.variants and name not in self._probing:
+        if name in self._unprobed and name not in self._probing:
             # Probed off the upload path: the master follows once every rendition is known, and the
             # first segments are not delayed. Linked before the upload is queued, which removes the file.
             probe_copy = path.with_name(f"probe_{path.name}")
@@ -889,7 +906,7 @@ class Encoder:
             self._probing.add(name)
             init = output.directory / output.init_name if output.init_name else None
             task = asyncio.create_task(self._probe_variant(name, probe_copy, init, size, local.duration,
-                                                           self._variants_generation))
+                                                           segment.sequence, self._variants_generation))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         expired = track.take_expired()
@@ -900,9 +917,12 @@ class Encoder:
             self.uploader.delete(self.config.key(name, init_gone), track.hold_seconds(expired[-1]),
                                  self.config.key(name, expired[-1].uri))
         variant = self.variants.get(name)
-        if variant is not None and (track.peak_bit_rate > variant.peak_bandwidth or self.master_body is None):
+        if variant is not None and (track.peak_bit_rate > variant.peak_bandwidth or self.master_body is None
+                                    or len(variant.sessions) > 1):
             # BANDWIDTH must be at least the peak segment bit rate (RFC 8216 4.3.4.2); the headroom
-            # keeps small excursions from rewriting the master each time.
+            # keeps small excursions from rewriting the master each time. With several sessions, the
+            # master follows as an older one's codecs slide out of the playlist (an unchanged master is
+            # not uploaded again).
             variant.peak_bandwidth = max(variant.peak_bandwidth, int(track.peak_bit_rate * BANDWIDTH_HEADROOM))
             self._queue_master()
         rendition = self.status.renditions[name]
@@ -954,37 +974,46 @@ class Encoder:
         unnamed = [self.config.key(name, uri) for uri in track.take_unnamed()]
         self.uploader.put_bytes(self.config.key(name, LIVE_PLAYLIST), body.encode(), cache, closed_at, unnamed)
 
-    def _forget_variants(self) -> None:
-        """The codecs may have changed (a passthrough's new session): every rendition is probed again,
-        from the new session's first segment."""
-        self.variants.clear()
+    def _probe_new_session(self) -> None:
+        """The codecs may have changed (a passthrough's new session): every rendition's first segment of
+        it is probed, and the master lists its codecs beside those of the sessions still named."""
+        self._unprobed = set(self.tracks)
         self._probing.clear()
         self._variants_generation += 1
 
     async def _probe_variant(self, name: str, path: Path, init: Path | None, size: int, duration: float,
-                             generation: int) -> None:
-        """CODECS, RESOLUTION and FRAME-RATE of the master from the first segment itself (`generation`:
-        of the variants when the segment was published)."""
+                             first_sequence: int, generation: int) -> None:
+        """CODECS, RESOLUTION and FRAME-RATE of the master from a session's first segment itself, whose
+        sequence number is `first_sequence` (`generation`: of the sessions when it was published)."""
+        current = generation == self._variants_generation
         try:
             probed = await probe_segment(path, init, partial(niced_child, PROBE_NICENESS))
         finally:
-            if generation == self._variants_generation:
+            if current:
                 self._probing.discard(name)  # a probe that failed is tried again with the next segment
-        if generation != self._variants_generation:
-            return  # an older session's codecs: the new session's own probe tells the master
-        declared = None
-        configured = None
-        for rendition in self.config.renditions:
-            if rendition.name == name:
-                declared = rendition.video_bitrate + self.config.audio.bitrate
-                configured = rendition.codec
-        # The peak of the segments published while this probe ran too (they found no variant to raise).
-        peak = self.tracks[name].peak_bit_rate or (int(size * 8 / duration) if duration > 0 else 0)
-        codecs = ",".join(probed.codecs) or fallback_codecs(configured, self.config.audio.codec)
-        self.variants[name] = VariantInfo(codecs, probed.resolution, probed.frame_rate,
-                                          peak_bandwidth=int(peak * BANDWIDTH_HEADROOM),
-                                          declared_bandwidth=declared)
+        if current:
+            self._unprobed.discard(name)
+        variant = self.variants.get(name)
+        if variant is None:
+            declared = None
+            configured = None
+            for rendition in self.config.renditions:
+                if rendition.name == name:
+                    declared = rendition.video_bitrate + self.config.audio.bitrate
+                    configured = rendition.codec
+            # The peak of the segments published while this probe ran too (they found no variant to raise).
+            peak = self.tracks[name].peak_bit_rate or (int(size * 8 / duration) if duration > 0 else 0)
+            variant = self.variants[name] = VariantInfo(
+                {}, fallback_codecs(configured, self.config.audio.codec),
+                peak_bandwidth=int(peak * BANDWIDTH_HEADROOM), declared_bandwidth=declared)
+        variant.sessions[first_sequence] = probed
         self._queue_master()
+
+    def _oldest_named(self, track: RenditionTrack) -> int | None:
+        """The sequence number of the first segment in the playlist the master names (index.m3u8): a
+        recording's names them all, a LiveJob's its live window."""
+        start = 0 if self.config.kind == "RecordJob" else track.window_start
+        return track.segments[start].sequence if start < len(track.segments) else None
 
     def _queue_master(self, complete: bool = False) -> None:
         if any(name not in self.variants for name in self.tracks):
@@ -994,6 +1023,7 @@ class Encoder:
         variants = []
         for name, track in self.tracks.items():
             info = self.variants[name]
+            codecs, resolution, frame_rate = info.described(self._oldest_named(track))
             bandwidth = max(info.peak_bandwidth, info.declared_bandwidth or 0)
             # A passthrough declares no bit rate: what its segments measure so far.
             average = info.declared_bandwidth or track.average_bit_rate()
@@ -1007,9 +1037,9 @@ class Encoder:
                     uri=f"{name}/{LIVE_PLAYLIST}",
                     bandwidth=bandwidth,
                     average_bandwidth=average,
-                    codecs=info.codecs,
-                    resolution=info.resolution,
-                    frame_rate=info.frame_rate,
+                    codecs=codecs,
+                    resolution=resolution,
+                    frame_rate=frame_rate,
                 )
             )
         body = render_master_playlist(variants).encode()
@@ -1147,7 +1177,7 @@ class Encoder:
                 log.error("no master: %s could not be probed from the bucket: %s", name, error)
                 continue
             init = directory / segment.init_uri if segment.init_uri else None
-            await self._probe_variant(name, path, init, path.stat().st_size, segment.duration,
+            await self._probe_variant(name, path, init, path.stat().st_size, segment.duration, segment.sequence,
                                       self._variants_generation)
 
     async def _size_stored_segments(self, deadline: float) -> None:

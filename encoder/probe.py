@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,20 @@ class Probed:
     codecs: tuple[str, ...]  # RFC 6381 tags of its streams, as CODECS lists them; none when unreadable
     resolution: tuple[int, int] | None
     frame_rate: float | None
+
+
+AUDIO_TAG_STARTS = ("mp4a.", "Opus", "ac-3", "ec-3")
+
+
+def merge_probes(probes: Sequence[Probed]) -> Probed:
+    """What segments of several sessions (a source that reconnected) hold together: every codec of any
+    of them, as CODECS must list them (RFC 8216 4.3.4.2), video first; the largest picture and rate."""
+    tags = list(dict.fromkeys(tag for probed in probes for tag in probed.codecs))
+    resolutions = [probed.resolution for probed in probes if probed.resolution]
+    frame_rates = [probed.frame_rate for probed in probes if probed.frame_rate]
+    return Probed(tuple(sorted(tags, key=lambda tag: tag.startswith(AUDIO_TAG_STARTS))),
+                  max(resolutions, key=lambda size: size[0] * size[1]) if resolutions else None,
+                  max(frame_rates) if frame_rates else None)
 
 
 async def probe_segment(path: Path, init: Path | None, preexec_fn: Callable[[], None] | None = None) -> Probed:

@@ -1,5 +1,6 @@
 """A passthrough's master after its source reconnects: the new session may bring other codecs, so its
-first segment is probed again and the master follows it, also when the old session's probe ends last."""
+first segment is probed again, and the master lists the codecs of every session its playlists still name
+(RFC 8216 4.3.4.2), also when the old session's probe ends last; one that slid out is forgotten."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from onair.encoder import pipeline
 from onair.encoder.config import JobConfig, load_job_config
 from onair.encoder.passthrough import ProgramStreams
 from onair.encoder.pipeline import Encoder, Ports
-from onair.encoder.playlist import Segment, parse_master_playlist, render_media_playlist
+from onair.encoder.playlist import Segment, Variant, parse_master_playlist, render_media_playlist
 from onair.encoder.status import EncoderState
 from onair.exitcodes import EXIT_OK
+from onair.models import PASSTHROUGH_PLAYLIST_WINDOW
 
 pytestmark = pytest.mark.unit
 
@@ -30,6 +32,7 @@ H264_MAIN = [{"codec_type": "video", "codec_name": "h264", "profile": "Main", "l
               "height": 360, "avg_frame_rate": "25/1"}, {"codec_type": "audio", "codec_name": "aac", "profile": "LC"}]
 H264_HIGH = [{**H264_MAIN[0], "profile": "High", "level": 40, "width": 1280, "height": 720}, H264_MAIN[1]]
 HIGH_CODECS = "avc1.640028,mp4a.40.2"
+BOTH_CODECS = "avc1.4d401f,avc1.640028,mp4a.40.2"
 
 # ffprobe as the encoder runs it (`ffprobe ... -show_streams -of json <file>`), for segments whose content
 # is the description itself; one that names a `heldUntil` file answers once that file exists.
@@ -130,9 +133,13 @@ def passthrough_config(kind: str, spec: dict[str, Any]) -> JobConfig:
     return load_job_config({"ONAIR_JOB_CONFIG": json.dumps(envelope)})
 
 
-def master_codecs(bucket: Bucket) -> list[str]:
+def master_variants(bucket: Bucket) -> list[Variant]:
     body = bucket.objects.get("out/master.m3u8")
-    return [variant.codecs for variant in parse_master_playlist(body.decode())] if body else []
+    return parse_master_playlist(body.decode()) if body else []
+
+
+def master_codecs(bucket: Bucket) -> list[str]:
+    return [variant.codecs for variant in master_variants(bucket)]
 
 
 def probes_running(tmp_path: Path) -> bool:
@@ -156,10 +163,12 @@ async def test_a_vod_recording_whose_source_reconnected_gets_its_master(
     encoder.request_stop(finishing=True)  # the recording's end
     assert await encoder._finish() == EXIT_OK
     assert encoder.status.state == EncoderState.COMPLETED
-    assert master_codecs(bucket) == [HIGH_CODECS]
+    # The recording holds both sessions: a player given one codec would not expect the other.
+    assert master_codecs(bucket) == [BOTH_CODECS]
+    assert master_variants(bucket)[0].resolution == (1280, 720)
 
 
-async def test_a_live_master_names_the_codecs_of_the_new_session_also_when_the_old_probe_ends_last(
+async def test_a_live_master_names_the_codecs_of_the_sessions_in_its_window_also_when_the_old_probe_ends_last(
     tmp_path: Path, sources: list[OneSegmentSource]
 ) -> None:
     config = passthrough_config("LiveJob", {"jobTemplateId": 1, "destination": {"bucket": "media"}, "input": {
@@ -169,14 +178,19 @@ async def test_a_live_master_names_the_codecs_of_the_new_session_also_when_the_o
     encoder.uploader.start()
     old_probe_may_answer = tmp_path / "old probe may answer"
     sources += [OneSegmentSource(ProgramStreams("h264", "aac"),
-                                 {"streams": H264_MAIN, "heldUntil": str(old_probe_may_answer)}),
-                OneSegmentSource(ProgramStreams("h264", "aac"), {"streams": H264_HIGH})]
+                                 {"streams": H264_MAIN, "heldUntil": str(old_probe_may_answer)})]
+    sources += [OneSegmentSource(ProgramStreams("h264", "aac"), {"streams": H264_HIGH})
+                for _ in range(PASSTHROUGH_PLAYLIST_WINDOW)]
     try:
         for _ in range(2):
             assert await encoder._run_session("http://origin/live.m3u8", listener=False, pull=True)
         await eventually(lambda: master_codecs(bucket) == [HIGH_CODECS], "a master with the new session's codecs")
         old_probe_may_answer.touch()
-        await eventually(lambda: not probes_running(tmp_path), "the old session's probe to end")
+        await eventually(lambda: master_codecs(bucket) == [BOTH_CODECS], "the old session's codecs beside them")
+        # Sessions of one segment each, until the old session's has left the live window.
+        for _ in range(PASSTHROUGH_PLAYLIST_WINDOW - 1):
+            assert await encoder._run_session("http://origin/live.m3u8", listener=False, pull=True)
+        await eventually(lambda: not probes_running(tmp_path), "the probes to end")
         assert await asyncio.to_thread(encoder.uploader.wait_idle, 5)
         assert master_codecs(bucket) == [HIGH_CODECS]
     finally:
