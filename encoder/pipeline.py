@@ -1094,6 +1094,12 @@ class Encoder:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop_requested.wait(), delay)
                 delay = min(delay * 2, STORE_RETRY_MAX_SECONDS)
+        continued = [track for track in self.tracks.values() if track.next_sequence]
+        for track in self.tracks.values():
+            if continued and not track.next_sequence:
+                track.join(continued[0])
+                log.info("%s is new to the job: it starts at segment %d with the others", track.name,
+                         track.next_sequence)
         self.status.set_storage_problem(None)
         self.status.store_read = True
         if delay > STORE_RETRY_FIRST_SECONDS and not self.stop_requested.is_set():

@@ -120,6 +120,18 @@ class RenditionTrack:
         track._slide()
         return track
 
+    def join(self, reference: RenditionTrack) -> None:
+        """A rendition with nothing stored (a template change gave the ladder a new one) whose job's other
+        renditions go on: it starts where `reference` goes on, with its numbering, discontinuity count
+        and target duration, so that the same content has the same sequence and discontinuity numbers
+        and target in every variant (RFC 8216 6.2.4; players map timestamps across variants by them).
+        A recording's event playlist starts its own count at its first segment."""
+        self.next_sequence = reference.next_sequence
+        self.discontinuity_sequence = reference.discontinuity_sequence + sum(
+            segment.discontinuity for segment in reference.live_segments)
+        self.target_floor = max(self.target_floor, reference.target_floor)
+        self.pending_discontinuity = reference.pending_discontinuity
+
     def start_session(self) -> None:
         """A new ingest session (new ffmpeg): its first segment is a discontinuity."""
         if self.segments or self.next_sequence:

@@ -998,6 +998,32 @@ def test_resume_continues_a_stored_playlist() -> None:
     assert segment.sequence == 43 and segment.discontinuity
 
 
+def test_a_rendition_new_to_the_job_starts_in_step_with_the_ones_that_go_on() -> None:
+    """A template change gave the ladder a rendition with nothing stored: its first segment has the
+    sequence and discontinuity numbers, and the playlist the target, of the same content in the others
+    (RFC 8216 6.2.4), not 0 where they say 43."""
+    stored_segments = segments(3, start=40)
+    stored_segments[1] = replace(stored_segments[1], discontinuity=True)  # a reconnect, still in the window
+    stored = parse_media_playlist(render_media_playlist(stored_segments, nominal_duration=6,
+                                                        discontinuity_sequence=4))
+    going_on = RenditionTrack.resume(RenditionTrack("720p", nominal_duration=4, window=3), stored)
+    added = RenditionTrack("1080p", nominal_duration=4, window=3)
+    added.join(going_on)
+
+    def newest(track: RenditionTrack, new_session: bool = False) -> tuple[int, int, int]:
+        if new_session:
+            track.start_session()
+        track.add(4, f"seg_{track.next_sequence:06d}.ts", T0)
+        playlist = parse_media_playlist(track.live_playlist())
+        numbered = playlist.media_sequence + len(playlist.segments) - 1
+        discontinuities = playlist.discontinuity_sequence + sum(s.discontinuity for s in playlist.segments)
+        return numbered, discontinuities, playlist.target_duration
+
+    assert newest(added, new_session=True) == newest(going_on, new_session=True) == (43, 6, 6)
+    for sequence in (44, 45, 46):  # and they stay so as the windows slide
+        assert newest(added) == newest(going_on) == (sequence, 6, 6)
+
+
 # --- the upload queue ------------------------------------------------------------------------------
 
 
