@@ -235,7 +235,7 @@ def build_encoder_pod(
     container = {
         "name": role,
         "image": config.encoder_image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": config.encoder_image_pull_policy,
         "command": list(config.encoder_command),
         "args": [f"--rtmp-port={config.rtmp_port}", f"--srt-port={config.srt_port}",
                  f"--status-port={config.status_port}", f"--preview-port={config.preview_port}"],
@@ -244,7 +244,9 @@ def build_encoder_pod(
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "status"}, "periodSeconds": 2,
                            "timeoutSeconds": 1},
         "resources": _encoder_resources(gpu, config),
+        # The restricted Pod Security Standard, whatever the platform's own settings add.
         "securityContext": {
+            **config.encoder_container_security_context,
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
@@ -257,8 +259,9 @@ def build_encoder_pod(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": grace,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {**config.encoder_pod_security_context, "runAsNonRoot": True,
+                            "seccompProfile": config.encoder_pod_security_context.get("seccompProfile")
+                            or {"type": "RuntimeDefault"}},
         "containers": [container],
         "volumes": [{"name": "work", "emptyDir": {"sizeLimit": config.encoder_work_dir_size}}],
     }

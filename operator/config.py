@@ -44,6 +44,20 @@ class OperatorConfig(BaseModel):
 
     encoder_image: str = "ghcr.io/onair-dev/onair:0.1.0"
     encoder_command: list[str] = Field(default_factory=lambda: ["onair-encoder"])
+    encoder_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    encoder_pod_security_context: dict[str, Any] = Field(
+        default_factory=lambda: {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                                 "seccompProfile": {"type": "RuntimeDefault"}},
+        description="The encoder Pods' securityContext (the chart's podSecurityContext: without runAsUser where "
+                    "the platform assigns ids, as OpenShift's restricted-v2 does). runAsNonRoot and a "
+                    "RuntimeDefault seccomp profile are kept whatever it says.",
+    )
+    encoder_container_security_context: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The encoder container's securityContext (the chart's containerSecurityContext). No "
+                    "privilege escalation, a read-only root filesystem and no capabilities are kept whatever "
+                    "it says.",
+    )
     encoder_service_account: str = ""
     encoder_resources: dict[str, Any] = Field(
         default_factory=lambda: {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}

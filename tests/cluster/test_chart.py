@@ -27,6 +27,7 @@ from cluster.conftest import CHART, helm_bin
 from localplatform.platform import LocalPlatform, PlatformInfo
 from waiting import wait_until
 
+from onair.operator.config import OperatorConfig
 from onair.streamkeys import derive_stream_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,6 +79,13 @@ def test_render_defaults() -> None:
     assert env["ONAIR_WATCH_NAMESPACES"] == "[]"
     assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}, "kopf's peer identity is the Pod"
     assert json.loads(env["ONAIR_ENCODER_COMMAND"]) == ["onair-encoder"]
+    # The encoder Pods the operator makes take the chart's security and pull settings, as its own Pods do.
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    plain = {key: value for key, value in env.items() if isinstance(value, str)}  # not the Secrets' references
+    encoder_config = OperatorConfig.from_env({**plain, "ONAIR_STREAM_KEY_SEED": "seed-of-this-test-" * 2})
+    assert encoder_config.encoder_pod_security_context == values["podSecurityContext"]
+    assert encoder_config.encoder_container_security_context == values["containerSecurityContext"]
+    assert encoder_config.encoder_image_pull_policy == values["image"]["pullPolicy"]
     assert env["ONAIR_ENCODER_IMAGE"] == "ghcr.io/onair-dev/onair:0.1.0"
     # An MP4 recorder's Pod gets minutes to join and upload its MP4s at its end; the others half a minute.
     grace = (env["ONAIR_ENCODER_TERMINATION_GRACE_SECONDS"], env["ONAIR_MP4_RECORDER_TERMINATION_GRACE_SECONDS"])

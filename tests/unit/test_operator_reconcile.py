@@ -710,6 +710,28 @@ def test_encoder_pod_is_least_privileged_and_wired_to_its_secrets() -> None:
     assert "clusterIP" not in balanced["spec"]
 
 
+def test_encoder_pods_take_the_platforms_security_settings_and_stay_restricted() -> None:
+    """OpenShift's restricted-v2 assigns each namespace its own uid range and refuses a fixed runAsUser
+    outside it: the chart's podSecurityContext without one reaches the encoder Pods too. What it cannot
+    do is loosen them below the restricted Pod Security Standard."""
+    platform = CONFIG.model_copy(update={
+        "encoder_image_pull_policy": "Always",
+        "encoder_pod_security_context": {"runAsNonRoot": False, "supplementalGroups": [5000]},
+        "encoder_container_security_context": {"allowPrivilegeEscalation": True, "privileged": False,
+                                               "capabilities": {"add": ["NET_ADMIN"]}},
+    })
+    spec = build_encoder_pod(live_job(), TEMPLATE.template, platform, 1)["spec"]
+    assert spec["securityContext"] == {"runAsNonRoot": True, "supplementalGroups": [5000],
+                                       "seccompProfile": {"type": "RuntimeDefault"}}
+    container = spec["containers"][0]
+    assert container["imagePullPolicy"] == "Always"
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "privileged": False,
+                                            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+    # By default the image's own non-root uid, as before.
+    default = build_encoder_pod(live_job(), TEMPLATE.template, CONFIG, 1)["spec"]
+    assert default["securityContext"]["runAsUser"] == 10001 and default["securityContext"]["runAsNonRoot"]
+
+
 def test_the_preview_url_names_the_key_the_encoder_is_given_on_its_own_port() -> None:
     job = live_job(decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status)
     container = build_encoder_pod(job, TEMPLATE.template, CONFIG, 1)["spec"]["containers"][0]
