@@ -694,6 +694,19 @@ def _start_error(pod: PodState) -> tuple[str, str] | None:
     return None
 
 
+def _live_job_gone_too_long(conditions: list[Condition], config: OperatorConfig, now: dt.datetime) -> bool:
+    """Whether a recording's LiveJob has been missing (SourceAvailable False, LiveJobNotFound) for the
+    provisioning timeout: longer than an operator's start or a re-apply of the LiveJob takes."""
+    source = find_condition(conditions, ConditionType.SOURCE_AVAILABLE)
+    return (source is not None and source.status == "False" and source.reason == ConditionReason.LIVE_JOB_NOT_FOUND
+            and (now - source.last_transition_time).total_seconds() >= config.provisioning_timeout_seconds)
+
+
+def _live_job_gone_message(job: RecordJob, config: OperatorConfig) -> str:
+    return (f"LiveJob {job.spec.source.live_job_ref} has been gone for {config.provisioning_timeout_seconds:.0f}s: "
+            "there is nothing to record from")
+
+
 def _ran_healthy(pod: PodState | None, recording_since: dt.datetime | None, config: OperatorConfig,
                  now: dt.datetime) -> bool:
     """A recorder that ran for the healthy-run time before it died made progress: it is retried even
@@ -940,6 +953,13 @@ def decide_record_job(
         comment = f"LiveJob {job.spec.source.live_job_ref} not found"
         set_cond(ConditionType.SOURCE_AVAILABLE, False, ConditionReason.LIVE_JOB_NOT_FOUND, comment)
         decision.requeue_after = TEMPLATE_RETRY_SECONDS
+        # One not started yet waits for its LiveJob (applied after it, say); one whose LiveJob went while it
+        # recorded fails once it has been gone for the provisioning timeout.
+        if target != RecordJobPhase.INITIAL and _live_job_gone_too_long(conditions, config, now):
+            target = RecordJobPhase.FAILED
+            comment = _live_job_gone_message(job, config)
+            status.error_message = comment
+            status.finished_at = now
     elif source is not None and pod is None and status.phase in (None, RecordJobPhase.INITIAL) and \
             (elsewhere := _on_another_store(job, source, config)) is not None:
         # A clip copies the LiveJob's segments within one store, with its own output's credentials.
@@ -1049,6 +1069,11 @@ def decide_record_job(
                 set_cond(ConditionType.SOURCE_AVAILABLE, False, ConditionReason.LIVE_JOB_NOT_FOUND,
                          f"LiveJob {job.spec.source.live_job_ref} not found")
                 decision.requeue_after = TEMPLATE_RETRY_SECONDS
+                if _live_job_gone_too_long(conditions, config, now):
+                    target, reason = RecordJobPhase.FAILED, str(ConditionReason.LIVE_JOB_NOT_FOUND)
+                    comment = f"recorder {_death(pod)}; " + _live_job_gone_message(job, config)
+                    status.error_message = _clipped(comment)
+                    status.finished_at = now
             else:
                 if pod is not None and not pod.terminating:
                     decision.delete_pods.append(pod.name)

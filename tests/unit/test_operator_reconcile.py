@@ -1195,6 +1195,35 @@ def test_a_recorder_of_a_live_job_that_died_waits_for_its_live_job_before_the_re
     assert conditions["SourceAvailable"]["status"] == "True"  # back, and the retry made from it
 
 
+def test_a_recording_whose_live_job_stays_gone_fails_instead_of_waiting_for_ever() -> None:
+    """Deleted while its recorder was away (evicted, or its Pod deleted): waited for as long as an
+    operator's start or a re-apply takes, then Failed with the reason, not Started for ever."""
+    follow = {"source": {"liveJobRef": "news"}}
+    name = naming.pod_name("rec", "recorder", "uid-r", 1)
+    status = decide_record_job(record_job(**follow), live_job(), [], None, CONFIG, NOW).status
+    status = decide_record_job(record_job(status, **follow), live_job(), [pod(name)], None, CONFIG, NOW).status
+    evicted = [pod(name, "Failed", ready=False, exit_code=3, finished_at=NOW + dt.timedelta(minutes=1))]
+    gone_at = NOW + dt.timedelta(minutes=2)
+    waiting = decide_record_job(record_job(status, **follow), None, evicted, None, CONFIG, gone_at)
+    assert waiting.status["phase"] == "Started"
+    timeout = dt.timedelta(seconds=CONFIG.provisioning_timeout_seconds)
+    still = decide_record_job(record_job(waiting.status, **follow), None, evicted, None, CONFIG,
+                              gone_at + timeout - dt.timedelta(seconds=1))
+    assert still.status["phase"] == "Started"
+    failed = decide_record_job(record_job(still.status, **follow), None, evicted, None, CONFIG, gone_at + timeout)
+    assert failed.status["phase"] == "Failed" and failed.create_pod_attempt is None
+    assert "LiveJob news has been gone" in failed.status["errorMessage"]
+    # The same with no Pod left to judge (it vanished), and the deadline counts from when the LiveJob went.
+    vanished = decide_record_job(record_job(status, **follow), None, [], None, CONFIG, gone_at)
+    assert vanished.status["phase"] == "Started"
+    waited = decide_record_job(record_job(vanished.status, **follow), None, [], None, CONFIG, gone_at + timeout)
+    assert waited.status["phase"] == "Failed" and "has been gone" in waited.status["errorMessage"]
+    # A recording not started yet waits for its LiveJob however long (it may be applied after it).
+    new = decide_record_job(record_job(**follow), None, [], None, CONFIG, NOW)
+    later = decide_record_job(record_job(new.status, **follow), None, [], None, CONFIG, NOW + 10 * timeout)
+    assert later.status["phase"] == "Initial"
+
+
 def test_the_end_of_a_recording_finishes_the_recorder_which_exits_by_itself_and_says_how_it_went() -> None:
     name = naming.pod_name("rec", "recorder", "uid-r", 1)
     started = decide_record_job(record_job(), None, [], None, CONFIG, NOW)
