@@ -294,6 +294,11 @@ class SessionProcesses(Protocol):
     def interrupt(self) -> None:
         """Stop reading the input: the last segment is closed and the local playlist written."""
 
+    def kill_input(self) -> None:
+        """The input did not stop when interrupted (a read blocked on the network): ended by force. A
+        passthrough's packager still reads what was delivered to the end and closes its last segment;
+        one ffmpeg dies with its input."""
+
     def kill(self) -> None: ...
 
     @property
@@ -309,6 +314,9 @@ class OneProcess:
     def interrupt(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             self.process.send_signal(signal.SIGINT)
+
+    def kill_input(self) -> None:
+        self.kill()
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -406,6 +414,13 @@ class PassthroughProcesses:
     def interrupt(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             self.remux.send_signal(signal.SIGINT)
+
+    def kill_input(self) -> None:
+        if self.packager is None:
+            self.kill()
+        elif self.remux.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.remux.kill()  # its end of the socket closes: the packager reads the end of the stream
 
     def kill(self) -> None:
         for process in (self.remux, self.packager):

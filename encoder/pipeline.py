@@ -94,6 +94,7 @@ STOP_EXIT_SECONDS = 5.0  # of the Pod's grace period, left for the process to ex
 # the process to end before main's safety exit, half a second before the grace period ends.
 STOP_SPARE_SECONDS = 2.0
 FFMPEG_STOP_SECONDS = 6.0
+PACKAGER_FLUSH_SECONDS = 3.0  # a passthrough's packager closing its last segment once its input was killed
 RTMP_REJOIN_SECONDS = 0.1
 PLAYER_JOIN_SECONDS = 5.0  # how long a publish waits (held by nginx) for our ffmpeg to be on the stream
 EMPTY_SEGMENT_SECONDS = 0.001  # below ffmpeg's EXTINF precision: a segment with no media time
@@ -665,8 +666,14 @@ class Encoder:
             try:
                 await asyncio.wait_for(asyncio.shield(exited), FFMPEG_STOP_SECONDS)
             except TimeoutError:
-                processes.kill()
-                await exited
+                # An input stuck on the network: ended by force, and a passthrough's packager still
+                # closes the segment it holds (killing it too would lose that segment).
+                processes.kill_input()
+                try:
+                    await asyncio.wait_for(asyncio.shield(exited), PACKAGER_FLUSH_SECONDS)
+                except TimeoutError:
+                    processes.kill()
+                    await exited
         for task in (*ending, *hints):
             task.cancel()
         await asyncio.gather(*readers, *hints, return_exceptions=True)

@@ -3,18 +3,22 @@ and the fMP4 bookkeeping of a track (init segments per session, deleted with the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from waiting import eventually
 
 from onair.encoder.config import JobConfig, load_job_config
 from onair.encoder.ffmpeg import build_session_argv, session_outputs
 from onair.encoder.passthrough import (
     PROGRAM_SEARCH_BYTES,
+    PassthroughProcesses,
     ProgramStreams,
     build_packager_argv,
     build_remux_argv,
@@ -242,3 +246,29 @@ def test_an_init_segment_is_deleted_with_the_last_segment_that_uses_it() -> None
     for index in range(6):
         kept.add(2, f"seg_{index:06d}.m4s", T0, "init_000000.mp4")
         assert not kept.unused_init_segments(kept.take_expired())
+
+
+# --- stopping a session ----------------------------------------------------------------------------
+
+# A remux whose input read does not see SIGINT (blocked on the network): it has written its bytes and
+# waits for ever. A packager that reads its input to the end, then closes its "last segment".
+STUCK_REMUX = ("import pathlib, signal, sys, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+               "sys.stdout.buffer.write(b'x' * 1000); sys.stdout.flush()\n"
+               "pathlib.Path(sys.argv[1]).touch()\ntime.sleep(60)\n")
+PACKAGER = ("import pathlib, sys\nread = len(sys.stdin.buffer.read())\n"
+            "pathlib.Path(sys.argv[1]).write_text(str(read))\n")
+
+
+async def test_a_remux_that_ignores_the_interrupt_is_killed_and_the_packager_still_closes_its_segment(
+        tmp_path: Path) -> None:
+    streaming = tmp_path / "remux streaming"
+    processes = await PassthroughProcesses.start([sys.executable, "-c", STUCK_REMUX, str(streaming)], lambda: None)
+    closed = tmp_path / "last segment"
+    packager = await processes.start_packager([sys.executable, "-c", PACKAGER, str(closed)], lambda: None)
+    await eventually(streaming.exists, "the remux to stream, deaf to SIGINT")
+    processes.interrupt()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(processes.wait()), 0.5)
+    processes.kill_input()
+    await asyncio.wait_for(processes.wait(), 10)
+    assert packager.returncode == 0 and closed.read_text() == "1000"  # all it was given, closed

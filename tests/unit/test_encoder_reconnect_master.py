@@ -100,6 +100,9 @@ class OneSegmentSource:
     def interrupt(self) -> None:
         pass
 
+    def kill_input(self) -> None:
+        pass
+
     def kill(self) -> None:
         pass
 
