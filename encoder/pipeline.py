@@ -181,18 +181,22 @@ class VariantInfo:
     fallback_codecs: str  # when ffprobe could read no codec
     peak_bandwidth: int = 0
     declared_bandwidth: int | None = None
+    described_sessions: tuple[int, ...] = ()  # the sessions the master was last rendered from
+
+    def named_sessions(self, oldest_named: int | None) -> tuple[int, ...]:
+        """The sessions the rendition's playlist still names, from `oldest_named` (the sequence number of
+        its first segment) on: the one that segment belongs to and every later one."""
+        firsts = sorted(self.sessions)
+        holding_oldest = [first for first in firsts if oldest_named is not None and first <= oldest_named]
+        return tuple(holding_oldest[-1:] + [first for first in firsts if first not in holding_oldest])
 
     def described(self, oldest_named: int | None) -> tuple[str, tuple[int, int] | None, float | None]:
-        """CODECS, RESOLUTION and FRAME-RATE of the sessions the rendition's playlist still names, from
-        `oldest_named` (the sequence of its first segment) on: every format in the variant (RFC 8216
-        4.3.4.2), the largest picture and rate. Sessions before it are forgotten."""
-        firsts = sorted(self.sessions)
-        named = [first for first in firsts if oldest_named is None or first > oldest_named]
-        holding_oldest = [first for first in firsts if oldest_named is not None and first <= oldest_named]
-        if holding_oldest:  # the session the oldest named segment belongs to
-            named.insert(0, holding_oldest[-1])
-            for gone in holding_oldest[:-1]:
-                del self.sessions[gone]
+        """CODECS, RESOLUTION and FRAME-RATE of the sessions the playlist still names: every format in
+        the variant (RFC 8216 4.3.4.2), the largest picture and rate. Sessions before them are forgotten."""
+        named = self.named_sessions(oldest_named)
+        for gone in [first for first in self.sessions if first not in named]:
+            del self.sessions[gone]
+        self.described_sessions = named
         merged = merge_probes([self.sessions[first] for first in named])
         return ",".join(merged.codecs) or self.fallback_codecs, merged.resolution, merged.frame_rate
 
@@ -924,12 +928,12 @@ class Encoder:
             self.uploader.delete(self.config.key(name, init_gone), track.hold_seconds(expired[-1]),
                                  self.config.key(name, expired[-1].uri))
         variant = self.variants.get(name)
-        if variant is not None and (track.peak_bit_rate > variant.peak_bandwidth or self.master_body is None
-                                    or len(variant.sessions) > 1):
+        if variant is not None and (
+                track.peak_bit_rate > variant.peak_bandwidth or self.master_body is None
+                or variant.named_sessions(self._oldest_named(track)) != variant.described_sessions):
             # BANDWIDTH must be at least the peak segment bit rate (RFC 8216 4.3.4.2); the headroom
-            # keeps small excursions from rewriting the master each time. With several sessions, the
-            # master follows as an older one's codecs slide out of the playlist (an unchanged master is
-            # not uploaded again).
+            # keeps small excursions from rewriting the master each time. The codecs follow as an older
+            # session slides out of the playlist.
             variant.peak_bandwidth = max(variant.peak_bandwidth, int(track.peak_bit_rate * BANDWIDTH_HEADROOM))
             self._queue_master()
         rendition = self.status.renditions[name]
@@ -992,13 +996,14 @@ class Encoder:
                              first_sequence: int, generation: int) -> None:
         """CODECS, RESOLUTION and FRAME-RATE of the master from a session's first segment itself, whose
         sequence number is `first_sequence` (`generation`: of the sessions when it was published)."""
-        current = generation == self._variants_generation
         try:
             probed = await probe_segment(path, init, partial(niced_child, PROBE_NICENESS))
         finally:
-            if current:
+            if generation == self._variants_generation:
                 self._probing.discard(name)  # a probe that failed is tried again with the next segment
-        if current:
+        # Of an older session (a reconnect came while it ran): it tells about that session's segments,
+        # and the new session is still to be probed.
+        if generation == self._variants_generation:
             self._unprobed.discard(name)
         variant = self.variants.get(name)
         if variant is None:

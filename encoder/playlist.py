@@ -231,12 +231,23 @@ def _media_playlist_header(target: int, media_sequence: int, discontinuity_seque
     return "\n".join(lines) + "\n"
 
 
+def _tagged_discontinuity(segment: Segment, previous: Segment | None) -> bool:
+    """Whether the playlist tags EXT-X-DISCONTINUITY before `segment`: a new session, or a gap in the
+    numbers (what a recording left out). A tag before the first segment is allowed (RFC 8216 6.2.1)."""
+    return segment.discontinuity or (previous is not None and segment.sequence != previous.sequence + 1)
+
+
+def discontinuity_tags(segments: Sequence[Segment]) -> int:
+    """How many EXT-X-DISCONTINUITY tags a playlist of `segments` has."""
+    return sum(_tagged_discontinuity(segment, segments[index - 1] if index else None)
+               for index, segment in enumerate(segments))
+
+
 def _segment_lines(segment: Segment, previous: Segment | None, current_init: str | None) -> str:
     """The lines that name `segment` after `previous`, while `current_init` is the EXT-X-MAP in force."""
     lines = []
-    # A tag before the first segment is allowed (RFC 8216 6.2.1); DISCONTINUITY-SEQUENCE counts
-    # only the tags of segments that slid out.
-    if segment.discontinuity or (previous is not None and segment.sequence != previous.sequence + 1):
+    # DISCONTINUITY-SEQUENCE counts only the tags of segments that slid out.
+    if _tagged_discontinuity(segment, previous):
         lines.append("#EXT-X-DISCONTINUITY\n")
     if segment.init_uri and segment.init_uri != current_init:
         lines.append(f'#EXT-X-MAP:URI="{segment.init_uri}"\n')
@@ -256,6 +267,9 @@ class GrowingPlaylist:
 
     nominal_duration: float
     playlist_type: str | None = None
+    # Of a rendition that joined a job's others (RenditionTrack.join): their count and target so far.
+    discontinuity_sequence: int = 0
+    target_floor: int = 0
     _chunks: list[str] = field(default_factory=list)
     _first: Segment | None = None
     _last: Segment | None = None
@@ -273,9 +287,9 @@ class GrowingPlaylist:
             self._longest = max(self._longest, target_duration((segment,), 0))
             self._last = segment
         self._first = segments[0] if segments else None
-        target = max(math.ceil(self.nominal_duration), self._longest, 1)
-        header = _media_playlist_header(target, segments[0].sequence if segments else 0, 0, self.playlist_type,
-                                        independent_segments=True)
+        target = max(math.ceil(self.nominal_duration), self._longest, self.target_floor, 1)
+        header = _media_playlist_header(target, segments[0].sequence if segments else 0, self.discontinuity_sequence,
+                                        self.playlist_type, independent_segments=True)
         return "".join((header, *self._chunks, _ENDLIST_LINE if ended else ""))
 
 

@@ -15,6 +15,7 @@ from .playlist import (
     MeasuredBitRates,
     MediaPlaylist,
     Segment,
+    discontinuity_tags,
     measured_bit_rates,
     render_media_playlist,
     target_duration,
@@ -83,6 +84,9 @@ class RenditionTrack:
     target_floor: int = 0  # the largest EXT-X-TARGETDURATION published: it must never go down
     peak_bit_rate: int = 0  # the highest newest_bit_rate() of this Pod's segments so far (BANDWIDTH)
     _event: GrowingPlaylist | None = None  # the event playlist's text so far (keep_all)
+    # The event playlist's DISCONTINUITY-SEQUENCE and target floor: 0 but for a rendition that joined (join).
+    _event_discontinuity_sequence: int = 0
+    _event_target_floor: int = 0
     # When (`_media_seconds`) the event playlist was last rendered, its bytes and how many segments it named.
     _event_rendered: tuple[float, int, int] | None = None
 
@@ -125,12 +129,15 @@ class RenditionTrack:
         renditions go on: it starts where `reference` goes on, with its numbering, discontinuity count
         and target duration, so that the same content has the same sequence and discontinuity numbers
         and target in every variant (RFC 8216 6.2.4; players map timestamps across variants by them).
-        A recording's event playlist starts its own count at its first segment."""
+        Its event playlist (a recording's) likewise continues the reference's."""
         self.next_sequence = reference.next_sequence
-        self.discontinuity_sequence = reference.discontinuity_sequence + sum(
-            segment.discontinuity for segment in reference.live_segments)
+        self.discontinuity_sequence = reference.discontinuity_sequence + discontinuity_tags(reference.live_segments)
         self.target_floor = max(self.target_floor, reference.target_floor)
         self.pending_discontinuity = reference.pending_discontinuity
+        if self.keep_all:
+            self._event_discontinuity_sequence = discontinuity_tags(reference.segments)
+            self._event_target_floor = target_duration(reference.segments, reference.nominal_duration)
+            self._event = None
 
     def start_session(self) -> None:
         """A new ingest session (new ffmpeg): its first segment is a discontinuity."""
@@ -327,7 +334,9 @@ class RenditionTrack:
         """Every segment kept (keep_all): an EVENT playlist, closed with ENDLIST once ended (its type
         stays: RFC 8216 6.2.1 allows a published playlist no change but appending and ENDLIST)."""
         if self._event is None:
-            self._event = GrowingPlaylist(self.nominal_duration, playlist_type="EVENT")
+            self._event = GrowingPlaylist(self.nominal_duration, playlist_type="EVENT",
+                                          discontinuity_sequence=self._event_discontinuity_sequence,
+                                          target_floor=self._event_target_floor)
         text = self._event.render(self.segments, ended=ended)
         self._event_rendered = (self._media_seconds, len(text), len(self.segments))
         return text

@@ -154,6 +154,18 @@ def build_encoder_config(
     }
 
 
+def restricted(context: dict[str, Any]) -> dict[str, Any]:
+    """A securityContext the platform gives (the chart's), held to the restricted Pod Security Standard
+    whatever it says: non-root, not privileged, a seccomp profile of RuntimeDefault or Localhost."""
+    held = {key: value for key, value in context.items() if key not in ("privileged", "runAsUser")}
+    if context.get("runAsUser"):  # 0 is root
+        held["runAsUser"] = context["runAsUser"]
+    held["runAsNonRoot"] = True
+    if "seccompProfile" in held and (held["seccompProfile"] or {}).get("type") not in ("RuntimeDefault", "Localhost"):
+        held["seccompProfile"] = {"type": "RuntimeDefault"}
+    return held
+
+
 def wants_gpu(job: Job, template: JobTemplateSpec | None) -> bool:
     """A LiveJob that transcodes with a template asking for NVENC (recorders and passthrough copy)."""
     return (isinstance(job, LiveJob) and job.spec.input.input_class != InputClass.SINGLE
@@ -244,9 +256,8 @@ def build_encoder_pod(
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "status"}, "periodSeconds": 2,
                            "timeoutSeconds": 1},
         "resources": _encoder_resources(gpu, config),
-        # The restricted Pod Security Standard, whatever the platform's own settings add.
         "securityContext": {
-            **config.encoder_container_security_context,
+            **restricted(config.encoder_container_security_context),
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
@@ -259,9 +270,8 @@ def build_encoder_pod(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": grace,
-        "securityContext": {**config.encoder_pod_security_context, "runAsNonRoot": True,
-                            "seccompProfile": config.encoder_pod_security_context.get("seccompProfile")
-                            or {"type": "RuntimeDefault"}},
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"},
+                            **restricted(config.encoder_pod_security_context)},
         "containers": [container],
         "volumes": [{"name": "work", "emptyDir": {"sizeLimit": config.encoder_work_dir_size}}],
     }

@@ -939,9 +939,10 @@ def decide_record_job(
         ready_before.status == "True" and status.resource_name == current_name else None
     # The recorder was recording and its Pod is gone without a word (kubectl delete, a drain that removed
     # it before its exit was read): a death like a crash, counted as one. At the end of the range it
-    # was told to finish, and what it wrote is judged as before.
+    # was told to finish, and what it wrote is judged as before; a stream recording paused meanwhile gets
+    # its recorder again as any paused one that lost its Pod does.
     vanished = pod is None and recording_since is not None and status.phase == RecordJobPhase.STARTED and \
-        not (end is not None and now >= end)
+        not (end is not None and now >= end) and not (job.spec.paused and job.spec.source.live_job_ref is None)
     target: RecordJobPhase
     if job.spec.source.live_job_ref is not None and source is None and pod is None and not vanished:
         # Only a recorder about to be made needs the LiveJob (one running reads the bucket, and is
@@ -1047,8 +1048,21 @@ def decide_record_job(
         else:
             target = status.phase or RecordJobPhase.STARTED
             reason, comment = str(ConditionReason.ENCODER_CRASHED), f"recorder {_death(pod)}"
-            # A Pod that vanished is replaced at once: with no Pod left to date its death, a wait would
-            # be forgotten on the next reconcile. killed_by: one lost with its node.
+
+            def count_the_retry() -> None:
+                nonlocal comment
+                status.retries += 1
+                status.consecutive_failures = in_a_row + 1
+                status.attempt += 1
+                comment += f"; retry {status.retries}"
+                decision.events.append(("Warning", "RecorderRestarted", comment))
+
+            if pod is None:
+                # Nothing is left to judge again: counted now, and the next attempt is made here, or by the
+                # reconcile that finds no Pod once what it waits for below is there. No back-off either:
+                # with no Pod to date the death, it would be forgotten on the next reconcile.
+                count_the_retry()
+            # killed_by: one lost with its node.
             wait = 0.0 if pod is None else (
                 (pod.finished_at or pod.killed_by or now) + dt.timedelta(seconds=_backoff(config, in_a_row))
                 - now).total_seconds()
@@ -1075,17 +1089,14 @@ def decide_record_job(
                     status.error_message = _clipped(comment)
                     status.finished_at = now
             else:
-                if pod is not None and not pod.terminating:
-                    decision.delete_pods.append(pod.name)
-                status.retries += 1
-                status.consecutive_failures = in_a_row + 1
-                status.attempt += 1
+                if pod is not None:
+                    if not pod.terminating:
+                        decision.delete_pods.append(pod.name)
+                    count_the_retry()
                 decision.create_pod_attempt = status.attempt
                 decision.ensure_children = True
                 if job.spec.source.live_job_ref is not None:  # made from the LiveJob, which may have been away
                     set_cond(ConditionType.SOURCE_AVAILABLE, True, ConditionReason.SOURCE_REACHABLE, "")
-                comment += f"; retry {status.retries}"
-                decision.events.append(("Warning", "RecorderRestarted", comment))
     elif stuck is not None and (stuck[0] in START_ERRORS_AT_ONCE or (start_deadline and now >= start_deadline)):
         # As for a LiveJob's encoder: a recorder that can never start fails the job, with the cause.
         target, reason = RecordJobPhase.FAILED, stuck[0]

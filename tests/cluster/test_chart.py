@@ -321,6 +321,16 @@ def test_schema_rejects_misspelled_values(flag: str, message: str) -> None:
     assert message in result.stderr
 
 
+def test_render_for_a_platform_that_assigns_user_ids() -> None:
+    """OpenShift's restricted-v2: no fixed uid anywhere, the encoder Pods' included (docs/operations.md)."""
+    objects = render(*(f"--set=podSecurityContext.{key}=null" for key in ("runAsUser", "runAsGroup", "fsGroup")))
+    for name in ("onair-operator", "onair-gateway"):
+        assert "runAsUser" not in find(objects, "Deployment", name)["spec"]["template"]["spec"]["securityContext"]
+    env = env_of(find(objects, "Deployment", "onair-operator"))
+    assert json.loads(env["ONAIR_ENCODER_POD_SECURITY_CONTEXT"]) == {"runAsNonRoot": True,
+                                                                     "seccompProfile": {"type": "RuntimeDefault"}}
+
+
 def test_job_templates_are_checked_as_the_crd_checks_them_before_anything_is_installed(tmp_path: Path) -> None:
     ladder = {"name": "hd", "width": 1280, "height": 720, "fps": 30, "videoBitrate": 3_000_000}
 

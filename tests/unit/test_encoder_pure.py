@@ -1024,6 +1024,27 @@ def test_a_rendition_new_to_the_job_starts_in_step_with_the_ones_that_go_on() ->
         assert newest(added) == newest(going_on) == (sequence, 6, 6)
 
 
+def test_a_rendition_new_to_a_recording_starts_in_step_in_its_event_playlist_too() -> None:
+    """A RecordJob's index.m3u8 is its event playlist, every segment from the first: the new rendition's
+    continues the others' discontinuity count and target there."""
+    stored_segments = segments(4, start=0)
+    stored_segments[1] = replace(stored_segments[1], duration=7.0)  # a long GOP then: the target is 7
+    stored_segments[2] = replace(stored_segments[2], discontinuity=True)
+    stored = parse_media_playlist(render_media_playlist(stored_segments, nominal_duration=4, playlist_type="EVENT"))
+    going_on = RenditionTrack.resume(RenditionTrack("720p", nominal_duration=4, window=3, keep_all=True), stored)
+    added = RenditionTrack("1080p", nominal_duration=4, window=3, keep_all=True)
+    added.join(going_on)
+    numbers = []
+    for track in (added, going_on):
+        track.start_session()
+        track.add(4, f"seg_{track.next_sequence:06d}.ts", T0)
+        playlist = parse_media_playlist(track.event_playlist())
+        numbers.append((playlist.media_sequence + len(playlist.segments) - 1,
+                        playlist.discontinuity_sequence + sum(s.discontinuity for s in playlist.segments),
+                        playlist.target_duration))
+    assert numbers[0] == numbers[1] == (4, 2, 7)
+
+
 # --- the upload queue ------------------------------------------------------------------------------
 
 

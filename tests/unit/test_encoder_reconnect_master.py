@@ -22,6 +22,7 @@ from onair.encoder.config import JobConfig, load_job_config
 from onair.encoder.passthrough import ProgramStreams
 from onair.encoder.pipeline import Encoder, Ports
 from onair.encoder.playlist import Segment, Variant, parse_master_playlist, render_media_playlist
+from onair.encoder.probe import Probed
 from onair.encoder.status import EncoderState
 from onair.exitcodes import EXIT_OK
 from onair.models import PASSTHROUGH_PLAYLIST_WINDOW
@@ -199,3 +200,34 @@ async def test_a_live_master_names_the_codecs_of_the_sessions_in_its_window_also
     finally:
         old_probe_may_answer.touch()
         encoder.uploader.stop()
+
+
+def test_the_master_is_rendered_again_only_when_the_sessions_its_playlist_names_change() -> None:
+    """Each new segment does not rewrite the master of a variant with several sessions: only an older
+    session sliding out of the playlist does (or a new session's probe)."""
+    main, high = Probed(("avc1.4d401f", "mp4a.40.2"), (640, 360), 25.0), Probed(("avc1.640028", "mp4a.40.2"),
+                                                                              (1280, 720), 25.0)
+    variant = pipeline.VariantInfo({0: main, 5: high}, "avc1.64001f,mp4a.40.2")
+    assert variant.described(0) == (BOTH_CODECS, (1280, 720), 25.0)
+    assert variant.named_sessions(3) == variant.described_sessions == (0, 5)  # a segment of the first slid out
+    assert variant.named_sessions(5) != variant.described_sessions  # the first session is gone from it
+    assert variant.described(5) == (HIGH_CODECS, (1280, 720), 25.0) and list(variant.sessions) == [5]
+
+
+async def test_a_probe_of_the_old_session_ending_after_a_reconnect_leaves_the_new_one_to_probe(
+    tmp_path: Path, sources: list[OneSegmentSource]
+) -> None:
+    config = passthrough_config("LiveJob", {"jobTemplateId": 1, "destination": {"bucket": "media"}, "input": {
+        "serverType": "HLS", "url": "http://origin/live.m3u8", "inputClass": "Single"}})
+    encoder = Encoder(config, Ports(), tmp_path / "work", Bucket(), 10**9)
+    may_answer = tmp_path / "may answer"
+    segment = tmp_path / "probe_seg_000000.ts"
+    segment.write_text(json.dumps({"streams": H264_MAIN, "heldUntil": str(may_answer)}))
+    probe = asyncio.create_task(encoder._probe_variant("source", segment, None, 1000, 4.0, 0,
+                                                       encoder._variants_generation))
+    await asyncio.sleep(0)  # the probe runs
+    encoder._probe_new_session()  # the source reconnected while the old session's first segment was probed
+    may_answer.touch()
+    await probe
+    assert "source" in encoder._unprobed, "the new session's first segment is still to be probed"
+    assert encoder.variants["source"].sessions == {0: Probed(("avc1.4d401f", "mp4a.40.2"), (640, 360), 25.0)}

@@ -716,17 +716,21 @@ def test_encoder_pods_take_the_platforms_security_settings_and_stay_restricted()
     do is loosen them below the restricted Pod Security Standard."""
     platform = CONFIG.model_copy(update={
         "encoder_image_pull_policy": "Always",
-        "encoder_pod_security_context": {"runAsNonRoot": False, "supplementalGroups": [5000]},
-        "encoder_container_security_context": {"allowPrivilegeEscalation": True, "privileged": False,
-                                               "capabilities": {"add": ["NET_ADMIN"]}},
+        "encoder_pod_security_context": {"runAsNonRoot": False, "supplementalGroups": [5000],
+                                         "seccompProfile": {"type": "Unconfined"}},
+        "encoder_container_security_context": {"allowPrivilegeEscalation": True, "privileged": True, "runAsUser": 0,
+                                               "capabilities": {"add": ["NET_ADMIN"]},
+                                               "seccompProfile": {"type": "Localhost",
+                                                                  "localhostProfile": "onair.json"}},
     })
     spec = build_encoder_pod(live_job(), TEMPLATE.template, platform, 1)["spec"]
     assert spec["securityContext"] == {"runAsNonRoot": True, "supplementalGroups": [5000],
                                        "seccompProfile": {"type": "RuntimeDefault"}}
     container = spec["containers"][0]
     assert container["imagePullPolicy"] == "Always"
-    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "privileged": False,
-                                            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False, "runAsNonRoot": True, "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "Localhost", "localhostProfile": "onair.json"}}
     # By default the image's own non-root uid, as before.
     default = build_encoder_pod(live_job(), TEMPLATE.template, CONFIG, 1)["spec"]
     assert default["securityContext"]["runAsUser"] == 10001 and default["securityContext"]["runAsNonRoot"]
@@ -1832,6 +1836,33 @@ def test_a_recorder_pod_that_vanished_while_recording_is_a_death_counted_and_rep
         status = decide_record_job(record_job(status), None, [], None, CONFIG, moment + dt.timedelta(seconds=5)).status
         moment += dt.timedelta(seconds=10)
     assert status["phase"] == "Failed" and "disappeared" in status["errorMessage"]
+
+
+def test_a_vanished_recorder_whose_retry_must_wait_is_counted_once_and_made_once_it_can_be() -> None:
+    first, second = (naming.pod_name("rec", "recorder", "uid-r", attempt) for attempt in (1, 2))
+    missing = TemplateLookup(None, ConditionReason.TEMPLATE_NOT_FOUND, "no JobTemplate with id 9 in ns")
+    status = decide_record_job(record_job(jobTemplateId=9), None, [], None, CONFIG, NOW, TEMPLATE).status
+    status = decide_record_job(record_job(status, jobTemplateId=9), None, [pod(first)],
+                               {"recording": {"paused": False}}, CONFIG, NOW, TEMPLATE).status
+    waits = decide_record_job(record_job(status, jobTemplateId=9), None, [], None, CONFIG, NOW, missing)
+    assert waits.create_pod_attempt is None and waits.status["retries"] == 1
+    assert waits.status["resourceName"] == second
+    still = decide_record_job(record_job(waits.status, jobTemplateId=9), None, [], None, CONFIG, NOW, missing)
+    assert still.create_pod_attempt is None and still.status["retries"] == 1
+    made = decide_record_job(record_job(still.status, jobTemplateId=9), None, [], None, CONFIG, NOW, TEMPLATE)
+    assert made.create_pod_attempt == 2 and made.status["retries"] == 1
+
+
+def test_a_stream_recording_paused_when_its_recorder_vanished_is_not_a_death() -> None:
+    """Paused before the recorder took the pause: its recorder is made again, paused, as for any paused
+    recording that lost its Pod, and nothing is counted."""
+    name = naming.pod_name("rec", "recorder", "uid-r", 1)
+    status = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
+    status = decide_record_job(record_job(status), None, [pod(name)], {"recording": {"paused": False}}, CONFIG,
+                               NOW).status
+    paused = decide_record_job(record_job(status, generation=2, paused=True), None, [], None, CONFIG, NOW)
+    assert paused.create_pod_attempt == 1 and paused.status.get("retries", 0) == 0
+    assert paused.status["phase"] == "Paused" and not [e for e in paused.events if e[1] == "RecorderRestarted"]
 
 
 def test_a_recorder_pod_that_vanished_after_a_healthy_run_is_replaced_however_often() -> None:
