@@ -131,7 +131,7 @@ def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: St
                                        error_middleware])
     gateway = Gateway(config, store, kube, clock)
     gateway.openapi_document = build_document(ROUTES)
-    watched: list[WatchedSecret] = []
+    watched = gateway.watched_secrets
     if config.api_keys_secret:
         watched.append(ApiKeysSecret(*config.api_keys_secret_ref, config.api_keys_secret_key, gateway.tokens,
                                      registry))
@@ -154,7 +154,7 @@ def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: St
         return web.json_response({"ok": True})
 
     async def readyz(request: web.Request) -> web.Response:
-        ready = store.ready() and all(secret.cache.synced.is_set() for secret in watched)
+        ready = gateway.ready()
         return web.json_response({"ready": ready}, status=200 if ready else 503)
 
     if config.public_metrics:  # false where the API port is public and its metrics must not be

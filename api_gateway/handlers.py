@@ -43,6 +43,7 @@ from onair.api_gateway.errors import (
 )
 from onair.api_gateway.routes import Route
 from onair.api_gateway.schemas import GUID_PATTERN, LiveJobControl, LiveJobCreate, LoginRequest, RecordJobCreate
+from onair.api_gateway.watched_secrets import WatchedSecret
 from onair.kubeclient import ApiError, KubeClient, resource_path
 from onair.models import API_VERSION, JobTemplateSpec, LiveJobSpec, RecordJobSpec
 from onair.streamkeys import WEBHOOK_SIGNATURE_HEADER, derive_webhook_key
@@ -111,6 +112,12 @@ class Gateway:
         self.id_counters: dict[str, Any] | None = None  # the id ConfigMap as this gateway last wrote or read it
         self.server_id = str(uuid.uuid4())
         self.tokens = VerifiedTokens(config.jwt_secret, config.api_keys)
+        # The Secrets it watches (API keys, signing key): read before the gateway is ready.
+        self.watched_secrets: list[WatchedSecret] = []
+
+    def ready(self) -> bool:
+        """What /readyz answers and /health says: the caches listed and the watched Secrets read."""
+        return self.store.ready() and all(secret.cache.synced.is_set() for secret in self.watched_secrets)
 
     # --- plumbing ---------------------------------------------------------------------------------
 
@@ -874,7 +881,7 @@ class Gateway:
                           if c.get("type") == "Ready"), False)
             nodes.append("operational" if ready else "outage")
         return schemas.Health(version="0.1.0", server_id=self.server_id, collected_at=int(time.time() * 1000),
-                              ready=self.store.ready(), caches={c.name: c.synced.is_set() for c in self.store.caches},
+                              ready=self.ready(), caches={c.name: c.synced.is_set() for c in self.store.caches},
                               stream_metrics_total=mapping.totals(live), record_metrics_total=mapping.totals(records),
                               streamer_metrics_total=mapping.totals(nodes))
 

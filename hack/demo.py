@@ -96,6 +96,12 @@ def main() -> int:
     except KeyboardInterrupt:
         say("stopping")
     finally:
+        if platform is None and processes:
+            # Someone's cluster: the demo LiveJob goes while its operator still runs (it stops the encoder
+            # Pod), and then its namespace. The CRDs and the JobTemplate stay for the next run.
+            say(f"deleting the demo LiveJob and namespace {NAMESPACE} from the cluster")
+            kubectl("delete", "livejob", "demo", "-n", NAMESPACE, "--ignore-not-found", "--timeout=60s", check=False)
+            kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false", check=False)
         for process in reversed(processes):
             pid = process.running_pid()
             if pid is not None:

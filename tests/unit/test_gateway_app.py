@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from onair.api_gateway import handlers, schemas
-from onair.api_gateway.app import STORE_KEY, init_app
+from onair.api_gateway.app import GATEWAY_KEY, STORE_KEY, init_app
 from onair.api_gateway.auth import parse_api_keys
 from onair.api_gateway.cache import Store
 from onair.api_gateway.config import GatewayConfig
@@ -1228,6 +1228,26 @@ async def test_public_metrics_false_hides_metrics(aiohttp_client: Callable[..., 
     client = await aiohttp_client(init_app(config, kube=kube, store=make_store()))  # type: ignore[arg-type]
     assert (await client.get("/metrics")).status == 404
     assert (await client.get("/healthz")).status == 200
+
+
+async def test_health_says_ready_only_when_readyz_would_answer_200(aiohttp_client: Callable[..., Awaitable[Client]],
+                                                                    kube: FakeKube) -> None:
+    """A gateway that has not read its signing key's Secret yet would sign with a key about to change:
+    /readyz is 503, and /health (and its onair_gateway_ready) says not ready with it."""
+    config = GatewayConfig(jwt_secret=SECRET, stream_key_seed=SEED, watch=False, jwt_secret_secret="signing",
+                           api_keys=parse_api_keys([{"name": "a", "key": "admin-key-0123456789", "projects": ["*"],
+                                                     "role": "admin"}]))
+    client = await aiohttp_client(init_app(config, kube=kube, store=make_store()))  # type: ignore[arg-type]
+    gateway = client.app[GATEWAY_KEY]
+    admin = await token(client, "admin-key-0123456789")
+    assert (await client.get("/readyz")).status == 503
+    assert (await (await client.get("/api/v1/health", headers=admin)).json())["result"]["ready"] is False
+    assert "onair_gateway_ready 0" in await (await client.get("/api/v1/health?format=openmetrics",
+                                                              headers=admin)).text()
+    for secret in gateway.watched_secrets:
+        secret.cache.synced.set()
+    assert (await client.get("/readyz")).status == 200
+    assert (await (await client.get("/api/v1/health", headers=admin)).json())["result"]["ready"] is True
 
 
 # --- every list: the Brightcove query language, select=, keyset and offset paging -------------------
