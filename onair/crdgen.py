@@ -583,8 +583,10 @@ def main(argv: Sequence[str] | None = None) -> int:
              else generated_files(args.crd_dir, args.docs_path if args.docs else None))
     if args.check:
         stale = stale_files(files)
+        command = (f"--values-schema {args.values_schema}" if args.values_schema
+                   else f"--crd-dir {args.crd_dir}{' --docs' if args.docs else ''}")
         for path in stale:
-            print(f"out of date: {path} (run python -m onair.crdgen{' --docs' if args.docs else ''})", file=sys.stderr)
+            print(f"out of date: {path} (run python -m onair.crdgen {command})", file=sys.stderr)
         return 1 if stale else 0
     for path, content in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
