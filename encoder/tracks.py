@@ -84,9 +84,6 @@ class RenditionTrack:
     target_floor: int = 0  # the largest EXT-X-TARGETDURATION published: it must never go down
     peak_bit_rate: int = 0  # the highest newest_bit_rate() of this Pod's segments so far (BANDWIDTH)
     _event: GrowingPlaylist | None = None  # the event playlist's text so far (keep_all)
-    # The event playlist's DISCONTINUITY-SEQUENCE and target floor: 0 but for a rendition that joined (join).
-    _event_discontinuity_sequence: int = 0
-    _event_target_floor: int = 0
     # When (`_media_seconds`) the event playlist was last rendered, its bytes and how many segments it named.
     _event_rendered: tuple[float, int, int] | None = None
 
@@ -135,9 +132,10 @@ class RenditionTrack:
         self.target_floor = max(self.target_floor, reference.target_floor)
         self.pending_discontinuity = reference.pending_discontinuity
         if self.keep_all:
-            self._event_discontinuity_sequence = discontinuity_tags(reference.segments)
-            self._event_target_floor = target_duration(reference.segments, reference.nominal_duration)
-            self._event = None
+            self._event = GrowingPlaylist(self.nominal_duration, playlist_type="EVENT",
+                                          discontinuity_sequence=discontinuity_tags(reference.segments),
+                                          target_floor=target_duration(reference.segments,
+                                                                       reference.nominal_duration))
 
     def start_session(self) -> None:
         """A new ingest session (new ffmpeg): its first segment is a discontinuity."""
@@ -334,9 +332,7 @@ class RenditionTrack:
         """Every segment kept (keep_all): an EVENT playlist, closed with ENDLIST once ended (its type
         stays: RFC 8216 6.2.1 allows a published playlist no change but appending and ENDLIST)."""
         if self._event is None:
-            self._event = GrowingPlaylist(self.nominal_duration, playlist_type="EVENT",
-                                          discontinuity_sequence=self._event_discontinuity_sequence,
-                                          target_floor=self._event_target_floor)
+            self._event = GrowingPlaylist(self.nominal_duration, playlist_type="EVENT")
         text = self._event.render(self.segments, ended=ended)
         self._event_rendered = (self._media_seconds, len(text), len(self.segments))
         return text

@@ -157,9 +157,9 @@ def build_encoder_config(
 def restricted(context: dict[str, Any]) -> dict[str, Any]:
     """A securityContext the platform gives (the chart's), held to the restricted Pod Security Standard
     whatever it says: non-root, not privileged, a seccomp profile of RuntimeDefault or Localhost."""
-    held = {key: value for key, value in context.items() if key not in ("privileged", "runAsUser")}
-    if context.get("runAsUser"):  # 0 is root
-        held["runAsUser"] = context["runAsUser"]
+    held = {key: value for key, value in context.items() if key != "privileged"}
+    if held.get("runAsUser") == 0:  # root
+        del held["runAsUser"]
     held["runAsNonRoot"] = True
     if "seccompProfile" in held and (held["seccompProfile"] or {}).get("type") not in ("RuntimeDefault", "Localhost"):
         held["seccompProfile"] = {"type": "RuntimeDefault"}
