@@ -304,19 +304,18 @@ class Gateway:
         assert ctx.namespace and ctx.project_id
         raw = await request.read()
         body: LiveJobCreate = await self.body(request, LiveJobCreate)
+        name, idempotent = self.new_name(request, ctx)
+        if idempotent and (earlier := await self.earlier_job(ctx, name, live=True)) is not None:
+            return self.replay(earlier, raw, ctx, live=True)
         spec = mapping.live_job_spec_from_request(body)
         templates = self.store.templates_for(ctx.namespace)
         if spec["jobTemplateId"] not in templates:
             raise ApiProblem(400, f"jobTemplateId: no JobTemplate with id {spec['jobTemplateId']} in this project "
                                   f"(available: {', '.join(map(str, sorted(templates))) or 'none'})")
-        body_hash = hashlib.sha256(raw).hexdigest()
-        name, idempotent = self.new_name(request, ctx)
         kube = self.kube_client()
-        existing = self.store.live_index(ctx.namespace).entries.get(name) if idempotent else None
-        if existing is not None:
-            return self.replay(existing, body_hash, ctx, live=True)
         job_id = await self.allocate_id(ctx.namespace)
-        obj = mapping.live_job_object(name, ctx.namespace, ctx.project_id, job_id, spec, body_hash)
+        obj = mapping.live_job_object(name, ctx.namespace, ctx.project_id, job_id, spec,
+                                      request_digest(raw) if idempotent else None)
         # One write: the stream key is derived from the job's uid (the operator derives the same one
         # for the encoder's Secret), so nothing else has to be stored before the key can be returned.
         created = await kube.create(resource_path(API_VERSION, "livejobs", ctx.namespace), obj)
@@ -324,16 +323,16 @@ class Gateway:
             current = await kube.get(resource_path(API_VERSION, "livejobs", ctx.namespace, name))
             self.store.livejobs.upsert(current)
             entry = self.store.live_index(ctx.namespace).entries[name]
-            return self.replay(entry, body_hash, ctx, live=True)
+            return self.replay(entry, raw, ctx, live=True)
         self.store.livejobs.upsert(created)
         entry = self.store.live_index(ctx.namespace).entries[name]
         detail = mapping.live_job_detail(entry.obj, entry.facts, self.stream_key(ctx.namespace, name), ctx.project_id)
         return json_response(envelope(detail, messages=["live job created"]), 201,
                              headers={"Location": f"{request.path}/{name}"})
 
-    def replay(self, entry: JobEntry, body_hash: str, ctx: Ctx, live: bool) -> web.Response:
+    def replay(self, entry: JobEntry, raw: bytes, ctx: Ctx, live: bool) -> web.Response:
         assert ctx.namespace and ctx.project_id
-        require_same_body(entry.obj, body_hash)
+        require_same_body(entry.obj, raw)
         if live:
             result = mapping.live_job_detail(entry.obj, entry.facts, self.stream_key(ctx.namespace, entry.name),
                                              ctx.project_id)
@@ -487,14 +486,23 @@ class Gateway:
         if start is not None and finish is not None:
             self.require_kept(namespace, entry, max(start, created_at or start), finish, fields[0])
 
-    async def earlier_record(self, ctx: Ctx, name: str) -> dict[str, Any] | None:
-        """The record job an Idempotency-Key made before: from the cache, or from the API server when
-        another replica made it a moment ago (a retry must be checked before anything is written)."""
+    async def earlier_job(self, ctx: Ctx, name: str, live: bool) -> JobEntry | None:
+        """The job an Idempotency-Key made before: from the cache, or from the API server when another
+        replica made it a moment ago. A retry is answered with it before its body is checked against the
+        clock and the templates, which may have moved on since the first try (a range that has begun, a
+        template removed): what was made stays made."""
         assert ctx.namespace
-        earlier = self.store.record_index(ctx.namespace).entries.get(name)
+        cache = self.store.livejobs if live else self.store.recordjobs
+        index_of = self.store.live_index if live else self.store.record_index
+        earlier = index_of(ctx.namespace).entries.get(name)
         if earlier is not None:
-            return earlier.obj
-        return await self.kube_client().get_or_none(resource_path(API_VERSION, "recordjobs", ctx.namespace, name))
+            return earlier
+        found = await self.kube_client().get_or_none(
+            resource_path(API_VERSION, "livejobs" if live else "recordjobs", ctx.namespace, name))
+        if found is None:
+            return None
+        cache.upsert(found)  # refused when the cache saw it deleted: then it is made again
+        return index_of(ctx.namespace).entries.get(name)
 
     async def control_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace and ctx.project_id
@@ -517,8 +525,7 @@ class Gateway:
             raise ApiProblem(400, "startDateTime: required with finishDateTime (a live cut needs both ends)")
         # The clip is validated before anything is written, and created after the online switch: a
         # retry after a failure repeats the switch harmlessly instead of cutting a second clip.
-        clip_name, clip_spec = "", None
-        body_hash = hashlib.sha256(raw).hexdigest()
+        clip_name, clip_spec, body_digest, replayed = "", None, None, False
         # Both ends equal, as in the reference's own example body, is an empty range: it cuts nothing,
         # and the call only starts or stops the job.
         if start is not None and finish is not None and finish != start:
@@ -526,11 +533,13 @@ class Gateway:
                 raise ApiProblem(400, "finishDateTime: must be after startDateTime")
             clip_name, idempotent = self.new_name(request, ctx)
             clip_spec = mapping.clip_record_spec(entry.obj, clip_name, start, finish)
-            earlier = await self.earlier_record(ctx, clip_name) if idempotent else None
+            earlier = await self.earlier_job(ctx, clip_name, live=False) if idempotent else None
             if earlier is not None:  # a replay answers what was cut, however far the window has moved since
-                require_same_body(earlier, body_hash)
+                require_same_body(earlier.obj, raw)
+                replayed = True
             else:
                 self.require_cuttable(ctx.namespace, entry, start, finish, ("startDateTime", "finishDateTime"))
+            body_digest = request_digest(raw) if idempotent else None
         if body.online and clip_spec is None:
             finish_text = ((entry.obj.get("spec") or {}).get("schedule") or {}).get("finishDateTime")
             scheduled_finish = mapping.parse_time(finish_text)
@@ -544,12 +553,14 @@ class Gateway:
         urls = (updated.get("status") or {}).get("urls") or {}
         result = {"online": body.online, "playBackPathURL": urls.get("cdn") or urls.get("storageMasterFile")}
         if clip_spec is not None:
-            created = await self.create_record(ctx, clip_name, clip_spec, None, body_hash)
+            created = await self.create_record(ctx, clip_name, clip_spec, None, body_digest)
             if created.get("_replayed"):  # made by another replica, or before this one's cache saw it
-                require_same_body(created, body_hash)
+                require_same_body(created, raw)
+                replayed = True
             result.update(playBackPathURL=mapping.clip_playback_url(entry.obj, clip_spec), recordJobName=clip_name,
                           recordJobId=mapping.object_id(created))
-        return json_response(envelope(result, messages=["live cut created" if clip_spec else "live job updated"]), 201)
+        return json_response(envelope(result, messages=["live cut created" if clip_spec else "live job updated"]), 201,
+                             headers={"Idempotent-Replayed": "true"} if replayed else None)
 
     async def get_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace and ctx.project_id
@@ -649,6 +660,9 @@ class Gateway:
         assert ctx.namespace and ctx.project_id
         raw = await request.read()
         body: RecordJobCreate = await self.body(request, RecordJobCreate)
+        name, idempotent = self.new_name(request, ctx)
+        if idempotent and (earlier := await self.earlier_job(ctx, name, live=False)) is not None:
+            return self.replay(earlier, raw, ctx, live=False)
         spec = body.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"name"})
         reference = (spec.get("source") or {}).get("liveJobRef")
         if isinstance(reference, str) and GUID_RE.fullmatch(reference):
@@ -676,25 +690,20 @@ class Gateway:
         template_id = spec.get("jobTemplateId")
         if template_id is not None and template_id not in self.store.templates_for(ctx.namespace):
             raise ApiProblem(400, f"jobTemplateId: no JobTemplate with id {template_id} in this project")
-        body_hash = hashlib.sha256(raw).hexdigest()
-        name, idempotent = self.new_name(request, ctx)
-        existing = self.store.record_index(ctx.namespace).entries.get(name) if idempotent else None
-        if existing is not None:
-            return self.replay(existing, body_hash, ctx, live=False)
-        created = await self.create_record(ctx, name, spec, body.name, body_hash)
+        created = await self.create_record(ctx, name, spec, body.name, request_digest(raw) if idempotent else None)
         entry = self.store.record_index(ctx.namespace).entries[str(created["metadata"]["name"])]
         if created.get("_replayed"):
-            return self.replay(entry, body_hash, ctx, live=False)
+            return self.replay(entry, raw, ctx, live=False)
         result = mapping.record_job_out(entry.obj, entry.facts, self.template_name(ctx.namespace))
         return json_response(envelope(result, messages=["record job created"]), 201,
                              headers={"Location": f"{request.path}/{name}"})
 
     async def create_record(self, ctx: Ctx, name: str, spec: dict[str, Any], display_name: str | None,
-                            body_hash: str) -> dict[str, Any]:
+                            body_digest: str | None) -> dict[str, Any]:
         assert ctx.namespace and ctx.project_id
         kube = self.kube_client()
         job_id = await self.allocate_id(ctx.namespace)
-        annotations = {mapping.ANNOTATION_BODY_HASH: body_hash} if body_hash else {}
+        annotations = {mapping.ANNOTATION_BODY_HASH: body_digest} if body_digest else {}
         if display_name:
             annotations[mapping.ANNOTATION_DISPLAY_NAME] = display_name
         obj = {"apiVersion": API_VERSION, "kind": "RecordJob",
@@ -913,10 +922,19 @@ def shows_stream_keys(ctx: Ctx) -> bool:
     return ctx.principal is None or ctx.principal.role.allows(Role.WRITE)
 
 
-def require_same_body(obj: dict[str, Any], body_hash: str) -> None:
-    """A retried Idempotency-Key must carry the body that made `obj`; another body is a 422."""
-    annotations = obj["metadata"].get("annotations") or {}
-    if annotations.get(mapping.ANNOTATION_BODY_HASH) not in (None, body_hash):
+def request_digest(raw: bytes) -> str:
+    """What a POST's body is for its Idempotency-Key: the SHA-256 of its JSON with the keys sorted and
+    no spaces, so that a retry that serialised the same object again (another key order, indented) is
+    the same request. Called only on a body the request's model has parsed."""
+    canonical = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def require_same_body(obj: dict[str, Any], raw: bytes) -> None:
+    """A retried Idempotency-Key must carry the body that made `obj`; another body is a 422. A job
+    made before the digest was canonical recorded its body's bytes' SHA-256: those bytes still match."""
+    recorded = (obj["metadata"].get("annotations") or {}).get(mapping.ANNOTATION_BODY_HASH)
+    if recorded is not None and recorded not in (request_digest(raw), hashlib.sha256(raw).hexdigest()):
         raise ApiProblem(422, "Idempotency-Key: already used with a different request body")
 
 

@@ -473,14 +473,14 @@ def _choice(value: int | str | None, values: tuple[str, ...], default: str | Non
 
 
 def live_job_object(name: str, namespace: str, project_id: str, job_id: int, spec: dict[str, Any],
-                    body_hash: str) -> dict[str, Any]:
-    """The LiveJob a REST create writes: its project and integer id as labels, and the hash of the
-    request body (a retried Idempotency-Key with another body is refused)."""
-    return {"apiVersion": API_VERSION, "kind": "LiveJob",
-            "metadata": {"name": name, "namespace": namespace,
-                         "labels": {LABEL_PROJECT: project_id, LABEL_ID: str(job_id)},
-                         "annotations": {ANNOTATION_BODY_HASH: body_hash}},
-            "spec": spec}
+                    body_digest: str | None) -> dict[str, Any]:
+    """The LiveJob a REST create writes: its project and integer id as labels, and for a create with an
+    Idempotency-Key the digest of its body (a retry with another body is refused)."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace,
+                                "labels": {LABEL_PROJECT: project_id, LABEL_ID: str(job_id)}}
+    if body_digest:
+        metadata["annotations"] = {ANNOTATION_BODY_HASH: body_digest}
+    return {"apiVersion": API_VERSION, "kind": "LiveJob", "metadata": metadata, "spec": spec}
 
 
 def clip_record_spec(live_job: Obj, clip_name: str, start: datetime, finish: datetime) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import hashlib
 import itertools
 import json
 import time
@@ -524,6 +525,66 @@ async def test_idempotency_key_matches_the_project_id_in_any_case(client: Client
     assert again.headers.get("Idempotent-Replayed") == "true"
     assert (await again.json())["result"]["id"] == (await first.json())["result"]["id"]
 
+async def test_a_retry_is_the_same_request_in_any_key_order_or_spacing(client: Client) -> None:
+    headers = {**await token(client), "Idempotency-Key": "spacing-1", "Content-Type": "application/json"}
+    payload = {"jobTemplateId": 7, "bucket": "media", "serverType": "RTMP", "description": "x"}
+    first = await client.post(url(), data=json.dumps(payload), headers=headers)
+    assert first.status == 201
+    reordered = dict(reversed(list(payload.items())))
+    again = await client.post(url(), data=json.dumps(reordered, indent=2), headers=headers)
+    assert again.status == 201 and again.headers["Idempotent-Replayed"] == "true", await again.text()
+    assert (await again.json())["result"]["id"] == (await first.json())["result"]["id"]
+    other = await client.post(url(), data=json.dumps({**payload, "description": "y"}), headers=headers)
+    assert other.status == 422
+
+
+async def test_a_job_made_before_the_digest_was_canonical_replays_for_its_own_bytes(client: Client,
+                                                                                   kube: FakeKube) -> None:
+    headers = {**await token(client), "Idempotency-Key": "legacy-1", "Content-Type": "application/json"}
+    raw = b'{"jobTemplateId": 7, "bucket": "media", "serverType": "RTMP"}'
+    first = await client.post(url(), data=raw, headers=headers)
+    name = (await first.json())["result"]["name"]
+    store = client.app[STORE_KEY]
+    legacy = copy.deepcopy(store.livejobs.get(NS, name))
+    legacy["metadata"]["annotations"]["onair.dev/request-sha256"] = hashlib.sha256(raw).hexdigest()
+    legacy["metadata"]["resourceVersion"] = "100000"
+    store.livejobs.upsert(legacy)
+    again = await client.post(url(), data=raw, headers=headers)
+    assert again.status == 201 and again.headers["Idempotent-Replayed"] == "true"
+    other = await client.post(url(), data=raw.replace(b"media", b"other"), headers=headers)
+    assert other.status == 422
+
+
+async def test_a_retry_gets_its_job_after_the_template_is_gone_and_the_range_has_begun(
+        client: Client, kube: FakeKube, clock: Clock) -> None:
+    """What a first try made stays made: a retry after a lost answer is not judged again against a
+    clock and templates that moved on since (nor on a replica whose cache has not seen the job)."""
+    headers = {**await token(client), "Idempotency-Key": "late-1"}
+    live = {"jobTemplateId": 7, "bucket": "media", "serverType": "RTMP"}
+    made = await (await client.post(url(), json=live, headers=headers)).json()
+    start = datetime.fromtimestamp(clock(), UTC)
+    record = {"source": {"streamUrl": "rtmp://origin.example.com/live/x"}, "output": {"bucket": "media"},
+              "timeRange": {"start": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            "end": (start + timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ")}}
+    base = f"/api/v1/projects/{PROJECT}/recordjobs"
+    recorded = await (await client.post(base, json=record, headers=headers)).json()
+    store = client.app[STORE_KEY]
+    store.templates.remove(store.templates.get("onair-system", "ladder") or {})
+    clock.skipped += 120  # the recording's range has ended
+    for path, body, first in ((url(), live, made), (base, record, recorded)):
+        for forgotten in (False, True):
+            if forgotten:  # another replica, whose watch has not brought the job yet
+                cache = store.livejobs if path == url() else store.recordjobs
+                cache.remove(cache.get(NS, first["result"]["name"]) or {})
+                cache.tombstones.clear()
+            again = await client.post(path, json=body, headers=headers)
+            assert again.status == 201, (path, forgotten, await again.text())
+            assert again.headers["Idempotent-Replayed"] == "true"
+            assert (await again.json())["result"]["id"] == first["result"]["id"]
+    fresh = await client.post(url(), json=live, headers={**headers, "Idempotency-Key": "late-2"})
+    assert fresh.status == 400 and "jobTemplateId: no JobTemplate" in (await fresh.json())["errors"][0]
+
+
 @pytest.mark.parametrize(("payload", "expected"), [
     ({"jobTemplateId": "7", "bucket": "media", "serverType": 0}, "jobTemplateId: "),
     ({"jobTemplateId": 7, "bucket": "media", "serverType": 0, "colour": "red"}, "colour: Extra inputs"),
@@ -664,6 +725,7 @@ async def test_live_cut_idempotency_key_replays_the_same_range_and_refuses_anoth
     first = await (await client.post(url(f"/{FIRST_KEY}"), headers=headers, json=cut)).json()
     again = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json=cut)
     assert again.status == 201 and (await again.json())["result"]["recordJobName"] == first["result"]["recordJobName"]
+    assert again.headers["Idempotent-Replayed"] == "true"
     other = {**cut, "startDateTime": (now - timedelta(minutes=3)).isoformat(),
              "finishDateTime": (now - timedelta(minutes=2)).isoformat()}
     refused = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json=other)
