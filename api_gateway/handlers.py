@@ -647,6 +647,8 @@ class Gateway:
         sort_by = q.get("SortBy")
         if sort_by is not None and sort_by not in ("asc", "desc"):
             raise ApiProblem(400, "SortBy: must be asc or desc")
+        if sort_by is not None and q.get("sort_dir", sort_by) != sort_by:
+            raise ApiProblem(400, "SortBy: asks the other order than sort_dir; give one of the two")
         namespace = ctx.namespace
         names = self.template_name(namespace)
         return list_response(run_list(

@@ -66,8 +66,17 @@ def millis(text: Any) -> int:
 
 
 def iso(text: Any) -> str | None:
-    """Kubernetes times are RFC 3339 already; pass them through (or None)."""
-    return text if isinstance(text, str) and text else None
+    """A time as the contract writes every DateTime: UTC with a Z (`2021-11-04T15:12:19.222Z`), or None.
+    Kubernetes' own stamps are that already; a schedule or time range may have been given in another
+    zone (through kubectl, or the REST create)."""
+    if not isinstance(text, str) or not text:
+        return None
+    moment = parse_time(text)
+    if moment is None or moment.tzinfo is None:
+        return text
+    moment = moment.astimezone(UTC)
+    timespec = "seconds" if not moment.microsecond else "milliseconds" if not moment.microsecond % 1000 else "auto"
+    return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def modified_millis(obj: Obj) -> int:
@@ -636,6 +645,7 @@ def record_job_out(obj: Obj, facts: Mapping[str, Any], template_name: Callable[[
     output.setdefault("format", "hls")
     output.setdefault("path", "")
     template_id = spec.get("jobTemplateId")
+    time_range = spec.get("timeRange")
     return {
         "id": facts["id"],
         "jobId": facts["job_id"],
@@ -646,7 +656,7 @@ def record_job_out(obj: Obj, facts: Mapping[str, Any], template_name: Callable[[
         "streamInput": {"type": stream_url.split(":", 1)[0] if stream_url else "livejob", "url": stream_url,
                         "liveJobName": source.get("liveJobRef")},
         "recordOutput": output,
-        "timeRange": spec.get("timeRange"),
+        "timeRange": {end: iso(moment) for end, moment in time_range.items()} if time_range else time_range,
         "templateId": template_id,
         "templateName": template_name(template_id) if template_id is not None else None,
         "notifyUrl": spec.get("notifyUrl"),

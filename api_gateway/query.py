@@ -18,6 +18,10 @@ T = TypeVar("T")
 Kind = Literal["str", "int", "num", "bool", "time", "enum"]
 MAX_PAGE_SIZE = 1000
 OPERATORS = ("gt", "ge", "lt", "le")
+# What other query languages spell as operators: unquoted before a colon (`ne:x`, `eq:5`) it is a
+# mistaken operator, refused, not a text to match (which would quietly match nothing).
+FOREIGN_OPERATORS = frozenset({"eq", "ne", "neq", "gte", "lte", "in", "nin", "not", "like", "ilike", "contains",
+                               "startswith", "endswith", "regex"})
 QUOTES = {"'": "'", '"': '"', "\u2018": "\u2019", "\u2019": "\u2019"}
 _INT = re.compile(r"^-?\d{1,18}$")
 _FLOAT = re.compile(r"^-?\d{1,18}\.\d{1,9}$")
@@ -98,6 +102,9 @@ def parse_condition(text: str, param: str) -> Condition:
         if not rest.strip():
             raise QueryError(f"{param}: a value must follow {head}:")
         return Condition(head.strip().lower(), parse_literal(rest, param))
+    if sep and head.strip().lower() in FOREIGN_OPERATORS and text.strip()[:1] not in QUOTES:
+        raise QueryError(f"{param}: unknown operator {head.strip()}: (the operators are gt, ge, lt and le; quote "
+                         f"the value to match it as text)")
     return Condition("eq", parse_literal(text, param))
 
 

@@ -910,6 +910,28 @@ async def test_single_object_answers_carry_a_result_info_as_the_reference_shows(
     assert missing["success"] is False and missing["resultInfo"] is None
 
 
+async def test_times_given_in_another_zone_come_back_in_utc_with_a_z(client: Client) -> None:
+    """The contract writes every DateTime in UTC with a Z; a schedule or range given with an offset is
+    answered that way too, beside the Kubernetes stamps."""
+    headers = await token(client)
+    made = await client.post(url(), headers=headers, json={
+        "jobTemplateId": 7, "bucket": "media", "serverType": 0,
+        "startDateTime": "2030-01-01T02:00:00.5+02:00", "endDateTime": "2030-01-01T06:30:00+05:30"})
+    assert made.status == 201, await made.text()
+    name = (await made.json())["result"]["name"]
+    detail = (await (await client.get(url(f"/{name}"), headers=headers)).json())["result"]
+    listed = (await (await client.get(url(), params={"search": name}, headers=headers)).json())["result"]
+    for shown in (detail, listed[0]):
+        assert (shown["startDateTime"], shown["endDateTime"]) == ("2030-01-01T00:00:00.500Z", "2030-01-01T01:00:00Z")
+        assert shown["insertDate"].endswith("Z")
+    record = await client.post(f"/api/v1/projects/{PROJECT}/recordjobs", headers=headers, json={
+        "source": {"streamUrl": "rtmp://origin.example.com/live/x"}, "output": {"bucket": "media"},
+        "timeRange": {"start": "2030-01-01T01:00:00-01:00", "end": "2030-01-01T03:00:00.123456+01:00"}})
+    assert record.status == 201, await record.text()
+    assert (await record.json())["result"]["timeRange"] == {"start": "2030-01-01T02:00:00Z",
+                                                           "end": "2030-01-01T02:00:00.123456Z"}
+
+
 async def test_record_jobs_alibaba_list(client: Client) -> None:
     headers = await token(client)
     base = f"/api/v1/projects/{PROJECT}/recordjobs"
@@ -925,6 +947,11 @@ async def test_record_jobs_alibaba_list(client: Client) -> None:
     body = await (await client.get(base, params={"SortBy": "asc", "PageSize": "2", "PageNo": "2"},
                                    headers=headers)).json()
     assert [r["id"] for r in body["result"]] == [ids[2]] and body["resultInfo"]["totalCount"] == 3
+    agreeing = await (await client.get(base, params={"SortBy": "asc", "sort_dir": "asc"}, headers=headers)).json()
+    assert [r["id"] for r in agreeing["result"]] == ids
+    selected = await (await client.get(base, params={"select": "id,recordOutput.bucket", "SortBy": "asc"},
+                                       headers=headers)).json()
+    assert selected["result"] == [{"id": job_id, "recordOutput": {"bucket": "media"}} for job_id in ids]
     body = await (await client.get(base, params={"Keyword": "rec 1"}, headers=headers)).json()
     assert [r["name"] for r in body["result"]] == ["rec 1"]
     paused = await client.post(f"{base}/{ids[0]}/pause", headers=headers)
@@ -950,7 +977,8 @@ async def test_record_jobs_alibaba_list(client: Client) -> None:
                            "EndTime: at most 30"),
                           ({"StartTime": "2024-01-01 00:00"}, "StartTime: must be a UTC time"),
                           ({"Status": "sleeping"}, "Status: must be one of"),
-                          ({"PageNo": "1", "pageIndex": "1"}, "PageNo: give")]:
+                          ({"PageNo": "1", "pageIndex": "1"}, "PageNo: give"),
+                          ({"SortBy": "asc", "sort_dir": "desc"}, "SortBy: asks the other order")]:
         response = await client.get(base, params=params, headers=headers)
         assert response.status == 400 and (await response.json())["errors"][0].startswith(error)
 

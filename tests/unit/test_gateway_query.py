@@ -53,6 +53,16 @@ def test_parse_filter_rejects_malformed_values(raw: str) -> None:
     assert error.value.errors[0].startswith("state: ")
 
 
+@pytest.mark.parametrize("raw", ["ne:live", "eq:5", "[live,NE:x]", "gte:10"])
+def test_an_operator_of_another_query_language_is_refused_not_matched_as_text(raw: str) -> None:
+    with pytest.raises(QueryError) as error:
+        query.parse_filter(raw, "state")
+    assert "unknown operator" in error.value.errors[0] and "gt, ge, lt and le" in error.value.errors[0]
+    # Quoted, it is a text like any other; a colon elsewhere (a URL, a time) is text as before.
+    assert query.parse_filter(f"'{raw}'", "state") == [Condition("eq", Literal_(raw, quoted=True))]
+    assert query.parse_filter("rtmp://origin/live", "url") == [Condition("eq", Literal_("rtmp://origin/live"))]
+
+
 def test_or_lists_and_across_filters() -> None:
     assert matching(("state", "[live,offline]")) == [1, 2]
     assert matching(("state", "[live,offline]"), ("online", "true")) == [1]
