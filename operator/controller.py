@@ -48,7 +48,13 @@ from onair.operator.reconcile import (
     record_attempt,
 )
 from onair.operator.services import ServiceEndpoint, service_endpoint
-from onair.operator.webhooks import WebhookSender, build_payload, events_announced, pending_webhook
+from onair.operator.webhooks import (
+    WebhookSender,
+    build_payload,
+    deletion_webhook_id,
+    events_announced,
+    pending_webhook,
+)
 from onair.operator.workqueue import WorkQueue
 from onair.phases import ConditionReason, LiveJobPhase, RecordJobPhase
 from onair.streamkeys import derive_control_key
@@ -749,7 +755,8 @@ class Controller:
         if not url or not self.acting:
             return
         phase = (body.get("status") or {}).get("phase") or ""
-        entry = pending_webhook("deleted", phase or "Deleted", "the job was deleted", self.clock())
+        entry = pending_webhook("deleted", phase or "Deleted", "the job was deleted", self.clock(),
+                                deletion_webhook_id(str(body["metadata"].get("uid") or body["metadata"]["name"])))
         self.webhooks.send(url, build_payload(body, entry), lambda t, r, m: self.post_event(body, t, r, m))
 
     def _stand_by(self) -> None:

@@ -118,7 +118,9 @@ def phase_path(current: Phase | None, target: Phase) -> list[Phase]:
     excluding `current`. The first phase of a new job is its initial one (Pending, Initial).
 
     Never through a terminal phase: each phase passed gets a timing, an Event and a webhook, and a
-    job that goes on did not complete or fail."""
+    job that goes on did not complete or fail. Through Offline (switched off: a `stopped` webhook)
+    only when no other way is as short: a job whose stop was called off (its start moved back, its
+    finish later) was never switched off."""
     graph: Mapping[Phase, frozenset[Phase]] = (
         LIVE_JOB_TRANSITIONS if isinstance(target, LiveJobPhase) else RECORD_JOB_TRANSITIONS  # type: ignore[assignment]
     )
@@ -136,7 +138,7 @@ def phase_path(current: Phase | None, target: Phase) -> list[Phase]:
     seen = {current}
     while queue:
         path = queue.popleft()
-        for nxt in sorted(graph[path[-1]]):
+        for nxt in sorted(graph[path[-1]], key=lambda phase: (phase == LiveJobPhase.OFFLINE, phase)):
             if nxt in seen:
                 continue
             if nxt == target:

@@ -92,11 +92,19 @@ def verify(secret: str, body: bytes, header: str, tolerance_seconds: int = 300, 
     return hmac.compare_digest(expected, signature)
 
 
-def pending_webhook(event: str, phase: str, message: str, now: datetime) -> dict[str, Any]:
-    """The status entry (pendingWebhooks) of an event a phase change owes, with the id every delivery of it carries."""
-    entry = PendingWebhook(id=str(uuid.uuid4()), event=event, phase=phase, message=message or None,
+def pending_webhook(event: str, phase: str, message: str, now: datetime, webhook_id: str | None = None
+                    ) -> dict[str, Any]:
+    """The status entry (pendingWebhooks) of an event a phase change owes, with the id every delivery of it
+    carries (a new one unless given)."""
+    entry = PendingWebhook(id=webhook_id or str(uuid.uuid4()), event=event, phase=phase, message=message or None,
                            created_at=now.replace(microsecond=0))
     return entry.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def deletion_webhook_id(uid: str) -> str:
+    """The id of a job's `deleted` webhook: the same from any replica that announces it (one that takes
+    over with an older view may announce it again), so that a receiver can drop the repeat."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"onair:deleted:{uid}"))
 
 
 def build_payload(job: dict[str, Any], pending: dict[str, Any]) -> dict[str, Any]:

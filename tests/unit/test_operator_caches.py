@@ -139,6 +139,17 @@ async def test_a_deleted_job_with_a_webhook_url_announces_its_deletion() -> None
     controller.on_job_event("LiveJob", "ADDED", quiet)
     controller.on_job_event("LiveJob", "DELETED", quiet)
     assert len(sent) == 1
+    # Another replica that announces the same deletion (it took over with an older view) gives it the
+    # same id, so that the receiver can drop the repeat; another job's deletion has its own.
+    other_replica = Controller(None, OperatorConfig(stream_key_seed="unit-test-stream-key-seed-0123456789"))  # type: ignore[arg-type]
+    other_replica.webhooks = Sender()  # type: ignore[assignment]
+    other_replica.on_job_event("LiveJob", "ADDED", live)
+    other_replica.on_job_event("LiveJob", "DELETED", live)
+    renamed = {**live, "metadata": {**live["metadata"], "uid": "u3"}}
+    other_replica.on_job_event("LiveJob", "ADDED", renamed)
+    other_replica.on_job_event("LiveJob", "DELETED", renamed)
+    ids = [payload["id"] for _, payload in sent]
+    assert len(ids) == 3 and ids[0] == ids[1] != ids[2]
 
 
 class ListingOnly:

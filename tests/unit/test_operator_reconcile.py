@@ -102,6 +102,9 @@ def test_phase_path_passes_through_intermediate_phases() -> None:
     assert phase_path(LiveJobPhase.PROVISIONING, LiveJobPhase.LIVE) == [LiveJobPhase.WAITING_FOR_INPUT,
                                                                           LiveJobPhase.LIVE]
     assert phase_path(LiveJobPhase.LIVE, LiveJobPhase.LIVE) == []
+    # A stop called off (the start moved back, the finish later): never switched off, so not Offline.
+    assert phase_path(LiveJobPhase.STOPPING, LiveJobPhase.PROVISIONING) == [LiveJobPhase.PENDING,
+                                                                              LiveJobPhase.PROVISIONING]
     for path in (phase_path(None, target) for target in LiveJobPhase):
         previous = None
         for phase in path:
