@@ -1066,12 +1066,14 @@ class LiveJobStatus(StatusModel):
     )
     service_name: str | None = Field(
         default=None,
-        description="Name of the ingest Service.",
+        description="Name of the ingest Service; absent while the API server refuses it (a quota; see the job's "
+                    "FailedCreate Events).",
         max_length=MAX_NAME_LENGTH,
     )
     stream_key_secret: str | None = Field(
         default=None,
-        description="Name of the Secret holding the stream key (key streamKey).",
+        description="Name of the Secret holding the stream key (key streamKey); absent while the API server "
+                    "refuses it.",
         max_length=MAX_NAME_LENGTH,
     )
     restarts: int = Field(

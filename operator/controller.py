@@ -43,6 +43,7 @@ from onair.operator.reconcile import (
     clip_request,
     decide_live_job,
     decide_record_job,
+    forget_refused_child,
     mark_pod_refused,
     progress_only,
     record_attempt,
@@ -551,6 +552,7 @@ class Controller:
                     raise
                 self._refused(decision, f"Service {service['metadata']['name']}", error)
                 self._services_refused.add(uid)
+                forget_refused_child(decision, "serviceName")
             else:
                 self._services_ensured.add(uid)
                 self._services_refused.discard(uid)
@@ -589,6 +591,8 @@ class Controller:
             # Made again at the next reconcile (not marked ensured below); the Pod waits for it meanwhile.
             self._refused(decision, f"Secret {naming.stream_key_secret_name(name, uid)}", secret_made)
             self._secrets_refused.add(uid)
+            if isinstance(job, LiveJob):
+                forget_refused_child(decision, "streamKeySecret")
             making_secret = False
             outcomes[0] = None
         if isinstance(pod_made, ApiError) and pod_made.status in CREATE_REFUSALS and pod_body is not None:

@@ -550,7 +550,9 @@ def decide_live_job(
             comment = f"waiting for Pod {pod.name}" + (f" ({pod.waiting_reason})" if pod.waiting_reason else "")
             set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason.ENCODER_STARTING, comment)
         else:
-            decision.ensure_service = status.phase not in RUNNING_PHASES
+            # Made as the job starts running, and again whenever status names none: the API server
+            # refused it (see forget_refused_child), whichever operator reconciles the job next.
+            decision.ensure_service = status.phase not in RUNNING_PHASES or status.service_name is None
             set_cond(ConditionType.ENCODER_RUNNING, True, ConditionReason.ENCODER_STARTED, f"Pod {pod.name} is ready")
             state = (report or {}).get("state")
             # The encoder says what it waits for or what is wrong with its input ("the source playlist
@@ -609,9 +611,10 @@ def decide_live_job(
             status.outputs = [output.model_copy(update={"status": ended})
                               if output.status in (OutputStatus.RUNNING, OutputStatus.STALLED, OutputStatus.PENDING)
                               else output for output in status.outputs]
-    if target in (LiveJobPhase.OFFLINE, LiveJobPhase.PENDING):
+    if target in (LiveJobPhase.OFFLINE, LiveJobPhase.PENDING) or status.stream_key_secret is None:
         # status.streamKeySecret names it: it exists before the job first runs, so that the publisher
-        # can be set up with the key while the job waits for its start time or to be switched on.
+        # can be set up with the key while the job waits for its start time or to be switched on. None:
+        # not made yet, or refused (see forget_refused_child).
         decision.ensure_children = True
     if target in (LiveJobPhase.OFFLINE, LiveJobPhase.PENDING, LiveJobPhase.COMPLETED):
         status.resource_name = None  # no encoder Pod while the job does not run
@@ -672,6 +675,14 @@ def mark_pod_refused(job: LiveJob | RecordJob, decision: Decision, pod_name: str
     if isinstance(status, LiveJobStatus):
         status.message = message
     decision.status = _dump(status)
+
+
+def forget_refused_child(decision: Decision, status_field: str) -> None:
+    """A LiveJob's Secret or Service that the API server refused (a ResourceQuota, an admission policy)
+    is not named in status (streamKeySecret, serviceName) until it is made. What the operator remembers
+    is lost with it; the status is not: whichever operator reconciles the job next (after a restart, or
+    another replica) makes the child again."""
+    decision.status.pop(status_field, None)
 
 
 def _storage_problem(report: dict[str, Any] | None) -> tuple[ConditionReason, str] | None:

@@ -18,6 +18,8 @@ from kubernetes import client
 from localplatform.platform import PlatformInfo
 from waiting import wait_until
 
+from onair.operator import naming
+
 TIMEOUT = "3"
 
 
@@ -130,7 +132,9 @@ def test_an_encoder_pod_a_quota_refuses_is_said_in_the_job_and_made_once_the_quo
 def test_an_ingest_service_and_key_secret_a_quota_refuses_are_said_and_made_once_it_allows(
         kube: client.ApiClient, platform: PlatformInfo, run_root: Path, stuck_namespace: str) -> None:
     """The job still runs and reports its status meanwhile (a refused child once stopped every status
-    write of it), with a FailedCreate Event naming the child; both are made once the quota allows."""
+    write of it), with a FailedCreate Event naming the child, and status names neither. Both are made
+    once the quota allows, by an operator that started after the refusals (a restart, a failover): the
+    status, not the memory of the operator that was refused, says they are missing."""
     core = client.CoreV1Api(kube)
     core.create_namespaced_resource_quota(stuck_namespace, {"metadata": {"name": "no-services"},
                                                             "spec": {"hard": {"services": "0", "secrets": "0"}}})
@@ -144,15 +148,26 @@ def test_an_ingest_service_and_key_secret_a_quota_refuses_are_said_and_made_once
                     if e.involved_object.name == "no-ingest" and e.reason == "FailedCreate"]
 
         job = wait_phase(kube, stuck_namespace, "no-ingest", "WaitingForInput", timeout=60)
-        service, secret = job["status"]["serviceName"], job["status"]["streamKeySecret"]
+        uid = job["metadata"]["uid"]
+        service, secret = naming.service_name("no-ingest", uid), naming.stream_key_secret_name("no-ingest", uid)
         messages = wait_until(lambda: (m := refusals()) and any(f"Service {service}" in text for text in m) and m,
                               30, "a FailedCreate Event naming the Service")
         assert any(f"Secret {secret}" in text and "quota: no-services" in text for text in messages), messages
-        core.delete_namespaced_resource_quota("no-services", stuck_namespace)
+        status = get_job(kube, stuck_namespace, "no-ingest")["status"]
+        assert "serviceName" not in status and "streamKeySecret" not in status, status
+    finally:
+        stop_operator(operator)
+    core.delete_namespaced_resource_quota("no-services", stuck_namespace)
+    restarted = start_operator(platform, run_root / "stuck-service-restarted", name="stuck-service-restarted",
+                               ONAIR_WATCH_NAMESPACES=json.dumps(["s-*"]), **KWOK_PLACEMENT)
+    try:
         wait_until(lambda: {s.metadata.name for s in core.list_namespaced_service(stuck_namespace).items} >= {service},
                    60, f"Service {service} made once the quota is gone")
         wait_until(lambda: secret in {s.metadata.name for s in core.list_namespaced_secret(stuck_namespace).items},
                    60, f"Secret {secret} made once the quota is gone")
-        assert get_job(kube, stuck_namespace, "no-ingest")["status"]["phase"] == "WaitingForInput"
+        job = wait_until(lambda: (j := get_job(kube, stuck_namespace, "no-ingest"))["status"].get("serviceName")
+                         and j["status"].get("streamKeySecret") and j, 30, "status naming the Service and Secret")
+        assert (job["status"]["serviceName"], job["status"]["streamKeySecret"]) == (service, secret)
+        assert job["status"]["phase"] == "WaitingForInput"
     finally:
-        stop_operator(operator)
+        stop_operator(restarted)

@@ -27,6 +27,7 @@ from onair.operator.reconcile import (
     clip_request,
     decide_live_job,
     decide_record_job,
+    forget_refused_child,
     mark_pod_refused,
     phase_path,
     progress_only,
@@ -177,6 +178,15 @@ def test_the_ingest_service_is_made_once_the_encoder_is_ready() -> None:
     assert ready.ensure_service
     waiting = decide_live_job(live_job(ready.status), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW)
     assert not waiting.ensure_service
+    assert not waiting.ensure_children
+    # Refused by the API server (a quota), a child is not named in status: the next decision, by any
+    # operator, makes it again, while the job runs on.
+    refused = dict(waiting.status)
+    forget_refused_child(waiting, "serviceName")
+    forget_refused_child(waiting, "streamKeySecret")
+    assert "serviceName" not in waiting.status and "streamKeySecret" not in waiting.status and refused != waiting.status
+    again = decide_live_job(live_job(waiting.status), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW)
+    assert again.ensure_service and again.ensure_children and again.status["phase"] == "WaitingForInput"
 
 
 def test_a_pod_ready_before_provisioning_was_written_keeps_provisioning_in_the_timings() -> None:
