@@ -354,6 +354,8 @@ class Controller:
             cached = self.jobs.pop(key, None)
             if cached is not None and cached.uid == body["metadata"].get("uid"):
                 self._announce_deletion(body)  # once: a 404 on a status write and the watch both say so
+                if kind == "LiveJob":
+                    self._finish_encoders(key, str(cached.uid))
             self._children_ensured.discard(body["metadata"].get("uid", ""))
             self._services_ensured.discard(body["metadata"].get("uid", ""))
             self._services_refused.discard(body["metadata"].get("uid", ""))
@@ -762,6 +764,17 @@ class Controller:
         entry = pending_webhook("deleted", phase or "Deleted", "the job was deleted", self.clock(),
                                 deletion_webhook_id(str(body["metadata"].get("uid") or body["metadata"]["name"])))
         self.webhooks.send(url, build_payload(body, entry), lambda t, r, m: self.post_event(body, t, r, m))
+
+    def _finish_encoders(self, key: Key, uid: str) -> None:
+        """A LiveJob deleted while its encoder runs: the encoder is told to finish, as when the job is
+        switched off, so that its playlists end (EXT-X-ENDLIST) and players stop waiting for more. The
+        garbage collector only stops the Pod, which the encoder takes for an eviction that a new Pod
+        carries on from. Sent whichever comes first, as the Pod's grace period has it still running."""
+        if not self.acting:
+            return
+        control_key = self._control_key(key, uid)
+        for pod in list(self.pods.get(key, {}).values()):
+            self._spawn(self.reports.send(pod.body()["metadata"]["uid"], "finish", control_key, stopping_too=True))
 
     def _stand_by(self) -> None:
         """Another replica acts now and sends the jobs' pending webhooks: ours would go twice, out of order."""

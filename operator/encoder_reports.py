@@ -88,11 +88,12 @@ class EncoderReports:
         target = self._targets.get(pod_uid)
         return None if target is None else target.report
 
-    async def send(self, pod_uid: str, command: str, control_key: str) -> bool:
+    async def send(self, pod_uid: str, command: str, control_key: str, *, stopping_too: bool = False) -> bool:
         """POST /<command> (finish, pause, resume, finish-at?at=...) to the encoder with the job's control
-        key; True when it answered 2xx."""
+        key; True when it answered 2xx. `stopping_too`: also to an encoder whose Pod is being stopped,
+        which still runs (and still answers) through its grace period."""
         target = self._targets.get(pod_uid)
-        if target is None or target.stopped:
+        if target is None or (target.stopped and not stopping_too):
             return False
         base = target.url.rsplit("/", 1)[0]
         try:

@@ -23,6 +23,7 @@ from onair.operator.controller import (
 from onair.operator.leadership import Leadership
 from onair.operator.pods import pod_state
 from onair.operator.reconcile import Decision
+from onair.streamkeys import derive_control_key
 
 META: dict[str, Any] = {"name": "news-encoder-1", "namespace": "t", "uid": "u1", "resourceVersion": "7",
         "labels": {"onair.dev/job": "news"}, "managedFields": [{"manager": "kwok"}]}
@@ -150,6 +151,34 @@ async def test_a_deleted_job_with_a_webhook_url_announces_its_deletion() -> None
     other_replica.on_job_event("LiveJob", "DELETED", renamed)
     ids = [payload["id"] for _, payload in sent]
     assert len(ids) == 3 and ids[0] == ids[1] != ids[2]
+
+
+async def test_a_deleted_live_job_tells_its_running_encoder_to_finish_and_a_record_job_does_not() -> None:
+    """Deleted, a LiveJob's stream is over: its encoder ends the playlists (EXT-X-ENDLIST), as when it is
+    switched off, whether or not the garbage collector's stop of its Pod came first."""
+    config = OperatorConfig(stream_key_seed="unit-test-stream-key-seed-0123456789")
+    controller = Controller(None, config)  # type: ignore[arg-type]
+    sent: list[tuple[str, str, str, bool]] = []
+
+    async def send(pod_uid: str, command: str, control_key: str, *, stopping_too: bool = False) -> bool:
+        sent.append((pod_uid, command, control_key, stopping_too))
+        return True
+
+    controller.reports.send = send  # type: ignore[method-assign]
+    for kind, pod_uid in (("LiveJob", "pod-live"), ("RecordJob", "pod-record")):
+        job = {"apiVersion": "onair.dev/v1alpha1", "kind": kind,
+               "metadata": {"name": "news", "namespace": "t", "uid": f"uid-{kind}", "resourceVersion": "9"},
+               "spec": {}}
+        encoder = copy.deepcopy(RUNNING)
+        encoder["metadata"].update(uid=pod_uid, labels={"onair.dev/job": "news", "onair.dev/kind": kind},
+                                   deletionTimestamp="2026-01-01T00:00:30Z")  # already being stopped
+        controller.on_job_event(kind, "ADDED", job)
+        controller.on_pod_event("MODIFIED", encoder)
+        controller.on_job_event(kind, "DELETED", job)
+    await asyncio.sleep(0)
+    control_key = derive_control_key(config.stream_key_seed, "t", "news", "uid-LiveJob")
+    assert sent == [("pod-live", "finish", control_key, True)]
+    await controller.reports.close()
 
 
 class ListingOnly:

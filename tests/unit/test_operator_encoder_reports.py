@@ -120,9 +120,10 @@ class LiveEncoder:
     def __init__(self) -> None:
         self.status = EncoderStatus(renditions={"720p": RenditionStatus("720p")}, master_playlist_key="live/m.m3u8",
                                     media_playlist_keys={"720p": "live/720p/index.m3u8"})
+        self.stops: list[bool | None] = []
 
     def request_stop(self, finishing: bool | None = None) -> None:
-        pass
+        self.stops.append(finishing)
 
 
 async def test_a_running_encoder_is_read_once_a_wait_and_its_state_changes_arrive_at_once() -> None:
@@ -216,5 +217,24 @@ async def test_a_pod_whose_container_ended_keeps_its_last_report_and_is_read_no_
             assert not await reports.send("pod-1", "finish", "key")  # nothing runs there to be told
             reports.forget("pod-1")  # the Pod's deletion
             assert reports.report("pod-1") is None
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_encoder_whose_pod_is_being_stopped_is_told_to_finish_only_when_that_is_asked_for() -> None:
+    """A deleted LiveJob's encoder runs through its Pod's grace period: the operator's finish still
+    reaches it then (the playlists end), where other commands are not sent to an encoder on its way out."""
+    encoder = LiveEncoder()
+    port = free_port()
+    runner = await serve(status_app(encoder, pausable=False, control_key="the-control-key"), port)
+    try:
+        async with reading(EncoderReports(interval=0.1, wait=30)) as reports:
+            reports.track("pod-1", status_url(port), lambda: None)
+            assert await wait_for(lambda: reports.report("pod-1") is not None, 5)
+            reports.stop("pod-1")  # its Pod is being deleted
+            assert not await reports.send("pod-1", "finish", "the-control-key")
+            assert encoder.stops == []
+            assert await reports.send("pod-1", "finish", "the-control-key", stopping_too=True)
+            assert encoder.stops == [True]
     finally:
         await runner.cleanup()
