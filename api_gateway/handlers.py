@@ -835,7 +835,7 @@ class Gateway:
             encoder_stats = schemas.EncoderStats(
                 namespace=namespace, project_id=project_id, job=job_name, job_phase=job_status.get("phase"),
                 pod_phase=status.get("phase"), node=node or None, pod_ip=status.get("podIP"),
-                started_at=status.get("startTime"),
+                started_at=mapping.millis(status.get("startTime")) // 1000 or None,
                 restarts=sum(c.get("restartCount", 0) for c in status.get("containerStatuses") or []),
                 input_kbit=(stats.get("videoDataRate") or 0) + (stats.get("audioDataRate") or 0),
                 outputs=len(job_status.get("outputs") or []))
@@ -852,10 +852,14 @@ class Gateway:
             usage = node_usage.get(meta["name"], {})
             keys = {"created_at": mapping.millis(meta.get("creationTimestamp")),
                     "modified_at": mapping.modified_millis(node_obj)}
+            allocatable = status.get("allocatable") or status.get("capacity") or {}
             node_stats = schemas.NodeStats(
                 ready=ready, capacity=status.get("capacity") or {}, allocatable=status.get("allocatable") or {},
-                encoders=jobs_by_node.get(meta["name"], 0), cpu_usage=usage.get("cpu"),
-                memory_usage=usage.get("memory"), kubelet_version=(status.get("nodeInfo") or {}).get("kubeletVersion"))
+                encoders=jobs_by_node.get(meta["name"], 0),
+                cpu_usage=mapping.percent_of(usage.get("cpu"), allocatable.get("cpu")),
+                memory_usage=mapping.percent_of(usage.get("memory"), allocatable.get("memory")),
+                usage={name: str(value) for name, value in usage.items() if name in ("cpu", "memory")},
+                kubelet_version=(status.get("nodeInfo") or {}).get("kubeletVersion"))
             rows.append(mapping.ListRow(
                 schemas.Streamer(role="node", hostname=meta["name"], labels=meta.get("labels") or {},
                                  stats=node_stats).model_dump(mode="json"),

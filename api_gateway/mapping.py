@@ -12,6 +12,7 @@ in the upper half of the int32 range, so it never collides with allocated ids).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -77,6 +78,27 @@ def iso(text: Any) -> str | None:
     moment = moment.astimezone(UTC)
     timespec = "seconds" if not moment.microsecond else "milliseconds" if not moment.microsecond % 1000 else "auto"
     return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+# Kubernetes quantity suffixes (k8s.io/apimachinery resource.Quantity): binary, then decimal.
+QUANTITY_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+                     "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
+                     "E": 1e18}
+QUANTITY_RE = re.compile(r"([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|)")
+
+
+def quantity(text: Any) -> float | None:
+    """A Kubernetes quantity ("250m", "1Gi", "123456789n", "2") as a number; None when it is not one."""
+    match = QUANTITY_RE.fullmatch(text.strip()) if isinstance(text, str) else None
+    return float(match.group(1)) * QUANTITY_SUFFIXES[match.group(2)] if match else None
+
+
+def percent_of(used: Any, available: Any) -> int | None:
+    """`used` as a whole percent of `available` (two quantities), or None."""
+    numerator, denominator = quantity(used), quantity(available)
+    if numerator is None or not denominator:
+        return None
+    return round(100 * numerator / denominator)
 
 
 def modified_millis(obj: Obj) -> int:

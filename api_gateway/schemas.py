@@ -293,7 +293,7 @@ class EncoderStats(OperationsModel):
     pod_phase: str | None
     node: str | None
     pod_ip: str | None
-    started_at: str | None
+    started_at: int | None = Field(description="When the Pod started, Unix seconds (as Flussonic's started_at).")
     restarts: int
     input_kbit: int = Field(description="The input's video and audio data rate (kbit/s), as the encoder measures it.")
     outputs: int
@@ -304,8 +304,11 @@ class NodeStats(OperationsModel):
     capacity: dict[str, str]
     allocatable: dict[str, str]
     encoders: int = Field(description="Encoder and recorder Pods on the node.")
-    cpu_usage: str | None = Field(description="metrics.k8s.io usage, when the platform has it.")
-    memory_usage: str | None
+    cpu_usage: int | None = Field(description="Percent of the node's allocatable CPU in use (metrics.k8s.io, when "
+                                              "the platform has it), as Flussonic's cpu_usage.")
+    memory_usage: int | None = Field(description="Percent of the node's allocatable memory in use, likewise.")
+    usage: dict[str, str] = Field(default_factory=dict, description="The metrics.k8s.io usage as it is given "
+                                                                    "(quantities: cpu, memory).")
     kubelet_version: str | None
 
 

@@ -98,7 +98,11 @@ class FakeKube:
     async def delete(self, path: str) -> dict[str, Any] | None:
         return self.objects.pop(path, None)
 
-    async def request(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    node_metrics: dict[str, Any] | None = None  # metrics.k8s.io's NodeMetricsList, when the platform has it
+
+    async def request(self, method: str, path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if path == "/apis/metrics.k8s.io/v1beta1/nodes" and self.node_metrics is not None:
+            return copy.deepcopy(self.node_metrics)
         raise ApiError(404, {})
 
 
@@ -1554,7 +1558,7 @@ async def test_templates_list_filters_sorts_and_pages(client: Client) -> None:
         await assert_400(client, path, headers, params, field)
 
 
-async def test_streamers_rows_filter_select_and_page(client: Client) -> None:
+async def test_streamers_rows_filter_select_and_page(client: Client, kube: FakeKube) -> None:
     store = client.app[STORE_KEY]
 
     def pod(name: str, role: str | None, node: str, phase: str, job_id: int, created: str) -> dict[str, Any]:
@@ -1564,7 +1568,7 @@ async def test_streamers_rows_filter_select_and_page(client: Client) -> None:
                        "onair.dev/project-id": PROJECT}
         return {"metadata": {"name": name, "namespace": NS if role else "onair-system", "labels": labels,
                              "resourceVersion": "1", "creationTimestamp": created},
-                "spec": {"nodeName": node}, "status": {"phase": phase}}
+                "spec": {"nodeName": node}, "status": {"phase": phase, "startTime": created}}
 
     store.pods.replace([
         pod("enc-1", "encoder", "node-1", "Running", 1, "2024-01-01T00:01:00Z"),
@@ -1592,6 +1596,16 @@ async def test_streamers_rows_filter_select_and_page(client: Client) -> None:
     body = await (await client.get(path, params={"select": "hostname,stats.encoders", "role": "node"},
                                    headers=headers)).json()
     assert body["result"]["streamers"] == [{"hostname": "node-1", "stats": {"encoders": 3}}]
+    # Flussonic's types: cpu_usage and memory_usage in percent, started_at in Unix seconds.
+    node = store.nodes.get("", "node-1")
+    node["status"]["allocatable"] = {"cpu": "2", "memory": "4Gi"}
+    kube.node_metrics = {"items": [{"metadata": {"name": "node-1"}, "usage": {"cpu": "500m", "memory": "1Gi"}}]}
+    body = await (await client.get(path, params={"select": "hostname,stats", "hostname": "[node-1,enc-1]"},
+                                   headers=headers)).json()
+    node_stats, encoder_stats = (row["stats"] for row in body["result"]["streamers"])
+    assert (node_stats["cpu_usage"], node_stats["memory_usage"]) == (25, 25)
+    assert node_stats["usage"] == {"cpu": "500m", "memory": "1Gi"}
+    assert encoder_stats["started_at"] == int(datetime(2024, 1, 1, 0, 1, tzinfo=UTC).timestamp())
     paged = await all_pages(client, path, headers, {"page_size": "3"},
                             rows_of=lambda b: [s["hostname"] for s in b["result"]["streamers"]])
     assert paged == ["node-1", "enc-1", "enc-2", "rec-1"]

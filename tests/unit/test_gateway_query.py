@@ -235,3 +235,4 @@ def test_number_filters_take_integers_and_decimals_but_not_text() -> None:
     for bad in ("'30'", "fast", "true"):
         with pytest.raises(QueryError, match=r"^framerate: expected a number"):
             found(bad)
+

@@ -1,0 +1,24 @@
+"""The gateway's mapping of Kubernetes facts into the API's terms."""
+
+from __future__ import annotations
+
+import pytest
+
+from onair.api_gateway import mapping
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("250m", 0.25), ("2", 2.0), ("1Gi", 2.0**30), ("123456789n", 0.123456789), ("1.5k", 1500.0), ("1e3", 1000.0),
+    ("512Mi", 2.0**29), ("", None), ("lots", None), ("1Gb", None), (None, None),
+])
+def test_kubernetes_quantities(text: str | None, value: float | None) -> None:
+    if value is None:
+        assert mapping.quantity(text) is None
+    else:
+        assert mapping.quantity(text) == pytest.approx(value)
+
+
+def test_usage_in_percent_of_what_is_allocatable() -> None:
+    assert mapping.percent_of("1500m", "2") == 75
+    assert mapping.percent_of("3Gi", "4Gi") == 75
+    assert mapping.percent_of("1", "0") is None and mapping.percent_of(None, "2") is None
