@@ -158,7 +158,8 @@ def run(info: PlatformInfo | None, run_dir: Path, processes: list[ManagedProcess
                     "input": {"serverType": "RTMP", "inputClass": "Standard"},
                     "destination": {"bucket": info.s3_bucket if info else "onair", "path": "live/demo"}}})
     status = wait_for("the encoder to listen (WaitingForInput)",
-                      lambda: (s := job_status()).get("phase") == "WaitingForInput" and s, 180)
+                      lambda: (s := job_status()).get("phase") == "WaitingForInput" and s.get("streamKeySecret") and s,
+                      180)
     key = subprocess.run(["kubectl", "get", "secret", status["streamKeySecret"], "-n", NAMESPACE, "-o",
                           "jsonpath={.data.streamKey}"], capture_output=True, text=True, check=True).stdout
     import base64

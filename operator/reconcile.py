@@ -113,14 +113,14 @@ class Decision:
     phase_changes: list[Phase] = field(default_factory=list)
 
 
-def phase_path(current: Phase | None, target: Phase) -> list[Phase]:
+def phase_path(current: Phase | None, target: Phase, switched_off: bool = False) -> list[Phase]:
     """The phases to pass through from `current` to `target` along the state machine (shortest),
     excluding `current`. The first phase of a new job is its initial one (Pending, Initial).
 
     Never through a terminal phase: each phase passed gets a timing, an Event and a webhook, and a
     job that goes on did not complete or fail. Through Offline (switched off: a `stopped` webhook)
-    only when no other way is as short: a job whose stop was called off (its start moved back, its
-    finish later) was never switched off."""
+    only when the job was `switched_off`, or no other way is as short: a job whose stop was called off
+    (its start moved back, its finish later) was never switched off."""
     graph: Mapping[Phase, frozenset[Phase]] = (
         LIVE_JOB_TRANSITIONS if isinstance(target, LiveJobPhase) else RECORD_JOB_TRANSITIONS  # type: ignore[assignment]
     )
@@ -138,7 +138,7 @@ def phase_path(current: Phase | None, target: Phase) -> list[Phase]:
     seen = {current}
     while queue:
         path = queue.popleft()
-        for nxt in sorted(graph[path[-1]], key=lambda phase: (phase == LiveJobPhase.OFFLINE, phase)):
+        for nxt in sorted(graph[path[-1]], key=lambda phase: ((phase == LiveJobPhase.OFFLINE) != switched_off, phase)):
             if nxt in seen:
                 continue
             if nxt == target:
@@ -616,13 +616,20 @@ def decide_live_job(
         # can be set up with the key while the job waits for its start time or to be switched on. None:
         # not made yet, or refused (see forget_refused_child).
         decision.ensure_children = True
+    if config.service_type != "ClusterIP" and decision.ensure_children:
+        # A node port or a load balancer comes with the Service: made with the Secret, before the job
+        # first runs, the ingest URL a publisher is set up with is the one it keeps (and a cloud's load
+        # balancer, minutes in the making, is on its way). A ClusterIP Service waits for the ready
+        # encoder, so that its endpoints are written once.
+        decision.ensure_service = True
     if target in (LiveJobPhase.OFFLINE, LiveJobPhase.PENDING, LiveJobPhase.COMPLETED):
         status.resource_name = None  # no encoder Pod while the job does not run
         status.encoder = None
     elif status.attempt:
         status.resource_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid),
                                                status.attempt)
-    status.service_name = naming.service_name(str(job.metadata.name), str(job.metadata.uid))
+    if status.service_name or decision.ensure_service:  # named once it is made, or being made
+        status.service_name = naming.service_name(str(job.metadata.name), str(job.metadata.uid))
     status.stream_key_secret = naming.stream_key_secret_name(str(job.metadata.name), str(job.metadata.uid))
     urls = live_job_urls(job, config, pod, template.template, report, endpoint)
     if template.template is None and status.urls is not None and not passthrough:
@@ -780,7 +787,11 @@ def _enter(status: LiveJobStatus | RecordJobStatus, target: Phase, now: dt.datet
            decision: Decision) -> None:
     """Move the phase to `target`, recording every phase passed through in the timings."""
     current = status.phase
-    for phase in phase_path(current, target):
+    # Stopping because it was switched off (and switched on again before its encoder was gone): the
+    # stream ended, so it passes through Offline on its way to the next run.
+    switched_off = (isinstance(status, LiveJobStatus) and current == LiveJobPhase.STOPPING and bool(status.timings)
+                    and status.timings[-1].reason == "SwitchedOff")
+    for phase in phase_path(current, target, switched_off):
         if isinstance(status, LiveJobStatus):
             assert isinstance(phase, LiveJobPhase)
             status.timings = append_timing(status.timings, LiveJobTiming(

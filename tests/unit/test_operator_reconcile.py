@@ -106,6 +106,9 @@ def test_phase_path_passes_through_intermediate_phases() -> None:
     # A stop called off (the start moved back, the finish later): never switched off, so not Offline.
     assert phase_path(LiveJobPhase.STOPPING, LiveJobPhase.PROVISIONING) == [LiveJobPhase.PENDING,
                                                                               LiveJobPhase.PROVISIONING]
+    # Switched off, then on again before the encoder was gone: the stream did end (a stopped webhook).
+    assert phase_path(LiveJobPhase.STOPPING, LiveJobPhase.PROVISIONING, switched_off=True) == [
+        LiveJobPhase.OFFLINE, LiveJobPhase.PROVISIONING]
     for path in (phase_path(None, target) for target in LiveJobPhase):
         previous = None
         for phase in path:
@@ -187,6 +190,41 @@ def test_the_ingest_service_is_made_once_the_encoder_is_ready() -> None:
     assert "serviceName" not in waiting.status and "streamKeySecret" not in waiting.status and refused != waiting.status
     again = decide_live_job(live_job(waiting.status), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW)
     assert again.ensure_service and again.ensure_children and again.status["phase"] == "WaitingForInput"
+    # An operator that first sees the encoder not ready (a failover) does not name a Service it did not make.
+    unready = decide_live_job(live_job(waiting.status), TEMPLATE, [pod(current_pod_name(), ready=False)], None,
+                              CONFIG, NOW)
+    assert not unready.ensure_service and "serviceName" not in unready.status
+    ready_again = decide_live_job(live_job(unready.status), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW)
+    assert ready_again.ensure_service and ready_again.status["serviceName"]
+
+
+@pytest.mark.parametrize("service_type", ["NodePort", "LoadBalancer"])
+def test_a_node_port_or_load_balancer_service_is_made_with_the_secret_before_the_job_runs(service_type: str) -> None:
+    """Its node port or address is allocated as it is made: the ingest URL is right before the first run."""
+    config = CONFIG.model_copy(update={"service_type": service_type, "ingest_host": "ingest.example.net"})
+    for job in (live_job(), live_job(online=False)):
+        decision = decide_live_job(job, TEMPLATE, [], None, config, NOW)
+        assert decision.ensure_children and decision.ensure_service
+        assert decision.status["serviceName"] == naming.service_name("news", "uid-1")
+    assert not decide_live_job(live_job(online=False), TEMPLATE, [], None, CONFIG, NOW).ensure_service
+
+
+def test_a_job_switched_off_and_on_again_while_stopping_says_it_stopped() -> None:
+    """The stream did end (its encoder was told to finish): Offline and a stopped webhook on the way to the
+    next run. A stop called off before it happened (the start moved back) goes through Pending, silently."""
+    running = decide_live_job(live_job(), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW).status
+    off = decide_live_job(live_job(running, online=False), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW)
+    assert off.status["phase"] == "Stopping" and off.finish_before_delete
+    on = decide_live_job(live_job(off.status, online=True), TEMPLATE, [], None, CONFIG, NOW)
+    assert on.phase_changes == [LiveJobPhase.OFFLINE, LiveJobPhase.PROVISIONING]
+    assert announced("Stopping", on) == ["stopped"]
+    later = (NOW + dt.timedelta(hours=1)).isoformat()
+    postponed = decide_live_job(live_job(running, schedule={"startDateTime": later}), TEMPLATE,
+                                [pod(current_pod_name())], None, CONFIG, NOW)
+    assert postponed.status["phase"] == "Stopping"
+    resumed = decide_live_job(live_job(postponed.status), TEMPLATE, [], None, CONFIG, NOW)
+    assert resumed.phase_changes == [LiveJobPhase.PENDING, LiveJobPhase.PROVISIONING]
+    assert announced("Stopping", resumed) == []
 
 
 def test_a_pod_ready_before_provisioning_was_written_keeps_provisioning_in_the_timings() -> None:
