@@ -226,6 +226,7 @@ class Controller:
         # whatever the decision, until it takes them.
         self._secrets_refused: set[str] = set()
         self._services_refused: set[str] = set()
+        self._told_to_finish: set[str] = set()  # LiveJobs (uids) being deleted whose encoders were told to finish
         # job uid -> how its ingest Service is reached from outside (NodePort and LoadBalancer only)
         self._ingest_endpoints: dict[str, ServiceEndpoint] = {}
         # job -> until when its new Pod's Provisioning status may wait (see _holds_status)
@@ -354,8 +355,9 @@ class Controller:
             cached = self.jobs.pop(key, None)
             if cached is not None and cached.uid == body["metadata"].get("uid"):
                 self._announce_deletion(body)  # once: a 404 on a status write and the watch both say so
-                if kind == "LiveJob":
+                if kind == "LiveJob" and cached.uid not in self._told_to_finish:
                     self._finish_encoders(key, str(cached.uid))
+            self._told_to_finish.discard(body["metadata"].get("uid", ""))
             self._children_ensured.discard(body["metadata"].get("uid", ""))
             self._services_ensured.discard(body["metadata"].get("uid", ""))
             self._services_refused.discard(body["metadata"].get("uid", ""))
@@ -370,8 +372,15 @@ class Controller:
                     if not recordings:
                         del self.recordings_of[source]
             return
+        uid = body["metadata"].get("uid", "")
+        if (kind == "LiveJob" and body["metadata"].get("deletionTimestamp") and uid not in self._told_to_finish
+                and self.acting):
+            # Deleted in the foreground (kubectl delete --cascade=foreground): the garbage collector stops
+            # the Pods before the job is gone.
+            self._told_to_finish.add(uid)
+            self._finish_encoders(key, uid)
         cached = self.jobs.get(key)
-        if cached is not None and cached.uid == body["metadata"].get("uid") and cached.resource_version > _rv(body):
+        if cached is not None and cached.uid == uid and cached.resource_version > _rv(body):
             return  # our own newer write is already cached
         self.jobs[key] = cached = CachedJob.of(body)
         self.queue.add(key)

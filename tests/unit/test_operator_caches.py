@@ -178,6 +178,22 @@ async def test_a_deleted_live_job_tells_its_running_encoder_to_finish_and_a_reco
     await asyncio.sleep(0)
     control_key = derive_control_key(config.stream_key_seed, "t", "news", "uid-LiveJob")
     assert sent == [("pod-live", "finish", control_key, True)]
+    # Deleted in the foreground: the job is still there, marked, while its Pods are stopped first.
+    sent.clear()
+    job = {"apiVersion": "onair.dev/v1alpha1", "kind": "LiveJob", "spec": {},
+           "metadata": {"name": "news", "namespace": "t", "uid": "uid-2", "resourceVersion": "20"}}
+    encoder = copy.deepcopy(RUNNING)
+    encoder["metadata"].update(uid="pod-2", labels={"onair.dev/job": "news", "onair.dev/kind": "LiveJob"})
+    controller.on_job_event("LiveJob", "ADDED", job)
+    controller.on_pod_event("MODIFIED", encoder)
+    marked = copy.deepcopy(job)
+    marked["metadata"].update(resourceVersion="21", deletionTimestamp="2026-01-01T00:00:00Z",
+                              finalizers=["foregroundDeletion"])
+    controller.on_job_event("LiveJob", "MODIFIED", marked)
+    controller.on_job_event("LiveJob", "MODIFIED", marked)  # seen again (a resync): told once
+    controller.on_job_event("LiveJob", "DELETED", marked)
+    await asyncio.sleep(0)
+    assert sent == [("pod-2", "finish", derive_control_key(config.stream_key_seed, "t", "news", "uid-2"), True)]
     await controller.reports.close()
 
 
