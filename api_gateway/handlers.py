@@ -305,13 +305,18 @@ class Gateway:
         raw = await request.read()
         body: LiveJobCreate = await self.body(request, LiveJobCreate)
         name, idempotent = self.new_name(request, ctx)
-        if idempotent and (earlier := await self.earlier_job(ctx, name, live=True)) is not None:
+        if idempotent and (earlier := self.store.live_index(ctx.namespace).entries.get(name)) is not None:
             return self.replay(earlier, raw, ctx, live=True)
-        spec = mapping.live_job_spec_from_request(body)
-        templates = self.store.templates_for(ctx.namespace)
-        if spec["jobTemplateId"] not in templates:
-            raise ApiProblem(400, f"jobTemplateId: no JobTemplate with id {spec['jobTemplateId']} in this project "
-                                  f"(available: {', '.join(map(str, sorted(templates))) or 'none'})")
+        try:
+            spec = mapping.live_job_spec_from_request(body)
+            templates = self.store.templates_for(ctx.namespace)
+            if spec["jobTemplateId"] not in templates:
+                raise ApiProblem(400, f"jobTemplateId: no JobTemplate with id {spec['jobTemplateId']} in this "
+                                      f"project (available: {', '.join(map(str, sorted(templates))) or 'none'})")
+        except ApiProblem as problem:
+            if not idempotent or (earlier := await self.made_before(problem, ctx, name, live=True)) is None:
+                raise
+            return self.replay(earlier, raw, ctx, live=True)
         kube = self.kube_client()
         job_id = await self.allocate_id(ctx.namespace)
         obj = mapping.live_job_object(name, ctx.namespace, ctx.project_id, job_id, spec,
@@ -486,11 +491,22 @@ class Gateway:
         if start is not None and finish is not None:
             self.require_kept(namespace, entry, max(start, created_at or start), finish, fields[0])
 
+    async def made_before(self, problem: ApiProblem, ctx: Ctx, name: str, live: bool) -> JobEntry | None:
+        """The job a keyed create's first try made, for a retry whose body no longer passes: the clock and
+        the templates may have moved on since (a range that has begun, a template removed), and what was
+        made stays made. Looked up in the API server too (another replica may have made it a moment ago),
+        within the project's budget of lookups; None for any other refusal than a 400."""
+        assert ctx.namespace
+        now = self.clock()
+        budget = self.miss_budgets.setdefault(
+            ctx.namespace, LookupBudget(MISS_LOOKUPS_PER_SECOND, 2 * MISS_LOOKUPS_PER_SECOND, now))
+        if problem.status != 400 or not budget.take(now):
+            return None
+        return await self.earlier_job(ctx, name, live)
+
     async def earlier_job(self, ctx: Ctx, name: str, live: bool) -> JobEntry | None:
         """The job an Idempotency-Key made before: from the cache, or from the API server when another
-        replica made it a moment ago. A retry is answered with it before its body is checked against the
-        clock and the templates, which may have moved on since the first try (a range that has begun, a
-        template removed): what was made stays made."""
+        replica made it a moment ago."""
         assert ctx.namespace
         cache = self.store.livejobs if live else self.store.recordjobs
         index_of = self.store.live_index if live else self.store.record_index
@@ -663,8 +679,25 @@ class Gateway:
         raw = await request.read()
         body: RecordJobCreate = await self.body(request, RecordJobCreate)
         name, idempotent = self.new_name(request, ctx)
-        if idempotent and (earlier := await self.earlier_job(ctx, name, live=False)) is not None:
+        if idempotent and (earlier := self.store.record_index(ctx.namespace).entries.get(name)) is not None:
             return self.replay(earlier, raw, ctx, live=False)
+        try:
+            spec = await self.record_job_spec(ctx, body)
+        except ApiProblem as problem:
+            if not idempotent or (earlier := await self.made_before(problem, ctx, name, live=False)) is None:
+                raise
+            return self.replay(earlier, raw, ctx, live=False)
+        created = await self.create_record(ctx, name, spec, body.name, request_digest(raw) if idempotent else None)
+        entry = self.store.record_index(ctx.namespace).entries[str(created["metadata"]["name"])]
+        if created.get("_replayed"):
+            return self.replay(entry, raw, ctx, live=False)
+        result = mapping.record_job_out(entry.obj, entry.facts, self.template_name(ctx.namespace))
+        return json_response(envelope(result, messages=["record job created"]), 201,
+                             headers={"Location": f"{request.path}/{name}"})
+
+    async def record_job_spec(self, ctx: Ctx, body: RecordJobCreate) -> dict[str, Any]:
+        """The RecordJob spec a create asks for; a 400 naming the field when it could never record."""
+        assert ctx.namespace
         spec = body.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"name"})
         reference = (spec.get("source") or {}).get("liveJobRef")
         if isinstance(reference, str) and GUID_RE.fullmatch(reference):
@@ -692,13 +725,7 @@ class Gateway:
         template_id = spec.get("jobTemplateId")
         if template_id is not None and template_id not in self.store.templates_for(ctx.namespace):
             raise ApiProblem(400, f"jobTemplateId: no JobTemplate with id {template_id} in this project")
-        created = await self.create_record(ctx, name, spec, body.name, request_digest(raw) if idempotent else None)
-        entry = self.store.record_index(ctx.namespace).entries[str(created["metadata"]["name"])]
-        if created.get("_replayed"):
-            return self.replay(entry, raw, ctx, live=False)
-        result = mapping.record_job_out(entry.obj, entry.facts, self.template_name(ctx.namespace))
-        return json_response(envelope(result, messages=["record job created"]), 201,
-                             headers={"Location": f"{request.path}/{name}"})
+        return spec
 
     async def create_record(self, ctx: Ctx, name: str, spec: dict[str, Any], display_name: str | None,
                             body_digest: str | None) -> dict[str, Any]:

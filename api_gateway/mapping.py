@@ -73,8 +73,11 @@ def iso(text: Any) -> str | None:
     if not isinstance(text, str) or not text:
         return None
     moment = parse_time(text)
-    if moment is None or moment.tzinfo is None:
-        return text
+    return text if moment is None or moment.tzinfo is None else utc_text(moment)
+
+
+def utc_text(moment: datetime) -> str:
+    """`moment` in UTC with a Z, to the second, millisecond or microsecond it has."""
     moment = moment.astimezone(UTC)
     timespec = "seconds" if not moment.microsecond else "milliseconds" if not moment.microsecond % 1000 else "auto"
     return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
@@ -225,7 +228,7 @@ def live_job_summary(obj: Obj, facts: Mapping[str, Any], key: str | None) -> dic
 def _ms_to_iso(ms: int) -> str | None:
     if not ms:
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+    return utc_text(datetime.fromtimestamp(ms // 1000, UTC).replace(microsecond=ms % 1000 * 1000))
 
 
 def _options(values: tuple[str, ...], chosen: str) -> list[dict[str, Any]]:
@@ -454,7 +457,7 @@ def live_job_timings(obj: Obj, output_id: int | None = None) -> list[dict[str, A
     by the output's own state: status its status (Running, Stalled...), childStatus its rendition name,
     startDateTime its last segment's time. The operator keeps no per-rendition history."""
     status = obj.get("status") or {}
-    rows = [{"status": str(t.get("phase")), "childStatus": t.get("reason"), "startDateTime": t.get("time"),
+    rows = [{"status": str(t.get("phase")), "childStatus": t.get("reason"), "startDateTime": iso(t.get("time")),
              "messageComment": t.get("comment")}
             for t in status.get("timings") or [] if t.get("time")]
     if output_id is None:
@@ -463,7 +466,7 @@ def live_job_timings(obj: Obj, output_id: int | None = None) -> list[dict[str, A
     if not 1 <= output_id <= len(outputs):
         return []
     output = outputs[output_id - 1]
-    since = output.get("lastSegmentTime") or (rows[-1]["startDateTime"] if rows else None)
+    since = iso(output.get("lastSegmentTime")) or (rows[-1]["startDateTime"] if rows else None)
     if since:
         written = int(output.get("segmentsWritten") or 0)
         rows.append({"status": str(output.get("status", "Pending")), "childStatus": output.get("name"),

@@ -95,7 +95,10 @@ JOB_ID = Param("id", "path", {"type": "string", "pattern": JOB_ID_PATTERN},
                "Integer id, or the job's name (its GUID).", True)
 STREAM_KEY = Param("streamKey", "path", GUID, "Stream key of the live job (its GUID name works too).", True)
 IDEMPOTENCY = Param("Idempotency-Key", "header", {"type": "string", "minLength": 1, "maxLength": 255},
-                    "A retried POST with the same key returns the same job instead of creating another.")
+                    "A retried POST with the same key returns the job (or the live cut's clip) its first try "
+                    "made, with the header Idempotent-Replayed: true, instead of creating another, also once "
+                    "the clock or the templates have moved on; the body is compared as JSON, and another body "
+                    "is a 422.")
 PAGE_INDEX = Param("pageIndex", "query", {"type": "integer", "minimum": 1, "maximum": 1_000_000},
                    "Page number, from 1.")
 PAGE_SIZE = Param("pageSize", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},

@@ -22,3 +22,19 @@ def test_usage_in_percent_of_what_is_allocatable() -> None:
     assert mapping.percent_of("1500m", "2") == 75
     assert mapping.percent_of("3Gi", "4Gi") == 75
     assert mapping.percent_of("1", "0") is None and mapping.percent_of(None, "2") is None
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("2030-01-01T02:00:00.5+02:00", "2030-01-01T00:00:00.500Z"),
+    ("2030-01-01T00:00:00Z", "2030-01-01T00:00:00Z"),
+    ("2030-01-01T01:00:00.123456+01:00", "2030-01-01T00:00:00.123456Z"),
+    ("2030-01-01T00:00:00", "2030-01-01T00:00:00"),  # no zone: left as it is (the API refuses such input)
+    ("", None), (None, None),
+])
+def test_times_are_shown_in_utc_with_a_z_to_the_precision_they_have(text: str | None, shown: str | None) -> None:
+    assert mapping.iso(text) == shown
+
+
+def test_a_time_in_milliseconds_is_shown_as_the_other_times_are() -> None:
+    assert mapping._ms_to_iso(1704067200123) == "2024-01-01T00:00:00.123Z"
+    assert mapping._ms_to_iso(1704067200000) == "2024-01-01T00:00:00Z"
