@@ -245,13 +245,8 @@ class Gateway:
         cache = self.store.livejobs if live else self.store.recordjobs
         index_of = self.store.live_index if live else self.store.record_index
         entry = index_of(ctx.namespace).find(ident)
-        if entry is not None or self.kube is None:
+        if entry is not None or self.kube is None or not self.lookup_allowed(ctx.namespace):
             return entry
-        now = self.clock()
-        budget = self.miss_budgets.setdefault(
-            ctx.namespace, LookupBudget(MISS_LOOKUPS_PER_SECOND, 2 * MISS_LOOKUPS_PER_SECOND, now))
-        if not budget.take(now):
-            return None
         plural = "livejobs" if live else "recordjobs"
         found: dict[str, Any] | None = None
         if GUID_RE.fullmatch(ident):
@@ -497,12 +492,17 @@ class Gateway:
         made stays made. Looked up in the API server too (another replica may have made it a moment ago),
         within the project's budget of lookups; None for any other refusal than a 400."""
         assert ctx.namespace
-        now = self.clock()
-        budget = self.miss_budgets.setdefault(
-            ctx.namespace, LookupBudget(MISS_LOOKUPS_PER_SECOND, 2 * MISS_LOOKUPS_PER_SECOND, now))
-        if problem.status != 400 or not budget.take(now):
+        if problem.status != 400 or not self.lookup_allowed(ctx.namespace):
             return None
         return await self.earlier_job(ctx, name, live)
+
+    def lookup_allowed(self, namespace: str) -> bool:
+        """Whether the project's budget of API-server lookups for what the cache lacks has room for one
+        more: asking for jobs that do not exist cannot turn requests into API-server load."""
+        now = self.clock()
+        budget = self.miss_budgets.setdefault(
+            namespace, LookupBudget(MISS_LOOKUPS_PER_SECOND, 2 * MISS_LOOKUPS_PER_SECOND, now))
+        return budget.take(now)
 
     async def earlier_job(self, ctx: Ctx, name: str, live: bool) -> JobEntry | None:
         """The job an Idempotency-Key made before: from the cache, or from the API server when another
