@@ -309,9 +309,7 @@ class Gateway:
                 raise ApiProblem(400, f"jobTemplateId: no JobTemplate with id {spec['jobTemplateId']} in this "
                                       f"project (available: {', '.join(map(str, sorted(templates))) or 'none'})")
         except ApiProblem as problem:
-            if not idempotent or (earlier := await self.made_before(problem, ctx, name, live=True)) is None:
-                raise
-            return self.replay(earlier, raw, ctx, live=True)
+            return await self.replay_or_raise(problem, ctx, name if idempotent else None, raw, live=True)
         kube = self.kube_client()
         job_id = await self.allocate_id(ctx.namespace)
         obj = mapping.live_job_object(name, ctx.namespace, ctx.project_id, job_id, spec,
@@ -486,15 +484,19 @@ class Gateway:
         if start is not None and finish is not None:
             self.require_kept(namespace, entry, max(start, created_at or start), finish, fields[0])
 
-    async def made_before(self, problem: ApiProblem, ctx: Ctx, name: str, live: bool) -> JobEntry | None:
-        """The job a keyed create's first try made, for a retry whose body no longer passes: the clock and
-        the templates may have moved on since (a range that has begun, a template removed), and what was
-        made stays made. Looked up in the API server too (another replica may have made it a moment ago),
-        within the project's budget of lookups; None for any other refusal than a 400."""
+    async def replay_or_raise(self, problem: ApiProblem, ctx: Ctx, keyed_name: str | None, raw: bytes,
+                              live: bool) -> web.Response:
+        """A keyed create's retry whose body no longer passes is answered with the job its first try made:
+        the clock and the templates may have moved on since (a range that has begun, a template removed),
+        and what was made stays made. Looked up in the API server too (another replica may have made it a
+        moment ago), within the project's budget of lookups. Any other refusal, or no such job: `problem`."""
         assert ctx.namespace
-        if problem.status != 400 or not self.lookup_allowed(ctx.namespace):
-            return None
-        return await self.earlier_job(ctx, name, live)
+        earlier = None
+        if keyed_name is not None and problem.status == 400 and self.lookup_allowed(ctx.namespace):
+            earlier = await self.earlier_job(ctx, keyed_name, live)
+        if earlier is None:
+            raise problem
+        return self.replay(earlier, raw, ctx, live)
 
     def lookup_allowed(self, namespace: str) -> bool:
         """Whether the project's budget of API-server lookups for what the cache lacks has room for one
@@ -684,9 +686,7 @@ class Gateway:
         try:
             spec = await self.record_job_spec(ctx, body)
         except ApiProblem as problem:
-            if not idempotent or (earlier := await self.made_before(problem, ctx, name, live=False)) is None:
-                raise
-            return self.replay(earlier, raw, ctx, live=False)
+            return await self.replay_or_raise(problem, ctx, name if idempotent else None, raw, live=False)
         created = await self.create_record(ctx, name, spec, body.name, request_digest(raw) if idempotent else None)
         entry = self.store.record_index(ctx.namespace).entries[str(created["metadata"]["name"])]
         if created.get("_replayed"):

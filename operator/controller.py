@@ -355,7 +355,7 @@ class Controller:
             cached = self.jobs.pop(key, None)
             if cached is not None and cached.uid == body["metadata"].get("uid"):
                 self._announce_deletion(body)  # once: a 404 on a status write and the watch both say so
-                if kind == "LiveJob" and cached.uid not in self._told_to_finish:
+                if kind == "LiveJob":
                     self._finish_encoders(key, str(cached.uid))
             self._told_to_finish.discard(body["metadata"].get("uid", ""))
             self._children_ensured.discard(body["metadata"].get("uid", ""))
@@ -373,11 +373,9 @@ class Controller:
                         del self.recordings_of[source]
             return
         uid = body["metadata"].get("uid", "")
-        if (kind == "LiveJob" and body["metadata"].get("deletionTimestamp") and uid not in self._told_to_finish
-                and self.acting):
+        if kind == "LiveJob" and body["metadata"].get("deletionTimestamp"):
             # Deleted in the foreground (kubectl delete --cascade=foreground): the garbage collector stops
             # the Pods before the job is gone.
-            self._told_to_finish.add(uid)
             self._finish_encoders(key, uid)
         cached = self.jobs.get(key)
         if cached is not None and cached.uid == uid and cached.resource_version > _rv(body):
@@ -778,9 +776,11 @@ class Controller:
         """A LiveJob deleted while its encoder runs: the encoder is told to finish, as when the job is
         switched off, so that its playlists end (EXT-X-ENDLIST) and players stop waiting for more. The
         garbage collector only stops the Pod, which the encoder takes for an eviction that a new Pod
-        carries on from. Sent whichever comes first, as the Pod's grace period has it still running."""
-        if not self.acting:
+        carries on from. Sent once, whichever comes first (the deletion mark of a foreground deletion, or
+        the job's DELETED event), as the Pod's grace period has it still running."""
+        if not self.acting or uid in self._told_to_finish:
             return
+        self._told_to_finish.add(uid)
         control_key = self._control_key(key, uid)
         for pod in list(self.pods.get(key, {}).values()):
             self._spawn(self.reports.send(pod.body()["metadata"]["uid"], "finish", control_key, stopping_too=True))

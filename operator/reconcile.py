@@ -422,7 +422,7 @@ def decide_live_job(
             target = LiveJobPhase.OFFLINE
         else:
             target = LiveJobPhase.PENDING
-        reason = "SwitchedOff" if switched_off else "WaitingForStartTime"
+        reason = str(ConditionReason.SWITCHED_OFF) if switched_off else "WaitingForStartTime"
         comment = "spec.online is false" if switched_off else f"starts at {start.isoformat() if start else ''}"
         if not switched_off:
             set_cond(ConditionType.SCHEDULED, False, ConditionReason.WAITING_FOR_START_TIME, comment)
@@ -790,7 +790,7 @@ def _enter(status: LiveJobStatus | RecordJobStatus, target: Phase, now: dt.datet
     # Stopping because it was switched off (and switched on again before its encoder was gone): the
     # stream ended, so it passes through Offline on its way to the next run.
     switched_off = (isinstance(status, LiveJobStatus) and current == LiveJobPhase.STOPPING and bool(status.timings)
-                    and status.timings[-1].reason == "SwitchedOff")
+                    and status.timings[-1].reason == ConditionReason.SWITCHED_OFF)
     for phase in phase_path(current, target, switched_off):
         if isinstance(status, LiveJobStatus):
             assert isinstance(phase, LiveJobPhase)
