@@ -196,6 +196,9 @@ class ClipJob:
             names = [f"seg_{index:06d}{Path(segment.uri).suffix}" for index, segment in enumerate(segments)]
             copied_inits: dict[str, str] = {}
             for segment, name in zip(segments, names, strict=True):
+                if segment.gap:  # nothing stored: the clip's playlist holds its place too
+                    done += 1
+                    continue
                 if segment.init_uri and segment.init_uri not in copied_inits:
                     copied_inits[segment.init_uri] = segment.init_uri
                     await asyncio.to_thread(self.store.copy, _join(source_dir, segment.init_uri),
@@ -263,7 +266,12 @@ class ClipJob:
         Nothing probed (the store or ffprobe failed): empty, and the source master's figures stay."""
         directory = self.work_dir / "probe" / rendition
         directory.mkdir(parents=True, exist_ok=True)
-        firsts = [segment for index, segment in enumerate(segments) if index == 0 or segment.discontinuity]
+        firsts, session_begins = [], True
+        for segment in segments:  # a gap has nothing to probe: the session's first segment with media
+            session_begins = session_begins or segment.discontinuity
+            if session_begins and not segment.gap:
+                firsts.append(segment)
+                session_begins = False
         results = []
         for segment in firsts[:MAX_PROBED_SESSIONS]:
             try:
@@ -276,6 +284,8 @@ class ClipJob:
         return merge_probes(results)
 
     async def _write_mp4(self, rendition: str, segments: list[Segment]) -> bool:
+        """The MP4 of the clip's segments that hold media: a rendition's gap (EXT-X-GAP) is left out."""
+        segments = [segment for segment in segments if not segment.gap]
         directory = self.work_dir / "clip" / rendition
         directory.mkdir(parents=True, exist_ok=True)
         paths = [await asyncio.to_thread(fetch_segment, self.store, partial(self.config.key, rendition), segment,

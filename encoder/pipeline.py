@@ -75,7 +75,7 @@ from .rtmp import (
 )
 from .srt import SrtGate, SrtUnavailable, load_libsrt
 from .status import EncoderState, EncoderStatus, RenditionStatus
-from .tracks import EVENT_PLAYLIST, LIVE_PLAYLIST, RenditionTrack, numbered_by_name, recorded_objects
+from .tracks import EVENT_PLAYLIST, LIVE_PLAYLIST, RenditionTrack, keep_in_step, numbered_by_name, recorded_objects
 from .upload import (
     FINAL_PLAYLIST_CACHE_CONTROL,
     LIVE_PLAYLIST_CACHE_CONTROL,
@@ -1106,6 +1106,9 @@ class Encoder:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop_requested.wait(), delay)
                 delay = min(delay * 2, STORE_RETRY_MAX_SECONDS)
+        for behind in keep_in_step(self.tracks.values()):
+            log.warning("%s resumes at segment %d, not in step with the job's other renditions: its stored "
+                        "playlist is older than what they still name", behind.name, behind.next_sequence)
         continued = [track for track in self.tracks.values() if track.next_sequence]
         for track in self.tracks.values():
             if continued and not track.next_sequence:
@@ -1183,9 +1186,9 @@ class Encoder:
         """The master needs every rendition probed. One this process published nothing of (a recording
         continued after an eviction that ends at once) is probed from its last stored segment."""
         for name, track in self.tracks.items():
-            if name in self.variants or name in self._probing or not track.segments:
+            segment = next((segment for segment in reversed(track.segments) if not segment.gap), None)
+            if name in self.variants or name in self._probing or segment is None:
                 continue
-            segment = track.segments[-1]
             directory = self.work_dir / "probe" / name
             directory.mkdir(parents=True, exist_ok=True)
             try:
@@ -1202,7 +1205,7 @@ class Encoder:
         """The sizes of the segments earlier Pods recorded, for the measured bit rates of a vod asset's
         master; without them (the store cannot list in time) the master keeps the nominal rates."""
         for name, track in self.tracks.items():
-            if all(segment.size_bytes is not None for segment in track.segments):
+            if all(segment.size_bytes is not None or segment.gap for segment in track.segments):
                 continue
             try:
                 sizes = await asyncio.wait_for(asyncio.to_thread(self.store.sizes, self.config.key(name)),

@@ -27,6 +27,9 @@ class Segment:
     discontinuity: bool = False
     init_uri: str | None = None  # EXT-X-MAP of fMP4 segments
     size_bytes: int | None = None
+    # EXT-X-GAP: a place held for media this rendition does not have (its object was never uploaded),
+    # so that the same content keeps the same sequence number in every variant. Players do not load it.
+    gap: bool = False
 
     @property
     def end_time(self) -> datetime | None:
@@ -98,6 +101,7 @@ def _parse_media_playlist(text: str) -> MediaPlaylist:
     duration: float | None = None
     program_date_time: datetime | None = None
     discontinuity = False
+    gap = False
     init_uri: str | None = None
     sequence: int | None = None
     for raw_line in text.splitlines():
@@ -116,6 +120,8 @@ def _parse_media_playlist(text: str) -> MediaPlaylist:
             playlist.ended = True
         elif line == "#EXT-X-DISCONTINUITY":
             discontinuity = True
+        elif line == "#EXT-X-GAP":
+            gap = True
         elif line.startswith("#EXT-X-MAP:"):
             init_uri = _attribute_list(line.split(":", 1)[1]).get("URI")
         elif line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
@@ -127,12 +133,12 @@ def _parse_media_playlist(text: str) -> MediaPlaylist:
                 raise ValueError(f"segment {line!r} has no #EXTINF")
             sequence = playlist.media_sequence if sequence is None else sequence + 1
             playlist.segments.append(
-                Segment(sequence, duration, line, program_date_time, discontinuity, init_uri)
+                Segment(sequence, duration, line, program_date_time, discontinuity, init_uri, gap=gap)
             )
             # PROGRAM-DATE-TIME applies to one segment; later ones follow on from it.
             if program_date_time is not None:
                 program_date_time += timedelta(seconds=duration)
-            duration, discontinuity = None, False
+            duration, discontinuity, gap = None, False, False
     return playlist
 
 
@@ -154,7 +160,9 @@ def measured_bit_rates(segments: Sequence[Segment], target: int) -> MeasuredBitR
     """The bit rates a finished (VOD) playlist's master must state, measured from its segments' sizes:
     Apple's HLS authoring rules want both within 10% of what the segments measure. The peak is RFC 8216
     4.1's: the highest bit rate of any run of consecutive segments lasting 0.5 to 1.5 target durations
-    (a short playlist's whole length when no run is that long). None when a size is unknown."""
+    (a short playlist's whole length when no run is that long). None when a size is unknown. Gaps
+    (EXT-X-GAP) hold no media: they are left out."""
+    segments = [segment for segment in segments if not segment.gap]
     if not segments or any(segment.size_bytes is None for segment in segments):
         return None
     bits = [(segment.size_bytes or 0) * 8 for segment in segments]
@@ -253,6 +261,8 @@ def _segment_lines(segment: Segment, previous: Segment | None, current_init: str
         lines.append(f'#EXT-X-MAP:URI="{segment.init_uri}"\n')
     if segment.program_date_time is not None:
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{format_program_date_time(segment.program_date_time)}\n")
+    if segment.gap:
+        lines.append("#EXT-X-GAP\n")
     lines.append(f"#EXTINF:{extinf(segment.duration)},\n{segment.uri}\n")
     return "".join(lines)
 

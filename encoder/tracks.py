@@ -121,6 +121,29 @@ class RenditionTrack:
         track._slide()
         return track
 
+    def catch_up(self, ahead: RenditionTrack) -> bool:
+        """After a resume: a Pod can stop between uploading one rendition's segment (with its playlist)
+        and the next rendition's, which leaves this one a segment or two behind `ahead`. Its next segment
+        would then carry another number than the same content in `ahead`, and players switching variants
+        go by the numbers (RFC 8216 6.2.4). The numbers it lacks are held by gaps (EXT-X-GAP) with the
+        durations, times and discontinuities of `ahead`'s segments. False when `ahead` no longer names
+        them all (this rendition's playlist was stored long before): it is left as it is."""
+        missing = range(self.next_sequence, ahead.next_sequence)
+        if not missing:
+            return True
+        held = {segment.sequence: segment for segment in ahead.segments[-len(missing):]}
+        if not self.segments or any(number not in held for number in missing):
+            return False
+        last = self.segments[-1]
+        extension = last.uri[last.uri.rfind("."):]
+        for number in missing:
+            model = held[number]
+            self.segments.append(Segment(number, model.duration, f"seg_{number:06d}{extension}",
+                                         model.program_date_time, model.discontinuity, last.init_uri, gap=True))
+        self.next_sequence = ahead.next_sequence
+        self._slide()
+        return True
+
     def join(self, reference: RenditionTrack) -> None:
         """A rendition with nothing stored (a template change gave the ladder a new one) whose job's other
         renditions go on: it starts where `reference` goes on, with its numbering, discontinuity count
@@ -172,10 +195,12 @@ class RenditionTrack:
         newest segment that lasts at least half the target duration. RFC 8216 4.1 takes the peak over
         runs of 0.5 to 1.5 target durations, so a short segment (the last one before a publisher
         drops can be a single frame) counts together with the one before it. None while there is no
-        such run, or a segment's size is unknown (published by an earlier Pod)."""
+        such run, or a segment's size is unknown (published by an earlier Pod). Gaps hold no media."""
         half_target = max(self.target_floor, self.nominal_duration) / 2
         bits, seconds = 0, 0.0
         for segment in reversed(self.segments):
+            if segment.gap:
+                continue
             if segment.size_bytes is None:
                 return None
             bits += segment.size_bytes * 8
@@ -186,14 +211,14 @@ class RenditionTrack:
 
     def average_bit_rate(self) -> int | None:
         """The mean bit rate of the segments whose size is known, for AVERAGE-BANDWIDTH."""
-        sized = [segment for segment in self.segments if segment.size_bytes is not None]
+        sized = [segment for segment in self.segments if segment.size_bytes is not None and not segment.gap]
         seconds = sum(segment.duration for segment in sized)
         return int(sum(segment.size_bytes or 0 for segment in sized) * 8 / seconds) if seconds > 0 else None
 
     def add_stored_sizes(self, sizes: Mapping[str, int]) -> None:
         """The sizes of segments an earlier Pod published (the store's listing: name -> bytes)."""
         for index, segment in enumerate(self.segments):
-            if segment.size_bytes is None and segment.uri in sizes:
+            if segment.size_bytes is None and not segment.gap and segment.uri in sizes:
                 self.segments[index] = replace(segment, size_bytes=sizes[segment.uri])
 
     def measured_bit_rates(self) -> MeasuredBitRates | None:
@@ -345,3 +370,13 @@ class RenditionTrack:
             return True
         rendered_at, size, named = self._event_rendered
         return self._media_seconds - rendered_at >= size / EVENT_PLAYLIST_BYTES_PER_SECOND or named < self.window_start
+
+
+def keep_in_step(tracks: Iterable[RenditionTrack]) -> list[RenditionTrack]:
+    """Brings the resumed renditions of a job (those with stored segments) level with the one furthest
+    on (RenditionTrack.catch_up); returns those that could not be."""
+    resumed = [track for track in tracks if track.next_sequence]
+    if not resumed:
+        return []
+    ahead = max(resumed, key=lambda track: track.next_sequence)
+    return [track for track in resumed if not track.catch_up(ahead)]

@@ -32,6 +32,7 @@ from onair.encoder.playlist import (
     format_program_date_time,
     parse_master_playlist,
     parse_media_playlist,
+    render_media_playlist,
 )
 from onair.encoder.tracks import numbered_by_name
 from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_INTERRUPTED
@@ -123,6 +124,57 @@ def test_a_store_down_at_start_delays_the_encoder_and_keeps_the_numbering(
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers))) and numbers[-1] > last_before, numbers
     resumed = [segment for segment in after.segments if segment.sequence == last_before + 1]
     assert resumed and resumed[0].discontinuity, numbers
+
+
+def test_a_rendition_a_pod_left_behind_goes_on_in_step_and_a_clip_keeps_its_gap(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    """A Pod that dies between one rendition's upload and the next's leaves the second a segment behind:
+    its playlists do not name the last segment. The next Pod holds that number with an EXT-X-GAP, so the
+    same content has the same number in both renditions; a clip over it is cut, gap and all."""
+    ladder = ladder_template(("180p", 320, 180, "H264"), ("144p", 256, 144, "H264"))
+    first = start_encoder("LiveJob", live_spec(recording=True), ladder, prefix="live/behind")
+    assert publish(first.rtmp_url, 5).wait(30) == 0
+    first.wait_state("reconnecting", 5)
+    assert first.stop() == 0
+    # What the 144p upload lane leaves when the Pod dies before its last segment: neither it nor a
+    # playlist naming it is stored.
+    lost = None
+    for name in ("index.m3u8", "event.m3u8"):
+        key = f"live/behind/144p/{name}"
+        playlist = parse_media_playlist(object_store.get_text(first.bucket, key) or "")
+        lost = playlist.segments[-1]
+        object_store.client.put_object(Bucket=first.bucket, Key=key, Body=render_media_playlist(
+            playlist.segments[:-1], nominal_duration=playlist.target_duration or SEGMENT,
+            discontinuity_sequence=playlist.discontinuity_sequence, playlist_type=playlist.playlist_type).encode())
+    assert lost is not None
+    object_store.client.delete_object(Bucket=first.bucket, Key=f"live/behind/144p/{lost.uri}")
+
+    second = start_encoder("LiveJob", live_spec(recording=True), ladder, prefix="live/behind")
+    assert publish(second.rtmp_url, 5).wait(30) == 0
+    second.wait_state("reconnecting", 5)
+    assert second.stop() == 0
+    high, low = (parse_media_playlist(object_store.get_text(first.bucket, f"live/behind/{name}/event.m3u8") or "")
+                 for name in ("180p", "144p"))
+    # As a player numbers them: by place. Same numbers, times and discontinuities in both.
+    assert len(high.segments) == len(low.segments) > lost.sequence + 1
+    for place, (ours, theirs) in enumerate(zip(high.segments, low.segments, strict=True)):
+        assert (ours.program_date_time, ours.discontinuity) == (theirs.program_date_time, theirs.discontinuity), place
+        assert theirs.gap == (place == lost.sequence), place
+    assert low.segments[lost.sequence].duration == high.segments[lost.sequence].duration
+    assert high.segments[lost.sequence + 1].discontinuity  # the second Pod's first segment
+
+    start = high.segments[0].program_date_time
+    end = high.segments[-1].end_time
+    assert start is not None and end is not None
+    _, clip_prefix = cut_clip(start_encoder, second, start, end)
+    clip_high, clip_low = (parse_media_playlist(object_store.get_text(first.bucket, f"{clip_prefix}/{name}/index.m3u8")
+                                                or "") for name in ("180p", "144p"))
+    assert len(clip_high.segments) == len(clip_low.segments)
+    assert [segment.gap for segment in clip_high.segments] == [False] * len(clip_high.segments)
+    assert [place for place, segment in enumerate(clip_low.segments) if segment.gap] == [lost.sequence]
+    master = parse_master_playlist(object_store.get_text(first.bucket, f"{clip_prefix}/master.m3u8") or "")
+    assert len(master) == 2 and all(variant.bandwidth > 0 for variant in master)
 
 
 def test_a_missing_bucket_is_named_and_no_input_is_taken(start_encoder: Callable[..., EncoderProcess]) -> None:
