@@ -22,7 +22,7 @@ from onair.models import RecordingFormat
 
 from .config import ClipConfig, JobConfig
 from .mp4 import Mp4Impossible, fetch_segment, unwritten_mp4s, write_mp4
-from .pipeline import MASTER_PLAYLIST, PROBE_NICENESS, FatalConfigError, niced_child
+from .pipeline import MASTER_PLAYLIST, MAX_PROBED_SESSIONS, PROBE_NICENESS, FatalConfigError, niced_child
 from .playlist import (
     MediaPlaylist,
     Segment,
@@ -44,8 +44,6 @@ from .upload import FINAL_PLAYLIST_CACHE_CONTROL, SEGMENT_CACHE_CONTROL, S3Store
 log = logging.getLogger(__name__)
 
 FOLLOW_POLL_SECONDS = 1.0
-# A clip spanning many reconnects: its master lists the codecs of the first sessions probed.
-MAX_PROBED_SESSIONS = 8
 
 
 def _join(*parts: str) -> str:
@@ -273,7 +271,7 @@ class ClipJob:
                 firsts.append(segment)
                 session_begins = False
         results = []
-        for segment in firsts[:MAX_PROBED_SESSIONS]:
+        for segment in firsts[:MAX_PROBED_SESSIONS]:  # a clip spanning many reconnects: its first sessions
             try:
                 path = await asyncio.to_thread(fetch_segment, self.store, partial(self.config.key, rendition),
                                                segment, directory)

@@ -122,6 +122,9 @@ TRANSCODER_NICENESS = 5
 # The master's probes (one ffprobe per rendition, all at the first segment, ~0.1 CPU-s each) run below
 # the transcode too: at nice 0 they took the CPU from the first segments' uploads, the slowest of a run.
 PROBE_NICENESS = 10
+# At most this many sessions of a rendition are probed from the bucket for the codecs a master lists:
+# the newest ones an earlier Pod published (a resumed recording), the first ones of a clip.
+MAX_PROBED_SESSIONS = 8
 
 
 def niced_child(niceness: int) -> None:
@@ -275,6 +278,9 @@ class Encoder:
         # Counts the passthrough sessions: a probe of an earlier one that ends late tells about its own
         # segments only, not that the current session is known.
         self._variants_generation = 0
+        # What the sessions an earlier Pod published hold, by their first named segment's number, per
+        # rendition: the master lists their codecs too while the playlist names them.
+        self._stored_sessions: dict[str, dict[int, Probed]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._sweeps: set[asyncio.Task[None]] = set()  # deleting what earlier Pods left (see _sweep_leftovers)
 
@@ -1016,7 +1022,7 @@ class Encoder:
             # The peak of the segments published while this probe ran too (they found no variant to raise).
             peak = self.tracks[name].peak_bit_rate or (int(size * 8 / duration) if duration > 0 else 0)
             variant = self.variants[name] = VariantInfo(
-                {}, fallback_codecs(configured, self.config.audio.codec),
+                dict(self._stored_sessions.get(name, {})), fallback_codecs(configured, self.config.audio.codec),
                 peak_bandwidth=int(peak * BANDWIDTH_HEADROOM), declared_bandwidth=declared)
         variant.sessions[first_sequence] = probed
         self._queue_master()
@@ -1115,10 +1121,40 @@ class Encoder:
                 track.join(continued[0])
                 log.info("%s is new to the job: it starts at segment %d with the others", track.name,
                          track.next_sequence)
+        if any(track.segments for track in self.tracks.values()):
+            task = asyncio.create_task(self._probe_stored_sessions())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         self.status.set_storage_problem(None)
         self.status.store_read = True
         if delay > STORE_RETRY_FIRST_SECONDS and not self.stop_requested.is_set():
             self.status.set_state(EncoderState.WAITING, waiting_message)
+
+    async def _probe_stored_sessions(self) -> None:
+        """The sessions an earlier Pod published that the playlists still name (a resumed recording, the
+        live window): the master lists their codecs, resolution and rate beside this Pod's own (RFC 8216
+        4.3.4.2: every format in the variant). Each from its first segment with media, fetched from the
+        bucket, in the background: the ingest does not wait for it."""
+        for name, track in self.tracks.items():
+            directory = self.work_dir / "probe" / name / "stored"
+            directory.mkdir(parents=True, exist_ok=True)
+            for first, segment in track.session_starts(self._oldest_named(track))[-MAX_PROBED_SESSIONS:]:
+                try:
+                    path = await asyncio.to_thread(fetch_segment, self.store, partial(self.config.key, name),
+                                                   segment, directory)
+                    init = directory / segment.init_uri if segment.init_uri else None
+                    probed = await probe_segment(path, init, partial(niced_child, PROBE_NICENESS))
+                except Exception as error:  # the master lists what the probes that worked read
+                    log.warning("could not probe %s of %s, published by an earlier Pod: %s", segment.uri, name, error)
+                    continue
+                finally:
+                    for each in directory.iterdir():
+                        each.unlink()
+                self._stored_sessions.setdefault(name, {})[first] = probed
+                variant = self.variants.get(name)
+                if variant is not None:
+                    variant.sessions.setdefault(first, probed)
+                    self._queue_master()
 
     def _stored_playlist(self, rendition: str, name: str) -> MediaPlaylist | None:
         body = self.store.get(self.config.key(rendition, name))

@@ -122,6 +122,32 @@ def test_single_hevc_is_fmp4_hls_with_a_new_map_per_session_and_clips_as_vod(
     assert {stream["codec_name"] for stream in mp4["streams"]} == {"hevc", "aac"}
 
 
+def test_a_new_pods_master_lists_the_codecs_of_the_sessions_an_earlier_pod_published(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    """A passthrough's master lists every format its playlist names (RFC 8216 4.3.4.2), also those of
+    the sessions an earlier Pod of the job published and the live window still names: HEVC at 480x270
+    before the Pod was replaced, H.264 at 320x180 after it."""
+    first = start_encoder("LiveJob", single_srt_spec(), None, srt_passphrase=PASSPHRASE, prefix="live/two-pods")
+    publish_session(first, 4, video="hevc", size="480x270")
+    assert first.stop() == 0
+    second = start_encoder("LiveJob", single_srt_spec(), None, srt_passphrase=PASSPHRASE, prefix="live/two-pods")
+    publish_session(second, 4, size="320x180")
+    window = parse_media_playlist(object_store.get_text(second.bucket, "live/two-pods/source/index.m3u8") or "")
+    assert any(segment.discontinuity for segment in window.segments[1:]), window  # both Pods' sessions
+
+    def master() -> list[Any]:
+        return parse_master_playlist(object_store.get_text(second.bucket, "live/two-pods/master.m3u8") or "")
+
+    # The first Pod's master said HEVC alone; the second Pod's own session alone would be H.264 alone.
+    variants = wait_until(lambda: (found := master()) and {"hvc1", "avc1"} <= {
+        codec.split(".")[0] for codec in found[0].codecs.split(",")} and found, 15,
+        "the master to list the earlier Pod's HEVC beside this Pod's H.264")
+    assert len(variants) == 1 and "mp4a.40.2" in variants[0].codecs
+    assert variants[0].resolution == (480, 270)  # the largest picture the playlist names
+    assert second.stop() == 0
+
+
 def test_single_h264_over_rtmp_stays_mpeg_ts(
     start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path
 ) -> None:

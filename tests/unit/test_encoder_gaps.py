@@ -137,3 +137,16 @@ def test_a_clip_keeps_a_gap_in_its_own_numbering() -> None:
     clip = renumbered_for_clip(source, ["seg_000000.ts", "seg_000001.ts", "seg_000002.ts"])
     assert [(s.sequence, s.gap, s.discontinuity) for s in clip] == [(0, False, False), (1, True, False),
                                                                       (2, False, True)]
+
+
+def test_the_sessions_a_resumed_playlist_names_are_read_at_their_first_segment_with_media() -> None:
+    """What a new Pod probes for the master's codecs: the session holding the oldest named segment, and
+    each one after a discontinuity, at its first segment that is not a gap."""
+    track = RenditionTrack("source", nominal_duration=2, window=10)
+    track.segments = [Segment(3, 2.0, "seg_000003.ts"), Segment(4, 2.0, "seg_000004.ts"),
+                      Segment(5, 2.0, "seg_000005.ts", discontinuity=True, gap=True),
+                      Segment(6, 2.0, "seg_000006.ts"),
+                      Segment(7, 2.0, "seg_000007.m4s", discontinuity=True, init_uri="init_000007.mp4")]
+    assert [(first, segment.uri) for first, segment in track.session_starts(4)] == [
+        (4, "seg_000004.ts"), (5, "seg_000006.ts"), (7, "seg_000007.m4s")]
+    assert track.session_starts(None) == []
