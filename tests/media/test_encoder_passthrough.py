@@ -133,8 +133,14 @@ def test_a_new_pods_master_lists_the_codecs_of_the_sessions_an_earlier_pod_publi
     assert first.stop() == 0
     second = start_encoder("LiveJob", single_srt_spec(), None, srt_passphrase=PASSPHRASE, prefix="live/two-pods")
     publish_session(second, 4, size="320x180")
-    window = parse_media_playlist(object_store.get_text(second.bucket, "live/two-pods/source/index.m3u8") or "")
-    assert any(segment.discontinuity for segment in window.segments[1:]), window  # both Pods' sessions
+
+    def window() -> list[Any]:
+        return parse_media_playlist(object_store.get_text(second.bucket, "live/two-pods/source/index.m3u8")
+                                    or "").segments
+
+    # Both Pods' sessions in the live window, once the second Pod's segments are uploaded.
+    wait_until(lambda: any(segment.discontinuity for segment in window()[1:]), 15,
+               "the second Pod's session in the live window")
 
     def master() -> list[Any]:
         return parse_master_playlist(object_store.get_text(second.bucket, "live/two-pods/master.m3u8") or "")
