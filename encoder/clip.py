@@ -63,7 +63,8 @@ def stored_segments(event: MediaPlaylist | None, live: MediaPlaylist | None) -> 
     ended = live.ended if newer or not event.segments else event.ended or live.ended
     return MediaPlaylist(segments=[*event.segments, *newer],
                          target_duration=max(event.target_duration or 0, live.target_duration or 0) or None,
-                         ended=ended, playlist_type=event.playlist_type)
+                         ended=ended, playlist_type=event.playlist_type,
+                         independent_segments=event.independent_segments and live.independent_segments)
 
 
 def lost_beginning(stored: MediaPlaylist, start: datetime | None) -> datetime | None:
@@ -154,6 +155,7 @@ class ClipJob:
         self.status.set_connected(True)
         self.status.renditions.clear()  # the clip has the source's renditions, whatever the template says
         chosen: dict[str, tuple[Variant, list[Segment]]] = {}
+        independent: dict[str, bool] = {}  # by variant: whether its stored playlist says EXT-X-INDEPENDENT-SEGMENTS
         lost_until: datetime | None = None
         for variant in variants:
             while True:
@@ -177,6 +179,8 @@ class ClipJob:
                     raise FatalConfigError("the recording was paused for the whole of its time range")
                 raise FatalConfigError("no stored segment overlaps the clip's time range")
             chosen[variant.uri] = (variant, segments)
+            # The clip says of its segments what the LiveJob's playlist said of them (not of a passthrough's).
+            independent[variant.uri] = playlist.independent_segments
             lost_until = lost_until or lost_beginning(playlist, self.clip.start)
         aligned = to_common_end([segments for _, segments in chosen.values()])
         if not all(aligned):
@@ -210,7 +214,8 @@ class ClipJob:
             sizes = await asyncio.to_thread(self.source.sizes, source_dir)
             clip_segments = renumbered_for_clip([replace(segment, size_bytes=sizes.get(segment.uri))
                                                  for segment in segments], names)
-            body = render_media_playlist(clip_segments, nominal_duration=1, playlist_type="VOD", ended=True)
+            body = render_media_playlist(clip_segments, nominal_duration=1, playlist_type="VOD", ended=True,
+                                         independent_segments=independent[uri])
             await asyncio.to_thread(self.store.put, self.config.key(rendition, LIVE_PLAYLIST), body.encode(),
                                     "application/vnd.apple.mpegurl", FINAL_PLAYLIST_CACHE_CONTROL)
             # A VOD master states what its own segments measure and hold, not the live stream's figures
@@ -233,7 +238,7 @@ class ClipJob:
                     self.status.set_state(EncoderState.FAILED, unwritten[0])
                     log.error("%s", unwritten[0])
                     return unwritten[1]
-        master = render_master_playlist(clip_variants).encode()
+        master = render_master_playlist(clip_variants, independent_segments=all(independent.values())).encode()
         await asyncio.to_thread(self.store.put, self.config.key(MASTER_PLAYLIST), master,
                                 "application/vnd.apple.mpegurl", FINAL_PLAYLIST_CACHE_CONTROL)
         for rendition_status in self.status.renditions.values():

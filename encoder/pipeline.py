@@ -222,6 +222,9 @@ class Encoder:
                 window=outputs.playlist_window,
                 dvr_seconds=outputs.dvr_window_seconds,
                 keep_all=outputs.keep_all_segments,
+                # A source passed through is segmented at its own keyframes, which may open a GOP whose
+                # leading pictures refer back to the segment before (x265's default open GOP, CRA).
+                independent_segments=not config.passthrough,
             )
             for name in config.rendition_names
         }
@@ -1060,7 +1063,7 @@ class Encoder:
                     frame_rate=frame_rate,
                 )
             )
-        body = render_master_playlist(variants).encode()
+        body = render_master_playlist(variants, independent_segments=not self.config.passthrough).encode()
         if body != self.master_body:
             self.master_body = body
             self.uploader.put_bytes(self.config.key(MASTER_PLAYLIST), body, MASTER_PLAYLIST_CACHE_CONTROL)

@@ -48,6 +48,7 @@ class MediaPlaylist:
     discontinuity_sequence: int = 0
     ended: bool = False
     playlist_type: str | None = None
+    independent_segments: bool = False  # EXT-X-INDEPENDENT-SEGMENTS
 
 
 def format_program_date_time(moment: datetime) -> str:
@@ -118,6 +119,8 @@ def _parse_media_playlist(text: str) -> MediaPlaylist:
             playlist.playlist_type = line.split(":", 1)[1]
         elif line == "#EXT-X-ENDLIST":
             playlist.ended = True
+        elif line == "#EXT-X-INDEPENDENT-SEGMENTS":
+            playlist.independent_segments = True
         elif line == "#EXT-X-DISCONTINUITY":
             discontinuity = True
         elif line == "#EXT-X-GAP":
@@ -280,6 +283,7 @@ class GrowingPlaylist:
     # Of a rendition that joined a job's others (RenditionTrack.join): their count and target so far.
     discontinuity_sequence: int = 0
     target_floor: int = 0
+    independent_segments: bool = True
     _chunks: list[str] = field(default_factory=list)
     _first: Segment | None = None
     _last: Segment | None = None
@@ -299,7 +303,7 @@ class GrowingPlaylist:
         self._first = segments[0] if segments else None
         target = max(math.ceil(self.nominal_duration), self._longest, self.target_floor, 1)
         header = _media_playlist_header(target, segments[0].sequence if segments else 0, self.discontinuity_sequence,
-                                        self.playlist_type, independent_segments=True)
+                                        self.playlist_type, self.independent_segments)
         return "".join((header, *self._chunks, _ENDLIST_LINE if ended else ""))
 
 

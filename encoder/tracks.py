@@ -67,6 +67,9 @@ class RenditionTrack:
     window: int
     dvr_seconds: int = 0
     keep_all: bool = False
+    # EXT-X-INDEPENDENT-SEGMENTS: every segment starts with a picture decodable on its own. The encoder's
+    # own keyframes are IDRs on the segment grid; a source passed through may have an open GOP.
+    independent_segments: bool = True
     segments: list[Segment] = field(default_factory=list)  # in the live window, or all with keep_all
     next_sequence: int = 0
     discontinuity_sequence: int = 0  # DISCONTINUITY tags that slid out of the live window
@@ -173,6 +176,7 @@ class RenditionTrack:
         self.pending_discontinuity = reference.pending_discontinuity
         if self.keep_all:
             self._event = GrowingPlaylist(self.nominal_duration, playlist_type="EVENT",
+                                          independent_segments=self.independent_segments,
                                           discontinuity_sequence=discontinuity_tags(reference.segments),
                                           target_floor=target_duration(reference.segments,
                                                                        reference.nominal_duration))
@@ -368,13 +372,15 @@ class RenditionTrack:
             nominal_duration=self._target(segments),  # a floor that already covers every segment
             discontinuity_sequence=self.discontinuity_sequence,
             ended=ended,
+            independent_segments=self.independent_segments,
         )
 
     def event_playlist(self, ended: bool = False) -> str:
         """Every segment kept (keep_all): an EVENT playlist, closed with ENDLIST once ended (its type
         stays: RFC 8216 6.2.1 allows a published playlist no change but appending and ENDLIST)."""
         if self._event is None:
-            self._event = GrowingPlaylist(self.nominal_duration, playlist_type="EVENT")
+            self._event = GrowingPlaylist(self.nominal_duration, playlist_type="EVENT",
+                                          independent_segments=self.independent_segments)
         text = self._event.render(self.segments, ended=ended)
         self._event_rendered = (self._media_seconds, len(text), len(self.segments))
         return text

@@ -72,9 +72,11 @@ def test_rtmp_ladder_playlists_and_segments_validate(
     assert [variant.uri for variant in variants] == ["360p/index.m3u8", "270p/index.m3u8", "180p/index.m3u8"]
     assert [variant.resolution for variant in variants] == [(640, 360), (480, 270), (320, 180)]
     assert all(variant.codecs.startswith("avc1.") and "mp4a.40.2" in variant.codecs for variant in variants)
+    # The ladder's keyframes are IDRs on the segment grid: every segment decodes on its own.
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" in master_text
     for variant in variants:  # BANDWIDTH is at least the peak segment bit rate (RFC 8216 4.3.4.2)
         playlist = parse_media_playlist(object_store.get_text(encoder.bucket, f"{encoder.prefix}/{variant.uri}") or "")
-        assert playlist.target_duration is not None
+        assert playlist.target_duration is not None and playlist.independent_segments
         peak = max(
             object_store.client.head_object(Bucket=encoder.bucket, Key=f"{encoder.prefix}/"
                                             f"{variant.uri.split('/')[0]}/{segment.uri}")["ContentLength"] * 8

@@ -208,6 +208,19 @@ def test_the_packager_reads_the_remux_and_writes_the_segment_type_of_the_codec(t
         build_session_argv(config, "srt://x", ts, {"source": 0}, live_listener=True)
 
 
+def test_a_source_passed_through_is_not_claimed_to_have_independent_segments() -> None:
+    """Its segments start at the source's own keyframes, which may open a GOP whose leading pictures
+    refer to the segment before (x265's default CRA): its playlists, live and event, do not say
+    EXT-X-INDEPENDENT-SEGMENTS; the encoder's own renditions (IDRs on the segment grid) do."""
+    for independent in (False, True):
+        track = RenditionTrack("source", nominal_duration=4, window=6, keep_all=True,
+                               independent_segments=independent)
+        track.add(4, "seg_000000.ts", T0)
+        for text in (track.live_playlist(), track.event_playlist()):
+            assert ("#EXT-X-INDEPENDENT-SEGMENTS" in text) == independent, text
+            assert parse_media_playlist(text).independent_segments == independent
+
+
 # --- fMP4 bookkeeping ------------------------------------------------------------------------------
 
 
