@@ -114,6 +114,10 @@ def test_render_defaults() -> None:
     seed = {"name": "onair-stream-keys", "key": "stream-key-seed"}
     assert env["ONAIR_STREAM_KEY_SEED"]["secretKeyRef"] == genv["ONAIR_GATEWAY_STREAM_KEY_SEED"]["secretKeyRef"] == seed
     assert len(base64.b64decode(find(objects, "Secret", "onair-stream-keys")["data"]["stream-key-seed"])) >= 32
+    # The keys the jobs' keys derive from outlive an uninstall (the jobs do); the gateway's own does not.
+    for name, kept in (("onair-stream-keys", True), ("onair-webhooks", True), ("onair-gateway", False)):
+        annotations = find(objects, "Secret", name)["metadata"].get("annotations") or {}
+        assert (annotations.get("helm.sh/resource-policy") == "keep") == kept, name
     gateway_role = find(objects, "ClusterRole", "onair-gateway")
     assert not any("secrets" in r["resources"] for r in gateway_role["rules"])
     for deployment in (operator, gateway):
@@ -314,6 +318,9 @@ def test_render_namespace_patterns_reach_the_gateway_as_the_operator_gets_them()
     ("ingest.previewPort=8090", "ingest.statusPort (8090) and ingest.previewPort (8090) must differ"),
     ("encoder.extraEnv[0].name=ONAIR_JOB_CONFIG,encoder.extraEnv[0].value=x", "/encoder/extraEnv/0/name"),
     ("encoder.workDirSizeLimit=lots", "/encoder/workDirSizeLimit"),
+    ("containerSecurityContext.readOnlyRootFileSystem=false", "readOnlyRootFileSystem"),
+    ("podSecurityContext.runAsNonroot=true", "runAsNonroot"),
+    ("podSecurityContext.seccompProfile.type=runtimedefault", "/podSecurityContext/seccompProfile/type"),
 ])
 def test_schema_rejects_misspelled_values(flag: str, message: str) -> None:
     result = helm("template", "onair", str(CHART), "--set", flag, check=False)
@@ -570,8 +577,18 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
     kubectl("-n", jobs, "delete", "livejob", "rtmp-demo", "--wait=false")
     wait_until(lambda: not get_json(kubectl, "pods", "-n", jobs)["items"], 60, "the encoder Pod to go")
 
-    # Uninstall leaves nothing of the release but the CRDs.
+    # Uninstall keeps the two keys the jobs' stream keys, control keys and webhook keys derive from; a
+    # reinstall takes them back, and the jobs' keys stay right.
     helm("uninstall", "onair", "-n", system, "--timeout", "120s")
+    kept = {"onair-webhooks": ("webhook-secret", webhook_key), "onair-stream-keys": ("stream-key-seed", seed)}
+    for name, (key, value) in kept.items():
+        assert get_json(kubectl, "secret", name, "-n", system)["data"][key] == value, name
+    helm("install", "onair", str(CHART), "-n", system, "-f", str(dev_values), "--timeout", "120s")
+    for name, (key, value) in kept.items():
+        assert get_json(kubectl, "secret", name, "-n", system)["data"][key] == value, f"{name} after a reinstall"
+    helm("uninstall", "onair", "-n", system, "--timeout", "120s")
+    # Then nothing of the release is left but the CRDs and those two, until deleted by hand.
+    kubectl("-n", system, "delete", "secret", *kept)
     selector = "app.kubernetes.io/instance=onair"
     kinds = "deployments,services,secrets,serviceaccounts,poddisruptionbudgets,jobtemplates.onair.dev"
     for ns in (system, jobs):
