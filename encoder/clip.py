@@ -185,8 +185,13 @@ class ClipJob:
         aligned = to_common_end([segments for _, segments in chosen.values()])
         if not all(aligned):
             raise FatalConfigError("the renditions' stored segments do not overlap in the clip's time range")
+        # A rendition with nothing but gaps in the range (a Pod died before it uploaded them) has nothing
+        # to play: the clip's master lists the others.
         chosen = {uri: (variant, segments)
-                  for (uri, (variant, _)), segments in zip(chosen.items(), aligned, strict=True)}
+                  for (uri, (variant, _)), segments in zip(chosen.items(), aligned, strict=True)
+                  if any(not segment.gap for segment in segments)}
+        if not chosen:
+            raise FatalConfigError("no stored segment with media overlaps the clip's time range")
         total = sum(len(segments) for _, segments in chosen.values())
         self.status.recorded_seconds = math.fsum(segment.duration for segment in next(iter(chosen.values()))[1]) \
             if chosen else 0.0
@@ -238,7 +243,8 @@ class ClipJob:
                     self.status.set_state(EncoderState.FAILED, unwritten[0])
                     log.error("%s", unwritten[0])
                     return unwritten[1]
-        master = render_master_playlist(clip_variants, independent_segments=all(independent.values())).encode()
+        master = render_master_playlist(clip_variants,
+                                        independent_segments=all(independent[uri] for uri in chosen)).encode()
         await asyncio.to_thread(self.store.put, self.config.key(MASTER_PLAYLIST), master,
                                 "application/vnd.apple.mpegurl", FINAL_PLAYLIST_CACHE_CONTROL)
         for rendition_status in self.status.renditions.values():

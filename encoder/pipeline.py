@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from onair.exitcodes import EXIT_INTERRUPTED, EXIT_OK
+from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_INTERRUPTED, EXIT_OK
 from onair.models import HardwareAcceleration, RecordingFormat
 from onair.phases import ConditionReason
 from onair.urls import shown_url
@@ -284,6 +284,7 @@ class Encoder:
         # What the sessions an earlier Pod published hold, by their first named segment's number, per
         # rendition: the master lists their codecs too while the playlist names them.
         self._stored_sessions: dict[str, dict[int, Probed]] = {}
+        self._stored_probe: asyncio.Task[None] | None = None  # probing them, after a resume
         self._background: set[asyncio.Task[Any]] = set()
         self._sweeps: set[asyncio.Task[None]] = set()  # deleting what earlier Pods left (see _sweep_leftovers)
 
@@ -1115,33 +1116,38 @@ class Encoder:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop_requested.wait(), delay)
                 delay = min(delay * 2, STORE_RETRY_MAX_SECONDS)
+        if unread:  # stopped before the store answered: nothing is known of what earlier Pods stored
+            return
         for behind in keep_in_step(self.tracks.values()):
             log.warning("%s resumes at segment %d, not in step with the job's other renditions: its stored "
                         "playlist is older than what they still name", behind.name, behind.next_sequence)
-        continued = [track for track in self.tracks.values() if track.next_sequence]
+        furthest = max(self.tracks.values(), key=lambda track: track.next_sequence)
         for track in self.tracks.values():
-            if continued and not track.next_sequence:
-                track.join(continued[0])
+            if furthest.next_sequence and not track.next_sequence:
+                track.join(furthest)
                 log.info("%s is new to the job: it starts at segment %d with the others", track.name,
                          track.next_sequence)
-        if any(track.segments for track in self.tracks.values()):
-            task = asyncio.create_task(self._probe_stored_sessions())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        # What the stored playlists name, taken now: this Pod's own sessions are probed as they come.
+        stored_sessions = {name: track.session_starts(self._oldest_named(track))[-MAX_PROBED_SESSIONS:]
+                           for name, track in self.tracks.items()}
+        if any(stored_sessions.values()):
+            self._stored_probe = asyncio.create_task(self._probe_stored_sessions(stored_sessions))
+            self._background.add(self._stored_probe)
+            self._stored_probe.add_done_callback(self._background.discard)
         self.status.set_storage_problem(None)
         self.status.store_read = True
         if delay > STORE_RETRY_FIRST_SECONDS and not self.stop_requested.is_set():
             self.status.set_state(EncoderState.WAITING, waiting_message)
 
-    async def _probe_stored_sessions(self) -> None:
+    async def _probe_stored_sessions(self, sessions: dict[str, list[tuple[int, Segment]]]) -> None:
         """The sessions an earlier Pod published that the playlists still name (a resumed recording, the
-        live window): the master lists their codecs, resolution and rate beside this Pod's own (RFC 8216
-        4.3.4.2: every format in the variant). Each from its first segment with media, fetched from the
-        bucket, in the background: the ingest does not wait for it."""
-        for name, track in self.tracks.items():
+        live window), by rendition: the master lists their codecs, resolution and rate beside this Pod's
+        own (RFC 8216 4.3.4.2: every format in the variant). Each from its first segment with media,
+        fetched from the bucket, in the background: the ingest does not wait for it."""
+        for name, starts in sessions.items():
             directory = self.work_dir / "probe" / name / "stored"
             directory.mkdir(parents=True, exist_ok=True)
-            for first, segment in track.session_starts(self._oldest_named(track))[-MAX_PROBED_SESSIONS:]:
+            for first, segment in starts:
                 try:
                     path = await asyncio.to_thread(fetch_segment, self.store, partial(self.config.key, name),
                                                    segment, directory)
@@ -1196,6 +1202,9 @@ class Encoder:
         if self.finishing and self.keep_local_segments:
             unwritten = unwritten_mp4s(*await self._write_mp4s(deadline), retried=self._stored_recording_ended)
         if self.finishing:  # after the MP4s: a vod asset's master says it is complete
+            if self.config.outputs.master_at_completion and self._stored_probe is not None:
+                # Written once: with the earlier Pods' sessions, while the grace period allows.
+                await asyncio.wait([self._stored_probe], timeout=max(0.0, deadline - time.monotonic() - 5.0))
             await self._probe_stored_variants()
             if self.config.outputs.master_at_completion:
                 await self._size_stored_segments(deadline)
@@ -1216,6 +1225,18 @@ class Encoder:
             self.status.set_state(EncoderState.FAILED, unwritten[0])
             log.error("%s", unwritten[0])
             return unwritten[1]
+        if self.config.kind == "RecordJob" and not self.status.store_read:
+            # Stopped while waiting for the store: what earlier attempts recorded is there, unclosed.
+            self.status.set_state(EncoderState.FAILED, "stopped before the stored recording could be read (store "
+                                  "down): the next attempt reads and finishes it")
+            return EXIT_INTERRUPTED
+        if self.config.kind == "RecordJob" and self.finishing and not any(
+                not segment.gap for track in self.tracks.values() for segment in track.segments):
+            # Not Completed with a master, playlists and MP4 that were never written.
+            self.status.set_state(EncoderState.FAILED, "nothing was recorded: no media came from the source in "
+                                  "the time range")
+            log.error("%s", self.status.message)
+            return EXIT_BAD_CONFIG
         for rendition in self.status.renditions.values():
             rendition.status = "Completed"
         self.status.set_state(EncoderState.COMPLETED, "finished" if self.finishing else "stopped")
@@ -1270,21 +1291,22 @@ class Encoder:
         missing: list[str] = []
         impossible: list[str] = []
         for name, track in self.tracks.items():
-            if not track.segments:
+            with_media = [segment for segment in track.segments if not segment.gap]  # a gap has nothing stored
+            if not with_media:
                 continue
             directory = self.work_dir / "mp4" / name
             directory.mkdir(parents=True, exist_ok=True)
             recorded = {segment.sequence: path for segment, path in self.local_segments[name]}
             paths: list[Path] = []
             try:
-                for segment in track.segments:
+                for segment in with_media:
                     path = recorded.get(segment.sequence)
                     if path is None:
                         path = await asyncio.to_thread(fetch_segment, self.store, partial(self.config.key, name),
                                                        segment, directory)
                     paths.append(path)
                 mp4 = directory / f"{name}.mp4"
-                if await write_mp4(paths, list(track.segments), directory, mp4, deadline):
+                if await write_mp4(paths, with_media, directory, mp4, deadline):
                     self.uploader.put_file(self.config.key(f"{name}.mp4"), mp4)
                 else:
                     missing.append(name)

@@ -129,13 +129,15 @@ class RenditionTrack:
         and the next rendition's, which leaves this one a segment or two behind `ahead`. Its next segment
         would then carry another number than the same content in `ahead`, and players switching variants
         go by the numbers (RFC 8216 6.2.4). The numbers it lacks are held by gaps (EXT-X-GAP) with the
-        durations, times and discontinuities of `ahead`'s segments. False when `ahead` no longer names
-        them all (this rendition's playlist was stored long before): it is left as it is."""
+        durations, times and discontinuities of `ahead`'s segments. False when it lacks more than a live
+        window's worth, or `ahead` no longer names them all: this rendition's playlist was stored long
+        before (a rendition the template dropped and has again), not cut short by a Pod's death; it is
+        left as it is rather than given a recording's worth of gaps."""
         missing = range(self.next_sequence, ahead.next_sequence)
         if not missing:
             return True
         held = {segment.sequence: segment for segment in ahead.segments[-len(missing):]}
-        if not self.segments or any(number not in held for number in missing):
+        if not self.segments or len(missing) > self.window or any(number not in held for number in missing):
             return False
         last = self.segments[-1]
         extension = last.uri[last.uri.rfind("."):]

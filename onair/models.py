@@ -558,8 +558,9 @@ class RecordSource(OnairModel):
     )
     live_job_ref: str | None = _name_field(
         "Name of a LiveJob in the same namespace whose output is recorded (or, with timeRange, "
-        "clipped from its stored segments). A recording waits for it to exist before it starts; a recorder "
-        "running when it is deleted goes on, and one to be made again (a retry) waits for it at most "
+        "clipped from its stored segments). A recording waits for it to exist before it starts (once its "
+        "timeRange has ended, at most ONAIR_PROVISIONING_TIMEOUT_SECONDS); a recorder running when it is "
+        "deleted goes on, and one to be made again (a retry) waits for it at most "
         "ONAIR_PROVISIONING_TIMEOUT_SECONDS, then the job fails (SourceAvailable: LiveJobNotFound).",
         default=None,
     )

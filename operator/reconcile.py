@@ -978,9 +978,11 @@ def decide_record_job(
         comment = f"LiveJob {job.spec.source.live_job_ref} not found"
         set_cond(ConditionType.SOURCE_AVAILABLE, False, ConditionReason.LIVE_JOB_NOT_FOUND, comment)
         decision.requeue_after = TEMPLATE_RETRY_SECONDS
-        # One not started yet waits for its LiveJob (applied after it, say); one whose LiveJob went while it
-        # recorded fails once it has been gone for the provisioning timeout.
-        if target != RecordJobPhase.INITIAL and _live_job_gone_too_long(conditions, config, now):
+        # One not started yet waits for its LiveJob (applied after it, say), unless its range is over: no
+        # LiveJob made now streams that range. Those fail once it has been missing for the provisioning
+        # timeout, as one whose LiveJob went while it recorded.
+        waits_for_ever = target == RecordJobPhase.INITIAL and not (end is not None and now >= end)
+        if not waits_for_ever and _live_job_gone_too_long(conditions, config, now):
             target = RecordJobPhase.FAILED
             comment = _live_job_gone_message(job, config)
             status.error_message = comment

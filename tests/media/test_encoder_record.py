@@ -167,7 +167,7 @@ def test_a_rendition_a_pod_left_behind_goes_on_in_step_and_a_clip_keeps_its_gap(
     start = high.segments[0].program_date_time
     end = high.segments[-1].end_time
     assert start is not None and end is not None
-    _, clip_prefix = cut_clip(start_encoder, second, start, end)
+    _, clip_prefix = cut_clip(start_encoder, second, start, end, format="mp4")  # the MP4 leaves the gap out
     clip_high, clip_low = (parse_media_playlist(object_store.get_text(first.bucket, f"{clip_prefix}/{name}/index.m3u8")
                                                 or "") for name in ("180p", "144p"))
     assert len(clip_high.segments) == len(clip_low.segments)
@@ -584,6 +584,79 @@ def test_an_evicted_recording_is_continued_by_the_next_attempt_into_one_mp4(
     recorded = sum(segment.duration for segment in playlist.segments)
     assert abs(float(mp4["format"]["duration"]) - recorded) < 1.0, (mp4["format"]["duration"], recorded)
     assert {stream["codec_type"] for stream in mp4["streams"]} == {"video", "audio"}
+
+
+def test_a_recording_a_pod_left_a_rendition_behind_still_gets_every_mp4(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path
+) -> None:
+    """A recorder evicted between one rendition's upload and the next's: the next attempt holds the
+    missing segment with a gap, and each rendition's MP4 joins the segments it has (not the gap)."""
+    prefix = "rec/behind"
+    ladder = ladder_template(("180p", 320, 180, "H264"), ("144p", 256, 144, "H264"))
+
+    def record() -> tuple[EncoderProcess, subprocess.Popen[bytes]]:
+        port = free_port()
+        source = publish(f"srt://127.0.0.1:{port}?mode=listener", 30, container="mpegts")
+        spec = {"source": {"streamUrl": f"srt://127.0.0.1:{port}"}, "output": {"bucket": "ignored", "format": "mp4"}}
+        recorder = start_encoder("RecordJob", spec, ladder, prefix=prefix)
+        recorder.wait_state("live", 10)
+        wait_until(lambda: min(r["segmentsWritten"] for r in recorder.status()["renditions"]) >= 3, 20,
+                   "recorded segments")
+        return recorder, source
+
+    first, source = record()
+    assert first.stop() == EXIT_INTERRUPTED, first.log()[-3000:]
+    source.kill()
+    source.wait()
+    key = f"{prefix}/144p/index.m3u8"
+    playlist = parse_media_playlist(object_store.get_text(first.bucket, key) or "")
+    lost = playlist.segments[-1]
+    object_store.client.put_object(Bucket=first.bucket, Key=key, Body=render_media_playlist(
+        playlist.segments[:-1], nominal_duration=playlist.target_duration or SEGMENT,
+        discontinuity_sequence=playlist.discontinuity_sequence, playlist_type=playlist.playlist_type).encode())
+    object_store.client.delete_object(Bucket=first.bucket, Key=f"{prefix}/144p/{lost.uri}")
+
+    second, source = record()
+    try:
+        assert second.post("/finish").status_code == 202
+        assert second.process.wait(30) == 0, second.log()[-3000:]
+    finally:
+        source.kill()
+        source.wait()
+    for rendition in ("180p", "144p"):
+        playlist = parse_media_playlist(object_store.get_text(second.bucket, f"{prefix}/{rendition}/index.m3u8") or "")
+        assert playlist.ended
+        assert [segment.sequence for segment in playlist.segments if segment.gap] == (
+            [lost.sequence] if rendition == "144p" else [])
+        object_store.client.download_file(second.bucket, f"{prefix}/{rendition}.mp4", str(tmp_path / "r.mp4"))
+        with_media = sum(segment.duration for segment in playlist.segments if not segment.gap)
+        duration = float(ffprobe(tmp_path / "r.mp4")["format"]["duration"])
+        assert abs(duration - with_media) < 1.0, (rendition, duration, with_media)
+
+
+def test_a_recording_that_recorded_nothing_is_not_completed(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    """A source that never sent anything in the range: the recorder does not finish as if it had
+    recorded (its job would read Completed, with links to a master and an MP4 never written), but fails
+    saying why. One that cannot read its stored recording (the store down) leaves it to the next attempt."""
+    spec = {"source": {"streamUrl": f"srt://127.0.0.1:{free_port()}"}, "output": {"bucket": "ignored", "format": "mp4"}}
+    recorder = start_encoder("RecordJob", spec, None, prefix="rec/nothing")
+    assert recorder.post("/finish").status_code == 202
+    assert recorder.process.wait(30) == EXIT_BAD_CONFIG, recorder.log()[-3000:]
+    assert "nothing was recorded" in recorder.log()
+    listed = object_store.client.list_objects_v2(Bucket=recorder.bucket, Prefix="rec/nothing/")
+    assert not listed.get("Contents")
+
+    object_store.proxy.cut()
+    try:
+        unread = start_encoder("RecordJob", spec, None, prefix="rec/nothing", wait_healthy=False)
+        wait_until(lambda: (s := unread.storage_once_answering()) and s["reason"] == "BucketUnreachable", 15,
+                   "the recorder to wait for the store")
+        assert unread.post("/finish").status_code == 202
+        assert unread.process.wait(30) == EXIT_INTERRUPTED, unread.log()[-3000:]
+    finally:
+        object_store.proxy.restore()
 
 
 def test_a_recording_whose_mp4_cannot_be_written_is_not_completed(

@@ -105,6 +105,13 @@ def test_a_rendition_stored_long_before_is_left_as_it_is() -> None:
     tracks = [resumed("720p", stored(high)), resumed("360p", stored(low))]
     assert keep_in_step(tracks) == [tracks[1]]
     assert tracks[1].next_sequence == 3 and not any(segment.gap for segment in tracks[1].segments)
+    # A recording names every segment: still not a recording's worth of gaps, only a live window's.
+    high = published("720p", [2.0] * 40, keep_all=True)
+    low = published("360p", [2.0] * 3, keep_all=True)
+    tracks = [resumed(track.name, numbered_by_name(parse_media_playlist(track.event_playlist())), keep_all=True)
+              for track in (high, low)]
+    assert len(tracks[0].segments) == 40
+    assert keep_in_step(tracks) == [tracks[1]] and tracks[1].next_sequence == 3
 
 
 def test_renditions_in_step_and_a_fresh_start_are_left_alone() -> None:

@@ -159,6 +159,7 @@ async def test_a_vod_recording_whose_source_reconnected_gets_its_master(
     bucket = Bucket()
     encoder = Encoder(config, Ports(), tmp_path / "work", bucket, 10**9)
     encoder.uploader.start()
+    await encoder._resume_from_store()  # nothing stored: a first attempt, as run() begins
     sources += [OneSegmentSource(ProgramStreams("h264", "aac"), {"streams": H264_MAIN}),
                 OneSegmentSource(ProgramStreams("h264", "aac"), {"streams": H264_HIGH})]
     for _ in range(2):

@@ -1250,6 +1250,30 @@ def test_a_recorder_of_a_live_job_that_died_waits_for_its_live_job_before_the_re
     assert conditions["SourceAvailable"]["status"] == "True"  # back, and the retry made from it
 
 
+def test_a_clip_whose_live_job_is_missing_waits_for_it_only_while_its_range_can_still_be_streamed() -> None:
+    """A clip applied before its LiveJob waits for it; once the clip's range is over and the LiveJob has
+    been missing for the provisioning timeout, no LiveJob made now could stream that range: Failed,
+    not Initial for ever."""
+    timeout = dt.timedelta(seconds=CONFIG.provisioning_timeout_seconds)
+    ahead = {"source": {"liveJobRef": "news"},
+             "timeRange": {"start": (NOW + dt.timedelta(hours=1)).isoformat(),
+                           "end": (NOW + dt.timedelta(hours=2)).isoformat()}}
+    waiting = decide_record_job(record_job(**ahead), None, [], None, CONFIG, NOW)
+    later = decide_record_job(record_job(waiting.status, **ahead), None, [], None, CONFIG, NOW + timeout * 2)
+    assert waiting.status["phase"] == later.status["phase"] == "Initial" and later.requeue_after
+    past = {"source": {"liveJobRef": "news"},
+            "timeRange": {"start": (NOW - dt.timedelta(hours=2)).isoformat(),
+                          "end": (NOW - dt.timedelta(hours=1)).isoformat()}}
+    waiting = decide_record_job(record_job(**past), None, [], None, CONFIG, NOW)
+    assert waiting.status["phase"] == "Initial"  # the LiveJob may be on its way (applied after the clip)
+    still = decide_record_job(record_job(waiting.status, **past), None, [], None, CONFIG,
+                              NOW + timeout - dt.timedelta(seconds=1))
+    assert still.status["phase"] == "Initial"
+    failed = decide_record_job(record_job(still.status, **past), None, [], None, CONFIG, NOW + timeout)
+    assert failed.status["phase"] == "Failed" and "LiveJob news has been gone" in failed.status["errorMessage"]
+    assert failed.create_pod_attempt is None
+
+
 def test_a_recording_whose_live_job_stays_gone_fails_instead_of_waiting_for_ever() -> None:
     """Deleted while its recorder was away (evicted, or its Pod deleted): waited for as long as an
     operator's start or a re-apply takes, then Failed with the reason, not Started for ever."""
