@@ -501,7 +501,9 @@ transition):
 
 Conditions (`status.conditions`, one per type): `Ready`, `TemplateResolved`, `Scheduled`,
 `EncoderRunning`, `InputConnected`, `StorageAvailable` (a LiveJob's; a RecordJob's while its recorder
-cannot read its bucket), `SourceAvailable` (RecordJob).
+cannot read its bucket), `SourceAvailable` (RecordJob: its LiveJob found, or, for a `streamUrl`, media
+coming from it; a ready recorder that gets nothing from its source makes `Ready` False with reason
+`SourceUnreachable` and the recorder's own account of why).
 While a LiveJob's encoder runs, its `status.message` (and `InputConnected`'s) is what the encoder
 says of its input: what it pulls or waits for ("the source playlist ... has ended"), or what is
 wrong with it ("the input has no video stream ...").

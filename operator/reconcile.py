@@ -1187,6 +1187,15 @@ def decide_record_job(
             comment = f"waiting for Pod {pod.name}" + (f" ({pod.waiting_reason})" if pod.waiting_reason else "")
         elif pod.ready and find_condition(conditions, ConditionType.STORAGE_AVAILABLE) is not None:
             set_cond(ConditionType.STORAGE_AVAILABLE, True, ConditionReason.BUCKET_REACHABLE, "")
+        source_state = (report or {}).get("state")
+        if job.spec.source.stream_url is not None and pod.ready and not pod.terminating and not paused_now \
+                and not past_end and source_state in ("waiting", "reconnecting"):
+            # Ready, and nothing comes from the source (down, a wrong URL): not recording, and it says why.
+            reason = str(ConditionReason.SOURCE_UNREACHABLE)
+            comment = f"no media from the source: {(report or {}).get('message') or source_state}"
+            set_cond(ConditionType.SOURCE_AVAILABLE, False, ConditionReason.SOURCE_UNREACHABLE, comment)
+        elif job.spec.source.stream_url is not None and source_state == "live":
+            set_cond(ConditionType.SOURCE_AVAILABLE, True, ConditionReason.SOURCE_REACHABLE, "")
         # Past the end, the recorder's own exit (a Pod event) moves the job on, or its deadline to finish.
         upcoming_end = _seconds_until(end, now) if end is not None and end > now else None
         decision.requeue_after = _earliest(upcoming_end, _seconds_until(start_deadline, now), finish_check)
@@ -1212,7 +1221,8 @@ def decide_record_job(
     status.resource_name = naming.pod_name(str(job.metadata.name), RECORDER_ROLE, str(job.metadata.uid),
                                            status.attempt)
     # Ready: a recorder records, not one still to be made or starting, nor one that died.
-    ready = target == RecordJobPhase.STARTED and pod is not None and pod.ready and not pod.finished
+    ready = target == RecordJobPhase.STARTED and pod is not None and pod.ready and not pod.finished and \
+        reason != ConditionReason.SOURCE_UNREACHABLE
     if ready:
         ready_reason = ConditionReason.RECORDING
     elif reason in ConditionReason.__members__.values():

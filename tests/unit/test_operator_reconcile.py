@@ -951,6 +951,29 @@ def record_job(status: dict[str, Any] | None = None, generation: int = 1, **spec
     return RecordJob.model_validate(body)
 
 
+def test_a_stream_recording_whose_source_sends_nothing_is_not_ready_and_says_why() -> None:
+    """The recorder runs and is ready, but nothing comes from its streamUrl (down, a wrong URL): the
+    job does not read "Ready: recording" for its whole range; it says what the recorder says, and is
+    ready again once media comes."""
+    name = naming.pod_name("rec", "recorder", "uid-r", 1)
+    status = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
+    waiting = {"state": "waiting", "message": "could not reach rtmp://origin/live/x: connection refused"}
+    silent = decide_record_job(record_job(status), None, [pod(name)], waiting, CONFIG, NOW).status
+    conditions = {condition["type"]: condition for condition in silent["conditions"]}
+    assert silent["phase"] == "Started"
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("False", "SourceUnreachable")
+    assert "connection refused" in conditions["Ready"]["message"]
+    assert (conditions["SourceAvailable"]["status"], conditions["SourceAvailable"]["reason"]) == (
+        "False", "SourceUnreachable")
+    live = decide_record_job(record_job(silent), None, [pod(name)], {"state": "live"}, CONFIG, NOW).status
+    conditions = {condition["type"]: condition for condition in live["conditions"]}
+    assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("True", "Recording")
+    assert conditions["SourceAvailable"]["status"] == "True"
+    # A recorder not read yet is taken to record, as before: no false alarm at an operator's start.
+    unread = decide_record_job(record_job(status), None, [pod(name)], None, CONFIG, NOW).status
+    assert {c["type"]: c for c in unread["conditions"]}["Ready"]["status"] == "True"
+
+
 def test_a_record_job_retried_or_re_armed_names_its_new_pod_and_forgets_the_old_error() -> None:
     first, second = (naming.pod_name("rec", "recorder", "uid-r", attempt) for attempt in (1, 2))
     status = decide_record_job(record_job(), None, [], None, CONFIG, NOW).status
