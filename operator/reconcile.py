@@ -714,6 +714,14 @@ def _start_error(pod: PodState) -> tuple[str, str] | None:
     return None
 
 
+def _ahead_of(reported: list[PausedRange], held: list[PausedRange]) -> bool:
+    """Whether a recorder's pause ranges say more than those the status holds: more of them, or the
+    same with the last one closed there and still open here."""
+    if len(reported) != len(held):
+        return len(reported) > len(held)
+    return bool(held) and held[-1].end is None and reported[-1].end is not None
+
+
 def _live_job_gone_too_long(conditions: list[Condition], config: OperatorConfig, now: dt.datetime) -> bool:
     """Whether a recording's LiveJob has been missing (SourceAvailable False, LiveJobNotFound) for the
     provisioning timeout: longer than an operator's start or a re-apply of the LiveJob takes."""
@@ -1201,11 +1209,24 @@ def decide_record_job(
         decision.requeue_after = _earliest(upcoming_end, _seconds_until(start_deadline, now), finish_check)
     if recording:
         if recording.get("pausedRanges") is not None:
-            status.paused_ranges = [PausedRange.model_validate(paused) for paused in recording["pausedRanges"]]
+            reported = [PausedRange.model_validate(paused) for paused in recording["pausedRanges"]]
+            # A dead recorder's last report says no more than it knew: not over what was dated since.
+            if pod is None or not pod.finished or _ahead_of(reported, status.paused_ranges):
+                status.paused_ranges = reported
         if recording.get("progress") is not None:
             status.progress = recording["progress"]
         if recording.get("recordedSeconds") is not None:
             status.recorded_seconds = recording["recordedSeconds"]
+    if (pod is None or pod.finished) and job.spec.source.live_job_ref is not None and status.started_at is not None:
+        # A recording that follows its LiveJob, paused or resumed while it has no recorder (a retry's
+        # back-off): dated here, as the recorder would have, so that the next one leaves out that
+        # stretch of the stored stream and no more.
+        ranges = status.paused_ranges
+        still_paused = bool(ranges) and ranges[-1].end is None
+        if job.spec.paused and not still_paused:
+            status.paused_ranges = [*ranges, PausedRange(start=now)]
+        elif not job.spec.paused and still_paused:
+            status.paused_ranges = [*ranges[:-1], PausedRange(start=ranges[-1].start, end=now)]
     if target == RecordJobPhase.COMPLETED:
         status.progress = 1.0  # the recorder's last report may be from before its last segment
     # A vod asset's master playlist is written when the recording completes, not before.

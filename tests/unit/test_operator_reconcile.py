@@ -951,6 +951,41 @@ def record_job(status: dict[str, Any] | None = None, generation: int = 1, **spec
     return RecordJob.model_validate(body)
 
 
+def test_a_pause_while_a_following_recording_has_no_recorder_is_dated_when_it_was_asked_for() -> None:
+    """A recording that follows its LiveJob, paused and resumed during a retry's back-off (no recorder
+    to date it): the operator dates the pause, so that the next recorder leaves out that stretch and
+    not everything from the start of the range."""
+    follow = {"source": {"liveJobRef": "news"},
+              "timeRange": {"start": (NOW - dt.timedelta(minutes=10)).isoformat(),
+                            "end": (NOW + dt.timedelta(hours=1)).isoformat()}}
+    started = decide_record_job(record_job(**follow), live_job(), [], None, CONFIG, NOW)
+    assert started.create_pod_attempt == 1 and started.status["startedAt"]
+    died_at = NOW + dt.timedelta(minutes=1)
+    evicted = [pod(naming.pod_name("rec", "recorder", "uid-r", 1), "Failed", ready=False, exit_code=3,
+                   finished_at=died_at)]
+    assert CONFIG.restart_backoff_seconds >= 2  # all that follows happens within the back-off
+    paused_at, resumed_at = died_at + dt.timedelta(seconds=0.5), died_at + dt.timedelta(seconds=1.5)
+    # The dead recorder's Pod is still there, in its back-off, and its last report with it (no pause).
+    last_words = {"state": "live", "recording": {"paused": False, "pausedRanges": []}}
+    paused = decide_record_job(record_job(started.status, **follow, paused=True), live_job(), evicted, last_words,
+                               CONFIG, paused_at)
+    again = decide_record_job(record_job(paused.status, **follow, paused=True), live_job(), evicted, last_words,
+                              CONFIG, paused_at + dt.timedelta(seconds=0.5))
+    assert paused.create_pod_attempt is None and again.create_pod_attempt is None
+    assert again.status["pausedRanges"] == paused.status["pausedRanges"]  # dated once
+    assert [(r.start, r.end) for r in RecordJobStatus.model_validate(paused.status).paused_ranges] == [
+        (paused_at, None)]
+    resumed = decide_record_job(record_job(paused.status, **follow), live_job(), evicted, last_words, CONFIG,
+                                resumed_at)
+    assert [(r.start, r.end) for r in RecordJobStatus.model_validate(resumed.status).paused_ranges] == [
+        (paused_at, resumed_at)]
+    # The next recorder is made with them (its back-off over).
+    retried = decide_record_job(record_job(resumed.status, **follow), live_job(), evicted, last_words, CONFIG,
+                                resumed_at + dt.timedelta(minutes=10))
+    assert retried.create_pod_attempt == 2
+    assert len(RecordJobStatus.model_validate(retried.status).paused_ranges) == 1
+
+
 def test_a_stream_recording_whose_source_sends_nothing_is_not_ready_and_says_why() -> None:
     """The recorder runs and is ready, but nothing comes from its streamUrl (down, a wrong URL): the
     job does not read "Ready: recording" for its whole range; it says what the recorder says, and is
