@@ -126,6 +126,21 @@ def test_a_store_down_at_start_delays_the_encoder_and_keeps_the_numbering(
     assert resumed and resumed[0].discontinuity, numbers
 
 
+def lose_the_last_segment(store: ObjectStore, bucket: str, folder: str, playlists: tuple[str, ...]) -> Segment:
+    """What a rendition's upload lane leaves when its Pod dies before the last segment: neither that
+    segment nor a playlist naming it is stored. Returns the segment lost."""
+    lost = None
+    for name in playlists:
+        playlist = parse_media_playlist(store.get_text(bucket, f"{folder}/{name}") or "")
+        lost = playlist.segments[-1]
+        store.client.put_object(Bucket=bucket, Key=f"{folder}/{name}", Body=render_media_playlist(
+            playlist.segments[:-1], nominal_duration=playlist.target_duration or SEGMENT,
+            discontinuity_sequence=playlist.discontinuity_sequence, playlist_type=playlist.playlist_type).encode())
+    assert lost is not None
+    store.client.delete_object(Bucket=bucket, Key=f"{folder}/{lost.uri}")
+    return lost
+
+
 def test_a_rendition_a_pod_left_behind_goes_on_in_step_and_a_clip_keeps_its_gap(
     start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
 ) -> None:
@@ -137,18 +152,7 @@ def test_a_rendition_a_pod_left_behind_goes_on_in_step_and_a_clip_keeps_its_gap(
     assert publish(first.rtmp_url, 5).wait(30) == 0
     first.wait_state("reconnecting", 5)
     assert first.stop() == 0
-    # What the 144p upload lane leaves when the Pod dies before its last segment: neither it nor a
-    # playlist naming it is stored.
-    lost = None
-    for name in ("index.m3u8", "event.m3u8"):
-        key = f"live/behind/144p/{name}"
-        playlist = parse_media_playlist(object_store.get_text(first.bucket, key) or "")
-        lost = playlist.segments[-1]
-        object_store.client.put_object(Bucket=first.bucket, Key=key, Body=render_media_playlist(
-            playlist.segments[:-1], nominal_duration=playlist.target_duration or SEGMENT,
-            discontinuity_sequence=playlist.discontinuity_sequence, playlist_type=playlist.playlist_type).encode())
-    assert lost is not None
-    object_store.client.delete_object(Bucket=first.bucket, Key=f"live/behind/144p/{lost.uri}")
+    lost = lose_the_last_segment(object_store, first.bucket, "live/behind/144p", ("index.m3u8", "event.m3u8"))
 
     second = start_encoder("LiveJob", live_spec(recording=True), ladder, prefix="live/behind")
     assert publish(second.rtmp_url, 5).wait(30) == 0
@@ -608,13 +612,7 @@ def test_a_recording_a_pod_left_a_rendition_behind_still_gets_every_mp4(
     assert first.stop() == EXIT_INTERRUPTED, first.log()[-3000:]
     source.kill()
     source.wait()
-    key = f"{prefix}/144p/index.m3u8"
-    playlist = parse_media_playlist(object_store.get_text(first.bucket, key) or "")
-    lost = playlist.segments[-1]
-    object_store.client.put_object(Bucket=first.bucket, Key=key, Body=render_media_playlist(
-        playlist.segments[:-1], nominal_duration=playlist.target_duration or SEGMENT,
-        discontinuity_sequence=playlist.discontinuity_sequence, playlist_type=playlist.playlist_type).encode())
-    object_store.client.delete_object(Bucket=first.bucket, Key=f"{prefix}/144p/{lost.uri}")
+    lost = lose_the_last_segment(object_store, first.bucket, f"{prefix}/144p", ("index.m3u8",))
 
     second, source = record()
     try:
