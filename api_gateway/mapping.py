@@ -198,10 +198,14 @@ def live_job_times(obj: Obj) -> tuple[str | None, str | None]:
     """startDateTime and endDateTime: the schedule's, else when the job last went Live and, once it
     is Offline, Completed or Failed, when it became so (the reference: "the date when that live job
     has started")."""
-    schedule = (obj.get("spec") or {}).get("schedule") or {}
+    spec = obj.get("spec") or {}
+    schedule = spec.get("schedule") or {}
     status = obj.get("status") or {}
     ended = None
-    if status.get("phase") in ENDED_PHASES:
+    # Offline but switched on again (online: true, the operator not there yet): not ended, as its
+    # client, which has just switched it on, reads it.
+    switched_on = status.get("phase") == LiveJobPhase.OFFLINE and spec.get("online") is not False
+    if status.get("phase") in ENDED_PHASES and not switched_on:
         entered = [t.get("time") for t in status.get("timings") or [] if t.get("phase") == status["phase"]]
         ended = entered[-1] if entered else status.get("finishedAt")
     return (iso(schedule.get("startDateTime") or status.get("startedAt")),

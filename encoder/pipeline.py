@@ -125,6 +125,8 @@ PROBE_NICENESS = 10
 # At most this many sessions of a rendition are probed from the bucket for the codecs a master lists:
 # the newest ones an earlier Pod published (a resumed recording), the first ones of a clip.
 MAX_PROBED_SESSIONS = 8
+# How long a vod asset's finish waits for those of an earlier Pod (at most half of what is left of it).
+STORED_PROBE_WAIT_SECONDS = 30.0
 
 
 def niced_child(niceness: int) -> None:
@@ -1120,7 +1122,8 @@ class Encoder:
             return
         for behind in keep_in_step(self.tracks.values()):
             log.warning("%s resumes at segment %d, not in step with the job's other renditions: its stored "
-                        "playlist is older than what they still name", behind.name, behind.next_sequence)
+                        "playlist lags theirs by more than a live window, or by segments they no longer name",
+                        behind.name, behind.next_sequence)
         furthest = max(self.tracks.values(), key=lambda track: track.next_sequence)
         for track in self.tracks.values():
             if furthest.next_sequence and not track.next_sequence:
@@ -1131,9 +1134,8 @@ class Encoder:
         stored_sessions = {name: track.session_starts(self._oldest_named(track))[-MAX_PROBED_SESSIONS:]
                            for name, track in self.tracks.items()}
         if any(stored_sessions.values()):
+            # Apart from the first-segment probes a stop waits for: only a vod asset's master waits on it.
             self._stored_probe = asyncio.create_task(self._probe_stored_sessions(stored_sessions))
-            self._background.add(self._stored_probe)
-            self._stored_probe.add_done_callback(self._background.discard)
         self.status.set_storage_problem(None)
         self.status.store_read = True
         if delay > STORE_RETRY_FIRST_SECONDS and not self.stop_requested.is_set():
@@ -1203,8 +1205,10 @@ class Encoder:
             unwritten = unwritten_mp4s(*await self._write_mp4s(deadline), retried=self._stored_recording_ended)
         if self.finishing:  # after the MP4s: a vod asset's master says it is complete
             if self.config.outputs.master_at_completion and self._stored_probe is not None:
-                # Written once: with the earlier Pods' sessions, while the grace period allows.
-                await asyncio.wait([self._stored_probe], timeout=max(0.0, deadline - time.monotonic() - 5.0))
+                # Written once: with the earlier Pods' sessions, if they are probed in a share of the
+                # grace period that leaves the rest of the finish its time.
+                await asyncio.wait([self._stored_probe], timeout=min(STORED_PROBE_WAIT_SECONDS,
+                                                                     max(0.0, (deadline - time.monotonic()) / 2)))
             await self._probe_stored_variants()
             if self.config.outputs.master_at_completion:
                 await self._size_stored_segments(deadline)
@@ -1233,8 +1237,9 @@ class Encoder:
         if self.config.kind == "RecordJob" and self.finishing and not any(
                 not segment.gap for track in self.tracks.values() for segment in track.segments):
             # Not Completed with a master, playlists and MP4 that were never written.
-            self.status.set_state(EncoderState.FAILED, "nothing was recorded: no media came from the source in "
-                                  "the time range")
+            why = ("the recording was paused for the whole of its time range" if self.status.paused_ranges
+                   else "no media came from the source in the time range")
+            self.status.set_state(EncoderState.FAILED, f"nothing was recorded: {why}")
             log.error("%s", self.status.message)
             return EXIT_BAD_CONFIG
         for rendition in self.status.renditions.values():

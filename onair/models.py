@@ -1165,7 +1165,8 @@ class RecordJobStatus(StatusModel):
     )
     paused_ranges: list[PausedRange] = Field(
         default_factory=list,
-        description="The stretches the recording was paused, as its recorder reports them. A recording of a "
+        description="The stretches the recording was paused, as its recorder reports them (or, paused or "
+                    "resumed while it had no recorder, as the operator dated them). A recording of a "
                     "streamUrl leaves a pause out as it records; one that follows its LiveJob (source.liveJobRef) "
                     "leaves out the segments wholly inside them when it cuts, and a new recorder Pod continues "
                     "from them.",

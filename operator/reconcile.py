@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 from onair.exitcodes import EXIT_BAD_CONFIG
 from onair.models import (
     MAX_MESSAGE_LENGTH,
+    MAX_PAUSED_RANGES,
     PASSTHROUGH_RENDITION,
     Condition,
     EncoderHealth,
@@ -71,6 +72,9 @@ TERMINATING_POD_RETRY_SECONDS = 5.0
 # A recorder told /finish at the end of its range exits by itself within its grace period: looked at
 # this often meanwhile, and stopped if it is still running this long after the grace period.
 FINISH_CHECK_SECONDS = 5.0
+# How long a stream recorder, once running, may take to get media from its source before the job says
+# that nothing comes (a pull's connect and first segment).
+SOURCE_CONNECT_SECONDS = 20.0
 FINISH_SLACK_SECONDS = 30
 # After a Pod's deletionTimestamp (the end of its grace period), how long its object may remain before
 # it is taken for one on a lost node, no longer waited for.
@@ -1196,8 +1200,13 @@ def decide_record_job(
         elif pod.ready and find_condition(conditions, ConditionType.STORAGE_AVAILABLE) is not None:
             set_cond(ConditionType.STORAGE_AVAILABLE, True, ConditionReason.BUCKET_REACHABLE, "")
         source_state = (report or {}).get("state")
-        if job.spec.source.stream_url is not None and pod.ready and not pod.terminating and not paused_now \
-                and not past_end and source_state in ("waiting", "reconnecting"):
+        silent = job.spec.source.stream_url is not None and pod.ready and not pod.terminating and not paused_now \
+            and not past_end and source_state in ("waiting", "reconnecting")
+        # A recorder connects to its source once it is ready: only a silence longer than that counts.
+        running_for = (now - pod.started_at).total_seconds() if pod.started_at is not None else 0.0
+        connect_check = SOURCE_CONNECT_SECONDS - running_for if silent and running_for < SOURCE_CONNECT_SECONDS \
+            else None
+        if silent and connect_check is None:
             # Ready, and nothing comes from the source (down, a wrong URL): not recording, and it says why.
             reason = str(ConditionReason.SOURCE_UNREACHABLE)
             comment = f"no media from the source: {(report or {}).get('message') or source_state}"
@@ -1206,7 +1215,8 @@ def decide_record_job(
             set_cond(ConditionType.SOURCE_AVAILABLE, True, ConditionReason.SOURCE_REACHABLE, "")
         # Past the end, the recorder's own exit (a Pod event) moves the job on, or its deadline to finish.
         upcoming_end = _seconds_until(end, now) if end is not None and end > now else None
-        decision.requeue_after = _earliest(upcoming_end, _seconds_until(start_deadline, now), finish_check)
+        decision.requeue_after = _earliest(upcoming_end, _seconds_until(start_deadline, now), finish_check,
+                                           connect_check)
     if recording:
         if recording.get("pausedRanges") is not None:
             reported = [PausedRange.model_validate(paused) for paused in recording["pausedRanges"]]
@@ -1217,13 +1227,15 @@ def decide_record_job(
             status.progress = recording["progress"]
         if recording.get("recordedSeconds") is not None:
             status.recorded_seconds = recording["recordedSeconds"]
-    if (pod is None or pod.finished) and job.spec.source.live_job_ref is not None and status.started_at is not None:
+    if (pod is None or pod.finished) and job.spec.source.live_job_ref is not None and old.started_at is not None \
+            and target not in RECORD_JOB_TERMINAL_PHASES:
         # A recording that follows its LiveJob, paused or resumed while it has no recorder (a retry's
         # back-off): dated here, as the recorder would have, so that the next one leaves out that
-        # stretch of the stored stream and no more.
+        # stretch of the stored stream and no more. Not before its first recorder (one created paused
+        # is paused from its start, and that recorder dates it so), and within the recorder's limit.
         ranges = status.paused_ranges
         still_paused = bool(ranges) and ranges[-1].end is None
-        if job.spec.paused and not still_paused:
+        if job.spec.paused and not still_paused and len(ranges) < MAX_PAUSED_RANGES:
             status.paused_ranges = [*ranges, PausedRange(start=now)]
         elif not job.spec.paused and still_paused:
             status.paused_ranges = [*ranges[:-1], PausedRange(start=ranges[-1].start, end=now)]

@@ -131,8 +131,10 @@ def make_store() -> Store:
         {"metadata": {"name": NS, "resourceVersion": "1", "labels": {"onair.dev/project-id": PROJECT}}},
         {"metadata": {"name": "proj-b", "resourceVersion": "1", "labels": {"onair.dev/project-id": OTHER_PROJECT}}},
     ], "1")
+    # Every other one switched off, and Offline.
     jobs = [live_job(f"00000000-0000-4000-8000-{i:012d}", i, f"2024-01-01T00:00:{i:02d}Z",
-                     phase="Live" if i % 2 else "Offline", description=f"channel {i}") for i in range(1, 26)]
+                     phase="Live" if i % 2 else "Offline", description=f"channel {i}", online=bool(i % 2))
+            for i in range(1, 26)]
     store.livejobs.replace(jobs, "5")
     store.recordjobs.replace([], "5")
     store.templates.replace([

@@ -38,3 +38,17 @@ def test_times_are_shown_in_utc_with_a_z_to_the_precision_they_have(text: str | 
 def test_a_time_in_milliseconds_is_shown_as_the_other_times_are() -> None:
     assert mapping._ms_to_iso(1704067200123) == "2024-01-01T00:00:00.123Z"
     assert mapping._ms_to_iso(1704067200000) == "2024-01-01T00:00:00Z"
+
+
+def test_a_job_switched_on_again_has_no_end_while_its_status_still_says_offline() -> None:
+    """endDateTime is when a job went Offline; one switched on again (online: true) before the operator
+    moved it on is not ended, as the client that has just switched it on reads it."""
+    offline = {"phase": "Offline", "startedAt": "2026-12-07T05:00:00Z",
+               "timings": [{"phase": "Live", "time": "2026-12-07T05:00:00Z"},
+                           {"phase": "Offline", "time": "2026-12-07T05:10:00Z"}]}
+    assert mapping.live_job_times({"spec": {"online": False}, "status": offline}) == (
+        "2026-12-07T05:00:00Z", "2026-12-07T05:10:00Z")
+    assert mapping.live_job_times({"spec": {"online": True}, "status": offline}) == ("2026-12-07T05:00:00Z", None)
+    assert mapping.live_job_times({"spec": {}, "status": offline})[1] is None  # online defaults to true
+    completed = {**offline, "phase": "Completed", "timings": [{"phase": "Completed", "time": "2026-12-07T06:00:00Z"}]}
+    assert mapping.live_job_times({"spec": {"online": True}, "status": completed})[1] == "2026-12-07T06:00:00Z"

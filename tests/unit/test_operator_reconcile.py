@@ -16,7 +16,15 @@ from onair.encoder.config import load_job_config
 from onair.encoder.pipeline import Encoder, Ports
 from onair.encoder.upload import S3Store
 from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_INTERRUPTED
-from onair.models import HardwareAcceleration, JobTemplateSpec, LiveJob, LiveJobStatus, RecordJob, RecordJobStatus
+from onair.models import (
+    MAX_PAUSED_RANGES,
+    HardwareAcceleration,
+    JobTemplateSpec,
+    LiveJob,
+    LiveJobStatus,
+    RecordJob,
+    RecordJobStatus,
+)
 from onair.operator import naming
 from onair.operator.builders import build_encoder_pod, build_ingest_service, build_job_secret, termination_grace_seconds
 from onair.operator.config import ENCODER_ENV_SET_BY_OPERATOR, OperatorConfig
@@ -984,6 +992,14 @@ def test_a_pause_while_a_following_recording_has_no_recorder_is_dated_when_it_wa
                                 resumed_at + dt.timedelta(minutes=10))
     assert retried.create_pod_attempt == 2
     assert len(RecordJobStatus.model_validate(retried.status).paused_ranges) == 1
+    # Created paused, its first recorder is paused from the range's start (the recorder dates that).
+    created_paused = decide_record_job(record_job(**follow, paused=True), live_job(), [], None, CONFIG, NOW)
+    assert created_paused.create_pod_attempt == 1 and created_paused.status["pausedRanges"] == []
+    # As many pauses as a recorder notes, and no more: the status stays valid.
+    full = {**resumed.status, "pausedRanges": [{"start": NOW.isoformat(), "end": NOW.isoformat()}] * MAX_PAUSED_RANGES}
+    at_limit = decide_record_job(record_job(full, **follow, paused=True), live_job(), evicted, last_words, CONFIG,
+                                 resumed_at)
+    assert len(RecordJobStatus.model_validate(at_limit.status).paused_ranges) == MAX_PAUSED_RANGES
 
 
 def test_a_stream_recording_whose_source_sends_nothing_is_not_ready_and_says_why() -> None:
@@ -1007,6 +1023,12 @@ def test_a_stream_recording_whose_source_sends_nothing_is_not_ready_and_says_why
     # A recorder not read yet is taken to record, as before: no false alarm at an operator's start.
     unread = decide_record_job(record_job(status), None, [pod(name)], None, CONFIG, NOW).status
     assert {c["type"]: c for c in unread["conditions"]}["Ready"]["status"] == "True"
+    # Nor while a recorder that has just started connects (its container started at 11:59:00): the
+    # silence is looked at again once it has had the time.
+    connecting = decide_record_job(record_job(status), None, [pod(name)], waiting, CONFIG,
+                                   dt.datetime(2026, 11, 23, 11, 59, 5, tzinfo=dt.UTC))
+    assert {c["type"]: c for c in connecting.status["conditions"]}["Ready"]["status"] == "True"
+    assert connecting.requeue_after is not None and connecting.requeue_after <= 15
 
 
 def test_a_record_job_retried_or_re_armed_names_its_new_pod_and_forgets_the_old_error() -> None:
