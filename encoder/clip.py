@@ -34,7 +34,9 @@ from .playlist import (
     render_media_playlist,
     renumbered_for_clip,
     select_clip_segments,
+    session_starts,
     target_duration,
+    with_media,
 )
 from .probe import Probed, merge_probes, probe_segment
 from .status import EncoderState, EncoderStatus, RenditionStatus
@@ -275,12 +277,7 @@ class ClipJob:
         Nothing probed (the store or ffprobe failed): empty, and the source master's figures stay."""
         directory = self.work_dir / "probe" / rendition
         directory.mkdir(parents=True, exist_ok=True)
-        firsts, session_begins = [], True
-        for segment in segments:  # a gap has nothing to probe: the session's first segment with media
-            session_begins = session_begins or segment.discontinuity
-            if session_begins and not segment.gap:
-                firsts.append(segment)
-                session_begins = False
+        firsts = [segment for _, segment in session_starts(segments)]
         results = []
         for segment in firsts[:MAX_PROBED_SESSIONS]:  # a clip spanning many reconnects: its first sessions
             try:
@@ -294,7 +291,7 @@ class ClipJob:
 
     async def _write_mp4(self, rendition: str, segments: list[Segment]) -> bool:
         """The MP4 of the clip's segments that hold media: a rendition's gap (EXT-X-GAP) is left out."""
-        segments = [segment for segment in segments if not segment.gap]
+        segments = with_media(segments)
         directory = self.work_dir / "clip" / rendition
         directory.mkdir(parents=True, exist_ok=True)
         paths = [await asyncio.to_thread(fetch_segment, self.store, partial(self.config.key, rendition), segment,

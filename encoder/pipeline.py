@@ -61,6 +61,7 @@ from .playlist import (
     fallback_codecs,
     parse_media_playlist,
     render_master_playlist,
+    with_media,
 )
 from .preview import PreviewHub, ProcessFeed, remux_to_ts_argv
 from .probe import Probed, merge_probes, probe_segment
@@ -1235,7 +1236,7 @@ class Encoder:
                                   "down): the next attempt reads and finishes it")
             return EXIT_INTERRUPTED
         if self.config.kind == "RecordJob" and self.finishing and not any(
-                not segment.gap for track in self.tracks.values() for segment in track.segments):
+                with_media(track.segments) for track in self.tracks.values()):
             # Not Completed with a master, playlists and MP4 that were never written.
             why = ("the recording was paused for the whole of its time range" if self.status.paused_ranges
                    else "no media came from the source in the time range")
@@ -1296,22 +1297,22 @@ class Encoder:
         missing: list[str] = []
         impossible: list[str] = []
         for name, track in self.tracks.items():
-            with_media = [segment for segment in track.segments if not segment.gap]  # a gap has nothing stored
-            if not with_media:
+            recorded_media = with_media(track.segments)
+            if not recorded_media:
                 continue
             directory = self.work_dir / "mp4" / name
             directory.mkdir(parents=True, exist_ok=True)
             recorded = {segment.sequence: path for segment, path in self.local_segments[name]}
             paths: list[Path] = []
             try:
-                for segment in with_media:
+                for segment in recorded_media:
                     path = recorded.get(segment.sequence)
                     if path is None:
                         path = await asyncio.to_thread(fetch_segment, self.store, partial(self.config.key, name),
                                                        segment, directory)
                     paths.append(path)
                 mp4 = directory / f"{name}.mp4"
-                if await write_mp4(paths, with_media, directory, mp4, deadline):
+                if await write_mp4(paths, recorded_media, directory, mp4, deadline):
                     self.uploader.put_file(self.config.key(f"{name}.mp4"), mp4)
                 else:
                     missing.append(name)

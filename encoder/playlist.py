@@ -165,7 +165,7 @@ def measured_bit_rates(segments: Sequence[Segment], target: int) -> MeasuredBitR
     4.1's: the highest bit rate of any run of consecutive segments lasting 0.5 to 1.5 target durations
     (a short playlist's whole length when no run is that long). None when a size is unknown. Gaps
     (EXT-X-GAP) hold no media: they are left out."""
-    segments = [segment for segment in segments if not segment.gap]
+    segments = with_media(segments)
     if not segments or any(segment.size_bytes is None for segment in segments):
         return None
     bits = [(segment.size_bytes or 0) * 8 for segment in segments]
@@ -471,6 +471,26 @@ def select_clip_segments(segments: Sequence[Segment], start: datetime | None, en
         if (end is None or begins < end - CLIP_END_TOLERANCE) and (start is None or ends > start):
             chosen.append(segment)
     return chosen
+
+
+def with_media(segments: Iterable[Segment]) -> list[Segment]:
+    """The segments that hold media: not the gaps (EXT-X-GAP), which have no object."""
+    return [segment for segment in segments if not segment.gap]
+
+
+def session_starts(segments: Iterable[Segment]) -> list[tuple[int, Segment]]:
+    """Each session of `segments` (the first one's, then one at each discontinuity) as (the number of its
+    first segment, its first segment with media: what a probe can read)."""
+    starts: list[tuple[int, Segment]] = []
+    session: int | None = None
+    probed = True
+    for segment in segments:
+        if session is None or segment.discontinuity:
+            session, probed = segment.sequence, False
+        if not probed and not segment.gap:
+            starts.append((session, segment))
+            probed = True
+    return starts
 
 
 def renumbered_for_clip(segments: Sequence[Segment], uris: Sequence[str]) -> list[Segment]:

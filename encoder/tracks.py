@@ -18,6 +18,7 @@ from .playlist import (
     discontinuity_tags,
     measured_bit_rates,
     render_media_playlist,
+    session_starts,
     target_duration,
 )
 
@@ -151,20 +152,10 @@ class RenditionTrack:
 
     def session_starts(self, oldest_named: int | None) -> list[tuple[int, Segment]]:
         """The sessions the playlist names from `oldest_named` (a sequence number) on: the one that
-        segment belongs to and one at each discontinuity after it, each as (the number of its first
-        named segment, its first segment with media: what a probe can read)."""
-        starts: list[tuple[int, Segment]] = []
-        session: int | None = None
-        probed = True
-        for segment in self.segments:
-            if oldest_named is None or segment.sequence < oldest_named:
-                continue
-            if session is None or segment.discontinuity:
-                session, probed = segment.sequence, False
-            if not probed and not segment.gap:
-                starts.append((session, segment))
-                probed = True
-        return starts
+        segment belongs to and one at each discontinuity after it (playlist.session_starts)."""
+        if oldest_named is None:
+            return []
+        return session_starts(segment for segment in self.segments if segment.sequence >= oldest_named)
 
     def join(self, reference: RenditionTrack) -> None:
         """A rendition with nothing stored (a template change gave the ladder a new one) whose job's other
