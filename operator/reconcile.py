@@ -979,6 +979,12 @@ def decide_record_job(
     # its recorder again as any paused one that lost its Pod does.
     vanished = pod is None and recording_since is not None and status.phase == RecordJobPhase.STARTED and \
         not (end is not None and now >= end) and not (job.spec.paused and job.spec.source.live_job_ref is None)
+    past_end = end is not None and now >= end and not is_clip
+    # Whether the last reconcile saw this attempt's recorder record (or a stream recording paused with no
+    # recorder). Past the end, one gone without that (dead, waiting out its back-off, or never up) has
+    # not finished the files: another recorder does, instead of the job reading Completed.
+    recorder_was_going = ready_before is not None and ready_before.reason in (
+        ConditionReason.RECORDING, ConditionReason.PAUSED, ConditionReason.SOURCE_UNREACHABLE)
     target: RecordJobPhase
     if job.spec.source.live_job_ref is not None and source is None and pod is None and not vanished:
         # Only a recorder about to be made needs the LiveJob (one running reads the bucket, and is
@@ -1023,22 +1029,22 @@ def decide_record_job(
             status.attempt += 1
             if not pod.terminating:
                 decision.delete_pods.append(pod.name)
-    elif pod is None and end is not None and now >= end and not is_clip and status.phase in (
-            RecordJobPhase.STARTED, RecordJobPhase.PAUSED) and status.started_at is None:
+    elif pod is None and past_end and status.phase in (RecordJobPhase.STARTED, RecordJobPhase.PAUSED) and \
+            status.started_at is None:
         # Created paused and never resumed: the range is over with nothing recorded.
         target, reason = RecordJobPhase.FAILED, str(ConditionReason.SPEC_INVALID)
         comment = "timeRange ended while the job was paused from its creation: nothing was recorded"
         status.error_message = comment
         status.finished_at = now
-    elif pod is None and end is not None and now >= end and not is_clip and status.phase in (
-            RecordJobPhase.STARTED, RecordJobPhase.PAUSED):
+    elif pod is None and past_end and status.phase in (RecordJobPhase.STARTED, RecordJobPhase.PAUSED) and \
+            recorder_was_going:
         # The recorder was stopped at the end of the range: on SIGTERM it closed its files and went.
         target, reason, comment = RecordJobPhase.COMPLETED, str(ConditionReason.COMPLETED), "the time range ended"
         status.finished_at = now
     elif pod is None and not vanished:
         # A recording of a stream waits for its resume with no recorder. One that follows its LiveJob
         # gets its recorder at once: it cuts from what is stored, leaving out what it was paused for.
-        waits = job.spec.paused and job.spec.source.live_job_ref is None
+        waits = job.spec.paused and job.spec.source.live_job_ref is None and not past_end
         target = RecordJobPhase.PAUSED if waits else RecordJobPhase.STARTED
         still_going = _pods_still_going(pods, now, decision.delete_pods)
         never_started = status.phase in (None, RecordJobPhase.INITIAL) or (
@@ -1060,6 +1066,8 @@ def decide_record_job(
             decision.requeue_after = TEMPLATE_RETRY_SECONDS
         else:
             reason, comment = "CreatingRecorder", f"creating Pod {current_name}"
+            if past_end and status.phase in (RecordJobPhase.STARTED, RecordJobPhase.PAUSED):
+                comment += " to finish the recording (the time range ended)"
             decision.create_pod_attempt = attempt
             decision.ensure_children = True
             set_cond(ConditionType.SOURCE_AVAILABLE, True, ConditionReason.SOURCE_REACHABLE, "")
@@ -1151,7 +1159,6 @@ def decide_record_job(
         # A recorder not read yet (an operator that has just started) is taken to be as the job says
         # it was: not read, a Paused job would announce a resume that never happened.
         paused_now = bool(recording.get("paused")) if recording is not None else status.phase == RecordJobPhase.PAUSED
-        past_end = end is not None and now >= end and not is_clip
         ending = pod.ready and past_end
         # A clip's recorder is paused while it follows its LiveJob, waiting for the end of the range:
         # what is stored meanwhile is left out when it cuts. A past range is cut at once.

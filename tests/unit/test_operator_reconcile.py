@@ -1425,6 +1425,32 @@ def test_an_interrupted_recorder_is_continued_not_completed() -> None:
     assert decision.create_pod_attempt == 2 and decision.delete_pods == [name]
 
 
+@pytest.mark.parametrize("paused", [False, True])
+def test_a_recorder_that_exits_3_at_the_end_and_loses_its_pod_in_the_back_off_is_finished_not_completed(
+        paused: bool) -> None:
+    """Exit 3 at the end of the range says the files are not finished. Its Pod removed while the retry
+    waits (a drain, kubectl delete) leaves no exit code to read: the job is finished by another
+    recorder, not read as Completed."""
+    name = naming.pod_name("rec", "recorder", "uid-r", 1)
+    end = NOW - dt.timedelta(seconds=1)
+    started = decide_record_job(record_job(), None, [], None, CONFIG, NOW - dt.timedelta(minutes=5))
+    recording = decide_record_job(record_job(started.status), None, [pod(name)], {"recording": {"paused": paused}},
+                                  CONFIG, NOW - dt.timedelta(minutes=4))
+    ended = record_job(recording.status, timeRange={"end": end.isoformat()}, paused=paused)
+    exited = pod(name, "Failed", ready=False, exit_code=EXIT_INTERRUPTED, finished_at=NOW)
+    backing_off = decide_record_job(ended, None, [exited], {"recording": {"paused": paused}}, CONFIG,
+                                    NOW + dt.timedelta(seconds=0.5))
+    assert backing_off.requeue_after and backing_off.create_pod_attempt is None
+    ended = record_job(backing_off.status, timeRange={"end": end.isoformat()}, paused=paused)
+    after = decide_record_job(ended, None, [], None, CONFIG, NOW + dt.timedelta(seconds=1))
+    assert after.status["phase"] == "Started" and after.create_pod_attempt is not None
+    assert "finish the recording" in after.status["conditions"][0]["message"]
+    # A recorder that was recording at the end, and whose Pod is gone, stopped there: Completed.
+    stopped = decide_record_job(record_job(recording.status, timeRange={"end": end.isoformat()}, paused=paused),
+                                None, [], None, CONFIG, NOW)
+    assert stopped.status["phase"] == "Completed"
+
+
 def test_a_past_range_on_a_stream_url_fails_instead_of_completing_empty() -> None:
     past = {"start": (NOW - dt.timedelta(hours=2)).isoformat(), "end": (NOW - dt.timedelta(hours=1)).isoformat()}
     decision = decide_record_job(record_job(timeRange=past), None, [], None, CONFIG, NOW)
