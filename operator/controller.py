@@ -703,19 +703,25 @@ class Controller:
     async def _fail_invalid(self, key: Key, body: dict[str, Any], errors: list[str]) -> None:
         """An object the API server accepted but our model refuses (a CRD older than the operator)."""
         kind, namespace, name = key
-        phase = LiveJobPhase.FAILED if kind == "LiveJob" else RecordJobPhase.FAILED
+        failed = LiveJobPhase.FAILED if kind == "LiveJob" else RecordJobPhase.FAILED
         message = ("invalid spec: " + "; ".join(errors))[:MAX_MESSAGE_LENGTH]
         field = "message" if kind == "LiveJob" else "errorMessage"  # the Alibaba name, on a RecordJob
+        status = body.get("status") or {}
+        generation = (body.get("metadata") or {}).get("generation")
+        # A job that finished under the spec it has (a RecordJob, whatever it has: it never records again)
+        # stays Completed: Failed would misreport a recording or a stream that is in the bucket.
+        completed = LiveJobPhase.COMPLETED if kind == "LiveJob" else RecordJobPhase.COMPLETED
+        if status.get("phase") == completed and (kind == "RecordJob" or status.get("observedGeneration") == generation):
+            log.warning("%s %s/%s: completed, and its stored spec is refused by this operator: %s", *key, message)
+            return
         # Failed means stopped: an encoder of an earlier, valid spec does not run on unreported.
         for pod_name, cached in list(self.pods.get(key, {}).items()):
             if not cached.body()["metadata"].get("deletionTimestamp"):
                 metrics.API_WRITES.labels("delete", "pods").inc()
                 await self.kube.delete(resource_path("v1", "pods", namespace, pod_name))
-        status = body.get("status") or {}
-        if status.get(field) == message and status.get("phase") == str(phase):
+        if status.get(field) == message and status.get("phase") == failed:
             return
-        generation = (body.get("metadata") or {}).get("generation")
-        patch = {"phase": str(phase), field: message, "observedGeneration": generation}
+        patch = {"phase": str(failed), field: message, "observedGeneration": generation}
         path = resource_path(API_VERSION, PLURALS[kind], namespace, name, "status")
         await self.kube.merge_patch(path, {"status": patch})
 

@@ -291,6 +291,16 @@ async def test_a_job_our_model_refuses_is_failed_with_its_encoder_stopped(kind: 
          {"status": {"phase": "Failed", field: "invalid spec: spec.input.serverType: unknown",
                      "observedGeneration": 4}}),
     ]
+    # A job that completed under this spec keeps its phase: what it recorded or streamed is there. A
+    # LiveJob changed since would start again (a new schedule), so that change is what is refused.
+    kube.calls.clear()
+    completed = {**body, "status": {"phase": "Completed", "observedGeneration": 4}}
+    await controller._fail_invalid(key, completed, ["spec.input.serverType: unknown"])
+    assert kube.calls == []
+    changed_since = {**completed, "metadata": {**body["metadata"], "generation": 5}}
+    await controller._fail_invalid(key, changed_since, ["spec.input.serverType: unknown"])
+    assert [call[2]["status"]["phase"] for call in kube.calls if call[0] == "patch"] == (
+        ["Failed"] if kind == "LiveJob" else [])
 
 
 class Lists:
