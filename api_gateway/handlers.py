@@ -69,6 +69,9 @@ MISS_LOOKUPS_PER_SECOND = 20.0
 # How far past the highest id in use a lost counter starts again, in blocks: past any block another
 # replica may still hold (each holds at most two).
 LOST_COUNTER_GAP_BLOCKS = 100
+# A pause, resume or stop is written onto the version of the job it was judged on; another writer (the
+# operator's status) may come between that often before the call gives up.
+RECORD_PATCH_TRIES = 5
 
 
 @dataclass
@@ -764,10 +767,28 @@ class Gateway:
     async def patch_record(self, ctx: Ctx, entry: JobEntry, spec_patch: dict[str, Any], message: str
                            ) -> web.Response:
         assert ctx.namespace
-        if entry.facts["status"] in ("completed", "failed"):
-            raise ApiProblem(409, f"record job {entry.id} is {entry.facts['status']}; it cannot change any more")
-        updated = await self.kube_client().merge_patch(
-            resource_path(API_VERSION, "recordjobs", ctx.namespace, entry.name), {"spec": spec_patch})
+        kube = self.kube_client()
+        path = resource_path(API_VERSION, "recordjobs", ctx.namespace, entry.name)
+        for _ in range(RECORD_PATCH_TRIES):
+            if entry.facts["status"] in ("completed", "failed"):
+                raise ApiProblem(409, f"record job {entry.id} is {entry.facts['status']}; it cannot change any more")
+            # Only onto the version judged here: a job that failed meanwhile would record again on a
+            # change of its spec (that is how a failed job is retried), and a pause must not do that.
+            judged = {"resourceVersion": entry.obj["metadata"]["resourceVersion"]}
+            try:
+                updated = await kube.merge_patch(path, {"metadata": judged, "spec": spec_patch})
+                break
+            except ApiError as error:
+                if error.status != 409:
+                    raise
+            current = await kube.get_or_none(path)
+            if current is not None:
+                self.store.recordjobs.upsert(current)
+            if current is None or (newer := self.store.record_index(ctx.namespace).entries.get(entry.name)) is None:
+                raise ApiProblem(404, f"id: record job {entry.id} not found")
+            entry = newer
+        else:
+            raise ApiProblem(409, f"record job {entry.id} kept changing; retry")
         self.store.recordjobs.upsert(updated)
         entry = self.store.record_index(ctx.namespace).entries[entry.name]
         return json_response(envelope(mapping.record_job_out(entry.obj, entry.facts,

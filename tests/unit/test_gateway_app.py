@@ -991,6 +991,30 @@ async def test_record_jobs_alibaba_list(client: Client) -> None:
         assert response.status == 400 and (await response.json())["errors"][0].startswith(error)
 
 
+async def test_a_pause_never_lands_on_a_record_job_that_failed_after_the_gateway_saw_it(
+        client: Client, kube: FakeKube) -> None:
+    """A failed job records again when its spec changes: a pause, resume or stop judged on a version the
+    operator has since failed is refused with the job as it is, not written."""
+    headers = await token(client)
+    base = f"/api/v1/projects/{PROJECT}/recordjobs"
+    made = await client.post(base, headers=headers, json={
+        "name": "rec", "source": {"streamUrl": "rtmp://origin.example.com/live/x"}, "output": {"bucket": "media"}})
+    job = (await made.json())["result"]
+    stored = kube.objects[f"/apis/onair.dev/v1alpha1/namespaces/{NS}/recordjobs/{job['jobId']}"]
+    # The operator's writes, which this gateway's cache has not seen yet: progress, then a failure.
+    stored["status"] = {"phase": "Started", "progress": 0.1}
+    kube._stamp(stored)
+    paused = await client.post(f"{base}/{job['id']}/pause", headers=headers)
+    assert paused.status == 200 and stored["spec"]["paused"] is True, await paused.text()
+    stored["status"] = {"phase": "Failed", "errorMessage": "recorder exited with code 1"}
+    kube._stamp(stored)
+    for action in ("resume", "stop"):
+        refused = await client.post(f"{base}/{job['id']}/{action}", headers=headers)
+        assert refused.status == 409, action
+        assert (await refused.json())["errors"] == [f"record job {job['id']} is failed; it cannot change any more"]
+    assert stored["spec"]["paused"] is True and "timeRange" not in stored["spec"]
+
+
 async def test_a_record_job_that_can_never_record_is_a_400_not_a_201(client: Client) -> None:
     """As for a live cut: a stream's range that has passed, a clip of the time before its live job
     existed or after its schedule finished, and a paused clip of a past range are refused up front,
