@@ -980,11 +980,15 @@ def decide_record_job(
     vanished = pod is None and recording_since is not None and status.phase == RecordJobPhase.STARTED and \
         not (end is not None and now >= end) and not (job.spec.paused and job.spec.source.live_job_ref is None)
     past_end = end is not None and now >= end and not is_clip
-    # Whether the last reconcile saw this attempt's recorder record (or a stream recording paused with no
-    # recorder). Past the end, one gone without that (dead, waiting out its back-off, or never up) has
-    # not finished the files: another recorder does, instead of the job reading Completed.
+    # Whether the last reconcile saw this attempt's recorder up (recording, paused or waiting for its
+    # source). Past the end, one gone without that (dead and waiting out its back-off, or never up) has
+    # not finished the files: another recorder finishes them, instead of the job reading Completed.
     recorder_was_going = ready_before is not None and ready_before.reason in (
         ConditionReason.RECORDING, ConditionReason.PAUSED, ConditionReason.SOURCE_UNREACHABLE)
+    # Until when a recorder may still be made to finish them: its grace period, and the provisioning
+    # timeout for one that cannot be made (refused, no template) or never comes up.
+    finish_deadline = end + dt.timedelta(seconds=termination_grace_seconds(job, config) + FINISH_SLACK_SECONDS
+                                         + config.provisioning_timeout_seconds) if end is not None else None
     target: RecordJobPhase
     if job.spec.source.live_job_ref is not None and source is None and pod is None and not vanished:
         # Only a recorder about to be made needs the LiveJob (one running reads the bucket, and is
@@ -1041,11 +1045,21 @@ def decide_record_job(
         # The recorder was stopped at the end of the range: on SIGTERM it closed its files and went.
         target, reason, comment = RecordJobPhase.COMPLETED, str(ConditionReason.COMPLETED), "the time range ended"
         status.finished_at = now
+    elif pod is None and past_end and status.phase in (RecordJobPhase.STARTED, RecordJobPhase.PAUSED) and \
+            finish_deadline is not None and now >= finish_deadline:
+        target, reason = RecordJobPhase.FAILED, str(ConditionReason.ENCODER_START_FAILED)
+        comment = _clipped(f"the time range ended and no recorder finished the files by {finish_deadline.isoformat()}"
+                           + (f"; last: {ready_before.message}" if ready_before and ready_before.message else ""))
+        status.error_message = comment
+        status.finished_at = now
     elif pod is None and not vanished:
         # A recording of a stream waits for its resume with no recorder. One that follows its LiveJob
         # gets its recorder at once: it cuts from what is stored, leaving out what it was paused for.
-        waits = job.spec.paused and job.spec.source.live_job_ref is None and not past_end
+        waits = job.spec.paused and job.spec.source.live_job_ref is None
         target = RecordJobPhase.PAUSED if waits else RecordJobPhase.STARTED
+        finishing = past_end and status.phase in (RecordJobPhase.STARTED, RecordJobPhase.PAUSED)
+        if finishing:  # a recorder that only finishes the files: neither a pause nor a resume
+            target = status.phase or target
         still_going = _pods_still_going(pods, now, decision.delete_pods)
         never_started = status.phase in (None, RecordJobPhase.INITIAL) or (
             status.phase == RecordJobPhase.PAUSED and status.started_at is None)  # its own Paused read back
@@ -1066,7 +1080,7 @@ def decide_record_job(
             decision.requeue_after = TEMPLATE_RETRY_SECONDS
         else:
             reason, comment = "CreatingRecorder", f"creating Pod {current_name}"
-            if past_end and status.phase in (RecordJobPhase.STARTED, RecordJobPhase.PAUSED):
+            if finishing:
                 comment += " to finish the recording (the time range ended)"
             decision.create_pod_attempt = attempt
             decision.ensure_children = True
@@ -1194,18 +1208,20 @@ def decide_record_job(
         reason = str(ConditionReason.PAUSED if paused_now else ConditionReason.RECORDING)
         comment = "paused" if paused_now else ("cutting the clip" if is_clip else "recording")
         storage = None if pod.ready else _storage_problem(report)
-        if past_end and not pod.terminating:
-            comment = f"the time range ended: recorder Pod {pod.name} finishes its files"
-        elif storage is not None:
+        if storage is not None:
             # Not ready: the recorder reads its stored playlists (an earlier attempt's) before it records.
             reason = str(ConditionReason.WAITING_FOR_STORAGE)
             comment = f"the recorder waits for its bucket before it records: {storage[1]}"
             set_cond(ConditionType.STORAGE_AVAILABLE, False, storage[0], storage[1])
-        elif not pod.ready and not pod.terminating:
+        elif not pod.ready and not (pod.terminating and recorder_was_going):
+            # Not up (a Pod being stopped says what it was): gone past the end, it has finished nothing.
             reason = str(ConditionReason.ENCODER_STARTING)
-            comment = f"waiting for Pod {pod.name}" + (f" ({pod.waiting_reason})" if pod.waiting_reason else "")
+            if not pod.terminating:
+                comment = f"waiting for Pod {pod.name}" + (f" ({pod.waiting_reason})" if pod.waiting_reason else "")
         elif pod.ready and find_condition(conditions, ConditionType.STORAGE_AVAILABLE) is not None:
             set_cond(ConditionType.STORAGE_AVAILABLE, True, ConditionReason.BUCKET_REACHABLE, "")
+        if past_end and not pod.terminating:
+            comment = f"the time range ended: recorder Pod {pod.name} finishes its files"
         source_state = (report or {}).get("state")
         silent = job.spec.source.stream_url is not None and pod.ready and not pod.terminating and not paused_now \
             and not past_end and source_state in ("waiting", "reconnecting")

@@ -29,6 +29,7 @@ from onair.operator import naming
 from onair.operator.builders import build_encoder_pod, build_ingest_service, build_job_secret, termination_grace_seconds
 from onair.operator.config import ENCODER_ENV_SET_BY_OPERATOR, OperatorConfig
 from onair.operator.reconcile import (
+    FINISH_SLACK_SECONDS,
     STUCK_TERMINATING_SECONDS,
     Decision,
     TemplateLookup,
@@ -1430,25 +1431,60 @@ def test_a_recorder_that_exits_3_at_the_end_and_loses_its_pod_in_the_back_off_is
         paused: bool) -> None:
     """Exit 3 at the end of the range says the files are not finished. Its Pod removed while the retry
     waits (a drain, kubectl delete) leaves no exit code to read: the job is finished by another
-    recorder, not read as Completed."""
+    recorder, not read as Completed; and one that is never up fails once its deadline has passed."""
     name = naming.pod_name("rec", "recorder", "uid-r", 1)
     end = NOW - dt.timedelta(seconds=1)
     started = decide_record_job(record_job(), None, [], None, CONFIG, NOW - dt.timedelta(minutes=5))
     recording = decide_record_job(record_job(started.status), None, [pod(name)], {"recording": {"paused": paused}},
                                   CONFIG, NOW - dt.timedelta(minutes=4))
-    ended = record_job(recording.status, timeRange={"end": end.isoformat()}, paused=paused)
+    phase = "Paused" if paused else "Started"
+    assert recording.status["phase"] == phase
+
+    def ended(status: dict[str, Any]) -> RecordJob:
+        return record_job(status, timeRange={"end": end.isoformat()}, paused=paused)
+
     exited = pod(name, "Failed", ready=False, exit_code=EXIT_INTERRUPTED, finished_at=NOW)
-    backing_off = decide_record_job(ended, None, [exited], {"recording": {"paused": paused}}, CONFIG,
-                                    NOW + dt.timedelta(seconds=0.5))
+    backing_off = decide_record_job(ended(recording.status), None, [exited], {"recording": {"paused": paused}},
+                                    CONFIG, NOW + dt.timedelta(seconds=0.5))
     assert backing_off.requeue_after and backing_off.create_pod_attempt is None
-    ended = record_job(backing_off.status, timeRange={"end": end.isoformat()}, paused=paused)
-    after = decide_record_job(ended, None, [], None, CONFIG, NOW + dt.timedelta(seconds=1))
-    assert after.status["phase"] == "Started" and after.create_pod_attempt is not None
+    after = decide_record_job(ended(backing_off.status), None, [], None, CONFIG, NOW + dt.timedelta(seconds=1))
+    # The same phase: a recorder that finishes the files is neither a resume nor a pause.
+    assert after.status["phase"] == phase and after.create_pod_attempt is not None and not after.phase_changes
     assert "finish the recording" in after.status["conditions"][0]["message"]
-    # A recorder that was recording at the end, and whose Pod is gone, stopped there: Completed.
-    stopped = decide_record_job(record_job(recording.status, timeRange={"end": end.isoformat()}, paused=paused),
-                                None, [], None, CONFIG, NOW)
+    # That recorder is seen, not up yet, and its Pod removed too: still not finished.
+    starting = pod(name, "Pending", ready=False)
+    seen = decide_record_job(ended(after.status), None, [starting], None, CONFIG, NOW + dt.timedelta(seconds=2))
+    again = decide_record_job(ended(seen.status), None, [], None, CONFIG, NOW + dt.timedelta(seconds=3))
+    assert again.status["phase"] == phase and again.create_pod_attempt is not None
+    # None can be made (a quota refuses it) or comes up for its grace period and the provisioning timeout:
+    # Failed, saying so, rather than waiting for ever.
+    deadline = end + dt.timedelta(seconds=termination_grace_seconds(ended(again.status), CONFIG) + FINISH_SLACK_SECONDS
+                                  + CONFIG.provisioning_timeout_seconds)
+    refused = Decision(status=again.status)
+    mark_pod_refused(ended(again.status), refused, name, "exceeded quota", NOW + dt.timedelta(seconds=3))
+    before = decide_record_job(ended(refused.status), None, [], None, CONFIG, deadline - dt.timedelta(seconds=1))
+    assert before.status["phase"] == phase and before.create_pod_attempt is not None
+    failed = decide_record_job(ended(refused.status), None, [], None, CONFIG, deadline)
+    assert failed.status["phase"] == "Failed" and failed.create_pod_attempt is None
+    assert "no recorder finished the files" in failed.status["errorMessage"]
+    assert "exceeded quota" in failed.status["errorMessage"]
+    # A recorder that was up at the end, and whose Pod is gone, stopped there: Completed.
+    stopped = decide_record_job(ended(recording.status), None, [], None, CONFIG, NOW)
     assert stopped.status["phase"] == "Completed"
+
+
+def test_a_recorder_stopped_before_it_was_ever_up_is_not_read_as_completed_when_its_pod_goes() -> None:
+    name = naming.pod_name("rec", "recorder", "uid-r", 1)
+    started = decide_record_job(record_job(), None, [], None, CONFIG, NOW - dt.timedelta(minutes=5))
+    starting = pod(name, "Pending", ready=False)
+    waiting = decide_record_job(record_job(started.status), None, [starting], None, CONFIG,
+                                NOW - dt.timedelta(minutes=4))
+    stop = {"end": (NOW - dt.timedelta(seconds=1)).isoformat()}
+    stopped = decide_record_job(record_job(waiting.status, timeRange=stop), None, [starting], None, CONFIG, NOW)
+    assert stopped.status["conditions"][0]["reason"] == "EncoderStarting"
+    gone = decide_record_job(record_job(stopped.status, timeRange=stop), None, [], None, CONFIG,
+                             NOW + dt.timedelta(seconds=1))
+    assert gone.status["phase"] == "Started" and gone.create_pod_attempt == 1
 
 
 def test_a_past_range_on_a_stream_url_fails_instead_of_completing_empty() -> None:
