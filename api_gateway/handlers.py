@@ -764,19 +764,22 @@ class Gateway:
         self.store.recordjobs.remove(deleted if deleted and deleted.get("metadata") else entry.obj)
         return json_response(envelope(None, messages=["record job deleted"]))
 
-    async def patch_record(self, ctx: Ctx, entry: JobEntry, spec_patch: dict[str, Any], message: str
-                           ) -> web.Response:
+    async def patch_record(self, ctx: Ctx, entry: JobEntry, change: Callable[[JobEntry], dict[str, Any]],
+                           message: str) -> web.Response:
+        """`change`: the spec patch for a version of the job, or an ApiProblem when that version cannot
+        take it. It is written onto that version only, and judged again on a newer one: a job that
+        failed meanwhile would record again on a change of its spec (that is how a failed job is
+        retried), and a pause must not do that."""
         assert ctx.namespace
         kube = self.kube_client()
         path = resource_path(API_VERSION, "recordjobs", ctx.namespace, entry.name)
+        uid = entry.obj["metadata"].get("uid")
         for _ in range(RECORD_PATCH_TRIES):
             if entry.facts["status"] in ("completed", "failed"):
                 raise ApiProblem(409, f"record job {entry.id} is {entry.facts['status']}; it cannot change any more")
-            # Only onto the version judged here: a job that failed meanwhile would record again on a
-            # change of its spec (that is how a failed job is retried), and a pause must not do that.
-            judged = {"resourceVersion": entry.obj["metadata"]["resourceVersion"]}
+            patch = {"metadata": {"resourceVersion": entry.obj["metadata"]["resourceVersion"]}, "spec": change(entry)}
             try:
-                updated = await kube.merge_patch(path, {"metadata": judged, "spec": spec_patch})
+                updated = await kube.merge_patch(path, patch)
                 break
             except ApiError as error:
                 if error.status != 409:
@@ -784,7 +787,9 @@ class Gateway:
             current = await kube.get_or_none(path)
             if current is not None:
                 self.store.recordjobs.upsert(current)
-            if current is None or (newer := self.store.record_index(ctx.namespace).entries.get(entry.name)) is None:
+            newer = self.store.record_index(ctx.namespace).entries.get(entry.name)
+            if current is None or newer is None or newer.obj["metadata"].get("uid") != uid:
+                # Deleted, maybe made again under the same name: that is another job.
                 raise ApiProblem(404, f"id: record job {entry.id} not found")
             entry = newer
         else:
@@ -795,32 +800,34 @@ class Gateway:
                                                              self.template_name(ctx.namespace)), messages=[message]))
 
     async def pause_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
-        entry = await self.record_entry(ctx, request.match_info["id"])
-        spec = entry.obj.get("spec") or {}
-        end = mapping.parse_time((spec.get("timeRange") or {}).get("end"))
-        if (spec.get("source") or {}).get("liveJobRef") and end is not None and \
-                end <= datetime.fromtimestamp(self.clock(), UTC):
-            raise ApiProblem(409, "a clip of a past range is cut at once; it cannot pause (delete it instead)")
-        return await self.patch_record(ctx, entry, {"paused": True}, "record job paused")
+        def pause(entry: JobEntry) -> dict[str, Any]:
+            spec = entry.obj.get("spec") or {}
+            end = mapping.parse_time((spec.get("timeRange") or {}).get("end"))
+            if (spec.get("source") or {}).get("liveJobRef") and end is not None and \
+                    end <= datetime.fromtimestamp(self.clock(), UTC):
+                raise ApiProblem(409, "a clip of a past range is cut at once; it cannot pause (delete it instead)")
+            return {"paused": True}
+
+        return await self.patch_record(ctx, await self.record_entry(ctx, request.match_info["id"]), pause,
+                                       "record job paused")
 
     async def resume_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
-        entry = await self.record_entry(ctx, request.match_info["id"])
-        return await self.patch_record(ctx, entry, {"paused": False}, "record job resumed")
+        return await self.patch_record(ctx, await self.record_entry(ctx, request.match_info["id"]),
+                                       lambda entry: {"paused": False}, "record job resumed")
 
     async def stop_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
-        entry = await self.record_entry(ctx, request.match_info["id"])
-        time_range = (entry.obj.get("spec") or {}).get("timeRange") or {}
-        now = datetime.now(UTC).replace(microsecond=0)
-        start = mapping.parse_time(time_range.get("start"))
-        end = mapping.parse_time(time_range.get("end"))
-        if start is not None and start >= now:
-            raise ApiProblem(409, "the recording has not started yet; delete it instead")
-        if end is not None and end <= now:
-            new_end = end
-        else:
-            new_end = now
-        return await self.patch_record(ctx, entry, {"paused": False, "timeRange": {
-            "end": new_end.isoformat().replace("+00:00", "Z")}}, "record job stopping")
+        def stop(entry: JobEntry) -> dict[str, Any]:
+            time_range = (entry.obj.get("spec") or {}).get("timeRange") or {}
+            now = datetime.now(UTC).replace(microsecond=0)
+            start = mapping.parse_time(time_range.get("start"))
+            end = mapping.parse_time(time_range.get("end"))
+            if start is not None and start >= now:
+                raise ApiProblem(409, "the recording has not started yet; delete it instead")
+            new_end = end if end is not None and end <= now else now
+            return {"paused": False, "timeRange": {"end": new_end.isoformat().replace("+00:00", "Z")}}
+
+        return await self.patch_record(ctx, await self.record_entry(ctx, request.match_info["id"]), stop,
+                                       "record job stopping")
 
     # --- templates --------------------------------------------------------------------------------
 

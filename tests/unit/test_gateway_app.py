@@ -1015,6 +1015,30 @@ async def test_a_pause_never_lands_on_a_record_job_that_failed_after_the_gateway
     assert stored["spec"]["paused"] is True and "timeRange" not in stored["spec"]
 
 
+async def test_a_stop_that_meets_another_writer_is_judged_again_on_what_that_writer_left(
+        client: Client, kube: FakeKube) -> None:
+    headers = await token(client)
+    base = f"/api/v1/projects/{PROJECT}/recordjobs"
+    made = await client.post(base, headers=headers, json={
+        "name": "rec", "source": {"streamUrl": "rtmp://origin.example.com/live/x"}, "output": {"bucket": "media"}})
+    job = (await made.json())["result"]
+    path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/recordjobs/{job['jobId']}"
+    stored = kube.objects[path]
+    # Another client's stop, a minute ago, that this gateway's cache has not seen: it keeps its end.
+    earlier = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stored["spec"]["timeRange"] = {"end": earlier}
+    kube._stamp(stored)
+    stopped = await client.post(f"{base}/{job['id']}/stop", headers=headers)
+    assert stopped.status == 200 and stored["spec"]["timeRange"] == {"end": earlier}, await stopped.text()
+    # Deleted and made again under the same name: another job, which this call does not touch.
+    again = {**copy.deepcopy(stored), "spec": {**stored["spec"], "paused": False}}
+    again["metadata"]["uid"] = "another-uid"
+    kube.objects[path] = again
+    kube._stamp(again)
+    gone = await client.post(f"{base}/{job['id']}/pause", headers=headers)
+    assert gone.status == 404 and again["spec"]["paused"] is False
+
+
 async def test_a_record_job_that_can_never_record_is_a_400_not_a_201(client: Client) -> None:
     """As for a live cut: a stream's range that has passed, a clip of the time before its live job
     existed or after its schedule finished, and a paused clip of a past range are refused up front,
