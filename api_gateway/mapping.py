@@ -77,8 +77,12 @@ def iso(text: Any) -> str | None:
 
 
 def utc_text(moment: datetime) -> str:
-    """`moment` in UTC with a Z, to the second, millisecond or microsecond it has."""
-    moment = moment.astimezone(UTC)
+    """`moment` in UTC with a Z, to the second, millisecond or microsecond it has; as it is when UTC
+    cannot hold it (year 1 or 9999 in another zone: a job made with kubectl, which the operator fails)."""
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:
+        return moment.isoformat()
     timespec = "seconds" if not moment.microsecond else "milliseconds" if not moment.microsecond % 1000 else "auto"
     return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
 

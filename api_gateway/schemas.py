@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from onair.models import (
@@ -22,6 +22,7 @@ from onair.models import (
     RecordOutput,
     RecordSource,
     TimeRange,
+    UtcTime,
 )
 
 GUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
@@ -123,8 +124,8 @@ class LiveJobCreate(RestModel):
     endpoint: str | None = Field(default=None, description="S3 endpoint; default: the platform's.",
                                  max_length=MAX_URL_LENGTH)
     cdn_base_url: str | None = Field(default=None, max_length=MAX_URL_LENGTH)
-    start_date_time: AwareDatetime | None = Field(default=None, description="Scheduled start.")
-    end_date_time: AwareDatetime | None = Field(default=None, description="Scheduled finish.")
+    start_date_time: UtcTime | None = Field(default=None, description="Scheduled start.")
+    end_date_time: UtcTime | None = Field(default=None, description="Scheduled finish.")
     online: bool | None = Field(default=None, description="false creates the job switched off.")
     recording: bool | None = Field(default=None, description="Keep every segment for live cuts.")
     dvr_window_seconds: int | None = Field(default=None, ge=0, le=86400)
@@ -204,9 +205,9 @@ class LiveJobDetail(ResponseModel):
 
 class LiveJobControl(RestModel):
     online: bool = Field(description="true starts the encoder, false stops it.")
-    start_date_time: AwareDatetime | None = Field(
+    start_date_time: UtcTime | None = Field(
         default=None, description="Live cut start; with finishDateTime (both or neither).")
-    finish_date_time: AwareDatetime | None = Field(
+    finish_date_time: UtcTime | None = Field(
         default=None, description="Live cut end; may be in the future (the clip waits for the stream to reach it). "
                                   "The channel's schedule is never changed by a cut.")
 

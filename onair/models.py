@@ -15,10 +15,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -401,16 +402,28 @@ FINISH_AFTER_START = CelRule(
 )
 
 
+def _representable_in_utc(moment: datetime) -> datetime:
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError("datetime_range", "must be a time within the years 1 to 9999 in UTC") from None
+    return moment
+
+
+# A time with its offset that is a time in UTC too: 0001-01-01T00:00:00+01:00 is not, and every time
+# is answered in UTC (the REST API's Z) and compared in it.
+UtcTime = Annotated[AwareDatetime, AfterValidator(_representable_in_utc)]
+
 class LiveJobSchedule(OnairModel):
     """When the job is live. Both ends are optional."""
 
     model_config = ConfigDict(json_schema_extra=cel_rules(FINISH_AFTER_START))
 
-    start_date_time: AwareDatetime | None = Field(
+    start_date_time: UtcTime | None = Field(
         default=None,
         description="RFC 3339 time at which the encoder starts. Unset: as soon as the job is online.",
     )
-    finish_date_time: AwareDatetime | None = Field(
+    finish_date_time: UtcTime | None = Field(
         default=None,
         validate_default=True,
         description=(
@@ -585,11 +598,11 @@ class TimeRange(OnairModel):
 
     model_config = ConfigDict(json_schema_extra=cel_rules(END_AFTER_START))
 
-    start: AwareDatetime | None = Field(
+    start: UtcTime | None = Field(
         default=None,
         description="RFC 3339 time the recording starts at. Unset: now (or the start of the stored event).",
     )
-    end: AwareDatetime | None = Field(
+    end: UtcTime | None = Field(
         default=None,
         validate_default=True,
         description="RFC 3339 time the recording ends at; after start. Unset: when the source ends.",

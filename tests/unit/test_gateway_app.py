@@ -602,6 +602,8 @@ async def test_a_retry_gets_its_job_after_the_template_is_gone_and_the_range_has
     ({"jobTemplateId": 8, "bucket": "media", "serverType": 0}, "jobTemplateId: no JobTemplate with id 8"),
     ({"jobTemplateId": 7, "bucket": "media", "serverType": 0, "startDateTime": "2024-01-02T00:00:00Z",
       "endDateTime": "2024-01-01T00:00:00Z"}, "endDateTime: finishDateTime must be after startDateTime"),
+    ({"jobTemplateId": 7, "bucket": "media", "serverType": 0, "endDateTime": "9999-12-31T23:59:59-01:00"},
+     "endDateTime: must be a time within the years 1 to 9999 in UTC"),
     ([1, 2], "body: must be a JSON object"),
 ])
 async def test_bad_input_gets_400_with_field_names(client: Client, payload: Any, expected: str) -> None:
@@ -610,6 +612,26 @@ async def test_bad_input_gets_400_with_field_names(client: Client, payload: Any,
     assert response.status == 400, body
     assert body["success"] is False and body["result"] is None
     assert any(error.startswith(expected) for error in body["errors"]), body["errors"]
+
+
+async def test_a_time_utc_cannot_hold_is_a_400_and_one_made_with_kubectl_breaks_no_list(client: Client) -> None:
+    headers = await token(client)
+    base = f"/api/v1/projects/{PROJECT}/recordjobs"
+    refused = await client.post(base, headers=headers, json={
+        "source": {"streamUrl": "rtmp://origin.example.com/live/x"}, "output": {"bucket": "media"},
+        "timeRange": {"start": "0001-01-01T00:30:00+01:00"}})
+    assert refused.status == 400
+    assert (await refused.json())["errors"] == ["timeRange.start: must be a time within the years 1 to 9999 in UTC"]
+    # The CRD's date-time lets it through kubectl (the operator then fails the job): lists still answer.
+    store = client.app[STORE_KEY]
+    store.livejobs.upsert(live_job("00000000-0000-4000-8000-000000000099", 99, "2024-01-01T00:01:39Z",
+                                   schedule={"finishDateTime": "9999-12-31T23:59:59-01:00"}))
+    listed = await client.get(url(), headers=headers, params={"pageSize": "100"})
+    assert listed.status == 200
+    row = next(row for row in (await listed.json())["result"] if row["id"] == 99)
+    assert row["endDateTime"] == "9999-12-31T23:59:59-01:00"
+    one = await client.get(url("/99"), headers=headers)
+    assert one.status == 200, await one.text()
 
 
 async def test_malformed_requests(client: Client) -> None:
