@@ -322,14 +322,23 @@ class Gateway:
         created = await kube.create(resource_path(API_VERSION, "livejobs", ctx.namespace), obj)
         if created is None:  # AlreadyExists: a retried Idempotency-Key
             current = await kube.get(resource_path(API_VERSION, "livejobs", ctx.namespace, name))
-            self.store.livejobs.upsert(current)
-            entry = self.store.live_index(ctx.namespace).entries[name]
-            return self.replay(entry, raw, ctx, live=True)
+            return self.replay(self.made_before(ctx.namespace, current, live=True), raw, ctx, live=True)
         self.store.livejobs.upsert(created)
         entry = self.store.live_index(ctx.namespace).entries[name]
         detail = mapping.live_job_detail(entry.obj, entry.facts, self.stream_key(ctx.namespace, name), ctx.project_id)
         return json_response(envelope(detail, messages=["live job created"]), 201,
                              headers={"Location": f"{request.path}/{name}"})
+
+    def made_before(self, namespace: str, obj: dict[str, Any], live: bool) -> JobEntry:
+        """The cache's entry of a job this gateway has just read or made. A job the cache saw deleted,
+        still in the API server (a finalizer holds it), is not there: its key made it, and it is going."""
+        (self.store.livejobs if live else self.store.recordjobs).upsert(obj)
+        name = str(obj["metadata"]["name"])
+        entry = (self.store.live_index if live else self.store.record_index)(namespace).entries.get(name)
+        if entry is None:
+            raise ApiProblem(409, "Idempotency-Key: the job made with this key is being deleted; once it is "
+                                  "gone the key makes a new one (or use another key)")
+        return entry
 
     def replay(self, entry: JobEntry, raw: bytes, ctx: Ctx, live: bool) -> web.Response:
         assert ctx.namespace and ctx.project_id
@@ -561,7 +570,7 @@ class Gateway:
             else:
                 self.require_cuttable(ctx.namespace, entry, start, finish, ("startDateTime", "finishDateTime"))
             body_digest = request_digest(raw) if idempotent else None
-        if body.online and clip_spec is None:
+        if body.online:  # with a cut too: the switch is written first, and it is refused
             finish_text = ((entry.obj.get("spec") or {}).get("schedule") or {}).get("finishDateTime")
             scheduled_finish = mapping.parse_time(finish_text)
             if scheduled_finish is not None and scheduled_finish <= datetime.fromtimestamp(self.clock(), UTC):
@@ -691,7 +700,7 @@ class Gateway:
         except ApiProblem as problem:
             return await self.replay_or_raise(problem, ctx, name if idempotent else None, raw, live=False)
         created = await self.create_record(ctx, name, spec, body.name, request_digest(raw) if idempotent else None)
-        entry = self.store.record_index(ctx.namespace).entries[str(created["metadata"]["name"])]
+        entry = self.made_before(ctx.namespace, created, live=False)
         if created.get("_replayed"):
             return self.replay(entry, raw, ctx, live=False)
         result = mapping.record_job_out(entry.obj, entry.facts, self.template_name(ctx.namespace))

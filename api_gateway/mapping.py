@@ -340,7 +340,8 @@ OUTPUT_STATUSES = tuple(status.value for status in OutputStatus)
 OUTPUT_FIELDS: dict[str, FieldSpec] = {
     spec.name: spec for spec in (
         FieldSpec("status", "enum", "status", OUTPUT_STATUSES, "Output status (statusText): "
-                  + ", ".join(OUTPUT_STATUSES) + "."),
+                  + ", ".join(OUTPUT_STATUSES) + ", or its number as the rows give it (0 to "
+                  + f"{len(OUTPUT_STATUSES) - 1}).", numbered=True),
         FieldSpec("statusText", "enum", "status", OUTPUT_STATUSES, "Same as status."),
         FieldSpec("name", "str", "name", description="Rendition name, e.g. 720p."),
         FieldSpec("rendition", "str", "name", description="Same as name."),

@@ -23,6 +23,7 @@ from onair.api_gateway.app import GATEWAY_KEY, STORE_KEY, init_app
 from onair.api_gateway.auth import parse_api_keys
 from onair.api_gateway.cache import Store
 from onair.api_gateway.config import GatewayConfig
+from onair.api_gateway.mapping import OUTPUT_STATUSES
 from onair.kubeclient import ApiError
 from onair.streamkeys import derive_stream_key, derive_webhook_key
 
@@ -521,6 +522,22 @@ async def test_idempotency_key_returns_the_same_job(client: Client) -> None:
     assert other.status == 422
 
 
+async def test_a_retried_create_whose_job_is_being_deleted_is_a_409_not_a_500(client: Client, kube: FakeKube) -> None:
+    headers = {**await token(client), "Idempotency-Key": "abc-2"}
+    record = {"source": {"streamUrl": "rtmp://origin.example.com/live/x"}, "output": {"bucket": "media"}}
+    for path, payload in ((url(), {"jobTemplateId": 7, "bucket": "media", "serverType": "RTMP"}),
+                          (f"/api/v1/projects/{PROJECT}/recordjobs", record)):
+        made = (await (await client.post(path, json=payload, headers=headers)).json())["result"]
+        key = next(key for key in kube.objects if key.endswith("/" + (made.get("jobId") or made["name"])))
+        held = copy.deepcopy(kube.objects[key])
+        assert (await client.delete(f"{path}/{made['id']}", headers=headers)).status == 200
+        # A finalizer (another controller's) holds it in the API server, marked for deletion.
+        kube.objects[key] = {**held, "metadata": {**held["metadata"], "deletionTimestamp": "2024-01-01T00:00:00Z"}}
+        kube._stamp(kube.objects[key])
+        again = await client.post(path, json=payload, headers=headers)
+        assert again.status == 409, await again.text()
+        assert (await again.json())["errors"][0].startswith("Idempotency-Key: the job made with this key is being")
+
 
 async def test_idempotency_key_matches_the_project_id_in_any_case(client: Client) -> None:
     headers = {**await token(client), "Idempotency-Key": "case-1"}
@@ -860,7 +877,7 @@ async def test_a_cut_before_the_job_existed_and_a_start_after_its_schedule_are_r
 ) -> None:
     headers = await token(client)
     path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{FIRST}"
-    kube.objects[path] = live_job(FIRST, 1, "2024-01-01T00:00:01Z",
+    kube.objects[path] = live_job(FIRST, 1, "2024-01-01T00:00:01Z", recording=True,
                                   schedule={"finishDateTime": "2024-01-02T00:00:00Z"})
     kube.objects[path]["metadata"]["resourceVersion"] = "6"  # newer than the cache's
     client.app[STORE_KEY].livejobs.upsert(copy.deepcopy(kube.objects[path]))
@@ -871,6 +888,11 @@ async def test_a_cut_before_the_job_existed_and_a_start_after_its_schedule_are_r
     late = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json={"online": True})
     body = await late.json()
     assert late.status == 409 and body["errors"][0].startswith("online: the job's schedule finished"), body
+    # With a cut as well (a console sends online with every cut): refused, and nothing is cut.
+    cut = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json={
+        "online": True, "startDateTime": "2024-01-01T12:00:00Z", "finishDateTime": "2024-01-01T13:00:00Z"})
+    body = await cut.json()
+    assert cut.status == 409 and body["errors"][0].startswith("online: the job's schedule finished"), body
     assert ("patch", path) not in kube.calls
     stopped = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json={"online": False})
     assert stopped.status == 201  # switching it off is still fine
@@ -1480,6 +1502,11 @@ async def test_outputs_list_filters_selects_and_pages(client: Client) -> None:
     assert await rows(pageSize="1000") == everything
     assert await rows(status="Stalled") == [(2, "720p"), (24, "720p")]
     assert await rows(status="[Stalled,Pending]") == [(2, "720p"), (2, "480p"), (24, "720p"), (24, "480p")]
+    # By the number each row gives as its status, too.
+    stalled = OUTPUT_STATUSES.index("Stalled")
+    assert await rows(status=str(stalled)) == await rows(status="Stalled")
+    assert all(row["status"] == stalled for row in (await (await client.get(
+        path, params={"status": str(stalled)}, headers=headers)).json())["result"])
     assert await rows(jobId="ge:24", name="'1080p'") == [(24, "1080p")]
     assert await rows(rendition="[1080p,480p]", jobId="le:2") == [(2, "1080p"), (2, "480p")]
     assert await rows(counter="gt:25") == [(2, "1080p"), (24, "1080p")]
