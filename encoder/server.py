@@ -93,6 +93,11 @@ def status_app(job: Controllable, *, pausable: bool, control_key: str | None) ->
             return web.Response(status=503, text="reading the stored playlists before taking input")
         return web.Response(text="ok")
 
+    async def livez(_: web.Request) -> web.Response:
+        # Alive while the event loop answers at all: the kubelet ends an encoder that hangs (not one
+        # that waits for its store, which /healthz holds back from input).
+        return web.Response(text="ok")
+
     async def metrics(_: web.Request) -> web.Response:
         job.status.refresh_metrics()
         body = generate_latest(job.status.metrics.registry)
@@ -132,6 +137,7 @@ def status_app(job: Controllable, *, pausable: bool, control_key: str | None) ->
     app.on_shutdown.append(release_held_reads)
     app.router.add_get("/status", get_status)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", livez)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/pause", pause_handler(True))
     app.router.add_post("/resume", pause_handler(False))

@@ -29,6 +29,10 @@ LABEL_ROLE = "onair.dev/role"
 LABEL_ATTEMPT = "onair.dev/attempt"
 LABEL_SPEC_GENERATION = "onair.dev/spec-generation"  # the job's metadata.generation its Pod was made from
 LABEL_PROJECT = "onair.dev/project-id"
+# How long an encoder's status server may not answer before the kubelet ends it as hung: 5 minutes,
+# far past any slow moment of a loaded node (readiness, every 2 s, already takes it out of its Service).
+LIVENESS_PERIOD_SECONDS = 10
+LIVENESS_FAILURES = 30
 MANAGED_BY = {"app.kubernetes.io/managed-by": "onair-operator", "app.kubernetes.io/part-of": "onair"}
 MANAGED_BY_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
 
@@ -255,6 +259,11 @@ def build_encoder_pod(
         "ports": ports,
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "status"}, "periodSeconds": 2,
                            "timeoutSeconds": 1},
+        # An encoder whose event loop has not answered for minutes has hung: the kubelet ends it, and the
+        # operator counts that death and starts the next attempt. Its grace period is no use to it then.
+        "livenessProbe": {"httpGet": {"path": "/livez", "port": "status"}, "periodSeconds": LIVENESS_PERIOD_SECONDS,
+                          "timeoutSeconds": 5, "failureThreshold": LIVENESS_FAILURES,
+                          "terminationGracePeriodSeconds": 10},
         "resources": _encoder_resources(gpu, config),
         "securityContext": {
             **restricted(config.encoder_container_security_context),

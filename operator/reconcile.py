@@ -641,10 +641,13 @@ def decide_live_job(
         urls = urls.model_copy(update={"output_manifests": {**status.urls.output_manifests,
                                                             **urls.output_manifests}})
     status.urls = urls
-    ready = target == LiveJobPhase.LIVE
-    conditions = set_condition(conditions, _condition(
-        ConditionType.READY, ready, ConditionReason.LIVE if ready else ConditionReason.NOT_LIVE, comment, now,
-        generation))
+    # Live, with an encoder that fails its readiness check, takes no publisher: its Service has no endpoint.
+    unresponsive = reason == ConditionReason.ENCODER_UNRESPONSIVE
+    ready = target == LiveJobPhase.LIVE and not unresponsive
+    ready_reason = ConditionReason.LIVE if ready else (
+        ConditionReason.ENCODER_UNRESPONSIVE if unresponsive else ConditionReason.NOT_LIVE)
+    conditions = set_condition(conditions, _condition(ConditionType.READY, ready, ready_reason, comment, now,
+                                                      generation))
     status.conditions = sorted(conditions, key=lambda c: c.type)
     status.observed_generation = generation
     not_yet_provisioning = status.phase in (None, LiveJobPhase.PENDING, LiveJobPhase.OFFLINE)

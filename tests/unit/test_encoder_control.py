@@ -102,6 +102,16 @@ async def test_reads_need_no_key(aiohttp_client: Callable[..., Awaitable[Client]
     client = await client_for(aiohttp_client, Job(), KEY)
     assert (await client.get("/status")).status == 200
     assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/livez")).status == 200
+
+
+async def test_an_encoder_reading_its_store_is_alive_but_not_ready(aiohttp_client: Callable[..., Awaitable[Client]]
+                                                                   ) -> None:
+    job = Job()
+    job.status.store_read = False
+    client = await client_for(aiohttp_client, job, KEY)
+    assert (await client.get("/healthz")).status == 503
+    assert (await client.get("/livez")).status == 200
 
 
 async def test_a_held_read_answers_a_state_change_at_once(aiohttp_client: Callable[..., Awaitable[Client]]) -> None:

@@ -402,11 +402,15 @@ def test_a_live_encoder_failing_its_readiness_check_for_a_while_is_not_a_restart
     assert slow.status["phase"] == "Live" and slow.phase_changes == [] and slow.events == []
     running = next(c for c in slow.status["conditions"] if c["type"] == "EncoderRunning")
     assert (running["status"], running["reason"]) == ("False", "EncoderUnresponsive")
+    # Not Ready meanwhile: its Service routes no publisher to it.
+    ready = next(c for c in slow.status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "EncoderUnresponsive")
     assert slow.create_pod_attempt is None and slow.delete_pods == []
     back = decide_live_job(live_job(slow.status), TEMPLATE, [pod(current_pod_name())], report, CONFIG,
                            NOW + dt.timedelta(seconds=20))
     assert back.phase_changes == [] and back.status["timings"] == live["timings"]
     assert back.status["startedAt"] == live["startedAt"]
+    assert next(c for c in back.status["conditions"] if c["type"] == "Ready")["status"] == "True"
 
 def test_a_stopped_job_no_longer_says_its_encoder_runs_or_its_input_is_connected() -> None:
     status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
@@ -728,6 +732,19 @@ def test_an_nvenc_template_asks_for_one_gpu_for_encoders_only() -> None:
     passthrough = live_job(input={"serverType": "RTMP", "inputClass": "Single"})
     copy = build_encoder_pod(passthrough, nvenc, CONFIG, 1)["spec"]["containers"][0]
     assert "nvidia.com/gpu" not in copy["resources"].get("limits", {})
+
+
+def test_a_hung_encoder_is_ended_by_the_kubelet_and_its_death_counted() -> None:
+    container = build_encoder_pod(live_job(), TEMPLATE.template, CONFIG, 1)["spec"]["containers"][0]
+    liveness, readiness = container["livenessProbe"], container["readinessProbe"]
+    assert liveness["httpGet"] == {"path": "/livez", "port": "status"}
+    # Minutes of no answer, not the seconds after which readiness takes it out of its Service.
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 300 > readiness["periodSeconds"] * 3
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    live = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], {"state": "live"}, CONFIG, NOW)
+    killed = pod(current_pod_name(), "Failed", ready=False, exit_code=137, finished_at=NOW + dt.timedelta(minutes=6))
+    after = decide_live_job(live_job(live.status), TEMPLATE, [killed], None, CONFIG, NOW + dt.timedelta(minutes=6))
+    assert after.status["restarts"] == 1 and after.status["attempt"] == 2
 
 
 def test_encoder_pod_is_least_privileged_and_wired_to_its_secrets() -> None:
