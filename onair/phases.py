@@ -173,8 +173,10 @@ LIVE_JOB_TRANSITIONS: Mapping[LiveJobPhase, frozenset[LiveJobPhase]] = {
     _P.PENDING: frozenset({_P.PROVISIONING, _P.OFFLINE, _P.COMPLETED, _P.FAILED}),
     # Encoder up -> WaitingForInput; switched off / schedule over during start-up -> Stopping.
     # Pending: startDateTime moved into the future while no encoder runs (a restart's back-off, a
-    # missing template); an encoder that does run is stopped first (Stopping).
-    _P.PROVISIONING: frozenset({_P.PENDING, _P.WAITING_FOR_INPUT, _P.STOPPING, _P.FAILED}),
+    # missing template); an encoder that does run is stopped first (Stopping). With none running,
+    # switched off -> Offline and schedule over -> Completed at once.
+    _P.PROVISIONING: frozenset({_P.PENDING, _P.WAITING_FOR_INPUT, _P.STOPPING, _P.OFFLINE, _P.COMPLETED,
+                                _P.FAILED}),
     # The encoder Pod may be lost in any running phase: back to Provisioning recreates it. Pending as
     # above, when the encoder was already gone as the job was rescheduled.
     _P.WAITING_FOR_INPUT: frozenset({_P.PENDING, _P.LIVE, _P.PROVISIONING, _P.STOPPING, _P.FAILED}),

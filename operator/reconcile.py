@@ -599,11 +599,14 @@ def decide_live_job(
         decision.requeue_after = _earliest(_seconds_until(finish, now), _seconds_until(start_deadline, now))
 
     if target not in RUNNING_PHASES and reason != ConditionReason.WAITING_FOR_STORAGE:
-        # No encoder takes input now: what the last one reported must not still read as true.
+        # No encoder takes input now: what the last one reported must not still read as true, nor, once
+        # the job is off or over, what its last restart planned (a Failed job keeps why it failed).
+        off = target in (LiveJobPhase.OFFLINE, LiveJobPhase.COMPLETED)
+        no_input = f"no encoder takes input ({target})"
         for type_ in (ConditionType.ENCODER_RUNNING, ConditionType.INPUT_CONNECTED):
             held = find_condition(conditions, type_)
-            if held is not None and held.status == "True":
-                set_cond(type_, False, ConditionReason.ENCODER_STOPPED, f"no encoder takes input ({target})")
+            if held is not None and (held.status == "True" or (off and held.message != no_input)):
+                set_cond(type_, False, ConditionReason.ENCODER_STOPPED, no_input)
         scheduled = find_condition(conditions, ConditionType.SCHEDULED)
         stopped = target in (LiveJobPhase.OFFLINE, LiveJobPhase.COMPLETED, LiveJobPhase.FAILED)
         # Between two encoders (a back-off, a wait for the template) the Pod it was bound with is gone.

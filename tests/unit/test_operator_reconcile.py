@@ -487,6 +487,27 @@ def scheduled(status: dict[str, Any]) -> tuple[str, str]:
     return condition["status"], condition["message"]
 
 
+@pytest.mark.parametrize("how", ["switched off", "schedule over"])
+def test_a_job_ended_during_a_restarts_back_off_goes_straight_to_its_end_and_says_no_encoder_runs(how: str) -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    status = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], {"state": "live"}, CONFIG,
+                             NOW).status
+    crashed = [pod(current_pod_name(), "Failed", ready=False, exit_code=1, finished_at=NOW)]
+    died = decide_live_job(live_job(status), TEMPLATE, crashed, None, CONFIG, NOW)
+    assert died.status["phase"] == "Provisioning"
+    spec: dict[str, Any] = {"online": False} if how == "switched off" else {
+        "schedule": {"finishDateTime": (NOW + dt.timedelta(seconds=0.5)).isoformat()}}
+    ended = decide_live_job(live_job(died.status, generation=2, **spec), TEMPLATE, [], None, CONFIG,
+                            NOW + dt.timedelta(seconds=1))
+    end = "Offline" if how == "switched off" else "Completed"
+    assert ended.phase_changes == [end]  # not through a Pending it never was in
+    conditions = {c["type"]: c for c in ended.status["conditions"]}
+    for type_ in ("EncoderRunning", "InputConnected"):  # not the restart it no longer plans
+        assert (conditions[type_]["reason"], conditions[type_]["message"]) == (
+            "EncoderStopped", f"no encoder takes input ({end})"), type_
+        assert conditions[type_]["observedGeneration"] == 2
+
+
 def test_crashed_encoder_is_counted_once_and_replaced_after_backoff() -> None:
     status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
     status = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW).status
