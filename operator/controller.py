@@ -23,8 +23,10 @@ from onair.jsonlog import job_context
 from onair.kubeclient import ApiError, KubeClient, resource_path
 from onair.models import (
     API_VERSION,
+    MAX_DESCRIPTION_LENGTH,
     MAX_MESSAGE_LENGTH,
     MAX_PENDING_WEBHOOKS,
+    MAX_TIMINGS,
     JobTemplateSpec,
     LiveJob,
     RecordJob,
@@ -701,17 +703,19 @@ class Controller:
         return await self.kube.create(resource_path("v1", plural, namespace), obj)
 
     async def _fail_invalid(self, key: Key, body: dict[str, Any], errors: list[str]) -> None:
-        """An object the API server accepted but our model refuses (a CRD older than the operator)."""
+        """An object the API server accepted but our model refuses (a CRD older than the operator): Failed,
+        as any failure reads (its timing, finishedAt, Ready False, the `failed` webhook), written from the
+        stored status as it is, since the model that would read it refuses the object."""
         kind, namespace, name = key
         failed = LiveJobPhase.FAILED if kind == "LiveJob" else RecordJobPhase.FAILED
         message = ("invalid spec: " + "; ".join(errors))[:MAX_MESSAGE_LENGTH]
         field = "message" if kind == "LiveJob" else "errorMessage"  # the Alibaba name, on a RecordJob
-        status = body.get("status") or {}
+        old = body.get("status") or {}
         generation = (body.get("metadata") or {}).get("generation")
         # A job that finished under the spec it has (a RecordJob, whatever it has: it never records again)
         # stays Completed: Failed would misreport a recording or a stream that is in the bucket.
         completed = LiveJobPhase.COMPLETED if kind == "LiveJob" else RecordJobPhase.COMPLETED
-        if status.get("phase") == completed and (kind == "RecordJob" or status.get("observedGeneration") == generation):
+        if old.get("phase") == completed and (kind == "RecordJob" or old.get("observedGeneration") == generation):
             log.warning("%s %s/%s: completed, and its stored spec is refused by this operator: %s", *key, message)
             return
         # Failed means stopped: an encoder of an earlier, valid spec does not run on unreported.
@@ -719,17 +723,35 @@ class Controller:
             if not cached.body()["metadata"].get("deletionTimestamp"):
                 metrics.API_WRITES.labels("delete", "pods").inc()
                 await self.kube.delete(resource_path("v1", "pods", namespace, pod_name))
-        if status.get(field) == message and status.get("phase") == failed:
+        if old.get(field) == message and old.get("phase") == failed:
             return
-        patch = {"phase": str(failed), field: message, "observedGeneration": generation}
+        now = self.clock()
+        when = now.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        reason = str(ConditionReason.SPEC_INVALID)
+        ready = {"type": "Ready", "status": "False", "reason": reason, "message": message, "lastTransitionTime": when,
+                 "observedGeneration": generation}
+        status = {**old, "phase": str(failed), field: message, "observedGeneration": generation, "finishedAt": when,
+                  "timings": [*(old.get("timings") or []),
+                              {"time": when, "phase": str(failed), "reason": reason,
+                               "comment": message[:MAX_DESCRIPTION_LENGTH]}][-MAX_TIMINGS:],
+                  "conditions": sorted([*(c for c in old.get("conditions") or [] if c.get("type") != "Ready"), ready],
+                                       key=lambda c: str(c.get("type")))}
+        decision = Decision(status=status, phase_changes=[failed] if old.get("phase") != failed else [])
+        owed = self._webhooks_owed(body, decision)
+        if owed:
+            status["pendingWebhooks"] = [*(old.get("pendingWebhooks") or []), *owed][-MAX_PENDING_WEBHOOKS:]
         path = resource_path(API_VERSION, PLURALS[kind], namespace, name, "status")
-        await self.kube.merge_patch(path, {"status": patch})
+        metrics.API_WRITES.labels("patch", f"{PLURALS[kind]}/status").inc()
+        updated = await self.kube.merge_patch(path, {"status": merge_patch(old, status)})
+        if owed and isinstance(updated, dict) and updated.get("metadata"):
+            self._deliver_pending_webhooks(key, updated, owed)
 
     # -- events out --------------------------------------------------------------------------------
 
     def _webhooks_owed(self, body: dict[str, Any], decision: Decision) -> list[dict[str, Any]]:
         """The pendingWebhooks entries of the phases the decision passes through (none without a URL)."""
-        if not (body["spec"].get("callbackUrl") or body["spec"].get("notifyUrl")):
+        spec = body.get("spec")
+        if not isinstance(spec, dict) or not (spec.get("callbackUrl") or spec.get("notifyUrl")):
             return []
         previous_phase = (body.get("status") or {}).get("phase")
         previous = None

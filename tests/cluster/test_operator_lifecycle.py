@@ -139,6 +139,20 @@ def test_switch_off_and_on(kube: client.ApiClient, kwok_namespace: str) -> None:
     assert phases[-5:] == ["WaitingForInput", "Stopping", "Offline", "Provisioning", "WaitingForInput"]
 
 
+def test_a_job_the_crd_lets_through_and_the_operator_refuses_reads_failed_naming_the_field(
+        kube: client.ApiClient, kwok_namespace: str) -> None:
+    """A CRD older than the operator (helm upgrade leaves CRDs as they were) can store a spec the operator's
+    model refuses; here a finish time UTC cannot hold, which the CRD's date-time format accepts."""
+    create_live_job(kube, kwok_namespace, "year-9999", schedule={"finishDateTime": "9999-12-31T23:59:59-01:00"})
+    job = wait_phase(kube, kwok_namespace, "year-9999", "Failed")
+    status = job["status"]
+    assert status["message"].startswith("invalid spec: spec.schedule.finishDateTime: must be a time within"), status
+    assert status["finishedAt"] and status["timings"][-1]["phase"] == "Failed"
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "SpecInvalid")
+    assert not encoder_pods(kube, kwok_namespace, "year-9999")
+
+
 def test_deleting_a_job_deletes_its_children(kube: client.ApiClient, kwok_namespace: str) -> None:
     create_live_job(kube, kwok_namespace, "short-lived")
     status = wait_phase(kube, kwok_namespace, "short-lived", "WaitingForInput")["status"]

@@ -282,15 +282,24 @@ async def test_a_job_our_model_refuses_is_failed_with_its_encoder_stopped(kind: 
     controller.on_pod_event("ADDED", {**RUNNING, "metadata": {**META, "labels": labels}})
     key = (kind, "t", "news")
     body = {"kind": kind, "metadata": {"name": "news", "namespace": "t", "generation": 4}, "status": {}}
+    url = "callbackUrl" if kind == "LiveJob" else "notifyUrl"
+    body = {**body, "spec": {url: "https://hooks.example.com/onair"},
+            "status": {"phase": "Live" if kind == "LiveJob" else "Started", "observedGeneration": 3,
+                       "conditions": [{"type": "Ready", "status": "True", "reason": "Live", "message": "",
+                                       "lastTransitionTime": "2026-11-23T11:00:00Z", "observedGeneration": 3}]}}
     await controller._fail_invalid(key, body, ["spec.input.serverType: unknown"])
     plural = "livejobs" if kind == "LiveJob" else "recordjobs"
     field = "message" if kind == "LiveJob" else "errorMessage"
-    assert kube.calls == [
-        ("delete", "/api/v1/namespaces/t/pods/news-encoder-1", None),
-        ("patch", f"/apis/onair.dev/v1alpha1/namespaces/t/{plural}/news/status",
-         {"status": {"phase": "Failed", field: "invalid spec: spec.input.serverType: unknown",
-                     "observedGeneration": 4}}),
-    ]
+    assert [call[:2] for call in kube.calls] == [
+        ("delete", "/api/v1/namespaces/t/pods/news-encoder-1"),
+        ("patch", f"/apis/onair.dev/v1alpha1/namespaces/t/{plural}/news/status")]
+    # As any failure reads: the phase and why, when, its timing, Ready False, and the webhook it owes.
+    status = kube.calls[1][2]["status"]
+    message = "invalid spec: spec.input.serverType: unknown"
+    assert (status["phase"], status[field], status["observedGeneration"]) == ("Failed", message, 4)
+    assert status["finishedAt"] and status["timings"][-1]["phase"] == "Failed"
+    assert [(c["type"], c["status"], c["reason"]) for c in status["conditions"]] == [("Ready", "False", "SpecInvalid")]
+    assert [(w["event"], w["phase"]) for w in status["pendingWebhooks"]] == [("failed", "Failed")]
     # A job that completed under this spec keeps its phase: what it recorded or streamed is there. A
     # LiveJob changed since would start again (a new schedule), so that change is what is refused.
     kube.calls.clear()
