@@ -446,9 +446,11 @@ def decide_live_job(
         target, reason = LiveJobPhase.STOPPING, "SwitchedOn"
         comment = f"spec.online is true again: waiting for Pod {pod.name} to finish before starting anew"
         if lost:
-            # Its object may never go: the next attempt, with a fresh Pod name, starts now.
-            target, comment = LiveJobPhase.PENDING, f"spec.online is true again; Pod {pod.name} is lost with its node"
+            # Its object may never go: the next attempt, with a fresh Pod name, starts at once, from
+            # Offline, as after any stop (the encoder was told to finish: its stream ended).
+            target, comment = LiveJobPhase.OFFLINE, f"spec.online is true again; Pod {pod.name} is lost with its node"
             status.attempt = attempt + 1
+            decision.requeue_after = 0.0
         elif not pod.terminating:
             decision.delete_pods.append(pod.name)
     elif pod is not None and (pod.terminating or pod.finished):

@@ -940,9 +940,11 @@ def test_a_stop_does_not_wait_for_ever_on_a_pod_lost_with_its_node() -> None:
     finished = decide_live_job(live_job(stopping, generation=2, schedule={"finishDateTime": NOW.isoformat()}),
                                TEMPLATE, [deleting], None, CONFIG, lost_at)
     assert finished.status["phase"] == "Completed"
-    # Switched on again: the next attempt starts under a fresh name, whether or not the old object goes.
+    # Switched on again: the next attempt starts under a fresh name, whether or not the old object goes,
+    # after Offline, as after any stop: the stream did stop.
     again = decide_live_job(live_job(stopping, generation=3), TEMPLATE, [deleting], None, CONFIG, lost_at)
-    assert again.status["phase"] == "Pending" and again.create_pod_attempt is None
+    assert again.status["phase"] == "Offline" and again.create_pod_attempt is None and again.requeue_after == 0
+    assert events_announced(LiveJobPhase.STOPPING, again.phase_changes, True) == [("stopped", LiveJobPhase.OFFLINE)]
     started = decide_live_job(live_job(again.status, generation=3), TEMPLATE, [deleting], None, CONFIG, lost_at)
     assert started.create_pod_attempt == 2 and started.status["restarts"] == live.get("restarts", 0)
 
