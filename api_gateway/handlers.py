@@ -336,12 +336,13 @@ class Gateway:
         name = str(obj["metadata"]["name"])
         entry = (self.store.live_index if live else self.store.record_index)(namespace).entries.get(name)
         if entry is None:
-            raise ApiProblem(409, "Idempotency-Key: the job made with this key is being deleted; once it is "
-                                  "gone the key makes a new one (or use another key)")
+            raise key_job_being_deleted()
         return entry
 
     def replay(self, entry: JobEntry, raw: bytes, ctx: Ctx, live: bool) -> web.Response:
         assert ctx.namespace and ctx.project_id
+        if entry.obj["metadata"].get("deletionTimestamp"):
+            raise key_job_being_deleted()
         require_same_body(entry.obj, raw)
         if live:
             result = mapping.live_job_detail(entry.obj, entry.facts, self.stream_key(ctx.namespace, entry.name),
@@ -570,7 +571,7 @@ class Gateway:
             else:
                 self.require_cuttable(ctx.namespace, entry, start, finish, ("startDateTime", "finishDateTime"))
             body_digest = request_digest(raw) if idempotent else None
-        if body.online:  # with a cut too: the switch is written first, and it is refused
+        if body.online and not replayed:  # with a new cut too: the switch is written first, and it is refused
             finish_text = ((entry.obj.get("spec") or {}).get("schedule") or {}).get("finishDateTime")
             scheduled_finish = mapping.parse_time(finish_text)
             if scheduled_finish is not None and scheduled_finish <= datetime.fromtimestamp(self.clock(), UTC):
@@ -990,6 +991,11 @@ def shows_stream_keys(ctx: Ctx) -> bool:
     """A stream key lets its holder publish into the channel: only a token that may write the
     project's jobs (write, admin) is given it. A read-only token (a dashboard) gets null."""
     return ctx.principal is None or ctx.principal.role.allows(Role.WRITE)
+
+
+def key_job_being_deleted() -> ApiProblem:
+    return ApiProblem(409, "Idempotency-Key: the job made with this key is being deleted; once it is gone the key "
+                           "makes a new one (or use another key)")
 
 
 def request_digest(raw: bytes) -> str:

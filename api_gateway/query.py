@@ -180,6 +180,9 @@ def _typed_value(spec: FieldSpec, condition: Condition, param: str) -> Any:
         if condition.op != "eq":
             raise QueryError(f"{param}: {condition.op}: does not apply to a boolean")
         return value
+    if spec.kind == "enum" and condition.op != "eq":
+        # Choices have no order a client could mean (names sort one way, the numbers rows give another).
+        raise QueryError(f"{param}: {condition.op}: does not apply to a choice; list the ones wanted: [a,b]")
     if spec.numbered and isinstance(value, int) and not isinstance(value, bool) and not condition.literal.quoted:
         if not 0 <= value < len(spec.choices):
             raise QueryError(f"{param}: must be one of {', '.join(spec.choices)}, or 0 to {len(spec.choices) - 1}")

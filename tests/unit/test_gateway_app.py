@@ -537,6 +537,15 @@ async def test_a_retried_create_whose_job_is_being_deleted_is_a_409_not_a_500(cl
         again = await client.post(path, json=payload, headers=headers)
         assert again.status == 409, await again.text()
         assert (await again.json())["errors"][0].startswith("Idempotency-Key: the job made with this key is being")
+    # Deleted elsewhere (kubectl, another replica): this replica's watch brings it marked for deletion.
+    made = (await (await client.post(url(), json={"jobTemplateId": 7, "bucket": "media", "serverType": "SRT"},
+                                     headers={**headers, "Idempotency-Key": "abc-3"})).json())["result"]
+    key = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{made['name']}"
+    kube.objects[key]["metadata"]["deletionTimestamp"] = "2024-01-01T00:00:00Z"
+    client.app[STORE_KEY].livejobs.upsert(kube._stamp(kube.objects[key]))
+    again = await client.post(url(), json={"jobTemplateId": 7, "bucket": "media", "serverType": "SRT"},
+                              headers={**headers, "Idempotency-Key": "abc-3"})
+    assert again.status == 409, await again.text()
 
 
 async def test_idempotency_key_matches_the_project_id_in_any_case(client: Client) -> None:
@@ -870,6 +879,24 @@ async def cut_the_last_minutes(client: Client, headers: dict[str, str], stream_k
     body: dict[str, Any] = await response.json()
     assert response.status == 201, body
     return body
+
+
+async def test_a_keyed_cut_retried_after_the_schedule_finished_still_answers_its_clip(
+        client: Client, kube: FakeKube, clock: Clock) -> None:
+    headers = {**await token(client), "Idempotency-Key": "cut-9"}
+    clock.stopped_at = time.time()
+    now = datetime.fromtimestamp(clock.stopped_at, UTC).replace(microsecond=0)
+    finish = now + timedelta(seconds=30)
+    put_job(client, kube, live_job(FIRST, 1, "2024-01-01T00:00:01Z", recording=True,
+                                   schedule={"finishDateTime": finish.isoformat().replace("+00:00", "Z")}))
+    cut = {"online": True, "startDateTime": (now - timedelta(minutes=5)).isoformat(),
+           "finishDateTime": (now - timedelta(minutes=4)).isoformat()}
+    first = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json=cut)
+    assert first.status == 201, await first.text()
+    clock.stopped_at += 60  # the schedule has finished; the client retries after a lost answer
+    again = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json=cut)
+    assert again.status == 201 and again.headers["Idempotent-Replayed"] == "true", await again.text()
+    assert (await again.json())["result"]["recordJobName"] == (await first.json())["result"]["recordJobName"]
 
 
 async def test_a_cut_before_the_job_existed_and_a_start_after_its_schedule_are_refused(
@@ -1507,6 +1534,10 @@ async def test_outputs_list_filters_selects_and_pages(client: Client) -> None:
     assert await rows(status=str(stalled)) == await rows(status="Stalled")
     assert all(row["status"] == stalled for row in (await (await client.get(
         path, params={"status": str(stalled)}, headers=headers)).json())["result"])
+    # Choices have no order: a range of them is a 400, not names compared alphabetically.
+    ranged = await client.get(path, params={"status": f"gt:{stalled}"}, headers=headers)
+    assert ranged.status == 400 and (await ranged.json())["errors"] == [
+        "status: gt: does not apply to a choice; list the ones wanted: [a,b]"]
     assert await rows(jobId="ge:24", name="'1080p'") == [(24, "1080p")]
     assert await rows(rendition="[1080p,480p]", jobId="le:2") == [(2, "1080p"), (2, "480p")]
     assert await rows(counter="gt:25") == [(2, "1080p"), (24, "1080p")]
