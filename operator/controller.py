@@ -185,6 +185,14 @@ FORGET_WEBHOOK_ATTEMPTS = 10
 FORGET_WEBHOOK_FIRST_DELAY_SECONDS = 1.0
 
 
+def webhook_url(body: dict[str, Any]) -> str | None:
+    """Where the job's webhooks go (a LiveJob's callbackUrl, a RecordJob's notifyUrl, the Alibaba name),
+    read from the stored object: also one the model refuses."""
+    spec = body.get("spec")
+    url = (spec.get("callbackUrl") or spec.get("notifyUrl")) if isinstance(spec, dict) else None
+    return url if isinstance(url, str) and url else None
+
+
 def merge_patch(old: Any, new: Any) -> Any:
     """RFC 7386 merge patch turning `old` into `new` (lists are replaced whole)."""
     if not isinstance(old, dict) or not isinstance(new, dict):
@@ -742,16 +750,20 @@ class Controller:
             status["pendingWebhooks"] = [*(old.get("pendingWebhooks") or []), *owed][-MAX_PENDING_WEBHOOKS:]
         path = resource_path(API_VERSION, PLURALS[kind], namespace, name, "status")
         metrics.API_WRITES.labels("patch", f"{PLURALS[kind]}/status").inc()
-        updated = await self.kube.merge_patch(path, {"status": merge_patch(old, status)})
-        if owed and isinstance(updated, dict) and updated.get("metadata"):
-            self._deliver_pending_webhooks(key, updated, owed)
+        # Onto the version read (a conflict is retried from a fresh one), and cached at once: the next
+        # reconcile, which the encoder's deletion brings soon, must not fail it a second time.
+        judged = {"resourceVersion": body["metadata"]["resourceVersion"]}
+        updated = await self.kube.merge_patch(path, {"metadata": judged, "status": merge_patch(old, status)})
+        seen = self.jobs.get(key)
+        if seen is not None and seen.uid == updated["metadata"].get("uid"):
+            self.jobs[key] = CachedJob.of(updated)
+        self._deliver_pending_webhooks(key, updated, owed)
 
     # -- events out --------------------------------------------------------------------------------
 
     def _webhooks_owed(self, body: dict[str, Any], decision: Decision) -> list[dict[str, Any]]:
         """The pendingWebhooks entries of the phases the decision passes through (none without a URL)."""
-        spec = body.get("spec")
-        if not isinstance(spec, dict) or not (spec.get("callbackUrl") or spec.get("notifyUrl")):
+        if not webhook_url(body):
             return []
         previous_phase = (body.get("status") or {}).get("phase")
         previous = None
@@ -773,7 +785,7 @@ class Controller:
         pending = [*pending, *(entry for entry in owed if entry["id"] not in kept)]
         queued = self._webhooks_queued.setdefault(key, set())
         queued.intersection_update(entry["id"] for entry in pending)
-        url = body["spec"].get("callbackUrl") or body["spec"].get("notifyUrl")
+        url = webhook_url(body)
         uid = body["metadata"]["uid"]
         for entry in pending:
             if entry["id"] in queued:

@@ -269,7 +269,7 @@ class Writes:
 
     async def merge_patch(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(("patch", path, patch))
-        return patch
+        return {**patch, "metadata": {"name": path.split("/")[-2], "uid": "uid-1", "resourceVersion": "99"}}
 
 
 @pytest.mark.parametrize("kind", ["LiveJob", "RecordJob"])
@@ -281,7 +281,8 @@ async def test_a_job_our_model_refuses_is_failed_with_its_encoder_stopped(kind: 
     labels = {"onair.dev/job": "news", "onair.dev/kind": kind}
     controller.on_pod_event("ADDED", {**RUNNING, "metadata": {**META, "labels": labels}})
     key = (kind, "t", "news")
-    body = {"kind": kind, "metadata": {"name": "news", "namespace": "t", "generation": 4}, "status": {}}
+    body = {"kind": kind, "metadata": {"name": "news", "namespace": "t", "generation": 4, "resourceVersion": "7"},
+            "status": {}}
     url = "callbackUrl" if kind == "LiveJob" else "notifyUrl"
     body = {**body, "spec": {url: "https://hooks.example.com/onair"},
             "status": {"phase": "Live" if kind == "LiveJob" else "Started", "observedGeneration": 3,
@@ -294,6 +295,7 @@ async def test_a_job_our_model_refuses_is_failed_with_its_encoder_stopped(kind: 
         ("delete", "/api/v1/namespaces/t/pods/news-encoder-1"),
         ("patch", f"/apis/onair.dev/v1alpha1/namespaces/t/{plural}/news/status")]
     # As any failure reads: the phase and why, when, its timing, Ready False, and the webhook it owes.
+    assert kube.calls[1][2]["metadata"] == {"resourceVersion": "7"}  # onto the version it judged
     status = kube.calls[1][2]["status"]
     message = "invalid spec: spec.input.serverType: unknown"
     assert (status["phase"], status[field], status["observedGeneration"]) == ("Failed", message, 4)
