@@ -405,12 +405,20 @@ def decide_live_job(
         set_cond(ConditionType.TEMPLATE_RESOLVED, True, ConditionReason.TEMPLATE_FOUND,
                  f"JobTemplate {template.template.id} ({template.template.name})")
 
+    # An earlier attempt's encoder still in its grace period (evicted, the job now in a restart's
+    # back-off): the job has not stopped before it has.
+    earlier_going = _pods_still_going(pods, now, decision.delete_pods) if status.phase in (
+        LiveJobPhase.PROVISIONING, LiveJobPhase.STOPPING) else []
     if finish is not None and now >= finish:
         if not pod_gone_or_going and pod is not None:
             decision.delete_pods.append(pod.name)
             decision.finish_before_delete = True
         if pod is not None and not pod.finished:
             target, reason, comment = LiveJobPhase.STOPPING, "ScheduleFinished", "finishDateTime reached"
+        elif earlier_going:
+            target, reason = LiveJobPhase.STOPPING, "ScheduleFinished"
+            comment = f"finishDateTime reached; waiting for Pod {', '.join(earlier_going)} to end"
+            decision.requeue_after = TERMINATING_POD_RETRY_SECONDS
         else:
             target, reason, comment = LiveJobPhase.COMPLETED, "ScheduleFinished", "finishDateTime reached"
             status.finished_at = status.finished_at if status.phase == LiveJobPhase.COMPLETED else now
@@ -421,6 +429,8 @@ def decide_live_job(
             if not pod.terminating:
                 decision.delete_pods.append(pod.name)
                 decision.finish_before_delete = switched_off
+            target = LiveJobPhase.STOPPING
+        elif switched_off and earlier_going:
             target = LiveJobPhase.STOPPING
         elif switched_off:
             target = LiveJobPhase.OFFLINE
@@ -433,6 +443,9 @@ def decide_live_job(
         # Switched off, the finish time is still due: the job completes then, not on some later event.
         decision.requeue_after = _earliest(None if switched_off else _seconds_until(start, now),
                                            _seconds_until(finish, now))
+        if target == LiveJobPhase.STOPPING and (pod is None or pod.finished):
+            comment += f"; waiting for Pod {', '.join(earlier_going)} to end"
+            decision.requeue_after = _earliest(decision.requeue_after, TERMINATING_POD_RETRY_SECONDS)
         if target in (LiveJobPhase.OFFLINE, LiveJobPhase.PENDING):
             if pod is not None and pod.finished:
                 decision.delete_pods.append(pod.name)

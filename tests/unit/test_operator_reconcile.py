@@ -508,6 +508,27 @@ def test_a_job_ended_during_a_restarts_back_off_goes_straight_to_its_end_and_say
         assert conditions[type_]["observedGeneration"] == 2
 
 
+@pytest.mark.parametrize("how", ["switched off", "schedule over"])
+def test_a_job_ended_while_an_evicted_encoder_still_flushes_stops_once_it_has(how: str) -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    status = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], {"state": "live"}, CONFIG,
+                             NOW).status
+    evicted = [pod(current_pod_name(), deleting=True)]  # in its grace period: it still writes
+    died = decide_live_job(live_job(status), TEMPLATE, evicted, {"state": "live"}, CONFIG, NOW)
+    assert died.status["phase"] == "Provisioning"
+    spec: dict[str, Any] = {"online": False} if how == "switched off" else {
+        "schedule": {"finishDateTime": (NOW + dt.timedelta(seconds=0.5)).isoformat()}}
+    later = NOW + dt.timedelta(seconds=1)
+    ending = decide_live_job(live_job(died.status, generation=2, **spec), TEMPLATE, evicted, None, CONFIG, later)
+    assert ending.phase_changes == ["Stopping"] and ending.requeue_after
+    assert f"waiting for Pod {current_pod_name()} to end" in ending.status["message"]
+    gone = decide_live_job(live_job(ending.status, generation=2, **spec), TEMPLATE, [], None, CONFIG,
+                           later + dt.timedelta(seconds=5))
+    end = "Offline" if how == "switched off" else "Completed"
+    assert gone.phase_changes == [end]
+    assert events_announced(LiveJobPhase.STOPPING, gone.phase_changes, True) == [("stopped", LiveJobPhase(end))]
+
+
 def test_crashed_encoder_is_counted_once_and_replaced_after_backoff() -> None:
     status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
     status = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW).status
