@@ -322,22 +322,20 @@ class Gateway:
         created = await kube.create(resource_path(API_VERSION, "livejobs", ctx.namespace), obj)
         if created is None:  # AlreadyExists: a retried Idempotency-Key
             current = await kube.get(resource_path(API_VERSION, "livejobs", ctx.namespace, name))
-            return self.replay(self.made_before(ctx.namespace, current, live=True), raw, ctx, live=True)
+            return self.replay(not_being_deleted(self.cached_entry(ctx.namespace, current, live=True)), raw, ctx,
+                               live=True)
         self.store.livejobs.upsert(created)
         entry = self.store.live_index(ctx.namespace).entries[name]
         detail = mapping.live_job_detail(entry.obj, entry.facts, self.stream_key(ctx.namespace, name), ctx.project_id)
         return json_response(envelope(detail, messages=["live job created"]), 201,
                              headers={"Location": f"{request.path}/{name}"})
 
-    def made_before(self, namespace: str, obj: dict[str, Any], live: bool) -> JobEntry:
-        """The cache's entry of a job this gateway has just read or made. A job the cache saw deleted,
-        still in the API server (a finalizer holds it), is not there: its key made it, and it is going."""
+    def cached_entry(self, namespace: str, obj: dict[str, Any], live: bool) -> JobEntry | None:
+        """`obj`, as the API server answered it, put into the cache, and its entry there: None when the
+        cache saw it deleted (a finalizer may hold it in the API server a while)."""
         (self.store.livejobs if live else self.store.recordjobs).upsert(obj)
-        name = str(obj["metadata"]["name"])
-        entry = (self.store.live_index if live else self.store.record_index)(namespace).entries.get(name)
-        if entry is None:
-            raise key_job_being_deleted()
-        return entry
+        return (self.store.live_index if live else self.store.record_index)(namespace).entries.get(
+            str(obj["metadata"]["name"]))
 
     def replay(self, entry: JobEntry, raw: bytes, ctx: Ctx, live: bool) -> web.Response:
         assert ctx.namespace and ctx.project_id
@@ -523,17 +521,13 @@ class Gateway:
         """The job an Idempotency-Key made before: from the cache, or from the API server when another
         replica made it a moment ago."""
         assert ctx.namespace
-        cache = self.store.livejobs if live else self.store.recordjobs
-        index_of = self.store.live_index if live else self.store.record_index
-        earlier = index_of(ctx.namespace).entries.get(name)
+        earlier = (self.store.live_index if live else self.store.record_index)(ctx.namespace).entries.get(name)
         if earlier is not None:
             return earlier
         found = await self.kube_client().get_or_none(
             resource_path(API_VERSION, "livejobs" if live else "recordjobs", ctx.namespace, name))
-        if found is None:
-            return None
-        cache.upsert(found)  # refused when the cache saw it deleted: then it is made again
-        return index_of(ctx.namespace).entries.get(name)
+        # None when the cache saw it deleted: then it is made again.
+        return None if found is None else self.cached_entry(ctx.namespace, found, live)
 
     async def control_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace and ctx.project_id
@@ -701,7 +695,7 @@ class Gateway:
         except ApiProblem as problem:
             return await self.replay_or_raise(problem, ctx, name if idempotent else None, raw, live=False)
         created = await self.create_record(ctx, name, spec, body.name, request_digest(raw) if idempotent else None)
-        entry = self.made_before(ctx.namespace, created, live=False)
+        entry = not_being_deleted(self.store.record_index(ctx.namespace).entries.get(str(created["metadata"]["name"])))
         if created.get("_replayed"):
             return self.replay(entry, raw, ctx, live=False)
         result = mapping.record_job_out(entry.obj, entry.facts, self.template_name(ctx.namespace))
@@ -996,6 +990,13 @@ def shows_stream_keys(ctx: Ctx) -> bool:
 def key_job_being_deleted() -> ApiProblem:
     return ApiProblem(409, "Idempotency-Key: the job made with this key is being deleted; once it is gone the key "
                            "makes a new one (or use another key)")
+
+
+def not_being_deleted(entry: JobEntry | None) -> JobEntry:
+    """The cache's entry of a job a key made, which the cache lacks when it saw it deleted."""
+    if entry is None:
+        raise key_job_being_deleted()
+    return entry
 
 
 def request_digest(raw: bytes) -> str:

@@ -22,7 +22,7 @@ from onair.models import RecordingFormat
 
 from .config import ClipConfig, JobConfig
 from .mp4 import Mp4Impossible, fetch_segment, unwritten_mp4s, write_mp4
-from .pipeline import MASTER_PLAYLIST, MAX_PROBED_SESSIONS, PROBE_NICENESS, FatalConfigError, niced_child
+from .pipeline import MASTER_PLAYLIST, MAX_PROBED_SESSIONS, FatalConfigError, probe_stored_segment
 from .playlist import (
     MediaPlaylist,
     Segment,
@@ -38,7 +38,7 @@ from .playlist import (
     target_duration,
     with_media,
 )
-from .probe import Probed, merge_probes, probe_segment
+from .probe import Probed, merge_probes
 from .status import EncoderState, EncoderStatus, RenditionStatus
 from .tracks import EVENT_PLAYLIST, LIVE_PLAYLIST, numbered_by_name
 from .upload import FINAL_PLAYLIST_CACHE_CONTROL, SEGMENT_CACHE_CONTROL, S3Store
@@ -281,10 +281,8 @@ class ClipJob:
         results = []
         for segment in firsts[:MAX_PROBED_SESSIONS]:  # a clip spanning many reconnects: its first sessions
             try:
-                path = await asyncio.to_thread(fetch_segment, self.store, partial(self.config.key, rendition),
-                                               segment, directory)
-                init = directory / segment.init_uri if segment.init_uri else None
-                results.append(await probe_segment(path, init, partial(niced_child, PROBE_NICENESS)))
+                results.append(await probe_stored_segment(self.store, partial(self.config.key, rendition), segment,
+                                                          directory))
             except Exception as error:  # the clip stands without it: the source master's figures stay
                 log.warning("could not probe %s of %s: %s", segment.uri, rendition, error)
         return merge_probes(results)

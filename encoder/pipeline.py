@@ -136,6 +136,14 @@ def niced_child(niceness: int) -> None:
     os.nice(niceness)
 
 
+async def probe_stored_segment(store: S3Store, key: Callable[[str], str], segment: Segment, directory: Path
+                               ) -> Probed:
+    """What a segment in the bucket holds: fetched (with its init section) into `directory`, and probed."""
+    path = await asyncio.to_thread(fetch_segment, store, key, segment, directory)
+    init = directory / segment.init_uri if segment.init_uri else None
+    return await probe_segment(path, init, partial(niced_child, PROBE_NICENESS))
+
+
 class FatalConfigError(Exception):
     """Raised at run time for a problem that can never go away (exit code 2)."""
 
@@ -1152,10 +1160,7 @@ class Encoder:
             directory.mkdir(parents=True, exist_ok=True)
             for first, segment in starts:
                 try:
-                    path = await asyncio.to_thread(fetch_segment, self.store, partial(self.config.key, name),
-                                                   segment, directory)
-                    init = directory / segment.init_uri if segment.init_uri else None
-                    probed = await probe_segment(path, init, partial(niced_child, PROBE_NICENESS))
+                    probed = await probe_stored_segment(self.store, partial(self.config.key, name), segment, directory)
                 except Exception as error:  # the master lists what the probes that worked read
                     log.warning("could not probe %s of %s, published by an earlier Pod: %s", segment.uri, name, error)
                     continue

@@ -9,7 +9,9 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 
+from .ffmpeg import SEGMENT_PATTERN
 from .playlist import (
     GrowingPlaylist,
     MeasuredBitRates,
@@ -137,14 +139,16 @@ class RenditionTrack:
         missing = range(self.next_sequence, ahead.next_sequence)
         if not missing:
             return True
+        if not self.segments or len(missing) > self.window:
+            return False
         held = {segment.sequence: segment for segment in ahead.segments[-len(missing):]}
-        if not self.segments or len(missing) > self.window or any(number not in held for number in missing):
+        if any(number not in held for number in missing):
             return False
         last = self.segments[-1]
-        extension = last.uri[last.uri.rfind("."):]
+        extension = Path(last.uri).suffix
         for number in missing:
             model = held[number]
-            self.segments.append(Segment(number, model.duration, f"seg_{number:06d}{extension}",
+            self.segments.append(Segment(number, model.duration, SEGMENT_PATTERN % number + extension,
                                          model.program_date_time, model.discontinuity, last.init_uri, gap=True))
         self.next_sequence = ahead.next_sequence
         self._slide()

@@ -417,7 +417,7 @@ def decide_live_job(
             target, reason, comment = LiveJobPhase.STOPPING, "ScheduleFinished", "finishDateTime reached"
         elif earlier_going:
             target, reason = LiveJobPhase.STOPPING, "ScheduleFinished"
-            comment = f"finishDateTime reached; waiting for Pod {', '.join(earlier_going)} to end"
+            comment = "finishDateTime reached" + _until_ended(earlier_going)
             decision.requeue_after = TERMINATING_POD_RETRY_SECONDS
         else:
             target, reason, comment = LiveJobPhase.COMPLETED, "ScheduleFinished", "finishDateTime reached"
@@ -425,13 +425,14 @@ def decide_live_job(
         set_cond(ConditionType.SCHEDULED, False, ConditionReason.COMPLETED, "the schedule is over")
     elif not job.spec.online or (start is not None and now < start):
         switched_off = not job.spec.online
+        waits_for_earlier = False
         if pod is not None and not pod.finished:
             if not pod.terminating:
                 decision.delete_pods.append(pod.name)
                 decision.finish_before_delete = switched_off
             target = LiveJobPhase.STOPPING
         elif switched_off and earlier_going:
-            target = LiveJobPhase.STOPPING
+            target, waits_for_earlier = LiveJobPhase.STOPPING, True
         elif switched_off:
             target = LiveJobPhase.OFFLINE
         else:
@@ -443,8 +444,8 @@ def decide_live_job(
         # Switched off, the finish time is still due: the job completes then, not on some later event.
         decision.requeue_after = _earliest(None if switched_off else _seconds_until(start, now),
                                            _seconds_until(finish, now))
-        if target == LiveJobPhase.STOPPING and (pod is None or pod.finished):
-            comment += f"; waiting for Pod {', '.join(earlier_going)} to end"
+        if waits_for_earlier:
+            comment += _until_ended(earlier_going)
             decision.requeue_after = _earliest(decision.requeue_after, TERMINATING_POD_RETRY_SECONDS)
         if target in (LiveJobPhase.OFFLINE, LiveJobPhase.PENDING):
             if pod is not None and pod.finished:
@@ -770,6 +771,10 @@ def _ran_healthy(pod: PodState | None, recording_since: dt.datetime | None, conf
     return started_at is not None and (died_at - started_at).total_seconds() >= config.healthy_run_seconds
 
 
+def _until_ended(going: list[str]) -> str:
+    return f"; waiting for Pod {', '.join(going)} to end"
+
+
 def _scheduling(pod_name: str) -> str:
     return f"Pod {pod_name} waits for the scheduler"
 
@@ -983,7 +988,8 @@ def decide_record_job(
     time_range = job.spec.time_range
     start = time_range.start if time_range else None
     end = time_range.end if time_range else None
-    is_clip = job.spec.source.live_job_ref is not None and end is not None and end <= now
+    ended = end is not None and now >= end
+    is_clip = job.spec.source.live_job_ref is not None and ended
     recording = report.get("recording") if report else None
     # Why the recorder Pod cannot start, if it says so, and when that fails the job.
     stuck = _start_error(pod) if pod is not None and not (pod.ready or pod.terminating or pod.finished) else None
@@ -999,8 +1005,8 @@ def decide_record_job(
     # was told to finish, and what it wrote is judged as before; a stream recording paused meanwhile gets
     # its recorder again as any paused one that lost its Pod does.
     vanished = pod is None and recording_since is not None and status.phase == RecordJobPhase.STARTED and \
-        not (end is not None and now >= end) and not (job.spec.paused and job.spec.source.live_job_ref is None)
-    past_end = end is not None and now >= end and not is_clip
+        not ended and not (job.spec.paused and job.spec.source.live_job_ref is None)
+    past_end = ended and not is_clip
     # Whether the last reconcile saw this attempt's recorder up (recording, paused or waiting for its
     # source). Past the end, one gone without that (dead and waiting out its back-off, or never up) has
     # not finished the files: another recorder finishes them, instead of the job reading Completed.
@@ -1010,6 +1016,8 @@ def decide_record_job(
     # timeout for one that cannot be made (refused, no template) or never comes up.
     finish_deadline = end + dt.timedelta(seconds=termination_grace_seconds(job, config) + FINISH_SLACK_SECONDS
                                          + config.provisioning_timeout_seconds) if end is not None else None
+    # A recording past its end whose recorder is gone: completed, failed, or one is made to finish it.
+    gone_past_end = pod is None and past_end and status.phase in (RecordJobPhase.STARTED, RecordJobPhase.PAUSED)
     target: RecordJobPhase
     if job.spec.source.live_job_ref is not None and source is None and pod is None and not vanished:
         # Only a recorder about to be made needs the LiveJob (one running reads the bucket, and is
@@ -1024,7 +1032,7 @@ def decide_record_job(
         # One not started yet waits for its LiveJob (applied after it, say), unless its range is over: no
         # LiveJob made now streams that range. Those fail once it has been missing for the provisioning
         # timeout, as one whose LiveJob went while it recorded.
-        waits_for_ever = target == RecordJobPhase.INITIAL and not (end is not None and now >= end)
+        waits_for_ever = target == RecordJobPhase.INITIAL and not ended
         if not waits_for_ever and _live_job_gone_too_long(conditions, config, now):
             target = RecordJobPhase.FAILED
             comment = _live_job_gone_message(job, config)
@@ -1037,7 +1045,7 @@ def decide_record_job(
         comment = f"output: a clip is written to the store of its LiveJob {source.metadata.name}: {elsewhere}"
         status.error_message = comment
         status.finished_at = now
-    elif job.spec.source.stream_url is not None and end is not None and now >= end and pod is None and \
+    elif job.spec.source.stream_url is not None and ended and pod is None and \
             status.phase in (None, RecordJobPhase.INITIAL):
         # Nothing was recorded and the range is over: a stream can only be recorded while it is live.
         target, reason = RecordJobPhase.FAILED, str(ConditionReason.SPEC_INVALID)
@@ -1054,20 +1062,17 @@ def decide_record_job(
             status.attempt += 1
             if not pod.terminating:
                 decision.delete_pods.append(pod.name)
-    elif pod is None and past_end and status.phase in (RecordJobPhase.STARTED, RecordJobPhase.PAUSED) and \
-            status.started_at is None:
+    elif gone_past_end and status.started_at is None:
         # Created paused and never resumed: the range is over with nothing recorded.
         target, reason = RecordJobPhase.FAILED, str(ConditionReason.SPEC_INVALID)
         comment = "timeRange ended while the job was paused from its creation: nothing was recorded"
         status.error_message = comment
         status.finished_at = now
-    elif pod is None and past_end and status.phase in (RecordJobPhase.STARTED, RecordJobPhase.PAUSED) and \
-            recorder_was_going:
+    elif gone_past_end and recorder_was_going:
         # The recorder was stopped at the end of the range: on SIGTERM it closed its files and went.
         target, reason, comment = RecordJobPhase.COMPLETED, str(ConditionReason.COMPLETED), "the time range ended"
         status.finished_at = now
-    elif pod is None and past_end and status.phase in (RecordJobPhase.STARTED, RecordJobPhase.PAUSED) and \
-            finish_deadline is not None and now >= finish_deadline:
+    elif gone_past_end and finish_deadline is not None and now >= finish_deadline:
         target, reason = RecordJobPhase.FAILED, str(ConditionReason.ENCODER_START_FAILED)
         comment = _clipped(f"the time range ended and no recorder finished the files by {finish_deadline.isoformat()}"
                            + (f"; last: {ready_before.message}" if ready_before and ready_before.message else ""))
@@ -1078,8 +1083,7 @@ def decide_record_job(
         # gets its recorder at once: it cuts from what is stored, leaving out what it was paused for.
         waits = job.spec.paused and job.spec.source.live_job_ref is None
         target = RecordJobPhase.PAUSED if waits else RecordJobPhase.STARTED
-        finishing = past_end and status.phase in (RecordJobPhase.STARTED, RecordJobPhase.PAUSED)
-        if finishing:  # a recorder that only finishes the files: neither a pause nor a resume
+        if gone_past_end:  # a recorder that only finishes the files: neither a pause nor a resume
             target = status.phase or target
         still_going = _pods_still_going(pods, now, decision.delete_pods)
         never_started = status.phase in (None, RecordJobPhase.INITIAL) or (
@@ -1101,7 +1105,7 @@ def decide_record_job(
             decision.requeue_after = TEMPLATE_RETRY_SECONDS
         else:
             reason, comment = "CreatingRecorder", f"creating Pod {current_name}"
-            if finishing:
+            if gone_past_end:
                 comment += " to finish the recording (the time range ended)"
             decision.create_pod_attempt = attempt
             decision.ensure_children = True
