@@ -78,6 +78,9 @@ class JobEnvelope(_Camel):
     clip: ClipConfig | None = None
     paused_ranges: list[PausedRange] = []  # a RecordJob's, as its earlier recorder Pods reported them
     started_at: AwareDatetime | None = None  # when a RecordJob's first recorder was made
+    # An encoder made only to close the playlists a dead one left open (a LiveJob stopped or over before
+    # its replacement came up): it reads them, writes EXT-X-ENDLIST and exits, taking no input.
+    finish_only: bool = False
 
 
 class IngestKind(enum.StrEnum):
@@ -130,6 +133,7 @@ class JobConfig:
     # A SIGTERM after it is the end of the job: write ENDLIST.
     finish_at: datetime | None = None
     start_paused: bool = False
+    finish_only: bool = False  # see JobEnvelope
     paused_ranges: list[PausedRange] = field(default_factory=list)
     live_spec: LiveJobSpec | None = None
     record_spec: RecordJobSpec | None = None
@@ -204,6 +208,7 @@ def load_job_config(environ: Mapping[str, str] | None = None) -> JobConfig:
         "listen_host": listen_host,
         "preview_key": env.get("ONAIR_PREVIEW_KEY") or None,
         "termination_grace_seconds": int(grace),
+        "finish_only": envelope.finish_only,
     }
     window = template.playlist_window if template else PASSTHROUGH_PLAYLIST_WINDOW
     try:

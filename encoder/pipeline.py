@@ -402,6 +402,9 @@ class Encoder:
         if self._stored_recording_ended:
             log.info("an earlier attempt recorded to the end: finishing its files, recording nothing more")
             self.request_stop(finishing=True)
+        elif self.config.finish_only:
+            log.info("closing the playlists an earlier encoder left open, taking no input")
+            self.request_stop(finishing=True)
         watchdog = asyncio.create_task(self._watch_time_range())
         try:
             match self.config.ingest.kind:

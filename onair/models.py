@@ -1106,6 +1106,12 @@ class LiveJobStatus(StatusModel):
     last_restart_time: AwareDatetime | None = Field(
         default=None, description="When the last encoder Pod died; the next starts after a growing back-off."
     )
+    playlists_left_open: bool | None = Field(
+        default=None,
+        description="True while no encoder has taken over the playlists of one that died (a crash, an eviction): "
+                    "they have no EXT-X-ENDLIST yet. A stop or the schedule's end meanwhile has an encoder close "
+                    "them: the replacement once it has read them, or one made only for that, which takes no input.",
+    )
     started_at: AwareDatetime | None = Field(default=None, description="When the job last went Live.")
     finished_at: AwareDatetime | None = Field(default=None, description="When the job became Completed or Failed.")
     pending_webhooks: list[PendingWebhook] = Field(default_factory=list, description=_PENDING_WEBHOOKS_DESCRIPTION,

@@ -29,6 +29,8 @@ LABEL_ROLE = "onair.dev/role"
 LABEL_ATTEMPT = "onair.dev/attempt"
 LABEL_SPEC_GENERATION = "onair.dev/spec-generation"  # the job's metadata.generation its Pod was made from
 LABEL_PROJECT = "onair.dev/project-id"
+# An encoder made only to close the playlists a dead one left open (ENDLIST): it takes no input.
+LABEL_FINISH_ONLY = "onair.dev/finish-only"
 # How long an encoder's status server may not answer before the kubelet ends it as hung: 5 minutes,
 # far past any slow moment of a loaded node (readiness, every 2 s, already takes it out of its Service).
 LIVENESS_PERIOD_SECONDS = 10
@@ -126,9 +128,10 @@ def storage_prefix(job: Job) -> str:
 
 def build_encoder_config(
     job: Job, template: JobTemplateSpec | None, config: OperatorConfig, attempt: int,
-    clip: dict[str, Any] | None = None,
+    clip: dict[str, Any] | None = None, finish_only: bool = False,
 ) -> dict[str, Any]:
-    """What the encoder needs to know, passed as ONAIR_JOB_CONFIG (no secrets in it)."""
+    """What the encoder needs to know, passed as ONAIR_JOB_CONFIG (no secrets in it). `finish_only`: a
+    LiveJob's encoder that reads the stored playlists, closes them and exits, taking no input."""
     location = job.spec.destination if isinstance(job, LiveJob) else job.spec.output
     if isinstance(job, LiveJob) and job.spec.input.input_class == InputClass.SINGLE:
         template = None  # the encoder passes the source through (remux, one rendition)
@@ -149,6 +152,9 @@ def build_encoder_config(
                                else "path",
         },
         "clip": clip,
+        # Only for a closer, so every other encoder's configuration stays as it was (an encoder image older
+        # than the operator ignores the key: the operator tells the closer POST /finish as well).
+        **({"finishOnly": True} if finish_only else {}),
         # A new recorder Pod continues the pauses of the earlier ones (a clip leaves them out).
         "pausedRanges": [paused.model_dump(mode="json") for paused in job.status.paused_ranges]
         if isinstance(job, RecordJob) and job.status else [],
@@ -195,7 +201,7 @@ def termination_grace_seconds(job: Job, config: OperatorConfig) -> int:
 
 def build_encoder_pod(
     job: Job, template: JobTemplateSpec | None, config: OperatorConfig, attempt: int,
-    clip: dict[str, Any] | None = None,
+    clip: dict[str, Any] | None = None, finish_only: bool = False,
 ) -> dict[str, Any]:
     """The encoder (LiveJob) or recorder (RecordJob) Pod of one attempt.
 
@@ -209,7 +215,8 @@ def build_encoder_pod(
     credentials = location.credentials_secret or config.s3_credentials_secret
     grace = termination_grace_seconds(job, config)
     env: list[dict[str, Any]] = [
-        {"name": "ONAIR_JOB_CONFIG", "value": json.dumps(build_encoder_config(job, template, config, attempt, clip),
+        {"name": "ONAIR_JOB_CONFIG", "value": json.dumps(build_encoder_config(job, template, config, attempt, clip,
+                                                                               finish_only),
                                                           separators=(",", ":"))},
         {"name": "ONAIR_LISTEN_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "ONAIR_LOG_FORMAT", "value": config.log_format},
@@ -294,6 +301,7 @@ def build_encoder_pod(
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": _metadata(job, name, role, **{LABEL_ATTEMPT: str(attempt),
-                                                   LABEL_SPEC_GENERATION: str(job.metadata.generation or 0)}),
+                                                   LABEL_SPEC_GENERATION: str(job.metadata.generation or 0)},
+                              **({LABEL_FINISH_ONLY: "true"} if finish_only else {})),
         "spec": spec,
     }

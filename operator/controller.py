@@ -593,7 +593,8 @@ class Controller:
             # With the status decided: the paused ranges the dead recorder reported last.
             decided = job.model_copy(update={"status": RecordJobStatus.model_validate(decision.status)}) \
                 if isinstance(job, RecordJob) else job
-            pod_body = builders.build_encoder_pod(decided, template, self.config, decision.create_pod_attempt, clip)
+            pod_body = builders.build_encoder_pod(decided, template, self.config, decision.create_pod_attempt, clip,
+                                                  decision.finish_only)
         # Coroutines made only to be awaited next (one made and dropped is a warning in the log).
         secret: Awaitable[dict[str, Any] | None] = self._create(
             "secrets", namespace, builders.build_job_secret(job, self.config.stream_key_seed)) \

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from onair.operator.builders import LABEL_SPEC_GENERATION
+from onair.operator.builders import LABEL_FINISH_ONLY, LABEL_SPEC_GENERATION
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class PodState:
     # deletionTimestamp: when the grace period of a Pod being deleted ends and the kubelet kills it.
     killed_by: dt.datetime | None = None
     termination_message: str | None = None  # what the container wrote at its terminationMessagePath
+    finish_only: bool = False  # made only to close the playlists a dead encoder left open
 
 
 def _parse_time(value: str | None) -> dt.datetime | None:
@@ -54,6 +55,7 @@ def pod_state(pod: dict[str, Any]) -> PodState:
     waiting = next((c["state"]["waiting"] for c in containers if (c.get("state") or {}).get("waiting")), None)
     phase = status.get("phase")
     finished = phase in ("Succeeded", "Failed")
+    labels = pod["metadata"].get("labels") or {}
     return PodState(
         name=pod["metadata"]["name"],
         ip=status.get("podIP"),
@@ -72,6 +74,6 @@ def pod_state(pod: dict[str, Any]) -> PodState:
         waiting_message=None if waiting is None else waiting.get("message"),
         created_at=_parse_time(pod["metadata"].get("creationTimestamp")),
         started_at=_parse_time((terminated or running or {}).get("startedAt")),
-        spec_generation=int(generation) if (generation := (pod["metadata"].get("labels") or {}).get(
-            LABEL_SPEC_GENERATION, "")).isdigit() else None,
+        spec_generation=int(generation) if (generation := labels.get(LABEL_SPEC_GENERATION, "")).isdigit() else None,
+        finish_only=labels.get(LABEL_FINISH_ONLY) == "true",
     )

@@ -109,7 +109,8 @@ class Decision:
     ensure_service: bool = False
     create_pod_attempt: int | None = None
     delete_pods: list[str] = field(default_factory=list)
-    encoder_command: str | None = None  # "pause" or "resume", sent to the running recorder
+    encoder_command: str | None = None  # "pause", "resume", "finish" or "finish-at?...", sent to the current Pod
+    finish_only: bool = False  # the Pod created only closes the playlists a dead encoder left open
     # The job ends (switched off, schedule over): the encoder closes its playlists (ENDLIST) before it goes.
     finish_before_delete: bool = False
     requeue_after: float | None = None
@@ -409,8 +410,20 @@ def decide_live_job(
     # back-off): the job has not stopped before it has.
     earlier_going = _pods_still_going(pods, now, decision.delete_pods) if status.phase in (
         LiveJobPhase.PROVISIONING, LiveJobPhase.STOPPING) else []
-    if finish is not None and now >= finish:
-        if not pod_gone_or_going and pod is not None:
+    # A job that ends (switched off, its schedule over) while the playlists a dead encoder left open
+    # have no encoder yet: one closes them before the job reads Offline or Completed.
+    finish_passed = finish is not None and now >= finish
+    if (not job.spec.online and not finish_passed and pod is not None and (pod.terminating or pod.finished)
+            and not pod.finish_only and status.phase in RUNNING_PHASES):
+        # Switched off as its encoder went without being told to finish (evicted, crashed): a bare
+        # SIGTERM before the job's end, or none, leaves the playlists open.
+        status.playlists_left_open = True
+    closer_until = _closing_deadline(pod, status, job, config, now)
+    closes = closer_until is not None or (
+        (pod is None or pod.finished) and bool(status.playlists_left_open) and not earlier_going
+        and (template.template is not None or passthrough))
+    if finish_passed:
+        if not pod_gone_or_going and pod is not None and closer_until is None:
             decision.delete_pods.append(pod.name)
             decision.finish_before_delete = True
         if pod is not None and not pod.finished:
@@ -419,6 +432,8 @@ def decide_live_job(
             target, reason = LiveJobPhase.STOPPING, "ScheduleFinished"
             comment = "finishDateTime reached" + _until_ended(earlier_going)
             decision.requeue_after = TERMINATING_POD_RETRY_SECONDS
+        elif closes:
+            target, reason, comment = LiveJobPhase.STOPPING, "ScheduleFinished", "finishDateTime reached"
         else:
             target, reason, comment = LiveJobPhase.COMPLETED, "ScheduleFinished", "finishDateTime reached"
             status.finished_at = status.finished_at if status.phase == LiveJobPhase.COMPLETED else now
@@ -427,12 +442,14 @@ def decide_live_job(
         switched_off = not job.spec.online
         waits_for_earlier = False
         if pod is not None and not pod.finished:
-            if not pod.terminating:
+            if not pod.terminating and (closer_until is None or not switched_off):
                 decision.delete_pods.append(pod.name)
                 decision.finish_before_delete = switched_off
             target = LiveJobPhase.STOPPING
         elif switched_off and earlier_going:
             target, waits_for_earlier = LiveJobPhase.STOPPING, True
+        elif switched_off and closes:
+            target = LiveJobPhase.STOPPING
         elif switched_off:
             target = LiveJobPhase.OFFLINE
         else:
@@ -614,6 +631,26 @@ def decide_live_job(
             decision.encoder_command = _finish_time_command(report, finish)
         decision.requeue_after = _earliest(_seconds_until(finish, now), _seconds_until(start_deadline, now))
 
+    if (finish_passed or not job.spec.online) and closes and target == LiveJobPhase.STOPPING:
+        if closer_until is not None and pod is not None:
+            # Told to finish (one made for that finishes by itself): the encoder ends once it has read and
+            # closed them, however long that takes it, until closer_until.
+            status.attempt = attempt  # also when the status write that named it was lost
+            decision.encoder_command = "finish"
+            comment += f"; Pod {pod.name} closes the playlists an encoder that died left open"
+            decision.requeue_after = _earliest(decision.requeue_after, _seconds_until(closer_until, now))
+        else:
+            if pod is not None:  # the encoder that died holds this attempt's name
+                attempt += 1
+                current_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid), attempt)
+                if not pod.terminating:
+                    decision.delete_pods.append(pod.name)
+            status.attempt = attempt
+            decision.create_pod_attempt, decision.finish_only = attempt, True
+            status.playlists_left_open = None  # made once: a closer lost meanwhile leaves them as they are
+            comment += f"; Pod {current_name} is made to close the playlists an encoder that died left open"
+    if target not in (LiveJobPhase.PROVISIONING, LiveJobPhase.STOPPING):
+        status.playlists_left_open = None  # an encoder took them over, or closed them, or none can
     if target not in RUNNING_PHASES and reason != ConditionReason.WAITING_FOR_STORAGE:
         # No encoder takes input now: what the last one reported must not still read as true, nor, once
         # the job is off or over, what its last restart planned (a Failed job keeps why it failed).
@@ -731,6 +768,21 @@ def _storage_problem(report: dict[str, Any] | None) -> tuple[ConditionReason, st
     return reason, str(storage.get("message") or "the store does not answer")
 
 
+def _closing_deadline(pod: PodState | None, status: LiveJobStatus, job: LiveJob, config: OperatorConfig,
+                      now: dt.datetime) -> dt.datetime | None:
+    """Until when the job's Pod may take to close the playlists a dead encoder left open, when it is to:
+    one made for that, or the dead one's replacement that has not read them yet (not ready; a ready
+    one is told to finish as it is stopped, as any is). None when it is no such Pod, or is given up on:
+    it cannot start (no node, no image), or has had the provisioning timeout and a grace period."""
+    if pod is None or pod.finished or pod.terminating or (pod.ready and not pod.finish_only):
+        return None
+    if not (pod.finish_only or status.playlists_left_open) or _start_error(pod):
+        return None
+    allowed = config.provisioning_timeout_seconds + FINISH_SLACK_SECONDS + termination_grace_seconds(job, config)
+    deadline = (pod.created_at or now) + dt.timedelta(seconds=allowed)
+    return deadline if now < deadline else None
+
+
 def _start_error(pod: PodState) -> tuple[str, str] | None:
     """Why the Pod cannot start, when it says so: (Kubernetes reason, message)."""
     if pod.scheduled is False:
@@ -804,6 +856,7 @@ def _encoder_died(status: LiveJobStatus, config: OperatorConfig, pod_name: str, 
                 f"the encoder failed {status.consecutive_failures + 1} times in a row; last: {pod_name} {how}")
     status.restarts += 1
     status.consecutive_failures += 1
+    status.playlists_left_open = True  # the dead encoder wrote no ENDLIST
     status.attempt = max(status.attempt, 1) + 1
     status.last_restart_time = died_at
     delay = _backoff(config, status.consecutive_failures - 1)

@@ -5,10 +5,21 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from cluster.conftest import STATUS_PROGRESS_INTERVAL, get_job, wait_phase
-from cluster.test_operator_lifecycle import create_live_job, patch_spec
+import pytest
+from cluster.conftest import (
+    STATUS_PROGRESS_INTERVAL,
+    get_job,
+    own_job_namespace,
+    start_operator,
+    stop_operator,
+    wait_phase,
+)
+from cluster.test_operator_lifecycle import create_live_job, encoder_pods, patch_spec
 from kubernetes import client, watch
 from livepreview import receive_preview
 from localplatform.platform import PlatformInfo
@@ -143,3 +154,52 @@ def test_a_live_jobs_progress_is_written_at_most_once_an_interval(kube: client.A
     assert 2 <= len(writes) <= window / STATUS_PROGRESS_INTERVAL + 1, \
         f"{len(writes)} status writes in {window:.0f} s"
     assert segments_written(writes[-1]) > segments_written(start), "the progress still reaches the status"
+
+
+@pytest.fixture
+def slow_restart_namespace(kube: client.ApiClient, platform: PlatformInfo, crds: None, operator_namespace: str,
+                           run_root: Path) -> Iterator[str]:
+    """A namespace (c-*) with its own operator, whose restart back-off (two minutes) a test acts within."""
+    with own_job_namespace(kube, platform, "c") as namespace:
+        running = start_operator(platform, run_root / "slow-restart-operator", name="slow-restart-operator",
+                                 ONAIR_WATCH_NAMESPACES=json.dumps(["c-*"]), ONAIR_RESTART_BACKOFF_SECONDS="120")
+        try:
+            yield namespace
+        finally:
+            stop_operator(running)
+
+
+def test_a_job_switched_off_while_its_evicted_encoder_waits_to_restart_has_its_playlists_closed(
+        kube: client.ApiClient, slow_restart_namespace: str, s3: Any, platform: PlatformInfo, publisher: Any) -> None:
+    namespace = slow_restart_namespace
+    create_live_job(kube, namespace, "relay")
+    job = wait_phase(kube, namespace, "relay", "WaitingForInput", timeout=90)
+    publisher(ingest_url(kube, namespace, job["status"]))
+    wait_phase(kube, namespace, "relay", "Live", timeout=60)
+    key = "live/relay/180p/index.m3u8"
+
+    def playlist() -> Any:
+        try:
+            return parse_media_playlist(s3.get_object(Bucket=platform.s3_bucket, Key=key)["Body"].read().decode())
+        except s3.exceptions.NoSuchKey:
+            return parse_media_playlist("#EXTM3U\n")  # no segment yet
+
+    wait_until(lambda: len(playlist().segments) >= 2, 60, "segments in the bucket")
+    evicted = job["status"]["resourceName"]
+    client.CoreV1Api(kube).delete_namespaced_pod(evicted, namespace)  # as an eviction: a bare SIGTERM
+    wait_until(lambda: (j := get_job(kube, namespace, "relay")["status"]).get("restarts") == 1
+               and j["phase"] == "Provisioning", 60, "the restart's back-off")
+    wait_until(lambda: evicted not in {p.metadata.name for p in encoder_pods(kube, namespace, "relay")}
+               and not client.CoreV1Api(kube).list_namespaced_pod(
+                   namespace, field_selector=f"metadata.name={evicted}").items, 60, "the evicted encoder to end")
+    left = playlist()
+    assert left.segments and not left.ended  # what players see: a stream that stalls, never ends
+
+    patch_spec(kube, namespace, "relay", {"online": False})
+    job = wait_phase(kube, namespace, "relay", "Offline", timeout=90)
+    stopping = [t for t in job["status"]["timings"] if t["phase"] == "Stopping"][-1]
+    assert "is made to close the playlists an encoder that died left open" in stopping["comment"]
+    closed = playlist()
+    assert closed.ended
+    assert [(s.sequence, s.uri) for s in closed.segments] == [(s.sequence, s.uri) for s in left.segments]
+    assert not encoder_pods(kube, namespace, "relay")  # nothing runs for a job that is off

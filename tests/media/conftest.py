@@ -87,6 +87,7 @@ def start_encoder(
         srt_passphrase: str | None = None,
         extra_env: dict[str, str] | None = None,
         wait_healthy: bool = True,
+        finish_only: bool = False,
     ) -> EncoderProcess:
         number = next(_addresses)
         host = f"127.0.{number // 250}.{number % 250 + 2}"  # each encoder its own address, as a Pod IP
@@ -99,6 +100,7 @@ def start_encoder(
             "kind": kind, "namespace": "media", "name": f"job{number}", "attempt": 1, "spec": spec,
             "template": template, "clip": clip,
             "storage": {"endpoint": object_store.endpoint, "bucket": bucket, "prefix": prefix, "region": REGION},
+            "finishOnly": finish_only,
         }  # fmt: skip
         env = {
             **os.environ,

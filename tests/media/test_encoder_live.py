@@ -288,6 +288,32 @@ def test_reconnect_continues_one_playlist_with_a_discontinuity(
     assert not playlist.ended  # a plain SIGTERM (not /finish) leaves the live playlist open
 
 
+def test_an_encoder_made_only_to_finish_closes_the_playlists_an_evicted_one_left_open(
+    start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore
+) -> None:
+    """A LiveJob switched off while its encoder waits out a restart's back-off: the operator makes one
+    that reads the playlists the dead encoder left open, writes EXT-X-ENDLIST and exits by itself,
+    taking no input."""
+    template = ladder_template(("180p", 320, 180, "H264"))
+    spec = live_spec(recording=True)
+    evicted = start_encoder("LiveJob", spec, template)
+    publisher = publish(evicted.rtmp_url, 5)
+    evicted.wait_state("live", 10)
+    assert publisher.wait(30) == 0
+    assert evicted.stop() == 0  # a bare SIGTERM: the playlists stay open
+    keys = [f"{evicted.prefix}/180p/{name}" for name in ("index.m3u8", "event.m3u8")]
+    left = [parse_media_playlist(object_store.get_text(evicted.bucket, key) or "") for key in keys]
+    assert all(playlist.segments and not playlist.ended for playlist in left), left
+
+    closer = start_encoder("LiveJob", spec, template, prefix=evicted.prefix, finish_only=True, wait_healthy=False)
+    assert closer.process.wait(30) == 0, closer.log()[-3000:]
+    for key, before in zip(keys, left, strict=True):
+        closed = parse_media_playlist(object_store.get_text(evicted.bucket, key) or "")
+        assert closed.ended, key
+        # The same segments, nothing new: the closer took no input.
+        assert [(s.sequence, s.uri) for s in closed.segments] == [(s.sequence, s.uri) for s in before.segments], key
+
+
 def test_srt_ingest_with_passphrase(start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore) -> None:
     passphrase = "correct-horse-battery"
     template = ladder_template(("180p", 320, 180, "H264"))

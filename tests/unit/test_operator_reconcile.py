@@ -26,8 +26,15 @@ from onair.models import (
     RecordJobStatus,
 )
 from onair.operator import naming
-from onair.operator.builders import build_encoder_pod, build_ingest_service, build_job_secret, termination_grace_seconds
+from onair.operator.builders import (
+    LABEL_FINISH_ONLY,
+    build_encoder_pod,
+    build_ingest_service,
+    build_job_secret,
+    termination_grace_seconds,
+)
 from onair.operator.config import ENCODER_ENV_SET_BY_OPERATOR, OperatorConfig
+from onair.operator.pods import pod_state
 from onair.operator.reconcile import (
     FINISH_SLACK_SECONDS,
     STUCK_TERMINATING_SECONDS,
@@ -487,21 +494,51 @@ def scheduled(status: dict[str, Any]) -> tuple[str, str]:
     return condition["status"], condition["message"]
 
 
-@pytest.mark.parametrize("how", ["switched off", "schedule over"])
-def test_a_job_ended_during_a_restarts_back_off_goes_straight_to_its_end_and_says_no_encoder_runs(how: str) -> None:
+def ended_spec(how: str) -> dict[str, Any]:
+    """The spec change that ends a running job: switched off, or its schedule over half a second ago."""
+    return {"online": False} if how == "switched off" else {
+        "schedule": {"finishDateTime": (NOW + dt.timedelta(seconds=0.5)).isoformat()}}
+
+
+def closer_pod(attempt: int, phase: str = "Running", ready: bool = False, exit_code: int | None = None,
+               created: dt.datetime = NOW) -> dict[str, Any]:
+    """The Pod made only to close the playlists a dead encoder left open, as its builder labels it."""
+    body = pod(current_pod_name(attempt), phase, ready=ready, exit_code=exit_code)
+    body["metadata"]["labels"] = {LABEL_FINISH_ONLY: "true"}
+    body["metadata"]["creationTimestamp"] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return body
+
+
+def crashed_in_back_off() -> dict[str, Any]:
+    """The status of a live job whose encoder crashed: waiting out the back-off before attempt 2."""
     status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
     status = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], {"state": "live"}, CONFIG,
                              NOW).status
     crashed = [pod(current_pod_name(), "Failed", ready=False, exit_code=1, finished_at=NOW)]
     died = decide_live_job(live_job(status), TEMPLATE, crashed, None, CONFIG, NOW)
-    assert died.status["phase"] == "Provisioning"
-    spec: dict[str, Any] = {"online": False} if how == "switched off" else {
-        "schedule": {"finishDateTime": (NOW + dt.timedelta(seconds=0.5)).isoformat()}}
-    ended = decide_live_job(live_job(died.status, generation=2, **spec), TEMPLATE, [], None, CONFIG,
-                            NOW + dt.timedelta(seconds=1))
+    assert died.status["phase"] == "Provisioning" and died.status["playlistsLeftOpen"] is True
+    return died.status
+
+
+@pytest.mark.parametrize("how", ["switched off", "schedule over"])
+def test_a_job_ended_during_a_restarts_back_off_has_a_pod_close_the_playlists_then_ends(how: str) -> None:
+    spec, later = ended_spec(how), NOW + dt.timedelta(seconds=1)
+    ended = decide_live_job(live_job(crashed_in_back_off(), generation=2, **spec), TEMPLATE, [], None, CONFIG, later)
+    assert ended.phase_changes == ["Stopping"]  # not through a Pending it never was in
+    assert (ended.create_pod_attempt, ended.finish_only) == (2, True)
+    assert "playlistsLeftOpen" not in ended.status  # made once
+    assert f"Pod {current_pod_name(2)} is made to close the playlists" in ended.status["message"]
+    closing = decide_live_job(live_job(ended.status, generation=2, **spec), TEMPLATE, [closer_pod(2)], None, CONFIG,
+                              later)
+    assert not closing.phase_changes and closing.status["phase"] == "Stopping"
+    assert closing.delete_pods == [] and closing.create_pod_attempt is None  # it exits by itself
+    assert closing.encoder_command == "finish" and closing.status["resourceName"] == current_pod_name(2)
+    done = decide_live_job(live_job(closing.status, generation=2, **spec), TEMPLATE,
+                           [closer_pod(2, "Succeeded", exit_code=0)], None, CONFIG, later)
     end = "Offline" if how == "switched off" else "Completed"
-    assert ended.phase_changes == [end]  # not through a Pending it never was in
-    conditions = {c["type"]: c for c in ended.status["conditions"]}
+    assert done.phase_changes == [end] and done.status.get("restarts") == 1  # the closer is no restart
+    assert done.create_pod_attempt is None
+    conditions = {c["type"]: c for c in done.status["conditions"]}
     for type_ in ("EncoderRunning", "InputConnected"):  # not the restart it no longer plans
         assert (conditions[type_]["reason"], conditions[type_]["message"]) == (
             "EncoderStopped", f"no encoder takes input ({end})"), type_
@@ -509,24 +546,104 @@ def test_a_job_ended_during_a_restarts_back_off_goes_straight_to_its_end_and_say
 
 
 @pytest.mark.parametrize("how", ["switched off", "schedule over"])
-def test_a_job_ended_while_an_evicted_encoder_still_flushes_stops_once_it_has(how: str) -> None:
+def test_a_job_ended_while_an_evicted_encoder_still_flushes_has_its_playlists_closed_once_it_has_gone(
+        how: str) -> None:
     status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
     status = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], {"state": "live"}, CONFIG,
                              NOW).status
     evicted = [pod(current_pod_name(), deleting=True)]  # in its grace period: it still writes
     died = decide_live_job(live_job(status), TEMPLATE, evicted, {"state": "live"}, CONFIG, NOW)
     assert died.status["phase"] == "Provisioning"
-    spec: dict[str, Any] = {"online": False} if how == "switched off" else {
-        "schedule": {"finishDateTime": (NOW + dt.timedelta(seconds=0.5)).isoformat()}}
+    spec = ended_spec(how)
     later = NOW + dt.timedelta(seconds=1)
     ending = decide_live_job(live_job(died.status, generation=2, **spec), TEMPLATE, evicted, None, CONFIG, later)
     assert ending.phase_changes == ["Stopping"] and ending.requeue_after
     assert f"waiting for Pod {current_pod_name()} to end" in ending.status["message"]
+    assert ending.create_pod_attempt is None  # not two encoders on the same playlists
     gone = decide_live_job(live_job(ending.status, generation=2, **spec), TEMPLATE, [], None, CONFIG,
                            later + dt.timedelta(seconds=5))
+    assert not gone.phase_changes and (gone.create_pod_attempt, gone.finish_only) == (2, True)
+    done = decide_live_job(live_job(gone.status, generation=2, **spec), TEMPLATE,
+                           [closer_pod(2, "Succeeded", exit_code=0)], None, CONFIG, later + dt.timedelta(seconds=9))
     end = "Offline" if how == "switched off" else "Completed"
-    assert gone.phase_changes == [end]
-    assert events_announced(LiveJobPhase.STOPPING, gone.phase_changes, True) == [("stopped", LiveJobPhase(end))]
+    assert done.phase_changes == [end]
+    assert events_announced(LiveJobPhase.STOPPING, done.phase_changes, True) == [("stopped", LiveJobPhase(end))]
+
+
+@pytest.mark.parametrize("how", ["switched off", "schedule over"])
+def test_a_replacement_not_up_yet_when_the_job_ends_is_told_to_finish_not_deleted_before_it_read_the_playlists(
+        how: str) -> None:
+    spec, later = ended_spec(how), NOW + dt.timedelta(seconds=3)
+    restarting = decide_live_job(live_job(crashed_in_back_off()), TEMPLATE, [], None, CONFIG, later)
+    assert restarting.create_pod_attempt == 2 and restarting.status["playlistsLeftOpen"] is True
+    starting = [stuck_pod(current_pod_name(2), "ContainerCreating", "")]
+    ended = decide_live_job(live_job(restarting.status, generation=2, **spec), TEMPLATE, starting, None, CONFIG, later)
+    assert ended.phase_changes == ["Stopping"] and ended.delete_pods == []
+    assert ended.encoder_command == "finish" and ended.create_pod_attempt is None
+    assert f"Pod {current_pod_name(2)} closes the playlists" in ended.status["message"]
+    # Not for ever: past the provisioning timeout and a grace period it is stopped as any encoder is.
+    wait = CONFIG.provisioning_timeout_seconds + FINISH_SLACK_SECONDS + CONFIG.encoder_termination_grace_seconds
+    assert ended.requeue_after == pytest.approx(wait - 3)  # from the Pod's creation
+    given_up = decide_live_job(live_job(ended.status, generation=2, **spec), TEMPLATE, starting, None, CONFIG,
+                               NOW + dt.timedelta(seconds=wait))
+    assert given_up.delete_pods == [current_pod_name(2)] and given_up.finish_before_delete
+    # One that cannot start (no image, no node) is not waited for.
+    no_image = [stuck_pod(current_pod_name(2), "ImagePullBackOff", "Back-off pulling image")]
+    stopped = decide_live_job(live_job(restarting.status, generation=2, **spec), TEMPLATE, no_image, None, CONFIG,
+                              later)
+    assert stopped.delete_pods == [current_pod_name(2)] and stopped.encoder_command is None
+
+
+@pytest.mark.parametrize("went", ["crashed", "evicted"])
+def test_a_job_switched_off_as_its_encoder_went_unbidden_has_the_playlists_closed(went: str) -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    status = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], {"state": "live"}, CONFIG,
+                             NOW).status
+    ended = pod(current_pod_name(), "Failed", ready=False, exit_code=1) if went == "crashed" \
+        else pod(current_pod_name(), deleting=True)  # a bare SIGTERM: it flushes, with the playlists open
+    off = decide_live_job(live_job(status, generation=2, online=False), TEMPLATE, [ended], None, CONFIG, NOW)
+    assert off.status["phase"] == "Stopping" and off.encoder_command is None
+    if went == "evicted":
+        assert off.create_pod_attempt is None and off.delete_pods == []  # not while it still writes them
+        ended = pod(current_pod_name(), "Succeeded", ready=False, exit_code=0, deleting=True)
+        off = decide_live_job(live_job(off.status, generation=2, online=False), TEMPLATE, [ended], None, CONFIG, NOW)
+    assert (off.create_pod_attempt, off.finish_only) == (2, True)
+    assert off.delete_pods == ([current_pod_name()] if went == "crashed" else [])
+    assert off.status["resourceName"] == current_pod_name(2)
+    done = decide_live_job(live_job(off.status, generation=2, online=False), TEMPLATE,
+                           [closer_pod(2, "Succeeded", exit_code=0)], None, CONFIG, NOW)
+    assert done.status["phase"] == "Offline" and done.create_pod_attempt is None
+
+
+def test_a_replacement_that_came_up_took_the_playlists_over_and_is_stopped_as_any_encoder() -> None:
+    restarting = decide_live_job(live_job(crashed_in_back_off()), TEMPLATE, [], None, CONFIG,
+                                 NOW + dt.timedelta(seconds=3))
+    up = decide_live_job(live_job(restarting.status), TEMPLATE, [pod(current_pod_name(2))], None, CONFIG,
+                         NOW + dt.timedelta(seconds=5))
+    assert up.status["phase"] == "WaitingForInput" and "playlistsLeftOpen" not in up.status
+    off = decide_live_job(live_job(up.status, generation=2, online=False), TEMPLATE, [pod(current_pod_name(2))],
+                          None, CONFIG, NOW + dt.timedelta(seconds=6))
+    assert off.delete_pods == [current_pod_name(2)] and off.finish_before_delete and off.create_pod_attempt is None
+
+
+def test_a_closer_lost_before_it_finished_is_not_made_again() -> None:
+    spec, later = ended_spec("switched off"), NOW + dt.timedelta(seconds=1)
+    ended = decide_live_job(live_job(crashed_in_back_off(), generation=2, **spec), TEMPLATE, [], None, CONFIG, later)
+    assert ended.create_pod_attempt == 2
+    lost = decide_live_job(live_job(ended.status, generation=2, **spec), TEMPLATE, [], None, CONFIG, later)
+    assert lost.phase_changes == ["Offline"] and lost.create_pod_attempt is None
+
+
+def test_a_job_switched_on_again_while_its_closer_runs_starts_anew_once_the_closer_has_gone() -> None:
+    spec, later = ended_spec("switched off"), NOW + dt.timedelta(seconds=1)
+    ended = decide_live_job(live_job(crashed_in_back_off(), generation=2, **spec), TEMPLATE, [], None, CONFIG, later)
+    on = decide_live_job(live_job(ended.status, generation=3), TEMPLATE, [closer_pod(2)], None, CONFIG, later)
+    assert on.status["phase"] == "Stopping" and on.delete_pods == [current_pod_name(2)]
+    assert on.create_pod_attempt is None and on.encoder_command is None
+    # After the back-off of the encoder that died, as any restart.
+    started = decide_live_job(live_job(on.status, generation=3), TEMPLATE, [], None, CONFIG,
+                              NOW + dt.timedelta(seconds=5))
+    assert started.status["phase"] == "Provisioning" and started.create_pod_attempt == 3 and not started.finish_only
 
 
 def test_crashed_encoder_is_counted_once_and_replaced_after_backoff() -> None:
@@ -981,6 +1098,19 @@ def test_single_input_class_passes_the_source_through() -> None:
 
     assert [r["name"] for r in job_config(standard)["template"]["renditions"]] == ["720p", "360p"]
     assert job_config(single)["template"] is None
+
+
+def test_a_pod_made_to_close_the_playlists_says_so_to_the_encoder_and_in_its_labels() -> None:
+    def told(pod_body: dict[str, Any]) -> bool:
+        env = {e["name"]: e for e in pod_body["spec"]["containers"][0]["env"]}
+        return load_job_config({"ONAIR_JOB_CONFIG": env["ONAIR_JOB_CONFIG"]["value"],
+                                "ONAIR_STREAM_KEY": "k" * 16}).finish_only
+
+    closer = build_encoder_pod(live_job(), TEMPLATE.template, CONFIG, 2, finish_only=True)
+    encoder = build_encoder_pod(live_job(), TEMPLATE.template, CONFIG, 2)
+    assert told(closer) and closer["metadata"]["labels"][LABEL_FINISH_ONLY] == "true"
+    assert not told(encoder) and LABEL_FINISH_ONLY not in encoder["metadata"]["labels"]
+    assert pod_state(closer).finish_only and not pod_state(encoder).finish_only
 
 
 def test_a_later_recorder_goes_on_with_the_progress_of_a_range_with_no_start() -> None:
