@@ -91,9 +91,10 @@ def cors_middleware(origins: tuple[str, ...]) -> Callable[..., Awaitable[web.Str
             response.headers["Access-Control-Max-Age"] = "600"
         else:
             response = await handler(request)
+        # Every answer, also one to an origin that is not allowed: a cache keeps them apart by Origin.
+        response.headers["Vary"] = "Origin"
         if allowed:
             response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Vary"] = "Origin"
             response.headers["Access-Control-Expose-Headers"] = "Location, Idempotent-Replayed"
         return response
     return middleware

@@ -15,7 +15,6 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import jwt
@@ -59,15 +58,17 @@ class ApiKey:
         digest = hashlib.sha256(presented.encode()).hexdigest()
         return hmac.compare_digest(digest, self.key_sha256)
 
-    @cached_property
-    def grant(self) -> str:
+    def grant(self, signing_key: str) -> str:
         """What the tokens of this key are worth: another key, role or set of projects gives another
-        grant, so that rotating a key (or narrowing it) revokes the tokens issued for it. Not the key's
-        digest itself: a token is readable by whoever holds it."""
+        grant, so that rotating a key (or narrowing it) revokes the tokens issued for it. A MAC under
+        the signing key, not a digest of the key: a token is readable by whoever holds it, and a
+        digest of the key in it would let its holder try guesses at the key offline."""
         text = "\n".join([self.key_sha256, self.role.value, *sorted(self.projects)])
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+        return hmac.new(signing_key.encode(), text.encode(), hashlib.sha256).hexdigest()[:32]
 
 
+# How far apart two replicas' clocks may be: a token issued by one is valid at once on the other.
+CLOCK_SKEW_SECONDS = 5
 # Login has no rate limit (behind an ingress every client comes from its address, so one guesser would
 # lock everybody out); a key's length is what makes guessing it hopeless. The chart's schema asks the same.
 MIN_API_KEY_LENGTH = 16
@@ -82,7 +83,11 @@ def load_api_keys(text: str) -> list[ApiKey]:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as error:
-            raise ValueError(f"API keys: neither JSON nor YAML ({error})") from error
+            # Where and what, never the text around it: that would put the keys into the logs.
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(error, "problem", None) or type(error).__name__
+            raise ValueError(f"API keys: neither JSON nor YAML ({problem}{where})") from None
     return parse_api_keys(data)
 
 
@@ -145,9 +150,9 @@ def find_key(keys: Iterable[ApiKey], presented: str) -> ApiKey | None:
 def issue_token(secret: str, key: ApiKey, ttl_seconds: int, now: float | None = None) -> str:
     issued = int(time.time() if now is None else now)
     claims = {
-        "iss": ISSUER, "aud": AUDIENCE, "sub": key.name, "iat": issued, "nbf": issued - 5,
+        "iss": ISSUER, "aud": AUDIENCE, "sub": key.name, "iat": issued, "nbf": issued - CLOCK_SKEW_SECONDS,
         "exp": issued + ttl_seconds, "projects": sorted(key.projects), "role": key.role.value,
-        "grant": key.grant,
+        "grant": key.grant(secret),
     }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
@@ -161,8 +166,9 @@ def _verify(secret: str, token: str) -> tuple[Principal, float]:
     if not token.isascii():  # a JWT is base64url and dots; other bytes would fail as they are encoded
         raise AuthError("invalid token: not a JWT")
     try:
+        # The leeway the token's nbf gives too: another replica's clock may be a little ahead of this one's.
         claims = jwt.decode(token, secret, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
-                            options={"require": ["exp", "iat", "sub"]})
+                            leeway=CLOCK_SKEW_SECONDS, options={"require": ["exp", "iat", "sub"]})
     except jwt.ExpiredSignatureError as error:
         raise AuthError("the token has expired; log in again") from error
     except jwt.PyJWTError as error:
@@ -194,7 +200,7 @@ class VerifiedTokens:
         """Puts these keys in force, in place of the ones before: the tokens of a key that is gone or
         changed are refused from now on."""
         self.api_keys = tuple(api_keys)
-        self._by_grant = {key.grant: key for key in self.api_keys}
+        self._by_grant = {key.grant(self.signing_key): key for key in self.api_keys}
 
     def use_signing_key(self, signing_key: str) -> bool:
         """Signs and verifies with `signing_key` from now on; False when it is the key in force. Every
@@ -204,6 +210,7 @@ class VerifiedTokens:
             return False
         self.signing_key = signing_key
         self._known.clear()
+        self.use_keys(self.api_keys)  # their grants are MACs under the signing key
         return True
 
     def issue(self, key: ApiKey, ttl_seconds: int, now: float | None = None) -> str:

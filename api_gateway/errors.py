@@ -74,9 +74,14 @@ def dumps(data: Any) -> str:
     return encode_json(data).decode()
 
 
+# Every answer is for one token, and some carry secrets (a login's token, stream keys, a signing key):
+# no cache, the browser's or a proxy's, keeps one (RFC 6749 5.1 asks it of a token's answer).
+NO_STORE = {"Cache-Control": "no-store"}
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=encode_json(data), status=status, content_type="application/json", charset="utf-8",
-                        headers=headers)
+                        headers={**NO_STORE, **headers} if headers else NO_STORE)
 
 
 class EncodedJSON(str):
@@ -98,7 +103,7 @@ def list_body(result: list[Any] | EncodedJSON, result_info: dict[str, Any]) -> b
 
 
 def list_response(body: bytes) -> web.Response:
-    return web.Response(body=body, content_type="application/json", charset="utf-8")
+    return web.Response(body=body, content_type="application/json", charset="utf-8", headers=NO_STORE)
 
 
 def problem_response(status: int, errors: list[str], messages: list[str] | None = None,

@@ -282,7 +282,7 @@ class Gateway:
 
         # A read-only token's rows, without the key, are made for its request: the kept rows and pages
         # carry the key.
-        keyed = shows_stream_keys(ctx)
+        keyed = shows_secrets(ctx)
         return list_response(run_list(request, self.route_of(request), self.store.live_index(namespace), [],
                                       newest_settled_ms=self.newest_settled_ms(),
                                       search=mapping.search_needle(search) if search else None, default_desc=False,
@@ -590,8 +590,9 @@ class Gateway:
     async def get_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace and ctx.project_id
         entry = await self.live_entry(ctx, request.match_info["id"])
-        key = self.stream_key(ctx.namespace, entry.name) if shows_stream_keys(ctx) else None
-        detail = mapping.live_job_detail(entry.obj, entry.facts, key, ctx.project_id)
+        secrets_shown = shows_secrets(ctx)
+        key = self.stream_key(ctx.namespace, entry.name) if secrets_shown else None
+        detail = mapping.live_job_detail(entry.obj, entry.facts, key, ctx.project_id, secrets_shown)
         return json_response(envelope(select(request, detail, self.route_of(request).select_fields)))
 
     async def delete_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
@@ -676,10 +677,11 @@ class Gateway:
             raise ApiProblem(400, "SortBy: asks the other order than sort_dir; give one of the two")
         namespace = ctx.namespace
         names = self.template_name(namespace)
+        secrets_shown = shows_secrets(ctx)
         return list_response(run_list(
             request, self.route_of(request), self.store.record_index(namespace), extra,
             search=needles[0] if needles else None, default_desc=(sort_by or "desc") == "desc",
-            render=lambda e: mapping.record_job_out(e.obj, e.facts, names),
+            render=lambda e: mapping.record_job_out(e.obj, e.facts, names, secrets_shown),
             page_index_name="PageNo" if "PageNo" in q else "pageIndex",
             page_size_name="PageSize" if "PageSize" in q else "pageSize", newest_settled_ms=self.newest_settled_ms()))
 
@@ -757,7 +759,7 @@ class Gateway:
     async def get_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace
         entry = await self.record_entry(ctx, request.match_info["id"])
-        result = mapping.record_job_out(entry.obj, entry.facts, self.template_name(ctx.namespace))
+        result = mapping.record_job_out(entry.obj, entry.facts, self.template_name(ctx.namespace), shows_secrets(ctx))
         return json_response(envelope(select(request, result, self.route_of(request).select_fields)))
 
     async def delete_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
@@ -981,9 +983,11 @@ class Gateway:
 
 # --- list helpers --------------------------------------------------------------------------------
 
-def shows_stream_keys(ctx: Ctx) -> bool:
-    """A stream key lets its holder publish into the channel: only a token that may write the
-    project's jobs (write, admin) is given it. A read-only token (a dashboard) gets null."""
+def shows_secrets(ctx: Ctx) -> bool:
+    """A stream key lets its holder publish into the channel, and a job's URLs may carry credentials
+    (an origin's user:password, a webhook receiver's token): only a token that may write the project's
+    jobs (write, admin) is given them. A read-only token (a dashboard) gets a null key and the URLs
+    without user:password and query (mapping.url_for)."""
     return ctx.principal is None or ctx.principal.role.allows(Role.WRITE)
 
 

@@ -26,6 +26,7 @@ from onair.api_gateway.query import FieldSpec
 from onair.api_gateway.schemas import INPUT_CLASSES, SERVER_TYPES, LiveJobCreate, StateTotals
 from onair.models import API_VERSION, InputStatistics, LiveJobSpec, RecordJobSpec
 from onair.phases import LIVE_JOB_TERMINAL_PHASES, LiveJobPhase, OutputStatus, RecordJobPhase
+from onair.urls import shown_url
 
 LABEL_PROJECT = "onair.dev/project-id"
 LABEL_ID = "onair.dev/id"
@@ -243,7 +244,15 @@ def _options(values: tuple[str, ...], chosen: str) -> list[dict[str, Any]]:
     return [{"id": index, "value": value, "enabled": value == chosen} for index, value in enumerate(values)]
 
 
-def live_job_detail(obj: Obj, facts: Mapping[str, Any], key: str | None, project_id: str) -> dict[str, Any]:
+def url_for(url: str | None, secrets_shown: bool) -> str | None:
+    """A job's URL (a pulled source, a webhook receiver) as a token reads it: whole for one that may
+    write the job; without user:password and query, either of which may hold credentials, for a
+    read-only one (a dashboard), as Events and logs show it."""
+    return url if url is None or secrets_shown else shown_url(url)
+
+
+def live_job_detail(obj: Obj, facts: Mapping[str, Any], key: str | None, project_id: str,
+                    secrets_shown: bool = True) -> dict[str, Any]:
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
@@ -280,8 +289,8 @@ def live_job_detail(obj: Obj, facts: Mapping[str, Any], key: str | None, project
             "serverTypeOptions": _options(SERVER_TYPES, server_type),
             "inputClass": INPUT_CLASSES.index(input_class) if input_class in INPUT_CLASSES else 1,
             "inputClassOptions": _options(INPUT_CLASSES, input_class),
-            "callbackUrl": spec.get("callbackUrl"),
-            "url": inp.get("url"),
+            "callbackUrl": url_for(spec.get("callbackUrl"), secrets_shown),
+            "url": url_for(inp.get("url"), secrets_shown),
         },
         "statistics": statistics(obj),
         "tags": pricing_tags(spec),
@@ -668,7 +677,8 @@ def record_job_facts(obj: Obj) -> dict[str, Any]:
     return facts
 
 
-def record_job_out(obj: Obj, facts: Mapping[str, Any], template_name: Callable[[int], str | None]) -> dict[str, Any]:
+def record_job_out(obj: Obj, facts: Mapping[str, Any], template_name: Callable[[int], str | None],
+                   secrets_shown: bool = True) -> dict[str, Any]:
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
@@ -687,13 +697,14 @@ def record_job_out(obj: Obj, facts: Mapping[str, Any], template_name: Callable[[
         "status": facts["status"],
         "createTime": iso(meta.get("creationTimestamp")),
         "modifiedTime": _ms_to_iso(facts["modified_at"]),
-        "streamInput": {"type": stream_url.split(":", 1)[0] if stream_url else "livejob", "url": stream_url,
+        "streamInput": {"type": stream_url.split(":", 1)[0] if stream_url else "livejob",
+                        "url": url_for(stream_url, secrets_shown),
                         "liveJobName": source.get("liveJobRef")},
         "recordOutput": output,
         "timeRange": {end: iso(moment) for end, moment in time_range.items()} if time_range else time_range,
         "templateId": template_id,
         "templateName": template_name(template_id) if template_id is not None else None,
-        "notifyUrl": spec.get("notifyUrl"),
+        "notifyUrl": url_for(spec.get("notifyUrl"), secrets_shown),
         "paused": facts["paused"],
         "progress": status.get("progress"),
         "retries": int(status.get("retries") or 0),

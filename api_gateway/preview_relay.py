@@ -32,6 +32,7 @@ log = logging.getLogger("onair.gateway.preview")
 MAX_MESSAGE_BYTES = 1024 * 1024
 CONNECT_TIMEOUT_SECONDS = 5.0
 HEARTBEAT_SECONDS = 30.0
+VIEWER_MESSAGE_BYTES = 4096  # a viewer's own messages (it has nothing to say but a close)
 
 
 class PreviewRelay:
@@ -59,7 +60,10 @@ class PreviewRelay:
         target = self.encoder_url(request.match_info["key"])
         if isinstance(target, web.Response):
             return target
-        viewer = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS)
+        # Not compressed (MPEG-TS hardly compresses, and each viewer's copy would cost its own deflate);
+        # a viewer sends nothing the relay reads, so a large message from one is refused.
+        viewer = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, compress=False,
+                                       max_msg_size=VIEWER_MESSAGE_BYTES)
         if not viewer.can_prepare(request).ok:
             return problem_response(400, ["the preview is a WebSocket: a GET with Upgrade: websocket"])
         assert self.session is not None, "the relay's client session starts with the app"

@@ -198,7 +198,8 @@ def preview_app(hub: PreviewHub, preview_key: str) -> web.Application:
             viewer = hub.join()
         except TooManyViewers as error:
             raise web.HTTPServiceUnavailable(text=f"{error}\n", headers={"Retry-After": "10"}) from None
-        socket = web.WebSocketResponse(heartbeat=30)
+        # As the gateway's relay: not compressed, and a viewer's messages (it sends none) kept small.
+        socket = web.WebSocketResponse(heartbeat=30, compress=False, max_msg_size=4096)
         try:
             await socket.prepare(request)
             receiving = asyncio.create_task(_until_closed(socket))

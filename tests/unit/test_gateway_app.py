@@ -1320,6 +1320,48 @@ async def test_a_read_only_token_is_not_given_stream_keys(client: Client) -> Non
     assert detail["result"]["key"] == FIRST_KEY
 
 
+async def test_a_read_only_token_is_not_given_the_credentials_a_jobs_urls_carry(client: Client) -> None:
+    """An origin's user:password and a webhook receiver's token are the writer's: a dashboard's
+    read-only token gets the URLs without them."""
+    writer, reader = await token(client, "write-key-0123456789"), await token(client, "read-key-0123456789")
+    hook = "https://hooks.example.com/onair?token=receiver-secret"
+    origin = "https://user:origin-pass@origin.example.com/live/x.m3u8?sig=abc"
+    made = await client.post(url(), headers=writer, json={
+        "jobTemplateId": 7, "bucket": "media", "input": {"serverType": 2, "url": origin, "callbackUrl": hook}})
+    assert made.status == 201, await made.text()
+    name = (await made.json())["result"]["name"]
+    record_path = f"/api/v1/projects/{PROJECT}/recordjobs"
+    recorded = await client.post(record_path, headers=writer, json={
+        "source": {"streamUrl": origin}, "output": {"bucket": "media"}, "notifyUrl": hook})
+    assert recorded.status == 201, await recorded.text()
+    record_id = (await recorded.json())["result"]["id"]
+
+    async def seen(headers: dict[str, str]) -> list[str | None]:
+        live = (await (await client.get(url(f"/{name}"), headers=headers)).json())["result"]["input"]
+        record = (await (await client.get(f"{record_path}/{record_id}", headers=headers)).json())["result"]
+        listed = (await (await client.get(record_path, params={"Keyword": str(record_id)}, headers=headers)
+                         ).json())["result"][0]
+        return [live["url"], live["callbackUrl"], record["streamInput"]["url"], record["notifyUrl"],
+                listed["streamInput"]["url"], listed["notifyUrl"]]
+
+    assert await seen(writer) == [origin, hook] * 3
+    assert await seen(reader) == ["https://origin.example.com/live/x.m3u8", "https://hooks.example.com/onair"] * 3
+
+
+async def test_answers_are_kept_by_no_cache_and_told_apart_by_origin(client: Client) -> None:
+    """A login's token, stream keys, a signing key: no browser or proxy cache keeps an answer, and one
+    without CORS headers (a request from another origin) is not served to the console."""
+    login = await client.post("/api/v1/login", json={"apiKey": "write-key-0123456789"})
+    headers = {"Authorization": f"Bearer {(await login.json())['result']['token']}"}
+    listed = await client.get(url(), headers=headers)
+    detail = await client.get(url(f"/{FIRST}"), headers=headers)
+    refused = await client.get(url(f"/{FIRST}"))
+    for response in (login, listed, detail, refused):
+        assert response.headers["Cache-Control"] == "no-store", response.url
+    elsewhere = await client.get(url(), headers={**headers, "Origin": "https://evil.example.com"})
+    assert "Access-Control-Allow-Origin" not in elsewhere.headers and elsewhere.headers["Vary"] == "Origin"
+
+
 async def test_lists_show_a_changed_job_at_once(client: Client) -> None:
     """List pages are remembered between requests; a changed or re-created job shows at once, a
     re-created one with a new stream key."""

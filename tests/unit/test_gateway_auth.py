@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import jwt
@@ -138,6 +139,35 @@ def test_a_new_signing_key_refuses_every_token_of_the_one_before() -> None:
 def test_api_keys_that_do_not_parse_say_why(text: str, error: str) -> None:
     with pytest.raises(ValueError, match=error):
         load_api_keys(text)
+
+
+def test_a_keys_document_that_does_not_parse_says_where_without_showing_its_keys() -> None:
+    for text in ('- {name: a, key: "SUPER-SECRET-KEY-0123456789, projects: ["*"]}',
+                 "keys:\n\t- key: SUPER-SECRET-KEY-0123456789"):
+        with pytest.raises(ValueError, match=r"neither JSON nor YAML \(.* at line \d+, column \d+\)") as raised:
+            load_api_keys(text)
+        assert "SUPER-SECRET" not in str(raised.value)
+        assert raised.value.__cause__ is None and raised.value.__context__ is not None  # not chained into a traceback
+
+
+def test_a_token_gives_its_holder_no_way_to_test_guesses_at_its_key() -> None:
+    """A token is readable by whoever holds it (a browser's storage, a proxy's log): its grant must not
+    be worked out from a guessed key and the claims it shows."""
+    token = issue_token(SECRET, KEYS[0], 60)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    for guess in ("wrong-guess-0123456", "k-write-0123456789"):  # the second is the key
+        digest = hashlib.sha256(guess.encode()).hexdigest()
+        text = "\n".join([digest, claims["role"], *sorted(claims["projects"])])
+        assert hashlib.sha256(text.encode()).hexdigest()[:32] != claims["grant"]
+    assert VerifiedTokens(SECRET, KEYS).principal(token).subject == "console"
+
+
+def test_a_token_from_a_replica_whose_clock_is_a_little_ahead_is_valid_at_once() -> None:
+    ahead = issue_token(SECRET, KEYS[0], 60, now=time.time() + 3)
+    assert VerifiedTokens(SECRET, KEYS).principal(ahead).subject == "console"
+    far_ahead = issue_token(SECRET, KEYS[0], 60, now=time.time() + 60)
+    with pytest.raises(AuthError, match="not yet valid"):
+        VerifiedTokens(SECRET, KEYS).principal(far_ahead)
 
 
 @pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer", "Bearer  "])
