@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_INTERRUPTED, EXIT_OK
+from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_INTERRUPTED, EXIT_OK, FINISHED_MESSAGE
 from onair.models import HardwareAcceleration, RecordingFormat
 from onair.phases import ConditionReason
 from onair.urls import shown_url
@@ -261,6 +261,7 @@ class Encoder:
         self.status.uploader = self.uploader
         self.stop_requested = asyncio.Event()
         self.signalled_at: float | None = None  # time.monotonic() of the first SIGTERM: the grace period runs from it
+        self.signalled = asyncio.Event()
         self.finishing = False
         self.session_number = 0
         self.nvenc = False  # the template asks for NVENC and the Pod has a GPU (see run)
@@ -306,6 +307,7 @@ class Encoder:
         if finishing is None:  # a signal: finishing only once the job's time is up
             if self.signalled_at is None:
                 self.signalled_at = time.monotonic()
+            self.signalled.set()
             finish_at = self.status.finish_at
             finishing = finish_at is not None and finish_at <= datetime.now(UTC)
         self.finishing = self.finishing or finishing
@@ -1085,6 +1087,12 @@ class Encoder:
 
     # --- resume and finish ------------------------------------------------------------------------
 
+    def _store_wait_ends(self) -> asyncio.Event:
+        """What ends the wait for the store: any stop, but for a LiveJob told to finish (POST /finish:
+        switched off, its schedule over) only a signal. It has to close what earlier Pods stored, and
+        reads it first, however long the store takes, until its time is up."""
+        return self.signalled if self.config.kind == "LiveJob" and self.finishing else self.stop_requested
+
     async def _resume_from_store(self) -> None:
         """A previous Pod of this job may have published segments: continue its numbering. Only a
         missing playlist means a fresh start; while the store cannot answer, the encoder does not
@@ -1093,7 +1101,7 @@ class Encoder:
         delay = STORE_RETRY_FIRST_SECONDS
         waiting_message = self.status.message
         problem = (ConditionReason.BUCKET_UNREACHABLE, "the store did not answer")
-        while unread and not self.stop_requested.is_set():
+        while unread and not self._store_wait_ends().is_set():
             for name, track in list(unread.items()):
                 try:
                     event, live = [await asyncio.to_thread(self._stored_playlist, name, stored_name)
@@ -1128,7 +1136,7 @@ class Encoder:
                 self.status.set_state(EncoderState.WAITING, f"{problem[1]}: the encoder reads the stored playlists "
                                       "before it takes input, so that numbering continues")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop_requested.wait(), delay)
+                    await asyncio.wait_for(self._store_wait_ends().wait(), delay)
                 delay = min(delay * 2, STORE_RETRY_MAX_SECONDS)
         if unread:  # stopped before the store answered: nothing is known of what earlier Pods stored
             return
@@ -1253,7 +1261,12 @@ class Encoder:
             return EXIT_BAD_CONFIG
         for rendition in self.status.renditions.values():
             rendition.status = "Completed"
-        self.status.set_state(EncoderState.COMPLETED, "finished" if self.finishing else "stopped")
+        if self.config.kind == "LiveJob" and self.finishing and not self.status.store_read:
+            # Nothing was closed: the operator does not take the playlists for closed.
+            self.status.set_state(EncoderState.COMPLETED, "stopped before the stored playlists could be read (store "
+                                  "down): they stay open")
+            return self.exit_code()
+        self.status.set_state(EncoderState.COMPLETED, FINISHED_MESSAGE if self.finishing else "stopped")
         return self.exit_code()
 
     async def _probe_stored_variants(self) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
 
-from onair.exitcodes import EXIT_BAD_CONFIG
+from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_OK, FINISHED_MESSAGE
 from onair.models import (
     MAX_MESSAGE_LENGTH,
     MAX_PAUSED_RANGES,
@@ -413,12 +413,20 @@ def decide_live_job(
     # A job that ends (switched off, its schedule over) while the playlists a dead encoder left open
     # have no encoder yet: one closes them before the job reads Offline or Completed.
     finish_passed = finish is not None and now >= finish
-    if (not job.spec.online and not finish_passed and pod is not None and (pod.terminating or pod.finished)
-            and not pod.finish_only and status.phase in RUNNING_PHASES):
-        # Switched off as its encoder went without being told to finish (evicted, crashed): a bare
-        # SIGTERM before the job's end, or none, leaves the playlists open.
-        status.playlists_left_open = True
+    ending = finish_passed or not job.spec.online
     closer_until = _closing_deadline(pod, status, job, config, now)
+    if ending and pod is None:
+        if status.resource_name == current_name and status.phase in RUNNING_PHASES and not finish_passed:
+            status.playlists_left_open = True  # its Pod vanished before it was seen going: a bare SIGTERM
+    elif ending and pod is not None and not pod.finish_only:
+        if pod.finished and pod.exit_code not in (EXIT_OK, None):  # None: lost with its node, told to finish
+            status.playlists_left_open = True  # it crashed, also while it flushed after POST /finish
+        elif status.phase in RUNNING_PHASES and not finish_passed and (pod.terminating or pod.finished):
+            status.playlists_left_open = True  # it went unbidden (an eviction): a bare SIGTERM
+        elif pod.ready or (pod.finished and pod.termination_message == FINISHED_MESSAGE):
+            status.playlists_left_open = None  # it has read them (it is stopped as any is), or closed them
+        elif status.playlists_left_open and closer_until is None and not (pod.terminating or pod.finished):
+            status.playlists_left_open = None  # a replacement that cannot come up: stopped, and not made again
     closes = closer_until is not None or (
         (pod is None or pod.finished) and bool(status.playlists_left_open) and not earlier_going
         and (template.template is not None or passthrough))
@@ -470,10 +478,12 @@ def decide_live_job(
             # Switching on again starts a new attempt, with a fresh Pod name.
             if status.resource_name == current_name:
                 status.attempt = attempt + 1
-    elif pod is not None and status.phase == LiveJobPhase.STOPPING and not made_ahead:
+    elif pod is not None and ((status.phase == LiveJobPhase.STOPPING and not made_ahead) or pod.finish_only):
         # Switched on again while the encoder it stopped still flushes (its deletion may not have
-        # reached the cache yet): a stop is not a death. The next encoder starts once this one is
-        # gone (two would race on the same playlists).
+        # reached the cache yet), or one closes the playlists (the status write that said so may have
+        # been lost): a stop is not a death. The next encoder starts once this one is gone (two would
+        # race on the same playlists).
+        status.attempt = attempt
         target, reason = LiveJobPhase.STOPPING, "SwitchedOn"
         comment = f"spec.online is true again: waiting for Pod {pod.name} to finish before starting anew"
         if lost:
@@ -631,19 +641,20 @@ def decide_live_job(
             decision.encoder_command = _finish_time_command(report, finish)
         decision.requeue_after = _earliest(_seconds_until(finish, now), _seconds_until(start_deadline, now))
 
-    if (finish_passed or not job.spec.online) and closes and target == LiveJobPhase.STOPPING:
+    if ending and closes and target == LiveJobPhase.STOPPING:
         if closer_until is not None and pod is not None:
             # Told to finish (one made for that finishes by itself): the encoder ends once it has read and
             # closed them, however long that takes it, until closer_until.
             status.attempt = attempt  # also when the status write that named it was lost
-            decision.encoder_command = "finish"
+            if not pod.finish_only:
+                decision.encoder_command = "finish"
             comment += f"; Pod {pod.name} closes the playlists an encoder that died left open"
             decision.requeue_after = _earliest(decision.requeue_after, _seconds_until(closer_until, now))
         else:
-            if pod is not None:  # the encoder that died holds this attempt's name
+            if pod is not None or status.phase in RUNNING_PHASES:  # this attempt's name is the dead encoder's
                 attempt += 1
                 current_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid), attempt)
-                if not pod.terminating:
+                if pod is not None and not pod.terminating:
                     decision.delete_pods.append(pod.name)
             status.attempt = attempt
             decision.create_pod_attempt, decision.finish_only = attempt, True

@@ -9,6 +9,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from waiting import eventually
@@ -18,7 +19,7 @@ from onair.encoder.config import load_job_config
 from onair.encoder.pipeline import STOP_SPARE_SECONDS, Encoder, Ports
 from onair.encoder.playlist import Segment, parse_media_playlist, render_media_playlist
 from onair.encoder.status import EncoderState
-from onair.exitcodes import EXIT_INTERRUPTED, EXIT_OK
+from onair.exitcodes import EXIT_INTERRUPTED, EXIT_OK, FINISHED_MESSAGE
 
 pytestmark = pytest.mark.unit
 
@@ -201,6 +202,85 @@ async def test_a_recording_that_ends_while_the_store_is_down_is_not_done(tmp_pat
     code = await encoder._finish()
     assert code == EXIT_INTERRUPTED and encoder.status.state == EncoderState.FAILED
     assert encoder.exit_code(uploaded=False) == EXIT_INTERRUPTED  # main's safety exit says the same
+
+
+class StoreBackLater:
+    """A LiveJob's bucket with one open playlist an earlier Pod left, that answers no read until `up`."""
+
+    def __init__(self, now: datetime) -> None:
+        self.up = threading.Event()
+        segments = [Segment(i, 4.0, f"seg_{i:06d}.ts", now - timedelta(seconds=40 - 4 * i)) for i in range(3)]
+        self.objects = {"live/j/a/index.m3u8": render_media_playlist(segments, nominal_duration=4).encode()}
+
+    def get(self, key: str) -> bytes | None:
+        if not self.up.is_set():
+            raise ConnectionError("store down")
+        return self.objects.get(key)
+
+    def put(self, key: str, body: bytes, content_type: str, cache_control: str) -> None:
+        self.objects[key] = body
+
+    def put_file(self, key: str, path: Path, content_type: str, cache_control: str) -> None:
+        self.objects[key] = path.read_bytes()
+
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
+    def delete_many(self, keys: list[str]) -> None:
+        for key in keys:
+            self.objects.pop(key, None)
+
+    def list_names(self, folder: str) -> list[str]:
+        return []
+
+    def sizes(self, folder: str) -> dict[str, int]:
+        return {}
+
+
+def live_job_config(finish_only: bool = False) -> Any:
+    envelope = {"kind": "LiveJob", "namespace": "ns", "name": "j", "finishOnly": finish_only,
+                "spec": {"jobTemplateId": 1, "input": {"serverType": "RTMP"}, "destination": {"bucket": "media"}},
+                "template": {"id": 1, "name": "l", "segmentDurationSeconds": 4, "playlistWindow": 3, "renditions": [
+                    {"name": "a", "width": 320, "height": 240, "fps": 30, "videoBitrate": 400000}]},
+                "storage": {"endpoint": "http://s3", "bucket": "media", "prefix": "live/j"}}
+    return load_job_config({"ONAIR_JOB_CONFIG": json.dumps(envelope), "ONAIR_STREAM_KEY": "key"})
+
+
+async def test_a_live_job_told_to_finish_while_its_store_is_down_reads_and_closes_the_playlists_once_it_is_up(
+    tmp_path: Path,
+) -> None:
+    """Switched off while the encoder that replaces a dead one waits for the bucket: POST /finish does not
+    end that wait (it would exit having closed nothing); it closes them once the bucket answers."""
+    store = StoreBackLater(datetime.now(UTC))
+    encoder = Encoder(live_job_config(), Ports(), tmp_path, store, 10**9, stop_grace_seconds=STOP_SPARE_SECONDS + 5)
+    resuming = asyncio.create_task(encoder._resume_from_store())
+    await eventually(lambda: encoder.status.state == EncoderState.WAITING, "the wait for the store")
+    encoder.request_stop(finishing=True)  # POST /finish
+    await asyncio.sleep(0.1)
+    assert not resuming.done()
+    store.up.set()
+    await asyncio.wait_for(resuming, 10)
+    encoder.uploader.start()
+    assert await encoder._finish() == EXIT_OK and encoder.status.message == FINISHED_MESSAGE
+    closed = parse_media_playlist(store.objects["live/j/a/index.m3u8"].decode())
+    assert closed.ended and [segment.sequence for segment in closed.segments] == [0, 1, 2]
+
+
+async def test_a_live_job_stopped_before_its_store_answered_does_not_say_it_finished(tmp_path: Path) -> None:
+    """A closer (or a replacement told to finish) whose time is up before the bucket answered closed
+    nothing: its last words do not let the operator take the playlists for closed."""
+    store = StoreBackLater(datetime.now(UTC))
+    encoder = Encoder(live_job_config(finish_only=True), Ports(), tmp_path, store, 10**9,
+                      stop_grace_seconds=STOP_SPARE_SECONDS + 0.5)
+    resuming = asyncio.create_task(encoder._resume_from_store())
+    await eventually(lambda: encoder.status.state == EncoderState.WAITING, "the wait for the store")
+    encoder.request_stop(finishing=True)
+    encoder.request_stop()  # the SIGTERM at the end of the operator's wait
+    await asyncio.wait_for(resuming, 10)
+    encoder.uploader.start()
+    assert await encoder._finish() == EXIT_OK
+    assert encoder.status.message != FINISHED_MESSAGE and "stay open" in encoder.status.message
+    assert not parse_media_playlist(store.objects["live/j/a/index.m3u8"].decode()).ended
 
 
 # --- an end moved while the encoder runs -------------------------------------------------------------

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from onair.encoder.config import load_job_config
 from onair.encoder.pipeline import Encoder, Ports
 from onair.encoder.upload import S3Store
-from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_INTERRUPTED
+from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_INTERRUPTED, FINISHED_MESSAGE
 from onair.models import (
     MAX_PAUSED_RANGES,
     HardwareAcceleration,
@@ -445,7 +445,8 @@ def test_the_encoders_health_is_in_the_status_while_it_runs() -> None:
     live = decide_live_job(live_job(status), TEMPLATE, pods, report, CONFIG, NOW).status
     assert live["encoder"] == {"droppedFrames": 12, "lastUploadLatencyMs": 84.5, "uploadLatencyP99Ms": 231.0,
                                "uploadFailures": 2, "spoolBytes": 1024}
-    off = decide_live_job(live_job(live, online=False), TEMPLATE, [], None, CONFIG, NOW).status
+    stopping = decide_live_job(live_job(live, online=False), TEMPLATE, pods, report, CONFIG, NOW).status
+    off = decide_live_job(live_job(stopping, online=False), TEMPLATE, [], None, CONFIG, NOW).status
     assert off["phase"] == "Offline" and "encoder" not in off
 
 
@@ -531,8 +532,10 @@ def test_a_job_ended_during_a_restarts_back_off_has_a_pod_close_the_playlists_th
     closing = decide_live_job(live_job(ended.status, generation=2, **spec), TEMPLATE, [closer_pod(2)], None, CONFIG,
                               later)
     assert not closing.phase_changes and closing.status["phase"] == "Stopping"
-    assert closing.delete_pods == [] and closing.create_pod_attempt is None  # it exits by itself
-    assert closing.encoder_command == "finish" and closing.status["resourceName"] == current_pod_name(2)
+    # It exits by itself, once it has read and closed them: not deleted, nor told to finish (which
+    # would not end its wait for the store either).
+    assert closing.delete_pods == [] and closing.create_pod_attempt is None and closing.encoder_command is None
+    assert closing.status["resourceName"] == current_pod_name(2)
     done = decide_live_job(live_job(closing.status, generation=2, **spec), TEMPLATE,
                            [closer_pod(2, "Succeeded", exit_code=0)], None, CONFIG, later)
     end = "Offline" if how == "switched off" else "Completed"
@@ -613,6 +616,74 @@ def test_a_job_switched_off_as_its_encoder_went_unbidden_has_the_playlists_close
     done = decide_live_job(live_job(off.status, generation=2, online=False), TEMPLATE,
                            [closer_pod(2, "Succeeded", exit_code=0)], None, CONFIG, NOW)
     assert done.status["phase"] == "Offline" and done.create_pod_attempt is None
+
+
+@pytest.mark.parametrize(("last_words", "closer"), [(FINISHED_MESSAGE, False),
+                                                   ("stopped before the stored playlists could be read", True)])
+def test_a_replacement_told_to_finish_that_closed_the_playlists_needs_no_closer(last_words: str,
+                                                                               closer: bool) -> None:
+    spec, later = ended_spec("switched off"), NOW + dt.timedelta(seconds=3)
+    restarting = decide_live_job(live_job(crashed_in_back_off()), TEMPLATE, [], None, CONFIG, later)
+    starting = [stuck_pod(current_pod_name(2), "ContainerCreating", "")]
+    told = decide_live_job(live_job(restarting.status, generation=2, **spec), TEMPLATE, starting, None, CONFIG, later)
+    assert told.encoder_command == "finish"
+    exited = [pod(current_pod_name(2), "Succeeded", ready=False, exit_code=0, message=last_words)]
+    after = decide_live_job(live_job(told.status, generation=2, **spec), TEMPLATE, exited, None, CONFIG, later)
+    if closer:  # it closed nothing (the store did not answer in its time): one made for that tries once
+        assert (after.create_pod_attempt, after.finish_only) == (3, True) and after.status["phase"] == "Stopping"
+    else:
+        assert after.phase_changes == ["Offline"] and after.create_pod_attempt is None
+
+
+def test_a_replacement_that_cannot_start_is_stopped_and_no_closer_follows() -> None:
+    spec, later = ended_spec("switched off"), NOW + dt.timedelta(seconds=3)
+    restarting = decide_live_job(live_job(crashed_in_back_off()), TEMPLATE, [], None, CONFIG, later)
+    no_image = [stuck_pod(current_pod_name(2), "ImagePullBackOff", "Back-off pulling image")]
+    stopping = decide_live_job(live_job(restarting.status, generation=2, **spec), TEMPLATE, no_image, None, CONFIG,
+                               later)
+    assert stopping.delete_pods == [current_pod_name(2)] and "playlistsLeftOpen" not in stopping.status
+    gone = decide_live_job(live_job(stopping.status, generation=2, **spec), TEMPLATE, [], None, CONFIG, later)
+    assert gone.phase_changes == ["Offline"] and gone.create_pod_attempt is None
+
+
+@pytest.mark.parametrize("how", ["vanished as it is switched off", "crashed as the schedule ends",
+                                 "crashed while it flushed"])
+def test_an_encoder_that_ends_unbidden_as_its_job_ends_has_its_playlists_closed(how: str) -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    status = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], {"state": "live"}, CONFIG,
+                             NOW).status
+    crashed = pod(current_pod_name(), "Failed", ready=False, exit_code=1)
+    spec = ended_spec("schedule over" if how == "crashed as the schedule ends" else "switched off")
+    later = NOW + dt.timedelta(seconds=1)
+    if how == "vanished as it is switched off":
+        ended = decide_live_job(live_job(status, generation=2, **spec), TEMPLATE, [], None, CONFIG, later)
+    elif how == "crashed as the schedule ends":
+        ended = decide_live_job(live_job(status, generation=2, **spec), TEMPLATE, [crashed], None, CONFIG, later)
+    else:
+        stopping = decide_live_job(live_job(status, generation=2, **spec), TEMPLATE, [pod(current_pod_name())], None,
+                                   CONFIG, later)
+        assert stopping.finish_before_delete and stopping.create_pod_attempt is None
+        ended = decide_live_job(live_job(stopping.status, generation=2, **spec), TEMPLATE, [crashed], None, CONFIG,
+                                later)
+    assert ended.status["phase"] == "Stopping" and (ended.create_pod_attempt, ended.finish_only) == (2, True)
+
+
+def test_a_closer_whose_status_write_was_lost_is_not_taken_for_the_jobs_encoder_when_switched_on_again() -> None:
+    status = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW).status
+    live = decide_live_job(live_job(status), TEMPLATE, [pod(current_pod_name())], {"state": "live"}, CONFIG,
+                           NOW).status
+    crashed = pod(current_pod_name(), "Failed", ready=False, exit_code=1)
+    off = decide_live_job(live_job(live, generation=2, online=False), TEMPLATE, [crashed], None, CONFIG, NOW)
+    assert (off.create_pod_attempt, off.finish_only) == (2, True)
+    # Its Stopping was never written; the job is switched on again. The closer is not its encoder.
+    on = decide_live_job(live_job(live, generation=3), TEMPLATE, [closer_pod(2, ready=True)], {"state": "live"},
+                         CONFIG, NOW)
+    assert on.status["phase"] == "Stopping" and on.delete_pods == [current_pod_name(2)]
+    done = decide_live_job(live_job(on.status, generation=3), TEMPLATE, [closer_pod(2, "Succeeded", exit_code=0)],
+                           None, CONFIG, NOW)
+    assert done.status.get("restarts", 0) == 0 and not any(e[1] == "EncoderRestarted" for e in done.events)
+    started = decide_live_job(live_job(done.status, generation=3), TEMPLATE, [], None, CONFIG, NOW)
+    assert started.create_pod_attempt == 3 and not started.finish_only
 
 
 def test_a_replacement_that_came_up_took_the_playlists_over_and_is_stopped_as_any_encoder() -> None:
