@@ -8,6 +8,7 @@ its newest segment, which would encode that segment again at each pull."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
@@ -17,6 +18,14 @@ from .playlist import parse_media_playlist
 
 ENDLIST = "#EXT-X-ENDLIST"
 STREAM_INF = "#EXT-X-STREAM-INF"
+EXTINF = "#EXTINF"
+# A source's playlist larger than this is not read (not known what the source is doing), rather than
+# held whole in memory: a day's EVENT playlist of 1-s segments with dates is about 8 MB.
+MAX_PLAYLIST_BYTES = 16 * 1024 * 1024
+# A longer playlist is parsed from its header and its last segments: the pull needs no more, and the
+# encoder's loop is not held up parsing a day of segments each time it looks.
+TAIL_CHARS = 64 * 1024
+MEDIA_SEQUENCE = re.compile(r"^#EXT-X-MEDIA-SEQUENCE:(\d+)[ \t]*$", re.MULTILINE)
 
 
 def is_hls_url(url: str) -> bool:
@@ -47,12 +56,41 @@ class HlsSource:
         if ENDLIST in text:
             return cls(ended=True)
         try:
-            playlist = parse_media_playlist(text)
+            playlist = parse_media_playlist(header_and_tail(text))
         except ValueError:
             return None
         newest = playlist.segments[-1] if playlist.segments else None
         return cls(ended=False, target_duration=float(playlist.target_duration or 0),
                    newest_segment=(newest.sequence, newest.uri) if newest else None)
+
+
+def header_and_tail(text: str) -> str:
+    """A media playlist longer than twice TAIL_CHARS as its header and its last segments, its media
+    sequence moved on past the segments left out: the same last segment, numbered the same."""
+    first = text.find(EXTINF)
+    cut = text.rfind("\n" + EXTINF, first, len(text) - TAIL_CHARS) if len(text) > 2 * TAIL_CHARS else -1
+    if first < 0 or cut <= first:
+        return text
+    header = text[:first]
+    left_out = text.count(EXTINF, first, cut + 1)
+    found = MEDIA_SEQUENCE.search(header)
+    sequence = (int(found.group(1)) if found else 0) + left_out
+    header = MEDIA_SEQUENCE.sub(f"#EXT-X-MEDIA-SEQUENCE:{sequence}", header) if found else \
+        f"{header.rstrip()}\n#EXT-X-MEDIA-SEQUENCE:{sequence}\n"
+    return header + text[cut + 1:]
+
+
+async def _body(response: aiohttp.ClientResponse) -> str | None:
+    """The playlist's text, or None when it is larger than MAX_PLAYLIST_BYTES."""
+    if (response.content_length or 0) > MAX_PLAYLIST_BYTES:
+        return None
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(256 * 1024):
+        size += len(chunk)
+        if size > MAX_PLAYLIST_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks).decode()  # RFC 8216 4.1: UTF-8
 
 
 async def read_hls_source(url: str, timeout: float = 5.0) -> HlsSource | None:
@@ -64,9 +102,9 @@ async def read_hls_source(url: str, timeout: float = 5.0) -> HlsSource | None:
                 async with session.get(url) as response:
                     if response.status in (404, 410):
                         return HlsSource(ended=True)  # origins take an event's playlist down once it is over
-                    if response.status != 200:
+                    text = await _body(response) if response.status == 200 else None
+                    if text is None:
                         return None
-                    text = await response.text()
                 variant = first_variant(text)
                 if variant is None:
                     return HlsSource.from_media_playlist(text)

@@ -14,11 +14,12 @@ import enum
 import logging
 import math
 import os
+import re
 import secrets
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -320,7 +321,7 @@ class Encoder:
 
     async def on_publish(self, name: str) -> bool:
         """nginx-rtmp's on_publish: only the job's key, and one publisher at a time."""
-        if self.stop_requested.is_set() or name != self.config.stream_key:
+        if self.stop_requested.is_set() or not self._is_stream_key(name):
             log.warning("refused an RTMP publish with a wrong stream key")
             return False
         if self.publisher_active:
@@ -340,8 +341,13 @@ class Encoder:
         self._connected(True)
         return True
 
+    def _is_stream_key(self, name: str) -> bool:
+        """In constant time, as every key is compared here: how long a refusal takes says nothing of the key."""
+        key = self.config.stream_key
+        return key is not None and secrets.compare_digest(name.encode(), key.encode())
+
     def on_publish_done(self, name: str) -> None:
-        if name != self.config.stream_key or not self.publisher_active:
+        if not self._is_stream_key(name) or not self.publisher_active:
             return
         self.publisher_active = False
         self._connected(False)
@@ -506,10 +512,16 @@ class Encoder:
 
     def _loggable(self, argv: list[str]) -> str:
         """The command line for the log, without the credentials in it (the RTMP play URL carries the
-        stream key and the play token; a pulled URL may carry a user's password)."""
+        stream key and the play token; a pulled URL may carry a user's password or a signed query)."""
         source = urlsplit(self.config.ingest.url) if self.config.ingest.url else None
         return redacted(argv, self.config.stream_key, self.play_token, self.srt_passphrase,
-                        source.password if source else None)
+                        source.password if source else None, source.query if source else None)
+
+    def _loggable_output(self, lines: Iterable[str]) -> str:
+        """ffmpeg's own words for the log: they name the URLs it opens (the RTMP play URL, a pulled
+        source's, its segments'), which lose their credentials here as the command line does, and every
+        URL its user:password and query."""
+        return URL_CREDENTIALS.sub(r"\g<scheme>\g<rest>", self._loggable(["\n".join(lines)]))
 
     async def _feed_from_srt(self, gate: SrtGate, unclaimed_pipe: list[int]) -> None:
         """Waits for the next admitted publisher and relays it into the session's ffmpeg. The relay
@@ -713,7 +725,7 @@ class Encoder:
         await self._scan_outputs(state)  # the segments ffmpeg closed while exiting
         self._last_returncode = processes.returncode
         if self._last_returncode not in (0, 255, -signal.SIGINT) and not self.stop_requested.is_set():
-            log.warning("ffmpeg exited with %s: %s", self._last_returncode, "\n".join(state.stderr_tail))
+            log.warning("ffmpeg exited with %s: %s", self._last_returncode, self._loggable_output(state.stderr_tail))
         if state.connected:  # listeners and pulls; RTMP's connection state comes from nginx's hooks
             self._connected(False)
         produced = sum(status.segments_written for status in self.status.renditions.values()) > produced_before
@@ -1344,6 +1356,11 @@ class Encoder:
                 log.error("no MP4 of %s: %s", name, error)
                 missing.append(name)
         return missing, impossible
+
+
+# A URL's user:password@ and its query, either of which may hold credentials (onair.urls.shown_url).
+URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?:[^/\s@'\"]*@)?(?P<rest>[^\s?'\"]*)"
+                             r"(?:\?(?:[^\s'\":]|:(?!\s))*)?", re.IGNORECASE)  # not ffmpeg's "<url>: <error>" colon
 
 
 def redacted(argv: list[str], *secrets: str | None) -> str:

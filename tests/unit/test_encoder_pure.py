@@ -30,7 +30,7 @@ from onair.encoder.ffmpeg import (
     unhandled_local_segments,
     x264_threads,
 )
-from onair.encoder.hlssource import HlsSource, is_hls_url, read_hls_source
+from onair.encoder.hlssource import MAX_PLAYLIST_BYTES, HlsSource, header_and_tail, is_hls_url, read_hls_source
 from onair.encoder.pipeline import Encoder, Ports, redacted
 from onair.encoder.playlist import (
     MeasuredBitRates,
@@ -399,6 +399,25 @@ def test_a_source_url_is_shown_without_its_credentials() -> None:
     encoder = Encoder(load_job_config(environment("RecordJob", spec, None)), Ports(), Path("/nonexistent"), None,
                       10**6)  # type: ignore[arg-type]
     assert "s3cret" not in encoder._loggable(["ffmpeg", "-i", "https://user:s3cret@origin.example/live.m3u8"])
+
+
+def test_what_ffmpeg_says_reaches_the_log_without_the_credentials_of_the_urls_it_names() -> None:
+    """ffmpeg's errors name the URLs it opens: the RTMP play URL (the stream key and the play token), a
+    pulled source's and its segments' (a password, a signed query)."""
+    rtmp = Encoder(load_job_config(environment(ONAIR_STREAM_KEY="stream-key-0123456789")), Ports(),
+                   Path("/nonexistent"), None, 10**6)  # type: ignore[arg-type]
+    said = rtmp._loggable_output([f"rtmp://127.0.0.9:1935/live/stream-key-0123456789?onair_token={rtmp.play_token}: "
+                                  "Connection refused", "Error opening input files: Connection refused"])
+    assert "stream-key-0123456789" not in said and rtmp.play_token not in said
+    assert said.endswith("Connection refused\nError opening input files: Connection refused")
+    spec = {"source": {"streamUrl": "https://user:s3cret@origin.example/live.m3u8?sig=abc"},
+            "output": {"bucket": "media"}}
+    pull = Encoder(load_job_config(environment("RecordJob", spec, None)), Ports(), Path("/nonexistent"), None,
+                   10**6)  # type: ignore[arg-type]
+    said = pull._loggable_output(["[hls @ 0x55] Opening 'https://cdn.example/seg_5.ts?token=t0ken' for reading",
+                                  "https://user:s3cret@origin.example/live.m3u8?sig=abc: Server returned 403"])
+    assert "s3cret" not in said and "sig=abc" not in said and "t0ken" not in said
+    assert "Opening 'https://cdn.example/seg_5.ts' for reading" in said and "live.m3u8: Server returned 403" in said
 
 
 def test_one_mp4_takes_sessions_whose_media_match_where_both_say() -> None:
@@ -1145,6 +1164,8 @@ async def test_an_ended_hls_source_is_told_from_one_still_going_through_its_mast
         "/live/360p/index.m3u8": "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n"
                                  "#EXTINF:2,\nseg_7.ts\n#EXTINF:2,\nseg_8.ts\n",
         "/garbage.m3u8": "<html>an error page</html>",
+        # Larger than any playlist a source has: not held in memory nor parsed, not known either way.
+        "/huge.m3u8": "#EXTM3U\n#EXT-X-TARGETDURATION:2\n" + "#EXTINF:2,\nseg.ts\n" * (MAX_PLAYLIST_BYTES // 16),
     }
 
     async def serve(request: web.Request) -> web.Response:
@@ -1169,9 +1190,28 @@ async def test_an_ended_hls_source_is_told_from_one_still_going_through_its_mast
         assert await read_hls_source(f"{base}/gone/master.m3u8") == ENDED  # taken down (404): over
         assert await read_hls_source(f"{base}/failing/master.m3u8") is None  # 503: not known either way
         assert await read_hls_source(f"{base}/garbage.m3u8") is None
+        assert await read_hls_source(f"{base}/huge.m3u8") is None
     finally:
         await runner.cleanup()
     assert is_hls_url("https://cdn.example/live.m3u8") and not is_hls_url("rtmp://origin/live/x")
+
+
+@pytest.mark.parametrize("sequence_tag", [True, False])
+def test_a_day_long_source_playlist_gives_the_same_newest_segment_read_from_its_header_and_tail(
+        sequence_tag: bool) -> None:
+    start = datetime(2026, 12, 7, tzinfo=UTC)
+    segments = [Segment(1000 + i, 2.0, f"seg_{1000 + i}.ts", start + timedelta(seconds=2 * i),
+                        discontinuity=i == 40_000) for i in range(43_200)]
+    text = render_media_playlist(segments, nominal_duration=2)
+    if not sequence_tag:  # a source may leave it out: the first segment is then 0
+        text = text.replace("#EXT-X-MEDIA-SEQUENCE:1000\n", "")
+    assert len(text) > 2_000_000
+    short = header_and_tail(text)
+    assert len(short) < 100_000
+    full = parse_media_playlist(text)
+    expected = (full.segments[-1].sequence, full.segments[-1].uri)
+    assert expected == ((1000 if sequence_tag else 0) + 43_199, "seg_44199.ts")
+    assert HlsSource.from_media_playlist(text) == HlsSource(ended=False, target_duration=2.0, newest_segment=expected)
 
 
 def test_the_last_word_of_a_run_goes_where_its_pod_status_reads_it(tmp_path: Path,
