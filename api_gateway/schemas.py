@@ -186,9 +186,9 @@ class LiveJobDetail(ResponseModel):
     bucket: str | None = Field(description="Bucket name.")
     cdn_distribution: bool
     rtmp_server: str | None
-    srt_url: str | None = Field(default=None, description="SRT jobs: the URL up to the stream key, e.g. "
-                                "srt://host:9000?streamid=; append `key`, and &passphrase= with the SRT passphrase "
-                                "(`key` too, unless the job names another).")
+    srt_url: str | None = Field(default=None, description="SRT jobs: the URL up to the stream key: "
+                                "srt://host:9000?passphrase= (append `key`), or, for a job with its own "
+                                "passphrase, srt://host:9000?streamid= (append `key`, and &passphrase= with it).")
     web_socket_connection: str | None
     cdn: str | None
     storage_master_file: str | None

@@ -92,11 +92,17 @@ def parse_access_control(streamid: str) -> dict[str, str] | None:
     return pairs
 
 
-def streamid_rejection(streamid: str | None, stream_key: str) -> Rejection | None:
+def streamid_rejection(streamid: str | None, stream_key: str, key_is_passphrase: bool = False) -> Rejection | None:
     """Why a caller with this streamid may not publish, or None when it may: the streamid is the
     stream key itself, or `#!::r=<key>,m=publish` (other keys ignored). A missing `m` is taken as a
     publish, as the Access Control guidelines allow for a listener with a single purpose; m=request
-    (the caller wants to receive) and m=bidirectional are refused."""
+    (the caller wants to receive) and m=bidirectional are refused.
+
+    `key_is_passphrase`: the listener's passphrase is the stream key, which libsrt checks after this
+    (a caller without it is rejected): a caller may then give no streamid at all, and it should, since
+    a streamid travels in the clear in the handshake and the passphrase never does."""
+    if not streamid and key_is_passphrase:
+        return None
     if not streamid or len(streamid) > MAX_STREAMID:
         return Rejection.FORBIDDEN
     try:
@@ -198,6 +204,8 @@ class SrtGate:
         self.port = port
         self.stream_key = stream_key
         self.passphrase = passphrase
+        self._key_is_passphrase = passphrase is not None and secrets.compare_digest(passphrase.encode(),
+                                                                                    stream_key.encode())
         self._listener = SRT_INVALID_SOCK
         self._lock = threading.Lock()
         self._publisher: Publisher | None = None  # accepted and not yet gone: the stream is taken
@@ -272,7 +280,7 @@ class SrtGate:
         the caller (libsrt still checks the passphrase), -1 rejects it with the reason set."""
         try:
             streamid = raw.decode("utf-8", errors="replace") if raw is not None else None
-            rejection = streamid_rejection(streamid, self.stream_key)
+            rejection = streamid_rejection(streamid, self.stream_key, self._key_is_passphrase)
             with self._lock:
                 if rejection is None and (self._publisher is not None or self._closing):
                     rejection = Rejection.CONFLICT

@@ -285,9 +285,9 @@ class LiveJobInput(OnairModel):
     server_type: ServerType = Field(
         description=(
             "Ingest protocol. RTMP and SRT: the broadcaster pushes to the URL in status.urls.ingest with "
-            "the stream key appended (RTMP: the stream name; SRT: the streamid, bare or as "
-            "#!::r=<key>,m=publish), and over SRT also the passphrase (the stream key unless "
-            "srtPassphraseSecretRef names another). HLS: the encoder pulls "
+            "the stream key appended (RTMP: the stream name; SRT: the passphrase, which never travels in "
+            "the clear, or, when srtPassphraseSecretRef names another passphrase, the streamid, bare or as "
+            "#!::r=<key>,m=publish). HLS: the encoder pulls "
             "the playlist at `url`. Immutable."
         ),
         json_schema_extra=cel_rules(SERVER_TYPE_IMMUTABLE),
@@ -316,7 +316,8 @@ class LiveJobInput(OnairModel):
         validate_default=True,
         description=(
             "SRT only: the Secret key holding the SRT passphrase (10 to 79 characters) publishers "
-            "must use, besides the stream key as streamid. Unset: the stream key is the passphrase."
+            "must use, besides the stream key as streamid. Unset: the stream key is the passphrase, and "
+            "no streamid is needed."
         ),
     )
 
@@ -1021,8 +1022,9 @@ class LiveJobUrls(StatusModel):
     )
     srt_url: str | None = Field(
         default=None,
-        description="SRT URL up to the stream key, e.g. srt://host:9000?streamid=; append the stream key and "
-                    "&passphrase= with the SRT passphrase (the stream key, unless the job names another).",
+        description="SRT URL up to the stream key: srt://host:9000?passphrase= (append the stream key), or, "
+                    "when the job names its own passphrase, srt://host:9000?streamid= (append the stream key "
+                    "and &passphrase= with that passphrase).",
         max_length=MAX_URL_LENGTH,
     )
     web_socket_connection: str | None = Field(

@@ -266,8 +266,10 @@ def live_job_urls(job: LiveJob, config: OperatorConfig, pod: PodState | None,
     server_type = job.spec.input.server_type.value
     rtmp = f"rtmp://{host}:{ports['rtmp']}/live/" if host and server_type == "RTMP" else None
     # Like the RTMP server URL, up to the stream key, which the publisher appends (it is in the job's
-    # Secret, never in status): the encoder admits an SRT caller by its streamid.
-    srt = f"srt://{host}:{ports['srt']}?streamid=" if host and server_type == "SRT" else None
+    # Secret, never in status): as the SRT passphrase, which never travels in the clear (a streamid
+    # does), unless the job names another passphrase: then the key goes in the streamid.
+    key_option = "streamid" if job.spec.input.srt_passphrase_secret_ref is not None else "passphrase"
+    srt = f"srt://{host}:{ports['srt']}?{key_option}=" if host and server_type == "SRT" else None
     ingest = job.spec.input.url if server_type == "HLS" else (rtmp or srt)
     preview = None
     preview_path = f"{PREVIEW_PATH}/{preview_key(job, config.stream_key_seed)}"

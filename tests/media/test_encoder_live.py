@@ -321,6 +321,9 @@ def test_srt_ingest_with_passphrase(start_encoder: Callable[..., EncoderProcess]
     base = f"srt://{encoder.host}:{encoder.srt_port}?streamid={encoder.stream_key}&pbkeylen=16"
     wrong = publish(f"{base}&passphrase=wrong-passphrase-x", 2, container="mpegts")
     assert wrong.wait(30) != 0
+    # With its own passphrase the job still wants the key, in the streamid.
+    keyless = publish(f"srt://{encoder.host}:{encoder.srt_port}?passphrase={passphrase}", 2, container="mpegts")
+    assert keyless.wait(30) != 0
     assert encoder.status()["ingest"]["connected"] is False
     publisher = publish(f"{base}&passphrase={passphrase}", 6, container="mpegts")
     encoder.wait_state("live", 10)
@@ -333,14 +336,18 @@ def test_srt_ingest_with_passphrase(start_encoder: Callable[..., EncoderProcess]
 
 
 def test_srt_without_a_passphrase_needs_the_stream_key(start_encoder: Callable[..., EncoderProcess]) -> None:
-    """With no passphrase the stream key is the SRT passphrase, so nobody publishes without the key."""
+    """With no passphrase the stream key is the SRT passphrase, so nobody publishes without the key; and
+    it takes no streamid, which would show the key to whoever sees the handshake (the passphrase never
+    travels)."""
     template = ladder_template(("180p", 320, 180, "H264"))
     encoder = start_encoder("LiveJob", live_spec("SRT"), template)
-    base = f"srt://{encoder.host}:{encoder.srt_port}?streamid={encoder.stream_key}"
-    for refused in (base, f"{base}&passphrase=not-the-stream-key&pbkeylen=16"):
+    listener = f"srt://{encoder.host}:{encoder.srt_port}"
+    base = f"{listener}?streamid={encoder.stream_key}"
+    for refused in (base, f"{base}&passphrase=not-the-stream-key&pbkeylen=16", listener,
+                    f"{listener}?passphrase=not-the-stream-key"):
         assert publish(refused, 2, container="mpegts").wait(30) != 0, refused
         assert encoder.status()["ingest"]["connected"] is False
-    publisher = publish(f"{base}&passphrase={encoder.stream_key}&pbkeylen=16", 4, container="mpegts")
+    publisher = publish(f"{listener}?passphrase={encoder.stream_key}&pbkeylen=16", 4, container="mpegts")
     encoder.wait_state("live", 10)
     wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 1, 15, "a segment over SRT")
     assert publisher.wait(30) == 0
@@ -365,7 +372,7 @@ def test_srt_caller_without_the_stream_key_in_its_streamid_is_rejected_in_the_ha
     and it does so in the handshake: ffmpeg reports the listener's rejection, not a time-out or a drop."""
     encoder = start_encoder("LiveJob", live_spec("SRT"), ladder_template(("180p", 320, 180, "H264")))
     key = encoder.stream_key
-    refused = [None, "", "not-the-key", f"{key}x", "#!::r=not-the-key,m=publish", f"#!::u={key},m=publish",
+    refused = ["not-the-key", f"{key}x", "#!::r=not-the-key,m=publish", f"#!::u={key},m=publish",
                f"#!::r={key},m=request", f"#!::r={key},m=bidirectional"]
     for streamid in refused:
         publisher = publish(srt_publish_url(encoder, streamid), 3, container="mpegts")

@@ -52,6 +52,16 @@ def test_streamids_without_the_key_or_not_publishing_are_refused(streamid: str |
     assert streamid_rejection(streamid, KEY) == rejection
 
 
+def test_a_caller_whose_passphrase_is_the_key_needs_no_streamid_and_no_other_one() -> None:
+    """The stream key as the passphrase, which libsrt checks and which never travels in the clear: no
+    streamid then, rather than one that shows the key to whoever sees the handshake."""
+    assert streamid_rejection(None, KEY, key_is_passphrase=True) is None
+    assert streamid_rejection("", KEY, key_is_passphrase=True) is None
+    assert streamid_rejection(KEY, KEY, key_is_passphrase=True) is None
+    assert streamid_rejection("not-the-key", KEY, key_is_passphrase=True) == Rejection.FORBIDDEN
+    assert streamid_rejection(f"#!::r={KEY},m=request", KEY, key_is_passphrase=True) == Rejection.BAD_MODE
+
+
 def test_access_control_streamid_parses_into_its_pairs() -> None:
     assert parse_access_control("#!::u=alice,r=live/one,m=publish") == {"u": "alice", "r": "live/one", "m": "publish"}
     assert parse_access_control("#!::r=a=b") == {"r": "a=b"}  # only the first = separates

@@ -332,8 +332,14 @@ def test_srt_ingest_url_ends_where_the_publisher_appends_the_stream_key() -> Non
     srt_waiting = live_job(provisioning, input={"serverType": "SRT"})
     urls = decide_live_job(srt_waiting, TEMPLATE, [pod(current_pod_name())], None, CONFIG, NOW).status["urls"]
     service = naming.service_name("news", "uid-1")
-    assert urls["srtUrl"] == urls["ingest"] == f"srt://{service}.ns.svc:9000?streamid="
+    # The key as the passphrase, which never travels in the clear; a streamid does.
+    assert urls["srtUrl"] == urls["ingest"] == f"srt://{service}.ns.svc:9000?passphrase="
     assert urls.get("rtmpServer") is None
+    own = {"serverType": "SRT", "srtPassphraseSecretRef": {"name": "srt-passphrase"}}
+    provisioning = decide_live_job(live_job(input=own), TEMPLATE, [], None, CONFIG, NOW).status
+    urls = decide_live_job(live_job(provisioning, input=own), TEMPLATE, [pod(current_pod_name())], None, CONFIG,
+                           NOW).status["urls"]
+    assert urls["srtUrl"] == f"srt://{service}.ns.svc:9000?streamid="  # the passphrase is the job's own
 
 
 def test_encoder_report_drives_live_and_reconnecting() -> None:
