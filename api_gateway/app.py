@@ -84,7 +84,7 @@ def cors_middleware(origins: tuple[str, ...]) -> Callable[..., Awaitable[web.Str
             if not allowed:
                 # Escaped: an Origin may hold bytes that are not UTF-8, and the answer must still encode.
                 shown = origin.encode("ascii", "backslashreplace").decode() if origin else "(none)"
-                return problem_response(403, [f"Origin: {shown} is not allowed"])
+                return problem_response(403, [f"Origin: {shown} is not allowed"], headers={"Vary": "Origin"})
             response: web.StreamResponse = web.Response(status=204)
             response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
             response.headers["Access-Control-Allow-Headers"] = CORS_HEADERS

@@ -58,6 +58,13 @@ class ApiKey:
         digest = hashlib.sha256(presented.encode()).hexdigest()
         return hmac.compare_digest(digest, self.key_sha256)
 
+    @property
+    def legacy_grant(self) -> str:
+        """The grant gateways before the MAC gave (a digest): their tokens stay valid through a rolling
+        update (they are still signed with the signing key). Never issued."""
+        text = "\n".join([self.key_sha256, self.role.value, *sorted(self.projects)])
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
     def grant(self, signing_key: str) -> str:
         """What the tokens of this key are worth: another key, role or set of projects gives another
         grant, so that rotating a key (or narrowing it) revokes the tokens issued for it. A MAC under
@@ -83,11 +90,10 @@ def load_api_keys(text: str) -> list[ApiKey]:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as error:
-            # Where and what, never the text around it: that would put the keys into the logs.
+            # Where, never what: PyYAML's words quote the document (an alias, a tag), which holds keys.
             mark = getattr(error, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(error, "problem", None) or type(error).__name__
-            raise ValueError(f"API keys: neither JSON nor YAML ({problem}{where})") from None
+            raise ValueError(f"API keys: neither JSON nor YAML ({type(error).__name__}{where})") from None
     return parse_api_keys(data)
 
 
@@ -200,7 +206,8 @@ class VerifiedTokens:
         """Puts these keys in force, in place of the ones before: the tokens of a key that is gone or
         changed are refused from now on."""
         self.api_keys = tuple(api_keys)
-        self._by_grant = {key.grant(self.signing_key): key for key in self.api_keys}
+        self._by_grant = {grant: key for key in self.api_keys
+                          for grant in (key.grant(self.signing_key), key.legacy_grant)}
 
     def use_signing_key(self, signing_key: str) -> bool:
         """Signs and verifies with `signing_key` from now on; False when it is the key in force. Every

@@ -19,13 +19,11 @@ from .playlist import parse_media_playlist
 ENDLIST = "#EXT-X-ENDLIST"
 STREAM_INF = "#EXT-X-STREAM-INF"
 EXTINF = "#EXTINF"
-# A source's playlist larger than this is not read (not known what the source is doing), rather than
-# held whole in memory: a day's EVENT playlist of 1-s segments with dates is about 8 MB.
-MAX_PLAYLIST_BYTES = 16 * 1024 * 1024
-# A longer playlist is parsed from its header and its last segments: the pull needs no more, and the
-# encoder's loop is not held up parsing a day of segments each time it looks.
+# A playlist longer than twice this is kept as its header and its last segments: the pull needs no
+# more (has it ended, its newest segment), and a day's EVENT playlist, or a hostile origin's endless
+# one, costs neither memory nor the encoder's loop.
 TAIL_CHARS = 64 * 1024
-MEDIA_SEQUENCE = re.compile(r"^#EXT-X-MEDIA-SEQUENCE:(\d+)[ \t]*$", re.MULTILINE)
+MEDIA_SEQUENCE = re.compile(r"^#EXT-X-MEDIA-SEQUENCE:[ \t]*(\d+)[ \t]*\r?$", re.MULTILINE)
 
 
 def is_hls_url(url: str) -> bool:
@@ -56,7 +54,7 @@ class HlsSource:
         if ENDLIST in text:
             return cls(ended=True)
         try:
-            playlist = parse_media_playlist(header_and_tail(text))
+            playlist = parse_media_playlist(text)
         except ValueError:
             return None
         newest = playlist.segments[-1] if playlist.segments else None
@@ -64,33 +62,55 @@ class HlsSource:
                    newest_segment=(newest.sequence, newest.uri) if newest else None)
 
 
-def header_and_tail(text: str) -> str:
-    """A media playlist longer than twice TAIL_CHARS as its header and its last segments, its media
-    sequence moved on past the segments left out: the same last segment, numbered the same."""
-    first = text.find(EXTINF)
-    cut = text.rfind("\n" + EXTINF, first, len(text) - TAIL_CHARS) if len(text) > 2 * TAIL_CHARS else -1
-    if first < 0 or cut <= first:
-        return text
-    header = text[:first]
-    left_out = text.count(EXTINF, first, cut + 1)
-    found = MEDIA_SEQUENCE.search(header)
-    sequence = (int(found.group(1)) if found else 0) + left_out
-    header = MEDIA_SEQUENCE.sub(f"#EXT-X-MEDIA-SEQUENCE:{sequence}", header) if found else \
-        f"{header.rstrip()}\n#EXT-X-MEDIA-SEQUENCE:{sequence}\n"
-    return header + text[cut + 1:]
+class PlaylistReader:
+    """A playlist read chunk by chunk into bounded memory: all of it when it is short, else its first
+    and last TAIL_CHARS and how many segments it has."""
+
+    def __init__(self) -> None:
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.size = 0
+        self.segments = 0
+        self._carry = b""  # the end of the last chunk: a tag cut in two is counted once
+
+    def feed(self, chunk: bytes) -> None:
+        joined = self._carry + chunk
+        self.segments += joined.count(EXTINF.encode())
+        self._carry = joined[-(len(EXTINF) - 1):]
+        self.size += len(chunk)
+        if len(self.head) < TAIL_CHARS:
+            self.head += chunk[:TAIL_CHARS - len(self.head)]
+        self.tail += chunk
+        del self.tail[:-2 * TAIL_CHARS]
+
+    def text(self) -> str:
+        """The playlist, or, when it was long, its header and its last segments with its media sequence
+        moved on past the segments left out: the same last segment, numbered the same."""
+        if self.size <= 2 * TAIL_CHARS:
+            return self.tail.decode()  # RFC 8216 4.1: UTF-8
+        head = self.head.decode(errors="replace")
+        tail = self.tail.decode(errors="replace")
+        first, cut = head.find(EXTINF), tail.find("\n" + EXTINF)
+        if first < 0 or cut < 0:
+            return ""  # not a media playlist: read as such
+        kept = tail[cut + 1:]
+        if ENDLIST in kept:
+            return ENDLIST
+        header = head[:first]
+        found = MEDIA_SEQUENCE.search(header)
+        if found is None and "#EXT-X-MEDIA-SEQUENCE" in header:
+            return ""  # a tag that cannot be read: not a playlist to number from
+        sequence = (int(found.group(1)) if found else 0) + self.segments - kept.count(EXTINF)
+        header = MEDIA_SEQUENCE.sub(f"#EXT-X-MEDIA-SEQUENCE:{sequence}", header) if found else \
+            f"{header.rstrip()}\n#EXT-X-MEDIA-SEQUENCE:{sequence}\n"
+        return header + kept
 
 
-async def _body(response: aiohttp.ClientResponse) -> str | None:
-    """The playlist's text, or None when it is larger than MAX_PLAYLIST_BYTES."""
-    if (response.content_length or 0) > MAX_PLAYLIST_BYTES:
-        return None
-    chunks, size = [], 0
-    async for chunk in response.content.iter_chunked(256 * 1024):
-        size += len(chunk)
-        if size > MAX_PLAYLIST_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks).decode()  # RFC 8216 4.1: UTF-8
+async def _body(response: aiohttp.ClientResponse) -> str:
+    reader = PlaylistReader()
+    async for chunk in response.content.iter_chunked(TAIL_CHARS):
+        reader.feed(chunk)
+    return reader.text()
 
 
 async def read_hls_source(url: str, timeout: float = 5.0) -> HlsSource | None:
@@ -102,9 +122,9 @@ async def read_hls_source(url: str, timeout: float = 5.0) -> HlsSource | None:
                 async with session.get(url) as response:
                     if response.status in (404, 410):
                         return HlsSource(ended=True)  # origins take an event's playlist down once it is over
-                    text = await _body(response) if response.status == 200 else None
-                    if text is None:
+                    if response.status != 200:
                         return None
+                    text = await _body(response)
                 variant = first_variant(text)
                 if variant is None:
                     return HlsSource.from_media_playlist(text)

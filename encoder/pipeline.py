@@ -1359,7 +1359,7 @@ class Encoder:
 
 
 # A URL's user:password@ and its query, either of which may hold credentials (onair.urls.shown_url).
-URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?:[^/\s@'\"]*@)?(?P<rest>[^\s?'\"]*)"
+URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?:[^/\s'\"]*@)?(?P<rest>[^\s?'\"]*)"
                              r"(?:\?(?:[^\s'\":]|:(?!\s))*)?", re.IGNORECASE)  # not ffmpeg's "<url>: <error>" colon
 
 

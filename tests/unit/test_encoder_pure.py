@@ -30,7 +30,7 @@ from onair.encoder.ffmpeg import (
     unhandled_local_segments,
     x264_threads,
 )
-from onair.encoder.hlssource import MAX_PLAYLIST_BYTES, HlsSource, header_and_tail, is_hls_url, read_hls_source
+from onair.encoder.hlssource import TAIL_CHARS, HlsSource, PlaylistReader, is_hls_url, read_hls_source
 from onair.encoder.pipeline import Encoder, Ports, redacted
 from onair.encoder.playlist import (
     MeasuredBitRates,
@@ -415,8 +415,9 @@ def test_what_ffmpeg_says_reaches_the_log_without_the_credentials_of_the_urls_it
     pull = Encoder(load_job_config(environment("RecordJob", spec, None)), Ports(), Path("/nonexistent"), None,
                    10**6)  # type: ignore[arg-type]
     said = pull._loggable_output(["[hls @ 0x55] Opening 'https://cdn.example/seg_5.ts?token=t0ken' for reading",
-                                  "https://user:s3cret@origin.example/live.m3u8?sig=abc: Server returned 403"])
-    assert "s3cret" not in said and "sig=abc" not in said and "t0ken" not in said
+                                  "https://user:s3cret@origin.example/live.m3u8?sig=abc: Server returned 403",
+                                  "Opening 'https://cdn:pa@ss@edge.example/v2.m3u8' for reading"])
+    assert "s3cret" not in said and "sig=abc" not in said and "t0ken" not in said and "ss@" not in said
     assert "Opening 'https://cdn.example/seg_5.ts' for reading" in said and "live.m3u8: Server returned 403" in said
 
 
@@ -1164,8 +1165,11 @@ async def test_an_ended_hls_source_is_told_from_one_still_going_through_its_mast
         "/live/360p/index.m3u8": "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n"
                                  "#EXTINF:2,\nseg_7.ts\n#EXTINF:2,\nseg_8.ts\n",
         "/garbage.m3u8": "<html>an error page</html>",
-        # Larger than any playlist a source has: not held in memory nor parsed, not known either way.
-        "/huge.m3u8": "#EXTM3U\n#EXT-X-TARGETDURATION:2\n" + "#EXTINF:2,\nseg.ts\n" * (MAX_PLAYLIST_BYTES // 16),
+        # Long playlists (a day of 1-s segments named at length): read into bounded memory, still told.
+        "/long.m3u8": "#EXTM3U\n#EXT-X-TARGETDURATION:2\n" + "".join(
+            f"#EXTINF:1,\nseg_{i}.ts?token={'t' * 200}\n" for i in range(86_400)),
+        "/long-ended.m3u8": "#EXTM3U\n#EXT-X-TARGETDURATION:2\n" + "#EXTINF:1,\nseg.ts\n" * 1_000_000
+                            + "#EXT-X-ENDLIST\n",
     }
 
     async def serve(request: web.Request) -> web.Response:
@@ -1190,28 +1194,37 @@ async def test_an_ended_hls_source_is_told_from_one_still_going_through_its_mast
         assert await read_hls_source(f"{base}/gone/master.m3u8") == ENDED  # taken down (404): over
         assert await read_hls_source(f"{base}/failing/master.m3u8") is None  # 503: not known either way
         assert await read_hls_source(f"{base}/garbage.m3u8") is None
-        assert await read_hls_source(f"{base}/huge.m3u8") is None
+        assert await read_hls_source(f"{base}/long.m3u8") == HlsSource(
+            ended=False, target_duration=2.0, newest_segment=(86_399, f"seg_86399.ts?token={'t' * 200}"))
+        assert await read_hls_source(f"{base}/long-ended.m3u8") == ENDED
     finally:
         await runner.cleanup()
     assert is_hls_url("https://cdn.example/live.m3u8") and not is_hls_url("rtmp://origin/live/x")
 
 
-@pytest.mark.parametrize("sequence_tag", [True, False])
-def test_a_day_long_source_playlist_gives_the_same_newest_segment_read_from_its_header_and_tail(
-        sequence_tag: bool) -> None:
+@pytest.mark.parametrize("form", ["as rendered", "no media sequence", "CRLF", "space after the colon"])
+def test_a_day_long_source_playlist_read_into_bounded_memory_gives_the_same_newest_segment(form: str) -> None:
     start = datetime(2026, 12, 7, tzinfo=UTC)
     segments = [Segment(1000 + i, 2.0, f"seg_{1000 + i}.ts", start + timedelta(seconds=2 * i),
                         discontinuity=i == 40_000) for i in range(43_200)]
     text = render_media_playlist(segments, nominal_duration=2)
-    if not sequence_tag:  # a source may leave it out: the first segment is then 0
+    if form == "no media sequence":  # the first segment is then 0
         text = text.replace("#EXT-X-MEDIA-SEQUENCE:1000\n", "")
-    assert len(text) > 2_000_000
-    short = header_and_tail(text)
-    assert len(short) < 100_000
+    elif form == "CRLF":
+        text = text.replace("\n", "\r\n")
+    elif form == "space after the colon":
+        text = text.replace("#EXT-X-MEDIA-SEQUENCE:1000", "#EXT-X-MEDIA-SEQUENCE: 1000")
     full = parse_media_playlist(text)
     expected = (full.segments[-1].sequence, full.segments[-1].uri)
-    assert expected == ((1000 if sequence_tag else 0) + 43_199, "seg_44199.ts")
-    assert HlsSource.from_media_playlist(text) == HlsSource(ended=False, target_duration=2.0, newest_segment=expected)
+    assert expected == ((0 if form == "no media sequence" else 1000) + 43_199, "seg_44199.ts")
+    body = text.encode()
+    for chunk_size in (1_000, 7, 65_536):
+        reader = PlaylistReader()
+        for offset in range(0, len(body), chunk_size):
+            reader.feed(body[offset:offset + chunk_size])
+        assert len(reader.head) + len(reader.tail) <= 3 * TAIL_CHARS < len(body) / 10
+        assert HlsSource.from_media_playlist(reader.text()) == HlsSource(
+            ended=False, target_duration=2.0, newest_segment=expected), (form, chunk_size)
 
 
 def test_the_last_word_of_a_run_goes_where_its_pod_status_reads_it(tmp_path: Path,

@@ -1360,6 +1360,9 @@ async def test_answers_are_kept_by_no_cache_and_told_apart_by_origin(client: Cli
         assert response.headers["Cache-Control"] == "no-store", response.url
     elsewhere = await client.get(url(), headers={**headers, "Origin": "https://evil.example.com"})
     assert "Access-Control-Allow-Origin" not in elsewhere.headers and elsewhere.headers["Vary"] == "Origin"
+    preflight = await client.options(url(), headers={"Origin": "https://evil.example.com",
+                                                     "Access-Control-Request-Method": "POST"})
+    assert preflight.status == 403 and preflight.headers["Vary"] == "Origin"
 
 
 async def test_lists_show_a_changed_job_at_once(client: Client) -> None:

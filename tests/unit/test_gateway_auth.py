@@ -143,7 +143,8 @@ def test_api_keys_that_do_not_parse_say_why(text: str, error: str) -> None:
 
 def test_a_keys_document_that_does_not_parse_says_where_without_showing_its_keys() -> None:
     for text in ('- {name: a, key: "SUPER-SECRET-KEY-0123456789, projects: ["*"]}',
-                 "keys:\n\t- key: SUPER-SECRET-KEY-0123456789"):
+                 "keys:\n\t- key: SUPER-SECRET-KEY-0123456789", "- {name: a, key: *SUPER-SECRET-KEY-0123456789}",
+                 "- {name: a, key: !SUPER-SECRET-KEY-0123456789 x}"):
         with pytest.raises(ValueError, match=r"neither JSON nor YAML \(.* at line \d+, column \d+\)") as raised:
             load_api_keys(text)
         assert "SUPER-SECRET" not in str(raised.value)
@@ -160,6 +161,14 @@ def test_a_token_gives_its_holder_no_way_to_test_guesses_at_its_key() -> None:
         text = "\n".join([digest, claims["role"], *sorted(claims["projects"])])
         assert hashlib.sha256(text.encode()).hexdigest()[:32] != claims["grant"]
     assert VerifiedTokens(SECRET, KEYS).principal(token).subject == "console"
+
+
+def test_a_token_a_gateway_of_the_version_before_issued_stays_valid_through_a_rolling_update() -> None:
+    claims = jwt.decode(issue_token(SECRET, KEYS[0], 60), options={"verify_signature": False})
+    digest = hashlib.sha256(b"k-write-0123456789").hexdigest()
+    before = "\n".join([digest, "write", PROJECT])  # its grant was this digest, not a MAC
+    claims["grant"] = hashlib.sha256(before.encode()).hexdigest()[:32]
+    assert VerifiedTokens(SECRET, KEYS).principal(jwt.encode(claims, SECRET, algorithm="HS256")).subject == "console"
 
 
 def test_a_token_from_a_replica_whose_clock_is_a_little_ahead_is_valid_at_once() -> None:
