@@ -645,11 +645,11 @@ def decide_live_job(
 
     if ending and closes and target == LiveJobPhase.STOPPING:
         if closer_until is not None and pod is not None:
-            # Told to finish (one made for that finishes by itself): the encoder ends once it has read and
-            # closed them, however long that takes it, until closer_until.
+            # Told to finish (one made for that finishes by itself, and is told too: an encoder image older
+            # than the operator knows no finishOnly): the encoder ends once it has read and closed them,
+            # however long the store takes, until closer_until. POST /finish does not end that wait.
             status.attempt = attempt  # also when the status write that named it was lost
-            if not pod.finish_only:
-                decision.encoder_command = "finish"
+            decision.encoder_command = "finish"
             comment += f"; Pod {pod.name} closes the playlists an encoder that died left open"
             decision.requeue_after = _earliest(decision.requeue_after, _seconds_until(closer_until, now))
         else:

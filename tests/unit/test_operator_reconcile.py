@@ -538,9 +538,9 @@ def test_a_job_ended_during_a_restarts_back_off_has_a_pod_close_the_playlists_th
     closing = decide_live_job(live_job(ended.status, generation=2, **spec), TEMPLATE, [closer_pod(2)], None, CONFIG,
                               later)
     assert not closing.phase_changes and closing.status["phase"] == "Stopping"
-    # It exits by itself, once it has read and closed them: not deleted, nor told to finish (which
-    # would not end its wait for the store either).
-    assert closing.delete_pods == [] and closing.create_pod_attempt is None and closing.encoder_command is None
+    # It exits by itself once it has read and closed them: not deleted (told to finish as well, for an
+    # encoder image older than the operator, which knows no finishOnly).
+    assert closing.delete_pods == [] and closing.create_pod_attempt is None and closing.encoder_command == "finish"
     assert closing.status["resourceName"] == current_pod_name(2)
     done = decide_live_job(live_job(closing.status, generation=2, **spec), TEMPLATE,
                            [closer_pod(2, "Succeeded", exit_code=0)], None, CONFIG, later)
