@@ -81,14 +81,16 @@ def cors_middleware(origins: tuple[str, ...]) -> Callable[..., Awaitable[web.Str
         origin = request.headers.get("Origin", "").rstrip("/")
         allowed = origin and ("*" in origins or origin in origins)
         if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
+            response: web.StreamResponse
             if not allowed:
                 # Escaped: an Origin may hold bytes that are not UTF-8, and the answer must still encode.
                 shown = origin.encode("ascii", "backslashreplace").decode() if origin else "(none)"
-                return problem_response(403, [f"Origin: {shown} is not allowed"], headers={"Vary": "Origin"})
-            response: web.StreamResponse = web.Response(status=204)
-            response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
-            response.headers["Access-Control-Allow-Headers"] = CORS_HEADERS
-            response.headers["Access-Control-Max-Age"] = "600"
+                response = problem_response(403, [f"Origin: {shown} is not allowed"])
+            else:
+                response = web.Response(status=204)
+                response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
+                response.headers["Access-Control-Allow-Headers"] = CORS_HEADERS
+                response.headers["Access-Control-Max-Age"] = "600"
         else:
             response = await handler(request)
         # Every answer, also one to an origin that is not allowed: a cache keeps them apart by Origin.

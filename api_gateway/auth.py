@@ -59,19 +59,21 @@ class ApiKey:
         return hmac.compare_digest(digest, self.key_sha256)
 
     @property
+    def _grant_text(self) -> bytes:
+        return "\n".join([self.key_sha256, self.role.value, *sorted(self.projects)]).encode()
+
+    @property
     def legacy_grant(self) -> str:
         """The grant gateways before the MAC gave (a digest): their tokens stay valid through a rolling
         update (they are still signed with the signing key). Never issued."""
-        text = "\n".join([self.key_sha256, self.role.value, *sorted(self.projects)])
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+        return hashlib.sha256(self._grant_text).hexdigest()[:32]
 
     def grant(self, signing_key: str) -> str:
         """What the tokens of this key are worth: another key, role or set of projects gives another
         grant, so that rotating a key (or narrowing it) revokes the tokens issued for it. A MAC under
         the signing key, not a digest of the key: a token is readable by whoever holds it, and a
         digest of the key in it would let its holder try guesses at the key offline."""
-        text = "\n".join([self.key_sha256, self.role.value, *sorted(self.projects)])
-        return hmac.new(signing_key.encode(), text.encode(), hashlib.sha256).hexdigest()[:32]
+        return hmac.new(signing_key.encode(), self._grant_text, hashlib.sha256).hexdigest()[:32]
 
 
 # How far apart two replicas' clocks may be: a token issued by one is valid at once on the other.
@@ -172,7 +174,8 @@ def _verify(secret: str, token: str) -> tuple[Principal, float]:
     if not token.isascii():  # a JWT is base64url and dots; other bytes would fail as they are encoded
         raise AuthError("invalid token: not a JWT")
     try:
-        # The leeway the token's nbf gives too: another replica's clock may be a little ahead of this one's.
+        # The leeway admits a token whose iat is ahead of this clock (PyJWT refuses one otherwise): another
+        # replica's clock may be a little ahead of this one's. It also admits one up to as long past its exp.
         claims = jwt.decode(token, secret, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
                             leeway=CLOCK_SKEW_SECONDS, options={"require": ["exp", "iat", "sub"]})
     except jwt.ExpiredSignatureError as error:

@@ -282,11 +282,12 @@ class Gateway:
 
         # A read-only token's rows, without the key, are made for its request: the kept rows and pages
         # carry the key.
-        keyed = shows_secrets(ctx)
+        secrets_shown = shows_secrets(ctx)
         return list_response(run_list(request, self.route_of(request), self.store.live_index(namespace), [],
                                       newest_settled_ms=self.newest_settled_ms(),
                                       search=mapping.search_needle(search) if search else None, default_desc=False,
-                                      render=row if keyed else keyless_row, render_json=row_json if keyed else None))
+                                      render=row if secrets_shown else keyless_row,
+                                      render_json=row_json if secrets_shown else None))
 
     def newest_settled_ms(self) -> int:
         """The creation time (ms) up to which every job is in the cache by now. Kubernetes stamps
@@ -326,7 +327,8 @@ class Gateway:
                                live=True)
         self.store.livejobs.upsert(created)
         entry = self.store.live_index(ctx.namespace).entries[name]
-        detail = mapping.live_job_detail(entry.obj, entry.facts, self.stream_key(ctx.namespace, name), ctx.project_id)
+        detail = mapping.live_job_detail(entry.obj, entry.facts, self.stream_key(ctx.namespace, name), ctx.project_id,
+                                         secrets_shown=shows_secrets(ctx))
         return json_response(envelope(detail, messages=["live job created"]), 201,
                              headers={"Location": f"{request.path}/{name}"})
 
@@ -344,9 +346,10 @@ class Gateway:
         require_same_body(entry.obj, raw)
         if live:
             result = mapping.live_job_detail(entry.obj, entry.facts, self.stream_key(ctx.namespace, entry.name),
-                                             ctx.project_id)
+                                             ctx.project_id, secrets_shown=shows_secrets(ctx))
         else:
-            result = mapping.record_job_out(entry.obj, entry.facts, self.template_name(ctx.namespace))
+            result = mapping.record_job_out(entry.obj, entry.facts, self.template_name(ctx.namespace),
+                                            secrets_shown=shows_secrets(ctx))
         return json_response(envelope(result, messages=["replayed: this Idempotency-Key created it before"]), 201,
                              headers={"Idempotent-Replayed": "true"})
 
@@ -592,7 +595,7 @@ class Gateway:
         entry = await self.live_entry(ctx, request.match_info["id"])
         secrets_shown = shows_secrets(ctx)
         key = self.stream_key(ctx.namespace, entry.name) if secrets_shown else None
-        detail = mapping.live_job_detail(entry.obj, entry.facts, key, ctx.project_id, secrets_shown)
+        detail = mapping.live_job_detail(entry.obj, entry.facts, key, ctx.project_id, secrets_shown=secrets_shown)
         return json_response(envelope(select(request, detail, self.route_of(request).select_fields)))
 
     async def delete_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
@@ -681,7 +684,7 @@ class Gateway:
         return list_response(run_list(
             request, self.route_of(request), self.store.record_index(namespace), extra,
             search=needles[0] if needles else None, default_desc=(sort_by or "desc") == "desc",
-            render=lambda e: mapping.record_job_out(e.obj, e.facts, names, secrets_shown),
+            render=lambda e: mapping.record_job_out(e.obj, e.facts, names, secrets_shown=secrets_shown),
             page_index_name="PageNo" if "PageNo" in q else "pageIndex",
             page_size_name="PageSize" if "PageSize" in q else "pageSize", newest_settled_ms=self.newest_settled_ms()))
 
@@ -700,7 +703,8 @@ class Gateway:
         entry = not_being_deleted(self.store.record_index(ctx.namespace).entries.get(str(created["metadata"]["name"])))
         if created.get("_replayed"):
             return self.replay(entry, raw, ctx, live=False)
-        result = mapping.record_job_out(entry.obj, entry.facts, self.template_name(ctx.namespace))
+        result = mapping.record_job_out(entry.obj, entry.facts, self.template_name(ctx.namespace),
+                                        secrets_shown=shows_secrets(ctx))
         return json_response(envelope(result, messages=["record job created"]), 201,
                              headers={"Location": f"{request.path}/{name}"})
 
@@ -759,7 +763,8 @@ class Gateway:
     async def get_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace
         entry = await self.record_entry(ctx, request.match_info["id"])
-        result = mapping.record_job_out(entry.obj, entry.facts, self.template_name(ctx.namespace), shows_secrets(ctx))
+        result = mapping.record_job_out(entry.obj, entry.facts, self.template_name(ctx.namespace),
+                                        secrets_shown=shows_secrets(ctx))
         return json_response(envelope(select(request, result, self.route_of(request).select_fields)))
 
     async def delete_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
@@ -802,8 +807,8 @@ class Gateway:
             raise ApiProblem(409, f"record job {entry.id} kept changing; retry")
         self.store.recordjobs.upsert(updated)
         entry = self.store.record_index(ctx.namespace).entries[entry.name]
-        return json_response(envelope(mapping.record_job_out(entry.obj, entry.facts,
-                                                             self.template_name(ctx.namespace)), messages=[message]))
+        return json_response(envelope(mapping.record_job_out(entry.obj, entry.facts, self.template_name(ctx.namespace),
+                                                             secrets_shown=shows_secrets(ctx)), messages=[message]))
 
     async def pause_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         def pause(entry: JobEntry) -> dict[str, Any]:

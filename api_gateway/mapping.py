@@ -251,8 +251,8 @@ def url_for(url: str | None, secrets_shown: bool) -> str | None:
     return url if url is None or secrets_shown else shown_url(url)
 
 
-def live_job_detail(obj: Obj, facts: Mapping[str, Any], key: str | None, project_id: str,
-                    secrets_shown: bool = True) -> dict[str, Any]:
+def live_job_detail(obj: Obj, facts: Mapping[str, Any], key: str | None, project_id: str, *,
+                    secrets_shown: bool) -> dict[str, Any]:
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
@@ -677,8 +677,8 @@ def record_job_facts(obj: Obj) -> dict[str, Any]:
     return facts
 
 
-def record_job_out(obj: Obj, facts: Mapping[str, Any], template_name: Callable[[int], str | None],
-                   secrets_shown: bool = True) -> dict[str, Any]:
+def record_job_out(obj: Obj, facts: Mapping[str, Any], template_name: Callable[[int], str | None], *,
+                   secrets_shown: bool) -> dict[str, Any]:
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}

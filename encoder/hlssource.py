@@ -19,10 +19,11 @@ from .playlist import parse_media_playlist
 ENDLIST = "#EXT-X-ENDLIST"
 STREAM_INF = "#EXT-X-STREAM-INF"
 EXTINF = "#EXTINF"
-# A playlist longer than twice this is kept as its header and its last segments: the pull needs no
-# more (has it ended, its newest segment), and a day's EVENT playlist, or a hostile origin's endless
-# one, costs neither memory nor the encoder's loop.
-TAIL_CHARS = 64 * 1024
+# A playlist longer than TAIL_BYTES is kept as its first HEAD_BYTES (its header) and its last TAIL_BYTES
+# (its last segments): the pull needs no more (has it ended, its newest segment), and a day's EVENT
+# playlist, or a hostile origin's endless one, costs neither memory nor the encoder's loop.
+HEAD_BYTES = 64 * 1024
+TAIL_BYTES = 128 * 1024
 MEDIA_SEQUENCE = re.compile(r"^#EXT-X-MEDIA-SEQUENCE:[ \t]*(\d+)[ \t]*\r?$", re.MULTILINE)
 
 
@@ -64,7 +65,7 @@ class HlsSource:
 
 class PlaylistReader:
     """A playlist read chunk by chunk into bounded memory: all of it when it is short, else its first
-    and last TAIL_CHARS and how many segments it has."""
+    HEAD_BYTES, its last TAIL_BYTES and how many segments it has."""
 
     def __init__(self) -> None:
         self.head = bytearray()
@@ -78,15 +79,15 @@ class PlaylistReader:
         self.segments += joined.count(EXTINF.encode())
         self._carry = joined[-(len(EXTINF) - 1):]
         self.size += len(chunk)
-        if len(self.head) < TAIL_CHARS:
-            self.head += chunk[:TAIL_CHARS - len(self.head)]
+        if len(self.head) < HEAD_BYTES:
+            self.head += chunk[:HEAD_BYTES - len(self.head)]
         self.tail += chunk
-        del self.tail[:-2 * TAIL_CHARS]
+        del self.tail[:-TAIL_BYTES]
 
     def text(self) -> str:
         """The playlist, or, when it was long, its header and its last segments with its media sequence
         moved on past the segments left out: the same last segment, numbered the same."""
-        if self.size <= 2 * TAIL_CHARS:
+        if self.size <= TAIL_BYTES:
             return self.tail.decode()  # RFC 8216 4.1: UTF-8
         head = self.head.decode(errors="replace")
         tail = self.tail.decode(errors="replace")
@@ -106,9 +107,9 @@ class PlaylistReader:
         return header + kept
 
 
-async def _body(response: aiohttp.ClientResponse) -> str:
+async def _bounded_playlist_text(response: aiohttp.ClientResponse) -> str:
     reader = PlaylistReader()
-    async for chunk in response.content.iter_chunked(TAIL_CHARS):
+    async for chunk in response.content.iter_chunked(HEAD_BYTES):
         reader.feed(chunk)
     return reader.text()
 
@@ -124,7 +125,7 @@ async def read_hls_source(url: str, timeout: float = 5.0) -> HlsSource | None:
                         return HlsSource(ended=True)  # origins take an event's playlist down once it is over
                     if response.status != 200:
                         return None
-                    text = await _body(response)
+                    text = await _bounded_playlist_text(response)
                 variant = first_variant(text)
                 if variant is None:
                     return HlsSource.from_media_playlist(text)

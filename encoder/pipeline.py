@@ -14,7 +14,6 @@ import enum
 import logging
 import math
 import os
-import re
 import secrets
 import signal
 import time
@@ -30,7 +29,7 @@ from urllib.parse import urlsplit
 from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_INTERRUPTED, EXIT_OK, FINISHED_MESSAGE
 from onair.models import HardwareAcceleration, RecordingFormat
 from onair.phases import ConditionReason
-from onair.urls import shown_url
+from onair.urls import shown_url, without_url_credentials
 
 from .config import IngestKind, JobConfig
 from .ffmpeg import (
@@ -510,18 +509,22 @@ class Encoder:
         finally:
             await gate.close()
 
-    def _loggable(self, argv: list[str]) -> str:
-        """The command line for the log, without the credentials in it (the RTMP play URL carries the
-        stream key and the play token; a pulled URL may carry a user's password or a signed query)."""
+    def _secrets(self) -> tuple[str | None, ...]:
+        """What the log must not show: the RTMP play URL carries the stream key and the play token; a
+        pulled URL may carry a user's password or a signed query."""
         source = urlsplit(self.config.ingest.url) if self.config.ingest.url else None
-        return redacted(argv, self.config.stream_key, self.play_token, self.srt_passphrase,
-                        source.password if source else None, source.query if source else None)
+        return (self.config.stream_key, self.play_token, self.srt_passphrase, source.password if source else None,
+                source.query if source else None)
+
+    def _loggable(self, argv: list[str]) -> str:
+        """The command line for the log, without the credentials in it."""
+        return redacted(argv, *self._secrets())
 
     def _loggable_output(self, lines: Iterable[str]) -> str:
         """ffmpeg's own words for the log: they name the URLs it opens (the RTMP play URL, a pulled
-        source's, its segments'), which lose their credentials here as the command line does, and every
-        URL its user:password and query."""
-        return URL_CREDENTIALS.sub(r"\g<scheme>\g<rest>", self._loggable(["\n".join(lines)]))
+        source's, its segments'), which lose their credentials as the command line does, and every URL
+        its user:password and query."""
+        return without_url_credentials(redacted_text("\n".join(lines), *self._secrets()))
 
     async def _feed_from_srt(self, gate: SrtGate, unclaimed_pipe: list[int]) -> None:
         """Waits for the next admitted publisher and relays it into the session's ffmpeg. The relay
@@ -1358,13 +1361,11 @@ class Encoder:
         return missing, impossible
 
 
-# A URL's user:password@ and its query, either of which may hold credentials (onair.urls.shown_url).
-URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?:[^/\s'\"]*@)?(?P<rest>[^\s?'\"]*)"
-                             r"(?:\?(?:[^\s'\":]|:(?!\s))*)?", re.IGNORECASE)  # not ffmpeg's "<url>: <error>" colon
-
-
 def redacted(argv: list[str], *secrets: str | None) -> str:
-    text = " ".join(argv)
+    return redacted_text(" ".join(argv), *secrets)
+
+
+def redacted_text(text: str, *secrets: str | None) -> str:
     for secret in filter(None, secrets):
         text = text.replace(secret, "***")
     return text

@@ -1112,7 +1112,9 @@ class LiveJobStatus(StatusModel):
         default=None,
         description="True while no encoder has taken over the playlists of one that died (a crash, an eviction): "
                     "they have no EXT-X-ENDLIST yet. A stop or the schedule's end meanwhile has an encoder close "
-                    "them: the replacement once it has read them, or one made only for that, which takes no input.",
+                    "them: the replacement once it has read them, or one made only for that, which takes no input. "
+                    "Cleared once an encoder has taken them over, or that Pod is made (once), or the job is in "
+                    "neither Provisioning nor Stopping (also Failed, with the playlists left as they are).",
     )
     started_at: AwareDatetime | None = Field(default=None, description="When the job last went Live.")
     finished_at: AwareDatetime | None = Field(default=None, description="When the job became Completed or Failed.")

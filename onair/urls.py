@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
+
+# A URL in free text (a program's messages): its scheme, its user:password@ up to the last @ of its
+# authority, the rest up to its query, and its query, but not a colon that ends the URL ("<url>: <error>").
+_URL_IN_TEXT = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?:[^/\s'\"]*@)?(?P<rest>[^\s?'\"]*)"
+                          r"(?:\?(?:[^\s'\":]|:(?!\s))*)?", re.IGNORECASE)
 
 
 def shown_url(url: str) -> str:
@@ -10,3 +16,8 @@ def shown_url(url: str) -> str:
     (either may hold credentials: an origin's, or a webhook receiver's token)."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def without_url_credentials(text: str) -> str:
+    """`text` with every URL in it shown as shown_url shows one."""
+    return _URL_IN_TEXT.sub(r"\g<scheme>\g<rest>", text)

@@ -75,6 +75,8 @@ FINISH_CHECK_SECONDS = 5.0
 # How long a stream recorder, once running, may take to get media from its source before the job says
 # that nothing comes (a pull's connect and first segment).
 SOURCE_CONNECT_SECONDS = 20.0
+# Past a finishing Pod's grace period, how long before it is taken not to have ended by itself: the
+# kubelet's report of its end reaches the operator some seconds later.
 FINISH_SLACK_SECONDS = 30
 # After a Pod's deletionTimestamp (the end of its grace period), how long its object may remain before
 # it is taken for one on a lost node, no longer waited for.
@@ -372,7 +374,7 @@ def decide_live_job(
 
     attempt = _with_a_pod_made_ahead(pods, job, ENCODER_ROLE, max(status.attempt, 1))
     made_ahead = attempt > max(status.attempt, 1)  # the next encoder, not the one a stop was for
-    current_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid), attempt)
+    current_name = _encoder_pod_name(job, attempt)
     pod, stale = _pods_of_attempt(pods, current_name)
     if (pod is not None and status.phase in (None, LiveJobPhase.PENDING, LiveJobPhase.OFFLINE)
             and pod.spec_generation is not None and pod.spec_generation != generation):
@@ -381,7 +383,7 @@ def decide_live_job(
         # seconds): it runs the old spec. Nothing was published yet: the next attempt replaces it.
         attempt += 1
         status.attempt = attempt
-        current_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid), attempt)
+        current_name = _encoder_pod_name(job, attempt)
         pod, stale = _pods_of_attempt(pods, current_name)
     decision.delete_pods = stale
     pod, lost, lost_check = _judge_lost(pod, now)
@@ -416,19 +418,11 @@ def decide_live_job(
     # have no encoder yet: one closes them before the job reads Offline or Completed.
     finish_passed = finish is not None and now >= finish
     ending = finish_passed or not job.spec.online
+    # The job's encoder Pod went before it was seen going (deleted, its node gone): it died.
+    vanished = pod is None and status.resource_name == current_name and status.phase in RUNNING_PHASES
     closer_until = _closing_deadline(pod, status, job, config, now)
-    if ending and pod is None:
-        if status.resource_name == current_name and status.phase in RUNNING_PHASES and not finish_passed:
-            status.playlists_left_open = True  # its Pod vanished before it was seen going: a bare SIGTERM
-    elif ending and pod is not None and not pod.finish_only:
-        if pod.finished and pod.exit_code not in (EXIT_OK, None):  # None: lost with its node, told to finish
-            status.playlists_left_open = True  # it crashed, also while it flushed after POST /finish
-        elif status.phase in RUNNING_PHASES and not finish_passed and (pod.terminating or pod.finished):
-            status.playlists_left_open = True  # it went unbidden (an eviction): a bare SIGTERM
-        elif pod.ready or (pod.finished and pod.termination_message == FINISHED_MESSAGE):
-            status.playlists_left_open = None  # it has read them (it is stopped as any is), or closed them
-        elif status.playlists_left_open and closer_until is None and not (pod.terminating or pod.finished):
-            status.playlists_left_open = None  # a replacement that cannot come up: stopped, and not made again
+    if ending:
+        status.playlists_left_open = _playlists_left_open(status, pod, vanished, finish_passed, closer_until)
     closes = closer_until is not None or (
         (pod is None or pod.finished) and bool(status.playlists_left_open) and not earlier_going
         and (template.template is not None or passthrough))
@@ -512,8 +506,7 @@ def decide_live_job(
                 status.finished_at = now
         if not pod.terminating:
             decision.delete_pods.append(pod.name)
-    elif pod is None and status.resource_name == current_name and status.phase in (
-            LiveJobPhase.WAITING_FOR_INPUT, LiveJobPhase.LIVE, LiveJobPhase.RECONNECTING):
+    elif vanished:
         target, reason, comment = _encoder_died(status, config, current_name, "disappeared",
                                                 _encoder_up_since(status), now, decision)
         set_cond(ConditionType.ENCODER_RUNNING, False, ConditionReason(reason), comment)
@@ -531,7 +524,7 @@ def decide_live_job(
         if status.phase == LiveJobPhase.STOPPING and status.resource_name == current_name:
             # The encoder a stop ended is gone and the job is on again: a new attempt, a fresh Pod name.
             attempt += 1
-            current_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid), attempt)
+            current_name = _encoder_pod_name(job, attempt)
         backoff_ends = None
         if status.last_restart_time is not None and status.consecutive_failures:
             backoff_ends = status.last_restart_time + dt.timedelta(
@@ -655,7 +648,7 @@ def decide_live_job(
         else:
             if pod is not None or status.phase in RUNNING_PHASES:  # this attempt's name is the dead encoder's
                 attempt += 1
-                current_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid), attempt)
+                current_name = _encoder_pod_name(job, attempt)
                 if pod is not None and not pod.terminating:
                     decision.delete_pods.append(pod.name)
             status.attempt = attempt
@@ -699,8 +692,7 @@ def decide_live_job(
         status.resource_name = None  # no encoder Pod while the job does not run
         status.encoder = None
     elif status.attempt:
-        status.resource_name = naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid),
-                                               status.attempt)
+        status.resource_name = _encoder_pod_name(job, status.attempt)
     if status.service_name or decision.ensure_service:  # named once it is made, or being made
         status.service_name = naming.service_name(str(job.metadata.name), str(job.metadata.uid))
     status.stream_key_secret = naming.stream_key_secret_name(str(job.metadata.name), str(job.metadata.uid))
@@ -781,18 +773,48 @@ def _storage_problem(report: dict[str, Any] | None) -> tuple[ConditionReason, st
     return reason, str(storage.get("message") or "the store does not answer")
 
 
+def _encoder_pod_name(job: LiveJob, attempt: int) -> str:
+    return naming.pod_name(str(job.metadata.name), ENCODER_ROLE, str(job.metadata.uid), attempt)
+
+
+def _playlists_left_open(status: LiveJobStatus, pod: PodState | None, vanished: bool, finish_passed: bool,
+                         closer_until: dt.datetime | None) -> bool | None:
+    """status.playlistsLeftOpen as a job ends (switched off, its schedule over), from how its encoder
+    went or what it did."""
+    if pod is None:
+        # Vanished unseen before the job's end: a bare SIGTERM, or none (a SIGTERM after it finishes).
+        return True if vanished and not finish_passed else status.playlists_left_open
+    if pod.finish_only:
+        return status.playlists_left_open
+    if pod.finished and pod.exit_code not in (EXIT_OK, None):  # None: lost with its node, told to finish
+        return True  # it crashed, also while it flushed after POST /finish
+    if status.phase in RUNNING_PHASES and not finish_passed and (pod.terminating or pod.finished):
+        return True  # it went unbidden (an eviction): a bare SIGTERM
+    if pod.ready or (pod.finished and pod.termination_message == FINISHED_MESSAGE):
+        return None  # it has read them (it is stopped as any is), or closed them
+    if status.playlists_left_open and closer_until is None and not (pod.terminating or pod.finished):
+        return None  # a replacement that cannot come up: stopped, and no closer is made after it
+    return status.playlists_left_open
+
+
+def finish_allowance(job: LiveJob | RecordJob, config: OperatorConfig) -> dt.timedelta:
+    """How long a Pod made to finish a job's files may take: to be made and come up (the provisioning
+    timeout), its grace period, and a margin for the operator to see it end."""
+    return dt.timedelta(seconds=config.provisioning_timeout_seconds + termination_grace_seconds(job, config)
+                        + FINISH_SLACK_SECONDS)
+
+
 def _closing_deadline(pod: PodState | None, status: LiveJobStatus, job: LiveJob, config: OperatorConfig,
                       now: dt.datetime) -> dt.datetime | None:
     """Until when the job's Pod may take to close the playlists a dead encoder left open, when it is to:
     one made for that, or the dead one's replacement that has not read them yet (not ready; a ready
     one is told to finish as it is stopped, as any is). None when it is no such Pod, or is given up on:
-    it cannot start (no node, no image), or has had the provisioning timeout and a grace period."""
+    it cannot start (no node, no image), or has had its finish_allowance."""
     if pod is None or pod.finished or pod.terminating or (pod.ready and not pod.finish_only):
         return None
     if not (pod.finish_only or status.playlists_left_open) or _start_error(pod):
         return None
-    allowed = config.provisioning_timeout_seconds + FINISH_SLACK_SECONDS + termination_grace_seconds(job, config)
-    deadline = (pod.created_at or now) + dt.timedelta(seconds=allowed)
+    deadline = (pod.created_at or now) + finish_allowance(job, config)
     return deadline if now < deadline else None
 
 
@@ -1080,8 +1102,7 @@ def decide_record_job(
         ConditionReason.RECORDING, ConditionReason.PAUSED, ConditionReason.SOURCE_UNREACHABLE)
     # Until when a recorder may still be made to finish them: its grace period, and the provisioning
     # timeout for one that cannot be made (refused, no template) or never comes up.
-    finish_deadline = end + dt.timedelta(seconds=termination_grace_seconds(job, config) + FINISH_SLACK_SECONDS
-                                         + config.provisioning_timeout_seconds) if end is not None else None
+    finish_deadline = end + finish_allowance(job, config) if end is not None else None
     # A recording past its end whose recorder is gone: completed, failed, or one is made to finish it.
     gone_past_end = pod is None and past_end and status.phase in (RecordJobPhase.STARTED, RecordJobPhase.PAUSED)
     target: RecordJobPhase

@@ -30,7 +30,7 @@ from onair.encoder.ffmpeg import (
     unhandled_local_segments,
     x264_threads,
 )
-from onair.encoder.hlssource import TAIL_CHARS, HlsSource, PlaylistReader, is_hls_url, read_hls_source
+from onair.encoder.hlssource import HEAD_BYTES, TAIL_BYTES, HlsSource, PlaylistReader, is_hls_url, read_hls_source
 from onair.encoder.pipeline import Encoder, Ports, redacted
 from onair.encoder.playlist import (
     MeasuredBitRates,
@@ -1222,7 +1222,7 @@ def test_a_day_long_source_playlist_read_into_bounded_memory_gives_the_same_newe
         reader = PlaylistReader()
         for offset in range(0, len(body), chunk_size):
             reader.feed(body[offset:offset + chunk_size])
-        assert len(reader.head) + len(reader.tail) <= 3 * TAIL_CHARS < len(body) / 10
+        assert len(reader.head) + len(reader.tail) <= HEAD_BYTES + TAIL_BYTES < len(body) / 10
         assert HlsSource.from_media_playlist(reader.text()) == HlsSource(
             ended=False, target_duration=2.0, newest_segment=expected), (form, chunk_size)
 

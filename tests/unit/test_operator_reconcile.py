@@ -43,6 +43,7 @@ from onair.operator.reconcile import (
     clip_request,
     decide_live_job,
     decide_record_job,
+    finish_allowance,
     forget_refused_child,
     mark_pod_refused,
     phase_path,
@@ -502,7 +503,7 @@ def scheduled(status: dict[str, Any]) -> tuple[str, str]:
 
 
 def ended_spec(how: str) -> dict[str, Any]:
-    """The spec change that ends a running job: switched off, or its schedule over half a second ago."""
+    """The spec change that ends a running job: switched off, or its finishDateTime at NOW + 0.5 s."""
     return {"online": False} if how == "switched off" else {
         "schedule": {"finishDateTime": (NOW + dt.timedelta(seconds=0.5)).isoformat()}}
 
@@ -591,7 +592,7 @@ def test_a_replacement_not_up_yet_when_the_job_ends_is_told_to_finish_not_delete
     assert ended.encoder_command == "finish" and ended.create_pod_attempt is None
     assert f"Pod {current_pod_name(2)} closes the playlists" in ended.status["message"]
     # Not for ever: past the provisioning timeout and a grace period it is stopped as any encoder is.
-    wait = CONFIG.provisioning_timeout_seconds + FINISH_SLACK_SECONDS + CONFIG.encoder_termination_grace_seconds
+    wait = finish_allowance(live_job(), CONFIG).total_seconds()
     assert ended.requeue_after == pytest.approx(wait - 3)  # from the Pod's creation
     given_up = decide_live_job(live_job(ended.status, generation=2, **spec), TEMPLATE, starting, None, CONFIG,
                                NOW + dt.timedelta(seconds=wait))
@@ -625,9 +626,10 @@ def test_a_job_switched_off_as_its_encoder_went_unbidden_has_the_playlists_close
 
 
 @pytest.mark.parametrize(("last_words", "closer"), [(FINISHED_MESSAGE, False),
-                                                   ("stopped before the stored playlists could be read", True)])
-def test_a_replacement_told_to_finish_that_closed_the_playlists_needs_no_closer(last_words: str,
-                                                                               closer: bool) -> None:
+                                                   ("stopped before the stored playlists could be read", True)],
+                         ids=["closed them", "closed nothing"])
+def test_a_replacement_told_to_finish_gets_a_closer_only_if_it_did_not_close_the_playlists(last_words: str,
+                                                                                          closer: bool) -> None:
     spec, later = ended_spec("switched off"), NOW + dt.timedelta(seconds=3)
     restarting = decide_live_job(live_job(crashed_in_back_off()), TEMPLATE, [], None, CONFIG, later)
     starting = [stuck_pod(current_pod_name(2), "ContainerCreating", "")]
