@@ -245,9 +245,7 @@ class Gateway:
         namespace), put into the cache. Another replica may have created the job a moment ago and this
         replica's watch not have brought it yet: a client still reads its own write."""
         assert ctx.namespace
-        cache = self.store.livejobs if live else self.store.recordjobs
-        index_of = self.store.live_index if live else self.store.record_index
-        entry = index_of(ctx.namespace).find(ident)
+        entry = self.job_index(ctx.namespace, live).find(ident)
         if entry is not None or self.kube is None or not self.lookup_allowed(ctx.namespace):
             return entry
         plural = "livejobs" if live else "recordjobs"
@@ -260,8 +258,12 @@ class Gateway:
             found = next(iter(page.get("items") or []), None)
         if found is None:
             return None
-        cache.upsert(found)  # refused when the cache has it newer, or saw it deleted
-        return index_of(ctx.namespace).find(ident)
+        # Refused when the cache has it newer, or saw it deleted.
+        (self.store.livejobs if live else self.store.recordjobs).upsert(found)
+        return self.job_index(ctx.namespace, live).find(ident)
+
+    def job_index(self, namespace: str, live: bool) -> JobIndex:
+        return (self.store.live_index if live else self.store.record_index)(namespace)
 
     def stream_key(self, namespace: str, name: str) -> str | None:
         return self.store.stream_keys.get((namespace, name))
@@ -336,8 +338,7 @@ class Gateway:
         """`obj`, as the API server answered it, put into the cache, and its entry there: None when the
         cache saw it deleted (a finalizer may hold it in the API server a while)."""
         (self.store.livejobs if live else self.store.recordjobs).upsert(obj)
-        return (self.store.live_index if live else self.store.record_index)(namespace).entries.get(
-            str(obj["metadata"]["name"]))
+        return self.job_index(namespace, live).entries.get(str(obj["metadata"]["name"]))
 
     def replay(self, entry: JobEntry, raw: bytes, ctx: Ctx, live: bool) -> web.Response:
         assert ctx.namespace and ctx.project_id
@@ -524,7 +525,7 @@ class Gateway:
         """The job an Idempotency-Key made before: from the cache, or from the API server when another
         replica made it a moment ago."""
         assert ctx.namespace
-        earlier = (self.store.live_index if live else self.store.record_index)(ctx.namespace).entries.get(name)
+        earlier = self.job_index(ctx.namespace, live).entries.get(name)
         if earlier is not None:
             return earlier
         found = await self.kube_client().get_or_none(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from onair.jsonlog import job_context
 from onair.kubeclient import ApiError, KubeClient, resource_path
@@ -27,10 +27,13 @@ from onair.models import (
     MAX_MESSAGE_LENGTH,
     MAX_PENDING_WEBHOOKS,
     MAX_TIMINGS,
+    Condition,
     JobTemplateSpec,
     LiveJob,
+    LiveJobTiming,
     RecordJob,
     RecordJobStatus,
+    RecordJobTiming,
     describe_errors,
 )
 from onair.namespaces import listed_namespaces
@@ -59,7 +62,7 @@ from onair.operator.webhooks import (
     pending_webhook,
 )
 from onair.operator.workqueue import WorkQueue
-from onair.phases import ConditionReason, LiveJobPhase, RecordJobPhase
+from onair.phases import ConditionReason, ConditionStatus, ConditionType, LiveJobPhase, RecordJobPhase
 from onair.streamkeys import derive_control_key
 
 log = logging.getLogger("onair.operator")
@@ -183,6 +186,10 @@ def _events_to_post(decision: Decision) -> list[tuple[str, str, str]]:
 # Tries to remove a delivered webhook from the status (about three minutes with the back-off).
 FORGET_WEBHOOK_ATTEMPTS = 10
 FORGET_WEBHOOK_FIRST_DELAY_SECONDS = 1.0
+
+
+def _dumped(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def webhook_url(body: dict[str, Any]) -> str | None:
@@ -736,13 +743,14 @@ class Controller:
             return
         now = self.clock()
         when = now.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-        reason = str(ConditionReason.SPEC_INVALID)
-        ready = {"type": "Ready", "status": "False", "reason": reason, "message": message, "lastTransitionTime": when,
-                 "observedGeneration": generation}
+        reason = ConditionReason.SPEC_INVALID
+        ready = _dumped(Condition(type=ConditionType.READY, status=ConditionStatus.FALSE, reason=reason,
+                                  message=message, last_transition_time=now, observed_generation=generation))
+        timing = _dumped((LiveJobTiming if kind == "LiveJob" else RecordJobTiming)(
+            time=now, phase=failed, reason=reason, comment=message[:MAX_DESCRIPTION_LENGTH]))
+        # The stored lists as they are (the model refuses the object they are in), the new entries added.
         status = {**old, "phase": str(failed), field: message, "observedGeneration": generation, "finishedAt": when,
-                  "timings": [*(old.get("timings") or []),
-                              {"time": when, "phase": str(failed), "reason": reason,
-                               "comment": message[:MAX_DESCRIPTION_LENGTH]}][-MAX_TIMINGS:],
+                  "timings": [*(old.get("timings") or []), timing][-MAX_TIMINGS:],
                   "conditions": sorted([*(c for c in old.get("conditions") or [] if c.get("type") != "Ready"), ready],
                                        key=lambda c: str(c.get("type")))}
         decision = Decision(status=status, phase_changes=[failed] if old.get("phase") != failed else [])

@@ -430,17 +430,14 @@ def decide_live_job(
         if not pod_gone_or_going and pod is not None and closer_until is None:
             decision.delete_pods.append(pod.name)
             decision.finish_before_delete = True
-        if pod is not None and not pod.finished:
-            target, reason, comment = LiveJobPhase.STOPPING, "ScheduleFinished", "finishDateTime reached"
-        elif earlier_going:
-            target, reason = LiveJobPhase.STOPPING, "ScheduleFinished"
-            comment = "finishDateTime reached" + _until_ended(earlier_going)
-            decision.requeue_after = TERMINATING_POD_RETRY_SECONDS
-        elif closes:
-            target, reason, comment = LiveJobPhase.STOPPING, "ScheduleFinished", "finishDateTime reached"
-        else:
-            target, reason, comment = LiveJobPhase.COMPLETED, "ScheduleFinished", "finishDateTime reached"
-            status.finished_at = status.finished_at if status.phase == LiveJobPhase.COMPLETED else now
+        target, reason, comment = LiveJobPhase.STOPPING, "ScheduleFinished", "finishDateTime reached"
+        if (pod is None or pod.finished) and not closes:
+            if earlier_going:
+                comment += _until_ended(earlier_going)
+                decision.requeue_after = TERMINATING_POD_RETRY_SECONDS
+            else:
+                target = LiveJobPhase.COMPLETED
+                status.finished_at = status.finished_at if status.phase == LiveJobPhase.COMPLETED else now
         set_cond(ConditionType.SCHEDULED, False, ConditionReason.COMPLETED, "the schedule is over")
     elif not job.spec.online or (start is not None and now < start):
         switched_off = not job.spec.online
