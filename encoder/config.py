@@ -14,10 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, IPvAnyNetwork, ValidationError
 from pydantic.alias_generators import to_camel
 
+from onair.addresses import AddressPolicy, literal_address
 from onair.models import (
     PASSTHROUGH_PLAYLIST_WINDOW,
     PASSTHROUGH_RENDITION,
@@ -81,6 +83,9 @@ class JobEnvelope(_Camel):
     # An encoder made only to close the playlists a dead one left open (a LiveJob stopped or over before
     # its replacement came up): it reads them, writes EXT-X-ENDLIST and exits, taking no input.
     finish_only: bool = False
+    # Networks besides the public Internet a pulled source may be fetched from (the installation's own
+    # origins): see pullguard.py.
+    pull_allowed_networks: list[IPvAnyNetwork] = []
 
 
 class IngestKind(enum.StrEnum):
@@ -134,6 +139,7 @@ class JobConfig:
     finish_at: datetime | None = None
     start_paused: bool = False
     finish_only: bool = False  # see JobEnvelope
+    pull_policy: AddressPolicy = field(default_factory=AddressPolicy)  # see JobEnvelope.pull_allowed_networks
     paused_ranges: list[PausedRange] = field(default_factory=list)
     live_spec: LiveJobSpec | None = None
     record_spec: RecordJobSpec | None = None
@@ -163,6 +169,17 @@ class JobConfig:
         """Object key under the job's prefix."""
         prefix = self.storage.prefix.strip("/")
         return "/".join(part for part in (prefix, *parts) if part)
+
+
+def _pulled_address_refusal(url: str, field: str, policy: AddressPolicy) -> None:
+    """A pull from an address the policy refuses, written as an address, can never work. A name is
+    checked whenever it is connected to (pullguard.py)."""
+    host = urlsplit(url).hostname or ""
+    address = literal_address(host)
+    if address is not None and not policy.allows(address):
+        raise ConfigError(f"{field}: {host} is no public address: pulls from loopback, private and link-local "
+                          "addresses are refused (the installation allows networks of its own in "
+                          "encoder.pullAllowedNetworks)")
 
 
 def _ingest_for_live(spec: LiveJobSpec) -> Ingest:
@@ -209,12 +226,15 @@ def load_job_config(environ: Mapping[str, str] | None = None) -> JobConfig:
         "preview_key": env.get("ONAIR_PREVIEW_KEY") or None,
         "termination_grace_seconds": int(grace),
         "finish_only": envelope.finish_only,
+        "pull_policy": AddressPolicy.allowing(envelope.pull_allowed_networks),
     }
     window = template.playlist_window if template else PASSTHROUGH_PLAYLIST_WINDOW
     try:
         if envelope.kind == "LiveJob":
             live = LiveJobSpec.model_validate(envelope.spec)
             ingest = _ingest_for_live(live)
+            if ingest.url is not None:
+                _pulled_address_refusal(ingest.url, "spec.input.url", common["pull_policy"])
             if ingest.kind in (IngestKind.RTMP_LISTEN, IngestKind.SRT_LISTEN) and not stream_key:
                 raise ConfigError(f"ONAIR_STREAM_KEY is required for an {live.input.server_type.value} LiveJob")
             if ingest.kind == IngestKind.SRT_LISTEN and not srt_passphrase and not 10 <= len(stream_key or "") <= 79:
@@ -239,6 +259,7 @@ def load_job_config(environ: Mapping[str, str] | None = None) -> JobConfig:
     except ValidationError as error:
         raise ConfigError(f"spec is invalid: {error}") from error
     if record.source.stream_url:
+        _pulled_address_refusal(record.source.stream_url, "spec.source.streamUrl", common["pull_policy"])
         ingest = Ingest(IngestKind.PULL, record.source.stream_url)
     else:
         if envelope.clip is None:

@@ -245,9 +245,11 @@ FROZEN_SOURCE_SEGMENTS = 3
 PULL_HOLD_RELOADS = 2 * FROZEN_SOURCE_SEGMENTS
 
 
-def input_args(input_url: str, *, live_listener: bool, input_format: str | None = None) -> list[str]:
+def input_args(input_url: str, *, live_listener: bool, input_format: str | None = None,
+               http_proxy: str | None = None) -> list[str]:
     """Reading the ingest. Short probing: the state turns Live (SRT) when ffmpeg reports the input,
-    and the first segment should not wait for a long analysis."""
+    and the first segment should not wait for a long analysis. `http_proxy`: the pull guard's, which
+    an HTTP(S) pull's every request goes through (the HLS demuxer passes it on to its segments)."""
     args = ["-analyzeduration", "1500000", "-probesize", "2000000"]
     if input_format:  # a pipe has no name to guess the format from
         args += ["-f", input_format]
@@ -257,6 +259,8 @@ def input_args(input_url: str, *, live_listener: bool, input_format: str | None 
         # and so does a playlist that stopped giving new segments.
         args += ["-live_start_index", "-1", "-reconnect", "1", "-reconnect_streamed", "1",
                  "-rw_timeout", str(PULL_READ_TIMEOUT_US), "-m3u8_hold_counters", str(PULL_HOLD_RELOADS)]
+        if http_proxy:
+            args += ["-http_proxy", http_proxy]
     return [*args, "-i", input_url]
 
 
@@ -271,13 +275,14 @@ def build_session_argv(
     ffmpeg: str = "ffmpeg",
     nvenc: bool = False,
     cpus: float = 2.0,
+    http_proxy: str | None = None,
 ) -> list[str]:
     """The whole ffmpeg command of one ingest session (`nvenc`: the template asks for NVENC and this
     machine has it; `input_format`: the input's demuxer, for a pipe; `cpus`: what the encoders may use,
-    available_cpus())."""
+    available_cpus(); `http_proxy`: see input_args)."""
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "info", "-nostats", "-progress", "pipe:1"]
     argv += ["-stats_period", "0.5"]
-    argv += input_args(input_url, live_listener=live_listener, input_format=input_format)
+    argv += input_args(input_url, live_listener=live_listener, input_format=input_format, http_proxy=http_proxy)
     segment_seconds = config.segment_seconds
     if config.passthrough:
         raise ValueError("a passthrough session is a remux and a packager process: see passthrough.py")

@@ -114,13 +114,13 @@ async def _bounded_playlist_text(response: aiohttp.ClientResponse) -> str:
     return reader.text()
 
 
-async def read_hls_source(url: str, timeout: float = 5.0) -> HlsSource | None:
+async def read_hls_source(url: str, timeout: float = 5.0, proxy: str | None = None) -> HlsSource | None:
     """The media playlist at `url` (a master's first variant), or None when it cannot be read now (an
-    error status, no answer: not known either way)."""
+    error status, no answer: not known either way). `proxy`: the pull guard's."""
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
             for _ in range(2):  # a master, then its variant
-                async with session.get(url) as response:
+                async with session.get(url, proxy=proxy) as response:
                     if response.status in (404, 410):
                         return HlsSource(ended=True)  # origins take an event's playlist down once it is over
                     if response.status != 200:

@@ -105,6 +105,8 @@ async def serve(config: JobConfig, ports: Ports) -> int:
             await site.start()
             port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             encoder.hook_url = f"http://127.0.0.1:{port}"
+        if config.ingest.kind == IngestKind.PULL:
+            await encoder.pull_guard.start()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal)
         code = await job.run()
@@ -115,6 +117,7 @@ async def serve(config: JobConfig, ports: Ports) -> int:
     finally:
         for runner in runners:
             await runner.cleanup()
+        await encoder.pull_guard.close()
         shutil.rmtree(work_dir, ignore_errors=True)
     write_termination_message(encoder.status.message)
     return code

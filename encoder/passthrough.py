@@ -264,13 +264,14 @@ PASSTHROUGH_MAPS = ["-map", "0:v:0?", "-map", "0:a:0?"]
 
 
 def build_remux_argv(
-    input_url: str, *, live_listener: bool, input_format: str | None = None, ffmpeg: str = "ffmpeg"
+    input_url: str, *, live_listener: bool, input_format: str | None = None, ffmpeg: str = "ffmpeg",
+    http_proxy: str | None = None,
 ) -> list[str]:
     """The process that reads the source: its stderr describes the input (statistics, "connected"),
     its stdout is MPEG-TS. Flushed per packet: the packager must see a keyframe as soon as it
     arrives to close the segment before it (otherwise up to 32 KB wait in ffmpeg's output buffer)."""
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "info", "-nostats"]
-    argv += input_args(input_url, live_listener=live_listener, input_format=input_format)
+    argv += input_args(input_url, live_listener=live_listener, input_format=input_format, http_proxy=http_proxy)
     return [*argv, *PASSTHROUGH_MAPS, "-c", "copy", "-flush_packets", "1", "-f", "mpegts", "pipe:1"]
 
 
@@ -329,12 +330,12 @@ class OneProcess:
 
 
 async def _spawn(
-    argv: list[str], *, stdin: int, stdout: int, preexec: Callable[[], None]
+    argv: list[str], *, stdin: int, stdout: int, preexec: Callable[[], None], env: dict[str, str] | None = None
 ) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         *argv, stdin=stdin, stdout=stdout, stderr=asyncio.subprocess.PIPE,
         start_new_session=True,  # the encoder's SIGTERM must not reach ffmpeg before it stops it itself
-        preexec_fn=preexec,
+        preexec_fn=preexec, env=env,
     )  # fmt: skip
 
 
@@ -357,12 +358,14 @@ class PassthroughProcesses:
 
     @classmethod
     async def start(
-        cls, remux_argv: list[str], preexec: Callable[[], None], stdin: int = asyncio.subprocess.DEVNULL
+        cls, remux_argv: list[str], preexec: Callable[[], None], stdin: int = asyncio.subprocess.DEVNULL,
+        env: dict[str, str] | None = None,
     ) -> PassthroughProcesses:
-        """Starts the remux (`stdin`: for a source that comes in on the remux's standard input)."""
+        """Starts the remux (`stdin`: for a source that comes in on the remux's standard input; `env`:
+        its environment, None: the encoder's)."""
         reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            remux = await _spawn(remux_argv, stdin=stdin, stdout=writer.fileno(), preexec=preexec)
+            remux = await _spawn(remux_argv, stdin=stdin, stdout=writer.fileno(), preexec=preexec, env=env)
         except BaseException:
             reader.close()
             raise

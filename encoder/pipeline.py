@@ -65,6 +65,7 @@ from .playlist import (
 )
 from .preview import PreviewHub, ProcessFeed, remux_to_ts_argv
 from .probe import Probed, merge_probes, probe_segment
+from .pullguard import PullGuard, pulling_environment
 from .rtmp import (
     PLAY_TOKEN_PARAMETER,
     RTMP_APPLICATION,
@@ -271,6 +272,7 @@ class Encoder:
         self.publisher_active = False
         self.play_token = secrets.token_hex(16)
         self.preview_play_token = secrets.token_hex(16)  # the preview's own RTMP play (see preview.py)
+        self.pull_guard = PullGuard(config.pull_policy, self._pull_refused)  # main starts it for a pull
         self.preview = PreviewHub(self._preview_feed())
         self.status.metrics.preview_viewers.set_function(lambda: len(self.preview.viewers))
         self.player_joined = asyncio.Event()  # our ffmpeg is on the RTMP stream, waiting for a publish
@@ -380,7 +382,9 @@ class Encoder:
                 return ProcessFeed(lambda: remux_to_ts_argv(self._rtmp_play_url(self.preview_play_token)),
                                    die_with_parent)
             case IngestKind.PULL if self.config.ingest.url:
-                return ProcessFeed(partial(remux_to_ts_argv, self.config.ingest.url), die_with_parent)
+                url = self.config.ingest.url  # main starts the guard before the preview serves
+                return ProcessFeed(lambda: remux_to_ts_argv(url, self.pull_guard.proxy_url), die_with_parent,
+                                   pulling_environment())
         return None
 
     def _connected(self, connected: bool) -> None:
@@ -544,7 +548,7 @@ class Encoder:
                 await asyncio.wait_for(self.stop_requested.wait(), (start - datetime.now(UTC)).total_seconds())
         backoff = 1.0
         hls = is_hls_url(url)
-        source = await read_hls_source(url) if hls else None
+        source = await self._read_hls_source(url) if hls else None
         if source is not None and source.ended and self.config.kind == "LiveJob":
             # A Pod started after the broadcast ended: pulled, it would be read from its first segment.
             source = await self._wait_while_source_ended(url)
@@ -556,6 +560,12 @@ class Encoder:
         while not self.stop_requested.is_set():
             if not self.status.connected and self._unusable_input is None:
                 self.status.set_state(self._pull_waiting_state(), f"pulling {shown_url(url)}")
+            if urlsplit(url).scheme not in ("http", "https") and await self.pull_guard.refusal_of(url):
+                # ffmpeg makes RTMP and SRT connections itself, not through the guard's proxy.
+                backoff = min(backoff * 2, MAX_PULL_BACKOFF)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop_requested.wait(), backoff)
+                continue
             target = source.target_duration if source is not None else 0.0
             produced = await self._run_session(url, listener=False, pull=True, source_target_duration=target)
             returncode = self._last_returncode
@@ -565,7 +575,7 @@ class Encoder:
                 # An ended playlist pulled again is read from its first segment: it would be encoded twice.
                 # ffmpeg also ends with 0 when the playlist cannot be reloaded for a few seconds (an origin's
                 # 503s): only the playlist itself, read again, says whether the source ended.
-                source = await (self._hls_source_known(url) if returncode == 0 else read_hls_source(url))
+                source = await (self._hls_source_known(url) if returncode == 0 else self._read_hls_source(url))
                 if source is not None and not source.ended:
                     # Live, yet the session ended: the source froze (or failed). Pulled now, its newest
                     # segment would be encoded again, and the job would say `live` with nothing new.
@@ -583,6 +593,15 @@ class Encoder:
             backoff = 1.0 if produced else min(backoff * 2, MAX_PULL_BACKOFF)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop_requested.wait(), backoff)
+
+    async def _read_hls_source(self, url: str) -> HlsSource | None:
+        return await read_hls_source(url, proxy=await self.pull_guard.start())
+
+    def _pull_refused(self, refusal: str) -> None:
+        """The pull guard refused an address the source sent us to: the job says so (until it is live)."""
+        if not self.status.connected and not self.stop_requested.is_set():
+            self._unusable_input = refusal
+            self.status.set_state(self._pull_waiting_state(), refusal)
 
     def _pull_waiting_state(self) -> EncoderState:
         return EncoderState.RECONNECTING if self.status.disconnects else EncoderState.WAITING
@@ -609,11 +628,11 @@ class Encoder:
 
     async def _read_hls_source_until(self, url: str,
                                      answered: Callable[[HlsSource | None], bool]) -> HlsSource | None:
-        """read_hls_source(url), asked again (every 1 s, backing off to 10 s) until `answered` takes
+        """The source playlist read, asked again (every 1 s, backing off to 10 s) until `answered` takes
         its answer or the job stops (None then)."""
         delay = 1.0
         while not self.stop_requested.is_set():
-            source = await read_hls_source(url)
+            source = await self._read_hls_source(url)
             if answered(source):
                 return source
             with contextlib.suppress(TimeoutError):
@@ -641,14 +660,18 @@ class Encoder:
         readers: list[asyncio.Task[Any]] = []
         processes: SessionProcesses
         input_format = "mpegts" if srt is not None else None  # a pipe has no name to guess it from
+        http_proxy = await self.pull_guard.start() if pull else None
+        environment = pulling_environment() if pull else None
+        self.pull_guard.refusal = None
         stdin: int = asyncio.subprocess.DEVNULL
         if srt is not None:
             stdin, pipe = os.pipe()
         try:
             if self.config.passthrough:
-                argv = build_remux_argv(input_url, live_listener=listener, input_format=input_format)
+                argv = build_remux_argv(input_url, live_listener=listener, input_format=input_format,
+                                        http_proxy=http_proxy)
                 log.info("session %d: %s", self.session_number, self._loggable(argv))
-                passthrough = await PassthroughProcesses.start(argv, die_with_parent, stdin=stdin)
+                passthrough = await PassthroughProcesses.start(argv, die_with_parent, stdin=stdin, env=environment)
                 readers.append(asyncio.create_task(self._read_stderr(passthrough.remux, state, announce=announce)))
                 processes = passthrough
                 exited: asyncio.Task[Any] = asyncio.create_task(
@@ -664,12 +687,13 @@ class Encoder:
                     input_format=input_format,
                     nvenc=self.nvenc,
                     cpus=self.cpus,
+                    http_proxy=http_proxy,
                 )
                 log.info("session %d: %s", self.session_number, self._loggable(argv))
                 process = await asyncio.create_subprocess_exec(
                     *argv, stdin=stdin, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                     start_new_session=True,  # our SIGTERM must not reach ffmpeg before we stop it ourselves
-                    preexec_fn=partial(niced_child, TRANSCODER_NICENESS),
+                    preexec_fn=partial(niced_child, TRANSCODER_NICENESS), env=environment,
                 )  # fmt: skip
                 readers += [
                     asyncio.create_task(self._read_progress(process)),
@@ -739,7 +763,10 @@ class Encoder:
         return produced
 
     def _input_fault(self, state: SessionState) -> str | None:
-        """What ffmpeg's description of an input it then could not encode says is wrong with it."""
+        """What ffmpeg's description of an input it then could not encode says is wrong with it, or the
+        pull guard's refusal of an address it was sent to."""
+        if self.pull_guard.refusal is not None:
+            return self.pull_guard.refusal
         if self.config.passthrough:
             return state.input_fault  # otherwise a remux packages whatever streams there are
         described = parse_input_statistics(state.stderr_lines)  # kept until ffmpeg starts its output

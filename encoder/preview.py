@@ -146,9 +146,11 @@ class ProcessFeed:
     """Runs the command `argv()` gives (an ffmpeg writing MPEG-TS to its stdout) while started, and
     runs it again when it ends (the publisher left, and the next one will come)."""
 
-    def __init__(self, argv: Callable[[], list[str]], preexec_fn: Callable[[], None] | None = None) -> None:
+    def __init__(self, argv: Callable[[], list[str]], preexec_fn: Callable[[], None] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.argv = argv
         self.preexec_fn = preexec_fn
+        self.env = env  # None: the encoder's
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -168,7 +170,7 @@ class ProcessFeed:
         while True:
             process = await asyncio.create_subprocess_exec(
                 *self.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL, preexec_fn=self.preexec_fn)
+                stderr=asyncio.subprocess.DEVNULL, preexec_fn=self.preexec_fn, env=self.env)
             assert process.stdout is not None
             restart()
             try:
@@ -182,9 +184,11 @@ class ProcessFeed:
             await asyncio.sleep(FEED_RESTART_SECONDS)
 
 
-def remux_to_ts_argv(input_url: str) -> list[str]:
-    """Every video and audio stream of the input, copied into MPEG-TS on stdout."""
-    return ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", input_url, "-map", "0:v?", "-map", "0:a?",
+def remux_to_ts_argv(input_url: str, http_proxy: str | None = None) -> list[str]:
+    """Every video and audio stream of the input, copied into MPEG-TS on stdout (`http_proxy`: a pull's
+    guard, see input_args)."""
+    proxy = ["-http_proxy", http_proxy] if http_proxy else []
+    return ["ffmpeg", "-nostdin", "-loglevel", "error", *proxy, "-i", input_url, "-map", "0:v?", "-map", "0:a?",
             "-c", "copy", "-f", "mpegts", "pipe:1"]
 
 

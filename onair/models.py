@@ -306,7 +306,8 @@ class LiveJobInput(OnairModel):
         validate_default=True,
         description=(
             "HLS only (required there, forbidden otherwise): http(s) URL of the playlist to pull, "
-            "e.g. https://origin.example.com/live/master.m3u8."
+            "e.g. https://origin.example.com/live/master.m3u8. Loopback, private and link-local addresses "
+            "are refused, unless the installation allows their network (encoder.pullAllowedNetworks)."
         ),
         max_length=MAX_URL_LENGTH,
         pattern=HTTP_URL_PATTERN,
@@ -566,7 +567,9 @@ class RecordSource(OnairModel):
 
     stream_url: str | None = Field(
         default=None,
-        description="Live stream to record: rtmp://, rtmps://, srt://, or an http(s):// .m3u8 playlist.",
+        description="Live stream to record: rtmp://, rtmps://, srt://, or an http(s):// .m3u8 playlist. Loopback, "
+                    "private and link-local addresses are refused, unless the installation allows their network "
+                    "(encoder.pullAllowedNetworks).",
         max_length=MAX_URL_LENGTH,
         pattern=STREAM_URL_PATTERN,
     )

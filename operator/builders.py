@@ -155,6 +155,8 @@ def build_encoder_config(
         # Only for a closer, so every other encoder's configuration stays as it was (an encoder image older
         # than the operator ignores the key: the operator tells the closer POST /finish as well).
         **({"finishOnly": True} if finish_only else {}),
+        **({"pullAllowedNetworks": [str(network) for network in config.pull_allowed_networks]}
+           if config.pull_allowed_networks else {}),
         # A new recorder Pod continues the pauses of the earlier ones (a clip leaves them out).
         "pausedRanges": [paused.model_dump(mode="json") for paused in job.status.paused_ranges]
         if isinstance(job, RecordJob) and job.status else [],

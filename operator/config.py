@@ -8,7 +8,7 @@ import os
 import secrets
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator
 
 from onair.streamkeys import MIN_SEED_LENGTH
 
@@ -166,6 +166,12 @@ class OperatorConfig(BaseModel):
     webhook_allow_private_addresses: bool = Field(
         False, description="Let callbackUrl/notifyUrl reach loopback, private and link-local addresses (the "
                            "cluster's own services, cloud metadata): only where every job author is trusted.",
+    )
+    pull_allowed_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Networks besides the public Internet that a LiveJob's input.url and a RecordJob's streamUrl "
+                    "may be pulled from (CIDRs, e.g. an origin's 10.20.0.0/16). Other loopback, private and "
+                    "link-local addresses (the cluster's own services, cloud metadata) are refused.",
     )
     listen_host: str = Field("0.0.0.0", description="Address of the health and metrics endpoints.")
     log_format: str = Field("text", pattern="^(text|json)$", description="Passed on to the encoders.")

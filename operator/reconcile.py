@@ -746,6 +746,8 @@ def mark_pod_refused(job: LiveJob | RecordJob, decision: Decision, pod_name: str
     status.conditions = sorted(conditions, key=lambda c: c.type)
     if isinstance(status, LiveJobStatus):
         status.message = message
+        if decision.finish_only:
+            status.playlists_left_open = True  # still: the closer is made at the next try
     decision.status = _dump(status)
 
 

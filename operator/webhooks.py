@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import socket
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from onair.addresses import NotPublicError, is_public, literal_address
 from onair.models import PendingWebhook
 from onair.phases import LiveJobPhase, RecordJobPhase
 from onair.streamkeys import WEBHOOK_SIGNATURE_HEADER, derive_webhook_key
@@ -127,34 +127,6 @@ def build_payload(job: dict[str, Any], pending: dict[str, Any]) -> dict[str, Any
     }
 
 
-# IPv6 addresses that carry an IPv4 one in their last 32 bits: NAT64's well-known prefix (RFC 6052),
-# the deprecated IPv4-compatible addresses and IPv4-translated ones. A NAT64 gateway takes
-# 64:ff9b::a9fe:a9fe to 169.254.169.254.
-IPV4_IN_LAST_32_BITS = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::/96"),
-                        ipaddress.ip_network("::ffff:0:0:0/96"))  # the last: SIIT (RFC 2765)
-LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: the IPv4 part may sit anywhere
-
-
-def is_public(address: str) -> bool:
-    """Whether a webhook may go to this address: not loopback, private, link-local (cloud metadata),
-    multicast or reserved, where a job's author could otherwise reach the cluster's own services. An
-    IPv6 address that wraps an IPv4 one (mapped, 6to4, NAT64) is judged by the IPv4 one."""
-    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip in LOCAL_NAT64:
-            return False
-        wrapped = ip.ipv4_mapped or ip.sixtofour
-        if wrapped is None and any(ip in network for network in IPV4_IN_LAST_32_BITS):
-            wrapped = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if wrapped is not None:
-            ip = wrapped
-    return ip.is_global and not ip.is_multicast
-
-
-class NotPublicError(OSError):
-    """The webhook's host is (or resolves to) an address jobs may not reach."""
-
-
 class PublicAddressesOnly(AbstractResolver):
     """Resolves like aiohttp does, then keeps only public addresses: the check holds for the address
     actually connected to (no DNS rebinding between a check and the connection)."""
@@ -178,17 +150,10 @@ def refused_target(url: str, allow_private: bool) -> str | None:
     if allow_private:
         return None
     host = urlsplit(url).hostname or ""
-    try:
-        public = is_public(host)
-    except ValueError:
-        try:
-            # The forms inet_aton also reads (2130706433, 127.1, 0x7f.1, 017700000001): some HTTP clients
-            # connect to them as addresses without asking the resolver, which would have refused them.
-            address = socket.inet_ntoa(socket.inet_aton(host))
-        except OSError:
-            return None  # a name: checked when it is resolved
-        public = is_public(address)
-    return None if public else f"{host} is not a public address (private targets are refused)"
+    address = literal_address(host)
+    if address is None or is_public(address):
+        return None  # a name: checked when it is resolved
+    return f"{host} is not a public address (private targets are refused)"
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ def operator_env(platform: PlatformInfo, health_port: int, metrics_port: int, **
         "ONAIR_S3_REGION": platform.s3_region,
         "ONAIR_WEBHOOK_SECRET": "test-webhook-secret",
         "ONAIR_WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true",  # the tests' receivers listen on 127.0.0.1
+        "ONAIR_PULL_ALLOWED_NETWORKS": json.dumps(["127.0.0.0/8"]),  # and so do the sources they pull
         "ONAIR_STREAM_KEY_SEED": STREAM_KEY_SEED,
         "ONAIR_RESTART_BACKOFF_SECONDS": "0.5",
         **extra,

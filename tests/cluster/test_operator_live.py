@@ -203,3 +203,13 @@ def test_a_job_switched_off_while_its_evicted_encoder_waits_to_restart_has_its_p
     assert closed.ended
     assert [(s.sequence, s.uri) for s in closed.segments] == [(s.sequence, s.uri) for s in left.segments]
     assert not encoder_pods(kube, namespace, "relay")  # nothing runs for a job that is off
+
+
+def test_a_job_that_would_pull_from_the_cloud_metadata_address_fails_naming_the_field(
+        kube: client.ApiClient, job_namespace: str) -> None:
+    """Its encoder refuses the address before any request (the operator here allows 127.0.0.0/8 only)."""
+    create_live_job(kube, job_namespace, "metadata",
+                    input={"serverType": "HLS", "url": "http://169.254.169.254/latest/meta-data/live.m3u8"})
+    status = wait_phase(kube, job_namespace, "metadata", "Failed", timeout=90)["status"]
+    assert "spec.input.url: 169.254.169.254 is no public address" in status["message"], status
+    assert status.get("restarts", 0) == 0  # a configuration that can never work is not retried

@@ -88,6 +88,7 @@ def start_encoder(
         extra_env: dict[str, str] | None = None,
         wait_healthy: bool = True,
         finish_only: bool = False,
+        pull_allowed_networks: tuple[str, ...] = ("127.0.0.0/8",),  # the sources the tests pull listen there
     ) -> EncoderProcess:
         number = next(_addresses)
         host = f"127.0.{number // 250}.{number % 250 + 2}"  # each encoder its own address, as a Pod IP
@@ -100,7 +101,7 @@ def start_encoder(
             "kind": kind, "namespace": "media", "name": f"job{number}", "attempt": 1, "spec": spec,
             "template": template, "clip": clip,
             "storage": {"endpoint": object_store.endpoint, "bucket": bucket, "prefix": prefix, "region": REGION},
-            "finishOnly": finish_only,
+            "finishOnly": finish_only, "pullAllowedNetworks": pull_allowed_networks,
         }  # fmt: skip
         env = {
             **os.environ,

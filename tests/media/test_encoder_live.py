@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import http.server
 import math
 import os
 import shlex
 import shutil
 import signal
+import ssl
 import subprocess
+import threading
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from localplatform.pki import LocalPKI
 from media_helpers import (
     H264_LADDER,
     SEGMENT_SECONDS,
@@ -242,6 +246,81 @@ def test_a_pulled_source_without_video_is_told_why_nothing_is_encoded(
     finally:
         source.kill()
         source.wait(10)
+    assert encoder.stop() == 0
+
+
+class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
+    requested: list[str]
+
+    def log_message(self, format: str, *args: Any) -> None:
+        self.requested.append(self.path)
+
+
+def test_a_pulled_source_whose_segments_are_at_a_refused_address_encodes_nothing_and_says_why(
+        start_encoder: Callable[..., EncoderProcess], hls_origin: tuple[str, Path],
+        hls_origin_requests: list[str]) -> None:
+    """The playlist comes from an address the installation allows, its segments from one it does not
+    (as a redirect or a crafted playlist would send ffmpeg to the cluster's own services)."""
+    base_url, root = hls_origin
+    handler = type("Handler", (_RecordingHandler,), {"requested": []})
+    segments_host = http.server.ThreadingHTTPServer(("127.0.0.2", 0), partial(handler, directory=str(root)))
+    threading.Thread(target=segments_host.serve_forever, daemon=True).start()
+    source = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", *pattern_input(60),
+         "-f", "hls", "-hls_time", "1", "-hls_list_size", "6",
+         "-hls_base_url", f"http://127.0.0.2:{segments_host.server_address[1]}/", str(root / "live.m3u8")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: (root / "live.m3u8").exists(), 15, "the origin's first playlist")
+        spec = live_spec(input={"serverType": "HLS", "url": f"{base_url}/live.m3u8"})
+        encoder = start_encoder("LiveJob", spec, ladder_template(("180p", 320, 180, "H264")),
+                                pull_allowed_networks=("127.0.0.1/32",))
+        wait_until(lambda: "127.0.0.2 is no public address" in encoder.status()["message"], 30,
+                   "a message: the segments' address is refused")
+        status = encoder.status()
+        assert status["state"] in ("waiting", "reconnecting")
+        assert all(rendition["segmentsWritten"] == 0 for rendition in status["renditions"])
+        assert "/live.m3u8" in hls_origin_requests  # the allowed origin was asked, through the guard
+        assert handler.requested == []  # the refused one never
+    finally:
+        source.kill()
+        source.wait(10)
+        segments_host.shutdown()
+    assert encoder.stop() == 0
+
+
+def test_an_https_source_is_pulled_through_the_guards_tunnel(
+        start_encoder: Callable[..., EncoderProcess], tmp_path: Path) -> None:
+    pki = LocalPKI(tmp_path / "pki")
+    pki.ensure([])  # its server certificate names 127.0.0.1
+    root = tmp_path / "tls-origin"
+    root.mkdir()
+    handler = type("Handler", (_RecordingHandler,), {"requested": []})
+    origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.path("apiserver.crt"), pki.path("apiserver.key"))
+    origin.socket = context.wrap_socket(origin.socket, server_side=True)
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    source = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", *pattern_input(60),
+         "-f", "hls", "-hls_time", "1", "-hls_list_size", "6", str(root / "live.m3u8")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: (root / "live.m3u8").exists(), 15, "the origin's first playlist")
+        spec = live_spec(input={"serverType": "HLS", "url": f"https://127.0.0.1:{origin.server_address[1]}/live.m3u8"})
+        encoder = start_encoder("LiveJob", spec, ladder_template(("180p", 320, 180, "H264")),
+                                extra_env={"SSL_CERT_FILE": str(pki.path("ca.crt"))})  # the encoder's own reads
+        encoder.wait_state("live", 20)
+        pulls = [argv for argv in children_named(encoder.process.pid, "ffmpeg").values() if "-http_proxy" in argv]
+        assert pulls and pulls[0][pulls[0].index("-http_proxy") + 1].startswith("http://127.0.0.1:")
+        wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 20, "encoded segments")
+        assert any(path.endswith(".ts") for path in handler.requested)
+    finally:
+        source.kill()
+        source.wait(10)
+        origin.shutdown()
     assert encoder.stop() == 0
 
 

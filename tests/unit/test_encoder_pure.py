@@ -351,7 +351,7 @@ async def test_a_pull_ends_only_when_its_source_playlist_says_so(
         encoder._last_returncode = returncode  # 0: as ffmpeg ends after a reload failure, a frozen playlist, an ENDLIST
         return True
 
-    async def asked(url: str) -> HlsSource | None:
+    async def asked(url: str, **options: object) -> HlsSource | None:
         try:
             return next(told)
         except StopIteration:
@@ -379,7 +379,7 @@ async def test_a_recording_continued_after_its_source_ended_finishes_without_pul
         sessions.append(url)
         return True
 
-    async def ended(url: str) -> HlsSource:
+    async def ended(url: str, **options: object) -> HlsSource:
         return ENDED
 
     monkeypatch.setattr(encoder, "_run_session", session)

@@ -119,7 +119,8 @@ def sources(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[OneSegmentS
     """The sessions the source will give, in order; ffprobe is the fake above."""
     queued: list[OneSegmentSource] = []
 
-    async def start(argv: list[str], preexec: Callable[[], None], stdin: int = 0) -> OneSegmentSource:
+    async def start(argv: list[str], preexec: Callable[[], None], stdin: int = 0,
+                    env: object = None) -> OneSegmentSource:
         return queued.pop(0)
 
     monkeypatch.setattr(pipeline, "PassthroughProcesses", SimpleNamespace(start=start))

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import pytest
 from pydantic import ValidationError
 
+from onair.addresses import AddressPolicy
 from onair.encoder.config import load_job_config
 from onair.encoder.pipeline import Encoder, Ports
 from onair.encoder.upload import S3Store
@@ -711,6 +712,24 @@ def test_a_closer_lost_before_it_finished_is_not_made_again() -> None:
     assert ended.create_pod_attempt == 2
     lost = decide_live_job(live_job(ended.status, generation=2, **spec), TEMPLATE, [], None, CONFIG, later)
     assert lost.phase_changes == ["Offline"] and lost.create_pod_attempt is None
+
+
+def test_a_closer_the_api_server_refused_is_made_again_and_the_job_stays_stopping_meanwhile() -> None:
+    """A ResourceQuota full as the job ends: the playlists still need closing once there is room."""
+    spec, later = ended_spec("switched off"), NOW + dt.timedelta(seconds=1)
+    ended = decide_live_job(live_job(crashed_in_back_off(), generation=2, **spec), TEMPLATE, [], None, CONFIG, later)
+    assert (ended.create_pod_attempt, ended.finish_only) == (2, True)
+    mark_pod_refused(live_job(crashed_in_back_off(), generation=2, **spec), ended, current_pod_name(2),
+                     "exceeded quota: no-pods", later)
+    assert ended.status["playlistsLeftOpen"] is True and ended.status["phase"] == "Stopping"
+    assert f"Pod {current_pod_name(2)} was refused: exceeded quota" in ended.status["message"]
+    again = decide_live_job(live_job(ended.status, generation=2, **spec), TEMPLATE, [], None, CONFIG,
+                            later + dt.timedelta(seconds=5))
+    assert (again.create_pod_attempt, again.finish_only) == (2, True) and again.status["phase"] == "Stopping"
+    assert not again.phase_changes
+    made = decide_live_job(live_job(again.status, generation=2, **spec), TEMPLATE,
+                           [closer_pod(2, "Succeeded", exit_code=0)], None, CONFIG, later + dt.timedelta(seconds=9))
+    assert made.phase_changes == ["Offline"] and "playlistsLeftOpen" not in made.status
 
 
 def test_a_job_switched_on_again_while_its_closer_runs_starts_anew_once_the_closer_has_gone() -> None:
@@ -2377,3 +2396,18 @@ def test_a_recorders_start_lost_with_its_status_write_is_dated_by_its_pod() -> N
     ended = decide_record_job(record_job(found.status, timeRange={"end": end.isoformat()}), None, [], None, CONFIG,
                               end + dt.timedelta(seconds=1))
     assert ended.status["phase"] == "Completed"
+
+
+def test_the_networks_an_installation_lets_jobs_pull_from_reach_the_encoder() -> None:
+    job = live_job(input={"serverType": "HLS", "url": "http://origin.internal/live.m3u8"})
+
+    def told(config: OperatorConfig) -> AddressPolicy:
+        container = build_encoder_pod(job, TEMPLATE.template, config, 1)["spec"]["containers"][0]
+        env = {e["name"]: e for e in container["env"]}
+        return load_job_config({"ONAIR_JOB_CONFIG": env["ONAIR_JOB_CONFIG"]["value"]}).pull_policy
+
+    assert told(CONFIG) == AddressPolicy(), "public addresses only"
+    allowing = OperatorConfig.from_env({"ONAIR_PULL_ALLOWED_NETWORKS": '["10.20.0.0/16", "fd00::/8"]',
+                                        "ONAIR_STREAM_KEY_SEED": "unit-test-stream-key-seed-0123456789"})
+    policy = told(allowing)
+    assert policy.allows("10.20.3.4") and policy.allows("fd00::7") and not policy.allows("169.254.169.254")

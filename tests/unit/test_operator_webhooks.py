@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from onair.addresses import is_public
 from onair.kubeclient import ApiError
 from onair.operator import controller as controller_module
 from onair.operator.config import OperatorConfig
@@ -20,7 +21,6 @@ from onair.operator.webhooks import (
     WebhookSender,
     build_payload,
     event_name,
-    is_public,
     pending_webhook,
     refused_target,
     sign,
