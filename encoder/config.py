@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import AwareDatetime, BaseModel, ConfigDict, IPvAnyNetwork, ValidationError
 from pydantic.alias_generators import to_camel
 
-from onair.addresses import AddressPolicy, literal_address
+from onair.addresses import AddressPolicy, literal_address, pull_refusal
 from onair.models import (
     PASSTHROUGH_PLAYLIST_WINDOW,
     PASSTHROUGH_RENDITION,
@@ -171,15 +171,18 @@ class JobConfig:
         return "/".join(part for part in (prefix, *parts) if part)
 
 
-def _pulled_address_refusal(url: str, field: str, policy: AddressPolicy) -> None:
-    """A pull from an address the policy refuses, written as an address, can never work. A name is
-    checked whenever it is connected to (pullguard.py)."""
-    host = urlsplit(url).hostname or ""
+def refuse_private_pull_address(url: str, field: str, policy: AddressPolicy) -> None:
+    """A pull from an address the policy refuses, written as an address, can never work, nor one from a
+    port that is no number. A name is checked whenever it is connected to (pullguard.py)."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - it raises for a port that is no number, which ffmpeg would read its own way
+    except ValueError as error:
+        raise ConfigError(f"{field}: {error}") from error
+    host = parts.hostname or ""
     address = literal_address(host)
     if address is not None and not policy.allows(address):
-        raise ConfigError(f"{field}: {host} is no public address: pulls from loopback, private and link-local "
-                          "addresses are refused (the installation allows networks of its own in "
-                          "encoder.pullAllowedNetworks)")
+        raise ConfigError(f"{field}: {pull_refusal(host, is_address=True)}")
 
 
 def _ingest_for_live(spec: LiveJobSpec) -> Ingest:
@@ -234,7 +237,7 @@ def load_job_config(environ: Mapping[str, str] | None = None) -> JobConfig:
             live = LiveJobSpec.model_validate(envelope.spec)
             ingest = _ingest_for_live(live)
             if ingest.url is not None:
-                _pulled_address_refusal(ingest.url, "spec.input.url", common["pull_policy"])
+                refuse_private_pull_address(ingest.url, "spec.input.url", common["pull_policy"])
             if ingest.kind in (IngestKind.RTMP_LISTEN, IngestKind.SRT_LISTEN) and not stream_key:
                 raise ConfigError(f"ONAIR_STREAM_KEY is required for an {live.input.server_type.value} LiveJob")
             if ingest.kind == IngestKind.SRT_LISTEN and not srt_passphrase and not 10 <= len(stream_key or "") <= 79:
@@ -259,7 +262,7 @@ def load_job_config(environ: Mapping[str, str] | None = None) -> JobConfig:
     except ValidationError as error:
         raise ConfigError(f"spec is invalid: {error}") from error
     if record.source.stream_url:
-        _pulled_address_refusal(record.source.stream_url, "spec.source.streamUrl", common["pull_policy"])
+        refuse_private_pull_address(record.source.stream_url, "spec.source.streamUrl", common["pull_policy"])
         ingest = Ingest(IngestKind.PULL, record.source.stream_url)
     else:
         if envelope.clip is None:

@@ -13,7 +13,7 @@ import math
 import os
 import re
 import subprocess
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -246,10 +246,11 @@ PULL_HOLD_RELOADS = 2 * FROZEN_SOURCE_SEGMENTS
 
 
 def input_args(input_url: str, *, live_listener: bool, input_format: str | None = None,
-               http_proxy: str | None = None) -> list[str]:
+               guard_options: Sequence[str] = ()) -> list[str]:
     """Reading the ingest. Short probing: the state turns Live (SRT) when ffmpeg reports the input,
-    and the first segment should not wait for a long analysis. `http_proxy`: the pull guard's, which
-    an HTTP(S) pull's every request goes through (the HLS demuxer passes it on to its segments)."""
+    and the first segment should not wait for a long analysis. `guard_options`: an HTTP pull's, for the
+    pull guard every request of it goes through (PullGuard.ffmpeg_options; the HLS demuxer passes them
+    on to its playlists, segments and keys)."""
     args = ["-analyzeduration", "1500000", "-probesize", "2000000"]
     if input_format:  # a pipe has no name to guess the format from
         args += ["-f", input_format]
@@ -259,8 +260,7 @@ def input_args(input_url: str, *, live_listener: bool, input_format: str | None 
         # and so does a playlist that stopped giving new segments.
         args += ["-live_start_index", "-1", "-reconnect", "1", "-reconnect_streamed", "1",
                  "-rw_timeout", str(PULL_READ_TIMEOUT_US), "-m3u8_hold_counters", str(PULL_HOLD_RELOADS)]
-        if http_proxy:
-            args += ["-http_proxy", http_proxy]
+        args += guard_options
     return [*args, "-i", input_url]
 
 
@@ -275,14 +275,15 @@ def build_session_argv(
     ffmpeg: str = "ffmpeg",
     nvenc: bool = False,
     cpus: float = 2.0,
-    http_proxy: str | None = None,
+    guard_options: Sequence[str] = (),
 ) -> list[str]:
     """The whole ffmpeg command of one ingest session (`nvenc`: the template asks for NVENC and this
     machine has it; `input_format`: the input's demuxer, for a pipe; `cpus`: what the encoders may use,
-    available_cpus(); `http_proxy`: see input_args)."""
+    available_cpus(); `guard_options`: see input_args)."""
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "info", "-nostats", "-progress", "pipe:1"]
     argv += ["-stats_period", "0.5"]
-    argv += input_args(input_url, live_listener=live_listener, input_format=input_format, http_proxy=http_proxy)
+    argv += input_args(input_url, live_listener=live_listener, input_format=input_format,
+                       guard_options=guard_options)
     segment_seconds = config.segment_seconds
     if config.passthrough:
         raise ValueError("a passthrough session is a remux and a packager process: see passthrough.py")

@@ -85,6 +85,8 @@ async def serve(config: JobConfig, ports: Ports) -> int:
         loop.call_later(encoder.stop_grace_seconds - 0.5, lambda: os._exit(encoder.exit_code(uploaded=False)))
 
     try:
+        if config.ingest.kind == IngestKind.PULL:
+            await encoder.pull_guard.start()  # before the preview serves: its ffmpeg pulls through it
         status = status_app(job, pausable=config.outputs.pausable, control_key=config.control_key)
         status_runner = web.AppRunner(status, access_log=None)
         await status_runner.setup()
@@ -105,8 +107,6 @@ async def serve(config: JobConfig, ports: Ports) -> int:
             await site.start()
             port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             encoder.hook_url = f"http://127.0.0.1:{port}"
-        if config.ingest.kind == IngestKind.PULL:
-            await encoder.pull_guard.start()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal)
         code = await job.run()

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -265,13 +265,14 @@ PASSTHROUGH_MAPS = ["-map", "0:v:0?", "-map", "0:a:0?"]
 
 def build_remux_argv(
     input_url: str, *, live_listener: bool, input_format: str | None = None, ffmpeg: str = "ffmpeg",
-    http_proxy: str | None = None,
+    guard_options: Sequence[str] = (),
 ) -> list[str]:
     """The process that reads the source: its stderr describes the input (statistics, "connected"),
     its stdout is MPEG-TS. Flushed per packet: the packager must see a keyframe as soon as it
     arrives to close the segment before it (otherwise up to 32 KB wait in ffmpeg's output buffer)."""
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "info", "-nostats"]
-    argv += input_args(input_url, live_listener=live_listener, input_format=input_format, http_proxy=http_proxy)
+    argv += input_args(input_url, live_listener=live_listener, input_format=input_format,
+                       guard_options=guard_options)
     return [*argv, *PASSTHROUGH_MAPS, "-c", "copy", "-flush_packets", "1", "-f", "mpegts", "pipe:1"]
 
 

@@ -383,7 +383,7 @@ class Encoder:
                                    die_with_parent)
             case IngestKind.PULL if self.config.ingest.url:
                 url = self.config.ingest.url  # main starts the guard before the preview serves
-                return ProcessFeed(lambda: remux_to_ts_argv(url, self.pull_guard.proxy_url), die_with_parent,
+                return ProcessFeed(lambda: remux_to_ts_argv(*self.pull_guard.ffmpeg_input(url)), die_with_parent,
                                    pulling_environment())
         return None
 
@@ -595,7 +595,8 @@ class Encoder:
                 await asyncio.wait_for(self.stop_requested.wait(), backoff)
 
     async def _read_hls_source(self, url: str) -> HlsSource | None:
-        return await read_hls_source(url, proxy=await self.pull_guard.start())
+        proxy = await self.pull_guard.start()
+        return await read_hls_source(self.pull_guard.guarded_url(url), proxy=proxy)
 
     def _pull_refused(self, refusal: str) -> None:
         """The pull guard refused an address the source sent us to: the job says so (until it is live)."""
@@ -618,7 +619,8 @@ class Encoder:
         if source.newest_segment is not None and self._unusable_input is None:  # that says more
             self.status.set_state(self._pull_waiting_state(),
                                   f"no new segment in the source playlist {shown_url(url)} after "
-                                  f"{shown_url(source.newest_segment[1])}: waiting for one")
+                                  f"{shown_url(self.pull_guard.unguarded_url(source.newest_segment[1]))}: "
+                                  "waiting for one")
         return await self._read_hls_source_until(
             url, lambda now: now is not None and (now.ended or now.newest_segment != source.newest_segment))
 
@@ -660,16 +662,20 @@ class Encoder:
         readers: list[asyncio.Task[Any]] = []
         processes: SessionProcesses
         input_format = "mpegts" if srt is not None else None  # a pipe has no name to guess it from
-        http_proxy = await self.pull_guard.start() if pull else None
-        environment = pulling_environment() if pull else None
-        self.pull_guard.refusal = None
+        guard_options: list[str] = []
+        environment = None
+        if pull:
+            await self.pull_guard.start()
+            self.pull_guard.refusal_since()  # an earlier session's is not this one's
+            input_url, guard_options = self.pull_guard.ffmpeg_input(input_url)
+            environment = pulling_environment()
         stdin: int = asyncio.subprocess.DEVNULL
         if srt is not None:
             stdin, pipe = os.pipe()
         try:
             if self.config.passthrough:
                 argv = build_remux_argv(input_url, live_listener=listener, input_format=input_format,
-                                        http_proxy=http_proxy)
+                                        guard_options=guard_options)
                 log.info("session %d: %s", self.session_number, self._loggable(argv))
                 passthrough = await PassthroughProcesses.start(argv, die_with_parent, stdin=stdin, env=environment)
                 readers.append(asyncio.create_task(self._read_stderr(passthrough.remux, state, announce=announce)))
@@ -687,7 +693,7 @@ class Encoder:
                     input_format=input_format,
                     nvenc=self.nvenc,
                     cpus=self.cpus,
-                    http_proxy=http_proxy,
+                    guard_options=guard_options,
                 )
                 log.info("session %d: %s", self.session_number, self._loggable(argv))
                 process = await asyncio.create_subprocess_exec(
@@ -765,8 +771,8 @@ class Encoder:
     def _input_fault(self, state: SessionState) -> str | None:
         """What ffmpeg's description of an input it then could not encode says is wrong with it, or the
         pull guard's refusal of an address it was sent to."""
-        if self.pull_guard.refusal is not None:
-            return self.pull_guard.refusal
+        if (refusal := self.pull_guard.refusal_since()) is not None:
+            return refusal
         if self.config.passthrough:
             return state.input_fault  # otherwise a remux packages whatever streams there are
         described = parse_input_statistics(state.stderr_lines)  # kept until ffmpeg starts its output

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
@@ -184,11 +184,10 @@ class ProcessFeed:
             await asyncio.sleep(FEED_RESTART_SECONDS)
 
 
-def remux_to_ts_argv(input_url: str, http_proxy: str | None = None) -> list[str]:
-    """Every video and audio stream of the input, copied into MPEG-TS on stdout (`http_proxy`: a pull's
-    guard, see input_args)."""
-    proxy = ["-http_proxy", http_proxy] if http_proxy else []
-    return ["ffmpeg", "-nostdin", "-loglevel", "error", *proxy, "-i", input_url, "-map", "0:v?", "-map", "0:a?",
+def remux_to_ts_argv(input_url: str, guard_options: Sequence[str] = ()) -> list[str]:
+    """Every video and audio stream of the input, copied into MPEG-TS on stdout (`guard_options`: a
+    pull's, see ffmpeg.input_args)."""
+    return ["ffmpeg", "-nostdin", "-loglevel", "error", *guard_options, "-i", input_url, "-map", "0:v?", "-map", "0:a?",
             "-c", "copy", "-f", "mpegts", "pipe:1"]
 
 

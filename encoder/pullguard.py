@@ -1,13 +1,18 @@
-"""The pull guard: every HTTP connection a pull makes (the source's playlists, its segments and keys,
-each redirect; ffmpeg's and the encoder's own) goes through a small proxy in the encoder, which
-connects only to addresses the installation's AddressPolicy allows. The address is checked once
+"""The pull guard: every HTTP request of a pull (the source's playlists, its segments and keys, each
+redirect; ffmpeg's, the preview's and the encoder's own) goes through a small proxy in the encoder,
+which connects only to addresses the installation's AddressPolicy allows. The address is checked once
 resolved and then connected to, so neither a name that resolves elsewhere later (DNS rebinding) nor a
-redirect to another host gets past it. A job's author thus cannot make the encoder read the cluster's
+redirect to another host gets past it. A job's author thus cannot make the encoder reach the cluster's
 own services or the cloud's metadata endpoint.
 
-Plain HTTP comes as an absolute-form request, forwarded as one request per connection (Connection:
-close both ways, so a client never sends a second request to a host nobody checked); HTTPS comes as a
-CONNECT tunnel to the checked address."""
+ffmpeg speaks plain HTTP only, and only to the guard (`-http_proxy`, `-protocol_whitelist
+http,tcp,crypto`): it never opens TLS or a tunnel of its own, which a playlist could otherwise point at
+any address (ffmpeg's `httpproxy:` protocol connects wherever its URL says). An https:// URL reaches
+ffmpeg as `http://<guard>/~https/<host>/<path>` (guarded_url), which the guard fetches over TLS,
+verifying the origin's certificate; playlists are rewritten on the way (their https:// URIs, and a
+redirect's Location, take that form), so a source's segments on an HTTPS CDN come through the guard too.
+One request per connection (Connection: close both ways): a client never sends a second request to a
+host nobody checked."""
 
 from __future__ import annotations
 
@@ -15,21 +20,34 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import socket
-from collections.abc import Callable
-from urllib.parse import urlsplit
+import ssl
+from collections.abc import Callable, Sequence
+from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
-from onair.addresses import AddressPolicy, NotPublicError, literal_address
+from onair.addresses import AddressPolicy, NotPublicError, literal_address, pull_refusal
 
 log = logging.getLogger(__name__)
 
-HEAD_LIMIT = 64 * 1024  # a request's or a response's head; a longer one is refused
+HTTPS_PATH_PREFIX = "/~https/"  # the guard fetches what follows over TLS: <host>[:port]/<path>
+FFMPEG_PROTOCOLS = "http,tcp,crypto"  # plain HTTP to the guard (tcp under it), AES-128 segments (crypto)
+HEAD_LIMIT = 64 * 1024  # a request's or an answer's head; a longer one is refused
+PLAYLIST_LIMIT = 32 * 1024 * 1024  # a playlist is read whole to be rewritten
 CONNECT_TIMEOUT_SECONDS = 10.0
+READ_TIMEOUT_SECONDS = 10.0  # a request's head from a client, an answer's head from an origin (as -rw_timeout)
+IDLE_TIMEOUT_SECONDS = 30.0  # a body that stops coming
 PIPE_CHUNK = 64 * 1024
-# Headers that are about the connection to the proxy or one hop, not the request.
-HOP_BY_HOP = frozenset({b"connection", b"proxy-connection", b"keep-alive", b"proxy-authorization", b"te",
-                        b"trailer", b"upgrade"})
+# Headers about one hop, not the request: not passed on (nor those a Connection header names). No
+# Accept-Encoding either: a playlist is rewritten, so it comes uncompressed.
+HOP_BY_HOP = frozenset({"connection", "proxy-connection", "keep-alive", "proxy-authorization", "te", "trailer",
+                        "upgrade", "transfer-encoding", "accept-encoding"})
 DEFAULT_PORTS = {"http": 80, "https": 443, "rtmp": 1935, "rtmps": 443}
+_URI_ATTRIBUTE = re.compile(r'(URI=")([^"]*)(")', re.IGNORECASE)
+
+
+class BadRequest(Exception):
+    """A request no pull makes."""
 
 
 def pulling_environment() -> dict[str, str]:
@@ -38,18 +56,55 @@ def pulling_environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name.lower() != "no_proxy"}
 
 
+def guarded_url(url: str, guard_authority: str) -> str:
+    """An https:// URL as the guard fetches it for a plain-HTTP client; any other URL as it is."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "https":
+        return url
+    userinfo, _, authority = parts.netloc.rpartition("@")
+    netloc = f"{userinfo}@{guard_authority}" if userinfo else guard_authority
+    return urlunsplit(("http", netloc, f"{HTTPS_PATH_PREFIX}{authority}{parts.path or '/'}", parts.query,
+                       parts.fragment))
+
+
+def unguarded_url(url: str, guard_authority: str) -> str:
+    """The URL guarded_url made this one from (for messages)."""
+    prefix = f"http://{guard_authority}{HTTPS_PATH_PREFIX}"
+    return f"https://{url.removeprefix(prefix)}" if url.startswith(prefix) else url
+
+
+def rewrite_playlist(text: str, playlist_url: str, guard_authority: str) -> str:
+    """The playlist at `playlist_url` (the origin's URL of it) with its URIs (segment lines and URI="..."
+    attributes) made absolute, and its https:// ones going through the guard. Absolute: a client that
+    fetched it from the guard would resolve "/seg.ts" against the guard."""
+    def rewritten(uri: str) -> str:
+        return guarded_url(urljoin(playlist_url, uri), guard_authority)
+
+    lines = []
+    for line in text.split("\n"):
+        end = "\r" if line.endswith("\r") else ""
+        content = line.removesuffix("\r")
+        if content.startswith("#"):
+            content = _URI_ATTRIBUTE.sub(lambda found: found.group(1) + rewritten(found.group(2)) + found.group(3),
+                                         content)
+        elif content.strip():
+            content = rewritten(content.strip())
+        lines.append(content + end)
+    return "\n".join(lines)
+
+
 class PullGuard:
     """The proxy (start() it before a pull) and the check of a URL's host for pulls ffmpeg makes
     without HTTP (RTMP, SRT)."""
 
     def __init__(self, policy: AddressPolicy, on_refusal: Callable[[str], None] | None = None) -> None:
         self.policy = policy
-        # The last connection refused, in words for the job's status; the pipeline clears it.
-        self.refusal: str | None = None
         # Told of each refusal as it happens: ffmpeg goes on after a refused segment, its session does not end.
         self.on_refusal = on_refusal
+        self.refused_since_asked: str | None = None  # see refusal_since
         self._server: asyncio.Server | None = None
-        self._clients: set[asyncio.StreamWriter] = set()
+        self._connections: set[asyncio.Task[None]] = set()
+        self._tls = ssl.create_default_context()  # the origins' certificates are verified
 
     async def start(self) -> str:
         """Starts the proxy (once); its URL."""
@@ -58,20 +113,43 @@ class PullGuard:
         return self.proxy_url
 
     @property
-    def proxy_url(self) -> str:
+    def authority(self) -> str:
         assert self._server is not None, "start() the guard first"
-        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://{self.authority}"
+
+    def guarded_url(self, url: str) -> str:
+        return guarded_url(url, self.authority)
+
+    def unguarded_url(self, url: str) -> str:
+        return unguarded_url(url, self.authority)
+
+    def ffmpeg_input(self, url: str) -> tuple[str, list[str]]:
+        """What ffmpeg is given to pull `url`: the URL, and the input options that keep an HTTP(S) pull
+        inside the guard (RTMP and SRT are checked by refusal_of instead)."""
+        if urlsplit(url).scheme.lower() not in ("http", "https"):
+            return url, []
+        return self.guarded_url(url), ["-http_proxy", self.proxy_url, "-protocol_whitelist", FFMPEG_PROTOCOLS]
+
+    def refusal_since(self) -> str | None:
+        """The last refusal since the last call (None: none)."""
+        refusal, self.refused_since_asked = self.refused_since_asked, None
+        return refusal
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-            for client in list(self._clients):
-                client.close()
+            for connection in list(self._connections):
+                connection.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
             await self._server.wait_closed()
 
     async def allowed_addresses(self, host: str, port: int) -> list[str]:
-        """The addresses of `host` the policy allows, resolved now. NotPublicError (and `refusal` set)
-        when there are none; OSError when the name does not resolve."""
+        """The addresses of `host` the policy allows, resolved now. NotPublicError (and the refusal
+        told) when there are none; OSError when the name does not resolve."""
         literal = literal_address(host)
         if literal is not None:
             addresses = [literal]
@@ -80,121 +158,198 @@ class PullGuard:
             addresses = list(dict.fromkeys(str(answer[4][0]) for answer in answers))
         allowed = [address for address in addresses if self.policy.allows(address)]
         if not allowed:
-            # The addresses themselves are not named: they would tell a job's author the cluster's.
-            refusal = (f"{host} {'is' if literal is not None else 'resolves to'} no public address: pulls "
-                       "from loopback, private and link-local addresses are refused (the installation "
-                       "allows networks of its own in encoder.pullAllowedNetworks)")
-            if refusal != self.refusal:
+            refusal = pull_refusal(host, literal is not None)
+            if refusal != self.refused_since_asked:
                 log.warning("a pull was refused: %s", refusal)
-            self.refusal = refusal
+            self.refused_since_asked = refusal
             if self.on_refusal is not None:
                 self.on_refusal(refusal)
             raise NotPublicError(refusal)
         return allowed
 
     async def refusal_of(self, url: str) -> str | None:
-        """Why a pull of `url` that ffmpeg makes itself (RTMP, SRT: no proxy) would be refused, or None.
-        A name that does not resolve is ffmpeg's to report."""
+        """Why a pull of `url` that ffmpeg makes itself (RTMP, SRT: no HTTP) would be refused, or None.
+        A name that does not resolve is ffmpeg's to report; a URL that cannot be checked is refused."""
         parts = urlsplit(url)
         try:
-            await self.allowed_addresses(parts.hostname or "", parts.port or DEFAULT_PORTS.get(parts.scheme, 0))
+            port = parts.port or DEFAULT_PORTS.get(parts.scheme, 0)
+            await self.allowed_addresses(parts.hostname or "", port)
         except NotPublicError as refused:
             return str(refused)
-        except (OSError, UnicodeError, ValueError):
+        except (ValueError, UnicodeError):
+            return f"{parts.netloc.rpartition('@')[2]}: not a host and port the encoder can check"
+        except OSError:
             return None
         return None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._clients.add(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
         try:
-            await self._proxy(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-            pass  # a client or an upstream that went away, or a head too long to be a pull's
-        except ValueError:  # a port that is no number
+            await self._forward(reader, writer)
+        except BadRequest:
             await _answer(writer, 400, "Bad Request")
-        finally:
-            self._clients.discard(writer)
-            writer.close()
-
-    async def _proxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        request_line, _, header_block = head[:-4].partition(b"\r\n")
-        method, target, version = [*request_line.decode("latin-1").split(" "), "", "", ""][:3]
-        tunnel = method == "CONNECT"
-        if tunnel:
-            host, _, port_text = target.rpartition(":")
-            host = host.removeprefix("[").removesuffix("]")
-            port = int(port_text) if port_text.isdigit() else 0
-        else:  # only plain HTTP comes to a proxy as a request: HTTPS comes as a tunnel
-            parts = urlsplit(target)
-            host = parts.hostname or "" if parts.scheme == "http" else ""
-            port = parts.port or 80
-            target = parts.path or "/"
-            if parts.query:
-                target += f"?{parts.query}"
-        if not host or not 0 < port < 65536 or not version.startswith("HTTP/"):
-            await _answer(writer, 400, "Bad Request")
-            return
-        try:
-            upstream_reader, upstream_writer = await self._connect(host, port)
         except NotPublicError:
             await _answer(writer, 403, "Forbidden")
-            return
-        except (OSError, UnicodeError, TimeoutError):
+        except (OSError, UnicodeError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                TimeoutError, ssl.SSLError):
+            # The origin unreachable, gone, too slow, or not what it claims (its certificate); a client gone.
             await _answer(writer, 502, "Bad Gateway")
-            return
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            if tunnel:
-                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            else:
-                upstream_writer.write(f"{method} {target} {version}\r\n".encode("latin-1") +
-                                      _one_request_headers(header_block) + b"\r\n")
-                response_head = await upstream_reader.readuntil(b"\r\n\r\n")
-                status_line, _, response_headers = response_head[:-4].partition(b"\r\n")
-                writer.write(status_line + b"\r\n" + _one_request_headers(response_headers) + b"\r\n")
-            await _relay(reader, writer, upstream_reader, upstream_writer)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_SECONDS)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as error:
+            raise BadRequest from error
+        request_line, _, header_block = head[:-4].decode("latin-1").partition("\r\n")
+        method, target, version = [*request_line.split(" "), "", "", ""][:3]
+        if method not in ("GET", "HEAD") or not version.startswith("HTTP/1."):
+            raise BadRequest
+        secure, host, port, path = self._origin_of(target)
+        path_only = urlsplit(path).path.lower()
+        playlist_path = path_only.endswith((".m3u8", ".m3u"))
+        headers = [(name, value) for name, value in _header_fields(header_block)
+                   if name.lower() not in _hop_by_hop(header_block) and name.lower() != "host"
+                   and not (playlist_path and name.lower() == "range")]  # a playlist is rewritten whole
+        authority = f"[{host}]" if ":" in host else host
+        if port != (443 if secure else 80):
+            authority += f":{port}"
+        origin_url = f"{'https' if secure else 'http'}://{authority}{path}"
+        upstream_reader, upstream_writer = await self._connect(host, port, secure)
+        try:
+            upstream_writer.write("".join([f"{method} {path} HTTP/1.1\r\nHost: {authority}\r\n",
+                                           *(f"{name}: {value}\r\n" for name, value in headers),
+                                           "Connection: close\r\n\r\n"]).encode("latin-1"))
+            answer = await asyncio.wait_for(upstream_reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_SECONDS)
+            status_line, _, answer_block = answer[:-4].decode("latin-1").partition("\r\n")
+            fields = _header_fields(answer_block)
+            kept = [(name, self.guarded_url(urljoin(origin_url, value)) if name.lower() == "location" else value)
+                    for name, value in fields if name.lower() not in _hop_by_hop(answer_block)]
+            content_type = next((value for name, value in fields if name.lower() == "content-type"), "")
+            status = status_line.split(" ", 2)[1] if status_line.count(" ") else ""
+            if method == "GET" and status in ("200", "206") and (playlist_path or "mpegurl" in content_type.lower()):
+                body = await _read_body(upstream_reader, fields)
+                text = rewrite_playlist(body.decode("utf-8", "surrogateescape"), origin_url, self.authority)
+                body = text.encode("utf-8", "surrogateescape")
+                kept = [(name, value) for name, value in kept
+                        if name.lower() not in ("content-length", "content-range")]
+                status_line = "HTTP/1.1 200 OK"  # whole, also when a range of it was asked for
+                writer.write(_head(status_line, [*kept, ("Content-Length", str(len(body)))]) + body)
+                await writer.drain()
+                return
+            if any(name.lower() == "transfer-encoding" for name, _ in fields):
+                kept.append(("Transfer-Encoding", "chunked"))  # passed on as it comes
+            writer.write(_head(status_line, kept))
+            await _pipe(upstream_reader, writer)
         finally:
             upstream_writer.close()
 
-    async def _connect(self, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    def _origin_of(self, target: str) -> tuple[bool, str, int, str]:
+        """(over TLS, host, port, origin-form path) of what a request asks for: an http:// URL (through
+        the proxy), or the guard's own /~https/ path (as a URL naming the guard, or as a path)."""
+        parts = urlsplit(target)
+        if target.startswith("/"):
+            path = target
+        elif parts.scheme == "http" and parts.netloc == self.authority:
+            path = urlunsplit(("", "", parts.path, parts.query, ""))
+        elif parts.scheme == "http" and parts.hostname:
+            return False, parts.hostname, _port(parts, 80), urlunsplit(("", "", parts.path or "/", parts.query, ""))
+        else:
+            raise BadRequest
+        if not path.startswith(HTTPS_PATH_PREFIX):
+            raise BadRequest
+        origin = urlsplit("https://" + path.removeprefix(HTTPS_PATH_PREFIX))
+        if not origin.hostname:
+            raise BadRequest
+        return True, origin.hostname, _port(origin, 443), urlunsplit(("", "", origin.path or "/", origin.query, ""))
+
+    async def _connect(self, host: str, port: int, secure: bool) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         error: OSError = OSError(f"no address for {host}")
         for address in await self.allowed_addresses(host, port):
             try:
-                return await asyncio.wait_for(asyncio.open_connection(address, port, limit=HEAD_LIMIT),
-                                              CONNECT_TIMEOUT_SECONDS)
+                return await asyncio.wait_for(
+                    asyncio.open_connection(address, port, limit=HEAD_LIMIT, ssl=self._tls if secure else None,
+                                            server_hostname=host if secure else None),
+                    CONNECT_TIMEOUT_SECONDS)
+            except ssl.SSLError:
+                raise  # the origin's certificate: another address of it would not do better
             except OSError as failed:
                 error = failed
         raise error
 
 
-def _one_request_headers(block: bytes) -> bytes:
-    """The header lines of a request or response without its hop-by-hop ones, and Connection: close."""
-    lines = [line for line in block.split(b"\r\n")
-             if line and line.partition(b":")[0].strip().lower() not in HOP_BY_HOP]
-    return b"".join(line + b"\r\n" for line in [*lines, b"Connection: close"])
+def _port(parts: SplitResult, default: int) -> int:
+    try:
+        return parts.port or default
+    except ValueError as error:  # no number, or out of range
+        raise BadRequest from error
+
+
+def _header_fields(block: str) -> list[tuple[str, str]]:
+    fields = []
+    for line in block.split("\r\n"):
+        name, colon, value = line.partition(":")
+        if colon and name.strip():
+            fields.append((name.strip(), value.strip()))
+    return fields
+
+
+def _hop_by_hop(block: str) -> frozenset[str]:
+    """HOP_BY_HOP and the headers this head's Connection header names."""
+    named = {token.strip().lower() for name, value in _header_fields(block) if name.lower() == "connection"
+             for token in value.split(",")}
+    return HOP_BY_HOP | named
+
+
+def _head(status_line: str, fields: Sequence[tuple[str, str]]) -> bytes:
+    lines = [status_line, *(f"{name}: {value}" for name, value in fields), "Connection: close", "", ""]
+    return "\r\n".join(lines).encode("latin-1")
+
+
+async def _read_body(reader: asyncio.StreamReader, fields: Sequence[tuple[str, str]]) -> bytes:
+    """A body as its head frames it (chunked, Content-Length, or until the connection closes), at most
+    PLAYLIST_LIMIT bytes."""
+    values = {name.lower(): value for name, value in fields}
+    if "chunked" in values.get("transfer-encoding", "").lower():
+        body = bytearray()
+        while True:
+            size_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), IDLE_TIMEOUT_SECONDS)
+            size = int(size_line.split(b";")[0].strip(), 16)
+            if size == 0:
+                while await asyncio.wait_for(reader.readuntil(b"\r\n"), IDLE_TIMEOUT_SECONDS) != b"\r\n":
+                    pass  # trailer fields
+                return bytes(body)
+            if len(body) + size > PLAYLIST_LIMIT:
+                raise ValueError("a playlist longer than the guard reads")
+            body += await asyncio.wait_for(reader.readexactly(size + 2), IDLE_TIMEOUT_SECONDS)
+            del body[-2:]
+    if "content-length" in values:
+        length = int(values["content-length"])
+        if not 0 <= length <= PLAYLIST_LIMIT:
+            raise ValueError("a playlist longer than the guard reads")
+        return await asyncio.wait_for(reader.readexactly(length), IDLE_TIMEOUT_SECONDS)
+    body = bytearray()
+    while chunk := await asyncio.wait_for(reader.read(PIPE_CHUNK), IDLE_TIMEOUT_SECONDS):
+        body += chunk
+        if len(body) > PLAYLIST_LIMIT:
+            raise ValueError("a playlist longer than the guard reads")
+    return bytes(body)
 
 
 async def _answer(writer: asyncio.StreamWriter, status: int, reason: str) -> None:
-    writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
-    with contextlib.suppress(ConnectionError):
+    with contextlib.suppress(OSError):
+        writer.write(_head(f"HTTP/1.1 {status} {reason}", [("Content-Length", "0")]))
         await writer.drain()
 
 
-async def _relay(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter,
-                 upstream_reader: asyncio.StreamReader, upstream_writer: asyncio.StreamWriter) -> None:
-    """Bytes both ways until either side closes (one request per connection: its answer is done then)."""
-    directions = {asyncio.create_task(_pipe(client_reader, upstream_writer)),
-                  asyncio.create_task(_pipe(upstream_reader, client_writer))}
-    try:
-        await asyncio.wait(directions, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for direction in directions:
-            direction.cancel()
-        await asyncio.gather(*directions, return_exceptions=True)
-
-
 async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
-        while chunk := await source.read(PIPE_CHUNK):
+    """The rest of an answer, until the origin closes (Connection: close), the client goes, or nothing
+    comes for IDLE_TIMEOUT_SECONDS."""
+    with contextlib.suppress(ConnectionError, TimeoutError):
+        while chunk := await asyncio.wait_for(source.read(PIPE_CHUNK), IDLE_TIMEOUT_SECONDS):
             sink.write(chunk)
             await sink.drain()

@@ -50,8 +50,16 @@ def literal_address(host: str) -> str | None:
         pass
     try:
         return socket.inet_ntoa(socket.inet_aton(host))
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in it
         return None
+
+
+def pull_refusal(host: str, is_address: bool) -> str:
+    """Why a pull from `host` is refused, in words for the job's status. The addresses a name resolves
+    to are not named: they would tell a job's author the cluster's."""
+    return (f"{host} {'is' if is_address else 'resolves to'} no public address: pulls from loopback, private "
+            "and link-local addresses are refused (the installation allows networks of its own in "
+            "encoder.pullAllowedNetworks)")
 
 
 class NotPublicError(OSError):

@@ -3,6 +3,7 @@ local platform set them)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -188,6 +189,15 @@ class OperatorConfig(BaseModel):
             if name in ENCODER_ENV_SET_BY_OPERATOR:
                 raise ValueError(f"{name} is set by the operator for each job")
         return entries
+
+    @field_validator("pull_allowed_networks", mode="before")
+    @classmethod
+    def _networks_of_addresses(cls, networks: Any) -> Any:
+        """10.20.0.5/16 means 10.20.0.0/16, as ip route takes it (a strict reading would stop the operator)."""
+        if not isinstance(networks, list):
+            return networks
+        return [ipaddress.ip_network(network, strict=False) if isinstance(network, str) else network
+                for network in networks]
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorConfig:

@@ -256,33 +256,51 @@ class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
         self.requested.append(self.path)
 
 
+def _serve_directory(host: str, root: Path, tls: ssl.SSLContext | None = None
+                     ) -> tuple[http.server.ThreadingHTTPServer, list[str]]:
+    """An HTTP(S) server of `root` on `host`, and the paths it is asked for."""
+    handler = type("Handler", (_RecordingHandler,), {"requested": []})
+    server = http.server.ThreadingHTTPServer((host, 0), partial(handler, directory=str(root)))
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, handler.requested
+
+
+def _write_live_hls(root: Path, *hls_options: str) -> subprocess.Popen[bytes]:
+    """A live source: ffmpeg writing a test pattern as 1-s HLS segments into `root`, in real time."""
+    source = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", *pattern_input(60),
+         "-f", "hls", "-hls_time", "1", "-hls_list_size", "6", *hls_options, str(root / "live.m3u8")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    wait_until(lambda: (root / "live.m3u8").exists(), 15, "the origin's first playlist")
+    return source
+
+
+@pytest.mark.parametrize("scheme", ["http", "httpproxy"])  # httpproxy: ffmpeg's own proxy client, refused by it
 def test_a_pulled_source_whose_segments_are_at_a_refused_address_encodes_nothing_and_says_why(
         start_encoder: Callable[..., EncoderProcess], hls_origin: tuple[str, Path],
-        hls_origin_requests: list[str]) -> None:
+        hls_origin_requests: list[str], scheme: str) -> None:
     """The playlist comes from an address the installation allows, its segments from one it does not
     (as a redirect or a crafted playlist would send ffmpeg to the cluster's own services)."""
     base_url, root = hls_origin
-    handler = type("Handler", (_RecordingHandler,), {"requested": []})
-    segments_host = http.server.ThreadingHTTPServer(("127.0.0.2", 0), partial(handler, directory=str(root)))
-    threading.Thread(target=segments_host.serve_forever, daemon=True).start()
-    source = subprocess.Popen(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", *pattern_input(60),
-         "-f", "hls", "-hls_time", "1", "-hls_list_size", "6",
-         "-hls_base_url", f"http://127.0.0.2:{segments_host.server_address[1]}/", str(root / "live.m3u8")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    segments_host, segments_requested = _serve_directory("127.0.0.2", root)
+    source = _write_live_hls(root, "-hls_base_url", f"{scheme}://127.0.0.2:{segments_host.server_address[1]}/")
     try:
-        wait_until(lambda: (root / "live.m3u8").exists(), 15, "the origin's first playlist")
         spec = live_spec(input={"serverType": "HLS", "url": f"{base_url}/live.m3u8"})
         encoder = start_encoder("LiveJob", spec, ladder_template(("180p", 320, 180, "H264")),
                                 pull_allowed_networks=("127.0.0.1/32",))
-        wait_until(lambda: "127.0.0.2 is no public address" in encoder.status()["message"], 30,
-                   "a message: the segments' address is refused")
+        if scheme == "http":
+            wait_until(lambda: "127.0.0.2 is no public address" in encoder.status()["message"], 30,
+                       "a message: the segments' address is refused")
+        else:
+            wait_until(lambda: hls_origin_requests.count("/live.m3u8") >= 4, 30, "ffmpeg reading the playlist")
         status = encoder.status()
         assert status["state"] in ("waiting", "reconnecting")
         assert all(rendition["segmentsWritten"] == 0 for rendition in status["renditions"])
         assert "/live.m3u8" in hls_origin_requests  # the allowed origin was asked, through the guard
-        assert handler.requested == []  # the refused one never
+        assert segments_requested == []  # the refused one never
     finally:
         source.kill()
         source.wait(10)
@@ -290,33 +308,25 @@ def test_a_pulled_source_whose_segments_are_at_a_refused_address_encodes_nothing
     assert encoder.stop() == 0
 
 
-def test_an_https_source_is_pulled_through_the_guards_tunnel(
+def test_an_https_source_is_fetched_by_the_guard_over_verified_tls_and_encoded(
         start_encoder: Callable[..., EncoderProcess], tmp_path: Path) -> None:
     pki = LocalPKI(tmp_path / "pki")
     pki.ensure([])  # its server certificate names 127.0.0.1
     root = tmp_path / "tls-origin"
     root.mkdir()
-    handler = type("Handler", (_RecordingHandler,), {"requested": []})
-    origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pki.path("apiserver.crt"), pki.path("apiserver.key"))
-    origin.socket = context.wrap_socket(origin.socket, server_side=True)
-    threading.Thread(target=origin.serve_forever, daemon=True).start()
-    source = subprocess.Popen(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", *pattern_input(60),
-         "-f", "hls", "-hls_time", "1", "-hls_list_size", "6", str(root / "live.m3u8")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(pki.path("apiserver.crt"), pki.path("apiserver.key"))
+    origin, requested = _serve_directory("127.0.0.1", root, tls)
+    source = _write_live_hls(root)
     try:
-        wait_until(lambda: (root / "live.m3u8").exists(), 15, "the origin's first playlist")
         spec = live_spec(input={"serverType": "HLS", "url": f"https://127.0.0.1:{origin.server_address[1]}/live.m3u8"})
         encoder = start_encoder("LiveJob", spec, ladder_template(("180p", 320, 180, "H264")),
-                                extra_env={"SSL_CERT_FILE": str(pki.path("ca.crt"))})  # the encoder's own reads
+                                extra_env={"SSL_CERT_FILE": str(pki.path("ca.crt"))})  # the guard verifies the origin
         encoder.wait_state("live", 20)
         pulls = [argv for argv in children_named(encoder.process.pid, "ffmpeg").values() if "-http_proxy" in argv]
-        assert pulls and pulls[0][pulls[0].index("-http_proxy") + 1].startswith("http://127.0.0.1:")
+        assert pulls and pulls[0][pulls[0].index("-i") + 1].startswith("http://127.0.0.1:")  # from the guard
         wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 20, "encoded segments")
-        assert any(path.endswith(".ts") for path in handler.requested)
+        assert any(path.endswith(".ts") for path in requested)
     finally:
         source.kill()
         source.wait(10)

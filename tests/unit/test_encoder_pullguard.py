@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
+from localplatform.pki import LocalPKI
 from localplatform.processes import free_port
 
 from onair.addresses import AddressPolicy
+from onair.encoder import pullguard
 from onair.encoder.config import ConfigError, load_job_config
 from onair.encoder.ffmpeg import input_args
 from onair.encoder.hlssource import HlsSource, read_hls_source
-from onair.encoder.pullguard import PullGuard, pulling_environment
+from onair.encoder.pullguard import PullGuard, pulling_environment, rewrite_playlist, unguarded_url
 
 PLAYLIST = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:3\n#EXTINF:2,\nseg_3.ts\n"
 ALLOWED_HOST, REFUSED_HOST = "127.0.0.1", "127.0.0.2"  # both on this machine's loopback
@@ -75,11 +79,11 @@ async def test_a_pull_through_the_guard_reaches_an_allowed_address_one_request_p
         origins: tuple[Origin, Origin], guard: PullGuard) -> None:
     allowed, _ = origins
     source = await read_hls_source(f"{allowed.base}/live.m3u8?token=t", proxy=guard.proxy_url)
-    assert source == HlsSource(ended=False, target_duration=2.0, newest_segment=(3, "seg_3.ts"))
+    assert source == HlsSource(ended=False, target_duration=2.0, newest_segment=(3, f"{allowed.base}/seg_3.ts"))
     path, headers = allowed.requests[-1]
     assert path == "/live.m3u8?token=t"  # origin-form, as an origin expects it
     assert headers["Connection"] == "close" and headers["Host"] == f"{ALLOWED_HOST}:{allowed.port}"
-    assert guard.refusal is None
+    assert guard.refusal_since() is None
 
 
 async def test_a_refused_address_is_never_connected_to_and_the_refusal_says_why(
@@ -89,15 +93,16 @@ async def test_a_refused_address_is_never_connected_to_and_the_refusal_says_why(
             session.get(f"{refused.base}/live.m3u8", proxy=guard.proxy_url) as response:
         assert response.status == 403
     assert refused.requests == []
-    assert guard.refusal is not None and guard.refusal.startswith(f"{REFUSED_HOST} is no public address")
-    assert "encoder.pullAllowedNetworks" in guard.refusal
+    refusal = guard.refusal_since()
+    assert refusal is not None and refusal.startswith(f"{REFUSED_HOST} is no public address")
+    assert "encoder.pullAllowedNetworks" in refusal and guard.refusal_since() is None  # told once
 
 
 async def test_a_redirect_to_a_refused_address_is_refused(origins: tuple[Origin, Origin], guard: PullGuard) -> None:
     allowed, refused = origins
     assert await read_hls_source(f"{allowed.base}/moved.m3u8", proxy=guard.proxy_url) is None
     assert [path for path, _ in allowed.requests] == ["/moved.m3u8"]
-    assert refused.requests == [] and guard.refusal is not None
+    assert refused.requests == [] and guard.refusal_since() is not None
 
 
 async def test_a_name_that_resolves_to_a_refused_address_is_refused(origins: tuple[Origin, Origin]) -> None:
@@ -110,40 +115,118 @@ async def test_a_name_that_resolves_to_a_refused_address_is_refused(origins: tup
     finally:
         await guard.close()
     assert allowed.requests == []
-    assert guard.refusal is not None and guard.refusal.startswith("localhost resolves to no public address")
+    assert (guard.refusal_since() or "").startswith("localhost resolves to no public address")
 
 
-async def test_an_https_tunnel_goes_to_an_allowed_address_only(guard: PullGuard) -> None:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(await reader.read(100))
-        await writer.drain()
-        writer.close()
+@pytest.fixture
+async def tls_origin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Origin]:
+    """An HTTPS origin at the allowed address whose certificate the guard trusts (SSL_CERT_FILE), serving a
+    playlist that names its segments by https:// URL, an AES key, and a redirect to an https:// URL."""
+    pki = LocalPKI(tmp_path / "pki")
+    pki.ensure([])  # its server certificate names 127.0.0.1
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.path("ca.crt")))
+    origin = Origin(ALLOWED_HOST)
 
-    servers = [await asyncio.start_server(echo, host, 0) for host in (ALLOWED_HOST, REFUSED_HOST)]
-    answers = []
+    async def handle(request: web.Request) -> web.StreamResponse:
+        origin.requests.append((request.raw_path, dict(request.headers)))
+        if request.path == "/moved.m3u8":
+            raise web.HTTPFound(f"https://{ALLOWED_HOST}:{origin.port}/live.m3u8")
+        if request.path == "/live.m3u8":
+            return web.Response(text=(
+                f'#EXTM3U\r\n#EXT-X-KEY:METHOD=AES-128,URI="https://{ALLOWED_HOST}:{origin.port}/key"\r\n'
+                f"#EXTINF:2,\r\nhttps://{ALLOWED_HOST}:{origin.port}/seg_1.ts\r\n#EXTINF:2,\r\nseg_2.ts\r\n"
+                "#EXTINF:2,\r\nhttp://cdn.example/seg_3.ts\r\n"), content_type="application/vnd.apple.mpegurl")
+        return web.Response(body=b"segment bytes", content_type="video/mp2t")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    origin.port = free_port()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.path("apiserver.crt"), pki.path("apiserver.key"))
+    await web.TCPSite(runner, origin.host, origin.port, ssl_context=context).start()
+    yield origin
+    await runner.cleanup()
+
+
+async def test_an_https_source_is_fetched_by_the_guard_over_verified_tls_and_its_playlist_kept_inside(
+        tls_origin: Origin) -> None:
+    guard = PullGuard(ONLY_ALLOWED_HOST)  # after SSL_CERT_FILE: it trusts the test's CA
+    await guard.start()
     try:
-        for server in servers:
-            host, port = server.sockets[0].getsockname()[:2]
-            reader, writer = await asyncio.open_connection(*guard.proxy_url.removeprefix("http://").split(":"))
-            writer.write(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
-            answer = await reader.readuntil(b"\r\n\r\n")
-            if answer.startswith(b"HTTP/1.1 200"):
-                writer.write(b"hello through the tunnel")
-                answer += await reader.read()
-            writer.close()
-            answers.append(answer)
+        pulled, options = guard.ffmpeg_input(f"https://{ALLOWED_HOST}:{tls_origin.port}/moved.m3u8?token=t")
+        assert pulled == f"{guard.proxy_url}/~https/{ALLOWED_HOST}:{tls_origin.port}/moved.m3u8?token=t"
+        assert options == ["-http_proxy", guard.proxy_url, "-protocol_whitelist", "http,tcp,crypto"]
+        async with aiohttp.ClientSession() as session, session.get(pulled, proxy=guard.proxy_url) as response:
+            assert response.status == 200 and response.url.path == f"/~https/{ALLOWED_HOST}:{tls_origin.port}/live.m3u8"
+            playlist = await response.text()
+        base = f"{guard.proxy_url}/~https/{ALLOWED_HOST}:{tls_origin.port}"
+        assert playlist == (f'#EXTM3U\r\n#EXT-X-KEY:METHOD=AES-128,URI="{base}/key"\r\n'
+                            f"#EXTINF:2,\r\n{base}/seg_1.ts\r\n#EXTINF:2,\r\n{base}/seg_2.ts\r\n"
+                            "#EXTINF:2,\r\nhttp://cdn.example/seg_3.ts\r\n")
+        async with aiohttp.ClientSession() as session, session.get(f"{base}/seg_1.ts") as response:
+            assert await response.read() == b"segment bytes"  # asked of the guard itself, as a path
+        assert [path for path, _ in tls_origin.requests] == ["/moved.m3u8?token=t", "/live.m3u8", "/seg_1.ts"]
+        assert all(headers["Host"] == f"{ALLOWED_HOST}:{tls_origin.port}" for _, headers in tls_origin.requests)
     finally:
-        for server in servers:
-            server.close()
-    assert answers[0] == b"HTTP/1.1 200 Connection established\r\n\r\nhello through the tunnel"
-    assert answers[1].startswith(b"HTTP/1.1 403")
+        await guard.close()
+
+
+async def test_an_https_origin_whose_certificate_is_not_trusted_is_not_pulled(tls_origin: Origin,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE")
+    guard = PullGuard(ONLY_ALLOWED_HOST)
+    await guard.start()
+    try:
+        async with aiohttp.ClientSession() as session, \
+                session.get(guard.guarded_url(f"https://{ALLOWED_HOST}:{tls_origin.port}/live.m3u8")) as response:
+            assert response.status == 502
+    finally:
+        await guard.close()
+    assert tls_origin.requests == []
+
+
+async def test_an_origin_that_never_answers_holds_no_connection(guard: PullGuard,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pullguard, "READ_TIMEOUT_SECONDS", 0.2)
+    silent = await asyncio.start_server(lambda reader, writer: None, ALLOWED_HOST, 0)
+    try:
+        port = silent.sockets[0].getsockname()[1]
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"http://{ALLOWED_HOST}:{port}/live.m3u8", proxy=guard.proxy_url) as response:
+            assert response.status == 502
+        reader, writer = await asyncio.open_connection(*guard.authority.split(":"))  # says nothing at all
+        assert (await reader.read()).startswith(b"HTTP/1.1 400")
+        writer.close()
+        await asyncio.sleep(0)  # the guard's connection tasks end with their answers
+        assert not guard._connections
+    finally:
+        silent.close()
+
+
+def test_a_playlists_uris_are_made_absolute_and_https_ones_go_through_the_guard() -> None:
+    text = ('#EXTM3U\n#EXT-X-MAP:URI="HTTPS://cdn.example/init.mp4"\n#EXT-X-MEDIA:TYPE=AUDIO,URI="a/index.m3u8"\n'
+            "#EXTINF:2,\nhttps://user:pw@cdn.example:8443/s.ts?sig=1\n#EXTINF:2,\n/live/seg_0.ts\n"
+            "#EXTINF:2,\nhttpproxy://10.0.0.1:80/x.ts\n")
+    guard = "http://127.0.0.1:1/~https"
+    assert rewrite_playlist(text, "https://origin.example/live/index.m3u8", "127.0.0.1:1") == (
+        f'#EXTM3U\n#EXT-X-MAP:URI="{guard}/cdn.example/init.mp4"\n'
+        f'#EXT-X-MEDIA:TYPE=AUDIO,URI="{guard}/origin.example/live/a/index.m3u8"\n#EXTINF:2,\n'
+        "http://user:pw@127.0.0.1:1/~https/cdn.example:8443/s.ts?sig=1\n"
+        f"#EXTINF:2,\n{guard}/origin.example/live/seg_0.ts\n#EXTINF:2,\nhttpproxy://10.0.0.1:80/x.ts\n")
+    plain = rewrite_playlist("#EXTM3U\n#EXTINF:2,\nseg.ts\n", "http://origin.example/live/index.m3u8", "127.0.0.1:1")
+    assert plain == "#EXTM3U\n#EXTINF:2,\nhttp://origin.example/live/seg.ts\n"
+    # httpproxy: and the like are left to ffmpeg's -protocol_whitelist, which refuses them.
+    assert unguarded_url("http://127.0.0.1:1/~https/cdn.example/s.ts", "127.0.0.1:1") == "https://cdn.example/s.ts"
 
 
 async def test_requests_that_are_no_pull_are_answered_400(guard: PullGuard) -> None:
     for request in (b"GET /local/path HTTP/1.1\r\n\r\n", b"GET ftp://example.com/x HTTP/1.1\r\n\r\n",
-                    b"CONNECT example.com:http HTTP/1.1\r\n\r\n", b"GET http://example.com:99999/x HTTP/1.1\r\n\r\n",
+                    b"CONNECT 127.0.0.1:443 HTTP/1.1\r\n\r\n", b"GET http://example.com:99999/x HTTP/1.1\r\n\r\n",
+                    b"POST http://127.0.0.1/x HTTP/1.1\r\n\r\n", b"GET /~https/ HTTP/1.1\r\n\r\n",
                     b"nonsense\r\n\r\n"):
-        reader, writer = await asyncio.open_connection(*guard.proxy_url.removeprefix("http://").split(":"))
+        reader, writer = await asyncio.open_connection(*guard.authority.split(":"))
         writer.write(request)
         assert (await reader.read()).startswith(b"HTTP/1.1 400"), request
         writer.close()
@@ -160,6 +243,9 @@ async def test_rtmp_and_srt_pulls_are_checked_before_ffmpeg_connects() -> None:
     assert (await PullGuard(AddressPolicy()).refusal_of("rtmp://localhost/live/x") or "").startswith(
         "localhost resolves to no public address")
     assert await guard.refusal_of("rtmp://name.invalid/live/source") is None  # ffmpeg says it does not resolve
+    # ffmpeg would read this port as 40447 (atoi): what cannot be checked is refused.
+    assert await guard.refusal_of("rtmp://localhost:40447x/live/x") == "localhost:40447x: not a host and port the " \
+                                                                        "encoder can check"
 
 
 def _job_environment(kind: str, url: str, allowed: list[str] | None = None) -> dict[str, str]:
@@ -176,9 +262,10 @@ def _job_environment(kind: str, url: str, allowed: list[str] | None = None) -> d
     ("LiveJob", "https://[::ffff:10.0.0.1]/live.m3u8", "spec.input.url"),
     ("LiveJob", "http://2130706433:8080/live.m3u8", "spec.input.url"),  # 127.0.0.1, as inet_aton reads it
     ("RecordJob", "rtmp://10.96.0.1/live/x", "spec.source.streamUrl"),
+    ("RecordJob", "rtmp://origin.example:1935x/live/x", "spec.source.streamUrl"),  # ffmpeg: atoi, 1935
 ])
 def test_a_job_that_pulls_from_a_private_address_fails_naming_the_field(kind: str, url: str, field: str) -> None:
-    with pytest.raises(ConfigError, match=rf"^{field}: .* is no public address"):
+    with pytest.raises(ConfigError, match=rf"^{field}: (.* is no public address|Port could not be cast)"):
         load_job_config(_job_environment(kind, url))
 
 
@@ -188,10 +275,16 @@ def test_networks_the_installation_allows_may_be_pulled_from_and_names_are_check
     assert load_job_config(_job_environment("RecordJob", "rtmp://origin.internal/live/x")).ingest.url
 
 
-def test_ffmpeg_pulls_over_http_through_the_guard_and_ignores_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    pulled = input_args("https://origin.example/live.m3u8", live_listener=False, http_proxy="http://127.0.0.1:1")
-    assert pulled[pulled.index("-http_proxy") + 1] == "http://127.0.0.1:1" and pulled[-1].startswith("https://")
-    assert "-http_proxy" not in input_args("rtmp://origin/live/x", live_listener=False, http_proxy="http://127.0.0.1:1")
+async def test_ffmpeg_pulls_over_plain_http_through_the_guard_and_ignores_no_proxy(
+        guard: PullGuard, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, options = guard.ffmpeg_input("https://origin.example/live.m3u8")
+    pulled = input_args(url, live_listener=False, guard_options=options)
+    assert pulled[pulled.index("-http_proxy") + 1] == guard.proxy_url
+    assert pulled[pulled.index("-protocol_whitelist") + 1] == "http,tcp,crypto"  # no TLS, no tunnel of its own
+    assert pulled[-1] == f"{guard.proxy_url}/~https/origin.example/live.m3u8"
+    url, options = guard.ffmpeg_input("rtmp://origin/live/x")
+    rtmp = input_args(url, live_listener=False, guard_options=options)
+    assert "-http_proxy" not in rtmp and rtmp[-1] == "rtmp://origin/live/x"
     monkeypatch.setenv("no_proxy", "*")
     monkeypatch.setenv("NO_PROXY", "origin.example")
     environment = pulling_environment()

@@ -2407,7 +2407,7 @@ def test_the_networks_an_installation_lets_jobs_pull_from_reach_the_encoder() ->
         return load_job_config({"ONAIR_JOB_CONFIG": env["ONAIR_JOB_CONFIG"]["value"]}).pull_policy
 
     assert told(CONFIG) == AddressPolicy(), "public addresses only"
-    allowing = OperatorConfig.from_env({"ONAIR_PULL_ALLOWED_NETWORKS": '["10.20.0.0/16", "fd00::/8"]',
+    allowing = OperatorConfig.from_env({"ONAIR_PULL_ALLOWED_NETWORKS": '["10.20.0.5/16", "fd00::/8"]',
                                         "ONAIR_STREAM_KEY_SEED": "unit-test-stream-key-seed-0123456789"})
     policy = told(allowing)
     assert policy.allows("10.20.3.4") and policy.allows("fd00::7") and not policy.allows("169.254.169.254")
