@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from onair.addresses import NotPublicError
 from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_INTERRUPTED, EXIT_OK, FINISHED_MESSAGE
 from onair.models import HardwareAcceleration, RecordingFormat
 from onair.phases import ConditionReason
@@ -383,7 +384,7 @@ class Encoder:
                                    die_with_parent)
             case IngestKind.PULL if self.config.ingest.url:
                 url = self.config.ingest.url  # main starts the guard before the preview serves
-                return ProcessFeed(lambda: remux_to_ts_argv(*self.pull_guard.ffmpeg_input(url)), die_with_parent,
+                return ProcessFeed(lambda: remux_to_ts_argv(*self.pull_guard.http_input(url)), die_with_parent,
                                    pulling_environment())
         return None
 
@@ -560,12 +561,6 @@ class Encoder:
         while not self.stop_requested.is_set():
             if not self.status.connected and self._unusable_input is None:
                 self.status.set_state(self._pull_waiting_state(), f"pulling {shown_url(url)}")
-            if urlsplit(url).scheme not in ("http", "https") and await self.pull_guard.refusal_of(url):
-                # ffmpeg makes RTMP and SRT connections itself, not through the guard's proxy.
-                backoff = min(backoff * 2, MAX_PULL_BACKOFF)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop_requested.wait(), backoff)
-                continue
             target = source.target_duration if source is not None else 0.0
             produced = await self._run_session(url, listener=False, pull=True, source_target_duration=target)
             returncode = self._last_returncode
@@ -599,7 +594,8 @@ class Encoder:
         return await read_hls_source(self.pull_guard.guarded_url(url), proxy=proxy)
 
     def _pull_refused(self, refusal: str) -> None:
-        """The pull guard refused an address the source sent us to: the job says so (until it is live)."""
+        """The pull guard refused an address the source sent us to (or could not check it): the job says
+        so (until it is live)."""
         if not self.status.connected and not self.stop_requested.is_set():
             self._unusable_input = refusal
             self.status.set_state(self._pull_waiting_state(), refusal)
@@ -651,6 +647,15 @@ class Encoder:
         """Runs one ffmpeg (a passthrough: two) until the input ends or a stop; returns whether it
         produced segments. `srt`: the input is the pipe that gate's next publisher is relayed into;
         `source_target_duration`: a pulled HLS source's, when known."""
+        guard_options: list[str] = []
+        if pull:
+            try:
+                input_url, guard_options = await self.pull_guard.ffmpeg_input(input_url)
+            except (OSError, ValueError) as refused:  # NotPublicError (said already) is an OSError
+                self._last_returncode = None
+                if not isinstance(refused, NotPublicError):
+                    self._pull_refused(f"{shown_url(input_url)}: {refused}")  # a name that does not resolve now
+                return False
         self.session_number += 1
         self.player_joined.clear()  # this session's ffmpeg joins anew
         session_dir = self.work_dir / f"session_{self.session_number:04d}"
@@ -662,12 +667,9 @@ class Encoder:
         readers: list[asyncio.Task[Any]] = []
         processes: SessionProcesses
         input_format = "mpegts" if srt is not None else None  # a pipe has no name to guess it from
-        guard_options: list[str] = []
         environment = None
         if pull:
-            await self.pull_guard.start()
             self.pull_guard.refusal_since()  # an earlier session's is not this one's
-            input_url, guard_options = self.pull_guard.ffmpeg_input(input_url)
             environment = pulling_environment()
         stdin: int = asyncio.subprocess.DEVNULL
         if srt is not None:

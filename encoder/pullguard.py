@@ -7,12 +7,16 @@ own services or the cloud's metadata endpoint.
 
 ffmpeg speaks plain HTTP only, and only to the guard (`-http_proxy`, `-protocol_whitelist
 http,tcp,crypto`): it never opens TLS or a tunnel of its own, which a playlist could otherwise point at
-any address (ffmpeg's `httpproxy:` protocol connects wherever its URL says). An https:// URL reaches
-ffmpeg as `http://<guard>/~https/<host>/<path>` (guarded_url), which the guard fetches over TLS,
-verifying the origin's certificate; playlists are rewritten on the way (their https:// URIs, and a
-redirect's Location, take that form), so a source's segments on an HTTPS CDN come through the guard too.
-One request per connection (Connection: close both ways): a client never sends a second request to a
-host nobody checked."""
+any address (ffmpeg's `httpproxy:` protocol connects wherever its URL says); and it reads HLS only
+(`-f hls`, `-format_whitelist`): a format such as concat opens the URLs it names without the proxy. An
+https:// URL reaches ffmpeg as `http://<guard>/~https/<host>/<path>` (guarded_url), which the guard
+fetches over TLS, verifying the origin's certificate; playlists are rewritten on the way (their https://
+and root-relative URIs, and a redirect's Location, take that form), so a source's segments on an HTTPS
+CDN come through the guard too. One request per connection (Connection: close both ways): a client
+never sends a second request to a host nobody checked.
+
+RTMP and SRT pulls, which ffmpeg connects to itself, are given the address the guard checked in place
+of their name (ffmpeg_input)."""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import os
 import re
 import socket
 import ssl
+import zlib
 from collections.abc import Callable, Sequence
 from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
@@ -32,8 +37,11 @@ log = logging.getLogger(__name__)
 
 HTTPS_PATH_PREFIX = "/~https/"  # the guard fetches what follows over TLS: <host>[:port]/<path>
 FFMPEG_PROTOCOLS = "http,tcp,crypto"  # plain HTTP to the guard (tcp under it), AES-128 segments (crypto)
+# An HTTP pull is HLS (the CRDs say so), its segments MPEG-TS, fMP4 or packed audio: no format that opens
+# URLs of its own (concat, a playlist of another kind), which would not go through the guard.
+FFMPEG_FORMATS = "hls,mpegts,mov,aac,mp3,ac3,eac3,webvtt"
 HEAD_LIMIT = 64 * 1024  # a request's or an answer's head; a longer one is refused
-PLAYLIST_LIMIT = 32 * 1024 * 1024  # a playlist is read whole to be rewritten
+PLAYLIST_LIMIT = 16 * 1024 * 1024  # a playlist is read whole to be rewritten
 CONNECT_TIMEOUT_SECONDS = 10.0
 READ_TIMEOUT_SECONDS = 10.0  # a request's head from a client, an answer's head from an origin (as -rw_timeout)
 IDLE_TIMEOUT_SECONDS = 30.0  # a body that stops coming
@@ -74,23 +82,39 @@ def unguarded_url(url: str, guard_authority: str) -> str:
 
 
 def rewrite_playlist(text: str, playlist_url: str, guard_authority: str) -> str:
-    """The playlist at `playlist_url` (the origin's URL of it) with its URIs (segment lines and URI="..."
-    attributes) made absolute, and its https:// ones going through the guard. Absolute: a client that
-    fetched it from the guard would resolve "/seg.ts" against the guard."""
+    """The playlist at `playlist_url` (the origin's URL of it) with its https:// URIs (segment lines and
+    URI="..." attributes) going through the guard, and its root- and scheme-relative ones made absolute
+    first: a client that fetched it from the guard would resolve "/seg.ts" against the guard. Other URIs
+    resolve the same from the guard's URL of the playlist, and stay as they are."""
     def rewritten(uri: str) -> str:
-        return guarded_url(urljoin(playlist_url, uri), guard_authority)
+        if uri.startswith("/") or uri[:6].lower() == "https:":
+            return guarded_url(urljoin(playlist_url, uri), guard_authority)
+        return uri
 
     lines = []
     for line in text.split("\n"):
         end = "\r" if line.endswith("\r") else ""
         content = line.removesuffix("\r")
         if content.startswith("#"):
-            content = _URI_ATTRIBUTE.sub(lambda found: found.group(1) + rewritten(found.group(2)) + found.group(3),
-                                         content)
+            if "URI=" in content.upper():
+                content = _URI_ATTRIBUTE.sub(lambda found: found.group(1) + rewritten(found.group(2)) + found.group(3),
+                                             content)
         elif content.strip():
             content = rewritten(content.strip())
         lines.append(content + end)
     return "\n".join(lines)
+
+
+def _rewritten_playlist_body(body: bytes, values: dict[str, str], playlist_url: str, guard_authority: str) -> bytes:
+    """rewrite_playlist of a body as it came (gzip or deflate included: some origins compress whatever
+    was asked)."""
+    encoding = values.get("content-encoding", "identity").strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        body = zlib.decompressobj(wbits=47).decompress(body, PLAYLIST_LIMIT)  # 47: gzip or zlib, told apart
+    elif encoding != "identity":
+        raise ValueError(f"a playlist in {encoding}")
+    text = rewrite_playlist(body.decode("utf-8", "surrogateescape"), playlist_url, guard_authority)
+    return text.encode("utf-8", "surrogateescape")
 
 
 class PullGuard:
@@ -127,12 +151,32 @@ class PullGuard:
     def unguarded_url(self, url: str) -> str:
         return unguarded_url(url, self.authority)
 
-    def ffmpeg_input(self, url: str) -> tuple[str, list[str]]:
-        """What ffmpeg is given to pull `url`: the URL, and the input options that keep an HTTP(S) pull
-        inside the guard (RTMP and SRT are checked by refusal_of instead)."""
-        if urlsplit(url).scheme.lower() not in ("http", "https"):
-            return url, []
-        return self.guarded_url(url), ["-http_proxy", self.proxy_url, "-protocol_whitelist", FFMPEG_PROTOCOLS]
+    def http_input(self, url: str) -> tuple[str, list[str]]:
+        """What ffmpeg is given to pull the HLS source at an http(s) `url` (the guard started): the URL,
+        and the input options that keep every request of it inside the guard."""
+        return self.guarded_url(url), ["-f", "hls", "-format_whitelist", FFMPEG_FORMATS, "-http_proxy",
+                                       self.proxy_url, "-protocol_whitelist", FFMPEG_PROTOCOLS]
+
+    async def ffmpeg_input(self, url: str) -> tuple[str, list[str]]:
+        """http_input, or for RTMP and SRT (which ffmpeg connects to itself) the URL with its host
+        replaced by the address checked now: ffmpeg resolving the name again could get another (DNS
+        rebinding). NotPublicError: refused (and told); OSError: the name does not resolve now;
+        ValueError: a port that is no number."""
+        await self.start()
+        parts = urlsplit(url)
+        if parts.scheme.lower() in ("http", "https"):
+            return self.http_input(url)
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme, 0)
+        address = (await self.allowed_addresses(parts.hostname or "", port))[0]
+        if parts.scheme == "rtmps":
+            return url, []  # TLS names the host (SNI, the certificate): ffmpeg resolves it again
+        userinfo, _, authority = parts.netloc.rpartition("@")
+        pinned = (f"[{address}]" if ":" in address else address) + (f":{parts.port}" if parts.port else "")
+        pinned_url = urlunsplit((parts.scheme, f"{userinfo}@{pinned}" if userinfo else pinned, parts.path,
+                                 parts.query, parts.fragment))
+        if parts.scheme == "rtmp":  # the origin still sees the name it was asked by (its virtual host)
+            return pinned_url, ["-rtmp_tcurl", f"rtmp://{authority}/{parts.path.lstrip('/').split('/')[0]}"]
+        return pinned_url, []
 
     def refusal_since(self) -> str | None:
         """The last refusal since the last call (None: none)."""
@@ -167,21 +211,6 @@ class PullGuard:
             raise NotPublicError(refusal)
         return allowed
 
-    async def refusal_of(self, url: str) -> str | None:
-        """Why a pull of `url` that ffmpeg makes itself (RTMP, SRT: no HTTP) would be refused, or None.
-        A name that does not resolve is ffmpeg's to report; a URL that cannot be checked is refused."""
-        parts = urlsplit(url)
-        try:
-            port = parts.port or DEFAULT_PORTS.get(parts.scheme, 0)
-            await self.allowed_addresses(parts.hostname or "", port)
-        except NotPublicError as refused:
-            return str(refused)
-        except (ValueError, UnicodeError):
-            return f"{parts.netloc.rpartition('@')[2]}: not a host and port the encoder can check"
-        except OSError:
-            return None
-        return None
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -214,7 +243,7 @@ class PullGuard:
         playlist_path = path_only.endswith((".m3u8", ".m3u"))
         headers = [(name, value) for name, value in _header_fields(header_block)
                    if name.lower() not in _hop_by_hop(header_block) and name.lower() != "host"
-                   and not (playlist_path and name.lower() == "range")]  # a playlist is rewritten whole
+                   and not (name.lower() == "range" and (playlist_path or value.replace(" ", "") == "bytes=0-"))]
         authority = f"[{host}]" if ":" in host else host
         if port != (443 if secure else 80):
             authority += f":{port}"
@@ -229,22 +258,32 @@ class PullGuard:
             fields = _header_fields(answer_block)
             kept = [(name, self.guarded_url(urljoin(origin_url, value)) if name.lower() == "location" else value)
                     for name, value in fields if name.lower() not in _hop_by_hop(answer_block)]
-            content_type = next((value for name, value in fields if name.lower() == "content-type"), "")
+            values = {name.lower(): value for name, value in fields}
             status = status_line.split(" ", 2)[1] if status_line.count(" ") else ""
-            if method == "GET" and status in ("200", "206") and (playlist_path or "mpegurl" in content_type.lower()):
-                body = await _read_body(upstream_reader, fields)
-                text = rewrite_playlist(body.decode("utf-8", "surrogateescape"), origin_url, self.authority)
-                body = text.encode("utf-8", "surrogateescape")
+            chunked = "chunked" in values.get("transfer-encoding", "").lower()
+            first = b""
+            playlist = method == "GET" and status in ("200", "206") and (
+                playlist_path or "mpegurl" in values.get("content-type", "").lower())
+            if method == "GET" and status in ("200", "206") and not playlist and not chunked:
+                # A playlist served as anything (S3's binary/octet-stream): told by how it begins.
+                first = await asyncio.wait_for(upstream_reader.read(PIPE_CHUNK), IDLE_TIMEOUT_SECONDS)
+                playlist = first.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"#EXTM3U")
+            if playlist:
+                body = first + await _read_body(upstream_reader, fields, already=len(first))
+                body = await asyncio.to_thread(_rewritten_playlist_body, body, values, origin_url, self.authority)
                 kept = [(name, value) for name, value in kept
-                        if name.lower() not in ("content-length", "content-range")]
+                        if name.lower() not in ("content-length", "content-range", "content-encoding")]
                 status_line = "HTTP/1.1 200 OK"  # whole, also when a range of it was asked for
                 writer.write(_head(status_line, [*kept, ("Content-Length", str(len(body)))]) + body)
-                await writer.drain()
-                return
-            if any(name.lower() == "transfer-encoding" for name, _ in fields):
-                kept.append(("Transfer-Encoding", "chunked"))  # passed on as it comes
-            writer.write(_head(status_line, kept))
-            await _pipe(upstream_reader, writer)
+            else:
+                if chunked:
+                    kept.append(("Transfer-Encoding", "chunked"))  # passed on as it comes
+                writer.write(_head(status_line, kept) + first)
+            # The answer has begun: whatever fails now ends it early (Connection: close), with no 502 after it.
+            with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+                await _drained(writer)
+                if not playlist:
+                    await _pipe(upstream_reader, writer)
         finally:
             upstream_writer.close()
 
@@ -310,9 +349,9 @@ def _head(status_line: str, fields: Sequence[tuple[str, str]]) -> bytes:
     return "\r\n".join(lines).encode("latin-1")
 
 
-async def _read_body(reader: asyncio.StreamReader, fields: Sequence[tuple[str, str]]) -> bytes:
+async def _read_body(reader: asyncio.StreamReader, fields: Sequence[tuple[str, str]], already: int = 0) -> bytes:
     """A body as its head frames it (chunked, Content-Length, or until the connection closes), at most
-    PLAYLIST_LIMIT bytes."""
+    PLAYLIST_LIMIT bytes; `already`: the first bytes of a body that is not chunked were read."""
     values = {name.lower(): value for name, value in fields}
     if "chunked" in values.get("transfer-encoding", "").lower():
         body = bytearray()
@@ -329,13 +368,13 @@ async def _read_body(reader: asyncio.StreamReader, fields: Sequence[tuple[str, s
             del body[-2:]
     if "content-length" in values:
         length = int(values["content-length"])
-        if not 0 <= length <= PLAYLIST_LIMIT:
+        if not already <= length <= PLAYLIST_LIMIT:
             raise ValueError("a playlist longer than the guard reads")
-        return await asyncio.wait_for(reader.readexactly(length), IDLE_TIMEOUT_SECONDS)
+        return await asyncio.wait_for(reader.readexactly(length - already), IDLE_TIMEOUT_SECONDS)
     body = bytearray()
     while chunk := await asyncio.wait_for(reader.read(PIPE_CHUNK), IDLE_TIMEOUT_SECONDS):
         body += chunk
-        if len(body) > PLAYLIST_LIMIT:
+        if already + len(body) > PLAYLIST_LIMIT:
             raise ValueError("a playlist longer than the guard reads")
     return bytes(body)
 
@@ -346,10 +385,14 @@ async def _answer(writer: asyncio.StreamWriter, status: int, reason: str) -> Non
         await writer.drain()
 
 
+async def _drained(writer: asyncio.StreamWriter) -> None:
+    """What was written, gone to a client that reads (TimeoutError: one that stopped reading)."""
+    await asyncio.wait_for(writer.drain(), IDLE_TIMEOUT_SECONDS)
+
+
 async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-    """The rest of an answer, until the origin closes (Connection: close), the client goes, or nothing
-    comes for IDLE_TIMEOUT_SECONDS."""
-    with contextlib.suppress(ConnectionError, TimeoutError):
-        while chunk := await asyncio.wait_for(source.read(PIPE_CHUNK), IDLE_TIMEOUT_SECONDS):
-            sink.write(chunk)
-            await sink.drain()
+    """The rest of an answer, until the origin closes (Connection: close), or nothing moves for
+    IDLE_TIMEOUT_SECONDS either way."""
+    while chunk := await asyncio.wait_for(source.read(PIPE_CHUNK), IDLE_TIMEOUT_SECONDS):
+        sink.write(chunk)
+        await _drained(sink)

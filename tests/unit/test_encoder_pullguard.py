@@ -4,6 +4,7 @@ never the cluster's own services or the cloud's metadata endpoint, also through 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import ssl
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from aiohttp import web
 from localplatform.pki import LocalPKI
 from localplatform.processes import free_port
 
-from onair.addresses import AddressPolicy
+from onair.addresses import AddressPolicy, NotPublicError
 from onair.encoder import pullguard
 from onair.encoder.config import ConfigError, load_job_config
 from onair.encoder.ffmpeg import input_args
@@ -79,7 +80,7 @@ async def test_a_pull_through_the_guard_reaches_an_allowed_address_one_request_p
         origins: tuple[Origin, Origin], guard: PullGuard) -> None:
     allowed, _ = origins
     source = await read_hls_source(f"{allowed.base}/live.m3u8?token=t", proxy=guard.proxy_url)
-    assert source == HlsSource(ended=False, target_duration=2.0, newest_segment=(3, f"{allowed.base}/seg_3.ts"))
+    assert source == HlsSource(ended=False, target_duration=2.0, newest_segment=(3, "seg_3.ts"))
     path, headers = allowed.requests[-1]
     assert path == "/live.m3u8?token=t"  # origin-form, as an origin expects it
     assert headers["Connection"] == "close" and headers["Host"] == f"{ALLOWED_HOST}:{allowed.port}"
@@ -155,15 +156,16 @@ async def test_an_https_source_is_fetched_by_the_guard_over_verified_tls_and_its
     guard = PullGuard(ONLY_ALLOWED_HOST)  # after SSL_CERT_FILE: it trusts the test's CA
     await guard.start()
     try:
-        pulled, options = guard.ffmpeg_input(f"https://{ALLOWED_HOST}:{tls_origin.port}/moved.m3u8?token=t")
+        pulled, options = await guard.ffmpeg_input(f"https://{ALLOWED_HOST}:{tls_origin.port}/moved.m3u8?token=t")
         assert pulled == f"{guard.proxy_url}/~https/{ALLOWED_HOST}:{tls_origin.port}/moved.m3u8?token=t"
-        assert options == ["-http_proxy", guard.proxy_url, "-protocol_whitelist", "http,tcp,crypto"]
+        assert options == ["-f", "hls", "-format_whitelist", "hls,mpegts,mov,aac,mp3,ac3,eac3,webvtt",
+                           "-http_proxy", guard.proxy_url, "-protocol_whitelist", "http,tcp,crypto"]
         async with aiohttp.ClientSession() as session, session.get(pulled, proxy=guard.proxy_url) as response:
             assert response.status == 200 and response.url.path == f"/~https/{ALLOWED_HOST}:{tls_origin.port}/live.m3u8"
             playlist = await response.text()
         base = f"{guard.proxy_url}/~https/{ALLOWED_HOST}:{tls_origin.port}"
         assert playlist == (f'#EXTM3U\r\n#EXT-X-KEY:METHOD=AES-128,URI="{base}/key"\r\n'
-                            f"#EXTINF:2,\r\n{base}/seg_1.ts\r\n#EXTINF:2,\r\n{base}/seg_2.ts\r\n"
+                            f"#EXTINF:2,\r\n{base}/seg_1.ts\r\n#EXTINF:2,\r\nseg_2.ts\r\n"
                             "#EXTINF:2,\r\nhttp://cdn.example/seg_3.ts\r\n")
         async with aiohttp.ClientSession() as session, session.get(f"{base}/seg_1.ts") as response:
             assert await response.read() == b"segment bytes"  # asked of the guard itself, as a path
@@ -171,6 +173,34 @@ async def test_an_https_source_is_fetched_by_the_guard_over_verified_tls_and_its
         assert all(headers["Host"] == f"{ALLOWED_HOST}:{tls_origin.port}" for _, headers in tls_origin.requests)
     finally:
         await guard.close()
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+async def test_a_playlist_served_as_anything_or_compressed_is_still_kept_inside(guard: PullGuard,
+                                                                                compressed: bool) -> None:
+    """S3 serves a playlist uploaded without a type as binary/octet-stream; some origins gzip whatever
+    was asked. Either way its https:// URIs must come back through the guard."""
+    playlist = b"#EXTM3U\n#EXTINF:2,\nhttps://cdn.example/s.ts\n"
+
+    async def handle(request: web.Request) -> web.Response:
+        if compressed:
+            return web.Response(body=gzip.compress(playlist), content_type="application/vnd.apple.mpegurl",
+                                headers={"Content-Encoding": "gzip"})
+        return web.Response(body=playlist, content_type="binary/octet-stream")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, ALLOWED_HOST, port).start()
+    try:
+        async with aiohttp.ClientSession(auto_decompress=False) as session, \
+                session.get(f"http://{ALLOWED_HOST}:{port}/stream", proxy=guard.proxy_url) as response:
+            assert "Content-Encoding" not in response.headers
+            assert await response.read() == f"#EXTM3U\n#EXTINF:2,\n{guard.proxy_url}/~https/cdn.example/s.ts\n".encode()
+    finally:
+        await runner.cleanup()
 
 
 async def test_an_https_origin_whose_certificate_is_not_trusted_is_not_pulled(tls_origin: Origin,
@@ -205,18 +235,19 @@ async def test_an_origin_that_never_answers_holds_no_connection(guard: PullGuard
         silent.close()
 
 
-def test_a_playlists_uris_are_made_absolute_and_https_ones_go_through_the_guard() -> None:
+def test_a_playlists_https_and_root_relative_uris_go_through_the_guard() -> None:
     text = ('#EXTM3U\n#EXT-X-MAP:URI="HTTPS://cdn.example/init.mp4"\n#EXT-X-MEDIA:TYPE=AUDIO,URI="a/index.m3u8"\n'
             "#EXTINF:2,\nhttps://user:pw@cdn.example:8443/s.ts?sig=1\n#EXTINF:2,\n/live/seg_0.ts\n"
             "#EXTINF:2,\nhttpproxy://10.0.0.1:80/x.ts\n")
     guard = "http://127.0.0.1:1/~https"
     assert rewrite_playlist(text, "https://origin.example/live/index.m3u8", "127.0.0.1:1") == (
         f'#EXTM3U\n#EXT-X-MAP:URI="{guard}/cdn.example/init.mp4"\n'
-        f'#EXT-X-MEDIA:TYPE=AUDIO,URI="{guard}/origin.example/live/a/index.m3u8"\n#EXTINF:2,\n'
+        '#EXT-X-MEDIA:TYPE=AUDIO,URI="a/index.m3u8"\n#EXTINF:2,\n'  # resolves the same from the guard's URL
         "http://user:pw@127.0.0.1:1/~https/cdn.example:8443/s.ts?sig=1\n"
         f"#EXTINF:2,\n{guard}/origin.example/live/seg_0.ts\n#EXTINF:2,\nhttpproxy://10.0.0.1:80/x.ts\n")
-    plain = rewrite_playlist("#EXTM3U\n#EXTINF:2,\nseg.ts\n", "http://origin.example/live/index.m3u8", "127.0.0.1:1")
-    assert plain == "#EXTM3U\n#EXTINF:2,\nhttp://origin.example/live/seg.ts\n"
+    plain = "#EXTM3U\n#EXTINF:2,\nseg.ts\n#EXTINF:2,\n/seg.ts\n"
+    assert rewrite_playlist(plain, "http://origin.example/live/index.m3u8", "127.0.0.1:1") == (
+        "#EXTM3U\n#EXTINF:2,\nseg.ts\n#EXTINF:2,\nhttp://origin.example/seg.ts\n")
     # httpproxy: and the like are left to ffmpeg's -protocol_whitelist, which refuses them.
     assert unguarded_url("http://127.0.0.1:1/~https/cdn.example/s.ts", "127.0.0.1:1") == "https://cdn.example/s.ts"
 
@@ -232,20 +263,25 @@ async def test_requests_that_are_no_pull_are_answered_400(guard: PullGuard) -> N
         writer.close()
 
 
-async def test_rtmp_and_srt_pulls_are_checked_before_ffmpeg_connects() -> None:
+async def test_rtmp_and_srt_pulls_get_the_address_the_guard_checked() -> None:
+    """ffmpeg connects to those itself: given the checked address, it cannot resolve the name to another."""
     guard = PullGuard(AddressPolicy.allowing(["127.0.0.0/8"]))
-    assert await guard.refusal_of("rtmp://127.0.0.1/live/source") is None
-    assert await guard.refusal_of("rtmp://169.254.169.254/live/source") == (
-        "169.254.169.254 is no public address: pulls from loopback, private and link-local addresses are refused "
-        "(the installation allows networks of its own in encoder.pullAllowedNetworks)")
-    assert await guard.refusal_of("srt://10.96.0.1:9000?streamid=x") is not None
-    assert await guard.refusal_of("rtmp://[::1]/live/source") is not None  # allowed was 127/8, IPv4 only
-    assert (await PullGuard(AddressPolicy()).refusal_of("rtmp://localhost/live/x") or "").startswith(
-        "localhost resolves to no public address")
-    assert await guard.refusal_of("rtmp://name.invalid/live/source") is None  # ffmpeg says it does not resolve
-    # ffmpeg would read this port as 40447 (atoi): what cannot be checked is refused.
-    assert await guard.refusal_of("rtmp://localhost:40447x/live/x") == "localhost:40447x: not a host and port the " \
-                                                                        "encoder can check"
+    try:
+        assert await guard.ffmpeg_input("rtmp://user:pw@localhost/live/source") == (
+            "rtmp://user:pw@127.0.0.1/live/source", ["-rtmp_tcurl", "rtmp://localhost/live"])
+        assert await guard.ffmpeg_input("srt://localhost:9000?streamid=x") == ("srt://127.0.0.1:9000?streamid=x", [])
+        for refused in ("rtmp://169.254.169.254/live/source", "srt://10.96.0.1:9000?streamid=x",
+                        "rtmp://[::1]/live/source"):  # allowed was 127/8, IPv4 only
+            with pytest.raises(NotPublicError, match="is no public address"):
+                await guard.ffmpeg_input(refused)
+        with pytest.raises(NotPublicError, match=r"^localhost resolves to no public address"):
+            await PullGuard(AddressPolicy()).ffmpeg_input("rtmp://localhost/live/x")
+        with pytest.raises(OSError):  # not allowed either: tried again
+            await guard.ffmpeg_input("rtmp://name.invalid/live/source")
+        with pytest.raises(ValueError):  # ffmpeg would read this port as 40447 (atoi)
+            await guard.ffmpeg_input("rtmp://localhost:40447x/live/x")
+    finally:
+        await guard.close()
 
 
 def _job_environment(kind: str, url: str, allowed: list[str] | None = None) -> dict[str, str]:
@@ -277,14 +313,12 @@ def test_networks_the_installation_allows_may_be_pulled_from_and_names_are_check
 
 async def test_ffmpeg_pulls_over_plain_http_through_the_guard_and_ignores_no_proxy(
         guard: PullGuard, monkeypatch: pytest.MonkeyPatch) -> None:
-    url, options = guard.ffmpeg_input("https://origin.example/live.m3u8")
+    url, options = await guard.ffmpeg_input("https://origin.example/live.m3u8")
     pulled = input_args(url, live_listener=False, guard_options=options)
     assert pulled[pulled.index("-http_proxy") + 1] == guard.proxy_url
     assert pulled[pulled.index("-protocol_whitelist") + 1] == "http,tcp,crypto"  # no TLS, no tunnel of its own
     assert pulled[-1] == f"{guard.proxy_url}/~https/origin.example/live.m3u8"
-    url, options = guard.ffmpeg_input("rtmp://origin/live/x")
-    rtmp = input_args(url, live_listener=False, guard_options=options)
-    assert "-http_proxy" not in rtmp and rtmp[-1] == "rtmp://origin/live/x"
+    assert pulled[pulled.index("-f") + 1] == "hls"  # nothing else: concat, say, opens URLs of its own
     monkeypatch.setenv("no_proxy", "*")
     monkeypatch.setenv("NO_PROXY", "origin.example")
     environment = pulling_environment()
