@@ -23,7 +23,8 @@ from aiohttp import WSMsgType, web
 
 from onair.api_gateway.cache import Store
 from onair.api_gateway.errors import problem_response
-from onair.streamkeys import PREVIEW_PATH
+from onair.streamkeys import PREVIEW_PATH, PREVIEW_VIEWER_MESSAGE_BYTES
+from onair.urls import url_host
 
 log = logging.getLogger("onair.gateway.preview")
 
@@ -32,7 +33,6 @@ log = logging.getLogger("onair.gateway.preview")
 MAX_MESSAGE_BYTES = 1024 * 1024
 CONNECT_TIMEOUT_SECONDS = 5.0
 HEARTBEAT_SECONDS = 30.0
-VIEWER_MESSAGE_BYTES = 4096  # a viewer's own messages (it has nothing to say but a close)
 
 
 class PreviewRelay:
@@ -53,8 +53,7 @@ class PreviewRelay:
         address = ((pod or {}).get("status") or {}).get("podIP")
         if not address:
             return problem_response(503, ["the job's encoder is not running"], headers={"Retry-After": "5"})
-        host = f"[{address}]" if ":" in address else address
-        return f"ws://{host}:{self.preview_port}{PREVIEW_PATH}/{key}"
+        return f"ws://{url_host(address)}:{self.preview_port}{PREVIEW_PATH}/{key}"
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         target = self.encoder_url(request.match_info["key"])
@@ -63,7 +62,7 @@ class PreviewRelay:
         # Not compressed (MPEG-TS hardly compresses, and each viewer's copy would cost its own deflate);
         # a viewer sends nothing the relay reads, so a large message from one is refused.
         viewer = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, compress=False,
-                                       max_msg_size=VIEWER_MESSAGE_BYTES)
+                                       max_msg_size=PREVIEW_VIEWER_MESSAGE_BYTES)
         if not viewer.can_prepare(request).ok:
             return problem_response(400, ["the preview is a WebSocket: a GET with Upgrade: websocket"])
         assert self.session is not None, "the relay's client session starts with the app"

@@ -229,7 +229,7 @@ def load_job_config(environ: Mapping[str, str] | None = None) -> JobConfig:
         "preview_key": env.get("ONAIR_PREVIEW_KEY") or None,
         "termination_grace_seconds": int(grace),
         "finish_only": envelope.finish_only,
-        "pull_policy": AddressPolicy.allowing(envelope.pull_allowed_networks),
+        "pull_policy": AddressPolicy(tuple(envelope.pull_allowed_networks)),
     }
     window = template.playlist_window if template else PASSTHROUGH_PLAYLIST_WINDOW
     try:

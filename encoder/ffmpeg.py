@@ -249,7 +249,7 @@ def input_args(input_url: str, *, live_listener: bool, input_format: str | None 
                guard_options: Sequence[str] = ()) -> list[str]:
     """Reading the ingest. Short probing: the state turns Live (SRT) when ffmpeg reports the input,
     and the first segment should not wait for a long analysis. `guard_options`: an HTTP pull's, for the
-    pull guard every request of it goes through (PullGuard.ffmpeg_options; the HLS demuxer passes them
+    pull guard every request of it goes through (PullGuard.http_input; the HLS demuxer passes them
     on to its playlists, segments and keys)."""
     args = ["-analyzeduration", "1500000", "-probesize", "2000000"]
     if input_format:  # a pipe has no name to guess the format from

@@ -30,7 +30,7 @@ from onair.addresses import NotPublicError
 from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_INTERRUPTED, EXIT_OK, FINISHED_MESSAGE
 from onair.models import HardwareAcceleration, RecordingFormat
 from onair.phases import ConditionReason
-from onair.urls import shown_url, without_url_credentials
+from onair.urls import shown_url, url_host, without_url_credentials
 
 from .config import IngestKind, JobConfig
 from .ffmpeg import (
@@ -274,6 +274,7 @@ class Encoder:
         self.play_token = secrets.token_hex(16)
         self.preview_play_token = secrets.token_hex(16)  # the preview's own RTMP play (see preview.py)
         self.pull_guard = PullGuard(config.pull_policy, self._pull_refused)  # main starts it for a pull
+        self.pulling_environment = pulling_environment()  # every ffmpeg that pulls gets it
         self.preview = PreviewHub(self._preview_feed())
         self.status.metrics.preview_viewers.set_function(lambda: len(self.preview.viewers))
         self.player_joined = asyncio.Event()  # our ffmpeg is on the RTMP stream, waiting for a publish
@@ -385,7 +386,7 @@ class Encoder:
             case IngestKind.PULL if self.config.ingest.url:
                 url = self.config.ingest.url  # main starts the guard before the preview serves
                 return ProcessFeed(lambda: remux_to_ts_argv(*self.pull_guard.http_input(url)), die_with_parent,
-                                   pulling_environment())
+                                   self.pulling_environment)
         return None
 
     def _connected(self, connected: bool) -> None:
@@ -482,12 +483,8 @@ class Encoder:
             if not produced and not self.stop_requested.is_set():
                 await asyncio.sleep(RTMP_REJOIN_SECONDS)  # a play that fails at once must not spin
 
-    def _url_host(self) -> str:
-        host = self.config.listen_host
-        return f"[{host}]" if ":" in host else host
-
     def _rtmp_play_url(self, token: str) -> str:
-        return (f"rtmp://{self._url_host()}:{self.ports.rtmp}/{RTMP_APPLICATION}/{self.config.stream_key}"
+        return (f"rtmp://{url_host(self.config.listen_host)}:{self.ports.rtmp}/{RTMP_APPLICATION}/{self.config.stream_key}"
                 f"?{PLAY_TOKEN_PARAMETER}={token}")
 
     @property
@@ -670,7 +667,7 @@ class Encoder:
         environment = None
         if pull:
             self.pull_guard.refusal_since()  # an earlier session's is not this one's
-            environment = pulling_environment()
+            environment = self.pulling_environment
         stdin: int = asyncio.subprocess.DEVNULL
         if srt is not None:
             stdin, pipe = os.pipe()

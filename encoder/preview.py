@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
 
-from onair.streamkeys import PREVIEW_PATH
+from onair.streamkeys import PREVIEW_PATH, PREVIEW_VIEWER_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def preview_app(hub: PreviewHub, preview_key: str) -> web.Application:
         except TooManyViewers as error:
             raise web.HTTPServiceUnavailable(text=f"{error}\n", headers={"Retry-After": "10"}) from None
         # As the gateway's relay: not compressed, and a viewer's messages (it sends none) kept small.
-        socket = web.WebSocketResponse(heartbeat=30, compress=False, max_msg_size=4096)
+        socket = web.WebSocketResponse(heartbeat=30, compress=False, max_msg_size=PREVIEW_VIEWER_MESSAGE_BYTES)
         try:
             await socket.prepare(request)
             receiving = asyncio.create_task(_until_closed(socket))

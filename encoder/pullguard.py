@@ -32,6 +32,9 @@ from collections.abc import Callable, Sequence
 from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
 from onair.addresses import AddressPolicy, NotPublicError, literal_address, pull_refusal
+from onair.urls import url_host
+
+from .ffmpeg import PULL_READ_TIMEOUT_US
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +46,15 @@ FFMPEG_FORMATS = "hls,mpegts,mov,aac,mp3,ac3,eac3,webvtt"
 HEAD_LIMIT = 64 * 1024  # a request's or an answer's head; a longer one is refused
 PLAYLIST_LIMIT = 16 * 1024 * 1024  # a playlist is read whole to be rewritten
 CONNECT_TIMEOUT_SECONDS = 10.0
-READ_TIMEOUT_SECONDS = 10.0  # a request's head from a client, an answer's head from an origin (as -rw_timeout)
+# A request's head from a client, an answer's head from an origin: as long as ffmpeg waits (-rw_timeout).
+READ_TIMEOUT_SECONDS = PULL_READ_TIMEOUT_US / 1_000_000
 IDLE_TIMEOUT_SECONDS = 30.0  # a body that stops coming
 PIPE_CHUNK = 64 * 1024
 # Headers about one hop, not the request: not passed on (nor those a Connection header names). No
 # Accept-Encoding either: a playlist is rewritten, so it comes uncompressed.
 HOP_BY_HOP = frozenset({"connection", "proxy-connection", "keep-alive", "proxy-authorization", "te", "trailer",
                         "upgrade", "transfer-encoding", "accept-encoding"})
-DEFAULT_PORTS = {"http": 80, "https": 443, "rtmp": 1935, "rtmps": 443}
+DEFAULT_PORTS = {"http": 80, "https": 443}
 _URI_ATTRIBUTE = re.compile(r'(URI=")([^"]*)(")', re.IGNORECASE)
 
 
@@ -166,12 +170,12 @@ class PullGuard:
         parts = urlsplit(url)
         if parts.scheme.lower() in ("http", "https"):
             return self.http_input(url)
-        port = parts.port or DEFAULT_PORTS.get(parts.scheme, 0)
-        address = (await self.allowed_addresses(parts.hostname or "", port))[0]
+        parts.port  # noqa: B018 - it raises for a port that is no number, which ffmpeg would read its own way
+        address = (await self.allowed_addresses(parts.hostname or ""))[0]
         if parts.scheme == "rtmps":
             return url, []  # TLS names the host (SNI, the certificate): ffmpeg resolves it again
         userinfo, _, authority = parts.netloc.rpartition("@")
-        pinned = (f"[{address}]" if ":" in address else address) + (f":{parts.port}" if parts.port else "")
+        pinned = url_host(address) + (f":{parts.port}" if parts.port else "")
         pinned_url = urlunsplit((parts.scheme, f"{userinfo}@{pinned}" if userinfo else pinned, parts.path,
                                  parts.query, parts.fragment))
         if parts.scheme == "rtmp":  # the origin still sees the name it was asked by (its virtual host)
@@ -191,14 +195,14 @@ class PullGuard:
             await asyncio.gather(*self._connections, return_exceptions=True)
             await self._server.wait_closed()
 
-    async def allowed_addresses(self, host: str, port: int) -> list[str]:
+    async def allowed_addresses(self, host: str) -> list[str]:
         """The addresses of `host` the policy allows, resolved now. NotPublicError (and the refusal
         told) when there are none; OSError when the name does not resolve."""
         literal = literal_address(host)
         if literal is not None:
             addresses = [literal]
         else:
-            answers = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            answers = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
             addresses = list(dict.fromkeys(str(answer[4][0]) for answer in answers))
         allowed = [address for address in addresses if self.policy.allows(address)]
         if not allowed:
@@ -241,13 +245,14 @@ class PullGuard:
         secure, host, port, path = self._origin_of(target)
         path_only = urlsplit(path).path.lower()
         playlist_path = path_only.endswith((".m3u8", ".m3u"))
-        headers = [(name, value) for name, value in _header_fields(header_block)
-                   if name.lower() not in _hop_by_hop(header_block) and name.lower() != "host"
+        headers = [(name, value) for name, value in _end_to_end(_header_fields(header_block))
+                   if name.lower() != "host"
                    and not (name.lower() == "range" and (playlist_path or value.replace(" ", "") == "bytes=0-"))]
-        authority = f"[{host}]" if ":" in host else host
-        if port != (443 if secure else 80):
+        scheme = "https" if secure else "http"
+        authority = url_host(host)
+        if port != DEFAULT_PORTS[scheme]:
             authority += f":{port}"
-        origin_url = f"{'https' if secure else 'http'}://{authority}{path}"
+        origin_url = f"{scheme}://{authority}{path}"
         upstream_reader, upstream_writer = await self._connect(host, port, secure)
         try:
             upstream_writer.write("".join([f"{method} {path} HTTP/1.1\r\nHost: {authority}\r\n",
@@ -257,19 +262,19 @@ class PullGuard:
             status_line, _, answer_block = answer[:-4].decode("latin-1").partition("\r\n")
             fields = _header_fields(answer_block)
             kept = [(name, self.guarded_url(urljoin(origin_url, value)) if name.lower() == "location" else value)
-                    for name, value in fields if name.lower() not in _hop_by_hop(answer_block)]
+                    for name, value in _end_to_end(fields)]
             values = {name.lower(): value for name, value in fields}
             status = status_line.split(" ", 2)[1] if status_line.count(" ") else ""
             chunked = "chunked" in values.get("transfer-encoding", "").lower()
+            whole_body = method == "GET" and status in ("200", "206")
             first = b""
-            playlist = method == "GET" and status in ("200", "206") and (
-                playlist_path or "mpegurl" in values.get("content-type", "").lower())
-            if method == "GET" and status in ("200", "206") and not playlist and not chunked:
+            playlist = whole_body and (playlist_path or "mpegurl" in values.get("content-type", "").lower())
+            if whole_body and not playlist and not chunked:
                 # A playlist served as anything (S3's binary/octet-stream): told by how it begins.
                 first = await asyncio.wait_for(upstream_reader.read(PIPE_CHUNK), IDLE_TIMEOUT_SECONDS)
                 playlist = first.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"#EXTM3U")
             if playlist:
-                body = first + await _read_body(upstream_reader, fields, already=len(first))
+                body = first + await _read_body(upstream_reader, values, already=len(first))
                 body = await asyncio.to_thread(_rewritten_playlist_body, body, values, origin_url, self.authority)
                 kept = [(name, value) for name, value in kept
                         if name.lower() not in ("content-length", "content-range", "content-encoding")]
@@ -294,9 +299,9 @@ class PullGuard:
         if target.startswith("/"):
             path = target
         elif parts.scheme == "http" and parts.netloc == self.authority:
-            path = urlunsplit(("", "", parts.path, parts.query, ""))
+            path = _origin_form(parts)
         elif parts.scheme == "http" and parts.hostname:
-            return False, parts.hostname, _port(parts, 80), urlunsplit(("", "", parts.path or "/", parts.query, ""))
+            return False, parts.hostname, _port(parts, DEFAULT_PORTS["http"]), _origin_form(parts)
         else:
             raise BadRequest
         if not path.startswith(HTTPS_PATH_PREFIX):
@@ -304,11 +309,11 @@ class PullGuard:
         origin = urlsplit("https://" + path.removeprefix(HTTPS_PATH_PREFIX))
         if not origin.hostname:
             raise BadRequest
-        return True, origin.hostname, _port(origin, 443), urlunsplit(("", "", origin.path or "/", origin.query, ""))
+        return True, origin.hostname, _port(origin, DEFAULT_PORTS["https"]), _origin_form(origin)
 
     async def _connect(self, host: str, port: int, secure: bool) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         error: OSError = OSError(f"no address for {host}")
-        for address in await self.allowed_addresses(host, port):
+        for address in await self.allowed_addresses(host):
             try:
                 return await asyncio.wait_for(
                     asyncio.open_connection(address, port, limit=HEAD_LIMIT, ssl=self._tls if secure else None,
@@ -319,6 +324,11 @@ class PullGuard:
             except OSError as failed:
                 error = failed
         raise error
+
+
+def _origin_form(parts: SplitResult) -> str:
+    """A URL's path and query, as a request to its origin names them."""
+    return urlunsplit(("", "", parts.path or "/", parts.query, ""))
 
 
 def _port(parts: SplitResult, default: int) -> int:
@@ -337,11 +347,11 @@ def _header_fields(block: str) -> list[tuple[str, str]]:
     return fields
 
 
-def _hop_by_hop(block: str) -> frozenset[str]:
-    """HOP_BY_HOP and the headers this head's Connection header names."""
-    named = {token.strip().lower() for name, value in _header_fields(block) if name.lower() == "connection"
-             for token in value.split(",")}
-    return HOP_BY_HOP | named
+def _end_to_end(fields: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`fields` without the hop-by-hop ones: HOP_BY_HOP and those a Connection field names."""
+    dropped = HOP_BY_HOP | {token.strip().lower() for name, value in fields if name.lower() == "connection"
+                            for token in value.split(",")}
+    return [(name, value) for name, value in fields if name.lower() not in dropped]
 
 
 def _head(status_line: str, fields: Sequence[tuple[str, str]]) -> bytes:
@@ -349,10 +359,10 @@ def _head(status_line: str, fields: Sequence[tuple[str, str]]) -> bytes:
     return "\r\n".join(lines).encode("latin-1")
 
 
-async def _read_body(reader: asyncio.StreamReader, fields: Sequence[tuple[str, str]], already: int = 0) -> bytes:
+async def _read_body(reader: asyncio.StreamReader, values: dict[str, str], already: int = 0) -> bytes:
     """A body as its head frames it (chunked, Content-Length, or until the connection closes), at most
-    PLAYLIST_LIMIT bytes; `already`: the first bytes of a body that is not chunked were read."""
-    values = {name.lower(): value for name, value in fields}
+    PLAYLIST_LIMIT bytes (`values`: the head's fields by lower-case name; `already`: the first bytes of a
+    body that is not chunked were read)."""
     if "chunked" in values.get("transfer-encoding", "").lower():
         body = bytearray()
         while True:

@@ -23,6 +23,8 @@ from urllib.parse import quote
 
 import aiohttp
 
+from onair.urls import url_host
+
 log = logging.getLogger(__name__)
 
 RTMP_APPLICATION = "live"
@@ -70,7 +72,7 @@ def find_rtmp_module() -> Path | None:
 def render_nginx_config(config: RtmpFrontConfig) -> str:
     """nginx.conf of the front. One worker, no daemon: the encoder supervises it as a child."""
     hooks = config.hook_base_url.rstrip("/")
-    host = f"[{config.listen_host}]" if ":" in config.listen_host else config.listen_host
+    host = url_host(config.listen_host)
     return f"""load_module {config.module_path};
 daemon off;
 master_process off;

@@ -29,7 +29,10 @@ def is_public(address: str) -> bool:
     """Whether the address is out on the Internet: not loopback, private, link-local (cloud metadata),
     multicast or reserved, where a job's author could otherwise reach the cluster's own services. An
     IPv6 address that wraps an IPv4 one (mapped, 6to4, NAT64) is judged by the IPv4 one."""
-    ip = ip_of(address)
+    return _is_public_ip(ip_of(address))
+
+
+def _is_public_ip(ip: IPAddress) -> bool:
     if isinstance(ip, ipaddress.IPv6Address):
         if ip in LOCAL_NAT64:
             return False
@@ -78,5 +81,4 @@ class AddressPolicy:
 
     def allows(self, address: str) -> bool:
         ip = ip_of(address)
-        return is_public(address) or any(ip in network for network in self.allowed_networks
-                                         if network.version == ip.version)
+        return _is_public_ip(ip) or any(ip in network for network in self.allowed_networks)

@@ -38,6 +38,7 @@ def derive_control_key(seed: str, namespace: str, name: str, uid: str) -> str:
 
 
 PREVIEW_PATH = "/websocketplay"  # the encoder serves a LiveJob's live preview at PREVIEW_PATH/<preview key>
+PREVIEW_VIEWER_MESSAGE_BYTES = 4096  # a preview viewer's own messages (it has nothing to say but a close)
 
 
 def derive_preview_key(seed: str, namespace: str, name: str, uid: str) -> str:
@@ -57,5 +58,5 @@ def derive_webhook_key(secret: str, namespace: str) -> str:
     return hmac.digest(secret.encode(), f"webhook:{namespace}".encode(), "sha256").hex()
 
 
-__all__ = ["MIN_SEED_LENGTH", "PREVIEW_PATH", "WEBHOOK_SIGNATURE_HEADER", "check_seed", "derive_control_key",
-           "derive_preview_key", "derive_stream_key", "derive_webhook_key"]
+__all__ = ["MIN_SEED_LENGTH", "PREVIEW_PATH", "PREVIEW_VIEWER_MESSAGE_BYTES", "WEBHOOK_SIGNATURE_HEADER", "check_seed",
+           "derive_control_key", "derive_preview_key", "derive_stream_key", "derive_webhook_key"]

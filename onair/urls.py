@@ -11,6 +11,11 @@ _URL_IN_TEXT = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?:[^/\s'\"]*@)?(?
                           r"(?:\?(?:[^\s'\":]|:(?!\s))*)?", re.IGNORECASE)
 
 
+def url_host(host: str) -> str:
+    """A host name or address as a URL's authority writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 def shown_url(url: str) -> str:
     """A URL as a status message, an Event, a webhook or a log may show it: no user:password, no query
     (either may hold credentials: an origin's, or a webhook receiver's token)."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from onair.jsonlog import job_context
 from onair.kubeclient import ApiError, KubeClient, resource_path
@@ -186,10 +186,6 @@ def _events_to_post(decision: Decision) -> list[tuple[str, str, str]]:
 # Tries to remove a delivered webhook from the status (about three minutes with the back-off).
 FORGET_WEBHOOK_ATTEMPTS = 10
 FORGET_WEBHOOK_FIRST_DELAY_SECONDS = 1.0
-
-
-def _dumped(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def webhook_url(body: dict[str, Any]) -> str | None:
@@ -744,10 +740,10 @@ class Controller:
         now = self.clock()
         when = now.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
         reason = ConditionReason.SPEC_INVALID
-        ready = _dumped(Condition(type=ConditionType.READY, status=ConditionStatus.FALSE, reason=reason,
-                                  message=message, last_transition_time=now, observed_generation=generation))
-        timing = _dumped((LiveJobTiming if kind == "LiveJob" else RecordJobTiming)(
-            time=now, phase=failed, reason=reason, comment=message[:MAX_DESCRIPTION_LENGTH]))
+        ready = Condition(type=ConditionType.READY, status=ConditionStatus.FALSE, reason=reason,
+                          message=message, last_transition_time=now, observed_generation=generation).to_k8s()
+        timing = (LiveJobTiming if kind == "LiveJob" else RecordJobTiming)(
+            time=now, phase=failed, reason=reason, comment=message[:MAX_DESCRIPTION_LENGTH]).to_k8s()
         # The stored lists as they are (the model refuses the object they are in), the new entries added.
         status = {**old, "phase": str(failed), field: message, "observedGeneration": generation, "finishedAt": when,
                   "timings": [*(old.get("timings") or []), timing][-MAX_TIMINGS:],
