@@ -418,8 +418,12 @@ def decide_live_job(
     # have no encoder yet: one closes them before the job reads Offline or Completed.
     finish_passed = finish is not None and now >= finish
     ending = finish_passed or not job.spec.online
-    # The job's encoder Pod went before it was seen going (deleted, its node gone): it died.
-    vanished = pod is None and status.resource_name == current_name and status.phase in RUNNING_PHASES
+    # The job's encoder Pod went before it was seen going (deleted, its node gone): it died. Still
+    # Provisioning, only once it was seen bound: before, it may not have reached the cache yet, and one
+    # that goes unseen that early is made again under its name, having started nothing.
+    vanished = pod is None and status.resource_name == current_name and (
+        status.phase in RUNNING_PHASES or (status.phase == LiveJobPhase.PROVISIONING
+                                           and _seen_bound(status.conditions, current_name)))
     closer_until = _closing_deadline(pod, status, job, config, now)
     if ending:
         status.playlists_left_open = _playlists_left_open(status, pod, vanished, finish_passed, closer_until)
@@ -552,7 +556,7 @@ def decide_live_job(
         decision.ensure_children = status.phase in (None, LiveJobPhase.PENDING, LiveJobPhase.OFFLINE)
         status.attempt = attempt
         if pod.scheduled:
-            set_cond(ConditionType.SCHEDULED, True, ConditionReason.POD_SCHEDULED, f"Pod {pod.name} is bound")
+            set_cond(ConditionType.SCHEDULED, True, ConditionReason.POD_SCHEDULED, _bound(pod.name))
         elif pod.scheduled is False:
             set_cond(ConditionType.SCHEDULED, False, ConditionReason.UNSCHEDULABLE,
                      pod.unschedulable_message or "the scheduler found no node")
@@ -863,6 +867,17 @@ def _until_ended(going: list[str]) -> str:
 
 def _scheduling(pod_name: str) -> str:
     return f"Pod {pod_name} waits for the scheduler"
+
+
+def _bound(pod_name: str) -> str:
+    return f"Pod {pod_name} is bound"
+
+
+def _seen_bound(conditions: list[Condition], pod_name: str) -> bool:
+    """Whether the job's status says that this Pod was bound to a node (a Pod of an earlier attempt may
+    still be named there)."""
+    scheduled = find_condition(conditions, ConditionType.SCHEDULED)
+    return scheduled is not None and scheduled.status == "True" and scheduled.message == _bound(pod_name)
 
 
 def _encoder_up_since(status: LiveJobStatus) -> dt.datetime | None:

@@ -2411,3 +2411,37 @@ def test_the_networks_an_installation_lets_jobs_pull_from_reach_the_encoder() ->
                                         "ONAIR_STREAM_KEY_SEED": "unit-test-stream-key-seed-0123456789"})
     policy = told(allowing)
     assert policy.allows("10.20.3.4") and policy.allows("fd00::7") and not policy.allows("169.254.169.254")
+
+
+def test_an_encoder_pod_that_vanished_while_provisioning_is_a_death_counted_once_it_was_seen_bound() -> None:
+    """A Pod force-deleted (or gone with its node) before it was ready: once the job saw it bound, its
+    going is a death like a running encoder's, so that something deleting it again and again ends the
+    job Failed instead of a Pod made under the same name forever. Before it was seen, it may only not
+    have reached the cache yet: it is made again under its name, uncounted."""
+    created = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW)
+    assert created.create_pod_attempt == 1 and created.status["phase"] == "Provisioning"
+    not_seen_yet = decide_live_job(live_job(created.status), TEMPLATE, [], None, CONFIG, NOW + dt.timedelta(seconds=1))
+    assert not_seen_yet.create_pod_attempt == 1 and not_seen_yet.status["restarts"] == 0
+
+    status, moment = created.status, NOW
+    for death in range(1, CONFIG.max_restarts + 2):
+        name = current_pod_name(status["attempt"])
+        starting = stuck_pod(name, "ContainerCreating", "pulling the image", created=moment)
+        bound = decide_live_job(live_job(status), TEMPLATE, [starting], None, CONFIG, moment)
+        assert bound.status["phase"] == "Provisioning"
+        moment += dt.timedelta(seconds=5)
+        gone = decide_live_job(live_job(bound.status), TEMPLATE, [], None, CONFIG, moment)
+        status = gone.status
+        if death > CONFIG.max_restarts:
+            break
+        assert status["phase"] == "Provisioning" and status["restarts"] == death
+        assert status["attempt"] == death + 1 and gone.create_pod_attempt is None  # after the back-off
+        assert ("Warning", "EncoderRestarted") == gone.events[0][:2] and f"{name} disappeared" in gone.events[0][2]
+        # Seen once, counted once: the next reconcile, before the back-off ends, counts nothing more.
+        again = decide_live_job(live_job(status), TEMPLATE, [], None, CONFIG, moment + dt.timedelta(seconds=1))
+        assert again.status["restarts"] == death and again.create_pod_attempt is None
+        moment = dt.datetime.fromisoformat(status["lastRestartTime"]) + dt.timedelta(minutes=5)
+        made = decide_live_job(live_job(status), TEMPLATE, [], None, CONFIG, moment)
+        assert made.create_pod_attempt == death + 1
+        status = made.status
+    assert status["phase"] == "Failed" and "disappeared" in status["message"]
