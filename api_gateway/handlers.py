@@ -934,8 +934,9 @@ class Gateway:
                  "status": "Ready" if ready else "NotReady", "job": None, "namespace": None, "project_id": None,
                  **keys},
                 keys, 1, f"node//{meta['name']}"))
-        page, info = run_rows(request, self.route_of(request), rows)
-        return json_response(envelope({"estimated_count": info["totalCount"], "streamers": page}, result_info=info))
+        page, info, previous = run_rows_both_ways(request, self.route_of(request), rows)
+        return json_response(envelope({"estimated_count": info["totalCount"], "next": info["nextToken"],
+                                       "prev": previous, "streamers": page}, result_info=info))
 
     async def node_metrics(self) -> dict[str, dict[str, str]]:
         if self.kube is None:
@@ -1074,6 +1075,10 @@ def run_list(request: web.Request, route: Route, index: JobIndex, extra: list[qu
     return index.remembered(("page", route.path, tuple(sorted(request.query.items())), settled), compute)
 
 
+# Flussonic's names for keyset paging (start_token, page_size), on the lists that declare them.
+FLUSSONIC_KEYSET = ("cursor", "limit")
+
+
 @dataclass
 class ListQuery:
     """The parsed list parameters of one request: filters, sort, paging and select=."""
@@ -1089,6 +1094,7 @@ class ListQuery:
     query_parts: list[tuple[str, str]]  # what a token's fingerprint is of
     paths: list[tuple[str, ...]] | None
     selecting: tuple[tuple[str, str], ...]  # the parameters that decide which rows match
+    backward: bool = False  # a Flussonic prev cursor: the page that ends before `after`
 
     @cached_property  # needed only for a token: most pages of a search have none
     def fingerprint(self) -> str:
@@ -1101,8 +1107,16 @@ def parse_list_query(request: web.Request, route: Route, extra: list[query.Predi
     q = request.query
     declared = route.query_names - set(route.filters)
     filter_pairs = [(k, v) for k, v in q.items() if k not in declared]
-    paging = ("start_token", "page_size", "select", page_index_name, page_size_name)
+    paging = ("start_token", "page_size", *FLUSSONIC_KEYSET, "select", page_index_name, page_size_name)
     try:
+        token_name, size_name = "start_token", "page_size"
+        if FLUSSONIC_KEYSET[0] in route.query_names:
+            # Flussonic's names for the same keyset paging; its answers' next and prev come back in `cursor`.
+            for flussonic, brightcove in zip(FLUSSONIC_KEYSET, (token_name, size_name), strict=True):
+                if flussonic in q and brightcove in q:
+                    raise query.QueryError(f"{flussonic}: give {flussonic} or {brightcove}, not both")
+            token_name = FLUSSONIC_KEYSET[0] if FLUSSONIC_KEYSET[0] in q else token_name
+            size_name = FLUSSONIC_KEYSET[1] if FLUSSONIC_KEYSET[1] in q else size_name
         predicates = query.compile_filters(filter_pairs, route.filters) + extra
         sort = q.get("sort", route.sorts[0])
         if sort not in route.sorts:
@@ -1113,9 +1127,9 @@ def parse_list_query(request: web.Request, route: Route, extra: list[query.Predi
         if sort_dir is not None and sort_dir not in ("asc", "desc"):
             raise query.QueryError("sort_dir: must be asc or desc")
         descending = default_desc if sort_dir is None else sort_dir == "desc"
-        keyset = "start_token" in q or "page_size" in q
+        keyset = token_name in q or size_name in q
         if keyset and (page_index_name in q or page_size_name in q):
-            raise query.QueryError(f"start_token: keyset paging (start_token, page_size) does not mix with "
+            raise query.QueryError(f"{token_name}: keyset paging ({token_name}, {size_name}) does not mix with "
                                    f"{page_index_name}/{page_size_name}")
         paths = query.parse_select(q["select"], route.select_fields) if "select" in q else None
         # A token belongs to its list (the path: the route, the project, the job) and its filters. Paging
@@ -1124,7 +1138,7 @@ def parse_list_query(request: web.Request, route: Route, extra: list[query.Predi
         query_parts = [("~path", request.path.lower()),
                        *((k, v) for k, v in q.items() if k not in paging and k not in ("sort", "sort_dir"))]
         if keyset:
-            size = query.parse_int(q.get("page_size"), "page_size", route.default_page_size, 1, query.MAX_PAGE_SIZE)
+            size = query.parse_int(q.get(size_name), size_name, route.default_page_size, 1, query.MAX_PAGE_SIZE)
             page_index = 0
         else:
             page_index = query.parse_int(q.get(page_index_name), page_index_name, 1, 1, 1_000_000)
@@ -1133,9 +1147,12 @@ def parse_list_query(request: web.Request, route: Route, extra: list[query.Predi
         selecting = tuple(sorted((k, v) for k, v in q.items() if k not in paging))
         lq = ListQuery(predicates, sort, descending, keyset, size, page_index, None, None, query_parts, paths,
                        selecting)
-        if keyset and (token := q.get("start_token")):
+        if keyset and (token := q.get(token_name)):
             # The fingerprint made here is the one this page's own token carries on.
-            lq.after, lq.walk = query.decode_walk_token(token, sort, descending, lq.fingerprint)
+            lq.after, lq.walk, lq.backward = query.decode_walk_token(token, sort, descending, lq.fingerprint,
+                                                                     token_name)
+            if lq.backward and FLUSSONIC_KEYSET[0] not in route.query_names:
+                raise query.QueryError(f"{token_name}: not a token this API gave out")
     except query.QueryError as error:
         raise ApiProblem(400, *error.errors) from error
     return lq
@@ -1158,13 +1175,17 @@ def page_of(lq: ListQuery, matched: Sequence[tuple[query.SortKey, T]], newest_se
     if lq.keyset:
         items, keys = [item for _, item in matched], [key for key, _ in matched]
         walk = None
-        if newest_settled_ms is not None and lq.descending:
+        has_previous = lq.after is not None
+        if lq.backward:
+            assert lq.after is not None  # only a token leads backward
+            page, last, has_previous = query.backward_page(items, keys, lq.after, lq.descending, lq.size)
+        elif newest_settled_ms is not None and lq.descending:
             page, last, walk = query.descending_walk_page(items, keys, lq.after, lq.walk, lq.size, newest_settled_ms,
                                                           changes=lq.sort == "modified_at")
         else:
             page, last = query.keyset_page(items, keys, lq.after, lq.descending, lq.size, settled)
         token = query.encode_token(lq.sort, lq.descending, last, lq.fingerprint, walk) if last else None
-        return page, page_info(total, 0, lq.size, token, keyset=True, has_previous=lq.after is not None)
+        return page, page_info(total, 0, lq.size, token, keyset=True, has_previous=has_previous)
     skip = (lq.page_index - 1) * lq.size
     if lq.descending:  # page n of the reversed order, without reversing all of it
         chosen = matched[max(total - skip - lq.size, 0):max(total - skip, 0)][::-1]
@@ -1211,13 +1232,25 @@ def _run_list(request: web.Request, route: Route, index: JobIndex, extra: list[q
 def run_rows(request: web.Request, route: Route, rows: Sequence[mapping.ListRow], default_desc: bool = False
              ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The same query language as run_list over rows built for this request (see mapping.ListRow)."""
+    page, info, _ = run_rows_both_ways(request, route, rows, default_desc)
+    return page, info
+
+
+def run_rows_both_ways(request: web.Request, route: Route, rows: Sequence[mapping.ListRow],
+                       default_desc: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
+    """run_rows, and a token to the page before this one (Flussonic's prev; None on the first page)."""
     lq = parse_list_query(request, route, [], default_desc)
     matched = sorted((((int(r.keys[lq.sort]), r.order, r.ident), r.row)
                       for r in rows if all(p(r.facts) for p in lq.predicates)), key=lambda pair: pair[0])
     page, info = page_of(lq, matched)
+    previous = None
+    if page:
+        at = next(index for index, (_, row) in enumerate(matched) if row is page[0])
+        if (at < len(matched) - 1) if lq.descending else at > 0:
+            previous = query.encode_token(lq.sort, lq.descending, matched[at][0], lq.fingerprint, backward=True)
     if lq.paths is not None:
         page = [query.project(row, lq.paths) for row in page]
-    return page, info
+    return page, info, previous
 
 
 __all__ = ["Gateway"]

@@ -343,16 +343,21 @@ MAX_SEEN_IN_TOKEN = 32
 
 
 def encode_token(sort: str, descending: bool, last: SortKey, query_fingerprint: str,
-                 walk: DescendingWalk | None = None) -> str:
+                 walk: DescendingWalk | None = None, backward: bool = False) -> str:
+    """`backward`: a token to the page before the one that begins at `last` (Flussonic's prev)."""
     fields: dict[str, Any] = {"v": 1, "s": sort, "d": descending, "k": list(last), "f": query_fingerprint}
+    if backward:
+        fields["b"] = True
     if walk is not None:
         fields["w"] = [walk.top_ms, walk.settled_ms, [[ms - walk.settled_ms, ident] for ms, ident in walk.seen]]
     data = json.dumps(fields, separators=(",", ":"))
     return base64.urlsafe_b64encode(data.encode()).decode().rstrip("=")
 
 
-def decode_walk_token(token: str, sort: str, descending: bool, query_fingerprint: str
-                      ) -> tuple[SortKey, DescendingWalk | None]:
+def decode_walk_token(token: str, sort: str, descending: bool, query_fingerprint: str, name: str = "start_token"
+                      ) -> tuple[SortKey, DescendingWalk | None, bool]:
+    """The key a token continues from, its walk, and whether it leads backward; `name`: the parameter
+    it came in, for the errors."""
     try:
         padded = token + "=" * (-len(token) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
@@ -363,11 +368,14 @@ def decode_walk_token(token: str, sort: str, descending: bool, query_fingerprint
                 or not isinstance(key[1], int) or not isinstance(key[2], str)):
             raise ValueError("key")
         walk = _walk(data["w"]) if "w" in data else None
+        backward = data.get("b", False)
+        if not isinstance(backward, bool) or (backward and walk is not None):
+            raise ValueError("direction")
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeError, RecursionError) as error:
-        raise QueryError("start_token: not a token this API gave out") from error
+        raise QueryError(f"{name}: not a token this API gave out") from error
     if data.get("s") != sort or bool(data.get("d")) != descending or data.get("f") != query_fingerprint:
-        raise QueryError("start_token: belongs to a query with other filters or sort; start again without it")
-    return (key[0], key[1], key[2]), walk
+        raise QueryError(f"{name}: belongs to a query with other filters or sort; start again without it")
+    return (key[0], key[1], key[2]), walk, backward
 
 
 def _walk(raw: Any) -> DescendingWalk:
@@ -453,6 +461,20 @@ def keyset_page(items: Sequence[T], keys: Sequence[SortKey], after: SortKey | No
     page = list(reversed(items[begin:end]))
     last = keys[begin] if page and begin > 0 else None
     return page, last
+
+
+def backward_page(items: Sequence[T], keys: Sequence[SortKey], before: SortKey, descending: bool, size: int
+                  ) -> tuple[list[T], SortKey | None, bool]:
+    """`items` sorted ascending by `keys`; the page that ends just before `before` in the given direction,
+    in that direction, the key a forward token continues from after it (None: nothing after it), and
+    whether anything comes before it."""
+    if not descending:
+        end = bisect_left(keys, before)
+        begin = max(0, end - size)
+        return list(items[begin:end]), keys[end - 1] if begin < end < len(keys) else None, begin > 0
+    begin = bisect_right(keys, before)
+    end = min(len(items), begin + size)
+    return list(reversed(items[begin:end])), keys[begin] if 0 < begin < end else None, end < len(items)
 
 
 def settled_count(matched: Sequence[tuple[SortKey, Any]], newest_settled_ms: int) -> int:

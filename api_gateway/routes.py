@@ -114,6 +114,11 @@ START_TOKEN = Param("start_token", "query", {"type": "string", "maxLength": 2048
 KEYSET_SIZE = Param("page_size", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
                     "Keyset paging: items per page (1 to 1000).")
 BRIGHTCOVE = (SORT, SORT_DIR, START_TOKEN, KEYSET_SIZE, SELECT)
+# Flussonic's names for keyset paging, where an answer is Flussonic's (it carries next and prev).
+CURSOR = Param("cursor", "query", {"type": "string", "maxLength": 2048},
+               "Keyset paging, Flussonic's way: the next or prev of an earlier answer (instead of start_token).")
+LIMIT = Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+              "Keyset paging, Flussonic's way: items per page, 1 to 1000 (instead of page_size; default 1000).")
 FILTER_DOC = ("Filter: a value, op:value (gt, ge, lt, le), 'quoted string', or [a,b] (OR); "
               "filters combine with AND.")
 
@@ -236,7 +241,8 @@ ROUTES: tuple[Route, ...] = (
           "The key this project's webhooks (callbackUrl, notifyUrl) are signed with", "webhooks", Role.WRITE,
           (VERSION, PROJECT), result=schemas.WebhookSigningKey),
     Route("GET", "/api/v1/streamers", "streamers", "Encoder Pods and nodes with their current metrics", "operations",
-          Role.ADMIN, list_params(mapping.STREAMER_FIELDS, STREAMER_SORTS, STREAMER_ORDER, MAX_PAGE_SIZE),
+          Role.ADMIN, (*list_params(mapping.STREAMER_FIELDS, STREAMER_SORTS, STREAMER_ORDER, MAX_PAGE_SIZE),
+                       CURSOR, LIMIT),
           result=schemas.StreamersResult, errors=(400, 401, 403), filters=mapping.STREAMER_FIELDS,
           sorts=STREAMER_SORTS, row_model=schemas.Streamer, default_page_size=MAX_PAGE_SIZE),
     Route("GET", "/api/v1/health", "health", "Health of the platform's jobs and of the gateway", "operations",

@@ -321,7 +321,9 @@ class Streamer(OperationsModel):
 
 
 class StreamersResult(OperationsModel):
-    estimated_count: int
+    estimated_count: int = Field(description="How many rows match the query.")
+    next: str | None = Field(description="Pass as cursor for the page after this one; null: none after it.")
+    prev: str | None = Field(description="Pass as cursor for the page before this one; null: this is the first.")
     streamers: list[Streamer]
 
 

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
@@ -1245,7 +1245,7 @@ async def test_operations_cors_openapi_metrics(client: Client) -> None:
     assert {"version", "server_id", "collected_at", "stream_metrics_total", "streamer_metrics_total"} <= set(
         body["result"]) and set(body["result"]["stream_metrics_total"]) == totals
     streamers = await (await client.get("/api/v1/streamers", headers=admin)).json()
-    assert set(streamers["result"]) == {"estimated_count", "streamers"}
+    assert set(streamers["result"]) == {"estimated_count", "next", "prev", "streamers"}
     node = streamers["result"]["streamers"][0]
     assert node["role"] == "node" and {"cpu_usage", "memory_usage", "kubelet_version"} <= set(node["stats"])
     preflight = await client.options(url(), headers={"Origin": "https://console.example.com",
@@ -1789,6 +1789,56 @@ async def test_streamers_rows_filter_select_and_page(client: Client, kube: FakeK
     for params, field in (({"select": "estimated_count"}, "select"), ({"role": "gateway"}, "role"),
                           ({"sort": "hostname"}, "sort"), ({"page_size": "x"}, "page_size")):
         await assert_400(client, path, headers, params, field)
+
+    # Flussonic's own paging: limit, and the answer's next and prev given back as cursor, both ways.
+    async def page(**params: str) -> dict[str, Any]:
+        response = await client.get(path, params=params, headers=headers)
+        body = await response.json()
+        assert response.status == 200, body
+        return cast(dict[str, Any], body["result"])
+
+    for order, expected in (("asc", ["node-1", "enc-1", "enc-2", "rec-1"]),
+                            ("desc", ["rec-1", "enc-2", "enc-1", "node-1"])):
+        first = await page(limit="3", sort_dir=order)
+        assert [s["hostname"] for s in first["streamers"]] == expected[:3] and first["prev"] is None
+        last = await page(limit="3", sort_dir=order, cursor=first["next"])
+        assert [s["hostname"] for s in last["streamers"]] == expected[3:] and last["next"] is None
+        back = await page(limit="3", sort_dir=order, cursor=last["prev"])
+        assert [s["hostname"] for s in back["streamers"]] == expected[:3] and back["prev"] is None
+        assert [s["hostname"] for s in (await page(limit="3", sort_dir=order, cursor=back["next"]))["streamers"]] \
+            == expected[3:]
+        # One at a time, to the end and back to the start: every row once each way, none twice.
+        forward, cursor = [], None
+        while True:
+            got = await page(limit="1", sort_dir=order, **({"cursor": cursor} if cursor else {}))
+            forward += [s["hostname"] for s in got["streamers"]]
+            if got["next"] is None:
+                break
+            cursor = got["next"]
+        backward, cursor = [], got["prev"]
+        while cursor is not None:
+            got = await page(limit="1", sort_dir=order, cursor=cursor)
+            backward += [s["hostname"] for s in got["streamers"]]
+            cursor = got["prev"]
+        assert forward == expected and backward == expected[::-1][1:]
+    # The offset pages carry them too; Brightcove's start_token takes a prev as well.
+    second = await page(pageSize="2", pageIndex="2")
+    assert [s["hostname"] for s in second["streamers"]] == ["enc-2", "rec-1"] and second["next"] is None
+    assert [s["hostname"] for s in (await page(page_size="2", start_token=second["prev"]))["streamers"]] == [
+        "node-1", "enc-1"]
+    prev = second["prev"]
+    for params, field in (({"cursor": prev, "start_token": prev}, "cursor"),
+                          ({"limit": "3", "page_size": "3"}, "limit"), ({"limit": "0"}, "limit"),
+                          ({"limit": "1001"}, "limit"), ({"cursor": "nonsense"}, "cursor"),
+                          ({"cursor": prev, "role": "node"}, "cursor"), ({"cursor": prev, "pageIndex": "1"}, "cursor")):
+        await assert_400(client, path, headers, params, field)
+    # A prev of the streamers is no token of a job list, nor is a job list's token made to lead backward.
+    job_list = f"/api/v1/projects/{PROJECT}/livejobs"
+    await assert_400(client, job_list, headers, {"start_token": prev}, "start_token")
+    given = (await (await client.get(job_list, params={"page_size": "1"}, headers=headers)).json())["resultInfo"]
+    data = json.loads(base64.urlsafe_b64decode(given["nextToken"] + "=="))
+    forged = base64.urlsafe_b64encode(json.dumps({**data, "b": True}).encode()).decode().rstrip("=")
+    await assert_400(client, job_list, headers, {"start_token": forged}, "start_token")
 
 
 async def test_an_admin_token_of_some_projects_sees_only_their_jobs_and_pods(client: Client) -> None:

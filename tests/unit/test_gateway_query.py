@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import random
 
 import pytest
@@ -130,7 +131,7 @@ def test_select_projection_keeps_nested_fields() -> None:
 
 def test_tokens_round_trip_and_refuse_tampering() -> None:
     token = query.encode_token("created_at", False, (5, 7, "x"), "f1")
-    assert query.decode_walk_token(token, "created_at", False, "f1") == ((5, 7, "x"), None)
+    assert query.decode_walk_token(token, "created_at", False, "f1") == ((5, 7, "x"), None, False)
     with pytest.raises(QueryError, match="other filters"):
         query.decode_walk_token(token, "created_at", True, "f1")
     with pytest.raises(QueryError, match="other filters"):
@@ -153,6 +154,29 @@ def test_keyset_pages_cover_everything_once(descending: bool) -> None:
         if after is None:
             break
     assert seen == (list(reversed(items)) if descending else items)
+
+
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("size", [1, 4, 7, 25, 30])
+def test_a_page_backward_is_the_page_before_and_continues_forward_where_it_ends(descending: bool, size: int) -> None:
+    keys = [(t // 3, t, f"n{t}") for t in range(25)]
+    items = list(range(25))
+    pages: list[list[int]] = []
+    after = None
+    while True:
+        page, after = query.keyset_page(items, keys, after, descending, size)
+        pages.append(page)
+        if after is None:
+            break
+    for earlier, later in itertools.pairwise(pages):
+        back, forward_from, more_before = query.backward_page(items, keys, keys[later[0]], descending, size)
+        assert back == earlier and more_before == (earlier is not pages[0])
+        assert forward_from is not None
+        assert query.keyset_page(items, keys, forward_from, descending, size)[0] == later
+    # Before the first item there is nothing: an empty page, with nothing to continue from either way.
+    assert query.backward_page(items, keys, keys[pages[0][0]], descending, size) == ([], None, False)
+    token = query.encode_token("created_at", descending, keys[3], "f1", backward=True)
+    assert query.decode_walk_token(token, "created_at", descending, "f1", "cursor") == (keys[3], None, True)
 
 
 def test_keyset_paging_while_items_are_added() -> None:
@@ -194,7 +218,7 @@ def test_a_walk_newest_first_gives_every_job_once_however_late_it_reaches_the_ca
         if after is None:
             break
         token = query.encode_token("created_at", True, after, "f", walk)
-        after, walk = query.decode_walk_token(token, "created_at", True, "f")
+        after, walk, _ = query.decode_walk_token(token, "created_at", True, "f")
         now += rng.randint(50, 700)
     assert after is None, "the walk did not end"
     assert len(given) == len(set(given)), given
