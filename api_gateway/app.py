@@ -33,6 +33,7 @@ STORE_KEY = web.AppKey("store", Store)
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
 KUBE_KEY = web.AppKey("kube", KubeClient)
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
+RELAY_KEY = web.AppKey("relay", PreviewRelay)
 CORS_METHODS = "GET, POST, DELETE, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -51,6 +52,8 @@ class Metrics:
             synced.labels(cache.name).set_function(partial(_synced, cache))
         Gauge("onair_gateway_preview_viewers", "Live preview viewers the gateway relays",
               registry=registry).set_function(lambda: len(relay.viewers))
+        Gauge("onair_gateway_preview_encoders", "Encoder previews the gateway has open: one per job watched "
+              "through it, however many watch", registry=registry).set_function(lambda: len(relay.previews))
         # (method, route, status) -> its two series: labels() costs a few µs a call, on every request
         self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -127,7 +130,7 @@ def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: St
     store = store or Store(config.template_namespace, config.stream_key_seed, config.watch_namespaces)
     registry = CollectorRegistry()
     register_process_metrics(registry)
-    relay = PreviewRelay(store, config.preview_port)
+    relay = PreviewRelay(store, config.preview_port, config.preview_max_viewers)
     metrics = Metrics(registry, store, relay)
     app = web.Application(client_max_size=config.max_body_bytes,
                           middlewares=[metrics_middleware(metrics), cors_middleware(config.cors_origins),
@@ -145,6 +148,7 @@ def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: St
     app[STORE_KEY] = store
     app[GATEWAY_KEY] = gateway
     app[REGISTRY_KEY] = registry
+    app[RELAY_KEY] = relay
     for route in ROUTES:
         wrapped = gateway.wrap(route)
         wrapped.route = route  # type: ignore[attr-defined]

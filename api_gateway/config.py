@@ -63,6 +63,8 @@ class GatewayConfig:
     watch_namespaces: tuple[str, ...] = ()
     # The port encoders serve the live preview on (the operator's preview_port): the relay's target.
     preview_port: int = 8091
+    # Viewers of one job's preview this gateway relays (the encoder's own preview is opened once for all).
+    preview_max_viewers: int = 100
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> GatewayConfig:
@@ -112,6 +114,10 @@ class GatewayConfig:
         config.public_metrics = (get("PUBLIC_METRICS", "true") or "true").lower() in ("1", "true", "yes")
         config.watch_namespaces = watch_list(get("WATCH_NAMESPACES") or "")
         config.preview_port = int(get("PREVIEW_PORT", str(config.preview_port)) or config.preview_port)
+        config.preview_max_viewers = int(get("PREVIEW_MAX_VIEWERS", str(config.preview_max_viewers))
+                                         or config.preview_max_viewers)
+        if config.preview_max_viewers < 1:
+            raise ValueError(f"{ENV_PREFIX}PREVIEW_MAX_VIEWERS must be at least 1, not {config.preview_max_viewers}")
         return config
 
     @property

@@ -7,8 +7,13 @@ Ingress); the operator's preview_base_url puts that URL into status.urls.webSock
 
 The key is the credential, as on the encoder itself: it lets its holder watch that job and nothing
 more, so the relay asks for no token (a browser's WebSocket cannot send an Authorization header).
-The encoder bounds its viewers and closes one that falls behind; the relay adds no buffer of its own:
-it reads from the encoder only as fast as the viewer takes the bytes.
+
+A gateway opens each encoder's preview once, however many of its viewers watch it, and copies every
+message to each of them: an encoder serves a few viewers (onair.encoder.preview.MAX_VIEWERS), and the
+console's viewers, all through the gateway, take one of them per gateway replica. A message is whole
+MPEG-TS packets, so a viewer who joins mid-stream starts on a packet, as one of the encoder's own does.
+The messages are shared, not copied, so a job's preview holds at most MAX_BEHIND_BYTES here, however
+many watch it; a viewer further behind than that is closed.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -29,18 +35,101 @@ from onair.urls import url_host
 log = logging.getLogger("onair.gateway.preview")
 
 # The encoder sends what a viewer has queued in messages of at most its MESSAGE_BYTES and one read
-# (256 + 64 KiB): a message is held whole here, once per viewer, so that bounds the relay's memory.
+# (256 + 64 KiB): a message is held whole, so that bounds what one read of the encoder takes.
 MAX_MESSAGE_BYTES = 1024 * 1024
+# Some 16 s of a 4 Mbit/s source: a viewer further behind the newest message than that is dropped.
+MAX_BEHIND_BYTES = 8 * 1024 * 1024
 CONNECT_TIMEOUT_SECONDS = 5.0
 HEARTBEAT_SECONDS = 30.0
 
 
+@dataclass(eq=False)
+class RelayedViewer:
+    # An empty message ends the viewer: it fell behind, or the encoder ended the preview.
+    queue: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
+    behind: int = 0  # bytes queued and not yet sent
+    # Set when it fell behind: its connection is dropped, not closed (a close frame would wait behind
+    # what it did not read).
+    dropped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer(self, message: bytes) -> bool:
+        if self.behind + len(message) > MAX_BEHIND_BYTES:
+            return False
+        self.behind += len(message)
+        self.queue.put_nowait(message)
+        return True
+
+    async def next_message(self) -> bytes:
+        message = await self.queue.get()
+        self.behind -= len(message)
+        return message
+
+    def end(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.behind = 0
+        self.queue.put_nowait(b"")
+
+
+class SharedPreview:
+    """One encoder's preview, opened once by this gateway while any of its viewers watch it."""
+
+    def __init__(self, target: str, session: aiohttp.ClientSession, done: Callable[[SharedPreview], None]) -> None:
+        self.target = target
+        self.viewers: set[RelayedViewer] = set()
+        self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Every joiner awaits it, but one that left meanwhile does not: its error is no unhandled one.
+        self.connected.add_done_callback(lambda future: future.cancelled() or future.exception())
+        self._done = done
+        self._task = asyncio.create_task(self._run(session))
+
+    def join(self) -> RelayedViewer:
+        viewer = RelayedViewer()
+        self.viewers.add(viewer)
+        return viewer
+
+    def leave(self, viewer: RelayedViewer) -> None:
+        self.viewers.discard(viewer)
+        if not self.viewers:
+            self._task.cancel()  # nobody here watches: the encoder's viewer slot is given back
+            self._done(self)
+
+    async def _run(self, session: aiohttp.ClientSession) -> None:
+        try:
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                    upstream = await session.ws_connect(self.target, heartbeat=HEARTBEAT_SECONDS,
+                                                        max_msg_size=MAX_MESSAGE_BYTES)
+            except (aiohttp.ClientError, OSError, TimeoutError) as error:
+                self.connected.set_exception(error)
+                return
+            self.connected.set_result(None)
+            async with upstream:
+                async for message in upstream:
+                    if message.type != WSMsgType.BINARY:
+                        break
+                    for viewer in list(self.viewers):
+                        if not viewer.offer(message.data):
+                            log.info("dropped a relayed preview viewer that fell behind")
+                            self.viewers.discard(viewer)
+                            viewer.end()
+                            viewer.dropped.set()
+        finally:
+            if not self.connected.done():
+                self.connected.cancel()
+            for viewer in self.viewers:
+                viewer.end()
+            self._done(self)
+
+
 class PreviewRelay:
-    def __init__(self, store: Store, preview_port: int) -> None:
+    def __init__(self, store: Store, preview_port: int, max_viewers: int = 100) -> None:
         self.store = store
         self.preview_port = preview_port
+        self.max_viewers = max_viewers  # of one job, here
         self.session: aiohttp.ClientSession | None = None
         self.viewers: set[web.WebSocketResponse] = set()
+        self.previews: dict[str, SharedPreview] = {}  # by the encoder's preview URL
 
     def encoder_url(self, key: str) -> str | web.Response:
         """The preview URL on the job's encoder Pod, or the answer to give instead."""
@@ -61,39 +150,46 @@ class PreviewRelay:
             return target
         # Not compressed (MPEG-TS hardly compresses, and each viewer's copy would cost its own deflate);
         # a viewer sends nothing the relay reads, so a large message from one is refused.
-        viewer = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, compress=False,
-                                       max_msg_size=PREVIEW_VIEWER_MESSAGE_BYTES)
-        if not viewer.can_prepare(request).ok:
+        response = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS, compress=False,
+                                         max_msg_size=PREVIEW_VIEWER_MESSAGE_BYTES)
+        if not response.can_prepare(request).ok:
             return problem_response(400, ["the preview is a WebSocket: a GET with Upgrade: websocket"])
-        assert self.session is not None, "the relay's client session starts with the app"
+        shared = self.previews.get(target)
+        if shared is None:
+            assert self.session is not None, "the relay's client session starts with the app"
+            shared = self.previews[target] = SharedPreview(target, self.session, self._forget)
+        elif len(shared.viewers) >= self.max_viewers:
+            return problem_response(503, [f"the preview has as many viewers as this gateway relays "
+                                          f"({self.max_viewers})"], headers={"Retry-After": "10"})
+        viewer = shared.join()
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
-                upstream = await self.session.ws_connect(target, heartbeat=HEARTBEAT_SECONDS,
-                                                         max_msg_size=MAX_MESSAGE_BYTES)
-        except aiohttp.WSServerHandshakeError as error:
-            if error.status == 503:  # the encoder has as many viewers as it serves
-                return problem_response(503, ["the preview has as many viewers as it serves"],
-                                        headers={"Retry-After": "10"})
-            return problem_response(502, [f"the encoder refused the preview ({error.status})"])
-        except (aiohttp.ClientError, OSError, TimeoutError) as error:
-            log.info("preview of %s: the encoder did not answer: %s", target.rsplit("/", 1)[0], error)
-            return problem_response(502, ["the job's encoder did not answer"], headers={"Retry-After": "5"})
-        async with upstream:
-            await viewer.prepare(request)
-            self.viewers.add(viewer)
+            await asyncio.wait({shared.connected})
+            refused = _refusal(shared.connected, target)
+            if refused is not None:
+                return refused
+            await response.prepare(request)
+            self.viewers.add(response)
             try:
-                copying = asyncio.create_task(_copy(upstream, viewer))
-                watching = asyncio.create_task(_until_closed(viewer))
-                await asyncio.wait({copying, watching}, return_when=asyncio.FIRST_COMPLETED)
-                for task in (copying, watching):
+                tasks = {asyncio.create_task(_send(viewer, response)), asyncio.create_task(_until_closed(response)),
+                         asyncio.create_task(viewer.dropped.wait())}
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in tasks:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                         await task
             finally:
-                self.viewers.discard(viewer)
-            if not viewer.closed:
-                await viewer.close()
-        return viewer
+                self.viewers.discard(response)
+        finally:
+            shared.leave(viewer)
+        if viewer.dropped.is_set() and request.transport is not None:
+            request.transport.abort()
+        elif not response.closed:
+            await response.close()
+        return response
+
+    def _forget(self, shared: SharedPreview) -> None:
+        if self.previews.get(shared.target) is shared:
+            del self.previews[shared.target]
 
     async def client_session(self, app: web.Application) -> AsyncIterator[None]:
         """cleanup_ctx: the session the relay opens encoders' previews with, open while the app runs."""
@@ -108,12 +204,24 @@ class PreviewRelay:
             await viewer.close(code=aiohttp.WSCloseCode.GOING_AWAY)
 
 
-async def _copy(upstream: aiohttp.ClientWebSocketResponse, viewer: web.WebSocketResponse) -> None:
+def _refusal(connected: asyncio.Future[None], target: str) -> web.Response | None:
+    """The answer to a viewer when the encoder's preview could not be opened; None when it was."""
+    error = asyncio.CancelledError() if connected.cancelled() else connected.exception()
+    if error is None:
+        return None
+    if isinstance(error, aiohttp.WSServerHandshakeError):
+        if error.status == 503:  # the encoder has as many viewers as it serves
+            return problem_response(503, ["the preview has as many viewers as it serves"],
+                                    headers={"Retry-After": "10"})
+        return problem_response(502, [f"the encoder refused the preview ({error.status})"])
+    log.info("preview of %s: the encoder did not answer: %r", target.rsplit("/", 1)[0], error)
+    return problem_response(502, ["the job's encoder did not answer"], headers={"Retry-After": "5"})
+
+
+async def _send(viewer: RelayedViewer, response: web.WebSocketResponse) -> None:
     """The encoder's MPEG-TS messages to the viewer, until the encoder ends the preview."""
-    async for message in upstream:
-        if message.type != WSMsgType.BINARY:
-            break
-        await viewer.send_bytes(message.data)
+    while message := await viewer.next_message():
+        await response.send_bytes(message)
 
 
 async def _until_closed(viewer: web.WebSocketResponse) -> None:

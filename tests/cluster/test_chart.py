@@ -198,7 +198,7 @@ def test_render_non_default_values(tmp_path: Path) -> None:
         "s3": {"endpoint": "https://s3.example.com", "region": "eu-west-1"},
         "webhooks": {"existingSecret": "my-webhook-key"},
         "streamKeys": {"existingSecret": "my-stream-keys", "secretKey": "seed"},
-        "gateway": {"replicas": 1, "corsOrigins": ["https://console.example.com"],
+        "gateway": {"replicas": 1, "corsOrigins": ["https://console.example.com"], "previewMaxViewers": 250,
                     "apiKeys": {"keys": [{"name": "ci", "keySha256": "b" * 64, "projects": ["*"], "role": "write"}]},
                     "ingress": {"enabled": True, "className": "nginx",
                                 "hosts": [{"host": "api.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}],
@@ -241,7 +241,7 @@ def test_render_non_default_values(tmp_path: Path) -> None:
     gateway = find(objects, "Deployment", "live-gateway")
     genv = env_of(gateway)
     assert genv["ONAIR_GATEWAY_CORS_ORIGINS"] == "https://console.example.com"
-    assert genv["ONAIR_GATEWAY_PREVIEW_PORT"] == "8191"
+    assert genv["ONAIR_GATEWAY_PREVIEW_PORT"] == "8191" and genv["ONAIR_GATEWAY_PREVIEW_MAX_VIEWERS"] == "250"
     assert genv["ONAIR_GATEWAY_STREAM_KEY_SEED"]["secretKeyRef"] == {"name": "my-stream-keys", "key": "seed"}
     # The API keys are read from their Secret through the API, by name: no hash of them in the Pod template.
     assert genv["ONAIR_GATEWAY_API_KEYS_SECRET"] == "live-gateway"

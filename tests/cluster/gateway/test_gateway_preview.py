@@ -16,7 +16,7 @@ from cluster.test_operator_lifecycle import create_live_job
 from cluster.test_operator_live import ingest_url
 from gateway_support import RunningGateway
 from kubernetes import client
-from livepreview import receive_preview
+from livepreview import receive_preview, receive_preview_together
 from localplatform.platform import PlatformInfo
 
 
@@ -41,6 +41,14 @@ def test_a_live_jobs_preview_url_plays_through_the_gateway(
         publisher(ingest_url(kube, relay_namespace, job["status"]))
         wait_phase(kube, relay_namespace, "relayed", "Live", timeout=60)
         assert len(receive_preview(url, 100_000)) >= 100_000
+
+        # More viewers than an encoder serves (8), all through the gateway: it opens the preview once.
+        def one_preview_open_for_all() -> None:
+            metrics = requests.get(f"{gateway.base}/metrics", timeout=10).text
+            assert "onair_gateway_preview_viewers 10.0" in metrics
+            assert "onair_gateway_preview_encoders 1.0" in metrics
+        watched = receive_preview_together(url, 10, 50_000, while_watching=one_preview_open_for_all)
+        assert all(len(data) >= 50_000 for data in watched)
 
         # The key is the credential: another one finds nothing.
         wrong = requests.get(url[:-1].replace("ws://", "http://", 1) + ("0" if url[-1] != "0" else "1"), timeout=10)
