@@ -588,7 +588,7 @@ class Encoder:
 
     async def _read_hls_source(self, url: str) -> HlsSource | None:
         proxy = await self.pull_guard.start()
-        return await read_hls_source(self.pull_guard.guarded_url(url), proxy=proxy)
+        return await read_hls_source(self.pull_guard.source_url(url), proxy=proxy)
 
     def _pull_refused(self, refusal: str) -> None:
         """The pull guard refused an address the source sent us to (or could not check it): the job says

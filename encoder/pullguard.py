@@ -133,6 +133,10 @@ class PullGuard:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._tls = ssl.create_default_context()  # the origins' certificates are verified
+        # The HTTPS origins the job's own URLs give credentials for (user:password@): ffmpeg sees every
+        # HTTPS origin as the guard, so it sends those credentials wherever a playlist's relative URI
+        # leads ("../../~https/elsewhere/"); the guard passes them on to these origins only.
+        self._credentialed_origins: set[tuple[str, int]] = set()
 
     async def start(self) -> str:
         """Starts the proxy (once); its URL."""
@@ -155,10 +159,20 @@ class PullGuard:
     def unguarded_url(self, url: str) -> str:
         return unguarded_url(url, self.authority)
 
+    def source_url(self, url: str) -> str:
+        """The URL to pull the job's own source `url` from: guarded_url, and the credentials `url` gives
+        are passed on to its origin (only the job's URLs come here: a playlist's or a redirect's could
+        otherwise name an origin to be given the job's credentials)."""
+        parts = urlsplit(url)
+        if parts.scheme.lower() == "https" and "@" in parts.netloc and parts.hostname:
+            with contextlib.suppress(ValueError):  # a port that is no number: nothing is fetched from it
+                self._credentialed_origins.add((parts.hostname, parts.port or DEFAULT_PORTS["https"]))
+        return self.guarded_url(url)
+
     def http_input(self, url: str) -> tuple[str, list[str]]:
-        """What ffmpeg is given to pull the HLS source at an http(s) `url` (the guard started): the URL,
-        and the input options that keep every request of it inside the guard."""
-        return self.guarded_url(url), ["-f", "hls", "-format_whitelist", FFMPEG_FORMATS, "-http_proxy",
+        """What ffmpeg is given to pull the HLS source at the job's http(s) `url` (the guard started): the
+        URL, and the input options that keep every request of it inside the guard."""
+        return self.source_url(url), ["-f", "hls", "-format_whitelist", FFMPEG_FORMATS, "-http_proxy",
                                        self.proxy_url, "-protocol_whitelist", FFMPEG_PROTOCOLS]
 
     async def ffmpeg_input(self, url: str) -> tuple[str, list[str]]:
@@ -245,8 +259,9 @@ class PullGuard:
         secure, host, port, path = self._origin_of(target)
         path_only = urlsplit(path).path.lower()
         playlist_path = path_only.endswith((".m3u8", ".m3u"))
+        credentials_belong = not secure or (host, port) in self._credentialed_origins
         headers = [(name, value) for name, value in _end_to_end(_header_fields(header_block))
-                   if name.lower() != "host"
+                   if name.lower() != "host" and (credentials_belong or name.lower() != "authorization")
                    and not (name.lower() == "range" and (playlist_path or value.replace(" ", "") == "bytes=0-"))]
         scheme = "https" if secure else "http"
         authority = url_host(host)

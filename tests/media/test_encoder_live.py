@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.server
 import math
 import os
@@ -256,10 +257,30 @@ class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
         self.requested.append(self.path)
 
 
-def _serve_directory(host: str, root: Path, tls: ssl.SSLContext | None = None
+class _BasicAuthHandler(_RecordingHandler):
+    """Answers 401 with a Basic challenge to a request without the one Authorization it accepts."""
+
+    authorization: str
+
+    def do_GET(self) -> None:
+        if self.headers.get("Authorization") != self.authorization:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="origin"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        super().do_GET()
+
+
+def _serve_directory(host: str, root: Path, tls: ssl.SSLContext | None = None, user: str | None = None
                      ) -> tuple[http.server.ThreadingHTTPServer, list[str]]:
-    """An HTTP(S) server of `root` on `host`, and the paths it is asked for."""
-    handler = type("Handler", (_RecordingHandler,), {"requested": []})
+    """An HTTP(S) server of `root` on `host` (asking for Basic `user:password` credentials when given),
+    and the paths it is asked for."""
+    if user is None:
+        handler = type("Handler", (_RecordingHandler,), {"requested": []})
+    else:
+        authorization = "Basic " + base64.b64encode(user.encode()).decode()
+        handler = type("Handler", (_BasicAuthHandler,), {"requested": [], "authorization": authorization})
     server = http.server.ThreadingHTTPServer((host, 0), partial(handler, directory=str(root)))
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
@@ -316,15 +337,18 @@ def test_an_https_source_is_fetched_by_the_guard_over_verified_tls_and_encoded(
     root.mkdir()
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(pki.path("apiserver.crt"), pki.path("apiserver.key"))
-    origin, requested = _serve_directory("127.0.0.1", root, tls)
+    # The origin asks for the credentials the job's URL gives: the guard passes them on to it (and
+    # would to no other origin: see tests/unit/test_encoder_pullguard.py).
+    origin, requested = _serve_directory("127.0.0.1", root, tls, user="viewer:s3cret")
     source = _write_live_hls(root)
     try:
-        spec = live_spec(input={"serverType": "HLS", "url": f"https://127.0.0.1:{origin.server_address[1]}/live.m3u8"})
+        port = origin.server_address[1]
+        spec = live_spec(input={"serverType": "HLS", "url": f"https://viewer:s3cret@127.0.0.1:{port}/live.m3u8"})
         encoder = start_encoder("LiveJob", spec, ladder_template(("180p", 320, 180, "H264")),
                                 extra_env={"SSL_CERT_FILE": str(pki.path("ca.crt"))})  # the guard verifies the origin
         encoder.wait_state("live", 20)
         pulls = [argv for argv in children_named(encoder.process.pid, "ffmpeg").values() if "-http_proxy" in argv]
-        assert pulls and pulls[0][pulls[0].index("-i") + 1].startswith("http://127.0.0.1:")  # from the guard
+        assert pulls and pulls[0][pulls[0].index("-i") + 1].startswith("http://viewer:s3cret@127.0.0.1:")  # the guard
         wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 20, "encoded segments")
         assert any(path.endswith(".ts") for path in requested)
     finally:

@@ -175,6 +175,27 @@ async def test_an_https_source_is_fetched_by_the_guard_over_verified_tls_and_its
         await guard.close()
 
 
+async def test_credentials_go_only_to_the_https_origin_the_job_gave_them_for(tls_origin: Origin) -> None:
+    """ffmpeg sees every HTTPS origin as the guard, so it would send the job URL's user:password wherever
+    a playlist's relative URI leads through the guard ("../../~https/elsewhere/"): the guard passes an
+    Authorization on to the origin the job's URL names, and to no other."""
+    origin = f"{ALLOWED_HOST}:{tls_origin.port}"
+    basic = {"Authorization": "Basic dXNlcjpwYXNz"}  # user:pass
+    for job_url, passed_on in ((f"https://user:pass@{origin}/live.m3u8", True),  # this origin's own
+                               (f"https://user:pass@{ALLOWED_HOST}:1/live.m3u8", False),  # another port's
+                               (f"https://{origin}/live.m3u8", False)):  # no credentials given
+        guard = PullGuard(ONLY_ALLOWED_HOST)
+        await guard.start()
+        try:
+            guard.http_input(job_url)
+            async with aiohttp.ClientSession() as session, \
+                    session.get(f"{guard.proxy_url}/~https/{origin}/seg_1.ts", headers=basic) as response:
+                assert await response.read() == b"segment bytes"
+        finally:
+            await guard.close()
+        assert ("Authorization" in tls_origin.requests[-1][1]) == passed_on, job_url
+
+
 @pytest.mark.parametrize("compressed", [False, True])
 async def test_a_playlist_served_as_anything_or_compressed_is_still_kept_inside(guard: PullGuard,
                                                                                 compressed: bool) -> None:
