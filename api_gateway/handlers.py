@@ -1179,6 +1179,8 @@ def page_of(lq: ListQuery, matched: Sequence[tuple[query.SortKey, T]], newest_se
         if lq.backward:
             assert lq.after is not None  # only a token leads backward
             page, last, has_previous = query.backward_page(items, keys, lq.after, lq.descending, lq.size)
+            if not page:  # what was before is gone (deleted meanwhile): the first page, not a dead end
+                page, last = query.keyset_page(items, keys, None, lq.descending, lq.size)
         elif newest_settled_ms is not None and lq.descending:
             page, last, walk = query.descending_walk_page(items, keys, lq.after, lq.walk, lq.size, newest_settled_ms,
                                                           changes=lq.sort == "modified_at")

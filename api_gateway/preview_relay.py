@@ -100,7 +100,7 @@ class SharedPreview:
                 async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
                     upstream = await session.ws_connect(self.target, heartbeat=HEARTBEAT_SECONDS,
                                                         max_msg_size=MAX_MESSAGE_BYTES)
-            except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            except Exception as error:  # each viewer is answered why (_refusal); none goes unhandled
                 self.connected.set_exception(error)
                 return
             self.connected.set_result(None)
@@ -169,16 +169,17 @@ class PreviewRelay:
                 return refused
             await response.prepare(request)
             self.viewers.add(response)
+            tasks = {asyncio.create_task(_send(viewer, response)), asyncio.create_task(_until_closed(response)),
+                     asyncio.create_task(viewer.dropped.wait())}
             try:
-                tasks = {asyncio.create_task(_send(viewer, response)), asyncio.create_task(_until_closed(response)),
-                         asyncio.create_task(viewer.dropped.wait())}
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when this handler is cancelled (its viewer's connection lost, a shutdown)
+                self.viewers.discard(response)
                 for task in tasks:
                     task.cancel()
+                for task in tasks:
                     with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                         await task
-            finally:
-                self.viewers.discard(response)
         finally:
             shared.leave(viewer)
         if viewer.dropped.is_set() and request.transport is not None:

@@ -426,7 +426,9 @@ def decide_live_job(
                                            and _seen_bound(status.conditions, current_name)))
     closer_until = _closing_deadline(pod, status, job, config, now)
     if ending:
-        status.playlists_left_open = _playlists_left_open(status, pod, vanished, finish_passed, closer_until)
+        # An encoder gone before it was ready left no playlists open.
+        status.playlists_left_open = _playlists_left_open(status, pod, vanished and status.phase in RUNNING_PHASES,
+                                                          finish_passed, closer_until)
     closes = closer_until is not None or (
         (pod is None or pod.finished) and bool(status.playlists_left_open) and not earlier_going
         and (template.template is not None or passthrough))

@@ -1832,6 +1832,14 @@ async def test_streamers_rows_filter_select_and_page(client: Client, kube: FakeK
                           ({"limit": "1001"}, "limit"), ({"cursor": "nonsense"}, "cursor"),
                           ({"cursor": prev, "role": "node"}, "cursor"), ({"cursor": prev, "pageIndex": "1"}, "cursor")):
         await assert_400(client, path, headers, params, field)
+    # What was before a prev is gone when it is followed: the first page, not an empty dead end.
+    later = await page(limit="2", cursor=(await page(limit="2"))["next"])
+    assert [s["hostname"] for s in later["streamers"]] == ["enc-2", "rec-1"]
+    store.pods.replace([p for p in store.pods.values() if p["metadata"]["name"] != "enc-1"], "3")
+    store.nodes.replace([], "3")
+    back = await page(limit="2", cursor=later["prev"])
+    assert [s["hostname"] for s in back["streamers"]] == ["enc-2", "rec-1"]
+    assert back["prev"] is None and back["next"] is None
     # A prev of the streamers is no token of a job list, nor is a job list's token made to lead backward.
     job_list = f"/api/v1/projects/{PROJECT}/livejobs"
     await assert_400(client, job_list, headers, {"start_token": prev}, "start_token")

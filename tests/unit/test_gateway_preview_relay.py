@@ -236,3 +236,19 @@ async def test_an_encoder_that_does_not_answer_is_502(gateway: Callable[..., Awa
     response = await client.get(f"/websocketplay/{KEY}", headers=UPGRADE)
     assert response.status == 502
     assert (await response.json())["errors"] == ["the job's encoder did not answer"]
+
+
+async def test_a_viewer_whose_connection_is_lost_leaves_nothing_running(
+        gateway: Callable[..., Awaitable[Client]], encoder: Encoder) -> None:
+    client = await gateway()
+    viewer = await client.ws_connect(f"/websocketplay/{KEY}")
+    await wait_for(lambda: len(client.app[RELAY_KEY].viewers) == 1, "a viewer relayed")
+    assert viewer._response is not None and viewer._response.connection is not None
+    transport = viewer._response.connection.transport
+    assert transport is not None
+    transport.abort()  # no close frame: the test server cancels the viewer's handler
+    await wait_for(lambda: not encoder.hub.viewers, "the encoder's slot given back")
+
+    def sending() -> list[asyncio.Task[Any]]:
+        return [task for task in asyncio.all_tasks() if "_send" in repr(task.get_coro()) and not task.done()]
+    await wait_for(lambda: not sending(), "no task still sending to the viewer that left")

@@ -2445,3 +2445,15 @@ def test_an_encoder_pod_that_vanished_while_provisioning_is_a_death_counted_once
         assert made.create_pod_attempt == death + 1
         status = made.status
     assert status["phase"] == "Failed" and "disappeared" in status["message"]
+
+
+def test_an_encoder_pod_gone_before_it_was_ready_as_the_job_is_switched_off_leaves_no_playlists_to_close() -> None:
+    """Bound, pulling its image, and gone as the job is switched off: it wrote nothing, so no Pod is
+    made to close playlists; the job goes Offline."""
+    created = decide_live_job(live_job(), TEMPLATE, [], None, CONFIG, NOW)
+    starting = stuck_pod(current_pod_name(created.status["attempt"]), "ContainerCreating", "pulling the image")
+    bound = decide_live_job(live_job(created.status), TEMPLATE, [starting], None, CONFIG, NOW)
+    off = decide_live_job(live_job(bound.status, online=False), TEMPLATE, [], None, CONFIG,
+                          NOW + dt.timedelta(seconds=5))
+    assert off.status["phase"] == "Offline" and off.create_pod_attempt is None
+    assert not off.status.get("playlistsLeftOpen")
