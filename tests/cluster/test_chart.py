@@ -71,6 +71,7 @@ def test_render_defaults() -> None:
     kinds = sorted(o["kind"] for o in objects)
     assert kinds.count("Deployment") == 2 and kinds.count("JobTemplate") == 3
     assert "CustomResourceDefinition" not in kinds, "CRDs come from crds/, installed before the templates"
+    assert "NetworkPolicy" not in kinds, "only where a network plugin enforces them: networkPolicy.enabled"
 
     operator = find(objects, "Deployment", "onair-operator")
     assert operator["spec"]["replicas"] == 1
@@ -271,6 +272,28 @@ def test_render_non_default_values(tmp_path: Path) -> None:
     assert json.loads(dashboard["data"]["onair.json"])["uid"] == "onair-overview"
 
 
+def test_render_network_policies_admit_the_ports_the_pods_serve_from_whom_the_values_say() -> None:
+    ingress_nginx = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    prometheus = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    values = {"networkPolicy": {"enabled": True, "gatewayFrom": [ingress_nginx], "metricsFrom": [prometheus]}}
+    objects = render("--set-json", f"networkPolicy={json.dumps(values['networkPolicy'])}")
+    for component, admitted in (("operator", {"health": None, "metrics": [prometheus]}),
+                                ("gateway", {"http": [ingress_nginx]})):
+        policy = find(objects, "NetworkPolicy", f"onair-{component}")
+        pod = find(objects, "Deployment", f"onair-{component}")["spec"]["template"]
+        # It selects the component's Pods, and names ports their container serves.
+        assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        served = {port["name"] for port in pod["spec"]["containers"][0]["ports"]}
+        assert policy["spec"]["policyTypes"] == ["Ingress"], "egress stays open (the API server, webhook receivers)"
+        rules = {rule["ports"][0]["port"]: rule.get("from") for rule in policy["spec"]["ingress"]}
+        assert rules == admitted and set(rules) <= served
+    others = [o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] not in
+              ("onair-operator", "onair-gateway")]
+    assert others == []
+    without_gateway = render("--set", "networkPolicy.enabled=true", "--set", "gateway.enabled=false")
+    assert [o["metadata"]["name"] for o in without_gateway if o["kind"] == "NetworkPolicy"] == ["onair-operator"]
+
+
 def test_render_peering_per_watched_namespace() -> None:
     objects = render("--set", "operator.watchNamespaces={news,sport}")
     peerings = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects if o["kind"] == "KopfPeering"}
@@ -433,6 +456,8 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
         "ingest": {"address": "pod-ip"},
         "s3": {"endpoint": platform.s3_endpoint, "region": platform.s3_region},
         "dev": {"listenOnPodIP": True},
+        # Valid as the API server checks them (this platform's network enforces none).
+        "networkPolicy": {"enabled": True, "metricsFrom": [{"podSelector": {"matchLabels": {"app": "prometheus"}}}]},
     }
     dev_values.write_text(yaml.safe_dump(base))
     helm("install", "onair", str(CHART), "-n", system, "--create-namespace", "-f", str(dev_values),
@@ -442,7 +467,8 @@ def test_install_upgrade_uninstall(platform: PlatformInfo, kubectl: Callable[...
     for kind, name in [("deployment", "onair-operator"), ("deployment", "onair-gateway"),
                        ("service", "onair-gateway"), ("serviceaccount", "onair-operator"),
                        ("secret", "onair-webhooks"), ("secret", "onair-gateway"),
-                       ("jobtemplates.onair.dev", "ladder-720p"), ("kopfpeerings.kopf.dev", "onair")]:
+                       ("jobtemplates.onair.dev", "ladder-720p"), ("kopfpeerings.kopf.dev", "onair"),
+                       ("networkpolicy", "onair-operator"), ("networkpolicy", "onair-gateway")]:
         kubectl("-n", system, "get", kind, name)
     kubectl("-n", jobs, "get", "kopfpeerings.kopf.dev", "onair")
     kubectl("get", "crd", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev", "livejobs.onair.dev")
