@@ -137,6 +137,8 @@ class PullGuard:
         # HTTPS origin as the guard, so it sends those credentials wherever a playlist's relative URI
         # leads ("../../~https/elsewhere/"); the guard passes them on to these origins only.
         self._credentialed_origins: set[tuple[str, int]] = set()
+        # Likewise ffmpeg would send one HTTPS origin's cookies to every other: each one's go back to it only.
+        self._cookies = OriginCookies()
 
     async def start(self) -> str:
         """Starts the proxy (once); its URL."""
@@ -263,6 +265,8 @@ class PullGuard:
         headers = [(name, value) for name, value in _end_to_end(_header_fields(header_block))
                    if name.lower() != "host" and (credentials_belong or name.lower() != "authorization")
                    and not (name.lower() == "range" and (playlist_path or value.replace(" ", "") == "bytes=0-"))]
+        if secure:
+            headers = self._cookies.own(host, port, headers)
         scheme = "https" if secure else "http"
         authority = url_host(host)
         if port != DEFAULT_PORTS[scheme]:
@@ -276,6 +280,8 @@ class PullGuard:
             answer = await asyncio.wait_for(upstream_reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_SECONDS)
             status_line, _, answer_block = answer[:-4].decode("latin-1").partition("\r\n")
             fields = _header_fields(answer_block)
+            if secure:
+                self._cookies.remember(host, port, fields)
             kept = [(name, self.guarded_url(urljoin(origin_url, value)) if name.lower() == "location" else value)
                     for name, value in _end_to_end(fields)]
             values = {name.lower(): value for name, value in fields}
@@ -339,6 +345,36 @@ class PullGuard:
             except OSError as failed:
                 error = failed
         raise error
+
+
+class OriginCookies:
+    """The cookies each HTTPS origin set (name=value, as its Set-Cookie said), so that those ffmpeg sends
+    back through the guard reach the origin that set them and no other."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit  # per origin: the oldest is forgotten first
+        self._set: dict[tuple[str, int], dict[str, None]] = {}
+
+    def remember(self, host: str, port: int, fields: Sequence[tuple[str, str]]) -> None:
+        for name, value in fields:
+            if name.lower() == "set-cookie" and (pair := value.split(";", 1)[0].strip()):
+                pairs = self._set.setdefault((host, port), {})
+                pairs.pop(pair, None)
+                pairs[pair] = None
+                if len(pairs) > self.limit:
+                    del pairs[next(iter(pairs))]
+
+    def own(self, host: str, port: int, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """`headers` with only the cookies this origin set left in their Cookie fields."""
+        pairs = self._set.get((host, port), {})
+        kept: list[tuple[str, str]] = []
+        for name, value in headers:
+            if name.lower() == "cookie":
+                value = "; ".join(pair for part in value.split(";") if (pair := part.strip()) in pairs)
+                if not value:
+                    continue
+            kept.append((name, value))
+        return kept
 
 
 def _origin_form(parts: SplitResult) -> str:

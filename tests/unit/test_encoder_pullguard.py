@@ -133,7 +133,7 @@ async def tls_origin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
         if request.path == "/moved.m3u8":
             raise web.HTTPFound(f"https://{ALLOWED_HOST}:{origin.port}/live.m3u8")
         if request.path == "/live.m3u8":
-            return web.Response(text=(
+            return web.Response(headers={"Set-Cookie": "session=abc; Path=/; Secure"}, text=(
                 f'#EXTM3U\r\n#EXT-X-KEY:METHOD=AES-128,URI="https://{ALLOWED_HOST}:{origin.port}/key"\r\n'
                 f"#EXTINF:2,\r\nhttps://{ALLOWED_HOST}:{origin.port}/seg_1.ts\r\n#EXTINF:2,\r\nseg_2.ts\r\n"
                 "#EXTINF:2,\r\nhttp://cdn.example/seg_3.ts\r\n"), content_type="application/vnd.apple.mpegurl")
@@ -194,6 +194,39 @@ async def test_credentials_go_only_to_the_https_origin_the_job_gave_them_for(tls
         finally:
             await guard.close()
         assert ("Authorization" in tls_origin.requests[-1][1]) == passed_on, job_url
+
+
+async def test_cookies_go_back_only_to_the_https_origin_that_set_them(tls_origin: Origin) -> None:
+    """Every HTTPS origin is the guard to ffmpeg, which would send one origin's cookies to all: the
+    guard lets through to an origin only the cookies it set."""
+    origin = f"{ALLOWED_HOST}:{tls_origin.port}"
+    guard = PullGuard(ONLY_ALLOWED_HOST)
+    await guard.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            cookies = {"Cookie": "session=abc; other=set-elsewhere"}
+            async with session.get(f"{guard.proxy_url}/~https/{origin}/seg_1.ts", headers=cookies) as response:
+                assert response.status == 200
+            assert "Cookie" not in tls_origin.requests[-1][1]  # it set none yet
+            async with session.get(f"{guard.proxy_url}/~https/{origin}/live.m3u8") as response:
+                assert response.headers["Set-Cookie"].startswith("session=abc")  # ffmpeg keeps it as before
+            async with session.get(f"{guard.proxy_url}/~https/{origin}/seg_1.ts", headers=cookies) as response:
+                assert response.status == 200
+            assert tls_origin.requests[-1][1]["Cookie"] == "session=abc"
+    finally:
+        await guard.close()
+
+
+def test_origin_cookies_are_kept_apart_and_bounded() -> None:
+    cookies = pullguard.OriginCookies(limit=2)
+    cookies.remember("a.example", 443, [("Set-Cookie", "s=1; Path=/; HttpOnly"), ("Content-Type", "text/plain")])
+    cookies.remember("b.example", 443, [("set-cookie", "s=2")])
+    asked = [("Cookie", "s=1; s=2"), ("Accept", "*/*")]
+    assert cookies.own("a.example", 443, asked) == [("Cookie", "s=1"), ("Accept", "*/*")]
+    assert cookies.own("b.example", 443, asked) == [("Cookie", "s=2"), ("Accept", "*/*")]
+    assert cookies.own("a.example", 8443, asked) == [("Accept", "*/*")]  # another origin: another port
+    cookies.remember("a.example", 443, [("Set-Cookie", "t=1"), ("Set-Cookie", "u=1")])  # s=1 forgotten
+    assert cookies.own("a.example", 443, [("Cookie", "s=1; t=1; u=1")]) == [("Cookie", "t=1; u=1")]
 
 
 @pytest.mark.parametrize("compressed", [False, True])
