@@ -29,6 +29,7 @@ from aiohttp import WSMsgType, web
 
 from onair.api_gateway.cache import Store
 from onair.api_gateway.errors import problem_response
+from onair.encoder.preview import Viewer
 from onair.streamkeys import PREVIEW_PATH, PREVIEW_VIEWER_MESSAGE_BYTES
 from onair.urls import url_host
 
@@ -44,31 +45,10 @@ HEARTBEAT_SECONDS = 30.0
 
 
 @dataclass(eq=False)
-class RelayedViewer:
-    # An empty message ends the viewer: it fell behind, or the encoder ended the preview.
-    queue: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
-    behind: int = 0  # bytes queued and not yet sent
+class RelayedViewer(Viewer):
     # Set when it fell behind: its connection is dropped, not closed (a close frame would wait behind
     # what it did not read).
     dropped: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def offer(self, message: bytes) -> bool:
-        if self.behind + len(message) > MAX_BEHIND_BYTES:
-            return False
-        self.behind += len(message)
-        self.queue.put_nowait(message)
-        return True
-
-    async def next_message(self) -> bytes:
-        message = await self.queue.get()
-        self.behind -= len(message)
-        return message
-
-    def end(self) -> None:
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.behind = 0
-        self.queue.put_nowait(b"")
 
 
 class SharedPreview:
@@ -84,7 +64,7 @@ class SharedPreview:
         self._task = asyncio.create_task(self._run(session))
 
     def join(self) -> RelayedViewer:
-        viewer = RelayedViewer()
+        viewer = RelayedViewer(limit=MAX_BEHIND_BYTES)
         self.viewers.add(viewer)
         return viewer
 
@@ -221,8 +201,8 @@ def _refusal(connected: asyncio.Future[None], target: str) -> web.Response | Non
 
 async def _send(viewer: RelayedViewer, response: web.WebSocketResponse) -> None:
     """The encoder's MPEG-TS messages to the viewer, until the encoder ends the preview."""
-    while message := await viewer.next_message():
-        await response.send_bytes(message)
+    while chunk := await viewer.next_chunk():
+        await response.send_bytes(chunk)
 
 
 async def _until_closed(viewer: web.WebSocketResponse) -> None:

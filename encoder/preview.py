@@ -41,13 +41,14 @@ MESSAGE_BYTES = 256 * 1024
 
 @dataclass(eq=False)
 class Viewer:
-    # An empty chunk ends the viewer: it fell behind, or the encoder is stopping.
+    # An empty chunk ends the viewer: it fell behind, or the preview ends.
     queue: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
     behind: int = 0  # bytes queued and not yet sent
+    limit: int = MAX_BEHIND_BYTES  # how far behind it may fall
 
     def offer(self, chunk: bytes) -> bool:
-        """Queues `chunk`, unless that puts the viewer more than MAX_BEHIND_BYTES behind."""
-        if self.behind + len(chunk) > MAX_BEHIND_BYTES:
+        """Queues `chunk`, unless that puts the viewer more than `limit` bytes behind."""
+        if self.behind + len(chunk) > self.limit:
             return False
         self.behind += len(chunk)
         self.queue.put_nowait(chunk)
