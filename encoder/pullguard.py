@@ -16,20 +16,30 @@ CDN come through the guard too. One request per connection (Connection: close bo
 never sends a second request to a host nobody checked.
 
 RTMP and SRT pulls, which ffmpeg connects to itself, are given the address the guard checked in place
-of their name (ffmpeg_input)."""
+of their name (ffmpeg_input).
+
+Where the encoder's environment names an outbound proxy (http_proxy, https_proxy, and no_proxy for the
+hosts it is not for: a cluster whose Pods reach the Internet through one), the guard fetches through it:
+an http:// URL as an absolute-form request, an https:// one through a CONNECT tunnel, TLS to the origin
+inside it. The proxy's own address is the installation's, not checked; the origin's name still is where
+it resolves here (a cluster's own services and the metadata endpoint stay refused), and one that does not
+resolve here is the proxy's to resolve."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import ipaddress
 import logging
 import os
 import re
 import socket
 import ssl
+import urllib.request
 import zlib
 from collections.abc import Callable, Sequence
-from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit, urlunsplit
 
 from onair.addresses import AddressPolicy, NotPublicError, literal_address, pull_refusal
 from onair.urls import url_host
@@ -133,6 +143,7 @@ class PullGuard:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._tls = ssl.create_default_context()  # the origins' certificates are verified
+        self._proxies = urllib.request.getproxies_environment()  # by scheme; "no": the hosts they are not for
         # The HTTPS origins the job's own URLs give credentials for (user:password@): ffmpeg sees every
         # HTTPS origin as the guard, so it sends those credentials wherever a playlist's relative URI
         # leads ("../../~https/elsewhere/"); the guard passes them on to these origins only.
@@ -272,9 +283,18 @@ class PullGuard:
         if port != DEFAULT_PORTS[scheme]:
             authority += f":{port}"
         origin_url = f"{scheme}://{authority}{path}"
-        upstream_reader, upstream_writer = await self._connect(host, port, secure)
+        proxy = self._proxy_for("https" if secure else "http", host)
+        proxy_fields: list[tuple[str, str]]
+        if proxy is None:
+            upstream_reader, upstream_writer = await self._connect(host, port, secure)
+            target, proxy_fields = path, []
+        else:
+            upstream_reader, upstream_writer = await self._connect_through(proxy, host, port, authority, secure)
+            # Plain HTTP: the proxy is asked for the URL (absolute form), with its credentials.
+            target, proxy_fields = (path, []) if secure else (origin_url, _proxy_authorization(proxy))
         try:
-            upstream_writer.write("".join([f"{method} {path} HTTP/1.1\r\nHost: {authority}\r\n",
+            upstream_writer.write("".join([f"{method} {target} HTTP/1.1\r\nHost: {authority}\r\n",
+                                           *(f"{name}: {value}\r\n" for name, value in proxy_fields),
                                            *(f"{name}: {value}\r\n" for name, value in headers),
                                            "Connection: close\r\n\r\n"]).encode("latin-1"))
             answer = await asyncio.wait_for(upstream_reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_SECONDS)
@@ -332,6 +352,43 @@ class PullGuard:
             raise BadRequest
         return True, origin.hostname, _port(origin, DEFAULT_PORTS["https"]), _origin_form(origin)
 
+    def _proxy_for(self, scheme: str, host: str) -> SplitResult | None:
+        """The outbound proxy the environment names for `scheme` and `host` (an http:// one), if any."""
+        url = self._proxies.get(scheme)
+        if not url or bypasses_proxy(host, self._proxies.get("no", "")):
+            return None
+        proxy = urlsplit(url if "://" in url else f"http://{url}")
+        if proxy.scheme != "http" or not proxy.hostname:
+            raise OSError(f"{scheme}_proxy: only an http:// proxy is supported, not {proxy.scheme}://")
+        return proxy
+
+    async def _connect_through(self, proxy: SplitResult, host: str, port: int, authority: str, secure: bool
+                               ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to the origin through `proxy`: to the proxy itself for plain HTTP, a tunnel with TLS
+        to the origin inside it for HTTPS. The origin's name is checked where it resolves here."""
+        with contextlib.suppress(socket.gaierror):  # the proxy's to resolve (NotPublicError: refused)
+            await self.allowed_addresses(host)
+        assert proxy.hostname is not None
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(proxy.hostname, _port(proxy, DEFAULT_PORTS["http"]), limit=HEAD_LIMIT),
+            CONNECT_TIMEOUT_SECONDS)
+        if not secure:
+            return reader, writer
+        try:
+            connect_authority = f"{url_host(host)}:{port}"
+            writer.write("".join([f"CONNECT {connect_authority} HTTP/1.1\r\nHost: {connect_authority}\r\n",
+                                  *(f"{name}: {value}\r\n" for name, value in _proxy_authorization(proxy)),
+                                  "\r\n"]).encode("latin-1"))
+            answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_SECONDS)
+            status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
+            if status_line.split(" ", 2)[1:2] != ["200"]:
+                raise OSError(f"the outbound proxy refused a tunnel to {authority}: {status_line}")
+            await asyncio.wait_for(writer.start_tls(self._tls, server_hostname=host), CONNECT_TIMEOUT_SECONDS)
+        except BaseException:
+            writer.close()
+            raise
+        return reader, writer
+
     async def _connect(self, host: str, port: int, secure: bool) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         error: OSError = OSError(f"no address for {host}")
         for address in await self.allowed_addresses(host):
@@ -375,6 +432,40 @@ class OriginCookies:
                     continue
             kept.append((name, value))
         return kept
+
+
+def bypasses_proxy(host: str, no_proxy: str) -> bool:
+    """Whether no_proxy (comma-separated: `*`, host names and their domains, `.domain`, addresses and CIDR
+    networks, any with a port, which is not told apart) says `host` is reached without the proxy, as curl
+    and Go read it."""
+    host = host.lower().rstrip(".")
+    literal = literal_address(host)
+    for entry in (part.strip().lower() for part in no_proxy.split(",")):
+        if entry == "*":
+            return True
+        if entry.startswith("["):  # [v6] or [v6]:port
+            entry = entry[1:].split("]", 1)[0]
+        elif entry.count(":") == 1:  # name:port or v4:port
+            entry = entry.split(":", 1)[0]
+        if not entry:
+            continue
+        if literal is not None:
+            with contextlib.suppress(ValueError):
+                if ipaddress.ip_address(literal) in ipaddress.ip_network(entry, strict=False):
+                    return True
+            continue
+        domain = entry.lstrip("*").lstrip(".").rstrip(".")
+        if domain and (host == domain or host.endswith("." + domain)):
+            return True
+    return False
+
+
+def _proxy_authorization(proxy: SplitResult) -> list[tuple[str, str]]:
+    """The Proxy-Authorization field for a proxy URL's user:password, if it has one."""
+    if proxy.username is None:
+        return []
+    credentials = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
+    return [("Proxy-Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())]
 
 
 def _origin_form(parts: SplitResult) -> str:

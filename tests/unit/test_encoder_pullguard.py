@@ -4,12 +4,15 @@ never the cluster's own services or the cloud's metadata endpoint, also through 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import gzip
 import json
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -227,6 +230,113 @@ def test_origin_cookies_are_kept_apart_and_bounded() -> None:
     assert cookies.own("a.example", 8443, asked) == [("Accept", "*/*")]  # another origin: another port
     cookies.remember("a.example", 443, [("Set-Cookie", "t=1"), ("Set-Cookie", "u=1")])  # s=1 forgotten
     assert cookies.own("a.example", 443, [("Cookie", "s=1; t=1; u=1")]) == [("Cookie", "t=1; u=1")]
+
+
+@dataclass
+class ForwardProxy:
+    """An outbound HTTP proxy, as a cluster's egress one: absolute-form requests and CONNECT tunnels."""
+
+    host: str
+    port: int = 0
+    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (request line, Proxy-Authorization)
+
+    def url(self, userinfo: str = "") -> str:
+        return f"http://{userinfo}{self.host}:{self.port}"
+
+
+async def _pipe_until_closed(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError):
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+    sink.close()
+
+
+@pytest.fixture
+async def forward_proxy() -> AsyncIterator[ForwardProxy]:
+    proxy = ForwardProxy(REFUSED_HOST)  # at an address no pull may reach: the proxy's own is not checked
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        line, _, block = head.partition("\r\n")
+        fields = dict(field.split(": ", 1) for field in block.strip().split("\r\n") if ": " in field)
+        proxy.requests.append((line, fields.pop("Proxy-Authorization", None)))
+        method, target, _ = line.split(" ")
+        if method == "CONNECT":
+            host, port = target.rsplit(":", 1)
+            origin_reader, origin_writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await asyncio.gather(_pipe_until_closed(reader, origin_writer), _pipe_until_closed(origin_reader, writer))
+            return
+        parts = urlsplit(target)
+        origin_reader, origin_writer = await asyncio.open_connection(parts.hostname, parts.port)
+        origin_writer.write("".join([f"{method} {parts.path} HTTP/1.1\r\n",
+                                     *(f"{name}: {value}\r\n" for name, value in fields.items()), "\r\n"]).encode())
+        await _pipe_until_closed(origin_reader, writer)
+
+    server = await asyncio.start_server(handle, proxy.host, 0)
+    proxy.port = server.sockets[0].getsockname()[1]
+    yield proxy
+    server.close()
+
+
+async def test_pulls_go_through_the_outbound_proxy_the_environment_names(
+        origins: tuple[Origin, Origin], tls_origin: Origin, forward_proxy: ForwardProxy,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster whose Pods reach the Internet through a proxy: http:// as absolute-form requests (with
+    the proxy's credentials), https:// through a CONNECT tunnel, TLS to the origin inside it, and the
+    origins' addresses still checked (the proxy's own is the installation's)."""
+    allowed, refused = origins
+    monkeypatch.setenv("http_proxy", forward_proxy.url("egress:p%40ss@"))
+    monkeypatch.setenv("https_proxy", forward_proxy.url())
+    guard = PullGuard(ONLY_ALLOWED_HOST)
+    await guard.start()
+    try:
+        source = await read_hls_source(f"{allowed.base}/live.m3u8", proxy=guard.proxy_url)
+        assert source is not None and source.newest_segment == (3, "seg_3.ts")
+        assert forward_proxy.requests[-1] == (f"GET {allowed.base}/live.m3u8 HTTP/1.1",
+                                              "Basic " + base64.b64encode(b"egress:p@ss").decode())
+        assert allowed.requests[-1][0] == "/live.m3u8"
+        https_origin = f"{ALLOWED_HOST}:{tls_origin.port}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{guard.proxy_url}/~https/{https_origin}/seg_1.ts") as response:
+                assert await response.read() == b"segment bytes"
+            assert forward_proxy.requests[-1] == (f"CONNECT {https_origin} HTTP/1.1", None)
+            assert tls_origin.requests[-1][0] == "/seg_1.ts"
+            # An origin at an address no pull may reach is refused before the proxy is asked.
+            asked = len(forward_proxy.requests)
+            async with session.get(f"{refused.base}/live.m3u8", proxy=guard.proxy_url) as response:
+                assert response.status == 403
+            assert len(forward_proxy.requests) == asked and refused.requests == []
+    finally:
+        await guard.close()
+
+    monkeypatch.setenv("no_proxy", f"localhost,{ALLOWED_HOST}")  # the hosts reached without it
+    guard = PullGuard(ONLY_ALLOWED_HOST)
+    await guard.start()
+    try:
+        asked = len(forward_proxy.requests)
+        assert await read_hls_source(f"{allowed.base}/live.m3u8", proxy=guard.proxy_url) is not None
+        assert len(forward_proxy.requests) == asked
+    finally:
+        await guard.close()
+
+
+@pytest.mark.parametrize(("host", "no_proxy", "bypasses"), [
+    ("origin.media.svc.cluster.local", ".svc,.cluster.local", True),
+    ("cdn.example.com", "example.com", True),
+    ("example.com", "*.example.com", True),
+    ("badexample.com", "example.com", False),
+    ("example.com", "example.com:8443", True),
+    ("10.20.1.5", "10.0.0.0/8", True),
+    ("8.8.8.8", "10.0.0.0/8,localhost", False),
+    ("fd00::1", "[fd00::1]:443", True),
+    ("fd00::1", "fd00::/8", True),
+    ("anything.example", "*", True),
+    ("anything.example", "", False),
+])
+def test_no_proxy_is_read_as_curl_and_go_read_it(host: str, no_proxy: str, bypasses: bool) -> None:
+    assert pullguard.bypasses_proxy(host, no_proxy) is bypasses
 
 
 @pytest.mark.parametrize("compressed", [False, True])
