@@ -19,11 +19,10 @@ RTMP and SRT pulls, which ffmpeg connects to itself, are given the address the g
 of their name (ffmpeg_input).
 
 Where the encoder's environment names an outbound proxy (http_proxy, https_proxy, and no_proxy for the
-hosts it is not for: a cluster whose Pods reach the Internet through one), the guard fetches through it:
-an http:// URL as an absolute-form request, an https:// one through a CONNECT tunnel, TLS to the origin
-inside it. The proxy's own address is the installation's, not checked; the origin's name still is where
-it resolves here (a cluster's own services and the metadata endpoint stay refused), and one that does not
-resolve here is the proxy's to resolve."""
+hosts it is not for: a cluster whose Pods reach the Internet through one), the guard connects through it:
+a CONNECT tunnel to the address it checked (the proxy resolves no name of a job's, so none resolves
+elsewhere for it), TLS to the origin inside it for https://. The proxy's own address is the
+installation's, not checked."""
 
 from __future__ import annotations
 
@@ -39,6 +38,7 @@ import ssl
 import urllib.request
 import zlib
 from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit, urlunsplit
 
 from onair.addresses import AddressPolicy, NotPublicError, literal_address, pull_refusal
@@ -144,6 +144,11 @@ class PullGuard:
         self._connections: set[asyncio.Task[None]] = set()
         self._tls = ssl.create_default_context()  # the origins' certificates are verified
         self._proxies = urllib.request.getproxies_environment()  # by scheme; "no": the hosts they are not for
+        for scheme in DEFAULT_PORTS:
+            try:
+                self._proxy_for(scheme, "")
+            except OSError as error:
+                log.warning("%s; %s:// pulls fail until it is mended", error, scheme)
         # The HTTPS origins the job's own URLs give credentials for (user:password@): ffmpeg sees every
         # HTTPS origin as the guard, so it sends those credentials wherever a playlist's relative URI
         # leads ("../../~https/elsewhere/"); the guard passes them on to these origins only.
@@ -283,18 +288,9 @@ class PullGuard:
         if port != DEFAULT_PORTS[scheme]:
             authority += f":{port}"
         origin_url = f"{scheme}://{authority}{path}"
-        proxy = self._proxy_for("https" if secure else "http", host)
-        proxy_fields: list[tuple[str, str]]
-        if proxy is None:
-            upstream_reader, upstream_writer = await self._connect(host, port, secure)
-            target, proxy_fields = path, []
-        else:
-            upstream_reader, upstream_writer = await self._connect_through(proxy, host, port, authority, secure)
-            # Plain HTTP: the proxy is asked for the URL (absolute form), with its credentials.
-            target, proxy_fields = (path, []) if secure else (origin_url, _proxy_authorization(proxy))
+        upstream_reader, upstream_writer = await self._connect(host, port, secure)
         try:
-            upstream_writer.write("".join([f"{method} {target} HTTP/1.1\r\nHost: {authority}\r\n",
-                                           *(f"{name}: {value}\r\n" for name, value in proxy_fields),
+            upstream_writer.write("".join([f"{method} {path} HTTP/1.1\r\nHost: {authority}\r\n",
                                            *(f"{name}: {value}\r\n" for name, value in headers),
                                            "Connection: close\r\n\r\n"]).encode("latin-1"))
             answer = await asyncio.wait_for(upstream_reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_SECONDS)
@@ -353,68 +349,84 @@ class PullGuard:
         return True, origin.hostname, _port(origin, DEFAULT_PORTS["https"]), _origin_form(origin)
 
     def _proxy_for(self, scheme: str, host: str) -> SplitResult | None:
-        """The outbound proxy the environment names for `scheme` and `host` (an http:// one), if any."""
+        """The outbound proxy the environment names for `scheme` and `host`, if any."""
         url = self._proxies.get(scheme)
         if not url or bypasses_proxy(host, self._proxies.get("no", "")):
             return None
         proxy = urlsplit(url if "://" in url else f"http://{url}")
+        try:
+            proxy.port  # noqa: B018 - it raises for a port that is no number
+        except ValueError as error:
+            raise OSError(f"{scheme}_proxy: {error}") from None
         if proxy.scheme != "http" or not proxy.hostname:
-            raise OSError(f"{scheme}_proxy: only an http:// proxy is supported, not {proxy.scheme}://")
+            raise OSError(f"{scheme}_proxy: only an http:// proxy is supported, not {url}")
         return proxy
 
-    async def _connect_through(self, proxy: SplitResult, host: str, port: int, authority: str, secure: bool
-                               ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A connection to the origin through `proxy`: to the proxy itself for plain HTTP, a tunnel with TLS
-        to the origin inside it for HTTPS. The origin's name is checked where it resolves here."""
-        with contextlib.suppress(socket.gaierror):  # the proxy's to resolve (NotPublicError: refused)
-            await self.allowed_addresses(host)
-        assert proxy.hostname is not None
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(proxy.hostname, _port(proxy, DEFAULT_PORTS["http"]), limit=HEAD_LIMIT),
-            CONNECT_TIMEOUT_SECONDS)
-        if not secure:
-            return reader, writer
-        try:
-            connect_authority = f"{url_host(host)}:{port}"
-            writer.write("".join([f"CONNECT {connect_authority} HTTP/1.1\r\nHost: {connect_authority}\r\n",
-                                  *(f"{name}: {value}\r\n" for name, value in _proxy_authorization(proxy)),
-                                  "\r\n"]).encode("latin-1"))
-            answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_SECONDS)
-            status_line = answer.split(b"\r\n", 1)[0].decode("latin-1")
-            if status_line.split(" ", 2)[1:2] != ["200"]:
-                raise OSError(f"the outbound proxy refused a tunnel to {authority}: {status_line}")
-            await asyncio.wait_for(writer.start_tls(self._tls, server_hostname=host), CONNECT_TIMEOUT_SECONDS)
-        except BaseException:
-            writer.close()
-            raise
-        return reader, writer
-
     async def _connect(self, host: str, port: int, secure: bool) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to an address of `host` the policy allows: directly, or through a tunnel the outbound
+        proxy opens to that address (the proxy resolves nothing of a job's: no name it alone knows, none
+        that resolves elsewhere for it); with TLS to the origin (its name verified) when `secure`."""
         error: OSError = OSError(f"no address for {host}")
-        for address in await self.allowed_addresses(host):
+        addresses = await self.allowed_addresses(host)
+        proxy = self._proxy_for("https" if secure else "http", host)
+        tls: dict[str, Any] = {"ssl": self._tls, "server_hostname": host} if secure else {}
+        for address in addresses:
+            tunnel = None
             try:
-                return await asyncio.wait_for(
-                    asyncio.open_connection(address, port, limit=HEAD_LIMIT, ssl=self._tls if secure else None,
-                                            server_hostname=host if secure else None),
-                    CONNECT_TIMEOUT_SECONDS)
-            except ssl.SSLError:
-                raise  # the origin's certificate: another address of it would not do better
-            except OSError as failed:
+                if proxy is None:
+                    opening = asyncio.open_connection(address, port, limit=HEAD_LIMIT, **tls)
+                else:
+                    tunnel = await self._tunnel(proxy, address, port)
+                    opening = asyncio.open_connection(sock=tunnel, limit=HEAD_LIMIT, **tls)
+                return await asyncio.wait_for(opening, CONNECT_TIMEOUT_SECONDS)
+            except BaseException as failed:
+                if tunnel is not None:
+                    tunnel.close()
+                if isinstance(failed, ssl.SSLError) or not isinstance(failed, OSError):
+                    raise  # the origin's certificate: another address of it would not do better
                 error = failed
         raise error
+
+    async def _tunnel(self, proxy: SplitResult, address: str, port: int) -> socket.socket:
+        """A socket through which `proxy` (the installation's: its own address is not checked) connects to
+        `address`, CONNECT answered. Its answer is read a byte at a time, so that nothing past it (the
+        origin's, or what the proxy would slip in before TLS begins) is taken for it."""
+        assert proxy.hostname is not None
+        loop = asyncio.get_running_loop()
+        family, kind, protocol, _, proxy_address = (await loop.getaddrinfo(
+            proxy.hostname, proxy.port or DEFAULT_PORTS["http"], type=socket.SOCK_STREAM))[0]
+        tunnel = socket.socket(family, kind, protocol)
+        try:
+            tunnel.setblocking(False)
+            await asyncio.wait_for(loop.sock_connect(tunnel, proxy_address), CONNECT_TIMEOUT_SECONDS)
+            target = f"{url_host(address)}:{port}"
+            await loop.sock_sendall(tunnel, "".join([
+                f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n",
+                *(f"{name}: {value}\r\n" for name, value in _proxy_authorization(proxy)), "\r\n"]).encode("latin-1"))
+            head = await asyncio.wait_for(_answer_head(loop, tunnel), READ_TIMEOUT_SECONDS)
+            status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            if status_line.split(" ", 2)[1:2] != ["200"]:
+                raise OSError(f"the outbound proxy refused a tunnel to {target}: {status_line}")
+        except BaseException:
+            tunnel.close()
+            raise
+        return tunnel
 
 
 class OriginCookies:
     """The cookies each HTTPS origin set (name=value, as its Set-Cookie said), so that those ffmpeg sends
     back through the guard reach the origin that set them and no other."""
 
-    def __init__(self, limit: int = 256) -> None:
+    def __init__(self, limit: int = 256, origins: int = 1024) -> None:
         self.limit = limit  # per origin: the oldest is forgotten first
+        self.origins = origins  # likewise, origins
         self._set: dict[tuple[str, int], dict[str, None]] = {}
 
     def remember(self, host: str, port: int, fields: Sequence[tuple[str, str]]) -> None:
         for name, value in fields:
             if name.lower() == "set-cookie" and (pair := value.split(";", 1)[0].strip()):
+                if (host, port) not in self._set and len(self._set) >= self.origins:
+                    del self._set[next(iter(self._set))]
                 pairs = self._set.setdefault((host, port), {})
                 pairs.pop(pair, None)
                 pairs[pair] = None
@@ -458,6 +470,19 @@ def bypasses_proxy(host: str, no_proxy: str) -> bool:
         if domain and (host == domain or host.endswith("." + domain)):
             return True
     return False
+
+
+async def _answer_head(loop: asyncio.AbstractEventLoop, connection: socket.socket) -> bytes:
+    """An answer's head, read a byte at a time from a non-blocking socket: nothing after it is read."""
+    head = bytearray()
+    while not head.endswith(b"\r\n\r\n"):
+        byte = await loop.sock_recv(connection, 1)
+        if not byte:
+            raise OSError("the outbound proxy closed the connection")
+        head += byte
+        if len(head) > HEAD_LIMIT:
+            raise OSError("the outbound proxy's answer has too long a head")
+    return bytes(head)
 
 
 def _proxy_authorization(proxy: SplitResult) -> list[tuple[str, str]]:

@@ -104,7 +104,8 @@ def start_encoder(
             "finishOnly": finish_only, "pullAllowedNetworks": pull_allowed_networks,
         }  # fmt: skip
         env = {
-            **os.environ,
+            # The sources and the store are on this machine: no outbound proxy of the developer's between.
+            **{name: value for name, value in os.environ.items() if not name.lower().endswith("_proxy")},
             "ONAIR_JOB_CONFIG": json.dumps(config),
             "ONAIR_STREAM_KEY": stream_key,
             "ONAIR_CONTROL_KEY": control_key,

@@ -12,7 +12,6 @@ import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -230,15 +229,30 @@ def test_origin_cookies_are_kept_apart_and_bounded() -> None:
     assert cookies.own("a.example", 8443, asked) == [("Accept", "*/*")]  # another origin: another port
     cookies.remember("a.example", 443, [("Set-Cookie", "t=1"), ("Set-Cookie", "u=1")])  # s=1 forgotten
     assert cookies.own("a.example", 443, [("Cookie", "s=1; t=1; u=1")]) == [("Cookie", "t=1; u=1")]
+    few = pullguard.OriginCookies(origins=2)
+    for host in ("a.example", "b.example", "c.example"):  # a playlist naming ever more origins
+        few.remember(host, 443, [("Set-Cookie", f"s={host}")])
+    assert few.own("a.example", 443, [("Cookie", "s=a.example")]) == []  # the oldest origin forgotten
+    assert few.own("c.example", 443, [("Cookie", "s=c.example")]) == [("Cookie", "s=c.example")]
+
+
+@pytest.fixture(autouse=True)
+def no_outbound_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard reads the outbound proxy from the environment: none here but the tests' own."""
+    for name in ("http_proxy", "https_proxy", "no_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
 
 
 @dataclass
 class ForwardProxy:
-    """An outbound HTTP proxy, as a cluster's egress one: absolute-form requests and CONNECT tunnels."""
+    """An outbound HTTP proxy, as a cluster's egress one, that opens CONNECT tunnels (and sends `slipped_in`
+    after its answer to one, as a proxy or a network between would that forged the origin's answer)."""
 
     host: str
     port: int = 0
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (request line, Proxy-Authorization)
+    slipped_in: bytes = b""
 
     def url(self, userinfo: str = "") -> str:
         return f"http://{userinfo}{self.host}:{self.port}"
@@ -260,19 +274,16 @@ async def forward_proxy() -> AsyncIterator[ForwardProxy]:
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
         line, _, block = head.partition("\r\n")
         fields = dict(field.split(": ", 1) for field in block.strip().split("\r\n") if ": " in field)
-        proxy.requests.append((line, fields.pop("Proxy-Authorization", None)))
+        proxy.requests.append((line, fields.get("Proxy-Authorization")))
         method, target, _ = line.split(" ")
-        if method == "CONNECT":
-            host, port = target.rsplit(":", 1)
-            origin_reader, origin_writer = await asyncio.open_connection(host, int(port))
-            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            await asyncio.gather(_pipe_until_closed(reader, origin_writer), _pipe_until_closed(origin_reader, writer))
+        if method != "CONNECT":
+            writer.write(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+            writer.close()
             return
-        parts = urlsplit(target)
-        origin_reader, origin_writer = await asyncio.open_connection(parts.hostname, parts.port)
-        origin_writer.write("".join([f"{method} {parts.path} HTTP/1.1\r\n",
-                                     *(f"{name}: {value}\r\n" for name, value in fields.items()), "\r\n"]).encode())
-        await _pipe_until_closed(origin_reader, writer)
+        host, port = target.rsplit(":", 1)
+        origin_reader, origin_writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n" + proxy.slipped_in)
+        await asyncio.gather(_pipe_until_closed(reader, origin_writer), _pipe_until_closed(origin_reader, writer))
 
     server = await asyncio.start_server(handle, proxy.host, 0)
     proxy.port = server.sockets[0].getsockname()[1]
@@ -280,34 +291,42 @@ async def forward_proxy() -> AsyncIterator[ForwardProxy]:
     server.close()
 
 
-async def test_pulls_go_through_the_outbound_proxy_the_environment_names(
+async def test_pulls_go_through_the_outbound_proxy_the_environment_names_to_the_address_checked_here(
         origins: tuple[Origin, Origin], tls_origin: Origin, forward_proxy: ForwardProxy,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A cluster whose Pods reach the Internet through a proxy: http:// as absolute-form requests (with
-    the proxy's credentials), https:// through a CONNECT tunnel, TLS to the origin inside it, and the
-    origins' addresses still checked (the proxy's own is the installation's)."""
+    """A cluster whose Pods reach the Internet through a proxy: each request through a CONNECT tunnel to
+    the address the guard checked (the proxy resolves no name of a job's), with the proxy's credentials,
+    TLS to the origin inside it for https://; the proxy's own address is the installation's."""
     allowed, refused = origins
     monkeypatch.setenv("http_proxy", forward_proxy.url("egress:p%40ss@"))
-    monkeypatch.setenv("https_proxy", forward_proxy.url())
+    monkeypatch.setenv("HTTPS_PROXY", forward_proxy.url())
     guard = PullGuard(ONLY_ALLOWED_HOST)
     await guard.start()
     try:
-        source = await read_hls_source(f"{allowed.base}/live.m3u8", proxy=guard.proxy_url)
+        # By a name (localhost: 127.0.0.1, and ::1, which the policy does not allow): the tunnel goes
+        # to the address checked, the origin is asked by the name.
+        source = await read_hls_source(f"http://localhost:{allowed.port}/live.m3u8", proxy=guard.proxy_url)
         assert source is not None and source.newest_segment == (3, "seg_3.ts")
-        assert forward_proxy.requests[-1] == (f"GET {allowed.base}/live.m3u8 HTTP/1.1",
+        assert forward_proxy.requests[-1] == (f"CONNECT {ALLOWED_HOST}:{allowed.port} HTTP/1.1",
                                               "Basic " + base64.b64encode(b"egress:p@ss").decode())
         assert allowed.requests[-1][0] == "/live.m3u8"
+        assert allowed.requests[-1][1]["Host"] == f"localhost:{allowed.port}"
         https_origin = f"{ALLOWED_HOST}:{tls_origin.port}"
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{guard.proxy_url}/~https/{https_origin}/seg_1.ts") as response:
                 assert await response.read() == b"segment bytes"
             assert forward_proxy.requests[-1] == (f"CONNECT {https_origin} HTTP/1.1", None)
             assert tls_origin.requests[-1][0] == "/seg_1.ts"
-            # An origin at an address no pull may reach is refused before the proxy is asked.
+            # Refused before the proxy is asked: an address no pull may reach, a name that does not resolve here.
             asked = len(forward_proxy.requests)
-            async with session.get(f"{refused.base}/live.m3u8", proxy=guard.proxy_url) as response:
-                assert response.status == 403
+            for url, status in ((f"{refused.base}/live.m3u8", 403), ("http://no-such-origin.invalid/live.m3u8", 502)):
+                async with session.get(url, proxy=guard.proxy_url) as response:
+                    assert response.status == status, url
             assert len(forward_proxy.requests) == asked and refused.requests == []
+            # What comes after the proxy's answer, before TLS begins, is not taken for the origin's.
+            forward_proxy.slipped_in = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
+            async with session.get(f"{guard.proxy_url}/~https/{https_origin}/seg_1.ts") as response:
+                assert response.status == 502 and await response.read() != b"forged"
     finally:
         await guard.close()
 
@@ -318,6 +337,22 @@ async def test_pulls_go_through_the_outbound_proxy_the_environment_names(
         asked = len(forward_proxy.requests)
         assert await read_hls_source(f"{allowed.base}/live.m3u8", proxy=guard.proxy_url) is not None
         assert len(forward_proxy.requests) == asked
+    finally:
+        await guard.close()
+
+
+async def test_a_proxy_the_guard_cannot_use_is_logged_and_its_pulls_fail(
+        origins: tuple[Origin, Origin], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    allowed, _ = origins
+    monkeypatch.setenv("http_proxy", "socks5://127.0.0.2:1080")
+    guard = PullGuard(ONLY_ALLOWED_HOST)
+    await guard.start()
+    try:
+        assert "only an http:// proxy is supported" in caplog.text
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"{allowed.base}/live.m3u8", proxy=guard.proxy_url) as response:
+            assert response.status == 502
+        assert allowed.requests == []  # not around the proxy the installation asked for either
     finally:
         await guard.close()
 
