@@ -1110,7 +1110,7 @@ def parse_list_query(request: web.Request, route: Route, extra: list[query.Predi
     paging = ("start_token", "page_size", *FLUSSONIC_KEYSET, "select", page_index_name, page_size_name)
     try:
         token_name, size_name = "start_token", "page_size"
-        if FLUSSONIC_KEYSET[0] in route.query_names:
+        if FLUSSONIC_KEYSET[0] in declared:
             # Flussonic's names for the same keyset paging; its answers' next and prev come back in `cursor`.
             for flussonic, brightcove in zip(FLUSSONIC_KEYSET, (token_name, size_name), strict=True):
                 if flussonic in q and brightcove in q:
@@ -1151,7 +1151,7 @@ def parse_list_query(request: web.Request, route: Route, extra: list[query.Predi
             # The fingerprint made here is the one this page's own token carries on.
             lq.after, lq.walk, lq.backward = query.decode_walk_token(token, sort, descending, lq.fingerprint,
                                                                      token_name)
-            if lq.backward and FLUSSONIC_KEYSET[0] not in route.query_names:
+            if lq.backward and FLUSSONIC_KEYSET[0] not in declared:
                 raise query.QueryError(f"{token_name}: not a token this API gave out")
     except query.QueryError as error:
         raise ApiProblem(400, *error.errors) from error
