@@ -13,7 +13,7 @@ message to each of them: an encoder serves a few viewers (onair.encoder.preview.
 console's viewers, all through the gateway, take one of them per gateway replica. A message is whole
 MPEG-TS packets, so a viewer who joins mid-stream starts on a packet, as one of the encoder's own does.
 The messages are shared, not copied, so a job's preview holds at most MAX_BEHIND_BYTES here, however
-many watch it; a viewer further behind than that is closed.
+many watch it; a viewer further behind than that is dropped.
 """
 
 from __future__ import annotations
