@@ -13,7 +13,8 @@ message to each of them: an encoder serves a few viewers (onair.encoder.preview.
 console's viewers, all through the gateway, take one of them per gateway replica. A message is whole
 MPEG-TS packets, so a viewer who joins mid-stream starts on a packet, as one of the encoder's own does.
 The messages are shared, not copied, so a job's preview holds at most MAX_BEHIND_BYTES here, however
-many watch it; a viewer further behind than that is dropped.
+many watch it (besides the chunk each viewer is being sent: what it has queued, joined, up to some
+256 KiB and one message); a viewer further behind than that is dropped.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ class PreviewRelay:
         self.preview_port = preview_port
         self.max_viewers = max_viewers  # of one job, here
         self.session: aiohttp.ClientSession | None = None
-        self.viewers: set[web.WebSocketResponse] = set()
+        self.viewers: set[web.WebSocketResponse] = set()  # each viewer's WebSocket, of every job
         self.previews: dict[str, SharedPreview] = {}  # by the encoder's preview URL
 
     def encoder_url(self, key: str) -> str | web.Response:
@@ -181,8 +182,8 @@ class PreviewRelay:
     async def close_viewers(self, app: web.Application) -> None:
         """on_shutdown: a gateway going away closes its viewers (their players reconnect to another
         replica) instead of holding its shutdown until they leave."""
-        for viewer in list(self.viewers):
-            await viewer.close(code=aiohttp.WSCloseCode.GOING_AWAY)
+        for response in list(self.viewers):
+            await response.close(code=aiohttp.WSCloseCode.GOING_AWAY)
 
 
 def _refusal(connected: asyncio.Future[None], target: str) -> web.Response | None:
@@ -205,7 +206,7 @@ async def _send(viewer: RelayedViewer, response: web.WebSocketResponse) -> None:
         await response.send_bytes(chunk)
 
 
-async def _until_closed(viewer: web.WebSocketResponse) -> None:
-    async for message in viewer:  # a viewer has nothing to say; reading answers pings and sees a close
+async def _until_closed(response: web.WebSocketResponse) -> None:
+    async for message in response:  # a viewer has nothing to say; reading answers pings and sees a close
         if message.type == WSMsgType.ERROR:
             break

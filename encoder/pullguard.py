@@ -419,7 +419,7 @@ class OriginCookies:
 
     def __init__(self, limit: int = 256, origins: int = 1024) -> None:
         self.limit = limit  # per origin: the oldest is forgotten first
-        self.origins = origins  # likewise, origins
+        self.origins = origins  # a playlist naming ever more origins must not grow it without bound
         self._set: dict[tuple[str, int], dict[str, None]] = {}
 
     def remember(self, host: str, port: int, fields: Sequence[tuple[str, str]]) -> None:
@@ -449,7 +449,7 @@ class OriginCookies:
 def bypasses_proxy(host: str, no_proxy: str) -> bool:
     """Whether no_proxy (comma-separated: `*`, host names and their domains, `.domain`, addresses and CIDR
     networks, any with a port, which is not told apart) says `host` is reached without the proxy, as curl
-    and Go read it."""
+    reads it (`example.com` and `.example.com` alike cover the domain and its hosts)."""
     host = host.lower().rstrip(".")
     literal = literal_address(host)
     for entry in (part.strip().lower() for part in no_proxy.split(",")):

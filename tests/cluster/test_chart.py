@@ -277,8 +277,11 @@ def test_render_network_policies_admit_the_ports_the_pods_serve_from_whom_the_va
     prometheus = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     values = {"networkPolicy": {"enabled": True, "gatewayFrom": [ingress_nginx], "metricsFrom": [prometheus]}}
     objects = render("--set-json", f"networkPolicy={json.dumps(values['networkPolicy'])}")
+    helm_test = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "onair",
+                                                 "app.kubernetes.io/instance": "onair",
+                                                 "app.kubernetes.io/component": "test"}}}
     for component, admitted in (("operator", {"health": None, "metrics": [prometheus]}),
-                                ("gateway", {"http": [ingress_nginx]})):
+                                ("gateway", {"http": [ingress_nginx, helm_test]})):
         policy = find(objects, "NetworkPolicy", f"onair-{component}")
         pod = find(objects, "Deployment", f"onair-{component}")["spec"]["template"]
         # It selects the component's Pods, and names ports their container serves.
@@ -290,6 +293,11 @@ def test_render_network_policies_admit_the_ports_the_pods_serve_from_whom_the_va
     others = [o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] not in
               ("onair-operator", "onair-gateway")]
     assert others == []
+    test_pod = find(objects, "Pod", "onair-test-gateway")
+    assert helm_test["podSelector"]["matchLabels"].items() <= test_pod["metadata"]["labels"].items()
+    without_tests = render("--set-json", f"networkPolicy={json.dumps(values['networkPolicy'])}",
+                           "--set", "tests.enabled=false")
+    assert find(without_tests, "NetworkPolicy", "onair-gateway")["spec"]["ingress"][0]["from"] == [ingress_nginx]
     without_gateway = render("--set", "networkPolicy.enabled=true", "--set", "gateway.enabled=false")
     assert [o["metadata"]["name"] for o in without_gateway if o["kind"] == "NetworkPolicy"] == ["onair-operator"]
 
