@@ -304,14 +304,22 @@ class PullGuard:
             status = status_line.split(" ", 2)[1] if status_line.count(" ") else ""
             chunked = "chunked" in values.get("transfer-encoding", "").lower()
             whole_body = method == "GET" and status in ("200", "206")
-            first = b""
+            first = b""  # the body's first bytes as they came, read to tell a playlist by them
+            start = b""  # the data among them (a chunked body's first chunk, or as much of it as was read)
+            chunk_left = 0  # that chunk's data not read yet
             playlist = whole_body and (playlist_path or "mpegurl" in values.get("content-type", "").lower())
-            if whole_body and not playlist and not chunked:
+            if whole_body and not playlist:
                 # A playlist served as anything (S3's binary/octet-stream): told by how it begins.
-                first = await asyncio.wait_for(upstream_reader.read(PIPE_CHUNK), IDLE_TIMEOUT_SECONDS)
-                playlist = first.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"#EXTM3U")
+                if chunked:
+                    first, start, chunk_left = await _first_chunk(upstream_reader)
+                else:
+                    first = start = await asyncio.wait_for(upstream_reader.read(PIPE_CHUNK), IDLE_TIMEOUT_SECONDS)
+                playlist = start.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"#EXTM3U")
             if playlist:
-                body = first + await _read_body(upstream_reader, values, already=len(first))
+                if chunked and first:
+                    body = start + await _rest_of_chunked(upstream_reader, values, chunk_left, len(start))
+                else:
+                    body = first + await _read_body(upstream_reader, values, already=len(first))
                 body = await asyncio.to_thread(_rewritten_playlist_body, body, values, origin_url, self.authority)
                 kept = [(name, value) for name, value in kept
                         if name.lower() not in ("content-length", "content-range", "content-encoding")]
@@ -526,10 +534,29 @@ def _head(status_line: str, fields: Sequence[tuple[str, str]]) -> bytes:
     return "\r\n".join(lines).encode("latin-1")
 
 
+async def _first_chunk(reader: asyncio.StreamReader) -> tuple[bytes, bytes, int]:
+    """The first chunk of a chunked body, as far as PIPE_CHUNK of its data: the bytes read (size line
+    included), the data among them, and how many of its data bytes are left unread."""
+    size_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), IDLE_TIMEOUT_SECONDS)
+    size = int(size_line.split(b";")[0].strip(), 16)
+    data = await asyncio.wait_for(reader.readexactly(min(size, PIPE_CHUNK)), IDLE_TIMEOUT_SECONDS)
+    return size_line + data, data, size - len(data)
+
+
+async def _rest_of_chunked(reader: asyncio.StreamReader, values: dict[str, str], chunk_left: int,
+                           already: int) -> bytes:
+    """The data of a chunked body after _first_chunk's: the rest of its first chunk, then the chunks
+    after it (`already`: the data bytes _first_chunk read)."""
+    if already + chunk_left > PLAYLIST_LIMIT:
+        raise ValueError("a playlist longer than the guard reads")
+    rest = (await asyncio.wait_for(reader.readexactly(chunk_left + 2), IDLE_TIMEOUT_SECONDS))[:-2]
+    return rest + await _read_body(reader, values, already=already + chunk_left)
+
+
 async def _read_body(reader: asyncio.StreamReader, values: dict[str, str], already: int = 0) -> bytes:
     """A body as its head frames it (chunked, Content-Length, or until the connection closes), at most
-    PLAYLIST_LIMIT bytes (`values`: the head's fields by lower-case name; `already`: the first bytes of a
-    body that is not chunked were read)."""
+    PLAYLIST_LIMIT bytes (`values`: the head's fields by lower-case name; `already`: how many of its first
+    bytes were read: they count towards the limit, and a body that is not chunked continues after them)."""
     if "chunked" in values.get("transfer-encoding", "").lower():
         body = bytearray()
         while True:
@@ -539,7 +566,7 @@ async def _read_body(reader: asyncio.StreamReader, values: dict[str, str], alrea
                 while await asyncio.wait_for(reader.readuntil(b"\r\n"), IDLE_TIMEOUT_SECONDS) != b"\r\n":
                     pass  # trailer fields
                 return bytes(body)
-            if len(body) + size > PLAYLIST_LIMIT:
+            if already + len(body) + size > PLAYLIST_LIMIT:
                 raise ValueError("a playlist longer than the guard reads")
             body += await asyncio.wait_for(reader.readexactly(size + 2), IDLE_TIMEOUT_SECONDS)
             del body[-2:]

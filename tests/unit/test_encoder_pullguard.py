@@ -374,17 +374,25 @@ def test_no_proxy_is_read_as_curl_and_go_read_it(host: str, no_proxy: str, bypas
     assert pullguard.bypasses_proxy(host, no_proxy) is bypasses
 
 
-@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("served", ["as octet-stream", "compressed", "chunked as octet-stream"])
 async def test_a_playlist_served_as_anything_or_compressed_is_still_kept_inside(guard: PullGuard,
-                                                                                compressed: bool) -> None:
+                                                                                served: str) -> None:
     """S3 serves a playlist uploaded without a type as binary/octet-stream; some origins gzip whatever
-    was asked. Either way its https:// URIs must come back through the guard."""
+    was asked, or stream it chunked. Either way its https:// URIs must come back through the guard."""
     playlist = b"#EXTM3U\n#EXTINF:2,\nhttps://cdn.example/s.ts\n"
 
-    async def handle(request: web.Request) -> web.Response:
-        if compressed:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if served == "compressed":
             return web.Response(body=gzip.compress(playlist), content_type="application/vnd.apple.mpegurl",
                                 headers={"Content-Encoding": "gzip"})
+        if served == "chunked as octet-stream":
+            response = web.StreamResponse(headers={"Content-Type": "binary/octet-stream"})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for part in (playlist[:9], playlist[9:]):  # its first chunk holds only the tag
+                await response.write(part)
+            await response.write_eof()
+            return response
         return web.Response(body=playlist, content_type="binary/octet-stream")
 
     app = web.Application()
@@ -398,6 +406,33 @@ async def test_a_playlist_served_as_anything_or_compressed_is_still_kept_inside(
                 session.get(f"http://{ALLOWED_HOST}:{port}/stream", proxy=guard.proxy_url) as response:
             assert "Content-Encoding" not in response.headers
             assert await response.read() == f"#EXTM3U\n#EXTINF:2,\n{guard.proxy_url}/~https/cdn.example/s.ts\n".encode()
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_chunked_body_that_is_no_playlist_passes_through_as_it_came(guard: PullGuard) -> None:
+    segment = bytes(range(256)) * 1024  # 256 KiB, in chunks larger and smaller than the guard first reads
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for at in range(0, len(segment), 100_000):
+            await response.write(segment[at:at + 100_000])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, ALLOWED_HOST, port).start()
+    try:
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"http://{ALLOWED_HOST}:{port}/seg", proxy=guard.proxy_url) as response:
+            assert response.headers["Transfer-Encoding"] == "chunked"
+            assert await response.read() == segment
     finally:
         await runner.cleanup()
 
