@@ -9,7 +9,7 @@ import contextlib
 import gzip
 import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -385,43 +385,43 @@ async def test_a_playlist_served_as_anything_or_compressed_is_still_kept_inside(
         if served == "compressed":
             return web.Response(body=gzip.compress(playlist), content_type="application/vnd.apple.mpegurl",
                                 headers={"Content-Encoding": "gzip"})
-        if served == "chunked as octet-stream":
-            response = web.StreamResponse(headers={"Content-Type": "binary/octet-stream"})
-            response.enable_chunked_encoding()
-            await response.prepare(request)
-            for part in (playlist[:9], playlist[9:]):  # its first chunk holds only the tag
-                await response.write(part)
-            await response.write_eof()
-            return response
+        if served == "chunked as octet-stream":  # its first chunk holds only the tag
+            return await _chunked(request, "binary/octet-stream", [playlist[:9], playlist[9:]])
         return web.Response(body=playlist, content_type="binary/octet-stream")
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, ALLOWED_HOST, port).start()
-    try:
-        async with aiohttp.ClientSession(auto_decompress=False) as session, \
-                session.get(f"http://{ALLOWED_HOST}:{port}/stream", proxy=guard.proxy_url) as response:
-            assert "Content-Encoding" not in response.headers
-            assert await response.read() == f"#EXTM3U\n#EXTINF:2,\n{guard.proxy_url}/~https/cdn.example/s.ts\n".encode()
-    finally:
-        await runner.cleanup()
+    async with _serving(handle) as port, aiohttp.ClientSession(auto_decompress=False) as session, \
+            session.get(f"http://{ALLOWED_HOST}:{port}/stream", proxy=guard.proxy_url) as response:
+        assert "Content-Encoding" not in response.headers
+        assert await response.read() == f"#EXTM3U\n#EXTINF:2,\n{guard.proxy_url}/~https/cdn.example/s.ts\n".encode()
 
 
 async def test_a_chunked_body_that_is_no_playlist_passes_through_as_it_came(guard: PullGuard) -> None:
     segment = bytes(range(256)) * 1024  # 256 KiB, in chunks larger and smaller than the guard first reads
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        for at in range(0, len(segment), 100_000):
-            await response.write(segment[at:at + 100_000])
-        await response.write_eof()
-        return response
+        return await _chunked(request, "application/octet-stream",
+                              [segment[at:at + 100_000] for at in range(0, len(segment), 100_000)])
 
+    async with _serving(handle) as port, aiohttp.ClientSession() as session, \
+            session.get(f"http://{ALLOWED_HOST}:{port}/seg", proxy=guard.proxy_url) as response:
+        assert response.headers["Transfer-Encoding"] == "chunked"
+        assert await response.read() == segment
+
+
+async def _chunked(request: web.Request, content_type: str, parts: list[bytes]) -> web.StreamResponse:
+    """An answer of `parts`, one chunk each (Transfer-Encoding: chunked)."""
+    response = web.StreamResponse(headers={"Content-Type": content_type})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    for part in parts:
+        await response.write(part)
+    await response.write_eof()
+    return response
+
+
+@contextlib.asynccontextmanager
+async def _serving(handle: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[int]:
+    """An origin at the allowed address answering every GET with `handle`; its port."""
     app = web.Application()
     app.router.add_get("/{tail:.*}", handle)
     runner = web.AppRunner(app)
@@ -429,10 +429,7 @@ async def test_a_chunked_body_that_is_no_playlist_passes_through_as_it_came(guar
     port = free_port()
     await web.TCPSite(runner, ALLOWED_HOST, port).start()
     try:
-        async with aiohttp.ClientSession() as session, \
-                session.get(f"http://{ALLOWED_HOST}:{port}/seg", proxy=guard.proxy_url) as response:
-            assert response.headers["Transfer-Encoding"] == "chunked"
-            assert await response.read() == segment
+        yield port
     finally:
         await runner.cleanup()
 
