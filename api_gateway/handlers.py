@@ -1234,19 +1234,24 @@ def _run_list(request: web.Request, route: Route, index: JobIndex, extra: list[q
 def run_rows(request: web.Request, route: Route, rows: Sequence[mapping.ListRow], default_desc: bool = False
              ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The same query language as run_list over rows built for this request (see mapping.ListRow)."""
-    page, info, _ = run_rows_both_ways(request, route, rows, default_desc)
+    page, info, _ = _rows_page(request, route, rows, default_desc, with_previous=False)
     return page, info
 
 
 def run_rows_both_ways(request: web.Request, route: Route, rows: Sequence[mapping.ListRow],
                        default_desc: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
     """run_rows, and a token to the page before this one (Flussonic's prev; None on the first page)."""
+    return _rows_page(request, route, rows, default_desc, with_previous=True)
+
+
+def _rows_page(request: web.Request, route: Route, rows: Sequence[mapping.ListRow], default_desc: bool,
+               with_previous: bool) -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
     lq = parse_list_query(request, route, [], default_desc)
     matched = sorted((((int(r.keys[lq.sort]), r.order, r.ident), r.row)
                       for r in rows if all(p(r.facts) for p in lq.predicates)), key=lambda pair: pair[0])
     page, info = page_of(lq, matched)
     previous = None
-    if page:
+    if page and with_previous:
         at = next(index for index, (_, row) in enumerate(matched) if row is page[0])
         if (at < len(matched) - 1) if lq.descending else at > 0:
             previous = query.encode_token(lq.sort, lq.descending, matched[at][0], lq.fingerprint, backward=True)

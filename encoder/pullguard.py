@@ -142,13 +142,12 @@ class PullGuard:
         self.refused_since_asked: str | None = None  # see refusal_since
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
-        self._tls = ssl.create_default_context()  # the origins' certificates are verified
-        self._proxies = urllib.request.getproxies_environment()  # by scheme; "no": the hosts they are not for
-        for scheme in DEFAULT_PORTS:
-            try:
-                self._proxy_for(scheme, "")
-            except OSError as error:
-                log.warning("%s; %s:// pulls fail until it is mended", error, scheme)
+        # Made by start(): only a job that pulls pays for them (a TLS context takes some 20 ms).
+        self._authority = ""
+        self._tls: ssl.SSLContext | None = None  # the origins' certificates are verified
+        self._proxies: dict[str, SplitResult | str] = {}  # the outbound proxy by scheme, or why it is unusable
+        self._no_proxy = ""
+        self._bypassed: dict[str, bool] = {}  # by host: whether no_proxy says it is reached without the proxy
         # The HTTPS origins the job's own URLs give credentials for (user:password@): ffmpeg sees every
         # HTTPS origin as the guard, so it sends those credentials wherever a playlist's relative URI
         # leads ("../../~https/elsewhere/"); the guard passes them on to these origins only.
@@ -159,13 +158,22 @@ class PullGuard:
     async def start(self) -> str:
         """Starts the proxy (once); its URL."""
         if self._server is None:
+            self._tls = ssl.create_default_context()
+            environment = urllib.request.getproxies_environment()  # by scheme; "no": the hosts it is not for
+            self._no_proxy = environment.get("no", "")
+            for scheme in DEFAULT_PORTS:
+                if url := environment.get(scheme):
+                    self._proxies[scheme] = proxy = _outbound_proxy(scheme, url)
+                    if isinstance(proxy, str):
+                        log.warning("%s; %s:// pulls fail until it is mended", proxy, scheme)
             self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=HEAD_LIMIT)
+            self._authority = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
         return self.proxy_url
 
     @property
     def authority(self) -> str:
-        assert self._server is not None, "start() the guard first"
-        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        assert self._authority, "start() the guard first"
+        return self._authority
 
     @property
     def proxy_url(self) -> str:
@@ -358,16 +366,17 @@ class PullGuard:
 
     def _proxy_for(self, scheme: str, host: str) -> SplitResult | None:
         """The outbound proxy the environment names for `scheme` and `host`, if any."""
-        url = self._proxies.get(scheme)
-        if not url or bypasses_proxy(host, self._proxies.get("no", "")):
+        proxy = self._proxies.get(scheme)
+        if proxy is None:
             return None
-        proxy = urlsplit(url if "://" in url else f"http://{url}")
-        try:
-            proxy.port  # noqa: B018 - it raises for a port that is no number
-        except ValueError as error:
-            raise OSError(f"{scheme}_proxy: {error}") from None
-        if proxy.scheme != "http" or not proxy.hostname:
-            raise OSError(f"{scheme}_proxy: only an http:// proxy is supported, not {url}")
+        if (bypassed := self._bypassed.get(host)) is None:
+            if len(self._bypassed) >= 1024:  # a playlist naming ever more hosts must not grow it
+                self._bypassed.clear()
+            bypassed = self._bypassed[host] = bypasses_proxy(host, self._no_proxy)
+        if bypassed:
+            return None
+        if isinstance(proxy, str):
+            raise OSError(proxy)
         return proxy
 
     async def _connect(self, host: str, port: int, secure: bool) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -377,6 +386,7 @@ class PullGuard:
         error: OSError = OSError(f"no address for {host}")
         addresses = await self.allowed_addresses(host)
         proxy = self._proxy_for("https" if secure else "http", host)
+        assert self._tls is not None, "start() the guard first"
         tls: dict[str, Any] = {"ssl": self._tls, "server_hostname": host} if secure else {}
         for address in addresses:
             tunnel = None
@@ -452,6 +462,18 @@ class OriginCookies:
                     continue
             kept.append((name, value))
         return kept
+
+
+def _outbound_proxy(scheme: str, url: str) -> SplitResult | str:
+    """The proxy URL an environment gives for `scheme`, parsed, or why the guard cannot use it."""
+    proxy = urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        proxy.port  # noqa: B018 - it raises for a port that is no number
+    except ValueError as error:
+        return f"{scheme}_proxy: {error}"
+    if proxy.scheme != "http" or not proxy.hostname:
+        return f"{scheme}_proxy: only an http:// proxy is supported, not {url}"
+    return proxy
 
 
 def bypasses_proxy(host: str, no_proxy: str) -> bool:

@@ -26,6 +26,7 @@ import yaml
 from pydantic_core import from_json, to_json
 
 from onair.http1 import Http1Pool
+from onair.urls import url_host
 
 # How long a token read from a file is used before the file is read again, as client-go does: the kubelet
 # rotates a projected token long before the old one expires, and a read per request is I/O on every call.
@@ -91,10 +92,8 @@ class Credentials:
     @classmethod
     def in_cluster(cls) -> Credentials:
         host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
-        if ":" in host:
-            host = f"[{host}]"
         return cls(
-            server=f"https://{host}:{port}",
+            server=f"https://{url_host(host)}:{port}",
             ca_file=str(SERVICE_ACCOUNT_DIR / "ca.crt"),
             token_file=str(SERVICE_ACCOUNT_DIR / "token"),
         )

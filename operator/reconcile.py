@@ -65,6 +65,7 @@ from onair.phases import (
     RecordJobPhase,
 )
 from onair.streamkeys import PREVIEW_PATH
+from onair.urls import url_host
 
 TEMPLATE_RETRY_SECONDS = 10.0
 # A Pod's deletion wakes its job anyway; this is in case that event is missed.
@@ -259,8 +260,7 @@ def live_job_urls(job: LiveJob, config: OperatorConfig, pod: PodState | None,
     if config.ingest_address == "pod-ip":
         host = pod.ip if pod is not None and pod.ip else None
     elif config.service_type == "LoadBalancer" and endpoint is not None and endpoint.load_balancer:
-        address = endpoint.load_balancer
-        host = f"[{address}]" if ":" in address else address  # an IPv6 address, bracketed in a URL
+        host = url_host(endpoint.load_balancer)
     else:
         host = config.ingest_host or f"{service}.{job.metadata.namespace}.svc"
         if config.service_type == "NodePort" and config.ingest_host and endpoint is not None:
@@ -421,14 +421,14 @@ def decide_live_job(
     # The job's encoder Pod went before it was seen going (deleted, its node gone): it died. Still
     # Provisioning, only once it was seen bound: before, it may not have reached the cache yet, and one
     # that goes unseen that early is made again under its name, having started nothing.
-    vanished = pod is None and status.resource_name == current_name and (
-        status.phase in RUNNING_PHASES or (status.phase == LiveJobPhase.PROVISIONING
-                                           and _seen_bound(status.conditions, current_name)))
+    gone = pod is None and status.resource_name == current_name
+    vanished_running = gone and status.phase in RUNNING_PHASES
+    vanished = vanished_running or (gone and status.phase == LiveJobPhase.PROVISIONING
+                                    and _seen_bound(status.conditions, current_name))
     closer_until = _closing_deadline(pod, status, job, config, now)
     if ending:
         # An encoder gone before it was ready left no playlists open.
-        status.playlists_left_open = _playlists_left_open(status, pod, vanished and status.phase in RUNNING_PHASES,
-                                                          finish_passed, closer_until)
+        status.playlists_left_open = _playlists_left_open(status, pod, vanished_running, finish_passed, closer_until)
     closes = closer_until is not None or (
         (pod is None or pod.finished) and bool(status.playlists_left_open) and not earlier_going
         and (template.template is not None or passthrough))

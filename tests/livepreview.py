@@ -12,20 +12,6 @@ TS_PACKET_BYTES = 188
 TS_SYNC_BYTE = 0x47
 
 
-async def _receive(url: str, want_bytes: int, timeout: float, while_watching: Callable[[], None] | None) -> bytes:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    received = bytearray()
-    async with aiohttp.ClientSession() as http, http.ws_connect(url) as socket:
-        while len(received) < want_bytes:
-            message = await asyncio.wait_for(socket.receive(), max(0.1, deadline - loop.time()))
-            assert message.type == aiohttp.WSMsgType.BINARY, f"the preview ended: {message}"
-            received += message.data
-        if while_watching is not None:
-            while_watching()
-    return bytes(received)
-
-
 async def _receive_together(url: str, viewers: int, want_bytes: int, timeout: float,
                             while_watching: Callable[[], None] | None) -> list[bytes]:
     loop = asyncio.get_running_loop()
@@ -60,6 +46,4 @@ def receive_preview(url: str, want_bytes: int, timeout: float = 30,
                     while_watching: Callable[[], None] | None = None) -> bytes:
     """The bytes a viewer of `url` receives until it has `want_bytes`; `while_watching` runs before it
     leaves. Fails on a deadline, or when the preview ends first."""
-    data = asyncio.run(_receive(url, want_bytes, timeout, while_watching))
-    assert data[0] == TS_SYNC_BYTE and len(data) % TS_PACKET_BYTES == 0, "whole MPEG-TS packets from the first byte"
-    return data
+    return receive_preview_together(url, 1, want_bytes, timeout, while_watching)[0]
