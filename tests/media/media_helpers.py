@@ -330,6 +330,9 @@ def check_rendition(store: ObjectStore, encoder: EncoderProcess, name: str, widt
 
 
 SEGMENT_SECONDS = 2
+# How long an encoder may take to go live once its source is there: a ceiling for the slowest
+# start under a full test run's load (the waits end as soon as it is live).
+GOES_LIVE_WITHIN_S = 30
 
 
 def ladder_template(*renditions: tuple[str, int, int, str]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from localplatform.pki import LocalPKI
 from media_helpers import (
+    GOES_LIVE_WITHIN_S,
     H264_LADDER,
     SEGMENT_SECONDS,
     EncoderProcess,
@@ -53,7 +54,7 @@ def test_rtmp_ladder_playlists_and_segments_validate(
                             extra_env={"PATH": f"{wrappers}{os.pathsep}{os.environ['PATH']}"})
     assert encoder.status()["state"] == "waiting"
     publisher = publish(encoder.rtmp_url, 9)
-    live = encoder.wait_state("live", 10)
+    live = encoder.wait_state("live", GOES_LIVE_WITHIN_S)
     assert live["ingest"]["connected"] is True
     wait_until(lambda: encoder.status()["ingest"]["statistics"]["width"], 10, "ingest statistics")
     statistics = encoder.status()["ingest"]["statistics"]
@@ -141,7 +142,7 @@ def test_hevc_and_vp9_renditions(
     template = ladder_template(("hevc", 320, 180, "HEVC"), ("vp9", 256, 144, "VP9"))
     encoder = start_encoder("LiveJob", live_spec(), template)
     publisher = publish(encoder.rtmp_url, 6)
-    encoder.wait_state("live", 10)
+    encoder.wait_state("live", GOES_LIVE_WITHIN_S)
     assert publisher.wait(30) == 0
     encoder.wait_state("reconnecting", 5)
     assert encoder.post("/finish").status_code == 202
@@ -168,7 +169,7 @@ def test_every_publish_is_encoded_from_its_first_frame(
 
     for publishes in (1, 2):
         publisher = publish(encoder.rtmp_url, 4)
-        encoder.wait_state("live", 10)
+        encoder.wait_state("live", GOES_LIVE_WITHIN_S)
         assert publisher.wait(30) == 0
         encoder.wait_state("reconnecting", 5)
         wait_until(partial(encoded_at_least, 4.0 * publishes - 0.1), 20, f"{4 * publishes} s of output")
@@ -201,7 +202,7 @@ def test_an_rtmp_publisher_without_video_is_told_why_nothing_is_encoded(
         publisher.wait(10)
     encoder.wait_state("reconnecting", 10)
     with_video = publish(encoder.rtmp_url, 4)
-    encoder.wait_state("live", 15)
+    encoder.wait_state("live", GOES_LIVE_WITHIN_S)
     assert with_video.wait(30) == 0
     assert encoder.status()["message"] == "input dropped; waiting for it to come back"
     assert encoder.stop() == 0
@@ -346,7 +347,7 @@ def test_an_https_source_is_fetched_by_the_guard_over_verified_tls_and_encoded(
         spec = live_spec(input={"serverType": "HLS", "url": f"https://viewer:s3cret@127.0.0.1:{port}/live.m3u8"})
         encoder = start_encoder("LiveJob", spec, ladder_template(("180p", 320, 180, "H264")),
                                 extra_env={"SSL_CERT_FILE": str(pki.path("ca.crt"))})  # the guard verifies the origin
-        encoder.wait_state("live", 20)
+        encoder.wait_state("live", GOES_LIVE_WITHIN_S)
         pulls = [argv for argv in children_named(encoder.process.pid, "ffmpeg").values() if "-http_proxy" in argv]
         assert pulls and pulls[0][pulls[0].index("-i") + 1].startswith("http://viewer:s3cret@127.0.0.1:")  # the guard
         wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 20, "encoded segments")
@@ -365,7 +366,7 @@ def test_an_encoder_whose_rtmp_front_died_exits_instead_of_staying_live(
     encoder = start_encoder("LiveJob", live_spec(), ladder_template(("180p", 320, 180, "H264")))
     publisher = publish(encoder.rtmp_url, 60)
     try:
-        encoder.wait_state("live", 15)
+        encoder.wait_state("live", GOES_LIVE_WITHIN_S)
         front = subprocess.run(["pgrep", "-P", str(encoder.process.pid), "-x", "nginx"], capture_output=True,
                                text=True, check=True).stdout.split()
         assert len(front) == 1, front  # the front's master process, started by the encoder
@@ -383,11 +384,11 @@ def test_reconnect_continues_one_playlist_with_a_discontinuity(
     template = ladder_template(("180p", 320, 180, "H264"))
     encoder = start_encoder("LiveJob", live_spec(), template)
     first = publish(encoder.rtmp_url, 5)
-    encoder.wait_state("live", 10)
+    encoder.wait_state("live", GOES_LIVE_WITHIN_S)
     assert first.wait(30) == 0
     encoder.wait_state("reconnecting", 10)
     second = publish(encoder.rtmp_url, 5)
-    encoder.wait_state("live", 10)
+    encoder.wait_state("live", GOES_LIVE_WITHIN_S)
     assert second.wait(30) == 0
     encoder.wait_state("reconnecting", 3)
     assert encoder.stop() == 0
@@ -411,7 +412,7 @@ def test_an_encoder_made_only_to_finish_closes_the_playlists_an_evicted_one_left
     spec = live_spec(recording=True)
     evicted = start_encoder("LiveJob", spec, template)
     publisher = publish(evicted.rtmp_url, 5)
-    evicted.wait_state("live", 10)
+    evicted.wait_state("live", GOES_LIVE_WITHIN_S)
     assert publisher.wait(30) == 0
     assert evicted.stop() == 0  # a bare SIGTERM: the playlists stay open
     keys = [f"{evicted.prefix}/180p/{name}" for name in ("index.m3u8", "event.m3u8")]
@@ -439,7 +440,7 @@ def test_srt_ingest_with_passphrase(start_encoder: Callable[..., EncoderProcess]
     assert keyless.wait(30) != 0
     assert encoder.status()["ingest"]["connected"] is False
     publisher = publish(f"{base}&passphrase={passphrase}", 6, container="mpegts")
-    encoder.wait_state("live", 10)
+    encoder.wait_state("live", GOES_LIVE_WITHIN_S)
     wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 1, 15, "a segment over SRT")
     assert publisher.wait(30) == 0
     encoder.wait_state("reconnecting", 8)
@@ -461,7 +462,7 @@ def test_srt_without_a_passphrase_needs_the_stream_key(start_encoder: Callable[.
         assert publish(refused, 2, container="mpegts").wait(30) != 0, refused
         assert encoder.status()["ingest"]["connected"] is False
     publisher = publish(f"{listener}?passphrase={encoder.stream_key}&pbkeylen=16", 4, container="mpegts")
-    encoder.wait_state("live", 10)
+    encoder.wait_state("live", GOES_LIVE_WITHIN_S)
     wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 1, 15, "a segment over SRT")
     assert publisher.wait(30) == 0
     assert encoder.stop() == 0
@@ -499,7 +500,7 @@ def test_srt_caller_without_the_stream_key_in_its_streamid_is_rejected_in_the_ha
     assert listing["KeyCount"] == 0, [entry["Key"] for entry in listing.get("Contents", [])]
     # The same listener takes the key: the refusals were the streamid check, not a broken ingest.
     publisher = publish(srt_publish_url(encoder, key), 3, container="mpegts")
-    encoder.wait_state("live", 10)
+    encoder.wait_state("live", GOES_LIVE_WITHIN_S)
     assert publisher.wait(30) == 0
     assert encoder.stop() == 0
 
@@ -513,7 +514,7 @@ def test_srt_publishes_with_either_streamid_form_and_a_reconnect_is_a_discontinu
     key = encoder.stream_key
     for number, streamid in enumerate((key, f"#!::u=reporter,r={key},m=publish,h=ingest.example"), start=1):
         publisher = publish(srt_publish_url(encoder, streamid), 5, container="mpegts")
-        encoder.wait_state("live", 10)
+        encoder.wait_state("live", GOES_LIVE_WITHIN_S)
         if number == 1:
             wait_until(lambda: encoder.status()["ingest"]["statistics"]["width"], 10, "ingest statistics")
             statistics = encoder.status()["ingest"]["statistics"]
@@ -543,7 +544,7 @@ def test_srt_second_publisher_is_refused_while_one_publishes(
 ) -> None:
     encoder = start_encoder("LiveJob", live_spec("SRT"), ladder_template(("180p", 320, 180, "H264")))
     first = publish(srt_publish_url(encoder, encoder.stream_key), 6, container="mpegts")
-    encoder.wait_state("live", 10)
+    encoder.wait_state("live", GOES_LIVE_WITHIN_S)
     second = publish(srt_publish_url(encoder, encoder.stream_key), 3, container="mpegts")
     assert second.wait(20) != 0
     assert SRT_CALLBACK_REJECTION in (second.stderr.read() if second.stderr else b"")
@@ -577,7 +578,7 @@ def test_hls_pull_is_encoded_into_the_ladder_and_a_frozen_source_is_pulled_again
         template = ladder_template(("270p", 480, 270, "H264"), ("180p", 320, 180, "H264"))
         spec = live_spec(input={"serverType": "HLS", "url": f"{base_url}/live.m3u8"})
         encoder = start_encoder("LiveJob", spec, template)
-        encoder.wait_state("live", 15)
+        encoder.wait_state("live", GOES_LIVE_WITHIN_S)
         wait_until(lambda: min(r["segmentsWritten"] for r in encoder.status()["renditions"]) >= 2, 30,
                    "two segments of each rendition from the pulled source")
         statistics = encoder.status()["ingest"]["statistics"]
@@ -600,7 +601,7 @@ def test_hls_pull_is_encoded_into_the_ladder_and_a_frozen_source_is_pulled_again
         assert status["state"] == "reconnecting"
         assert [rendition["segmentsWritten"] for rendition in status["renditions"]] == written
         source = start_origin()
-        encoder.wait_state("live", 20)
+        encoder.wait_state("live", GOES_LIVE_WITHIN_S)
     finally:
         source.kill()
         source.wait(10)
@@ -631,13 +632,13 @@ def test_an_hls_source_that_ended_its_broadcast_is_not_replayed_and_is_pulled_wh
     template = ladder_template(("180p", 320, 180, "H264"))
     encoder = start_encoder("LiveJob", live_spec(input={"serverType": "HLS", "url": f"{base_url}/source.m3u8"},
                                                  recording=True), template)
-    encoder.wait_state("live", 15)
+    encoder.wait_state("live", GOES_LIVE_WITHIN_S)
     assert first.wait(30) == 0
     assert "#EXT-X-ENDLIST" in (root / "source.m3u8").read_text()
     wait_until(lambda: "has ended" in encoder.status()["message"], 30, "the job to say its source ended")
     second = broadcast(30, "second_%03d.ts", ended=False)
     try:
-        encoder.wait_state("live", 30)
+        encoder.wait_state("live", GOES_LIVE_WITHIN_S)
         wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 8, 30, "the second broadcast")
     finally:
         second.kill()
@@ -656,7 +657,7 @@ def test_dvr_window_keeps_that_many_seconds_in_the_live_playlist(
     dvr_seconds = 8
     encoder = start_encoder("LiveJob", live_spec(dvrWindowSeconds=dvr_seconds), template)
     publisher = publish(encoder.rtmp_url, 26)
-    encoder.wait_state("live", 10)
+    encoder.wait_state("live", GOES_LIVE_WITHIN_S)
     assert publisher.wait(40) == 0
     encoder.wait_state("reconnecting", 5)
     assert encoder.stop() == 0, encoder.log()[-3000:]

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from media_helpers import (
+    GOES_LIVE_WITHIN_S,
     EncoderProcess,
     ObjectStore,
     check_rendition,
@@ -40,7 +41,7 @@ def srt_publish_url(encoder: EncoderProcess) -> str:
 def publish_session(encoder: EncoderProcess, seconds: float, **pattern: Any) -> None:
     """One publish over SRT, from connect to the encoder seeing the publisher leave."""
     publisher = publish(srt_publish_url(encoder), seconds, container="mpegts", **pattern)
-    encoder.wait_state("live", 8)
+    encoder.wait_state("live", GOES_LIVE_WITHIN_S)
     assert publisher.wait(30) == 0, publisher.stderr.read() if publisher.stderr else ""
     encoder.wait_state("reconnecting", 8)
 
@@ -55,7 +56,7 @@ def test_single_hevc_is_fmp4_hls_with_a_new_map_per_session_and_clips_as_vod(
 ) -> None:
     encoder = start_encoder("LiveJob", single_srt_spec(recording=True), None, srt_passphrase=PASSPHRASE)
     publisher = publish(srt_publish_url(encoder), 6, container="mpegts", video="hevc", size="480x270")
-    encoder.wait_state("live", 8)
+    encoder.wait_state("live", GOES_LIVE_WITHIN_S)
     statistics = wait_until(lambda: encoder.status()["ingest"]["statistics"], 10, "ingest statistics")
     assert (statistics["width"], statistics["height"], statistics["videoCodecId"]) == (480, 270, HEVC_FLV_CODEC_ID)
     assert publisher.wait(30) == 0
@@ -162,7 +163,7 @@ def test_single_h264_over_rtmp_stays_mpeg_ts(
 ) -> None:
     encoder = start_encoder("LiveJob", live_spec(input={"serverType": "RTMP", "inputClass": "Single"}), None)
     publisher = publish(encoder.rtmp_url, 4, size="320x180")
-    encoder.wait_state("live", 10)
+    encoder.wait_state("live", GOES_LIVE_WITHIN_S)
     assert publisher.wait(30) == 0
     encoder.wait_state("reconnecting", 5)
     assert encoder.stop() == 0, encoder.log()[-3000:]
@@ -188,7 +189,7 @@ def test_hevc_recording_with_mp2_audio_gets_aac_and_an_mp4(
     spec = {"source": {"streamUrl": f"srt://127.0.0.1:{port}"}, "output": {"bucket": "ignored", "format": "mp4"}}
     recorder = start_encoder("RecordJob", spec, None)
     try:
-        recorder.wait_state("live", 10)
+        recorder.wait_state("live", GOES_LIVE_WITHIN_S)
         wait_until(lambda: recorder.status()["renditions"][0]["segmentsWritten"] >= 3, 20, "recorded segments")
         assert recorder.post("/finish").status_code == 202
         assert recorder.process.wait(30) == 0, recorder.log()[-3000:]
@@ -232,7 +233,7 @@ def test_a_pulled_hevc_hls_source_is_passed_through_as_fmp4(
     """A LiveJob pulling an HEVC HLS stream (itself fMP4, as an Apple-conformant origin serves it)."""
     with fmp4_hls_origin(hls_origin, [*pattern_input(10, size="320x180", video="hevc"), "-tag:v", "hvc1"]) as spec:
         encoder = start_encoder("LiveJob", spec, None)
-        encoder.wait_state("live", 15)
+        encoder.wait_state("live", GOES_LIVE_WITHIN_S)
         wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 30, "two pulled segments")
     assert encoder.stop() == 0, encoder.log()[-3000:]
     text = object_store.get_text(encoder.bucket, f"{encoder.prefix}/source/index.m3u8") or ""
@@ -245,7 +246,7 @@ def two_segments_over_srt(start_encoder: Callable[..., EncoderProcess], **patter
     encoder = start_encoder("LiveJob", single_srt_spec(), None, srt_passphrase=PASSPHRASE)
     publisher = publish(srt_publish_url(encoder), 30, container="mpegts", **pattern)
     try:
-        encoder.wait_state("live", 8)
+        encoder.wait_state("live", GOES_LIVE_WITHIN_S)
         wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 20, "two segments")
     finally:
         publisher.kill()

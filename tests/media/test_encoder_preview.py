@@ -11,6 +11,7 @@ import pytest
 import requests
 from livepreview import receive_preview
 from media_helpers import (
+    GOES_LIVE_WITHIN_S,
     EncoderProcess,
     children_named,
     ffprobe,
@@ -66,7 +67,7 @@ def test_preview_streams_the_source_while_somebody_watches(
     wrong = encoder.preview_url("not-the-preview-key").replace("ws://", "http://")
     assert requests.get(wrong, timeout=5).status_code == 404
     try:
-        encoder.wait_state("live", 15)
+        encoder.wait_state("live", GOES_LIVE_WITHIN_S)
         assert preview_ffmpegs(encoder) == []  # nothing runs while nobody watches
         # An ffmpeg plays an RTMP stream from nginx-rtmp, or pulls the HLS source again; SRT's relay
         # hands over the payload itself.

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import requests
 from media_helpers import (
+    GOES_LIVE_WITHIN_S,
     EncoderProcess,
     ObjectStore,
     ffprobe,
@@ -58,7 +59,7 @@ def test_s3_down_for_20_seconds_loses_no_segment(
     spec = live_spec(recording=True)  # keep every segment, so all of them can be counted afterwards
     encoder = start_encoder("LiveJob", spec, SMALL)
     publisher = publish(encoder.rtmp_url, 34)
-    encoder.wait_state("live", 10)
+    encoder.wait_state("live", GOES_LIVE_WITHIN_S)
     wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 15, "segments before the outage")
     object_store.proxy.cut()
     outage_started = time.monotonic()
@@ -227,7 +228,7 @@ def streamed_then_stopped(start_encoder: Callable[..., EncoderProcess], spec: di
     """A LiveJob (the SMALL ladder) that streamed 11 s and was stopped."""
     live = start_encoder("LiveJob", spec, SMALL)
     publisher = publish(live.rtmp_url, 11)
-    live.wait_state("live", 10)
+    live.wait_state("live", GOES_LIVE_WITHIN_S)
     assert publisher.wait(30) == 0
     live.wait_state("reconnecting", 5)
     assert live.stop() == 0
@@ -394,7 +395,7 @@ def test_a_recording_that_follows_its_live_job_leaves_out_what_it_was_paused_for
     clip_prefix = f"{live.prefix}-paused-clip"
     publisher = publish(live.rtmp_url, 34)
     try:
-        live.wait_state("live", 10)
+        live.wait_state("live", GOES_LIVE_WITHIN_S)
         start = datetime.now(UTC)
         end = start + timedelta(seconds=24)
         record_spec = {"source": {"liveJobRef": "match"},
@@ -449,7 +450,7 @@ def test_record_job_pauses_and_resumes(
     spec = {"source": {"streamUrl": f"srt://127.0.0.1:{port}"}, "output": {"bucket": "ignored"}}
     recorder = start_encoder("RecordJob", spec, None)
     try:
-        recorder.wait_state("live", 10)
+        recorder.wait_state("live", GOES_LIVE_WITHIN_S)
 
         def segments() -> int:
             return int(recorder.status()["renditions"][0]["segmentsWritten"])
@@ -495,7 +496,7 @@ def test_a_vod_recording_appears_in_the_library_only_when_complete(
     recorder = start_encoder("RecordJob", spec, None)
     master_key = f"{recorder.prefix}/master.m3u8"
     try:
-        recorder.wait_state("live", 10)
+        recorder.wait_state("live", GOES_LIVE_WITHIN_S)
         wait_until(lambda: int(recorder.status()["renditions"][0]["segmentsWritten"]) >= 2, 20, "recorded segments")
         # The segments and the growing media playlist are stored, but not the asset's entry point.
         assert object_store.get_text(recorder.bucket, f"{recorder.prefix}/source/index.m3u8")
@@ -524,7 +525,7 @@ def test_a_vod_recording_completed_by_an_attempt_that_recorded_nothing_gets_its_
     spec = {"source": {"streamUrl": f"srt://127.0.0.1:{port}"}, "output": {"bucket": "ignored", "type": "vod"}}
     first = start_encoder("RecordJob", spec, None, prefix=prefix)
     try:
-        first.wait_state("live", 10)
+        first.wait_state("live", GOES_LIVE_WITHIN_S)
         wait_until(lambda: int(first.status()["renditions"][0]["segmentsWritten"]) >= 2, 20, "recorded segments")
         assert first.stop() == EXIT_INTERRUPTED, first.log()[-3000:]
     finally:
@@ -558,7 +559,7 @@ def test_an_evicted_recording_is_continued_by_the_next_attempt_into_one_mp4(
         source = publish(f"srt://127.0.0.1:{port}?mode=listener", seconds, container="mpegts")
         spec = {"source": {"streamUrl": f"srt://127.0.0.1:{port}"}, "output": {"bucket": "ignored", "format": "mp4"}}
         recorder = start_encoder("RecordJob", spec, None, prefix=prefix)
-        recorder.wait_state("live", 10)
+        recorder.wait_state("live", GOES_LIVE_WITHIN_S)
         wait_until(lambda: recorder.status()["renditions"][0]["segmentsWritten"] >= 3, 20, "recorded segments")
         return recorder, source
 
@@ -606,7 +607,7 @@ def test_a_recording_a_pod_left_a_rendition_behind_still_gets_every_mp4(
         source = publish(f"srt://127.0.0.1:{port}?mode=listener", 30, container="mpegts")
         spec = {"source": {"streamUrl": f"srt://127.0.0.1:{port}"}, "output": {"bucket": "ignored", "format": "mp4"}}
         recorder = start_encoder("RecordJob", spec, ladder, prefix=prefix)
-        recorder.wait_state("live", 10)
+        recorder.wait_state("live", GOES_LIVE_WITHIN_S)
         wait_until(lambda: min(r["segmentsWritten"] for r in recorder.status()["renditions"]) >= 3, 20,
                    "recorded segments")
         return recorder, source
@@ -719,7 +720,7 @@ def test_a_full_spool_drops_segments_says_so_and_recovers(
     ladder = ladder_template(("180p", 320, 180, "H264"), ("144p", 256, 144, "H264"))
     encoder = start_encoder("LiveJob", live_spec(), ladder, extra_env={"ONAIR_SPOOL_MAX_BYTES": "600000"})
     publisher = publish(encoder.rtmp_url, 24)
-    encoder.wait_state("live", 10)
+    encoder.wait_state("live", GOES_LIVE_WITHIN_S)
     wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 2, 15, "segments before the outage")
     object_store.proxy.cut()
     try:
