@@ -9,7 +9,8 @@ The key is the credential, as on the encoder itself: it lets its holder watch th
 more, so the relay asks for no token (a browser's WebSocket cannot send an Authorization header).
 
 A gateway opens each encoder's preview once, however many of its viewers watch it, and copies every
-message to each of them: an encoder serves a few viewers (onair.encoder.preview.MAX_VIEWERS), and the
+message to each of them (a PreviewHub, as the encoder's own viewers are served, fed by the encoder's
+preview instead of an ffmpeg): an encoder serves a few viewers (onair.encoder.preview.MAX_VIEWERS), and the
 console's viewers, all through the gateway, take one of them per gateway replica. A message is whole
 MPEG-TS packets, so a viewer who joins mid-stream starts on a packet, as one of the encoder's own does.
 The messages are shared, not copied, so a job's preview holds at most MAX_BEHIND_BYTES here, however
@@ -23,14 +24,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import WSMsgType, web
 
 from onair.api_gateway.cache import Store
 from onair.api_gateway.errors import problem_response
-from onair.encoder.preview import Viewer
+from onair.encoder.preview import PreviewHub, TooManyViewers, Viewer
 from onair.streamkeys import PREVIEW_PATH, PREVIEW_VIEWER_MESSAGE_BYTES
 from onair.urls import url_host
 
@@ -45,42 +46,34 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 HEARTBEAT_SECONDS = 30.0
 
 
-@dataclass(eq=False)
-class RelayedViewer(Viewer):
-    # Set when it fell behind: its connection is dropped, not closed (a close frame would wait behind
-    # what it did not read).
-    dropped: asyncio.Event = field(default_factory=asyncio.Event)
+class EncoderPreviewFeed:
+    """The feed of the gateway's hub of one job (onair.encoder.preview.Feed): the encoder's own preview,
+    opened when the hub's first viewer joins and closed when its last leaves. `ended`: called when the
+    encoder ends the preview or cannot be reached, not when the hub stops the feed."""
 
-
-class SharedPreview:
-    """One encoder's preview, opened once by this gateway while any of its viewers watch it."""
-
-    def __init__(self, target: str, session: aiohttp.ClientSession, done: Callable[[SharedPreview], None]) -> None:
+    def __init__(self, target: str, session: aiohttp.ClientSession, ended: Callable[[], None]) -> None:
         self.target = target
-        self.viewers: set[RelayedViewer] = set()
+        self.session = session
+        self.ended = ended
         self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # Every joiner awaits it, but one that left meanwhile does not: its error is no unhandled one.
         self.connected.add_done_callback(lambda future: future.cancelled() or future.exception())
-        self._done = done
-        self._task = asyncio.create_task(self._run(session))
+        self._task: asyncio.Task[None] | None = None
 
-    def join(self) -> RelayedViewer:
-        viewer = RelayedViewer(limit=MAX_BEHIND_BYTES)
-        self.viewers.add(viewer)
-        return viewer
+    def start(self, publish: Callable[[bytes], None], restart: Callable[[], None]) -> None:
+        self._task = asyncio.create_task(self._run(publish))
 
-    def leave(self, viewer: RelayedViewer) -> None:
-        self.viewers.discard(viewer)
-        if not self.viewers:
+    def stop(self) -> None:
+        if self._task is not None:
             self._task.cancel()  # nobody here watches: the encoder's viewer slot is given back
-            self._done(self)
+            self._task = None
 
-    async def _run(self, session: aiohttp.ClientSession) -> None:
+    async def _run(self, publish: Callable[[bytes], None]) -> None:
         try:
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
-                    upstream = await session.ws_connect(self.target, heartbeat=HEARTBEAT_SECONDS,
-                                                        max_msg_size=MAX_MESSAGE_BYTES)
+                    upstream = await self.session.ws_connect(self.target, heartbeat=HEARTBEAT_SECONDS,
+                                                             max_msg_size=MAX_MESSAGE_BYTES)
             except Exception as error:  # each viewer is answered why (_refusal); none goes unhandled
                 self.connected.set_exception(error)
                 return
@@ -89,18 +82,21 @@ class SharedPreview:
                 async for message in upstream:
                     if message.type != WSMsgType.BINARY:
                         break
-                    for viewer in list(self.viewers):
-                        if not viewer.offer(message.data):
-                            log.info("dropped a relayed preview viewer that fell behind")
-                            self.viewers.discard(viewer)
-                            viewer.end()
-                            viewer.dropped.set()
+                    publish(message.data)  # whole packets already: the hub passes the message on as it is
         finally:
             if not self.connected.done():
                 self.connected.cancel()
-            for viewer in self.viewers:
-                viewer.end()
-            self._done(self)
+            if self._task is asyncio.current_task():  # it ended on its own, not stopped
+                self._task = None
+                self.ended()
+
+
+@dataclass(frozen=True)
+class RelayedPreview:
+    """A job's preview as this gateway relays it: the hub of its viewers here, fed by the encoder."""
+
+    hub: PreviewHub
+    feed: EncoderPreviewFeed
 
 
 class PreviewRelay:
@@ -110,7 +106,7 @@ class PreviewRelay:
         self.max_viewers = max_viewers  # of one job, here
         self.session: aiohttp.ClientSession | None = None
         self.viewers: set[web.WebSocketResponse] = set()  # each viewer's WebSocket, of every job
-        self.previews: dict[str, SharedPreview] = {}  # by the encoder's preview URL
+        self.previews: dict[str, RelayedPreview] = {}  # by the encoder's preview URL
 
     def encoder_url(self, key: str) -> str | web.Response:
         """The preview URL on the job's encoder Pod, or the answer to give instead."""
@@ -135,23 +131,23 @@ class PreviewRelay:
                                          max_msg_size=PREVIEW_VIEWER_MESSAGE_BYTES)
         if not response.can_prepare(request).ok:
             return problem_response(400, ["the preview is a WebSocket: a GET with Upgrade: websocket"])
-        shared = self.previews.get(target)
-        if shared is None:
-            assert self.session is not None, "the relay's client session starts with the app"
-            shared = self.previews[target] = SharedPreview(target, self.session, self._forget)
-        elif len(shared.viewers) >= self.max_viewers:
+        relayed = self.previews.get(target)
+        if relayed is None or not relayed.hub.viewers:  # a hub left without viewers has stopped its feed
+            relayed = self.previews[target] = self._open(target)
+        try:
+            viewer = relayed.hub.join()
+        except TooManyViewers:
             return problem_response(503, [f"the preview has as many viewers as this gateway relays "
                                           f"({self.max_viewers})"], headers={"Retry-After": "10"})
-        viewer = shared.join()
         try:
-            await asyncio.wait({shared.connected})
-            refused = _refusal(shared.connected, target)
+            await asyncio.wait({relayed.feed.connected})
+            refused = _refusal(relayed.feed.connected, target)
             if refused is not None:
                 return refused
             await response.prepare(request)
             self.viewers.add(response)
             tasks = {asyncio.create_task(_send(viewer, response)), asyncio.create_task(_until_closed(response)),
-                     asyncio.create_task(viewer.dropped.wait())}
+                     asyncio.create_task(viewer.fell_behind.wait())}
             try:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:  # also when this handler is cancelled (its viewer's connection lost, a shutdown)
@@ -162,16 +158,30 @@ class PreviewRelay:
                     with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                         await task
         finally:
-            shared.leave(viewer)
-        if viewer.dropped.is_set() and request.transport is not None:
+            relayed.hub.leave(viewer)
+            if not relayed.hub.viewers:
+                self._forget(relayed)
+        if viewer.fell_behind.is_set() and request.transport is not None:
+            # Dropped, not closed: a close frame would wait behind what it did not read.
             request.transport.abort()
         elif not response.closed:
             await response.close()
         return response
 
-    def _forget(self, shared: SharedPreview) -> None:
-        if self.previews.get(shared.target) is shared:
-            del self.previews[shared.target]
+    def _open(self, target: str) -> RelayedPreview:
+        assert self.session is not None, "the relay's client session starts with the app"
+        hub = PreviewHub(max_viewers=self.max_viewers, viewer_limit=MAX_BEHIND_BYTES)
+        relayed = RelayedPreview(hub, EncoderPreviewFeed(target, self.session, lambda: self._ended(relayed)))
+        hub.feed = relayed.feed
+        return relayed
+
+    def _ended(self, relayed: RelayedPreview) -> None:
+        relayed.hub.close()  # its viewers' ends are queued: each is closed once sent what it has
+        self._forget(relayed)
+
+    def _forget(self, relayed: RelayedPreview) -> None:
+        if self.previews.get(relayed.feed.target) is relayed:
+            del self.previews[relayed.feed.target]
 
     async def client_session(self, app: web.Application) -> AsyncIterator[None]:
         """cleanup_ctx: the session the relay opens encoders' previews with, open while the app runs."""
@@ -200,7 +210,7 @@ def _refusal(connected: asyncio.Future[None], target: str) -> web.Response | Non
     return problem_response(502, ["the job's encoder did not answer"], headers={"Retry-After": "5"})
 
 
-async def _send(viewer: RelayedViewer, response: web.WebSocketResponse) -> None:
+async def _send(viewer: Viewer, response: web.WebSocketResponse) -> None:
     """The encoder's MPEG-TS messages to the viewer, until the encoder ends the preview."""
     while chunk := await viewer.next_chunk():
         await response.send_bytes(chunk)

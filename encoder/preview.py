@@ -22,6 +22,7 @@ import logging
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiohttp import WSMsgType, web
 
@@ -45,6 +46,8 @@ class Viewer:
     queue: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
     behind: int = 0  # bytes queued and not yet sent
     limit: int = MAX_BEHIND_BYTES  # how far behind it may fall
+    # Set when it fell behind and was let go: one who sends to it may be stuck on its full socket.
+    fell_behind: asyncio.Event = field(default_factory=asyncio.Event)
 
     def offer(self, chunk: bytes) -> bool:
         """Queues `chunk`, unless that puts the viewer more than `limit` bytes behind."""
@@ -79,14 +82,26 @@ class TooManyViewers(Exception):
     pass
 
 
+class Feed(Protocol):
+    """What a hub's bytes come from while it has viewers (ProcessFeed here; the gateway's relay has one
+    of its own): `publish` takes them, `restart` says a new source begins."""
+
+    def start(self, publish: Callable[[bytes], None], restart: Callable[[], None]) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class PreviewHub:
     """The viewers of one job and the feed that runs while there are any. `feed`: started with the
     hub's `publish` when the first viewer joins, stopped when the last leaves; None when the bytes
-    are pushed (SRT's relay calls `publish_threadsafe`)."""
+    are pushed (SRT's relay calls `publish_threadsafe`). `viewer_limit`: how far behind a viewer may
+    fall before it is let go."""
 
-    def __init__(self, feed: ProcessFeed | None = None, max_viewers: int = MAX_VIEWERS) -> None:
+    def __init__(self, feed: Feed | None = None, max_viewers: int = MAX_VIEWERS,
+                 viewer_limit: int = MAX_BEHIND_BYTES) -> None:
         self.feed = feed
         self.max_viewers = max_viewers
+        self.viewer_limit = viewer_limit
         self.viewers: set[Viewer] = set()
         self._partial = b""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -95,7 +110,7 @@ class PreviewHub:
         if len(self.viewers) >= self.max_viewers:
             raise TooManyViewers(f"at most {self.max_viewers} viewers")
         self._loop = asyncio.get_running_loop()
-        viewer = Viewer()
+        viewer = Viewer(limit=self.viewer_limit)
         self.viewers.add(viewer)
         if len(self.viewers) == 1:
             self._partial = b""
@@ -122,9 +137,10 @@ class PreviewHub:
         chunk = data[:whole]
         for viewer in list(self.viewers):
             if not viewer.offer(chunk):
-                log.info("closed a preview viewer that fell behind")
+                log.info("let go of a preview viewer that fell behind")
                 self.viewers.discard(viewer)
                 viewer.end()
+                viewer.fell_behind.set()
         if not self.viewers and self.feed is not None:
             self.feed.stop()
 
