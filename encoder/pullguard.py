@@ -559,10 +559,20 @@ def _head(status_line: str, fields: Sequence[tuple[str, str]]) -> bytes:
 async def _first_chunk(reader: asyncio.StreamReader) -> tuple[bytes, bytes, int]:
     """The first chunk of a chunked body, as far as PIPE_CHUNK of its data: the bytes read (size line
     included), the data among them, and how many of its data bytes are left unread."""
-    size_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), IDLE_TIMEOUT_SECONDS)
-    size = int(size_line.split(b";")[0].strip(), 16)
+    size_line, size = await _chunk_size(reader)
     data = await asyncio.wait_for(reader.readexactly(min(size, PIPE_CHUNK)), IDLE_TIMEOUT_SECONDS)
     return size_line + data, data, size - len(data)
+
+
+async def _chunk_size(reader: asyncio.StreamReader) -> tuple[bytes, int]:
+    """A chunk's size line as read (extensions and all), and the size it gives."""
+    size_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), IDLE_TIMEOUT_SECONDS)
+    return size_line, int(size_line.split(b";")[0].strip(), 16)
+
+
+async def _chunk_data(reader: asyncio.StreamReader, size: int) -> bytes:
+    """The next `size` bytes of a chunk's data, and the CRLF that ends the chunk (not returned)."""
+    return (await asyncio.wait_for(reader.readexactly(size + 2), IDLE_TIMEOUT_SECONDS))[:-2]
 
 
 async def _rest_of_chunked(reader: asyncio.StreamReader, values: dict[str, str], chunk_left: int,
@@ -571,7 +581,7 @@ async def _rest_of_chunked(reader: asyncio.StreamReader, values: dict[str, str],
     after it (`already`: the data bytes _first_chunk read)."""
     if already + chunk_left > PLAYLIST_LIMIT:
         raise ValueError("a playlist longer than the guard reads")
-    rest = (await asyncio.wait_for(reader.readexactly(chunk_left + 2), IDLE_TIMEOUT_SECONDS))[:-2]
+    rest = await _chunk_data(reader, chunk_left)
     return rest + await _read_body(reader, values, already=already + chunk_left)
 
 
@@ -582,16 +592,14 @@ async def _read_body(reader: asyncio.StreamReader, values: dict[str, str], alrea
     if "chunked" in values.get("transfer-encoding", "").lower():
         body = bytearray()
         while True:
-            size_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), IDLE_TIMEOUT_SECONDS)
-            size = int(size_line.split(b";")[0].strip(), 16)
+            _, size = await _chunk_size(reader)
             if size == 0:
                 while await asyncio.wait_for(reader.readuntil(b"\r\n"), IDLE_TIMEOUT_SECONDS) != b"\r\n":
                     pass  # trailer fields
                 return bytes(body)
             if already + len(body) + size > PLAYLIST_LIMIT:
                 raise ValueError("a playlist longer than the guard reads")
-            body += await asyncio.wait_for(reader.readexactly(size + 2), IDLE_TIMEOUT_SECONDS)
-            del body[-2:]
+            body += await _chunk_data(reader, size)
     if "content-length" in values:
         length = int(values["content-length"])
         if not already <= length <= PLAYLIST_LIMIT:
