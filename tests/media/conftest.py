@@ -9,9 +9,7 @@ import json
 import os
 import secrets
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from media_helpers import (
     EncoderProcess,
     ObjectStore,
     free_port,
+    serve_directory,
 )
 from waiting import wait_until
 
@@ -146,42 +145,26 @@ def start_encoder(
             stop_child(encoder.process, 30)
 
 
-class _OriginServer(http.server.ThreadingHTTPServer):
-    requested: list[str]  # the paths asked for, in order
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    server: _OriginServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        self.server.requested.append(self.path)
-
-
 @pytest.fixture
-def _hls_origin_server(tmp_path: Path) -> Iterator[_OriginServer]:
+def _hls_origin_server(tmp_path: Path) -> Iterator[tuple[http.server.ThreadingHTTPServer, list[str]]]:
     root = tmp_path / "origin"
     root.mkdir()
-    server = _OriginServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
-    server.requested = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server, requested = serve_directory(root)
     try:
-        yield server
+        yield server, requested
     finally:
         server.shutdown()
         server.server_close()
 
 
 @pytest.fixture
-def hls_origin(_hls_origin_server: _OriginServer, tmp_path: Path) -> tuple[str, Path]:
+def hls_origin(_hls_origin_server: tuple[http.server.ThreadingHTTPServer, list[str]], tmp_path: Path
+               ) -> tuple[str, Path]:
     """An HTTP origin serving a directory, as a CDN or packager would serve a live HLS stream."""
-    return f"http://127.0.0.1:{_hls_origin_server.server_address[1]}", tmp_path / "origin"
+    return f"http://127.0.0.1:{_hls_origin_server[0].server_address[1]}", tmp_path / "origin"
 
 
 @pytest.fixture
-def hls_origin_requests(_hls_origin_server: _OriginServer) -> list[str]:
+def hls_origin_requests(_hls_origin_server: tuple[http.server.ThreadingHTTPServer, list[str]]) -> list[str]:
     """The paths hls_origin was asked for, in order."""
-    return _hls_origin_server.requested
+    return _hls_origin_server[1]

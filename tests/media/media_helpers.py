@@ -3,16 +3,20 @@ ffprobe checks, job specs."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import http.server
 import json
 import selectors
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -382,3 +386,45 @@ def job_environment(template: dict[str, object]) -> dict[str, str]:
            "storage": {"endpoint": "http://s3:8333", "bucket": "media", "prefix": "live/job", "region": "x"},
            "clip": None}
     return {"ONAIR_JOB_CONFIG": json.dumps(job), "ONAIR_STREAM_KEY": "key", "ONAIR_LISTEN_HOST": "127.0.0.9"}
+
+
+class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
+    requested: list[str]  # the paths asked for, in order
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        self.requested.append(self.path)
+
+
+class _BasicAuthHandler(_RecordingHandler):
+    """Answers 401 with a Basic challenge to a request without the one Authorization it accepts."""
+
+    authorization: str
+
+    def do_GET(self) -> None:
+        if self.headers.get("Authorization") != self.authorization:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="origin"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        super().do_GET()
+
+
+def serve_directory(root: Path, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None, user: str | None = None
+                    ) -> tuple[http.server.ThreadingHTTPServer, list[str]]:
+    """An HTTP(S) origin of `root` on `host`, as a CDN or packager serves a live HLS stream (asking for
+    Basic `user:password` credentials when given), and the paths it is asked for. Stop it with
+    shutdown() and server_close()."""
+    if user is None:
+        handler = type("Handler", (_RecordingHandler,), {"requested": []})
+    else:
+        authorization = "Basic " + base64.b64encode(user.encode()).decode()
+        handler = type("Handler", (_BasicAuthHandler,), {"requested": [], "authorization": authorization})
+    server = http.server.ThreadingHTTPServer((host, 0), partial(handler, directory=str(root)))
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, handler.requested

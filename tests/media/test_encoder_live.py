@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import http.server
 import math
 import os
 import shlex
@@ -11,7 +9,6 @@ import shutil
 import signal
 import ssl
 import subprocess
-import threading
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -33,6 +30,7 @@ from media_helpers import (
     max_age,
     pattern_input,
     publish,
+    serve_directory,
 )
 from waiting import wait_until
 
@@ -251,44 +249,6 @@ def test_a_pulled_source_without_video_is_told_why_nothing_is_encoded(
     assert encoder.stop() == 0
 
 
-class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
-    requested: list[str]
-
-    def log_message(self, format: str, *args: Any) -> None:
-        self.requested.append(self.path)
-
-
-class _BasicAuthHandler(_RecordingHandler):
-    """Answers 401 with a Basic challenge to a request without the one Authorization it accepts."""
-
-    authorization: str
-
-    def do_GET(self) -> None:
-        if self.headers.get("Authorization") != self.authorization:
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="origin"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        super().do_GET()
-
-
-def _serve_directory(host: str, root: Path, tls: ssl.SSLContext | None = None, user: str | None = None
-                     ) -> tuple[http.server.ThreadingHTTPServer, list[str]]:
-    """An HTTP(S) server of `root` on `host` (asking for Basic `user:password` credentials when given),
-    and the paths it is asked for."""
-    if user is None:
-        handler = type("Handler", (_RecordingHandler,), {"requested": []})
-    else:
-        authorization = "Basic " + base64.b64encode(user.encode()).decode()
-        handler = type("Handler", (_BasicAuthHandler,), {"requested": [], "authorization": authorization})
-    server = http.server.ThreadingHTTPServer((host, 0), partial(handler, directory=str(root)))
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, handler.requested
-
-
 def _write_live_hls(root: Path, *hls_options: str) -> subprocess.Popen[bytes]:
     """A live source: ffmpeg writing a test pattern as 1-s HLS segments into `root`, in real time."""
     source = subprocess.Popen(
@@ -307,7 +267,7 @@ def test_a_pulled_source_whose_segments_are_at_a_refused_address_encodes_nothing
     """The playlist comes from an address the installation allows, its segments from one it does not
     (as a redirect or a crafted playlist would send ffmpeg to the cluster's own services)."""
     base_url, root = hls_origin
-    segments_host, segments_requested = _serve_directory("127.0.0.2", root)
+    segments_host, segments_requested = serve_directory(root, "127.0.0.2")
     source = _write_live_hls(root, "-hls_base_url", f"{scheme}://127.0.0.2:{segments_host.server_address[1]}/")
     try:
         spec = live_spec(input={"serverType": "HLS", "url": f"{base_url}/live.m3u8"})
@@ -340,7 +300,7 @@ def test_an_https_source_is_fetched_by_the_guard_over_verified_tls_and_encoded(
     tls.load_cert_chain(pki.path("apiserver.crt"), pki.path("apiserver.key"))
     # The origin asks for the credentials the job's URL gives: the guard passes them on to it (and
     # would to no other origin: see tests/unit/test_encoder_pullguard.py).
-    origin, requested = _serve_directory("127.0.0.1", root, tls, user="viewer:s3cret")
+    origin, requested = serve_directory(root, tls=tls, user="viewer:s3cret")
     source = _write_live_hls(root)
     try:
         port = origin.server_address[1]
