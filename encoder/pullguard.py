@@ -556,6 +556,9 @@ def _head(status_line: str, fields: Sequence[tuple[str, str]]) -> bytes:
     return "\r\n".join(lines).encode("latin-1")
 
 
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
 async def _first_chunk(reader: asyncio.StreamReader) -> tuple[bytes, bytes, int]:
     """The first chunk of a chunked body, as far as PIPE_CHUNK of its data: the bytes read (size line
     included), the data among them, and how many of its data bytes are left unread."""
@@ -565,14 +568,22 @@ async def _first_chunk(reader: asyncio.StreamReader) -> tuple[bytes, bytes, int]
 
 
 async def _chunk_size(reader: asyncio.StreamReader) -> tuple[bytes, int]:
-    """A chunk's size line as read (extensions and all), and the size it gives."""
+    """A chunk's size line as read (extensions and all), and the size it gives. ValueError: a size that
+    is not hexadecimal digits alone (Python's int() would also take a sign, 0x and underscores)."""
     size_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), IDLE_TIMEOUT_SECONDS)
-    return size_line, int(size_line.split(b";")[0].strip(), 16)
+    size = size_line.split(b";")[0].strip(b" \t\r\n")
+    if not _CHUNK_SIZE.fullmatch(size):
+        raise ValueError("a chunk size that is not hexadecimal")
+    return size_line, int(size, 16)
 
 
 async def _chunk_data(reader: asyncio.StreamReader, size: int) -> bytes:
-    """The next `size` bytes of a chunk's data, and the CRLF that ends the chunk (not returned)."""
-    return (await asyncio.wait_for(reader.readexactly(size + 2), IDLE_TIMEOUT_SECONDS))[:-2]
+    """The next `size` bytes of a chunk's data, and the CRLF that ends the chunk (not returned).
+    ValueError: the chunk does not end there."""
+    data = await asyncio.wait_for(reader.readexactly(size + 2), IDLE_TIMEOUT_SECONDS)
+    if data[-2:] != b"\r\n":
+        raise ValueError("a chunk longer than its size")
+    return data[:-2]
 
 
 async def _rest_of_chunked(reader: asyncio.StreamReader, values: dict[str, str], chunk_left: int,

@@ -408,6 +408,33 @@ async def test_a_chunked_body_that_is_no_playlist_passes_through_as_it_came(guar
         assert await response.read() == segment
 
 
+@pytest.mark.parametrize(("body", "status"), [
+    (b"8\r\n#EXTM3U\n\r\n0\r\n\r\n", 200), (b"+8\r\n#EXTM3U\n\r\n0\r\n\r\n", 502),
+    (b"0x8\r\n#EXTM3U\n\r\n0\r\n\r\n", 502), (b"8\r\n#EXTM3U\nXX0\r\n\r\n", 502),
+], ids=["framed right", "signed size", "0x size", "chunk longer than its size"])
+async def test_a_chunked_playlist_framed_wrong_is_a_502(guard: PullGuard, body: bytes, status: int) -> None:
+    """A chunk size Python's int() would read (a sign, 0x) but HTTP does not, or a chunk running on past
+    its size: the body's framing is not what the origin meant, so nothing of it is passed on."""
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.apple.mpegurl\r\n"
+                     b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, ALLOWED_HOST, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"http://{ALLOWED_HOST}:{port}/live.m3u8", proxy=guard.proxy_url) as response:
+            assert response.status == status
+            if status == 200:
+                assert await response.read() == b"#EXTM3U\n"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def _chunked(request: web.Request, content_type: str, parts: list[bytes]) -> web.StreamResponse:
     """An answer of `parts`, one chunk each (Transfer-Encoding: chunked)."""
     response = web.StreamResponse(headers={"Content-Type": content_type})
