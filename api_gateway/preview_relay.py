@@ -21,7 +21,6 @@ many watch it (besides the chunk each viewer is being sent: what it has queued, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from aiohttp import WSMsgType, web
 
 from onair.api_gateway.cache import Store
 from onair.api_gateway.errors import problem_response
-from onair.encoder.preview import PreviewHub, TooManyViewers, Viewer
+from onair.encoder.preview import PreviewHub, TooManyViewers, let_go, stream_to_viewer
 from onair.streamkeys import PREVIEW_PATH, PREVIEW_VIEWER_MESSAGE_BYTES
 from onair.urls import url_host
 
@@ -146,26 +145,15 @@ class PreviewRelay:
                 return refused
             await response.prepare(request)
             self.viewers.add(response)
-            tasks = {asyncio.create_task(_send(viewer, response)), asyncio.create_task(_until_closed(response)),
-                     asyncio.create_task(viewer.fell_behind.wait())}
             try:
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            finally:  # also when this handler is cancelled (its viewer's connection lost, a shutdown)
+                await stream_to_viewer(viewer, response)
+            finally:
                 self.viewers.discard(response)
-                for task in tasks:
-                    task.cancel()
-                for task in tasks:
-                    with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                        await task
         finally:
             relayed.hub.leave(viewer)
             if not relayed.hub.viewers:
                 self._forget(relayed)
-        if viewer.fell_behind.is_set() and request.transport is not None:
-            # Dropped, not closed: a close frame would wait behind what it did not read.
-            request.transport.abort()
-        elif not response.closed:
-            await response.close()
+        await let_go(viewer, response, request, log)
         return response
 
     def _open(self, target: str) -> RelayedPreview:
@@ -176,7 +164,7 @@ class PreviewRelay:
         return relayed
 
     def _ended(self, relayed: RelayedPreview) -> None:
-        relayed.hub.close()  # its viewers' ends are queued: each is closed once sent what it has
+        relayed.hub.close()  # the preview is over: what its viewers have queued is dropped, their ends queued
         self._forget(relayed)
 
     def _forget(self, relayed: RelayedPreview) -> None:
@@ -209,14 +197,3 @@ def _refusal(connected: asyncio.Future[None], target: str) -> web.Response | Non
     log.info("preview of %s: the encoder did not answer: %r", target.rsplit("/", 1)[0], error)
     return problem_response(502, ["the job's encoder did not answer"], headers={"Retry-After": "5"})
 
-
-async def _send(viewer: Viewer, response: web.WebSocketResponse) -> None:
-    """The encoder's MPEG-TS messages to the viewer, until the encoder ends the preview."""
-    while chunk := await viewer.next_chunk():
-        await response.send_bytes(chunk)
-
-
-async def _until_closed(response: web.WebSocketResponse) -> None:
-    async for message in response:  # a viewer has nothing to say; reading answers pings and sees a close
-        if message.type == WSMsgType.ERROR:
-            break

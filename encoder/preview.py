@@ -9,9 +9,9 @@ Nothing runs while nobody watches: the first viewer starts the feed, the last on
 - SRT: the relay hands over the publisher's payload, MPEG-TS already, as it copies it to the
   encoder's ffmpeg.
 
-A viewer that cannot keep up is closed, not buffered for without bound. The URL carries the job's
-preview key, which is good for watching only (derived like the stream key, from other text):
-whoever has the URL can watch, as whoever has the CDN URL can.
+A viewer that cannot keep up is dropped (its connection cut), not buffered for without bound. The
+URL carries the job's preview key, which is good for watching only (derived like the stream key,
+from other text): whoever has the URL can watch, as whoever has the CDN URL can.
 """
 
 from __future__ import annotations
@@ -137,7 +137,6 @@ class PreviewHub:
         chunk = data[:whole]
         for viewer in list(self.viewers):
             if not viewer.offer(chunk):
-                log.info("let go of a preview viewer that fell behind")
                 self.viewers.discard(viewer)
                 viewer.end()
                 viewer.fell_behind.set()
@@ -222,26 +221,12 @@ def preview_app(hub: PreviewHub, preview_key: str) -> web.Application:
         socket = web.WebSocketResponse(heartbeat=30, compress=False, max_msg_size=PREVIEW_VIEWER_MESSAGE_BYTES)
         try:
             await socket.prepare(request)
-            receiving = asyncio.create_task(_until_closed(socket))
-            try:
-                while True:
-                    next_chunk = asyncio.create_task(viewer.next_chunk())
-                    await asyncio.wait({next_chunk, receiving}, return_when=asyncio.FIRST_COMPLETED)
-                    if not next_chunk.done():
-                        next_chunk.cancel()
-                        break  # the viewer closed
-                    chunk = next_chunk.result()
-                    if not chunk:
-                        break  # fell behind, or the encoder stops
-                    await socket.send_bytes(chunk)
-            finally:
-                receiving.cancel()
+            await stream_to_viewer(viewer, socket)
         except ConnectionError:
-            pass  # the viewer went away mid-send
+            pass  # the viewer went away during the handshake
         finally:
             hub.leave(viewer)
-        if not socket.closed:
-            await socket.close()
+        await let_go(viewer, socket, request, log)
         return socket
 
     async def close_viewers(_: web.Application) -> None:
@@ -251,6 +236,38 @@ def preview_app(hub: PreviewHub, preview_key: str) -> web.Application:
     app.router.add_get(PREVIEW_PATH + "/{key}", watch)
     app.on_shutdown.append(close_viewers)
     return app
+
+
+async def stream_to_viewer(viewer: Viewer, socket: web.WebSocketResponse) -> None:
+    """The viewer's chunks on its WebSocket until the preview ends for it (its end queued), the viewer
+    closes it, or its hub lets it go for falling behind (then a send may be stuck on its full socket:
+    it is cancelled); also when this is cancelled (the viewer's connection lost, a shutdown)."""
+    tasks = {asyncio.create_task(_send(viewer, socket)), asyncio.create_task(_until_closed(socket)),
+             asyncio.create_task(viewer.fell_behind.wait())}
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await task
+
+
+async def let_go(viewer: Viewer, socket: web.WebSocketResponse, request: web.Request, logger: logging.Logger) -> None:
+    """After the viewer left its hub: its WebSocket closed, or its connection dropped when it fell
+    behind (a close frame would wait behind what it did not read)."""
+    if viewer.fell_behind.is_set():
+        logger.info("dropped a preview viewer that fell behind")
+        if request.transport is not None:
+            request.transport.abort()
+    elif not socket.closed:
+        await socket.close()
+
+
+async def _send(viewer: Viewer, socket: web.WebSocketResponse) -> None:
+    while chunk := await viewer.next_chunk():
+        await socket.send_bytes(chunk)
 
 
 async def _until_closed(socket: web.WebSocketResponse) -> None:

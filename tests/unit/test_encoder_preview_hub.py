@@ -3,6 +3,7 @@ runs, and who is turned away."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,7 +41,7 @@ class RecordingFeed:
 
 async def test_viewers_get_whole_packets_and_the_feed_runs_while_anybody_watches() -> None:
     feed = RecordingFeed()
-    hub = PreviewHub(feed)  # type: ignore[arg-type]
+    hub = PreviewHub(feed)
     first = hub.join()
     second = hub.join()
     assert feed.events == ["start"]
@@ -56,7 +57,7 @@ async def test_viewers_get_whole_packets_and_the_feed_runs_while_anybody_watches
 
 async def test_a_backlog_goes_out_in_bounded_messages() -> None:
     """The gateway holds a message whole per viewer: a slow viewer's backlog must not be one message."""
-    hub = PreviewHub(RecordingFeed())  # type: ignore[arg-type]
+    hub = PreviewHub(RecordingFeed())
     viewer = hub.join()
     chunk = PACKET * 348  # about 64 KiB, one read of the feed
     for _ in range(100):
@@ -71,7 +72,7 @@ async def test_a_backlog_goes_out_in_bounded_messages() -> None:
 
 async def test_a_viewer_that_falls_behind_is_closed_and_the_rest_are_served() -> None:
     feed = RecordingFeed()
-    hub = PreviewHub(feed)  # type: ignore[arg-type]
+    hub = PreviewHub(feed)
     slow = hub.join()
     keeping_up = hub.join()
     chunk = PACKET * 1000
@@ -105,6 +106,35 @@ async def test_the_endpoint_streams_to_the_right_key_only(aiohttp_client: Callab
     hub.close()  # the encoder stops
     assert (await socket.receive(timeout=5)).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     assert not hub.viewers
+
+
+async def test_a_viewer_that_falls_behind_is_dropped_at_once_and_the_others_go_on(
+        aiohttp_client: Callable[..., Awaitable[Client]]) -> None:
+    """Its handler may be stuck sending to it (its socket full): it is dropped when the hub lets it go,
+    not when the heartbeat finds it unresponsive half a minute later."""
+    hub = PreviewHub(viewer_limit=1024 * 1024)
+    client = await aiohttp_client(preview_app(hub, "key"))
+    keeping_up: Any = await client.ws_connect("/websocketplay/key")
+    stalled: Any = await client.ws_connect("/websocketplay/key")
+    server = client.server.runner.server if client.server.runner is not None else None
+    assert server is not None and len(server.connections) == 2
+    burst = PACKET * 1000  # 188 KB; the stalled viewer reads nothing
+    for _ in range(200):  # 37.6 MB: more than the sockets' buffers and the viewer's limit together
+        hub.publish(burst)
+        received = 0
+        while received < len(burst):
+            message = await keeping_up.receive(timeout=5)
+            assert message.type == aiohttp.WSMsgType.BINARY, message
+            received += len(message.data)
+    assert len(hub.viewers) == 1
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(server.connections) > 1:
+        assert asyncio.get_running_loop().time() < deadline, "the stalled viewer's connection is still open"
+        await asyncio.sleep(0.01)
+    hub.publish(PACKET)
+    assert (await keeping_up.receive(timeout=5)).data == PACKET
+    await stalled.close()
+    await keeping_up.close()
 
 
 async def test_a_full_house_is_answered_503(aiohttp_client: Callable[..., Awaitable[Client]]) -> None:
