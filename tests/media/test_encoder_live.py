@@ -287,6 +287,7 @@ def test_a_pulled_source_whose_segments_are_at_a_refused_address_encodes_nothing
         source.kill()
         source.wait(10)
         segments_host.shutdown()
+        segments_host.server_close()
     assert encoder.stop() == 0
 
 
@@ -316,6 +317,7 @@ def test_an_https_source_is_fetched_by_the_guard_over_verified_tls_and_encoded(
         source.kill()
         source.wait(10)
         origin.shutdown()
+        origin.server_close()
     assert encoder.stop() == 0
 
 
