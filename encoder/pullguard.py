@@ -289,9 +289,8 @@ class PullGuard:
         headers = [(name, value) for name, value in _end_to_end(_header_fields(header_block))
                    if name.lower() != "host" and (credentials_belong or name.lower() != "authorization")
                    and not (name.lower() == "range" and (playlist_path or value.replace(" ", "") == "bytes=0-"))]
-        if secure:
-            headers = self._cookies.own(host, port, headers)
         scheme = "https" if secure else "http"
+        headers = self._cookies.own((scheme, host, port), headers)
         authority = url_host(host)
         if port != DEFAULT_PORTS[scheme]:
             authority += f":{port}"
@@ -304,9 +303,9 @@ class PullGuard:
             answer = await asyncio.wait_for(upstream_reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_SECONDS)
             status_line, _, answer_block = answer[:-4].decode("latin-1").partition("\r\n")
             fields = _header_fields(answer_block)
-            if secure:
-                self._cookies.remember(host, port, fields)
-            kept = [(name, self.guarded_url(urljoin(origin_url, value)) if name.lower() == "location" else value)
+            self._cookies.remember((scheme, host, port), fields)
+            kept = [(name, self.guarded_url(urljoin(origin_url, value)) if name.lower() == "location"
+                     else _cookie_for_ffmpeg(value) if name.lower() == "set-cookie" else value)
                     for name, value in _end_to_end(fields)]
             values = {name.lower(): value for name, value in fields}
             status = status_line.split(" ", 2)[1] if status_line.count(" ") else ""
@@ -431,29 +430,33 @@ class PullGuard:
         return tunnel
 
 
+Origin = tuple[str, str, int]  # scheme, host, port
+
+
 class OriginCookies:
-    """The cookies each HTTPS origin set (name=value, as its Set-Cookie said), so that those ffmpeg sends
-    back through the guard reach the origin that set them and no other."""
+    """The cookies each origin set (name=value, as its Set-Cookie said), so that those ffmpeg sends back
+    through the guard reach the origin that set them and no other (ffmpeg is given them for every
+    origin alike: _cookie_for_ffmpeg)."""
 
     def __init__(self, limit: int = 256, origins: int = 1024) -> None:
         self.limit = limit  # per origin: the oldest is forgotten first
         self.origins = origins  # a playlist naming ever more origins must not grow it without bound
-        self._set: dict[tuple[str, int], dict[str, None]] = {}
+        self._set: dict[Origin, dict[str, None]] = {}
 
-    def remember(self, host: str, port: int, fields: Sequence[tuple[str, str]]) -> None:
+    def remember(self, origin: Origin, fields: Sequence[tuple[str, str]]) -> None:
         for name, value in fields:
             if name.lower() == "set-cookie" and (pair := value.split(";", 1)[0].strip()):
-                if (host, port) not in self._set and len(self._set) >= self.origins:
+                if origin not in self._set and len(self._set) >= self.origins:
                     del self._set[next(iter(self._set))]
-                pairs = self._set.setdefault((host, port), {})
+                pairs = self._set.setdefault(origin, {})
                 pairs.pop(pair, None)
                 pairs[pair] = None
                 if len(pairs) > self.limit:
                     del pairs[next(iter(pairs))]
 
-    def own(self, host: str, port: int, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    def own(self, origin: Origin, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """`headers` with only the cookies this origin set left in their Cookie fields."""
-        pairs = self._set.get((host, port), {})
+        pairs = self._set.get(origin, {})
         kept: list[tuple[str, str]] = []
         for name, value in headers:
             if name.lower() == "cookie":
@@ -542,6 +545,19 @@ def _header_fields(block: str) -> list[tuple[str, str]]:
         if colon and name.strip():
             fields.append((name.strip(), value.strip()))
     return fields
+
+
+def _cookie_for_ffmpeg(set_cookie: str) -> str:
+    """An origin's Set-Cookie as ffmpeg is to keep it. ffmpeg sends a cookie back only when it has a Path
+    that begins what it asks for, and a Domain (if any) that ends the host it asks. Through a proxy (the
+    guard) it asks for a whole URL (http://..., with the guard's address for an https:// origin), which
+    no Path (/...) begins: ffmpeg would send back no cookie at all. So it gets each with an empty Path
+    (which begins anything) and no Domain, and OriginCookies passes a cookie on only to the origin that
+    set it, to any of its paths."""
+    pair, *attributes = set_cookie.split(";")
+    kept = [attribute for attribute in attributes
+            if attribute.split("=", 1)[0].strip().lower() not in ("domain", "path")]
+    return ";".join([pair, *kept, " Path="])
 
 
 def _end_to_end(fields: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:

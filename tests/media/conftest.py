@@ -149,7 +149,9 @@ def start_encoder(
 def _hls_origin_server(tmp_path: Path) -> Iterator[tuple[http.server.ThreadingHTTPServer, list[str]]]:
     root = tmp_path / "origin"
     root.mkdir()
-    server, requested = serve_directory(root)
+    # Its segments need the cookie its playlists set, as some CDNs' token cookies: every pull must
+    # send it back (through the pull guard, ffmpeg would not on its own).
+    server, requested = serve_directory(root, cookie="origin-session=o1; Path=/; HttpOnly")
     try:
         yield server, requested
     finally:

@@ -388,8 +388,34 @@ def job_environment(template: dict[str, object]) -> dict[str, str]:
     return {"ONAIR_JOB_CONFIG": json.dumps(job), "ONAIR_STREAM_KEY": "key", "ONAIR_LISTEN_HOST": "127.0.0.9"}
 
 
-class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
+class _OriginHandler(http.server.SimpleHTTPRequestHandler):
     requested: list[str]  # the paths asked for, in order
+    authorization: str | None = None  # the one Authorization it accepts (else 401 with a Basic challenge)
+    cookie: str | None = None  # the Set-Cookie of its playlists, whose name=value the rest needs (else 403)
+
+    def do_GET(self) -> None:
+        if self.authorization is not None and self.headers.get("Authorization") != self.authorization:
+            self._refuse(401, ("WWW-Authenticate", 'Basic realm="origin"'))
+        elif self.cookie is not None and not self._playlist() and self.cookie.split(";")[0] not in [
+                pair.strip() for pair in (self.headers.get("Cookie") or "").split(";")]:
+            self._refuse(403)
+        else:
+            super().do_GET()
+
+    def end_headers(self) -> None:
+        if self.cookie is not None and self._playlist():
+            self.send_header("Set-Cookie", self.cookie)
+        super().end_headers()
+
+    def _playlist(self) -> bool:
+        return self.path.split("?")[0].endswith(".m3u8")
+
+    def _refuse(self, status: int, *fields: tuple[str, str]) -> None:
+        self.send_response(status)
+        for name, value in fields:
+            self.send_header(name, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -398,31 +424,13 @@ class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
         self.requested.append(self.path)
 
 
-class _BasicAuthHandler(_RecordingHandler):
-    """Answers 401 with a Basic challenge to a request without the one Authorization it accepts."""
-
-    authorization: str
-
-    def do_GET(self) -> None:
-        if self.headers.get("Authorization") != self.authorization:
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="origin"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        super().do_GET()
-
-
-def serve_directory(root: Path, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None, user: str | None = None
-                    ) -> tuple[http.server.ThreadingHTTPServer, list[str]]:
-    """An HTTP(S) origin of `root` on `host`, as a CDN or packager serves a live HLS stream (asking for
-    Basic `user:password` credentials when given), and the paths it is asked for. Stop it with
-    shutdown() and server_close()."""
-    if user is None:
-        handler = type("Handler", (_RecordingHandler,), {"requested": []})
-    else:
-        authorization = "Basic " + base64.b64encode(user.encode()).decode()
-        handler = type("Handler", (_BasicAuthHandler,), {"requested": [], "authorization": authorization})
+def serve_directory(root: Path, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None, user: str | None = None,
+                    cookie: str | None = None) -> tuple[http.server.ThreadingHTTPServer, list[str]]:
+    """An HTTP(S) origin of `root` on `host`, as a CDN or packager serves a live HLS stream, and the paths
+    it is asked for. `user`: the Basic `user:password` credentials it asks for; `cookie`: a Set-Cookie
+    its playlists carry and its other files need back. Stop it with shutdown() and server_close()."""
+    authorization = "Basic " + base64.b64encode(user.encode()).decode() if user is not None else None
+    handler = type("Handler", (_OriginHandler,), {"requested": [], "authorization": authorization, "cookie": cookie})
     server = http.server.ThreadingHTTPServer((host, 0), partial(handler, directory=str(root)))
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)

@@ -300,8 +300,11 @@ def test_an_https_source_is_fetched_by_the_guard_over_verified_tls_and_encoded(
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(pki.path("apiserver.crt"), pki.path("apiserver.key"))
     # The origin asks for the credentials the job's URL gives: the guard passes them on to it (and
-    # would to no other origin: see tests/unit/test_encoder_pullguard.py).
-    origin, requested = serve_directory(root, tls=tls, user="viewer:s3cret")
+    # would to no other origin: see tests/unit/test_encoder_pullguard.py). Its segments also need the
+    # cookie its playlist sets, for a Domain and Path ffmpeg would not send it back to through the guard
+    # as it was set.
+    origin, requested = serve_directory(root, tls=tls, user="viewer:s3cret",
+                                        cookie="viewer-session=v1; Domain=origin.example; Path=/live; Secure")
     source = _write_live_hls(root)
     try:
         port = origin.server_address[1]

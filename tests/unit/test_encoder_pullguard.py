@@ -135,7 +135,7 @@ async def tls_origin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
         if request.path == "/moved.m3u8":
             raise web.HTTPFound(f"https://{ALLOWED_HOST}:{origin.port}/live.m3u8")
         if request.path == "/live.m3u8":
-            return web.Response(headers={"Set-Cookie": "session=abc; Path=/; Secure"}, text=(
+            return web.Response(headers={"Set-Cookie": "session=abc; Domain=cdn.example; Path=/live; Secure"}, text=(
                 f'#EXTM3U\r\n#EXT-X-KEY:METHOD=AES-128,URI="https://{ALLOWED_HOST}:{origin.port}/key"\r\n'
                 f"#EXTINF:2,\r\nhttps://{ALLOWED_HOST}:{origin.port}/seg_1.ts\r\n#EXTINF:2,\r\nseg_2.ts\r\n"
                 "#EXTINF:2,\r\nhttp://cdn.example/seg_3.ts\r\n"), content_type="application/vnd.apple.mpegurl")
@@ -200,7 +200,8 @@ async def test_credentials_go_only_to_the_https_origin_the_job_gave_them_for(tls
 
 async def test_cookies_go_back_only_to_the_https_origin_that_set_them(tls_origin: Origin) -> None:
     """Every HTTPS origin is the guard to ffmpeg, which would send one origin's cookies to all: the
-    guard lets through to an origin only the cookies it set."""
+    guard lets through to an origin only the cookies it set. ffmpeg, asking a proxy for whole URLs, would
+    send back none with a Path: it gets each with an empty Path and no Domain."""
     origin = f"{ALLOWED_HOST}:{tls_origin.port}"
     guard = PullGuard(ONLY_ALLOWED_HOST)
     await guard.start()
@@ -211,7 +212,7 @@ async def test_cookies_go_back_only_to_the_https_origin_that_set_them(tls_origin
                 assert response.status == 200
             assert "Cookie" not in tls_origin.requests[-1][1]  # it set none yet
             async with session.get(f"{guard.proxy_url}/~https/{origin}/live.m3u8") as response:
-                assert response.headers["Set-Cookie"].startswith("session=abc")  # ffmpeg keeps it as before
+                assert response.headers["Set-Cookie"] == "session=abc; Secure; Path="
             async with session.get(f"{guard.proxy_url}/~https/{origin}/seg_1.ts", headers=cookies) as response:
                 assert response.status == 200
             assert tls_origin.requests[-1][1]["Cookie"] == "session=abc"
@@ -220,20 +221,22 @@ async def test_cookies_go_back_only_to_the_https_origin_that_set_them(tls_origin
 
 
 def test_origin_cookies_are_kept_apart_and_bounded() -> None:
+    a, b = ("https", "a.example", 443), ("https", "b.example", 443)
     cookies = pullguard.OriginCookies(limit=2)
-    cookies.remember("a.example", 443, [("Set-Cookie", "s=1; Path=/; HttpOnly"), ("Content-Type", "text/plain")])
-    cookies.remember("b.example", 443, [("set-cookie", "s=2")])
+    cookies.remember(a, [("Set-Cookie", "s=1; Path=/; HttpOnly"), ("Content-Type", "text/plain")])
+    cookies.remember(b, [("set-cookie", "s=2")])
     asked = [("Cookie", "s=1; s=2"), ("Accept", "*/*")]
-    assert cookies.own("a.example", 443, asked) == [("Cookie", "s=1"), ("Accept", "*/*")]
-    assert cookies.own("b.example", 443, asked) == [("Cookie", "s=2"), ("Accept", "*/*")]
-    assert cookies.own("a.example", 8443, asked) == [("Accept", "*/*")]  # another origin: another port
-    cookies.remember("a.example", 443, [("Set-Cookie", "t=1"), ("Set-Cookie", "u=1")])  # s=1 forgotten
-    assert cookies.own("a.example", 443, [("Cookie", "s=1; t=1; u=1")]) == [("Cookie", "t=1; u=1")]
+    assert cookies.own(a, asked) == [("Cookie", "s=1"), ("Accept", "*/*")]
+    assert cookies.own(b, asked) == [("Cookie", "s=2"), ("Accept", "*/*")]
+    assert cookies.own(("https", "a.example", 8443), asked) == [("Accept", "*/*")]  # another origin: another port
+    assert cookies.own(("http", "a.example", 443), asked) == [("Accept", "*/*")]  # or another scheme
+    cookies.remember(a, [("Set-Cookie", "t=1"), ("Set-Cookie", "u=1")])  # s=1 forgotten
+    assert cookies.own(a, [("Cookie", "s=1; t=1; u=1")]) == [("Cookie", "t=1; u=1")]
     few = pullguard.OriginCookies(origins=2)
-    for host in ("a.example", "b.example", "c.example"):  # a playlist naming ever more origins
-        few.remember(host, 443, [("Set-Cookie", f"s={host}")])
-    assert few.own("a.example", 443, [("Cookie", "s=a.example")]) == []  # the oldest origin forgotten
-    assert few.own("c.example", 443, [("Cookie", "s=c.example")]) == [("Cookie", "s=c.example")]
+    for host in ("a.example", "b.example", "c.example"):
+        few.remember(("https", host, 443), [("Set-Cookie", f"s={host}")])
+    assert few.own(a, [("Cookie", "s=a.example")]) == []  # the oldest origin forgotten
+    assert few.own(("https", "c.example", 443), [("Cookie", "s=c.example")]) == [("Cookie", "s=c.example")]
 
 
 @pytest.fixture(autouse=True)
