@@ -261,7 +261,7 @@ async def let_go(viewer: Viewer, socket: web.WebSocketResponse, request: web.Req
         logger.info("dropped a preview viewer that fell behind")
         if request.transport is not None:
             request.transport.abort()
-    elif not socket.closed:
+    elif socket.prepared and not socket.closed:  # not prepared: the viewer left during the handshake
         await socket.close()
 
 

@@ -29,10 +29,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hmac
 import ipaddress
 import logging
 import os
 import re
+import secrets
 import socket
 import ssl
 import urllib.request
@@ -152,7 +154,7 @@ class PullGuard:
         # HTTPS origin as the guard, so it sends those credentials wherever a playlist's relative URI
         # leads ("../../~https/elsewhere/"); the guard passes them on to these origins only.
         self._credentialed_origins: set[tuple[str, int]] = set()
-        # Likewise ffmpeg would send one HTTPS origin's cookies to every other: each one's go back to it only.
+        # Likewise ffmpeg would send one origin's cookies to every other: each one's go back to it only.
         self._cookies = OriginCookies()
 
     async def start(self) -> str:
@@ -303,9 +305,11 @@ class PullGuard:
             answer = await asyncio.wait_for(upstream_reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_SECONDS)
             status_line, _, answer_block = answer[:-4].decode("latin-1").partition("\r\n")
             fields = _header_fields(answer_block)
-            self._cookies.remember((scheme, host, port), fields)
+            if "\n" in status_line or "\r" in status_line:
+                raise ValueError("a bare CR or LF in a status line")
             kept = [(name, self.guarded_url(urljoin(origin_url, value)) if name.lower() == "location"
-                     else _cookie_for_ffmpeg(value) if name.lower() == "set-cookie" else value)
+                     else self._cookies.for_ffmpeg((scheme, host, port), value) if name.lower() == "set-cookie"
+                     else value)
                     for name, value in _end_to_end(fields)]
             values = {name.lower(): value for name, value in fields}
             status = status_line.split(" ", 2)[1] if status_line.count(" ") else ""
@@ -434,33 +438,37 @@ Origin = tuple[str, str, int]  # scheme, host, port
 
 
 class OriginCookies:
-    """The cookies each origin set (name=value, as its Set-Cookie said), so that those ffmpeg sends back
-    through the guard reach the origin that set them and no other (ffmpeg is given them for every
-    origin alike: _cookie_for_ffmpeg)."""
+    """Each origin's cookies, kept apart in ffmpeg's one cookie jar. ffmpeg keeps a pull's cookies by name
+    alone and sends them all to every URL (given as _for_ffmpeg makes them), so each origin's cookie names
+    reach it prefixed with a tag of that origin, and the guard passes on to an origin only the cookies
+    with its tag, without it. Tags are keyed hashes (this guard's own key): an origin can neither set
+    nor name a cookie of another's. Nothing is remembered, so nothing is forgotten either."""
 
-    def __init__(self, limit: int = 256, origins: int = 1024) -> None:
-        self.limit = limit  # per origin: the oldest is forgotten first
-        self.origins = origins  # a playlist naming ever more origins must not grow it without bound
-        self._set: dict[Origin, dict[str, None]] = {}
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(16)
 
-    def remember(self, origin: Origin, fields: Sequence[tuple[str, str]]) -> None:
-        for name, value in fields:
-            if name.lower() == "set-cookie" and (pair := value.split(";", 1)[0].strip()):
-                if origin not in self._set and len(self._set) >= self.origins:
-                    del self._set[next(iter(self._set))]
-                pairs = self._set.setdefault(origin, {})
-                pairs.pop(pair, None)
-                pairs[pair] = None
-                if len(pairs) > self.limit:
-                    del pairs[next(iter(pairs))]
+    def tag(self, origin: Origin) -> str:
+        scheme, host, port = origin
+        return hmac.new(self._key, f"{scheme}://{host}:{port}".encode(), "sha256").hexdigest()[:16] + "."
+
+    def for_ffmpeg(self, origin: Origin, set_cookie: str) -> str:
+        """The origin's Set-Cookie as ffmpeg is to keep it: its name tagged; no Domain, and an empty Path.
+        ffmpeg sends a cookie back only when it has a Path that begins what it asks for, and a Domain (if
+        any) that ends the host it asks; through a proxy (the guard) it asks for a whole URL (http://...),
+        which no Path (/...) begins, and for an https:// origin names the guard's host."""
+        pair, *attributes = set_cookie.split(";")
+        kept = [attribute for attribute in attributes
+                if attribute.split("=", 1)[0].strip().lower() not in ("domain", "path")]
+        return ";".join([self.tag(origin) + pair.strip(), *kept, " Path="])
 
     def own(self, origin: Origin, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """`headers` with only the cookies this origin set left in their Cookie fields."""
-        pairs = self._set.get(origin, {})
+        """`headers` with only this origin's cookies left in their Cookie fields, untagged."""
+        tag = self.tag(origin)
         kept: list[tuple[str, str]] = []
         for name, value in headers:
             if name.lower() == "cookie":
-                value = "; ".join(pair for part in value.split(";") if (pair := part.strip()) in pairs)
+                value = "; ".join(pair.removeprefix(tag) for part in value.split(";")
+                                  if (pair := part.strip()).startswith(tag))
                 if not value:
                     continue
             kept.append((name, value))
@@ -539,25 +547,16 @@ def _port(parts: SplitResult, default: int) -> int:
 
 
 def _header_fields(block: str) -> list[tuple[str, str]]:
+    """The fields of a head's lines. ValueError: a bare CR or LF, which ffmpeg would take for a line's
+    end, so that a field could pass the guard unread (a Location, a Set-Cookie)."""
+    if "\n" in block.replace("\r\n", "") or "\r" in block.replace("\r\n", ""):
+        raise ValueError("a bare CR or LF in a head")
     fields = []
     for line in block.split("\r\n"):
         name, colon, value = line.partition(":")
         if colon and name.strip():
             fields.append((name.strip(), value.strip()))
     return fields
-
-
-def _cookie_for_ffmpeg(set_cookie: str) -> str:
-    """An origin's Set-Cookie as ffmpeg is to keep it. ffmpeg sends a cookie back only when it has a Path
-    that begins what it asks for, and a Domain (if any) that ends the host it asks. Through a proxy (the
-    guard) it asks for a whole URL (http://..., with the guard's address for an https:// origin), which
-    no Path (/...) begins: ffmpeg would send back no cookie at all. So it gets each with an empty Path
-    (which begins anything) and no Domain, and OriginCookies passes a cookie on only to the origin that
-    set it, to any of its paths."""
-    pair, *attributes = set_cookie.split(";")
-    kept = [attribute for attribute in attributes
-            if attribute.split("=", 1)[0].strip().lower() not in ("domain", "path")]
-    return ";".join([pair, *kept, " Path="])
 
 
 def _end_to_end(fields: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:

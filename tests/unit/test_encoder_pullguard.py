@@ -199,44 +199,47 @@ async def test_credentials_go_only_to_the_https_origin_the_job_gave_them_for(tls
 
 
 async def test_cookies_go_back_only_to_the_https_origin_that_set_them(tls_origin: Origin) -> None:
-    """Every HTTPS origin is the guard to ffmpeg, which would send one origin's cookies to all: the
-    guard lets through to an origin only the cookies it set. ffmpeg, asking a proxy for whole URLs, would
-    send back none with a Path: it gets each with an empty Path and no Domain."""
+    """Every HTTPS origin is the guard to ffmpeg, which would send one origin's cookies to all: each
+    reaches ffmpeg tagged with its origin, and goes back untagged to that origin only. ffmpeg, asking a
+    proxy for whole URLs, would send back none with a Path: it gets each with an empty Path, no Domain."""
     origin = f"{ALLOWED_HOST}:{tls_origin.port}"
     guard = PullGuard(ONLY_ALLOWED_HOST)
     await guard.start()
     try:
-        async with aiohttp.ClientSession() as session:
-            cookies = {"Cookie": "session=abc; other=set-elsewhere"}
-            async with session.get(f"{guard.proxy_url}/~https/{origin}/seg_1.ts", headers=cookies) as response:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+            segment = f"{guard.proxy_url}/~https/{origin}/seg_1.ts"
+            async with session.get(segment, headers={"Cookie": "session=abc"}) as response:
                 assert response.status == 200
-            assert "Cookie" not in tls_origin.requests[-1][1]  # it set none yet
+            assert "Cookie" not in tls_origin.requests[-1][1]  # an untagged cookie is no origin's
             async with session.get(f"{guard.proxy_url}/~https/{origin}/live.m3u8") as response:
-                assert response.headers["Set-Cookie"] == "session=abc; Secure; Path="
-            async with session.get(f"{guard.proxy_url}/~https/{origin}/seg_1.ts", headers=cookies) as response:
+                tagged, *attributes = response.headers["Set-Cookie"].split(";")
+            assert tagged.endswith(".session=abc") and attributes == [" Secure", " Path="]
+            async with session.get(segment, headers={"Cookie": f"{tagged}; other=set-elsewhere"}) as response:
                 assert response.status == 200
             assert tls_origin.requests[-1][1]["Cookie"] == "session=abc"
     finally:
         await guard.close()
 
 
-def test_origin_cookies_are_kept_apart_and_bounded() -> None:
+def test_origin_cookies_are_kept_apart_in_ffmpegs_one_jar() -> None:
+    """ffmpeg keeps a pull's cookies by name and sends them all everywhere: each origin's are tagged, and
+    each origin gets its own back, untagged, whatever name the others use."""
     a, b = ("https", "a.example", 443), ("https", "b.example", 443)
-    cookies = pullguard.OriginCookies(limit=2)
-    cookies.remember(a, [("Set-Cookie", "s=1; Path=/; HttpOnly"), ("Content-Type", "text/plain")])
-    cookies.remember(b, [("set-cookie", "s=2")])
-    asked = [("Cookie", "s=1; s=2"), ("Accept", "*/*")]
-    assert cookies.own(a, asked) == [("Cookie", "s=1"), ("Accept", "*/*")]
-    assert cookies.own(b, asked) == [("Cookie", "s=2"), ("Accept", "*/*")]
-    assert cookies.own(("https", "a.example", 8443), asked) == [("Accept", "*/*")]  # another origin: another port
-    assert cookies.own(("http", "a.example", 443), asked) == [("Accept", "*/*")]  # or another scheme
-    cookies.remember(a, [("Set-Cookie", "t=1"), ("Set-Cookie", "u=1")])  # s=1 forgotten
-    assert cookies.own(a, [("Cookie", "s=1; t=1; u=1")]) == [("Cookie", "t=1; u=1")]
-    few = pullguard.OriginCookies(origins=2)
-    for host in ("a.example", "b.example", "c.example"):
-        few.remember(("https", host, 443), [("Set-Cookie", f"s={host}")])
-    assert few.own(a, [("Cookie", "s=a.example")]) == []  # the oldest origin forgotten
-    assert few.own(("https", "c.example", 443), [("Cookie", "s=c.example")]) == [("Cookie", "s=c.example")]
+    cookies = pullguard.OriginCookies()
+    from_a = cookies.for_ffmpeg(a, "token=1; Domain=a.example; Path=/live; Secure; HttpOnly")
+    from_b = cookies.for_ffmpeg(b, "token=2; Max-Age=60")
+    tagged_a, tagged_b = from_a.split(";")[0], from_b.split(";")[0]
+    assert tagged_a.endswith(".token=1") and tagged_b.endswith(".token=2") and tagged_a != tagged_b.replace("2", "1")
+    assert from_a.split(";")[1:] == [" Secure", " HttpOnly", " Path="]  # kept by ffmpeg, sent to any URL
+    jar = [("Cookie", f"{tagged_a}; {tagged_b}; token=forged"), ("Accept", "*/*")]
+    assert cookies.own(a, jar) == [("Cookie", "token=1"), ("Accept", "*/*")]
+    assert cookies.own(b, jar) == [("Cookie", "token=2"), ("Accept", "*/*")]
+    for other in (("https", "a.example", 8443), ("http", "a.example", 443)):  # another port, another scheme
+        assert cookies.own(other, jar) == [("Accept", "*/*")]
+    # An origin naming another's tag in its own cookie gets it tagged again: the other never sees it.
+    planted = cookies.for_ffmpeg(b, f"{tagged_a.split('=')[0]}=planted").split(";")[0]
+    assert cookies.own(a, [("Cookie", planted)]) == []
+    assert pullguard.OriginCookies().tag(a) != cookies.tag(a), "each guard's tags are its own"
 
 
 @pytest.fixture(autouse=True)
@@ -418,21 +421,39 @@ async def test_a_chunked_body_that_is_no_playlist_passes_through_as_it_came(guar
 async def test_a_chunked_playlist_framed_wrong_is_a_502(guard: PullGuard, body: bytes, status: int) -> None:
     """A chunk size Python's int() would read (a sign, 0x) but HTTP does not, or a chunk running on past
     its size: the body's framing is not what the origin meant, so nothing of it is passed on."""
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async with _raw_origin(b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.apple.mpegurl\r\n"
+                           b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + body) as port, \
+            aiohttp.ClientSession() as session, \
+            session.get(f"http://{ALLOWED_HOST}:{port}/live.m3u8", proxy=guard.proxy_url) as response:
+        assert response.status == status
+        if status == 200:
+            assert await response.read() == b"#EXTM3U\n"
+
+
+@pytest.mark.parametrize("head", [b"HTTP/1.1 200 OK\r\nX-A: 1\nSet-Cookie: planted=1; Path=/\r\n",
+                                  b"HTTP/1.1 200 OK\nLocation: http://elsewhere/\r\nX-A: 1\r\n"],
+                         ids=["in a field", "in the status line"])
+async def test_an_answer_with_a_bare_line_feed_in_its_head_is_a_502(guard: PullGuard, head: bytes) -> None:
+    """ffmpeg ends a line at a bare LF: a field hidden after one would pass the guard unread (a Set-Cookie
+    untagged, a Location not rewritten)."""
+    async with _raw_origin(head + b"Content-Length: 2\r\nConnection: close\r\n\r\nok") as port, \
+            aiohttp.ClientSession() as session, \
+            session.get(f"http://{ALLOWED_HOST}:{port}/seg.ts", proxy=guard.proxy_url) as response:
+        assert response.status == 502
+
+
+@contextlib.asynccontextmanager
+async def _raw_origin(answer: bytes) -> AsyncIterator[int]:
+    """An origin at the allowed address answering every request with the bytes `answer`; its port."""
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.apple.mpegurl\r\n"
-                     b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + body)
+        writer.write(answer)
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(answer, ALLOWED_HOST, 0)
-    port = server.sockets[0].getsockname()[1]
+    server = await asyncio.start_server(reply, ALLOWED_HOST, 0)
     try:
-        async with aiohttp.ClientSession() as session, \
-                session.get(f"http://{ALLOWED_HOST}:{port}/live.m3u8", proxy=guard.proxy_url) as response:
-            assert response.status == status
-            if status == 200:
-                assert await response.read() == b"#EXTM3U\n"
+        yield server.sockets[0].getsockname()[1]
     finally:
         server.close()
         await server.wait_closed()
