@@ -439,7 +439,7 @@ Origin = tuple[str, str, int]  # scheme, host, port
 
 class OriginCookies:
     """Each origin's cookies, kept apart in ffmpeg's one cookie jar. ffmpeg keeps a pull's cookies by name
-    alone and sends them all to every URL (given as _for_ffmpeg makes them), so each origin's cookie names
+    alone and sends them all to every URL (given as for_ffmpeg makes them), so each origin's cookie names
     reach it prefixed with a tag of that origin, and the guard passes on to an origin only the cookies
     with its tag, without it. Tags are keyed hashes (this guard's own key): an origin can neither set
     nor name a cookie of another's. Nothing is remembered, so nothing is forgotten either."""
