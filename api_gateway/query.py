@@ -439,6 +439,7 @@ def walk_state(walk: DescendingWalk | None, given: Sequence[SortKey], settled_ms
 
 # Where a token points when nothing has been returned yet: before every key.
 BEFORE_ALL: SortKey = (-1, -1, "")
+AFTER_ALL: SortKey = (2**63 - 1, 0, "")  # past every creation or change time in ms
 
 
 def keyset_page(items: Sequence[T], keys: Sequence[SortKey], after: SortKey | None, descending: bool,

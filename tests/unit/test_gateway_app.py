@@ -1837,9 +1837,21 @@ async def test_streamers_rows_filter_select_and_page(client: Client, kube: FakeK
     assert [s["hostname"] for s in later["streamers"]] == ["enc-2", "rec-1"]
     store.pods.replace([p for p in store.pods.values() if p["metadata"]["name"] != "enc-1"], "3")
     store.nodes.replace([], "3")
+    pods_then = list(store.pods.values())  # enc-2 and rec-1
     back = await page(limit="2", cursor=later["prev"])
     assert [s["hostname"] for s in back["streamers"]] == ["enc-2", "rec-1"]
     assert back["prev"] is None and back["next"] is None
+    # Nor is a next whose rows were all deleted meanwhile: its empty page's prev leads to the last page.
+    for order, onward_rows in (("asc", ["enc-2"]), ("desc", ["rec-1"])):
+        onward = await page(limit="1", sort_dir=order)
+        assert [s["hostname"] for s in onward["streamers"]] == onward_rows
+        store.pods.replace([p for p in store.pods.values() if p["metadata"]["name"] != "rec-1"]
+                           if order == "asc" else [p for p in pods_then if p["metadata"]["name"] != "enc-2"], "4")
+        past_the_end = await page(limit="1", sort_dir=order, cursor=onward["next"])
+        assert past_the_end["streamers"] == [] and past_the_end["next"] is None
+        back = await page(limit="1", sort_dir=order, cursor=past_the_end["prev"])
+        assert [s["hostname"] for s in back["streamers"]] == onward_rows and back["prev"] is None
+        store.pods.replace(pods_then, "5")
     # A prev of the streamers is no token of a job list, nor is a job list's token made to lead backward.
     job_list = f"/api/v1/projects/{PROJECT}/livejobs"
     await assert_400(client, job_list, headers, {"start_token": prev}, "start_token")
