@@ -1255,9 +1255,9 @@ def _rows_page(request: web.Request, route: Route, rows: Sequence[mapping.ListRo
         at = next(index for index, (_, row) in enumerate(matched) if row is page[0])
         if (at < len(matched) - 1) if lq.descending else at > 0:
             previous = query.encode_token(lq.sort, lq.descending, matched[at][0], lq.fingerprint, backward=True)
-    elif with_previous and lq.after is not None and not lq.backward and matched:
-        # Past the end (what came after the cursor was deleted meanwhile): prev is the last page, which
-        # ends at the cursor or before it, rather than none at all.
+    elif with_previous and matched and (lq.after is not None and not lq.backward if lq.keyset else lq.page_index > 1):
+        # Past the end (a page number beyond the last, or a cursor whose rows after it were deleted
+        # meanwhile): prev is the last page (the last `size` rows), rather than none at all.
         beyond = query.BEFORE_ALL if lq.descending else query.AFTER_ALL
         previous = query.encode_token(lq.sort, lq.descending, beyond, lq.fingerprint, backward=True)
     if lq.paths is not None:

@@ -364,8 +364,8 @@ def decode_walk_token(token: str, sort: str, descending: bool, query_fingerprint
         if not isinstance(data, dict) or data.get("v") != 1:
             raise ValueError("version")
         key = data["k"]
-        if (not isinstance(key, list) or len(key) != 3 or not isinstance(key[0], int)
-                or not isinstance(key[1], int) or not isinstance(key[2], str)):
+        if (not isinstance(key, list) or len(key) != 3 or not _int64(key[0])
+                or not _int64(key[1]) or not isinstance(key[2], str)):
             raise ValueError("key")
         walk = _walk(data["w"]) if "w" in data else None
         backward = data.get("b", False)
@@ -378,10 +378,16 @@ def decode_walk_token(token: str, sort: str, descending: bool, query_fingerprint
     return (key[0], key[1], key[2]), walk, backward
 
 
+def _int64(value: Any) -> bool:
+    """An integer a token may carry: any other (JSON allows thousands of digits) could not be encoded into
+    the next token."""
+    return isinstance(value, int) and -(2**63) <= value < 2**63
+
+
 def _walk(raw: Any) -> DescendingWalk:
     top, settled, seen = raw
-    if not (isinstance(top, int) and isinstance(settled, int) and isinstance(seen, list)
-            and all(isinstance(pair, list) and len(pair) == 2 and all(isinstance(n, int) for n in pair)
+    if not (_int64(top) and _int64(settled) and isinstance(seen, list)
+            and all(isinstance(pair, list) and len(pair) == 2 and all(_int64(n) for n in pair)
                     for pair in seen)):
         raise ValueError("walk")
     return DescendingWalk(top, settled, tuple((settled + offset, ident) for offset, ident in seen))
@@ -437,9 +443,10 @@ def walk_state(walk: DescendingWalk | None, given: Sequence[SortKey], settled_ms
     return DescendingWalk(top_ms, settled_ms, tuple(settling))
 
 
-# Where a token points when nothing has been returned yet: before every key.
+# Keys below and above every job's: where a token points when nothing has been given yet, and (in a
+# backward token) from where the last page is counted, ascending (AFTER_ALL) or descending (BEFORE_ALL).
 BEFORE_ALL: SortKey = (-1, -1, "")
-AFTER_ALL: SortKey = (2**63 - 1, 0, "")  # past every creation or change time in ms
+AFTER_ALL: SortKey = (2**63 - 1, 0, "")
 
 
 def keyset_page(items: Sequence[T], keys: Sequence[SortKey], after: SortKey | None, descending: bool,

@@ -282,13 +282,17 @@ class PullGuard:
             raise BadRequest from error
         request_line, _, header_block = head[:-4].decode("latin-1").partition("\r\n")
         method, target, version = [*request_line.split(" "), "", "", ""][:3]
+        try:
+            request_fields = _header_fields(header_block)
+        except ValueError as error:
+            raise BadRequest from error
         if method not in ("GET", "HEAD") or not version.startswith("HTTP/1."):
             raise BadRequest
         secure, host, port, path = self._origin_of(target)
         path_only = urlsplit(path).path.lower()
         playlist_path = path_only.endswith((".m3u8", ".m3u"))
         credentials_belong = not secure or (host, port) in self._credentialed_origins
-        headers = [(name, value) for name, value in _end_to_end(_header_fields(header_block))
+        headers = [(name, value) for name, value in _end_to_end(request_fields)
                    if name.lower() != "host" and (credentials_belong or name.lower() != "authorization")
                    and not (name.lower() == "range" and (playlist_path or value.replace(" ", "") == "bytes=0-"))]
         scheme = "https" if secure else "http"
@@ -439,10 +443,11 @@ Origin = tuple[str, str, int]  # scheme, host, port
 
 class OriginCookies:
     """Each origin's cookies, kept apart in ffmpeg's one cookie jar. ffmpeg keeps a pull's cookies by name
-    alone and sends them all to every URL (given as for_ffmpeg makes them), so each origin's cookie names
-    reach it prefixed with a tag of that origin, and the guard passes on to an origin only the cookies
-    with its tag, without it. Tags are keyed hashes (this guard's own key): an origin can neither set
-    nor name a cookie of another's. Nothing is remembered, so nothing is forgotten either."""
+    alone and sends them all to every URL (given as for_ffmpeg makes them), so ffmpeg is given each
+    origin's cookies with their names prefixed by a tag of that origin, and the guard passes on to an
+    origin only the cookies with its tag, without it. Tags are keyed hashes (this guard's own key): an
+    origin can neither set nor name a cookie of another's. Nothing is remembered, so nothing is forgotten
+    either."""
 
     def __init__(self) -> None:
         self._key = secrets.token_bytes(16)
@@ -547,8 +552,9 @@ def _port(parts: SplitResult, default: int) -> int:
 
 
 def _header_fields(block: str) -> list[tuple[str, str]]:
-    """The fields of a head's lines. ValueError: a bare CR or LF, which ffmpeg would take for a line's
-    end, so that a field could pass the guard unread (a Location, a Set-Cookie)."""
+    """The fields of a head's lines. ValueError: a bare LF, which ffmpeg takes for a line's end, so that
+    a field after it would pass the guard unread (a Location, a Set-Cookie); or a bare CR, which HTTP
+    lets a recipient refuse, and no origin that means well sends."""
     if "\n" in block.replace("\r\n", "") or "\r" in block.replace("\r\n", ""):
         raise ValueError("a bare CR or LF in a head")
     fields = []

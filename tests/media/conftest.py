@@ -145,8 +145,11 @@ def start_encoder(
             stop_child(encoder.process, 30)
 
 
+OriginServer = tuple[http.server.ThreadingHTTPServer, list[str]]  # the server, the paths it was asked for
+
+
 @pytest.fixture
-def _hls_origin_server(tmp_path: Path) -> Iterator[tuple[http.server.ThreadingHTTPServer, list[str]]]:
+def _hls_origin_server(tmp_path: Path) -> Iterator[OriginServer]:
     root = tmp_path / "origin"
     root.mkdir()
     # Its segments need the cookie its playlists set, as some CDNs' token cookies: every pull must
@@ -160,13 +163,12 @@ def _hls_origin_server(tmp_path: Path) -> Iterator[tuple[http.server.ThreadingHT
 
 
 @pytest.fixture
-def hls_origin(_hls_origin_server: tuple[http.server.ThreadingHTTPServer, list[str]], tmp_path: Path
-               ) -> tuple[str, Path]:
+def hls_origin(_hls_origin_server: OriginServer, tmp_path: Path) -> tuple[str, Path]:
     """An HTTP origin serving a directory, as a CDN or packager would serve a live HLS stream."""
     return f"http://127.0.0.1:{_hls_origin_server[0].server_address[1]}", tmp_path / "origin"
 
 
 @pytest.fixture
-def hls_origin_requests(_hls_origin_server: tuple[http.server.ThreadingHTTPServer, list[str]]) -> list[str]:
+def hls_origin_requests(_hls_origin_server: OriginServer) -> list[str]:
     """The paths hls_origin was asked for, in order."""
     return _hls_origin_server[1]

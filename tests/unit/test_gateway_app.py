@@ -1735,6 +1735,48 @@ async def test_templates_list_filters_sorts_and_pages(client: Client) -> None:
         await assert_400(client, path, headers, params, field)
 
 
+@pytest.mark.parametrize("sort", ["created_at", "modified_at"])
+@pytest.mark.parametrize("order", ["asc", "desc"])
+async def test_a_streamers_page_past_the_end_leads_back_to_the_last_page(client: Client, sort: str,
+                                                                          order: str) -> None:
+    """Five encoders, two a page: a next whose rows after it were deleted meanwhile, or a page number past
+    the last, gives an empty page whose prev is the last page, and from there back to the first."""
+    store = client.app[STORE_KEY]
+    store.nodes.replace([], "2")
+    store.pods.replace([
+        {"metadata": {"name": f"enc-{n}", "namespace": NS, "resourceVersion": "1",
+                      "creationTimestamp": f"2024-01-01T00:0{n}:00Z",
+                      "labels": {"app.kubernetes.io/part-of": "onair", "onair.dev/role": "encoder",
+                                 "onair.dev/job": f"00000000-0000-4000-8000-{n:012d}",
+                                 "onair.dev/project-id": PROJECT}},
+         "spec": {"nodeName": "node-1"}, "status": {"phase": "Running"}} for n in range(1, 6)], "2")
+    headers = await token(client, "admin-key-0123456789")
+    in_order = ["enc-1", "enc-2", "enc-3", "enc-4", "enc-5"][::1 if order == "asc" else -1]
+
+    async def page(**params: str) -> tuple[list[str], str | None, str | None]:
+        response = await client.get("/api/v1/streamers", params={"sort": sort, "sort_dir": order, **params},
+                                    headers=headers)
+        body = await response.json()
+        assert response.status == 200, body
+        return [s["hostname"] for s in body["result"]["streamers"]], body["result"]["next"], body["result"]["prev"]
+
+    rows, after_first, _ = await page(limit="2")
+    assert rows == in_order[:2] and after_first
+    rows, after_second, _ = await page(limit="2", cursor=after_first)
+    assert rows == in_order[2:4] and after_second
+    rows, _, prev = await page(pageSize="2", pageIndex="4")  # past the last page (3)
+    assert rows == [] and prev
+    rows, _, prev = await page(limit="2", cursor=prev)
+    assert rows == in_order[3:]  # the last page: the last two rows
+    store.pods.replace([p for p in store.pods.values() if p["metadata"]["name"] != in_order[4]], "3")
+    rows, onward, prev = await page(limit="2", cursor=after_second)
+    assert rows == [] and onward is None and prev
+    rows, _, prev = await page(limit="2", cursor=prev)
+    assert rows == in_order[2:4] and prev  # the last two rows left: the page the cursor ended
+    rows, _, prev = await page(limit="2", cursor=prev)
+    assert rows == in_order[:2] and prev is None
+
+
 async def test_streamers_rows_filter_select_and_page(client: Client, kube: FakeKube) -> None:
     store = client.app[STORE_KEY]
 
@@ -1837,21 +1879,9 @@ async def test_streamers_rows_filter_select_and_page(client: Client, kube: FakeK
     assert [s["hostname"] for s in later["streamers"]] == ["enc-2", "rec-1"]
     store.pods.replace([p for p in store.pods.values() if p["metadata"]["name"] != "enc-1"], "3")
     store.nodes.replace([], "3")
-    pods_then = list(store.pods.values())  # enc-2 and rec-1
     back = await page(limit="2", cursor=later["prev"])
     assert [s["hostname"] for s in back["streamers"]] == ["enc-2", "rec-1"]
     assert back["prev"] is None and back["next"] is None
-    # Nor is a next whose rows were all deleted meanwhile: its empty page's prev leads to the last page.
-    for order, onward_rows in (("asc", ["enc-2"]), ("desc", ["rec-1"])):
-        onward = await page(limit="1", sort_dir=order)
-        assert [s["hostname"] for s in onward["streamers"]] == onward_rows
-        store.pods.replace([p for p in store.pods.values() if p["metadata"]["name"] != "rec-1"]
-                           if order == "asc" else [p for p in pods_then if p["metadata"]["name"] != "enc-2"], "4")
-        past_the_end = await page(limit="1", sort_dir=order, cursor=onward["next"])
-        assert past_the_end["streamers"] == [] and past_the_end["next"] is None
-        back = await page(limit="1", sort_dir=order, cursor=past_the_end["prev"])
-        assert [s["hostname"] for s in back["streamers"]] == onward_rows and back["prev"] is None
-        store.pods.replace(pods_then, "5")
     # A prev of the streamers is no token of a job list, nor is a job list's token made to lead backward.
     job_list = f"/api/v1/projects/{PROJECT}/livejobs"
     await assert_400(client, job_list, headers, {"start_token": prev}, "start_token")

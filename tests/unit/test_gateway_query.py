@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 import random
 
 import pytest
@@ -140,6 +141,16 @@ def test_tokens_round_trip_and_refuse_tampering() -> None:
     for garbage in ("", "!!!", "e30", token[:-3], "bnVsbA", nested):
         with pytest.raises(QueryError):
             query.decode_walk_token(garbage, "created_at", False, "f1")
+    # Integers JSON allows but no key or walk holds: the next token could not even be encoded (a 500).
+    huge = 9 * 10**4299
+    for key, walk in ([huge, 7, "x"], None), ([5, 7, "x"], [huge, 0, []]), ([5, 7, "x"], [0, 0, [[huge, 1]]]):
+        fields = {"v": 1, "s": "created_at", "d": True, "k": key, "f": "f1", **({"w": walk} if walk else {})}
+        forged = base64.urlsafe_b64encode(json.dumps(fields).encode()).decode().rstrip("=")
+        with pytest.raises(QueryError, match="not a token this API gave out"):
+            query.decode_walk_token(forged, "created_at", True, "f1")
+    fields = {"v": 1, "s": "created_at", "d": True, "k": [5, 7, "x"], "f": "f1", "w": [0, 0, [[1, 1]]]}
+    sound = base64.urlsafe_b64encode(json.dumps(fields).encode()).decode().rstrip("=")
+    assert query.decode_walk_token(sound, "created_at", True, "f1")[0] == (5, 7, "x")
 
 
 @pytest.mark.parametrize("descending", [False, True])
