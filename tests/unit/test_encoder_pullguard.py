@@ -540,7 +540,7 @@ async def test_requests_that_are_no_pull_are_answered_400(guard: PullGuard) -> N
     for request in (b"GET /local/path HTTP/1.1\r\n\r\n", b"GET ftp://example.com/x HTTP/1.1\r\n\r\n",
                     b"CONNECT 127.0.0.1:443 HTTP/1.1\r\n\r\n", b"GET http://example.com:99999/x HTTP/1.1\r\n\r\n",
                     b"POST http://127.0.0.1/x HTTP/1.1\r\n\r\n", b"GET /~https/ HTTP/1.1\r\n\r\n",
-                    b"nonsense\r\n\r\n"):
+                    b"nonsense\r\n\r\n", b"GET http://127.0.0.1/x HTTP/1.1\r\nX-A: 1\nX-B: 2\r\n\r\n"):
         reader, writer = await asyncio.open_connection(*guard.authority.split(":"))
         writer.write(request)
         assert (await reader.read()).startswith(b"HTTP/1.1 400"), request
