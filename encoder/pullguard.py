@@ -280,12 +280,11 @@ class PullGuard:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_SECONDS)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as error:
             raise BadRequest from error
-        request_line, _, header_block = head[:-4].decode("latin-1").partition("\r\n")
-        method, target, version = [*request_line.split(" "), "", "", ""][:3]
         try:
-            request_fields = _header_fields(header_block)
+            request_line, request_fields = _parsed_head(head)
         except ValueError as error:
             raise BadRequest from error
+        method, target, version = [*request_line.split(" "), "", "", ""][:3]
         if method not in ("GET", "HEAD") or not version.startswith("HTTP/1."):
             raise BadRequest
         secure, host, port, path = self._origin_of(target)
@@ -307,10 +306,7 @@ class PullGuard:
                                            *(f"{name}: {value}\r\n" for name, value in headers),
                                            "Connection: close\r\n\r\n"]).encode("latin-1"))
             answer = await asyncio.wait_for(upstream_reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_SECONDS)
-            status_line, _, answer_block = answer[:-4].decode("latin-1").partition("\r\n")
-            fields = _header_fields(answer_block)
-            if "\n" in status_line or "\r" in status_line:
-                raise ValueError("a bare CR or LF in a status line")
+            status_line, fields = _parsed_head(answer)
             kept = [(name, self.guarded_url(urljoin(origin_url, value)) if name.lower() == "location"
                      else self._cookies.for_ffmpeg((scheme, host, port), value) if name.lower() == "set-cookie"
                      else value)
@@ -551,18 +547,16 @@ def _port(parts: SplitResult, default: int) -> int:
         raise BadRequest from error
 
 
-def _header_fields(block: str) -> list[tuple[str, str]]:
-    """The fields of a head's lines. ValueError: a bare LF, which ffmpeg takes for a line's end, so that
-    a field after it would pass the guard unread (a Location, a Set-Cookie); or a bare CR, which HTTP
-    lets a recipient refuse, and no origin that means well sends."""
-    if "\n" in block.replace("\r\n", "") or "\r" in block.replace("\r\n", ""):
+def _parsed_head(head: bytes) -> tuple[str, list[tuple[str, str]]]:
+    """A head (ending in its blank line) as its first line and its fields. ValueError: a bare LF, which
+    ffmpeg takes for a line's end, so that a field after it would pass the guard unread (a Location, a
+    Set-Cookie); or a bare CR, which HTTP lets a recipient refuse, and no origin that means well sends."""
+    lines = head[:-4].decode("latin-1").split("\r\n")
+    if any("\n" in line or "\r" in line for line in lines):
         raise ValueError("a bare CR or LF in a head")
-    fields = []
-    for line in block.split("\r\n"):
-        name, colon, value = line.partition(":")
-        if colon and name.strip():
-            fields.append((name.strip(), value.strip()))
-    return fields
+    fields = [(name.strip(), value.strip()) for name, colon, value in (line.partition(":") for line in lines[1:])
+              if colon and name.strip()]
+    return lines[0], fields
 
 
 def _end_to_end(fields: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
