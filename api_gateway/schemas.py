@@ -121,7 +121,8 @@ class LiveJobCreate(RestModel):
     input_class: InputClassIn | None = Field(default=None, description="0 Single, 1 Standard (or the name).")
     callback_url: str | None = Field(default=None, max_length=MAX_URL_LENGTH)
     url: str | None = Field(default=None, description="HLS only: the playlist to pull.", max_length=MAX_URL_LENGTH)
-    endpoint: str | None = Field(default=None, description="S3 endpoint; default: the platform's.",
+    endpoint: str | None = Field(default=None, description="S3 endpoint; default: the platform's. Another one at a "
+                                 "private address is refused unless the platform allows its network.",
                                  max_length=MAX_URL_LENGTH)
     cdn_base_url: str | None = Field(default=None, max_length=MAX_URL_LENGTH)
     start_date_time: UtcTime | None = Field(default=None, description="Scheduled start.")

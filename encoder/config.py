@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import AwareDatetime, BaseModel, ConfigDict, IPvAnyNetwork, ValidationError
 from pydantic.alias_generators import to_camel
 
-from onair.addresses import AddressPolicy, literal_address, pull_refusal
+from onair.addresses import AddressPolicy, literal_address, pull_refusal, storage_refusal
 from onair.models import (
     PASSTHROUGH_PLAYLIST_WINDOW,
     PASSTHROUGH_RENDITION,
@@ -56,6 +56,9 @@ class StorageConfig(_Camel):
     region: str = "us-east-1"
     # "virtual" (bucket.endpoint-host) for stores that refuse path-style requests, such as Alibaba OSS.
     addressing_style: Literal["path", "virtual"] = "path"
+    # The job names this endpoint (it is not the installation's own): it may reach only public addresses
+    # and JobEnvelope.storage_allowed_networks.
+    named_by_job: bool = False
 
 
 class ClipConfig(_Camel):
@@ -86,6 +89,8 @@ class JobEnvelope(_Camel):
     # Networks besides the public Internet a pulled source may be fetched from (the installation's own
     # origins): see pullguard.py.
     pull_allowed_networks: list[IPvAnyNetwork] = []
+    # Networks besides the public Internet an S3 endpoint the job names may be at (upload.S3Store).
+    storage_allowed_networks: list[IPvAnyNetwork] = []
 
 
 class IngestKind(enum.StrEnum):
@@ -140,6 +145,7 @@ class JobConfig:
     start_paused: bool = False
     finish_only: bool = False  # see JobEnvelope
     pull_policy: AddressPolicy = field(default_factory=AddressPolicy)  # see JobEnvelope.pull_allowed_networks
+    storage_policy: AddressPolicy | None = None  # for an endpoint the job names (StorageConfig.named_by_job)
     paused_ranges: list[PausedRange] = field(default_factory=list)
     live_spec: LiveJobSpec | None = None
     record_spec: RecordJobSpec | None = None
@@ -171,9 +177,15 @@ class JobConfig:
         return "/".join(part for part in (prefix, *parts) if part)
 
 
-def refuse_private_pull_address(url: str, field: str, policy: AddressPolicy) -> None:
-    """A pull from an address the policy refuses, written as an address, can never work, nor one from a
-    port that is no number. A name is checked whenever it is connected to (pullguard.py)."""
+def endpoint_field(kind: str) -> str:
+    """Where a job of `kind` names its S3 endpoint."""
+    return "spec.destination.endpoint" if kind == "LiveJob" else "spec.output.endpoint"
+
+
+def refuse_unreachable(url: str, field: str, policy: AddressPolicy, refusal: Callable[[str, bool], str]) -> None:
+    """A URL whose host is an address the policy refuses, or whose port is no number, can never work:
+    ConfigError naming the field, with refusal(host, True). A name is checked whenever it is connected
+    to (pullguard.py, upload.S3Store)."""
     parts = urlsplit(url)
     try:
         parts.port  # noqa: B018 - it raises for a port that is no number, which ffmpeg would read its own way
@@ -182,7 +194,7 @@ def refuse_private_pull_address(url: str, field: str, policy: AddressPolicy) -> 
     host = parts.hostname or ""
     address = literal_address(host)
     if address is not None and not policy.allows(address):
-        raise ConfigError(f"{field}: {pull_refusal(host, is_address=True)}")
+        raise ConfigError(f"{field}: {refusal(host, True)}")
 
 
 def _ingest_for_live(spec: LiveJobSpec) -> Ingest:
@@ -230,14 +242,19 @@ def load_job_config(environ: Mapping[str, str] | None = None) -> JobConfig:
         "termination_grace_seconds": int(grace),
         "finish_only": envelope.finish_only,
         "pull_policy": AddressPolicy(tuple(envelope.pull_allowed_networks)),
+        "storage_policy": AddressPolicy(tuple(envelope.storage_allowed_networks))
+        if envelope.storage.named_by_job else None,
     }
+    if common["storage_policy"] is not None:
+        refuse_unreachable(envelope.storage.endpoint, endpoint_field(envelope.kind), common["storage_policy"],
+                           storage_refusal)
     window = template.playlist_window if template else PASSTHROUGH_PLAYLIST_WINDOW
     try:
         if envelope.kind == "LiveJob":
             live = LiveJobSpec.model_validate(envelope.spec)
             ingest = _ingest_for_live(live)
             if ingest.url is not None:
-                refuse_private_pull_address(ingest.url, "spec.input.url", common["pull_policy"])
+                refuse_unreachable(ingest.url, "spec.input.url", common["pull_policy"], pull_refusal)
             if ingest.kind in (IngestKind.RTMP_LISTEN, IngestKind.SRT_LISTEN) and not stream_key:
                 raise ConfigError(f"ONAIR_STREAM_KEY is required for an {live.input.server_type.value} LiveJob")
             if ingest.kind == IngestKind.SRT_LISTEN and not srt_passphrase and not 10 <= len(stream_key or "") <= 79:
@@ -262,7 +279,8 @@ def load_job_config(environ: Mapping[str, str] | None = None) -> JobConfig:
     except ValidationError as error:
         raise ConfigError(f"spec is invalid: {error}") from error
     if record.source.stream_url:
-        refuse_private_pull_address(record.source.stream_url, "spec.source.streamUrl", common["pull_policy"])
+        refuse_unreachable(record.source.stream_url, "spec.source.streamUrl", common["pull_policy"],
+                           pull_refusal)
         ingest = Ingest(IngestKind.PULL, record.source.stream_url)
     else:
         if envelope.clip is None:

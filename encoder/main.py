@@ -16,14 +16,16 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from onair.addresses import AddressPolicy, NotPublicError, allowed_addresses_now, storage_refusal
 from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_TRANSIENT
 from onair.jsonlog import add_context, setup_logging
 
 from .clip import ClipJob
-from .config import ConfigError, IngestKind, JobConfig, load_job_config
+from .config import ConfigError, IngestKind, JobConfig, endpoint_field, load_job_config
 from .pipeline import Encoder, FatalConfigError, Ports, spool_limit_from_env
 from .preview import preview_app
 from .server import hook_app, status_app
@@ -68,7 +70,7 @@ async def serve(config: JobConfig, ports: Ports) -> int:
         os.makedirs(parent, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix="onair-", dir=parent))  # short: it holds a Unix socket
     store = S3Store(config.storage.endpoint, config.storage.bucket, config.storage.region,
-                    config.storage.addressing_style)
+                    config.storage.addressing_style, config.storage_policy)
     encoder = Encoder(config, ports, work_dir, store, spool_limit_from_env())
     job: Encoder | ClipJob = encoder
     if config.ingest.kind == IngestKind.STORED:
@@ -85,6 +87,9 @@ async def serve(config: JobConfig, ports: Ports) -> int:
         loop.call_later(encoder.stop_grace_seconds - 0.5, lambda: os._exit(encoder.exit_code(uploaded=False)))
 
     try:
+        if config.storage_policy is not None:
+            await refuse_unreachable_store(config.storage.endpoint, endpoint_field(config.kind),
+                                           config.storage_policy)
         if config.ingest.kind == IngestKind.PULL:
             await encoder.pull_guard.start()  # before the preview serves: its ffmpeg pulls through it
         status = status_app(job, pausable=config.outputs.pausable, control_key=config.control_key)
@@ -121,6 +126,20 @@ async def serve(config: JobConfig, ports: Ports) -> int:
         shutil.rmtree(work_dir, ignore_errors=True)
     write_termination_message(encoder.status.message)
     return code
+
+
+async def refuse_unreachable_store(endpoint: str, field: str, policy: AddressPolicy) -> None:
+    """An S3 endpoint the job names whose name resolves to refused addresses only can never be written
+    to: FatalConfigError naming the field. A name that does not resolve now is left to the uploads'
+    retries, and every connection is checked again (S3Store)."""
+    host = urlsplit(endpoint).hostname or ""
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, allowed_addresses_now, host, None, policy,
+                                                         storage_refusal)
+    except NotPublicError as refused:
+        raise FatalConfigError(f"{field}: {refused}") from refused
+    except OSError as error:
+        log.warning("the S3 endpoint %s does not resolve now (%s): the uploads retry", host, error)
 
 
 def refuse(why: str) -> NoReturn:

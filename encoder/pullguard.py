@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit, urlunsplit
 
-from onair.addresses import AddressPolicy, NotPublicError, literal_address, pull_refusal
+from onair.addresses import AddressPolicy, NotPublicError, allowed_addresses_now, literal_address, pull_refusal
 from onair.urls import url_host
 
 from .ffmpeg import PULL_READ_TIMEOUT_US
@@ -240,22 +240,17 @@ class PullGuard:
     async def allowed_addresses(self, host: str) -> list[str]:
         """The addresses of `host` the policy allows, resolved now. NotPublicError (and the refusal
         told) when there are none; OSError when the name does not resolve."""
-        literal = literal_address(host)
-        if literal is not None:
-            addresses = [literal]
-        else:
-            answers = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-            addresses = list(dict.fromkeys(str(answer[4][0]) for answer in answers))
-        allowed = [address for address in addresses if self.policy.allows(address)]
-        if not allowed:
-            refusal = pull_refusal(host, literal is not None)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, allowed_addresses_now, host, None, self.policy, pull_refusal)
+        except NotPublicError as refused:
+            refusal = str(refused)
             if refusal != self.refused_since_asked:
                 log.warning("a pull was refused: %s", refusal)
             self.refused_since_asked = refusal
             if self.on_refusal is not None:
                 self.on_refusal(refusal)
-            raise NotPublicError(refusal)
-        return allowed
+            raise
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

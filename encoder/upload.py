@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import socket
 import threading
 import time
 from collections import deque
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from onair.addresses import AddressPolicy, NotPublicError, allowed_addresses_now, storage_refusal
 from onair.phases import ConditionReason
 
 log = logging.getLogger(__name__)
@@ -374,11 +376,62 @@ class UploadQueue:
             operation.on_done()
 
 
+def limit_connections(client: Any, policy: AddressPolicy) -> None:
+    """Makes every connection of a boto3 client go only to addresses `policy` allows (see S3Store).
+    botocore has no public hook for its connections: this sets the connection classes of its urllib3
+    session's pools, and fails at once (not silently unchecked) where a botocore release changed them."""
+    from botocore import awsrequest
+
+    pools = getattr(getattr(client._endpoint, "http_session", None), "_pool_classes_by_scheme", None)
+    if not isinstance(pools, dict) or set(pools) != {"http", "https"}:
+        raise RuntimeError("this botocore's S3 client cannot be limited to allowed addresses")
+
+    class Checked:
+        def _new_conn(self: Any) -> Any:
+            if self.proxy is not None:  # to the installation's outbound proxy, which resolves the name
+                return super()._new_conn()  # type: ignore[misc]
+            from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+            from urllib3.util import connection
+
+            try:
+                addresses = allowed_addresses_now(self.host, self.port, policy, storage_refusal)
+            except socket.gaierror as error:
+                raise NameResolutionError(self.host, self, error) from error
+            except NotPublicError as error:
+                raise NewConnectionError(self, str(error)) from error
+            failure: OSError | None = None
+            for address in addresses:  # each checked one in turn, as urllib3 tries a name's addresses
+                try:
+                    return connection.create_connection((address, self.port), self.timeout,
+                                                        source_address=self.source_address,
+                                                        socket_options=self.socket_options)
+                except OSError as error:
+                    failure = error
+            if isinstance(failure, TimeoutError):
+                raise ConnectTimeoutError(self, f"Connection to {self.host} timed out. (connect timeout="
+                                                f"{self.timeout})") from failure
+            raise NewConnectionError(self, f"Failed to establish a new connection: {failure}") from failure
+
+    class CheckedHTTP(Checked, awsrequest.AWSHTTPConnection):
+        pass
+
+    class CheckedHTTPS(Checked, awsrequest.AWSHTTPSConnection):
+        pass
+
+    # In place: the session's pool managers (and the proxy managers it makes later) share this dict.
+    pools["http"] = type("CheckedHTTPPool", (awsrequest.AWSHTTPConnectionPool,), {"ConnectionCls": CheckedHTTP})
+    pools["https"] = type("CheckedHTTPSPool", (awsrequest.AWSHTTPSConnectionPool,), {"ConnectionCls": CheckedHTTPS})
+
+
 class S3Store:
-    """ObjectStore on boto3. Retries are ours (UploadQueue), so botocore's are off."""
+    """ObjectStore on boto3. Retries are ours (UploadQueue), so botocore's are off.
+
+    `policy`: for an endpoint a job names (not the installation's own), the addresses its connections
+    may reach; each connection resolves the name and connects only to an address the policy allows, so
+    a name that resolves elsewhere later (DNS rebinding) does not get past it either."""
 
     def __init__(self, endpoint: str, bucket: str, region: str, addressing_style: str = "path",
-                 **client_kwargs: Any) -> None:
+                 policy: AddressPolicy | None = None, **client_kwargs: Any) -> None:
         import boto3
         from botocore.config import Config
 
@@ -400,6 +453,8 @@ class S3Store:
             ),
             **client_kwargs,
         )
+        if policy is not None:
+            limit_connections(self.client, policy)
 
     def put(self, key: str, body: bytes | Path, content_type: str, cache_control: str) -> None:
         if isinstance(body, Path):  # multipart, a part at a time from disk

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -63,6 +63,29 @@ def pull_refusal(host: str, is_address: bool) -> str:
     return (f"{host} {'is' if is_address else 'resolves to'} no public address: pulls from loopback, private "
             "and link-local addresses are refused (the installation allows networks of its own in "
             "encoder.pullAllowedNetworks)")
+
+
+def storage_refusal(host: str, is_address: bool) -> str:
+    """Why an S3 endpoint a job names at `host` is refused, in words for the job's status (as pull_refusal)."""
+    return (f"{host} {'is' if is_address else 'resolves to'} no public address: an S3 endpoint a job names, "
+            "other than the installation's own, may not be a loopback, private or link-local address (the "
+            "installation allows networks of its own in encoder.storageAllowedNetworks)")
+
+
+def allowed_addresses_now(host: str, port: int | None, policy: AddressPolicy,
+                          refusal: Callable[[str, bool], str]) -> list[str]:
+    """The addresses of `host` the policy allows, resolved now (blocking). NotPublicError with
+    refusal(host, is_address) when there are none; socket.gaierror when the name does not resolve."""
+    literal = literal_address(host)
+    if literal is not None:
+        addresses = [literal]
+    else:
+        answers = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = list(dict.fromkeys(str(answer[4][0]) for answer in answers))
+    allowed = [address for address in addresses if policy.allows(address)]
+    if not allowed:
+        raise NotPublicError(refusal(host, literal is not None))
+    return allowed
 
 
 class NotPublicError(OSError):

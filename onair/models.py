@@ -361,7 +361,8 @@ class BucketLocation(OnairModel):
     )
     endpoint: str | None = _url_field(
         "S3 endpoint URL (http or https), e.g. https://s3.eu-west-1.amazonaws.com. Unset: the "
-        "operator's default endpoint.",
+        "operator's default endpoint. Another endpoint at a loopback, private or link-local address is "
+        "refused, unless the installation allows its network (encoder.storageAllowedNetworks).",
         default=None,
     )
     region: str | None = Field(

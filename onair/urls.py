@@ -1,4 +1,4 @@
-"""URLs as messages show them."""
+"""URLs as messages show them, and compared by where they lead."""
 
 from __future__ import annotations
 
@@ -26,3 +26,21 @@ def shown_url(url: str) -> str:
 def without_url_credentials(text: str) -> str:
     """`text` with every URL in it shown as shown_url shows one."""
     return _URL_IN_TEXT.sub(r"\g<scheme>\g<rest>", text)
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def same_origin(url: str, other: str) -> bool:
+    """Whether two URLs lead to the same server: scheme, host (in any case, with or without the final
+    dot) and port (a default one written or not)."""
+    def origin(text: str) -> tuple[str, str, int | None] | None:
+        parts = urlsplit(text.strip())
+        try:
+            port = parts.port
+        except ValueError:
+            return None
+        scheme = parts.scheme.lower()
+        return scheme, (parts.hostname or "").rstrip("."), port if port is not None else DEFAULT_PORTS.get(scheme)
+    mine = origin(url)
+    return mine is not None and mine == origin(other)

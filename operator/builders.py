@@ -18,6 +18,7 @@ from onair.models import (
 from onair.operator import naming
 from onair.operator.config import OperatorConfig
 from onair.streamkeys import derive_control_key, derive_preview_key, derive_stream_key
+from onair.urls import same_origin
 
 ENCODER_ROLE = "encoder"
 RECORDER_ROLE = "recorder"
@@ -150,6 +151,9 @@ def build_encoder_config(
             # Alibaba OSS refuses path-style requests.
             "addressingStyle": "virtual" if isinstance(job, RecordJob) and job.spec.output.type == StorageType.OSS
                                else "path",
+            # Only an endpoint of the job's own is limited: the installation's may be inside the cluster.
+            **({"namedByJob": True} if location.endpoint and not same_origin(location.endpoint, config.s3_endpoint)
+               else {}),
         },
         "clip": clip,
         # Only for a closer, so every other encoder's configuration stays as it was (an encoder image older
@@ -157,6 +161,8 @@ def build_encoder_config(
         **({"finishOnly": True} if finish_only else {}),
         **({"pullAllowedNetworks": [str(network) for network in config.pull_allowed_networks]}
            if config.pull_allowed_networks else {}),
+        **({"storageAllowedNetworks": [str(network) for network in config.storage_allowed_networks]}
+           if config.storage_allowed_networks else {}),
         # A new recorder Pod continues the pauses of the earlier ones (a clip leaves them out).
         "pausedRanges": [paused.model_dump(mode="json") for paused in job.status.paused_ranges]
         if isinstance(job, RecordJob) and job.status else [],

@@ -174,6 +174,13 @@ class OperatorConfig(BaseModel):
                     "may be pulled from (CIDRs, e.g. an origin's 10.20.0.0/16). Other loopback, private and "
                     "link-local addresses (the cluster's own services, cloud metadata) are refused.",
     )
+    storage_allowed_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Networks besides the public Internet that an S3 endpoint a job names (destination.endpoint, "
+                    "output.endpoint) may be at (CIDRs). The installation's own endpoint (s3_endpoint) is always "
+                    "allowed; other loopback, private and link-local addresses (the cluster's own services, cloud "
+                    "metadata) are refused.",
+    )
     listen_host: str = Field("0.0.0.0", description="Address of the health and metrics endpoints.")
     log_format: str = Field("text", pattern="^(text|json)$", description="Passed on to the encoders.")
     health_port: int = 8080
@@ -190,7 +197,7 @@ class OperatorConfig(BaseModel):
                 raise ValueError(f"{name} is set by the operator for each job")
         return entries
 
-    @field_validator("pull_allowed_networks", mode="before")
+    @field_validator("pull_allowed_networks", "storage_allowed_networks", mode="before")
     @classmethod
     def _networks_of_addresses(cls, networks: Any) -> Any:
         """10.20.0.5/16 means 10.20.0.0/16, as ip route takes it (a strict reading would stop the operator)."""

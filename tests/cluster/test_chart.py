@@ -79,6 +79,7 @@ def test_render_defaults() -> None:
     assert env["ONAIR_STANDALONE"] == "false" and env["ONAIR_PEERING_NAME"] == "onair"
     assert env["ONAIR_WATCH_NAMESPACES"] == "[]"
     assert env["ONAIR_PULL_ALLOWED_NETWORKS"] == "[]", "pulls reach public addresses only"
+    assert env["ONAIR_STORAGE_ALLOWED_NETWORKS"] == "[]", "a store a job names is at a public address only"
     assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}, "kopf's peer identity is the Pod"
     assert json.loads(env["ONAIR_ENCODER_COMMAND"]) == ["onair-encoder"]
     # The encoder Pods the operator makes take the chart's security and pull settings, as its own Pods do.
@@ -193,7 +194,7 @@ def test_render_non_default_values(tmp_path: Path) -> None:
                      "extraEnv": [{"name": "ONAIR_MAX_RESTARTS", "value": "9"}]},
         "encoder": {"nodeSelector": {"pool": "encoders"},
                     "tolerations": [{"key": "encoders", "operator": "Exists", "effect": "NoSchedule"}],
-                    "pullAllowedNetworks": ["10.20.0.0/16", "fd00::/8"]},
+                    "pullAllowedNetworks": ["10.20.0.0/16", "fd00::/8"], "storageAllowedNetworks": ["10.30.0.0/16"]},
         "ingest": {"host": "ingest.example.com", "serviceType": "LoadBalancer", "previewPort": 8191,
                    "previewBaseUrl": "wss://api.example.com"},
         "s3": {"endpoint": "https://s3.example.com", "region": "eu-west-1"},
@@ -225,6 +226,7 @@ def test_render_non_default_values(tmp_path: Path) -> None:
     assert json.loads(env["ONAIR_ENCODER_NODE_SELECTOR"]) == {"pool": "encoders"}
     assert json.loads(env["ONAIR_ENCODER_TOLERATIONS"])[0]["key"] == "encoders"
     assert json.loads(env["ONAIR_PULL_ALLOWED_NETWORKS"]) == ["10.20.0.0/16", "fd00::/8"]
+    assert json.loads(env["ONAIR_STORAGE_ALLOWED_NETWORKS"]) == ["10.30.0.0/16"]
     assert env["ONAIR_INGEST_HOST"] == "ingest.example.com" and env["ONAIR_SERVICE_TYPE"] == "LoadBalancer"
     # Previews relayed by the gateway, on the Ingress's host: it connects to the port encoders serve them on.
     assert env["ONAIR_PREVIEW_BASE_URL"] == "wss://api.example.com" and env["ONAIR_PREVIEW_PORT"] == "8191"
@@ -353,6 +355,7 @@ def test_render_namespace_patterns_reach_the_gateway_as_the_operator_gets_them()
     ("encoder.extraEnv[0].name=ONAIR_JOB_CONFIG,encoder.extraEnv[0].value=x", "/encoder/extraEnv/0/name"),
     ("encoder.workDirSizeLimit=lots", "/encoder/workDirSizeLimit"),
     ("encoder.pullAllowedNetworks={origin.internal}", "/encoder/pullAllowedNetworks/0"),
+    ("encoder.storageAllowedNetworks={s3.internal}", "/encoder/storageAllowedNetworks/0"),
     ("containerSecurityContext.readOnlyRootFileSystem=false", "readOnlyRootFileSystem"),
     ("podSecurityContext.runAsNonroot=true", "runAsNonroot"),
     ("podSecurityContext.seccompProfile.type=runtimedefault", "/podSecurityContext/seccompProfile/type"),

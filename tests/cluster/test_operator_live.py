@@ -213,3 +213,13 @@ def test_a_job_that_would_pull_from_the_cloud_metadata_address_fails_naming_the_
     status = wait_phase(kube, job_namespace, "metadata", "Failed", timeout=90)["status"]
     assert "spec.input.url: 169.254.169.254 is no public address" in status["message"], status
     assert status.get("restarts", 0) == 0  # a configuration that can never work is not retried
+
+
+def test_a_job_that_would_write_to_a_store_at_the_cloud_metadata_address_fails_naming_the_field(
+        kube: client.ApiClient, job_namespace: str) -> None:
+    """Only the installation's own S3 endpoint may be private: one a job names is held to public addresses."""
+    create_live_job(kube, job_namespace, "metadata-store",
+                    destination={"bucket": "onair", "endpoint": "http://169.254.169.254:8333"})
+    status = wait_phase(kube, job_namespace, "metadata-store", "Failed", timeout=90)["status"]
+    assert "spec.destination.endpoint: 169.254.169.254 is no public address" in status["message"], status
+    assert status.get("restarts", 0) == 0

@@ -88,6 +88,8 @@ def start_encoder(
         wait_healthy: bool = True,
         finish_only: bool = False,
         pull_allowed_networks: tuple[str, ...] = ("127.0.0.0/8",),  # the sources the tests pull listen there
+        endpoint_named_by_job: str | None = None,  # the store under another name, as a job names its own
+        storage_allowed_networks: tuple[str, ...] = (),
     ) -> EncoderProcess:
         number = next(_addresses)
         host = f"127.0.{number // 250}.{number % 250 + 2}"  # each encoder its own address, as a Pod IP
@@ -99,8 +101,10 @@ def start_encoder(
         config = {
             "kind": kind, "namespace": "media", "name": f"job{number}", "attempt": 1, "spec": spec,
             "template": template, "clip": clip,
-            "storage": {"endpoint": object_store.endpoint, "bucket": bucket, "prefix": prefix, "region": REGION},
+            "storage": {"endpoint": endpoint_named_by_job or object_store.endpoint, "bucket": bucket,
+                        "prefix": prefix, "region": REGION, "namedByJob": endpoint_named_by_job is not None},
             "finishOnly": finish_only, "pullAllowedNetworks": pull_allowed_networks,
+            "storageAllowedNetworks": storage_allowed_networks,
         }  # fmt: skip
         env = {
             # The sources and the store are on this machine: no outbound proxy of the developer's between.

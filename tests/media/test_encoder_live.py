@@ -291,6 +291,34 @@ def test_a_pulled_source_whose_segments_are_at_a_refused_address_encodes_nothing
     assert encoder.stop() == 0
 
 
+@pytest.mark.parametrize(("host", "refusal"), [("127.0.0.1", "127.0.0.1 is no public address"),
+                                               ("localhost", "localhost resolves to no public address")])
+def test_a_job_naming_a_store_at_a_private_address_fails_naming_the_field(
+        start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, host: str, refusal: str) -> None:
+    """An address fails when the configuration is read, a name once resolved at the start: no request
+    is made to a store the installation does not allow."""
+    named = object_store.endpoint.replace("127.0.0.1", host)
+    encoder = start_encoder("LiveJob", live_spec(), H264_LADDER, endpoint_named_by_job=named, wait_healthy=False)
+    assert encoder.process.wait(20) == EXIT_BAD_CONFIG
+    assert f"spec.destination.endpoint: {refusal}" in encoder.log()
+
+
+def test_a_job_naming_a_store_in_a_network_the_installation_allows_is_encoded_into_it(
+        start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore) -> None:
+    named = object_store.endpoint.replace("127.0.0.1", "localhost")
+    encoder = start_encoder("LiveJob", live_spec(), ladder_template(("180p", 320, 180, "H264")),
+                            endpoint_named_by_job=named, storage_allowed_networks=("127.0.0.0/8",))
+    publisher = publish(encoder.rtmp_url, 6)
+    encoder.wait_state("live", GOES_LIVE_WITHIN_S)
+    wait_until(lambda: encoder.status()["renditions"][0]["segmentsWritten"] >= 1, 15, "a segment in the store")
+    assert publisher.wait(30) == 0
+    assert encoder.stop() == 0
+    playlist = parse_media_playlist(object_store.get_text(encoder.bucket, f"{encoder.prefix}/180p/index.m3u8") or "")
+    assert playlist.segments
+    for segment in playlist.segments:  # every one it names is there, written through the checked connections
+        object_store.client.head_object(Bucket=encoder.bucket, Key=f"{encoder.prefix}/180p/{segment.uri}")
+
+
 def test_an_https_source_is_fetched_by_the_guard_over_verified_tls_and_encoded(
         start_encoder: Callable[..., EncoderProcess], tmp_path: Path) -> None:
     pki = LocalPKI(tmp_path / "pki")

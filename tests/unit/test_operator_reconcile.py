@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from onair.addresses import AddressPolicy
-from onair.encoder.config import load_job_config
+from onair.encoder.config import ConfigError, load_job_config
 from onair.encoder.pipeline import Encoder, Ports
 from onair.encoder.upload import S3Store
 from onair.exitcodes import EXIT_BAD_CONFIG, EXIT_INTERRUPTED, FINISHED_MESSAGE
@@ -1478,6 +1479,40 @@ def test_the_output_type_reaches_the_recorder(output_type: str, url_start: str, 
     url = store.client.generate_presigned_url("get_object", Params={"Bucket": "imsbucket1", "Key": config.key("x.ts")})
     assert url.startswith(url_start)
     assert config.outputs.master_at_completion is master_at_completion
+
+
+def encoder_config_of(job: LiveJob | RecordJob, config: OperatorConfig = CONFIG) -> Any:
+    """The encoder's configuration as it reads what the operator gives its Pod (ConfigError when refused)."""
+    env = {e["name"]: e.get("value") for e in build_encoder_pod(job, None, config, 1)["spec"]["containers"][0]["env"]}
+    return load_job_config({"ONAIR_JOB_CONFIG": env["ONAIR_JOB_CONFIG"], "ONAIR_STREAM_KEY": "k" * 16})
+
+
+@pytest.mark.parametrize("endpoint", [None, "http://s3.local:8333", "http://S3.Local.:8333/", "http://s3.local:8333/x"])
+def test_the_installation_s_own_store_is_not_limited_however_a_job_spells_it(endpoint: str | None) -> None:
+    local = OperatorConfig(**{**CONFIG.model_dump(), "s3_endpoint": "http://s3.local:8333"})
+    destination = {"bucket": "media", **({"endpoint": endpoint} if endpoint else {})}
+    assert encoder_config_of(live_job(destination=destination), local).storage_policy is None
+
+
+@pytest.mark.parametrize(("job", "message"), [
+    (live_job(destination={"bucket": "media", "endpoint": "http://10.0.0.9:8333"}),
+     "spec.destination.endpoint: 10.0.0.9 is no public address"),
+    (live_job(destination={"bucket": "media", "endpoint": "http://s3.local:9000"}),  # another port: another server
+     None),
+    (record_job(output={"bucket": "media", "endpoint": "http://[::ffff:169.254.169.254]"}),
+     "spec.output.endpoint: ::ffff:169.254.169.254 is no public address"),
+])
+def test_a_store_a_job_names_is_held_to_public_addresses_and_the_networks_allowed(
+        job: LiveJob | RecordJob, message: str | None) -> None:
+    if message is None:  # a name: checked when the encoder connects
+        config = encoder_config_of(job)
+        assert config.storage_policy is not None and not config.storage_policy.allows("10.0.0.9")
+    else:
+        with pytest.raises(ConfigError, match=rf"^{re.escape(message)}: .*encoder\.storageAllowedNetworks"):
+            encoder_config_of(job)
+    allowing = OperatorConfig(**{**CONFIG.model_dump(), "storage_allowed_networks": ["10.0.0.0/8", "::ffff:0:0/96"]})
+    policy = encoder_config_of(job, allowing).storage_policy
+    assert policy is not None and policy.allows("10.0.0.9") and not policy.allows("192.168.0.1")
 
 
 @pytest.mark.parametrize(("output_type", "master_url", "listed_while_recording"), [
