@@ -34,6 +34,7 @@ from onair.models import (
     ServerType,
     StorageType,
 )
+from onair.urls import plain_origin
 
 # The Pod's grace period when the operator does not say (ONAIR_TERMINATION_GRACE_SECONDS), and the least
 # it may say: a stop's uploads need some of it, and the process 5 s to exit.
@@ -246,6 +247,9 @@ def load_job_config(environ: Mapping[str, str] | None = None) -> JobConfig:
         if envelope.storage.named_by_job else None,
     }
     if common["storage_policy"] is not None:
+        if plain_origin(envelope.storage.endpoint) is None:
+            raise ConfigError(f"{endpoint_field(envelope.kind)}: not a plain http(s) URL (user information, a "
+                              "backslash or a port that is no number)")
         refuse_unreachable(envelope.storage.endpoint, endpoint_field(envelope.kind), common["storage_policy"],
                            storage_refusal)
     window = template.playlist_window if template else PASSTHROUGH_PLAYLIST_WINDOW

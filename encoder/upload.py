@@ -63,6 +63,8 @@ def content_type_for(key: str) -> str:
 
 def storage_problem(error: BaseException, bucket: str) -> tuple[ConditionReason, str]:
     """What a failed store request says to a user: the StorageAvailable reason and a message."""
+    if (refusal := _refusal_in(error)) is not None:  # botocore's own message would not say why
+        return ConditionReason.BUCKET_UNREACHABLE, f"bucket {bucket!r}: {refusal}"
     response = getattr(error, "response", None)
     code = str(((response or {}).get("Error") or {}).get("Code") or "") if isinstance(response, dict) else ""
     if code == "NoSuchBucket":
@@ -70,6 +72,19 @@ def storage_problem(error: BaseException, bucket: str) -> tuple[ConditionReason,
     if code in ACCESS_DENIED_CODES:
         return ConditionReason.ACCESS_DENIED, f"bucket {bucket!r} refused the credentials ({code}): {error}"
     return ConditionReason.BUCKET_UNREACHABLE, f"bucket {bucket!r}: {error}"
+
+
+def _refusal_in(error: BaseException | None) -> NotPublicError | None:
+    """The NotPublicError under a store request's error (botocore keeps urllib3's as kwargs["error"])."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, NotPublicError):
+            return error
+        kwargs = getattr(error, "kwargs", None)
+        inner = kwargs.get("error") if isinstance(kwargs, dict) else None
+        error = inner if isinstance(inner, BaseException) else (error.__cause__ or error.__context__)
+        seen += 1
+    return None
 
 
 # A file this large (an MP4 of a recording) is streamed from disk in parts, never read into memory.
@@ -388,17 +403,24 @@ def limit_connections(client: Any, policy: AddressPolicy) -> None:
 
     class Checked:
         def _new_conn(self: Any) -> Any:
-            if self.proxy is not None:  # to the installation's outbound proxy, which resolves the name
-                return super()._new_conn()  # type: ignore[misc]
             from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
             from urllib3.util import connection
 
+            # Through the installation's outbound proxy: the tunnel's target is checked (the proxy resolves
+            # it again); a forwarding proxy (plain http) gets whole URLs, whose host this cannot check.
+            target = self._tunnel_host if self.proxy is not None else self._dns_host
+            if target is None:
+                refused = NotPublicError("an S3 endpoint a job names is not reached through a forwarding proxy "
+                                         "(http:// through http_proxy): name it https://, or put it in no_proxy")
+                raise NewConnectionError(self, str(refused)) from refused
             try:
-                addresses = allowed_addresses_now(self.host, self.port, policy, storage_refusal)
+                addresses = allowed_addresses_now(target, self.port, policy, storage_refusal)
             except socket.gaierror as error:
-                raise NameResolutionError(self.host, self, error) from error
+                raise NameResolutionError(target, self, error) from error
             except NotPublicError as error:
                 raise NewConnectionError(self, str(error)) from error
+            if self.proxy is not None:
+                return super()._new_conn()  # type: ignore[misc]
             failure: OSError | None = None
             for address in addresses:  # each checked one in turn, as urllib3 tries a name's addresses
                 try:

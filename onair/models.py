@@ -359,11 +359,16 @@ class BucketLocation(OnairModel):
         max_length=MAX_DESCRIPTION_LENGTH,
         pattern=KEY_PREFIX_PATTERN,
     )
-    endpoint: str | None = _url_field(
-        "S3 endpoint URL (http or https), e.g. https://s3.eu-west-1.amazonaws.com. Unset: the "
-        "operator's default endpoint. Another endpoint at a loopback, private or link-local address is "
-        "refused, unless the installation allows its network (encoder.storageAllowedNetworks).",
+    endpoint: str | None = Field(
         default=None,
+        description="S3 endpoint URL (http or https), e.g. https://s3.eu-west-1.amazonaws.com, with no user "
+        "information or backslash in it. Unset: the operator's default endpoint. Another endpoint at a "
+        "loopback, private or link-local address is refused, unless the installation allows its network "
+        "(encoder.storageAllowedNetworks).",
+        max_length=MAX_URL_LENGTH,
+        # No "@" nor backslash: URL parsers disagree on where such a host ends (urllib3 takes a backslash for "/"),
+        # and the endpoint's host decides what the encoder may reach.
+        pattern=r"^https?://[^\s/?#@\\]+([/?#][^\s\\]*)?$",
     )
     region: str | None = Field(
         default=None,

@@ -31,16 +31,29 @@ def without_url_credentials(text: str) -> str:
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+def plain_origin(url: str) -> tuple[str, str, int | None] | None:
+    """The scheme, host (lower case, without the final dot) and port (the default one filled in) a URL
+    leads to, or None where Python's parser and urllib3's (which the S3 client connects with) read it
+    differently (a backslash, which urllib3 takes for "/"; user information) or the port is no number."""
+    from urllib3.util import parse_url
+
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+        theirs = parse_url(url.strip())
+    except ValueError:  # urllib3's LocationParseError is one
+        return None
+    scheme = parts.scheme.lower()
+    origin = scheme, (parts.hostname or "").rstrip("."), port if port is not None else DEFAULT_PORTS.get(scheme)
+    their_port = theirs.port if theirs.port is not None else DEFAULT_PORTS.get(theirs.scheme or "")
+    their_host = (theirs.host or "").lower().strip("[]").rstrip(".")
+    if (theirs.scheme or "", their_host, their_port) != origin or theirs.auth is not None or "@" in parts.netloc:
+        return None
+    return origin
+
+
 def same_origin(url: str, other: str) -> bool:
     """Whether two URLs lead to the same server: scheme, host (in any case, with or without the final
-    dot) and port (a default one written or not)."""
-    def origin(text: str) -> tuple[str, str, int | None] | None:
-        parts = urlsplit(text.strip())
-        try:
-            port = parts.port
-        except ValueError:
-            return None
-        scheme = parts.scheme.lower()
-        return scheme, (parts.hostname or "").rstrip("."), port if port is not None else DEFAULT_PORTS.get(scheme)
-    mine = origin(url)
-    return mine is not None and mine == origin(other)
+    dot) and port (a default one written or not), as plain_origin reads them."""
+    mine = plain_origin(url)
+    return mine is not None and mine == plain_origin(other)

@@ -345,6 +345,16 @@ INVALID_OBJECTS: dict[str, tuple[Obj, str, str | None]] = {
         "spec.destination.endpoint",
         None,
     ),
+    "endpoint whose host urllib3 reads differently": (
+        live_job(destination={"bucket": "abc", "endpoint": "http://169.254.169.254\\@s3.example.com"}),
+        "spec.destination.endpoint",
+        None,
+    ),
+    "endpoint with user information": (
+        live_job(destination={"bucket": "abc", "endpoint": "http://user:secret@s3.example.com"}),
+        "spec.destination.endpoint",
+        None,
+    ),
     "cdn url without scheme": (
         live_job(destination={"bucket": "abc", "cdnBaseUrl": "cdn.example.com"}),
         "spec.destination.cdnBaseUrl",
