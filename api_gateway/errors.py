@@ -135,6 +135,9 @@ def kube_error_problem(error: ApiError) -> ApiProblem:
         return ApiProblem(409, f"conflict: {message}")
     if error.status == 404:
         return ApiProblem(404, "not found")
+    causes = (body.get("details") or {}).get("causes") or []
+    if error.status == 403 and any(cause.get("reason") == "NamespaceTerminating" for cause in causes):
+        return ApiProblem(409, "projectId: the project's namespace is being deleted; nothing new is made in it")
     if error.status in (401, 403):
         log.error("the API server refused the gateway: %s", message)
         return ApiProblem(503, "the gateway is not allowed to do this in the cluster; check its RBAC")

@@ -576,9 +576,11 @@ class Gateway:
                 raise ApiProblem(409, f"online: the job's schedule finished at {finish_text}; it cannot go "
                                       "online again (move schedule.finishDateTime, or create a job)")
         kube = self.kube_client()
-        job_path = resource_path(API_VERSION, "livejobs", ctx.namespace, entry.name)
-        updated = await kube.merge_patch(job_path, {"spec": {"online": body.online}})
-        self.store.livejobs.upsert(updated)
+        updated = entry.obj
+        if not replayed:  # a replay answers what the first call did: its switch is not written again
+            job_path = resource_path(API_VERSION, "livejobs", ctx.namespace, entry.name)
+            updated = await kube.merge_patch(job_path, {"spec": {"online": body.online}})
+            self.store.livejobs.upsert(updated)
         urls = (updated.get("status") or {}).get("urls") or {}
         result = {"online": body.online, "playBackPathURL": urls.get("cdn") or urls.get("storageMasterFile")}
         if clip_spec is not None:
@@ -713,9 +715,6 @@ class Gateway:
         """The RecordJob spec a create asks for; a 400 naming the field when it could never record."""
         assert ctx.namespace
         spec = body.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"name"})
-        reference = (spec.get("source") or {}).get("liveJobRef")
-        if isinstance(reference, str) and GUID_RE.fullmatch(reference):
-            spec["source"]["liveJobRef"] = reference.lower()  # GUIDs match in any case, as in the paths
         try:
             spec = RecordJobSpec.model_validate(spec).to_k8s()
         except ValidationError as error:

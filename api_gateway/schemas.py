@@ -7,10 +7,11 @@ build in onair.api_gateway.mapping (the unit tests validate one against the othe
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from onair.models import (
@@ -247,6 +248,17 @@ class RecordJobCreate(RecordJobSpec):
     model_config = ConfigDict(strict=True)
 
     name: str | None = Field(default=None, description="Display name (searchable).", max_length=253)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _guid_in_any_case(cls, source: Any) -> Any:
+        """A liveJobRef GUID matches in any case, as the GUIDs in the paths do (job names are lower case).
+        On the source alone: the rest of the body stays validated as JSON (its times as strings)."""
+        if isinstance(source, dict):
+            reference = source.get("liveJobRef")
+            if isinstance(reference, str) and re.fullmatch(GUID_PATTERN, reference):
+                return {**source, "liveJobRef": reference.lower()}
+        return source
 
 
 class StreamInput(ResponseModel):

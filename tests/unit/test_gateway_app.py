@@ -897,6 +897,16 @@ async def test_a_keyed_cut_retried_after_the_schedule_finished_still_answers_its
     again = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json=cut)
     assert again.status == 201 and again.headers["Idempotent-Replayed"] == "true", await again.text()
     assert (await again.json())["result"]["recordJobName"] == (await first.json())["result"]["recordJobName"]
+    job_path = f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{FIRST}"
+    assert kube.objects[job_path]["spec"]["online"] is True and ("patch", job_path) in kube.calls
+    patches = kube.calls.count(("patch", job_path))
+    switched_off = await client.post(url(f"/{FIRST_KEY}"), headers=await token(client), json={"online": False})
+    assert switched_off.status == 201, await switched_off.text()
+    # The replay answers the clip; it does not switch the finished job on again, as the first call did.
+    replayed = await client.post(url(f"/{FIRST_KEY}"), headers=headers, json=cut)
+    assert replayed.status == 201 and replayed.headers["Idempotent-Replayed"] == "true", await replayed.text()
+    assert kube.objects[job_path]["spec"]["online"] is False
+    assert kube.calls.count(("patch", job_path)) == patches + 1  # only the switch off
 
 
 async def test_a_cut_before_the_job_existed_and_a_start_after_its_schedule_are_refused(
@@ -2004,3 +2014,38 @@ def test_text_that_is_not_utf8_fails_to_encode_as_the_error_middleware_expects()
     from onair.api_gateway.errors import encode_json
     with pytest.raises(UnicodeEncodeError):
         encode_json({"errors": ["path: bad byte \udcff"]})
+
+
+async def test_a_live_job_ref_guid_matches_in_any_case(client: Client, kube: FakeKube) -> None:
+    """Job names are lower case; a console may send a GUID in upper case, as the paths take it."""
+    name = "4c1d8932-837e-4000-8000-00000000000a"
+    put_job(client, kube, live_job(name, 41, "2024-01-01T00:00:41Z"))
+    created = await client.post(f"/api/v1/projects/{PROJECT}/recordjobs", headers=await token(client),
+                                json={"source": {"liveJobRef": name.upper()}, "output": {"bucket": "media"}})
+    body = await created.json()
+    assert created.status == 201, body
+    stored = kube.objects[f"/apis/onair.dev/v1alpha1/namespaces/{NS}/recordjobs/{body['result']['jobId']}"]
+    assert stored["spec"]["source"]["liveJobRef"] == name
+
+
+async def test_a_create_in_a_project_whose_namespace_is_being_deleted_is_a_conflict_not_a_503(
+        client: Client, kube: FakeKube, monkeypatch: pytest.MonkeyPatch) -> None:
+    create = kube.create
+
+    async def terminating(path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        if f"/namespaces/{NS}/" not in path:  # the gateway's own namespace is not being deleted
+            return await create(path, body)
+        raise ApiError(403, {"reason": "Forbidden", "message": f"unable to create new content in namespace {NS} "
+                             "because it is being terminated", "details": {"causes": [
+                                 {"reason": "NamespaceTerminating", "field": "metadata.namespace"}]}})
+
+    monkeypatch.setattr(kube, "create", terminating)
+    headers = await token(client)
+    for path, body in ((f"/api/v1/projects/{PROJECT}/livejobs",
+                        {"jobTemplateId": 7, "bucket": "media", "serverType": 0}),
+                       (f"/api/v1/projects/{PROJECT}/recordjobs",
+                        {"source": {"streamUrl": "rtmp://origin.example.com/live/x"}, "output": {"bucket": "media"}})):
+        refused = await client.post(path, headers=headers, json=body)
+        answer = await refused.json()
+        assert refused.status == 409 and answer["errors"] == [
+            "projectId: the project's namespace is being deleted; nothing new is made in it"], answer
