@@ -630,18 +630,31 @@ class Store:
         return self.record.get(namespace) or JobIndex()
 
     def templates_for(self, namespace: str) -> dict[int, tuple[Obj, bool]]:
-        """Template id -> (object, shared): the project's own override the platform-wide ones."""
-        found: dict[int, tuple[Obj, bool]] = {}
-        for obj in self.templates.values():
+        """Template id -> (object, shared): the project's own override the platform-wide ones. Of two
+        with one id in one namespace (which the operator runs no job of: ambiguous_template), the first
+        by name, on every replica alike."""
+        own: dict[int, Obj] = {}
+        shared: dict[int, Obj] = {}
+        for obj in sorted(self.templates.values(), key=lambda o: str(o["metadata"]["name"])):
             ns = obj["metadata"].get("namespace")
             template_id = (obj.get("spec") or {}).get("id")
-            if not isinstance(template_id, int):
-                continue
-            if ns == namespace:
-                found[template_id] = (obj, False)
-            elif ns == self.template_namespace and template_id not in found:
-                found[template_id] = (obj, True)
-        return found
+            if isinstance(template_id, int) and ns in (namespace, self.template_namespace):
+                (own if ns == namespace else shared).setdefault(template_id, obj)
+        return {**{i: (obj, True) for i, obj in shared.items()}, **{i: (obj, False) for i, obj in own.items()}}
+
+    def ambiguous_template(self, namespace: str, template_id: int) -> str | None:
+        """Why a job of `template_id` would never run, as the operator judges it (controller.find_template):
+        several JobTemplates with that id in the scope that has it. None when one decides."""
+        for scope in (namespace, self.template_namespace):
+            names = sorted(str(obj["metadata"]["name"]) for obj in self.templates.values()
+                           if obj["metadata"].get("namespace") == scope
+                           and (obj.get("spec") or {}).get("id") == template_id)
+            if len(names) > 1:
+                return (f"jobTemplateId: {len(names)} JobTemplates in {scope} have id {template_id} "
+                        f"({', '.join(names)}); no job of it runs until only one has")
+            if names:
+                return None
+        return None
 
     def max_label_id(self, namespace: str) -> int:
         ids = [i for i in self.live_index(namespace).by_id if i < mapping.HASHED_ID_BASE]

@@ -314,6 +314,8 @@ class Gateway:
             if spec["jobTemplateId"] not in templates:
                 raise ApiProblem(400, f"jobTemplateId: no JobTemplate with id {spec['jobTemplateId']} in this "
                                       f"project (available: {', '.join(map(str, sorted(templates))) or 'none'})")
+            if (ambiguous := self.store.ambiguous_template(ctx.namespace, spec["jobTemplateId"])) is not None:
+                raise ApiProblem(400, ambiguous)
         except ApiProblem as problem:
             return await self.replay_or_raise(problem, ctx, name if idempotent else None, raw, live=True)
         kube = self.kube_client()
@@ -738,6 +740,8 @@ class Gateway:
         template_id = spec.get("jobTemplateId")
         if template_id is not None and template_id not in self.store.templates_for(ctx.namespace):
             raise ApiProblem(400, f"jobTemplateId: no JobTemplate with id {template_id} in this project")
+        if template_id is not None and (ambiguous := self.store.ambiguous_template(ctx.namespace, template_id)):
+            raise ApiProblem(400, ambiguous)
         return spec
 
     async def create_record(self, ctx: Ctx, name: str, spec: dict[str, Any], display_name: str | None,

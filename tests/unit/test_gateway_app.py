@@ -2049,3 +2049,27 @@ async def test_a_create_in_a_project_whose_namespace_is_being_deleted_is_a_confl
         answer = await refused.json()
         assert refused.status == 409 and answer["errors"] == [
             "projectId: the project's namespace is being deleted; nothing new is made in it"], answer
+
+
+async def test_a_template_id_two_templates_of_the_project_share_is_refused_as_the_operator_would(
+        client: Client) -> None:
+    """The operator runs no job whose template id is ambiguous (TemplateAmbiguous): no 201 for one."""
+    store = client.app[STORE_KEY]
+    for name in ("zeta", "alpha"):
+        store.templates.upsert({"metadata": {"name": name, "namespace": NS, "resourceVersion": "9"},
+                                "spec": {"id": 8, "name": name, "renditions": [
+                                    {"name": "360p", "width": 640, "height": 360, "fps": 30, "videoBitrate": 800000}]}})
+    headers = await token(client)
+    live = await client.post(f"/api/v1/projects/{PROJECT}/livejobs", headers=headers,
+                             json={"jobTemplateId": 8, "bucket": "media", "serverType": 0})
+    record = await client.post(f"/api/v1/projects/{PROJECT}/recordjobs", headers=headers, json={
+        "source": {"streamUrl": "rtmp://origin.example.com/live/x"}, "output": {"bucket": "media"}, "jobTemplateId": 8})
+    for refused in (live, record):
+        body = await refused.json()
+        expected = (f"jobTemplateId: 2 JobTemplates in {NS} have id 8 (alpha, zeta); "
+                    "no job of it runs until only one has")
+        assert refused.status == 400 and body["errors"] == [expected], body
+    shown = await (await client.get(f"/api/v1/projects/{PROJECT}/jobtemplates/8", headers=headers)).json()
+    assert shown["result"]["name"] == "alpha"  # the first by name, on every replica alike
+    assert (await client.post(f"/api/v1/projects/{PROJECT}/livejobs", headers=headers,
+                              json={"jobTemplateId": 7, "bucket": "media", "serverType": 0})).status == 201
