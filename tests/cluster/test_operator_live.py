@@ -205,21 +205,17 @@ def test_a_job_switched_off_while_its_evicted_encoder_waits_to_restart_has_its_p
     assert not encoder_pods(kube, namespace, "relay")  # nothing runs for a job that is off
 
 
-def test_a_job_that_would_pull_from_the_cloud_metadata_address_fails_naming_the_field(
-        kube: client.ApiClient, job_namespace: str) -> None:
+@pytest.mark.parametrize(("name", "spec", "field"), [
+    ("metadata", {"input": {"serverType": "HLS", "url": "http://169.254.169.254/latest/meta-data/live.m3u8"}},
+     "spec.input.url"),
+    # Only the installation's own S3 endpoint may be private: one a job names is held to public addresses.
+    ("metadata-store", {"destination": {"bucket": "onair", "endpoint": "http://169.254.169.254:8333"}},
+     "spec.destination.endpoint"),
+])
+def test_a_job_that_would_reach_the_cloud_metadata_address_fails_naming_the_field(
+        kube: client.ApiClient, job_namespace: str, name: str, spec: dict[str, Any], field: str) -> None:
     """Its encoder refuses the address before any request (the operator here allows 127.0.0.0/8 only)."""
-    create_live_job(kube, job_namespace, "metadata",
-                    input={"serverType": "HLS", "url": "http://169.254.169.254/latest/meta-data/live.m3u8"})
-    status = wait_phase(kube, job_namespace, "metadata", "Failed", timeout=90)["status"]
-    assert "spec.input.url: 169.254.169.254 is no public address" in status["message"], status
+    create_live_job(kube, job_namespace, name, **spec)
+    status = wait_phase(kube, job_namespace, name, "Failed", timeout=90)["status"]
+    assert f"{field}: 169.254.169.254 is no public address" in status["message"], status
     assert status.get("restarts", 0) == 0  # a configuration that can never work is not retried
-
-
-def test_a_job_that_would_write_to_a_store_at_the_cloud_metadata_address_fails_naming_the_field(
-        kube: client.ApiClient, job_namespace: str) -> None:
-    """Only the installation's own S3 endpoint may be private: one a job names is held to public addresses."""
-    create_live_job(kube, job_namespace, "metadata-store",
-                    destination={"bucket": "onair", "endpoint": "http://169.254.169.254:8333"})
-    status = wait_phase(kube, job_namespace, "metadata-store", "Failed", timeout=90)["status"]
-    assert "spec.destination.endpoint: 169.254.169.254 is no public address" in status["message"], status
-    assert status.get("restarts", 0) == 0
