@@ -100,7 +100,8 @@ def cors_middleware(origins: tuple[str, ...]) -> Callable[..., Awaitable[web.Str
         response.headers["Vary"] = "Origin"
         if allowed:
             response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Expose-Headers"] = "Location, Idempotent-Replayed"
+            # Retry-After: a console backs off as a 503 or 429 says (a busy API server, a preview not up yet).
+            response.headers["Access-Control-Expose-Headers"] = "Location, Idempotent-Replayed, Retry-After"
         return response
     return middleware
 

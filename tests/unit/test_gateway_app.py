@@ -1262,6 +1262,9 @@ async def test_operations_cors_openapi_metrics(client: Client) -> None:
                                                      "Access-Control-Request-Method": "POST"})
     assert preflight.status == 204
     assert preflight.headers["Access-Control-Allow-Origin"] == "https://console.example.com"
+    listed = await client.get(url(), headers={**admin, "Origin": "https://console.example.com"})
+    exposed = {name.strip() for name in listed.headers["Access-Control-Expose-Headers"].split(",")}
+    assert exposed == {"Location", "Idempotent-Replayed", "Retry-After"}  # what a console's script may read
     denied = await client.options(url(), headers={"Origin": "https://evil.example.com",
                                                   "Access-Control-Request-Method": "POST"})
     assert denied.status == 403
