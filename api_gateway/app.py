@@ -153,7 +153,10 @@ def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: St
     for route in ROUTES:
         wrapped = gateway.wrap(route)
         wrapped.route = route  # type: ignore[attr-defined]
-        app.router.add_route(route.method, route.path, wrapped, name=route.handler)
+        if route.method == "GET":  # and HEAD, answered as GET without the body
+            app.router.add_get(route.path, wrapped, name=route.handler)
+        else:
+            app.router.add_route(route.method, route.path, wrapped, name=route.handler)
 
     async def metrics_view(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -180,7 +180,11 @@ async def error_middleware(request: web.Request,
         headers = {k: v for k, v in error.headers.items() if k.lower() in ("allow", "retry-after")}
         return problem_response(error.status, [text], headers=headers)
     except web.RequestPayloadError as error:  # a body its Content-Encoding does not decode, or cut short
-        return problem_response(400, [f"body: could not be read ({error})"])
+        # The body ends here: left unread, aiohttp would drain it after the answer, meet the same error
+        # again and log it as unhandled.
+        request.content.feed_eof()
+        reason = getattr(error.__cause__, "message", "") or str(error)
+        return problem_response(400, [f"body: could not be read: {reason.strip()}"])
     except UnicodeError:
         # Bytes a header or the path held that are not UTF-8 (aiohttp keeps them as surrogates), met
         # where the text is encoded again.

@@ -52,14 +52,22 @@ log = logging.getLogger("onair.gateway")
 T = TypeVar("T")
 GUID_RE = re.compile(GUID_PATTERN)
 MAX_RANGE = timedelta(days=30)
-# What a path or query value that does not match its parameter's pattern (in the route table) is told.
-PARAM_VALUE_ERRORS = {
-    "projectId": "must be a GUID like 3fa85f64-5717-4562-b3fc-2c963f66afa6",
-    "streamKey": "must be a GUID like 3fa85f64-5717-4562-b3fc-2c963f66afa6",
-    "id": "must be an integer id or a job name (GUID)",
-    "liveJobId": "must be an integer id or a job name (GUID)",
-    "templateId": "must be an integer",
-}
+
+
+# The request Content-Encodings aiohttp decodes (the others it would hand over undecoded).
+BODY_ENCODINGS = ("gzip", "deflate", "br", "zstd")
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body, decoded; a 415 for a Content-Encoding that is not decoded, a 413 past
+    client_max_size (counted after decoding)."""
+    codings = request.headers.getall("Content-Encoding", [])
+    coding = codings[0].strip().lower() if len(codings) == 1 else ", ".join(codings)
+    if codings and coding not in (*BODY_ENCODINGS, "identity", ""):
+        shown = coding.encode("ascii", "backslashreplace").decode()
+        raise ApiProblem(415, f"Content-Encoding: {shown} is not supported; send one of {', '.join(BODY_ENCODINGS)} "
+                              "or none", headers={"Accept-Encoding": ", ".join(BODY_ENCODINGS)})
+    return await request.read()
 
 
 # Reads of jobs the cache lacks go to the API server (another replica may have just made them): at most
@@ -127,9 +135,9 @@ class Gateway:
     def wrap(self, route: Route) -> Callable[[web.Request], Any]:
         handler = getattr(self, route.handler)
         # Whole-value matches: "$" alone lets a trailing newline through.
-        path_patterns = [(p.name, re.compile(p.schema["pattern"])) for p in route.params
+        path_patterns = [(p.name, re.compile(p.schema["pattern"]), p.invalid) for p in route.params
                          if p.location == "path" and "pattern" in p.schema]
-        query_patterns = [(p.name, re.compile(p.schema["pattern"])) for p in route.params
+        query_patterns = [(p.name, re.compile(p.schema["pattern"]), p.invalid) for p in route.params
                           if p.location == "query" and "pattern" in p.schema]
         query_names = route.query_names
         length_limits = {p.name: p.schema["maxLength"] for p in route.params
@@ -147,12 +155,12 @@ class Gateway:
             version = request.match_info.get("version")
             if version is not None and version != "1":
                 raise ApiProblem(404, f"version: API version {version!r} does not exist; use 1")
-            for name, pattern in path_patterns:
+            for name, pattern, invalid in path_patterns:
                 if not pattern.fullmatch(request.match_info.get(name, "")):
-                    errors.append(f"{name}: {PARAM_VALUE_ERRORS.get(name, 'invalid')}")
-            for name, pattern in query_patterns:
+                    errors.append(f"{name}: {invalid}")
+            for name, pattern, invalid in query_patterns:
                 if (value := request.query.get(name)) is not None and not pattern.fullmatch(value):
-                    errors.append(f"{name}: {PARAM_VALUE_ERRORS.get(name, 'invalid')}")
+                    errors.append(f"{name}: {invalid}")
             errors.extend(f"{name}: at most {length_limits[name]} characters" for name, value in request.query.items()
                           if name in length_limits and len(value) > length_limits[name])
             if not route.filters:
@@ -194,7 +202,7 @@ class Gateway:
         task.add_done_callback(self.background.discard)
 
     async def body(self, request: web.Request, model: type[BaseModel]) -> Any:
-        raw = await request.read()  # 413 beyond client_max_size
+        raw = await read_body(request)
         if not raw.strip():
             raise ApiProblem(400, "body: a JSON object is required")
         try:
@@ -537,8 +545,8 @@ class Gateway:
 
     async def control_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace and ctx.project_id
-        raw_key = request.match_info["streamKey"]
-        raw = await request.read()
+        raw_key = request.match_info["id"]  # the stream key
+        raw = await read_body(request)
         body: LiveJobControl = await self.body(request, LiveJobControl)
         found = self.store.by_stream_key.get(raw_key.lower()) or self.store.by_stream_key.get(raw_key)
         index = self.store.live_index(ctx.namespace)
@@ -547,7 +555,7 @@ class Gateway:
         else:  # the job's name works too
             entry = await self.find_job(ctx, raw_key, live=True)
         if entry is None:
-            raise ApiProblem(404, "streamKey: no live job with this stream key in the project")
+            raise ApiProblem(404, "id: no live job with this stream key (or name) in the project")
         start, finish = body.start_date_time, body.finish_date_time
         # A range is a live cut, never a schedule: the channel's own schedule is not this call's to change.
         if start and not finish:

@@ -13,7 +13,8 @@ from onair.api_gateway.schemas import ErrorEnvelope, ResultInfo
 REF = "#/components/schemas/{model}"
 STATUS_TEXT = {400: "Bad request: the errors name the fields", 401: "Missing, invalid or expired token",
                403: "The token may not do this", 404: "Not found", 409: "Conflict", 413: "Body too large",
-               422: "Idempotency-Key reused with another body", 503: "Not ready; retry"}
+               415: "Content-Encoding not supported", 422: "Idempotency-Key reused with another body",
+               503: "Not ready; retry"}
 
 
 def _models(routes: tuple[Route, ...]) -> list[type[BaseModel]]:
@@ -74,7 +75,7 @@ def build_document(routes: tuple[Route, ...] = ROUTES, server_url: str = "/") ->
         operation["responses"][str(route.status)] = success
         if route.idempotent_post:
             operation["responses"]["201"] = success
-        error_codes = set(route.errors) | ({413} if route.body is not None else set())
+        error_codes = set(route.errors) | ({413, 415} if route.body is not None else set())
         if route.role is not None and any(p.location == "path" and p.name == "projectId" for p in route.params):
             error_codes |= {503}
         for code in sorted(error_codes):

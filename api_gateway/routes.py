@@ -27,6 +27,7 @@ class Param:
     schema: dict[str, Any]
     description: str = ""
     required: bool = False
+    invalid: str = "invalid"  # what a value not matching the schema's pattern is told
 
 
 @dataclass(frozen=True)
@@ -86,14 +87,19 @@ def _fields_below(annotation: Any, seen: frozenset[type[BaseModel]]) -> dict[str
 
 
 GUID = {"type": "string", "format": "uuid", "pattern": schemas.GUID_PATTERN}
+NOT_A_GUID = "must be a GUID like 3fa85f64-5717-4562-b3fc-2c963f66afa6"
+NOT_A_JOB_ID = "must be an integer id or a job name (GUID)"
 VERSION = Param("version", "path", {"type": "string", "enum": ["1"]}, "API version.", True)
-PROJECT = Param("projectId", "path", GUID, "Project id (GUID).", True)
+PROJECT = Param("projectId", "path", GUID, "Project id (GUID).", True, NOT_A_GUID)
 # The integer id, or the Kubernetes name (a GUID for jobs made through the API; any DNS-1123 name for
 # jobs made with kubectl). GUIDs are matched case-insensitively.
 JOB_ID_PATTERN = r"^([0-9]{1,10}|[A-Za-z0-9]([-A-Za-z0-9.]{0,251}[A-Za-z0-9])?)$"
 JOB_ID = Param("id", "path", {"type": "string", "pattern": JOB_ID_PATTERN},
-               "Integer id, or the job's name (its GUID).", True)
-STREAM_KEY = Param("streamKey", "path", GUID, "Stream key of the live job (its GUID name works too).", True)
+               "Integer id, or the job's name (its GUID).", True, NOT_A_JOB_ID)
+# The reference's {streamKey}. Named id as in …/livejobs/{id}: to OpenAPI, two paths that differ only in
+# a parameter's name are one path, and a document with both is invalid.
+STREAM_KEY = Param("id", "path", GUID, "The live job's stream key (the reference's {streamKey}); its GUID name "
+                   "works too.", True, NOT_A_GUID + " (the job's stream key)")
 IDEMPOTENCY = Param("Idempotency-Key", "header", {"type": "string", "minLength": 1, "maxLength": 255},
                     "A retried POST with the same key returns the job (or the live cut's clip) its first try "
                     "made, with the header Idempotent-Replayed: true, instead of creating another, also once "
@@ -189,11 +195,11 @@ ROUTES: tuple[Route, ...] = (
           "livejobs", Role.READ,
           (VERSION, PROJECT, Param("liveJobId", "query", JOB_ID.schema,
                                    "Only this live job's outputs: its integer id, or its name (its GUID); 404 when "
-                                   "there is no such job."),
+                                   "there is no such job.", invalid=NOT_A_JOB_ID),
            *list_params(mapping.OUTPUT_FIELDS, OUTPUT_SORTS, OUTPUT_ORDER, MAX_PAGE_SIZE)),
           result=schemas.LiveJobOutput, result_is_list=True, filters=mapping.OUTPUT_FIELDS, sorts=OUTPUT_SORTS,
           default_page_size=MAX_PAGE_SIZE),
-    Route("POST", LIVE + "/{streamKey}", "control_live_job",
+    Route("POST", LIVE + "/{id}", "control_live_job",
           "Start or stop encoding; a start/finish range cuts a clip (a RecordJob)", "livejobs", Role.WRITE,
           (VERSION, PROJECT, STREAM_KEY, IDEMPOTENCY), body=schemas.LiveJobControl,
           result=schemas.LiveJobControlResult, status=201, errors=(400, 401, 403, 404, 409, 422),
@@ -235,7 +241,8 @@ ROUTES: tuple[Route, ...] = (
           default_page_size=MAX_PAGE_SIZE),
     Route("GET", TEMPLATES + "/{templateId}", "get_template", "Get a job template by its id", "jobtemplates",
           Role.READ, (VERSION, PROJECT, Param("templateId", "path",
-                                              {"type": "string", "pattern": r"^[0-9]{1,10}$"}, "spec.id", True)),
+                                              {"type": "string", "pattern": r"^[0-9]{1,10}$"}, "spec.id", True,
+                                              "must be an integer")),
           result=schemas.JobTemplateOut),
     Route("GET", "/api/v{version}/projects/{projectId}/webhooks/signingkey", "webhook_signing_key",
           "The key this project's webhooks (callbackUrl, notifyUrl) are signed with", "webhooks", Role.WRITE,

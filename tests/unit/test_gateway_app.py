@@ -667,6 +667,14 @@ async def test_malformed_requests(client: Client) -> None:
         (client.post(url(), data=b"x" * 10000, headers=headers), 413, "request body too large"),
         (client.get(url(project="not-a-guid"), headers=headers), 400, "projectId: must be a GUID"),
         (client.get(url("/-abc"), headers=headers), 400, "id: must be an integer id or a job name"),
+        (client.post(url("/7"), json={"online": True}, headers=headers), 400,
+         "id: must be a GUID like 3fa85f64-5717-4562-b3fc-2c963f66afa6 (the job's stream key)"),
+        (client.post(url(f"/{uuid.uuid4()}"), json={"online": True}, headers=headers), 404,
+         "id: no live job with this stream key (or name) in the project"),
+        (client.get(url("/outputs"), params={"liveJobId": "-x"}, headers=headers), 400,
+         "liveJobId: must be an integer id or a job name"),
+        (client.get(f"/api/v1/projects/{PROJECT}/jobtemplates/x", headers=headers), 400,
+         "templateId: must be an integer"),
         (client.get(url(), params={"pageSize": "0"}, headers=headers), 400, "pageSize: must be an integer"),
         (client.get(url(), params={"page_size": "1001"}, headers=headers), 400, "page_size: must be"),
         (client.get(url(), params={"start_token": "garbage"}, headers=headers), 400, "start_token: "),
@@ -723,6 +731,55 @@ async def test_undecodable_bytes_get_an_answer_in_the_envelope(client: Client, k
         assert answer[1]["errors"][0].startswith(prefix), answer
     # Nothing was written on the way to those refusals: no job made, the cut's job not switched.
     assert not [call for call in kube.calls if call[0] in ("create", "patch")], kube.calls
+
+
+async def test_bodies_in_every_content_encoding_are_read_or_refused_in_the_envelope(
+        client: Client, kube: FakeKube, caplog: pytest.LogCaptureFixture) -> None:
+    import gzip
+    import zlib
+
+    import brotli
+    from backports import zstd
+    bearer = b"Authorization: " + (await token(client))["Authorization"].encode() + b"\r\n"
+    typed = bearer + b"Content-Type: application/json\r\n"
+    create = b'{"jobTemplateId":7,"bucket":"media","serverType":0}'
+    for coding, packed in [(b"gzip", gzip.compress(create)), (b"deflate", zlib.compress(create)),
+                           (b"br", brotli.compress(create)), (b"zstd", zstd.compress(create)), (b"Identity", create)]:
+        status, body = await raw_request(client, "POST", url(), typed + b"Content-Encoding: " + coding + b"\r\n",
+                                         packed)
+        assert status == 201 and body["result"]["jobTemplateId"] == 7, (coding, body)
+    made = len([call for call in kube.calls if call[0] == "create"])
+    refused = [(b"br", b"not brotli", 400, "body: could not be read: Can not decode content-encoding: br"),
+               (b"zstd", b"not zstd", 400, "body: could not be read: Can not decode content-encoding: zstd"),
+               (b"gzip", b"not gzip", 400, "body: could not be read: Can not decode content-encoding: gzip"),
+               # A small body that unpacks past the limit (4096 bytes here): refused as a large one.
+               (b"br", brotli.compress(b" " * 1_000_000 + create), 413, "request body too large (limit 4096"),
+               (b"compress", create, 415, "Content-Encoding: compress is not supported; send one of gzip, "
+                                          "deflate, br, zstd or none"),
+               (b"gzip, br", brotli.compress(gzip.compress(create)), 415, "Content-Encoding: gzip, br is not"),
+               (b"x\xff", create, 415, "Content-Encoding: x\\udcff is not supported")]
+    caplog.clear()
+    for coding, packed, expected, prefix in refused:
+        status, body = await raw_request(client, "POST", url(), typed + b"Content-Encoding: " + coding + b"\r\n",
+                                         packed)
+        assert status == expected and body["success"] is False, (coding, body)
+        assert body["errors"][0].startswith(prefix), body
+    # Nothing made by a refused body, and nothing logged as unhandled (aiohttp reading the body again).
+    assert len([call for call in kube.calls if call[0] == "create"]) == made
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], [r.getMessage() for r in caplog.records]
+    response = await client.post(url(), data=create, headers={**await token(client), "Content-Encoding": "compress"})
+    assert response.status == 415 and response.headers["Accept-Encoding"] == "gzip, deflate, br, zstd"
+
+
+async def test_head_answers_every_get_route_without_a_body(client: Client, kube: FakeKube) -> None:
+    headers = await token(client)
+    put_job(client, kube, live_job(FIRST, 1, "2024-01-01T00:00:01Z"))
+    for path in (url(), url(f"/{FIRST}"), url("/1/timings"), "/api/openapi.json"):
+        got, head = await client.get(path, headers=headers), await client.head(path, headers=headers)
+        assert head.status == got.status == 200, path
+        assert head.headers["Content-Length"] == got.headers["Content-Length"] and await head.read() == b""
+    assert (await client.head(url())).status == 401  # no token: as GET
+    assert (await client.head(url("/404"), headers=headers)).status == 404
 
 
 async def test_auth_matrix(client: Client) -> None:
@@ -1976,6 +2033,24 @@ def test_every_list_declares_its_query_language_in_the_openapi_document() -> Non
         assert {"pageIndex", "pageSize", "sort", "sort_dir", "start_token", "page_size", "select"} <= set(declared)
         assert filters <= set(declared), path
         assert declared["sort"]["schema"]["enum"], path
+
+
+def test_the_openapi_paths_are_distinct_templates_whose_parameters_are_declared() -> None:
+    """OpenAPI: paths that differ only in a parameter's name are one path (a document with both is
+    invalid, and strict generators refuse it); each {name} in a path is a declared path parameter."""
+    import re
+
+    from onair.api_gateway.openapi import build_document
+    document = build_document()
+    shapes = [re.sub(r"\{[^}]+\}", "{}", path) for path in document["paths"]]
+    assert len(shapes) == len(set(shapes)), sorted(shapes)
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            declared = {p["name"] for p in operation["parameters"] if p["in"] == "path"}
+            assert declared == set(re.findall(r"\{([^}]+)\}", path)), (method, path)
+    control = document["paths"]["/api/v{version}/projects/{projectId}/livejobs/{id}"]
+    assert set(control) == {"get", "post", "delete"}
+    assert "{streamKey}" in next(p["description"] for p in control["post"]["parameters"] if p["name"] == "id")
 
 
 async def test_a_project_gets_its_own_webhook_signing_key(client: Client,
