@@ -516,14 +516,6 @@ def _pick(name: str, top: Any, nested: Any, errors: list[str]) -> Any:
     return nested if nested is not None else top
 
 
-def _choice(value: int | str | None, values: tuple[str, ...], default: str | None) -> str | None:
-    if value is None:
-        return default
-    if isinstance(value, int):
-        return values[value]
-    return value
-
-
 def live_job_object(name: str, namespace: str, project_id: str, job_id: int, spec: dict[str, Any],
                     body_digest: str | None) -> dict[str, Any]:
     """The LiveJob a REST create writes: its project and integer id as labels, and for a create with an
@@ -588,8 +580,7 @@ def live_job_spec_from_request(body: LiveJobCreate) -> dict[str, Any]:
         raise ApiProblem(400, *errors)
     spec: dict[str, Any] = {
         "jobTemplateId": body.job_template_id,
-        "input": {"serverType": _choice(server_type, SERVER_TYPES, None),
-                  "inputClass": _choice(input_class, INPUT_CLASSES, "Standard")},
+        "input": {"serverType": server_type, "inputClass": input_class or "Standard"},
         "destination": {"bucket": body.bucket, "path": path or ""},
     }
     if url is not None:

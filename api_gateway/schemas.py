@@ -8,11 +8,13 @@ build in onair.api_gateway.mapping (the unit tests validate one against the othe
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from onair.models import (
     MAX_DESCRIPTION_LENGTH,
@@ -86,8 +88,30 @@ class WebhookSigningKey(ResponseModel):
 
 # --- live jobs ---------------------------------------------------------------------------------
 
-ServerTypeIn = Annotated[int, Field(ge=0, le=2)] | Literal["RTMP", "SRT", "HLS"]
-InputClassIn = Annotated[int, Field(ge=0, le=1)] | Literal["Single", "Standard"]
+def _read_numbered_choice(names: tuple[str, ...]) -> Callable[[Any], str]:
+    """A choice the contract numbers (0 RTMP, 1 SRT, ...): its id or its name in any case, read as the
+    name; anything else is refused with the choices, in one line."""
+    by_name = {name.lower(): name for name in names}
+    choices = ", ".join(f"{number} ({name})" for number, name in enumerate(names))
+
+    def read(value: Any) -> str:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
+            return names[value]
+        if isinstance(value, str) and value.lower() in by_name:
+            return by_name[value.lower()]
+        raise PydanticCustomError("numbered_choice", "must be {choices}, or the name", {"choices": choices})
+    return read
+
+
+def _numbered_choice_schema(names: tuple[str, ...]) -> dict[str, Any]:
+    return {"anyOf": [{"type": "integer", "minimum": 0, "maximum": len(names) - 1},
+                      {"type": "string", "enum": list(names)}]}
+
+
+ServerTypeIn = Annotated[str, BeforeValidator(_read_numbered_choice(SERVER_TYPES)),
+                         WithJsonSchema(_numbered_choice_schema(SERVER_TYPES))]
+InputClassIn = Annotated[str, BeforeValidator(_read_numbered_choice(INPUT_CLASSES)),
+                         WithJsonSchema(_numbered_choice_schema(INPUT_CLASSES))]
 
 
 class LiveJobCreateInput(RestModel):

@@ -548,6 +548,32 @@ async def test_a_retried_create_whose_job_is_being_deleted_is_a_409_not_a_500(cl
     assert again.status == 409, await again.text()
 
 
+async def test_server_type_and_input_class_are_ids_or_names_in_any_case(client: Client, kube: FakeKube) -> None:
+    headers = await token(client)
+    made_jobs = []
+    for given in ({"serverType": "srt", "input": {"inputClass": "SINGLE"}},
+                  {"serverType": 2, "input": {"serverType": "hls", "url": "https://example.com/a.m3u8"}},
+                  {"input": {"serverType": "Rtmp", "inputClass": 1}}):
+        response = await client.post(url(), json={"jobTemplateId": 7, "bucket": "media", **given}, headers=headers)
+        assert response.status == 201, await response.text()
+        made_jobs.append((await response.json())["result"])
+    made = [job["input"] for job in made_jobs]
+    assert [(i["serverType"], i["inputClass"]) for i in made] == [(1, 0), (2, 1), (0, 1)]
+    created = [kube.objects[f"/apis/onair.dev/v1alpha1/namespaces/{NS}/livejobs/{job['name']}"]["spec"]["input"]
+               for job in made_jobs]
+    assert [(i["serverType"], i["inputClass"]) for i in created] == [("SRT", "Single"), ("HLS", "Standard"),
+                                                                     ("RTMP", "Standard")]
+    refused = [({"serverType": 5}, "serverType: must be 0 (RTMP), 1 (SRT), 2 (HLS), or the name"),
+               ({"serverType": True}, "serverType: must be 0 (RTMP), 1 (SRT), 2 (HLS), or the name"),
+               ({"serverType": 0, "input": {"inputClass": "double"}},
+                "input.inputClass: must be 0 (Single), 1 (Standard), or the name"),
+               ({"serverType": "SRT", "input": {"serverType": 0}},
+                "serverType: given twice (top level and in input) with different values")]
+    for given, error in refused:
+        response = await client.post(url(), json={"jobTemplateId": 7, "bucket": "media", **given}, headers=headers)
+        assert response.status == 400 and (await response.json())["errors"] == [error], await response.text()
+
+
 async def test_idempotency_key_matches_the_project_id_in_any_case(client: Client) -> None:
     headers = {**await token(client), "Idempotency-Key": "case-1"}
     payload = {"jobTemplateId": 7, "bucket": "media", "serverType": "RTMP"}
