@@ -311,13 +311,18 @@ class Gateway:
 
     async def create_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace and ctx.project_id
-        raw = await request.read()
+        raw = await read_body(request)
         body: LiveJobCreate = await self.body(request, LiveJobCreate)
         name, idempotent = self.new_name(request, ctx)
         if idempotent and (earlier := self.store.live_index(ctx.namespace).entries.get(name)) is not None:
             return self.replay(earlier, raw, ctx, live=True)
         try:
             spec = mapping.live_job_spec_from_request(body)
+            if body.end_date_time is not None and body.end_date_time <= datetime.fromtimestamp(self.clock(), UTC):
+                # Such a job would never go live: the operator takes it as finished at once.
+                raise ApiProblem(400, f"endDateTime: {body.end_date_time.isoformat()} has passed; a live job's "
+                                      "schedule finishes in the future (leave it out for a job that runs until "
+                                      "it is stopped)")
             templates = self.store.templates_for(ctx.namespace)
             if spec["jobTemplateId"] not in templates:
                 raise ApiProblem(400, f"jobTemplateId: no JobTemplate with id {spec['jobTemplateId']} in this "
@@ -703,7 +708,7 @@ class Gateway:
 
     async def create_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace and ctx.project_id
-        raw = await request.read()
+        raw = await read_body(request)
         body: RecordJobCreate = await self.body(request, RecordJobCreate)
         name, idempotent = self.new_name(request, ctx)
         if idempotent and (earlier := self.store.record_index(ctx.namespace).entries.get(name)) is not None:

@@ -574,6 +574,28 @@ async def test_server_type_and_input_class_are_ids_or_names_in_any_case(client: 
         assert response.status == 400 and (await response.json())["errors"] == [error], await response.text()
 
 
+async def test_a_live_job_whose_schedule_has_finished_is_refused(client: Client, kube: FakeKube,
+                                                                   clock: Clock) -> None:
+    clock.stopped_at = datetime(2030, 5, 1, 12, tzinfo=UTC).timestamp()
+    headers = {**await token(client), "Idempotency-Key": "schedule-1"}
+    scheduled = {"jobTemplateId": 7, "bucket": "media", "serverType": 0,
+                 "startDateTime": "2030-05-01T12:00:00Z", "endDateTime": "2030-05-01T13:00:00Z"}
+    for end in ("2030-05-01T11:59:59Z", "2030-05-01T12:00:00Z", "2030-05-01T13:00:00+02:00"):
+        past = await client.post(url(), json={**scheduled, "startDateTime": "2030-05-01T10:00:00Z", "endDateTime": end},
+                                 headers={**headers, "Idempotency-Key": f"past-{end}"})
+        assert past.status == 400, await past.text()
+        assert (await past.json())["errors"][0].startswith("endDateTime: 2030-05-01T1"), await past.text()
+        assert "has passed" in (await past.json())["errors"][0]
+    assert not [call for call in kube.calls if call[0] == "create" and "/livejobs" in call[1]]
+    made = await client.post(url(), json=scheduled, headers=headers)
+    assert made.status == 201, await made.text()
+    # Its retry, once the schedule has finished, still answers the job it made.
+    clock.stopped_at += 2 * 3600
+    again = await client.post(url(), json=scheduled, headers=headers)
+    assert again.status == 201 and again.headers.get("Idempotent-Replayed") == "true", await again.text()
+    assert (await again.json())["result"]["id"] == (await made.json())["result"]["id"]
+
+
 async def test_idempotency_key_matches_the_project_id_in_any_case(client: Client) -> None:
     headers = {**await token(client), "Idempotency-Key": "case-1"}
     payload = {"jobTemplateId": 7, "bucket": "media", "serverType": "RTMP"}
