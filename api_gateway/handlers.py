@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.metadata
 import json
 import logging
 import re
@@ -52,6 +53,17 @@ log = logging.getLogger("onair.gateway")
 T = TypeVar("T")
 GUID_RE = re.compile(GUID_PATTERN)
 MAX_RANGE = timedelta(days=30)
+
+
+VERSION = importlib.metadata.version("onair")
+
+
+def packed_version(version: str) -> int:
+    """A release's version as one integer that orders as the releases do (Flussonic's /health has one):
+    1.2.3 is 1002003; a suffix (1.2.3rc1) is left out."""
+    numbers = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", version)
+    major, minor, patch = (int(number or 0) for number in (numbers.groups() if numbers else ()))
+    return major * 1_000_000 + minor * 1_000 + patch
 
 
 # The request Content-Encodings aiohttp decodes (the others it would hand over undecoded).
@@ -979,7 +991,8 @@ class Gateway:
             ready = next((c.get("status") == "True" for c in (node.get("status") or {}).get("conditions") or []
                           if c.get("type") == "Ready"), False)
             nodes.append("operational" if ready else "outage")
-        return schemas.Health(version="0.1.0", server_id=self.server_id, collected_at=int(time.time() * 1000),
+        return schemas.Health(version=packed_version(VERSION), version_name=VERSION, server_id=self.server_id,
+                              collected_at=int(self.clock() * 1000),
                               ready=self.ready(), caches={c.name: c.synced.is_set() for c in self.store.caches},
                               stream_metrics_total=mapping.totals(live), record_metrics_total=mapping.totals(records),
                               streamer_metrics_total=mapping.totals(nodes))

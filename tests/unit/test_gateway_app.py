@@ -1359,6 +1359,10 @@ async def test_operations_cors_openapi_metrics(client: Client) -> None:
     totals = {"operational", "degradated", "partial_outage", "outage", "disabled", "total"}
     assert {"version", "server_id", "collected_at", "stream_metrics_total", "streamer_metrics_total"} <= set(
         body["result"]) and set(body["result"]["stream_metrics_total"]) == totals
+    # Its version an integer, as Flussonic's (240100023), and as text; both the installed package's.
+    from importlib.metadata import version
+    assert body["result"]["version_name"] == version("onair") and isinstance(body["result"]["version"], int)
+    assert body["result"]["version"] == handlers.packed_version(version("onair"))
     streamers = await (await client.get("/api/v1/streamers", headers=admin)).json()
     assert set(streamers["result"]) == {"estimated_count", "next", "prev", "streamers"}
     node = streamers["result"]["streamers"][0]
@@ -2081,6 +2085,12 @@ def test_every_list_declares_its_query_language_in_the_openapi_document() -> Non
         assert {"pageIndex", "pageSize", "sort", "sort_dir", "start_token", "page_size", "select"} <= set(declared)
         assert filters <= set(declared), path
         assert declared["sort"]["schema"]["enum"], path
+
+
+def test_a_packed_version_orders_as_the_releases_do() -> None:
+    releases = ["0.1.0", "0.1.1", "0.2", "0.10.0", "1.0.0rc1", "1.2.3", "2.0.0", "10.0.0"]
+    packed = [handlers.packed_version(release) for release in releases]
+    assert packed == [1000, 1001, 2000, 10000, 1_000_000, 1_002_003, 2_000_000, 10_000_000]
 
 
 def test_the_openapi_paths_are_distinct_templates_whose_parameters_are_declared() -> None:
