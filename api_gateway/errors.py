@@ -157,6 +157,19 @@ _HTTP_MESSAGES = {
 @web.middleware
 async def error_middleware(request: web.Request,
                            handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    response = await _answer(request, handler)
+    if request.content.exception() is not None:
+        # A body its Content-Encoding does not decode (read or not): the parser stopped inside it, so
+        # nothing after it on this connection can be read as a request. The connection closes after
+        # this answer, and the body is marked ended so that aiohttp does not read it again (and log
+        # the same error as unhandled).
+        request.content.feed_eof()
+        response.force_close()
+    return response
+
+
+async def _answer(request: web.Request,
+                  handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiProblem as problem:
@@ -180,9 +193,6 @@ async def error_middleware(request: web.Request,
         headers = {k: v for k, v in error.headers.items() if k.lower() in ("allow", "retry-after")}
         return problem_response(error.status, [text], headers=headers)
     except web.RequestPayloadError as error:  # a body its Content-Encoding does not decode, or cut short
-        # The body ends here: left unread, aiohttp would drain it after the answer, meet the same error
-        # again and log it as unhandled.
-        request.content.feed_eof()
         reason = getattr(error.__cause__, "message", "") or str(error)
         return problem_response(400, [f"body: could not be read: {reason.strip()}"])
     except UnicodeError:

@@ -62,7 +62,7 @@ def packed_version(version: str) -> int:
     """A release's version as one integer that orders as the releases do (Flussonic's /health has one):
     1.2.3 is 1002003; a suffix (1.2.3rc1) is left out."""
     numbers = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", version)
-    major, minor, patch = (int(number or 0) for number in (numbers.groups() if numbers else ()))
+    major, minor, patch = (int(number or 0) for number in (numbers.groups() if numbers else (0, 0, 0)))
     return major * 1_000_000 + minor * 1_000 + patch
 
 
@@ -74,12 +74,35 @@ async def read_body(request: web.Request) -> bytes:
     """The request body, decoded; a 415 for a Content-Encoding that is not decoded, a 413 past
     client_max_size (counted after decoding)."""
     codings = request.headers.getall("Content-Encoding", [])
-    coding = codings[0].strip().lower() if len(codings) == 1 else ", ".join(codings)
+    # As aiohttp reads it: one ASCII value, in any case, with spaces or tabs around it.
+    coding = codings[0].strip(" \t") if len(codings) == 1 else ", ".join(codings)
+    if coding.isascii():
+        coding = coding.lower()
     if codings and coding not in (*BODY_ENCODINGS, "identity", ""):
         shown = coding.encode("ascii", "backslashreplace").decode()
         raise ApiProblem(415, f"Content-Encoding: {shown} is not supported; send one of {', '.join(BODY_ENCODINGS)} "
                               "or none", headers={"Accept-Encoding": ", ".join(BODY_ENCODINGS)})
     return await request.read()
+
+
+def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
+    """A JSON body as `model` (strict), or a 400 naming what is wrong with it."""
+    if not raw.strip():
+        raise ApiProblem(400, "body: a JSON object is required")
+    try:
+        return model.model_validate_json(raw, strict=True)
+    except ValidationError as error:
+        invalid = error
+    # Parsed a second time only to say what is wrong with it in plainer words than pydantic's.
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ApiProblem(400, f"body: not valid JSON ({error})") from error
+    except RecursionError as error:  # pydantic stops at its own depth limit; json.loads overflows
+        raise ApiProblem(400, "body: nested too deeply") from error
+    if not isinstance(data, dict):
+        raise ApiProblem(400, "body: must be a JSON object")
+    raise ApiProblem(400, *validation_errors(invalid)) from invalid
 
 
 # Reads of jobs the cache lacks go to the API server (another replica may have just made them): at most
@@ -213,25 +236,6 @@ class Gateway:
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
-    async def body(self, request: web.Request, model: type[BaseModel]) -> Any:
-        raw = await read_body(request)
-        if not raw.strip():
-            raise ApiProblem(400, "body: a JSON object is required")
-        try:
-            return model.model_validate_json(raw, strict=True)
-        except ValidationError as error:
-            invalid = error
-        # Parsed a second time only to say what is wrong with it in plainer words than pydantic's.
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ApiProblem(400, f"body: not valid JSON ({error})") from error
-        except RecursionError as error:  # pydantic stops at its own depth limit; json.loads overflows
-            raise ApiProblem(400, "body: nested too deeply") from error
-        if not isinstance(data, dict):
-            raise ApiProblem(400, "body: must be a JSON object")
-        raise ApiProblem(400, *validation_errors(invalid)) from invalid
-
     def kube_client(self) -> KubeClient:
         if self.kube is None:
             raise ApiProblem(503, "the gateway has no Kubernetes connection")
@@ -240,7 +244,7 @@ class Gateway:
     # --- auth & meta ------------------------------------------------------------------------------
 
     async def login(self, request: web.Request, ctx: Ctx) -> web.Response:
-        body: LoginRequest = await self.body(request, LoginRequest)
+        body: LoginRequest = parse_body(await read_body(request), LoginRequest)
         key = find_key(self.tokens.api_keys, body.api_key)
         if key is None:
             raise ApiProblem(401, "apiKey: unknown API key")
@@ -324,7 +328,7 @@ class Gateway:
     async def create_live_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace and ctx.project_id
         raw = await read_body(request)
-        body: LiveJobCreate = await self.body(request, LiveJobCreate)
+        body: LiveJobCreate = parse_body(raw, LiveJobCreate)
         name, idempotent = self.new_name(request, ctx)
         if idempotent and (earlier := self.store.live_index(ctx.namespace).entries.get(name)) is not None:
             return self.replay(earlier, raw, ctx, live=True)
@@ -564,7 +568,7 @@ class Gateway:
         assert ctx.namespace and ctx.project_id
         raw_key = request.match_info["id"]  # the stream key
         raw = await read_body(request)
-        body: LiveJobControl = await self.body(request, LiveJobControl)
+        body: LiveJobControl = parse_body(raw, LiveJobControl)
         found = self.store.by_stream_key.get(raw_key.lower()) or self.store.by_stream_key.get(raw_key)
         index = self.store.live_index(ctx.namespace)
         if found and found[0] == ctx.namespace:
@@ -721,7 +725,7 @@ class Gateway:
     async def create_record_job(self, request: web.Request, ctx: Ctx) -> web.Response:
         assert ctx.namespace and ctx.project_id
         raw = await read_body(request)
-        body: RecordJobCreate = await self.body(request, RecordJobCreate)
+        body: RecordJobCreate = parse_body(raw, RecordJobCreate)
         name, idempotent = self.new_name(request, ctx)
         if idempotent and (earlier := self.store.record_index(ctx.namespace).entries.get(name)) is not None:
             return self.replay(earlier, raw, ctx, live=False)

@@ -817,6 +817,34 @@ async def test_bodies_in_every_content_encoding_are_read_or_refused_in_the_envel
     assert not [r for r in caplog.records if r.levelname == "ERROR"], [r.getMessage() for r in caplog.records]
     response = await client.post(url(), data=create, headers={**await token(client), "Content-Encoding": "compress"})
     assert response.status == 415 and response.headers["Accept-Encoding"] == "gzip, deflate, br, zstd"
+    # As aiohttp reads the header: spaces and tabs around it are nothing, a no-break space is not.
+    for coding, expected in ((b" \tGZIP \t", 201), (b"gzip\xc2\xa0", 415)):
+        status, body = await raw_request(client, "POST", url(), typed + b"Content-Encoding: " + coding + b"\r\n",
+                                         gzip.compress(create))
+        assert status == expected, (coding, body)
+
+
+async def test_a_connection_closes_after_a_body_its_coding_does_not_decode(
+        client: Client, kube: FakeKube, caplog: pytest.LogCaptureFixture) -> None:
+    """The parser stops inside such a body: what follows it on the connection is not read as a
+    request (no request smuggled in the body), and the connection closes after the answer, whether
+    the handler read the body (a 400) or was refused before (a 401)."""
+    bearer = b"Authorization: " + (await token(client))["Authorization"].encode() + b"\r\n"
+    smuggled = b"DELETE " + url(f"/{FIRST}").encode() + b" HTTP/1.1\r\nHost: x\r\n" + bearer + b"\r\n"
+    caplog.clear()
+    for headers, status in ((bearer, 400), (b"", 401)):
+        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+        body = b"not gzip at all" + smuggled
+        writer.write(b"POST " + url().encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Encoding: gzip\r\nContent-Length: %d\r\n" % len(body) + headers + b"\r\n" + body +
+                     b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5)  # to the end: the server closes the connection
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 %d " % status) and answer.count(b"HTTP/1.1 ") == 1, answer
+        assert b"\r\nConnection: close\r\n" in answer
+    assert not [call for call in kube.calls if call[0] in ("create", "delete")], kube.calls
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], [r.getMessage() for r in caplog.records]
 
 
 async def test_head_answers_every_get_route_without_a_body(client: Client, kube: FakeKube) -> None:
