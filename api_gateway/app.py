@@ -35,7 +35,7 @@ KUBE_KEY = web.AppKey("kube", KubeClient)
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 RELAY_KEY = web.AppKey("relay", PreviewRelay)
 CORS_METHODS = "GET, POST, DELETE, OPTIONS"
-CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key"
+CORS_HEADERS = "Authorization, Content-Type, Content-Encoding, Idempotency-Key"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 

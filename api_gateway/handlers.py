@@ -178,6 +178,8 @@ class Gateway:
         length_limits = {p.name: p.schema["maxLength"] for p in route.params
                          if p.location == "query" and "maxLength" in p.schema}
         spelled = query_spellings(query_names)
+        # Filters may repeat (they combine with AND); any other parameter means one value.
+        single_names = query_names - set(route.filters)
 
         async def wrapped(request: web.Request) -> web.StreamResponse:
             if any(name not in query_names and name.lower() in spelled for name in request.query):
@@ -198,6 +200,9 @@ class Gateway:
                     errors.append(f"{name}: {invalid}")
             errors.extend(f"{name}: at most {length_limits[name]} characters" for name, value in request.query.items()
                           if name in length_limits and len(value) > length_limits[name])
+            if len(request.query) > len(set(request.query)):
+                errors.extend(f"{name}: given more than once" for name in sorted(set(request.query) & single_names)
+                              if len(request.query.getall(name)) > 1)
             if not route.filters:
                 unknown = sorted(set(request.query) - query_names)
                 errors.extend(f"{name}: unknown query parameter" for name in unknown)

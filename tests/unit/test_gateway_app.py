@@ -732,6 +732,10 @@ async def test_malformed_requests(client: Client) -> None:
         (client.post("/api/v1/login", data=b'{"apiKey":' + b"[" * 1500 + b"]" * 1500 + b"}"), 400, "body: "),
         (client.get(url(), params={"search": "x" * 257}, headers=headers), 400, "search: at most 256 characters"),
         (client.get(url(), params={"colour": "red"}, headers=headers), 400, "colour: unknown"),
+        # One value each, but for filters (ANDed): a second one would be read, or cached, as if not there.
+        (client.get(url("?pageSize=6&pageSize=abc&sort_dir=asc&sort_dir=desc&PAGESIZE=2&id=1&id=2"), headers=headers),
+         400, "pageSize: given more than once"),
+        (client.get(url("?sort_dir=asc&sort_dir=desc"), headers=headers), 400, "sort_dir: given more than once"),
         (client.get(url(), params={"select": "id,bogus"}, headers=headers), 400, "select: unknown field"),
         (client.get(url("/999"), headers=headers), 404, "id: live job 999 not found"),
         (client.get("/api/v2/projects/" + PROJECT + "/livejobs", headers=headers), 404, "version: "),
@@ -743,6 +747,23 @@ async def test_malformed_requests(client: Client) -> None:
         body = await response.json()
         assert response.status == status, (prefix, body)
         assert body["success"] is False and body["errors"][0].startswith(prefix), body
+
+
+async def test_a_parameter_given_twice_is_refused_whichever_was_asked_first(client: Client) -> None:
+    """Pages are kept by their query: a value given twice, read as its first, would make one request
+    answer as another asked before it did (a 200 for a bad value, another order)."""
+    headers = await token(client)
+    for query in ("?pageSize=6&pageSize=abc", "?pageSize=abc&pageSize=6", "?sort_dir=desc&sort_dir=asc&pageSize=4",
+                  "?sort_dir=asc&sort_dir=desc&pageSize=4&search=x"):
+        response = await client.get(url(query), headers=headers)
+        assert response.status == 400, (query, await response.text())
+        errors = (await response.json())["errors"]
+        assert errors in (["pageSize: given more than once"], ["sort_dir: given more than once"]), errors
+    both = await client.get(url("?pageSize=6&sort_dir=desc&pageSize=abc&sort_dir=asc"), headers=headers)
+    assert (await both.json())["errors"] == ["pageSize: given more than once", "sort_dir: given more than once"]
+    # A filter may be given twice: the two combine with AND.
+    anded = await client.get(url("?id=1&id=ge:1&pageSize=5"), headers=headers)
+    assert anded.status == 200, await anded.text()
 
 
 async def raw_request(client: Client, method: str, path: str, headers: bytes, body: bytes = b"") -> tuple[int, Any]:
@@ -1399,6 +1420,9 @@ async def test_operations_cors_openapi_metrics(client: Client) -> None:
                                                      "Access-Control-Request-Method": "POST"})
     assert preflight.status == 204
     assert preflight.headers["Access-Control-Allow-Origin"] == "https://console.example.com"
+    # What a console's POST may carry: a compressed body too.
+    allowed = {name.strip().lower() for name in preflight.headers["Access-Control-Allow-Headers"].split(",")}
+    assert allowed == {"authorization", "content-type", "content-encoding", "idempotency-key"}
     listed = await client.get(url(), headers={**admin, "Origin": "https://console.example.com"})
     exposed = {name.strip() for name in listed.headers["Access-Control-Expose-Headers"].split(",")}
     assert exposed == {"Location", "Idempotent-Replayed", "Retry-After"}  # what a console's script may read
