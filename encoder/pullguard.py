@@ -16,7 +16,9 @@ CDN come through the guard too. One request per connection (Connection: close bo
 never sends a second request to a host nobody checked.
 
 RTMP and SRT pulls, which ffmpeg connects to itself, are given the address the guard checked in place
-of their name (ffmpeg_input).
+of their name (ffmpeg_input). An rtmps:// pull keeps its name (TLS sends it and checks the certificate
+against it): ffmpeg's TLS asks the guard for a tunnel (CONNECT) to the job's own rtmps origin, which the
+guard opens to an address it checked as it opens it.
 
 Where the encoder's environment names an outbound proxy (http_proxy, https_proxy, and no_proxy for the
 hosts it is not for: a cluster whose Pods reach the Internet through one), the guard connects through it:
@@ -67,6 +69,7 @@ PIPE_CHUNK = 64 * 1024
 HOP_BY_HOP = frozenset({"connection", "proxy-connection", "keep-alive", "proxy-authorization", "te", "trailer",
                         "upgrade", "transfer-encoding", "accept-encoding"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
+RTMPS_DEFAULT_PORT = 443  # as ffmpeg's rtmps has it
 _URI_ATTRIBUTE = re.compile(r'(URI=")([^"]*)(")', re.IGNORECASE)
 
 
@@ -156,6 +159,8 @@ class PullGuard:
         self._credentialed_origins: set[tuple[str, int]] = set()
         # Likewise ffmpeg would send one origin's cookies to every other: each one's go back to it only.
         self._cookies = OriginCookies()
+        # The rtmps:// origins (host, port) of the job's own URLs: the only ones a CONNECT may ask for.
+        self._tunnel_origins: set[tuple[str, int]] = set()
 
     async def start(self) -> str:
         """Starts the proxy (once); its URL."""
@@ -215,7 +220,10 @@ class PullGuard:
         parts.port  # noqa: B018 - it raises for a port that is no number, which ffmpeg would read its own way
         address = (await self.allowed_addresses(parts.hostname or ""))[0]
         if parts.scheme == "rtmps":
-            return url, []  # TLS names the host (SNI, the certificate): ffmpeg resolves it again
+            # TLS names the host (SNI, the certificate): ffmpeg keeps the name, and its TLS reaches the
+            # origin through the guard's tunnel, to an address checked as the tunnel opens.
+            self._tunnel_origins.add(((parts.hostname or "").lower(), parts.port or RTMPS_DEFAULT_PORT))
+            return url, ["-http_proxy", self.proxy_url]
         userinfo, _, authority = parts.netloc.rpartition("@")
         pinned = url_host(address) + (f":{parts.port}" if parts.port else "")
         pinned_url = urlunsplit((parts.scheme, f"{userinfo}@{pinned}" if userinfo else pinned, parts.path,
@@ -280,6 +288,9 @@ class PullGuard:
         except ValueError as error:
             raise BadRequest from error
         method, target, version = [*request_line.split(" "), "", "", ""][:3]
+        if method == "CONNECT" and version.startswith("HTTP/1."):
+            await self._open_tunnel(target, reader, writer)
+            return
         if method not in ("GET", "HEAD") or not version.startswith("HTTP/1."):
             raise BadRequest
         secure, host, port, path = self._origin_of(target)
@@ -343,6 +354,31 @@ class PullGuard:
         finally:
             upstream_writer.close()
 
+    async def _open_tunnel(self, target: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A CONNECT from ffmpeg's TLS (an rtmps:// pull): a tunnel to the job's own rtmps origin only, at
+        an address the policy allows, resolved now; open until either side closes it."""
+        host, _, port = target.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]").lower()
+        if not port.isdigit() or (host, int(port)) not in self._tunnel_origins:
+            raise BadRequest
+        upstream_reader, upstream_writer = await self._connect(host, int(port), secure=False, proxy_scheme="https")
+        try:
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+                await _drained(writer)
+                # The player's side may be quiet for long (RTMP acknowledges every few megabytes): only the
+                # stream's side has to keep moving. Either side closing ends the tunnel.
+                pipes = [asyncio.create_task(_pipe(upstream_reader, writer)),
+                         asyncio.create_task(_pipe(reader, upstream_writer, idle_timeout=None))]
+                try:
+                    await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for pipe in pipes:
+                        pipe.cancel()
+                    await asyncio.gather(*pipes, return_exceptions=True)
+        finally:
+            upstream_writer.close()
+
     def _origin_of(self, target: str) -> tuple[bool, str, int, str]:
         """(over TLS, host, port, origin-form path) of what a request asks for: an http:// URL (through
         the proxy), or the guard's own /~https/ path (as a URL naming the guard, or as a path)."""
@@ -377,13 +413,15 @@ class PullGuard:
             raise OSError(proxy)
         return proxy
 
-    async def _connect(self, host: str, port: int, secure: bool) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connect(self, host: str, port: int, secure: bool,
+                       proxy_scheme: str | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A connection to an address of `host` the policy allows: directly, or through a tunnel the outbound
-        proxy opens to that address (the proxy resolves nothing of a job's: no name it alone knows, none
-        that resolves elsewhere for it); with TLS to the origin (its name verified) when `secure`."""
+        proxy (the environment's for `proxy_scheme`, by default https or http as `secure`) opens to that
+        address (the proxy resolves nothing of a job's: no name it alone knows, none that resolves
+        elsewhere for it); with TLS to the origin (its name verified) when `secure`."""
         error: OSError = OSError(f"no address for {host}")
         addresses = await self.allowed_addresses(host)
-        proxy = self._proxy_for("https" if secure else "http", host)
+        proxy = self._proxy_for(proxy_scheme or ("https" if secure else "http"), host)
         assert self._tls is not None, "start() the guard first"
         tls: dict[str, Any] = {"ssl": self._tls, "server_hostname": host} if secure else {}
         for address in addresses:
@@ -645,9 +683,10 @@ async def _drained(writer: asyncio.StreamWriter) -> None:
     await asyncio.wait_for(writer.drain(), IDLE_TIMEOUT_SECONDS)
 
 
-async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter,
+                idle_timeout: float | None = IDLE_TIMEOUT_SECONDS) -> None:
     """The rest of an answer, until the origin closes (Connection: close), or nothing moves for
-    IDLE_TIMEOUT_SECONDS either way."""
-    while chunk := await asyncio.wait_for(source.read(PIPE_CHUNK), IDLE_TIMEOUT_SECONDS):
+    `idle_timeout` either way."""
+    while chunk := await asyncio.wait_for(source.read(PIPE_CHUNK), idle_timeout):
         sink.write(chunk)
         await _drained(sink)
