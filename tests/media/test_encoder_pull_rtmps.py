@@ -1,11 +1,13 @@
 """An rtmps:// pull with real ffmpeg: it keeps the name (TLS sends it), and its TLS reaches the origin
 through the pull guard's tunnel, so a name that resolves to a refused address by the time ffmpeg
-connects is not reached (see tests/unit/test_encoder_pullguard.py for the tunnel itself)."""
+connects is not reached, and a real RTMP session runs inside that tunnel (see
+tests/unit/test_encoder_pullguard.py for the tunnel itself)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -79,3 +81,56 @@ async def test_ffmpeg_pulls_rtmps_through_the_guard_keeping_the_name(tls_origin:
         assert (guard.refusal_since() or "").startswith("localhost resolves to no public address")
     finally:
         await guard.close()
+
+
+async def test_ffmpeg_plays_an_rtmps_stream_through_the_guard(tmp_path: Path) -> None:
+    """A real RTMP session inside the tunnel: ffmpeg serves a stream (rtmp, -listen 1), a TLS front
+    makes it rtmps, and ffmpeg pulls it through the guard as the encoder does, decoding its frames."""
+    pki = LocalPKI(tmp_path / "pki")
+    pki.ensure([])
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.path("apiserver.crt"), pki.path("apiserver.key"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        rtmp_port = probe.getsockname()[1]
+    server = await asyncio.create_subprocess_exec(
+        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi",
+        "-i", "testsrc=size=320x240:rate=25", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-t", "30",
+        "-f", "flv", "-listen", "1", f"rtmp://127.0.0.1:{rtmp_port}/live/source",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+
+    async def front(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async with asyncio.timeout(30):  # ffmpeg listens a moment after it starts
+            while True:
+                try:
+                    upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", rtmp_port)
+                    break
+                except ConnectionRefusedError:
+                    await asyncio.sleep(0.05)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    tls_front = await asyncio.start_server(front, "127.0.0.1", 0, ssl=context)
+    guard = PullGuard(AddressPolicy.allowing(["127.0.0.0/8"]))
+    try:
+        url, options = await guard.ffmpeg_input(f"rtmps://localhost:{tls_front.sockets[0].getsockname()[1]}/live/source")
+        player = await asyncio.create_subprocess_exec(
+            "ffmpeg", "-hide_banner", "-nostdin", "-rw_timeout", "10000000", *options, "-i", url,
+            "-frames:v", "25", "-f", "framemd5", "-", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        async with asyncio.timeout(60):
+            frames, stderr = await player.communicate()
+        assert player.returncode == 0, stderr.decode(errors="replace")[-2000:]
+        assert len([line for line in frames.splitlines() if not line.startswith(b"#")]) == 25
+    finally:
+        await guard.close()
+        tls_front.close()
+        with contextlib.suppress(ProcessLookupError):
+            server.kill()
+        await server.wait()
