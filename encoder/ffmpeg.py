@@ -248,9 +248,10 @@ PULL_HOLD_RELOADS = 2 * FROZEN_SOURCE_SEGMENTS
 def input_args(input_url: str, *, live_listener: bool, input_format: str | None = None,
                guard_options: Sequence[str] = ()) -> list[str]:
     """Reading the ingest. Short probing: the state turns Live (SRT) when ffmpeg reports the input,
-    and the first segment should not wait for a long analysis. `guard_options`: an HTTP pull's, for the
-    pull guard every request of it goes through (PullGuard.http_input; the HLS demuxer passes them
-    on to its playlists, segments and keys)."""
+    and the first segment should not wait for a long analysis. `guard_options`: a pull's, from the
+    pull guard (PullGuard.ffmpeg_input): for HLS, what keeps every request of it inside the guard (the
+    HLS demuxer passes them on to its playlists, segments and keys); for rtmps, the guard's tunnel;
+    for rtmp, the tcUrl that keeps the name."""
     args = ["-analyzeduration", "1500000", "-probesize", "2000000"]
     if input_format:  # a pipe has no name to guess the format from
         args += ["-f", input_format]
@@ -260,8 +261,7 @@ def input_args(input_url: str, *, live_listener: bool, input_format: str | None 
         # and so does a playlist that stopped giving new segments.
         args += ["-live_start_index", "-1", "-reconnect", "1", "-reconnect_streamed", "1",
                  "-rw_timeout", str(PULL_READ_TIMEOUT_US), "-m3u8_hold_counters", str(PULL_HOLD_RELOADS)]
-        args += guard_options
-    return [*args, "-i", input_url]
+    return [*args, *guard_options, "-i", input_url]
 
 
 def build_session_argv(

@@ -667,7 +667,9 @@ class Encoder:
         environment = None
         if pull:
             self.pull_guard.refusal_since()  # an earlier session's is not this one's
-            environment = self.pulling_environment
+            # ffmpeg's TLS takes the guard from -http_proxy on its first connection only; one it opens
+            # again (rtmps' authentication) reads http_proxy, which has to be the guard too.
+            environment = {**self.pulling_environment, "http_proxy": self.pull_guard.proxy_url}
         stdin: int = asyncio.subprocess.DEVNULL
         if srt is not None:
             stdin, pipe = os.pipe()

@@ -361,7 +361,9 @@ class PullGuard:
         host = host.removeprefix("[").removesuffix("]").lower()
         if not port.isdigit() or (host, int(port)) not in self._tunnel_origins:
             raise BadRequest
-        upstream_reader, upstream_writer = await self._connect(host, int(port), secure=False, proxy_scheme="https")
+        # TLS inside: through the outbound proxy for https, or the one for http where only that is named.
+        proxy_scheme = "https" if "https" in self._proxies else "http"
+        upstream_reader, upstream_writer = await self._connect(host, int(port), secure=False, proxy_scheme=proxy_scheme)
         try:
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):

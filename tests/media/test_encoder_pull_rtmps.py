@@ -7,17 +7,83 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import ssl
-from collections.abc import AsyncIterator
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
 from localplatform.pki import LocalPKI
+from media_helpers import GOES_LIVE_WITHIN_S, EncoderProcess, ObjectStore, free_port, pattern_input
+from waiting import wait_until
 
 from onair.addresses import AddressPolicy
+from onair.encoder.ffmpeg import input_args
+from onair.encoder.playlist import parse_media_playlist
 from onair.encoder.pullguard import PullGuard
+
+
+def server_context(directory: Path) -> ssl.SSLContext:
+    """A TLS server's (its certificate is a test CA's: ffmpeg's rtmps does not verify it by default)."""
+    pki = LocalPKI(directory / "pki")
+    pki.ensure([])
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.path("apiserver.crt"), pki.path("apiserver.key"))
+    return context
+
+
+def serving_rtmp(port: int, seconds: float) -> subprocess.Popen[bytes]:
+    """ffmpeg serving a test pattern to the one RTMP player that connects (-listen 1)."""
+    return subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", *pattern_input(seconds),
+                             "-f", "flv", "-listen", "1", f"rtmp://127.0.0.1:{port}/live/source"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def relay(rtmp_port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """rtmps in front of the rtmp server at `rtmp_port`: TLS ends here, the bytes go on."""
+    async with asyncio.timeout(30):  # ffmpeg listens a moment after it starts
+        while True:
+            try:
+                upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", rtmp_port)
+                break
+            except ConnectionRefusedError:
+                await asyncio.sleep(0.05)
+
+    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        sink.close()
+
+    await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+
+@contextlib.contextmanager
+def tls_front(context: ssl.SSLContext, rtmp_port: int) -> Iterator[int]:
+    """relay, served from a thread (for a test that waits on an encoder process); its port."""
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(partial(relay, rtmp_port), "127.0.0.1", 0, ssl=context))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        server.close()
+        loop.run_until_complete(_cancel_the_others())
+        loop.close()
+
+
+async def _cancel_the_others() -> None:
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 @dataclass
@@ -33,10 +99,7 @@ class TlsOrigin:
 
 @pytest.fixture
 async def tls_origin(tmp_path: Path) -> AsyncIterator[TlsOrigin]:
-    pki = LocalPKI(tmp_path / "pki")
-    pki.ensure([])
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(pki.path("apiserver.crt"), pki.path("apiserver.key"))
+    context = server_context(tmp_path)
     origin = TlsOrigin()
     context.sni_callback = lambda _socket, name, _context: origin.names.append(name)
 
@@ -53,9 +116,11 @@ async def tls_origin(tmp_path: Path) -> AsyncIterator[TlsOrigin]:
 
 
 async def pull(url: str, options: list[str]) -> asyncio.subprocess.Process:
+    """ffmpeg reading `url` as the encoder does (input_args)."""
     return await asyncio.create_subprocess_exec(
-        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-rw_timeout", "10000000", *options, "-i", url,
-        "-t", "1", "-f", "null", "-", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-rw_timeout", "10000000",
+        *input_args(url, live_listener=False, guard_options=options), "-t", "1", "-f", "null", "-",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
 
 
 async def test_ffmpeg_pulls_rtmps_through_the_guard_keeping_the_name(tls_origin: TlsOrigin) -> None:
@@ -86,44 +151,19 @@ async def test_ffmpeg_pulls_rtmps_through_the_guard_keeping_the_name(tls_origin:
 async def test_ffmpeg_plays_an_rtmps_stream_through_the_guard(tmp_path: Path) -> None:
     """A real RTMP session inside the tunnel: ffmpeg serves a stream (rtmp, -listen 1), a TLS front
     makes it rtmps, and ffmpeg pulls it through the guard as the encoder does, decoding its frames."""
-    pki = LocalPKI(tmp_path / "pki")
-    pki.ensure([])
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(pki.path("apiserver.crt"), pki.path("apiserver.key"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        rtmp_port = probe.getsockname()[1]
-    server = await asyncio.create_subprocess_exec(
-        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi",
-        "-i", "testsrc=size=320x240:rate=25", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-t", "30",
-        "-f", "flv", "-listen", "1", f"rtmp://127.0.0.1:{rtmp_port}/live/source",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    context = server_context(tmp_path)
+    rtmp_port = free_port()
+    server = serving_rtmp(rtmp_port, 30)
 
-    async def front(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async with asyncio.timeout(30):  # ffmpeg listens a moment after it starts
-            while True:
-                try:
-                    upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", rtmp_port)
-                    break
-                except ConnectionRefusedError:
-                    await asyncio.sleep(0.05)
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            sink.close()
-
-        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
-
-    tls_front = await asyncio.start_server(front, "127.0.0.1", 0, ssl=context)
+    tls_front = await asyncio.start_server(partial(relay, rtmp_port), "127.0.0.1", 0, ssl=context)
     guard = PullGuard(AddressPolicy.allowing(["127.0.0.0/8"]))
     try:
         url, options = await guard.ffmpeg_input(f"rtmps://localhost:{tls_front.sockets[0].getsockname()[1]}/live/source")
         player = await asyncio.create_subprocess_exec(
-            "ffmpeg", "-hide_banner", "-nostdin", "-rw_timeout", "10000000", *options, "-i", url,
-            "-frames:v", "25", "-f", "framemd5", "-", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            "ffmpeg", "-hide_banner", "-nostdin", "-rw_timeout", "10000000",
+            *input_args(url, live_listener=False, guard_options=options),
+            "-an", "-frames:v", "25", "-f", "framemd5", "-",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         async with asyncio.timeout(60):
             frames, stderr = await player.communicate()
         assert player.returncode == 0, stderr.decode(errors="replace")[-2000:]
@@ -131,6 +171,28 @@ async def test_ffmpeg_plays_an_rtmps_stream_through_the_guard(tmp_path: Path) ->
     finally:
         await guard.close()
         tls_front.close()
-        with contextlib.suppress(ProcessLookupError):
-            server.kill()
-        await server.wait()
+        server.kill()
+        server.wait()
+
+
+def test_a_record_job_records_an_rtmps_stream_through_the_guard(
+        start_encoder: Callable[..., EncoderProcess], object_store: ObjectStore, tmp_path: Path) -> None:
+    rtmp_port = free_port()
+    source = serving_rtmp(rtmp_port, 40)
+    try:
+        with tls_front(server_context(tmp_path), rtmp_port) as port:
+            spec = {"source": {"streamUrl": f"rtmps://localhost:{port}/live/source"}, "output": {"bucket": "ignored"}}
+            recorder = start_encoder("RecordJob", spec, None)
+            recorder.wait_state("live", GOES_LIVE_WITHIN_S)
+            wait_until(lambda: int(recorder.status()["renditions"][0]["segmentsWritten"]) >= 2, 30,
+                       "recorded segments")
+            assert recorder.post("/finish").status_code == 202
+            assert recorder.process.wait(30) == 0, recorder.log()[-3000:]
+    finally:
+        source.kill()
+        source.wait()
+    # Its ffmpeg was given the guard's tunnel (and http_proxy, for a connection opened again).
+    assert "-http_proxy http://127.0.0.1:" in recorder.log()
+    stored = object_store.get_text(recorder.bucket, f"{recorder.prefix}/source/index.m3u8")
+    playlist = parse_media_playlist(stored or "")
+    assert playlist.ended and len(playlist.segments) >= 2

@@ -566,6 +566,8 @@ async def test_an_rtmps_pull_tunnels_through_the_guard_to_an_address_checked_as_
     try:
         url = f"rtmps://LocalHost:{port}/live/source"
         assert await guard.ffmpeg_input(url) == (url, ["-http_proxy", guard.proxy_url])
+        assert input_args(url, live_listener=False, guard_options=(await guard.ffmpeg_input(url))[1])[-4:] == [
+            "-http_proxy", guard.proxy_url, "-i", url]
 
         async def connect(target: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
             reader, writer = await asyncio.open_connection(*guard.authority.split(":"))
@@ -598,6 +600,10 @@ async def test_rtmp_and_srt_pulls_get_the_address_the_guard_checked() -> None:
     try:
         assert await guard.ffmpeg_input("rtmp://user:pw@localhost/live/source") == (
             "rtmp://user:pw@127.0.0.1/live/source", ["-rtmp_tcurl", "rtmp://localhost/live"])
+        # As the encoder's ffmpeg reads it (its options before the input).
+        pinned, options = await guard.ffmpeg_input("rtmp://localhost/live/source")
+        pulled = input_args(pinned, live_listener=False, guard_options=options)
+        assert pulled[-4:] == ["-rtmp_tcurl", "rtmp://localhost/live", "-i", "rtmp://127.0.0.1/live/source"]
         assert await guard.ffmpeg_input("srt://localhost:9000?streamid=x") == ("srt://127.0.0.1:9000?streamid=x", [])
         for refused in ("rtmp://169.254.169.254/live/source", "srt://10.96.0.1:9000?streamid=x",
                         "rtmp://[::1]/live/source"):  # allowed was 127/8, IPv4 only
