@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import struct
 import subprocess
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -62,11 +63,17 @@ async def relay(rtmp_port: int, reader: asyncio.StreamReader, writer: asyncio.St
     await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
 
 
-@contextlib.contextmanager
-def tls_front(context: ssl.SSLContext, rtmp_port: int) -> Iterator[int]:
+def tls_front(context: ssl.SSLContext, rtmp_port: int) -> contextlib.AbstractContextManager[int]:
     """relay, served from a thread (for a test that waits on an encoder process); its port."""
+    return serving(partial(relay, rtmp_port), context)
+
+
+@contextlib.contextmanager
+def serving(handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+            context: ssl.SSLContext | None = None) -> Iterator[int]:
+    """A server on 127.0.0.1 (TLS with `context`) run by a thread of its own; its port."""
     loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(asyncio.start_server(partial(relay, rtmp_port), "127.0.0.1", 0, ssl=context))
+    server = loop.run_until_complete(asyncio.start_server(handler, "127.0.0.1", 0, ssl=context))
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
@@ -196,3 +203,53 @@ def test_a_record_job_records_an_rtmps_stream_through_the_guard(
     stored = object_store.get_text(recorder.bucket, f"{recorder.prefix}/source/index.m3u8")
     playlist = parse_media_playlist(stored or "")
     assert playlist.ended and len(playlist.segments) >= 2
+
+
+def _amf_string(text: str) -> bytes:
+    data = text.encode()
+    return b"\x02" + struct.pack(">H", len(data)) + data
+
+
+def _connect_rejected_asking_for_adobe_auth() -> bytes:
+    """An RTMP _error answer to connect, in one chunk stream: what an origin that wants adobe
+    authentication sends, upon which ffmpeg connects again (with credentials from the URL)."""
+    info = b"\x03" + b"".join(struct.pack(">H", len(key)) + key.encode() + _amf_string(value) for key, value in (
+        ("level", "error"), ("code", "NetConnection.Connect.Rejected"),
+        ("description", "[ AccessManager.Reject ] : [ code=403 need auth; authmod=adobe ] : "))) + b"\x00\x00\x09"
+    body = _amf_string("_error") + b"\x00" + struct.pack(">d", 1.0) + b"\x05" + info
+    header = bytes([3]) + b"\x00\x00\x00" + struct.pack(">I", len(body))[1:] + b"\x14" + b"\x00\x00\x00\x00"
+    pieces = [body[i:i + 128] for i in range(0, len(body), 128)]
+    return header + pieces[0] + b"".join(bytes([0xC3]) + piece for piece in pieces[1:])
+
+
+def test_an_rtmps_connection_opened_again_for_authentication_goes_through_the_guard_too(
+        start_encoder: Callable[..., EncoderProcess], tmp_path: Path) -> None:
+    """ffmpeg's TLS takes -http_proxy on its first connection only; the one it opens again when the
+    origin asks for authentication reads http_proxy, which the encoder sets to the guard as well: an
+    outbound proxy named there (here a trap that records who asks it) is never asked by ffmpeg."""
+    origin_connections: list[int] = []
+    trapped: list[bytes] = []
+
+    async def auth_origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        origin_connections.append(1)
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            await reader.readexactly(1537)  # C0 C1
+            writer.write(b"\x03" + bytes(1536) * 2)  # S0 S1 S2
+            await writer.drain()
+            await reader.readexactly(1536)  # C2
+            await reader.read(4096)  # connect
+            writer.write(_connect_rejected_asking_for_adobe_auth())
+            await writer.drain()
+            await reader.read(4096)
+        writer.close()
+
+    async def trap(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        trapped.append(await reader.read(200))
+        writer.close()
+
+    with serving(auth_origin, server_context(tmp_path)) as origin_port, serving(trap) as trap_port:
+        start_encoder("RecordJob", {"source": {"streamUrl": f"rtmps://user:pw@localhost:{origin_port}/live/source"},
+                                    "output": {"bucket": "ignored"}}, None, wait_healthy=False,
+                      extra_env={"http_proxy": f"http://127.0.0.1:{trap_port}", "no_proxy": "localhost,127.0.0.1"})
+        wait_until(lambda: len(origin_connections) >= 3, 60, "ffmpeg connecting again to authenticate")
+    assert trapped == []
