@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_json
 
@@ -144,6 +145,26 @@ def kube_error_problem(error: ApiError) -> ApiProblem:
     if error.status == 429:
         return ApiProblem(503, "the API server is busy; retry", headers={"Retry-After": "1"})
     return ApiProblem(502, f"the Kubernetes API answered {error.status}")
+
+
+class RequestsNotParsedInOneLine(logging.Filter):
+    """aiohttp logs each request it cannot parse (a bad byte in the URL, a line too long: a client's
+    fault, answered with a 400 before any handler) at ERROR with a traceback; a client could fill the
+    log with them. Each is told in one line, at WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg = f"{record.getMessage()}: {error.message or type(error).__name__}".replace("\n", " ")
+            record.args, record.exc_info, record.exc_text = (), None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def tell_unparsed_requests_in_one_line() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(known, RequestsNotParsedInOneLine) for known in server_log.filters):
+        server_log.addFilter(RequestsNotParsedInOneLine())
 
 
 # aiohttp's own errors (router 404/405, 413 from client_max_size) in the envelope.

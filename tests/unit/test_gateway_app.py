@@ -879,6 +879,24 @@ async def test_head_answers_every_get_route_without_a_body(client: Client, kube:
     assert (await client.head(url("/404"), headers=headers)).status == 404
 
 
+async def test_a_request_aiohttp_cannot_parse_is_one_warning_line(client: Client,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    caplog.clear()
+    for request in (b"GET /api/v1/health?x=\xff HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"GET /api/v1/health?" + b"x" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Long: " + b"y" * 70_000 + b"\r\n\r\n"):
+        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert answer.split(b" ", 2)[1] in (b"400", b"431"), answer[:200]
+    told = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(told) == 3 and all(r.levelname == "WARNING" and r.exc_info is None for r in told), told
+    assert all("Error handling request from 127.0.0.1: " in r.getMessage() for r in told), told
+    assert "Invalid char in url query" in told[0].getMessage() and "\n" not in told[0].getMessage()
+
+
 async def test_auth_matrix(client: Client) -> None:
     expired_config = GatewayConfig(jwt_secret=SECRET)
     from onair.api_gateway.auth import issue_token
