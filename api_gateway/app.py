@@ -17,7 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from onair.api_gateway.cache import Store, WatchCache
 from onair.api_gateway.config import GatewayConfig
-from onair.api_gateway.errors import error_middleware, problem_response, tell_unparsed_requests_in_one_line
+from onair.api_gateway.errors import error_middleware, log_unparsable_requests_as_warnings, problem_response
 from onair.api_gateway.handlers import Gateway
 from onair.api_gateway.openapi import build_document
 from onair.api_gateway.preview_relay import PreviewRelay
@@ -133,7 +133,7 @@ def init_app(config: GatewayConfig, *, kube: KubeClient | None = None, store: St
     register_process_metrics(registry)
     relay = PreviewRelay(store, config.preview_port, config.preview_max_viewers)
     metrics = Metrics(registry, store, relay)
-    tell_unparsed_requests_in_one_line()
+    log_unparsable_requests_as_warnings()
     app = web.Application(client_max_size=config.max_body_bytes,
                           middlewares=[metrics_middleware(metrics), cors_middleware(config.cors_origins),
                                        error_middleware])

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import BadHttpMessage
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_json
 
@@ -147,24 +147,33 @@ def kube_error_problem(error: ApiError) -> ApiProblem:
     return ApiProblem(502, f"the Kubernetes API answered {error.status}")
 
 
-class RequestsNotParsedInOneLine(logging.Filter):
+# How aiohttp logs a request it could not parse (its handle_error), and how much of its reason is told.
+UNPARSED_REQUEST_MESSAGE = "Error handling request from %s"
+UNPARSED_REASON_LENGTH = 200
+
+
+class UnparsableRequestsAsWarnings(logging.Filter):
     """aiohttp logs each request it cannot parse (a bad byte in the URL, a line too long: a client's
-    fault, answered with a 400 before any handler) at ERROR with a traceback; a client could fill the
-    log with them. Each is told in one line, at WARNING."""
+    fault, answered with a 400 before any handler) at ERROR with a traceback and the client's bytes; a
+    client could fill the log with them. Each is told in one short line, at WARNING."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError):
-            record.msg = f"{record.getMessage()}: {error.message or type(error).__name__}".replace("\n", " ")
-            record.args, record.exc_info, record.exc_text = (), None, None
+        if record.msg == UNPARSED_REQUEST_MESSAGE and record.levelno >= logging.ERROR and isinstance(
+                error, BadHttpMessage):
+            reason = " ".join((error.message or type(error).__name__).split())
+            if len(reason) > UNPARSED_REASON_LENGTH:
+                reason = reason[:UNPARSED_REASON_LENGTH] + "..."
+            record.msg, record.args = f"{record.getMessage()}: {reason}", ()
+            record.exc_info, record.exc_text = None, None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 
-def tell_unparsed_requests_in_one_line() -> None:
+def log_unparsable_requests_as_warnings() -> None:
     server_log = logging.getLogger("aiohttp.server")
-    if not any(isinstance(known, RequestsNotParsedInOneLine) for known in server_log.filters):
-        server_log.addFilter(RequestsNotParsedInOneLine())
+    if not any(isinstance(known, UnparsableRequestsAsWarnings) for known in server_log.filters):
+        server_log.addFilter(UnparsableRequestsAsWarnings())
 
 
 # aiohttp's own errors (router 404/405, 413 from client_max_size) in the envelope.

@@ -59,7 +59,7 @@ VERSION = importlib.metadata.version("onair")
 
 
 def packed_version(version: str) -> int:
-    """A release's version as one integer that orders as the releases do (Flussonic's /health has one):
+    """A release's version as one integer that orders as the releases do (Flussonic's /health has an integer):
     1.2.3 is 1002003; a suffix (1.2.3rc1) is left out."""
     numbers = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", version)
     major, minor, patch = (int(number or 0) for number in (numbers.groups() if numbers else (0, 0, 0)))

@@ -374,8 +374,8 @@ class StateTotals(OperationsModel):
 
 
 class Health(OperationsModel):
-    version: int = Field(description="The gateway's version as Flussonic gives one, an integer: major * 1000000 + "
-                                     "minor * 1000 + patch (0.1.0 is 1000).")
+    version: int = Field(description="The gateway's version as an integer, as Flussonic's /health has one (in a "
+                                     "numbering of its own): major * 1000000 + minor * 1000 + patch (0.1.0 is 1000).")
     version_name: str = Field(description="The same version as text, e.g. 0.1.0.")
     server_id: str
     collected_at: int

@@ -227,17 +227,16 @@ def test_an_rtmps_connection_opened_again_for_authentication_goes_through_the_gu
     """ffmpeg's TLS takes -http_proxy on its first connection only; the one it opens again when the
     origin asks for authentication reads http_proxy, which the encoder sets to the guard as well: an
     outbound proxy named there (here a trap that records who asks it) is never asked by ffmpeg."""
-    origin_connections: list[int] = []
+    connects: list[bytes] = []  # each connection's connect command
     trapped: list[bytes] = []
 
     async def auth_origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        origin_connections.append(1)
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             await reader.readexactly(1537)  # C0 C1
             writer.write(b"\x03" + bytes(1536) * 2)  # S0 S1 S2
             await writer.drain()
             await reader.readexactly(1536)  # C2
-            await reader.read(4096)  # connect
+            connects.append(await reader.read(4096))
             writer.write(_connect_rejected_asking_for_adobe_auth())
             await writer.drain()
             await reader.read(4096)
@@ -251,5 +250,7 @@ def test_an_rtmps_connection_opened_again_for_authentication_goes_through_the_gu
         start_encoder("RecordJob", {"source": {"streamUrl": f"rtmps://user:pw@localhost:{origin_port}/live/source"},
                                     "output": {"bucket": "ignored"}}, None, wait_healthy=False,
                       extra_env={"http_proxy": f"http://127.0.0.1:{trap_port}", "no_proxy": "localhost,127.0.0.1"})
-        wait_until(lambda: len(origin_connections) >= 3, 60, "ffmpeg connecting again to authenticate")
+        # The connection opened again for authentication names the scheme the origin asked for.
+        wait_until(lambda: any(b"authmod=adobe" in connect for connect in connects), 60,
+                   "ffmpeg connecting again to authenticate")
     assert trapped == []

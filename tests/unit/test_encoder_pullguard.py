@@ -547,51 +547,82 @@ async def test_requests_that_are_no_pull_are_answered_400(guard: PullGuard) -> N
         writer.close()
 
 
-async def test_an_rtmps_pull_tunnels_through_the_guard_to_an_address_checked_as_it_opens() -> None:
-    """TLS sends the name, so ffmpeg keeps it; its TLS asks the guard for a tunnel (-http_proxy), which
-    goes to the job's own rtmps origin only, at an address allowed when the tunnel opens (a name that
-    resolves elsewhere by then is not connected to)."""
-    accepted: list[bytes] = []
+async def ask_for_tunnel(guard: PullGuard, target: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """What ffmpeg's TLS sends the guard for an rtmps pull; the connection and the guard's answer."""
+    reader, writer = await asyncio.open_connection(*guard.authority.split(":"))
+    writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    return reader, writer, await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+
+
+@contextlib.asynccontextmanager
+async def echo_origin() -> AsyncIterator[tuple[int, list[bytes]]]:
+    """A TCP server at the allowed address answering what it gets in capitals; its port and what it got."""
+    received: list[bytes] = []
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while data := await reader.read(1024):
-            accepted.append(data)
+            received.append(data)
             writer.write(data.upper())
             await writer.drain()
         writer.close()
 
-    origin = await asyncio.start_server(echo, ALLOWED_HOST, 0)
-    port = origin.sockets[0].getsockname()[1]
-    guard = PullGuard(AddressPolicy.allowing(["127.0.0.0/8"]))
+    server = await asyncio.start_server(echo, ALLOWED_HOST, 0)
     try:
-        url = f"rtmps://LocalHost:{port}/live/source"
-        assert await guard.ffmpeg_input(url) == (url, ["-http_proxy", guard.proxy_url])
-        assert input_args(url, live_listener=False, guard_options=(await guard.ffmpeg_input(url))[1])[-4:] == [
-            "-http_proxy", guard.proxy_url, "-i", url]
-
-        async def connect(target: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
-            reader, writer = await asyncio.open_connection(*guard.authority.split(":"))
-            writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
-            return reader, writer, await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-
-        reader, writer, head = await connect(f"localhost:{port}")
-        assert head.startswith(b"HTTP/1.1 200 "), head
-        writer.write(b"client hello")
-        assert await asyncio.wait_for(reader.readexactly(12), 5) == b"CLIENT HELLO"
-        writer.close()
-        # Another origin, or the same one by another spelling or port, was not the job's: no tunnel.
-        for target in (f"127.0.0.1:{port}", f"localhost:{port + 1}", "localhost:443", f"localhost:{port}x"):
-            head = (await connect(target))[2]
-            assert head.startswith(b"HTTP/1.1 400 "), (target, head)
-        # The name now resolves to no allowed address (as after a DNS change): refused as the tunnel opens.
-        guard.policy = AddressPolicy()
-        head = (await connect(f"localhost:{port}"))[2]
-        assert head.startswith(b"HTTP/1.1 403 "), head
-        assert accepted == [b"client hello"]
+        yield server.sockets[0].getsockname()[1], received
     finally:
-        await guard.close()
-        origin.close()
-        await origin.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_rtmps_tunnel_goes_through_the_outbound_proxy_for_https_or_else_for_http(
+        forward_proxy: ForwardProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("http_proxy", forward_proxy.url("egress:p%40ss@"))
+    async with echo_origin() as (port, _received):
+        for https_proxy, authorization in ((None, "Basic " + base64.b64encode(b"egress:p@ss").decode()),
+                                           (forward_proxy.url(), None)):
+            if https_proxy:
+                monkeypatch.setenv("HTTPS_PROXY", https_proxy)
+            guard = PullGuard(ONLY_ALLOWED_HOST)
+            try:
+                await guard.ffmpeg_input(f"rtmps://{ALLOWED_HOST}:{port}/live/source")
+                reader, writer, head = await ask_for_tunnel(guard, f"{ALLOWED_HOST}:{port}")
+                assert head.startswith(b"HTTP/1.1 200 "), head
+                writer.write(b"through the proxy")
+                assert await asyncio.wait_for(reader.readexactly(17), 5) == b"THROUGH THE PROXY"
+                writer.close()
+                assert forward_proxy.requests[-1] == (f"CONNECT {ALLOWED_HOST}:{port} HTTP/1.1", authorization)
+            finally:
+                await guard.close()
+
+
+async def test_an_rtmps_pull_tunnels_through_the_guard_to_an_address_checked_as_it_opens() -> None:
+    """TLS sends the name, so ffmpeg keeps it; its TLS asks the guard for a tunnel (-http_proxy), which
+    goes to the job's own rtmps origin only, at an address allowed when the tunnel opens (a name that
+    resolves elsewhere by then is not connected to)."""
+    async with echo_origin() as (port, accepted):
+        guard = PullGuard(AddressPolicy.allowing(["127.0.0.0/8"]))
+        try:
+            url = f"rtmps://LocalHost:{port}/live/source"
+            assert await guard.ffmpeg_input(url) == (url, ["-http_proxy", guard.proxy_url])
+            assert input_args(url, live_listener=False, guard_options=(await guard.ffmpeg_input(url))[1])[-4:] == [
+                "-http_proxy", guard.proxy_url, "-i", url]
+
+            reader, writer, head = await ask_for_tunnel(guard, f"localhost:{port}")
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            writer.write(b"client hello")
+            assert await asyncio.wait_for(reader.readexactly(12), 5) == b"CLIENT HELLO"
+            writer.close()
+            # Another origin, or the same one by another spelling or port, was not the job's: no tunnel.
+            for target in (f"127.0.0.1:{port}", f"localhost:{port + 1}", "localhost:443", f"localhost:{port}x"):
+                head = (await ask_for_tunnel(guard, target))[2]
+                assert head.startswith(b"HTTP/1.1 400 "), (target, head)
+            # The name now resolves to no allowed address (as after a DNS change): refused as the tunnel opens.
+            guard.policy = AddressPolicy()
+            head = (await ask_for_tunnel(guard, f"localhost:{port}"))[2]
+            assert head.startswith(b"HTTP/1.1 403 "), head
+            assert accepted == [b"client hello"]
+        finally:
+            await guard.close()
 
 
 async def test_rtmp_and_srt_pulls_get_the_address_the_guard_checked() -> None:
