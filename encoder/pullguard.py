@@ -46,7 +46,7 @@ from typing import Any
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit, urlunsplit
 
 from onair.addresses import AddressPolicy, NotPublicError, allowed_addresses_now, literal_address, pull_refusal
-from onair.urls import url_host
+from onair.urls import DEFAULT_PORTS, url_host
 
 from .ffmpeg import PULL_READ_TIMEOUT_US
 
@@ -68,7 +68,6 @@ PIPE_CHUNK = 64 * 1024
 # Accept-Encoding either: a playlist is rewritten, so it comes uncompressed.
 HOP_BY_HOP = frozenset({"connection", "proxy-connection", "keep-alive", "proxy-authorization", "te", "trailer",
                         "upgrade", "transfer-encoding", "accept-encoding"})
-DEFAULT_PORTS = {"http": 80, "https": 443}
 RTMPS_DEFAULT_PORT = 443  # as ffmpeg's rtmps has it
 _URI_ATTRIBUTE = re.compile(r'(URI=")([^"]*)(")', re.IGNORECASE)
 
